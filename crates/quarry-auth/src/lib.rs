@@ -1,0 +1,1 @@
+//! Entity keys, keyrings, capabilities, tickets and the challenge-response handshake

@@ -1,0 +1,1 @@
+//! Connects to a Quarry cluster, authenticates, routes object ops to OSDs

@@ -1,0 +1,1 @@
+//! ceph.conf parsing, CEPH_ARGS and the typed option table

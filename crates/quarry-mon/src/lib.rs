@@ -1,0 +1,1 @@
+//! The monitor: cluster map, auth database and OSD liveness in a Raft group

@@ -1,0 +1,1 @@
+//! Pure placement: object name to PG, PG to OSDs

@@ -1,0 +1,1 @@
+//! One write-ahead log shared by all Raft groups of a daemon, with group commit

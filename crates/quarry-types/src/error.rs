@@ -1,0 +1,94 @@
+//! errno-style error codes: what a failed operation reports to the client.
+
+use serde::{Deserialize, Serialize};
+
+/// A positive Linux errno value naming why an operation failed. The C ABI returns its
+/// negation; the CLI prints `(N) Message` as Ceph's tools do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ErrorCode(pub i32);
+
+impl ErrorCode {
+    /// Operation not permitted (authentication refused, `(1) Operation not permitted`).
+    pub const EPERM: ErrorCode = ErrorCode(1);
+    /// No such object, pool, image or entity.
+    pub const ENOENT: ErrorCode = ErrorCode(2);
+    /// Input/output error: a checksum mismatch or a failed disk operation.
+    pub const EIO: ErrorCode = ErrorCode(5);
+    /// Try again (map changed, not the leader): retried by the client, never shown to users.
+    pub const EAGAIN: ErrorCode = ErrorCode(11);
+    /// Permission denied: the capabilities do not allow the operation.
+    pub const EACCES: ErrorCode = ErrorCode(13);
+    /// Resource busy (lock held by another client).
+    pub const EBUSY: ErrorCode = ErrorCode(16);
+    /// Already exists.
+    pub const EEXIST: ErrorCode = ErrorCode(17);
+    /// Invalid argument.
+    pub const EINVAL: ErrorCode = ErrorCode(22);
+    /// File too large: offset/length beyond `OBJECT_SIZE_MAX`.
+    pub const EFBIG: ErrorCode = ErrorCode(27);
+    /// No space left.
+    pub const ENOSPC: ErrorCode = ErrorCode(28);
+    /// Read-only (snapshot or read-only open).
+    pub const EROFS: ErrorCode = ErrorCode(30);
+    /// Result out of range.
+    pub const ERANGE: ErrorCode = ErrorCode(34);
+    /// Name too long.
+    pub const ENAMETOOLONG: ErrorCode = ErrorCode(36);
+    /// Function not implemented.
+    pub const ENOSYS: ErrorCode = ErrorCode(38);
+    /// No data (xattr absent).
+    pub const ENODATA: ErrorCode = ErrorCode(61);
+    /// Protocol error (malformed message).
+    pub const EPROTO: ErrorCode = ErrorCode(71);
+    /// Message too long (frame over the limit).
+    pub const EMSGSIZE: ErrorCode = ErrorCode(90);
+    /// Operation not supported.
+    pub const EOPNOTSUPP: ErrorCode = ErrorCode(95);
+    /// Connection timed out / operation timed out.
+    pub const ETIMEDOUT: ErrorCode = ErrorCode(110);
+    /// Operation canceled: a compare guard did not hold (Ceph returns -ECANCELED).
+    pub const ECANCELED: ErrorCode = ErrorCode(125);
+    /// Blocklisted client (Ceph's EBLOCKLISTED is ESHUTDOWN, 108).
+    pub const ESHUTDOWN: ErrorCode = ErrorCode(108);
+
+    /// The errno as the C ABI returns it (negative).
+    pub fn negative(self) -> i32 {
+        -self.0
+    }
+
+    /// The message Ceph's tools print for this errno, e.g. "No such file or directory".
+    pub fn message(self) -> &'static str {
+        match self.0 {
+            1 => "Operation not permitted",
+            2 => "No such file or directory",
+            5 => "Input/output error",
+            11 => "Resource temporarily unavailable",
+            13 => "Permission denied",
+            16 => "Device or resource busy",
+            17 => "File exists",
+            22 => "Invalid argument",
+            27 => "File too large",
+            28 => "No space left on device",
+            30 => "Read-only file system",
+            34 => "Numerical result out of range",
+            36 => "File name too long",
+            38 => "Function not implemented",
+            61 => "No data available",
+            71 => "Protocol error",
+            90 => "Message too long",
+            95 => "Operation not supported",
+            108 => "Cannot send after transport endpoint shutdown",
+            110 => "Connection timed out",
+            125 => "Operation canceled",
+            _ => "Unknown error",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "({}) {}", self.0, self.message())
+    }
+}
+
+impl std::error::Error for ErrorCode {}

@@ -1,0 +1,106 @@
+//! Identifiers: pools, placement groups, OSDs, snapshots and authenticated entities.
+
+use serde::{Deserialize, Serialize};
+
+/// A pool's numeric id, assigned by the monitor (never reused).
+pub type PoolId = u64;
+/// An OSD's numeric id (`osd.N`).
+pub type OsdId = u64;
+/// A snapshot id. Ids grow monotonically per pool; `SNAP_HEAD` names the live object.
+pub type SnapId = u64;
+/// The "no snapshot" id: read the head (Ceph's CEPH_NOSNAP).
+pub const SNAP_HEAD: SnapId = u64::MAX - 1;
+
+/// A placement group: `seed` in `0..pg_num` of `pool`. Printed as Ceph does: `1.1f`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PgId {
+    /// The pool the PG belongs to.
+    pub pool: PoolId,
+    /// The PG's index within the pool, `< pg_num`.
+    pub seed: u32,
+}
+
+impl std::fmt::Display for PgId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{:x}", self.pool, self.seed)
+    }
+}
+
+/// The kind of an authenticated entity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum EntityType {
+    /// A client (`client.admin`, `client.qemu`).
+    Client,
+    /// A storage daemon (`osd.3`).
+    Osd,
+    /// A monitor (`mon.` or `mon.a`).
+    Mon,
+}
+
+/// An authenticated entity name: `TYPE.ID`, e.g. `client.qemu`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EntityName {
+    /// The entity's type.
+    pub kind: EntityType,
+    /// The id part after the dot (may be empty for `mon.`).
+    pub id: String,
+}
+
+impl EntityName {
+    /// A client entity: `client.ID`.
+    pub fn client(id: &str) -> Self {
+        EntityName { kind: EntityType::Client, id: id.to_string() }
+    }
+
+    /// An OSD entity: `osd.N`.
+    pub fn osd(id: OsdId) -> Self {
+        EntityName { kind: EntityType::Osd, id: id.to_string() }
+    }
+
+    /// The monitor entity `mon.`.
+    pub fn mon() -> Self {
+        EntityName { kind: EntityType::Mon, id: String::new() }
+    }
+
+    /// Parses `TYPE.ID` (`client.admin`, `osd.0`, `mon.`). Returns None for anything else.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (kind, id) = s.split_once('.')?;
+        let kind = match kind {
+            "client" => EntityType::Client,
+            "osd" => EntityType::Osd,
+            "mon" => EntityType::Mon,
+            _ => return None,
+        };
+        let valid = id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c));
+        if !valid || (id.is_empty() && kind != EntityType::Mon) || id.len() > 256 {
+            return None;
+        }
+        Some(EntityName { kind, id: id.to_string() })
+    }
+}
+
+impl std::fmt::Display for EntityName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            EntityType::Client => "client",
+            EntityType::Osd => "osd",
+            EntityType::Mon => "mon",
+        };
+        write!(f, "{}.{}", kind, self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entity_names_round_trip_and_reject_garbage() {
+        for s in ["client.admin", "client.qemu", "osd.12", "mon."] {
+            assert_eq!(EntityName::parse(s).unwrap().to_string(), s);
+        }
+        for s in ["qemu", "client.", "bogus.x", "client.a b", ""] {
+            assert!(EntityName::parse(s).is_none(), "{s} must not parse");
+        }
+    }
+}

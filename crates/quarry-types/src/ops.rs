@@ -1,0 +1,340 @@
+//! Object operations: what one request asks of one object, applied atomically, and what it
+//! returns. Mirrors the RADOS op vector (read, write, omap, xattr, guards).
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, SnapId};
+
+/// Bytes with the crc32c their producer computed. The crc travels with the data from the
+/// client to the disk and back; every receiver checks it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Payload {
+    /// The bytes.
+    pub data: Bytes,
+    /// crc32c (Castagnoli) of `data`.
+    pub crc: u32,
+}
+
+impl Payload {
+    /// Wraps `data`, computing its checksum.
+    pub fn new(data: impl Into<Bytes>) -> Self {
+        let data = data.into();
+        let crc = crc32c::crc32c(&data);
+        Payload { data, crc }
+    }
+
+    /// True when the checksum matches the bytes.
+    pub fn verify(&self) -> bool {
+        crc32c::crc32c(&self.data) == self.crc
+    }
+
+    /// Number of bytes carried.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+/// The snapshot context of a mutation (Ceph's SnapContext): `seq` is the newest snapshot id
+/// the writer knows of, `snaps` the existing snapshot ids, newest first. A write whose `seq`
+/// is newer than the object's last write preserves the data those snapshots see.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapContext {
+    /// Newest snapshot id known to the writer (0: no snapshots ever).
+    pub seq: SnapId,
+    /// Existing snapshot ids, descending, all `<= seq`.
+    pub snaps: Vec<SnapId>,
+}
+
+impl SnapContext {
+    /// A context is valid when `snaps` is strictly descending and bounded by `seq`.
+    pub fn is_valid(&self) -> bool {
+        self.snaps.first().is_none_or(|&s| s <= self.seq)
+            && self.snaps.windows(2).all(|w| w[0] > w[1])
+    }
+}
+
+/// Comparison used by xattr/omap guards: `stored OP given`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CmpOp {
+    /// Stored value equals the given one.
+    Eq,
+    /// Stored value differs.
+    Ne,
+    /// Stored value is lexicographically greater.
+    Gt,
+    /// Stored value is greater or equal.
+    Gte,
+    /// Stored value is less.
+    Lt,
+    /// Stored value is less or equal.
+    Lte,
+}
+
+impl CmpOp {
+    /// Evaluates `stored OP given` on byte strings (lexicographic order).
+    pub fn holds(self, stored: &[u8], given: &[u8]) -> bool {
+        use std::cmp::Ordering::*;
+        let ord = stored.cmp(given);
+        match self {
+            CmpOp::Eq => ord == Equal,
+            CmpOp::Ne => ord != Equal,
+            CmpOp::Gt => ord == Greater,
+            CmpOp::Gte => ord != Less,
+            CmpOp::Lt => ord == Less,
+            CmpOp::Lte => ord != Greater,
+        }
+    }
+}
+
+/// One operation on one object. A request carries a vector of them; the vector is applied
+/// atomically: either every op succeeds and all effects are applied, or the first failing op's
+/// error is returned and nothing changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ObjectOp {
+    // ---- reads (allowed on snapshots) ----
+    /// Read `len` bytes at `off` (len 0: to the end). Short or empty past the end.
+    Read {
+        /// Offset in bytes.
+        off: u64,
+        /// Length in bytes; 0 reads to the end of the object.
+        len: u64,
+    },
+    /// Size and modification time.
+    Stat,
+    /// Fails with ENOENT unless the object exists.
+    AssertExists,
+    /// One xattr's value (ENODATA if absent).
+    GetXattr {
+        /// Attribute name.
+        name: String,
+    },
+    /// All xattrs.
+    GetXattrs,
+    /// Guard: fails with ECANCELED unless `xattr OP value` holds (absent xattr compares as
+    /// empty).
+    CmpXattr {
+        /// Attribute name.
+        name: String,
+        /// Comparison.
+        op: CmpOp,
+        /// Value to compare with.
+        value: Bytes,
+    },
+    /// Omap entries with key > `start_after`, starting with `prefix`, at most `max`.
+    OmapGetVals {
+        /// Exclusive lower bound ("" = from the start).
+        start_after: String,
+        /// Only keys with this prefix.
+        prefix: String,
+        /// Most entries to return (bounded by the OSD too).
+        max: u32,
+    },
+    /// Omap keys only, same paging as `OmapGetVals`.
+    OmapGetKeys {
+        /// Exclusive lower bound.
+        start_after: String,
+        /// Most keys to return.
+        max: u32,
+    },
+    /// Values of the given keys (absent keys are left out).
+    OmapGetValsByKeys {
+        /// Keys to look up.
+        keys: Vec<String>,
+    },
+    /// The omap header blob.
+    OmapGetHeader,
+    /// Guard: fails with ECANCELED unless `omap[key] OP value` holds (absent: ECANCELED).
+    OmapCmp {
+        /// Key.
+        key: String,
+        /// Comparison.
+        op: CmpOp,
+        /// Value.
+        value: Bytes,
+    },
+    // ---- mutations (refused with EROFS on snapshot reads) ----
+    /// Write bytes at `off`, extending the object as needed (creates it).
+    Write {
+        /// Offset.
+        off: u64,
+        /// Data and crc.
+        data: Payload,
+    },
+    /// Replace the object's data with these bytes (creates it).
+    WriteFull {
+        /// Data and crc.
+        data: Payload,
+    },
+    /// Zero a range (a hole; no size change beyond the current size).
+    Zero {
+        /// Offset.
+        off: u64,
+        /// Length.
+        len: u64,
+    },
+    /// Set the size (shrink drops data, grow adds zeros). Creates the object.
+    Truncate {
+        /// New size.
+        size: u64,
+    },
+    /// Create the object; with `exclusive`, fail with EEXIST if it exists.
+    Create {
+        /// Fail if it exists.
+        exclusive: bool,
+    },
+    /// Delete the object (ENOENT if absent). Snapshots keep seeing their data.
+    Remove,
+    /// Set an xattr (creates the object).
+    SetXattr {
+        /// Name.
+        name: String,
+        /// Value.
+        value: Bytes,
+    },
+    /// Remove an xattr (ENODATA if absent).
+    RmXattr {
+        /// Name.
+        name: String,
+    },
+    /// Set omap entries (creates the object).
+    OmapSetVals {
+        /// Entries to set.
+        vals: BTreeMap<String, Bytes>,
+    },
+    /// Remove omap keys (absent keys are ignored).
+    OmapRmKeys {
+        /// Keys to remove.
+        keys: Vec<String>,
+    },
+    /// Remove every omap entry.
+    OmapClear,
+    /// Set the omap header (creates the object).
+    OmapSetHeader {
+        /// Header bytes.
+        header: Bytes,
+    },
+    /// Drop data versions that no snapshot in `live_snaps` (nor the head) can see any more.
+    /// Issued after a snapshot is removed.
+    SnapTrim {
+        /// Snapshot ids that still exist, descending.
+        live_snaps: Vec<SnapId>,
+    },
+}
+
+impl ObjectOp {
+    /// True if the op changes state (and so must go through the PG log).
+    pub fn is_mutation(&self) -> bool {
+        matches!(
+            self,
+            ObjectOp::Write { .. }
+                | ObjectOp::WriteFull { .. }
+                | ObjectOp::Zero { .. }
+                | ObjectOp::Truncate { .. }
+                | ObjectOp::Create { .. }
+                | ObjectOp::Remove
+                | ObjectOp::SetXattr { .. }
+                | ObjectOp::RmXattr { .. }
+                | ObjectOp::OmapSetVals { .. }
+                | ObjectOp::OmapRmKeys { .. }
+                | ObjectOp::OmapClear
+                | ObjectOp::OmapSetHeader { .. }
+                | ObjectOp::SnapTrim { .. }
+        )
+    }
+
+    /// True if the op deletes data (capability class "delete" is the same as "write" in Ceph,
+    /// kept distinct for logging).
+    pub fn is_removal(&self) -> bool {
+        matches!(self, ObjectOp::Remove)
+    }
+}
+
+/// What one successful op returns.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpOutput {
+    /// Nothing (mutations, guards).
+    None,
+    /// Data read (possibly shorter than asked).
+    Data(Payload),
+    /// Object size and modification time (seconds, nanoseconds since the epoch).
+    Stat {
+        /// Size in bytes.
+        size: u64,
+        /// Modification time, seconds.
+        mtime_sec: u64,
+        /// Modification time, nanoseconds part.
+        mtime_nsec: u32,
+    },
+    /// One xattr value.
+    Xattr(Bytes),
+    /// All xattrs.
+    Xattrs(BTreeMap<String, Bytes>),
+    /// Omap entries and whether more follow.
+    OmapVals {
+        /// Entries.
+        vals: BTreeMap<String, Bytes>,
+        /// More entries exist past the last one returned.
+        more: bool,
+    },
+    /// Omap keys and whether more follow.
+    OmapKeys {
+        /// Keys.
+        keys: Vec<String>,
+        /// More keys exist.
+        more: bool,
+    },
+    /// Omap header.
+    OmapHeader(Bytes),
+}
+
+/// The reply to a whole op vector: every op's output, or the index and code of the first
+/// op that failed (in which case nothing was applied).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpReply {
+    /// All ops succeeded; one output per op, in order.
+    Ok(Vec<OpOutput>),
+    /// Op `index` failed with `code`; no effect was applied.
+    Failed {
+        /// Index of the failing op.
+        index: u32,
+        /// Why.
+        code: ErrorCode,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_detects_corruption() {
+        let mut p = Payload::new(Bytes::from_static(b"hello"));
+        assert!(p.verify());
+        p.data = Bytes::from_static(b"hellp");
+        assert!(!p.verify());
+    }
+
+    #[test]
+    fn snap_context_validity() {
+        assert!(SnapContext::default().is_valid());
+        assert!(SnapContext { seq: 5, snaps: vec![5, 3, 1] }.is_valid());
+        assert!(!SnapContext { seq: 4, snaps: vec![5] }.is_valid());
+        assert!(!SnapContext { seq: 5, snaps: vec![3, 3] }.is_valid());
+    }
+
+    #[test]
+    fn cmp_ops() {
+        assert!(CmpOp::Eq.holds(b"a", b"a"));
+        assert!(CmpOp::Lt.holds(b"a", b"b"));
+        assert!(!CmpOp::Gt.holds(b"a", b"b"));
+        assert!(CmpOp::Gte.holds(b"b", b"b"));
+    }
+}

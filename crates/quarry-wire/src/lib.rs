@@ -1,0 +1,1 @@
+//! Framed, versioned, signed messages between Quarry clients and daemons

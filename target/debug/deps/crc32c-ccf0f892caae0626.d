@@ -1,0 +1,19 @@
+/work/main/target/debug/deps/crc32c-ccf0f892caae0626.d: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/lib.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/combine.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hasher.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hw_tables.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hw_x86_64.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/io.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/sw.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/util.rs /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/hw.long.table /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/hw.short.table /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/sw.table
+
+/work/main/target/debug/deps/libcrc32c-ccf0f892caae0626.rlib: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/lib.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/combine.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hasher.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hw_tables.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hw_x86_64.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/io.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/sw.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/util.rs /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/hw.long.table /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/hw.short.table /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/sw.table
+
+/work/main/target/debug/deps/libcrc32c-ccf0f892caae0626.rmeta: /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/lib.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/combine.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hasher.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hw_tables.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hw_x86_64.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/io.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/sw.rs /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/util.rs /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/hw.long.table /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/hw.short.table /work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/sw.table
+
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/lib.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/combine.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hasher.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hw_tables.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/hw_x86_64.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/io.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/sw.rs:
+/root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/crc32c-0.6.9/src/util.rs:
+/work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/hw.long.table:
+/work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/hw.short.table:
+/work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out/sw.table:
+
+# env-dep:OUT_DIR=/work/main/target/debug/build/crc32c-cf2d7f0bf3c24785/out
