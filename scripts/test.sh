@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Every test: formatting, lints, unit/property/crash/cluster tests of all crates, and the
+# end-to-end checks of the CLI against real daemons on loopback. Idempotent; installs what
+# it needs (scripts/setup.sh). Tests start their own daemons on free loopback ports and stop
+# only what they started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+export PATH="$(pwd)/target/bin:$PATH"
+export RUST_BACKTRACE=1
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Dependencies are optimised in the test profile (Cargo.toml), so cluster tests run fast.
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --doc --locked
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
+for t in tests/e2e/*.sh; do
+  [ -e "$t" ] || continue
+  echo "== $t"
+  bash "$t"
+done
+echo "all tests passed"
