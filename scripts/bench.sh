@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Object benchmarks through the client (rados bench against `quarry up`), beside fio on a raw
+# file on the same disk with the same durability, in the same run. Prints a markdown table of
+# results and ratios (Quarry / fio). Not a test: nothing here passes or fails on a number.
+#   scripts/bench.sh [SECONDS]        (default 10 s per case)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+./scripts/setup.sh >/dev/null
+bin=$(pwd)/target/release/quarry
+work=$(mktemp -d /var/tmp/quarry-bench.XXXXXX)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$bin" up "$work/cluster" >"$work/up.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do grep -q '^ready' "$work/up.log" && break; sleep 0.2; done
+grep -q '^ready' "$work/up.log" || { cat "$work/up.log"; echo "cluster did not start" >&2; exit 1; }
+export CEPH_CONF=$work/cluster/ceph.conf
+
+rados_metric() { # $1 = output file, $2 = field name
+  awk -F: -v f="$2" '$1 ~ f { gsub(/ /, "", $2); print $2; exit }' "$1"
+}
+fio_iops() { # $1 = json file, $2 = read|write
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(sum(x[sys.argv[2]]["iops"] for x in j["jobs"])))' "$1" "$2"
+}
+fio_bw() {
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(sum(x[sys.argv[2]]["bw_bytes"] for x in j["jobs"])/1e6,1))' "$1" "$2"
+}
+
+echo "| case | Quarry IOPS | Quarry MB/s | fio raw file IOPS | fio MB/s | ratio (IOPS) |"
+echo "|---|---|---|---|---|---|"
+for bs in 4096 4194304; do
+  for qd in 1 32; do
+    label=$([ "$bs" = 4096 ] && echo 4KiB || echo 4MiB)
+    "$bin" rados -p rbd bench "$secs" write -b "$bs" -t "$qd" --no-cleanup >"$work/w.txt" 2>&1
+    w_iops=$(rados_metric "$work/w.txt" "Average IOPS")
+    w_bw=$(rados_metric "$work/w.txt" "Bandwidth")
+    "$bin" rados -p rbd bench "$secs" rand -t "$qd" >"$work/r.txt" 2>&1
+    r_iops=$(rados_metric "$work/r.txt" "Average IOPS")
+    r_bw=$(rados_metric "$work/r.txt" "Bandwidth")
+    "$bin" rados -p rbd cleanup >/dev/null 2>&1 || true
+    # The disk with the same durability: every write followed by an fsync (fdatasync would
+    # be cheaper; Quarry's WAL uses fdatasync, fio's --fsync=1 is what the issue names).
+    fio --name=w --filename="$work/raw" --size=1G --bs="$bs" --rw=randwrite --ioengine=libaio \
+        --iodepth="$qd" --direct=1 --fsync=1 --runtime="$secs" --time_based --output-format=json \
+        >"$work/fw.json" 2>/dev/null
+    fio --name=r --filename="$work/raw" --size=1G --bs="$bs" --rw=randread --ioengine=libaio \
+        --iodepth="$qd" --direct=1 --runtime="$secs" --time_based --output-format=json \
+        >"$work/fr.json" 2>/dev/null
+    fw_iops=$(fio_iops "$work/fw.json" write); fw_bw=$(fio_bw "$work/fw.json" write)
+    fr_iops=$(fio_iops "$work/fr.json" read); fr_bw=$(fio_bw "$work/fr.json" read)
+    ratio() { python3 -c "import sys; a,b=float(sys.argv[1] or 0),float(sys.argv[2] or 0); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
+    echo "| write $label QD$qd | $w_iops | $w_bw | $fw_iops | $fw_bw | $(ratio "$w_iops" "$fw_iops") |"
+    echo "| read $label QD$qd | $r_iops | $r_bw | $fr_iops | $fr_bw | $(ratio "$r_iops" "$fr_iops") |"
+  done
+done
+echo
+echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; disk: $(df -h "$work" | awk 'NR==2{print $1}'); ${secs} s per case."
