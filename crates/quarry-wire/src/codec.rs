@@ -1,0 +1,310 @@
+//! Frames: the byte layout on the wire, independent of any socket so it can be fuzzed.
+//!
+//! ```text
+//! offset size field
+//!      0    4 magic "QRY1"
+//!      4    1 version (FRAME_VERSION)
+//!      5    1 flags (bit 0: signed)
+//!      6    2 reserved, must be 0
+//!      8    8 request id (0 for events and handshake)
+//!     16    4 payload length (bytes)
+//!     20    4 crc32c of the payload
+//!     24    8 sequence number (per direction, starts at 1 after the handshake)
+//!     32    n payload: bincode(Message), fixed-width integers, little endian
+//!   32+n   16 signature when flag 0 is set: HMAC-SHA256(session key, header ++ payload)[..16]
+//! ```
+//! A frame whose magic, version, flags, length, crc, sequence or signature is wrong is an
+//! error; the connection is then closed. Nothing here panics on any input.
+
+use bincode::Options;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use crate::message::Message;
+use crate::WireError;
+
+/// Frame magic.
+pub const FRAME_MAGIC: [u8; 4] = *b"QRY1";
+/// Frame format version.
+pub const FRAME_VERSION: u8 = 1;
+/// Header size in bytes.
+pub const HEADER_LEN: usize = 32;
+/// Signature size in bytes.
+pub const SIGNATURE_LEN: usize = 16;
+/// Largest payload accepted before authentication (the handshake messages are tiny).
+pub const HANDSHAKE_PAYLOAD_MAX: u32 = 64 << 10;
+/// Largest payload accepted on an authenticated session: one object write of the largest
+/// object size plus room for the rest of the request.
+pub const FRAME_PAYLOAD_MAX: u32 = (quarry_types::OBJECT_SIZE_MAX as u32) + (1 << 20);
+
+const FLAG_SIGNED: u8 = 1;
+
+/// A decoded frame header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameHeader {
+    /// Request id.
+    pub request_id: u64,
+    /// Payload length.
+    pub payload_len: u32,
+    /// crc32c of the payload.
+    pub payload_crc: u32,
+    /// Sequence number.
+    pub seq: u64,
+    /// Whether a signature follows the payload.
+    pub signed: bool,
+}
+
+impl FrameHeader {
+    /// Bytes that follow the header (payload and signature).
+    pub fn body_len(&self) -> usize {
+        self.payload_len as usize + if self.signed { SIGNATURE_LEN } else { 0 }
+    }
+}
+
+/// Session key used to sign frames once a handshake succeeded.
+pub type SessionKey = [u8; 32];
+
+fn bincode_options(limit: u64) -> impl Options {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_little_endian()
+        .reject_trailing_bytes()
+        .with_limit(limit)
+}
+
+/// Encodes `msg` as one complete frame (header, payload, signature if `key` is given).
+pub fn encode_frame(
+    request_id: u64,
+    seq: u64,
+    msg: &Message,
+    key: Option<&SessionKey>,
+) -> Result<Vec<u8>, WireError> {
+    let payload = bincode_options(u64::from(FRAME_PAYLOAD_MAX))
+        .serialize(msg)
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    if payload.len() > FRAME_PAYLOAD_MAX as usize {
+        return Err(WireError::TooLarge { len: payload.len() as u64, max: FRAME_PAYLOAD_MAX });
+    }
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len() + SIGNATURE_LEN);
+    frame.extend_from_slice(&FRAME_MAGIC);
+    frame.push(FRAME_VERSION);
+    frame.push(if key.is_some() { FLAG_SIGNED } else { 0 });
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(&request_id.to_le_bytes());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    frame.extend_from_slice(&seq.to_le_bytes());
+    debug_assert_eq!(frame.len(), HEADER_LEN);
+    frame.extend_from_slice(&payload);
+    if let Some(key) = key {
+        let tag = signature(key, &frame);
+        frame.extend_from_slice(&tag);
+    }
+    Ok(frame)
+}
+
+/// Parses and checks a header. `payload_max` is the limit for this connection state.
+pub fn decode_header(bytes: &[u8; HEADER_LEN], payload_max: u32) -> Result<FrameHeader, WireError> {
+    if bytes[0..4] != FRAME_MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    if bytes[4] != FRAME_VERSION {
+        return Err(WireError::BadVersion(bytes[4]));
+    }
+    let flags = bytes[5];
+    if flags & !FLAG_SIGNED != 0 || bytes[6] != 0 || bytes[7] != 0 {
+        return Err(WireError::BadFlags(flags));
+    }
+    let le64 = |r: std::ops::Range<usize>| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[r]);
+        u64::from_le_bytes(b)
+    };
+    let le32 = |r: std::ops::Range<usize>| {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[r]);
+        u32::from_le_bytes(b)
+    };
+    let payload_len = le32(16..20);
+    if payload_len > payload_max {
+        return Err(WireError::TooLarge { len: u64::from(payload_len), max: payload_max });
+    }
+    Ok(FrameHeader {
+        request_id: le64(8..16),
+        payload_len,
+        payload_crc: le32(20..24),
+        seq: le64(24..32),
+        signed: flags & FLAG_SIGNED != 0,
+    })
+}
+
+/// Checks the body (payload and signature) of a frame whose header was accepted and decodes
+/// the message. With `key`, the frame must be signed with it and carry `expected_seq`.
+pub fn decode_body(
+    header_bytes: &[u8; HEADER_LEN],
+    header: &FrameHeader,
+    body: &[u8],
+    key: Option<&SessionKey>,
+    expected_seq: u64,
+) -> Result<Message, WireError> {
+    if body.len() != header.body_len() {
+        return Err(WireError::Truncated);
+    }
+    let (payload, tag) = body.split_at(header.payload_len as usize);
+    if crc32c::crc32c(payload) != header.payload_crc {
+        return Err(WireError::BadCrc);
+    }
+    match key {
+        Some(key) => {
+            if !header.signed {
+                return Err(WireError::Unsigned);
+            }
+            if header.seq != expected_seq {
+                return Err(WireError::BadSequence { got: header.seq, want: expected_seq });
+            }
+            let mut mac =
+                <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| WireError::BadSignature)?;
+            mac.update(header_bytes);
+            mac.update(payload);
+            mac.verify_truncated_left(tag).map_err(|_| WireError::BadSignature)?;
+        }
+        None => {
+            if header.signed {
+                return Err(WireError::BadFlags(FLAG_SIGNED));
+            }
+        }
+    }
+    bincode_options(u64::from(header.payload_len))
+        .deserialize(payload)
+        .map_err(|e| WireError::Decode(e.to_string()))
+}
+
+/// Decodes one whole frame held in memory (header, body). For tests and fuzzing.
+pub fn decode_frame(
+    frame: &[u8],
+    payload_max: u32,
+    key: Option<&SessionKey>,
+    expected_seq: u64,
+) -> Result<(FrameHeader, Message), WireError> {
+    if frame.len() < HEADER_LEN {
+        return Err(WireError::Truncated);
+    }
+    let mut header_bytes = [0u8; HEADER_LEN];
+    header_bytes.copy_from_slice(&frame[..HEADER_LEN]);
+    let header = decode_header(&header_bytes, payload_max)?;
+    let msg = decode_body(&header_bytes, &header, &frame[HEADER_LEN..], key, expected_seq)?;
+    Ok((header, msg))
+}
+
+fn signature(key: &SessionKey, header_and_payload: &[u8]) -> [u8; SIGNATURE_LEN] {
+    // HMAC accepts keys of any length; a 32-byte key cannot fail.
+    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC takes keys of any length"),
+    };
+    mac.update(header_and_payload);
+    let full = mac.finalize().into_bytes();
+    let mut tag = [0u8; SIGNATURE_LEN];
+    tag.copy_from_slice(&full[..SIGNATURE_LEN]);
+    tag
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Reply, Request};
+    use proptest::prelude::*;
+
+    fn sample() -> Message {
+        Message::Request(Request::GetMap)
+    }
+
+    #[test]
+    fn round_trip_unsigned_and_signed() {
+        let f = encode_frame(7, 0, &sample(), None).unwrap();
+        let (h, m) = decode_frame(&f, HANDSHAKE_PAYLOAD_MAX, None, 0).unwrap();
+        assert_eq!((h.request_id, m), (7, sample()));
+        let key = [9u8; 32];
+        let f = encode_frame(8, 5, &sample(), Some(&key)).unwrap();
+        let (h, m) = decode_frame(&f, FRAME_PAYLOAD_MAX, Some(&key), 5).unwrap();
+        assert_eq!((h.request_id, h.seq, m), (8, 5, sample()));
+    }
+
+    #[test]
+    fn signed_frames_reject_tamper_replay_and_wrong_key() {
+        let key = [1u8; 32];
+        let f = encode_frame(1, 3, &Message::Reply(Reply::Ack), Some(&key)).unwrap();
+        for i in 0..f.len() {
+            let mut bad = f.clone();
+            bad[i] ^= 0x40;
+            assert!(decode_frame(&bad, FRAME_PAYLOAD_MAX, Some(&key), 3).is_err(), "byte {i}");
+        }
+        // replay: the same frame when the next sequence number is expected
+        assert!(matches!(
+            decode_frame(&f, FRAME_PAYLOAD_MAX, Some(&key), 4),
+            Err(WireError::BadSequence { .. })
+        ));
+        assert!(decode_frame(&f, FRAME_PAYLOAD_MAX, Some(&[2u8; 32]), 3).is_err());
+        // unsigned frame on a signed session
+        let u = encode_frame(1, 3, &Message::Reply(Reply::Ack), None).unwrap();
+        assert!(matches!(
+            decode_frame(&u, FRAME_PAYLOAD_MAX, Some(&key), 3),
+            Err(WireError::Unsigned)
+        ));
+    }
+
+    #[test]
+    fn oversized_and_truncated_frames_are_errors() {
+        let f = encode_frame(1, 0, &sample(), None).unwrap();
+        for cut in 0..f.len() {
+            assert!(decode_frame(&f[..cut], HANDSHAKE_PAYLOAD_MAX, None, 0).is_err());
+        }
+        let mut big = f.clone();
+        big[16..20].copy_from_slice(&(HANDSHAKE_PAYLOAD_MAX + 1).to_le_bytes());
+        assert!(matches!(
+            decode_frame(&big, HANDSHAKE_PAYLOAD_MAX, None, 0),
+            Err(WireError::TooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn hostile_length_prefix_inside_payload_does_not_allocate() {
+        // A Vec length of 2^60 inside a small payload must fail on the limit, not abort.
+        let mut payload = vec![5u8, 0, 0, 0]; // variant index of Message::Request
+        payload.extend_from_slice(&0u32.to_le_bytes());
+        payload.extend_from_slice(&(1u64 << 60).to_le_bytes());
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&FRAME_MAGIC);
+        frame.extend_from_slice(&[FRAME_VERSION, 0, 0, 0]);
+        frame.extend_from_slice(&1u64.to_le_bytes());
+        frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+        frame.extend_from_slice(&0u64.to_le_bytes());
+        frame.extend_from_slice(&payload);
+        assert!(decode_frame(&frame, HANDSHAKE_PAYLOAD_MAX, None, 0).is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// The decoder never panics on arbitrary bytes, signed or not.
+        #[test]
+        fn decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = decode_frame(&bytes, HANDSHAKE_PAYLOAD_MAX, None, 0);
+            let _ = decode_frame(&bytes, FRAME_PAYLOAD_MAX, Some(&[3u8; 32]), 1);
+        }
+
+        /// Valid headers with a random payload never panic the message decoder.
+        #[test]
+        fn random_payloads_never_panic(payload in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut frame = Vec::new();
+            frame.extend_from_slice(&FRAME_MAGIC);
+            frame.extend_from_slice(&[FRAME_VERSION, 0, 0, 0]);
+            frame.extend_from_slice(&1u64.to_le_bytes());
+            frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+            frame.extend_from_slice(&0u64.to_le_bytes());
+            frame.extend_from_slice(&payload);
+            let _ = decode_frame(&frame, HANDSHAKE_PAYLOAD_MAX, None, 0);
+        }
+    }
+}

@@ -1,0 +1,491 @@
+//! Connections over TCP: the authentication handshake (client and server side), then a
+//! pipelined request/reply session with signed frames.
+//!
+//! Client side: [`connect`] authenticates and returns an [`RpcClient`]: many requests may be
+//! in flight on one connection; replies are matched by request id; pushed events arrive on a
+//! channel. Server side: [`accept`] authenticates a peer through an [`Authenticator`], then
+//! [`serve`] runs the session, calling a [`Handler`] for each request concurrently (at most
+//! `INFLIGHT_REQUESTS_MAX` per connection).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use quarry_types::{EntityName, ErrorCode};
+
+use crate::codec::{
+    decode_body, decode_header, encode_frame, SessionKey, FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX,
+    HEADER_LEN,
+};
+use crate::message::{
+    Challenge, Event, Hello, Message, Proof, Refused, Reply, Request, Service, Welcome,
+};
+use crate::WireError;
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Requests one connection may have in flight on a server before it stops reading.
+pub const INFLIGHT_REQUESTS_MAX: usize = 256;
+/// Frames queued for the writer task of one connection.
+const OUTGOING_QUEUE_MAX: usize = 1024;
+
+/// The secret a client proves it holds.
+#[derive(Clone)]
+pub enum ClientSecret {
+    /// The entity's own key (monitor connections).
+    EntityKey(Vec<u8>),
+    /// A monitor ticket and its session key (OSD connections).
+    Ticket {
+        /// Sealed ticket bytes, opaque to the client.
+        ticket: Vec<u8>,
+        /// The ticket's session key.
+        session_key: SessionKey,
+    },
+}
+
+impl ClientSecret {
+    fn key(&self) -> &[u8] {
+        match self {
+            ClientSecret::EntityKey(k) => k,
+            ClientSecret::Ticket { session_key, .. } => session_key,
+        }
+    }
+}
+
+struct FrameReader {
+    inner: BufReader<OwnedReadHalf>,
+    key: Option<SessionKey>,
+    next_seq: u64,
+    payload_max: u32,
+}
+
+impl FrameReader {
+    async fn recv(&mut self) -> Result<(u64, Message), WireError> {
+        let mut header_bytes = [0u8; HEADER_LEN];
+        match self.inner.read_exact(&mut header_bytes).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(WireError::Closed)
+            }
+            Err(e) => return Err(WireError::Io(e)),
+        }
+        let header = decode_header(&header_bytes, self.payload_max)?;
+        let mut body = vec![0u8; header.body_len()];
+        self.inner.read_exact(&mut body).await.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                WireError::Truncated
+            } else {
+                WireError::Io(e)
+            }
+        })?;
+        let msg = decode_body(&header_bytes, &header, &body, self.key.as_ref(), self.next_seq)?;
+        if self.key.is_some() {
+            self.next_seq += 1;
+        }
+        Ok((header.request_id, msg))
+    }
+}
+
+struct FrameWriter {
+    inner: BufWriter<OwnedWriteHalf>,
+    key: Option<SessionKey>,
+    next_seq: u64,
+}
+
+impl FrameWriter {
+    /// Queues a frame in the buffer; call `flush` to send.
+    async fn push(&mut self, request_id: u64, msg: &Message) -> Result<(), WireError> {
+        let seq = if self.key.is_some() { self.next_seq } else { 0 };
+        let frame = encode_frame(request_id, seq, msg, self.key.as_ref())?;
+        self.inner.write_all(&frame).await?;
+        if self.key.is_some() {
+            self.next_seq += 1;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, request_id: u64, msg: &Message) -> Result<(), WireError> {
+        self.push(request_id, msg).await?;
+        self.inner.flush().await?;
+        Ok(())
+    }
+}
+
+fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
+    let _ = stream.set_nodelay(true);
+    let (r, w) = stream.into_split();
+    (
+        FrameReader {
+            inner: BufReader::with_capacity(256 << 10, r),
+            key: None,
+            next_seq: 1,
+            payload_max: HANDSHAKE_PAYLOAD_MAX,
+        },
+        FrameWriter { inner: BufWriter::with_capacity(256 << 10, w), key: None, next_seq: 1 },
+    )
+}
+
+fn nonce() -> [u8; 16] {
+    let mut n = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut n);
+    n
+}
+
+/// Constant-time equality for proofs.
+fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Connects to `addr`, authenticates as `entity` for `service`, and starts a pipelined
+/// session. Returns the client, the channel of pushed events, and the global id the server
+/// assigned. An authentication failure is `WireError::Refused` (EPERM/EACCES); the whole
+/// handshake is bounded by `timeout`.
+pub async fn connect(
+    addr: SocketAddr,
+    entity: &EntityName,
+    service: Service,
+    secret: &ClientSecret,
+    timeout: Duration,
+) -> Result<Connected, WireError> {
+    let work = async {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut reader, mut writer) = split(stream);
+        let client_nonce = nonce();
+        let ticket = match secret {
+            ClientSecret::Ticket { ticket, .. } => Some(ticket.clone()),
+            ClientSecret::EntityKey(_) => None,
+        };
+        let hello = Hello {
+            protocol: PROTOCOL_VERSION,
+            service,
+            entity: entity.clone(),
+            client_nonce,
+            ticket,
+        };
+        writer.send(0, &Message::Hello(hello)).await?;
+        let server_nonce = match reader.recv().await? {
+            (_, Message::Challenge(Challenge { server_nonce })) => server_nonce,
+            (_, Message::Refused(r)) => return Err(WireError::Refused(r.code, r.reason)),
+            _ => return Err(WireError::UnexpectedMessage("expected Challenge")),
+        };
+        let key = secret.key();
+        let proof = quarry_auth::client_proof(key, entity, &client_nonce, &server_nonce);
+        writer.send(0, &Message::Proof(Proof { proof })).await?;
+        let welcome = match reader.recv().await? {
+            (_, Message::Welcome(w)) => w,
+            (_, Message::Refused(r)) => return Err(WireError::Refused(r.code, r.reason)),
+            _ => return Err(WireError::UnexpectedMessage("expected Welcome")),
+        };
+        let expected = quarry_auth::server_proof(key, entity, &client_nonce, &server_nonce);
+        if !ct_eq(&welcome.proof, &expected) {
+            return Err(WireError::Refused(
+                ErrorCode::EPERM,
+                "the server could not prove it knows our key (wrong cluster or impostor)".into(),
+            ));
+        }
+        let session = quarry_auth::session_key(key, &client_nonce, &server_nonce);
+        reader.key = Some(session);
+        reader.payload_max = FRAME_PAYLOAD_MAX;
+        writer.key = Some(session);
+        Ok((reader, writer, welcome.global_id, session))
+    };
+    let (reader, writer, global_id, session_key) =
+        tokio::time::timeout(timeout, work).await.map_err(|_| WireError::Timeout)??;
+    let (client, events) = RpcClient::start(reader, writer);
+    Ok(Connected { client, events, global_id, session_key })
+}
+
+/// An authenticated client connection.
+pub struct Connected {
+    /// Pipelined requests.
+    pub client: RpcClient,
+    /// Events the server pushes (map updates).
+    pub events: mpsc::Receiver<Event>,
+    /// The global id the server assigned to this client instance.
+    pub global_id: u64,
+    /// The session key both sides derived: used to open secrets the server seals for us
+    /// (a ticket's session key, service keys).
+    pub session_key: SessionKey,
+}
+
+/// What a server needs to authenticate a peer.
+pub trait Authenticator: Send + Sync + 'static {
+    /// What the server remembers about an authenticated peer (entity, caps, ...).
+    type Session: Send + Sync + 'static;
+
+    /// The secret the peer must prove it holds, and its session, or a refusal. For the
+    /// monitor: the entity's key; for an OSD: the session key in the (opened) ticket.
+    fn secret_for(&self, hello: &Hello) -> Result<(Vec<u8>, Self::Session), Refused>;
+
+    /// A peer proved its identity; returns the global id to announce.
+    fn accepted(&self, session: &Self::Session) -> u64;
+
+    /// A peer failed to prove its identity (for logging and counters).
+    fn rejected(&self, hello: &Hello, peer: SocketAddr, why: &str);
+}
+
+/// A connection that finished the server side of the handshake.
+pub struct Accepted<S> {
+    reader: FrameReader,
+    writer: FrameWriter,
+    /// The authenticated peer's session.
+    pub session: S,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The session key: seal secrets sent to this peer with it.
+    pub session_key: SessionKey,
+}
+
+/// Runs the server side of the handshake on `stream`, bounded by `timeout`.
+pub async fn accept<A: Authenticator>(
+    stream: TcpStream,
+    auth: &A,
+    timeout: Duration,
+) -> Result<Accepted<A::Session>, WireError> {
+    let peer = stream.peer_addr()?;
+    let work = async {
+        let (mut reader, mut writer) = split(stream);
+        let hello = match reader.recv().await? {
+            (_, Message::Hello(h)) => h,
+            _ => return Err(WireError::UnexpectedMessage("expected Hello")),
+        };
+        if hello.protocol != PROTOCOL_VERSION {
+            let reason =
+                format!("protocol {} not supported (want {})", hello.protocol, PROTOCOL_VERSION);
+            let refused = Refused { code: ErrorCode::EPROTO, reason: reason.clone() };
+            let _ = writer.send(0, &Message::Refused(refused)).await;
+            return Err(WireError::Refused(ErrorCode::EPROTO, reason));
+        }
+        // The challenge goes out even for unknown entities, so a prober learns nothing
+        // before proving a key.
+        let server_nonce = nonce();
+        writer.send(0, &Message::Challenge(Challenge { server_nonce })).await?;
+        let proof = match reader.recv().await? {
+            (_, Message::Proof(p)) => p,
+            _ => return Err(WireError::UnexpectedMessage("expected Proof")),
+        };
+        let (secret, session) = match auth.secret_for(&hello) {
+            Ok(found) => found,
+            Err(refused) => {
+                auth.rejected(&hello, peer, &refused.reason);
+                let err = WireError::Refused(refused.code, refused.reason.clone());
+                let _ = writer.send(0, &Message::Refused(refused)).await;
+                return Err(err);
+            }
+        };
+        let expected =
+            quarry_auth::client_proof(&secret, &hello.entity, &hello.client_nonce, &server_nonce);
+        if !ct_eq(&proof.proof, &expected) {
+            let reason = "authentication failed: wrong key".to_string();
+            auth.rejected(&hello, peer, &reason);
+            let refused = Refused { code: ErrorCode::EPERM, reason: reason.clone() };
+            let _ = writer.send(0, &Message::Refused(refused)).await;
+            return Err(WireError::Refused(ErrorCode::EPERM, reason));
+        }
+        let global_id = auth.accepted(&session);
+        let proof =
+            quarry_auth::server_proof(&secret, &hello.entity, &hello.client_nonce, &server_nonce);
+        writer.send(0, &Message::Welcome(Welcome { proof, global_id })).await?;
+        let key = quarry_auth::session_key(&secret, &hello.client_nonce, &server_nonce);
+        reader.key = Some(key);
+        reader.payload_max = FRAME_PAYLOAD_MAX;
+        writer.key = Some(key);
+        Ok((reader, writer, session, key))
+    };
+    let (reader, writer, session, session_key) =
+        tokio::time::timeout(timeout, work).await.map_err(|_| WireError::Timeout)??;
+    Ok(Accepted { reader, writer, session, peer, session_key })
+}
+
+/// Pushes events to one connected peer (e.g. map updates to a subscriber).
+#[derive(Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<(u64, Message)>,
+}
+
+impl EventSink {
+    /// Sends an event; false if the connection is gone.
+    pub async fn send(&self, event: Event) -> bool {
+        self.tx.send((0, Message::Event(event))).await.is_ok()
+    }
+
+    /// True once the connection has closed.
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+/// Per-connection context handed to a [`Handler`].
+pub struct ConnContext<S> {
+    /// The authenticated peer.
+    pub session: S,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// Push channel to this peer.
+    pub events: EventSink,
+    /// The session key: seal secrets sent to this peer with it.
+    pub session_key: SessionKey,
+}
+
+/// Serves requests of one authenticated connection.
+pub trait Handler<S>: Send + Sync + 'static {
+    /// Handles one request; the returned reply is sent back with the same request id.
+    fn handle(
+        &self,
+        ctx: Arc<ConnContext<S>>,
+        request: Request,
+    ) -> impl Future<Output = Reply> + Send;
+}
+
+/// Runs an authenticated connection until the peer goes away or sends a bad frame. Requests
+/// are handled concurrently; replies may go out of order (they carry the request id).
+pub async fn serve<S, H>(accepted: Accepted<S>, handler: Arc<H>) -> Result<(), WireError>
+where
+    S: Send + Sync + 'static,
+    H: Handler<S>,
+{
+    let Accepted { mut reader, writer, session, peer, session_key } = accepted;
+    let (tx, rx) = mpsc::channel::<(u64, Message)>(OUTGOING_QUEUE_MAX);
+    let writer_task = tokio::spawn(write_loop(writer, rx));
+    let ctx =
+        Arc::new(ConnContext { session, peer, events: EventSink { tx: tx.clone() }, session_key });
+    let inflight = Arc::new(Semaphore::new(INFLIGHT_REQUESTS_MAX));
+    let result = loop {
+        let (request_id, msg) = match reader.recv().await {
+            Ok(frame) => frame,
+            Err(WireError::Closed) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        let request = match msg {
+            Message::Request(r) => r,
+            _ => break Err(WireError::UnexpectedMessage("expected Request")),
+        };
+        let permit = match inflight.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => break Ok(()),
+        };
+        let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
+        tokio::spawn(async move {
+            let reply = handler.handle(ctx, request).await;
+            let _ = tx.send((request_id, Message::Reply(reply))).await;
+            drop(permit);
+        });
+    };
+    drop(tx);
+    drop(ctx);
+    // The writer ends when every sender (in-flight handlers, event sinks) is gone; do not
+    // wait for subscribers' sinks to drop: abort the writer once the reader has stopped.
+    writer_task.abort();
+    result
+}
+
+async fn write_loop(mut writer: FrameWriter, mut rx: mpsc::Receiver<(u64, Message)>) {
+    while let Some((id, msg)) = rx.recv().await {
+        if writer.push(id, &msg).await.is_err() {
+            return;
+        }
+        // Coalesce whatever else is queued into the same flush.
+        while let Ok((id, msg)) = rx.try_recv() {
+            if writer.push(id, &msg).await.is_err() {
+                return;
+            }
+        }
+        if writer.inner.flush().await.is_err() {
+            return;
+        }
+    }
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, WireError>>>>>;
+
+/// The client side of an authenticated session: pipelined requests.
+#[derive(Clone)]
+pub struct RpcClient {
+    tx: mpsc::Sender<(u64, Message)>,
+    pending: Pending,
+    next_id: Arc<AtomicU64>,
+    closed: Arc<AtomicBool>,
+}
+
+impl RpcClient {
+    fn start(reader: FrameReader, writer: FrameWriter) -> (RpcClient, mpsc::Receiver<Event>) {
+        let (tx, rx) = mpsc::channel(OUTGOING_QUEUE_MAX);
+        let (event_tx, event_rx) = mpsc::channel(64);
+        let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(read_loop(reader, pending.clone(), event_tx, closed.clone()));
+        let client = RpcClient { tx, pending, next_id: Arc::new(AtomicU64::new(1)), closed };
+        (client, event_rx)
+    }
+
+    /// Sends `request` and waits for its reply. `WireError::Closed` if the connection drops
+    /// before the reply arrives (the request may or may not have been executed).
+    pub async fn call(&self, request: Request) -> Result<Reply, WireError> {
+        if self.is_closed() {
+            return Err(WireError::Closed);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (reply_tx, reply_rx) = oneshot::channel();
+        lock(&self.pending).insert(id, reply_tx);
+        if self.tx.send((id, Message::Request(request))).await.is_err() {
+            lock(&self.pending).remove(&id);
+            return Err(WireError::Closed);
+        }
+        // The reader may have failed between the check above and the insert.
+        if self.is_closed() {
+            if let Some(tx) = lock(&self.pending).remove(&id) {
+                let _ = tx.send(Err(WireError::Closed));
+            }
+        }
+        reply_rx.await.unwrap_or(Err(WireError::Closed))
+    }
+
+    /// True once the connection is gone; make a new one.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire) || self.tx.is_closed()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+async fn read_loop(
+    mut reader: FrameReader,
+    pending: Pending,
+    events: mpsc::Sender<Event>,
+    closed: Arc<AtomicBool>,
+) {
+    let reason = loop {
+        match reader.recv().await {
+            Ok((id, Message::Reply(reply))) => {
+                if let Some(tx) = lock(&pending).remove(&id) {
+                    let _ = tx.send(Ok(reply));
+                }
+            }
+            Ok((_, Message::Event(event))) => {
+                // A slow event consumer must not stall replies: drop events if full; the
+                // consumer re-fetches the map when it sees a newer epoch anyway.
+                let _ = events.try_send(event);
+            }
+            Ok(_) => break WireError::UnexpectedMessage("expected Reply or Event"),
+            Err(e) => break e,
+        }
+    };
+    tracing::debug!(error = %reason, "connection closed");
+    closed.store(true, Ordering::Release);
+    let waiters: Vec<_> = lock(&pending).drain().collect();
+    for (_, tx) in waiters {
+        let _ = tx.send(Err(WireError::Closed));
+    }
+}

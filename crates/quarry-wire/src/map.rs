@@ -1,0 +1,116 @@
+//! The cluster map: what the monitor agrees on and pushes to every client and OSD.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use quarry_types::{OsdId, PgId, PoolId, SnapId};
+
+/// The cluster map at one epoch. Every change bumps `epoch`; clients and OSDs act on the
+/// newest epoch they have seen and retry operations refused for a stale epoch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterMap {
+    /// The cluster's unique id (uuid string).
+    pub fsid: String,
+    /// Monotonic epoch, bumped by every change.
+    pub epoch: u64,
+    /// Monitors, by name.
+    pub mons: BTreeMap<String, SocketAddr>,
+    /// OSDs known to the cluster.
+    pub osds: BTreeMap<OsdId, OsdInfo>,
+    /// Pools by id.
+    pub pools: BTreeMap<PoolId, PoolInfo>,
+    /// Tickets of an entity issued before this unix time are no longer honoured (set when the
+    /// entity is deleted or its caps change): revocation reaches open sessions at once.
+    pub auth_floor: BTreeMap<String, u64>,
+    /// Blocklisted client instances (`entity@global_id`), with expiry (unix seconds).
+    pub blocklist: BTreeMap<String, u64>,
+}
+
+/// One OSD's entry in the map.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OsdInfo {
+    /// The OSD id.
+    pub id: OsdId,
+    /// Where it listens for clients and peers (None until it first boots).
+    pub addr: Option<SocketAddr>,
+    /// Host name (placement puts replicas on distinct hosts).
+    pub host: String,
+    /// Up: the daemon holds a valid liveness lease.
+    pub up: bool,
+    /// In: the OSD takes part in placement.
+    pub in_cluster: bool,
+    /// Relative capacity for placement.
+    pub weight: f64,
+    /// Bumped every time the OSD boots; a message from an older incarnation is stale.
+    pub up_from: u64,
+    /// Bytes used and available, as last reported.
+    pub used_bytes: u64,
+    /// Bytes available, as last reported.
+    pub avail_bytes: u64,
+}
+
+/// One pool's entry in the map.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PoolInfo {
+    /// Pool id.
+    pub id: PoolId,
+    /// Pool name.
+    pub name: String,
+    /// Number of placement groups.
+    pub pg_num: u32,
+    /// Replicas per object.
+    pub size: u32,
+    /// Replicas that must be up to accept writes.
+    pub min_size: u32,
+    /// Applications enabled on the pool (`rbd` after `rbd pool init`).
+    pub applications: BTreeSet<String>,
+    /// Newest self-managed snapshot id allocated in this pool.
+    pub snap_seq: SnapId,
+    /// Self-managed snapshot ids that were removed (their data may be trimmed).
+    pub removed_snaps: BTreeSet<SnapId>,
+    /// Acting set per PG (index = PG seed), primary first. Fixed when the pool is created and
+    /// changed only by explicit rebalancing, so data never silently moves.
+    pub acting: Vec<Vec<OsdId>>,
+    /// Objects and bytes stored, as last reported by the OSDs.
+    pub stored_objects: u64,
+    /// Bytes stored (sum of object sizes), as last reported.
+    pub stored_bytes: u64,
+}
+
+impl ClusterMap {
+    /// The pool named `name`.
+    pub fn pool_by_name(&self, name: &str) -> Option<&PoolInfo> {
+        self.pools.values().find(|p| p.name == name)
+    }
+
+    /// The acting set of `pg` (empty if the pool or PG is unknown).
+    pub fn acting(&self, pg: PgId) -> &[OsdId] {
+        self.pools
+            .get(&pg.pool)
+            .and_then(|p| p.acting.get(pg.seed as usize))
+            .map(|v| v.as_slice())
+            .unwrap_or(&[])
+    }
+
+    /// The PGs whose acting set contains `osd`.
+    pub fn pgs_of_osd(&self, osd: OsdId) -> Vec<PgId> {
+        let mut out = Vec::new();
+        for pool in self.pools.values() {
+            for (seed, set) in pool.acting.iter().enumerate() {
+                if set.contains(&osd) {
+                    out.push(PgId { pool: pool.id, seed: seed as u32 });
+                }
+            }
+        }
+        out
+    }
+
+    /// Number of OSDs that are up, and that are in.
+    pub fn osd_counts(&self) -> (usize, usize) {
+        let up = self.osds.values().filter(|o| o.up).count();
+        let inn = self.osds.values().filter(|o| o.in_cluster).count();
+        (up, inn)
+    }
+}

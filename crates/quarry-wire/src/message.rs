@@ -1,0 +1,379 @@
+//! Every message Quarry's daemons and clients exchange: the handshake, requests, replies and
+//! pushed events. Encoded with bincode inside a frame (see `codec`).
+//!
+//! Compatibility rule: new variants and fields are added at the end only; the frame header's
+//! version number changes when an old peer could misread a message.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use quarry_types::{
+    EntityName, ErrorCode, ObjectOp, OpReply, OsdId, PgId, PoolId, SnapContext, SnapId,
+};
+
+use crate::map::{ClusterMap, PoolInfo};
+
+/// The top-level message carried by one frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Handshake step 1, client to server: who I am.
+    Hello(Hello),
+    /// Handshake step 2, server to client: prove you hold the key for this nonce.
+    Challenge(Challenge),
+    /// Handshake step 3, client to server: the proof.
+    Proof(Proof),
+    /// Handshake step 4, server to client: accepted, and the server's own proof.
+    Welcome(Welcome),
+    /// The server refuses the handshake (bad key, unknown entity, expired ticket...). The
+    /// connection closes after it.
+    Refused(Refused),
+    /// A request (the frame's request id pairs it with its reply).
+    Request(Request),
+    /// The reply to the request with the same request id.
+    Reply(Reply),
+    /// A message the server pushes without a request (request id 0).
+    Event(Event),
+}
+
+/// Which service a connection is for: decides which secret the handshake uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Service {
+    /// The monitor: the handshake proves knowledge of the entity's own key.
+    Mon,
+    /// An OSD: the handshake proves knowledge of the session key inside a monitor ticket.
+    Osd,
+}
+
+/// Handshake step 1.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Protocol version the client speaks.
+    pub protocol: u32,
+    /// The service the client wants.
+    pub service: Service,
+    /// The entity authenticating (`client.qemu`).
+    pub entity: EntityName,
+    /// Fresh random nonce chosen by the client.
+    pub client_nonce: [u8; 16],
+    /// For `Service::Osd`: the sealed ticket obtained from the monitor (opaque to the wire).
+    pub ticket: Option<Vec<u8>>,
+}
+
+/// Handshake step 2.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// Fresh random nonce chosen by the server.
+    pub server_nonce: [u8; 16],
+}
+
+/// Handshake step 3.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    /// `client_proof(secret, entity, client_nonce, server_nonce)`.
+    pub proof: [u8; 32],
+}
+
+/// Handshake step 4.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// `server_proof(secret, entity, client_nonce, server_nonce)`: the server knows the key too.
+    pub proof: [u8; 32],
+    /// The id of this client instance (unique per monitor session; used for blocklisting).
+    pub global_id: u64,
+}
+
+/// Handshake refusal.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// EPERM for authentication failures, EACCES for capability failures.
+    pub code: ErrorCode,
+    /// One line for the log and the user.
+    pub reason: String,
+}
+
+/// An operation on one object, sent to the primary OSD of its PG.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OsdOp {
+    /// The PG the client computed from the object name.
+    pub pg: PgId,
+    /// The map epoch the client routed with.
+    pub epoch: u64,
+    /// Object name.
+    pub name: String,
+    /// Snapshot context for mutations.
+    pub snapc: SnapContext,
+    /// Snapshot to read (`SNAP_HEAD` for the head); mutations require `SNAP_HEAD`.
+    pub snap: SnapId,
+    /// The op vector, applied atomically.
+    pub ops: Vec<ObjectOp>,
+}
+
+/// Objects and bytes a PG or pool holds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Number of head objects.
+    pub objects: u64,
+    /// Sum of head object sizes.
+    pub bytes: u64,
+}
+
+/// A request. Which service accepts which request is noted per variant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Mon: the current map. Reply: `Map`.
+    GetMap,
+    /// Mon: the current map now and `Event::Map` on every later change. Reply: `Map`.
+    Subscribe,
+    /// Mon: a ticket for OSD sessions. Reply: `Ticket`.
+    GetTicket,
+    /// Mon: an admin or pool command. Reply: `Command` or `Failed`.
+    Command(MonCommand),
+    /// Mon, from `osd.N` only: the OSD started and listens at `addr`. Reply: `Booted`.
+    OsdBoot {
+        /// The OSD's id (must match the authenticated entity).
+        id: OsdId,
+        /// Listening address.
+        addr: SocketAddr,
+        /// Host name.
+        host: String,
+    },
+    /// Mon, from `osd.N` only: liveness lease renewal with usage figures. Reply: `Ack`.
+    OsdBeacon {
+        /// The OSD's id.
+        id: OsdId,
+        /// The incarnation (`up_from`) the OSD booted as.
+        up_from: u64,
+        /// Usage per pool on this OSD.
+        usage: BTreeMap<PoolId, Usage>,
+        /// Bytes used / available on the OSD's disk.
+        disk_used: u64,
+        /// Bytes available on the OSD's disk.
+        disk_avail: u64,
+    },
+    /// Mon, from OSDs only: the current service keys, sealed under the session key.
+    /// Reply: `ServiceKeys`.
+    GetServiceKeys,
+    /// OSD: an object operation. Reply: `Op`, `Retry` or `Failed`.
+    Op(OsdOp),
+    /// OSD: list head objects of a PG. Reply: `List`.
+    List {
+        /// The PG.
+        pg: PgId,
+        /// The map epoch the client routed with.
+        epoch: u64,
+        /// Exclusive lower bound.
+        start_after: Option<String>,
+        /// At most this many names.
+        max: u32,
+    },
+    /// OSD to OSD: a Raft message for `group` (opaque, encoded by the OSD). Reply: `Raft`.
+    Raft {
+        /// Raft group (PG) id.
+        group: u64,
+        /// Encoded openraft request.
+        body: Vec<u8>,
+    },
+}
+
+/// A reply.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The current cluster map.
+    Map(Box<ClusterMap>),
+    /// A ticket for OSD sessions.
+    Ticket {
+        /// Sealed ticket, to present in `Hello::ticket` (opaque to the client).
+        ticket: Vec<u8>,
+        /// The ticket's session key, sealed under this connection's session key.
+        session_key: Vec<u8>,
+        /// When the ticket expires (unix seconds); renew before.
+        expires_unix: u64,
+    },
+    /// Result of a monitor command.
+    Command(MonReply),
+    /// The OSD is registered and up as of `epoch`, incarnation `up_from`.
+    Booted {
+        /// Map epoch that marks it up.
+        epoch: u64,
+        /// This incarnation.
+        up_from: u64,
+    },
+    /// Acknowledged.
+    Ack,
+    /// Service keys sealed under the session key (encoding owned by quarry-auth).
+    ServiceKeys(Vec<u8>),
+    /// Result of an op vector.
+    Op(OpReply),
+    /// Object names in a PG.
+    List {
+        /// Names in order.
+        names: Vec<String>,
+        /// More follow.
+        more: bool,
+    },
+    /// Encoded openraft reply.
+    Raft(Vec<u8>),
+    /// Refresh the map to at least `epoch` and resend (not the primary, PG not ready, ...).
+    Retry {
+        /// The epoch the server has.
+        epoch: u64,
+    },
+    /// The request failed.
+    Failed {
+        /// errno.
+        code: ErrorCode,
+        /// One line a person understands.
+        message: String,
+    },
+}
+
+/// A pushed message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// A newer cluster map.
+    Map(Box<ClusterMap>),
+}
+
+/// Admin and pool commands the monitor executes (the `ceph` CLI's verbs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MonCommand {
+    /// `ceph -s`. Reply: `Status`.
+    Status,
+    /// `ceph osd pool create NAME [PG_NUM]`. Reply: `Done`.
+    PoolCreate {
+        /// Pool name.
+        name: String,
+        /// PGs (default `osd_pool_default_pg_num`).
+        pg_num: Option<u32>,
+        /// Replicas (default `osd_pool_default_size`).
+        size: Option<u32>,
+    },
+    /// `ceph osd pool rm NAME NAME --yes-i-really-really-mean-it`. Reply: `Done`.
+    PoolRm {
+        /// Pool name.
+        name: String,
+    },
+    /// `ceph osd pool application enable POOL APP` / `rbd pool init`. Reply: `Done`.
+    PoolApplicationEnable {
+        /// Pool name.
+        pool: String,
+        /// Application name (`rbd`).
+        app: String,
+    },
+    /// Allocate a self-managed snapshot id in a pool. Reply: `SnapId`.
+    SnapCreate {
+        /// Pool id.
+        pool: PoolId,
+    },
+    /// Release a self-managed snapshot id. Reply: `Done`.
+    SnapRemove {
+        /// Pool id.
+        pool: PoolId,
+        /// Snapshot id.
+        snap: SnapId,
+    },
+    /// `ceph auth get-or-create ENTITY CAPS...`. Reply: `Keyring`.
+    AuthGetOrCreate {
+        /// Entity name (`client.qemu`).
+        entity: String,
+        /// Caps by service (`mon` -> `profile rbd`).
+        caps: BTreeMap<String, String>,
+    },
+    /// `ceph auth get ENTITY`. Reply: `Keyring`.
+    AuthGet {
+        /// Entity name.
+        entity: String,
+    },
+    /// `ceph auth get-key ENTITY` / `auth print-key`. Reply: `Key`.
+    AuthGetKey {
+        /// Entity name.
+        entity: String,
+    },
+    /// `ceph auth ls`. Reply: `AuthList`.
+    AuthLs,
+    /// `ceph auth del ENTITY`. Reply: `Done`.
+    AuthDel {
+        /// Entity name.
+        entity: String,
+    },
+    /// `ceph auth caps ENTITY CAPS...` (replaces all caps). Reply: `Done`.
+    AuthCaps {
+        /// Entity name.
+        entity: String,
+        /// New caps.
+        caps: BTreeMap<String, String>,
+    },
+    /// `ceph auth import -i FILE`: keyring text. Reply: `Done`.
+    AuthImport {
+        /// Keyring text in Ceph's format.
+        keyring: String,
+    },
+    /// `ceph osd blocklist add ENTITY@GLOBAL_ID [SECONDS]`. Reply: `Done`.
+    BlocklistAdd {
+        /// Client instance (`client.qemu@4123`).
+        instance: String,
+        /// Expiry in seconds from now (Ceph's default: 3600).
+        expire_secs: u64,
+    },
+}
+
+/// One entity as `ceph auth ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthEntry {
+    /// `client.qemu`.
+    pub entity: String,
+    /// Base64 key.
+    pub key: String,
+    /// Caps by service.
+    pub caps: BTreeMap<String, String>,
+}
+
+/// What `ceph -s` shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// Cluster id.
+    pub fsid: String,
+    /// `HEALTH_OK`, `HEALTH_WARN` or `HEALTH_ERR`.
+    pub health: String,
+    /// One line per health check that is not OK.
+    pub health_details: Vec<String>,
+    /// Monitor names, and those in quorum.
+    pub mons: Vec<String>,
+    /// Monitors in quorum.
+    pub quorum: Vec<String>,
+    /// Map epoch.
+    pub epoch: u64,
+    /// OSDs: total, up, in.
+    pub osds: (u32, u32, u32),
+    /// Pools.
+    pub pools: Vec<PoolInfo>,
+    /// PGs in all pools, and how many are active (primary up).
+    pub pgs: (u64, u64),
+    /// Objects stored.
+    pub objects: u64,
+    /// Logical bytes stored.
+    pub stored_bytes: u64,
+    /// Raw bytes used on OSD disks.
+    pub used_bytes: u64,
+    /// Raw bytes available.
+    pub avail_bytes: u64,
+}
+
+/// Result of a monitor command.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum MonReply {
+    /// Done; the line Ceph prints (may be empty).
+    Done(String),
+    /// `ceph -s`.
+    Status(Box<StatusReport>),
+    /// A new snapshot id.
+    SnapId(SnapId),
+    /// Keyring text in Ceph's format.
+    Keyring(String),
+    /// A base64 key.
+    Key(String),
+    /// `ceph auth ls`.
+    AuthList(Vec<AuthEntry>),
+}

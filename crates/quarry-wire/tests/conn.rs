@@ -1,0 +1,185 @@
+//! Handshake and session tests over real loopback TCP: a toy server that knows one key.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use quarry_types::{EntityName, ErrorCode};
+use quarry_wire::codec::{encode_frame, HEADER_LEN};
+use quarry_wire::{
+    accept, connect, serve, Authenticator, ClientSecret, ConnContext, Handler, Hello, Message,
+    Refused, Reply, Request, Service, WireError,
+};
+
+const KEY: &[u8] = b"0123456789abcdef";
+const T: Duration = Duration::from_secs(5);
+
+struct OneKey;
+impl Authenticator for OneKey {
+    type Session = EntityName;
+    fn secret_for(&self, hello: &Hello) -> Result<(Vec<u8>, EntityName), Refused> {
+        if hello.entity == EntityName::client("admin") {
+            Ok((KEY.to_vec(), hello.entity.clone()))
+        } else {
+            Err(Refused { code: ErrorCode::EPERM, reason: "unknown entity".into() })
+        }
+    }
+    fn accepted(&self, _: &EntityName) -> u64 {
+        42
+    }
+    fn rejected(&self, _: &Hello, _: SocketAddr, _: &str) {}
+}
+
+struct Echo;
+impl Handler<EntityName> for Echo {
+    async fn handle(&self, _ctx: Arc<ConnContext<EntityName>>, request: Request) -> Reply {
+        match request {
+            Request::GetMap => Reply::Ack,
+            Request::List { max, .. } => {
+                tokio::time::sleep(Duration::from_millis(u64::from(max))).await;
+                Reply::List { names: vec![max.to_string()], more: false }
+            }
+            _ => Reply::Failed { code: ErrorCode::EINVAL, message: "unsupported".into() },
+        }
+    }
+}
+
+async fn server() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                if let Ok(acc) = accept(stream, &OneKey, T).await {
+                    let _ = serve(acc, Arc::new(Echo)).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn authenticated_pipelined_session() {
+    let addr = server().await;
+    let c = connect(
+        addr,
+        &EntityName::client("admin"),
+        Service::Mon,
+        &ClientSecret::EntityKey(KEY.to_vec()),
+        T,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.global_id, 42);
+    assert_eq!(c.client.call(Request::GetMap).await.unwrap(), Reply::Ack);
+    // Pipelining: the slow request (200 ms) does not hold back the fast ones.
+    let slow = {
+        let client = c.client.clone();
+        tokio::spawn(async move {
+            client
+                .call(Request::List {
+                    pg: quarry_types::PgId { pool: 1, seed: 0 },
+                    epoch: 0,
+                    start_after: None,
+                    max: 200,
+                })
+                .await
+        })
+    };
+    let started = std::time::Instant::now();
+    for max in 0..50u32 {
+        let r = c
+            .client
+            .call(Request::List {
+                pg: quarry_types::PgId { pool: 1, seed: 0 },
+                epoch: 0,
+                start_after: None,
+                max: max % 3,
+            })
+            .await
+            .unwrap();
+        assert_eq!(r, Reply::List { names: vec![(max % 3).to_string()], more: false });
+    }
+    assert!(
+        started.elapsed() < Duration::from_millis(200),
+        "fast requests waited for the slow one"
+    );
+    assert!(matches!(slow.await.unwrap().unwrap(), Reply::List { .. }));
+}
+
+#[tokio::test]
+async fn wrong_key_and_unknown_entity_are_refused_quickly() {
+    let addr = server().await;
+    let bad = connect(
+        addr,
+        &EntityName::client("admin"),
+        Service::Mon,
+        &ClientSecret::EntityKey(b"wrong key 123456".to_vec()),
+        T,
+    )
+    .await;
+    assert!(matches!(bad, Err(WireError::Refused(ErrorCode::EPERM, _))), "{:?}", bad.err());
+    let unknown = connect(
+        addr,
+        &EntityName::client("eve"),
+        Service::Mon,
+        &ClientSecret::EntityKey(KEY.to_vec()),
+        T,
+    )
+    .await;
+    assert!(matches!(unknown, Err(WireError::Refused(ErrorCode::EPERM, _))));
+}
+
+#[tokio::test]
+async fn garbage_closes_one_connection_and_the_server_keeps_serving() {
+    let addr = server().await;
+    for garbage in [vec![0u8; 3], b"GET / HTTP/1.1\r\n\r\n".to_vec(), vec![0xff; 4096]] {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&garbage).await.unwrap();
+        let _ = s.shutdown().await;
+        let mut buf = Vec::new();
+        // The server closes: read returns (EOF or reset) instead of hanging.
+        let _ = tokio::time::timeout(T, s.read_to_end(&mut buf)).await.expect("server must close");
+    }
+    // A valid header announcing a huge payload before authentication.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut frame = encode_frame(0, 0, &Message::Request(Request::GetMap), None).unwrap();
+    frame[16..20].copy_from_slice(&u32::MAX.to_le_bytes());
+    s.write_all(&frame[..HEADER_LEN]).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(T, s.read_to_end(&mut buf)).await.expect("server must close");
+    let c = connect(
+        addr,
+        &EntityName::client("admin"),
+        Service::Mon,
+        &ClientSecret::EntityKey(KEY.to_vec()),
+        T,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.client.call(Request::GetMap).await.unwrap(), Reply::Ack);
+}
+
+#[tokio::test]
+async fn stalled_handshake_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _hold = tokio::spawn(async move {
+        let (_s, _) = listener.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(30)).await;
+    });
+    let r = connect(
+        addr,
+        &EntityName::client("admin"),
+        Service::Mon,
+        &ClientSecret::EntityKey(KEY.to_vec()),
+        Duration::from_millis(300),
+    )
+    .await;
+    assert!(matches!(r, Err(WireError::Timeout)));
+}
