@@ -1,1 +1,133 @@
-//! The storage daemon: hosts placement groups, each a Raft group over the local store
+//! The storage daemon (OSD): hosts placement groups (PGs), each a Raft group over the local
+//! object store, and serves clients' object operations.
+//!
+//! # How a write travels
+//! 1. A client frame arrives on a connection authenticated with a monitor ticket (opened with
+//!    the service keys this OSD fetched from the monitor; the ticket's session key is the
+//!    handshake secret; every later frame is signed).
+//! 2. `op`: the OSD waits briefly if the client routed with a newer map, checks the session is
+//!    still honoured (ticket not expired, `auth_floor`, blocklist), that it is the primary of
+//!    the PG at its current epoch (`Reply::Retry` otherwise), the caps on the pool for *every*
+//!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c,
+//!    no mutation of a snapshot).
+//! 3. `raft.client_write(PgCommand)`: the leader stamps the mtime from its clock, openraft
+//!    appends the entry to the PG's log in the OSD's single WAL (`quarry_raftlog`), whose
+//!    writer thread fsyncs once for everything queued by all PGs (group commit), then commits
+//!    it (size 1: at once; size > 1: on a majority).
+//! 4. Apply (`pg::state_machine`): committed entries of the PG go to `Store::apply` in one
+//!    redb transaction together with the PG's `pg_state` (last applied log id + membership),
+//!    committed without fsync; the WAL is the durability point.
+//! 5. The reply is the `OpReply` of apply, sent once the entry is applied: every
+//!    acknowledged write is in the leader's store.
+//!
+//! Pure reads go to `Store::read` on the leader, behind a per-leadership read barrier
+//! (`ensure_linearizable` once per term, so entries re-applied from the WAL after a restart
+//! are visible first). With size 1 the leader's applied state includes every acknowledged
+//! write. **With size > 1 this is not enough**: a deposed leader could serve stale reads;
+//! reads then need a leader lease or a read-index per read (not implemented yet).
+//!
+//! # PG lifecycle
+//! Every PG whose acting set (`ClusterMap::pgs_of_osd`) names this OSD gets a Raft group
+//! (`router`) with group id `(pool << 32) | seed`. The primary (`acting[0]`) initialises a
+//! group that never started, with the acting set as voters (openraft persists that it was
+//! initialised, so a restart never re-initialises). PGs of deleted pools are dropped:
+//! group shut down, `Store::remove_pg`, `Wal::remove_group`. At start, the PGs the store and
+//! the WAL still hold are compared with the first map, so pools deleted while the OSD was
+//! down are dropped too.
+//!
+//! Snapshots: openraft builds one every `SNAPSHOT_LOGS` applied entries, and the checkpoint
+//! worker every few seconds for PGs with new entries. Building a snapshot is a store
+//! checkpoint (one fsync, coalesced across PGs by `pg::durability`); openraft then purges
+//! the log behind it, so WAL segments are freed. A follower behind the purged log receives an
+//! export of the PG (`Store::export_pg` into a temp file; `import_pg` on the other side).
+//!
+//! # Recovery after a crash
+//! The store shows its last checkpoint (redb drops unsynced commits), including each PG's
+//! `pg_state`. At start the store is checkpointed (so what it shows is durable), each group
+//! reads its applied log id back (`applied_state`), the WAL replays its segments, and openraft
+//! re-applies the committed entries after the applied id (a single-voter group restores its
+//! leadership at once and commits its whole log). Apply is deterministic (mtime is in the
+//! entry), so the store reaches the same state it had.
+//!
+//! # Invariants asserted
+//! - Entries are applied in strictly increasing log order; one reply per entry.
+//! - The store returns one reply per command; the durable checkpoint sequence never goes back.
+//! - A Raft group id always fits `(pool << 32) | seed` (pools below 2^32).
+//!
+//! # Modules
+//! `pg/` (group state, state machine, durability, Raft network), `op/` (serving requests and
+//! the pure checks), `router` (map + group table), `server` (listener), `session` (tickets,
+//! service keys), `worker/` (monitor session, maps, checkpoints), `daemon` (boot script and shutdown).
+//!
+//! # Dependencies
+//! openraft 0.9 (Raft per PG, storage-v2 traits); quarry-raftlog (one WAL per daemon with
+//! group commit); quarry-store (redb object engine); quarry-wire/quarry-auth (protocol,
+//! tickets, caps); tokio; bincode (Raft message bodies, pg_state); tempfile (snapshot
+//! data in unlinked files: PG exports never sit in memory); rustix (safe `statvfs` for the
+//! disk figures in beacons).
+
+#![warn(missing_docs)]
+
+mod daemon;
+mod error;
+mod op;
+mod pg;
+mod router;
+mod server;
+mod session;
+mod worker;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use quarry_auth::CryptoKey;
+use quarry_types::OsdId;
+
+pub use error::OsdError;
+pub use pg::{group_id, pg_of_group, PgCommand, PgRaftConfig};
+
+/// What an OSD needs to start.
+#[derive(Clone)]
+pub struct OsdConfig {
+    /// This OSD's id (`osd.N`).
+    pub id: OsdId,
+    /// Data directory: `DIR/wal/`, `DIR/store.redb`, `DIR/snapshots/` (temp files).
+    pub data_dir: PathBuf,
+    /// Address to listen on for clients and peers (port 0: any; see [`OsdHandle::addr`]).
+    pub listen: SocketAddr,
+    /// Monitors to reach (tried in order).
+    pub mon_addrs: Vec<SocketAddr>,
+    /// `osd.N`'s key.
+    pub key: CryptoKey,
+    /// Host name reported to the monitor (placement spreads replicas over hosts).
+    pub host: String,
+}
+
+/// A running OSD.
+pub struct OsdHandle {
+    running: daemon::Running,
+}
+
+impl OsdHandle {
+    /// The address clients and peers reach this OSD at.
+    pub fn addr(&self) -> SocketAddr {
+        self.running.osd.addr
+    }
+
+    /// Number of store checkpoints run by this process so far.
+    pub fn checkpoints(&self) -> u64 {
+        self.running.osd.durability.checkpoints()
+    }
+
+    /// Stops accepting, shuts the PG groups down, checkpoints the store, and releases the WAL
+    /// and store locks (the data directory can be opened again when this returns).
+    pub async fn shutdown(self) {
+        self.running.shutdown().await
+    }
+}
+
+/// Starts an OSD: opens its data directory, registers with the monitor, starts its PG groups
+/// and listens. Fails if the data directory cannot be opened or no monitor answers in time.
+pub async fn start(cfg: OsdConfig) -> Result<OsdHandle, OsdError> {
+    Ok(OsdHandle { running: daemon::start(cfg).await? })
+}

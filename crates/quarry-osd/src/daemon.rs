@@ -1,0 +1,201 @@
+//! The daemon's boot script and shared state: open the WAL and the store, bind the listener,
+//! reach the monitor (boot, map, service keys), start the workers; and the reverse on
+//! shutdown (stop accepting, stop the PG groups, checkpoint, release the WAL and store locks).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::task::JoinSet;
+
+use quarry_auth::CryptoKey;
+use quarry_raftlog::{Wal, WalOptions};
+use quarry_store::Store;
+use quarry_types::OsdId;
+use quarry_wire::ClusterMap;
+
+use crate::pg::durability::Durability;
+use crate::pg::network::{PeerTicket, Peers};
+use crate::router::{GroupDeps, Router};
+use crate::session::ServiceKeys;
+use crate::{server, worker, OsdConfig, OsdError};
+
+/// How long `start` waits for the first monitor session (boot, map, keys).
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Requests being handled at once, over all connections (each connection is also bounded).
+pub(crate) const OPS_INFLIGHT_MAX: usize = 4096;
+/// How long shutdown waits for the last references to the WAL and the store to go.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// State shared by every task of one OSD.
+pub(crate) struct Osd {
+    pub(crate) id: OsdId,
+    pub(crate) host: String,
+    pub(crate) key: CryptoKey,
+    pub(crate) mon_addrs: Vec<SocketAddr>,
+    /// Where clients and peers reach this OSD.
+    pub(crate) addr: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) router: Router,
+    pub(crate) keys: Arc<ServiceKeys>,
+    pub(crate) durability: Arc<Durability>,
+    /// This OSD's ticket for peer connections (renewed by the monitor worker).
+    pub(crate) ticket: watch::Sender<Option<PeerTicket>>,
+    /// Maps received from the monitor, applied in order by the map worker.
+    pub(crate) incoming_map: watch::Sender<Option<Arc<ClusterMap>>>,
+    map_refresh: Notify,
+    /// Bounds requests in flight over all connections.
+    pub(crate) ops: Semaphore,
+    /// Flipped to true once at shutdown.
+    pub(crate) stop: watch::Sender<bool>,
+}
+
+impl Osd {
+    /// Asks the monitor worker to fetch the map now (a client saw a newer epoch).
+    pub(crate) fn request_map_refresh(&self) {
+        self.map_refresh.notify_one();
+    }
+
+    /// Resolves when a map refresh was requested.
+    pub(crate) async fn map_refresh_requested(&self) {
+        self.map_refresh.notified().await
+    }
+
+    /// Hands a map from the monitor to the map worker (newest wins).
+    pub(crate) fn offer_map(&self, map: Arc<ClusterMap>) {
+        self.incoming_map.send_if_modified(|slot| {
+            let newer = slot.as_ref().is_none_or(|m| map.epoch > m.epoch);
+            if newer {
+                *slot = Some(map);
+            }
+            newer
+        });
+    }
+}
+
+/// Resolves once the OSD is stopping (or its state is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// The running daemon, as `OsdHandle` holds it.
+pub(crate) struct Running {
+    pub(crate) osd: Arc<Osd>,
+    tasks: JoinSet<()>,
+    wal: Weak<Wal>,
+    store: Weak<Store>,
+}
+
+fn create_dir(path: &Path) -> Result<(), OsdError> {
+    std::fs::create_dir_all(path).map_err(|e| OsdError::io(path, e))
+}
+
+/// Opens the WAL and the store; the store is checkpointed at once so the applied state it
+/// reports (and Raft trusts as its snapshot) is durable.
+async fn open_storage(data_dir: &Path) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
+    create_dir(data_dir)?;
+    create_dir(&data_dir.join("snapshots"))?;
+    let wal_dir = data_dir.join("wal");
+    let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, WalOptions::default()))
+        .await??;
+    let store_path = data_dir.join("store.redb");
+    let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
+        let store = Store::open(&store_path)?;
+        store.checkpoint()?;
+        Ok(store)
+    })
+    .await??;
+    Ok((wal, Arc::new(store)))
+}
+
+/// Boots an OSD: returns once it is registered with the monitor, acts on the current map
+/// and accepts clients.
+pub(crate) async fn start(cfg: OsdConfig) -> Result<Running, OsdError> {
+    let (wal, store) = open_storage(&cfg.data_dir).await?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| OsdError::Listen { addr: cfg.listen, source })?;
+    let addr = listener.local_addr().map_err(|e| OsdError::io(&cfg.data_dir, e))?;
+    let durability = Arc::new(Durability::new(store.clone()));
+    let (ticket, ticket_rx) = watch::channel(None);
+    let map = watch::Sender::new(Arc::new(ClusterMap::default()));
+    let (stop, _) = watch::channel(false);
+    let (incoming_map, _) = watch::channel(None);
+    let peers = Arc::new(Peers::new(cfg.id, map.subscribe(), ticket_rx));
+    let deps = GroupDeps {
+        me: cfg.id,
+        addr,
+        store: store.clone(),
+        wal: wal.clone(),
+        durability: durability.clone(),
+        peers: peers.clone(),
+        snapshot_dir: cfg.data_dir.join("snapshots"),
+    };
+    let router = Router::new(deps, map);
+    let osd = Arc::new(Osd {
+        id: cfg.id,
+        host: cfg.host,
+        key: cfg.key,
+        mon_addrs: cfg.mon_addrs,
+        addr,
+        data_dir: cfg.data_dir,
+        router,
+        keys: Arc::new(ServiceKeys::new()),
+        durability,
+        ticket,
+        incoming_map,
+        map_refresh: Notify::new(),
+        ops: Semaphore::new(OPS_INFLIGHT_MAX),
+        stop,
+    });
+    let mut running = Running {
+        osd: osd.clone(),
+        tasks: JoinSet::new(),
+        wal: Arc::downgrade(&wal),
+        store: Arc::downgrade(&store),
+    };
+    drop((wal, store));
+    let (ready_tx, ready_rx) = oneshot::channel();
+    running.tasks.spawn(worker::monitor::run(osd.clone(), ready_tx));
+    running.tasks.spawn(worker::maps::run(osd.clone()));
+    running.tasks.spawn(worker::checkpoint::run(osd.clone()));
+    match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) | Err(_) => {
+            let addrs = osd.mon_addrs.clone();
+            running.shutdown().await;
+            let last_error = "no monitor session within the start-up deadline".to_string();
+            return Err(OsdError::MonUnreachable { addrs, last_error });
+        }
+    }
+    running.tasks.spawn(server::accept_loop(osd.clone(), listener));
+    tracing::info!(osd = osd.id, %addr, pgs = osd.router.groups().len(), "osd up");
+    Ok(running)
+}
+
+impl Running {
+    /// Stops everything and releases the data directory.
+    pub(crate) async fn shutdown(mut self) {
+        let id = self.osd.id;
+        self.osd.stop.send_replace(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.osd.router.shutdown_groups().await;
+        if let Err(e) = self.osd.durability.checkpoint_now().await {
+            tracing::error!(osd = id, error = %e, "final checkpoint failed (the WAL still has it)");
+        }
+        drop(self.osd);
+        let deadline = tokio::time::Instant::now() + RELEASE_TIMEOUT;
+        while self.wal.strong_count() + self.store.strong_count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(osd = id, "WAL or store still referenced after shutdown");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tracing::info!(osd = id, "osd stopped");
+    }
+}

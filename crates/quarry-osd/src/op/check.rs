@@ -1,0 +1,189 @@
+//! Pure checks an op passes before it touches a PG: is the session still honoured (ticket
+//! not expired, not revoked by `auth_floor`, instance not blocklisted), do its caps allow the
+//! access on the pool, and is the op vector well formed (name length, crc of every payload,
+//! no mutation of a snapshot). Each failure is the `Reply` the client gets.
+
+use quarry_auth::OsdAccess;
+use quarry_types::{ErrorCode, ObjectOp, OpReply, OBJECT_NAME_LEN_MAX, SNAP_HEAD};
+use quarry_wire::{ClusterMap, OsdOp, Reply};
+
+use crate::session::Session;
+
+/// Most ops one request may carry.
+pub(crate) const OPS_PER_REQUEST_MAX: usize = 1024;
+
+/// The reply to an op the caps do not allow (Ceph's OSD answers EPERM).
+pub(crate) fn not_permitted() -> Reply {
+    Reply::Failed { code: ErrorCode::EPERM, message: "operation not permitted".into() }
+}
+
+/// Refuses a session whose ticket expired, whose entity's credentials were revoked after the
+/// ticket was issued (`auth_floor`), or whose instance is blocklisted.
+pub(crate) fn session_honoured(session: &Session, map: &ClusterMap, now_unix: u64) -> Result<(), Reply> {
+    let refuse = |why: &str| {
+        tracing::warn!(entity = %session.entity, global_id = session.global_id, why, "op refused");
+        Err(Reply::Failed { code: ErrorCode::EPERM, message: format!("operation not permitted: {why}") })
+    };
+    if now_unix >= session.expires_unix {
+        return refuse("ticket expired; reconnect with a fresh ticket");
+    }
+    if map.auth_floor.get(&session.entity.to_string()).is_some_and(|&floor| floor > session.issued_unix) {
+        return refuse("credentials revoked since the ticket was issued");
+    }
+    if map.blocklist.get(&session.instance()).is_some_and(|&until| until > now_unix) {
+        return refuse("client instance is blocklisted");
+    }
+    Ok(())
+}
+
+/// What an op vector needs: read if any op reads, write if any op mutates (an empty vector
+/// counts as a read).
+pub(crate) fn access_of(ops: &[ObjectOp]) -> OsdAccess {
+    let write = ops.iter().any(ObjectOp::is_mutation);
+    let read = ops.iter().any(|op| !op.is_mutation()) || ops.is_empty();
+    OsdAccess { read, write, exec: false }
+}
+
+/// Checks the session's osd caps for `access` on `pool`.
+pub(crate) fn caps_allow(session: &Session, pool: &str, access: OsdAccess) -> Result<(), Reply> {
+    if session.caps.osd.allows(pool, "", access) {
+        return Ok(());
+    }
+    tracing::warn!(entity = %session.entity, pool, ?access, "op denied by caps");
+    Err(not_permitted())
+}
+
+fn failed(index: usize, code: ErrorCode) -> Reply {
+    Reply::Op(OpReply::Failed { index: u32::try_from(index).unwrap_or(u32::MAX), code })
+}
+
+/// Validates an op vector before it is proposed or read: name length, op count, snapshot
+/// context, no mutation of a snapshot (EROFS), and every payload's crc (EINVAL).
+pub(crate) fn validate(op: &OsdOp) -> Result<(), Reply> {
+    if op.name.len() > OBJECT_NAME_LEN_MAX {
+        return Err(failed(0, ErrorCode::ENAMETOOLONG));
+    }
+    if op.ops.len() > OPS_PER_REQUEST_MAX {
+        return Err(failed(OPS_PER_REQUEST_MAX, ErrorCode::EINVAL));
+    }
+    let mutates = op.ops.iter().any(ObjectOp::is_mutation);
+    if mutates && !op.snapc.is_valid() {
+        return Err(failed(0, ErrorCode::EINVAL));
+    }
+    for (index, item) in op.ops.iter().enumerate() {
+        if item.is_mutation() && op.snap != SNAP_HEAD {
+            return Err(failed(index, ErrorCode::EROFS));
+        }
+        let payload = match item {
+            ObjectOp::Write { data, .. } | ObjectOp::WriteFull { data } => Some(data),
+            _ => None,
+        };
+        if payload.is_some_and(|p| !p.verify()) {
+            tracing::warn!(object = op.name, index, "payload crc mismatch: refused");
+            return Err(failed(index, ErrorCode::EINVAL));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use quarry_types::{EntityName, Payload, PgId, SnapContext};
+    use std::collections::BTreeMap;
+
+    fn session(osd_caps: &str) -> Session {
+        let caps = BTreeMap::from([("osd".to_string(), osd_caps.to_string())]);
+        Session {
+            entity: EntityName::client("qemu"),
+            global_id: 7,
+            caps: quarry_auth::Caps::parse(&caps).unwrap(),
+            issued_unix: 1000,
+            expires_unix: 2000,
+        }
+    }
+
+    fn op(ops: Vec<ObjectOp>) -> OsdOp {
+        OsdOp {
+            pg: PgId { pool: 1, seed: 0 },
+            epoch: 1,
+            name: "obj".into(),
+            snapc: SnapContext::default(),
+            snap: SNAP_HEAD,
+            ops,
+        }
+    }
+
+    fn code(reply: Reply) -> ErrorCode {
+        match reply {
+            Reply::Op(OpReply::Failed { code, .. }) | Reply::Failed { code, .. } => code,
+            other => panic!("not a failure: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn sessions_expire_are_revoked_and_blocklisted() {
+        let s = session("allow *");
+        let mut map = ClusterMap::default();
+        assert!(session_honoured(&s, &map, 1500).is_ok());
+        assert_eq!(code(session_honoured(&s, &map, 2000).unwrap_err()), ErrorCode::EPERM);
+        map.auth_floor.insert("client.qemu".into(), 1000);
+        assert!(session_honoured(&s, &map, 1500).is_ok(), "floor equal to issue time is fine");
+        map.auth_floor.insert("client.qemu".into(), 1001);
+        assert!(session_honoured(&s, &map, 1500).is_err());
+        map.auth_floor.clear();
+        map.blocklist.insert("client.qemu@7".into(), 1400);
+        assert!(session_honoured(&s, &map, 1500).is_ok(), "expired blocklist entry");
+        map.blocklist.insert("client.qemu@7".into(), 1600);
+        assert!(session_honoured(&s, &map, 1500).is_err());
+        map.blocklist.insert("client.qemu@8".into(), 1600);
+        map.blocklist.remove("client.qemu@7");
+        assert!(session_honoured(&s, &map, 1500).is_ok(), "another instance");
+    }
+
+    #[test]
+    fn caps_are_checked_per_pool_and_access() {
+        let write = vec![ObjectOp::WriteFull { data: Payload::new(Bytes::from_static(b"x")) }];
+        let read = vec![ObjectOp::Read { off: 0, len: 0 }];
+        assert_eq!(access_of(&write), OsdAccess::WRITE);
+        assert_eq!(access_of(&read), OsdAccess::READ);
+        assert_eq!(access_of(&[]), OsdAccess::READ);
+        let mixed = [read.clone(), write.clone()].concat();
+        assert_eq!(access_of(&mixed), OsdAccess::READ_WRITE);
+
+        let rbd = session("profile rbd pool=rbd");
+        assert!(caps_allow(&rbd, "rbd", access_of(&mixed)).is_ok());
+        assert_eq!(code(caps_allow(&rbd, "other", OsdAccess::READ).unwrap_err()), ErrorCode::EPERM);
+        let ro = session("profile rbd-read-only");
+        assert!(caps_allow(&ro, "rbd", OsdAccess::READ).is_ok());
+        assert!(caps_allow(&ro, "rbd", OsdAccess::WRITE).is_err());
+    }
+
+    #[test]
+    fn validation_refuses_bad_vectors() {
+        let good = Payload::new(Bytes::from_static(b"data"));
+        let mut bad = good.clone();
+        bad.crc ^= 1;
+        assert!(validate(&op(vec![ObjectOp::Write { off: 0, data: good.clone() }])).is_ok());
+        let reply = validate(&op(vec![ObjectOp::Stat, ObjectOp::Write { off: 0, data: bad }]));
+        assert_eq!(reply.unwrap_err(), failed(1, ErrorCode::EINVAL));
+
+        let mut snap = op(vec![ObjectOp::Read { off: 0, len: 0 }, ObjectOp::Remove]);
+        snap.snap = 4;
+        assert_eq!(validate(&snap).unwrap_err(), failed(1, ErrorCode::EROFS));
+        snap.ops.pop();
+        assert!(validate(&snap).is_ok(), "reads of a snapshot are fine");
+
+        let mut long = op(vec![ObjectOp::Stat]);
+        long.name = "n".repeat(OBJECT_NAME_LEN_MAX + 1);
+        assert_eq!(code(validate(&long).unwrap_err()), ErrorCode::ENAMETOOLONG);
+
+        let mut snapc = op(vec![ObjectOp::Remove]);
+        snapc.snapc = SnapContext { seq: 1, snaps: vec![3] };
+        assert_eq!(code(validate(&snapc).unwrap_err()), ErrorCode::EINVAL);
+
+        let many = op(vec![ObjectOp::Stat; OPS_PER_REQUEST_MAX + 1]);
+        assert_eq!(code(validate(&many).unwrap_err()), ErrorCode::EINVAL);
+    }
+}

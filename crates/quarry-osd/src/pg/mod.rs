@@ -1,0 +1,209 @@
+//! Placement-group state: the openraft type configuration every PG group uses, the command a
+//! log entry carries, the Raft group id of a PG, the `pg_state` blob persisted with every
+//! apply, and [`PgGroup`], one running Raft group. No sockets here: the network side of Raft
+//! is in [`network`], the state machine over the store in [`state_machine`].
+
+pub(crate) mod durability;
+pub(crate) mod network;
+pub(crate) mod state_machine;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use openraft::{BasicNode, LogId, StoredMembership};
+use serde::{Deserialize, Serialize};
+
+use quarry_store::ObjectCommand;
+use quarry_types::{ObjectOp, OpReply, OsdId, PgId, SnapContext};
+
+openraft::declare_raft_types!(
+    /// The openraft types of a PG group: nodes are OSDs, entries carry one client request,
+    /// replies are the store's `OpReply`, snapshots are exported PGs in unlinked temp files.
+    pub PgRaftConfig:
+        D = PgCommand,
+        R = OpReply,
+        NodeId = OsdId,
+        Node = BasicNode,
+        Entry = openraft::Entry<PgRaftConfig>,
+        SnapshotData = tokio::fs::File,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A running PG Raft group.
+pub type PgRaft = openraft::Raft<PgRaftConfig>;
+
+/// The payload of one normal log entry: one client request (object, snapshot context, op
+/// vector, and the proposer's clock), applied atomically by every replica. It is what the WAL
+/// stores (bincode), so fields are only ever added at the end.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgCommand {
+    /// Object name.
+    pub name: String,
+    /// Snapshot context of the writer.
+    pub snapc: SnapContext,
+    /// Ops, applied atomically.
+    pub ops: Vec<ObjectOp>,
+    /// The leader's clock at proposal (seconds, nanoseconds): apply is deterministic.
+    pub mtime: (u64, u32),
+}
+
+impl From<PgCommand> for ObjectCommand {
+    fn from(c: PgCommand) -> ObjectCommand {
+        ObjectCommand { name: c.name, snapc: c.snapc, ops: c.ops, mtime: c.mtime }
+    }
+}
+
+/// The Raft group id of a PG in the OSD's shared WAL: `(pool << 32) | seed`.
+pub fn group_id(pg: PgId) -> u64 {
+    assert!(pg.pool < (1 << 32), "pool id {} does not fit a group id", pg.pool);
+    (pg.pool << 32) | u64::from(pg.seed)
+}
+
+/// The PG of a Raft group id (inverse of [`group_id`]).
+pub fn pg_of_group(group: u64) -> PgId {
+    PgId { pool: group >> 32, seed: (group & 0xffff_ffff) as u32 }
+}
+
+/// Version byte in front of an encoded [`PgState`].
+const PG_STATE_VERSION: u8 = 1;
+
+/// What the store keeps per PG beside the objects, written in the same transaction as every
+/// apply: the last applied log id and the membership, so a restart resumes exactly there.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PgState {
+    /// The last log entry whose effects are in the store.
+    pub(crate) applied: Option<LogId<OsdId>>,
+    /// The last membership applied.
+    pub(crate) membership: StoredMembership<OsdId, BasicNode>,
+}
+
+impl PgState {
+    /// `version byte ++ bincode`.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = vec![PG_STATE_VERSION];
+        // Serialising plain ids and a membership into a Vec cannot fail.
+        let body = bincode::serialize(self).unwrap_or_default();
+        assert!(!body.is_empty(), "pg_state encodes to at least the option tags");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes a blob written by [`PgState::encode`]; None if it is not one.
+    pub(crate) fn decode(bytes: &[u8]) -> Option<PgState> {
+        let (&version, body) = bytes.split_first()?;
+        if version != PG_STATE_VERSION {
+            return None;
+        }
+        bincode::deserialize(body).ok()
+    }
+}
+
+/// One running PG group and what the op path needs to know about it.
+pub(crate) struct PgGroup {
+    /// The PG.
+    pub(crate) pg: PgId,
+    /// The Raft handle.
+    pub(crate) raft: PgRaft,
+    /// `term + 1` of the leadership for which a read barrier passed (0: none yet). Reads are
+    /// served from the store only once every entry committed before this leadership began is
+    /// applied (after a restart the WAL tail is re-applied first).
+    read_ready_term: AtomicU64,
+}
+
+/// How long an op waits for its PG's leader to become readable before asking for a retry.
+const READ_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl PgGroup {
+    pub(crate) fn new(pg: PgId, raft: PgRaft) -> PgGroup {
+        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0) }
+    }
+
+    /// True if this OSD leads the group now, and the term it leads in.
+    pub(crate) fn leader_term(&self, me: OsdId) -> Option<u64> {
+        let metrics = self.raft.server_metrics();
+        let m = metrics.borrow();
+        let leads = m.current_leader == Some(me) && m.state == openraft::ServerState::Leader;
+        leads.then(|| m.vote.leader_id().term)
+    }
+
+    /// Waits (bounded) until this OSD leads the group. False: another OSD leads or no
+    /// leader emerged in time.
+    pub(crate) async fn wait_leader(&self, me: OsdId) -> bool {
+        if self.leader_term(me).is_some() {
+            return true;
+        }
+        let wait = self.raft.wait(Some(READ_BARRIER_TIMEOUT));
+        let _ = wait.current_leader(me, "pg leader").await;
+        self.leader_term(me).is_some()
+    }
+
+    /// Waits until this OSD leads the group and every entry committed before the leadership
+    /// began is applied, so store reads see every acknowledged write. False: not the leader
+    /// (or not in time); the client retries.
+    pub(crate) async fn read_barrier(&self, me: OsdId) -> bool {
+        if !self.wait_leader(me).await {
+            return false;
+        }
+        let Some(term) = self.leader_term(me) else {
+            return false;
+        };
+        if self.read_ready_term.load(Ordering::Acquire) == term + 1 {
+            return true;
+        }
+        let barrier = tokio::time::timeout(READ_BARRIER_TIMEOUT, self.raft.ensure_linearizable());
+        match barrier.await {
+            Ok(Ok(_)) => {
+                self.read_ready_term.store(term + 1, Ordering::Release);
+                tracing::debug!(pg = %self.pg, term, "pg readable");
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(pg = %self.pg, error = %e, "read barrier refused");
+                false
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    #[test]
+    fn group_ids_round_trip() {
+        for pg in [PgId { pool: 0, seed: 0 }, PgId { pool: 7, seed: 31 }, PgId {
+            pool: u32::MAX as u64,
+            seed: u32::MAX,
+        }] {
+            assert_eq!(pg_of_group(group_id(pg)), pg);
+        }
+        assert_ne!(group_id(PgId { pool: 1, seed: 0 }), group_id(PgId { pool: 0, seed: 1 }));
+    }
+
+    #[test]
+    #[should_panic(expected = "does not fit")]
+    fn group_id_refuses_huge_pools() {
+        group_id(PgId { pool: 1 << 32, seed: 0 });
+    }
+
+    #[test]
+    fn pg_state_round_trips_and_rejects_garbage() {
+        let empty = PgState::default();
+        assert_eq!(PgState::decode(&empty.encode()), Some(empty));
+        let nodes = BTreeMap::from([(3u64, BasicNode::new("127.0.0.1:1"))]);
+        let membership =
+            openraft::Membership::new(vec![BTreeSet::from([3u64])], nodes);
+        let log_id = LogId::new(openraft::CommittedLeaderId::new(2, 3), 17);
+        let state = PgState {
+            applied: Some(log_id),
+            membership: StoredMembership::new(Some(log_id), membership),
+        };
+        let bytes = state.encode();
+        assert_eq!(PgState::decode(&bytes), Some(state));
+        assert_eq!(PgState::decode(&[]), None);
+        assert_eq!(PgState::decode(&[9, 1, 2]), None);
+        assert_eq!(PgState::decode(&bytes[..bytes.len() - 1]), None);
+    }
+}

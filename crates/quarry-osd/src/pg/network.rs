@@ -1,0 +1,293 @@
+//! Raft between OSDs: openraft's `RaftNetworkFactory` over `quarry_wire` `Request::Raft`.
+//!
+//! The sending OSD connects to its peer as `osd.N` with a monitor ticket for the OSD service
+//! (the same authentication every client goes through), keeps one pipelined connection per
+//! peer, and sends bincode-encoded [`RaftRpc`]s; the peer decodes, calls its group's `Raft`,
+//! and answers a [`RaftRpcReply`]. Peer addresses come from the newest cluster map (an OSD's
+//! port may change across restarts), falling back to the address in the Raft membership.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bincode::Options;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{watch, Mutex};
+
+use quarry_types::{EntityName, OsdId};
+use quarry_wire::codec::FRAME_PAYLOAD_MAX;
+use quarry_wire::{ClientSecret, ClusterMap, Reply, Request, RpcClient, Service};
+
+use super::PgRaftConfig;
+
+/// How long connecting to a peer may take.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A Raft request from one OSD to another.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum RaftRpc {
+    /// Log replication / heartbeat.
+    Append(AppendEntriesRequest<PgRaftConfig>),
+    /// Election.
+    Vote(VoteRequest<OsdId>),
+    /// One chunk of a snapshot.
+    Snapshot(InstallSnapshotRequest<PgRaftConfig>),
+}
+
+/// The answer to a [`RaftRpc`].
+#[derive(Serialize, Deserialize)]
+pub(crate) enum RaftRpcReply {
+    /// To `Append`.
+    Append(Result<AppendEntriesResponse<OsdId>, RaftError<OsdId>>),
+    /// To `Vote`.
+    Vote(Result<VoteResponse<OsdId>, RaftError<OsdId>>),
+    /// To `Snapshot`.
+    Snapshot(Result<InstallSnapshotResponse<OsdId>, RaftError<OsdId, InstallSnapshotError>>),
+}
+
+/// bincode with a size limit, so a hostile length prefix cannot allocate.
+fn codec() -> impl Options {
+    bincode::DefaultOptions::new().with_limit(u64::from(FRAME_PAYLOAD_MAX))
+}
+
+/// Encodes a Raft message body.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, bincode::Error> {
+    codec().serialize(value)
+}
+
+/// Decodes a Raft message body (bounded; never panics on garbage).
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, bincode::Error> {
+    codec().deserialize(bytes)
+}
+
+/// The ticket this OSD presents to its peers, renewed by the monitor worker.
+#[derive(Clone)]
+pub(crate) struct PeerTicket {
+    /// Sealed ticket bytes.
+    pub(crate) ticket: Vec<u8>,
+    /// Its session key.
+    pub(crate) session_key: [u8; 32],
+}
+
+/// Connections to peer OSDs, shared by every PG group.
+pub(crate) struct Peers {
+    me: EntityName,
+    map: watch::Receiver<Arc<ClusterMap>>,
+    ticket: watch::Receiver<Option<PeerTicket>>,
+    conns: Mutex<HashMap<OsdId, (SocketAddr, RpcClient)>>,
+}
+
+/// Why a peer call failed before reaching the peer's Raft.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PeerError {
+    /// No address for the peer.
+    #[error("no address known for osd.{0}")]
+    NoAddress(OsdId),
+    /// No ticket yet (monitor not reached).
+    #[error("no ticket for peer connections yet")]
+    NoTicket,
+    /// Connecting or the call failed.
+    #[error("osd.{peer}: {source}")]
+    Wire {
+        /// The peer.
+        peer: OsdId,
+        /// The error.
+        #[source]
+        source: quarry_wire::WireError,
+    },
+    /// The peer answered something else than a Raft reply.
+    #[error("osd.{peer} answered {detail}")]
+    Refused {
+        /// The peer.
+        peer: OsdId,
+        /// What it said.
+        detail: String,
+    },
+    /// A body did not encode or decode.
+    #[error("raft message codec: {0}")]
+    Codec(#[from] bincode::Error),
+    /// No answer in time.
+    #[error("osd.{0} did not answer in time")]
+    Timeout(OsdId),
+}
+
+impl Peers {
+    pub(crate) fn new(
+        me: OsdId,
+        map: watch::Receiver<Arc<ClusterMap>>,
+        ticket: watch::Receiver<Option<PeerTicket>>,
+    ) -> Peers {
+        Peers { me: EntityName::osd(me), map, ticket, conns: Mutex::new(HashMap::new()) }
+    }
+
+    fn address(&self, peer: OsdId, fallback: Option<SocketAddr>) -> Option<SocketAddr> {
+        let map = self.map.borrow();
+        map.osds.get(&peer).and_then(|o| o.addr).or(fallback)
+    }
+
+    /// A live connection to `peer`, reusing the cached one if its address still holds.
+    async fn client(
+        &self,
+        peer: OsdId,
+        fallback: Option<SocketAddr>,
+    ) -> Result<RpcClient, PeerError> {
+        let addr = self.address(peer, fallback).ok_or(PeerError::NoAddress(peer))?;
+        let mut conns = self.conns.lock().await;
+        if let Some((cached, client)) = conns.get(&peer) {
+            if *cached == addr && !client.is_closed() {
+                return Ok(client.clone());
+            }
+        }
+        let ticket = self.ticket.borrow().clone().ok_or(PeerError::NoTicket)?;
+        let secret =
+            ClientSecret::Ticket { ticket: ticket.ticket, session_key: ticket.session_key };
+        let connected =
+            quarry_wire::connect(addr, &self.me, Service::Osd, &secret, PEER_CONNECT_TIMEOUT)
+                .await
+                .map_err(|source| PeerError::Wire { peer, source })?;
+        tracing::debug!(peer, %addr, "connected to peer osd");
+        conns.insert(peer, (addr, connected.client.clone()));
+        Ok(connected.client)
+    }
+
+    /// Sends one Raft message to `peer` for `group` and decodes the answer.
+    pub(crate) async fn call(
+        &self,
+        peer: OsdId,
+        fallback: Option<SocketAddr>,
+        group: u64,
+        rpc: &RaftRpc,
+        timeout: Duration,
+    ) -> Result<RaftRpcReply, PeerError> {
+        let body = encode(rpc)?;
+        let client = self.client(peer, fallback).await?;
+        let call = client.call(Request::Raft { group, body });
+        let reply = tokio::time::timeout(timeout, call).await.map_err(|_| PeerError::Timeout(peer))?;
+        match reply.map_err(|source| PeerError::Wire { peer, source })? {
+            Reply::Raft(bytes) => Ok(decode(&bytes)?),
+            other => Err(PeerError::Refused { peer, detail: format!("{other:?}") }),
+        }
+    }
+}
+
+/// Makes [`PeerClient`]s for one PG group.
+pub(crate) struct PgNetworkFactory {
+    pub(crate) group: u64,
+    pub(crate) peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: OsdId, node: &BasicNode) -> PeerClient {
+        PeerClient {
+            group: self.group,
+            target,
+            fallback: node.addr.parse().ok(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// openraft's view of one peer of one group.
+pub(crate) struct PeerClient {
+    group: u64,
+    target: OsdId,
+    fallback: Option<SocketAddr>,
+    peers: Arc<Peers>,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<OsdId, BasicNode, RaftError<OsdId, E>>>;
+
+fn unreachable<E: std::error::Error>(e: &PeerError) -> RPCError<OsdId, BasicNode, E> {
+    match e {
+        PeerError::Wire { .. } | PeerError::NoAddress(_) | PeerError::NoTicket => {
+            RPCError::Unreachable(Unreachable::new(e))
+        }
+        _ => RPCError::Network(NetworkError::new(e)),
+    }
+}
+
+impl PeerClient {
+    async fn send(&self, rpc: RaftRpc, option: &RPCOption) -> Result<RaftRpcReply, PeerError> {
+        let timeout = option.hard_ttl();
+        let result = self.peers.call(self.target, self.fallback, self.group, &rpc, timeout).await;
+        if let Err(e) = &result {
+            tracing::debug!(group = self.group, peer = self.target, error = %e, "raft rpc failed");
+        }
+        result
+    }
+
+    fn wrong_reply<E: std::error::Error>(&self) -> RPCError<OsdId, BasicNode, E> {
+        let e = PeerError::Refused { peer: self.target, detail: "a mismatched raft reply".into() };
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+impl RaftNetwork<PgRaftConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<PgRaftConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<OsdId>> {
+        match self.send(RaftRpc::Append(rpc), &option).await {
+            Ok(RaftRpcReply::Append(Ok(r))) => Ok(r),
+            Ok(RaftRpcReply::Append(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.wrong_reply()),
+            Err(e) => Err(unreachable(&e)),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<PgRaftConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<OsdId>, InstallSnapshotError> {
+        match self.send(RaftRpc::Snapshot(rpc), &option).await {
+            Ok(RaftRpcReply::Snapshot(Ok(r))) => Ok(r),
+            Ok(RaftRpcReply::Snapshot(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.wrong_reply()),
+            Err(e) => Err(unreachable(&e)),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<OsdId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<OsdId>> {
+        match self.send(RaftRpc::Vote(rpc), &option).await {
+            Ok(RaftRpcReply::Vote(Ok(r))) => Ok(r),
+            Ok(RaftRpcReply::Vote(Err(e))) => {
+                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            }
+            Ok(_) => Err(self.wrong_reply()),
+            Err(e) => Err(unreachable(&e)),
+        }
+    }
+}
+
+/// Serves one incoming Raft message on this OSD's group.
+pub(crate) async fn serve_rpc(raft: &super::PgRaft, body: &[u8]) -> Result<Vec<u8>, bincode::Error> {
+    let reply = match decode::<RaftRpc>(body)? {
+        RaftRpc::Append(rpc) => RaftRpcReply::Append(raft.append_entries(rpc).await),
+        RaftRpc::Vote(rpc) => RaftRpcReply::Vote(raft.vote(rpc).await),
+        RaftRpc::Snapshot(rpc) => RaftRpcReply::Snapshot(raft.install_snapshot(rpc).await),
+    };
+    encode(&reply)
+}

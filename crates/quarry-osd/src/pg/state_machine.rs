@@ -1,0 +1,383 @@
+//! A PG's Raft state machine over the OSD's object store.
+//!
+//! - `apply` hands the whole batch of committed entries to `Store::apply` in one call, with
+//!   the new [`PgState`] (last applied log id + membership) so effects and the applied index
+//!   land in the same store transaction: after a crash the store says exactly where to resume
+//!   and Raft re-applies the WAL from there.
+//! - `build_snapshot` is a store checkpoint (fsync) plus the meta captured when the builder
+//!   was made: the snapshot *is* the durable store, so openraft may purge the log behind it.
+//! - `get_current_snapshot` exports the PG into an unlinked temp file (sent to followers that
+//!   fell behind the purged log); `install_snapshot` imports such a file.
+//!
+//! Invariants: `applied` only grows, except when a snapshot is installed; the `pg_state` the
+//! store holds always equals (`applied`, `membership`) after apply returns.
+
+use std::io::{Seek, SeekFrom};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    BasicNode, EntryPayload, LogId, RaftSnapshotBuilder, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+
+use quarry_store::{ObjectCommand, Store, StoreError};
+use quarry_types::{ErrorCode, OpReply, OsdId, PgId};
+
+use super::durability::Durability;
+use super::{PgRaftConfig, PgState};
+
+type SmResult<T> = Result<T, StorageError<OsdId>>;
+type Entry = openraft::Entry<PgRaftConfig>;
+
+/// The state machine of one PG.
+pub(crate) struct PgStateMachine {
+    pg: PgId,
+    store: Arc<Store>,
+    durability: Arc<Durability>,
+    /// Where snapshot temp files are created (unlinked at once).
+    snapshot_dir: PathBuf,
+    state: PgState,
+    /// The first `get_current_snapshot` call comes from openraft's start-up, which keeps only
+    /// the meta: answered from the (checkpointed) store without exporting the PG.
+    startup_probe_done: bool,
+    /// Builds handed out (names snapshot ids uniquely).
+    builds: u64,
+    /// Dropped with the state machine: tells the router the worker has exited.
+    _done: oneshot::Sender<()>,
+}
+
+impl PgStateMachine {
+    /// Opens the state machine of `pg`, reading its `pg_state` from the store. The store must
+    /// have been checkpointed since it was opened (so what it shows is durable).
+    pub(crate) async fn open(
+        pg: PgId,
+        store: Arc<Store>,
+        durability: Arc<Durability>,
+        snapshot_dir: PathBuf,
+        done: oneshot::Sender<()>,
+    ) -> Result<PgStateMachine, StoreError> {
+        let reader = store.clone();
+        let blob = blocking(move || reader.pg_state(pg)).await?;
+        let state = match blob {
+            None => PgState::default(),
+            Some(bytes) => PgState::decode(&bytes).ok_or_else(|| StoreError::Corrupt {
+                pg,
+                object: String::new(),
+                detail: "pg_state blob does not decode".into(),
+            })?,
+        };
+        tracing::debug!(%pg, applied = ?state.applied, "pg state machine opened");
+        Ok(PgStateMachine {
+            pg,
+            store,
+            durability,
+            snapshot_dir,
+            state,
+            startup_probe_done: false,
+            builds: 0,
+            _done: done,
+        })
+    }
+
+    fn meta(&self, snapshot_id: String) -> SnapshotMeta<OsdId, BasicNode> {
+        SnapshotMeta {
+            last_log_id: self.state.applied,
+            last_membership: self.state.membership.clone(),
+            snapshot_id,
+        }
+    }
+
+    fn snapshot_id(&mut self, kind: &str) -> String {
+        self.builds += 1;
+        let index = self.state.applied.map(|l| l.index).unwrap_or(0);
+        format!("{}-{}-{}-{}", self.pg, kind, index, self.builds)
+    }
+
+    /// Applies a batch: one store transaction for every normal entry, plus the new pg_state.
+    async fn apply_batch(&mut self, entries: Vec<Entry>) -> SmResult<Vec<OpReply>> {
+        let count = entries.len();
+        let mut commands: Vec<ObjectCommand> = Vec::with_capacity(count);
+        let mut slots: Vec<Option<usize>> = Vec::with_capacity(count);
+        let mut batch = BatchStates {
+            initial: self.state.membership.clone(),
+            changes: Vec::new(),
+            ids: Vec::with_capacity(count),
+        };
+        let previous = self.state.clone();
+        for entry in entries {
+            assert!(Some(entry.log_id) > self.state.applied, "entries applied out of order");
+            self.state.applied = Some(entry.log_id);
+            match entry.payload {
+                EntryPayload::Blank => slots.push(None),
+                EntryPayload::Normal(command) => {
+                    slots.push(Some(commands.len()));
+                    commands.push(command.into());
+                    batch.ids.push(entry.log_id);
+                }
+                EntryPayload::Membership(m) => {
+                    self.state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    batch.changes.push(self.state.membership.clone());
+                    slots.push(None);
+                }
+            }
+        }
+        let replies = match self.store_apply(commands, batch).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.state = previous;
+                return Err(e);
+            }
+        };
+        let out: Vec<OpReply> = slots
+            .into_iter()
+            .map(|slot| match slot {
+                Some(i) => replies[i].clone(),
+                None => OpReply::Ok(Vec::new()),
+            })
+            .collect();
+        assert_eq!(out.len(), count, "one reply per entry");
+        Ok(out)
+    }
+
+    /// `Store::apply` with the current state; a corrupt object fails only its own command.
+    async fn store_apply(
+        &self,
+        commands: Vec<ObjectCommand>,
+        batch: BatchStates,
+    ) -> SmResult<Vec<OpReply>> {
+        let (pg, store, state) = (self.pg, self.store.clone(), self.state.encode());
+        let count = commands.len();
+        let replies = blocking(move || match store.apply(pg, &commands, &state) {
+            Err(StoreError::Corrupt { object, detail, .. }) => {
+                tracing::error!(%pg, object, detail, "corrupt object met while applying");
+                apply_one_by_one(&store, pg, &commands, &batch, &state)
+            }
+            other => other,
+        })
+        .await
+        .map_err(|e| {
+            tracing::error!(pg = %self.pg, error = %e, "store apply failed: stopping the pg");
+            sm_write_error(&e)
+        })?;
+        self.durability.note_apply();
+        assert_eq!(replies.len(), count, "the store returns one reply per command");
+        Ok(replies)
+    }
+}
+
+/// What the pg_state is after each command of a batch (used only when a batch must be
+/// applied command by command, so every intermediate commit names exactly what it holds).
+struct BatchStates {
+    /// Membership before the batch.
+    initial: StoredMembership<OsdId, BasicNode>,
+    /// Membership entries of the batch, in order.
+    changes: Vec<StoredMembership<OsdId, BasicNode>>,
+    /// Log id of each command.
+    ids: Vec<LogId<OsdId>>,
+}
+
+impl BatchStates {
+    fn after_command(&self, i: usize) -> Vec<u8> {
+        let id = self.ids[i];
+        let membership = self
+            .changes
+            .iter()
+            .rev()
+            .find(|m| m.log_id().as_ref().is_some_and(|l| *l < id))
+            .unwrap_or(&self.initial)
+            .clone();
+        PgState { applied: Some(id), membership }.encode()
+    }
+}
+
+/// Applies commands one per transaction after a batch met corrupt data: the damaged object's
+/// command fails with EIO, the others apply; each commit carries the pg_state naming its last
+/// command, so a crash in between resumes at the right entry.
+fn apply_one_by_one(
+    store: &Store,
+    pg: PgId,
+    commands: &[ObjectCommand],
+    batch: &BatchStates,
+    final_state: &[u8],
+) -> Result<Vec<OpReply>, StoreError> {
+    assert_eq!(commands.len(), batch.ids.len(), "one log id per command");
+    let mut replies = Vec::with_capacity(commands.len());
+    for (i, command) in commands.iter().enumerate() {
+        let state = batch.after_command(i);
+        match store.apply(pg, std::slice::from_ref(command), &state) {
+            Ok(mut one) => replies.push(one.pop().unwrap_or(OpReply::Ok(Vec::new()))),
+            Err(StoreError::Corrupt { .. }) => {
+                store.apply(pg, &[], &state)?;
+                replies.push(OpReply::Failed { index: 0, code: ErrorCode::EIO })
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    store.apply(pg, &[], final_state)?;
+    Ok(replies)
+}
+
+/// Runs a synchronous store call off the async worker threads.
+pub(crate) async fn blocking<T, F>(f: F) -> Result<T, StoreError>
+where
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(result) => result,
+        Err(join) => Err(StoreError::Io(std::io::Error::other(join.to_string()))),
+    }
+}
+
+fn sm_write_error(e: &StoreError) -> StorageError<OsdId> {
+    StorageError::IO { source: StorageIOError::write_state_machine(e) }
+}
+
+fn snapshot_error<E: std::error::Error + 'static>(e: &E, write: bool) -> StorageError<OsdId> {
+    let any = openraft::AnyError::new(e);
+    let source = if write {
+        StorageIOError::write_snapshot(None, any)
+    } else {
+        StorageIOError::read_snapshot(None, any)
+    };
+    StorageError::IO { source }
+}
+
+/// An unlinked temp file for snapshot data.
+fn snapshot_file(dir: &PathBuf) -> SmResult<tokio::fs::File> {
+    let file = tempfile::tempfile_in(dir).map_err(|e| snapshot_error(&e, true))?;
+    Ok(tokio::fs::File::from_std(file))
+}
+
+impl RaftStateMachine<PgRaftConfig> for PgStateMachine {
+    type SnapshotBuilder = PgSnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> SmResult<(Option<LogId<OsdId>>, StoredMembership<OsdId, BasicNode>)> {
+        Ok((self.state.applied, self.state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SmResult<Vec<OpReply>>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.apply_batch(entries).await
+    }
+
+    async fn get_snapshot_builder(&mut self) -> PgSnapshotBuilder {
+        let id = self.snapshot_id("ckpt");
+        PgSnapshotBuilder {
+            pg: self.pg,
+            meta: self.meta(id),
+            durability: self.durability.clone(),
+            // Every apply of this PG so far has returned: a checkpoint covering this sequence
+            // covers the meta captured above.
+            seq: self.durability.applied_seq(),
+            snapshot_dir: self.snapshot_dir.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SmResult<Box<tokio::fs::File>> {
+        Ok(Box::new(snapshot_file(&self.snapshot_dir)?))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<OsdId, BasicNode>,
+        snapshot: Box<tokio::fs::File>,
+    ) -> SmResult<()> {
+        let mut file = snapshot.into_std().await;
+        let (pg, store) = (self.pg, self.store.clone());
+        let state = PgState { applied: meta.last_log_id, membership: meta.last_membership.clone() };
+        let blob = state.encode();
+        let imported = blocking(move || {
+            file.seek(SeekFrom::Start(0))?;
+            store.import_pg(pg, &mut std::io::BufReader::new(file))?;
+            // The stream's own pg_state is the exporter's; the meta is what Raft agreed on.
+            store.apply(pg, &[], &blob).map(|_| ())
+        })
+        .await;
+        imported.map_err(|e| {
+            tracing::error!(%pg, error = %e, "installing a snapshot failed");
+            snapshot_error(&e, true)
+        })?;
+        self.durability.note_apply();
+        // Raft purges the log behind the snapshot once this returns: make it durable first.
+        self.durability.checkpoint_now().await.map_err(|e| snapshot_error(&e, true))?;
+        tracing::info!(%pg, snapshot = %meta, "snapshot installed");
+        self.state = state;
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> SmResult<Option<Snapshot<PgRaftConfig>>> {
+        if self.state.applied.is_none() {
+            self.startup_probe_done = true;
+            return Ok(None);
+        }
+        let file = if self.startup_probe_done {
+            self.export().await?
+        } else {
+            // openraft's start-up keeps only the meta; the store was checkpointed at open, so
+            // the applied state it reports is durable and may stand as the snapshot.
+            self.startup_probe_done = true;
+            snapshot_file(&self.snapshot_dir)?
+        };
+        let id = self.snapshot_id("export");
+        Ok(Some(Snapshot { meta: self.meta(id), snapshot: Box::new(file) }))
+    }
+}
+
+impl PgStateMachine {
+    /// Exports the PG (consistent with `state`: apply does not run concurrently) into a file.
+    async fn export(&self) -> SmResult<tokio::fs::File> {
+        let dir = self.snapshot_dir.clone();
+        let (pg, store) = (self.pg, self.store.clone());
+        let exported = blocking(move || {
+            let mut file = tempfile::tempfile_in(&dir)?;
+            {
+                let mut out = std::io::BufWriter::new(&mut file);
+                store.export_pg(pg, &mut out)?;
+                std::io::Write::flush(&mut out)?;
+            }
+            file.seek(SeekFrom::Start(0))?;
+            Ok(file)
+        })
+        .await;
+        let file = exported.map_err(|e| snapshot_error(&e, false))?;
+        tracing::info!(pg = %self.pg, applied = ?self.state.applied, "pg exported for a follower");
+        Ok(tokio::fs::File::from_std(file))
+    }
+}
+
+/// Builds a snapshot by checkpointing the store: the meta was captured when openraft asked for
+/// the builder, in order with the applies it covers.
+pub(crate) struct PgSnapshotBuilder {
+    pg: PgId,
+    meta: SnapshotMeta<OsdId, BasicNode>,
+    durability: Arc<Durability>,
+    seq: u64,
+    snapshot_dir: PathBuf,
+}
+
+impl RaftSnapshotBuilder<PgRaftConfig> for PgSnapshotBuilder {
+    async fn build_snapshot(&mut self) -> SmResult<Snapshot<PgRaftConfig>> {
+        self.durability.ensure(self.seq).await.map_err(|e| {
+            tracing::error!(pg = %self.pg, error = %e, "checkpoint failed");
+            snapshot_error(&e, true)
+        })?;
+        tracing::debug!(pg = %self.pg, snapshot = %self.meta, "checkpoint snapshot built");
+        // openraft keeps only the meta of a built snapshot; the data is the store itself.
+        let file = snapshot_file(&self.snapshot_dir)?;
+        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(file) })
+    }
+}

@@ -1,0 +1,271 @@
+//! The router: the newest cluster map this OSD acts on, and the table of its running PG
+//! groups. Applying a map creates a Raft group for every PG whose acting set names this OSD
+//! (the primary initialises a brand-new group once), and drops the PGs of deleted pools
+//! (their Raft group, their objects in the store, their records in the WAL).
+//!
+//! Maps are applied one at a time, in epoch order; an older map than the current one is
+//! ignored. The first map after start is also compared with the PGs the store and the WAL
+//! hold, so pools deleted while the OSD was down are dropped then.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use openraft::error::{InitializeError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use tokio::sync::{oneshot, watch};
+
+use quarry_raftlog::Wal;
+use quarry_store::Store;
+use quarry_types::{OsdId, PgId};
+use quarry_wire::ClusterMap;
+
+use crate::pg::durability::Durability;
+use crate::pg::network::{PgNetworkFactory, Peers};
+use crate::pg::state_machine::{blocking, PgStateMachine};
+use crate::pg::{group_id, pg_of_group, PgGroup, PgRaft};
+use crate::OsdError;
+
+/// Log entries applied since the last snapshot after which openraft checkpoints the store
+/// (and may then purge the log behind it). The checkpoint worker also checkpoints by time.
+pub(crate) const SNAPSHOT_LOGS: u64 = 2000;
+/// How long `shutdown` waits for a PG's state-machine worker to finish its queue.
+const STATE_MACHINE_DRAIN: Duration = Duration::from_secs(10);
+
+/// Everything a PG group is built from.
+pub(crate) struct GroupDeps {
+    pub(crate) me: OsdId,
+    pub(crate) addr: SocketAddr,
+    pub(crate) store: Arc<Store>,
+    pub(crate) wal: Arc<Wal>,
+    pub(crate) durability: Arc<Durability>,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) snapshot_dir: PathBuf,
+}
+
+/// A running group and the signal that its state machine worker has exited.
+struct Slot {
+    group: Arc<PgGroup>,
+    sm_done: tokio::sync::Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+/// The map this OSD acts on and its PG groups.
+pub(crate) struct Router {
+    deps: GroupDeps,
+    map: watch::Sender<Arc<ClusterMap>>,
+    groups: RwLock<HashMap<PgId, Arc<Slot>>>,
+    /// Serialises map application; holds whether the start-up sweep of leftover PGs is done.
+    update: tokio::sync::Mutex<bool>,
+}
+
+/// The openraft configuration of a PG group with `voters` replicas.
+fn raft_config(voters: usize) -> Result<Arc<Config>, openraft::ConfigError> {
+    let config = Config {
+        cluster_name: "quarry-pg".into(),
+        heartbeat_interval: 250,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS),
+        // With one replica nobody needs the log behind a checkpoint: purge it all, so idle
+        // PGs never pin old WAL segments. Replicated PGs keep a tail for lagging followers.
+        max_in_snapshot_log_to_keep: if voters <= 1 { 0 } else { 500 },
+        purge_batch_size: 64,
+        max_payload_entries: 64,
+        snapshot_max_chunk_size: 4 << 20,
+        ..Config::default()
+    };
+    config.validate().map(Arc::new)
+}
+
+impl Router {
+    pub(crate) fn new(deps: GroupDeps, map: watch::Sender<Arc<ClusterMap>>) -> Router {
+        Router {
+            deps,
+            map,
+            groups: RwLock::new(HashMap::new()),
+            update: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    pub(crate) fn me(&self) -> OsdId {
+        self.deps.me
+    }
+
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.deps.store
+    }
+
+    /// The map this OSD acts on now.
+    pub(crate) fn map(&self) -> Arc<ClusterMap> {
+        self.map.borrow().clone()
+    }
+
+    /// Waits (bounded) until the map reaches `epoch`; returns the map it has then.
+    pub(crate) async fn wait_epoch(&self, epoch: u64, timeout: Duration) -> Arc<ClusterMap> {
+        let mut rx = self.map.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|m| m.epoch >= epoch)).await;
+        self.map()
+    }
+
+    /// The running group of `pg`.
+    pub(crate) fn group(&self, pg: PgId) -> Option<Arc<PgGroup>> {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        groups.get(&pg).map(|slot| slot.group.clone())
+    }
+
+    /// The running group with Raft group id `group`.
+    pub(crate) fn group_by_id(&self, group: u64) -> Option<Arc<PgGroup>> {
+        self.group(pg_of_group(group))
+    }
+
+    /// Every running group.
+    pub(crate) fn groups(&self) -> Vec<Arc<PgGroup>> {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        groups.values().map(|slot| slot.group.clone()).collect()
+    }
+
+    /// Acts on `new`: drops PGs of deleted pools, starts groups for new PGs, then publishes
+    /// the map. Maps older than the current one are ignored.
+    pub(crate) async fn apply_map(&self, new: Arc<ClusterMap>) -> Result<(), OsdError> {
+        let mut swept = self.update.lock().await;
+        let old = self.map();
+        if new.epoch < old.epoch {
+            tracing::debug!(old = old.epoch, new = new.epoch, "ignoring an older map");
+            return Ok(());
+        }
+        let mut held: BTreeSet<PgId> = self.groups_held();
+        if !*swept {
+            held.extend(self.pgs_on_disk().await?);
+        }
+        for pg in held.into_iter().filter(|pg| !new.pools.contains_key(&pg.pool)) {
+            self.remove_pg(pg).await?;
+        }
+        *swept = true;
+        for pg in new.pgs_of_osd(self.deps.me) {
+            if self.group(pg).is_none() {
+                self.start_group(pg, &new).await?;
+            }
+        }
+        let epoch = new.epoch;
+        self.map.send_replace(new);
+        tracing::debug!(epoch, pgs = self.groups().len(), "map applied");
+        Ok(())
+    }
+
+    fn groups_held(&self) -> BTreeSet<PgId> {
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        groups.keys().copied().collect()
+    }
+
+    /// PGs with state in the store or the WAL (start-up: some may belong to deleted pools).
+    async fn pgs_on_disk(&self) -> Result<BTreeSet<PgId>, OsdError> {
+        let store = self.deps.store.clone();
+        let mut pgs: BTreeSet<PgId> = blocking(move || store.pgs()).await?.into_iter().collect();
+        pgs.extend(self.deps.wal.groups().into_iter().map(pg_of_group));
+        Ok(pgs)
+    }
+
+    /// Creates the Raft group of `pg`, initialising it if this OSD is the primary of a group
+    /// that never started (openraft persists that it was initialised: no second init).
+    async fn start_group(&self, pg: PgId, map: &ClusterMap) -> Result<(), OsdError> {
+        let acting = map.acting(pg).to_vec();
+        let raft_err = |detail: String| OsdError::Raft { pg, detail };
+        let config = raft_config(acting.len()).map_err(|e| raft_err(e.to_string()))?;
+        let (done_tx, done_rx) = oneshot::channel();
+        let sm = PgStateMachine::open(
+            pg,
+            self.deps.store.clone(),
+            self.deps.durability.clone(),
+            self.deps.snapshot_dir.clone(),
+            done_tx,
+        )
+        .await?;
+        let group = group_id(pg);
+        let network = PgNetworkFactory { group, peers: self.deps.peers.clone() };
+        let log = self.deps.wal.log_store(group);
+        let raft = PgRaft::new(self.deps.me, config, network, log, sm)
+            .await
+            .map_err(|e| raft_err(e.to_string()))?;
+        if acting.first() == Some(&self.deps.me) {
+            self.initialise(pg, &raft, &acting, map).await?;
+        }
+        let slot = Slot {
+            group: Arc::new(PgGroup::new(pg, raft)),
+            sm_done: tokio::sync::Mutex::new(Some(done_rx)),
+        };
+        self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(pg, Arc::new(slot));
+        tracing::debug!(%pg, ?acting, "pg group started");
+        Ok(())
+    }
+
+    async fn initialise(
+        &self,
+        pg: PgId,
+        raft: &PgRaft,
+        acting: &[OsdId],
+        map: &ClusterMap,
+    ) -> Result<(), OsdError> {
+        let raft_err = |detail: String| OsdError::Raft { pg, detail };
+        if raft.is_initialized().await.map_err(|e| raft_err(e.to_string()))? {
+            return Ok(());
+        }
+        let members: BTreeMap<OsdId, BasicNode> = acting
+            .iter()
+            .map(|&osd| {
+                let addr = if osd == self.deps.me {
+                    Some(self.deps.addr)
+                } else {
+                    map.osds.get(&osd).and_then(|o| o.addr)
+                };
+                (osd, BasicNode::new(addr.map(|a| a.to_string()).unwrap_or_default()))
+            })
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) => {
+                tracing::info!(%pg, ?acting, "pg group initialised");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(raft_err(e.to_string())),
+        }
+    }
+
+    /// Stops the group of `pg` (if running) and deletes its objects and log.
+    async fn remove_pg(&self, pg: PgId) -> Result<(), OsdError> {
+        let slot = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&pg);
+        if let Some(slot) = slot {
+            stop_slot(pg, &slot).await;
+        }
+        let store = self.deps.store.clone();
+        blocking(move || store.remove_pg(pg)).await?;
+        self.deps.wal.remove_group(group_id(pg))?;
+        tracing::info!(%pg, "pg removed");
+        Ok(())
+    }
+
+    /// Stops every group (shutdown). Their state machines have finished when this returns.
+    pub(crate) async fn shutdown_groups(&self) {
+        let slots: Vec<(PgId, Arc<Slot>)> =
+            self.groups.write().unwrap_or_else(|p| p.into_inner()).drain().collect();
+        let mut stops = tokio::task::JoinSet::new();
+        for (pg, slot) in slots {
+            stops.spawn(async move { stop_slot(pg, &slot).await });
+        }
+        while stops.join_next().await.is_some() {}
+    }
+}
+
+/// Shuts a group down and waits for its state machine worker to drain and exit.
+async fn stop_slot(pg: PgId, slot: &Slot) {
+    if let Err(e) = slot.group.raft.shutdown().await {
+        tracing::warn!(%pg, error = %e, "raft group did not shut down cleanly");
+    }
+    let done = slot.sm_done.lock().await.take();
+    if let Some(done) = done {
+        if tokio::time::timeout(STATE_MACHINE_DRAIN, done).await.is_err() {
+            tracing::warn!(%pg, "state machine worker still running after shutdown");
+        }
+    }
+}

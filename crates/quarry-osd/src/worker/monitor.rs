@@ -1,0 +1,196 @@
+//! The monitor session: connect as `osd.N` with its key, `OsdBoot`, `Subscribe` to maps,
+//! fetch the service keys (to open client tickets) and a ticket of our own (for peer OSDs),
+//! then beacon every second with usage figures, refetch keys periodically and on demand,
+//! renew the ticket before it expires, and forward every pushed map to the map worker. If the
+//! monitor goes away, reconnect with backoff; clients keep being served meanwhile.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+
+use quarry_types::EntityName;
+use quarry_wire::{ClientSecret, Event, Reply, Request, RpcClient, Service, Usage};
+
+use crate::daemon::Osd;
+use crate::pg::network::PeerTicket;
+use crate::pg::state_machine::blocking;
+use crate::session::now_unix;
+use crate::OsdError;
+
+/// Liveness lease renewal period.
+pub(crate) const BEACON_INTERVAL: Duration = Duration::from_secs(1);
+/// Service keys are refetched at least this often.
+const KEYS_INTERVAL: Duration = Duration::from_secs(30);
+/// Handshake deadline per monitor.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Deadline for one request to the monitor.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnection backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Runs the monitor session until the OSD stops; `ready` fires after the first complete
+/// set-up (booted, map applied, keys fetched).
+pub(crate) async fn run(osd: Arc<Osd>, ready: oneshot::Sender<()>) {
+    let mut ready = Some(ready);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let mut established = false;
+        let ended = session(&osd, &mut ready, &mut established).await;
+        if established {
+            backoff = BACKOFF_MIN;
+        }
+        match ended {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(osd = osd.id, error = %e, "monitor session lost; reconnecting"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// A connection to the first monitor that accepts us.
+async fn connect(osd: &Osd) -> Result<quarry_wire::Connected, OsdError> {
+    let entity = EntityName::osd(osd.id);
+    let secret = ClientSecret::EntityKey(osd.key.secret().to_vec());
+    let mut last = None;
+    for &addr in &osd.mon_addrs {
+        match quarry_wire::connect(addr, &entity, Service::Mon, &secret, CONNECT_TIMEOUT).await {
+            Ok(connected) => return Ok(connected),
+            Err(e) => {
+                tracing::debug!(%addr, error = %e, "monitor connection failed");
+                last = Some(e);
+            }
+        }
+    }
+    Err(OsdError::MonUnreachable {
+        addrs: osd.mon_addrs.clone(),
+        last_error: last.map(|e| e.to_string()).unwrap_or_else(|| "no monitor address".into()),
+    })
+}
+
+async fn call(client: &RpcClient, request: Request) -> Result<Reply, OsdError> {
+    match tokio::time::timeout(CALL_TIMEOUT, client.call(request)).await {
+        Ok(reply) => Ok(reply?),
+        Err(_) => Err(OsdError::Wire(quarry_wire::WireError::Timeout)),
+    }
+}
+
+fn refused(request: &'static str, reply: Reply) -> OsdError {
+    let detail = match reply {
+        Reply::Failed { code, message } => format!("{code} {message}"),
+        other => format!("unexpected reply {other:?}"),
+    };
+    OsdError::MonRefused { request, detail }
+}
+
+/// One monitor session; `Ok` only when the OSD stops.
+async fn session(
+    osd: &Arc<Osd>,
+    ready: &mut Option<oneshot::Sender<()>>,
+    established: &mut bool,
+) -> Result<(), OsdError> {
+    let quarry_wire::Connected { client, mut events, session_key, .. } = connect(osd).await?;
+    let boot = Request::OsdBoot { id: osd.id, addr: osd.addr, host: osd.host.clone() };
+    let up_from = match call(&client, boot).await? {
+        Reply::Booted { epoch, up_from } => {
+            tracing::info!(osd = osd.id, epoch, up_from, "booted");
+            up_from
+        }
+        other => return Err(refused("OsdBoot", other)),
+    };
+    let map = match call(&client, Request::Subscribe).await? {
+        Reply::Map(map) => Arc::new(*map),
+        other => return Err(refused("Subscribe", other)),
+    };
+    fetch_keys(osd, &client, &session_key).await?;
+    let mut ticket_renew_at = fetch_ticket(osd, &client, &session_key).await?;
+    osd.router.apply_map(map).await?;
+    *established = true;
+    if let Some(ready) = ready.take() {
+        let _ = ready.send(());
+    }
+    let mut beacon = tokio::time::interval(BEACON_INTERVAL);
+    let mut keys = tokio::time::interval(KEYS_INTERVAL);
+    let mut stop = osd.stop.subscribe();
+    loop {
+        tokio::select! {
+            _ = crate::daemon::stopped(&mut stop) => return Ok(()),
+            event = events.recv() => match event {
+                Some(Event::Map(map)) => osd.offer_map(Arc::new(*map)),
+                None => return Err(OsdError::Wire(quarry_wire::WireError::Closed)),
+            },
+            _ = beacon.tick() => send_beacon(osd, &client, up_from).await?,
+            _ = keys.tick() => fetch_keys(osd, &client, &session_key).await?,
+            _ = osd.keys.refresh_requested() => fetch_keys(osd, &client, &session_key).await?,
+            _ = osd.map_refresh_requested() => match call(&client, Request::GetMap).await? {
+                Reply::Map(map) => osd.offer_map(Arc::new(*map)),
+                other => return Err(refused("GetMap", other)),
+            },
+            _ = tokio::time::sleep_until(ticket_renew_at) => {
+                ticket_renew_at = fetch_ticket(osd, &client, &session_key).await?;
+            }
+        }
+    }
+}
+
+/// Fetches and installs the service keys.
+async fn fetch_keys(osd: &Osd, client: &RpcClient, session_key: &[u8; 32]) -> Result<(), OsdError> {
+    let sealed = match call(client, Request::GetServiceKeys).await? {
+        Reply::ServiceKeys(sealed) => sealed,
+        other => return Err(refused("GetServiceKeys", other)),
+    };
+    let keys = quarry_auth::open_service_keys(session_key, &sealed)
+        .map_err(|source| OsdError::Auth { what: "service keys", source })?;
+    osd.keys.install(keys);
+    Ok(())
+}
+
+/// Fetches a ticket for peer connections; returns when to renew it (half its remaining life).
+async fn fetch_ticket(
+    osd: &Osd,
+    client: &RpcClient,
+    session_key: &[u8; 32],
+) -> Result<tokio::time::Instant, OsdError> {
+    let (ticket, sealed_key, expires_unix) = match call(client, Request::GetTicket).await? {
+        Reply::Ticket { ticket, session_key, expires_unix } => (ticket, session_key, expires_unix),
+        other => return Err(refused("GetTicket", other)),
+    };
+    let key = quarry_auth::open_key(session_key, &sealed_key)
+        .map_err(|source| OsdError::Auth { what: "ticket session key", source })?;
+    osd.ticket.send_replace(Some(PeerTicket { ticket, session_key: key }));
+    let life = expires_unix.saturating_sub(now_unix()).max(2);
+    Ok(tokio::time::Instant::now() + Duration::from_secs(life / 2))
+}
+
+async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), OsdError> {
+    let store = osd.router.store().clone();
+    let pools = blocking(move || store.usage()).await?;
+    let usage: BTreeMap<u64, Usage> = pools
+        .into_iter()
+        .map(|(pool, u)| (pool, Usage { objects: u.objects, bytes: u.bytes }))
+        .collect();
+    let (disk_used, disk_avail) = disk_figures(&osd.data_dir);
+    let beacon = Request::OsdBeacon { id: osd.id, up_from, usage, disk_used, disk_avail };
+    match call(client, beacon).await? {
+        Reply::Ack => Ok(()),
+        other => Err(refused("OsdBeacon", other)),
+    }
+}
+
+/// Bytes used and available on the file system holding the data directory (0, 0 if unknown).
+fn disk_figures(dir: &Path) -> (u64, u64) {
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => {
+            let used = st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize);
+            (used, st.f_bavail.saturating_mul(st.f_frsize))
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "statvfs failed");
+            (0, 0)
+        }
+    }
+}
