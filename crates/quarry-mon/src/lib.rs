@@ -1,1 +1,341 @@
-//! The monitor: cluster map, auth database and OSD liveness in a Raft group
+//! The monitor: the cluster's agreed state, kept in a Raft group, served to clients and OSDs.
+//!
+//! # What it owns
+//! - The cluster map (`quarry_wire::ClusterMap`): pools with their acting sets (computed once
+//!   with `quarry_placement::place` over the OSDs that are `in`, when the pool is created),
+//!   OSDs (address, host, up/in, incarnation `up_from`), monitors, `auth_floor`, blocklist.
+//! - The auth database: entity -> (key, caps).
+//! - The rotating service keys (`quarry_auth::ServiceKeyRing`: current + previous) that
+//!   tickets are sealed under and OSDs open them with.
+//! - Counters: next global id (reserved in batches of 1024), next pool id (never reused).
+//!
+//! All of it is [`state::MonState`], the state machine of an openraft group (group id 0)
+//! whose log is in a `quarry_raftlog::Wal` under `DATA_DIR/wal`.
+//!
+//! # Raft commands ([`command::Op`])
+//! Bootstrap (once, as the first command of a new group), SetMonAddr, PoolCreate, PoolRm,
+//! PoolApplicationEnable, SnapCreate/SnapRemove (per-pool `snap_seq`, `removed_snaps`),
+//! OsdBoot (registers an unknown id only if `osd.N` has a key; sets addr/host/up and bumps
+//! `up_from` to the new epoch), OsdDown, AuthGetOrCreate/AuthCaps/AuthDel/AuthImport (caps
+//! validated with `quarry_auth::Caps::parse`; caps changes and deletions set
+//! `auth_floor[entity]` to the proposer's clock), BlocklistAdd, RotateServiceKey,
+//! AllocGlobalIds. Every change to the map bumps its epoch; subscribers get every new map.
+//!
+//! # Determinism rule
+//! Apply reads no clock and draws no random number: the proposer puts its clock
+//! (`Proposal::now_unix`) and every new secret (entity keys, service keys) in the command.
+//! Validation that depends on the state happens in apply, so a refused command is refused
+//! identically on every monitor and changes nothing. Ticket session keys are never in the
+//! state: a ticket is issued by whichever monitor the client talks to.
+//!
+//! # Snapshot format
+//! `DATA_DIR/snapshot`: magic `QMONSNAP`, version, length, crc32c, then bincode of the
+//! openraft snapshot meta (last applied log id, membership) and the whole `MonState`. Written
+//! to `snapshot.partial`, fsynced, renamed, directory fsynced. On restart the monitor loads it
+//! and openraft replays the log entries after it. openraft builds one every 1000 entries and
+//! then purges the log behind it.
+//!
+//! # Liveness
+//! An OSD is up from its `OsdBoot` until the leader has seen no beacon from that incarnation
+//! for `osd_grace`; then the leader proposes `OsdDown{id, up_from}` (ignored if the OSD has
+//! booted again meanwhile). Beacons and their usage figures stay in the leader's memory (not
+//! in Raft): a new leader starts every grace period afresh. A beacon from an incarnation that
+//! is not up is answered `Failed{ENOENT}`: the OSD must boot again. Usage figures are filled
+//! into the maps and status reports served (same epoch; they are advisory).
+//!
+//! # Tickets
+//! `GetTicket` returns a ticket (entity, global id, caps, issue time, expiry = now +
+//! `ticket_ttl` cut to the current service key's expiry, fresh session key) sealed under the
+//! current service key, and the session key sealed under the connection's session key. The
+//! leader rotates the service key when it is half-way through its life (`ticket_ttl`), so
+//! OSDs should re-fetch `GetServiceKeys` at least every `ticket_ttl / 2`.
+//!
+//! # Why openraft
+//! The OSDs already run every PG as an openraft group over the shared WAL; the monitor uses
+//! the same library and the same log, so one implementation of consensus, storage and
+//! recovery serves both, and going from one monitor to three is a membership change, not a
+//! new design. Only one monitor exists for now: the peer network reports peers unreachable.
+//!
+//! # Dependencies
+//! openraft (consensus, see above), quarry-raftlog (its log store), quarry-wire (the
+//! protocol), quarry-auth (keys, caps, tickets), quarry-placement (acting sets), tokio,
+//! bincode + crc32c (snapshot file), serde, rand (via quarry-auth), thiserror, tracing.
+
+#![warn(missing_docs)]
+
+pub mod command;
+mod commands;
+pub mod error;
+mod mon;
+pub mod raft;
+mod server;
+pub mod snapshot;
+pub mod state;
+pub mod status;
+mod tasks;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::BasicNode;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use quarry_auth::{CryptoKey, ServiceKey};
+use quarry_raftlog::{Wal, WalError, WalOptions};
+use quarry_types::{EntityName, OsdId};
+use quarry_wire::ClusterMap;
+
+pub use error::MonError;
+
+use crate::command::{EntityRecord, Op, StoredKey};
+use crate::mon::{unix_now, Mon};
+use crate::raft::{Network, StateMachine, TypeConfig, MON_GROUP};
+
+/// How long `start` waits for the group to elect a leader and catch up.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `start` waits for a previous instance to release the WAL lock.
+const WAL_LOCK_WAIT: Duration = Duration::from_secs(10);
+
+/// Monitor settings.
+#[derive(Clone, Debug)]
+pub struct MonConfig {
+    /// Monitor name (`a`).
+    pub name: String,
+    /// WAL and snapshots.
+    pub data_dir: PathBuf,
+    /// Bind address (port 0 allowed: see [`MonHandle::addr`]).
+    pub listen: SocketAddr,
+    /// Applied once, when the monitor's Raft group is first initialised.
+    pub bootstrap: Option<Bootstrap>,
+    /// Beacon silence after which an OSD is marked down (default 6 s).
+    pub osd_grace: Duration,
+    /// Ticket lifetime (default 300 s).
+    pub ticket_ttl: Duration,
+    /// Default PGs of a new pool (32).
+    pub pool_default_pg_num: u32,
+    /// Default replicas of a new pool (1 on `quarry up`, 3 otherwise).
+    pub pool_default_size: u32,
+}
+
+impl MonConfig {
+    /// Settings with the documented defaults.
+    pub fn new(name: &str, data_dir: PathBuf, listen: SocketAddr) -> MonConfig {
+        MonConfig {
+            name: name.to_string(),
+            data_dir,
+            listen,
+            bootstrap: None,
+            osd_grace: Duration::from_secs(6),
+            ticket_ttl: Duration::from_secs(300),
+            pool_default_pg_num: 32,
+            pool_default_size: 3,
+        }
+    }
+
+    fn validate(&self) -> Result<(), MonError> {
+        let bad = |reason: String| Err(MonError::Config { reason });
+        if self.name.is_empty()
+            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return bad(format!("monitor name '{}' must be [A-Za-z0-9_.-]+", self.name));
+        }
+        if self.ticket_ttl < Duration::from_secs(state::SERVICE_KEY_TTL_MIN) {
+            return bad(format!("ticket_ttl {:?} is below 2 s", self.ticket_ttl));
+        }
+        if self.osd_grace < Duration::from_millis(200) {
+            return bad(format!("osd_grace {:?} is below 200 ms", self.osd_grace));
+        }
+        if !(1..=state::PG_NUM_MAX).contains(&self.pool_default_pg_num) {
+            return bad(format!("pool_default_pg_num {} out of range", self.pool_default_pg_num));
+        }
+        if !(1..=state::POOL_SIZE_MAX).contains(&self.pool_default_size) {
+            return bad(format!("pool_default_size {} out of range", self.pool_default_size));
+        }
+        Ok(())
+    }
+}
+
+/// The initial contents of a new cluster.
+#[derive(Clone, Debug)]
+pub struct Bootstrap {
+    /// Cluster id.
+    pub fsid: String,
+    /// `client.admin` (mon/osd `allow *`), `osd.N` (`profile osd`), ...
+    pub entities: Vec<(EntityName, CryptoKey, BTreeMap<String, String>)>,
+    /// Registered OSDs and their hosts: `in`, not up until they boot.
+    pub osds: Vec<(OsdId, String)>,
+    /// Pools: name, pg_num, size; application `rbd` enabled.
+    pub pools: Vec<(String, u32, u32)>,
+}
+
+/// A running monitor.
+pub struct MonHandle {
+    addr: SocketAddr,
+    mon: Arc<Mon>,
+    wal: Arc<Wal>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl MonHandle {
+    /// The address the monitor listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The current cluster map.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.mon.core.map()
+    }
+
+    /// Stops serving, stops Raft and releases the data directory.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown_tx.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        if let Err(e) = self.mon.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+        let MonHandle { mon, wal, .. } = self;
+        drop(mon);
+        // Dropping the last WAL handle joins its writer thread: do it off the runtime.
+        let _ = tokio::task::spawn_blocking(move || drop(wal)).await;
+        tracing::info!("monitor stopped");
+    }
+}
+
+fn node_id(name: &str) -> u64 {
+    u64::from(crc32c::crc32c(name.as_bytes()))
+}
+
+async fn open_wal(cfg: &MonConfig) -> Result<Arc<Wal>, MonError> {
+    let dir = cfg.data_dir.join("wal");
+    let deadline = tokio::time::Instant::now() + WAL_LOCK_WAIT;
+    loop {
+        match Wal::open(&dir, WalOptions::default()) {
+            Err(WalError::Locked { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Starts a monitor: opens its WAL and snapshot, starts (and on first start initialises and
+/// bootstraps) its Raft group, and serves on `cfg.listen`.
+pub async fn start(cfg: MonConfig) -> Result<MonHandle, MonError> {
+    cfg.validate()?;
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|source| MonError::Io { path: cfg.data_dir.clone(), source })?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| MonError::Bind { addr: cfg.listen, source })?;
+    let addr =
+        listener.local_addr().map_err(|source| MonError::Bind { addr: cfg.listen, source })?;
+    let (sm, core) = StateMachine::open(cfg.data_dir.clone())?;
+    let wal = open_wal(&cfg).await?;
+    let id = node_id(&cfg.name);
+    let config = Arc::new(raft::raft_config()?);
+    let log_store = wal.log_store::<TypeConfig>(MON_GROUP);
+    let raft = openraft::Raft::new(id, config, Network, log_store, sm).await.map_err(raft_err)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mon = Arc::new(Mon::new(cfg, id, raft, core, shutdown_rx));
+    let handle = MonHandle { addr, mon: mon.clone(), wal, shutdown_tx, tasks: JoinSet::new() };
+    match bring_up(&mon, addr).await {
+        Ok(()) => Ok(spawn_tasks(handle, listener)),
+        Err(e) => {
+            handle.shutdown().await;
+            Err(e)
+        }
+    }
+}
+
+fn raft_err(e: impl std::fmt::Display) -> MonError {
+    MonError::Raft { detail: e.to_string() }
+}
+
+fn spawn_tasks(mut handle: MonHandle, listener: TcpListener) -> MonHandle {
+    let mon = &handle.mon;
+    let shutdown = mon.shutdown.clone();
+    handle.tasks.spawn(server::accept_loop(mon.clone(), listener, shutdown));
+    handle.tasks.spawn(tasks::liveness(mon.clone()));
+    handle.tasks.spawn(tasks::rotate_service_keys(mon.clone()));
+    handle.tasks.spawn(tasks::advertise(mon.clone(), handle.addr));
+    tracing::info!(name = %mon.cfg.name, addr = %handle.addr, epoch = mon.core.map().epoch, "monitor serving");
+    handle
+}
+
+/// Initialises the group on first start, waits for a leader and for the log to be applied,
+/// then applies the bootstrap if it has not been.
+async fn bring_up(mon: &Mon, addr: SocketAddr) -> Result<(), MonError> {
+    if !mon.raft.is_initialized().await.map_err(raft_err)? {
+        let members = BTreeMap::from([(mon.node_id, BasicNode { addr: addr.to_string() })]);
+        mon.raft.initialize(members).await.map_err(raft_err)?;
+        tracing::info!(name = %mon.cfg.name, node = mon.node_id, "initialised a new monitor group");
+    }
+    let caught_up = |m: &openraft::RaftMetrics<u64, BasicNode>| {
+        m.current_leader.is_some() && m.last_applied.map(|l| l.index) >= m.last_log_index
+    };
+    let waiter = mon.raft.wait(Some(STARTUP_TIMEOUT));
+    let wait = waiter.metrics(caught_up, "leader elected and log applied");
+    wait.await.map_err(|_| MonError::Timeout { what: "a monitor leader" })?;
+    if !mon.is_leader() {
+        return Ok(());
+    }
+    if !mon.core.read().bootstrapped {
+        bootstrap(mon, addr).await?;
+    }
+    if mon.core.read().bootstrapped && mon.core.map().mons.get(&mon.cfg.name) != Some(&addr) {
+        let op = Op::SetMonAddr { name: mon.cfg.name.clone(), addr };
+        mon.propose(op)
+            .await
+            .map_err(|e| MonError::Bootstrap { code: e.code, message: e.message })?;
+    }
+    Ok(())
+}
+
+async fn bootstrap(mon: &Mon, addr: SocketAddr) -> Result<(), MonError> {
+    let Some(boot) = mon.cfg.bootstrap.clone() else {
+        tracing::warn!("monitor has no state and no bootstrap: nobody can authenticate");
+        return Ok(());
+    };
+    let op = bootstrap_op(&mon.cfg, boot, addr)?;
+    match mon.propose(op).await {
+        Ok(outcome) => {
+            tracing::info!(?outcome, "bootstrap applied");
+            Ok(())
+        }
+        Err(e) => Err(MonError::Bootstrap { code: e.code, message: e.message }),
+    }
+}
+
+fn bootstrap_op(cfg: &MonConfig, boot: Bootstrap, addr: SocketAddr) -> Result<Op, MonError> {
+    let mut entities = Vec::with_capacity(boot.entities.len());
+    for (entity, key, caps) in boot.entities {
+        state::check_caps(&caps)
+            .map_err(|e| MonError::Bootstrap { code: e.code, message: e.message })?;
+        entities.push(EntityRecord { entity, key: StoredKey(key), caps });
+    }
+    let hosts: BTreeSet<OsdId> = boot.osds.iter().map(|(id, _)| *id).collect();
+    if !boot.pools.is_empty() && hosts.is_empty() {
+        let message = "bootstrap pools need at least one OSD".to_string();
+        return Err(MonError::Bootstrap { code: quarry_types::ErrorCode::EINVAL, message });
+    }
+    let ttl = cfg.ticket_ttl.as_secs();
+    let now = unix_now();
+    let service_key = ServiceKey { id: 1, key: quarry_auth::random_key(), expires_unix: now + ttl };
+    Ok(Op::Bootstrap {
+        fsid: boot.fsid,
+        entities,
+        osds: boot.osds,
+        pools: boot.pools,
+        service_key,
+        service_key_ttl: ttl,
+        mon: (cfg.name.clone(), addr),
+    })
+}

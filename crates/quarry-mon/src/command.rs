@@ -1,0 +1,236 @@
+//! The monitor's Raft commands: what a proposer puts in a log entry and what applying it
+//! returns. Everything random or time-dependent (keys, session keys, the clock) is chosen by
+//! the proposer and carried in the command, so every monitor applying the same log reaches
+//! the same state.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use quarry_auth::{CryptoKey, ServiceKey};
+use quarry_types::{EntityName, ErrorCode, OsdId, PoolId, SnapId};
+
+/// One log entry's payload: an operation and the proposer's clock.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// The proposer's wall clock (unix seconds) when it proposed: the only clock apply sees.
+    pub now_unix: u64,
+    /// What to do.
+    pub op: Op,
+}
+
+/// A key in the log and in snapshots: Ceph's 28-byte record (type, created, secret).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "Vec<u8>", try_from = "Vec<u8>")]
+pub struct StoredKey(pub CryptoKey);
+
+impl From<StoredKey> for Vec<u8> {
+    fn from(k: StoredKey) -> Vec<u8> {
+        k.0.to_bytes().to_vec()
+    }
+}
+
+impl TryFrom<Vec<u8>> for StoredKey {
+    type Error = String;
+    fn try_from(bytes: Vec<u8>) -> Result<StoredKey, String> {
+        CryptoKey::from_bytes(&bytes).map(StoredKey).map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoredKey(..)")
+    }
+}
+
+/// An entity with its key and caps, as carried by bootstrap and import commands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntityRecord {
+    /// `client.admin`.
+    pub entity: EntityName,
+    /// Its key.
+    pub key: StoredKey,
+    /// Caps by service.
+    pub caps: BTreeMap<String, String>,
+}
+
+/// The operations the monitor's state machine applies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// First command of a new cluster (ignored if the state is already bootstrapped).
+    Bootstrap {
+        /// Cluster id.
+        fsid: String,
+        /// Initial entities.
+        entities: Vec<EntityRecord>,
+        /// Registered OSDs and their hosts (`in`, not up).
+        osds: Vec<(OsdId, String)>,
+        /// Pools: name, pg_num, size (application `rbd` enabled).
+        pools: Vec<(String, u32, u32)>,
+        /// The first service key.
+        service_key: ServiceKey,
+        /// Lifetime of service keys in seconds (a new one every half of it).
+        service_key_ttl: u64,
+        /// The proposing monitor's name and address.
+        mon: (String, SocketAddr),
+    },
+    /// A monitor listens at a new address.
+    SetMonAddr {
+        /// Monitor name.
+        name: String,
+        /// Address.
+        addr: SocketAddr,
+    },
+    /// Create a pool.
+    PoolCreate {
+        /// Name.
+        name: String,
+        /// PGs.
+        pg_num: u32,
+        /// Replicas.
+        size: u32,
+    },
+    /// Delete a pool.
+    PoolRm {
+        /// Name.
+        name: String,
+    },
+    /// Enable an application on a pool.
+    PoolApplicationEnable {
+        /// Pool name.
+        pool: String,
+        /// Application.
+        app: String,
+    },
+    /// Allocate a self-managed snapshot id.
+    SnapCreate {
+        /// Pool.
+        pool: PoolId,
+    },
+    /// Release a self-managed snapshot id.
+    SnapRemove {
+        /// Pool.
+        pool: PoolId,
+        /// Snapshot id.
+        snap: SnapId,
+    },
+    /// An OSD booted.
+    OsdBoot {
+        /// Id.
+        id: OsdId,
+        /// Listening address.
+        addr: SocketAddr,
+        /// Host.
+        host: String,
+    },
+    /// The leader saw no beacon from incarnation `up_from` of an OSD for `osd_grace`.
+    OsdDown {
+        /// Id.
+        id: OsdId,
+        /// The incarnation that went silent (a newer boot is left alone).
+        up_from: u64,
+    },
+    /// `auth get-or-create`: `key` is used only if the entity does not exist.
+    AuthGetOrCreate {
+        /// Entity.
+        entity: EntityName,
+        /// Wanted caps.
+        caps: BTreeMap<String, String>,
+        /// A fresh key chosen by the proposer.
+        key: StoredKey,
+    },
+    /// `auth caps`: replace an entity's caps.
+    AuthCaps {
+        /// Entity.
+        entity: EntityName,
+        /// New caps.
+        caps: BTreeMap<String, String>,
+    },
+    /// `auth del`.
+    AuthDel {
+        /// Entity.
+        entity: EntityName,
+    },
+    /// `auth import`: add or replace entities.
+    AuthImport {
+        /// Entities.
+        entries: Vec<EntityRecord>,
+    },
+    /// `osd blocklist add`.
+    BlocklistAdd {
+        /// `client.x@global_id`.
+        instance: String,
+        /// Seconds from `now_unix`.
+        expire_secs: u64,
+    },
+    /// A new current service key (the current one becomes the previous one).
+    RotateServiceKey {
+        /// The new key.
+        key: ServiceKey,
+    },
+    /// Reserve `count` global ids for client sessions.
+    AllocGlobalIds {
+        /// How many.
+        count: u64,
+    },
+}
+
+/// What a successful apply returns to the proposer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Done, with the line Ceph prints.
+    Done(String),
+    /// A new snapshot id.
+    SnapId(SnapId),
+    /// An entity's key and caps (get-or-create).
+    Entity {
+        /// Entity.
+        entity: EntityName,
+        /// Key.
+        key: StoredKey,
+        /// Caps.
+        caps: BTreeMap<String, String>,
+    },
+    /// An OSD is up as of `epoch`.
+    Booted {
+        /// Epoch.
+        epoch: u64,
+        /// Incarnation.
+        up_from: u64,
+    },
+    /// First of the reserved global ids.
+    GlobalIds {
+        /// First id; the range is `start..start + count`.
+        start: u64,
+    },
+}
+
+/// A refused command: deterministic, so every monitor refuses it the same way.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpError {
+    /// errno.
+    pub code: ErrorCode,
+    /// One line a person understands.
+    pub message: String,
+}
+
+impl OpError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> OpError {
+        OpError { code, message: message.into() }
+    }
+
+    /// EINVAL.
+    pub fn inval(message: impl Into<String>) -> OpError {
+        OpError::new(ErrorCode::EINVAL, message)
+    }
+
+    /// ENOENT.
+    pub fn noent(message: impl Into<String>) -> OpError {
+        OpError::new(ErrorCode::ENOENT, message)
+    }
+}
+
+/// The response type of the Raft state machine.
+pub type Applied = Result<Outcome, OpError>;

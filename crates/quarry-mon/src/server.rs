@@ -1,0 +1,328 @@
+//! Serving clients and OSDs: the TCP listener, the handshake's [`Authenticator`] (an
+//! entity's key from the auth database), and the [`Handler`] for every monitor request
+//! (maps, subscriptions, tickets, OSD boot/beacon/service keys; commands are in
+//! `commands`). Capabilities are re-read from the auth database on every request, so
+//! `auth caps` and `auth del` take effect on open sessions at once.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use quarry_auth::{Caps, MonAccess};
+use quarry_types::{EntityName, EntityType, ErrorCode, OsdId};
+use quarry_wire::{
+    ConnContext, Event, EventSink, Handler, Hello, Refused, Reply, Request, Service,
+};
+
+use crate::command::{Op, OpError, Outcome};
+use crate::mon::{unix_now, Beacon, Mon};
+
+/// Bound on the whole authentication handshake of one connection.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often an idle subscription checks whether its connection is gone.
+const SUBSCRIBER_POLL: Duration = Duration::from_secs(5);
+
+/// What the monitor remembers about an authenticated connection.
+pub struct Session {
+    /// The authenticated entity.
+    pub entity: EntityName,
+    /// The global id announced in the handshake.
+    pub global_id: u64,
+    /// Map updates are pushed to this connection.
+    subscribed: AtomicBool,
+}
+
+/// The handshake's view of the auth database, for one connection (its global id is
+/// reserved before the handshake starts, because `accepted` cannot wait for Raft).
+struct ConnAuth {
+    mon: Arc<Mon>,
+    global_id: u64,
+}
+
+fn refused(reason: String) -> Refused {
+    Refused { code: ErrorCode::EPERM, reason }
+}
+
+impl quarry_wire::Authenticator for ConnAuth {
+    type Session = Session;
+
+    fn secret_for(&self, hello: &Hello) -> Result<(Vec<u8>, Session), Refused> {
+        if hello.service != Service::Mon {
+            return Err(refused("this is a monitor: it accepts only monitor sessions".into()));
+        }
+        let state = self.mon.core.read();
+        let Some(auth) = state.auth.get(&hello.entity) else {
+            return Err(refused(format!("unknown entity {}", hello.entity)));
+        };
+        let session = Session {
+            entity: hello.entity.clone(),
+            global_id: self.global_id,
+            subscribed: AtomicBool::new(false),
+        };
+        Ok((auth.key.0.secret().to_vec(), session))
+    }
+
+    fn accepted(&self, session: &Session) -> u64 {
+        session.global_id
+    }
+
+    fn rejected(&self, hello: &Hello, peer: SocketAddr, why: &str) {
+        tracing::warn!(entity = %hello.entity, %peer, reason = why, "monitor refused authentication");
+    }
+}
+
+/// Accepts connections until `shutdown` turns true; each connection runs in its own task,
+/// and a bad one (garbage, truncated frames, failed handshake) only ends itself.
+pub async fn accept_loop(
+    mon: Arc<Mon>,
+    listener: TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(connection(mon.clone(), stream));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    connections.abort_all();
+}
+
+async fn connection(mon: Arc<Mon>, stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    let global_id = match mon.reserve_global_id().await {
+        Ok(id) => id,
+        Err(e) => {
+            tracing::warn!(?peer, error = %e.message, "no global id for a new connection");
+            return;
+        }
+    };
+    let auth = ConnAuth { mon: mon.clone(), global_id };
+    let accepted = match quarry_wire::accept(stream, &auth, HANDSHAKE_TIMEOUT).await {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            tracing::debug!(?peer, error = %e, "handshake failed");
+            return;
+        }
+    };
+    let entity = accepted.session.entity.clone();
+    tracing::debug!(%entity, ?peer, global_id, "session opened");
+    if let Err(e) = quarry_wire::serve(accepted, Arc::new(MonHandler(mon))).await {
+        tracing::debug!(%entity, ?peer, error = %e, "session ended with an error");
+    }
+}
+
+fn denied() -> Reply {
+    Reply::Failed { code: ErrorCode::EACCES, message: "access denied".into() }
+}
+
+/// The reply for a refused command.
+pub fn failed(e: OpError) -> Reply {
+    Reply::Failed { code: e.code, message: e.message }
+}
+
+impl Mon {
+    /// The session's current caps (None if the entity was deleted or its caps are broken).
+    pub fn caps_of(&self, entity: &EntityName) -> Option<Caps> {
+        let state = self.core.read();
+        let auth = state.auth.get(entity)?;
+        Caps::parse(&auth.caps).ok()
+    }
+
+    /// The caps if they allow `want`, else the EACCES reply.
+    pub fn require(&self, session: &Session, want: MonAccess) -> Result<Caps, Reply> {
+        match self.caps_of(&session.entity) {
+            Some(caps) if caps.mon.allows(want) => Ok(caps),
+            _ => {
+                tracing::info!(entity = %session.entity, ?want, "monitor request denied");
+                Err(denied())
+            }
+        }
+    }
+
+    fn require_osd(&self, session: &Session, id: OsdId) -> Result<(), Reply> {
+        self.require(session, MonAccess::OsdDaemon)?;
+        if session.entity != EntityName::osd(id) {
+            tracing::warn!(entity = %session.entity, claimed = id, "OSD request for another id");
+            return Err(denied());
+        }
+        Ok(())
+    }
+
+    fn get_map(&self, session: &Session) -> Reply {
+        if let Err(reply) = self.require(session, MonAccess::Read) {
+            return reply;
+        }
+        Reply::Map(Box::new(self.map_with_usage()))
+    }
+
+    fn subscribe(self: &Arc<Self>, ctx: &ConnContext<Session>) -> Reply {
+        if let Err(reply) = self.require(&ctx.session, MonAccess::Read) {
+            return reply;
+        }
+        let updates = self.core.subscribe();
+        let reply = Reply::Map(Box::new(self.map_with_usage()));
+        if !ctx.session.subscribed.swap(true, Ordering::AcqRel) {
+            tokio::spawn(push_maps(self.clone(), updates, ctx.events.clone()));
+        }
+        reply
+    }
+
+    fn get_ticket(&self, ctx: &ConnContext<Session>) -> Reply {
+        let state = self.core.read();
+        let (Some(ring), Some(auth)) =
+            (state.service_keys.as_ref(), state.auth.get(&ctx.session.entity))
+        else {
+            return Reply::Failed {
+                code: ErrorCode::EPERM,
+                message: "no ticket: entity unknown or no service key".into(),
+            };
+        };
+        let ttl = self.cfg.ticket_ttl.as_secs().max(1);
+        let (ticket, sealed) = ring.issue(
+            ctx.session.entity.clone(),
+            ctx.session.global_id,
+            auth.caps.clone(),
+            unix_now(),
+            ttl,
+        );
+        Reply::Ticket {
+            ticket: sealed.to_bytes(),
+            session_key: quarry_auth::seal(&ctx.session_key, &ticket.session_key),
+            expires_unix: ticket.expires_unix,
+        }
+    }
+
+    fn service_keys(&self, session: &Session, session_key: &[u8; 32]) -> Reply {
+        if let Err(reply) = self.require(session, MonAccess::OsdDaemon) {
+            return reply;
+        }
+        if session.entity.kind != EntityType::Osd {
+            return denied();
+        }
+        let state = self.core.read();
+        let Some(ring) = state.service_keys.as_ref() else {
+            return Reply::Failed {
+                code: ErrorCode::EAGAIN,
+                message: "no service keys yet".into(),
+            };
+        };
+        Reply::ServiceKeys(quarry_auth::seal_service_keys(session_key, &ring.keys()))
+    }
+
+    async fn osd_boot(
+        &self,
+        session: &Session,
+        id: OsdId,
+        addr: SocketAddr,
+        host: String,
+    ) -> Reply {
+        if let Err(reply) = self.require_osd(session, id) {
+            return reply;
+        }
+        match self.propose(Op::OsdBoot { id, addr, host }).await {
+            Ok(Outcome::Booted { epoch, up_from }) => {
+                let beacon = Beacon {
+                    up_from,
+                    seen: Instant::now(),
+                    usage: Default::default(),
+                    disk_used: 0,
+                    disk_avail: 0,
+                };
+                self.record_beacon(id, beacon);
+                tracing::info!(osd = id, %addr, epoch, "osd booted");
+                Reply::Booted { epoch, up_from }
+            }
+            Ok(other) => {
+                failed(OpError::new(ErrorCode::EIO, format!("unexpected boot outcome {other:?}")))
+            }
+            Err(e) => failed(e),
+        }
+    }
+
+    fn osd_beacon(&self, session: &Session, id: OsdId, up_from: u64, beacon: Beacon) -> Reply {
+        if let Err(reply) = self.require_osd(session, id) {
+            return reply;
+        }
+        let map = self.core.map();
+        let current = map.osds.get(&id).is_some_and(|o| o.up && o.up_from == up_from);
+        if !current {
+            let message = format!(
+                "osd.{id} incarnation {up_from} is not up in epoch {}: boot again",
+                map.epoch
+            );
+            return Reply::Failed { code: ErrorCode::ENOENT, message };
+        }
+        self.record_beacon(id, beacon);
+        Reply::Ack
+    }
+}
+
+/// Pushes every new map to one subscriber until its connection or the monitor goes away.
+async fn push_maps(
+    mon: Arc<Mon>,
+    mut updates: watch::Receiver<Arc<quarry_wire::ClusterMap>>,
+    sink: EventSink,
+) {
+    let mut shutdown = mon.shutdown.clone();
+    updates.mark_unchanged();
+    loop {
+        tokio::select! {
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let map = Box::new(mon.map_with_usage());
+                if !sink.send(Event::Map(map)).await {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(SUBSCRIBER_POLL) => {
+                if sink.is_closed() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// The request handler of every session (a handle on the shared monitor).
+pub struct MonHandler(pub Arc<Mon>);
+
+impl Handler<Session> for MonHandler {
+    async fn handle(&self, ctx: Arc<ConnContext<Session>>, request: Request) -> Reply {
+        let mon = &self.0;
+        let session = &ctx.session;
+        match request {
+            Request::GetMap => mon.get_map(session),
+            Request::Subscribe => mon.subscribe(&ctx),
+            Request::GetTicket => mon.get_ticket(&ctx),
+            Request::Command(cmd) => mon.command(session, cmd).await,
+            Request::OsdBoot { id, addr, host } => mon.osd_boot(session, id, addr, host).await,
+            Request::OsdBeacon { id, up_from, usage, disk_used, disk_avail } => {
+                let beacon = Beacon { up_from, seen: Instant::now(), usage, disk_used, disk_avail };
+                mon.osd_beacon(session, id, up_from, beacon)
+            }
+            Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),
+            Request::Op(_) | Request::List { .. } | Request::Raft { .. } => Reply::Failed {
+                code: ErrorCode::EOPNOTSUPP,
+                message: "not a monitor request (send it to an OSD)".into(),
+            },
+        }
+    }
+}

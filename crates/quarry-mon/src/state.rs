@@ -1,0 +1,447 @@
+//! The monitor's replicated state and its deterministic `apply`: the cluster map, the auth
+//! database, the rotating service keys and the id counters. Pure: no clock, no randomness,
+//! no I/O; every input comes from the [`Proposal`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use quarry_placement::Candidate;
+use quarry_types::{EntityName, ErrorCode, OsdId, PgId, PoolId, SnapId};
+use quarry_wire::{ClusterMap, OsdInfo, PoolInfo};
+
+use quarry_auth::{ServiceKey, ServiceKeyRing};
+
+use crate::command::{Applied, EntityRecord, Op, OpError, Outcome, Proposal, StoredKey};
+
+/// Largest `pg_num` a pool may have.
+pub const PG_NUM_MAX: u32 = 1024;
+/// Largest replica count.
+pub const POOL_SIZE_MAX: u32 = 10;
+/// Longest pool (and application) name.
+pub const POOL_NAME_LEN_MAX: usize = 128;
+/// Longest OSD host name.
+pub const HOST_LEN_MAX: usize = 255;
+/// First global id handed out (Ceph's are in the same range).
+pub const GLOBAL_ID_FIRST: u64 = 4096;
+/// Shortest service key lifetime (quarry-auth's ring needs at least 2 s).
+pub const SERVICE_KEY_TTL_MIN: u64 = 2;
+/// Most global ids reserved by one command.
+pub const GLOBAL_ID_BATCH_MAX: u64 = 1 << 20;
+
+/// An entity's key and caps in the auth database.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntityAuth {
+    /// The shared secret.
+    pub key: StoredKey,
+    /// Caps by service, as written.
+    pub caps: BTreeMap<String, String>,
+}
+
+/// Everything the monitors agree on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MonState {
+    /// The bootstrap command has been applied.
+    pub bootstrapped: bool,
+    /// The cluster map served to clients and OSDs.
+    pub map: ClusterMap,
+    /// Entities by name.
+    pub auth: BTreeMap<EntityName, EntityAuth>,
+    /// The rotating service keys (current and previous); None before bootstrap.
+    pub service_keys: Option<ServiceKeyRing>,
+    /// Next global id to reserve.
+    pub next_global_id: u64,
+    /// Next pool id (pool ids are never reused).
+    pub next_pool_id: PoolId,
+}
+
+impl MonState {
+    /// Applies one committed proposal. A refused op changes nothing.
+    pub fn apply(&mut self, p: &Proposal) -> Applied {
+        let now = p.now_unix;
+        match &p.op {
+            Op::Bootstrap { .. } => self.bootstrap(&p.op),
+            Op::SetMonAddr { name, addr } => Ok(self.set_mon_addr(name, *addr)),
+            Op::PoolCreate { name, pg_num, size } => self.pool_create(name, *pg_num, *size),
+            Op::PoolRm { name } => Ok(self.pool_rm(name)),
+            Op::PoolApplicationEnable { pool, app } => self.app_enable(pool, app),
+            Op::SnapCreate { pool } => self.snap_create(*pool),
+            Op::SnapRemove { pool, snap } => self.snap_remove(*pool, *snap),
+            Op::OsdBoot { id, addr, host } => self.osd_boot(*id, *addr, host),
+            Op::OsdDown { id, up_from } => Ok(self.osd_down(*id, *up_from)),
+            Op::AuthGetOrCreate { entity, caps, key } => self.auth_get_or_create(entity, caps, key),
+            Op::AuthCaps { entity, caps } => self.auth_caps(entity, caps, now),
+            Op::AuthDel { entity } => self.auth_del(entity, now),
+            Op::AuthImport { entries } => self.auth_import(entries, now),
+            Op::BlocklistAdd { instance, expire_secs } => {
+                self.blocklist_add(instance, *expire_secs, now)
+            }
+            Op::RotateServiceKey { key } => Ok(self.rotate_service_key(key)),
+            Op::AllocGlobalIds { count } => Ok(self.alloc_global_ids(*count)),
+        }
+    }
+
+    fn bump(&mut self) -> u64 {
+        self.map.epoch += 1;
+        self.map.epoch
+    }
+
+    fn bootstrap(&mut self, op: &Op) -> Applied {
+        if self.bootstrapped {
+            return Ok(Outcome::Done("already bootstrapped".into()));
+        }
+        let mut next = self.clone();
+        next.bootstrap_into(op)?;
+        next.bootstrapped = true;
+        *self = next;
+        Ok(Outcome::Done(format!("bootstrapped cluster {}", self.map.fsid)))
+    }
+
+    fn bootstrap_into(&mut self, op: &Op) -> Result<(), OpError> {
+        let Op::Bootstrap { fsid, entities, osds, pools, service_key, service_key_ttl, mon } = op
+        else {
+            return Err(OpError::inval("not a bootstrap command"));
+        };
+        if *service_key_ttl < SERVICE_KEY_TTL_MIN {
+            return Err(OpError::inval(format!(
+                "service key ttl {service_key_ttl} s is too short"
+            )));
+        }
+        self.map.fsid = fsid.clone();
+        self.map.mons.insert(mon.0.clone(), mon.1);
+        for record in entities {
+            check_caps(&record.caps)?;
+            self.insert_entity(record);
+        }
+        for (id, host) in osds {
+            check_host(host)?;
+            self.map.osds.insert(*id, new_osd(*id, host));
+        }
+        let ring = ServiceKeyRing::from_keys(*service_key_ttl, service_key.clone(), None);
+        self.service_keys = Some(ring);
+        self.bump();
+        for (name, pg_num, size) in pools {
+            self.pool_create(name, *pg_num, *size)?;
+            self.app_enable(name, "rbd")?;
+        }
+        Ok(())
+    }
+
+    fn insert_entity(&mut self, record: &EntityRecord) {
+        let auth = EntityAuth { key: record.key.clone(), caps: record.caps.clone() };
+        self.auth.insert(record.entity.clone(), auth);
+    }
+
+    fn set_mon_addr(&mut self, name: &str, addr: SocketAddr) -> Outcome {
+        if self.map.mons.get(name) != Some(&addr) {
+            self.map.mons.insert(name.to_string(), addr);
+            self.bump();
+        }
+        Outcome::Done(String::new())
+    }
+
+    fn pool_create(&mut self, name: &str, pg_num: u32, size: u32) -> Applied {
+        check_pool_name(name)?;
+        if !(1..=PG_NUM_MAX).contains(&pg_num) {
+            return Err(OpError::inval(format!("pg_num {pg_num} out of range 1..={PG_NUM_MAX}")));
+        }
+        if !(1..=POOL_SIZE_MAX).contains(&size) {
+            return Err(OpError::inval(format!(
+                "pool size {size} out of range 1..={POOL_SIZE_MAX}"
+            )));
+        }
+        if self.map.pool_by_name(name).is_some() {
+            return Ok(Outcome::Done(format!("pool '{name}' already exists")));
+        }
+        let candidates = self.placement_candidates();
+        if candidates.is_empty() {
+            return Err(OpError::inval(format!(
+                "cannot create pool '{name}': no OSD is in the cluster (add or start an OSD first)"
+            )));
+        }
+        let id = self.next_pool_id.max(1);
+        self.next_pool_id = id + 1;
+        let acting = (0..pg_num)
+            .map(|seed| {
+                quarry_placement::place(PgId { pool: id, seed }, size as usize, &candidates)
+            })
+            .collect();
+        let pool = new_pool(id, name, pg_num, size, acting);
+        self.map.pools.insert(id, pool);
+        self.bump();
+        Ok(Outcome::Done(format!("pool '{name}' created")))
+    }
+
+    fn placement_candidates(&self) -> Vec<Candidate> {
+        let usable = |o: &&OsdInfo| o.in_cluster && o.weight > 0.0;
+        let to_candidate =
+            |o: &OsdInfo| Candidate { id: o.id, host: o.host.clone(), weight: o.weight };
+        self.map.osds.values().filter(usable).map(to_candidate).collect()
+    }
+
+    fn pool_rm(&mut self, name: &str) -> Outcome {
+        let Some(id) = self.map.pool_by_name(name).map(|p| p.id) else {
+            return Outcome::Done(format!("pool '{name}' does not exist"));
+        };
+        self.map.pools.remove(&id);
+        self.bump();
+        Outcome::Done(format!("pool '{name}' removed"))
+    }
+
+    fn pool_mut_by_name(&mut self, name: &str) -> Result<&mut PoolInfo, OpError> {
+        let found = self.map.pools.values_mut().find(|p| p.name == name);
+        found.ok_or_else(|| OpError::noent(format!("unrecognized pool '{name}'")))
+    }
+
+    fn app_enable(&mut self, pool: &str, app: &str) -> Applied {
+        check_app_name(app)?;
+        let info = self.pool_mut_by_name(pool)?;
+        let changed = info.applications.insert(app.to_string());
+        if changed {
+            self.bump();
+        }
+        Ok(Outcome::Done(format!("enabled application '{app}' on pool '{pool}'")))
+    }
+
+    fn pool_mut(&mut self, id: PoolId) -> Result<&mut PoolInfo, OpError> {
+        self.map
+            .pools
+            .get_mut(&id)
+            .ok_or_else(|| OpError::noent(format!("pool {id} does not exist")))
+    }
+
+    fn snap_create(&mut self, pool: PoolId) -> Applied {
+        let info = self.pool_mut(pool)?;
+        info.snap_seq += 1;
+        let snap = info.snap_seq;
+        self.bump();
+        Ok(Outcome::SnapId(snap))
+    }
+
+    fn snap_remove(&mut self, pool: PoolId, snap: SnapId) -> Applied {
+        let info = self.pool_mut(pool)?;
+        if snap == 0 || snap > info.snap_seq {
+            return Err(OpError::noent(format!("snapshot {snap} does not exist in pool {pool}")));
+        }
+        if info.removed_snaps.insert(snap) {
+            self.bump();
+        }
+        Ok(Outcome::Done(String::new()))
+    }
+
+    fn osd_boot(&mut self, id: OsdId, addr: SocketAddr, host: &str) -> Applied {
+        check_host(host)?;
+        if !self.map.osds.contains_key(&id) {
+            if !self.auth.contains_key(&EntityName::osd(id)) {
+                return Err(OpError::noent(format!("osd.{id} does not exist (no osd.{id} key)")));
+            }
+            self.map.osds.insert(id, new_osd(id, host));
+        }
+        let epoch = self.bump();
+        let Some(osd) = self.map.osds.get_mut(&id) else {
+            return Err(OpError::noent(format!("osd.{id} does not exist")));
+        };
+        osd.addr = Some(addr);
+        osd.host = host.to_string();
+        osd.up = true;
+        osd.up_from = epoch;
+        Ok(Outcome::Booted { epoch, up_from: epoch })
+    }
+
+    fn osd_down(&mut self, id: OsdId, up_from: u64) -> Outcome {
+        let Some(osd) = self.map.osds.get_mut(&id) else {
+            return Outcome::Done(String::new());
+        };
+        if !osd.up || osd.up_from != up_from {
+            return Outcome::Done(String::new());
+        }
+        osd.up = false;
+        self.bump();
+        Outcome::Done(format!("marked down osd.{id}"))
+    }
+
+    fn auth_get_or_create(
+        &mut self,
+        entity: &EntityName,
+        caps: &BTreeMap<String, String>,
+        key: &StoredKey,
+    ) -> Applied {
+        check_caps(caps)?;
+        if let Some(existing) = self.auth.get(entity) {
+            for (service, cap) in caps {
+                if existing.caps.get(service) != Some(cap) {
+                    return Err(OpError::inval(format!(
+                        "key for {entity} exists but cap {service} does not match"
+                    )));
+                }
+            }
+            return Ok(entity_outcome(entity, existing));
+        }
+        let auth = EntityAuth { key: key.clone(), caps: caps.clone() };
+        let outcome = entity_outcome(entity, &auth);
+        self.auth.insert(entity.clone(), auth);
+        Ok(outcome)
+    }
+
+    fn auth_caps(
+        &mut self,
+        entity: &EntityName,
+        caps: &BTreeMap<String, String>,
+        now: u64,
+    ) -> Applied {
+        check_caps(caps)?;
+        let Some(existing) = self.auth.get_mut(entity) else {
+            return Err(OpError::noent(format!("couldn't find entry {entity}")));
+        };
+        existing.caps = caps.clone();
+        self.map.auth_floor.insert(entity.to_string(), now);
+        self.bump();
+        Ok(Outcome::Done(format!("updated caps for {entity}")))
+    }
+
+    fn auth_del(&mut self, entity: &EntityName, now: u64) -> Applied {
+        if self.auth.remove(entity).is_none() {
+            return Err(OpError::noent(format!("failed to find {entity} in keyring")));
+        }
+        self.map.auth_floor.insert(entity.to_string(), now);
+        self.bump();
+        Ok(Outcome::Done("updated".into()))
+    }
+
+    fn auth_import(&mut self, entries: &[EntityRecord], now: u64) -> Applied {
+        for record in entries {
+            check_caps(&record.caps)?;
+        }
+        let mut revoked = false;
+        for record in entries {
+            let changed = self
+                .auth
+                .get(&record.entity)
+                .is_some_and(|old| old.key != record.key || old.caps != record.caps);
+            if changed {
+                self.map.auth_floor.insert(record.entity.to_string(), now);
+                revoked = true;
+            }
+            self.insert_entity(record);
+        }
+        if revoked {
+            self.bump();
+        }
+        Ok(Outcome::Done("imported keyring".into()))
+    }
+
+    fn blocklist_add(&mut self, instance: &str, expire_secs: u64, now: u64) -> Applied {
+        check_instance(instance)?;
+        let until = now.saturating_add(expire_secs);
+        self.map.blocklist.retain(|_, expiry| *expiry > now);
+        self.map.blocklist.insert(instance.to_string(), until);
+        self.bump();
+        Ok(Outcome::Done(format!("blocklisting {instance} until {until} ({expire_secs} sec)")))
+    }
+
+    fn rotate_service_key(&mut self, key: &ServiceKey) -> Outcome {
+        let Some(ring) = self.service_keys.as_mut() else {
+            return Outcome::Done("no service keys before bootstrap".into());
+        };
+        if key.id <= ring.current().id {
+            return Outcome::Done("stale rotation ignored".into());
+        }
+        ring.install(key.clone());
+        Outcome::Done(String::new())
+    }
+
+    fn alloc_global_ids(&mut self, count: u64) -> Outcome {
+        let count = count.clamp(1, GLOBAL_ID_BATCH_MAX);
+        let start = self.next_global_id.max(GLOBAL_ID_FIRST);
+        self.next_global_id = start + count;
+        Outcome::GlobalIds { start }
+    }
+}
+
+fn entity_outcome(entity: &EntityName, auth: &EntityAuth) -> Outcome {
+    Outcome::Entity { entity: entity.clone(), key: auth.key.clone(), caps: auth.caps.clone() }
+}
+
+fn new_osd(id: OsdId, host: &str) -> OsdInfo {
+    OsdInfo {
+        id,
+        addr: None,
+        host: host.to_string(),
+        up: false,
+        in_cluster: true,
+        weight: 1.0,
+        up_from: 0,
+        used_bytes: 0,
+        avail_bytes: 0,
+    }
+}
+
+fn new_pool(id: PoolId, name: &str, pg_num: u32, size: u32, acting: Vec<Vec<OsdId>>) -> PoolInfo {
+    PoolInfo {
+        id,
+        name: name.to_string(),
+        pg_num,
+        size,
+        min_size: size - size / 2,
+        applications: BTreeSet::new(),
+        snap_seq: 0,
+        removed_snaps: BTreeSet::new(),
+        acting,
+        stored_objects: 0,
+        stored_bytes: 0,
+    }
+}
+
+/// Caps must parse as quarry-auth (and Ceph) understands them.
+pub fn check_caps(caps: &BTreeMap<String, String>) -> Result<(), OpError> {
+    quarry_auth::Caps::parse(caps).map(|_| ()).map_err(|e| OpError::inval(e.to_string()))
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || "-_.".contains(c)
+}
+
+/// Pool names: 1..=128 of `[A-Za-z0-9_.-]`, not starting with `.` or `-`.
+pub fn check_pool_name(name: &str) -> Result<(), OpError> {
+    let starts_ok = !name.starts_with('.') && !name.starts_with('-');
+    if name.is_empty()
+        || name.len() > POOL_NAME_LEN_MAX
+        || !starts_ok
+        || !name.chars().all(is_name_char)
+    {
+        return Err(OpError::inval(format!(
+            "invalid pool name '{name}': use 1 to {POOL_NAME_LEN_MAX} of [A-Za-z0-9_.-], not starting with '.' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+fn check_app_name(app: &str) -> Result<(), OpError> {
+    if app.is_empty() || app.len() > POOL_NAME_LEN_MAX || !app.chars().all(is_name_char) {
+        return Err(OpError::inval(format!("invalid application name '{app}'")));
+    }
+    Ok(())
+}
+
+fn check_host(host: &str) -> Result<(), OpError> {
+    if host.is_empty() || host.len() > HOST_LEN_MAX || host.chars().any(|c| c.is_control()) {
+        return Err(OpError::inval(format!("invalid host name '{}'", host.escape_debug())));
+    }
+    Ok(())
+}
+
+/// A client instance: `TYPE.ID@GLOBAL_ID`.
+pub fn check_instance(instance: &str) -> Result<(), OpError> {
+    let valid = instance
+        .rsplit_once('@')
+        .is_some_and(|(e, id)| EntityName::parse(e).is_some() && id.parse::<u64>().is_ok());
+    if !valid {
+        let message = format!(
+            "invalid client instance '{}': expected ENTITY@GLOBAL_ID",
+            instance.escape_debug()
+        );
+        return Err(OpError::new(ErrorCode::EINVAL, message));
+    }
+    Ok(())
+}

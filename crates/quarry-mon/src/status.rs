@@ -1,0 +1,167 @@
+//! `ceph -s`: the status report and the health checks, computed from the map (with the
+//! leader's latest usage figures).
+//!
+//! Health checks (each adds one line and makes the cluster HEALTH_WARN):
+//! - `N osds down`: OSDs that are `in` but not up;
+//! - `Reduced data availability: N pgs inactive`: PGs whose primary is down (or that have
+//!   no OSD at all);
+//! - `Degraded data redundancy: N pgs degraded, M pgs undersized`: PGs whose primary is up
+//!   but a replica is down / whose acting set is smaller than the pool size.
+
+use quarry_wire::{ClusterMap, PoolInfo, StatusReport};
+
+use crate::mon::Mon;
+
+/// PG counts by health.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PgCounts {
+    /// All PGs.
+    pub total: u64,
+    /// Primary up.
+    pub active: u64,
+    /// Active, but some replica down.
+    pub degraded: u64,
+    /// Active, acting set smaller than the pool size.
+    pub undersized: u64,
+}
+
+/// Counts PGs of every pool by health.
+pub fn pg_counts(map: &ClusterMap) -> PgCounts {
+    let up = |id: &u64| map.osds.get(id).is_some_and(|o| o.up);
+    let mut counts = PgCounts::default();
+    for pool in map.pools.values() {
+        for acting in &pool.acting {
+            counts.total += 1;
+            if !acting.first().is_some_and(up) {
+                continue;
+            }
+            counts.active += 1;
+            if !acting.iter().all(up) {
+                counts.degraded += 1;
+            }
+            if acting.len() < pool.size as usize {
+                counts.undersized += 1;
+            }
+        }
+    }
+    counts
+}
+
+/// `HEALTH_OK` or `HEALTH_WARN`, and one line per failing check.
+pub fn health(map: &ClusterMap) -> (String, Vec<String>) {
+    let mut lines = Vec::new();
+    let down = map.osds.values().filter(|o| o.in_cluster && !o.up).count();
+    if down > 0 {
+        lines.push(format!("{down} osds down"));
+    }
+    let pgs = pg_counts(map);
+    if pgs.active < pgs.total {
+        lines.push(format!("Reduced data availability: {} pgs inactive", pgs.total - pgs.active));
+    }
+    let mut degraded = Vec::new();
+    if pgs.degraded > 0 {
+        degraded.push(format!("{} pgs degraded", pgs.degraded));
+    }
+    if pgs.undersized > 0 {
+        degraded.push(format!("{} pgs undersized", pgs.undersized));
+    }
+    if !degraded.is_empty() {
+        lines.push(format!("Degraded data redundancy: {}", degraded.join(", ")));
+    }
+    let status = if lines.is_empty() { "HEALTH_OK" } else { "HEALTH_WARN" };
+    (status.to_string(), lines)
+}
+
+/// The report for `map` (usage already filled in) with the given quorum.
+pub fn report(map: &ClusterMap, quorum: Vec<String>) -> StatusReport {
+    let (health, health_details) = health(map);
+    let total = map.osds.len() as u32;
+    let (up, inn) = map.osd_counts();
+    let pgs = pg_counts(map);
+    let sum = |f: fn(&PoolInfo) -> u64| map.pools.values().map(f).sum::<u64>();
+    StatusReport {
+        fsid: map.fsid.clone(),
+        health,
+        health_details,
+        mons: map.mons.keys().cloned().collect(),
+        quorum,
+        epoch: map.epoch,
+        osds: (total, up as u32, inn as u32),
+        pools: map.pools.values().cloned().collect(),
+        pgs: (pgs.total, pgs.active),
+        objects: sum(|p| p.stored_objects),
+        stored_bytes: sum(|p| p.stored_bytes),
+        used_bytes: map.osds.values().map(|o| o.used_bytes).sum(),
+        avail_bytes: map.osds.values().map(|o| o.avail_bytes).sum(),
+    }
+}
+
+impl Mon {
+    /// `ceph -s` as this monitor sees it.
+    pub fn status(&self) -> StatusReport {
+        let map = self.map_with_usage();
+        let has_leader = self.raft.metrics().borrow().current_leader.is_some();
+        let quorum = if has_leader { vec![self.cfg.name.clone()] } else { Vec::new() };
+        report(&map, quorum)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use quarry_wire::OsdInfo;
+
+    use super::*;
+
+    fn osd(id: u64, up: bool) -> OsdInfo {
+        OsdInfo {
+            id,
+            addr: None,
+            host: format!("h{id}"),
+            up,
+            in_cluster: true,
+            weight: 1.0,
+            up_from: 1,
+            used_bytes: 0,
+            avail_bytes: 0,
+        }
+    }
+
+    fn pool(acting: Vec<Vec<u64>>, size: u32) -> PoolInfo {
+        PoolInfo {
+            id: 1,
+            name: "rbd".into(),
+            pg_num: acting.len() as u32,
+            size,
+            min_size: 1,
+            applications: BTreeSet::new(),
+            snap_seq: 0,
+            removed_snaps: BTreeSet::new(),
+            acting,
+            stored_objects: 0,
+            stored_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn health_lines() {
+        let mut map = ClusterMap::default();
+        map.osds.insert(0, osd(0, true));
+        map.osds.insert(1, osd(1, true));
+        map.pools.insert(1, pool(vec![vec![0, 1], vec![1, 0], vec![0]], 2));
+        assert_eq!(health(&map).1, vec!["Degraded data redundancy: 1 pgs undersized".to_string()]);
+        map.osds.get_mut(&1).unwrap().up = false;
+        let (status, lines) = health(&map);
+        assert_eq!(status, "HEALTH_WARN");
+        assert_eq!(lines[0], "1 osds down");
+        assert_eq!(lines[1], "Reduced data availability: 1 pgs inactive");
+        assert_eq!(lines[2], "Degraded data redundancy: 1 pgs degraded, 1 pgs undersized");
+        let r = report(&map, vec!["a".into()]);
+        assert_eq!(r.pgs, (3, 2));
+        assert_eq!(r.osds, (2, 1, 2));
+        map.pools.clear();
+        map.osds.get_mut(&1).unwrap().up = true;
+        assert_eq!(health(&map), ("HEALTH_OK".to_string(), Vec::new()));
+    }
+}

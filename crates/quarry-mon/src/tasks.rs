@@ -1,0 +1,76 @@
+//! The leader's timers: marking silent OSDs down, rotating the service key, and keeping
+//! the monitor's own address in the map. Each runs on every monitor but acts only while that
+//! monitor is the Raft leader; everything they decide is proposed through Raft.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::command::Op;
+use crate::mon::{unix_now, Mon};
+
+/// Shortest tick of any timer.
+const TICK_MIN: Duration = Duration::from_millis(50);
+
+async fn ticker(mon: &Mon, period: Duration) -> bool {
+    let mut shutdown = mon.shutdown.clone();
+    if *shutdown.borrow() {
+        return false;
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(period.max(TICK_MIN)) => true,
+        _ = shutdown.changed() => false,
+    }
+}
+
+/// Marks up OSDs down after `osd_grace` without a beacon (checked four times per grace).
+pub async fn liveness(mon: Arc<Mon>) {
+    let period = mon.cfg.osd_grace / 4;
+    while ticker(&mon, period).await {
+        if !mon.is_leader() {
+            continue;
+        }
+        let map = mon.core.map();
+        for (id, up_from) in mon.silent_osds(&map, Instant::now()) {
+            tracing::warn!(osd = id, grace = ?mon.cfg.osd_grace, "no beacon within grace: marking osd down");
+            if let Err(e) = mon.propose(Op::OsdDown { id, up_from }).await {
+                tracing::warn!(osd = id, error = %e.message, "could not mark osd down");
+            }
+        }
+    }
+}
+
+/// Proposes a new service key whenever the current one is half-way through its life.
+pub async fn rotate_service_keys(mon: Arc<Mon>) {
+    let period = (mon.cfg.ticket_ttl / 8).clamp(TICK_MIN, Duration::from_secs(10));
+    while ticker(&mon, period).await {
+        if !mon.is_leader() {
+            continue;
+        }
+        let now = unix_now();
+        let next = {
+            let state = mon.core.read();
+            match state.service_keys.as_ref() {
+                Some(ring) if ring.rotation_due(now) => ring.next_key(now),
+                _ => continue,
+            }
+        };
+        let id = next.id;
+        match mon.propose(Op::RotateServiceKey { key: next }).await {
+            Ok(_) => tracing::info!(key_id = id, "service key rotated"),
+            Err(e) => tracing::warn!(error = %e.message, "service key rotation failed"),
+        }
+    }
+}
+
+/// Records this monitor's listening address in the map when it leads and the map differs.
+pub async fn advertise(mon: Arc<Mon>, addr: std::net::SocketAddr) {
+    while ticker(&mon, Duration::from_secs(1)).await {
+        let known = mon.core.map().mons.get(&mon.cfg.name) == Some(&addr);
+        if known || !mon.is_leader() || !mon.core.read().bootstrapped {
+            continue;
+        }
+        if let Err(e) = mon.propose(Op::SetMonAddr { name: mon.cfg.name.clone(), addr }).await {
+            tracing::warn!(error = %e.message, "could not record the monitor address");
+        }
+    }
+}
