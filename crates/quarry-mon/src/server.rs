@@ -267,6 +267,8 @@ impl Mon {
             );
             return Reply::Failed { code: ErrorCode::ENOENT, message };
         }
+        let mut beacon = beacon;
+        beacon.usage.retain(|pool, _| map.pools.contains_key(pool));
         self.record_beacon(id, beacon);
         Reply::Ack
     }

@@ -25,6 +25,10 @@ pub const POOL_NAME_LEN_MAX: usize = 128;
 pub const HOST_LEN_MAX: usize = 255;
 /// First global id handed out (Ceph's are in the same range).
 pub const GLOBAL_ID_FIRST: u64 = 4096;
+/// Longest cap string (service name + cap text).
+pub const CAP_LEN_MAX: usize = 4096;
+/// Most services in one entity's caps.
+pub const CAP_SERVICES_MAX: usize = 8;
 /// Shortest service key lifetime (quarry-auth's ring needs at least 2 s).
 pub const SERVICE_KEY_TTL_MIN: u64 = 2;
 /// Most global ids reserved by one command.
@@ -354,7 +358,7 @@ impl MonState {
     fn alloc_global_ids(&mut self, count: u64) -> Outcome {
         let count = count.clamp(1, GLOBAL_ID_BATCH_MAX);
         let start = self.next_global_id.max(GLOBAL_ID_FIRST);
-        self.next_global_id = start + count;
+        self.next_global_id = start.saturating_add(count);
         Outcome::GlobalIds { start }
     }
 }
@@ -393,8 +397,14 @@ fn new_pool(id: PoolId, name: &str, pg_num: u32, size: u32, acting: Vec<Vec<OsdI
     }
 }
 
-/// Caps must parse as quarry-auth (and Ceph) understands them.
+/// Caps must parse as quarry-auth (and Ceph) understands them, within size bounds.
 pub fn check_caps(caps: &BTreeMap<String, String>) -> Result<(), OpError> {
+    let too_long = caps.iter().any(|(k, v)| k.len() + v.len() > CAP_LEN_MAX);
+    if caps.len() > CAP_SERVICES_MAX || too_long {
+        return Err(OpError::inval(format!(
+            "caps too large: at most {CAP_SERVICES_MAX} services of {CAP_LEN_MAX} bytes"
+        )));
+    }
     quarry_auth::Caps::parse(caps).map(|_| ()).map_err(|e| OpError::inval(e.to_string()))
 }
 
@@ -444,4 +454,205 @@ pub fn check_instance(instance: &str) -> Result<(), OpError> {
         return Err(OpError::new(ErrorCode::EINVAL, message));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use quarry_auth::CryptoKey;
+
+    use super::*;
+
+    fn caps(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn addr() -> SocketAddr {
+        "127.0.0.1:6789".parse().unwrap()
+    }
+
+    fn at(now_unix: u64, op: Op) -> Proposal {
+        Proposal { now_unix, op }
+    }
+
+    fn service_key(id: u64) -> ServiceKey {
+        ServiceKey { id, key: [id as u8; 32], expires_unix: 1000 + id * 100 }
+    }
+
+    fn bootstrap(osds: Vec<(OsdId, String)>, pools: Vec<(String, u32, u32)>) -> Op {
+        let admin = EntityRecord {
+            entity: EntityName::client("admin"),
+            key: StoredKey(CryptoKey::from_parts([1; 16], 1, 2)),
+            caps: caps(&[("mon", "allow *")]),
+        };
+        Op::Bootstrap {
+            fsid: "fsid".into(),
+            entities: vec![admin],
+            osds,
+            pools,
+            service_key: service_key(1),
+            service_key_ttl: 300,
+            mon: ("a".into(), addr()),
+        }
+    }
+
+    fn booted() -> MonState {
+        let mut s = MonState::default();
+        let osds = vec![(0, "h0".to_string()), (1, "h1".to_string()), (2, "h1".to_string())];
+        s.apply(&at(1, bootstrap(osds, vec![("rbd".into(), 16, 2)]))).unwrap();
+        s
+    }
+
+    fn key(n: u8) -> StoredKey {
+        StoredKey(CryptoKey::from_parts([n; 16], 0, 0))
+    }
+
+    /// A mixed history; applied twice it must give identical states and replies.
+    fn history() -> Vec<Proposal> {
+        let qemu = EntityName::client("qemu");
+        vec![
+            at(10, Op::PoolCreate { name: "vms".into(), pg_num: 64, size: 3 }),
+            at(11, Op::SnapCreate { pool: 1 }),
+            at(12, Op::OsdBoot { id: 1, addr: addr(), host: "h1".into() }),
+            at(
+                13,
+                Op::AuthGetOrCreate {
+                    entity: qemu.clone(),
+                    caps: caps(&[("mon", "profile rbd")]),
+                    key: key(3),
+                },
+            ),
+            at(
+                14,
+                Op::AuthGetOrCreate {
+                    entity: qemu.clone(),
+                    caps: caps(&[("mon", "allow r")]),
+                    key: key(4),
+                },
+            ),
+            at(15, Op::AuthCaps { entity: qemu.clone(), caps: caps(&[("mon", "allow r")]) }),
+            at(16, Op::BlocklistAdd { instance: "client.qemu@4100".into(), expire_secs: 5 }),
+            at(17, Op::RotateServiceKey { key: service_key(2) }),
+            at(18, Op::AllocGlobalIds { count: 10 }),
+            at(19, Op::OsdDown { id: 1, up_from: 999 }),
+            at(20, Op::PoolRm { name: "vms".into() }),
+            at(21, Op::AuthDel { entity: qemu }),
+        ]
+    }
+
+    #[test]
+    fn apply_is_deterministic() {
+        let (mut a, mut b) = (booted(), booted());
+        let ra: Vec<_> = history().iter().map(|p| a.apply(p)).collect();
+        let rb: Vec<_> = history().iter().map(|p| b.apply(p)).collect();
+        assert_eq!(ra, rb);
+        assert_eq!(a, b);
+        assert_eq!(a.map.auth_floor.get("client.qemu"), Some(&21));
+        assert_eq!(a.map.blocklist.get("client.qemu@4100"), Some(&21));
+        assert_eq!(ra[8], Ok(Outcome::GlobalIds { start: GLOBAL_ID_FIRST }));
+    }
+
+    #[test]
+    fn refused_ops_change_nothing() {
+        let mut s = booted();
+        let before = s.clone();
+        let refused = [
+            Op::PoolCreate { name: "x".into(), pg_num: 0, size: 1 },
+            Op::PoolCreate { name: "x".into(), pg_num: 1025, size: 1 },
+            Op::PoolCreate { name: ".hidden".into(), pg_num: 1, size: 1 },
+            Op::PoolCreate { name: "x".into(), pg_num: 1, size: 11 },
+            Op::PoolApplicationEnable { pool: "nope".into(), app: "rbd".into() },
+            Op::SnapRemove { pool: 1, snap: 1 },
+            Op::OsdBoot { id: 9, addr: addr(), host: "h9".into() },
+            Op::OsdBoot { id: 0, addr: addr(), host: String::new() },
+            Op::AuthGetOrCreate {
+                entity: EntityName::client("x"),
+                caps: caps(&[("osd", "allow rwx pol=x")]),
+                key: key(5),
+            },
+            Op::AuthCaps { entity: EntityName::client("nobody"), caps: BTreeMap::new() },
+            Op::AuthDel { entity: EntityName::client("nobody") },
+            Op::BlocklistAdd { instance: "nonsense".into(), expire_secs: 1 },
+        ];
+        for op in refused {
+            assert!(s.apply(&at(5, op.clone())).is_err(), "{op:?} must be refused");
+            assert_eq!(s, before, "{op:?} changed the state");
+        }
+    }
+
+    #[test]
+    fn pool_create_places_over_in_osds_and_needs_one() {
+        let mut s = booted();
+        let rbd = s.map.pool_by_name("rbd").unwrap();
+        assert_eq!((rbd.id, rbd.acting.len(), rbd.min_size), (1, 16, 1));
+        assert!(rbd.acting.iter().all(|set| set.len() == 2 && set[0] != set[1]));
+        assert!(rbd.applications.contains("rbd"));
+        let epoch = s.map.epoch;
+        let again = s.apply(&at(2, Op::PoolCreate { name: "rbd".into(), pg_num: 4, size: 1 }));
+        assert_eq!(again, Ok(Outcome::Done("pool 'rbd' already exists".into())));
+        assert_eq!(s.map.epoch, epoch);
+
+        let mut empty = MonState::default();
+        empty.apply(&at(1, bootstrap(Vec::new(), Vec::new()))).unwrap();
+        let err = empty
+            .apply(&at(2, Op::PoolCreate { name: "p".into(), pg_num: 4, size: 1 }))
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::EINVAL);
+        assert!(err.message.contains("no OSD is in"), "{}", err.message);
+        // A bootstrap with pools but no OSD is refused whole.
+        let mut none = MonState::default();
+        assert!(none.apply(&at(1, bootstrap(Vec::new(), vec![("rbd".into(), 8, 1)]))).is_err());
+        assert_eq!(none, MonState::default());
+    }
+
+    #[test]
+    fn get_or_create_keeps_the_existing_key_and_checks_caps() {
+        let mut s = booted();
+        let qemu = EntityName::client("qemu");
+        let want = caps(&[("mon", "profile rbd"), ("osd", "profile rbd")]);
+        let first = s.apply(&at(
+            1,
+            Op::AuthGetOrCreate { entity: qemu.clone(), caps: want.clone(), key: key(7) },
+        ));
+        let second =
+            s.apply(&at(2, Op::AuthGetOrCreate { entity: qemu.clone(), caps: want, key: key(8) }));
+        assert_eq!(first, second, "the second proposal's key is not used");
+        let subset = caps(&[("mon", "profile rbd")]);
+        assert!(s
+            .apply(&at(3, Op::AuthGetOrCreate { entity: qemu.clone(), caps: subset, key: key(9) }))
+            .is_ok());
+        let other = caps(&[("osd", "allow r")]);
+        let err = s
+            .apply(&at(4, Op::AuthGetOrCreate { entity: qemu, caps: other, key: key(9) }))
+            .unwrap_err();
+        assert_eq!(err.message, "key for client.qemu exists but cap osd does not match");
+    }
+
+    #[test]
+    fn osd_liveness_and_incarnations() {
+        let mut s = booted();
+        assert!(s.map.osds.values().all(|o| o.in_cluster && !o.up));
+        let Ok(Outcome::Booted { up_from, epoch }) =
+            s.apply(&at(1, Op::OsdBoot { id: 0, addr: addr(), host: "h0".into() }))
+        else {
+            panic!("boot")
+        };
+        assert_eq!((up_from, s.map.epoch), (epoch, epoch));
+        s.apply(&at(2, Op::OsdDown { id: 0, up_from: up_from - 1 })).unwrap();
+        assert!(s.map.osds[&0].up, "a stale incarnation's down is ignored");
+        s.apply(&at(3, Op::OsdDown { id: 0, up_from })).unwrap();
+        assert!(!s.map.osds[&0].up);
+        assert_eq!(s.map.epoch, epoch + 1);
+    }
+
+    #[test]
+    fn service_key_rotation_keeps_current_and_previous() {
+        let mut s = booted();
+        s.apply(&at(1, Op::RotateServiceKey { key: service_key(2) })).unwrap();
+        s.apply(&at(2, Op::RotateServiceKey { key: service_key(2) })).unwrap();
+        s.apply(&at(3, Op::RotateServiceKey { key: service_key(3) })).unwrap();
+        let ids: Vec<u64> = s.service_keys.as_ref().unwrap().keys().iter().map(|k| k.id).collect();
+        assert_eq!(ids, vec![3, 2]);
+    }
 }

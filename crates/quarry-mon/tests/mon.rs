@@ -421,6 +421,9 @@ async fn state_survives_restart() {
     let MonReply::Keyring(text) = ok(&admin, goc).await else { panic!() };
     let kept_key =
         Keyring::parse(&text).unwrap().get(&EntityName::client("kept")).unwrap().key.clone();
+    let admin_caps = caps(&[("mon", "allow *"), ("osd", "allow rwx")]);
+    let recap = MonCommand::AuthCaps { entity: "client.admin".into(), caps: admin_caps.clone() };
+    done(&admin, recap).await;
     let before = map(&admin).await;
     drop(admin);
     mon.shutdown().await;
@@ -433,6 +436,14 @@ async fn state_survives_restart() {
     assert_eq!(after.pools, before.pools);
     assert_eq!(after.fsid, before.fsid);
     connect(mon.addr(), &EntityName::client("kept"), &kept_key).await.expect("entity survived");
+    let MonReply::Keyring(text) =
+        ok(&admin, MonCommand::AuthGet { entity: "client.admin".into() }).await
+    else {
+        panic!()
+    };
+    let admin_entry =
+        Keyring::parse(&text).unwrap().get(&EntityName::client("admin")).unwrap().clone();
+    assert_eq!(admin_entry.caps, admin_caps, "the bootstrap was not applied again");
     assert_eq!(after.mons.get("a"), Some(&mon.addr()));
     mon.shutdown().await;
 }
