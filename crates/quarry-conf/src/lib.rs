@@ -1,1 +1,198 @@
-//! ceph.conf parsing, CEPH_ARGS and the typed option table
+//! ceph.conf parsing, CEPH_ARGS and the typed option table.
+//!
+//! # What this crate owns
+//! Quarry's configuration is Ceph's, because users bring theirs: `ceph.conf` in Ceph's INI
+//! dialect, `CEPH_CONF`, `CEPH_ARGS`, `-c/--conf`, `--id/--user`, `--name`, `-k/--keyring`,
+//! `--cluster`, `-m/--mon-host`, keyring search paths, and `mon_host` in all its forms. It is
+//! pure and synchronous (it reads files, never the network) and depends only on
+//! `quarry-types`; daemons, clients, the CLI and the C ABI call it.
+//!
+//! - [`Conf`]: a parsed file; [`Conf::load`] searches like librados; [`Conf::get`] looks a
+//!   key up for an entity (`[type.id]` > `[type]` > `[global]`, runtime overrides first),
+//!   normalising key names (`mon host` = `mon_host` = `mon-host`) and expanding
+//!   metavariables (`$cluster`, `$type`, `$id`, `$name`, `$host`, `$pid`, `$option`).
+//! - [`CommonArgs`] (clap), [`resolve_entity`], [`ceph_args_env`], [`merge_ceph_args`].
+//! - [`keyring_search_paths`], [`key_source`]: where an entity's key comes from.
+//! - [`parse_mon_host`]: monitor addresses.
+//! - [`OPTIONS`]: every option Quarry reads, typed, with defaults and docs; [`IGNORED_OPTIONS`]
+//!   and [`IGNORED_PREFIXES`]: Ceph options accepted and ignored; [`validate`] warns about
+//!   unknown (misspelt) keys by name; [`is_known`] answers `rados_conf_set` (-ENOENT).
+//!
+//! The annotated example `docs/ceph.conf.example` lists every option in [`OPTIONS`]; a test
+//! parses and validates it, so the table and the example cannot drift apart.
+//!
+//! # Decisions
+//! - `--id client.qemu` names `client.client.qemu`, exactly as in Ceph (authentication then
+//!   fails with "(1) Operation not permitted"); [`doubled_type_hint`] explains it in that error.
+//! - A file named by `-c` or `CEPH_CONF` must exist; the default search finding nothing is
+//!   not an error (librados ignores ENOENT there).
+//! - Host names in `mon_host` are returned unresolved ([`parse_mon_host_entries`]): DNS is
+//!   network I/O and belongs to the client.
+//!
+//! # Dependencies
+//! `clap` (derive) for [`CommonArgs`], the workspace's CLI parser; `thiserror` for
+//! [`ConfError`]. The INI reader is hand-written (about 150 lines) because Ceph's dialect
+//! (comments anywhere, `\` continuations, key normalisation, last value wins) matches no
+//! INI crate.
+#![warn(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod args;
+mod conf;
+mod error;
+mod ini;
+mod keys;
+mod mon_host;
+mod options;
+
+pub use args::{
+    args_with_ceph_args_env, ceph_args_env, doubled_type_hint, merge_ceph_args, resolve_entity,
+    resolve_entity_as, split_args, CommonArgs,
+};
+pub use conf::{
+    default_conf_paths, local_short_hostname, type_name, Conf, SearchEnv, CONF_FILE_BYTES_MAX,
+};
+pub use error::ConfError;
+pub use keys::{find_keyring, key_source, keyring_search_paths, read_keyfile, KeySource};
+pub use mon_host::{
+    parse_mon_host, parse_mon_host_entries, AddrProto, MonAddr, MonHostName, MON_PORT_DEFAULT,
+    MON_PORT_V2_DEFAULT,
+};
+pub use options::{
+    is_known, option_spec, parse_bool, parse_float, parse_int, parse_size, validate, OptionKind,
+    OptionSpec, Problem, Reader, Warning, DEBUG_OPTION, IGNORED_OPTIONS, IGNORED_PREFIXES,
+    KEYRING_DEFAULT, OPTIONS,
+};
+
+/// Ceph's key normalisation, extended as Quarry documents: trimmed, and every run of spaces,
+/// tabs, dashes and underscores becomes one `_` (`mon host` = `mon-host` = `mon_host`).
+pub fn normalize_key(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut pending_separator = false;
+    for c in key.trim().chars() {
+        if c.is_whitespace() || c == '-' || c == '_' {
+            pending_separator = true;
+        } else {
+            if pending_separator && !out.is_empty() {
+                out.push('_');
+            }
+            pending_separator = false;
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod example {
+    //! The annotated example configuration stays valid and complete.
+
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../../docs/ceph.conf.example");
+
+    /// The example with every `;option = value` line switched on.
+    fn uncommented() -> String {
+        EXAMPLE.lines().map(|l| l.strip_prefix(';').unwrap_or(l)).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn example_conf_parses_and_validates_without_warnings() {
+        for text in [EXAMPLE.to_string(), uncommented()] {
+            let conf = Conf::parse(&text).unwrap();
+            let warnings = validate(&conf);
+            assert!(
+                warnings.is_empty(),
+                "{}",
+                warnings.iter().map(|w| w.to_string() + "\n").collect::<String>()
+            );
+        }
+    }
+
+    #[test]
+    fn example_conf_shows_every_option_quarry_reads() {
+        let conf = Conf::parse(&uncommented()).unwrap();
+        let mut set: Vec<String> = Vec::new();
+        for section in conf.sections() {
+            for spec in OPTIONS {
+                if conf.get_in(section, spec.name).is_some() {
+                    set.push(spec.name.to_string());
+                }
+            }
+        }
+        for spec in OPTIONS {
+            assert!(
+                set.iter().any(|s| s == spec.name),
+                "docs/ceph.conf.example lacks {}",
+                spec.name
+            );
+        }
+        let uses_debug = conf.sections().any(|s| {
+            ["debug_rbd", "debug_ms", "debug_auth"].iter().any(|k| conf.get_in(s, k).is_some())
+        });
+        assert!(uses_debug, "the example shows a debug_* option");
+    }
+
+    #[test]
+    fn validate_names_misspelt_keys_bad_values_and_sections() {
+        let text = "[global]\nmon_host = 1.2.3.4\nfsid = x\n[client]\nrbd_cahce = true\nrbd cache size = huge\n[cilent]\nx = 1\n[osd.3]\nosd journal size = 1024\nmon host = 1.2.3.4:x\n";
+        let warnings = validate(&Conf::parse(text).unwrap());
+        let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(warnings.len(), 5, "{shown:#?}");
+        assert_eq!(
+            shown[0],
+            "line 5: unknown option 'rbd_cahce' in [client] (did you mean 'rbd_cache'?)"
+        );
+        assert!(shown[1].contains("invalid value 'huge' for 'rbd cache size'"), "{}", shown[1]);
+        assert_eq!(shown[2], "line 7: unknown section [cilent]");
+        assert_eq!(shown[3], "line 8: unknown option 'x' in [cilent]");
+        assert!(
+            shown[4].starts_with("line 11: invalid value '1.2.3.4:x' for 'mon host'"),
+            "{}",
+            shown[4]
+        );
+    }
+
+    #[test]
+    fn keys_normalise() {
+        for (raw, want) in [
+            ("mon host", "mon_host"),
+            ("mon-host", "mon_host"),
+            ("  mon \t host ", "mon_host"),
+            ("rbd__cache", "rbd_cache"),
+            ("-x-", "x"),
+            ("", ""),
+        ] {
+            assert_eq!(normalize_key(raw), want, "{raw:?}");
+        }
+    }
+
+    mod robustness {
+        use proptest::prelude::*;
+
+        use crate::*;
+
+        proptest! {
+            #[test]
+            fn parsers_never_panic(text in "\\PC{0,160}") {
+                if let Ok(conf) = Conf::parse(&text) {
+                    let _ = validate(&conf);
+                    let name = quarry_types::EntityName::client("admin");
+                    for section in conf.sections().map(str::to_string).collect::<Vec<_>>() {
+                        let _ = conf.get_in(&section, "x");
+                    }
+                    let _ = conf.get(&name, "mon_host");
+                    let _ = conf.expand_for(&text, &name, "ceph");
+                }
+                let _ = parse_mon_host(&text);
+                let _ = split_args(&text);
+                let _ = parse_size(&text);
+            }
+
+            #[test]
+            fn mon_host_like_text_never_panics(text in "[\\[\\]v12:.,;/ 0-9a-f]{0,40}") {
+                let _ = parse_mon_host(&text);
+            }
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! The typed option table: every option Quarry reads (name, type, default, doc, reader), the
+//! common Ceph options Quarry knows and ignores (so users' existing confs load), the value
+//! parsers (sizes `64M`, booleans `yes`), and [`validate`], which warns about misspelt or
+//! unknown keys by name. [`is_known`] answers librados' `rados_conf_set` (-ENOENT otherwise).
+
+use crate::Conf;
+
+/// An option's value type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptionKind {
+    /// Free text.
+    Str,
+    /// A signed integer.
+    Int,
+    /// `true/false/1/0/yes/no` (any case).
+    Bool,
+    /// Bytes: plain, or with a binary unit `K M G T P E` (optionally `i`, `B`): `64M`, `1GiB`.
+    Size,
+    /// A decimal number (seconds for timeouts).
+    Float,
+    /// One or more of these words, separated by commas or spaces (`cephx, none`).
+    Choice(&'static [&'static str]),
+}
+
+/// Who reads an option.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    /// Clients: librados/librbd, QEMU, the `rbd`/`rados`/`ceph` commands.
+    Client,
+    /// The monitor daemon.
+    Mon,
+    /// The OSD daemons.
+    Osd,
+}
+
+/// One option Quarry reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionSpec {
+    /// Canonical name (underscores).
+    pub name: &'static str,
+    /// Value type.
+    pub kind: OptionKind,
+    /// Default as text ("" = unset), with `$cluster`/`$name` metavariables unexpanded.
+    pub default: &'static str,
+    /// What it does in Quarry.
+    pub doc: &'static str,
+    /// Which daemons or clients read it.
+    pub used_by: &'static [Reader],
+}
+
+use OptionKind::*;
+use Reader::*;
+
+const ALL: &[Reader] = &[Client, Mon, Osd];
+const CLIENT: &[Reader] = &[Client];
+const MON: &[Reader] = &[Mon];
+const AUTH_METHODS: &[&str] = &["cephx", "none"];
+
+/// Ceph's default keyring search list.
+pub const KEYRING_DEFAULT: &str =
+    "/etc/ceph/$cluster.$name.keyring,/etc/ceph/$cluster.keyring,/etc/ceph/keyring,/etc/ceph/keyring.bin";
+
+/// Every option Quarry reads.
+pub static OPTIONS: &[OptionSpec] = &[
+    OptionSpec { name: "mon_host", kind: Str, default: "", used_by: ALL,
+        doc: "Monitor addresses: `IP[:PORT]`, `[v2:IP:3300/0,v1:IP:6789/0]` or `[IPv6]:PORT`, several separated by commas, semicolons or spaces. The port defaults to 6789." },
+    OptionSpec { name: "keyring", kind: Str, default: KEYRING_DEFAULT, used_by: ALL,
+        doc: "Keyring files to search, in order (comma, semicolon or space separated; metavariables expanded). The first that exists is used." },
+    OptionSpec { name: "key", kind: Str, default: "", used_by: ALL,
+        doc: "The entity's key itself (`AQ...==`). Takes precedence over keyfile and keyring; avoid in files others can read." },
+    OptionSpec { name: "keyfile", kind: Str, default: "", used_by: ALL,
+        doc: "A file holding only the entity's key. Takes precedence over keyring." },
+    OptionSpec { name: "auth_cluster_required", kind: Choice(AUTH_METHODS), default: "cephx", used_by: &[Mon, Osd],
+        doc: "Authentication between daemons. Quarry always authenticates (cephx); `none` is accepted and ignored." },
+    OptionSpec { name: "auth_service_required", kind: Choice(AUTH_METHODS), default: "cephx", used_by: &[Mon, Osd],
+        doc: "Authentication daemons require from clients. Quarry always authenticates (cephx); `none` is accepted and ignored." },
+    OptionSpec { name: "auth_client_required", kind: Choice(AUTH_METHODS), default: "cephx, none", used_by: CLIENT,
+        doc: "Authentication clients accept from daemons. Quarry always authenticates both ways; accepted for compatibility (QEMU sets it)." },
+    OptionSpec { name: "auth_service_ticket_ttl", kind: Float, default: "300", used_by: MON,
+        doc: "Seconds a ticket for OSD sessions lives (service keys rotate every half of it). Ceph's default is 3600; Quarry's is shorter so caps changes reach open sessions sooner." },
+    OptionSpec { name: "ms_mode", kind: Choice(&["legacy", "crc", "secure", "prefer-crc", "prefer-secure"]), default: "crc", used_by: CLIENT,
+        doc: "Connection mode. Quarry signs every frame with the session key (HMAC-SHA256) and checks a crc32c in every mode; payloads are not encrypted." },
+    OptionSpec { name: "client_mount_timeout", kind: Float, default: "30", used_by: CLIENT,
+        doc: "Seconds a client waits to reach a monitor and authenticate before failing with ETIMEDOUT (Ceph's default is 300)." },
+    OptionSpec { name: "rados_osd_op_timeout", kind: Float, default: "0", used_by: CLIENT,
+        doc: "Seconds before an object operation fails with ETIMEDOUT; 0 waits forever (retrying across failovers)." },
+    OptionSpec { name: "rados_mon_op_timeout", kind: Float, default: "0", used_by: CLIENT,
+        doc: "Seconds before a monitor command fails with ETIMEDOUT; 0 waits forever." },
+    OptionSpec { name: "rbd_cache", kind: Bool, default: "true", used_by: CLIENT,
+        doc: "Client-side cache for images. QEMU's cache= overrides it: writeback/writethrough turn it on, none turns it off." },
+    OptionSpec { name: "rbd_cache_size", kind: Size, default: "32M", used_by: CLIENT,
+        doc: "Cache size per open image." },
+    OptionSpec { name: "rbd_cache_max_dirty", kind: Size, default: "24M", used_by: CLIENT,
+        doc: "Dirty bytes at which writes block until flushed; 0 makes the cache writethrough." },
+    OptionSpec { name: "rbd_cache_target_dirty", kind: Size, default: "16M", used_by: CLIENT,
+        doc: "Dirty bytes at which the cache starts writing back." },
+    OptionSpec { name: "rbd_cache_max_dirty_age", kind: Float, default: "1.0", used_by: CLIENT,
+        doc: "Seconds dirty data may stay in the cache before it is written back." },
+    OptionSpec { name: "rbd_cache_writethrough_until_flush", kind: Bool, default: "true", used_by: CLIENT,
+        doc: "Stay writethrough until the guest sends its first flush (protects guests that never flush)." },
+    OptionSpec { name: "rbd_default_order", kind: Int, default: "22", used_by: CLIENT,
+        doc: "Object size of new images as a power of two (22 = 4 MiB objects)." },
+    OptionSpec { name: "rbd_default_features", kind: Str, default: "layering,exclusive-lock,object-map,fast-diff,deep-flatten", used_by: CLIENT,
+        doc: "Features of new images: names separated by commas, or Ceph's bit mask (61)." },
+    OptionSpec { name: "rbd_default_format", kind: Int, default: "2", used_by: CLIENT,
+        doc: "Image format of new images; only 2 is supported." },
+    OptionSpec { name: "rbd_default_pool", kind: Str, default: "rbd", used_by: CLIENT,
+        doc: "Pool the rbd command uses when none is given." },
+    OptionSpec { name: "osd_pool_default_size", kind: Int, default: "3", used_by: MON,
+        doc: "Replicas of a new pool (`quarry up` writes 1 for a one-machine cluster)." },
+    OptionSpec { name: "osd_pool_default_pg_num", kind: Int, default: "32", used_by: MON,
+        doc: "Placement groups of a new pool when `ceph osd pool create` gives none." },
+    OptionSpec { name: "log_file", kind: Str, default: "", used_by: ALL,
+        doc: "Log file; empty logs to stderr. Metavariables are expanded (`/var/log/ceph/$cluster-$name.log`)." },
+    OptionSpec { name: "admin_socket", kind: Str, default: "", used_by: ALL,
+        doc: "Path of the admin socket (`$run_dir/$cluster-$name.asok`); empty disables it." },
+    OptionSpec { name: "run_dir", kind: Str, default: "/var/run/ceph", used_by: ALL,
+        doc: "Directory for sockets and pid files; referenced as `$run_dir`." },
+];
+
+/// Debug levels (`debug_rbd = 5/5`, `debug ms = 1`): any `debug_<subsystem>` is known.
+pub static DEBUG_OPTION: OptionSpec = OptionSpec {
+    name: "debug_*",
+    kind: Str,
+    default: "",
+    used_by: ALL,
+    doc: "Log level of one subsystem, `N` or `N/M` (log/memory). Quarry maps the largest to its log filter (0 = errors, 1-4 info, 5-9 debug, 10+ trace).",
+};
+
+/// Common Ceph options Quarry accepts and ignores.
+pub static IGNORED_OPTIONS: &[&str] = &[
+    "fsid",
+    "mon_initial_members",
+    "mon_addr",
+    "mon_data",
+    "mon_allow_pool_delete",
+    "mon_max_pg_per_osd",
+    "mon_clock_drift_allowed",
+    "mon_cluster_log_file",
+    "mon_dns_srv_name",
+    "mon_compact_on_start",
+    "public_network",
+    "cluster_network",
+    "public_addr",
+    "cluster_addr",
+    "public_bind_addr",
+    "host",
+    "osd_journal_size",
+    "osd_journal",
+    "osd_data",
+    "osd_objectstore",
+    "osd_pool_default_min_size",
+    "osd_pool_default_pgp_num",
+    "osd_pool_default_crush_rule",
+    "osd_pool_default_pg_autoscale_mode",
+    "osd_crush_chooseleaf_type",
+    "osd_crush_update_on_start",
+    "osd_max_backfills",
+    "osd_memory_target",
+    "osd_max_object_name_len",
+    "osd_max_object_namespace_len",
+    "osd_mkfs_type",
+    "osd_mkfs_options_xfs",
+    "osd_mount_options_xfs",
+    "osd_heartbeat_grace",
+    "osd_heartbeat_interval",
+    "osd_op_threads",
+    "ms_bind_ipv6",
+    "ms_bind_ipv4",
+    "ms_bind_msgr1",
+    "ms_bind_msgr2",
+    "ms_type",
+    "ms_client_mode",
+    "ms_cluster_mode",
+    "ms_service_mode",
+    "ms_mon_client_mode",
+    "ms_mon_cluster_mode",
+    "ms_mon_service_mode",
+    "ms_crc_data",
+    "ms_crc_header",
+    "ms_dispatch_throttle_bytes",
+    "ms_async_op_threads",
+    "log_to_stderr",
+    "err_to_stderr",
+    "log_to_syslog",
+    "err_to_syslog",
+    "log_to_file",
+    "log_stderr_prefix",
+    "log_max_recent",
+    "log_flush_on_exit",
+    "log_to_journald",
+    "clog_to_syslog",
+    "clog_to_monitors",
+    "mon_cluster_log_to_syslog",
+    "auth_supported",
+    "auth_allow_insecure_global_id_reclaim",
+    "auth_expose_insecure_global_id_reclaim",
+    "auth_mon_ticket_ttl",
+    "cephx_require_signatures",
+    "cephx_cluster_require_signatures",
+    "cephx_service_require_signatures",
+    "cephx_sign_messages",
+    "max_open_files",
+    "pid_file",
+    "setuser_match_path",
+    "admin_socket_mode",
+    "crash_dir",
+    "erasure_code_dir",
+    "plugin_dir",
+    "rbd_cache_policy",
+    "rbd_cache_block_writes_upfront",
+    "rbd_concurrent_management_ops",
+    "rbd_default_stripe_count",
+    "rbd_default_stripe_unit",
+    "rbd_default_data_pool",
+    "rbd_default_map_options",
+    "rbd_default_clone_format",
+    "rbd_read_from_replica_policy",
+    "rbd_blacklist_on_break_lock",
+    "rbd_blocklist_on_break_lock",
+    "rbd_op_threads",
+    "rbd_localize_parent_reads",
+    "rbd_balance_parent_reads",
+    "rbd_readahead_max_bytes",
+    "rbd_readahead_trigger_requests",
+    "rbd_readahead_disable_after_bytes",
+    "rbd_clone_copy_on_read",
+    "rbd_skip_partial_discard",
+    "rbd_validate_pool",
+    "rbd_compression_hint",
+    "rbd_persistent_cache_mode",
+    "rbd_persistent_cache_path",
+    "rbd_persistent_cache_size",
+    "rbd_plugins",
+    "rbd_sparse_read_threshold_bytes",
+    "objecter_inflight_ops",
+    "objecter_inflight_op_bytes",
+    "client_permissions",
+    "client_quota",
+    "rados_tracing",
+    "librados_thread_count",
+    "mon_osd_full_ratio",
+    "mon_osd_nearfull_ratio",
+    "mon_osd_backfillfull_ratio",
+    "mon_osd_down_out_interval",
+    "mon_warn_on_pool_no_redundancy",
+    "mon_pg_warn_max_per_osd",
+    "mon_lease",
+];
+
+/// Option families of Ceph subsystems Quarry does not have: any option starting with one
+/// of these is known and ignored.
+pub static IGNORED_PREFIXES: &[&str] = &[
+    "filestore_",
+    "bluestore_",
+    "bluefs_",
+    "bdev_",
+    "rocksdb_",
+    "leveldb_",
+    "journal_",
+    "kstore_",
+    "memstore_",
+    "mds_",
+    "rgw_",
+    "mgr_",
+    "paxos_",
+    "fuse_",
+    "client_oc",
+    "osd_scrub_",
+    "osd_deep_scrub_",
+    "osd_recovery_",
+    "osd_backfill_",
+    "osd_op_queue",
+    "osd_client_",
+    "mon_osd_",
+    "mon_pg_",
+    "mon_warn_",
+    "rbd_mirror",
+    "rbd_journal_",
+    "rbd_qos_",
+    "err_to_graylog",
+    "log_to_graylog",
+    "log_graylog",
+    "cephfs_",
+];
+
+/// The spec of an option Quarry reads (names normalised: `mon host` = `mon-host` = `mon_host`).
+pub fn option_spec(name: &str) -> Option<&'static OptionSpec> {
+    let name = crate::normalize_key(name);
+    if name.starts_with("debug_") && name.len() > "debug_".len() {
+        return Some(&DEBUG_OPTION);
+    }
+    OPTIONS.iter().find(|o| o.name == name)
+}
+
+/// Whether Ceph or Quarry knows the option (read or ignored). librados' `rados_conf_set`
+/// returns -ENOENT for unknown names; so does [`Conf::set_override`].
+pub fn is_known(name: &str) -> bool {
+    let normalized = crate::normalize_key(name);
+    option_spec(&normalized).is_some()
+        || IGNORED_OPTIONS.contains(&normalized.as_str())
+        || IGNORED_PREFIXES.iter().any(|p| normalized.starts_with(p))
+}
+
+/// Parses a boolean as Ceph does: `true/false/1/0/yes/no`, any case.
+pub fn parse_bool(text: &str) -> Result<bool, &'static str> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err("expected true, false, 1, 0, yes or no"),
+    }
+}
+
+/// Parses a byte size: `4096`, `64K`, `64M`, `1G`, `1GiB`, `2T` (binary units, any case).
+pub fn parse_size(text: &str) -> Result<u64, &'static str> {
+    const WHAT: &str = "expected bytes, optionally with a unit (K, M, G, T, P, E)";
+    let text = text.trim();
+    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (digits, unit) = text.split_at(digits_end);
+    if digits.is_empty() {
+        return Err(WHAT);
+    }
+    let number: u64 = digits.parse().map_err(|_| "number too large")?;
+    let unit = unit.trim_start().to_ascii_uppercase();
+    let unit = unit.strip_suffix('B').unwrap_or(&unit);
+    let unit = unit.strip_suffix('I').unwrap_or(unit);
+    let shift = match unit {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        "T" => 40,
+        "P" => 50,
+        "E" => 60,
+        _ => return Err(WHAT),
+    };
+    number.checked_mul(1u64 << shift).ok_or("size too large")
+}
+
+/// Parses an integer option.
+pub fn parse_int(text: &str) -> Result<i64, &'static str> {
+    text.trim().parse().map_err(|_| "expected an integer")
+}
+
+/// Parses a decimal option (finite).
+pub fn parse_float(text: &str) -> Result<f64, &'static str> {
+    match text.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err("expected a number"),
+    }
+}
+
+impl OptionKind {
+    /// Checks `text` against the type.
+    pub fn check(self, text: &str) -> Result<(), &'static str> {
+        match self {
+            Str => Ok(()),
+            Int => parse_int(text).map(drop),
+            Bool => parse_bool(text).map(drop),
+            Size => parse_size(text).map(drop),
+            Float => parse_float(text).map(drop),
+            Choice(words) => {
+                let mut any = false;
+                for word in text.split([',', ' ', '\t']).filter(|w| !w.is_empty()) {
+                    if !words.contains(&word) {
+                        return Err("not one of the allowed values");
+                    }
+                    any = true;
+                }
+                if any {
+                    Ok(())
+                } else {
+                    Err("empty")
+                }
+            }
+        }
+    }
+}
+
+/// A problem `validate` found in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    /// The section (`global`, `client.admin`).
+    pub section: String,
+    /// The key as written (empty for section problems).
+    pub key: String,
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub problem: Problem,
+}
+
+/// What `validate` complains about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    /// Neither Quarry nor Ceph knows the key; the closest known name, if close.
+    UnknownOption {
+        /// A known option within two edits.
+        suggestion: Option<&'static str>,
+    },
+    /// The value does not fit the option's type.
+    BadValue {
+        /// The value as written.
+        value: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// The section is not `global`, a type (`client`, `osd`, `mon`, `mds`, `mgr`) or `TYPE.ID`.
+    UnknownSection,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.problem {
+            Problem::UnknownOption { suggestion } => {
+                write!(
+                    f,
+                    "line {}: unknown option '{}' in [{}]",
+                    self.line, self.key, self.section
+                )?;
+                if let Some(s) = suggestion {
+                    write!(f, " (did you mean '{s}'?)")?;
+                }
+                Ok(())
+            }
+            Problem::BadValue { value, reason } => write!(
+                f,
+                "line {}: invalid value '{value}' for '{}' in [{}]: {reason}",
+                self.line, self.key, self.section
+            ),
+            Problem::UnknownSection => {
+                write!(f, "line {}: unknown section [{}]", self.line, self.section)
+            }
+        }
+    }
+}
+
+const SECTION_TYPES: &[&str] = &["client", "osd", "mon", "mds", "mgr"];
+
+fn section_known(section: &str) -> bool {
+    if section == "global" || SECTION_TYPES.contains(&section) {
+        return true;
+    }
+    match section.split_once('.') {
+        Some((kind, id)) => SECTION_TYPES.contains(&kind) && (kind == "mon" || !id.is_empty()),
+        None => false,
+    }
+}
+
+/// Warnings for a loaded config: unknown sections, unknown (misspelt) keys with a suggestion,
+/// values that do not fit their option's type. Files load regardless, as Ceph's do.
+pub fn validate(conf: &Conf) -> Vec<Warning> {
+    let mut warnings = Vec::new();
+    for (section, first_line, settings) in conf.sections_with_lines() {
+        if !section_known(section) {
+            let problem = Problem::UnknownSection;
+            warnings.push(Warning {
+                section: section.into(),
+                key: String::new(),
+                line: first_line,
+                problem,
+            });
+        }
+        for setting in settings {
+            let warn = |problem| Warning {
+                section: section.to_string(),
+                key: setting.raw_key.clone(),
+                line: setting.line,
+                problem,
+            };
+            if !is_known(&setting.key) {
+                let suggestion = suggest(&setting.key);
+                warnings.push(warn(Problem::UnknownOption { suggestion }));
+            } else if let Some(spec) = option_spec(&setting.key) {
+                let mut checked = spec.kind.check(&setting.value);
+                if spec.name == "mon_host" && !setting.value.trim().is_empty() {
+                    let addresses = crate::parse_mon_host_entries(&setting.value);
+                    checked =
+                        checked.and(addresses.map(drop).map_err(|_| "not a monitor address list"));
+                }
+                if let Err(reason) = checked {
+                    warnings.push(warn(Problem::BadValue { value: setting.value.clone(), reason }));
+                }
+            }
+        }
+    }
+    warnings.sort_by_key(|w| w.line);
+    warnings
+}
+
+/// The known option closest to `name`, if within two edits.
+fn suggest(name: &str) -> Option<&'static str> {
+    let candidates = OPTIONS.iter().map(|o| o.name).chain(IGNORED_OPTIONS.iter().copied());
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_is_consistent() {
+        let mut names: Vec<&str> = OPTIONS.iter().map(|o| o.name).collect();
+        names.sort_unstable();
+        let before = names.len();
+        names.dedup();
+        assert_eq!(before, names.len(), "duplicate option names");
+        for spec in OPTIONS {
+            assert_eq!(
+                crate::normalize_key(spec.name),
+                spec.name,
+                "{} is not canonical",
+                spec.name
+            );
+            assert!(!spec.doc.is_empty() && !spec.used_by.is_empty(), "{}", spec.name);
+            if !spec.default.is_empty() {
+                spec.kind
+                    .check(spec.default)
+                    .unwrap_or_else(|e| panic!("{} default: {e}", spec.name));
+            }
+            assert!(!IGNORED_OPTIONS.contains(&spec.name), "{} both read and ignored", spec.name);
+            assert!(!IGNORED_PREFIXES.iter().any(|p| spec.name.starts_with(p)), "{}", spec.name);
+        }
+    }
+
+    #[test]
+    fn known_and_unknown_names() {
+        for name in [
+            "mon_host",
+            "mon host",
+            "mon-host",
+            "rbd_cache",
+            "debug_rbd",
+            "debug ms",
+            "fsid",
+            "public network",
+            "filestore_xattr_use_omap",
+            "bluestore_cache_size",
+            "osd_journal_size",
+            "ms_bind_ipv6",
+            "log_to_stderr",
+            "err_to_stderr",
+            "mon_initial_members",
+            "cluster_network",
+        ] {
+            assert!(is_known(name), "{name} must be known");
+        }
+        for name in ["rbd_cahce", "mon_hosts", "debug_", "bogus", "keyrings"] {
+            assert!(!is_known(name), "{name} must be unknown");
+        }
+        assert_eq!(option_spec("rbd cache size").map(|o| o.kind), Some(Size));
+        assert_eq!(suggest("rbd_cahce"), Some("rbd_cache"));
+        assert_eq!(suggest("mon_hosts"), Some("mon_host"));
+        assert_eq!(suggest("completely_different"), None);
+    }
+
+    #[test]
+    fn sizes_bools_ints_floats_choices() {
+        for (text, want) in [
+            ("0", 0),
+            ("4096", 4096),
+            ("64M", 64 << 20),
+            ("64m", 64 << 20),
+            ("1G", 1 << 30),
+            ("1GiB", 1 << 30),
+            ("1 GB", 1 << 30),
+            ("32Mi", 32 << 20),
+            ("2T", 2 << 40),
+            ("7B", 7),
+            ("1E", 1 << 60),
+        ] {
+            assert_eq!(parse_size(text), Ok(want), "{text}");
+        }
+        for bad in ["", "M", "-1", "1.5G", "10X", "16E", "99999999999999999999", "1 G B"] {
+            assert!(parse_size(bad).is_err(), "{bad} must not parse");
+        }
+        for (text, want) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("yes", true),
+            ("Yes", true),
+            ("false", false),
+            ("0", false),
+            ("no", false),
+            (" False ", false),
+        ] {
+            assert_eq!(parse_bool(text), Ok(want), "{text}");
+        }
+        for bad in ["", "2", "on", "y", "truee"] {
+            assert!(parse_bool(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_int(" -3 "), Ok(-3));
+        assert!(parse_int("3.0").is_err());
+        assert_eq!(parse_float("1.5"), Ok(1.5));
+        assert!(parse_float("nan").is_err() && parse_float("x").is_err());
+        let auth = Choice(AUTH_METHODS);
+        assert!(auth.check("cephx, none").is_ok() && auth.check("cephx").is_ok());
+        assert!(auth.check("kerberos").is_err() && auth.check(" , ").is_err());
+    }
+}
