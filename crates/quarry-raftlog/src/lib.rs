@@ -1,1 +1,203 @@
-//! One write-ahead log shared by all Raft groups of a daemon, with group commit
+//! One write-ahead log shared by all Raft groups of a daemon, with group commit.
+//!
+//! Every placement group an OSD serves is an openraft group, and the monitor's cluster map is
+//! group 0 of the monitor. Instead of a log per group (one fsync per group per write), all
+//! groups of a daemon append to one log, [`Wal`], and one writer thread makes many groups'
+//! appends durable with one `fdatasync`. This is where small-write IOPS are won (DESIGN.md,
+//! "Replication"). [`WalLogStore`] is one group's view: it implements openraft 0.9's v2
+//! [`openraft::storage::RaftLogStorage`] and [`openraft::RaftLogReader`].
+//!
+//! ```text
+//!  WalLogStore<C> (group 3)   WalLogStore<C> (group 7)   ...      (async, openraft)
+//!        | append/vote/truncate/purge: index updated at once, request queued
+//!        v
+//!  queue (bounded by QUEUE_BYTES_MAX) --> writer thread: encode all, 1 pwrite, 1 fdatasync,
+//!                                         publish positions, complete every LogFlushed/vote,
+//!                                         delete dead segments
+//! ```
+//!
+//! # On-disk format (version 1)
+//!
+//! A directory holds `LOCK` (an exclusive `flock`, with the holder's pid) and segment files
+//! `00000000000000000001.wal`, `…02.wal`, …: the sequence number zero-padded to 20 digits.
+//! Integers are little-endian.
+//!
+//! Segment header, 32 bytes:
+//!
+//! | offset | size | field                                      |
+//! |-------:|-----:|--------------------------------------------|
+//! | 0      | 8    | magic `QRYRLOG\0`                          |
+//! | 8      | 4    | format version (1)                         |
+//! | 12     | 4    | header length (32)                         |
+//! | 16     | 8    | sequence number (equals the file name)     |
+//! | 24     | 4    | crc32c of bytes 0..24                      |
+//! | 28     | 4    | zero                                       |
+//!
+//! Then records, back to back, each `[len u32][crc u32][kind u8][group u64][payload; len]`
+//! (17-byte header). `crc` is crc32c over the on-disk bytes of `len`, `kind`, `group` and the
+//! payload. `len` is at most [`format::RECORD_PAYLOAD_MAX`] (64 MiB). Kinds:
+//!
+//! | kind | name        | payload                                                        |
+//! |-----:|-------------|----------------------------------------------------------------|
+//! | 1    | Entry       | `bincode(openraft::Entry<C>)`, one entry per record            |
+//! | 2    | Vote        | `bincode(Vote<u64>)`                                           |
+//! | 3    | Committed   | `bincode(Option<LogId<u64>>)`                                  |
+//! | 4    | Truncate    | `from: u64`: entries with index >= from are deleted            |
+//! | 5    | Purge       | `bincode(LogId<u64>)`: entries up to it are deleted            |
+//! | 6    | RemoveGroup | empty: the group is forgotten                                  |
+//! | 7    | GroupState  | `bincode({vote, committed, purged})`, see "Segments" below     |
+//!
+//! bincode 1 with its default (fixed-width integer) encoding. A serialised `Entry<C>` starts
+//! with its `LogId<u64>` (term, leader node id, index: 24 bytes), so replay reads the log id
+//! without knowing `C`: one `Wal` serves groups of different type configs (monitor and OSD).
+//!
+//! # Segments and space reclamation
+//!
+//! The writer appends to the newest ("active") segment and starts a new one when the records
+//! written after the active one's checkpoints have reached `segment_bytes` (checked between
+//! group commits, so a segment can exceed it by one batch). A new segment begins with one GroupState record per group that has a vote,
+//! committed or purged log id: with it, no older segment is ever needed for metadata, and a
+//! segment can be deleted once no group has a live entry in it. Deletion is oldest-first only,
+//! so the files on disk are always a consecutive run of sequence numbers; it runs after the
+//! fdatasync that made the killing purge/truncate durable. [`Wal::laggards`] names the groups
+//! whose old entries keep segments alive (they need a snapshot and a purge).
+//!
+//! # Recovery ([`Wal::open`])
+//!
+//! 1. Segment files older than a gap in the sequence are leftovers of a deletion that did not
+//!    reach the disk: they are removed (replaying them could resurrect truncated entries).
+//! 2. Segments are replayed in order; each record is checked (length, crc32c, kind, decode)
+//!    and applied: per group, vote, committed, purged and, per live index, the record's
+//!    position (segment, offset, length, log id). Entries must stay contiguous.
+//! 3. In any segment but the newest, a bad record or header is [`WalError::Corrupt`] (file and
+//!    offset). In the newest, a bad record is a torn tail if no intact record (plausible header
+//!    and matching crc) starts anywhere after it: the file is cut there (`set_len` + fsync) with
+//!    a warning. If an intact record follows, it is corruption, not a torn write: error. A newest
+//!    segment whose header is bad and holds nothing intact is a cut-short creation: removed.
+//! 4. The newest segment is fsynced (after a process crash its tail may have been in the page
+//!    cache only), a new segment is started (with checkpoints) for this run, and dead segments
+//!    are deleted.
+//!
+//! After a process kill (SIGKILL) this recovers exactly the records written. After a power
+//! loss the disk may persist the pages of an un-synced batch out of order; if that leaves an
+//! intact record after a hole, open refuses with `Corrupt` instead of guessing (nothing in that
+//! batch had been acknowledged, so an operator may cut the file at the reported offset).
+//!
+//! # Group commit
+//!
+//! All writes of all groups (entries, vote, committed, truncate, purge, remove-group) go
+//! through one FIFO queue to the writer thread, which is the only writer of the active
+//! segment. A round takes every queued request (up to [`writer::BATCH_BYTES_MAX`]), encodes
+//! them into one buffer, writes it with one `pwrite`, calls `fdatasync` once, publishes the
+//! records' disk positions to readers, and completes every waiter: openraft's
+//! `LogFlushed::log_io_completed(Ok(()))` for appends, a oneshot for `save_vote` (which
+//! returns only then). While the writer syncs, new requests pile up for the next round, so N
+//! concurrent appenders cost far fewer than N fsyncs ([`WalStats::fsyncs`] counts them).
+//! Truncate, purge and save_committed are not waited for: they are durable with the next
+//! round, and records are durable in queue order, so a crash always recovers a prefix of the
+//! operations. A failed write or fdatasync aborts the process: a failed fsync cannot be
+//! retried safely (the kernel may have dropped the dirty pages), as raft-engine also decides.
+//!
+//! Appended entries are readable as soon as `append` returns (served from the queued bytes).
+//! Queued bytes are bounded by [`wal::QUEUE_BYTES_MAX`]: `append` waits beyond it.
+//!
+//! # Memory
+//!
+//! The in-memory index holds about 64 bytes per live entry, never the entry itself. Entries
+//! are read back with `pread` from the segment and re-checked (crc, group, log id); a FIFO
+//! cache of recently written entries, bounded by `cache_bytes`, serves the common case of
+//! followers reading what was just appended. Replication reads
+//! (`limited_get_log_entries`) return at most about [`store::REPLICATION_READ_BYTES_MAX`].
+//! Reads are plain blocking `pread`s on the calling (async) thread, as openraft's own
+//! RocksDB store does: they mostly hit the page cache.
+//!
+//! # Invariants asserted (they stay on in release builds)
+//!
+//! - A group's live entries are contiguous: an append must follow the last entry (with no
+//!   live entry any index is accepted, as openraft's suite requires). A caller violating it
+//!   gets [`WalError::NonContiguous`] and nothing is kept; on replay it is `Corrupt`.
+//! - The writer's ledger sees entries in order and segments in increasing order per group.
+//! - A live entry's segment is open for reading (never deleted while referenced).
+//! - Replay ends exactly at the end of each segment; the cache stays within `cache_bytes`.
+//! - Every record written is framed with the length it declares.
+//!
+//! # Why not the raft-engine crate
+//!
+//! TiKV's raft-engine has the design we want (one log for many groups, group commit, per
+//! group index, purge that reports laggards) and this crate follows it. But its API stores
+//! the `raft` crate's protobuf `Entry` type and its own `Message`/`MessageExt` traits (built
+//! around rust-protobuf/prost `eraftpb`); openraft has its own generic `Entry<C>` with a serde
+//! payload. Using it would mean converting every entry to protobuf and back, pulling the
+//! `raft`/protobuf stack into Quarry, and still adapting its synchronous `write(batch, sync)`
+//! to openraft's `LogFlushed` callback. The part we need is small enough to own.
+//!
+//! # Dependencies
+//!
+//! - `openraft`: the storage traits implemented here and the `Entry`, `LogId`, `Vote` types.
+//! - `tokio` (`sync` only): the oneshot channel for durable votes and the semaphore bounding
+//!   the queue; both work under any executor, the writer itself is a plain thread.
+//! - `bincode` + `serde`: the entry encoding openraft's serde support gives us, compact and
+//!   with a stable prefix (the log id).
+//! - `crc32c`: hardware-accelerated checksums, the same code Quarry uses for payloads.
+//! - `libc`: `flock` for the directory lock (`File::try_lock` needs Rust 1.89; MSRV is 1.85).
+//! - `thiserror`, `tracing`: the error enum and logs.
+
+#![warn(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod error;
+pub mod format;
+mod index;
+mod ledger;
+mod lock;
+mod replay;
+pub mod store;
+pub mod wal;
+pub mod writer;
+
+pub use error::{Corruption, WalError};
+pub use ledger::Laggard;
+pub use store::WalLogStore;
+pub use wal::Wal;
+
+/// Options of [`Wal::open`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalOptions {
+    /// A new segment is started when the active one reaches this size (at least 4096).
+    pub segment_bytes: u64,
+    /// Bytes of recently written entries kept in memory for reads.
+    pub cache_bytes: u64,
+}
+
+impl Default for WalOptions {
+    fn default() -> Self {
+        WalOptions { segment_bytes: 64 << 20, cache_bytes: 64 << 20 }
+    }
+}
+
+/// Counters and sizes of a [`Wal`] (counters start at zero at each open).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalStats {
+    /// Records written (entries, metadata and checkpoints).
+    pub records: u64,
+    /// Bytes written by group commits (checkpoints of new segments excluded).
+    pub bytes: u64,
+    /// fdatasync calls made by group commits.
+    pub fsyncs: u64,
+    /// Segment files on disk.
+    pub segments: u64,
+    /// Entries written.
+    pub entries: u64,
+    /// Segment files deleted since open.
+    pub segments_deleted: u64,
+    /// Sequence number of the active segment.
+    pub active_segment: u64,
+    /// Bytes cut off as a torn tail when this log was opened.
+    pub torn_bytes: u64,
+    /// Groups with state.
+    pub groups: u64,
+    /// Bytes in the entry cache.
+    pub cache_bytes: u64,
+    /// Requests waiting for the writer.
+    pub queued_requests: u64,
+}

@@ -1,0 +1,389 @@
+//! The on-disk format: segment file names, the segment header, record framing and the record
+//! kinds with their payloads. Pure encoding and decoding; no file I/O happens here.
+//!
+//! The layout is described for readers in the crate documentation (`lib.rs`); this module is
+//! its single implementation. Every multi-byte integer is little-endian.
+
+use openraft::{LogId, Vote};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Corruption;
+
+/// The first eight bytes of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"QRYRLOG\0";
+/// Version of the segment and record format written by this code.
+pub const FORMAT_VERSION: u32 = 1;
+/// Length of the segment header; the first record starts at this offset.
+pub const SEGMENT_HEADER_LEN: u64 = 32;
+/// Length of a record header: `len u32, crc u32, kind u8, group u64`.
+pub const RECORD_HEADER_LEN: usize = 17;
+/// Largest record payload accepted, written or read (an entry bigger than this is refused).
+pub const RECORD_PAYLOAD_MAX: u32 = 64 << 20;
+/// File name suffix of segment files.
+pub const SEGMENT_SUFFIX: &str = ".wal";
+/// Digits in a segment file name (the zero-padded sequence number).
+const SEGMENT_NAME_DIGITS: usize = 20;
+
+const _: () = assert!(SEGMENT_HEADER_LEN as usize >= 8 + 4 + 4 + 8 + 4);
+const _: () = assert!(RECORD_HEADER_LEN == 4 + 4 + 1 + 8);
+const _: () = assert!((RECORD_PAYLOAD_MAX as u64) < u32::MAX as u64);
+
+/// What a record says. The discriminant is the `kind` byte on disk; never renumber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RecordKind {
+    /// One log entry of the group: `bincode(openraft::Entry<C>)`, which begins with the
+    /// `bincode(LogId<u64>)` of the entry, so replay needs no knowledge of `C`.
+    Entry = 1,
+    /// The group's vote: `bincode(Vote<u64>)`.
+    Vote = 2,
+    /// The group's committed log id: `bincode(Option<LogId<u64>>)`.
+    Committed = 3,
+    /// Entries with index >= `from` are deleted: `from u64`.
+    Truncate = 4,
+    /// Entries up to and including this log id are deleted: `bincode(LogId<u64>)`.
+    Purge = 5,
+    /// Everything known about the group is forgotten: empty payload.
+    RemoveGroup = 6,
+    /// The group's vote, committed and purged log ids, repeated at the start of every segment
+    /// so that older segments can be deleted: `bincode(GroupCheckpoint)`.
+    GroupState = 7,
+}
+
+impl RecordKind {
+    /// The kind for a byte read from disk, if it is one.
+    pub fn from_byte(byte: u8) -> Option<RecordKind> {
+        match byte {
+            1 => Some(RecordKind::Entry),
+            2 => Some(RecordKind::Vote),
+            3 => Some(RecordKind::Committed),
+            4 => Some(RecordKind::Truncate),
+            5 => Some(RecordKind::Purge),
+            6 => Some(RecordKind::RemoveGroup),
+            7 => Some(RecordKind::GroupState),
+            _ => None,
+        }
+    }
+}
+
+/// The payload of a `GroupState` record.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupCheckpoint {
+    /// Last saved vote.
+    pub vote: Option<Vote<u64>>,
+    /// Last saved committed log id.
+    pub committed: Option<LogId<u64>>,
+    /// Last purged log id.
+    pub purged: Option<LogId<u64>>,
+}
+
+/// A decoded record. Entry payloads stay as bytes: only their log id is decoded here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// See [`RecordKind::Entry`].
+    Entry {
+        /// The log id at the start of the serialised entry.
+        log_id: LogId<u64>,
+    },
+    /// See [`RecordKind::Vote`].
+    Vote(Vote<u64>),
+    /// See [`RecordKind::Committed`].
+    Committed(Option<LogId<u64>>),
+    /// See [`RecordKind::Truncate`].
+    Truncate {
+        /// First deleted index.
+        from: u64,
+    },
+    /// See [`RecordKind::Purge`].
+    Purge(LogId<u64>),
+    /// See [`RecordKind::RemoveGroup`].
+    RemoveGroup,
+    /// See [`RecordKind::GroupState`].
+    GroupState(GroupCheckpoint),
+}
+
+/// Name of the segment file with this sequence number, e.g. `00000000000000000001.wal`.
+pub fn segment_file_name(seq: u64) -> String {
+    format!("{seq:0width$}{SEGMENT_SUFFIX}", width = SEGMENT_NAME_DIGITS)
+}
+
+/// Sequence number of a segment file name, or `None` for any other file.
+pub fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SEGMENT_SUFFIX)?;
+    if digits.len() != SEGMENT_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The 32-byte segment header: magic, format version, header length, sequence number, crc32c
+/// of the preceding 24 bytes, four zero bytes.
+pub fn encode_segment_header(seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    header[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
+    header[16..24].copy_from_slice(&seq.to_le_bytes());
+    let crc = crc32c::crc32c(&header[0..24]);
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// Checks a segment header read from the file whose name carries `seq`.
+pub fn check_segment_header(header: &[u8], seq: u64) -> Result<(), Corruption> {
+    if header.len() < SEGMENT_HEADER_LEN as usize {
+        return Err(Corruption::ShortSegmentHeader { len: header.len() as u64 });
+    }
+    if header[0..8] != SEGMENT_MAGIC {
+        return Err(Corruption::BadMagic);
+    }
+    let stored_crc = read_u32(&header[24..28]);
+    if crc32c::crc32c(&header[0..24]) != stored_crc {
+        return Err(Corruption::BadSegmentHeaderCrc);
+    }
+    let version = read_u32(&header[8..12]);
+    if version != FORMAT_VERSION {
+        return Err(Corruption::UnsupportedVersion { found: version });
+    }
+    let header_len = read_u32(&header[12..16]);
+    if u64::from(header_len) != SEGMENT_HEADER_LEN {
+        return Err(Corruption::BadSegmentHeaderLength { found: header_len });
+    }
+    let found = read_u64(&header[16..24]);
+    if found != seq {
+        return Err(Corruption::SequenceMismatch { found });
+    }
+    Ok(())
+}
+
+/// The fixed part of a record as read from disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordHeader {
+    /// Payload length in bytes.
+    pub len: u32,
+    /// crc32c over `len`, `kind`, `group` (their on-disk bytes) and the payload.
+    pub crc: u32,
+    /// The kind byte, not yet validated.
+    pub kind: u8,
+    /// The Raft group the record belongs to.
+    pub group: u64,
+}
+
+impl RecordHeader {
+    /// Parses the first [`RECORD_HEADER_LEN`] bytes of `bytes`.
+    pub fn parse(bytes: &[u8]) -> RecordHeader {
+        assert!(bytes.len() >= RECORD_HEADER_LEN, "record header needs {RECORD_HEADER_LEN} bytes");
+        RecordHeader {
+            len: read_u32(&bytes[0..4]),
+            crc: read_u32(&bytes[4..8]),
+            kind: bytes[8],
+            group: read_u64(&bytes[9..17]),
+        }
+    }
+
+    /// Whether the header could start a record in a file region of `available` bytes (from the
+    /// start of the header): known kind, length within limits and within the region.
+    pub fn plausible(&self, available: u64) -> bool {
+        RecordKind::from_byte(self.kind).is_some()
+            && self.len <= RECORD_PAYLOAD_MAX
+            && RECORD_HEADER_LEN as u64 + u64::from(self.len) <= available
+    }
+
+    /// Total on-disk length of the record (header and payload).
+    pub fn record_len(&self) -> u64 {
+        RECORD_HEADER_LEN as u64 + u64::from(self.len)
+    }
+}
+
+/// crc32c of a record: over `len`, `kind`, `group` and the payload.
+pub fn record_crc(len: u32, kind: u8, group: u64, payload: &[u8]) -> u32 {
+    assert_eq!(len as usize, payload.len());
+    let mut fixed = [0u8; 13];
+    fixed[0..4].copy_from_slice(&len.to_le_bytes());
+    fixed[4] = kind;
+    fixed[5..13].copy_from_slice(&group.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&fixed), payload)
+}
+
+/// Appends one framed record to `out`; returns the offset of the record within `out`.
+pub fn encode_record(out: &mut Vec<u8>, kind: RecordKind, group: u64, payload: &[u8]) -> usize {
+    assert!(payload.len() <= RECORD_PAYLOAD_MAX as usize, "record payload over the limit");
+    let start = out.len();
+    let len = payload.len() as u32;
+    let crc = record_crc(len, kind as u8, group, payload);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&crc.to_le_bytes());
+    out.push(kind as u8);
+    out.extend_from_slice(&group.to_le_bytes());
+    out.extend_from_slice(payload);
+    assert_eq!(out.len() - start, RECORD_HEADER_LEN + payload.len());
+    start
+}
+
+/// Verifies a record's payload against its header (crc, then kind).
+pub fn check_record(header: &RecordHeader, payload: &[u8]) -> Result<RecordKind, Corruption> {
+    if payload.len() != header.len as usize {
+        return Err(Corruption::RecordPastEnd { len: header.len });
+    }
+    if record_crc(header.len, header.kind, header.group, payload) != header.crc {
+        return Err(Corruption::BadRecordCrc);
+    }
+    RecordKind::from_byte(header.kind).ok_or(Corruption::UnknownKind { kind: header.kind })
+}
+
+/// Decodes a crc-checked payload. A crc-valid payload that does not decode is corruption of a
+/// kind the crc cannot catch (a bug or a format mismatch), never a torn write.
+pub fn decode_record(kind: RecordKind, payload: &[u8]) -> Result<Record, Corruption> {
+    let undecodable = |_| Corruption::Undecodable { kind: kind as u8 };
+    let record = match kind {
+        RecordKind::Entry => {
+            Record::Entry { log_id: bincode::deserialize(payload).map_err(undecodable)? }
+        }
+        RecordKind::Vote => Record::Vote(bincode::deserialize(payload).map_err(undecodable)?),
+        RecordKind::Committed => {
+            Record::Committed(bincode::deserialize(payload).map_err(undecodable)?)
+        }
+        RecordKind::Truncate => {
+            if payload.len() != 8 {
+                return Err(Corruption::Undecodable { kind: kind as u8 });
+            }
+            Record::Truncate { from: read_u64(payload) }
+        }
+        RecordKind::Purge => Record::Purge(bincode::deserialize(payload).map_err(undecodable)?),
+        RecordKind::RemoveGroup => {
+            if !payload.is_empty() {
+                return Err(Corruption::Undecodable { kind: kind as u8 });
+            }
+            Record::RemoveGroup
+        }
+        RecordKind::GroupState => {
+            Record::GroupState(bincode::deserialize(payload).map_err(undecodable)?)
+        }
+    };
+    Ok(record)
+}
+
+/// Serialises the payload of a metadata record (every kind but `Entry`, whose payload is the
+/// caller's serialised entry).
+pub fn encode_metadata(record: &Record) -> Vec<u8> {
+    // bincode cannot fail on these plain structs: a failure is a programming error.
+    let encoded = match record {
+        Record::Entry { .. } => panic!("entry payloads are serialised by the log store"),
+        Record::Vote(vote) => bincode::serialize(vote),
+        Record::Committed(committed) => bincode::serialize(committed),
+        Record::Truncate { from } => Ok(from.to_le_bytes().to_vec()),
+        Record::Purge(log_id) => bincode::serialize(log_id),
+        Record::RemoveGroup => Ok(Vec::new()),
+        Record::GroupState(checkpoint) => bincode::serialize(checkpoint),
+    };
+    match encoded {
+        Ok(bytes) => bytes,
+        Err(error) => panic!("serialising WAL metadata failed: {error}"),
+    }
+}
+
+/// The kind byte of a record.
+pub fn kind_of(record: &Record) -> RecordKind {
+    match record {
+        Record::Entry { .. } => RecordKind::Entry,
+        Record::Vote(_) => RecordKind::Vote,
+        Record::Committed(_) => RecordKind::Committed,
+        Record::Truncate { .. } => RecordKind::Truncate,
+        Record::Purge(_) => RecordKind::Purge,
+        Record::RemoveGroup => RecordKind::RemoveGroup,
+        Record::GroupState(_) => RecordKind::GroupState,
+    }
+}
+
+fn read_u32(bytes: &[u8]) -> u32 {
+    let mut array = [0u8; 4];
+    array.copy_from_slice(&bytes[..4]);
+    u32::from_le_bytes(array)
+}
+
+fn read_u64(bytes: &[u8]) -> u64 {
+    let mut array = [0u8; 8];
+    array.copy_from_slice(&bytes[..8]);
+    u64::from_le_bytes(array)
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::CommittedLeaderId;
+
+    use super::*;
+
+    fn log_id(term: u64, index: u64) -> LogId<u64> {
+        LogId::new(CommittedLeaderId::new(term, 3), index)
+    }
+
+    #[test]
+    fn segment_names_round_trip() {
+        assert_eq!(segment_file_name(1), "00000000000000000001.wal");
+        assert_eq!(parse_segment_file_name("00000000000000000001.wal"), Some(1));
+        assert_eq!(parse_segment_file_name(&segment_file_name(u64::MAX)), Some(u64::MAX));
+        assert_eq!(parse_segment_file_name("1.wal"), None);
+        assert_eq!(parse_segment_file_name("0000000000000000000x.wal"), None);
+        assert_eq!(parse_segment_file_name("LOCK"), None);
+    }
+
+    #[test]
+    fn segment_header_checks_every_field() {
+        let header = encode_segment_header(7);
+        assert_eq!(check_segment_header(&header, 7), Ok(()));
+        assert_eq!(
+            check_segment_header(&header, 8),
+            Err(Corruption::SequenceMismatch { found: 7 })
+        );
+        assert!(check_segment_header(&header[..31], 7).is_err());
+        for byte in 0..28 {
+            let mut bad = header;
+            bad[byte] ^= 0x40;
+            assert!(check_segment_header(&bad, 7).is_err(), "flip in byte {byte} undetected");
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_detect_flips() {
+        let records = [
+            Record::Vote(Vote::new(4, 2)),
+            Record::Committed(Some(log_id(2, 9))),
+            Record::Committed(None),
+            Record::Truncate { from: 17 },
+            Record::Purge(log_id(1, 5)),
+            Record::RemoveGroup,
+            Record::GroupState(GroupCheckpoint {
+                vote: Some(Vote::new_committed(3, 1)),
+                committed: None,
+                purged: Some(log_id(1, 1)),
+            }),
+        ];
+        for record in records {
+            let payload = encode_metadata(&record);
+            let mut out = Vec::new();
+            encode_record(&mut out, kind_of(&record), 42, &payload);
+            let header = RecordHeader::parse(&out);
+            assert_eq!(header.group, 42);
+            assert!(header.plausible(out.len() as u64));
+            let kind = check_record(&header, &out[RECORD_HEADER_LEN..]).unwrap();
+            assert_eq!(decode_record(kind, &out[RECORD_HEADER_LEN..]).unwrap(), record);
+            for byte in 0..out.len() {
+                let mut bad = out.clone();
+                bad[byte] ^= 0x01;
+                let header = RecordHeader::parse(&bad);
+                let payload = &bad[RECORD_HEADER_LEN..];
+                let detected =
+                    payload.len() != header.len as usize || check_record(&header, payload).is_err();
+                assert!(detected, "flip in byte {byte} of {record:?} undetected");
+            }
+        }
+    }
+
+    #[test]
+    fn entry_log_id_is_read_from_the_serialised_entry_prefix() {
+        let entry = (log_id(6, 11), vec![1u8, 2, 3], "trailing data");
+        let payload = bincode::serialize(&entry).unwrap();
+        let record = decode_record(RecordKind::Entry, &payload).unwrap();
+        assert_eq!(record, Record::Entry { log_id: log_id(6, 11) });
+    }
+}

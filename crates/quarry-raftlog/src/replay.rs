@@ -1,0 +1,286 @@
+//! Recovery at open: lists the segment files, checks their headers, replays every record in
+//! order into a fresh [`GroupIndex`] per group, and applies the torn-tail rule to the newest
+//! segment (see the crate docs, "Recovery").
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Corruption, WalError};
+use crate::format::{
+    check_record, check_segment_header, decode_record, parse_segment_file_name, segment_file_name,
+    Record, RecordHeader, RecordKind, RECORD_HEADER_LEN, RECORD_PAYLOAD_MAX, SEGMENT_HEADER_LEN,
+};
+use crate::index::{GroupIndex, Location, Slot};
+
+/// Read buffer of the sequential replay reader.
+const REPLAY_BUFFER_BYTES: usize = 1 << 20;
+/// Window of the scan for intact records after a bad one.
+const SCAN_WINDOW_BYTES: u64 = 1 << 20;
+
+/// What replay found.
+#[derive(Debug)]
+pub(crate) struct Recovered {
+    /// State of every group with any.
+    pub groups: HashMap<u64, GroupIndex>,
+    /// The segment files kept, by sequence number, opened for reading and writing.
+    pub segments: BTreeMap<u64, Arc<File>>,
+    /// Sequence number for the next segment (above every segment ever seen here).
+    pub next_seq: u64,
+    /// Bytes dropped from the newest segment as a torn tail.
+    pub torn_bytes: u64,
+}
+
+/// Replays the log in `dir` (which must be locked by the caller).
+pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
+    let mut seqs = list_segments(dir)?;
+    let next_seq = seqs.last().map_or(1, |&last| last + 1);
+    drop_segments_before_gap(dir, &mut seqs)?;
+    let newest = seqs.last().copied();
+    let mut recovered =
+        Recovered { groups: HashMap::new(), segments: BTreeMap::new(), next_seq, torn_bytes: 0 };
+    for seq in seqs {
+        let tolerant = Some(seq) == newest;
+        let path = dir.join(segment_file_name(seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|error| WalError::io(&path, error))?;
+        let len = file.metadata().map_err(|error| WalError::io(&path, error))?.len();
+        if let Err(reason) = read_segment_header(&file, &path, seq, len)? {
+            if tolerant && find_intact_record(&file, &path, 0, len)?.is_none() {
+                tracing::warn!(path = %path.display(), %reason, len,
+                    "removing the newest WAL segment: its creation was cut short");
+                drop(file);
+                std::fs::remove_file(&path).map_err(|error| WalError::io(&path, error))?;
+                sync_dir(dir)?;
+                recovered.torn_bytes += len;
+                continue;
+            }
+            return Err(WalError::Corrupt { path, offset: 0, reason });
+        }
+        recovered.torn_bytes +=
+            replay_segment(&file, &path, seq, len, tolerant, &mut recovered.groups)?;
+        if tolerant {
+            // After a process crash its last records may be in the page cache only; they were
+            // just replayed as real, so make them durable before anything builds on them.
+            file.sync_all().map_err(|error| WalError::io(&path, error))?;
+        }
+        recovered.segments.insert(seq, Arc::new(file));
+    }
+    recovered.groups.retain(|_, group| !group.is_blank());
+    Ok(recovered)
+}
+
+/// Sequence numbers of the segment files in `dir`, ascending.
+fn list_segments(dir: &Path) -> Result<Vec<u64>, WalError> {
+    let mut seqs = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|error| WalError::io(dir, error))?;
+    for entry in entries {
+        let entry = entry.map_err(|error| WalError::io(dir, error))?;
+        if let Some(seq) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Segments are created with consecutive numbers and deleted oldest first, so the live log is
+/// the consecutive run ending at the newest segment. Older files before a gap are deletions
+/// that did not reach the disk before a crash: replaying them could resurrect entries whose
+/// truncation lived in the missing segments, so they are removed.
+fn drop_segments_before_gap(dir: &Path, seqs: &mut Vec<u64>) -> Result<(), WalError> {
+    let Some(mut run_start) = seqs.len().checked_sub(1) else { return Ok(()) };
+    while run_start > 0 && seqs[run_start - 1] + 1 == seqs[run_start] {
+        run_start -= 1;
+    }
+    if run_start == 0 {
+        return Ok(());
+    }
+    for &seq in &seqs[..run_start] {
+        let path = dir.join(segment_file_name(seq));
+        tracing::warn!(path = %path.display(), "removing a WAL segment left over from deletion");
+        std::fs::remove_file(&path).map_err(|error| WalError::io(&path, error))?;
+    }
+    seqs.drain(..run_start);
+    sync_dir(dir)
+}
+
+fn read_segment_header(
+    file: &File,
+    path: &Path,
+    seq: u64,
+    len: u64,
+) -> Result<Result<(), Corruption>, WalError> {
+    let mut header = vec![0u8; len.min(SEGMENT_HEADER_LEN) as usize];
+    file.read_exact_at(&mut header, 0).map_err(|error| WalError::io(path, error))?;
+    Ok(check_segment_header(&header, seq))
+}
+
+/// Replays the records of one segment; returns the torn-tail bytes cut off (tolerant only).
+fn replay_segment(
+    file: &File,
+    path: &Path,
+    seq: u64,
+    len: u64,
+    tolerant: bool,
+    groups: &mut HashMap<u64, GroupIndex>,
+) -> Result<u64, WalError> {
+    let io_error = |error| WalError::io(path, error);
+    let mut reader = BufReader::with_capacity(REPLAY_BUFFER_BYTES, file);
+    reader.seek(SeekFrom::Start(SEGMENT_HEADER_LEN)).map_err(io_error)?;
+    let mut offset = SEGMENT_HEADER_LEN;
+    let mut payload = Vec::new();
+    while offset < len {
+        let (header, kind) = match read_record(&mut reader, offset, len, &mut payload) {
+            Ok(Ok(found)) => found,
+            Ok(Err(reason)) => return cut_torn_tail(file, path, offset, len, tolerant, reason),
+            Err(error) => return Err(io_error(error)),
+        };
+        let corrupt = |reason| WalError::Corrupt { path: path.to_path_buf(), offset, reason };
+        let record = decode_record(kind, &payload).map_err(corrupt)?;
+        apply_record(groups, header.group, record, seq, offset, header.len).map_err(corrupt)?;
+        offset += header.record_len();
+    }
+    assert_eq!(offset, len, "replay must end exactly at the end of the segment");
+    Ok(0)
+}
+
+/// Reads the record at `offset` (the reader is positioned there) into `payload`.
+fn read_record(
+    reader: &mut BufReader<&File>,
+    offset: u64,
+    len: u64,
+    payload: &mut Vec<u8>,
+) -> std::io::Result<Result<(RecordHeader, RecordKind), Corruption>> {
+    if len - offset < RECORD_HEADER_LEN as u64 {
+        return Ok(Err(Corruption::ShortRecordHeader));
+    }
+    let mut header_bytes = [0u8; RECORD_HEADER_LEN];
+    reader.read_exact(&mut header_bytes)?;
+    let header = RecordHeader::parse(&header_bytes);
+    if header.len > RECORD_PAYLOAD_MAX {
+        return Ok(Err(Corruption::RecordTooLong { len: header.len }));
+    }
+    if offset + header.record_len() > len {
+        return Ok(Err(Corruption::RecordPastEnd { len: header.len }));
+    }
+    payload.resize(header.len as usize, 0);
+    reader.read_exact(payload)?;
+    Ok(check_record(&header, payload).map(|kind| (header, kind)))
+}
+
+/// A bad record at `offset`: a torn tail if the segment is the newest and no intact record
+/// follows (then the file is cut there), corruption otherwise.
+fn cut_torn_tail(
+    file: &File,
+    path: &Path,
+    offset: u64,
+    len: u64,
+    tolerant: bool,
+    reason: Corruption,
+) -> Result<u64, WalError> {
+    let corrupt = |reason| WalError::Corrupt { path: path.to_path_buf(), offset, reason };
+    if !tolerant {
+        return Err(corrupt(reason));
+    }
+    if let Some(intact) = find_intact_record(file, path, offset + 1, len)? {
+        tracing::error!(path = %path.display(), offset, intact, %reason,
+            "bad WAL record followed by an intact one: not a torn write");
+        return Err(corrupt(reason));
+    }
+    tracing::warn!(path = %path.display(), offset, dropped_bytes = len - offset, %reason,
+        "cutting a torn tail off the newest WAL segment");
+    file.set_len(offset).map_err(|error| WalError::io(path, error))?;
+    file.sync_all().map_err(|error| WalError::io(path, error))?;
+    Ok(len - offset)
+}
+
+/// The first offset in `from .. len` where an intact record (plausible header, matching crc)
+/// starts, if any. Reads the region in windows; memory stays bounded.
+fn find_intact_record(
+    file: &File,
+    path: &Path,
+    from: u64,
+    len: u64,
+) -> Result<Option<u64>, WalError> {
+    let io_error = |error| WalError::io(path, error);
+    let header_len = RECORD_HEADER_LEN as u64;
+    let mut window = Vec::new();
+    let mut payload = Vec::new();
+    let mut window_start = from;
+    while window_start + header_len <= len {
+        let window_len = (SCAN_WINDOW_BYTES + header_len).min(len - window_start);
+        window.resize(window_len as usize, 0);
+        file.read_exact_at(&mut window, window_start).map_err(io_error)?;
+        let candidates = (window_len - header_len + 1).min(SCAN_WINDOW_BYTES);
+        for at in 0..candidates {
+            let start = at as usize;
+            let header = RecordHeader::parse(&window[start..start + RECORD_HEADER_LEN]);
+            let position = window_start + at;
+            if !header.plausible(len - position) {
+                continue;
+            }
+            let payload_start = start + RECORD_HEADER_LEN;
+            let payload_end = payload_start + header.len as usize;
+            let candidate = if payload_end <= window.len() {
+                &window[payload_start..payload_end]
+            } else {
+                payload.resize(header.len as usize, 0);
+                file.read_exact_at(&mut payload, position + header_len).map_err(io_error)?;
+                &payload[..]
+            };
+            if check_record(&header, candidate).is_ok() {
+                return Ok(Some(position));
+            }
+        }
+        window_start += candidates;
+    }
+    Ok(None)
+}
+
+/// Applies one replayed record to the group states.
+fn apply_record(
+    groups: &mut HashMap<u64, GroupIndex>,
+    group: u64,
+    record: Record,
+    segment: u64,
+    offset: u64,
+    len: u32,
+) -> Result<(), Corruption> {
+    if let Record::RemoveGroup = record {
+        groups.remove(&group);
+        return Ok(());
+    }
+    let state = groups.entry(group).or_default();
+    match record {
+        Record::Entry { log_id } => {
+            state.check_append(group, log_id.index)?;
+            let location = Location::Disk { segment, offset, len };
+            state.push(Slot { log_id, serial: 0, location });
+        }
+        Record::Vote(vote) => state.vote = Some(vote),
+        Record::Committed(committed) => state.committed = committed,
+        Record::Truncate { from } => state.truncate(from),
+        Record::Purge(upto) => state.purge(upto),
+        Record::RemoveGroup => unreachable!("handled above"),
+        Record::GroupState(checkpoint) => state.apply_checkpoint(&checkpoint),
+    }
+    Ok(())
+}
+
+/// fsyncs a directory, making creations, renames and deletions in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
+    let handle = File::open(dir).map_err(|error| WalError::io(dir, error))?;
+    handle.sync_all().map_err(|error| WalError::io(dir, error))
+}
+
+/// Path of segment `seq` in `dir`.
+pub(crate) fn segment_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(segment_file_name(seq))
+}

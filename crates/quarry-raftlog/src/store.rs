@@ -1,0 +1,206 @@
+//! [`WalLogStore`]: openraft's v2 log storage ([`RaftLogStorage`], [`RaftLogReader`]) for one
+//! Raft group, over the shared [`Wal`].
+
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{
+    Entry, LogId, LogState, OptionalSend, RaftLogReader, RaftTypeConfig, StorageError,
+    StorageIOError, Vote,
+};
+
+use crate::error::WalError;
+use crate::format::{Record, RECORD_PAYLOAD_MAX};
+use crate::wal::{Completion, SerialisedEntry, Wal};
+
+/// `limited_get_log_entries` (replication) returns at most about this many bytes per call.
+pub const REPLICATION_READ_BYTES_MAX: u64 = 8 << 20;
+
+/// The log of one Raft group in the shared [`Wal`]. Cloning gives another handle to the same
+/// group (the log reader is such a clone).
+pub struct WalLogStore<C> {
+    wal: Arc<Wal>,
+    group: u64,
+    _config: PhantomData<fn() -> C>,
+}
+
+impl<C> Clone for WalLogStore<C> {
+    fn clone(&self) -> Self {
+        WalLogStore { wal: self.wal.clone(), group: self.group, _config: PhantomData }
+    }
+}
+
+impl<C> Debug for WalLogStore<C> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("WalLogStore").field("group", &self.group).finish_non_exhaustive()
+    }
+}
+
+impl<C> WalLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+{
+    pub(crate) fn new(wal: Arc<Wal>, group: u64) -> Self {
+        WalLogStore { wal, group, _config: PhantomData }
+    }
+
+    /// The Raft group this store writes.
+    pub fn group(&self) -> u64 {
+        self.group
+    }
+
+    /// The shared log.
+    pub fn wal(&self) -> &Arc<Wal> {
+        &self.wal
+    }
+
+    /// Reads and deserialises entries in `start .. end`, at most about `byte_limit` bytes.
+    fn read(&self, start: u64, end: u64, byte_limit: u64) -> Result<Vec<Entry<C>>, WalError> {
+        let serialised = self.wal.read_entries(self.group, start, end, byte_limit)?;
+        let mut entries = Vec::with_capacity(serialised.len());
+        for (log_id, bytes) in serialised {
+            let codec = |source| WalError::Codec { group: self.group, index: log_id.index, source };
+            let entry: Entry<C> = bincode::deserialize(&bytes).map_err(codec)?;
+            assert_eq!(entry.log_id, log_id, "the WAL checked the log id of the record");
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+
+    /// Serialises entries for the WAL, refusing any over the record limit.
+    fn serialise(
+        &self,
+        entries: impl IntoIterator<Item = Entry<C>>,
+    ) -> Result<(Vec<SerialisedEntry>, u64), WalError> {
+        let mut serialised = Vec::new();
+        let mut total = 0u64;
+        for entry in entries {
+            let index = entry.log_id.index;
+            let codec = |source| WalError::Codec { group: self.group, index, source };
+            let bytes = bincode::serialize(&entry).map_err(codec)?;
+            if bytes.len() as u64 > u64::from(RECORD_PAYLOAD_MAX) {
+                return Err(WalError::EntryTooLarge {
+                    group: self.group,
+                    index,
+                    bytes: bytes.len() as u64,
+                    max: u64::from(RECORD_PAYLOAD_MAX),
+                });
+            }
+            total += bytes.len() as u64;
+            serialised.push((entry.log_id, Arc::from(bytes)));
+        }
+        Ok((serialised, total))
+    }
+}
+
+fn read_error(error: WalError) -> StorageError<u64> {
+    StorageIOError::read_logs(&error).into()
+}
+
+fn write_error(error: WalError) -> StorageError<u64> {
+    StorageIOError::write_logs(&error).into()
+}
+
+fn vote_error(error: WalError) -> StorageError<u64> {
+    StorageIOError::write_vote(&error).into()
+}
+
+/// `[start, end)` of a range of log indexes.
+fn index_range<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&start) => start,
+        Bound::Excluded(&start) => start.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&end) => end.saturating_add(1),
+        Bound::Excluded(&end) => end,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl<C> RaftLogReader<C> for WalLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
+        let (start, end) = index_range(&range);
+        self.read(start, end, u64::MAX).map_err(read_error)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
+        self.read(start, end, REPLICATION_READ_BYTES_MAX).map_err(read_error)
+    }
+}
+
+impl<C> RaftLogStorage<C> for WalLogStore<C>
+where
+    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+{
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
+        let summary = self.wal.group_state(self.group);
+        Ok(LogState { last_purged_log_id: summary.purged, last_log_id: summary.last })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        let durable = self.wal.submit_vote(self.group, *vote).map_err(vote_error)?;
+        durable.await.map_err(|_| vote_error(WalError::Closed))
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        Ok(self.wal.group_state(self.group).vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
+        let record = Record::Committed(committed);
+        self.wal.submit_metadata(self.group, record, None).map_err(write_error)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        Ok(self.wal.group_state(self.group).committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<C>,
+    ) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let (serialised, bytes) = self.serialise(entries).map_err(write_error)?;
+        let permit = self.wal.reserve(bytes).await.map_err(write_error)?;
+        let done: Completion = Box::new(move || callback.log_io_completed(Ok(())));
+        self.wal.submit_entries(self.group, serialised, permit, done).map_err(write_error)
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        let record = Record::Truncate { from: log_id.index };
+        self.wal.submit_metadata(self.group, record, None).map_err(write_error)
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.wal.submit_metadata(self.group, Record::Purge(log_id), None).map_err(write_error)
+    }
+}

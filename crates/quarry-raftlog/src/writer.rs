@@ -1,0 +1,312 @@
+//! The writer thread: group commit. It owns the active segment. Each round it takes every
+//! queued request (up to [`BATCH_BYTES_MAX`]), encodes them into one buffer, writes it with one
+//! `pwrite`, fdatasyncs once, publishes the new disk positions to readers, completes every
+//! waiter, then deletes the segments no live entry needs. It also rotates segments.
+//!
+//! An I/O error here aborts the process: after a failed write or fdatasync the page cache and
+//! the disk may disagree and retrying can report data durable that is not (the "fsyncgate"
+//! lesson; raft-engine panics the same way). The daemon restarts and replays.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+
+use crate::error::WalError;
+use crate::format::{
+    encode_metadata, encode_record, encode_segment_header, kind_of, GroupCheckpoint, Record,
+    RecordKind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
+use crate::index::Location;
+use crate::replay::{segment_path, sync_dir};
+use crate::wal::{lock, Completion, Request, Shared};
+
+/// A round writes at most this many bytes (plus one request); the rest waits for the next.
+pub const BATCH_BYTES_MAX: u64 = 16 << 20;
+
+/// An entry written this round, to publish to readers.
+struct Written {
+    group: u64,
+    index: u64,
+    serial: u64,
+    offset: u64,
+    len: u32,
+    bytes: Arc<[u8]>,
+}
+
+/// What a round must do after the fsync.
+#[derive(Default)]
+struct Round {
+    written: Vec<Written>,
+    completions: Vec<Completion>,
+    permits: Vec<OwnedSemaphorePermit>,
+    records: u64,
+}
+
+/// The writer thread's state.
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    active: Arc<File>,
+    active_seq: u64,
+    active_len: u64,
+    /// Length of the active segment's header and checkpoints: rotation counts only the bytes
+    /// after them, so many groups' checkpoints cannot make every round start a segment.
+    active_start: u64,
+    /// Oldest segment file still on disk (segments `oldest_seq ..= active_seq` exist).
+    oldest_seq: u64,
+    buffer: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        active: Arc<File>,
+        active_seq: u64,
+        active_len: u64,
+        oldest_seq: u64,
+    ) -> Writer {
+        assert!(oldest_seq <= active_seq);
+        assert!(active_len >= SEGMENT_HEADER_LEN);
+        let active_start = active_len;
+        Writer {
+            shared,
+            active,
+            active_seq,
+            active_len,
+            active_start,
+            oldest_seq,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Runs rounds until the log is dropped and the queue is empty.
+    pub fn run(mut self) {
+        while let Some(batch) = self.next_batch() {
+            self.commit(batch);
+        }
+        tracing::debug!(dir = %self.shared.dir.display(), "WAL writer stopped");
+    }
+
+    /// Waits for requests and takes them, up to the batch bound.
+    fn next_batch(&self) -> Option<Vec<Request>> {
+        let mut state = lock(&self.shared.state);
+        while state.queue.is_empty() {
+            if state.shutdown {
+                return None;
+            }
+            state = match self.shared.wake.wait(state) {
+                Ok(guard) => guard,
+                Err(_) => panic!("the WAL state mutex is poisoned"),
+            };
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(request) = state.queue.pop_front() {
+            let len = request.encoded_len();
+            if !batch.is_empty() && bytes + len > BATCH_BYTES_MAX {
+                state.queue.push_front(request);
+                break;
+            }
+            bytes += len;
+            batch.push(request);
+        }
+        assert!(!batch.is_empty());
+        Some(batch)
+    }
+
+    /// One group commit.
+    fn commit(&mut self, batch: Vec<Request>) {
+        if self.active_len - self.active_start >= self.shared.options.segment_bytes {
+            self.rotate();
+        }
+        let round = self.encode(batch);
+        if !self.buffer.is_empty() {
+            self.write_and_sync();
+        }
+        let counters = &self.shared.counters;
+        counters.records.fetch_add(round.records, Ordering::Relaxed);
+        counters.entries.fetch_add(round.written.len() as u64, Ordering::Relaxed);
+        let keep_from = self.first_needed_segment();
+        self.publish(round.written, keep_from);
+        for done in round.completions {
+            done();
+        }
+        drop(round.permits);
+        self.delete_segments_below(keep_from);
+        if self.buffer.capacity() as u64 > 2 * BATCH_BYTES_MAX {
+            self.buffer = Vec::new();
+        }
+    }
+
+    /// Encodes a batch into the buffer and records it in the ledger.
+    fn encode(&mut self, batch: Vec<Request>) -> Round {
+        self.buffer.clear();
+        let base = self.active_len;
+        let segment = self.active_seq;
+        let mut round = Round::default();
+        let mut ledger = lock(&self.shared.ledger);
+        for request in batch {
+            match request {
+                Request::Entries { group, entries, done, permit } => {
+                    for entry in entries {
+                        let at =
+                            encode_record(&mut self.buffer, RecordKind::Entry, group, &entry.bytes);
+                        ledger.append(group, entry.log_id.index, segment);
+                        round.written.push(Written {
+                            group,
+                            index: entry.log_id.index,
+                            serial: entry.serial,
+                            offset: base + at as u64,
+                            len: entry.bytes.len() as u32,
+                            bytes: entry.bytes,
+                        });
+                        round.records += 1;
+                    }
+                    round.completions.push(done);
+                    round.permits.extend(permit);
+                }
+                Request::Metadata { group, record, done } => {
+                    let payload = encode_metadata(&record);
+                    encode_record(&mut self.buffer, kind_of(&record), group, &payload);
+                    ledger.apply(group, &record);
+                    round.records += 1;
+                    round.completions.extend(done);
+                }
+                Request::Barrier { done } => round.completions.push(done),
+            }
+        }
+        round
+    }
+
+    /// Writes the buffer at the end of the active segment, then fdatasyncs it.
+    fn write_and_sync(&mut self) {
+        let path = segment_path(&self.shared.dir, self.active_seq);
+        if let Err(error) = self.active.write_all_at(&self.buffer, self.active_len) {
+            fatal("write", &path, &error);
+        }
+        self.active_len += self.buffer.len() as u64;
+        if let Err(error) = self.active.sync_data() {
+            fatal("fdatasync", &path, &error);
+        }
+        let counters = &self.shared.counters;
+        counters.bytes.fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Segments below the returned one hold no live entry.
+    fn first_needed_segment(&self) -> u64 {
+        let needed = lock(&self.shared.ledger).oldest_needed_segment();
+        needed.unwrap_or(self.active_seq).min(self.active_seq)
+    }
+
+    /// Makes written entries readable from disk (and the cache) and drops read handles of
+    /// segments about to be deleted.
+    fn publish(&self, written: Vec<Written>, keep_from: u64) {
+        let mut state = lock(&self.shared.state);
+        let state = &mut *state;
+        for entry in written {
+            let Some(index) = state.groups.get_mut(&entry.group) else { continue };
+            if entry.index < index.first || entry.index >= index.next_index() {
+                continue;
+            }
+            let slot = &mut index.slots[(entry.index - index.first) as usize];
+            if slot.serial != entry.serial {
+                continue;
+            }
+            slot.location =
+                Location::Disk { segment: self.active_seq, offset: entry.offset, len: entry.len };
+            state.cache.insert(self.active_seq, entry.offset, entry.bytes);
+        }
+        if keep_from > self.oldest_seq {
+            state.segments.retain(|&seq, _| seq >= keep_from);
+            state.cache.forget_segments_below(keep_from);
+        }
+    }
+
+    /// Deletes segment files below `keep_from`, oldest first; stops at the first failure so the
+    /// files left always form a consecutive run.
+    fn delete_segments_below(&mut self, keep_from: u64) {
+        let dir = self.shared.dir.clone();
+        let mut deleted = 0u64;
+        while self.oldest_seq < keep_from {
+            let path = segment_path(&dir, self.oldest_seq);
+            if let Err(error) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), %error, "cannot delete a dead WAL segment");
+                break;
+            }
+            self.oldest_seq += 1;
+            deleted += 1;
+        }
+        if deleted > 0 {
+            if let Err(error) = sync_dir(&dir) {
+                tracing::warn!(%error, "cannot fsync the WAL directory after deleting segments");
+            }
+            let counters = &self.shared.counters;
+            counters.segments_deleted.fetch_add(deleted, Ordering::Relaxed);
+            counters.segments.store(self.active_seq - self.oldest_seq + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Deletes what the replayed log no longer needs (called once at open).
+    pub fn collect_garbage(&mut self) {
+        let keep_from = self.first_needed_segment();
+        self.publish(Vec::new(), keep_from);
+        self.delete_segments_below(keep_from);
+    }
+
+    /// Starts the next segment: header and checkpoints written and fsynced, directory fsynced.
+    fn rotate(&mut self) {
+        let seq = self.active_seq + 1;
+        let checkpoints = lock(&self.shared.ledger).checkpoints();
+        let (file, len) = match create_segment(&self.shared.dir, seq, &checkpoints) {
+            Ok(created) => created,
+            Err(error) => fatal("create", &segment_path(&self.shared.dir, seq), &error),
+        };
+        lock(&self.shared.state).segments.insert(seq, file.clone());
+        self.active = file;
+        self.active_seq = seq;
+        self.active_len = len;
+        self.active_start = len;
+        let counters = &self.shared.counters;
+        counters.active_segment.store(seq, Ordering::Relaxed);
+        counters.records.fetch_add(checkpoints.len() as u64, Ordering::Relaxed);
+        counters.segments.store(self.active_seq - self.oldest_seq + 1, Ordering::Relaxed);
+    }
+}
+
+/// Creates segment `seq` holding its header and the checkpoint records, durably (file and
+/// directory fsynced). Returns the file and its length.
+pub(crate) fn create_segment(
+    dir: &Path,
+    seq: u64,
+    checkpoints: &[(u64, GroupCheckpoint)],
+) -> Result<(Arc<File>, u64), WalError> {
+    let path = segment_path(dir, seq);
+    let mut buffer = encode_segment_header(seq).to_vec();
+    for (group, checkpoint) in checkpoints {
+        let payload = encode_metadata(&Record::GroupState(checkpoint.clone()));
+        encode_record(&mut buffer, RecordKind::GroupState, *group, &payload);
+    }
+    assert!(buffer.len() as u64 >= SEGMENT_HEADER_LEN);
+    assert!(
+        checkpoints.is_empty()
+            || buffer.len() as u64 > SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64
+    );
+    let io_error = |error| WalError::io(&path, error);
+    let file =
+        OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_error)?;
+    file.write_all_at(&buffer, 0).map_err(io_error)?;
+    file.sync_all().map_err(io_error)?;
+    sync_dir(dir)?;
+    Ok((Arc::new(file), buffer.len() as u64))
+}
+
+/// Logs an I/O failure of the writer and aborts the process (see the module docs).
+fn fatal(operation: &str, path: &Path, error: &dyn std::fmt::Display) -> ! {
+    tracing::error!(path = %path.display(), %error, operation, "WAL I/O failed: aborting");
+    eprintln!("quarry-raftlog: {operation} of {} failed: {error}; aborting", path.display());
+    std::process::abort()
+}

@@ -1,0 +1,151 @@
+//! Group commit, space reclamation and memory bounds.
+
+use std::sync::Arc;
+
+use openraft::storage::RaftLogStorage;
+use openraft::RaftLogReader;
+use quarry_raftlog::{Wal, WalError, WalOptions};
+
+use crate::common::{all_entries, append, data_of, entry, log_id, payload, runtime, Tc};
+
+/// Goal: many concurrent appenders share fsyncs. Method: 64 tasks (one group each) append 100
+/// entries each, one at a time, waiting for each callback; count the writer's fdatasyncs.
+#[test]
+fn concurrent_appenders_share_fsyncs() {
+    const APPENDERS: u64 = 64;
+    const APPENDS: u64 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    let runtime = runtime();
+    runtime.block_on(async {
+        let tasks: Vec<_> = (0..APPENDERS)
+            .map(|group| {
+                let wal = wal.clone();
+                tokio::spawn(async move {
+                    let mut store = wal.log_store::<Tc>(group);
+                    for index in 0..APPENDS {
+                        let data = payload(group, index, 1, 4096);
+                        append(&mut store, vec![entry(1, index, data)]).await;
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let stats = wal.stats();
+    let appends = APPENDERS * APPENDS;
+    eprintln!("{appends} appends, {} fsyncs, {:?}", stats.fsyncs, stats);
+    assert_eq!(stats.entries, appends);
+    assert!(stats.fsyncs < appends / 4, "{} fsyncs for {appends} appends", stats.fsyncs);
+    runtime.block_on(async {
+        for group in 0..APPENDERS {
+            let entries = all_entries(&mut wal.log_store::<Tc>(group)).await;
+            assert_eq!(entries.len() as u64, APPENDS);
+            for found in &entries {
+                let expected = payload(group, found.log_id.index, 1, 4096);
+                assert!(data_of(found) == &expected[..]);
+            }
+        }
+    });
+}
+
+/// Goal: memory does not grow with entry size: entries are read back from the segment files
+/// and the cache stays within `cache_bytes`. Method: append 48 entries of 1 MiB with a 2 MiB
+/// cache, read all back, check contents and the cache size.
+#[test]
+fn large_entries_are_read_back_from_disk_within_the_cache_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_bytes: 8 << 20, cache_bytes: 2 << 20 };
+    let wal = Wal::open(dir.path(), options).unwrap();
+    let big = |index: u64| vec![(index % 251) as u8; 1 << 20];
+    runtime().block_on(async {
+        let mut store = wal.log_store::<Tc>(5);
+        for index in 0..48 {
+            append(&mut store, vec![entry(1, index, big(index))]).await;
+            assert!(wal.stats().cache_bytes <= options.cache_bytes);
+        }
+        for index in [0u64, 17, 47] {
+            let found = store.try_get_log_entries(index..=index).await.unwrap();
+            assert!(data_of(&found[0]) == &big(index)[..]);
+        }
+        let limited = store.limited_get_log_entries(0, 48).await.unwrap();
+        assert!(!limited.is_empty() && limited.len() < 48, "replication reads are bounded");
+        let entries = all_entries(&mut store).await;
+        assert_eq!(entries.len(), 48);
+        for found in &entries {
+            assert!(data_of(found) == &big(found.log_id.index)[..]);
+        }
+    });
+    let stats = wal.stats();
+    assert!(stats.segments >= 5, "1 MiB entries over 8 MiB segments: {stats:?}");
+}
+
+/// Goal: segments are deleted once no group needs them, and a group holding old entries is
+/// reported as a laggard. Method: a busy group purges as it goes while a quiet group keeps one
+/// old entry; check laggards and segment count; then purge the quiet group and check again.
+#[test]
+fn dead_segments_are_deleted_and_laggards_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_bytes: 16 << 10, cache_bytes: 0 };
+    let wal = Wal::open(dir.path(), options).unwrap();
+    runtime().block_on(async {
+        let mut quiet = wal.log_store::<Tc>(1);
+        append(&mut quiet, vec![entry(1, 0, vec![1; 100])]).await;
+        let mut busy = wal.log_store::<Tc>(2);
+        for index in 0..400 {
+            append(&mut busy, vec![entry(1, index, payload(2, index, 1, 1000))]).await;
+            if index % 20 == 19 {
+                busy.purge(log_id(1, index - 5)).await.unwrap();
+            }
+        }
+        wal.flush().await.unwrap();
+        let laggards = wal.laggards();
+        assert_eq!(laggards.len(), 1, "{laggards:?}");
+        assert_eq!((laggards[0].group, laggards[0].first_index), (1, 0));
+        assert!(laggards[0].segments_held > 5, "{laggards:?}");
+        let held = wal.stats().segments;
+        assert!(held > 5, "the quiet group holds segments: {:?}", wal.stats());
+        quiet.purge(log_id(1, 0)).await.unwrap();
+        // Deletion runs after the group commit that made the purge durable (after its
+        // callbacks); the flush barrier is served by a later round.
+        append(&mut busy, vec![entry(1, 400, vec![0; 10])]).await;
+        wal.flush().await.unwrap();
+        assert!(wal.laggards().iter().all(|laggard| laggard.group != 1));
+        assert!(wal.stats().segments <= 3, "after purge: {:?}", wal.stats());
+        let files = crate::common::segment_files(dir.path()).len() as u64;
+        assert_eq!(files, wal.stats().segments);
+    });
+    drop(wal);
+    let wal = Wal::open(dir.path(), options).unwrap();
+    runtime().block_on(async {
+        let mut busy = wal.log_store::<Tc>(2);
+        let entries = all_entries(&mut busy).await;
+        assert_eq!(entries.first().unwrap().log_id.index, 395);
+        assert_eq!(entries.last().unwrap().log_id.index, 400);
+        let state = wal.log_store::<Tc>(1).get_log_state().await.unwrap();
+        assert_eq!(state.last_log_id, Some(log_id(1, 0)));
+    });
+}
+
+/// Goal: an entry too big for a record is refused cleanly, and the log stays usable.
+#[test]
+fn oversized_entries_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal: Arc<Wal> = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    runtime().block_on(async {
+        let mut store = wal.log_store::<Tc>(9);
+        let huge = entry(1, 0, vec![7; 65 << 20]);
+        let result =
+            openraft::storage::RaftLogStorageExt::blocking_append(&mut store, [huge]).await;
+        let error = result.expect_err("a 65 MiB entry must be refused").to_string();
+        assert!(error.contains("over the record limit"), "{error}");
+        append(&mut store, vec![entry(1, 0, vec![7; 10])]).await;
+        assert_eq!(all_entries(&mut store).await.len(), 1);
+    });
+    assert!(matches!(
+        Wal::open(&dir.path().join("other"), WalOptions { segment_bytes: 100, cache_bytes: 0 }),
+        Err(WalError::InvalidOptions { .. })
+    ));
+}

@@ -1,0 +1,8 @@
+//! The crate's single integration test binary (see helper rules: one binary per crate).
+
+mod common;
+mod crash;
+mod group_commit;
+mod replay;
+mod suite;
+mod torn;

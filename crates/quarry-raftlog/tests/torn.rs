@@ -1,0 +1,199 @@
+//! Torn tails and corruption. Goal: a partial last record is cut away (every earlier entry
+//! intact), garbage after the last record is cut away, and a bad record anywhere else (an
+//! older segment, or the newest segment with intact records after it) is refused with
+//! `WalError::Corrupt` naming the file and offset. Method: write a log, then damage copies of
+//! its files at chosen and random places and reopen each copy.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::storage::RaftLogStorage;
+use quarry_raftlog::{Corruption, Wal, WalError, WalOptions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::common::{
+    all_entries, append, copy_dir, data_of, entry, payload, record_spans, runtime, segment_files,
+    Tc,
+};
+
+const GROUPS: u64 = 3;
+const PER_GROUP: u64 = 20;
+
+/// Writes `PER_GROUP` entries to each group, interleaved; returns the options used.
+fn write_log(dir: &Path, segment_bytes: u64) -> WalOptions {
+    let options = WalOptions { segment_bytes, cache_bytes: 1 << 20 };
+    let wal = Wal::open(dir, options).unwrap();
+    runtime().block_on(async {
+        for index in 0..PER_GROUP {
+            for group in 0..GROUPS {
+                let mut store = wal.log_store::<Tc>(group);
+                append(&mut store, vec![entry(1, index, payload(group, index, 1, 700))]).await;
+            }
+        }
+    });
+    drop(wal);
+    options
+}
+
+/// Opens `dir` and checks that each group holds exactly entries `0 .. count(group)`, intact.
+fn assert_entries(dir: &Path, options: WalOptions, count: impl Fn(u64) -> u64) -> Arc<Wal> {
+    let wal = Wal::open(dir, options).unwrap();
+    runtime().block_on(async {
+        for group in 0..GROUPS {
+            let mut store = wal.log_store::<Tc>(group);
+            let entries = all_entries(&mut store).await;
+            assert_eq!(entries.len() as u64, count(group), "group {group}");
+            for (index, found) in entries.iter().enumerate() {
+                let index = index as u64;
+                assert_eq!(found.log_id.index, index);
+                assert!(data_of(found) == &payload(group, index, 1, 700)[..], "{group}/{index}");
+            }
+            let last = store.get_log_state().await.unwrap().last_log_id.map(|id| id.index + 1);
+            assert_eq!(last.unwrap_or(0), count(group));
+        }
+    });
+    wal
+}
+
+fn damage(path: &Path, offset: u64, byte_xor: u8) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset as usize] ^= byte_xor;
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn torn_last_record_is_cut_at_every_offset() {
+    let original = tempfile::tempdir().unwrap();
+    let options = write_log(original.path(), 64 << 20);
+    let files = segment_files(original.path());
+    assert_eq!(files.len(), 1);
+    let spans = record_spans(&files[0]);
+    let &(last_offset, last_len) = spans.last().unwrap();
+    // The last record is entry PER_GROUP - 1 of the last group.
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut cuts: Vec<u64> = (0..12).map(|_| rng.gen_range(1..last_len)).collect();
+    cuts.extend([0, 1, 16, 17, last_len - 1]);
+    for cut in cuts {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), copy.path());
+        let file = OpenOptions::new().write(true).open(segment_files(copy.path())[0].clone());
+        file.unwrap().set_len(last_offset + cut).unwrap();
+        let count = |group| if group == GROUPS - 1 { PER_GROUP - 1 } else { PER_GROUP };
+        let wal = assert_entries(copy.path(), options, count);
+        assert_eq!(wal.stats().torn_bytes, cut, "cut {cut} of {last_len}");
+        // The lost index can be written again and survives another reopen.
+        runtime().block_on(async {
+            let mut store = wal.log_store::<Tc>(GROUPS - 1);
+            let index = PER_GROUP - 1;
+            append(&mut store, vec![entry(1, index, payload(GROUPS - 1, index, 1, 700))]).await;
+        });
+        drop(wal);
+        let wal = assert_entries(copy.path(), options, |_| PER_GROUP);
+        assert_eq!(wal.stats().torn_bytes, 0);
+    }
+}
+
+#[test]
+fn garbage_after_the_last_record_is_cut() {
+    let original = tempfile::tempdir().unwrap();
+    let options = write_log(original.path(), 64 << 20);
+    let mut rng = StdRng::seed_from_u64(11);
+    for garbage in [vec![0u8; 4096], (0..5000).map(|_| rng.gen::<u8>()).collect(), vec![1u8; 3]] {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), copy.path());
+        let path = segment_files(copy.path())[0].clone();
+        OpenOptions::new().append(true).open(&path).unwrap().write_all(&garbage).unwrap();
+        let wal = assert_entries(copy.path(), options, |_| PER_GROUP);
+        assert_eq!(wal.stats().torn_bytes, garbage.len() as u64);
+    }
+}
+
+#[test]
+fn corruption_in_an_older_segment_is_an_error() {
+    let original = tempfile::tempdir().unwrap();
+    let options = write_log(original.path(), 8 << 10);
+    let files = segment_files(original.path());
+    assert!(files.len() >= 3, "expected several segments, got {}", files.len());
+    let older = &files[1];
+    let spans = record_spans(older);
+    let (offset, len) = spans[spans.len() / 2];
+    for (position, reason_is_crc) in
+        [(offset + len - 1, true), (offset + 20, true), (offset, false)]
+    {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), copy.path());
+        let path = copy.path().join(older.file_name().unwrap());
+        damage(&path, position, 0x10);
+        match Wal::open(copy.path(), options) {
+            Err(WalError::Corrupt { path: bad, offset: at, reason }) => {
+                assert_eq!(bad, path);
+                assert_eq!(at, offset);
+                if reason_is_crc {
+                    assert_eq!(reason, Corruption::BadRecordCrc);
+                }
+            }
+            other => panic!("damage at {position} not refused: {other:?}"),
+        }
+    }
+    let copy = tempfile::tempdir().unwrap();
+    copy_dir(original.path(), copy.path());
+    damage(&copy.path().join(older.file_name().unwrap()), 3, 0x01);
+    assert!(matches!(
+        Wal::open(copy.path(), options),
+        Err(WalError::Corrupt { offset: 0, reason: Corruption::BadMagic, .. })
+    ));
+}
+
+#[test]
+fn bad_record_followed_by_intact_ones_in_the_newest_segment_is_an_error() {
+    let original = tempfile::tempdir().unwrap();
+    let options = write_log(original.path(), 64 << 20);
+    let newest = segment_files(original.path()).pop().unwrap();
+    let spans = record_spans(&newest);
+    for (which, delta) in [(spans.len() / 2, 30u64), (spans.len() - 2, 5), (spans.len() / 3, 0)] {
+        let (offset, _) = spans[which];
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), copy.path());
+        let path = copy.path().join(newest.file_name().unwrap());
+        damage(&path, offset + delta, 0x80);
+        match Wal::open(copy.path(), options) {
+            Err(WalError::Corrupt { path: bad, offset: at, .. }) => {
+                assert_eq!((bad, at), (path, offset));
+            }
+            other => panic!("damage in record {which} not refused: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_cut_short_new_segment_is_removed() {
+    let original = tempfile::tempdir().unwrap();
+    let options = write_log(original.path(), 64 << 20);
+    let next = original.path().join("00000000000000000002.wal");
+    for contents in [vec![], b"QRYR".to_vec(), vec![0u8; 100]] {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), copy.path());
+        std::fs::write(copy.path().join(next.file_name().unwrap()), &contents).unwrap();
+        let wal = assert_entries(copy.path(), options, |_| PER_GROUP);
+        assert_eq!(wal.stats().torn_bytes, contents.len() as u64);
+    }
+}
+
+#[test]
+fn a_second_open_of_a_locked_directory_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    match Wal::open(dir.path(), WalOptions::default()) {
+        Err(WalError::Locked { path }) => assert_eq!(path, dir.path().join("LOCK")),
+        other => panic!("second open not refused: {other:?}"),
+    }
+    drop(wal);
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    runtime().block_on(async {
+        let mut store = wal.log_store::<Tc>(1);
+        assert_eq!(store.get_log_state().await.unwrap().last_log_id, None);
+    });
+}
