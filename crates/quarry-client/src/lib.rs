@@ -1,1 +1,111 @@
-//! Connects to a Quarry cluster, authenticates, routes object ops to OSDs
+//! The object-layer client every Quarry frontend uses (the CLI; later the librados/librbd C
+//! ABI and the NBD server): connect to the monitors, authenticate, follow the cluster map,
+//! and route op vectors on named objects to the OSDs that hold them. What librados is to
+//! Ceph.
+//!
+//! # Key types
+//! - [`ClientConfig`]: monitors, entity, key, timeouts; [`ClientConfig::from_conf`] reads them
+//!   from ceph.conf and the common arguments as librados does (`-m`/`mon_host`,
+//!   `--id`/`--name`, `key`/`keyfile`/keyring search, `client_mount_timeout`,
+//!   `rados_osd_op_timeout`).
+//! - [`Rados`]: the async handle: [`Rados::exec`] (one atomic op vector on one object),
+//!   [`Rados::list_objects`], [`Rados::command`] (monitor commands), and one-op helpers
+//!   (`read`, `write`, `write_full`, `stat`, xattrs, omap...).
+//! - [`BlockingRados`]: the same with its own runtime, for blocking callers (the C ABI).
+//! - [`ClientStats`]: counters (map epoch, monitor sessions, tickets, OSD connections).
+//! - [`ClientError`]: structured errors with [`ClientError::errno`] and a Display Ceph users
+//!   recognise (`(2) No such file or directory`).
+//!
+//! # Connection model
+//! One monitor session per client: [`Rados::connect`] tries the monitors in random order
+//! (rounds with backoff) until one authenticates us with the entity's key, subscribes to the
+//! map (the monitor pushes every newer map; the client keeps the newest), and fetches a
+//! ticket for OSD sessions (its session key arrives sealed under the monitor session's key).
+//! A background task consumes map pushes, renews the ticket at half its lifetime, and when
+//! the monitor session drops (or stops answering: a renewal unanswered for 10 s), hunts again
+//! with backoff (configured monitors plus those in the map) until shutdown. A monitor that
+//! authenticates us but has no ticket to give yet (fresh cluster) is retried like an
+//! unreachable one. A monitor that refuses our key ends `connect` at once with
+//! [`ClientError::Auth`] (no retry loop); if it happens later, the refusal is remembered and
+//! reported to commands waiting for a session.
+//!
+//! One pipelined connection per OSD, opened lazily on first use with the current ticket and
+//! shared by every task: many requests are in flight on it at once, matched by request id.
+//! It is replaced when it closes, when the OSD's address changes, or when the ticket is
+//! renewed (calls in flight on the old one finish first).
+//!
+//! # Routing
+//! `pg = pg_of(object, pool.pg_num)`; the request goes to the first OSD of the PG's acting set
+//! in the newest map, stamped with that map's epoch. Requests are checked before sending
+//! (name length, snapshot context, no mutation of a snapshot, sizes within
+//! `OBJECT_SIZE_MAX` and one frame); an unknown pool is ENOENT after one map refresh. Every
+//! data payload an OSD returns has its crc32c verified; a mismatch is logged and reported as
+//! EIO ([`ClientError::Corrupt`]).
+//!
+//! # Retry rules
+//! - `Reply::Retry{epoch}`: wait for a map at least that new (asking the monitor with
+//!   `GetMap` if the push is late) and resend; if the OSD is not ahead of us (PG electing a
+//!   leader, OSD behind), resend after a backoff or as soon as the map changes.
+//! - Connection lost, OSD unreachable, primary down or absent in the map, `EAGAIN`: wait for
+//!   the map to change or a backoff (50 ms doubling to 2 s), whichever comes first, and
+//!   resend. So an op to a restarting OSD blocks, then succeeds. Every 4th resend also asks
+//!   the monitor for the map (a push may have been dropped); an op blocked for 10 s is logged
+//!   once as a warning and keeps waiting.
+//! - The OSD refuses our ticket (expired, revoked by an auth change): fetch a new ticket once
+//!   and retry; a second refusal is [`ClientError::Auth`]. An EPERM reply while our ticket
+//!   is within 2 s of expiry, or while the map's `auth_floor` for our entity is about as new
+//!   as our ticket or newer, is handled the same way (once per request).
+//! - Everything else is an answer: `OpReply::Failed{index, code}` is [`ClientError::Op`],
+//!   `Reply::Failed{code, message}` is [`ClientError::Failed`]. Not retried.
+//! - Monitor commands are resent on the next monitor session if the session drops.
+//!
+//! There is no request deduplication yet (no reqid on the OSD): an op resent after its reply
+//! was lost runs twice. Idempotent ops (writes at offsets, reads, setxattr, omap set) do not
+//! mind; a non-idempotent one may report the first run's effect: an exclusive create reports
+//! EEXIST, a remove ENOENT, a resent `PoolCreate` EEXIST.
+//!
+//! # Timeouts
+//! - `connect_timeout` (`client_mount_timeout`, default 30 s): finding and authenticating to
+//!   a monitor in [`Rados::connect`]; the handshake with an OSD; how long a monitor command
+//!   waits for a lost monitor session to come back.
+//! - `op_timeout` (`rados_osd_op_timeout`, `None` by default): the whole of one object
+//!   operation or listing page or monitor command, including every retry; then
+//!   [`ClientError::Timeout`] (ETIMEDOUT). `None` waits forever, as librados does, so a VM
+//!   disk survives an OSD restart.
+//!
+//! # Threads and runtimes
+//! [`Rados`] is `Clone + Send + Sync`; clones share all state. Its background task and
+//! connection tasks run on the tokio runtime that called [`Rados::connect`], which must
+//! outlive the handle (use [`BlockingRados`] when there is no runtime). Dropping the last
+//! clone stops the background task; [`Rados::shutdown`] also fails pending calls with
+//! [`ClientError::Shutdown`]. Shared state lives in `tokio::sync::watch` channels (newest map,
+//! monitor session, ticket) read without blocking writers, so the op path takes no lock held
+//! across an await except the per-OSD connection slot while a connection is being opened.
+//!
+//! # Dependencies
+//! tokio (the runtime of the wire layer: its `watch` channels carry the shared state),
+//! bytes (zero-copy data buffers, as in `Payload`), rand (shuffling the monitors),
+//! thiserror (the error enum), tracing (logs where errors are handled).
+//! Never depends on quarry-mon, quarry-osd or quarry-store (only its tests start daemons).
+
+#![warn(missing_docs)]
+
+mod blocking;
+mod config;
+mod error;
+mod monc;
+mod ops;
+mod osdc;
+mod rados;
+mod routing;
+mod shared;
+
+pub use blocking::BlockingRados;
+pub use config::{ClientConfig, CONNECT_TIMEOUT_DEFAULT};
+pub use error::ClientError;
+pub use rados::{ClientStats, ObjectStat, Rados};
+
+pub use quarry_types::{
+    ErrorCode, ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId, SNAP_HEAD,
+};
+pub use quarry_wire::{ClusterMap, MonCommand, MonReply};

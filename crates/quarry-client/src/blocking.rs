@@ -1,0 +1,291 @@
+//! [`BlockingRados`]: a [`Rados`] with its own multi-thread tokio runtime, for callers that
+//! are not async (the librados/librbd C ABI, threads of QEMU or fio). Every method is
+//! `block_on` of the async method of the same name: no logic lives here.
+//!
+//! The methods may be called from many threads at once. They must not be called from inside
+//! an async task (tokio refuses to block a runtime thread); async code uses [`Self::rados`]
+//! instead, and asynchronous completions (librados aio) are spawned on [`Self::handle`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::runtime::{Handle, Runtime};
+
+use quarry_types::{ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId};
+use quarry_wire::{ClusterMap, MonCommand, MonReply};
+
+use crate::{ClientConfig, ClientError, ObjectStat, Rados};
+
+/// A connected client for blocking callers. Dropping it shuts the client down and stops the
+/// runtime's threads.
+pub struct BlockingRados {
+    rados: Rados,
+    /// Always `Some` until drop.
+    runtime: Option<Runtime>,
+}
+
+impl BlockingRados {
+    /// Starts a runtime (`worker_threads` threads; 0 = tokio's default, one per core) and
+    /// connects on it.
+    pub fn connect(cfg: ClientConfig, worker_threads: usize) -> Result<BlockingRados, ClientError> {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.enable_all().thread_name("quarry-client");
+        if worker_threads > 0 {
+            builder.worker_threads(worker_threads);
+        }
+        let runtime = builder.build().map_err(|source| ClientError::Runtime { source })?;
+        let rados = runtime.block_on(Rados::connect(cfg))?;
+        Ok(BlockingRados { rados, runtime: Some(runtime) })
+    }
+
+    /// The async handle (shares everything with this one).
+    pub fn rados(&self) -> &Rados {
+        &self.rados
+    }
+
+    /// The runtime, to spawn asynchronous work on.
+    pub fn handle(&self) -> &Handle {
+        self.runtime().handle()
+    }
+
+    fn runtime(&self) -> &Runtime {
+        match &self.runtime {
+            Some(runtime) => runtime,
+            None => unreachable!("the runtime is taken only by drop"),
+        }
+    }
+
+    /// Runs any future on the client's runtime and waits for it (for layers built on
+    /// [`Rados`], such as the image layer).
+    pub fn block_on<F: Future>(&self, work: F) -> F::Output {
+        self.runtime().block_on(work)
+    }
+
+    /// See [`Rados::map`].
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.rados.map()
+    }
+
+    /// See [`Rados::global_id`].
+    pub fn global_id(&self) -> u64 {
+        self.rados.global_id()
+    }
+
+    /// See [`Rados::pool_id`].
+    pub fn pool_id(&self, name: &str) -> Result<PoolId, ClientError> {
+        self.rados.pool_id(name)
+    }
+
+    /// See [`Rados::lookup_pool`].
+    pub fn lookup_pool(&self, name: &str) -> Result<PoolId, ClientError> {
+        self.block_on(self.rados.lookup_pool(name))
+    }
+
+    /// See [`Rados::command`].
+    pub fn command(&self, cmd: MonCommand) -> Result<MonReply, ClientError> {
+        self.block_on(self.rados.command(cmd))
+    }
+
+    /// See [`Rados::exec`].
+    pub fn exec(
+        &self,
+        pool: PoolId,
+        object: &str,
+        snapc: &SnapContext,
+        snap: SnapId,
+        ops: Vec<ObjectOp>,
+    ) -> Result<Vec<OpOutput>, ClientError> {
+        self.block_on(self.rados.exec(pool, object, snapc, snap, ops))
+    }
+
+    /// See [`Rados::list_objects`].
+    pub fn list_objects(&self, pool: PoolId) -> Result<Vec<String>, ClientError> {
+        self.block_on(self.rados.list_objects(pool))
+    }
+
+    /// See [`Rados::list_pg`].
+    pub fn list_pg(
+        &self,
+        pg: PgId,
+        start_after: Option<String>,
+        max: u32,
+    ) -> Result<(Vec<String>, bool), ClientError> {
+        self.block_on(self.rados.list_pg(pg, start_after, max))
+    }
+
+    /// See [`Rados::read`].
+    pub fn read(
+        &self,
+        pool: PoolId,
+        object: &str,
+        off: u64,
+        len: u64,
+        snap: SnapId,
+    ) -> Result<Bytes, ClientError> {
+        self.block_on(self.rados.read(pool, object, off, len, snap))
+    }
+
+    /// See [`Rados::write`].
+    pub fn write(
+        &self,
+        pool: PoolId,
+        object: &str,
+        off: u64,
+        data: Bytes,
+        snapc: &SnapContext,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.write(pool, object, off, data, snapc))
+    }
+
+    /// See [`Rados::write_full`].
+    pub fn write_full(
+        &self,
+        pool: PoolId,
+        object: &str,
+        data: Bytes,
+        snapc: &SnapContext,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.write_full(pool, object, data, snapc))
+    }
+
+    /// See [`Rados::create`].
+    pub fn create(
+        &self,
+        pool: PoolId,
+        object: &str,
+        exclusive: bool,
+        snapc: &SnapContext,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.create(pool, object, exclusive, snapc))
+    }
+
+    /// See [`Rados::truncate`].
+    pub fn truncate(
+        &self,
+        pool: PoolId,
+        object: &str,
+        size: u64,
+        snapc: &SnapContext,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.truncate(pool, object, size, snapc))
+    }
+
+    /// See [`Rados::zero`].
+    pub fn zero(
+        &self,
+        pool: PoolId,
+        object: &str,
+        off: u64,
+        len: u64,
+        snapc: &SnapContext,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.zero(pool, object, off, len, snapc))
+    }
+
+    /// See [`Rados::remove`].
+    pub fn remove(
+        &self,
+        pool: PoolId,
+        object: &str,
+        snapc: &SnapContext,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.remove(pool, object, snapc))
+    }
+
+    /// See [`Rados::stat`].
+    pub fn stat(
+        &self,
+        pool: PoolId,
+        object: &str,
+        snap: SnapId,
+    ) -> Result<ObjectStat, ClientError> {
+        self.block_on(self.rados.stat(pool, object, snap))
+    }
+
+    /// See [`Rados::getxattr`].
+    pub fn getxattr(
+        &self,
+        pool: PoolId,
+        object: &str,
+        name: &str,
+        snap: SnapId,
+    ) -> Result<Bytes, ClientError> {
+        self.block_on(self.rados.getxattr(pool, object, name, snap))
+    }
+
+    /// See [`Rados::getxattrs`].
+    pub fn getxattrs(
+        &self,
+        pool: PoolId,
+        object: &str,
+        snap: SnapId,
+    ) -> Result<BTreeMap<String, Bytes>, ClientError> {
+        self.block_on(self.rados.getxattrs(pool, object, snap))
+    }
+
+    /// See [`Rados::setxattr`].
+    pub fn setxattr(
+        &self,
+        pool: PoolId,
+        object: &str,
+        name: &str,
+        value: Bytes,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.setxattr(pool, object, name, value))
+    }
+
+    /// See [`Rados::rmxattr`].
+    pub fn rmxattr(&self, pool: PoolId, object: &str, name: &str) -> Result<(), ClientError> {
+        self.block_on(self.rados.rmxattr(pool, object, name))
+    }
+
+    /// See [`Rados::omap_get_vals`].
+    pub fn omap_get_vals(
+        &self,
+        pool: PoolId,
+        object: &str,
+        start_after: &str,
+        prefix: &str,
+        max: u32,
+    ) -> Result<(BTreeMap<String, Bytes>, bool), ClientError> {
+        self.block_on(self.rados.omap_get_vals(pool, object, start_after, prefix, max))
+    }
+
+    /// See [`Rados::omap_set`].
+    pub fn omap_set(
+        &self,
+        pool: PoolId,
+        object: &str,
+        vals: BTreeMap<String, Bytes>,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.omap_set(pool, object, vals))
+    }
+
+    /// See [`Rados::omap_rm`].
+    pub fn omap_rm(
+        &self,
+        pool: PoolId,
+        object: &str,
+        keys: Vec<String>,
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.omap_rm(pool, object, keys))
+    }
+
+    /// See [`Rados::shutdown`].
+    pub fn shutdown(&self) {
+        self.block_on(self.rados.shutdown())
+    }
+}
+
+impl Drop for BlockingRados {
+    fn drop(&mut self) {
+        // Without blocking (drop may run anywhere, even in an async context): flag shutdown,
+        // abort the background task, then let the runtime's threads wind down on their own.
+        self.rados.begin_shutdown();
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

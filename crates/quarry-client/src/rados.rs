@@ -1,0 +1,488 @@
+//! [`Rados`]: the cluster handle. Connects, answers map queries, runs monitor commands, and
+//! routes object op vectors to the primary OSD of their PG with the retry rules of the crate
+//! documentation.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use quarry_types::{ErrorCode, ObjectOp, OpOutput, OpReply, PgId, PoolId, SnapContext, SnapId};
+use quarry_wire::{ClusterMap, MonCommand, MonReply, OsdOp, Reply, Request};
+
+use crate::monc::{self, Backoff};
+use crate::osdc::ConnectError;
+use crate::routing::{self, Target};
+use crate::shared::Shared;
+use crate::{ClientConfig, ClientError};
+
+/// First pause before resending to an OSD that could not be reached or asked us to retry.
+const RESEND_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest pause between two resends while the map does not change.
+const RESEND_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Object names asked for per `List` request.
+const LIST_PAGE_MAX: u32 = 1024;
+/// Slack when comparing the map's `auth_floor` (monitor clock) with when we got our ticket
+/// (our clock): a floor this close to the ticket's time is taken as newer than it.
+const AUTH_FLOOR_SLACK_SECS: u64 = 5;
+/// A ticket this close to its expiry may already be expired by the OSD's clock.
+const TICKET_EXPIRY_SLACK_SECS: u64 = 2;
+/// Resends without an answer after which the map is fetched from the monitor even if no
+/// push arrived (a push can be dropped when the client is busy).
+const RESENDS_BEFORE_MAP_FETCH: u64 = 4;
+/// An op blocked this long is logged once as a warning (it keeps waiting).
+const BLOCKED_WARNING: Duration = Duration::from_secs(10);
+
+/// A connected cluster handle. Cheap to clone; every clone shares the monitor session, the
+/// map, the ticket and the OSD connections, and may be used from any task or thread (it is
+/// `Send + Sync`). Its background task runs on the tokio runtime that called
+/// [`Rados::connect`], which must outlive the handle.
+#[derive(Clone)]
+pub struct Rados {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.begin_shutdown();
+        for task in lock(&self.tasks).drain(..) {
+            task.abort();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What a client has done so far: for diagnostics and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Epoch of the newest map.
+    pub map_epoch: u64,
+    /// Monitor sessions opened (1 + reconnects).
+    pub mon_sessions: u64,
+    /// Tickets received (at connect, renewals, and with every new monitor session).
+    pub tickets: u64,
+    /// Renewals asked for because a ticket was found expired or refused, rather than ahead
+    /// of time: stays 0 while background renewal keeps up.
+    pub tickets_on_demand: u64,
+    /// OSD connections opened (lazily; again after a loss or a ticket renewal).
+    pub osd_connections: u64,
+}
+
+/// Size and modification time of an object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectStat {
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, seconds since the epoch.
+    pub mtime_sec: u64,
+    /// Nanoseconds part of the modification time.
+    pub mtime_nsec: u32,
+}
+
+impl Rados {
+    /// Connects: hunts for a monitor (random order, rounds with backoff) until one accepts
+    /// us or `connect_timeout` passes, subscribes to the map, fetches a ticket, and starts
+    /// the background task. A refused authentication fails at once with
+    /// [`ClientError::Auth`]; no monitor reachable in time is [`ClientError::Connect`].
+    pub async fn connect(cfg: ClientConfig) -> Result<Rados, ClientError> {
+        let opened = monc::hunt_initial(&cfg).await?;
+        tracing::debug!(mon = %opened.addr, global_id = opened.global_id, "connected to monitor");
+        let renew_at = opened.ticket.renew_at();
+        let (shared, events) = Shared::new(cfg, opened);
+        let task = tokio::spawn(monc::run(shared.clone(), events, renew_at));
+        Ok(Rados { inner: Arc::new(Inner { shared, tasks: Mutex::new(vec![task]) }) })
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.inner.shared
+    }
+
+    /// The configuration this handle was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.shared().cfg
+    }
+
+    /// The newest cluster map this client has seen.
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.shared().map()
+    }
+
+    /// The id the monitor gave this client instance (`client.admin@GLOBAL_ID` in blocklists).
+    /// It is the id of the current monitor session: a reconnect to the monitor may change it.
+    pub fn global_id(&self) -> u64 {
+        self.shared().global_id()
+    }
+
+    /// Counters of what this client has done so far.
+    pub fn stats(&self) -> ClientStats {
+        let shared = self.shared();
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        ClientStats {
+            map_epoch: shared.map().epoch,
+            mon_sessions: count(&shared.counters.mon_sessions),
+            tickets: count(&shared.counters.tickets),
+            tickets_on_demand: count(&shared.counters.tickets_on_demand),
+            osd_connections: count(&shared.osds.opened),
+        }
+    }
+
+    /// The id of the pool named `name` in the current map (ENOENT if absent).
+    pub fn pool_id(&self, name: &str) -> Result<PoolId, ClientError> {
+        self.map()
+            .pool_by_name(name)
+            .map(|p| p.id)
+            .ok_or_else(|| ClientError::PoolNotFound { pool: name.to_string() })
+    }
+
+    /// Like [`Rados::pool_id`], but asks the monitor for the newest map before reporting
+    /// ENOENT (a pool created by another client a moment ago is found).
+    pub async fn lookup_pool(&self, name: &str) -> Result<PoolId, ClientError> {
+        if let Ok(id) = self.pool_id(name) {
+            return Ok(id);
+        }
+        monc::refresh_map(self.shared()).await;
+        self.pool_id(name)
+    }
+
+    /// Waits until this client's map is at least at `epoch` (bounded by the op timeout).
+    pub async fn wait_for_epoch(&self, epoch: u64) -> Result<(), ClientError> {
+        self.bounded(self.shared().wait_for_epoch(epoch)).await
+    }
+
+    /// Runs a monitor command. If the monitor session is lost the command is resent on the
+    /// next one (waiting up to `connect_timeout` for it); the whole call is bounded by the op
+    /// timeout. After a command that may change the map, the newest map is fetched so the
+    /// caller sees its effect (a created pool is usable at once).
+    ///
+    /// A command resent after a lost reply may report what its first execution caused
+    /// (EEXIST for a pool it created itself).
+    pub async fn command(&self, cmd: MonCommand) -> Result<MonReply, ClientError> {
+        self.bounded(self.command_unbounded(cmd)).await
+    }
+
+    async fn command_unbounded(&self, cmd: MonCommand) -> Result<MonReply, ClientError> {
+        let shared = self.shared();
+        let mut backoff = Backoff::new(RESEND_BACKOFF_MIN, RESEND_BACKOFF_MAX);
+        let mut after = None;
+        loop {
+            let session = shared.session(after).await?;
+            match session.client.call(Request::Command(cmd.clone())).await {
+                Ok(Reply::Command(reply)) => {
+                    if changes_map(&cmd) {
+                        monc::refresh_map(shared).await;
+                    }
+                    return Ok(reply);
+                }
+                Ok(Reply::Failed { code, .. }) if code == ErrorCode::EAGAIN => {
+                    shared.sleep_or_shutdown(backoff.next()).await?;
+                }
+                Ok(Reply::Failed { code, message }) => {
+                    return Err(ClientError::Failed { code, message })
+                }
+                // The monitor cannot serve it now (no quorum yet): ask again shortly.
+                Ok(Reply::Retry { .. }) => shared.sleep_or_shutdown(backoff.next()).await?,
+                Ok(other) => {
+                    tracing::warn!(reply = monc::reply_kind(&other), "odd reply to a command");
+                    return Err(ClientError::Protocol { request: "Command" });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "monitor session lost during a command; resending");
+                    after = Some(session.generation);
+                }
+            }
+        }
+    }
+
+    /// Runs `ops` atomically on `object` of `pool`: computes the PG, sends the vector to the
+    /// PG's primary, and retries through map changes, `Retry` replies, lost connections and
+    /// down primaries until it gets an answer or the op timeout passes (never, by default).
+    /// `snap` is the snapshot to read (`SNAP_HEAD` for the head; mutations require it);
+    /// `snapc` the writer's snapshot context.
+    ///
+    /// Errors: [`ClientError::Op`] when op `index` failed (nothing applied),
+    /// [`ClientError::Failed`] when the OSD refused the request (EPERM outside the caps),
+    /// [`ClientError::Corrupt`] when returned data fails its checksum, ENOENT for an unknown
+    /// pool, EINVAL/ENAMETOOLONG/EFBIG/EROFS/EMSGSIZE for a request refused before sending,
+    /// [`ClientError::Timeout`] after the op timeout.
+    pub async fn exec(
+        &self,
+        pool: PoolId,
+        object: &str,
+        snapc: &SnapContext,
+        snap: SnapId,
+        ops: Vec<ObjectOp>,
+    ) -> Result<Vec<OpOutput>, ClientError> {
+        self.shared().check_running()?;
+        routing::check_request(object, snapc, snap, &ops)?;
+        let pg = self.pg_of(pool, object).await?;
+        let count = ops.len();
+        let make = |epoch| {
+            Request::Op(OsdOp {
+                pg,
+                epoch,
+                name: object.to_string(),
+                snapc: snapc.clone(),
+                snap,
+                ops: ops.clone(),
+            })
+        };
+        match self.bounded(self.pg_request(pg, make)).await? {
+            Reply::Op(OpReply::Ok(outputs)) => {
+                if outputs.len() != count {
+                    tracing::warn!(%pg, object, "OSD returned {} outputs for {count} ops", outputs.len());
+                    return Err(ClientError::Protocol { request: "Op" });
+                }
+                if !routing::outputs_intact(&outputs) {
+                    tracing::error!(%pg, object, "data returned by the OSD fails its checksum");
+                    return Err(ClientError::Corrupt { pool, object: object.to_string() });
+                }
+                Ok(outputs)
+            }
+            Reply::Op(OpReply::Failed { index, code }) => Err(ClientError::Op { index, code }),
+            Reply::Failed { code, message } => Err(ClientError::Failed { code, message }),
+            other => {
+                tracing::warn!(%pg, reply = monc::reply_kind(&other), "odd reply to an op");
+                Err(ClientError::Protocol { request: "Op" })
+            }
+        }
+    }
+
+    /// Every head object name in `pool`, PG by PG (names are sorted within a PG).
+    pub async fn list_objects(&self, pool: PoolId) -> Result<Vec<String>, ClientError> {
+        let pg_num = self.pg_num(pool).await?;
+        let mut names = Vec::new();
+        for seed in 0..pg_num {
+            let pg = PgId { pool, seed };
+            let mut cursor: Option<String> = None;
+            loop {
+                let (page, more) = self.list_pg(pg, cursor.clone(), LIST_PAGE_MAX).await?;
+                let last = page.last().cloned();
+                names.extend(page);
+                match (more, last) {
+                    (true, Some(last)) => cursor = Some(last),
+                    _ => break,
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    /// One page of a PG's head objects: at most `max` names after `start_after`, and whether
+    /// more follow. The building block of paged listing (librados' list cursor).
+    pub async fn list_pg(
+        &self,
+        pg: PgId,
+        start_after: Option<String>,
+        max: u32,
+    ) -> Result<(Vec<String>, bool), ClientError> {
+        self.shared().check_running()?;
+        let pg_num = self.pg_num(pg.pool).await?;
+        if pg.seed >= pg_num {
+            return Err(ClientError::invalid(ErrorCode::EINVAL, "PG beyond the pool's pg_num"));
+        }
+        let make = |epoch| Request::List { pg, epoch, start_after: start_after.clone(), max };
+        match self.bounded(self.pg_request(pg, make)).await? {
+            Reply::List { names, more } => Ok((names, more)),
+            Reply::Failed { code, message } => Err(ClientError::Failed { code, message }),
+            other => {
+                tracing::warn!(%pg, reply = monc::reply_kind(&other), "odd reply to a listing");
+                Err(ClientError::Protocol { request: "List" })
+            }
+        }
+    }
+
+    /// Stops the background task, closes the monitor and OSD connections, and makes every
+    /// pending and later call fail with [`ClientError::Shutdown`].
+    pub async fn shutdown(&self) {
+        self.shared().begin_shutdown();
+        let tasks: Vec<_> = lock(&self.inner.tasks).drain(..).collect();
+        for task in tasks {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// [`Rados::shutdown`] without waiting for the background task to end (for `Drop`).
+    pub(crate) fn begin_shutdown(&self) {
+        self.shared().begin_shutdown();
+        for task in lock(&self.inner.tasks).drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Runs `work` under the op timeout, ending early with `Shutdown` on shutdown.
+    async fn bounded<T>(
+        &self,
+        work: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
+        let mut shutdown = self.shared().shutdown_receiver();
+        let limited = async {
+            match self.shared().cfg.op_timeout {
+                Some(limit) => {
+                    tokio::time::timeout(limit, work).await.map_err(|_| ClientError::Timeout)?
+                }
+                None => work.await,
+            }
+        };
+        tokio::select! {
+            result = limited => result,
+            _ = crate::shared::stopped(&mut shutdown) => Err(ClientError::Shutdown),
+        }
+    }
+
+    /// The pool's PG count, refreshing the map once if the pool is unknown (ENOENT after).
+    async fn pg_num(&self, pool: PoolId) -> Result<u32, ClientError> {
+        if let Some(info) = self.map().pools.get(&pool) {
+            return Ok(info.pg_num);
+        }
+        monc::refresh_map(self.shared()).await;
+        self.map()
+            .pools
+            .get(&pool)
+            .map(|info| info.pg_num)
+            .ok_or(ClientError::PoolNotFound { pool: pool.to_string() })
+    }
+
+    async fn pg_of(&self, pool: PoolId, object: &str) -> Result<PgId, ClientError> {
+        self.pg_num(pool).await?;
+        routing::pg_for(&self.map(), pool, object)
+    }
+
+    /// Sends the request `make(epoch)` to the primary of `pg` until an answer other than
+    /// "retry" comes back. Unbounded: callers bound it with [`Rados::bounded`].
+    async fn pg_request(
+        &self,
+        pg: PgId,
+        make: impl Fn(u64) -> Request,
+    ) -> Result<Reply, ClientError> {
+        let shared = self.shared();
+        let mut backoff = Backoff::new(RESEND_BACKOFF_MIN, RESEND_BACKOFF_MAX);
+        // One fresh ticket per request when an OSD refuses ours (expired, or older than an
+        // auth change); a refusal of the fresh one is final.
+        let mut ticket_renewed = false;
+        let started = tokio::time::Instant::now();
+        let mut warned = false;
+        for resends in 0u64.. {
+            shared.check_running()?;
+            if resends > 0 && resends % RESENDS_BEFORE_MAP_FETCH == 0 {
+                monc::refresh_map(shared).await;
+            }
+            if !warned && started.elapsed() >= BLOCKED_WARNING {
+                warned = true;
+                tracing::warn!(%pg, "op blocked for {:?}, still waiting", started.elapsed());
+            }
+            let map = shared.map();
+            match self.attempt(&map, pg, &make, ticket_renewed).await? {
+                Attempt::Answer(reply) => return Ok(reply),
+                Attempt::WaitMapChange => {
+                    shared.wait_map_change(map.epoch, backoff.next()).await?;
+                }
+                Attempt::WaitEpoch(epoch) => shared.wait_for_epoch(epoch).await?,
+                Attempt::RenewTicket(generation) => {
+                    ticket_renewed = true;
+                    shared.renew_ticket_and_wait(generation).await?;
+                }
+            }
+        }
+        unreachable!("the resend loop ends only by returning")
+    }
+
+    /// One try of a PG request against `map`: the answer, or what to wait for before the
+    /// next try.
+    async fn attempt(
+        &self,
+        map: &ClusterMap,
+        pg: PgId,
+        make: &impl Fn(u64) -> Request,
+        ticket_renewed: bool,
+    ) -> Result<Attempt, ClientError> {
+        let shared = self.shared();
+        if !map.pools.contains_key(&pg.pool) {
+            return Err(ClientError::PoolNotFound { pool: pg.pool.to_string() });
+        }
+        let Target::Primary { osd, addr } = routing::target(map, pg) else {
+            tracing::debug!(%pg, epoch = map.epoch, "no primary up; waiting for the map");
+            return Ok(Attempt::WaitMapChange);
+        };
+        let ticket = shared.valid_ticket().await?;
+        let timeout = shared.cfg.connect_timeout;
+        let client = match shared.osds.get(osd, addr, &shared.cfg.entity, &ticket, timeout).await {
+            Ok(client) => client,
+            Err(ConnectError::Refused(code, message)) if ticket_renewed => {
+                return Err(ClientError::Auth { code, message });
+            }
+            Err(ConnectError::Refused(_, message)) => {
+                tracing::debug!(osd, %message, "OSD refused our ticket; renewing it");
+                return Ok(Attempt::RenewTicket(ticket.generation));
+            }
+            Err(ConnectError::Unreachable) => return Ok(Attempt::WaitMapChange),
+        };
+        Ok(match client.call(make(map.epoch)).await {
+            Ok(Reply::Retry { epoch }) => {
+                tracing::debug!(%pg, osd, epoch, ours = map.epoch, "OSD asks to retry");
+                if epoch > map.epoch {
+                    Attempt::WaitEpoch(epoch)
+                } else {
+                    Attempt::WaitMapChange
+                }
+            }
+            Ok(Reply::Failed { code, .. }) if code == ErrorCode::EAGAIN => Attempt::WaitMapChange,
+            Ok(Reply::Failed { code, message })
+                if code == ErrorCode::EPERM && !ticket_renewed && self.ticket_stale(map) =>
+            {
+                tracing::debug!(osd, %message, "EPERM with a stale ticket; renewing it");
+                Attempt::RenewTicket(ticket.generation)
+            }
+            Ok(reply) => Attempt::Answer(reply),
+            Err(error) => {
+                tracing::debug!(osd, %error, "lost the OSD connection with a request in flight");
+                Attempt::WaitMapChange
+            }
+        })
+    }
+
+    /// True if our ticket may be why an OSD answered EPERM: it is (about to be) expired, or
+    /// the map revokes tickets of our entity issued around or after ours.
+    fn ticket_stale(&self, map: &ClusterMap) -> bool {
+        let ticket = self.shared().ticket();
+        if monc::unix_now().saturating_add(TICKET_EXPIRY_SLACK_SECS) >= ticket.expires_unix {
+            return true;
+        }
+        let entity = self.shared().cfg.entity.to_string();
+        map.auth_floor.get(&entity).is_some_and(|&floor| {
+            floor.saturating_add(AUTH_FLOOR_SLACK_SECS) >= ticket.obtained_unix
+        })
+    }
+}
+
+/// What one try of a PG request came to.
+enum Attempt {
+    /// The OSD answered (success or a final error).
+    Answer(Reply),
+    /// Resend once the map changes or after a backoff, whichever comes first.
+    WaitMapChange,
+    /// Resend once the map reaches this epoch.
+    WaitEpoch(u64),
+    /// Resend with a ticket newer than this generation.
+    RenewTicket(u64),
+}
+
+/// Commands whose effect shows in the map (pools, snapshots, auth floors, blocklist).
+fn changes_map(cmd: &MonCommand) -> bool {
+    !matches!(
+        cmd,
+        MonCommand::Status
+            | MonCommand::AuthGet { .. }
+            | MonCommand::AuthGetKey { .. }
+            | MonCommand::AuthLs
+    )
+}

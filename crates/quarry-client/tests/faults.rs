@@ -1,0 +1,110 @@
+//! Faults: an OSD stopped and restarted on its data directory, op timeouts, a monitor
+//! restart.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use quarry_client::{ClientError, ErrorCode, MonCommand, Rados, SnapContext, SNAP_HEAD};
+
+use crate::cluster::{name_in_pg, pgs_with_primary, Cluster, Spec};
+
+/// Ops to the PGs of a stopped OSD block (no error), then succeed once it is back on the same
+/// data directory, and what was written before is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ops_wait_for_a_restarting_osd() {
+    let mut cluster = Cluster::start(Spec::default()).await;
+    let mut cfg = cluster.admin_config();
+    cfg.op_timeout = None; // librados' default: wait forever
+    let rados = Rados::connect(cfg).await.unwrap();
+    let pool = rados.pool_id("rbd").unwrap();
+    let victim = 1;
+    let pgs = pgs_with_primary(&rados, pool, victim);
+    assert!(!pgs.is_empty(), "osd.{victim} is primary of some PGs");
+    let none = SnapContext::default();
+    let names: Vec<String> = pgs.iter().map(|pg| name_in_pg("before", 16, pg.seed)).collect();
+    for name in &names {
+        rados.write_full(pool, name, Bytes::from(format!("data of {name}")), &none).await.unwrap();
+    }
+
+    cluster.stop_osd(victim).await;
+    let blocked_name = names[0].clone();
+    let blocked = {
+        let rados = rados.clone();
+        tokio::spawn(async move {
+            let data = Bytes::from_static(b"written while down");
+            rados.write(pool, &blocked_name, 100, data, &SnapContext::default()).await?;
+            rados.read(pool, &blocked_name, 0, 0, SNAP_HEAD).await
+        })
+    };
+    // Long enough for the monitor to mark the OSD down (grace 2 s) and the client to retry.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(!blocked.is_finished(), "the op must wait for the OSD, not fail");
+    let map = rados.map();
+    assert!(!map.osds[&victim].up, "the client saw the OSD go down");
+
+    cluster.restart_osd(victim).await;
+    let read = tokio::time::timeout(Duration::from_secs(30), blocked).await.unwrap().unwrap();
+    let data = read.unwrap();
+    assert_eq!(&data[..names[0].len() + 8], format!("data of {}", names[0]).as_bytes());
+    assert_eq!(&data[100..], b"written while down");
+    for name in &names[1..] {
+        let got = rados.read(pool, name, 0, 0, SNAP_HEAD).await.unwrap();
+        assert_eq!(got, Bytes::from(format!("data of {name}")));
+    }
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// With `rados_osd_op_timeout` set, an op to a stopped OSD fails with ETIMEDOUT in about
+/// that time; ops to other OSDs keep working meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op_timeout_bounds_an_op_to_a_dead_osd() {
+    let mut cluster = Cluster::start(Spec::default()).await;
+    let mut cfg = cluster.admin_config();
+    cfg.op_timeout = Some(Duration::from_millis(1500));
+    let rados = Rados::connect(cfg).await.unwrap();
+    let pool = rados.pool_id("rbd").unwrap();
+    let dead = pgs_with_primary(&rados, pool, 2)[0];
+    let alive = pgs_with_primary(&rados, pool, 0)[0];
+    cluster.stop_osd(2).await;
+    let started = std::time::Instant::now();
+    let name = name_in_pg("timeout", 16, dead.seed);
+    let err = rados.read(pool, &name, 0, 0, SNAP_HEAD).await.unwrap_err();
+    assert!(matches!(err, ClientError::Timeout), "{err:?}");
+    assert_eq!(err.errno(), ErrorCode::ETIMEDOUT);
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "{took:?}");
+    let name = name_in_pg("alive", 16, alive.seed);
+    rados
+        .write_full(pool, &name, Bytes::from_static(b"ok"), &SnapContext::default())
+        .await
+        .unwrap();
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// The monitor goes away and comes back on the same address and data: the client
+/// reconnects in the background and commands work again; object ops never needed it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reconnects_to_a_restarted_monitor() {
+    let mut cluster = Cluster::start(Spec::default()).await;
+    let rados = cluster.admin().await;
+    let pool = rados.pool_id("rbd").unwrap();
+    let mon = cluster.mon.take().unwrap();
+    mon.shutdown().await;
+    // Object I/O goes to the OSDs only.
+    rados
+        .write_full(pool, "during", Bytes::from_static(b"x"), &SnapContext::default())
+        .await
+        .unwrap();
+    let mut cfg = quarry_mon::MonConfig::new("a", cluster.dir.path().join("mon"), cluster.mon_addr);
+    cfg.osd_grace = Duration::from_secs(2);
+    cluster.mon = Some(quarry_mon::start(cfg).await.unwrap());
+    let status = tokio::time::timeout(Duration::from_secs(20), rados.command(MonCommand::Status))
+        .await
+        .unwrap();
+    assert!(status.is_ok(), "{status:?}");
+    assert_eq!(rados.read(pool, "during", 0, 0, SNAP_HEAD).await.unwrap(), "x");
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}

@@ -1,0 +1,161 @@
+//! Authentication and capabilities seen from the client: wrong keys, pool-limited users,
+//! ticket renewal.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quarry_auth::CryptoKey;
+use quarry_client::{ClientError, ErrorCode, Rados, SnapContext, SNAP_HEAD};
+use quarry_types::EntityName;
+
+use crate::cluster::{Cluster, Spec};
+
+/// A wrong key or an unknown entity is refused at once with EPERM: no retry loop, no wait
+/// for the mount timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_key_is_an_auth_error_quickly() {
+    let cluster = Cluster::start(Spec::default()).await;
+    for (entity, key) in [
+        (EntityName::client("admin"), CryptoKey::generate()),
+        (EntityName::client("nobody"), CryptoKey::generate()),
+    ] {
+        let mut cfg = cluster.config(entity.clone(), key);
+        cfg.connect_timeout = Duration::from_secs(30);
+        let started = Instant::now();
+        let err = Rados::connect(cfg).await.err().expect("must be refused");
+        assert!(started.elapsed() < Duration::from_secs(3), "{entity}: {:?}", started.elapsed());
+        assert!(matches!(err, ClientError::Auth { .. }), "{entity}: {err:?}");
+        assert_eq!(err.errno(), ErrorCode::EPERM);
+        assert!(err.to_string().ends_with("(1) Operation not permitted"), "{err}");
+    }
+    cluster.shutdown().await;
+}
+
+/// No monitor listening: ETIMEDOUT after `connect_timeout`, naming the monitors tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_monitor_is_a_timeout() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let cfg = quarry_client::ClientConfig {
+        mon_addrs: vec![addr],
+        entity: EntityName::client("admin"),
+        key: CryptoKey::generate(),
+        connect_timeout: Duration::from_millis(800),
+        op_timeout: None,
+    };
+    let started = Instant::now();
+    let err = Rados::connect(cfg).await.err().expect("nothing listens");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(3), "{took:?}");
+    assert_eq!(err.errno(), ErrorCode::ETIMEDOUT);
+    assert!(err.to_string().contains(&addr.to_string()), "{err}");
+}
+
+/// `osd 'profile rbd pool=a'`: full use of pool a, EPERM in pool rbd (nothing written).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_limited_user_gets_eperm_elsewhere() {
+    let spec = Spec {
+        pools: vec![("rbd".into(), 16, 1), ("a".into(), 8, 1)],
+        users: vec![("alice".into(), vec![("mon", "profile rbd"), ("osd", "profile rbd pool=a")])],
+        ..Spec::default()
+    };
+    let cluster = Cluster::start(spec).await;
+    let alice = Rados::connect(cluster.user_config("alice")).await.unwrap();
+    let admin = cluster.admin().await;
+    let a = alice.pool_id("a").unwrap();
+    let rbd = alice.pool_id("rbd").unwrap();
+    let none = SnapContext::default();
+    alice.write_full(a, "mine", Bytes::from_static(b"hello"), &none).await.unwrap();
+    assert_eq!(alice.read(a, "mine", 0, 0, SNAP_HEAD).await.unwrap(), "hello");
+    assert_eq!(alice.list_objects(a).await.unwrap(), vec!["mine".to_string()]);
+
+    let err = alice.write_full(rbd, "theirs", Bytes::from_static(b"x"), &none).await.unwrap_err();
+    assert_eq!(err.errno(), ErrorCode::EPERM, "{err:?}");
+    assert!(matches!(err, ClientError::Failed { .. }), "{err:?}");
+    admin.write_full(rbd, "admins", Bytes::from_static(b"y"), &none).await.unwrap();
+    let err = alice.read(rbd, "admins", 0, 0, SNAP_HEAD).await.unwrap_err();
+    assert_eq!(err.errno(), ErrorCode::EPERM);
+    let err = admin.stat(rbd, "theirs", SNAP_HEAD).await.unwrap_err();
+    assert_eq!(err.errno(), ErrorCode::ENOENT, "the refused write changed nothing");
+    alice.shutdown().await;
+    admin.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// Tickets of 4 s: the client renews them in the background and keeps working for several
+/// lifetimes (an OSD refuses every op of an expired ticket's session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_renewal_keeps_a_client_working() {
+    let spec = Spec { ticket_ttl: Duration::from_secs(4), ..Spec::default() };
+    let cluster = Cluster::start(spec).await;
+    let rados = cluster.admin().await;
+    let pool = rados.pool_id("rbd").unwrap();
+    let started = Instant::now();
+    let mut i = 0u32;
+    while started.elapsed() < Duration::from_secs(11) {
+        let name = format!("renew{}", i % 40);
+        let data = Bytes::from(format!("round {i}"));
+        rados.write_full(pool, &name, data.clone(), &SnapContext::default()).await.unwrap();
+        assert_eq!(rados.read(pool, &name, 0, 0, SNAP_HEAD).await.unwrap(), data);
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(i > 20);
+    let stats = rados.stats();
+    assert!(stats.tickets >= 4, "tickets renewed ahead of expiry: {stats:?}");
+    assert_eq!(stats.tickets_on_demand, 0, "no op ever found its ticket expired: {stats:?}");
+    assert!(stats.osd_connections > 3, "connections follow the ticket: {stats:?}");
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// A ceph.conf and a keyring on disk, read as the CLI does (`-c FILE --id NAME`), give a
+/// working client; a keyring without the user is reported by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conf_file_and_keyring_give_a_working_client() {
+    let spec = Spec {
+        users: vec![("qemu".into(), vec![("mon", "profile rbd"), ("osd", "profile rbd")])],
+        ..Spec::default()
+    };
+    let cluster = Cluster::start(spec).await;
+    let dir = cluster.dir.path();
+    let keyring = dir.join("ceph.client.qemu.keyring");
+    let text = format!("[client.qemu]\n\tkey = {}\n", cluster.user_keys["qemu"]);
+    std::fs::write(&keyring, text).unwrap();
+    let conf_path = dir.join("ceph.conf");
+    let conf_text = format!(
+        "[global]\n\tmon_host = {}\n\tkeyring = {}\n[client]\n\trados_osd_op_timeout = 30\n",
+        cluster.mon_addr,
+        keyring.display()
+    );
+    std::fs::write(&conf_path, conf_text).unwrap();
+    let args = quarry_conf::CommonArgs {
+        conf: Some(conf_path.clone()),
+        id: Some("qemu".into()),
+        ..Default::default()
+    };
+    let (conf, _) = args.load_conf().unwrap();
+    let cfg = quarry_client::ClientConfig::from_conf(&conf, &args).unwrap();
+    assert_eq!(cfg.op_timeout, Some(Duration::from_secs(30)));
+    let rados = Rados::connect(cfg).await.unwrap();
+    let pool = rados.pool_id("rbd").unwrap();
+    rados
+        .write_full(pool, "from-conf", Bytes::from_static(b"ok"), &SnapContext::default())
+        .await
+        .unwrap();
+    assert_eq!(rados.read(pool, "from-conf", 0, 0, SNAP_HEAD).await.unwrap(), "ok");
+    rados.shutdown().await;
+
+    let args = quarry_conf::CommonArgs { id: Some("admin".into()), ..args };
+    let (conf, _) = args.load_conf().unwrap();
+    let err = quarry_client::ClientConfig::from_conf(&conf, &args).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "keyring {} has no key for client.admin: (2) No such file or directory",
+            keyring.display()
+        )
+    );
+    cluster.shutdown().await;
+}
