@@ -1,1 +1,201 @@
-fn main() {}
+//! `quarry`: the one binary of Quarry. A small dispatcher; the commands live in modules:
+//! - `up`: the embedded one-machine cluster (`quarry up DIR`);
+//! - `daemon`: `quarry mon`, `quarry osd` as separate processes; `cluster`: their files
+//!   (`quarry cluster-init`) and the cluster directory lock;
+//! - `ceph`, `rados` (+ `bench`): Ceph's admin tools, with Ceph's syntax, output and exit
+//!   codes; `session` connects them; `output` formats; `error` maps failures to Ceph's words.
+//!
+//! Invoked through a link named `ceph`, `rados` or `rbd`, it behaves as `quarry ceph …`,
+//! `quarry rados …`, `quarry rbd …`. For those tools `CEPH_ARGS` is put before the
+//! command-line arguments, as Ceph's tools do. Logs go to stderr, filtered by `RUST_LOG`.
+//!
+//! Dependencies: clap (derive) for the command lines; tokio for the daemons and clients;
+//! anyhow for daemon start-up errors (chains of context), thiserror for `CliError`;
+//! tracing-subscriber (env filter) for logs; indicatif for progress bars of long transfers;
+//! rustix for `flock` and `uname` without `unsafe`; rand for fsids.
+
+#![warn(missing_docs)]
+
+mod bench;
+mod ceph;
+mod cluster;
+mod daemon;
+mod error;
+mod output;
+mod rados;
+mod session;
+mod up;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// Quarry: a distributed block store that speaks Ceph.
+#[derive(Parser, Debug)]
+#[command(name = "quarry", version, about, propagate_version = false)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run a one-machine cluster (a monitor and N OSDs in this process) with data in DIR.
+    Up(up::UpArgs),
+    /// Run a monitor.
+    Mon(daemon::MonArgs),
+    /// Run an OSD.
+    Osd(daemon::OsdArgs),
+    /// Write ceph.conf and keyrings for a cluster of separate `quarry mon`/`quarry osd` processes.
+    ClusterInit(cluster::ClusterInitArgs),
+    /// Ceph's `ceph` tool: status, pools, users.
+    Ceph(ceph::CephArgs),
+    /// Ceph's `rados` tool: objects, omap, xattrs, bench.
+    Rados(rados::RadosArgs),
+    /// Ceph's `rbd` tool (not implemented yet).
+    Rbd(RbdArgs),
+}
+
+/// `rbd` arguments (accepted, not yet acted on).
+#[derive(clap::Args, Debug)]
+struct RbdArgs {
+    /// The rbd command line.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// Tools that may be reached through a link named after them.
+const TOOLS: [&str; 3] = ["ceph", "rados", "rbd"];
+
+/// Rewrites argv into `quarry TOOL [CEPH_ARGS...] ARGS...` for the Ceph tools, whether
+/// reached through a link (`argv[0]` = `ceph`) or as `quarry ceph`.
+fn effective_args(argv: Vec<OsString>, ceph_args: Vec<String>) -> Vec<OsString> {
+    let prog = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (tool, rest): (String, Vec<OsString>) = if TOOLS.contains(&prog.as_str()) {
+        (prog, argv.into_iter().skip(1).collect())
+    } else {
+        match argv.get(1).map(|a| a.to_string_lossy().into_owned()) {
+            Some(t) if TOOLS.contains(&t.as_str()) => (t, argv.into_iter().skip(2).collect()),
+            _ => return argv,
+        }
+    };
+    // CEPH_ARGS go first (the command line's options win: last occurrence wins), with
+    // Ceph's handling of `--` (quarry-conf's merge_ceph_args).
+    let merged = quarry_conf::merge_ceph_args(
+        std::iter::once(OsString::from(&tool)).chain(rest).collect(),
+        &ceph_args,
+    );
+    let mut out: Vec<OsString> = vec!["quarry".into()];
+    for (i, arg) in merged.into_iter().enumerate() {
+        // The ceph CLI's `-i` is --in-file (for the C++ tools it is --id).
+        if i > 0 && tool == "ceph" && arg == "-i" {
+            out.push("--in-file".into());
+        } else {
+            out.push(arg);
+        }
+    }
+    out
+}
+
+fn init_logging(command: &Command) {
+    let default = match command {
+        Command::Mon(_) | Command::Osd(_) => "info",
+        Command::Up(_) => "warn,quarry_cli=info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+async fn dispatch(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Up(args) => up::run(args).await,
+        Command::Mon(args) => daemon::run_mon(args).await,
+        Command::Osd(args) => daemon::run_osd(args).await,
+        Command::ClusterInit(args) => cluster::cluster_init(args),
+        Command::Ceph(args) => ceph::run(args).await,
+        Command::Rados(args) => rados::run(args).await,
+        Command::Rbd(args) => Err(CliError::Usage {
+            message: format!(
+                "rbd {}: the rbd commands are not implemented yet in this build of quarry",
+                args.args.first().map(String::as_str).unwrap_or("")
+            ),
+            status: 95,
+        }),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = effective_args(std::env::args_os().collect(), quarry_conf::ceph_args_env());
+    let cli = Cli::parse_from(args);
+    init_logging(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("quarry: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(dispatch(cli.command));
+    // Background tasks (client sessions, daemons' helpers) must not keep the process alive.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let text = e.to_string();
+            if !text.is_empty() {
+                eprintln!("{text}");
+            }
+            ExitCode::from(e.status())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn links_and_ceph_args_dispatch() {
+        let env = vec!["--id".to_string(), "qemu".to_string()];
+        assert_eq!(
+            effective_args(os(&["/usr/bin/ceph", "-s"]), env.clone()),
+            os(&["quarry", "ceph", "--id", "qemu", "-s"])
+        );
+        assert_eq!(
+            effective_args(os(&["rados", "-p", "rbd", "ls"]), vec![]),
+            os(&["quarry", "rados", "-p", "rbd", "ls"])
+        );
+        assert_eq!(
+            effective_args(os(&["target/quarry", "rados", "lspools"]), env.clone()),
+            os(&["quarry", "rados", "--id", "qemu", "lspools"])
+        );
+        assert_eq!(
+            effective_args(os(&["quarry", "up", "/tmp/q"]), env),
+            os(&["quarry", "up", "/tmp/q"])
+        );
+        assert_eq!(
+            effective_args(os(&["ceph", "auth", "import", "-i", "/tmp/k"]), vec![]),
+            os(&["quarry", "ceph", "auth", "import", "--in-file", "/tmp/k"])
+        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

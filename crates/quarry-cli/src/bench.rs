@@ -1,0 +1,515 @@
+//! `rados bench SECONDS write|seq|rand`: the object-level benchmark the project's benchmarks
+//! use, with Ceph's report shape (a line per second, then `Total time run`, `Bandwidth
+//! (MB/sec)`, `Average IOPS`, `Average Latency(s)` ...). `write` keeps a metadata object
+//! (`benchmark_last_metadata`, or `--run-name`) describing what it wrote, so a later `seq` or
+//! `rand` run reads those objects back; without `--no-cleanup` the objects are removed at the
+//! end, as Ceph does.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use rand::Rng;
+
+use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload};
+
+use crate::error::CliError;
+use crate::output::g6;
+use crate::rados::Pool;
+
+/// The metadata object of the last run when `--run-name` is not given.
+pub const DEFAULT_RUN_NAME: &str = "benchmark_last_metadata";
+/// Objects removed concurrently during cleanup.
+const CLEANUP_CONCURRENCY: usize = 16;
+
+/// What to benchmark.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchMode {
+    /// Write new objects.
+    Write,
+    /// Read the objects of the last write run in order.
+    Seq,
+    /// Read random objects of the last write run.
+    Rand,
+}
+
+/// `rados bench` options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BenchOptions {
+    /// Run for this long.
+    pub seconds: u64,
+    /// Mode.
+    pub mode: BenchMode,
+    /// Bytes per op (= object size for writes).
+    pub block_size: u64,
+    /// Ops in flight.
+    pub concurrency: usize,
+    /// Remove the objects after a write run.
+    pub cleanup: bool,
+    /// Metadata object name.
+    pub run_name: Option<String>,
+}
+
+/// What a write run left for later read runs (stored as `key=value` lines).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RunMetadata {
+    prefix: String,
+    objects: u64,
+    object_size: u64,
+}
+
+impl RunMetadata {
+    fn encode(&self) -> String {
+        format!(
+            "prefix={}\nobjects={}\nobject_size={}\n",
+            self.prefix, self.objects, self.object_size
+        )
+    }
+
+    fn decode(text: &str) -> Option<RunMetadata> {
+        let fields: BTreeMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
+        Some(RunMetadata {
+            prefix: fields.get("prefix")?.to_string(),
+            objects: fields.get("objects")?.parse().ok()?,
+            object_size: fields.get("object_size")?.parse().ok()?,
+        })
+    }
+
+    fn object(&self, n: u64) -> String {
+        format!("{}_object{n}", self.prefix)
+    }
+}
+
+fn hostname() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// Counters shared by the workers and the once-a-second reporter.
+#[derive(Default)]
+struct Progress {
+    started: AtomicU64,
+    finished: AtomicU64,
+    /// Latency of the last completed op, in nanoseconds.
+    last_lat_ns: AtomicU64,
+    /// Sum of latencies, in nanoseconds.
+    total_lat_ns: AtomicU64,
+    latencies: Mutex<Vec<f64>>,
+}
+
+impl Progress {
+    fn record(&self, lat: Duration) {
+        let ns = lat.as_nanos().min(u128::from(u64::MAX)) as u64;
+        self.finished.fetch_add(1, Ordering::Relaxed);
+        self.last_lat_ns.store(ns, Ordering::Relaxed);
+        self.total_lat_ns.fetch_add(ns, Ordering::Relaxed);
+        self.latencies.lock().unwrap_or_else(|p| p.into_inner()).push(lat.as_secs_f64());
+    }
+}
+
+fn mean_stddev(v: &[f64]) -> (f64, f64) {
+    if v.is_empty() {
+        return (0.0, 0.0);
+    }
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    if v.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+    (mean, var.sqrt())
+}
+
+fn min_max(v: &[f64]) -> (f64, f64) {
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        (0.0, 0.0)
+    } else {
+        (min, max)
+    }
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// Runs the benchmark.
+pub async fn run(pool: &Pool<'_>, opts: BenchOptions) -> Result<(), CliError> {
+    let run_name = opts.run_name.clone().unwrap_or_else(|| DEFAULT_RUN_NAME.to_string());
+    match opts.mode {
+        BenchMode::Write => write(pool, &opts, &run_name).await,
+        BenchMode::Seq | BenchMode::Rand => read(pool, &opts, &run_name).await,
+    }
+}
+
+fn print_header() {
+    println!("  sec Cur ops   started  finished  avg MB/s  cur MB/s last lat(s)  avg lat(s)");
+}
+
+/// Samples once a second until `done` is set; returns per-second (MB/s, IOPS).
+async fn reporter(
+    progress: Arc<Progress>,
+    op_size: u64,
+    start: Instant,
+    done: Arc<tokio::sync::Notify>,
+) -> Vec<(f64, f64)> {
+    let mut history = Vec::new();
+    let mut last_finished = 0u64;
+    let mut second = 0u64;
+    println!("{:>5}{:>8}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}", 0, 0, 0, 0, 0, 0, "-", 0);
+    loop {
+        second += 1;
+        let tick = start + Duration::from_secs(second);
+        tokio::select! {
+            _ = tokio::time::sleep_until(tick.into()) => {}
+            _ = done.notified() => return history,
+        }
+        let started = progress.started.load(Ordering::Relaxed);
+        let finished = progress.finished.load(Ordering::Relaxed);
+        let in_flight = started.saturating_sub(finished);
+        let elapsed = start.elapsed().as_secs_f64();
+        let cur_ops = finished - last_finished;
+        last_finished = finished;
+        let cur_mb = cur_ops as f64 * op_size as f64 / MIB;
+        let avg_mb = finished as f64 * op_size as f64 / MIB / elapsed.max(1e-9);
+        let last_lat = progress.last_lat_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let avg_lat = if finished == 0 {
+            0.0
+        } else {
+            progress.total_lat_ns.load(Ordering::Relaxed) as f64 / 1e9 / finished as f64
+        };
+        history.push((cur_mb, cur_ops as f64));
+        println!(
+            "{:>5}{:>8}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}",
+            second,
+            in_flight,
+            started,
+            finished,
+            g6(avg_mb),
+            g6(cur_mb),
+            g6(last_lat),
+            g6(avg_lat)
+        );
+    }
+}
+
+async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
+    let prefix = format!("benchmark_data_{}_{}", hostname(), std::process::id());
+    let op_size = opts.block_size;
+    println!("hints = 1");
+    println!(
+        "Maintaining {} concurrent writes of {op_size} bytes to objects of size {op_size} for up to {} seconds or 0 objects",
+        opts.concurrency, opts.seconds
+    );
+    println!("Object prefix: {prefix}");
+    print_header();
+    let meta = RunMetadata { prefix: prefix.clone(), objects: 0, object_size: op_size };
+    // Object contents: a recognisable pattern, the same buffer (and checksum) for every op.
+    let mut pattern = vec![0u8; op_size as usize];
+    for (i, b) in pattern.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let payload = Payload::new(Bytes::from(pattern));
+    let progress = Arc::new(Progress::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(opts.seconds);
+    let done = Arc::new(tokio::sync::Notify::new());
+    let report = tokio::spawn(reporter(progress.clone(), op_size, start, done.clone()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..opts.concurrency {
+        let rados = pool.rados.clone();
+        let pool_id = pool.id;
+        let (progress, next, payload, meta) =
+            (progress.clone(), next.clone(), payload.clone(), meta.clone());
+        workers.spawn(async move {
+            let ctx = quarry_types::SnapContext::default();
+            while Instant::now() < deadline {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                progress.started.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
+                let op = ObjectOp::WriteFull { data: payload.clone() };
+                rados
+                    .exec(pool_id, &meta.object(n), &ctx, quarry_types::SNAP_HEAD, vec![op])
+                    .await?;
+                progress.record(t0.elapsed());
+            }
+            Ok::<(), quarry_client::ClientError>(())
+        });
+    }
+    let mut failure = None;
+    while let Some(joined) = workers.join_next().await {
+        if let Ok(Err(e)) = joined {
+            failure.get_or_insert(e);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    done.notify_one();
+    let history = report.await.unwrap_or_default();
+    if let Some(e) = failure {
+        return Err(CliError::rados_op("error during benchmark", e.errno()));
+    }
+    let finished = progress.finished.load(Ordering::Relaxed);
+    let lats = progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let bws: Vec<f64> = history.iter().map(|h| h.0).collect();
+    let iops: Vec<f64> = history.iter().map(|h| h.1).collect();
+    let (_, bw_sd) = mean_stddev(&bws);
+    let (bw_min, bw_max) = min_max(&bws);
+    let (_, iops_sd) = mean_stddev(&iops);
+    let (iops_min, iops_max) = min_max(&iops);
+    let (lat_avg, lat_sd) = mean_stddev(&lats);
+    let (lat_min, lat_max) = min_max(&lats);
+    let bandwidth = finished as f64 * op_size as f64 / MIB / elapsed.max(1e-9);
+    println!("Total time run:         {}", g6(elapsed));
+    println!("Total writes made:      {finished}");
+    println!("Write size:             {op_size}");
+    println!("Object size:            {op_size}");
+    println!("Bandwidth (MB/sec):     {}", g6(bandwidth));
+    println!("Stddev Bandwidth:       {}", g6(bw_sd));
+    println!("Max bandwidth (MB/sec): {}", g6(bw_max));
+    println!("Min bandwidth (MB/sec): {}", g6(bw_min));
+    println!("Average IOPS:           {}", (finished as f64 / elapsed.max(1e-9)) as u64);
+    println!("Stddev IOPS:            {}", g6(iops_sd));
+    println!("Max IOPS:               {}", iops_max as u64);
+    println!("Min IOPS:               {}", iops_min as u64);
+    println!("Average Latency(s):     {}", g6(lat_avg));
+    println!("Stddev Latency(s):      {}", g6(lat_sd));
+    println!("Max latency(s):         {}", g6(lat_max));
+    println!("Min latency(s):         {}", g6(lat_min));
+    // Objects 0..n were all written: a worker only takes the next number when it starts a
+    // write, and every started write finished (or the run failed above).
+    let written = next.load(Ordering::Relaxed).min(finished);
+    let meta = RunMetadata { objects: written, ..meta };
+    let data = Payload::new(Bytes::from(meta.encode().into_bytes()));
+    pool.op(run_name, ObjectOp::WriteFull { data }, || {
+        format!("error writing {}/{run_name}", pool.name)
+    })
+    .await?;
+    if opts.cleanup {
+        remove_run(pool, &meta, run_name).await?;
+    }
+    Ok(())
+}
+
+async fn read(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
+    let meta = match pool.exec(run_name, vec![ObjectOp::Read { off: 0, len: 0 }]).await {
+        Ok(out) => match out.first() {
+            Some(OpOutput::Data(p)) => RunMetadata::decode(&String::from_utf8_lossy(&p.data)),
+            _ => None,
+        },
+        Err(e) if e.errno() == ErrorCode::ENOENT => None,
+        Err(e) => {
+            return Err(CliError::rados_op(
+                format!("error reading {}/{run_name}", pool.name),
+                e.errno(),
+            ))
+        }
+    };
+    let Some(meta) = meta.filter(|m| m.objects > 0) else {
+        eprintln!("Must write data before running a read benchmark!");
+        return Err(CliError::Reported { status: 1 });
+    };
+    let random = opts.mode == BenchMode::Rand;
+    let op_size = meta.object_size;
+    println!("hints = 1");
+    print_header();
+    let progress = Arc::new(Progress::default());
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(opts.seconds);
+    let done = Arc::new(tokio::sync::Notify::new());
+    let report = tokio::spawn(reporter(progress.clone(), op_size, start, done.clone()));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..opts.concurrency {
+        let rados = pool.rados.clone();
+        let pool_id = pool.id;
+        let (progress, next, meta) = (progress.clone(), next.clone(), meta.clone());
+        workers.spawn(async move {
+            let ctx = quarry_types::SnapContext::default();
+            while Instant::now() < deadline {
+                let n = if random {
+                    rand::thread_rng().gen_range(0..meta.objects)
+                } else {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= meta.objects {
+                        break;
+                    }
+                    n
+                };
+                progress.started.fetch_add(1, Ordering::Relaxed);
+                let t0 = Instant::now();
+                let op = ObjectOp::Read { off: 0, len: meta.object_size };
+                let out = rados
+                    .exec(pool_id, &meta.object(n), &ctx, quarry_types::SNAP_HEAD, vec![op])
+                    .await?;
+                let got = match out.first() {
+                    Some(OpOutput::Data(p)) => p.data.len() as u64,
+                    _ => 0,
+                };
+                if got != meta.object_size {
+                    return Err(quarry_client::ClientError::Op { index: 0, code: ErrorCode::EIO });
+                }
+                progress.record(t0.elapsed());
+            }
+            Ok::<(), quarry_client::ClientError>(())
+        });
+    }
+    let mut failure = None;
+    while let Some(joined) = workers.join_next().await {
+        if let Ok(Err(e)) = joined {
+            failure.get_or_insert(e);
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    done.notify_one();
+    let history = report.await.unwrap_or_default();
+    if let Some(e) = failure {
+        return Err(CliError::rados_op("error during benchmark", e.errno()));
+    }
+    let finished = progress.finished.load(Ordering::Relaxed);
+    let lats = progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let iops: Vec<f64> = history.iter().map(|h| h.1).collect();
+    let (_, iops_sd) = mean_stddev(&iops);
+    let (iops_min, iops_max) = min_max(&iops);
+    let (lat_avg, _) = mean_stddev(&lats);
+    let (lat_min, lat_max) = min_max(&lats);
+    let bandwidth = finished as f64 * op_size as f64 / MIB / elapsed.max(1e-9);
+    println!("Total time run:       {}", g6(elapsed));
+    println!("Total reads made:     {finished}");
+    println!("Read size:            {op_size}");
+    println!("Object size:          {op_size}");
+    println!("Bandwidth (MB/sec):   {}", g6(bandwidth));
+    println!("Average IOPS:         {}", (finished as f64 / elapsed.max(1e-9)) as u64);
+    println!("Stddev IOPS:          {}", g6(iops_sd));
+    println!("Max IOPS:             {}", iops_max as u64);
+    println!("Min IOPS:             {}", iops_min as u64);
+    println!("Average Latency(s):   {}", g6(lat_avg));
+    println!("Max latency(s):       {}", g6(lat_max));
+    println!("Min latency(s):       {}", g6(lat_min));
+    Ok(())
+}
+
+/// Removes the run's objects and its metadata object, printing Ceph's lines.
+async fn remove_run(pool: &Pool<'_>, meta: &RunMetadata, run_name: &str) -> Result<(), CliError> {
+    println!("Cleaning up (deleting benchmark objects)");
+    let t0 = Instant::now();
+    let names: Vec<String> = (0..meta.objects).map(|n| meta.object(n)).collect();
+    let removed = remove_all(pool, names).await?;
+    println!("Removed {removed} objects");
+    match pool.exec(run_name, vec![ObjectOp::Remove]).await {
+        Ok(_) => {}
+        Err(e) if e.errno() == ErrorCode::ENOENT => {}
+        Err(e) => {
+            return Err(CliError::rados_op(
+                format!("error removing {}>{run_name}", pool.name),
+                e.errno(),
+            ))
+        }
+    }
+    println!("Clean up completed and total clean up time :{}", g6(t0.elapsed().as_secs_f64()));
+    Ok(())
+}
+
+/// Removes `names` with a few removals in flight; absent objects are not an error.
+async fn remove_all(pool: &Pool<'_>, names: Vec<String>) -> Result<u64, CliError> {
+    let queue = Arc::new(Mutex::new(names));
+    let removed = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..CLEANUP_CONCURRENCY {
+        let (rados, pool_id, queue, removed) =
+            (pool.rados.clone(), pool.id, queue.clone(), removed.clone());
+        workers.spawn(async move {
+            let ctx = quarry_types::SnapContext::default();
+            loop {
+                let Some(name) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
+                    return Ok(());
+                };
+                match rados
+                    .exec(pool_id, &name, &ctx, quarry_types::SNAP_HEAD, vec![ObjectOp::Remove])
+                    .await
+                {
+                    Ok(_) => {
+                        removed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) if e.errno() == ErrorCode::ENOENT => {}
+                    Err(e) => {
+                        return Err(CliError::rados_op(format!("error removing {name}"), e.errno()))
+                    }
+                }
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        if let Ok(Err(e)) = joined {
+            return Err(e);
+        }
+    }
+    Ok(removed.load(Ordering::Relaxed))
+}
+
+/// `rados cleanup`: removes the objects of the last run (or every object whose name starts
+/// with `--prefix`).
+pub async fn cleanup(
+    pool: &Pool<'_>,
+    prefix: Option<String>,
+    run_name: &str,
+) -> Result<(), CliError> {
+    if let Some(prefix) = prefix {
+        let names = pool
+            .rados
+            .list_objects(pool.id)
+            .await
+            .map_err(|e| CliError::rados_op("error listing objects", e.errno()))?;
+        let names: Vec<String> = names.into_iter().filter(|n| n.starts_with(&prefix)).collect();
+        let removed = remove_all(pool, names).await?;
+        println!("Removed {removed} objects");
+        return Ok(());
+    }
+    let meta = match pool.exec(run_name, vec![ObjectOp::Read { off: 0, len: 0 }]).await {
+        Ok(out) => match out.first() {
+            Some(OpOutput::Data(p)) => RunMetadata::decode(&String::from_utf8_lossy(&p.data)),
+            _ => None,
+        },
+        Err(e) if e.errno() == ErrorCode::ENOENT => None,
+        Err(e) => {
+            return Err(CliError::rados_op(
+                format!("error reading {}/{run_name}", pool.name),
+                e.errno(),
+            ))
+        }
+    };
+    match meta {
+        Some(meta) => remove_run(pool, &meta, run_name).await,
+        None => {
+            println!("Removed 0 objects");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_round_trips() {
+        let m = RunMetadata { prefix: "benchmark_data_h_1".into(), objects: 12, object_size: 4096 };
+        assert_eq!(RunMetadata::decode(&m.encode()), Some(m.clone()));
+        assert_eq!(m.object(3), "benchmark_data_h_1_object3");
+        assert_eq!(RunMetadata::decode("garbage"), None);
+    }
+
+    #[test]
+    fn statistics() {
+        let (mean, sd) = mean_stddev(&[2.0, 4.0, 4.0, 4.0, 5.0, 5.0, 7.0, 9.0]);
+        assert!((mean - 5.0).abs() < 1e-12);
+        assert!((sd - 2.138_089_935).abs() < 1e-6);
+        assert_eq!(min_max(&[3.0, 1.0, 2.0]), (1.0, 3.0));
+        assert_eq!(min_max(&[]), (0.0, 0.0));
+    }
+}

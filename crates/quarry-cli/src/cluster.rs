@@ -1,0 +1,413 @@
+//! A cluster's identity on disk: fsid, monitor address and keys, and the files that carry
+//! them in Ceph's formats (`ceph.conf`, `ceph.client.admin.keyring`, `osd.N/keyring`, the
+//! monitor's bootstrap keyring, `env`). Used by `quarry up` (one process) and
+//! `quarry cluster-init` (files for separate `quarry mon` / `quarry osd` processes), plus the
+//! directory lock that keeps two `quarry up` off one directory.
+//!
+//! Files are written atomically (temporary file, fsync, rename), keyrings readable by their
+//! owner only. `ceph.conf` is written last on first start, so its presence means the cluster
+//! directory is complete.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read as _, Write as _};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context as _};
+use rand::RngCore;
+
+use quarry_auth::{CryptoKey, Keyring};
+use quarry_conf::Conf;
+use quarry_mon::Bootstrap;
+use quarry_types::{EntityName, OsdId};
+
+use crate::error::CliError;
+
+/// Name of the lock file in a `quarry up` directory.
+pub const LOCK_FILE: &str = "quarry.lock";
+/// The conf file in a cluster directory.
+pub const CONF_FILE: &str = "ceph.conf";
+/// The admin keyring in a cluster directory.
+pub const ADMIN_KEYRING: &str = "ceph.client.admin.keyring";
+/// The keyring `quarry mon --mkfs` bootstraps from (admin and every OSD, with caps).
+pub const MON_KEYRING: &str = "mon.keyring";
+
+/// Everything that identifies a cluster: what first start generates and later starts read.
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    /// Cluster id (a UUID).
+    pub fsid: String,
+    /// The monitor's address.
+    pub mon_addr: SocketAddr,
+    /// `client.admin`'s key.
+    pub admin_key: CryptoKey,
+    /// Each OSD's key.
+    pub osd_keys: BTreeMap<OsdId, CryptoKey>,
+}
+
+/// A random (version 4) UUID.
+pub fn new_fsid() -> String {
+    let mut b = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released at once).
+pub fn free_port() -> anyhow::Result<u16> {
+    let listener =
+        TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("looking for a free port")?;
+    Ok(listener.local_addr().context("looking for a free port")?.port())
+}
+
+/// This machine's host name (placement spreads replicas over hosts).
+pub fn hostname() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
+}
+
+/// `client.admin`'s caps.
+pub fn admin_caps() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("mon".to_string(), "allow *".to_string()),
+        ("osd".to_string(), "allow *".to_string()),
+    ])
+}
+
+/// An OSD's caps.
+pub fn osd_caps() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("mon".to_string(), "profile osd".to_string()),
+        ("osd".to_string(), "allow *".to_string()),
+    ])
+}
+
+impl ClusterSpec {
+    /// A new cluster with `osds` OSDs (ids 0..osds) and its monitor at `mon_addr`.
+    pub fn generate(osds: u32, mon_addr: SocketAddr) -> ClusterSpec {
+        ClusterSpec {
+            fsid: new_fsid(),
+            mon_addr,
+            admin_key: CryptoKey::generate(),
+            osd_keys: (0..u64::from(osds)).map(|id| (id, CryptoKey::generate())).collect(),
+        }
+    }
+
+    /// What the monitor is bootstrapped with: the admin and OSD entities, the OSDs (on
+    /// `host`), and `pools` (name, pg_num, size).
+    pub fn bootstrap(&self, host: &str, pools: Vec<(String, u32, u32)>) -> Bootstrap {
+        let mut entities =
+            vec![(EntityName::client("admin"), self.admin_key.clone(), admin_caps())];
+        for (id, key) in &self.osd_keys {
+            entities.push((EntityName::osd(*id), key.clone(), osd_caps()));
+        }
+        Bootstrap {
+            fsid: self.fsid.clone(),
+            entities,
+            osds: self.osd_keys.keys().map(|id| (*id, host.to_string())).collect(),
+            pools,
+        }
+    }
+
+    /// `ceph.conf` for this cluster; `dir` is where the keyrings live. The keyring option is
+    /// `DIR/$cluster.$name.keyring`: `DIR/ceph.client.admin.keyring` for the admin, and a
+    /// user's keyring saved as `DIR/ceph.client.NAME.keyring` is found with `--id NAME` alone.
+    pub fn conf_text(&self, dir: &Path, pool_size: u32, writer: &str) -> String {
+        format!(
+            "# Written by `{writer}`. Ceph's tools and Quarry's read it (CEPH_CONF or -c).\n\
+             [global]\n\
+             \tfsid = {fsid}\n\
+             \tmon_host = {mon}\n\
+             \tkeyring = {keyring}\n\
+             \tauth_cluster_required = cephx\n\
+             \tauth_service_required = cephx\n\
+             \tauth_client_required = cephx\n\
+             \tosd_pool_default_size = {pool_size}\n",
+            fsid = self.fsid,
+            mon = self.mon_addr,
+            keyring = dir.join("$cluster.$name.keyring").display(),
+        )
+    }
+
+    /// The admin keyring (with caps, as Ceph writes it).
+    pub fn admin_keyring(&self) -> Keyring {
+        let mut ring = Keyring::default();
+        ring.insert(EntityName::client("admin"), self.admin_key.clone(), admin_caps());
+        ring
+    }
+
+    /// One OSD's keyring.
+    pub fn osd_keyring(&self, id: OsdId) -> Option<Keyring> {
+        let key = self.osd_keys.get(&id)?;
+        let mut ring = Keyring::default();
+        ring.insert(EntityName::osd(id), key.clone(), osd_caps());
+        Some(ring)
+    }
+
+    /// Admin and every OSD, with caps: what `quarry mon --mkfs --keyring` bootstraps from.
+    pub fn full_keyring(&self) -> Keyring {
+        let mut ring = self.admin_keyring();
+        for (id, key) in &self.osd_keys {
+            ring.insert(EntityName::osd(*id), key.clone(), osd_caps());
+        }
+        ring
+    }
+
+    /// Writes the OSD keyrings, the admin keyring, then `ceph.conf` (last: its presence
+    /// marks a complete directory).
+    pub fn write_files(&self, dir: &Path, pool_size: u32, writer: &str) -> anyhow::Result<()> {
+        for id in self.osd_keys.keys() {
+            let osd_dir = dir.join(format!("osd.{id}"));
+            std::fs::create_dir_all(&osd_dir)
+                .with_context(|| format!("creating {}", osd_dir.display()))?;
+            let ring = self.osd_keyring(*id).ok_or_else(|| anyhow!("no key for osd.{id}"))?;
+            write_atomic(&osd_dir.join("keyring"), ring.to_string().as_bytes(), 0o600)?;
+        }
+        write_atomic(&dir.join(ADMIN_KEYRING), self.admin_keyring().to_string().as_bytes(), 0o600)?;
+        write_atomic(&dir.join(CONF_FILE), self.conf_text(dir, pool_size, writer).as_bytes(), 0o644)
+    }
+
+    /// Reads a cluster directory written by [`ClusterSpec::write_files`].
+    pub fn load(dir: &Path) -> anyhow::Result<ClusterSpec> {
+        let conf_path = dir.join(CONF_FILE);
+        let text = std::fs::read_to_string(&conf_path)
+            .with_context(|| format!("reading {}", conf_path.display()))?;
+        let conf =
+            Conf::parse(&text).with_context(|| format!("parsing {}", conf_path.display()))?;
+        let admin = EntityName::client("admin");
+        let fsid = conf
+            .get(&admin, "fsid")
+            .ok_or_else(|| anyhow!("{} has no fsid", conf_path.display()))?;
+        let mon_host = conf
+            .get(&admin, "mon_host")
+            .ok_or_else(|| anyhow!("{} has no mon_host", conf_path.display()))?;
+        let mon_addr = *quarry_conf::parse_mon_host(&mon_host)
+            .with_context(|| format!("mon_host in {}", conf_path.display()))?
+            .first()
+            .ok_or_else(|| anyhow!("mon_host in {} names no monitor", conf_path.display()))?;
+        let admin_key = key_from(&dir.join(ADMIN_KEYRING), &admin)?;
+        let mut osd_keys = BTreeMap::new();
+        for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+            let entry = entry.with_context(|| format!("reading {}", dir.display()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(id) = name.strip_prefix("osd.").and_then(|n| n.parse::<OsdId>().ok()) else {
+                continue;
+            };
+            let keyring = entry.path().join("keyring");
+            if keyring.exists() {
+                osd_keys.insert(id, key_from(&keyring, &EntityName::osd(id))?);
+            }
+        }
+        if osd_keys.is_empty() {
+            bail!("no OSD keyrings (osd.N/keyring) in {}", dir.display());
+        }
+        Ok(ClusterSpec { fsid, mon_addr, admin_key, osd_keys })
+    }
+}
+
+/// The key of `entity` in the keyring file at `path`.
+pub fn key_from(path: &Path, entity: &EntityName) -> anyhow::Result<CryptoKey> {
+    let ring =
+        Keyring::from_file(path).with_context(|| format!("reading keyring {}", path.display()))?;
+    ring.get(entity)
+        .map(|e| e.key.clone())
+        .ok_or_else(|| anyhow!("keyring {} has no key for {entity}", path.display()))
+}
+
+/// Writes `data` to `path` atomically: a temporary file in the same directory, fsynced, then
+/// renamed over `path`.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
+    let tmp = path.with_extension("partial");
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all(data).with_context(|| format!("writing {}", tmp.display()))?;
+    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// An exclusive `flock(2)` on `DIR/quarry.lock`, held until dropped; the file holds the
+/// holder's pid for the error message of the next comer.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: File,
+}
+
+/// Takes the lock of `dir` without waiting.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, CliError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&path)
+        .map_err(|e| CliError::io(&path, e))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            let pid = text.trim();
+            return Err(CliError::InUse {
+                dir: dir.to_path_buf(),
+                pid: if pid.is_empty() { "?".into() } else { pid.to_string() },
+            });
+        }
+        Err(e) => return Err(CliError::io(&path, e.into())),
+    }
+    file.set_len(0).map_err(|e| CliError::io(&path, e))?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(|e| CliError::io(&path, e))?;
+    Ok(DirLock { _file: file })
+}
+
+/// True if `dir` exists and holds at least one entry.
+pub fn has_entries(dir: &Path) -> bool {
+    std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+}
+
+/// An absolute form of `path` (the directory must exist).
+pub fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    std::fs::canonicalize(path).map_err(|e| CliError::io(path, e))
+}
+
+/// `quarry cluster-init DIR --osds N`: the files for a cluster of separate processes.
+#[derive(clap::Args, Debug)]
+pub struct ClusterInitArgs {
+    /// Directory for the conf and keyrings (created if missing; must not hold a cluster).
+    pub dir: PathBuf,
+    /// Number of OSDs.
+    #[arg(long, default_value_t = 3)]
+    pub osds: u32,
+    /// Monitor port on 127.0.0.1 (default: a free port).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Replicas of the bootstrap pool and default for new pools (default: min(3, OSDs)).
+    #[arg(long)]
+    pub size: Option<u32>,
+}
+
+/// Writes `DIR/ceph.conf`, `DIR/ceph.client.admin.keyring`, `DIR/mon.keyring` and
+/// `DIR/osd.N/keyring`, and prints the commands that start the daemons.
+pub fn cluster_init(args: ClusterInitArgs) -> Result<(), CliError> {
+    if args.osds == 0 {
+        return Err(CliError::Usage {
+            message: "quarry cluster-init: --osds must be at least 1".into(),
+            status: 1,
+        });
+    }
+    std::fs::create_dir_all(&args.dir).map_err(|e| CliError::io(&args.dir, e))?;
+    let dir = absolute(&args.dir)?;
+    if dir.join(CONF_FILE).exists() {
+        return Err(CliError::Usage {
+            message: format!(
+                "quarry cluster-init: {} already holds a cluster",
+                dir.join(CONF_FILE).display()
+            ),
+            status: 17,
+        });
+    }
+    let port = match args.port {
+        Some(p) => p,
+        None => free_port()?,
+    };
+    let size = args.size.unwrap_or(args.osds.min(3));
+    let spec = ClusterSpec::generate(args.osds, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    write_atomic(&dir.join(MON_KEYRING), spec.full_keyring().to_string().as_bytes(), 0o600)?;
+    spec.write_files(&dir, size, "quarry cluster-init")?;
+    let ids: Vec<String> = spec.osd_keys.keys().map(|id| id.to_string()).collect();
+    let d = dir.display();
+    println!("cluster {} in {d}: monitor at {}, {} OSDs", spec.fsid, spec.mon_addr, args.osds);
+    println!("start the monitor:");
+    println!(
+        "  quarry mon --data {d}/mon --addr {} --mkfs --fsid {} --keyring {d}/{MON_KEYRING} --osds {} --pool rbd --size {size}",
+        spec.mon_addr,
+        spec.fsid,
+        ids.join(",")
+    );
+    println!("start each OSD:");
+    for id in &ids {
+        println!("  quarry osd --id {id} --data {d}/osd.{id} -c {d}/{CONF_FILE} --keyring {d}/osd.{id}/keyring");
+    }
+    println!("then: export CEPH_CONF={d}/{CONF_FILE}; ceph -s");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsids_are_uuid_v4() {
+        let f = new_fsid();
+        assert_eq!(f.len(), 36);
+        let parts: Vec<&str> = f.split('-').collect();
+        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![8, 4, 4, 4, 12]);
+        assert!(parts[2].starts_with('4'));
+        assert!("89ab".contains(&parts[3][..1]));
+        assert_ne!(new_fsid(), f);
+    }
+
+    #[test]
+    fn files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = ClusterSpec::generate(3, "127.0.0.1:6789".parse().unwrap());
+        spec.write_files(dir.path(), 1, "test").unwrap();
+        let back = ClusterSpec::load(dir.path()).unwrap();
+        assert_eq!(back.fsid, spec.fsid);
+        assert_eq!(back.mon_addr, spec.mon_addr);
+        assert_eq!(back.admin_key, spec.admin_key);
+        assert_eq!(back.osd_keys, spec.osd_keys);
+        let conf = std::fs::read_to_string(dir.path().join(CONF_FILE)).unwrap();
+        assert!(conf.contains("mon_host = 127.0.0.1:6789"), "{conf}");
+        // The keyring option expands to the admin keyring for client.admin.
+        let parsed = Conf::parse(&conf).unwrap();
+        let paths =
+            quarry_conf::keyring_search_paths(&parsed, &EntityName::client("admin"), "ceph");
+        assert_eq!(paths, vec![dir.path().join(ADMIN_KEYRING)]);
+        let admin = std::fs::read_to_string(dir.path().join(ADMIN_KEYRING)).unwrap();
+        assert!(admin.starts_with("[client.admin]\n\tkey = "), "{admin}");
+        assert!(admin.contains("caps mon = \"allow *\""), "{admin}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join(ADMIN_KEYRING)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let b = spec.bootstrap("h", vec![("rbd".into(), 32, 1)]);
+        assert_eq!(b.entities.len(), 4);
+        assert_eq!(b.osds, vec![(0, "h".to_string()), (1, "h".to_string()), (2, "h".to_string())]);
+    }
+
+    #[test]
+    fn second_lock_reports_the_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let held = lock_dir(dir.path()).unwrap();
+        // flock locks belong to the open file description: a second open in this process
+        // conflicts like another process would.
+        let err = lock_dir(dir.path()).unwrap_err();
+        assert_eq!(err.status(), 16);
+        assert!(err.to_string().contains(&format!("(pid {})", std::process::id())), "{err}");
+        drop(held);
+        lock_dir(dir.path()).unwrap();
+    }
+}

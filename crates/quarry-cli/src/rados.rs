@@ -1,0 +1,925 @@
+//! `quarry rados …` (or `rados …` through a link): object-level commands on one pool with
+//! the `rados` tool's syntax, output and error lines (`error getting rbd/x: (2) No such file
+//! or directory`, exit 1). Files larger than one op go in 4 MiB operations on the same object;
+//! a progress bar shows on stderr for long transfers when stderr is a terminal.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use quarry_client::{ClientError, Rados};
+use quarry_conf::CommonArgs;
+use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, PoolId, SnapContext, SNAP_HEAD};
+
+use crate::bench::{self, BenchMode, BenchOptions};
+use crate::error::CliError;
+use crate::output;
+use crate::session::{self, Tool};
+
+/// Bytes per read or write operation of `put` and `get` (`rados`' default `op_size`).
+pub const OP_SIZE: usize = 4 << 20;
+/// Omap entries asked for per request when listing.
+const OMAP_PAGE: u32 = 512;
+/// Transfers at least this large get a progress bar (when stderr is a terminal).
+const PROGRESS_MIN_BYTES: u64 = 64 << 20;
+
+/// The `rados` tool's command line.
+#[derive(clap::Args, Debug)]
+#[command(about = "Ceph-compatible object commands (put, get, ls, omap, xattr, bench)", after_help = COMMANDS_HELP)]
+pub struct RadosArgs {
+    /// Who we are and where the cluster is.
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// The pool to work in.
+    #[arg(short = 'p', long = "pool", value_name = "POOL")]
+    pub pool: Option<String>,
+    /// bench: bytes per write (suffixes K, M, G accepted; default 4M).
+    #[arg(short = 'b', long = "block-size", value_name = "SIZE")]
+    pub block_size: Option<String>,
+    /// bench: operations in flight (default 16).
+    #[arg(short = 't', long = "concurrent-ios", value_name = "N")]
+    pub concurrent_ios: Option<usize>,
+    /// bench write: keep the objects (for a later seq or rand run).
+    #[arg(long = "no-cleanup")]
+    pub no_cleanup: bool,
+    /// bench: name of the run (its metadata object); default `benchmark_last_metadata`.
+    #[arg(long = "run-name", value_name = "NAME")]
+    pub run_name: Option<String>,
+    /// cleanup: object-name prefix of the bench objects to remove.
+    #[arg(long = "prefix", value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// put: write at this offset instead of replacing the object.
+    #[arg(long = "offset", value_name = "BYTES")]
+    pub offset: Option<u64>,
+    /// The command and its arguments, e.g. `put obj ./file`.
+    #[arg(value_name = "COMMAND", allow_negative_numbers = true)]
+    pub words: Vec<String>,
+}
+
+const COMMANDS_HELP: &str = "\
+Pool commands:
+  lspools                          list pools
+  df                               usage per pool
+Object commands (need -p POOL):
+  ls                               list objects, one per line
+  put OBJ FILE|- [--offset N]      write an object from a file or stdin
+  get OBJ FILE|-                   read an object into a file or stdout
+  rm OBJ...                        remove objects
+  stat OBJ                         size and modification time
+  create OBJ                       create an empty object (fails if it exists)
+  truncate OBJ SIZE                set the object's size
+  setxattr OBJ NAME [VALUE]        set an xattr (value from stdin if absent)
+  getxattr OBJ NAME                print an xattr's value
+  rmxattr OBJ NAME                 remove an xattr
+  listxattr OBJ                    list xattr names
+  setomapval OBJ KEY [VALUE]       set an omap entry (value from stdin if absent)
+  getomapval OBJ KEY [FILE]        show an omap value (hexdump) or write it to FILE
+  rmomapkey OBJ KEY                remove an omap key
+  clearomap OBJ...                 remove every omap entry
+  listomapkeys OBJ                 list omap keys
+  listomapvals OBJ                 list omap keys and values
+  getomapheader OBJ [FILE]         show the omap header
+  setomapheader OBJ VALUE          set the omap header
+  bench SECONDS write|seq|rand [-b SIZE] [-t N] [--no-cleanup] [--run-name NAME]
+  cleanup [--prefix PREFIX] [--run-name NAME]";
+
+/// One parsed `rados` command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RadosCommand {
+    /// `lspools`.
+    LsPools,
+    /// `df`.
+    Df,
+    /// `ls`.
+    Ls,
+    /// `put OBJ FILE`.
+    Put {
+        /// Object.
+        obj: String,
+        /// File or `-`.
+        file: String,
+        /// `--offset`.
+        offset: Option<u64>,
+    },
+    /// `get OBJ FILE`.
+    Get {
+        /// Object.
+        obj: String,
+        /// File or `-`.
+        file: String,
+    },
+    /// `rm OBJ...`.
+    Rm {
+        /// Objects.
+        objs: Vec<String>,
+    },
+    /// `stat OBJ`.
+    Stat {
+        /// Object.
+        obj: String,
+    },
+    /// `create OBJ`.
+    Create {
+        /// Object.
+        obj: String,
+    },
+    /// `truncate OBJ SIZE`.
+    Truncate {
+        /// Object.
+        obj: String,
+        /// New size.
+        size: u64,
+    },
+    /// `setxattr OBJ NAME [VALUE]`.
+    SetXattr {
+        /// Object.
+        obj: String,
+        /// Attribute.
+        name: String,
+        /// Value (stdin if None).
+        value: Option<String>,
+    },
+    /// `getxattr OBJ NAME`.
+    GetXattr {
+        /// Object.
+        obj: String,
+        /// Attribute.
+        name: String,
+    },
+    /// `rmxattr OBJ NAME`.
+    RmXattr {
+        /// Object.
+        obj: String,
+        /// Attribute.
+        name: String,
+    },
+    /// `listxattr OBJ`.
+    ListXattr {
+        /// Object.
+        obj: String,
+    },
+    /// `setomapval OBJ KEY [VALUE]`.
+    SetOmapVal {
+        /// Object.
+        obj: String,
+        /// Key.
+        key: String,
+        /// Value (stdin if None).
+        value: Option<String>,
+    },
+    /// `getomapval OBJ KEY [FILE]`.
+    GetOmapVal {
+        /// Object.
+        obj: String,
+        /// Key.
+        key: String,
+        /// Output file.
+        file: Option<String>,
+    },
+    /// `rmomapkey OBJ KEY`.
+    RmOmapKey {
+        /// Object.
+        obj: String,
+        /// Key.
+        key: String,
+    },
+    /// `clearomap OBJ...`.
+    ClearOmap {
+        /// Objects.
+        objs: Vec<String>,
+    },
+    /// `listomapkeys OBJ`.
+    ListOmapKeys {
+        /// Object.
+        obj: String,
+    },
+    /// `listomapvals OBJ`.
+    ListOmapVals {
+        /// Object.
+        obj: String,
+    },
+    /// `getomapheader OBJ [FILE]`.
+    GetOmapHeader {
+        /// Object.
+        obj: String,
+        /// Output file.
+        file: Option<String>,
+    },
+    /// `setomapheader OBJ VALUE`.
+    SetOmapHeader {
+        /// Object.
+        obj: String,
+        /// Header.
+        value: String,
+    },
+    /// `bench SECONDS MODE`.
+    Bench(BenchOptions),
+    /// `cleanup`.
+    Cleanup {
+        /// Object prefix, or None for the run's metadata.
+        prefix: Option<String>,
+        /// Metadata object name.
+        run_name: String,
+    },
+}
+
+impl RadosCommand {
+    fn needs_pool(&self) -> bool {
+        !matches!(self, RadosCommand::LsPools | RadosCommand::Df)
+    }
+}
+
+fn usage(message: impl Into<String>) -> CliError {
+    CliError::Usage { message: format!("{}\nsee `rados --help`", message.into()), status: 1 }
+}
+
+/// Parses a size with an optional binary suffix (`4096`, `4K`, `4M`, `1G`, `64KiB`).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let digits = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: u64 = num.parse().ok()?;
+    let shift = match unit.trim_end_matches(['B', 'b']).trim_end_matches('i') {
+        "" => 0,
+        "K" | "k" => 10,
+        "M" | "m" => 20,
+        "G" | "g" => 30,
+        "T" | "t" => 40,
+        _ => return None,
+    };
+    n.checked_mul(1u64 << shift)
+}
+
+/// Parses the command words and flags (no cluster needed).
+pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
+    let words = &args.words;
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let s = |x: &&str| x.to_string();
+    let cmd = match w.as_slice() {
+        [] => return Err(usage("rados: no command given")),
+        ["lspools"] => RadosCommand::LsPools,
+        ["df"] => RadosCommand::Df,
+        ["ls"] | ["ls", "-"] => RadosCommand::Ls,
+        ["put", obj, file] => RadosCommand::Put { obj: s(obj), file: s(file), offset: args.offset },
+        ["get", obj, file] => RadosCommand::Get { obj: s(obj), file: s(file) },
+        ["rm", objs @ ..] if !objs.is_empty() => {
+            RadosCommand::Rm { objs: objs.iter().map(s).collect() }
+        }
+        ["stat", obj] => RadosCommand::Stat { obj: s(obj) },
+        ["create", obj] => RadosCommand::Create { obj: s(obj) },
+        ["truncate", obj, size] => {
+            let size = size
+                .parse::<i64>()
+                .map_err(|_| usage(format!("Invalid value for size: '{size}'")))?;
+            if size < 0 {
+                return Err(usage("error, cannot truncate to negative value"));
+            }
+            RadosCommand::Truncate { obj: s(obj), size: size as u64 }
+        }
+        ["setxattr", obj, name] => {
+            RadosCommand::SetXattr { obj: s(obj), name: s(name), value: None }
+        }
+        ["setxattr", obj, name, value] => {
+            RadosCommand::SetXattr { obj: s(obj), name: s(name), value: Some(s(value)) }
+        }
+        ["getxattr", obj, name] => RadosCommand::GetXattr { obj: s(obj), name: s(name) },
+        ["rmxattr", obj, name] => RadosCommand::RmXattr { obj: s(obj), name: s(name) },
+        ["listxattr", obj] => RadosCommand::ListXattr { obj: s(obj) },
+        ["setomapval", obj, key] => {
+            RadosCommand::SetOmapVal { obj: s(obj), key: s(key), value: None }
+        }
+        ["setomapval", obj, key, value] => {
+            RadosCommand::SetOmapVal { obj: s(obj), key: s(key), value: Some(s(value)) }
+        }
+        ["getomapval", obj, key] => {
+            RadosCommand::GetOmapVal { obj: s(obj), key: s(key), file: None }
+        }
+        ["getomapval", obj, key, file] => {
+            RadosCommand::GetOmapVal { obj: s(obj), key: s(key), file: Some(s(file)) }
+        }
+        ["rmomapkey", obj, key] => RadosCommand::RmOmapKey { obj: s(obj), key: s(key) },
+        ["clearomap", objs @ ..] if !objs.is_empty() => {
+            RadosCommand::ClearOmap { objs: objs.iter().map(s).collect() }
+        }
+        ["listomapkeys", obj] => RadosCommand::ListOmapKeys { obj: s(obj) },
+        ["listomapvals", obj] => RadosCommand::ListOmapVals { obj: s(obj) },
+        ["getomapheader", obj] => RadosCommand::GetOmapHeader { obj: s(obj), file: None },
+        ["getomapheader", obj, file] => {
+            RadosCommand::GetOmapHeader { obj: s(obj), file: Some(s(file)) }
+        }
+        ["setomapheader", obj, value] => {
+            RadosCommand::SetOmapHeader { obj: s(obj), value: s(value) }
+        }
+        ["bench", seconds, mode] => {
+            let seconds: u64 = seconds
+                .parse()
+                .map_err(|_| usage(format!("Invalid value for seconds: '{seconds}'")))?;
+            let mode = match *mode {
+                "write" => BenchMode::Write,
+                "seq" => BenchMode::Seq,
+                "rand" => BenchMode::Rand,
+                other => {
+                    return Err(usage(format!(
+                        "Unknown benchmark type '{other}' (write, seq, rand)"
+                    )))
+                }
+            };
+            let block_size = match &args.block_size {
+                Some(text) => parse_size(text)
+                    .filter(|&b| b > 0 && b <= quarry_types::OBJECT_SIZE_MAX)
+                    .ok_or_else(|| usage(format!("Invalid value for block-size: '{text}'")))?,
+                None => OP_SIZE as u64,
+            };
+            let concurrency = args.concurrent_ios.unwrap_or(16);
+            if concurrency == 0 {
+                return Err(usage("-t must be at least 1"));
+            }
+            RadosCommand::Bench(BenchOptions {
+                seconds,
+                mode,
+                block_size,
+                concurrency,
+                cleanup: !args.no_cleanup,
+                run_name: args.run_name.clone(),
+            })
+        }
+        ["cleanup"] => RadosCommand::Cleanup {
+            prefix: args.prefix.clone(),
+            run_name: args.run_name.clone().unwrap_or_else(|| bench::DEFAULT_RUN_NAME.into()),
+        },
+        _ => return Err(usage(format!("rados: invalid command '{}'", words.join(" ")))),
+    };
+    if cmd.needs_pool() && args.pool.is_none() {
+        let message = if cmd == RadosCommand::Ls {
+            "either pool name or pg id needs to be specified".to_string()
+        } else {
+            format!("rados {}: pool name was not specified (use -p POOL)", w[0])
+        };
+        return Err(usage(message));
+    }
+    Ok(cmd)
+}
+
+/// Runs `rados …`.
+pub async fn run(args: RadosArgs) -> Result<(), CliError> {
+    let cmd = parse(&args)?;
+    let rados = session::connect(&args.common, Tool::Rados).await?;
+    let result = execute(&rados, args.pool.as_deref(), cmd).await;
+    rados.shutdown().await;
+    match result {
+        Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+/// An open pool: the client, the pool's id and name (for messages).
+pub struct Pool<'a> {
+    /// The cluster handle.
+    pub rados: &'a Rados,
+    /// Pool id.
+    pub id: PoolId,
+    /// Pool name.
+    pub name: &'a str,
+}
+
+impl Pool<'_> {
+    /// Runs an op vector on the head of `obj`.
+    pub async fn exec(&self, obj: &str, ops: Vec<ObjectOp>) -> Result<Vec<OpOutput>, ClientError> {
+        self.rados.exec(self.id, obj, &SnapContext::default(), SNAP_HEAD, ops).await
+    }
+
+    /// Runs one op on `obj`, failing with `what: (N) message`.
+    pub async fn op(
+        &self,
+        obj: &str,
+        op: ObjectOp,
+        what: impl FnOnce() -> String,
+    ) -> Result<OpOutput, CliError> {
+        match self.exec(obj, vec![op]).await {
+            Ok(mut outputs) => Ok(outputs.pop().unwrap_or(OpOutput::None)),
+            Err(e) => Err(CliError::rados_op(what(), e.errno())),
+        }
+    }
+}
+
+fn stdout_io(e: std::io::Error) -> CliError {
+    CliError::io("<stdout>", e)
+}
+
+fn print(text: &str) -> Result<(), CliError> {
+    output::stdout_bytes(text.as_bytes()).map_err(stdout_io)
+}
+
+async fn read_stdin() -> Result<Vec<u8>, CliError> {
+    let mut buf = Vec::new();
+    tokio::io::stdin().read_to_end(&mut buf).await.map_err(|e| CliError::io("<stdin>", e))?;
+    Ok(buf)
+}
+
+fn unexpected(what: String) -> CliError {
+    CliError::rados_op(what, ErrorCode::EPROTO)
+}
+
+async fn execute(
+    rados: &Rados,
+    pool_name: Option<&str>,
+    cmd: RadosCommand,
+) -> Result<(), CliError> {
+    match cmd {
+        RadosCommand::LsPools => {
+            let text: String =
+                rados.map().pools.values().map(|p| format!("{}\n", p.name)).collect();
+            return print(&text);
+        }
+        RadosCommand::Df => return df(rados, pool_name).await,
+        _ => {}
+    }
+    let name = pool_name.unwrap_or_default();
+    let id = rados
+        .lookup_pool(name)
+        .await
+        .map_err(|e| CliError::rados_op(format!("error opening pool {name}"), e.errno()))?;
+    let pool = Pool { rados, id, name };
+    let p = name;
+    match cmd {
+        RadosCommand::LsPools | RadosCommand::Df => unreachable!("handled above"),
+        RadosCommand::Ls => {
+            let names = rados
+                .list_objects(id)
+                .await
+                .map_err(|e| CliError::rados_op("error listing objects", e.errno()))?;
+            let mut text = String::new();
+            for n in names {
+                text.push_str(&n);
+                text.push('\n');
+            }
+            print(&text)?;
+        }
+        RadosCommand::Put { obj, file, offset } => put(&pool, &obj, &file, offset).await?,
+        RadosCommand::Get { obj, file } => get(&pool, &obj, &file).await?,
+        RadosCommand::Rm { objs } => {
+            for obj in objs {
+                pool.op(&obj, ObjectOp::Remove, || format!("error removing {p}>{obj}")).await?;
+            }
+        }
+        RadosCommand::Stat { obj } => {
+            let what = || format!(" error stat-ing {p}/{obj}");
+            match pool.op(&obj, ObjectOp::Stat, what).await? {
+                OpOutput::Stat { size, mtime_sec, .. } => print(&format!(
+                    "{p}/{obj} mtime {}, size {size}\n",
+                    output::utime(mtime_sec, 0)
+                ))?,
+                _ => return Err(unexpected(what())),
+            }
+        }
+        RadosCommand::Create { obj } => {
+            pool.op(&obj, ObjectOp::Create { exclusive: true }, || {
+                format!("error creating {p}/{obj}")
+            })
+            .await?;
+        }
+        RadosCommand::Truncate { obj, size } => {
+            pool.op(&obj, ObjectOp::Truncate { size }, || {
+                format!("error truncating oid {obj} to {size}")
+            })
+            .await?;
+        }
+        RadosCommand::SetXattr { obj, name, value } => {
+            let value = match value {
+                Some(v) => Bytes::from(v.into_bytes()),
+                None => Bytes::from(read_stdin().await?),
+            };
+            let what = || format!("error setting xattr {p}/{obj}/{name}");
+            pool.op(&obj, ObjectOp::SetXattr { name: name.clone(), value }, what).await?;
+        }
+        RadosCommand::GetXattr { obj, name } => {
+            let what = || format!("error getting xattr {p}/{obj}/{name}");
+            match pool.op(&obj, ObjectOp::GetXattr { name: name.clone() }, what).await? {
+                OpOutput::Xattr(value) => output::stdout_bytes(&value).map_err(stdout_io)?,
+                _ => return Err(unexpected(what())),
+            }
+        }
+        RadosCommand::RmXattr { obj, name } => {
+            let what = || format!("error removing xattr {p}/{obj}/{name}");
+            pool.op(&obj, ObjectOp::RmXattr { name: name.clone() }, what).await?;
+        }
+        RadosCommand::ListXattr { obj } => {
+            let what = || format!("error getting xattr set {p}/{obj}");
+            match pool.op(&obj, ObjectOp::GetXattrs, what).await? {
+                OpOutput::Xattrs(attrs) => {
+                    print(&attrs.keys().map(|k| format!("{k}\n")).collect::<String>())?
+                }
+                _ => return Err(unexpected(what())),
+            }
+        }
+        RadosCommand::SetOmapVal { obj, key, value } => {
+            let value = match value {
+                Some(v) => Bytes::from(v.into_bytes()),
+                None => Bytes::from(read_stdin().await?),
+            };
+            let what = || format!("error setting omap value {p}/{obj}/{key}");
+            let vals = BTreeMap::from([(key.clone(), value)]);
+            pool.op(&obj, ObjectOp::OmapSetVals { vals }, what).await?;
+        }
+        RadosCommand::GetOmapVal { obj, key, file } => {
+            let what = || format!("error getting omap value {p}/{obj}/{key}");
+            let vals = match pool
+                .op(&obj, ObjectOp::OmapGetValsByKeys { keys: vec![key.clone()] }, what)
+                .await?
+            {
+                OpOutput::OmapVals { vals, .. } => vals,
+                _ => return Err(unexpected(what())),
+            };
+            match vals.get(&key) {
+                Some(value) => dump_value("value", value, file.as_deref())?,
+                None => {
+                    print(&format!("No such key: {p}/{obj}/{key}\n"))?;
+                    return Err(CliError::Reported { status: 1 });
+                }
+            }
+        }
+        RadosCommand::RmOmapKey { obj, key } => {
+            let what = || format!("error removing omap key {p}/{obj}/{key}");
+            pool.op(&obj, ObjectOp::OmapRmKeys { keys: vec![key.clone()] }, what).await?;
+        }
+        RadosCommand::ClearOmap { objs } => {
+            for obj in objs {
+                pool.op(&obj, ObjectOp::OmapClear, || {
+                    format!("error clearing omap keys {p}/{obj}")
+                })
+                .await?;
+            }
+        }
+        RadosCommand::ListOmapKeys { obj } => {
+            let mut start_after = String::new();
+            loop {
+                let what = || format!("error getting omap key set {p}/{obj}");
+                let op = ObjectOp::OmapGetKeys { start_after: start_after.clone(), max: OMAP_PAGE };
+                let (keys, more) = match pool.op(&obj, op, what).await? {
+                    OpOutput::OmapKeys { keys, more } => (keys, more),
+                    _ => return Err(unexpected(what())),
+                };
+                print(&keys.iter().map(|k| format!("{k}\n")).collect::<String>())?;
+                match keys.last() {
+                    Some(last) if more => start_after = last.clone(),
+                    _ => break,
+                }
+            }
+        }
+        RadosCommand::ListOmapVals { obj } => {
+            let mut start_after = String::new();
+            loop {
+                let what = || format!("error getting omap keys {p}/{obj}");
+                let op = ObjectOp::OmapGetVals {
+                    start_after: start_after.clone(),
+                    prefix: String::new(),
+                    max: OMAP_PAGE,
+                };
+                let (vals, more) = match pool.op(&obj, op, what).await? {
+                    OpOutput::OmapVals { vals, more } => (vals, more),
+                    _ => return Err(unexpected(what())),
+                };
+                let mut text = String::new();
+                for (key, value) in &vals {
+                    if key.chars().all(|c| !c.is_control()) {
+                        text.push_str(key);
+                    } else {
+                        text.push_str(&format!("key ({} bytes):\n", key.len()));
+                        text.push_str(&output::hexdump(key.as_bytes()));
+                    }
+                    text.push('\n');
+                    text.push_str(&format!("value ({} bytes) :\n", value.len()));
+                    text.push_str(&output::hexdump(value));
+                    text.push('\n');
+                }
+                print(&text)?;
+                match vals.keys().next_back() {
+                    Some(last) if more => start_after = last.clone(),
+                    _ => break,
+                }
+            }
+        }
+        RadosCommand::GetOmapHeader { obj, file } => {
+            let what = || format!("error getting omap header {p}/{obj}");
+            match pool.op(&obj, ObjectOp::OmapGetHeader, what).await? {
+                OpOutput::OmapHeader(header) => dump_value("header", &header, file.as_deref())?,
+                _ => return Err(unexpected(what())),
+            }
+        }
+        RadosCommand::SetOmapHeader { obj, value } => {
+            let what = || format!("error setting omap value {p}/{obj}");
+            pool.op(
+                &obj,
+                ObjectOp::OmapSetHeader { header: Bytes::from(value.into_bytes()) },
+                what,
+            )
+            .await?;
+        }
+        RadosCommand::Bench(opts) => bench::run(&pool, opts).await?,
+        RadosCommand::Cleanup { prefix, run_name } => {
+            bench::cleanup(&pool, prefix, &run_name).await?
+        }
+    }
+    Ok(())
+}
+
+/// Shows a value as `rados` does: `value (N bytes) :` and a hexdump, or writes it to a file.
+fn dump_value(label: &str, value: &[u8], file: Option<&str>) -> Result<(), CliError> {
+    match file {
+        Some(path) => {
+            eprintln!("Writing to {path}");
+            std::fs::write(path, value).map_err(|e| CliError::io(path, e))
+        }
+        None => print(&format!("{label} ({} bytes) :\n{}\n", value.len(), output::hexdump(value))),
+    }
+}
+
+fn progress_bar(total: u64, verb: &str) -> Option<indicatif::ProgressBar> {
+    if total < PROGRESS_MIN_BYTES || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(&format!(
+        "{verb} {{bar:40}} {{bytes}}/{{total_bytes}} ({{bytes_per_sec}}, {{eta}})"
+    ));
+    if let Ok(style) = style {
+        bar.set_style(style);
+    }
+    Some(bar)
+}
+
+/// Reads up to `buf.len()` bytes, fewer only at the end of the input.
+async fn read_full(input: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        let n = input.read(&mut buf[filled..]).await?;
+        if n == 0 {
+            break;
+        }
+        filled += n;
+    }
+    Ok(filled)
+}
+
+/// `rados put`: the first chunk replaces the object (or writes at `--offset`), the following
+/// 4 MiB chunks are written after it.
+async fn put(pool: &Pool<'_>, obj: &str, file: &str, offset: Option<u64>) -> Result<(), CliError> {
+    let what = || format!("error putting {}/{obj}", pool.name);
+    let (mut input, size): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = if file == "-" {
+        (Box::new(tokio::io::stdin()), None)
+    } else {
+        let f = tokio::fs::File::open(file).await.map_err(|e| {
+            CliError::rados_op(
+                format!("error reading input file {file}"),
+                ErrorCode(e.raw_os_error().unwrap_or(5)),
+            )
+        })?;
+        let size = f.metadata().await.ok().map(|m| m.len());
+        (Box::new(f), size)
+    };
+    let bar = size.and_then(|s| progress_bar(s, "put"));
+    let mut buf = vec![0u8; OP_SIZE];
+    let mut pos: u64 = 0;
+    loop {
+        let n = read_full(&mut input, &mut buf).await.map_err(|e| {
+            CliError::rados_op(
+                format!("error reading input file {file}"),
+                ErrorCode(e.raw_os_error().unwrap_or(5)),
+            )
+        })?;
+        if n == 0 && pos > 0 {
+            break;
+        }
+        let data = Payload::new(Bytes::copy_from_slice(&buf[..n]));
+        let op = match (pos, offset) {
+            (0, None) => ObjectOp::WriteFull { data },
+            (_, off) => ObjectOp::Write { off: off.unwrap_or(0) + pos, data },
+        };
+        pool.op(obj, op, what).await?;
+        pos += n as u64;
+        if let Some(bar) = &bar {
+            bar.set_position(pos);
+        }
+        if n < OP_SIZE {
+            break;
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(())
+}
+
+/// `rados get`: reads 4 MiB at a time until a short read.
+async fn get(pool: &Pool<'_>, obj: &str, file: &str) -> Result<(), CliError> {
+    let what = || format!("error getting {}/{obj}", pool.name);
+    let bar = if std::io::stderr().is_terminal() {
+        match pool.op(obj, ObjectOp::Stat, what).await? {
+            OpOutput::Stat { size, .. } => progress_bar(size, "get"),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    let mut out: Option<Box<dyn AsyncWrite + Unpin + Send>> = None;
+    let mut off: u64 = 0;
+    loop {
+        let data = match pool.op(obj, ObjectOp::Read { off, len: OP_SIZE as u64 }, what).await? {
+            OpOutput::Data(p) => p.data,
+            _ => return Err(unexpected(what())),
+        };
+        // The output is opened after the first successful read: a missing object leaves no
+        // empty file behind.
+        if out.is_none() {
+            out = Some(if file == "-" {
+                Box::new(tokio::io::stdout())
+            } else {
+                Box::new(
+                    tokio::fs::File::create(file)
+                        .await
+                        .map_err(|e| CliError::io(PathBuf::from(file), e))?,
+                )
+            });
+        }
+        if let Some(w) = out.as_mut() {
+            w.write_all(&data).await.map_err(|e| CliError::io(PathBuf::from(file), e))?;
+        }
+        off += data.len() as u64;
+        if let Some(bar) = &bar {
+            bar.set_position(off);
+        }
+        if data.len() < OP_SIZE {
+            break;
+        }
+    }
+    if let Some(mut w) = out {
+        w.flush().await.map_err(|e| CliError::io(PathBuf::from(file), e))?;
+        w.shutdown().await.map_err(|e| CliError::io(PathBuf::from(file), e))?;
+    }
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    Ok(())
+}
+
+/// `rados df`: one row per pool, then cluster totals.
+async fn df(rados: &Rados, only: Option<&str>) -> Result<(), CliError> {
+    let report = match rados.command(quarry_wire::MonCommand::Status).await {
+        Ok(quarry_wire::MonReply::Status(r)) => *r,
+        Ok(_) => return Err(CliError::rados_op("error fetching pool stats", ErrorCode::EPROTO)),
+        Err(e) => return Err(CliError::rados_op("error fetching pool stats", e.errno())),
+    };
+    use output::Align::{Left, Right};
+    let mut t = output::Table::new(&[
+        ("POOL_NAME", Left),
+        ("USED", Right),
+        ("OBJECTS", Right),
+        ("CLONES", Right),
+        ("COPIES", Right),
+        ("MISSING_ON_PRIMARY", Right),
+        ("UNFOUND", Right),
+        ("DEGRADED", Right),
+        ("RD_OPS", Right),
+        ("RD", Right),
+        ("WR_OPS", Right),
+        ("WR", Right),
+        ("USED COMPR", Right),
+        ("UNDER COMPR", Right),
+    ]);
+    let mut pools: Vec<_> =
+        report.pools.iter().filter(|p| only.is_none_or(|n| n == p.name)).collect();
+    if let Some(n) = only {
+        if pools.is_empty() {
+            return Err(CliError::rados_op(format!("error opening pool {n}"), ErrorCode::ENOENT));
+        }
+    }
+    pools.sort_by(|a, b| a.name.cmp(&b.name));
+    for p in pools {
+        let size = u64::from(p.size.max(1));
+        t.row(vec![
+            p.name.clone(),
+            output::bytes_iec(p.stored_bytes.saturating_mul(size)),
+            p.stored_objects.to_string(),
+            "0".into(),
+            (p.stored_objects * size).to_string(),
+            "0".into(),
+            "0".into(),
+            "0".into(),
+            "0".into(),
+            "0 B".into(),
+            "0".into(),
+            "0 B".into(),
+            "0 B".into(),
+            "0 B".into(),
+        ]);
+    }
+    let text = format!(
+        "{}\ntotal_objects    {}\ntotal_used       {}\ntotal_avail      {}\ntotal_space      {}\n",
+        t.render(),
+        report.objects,
+        output::bytes_iec(report.used_bytes),
+        output::bytes_iec(report.avail_bytes),
+        output::bytes_iec(report.used_bytes.saturating_add(report.avail_bytes)),
+    );
+    print(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(clap::Parser, Debug)]
+    struct Wrapper {
+        #[command(flatten)]
+        rados: RadosArgs,
+    }
+
+    fn parse_line(line: &[&str]) -> Result<RadosCommand, CliError> {
+        let argv = std::iter::once("rados").chain(line.iter().copied());
+        let w = Wrapper::try_parse_from(argv)
+            .map_err(|e| CliError::Usage { message: e.to_string(), status: 2 })?;
+        parse(&w.rados)
+    }
+
+    #[test]
+    fn object_commands() {
+        assert_eq!(
+            parse_line(&["-p", "rbd", "put", "obj", "-"]).unwrap(),
+            RadosCommand::Put { obj: "obj".into(), file: "-".into(), offset: None }
+        );
+        assert_eq!(
+            parse_line(&["get", "obj", "/tmp/x", "-p", "rbd"]).unwrap(),
+            RadosCommand::Get { obj: "obj".into(), file: "/tmp/x".into() }
+        );
+        assert_eq!(
+            parse_line(&["-p", "rbd", "rm", "a", "b"]).unwrap(),
+            RadosCommand::Rm { objs: vec!["a".into(), "b".into()] }
+        );
+        assert_eq!(
+            parse_line(&["-p", "rbd", "setomapval", "o", "k"]).unwrap(),
+            RadosCommand::SetOmapVal { obj: "o".into(), key: "k".into(), value: None }
+        );
+        assert_eq!(parse_line(&["lspools"]).unwrap(), RadosCommand::LsPools);
+        assert_eq!(parse_line(&["--pool=rbd", "ls"]).unwrap(), RadosCommand::Ls);
+    }
+
+    #[test]
+    fn missing_pool_and_bad_commands_exit_1() {
+        let e = parse_line(&["ls"]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("either pool name or pg id needs to be specified"),
+            "{e}"
+        );
+        assert_eq!(e.status(), 1);
+        assert_eq!(parse_line(&["put", "o", "f"]).unwrap_err().status(), 1);
+        assert_eq!(parse_line(&["-p", "x", "frob"]).unwrap_err().status(), 1);
+        assert_eq!(parse_line(&["-p", "x", "truncate", "o", "-5"]).unwrap_err().status(), 1);
+    }
+
+    #[test]
+    fn bench_options() {
+        let cmd = parse_line(&[
+            "-p",
+            "rbd",
+            "bench",
+            "10",
+            "write",
+            "-b",
+            "4K",
+            "-t",
+            "32",
+            "--no-cleanup",
+        ])
+        .unwrap();
+        assert_eq!(
+            cmd,
+            RadosCommand::Bench(BenchOptions {
+                seconds: 10,
+                mode: BenchMode::Write,
+                block_size: 4096,
+                concurrency: 32,
+                cleanup: false,
+                run_name: None,
+            })
+        );
+        assert!(parse_line(&["-p", "rbd", "bench", "10", "fly"]).is_err());
+        assert!(parse_line(&["-p", "rbd", "bench", "10", "seq", "-b", "4Q"]).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("4K"), Some(4096));
+        assert_eq!(parse_size("4M"), Some(4 << 20));
+        assert_eq!(parse_size("64KiB"), Some(64 << 10));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("4Q"), None);
+    }
+}

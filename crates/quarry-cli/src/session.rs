@@ -1,0 +1,68 @@
+//! Connecting the `ceph` and `rados` tools to a cluster: load ceph.conf (`-c`, `CEPH_CONF`,
+//! the standard paths), build the client configuration from it and the common arguments, and
+//! connect within `client_mount_timeout` (plus a small margin, so nothing ever hangs). Each
+//! failure is reported the way the tool being imitated reports it.
+
+use std::time::Duration;
+
+use crate::error::CliError;
+use quarry_client::{ClientConfig, ClientError, Rados};
+use quarry_conf::CommonArgs;
+
+/// Which of Ceph's tools we are imitating (they word connection failures differently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// The python `ceph` CLI.
+    Ceph,
+    /// The C++ `rados` tool.
+    Rados,
+}
+
+/// Margin over `client_mount_timeout` before we give up on a connection attempt ourselves.
+const CONNECT_MARGIN: Duration = Duration::from_secs(5);
+
+/// Loads the configuration and connects as the entity the arguments name.
+pub async fn connect(common: &CommonArgs, tool: Tool) -> Result<Rados, CliError> {
+    let cfg = client_config(common, tool)?;
+    let bound = cfg.connect_timeout + CONNECT_MARGIN;
+    match tokio::time::timeout(bound, Rados::connect(cfg)).await {
+        Ok(Ok(rados)) => Ok(rados),
+        Ok(Err(e)) => Err(connect_error(tool, &e, common)),
+        Err(_) => Err(connect_error(tool, &ClientError::Timeout, common)),
+    }
+}
+
+/// The client configuration from ceph.conf and the command line.
+pub fn client_config(common: &CommonArgs, tool: Tool) -> Result<ClientConfig, CliError> {
+    let (conf, _path) = common
+        .load_conf()
+        .map_err(|e| CliError::ConfLoad { detail: e.to_string(), ceph: tool == Tool::Ceph })?;
+    ClientConfig::from_conf(&conf, common).map_err(|e| connect_error(tool, &e, common))
+}
+
+/// A failure to connect, worded as `tool` words it, with a hint when `--id` repeated the
+/// entity type (`--id client.qemu`).
+pub fn connect_error(tool: Tool, e: &ClientError, common: &CommonArgs) -> CliError {
+    let code = e.errno();
+    let mut detail = e.to_string();
+    if let Some(hint) =
+        quarry_conf::resolve_entity(common).ok().as_ref().and_then(quarry_conf::doubled_type_hint)
+    {
+        detail.push('\n');
+        detail.push_str(&hint);
+    }
+    match tool {
+        Tool::Ceph => CliError::CephConnect { code, detail },
+        Tool::Rados => CliError::RadosConnect { code, detail },
+    }
+}
+
+/// A failed monitor command as `ceph` prints it: `Error EACCES: access denied`.
+pub fn command_error(e: ClientError) -> CliError {
+    match e {
+        ClientError::Failed { code, message } | ClientError::Auth { code, message } => {
+            CliError::Command { code, message }
+        }
+        other => CliError::Command { code: other.errno(), message: other.to_string() },
+    }
+}

@@ -1,0 +1,261 @@
+//! `quarry up DIR [--osds N] [--port P]`: the embedded one-machine cluster — one monitor and
+//! N OSDs in this process, each on its own 127.0.0.1 port, data under DIR (`DIR/mon`,
+//! `DIR/osd.N`).
+//!
+//! First start generates the fsid and keys, chooses the monitor port (kept in `ceph.conf`
+//! across restarts), bootstraps pool `rbd` (32 PGs, size 1, application rbd) and writes
+//! `DIR/ceph.conf`, `DIR/ceph.client.admin.keyring`, `DIR/osd.N/keyring`, `DIR/env` and
+//! `DIR/bin/{ceph,rados,rbd,quarry}` (links to this binary). Later starts read those files
+//! and never bootstrap again. A `flock` on `DIR/quarry.lock` keeps a second `quarry up` off
+//! the directory (exit 16). `ready` is printed once every PG of every pool answers; SIGINT or
+//! SIGTERM stops the OSDs, then the monitor, and exits 0.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+
+use quarry_client::{ClientConfig, Rados};
+use quarry_mon::{MonConfig, MonHandle};
+use quarry_osd::{OsdConfig, OsdHandle};
+use quarry_types::{EntityName, PgId};
+use quarry_wire::{MonCommand, MonReply};
+
+use crate::cluster::{self, ClusterSpec, CONF_FILE};
+use crate::daemon::{announce_ready, Signals, SHUTDOWN_TIMEOUT};
+use crate::error::CliError;
+
+/// The pool every new `quarry up` cluster starts with: name, PGs, replicas.
+const BOOTSTRAP_POOL: (&str, u32, u32) = ("rbd", 32, 1);
+/// How long the cluster may take to serve every PG after the daemons started.
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Pause between two readiness checks.
+const READY_POLL: Duration = Duration::from_millis(200);
+
+/// `quarry up` arguments.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// Cluster directory (created if missing).
+    pub dir: PathBuf,
+    /// Number of OSDs on first start (later starts use the OSDs the directory has).
+    #[arg(long, default_value_t = 1)]
+    pub osds: u32,
+    /// Monitor port on 127.0.0.1 for the first start (default: a free port; kept afterwards).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Stay in the foreground (the default and only mode).
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+/// Writes `DIR/env` and the `DIR/bin` links.
+fn write_env(dir: &Path) -> anyhow::Result<()> {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
+    if let Ok(exe) = std::env::current_exe() {
+        for tool in ["ceph", "rados", "rbd", "quarry"] {
+            let link = bin.join(tool);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&exe, &link)
+                .with_context(|| format!("linking {}", link.display()))?;
+        }
+    }
+    let text = format!(
+        "# Source this file (. {d}/env) to point Ceph's tools at this cluster.\n\
+         export CEPH_CONF={d}/{CONF_FILE}\n\
+         export PATH={d}/bin:$PATH\n\
+         # export LD_LIBRARY_PATH=...   (librados.so.2 / librbd.so.1: filled in by the C ABI)\n",
+        d = dir.display()
+    );
+    cluster::write_atomic(&dir.join("env"), text.as_bytes(), 0o644)
+}
+
+/// Loads the cluster of `dir`, or creates it on first start.
+fn load_or_create(dir: &Path, args: &UpArgs) -> anyhow::Result<(ClusterSpec, bool)> {
+    if dir.join(CONF_FILE).exists() {
+        let spec = ClusterSpec::load(dir)?;
+        if spec.osd_keys.len() != args.osds as usize && args.osds != 1 {
+            tracing::warn!(
+                "{} already has {} OSDs; --osds {} applies to a new cluster only",
+                dir.display(),
+                spec.osd_keys.len(),
+                args.osds
+            );
+        }
+        return Ok((spec, false));
+    }
+    if args.osds == 0 {
+        return Err(anyhow!("--osds must be at least 1"));
+    }
+    let port = match args.port {
+        Some(p) => p,
+        None => cluster::free_port()?,
+    };
+    let spec = ClusterSpec::generate(args.osds, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    spec.write_files(dir, BOOTSTRAP_POOL.2, "quarry up")?;
+    Ok((spec, true))
+}
+
+/// The running daemons.
+struct Daemons {
+    mon: Option<MonHandle>,
+    osds: Vec<(u64, OsdHandle)>,
+}
+
+impl Daemons {
+    /// OSDs first (they hold client sessions and report to the monitor), then the monitor.
+    async fn shutdown(mut self) {
+        for (id, osd) in self.osds.drain(..) {
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, osd.shutdown()).await.is_err() {
+                tracing::warn!("osd.{id} did not stop within {SHUTDOWN_TIMEOUT:?}");
+            }
+        }
+        if let Some(mon) = self.mon.take() {
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, mon.shutdown()).await.is_err() {
+                tracing::warn!("the monitor did not stop within {SHUTDOWN_TIMEOUT:?}");
+            }
+        }
+    }
+}
+
+async fn start_daemons(
+    dir: &Path,
+    spec: &ClusterSpec,
+    daemons: &mut Daemons,
+) -> anyhow::Result<()> {
+    let host = cluster::hostname();
+    let mon_dir = dir.join("mon");
+    let mut cfg = MonConfig::new("a", mon_dir.clone(), spec.mon_addr);
+    cfg.pool_default_size = 1;
+    if !cluster::has_entries(&mon_dir) {
+        let (name, pg_num, size) = BOOTSTRAP_POOL;
+        cfg.bootstrap = Some(spec.bootstrap(&host, vec![(name.to_string(), pg_num, size)]));
+    }
+    let mon = quarry_mon::start(cfg)
+        .await
+        .with_context(|| format!("starting the monitor on {}", spec.mon_addr))?;
+    let mon_addr = mon.addr();
+    daemons.mon = Some(mon);
+    for (id, key) in &spec.osd_keys {
+        let cfg = OsdConfig {
+            id: *id,
+            data_dir: dir.join(format!("osd.{id}")),
+            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            mon_addrs: vec![mon_addr],
+            key: key.clone(),
+            host: host.clone(),
+        };
+        let osd = quarry_osd::start(cfg).await.with_context(|| format!("starting osd.{id}"))?;
+        daemons.osds.push((*id, osd));
+    }
+    Ok(())
+}
+
+/// Waits until every OSD is up and every PG of every pool answers a listing.
+async fn wait_ready(spec: &ClusterSpec) -> anyhow::Result<()> {
+    let cfg = ClientConfig {
+        mon_addrs: vec![spec.mon_addr],
+        entity: EntityName::client("admin"),
+        key: spec.admin_key.clone(),
+        connect_timeout: Duration::from_secs(30),
+        op_timeout: Some(Duration::from_secs(10)),
+    };
+    let rados =
+        Rados::connect(cfg).await.context("connecting to the new cluster as client.admin")?;
+    let result =
+        tokio::time::timeout(READY_TIMEOUT, probe_until_ready(&rados, spec.osd_keys.len())).await;
+    rados.shutdown().await;
+    match result {
+        Ok(r) => r,
+        Err(_) => {
+            Err(anyhow!("the cluster did not serve every placement group within {READY_TIMEOUT:?}"))
+        }
+    }
+}
+
+async fn probe_until_ready(rados: &Rados, osds: usize) -> anyhow::Result<()> {
+    loop {
+        if probe(rados, osds).await {
+            return Ok(());
+        }
+        tokio::time::sleep(READY_POLL).await;
+    }
+}
+
+async fn probe(rados: &Rados, osds: usize) -> bool {
+    let report = match rados.command(MonCommand::Status).await {
+        Ok(MonReply::Status(r)) => r,
+        other => {
+            tracing::debug!(?other, "status not available yet");
+            return false;
+        }
+    };
+    if (report.osds.1 as usize) < osds || report.pgs.1 < report.pgs.0 {
+        tracing::debug!(osds = ?report.osds, pgs = ?report.pgs, "waiting for OSDs and PGs");
+        return false;
+    }
+    for pool in report.pools.iter() {
+        for seed in 0..pool.pg_num {
+            if let Err(e) = rados.list_pg(PgId { pool: pool.id, seed }, None, 1).await {
+                tracing::debug!(pool = %pool.name, seed, error = %e, "PG not serving yet");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+fn banner(dir: &Path, spec: &ClusterSpec, fresh: bool) {
+    let d = dir.display();
+    let osds = spec.osd_keys.len();
+    println!(
+        "quarry up: cluster {} {} — 1 monitor ({}), {osds} OSD{}, data in {d}",
+        spec.fsid,
+        if fresh { "created" } else { "started" },
+        spec.mon_addr,
+        if osds == 1 { "" } else { "s" }
+    );
+    println!("  conf:     {d}/{CONF_FILE}");
+    println!("  keyring:  {d}/{}", cluster::ADMIN_KEYRING);
+    println!("  use it:   . {d}/env && ceph -s");
+    println!("  stop:     Ctrl-C (the data stays; `quarry up {d}` starts it again)");
+}
+
+/// Runs the embedded cluster until SIGINT/SIGTERM.
+pub async fn run(args: UpArgs) -> Result<(), CliError> {
+    std::fs::create_dir_all(&args.dir).map_err(|e| CliError::io(&args.dir, e))?;
+    let dir = cluster::absolute(&args.dir)?;
+    let _lock = cluster::lock_dir(&dir)?;
+    let (spec, fresh) = load_or_create(&dir, &args)?;
+    write_env(&dir)?;
+    let mut signals = Signals::new()?;
+    let mut daemons = Daemons { mon: None, osds: Vec::new() };
+    let started = tokio::select! {
+        r = async {
+            start_daemons(&dir, &spec, &mut daemons).await?;
+            wait_ready(&spec).await
+        } => Some(r),
+        sig = signals.recv() => {
+            tracing::info!("{sig} during start-up: stopping");
+            None
+        }
+    };
+    match started {
+        Some(Ok(())) => {}
+        Some(Err(e)) => {
+            daemons.shutdown().await;
+            return Err(e.into());
+        }
+        None => {
+            daemons.shutdown().await;
+            return Ok(());
+        }
+    }
+    banner(&dir, &spec, fresh);
+    announce_ready();
+    let sig = signals.recv().await;
+    tracing::info!("{sig}: stopping the OSDs, then the monitor");
+    daemons.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! A cluster of separate processes on loopback: `quarry cluster-init`, one `quarry mon` and
+//! three `quarry osd`, concurrent `rados` clients writing while an OSD is killed (SIGKILL)
+//! and restarted, then every object read back byte for byte; every daemon exits 0 on SIGTERM.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn conf_value(conf: &str, key: &str) -> String {
+    conf.lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| panic!("{key} missing in\n{conf}"))
+}
+
+fn osd(dir: &Path, id: u32) -> Daemon {
+    let mut cmd = Command::new(quarry());
+    cmd.arg("osd")
+        .args(["--id", &id.to_string()])
+        .arg("--data")
+        .arg(dir.join(format!("osd.{id}")))
+        .arg("-c")
+        .arg(dir.join("ceph.conf"))
+        .arg("--keyring")
+        .arg(dir.join(format!("osd.{id}/keyring")));
+    let mut d = Daemon::spawn(&format!("osd.{id}"), cmd);
+    d.wait_ready();
+    d
+}
+
+fn wait_healthy(conf: &Path, osds: u32) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let r = run_bounded(tool_cmd("ceph", Some(conf), &["-s"]), None, COMMAND_TIMEOUT);
+        last = format!("{}{}", r.out(), r.stderr);
+        if r.status.success() && last.contains(&format!("{osds} up")) && !last.contains(" down") {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("cluster not healthy in time:\n{last}");
+}
+
+#[test]
+fn separate_daemons_survive_an_osd_kill() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut init = Command::new(quarry());
+    init.args(["cluster-init"]).arg(&dir).args(["--osds", "3"]);
+    let r = run_bounded(init, None, COMMAND_TIMEOUT).ok("cluster-init");
+    assert!(r.out().contains("quarry mon --data"), "{}", r.out());
+    let conf = dir.join("ceph.conf");
+    let text = std::fs::read_to_string(&conf).unwrap();
+    let fsid = conf_value(&text, "fsid");
+    let mon_addr = conf_value(&text, "mon_host");
+
+    let mut mon_cmd = Command::new(quarry());
+    mon_cmd
+        .arg("mon")
+        .arg("--data")
+        .arg(dir.join("mon"))
+        .args(["--addr", &mon_addr, "--mkfs", "--fsid", &fsid])
+        .arg("--keyring")
+        .arg(dir.join("mon.keyring"))
+        .args(["--osds", "0,1,2", "--pool", "rbd", "--size", "3"]);
+    let mut mon = Daemon::spawn("mon.a", mon_cmd);
+    mon.wait_ready();
+    let mut osds: Vec<Daemon> = (0..3).map(|id| osd(&dir, id)).collect();
+    wait_healthy(&conf, 3);
+    let s = run_bounded(
+        tool_cmd("ceph", Some(&conf), &["osd", "pool", "ls", "detail"]),
+        None,
+        COMMAND_TIMEOUT,
+    )
+    .ok("pool ls detail")
+    .out();
+    assert!(s.contains("'rbd' replicated size 3"), "{s}");
+
+    // Concurrent writers; osd.1 is killed and restarted while they run.
+    let files: PathBuf = tmp.path().join("data");
+    std::fs::create_dir(&files).unwrap();
+    let writers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let conf = conf.clone();
+            let files = files.clone();
+            std::thread::spawn(move || {
+                for i in 0..6u64 {
+                    let name = format!("w{w}-o{i}");
+                    let data = pattern(64 * 1024 + (w * 7 + i) as usize * 1000, w * 100 + i + 1);
+                    let path = files.join(&name);
+                    std::fs::write(&path, &data).unwrap();
+                    let args = ["-p", "rbd", "put", &name, path.to_str().unwrap()];
+                    run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT)
+                        .ok("put during kill");
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    osds[1].kill();
+    std::thread::sleep(Duration::from_secs(2));
+    osds[1] = osd(&dir, 1);
+    for w in writers {
+        w.join().expect("writer thread");
+    }
+    wait_healthy(&conf, 3);
+
+    // Every object back, byte for byte, by concurrent readers.
+    let readers: Vec<_> = (0..4u64)
+        .map(|w| {
+            let conf = conf.clone();
+            let files = files.clone();
+            std::thread::spawn(move || {
+                for i in 0..6u64 {
+                    let name = format!("w{w}-o{i}");
+                    let want = std::fs::read(files.join(&name)).unwrap();
+                    let got = run_bounded(
+                        tool_cmd("rados", Some(&conf), &["-p", "rbd", "get", &name, "-"]),
+                        None,
+                        COMMAND_TIMEOUT,
+                    )
+                    .ok("get after restart");
+                    assert!(got.stdout == want, "{name} differs after the OSD restart");
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().expect("reader thread");
+    }
+    let ls =
+        run_bounded(tool_cmd("rados", Some(&conf), &["-p", "rbd", "ls"]), None, COMMAND_TIMEOUT)
+            .ok("ls")
+            .out();
+    assert_eq!(ls.lines().count(), 24, "{ls}");
+
+    for o in osds.iter_mut() {
+        let status = o.terminate();
+        assert!(status.success(), "{} exit {status}\n{}", o.name, o.logs());
+    }
+    let status = mon.terminate();
+    assert!(status.success(), "mon exit {status}\n{}", mon.logs());
+}
