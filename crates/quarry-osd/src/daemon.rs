@@ -99,8 +99,8 @@ async fn open_storage(data_dir: &Path) -> Result<(Arc<Wal>, Arc<Store>), OsdErro
     create_dir(data_dir)?;
     create_dir(&data_dir.join("snapshots"))?;
     let wal_dir = data_dir.join("wal");
-    let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, WalOptions::default()))
-        .await??;
+    let wal =
+        tokio::task::spawn_blocking(move || Wal::open(&wal_dir, WalOptions::default())).await??;
     let store_path = data_dir.join("store.redb");
     let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
         let store = Store::open(&store_path)?;

@@ -28,12 +28,12 @@ pub enum OsdError {
         #[source]
         source: std::io::Error,
     },
-    /// The object store refused to open or failed.
+    /// The object store refused to open or failed (boxed: redb's error is large).
     #[error("object store: {0}")]
-    Store(#[from] quarry_store::StoreError),
+    Store(Box<quarry_store::StoreError>),
     /// The write-ahead log refused to open or failed.
     #[error("write-ahead log: {0}")]
-    Wal(#[from] quarry_raftlog::WalError),
+    Wal(Box<quarry_raftlog::WalError>),
     /// No monitor answered (or accepted us) within the start-up deadline.
     #[error("no monitor reachable at {addrs:?}: {last_error}")]
     MonUnreachable {
@@ -84,6 +84,18 @@ pub enum OsdError {
     /// The OSD is shutting down.
     #[error("the OSD is shutting down")]
     ShuttingDown,
+}
+
+impl From<quarry_store::StoreError> for OsdError {
+    fn from(e: quarry_store::StoreError) -> OsdError {
+        OsdError::Store(Box::new(e))
+    }
+}
+
+impl From<quarry_raftlog::WalError> for OsdError {
+    fn from(e: quarry_raftlog::WalError) -> OsdError {
+        OsdError::Wal(Box::new(e))
+    }
 }
 
 impl OsdError {

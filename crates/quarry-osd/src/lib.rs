@@ -67,6 +67,9 @@
 //! disk figures in beacons).
 
 #![warn(missing_docs)]
+// `StoreError` (redb's error inline), openraft's `ConfigError` and `AuthError` are 128-160
+// bytes; they only travel on failure paths, so their size costs nothing where it matters.
+#![allow(clippy::result_large_err)]
 
 mod daemon;
 mod error;
@@ -81,7 +84,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use quarry_auth::CryptoKey;
-use quarry_types::OsdId;
+use quarry_types::{OsdId, PgId};
 
 pub use error::OsdError;
 pub use pg::{group_id, pg_of_group, PgCommand, PgRaftConfig};
@@ -103,6 +106,21 @@ pub struct OsdConfig {
     pub host: String,
 }
 
+/// One PG as this OSD sees it (for status output and tests).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgStatus {
+    /// The PG.
+    pub pg: PgId,
+    /// The leader of its Raft group, if known.
+    pub leader: Option<OsdId>,
+    /// Index of the last entry applied to the store.
+    pub applied: Option<u64>,
+    /// Index the last snapshot (store checkpoint) covers.
+    pub snapshot: Option<u64>,
+    /// Index up to which the log was purged from the WAL.
+    pub purged: Option<u64>,
+}
+
 /// A running OSD.
 pub struct OsdHandle {
     running: daemon::Running,
@@ -117,6 +135,19 @@ impl OsdHandle {
     /// Number of store checkpoints run by this process so far.
     pub fn checkpoints(&self) -> u64 {
         self.running.osd.durability.checkpoints()
+    }
+
+    /// The PGs this OSD runs, in order.
+    pub fn pgs(&self) -> Vec<PgStatus> {
+        let mut out: Vec<PgStatus> =
+            self.running.osd.router.groups().iter().map(|group| group.status()).collect();
+        out.sort_by_key(|status| status.pg);
+        out
+    }
+
+    /// Counters of the OSD's write-ahead log (group commits, fsyncs, segments).
+    pub fn wal_stats(&self) -> quarry_raftlog::WalStats {
+        self.running.osd.router.wal().stats()
     }
 
     /// Stops accepting, shuts the PG groups down, checkpoints the store, and releases the WAL

@@ -23,7 +23,7 @@ use quarry_types::{OsdId, PgId};
 use quarry_wire::ClusterMap;
 
 use crate::pg::durability::Durability;
-use crate::pg::network::{PgNetworkFactory, Peers};
+use crate::pg::network::{Peers, PgNetworkFactory};
 use crate::pg::state_machine::{blocking, PgStateMachine};
 use crate::pg::{group_id, pg_of_group, PgGroup, PgRaft};
 use crate::OsdError;
@@ -71,7 +71,9 @@ fn raft_config(voters: usize) -> Result<Arc<Config>, openraft::ConfigError> {
         // With one replica nobody needs the log behind a checkpoint: purge it all, so idle
         // PGs never pin old WAL segments. Replicated PGs keep a tail for lagging followers.
         max_in_snapshot_log_to_keep: if voters <= 1 { 0 } else { 500 },
-        purge_batch_size: 64,
+        // Purge whatever a snapshot covers: a few entries left behind by an idle PG would pin
+        // its WAL segment forever. Snapshots are already rate-limited (entries or time).
+        purge_batch_size: 1,
         max_payload_entries: 64,
         snapshot_max_chunk_size: 4 << 20,
         ..Config::default()
@@ -91,6 +93,10 @@ impl Router {
 
     pub(crate) fn me(&self) -> OsdId {
         self.deps.me
+    }
+
+    pub(crate) fn wal(&self) -> &Arc<Wal> {
+        &self.deps.wal
     }
 
     pub(crate) fn store(&self) -> &Arc<Store> {

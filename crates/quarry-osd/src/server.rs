@@ -31,17 +31,19 @@ pub(crate) struct OsdService {
 
 impl Handler<Session> for OsdService {
     async fn handle(&self, ctx: Arc<ConnContext<Session>>, request: Request) -> Reply {
+        let session = &ctx.session;
+        // Raft traffic is not counted against client ops: a PG's writes wait on it, so
+        // gating it behind the same bound could deadlock two OSDs full of client writes.
+        if let Request::Raft { group, body } = request {
+            return op::handle_raft(&self.osd, session, group, &body).await;
+        }
         let Ok(_permit) = self.osd.ops.acquire().await else {
             return Reply::Failed { code: ErrorCode::EAGAIN, message: "osd shutting down".into() };
         };
-        let session = &ctx.session;
         match request {
             Request::Op(op) => op::handle_op(&self.osd, session, op).await,
             Request::List { pg, epoch, start_after, max } => {
                 op::handle_list(&self.osd, session, pg, epoch, start_after, max).await
-            }
-            Request::Raft { group, body } => {
-                op::handle_raft(&self.osd, session, group, &body).await
             }
             other => {
                 tracing::debug!(entity = %session.entity, request = ?other, "not an osd request");

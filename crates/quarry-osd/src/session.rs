@@ -132,10 +132,7 @@ impl Authenticator for OsdAuthenticator {
         let bytes = hello.ticket.as_deref().ok_or_else(|| refuse("no ticket presented"))?;
         let ticket = self.keys.open(bytes).map_err(|e| refuse(format!("ticket refused: {e}")))?;
         if ticket.entity != hello.entity {
-            return Err(refuse(format!(
-                "ticket is for {}, not {}",
-                ticket.entity, hello.entity
-            )));
+            return Err(refuse(format!("ticket is for {}, not {}", ticket.entity, hello.entity)));
         }
         let caps = Caps::parse(&ticket.caps)
             .map_err(|e| refuse(format!("caps in ticket do not parse: {e}")))?;
@@ -218,7 +215,8 @@ mod tests {
         let mut forged = quarry_auth::seal_ticket(&key(1), &ticket(&entity, now_unix() + 60));
         let last = forged.blob.len() - 1;
         forged.blob[last] ^= 1;
-        let other = quarry_auth::seal_ticket(&key(1), &ticket(&EntityName::client("x"), now_unix() + 60));
+        let other =
+            quarry_auth::seal_ticket(&key(1), &ticket(&EntityName::client("x"), now_unix() + 60));
         for bytes in [
             None,
             Some(vec![1, 2, 3]),

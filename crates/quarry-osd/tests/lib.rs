@@ -1,1 +1,10 @@
-//! Integration tests of the OSD.
+//! Integration tests of the OSD: a real monitor and real OSDs over TCP on 127.0.0.1, data in
+//! temp dirs; the crash test runs the OSD in a child process (this test binary re-executed)
+//! and SIGKILLs it.
+
+mod common;
+mod crash;
+mod ops;
+mod replicated;
+mod restart;
+mod security;

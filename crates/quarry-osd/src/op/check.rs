@@ -19,15 +19,26 @@ pub(crate) fn not_permitted() -> Reply {
 
 /// Refuses a session whose ticket expired, whose entity's credentials were revoked after the
 /// ticket was issued (`auth_floor`), or whose instance is blocklisted.
-pub(crate) fn session_honoured(session: &Session, map: &ClusterMap, now_unix: u64) -> Result<(), Reply> {
+pub(crate) fn session_honoured(
+    session: &Session,
+    map: &ClusterMap,
+    now_unix: u64,
+) -> Result<(), Reply> {
     let refuse = |why: &str| {
         tracing::warn!(entity = %session.entity, global_id = session.global_id, why, "op refused");
-        Err(Reply::Failed { code: ErrorCode::EPERM, message: format!("operation not permitted: {why}") })
+        Err(Reply::Failed {
+            code: ErrorCode::EPERM,
+            message: format!("operation not permitted: {why}"),
+        })
     };
     if now_unix >= session.expires_unix {
         return refuse("ticket expired; reconnect with a fresh ticket");
     }
-    if map.auth_floor.get(&session.entity.to_string()).is_some_and(|&floor| floor > session.issued_unix) {
+    if map
+        .auth_floor
+        .get(&session.entity.to_string())
+        .is_some_and(|&floor| floor > session.issued_unix)
+    {
         return refuse("credentials revoked since the ticket was issued");
     }
     if map.blocklist.get(&session.instance()).is_some_and(|&until| until > now_unix) {

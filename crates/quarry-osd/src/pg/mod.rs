@@ -118,6 +118,19 @@ impl PgGroup {
         PgGroup { pg, raft, read_ready_term: AtomicU64::new(0) }
     }
 
+    /// Where the group stands (from openraft's metrics).
+    pub(crate) fn status(&self) -> crate::PgStatus {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        crate::PgStatus {
+            pg: self.pg,
+            leader: m.current_leader,
+            applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
+        }
+    }
+
     /// True if this OSD leads the group now, and the term it leads in.
     pub(crate) fn leader_term(&self, me: OsdId) -> Option<u64> {
         let metrics = self.raft.server_metrics();
@@ -173,10 +186,11 @@ mod tests {
 
     #[test]
     fn group_ids_round_trip() {
-        for pg in [PgId { pool: 0, seed: 0 }, PgId { pool: 7, seed: 31 }, PgId {
-            pool: u32::MAX as u64,
-            seed: u32::MAX,
-        }] {
+        for pg in [
+            PgId { pool: 0, seed: 0 },
+            PgId { pool: 7, seed: 31 },
+            PgId { pool: u32::MAX as u64, seed: u32::MAX },
+        ] {
             assert_eq!(pg_of_group(group_id(pg)), pg);
         }
         assert_ne!(group_id(PgId { pool: 1, seed: 0 }), group_id(PgId { pool: 0, seed: 1 }));
@@ -193,8 +207,7 @@ mod tests {
         let empty = PgState::default();
         assert_eq!(PgState::decode(&empty.encode()), Some(empty));
         let nodes = BTreeMap::from([(3u64, BasicNode::new("127.0.0.1:1"))]);
-        let membership =
-            openraft::Membership::new(vec![BTreeSet::from([3u64])], nodes);
+        let membership = openraft::Membership::new(vec![BTreeSet::from([3u64])], nodes);
         let log_id = LogId::new(openraft::CommittedLeaderId::new(2, 3), 17);
         let state = PgState {
             applied: Some(log_id),

@@ -84,7 +84,14 @@ pub(crate) struct Peers {
     me: EntityName,
     map: watch::Receiver<Arc<ClusterMap>>,
     ticket: watch::Receiver<Option<PeerTicket>>,
-    conns: Mutex<HashMap<OsdId, (SocketAddr, RpcClient)>>,
+    conns: Mutex<HashMap<OsdId, PeerConn>>,
+}
+
+/// A cached connection: reused while the peer's address and our ticket are unchanged.
+struct PeerConn {
+    addr: SocketAddr,
+    ticket: Vec<u8>,
+    client: RpcClient,
 }
 
 /// Why a peer call failed before reaching the peer's Raft.
@@ -142,21 +149,23 @@ impl Peers {
         fallback: Option<SocketAddr>,
     ) -> Result<RpcClient, PeerError> {
         let addr = self.address(peer, fallback).ok_or(PeerError::NoAddress(peer))?;
+        let ticket = self.ticket.borrow().clone().ok_or(PeerError::NoTicket)?;
         let mut conns = self.conns.lock().await;
-        if let Some((cached, client)) = conns.get(&peer) {
-            if *cached == addr && !client.is_closed() {
-                return Ok(client.clone());
+        if let Some(cached) = conns.get(&peer) {
+            // A renewed ticket means a new session: the old one expires with its ticket.
+            if cached.addr == addr && cached.ticket == ticket.ticket && !cached.client.is_closed() {
+                return Ok(cached.client.clone());
             }
         }
-        let ticket = self.ticket.borrow().clone().ok_or(PeerError::NoTicket)?;
         let secret =
-            ClientSecret::Ticket { ticket: ticket.ticket, session_key: ticket.session_key };
+            ClientSecret::Ticket { ticket: ticket.ticket.clone(), session_key: ticket.session_key };
         let connected =
             quarry_wire::connect(addr, &self.me, Service::Osd, &secret, PEER_CONNECT_TIMEOUT)
                 .await
                 .map_err(|source| PeerError::Wire { peer, source })?;
         tracing::debug!(peer, %addr, "connected to peer osd");
-        conns.insert(peer, (addr, connected.client.clone()));
+        let conn = PeerConn { addr, ticket: ticket.ticket, client: connected.client.clone() };
+        conns.insert(peer, conn);
         Ok(connected.client)
     }
 
@@ -172,7 +181,8 @@ impl Peers {
         let body = encode(rpc)?;
         let client = self.client(peer, fallback).await?;
         let call = client.call(Request::Raft { group, body });
-        let reply = tokio::time::timeout(timeout, call).await.map_err(|_| PeerError::Timeout(peer))?;
+        let reply =
+            tokio::time::timeout(timeout, call).await.map_err(|_| PeerError::Timeout(peer))?;
         match reply.map_err(|source| PeerError::Wire { peer, source })? {
             Reply::Raft(bytes) => Ok(decode(&bytes)?),
             other => Err(PeerError::Refused { peer, detail: format!("{other:?}") }),
@@ -210,7 +220,7 @@ pub(crate) struct PeerClient {
 type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<OsdId, BasicNode, RaftError<OsdId, E>>>;
 
-fn unreachable<E: std::error::Error>(e: &PeerError) -> RPCError<OsdId, BasicNode, E> {
+fn rpc_error<E: std::error::Error>(e: &PeerError) -> RPCError<OsdId, BasicNode, E> {
     match e {
         PeerError::Wire { .. } | PeerError::NoAddress(_) | PeerError::NoTicket => {
             RPCError::Unreachable(Unreachable::new(e))
@@ -247,7 +257,7 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => Err(self.wrong_reply()),
-            Err(e) => Err(unreachable(&e)),
+            Err(e) => Err(rpc_error(&e)),
         }
     }
 
@@ -262,7 +272,7 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => Err(self.wrong_reply()),
-            Err(e) => Err(unreachable(&e)),
+            Err(e) => Err(rpc_error(&e)),
         }
     }
 
@@ -277,17 +287,57 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => Err(self.wrong_reply()),
-            Err(e) => Err(unreachable(&e)),
+            Err(e) => Err(rpc_error(&e)),
         }
     }
 }
 
 /// Serves one incoming Raft message on this OSD's group.
-pub(crate) async fn serve_rpc(raft: &super::PgRaft, body: &[u8]) -> Result<Vec<u8>, bincode::Error> {
+pub(crate) async fn serve_rpc(
+    raft: &super::PgRaft,
+    body: &[u8],
+) -> Result<Vec<u8>, bincode::Error> {
     let reply = match decode::<RaftRpc>(body)? {
         RaftRpc::Append(rpc) => RaftRpcReply::Append(raft.append_entries(rpc).await),
         RaftRpc::Vote(rpc) => RaftRpcReply::Vote(raft.vote(rpc).await),
         RaftRpc::Snapshot(rpc) => RaftRpcReply::Snapshot(raft.install_snapshot(rpc).await),
     };
     encode(&reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId, Vote};
+
+    #[test]
+    fn raft_messages_round_trip() {
+        let vote =
+            VoteRequest::new(Vote::new(3, 1), Some(LogId::new(CommittedLeaderId::new(2, 1), 9)));
+        let bytes = encode(&RaftRpc::Vote(vote.clone())).unwrap();
+        match decode::<RaftRpc>(&bytes).unwrap() {
+            RaftRpc::Vote(got) => assert_eq!(got, vote),
+            _ => panic!("decoded another message"),
+        }
+        let reply = RaftRpcReply::Vote(Ok(VoteResponse::new(Vote::new(3, 1), None, true)));
+        let bytes = encode(&reply).unwrap();
+        assert!(
+            matches!(decode::<RaftRpcReply>(&bytes).unwrap(), RaftRpcReply::Vote(Ok(r)) if r.vote_granted)
+        );
+    }
+
+    #[test]
+    fn garbage_does_not_decode_or_allocate() {
+        for bytes in [
+            &[][..],
+            &[0xff; 7][..],
+            &[2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f][..],
+        ] {
+            assert!(decode::<RaftRpc>(bytes).is_err());
+        }
+        // A length prefix far beyond the frame limit is refused before allocating.
+        let mut huge = vec![0u8];
+        huge.extend_from_slice(&[0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]);
+        assert!(decode::<RaftRpc>(&huge).is_err());
+    }
 }

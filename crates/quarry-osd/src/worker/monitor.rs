@@ -45,7 +45,9 @@ pub(crate) async fn run(osd: Arc<Osd>, ready: oneshot::Sender<()>) {
         }
         match ended {
             Ok(()) => return,
-            Err(e) => tracing::warn!(osd = osd.id, error = %e, "monitor session lost; reconnecting"),
+            Err(e) => {
+                tracing::warn!(osd = osd.id, error = %e, "monitor session lost; reconnecting")
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);

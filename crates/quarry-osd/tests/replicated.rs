@@ -1,0 +1,71 @@
+//! A size-2 pool over two OSDs: the PG groups replicate over the OSD-to-OSD Raft network
+//! (peer connections authenticated with the OSDs' own monitor tickets).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::common::{Cluster, OsdClient};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn size_two_pool_replicates_to_both_osds() {
+    let cluster = Cluster::start_with(&[0, 1], vec![("rep".into(), 4, 2)]).await;
+    let (a, b) = tokio::join!(cluster.start_osd_id(0), cluster.start_osd_id(1));
+    let admin = cluster.admin().await;
+    let map = admin.map().await;
+    let pool = map.pool_by_name("rep").unwrap().clone();
+    assert!(pool.acting.iter().all(|set| set.len() == 2), "{:?}", pool.acting);
+    let mut clients: BTreeMap<u64, OsdClient> = BTreeMap::new();
+    for (id, addr) in [(0, a.addr()), (1, b.addr())] {
+        let mut client = admin.osd_client(addr).await;
+        client.pool = "rep".into();
+        clients.insert(id, client);
+    }
+    let primary_of = |name: &str| {
+        let pg = clients[&0].pg(name);
+        map.acting(pg)[0]
+    };
+    for i in 0..40 {
+        let name = format!("rep{i}");
+        let client = &clients[&primary_of(&name)];
+        client.write_full(&name, format!("replicated {i}").as_bytes()).await.unwrap();
+    }
+    for i in 0..40 {
+        let name = format!("rep{i}");
+        let client = &clients[&primary_of(&name)];
+        assert_eq!(client.read(&name).await.unwrap(), format!("replicated {i}").as_bytes());
+    }
+    // Both replicas applied the same log in every PG, led by its primary.
+    let mut same = false;
+    for _ in 0..100 {
+        let (pa, pb) = (a.pgs(), b.pgs());
+        assert_eq!(pa.len(), 4);
+        same = pa
+            .iter()
+            .zip(&pb)
+            .all(|(x, y)| x.pg == y.pg && x.applied == y.applied && x.applied.is_some());
+        if same {
+            for status in &pa {
+                assert_eq!(status.leader, Some(map.acting(status.pg)[0]), "{status:?}");
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(same, "replicas diverge: {:?} vs {:?}", a.pgs(), b.pgs());
+    // A replica that is not the primary does not serve ops: the client is told to retry.
+    let name = "rep0";
+    let replica = &clients[&(1 - primary_of(name))];
+    let op = quarry_wire::OsdOp {
+        pg: replica.pg(name),
+        epoch: map.epoch,
+        name: name.into(),
+        snapc: Default::default(),
+        snap: quarry_types::SNAP_HEAD,
+        ops: vec![quarry_types::ObjectOp::Stat],
+    };
+    let reply = replica.rpc.call(quarry_wire::Request::Op(op)).await.unwrap();
+    assert!(matches!(reply, quarry_wire::Reply::Retry { .. }), "{reply:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+    cluster.mon.shutdown().await;
+}

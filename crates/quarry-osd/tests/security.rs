@@ -1,0 +1,197 @@
+//! Authentication and authorisation at the OSD: caps on every op, forged tickets, revocation
+//! (auth_floor) and blocklisting reaching open sessions, and hostile bytes on the socket.
+
+use std::time::Duration;
+
+use quarry_types::{EntityName, ErrorCode};
+use quarry_wire::{ClientSecret, MonCommand, Service};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::common::{Cluster, MonClient};
+
+async fn other_client(cluster: &Cluster) -> MonClient {
+    MonClient::connect(cluster.mon.addr(), EntityName::client("other"), &cluster.keys.other).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn caps_for_another_pool_get_eperm_and_change_nothing() {
+    let cluster = Cluster::start().await;
+    let osd = cluster.start_osd().await;
+    let admin = cluster.admin().await;
+    let client = admin.osd_client(osd.addr()).await;
+    client.write_full("guarded", b"original").await.unwrap();
+
+    let other = other_client(&cluster).await.osd_client(osd.addr()).await;
+    assert_eq!(other.write_full("guarded", b"evil").await, Err(ErrorCode::EPERM));
+    assert_eq!(other.write_full("new-object", b"evil").await, Err(ErrorCode::EPERM));
+    assert_eq!(other.read("guarded").await, Err(ErrorCode::EPERM));
+    assert_eq!(client.read("guarded").await.unwrap(), b"original");
+    assert_eq!(client.read("new-object").await, Err(ErrorCode::ENOENT));
+    assert_eq!(client.list_all().await, vec!["guarded".to_string()]);
+    osd.shutdown().await;
+    cluster.mon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn forged_and_tampered_tickets_are_refused() {
+    let cluster = Cluster::start().await;
+    let osd = cluster.start_osd().await;
+    let admin = cluster.admin().await;
+    let entity = EntityName::client("admin");
+    let ClientSecret::Ticket { ticket, session_key } = admin.ticket().await else {
+        panic!("not a ticket")
+    };
+    let timeout = Duration::from_secs(5);
+    let mut tampered = ticket.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x40;
+    // A ticket sealed under a service key the monitor never made.
+    let forged_key = quarry_auth::ServiceKey { id: 1, key: [9; 32], expires_unix: u64::MAX };
+    let forged_ticket = quarry_auth::Ticket {
+        entity: entity.clone(),
+        global_id: 1,
+        caps: [("osd".to_string(), "allow *".to_string())].into(),
+        issued_unix: 0,
+        expires_unix: u64::MAX,
+        session_key: [3; 32],
+    };
+    let forged = quarry_auth::seal_ticket(&forged_key, &forged_ticket).to_bytes();
+    let attempts = [
+        ClientSecret::Ticket { ticket: tampered, session_key },
+        ClientSecret::Ticket { ticket: forged, session_key: [3; 32] },
+        ClientSecret::Ticket { ticket: ticket.clone(), session_key: [0; 32] },
+        ClientSecret::EntityKey(cluster.keys.admin.secret().to_vec()),
+    ];
+    for secret in attempts {
+        let err = quarry_wire::connect(osd.addr(), &entity, Service::Osd, &secret, timeout)
+            .await
+            .err()
+            .expect("a bad ticket must be refused");
+        assert_eq!(err.errno(), ErrorCode::EPERM, "{err}");
+    }
+    // Someone else's genuine ticket does not work under another name either.
+    let secret = ClientSecret::Ticket { ticket, session_key };
+    let err = quarry_wire::connect(
+        osd.addr(),
+        &EntityName::client("other"),
+        Service::Osd,
+        &secret,
+        timeout,
+    )
+    .await
+    .err()
+    .expect("a ticket is bound to its entity");
+    assert_eq!(err.errno(), ErrorCode::EPERM);
+    // The genuine one still works.
+    let client = admin.osd_client(osd.addr()).await;
+    client.write_full("ok", b"fine").await.unwrap();
+    osd.shutdown().await;
+    cluster.mon.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_and_blocklist_reach_open_sessions_and_pools_come_and_go() {
+    let cluster = Cluster::start().await;
+    let osd = cluster.start_osd().await;
+    let admin = cluster.admin().await;
+    let create = MonCommand::PoolCreate { name: "other".into(), pg_num: Some(4), size: Some(1) };
+    admin.command(create).await;
+    let mon_other = other_client(&cluster).await;
+    let mut other = mon_other.osd_client(osd.addr()).await;
+    other.pool = "other".into();
+    // The client's map is newer than the OSD's may be: the OSD catches up and serves it.
+    other.write_full("mine", b"allowed").await.unwrap();
+    assert_eq!(other.read("mine").await.unwrap(), b"allowed");
+
+    let instance = format!("client.other@{}", mon_other.global_id);
+    admin.command(MonCommand::BlocklistAdd { instance, expire_secs: 3600 }).await;
+    other.map = admin.map().await;
+    let mut refused = false;
+    for _ in 0..100 {
+        if other.read("mine").await == Err(ErrorCode::EPERM) {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused, "a blocklisted instance must be refused");
+
+    // A fresh instance is not blocklisted; changing its caps revokes its open session.
+    let mon_other = other_client(&cluster).await;
+    let mut fresh = mon_other.osd_client(osd.addr()).await;
+    fresh.pool = "other".into();
+    assert_eq!(fresh.read("mine").await.unwrap(), b"allowed");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let caps = [
+        ("mon".to_string(), "profile rbd".to_string()),
+        ("osd".to_string(), "profile rbd".to_string()),
+    ];
+    admin.command(MonCommand::AuthCaps { entity: "client.other".into(), caps: caps.into() }).await;
+    fresh.map = admin.map().await;
+    let mut revoked = false;
+    for _ in 0..100 {
+        if fresh.read("mine").await == Err(ErrorCode::EPERM) {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(revoked, "a ticket issued before the caps change must be refused");
+
+    // Deleting the pool drops its PGs; the rest keeps working.
+    admin.command(MonCommand::PoolRm { name: "other".into() }).await;
+    let client = admin.osd_client(osd.addr()).await;
+    client.write_full("still", b"here").await.unwrap();
+    assert_eq!(client.read("still").await.unwrap(), b"here");
+    osd.shutdown().await;
+    cluster.mon.shutdown().await;
+}
+
+/// Reads until the server closes the connection; true if it did within the deadline.
+async fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn garbage_and_truncated_frames_close_only_that_connection() {
+    let cluster = Cluster::start().await;
+    let osd = cluster.start_osd().await;
+    let admin = cluster.admin().await;
+    let client = admin.osd_client(osd.addr()).await;
+    client.write_full("steady", b"before").await.unwrap();
+
+    let mut garbage = TcpStream::connect(osd.addr()).await.unwrap();
+    garbage.write_all(&[0xA5; 4096]).await.unwrap();
+    assert!(closed_by_server(&mut garbage).await, "garbage must close the connection");
+
+    // A header announcing more payload than is sent, then silence: the handshake deadline
+    // or the short read closes it.
+    let mut truncated = TcpStream::connect(osd.addr()).await.unwrap();
+    let mut header = Vec::from(*b"QRY1");
+    header.extend_from_slice(&[1, 0, 0, 0]);
+    header.extend_from_slice(&0u64.to_le_bytes());
+    header.extend_from_slice(&1000u32.to_le_bytes());
+    header.extend_from_slice(&0u32.to_le_bytes());
+    header.extend_from_slice(&0u64.to_le_bytes());
+    truncated.write_all(&header).await.unwrap();
+    truncated.write_all(&[1, 2, 3]).await.unwrap();
+    truncated.shutdown().await.unwrap();
+    assert!(closed_by_server(&mut truncated).await, "a truncated frame must close the connection");
+
+    // The authenticated session opened before carries on, and new ones are accepted.
+    let fresh = admin.osd_client(osd.addr()).await;
+    fresh.write_full("fresh", b"x").await.unwrap();
+    client.write_full("steady", b"after").await.unwrap();
+    assert_eq!(client.read("steady").await.unwrap(), b"after");
+    osd.shutdown().await;
+    cluster.mon.shutdown().await;
+}
