@@ -57,3 +57,42 @@ async fn data_survives_a_clean_restart() {
     osd.shutdown().await;
     cluster.mon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn osd_serves_through_a_monitor_outage_and_rejoins() {
+    let cluster = Cluster::start().await;
+    let admin = cluster.admin().await;
+    let osd = cluster.start_osd().await;
+    let first = admin.wait_osd_up(0).await.osds[&0].up_from;
+    let client = admin.osd_client(osd.addr()).await;
+    client.write_full("before", b"outage").await.unwrap();
+
+    let crate::common::Cluster { dir, keys, mon } = cluster;
+    let mon_addr = mon.addr();
+    mon.shutdown().await;
+    // Clients with open sessions keep being served while the monitor is away.
+    for i in 0..20 {
+        client.write_full(&format!("during{i}"), b"no monitor").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(client.read("before").await.unwrap(), b"outage");
+
+    let cfg = quarry_mon::MonConfig::new("a", dir.path().join("mon"), mon_addr);
+    let mon = quarry_mon::start(cfg).await.unwrap();
+    let admin = crate::common::MonClient::connect(
+        mon_addr,
+        quarry_types::EntityName::client("admin"),
+        &keys.admin,
+    )
+    .await;
+    // The OSD reconnects and boots again (a new incarnation), and new sessions work.
+    let map = admin.wait_osd_up(first).await;
+    assert_eq!(map.osds[&0].addr, Some(osd.addr()));
+    let fresh = admin.osd_client(osd.addr()).await;
+    for i in 0..20 {
+        assert_eq!(fresh.read(&format!("during{i}")).await.unwrap(), b"no monitor");
+    }
+    fresh.write_full("after", b"rejoined").await.unwrap();
+    osd.shutdown().await;
+    mon.shutdown().await;
+}

@@ -37,18 +37,26 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 pub(crate) async fn run(osd: Arc<Osd>, ready: oneshot::Sender<()>) {
     let mut ready = Some(ready);
     let mut backoff = BACKOFF_MIN;
+    let mut failures: u64 = 0;
+    let mut next_warning: u64 = 0;
     loop {
         let mut established = false;
         let ended = session(&osd, &mut ready, &mut established).await;
         if established {
             backoff = BACKOFF_MIN;
+            failures = 0;
+            next_warning = 0;
         }
         match ended {
             Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(osd = osd.id, error = %e, "monitor session lost; reconnecting")
+            // One warning per outage (and a reminder now and then), not one per attempt.
+            Err(e) if failures == next_warning => {
+                tracing::warn!(osd = osd.id, error = %e, failures, "no monitor session; retrying");
+                next_warning += 30;
             }
+            Err(e) => tracing::debug!(osd = osd.id, error = %e, "monitor still unreachable"),
         }
+        failures += 1;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
