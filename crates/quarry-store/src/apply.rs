@@ -1,0 +1,994 @@
+//! The write side: applying a batch of `ObjectCommand`s of one PG inside one redb write
+//! transaction. Owns the version rule (which tag a mutation writes at), the chunk-level
+//! mutations (write, zero, truncate, remove), snapshot trimming, per-command atomicity (undo
+//! log) and the per-PG usage counters.
+
+use std::ops::Bound;
+
+use quarry_types::{
+    ErrorCode, ObjectOp, OpOutput, OpReply, PgId, SnapId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX,
+    SNAP_HEAD,
+};
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use crate::crc::combine_chunk;
+use crate::format::{
+    chunk_key, decode_chunk_key, decode_usage, encode_chunk, encode_usage, object_key, pg_key,
+    row_has_tail, row_is_hole, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE, META,
+    META_NEXT_ID, OBJECTS, PG_STATE, PG_USAGE,
+};
+use crate::read::{load_chunk, read_op, Ctx, Failure, Target, WriteTables};
+use crate::{ObjectCommand, StoreError};
+
+/// Which table an undo entry restores.
+#[derive(Clone, Copy)]
+enum UndoTable {
+    Chunks,
+    ChunkTails,
+    Xattrs,
+    Omap,
+    OmapHeader,
+}
+
+/// The value a key had before a write of the current command (None: absent).
+struct Undo {
+    table: UndoTable,
+    key: Vec<u8>,
+    old: Option<Vec<u8>>,
+}
+
+/// The xattr or the omap table.
+#[derive(Clone, Copy)]
+enum Kv {
+    Xattrs,
+    Omap,
+}
+
+/// State of the command being applied.
+struct Cmd<'c> {
+    ctx: Ctx<'c>,
+    mtime: (u64, u32),
+    /// The object's record as the command has changed it so far (None: no object).
+    record: Option<ObjectRecord>,
+    /// A record for this name is stored in the objects table.
+    stored: bool,
+    /// Head existence and size before the command, for the usage counters.
+    before: Option<u64>,
+    /// The version tag this command's mutations write at.
+    w: u64,
+    /// The record must be written back.
+    dirty: bool,
+    /// Writes of the current op must be undoable (a later op of the command may fail).
+    undoable: bool,
+    /// Writes made while not undoable: must stay 0 if the command fails.
+    unrecorded_writes: u64,
+    /// Next per-chunk crc (computed by the pre-check) for whole-chunk write pieces.
+    crc_cursor: usize,
+    /// The id counter before the command, restored if it fails.
+    saved_next_id: Option<(u64, u64)>,
+}
+
+impl Cmd<'_> {
+    fn exists(&self) -> bool {
+        self.record.as_ref().is_some_and(|r| r.head().exists)
+    }
+
+    fn record(&self) -> &ObjectRecord {
+        self.record.as_ref().expect("command state without a record after ensure_head")
+    }
+
+    fn head_mut(&mut self) -> &mut Version {
+        self.record.as_mut().expect("command state without a record after ensure_head").head_mut()
+    }
+
+    /// `(object id, head floor, head size)`.
+    fn head_layout(&self) -> (u64, u64, u64) {
+        let record = self.record();
+        let head = record.head();
+        assert_eq!(head.tag, self.w, "head not at the command's write tag");
+        (record.id, head.floor, head.size)
+    }
+}
+
+/// Ops whose outcome depends on the object's state (they can fail after earlier ops of the
+/// same command wrote something). Mutations that can fail check before they write.
+fn fallible(op: &ObjectOp) -> bool {
+    matches!(
+        op,
+        ObjectOp::Read { .. }
+            | ObjectOp::Stat
+            | ObjectOp::AssertExists
+            | ObjectOp::GetXattr { .. }
+            | ObjectOp::GetXattrs
+            | ObjectOp::CmpXattr { .. }
+            | ObjectOp::OmapGetVals { .. }
+            | ObjectOp::OmapGetKeys { .. }
+            | ObjectOp::OmapGetValsByKeys { .. }
+            | ObjectOp::OmapGetHeader
+            | ObjectOp::OmapCmp { .. }
+            | ObjectOp::Create { exclusive: true }
+            | ObjectOp::Remove
+            | ObjectOp::RmXattr { .. }
+            | ObjectOp::OmapRmKeys { .. }
+            | ObjectOp::OmapClear
+    )
+}
+
+/// Number of chunks covering `size` bytes.
+fn chunks_for(size: u64) -> u64 {
+    size.div_ceil(CHUNK)
+}
+
+/// Checks a payload against its crc while computing the crc of each whole-chunk piece (pushed
+/// to `crcs` in order), so the write does not pass over the data again.
+fn payload_crcs(off: u64, data: &[u8], crcs: &mut Vec<u32>) -> u32 {
+    let mut total = 0u32;
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let in_chunk = ((off + pos as u64) % CHUNK) as usize;
+        let n = (CHUNK_SIZE - in_chunk).min(data.len() - pos);
+        let piece = &data[pos..pos + n];
+        if in_chunk == 0 && n == CHUNK_SIZE {
+            let crc = crc32c::crc32c(piece);
+            crcs.push(crc);
+            total = combine_chunk(total, crc);
+        } else {
+            total = crc32c::crc32c_append(total, piece);
+        }
+        pos += n;
+    }
+    total
+}
+
+/// Drops trailing zero bytes (short chunk data reads as zero-filled).
+fn trim_zeros(buf: &mut Vec<u8>) {
+    let keep = buf.iter().rposition(|&b| b != 0).map_or(0, |p| p + 1);
+    buf.truncate(keep);
+}
+
+/// One apply call: the open tables of its write transaction and per-batch scratch state.
+pub(crate) struct Batch<'txn> {
+    pg: PgId,
+    txn: &'txn WriteTransaction,
+    objects: Table<'txn, &'static [u8], &'static [u8]>,
+    t: WriteTables<'txn>,
+    /// `(value at the start of the batch, next id)`, loaded on the first object creation.
+    next_id: Option<(u64, u64)>,
+    delta_objects: i64,
+    delta_bytes: i64,
+    undo: Vec<Undo>,
+    key_buf: Vec<u8>,
+    obj_key: Vec<u8>,
+    chunk_buf: Vec<u8>,
+    row_buf: Vec<u8>,
+    record_buf: Vec<u8>,
+    crcs: Vec<u32>,
+}
+
+impl<'txn> Batch<'txn> {
+    /// Opens the tables of `txn` for applying commands. Tables most commands do not need
+    /// (meta, usage, xattrs, omap) are opened on first use.
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Batch {
+            pg: PgId { pool: 0, seed: 0 },
+            txn,
+            objects: txn.open_table(OBJECTS)?,
+            t: WriteTables::open(txn)?,
+            next_id: None,
+            delta_objects: 0,
+            delta_bytes: 0,
+            undo: Vec::new(),
+            key_buf: Vec::new(),
+            obj_key: Vec::new(),
+            chunk_buf: Vec::with_capacity(CHUNK_SIZE),
+            row_buf: Vec::with_capacity(CHUNK_SIZE),
+            record_buf: Vec::new(),
+            crcs: Vec::new(),
+        })
+    }
+
+    /// A new internal object id.
+    fn allocate_id(&mut self) -> Result<u64, StoreError> {
+        let (first, next) = match self.next_id {
+            Some(ids) => ids,
+            None => {
+                let stored = read_next_id(&self.txn.open_table(META)?, self.pg)?;
+                (stored, stored)
+            }
+        };
+        self.next_id = Some((first, next + 1));
+        Ok(next)
+    }
+
+    /// Starts applying commands of `pg`.
+    pub fn begin_pg(&mut self, pg: PgId) {
+        assert_eq!((self.delta_objects, self.delta_bytes), (0, 0), "previous PG not ended");
+        self.pg = pg;
+    }
+
+    /// Writes the current PG's usage counters and its `pg_state`.
+    pub fn end_pg(&mut self, pg_state: &[u8]) -> Result<(), StoreError> {
+        let key = pg_key(self.pg);
+        if self.delta_objects != 0 || self.delta_bytes != 0 {
+            let mut pg_usage = self.txn.open_table(PG_USAGE)?;
+            let (objects, bytes) = match pg_usage.get(&key)? {
+                Some(v) => decode_usage(v.value()),
+                None => (0, 0),
+            };
+            let objects = objects as i64 + self.delta_objects;
+            let bytes = bytes as i64 + self.delta_bytes;
+            assert!(objects >= 0 && bytes >= 0, "pg {} usage went negative", self.pg);
+            if objects == 0 && bytes == 0 {
+                pg_usage.remove(&key)?;
+            } else {
+                pg_usage.insert(&key, &encode_usage(objects as u64, bytes as u64))?;
+            }
+            self.delta_objects = 0;
+            self.delta_bytes = 0;
+        }
+        self.txn.open_table(PG_STATE)?.insert(&key, pg_state)?;
+        Ok(())
+    }
+
+    /// Writes the id counter.
+    pub fn finish(self) -> Result<(), StoreError> {
+        assert_eq!((self.delta_objects, self.delta_bytes), (0, 0), "last PG not ended");
+        if let Some((first, next)) = self.next_id {
+            if first != next {
+                let mut meta = self.txn.open_table(META)?;
+                meta.insert(META_NEXT_ID, next.to_le_bytes().as_slice())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies one command atomically: every op succeeds and all effects stay, or the first
+    /// failing op's code is returned and the command leaves no trace.
+    pub fn apply_command(&mut self, cmd: &ObjectCommand) -> Result<OpReply, StoreError> {
+        let fail = |index: usize, code: ErrorCode| OpReply::Failed { index: index as u32, code };
+        if cmd.name.is_empty() {
+            return Ok(fail(0, ErrorCode::EINVAL));
+        }
+        if cmd.name.len() > OBJECT_NAME_LEN_MAX {
+            return Ok(fail(0, ErrorCode::ENAMETOOLONG));
+        }
+        if !cmd.snapc.is_valid() || cmd.snapc.seq >= SNAP_HEAD {
+            return Ok(fail(0, ErrorCode::EINVAL));
+        }
+        self.crcs.clear();
+        let mut static_failure = None;
+        for (i, op) in cmd.ops.iter().enumerate() {
+            if let Err(code) = self.precheck(op) {
+                static_failure = Some((i, code));
+                break;
+            }
+        }
+        let last_fallible = cmd
+            .ops
+            .iter()
+            .enumerate()
+            .filter(|(i, op)| fallible(op) || static_failure.is_some_and(|(s, _)| s == *i))
+            .map(|(i, _)| i)
+            .max();
+
+        let ctx = Ctx { pg: self.pg, name: &cmd.name };
+        object_key(self.pg, cmd.name.as_bytes(), &mut self.obj_key);
+        let record = match self.objects.get(self.obj_key.as_slice())? {
+            Some(raw) => Some(
+                ObjectRecord::decode(raw.value())
+                    .map_err(|why| ctx.corrupt(format!("object record: {why}")))?,
+            ),
+            None => None,
+        };
+        let w = match &record {
+            None => cmd.snapc.seq,
+            Some(r) => {
+                // A snapshot newer than the last write exists: preserve what it sees by
+                // writing new versions. Otherwise overwrite the newest version in place.
+                let last = r.head().tag;
+                if cmd.snapc.snaps.first().is_some_and(|&s| s > last) {
+                    cmd.snapc.seq
+                } else {
+                    last
+                }
+            }
+        };
+        let mut st = Cmd {
+            ctx,
+            mtime: cmd.mtime,
+            stored: record.is_some(),
+            before: record.as_ref().map(|r| r.head()).filter(|h| h.exists).map(|h| h.size),
+            record,
+            w,
+            dirty: false,
+            undoable: false,
+            unrecorded_writes: 0,
+            crc_cursor: 0,
+            saved_next_id: self.next_id,
+        };
+        assert!(st.record.as_ref().is_none_or(|r| r.head().tag <= w));
+        self.undo.clear();
+        let mut outputs = Vec::with_capacity(cmd.ops.len());
+        for (i, op) in cmd.ops.iter().enumerate() {
+            if let Some((s, code)) = static_failure {
+                if s == i {
+                    self.rollback(&mut st)?;
+                    return Ok(fail(i, code));
+                }
+            }
+            st.undoable = last_fallible.is_some_and(|last| i < last);
+            match self.exec(&mut st, op) {
+                Ok(out) => outputs.push(out),
+                Err(Failure::Op(code)) => {
+                    self.rollback(&mut st)?;
+                    return Ok(fail(i, code));
+                }
+                Err(Failure::Store(e)) => return Err(e),
+            }
+        }
+        self.finish_command(&mut st)?;
+        Ok(OpReply::Ok(outputs))
+    }
+
+    /// Checks what can be checked without the object: limits and payload crcs.
+    fn precheck(&mut self, op: &ObjectOp) -> Result<(), ErrorCode> {
+        let in_limit =
+            |off: u64, len: u64| off.checked_add(len).is_some_and(|e| e <= OBJECT_SIZE_MAX);
+        match op {
+            ObjectOp::Write { off, data } => {
+                if !in_limit(*off, data.len() as u64) {
+                    return Err(ErrorCode::EFBIG);
+                }
+                if payload_crcs(*off, &data.data, &mut self.crcs) != data.crc {
+                    return Err(ErrorCode::EINVAL);
+                }
+            }
+            ObjectOp::WriteFull { data } => {
+                if !in_limit(0, data.len() as u64) {
+                    return Err(ErrorCode::EFBIG);
+                }
+                if payload_crcs(0, &data.data, &mut self.crcs) != data.crc {
+                    return Err(ErrorCode::EINVAL);
+                }
+            }
+            ObjectOp::Zero { off, len } if !in_limit(*off, *len) => return Err(ErrorCode::EFBIG),
+            ObjectOp::Truncate { size } if *size > OBJECT_SIZE_MAX => return Err(ErrorCode::EFBIG),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Undoes the writes of a failed command.
+    fn rollback(&mut self, st: &mut Cmd) -> Result<(), StoreError> {
+        assert_eq!(st.unrecorded_writes, 0, "command failed after a write that cannot be undone");
+        while let Some(u) = self.undo.pop() {
+            match u.table {
+                UndoTable::Chunks | UndoTable::ChunkTails => {
+                    let key: ChunkKey = u.key.as_slice().try_into().expect("undo chunk key length");
+                    let table = match u.table {
+                        UndoTable::Chunks => &mut self.t.chunks,
+                        _ => &mut self.t.chunk_tails,
+                    };
+                    match &u.old {
+                        Some(old) => drop(table.insert(&key, old.as_slice())?),
+                        None => drop(table.remove(&key)?),
+                    }
+                }
+                UndoTable::Xattrs | UndoTable::Omap => {
+                    let kv = self.t.kv()?;
+                    let table = match u.table {
+                        UndoTable::Xattrs => &mut kv.xattrs,
+                        _ => &mut kv.omap,
+                    };
+                    match &u.old {
+                        Some(old) => drop(table.insert(u.key.as_slice(), old.as_slice())?),
+                        None => drop(table.remove(u.key.as_slice())?),
+                    }
+                }
+                UndoTable::OmapHeader => {
+                    let key: [u8; 8] = u.key.as_slice().try_into().expect("undo header key length");
+                    let header = &mut self.t.kv()?.omap_header;
+                    match &u.old {
+                        Some(old) => drop(header.insert(&key, old.as_slice())?),
+                        None => drop(header.remove(&key)?),
+                    }
+                }
+            }
+        }
+        self.next_id = st.saved_next_id;
+        st.record = None;
+        Ok(())
+    }
+
+    /// Writes back the record (or removes an object nothing can see any more) and accounts
+    /// usage.
+    fn finish_command(&mut self, st: &mut Cmd) -> Result<(), StoreError> {
+        assert_eq!(st.crc_cursor, self.crcs.len(), "write pieces and pre-checked crcs disagree");
+        if !st.dirty {
+            return Ok(());
+        }
+        let Some(record) = st.record.as_mut() else {
+            return Ok(());
+        };
+        let head = record.head();
+        let after = head.exists.then_some(head.size);
+        if !head.exists && record.versions.len() == 1 {
+            let id = record.id;
+            self.purge_object(id)?;
+            if st.stored {
+                self.objects.remove(self.obj_key.as_slice())?;
+            }
+        } else {
+            if let Err(why) = record.check() {
+                panic!("object record invariant broken by apply: {why}: {record:?}");
+            }
+            record.encode(&mut self.record_buf);
+            self.objects.insert(self.obj_key.as_slice(), self.record_buf.as_slice())?;
+        }
+        self.delta_objects += i64::from(after.is_some()) - i64::from(st.before.is_some());
+        self.delta_bytes += after.unwrap_or(0) as i64 - st.before.unwrap_or(0) as i64;
+        Ok(())
+    }
+
+    /// Deletes every chunk, xattr, omap entry and the omap header of object `id`.
+    pub(crate) fn purge_object(&mut self, id: u64) -> Result<(), StoreError> {
+        purge_object_rows(&mut self.t, id)
+    }
+
+    /// Executes one op of the command.
+    fn exec(&mut self, st: &mut Cmd, op: &ObjectOp) -> Result<OpOutput, Failure> {
+        match op {
+            ObjectOp::Write { off, data } => {
+                self.ensure_head(st, true)?;
+                self.write_range(st, *off, &data.data)?;
+                let head = st.head_mut();
+                head.size = head.size.max(off + data.len() as u64);
+            }
+            ObjectOp::WriteFull { data } => {
+                self.ensure_head(st, true)?;
+                self.reset_head(st, chunks_for(data.len() as u64))?;
+                st.head_mut().size = 0;
+                self.write_range(st, 0, &data.data)?;
+                st.head_mut().size = data.len() as u64;
+            }
+            ObjectOp::Zero { off, len } => {
+                if st.exists() {
+                    self.ensure_head(st, false)?;
+                    self.zero_range(st, *off, *len)?;
+                }
+            }
+            ObjectOp::Truncate { size } => {
+                self.ensure_head(st, true)?;
+                self.truncate_head(st, *size)?;
+            }
+            ObjectOp::Create { exclusive } => {
+                if *exclusive && st.exists() {
+                    return Err(Failure::Op(ErrorCode::EEXIST));
+                }
+                self.ensure_head(st, true)?;
+            }
+            ObjectOp::Remove => {
+                if !st.exists() {
+                    return Err(Failure::Op(ErrorCode::ENOENT));
+                }
+                self.ensure_head(st, false)?;
+                self.reset_head(st, 0)?;
+                let id = st.record().id;
+                self.clear_kv(st, Kv::Xattrs, id)?;
+                self.clear_kv(st, Kv::Omap, id)?;
+                self.set_header(st, id, None)?;
+                let head = st.head_mut();
+                head.exists = false;
+                head.size = 0;
+            }
+            ObjectOp::SetXattr { name, value } => {
+                self.ensure_head(st, true)?;
+                let id = st.record().id;
+                self.put_kv(st, Kv::Xattrs, id, name.as_bytes(), Some(value))?;
+            }
+            ObjectOp::RmXattr { name } => {
+                if !st.exists() {
+                    return Err(Failure::Op(ErrorCode::ENOENT));
+                }
+                let id = st.record().id;
+                sub_key(id, name.as_bytes(), &mut self.key_buf);
+                if self.t.kv()?.xattrs.get(self.key_buf.as_slice())?.is_none() {
+                    return Err(Failure::Op(ErrorCode::ENODATA));
+                }
+                self.ensure_head(st, false)?;
+                self.put_kv(st, Kv::Xattrs, id, name.as_bytes(), None)?;
+            }
+            ObjectOp::OmapSetVals { vals } => {
+                self.ensure_head(st, true)?;
+                let id = st.record().id;
+                for (key, value) in vals {
+                    self.put_kv(st, Kv::Omap, id, key.as_bytes(), Some(value))?;
+                }
+            }
+            ObjectOp::OmapRmKeys { keys } => {
+                if !st.exists() {
+                    return Err(Failure::Op(ErrorCode::ENOENT));
+                }
+                self.ensure_head(st, false)?;
+                let id = st.record().id;
+                for key in keys {
+                    self.put_kv(st, Kv::Omap, id, key.as_bytes(), None)?;
+                }
+            }
+            ObjectOp::OmapClear => {
+                if !st.exists() {
+                    return Err(Failure::Op(ErrorCode::ENOENT));
+                }
+                self.ensure_head(st, false)?;
+                let id = st.record().id;
+                self.clear_kv(st, Kv::Omap, id)?;
+                self.set_header(st, id, None)?;
+            }
+            ObjectOp::OmapSetHeader { header } => {
+                self.ensure_head(st, true)?;
+                let id = st.record().id;
+                self.set_header(st, id, Some(header))?;
+            }
+            ObjectOp::SnapTrim { live_snaps } => {
+                if st.record.is_some() {
+                    self.snap_trim(st, live_snaps)?;
+                }
+            }
+            _ => {
+                if !matches!(op, ObjectOp::Read { .. } | ObjectOp::Stat | ObjectOp::AssertExists) {
+                    self.t.kv()?;
+                }
+                let target = st.record.as_ref().map(|r| Target {
+                    id: r.id,
+                    version: r.head(),
+                    at_head: true,
+                });
+                return read_op(&self.t, &st.ctx, target, op, &mut self.key_buf);
+            }
+        }
+        Ok(OpOutput::None)
+    }
+
+    /// Makes the head the version at the command's write tag (adding a version when a
+    /// snapshot must keep the previous one) and, for creating ops, makes it exist.
+    fn ensure_head(&mut self, st: &mut Cmd, creates: bool) -> Result<(), StoreError> {
+        let w = st.w;
+        match &mut st.record {
+            None => {
+                assert!(creates, "non-creating op on a missing object");
+                let id = self.allocate_id()?;
+                let head = Version { tag: w, floor: w, exists: true, size: 0, mtime: st.mtime };
+                st.record = Some(ObjectRecord { id, versions: vec![head] });
+            }
+            Some(record) => {
+                if record.head().tag < w {
+                    let mut next = record.head().clone();
+                    next.tag = w;
+                    record.versions.push(next);
+                }
+                let head = record.head_mut();
+                if creates && !head.exists {
+                    head.exists = true;
+                    head.size = 0;
+                    head.floor = w;
+                }
+                head.mtime = st.mtime;
+            }
+        }
+        st.dirty = true;
+        Ok(())
+    }
+
+    fn note_write(&mut self, st: &mut Cmd, table: UndoTable, key: &[u8], old: Option<Vec<u8>>) {
+        if st.undoable {
+            self.undo.push(Undo { table, key: key.to_vec(), old });
+        } else {
+            st.unrecorded_writes += 1;
+        }
+    }
+
+    /// Stores chunk `index` at the head's tag: the row (crc and inline data) and, for a
+    /// chunk longer than the inline limit, its tail.
+    fn put_chunk(
+        &mut self,
+        st: &mut Cmd,
+        id: u64,
+        index: u64,
+        crc: u32,
+        data: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = chunk_key(id, index, st.w);
+        let mut row = std::mem::take(&mut self.row_buf);
+        let tail = encode_chunk(crc, data, &mut row);
+        let old = self.t.chunks.insert(&key, row.as_slice())?;
+        self.row_buf = row;
+        let had_tail = old.as_ref().is_some_and(|g| row_has_tail(g.value().len()));
+        let old = old.filter(|_| st.undoable).map(|g| g.value().to_vec());
+        self.note_write(st, UndoTable::Chunks, &key, old);
+        if !tail.is_empty() {
+            let old = self.t.chunk_tails.insert(&key, tail)?;
+            let old = old.filter(|_| st.undoable).map(|g| g.value().to_vec());
+            self.note_write(st, UndoTable::ChunkTails, &key, old);
+        } else if had_tail {
+            self.delete_tail(st, &key)?;
+        }
+        Ok(())
+    }
+
+    fn delete_tail(&mut self, st: &mut Cmd, key: &ChunkKey) -> Result<(), StoreError> {
+        let old = self.t.chunk_tails.remove(key)?.map(|g| st.undoable.then(|| g.value().to_vec()));
+        if let Some(old) = old {
+            self.note_write(st, UndoTable::ChunkTails, key, old);
+        }
+        Ok(())
+    }
+
+    fn delete_chunk(&mut self, st: &mut Cmd, key: &ChunkKey) -> Result<(), StoreError> {
+        let removed = self
+            .t
+            .chunks
+            .remove(key)?
+            .map(|g| (row_has_tail(g.value().len()), st.undoable.then(|| g.value().to_vec())));
+        let Some((had_tail, old)) = removed else {
+            return Ok(());
+        };
+        self.note_write(st, UndoTable::Chunks, key, old);
+        if had_tail {
+            self.delete_tail(st, key)?;
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at `off` into the head (whole chunks directly, partial chunks merged with
+    /// what the head sees).
+    fn write_range(&mut self, st: &mut Cmd, off: u64, data: &[u8]) -> Result<(), StoreError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let (id, floor, old_size) = st.head_layout();
+        let end = off + data.len() as u64;
+        let mut buf = std::mem::take(&mut self.chunk_buf);
+        for index in off / CHUNK..=(end - 1) / CHUNK {
+            let chunk_start = index * CHUNK;
+            let a = off.max(chunk_start);
+            let b = end.min(chunk_start + CHUNK);
+            let piece = &data[(a - off) as usize..(b - off) as usize];
+            let in_chunk = (a - chunk_start) as usize;
+            let old_visible = old_size.saturating_sub(chunk_start).min(CHUNK) as usize;
+            if in_chunk == 0 && piece.len() == CHUNK_SIZE {
+                let crc = self.crcs[st.crc_cursor];
+                st.crc_cursor += 1;
+                self.put_chunk(st, id, index, crc, piece)?;
+            } else if in_chunk == 0 && piece.len() >= old_visible {
+                self.put_chunk(st, id, index, crc32c::crc32c(piece), piece)?;
+            } else {
+                load_chunk(&self.t, &st.ctx, id, index, floor, st.w, &mut buf)?;
+                buf.truncate(old_visible);
+                if buf.len() < in_chunk + piece.len() {
+                    buf.resize(in_chunk + piece.len(), 0);
+                }
+                buf[in_chunk..in_chunk + piece.len()].copy_from_slice(piece);
+                self.put_chunk(st, id, index, crc32c::crc32c(&buf), &buf)?;
+            }
+        }
+        self.chunk_buf = buf;
+        Ok(())
+    }
+
+    /// Drops the head's chunk versions at its tag from chunk `from` on, and hides every older
+    /// chunk version from the head (floor = tag): the head's content is being replaced.
+    fn reset_head(&mut self, st: &mut Cmd, from: u64) -> Result<(), StoreError> {
+        let (id, _, _) = st.head_layout();
+        let w = st.w;
+        let lo = chunk_key(id, from, 0);
+        let hi = chunk_key(id, u64::MAX, u64::MAX);
+        let mut doomed = Vec::new();
+        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
+            let (key, _) = item?;
+            let key = *key.value();
+            if decode_chunk_key(&key).2 == w {
+                doomed.push(key);
+            }
+        }
+        for key in &doomed {
+            self.delete_chunk(st, key)?;
+        }
+        st.head_mut().floor = w;
+        Ok(())
+    }
+
+    /// Makes chunks `from..to` of the head read as zeros: a hole version where an older
+    /// version would otherwise show through, else nothing.
+    fn punch(&mut self, st: &mut Cmd, from: u64, to: u64) -> Result<(), StoreError> {
+        let (id, floor, _) = st.head_layout();
+        let w = st.w;
+        let lo = chunk_key(id, from, 0);
+        let hi = chunk_key(id, to, 0);
+        let upper = if to == u64::MAX { Bound::Included(&hi) } else { Bound::Excluded(&hi) };
+        // Per chunk: newest visible tag, whether it is a hole, whether an older visible
+        // version exists below it.
+        let mut plan: Vec<(u64, u64, bool, bool)> = Vec::new();
+        for item in self.t.chunks.range::<&ChunkKey>((Bound::Included(&lo), upper))? {
+            let (key, value) = item?;
+            let (_, index, tag) = decode_chunk_key(key.value());
+            if tag < floor || tag > w {
+                continue;
+            }
+            let hole = row_is_hole(value.value().len());
+            match plan.last_mut() {
+                Some(p) if p.0 == index => *p = (index, tag, hole, true),
+                _ => plan.push((index, tag, hole, false)),
+            }
+        }
+        for (index, tag, hole, has_older) in plan {
+            if hole {
+                continue;
+            }
+            if tag == w && !has_older {
+                self.delete_chunk(st, &chunk_key(id, index, w))?;
+            } else {
+                self.put_chunk(st, id, index, 0, &[])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Zeroes bytes `[a, b)` of chunk `index` (object offsets) by read-modify-write.
+    fn zero_in_chunk(
+        &mut self,
+        st: &mut Cmd,
+        index: u64,
+        a: u64,
+        b: u64,
+    ) -> Result<(), StoreError> {
+        let (id, floor, _) = st.head_layout();
+        let mut buf = std::mem::take(&mut self.chunk_buf);
+        let found = load_chunk(&self.t, &st.ctx, id, index, floor, st.w, &mut buf)?;
+        let chunk_start = index * CHUNK;
+        let (za, zb) = ((a - chunk_start) as usize, (b - chunk_start) as usize);
+        if found.is_some() && za < buf.len() {
+            let zb = zb.min(buf.len());
+            buf[za..zb].fill(0);
+            trim_zeros(&mut buf);
+            self.put_chunk(st, id, index, crc32c::crc32c(&buf), &buf)?;
+        }
+        self.chunk_buf = buf;
+        Ok(())
+    }
+
+    /// Zero op on an existing head: zeroes `[off, off+len)` clipped to the size.
+    fn zero_range(&mut self, st: &mut Cmd, off: u64, len: u64) -> Result<(), StoreError> {
+        let (_, _, size) = st.head_layout();
+        let end = (off + len).min(size);
+        if off >= end {
+            return Ok(());
+        }
+        if off == 0 && end == size {
+            return self.reset_head(st, 0);
+        }
+        let first = off / CHUNK;
+        let last = (end - 1) / CHUNK;
+        let covered = |index: u64| {
+            let start = index * CHUNK;
+            off <= start && end >= (start + CHUNK).min(size)
+        };
+        if !covered(first) {
+            self.zero_in_chunk(st, first, off, end.min((first + 1) * CHUNK))?;
+        }
+        if last != first && !covered(last) {
+            self.zero_in_chunk(st, last, last * CHUNK, end)?;
+        }
+        let full_from = if covered(first) { first } else { first + 1 };
+        let full_to = if covered(last) { last + 1 } else { last };
+        if full_from < full_to {
+            self.punch(st, full_from, full_to)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the head's size; shrinking drops the data past it.
+    fn truncate_head(&mut self, st: &mut Cmd, size: u64) -> Result<(), StoreError> {
+        let (id, floor, old) = st.head_layout();
+        if size < old {
+            if size == 0 {
+                self.reset_head(st, 0)?;
+            } else {
+                let keep = (size % CHUNK) as usize;
+                if keep != 0 {
+                    let index = size / CHUNK;
+                    let mut buf = std::mem::take(&mut self.chunk_buf);
+                    load_chunk(&self.t, &st.ctx, id, index, floor, st.w, &mut buf)?;
+                    if buf.len() > keep {
+                        buf.truncate(keep);
+                        trim_zeros(&mut buf);
+                        self.put_chunk(st, id, index, crc32c::crc32c(&buf), &buf)?;
+                    }
+                    self.chunk_buf = buf;
+                }
+                self.punch(st, chunks_for(size), u64::MAX)?;
+            }
+        }
+        st.head_mut().size = size;
+        Ok(())
+    }
+
+    fn kv_table(
+        &mut self,
+        which: Kv,
+    ) -> Result<&mut Table<'txn, &'static [u8], &'static [u8]>, StoreError> {
+        let kv = self.t.kv()?;
+        Ok(match which {
+            Kv::Xattrs => &mut kv.xattrs,
+            Kv::Omap => &mut kv.omap,
+        })
+    }
+
+    /// Sets (Some) or removes (None) one xattr or omap entry.
+    fn put_kv(
+        &mut self,
+        st: &mut Cmd,
+        which: Kv,
+        id: u64,
+        name: &[u8],
+        value: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let mut key = std::mem::take(&mut self.key_buf);
+        sub_key(id, name, &mut key);
+        let old = match value {
+            Some(v) => self.kv_table(which)?.insert(key.as_slice(), v)?,
+            None => self.kv_table(which)?.remove(key.as_slice())?,
+        }
+        .map(|g| g.value().to_vec());
+        if value.is_some() || old.is_some() {
+            let table = match which {
+                Kv::Xattrs => UndoTable::Xattrs,
+                Kv::Omap => UndoTable::Omap,
+            };
+            let old = if st.undoable { old } else { None };
+            self.note_write(st, table, &key, old);
+        }
+        self.key_buf = key;
+        Ok(())
+    }
+
+    /// Removes every xattr or omap entry of object `id`.
+    fn clear_kv(&mut self, st: &mut Cmd, which: Kv, id: u64) -> Result<(), StoreError> {
+        let lo = id.to_be_bytes();
+        let hi = (id + 1).to_be_bytes();
+        let mut doomed = Vec::new();
+        for item in self.kv_table(which)?.range(lo.as_slice()..hi.as_slice())? {
+            let (key, _) = item?;
+            doomed.push(key.value().to_vec());
+        }
+        for key in doomed {
+            self.put_kv(st, which, id, &key[8..], None)?;
+        }
+        Ok(())
+    }
+
+    /// Sets (Some) or removes (None) the omap header of object `id`.
+    fn set_header(
+        &mut self,
+        st: &mut Cmd,
+        id: u64,
+        header: Option<&[u8]>,
+    ) -> Result<(), StoreError> {
+        let key = id.to_be_bytes();
+        let table = &mut self.t.kv()?.omap_header;
+        let old = match header {
+            Some(h) => table.insert(&key, h)?,
+            None => table.remove(&key)?,
+        }
+        .map(|g| g.value().to_vec());
+        if header.is_some() || old.is_some() {
+            let old = if st.undoable { old } else { None };
+            self.note_write(st, UndoTable::OmapHeader, &key, old);
+        }
+        Ok(())
+    }
+
+    /// Drops the versions of the object that neither the head nor a snapshot in `live` sees,
+    /// and the chunk versions only they used.
+    fn snap_trim(&mut self, st: &mut Cmd, live: &[SnapId]) -> Result<(), StoreError> {
+        let record = st.record.as_mut().expect("snap trim without a record");
+        let count = record.versions.len();
+        let mut keep = vec![false; count];
+        keep[count - 1] = true;
+        for &snap in live {
+            if let Some(i) = record.versions.iter().rposition(|v| v.tag < snap) {
+                keep[i] = true;
+            }
+        }
+        let mut kept: Vec<Version> =
+            record.versions.iter().zip(&keep).filter(|(_, &k)| k).map(|(v, _)| v.clone()).collect();
+        // A snapshot that sees a non-existent oldest version sees the same with no version.
+        while kept.len() > 1 && !kept[0].exists {
+            kept.remove(0);
+        }
+        if kept != record.versions {
+            record.versions = kept;
+            st.dirty = true;
+        }
+        if !record.head().exists && record.versions.len() == 1 {
+            // Nothing visible remains; finish_command purges the object.
+            st.dirty = true;
+            return Ok(());
+        }
+        let id = record.id;
+        let versions = record.versions.clone();
+        let lo = chunk_key(id, 0, 0);
+        let hi = chunk_key(id, u64::MAX, u64::MAX);
+        let mut all: Vec<(u64, u64, bool)> = Vec::new();
+        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
+            let (key, value) = item?;
+            let (_, index, tag) = decode_chunk_key(key.value());
+            all.push((index, tag, row_is_hole(value.value().len())));
+        }
+        let mut doomed = Vec::new();
+        for group in all.chunk_by(|a, b| a.0 == b.0) {
+            let index = group[0].0;
+            let mut needed = vec![false; group.len()];
+            for (vi, v) in versions.iter().enumerate() {
+                let is_head = vi == versions.len() - 1;
+                if !v.exists || (!is_head && index >= chunks_for(v.size)) {
+                    continue;
+                }
+                if let Some(j) = group.iter().rposition(|c| c.1 >= v.floor && c.1 <= v.tag) {
+                    needed[j] = true;
+                }
+            }
+            // The oldest remaining versions, when holes, hide nothing: drop them.
+            for (j, c) in group.iter().enumerate() {
+                if needed[j] {
+                    if c.2 {
+                        needed[j] = false;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            for (j, c) in group.iter().enumerate() {
+                if !needed[j] {
+                    doomed.push(chunk_key(id, index, c.1));
+                }
+            }
+        }
+        for key in &doomed {
+            self.delete_chunk(st, key)?;
+        }
+        Ok(())
+    }
+}
+
+/// Deletes every chunk, xattr, omap entry and the omap header of object `id`.
+pub(crate) fn purge_object_rows(t: &mut WriteTables, id: u64) -> Result<(), StoreError> {
+    let lo = chunk_key(id, 0, 0);
+    let hi = chunk_key(id, u64::MAX, u64::MAX);
+    t.chunks.retain_in::<&ChunkKey, _>(&lo..=&hi, |_, _| false)?;
+    t.chunk_tails.retain_in::<&ChunkKey, _>(&lo..=&hi, |_, _| false)?;
+    let lo = id.to_be_bytes();
+    let hi = (id + 1).to_be_bytes();
+    let kv = t.kv()?;
+    kv.xattrs.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
+    kv.omap.retain_in(lo.as_slice()..hi.as_slice(), |_, _| false)?;
+    kv.omap_header.remove(&lo)?;
+    Ok(())
+}
+
+/// The stored next-object-id counter (1 on a fresh store).
+pub(crate) fn read_next_id<T: ReadableTable<&'static str, &'static [u8]>>(
+    meta: &T,
+    pg: PgId,
+) -> Result<u64, StoreError> {
+    match meta.get(META_NEXT_ID)? {
+        Some(v) => {
+            let raw: [u8; 8] = v.value().try_into().map_err(|_| StoreError::Corrupt {
+                pg,
+                object: String::new(),
+                detail: "next object id counter is not 8 bytes".into(),
+            })?;
+            Ok(u64::from_le_bytes(raw))
+        }
+        None => Ok(1),
+    }
+}

@@ -1,0 +1,404 @@
+//! PG export and import: a self-checking byte stream holding a whole PG (every object with all
+//! its versions, chunks, xattrs, omap and header, plus `pg_state`). Used for Raft snapshots
+//! and for moving a PG to a new OSD. Object ids are internal and not exported.
+//!
+//! Stream layout (integers little-endian, `blob` = u32 length ++ bytes):
+//! ```text
+//! header  "QRYPGEX1" (8) | version u32 (=1) | pool u64 | seed u32
+//! record  tag u8 ++ body, one of:
+//!   'S' pg_state: blob
+//!   'O' object:   name blob | count u32 | count x (tag u64, floor u64, exists u8, size u64,
+//!                 mtime_sec u64, mtime_nsec u32)
+//!   'C' chunk of the last object: index u64 | version u64 | crc32c u32 | data blob (<= 4096)
+//!   'X' xattr of the last object: name blob | value blob
+//!   'M' omap entry of the last object: key blob | value blob
+//!   'H' omap header of the last object: blob
+//!   'E' end: record count u64 (records before it) | crc32c u32 of every byte before the crc
+//! ```
+
+use std::io::{BufWriter, Read, Write};
+
+use quarry_types::{PgId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
+
+use crate::format::{
+    chunk_key, decode_chunk_key, encode_chunk, object_key, pg_key, pg_key_end, row_has_tail,
+    sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, META,
+    META_NEXT_ID, OBJECTS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, VERSIONS_MAX, XATTRS,
+};
+use crate::read::{verify_chunk, Ctx, WriteTables};
+use crate::{apply, StoreError};
+
+const EXPORT_MAGIC: &[u8; 8] = b"QRYPGEX1";
+const EXPORT_VERSION: u32 = 1;
+const TAG_STATE: u8 = b'S';
+const TAG_OBJECT: u8 = b'O';
+const TAG_CHUNK: u8 = b'C';
+const TAG_XATTR: u8 = b'X';
+const TAG_OMAP: u8 = b'M';
+const TAG_HEADER: u8 = b'H';
+const TAG_END: u8 = b'E';
+/// Largest xattr/omap/pg_state value accepted from a stream (a bound against garbage lengths).
+const VALUE_MAX: usize = 64 << 20;
+
+/// A writer that keeps the crc32c of everything written.
+struct CrcWriter<'a> {
+    inner: BufWriter<&'a mut dyn Write>,
+    crc: u32,
+    records: u64,
+}
+
+impl CrcWriter<'_> {
+    fn put(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.crc = crc32c::crc32c_append(self.crc, bytes);
+        self.inner.write_all(bytes)?;
+        Ok(())
+    }
+
+    fn u8(&mut self, v: u8) -> Result<(), StoreError> {
+        self.put(&[v])
+    }
+
+    fn u32(&mut self, v: u32) -> Result<(), StoreError> {
+        self.put(&v.to_le_bytes())
+    }
+
+    fn u64(&mut self, v: u64) -> Result<(), StoreError> {
+        self.put(&v.to_le_bytes())
+    }
+
+    fn blob(&mut self, bytes: &[u8]) -> Result<(), StoreError> {
+        let len = u32::try_from(bytes.len()).map_err(|_| StoreError::BadExport {
+            reason: "value longer than 4 GiB cannot be exported",
+        })?;
+        self.u32(len)?;
+        self.put(bytes)
+    }
+
+    fn record(&mut self, tag: u8) -> Result<(), StoreError> {
+        self.records += 1;
+        self.u8(tag)
+    }
+}
+
+/// Writes the export stream of `pg` from one read transaction (a consistent snapshot).
+pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<(), StoreError> {
+    let txn = db.begin_read()?;
+    let objects = txn.open_table(OBJECTS)?;
+    let chunks = txn.open_table(CHUNKS)?;
+    let chunk_tails = txn.open_table(CHUNK_TAILS)?;
+    let xattrs = txn.open_table(XATTRS)?;
+    let omap = txn.open_table(OMAP)?;
+    let omap_header = txn.open_table(OMAP_HEADER)?;
+    let pg_state = txn.open_table(PG_STATE)?;
+    let mut w = CrcWriter { inner: BufWriter::with_capacity(256 << 10, out), crc: 0, records: 0 };
+    w.put(EXPORT_MAGIC)?;
+    w.u32(EXPORT_VERSION)?;
+    w.u64(pg.pool)?;
+    w.u32(pg.seed)?;
+    if let Some(state) = pg_state.get(&pg_key(pg))? {
+        w.record(TAG_STATE)?;
+        w.blob(state.value())?;
+    }
+    let start = pg_key(pg);
+    let end = pg_key_end(pg);
+    let range = match &end {
+        Some(end) => objects.range(start.as_slice()..end.as_slice())?,
+        None => objects.range(start.as_slice()..)?,
+    };
+    for item in range {
+        let (key, raw) = item?;
+        let name_bytes = &key.value()[12..];
+        let name = String::from_utf8_lossy(name_bytes).into_owned();
+        let ctx = Ctx { pg, name: &name };
+        let record = ObjectRecord::decode(raw.value())
+            .map_err(|why| ctx.corrupt(format!("object record: {why}")))?;
+        w.record(TAG_OBJECT)?;
+        w.blob(name_bytes)?;
+        w.u32(record.versions.len() as u32)?;
+        for v in &record.versions {
+            w.u64(v.tag)?;
+            w.u64(v.floor)?;
+            w.u8(u8::from(v.exists))?;
+            w.u64(v.size)?;
+            w.u64(v.mtime.0)?;
+            w.u32(v.mtime.1)?;
+        }
+        let id = record.id;
+        let lo = chunk_key(id, 0, 0);
+        let hi = chunk_key(id, u64::MAX, u64::MAX);
+        for item in chunks.range::<&ChunkKey>(&lo..=&hi)? {
+            let (key, value) = item?;
+            let (_, index, tag) = decode_chunk_key(key.value());
+            let tail = if row_has_tail(value.value().len()) {
+                chunk_tails.get(key.value())?
+            } else {
+                None
+            };
+            let data =
+                verify_chunk(&ctx, index, tag, value.value(), tail.as_ref().map(|g| g.value()))?;
+            w.record(TAG_CHUNK)?;
+            w.u64(index)?;
+            w.u64(tag)?;
+            w.u32(data.crc)?;
+            w.u32(data.len() as u32)?;
+            w.put(data.inline)?;
+            w.put(data.tail)?;
+        }
+        let lo = id.to_be_bytes();
+        let hi = (id + 1).to_be_bytes();
+        for (tag, table) in [(TAG_XATTR, &xattrs), (TAG_OMAP, &omap)] {
+            for item in table.range(lo.as_slice()..hi.as_slice())? {
+                let (key, value) = item?;
+                w.record(tag)?;
+                w.blob(&key.value()[8..])?;
+                w.blob(value.value())?;
+            }
+        }
+        if let Some(header) = omap_header.get(&lo)? {
+            w.record(TAG_HEADER)?;
+            w.blob(header.value())?;
+        }
+    }
+    let records = w.records;
+    w.u8(TAG_END)?;
+    w.u64(records)?;
+    let crc = w.crc;
+    w.inner.write_all(&crc.to_le_bytes())?;
+    w.inner.flush()?;
+    Ok(())
+}
+
+/// A reader that keeps the crc32c of everything read. Reads exactly what it needs (no
+/// read-ahead), so the caller's stream is left just past the export.
+struct CrcReader<'a> {
+    inner: &'a mut dyn Read,
+    crc: u32,
+}
+
+impl CrcReader<'_> {
+    fn exact(&mut self, buf: &mut [u8]) -> Result<(), StoreError> {
+        self.inner.read_exact(buf).map_err(|e| match e.kind() {
+            std::io::ErrorKind::UnexpectedEof => {
+                StoreError::BadExport { reason: "stream ends before its end record" }
+            }
+            _ => StoreError::Io(e),
+        })?;
+        self.crc = crc32c::crc32c_append(self.crc, buf);
+        Ok(())
+    }
+
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        let mut b = [0u8; 1];
+        self.exact(&mut b)?;
+        Ok(b[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        let mut b = [0u8; 4];
+        self.exact(&mut b)?;
+        Ok(u32::from_le_bytes(b))
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        let mut b = [0u8; 8];
+        self.exact(&mut b)?;
+        Ok(u64::from_le_bytes(b))
+    }
+
+    fn blob(&mut self, max: usize, buf: &mut Vec<u8>) -> Result<(), StoreError> {
+        let len = self.u32()? as usize;
+        if len > max {
+            return Err(StoreError::BadExport { reason: "length field over its limit" });
+        }
+        buf.clear();
+        buf.resize(len, 0);
+        self.exact(buf)
+    }
+}
+
+/// Reads and checks the stream header.
+fn read_header(r: &mut CrcReader, pg: PgId) -> Result<(), StoreError> {
+    let mut magic = [0u8; 8];
+    r.exact(&mut magic)?;
+    if &magic != EXPORT_MAGIC {
+        return Err(StoreError::BadExport { reason: "not a Quarry PG export (bad magic)" });
+    }
+    if r.u32()? != EXPORT_VERSION {
+        return Err(StoreError::BadExport { reason: "unsupported PG export version" });
+    }
+    let found = PgId { pool: r.u64()?, seed: r.u32()? };
+    if found != pg {
+        return Err(StoreError::ExportPgMismatch { expected: pg, found });
+    }
+    Ok(())
+}
+
+/// Deletes every object of `pg` (all versions, chunks, xattrs, omap), its `pg_state` and its
+/// usage counters, inside `txn`.
+pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreError> {
+    let mut objects = txn.open_table(OBJECTS)?;
+    let mut t = WriteTables::open(txn)?;
+    let start = pg_key(pg);
+    let end = pg_key_end(pg);
+    let mut ids = Vec::new();
+    {
+        let range = match &end {
+            Some(end) => objects.range(start.as_slice()..end.as_slice())?,
+            None => objects.range(start.as_slice()..)?,
+        };
+        for item in range {
+            let (key, raw) = item?;
+            let name = String::from_utf8_lossy(&key.value()[12..]).into_owned();
+            let record = ObjectRecord::decode(raw.value())
+                .map_err(|why| Ctx { pg, name: &name }.corrupt(format!("object record: {why}")))?;
+            ids.push(record.id);
+        }
+    }
+    for id in ids {
+        apply::purge_object_rows(&mut t, id)?;
+    }
+    match &end {
+        Some(end) => objects.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
+        None => objects.retain_in(start.as_slice().., |_, _| false)?,
+    }
+    txn.open_table(PG_STATE)?.remove(&pg_key(pg))?;
+    txn.open_table(PG_USAGE)?.remove(&pg_key(pg))?;
+    Ok(())
+}
+
+/// Replaces `pg` with the content of an export stream, in one durable transaction: on any
+/// error nothing changes.
+pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
+    let mut r = CrcReader { inner: input, crc: 0 };
+    read_header(&mut r, pg)?;
+    let mut txn = db.begin_write()?;
+    txn.set_durability(Durability::Immediate);
+    purge_pg(&txn, pg)?;
+    {
+        let mut meta = txn.open_table(META)?;
+        let mut objects = txn.open_table(OBJECTS)?;
+        let mut chunks = txn.open_table(CHUNKS)?;
+        let mut chunk_tails = txn.open_table(CHUNK_TAILS)?;
+        let mut xattrs = txn.open_table(XATTRS)?;
+        let mut omap = txn.open_table(OMAP)?;
+        let mut omap_header = txn.open_table(OMAP_HEADER)?;
+        let mut pg_state = txn.open_table(PG_STATE)?;
+        let mut pg_usage = txn.open_table(PG_USAGE)?;
+        let mut next_id = apply::read_next_id(&meta, pg)?;
+        let bad = |reason: &'static str| StoreError::BadExport { reason };
+        let mut current: Option<u64> = None;
+        let (mut records, mut usage_objects, mut usage_bytes) = (0u64, 0u64, 0u64);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        let mut key = Vec::new();
+        loop {
+            let tag = r.u8()?;
+            if tag == TAG_END {
+                let count = r.u64()?;
+                let expected = r.crc;
+                let mut stored = [0u8; 4];
+                r.inner.read_exact(&mut stored).map_err(|_| bad("stream ends inside its crc"))?;
+                if u32::from_le_bytes(stored) != expected {
+                    return Err(bad("stream crc mismatch"));
+                }
+                if count != records {
+                    return Err(bad("record count mismatch"));
+                }
+                break;
+            }
+            records += 1;
+            match tag {
+                TAG_STATE => {
+                    r.blob(VALUE_MAX, &mut a)?;
+                    pg_state.insert(&pg_key(pg), a.as_slice())?;
+                }
+                TAG_OBJECT => {
+                    r.blob(OBJECT_NAME_LEN_MAX, &mut a)?;
+                    if a.is_empty() || std::str::from_utf8(&a).is_err() {
+                        return Err(bad("object name empty or not UTF-8"));
+                    }
+                    let count = r.u32()? as usize;
+                    if count == 0 || count > VERSIONS_MAX {
+                        return Err(bad("object version count out of range"));
+                    }
+                    let mut versions = Vec::with_capacity(count.min(1024));
+                    for _ in 0..count {
+                        let tag = r.u64()?;
+                        let floor = r.u64()?;
+                        let exists = match r.u8()? {
+                            0 => false,
+                            1 => true,
+                            _ => return Err(bad("exists flag is not 0 or 1")),
+                        };
+                        let size = r.u64()?;
+                        let mtime = (r.u64()?, r.u32()?);
+                        versions.push(Version { tag, floor, exists, size, mtime });
+                    }
+                    let record = ObjectRecord { id: next_id, versions };
+                    record.check().map_err(|_| bad("invalid object version history"))?;
+                    let head = record.head();
+                    if !head.exists && record.versions.len() == 1 {
+                        return Err(bad("object with no visible version"));
+                    }
+                    if head.exists {
+                        usage_objects += 1;
+                        usage_bytes += head.size;
+                    }
+                    object_key(pg, &a, &mut key);
+                    if objects.get(key.as_slice())?.is_some() {
+                        return Err(bad("object appears twice"));
+                    }
+                    record.encode(&mut b);
+                    objects.insert(key.as_slice(), b.as_slice())?;
+                    current = Some(next_id);
+                    next_id += 1;
+                }
+                TAG_CHUNK => {
+                    let id = current.ok_or(bad("chunk before any object"))?;
+                    let index = r.u64()?;
+                    let version = r.u64()?;
+                    let crc = r.u32()?;
+                    r.blob(CHUNK_SIZE, &mut a)?;
+                    if index >= OBJECT_SIZE_MAX / CHUNK {
+                        return Err(bad("chunk index beyond the object size limit"));
+                    }
+                    if crc32c::crc32c(&a) != crc {
+                        return Err(bad("chunk crc mismatch"));
+                    }
+                    let key = chunk_key(id, index, version);
+                    let tail = encode_chunk(crc, &a, &mut b);
+                    if chunks.insert(&key, b.as_slice())?.is_some() {
+                        return Err(bad("chunk appears twice"));
+                    }
+                    if !tail.is_empty() {
+                        chunk_tails.insert(&key, tail)?;
+                    }
+                }
+                TAG_XATTR | TAG_OMAP => {
+                    let id = current.ok_or(bad("xattr or omap entry before any object"))?;
+                    r.blob(VALUE_MAX, &mut a)?;
+                    r.blob(VALUE_MAX, &mut b)?;
+                    if std::str::from_utf8(&a).is_err() {
+                        return Err(bad("xattr or omap key not UTF-8"));
+                    }
+                    sub_key(id, &a, &mut key);
+                    let table = if tag == TAG_XATTR { &mut xattrs } else { &mut omap };
+                    table.insert(key.as_slice(), b.as_slice())?;
+                }
+                TAG_HEADER => {
+                    let id = current.ok_or(bad("omap header before any object"))?;
+                    r.blob(VALUE_MAX, &mut a)?;
+                    omap_header.insert(&id.to_be_bytes(), a.as_slice())?;
+                }
+                _ => return Err(bad("unknown record tag")),
+            }
+        }
+        meta.insert(META_NEXT_ID, next_id.to_le_bytes().as_slice())?;
+        if usage_objects > 0 || usage_bytes > 0 {
+            pg_usage
+                .insert(&pg_key(pg), &crate::format::encode_usage(usage_objects, usage_bytes))?;
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}

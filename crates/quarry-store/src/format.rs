@@ -1,0 +1,391 @@
+//! The on-disk format: redb table definitions, key encodings, the object record and chunk value
+//! layouts, and the format marker. Everything that decides how bytes sit in `store.redb` lives
+//! here; the layout itself is documented in the crate doc (`lib.rs`).
+
+use quarry_types::{PgId, OBJECT_SIZE_MAX};
+use redb::TableDefinition;
+
+/// Bytes of object data per chunk row.
+pub(crate) const CHUNK_SIZE: usize = 4096;
+/// `CHUNK_SIZE` as a u64, for offset arithmetic.
+pub(crate) const CHUNK: u64 = CHUNK_SIZE as u64;
+/// Bytes in front of a chunk's data: its crc32c, little-endian.
+pub(crate) const CHUNK_HEADER: usize = 4;
+/// Data bytes stored in the chunk row itself. redb pages are 4 KiB and a leaf that outgrows
+/// one page takes a power-of-two multiple, so a row of key + crc + 4096 bytes would occupy an
+/// 8 KiB page. Keeping the row at 24 + 4 + 4060 bytes fills exactly one page (4-byte leaf
+/// header, 4-byte value offset); the last 36 bytes of a full chunk go to `chunk_tails`,
+/// where ~60 share a page.
+pub(crate) const CHUNK_INLINE: usize = 4060;
+// A chunk row (key, crc, inline data) plus redb's leaf header (4) and value offset (4) fills
+// one 4 KiB page exactly.
+const _: () = assert!(24 + CHUNK_HEADER + CHUNK_INLINE + 4 + 4 == 4096);
+
+/// First 8 bytes of the `format` meta value.
+pub(crate) const FORMAT_MAGIC: &[u8; 8] = b"QRYSTORE";
+/// The format version this build writes and the newest it can read.
+pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Meta key of the format marker: `FORMAT_MAGIC ++ u32 LE version`.
+pub(crate) const META_FORMAT: &str = "format";
+/// Meta key of the next internal object id (u64 LE).
+pub(crate) const META_NEXT_ID: &str = "next_object_id";
+
+/// Key of a chunk row: object id, chunk index, version tag, each u64 big-endian.
+pub(crate) type ChunkKey = [u8; 24];
+/// Key of a per-PG row: pool u64 BE ++ seed u32 BE.
+pub(crate) type PgKey = [u8; 12];
+
+/// `name -> value`: format marker and counters.
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// `pool BE ++ seed BE ++ object name -> object record`.
+pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
+/// `(object id, chunk index, version tag) -> crc32c LE ++ data[..4060]`.
+pub(crate) const CHUNKS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new("chunks");
+/// Same key `-> data[4060..]`, present only for chunks longer than `CHUNK_INLINE`.
+pub(crate) const CHUNK_TAILS: TableDefinition<&ChunkKey, &[u8]> =
+    TableDefinition::new("chunk_tails");
+/// `object id BE ++ xattr name -> value` (head only).
+pub(crate) const XATTRS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("xattrs");
+/// `object id BE ++ omap key -> value` (head only).
+pub(crate) const OMAP: TableDefinition<&[u8], &[u8]> = TableDefinition::new("omap");
+/// `object id BE -> omap header` (head only).
+pub(crate) const OMAP_HEADER: TableDefinition<&[u8; 8], &[u8]> =
+    TableDefinition::new("omap_header");
+/// `pool BE ++ seed BE -> opaque pg_state blob`.
+pub(crate) const PG_STATE: TableDefinition<&PgKey, &[u8]> = TableDefinition::new("pg_state");
+/// `pool BE ++ seed BE -> objects u64 LE ++ bytes u64 LE` (head objects, sum of head sizes).
+pub(crate) const PG_USAGE: TableDefinition<&PgKey, &[u8; 16]> = TableDefinition::new("pg_usage");
+
+/// The per-PG key.
+pub(crate) fn pg_key(pg: PgId) -> PgKey {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&pg.pool.to_be_bytes());
+    key[8..].copy_from_slice(&pg.seed.to_be_bytes());
+    key
+}
+
+/// Decodes a per-PG key.
+pub(crate) fn decode_pg_key(key: &PgKey) -> PgId {
+    let mut pool = [0u8; 8];
+    pool.copy_from_slice(&key[..8]);
+    let mut seed = [0u8; 4];
+    seed.copy_from_slice(&key[8..]);
+    PgId { pool: u64::from_be_bytes(pool), seed: u32::from_be_bytes(seed) }
+}
+
+/// The smallest 12-byte key greater than every object key of `pg`, or None if there is none
+/// (the last possible PG).
+pub(crate) fn pg_key_end(pg: PgId) -> Option<PgKey> {
+    match pg.seed.checked_add(1) {
+        Some(seed) => Some(pg_key(PgId { pool: pg.pool, seed })),
+        None => pg.pool.checked_add(1).map(|pool| pg_key(PgId { pool, seed: 0 })),
+    }
+}
+
+/// Fills `buf` with the objects-table key of `name` in `pg`.
+pub(crate) fn object_key(pg: PgId, name: &[u8], buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(&pg_key(pg));
+    buf.extend_from_slice(name);
+}
+
+/// A chunk row key.
+pub(crate) fn chunk_key(id: u64, index: u64, tag: u64) -> ChunkKey {
+    let mut key = [0u8; 24];
+    key[..8].copy_from_slice(&id.to_be_bytes());
+    key[8..16].copy_from_slice(&index.to_be_bytes());
+    key[16..].copy_from_slice(&tag.to_be_bytes());
+    key
+}
+
+/// `(object id, chunk index, version tag)` of a chunk row key.
+pub(crate) fn decode_chunk_key(key: &ChunkKey) -> (u64, u64, u64) {
+    let word = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&key[i * 8..i * 8 + 8]);
+        u64::from_be_bytes(b)
+    };
+    (word(0), word(1), word(2))
+}
+
+/// Fills `buf` with an xattr/omap key: object id BE ++ `name`.
+pub(crate) fn sub_key(id: u64, name: &[u8], buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(&id.to_be_bytes());
+    buf.extend_from_slice(name);
+}
+
+/// Splits a stored chunk row value into `(stored crc, inline data)`, or a reason it is
+/// malformed.
+pub(crate) fn split_chunk_value(value: &[u8]) -> Result<(u32, &[u8]), &'static str> {
+    if value.len() < CHUNK_HEADER {
+        return Err("chunk value shorter than its crc");
+    }
+    let (head, data) = value.split_at(CHUNK_HEADER);
+    if data.len() > CHUNK_INLINE {
+        return Err("chunk row longer than its inline limit");
+    }
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(head);
+    Ok((u32::from_le_bytes(crc), data))
+}
+
+/// True if a chunk row value (crc ++ inline data) may have a tail row: its inline part is
+/// full.
+pub(crate) fn row_has_tail(value_len: usize) -> bool {
+    value_len == CHUNK_HEADER + CHUNK_INLINE
+}
+
+/// True if a chunk row value is a hole (no data).
+pub(crate) fn row_is_hole(value_len: usize) -> bool {
+    value_len <= CHUNK_HEADER
+}
+
+/// Fills `row` with the chunk row value for `data` (crc ++ inline part) and returns the tail
+/// (empty if the chunk fits inline).
+pub(crate) fn encode_chunk<'d>(crc: u32, data: &'d [u8], row: &mut Vec<u8>) -> &'d [u8] {
+    assert!(data.len() <= CHUNK_SIZE, "chunk data longer than a chunk");
+    let inline = data.len().min(CHUNK_INLINE);
+    row.clear();
+    row.extend_from_slice(&crc.to_le_bytes());
+    row.extend_from_slice(&data[..inline]);
+    &data[inline..]
+}
+
+/// One version of an object: what a snapshot (or the head) sees of its existence, size and
+/// mtime, and which chunk versions it reads (tags in `floor..=tag`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Version {
+    /// The snapshot seq of the writes that made this version.
+    pub tag: u64,
+    /// Chunk versions older than this are invisible to this version (set when the object is
+    /// (re)created or fully rewritten).
+    pub floor: u64,
+    /// Whether the object exists in this version.
+    pub exists: bool,
+    /// Size in bytes (0 when it does not exist).
+    pub size: u64,
+    /// Modification time (seconds, nanoseconds).
+    pub mtime: (u64, u32),
+}
+
+/// The object record: the internal id that keys its chunks, xattrs and omap, and its version
+/// history, oldest first; the last version is the head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ObjectRecord {
+    /// Internal id (per store, never reused).
+    pub id: u64,
+    /// Versions ordered by strictly increasing tag; never empty.
+    pub versions: Vec<Version>,
+}
+
+const RECORD_FORMAT: u8 = 1;
+const VERSION_BYTES: usize = 8 + 8 + 1 + 8 + 8 + 4;
+const RECORD_FIXED: usize = 4 + 1 + 8 + 4;
+/// A version history longer than this is refused when decoding (it would mean millions of
+/// live snapshots of one object).
+pub(crate) const VERSIONS_MAX: usize = 1 << 20;
+
+impl ObjectRecord {
+    /// The head version.
+    pub fn head(&self) -> &Version {
+        assert!(!self.versions.is_empty());
+        &self.versions[self.versions.len() - 1]
+    }
+
+    /// The head version, mutable.
+    pub fn head_mut(&mut self) -> &mut Version {
+        assert!(!self.versions.is_empty());
+        let last = self.versions.len() - 1;
+        &mut self.versions[last]
+    }
+
+    /// The version a read at snapshot `snap` sees: the newest with `tag < snap`.
+    pub fn version_at(&self, snap: u64) -> Option<&Version> {
+        self.versions.iter().rev().find(|v| v.tag < snap)
+    }
+
+    /// Encodes as `crc32c LE ++ format u8 ++ id u64 LE ++ count u32 LE ++ versions`, each
+    /// version `tag u64, floor u64, exists u8, size u64, mtime_sec u64, mtime_nsec u32` (LE).
+    pub fn encode(&self, buf: &mut Vec<u8>) {
+        assert!(!self.versions.is_empty());
+        buf.clear();
+        buf.extend_from_slice(&[0u8; 4]);
+        buf.push(RECORD_FORMAT);
+        buf.extend_from_slice(&self.id.to_le_bytes());
+        buf.extend_from_slice(&(self.versions.len() as u32).to_le_bytes());
+        for v in &self.versions {
+            buf.extend_from_slice(&v.tag.to_le_bytes());
+            buf.extend_from_slice(&v.floor.to_le_bytes());
+            buf.push(u8::from(v.exists));
+            buf.extend_from_slice(&v.size.to_le_bytes());
+            buf.extend_from_slice(&v.mtime.0.to_le_bytes());
+            buf.extend_from_slice(&v.mtime.1.to_le_bytes());
+        }
+        let crc = crc32c::crc32c(&buf[4..]);
+        buf[..4].copy_from_slice(&crc.to_le_bytes());
+    }
+
+    /// Decodes and checks a stored record (crc and invariants).
+    pub fn decode(bytes: &[u8]) -> Result<ObjectRecord, &'static str> {
+        if bytes.len() < RECORD_FIXED {
+            return Err("object record too short");
+        }
+        let mut r = Reader { bytes, pos: 0 };
+        let crc = r.u32()?;
+        if crc != crc32c::crc32c(&bytes[4..]) {
+            return Err("object record crc mismatch");
+        }
+        if r.u8()? != RECORD_FORMAT {
+            return Err("unknown object record format");
+        }
+        let id = r.u64()?;
+        let count = r.u32()? as usize;
+        if count == 0 || count > VERSIONS_MAX || bytes.len() != RECORD_FIXED + count * VERSION_BYTES
+        {
+            return Err("object record length does not match its version count");
+        }
+        let mut versions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let tag = r.u64()?;
+            let floor = r.u64()?;
+            let exists = match r.u8()? {
+                0 => false,
+                1 => true,
+                _ => return Err("object record exists flag is not 0 or 1"),
+            };
+            let size = r.u64()?;
+            let mtime = (r.u64()?, r.u32()?);
+            versions.push(Version { tag, floor, exists, size, mtime });
+        }
+        let record = ObjectRecord { id, versions };
+        record.check()?;
+        Ok(record)
+    }
+
+    /// The record invariants: tags strictly increasing, floors not above tags, sizes within
+    /// the object limit, non-existent versions of size 0.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.versions.is_empty() || self.versions.len() > VERSIONS_MAX {
+            return Err("object record has no versions or too many");
+        }
+        if !self.versions.windows(2).all(|w| w[0].tag < w[1].tag) {
+            return Err("object record versions not in increasing tag order");
+        }
+        for v in &self.versions {
+            if v.floor > v.tag || v.size > OBJECT_SIZE_MAX || (!v.exists && v.size != 0) {
+                return Err("object record version out of range");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Little-endian field reader over a byte slice.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn take<const N: usize>(&mut self) -> Result<[u8; N], &'static str> {
+        let end = self.pos.checked_add(N).ok_or("record field out of range")?;
+        let slice = self.bytes.get(self.pos..end).ok_or("record truncated")?;
+        self.pos = end;
+        let mut out = [0u8; N];
+        out.copy_from_slice(slice);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, &'static str> {
+        Ok(self.take::<1>()?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, &'static str> {
+        Ok(u32::from_le_bytes(self.take()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, &'static str> {
+        Ok(u64::from_le_bytes(self.take()?))
+    }
+}
+
+/// Encodes the per-PG usage row.
+pub(crate) fn encode_usage(objects: u64, bytes: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&objects.to_le_bytes());
+    out[8..].copy_from_slice(&bytes.to_le_bytes());
+    out
+}
+
+/// Decodes the per-PG usage row into `(objects, bytes)`.
+pub(crate) fn decode_usage(value: &[u8; 16]) -> (u64, u64) {
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&value[..8]);
+    b.copy_from_slice(&value[8..]);
+    (u64::from_le_bytes(a), u64::from_le_bytes(b))
+}
+
+/// The format marker value.
+pub(crate) fn format_marker() -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(FORMAT_MAGIC);
+    out[8..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out
+}
+
+/// Parses a format marker: Ok(version) or Err if it is not ours.
+pub(crate) fn parse_format_marker(value: &[u8]) -> Option<u32> {
+    if value.len() != 12 || &value[..8] != FORMAT_MAGIC {
+        return None;
+    }
+    let mut v = [0u8; 4];
+    v.copy_from_slice(&value[8..]);
+    Some(u32::from_le_bytes(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn record_round_trips_and_detects_damage() {
+        let record = ObjectRecord {
+            id: 42,
+            versions: vec![
+                Version { tag: 0, floor: 0, exists: true, size: 5000, mtime: (1, 2) },
+                Version { tag: 7, floor: 7, exists: false, size: 0, mtime: (3, 4) },
+            ],
+        };
+        let mut buf = Vec::new();
+        record.encode(&mut buf);
+        assert_eq!(ObjectRecord::decode(&buf), Ok(record));
+        for i in 0..buf.len() {
+            let mut bad = buf.clone();
+            bad[i] ^= 0x10;
+            assert!(ObjectRecord::decode(&bad).is_err(), "flip at {i} not detected");
+        }
+        assert!(ObjectRecord::decode(&buf[..buf.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn chunk_keys_sort_numerically() {
+        let a = chunk_key(1, 2, 3);
+        let b = chunk_key(1, 2, 256);
+        let c = chunk_key(1, 3, 0);
+        let d = chunk_key(2, 0, 0);
+        assert!(a < b && b < c && c < d);
+        assert_eq!(decode_chunk_key(&b), (1, 2, 256));
+    }
+
+    #[test]
+    fn pg_key_end_is_the_next_pg() {
+        let pg = PgId { pool: 3, seed: 9 };
+        assert_eq!(pg_key_end(pg), Some(pg_key(PgId { pool: 3, seed: 10 })));
+        let last_seed = PgId { pool: 3, seed: u32::MAX };
+        assert_eq!(pg_key_end(last_seed), Some(pg_key(PgId { pool: 4, seed: 0 })));
+        assert_eq!(pg_key_end(PgId { pool: u64::MAX, seed: u32::MAX }), None);
+        assert_eq!(decode_pg_key(&pg_key(pg)), pg);
+    }
+}

@@ -1,0 +1,565 @@
+//! The read side: resolving which chunk versions a version of an object sees, verifying their
+//! crcs, assembling data with its payload crc, and executing the read-only ops (shared by
+//! `Store::read` and by reads/guards inside `Store::apply`).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use bytes::Bytes;
+use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, PgId};
+use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
+
+use crate::crc::{append_zeros, combine_chunk};
+use crate::format::{
+    chunk_key, decode_chunk_key, row_has_tail, split_chunk_value, sub_key, ChunkKey, Version,
+    CHUNK, CHUNKS, CHUNK_INLINE, CHUNK_SIZE, CHUNK_TAILS, OMAP, OMAP_HEADER, XATTRS,
+};
+use crate::StoreError;
+
+/// Most omap entries one OmapGetVals/OmapGetKeys returns, whatever the caller asks.
+pub(crate) const OMAP_PAGE_MAX: usize = 1024;
+
+/// Why an op (or a whole call) did not succeed: an errno for the op, or a store error that
+/// aborts the call.
+pub(crate) enum Failure {
+    /// The op failed with this code; the command has no effect.
+    Op(ErrorCode),
+    /// The store failed; the call returns this error.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl From<redb::StorageError> for Failure {
+    fn from(e: redb::StorageError) -> Self {
+        Failure::Store(e.into())
+    }
+}
+
+/// Which object an error is about, for `StoreError::Corrupt`.
+#[derive(Clone, Copy)]
+pub(crate) struct Ctx<'a> {
+    /// The PG.
+    pub pg: PgId,
+    /// The object name.
+    pub name: &'a str,
+}
+
+impl Ctx<'_> {
+    /// Logs and builds a corruption error.
+    pub fn corrupt(&self, detail: String) -> StoreError {
+        tracing::error!(pg = %self.pg, object = self.name, "store corruption: {detail}");
+        StoreError::Corrupt { pg: self.pg, object: self.name.to_string(), detail }
+    }
+}
+
+/// The tables read ops need; implemented over a read transaction and over a write
+/// transaction, so the same code serves `Store::read` and guards inside `Store::apply`.
+pub(crate) trait Tables {
+    /// Chunk table type.
+    type Chunks: ReadableTable<&'static ChunkKey, &'static [u8]>;
+    /// xattr / omap table type.
+    type Kv: ReadableTable<&'static [u8], &'static [u8]>;
+    /// omap header table type.
+    type Header: ReadableTable<&'static [u8; 8], &'static [u8]>;
+    /// The chunk table.
+    fn chunks(&self) -> &Self::Chunks;
+    /// The chunk tail table.
+    fn chunk_tails(&self) -> &Self::Chunks;
+    /// The xattr table.
+    fn xattrs(&self) -> &Self::Kv;
+    /// The omap table.
+    fn omap(&self) -> &Self::Kv;
+    /// The omap header table.
+    fn omap_header(&self) -> &Self::Header;
+}
+
+/// Tables of a read transaction.
+pub(crate) struct ReadTables {
+    pub chunks: ReadOnlyTable<&'static ChunkKey, &'static [u8]>,
+    pub chunk_tails: ReadOnlyTable<&'static ChunkKey, &'static [u8]>,
+    pub xattrs: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub omap: ReadOnlyTable<&'static [u8], &'static [u8]>,
+    pub omap_header: ReadOnlyTable<&'static [u8; 8], &'static [u8]>,
+}
+
+impl Tables for ReadTables {
+    type Chunks = ReadOnlyTable<&'static ChunkKey, &'static [u8]>;
+    type Kv = ReadOnlyTable<&'static [u8], &'static [u8]>;
+    type Header = ReadOnlyTable<&'static [u8; 8], &'static [u8]>;
+    fn chunks(&self) -> &Self::Chunks {
+        &self.chunks
+    }
+    fn chunk_tails(&self) -> &Self::Chunks {
+        &self.chunk_tails
+    }
+    fn xattrs(&self) -> &Self::Kv {
+        &self.xattrs
+    }
+    fn omap(&self) -> &Self::Kv {
+        &self.omap
+    }
+    fn omap_header(&self) -> &Self::Header {
+        &self.omap_header
+    }
+}
+
+/// Tables of a write transaction. The xattr/omap tables are opened on first use: most data
+/// writes never touch them, and every table a redb transaction opens costs at commit.
+pub(crate) struct WriteTables<'txn> {
+    txn: &'txn WriteTransaction,
+    pub chunks: Table<'txn, &'static ChunkKey, &'static [u8]>,
+    pub chunk_tails: Table<'txn, &'static ChunkKey, &'static [u8]>,
+    kv: Option<KvTables<'txn>>,
+}
+
+/// The xattr, omap and omap header tables of a write transaction.
+pub(crate) struct KvTables<'txn> {
+    pub xattrs: Table<'txn, &'static [u8], &'static [u8]>,
+    pub omap: Table<'txn, &'static [u8], &'static [u8]>,
+    pub omap_header: Table<'txn, &'static [u8; 8], &'static [u8]>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    /// Opens the chunk tables of `txn`.
+    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        Ok(WriteTables {
+            txn,
+            chunks: txn.open_table(CHUNKS)?,
+            chunk_tails: txn.open_table(CHUNK_TAILS)?,
+            kv: None,
+        })
+    }
+
+    /// The xattr/omap tables, opening them if needed.
+    pub fn kv(&mut self) -> Result<&mut KvTables<'txn>, StoreError> {
+        if self.kv.is_none() {
+            self.kv = Some(KvTables {
+                xattrs: self.txn.open_table(XATTRS)?,
+                omap: self.txn.open_table(OMAP)?,
+                omap_header: self.txn.open_table(OMAP_HEADER)?,
+            });
+        }
+        Ok(self.kv.as_mut().expect("opened above"))
+    }
+
+    fn kv_opened(&self) -> &KvTables<'txn> {
+        self.kv.as_ref().expect("xattr/omap tables read before WriteTables::kv opened them")
+    }
+}
+
+impl<'txn> Tables for WriteTables<'txn> {
+    type Chunks = Table<'txn, &'static ChunkKey, &'static [u8]>;
+    type Kv = Table<'txn, &'static [u8], &'static [u8]>;
+    type Header = Table<'txn, &'static [u8; 8], &'static [u8]>;
+    fn chunks(&self) -> &Self::Chunks {
+        &self.chunks
+    }
+    fn chunk_tails(&self) -> &Self::Chunks {
+        &self.chunk_tails
+    }
+    fn xattrs(&self) -> &Self::Kv {
+        &self.kv_opened().xattrs
+    }
+    fn omap(&self) -> &Self::Kv {
+        &self.kv_opened().omap
+    }
+    fn omap_header(&self) -> &Self::Header {
+        &self.kv_opened().omap_header
+    }
+}
+
+/// A verified chunk's data: the inline part of its row and its tail (empty unless the chunk
+/// is longer than `CHUNK_INLINE`), with the crc of their concatenation.
+pub(crate) struct ChunkData<'a> {
+    pub inline: &'a [u8],
+    pub tail: &'a [u8],
+    pub crc: u32,
+}
+
+impl ChunkData<'_> {
+    /// Data length in bytes.
+    pub fn len(&self) -> usize {
+        self.inline.len() + self.tail.len()
+    }
+
+    /// Copies data bytes `from..from + out.len()` into `out` (which must lie within the data).
+    pub fn copy_to(&self, from: usize, out: &mut [u8]) {
+        assert!(from + out.len() <= self.len());
+        let split = self.inline.len();
+        let mut done = 0;
+        if from < split {
+            let n = (split - from).min(out.len());
+            out[..n].copy_from_slice(&self.inline[from..from + n]);
+            done = n;
+        }
+        if done < out.len() {
+            let t = from + done - split;
+            let n = out.len() - done;
+            out[done..].copy_from_slice(&self.tail[t..t + n]);
+        }
+    }
+
+    /// Appends the data to `buf`.
+    pub fn extend_into(&self, buf: &mut Vec<u8>) {
+        buf.extend_from_slice(self.inline);
+        buf.extend_from_slice(self.tail);
+    }
+}
+
+/// Checks a stored chunk (row value and tail, if any) against its crc.
+pub(crate) fn verify_chunk<'v>(
+    ctx: &Ctx,
+    index: u64,
+    tag: u64,
+    value: &'v [u8],
+    tail: Option<&'v [u8]>,
+) -> Result<ChunkData<'v>, StoreError> {
+    let bad = |why: &str| ctx.corrupt(format!("chunk {index} version {tag}: {why}"));
+    let (stored, inline) = split_chunk_value(value).map_err(bad)?;
+    let tail = tail.unwrap_or(&[]);
+    if !tail.is_empty() && inline.len() < CHUNK_INLINE {
+        return Err(bad("tail row behind a short chunk row"));
+    }
+    if tail.len() > CHUNK_SIZE - CHUNK_INLINE {
+        return Err(bad("tail row too long"));
+    }
+    let computed = crc32c::crc32c_append(crc32c::crc32c(inline), tail);
+    if computed != stored {
+        return Err(ctx.corrupt(format!(
+            "chunk {index} version {tag}: stored crc {stored:#010x}, data crc {computed:#010x}"
+        )));
+    }
+    Ok(ChunkData { inline, tail, crc: computed })
+}
+
+/// Loads into `buf` the verified data of chunk `index` as a version with chunk range
+/// `floor..=tag` sees it (empty if it has none: zeros). Returns the tag of the chunk version
+/// found.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn load_chunk<T: Tables>(
+    t: &T,
+    ctx: &Ctx,
+    id: u64,
+    index: u64,
+    floor: u64,
+    tag: u64,
+    buf: &mut Vec<u8>,
+) -> Result<Option<u64>, StoreError> {
+    buf.clear();
+    let lo = chunk_key(id, index, floor);
+    let hi = chunk_key(id, index, tag);
+    let Some(item) = t.chunks().range::<&ChunkKey>(&lo..=&hi)?.next_back() else {
+        return Ok(None);
+    };
+    let (key, value) = item?;
+    let key = *key.value();
+    let (_, _, found) = decode_chunk_key(&key);
+    let tail = if row_has_tail(value.value().len()) { t.chunk_tails().get(&key)? } else { None };
+    let data = verify_chunk(ctx, index, found, value.value(), tail.as_ref().map(|g| g.value()))?;
+    data.extend_into(buf);
+    Ok(Some(found))
+}
+
+/// Walks the tail table in key order alongside a scan of the chunk table, so a range read
+/// finds each full chunk's tail without a separate lookup.
+struct TailCursor<'a> {
+    iter: redb::Range<'a, &'static ChunkKey, &'static [u8]>,
+    peeked: Option<(ChunkKey, redb::AccessGuard<'a, &'static [u8]>)>,
+    done: bool,
+}
+
+impl<'a> TailCursor<'a> {
+    /// The tail stored under `key`; keys must be asked in increasing order.
+    fn find(
+        &mut self,
+        key: &ChunkKey,
+    ) -> Result<Option<redb::AccessGuard<'a, &'static [u8]>>, StoreError> {
+        loop {
+            if self.peeked.is_none() {
+                if self.done {
+                    return Ok(None);
+                }
+                match self.iter.next() {
+                    Some(item) => {
+                        let (k, v) = item?;
+                        self.peeked = Some((*k.value(), v));
+                    }
+                    None => {
+                        self.done = true;
+                        return Ok(None);
+                    }
+                }
+            }
+            let Some((k, _)) = &self.peeked else {
+                continue;
+            };
+            match k.cmp(key) {
+                std::cmp::Ordering::Less => self.peeked = None,
+                std::cmp::Ordering::Equal => return Ok(self.peeked.take().map(|(_, v)| v)),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+    }
+}
+
+/// Builds a payload out of chunk pieces and zero gaps, keeping its crc as it goes.
+struct Assembler {
+    out: Vec<u8>,
+    /// Object offset of `out[0]`.
+    base: u64,
+    /// crc32c of `out[..done]`.
+    crc: u32,
+    done: usize,
+}
+
+impl Assembler {
+    /// Copies the part of chunk `index` (verified `data` with crc `crc`) that falls in the
+    /// output, accounting zeros before it.
+    fn piece(&mut self, index: u64, data: &ChunkData) {
+        let chunk_start = index * CHUNK;
+        let end = self.base + self.out.len() as u64;
+        let a = chunk_start.max(self.base);
+        let b = (chunk_start + CHUNK).min(end);
+        assert!(a < b, "chunk {index} outside the read range");
+        let (oa, ob) = ((a - self.base) as usize, (b - self.base) as usize);
+        assert!(oa >= self.done, "chunk pieces out of order");
+        self.crc = append_zeros(self.crc, oa - self.done);
+        let da = (a - chunk_start) as usize;
+        let db = ((b - chunk_start) as usize).min(data.len());
+        if da < db {
+            data.copy_to(da, &mut self.out[oa..oa + (db - da)]);
+        }
+        if a == chunk_start && b == chunk_start + CHUNK && data.len() == CHUNK_SIZE {
+            self.crc = combine_chunk(self.crc, data.crc);
+        } else {
+            self.crc = crc32c::crc32c_append(self.crc, &self.out[oa..ob]);
+        }
+        self.done = ob;
+    }
+
+    fn finish(mut self) -> Payload {
+        self.crc = append_zeros(self.crc, self.out.len() - self.done);
+        Payload { data: Bytes::from(self.out), crc: self.crc }
+    }
+}
+
+/// Reads `len` bytes at `off` (0: to the end) of the object content version `v` sees. Every
+/// chunk's crc is checked; the payload's crc is assembled from the verified chunk crcs.
+pub(crate) fn read_data<T: Tables>(
+    t: &T,
+    ctx: &Ctx,
+    id: u64,
+    v: &Version,
+    off: u64,
+    len: u64,
+) -> Result<Payload, StoreError> {
+    if off >= v.size {
+        return Ok(Payload { data: Bytes::new(), crc: 0 });
+    }
+    let want = if len == 0 { v.size - off } else { len.min(v.size - off) };
+    let end = off + want;
+    let mut asm = Assembler { out: vec![0u8; want as usize], base: off, crc: 0, done: 0 };
+    let lo = chunk_key(id, off / CHUNK, 0);
+    let hi = chunk_key(id, (end - 1) / CHUNK, u64::MAX);
+    let mut tails = TailCursor {
+        iter: t.chunk_tails().range::<&ChunkKey>(&lo..=&hi)?,
+        peeked: None,
+        done: false,
+    };
+    // Keys come in (index, tag) order: the last in-range tag of each index is the one `v`
+    // sees, so keep a candidate and flush it when the index changes.
+    let mut pending: Option<(ChunkKey, redb::AccessGuard<'_, &'static [u8]>)> = None;
+    let mut flush = |key: ChunkKey,
+                     row: redb::AccessGuard<'_, &'static [u8]>,
+                     asm: &mut Assembler| {
+        let (_, index, tag) = decode_chunk_key(&key);
+        let tail = if row_has_tail(row.value().len()) { tails.find(&key)? } else { None };
+        let data = verify_chunk(ctx, index, tag, row.value(), tail.as_ref().map(|g| g.value()))?;
+        asm.piece(index, &data);
+        Ok::<(), StoreError>(())
+    };
+    for item in t.chunks().range::<&ChunkKey>(&lo..=&hi)? {
+        let (key, value) = item?;
+        let key = *key.value();
+        let (_, index, tag) = decode_chunk_key(&key);
+        if tag < v.floor || tag > v.tag {
+            continue;
+        }
+        if let Some((prev, row)) = pending.take() {
+            if decode_chunk_key(&prev).1 != index {
+                flush(prev, row, &mut asm)?;
+            }
+        }
+        pending = Some((key, value));
+    }
+    if let Some((key, row)) = pending {
+        flush(key, row, &mut asm)?;
+    }
+    Ok(asm.finish())
+}
+
+/// The object a read op addresses: its internal id and the version the reader sees (None if
+/// the object does not exist in that version).
+#[derive(Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub id: u64,
+    pub version: &'a Version,
+    /// True when reading the head (xattrs and omap exist only there).
+    pub at_head: bool,
+}
+
+fn bytes_to_string(ctx: &Ctx, what: &str, raw: &[u8]) -> Result<String, StoreError> {
+    String::from_utf8(raw.to_vec())
+        .map_err(|_| ctx.corrupt(format!("{what} key is not valid UTF-8")))
+}
+
+/// Executes one read-only op. `target` is None when the object does not exist (every read op
+/// then fails with ENOENT).
+pub(crate) fn read_op<T: Tables>(
+    t: &T,
+    ctx: &Ctx,
+    target: Option<Target<'_>>,
+    op: &ObjectOp,
+    key_buf: &mut Vec<u8>,
+) -> Result<OpOutput, Failure> {
+    if op.is_mutation() {
+        return Err(Failure::Op(ErrorCode::EROFS));
+    }
+    let Some(target) = target.filter(|t| t.version.exists) else {
+        return Err(Failure::Op(ErrorCode::ENOENT));
+    };
+    let id = target.id;
+    let v = target.version;
+    let head_only = || {
+        if target.at_head {
+            Ok(())
+        } else {
+            Err(Failure::Op(ErrorCode::EOPNOTSUPP))
+        }
+    };
+    match op {
+        ObjectOp::Read { off, len } => Ok(OpOutput::Data(read_data(t, ctx, id, v, *off, *len)?)),
+        ObjectOp::Stat => {
+            Ok(OpOutput::Stat { size: v.size, mtime_sec: v.mtime.0, mtime_nsec: v.mtime.1 })
+        }
+        ObjectOp::AssertExists => Ok(OpOutput::None),
+        ObjectOp::GetXattr { name } => {
+            head_only()?;
+            sub_key(id, name.as_bytes(), key_buf);
+            match t.xattrs().get(key_buf.as_slice())? {
+                Some(value) => Ok(OpOutput::Xattr(Bytes::copy_from_slice(value.value()))),
+                None => Err(Failure::Op(ErrorCode::ENODATA)),
+            }
+        }
+        ObjectOp::GetXattrs => {
+            head_only()?;
+            let mut out = BTreeMap::new();
+            let lo = id.to_be_bytes();
+            let hi = (id + 1).to_be_bytes();
+            for item in t.xattrs().range(lo.as_slice()..hi.as_slice())? {
+                let (key, value) = item?;
+                let name = bytes_to_string(ctx, "xattr", &key.value()[8..])?;
+                out.insert(name, Bytes::copy_from_slice(value.value()));
+            }
+            Ok(OpOutput::Xattrs(out))
+        }
+        ObjectOp::CmpXattr { name, op, value } => {
+            head_only()?;
+            sub_key(id, name.as_bytes(), key_buf);
+            let stored = t.xattrs().get(key_buf.as_slice())?;
+            let stored = stored.as_ref().map(|g| g.value()).unwrap_or(&[]);
+            if op.holds(stored, value) {
+                Ok(OpOutput::None)
+            } else {
+                Err(Failure::Op(ErrorCode::ECANCELED))
+            }
+        }
+        ObjectOp::OmapGetVals { start_after, prefix, max } => {
+            head_only()?;
+            let (entries, more) = omap_page(t, ctx, id, start_after, prefix, *max, true)?;
+            let vals = entries.into_iter().map(|(k, v)| (k, v.unwrap_or_default())).collect();
+            Ok(OpOutput::OmapVals { vals, more })
+        }
+        ObjectOp::OmapGetKeys { start_after, max } => {
+            head_only()?;
+            let (entries, more) = omap_page(t, ctx, id, start_after, "", *max, false)?;
+            Ok(OpOutput::OmapKeys { keys: entries.into_iter().map(|(k, _)| k).collect(), more })
+        }
+        ObjectOp::OmapGetValsByKeys { keys } => {
+            head_only()?;
+            let mut vals = BTreeMap::new();
+            for key in keys {
+                sub_key(id, key.as_bytes(), key_buf);
+                if let Some(value) = t.omap().get(key_buf.as_slice())? {
+                    vals.insert(key.clone(), Bytes::copy_from_slice(value.value()));
+                }
+            }
+            Ok(OpOutput::OmapVals { vals, more: false })
+        }
+        ObjectOp::OmapGetHeader => {
+            head_only()?;
+            let header = t.omap_header().get(&id.to_be_bytes())?;
+            let header = header.map(|g| Bytes::copy_from_slice(g.value())).unwrap_or_default();
+            Ok(OpOutput::OmapHeader(header))
+        }
+        ObjectOp::OmapCmp { key, op, value } => {
+            head_only()?;
+            sub_key(id, key.as_bytes(), key_buf);
+            match t.omap().get(key_buf.as_slice())? {
+                Some(stored) if op.holds(stored.value(), value) => Ok(OpOutput::None),
+                _ => Err(Failure::Op(ErrorCode::ECANCELED)),
+            }
+        }
+        // Mutations were refused above.
+        _ => Err(Failure::Op(ErrorCode::EROFS)),
+    }
+}
+
+type OmapPage = (Vec<(String, Option<Bytes>)>, bool);
+
+/// One page of omap entries with key > `start_after` and starting with `prefix`, at most
+/// `max` (bounded to `1..=OMAP_PAGE_MAX`), and whether more follow.
+fn omap_page<T: Tables>(
+    t: &T,
+    ctx: &Ctx,
+    id: u64,
+    start_after: &str,
+    prefix: &str,
+    max: u32,
+    with_values: bool,
+) -> Result<OmapPage, StoreError> {
+    let limit = (max as usize).clamp(1, OMAP_PAGE_MAX);
+    let mut prefix_key = Vec::with_capacity(8 + prefix.len());
+    sub_key(id, prefix.as_bytes(), &mut prefix_key);
+    let mut after_key = Vec::with_capacity(8 + start_after.len());
+    sub_key(id, start_after.as_bytes(), &mut after_key);
+    let lower = if prefix.as_bytes() > start_after.as_bytes() {
+        Bound::Included(prefix_key.as_slice())
+    } else {
+        Bound::Excluded(after_key.as_slice())
+    };
+    let end = (id + 1).to_be_bytes();
+    let upper = Bound::Excluded(end.as_slice());
+    let mut entries = Vec::new();
+    let mut more = false;
+    for item in t.omap().range::<&[u8]>((lower, upper))? {
+        let (key, value) = item?;
+        let key = key.value();
+        if !key.starts_with(&prefix_key) {
+            break;
+        }
+        if entries.len() == limit {
+            more = true;
+            break;
+        }
+        let name = bytes_to_string(ctx, "omap", &key[8..])?;
+        let value = with_values.then(|| Bytes::copy_from_slice(value.value()));
+        entries.push((name, value));
+    }
+    Ok((entries, more))
+}

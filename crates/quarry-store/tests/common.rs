@@ -1,0 +1,416 @@
+//! Shared test helpers: store setup, command builders, and an in-memory model of the object
+//! semantics (one `Vec<u8>` per object at the head and per snapshot) that tests compare the
+//! store against.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use quarry_store::{ObjectCommand, Store};
+use quarry_types::{
+    ErrorCode, ObjectOp, OpOutput, OpReply, Payload, PgId, SnapContext, SnapId, OBJECT_SIZE_MAX,
+    SNAP_HEAD,
+};
+
+/// The PG most tests use.
+pub const PG: PgId = PgId { pool: 1, seed: 7 };
+
+/// A store in a fresh temporary directory.
+pub fn open_temp() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path()).expect("open store");
+    (dir, store)
+}
+
+/// A command without snapshots.
+pub fn cmd(name: &str, ops: Vec<ObjectOp>) -> ObjectCommand {
+    ObjectCommand { name: name.to_string(), snapc: SnapContext::default(), ops, mtime: (100, 5) }
+}
+
+/// A command with a snapshot context and mtime.
+pub fn cmd_at(
+    name: &str,
+    snapc: &SnapContext,
+    mtime: (u64, u32),
+    ops: Vec<ObjectOp>,
+) -> ObjectCommand {
+    ObjectCommand { name: name.to_string(), snapc: snapc.clone(), ops, mtime }
+}
+
+/// Applies one command in its own batch and returns its reply.
+pub fn apply1(store: &Store, c: ObjectCommand) -> OpReply {
+    let mut replies = store.apply(PG, &[c], b"state").expect("apply");
+    assert_eq!(replies.len(), 1);
+    replies.pop().expect("one reply")
+}
+
+/// A write op with a correct crc.
+pub fn write(off: u64, data: &[u8]) -> ObjectOp {
+    ObjectOp::Write { off, data: Payload::new(Bytes::copy_from_slice(data)) }
+}
+
+/// A write-full op with a correct crc.
+pub fn write_full(data: &[u8]) -> ObjectOp {
+    ObjectOp::WriteFull { data: Payload::new(Bytes::copy_from_slice(data)) }
+}
+
+/// Deterministic test bytes.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    if seed == 0 {
+        return vec![0; len];
+    }
+    (0..len)
+        .map(|i| seed.wrapping_mul(31).wrapping_add((i % 251) as u8).wrapping_add((i / 4096) as u8))
+        .collect()
+}
+
+/// The whole content of an object at `snap` (ENOENT etc. as Err), checking the payload crc.
+pub fn read_all(store: &Store, name: &str, snap: SnapId) -> Result<Vec<u8>, ErrorCode> {
+    match store.read(PG, name, snap, &[ObjectOp::Read { off: 0, len: 0 }]).expect("read") {
+        OpReply::Ok(mut out) => match out.pop() {
+            Some(OpOutput::Data(p)) => {
+                assert!(p.verify(), "read payload crc does not match its data");
+                Ok(p.data.to_vec())
+            }
+            other => panic!("unexpected read output {other:?}"),
+        },
+        OpReply::Failed { code, .. } => Err(code),
+    }
+}
+
+/// Asserts a reply failed at `index` with `code`.
+#[track_caller]
+pub fn assert_failed(reply: &OpReply, index: u32, code: ErrorCode) {
+    assert_eq!(reply, &OpReply::Failed { index, code }, "expected op {index} to fail with {code}");
+}
+
+/// Asserts a reply succeeded.
+#[track_caller]
+pub fn assert_ok(reply: &OpReply) -> Vec<OpOutput> {
+    match reply {
+        OpReply::Ok(out) => out.clone(),
+        other => panic!("expected success, got {other:?}"),
+    }
+}
+
+/// One object as the model holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MObj {
+    pub data: Vec<u8>,
+    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub omap: BTreeMap<String, Vec<u8>>,
+    pub header: Vec<u8>,
+    pub mtime: (u64, u32),
+}
+
+/// What one snapshot saw: each object's data and mtime.
+pub type SnapView = BTreeMap<String, (Vec<u8>, (u64, u32))>;
+
+/// The reference model: head objects, and what each live snapshot saw when it was taken.
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub heads: BTreeMap<String, MObj>,
+    pub snaps: BTreeMap<SnapId, SnapView>,
+    pub seq: SnapId,
+}
+
+fn in_limit(off: u64, len: u64) -> bool {
+    off.checked_add(len).is_some_and(|e| e <= OBJECT_SIZE_MAX)
+}
+
+impl Model {
+    /// The snapshot context a current writer uses.
+    pub fn snapc(&self) -> SnapContext {
+        SnapContext { seq: self.seq, snaps: self.snaps.keys().rev().copied().collect() }
+    }
+
+    /// Takes a snapshot (a new id above every earlier one) and returns its id.
+    pub fn create_snap(&mut self) -> SnapId {
+        self.seq += 1;
+        let view = self.heads.iter().map(|(n, o)| (n.clone(), (o.data.clone(), o.mtime))).collect();
+        self.snaps.insert(self.seq, view);
+        self.seq
+    }
+
+    /// Removes a snapshot.
+    pub fn remove_snap(&mut self, snap: SnapId) {
+        self.snaps.remove(&snap);
+    }
+
+    /// Live snapshot ids, descending.
+    pub fn live(&self) -> Vec<SnapId> {
+        self.snaps.keys().rev().copied().collect()
+    }
+
+    /// Applies a command to the model and returns the reply the store must give.
+    pub fn apply(&mut self, c: &ObjectCommand) -> OpReply {
+        let mut obj = self.heads.get(&c.name).cloned();
+        let mut outputs = Vec::new();
+        for (i, op) in c.ops.iter().enumerate() {
+            match model_op(&mut obj, op, c.mtime) {
+                Ok(out) => outputs.push(out),
+                Err(code) => return OpReply::Failed { index: i as u32, code },
+            }
+        }
+        match obj {
+            Some(o) => self.heads.insert(c.name.clone(), o),
+            None => self.heads.remove(&c.name),
+        };
+        OpReply::Ok(outputs)
+    }
+
+    /// Checks every object in `names` at the head and at every live snapshot.
+    pub fn verify(&self, store: &Store, names: &[String]) {
+        for name in names {
+            let head = self.heads.get(name);
+            let got = store
+                .read(
+                    PG,
+                    name,
+                    SNAP_HEAD,
+                    &[
+                        ObjectOp::Stat,
+                        ObjectOp::Read { off: 0, len: 0 },
+                        ObjectOp::GetXattrs,
+                        ObjectOp::OmapGetVals {
+                            start_after: String::new(),
+                            prefix: String::new(),
+                            max: 1024,
+                        },
+                        ObjectOp::OmapGetHeader,
+                    ],
+                )
+                .expect("read head");
+            match head {
+                None => assert_failed(&got, 0, ErrorCode::ENOENT),
+                Some(o) => {
+                    let want = vec![
+                        OpOutput::Stat {
+                            size: o.data.len() as u64,
+                            mtime_sec: o.mtime.0,
+                            mtime_nsec: o.mtime.1,
+                        },
+                        OpOutput::Data(Payload::new(o.data.clone())),
+                        OpOutput::Xattrs(
+                            o.xattrs
+                                .iter()
+                                .map(|(k, v)| (k.clone(), Bytes::from(v.clone())))
+                                .collect(),
+                        ),
+                        OpOutput::OmapVals {
+                            vals: o
+                                .omap
+                                .iter()
+                                .map(|(k, v)| (k.clone(), Bytes::from(v.clone())))
+                                .collect(),
+                            more: false,
+                        },
+                        OpOutput::OmapHeader(Bytes::from(o.header.clone())),
+                    ];
+                    assert_same(&got, &OpReply::Ok(want), &format!("head of {name}"));
+                }
+            }
+            for (&snap, view) in &self.snaps {
+                let got = store
+                    .read(PG, name, snap, &[ObjectOp::Stat, ObjectOp::Read { off: 0, len: 0 }])
+                    .expect("read snapshot");
+                match view.get(name) {
+                    None => assert_failed(&got, 0, ErrorCode::ENOENT),
+                    Some((data, mtime)) => {
+                        let want = vec![
+                            OpOutput::Stat {
+                                size: data.len() as u64,
+                                mtime_sec: mtime.0,
+                                mtime_nsec: mtime.1,
+                            },
+                            OpOutput::Data(Payload::new(data.clone())),
+                        ];
+                        assert_same(
+                            &got,
+                            &OpReply::Ok(want),
+                            &format!("{name} at snapshot {snap}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn touch(obj: &mut Option<MObj>, mtime: (u64, u32)) -> &mut MObj {
+    let o = obj.get_or_insert_with(MObj::default);
+    o.mtime = mtime;
+    o
+}
+
+fn model_op(
+    obj: &mut Option<MObj>,
+    op: &ObjectOp,
+    mtime: (u64, u32),
+) -> Result<OpOutput, ErrorCode> {
+    let need = |obj: &Option<MObj>| obj.is_some().then_some(()).ok_or(ErrorCode::ENOENT);
+    match op {
+        ObjectOp::Read { off, len } => {
+            need(obj)?;
+            let data = &obj.as_ref().expect("checked").data;
+            let size = data.len() as u64;
+            let out = if *off >= size {
+                Vec::new()
+            } else {
+                let end = if *len == 0 { size } else { (off + len).min(size) };
+                data[*off as usize..end as usize].to_vec()
+            };
+            Ok(OpOutput::Data(Payload::new(out)))
+        }
+        ObjectOp::Stat => {
+            need(obj)?;
+            let o = obj.as_ref().expect("checked");
+            Ok(OpOutput::Stat {
+                size: o.data.len() as u64,
+                mtime_sec: o.mtime.0,
+                mtime_nsec: o.mtime.1,
+            })
+        }
+        ObjectOp::AssertExists => need(obj).map(|_| OpOutput::None),
+        ObjectOp::GetXattr { name } => {
+            need(obj)?;
+            let o = obj.as_ref().expect("checked");
+            o.xattrs
+                .get(name)
+                .map(|v| OpOutput::Xattr(Bytes::from(v.clone())))
+                .ok_or(ErrorCode::ENODATA)
+        }
+        ObjectOp::CmpXattr { name, op, value } => {
+            need(obj)?;
+            let o = obj.as_ref().expect("checked");
+            let stored = o.xattrs.get(name).map(|v| v.as_slice()).unwrap_or(&[]);
+            if op.holds(stored, value) {
+                Ok(OpOutput::None)
+            } else {
+                Err(ErrorCode::ECANCELED)
+            }
+        }
+        ObjectOp::Write { off, data } => {
+            if !in_limit(*off, data.len() as u64) {
+                return Err(ErrorCode::EFBIG);
+            }
+            if !data.verify() {
+                return Err(ErrorCode::EINVAL);
+            }
+            let o = touch(obj, mtime);
+            let end = *off as usize + data.len();
+            if o.data.len() < end {
+                o.data.resize(end, 0);
+            }
+            o.data[*off as usize..end].copy_from_slice(&data.data);
+            Ok(OpOutput::None)
+        }
+        ObjectOp::WriteFull { data } => {
+            if !data.verify() {
+                return Err(ErrorCode::EINVAL);
+            }
+            touch(obj, mtime).data = data.data.to_vec();
+            Ok(OpOutput::None)
+        }
+        ObjectOp::Zero { off, len } => {
+            if !in_limit(*off, *len) {
+                return Err(ErrorCode::EFBIG);
+            }
+            if obj.is_some() {
+                let o = touch(obj, mtime);
+                let size = o.data.len() as u64;
+                let end = (off + len).min(size);
+                if *off < end {
+                    o.data[*off as usize..end as usize].fill(0);
+                }
+            }
+            Ok(OpOutput::None)
+        }
+        ObjectOp::Truncate { size } => {
+            if *size > OBJECT_SIZE_MAX {
+                return Err(ErrorCode::EFBIG);
+            }
+            touch(obj, mtime).data.resize(*size as usize, 0);
+            Ok(OpOutput::None)
+        }
+        ObjectOp::Create { exclusive } => {
+            if *exclusive && obj.is_some() {
+                return Err(ErrorCode::EEXIST);
+            }
+            touch(obj, mtime);
+            Ok(OpOutput::None)
+        }
+        ObjectOp::Remove => {
+            need(obj)?;
+            *obj = None;
+            Ok(OpOutput::None)
+        }
+        ObjectOp::SetXattr { name, value } => {
+            touch(obj, mtime).xattrs.insert(name.clone(), value.to_vec());
+            Ok(OpOutput::None)
+        }
+        ObjectOp::RmXattr { name } => {
+            need(obj)?;
+            if !obj.as_ref().expect("checked").xattrs.contains_key(name) {
+                return Err(ErrorCode::ENODATA);
+            }
+            touch(obj, mtime).xattrs.remove(name);
+            Ok(OpOutput::None)
+        }
+        ObjectOp::OmapSetVals { vals } => {
+            let o = touch(obj, mtime);
+            for (k, v) in vals {
+                o.omap.insert(k.clone(), v.to_vec());
+            }
+            Ok(OpOutput::None)
+        }
+        ObjectOp::OmapRmKeys { keys } => {
+            need(obj)?;
+            let o = touch(obj, mtime);
+            for k in keys {
+                o.omap.remove(k);
+            }
+            Ok(OpOutput::None)
+        }
+        ObjectOp::OmapClear => {
+            need(obj)?;
+            let o = touch(obj, mtime);
+            o.omap.clear();
+            o.header.clear();
+            Ok(OpOutput::None)
+        }
+        ObjectOp::OmapSetHeader { header } => {
+            touch(obj, mtime).header = header.to_vec();
+            Ok(OpOutput::None)
+        }
+        ObjectOp::SnapTrim { .. } => Ok(OpOutput::None),
+        other => panic!("model does not implement {other:?}"),
+    }
+}
+
+/// Compares replies; on a difference prints data payloads as length and first differing
+/// offset instead of megabytes of bytes.
+#[track_caller]
+pub fn assert_same(got: &OpReply, want: &OpReply, what: &str) {
+    if got == want {
+        return;
+    }
+    if let (OpReply::Ok(g), OpReply::Ok(w)) = (got, want) {
+        for (i, (a, b)) in g.iter().zip(w).enumerate() {
+            if let (OpOutput::Data(a), OpOutput::Data(b)) = (a, b) {
+                if a != b {
+                    let first = a.data.iter().zip(b.data.iter()).position(|(x, y)| x != y);
+                    panic!(
+                        "{what}: output {i} differs: got {} bytes, want {}, first difference at {first:?}, crc ok {}",
+                        a.data.len(),
+                        b.data.len(),
+                        a.verify()
+                    );
+                }
+            } else if a != b {
+                panic!("{what}: output {i} differs: got {a:?}, want {b:?}");
+            }
+        }
+    }
+    let short = |r: &OpReply| format!("{r:?}").chars().take(400).collect::<String>();
+    panic!("{what}: got {}, want {}", short(got), short(want));
+}

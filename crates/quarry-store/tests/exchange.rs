@@ -1,0 +1,143 @@
+//! export_pg / import_pg: a PG with snapshots, xattrs, omap and header survives a round trip
+//! into a fresh store and into a store holding other data for that PG; damaged or foreign
+//! streams are refused without changing anything.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use quarry_store::{Store, StoreError};
+use quarry_types::{ObjectOp, PgId, SNAP_HEAD};
+
+use crate::common::*;
+
+/// Builds a PG through the model and returns the model.
+fn populate(store: &Store) -> Model {
+    let mut model = Model::default();
+    let mut clock = 1u64;
+    let mut run = |model: &mut Model, name: &str, ops: Vec<ObjectOp>| {
+        clock += 1;
+        let c = cmd_at(name, &model.snapc(), (clock, 0), ops);
+        let want = model.apply(&c);
+        assert_eq!(
+            store.apply(PG, std::slice::from_ref(&c), &clock.to_le_bytes()).unwrap(),
+            vec![want]
+        );
+    };
+    run(&mut model, "img.0", vec![write(0, &pattern(5 * 4096 + 3, 1))]);
+    run(&mut model, "img.1", vec![write(4096, &pattern(4096, 2))]);
+    run(
+        &mut model,
+        "header",
+        vec![
+            ObjectOp::OmapSetVals {
+                vals: BTreeMap::from([
+                    ("size".into(), Bytes::from_static(b"42")),
+                    ("features".into(), Bytes::from_static(b"61")),
+                ]),
+            },
+            ObjectOp::OmapSetHeader { header: Bytes::from_static(b"hdr") },
+            ObjectOp::SetXattr { name: "lock.x".into(), value: Bytes::from_static(b"owner") },
+        ],
+    );
+    model.create_snap();
+    run(&mut model, "img.0", vec![write(100, &pattern(9000, 3))]);
+    run(&mut model, "img.1", vec![ObjectOp::Remove]);
+    model.create_snap();
+    run(&mut model, "img.0", vec![ObjectOp::Truncate { size: 4096 }]);
+    run(&mut model, "img.2", vec![write(0, b"after both snapshots")]);
+    model
+}
+
+fn names() -> Vec<String> {
+    ["img.0", "img.1", "img.2", "header", "absent"].iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn export_import_round_trip() {
+    let (_d1, source) = open_temp();
+    let model = populate(&source);
+    model.verify(&source, &names());
+    let mut stream = Vec::new();
+    source.export_pg(PG, &mut stream).unwrap();
+
+    // Into a fresh store.
+    let (_d2, target) = open_temp();
+    target.import_pg(PG, &mut stream.as_slice()).unwrap();
+    model.verify(&target, &names());
+    assert_eq!(target.pg_state(PG).unwrap(), source.pg_state(PG).unwrap());
+    assert_eq!(target.list_all(PG, None, 100).unwrap(), source.list_all(PG, None, 100).unwrap());
+    assert_eq!(target.usage().unwrap(), source.usage().unwrap());
+    for name in names() {
+        assert_eq!(
+            target.object_versions(PG, &name).unwrap(),
+            source.object_versions(PG, &name).unwrap()
+        );
+    }
+    // The imported store keeps working: writes under the same snapshots, then trims.
+    let mut model2 = model.clone();
+    let c = cmd_at("img.0", &model2.snapc(), (99, 0), vec![write(0, b"post-import")]);
+    let want = model2.apply(&c);
+    assert_eq!(target.apply(PG, &[c], b"x").unwrap(), vec![want]);
+    model2.verify(&target, &names());
+
+    // Into a store that already has different data for the PG and another PG: replaced, the
+    // other PG untouched.
+    let (_d3, busy) = open_temp();
+    let other = PgId { pool: 9, seed: 1 };
+    busy.apply(
+        PG,
+        &[cmd("stale", vec![write(0, b"old")]), cmd("img.0", vec![write(0, b"old")])],
+        b"old",
+    )
+    .unwrap();
+    busy.apply(other, &[cmd("keep", vec![write(0, b"keep")])], b"other").unwrap();
+    busy.import_pg(PG, &mut stream.as_slice()).unwrap();
+    model.verify(&busy, &names());
+    assert_eq!(read_all(&busy, "stale", SNAP_HEAD), Err(quarry_types::ErrorCode::ENOENT));
+    assert_eq!(busy.list(other, None, 10).unwrap().0, vec!["keep".to_string()]);
+    assert!(busy.verify_usage().unwrap().is_empty());
+    // Exporting the import gives the same bytes back.
+    let mut again = Vec::new();
+    busy.export_pg(PG, &mut again).unwrap();
+    assert_eq!(again, stream);
+}
+
+#[test]
+fn damaged_or_foreign_streams_change_nothing() {
+    let (_d1, source) = open_temp();
+    populate(&source);
+    let mut stream = Vec::new();
+    source.export_pg(PG, &mut stream).unwrap();
+
+    let (_d2, target) = open_temp();
+    target.apply(PG, &[cmd("mine", vec![write(0, b"mine")])], b"mine-state").unwrap();
+    let check_untouched = |target: &Store| {
+        assert_eq!(read_all(target, "mine", SNAP_HEAD), Ok(b"mine".to_vec()));
+        assert_eq!(target.pg_state(PG).unwrap(), Some(b"mine-state".to_vec()));
+        assert_eq!(target.list_all(PG, None, 10).unwrap().0, vec!["mine".to_string()]);
+    };
+    // Every single-byte flip (sampled) and every truncation point (sampled) is refused.
+    for pos in (0..stream.len()).step_by(97).chain([stream.len() - 1]) {
+        let mut bad = stream.clone();
+        bad[pos] ^= 0x20;
+        let err = target.import_pg(PG, &mut bad.as_slice()).unwrap_err();
+        assert!(
+            matches!(err, StoreError::BadExport { .. } | StoreError::ExportPgMismatch { .. }),
+            "flip at {pos}: {err}"
+        );
+        check_untouched(&target);
+    }
+    for cut in (0..stream.len()).step_by(131) {
+        let err = target.import_pg(PG, &mut &stream[..cut]).unwrap_err();
+        assert!(matches!(err, StoreError::BadExport { .. }), "cut at {cut}: {err}");
+        check_untouched(&target);
+    }
+    let err = target.import_pg(PgId { pool: 1, seed: 8 }, &mut stream.as_slice()).unwrap_err();
+    assert!(matches!(err, StoreError::ExportPgMismatch { .. }), "{err}");
+    // A stream followed by other bytes: import stops at its end record.
+    let mut followed = stream.clone();
+    followed.extend_from_slice(b"trailing");
+    let mut reader = followed.as_slice();
+    target.import_pg(PG, &mut reader).unwrap();
+    assert_eq!(reader, b"trailing");
+}

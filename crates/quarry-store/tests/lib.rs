@@ -1,0 +1,12 @@
+//! The quarry-store test suite (one binary): error codes and atomicity, snapshot scenarios,
+//! a property test against an in-memory model, corruption detection, export/import, and
+//! crash consistency with a SIGKILLed child process.
+
+mod common;
+mod corruption;
+mod crash;
+mod errors;
+mod exchange;
+mod model;
+mod snapshots;
+mod space;

@@ -1,0 +1,63 @@
+//! Space and batching: full 4 KiB chunks must cost about one 4 KiB redb page each (the row
+//! plus a small tail row), not the 8 KiB page a 4100-byte value would take; apply_many
+//! applies several PGs in one transaction; the checkpoint counters count.
+
+use quarry_store::{PgApply, Store};
+use quarry_types::{PgId, SNAP_HEAD};
+
+use crate::common::*;
+
+#[test]
+fn full_chunks_take_one_page_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    // redb keeps a fixed ~2 MiB of allocator state and freed-page lists once it has
+    // checkpointed a few times: measure from there.
+    store.apply(PG, &[cmd("warmup", vec![write(0, b"w")])], b"s").unwrap();
+    for _ in 0..3 {
+        store.checkpoint().unwrap();
+    }
+    let empty = store.space().unwrap().allocated_bytes;
+    let object = pattern(256 << 10, 3);
+    let cmds: Vec<_> =
+        (0..32).map(|i| cmd(&format!("rbd_data.{i:016x}"), vec![write(0, &object)])).collect();
+    store.apply(PG, &cmds, b"s").unwrap();
+    for _ in 0..3 {
+        store.checkpoint().unwrap();
+    }
+    let data = 32 * object.len() as u64;
+    let used = store.space().unwrap().allocated_bytes - empty;
+    assert!(
+        used < data + data / 8,
+        "{used} bytes allocated for {data} bytes of full chunks ({:.2}x)",
+        used as f64 / data as f64
+    );
+    assert_eq!(read_all(&store, "rbd_data.0000000000000005", SNAP_HEAD), Ok(object));
+}
+
+#[test]
+fn apply_many_commits_several_pgs_at_once() {
+    let (_dir, store) = open_temp();
+    let other = PgId { pool: 1, seed: 8 };
+    let a = vec![cmd("x", vec![write(0, b"in pg 7")])];
+    let b =
+        vec![cmd("x", vec![write(0, b"in pg 8")]), cmd("y", vec![quarry_types::ObjectOp::Remove])];
+    let replies = store
+        .apply_many(&[
+            PgApply { pg: PG, cmds: &a, pg_state: b"seven" },
+            PgApply { pg: other, cmds: &b, pg_state: b"eight" },
+        ])
+        .unwrap();
+    assert_eq!(replies.len(), 2);
+    assert_ok(&replies[0][0]);
+    assert_ok(&replies[1][0]);
+    assert_failed(&replies[1][1], 0, quarry_types::ErrorCode::ENOENT);
+    assert_eq!(store.pg_state(PG).unwrap(), Some(b"seven".to_vec()));
+    assert_eq!(store.pg_state(other).unwrap(), Some(b"eight".to_vec()));
+    assert_eq!(read_all(&store, "x", SNAP_HEAD), Ok(b"in pg 7".to_vec()));
+    assert_eq!(store.usage().unwrap().get(&1).map(|u| (u.objects, u.bytes)), Some((2, 14)));
+    assert!(store.verify_usage().unwrap().is_empty());
+    assert_eq!((store.commits_since_checkpoint(), store.bytes_since_checkpoint()), (1, 14));
+    store.checkpoint().unwrap();
+    assert_eq!((store.commits_since_checkpoint(), store.bytes_since_checkpoint()), (0, 0));
+}
