@@ -150,8 +150,9 @@ impl Router {
         }
         *swept = true;
         for pg in new.pgs_of_osd(self.deps.me) {
-            if self.group(pg).is_none() {
-                self.start_group(pg, &new).await?;
+            match self.group(pg) {
+                None => self.start_group(pg, &new).await?,
+                Some(group) => group.pin_leadership(new.acting(pg).first() == Some(&self.deps.me)),
             }
         }
         let epoch = new.epoch;
@@ -194,13 +195,13 @@ impl Router {
         let raft = PgRaft::new(self.deps.me, config, network, log, sm)
             .await
             .map_err(|e| raft_err(e.to_string()))?;
-        if acting.first() == Some(&self.deps.me) {
-            self.initialise(pg, &raft, &acting, map).await?;
+        let primary = acting.first() == Some(&self.deps.me);
+        let group = Arc::new(PgGroup::new(pg, raft));
+        group.pin_leadership(primary);
+        if primary {
+            self.initialise(pg, &group.raft, &acting, map).await?;
         }
-        let slot = Slot {
-            group: Arc::new(PgGroup::new(pg, raft)),
-            sm_done: tokio::sync::Mutex::new(Some(done_rx)),
-        };
+        let slot = Slot { group, sm_done: tokio::sync::Mutex::new(Some(done_rx)) };
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(pg, Arc::new(slot));
         tracing::debug!(%pg, ?acting, "pg group started");
         Ok(())

@@ -20,10 +20,8 @@ async fn size_two_pool_replicates_to_both_osds() {
         client.pool = "rep".into();
         clients.insert(id, client);
     }
-    let primary_of = |name: &str| {
-        let pg = clients[&0].pg(name);
-        map.acting(pg)[0]
-    };
+    let primary_of =
+        |name: &str| pool.acting[quarry_placement::pg_of(name, pool.pg_num) as usize][0];
     for i in 0..40 {
         let name = format!("rep{i}");
         let client = &clients[&primary_of(&name)];
@@ -65,6 +63,40 @@ async fn size_two_pool_replicates_to_both_osds() {
     };
     let reply = replica.rpc.call(quarry_wire::Request::Op(op)).await.unwrap();
     assert!(matches!(reply, quarry_wire::Reply::Retry { .. }), "{reply:?}");
+
+    // osd.1 goes away and comes back (new address): its PGs lead again from it, osd.0's PGs
+    // replicate to it again, and everything written before is still there.
+    let up_from = map.osds[&1].up_from;
+    b.shutdown().await;
+    let b = cluster.start_osd_id(1).await;
+    let map = loop {
+        let map = admin.map().await;
+        if map.osds[&1].up_from > up_from && map.osds[&1].up {
+            break map;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut fresh = admin.osd_client(b.addr()).await;
+    fresh.pool = "rep".into();
+    fresh.map = map.clone();
+    clients.insert(1, fresh);
+    clients.get_mut(&0).unwrap().map = map.clone();
+    for i in 0..40 {
+        let name = format!("rep{i}");
+        let client = &clients[&primary_of(&name)];
+        assert_eq!(client.read(&name).await.unwrap(), format!("replicated {i}").as_bytes());
+        client.write_full(&name, format!("again {i}").as_bytes()).await.unwrap();
+    }
+    let mut same = false;
+    for _ in 0..100 {
+        let (pa, pb) = (a.pgs(), b.pgs());
+        same = pa.iter().zip(&pb).all(|(x, y)| x.applied == y.applied);
+        if same {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(same, "replicas diverge after the restart: {:?} vs {:?}", a.pgs(), b.pgs());
     a.shutdown().await;
     b.shutdown().await;
     cluster.mon.shutdown().await;

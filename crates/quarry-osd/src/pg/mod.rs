@@ -118,6 +118,14 @@ impl PgGroup {
         PgGroup { pg, raft, read_ready_term: AtomicU64::new(0) }
     }
 
+    /// Leadership is pinned to the PG's primary (`acting[0]`): only it campaigns. Clients
+    /// send every op to the primary, so a leader elsewhere could serve nobody; and a PG whose
+    /// primary is down is unavailable until it returns (or, later, until the monitor changes
+    /// the acting set, which makes another OSD the primary and lets it campaign).
+    pub(crate) fn pin_leadership(&self, primary: bool) {
+        self.raft.runtime_config().elect(primary);
+    }
+
     /// Where the group stands (from openraft's metrics).
     pub(crate) fn status(&self) -> crate::PgStatus {
         let metrics = self.raft.metrics();

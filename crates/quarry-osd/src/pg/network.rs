@@ -150,13 +150,13 @@ impl Peers {
     ) -> Result<RpcClient, PeerError> {
         let addr = self.address(peer, fallback).ok_or(PeerError::NoAddress(peer))?;
         let ticket = self.ticket.borrow().clone().ok_or(PeerError::NoTicket)?;
-        let mut conns = self.conns.lock().await;
-        if let Some(cached) = conns.get(&peer) {
+        if let Some(cached) = self.conns.lock().await.get(&peer) {
             // A renewed ticket means a new session: the old one expires with its ticket.
             if cached.addr == addr && cached.ticket == ticket.ticket && !cached.client.is_closed() {
                 return Ok(cached.client.clone());
             }
         }
+        // Connect without holding the table: one slow peer must not stall the others.
         let secret =
             ClientSecret::Ticket { ticket: ticket.ticket.clone(), session_key: ticket.session_key };
         let connected =
@@ -165,7 +165,7 @@ impl Peers {
                 .map_err(|source| PeerError::Wire { peer, source })?;
         tracing::debug!(peer, %addr, "connected to peer osd");
         let conn = PeerConn { addr, ticket: ticket.ticket, client: connected.client.clone() };
-        conns.insert(peer, conn);
+        self.conns.lock().await.insert(peer, conn);
         Ok(connected.client)
     }
 
