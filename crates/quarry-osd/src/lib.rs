@@ -35,6 +35,12 @@
 //! the WAL still hold are compared with the first map, so pools deleted while the OSD was
 //! down are dropped too.
 //!
+//! Leadership is pinned to the primary: only `acting[0]` campaigns (`pin_leadership`), since
+//! clients send every op there and a leader elsewhere could serve nobody. A PG whose primary
+//! is down is unavailable until it returns (it restores its leadership at once from its
+//! persisted vote); failover will be the monitor changing the acting set, which re-pins.
+//! A replica that is not the primary answers client ops with `Retry`.
+//!
 //! Snapshots: openraft builds one every `SNAPSHOT_LOGS` applied entries, and the checkpoint
 //! worker every few seconds for PGs with new entries. Building a snapshot is a store
 //! checkpoint (one fsync, coalesced across PGs by `pg::durability`); openraft then purges
@@ -48,6 +54,12 @@
 //! re-applies the committed entries after the applied id (a single-voter group restores its
 //! leadership at once and commits its whole log). Apply is deterministic (mtime is in the
 //! entry), so the store reaches the same state it had.
+//!
+//! # Bounds
+//! Client requests in flight: 256 per connection (wire) and `OPS_INFLIGHT_MAX` overall
+//! (Raft traffic is not counted: client writes wait on it); connections: `CONNECTIONS_MAX`;
+//! handshakes: 10 s; ops per vector: 1024; names per listing: 1024; a client with a newer map
+//! waits at most 2 s for ours; a write not applied in 120 s is answered ETIMEDOUT.
 //!
 //! # Invariants asserted
 //! - Entries are applied in strictly increasing log order; one reply per entry.

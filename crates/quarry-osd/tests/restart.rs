@@ -96,3 +96,31 @@ async fn osd_serves_through_a_monitor_outage_and_rejoins() {
     osd.shutdown().await;
     mon.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pools_deleted_while_down_are_dropped_at_start() {
+    let cluster = Cluster::start().await;
+    let admin = cluster.admin().await;
+    let osd = cluster.start_osd().await;
+    let create =
+        quarry_wire::MonCommand::PoolCreate { name: "tmp".into(), pg_num: Some(4), size: Some(1) };
+    admin.command(create).await;
+    let mut client = admin.osd_client(osd.addr()).await;
+    client.pool = "tmp".into();
+    for i in 0..20 {
+        client.write_full(&format!("t{i}"), b"doomed").await.unwrap();
+    }
+    let tmp = client.map.pool_by_name("tmp").unwrap().id;
+    assert_eq!(osd.pgs().len(), 12);
+    assert_eq!(osd.wal_stats().groups, 12);
+    osd.shutdown().await;
+
+    admin.command(quarry_wire::MonCommand::PoolRm { name: "tmp".into() }).await;
+    let osd = cluster.start_osd().await;
+    assert!(osd.pgs().iter().all(|p| p.pg.pool != tmp), "{:?}", osd.pgs());
+    assert_eq!(osd.wal_stats().groups, 8, "the WAL forgot the deleted pool's groups");
+    let client = admin.osd_client(osd.addr()).await;
+    client.write_full("survivor", b"rbd").await.unwrap();
+    osd.shutdown().await;
+    cluster.mon.shutdown().await;
+}

@@ -140,7 +140,18 @@ async fn revocation_and_blocklist_reach_open_sessions_and_pools_come_and_go() {
     assert!(revoked, "a ticket issued before the caps change must be refused");
 
     // Deleting the pool drops its PGs; the rest keeps working.
+    let other_pool = admin.map().await.pool_by_name("other").unwrap().id;
+    assert_eq!(osd.pgs().iter().filter(|p| p.pg.pool == other_pool).count(), 4);
     admin.command(MonCommand::PoolRm { name: "other".into() }).await;
+    let mut dropped = false;
+    for _ in 0..100 {
+        if osd.pgs().iter().all(|p| p.pg.pool != other_pool) {
+            dropped = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(dropped, "the deleted pool's PGs must be dropped: {:?}", osd.pgs());
     let client = admin.osd_client(osd.addr()).await;
     client.write_full("still", b"here").await.unwrap();
     assert_eq!(client.read("still").await.unwrap(), b"here");
