@@ -51,6 +51,37 @@ pub fn announce_ready() {
     println!("ready");
 }
 
+/// The file in an OSD's data directory that keeps its listening address across restarts.
+const ADDR_FILE: &str = "addr";
+
+/// Where an OSD listens: the address it had last time (peers and clients that still hold it
+/// reconnect at once after a restart), if that port is free; else 127.0.0.1 and a new port.
+pub fn stable_addr(data: &std::path::Path) -> SocketAddr {
+    let any = SocketAddr::from((Ipv4Addr::LOCALHOST, 0));
+    let Some(previous) = std::fs::read_to_string(data.join(ADDR_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<SocketAddr>().ok())
+    else {
+        return any;
+    };
+    match std::net::TcpListener::bind(previous) {
+        Ok(_) => previous,
+        Err(e) => {
+            tracing::warn!(%previous, error = %e, "previous address unavailable; listening on a new port");
+            any
+        }
+    }
+}
+
+/// Records the address an OSD listens on for its next start (best effort).
+pub fn remember_addr(data: &std::path::Path, addr: SocketAddr) {
+    if let Err(e) =
+        cluster::write_atomic(&data.join(ADDR_FILE), format!("{addr}\n").as_bytes(), 0o644)
+    {
+        tracing::warn!(error = %e, "cannot record the OSD address");
+    }
+}
+
 /// `quarry mon`.
 #[derive(clap::Args, Debug)]
 pub struct MonArgs {
@@ -96,7 +127,8 @@ pub struct OsdArgs {
     /// Data directory (WAL and object store).
     #[arg(long, value_name = "DIR")]
     pub data: PathBuf,
-    /// Address to listen on (default 127.0.0.1, any free port).
+    /// Address to listen on (default: the address of the previous start, kept in
+    /// `DATA/addr`; on first start 127.0.0.1 and a free port).
     #[arg(long, value_name = "IP:PORT")]
     pub addr: Option<SocketAddr>,
     /// Host name reported for placement (default: this machine's).
@@ -244,13 +276,16 @@ pub async fn run_osd(args: OsdArgs) -> Result<(), CliError> {
     let cfg = OsdConfig {
         id,
         data_dir: args.data.clone(),
-        listen: args.addr.unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+        listen: args.addr.unwrap_or_else(|| stable_addr(&args.data)),
         mon_addrs,
         key,
         host: args.host.clone().unwrap_or_else(cluster::hostname),
     };
     let mut signals = Signals::new()?;
+    std::fs::create_dir_all(&args.data)
+        .with_context(|| format!("creating {}", args.data.display()))?;
     let osd = quarry_osd::start(cfg).await.with_context(|| format!("starting osd.{id}"))?;
+    remember_addr(&args.data, osd.addr());
     tracing::info!(addr = %osd.addr(), "osd.{id} serving");
     announce_ready();
     let sig = signals.recv().await;
@@ -259,4 +294,22 @@ pub async fn run_osd(args: OsdArgs) -> Result<(), CliError> {
         return Err(anyhow!("osd.{id} did not stop within {SHUTDOWN_TIMEOUT:?}").into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn osd_address_is_kept_unless_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(stable_addr(dir.path()).port(), 0, "first start: any port");
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = free.local_addr().unwrap();
+        remember_addr(dir.path(), addr);
+        // Taken by someone else: a new port.
+        assert_eq!(stable_addr(dir.path()).port(), 0);
+        drop(free);
+        assert_eq!(stable_addr(dir.path()), addr);
+    }
 }

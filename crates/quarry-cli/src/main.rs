@@ -109,7 +109,9 @@ fn init_logging(command: &Command) {
     let default = match command {
         Command::Mon(_) | Command::Osd(_) => "info",
         Command::Up(_) => "warn,quarry_cli=info",
-        _ => "warn",
+        // The tools print the reason of a failure themselves (Ceph's wording); library
+        // warnings would repeat it.
+        _ => "error",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));

@@ -23,7 +23,7 @@ use quarry_types::{EntityName, PgId};
 use quarry_wire::{MonCommand, MonReply};
 
 use crate::cluster::{self, ClusterSpec, CONF_FILE};
-use crate::daemon::{announce_ready, Signals, SHUTDOWN_TIMEOUT};
+use crate::daemon::{self, announce_ready, Signals, SHUTDOWN_TIMEOUT};
 use crate::error::CliError;
 
 /// The pool every new `quarry up` cluster starts with: name, PGs, replicas.
@@ -138,15 +138,17 @@ async fn start_daemons(
     let mon_addr = mon.addr();
     daemons.mon = Some(mon);
     for (id, key) in &spec.osd_keys {
+        let data_dir = dir.join(format!("osd.{id}"));
         let cfg = OsdConfig {
             id: *id,
-            data_dir: dir.join(format!("osd.{id}")),
-            listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            data_dir: data_dir.clone(),
+            listen: daemon::stable_addr(&data_dir),
             mon_addrs: vec![mon_addr],
             key: key.clone(),
             host: host.clone(),
         };
         let osd = quarry_osd::start(cfg).await.with_context(|| format!("starting osd.{id}"))?;
+        daemon::remember_addr(&data_dir, osd.addr());
         daemons.osds.push((*id, osd));
     }
     Ok(())

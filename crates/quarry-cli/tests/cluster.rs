@@ -6,6 +6,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -82,50 +84,65 @@ fn separate_daemons_survive_an_osd_kill() {
     .out();
     assert!(s.contains("'rbd' replicated size 3"), "{s}");
 
-    // Concurrent writers; osd.1 is killed and restarted while they run.
+    // Concurrent writers keep writing new objects until told to stop; osd.1 is killed
+    // (SIGKILL) and restarted while they run.
     let files: PathBuf = tmp.path().join("data");
     std::fs::create_dir(&files).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(Mutex::new(Vec::<String>::new()));
     let writers: Vec<_> = (0..4u64)
         .map(|w| {
-            let conf = conf.clone();
-            let files = files.clone();
+            let (conf, files, stop, written) =
+                (conf.clone(), files.clone(), stop.clone(), written.clone());
             std::thread::spawn(move || {
-                for i in 0..6u64 {
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) && i < 200 {
                     let name = format!("w{w}-o{i}");
-                    let data = pattern(64 * 1024 + (w * 7 + i) as usize * 1000, w * 100 + i + 1);
+                    let data = pattern(64 * 1024 + (w * 7 + i) as usize * 1000, w * 1000 + i + 1);
                     let path = files.join(&name);
                     std::fs::write(&path, &data).unwrap();
                     let args = ["-p", "rbd", "put", &name, path.to_str().unwrap()];
                     run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT)
                         .ok("put during kill");
+                    written.lock().unwrap().push(name);
+                    i += 1;
                 }
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(1500));
+    std::thread::sleep(Duration::from_millis(1000));
+    let before_kill = written.lock().unwrap().len();
     osds[1].kill();
-    std::thread::sleep(Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
+    let while_down = written.lock().unwrap().len() - before_kill;
     osds[1] = osd(&dir, 1);
+    std::thread::sleep(Duration::from_millis(1000));
+    stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().expect("writer thread");
     }
+    let names = written.lock().unwrap().clone();
+    assert!(before_kill > 0, "no write finished before the kill");
+    eprintln!(
+        "{} objects written, {before_kill} before the kill, {while_down} while osd.1 was down",
+        names.len()
+    );
     wait_healthy(&conf, 3);
 
     // Every object back, byte for byte, by concurrent readers.
-    let readers: Vec<_> = (0..4u64)
-        .map(|w| {
-            let conf = conf.clone();
-            let files = files.clone();
+    let chunks: Vec<Vec<String>> =
+        names.chunks(names.len().div_ceil(4)).map(|c| c.to_vec()).collect();
+    let readers: Vec<_> = chunks
+        .into_iter()
+        .map(|chunk| {
+            let (conf, files) = (conf.clone(), files.clone());
             std::thread::spawn(move || {
-                for i in 0..6u64 {
-                    let name = format!("w{w}-o{i}");
+                for name in chunk {
                     let want = std::fs::read(files.join(&name)).unwrap();
-                    let got = run_bounded(
-                        tool_cmd("rados", Some(&conf), &["-p", "rbd", "get", &name, "-"]),
-                        None,
-                        COMMAND_TIMEOUT,
-                    )
-                    .ok("get after restart");
+                    let args = ["-p", "rbd", "get", &name, "-"];
+                    let got =
+                        run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT)
+                            .ok("get after restart");
                     assert!(got.stdout == want, "{name} differs after the OSD restart");
                 }
             })
@@ -138,7 +155,11 @@ fn separate_daemons_survive_an_osd_kill() {
         run_bounded(tool_cmd("rados", Some(&conf), &["-p", "rbd", "ls"]), None, COMMAND_TIMEOUT)
             .ok("ls")
             .out();
-    assert_eq!(ls.lines().count(), 24, "{ls}");
+    let mut listed: Vec<&str> = ls.lines().collect();
+    listed.sort();
+    let mut want: Vec<&str> = names.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(listed, want);
 
     for o in osds.iter_mut() {
         let status = o.terminate();
