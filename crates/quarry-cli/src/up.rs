@@ -38,9 +38,9 @@ const READY_POLL: Duration = Duration::from_millis(200);
 pub struct UpArgs {
     /// Cluster directory (created if missing).
     pub dir: PathBuf,
-    /// Number of OSDs on first start (later starts use the OSDs the directory has).
-    #[arg(long, default_value_t = 1)]
-    pub osds: u32,
+    /// Number of OSDs on first start, default 1 (later starts use the OSDs the directory has).
+    #[arg(long)]
+    pub osds: Option<u32>,
     /// Monitor port on 127.0.0.1 for the first start (default: a free port; kept afterwards).
     #[arg(long)]
     pub port: Option<u16>,
@@ -75,24 +75,31 @@ fn write_env(dir: &Path) -> anyhow::Result<()> {
 fn load_or_create(dir: &Path, args: &UpArgs) -> anyhow::Result<(ClusterSpec, bool)> {
     if dir.join(CONF_FILE).exists() {
         let spec = ClusterSpec::load(dir)?;
-        if spec.osd_keys.len() != args.osds as usize && args.osds != 1 {
+        if let Some(osds) = args.osds.filter(|&n| n as usize != spec.osd_keys.len()) {
             tracing::warn!(
-                "{} already has {} OSDs; --osds {} applies to a new cluster only",
+                "{} already has {} OSDs; --osds {osds} applies to a new cluster only",
                 dir.display(),
-                spec.osd_keys.len(),
-                args.osds
+                spec.osd_keys.len()
             );
         }
         return Ok((spec, false));
     }
-    if args.osds == 0 {
+    if cluster::has_entries(&dir.join("mon")) {
+        return Err(anyhow!(
+            "{} holds monitor data but {} is missing: restore it, or use an empty directory",
+            dir.join("mon").display(),
+            dir.join(CONF_FILE).display()
+        ));
+    }
+    let osds = args.osds.unwrap_or(1);
+    if osds == 0 {
         return Err(anyhow!("--osds must be at least 1"));
     }
     let port = match args.port {
         Some(p) => p,
         None => cluster::free_port()?,
     };
-    let spec = ClusterSpec::generate(args.osds, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+    let spec = ClusterSpec::generate(osds, SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
     spec.write_files(dir, BOOTSTRAP_POOL.2, "quarry up")?;
     Ok((spec, true))
 }
