@@ -1,0 +1,121 @@
+//! The CLI without a cluster: bad command lines fail before connecting, with Ceph's exit
+//! codes; an unreachable monitor fails within `client_mount_timeout` with Ceph's wording (no
+//! hang); a missing conf is reported; `cluster-init` writes a usable cluster directory.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn bad_command_lines_fail_before_connecting() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("ceph.conf");
+    // A monitor nobody listens on: if the tools tried to connect, these would time out.
+    std::fs::write(&conf, "[global]\nmon_host = 127.0.0.1:1\nclient_mount_timeout = 30\n").unwrap();
+    let t0 = Instant::now();
+    let r =
+        run_bounded(tool_cmd("ceph", Some(&conf), &["osd", "frobnicate"]), None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 22, "{}", r.stderr);
+    assert!(r.stderr.contains("Error EINVAL: invalid command"), "{}", r.stderr);
+    let r =
+        run_bounded(tool_cmd("ceph", Some(&conf), &["auth", "get", "qemu"]), None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 22, "{}", r.stderr);
+    let r = run_bounded(tool_cmd("rados", Some(&conf), &["ls"]), None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("either pool name or pg id needs to be specified"), "{}", r.stderr);
+    let r = run_bounded(
+        tool_cmd("rados", Some(&conf), &["-p", "rbd", "bench", "5", "fly"]),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    let r = run_bounded(tool_cmd("ceph", Some(&conf), &["--bogus-flag"]), None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(20), "took {:?}", t0.elapsed());
+    let v = run_bounded(tool_cmd("ceph", None, &["--version"]), None, COMMAND_TIMEOUT)
+        .ok("ceph --version");
+    assert!(v.out().starts_with("ceph version "), "{}", v.out());
+}
+
+#[test]
+fn unreachable_monitor_fails_within_mount_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("ceph.conf");
+    let keyring = tmp.path().join("ceph.client.admin.keyring");
+    std::fs::write(&keyring, "[client.admin]\n\tkey = AQBvaBFZAAAAABAA9VHgwCg3rWn8fMaX8KL01A==\n")
+        .unwrap();
+    // Port 1 on loopback: connection refused at once, over and over, until the timeout.
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nmon_host = 127.0.0.1:1\nkeyring = {}\nclient_mount_timeout = 2\n",
+            keyring.display()
+        ),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let r = run_bounded(tool_cmd("ceph", Some(&conf), &["-s"]), None, Duration::from_secs(30));
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("[errno 110] RADOS timed out (error connecting to the cluster)"),
+        "{}",
+        r.stderr
+    );
+    let r =
+        run_bounded(tool_cmd("rados", Some(&conf), &["lspools"]), None, Duration::from_secs(30));
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("couldn't connect to cluster: (110) Connection timed out"),
+        "{}",
+        r.stderr
+    );
+    assert!(t0.elapsed() < Duration::from_secs(20), "took {:?}", t0.elapsed());
+
+    // No keyring for the user: refused before any connection.
+    let r = run_bounded(
+        tool_cmd("ceph", Some(&conf), &["--id", "nobody", "-s"]),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("RADOS object not found (error connecting to the cluster)"),
+        "{}",
+        r.stderr
+    );
+    // A conf named explicitly must exist.
+    let r = run_bounded(
+        tool_cmd("ceph", None, &["-c", "/nonexistent/ceph.conf", "-s"]),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("/nonexistent/ceph.conf"), "{}", r.stderr);
+    assert!(r.stderr.contains("Error initializing cluster client"), "{}", r.stderr);
+}
+
+#[test]
+fn cluster_init_writes_conf_and_keyrings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut cmd = Command::new(quarry());
+    cmd.args(["cluster-init"]).arg(&dir).args(["--osds", "2", "--port", "16789"]);
+    let r = run_bounded(cmd, None, COMMAND_TIMEOUT).ok("cluster-init");
+    assert!(r.out().contains("--addr 127.0.0.1:16789 --mkfs"), "{}", r.out());
+    let conf = std::fs::read_to_string(dir.join("ceph.conf")).unwrap();
+    assert!(conf.contains("mon_host = 127.0.0.1:16789"), "{conf}");
+    let mon = std::fs::read_to_string(dir.join("mon.keyring")).unwrap();
+    for entity in ["[client.admin]", "[osd.0]", "[osd.1]"] {
+        assert!(mon.contains(entity), "{entity} missing in\n{mon}");
+    }
+    assert!(std::fs::read_to_string(dir.join("osd.1/keyring")).unwrap().starts_with("[osd.1]"));
+    // A second init on the same directory is refused and changes nothing.
+    let mut again = Command::new(quarry());
+    again.args(["cluster-init"]).arg(&dir);
+    let r = run_bounded(again, None, COMMAND_TIMEOUT);
+    assert_ne!(r.code(), 0);
+    assert_eq!(std::fs::read_to_string(dir.join("ceph.conf")).unwrap(), conf);
+}
