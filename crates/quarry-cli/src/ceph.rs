@@ -16,6 +16,7 @@ use quarry_types::{EntityName, ErrorCode};
 use quarry_wire::{MonCommand, MonReply, StatusReport};
 
 use crate::error::CliError;
+use crate::json::{self, Format};
 use crate::output;
 use crate::session::{self, command_error, Tool};
 
@@ -47,7 +48,7 @@ pub struct CephArgs {
     /// Replicas for `osd pool create` (default: the monitor's `osd_pool_default_size`).
     #[arg(long = "size", value_name = "N")]
     pub size: Option<u32>,
-    /// Output format: only `plain` is supported.
+    /// Output format: plain (default), json or json-pretty.
     #[arg(short = 'f', long = "format", value_name = "FORMAT")]
     pub format: Option<String>,
     /// Print the version and exit.
@@ -240,10 +241,11 @@ pub fn parse(args: &CephArgs) -> Result<CephCommand, CliError> {
     if args.version {
         return Ok(CephCommand::Version);
     }
-    if let Some(format) = &args.format {
-        if format != "plain" {
-            return Err(invalid(format!("output format '{format}' is not supported (only plain)")));
-        }
+    if Format::parse(args.format.as_deref()).is_none() {
+        let format = args.format.as_deref().unwrap_or_default();
+        return Err(invalid(format!(
+            "output format '{format}' is not supported (plain, json, json-pretty)"
+        )));
     }
     let words = &args.words;
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
@@ -379,17 +381,19 @@ impl Output {
 /// Runs `ceph …`.
 pub async fn run(args: CephArgs) -> Result<(), CliError> {
     let cmd = parse(&args)?;
+    let fmt = Format::parse(args.format.as_deref()).unwrap_or(Format::Plain);
     if cmd == CephCommand::Version {
-        return write_output(
-            &Output::data(format!(
-                "ceph version quarry-{} (Ceph-compatible)\n",
-                env!("CARGO_PKG_VERSION")
-            )),
-            args.out_file.as_deref(),
-        );
+        let version =
+            format!("ceph version quarry-{} (Ceph-compatible)", env!("CARGO_PKG_VERSION"));
+        let out = if fmt.is_json() {
+            Output::data(json::render(&serde_json::json!({ "version": version }), fmt))
+        } else {
+            Output::data(format!("{version}\n"))
+        };
+        return write_output(&out, args.out_file.as_deref());
     }
     let rados = session::connect(&args.common, Tool::Ceph).await?;
-    let result = execute(&rados, cmd).await;
+    let result = execute(&rados, cmd, fmt).await;
     rados.shutdown().await;
     write_output(&result?, args.out_file.as_deref())
 }
@@ -456,6 +460,13 @@ fn keyring_text(reply: MonReply) -> Result<String, CliError> {
     }
 }
 
+/// Keyring text from the monitor as JSON entries.
+fn keyring_json(text: &str) -> Result<serde_json::Value, CliError> {
+    json::keyring_entries(text).ok_or_else(|| {
+        CliError::command(ErrorCode::EPROTO, "bad keyring from the monitor".to_string())
+    })
+}
+
 /// The key of `entity` in keyring text.
 fn key_of(text: &str, entity: &str) -> Result<String, CliError> {
     let ring = quarry_auth::Keyring::parse(text).map_err(|e| {
@@ -471,21 +482,34 @@ fn key_of(text: &str, entity: &str) -> Result<String, CliError> {
         })
 }
 
-async fn execute(rados: &Rados, cmd: CephCommand) -> Result<Output, CliError> {
+async fn execute(rados: &Rados, cmd: CephCommand, fmt: Format) -> Result<Output, CliError> {
+    let js = |v: serde_json::Value| Output::data(json::render(&v, fmt));
     Ok(match cmd {
         CephCommand::Version => unreachable!("handled before connecting"),
+        CephCommand::Status if fmt.is_json() => js(json::status(&status_report(rados).await?)),
         CephCommand::Status => Output::data(output::status(&status_report(rados).await?)),
+        CephCommand::Health { .. } if fmt.is_json() => {
+            js(json::health(&status_report(rados).await?))
+        }
         CephCommand::Health { detail } => {
             Output::data(output::health(&status_report(rados).await?, detail))
         }
+        CephCommand::Df if fmt.is_json() => js(json::df(&status_report(rados).await?)),
         CephCommand::Df => Output::data(output::df(&status_report(rados).await?)),
+        CephCommand::Fsid if fmt.is_json() => js(serde_json::json!({ "fsid": rados.map().fsid })),
         CephCommand::Fsid => Output::data(format!("{}\n", rados.map().fsid)),
+        CephCommand::OsdLs if fmt.is_json() => {
+            js(serde_json::json!(rados.map().osds.keys().collect::<Vec<_>>()))
+        }
         CephCommand::OsdLs => {
             let map = rados.map();
             Output::data(map.osds.keys().map(|id| format!("{id}\n")).collect::<String>())
         }
+        CephCommand::OsdTree if fmt.is_json() => js(json::osd_tree(&rados.map())),
         CephCommand::OsdTree => Output::data(output::osd_tree(&rados.map())),
+        CephCommand::OsdStat if fmt.is_json() => js(json::osd_stat(&rados.map())),
         CephCommand::OsdStat => Output::data(output::osd_stat(&rados.map())),
+        CephCommand::PoolLs { detail } if fmt.is_json() => js(json::pool_ls(&rados.map(), detail)),
         CephCommand::PoolLs { detail } => {
             let map = rados.map();
             let text: String = map
@@ -544,10 +568,11 @@ async fn execute(rados: &Rados, cmd: CephCommand) -> Result<Output, CliError> {
                 command(rados, MonCommand::AuthGetOrCreate { entity: entity.clone(), caps })
                     .await?;
             let text = keyring_text(reply)?;
-            if key_only {
-                Output::data(format!("{}\n", key_of(&text, &entity)?))
-            } else {
-                Output::data(text)
+            match (key_only, fmt.is_json()) {
+                (true, true) => js(serde_json::json!({ "key": key_of(&text, &entity)? })),
+                (true, false) => Output::data(format!("{}\n", key_of(&text, &entity)?)),
+                (false, true) => js(keyring_json(&text)?),
+                (false, false) => Output::data(text),
             }
         }
         CephCommand::AuthAdd { entity, caps } => {
@@ -558,15 +583,24 @@ async fn execute(rados: &Rados, cmd: CephCommand) -> Result<Output, CliError> {
             Output::status(format!("added key for {entity}"))
         }
         CephCommand::AuthGet { entity } => {
-            Output::data(keyring_text(command(rados, MonCommand::AuthGet { entity }).await?)?)
+            let text = keyring_text(command(rados, MonCommand::AuthGet { entity }).await?)?;
+            if fmt.is_json() {
+                js(keyring_json(&text)?)
+            } else {
+                Output::data(text)
+            }
         }
         CephCommand::AuthGetKey { entity } => {
             match command(rados, MonCommand::AuthGetKey { entity }).await? {
+                MonReply::Key(key) if fmt.is_json() => js(serde_json::json!({ "key": key })),
                 MonReply::Key(key) => Output::data(format!("{key}\n")),
                 other => return Err(unexpected(&other)),
             }
         }
         CephCommand::AuthLs => match command(rados, MonCommand::AuthLs).await? {
+            MonReply::AuthList(entries) if fmt.is_json() => {
+                js(serde_json::json!({ "auth_dump": json::auth_entries(&entries) }))
+            }
             MonReply::AuthList(entries) => Output {
                 data: output::auth_list(&entries).into_bytes(),
                 status: "installed auth entries:".into(),

@@ -12,6 +12,7 @@
 //! Dependencies: clap (derive) for the command lines; tokio for the daemons and clients;
 //! anyhow for daemon start-up errors (chains of context), thiserror for `CliError`;
 //! tracing-subscriber (env filter) for logs; indicatif for progress bars of long transfers;
+//! serde_json (+ serde) for `-f json` output;
 //! rustix for `flock` and `uname` without `unsafe`; rand for fsids.
 
 #![warn(missing_docs)]
@@ -21,6 +22,7 @@ mod ceph;
 mod cluster;
 mod daemon;
 mod error;
+mod json;
 mod output;
 mod rados;
 mod session;

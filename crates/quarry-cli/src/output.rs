@@ -338,8 +338,22 @@ pub fn status(s: &StatusReport) -> String {
     out
 }
 
-/// `ceph health` (one line) or `ceph health detail` (the line, then one `[WRN]` line per
-/// check).
+/// The name of the Ceph health check a monitor health line reports (`OSD_DOWN`,
+/// `PG_AVAILABILITY`, `PG_DEGRADED`), or `HEALTH_CHECK_N` for one Ceph has no name for.
+pub fn check_code(detail: &str, index: usize) -> String {
+    if detail.contains("osds down") {
+        "OSD_DOWN".into()
+    } else if detail.starts_with("Reduced data availability") {
+        "PG_AVAILABILITY".into()
+    } else if detail.starts_with("Degraded data redundancy") {
+        "PG_DEGRADED".into()
+    } else {
+        format!("HEALTH_CHECK_{}", index + 1)
+    }
+}
+
+/// `ceph health` (one line) or `ceph health detail` (the line, then one
+/// `[WRN] CODE: message` line per check).
 pub fn health(s: &StatusReport, detail: bool) -> String {
     let mut out = s.health.clone();
     if !s.health_details.is_empty() {
@@ -349,8 +363,8 @@ pub fn health(s: &StatusReport, detail: bool) -> String {
     out.push('\n');
     if detail {
         let tag = if s.health == "HEALTH_ERR" { "[ERR]" } else { "[WRN]" };
-        for d in &s.health_details {
-            let _ = writeln!(out, "{tag} {d}");
+        for (i, d) in s.health_details.iter().enumerate() {
+            let _ = writeln!(out, "{tag} {}: {d}", check_code(d, i));
         }
     }
     out
@@ -623,7 +637,7 @@ mod tests {
         assert!(text.contains("    health: HEALTH_WARN\n            1 osds down\n"), "{text}");
         assert!(text.contains("    pgs:     20 active+clean\n             12 down\n"), "{text}");
         assert_eq!(health(&warn, false), "HEALTH_WARN 1 osds down\n");
-        assert_eq!(health(&warn, true), "HEALTH_WARN 1 osds down\n[WRN] 1 osds down\n");
+        assert_eq!(health(&warn, true), "HEALTH_WARN 1 osds down\n[WRN] OSD_DOWN: 1 osds down\n");
         assert_eq!(health(&report(), true), "HEALTH_OK\n");
     }
 

@@ -16,6 +16,7 @@ use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, PoolId, SnapContext, 
 
 use crate::bench::{self, BenchMode, BenchOptions};
 use crate::error::CliError;
+use crate::json::{self, Format};
 use crate::output;
 use crate::session::{self, Tool};
 
@@ -51,6 +52,9 @@ pub struct RadosArgs {
     /// cleanup: object-name prefix of the bench objects to remove.
     #[arg(long = "prefix", value_name = "PREFIX")]
     pub prefix: Option<String>,
+    /// Output format of `ls` and `df`: plain (default), json or json-pretty.
+    #[arg(short = 'f', long = "format", value_name = "FORMAT")]
+    pub format: Option<String>,
     /// put: write at this offset instead of replacing the object.
     #[arg(long = "offset", value_name = "BYTES")]
     pub offset: Option<u64>,
@@ -255,6 +259,12 @@ pub fn parse_size(text: &str) -> Option<u64> {
 
 /// Parses the command words and flags (no cluster needed).
 pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
+    if Format::parse(args.format.as_deref()).is_none() {
+        return Err(usage(format!(
+            "unrecognized format: {} (plain, json, json-pretty)",
+            args.format.as_deref().unwrap_or_default()
+        )));
+    }
     let words = &args.words;
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     let s = |x: &&str| x.to_string();
@@ -367,7 +377,8 @@ pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
 pub async fn run(args: RadosArgs) -> Result<(), CliError> {
     let cmd = parse(&args)?;
     let rados = session::connect(&args.common, Tool::Rados).await?;
-    let result = execute(&rados, args.pool.as_deref(), cmd).await;
+    let fmt = Format::parse(args.format.as_deref()).unwrap_or(Format::Plain);
+    let result = execute(&rados, args.pool.as_deref(), cmd, fmt).await;
     rados.shutdown().await;
     match result {
         Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -429,6 +440,7 @@ async fn execute(
     rados: &Rados,
     pool_name: Option<&str>,
     cmd: RadosCommand,
+    fmt: Format,
 ) -> Result<(), CliError> {
     match cmd {
         RadosCommand::LsPools => {
@@ -436,7 +448,7 @@ async fn execute(
                 rados.map().pools.values().map(|p| format!("{}\n", p.name)).collect();
             return print(&text);
         }
-        RadosCommand::Df => return df(rados, pool_name).await,
+        RadosCommand::Df => return df(rados, pool_name, fmt).await,
         _ => {}
     }
     let name = pool_name.unwrap_or_default();
@@ -453,12 +465,16 @@ async fn execute(
                 .list_objects(id)
                 .await
                 .map_err(|e| CliError::rados_op("error listing objects", e.errno()))?;
-            let mut text = String::new();
-            for n in names {
-                text.push_str(&n);
-                text.push('\n');
+            if fmt.is_json() {
+                print(&json::render(&json::rados_ls(&names), fmt))?;
+            } else {
+                let mut text = String::new();
+                for n in names {
+                    text.push_str(&n);
+                    text.push('\n');
+                }
+                print(&text)?;
             }
-            print(&text)?;
         }
         RadosCommand::Put { obj, file, offset } => put(&pool, &obj, &file, offset).await?,
         RadosCommand::Get { obj, file } => get(&pool, &obj, &file).await?,
@@ -768,7 +784,7 @@ async fn get(pool: &Pool<'_>, obj: &str, file: &str) -> Result<(), CliError> {
 }
 
 /// `rados df`: one row per pool, then cluster totals.
-async fn df(rados: &Rados, only: Option<&str>) -> Result<(), CliError> {
+async fn df(rados: &Rados, only: Option<&str>, fmt: Format) -> Result<(), CliError> {
     let report = match rados.command(quarry_wire::MonCommand::Status).await {
         Ok(quarry_wire::MonReply::Status(r)) => *r,
         Ok(_) => return Err(CliError::rados_op("error fetching pool stats", ErrorCode::EPROTO)),
@@ -799,6 +815,9 @@ async fn df(rados: &Rados, only: Option<&str>) -> Result<(), CliError> {
         }
     }
     pools.sort_by(|a, b| a.name.cmp(&b.name));
+    if fmt.is_json() {
+        return print(&json::render(&json::rados_df(&report, &pools), fmt));
+    }
     for p in pools {
         let size = u64::from(p.size.max(1));
         t.row(vec![

@@ -45,6 +45,18 @@ fn up_serves_ceph_and_rados_keeps_data_and_stops_cleanly() {
     let fsid = ceph(&conf, &["fsid"]).ok("fsid").out();
     assert!(s.contains(&format!("id:     {}", fsid.trim())), "{s}");
     assert_eq!(ceph(&conf, &["health"]).ok("health").out(), "HEALTH_OK\n");
+    let js: serde_json::Value =
+        serde_json::from_str(&ceph(&conf, &["-s", "-f", "json"]).ok("ceph -s -f json").out())
+            .unwrap();
+    assert_eq!(js["health"]["status"], "HEALTH_OK");
+    assert_eq!(js["osdmap"]["num_up_osds"], 1);
+    assert_eq!(js["pgmap"]["num_pgs"], 32);
+    assert_eq!(js["fsid"].as_str(), Some(fsid.trim()));
+    let js: serde_json::Value = serde_json::from_str(
+        &ceph(&conf, &["osd", "pool", "ls", "--format=json-pretty"]).ok("pool ls json").out(),
+    )
+    .unwrap();
+    assert_eq!(js, serde_json::json!(["rbd"]));
     assert_eq!(ceph(&conf, &["osd", "ls"]).ok("osd ls").out(), "0\n");
     let tree = ceph(&conf, &["osd", "tree"]).ok("osd tree").out();
     assert!(tree.contains("osd.0") && tree.contains(" up "), "{tree}");
@@ -178,6 +190,10 @@ fn up_serves_ceph_and_rados_keeps_data_and_stops_cleanly() {
     rados(&conf, &["-p", "rbd", "rm", "empty"]).ok("rm");
     let r = rados(&conf, &["-p", "rbd", "rm", "empty"]);
     assert_eq!(r.stderr.trim(), "error removing rbd>empty: (2) No such file or directory");
+    let js: serde_json::Value =
+        serde_json::from_str(&rados(&conf, &["-p", "rbd", "ls", "-f", "json"]).ok("ls json").out())
+            .unwrap();
+    assert_eq!(js.as_array().map(|a| a.len()), Some(3), "{js}");
     let lspools = rados(&conf, &["lspools"]).ok("lspools").out();
     assert_eq!(lspools, "rbd\n");
     let df = rados(&conf, &["df"]).ok("df").out();

@@ -1,0 +1,358 @@
+//! `-f json` / `--format json|json-pretty`: the JSON shapes Ceph's tools print for the
+//! commands scripts query most (`ceph -s`, `health`, `fsid`, `osd ls|stat|tree`,
+//! `osd pool ls [detail]`, `auth get|get-key|ls|get-or-create`, `df`, `rados df|ls`). The
+//! field names are Ceph's; fields Quarry has no value for are left out rather than invented.
+//! Pure: values in, `serde_json::Value` out.
+
+use std::collections::BTreeMap;
+
+use serde_json::{json, Map, Value};
+
+use quarry_wire::{AuthEntry, ClusterMap, PoolInfo, StatusReport};
+
+use crate::output::check_code;
+
+/// Output format selected with `-f`/`--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Ceph's plain text.
+    Plain,
+    /// Compact JSON.
+    Json,
+    /// Indented JSON (4 spaces, as Ceph).
+    JsonPretty,
+}
+
+impl Format {
+    /// Parses a `--format` value (`plain`, `json`, `json-pretty`); None when unsupported.
+    pub fn parse(text: Option<&str>) -> Option<Format> {
+        match text {
+            None | Some("plain") => Some(Format::Plain),
+            Some("json") => Some(Format::Json),
+            Some("json-pretty") => Some(Format::JsonPretty),
+            Some(_) => None,
+        }
+    }
+
+    /// True for the JSON formats.
+    pub fn is_json(self) -> bool {
+        self != Format::Plain
+    }
+}
+
+/// The text of `value` in `format` (JSON formats), ending with a newline.
+pub fn render(value: &Value, format: Format) -> String {
+    let mut text = match format {
+        Format::JsonPretty => {
+            let mut buf = Vec::new();
+            let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+            match serde::Serialize::serialize(value, &mut ser) {
+                Ok(()) => String::from_utf8_lossy(&buf).into_owned(),
+                Err(_) => value.to_string(),
+            }
+        }
+        _ => value.to_string(),
+    };
+    text.push('\n');
+    text
+}
+
+/// `ceph health -f json`.
+pub fn health(s: &StatusReport) -> Value {
+    let severity = if s.health == "HEALTH_ERR" { "HEALTH_ERR" } else { "HEALTH_WARN" };
+    let mut checks = Map::new();
+    for (i, detail) in s.health_details.iter().enumerate() {
+        let mut code = check_code(detail, i);
+        if checks.contains_key(&code) {
+            code = format!("{code}_{}", i + 1);
+        }
+        let count = detail.split_whitespace().find_map(|w| w.parse::<u64>().ok()).unwrap_or(1);
+        checks.insert(
+            code,
+            json!({"severity": severity, "summary": {"message": detail, "count": count}, "muted": false}),
+        );
+    }
+    json!({"status": s.health, "checks": checks, "mutes": []})
+}
+
+/// `ceph -s -f json`.
+pub fn status(s: &StatusReport) -> Value {
+    let (total, up, inn) = s.osds;
+    let (pgs, active) = s.pgs;
+    let mut states = Vec::new();
+    if active > 0 {
+        states.push(json!({"state_name": "active+clean", "count": active}));
+    }
+    if pgs > active {
+        states.push(json!({"state_name": "down", "count": pgs - active}));
+    }
+    let quorum: Vec<usize> =
+        s.mons.iter().enumerate().filter(|(_, m)| s.quorum.contains(m)).map(|(i, _)| i).collect();
+    json!({
+        "fsid": s.fsid,
+        "health": health(s),
+        "quorum": quorum,
+        "quorum_names": s.quorum,
+        "monmap": {"num_mons": s.mons.len()},
+        "osdmap": {
+            "epoch": s.epoch,
+            "num_osds": total,
+            "num_up_osds": up,
+            "num_in_osds": inn,
+            "num_remapped_pgs": 0
+        },
+        "pgmap": {
+            "pgs_by_state": states,
+            "num_pgs": pgs,
+            "num_pools": s.pools.len(),
+            "num_objects": s.objects,
+            "data_bytes": s.stored_bytes,
+            "bytes_used": s.used_bytes,
+            "bytes_avail": s.avail_bytes,
+            "bytes_total": s.used_bytes.saturating_add(s.avail_bytes)
+        }
+    })
+}
+
+/// `ceph osd stat -f json`.
+pub fn osd_stat(map: &ClusterMap) -> Value {
+    let (up, inn) = map.osd_counts();
+    json!({"epoch": map.epoch, "num_osds": map.osds.len(), "num_up_osds": up, "num_in_osds": inn, "num_remapped_pgs": 0})
+}
+
+/// `ceph osd tree -f json`: root, hosts, OSDs as Ceph's `nodes` list.
+pub fn osd_tree(map: &ClusterMap) -> Value {
+    let mut hosts: BTreeMap<&str, Vec<&quarry_wire::OsdInfo>> = BTreeMap::new();
+    for osd in map.osds.values() {
+        hosts.entry(osd.host.as_str()).or_default().push(osd);
+    }
+    let host_ids: Vec<i64> = (0..hosts.len()).map(|i| -(i as i64) - 2).collect();
+    let mut nodes = vec![
+        json!({"id": -1, "name": "default", "type": "root", "type_id": 11, "children": host_ids}),
+    ];
+    for (i, (host, osds)) in hosts.iter().enumerate() {
+        let ids: Vec<u64> = osds.iter().map(|o| o.id).collect();
+        nodes.push(json!({"id": -(i as i64) - 2, "name": host, "type": "host", "type_id": 1, "children": ids}));
+    }
+    for osds in hosts.values() {
+        for o in osds {
+            nodes.push(json!({
+                "id": o.id,
+                "device_class": "ssd",
+                "name": format!("osd.{}", o.id),
+                "type": "osd",
+                "type_id": 0,
+                "crush_weight": o.weight,
+                "depth": 2,
+                "exists": 1,
+                "status": if o.up { "up" } else { "down" },
+                "reweight": if o.in_cluster { 1 } else { 0 },
+                "primary_affinity": 1
+            }));
+        }
+    }
+    json!({"nodes": nodes, "stray": []})
+}
+
+/// One pool as `ceph osd pool ls detail -f json` lists it.
+pub fn pool_detail(p: &PoolInfo) -> Value {
+    let apps: Map<String, Value> = p.applications.iter().map(|a| (a.clone(), json!({}))).collect();
+    json!({
+        "pool_id": p.id,
+        "pool_name": p.name,
+        "type": 1,
+        "size": p.size,
+        "min_size": p.min_size,
+        "crush_rule": 0,
+        "pg_num": p.pg_num,
+        "pg_placement_num": p.pg_num,
+        "snap_seq": p.snap_seq,
+        "removed_snaps": p.removed_snaps,
+        "application_metadata": apps
+    })
+}
+
+/// `ceph osd pool ls [detail] -f json`.
+pub fn pool_ls(map: &ClusterMap, detail: bool) -> Value {
+    if detail {
+        Value::Array(map.pools.values().map(pool_detail).collect())
+    } else {
+        Value::Array(map.pools.values().map(|p| json!(p.name)).collect())
+    }
+}
+
+/// Entities with key and caps, as `ceph auth get -f json` prints them.
+pub fn auth_entries(entries: &[AuthEntry]) -> Value {
+    Value::Array(
+        entries.iter().map(|e| json!({"entity": e.entity, "key": e.key, "caps": e.caps})).collect(),
+    )
+}
+
+/// Keyring text (from the monitor) as [`auth_entries`].
+pub fn keyring_entries(text: &str) -> Option<Value> {
+    let ring = quarry_auth::Keyring::parse(text).ok()?;
+    let entries: Vec<AuthEntry> = ring
+        .entries
+        .iter()
+        .map(|(name, e)| AuthEntry {
+            entity: name.to_string(),
+            key: e.key.to_base64(),
+            caps: e.caps.clone(),
+        })
+        .collect();
+    Some(auth_entries(&entries))
+}
+
+/// `ceph df -f json`.
+pub fn df(s: &StatusReport) -> Value {
+    let total = s.used_bytes.saturating_add(s.avail_bytes);
+    let ratio = if total == 0 { 0.0 } else { s.used_bytes as f64 / total as f64 };
+    let pools: Vec<Value> = s
+        .pools
+        .iter()
+        .map(|p| {
+            let replicas = u64::from(p.size.max(1));
+            let used = p.stored_bytes.saturating_mul(replicas);
+            let max_avail = s.avail_bytes / replicas;
+            let pct =
+                if used + max_avail == 0 { 0.0 } else { used as f64 / (used + max_avail) as f64 };
+            json!({"name": p.name, "id": p.id, "stats": {
+                "stored": p.stored_bytes,
+                "objects": p.stored_objects,
+                "kb_used": used.div_ceil(1024),
+                "bytes_used": used,
+                "percent_used": pct,
+                "max_avail": max_avail
+            }})
+        })
+        .collect();
+    json!({
+        "stats": {
+            "total_bytes": total,
+            "total_avail_bytes": s.avail_bytes,
+            "total_used_bytes": s.used_bytes,
+            "total_used_raw_bytes": s.used_bytes,
+            "total_used_raw_ratio": ratio,
+            "num_osds": s.osds.0
+        },
+        "pools": pools
+    })
+}
+
+/// `rados df -f json` for `pools` (already filtered and sorted).
+pub fn rados_df(s: &StatusReport, pools: &[&PoolInfo]) -> Value {
+    let rows: Vec<Value> = pools
+        .iter()
+        .map(|p| {
+            let replicas = u64::from(p.size.max(1));
+            let used = p.stored_bytes.saturating_mul(replicas);
+            json!({
+                "name": p.name,
+                "id": p.id,
+                "size_bytes": used,
+                "size_kb": used.div_ceil(1024),
+                "num_objects": p.stored_objects,
+                "num_object_clones": 0,
+                "num_object_copies": p.stored_objects * replicas,
+                "num_objects_missing_on_primary": 0,
+                "num_objects_unfound": 0,
+                "num_objects_degraded": 0,
+                "read_ops": 0,
+                "read_bytes": 0,
+                "write_ops": 0,
+                "write_bytes": 0,
+                "compress_bytes_used": 0,
+                "compress_under_bytes": 0
+            })
+        })
+        .collect();
+    json!({
+        "pools": rows,
+        "total_objects": s.objects,
+        "total_used": s.used_bytes / 1024,
+        "total_avail": s.avail_bytes / 1024,
+        "total_space": s.used_bytes.saturating_add(s.avail_bytes) / 1024
+    })
+}
+
+/// `rados ls -f json`.
+pub fn rados_ls(names: &[String]) -> Value {
+    Value::Array(names.iter().map(|n| json!({"namespace": "", "name": n})).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    fn report() -> StatusReport {
+        StatusReport {
+            fsid: "f".into(),
+            health: "HEALTH_WARN".into(),
+            health_details: vec![
+                "1 osds down".into(),
+                "Degraded data redundancy: 3 pgs degraded".into(),
+            ],
+            mons: vec!["a".into()],
+            quorum: vec!["a".into()],
+            epoch: 9,
+            osds: (3, 2, 3),
+            pools: vec![PoolInfo {
+                id: 1,
+                name: "rbd".into(),
+                pg_num: 32,
+                size: 3,
+                min_size: 2,
+                applications: BTreeSet::from(["rbd".to_string()]),
+                snap_seq: 0,
+                removed_snaps: BTreeSet::new(),
+                acting: vec![],
+                stored_objects: 2,
+                stored_bytes: 2048,
+            }],
+            pgs: (32, 32),
+            objects: 2,
+            stored_bytes: 2048,
+            used_bytes: 1 << 30,
+            avail_bytes: 3 << 30,
+        }
+    }
+
+    #[test]
+    fn status_and_health_have_cephs_fields() {
+        let v = status(&report());
+        assert_eq!(v["fsid"], "f");
+        assert_eq!(v["health"]["status"], "HEALTH_WARN");
+        assert_eq!(v["health"]["checks"]["OSD_DOWN"]["summary"]["message"], "1 osds down");
+        assert_eq!(v["health"]["checks"]["OSD_DOWN"]["summary"]["count"], 1);
+        assert_eq!(v["health"]["checks"]["PG_DEGRADED"]["severity"], "HEALTH_WARN");
+        assert_eq!(v["osdmap"]["num_up_osds"], 2);
+        assert_eq!(v["pgmap"]["pgs_by_state"][0]["count"], 32);
+        assert_eq!(v["pgmap"]["bytes_total"], 4u64 << 30);
+        assert_eq!(v["quorum_names"][0], "a");
+    }
+
+    #[test]
+    fn pools_and_rendering() {
+        let r = report();
+        let d = pool_detail(&r.pools[0]);
+        assert_eq!(d["pool_name"], "rbd");
+        assert_eq!(d["application_metadata"]["rbd"], json!({}));
+        assert_eq!(render(&json!(["rbd"]), Format::Json), "[\"rbd\"]\n");
+        assert_eq!(render(&json!({"a": 1}), Format::JsonPretty), "{\n    \"a\": 1\n}\n");
+        assert_eq!(Format::parse(Some("xml")), None);
+        let df = rados_df(&r, &[&r.pools[0]]);
+        assert_eq!(df["pools"][0]["num_object_copies"], 6);
+        assert_eq!(df["total_space"], 4u64 << 20);
+    }
+
+    #[test]
+    fn keyring_text_to_entries() {
+        let text = "[client.qemu]\n\tkey = AQBvaBFZAAAAABAA9VHgwCg3rWn8fMaX8KL01A==\n\tcaps mon = \"profile rbd\"\n";
+        let v = keyring_entries(text).unwrap();
+        assert_eq!(v[0]["entity"], "client.qemu");
+        assert_eq!(v[0]["key"], "AQBvaBFZAAAAABAA9VHgwCg3rWn8fMaX8KL01A==");
+        assert_eq!(v[0]["caps"]["mon"], "profile rbd");
+    }
+}
