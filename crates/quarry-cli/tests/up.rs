@@ -238,7 +238,7 @@ fn up_serves_ceph_and_rados_keeps_data_and_stops_cleanly() {
 fn tool_links_ceph_args_and_bench() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let _cluster = up(&dir, 1);
+    let mut cluster = up(&dir, 1);
     let conf = dir.join("ceph.conf");
     let keyring = dir.join("ceph.client.admin.keyring");
 
@@ -323,4 +323,22 @@ fn tool_links_ceph_args_and_bench() {
             .ok("ls")
             .out();
     assert_eq!(ls, "", "bench objects left behind");
+
+    // A crash (SIGKILL) loses no acknowledged write: the restarted cluster has the object.
+    let data = pattern(5 * 1024 * 1024 + 17, 11);
+    run_bounded(
+        tool_cmd("rados", Some(&conf), &["-p", "rbd", "put", "survivor", "-"]),
+        Some(&data),
+        COMMAND_TIMEOUT,
+    )
+    .ok("put before kill");
+    cluster.kill();
+    let _cluster = up(&dir, 1);
+    let got = run_bounded(
+        tool_cmd("rados", Some(&conf), &["-p", "rbd", "get", "survivor", "-"]),
+        None,
+        COMMAND_TIMEOUT,
+    )
+    .ok("get after kill");
+    assert!(got.stdout == data, "object lost or changed by the crash");
 }
