@@ -148,7 +148,7 @@ pub async fn run(pool: &Pool<'_>, opts: BenchOptions) -> Result<(), CliError> {
 }
 
 fn print_header() {
-    println!("  sec Cur ops   started  finished  avg MB/s  cur MB/s last lat(s)  avg lat(s)");
+    crate::outln!("  sec Cur ops   started  finished  avg MB/s  cur MB/s last lat(s)  avg lat(s)");
 }
 
 /// Samples once a second until `done` is set; returns per-second (MB/s, IOPS).
@@ -161,7 +161,7 @@ async fn reporter(
     let mut history = Vec::new();
     let mut last_finished = 0u64;
     let mut second = 0u64;
-    println!("{:>5}{:>8}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}", 0, 0, 0, 0, 0, 0, "-", 0);
+    crate::outln!("{:>5}{:>8}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}", 0, 0, 0, 0, 0, 0, "-", 0);
     loop {
         second += 1;
         let tick = start + Duration::from_secs(second);
@@ -184,7 +184,7 @@ async fn reporter(
             progress.total_lat_ns.load(Ordering::Relaxed) as f64 / 1e9 / finished as f64
         };
         history.push((cur_mb, cur_ops as f64));
-        println!(
+        crate::outln!(
             "{:>5}{:>8}{:>10}{:>10}{:>10}{:>10}{:>12}{:>12}",
             second,
             in_flight,
@@ -201,12 +201,12 @@ async fn reporter(
 async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
     let prefix = format!("benchmark_data_{}_{}", hostname(), std::process::id());
     let op_size = opts.block_size;
-    println!("hints = 1");
-    println!(
+    crate::outln!("hints = 1");
+    crate::outln!(
         "Maintaining {} concurrent writes of {op_size} bytes to objects of size {op_size} for up to {} seconds or 0 objects",
         opts.concurrency, opts.seconds
     );
-    println!("Object prefix: {prefix}");
+    crate::outln!("Object prefix: {prefix}");
     print_header();
     let meta = RunMetadata { prefix: prefix.clone(), objects: 0, object_size: op_size };
     // Object contents: a recognisable pattern, the same buffer (and checksum) for every op.
@@ -265,22 +265,22 @@ async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(
     let (lat_avg, lat_sd) = mean_stddev(&lats);
     let (lat_min, lat_max) = min_max(&lats);
     let bandwidth = finished as f64 * op_size as f64 / MIB / elapsed.max(1e-9);
-    println!("Total time run:         {}", g6(elapsed));
-    println!("Total writes made:      {finished}");
-    println!("Write size:             {op_size}");
-    println!("Object size:            {op_size}");
-    println!("Bandwidth (MB/sec):     {}", g6(bandwidth));
-    println!("Stddev Bandwidth:       {}", g6(bw_sd));
-    println!("Max bandwidth (MB/sec): {}", g6(bw_max));
-    println!("Min bandwidth (MB/sec): {}", g6(bw_min));
-    println!("Average IOPS:           {}", (finished as f64 / elapsed.max(1e-9)) as u64);
-    println!("Stddev IOPS:            {}", g6(iops_sd));
-    println!("Max IOPS:               {}", iops_max as u64);
-    println!("Min IOPS:               {}", iops_min as u64);
-    println!("Average Latency(s):     {}", g6(lat_avg));
-    println!("Stddev Latency(s):      {}", g6(lat_sd));
-    println!("Max latency(s):         {}", g6(lat_max));
-    println!("Min latency(s):         {}", g6(lat_min));
+    crate::outln!("Total time run:         {}", g6(elapsed));
+    crate::outln!("Total writes made:      {finished}");
+    crate::outln!("Write size:             {op_size}");
+    crate::outln!("Object size:            {op_size}");
+    crate::outln!("Bandwidth (MB/sec):     {}", g6(bandwidth));
+    crate::outln!("Stddev Bandwidth:       {}", g6(bw_sd));
+    crate::outln!("Max bandwidth (MB/sec): {}", g6(bw_max));
+    crate::outln!("Min bandwidth (MB/sec): {}", g6(bw_min));
+    crate::outln!("Average IOPS:           {}", (finished as f64 / elapsed.max(1e-9)) as u64);
+    crate::outln!("Stddev IOPS:            {}", g6(iops_sd));
+    crate::outln!("Max IOPS:               {}", iops_max as u64);
+    crate::outln!("Min IOPS:               {}", iops_min as u64);
+    crate::outln!("Average Latency(s):     {}", g6(lat_avg));
+    crate::outln!("Stddev Latency(s):      {}", g6(lat_sd));
+    crate::outln!("Max latency(s):         {}", g6(lat_max));
+    crate::outln!("Min latency(s):         {}", g6(lat_min));
     // Objects 0..n were all written: a worker only takes the next number when it starts a
     // write, and every started write finished (or the run failed above).
     let written = next.load(Ordering::Relaxed).min(finished);
@@ -316,7 +316,7 @@ async fn read(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<()
     };
     let random = opts.mode == BenchMode::Rand;
     let op_size = meta.object_size;
-    println!("hints = 1");
+    crate::outln!("hints = 1");
     print_header();
     let progress = Arc::new(Progress::default());
     let next = Arc::new(AtomicU64::new(0));
@@ -379,28 +379,28 @@ async fn read(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<()
     let (lat_avg, _) = mean_stddev(&lats);
     let (lat_min, lat_max) = min_max(&lats);
     let bandwidth = finished as f64 * op_size as f64 / MIB / elapsed.max(1e-9);
-    println!("Total time run:       {}", g6(elapsed));
-    println!("Total reads made:     {finished}");
-    println!("Read size:            {op_size}");
-    println!("Object size:          {op_size}");
-    println!("Bandwidth (MB/sec):   {}", g6(bandwidth));
-    println!("Average IOPS:         {}", (finished as f64 / elapsed.max(1e-9)) as u64);
-    println!("Stddev IOPS:          {}", g6(iops_sd));
-    println!("Max IOPS:             {}", iops_max as u64);
-    println!("Min IOPS:             {}", iops_min as u64);
-    println!("Average Latency(s):   {}", g6(lat_avg));
-    println!("Max latency(s):       {}", g6(lat_max));
-    println!("Min latency(s):       {}", g6(lat_min));
+    crate::outln!("Total time run:       {}", g6(elapsed));
+    crate::outln!("Total reads made:     {finished}");
+    crate::outln!("Read size:            {op_size}");
+    crate::outln!("Object size:          {op_size}");
+    crate::outln!("Bandwidth (MB/sec):   {}", g6(bandwidth));
+    crate::outln!("Average IOPS:         {}", (finished as f64 / elapsed.max(1e-9)) as u64);
+    crate::outln!("Stddev IOPS:          {}", g6(iops_sd));
+    crate::outln!("Max IOPS:             {}", iops_max as u64);
+    crate::outln!("Min IOPS:             {}", iops_min as u64);
+    crate::outln!("Average Latency(s):   {}", g6(lat_avg));
+    crate::outln!("Max latency(s):       {}", g6(lat_max));
+    crate::outln!("Min latency(s):       {}", g6(lat_min));
     Ok(())
 }
 
 /// Removes the run's objects and its metadata object, printing Ceph's lines.
 async fn remove_run(pool: &Pool<'_>, meta: &RunMetadata, run_name: &str) -> Result<(), CliError> {
-    println!("Cleaning up (deleting benchmark objects)");
+    crate::outln!("Cleaning up (deleting benchmark objects)");
     let t0 = Instant::now();
     let names: Vec<String> = (0..meta.objects).map(|n| meta.object(n)).collect();
     let removed = remove_all(pool, names).await?;
-    println!("Removed {removed} objects");
+    crate::outln!("Removed {removed} objects");
     match pool.exec(run_name, vec![ObjectOp::Remove]).await {
         Ok(_) => {}
         Err(e) if e.errno() == ErrorCode::ENOENT => {}
@@ -411,7 +411,7 @@ async fn remove_run(pool: &Pool<'_>, meta: &RunMetadata, run_name: &str) -> Resu
             ))
         }
     }
-    println!("Clean up completed and total clean up time :{}", g6(t0.elapsed().as_secs_f64()));
+    crate::outln!("Clean up completed and total clean up time :{}", g6(t0.elapsed().as_secs_f64()));
     Ok(())
 }
 
@@ -467,7 +467,7 @@ pub async fn cleanup(
             .map_err(|e| CliError::rados_op("error listing objects", e.errno()))?;
         let names: Vec<String> = names.into_iter().filter(|n| n.starts_with(&prefix)).collect();
         let removed = remove_all(pool, names).await?;
-        println!("Removed {removed} objects");
+        crate::outln!("Removed {removed} objects");
         return Ok(());
     }
     let meta = match pool.exec(run_name, vec![ObjectOp::Read { off: 0, len: 0 }]).await {
@@ -486,7 +486,7 @@ pub async fn cleanup(
     match meta {
         Some(meta) => remove_run(pool, &meta, run_name).await,
         None => {
-            println!("Removed 0 objects");
+            crate::outln!("Removed 0 objects");
             Ok(())
         }
     }

@@ -339,19 +339,19 @@ pub fn cluster_init(args: ClusterInitArgs) -> Result<(), CliError> {
     spec.write_files(&dir, size, "quarry cluster-init")?;
     let ids: Vec<String> = spec.osd_keys.keys().map(|id| id.to_string()).collect();
     let d = dir.display();
-    println!("cluster {} in {d}: monitor at {}, {} OSDs", spec.fsid, spec.mon_addr, args.osds);
-    println!("start the monitor:");
-    println!(
+    crate::outln!("cluster {} in {d}: monitor at {}, {} OSDs", spec.fsid, spec.mon_addr, args.osds);
+    crate::outln!("start the monitor:");
+    crate::outln!(
         "  quarry mon --data {d}/mon --addr {} --mkfs --fsid {} --keyring {d}/{MON_KEYRING} --osds {} --pool rbd --size {size}",
         spec.mon_addr,
         spec.fsid,
         ids.join(",")
     );
-    println!("start each OSD:");
+    crate::outln!("start each OSD:");
     for id in &ids {
-        println!("  quarry osd --id {id} --data {d}/osd.{id} -c {d}/{CONF_FILE} --keyring {d}/osd.{id}/keyring");
+        crate::outln!("  quarry osd --id {id} --data {d}/osd.{id} -c {d}/{CONF_FILE} --keyring {d}/osd.{id}/keyring");
     }
-    println!("then: export CEPH_CONF={d}/{CONF_FILE}; ceph -s");
+    crate::outln!("then: export CEPH_CONF={d}/{CONF_FILE}; ceph -s");
     Ok(())
 }
 

@@ -48,7 +48,7 @@ impl Signals {
 
 /// Prints `ready` on stdout (tests and scripts wait for this line).
 pub fn announce_ready() {
-    println!("ready");
+    crate::outln!("ready");
 }
 
 /// The file in an OSD's data directory that keeps its listening address across restarts.

@@ -9,6 +9,16 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 
 use quarry_types::ErrorCode;
+
+/// `println!` that never panics: a closed stdout (`quarry up | head -1`, `rados bench | head`)
+/// must not kill a running cluster or benchmark, so write errors are ignored.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
 use quarry_wire::{AuthEntry, ClusterMap, PoolInfo, StatusReport};
 
 /// The symbolic name of an errno as `ceph` prints it in `Error ENOENT: ...`.

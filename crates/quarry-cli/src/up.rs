@@ -218,17 +218,17 @@ async fn probe(rados: &Rados, osds: usize) -> bool {
 fn banner(dir: &Path, spec: &ClusterSpec, fresh: bool) {
     let d = dir.display();
     let osds = spec.osd_keys.len();
-    println!(
+    crate::outln!(
         "quarry up: cluster {} {} — 1 monitor ({}), {osds} OSD{}, data in {d}",
         spec.fsid,
         if fresh { "created" } else { "started" },
         spec.mon_addr,
         if osds == 1 { "" } else { "s" }
     );
-    println!("  conf:     {d}/{CONF_FILE}");
-    println!("  keyring:  {d}/{}", cluster::ADMIN_KEYRING);
-    println!("  use it:   . {d}/env && ceph -s");
-    println!("  stop:     Ctrl-C (the data stays; `quarry up {d}` starts it again)");
+    crate::outln!("  conf:     {d}/{CONF_FILE}");
+    crate::outln!("  keyring:  {d}/{}", cluster::ADMIN_KEYRING);
+    crate::outln!("  use it:   . {d}/env && ceph -s");
+    crate::outln!("  stop:     Ctrl-C (the data stays; `quarry up {d}` starts it again)");
 }
 
 /// Runs the embedded cluster until SIGINT/SIGTERM.
