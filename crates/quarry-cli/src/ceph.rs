@@ -65,7 +65,9 @@ Commands:
   health [detail]                     health summary
   df                                  usage per pool
   fsid                                the cluster id
-  osd ls | tree | stat                OSDs
+  osd ls | tree | stat | dump         OSDs
+  mon dump | stat                     monitors
+  osd pool get POOL size|min_size|pg_num|pgp_num|crush_rule|all
   osd pool create NAME [PG_NUM] [--size N]
   osd pool ls [detail]
   osd pool rm NAME NAME --yes-i-really-really-mean-it
@@ -103,6 +105,20 @@ pub enum CephCommand {
     OsdTree,
     /// `ceph osd stat`.
     OsdStat,
+    /// `ceph osd dump`.
+    OsdDump,
+    /// `ceph mon dump` / `ceph mon stat`.
+    MonDump {
+        /// `mon stat`: one line.
+        stat: bool,
+    },
+    /// `ceph osd pool get POOL KEY`.
+    PoolGet {
+        /// Pool.
+        pool: String,
+        /// `size`, `min_size`, `pg_num`, `pgp_num`, `crush_rule` or `all`.
+        key: String,
+    },
     /// `ceph osd pool create NAME [PG_NUM] [PGP_NUM] [replicated] [--size N]`.
     PoolCreate {
         /// Pool name.
@@ -272,6 +288,24 @@ pub fn parse(args: &CephArgs) -> Result<CephCommand, CliError> {
         ["osd", "ls"] => CephCommand::OsdLs,
         ["osd", "tree"] => CephCommand::OsdTree,
         ["osd", "stat"] => CephCommand::OsdStat,
+        ["osd", "dump"] => CephCommand::OsdDump,
+        ["mon", "dump"] => CephCommand::MonDump { stat: false },
+        ["mon", "stat"] => CephCommand::MonDump { stat: true },
+        ["osd", "pool", "get", pool, key] => {
+            if !output::POOL_GET_KEYS.contains(key) {
+                return Err(invalid(format!(
+                    "unsupported pool variable '{key}' (one of: {})",
+                    output::POOL_GET_KEYS.join(", ")
+                )));
+            }
+            CephCommand::PoolGet { pool: pool.to_string(), key: key.to_string() }
+        }
+        ["osd", "pool", "set", _, key, ..] => {
+            return Err(CliError::command(
+                ErrorCode::EOPNOTSUPP,
+                format!("changing pool variable '{key}' is not supported yet"),
+            ))
+        }
         ["osd", "lspools"] => CephCommand::PoolLs { detail: false },
         ["osd", "pool", "ls" | "list"] => CephCommand::PoolLs { detail: false },
         ["osd", "pool", "ls" | "list", "detail"] => CephCommand::PoolLs { detail: true },
@@ -509,6 +543,31 @@ async fn execute(rados: &Rados, cmd: CephCommand, fmt: Format) -> Result<Output,
         CephCommand::OsdTree => Output::data(output::osd_tree(&rados.map())),
         CephCommand::OsdStat if fmt.is_json() => js(json::osd_stat(&rados.map())),
         CephCommand::OsdStat => Output::data(output::osd_stat(&rados.map())),
+        CephCommand::OsdDump if fmt.is_json() => js(json::osd_dump(&rados.map())),
+        CephCommand::OsdDump => Output::data(output::osd_dump(&rados.map())),
+        CephCommand::MonDump { .. } if fmt.is_json() => js(json::mon_dump(&rados.map())),
+        CephCommand::MonDump { stat } => {
+            let map = rados.map();
+            if stat {
+                Output::data(output::mon_stat(&map))
+            } else {
+                Output { data: output::mon_dump(&map).into_bytes(), status: "dumped monmap".into() }
+            }
+        }
+        CephCommand::PoolGet { pool, key } => {
+            rados.lookup_pool(&pool).await.map_err(|_| {
+                CliError::command(ErrorCode::ENOENT, format!("unrecognized pool '{pool}'"))
+            })?;
+            let map = rados.map();
+            let info = map.pool_by_name(&pool).ok_or_else(|| {
+                CliError::command(ErrorCode::ENOENT, format!("unrecognized pool '{pool}'"))
+            })?;
+            if fmt.is_json() {
+                js(json::pool_get(info, &key))
+            } else {
+                Output::data(output::pool_get(info, &key))
+            }
+        }
         CephCommand::PoolLs { detail } if fmt.is_json() => js(json::pool_ls(&rados.map(), detail)),
         CephCommand::PoolLs { detail } => {
             let map = rados.map();
@@ -685,6 +744,16 @@ mod tests {
             parse_line(&["osd", "pool", "application", "enable", "p", "rbd"]).unwrap(),
             CephCommand::PoolApplicationEnable { pool: "p".into(), app: "rbd".into() }
         );
+        assert_eq!(
+            parse_line(&["osd", "pool", "get", "rbd", "size"]).unwrap(),
+            CephCommand::PoolGet { pool: "rbd".into(), key: "size".into() }
+        );
+        assert_eq!(parse_line(&["osd", "pool", "get", "rbd", "color"]).unwrap_err().status(), 22);
+        assert_eq!(
+            parse_line(&["osd", "pool", "set", "rbd", "size", "2"]).unwrap_err().status(),
+            95
+        );
+        assert_eq!(parse_line(&["osd", "dump"]).unwrap(), CephCommand::OsdDump);
         let e = parse_line(&["osd", "pool", "create", "p", "erasure"]).unwrap_err();
         assert_eq!(e.status(), 95);
         let e = parse_line(&["osd", "pool", "create", "p", "bogus"]).unwrap_err();

@@ -182,6 +182,68 @@ pub fn pool_ls(map: &ClusterMap, detail: bool) -> Value {
     }
 }
 
+/// `ceph osd pool get POOL KEY -f json`: `{"pool": .., "pool_id": .., KEY: value}`.
+pub fn pool_get(p: &PoolInfo, key: &str) -> Value {
+    let mut obj = Map::new();
+    obj.insert("pool".into(), json!(p.name));
+    obj.insert("pool_id".into(), json!(p.id));
+    let keys: Vec<&str> =
+        if key == "all" { crate::output::POOL_GET_KEYS[..5].to_vec() } else { vec![key] };
+    for k in keys {
+        let value = match k {
+            "size" => json!(p.size),
+            "min_size" => json!(p.min_size),
+            "pg_num" | "pgp_num" => json!(p.pg_num),
+            _ => json!("replicated_rule"),
+        };
+        obj.insert(k.to_string(), value);
+    }
+    Value::Object(obj)
+}
+
+/// `ceph osd dump -f json`.
+pub fn osd_dump(map: &ClusterMap) -> Value {
+    let osds: Vec<Value> = map
+        .osds
+        .values()
+        .map(|o| {
+            json!({
+                "osd": o.id,
+                "up": u8::from(o.up),
+                "in": u8::from(o.in_cluster),
+                "weight": o.weight,
+                "up_from": o.up_from,
+                "public_addr": o.addr.map(|a| a.to_string()),
+                "host": o.host
+            })
+        })
+        .collect();
+    let blocklist: Map<String, Value> = map
+        .blocklist
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(crate::output::utime(*v, 0))))
+        .collect();
+    json!({
+        "epoch": map.epoch,
+        "fsid": map.fsid,
+        "max_osd": map.osds.keys().max().map_or(0, |m| m + 1),
+        "pools": map.pools.values().map(pool_detail).collect::<Vec<_>>(),
+        "osds": osds,
+        "blocklist": blocklist
+    })
+}
+
+/// `ceph mon dump -f json`.
+pub fn mon_dump(map: &ClusterMap) -> Value {
+    let mons: Vec<Value> = map
+        .mons
+        .iter()
+        .enumerate()
+        .map(|(rank, (name, addr))| json!({"rank": rank, "name": name, "addr": addr.to_string()}))
+        .collect();
+    json!({"epoch": map.epoch, "fsid": map.fsid, "mons": mons, "quorum": (0..map.mons.len()).collect::<Vec<_>>()})
+}
+
 /// Entities with key and caps, as `ceph auth get -f json` prints them.
 pub fn auth_entries(entries: &[AuthEntry]) -> Value {
     Value::Array(

@@ -454,6 +454,81 @@ pub fn osd_stat(map: &ClusterMap) -> String {
     format!("{} osds: {} up, {} in; epoch: e{}\n", map.osds.len(), up, inn, map.epoch)
 }
 
+/// Keys `ceph osd pool get` answers.
+pub const POOL_GET_KEYS: [&str; 6] = ["size", "min_size", "pg_num", "pgp_num", "crush_rule", "all"];
+
+/// The value of one pool variable (`key` from [`POOL_GET_KEYS`] but `all`).
+pub fn pool_var(p: &PoolInfo, key: &str) -> Option<String> {
+    Some(match key {
+        "size" => p.size.to_string(),
+        "min_size" => p.min_size.to_string(),
+        "pg_num" | "pgp_num" => p.pg_num.to_string(),
+        "crush_rule" => "replicated_rule".to_string(),
+        _ => return None,
+    })
+}
+
+/// `ceph osd pool get POOL KEY`: `size: 3`, or every variable for `all`.
+pub fn pool_get(p: &PoolInfo, key: &str) -> String {
+    let keys: Vec<&str> = if key == "all" { POOL_GET_KEYS[..5].to_vec() } else { vec![key] };
+    keys.iter().filter_map(|k| pool_var(p, k).map(|v| format!("{k}: {v}\n"))).collect()
+}
+
+/// `ceph osd dump`: the map's epoch and fsid, every pool, every OSD.
+pub fn osd_dump(map: &ClusterMap) -> String {
+    let mut out = format!("epoch {}\nfsid {}\n", map.epoch, map.fsid);
+    let _ = writeln!(out, "max_osd {}", map.osds.keys().max().map_or(0, |m| m + 1));
+    out.push('\n');
+    for p in map.pools.values() {
+        out.push_str(&pool_detail(p, map.epoch));
+    }
+    for o in map.osds.values() {
+        let addr = o.addr.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let _ = writeln!(
+            out,
+            "osd.{} {} {} weight {} up_from {} {} host {}",
+            o.id,
+            if o.up { "up  " } else { "down" },
+            if o.in_cluster { "in " } else { "out" },
+            weight(o.weight),
+            o.up_from,
+            addr,
+            o.host
+        );
+    }
+    if !map.blocklist.is_empty() {
+        for (instance, until) in &map.blocklist {
+            let _ = writeln!(out, "blocklist {instance} expires {}", utime(*until, 0));
+        }
+    }
+    out
+}
+
+/// `ceph mon dump`.
+pub fn mon_dump(map: &ClusterMap) -> String {
+    let mut out = format!("epoch {}\nfsid {}\n", map.epoch, map.fsid);
+    for (rank, (name, addr)) in map.mons.iter().enumerate() {
+        let _ = writeln!(out, "{rank}: {addr} mon.{name}");
+    }
+    out
+}
+
+/// `ceph mon stat`.
+pub fn mon_stat(map: &ClusterMap) -> String {
+    let mons: Vec<String> = map.mons.iter().map(|(n, a)| format!("{n}={a}")).collect();
+    let names: Vec<&str> = map.mons.keys().map(String::as_str).collect();
+    let ranks: Vec<String> = (0..names.len()).map(|r| r.to_string()).collect();
+    format!(
+        "e{}: {} mons at {{{}}}, leader 0 {}, quorum {} {}\n",
+        map.epoch,
+        map.mons.len(),
+        mons.join(","),
+        names.first().copied().unwrap_or("-"),
+        ranks.join(","),
+        names.join(",")
+    )
+}
+
 /// `ceph auth ls`: entity, key and caps per entry.
 pub fn auth_list(entries: &[AuthEntry]) -> String {
     let mut out = String::new();
@@ -659,6 +734,41 @@ mod tests {
              pgp_num 32 autoscale_mode off last_change 9 flags hashpspool stripe_width 0 \
              application rbd\n\n"
         );
+    }
+
+    #[test]
+    fn pool_get_and_dumps() {
+        let p = pool();
+        assert_eq!(pool_get(&p, "size"), "size: 1\n");
+        assert_eq!(
+            pool_get(&p, "all"),
+            "size: 1\nmin_size: 1\npg_num: 32\npgp_num: 32\ncrush_rule: replicated_rule\n"
+        );
+        let mut map = ClusterMap { fsid: "f".into(), epoch: 4, ..Default::default() };
+        map.pools.insert(1, p);
+        map.mons.insert("a".into(), "127.0.0.1:6789".parse().unwrap());
+        map.osds.insert(
+            0,
+            quarry_wire::OsdInfo {
+                id: 0,
+                addr: Some("127.0.0.1:7000".parse().unwrap()),
+                host: "h".into(),
+                up: true,
+                in_cluster: true,
+                weight: 1.0,
+                up_from: 3,
+                used_bytes: 0,
+                avail_bytes: 0,
+            },
+        );
+        let dump = osd_dump(&map);
+        assert!(dump.starts_with("epoch 4\nfsid f\nmax_osd 1\n\npool 1 'rbd'"), "{dump}");
+        assert!(
+            dump.contains("osd.0 up   in  weight 1.00000 up_from 3 127.0.0.1:7000 host h\n"),
+            "{dump}"
+        );
+        assert_eq!(mon_dump(&map), "epoch 4\nfsid f\n0: 127.0.0.1:6789 mon.a\n");
+        assert_eq!(mon_stat(&map), "e4: 1 mons at {a=127.0.0.1:6789}, leader 0 a, quorum 0 a\n");
     }
 
     #[test]

@@ -61,6 +61,13 @@ fn up_serves_ceph_and_rados_keeps_data_and_stops_cleanly() {
     let tree = ceph(&conf, &["osd", "tree"]).ok("osd tree").out();
     assert!(tree.contains("osd.0") && tree.contains(" up "), "{tree}");
 
+    assert_eq!(
+        ceph(&conf, &["osd", "pool", "get", "rbd", "size"]).ok("pool get").out(),
+        "size: 1\n"
+    );
+    let dump = ceph(&conf, &["osd", "dump"]).ok("osd dump").out();
+    assert!(dump.contains("pool 1 'rbd'") && dump.contains("osd.0 up"), "{dump}");
+
     // pools
     let r = ceph(&conf, &["osd", "pool", "create", "p1", "8"]).ok("pool create");
     assert_eq!(r.stderr.trim(), "pool 'p1' created");
