@@ -52,6 +52,9 @@ pub struct RadosArgs {
     /// cleanup: object-name prefix of the bench objects to remove.
     #[arg(long = "prefix", value_name = "PREFIX")]
     pub prefix: Option<String>,
+    /// Confirms `purge`.
+    #[arg(long = "yes-i-really-really-mean-it")]
+    pub really_really: bool,
     /// Output format of `ls` and `df`: plain (default), json or json-pretty.
     #[arg(short = 'f', long = "format", value_name = "FORMAT")]
     pub format: Option<String>,
@@ -72,7 +75,8 @@ Object commands (need -p POOL):
   put OBJ FILE|- [--offset N]      write an object from a file or stdin
   get OBJ FILE|-                   read an object into a file or stdout
   rm OBJ...                        remove objects
-  stat OBJ                         size and modification time
+  stat OBJ | stat2 OBJ             size and modification time
+  purge POOL --yes-i-really-really-mean-it   remove every object of a pool
   create OBJ                       create an empty object (fails if it exists)
   truncate OBJ SIZE                set the object's size
   setxattr OBJ NAME [VALUE]        set an xattr (value from stdin if absent)
@@ -120,10 +124,17 @@ pub enum RadosCommand {
         /// Objects.
         objs: Vec<String>,
     },
-    /// `stat OBJ`.
+    /// `stat OBJ` (`stat2`: with sub-second mtime).
     Stat {
         /// Object.
         obj: String,
+        /// Print the mtime's fraction (`stat2`).
+        precise: bool,
+    },
+    /// `purge POOL --yes-i-really-really-mean-it`: remove every object of the pool.
+    Purge {
+        /// Pool.
+        pool: String,
     },
     /// `create OBJ`.
     Create {
@@ -232,7 +243,7 @@ pub enum RadosCommand {
 
 impl RadosCommand {
     fn needs_pool(&self) -> bool {
-        !matches!(self, RadosCommand::LsPools | RadosCommand::Df)
+        !matches!(self, RadosCommand::LsPools | RadosCommand::Df | RadosCommand::Purge { .. })
     }
 }
 
@@ -278,7 +289,19 @@ pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
         ["rm", objs @ ..] if !objs.is_empty() => {
             RadosCommand::Rm { objs: objs.iter().map(s).collect() }
         }
-        ["stat", obj] => RadosCommand::Stat { obj: s(obj) },
+        ["stat", obj] => RadosCommand::Stat { obj: s(obj), precise: false },
+        ["stat2", obj] => RadosCommand::Stat { obj: s(obj), precise: true },
+        ["purge", pool] => {
+            if !args.really_really {
+                return Err(CliError::Usage {
+                    message: "WARNING:\n  This will PERMANENTLY DESTROY all objects from a pool with no way back.\n  \
+                              To confirm, follow pool with --yes-i-really-really-mean-it"
+                        .into(),
+                    status: 1,
+                });
+            }
+            RadosCommand::Purge { pool: s(pool) }
+        }
         ["create", obj] => RadosCommand::Create { obj: s(obj) },
         ["truncate", obj, size] => {
             let size = size
@@ -449,6 +472,7 @@ async fn execute(
             return print(&text);
         }
         RadosCommand::Df => return df(rados, pool_name, fmt).await,
+        RadosCommand::Purge { pool } => return purge(rados, &pool).await,
         _ => {}
     }
     let name = pool_name.unwrap_or_default();
@@ -459,7 +483,9 @@ async fn execute(
     let pool = Pool { rados, id, name };
     let p = name;
     match cmd {
-        RadosCommand::LsPools | RadosCommand::Df => unreachable!("handled above"),
+        RadosCommand::LsPools | RadosCommand::Df | RadosCommand::Purge { .. } => {
+            unreachable!("handled above")
+        }
         RadosCommand::Ls => {
             let names = rados
                 .list_objects(id)
@@ -483,13 +509,17 @@ async fn execute(
                 pool.op(&obj, ObjectOp::Remove, || format!("error removing {p}>{obj}")).await?;
             }
         }
-        RadosCommand::Stat { obj } => {
+        RadosCommand::Stat { obj, precise } => {
             let what = || format!(" error stat-ing {p}/{obj}");
             match pool.op(&obj, ObjectOp::Stat, what).await? {
-                OpOutput::Stat { size, mtime_sec, .. } => print(&format!(
-                    "{p}/{obj} mtime {}, size {size}\n",
-                    output::utime(mtime_sec, 0)
-                ))?,
+                OpOutput::Stat { size, mtime_sec, mtime_nsec } => {
+                    // `stat` shows whole seconds (time_t), `stat2` the full time.
+                    let nsec = if precise { mtime_nsec } else { 0 };
+                    print(&format!(
+                        "{p}/{obj} mtime {}, size {size}\n",
+                        output::utime(mtime_sec, nsec)
+                    ))?
+                }
                 _ => return Err(unexpected(what())),
             }
         }
@@ -781,6 +811,17 @@ async fn get(pool: &Pool<'_>, obj: &str, file: &str) -> Result<(), CliError> {
         bar.finish_and_clear();
     }
     Ok(())
+}
+
+/// `rados purge POOL --yes-i-really-really-mean-it`: removes every object of the pool.
+async fn purge(rados: &Rados, name: &str) -> Result<(), CliError> {
+    let id = rados
+        .lookup_pool(name)
+        .await
+        .map_err(|e| CliError::rados_op(format!("error pool {name}"), e.errno()))?;
+    let pool = Pool { rados, id, name };
+    bench::cleanup(&pool, Some(String::new()), bench::DEFAULT_RUN_NAME).await?;
+    print(&format!("successfully purged pool {name}\n"))
 }
 
 /// `rados df`: one row per pool, then cluster totals.

@@ -331,6 +331,44 @@ fn tool_links_ceph_args_and_bench() {
             .out();
     assert_eq!(ls, "", "bench objects left behind");
 
+    // purge (with its confirmation) and stat2
+    for i in 0..3 {
+        let name = format!("junk{i}");
+        run_bounded(
+            tool_cmd("rados", Some(&conf), &["-p", "rbd", "put", &name, "-"]),
+            Some(b"x"),
+            COMMAND_TIMEOUT,
+        )
+        .ok("put junk");
+    }
+    let st2 = run_bounded(
+        tool_cmd("rados", Some(&conf), &["-p", "rbd", "stat2", "junk0"]),
+        None,
+        COMMAND_TIMEOUT,
+    )
+    .ok("stat2")
+    .out();
+    assert!(st2.starts_with("rbd/junk0 mtime ") && st2.trim_end().ends_with(", size 1"), "{st2}");
+    let r = run_bounded(tool_cmd("rados", Some(&conf), &["purge", "rbd"]), None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    let ls =
+        run_bounded(tool_cmd("rados", Some(&conf), &["-p", "rbd", "ls"]), None, COMMAND_TIMEOUT)
+            .ok("ls")
+            .out();
+    assert_eq!(ls.lines().count(), 3, "purge without confirmation removed something");
+    let r = run_bounded(
+        tool_cmd("rados", Some(&conf), &["purge", "rbd", "--yes-i-really-really-mean-it"]),
+        None,
+        COMMAND_TIMEOUT,
+    )
+    .ok("purge");
+    assert!(r.out().contains("successfully purged pool rbd"), "{}", r.out());
+    let ls =
+        run_bounded(tool_cmd("rados", Some(&conf), &["-p", "rbd", "ls"]), None, COMMAND_TIMEOUT)
+            .ok("ls")
+            .out();
+    assert_eq!(ls, "");
+
     // A crash (SIGKILL) loses no acknowledged write: the restarted cluster has the object.
     let data = pattern(5 * 1024 * 1024 + 17, 11);
     run_bounded(
