@@ -52,11 +52,8 @@ pub struct Candidate {
 /// rendezvous hashing (straw2-like: each OSD draws `ln(u)/weight`, highest wins), preferring
 /// OSDs on hosts not chosen yet.
 pub fn place(pg: PgId, size: usize, candidates: &[Candidate]) -> Vec<OsdId> {
-    let mut scored: Vec<(f64, &Candidate)> = candidates
-        .iter()
-        .filter(|c| c.weight > 0.0)
-        .map(|c| (straw2_score(pg, c), c))
-        .collect();
+    let mut scored: Vec<(f64, &Candidate)> =
+        candidates.iter().filter(|c| c.weight > 0.0).map(|c| (straw2_score(pg, c), c)).collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.id.cmp(&b.1.id)));
     let mut chosen: Vec<&Candidate> = Vec::with_capacity(size);
     // First pass: one per host. Second pass: fill up from the remaining OSDs.
