@@ -1,7 +1,9 @@
 //! Integration tests of the client against real daemons: one monitor and three OSDs started
 //! in-process on 127.0.0.1 (port 0), with data in temporary directories.
 
+mod caps_matrix;
 mod cluster;
 mod faults;
 mod ops;
 mod security;
+mod tamper;

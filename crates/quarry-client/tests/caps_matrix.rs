@@ -1,0 +1,209 @@
+//! Every capability profile against every class of operation, on a live cluster: read,
+//! write, create, delete, snapshot, list, admin, in the user's pool and in another pool.
+//! Each refusal is checked to have changed nothing.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use quarry_client::{ClientError, ErrorCode, MonCommand, PoolId, Rados, SnapContext, SNAP_HEAD};
+
+use crate::cluster::{Cluster, Spec};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    Read,
+    List,
+    Write,
+    Create,
+    Delete,
+    Snapshot,
+}
+
+const OK: Option<ErrorCode> = None;
+const EPERM: Option<ErrorCode> = Some(ErrorCode::EPERM);
+const EACCES: Option<ErrorCode> = Some(ErrorCode::EACCES);
+
+/// (user, mon caps, osd caps, expectations in pool `a`, in pool `b`, admin command).
+type Row = (
+    &'static str,
+    &'static str,
+    &'static str,
+    [Option<ErrorCode>; 6],
+    [Option<ErrorCode>; 6],
+    Option<ErrorCode>,
+);
+
+const CLASSES: [Class; 6] =
+    [Class::Read, Class::List, Class::Write, Class::Create, Class::Delete, Class::Snapshot];
+
+fn rows() -> Vec<Row> {
+    //               read   list   write  create delete snapshot
+    vec![
+        ("full", "allow *", "allow *", [OK, OK, OK, OK, OK, OK], [OK, OK, OK, OK, OK, OK], OK),
+        (
+            "rbda",
+            "profile rbd",
+            "profile rbd pool=a",
+            [OK, OK, OK, OK, OK, OK],
+            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES],
+            EACCES,
+        ),
+        (
+            "roa",
+            "profile rbd",
+            "profile rbd-read-only pool=a",
+            [OK, OK, EPERM, EPERM, EPERM, EACCES],
+            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES],
+            EACCES,
+        ),
+        (
+            "rall",
+            "allow r",
+            "allow r",
+            [OK, OK, EPERM, EPERM, EPERM, EACCES],
+            [OK, OK, EPERM, EPERM, EPERM, EACCES],
+            EACCES,
+        ),
+        (
+            "rwa",
+            "allow r",
+            "allow rw pool=a",
+            [OK, OK, OK, OK, OK, OK],
+            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES],
+            EACCES,
+        ),
+    ]
+}
+
+fn errno<T>(r: Result<T, ClientError>) -> Option<ErrorCode> {
+    r.err().map(|e| e.errno())
+}
+
+/// Runs one operation class as `user` in `pool`; `tag` makes object names unique.
+async fn run(user: &Rados, pool: PoolId, class: Class, tag: &str) -> Option<ErrorCode> {
+    let none = SnapContext::default();
+    match class {
+        Class::Read => errno(user.read(pool, "existing", 0, 0, SNAP_HEAD).await),
+        Class::List => errno(user.list_objects(pool).await),
+        Class::Write => {
+            errno(user.write_full(pool, "existing", Bytes::from(tag.to_string()), &none).await)
+        }
+        Class::Create => errno(user.create(pool, &format!("new-{tag}"), true, &none).await),
+        Class::Delete => errno(user.remove(pool, &format!("victim-{tag}"), &none).await),
+        Class::Snapshot => errno(user.command(MonCommand::SnapCreate { pool }).await),
+    }
+}
+
+/// What the admin sees afterwards: the effect happened iff the op was allowed.
+async fn check_effect(
+    admin: &Rados,
+    pool: PoolId,
+    class: Class,
+    tag: &str,
+    allowed: bool,
+    snap_before: u64,
+) {
+    match class {
+        Class::Read | Class::List => {}
+        Class::Write => {
+            let data = admin.read(pool, "existing", 0, 0, SNAP_HEAD).await.unwrap();
+            assert_eq!(data == tag.as_bytes(), allowed, "write {tag}: object holds {data:?}");
+            // Put the baseline back for the next user.
+            admin
+                .write_full(pool, "existing", Bytes::from_static(b"base"), &SnapContext::default())
+                .await
+                .unwrap();
+        }
+        Class::Create => {
+            let exists = admin.stat(pool, &format!("new-{tag}"), SNAP_HEAD).await.is_ok();
+            assert_eq!(exists, allowed, "create {tag}");
+        }
+        Class::Delete => {
+            let exists = admin.stat(pool, &format!("victim-{tag}"), SNAP_HEAD).await.is_ok();
+            assert_eq!(exists, !allowed, "delete {tag}");
+        }
+        Class::Snapshot => {
+            // The map push may take a moment; a refused command must never show up.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            let mut now = admin.map().pools[&pool].snap_seq;
+            while allowed && now == snap_before && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                now = admin.map().pools[&pool].snap_seq;
+            }
+            if !allowed {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                now = admin.map().pools[&pool].snap_seq;
+            }
+            assert_eq!(
+                now > snap_before,
+                allowed,
+                "snapshot {tag}: snap_seq {snap_before} -> {now}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_profile_against_every_operation_class() {
+    let users = rows()
+        .iter()
+        .map(|(name, mon, osd, ..)| (name.to_string(), vec![("mon", *mon), ("osd", *osd)]))
+        .collect();
+    let spec = Spec {
+        osds: 1,
+        pools: vec![("a".into(), 8, 1), ("b".into(), 8, 1)],
+        users,
+        ..Spec::default()
+    };
+    let cluster = Cluster::start(spec).await;
+    let admin = cluster.admin().await;
+    let mut report = BTreeMap::new();
+    for (name, _, _, in_a, in_b, admin_expect) in rows() {
+        let user = Rados::connect(cluster.user_config(name)).await.unwrap();
+        for (pool_name, expect) in [("a", in_a), ("b", in_b)] {
+            let pool = admin.pool_id(pool_name).unwrap();
+            for (class, want) in CLASSES.iter().zip(expect) {
+                let tag = format!("{name}-{pool_name}-{class:?}");
+                admin
+                    .write_full(
+                        pool,
+                        "existing",
+                        Bytes::from_static(b"base"),
+                        &SnapContext::default(),
+                    )
+                    .await
+                    .unwrap();
+                admin
+                    .write_full(
+                        pool,
+                        &format!("victim-{tag}"),
+                        Bytes::from_static(b"v"),
+                        &SnapContext::default(),
+                    )
+                    .await
+                    .unwrap();
+                let snap_before = admin.map().pools[&pool].snap_seq;
+                let got = run(&user, pool, *class, &tag).await;
+                report.insert(tag.clone(), (got, want));
+                check_effect(&admin, pool, *class, &tag, got.is_none(), snap_before).await;
+            }
+        }
+        let pool_name = format!("made-by-{name}");
+        let got = errno(
+            user.command(MonCommand::PoolCreate {
+                name: pool_name.clone(),
+                pg_num: Some(4),
+                size: Some(1),
+            })
+            .await,
+        );
+        report.insert(format!("{name}-admin"), (got, admin_expect));
+        let exists = admin.lookup_pool(&pool_name).await.is_ok();
+        assert_eq!(exists, got.is_none(), "pool create by {name}");
+        user.shutdown().await;
+    }
+    let wrong: Vec<_> = report.iter().filter(|(_, (got, want))| got != want).collect();
+    assert!(wrong.is_empty(), "unexpected outcomes (got, want): {wrong:#?}");
+    admin.shutdown().await;
+    cluster.shutdown().await;
+}
