@@ -141,7 +141,7 @@ async fn tampered_and_replayed_frames_are_refused_and_change_nothing() {
     .await
     .expect("the OSD must close the connection, not hang");
     assert!(result.is_err(), "a tampered frame was answered: {result:?}");
-    let err = rados.stat(pool, name, SNAP_HEAD).await.err().expect("object must not exist");
+    let err = rados.stat(pool, name, SNAP_HEAD).await.expect_err("object must not exist");
     assert_eq!(err.errno(), ErrorCode::ENOENT);
 
     // Replay: the first copy is executed, the second is refused (sequence) and the connection
