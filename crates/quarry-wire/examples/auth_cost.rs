@@ -79,26 +79,36 @@ async fn main() {
     let secs = start.elapsed().as_secs_f64();
     println!("handshakes: {n} in {secs:.2} s = {:.0} connections/s", f64::from(n) / secs);
 
-    // 2. signed 4 KiB request round trips at queue depth 32 on one connection
-    let c = connect(addr, &entity, Service::Mon, &secret, Duration::from_secs(5))
-        .await
-        .expect("connect");
-    let ops = 100_000u32;
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..32 {
-        let client = c.client.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..ops / 32 {
-                assert_eq!(client.call(write_request()).await.expect("call"), Reply::Ack);
-            }
-        }));
+    // 2. 4 KiB request round trips at queue depth 32 on one connection, signed and unsigned
+    let mut rates = [0f64; 2];
+    for (i, unsigned) in [false, true].into_iter().enumerate() {
+        quarry_wire::conn::disable_signatures_for_measurement(unsigned);
+        let c = connect(addr, &entity, Service::Mon, &secret, Duration::from_secs(5))
+            .await
+            .expect("connect");
+        let ops = 100_000u32;
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let client = c.client.clone();
+            tasks.push(tokio::spawn(async move {
+                for _ in 0..ops / 32 {
+                    assert_eq!(client.call(write_request()).await.expect("call"), Reply::Ack);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("task");
+        }
+        rates[i] = f64::from(ops) / start.elapsed().as_secs_f64();
     }
-    for t in tasks {
-        t.await.expect("task");
-    }
-    let secs = start.elapsed().as_secs_f64();
-    println!("signed 4 KiB round trips, QD32, one connection: {:.0} ops/s", f64::from(ops) / secs);
+    quarry_wire::conn::disable_signatures_for_measurement(false);
+    println!(
+        "4 KiB round trips, QD32, one connection: signed {:.0} ops/s, unsigned {:.0} ops/s, ratio signed/unsigned {:.2}",
+        rates[0],
+        rates[1],
+        rates[0] / rates[1]
+    );
 
     // 3. frame encode+decode cost, signed vs unsigned
     let msg = Message::Request(write_request());

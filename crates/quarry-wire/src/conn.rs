@@ -38,6 +38,22 @@ pub const INFLIGHT_REQUESTS_MAX: usize = 256;
 /// Frames queued for the writer task of one connection.
 const OUTGOING_QUEUE_MAX: usize = 1024;
 
+/// Whether sessions sign their frames. Always true in Quarry's daemons and tools; only the
+/// `auth_cost` benchmark turns it off (in one process, for both ends) to measure what
+/// signatures cost. Both ends of a connection must agree, so it is not a configuration option.
+static SIGN_FRAMES: AtomicBool = AtomicBool::new(true);
+
+/// Measurement only: turn frame signatures off (true) or on for every session this process
+/// opens or accepts afterwards. The handshake still authenticates both ends.
+#[doc(hidden)]
+pub fn disable_signatures_for_measurement(disabled: bool) {
+    SIGN_FRAMES.store(!disabled, Ordering::SeqCst);
+}
+
+fn session_signing_key(key: SessionKey) -> Option<SessionKey> {
+    SIGN_FRAMES.load(Ordering::SeqCst).then_some(key)
+}
+
 /// The secret a client proves it holds.
 #[derive(Clone)]
 pub enum ClientSecret {
@@ -193,9 +209,9 @@ pub async fn connect(
             ));
         }
         let session = quarry_auth::session_key(key, &client_nonce, &server_nonce);
-        reader.key = Some(session);
+        reader.key = session_signing_key(session);
         reader.payload_max = FRAME_PAYLOAD_MAX;
-        writer.key = Some(session);
+        writer.key = session_signing_key(session);
         Ok((reader, writer, welcome.global_id, session))
     };
     let (reader, writer, global_id, session_key) =
@@ -296,9 +312,9 @@ pub async fn accept<A: Authenticator>(
             quarry_auth::server_proof(&secret, &hello.entity, &hello.client_nonce, &server_nonce);
         writer.send(0, &Message::Welcome(Welcome { proof, global_id })).await?;
         let key = quarry_auth::session_key(&secret, &hello.client_nonce, &server_nonce);
-        reader.key = Some(key);
+        reader.key = session_signing_key(key);
         reader.payload_max = FRAME_PAYLOAD_MAX;
-        writer.key = Some(key);
+        writer.key = session_signing_key(key);
         Ok((reader, writer, session, key))
     };
     let (reader, writer, session, session_key) =

@@ -183,3 +183,53 @@ async fn stalled_handshake_times_out() {
     .await;
     assert!(matches!(r, Err(WireError::Timeout)));
 }
+
+#[tokio::test]
+async fn unsigned_frames_are_refused_by_a_signing_server() {
+    // A client that (wrongly) sends unsigned frames after the handshake is cut off: this is
+    // what the signing switch guards against, and why it is not a configuration option.
+    let addr = server().await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let hello = Hello {
+        protocol: quarry_wire::PROTOCOL_VERSION,
+        service: Service::Mon,
+        entity: EntityName::client("admin"),
+        client_nonce: [1; 16],
+        ticket: None,
+    };
+    s.write_all(&encode_frame(0, 0, &Message::Hello(hello), None).unwrap()).await.unwrap();
+    let mut header = [0u8; HEADER_LEN];
+    s.read_exact(&mut header).await.unwrap();
+    let h = quarry_wire::codec::decode_header(&header, 1 << 16).unwrap();
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).await.unwrap();
+    let Message::Challenge(ch) =
+        quarry_wire::codec::decode_body(&header, &h, &body, None, 0).unwrap()
+    else {
+        panic!("expected a challenge")
+    };
+    let proof =
+        quarry_auth::client_proof(KEY, &EntityName::client("admin"), &[1; 16], &ch.server_nonce);
+    s.write_all(&encode_frame(0, 0, &Message::Proof(quarry_wire::Proof { proof }), None).unwrap())
+        .await
+        .unwrap();
+    s.read_exact(&mut header).await.unwrap();
+    let h = quarry_wire::codec::decode_header(&header, 1 << 16).unwrap();
+    let mut body = vec![0u8; h.body_len()];
+    s.read_exact(&mut body).await.unwrap();
+    assert!(matches!(
+        quarry_wire::codec::decode_body(&header, &h, &body, None, 0).unwrap(),
+        Message::Welcome(_)
+    ));
+    // Authenticated, but now an unsigned request: the server must close without answering.
+    s.write_all(&encode_frame(1, 1, &Message::Request(Request::GetMap), None).unwrap())
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(T, s.read_to_end(&mut rest)).await.expect("server must close");
+    assert!(
+        n.is_err() || rest.is_empty(),
+        "server answered an unsigned frame: {} bytes",
+        rest.len()
+    );
+}
