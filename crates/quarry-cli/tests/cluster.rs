@@ -1,6 +1,7 @@
 //! A cluster of separate processes on loopback: `quarry cluster-init`, one `quarry mon` and
-//! three `quarry osd`, concurrent `rados` clients writing while an OSD is killed (SIGKILL)
-//! and restarted, then every object read back byte for byte; every daemon exits 0 on SIGTERM.
+//! three `quarry osd`, concurrent `rados` clients writing while an OSD and then the monitor
+//! are killed (SIGKILL) and restarted, then every object read back byte for byte; every
+//! daemon exits 0 on SIGTERM.
 
 mod common;
 
@@ -50,7 +51,7 @@ fn wait_healthy(conf: &Path, osds: u32) {
 }
 
 #[test]
-fn separate_daemons_survive_an_osd_kill() {
+fn separate_daemons_survive_osd_and_monitor_kills() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let mut init = Command::new(quarry());
@@ -117,6 +118,20 @@ fn separate_daemons_survive_an_osd_kill() {
     let while_down = written.lock().unwrap().len() - before_kill;
     osds[1] = osd(&dir, 1);
     std::thread::sleep(Duration::from_millis(1000));
+    // Then the monitor: SIGKILL, down for 2 s (new clients wait to connect; OSDs keep
+    // serving), restarted on its data directory without --mkfs.
+    let before_mon_kill = written.lock().unwrap().len();
+    mon.kill();
+    std::thread::sleep(Duration::from_secs(2));
+    let mut mon_cmd = Command::new(quarry());
+    mon_cmd.arg("mon").arg("--data").arg(dir.join("mon")).args(["--addr", &mon_addr]);
+    mon = Daemon::spawn("mon.a", mon_cmd);
+    mon.wait_ready();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while written.lock().unwrap().len() < before_mon_kill + 8 {
+        assert!(Instant::now() < deadline, "no writes after the monitor restart");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     stop.store(true, Ordering::Relaxed);
     for w in writers {
         w.join().expect("writer thread");
