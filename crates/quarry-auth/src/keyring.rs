@@ -20,8 +20,8 @@ use std::path::Path;
 
 use quarry_types::{EntityName, EntityType};
 
-use crate::ini::{self, Item};
 use crate::{AuthError, CryptoKey};
+use quarry_conf::ini::{self, Item};
 
 /// Keyring files larger than this are refused (they hold a few keys).
 pub const KEYRING_FILE_BYTES_MAX: u64 = 16 << 20;

@@ -83,7 +83,6 @@
 mod caps;
 mod crypto;
 mod error;
-mod ini;
 mod key;
 mod keyring;
 mod ticket;

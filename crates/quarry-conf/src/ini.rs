@@ -1,11 +1,11 @@
-//! A line lexer for Ceph's INI dialect, as Ceph's `ConfFile` reads ceph.conf: `[section]`
-//! headers, `key = value` lines, `#` and `;` comments (whole-line or trailing), values in
+//! A line lexer for Ceph's INI dialect, as Ceph's `ConfFile` reads ceph.conf and keyrings
+//! (quarry-auth's keyring parser uses it too): `[section]` headers, `key = value` lines, `#` and `;` comments (whole-line or trailing), values in
 //! double or single quotes, `\x` escapes, and `\` at the end of a line continuing it.
 //! Inside quotes `#` and `;` are literal (Ceph refuses them there; accepting is a superset).
 
 /// One meaningful line.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Item {
+pub enum Item {
     /// `[name]`, trimmed.
     Section(String),
     /// `key = value`: key trimmed as written, value unquoted and unescaped.
@@ -14,19 +14,21 @@ pub(crate) enum Item {
 
 /// A meaningful line and where it started (1-based).
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Line {
-    pub(crate) number: usize,
-    pub(crate) item: Item,
+pub struct Line {
+    /// 1-based line number where the item started.
+    pub number: usize,
+    /// What the line holds.
+    pub item: Item,
 }
 
 /// A syntax error: 1-based line number and what is wrong.
-pub(crate) type SyntaxError = (usize, &'static str);
+pub type SyntaxError = (usize, &'static str);
 
 /// Lines longer than this (after joining continuations) are refused: config files are small.
 const LOGICAL_LINE_MAX: usize = 64 * 1024;
 
 /// Splits `text` into sections and entries.
-pub(crate) fn lex(text: &str) -> Result<Vec<Line>, SyntaxError> {
+pub fn lex(text: &str) -> Result<Vec<Line>, SyntaxError> {
     let mut out = Vec::new();
     for (number, line) in logical_lines(text) {
         if line.len() > LOGICAL_LINE_MAX {

@@ -40,7 +40,7 @@
 mod args;
 mod conf;
 mod error;
-mod ini;
+pub mod ini;
 mod keys;
 mod mon_host;
 mod options;
