@@ -18,7 +18,9 @@
 //! OsdBoot (registers an unknown id only if `osd.N` has a key; sets addr/host/up and bumps
 //! `up_from` to the new epoch), OsdDown, AuthGetOrCreate/AuthCaps/AuthDel/AuthImport (caps
 //! validated with `quarry_auth::Caps::parse`; caps changes and deletions set
-//! `auth_floor[entity]` to the proposer's clock), BlocklistAdd, RotateServiceKey,
+//! `auth_floor[entity]` to the second after the proposer's clock, so tickets issued in the
+//! same second as the change are revoked too, and tickets issued after it are stamped no
+//! earlier than the floor), BlocklistAdd, RotateServiceKey,
 //! AllocGlobalIds. Every change to the map bumps its epoch; subscribers get every new map.
 //!
 //! # Determinism rule

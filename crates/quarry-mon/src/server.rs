@@ -193,11 +193,14 @@ impl Mon {
             };
         };
         let ttl = self.cfg.ticket_ttl.as_secs().max(1);
+        // Not before the entity's auth_floor: a revocation earlier in this second must not
+        // make the ticket just issued with the new caps invalid.
+        let issued = state.ticket_issue_time(&ctx.session.entity, unix_now());
         let (ticket, sealed) = ring.issue(
             ctx.session.entity.clone(),
             ctx.session.global_id,
             auth.caps.clone(),
-            unix_now(),
+            issued,
             ttl,
         );
         Reply::Ticket {

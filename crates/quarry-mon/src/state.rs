@@ -299,7 +299,7 @@ impl MonState {
             return Err(OpError::noent(format!("couldn't find entry {entity}")));
         };
         existing.caps = caps.clone();
-        self.map.auth_floor.insert(entity.to_string(), now);
+        self.revoke_tickets(entity, now);
         self.bump();
         Ok(Outcome::Done(format!("updated caps for {entity}")))
     }
@@ -308,7 +308,7 @@ impl MonState {
         if self.auth.remove(entity).is_none() {
             return Err(OpError::noent(format!("failed to find {entity} in keyring")));
         }
-        self.map.auth_floor.insert(entity.to_string(), now);
+        self.revoke_tickets(entity, now);
         self.bump();
         Ok(Outcome::Done("updated".into()))
     }
@@ -324,7 +324,7 @@ impl MonState {
                 .get(&record.entity)
                 .is_some_and(|old| old.key != record.key || old.caps != record.caps);
             if changed {
-                self.map.auth_floor.insert(record.entity.to_string(), now);
+                self.revoke_tickets(&record.entity, now);
                 revoked = true;
             }
             self.insert_entity(record);
@@ -333,6 +333,25 @@ impl MonState {
             self.bump();
         }
         Ok(Outcome::Done("imported keyring".into()))
+    }
+
+    /// Revokes every ticket of `entity` issued so far: OSDs honour a ticket only if
+    /// `issued_unix >= auth_floor`, so the floor must be *above* the issue time of every
+    /// ticket already out. Tickets carry whole seconds: one issued earlier in the same second
+    /// as the change (the proposer's clock `now`) holds the old caps, or a deleted entity's,
+    /// so the floor is at least `now + 1`. Tickets issued after a revocation are stamped no
+    /// earlier than its floor ([`MonState::ticket_issue_time`]), so a second revocation in
+    /// that second goes one above the previous floor. The floor never moves back.
+    fn revoke_tickets(&mut self, entity: &EntityName, now: u64) {
+        let entry = self.map.auth_floor.entry(entity.to_string()).or_insert(0);
+        *entry = (*entry).max(now).saturating_add(1);
+    }
+
+    /// The issue time to stamp on a ticket of `entity` issued at `now`: `now`, or the entity's
+    /// `auth_floor` if that is later (a ticket issued after a revocation in the same second
+    /// carries the new caps and must stay valid).
+    pub fn ticket_issue_time(&self, entity: &EntityName, now: u64) -> u64 {
+        self.map.auth_floor.get(&entity.to_string()).map_or(now, |&floor| floor.max(now))
     }
 
     fn blocklist_add(&mut self, instance: &str, expire_secs: u64, now: u64) -> Applied {
@@ -548,9 +567,48 @@ mod tests {
         let rb: Vec<_> = history().iter().map(|p| b.apply(p)).collect();
         assert_eq!(ra, rb);
         assert_eq!(a, b);
-        assert_eq!(a.map.auth_floor.get("client.qemu"), Some(&21));
+        assert_eq!(a.map.auth_floor.get("client.qemu"), Some(&22));
         assert_eq!(a.map.blocklist.get("client.qemu@4100"), Some(&21));
         assert_eq!(ra[8], Ok(Outcome::GlobalIds { start: GLOBAL_ID_FIRST }));
+    }
+
+    /// Goal: a caps change, deletion or import revokes tickets issued in its own second (OSDs
+    /// honour `issued >= floor`), and tickets issued after it are stamped so they stay valid.
+    #[test]
+    fn revocation_covers_its_own_second() {
+        let mut s = booted();
+        let qemu = EntityName::client("qemu");
+        let create = Op::AuthGetOrCreate {
+            entity: qemu.clone(),
+            caps: caps(&[("osd", "allow rw")]),
+            key: key(3),
+        };
+        s.apply(&at(100, create)).unwrap();
+        assert_eq!(s.ticket_issue_time(&qemu, 100), 100, "no floor yet");
+        s.apply(&at(100, Op::AuthCaps { entity: qemu.clone(), caps: caps(&[("osd", "allow r")]) }))
+            .unwrap();
+        let floor = s.map.auth_floor["client.qemu"];
+        assert!(floor > 100, "a ticket issued at 100 before the change is still honoured");
+        let issued = s.ticket_issue_time(&qemu, 100);
+        assert!(issued >= floor, "a ticket issued at 100 after the change is refused");
+        assert_eq!(s.ticket_issue_time(&qemu, 500), 500);
+        // A second revocation in the same second revokes the ticket stamped at the first
+        // floor; a proposer whose clock is behind never lowers the floor.
+        s.apply(&at(90, Op::AuthDel { entity: qemu.clone() })).unwrap();
+        let second = s.map.auth_floor["client.qemu"];
+        assert!(second > issued, "a ticket issued between two revocations survives the second");
+        assert_eq!(s.ticket_issue_time(&qemu, 100), second);
+        let import = Op::AuthImport {
+            entries: vec![EntityRecord {
+                entity: qemu.clone(),
+                key: key(4),
+                caps: caps(&[("osd", "allow r")]),
+            }],
+        };
+        s.apply(&at(300, import)).unwrap();
+        assert_eq!(s.map.auth_floor["client.qemu"], second, "a new entity revokes nothing");
+        s.apply(&at(300, Op::AuthCaps { entity: qemu.clone(), caps: BTreeMap::new() })).unwrap();
+        assert_eq!(s.map.auth_floor["client.qemu"], 301);
     }
 
     #[test]

@@ -535,3 +535,60 @@ async fn assert_closed(stream: &mut tokio::net::TcpStream) {
         }
     }
 }
+
+/// Opens a sealed ticket with the service keys osd.0 fetches (as an OSD would).
+async fn open_ticket(mon: std::net::SocketAddr, keys: &Keys, sealed: &[u8]) -> quarry_auth::Ticket {
+    let osd = connect(mon, &EntityName::osd(0), &keys.osd0).await.unwrap();
+    let Reply::ServiceKeys(keys) = call(&osd, Request::GetServiceKeys).await else {
+        panic!("service keys")
+    };
+    let service_keys = quarry_auth::open_service_keys(&osd.session_key, &keys).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    quarry_auth::open_ticket_bytes(&service_keys, sealed, now).expect("ticket opens")
+}
+
+/// Goal: a caps change or deletion revokes every ticket issued before it, even one issued in
+/// the same second, and never one issued after it. OSDs honour a ticket iff `issued_unix >=
+/// auth_floor[entity]`. Method: ticket, caps change, ticket, delete, re-create, ticket, all
+/// within a second or two; compare each ticket's issue time with the floor in force.
+#[tokio::test]
+async fn auth_floor_revokes_tickets_of_the_same_second_but_not_later_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = Keys::new();
+    let mon = start(config(dir.path(), &keys)).await;
+    let admin = common::admin(mon.addr(), &keys).await;
+    let rbd = caps(&[("mon", "profile rbd"), ("osd", "profile rbd")]);
+    let goc = MonCommand::AuthGetOrCreate { entity: "client.qemu".into(), caps: rbd.clone() };
+    let MonReply::Keyring(text) = ok(&admin, goc).await else { panic!("keyring") };
+    let qemu = EntityName::client("qemu");
+    let key = Keyring::parse(&text).unwrap().get(&qemu).unwrap().key.clone();
+    let ticket = |conn: &quarry_wire::Connected| {
+        let client = conn.client.clone();
+        async move {
+            let Reply::Ticket { ticket, .. } = client.call(Request::GetTicket).await.unwrap()
+            else {
+                panic!("ticket")
+            };
+            ticket
+        }
+    };
+    let honoured = |t: &quarry_auth::Ticket, m: &quarry_wire::ClusterMap| {
+        m.auth_floor.get("client.qemu").is_none_or(|&floor| t.issued_unix >= floor)
+    };
+
+    let user = connect(mon.addr(), &qemu, &key).await.unwrap();
+    let before = open_ticket(mon.addr(), &keys, &ticket(&user).await).await;
+    let reduced = caps(&[("mon", "profile rbd"), ("osd", "profile rbd-read-only")]);
+    done(&admin, MonCommand::AuthCaps { entity: "client.qemu".into(), caps: reduced.clone() })
+        .await;
+    let after = open_ticket(mon.addr(), &keys, &ticket(&user).await).await;
+    let m = map(&admin).await;
+    assert_eq!(after.caps, reduced);
+    assert!(!honoured(&before, &m), "a ticket with the old caps survives: {before:?} {m:?}");
+    assert!(honoured(&after, &m), "a ticket with the new caps is refused: {after:?} {m:?}");
+
+    done(&admin, MonCommand::AuthDel { entity: "client.qemu".into() }).await;
+    let m = map(&admin).await;
+    assert!(!honoured(&after, &m), "a deleted entity's ticket survives: {after:?} {m:?}");
+    mon.shutdown().await;
+}
