@@ -206,3 +206,52 @@ async fn garbage_and_truncated_frames_close_only_that_connection() {
     osd.shutdown().await;
     cluster.mon.shutdown().await;
 }
+
+/// Goal: an op is executed only in the PG its object name hashes to. A client that names
+/// another PG of the pool (buggy, or lying) would otherwise store the object where no other
+/// client looks for it: invisible to reads, yet listed. Method: send a write and a read of
+/// one name to every other PG of the pool over a genuine admin session; each must be refused
+/// and leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ops_naming_the_wrong_pg_are_refused() {
+    use bytes::Bytes;
+    use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
+    use quarry_wire::{OsdOp, Reply, Request};
+
+    let cluster = Cluster::start().await;
+    let osd = cluster.start_osd().await;
+    let admin = cluster.admin().await;
+    let client = admin.osd_client(osd.addr()).await;
+    client.write_full("placed", b"right pg").await.unwrap();
+    let write = vec![ObjectOp::WriteFull { data: Payload::new(Bytes::from_static(b"wrong pg")) }];
+    let read = vec![ObjectOp::Read { off: 0, len: 0 }];
+    for (name, ops) in [("misplaced", &write), ("placed", &write), ("placed", &read)] {
+        let right = client.pg(name);
+        for seed in (0..crate::common::PG_NUM).filter(|&s| s != right.seed) {
+            let op = OsdOp {
+                pg: PgId { pool: right.pool, seed },
+                epoch: client.map.epoch,
+                name: name.into(),
+                snapc: SnapContext::default(),
+                snap: SNAP_HEAD,
+                ops: ops.clone(),
+            };
+            let reply = loop {
+                match client.rpc.call(Request::Op(op.clone())).await.unwrap() {
+                    Reply::Retry { .. } => tokio::time::sleep(Duration::from_millis(50)).await,
+                    other => break other,
+                }
+            };
+            assert!(
+                matches!(reply, Reply::Failed { code: ErrorCode::EINVAL, .. }),
+                "{name} in pg seed {seed} (it hashes to {}): {reply:?}",
+                right.seed
+            );
+        }
+    }
+    assert_eq!(client.list_all().await, vec!["placed".to_string()]);
+    assert_eq!(client.read("placed").await.unwrap(), b"right pg");
+    assert_eq!(client.read("misplaced").await, Err(ErrorCode::ENOENT));
+    osd.shutdown().await;
+    cluster.mon.shutdown().await;
+}

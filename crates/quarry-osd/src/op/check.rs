@@ -1,7 +1,8 @@
 //! Pure checks an op passes before it touches a PG: is the session still honoured (ticket
 //! not expired, not revoked by `auth_floor`, instance not blocklisted), do its caps allow the
-//! access on the pool, and is the op vector well formed (name length, crc of every payload,
-//! no mutation of a snapshot). Each failure is the `Reply` the client gets.
+//! access on the pool, does the object name hash to the PG the op names, and is the op vector
+//! well formed (name length, crc of every payload, no mutation of a snapshot). Each failure is
+//! the `Reply` the client gets.
 
 use quarry_auth::OsdAccess;
 use quarry_types::{ErrorCode, ObjectOp, OpReply, OBJECT_NAME_LEN_MAX, SNAP_HEAD};
@@ -97,6 +98,20 @@ pub(crate) fn validate(op: &OsdOp) -> Result<(), Reply> {
     Ok(())
 }
 
+/// Refuses an op whose object name does not hash to the PG it names (`pg_num` is the pool's
+/// PG count). Clients compute the PG with `quarry_placement::pg_of`; an op sent to another PG
+/// of the pool (a buggy or lying client) would otherwise store the object where no reader
+/// looks for it: absent to every read of that name, yet listed. EINVAL, nothing changes
+/// (Ceph answers such misdirected ops with an error too).
+pub(crate) fn placed(op: &OsdOp, pg_num: u32) -> Result<(), Reply> {
+    if pg_num > 0 && quarry_placement::pg_of(&op.name, pg_num) == op.pg.seed {
+        return Ok(());
+    }
+    tracing::warn!(object = op.name, pg = %op.pg, pg_num, "op names a pg its object is not in");
+    let message = format!("object '{}' is not in pg {} (misdirected op)", op.name, op.pg);
+    Err(Reply::Failed { code: ErrorCode::EINVAL, message })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +184,19 @@ mod tests {
         let ro = session("profile rbd-read-only");
         assert!(caps_allow(&ro, "rbd", OsdAccess::READ).is_ok());
         assert!(caps_allow(&ro, "rbd", OsdAccess::WRITE).is_err());
+    }
+
+    #[test]
+    fn ops_must_name_the_pg_of_their_object() {
+        let mut o = op(vec![ObjectOp::Stat]);
+        let seed = quarry_placement::pg_of("obj", 8);
+        o.pg.seed = seed;
+        assert!(placed(&o, 8).is_ok());
+        o.pg.seed = (seed + 1) % 8;
+        assert_eq!(code(placed(&o, 8).unwrap_err()), ErrorCode::EINVAL);
+        o.pg.seed = 0;
+        assert!(placed(&o, 1).is_ok());
+        assert!(placed(&o, 0).is_err(), "a pool without PGs holds nothing");
     }
 
     #[test]

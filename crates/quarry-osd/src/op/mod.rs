@@ -2,7 +2,8 @@
 //!
 //! An op vector goes: epoch catch-up (wait briefly if the client saw a newer map) → session
 //! still honoured → pool and primary check at the current epoch (`Retry` otherwise) → caps
-//! (`EPERM`, nothing changes) → validation → mutations through `raft.client_write` (the reply
+//! (`EPERM`, nothing changes) → validation → the name must hash to the PG named (`EINVAL`)
+//! → mutations through `raft.client_write` (the reply
 //! is the `OpReply` of apply), pure reads from the store behind the PG's read barrier.
 
 pub(crate) mod check;
@@ -20,7 +21,7 @@ use crate::daemon::Osd;
 use crate::pg::state_machine::blocking;
 use crate::pg::{network, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
-use check::{access_of, caps_allow, session_honoured, validate};
+use check::{access_of, caps_allow, placed, session_honoured, validate};
 
 /// How long an op from a client with a newer map waits for ours to catch up.
 const EPOCH_CATCH_UP: Duration = Duration::from_secs(2);
@@ -86,6 +87,10 @@ pub(crate) async fn handle_op(osd: &Osd, session: &Session, op: OsdOp) -> Reply 
         Err(reply) => return reply,
     };
     if let Err(reply) = validate(&op) {
+        return reply;
+    }
+    let pg_num = map.pools.get(&op.pg.pool).map_or(0, |pool| pool.pg_num);
+    if let Err(reply) = placed(&op, pg_num) {
         return reply;
     }
     if op.ops.iter().any(ObjectOp::is_mutation) {
