@@ -93,9 +93,17 @@
 //! `LogFlushed::log_io_completed(Ok(()))` for appends, a oneshot for `save_vote` (which
 //! returns only then). While the writer syncs, new requests pile up for the next round, so N
 //! concurrent appenders cost far fewer than N fsyncs ([`WalStats::fsyncs`] counts them).
-//! Truncate, purge and save_committed are not waited for: they are durable with the next
-//! round, and records are durable in queue order, so a crash always recovers a prefix of the
-//! operations. A failed write or fdatasync aborts the process: a failed fsync cannot be
+//! Truncate, purge, remove-group and save_committed are not waited for, and do not cost an
+//! fsync of their own: a round made only of them is written without one (openraft saves
+//! `committed` after every commit, which used to double the fsyncs of sequential writes); the
+//! next round with a waiter fdatasyncs the segment and so makes them durable too, or, if no
+//! such round comes, a lazy sync at most [`writer::LAZY_SYNC_AFTER`] later
+//! ([`WalStats::unsynced_rounds`] counts such rounds). Records are durable in queue order (one
+//! file, one fdatasync covers everything written before it; the old segment is synced before
+//! a new one starts), so a crash always recovers a prefix of the operations: a truncate
+//! followed by an append is durable before the append is acknowledged, and can never be
+//! recovered as the old entries once the new one was. Dead segments are deleted only after a
+//! sync that left nothing unsynced, so the purge that killed them is durable. A failed write or fdatasync aborts the process: a failed fsync cannot be
 //! retried safely (the kernel may have dropped the dirty pages), as raft-engine also decides.
 //!
 //! Appended entries are readable as soon as `append` returns (served from the queued bytes).
@@ -182,8 +190,11 @@ pub struct WalStats {
     pub records: u64,
     /// Bytes written by group commits (checkpoints of new segments excluded).
     pub bytes: u64,
-    /// fdatasync calls made by group commits.
+    /// fdatasync calls made by group commits (and lazy syncs of records nobody waited for).
     pub fsyncs: u64,
+    /// Rounds written without an fsync because nobody waited for them (committed, truncate,
+    /// purge, remove-group records); a later round's fsync made them durable.
+    pub unsynced_rounds: u64,
     /// Segment files on disk.
     pub segments: u64,
     /// Entries written.

@@ -1,7 +1,18 @@
 //! The writer thread: group commit. It owns the active segment. Each round it takes every
 //! queued request (up to [`BATCH_BYTES_MAX`]), encodes them into one buffer, writes it with one
-//! `pwrite`, fdatasyncs once, publishes the new disk positions to readers, completes every
-//! waiter, then deletes the segments no live entry needs. It also rotates segments.
+//! `pwrite`, fdatasyncs once if anyone waits for the round, publishes the new disk positions to
+//! readers, completes every waiter, then deletes the segments no live entry needs. It also
+//! rotates segments.
+//!
+//! Records nobody waits for (save_committed, truncate, purge, remove-group: openraft calls
+//! `save_committed` after every commit) do not cost an fsync of their own. A round made only of
+//! them is written without one; the next round with a waiter (or, when the log goes idle,
+//! a lazy sync after [`LAZY_SYNC_AFTER`]) fdatasyncs the segment, which covers them. Order is
+//! kept: one file, written in queue order, and one fdatasync makes everything before it
+//! durable, so a crash still recovers a prefix of the operations; before a new segment is
+//! started the old one is synced, so a durable record in a newer segment never follows a
+//! lost one in an older segment. Segments are deleted only after a round that left nothing
+//! unsynced: the purge or truncate that killed them is durable by then.
 //!
 //! An I/O error here aborts the process: after a failed write or fdatasync the page cache and
 //! the disk may disagree and retrying can report data durable that is not (the "fsyncgate"
@@ -12,6 +23,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -26,6 +38,11 @@ use crate::wal::{lock, Completion, Request, Shared};
 
 /// A round writes at most this many bytes (plus one request); the rest waits for the next.
 pub const BATCH_BYTES_MAX: u64 = 16 << 20;
+
+/// Records written without an fsync (nobody waited for them) are synced at the latest this
+/// long after they were written (by the next round, or when the log is idle); a round with a
+/// waiter syncs them earlier.
+pub const LAZY_SYNC_AFTER: Duration = Duration::from_millis(50);
 
 /// An entry written this round, to publish to readers.
 struct Written {
@@ -57,7 +74,19 @@ pub(crate) struct Writer {
     active_start: u64,
     /// Oldest segment file still on disk (segments `oldest_seq ..= active_seq` exist).
     oldest_seq: u64,
+    /// When the oldest record written without an fsync since the last one was written.
+    unsynced: Option<Instant>,
     buffer: Vec<u8>,
+}
+
+/// What the writer does next.
+enum Next {
+    /// A round of requests.
+    Round(Vec<Request>),
+    /// The queue stayed empty for [`LAZY_SYNC_AFTER`] with unsynced records: sync them.
+    Idle,
+    /// The log was dropped and the queue is empty.
+    Stop,
 }
 
 impl Writer {
@@ -78,24 +107,45 @@ impl Writer {
             active_len,
             active_start,
             oldest_seq,
+            unsynced: None,
             buffer: Vec::new(),
         }
     }
 
-    /// Runs rounds until the log is dropped and the queue is empty.
+    /// Runs rounds until the log is dropped and the queue is empty; leaves nothing unsynced.
     pub fn run(mut self) {
-        while let Some(batch) = self.next_batch() {
-            self.commit(batch);
+        loop {
+            match self.next_batch() {
+                Next::Round(batch) => self.commit(batch),
+                Next::Idle => self.sync_idle(),
+                Next::Stop => break,
+            }
+        }
+        if self.unsynced.is_some() {
+            self.sync_idle();
         }
         tracing::debug!(dir = %self.shared.dir.display(), "WAL writer stopped");
     }
 
-    /// Waits for requests and takes them, up to the batch bound.
-    fn next_batch(&self) -> Option<Vec<Request>> {
+    /// Waits for requests and takes them, up to the batch bound. With unsynced records it
+    /// waits at most [`LAZY_SYNC_AFTER`].
+    fn next_batch(&self) -> Next {
         let mut state = lock(&self.shared.state);
         while state.queue.is_empty() {
             if state.shutdown {
-                return None;
+                return Next::Stop;
+            }
+            if let Some(since) = self.unsynced {
+                let left = LAZY_SYNC_AFTER.saturating_sub(since.elapsed());
+                let (guard, waited) = match self.shared.wake.wait_timeout(state, left) {
+                    Ok(woken) => woken,
+                    Err(_) => panic!("the WAL state mutex is poisoned"),
+                };
+                state = guard;
+                if (left.is_zero() || waited.timed_out()) && state.queue.is_empty() {
+                    return Next::Idle;
+                }
+                continue;
             }
             state = match self.shared.wake.wait(state) {
                 Ok(guard) => guard,
@@ -114,22 +164,40 @@ impl Writer {
             batch.push(request);
         }
         assert!(!batch.is_empty());
-        Some(batch)
+        Next::Round(batch)
     }
 
-    /// One group commit.
+    /// One group commit. The fdatasync is skipped when nobody waits for the round (see the
+    /// module docs); segments are deleted only when nothing written is left unsynced.
     fn commit(&mut self, batch: Vec<Request>) {
         if self.active_len - self.active_start >= self.shared.options.segment_bytes {
+            if self.unsynced.is_some() {
+                // Everything in the old segment must be durable before anything in the new one.
+                self.sync();
+            }
             self.rotate();
         }
         let round = self.encode(batch);
         if !self.buffer.is_empty() {
-            self.write_and_sync();
+            self.write();
+        }
+        let waited = !round.completions.is_empty();
+        let overdue = self.unsynced.is_some_and(|since| since.elapsed() >= LAZY_SYNC_AFTER);
+        if (waited || overdue) && self.unsynced.is_some() {
+            self.sync();
         }
         let counters = &self.shared.counters;
         counters.records.fetch_add(round.records, Ordering::Relaxed);
         counters.entries.fetch_add(round.written.len() as u64, Ordering::Relaxed);
-        let keep_from = self.first_needed_segment();
+        if self.unsynced.is_some() {
+            counters.unsynced_rounds.fetch_add(1, Ordering::Relaxed);
+        }
+        // Nothing is deleted (nor its read handle dropped) while a killing record may be
+        // unsynced.
+        let keep_from = match self.unsynced {
+            Some(_) => self.oldest_seq,
+            None => self.first_needed_segment(),
+        };
         self.publish(round.written, keep_from);
         for done in round.completions {
             done();
@@ -139,6 +207,15 @@ impl Writer {
         if self.buffer.capacity() as u64 > 2 * BATCH_BYTES_MAX {
             self.buffer = Vec::new();
         }
+    }
+
+    /// The log went idle with unsynced records: sync them, then delete what they killed.
+    fn sync_idle(&mut self) {
+        assert!(self.unsynced.is_some(), "an idle sync with nothing to sync");
+        self.sync();
+        let keep_from = self.first_needed_segment();
+        self.publish(Vec::new(), keep_from);
+        self.delete_segments_below(keep_from);
     }
 
     /// Encodes a batch into the buffer and records it in the ledger.
@@ -181,19 +258,24 @@ impl Writer {
         round
     }
 
-    /// Writes the buffer at the end of the active segment, then fdatasyncs it.
-    fn write_and_sync(&mut self) {
+    /// Writes the buffer at the end of the active segment (not synced yet).
+    fn write(&mut self) {
         let path = segment_path(&self.shared.dir, self.active_seq);
         if let Err(error) = self.active.write_all_at(&self.buffer, self.active_len) {
             fatal("write", &path, &error);
         }
         self.active_len += self.buffer.len() as u64;
+        self.unsynced.get_or_insert_with(Instant::now);
+        self.shared.counters.bytes.fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+    }
+
+    /// fdatasyncs the active segment: everything written to it so far is durable.
+    fn sync(&mut self) {
         if let Err(error) = self.active.sync_data() {
-            fatal("fdatasync", &path, &error);
+            fatal("fdatasync", &segment_path(&self.shared.dir, self.active_seq), &error);
         }
-        let counters = &self.shared.counters;
-        counters.bytes.fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
-        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        self.unsynced = None;
+        self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Segments below the returned one hold no live entry.
@@ -258,7 +340,9 @@ impl Writer {
     }
 
     /// Starts the next segment: header and checkpoints written and fsynced, directory fsynced.
+    /// The active segment must hold nothing unsynced.
     fn rotate(&mut self) {
+        assert!(self.unsynced.is_none(), "rotating away from unsynced records");
         let seq = self.active_seq + 1;
         let checkpoints = lock(&self.shared.ledger).checkpoints();
         let (file, len) = match create_segment(&self.shared.dir, seq, &checkpoints) {

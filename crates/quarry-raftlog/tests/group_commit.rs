@@ -149,3 +149,69 @@ fn oversized_entries_are_refused() {
         Err(WalError::InvalidOptions { .. })
     ));
 }
+
+/// Goal: records nobody waits for (openraft's `save_committed` after every commit, truncate,
+/// purge) do not each cost an fsync: they ride on the next round that has a waiter, and are
+/// durable with it. Method: one group appends, then saves `committed` 200 times, each call
+/// followed by a pause so it lands alone in a round; then one append. Count fdatasyncs (the
+/// old writer made one per round: 200+), then reopen and check the last committed survived.
+#[test]
+fn unwaited_records_do_not_each_cost_an_fsync() {
+    const SAVES: u64 = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    runtime().block_on(async {
+        let mut store = wal.log_store::<Tc>(3);
+        append(&mut store, vec![entry(1, 0, vec![1; 100])]).await;
+        let before = wal.stats();
+        for _ in 0..SAVES {
+            store.save_committed(Some(log_id(1, 0))).await.unwrap();
+            // Let the writer take it alone (well under the lazy sync delay, 50 ms).
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+        append(&mut store, vec![entry(1, 1, vec![2; 100])]).await;
+        let after = wal.stats();
+        let fsyncs = after.fsyncs - before.fsyncs;
+        let unsynced = after.unsynced_rounds - before.unsynced_rounds;
+        eprintln!("{SAVES} save_committed + 1 append: {fsyncs} fsyncs, {unsynced} unsynced rounds");
+        // One for the append, plus lazy syncs (one per 50 ms at most) while the saves ran.
+        assert!(fsyncs <= 1 + SAVES * 300 / 50_000 + 3, "{fsyncs} fsyncs for {SAVES} saves");
+        assert!(unsynced >= SAVES / 4, "the saves were not separate rounds: {after:?}");
+        store.save_committed(Some(log_id(1, 1))).await.unwrap();
+        wal.flush().await.unwrap();
+    });
+    drop(wal);
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    runtime().block_on(async {
+        let mut store = wal.log_store::<Tc>(3);
+        assert_eq!(store.read_committed().await.unwrap(), Some(log_id(1, 1)));
+        assert_eq!(all_entries(&mut store).await.len(), 2);
+    });
+}
+
+/// Goal: un-waited records are not left unsynced for long, and what they kill is reclaimed
+/// without another write. Method: a group fills segments, then purges everything and waits
+/// (no append, no flush); the lazy sync must make the purge durable and delete the segments.
+#[test]
+fn an_idle_log_syncs_unwaited_records_and_reclaims_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_bytes: 16 << 10, cache_bytes: 0 };
+    let wal = Wal::open(dir.path(), options).unwrap();
+    runtime().block_on(async {
+        let mut store = wal.log_store::<Tc>(4);
+        for index in 0..100 {
+            append(&mut store, vec![entry(1, index, vec![7; 1000])]).await;
+        }
+        assert!(wal.stats().segments > 3, "{:?}", wal.stats());
+        let before = wal.stats();
+        store.purge(log_id(1, 99)).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while wal.stats().segments > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let after = wal.stats();
+        assert_eq!(after.segments, 1, "the purge was never synced: {after:?}");
+        assert_eq!(after.fsyncs, before.fsyncs + 1, "one lazy sync: {after:?}");
+        assert_eq!(crate::common::segment_files(dir.path()).len(), 1);
+    });
+}
