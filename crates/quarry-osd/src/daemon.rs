@@ -17,6 +17,7 @@ use quarry_store::Store;
 use quarry_types::OsdId;
 use quarry_wire::ClusterMap;
 
+use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
 use crate::pg::network::{PeerTicket, Peers};
 use crate::router::{GroupDeps, Router};
@@ -120,6 +121,8 @@ pub(crate) async fn start(cfg: OsdConfig) -> Result<Running, OsdError> {
         .map_err(|source| OsdError::Listen { addr: cfg.listen, source })?;
     let addr = listener.local_addr().map_err(|e| OsdError::io(&cfg.data_dir, e))?;
     let durability = Arc::new(Durability::new(store.clone()));
+    let applier =
+        Arc::new(ApplyBatcher::start(store.clone()).map_err(|e| OsdError::io(&cfg.data_dir, e))?);
     let (ticket, ticket_rx) = watch::channel(None);
     let map = watch::Sender::new(Arc::new(ClusterMap::default()));
     let (stop, _) = watch::channel(false);
@@ -129,6 +132,7 @@ pub(crate) async fn start(cfg: OsdConfig) -> Result<Running, OsdError> {
         me: cfg.id,
         addr,
         store: store.clone(),
+        applier,
         wal: wal.clone(),
         durability: durability.clone(),
         peers: peers.clone(),

@@ -14,9 +14,12 @@
 //!    appends the entry to the PG's log in the OSD's single WAL (`quarry_raftlog`), whose
 //!    writer thread fsyncs once for everything queued by all PGs (group commit), then commits
 //!    it (size 1: at once; size > 1: on a majority).
-//! 4. Apply (`pg::state_machine`): committed entries of the PG go to `Store::apply` in one
-//!    redb transaction together with the PG's `pg_state` (last applied log id + membership),
-//!    committed without fsync; the WAL is the durability point.
+//! 4. Apply (`pg::state_machine`): committed entries of the PG go, with the PG's `pg_state`
+//!    (last applied log id + membership), to the apply batcher (`pg::apply`), whose thread
+//!    applies the batches of every PG queued meanwhile in one redb transaction
+//!    (`Store::apply_many`, each PG's commands and `pg_state` together), committed without
+//!    fsync; the WAL is the durability point. A redb commit costs ~100 µs whatever it carries,
+//!    so sharing it among PGs is what lets small writes scale.
 //! 5. The reply is the `OpReply` of apply, sent once the entry is applied: every
 //!    acknowledged write is in the leader's store.
 //!
@@ -67,7 +70,7 @@
 //! - A Raft group id always fits `(pool << 32) | seed` (pools below 2^32).
 //!
 //! # Modules
-//! `pg/` (group state, state machine, durability, Raft network), `op/` (serving requests and
+//! `pg/` (group state, state machine, apply batcher, durability, Raft network), `op/` (serving requests and
 //! the pure checks), `router` (map + group table), `server` (listener), `session` (tickets,
 //! service keys), `worker/` (monitor session, maps, checkpoints), `daemon` (boot script and shutdown).
 //!

@@ -22,6 +22,7 @@ use quarry_store::Store;
 use quarry_types::{OsdId, PgId};
 use quarry_wire::ClusterMap;
 
+use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
 use crate::pg::network::{Peers, PgNetworkFactory};
 use crate::pg::state_machine::{blocking, PgStateMachine};
@@ -39,6 +40,8 @@ pub(crate) struct GroupDeps {
     pub(crate) me: OsdId,
     pub(crate) addr: SocketAddr,
     pub(crate) store: Arc<Store>,
+    /// Applies committed entries of every PG, many PGs per store transaction.
+    pub(crate) applier: Arc<ApplyBatcher>,
     pub(crate) wal: Arc<Wal>,
     pub(crate) durability: Arc<Durability>,
     pub(crate) peers: Arc<Peers>,
@@ -184,6 +187,7 @@ impl Router {
         let sm = PgStateMachine::open(
             pg,
             self.deps.store.clone(),
+            self.deps.applier.clone(),
             self.deps.durability.clone(),
             self.deps.snapshot_dir.clone(),
             done_tx,

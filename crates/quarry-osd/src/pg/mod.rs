@@ -3,6 +3,7 @@
 //! apply, and [`PgGroup`], one running Raft group. No sockets here: the network side of Raft
 //! is in [`network`], the state machine over the store in [`state_machine`].
 
+pub(crate) mod apply;
 pub(crate) mod durability;
 pub(crate) mod network;
 pub(crate) mod state_machine;

@@ -1,9 +1,10 @@
 //! A PG's Raft state machine over the OSD's object store.
 //!
-//! - `apply` hands the whole batch of committed entries to `Store::apply` in one call, with
-//!   the new [`PgState`] (last applied log id + membership) so effects and the applied index
-//!   land in the same store transaction: after a crash the store says exactly where to resume
-//!   and Raft re-applies the WAL from there.
+//! - `apply` hands the whole batch of committed entries to the OSD's apply batcher
+//!   ([`super::apply`]), with the new [`PgState`] (last applied log id + membership), so effects
+//!   and the applied index land in the same store transaction (shared with other PGs' batches):
+//!   after a crash the store says exactly where to resume and Raft re-applies the WAL from
+//!   there.
 //! - `build_snapshot` is a store checkpoint (fsync) plus the meta captured when the builder
 //!   was made: the snapshot *is* the durable store, so openraft may purge the log behind it.
 //! - `get_current_snapshot` exports the PG into an unlinked temp file (sent to followers that
@@ -27,6 +28,7 @@ use openraft::{
 use quarry_store::{ObjectCommand, Store, StoreError};
 use quarry_types::{ErrorCode, OpReply, OsdId, PgId};
 
+use super::apply::ApplyBatcher;
 use super::durability::Durability;
 use super::{PgRaftConfig, PgState};
 
@@ -37,6 +39,7 @@ type Entry = openraft::Entry<PgRaftConfig>;
 pub(crate) struct PgStateMachine {
     pg: PgId,
     store: Arc<Store>,
+    applier: Arc<ApplyBatcher>,
     durability: Arc<Durability>,
     /// Where snapshot temp files are created (unlinked at once).
     snapshot_dir: PathBuf,
@@ -56,6 +59,7 @@ impl PgStateMachine {
     pub(crate) async fn open(
         pg: PgId,
         store: Arc<Store>,
+        applier: Arc<ApplyBatcher>,
         durability: Arc<Durability>,
         snapshot_dir: PathBuf,
         done: oneshot::Sender<()>,
@@ -74,6 +78,7 @@ impl PgStateMachine {
         Ok(PgStateMachine {
             pg,
             store,
+            applier,
             durability,
             snapshot_dir,
             state,
@@ -143,23 +148,25 @@ impl PgStateMachine {
         Ok(out)
     }
 
-    /// `Store::apply` with the current state; a corrupt object fails only its own command.
+    /// Applies through the batcher with the current state; a corrupt object fails only its own
+    /// command.
     async fn store_apply(
         &self,
         commands: Vec<ObjectCommand>,
         batch: BatchStates,
     ) -> SmResult<Vec<OpReply>> {
-        let (pg, store, state) = (self.pg, self.store.clone(), self.state.encode());
+        let (pg, state) = (self.pg, self.state.encode());
         let count = commands.len();
-        let replies = blocking(move || match store.apply(pg, &commands, &state) {
-            Err(StoreError::Corrupt { object, detail, .. }) => {
+        let applied = match self.applier.apply(pg, commands, state.clone()).await {
+            Ok((commands, Err(StoreError::Corrupt { object, detail, .. }))) => {
                 tracing::error!(%pg, object, detail, "corrupt object met while applying");
-                apply_one_by_one(&store, pg, &commands, &batch, &state)
+                let store = self.store.clone();
+                blocking(move || apply_one_by_one(&store, pg, &commands, &batch, &state)).await
             }
-            other => other,
-        })
-        .await
-        .map_err(|e| {
+            Ok((_, result)) => result,
+            Err(e) => Err(e),
+        };
+        let replies = applied.map_err(|e| {
             tracing::error!(pg = %self.pg, error = %e, "store apply failed: stopping the pg");
             sm_write_error(&e)
         })?;
