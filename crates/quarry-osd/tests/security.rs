@@ -255,3 +255,71 @@ async fn ops_naming_the_wrong_pg_are_refused() {
     osd.shutdown().await;
     cluster.mon.shutdown().await;
 }
+
+/// Goal: the blocklist fences client instances, not OSDs: a `profile rbd` user may add
+/// blocklist entries (librbd breaks dead exclusive locks that way), and an entry naming an
+/// OSD's instance must not let it cut the Raft traffic between OSDs, which would stall every
+/// write of every replicated PG. Method: a size-2 pool over two OSDs; the restricted client
+/// blocklists a range of global ids of both OSD entities (covering the instances their peer
+/// tickets carry); writes to every PG must still commit on both replicas, in bounded time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn blocklisting_osd_instances_does_not_stop_replication() {
+    let cluster = Cluster::start_with(&[0, 1], vec![("rep".into(), 4, 2)]).await;
+    let (a, b) = tokio::join!(cluster.start_osd_id(0), cluster.start_osd_id(1));
+    let admin = cluster.admin().await;
+    let map = admin.map().await;
+    let pool = map.pool_by_name("rep").unwrap().clone();
+    let mut clients = std::collections::BTreeMap::new();
+    for (id, addr) in [(0u64, a.addr()), (1, b.addr())] {
+        let mut client = admin.osd_client(addr).await;
+        client.pool = "rep".into();
+        clients.insert(id, client);
+    }
+    let primary_of =
+        |name: &str| pool.acting[quarry_placement::pg_of(name, pool.pg_num) as usize][0];
+    async fn write_all(
+        clients: &std::collections::BTreeMap<u64, crate::common::OsdClient>,
+        primary_of: impl Fn(&str) -> u64,
+        round: u32,
+    ) {
+        for i in 0..8 {
+            let name = format!("obj{i}");
+            let client = &clients[&primary_of(&name)];
+            let data = format!("round {round} {i}");
+            let written = tokio::time::timeout(
+                Duration::from_secs(20),
+                client.write_full(&name, data.as_bytes()),
+            )
+            .await;
+            assert!(matches!(written, Ok(Ok(_))), "write of {name} in round {round}: {written:?}");
+        }
+    }
+    write_all(&clients, primary_of, 0).await;
+
+    let other = other_client(&cluster).await;
+    let first = quarry_mon::state::GLOBAL_ID_FIRST;
+    for osd in [0, 1] {
+        for id in first..first + 48 {
+            let instance = format!("osd.{osd}@{id}");
+            let reply =
+                other.command(MonCommand::BlocklistAdd { instance, expire_secs: 3600 }).await;
+            assert!(matches!(reply, quarry_wire::MonReply::Done(_)), "{reply:?}");
+        }
+    }
+    // Let both OSDs see the blocklist, then write again everywhere.
+    let epoch = admin.map().await.epoch;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for client in clients.values_mut() {
+        client.map = admin.map().await;
+        assert!(client.map.epoch >= epoch);
+    }
+    write_all(&clients, primary_of, 1).await;
+    for i in 0..8 {
+        let name = format!("obj{i}");
+        let client = &clients[&primary_of(&name)];
+        assert_eq!(client.read(&name).await.unwrap(), format!("round 1 {i}").as_bytes());
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    cluster.mon.shutdown().await;
+}

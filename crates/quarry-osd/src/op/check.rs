@@ -1,5 +1,5 @@
 //! Pure checks an op passes before it touches a PG: is the session still honoured (ticket
-//! not expired, not revoked by `auth_floor`, instance not blocklisted), do its caps allow the
+//! not expired, not revoked by `auth_floor`, and for client ops, instance not blocklisted), do its caps allow the
 //! access on the pool, does the object name hash to the PG the op names, and is the op vector
 //! well formed (name length, crc of every payload, no mutation of a snapshot). Each failure is
 //! the `Reply` the client gets.
@@ -18,32 +18,46 @@ pub(crate) fn not_permitted() -> Reply {
     Reply::Failed { code: ErrorCode::EPERM, message: "operation not permitted".into() }
 }
 
+fn refuse(session: &Session, why: &str) -> Result<(), Reply> {
+    tracing::warn!(entity = %session.entity, global_id = session.global_id, why, "op refused");
+    Err(Reply::Failed {
+        code: ErrorCode::EPERM,
+        message: format!("operation not permitted: {why}"),
+    })
+}
+
 /// Refuses a session whose ticket expired, whose entity's credentials were revoked after the
-/// ticket was issued (`auth_floor`), or whose instance is blocklisted.
+/// ticket was issued (`auth_floor`), or whose instance is blocklisted. For client ops.
 pub(crate) fn session_honoured(
     session: &Session,
     map: &ClusterMap,
     now_unix: u64,
 ) -> Result<(), Reply> {
-    let refuse = |why: &str| {
-        tracing::warn!(entity = %session.entity, global_id = session.global_id, why, "op refused");
-        Err(Reply::Failed {
-            code: ErrorCode::EPERM,
-            message: format!("operation not permitted: {why}"),
-        })
-    };
+    ticket_honoured(session, map, now_unix)?;
+    if map.blocklist.get(&session.instance()).is_some_and(|&until| until > now_unix) {
+        return refuse(session, "client instance is blocklisted");
+    }
+    Ok(())
+}
+
+/// Refuses a session whose ticket expired or whose entity's credentials were revoked after
+/// the ticket was issued (`auth_floor`). For Raft traffic between OSDs: the blocklist fences
+/// *client* instances (any `profile rbd` user may add entries, to break a dead client's
+/// exclusive lock), so an entry naming an OSD's instance must not cut replication.
+pub(crate) fn ticket_honoured(
+    session: &Session,
+    map: &ClusterMap,
+    now_unix: u64,
+) -> Result<(), Reply> {
     if now_unix >= session.expires_unix {
-        return refuse("ticket expired; reconnect with a fresh ticket");
+        return refuse(session, "ticket expired; reconnect with a fresh ticket");
     }
     if map
         .auth_floor
         .get(&session.entity.to_string())
         .is_some_and(|&floor| floor > session.issued_unix)
     {
-        return refuse("credentials revoked since the ticket was issued");
-    }
-    if map.blocklist.get(&session.instance()).is_some_and(|&until| until > now_unix) {
-        return refuse("client instance is blocklisted");
+        return refuse(session, "credentials revoked since the ticket was issued");
     }
     Ok(())
 }
@@ -166,6 +180,19 @@ mod tests {
         map.blocklist.insert("client.qemu@8".into(), 1600);
         map.blocklist.remove("client.qemu@7");
         assert!(session_honoured(&s, &map, 1500).is_ok(), "another instance");
+    }
+
+    #[test]
+    fn peer_sessions_ignore_the_blocklist_but_not_expiry_or_revocation() {
+        let mut s = session("allow *");
+        s.entity = EntityName::osd(1);
+        let mut map = ClusterMap::default();
+        map.blocklist.insert("osd.1@7".into(), 1600);
+        assert!(session_honoured(&s, &map, 1500).is_err());
+        assert!(ticket_honoured(&s, &map, 1500).is_ok(), "the blocklist fences clients only");
+        assert!(ticket_honoured(&s, &map, 2000).is_err(), "expired");
+        map.auth_floor.insert("osd.1".into(), 1001);
+        assert!(ticket_honoured(&s, &map, 1500).is_err(), "revoked");
     }
 
     #[test]

@@ -184,7 +184,9 @@ pub(crate) async fn handle_raft(osd: &Osd, session: &Session, group: u64, body: 
         tracing::warn!(entity = %session.entity, "raft message from a non-osd refused");
         return check::not_permitted();
     }
-    if let Err(reply) = session_honoured(session, &osd.router.map(), now_unix()) {
+    // Expiry and auth_floor, not the blocklist: it fences client instances, and anyone with
+    // `profile rbd` may add entries.
+    if let Err(reply) = check::ticket_honoured(session, &osd.router.map(), now_unix()) {
         return reply;
     }
     let Some(pg) = osd.router.group_by_id(group) else {
