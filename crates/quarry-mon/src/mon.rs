@@ -166,8 +166,9 @@ pub fn overlay_usage(map: &mut ClusterMap, beacons: &BTreeMap<OsdId, Beacon>) {
         let copies = (placed / pool.acting.len().max(1)).max(1) as u64;
         let mut total = Usage::default();
         for usage in beacons.values().filter_map(|b| b.usage.get(&pool.id)) {
-            total.objects += usage.objects;
-            total.bytes += usage.bytes;
+            // Figures from OSDs: saturate rather than overflow.
+            total.objects = total.objects.saturating_add(usage.objects);
+            total.bytes = total.bytes.saturating_add(usage.bytes);
         }
         pool.stored_objects = total.objects / copies;
         pool.stored_bytes = total.bytes / copies;

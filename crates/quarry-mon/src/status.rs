@@ -8,7 +8,7 @@
 //! - `Degraded data redundancy: N pgs degraded, M pgs undersized`: PGs whose primary is up
 //!   but a replica is down / whose acting set is smaller than the pool size.
 
-use quarry_wire::{ClusterMap, PoolInfo, StatusReport};
+use quarry_wire::{ClusterMap, OsdInfo, PoolInfo, StatusReport};
 
 use crate::mon::Mon;
 
@@ -78,7 +78,11 @@ pub fn report(map: &ClusterMap, quorum: Vec<String>) -> StatusReport {
     let total = map.osds.len() as u32;
     let (up, inn) = map.osd_counts();
     let pgs = pg_counts(map);
-    let sum = |f: fn(&PoolInfo) -> u64| map.pools.values().map(f).sum::<u64>();
+    // Usage figures come from OSD beacons: saturate rather than overflow (which aborts a
+    // debug build).
+    let sum = |f: fn(&PoolInfo) -> u64| map.pools.values().map(f).fold(0, u64::saturating_add);
+    let osd_sum =
+        |f: fn(&OsdInfo) -> u64| map.osds.values().map(f).fold(0, u64::saturating_add);
     StatusReport {
         fsid: map.fsid.clone(),
         health,
@@ -91,8 +95,8 @@ pub fn report(map: &ClusterMap, quorum: Vec<String>) -> StatusReport {
         pgs: (pgs.total, pgs.active),
         objects: sum(|p| p.stored_objects),
         stored_bytes: sum(|p| p.stored_bytes),
-        used_bytes: map.osds.values().map(|o| o.used_bytes).sum(),
-        avail_bytes: map.osds.values().map(|o| o.avail_bytes).sum(),
+        used_bytes: osd_sum(|o| o.used_bytes),
+        avail_bytes: osd_sum(|o| o.avail_bytes),
     }
 }
 
@@ -109,8 +113,6 @@ impl Mon {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
-
-    use quarry_wire::OsdInfo;
 
     use super::*;
 
@@ -163,5 +165,39 @@ mod tests {
         map.pools.clear();
         map.osds.get_mut(&1).unwrap().up = true;
         assert_eq!(health(&map), ("HEALTH_OK".to_string(), Vec::new()));
+    }
+
+    /// Goal: figures reported by OSDs (beacons) cannot crash the monitor when summed: a sum
+    /// that overflows saturates (overflow checks abort the process in debug builds).
+    #[test]
+    fn huge_usage_figures_saturate() {
+        let mut map = ClusterMap::default();
+        for id in [0, 1] {
+            let mut o = osd(id, true);
+            o.used_bytes = u64::MAX - 1;
+            o.avail_bytes = u64::MAX / 2 + 1;
+            map.osds.insert(id, o);
+        }
+        let mut p = pool(vec![vec![0], vec![1]], 1);
+        p.stored_objects = u64::MAX;
+        p.stored_bytes = u64::MAX;
+        map.pools.insert(1, p.clone());
+        p.id = 2;
+        map.pools.insert(2, p);
+        let r = report(&map, Vec::new());
+        assert_eq!((r.used_bytes, r.avail_bytes), (u64::MAX, u64::MAX));
+        assert_eq!((r.objects, r.stored_bytes), (u64::MAX, u64::MAX));
+
+        let beacon = |objects, bytes| crate::mon::Beacon {
+            up_from: 1,
+            seen: std::time::Instant::now(),
+            usage: [(1, quarry_wire::Usage { objects, bytes })].into(),
+            disk_used: u64::MAX,
+            disk_avail: u64::MAX,
+        };
+        let beacons = [(0, beacon(u64::MAX, u64::MAX)), (1, beacon(u64::MAX, 7))].into();
+        crate::mon::overlay_usage(&mut map, &beacons);
+        let p = &map.pools[&1];
+        assert_eq!((p.stored_objects, p.stored_bytes), (u64::MAX, u64::MAX));
     }
 }
