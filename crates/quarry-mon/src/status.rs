@@ -81,8 +81,7 @@ pub fn report(map: &ClusterMap, quorum: Vec<String>) -> StatusReport {
     // Usage figures come from OSD beacons: saturate rather than overflow (which aborts a
     // debug build).
     let sum = |f: fn(&PoolInfo) -> u64| map.pools.values().map(f).fold(0, u64::saturating_add);
-    let osd_sum =
-        |f: fn(&OsdInfo) -> u64| map.osds.values().map(f).fold(0, u64::saturating_add);
+    let osd_sum = |f: fn(&OsdInfo) -> u64| map.osds.values().map(f).fold(0, u64::saturating_add);
     StatusReport {
         fsid: map.fsid.clone(),
         health,
