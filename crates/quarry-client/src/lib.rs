@@ -55,6 +55,10 @@
 //!   and retry; a second refusal is [`ClientError::Auth`]. An EPERM reply while our ticket
 //!   is within 2 s of expiry, or while the map's `auth_floor` for our entity is about as new
 //!   as our ticket or newer, is handled the same way (once per request).
+//! - Blocklisting fences the client for good (as librados): once the map lists any
+//!   instance it has had (`entity@global_id`; a new monitor session brings a new global id)
+//!   as blocklisted, every later object op and listing fails with ESHUTDOWN (Ceph's
+//!   EBLOCKLISTED) before it is sent. A new [`Rados`] handle is a new instance.
 //! - Everything else is an answer: `OpReply::Failed{index, code}` is [`ClientError::Op`],
 //!   `Reply::Failed{code, message}` is [`ClientError::Failed`]. Not retried.
 //! - Monitor commands are resent on the next monitor session if the session drops.

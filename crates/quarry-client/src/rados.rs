@@ -414,6 +414,8 @@ impl Rados {
             return Ok(Attempt::WaitMapChange);
         };
         let ticket = shared.valid_ticket().await?;
+        // After taking the ticket: a fenced instance never sends, whatever its session.
+        shared.check_not_blocklisted()?;
         let timeout = shared.cfg.connect_timeout;
         let client = match shared.osds.get(osd, addr, &shared.cfg.entity, &ticket, timeout).await {
             Ok(client) => client,

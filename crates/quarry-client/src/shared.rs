@@ -32,6 +32,12 @@ pub(crate) struct Shared {
     shutdown: watch::Sender<bool>,
     pub osds: OsdConns,
     global_id: AtomicU64,
+    /// Every global id this client has had (one per monitor session): the blocklist names
+    /// instances `entity@global_id`, and a reconnect changes the id.
+    instances: Mutex<Vec<u64>>,
+    /// Set once the map showed one of our instances blocklisted: the client is fenced for
+    /// good (its OSD ops fail with ESHUTDOWN, Ceph's EBLOCKLISTED).
+    fenced: Mutex<Option<String>>,
     generation: AtomicU64,
     /// The last refusal the background task met while hunting or renewing (cleared by a new
     /// session): reported to callers instead of letting them wait for nothing.
@@ -65,6 +71,8 @@ impl Shared {
             shutdown: watch::Sender::new(false),
             osds: OsdConns::default(),
             global_id: AtomicU64::new(0),
+            instances: Mutex::new(Vec::new()),
+            fenced: Mutex::new(None),
             generation: AtomicU64::new(0),
             refusal: Mutex::new(None),
             counters: Counters::default(),
@@ -102,6 +110,9 @@ impl Shared {
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         tracing::debug!(mon = %addr, global_id, "monitor session installed");
         self.counters.mon_sessions.fetch_add(1, Ordering::Relaxed);
+        // Recorded before the map and the ticket: whoever sees the ticket of this session
+        // (its global id) also sees its map and knows the instance (`check_not_blocklisted`).
+        lock(&self.instances).push(global_id);
         self.global_id.store(global_id, Ordering::Release);
         self.install_map(map);
         self.install_ticket(ticket);
@@ -165,6 +176,39 @@ impl Shared {
         } else {
             Ok(())
         }
+    }
+
+    /// Refuses OSD work once any instance of this client (any global id it has had) is
+    /// blocklisted in the newest map: the client is then fenced for good, as librados is.
+    /// Without this, a client fenced while partitioned would write again after its next
+    /// monitor session (which has a new global id, not in the blocklist). Call it after
+    /// taking the ticket an op will use: the map installed with that ticket's session is then
+    /// visible, so a new session's ticket is never used before its map was checked.
+    pub fn check_not_blocklisted(&self) -> Result<(), ClientError> {
+        let fenced = |message: &str| ClientError::Auth {
+            code: ErrorCode::ESHUTDOWN,
+            message: message.to_string(),
+        };
+        let mut state = lock(&self.fenced);
+        if let Some(message) = state.as_deref() {
+            return Err(fenced(message));
+        }
+        let map = self.map();
+        if map.blocklist.is_empty() {
+            return Ok(());
+        }
+        let now = monc::unix_now();
+        for id in lock(&self.instances).iter() {
+            let instance = format!("{}@{id}", self.cfg.entity);
+            if map.blocklist.get(&instance).is_some_and(|&until| until > now) {
+                let message = format!("client instance {instance} is blocklisted");
+                tracing::error!(%instance, epoch = map.epoch, "blocklisted: refusing every op");
+                let error = fenced(&message);
+                *state = Some(message);
+                return Err(error);
+            }
+        }
+        Ok(())
     }
 
     /// Sleeps for `pause`, or less if shutdown begins (then `Err(Shutdown)`).

@@ -159,3 +159,54 @@ async fn conf_file_and_keyring_give_a_working_client() {
     );
     cluster.shutdown().await;
 }
+
+/// Goal: blocklisting fences a client instance for good, as librados does: a fenced client
+/// (say one whose exclusive lock was broken while it was partitioned) must not resume
+/// writing when its monitor session is re-established, even though the new session has a new
+/// global id (the blocklist names `entity@global_id`). Method: blocklist client A's
+/// instance, restart the monitor so A hunts and gets a new session and global id, then let
+/// A write: it must fail with ESHUTDOWN (Ceph's EBLOCKLISTED) and change nothing, while
+/// another client keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocklisted_instance_stays_fenced_after_a_monitor_reconnect() {
+    use quarry_client::MonCommand;
+    let mut cluster = Cluster::start(Spec::default()).await;
+    let fenced = cluster.admin().await;
+    let pool = fenced.pool_id("rbd").unwrap();
+    let none = SnapContext::default();
+    fenced.write_full(pool, "locked", Bytes::from_static(b"before"), &none).await.unwrap();
+    let old_id = fenced.global_id();
+
+    let breaker = cluster.admin().await;
+    let instance = format!("client.admin@{old_id}");
+    breaker.command(MonCommand::BlocklistAdd { instance, expire_secs: 3600 }).await.unwrap();
+
+    // The monitor restarts: both clients hunt and open new sessions with new global ids.
+    let mon = cluster.mon.take().unwrap();
+    mon.shutdown().await;
+    let mut cfg = quarry_mon::MonConfig::new("a", cluster.dir.path().join("mon"), cluster.mon_addr);
+    cfg.osd_grace = Duration::from_secs(2);
+    cluster.mon = Some(quarry_mon::start(cfg).await.unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fenced.global_id() == old_id {
+        assert!(Instant::now() < deadline, "the client never reconnected to the monitor");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        fenced.write_full(pool, "locked", Bytes::from_static(b"stale writer"), &none),
+    )
+    .await
+    .expect("a fenced write ends")
+    .expect_err("a blocklisted instance must not write again");
+    assert_eq!(err.errno(), ErrorCode::ESHUTDOWN, "{err:?}");
+    let err = fenced.read(pool, "locked", 0, 0, SNAP_HEAD).await.unwrap_err();
+    assert_eq!(err.errno(), ErrorCode::ESHUTDOWN, "{err:?}");
+
+    breaker.write_full(pool, "other", Bytes::from_static(b"fine"), &none).await.unwrap();
+    assert_eq!(breaker.read(pool, "locked", 0, 0, SNAP_HEAD).await.unwrap(), "before");
+    fenced.shutdown().await;
+    breaker.shutdown().await;
+    cluster.shutdown().await;
+}
