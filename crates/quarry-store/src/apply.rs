@@ -17,7 +17,7 @@ use crate::format::{
     row_has_tail, row_is_hole, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE, META,
     META_NEXT_ID, OBJECTS, PG_STATE, PG_USAGE,
 };
-use crate::read::{load_chunk, read_op, Ctx, Failure, Target, WriteTables};
+use crate::read::{add_output, load_chunk, read_op, Ctx, Failure, Target, WriteTables};
 use crate::{ObjectCommand, StoreError};
 
 /// Which table an undo entry restores.
@@ -309,6 +309,7 @@ impl<'txn> Batch<'txn> {
         assert!(st.record.as_ref().is_none_or(|r| r.head().tag <= w));
         self.undo.clear();
         let mut outputs = Vec::with_capacity(cmd.ops.len());
+        let mut output_bytes = 0u64;
         for (i, op) in cmd.ops.iter().enumerate() {
             if let Some((s, code)) = static_failure {
                 if s == i {
@@ -317,7 +318,11 @@ impl<'txn> Batch<'txn> {
                 }
             }
             st.undoable = last_fallible.is_some_and(|last| i < last);
-            match self.exec(&mut st, op) {
+            // Only read ops have output, and they are fallible: earlier writes are undoable.
+            let result = self
+                .exec(&mut st, op)
+                .and_then(|out| add_output(&mut output_bytes, &out).map(|()| out));
+            match result {
                 Ok(out) => outputs.push(out),
                 Err(Failure::Op(code)) => {
                     self.rollback(&mut st)?;

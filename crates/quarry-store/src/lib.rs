@@ -85,7 +85,9 @@
 //! crc does not match EINVAL (nothing is stored); an invalid `SnapContext` or an empty name
 //! EINVAL; a name over `OBJECT_NAME_LEN_MAX` ENAMETOOLONG; a mutation through
 //! [`Store::read`] EROFS. `OmapGetVals`/`OmapGetKeys` return at most `max(max, 1)` and at
-//! most 1024 entries per call. `OmapClear` also clears the omap header. Any successful
+//! most 1024 entries per call. The outputs of one vector (data, xattr and omap bytes) add up
+//! to at most `OBJECT_SIZE_MAX` (one reply frame): the op that passes it fails with EMSGSIZE
+//! (through apply, the command then changes nothing). `OmapClear` also clears the omap header. Any successful
 //! mutating command sets the head's mtime to the command's `mtime`.
 //!
 //! Atomicity of a command: limits and payload crcs are checked before anything is written;
@@ -139,7 +141,7 @@ use crate::format::{
     ObjectRecord, CHUNKS, CHUNK_TAILS, FORMAT_VERSION, META, META_FORMAT, OBJECTS, OMAP,
     OMAP_HEADER, PG_STATE, PG_USAGE, XATTRS,
 };
-use crate::read::{read_op, Ctx, Failure, ReadTables, Target};
+use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
 /// File name of the database inside an OSD's data directory.
 pub const STORE_FILE: &str = "store.redb";
@@ -400,8 +402,11 @@ impl Store {
         let ctx = Ctx { pg, name };
         let mut key_buf = Vec::new();
         let mut outputs = Vec::with_capacity(ops.len());
+        let mut output_bytes = 0u64;
         for (i, op) in ops.iter().enumerate() {
-            match read_op(&tables, &ctx, target, op, &mut key_buf) {
+            let result = read_op(&tables, &ctx, target, op, &mut key_buf)
+                .and_then(|out| add_output(&mut output_bytes, &out).map(|()| out));
+            match result {
                 Ok(out) => outputs.push(out),
                 Err(Failure::Op(code)) => return Ok(OpReply::Failed { index: i as u32, code }),
                 Err(Failure::Store(e)) => return Err(e),

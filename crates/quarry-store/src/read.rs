@@ -19,6 +19,39 @@ use crate::StoreError;
 /// Most omap entries one OmapGetVals/OmapGetKeys returns, whatever the caller asks.
 pub(crate) const OMAP_PAGE_MAX: usize = 1024;
 
+/// Most bytes of output (data, xattrs, omap) one op vector may produce, through
+/// [`crate::Store::read`] or inside a command: as much as one reply frame carries. Without a
+/// bound, a short vector repeating a large read materialises gigabytes on the OSD.
+pub(crate) const OUTPUT_BYTES_MAX: u64 = quarry_types::OBJECT_SIZE_MAX;
+
+/// Output bytes of one op: payloads, names and values, plus the two length prefixes each
+/// xattr/omap entry takes on the wire (a page of 1024 tiny entries is not free); fixed-size
+/// results count 0.
+pub(crate) fn output_bytes(out: &OpOutput) -> u64 {
+    let kv = |vals: &BTreeMap<String, Bytes>| -> u64 {
+        vals.iter().map(|(k, v)| (k.len() + v.len() + 16) as u64).fold(0, u64::saturating_add)
+    };
+    match out {
+        OpOutput::None | OpOutput::Stat { .. } => 0,
+        OpOutput::Data(payload) => payload.len() as u64,
+        OpOutput::Xattr(value) | OpOutput::OmapHeader(value) => value.len() as u64,
+        OpOutput::Xattrs(vals) | OpOutput::OmapVals { vals, .. } => kv(vals),
+        OpOutput::OmapKeys { keys, .. } => {
+            keys.iter().map(|k| k.len() as u64 + 8).fold(0, u64::saturating_add)
+        }
+    }
+}
+
+/// Adds one op's output to a vector's running total: EMSGSIZE once it passes
+/// [`OUTPUT_BYTES_MAX`].
+pub(crate) fn add_output(total: &mut u64, out: &OpOutput) -> Result<(), Failure> {
+    *total = total.saturating_add(output_bytes(out));
+    if *total > OUTPUT_BYTES_MAX {
+        return Err(Failure::Op(ErrorCode::EMSGSIZE));
+    }
+    Ok(())
+}
+
 /// Why an op (or a whole call) did not succeed: an errno for the op, or a store error that
 /// aborts the call.
 pub(crate) enum Failure {

@@ -446,3 +446,39 @@ fn reopen_keeps_data_and_refuses_foreign_or_newer_files() {
     let err = Store::open(&foreign).unwrap_err();
     assert!(matches!(err, StoreError::NotAStore { .. }), "{err}");
 }
+
+/// Goal: one op vector cannot make the store materialise more than `OBJECT_SIZE_MAX` bytes of
+/// output (data, xattrs, omap): a short request repeating a large read (1024 ops of 4 MiB is
+/// 4 GiB) would otherwise exhaust the OSD's memory, and through apply (a guard in a write
+/// command) the entry stays in the log and crashes it again on every replay. Method: a 4 MiB
+/// object; vectors whose outputs add up past the limit fail with EMSGSIZE at the op that
+/// crosses it, through read and through apply (which then changes nothing); vectors within
+/// the limit succeed.
+#[test]
+fn outputs_of_one_vector_are_bounded() {
+    let (_dir, store) = open_temp();
+    let size = 4 << 20;
+    let data = pattern(size, 9);
+    let big = ObjectOp::SetXattr { name: "big".into(), value: Bytes::from(pattern(size, 3)) };
+    assert_ok(&apply1(&store, cmd("o", vec![write_full(&data), big])));
+    let fit = (OBJECT_SIZE_MAX / size as u64) as usize;
+    let reads = |n: usize| vec![ObjectOp::Read { off: 0, len: 0 }; n];
+
+    let ok = assert_ok(&store.read(PG, "o", SNAP_HEAD, &reads(fit)).unwrap());
+    assert_eq!(ok.len(), fit);
+    let reply = store.read(PG, "o", SNAP_HEAD, &reads(fit + 1)).unwrap();
+    assert_failed(&reply, fit as u32, ErrorCode::EMSGSIZE);
+    // Each GetXattrs returns the name (and its length prefixes) too, so the `fit`-th one
+    // already passes the limit.
+    let xattrs = vec![ObjectOp::GetXattrs; fit];
+    let reply = store.read(PG, "o", SNAP_HEAD, &xattrs).unwrap();
+    assert_failed(&reply, fit as u32 - 1, ErrorCode::EMSGSIZE);
+
+    let mut guarded = reads(fit + 1);
+    guarded.insert(0, write(0, b"changed"));
+    guarded.push(ObjectOp::SetXattr { name: "x".into(), value: Bytes::from_static(b"y") });
+    assert_failed(&apply1(&store, cmd("o", guarded)), fit as u32 + 1, ErrorCode::EMSGSIZE);
+    assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(data), "the failed command changed nothing");
+    let get = [ObjectOp::GetXattr { name: "x".into() }];
+    assert_failed(&store.read(PG, "o", SNAP_HEAD, &get).unwrap(), 0, ErrorCode::ENODATA);
+}
