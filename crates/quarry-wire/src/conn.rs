@@ -375,6 +375,7 @@ where
     let ctx =
         Arc::new(ConnContext { session, peer, events: EventSink { tx: tx.clone() }, session_key });
     let inflight = Arc::new(Semaphore::new(INFLIGHT_REQUESTS_MAX));
+    let mut handlers = tokio::task::JoinSet::new();
     let result = loop {
         let (request_id, msg) = match reader.recv().await {
             Ok(frame) => frame,
@@ -390,12 +391,18 @@ where
             Err(_) => break Ok(()),
         };
         let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
-        tokio::spawn(async move {
+        while handlers.try_join_next().is_some() {}
+        handlers.spawn(async move {
             let reply = handler.handle(ctx, request).await;
             let _ = tx.send((request_id, Message::Reply(reply))).await;
             drop(permit);
         });
     };
+    // Requests of a dead connection must not take effect later: the client resends them on a
+    // new connection, and a stale copy applied after the client's later writes would undo
+    // them. Handlers not finished yet are cancelled at their next await point (a mutation
+    // already proposed to its PG's log stays ordered before anything proposed after it).
+    handlers.abort_all();
     drop(tx);
     drop(ctx);
     // The writer ends when every sender (in-flight handlers, event sinks) is gone; do not

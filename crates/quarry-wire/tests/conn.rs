@@ -233,3 +233,50 @@ async fn unsigned_frames_are_refused_by_a_signing_server() {
         rest.len()
     );
 }
+
+/// A request still running when its connection dies is cancelled: it must not take effect
+/// after the client has given up on it (the client resends on a new connection).
+#[tokio::test]
+async fn requests_of_a_closed_connection_are_cancelled() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static FINISHED: AtomicUsize = AtomicUsize::new(0);
+    struct Slow;
+    impl Handler<EntityName> for Slow {
+        async fn handle(&self, _ctx: Arc<ConnContext<EntityName>>, _request: Request) -> Reply {
+            tokio::time::sleep(Duration::from_millis(600)).await;
+            FINISHED.fetch_add(1, Ordering::SeqCst);
+            Reply::Ack
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(acc) = accept(stream, &OneKey, T).await {
+                    let _ = serve(acc, Arc::new(Slow)).await;
+                }
+            });
+        }
+    });
+    let secret = ClientSecret::EntityKey(KEY.to_vec());
+    // Control: on a live connection the slow request completes.
+    let c = connect(addr, &EntityName::client("admin"), Service::Mon, &secret, T).await.unwrap();
+    assert_eq!(c.client.call(Request::GetMap).await.unwrap(), Reply::Ack);
+    assert_eq!(FINISHED.load(Ordering::SeqCst), 1);
+    // Now send and drop the connection before the handler finishes.
+    let c = connect(addr, &EntityName::client("admin"), Service::Mon, &secret, T).await.unwrap();
+    let pending = {
+        let client = c.client.clone();
+        tokio::spawn(async move { client.call(Request::GetMap).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    pending.abort();
+    drop(c);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(
+        FINISHED.load(Ordering::SeqCst),
+        1,
+        "a request of a closed connection ran to completion"
+    );
+}
