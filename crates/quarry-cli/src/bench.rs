@@ -82,16 +82,6 @@ impl RunMetadata {
     }
 }
 
-fn hostname() -> String {
-    let uname = rustix::system::uname();
-    let name = uname.nodename().to_string_lossy().into_owned();
-    if name.is_empty() {
-        "localhost".into()
-    } else {
-        name
-    }
-}
-
 /// Counters shared by the workers and the once-a-second reporter.
 #[derive(Default)]
 struct Progress {
@@ -198,45 +188,58 @@ async fn reporter(
     }
 }
 
-async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
-    let prefix = format!("benchmark_data_{}_{}", hostname(), std::process::id());
-    let op_size = opts.block_size;
-    crate::outln!("hints = 1");
-    crate::outln!(
-        "Maintaining {} concurrent writes of {op_size} bytes to objects of size {op_size} for up to {} seconds or 0 objects",
-        opts.concurrency, opts.seconds
-    );
-    crate::outln!("Object prefix: {prefix}");
+/// What a run did, for its summary.
+struct Totals {
+    /// Seconds from the first op to the last completion.
+    elapsed: f64,
+    /// Ops completed.
+    finished: u64,
+    /// Object numbers taken from the run's counter.
+    taken: u64,
+    /// Per-second (MB/s, IOPS).
+    history: Vec<(f64, f64)>,
+    /// Latency of every op, in seconds.
+    latencies: Vec<f64>,
+}
+
+/// Keeps `opts.concurrency` copies of `op` in flight on objects of `meta` until
+/// `opts.seconds` have passed or `pick` has no object left, printing the header and a line a
+/// second. `pick` chooses the next object number (it may count with the run's counter);
+/// `check` judges each answer.
+async fn drive<P>(
+    pool: &Pool<'_>,
+    opts: &BenchOptions,
+    meta: &RunMetadata,
+    op: ObjectOp,
+    pick: P,
+    check: fn(&RunMetadata, &[OpOutput]) -> Result<(), quarry_client::ClientError>,
+) -> Result<Totals, CliError>
+where
+    P: Fn(&AtomicU64) -> Option<u64> + Clone + Send + 'static,
+{
     print_header();
-    let meta = RunMetadata { prefix: prefix.clone(), objects: 0, object_size: op_size };
-    // Object contents: a recognisable pattern, the same buffer (and checksum) for every op.
-    let mut pattern = vec![0u8; op_size as usize];
-    for (i, b) in pattern.iter_mut().enumerate() {
-        *b = (i % 251) as u8;
-    }
-    let payload = Payload::new(Bytes::from(pattern));
     let progress = Arc::new(Progress::default());
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + Duration::from_secs(opts.seconds);
     let done = Arc::new(tokio::sync::Notify::new());
-    let report = tokio::spawn(reporter(progress.clone(), op_size, start, done.clone()));
+    let report = tokio::spawn(reporter(progress.clone(), meta.object_size, start, done.clone()));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..opts.concurrency {
         let rados = pool.rados.clone();
         let pool_id = pool.id;
-        let (progress, next, payload, meta) =
-            (progress.clone(), next.clone(), payload.clone(), meta.clone());
+        let (progress, next, meta, op, pick) =
+            (progress.clone(), next.clone(), meta.clone(), op.clone(), pick.clone());
         workers.spawn(async move {
             let ctx = quarry_types::SnapContext::default();
             while Instant::now() < deadline {
-                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(n) = pick(&next) else { break };
                 progress.started.fetch_add(1, Ordering::Relaxed);
                 let t0 = Instant::now();
-                let op = ObjectOp::WriteFull { data: payload.clone() };
-                rados
-                    .exec(pool_id, &meta.object(n), &ctx, quarry_types::SNAP_HEAD, vec![op])
+                let out = rados
+                    .exec(pool_id, &meta.object(n), &ctx, quarry_types::SNAP_HEAD, vec![op.clone()])
                     .await?;
+                check(&meta, &out)?;
                 progress.record(t0.elapsed());
             }
             Ok::<(), quarry_client::ClientError>(())
@@ -254,36 +257,79 @@ async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(
     if let Some(e) = failure {
         return Err(CliError::rados_op("error during benchmark", e.errno()));
     }
-    let finished = progress.finished.load(Ordering::Relaxed);
-    let lats = progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let bws: Vec<f64> = history.iter().map(|h| h.0).collect();
-    let iops: Vec<f64> = history.iter().map(|h| h.1).collect();
+    let latencies = progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(Totals {
+        elapsed,
+        finished: progress.finished.load(Ordering::Relaxed),
+        taken: next.load(Ordering::Relaxed),
+        history,
+        latencies,
+    })
+}
+
+/// Prints Ceph's summary of a run. A write run's also has the spread of the bandwidth and of
+/// the latency, and wider labels.
+fn print_summary(mode: BenchMode, op_size: u64, run: &Totals) {
+    let (made, size, width) = match mode {
+        BenchMode::Write => ("Total writes made:", "Write size:", 24),
+        BenchMode::Seq | BenchMode::Rand => ("Total reads made:", "Read size:", 22),
+    };
+    let spread = mode == BenchMode::Write;
+    let bws: Vec<f64> = run.history.iter().map(|h| h.0).collect();
+    let iops: Vec<f64> = run.history.iter().map(|h| h.1).collect();
     let (_, bw_sd) = mean_stddev(&bws);
     let (bw_min, bw_max) = min_max(&bws);
     let (_, iops_sd) = mean_stddev(&iops);
     let (iops_min, iops_max) = min_max(&iops);
-    let (lat_avg, lat_sd) = mean_stddev(&lats);
-    let (lat_min, lat_max) = min_max(&lats);
-    let bandwidth = finished as f64 * op_size as f64 / MIB / elapsed.max(1e-9);
-    crate::outln!("Total time run:         {}", g6(elapsed));
-    crate::outln!("Total writes made:      {finished}");
-    crate::outln!("Write size:             {op_size}");
-    crate::outln!("Object size:            {op_size}");
-    crate::outln!("Bandwidth (MB/sec):     {}", g6(bandwidth));
-    crate::outln!("Stddev Bandwidth:       {}", g6(bw_sd));
-    crate::outln!("Max bandwidth (MB/sec): {}", g6(bw_max));
-    crate::outln!("Min bandwidth (MB/sec): {}", g6(bw_min));
-    crate::outln!("Average IOPS:           {}", (finished as f64 / elapsed.max(1e-9)) as u64);
-    crate::outln!("Stddev IOPS:            {}", g6(iops_sd));
-    crate::outln!("Max IOPS:               {}", iops_max as u64);
-    crate::outln!("Min IOPS:               {}", iops_min as u64);
-    crate::outln!("Average Latency(s):     {}", g6(lat_avg));
-    crate::outln!("Stddev Latency(s):      {}", g6(lat_sd));
-    crate::outln!("Max latency(s):         {}", g6(lat_max));
-    crate::outln!("Min latency(s):         {}", g6(lat_min));
+    let (lat_avg, lat_sd) = mean_stddev(&run.latencies);
+    let (lat_min, lat_max) = min_max(&run.latencies);
+    let elapsed = run.elapsed.max(1e-9);
+    let bandwidth = run.finished as f64 * op_size as f64 / MIB / elapsed;
+    let rows = [
+        (true, "Total time run:", g6(run.elapsed)),
+        (true, made, run.finished.to_string()),
+        (true, size, op_size.to_string()),
+        (true, "Object size:", op_size.to_string()),
+        (true, "Bandwidth (MB/sec):", g6(bandwidth)),
+        (spread, "Stddev Bandwidth:", g6(bw_sd)),
+        (spread, "Max bandwidth (MB/sec):", g6(bw_max)),
+        (spread, "Min bandwidth (MB/sec):", g6(bw_min)),
+        (true, "Average IOPS:", ((run.finished as f64 / elapsed) as u64).to_string()),
+        (true, "Stddev IOPS:", g6(iops_sd)),
+        (true, "Max IOPS:", (iops_max as u64).to_string()),
+        (true, "Min IOPS:", (iops_min as u64).to_string()),
+        (true, "Average Latency(s):", g6(lat_avg)),
+        (spread, "Stddev Latency(s):", g6(lat_sd)),
+        (true, "Max latency(s):", g6(lat_max)),
+        (true, "Min latency(s):", g6(lat_min)),
+    ];
+    for (_, label, value) in rows.iter().filter(|row| row.0) {
+        crate::outln!("{label:<width$}{value}");
+    }
+}
+
+async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
+    let prefix = format!("benchmark_data_{}_{}", crate::cluster::hostname(), std::process::id());
+    let op_size = opts.block_size;
+    crate::outln!("hints = 1");
+    crate::outln!(
+        "Maintaining {} concurrent writes of {op_size} bytes to objects of size {op_size} for up to {} seconds or 0 objects",
+        opts.concurrency, opts.seconds
+    );
+    crate::outln!("Object prefix: {prefix}");
+    let meta = RunMetadata { prefix: prefix.clone(), objects: 0, object_size: op_size };
+    // Object contents: a recognisable pattern, the same buffer (and checksum) for every op.
+    let mut pattern = vec![0u8; op_size as usize];
+    for (i, b) in pattern.iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let op = ObjectOp::WriteFull { data: Payload::new(Bytes::from(pattern)) };
+    let pick = |next: &AtomicU64| Some(next.fetch_add(1, Ordering::Relaxed));
+    let run = drive(pool, opts, &meta, op, pick, |_, _| Ok(())).await?;
+    print_summary(BenchMode::Write, op_size, &run);
     // Objects 0..n were all written: a worker only takes the next number when it starts a
     // write, and every started write finished (or the run failed above).
-    let written = next.load(Ordering::Relaxed).min(finished);
+    let written = run.taken.min(run.finished);
     let meta = RunMetadata { objects: written, ..meta };
     let data = Payload::new(Bytes::from(meta.encode().into_bytes()));
     pool.op(run_name, ObjectOp::WriteFull { data }, || {
@@ -296,101 +342,47 @@ async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(
     Ok(())
 }
 
-async fn read(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
-    let meta = match pool.exec(run_name, vec![ObjectOp::Read { off: 0, len: 0 }]).await {
-        Ok(out) => match out.first() {
+/// The metadata a write run left in `run_name` (None: no run, or not ours).
+async fn load_metadata(pool: &Pool<'_>, run_name: &str) -> Result<Option<RunMetadata>, CliError> {
+    match pool.exec(run_name, vec![ObjectOp::Read { off: 0, len: 0 }]).await {
+        Ok(out) => Ok(match out.first() {
             Some(OpOutput::Data(p)) => RunMetadata::decode(&String::from_utf8_lossy(&p.data)),
             _ => None,
-        },
-        Err(e) if e.errno() == ErrorCode::ENOENT => None,
+        }),
+        Err(e) if e.errno() == ErrorCode::ENOENT => Ok(None),
         Err(e) => {
-            return Err(CliError::rados_op(
-                format!("error reading {}/{run_name}", pool.name),
-                e.errno(),
-            ))
+            Err(CliError::rados_op(format!("error reading {}/{run_name}", pool.name), e.errno()))
         }
-    };
-    let Some(meta) = meta.filter(|m| m.objects > 0) else {
+    }
+}
+
+async fn read(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
+    let Some(meta) = load_metadata(pool, run_name).await?.filter(|m| m.objects > 0) else {
         eprintln!("Must write data before running a read benchmark!");
         return Err(CliError::Reported { status: 1 });
     };
-    let random = opts.mode == BenchMode::Rand;
-    let op_size = meta.object_size;
-    crate::outln!("hints = 1");
-    print_header();
-    let progress = Arc::new(Progress::default());
-    let next = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let deadline = start + Duration::from_secs(opts.seconds);
-    let done = Arc::new(tokio::sync::Notify::new());
-    let report = tokio::spawn(reporter(progress.clone(), op_size, start, done.clone()));
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..opts.concurrency {
-        let rados = pool.rados.clone();
-        let pool_id = pool.id;
-        let (progress, next, meta) = (progress.clone(), next.clone(), meta.clone());
-        workers.spawn(async move {
-            let ctx = quarry_types::SnapContext::default();
-            while Instant::now() < deadline {
-                let n = if random {
-                    rand::thread_rng().gen_range(0..meta.objects)
-                } else {
-                    let n = next.fetch_add(1, Ordering::Relaxed);
-                    if n >= meta.objects {
-                        break;
-                    }
-                    n
-                };
-                progress.started.fetch_add(1, Ordering::Relaxed);
-                let t0 = Instant::now();
-                let op = ObjectOp::Read { off: 0, len: meta.object_size };
-                let out = rados
-                    .exec(pool_id, &meta.object(n), &ctx, quarry_types::SNAP_HEAD, vec![op])
-                    .await?;
-                let got = match out.first() {
-                    Some(OpOutput::Data(p)) => p.data.len() as u64,
-                    _ => 0,
-                };
-                if got != meta.object_size {
-                    return Err(quarry_client::ClientError::Op { index: 0, code: ErrorCode::EIO });
-                }
-                progress.record(t0.elapsed());
-            }
-            Ok::<(), quarry_client::ClientError>(())
-        });
-    }
-    let mut failure = None;
-    while let Some(joined) = workers.join_next().await {
-        if let Ok(Err(e)) = joined {
-            failure.get_or_insert(e);
+    let (random, objects) = (opts.mode == BenchMode::Rand, meta.objects);
+    let pick = move |next: &AtomicU64| {
+        if random {
+            return Some(rand::thread_rng().gen_range(0..objects));
         }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    done.notify_one();
-    let history = report.await.unwrap_or_default();
-    if let Some(e) = failure {
-        return Err(CliError::rados_op("error during benchmark", e.errno()));
-    }
-    let finished = progress.finished.load(Ordering::Relaxed);
-    let lats = progress.latencies.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let iops: Vec<f64> = history.iter().map(|h| h.1).collect();
-    let (_, iops_sd) = mean_stddev(&iops);
-    let (iops_min, iops_max) = min_max(&iops);
-    let (lat_avg, _) = mean_stddev(&lats);
-    let (lat_min, lat_max) = min_max(&lats);
-    let bandwidth = finished as f64 * op_size as f64 / MIB / elapsed.max(1e-9);
-    crate::outln!("Total time run:       {}", g6(elapsed));
-    crate::outln!("Total reads made:     {finished}");
-    crate::outln!("Read size:            {op_size}");
-    crate::outln!("Object size:          {op_size}");
-    crate::outln!("Bandwidth (MB/sec):   {}", g6(bandwidth));
-    crate::outln!("Average IOPS:         {}", (finished as f64 / elapsed.max(1e-9)) as u64);
-    crate::outln!("Stddev IOPS:          {}", g6(iops_sd));
-    crate::outln!("Max IOPS:             {}", iops_max as u64);
-    crate::outln!("Min IOPS:             {}", iops_min as u64);
-    crate::outln!("Average Latency(s):   {}", g6(lat_avg));
-    crate::outln!("Max latency(s):       {}", g6(lat_max));
-    crate::outln!("Min latency(s):       {}", g6(lat_min));
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        (n < objects).then_some(n)
+    };
+    crate::outln!("hints = 1");
+    let op = ObjectOp::Read { off: 0, len: meta.object_size };
+    let run = drive(pool, opts, &meta, op, pick, |meta, out| {
+        let got = match out.first() {
+            Some(OpOutput::Data(p)) => p.data.len() as u64,
+            _ => 0,
+        };
+        if got != meta.object_size {
+            return Err(quarry_client::ClientError::Op { index: 0, code: ErrorCode::EIO });
+        }
+        Ok(())
+    })
+    .await?;
+    print_summary(opts.mode, meta.object_size, &run);
     Ok(())
 }
 
@@ -470,20 +462,7 @@ pub async fn cleanup(
         crate::outln!("Removed {removed} objects");
         return Ok(());
     }
-    let meta = match pool.exec(run_name, vec![ObjectOp::Read { off: 0, len: 0 }]).await {
-        Ok(out) => match out.first() {
-            Some(OpOutput::Data(p)) => RunMetadata::decode(&String::from_utf8_lossy(&p.data)),
-            _ => None,
-        },
-        Err(e) if e.errno() == ErrorCode::ENOENT => None,
-        Err(e) => {
-            return Err(CliError::rados_op(
-                format!("error reading {}/{run_name}", pool.name),
-                e.errno(),
-            ))
-        }
-    };
-    match meta {
+    match load_metadata(pool, run_name).await? {
         Some(meta) => remove_run(pool, &meta, run_name).await,
         None => {
             crate::outln!("Removed 0 objects");
