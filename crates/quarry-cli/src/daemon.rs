@@ -2,6 +2,7 @@
 //! stdout once it serves, runs in the foreground, and exits 0 after a clean shutdown on
 //! SIGTERM or SIGINT. Also the signal handling `quarry up` shares.
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -49,6 +50,26 @@ impl Signals {
 /// Prints `ready` on stdout (tests and scripts wait for this line).
 pub fn announce_ready() {
     crate::outln!("ready");
+}
+
+/// Gives a daemon's `shutdown` [`SHUTDOWN_TIMEOUT`] to finish; the error names the daemon
+/// (`what`: `the monitor`, `osd.3`).
+pub async fn stop(what: &str, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    tokio::time::timeout(SHUTDOWN_TIMEOUT, shutdown)
+        .await
+        .map_err(|_| anyhow!("{what} did not stop within {SHUTDOWN_TIMEOUT:?}"))
+}
+
+/// Reports ready, waits for SIGTERM or SIGINT, then stops the daemon (`what` names it).
+async fn serve_until_signal(
+    mut signals: Signals,
+    what: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), CliError> {
+    announce_ready();
+    let sig = signals.recv().await;
+    tracing::info!("{sig}: stopping {what}");
+    Ok(stop(what, shutdown).await?)
 }
 
 /// The file in an OSD's data directory that keeps its listening address across restarts.
@@ -225,16 +246,10 @@ pub async fn run_mon(args: MonArgs) -> Result<(), CliError> {
         )
         .into());
     }
-    let mut signals = Signals::new()?;
+    let signals = Signals::new()?;
     let mon = quarry_mon::start(cfg).await.context("starting the monitor")?;
     tracing::info!(addr = %mon.addr(), "monitor {name} serving");
-    announce_ready();
-    let sig = signals.recv().await;
-    tracing::info!("{sig}: stopping the monitor");
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, mon.shutdown()).await.is_err() {
-        return Err(anyhow!("the monitor did not stop within {SHUTDOWN_TIMEOUT:?}").into());
-    }
-    Ok(())
+    serve_until_signal(signals, "the monitor", mon.shutdown()).await
 }
 
 /// Runs an OSD until SIGTERM/SIGINT.
@@ -281,19 +296,13 @@ pub async fn run_osd(args: OsdArgs) -> Result<(), CliError> {
         key,
         host: args.host.clone().unwrap_or_else(cluster::hostname),
     };
-    let mut signals = Signals::new()?;
+    let signals = Signals::new()?;
     std::fs::create_dir_all(&args.data)
         .with_context(|| format!("creating {}", args.data.display()))?;
     let osd = quarry_osd::start(cfg).await.with_context(|| format!("starting osd.{id}"))?;
     remember_addr(&args.data, osd.addr());
     tracing::info!(addr = %osd.addr(), "osd.{id} serving");
-    announce_ready();
-    let sig = signals.recv().await;
-    tracing::info!("{sig}: stopping osd.{id}");
-    if tokio::time::timeout(SHUTDOWN_TIMEOUT, osd.shutdown()).await.is_err() {
-        return Err(anyhow!("osd.{id} did not stop within {SHUTDOWN_TIMEOUT:?}").into());
-    }
-    Ok(())
+    serve_until_signal(signals, &format!("osd.{id}"), osd.shutdown()).await
 }
 
 #[cfg(test)]

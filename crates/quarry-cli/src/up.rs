@@ -23,7 +23,7 @@ use quarry_types::{EntityName, PgId};
 use quarry_wire::{MonCommand, MonReply};
 
 use crate::cluster::{self, ClusterSpec, CONF_FILE};
-use crate::daemon::{self, announce_ready, Signals, SHUTDOWN_TIMEOUT};
+use crate::daemon::{self, announce_ready, Signals};
 use crate::error::CliError;
 
 /// The pool every new `quarry up` cluster starts with: name, PGs, replicas.
@@ -114,13 +114,13 @@ impl Daemons {
     /// OSDs first (they hold client sessions and report to the monitor), then the monitor.
     async fn shutdown(mut self) {
         for (id, osd) in self.osds.drain(..) {
-            if tokio::time::timeout(SHUTDOWN_TIMEOUT, osd.shutdown()).await.is_err() {
-                tracing::warn!("osd.{id} did not stop within {SHUTDOWN_TIMEOUT:?}");
+            if let Err(e) = daemon::stop(&format!("osd.{id}"), osd.shutdown()).await {
+                tracing::warn!("{e}");
             }
         }
         if let Some(mon) = self.mon.take() {
-            if tokio::time::timeout(SHUTDOWN_TIMEOUT, mon.shutdown()).await.is_err() {
-                tracing::warn!("the monitor did not stop within {SHUTDOWN_TIMEOUT:?}");
+            if let Err(e) = daemon::stop("the monitor", mon.shutdown()).await {
+                tracing::warn!("{e}");
             }
         }
     }
