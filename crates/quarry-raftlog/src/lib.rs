@@ -70,9 +70,10 @@
 //!    and applied: per group, vote, committed, purged and, per live index, the record's
 //!    position (segment, offset, length, log id). Entries must stay contiguous.
 //! 3. In any segment but the newest, a bad record or header is [`WalError::Corrupt`] (file and
-//!    offset). In the newest, a bad record is a torn tail if no intact record (plausible header
-//!    and matching crc) starts anywhere after it: the file is cut there (`set_len` + fsync) with
-//!    a warning. If an intact record follows, it is corruption, not a torn write: error. A newest
+//!    offset). In the newest, an all-zero tail is the writer's preallocation (see "Group
+//!    commit"): cut off silently. Otherwise a bad record is a torn tail if no intact record
+//!    (plausible header and matching crc) starts anywhere after it: the file is cut there
+//!    (`set_len` + fsync) with a warning. If an intact record follows, it is corruption, not a torn write: error. A newest
 //!    segment whose header is bad and holds nothing intact is a cut-short creation: removed.
 //! 4. The newest segment is fsynced (after a process crash its tail may have been in the page
 //!    cache only), a new segment is started (with checkpoints) for this run, and dead segments
@@ -105,6 +106,12 @@
 //! recovered as the old entries once the new one was. Dead segments are deleted only after a
 //! sync that left nothing unsynced, so the purge that killed them is durable. A failed write or fdatasync aborts the process: a failed fsync cannot be
 //! retried safely (the kernel may have dropped the dirty pages), as raft-engine also decides.
+//!
+//! When a small round grows the active segment, [`writer::PREALLOC_BYTES`] of zeros are written
+//! after it, so the next rounds overwrite instead of append and their fdatasync does not also
+//! write the inode (the file size): on ext4 that halves the I/Os of a group commit. The zeros
+//! are cut off (truncate + fsync) before a new segment starts and at shutdown, so only the
+//! newest segment can end with zeros, and only after a crash. The format is unchanged.
 //!
 //! Appended entries are readable as soon as `append` returns (served from the queued bytes).
 //! Queued bytes are bounded by [`wal::QUEUE_BYTES_MAX`]: `append` waits beyond it.

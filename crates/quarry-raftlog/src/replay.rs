@@ -189,6 +189,15 @@ fn cut_torn_tail(
     if !tolerant {
         return Err(corrupt(reason));
     }
+    if all_zero(file, path, offset, len)? {
+        // The writer's preallocated zeros after the last round (a crash kept them): the
+        // segment simply ends here; not a torn write.
+        tracing::debug!(path = %path.display(), offset, zeros = len - offset,
+            "cutting the preallocated tail off the newest WAL segment");
+        file.set_len(offset).map_err(|error| WalError::io(path, error))?;
+        file.sync_all().map_err(|error| WalError::io(path, error))?;
+        return Ok(0);
+    }
     if let Some(intact) = find_intact_record(file, path, offset + 1, len)? {
         tracing::error!(path = %path.display(), offset, intact, %reason,
             "bad WAL record followed by an intact one: not a torn write");
@@ -199,6 +208,21 @@ fn cut_torn_tail(
     file.set_len(offset).map_err(|error| WalError::io(path, error))?;
     file.sync_all().map_err(|error| WalError::io(path, error))?;
     Ok(len - offset)
+}
+
+/// True when every byte in `from .. len` is zero (read in windows).
+fn all_zero(file: &File, path: &Path, from: u64, len: u64) -> Result<bool, WalError> {
+    let mut window = vec![0u8; SCAN_WINDOW_BYTES.min(len - from) as usize];
+    let mut at = from;
+    while at < len {
+        let chunk = &mut window[..SCAN_WINDOW_BYTES.min(len - at) as usize];
+        file.read_exact_at(chunk, at).map_err(|error| WalError::io(path, error))?;
+        if chunk.iter().any(|&byte| byte != 0) {
+            return Ok(false);
+        }
+        at += chunk.len() as u64;
+    }
+    Ok(true)
 }
 
 /// The first offset in `from .. len` where an intact record (plausible header, matching crc)

@@ -14,6 +14,17 @@
 //! lost one in an older segment. Segments are deleted only after a round that left nothing
 //! unsynced: the purge or truncate that killed them is durable by then.
 //!
+//! Preallocation: an fdatasync after a write that grew the file must also write the inode (its
+//! size): on ext4 that is a second, serial I/O per group commit. So when a small round grows
+//! the active segment, the writer also writes [`PREALLOC_BYTES`] of zeros after it (synced
+//! with the round); the following rounds overwrite them and their fdatasync writes data only,
+//! as a database's pre-zeroed log files do. A zero tail is never a record (kind 0 does not
+//! exist, its crc does not match), and it is cut off before the segment is left behind: the
+//! old segment is truncated to its records (and synced) before a new one starts, and the
+//! active one at shutdown; after a crash, recovery cuts an all-zero tail of the newest segment
+//! silently (see `replay`). Rounds of [`PREALLOC_BYTES`] or more just append (zeroing would
+//! double their bytes for little gain).
+//!
 //! An I/O error here aborts the process: after a failed write or fdatasync the page cache and
 //! the disk may disagree and retrying can report data durable that is not (the "fsyncgate"
 //! lesson; raft-engine panics the same way). The daemon restarts and replays.
@@ -38,6 +49,9 @@ use crate::wal::{lock, Completion, Request, Shared};
 
 /// A round writes at most this many bytes (plus one request); the rest waits for the next.
 pub const BATCH_BYTES_MAX: u64 = 16 << 20;
+
+/// Zeros written after a small round that grows the active segment (see the module docs).
+pub const PREALLOC_BYTES: u64 = 1 << 20;
 
 /// Records written without an fsync (nobody waited for them) are synced at the latest this
 /// long after they were written (by the next round, or when the log is idle); a round with a
@@ -69,6 +83,8 @@ pub(crate) struct Writer {
     active: Arc<File>,
     active_seq: u64,
     active_len: u64,
+    /// Length of the active segment file: `active_len` plus the preallocated zeros after it.
+    file_len: u64,
     /// Length of the active segment's header and checkpoints: rotation counts only the bytes
     /// after them, so many groups' checkpoints cannot make every round start a segment.
     active_start: u64,
@@ -77,6 +93,8 @@ pub(crate) struct Writer {
     /// When the oldest record written without an fsync since the last one was written.
     unsynced: Option<Instant>,
     buffer: Vec<u8>,
+    /// [`PREALLOC_BYTES`] of zeros.
+    zeros: Vec<u8>,
 }
 
 /// What the writer does next.
@@ -105,10 +123,12 @@ impl Writer {
             active,
             active_seq,
             active_len,
+            file_len: active_len,
             active_start,
             oldest_seq,
             unsynced: None,
             buffer: Vec::new(),
+            zeros: vec![0; PREALLOC_BYTES as usize],
         }
     }
 
@@ -123,6 +143,11 @@ impl Writer {
         }
         if self.unsynced.is_some() {
             self.sync_idle();
+        }
+        if let Err(error) = self.cut_preallocation() {
+            // Recovery cuts an all-zero tail of the newest segment anyway.
+            let path = segment_path(&self.shared.dir, self.active_seq);
+            tracing::warn!(path = %path.display(), %error, "cannot cut the preallocated tail");
         }
         tracing::debug!(dir = %self.shared.dir.display(), "WAL writer stopped");
     }
@@ -175,6 +200,11 @@ impl Writer {
                 // Everything in the old segment must be durable before anything in the new one.
                 self.sync();
             }
+            // An older segment must end exactly at its last record (replay refuses anything
+            // else there), durably, before a newer one exists.
+            if let Err(error) = self.cut_preallocation() {
+                fatal("truncate", &segment_path(&self.shared.dir, self.active_seq), &error);
+            }
             self.rotate();
         }
         let round = self.encode(batch);
@@ -207,6 +237,19 @@ impl Writer {
         if self.buffer.capacity() as u64 > 2 * BATCH_BYTES_MAX {
             self.buffer = Vec::new();
         }
+    }
+
+    /// Truncates the active segment to its records (dropping the preallocated zeros) and
+    /// makes that durable. Nothing may be unsynced.
+    fn cut_preallocation(&mut self) -> std::io::Result<()> {
+        assert!(self.unsynced.is_none(), "cutting the preallocation with unsynced records");
+        if self.file_len > self.active_len {
+            self.active.set_len(self.active_len)?;
+            self.active.sync_all()?;
+            self.file_len = self.active_len;
+            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
     }
 
     /// The log went idle with unsynced records: sync them, then delete what they killed.
@@ -258,13 +301,23 @@ impl Writer {
         round
     }
 
-    /// Writes the buffer at the end of the active segment (not synced yet).
+    /// Writes the buffer at the end of the active segment (not synced yet); a small round that
+    /// grows the file also writes [`PREALLOC_BYTES`] of zeros after it.
     fn write(&mut self) {
         let path = segment_path(&self.shared.dir, self.active_seq);
         if let Err(error) = self.active.write_all_at(&self.buffer, self.active_len) {
             fatal("write", &path, &error);
         }
         self.active_len += self.buffer.len() as u64;
+        if self.active_len > self.file_len {
+            self.file_len = self.active_len;
+            if (self.buffer.len() as u64) < PREALLOC_BYTES {
+                if let Err(error) = self.active.write_all_at(&self.zeros, self.file_len) {
+                    fatal("write", &path, &error);
+                }
+                self.file_len += PREALLOC_BYTES;
+            }
+        }
         self.unsynced.get_or_insert_with(Instant::now);
         self.shared.counters.bytes.fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
     }
@@ -353,6 +406,7 @@ impl Writer {
         self.active = file;
         self.active_seq = seq;
         self.active_len = len;
+        self.file_len = len;
         self.active_start = len;
         let counters = &self.shared.counters;
         counters.active_segment.store(seq, Ordering::Relaxed);
