@@ -226,6 +226,9 @@ impl Default for StoreOptions {
 pub struct Store {
     db: Database,
     path: PathBuf,
+    /// A second handle on the database file, for [`Store::checkpoint`]'s write-back that
+    /// runs without redb's write lock.
+    flusher: std::fs::File,
     commits_since_checkpoint: AtomicU64,
     bytes_since_checkpoint: AtomicU64,
 }
@@ -264,9 +267,11 @@ impl Store {
         let file = if path.is_dir() { path.join(STORE_FILE) } else { path.to_path_buf() };
         let db = Database::builder().set_cache_size(options.cache_bytes).create(&file)?;
         Store::check_format(&db, &file)?;
+        let flusher = std::fs::File::open(&file)?;
         Ok(Store {
             db,
             path: file,
+            flusher,
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
         })
@@ -472,7 +477,17 @@ impl Store {
     }
 
     /// Makes everything applied so far durable: a `Durability::Immediate` commit (fsync).
+    ///
+    /// The pages of the non-durable commits since the last checkpoint are already in the file
+    /// (in the page cache), and under load that is hundreds of MB: a durable commit that
+    /// fsyncs them all holds redb's write lock, and so stalls every apply, for up to a
+    /// second (measured: 0.86 s write latency peaks every checkpoint). So they are written
+    /// back first with an `fdatasync` of the file on a second handle, without the write lock
+    /// (applies go on); the durable commit then writes only what changed meanwhile. Writing
+    /// those pages early is harmless: non-durable commits never overwrite a page the last
+    /// durable commit uses, so a crash still recovers the last checkpoint.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.flusher.sync_data()?;
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate);
         txn.set_quick_repair(true);
