@@ -45,7 +45,7 @@
 //! A replica that is not the primary answers client ops with `Retry`.
 //!
 //! Snapshots: openraft builds one every `SNAPSHOT_LOGS` applied entries, and the checkpoint
-//! worker every few seconds for PGs with new entries. Building a snapshot is a store
+//! worker every second for PGs with new entries. Building a snapshot is a store
 //! checkpoint (one fsync, coalesced across PGs by `pg::durability`); openraft then purges
 //! the log behind it, so WAL segments are freed. A follower behind the purged log receives an
 //! export of the PG (`Store::export_pg` into a temp file; `import_pg` on the other side).

@@ -1,4 +1,4 @@
-//! The checkpoint worker: every few seconds, if anything was applied since the last
+//! The checkpoint worker: every second, if anything was applied since the last
 //! checkpoint, makes the store durable (one fsync for all PGs) and asks each PG with applied
 //! entries past its last snapshot to record one, which lets openraft purge the WAL behind it.
 //! (openraft also snapshots each PG every `SNAPSHOT_LOGS` entries on its own.)
@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use crate::daemon::Osd;
 
-/// How often applied state is made durable at the latest.
-pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// How often applied state is made durable at the latest. Short, so each checkpoint writes
+/// back little: under a 4 KiB write load the store dirties ~25 KB of pages per write, and a
+/// 5 s interval made each checkpoint's write-back saturate the disk for a while (write IOPS
+/// dips to a third, latency peaks of 0.3-1 s); at 1 s the load is even and peaks ~0.1 s.
+/// It also lets redb reuse freed pages sooner (only a durable commit frees them).
+pub(crate) const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Runs until the OSD stops (the task is aborted).
 pub(crate) async fn run(osd: Arc<Osd>) {
