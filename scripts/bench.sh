@@ -3,11 +3,17 @@
 # file on the same disk with the same durability, in the same run. Prints a markdown table of
 # results and ratios (Quarry / fio). Not a test: nothing here passes or fails on a number.
 #   scripts/bench.sh [SECONDS]        (default 10 s per case)
+#   QUARRY_BIN=/path/to/quarry scripts/bench.sh [SECONDS]   (another build, e.g. a baseline;
+#                                                           no setup/build then)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-./scripts/setup.sh >/dev/null
-bin=$(pwd)/target/release/quarry
+if [ -n "${QUARRY_BIN:-}" ]; then
+  bin=$QUARRY_BIN
+else
+  ./scripts/setup.sh >/dev/null
+  bin=$(pwd)/target/release/quarry
+fi
 work=$(mktemp -d /var/tmp/quarry-bench.XXXXXX)
 pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
@@ -40,7 +46,11 @@ for bs in 4096 4194304; do
     "$bin" rados -p rbd bench "$secs" rand -t "$qd" >"$work/r.txt" 2>&1
     r_iops=$(rados_metric "$work/r.txt" "Average IOPS")
     r_bw=$(rados_metric "$work/r.txt" "Bandwidth")
-    "$bin" rados -p rbd cleanup >/dev/null 2>&1 || true
+    # Remove this case's objects so the next case starts from the same store; a failure is
+    # reported (the numbers after it would be measured on a fuller store), not fatal.
+    if ! "$bin" rados -p rbd cleanup >"$work/c.txt" 2>&1; then
+      echo "warning: rados cleanup failed after write $label QD$qd: $(tail -1 "$work/c.txt")" >&2
+    fi
     # The disk with the same durability: every write followed by an fsync (fdatasync would
     # be cheaper; Quarry's WAL uses fdatasync, fio's --fsync=1 is what the issue names).
     fio --name=w --filename="$work/raw" --size=1G --bs="$bs" --rw=randwrite --ioengine=libaio \
@@ -57,4 +67,7 @@ for bs in 4096 4194304; do
   done
 done
 echo
-echo "Machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; disk: $(df -h "$work" | awk 'NR==2{print $1}'); ${secs} s per case."
+if [ -n "${QUARRY_BIN:-}" ]; then built="binary $bin"; else built="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; fi
+echo "Command: scripts/bench.sh $secs ($built, $(date -u '+%Y-%m-%d %H:%M UTC'))."
+echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/{print $2}') GiB;" \
+  "disk: $(df -h "$work" | awk 'NR==2{print $1}') ($(df -T "$work" | awk 'NR==2{print $2}')); kernel $(uname -r); $(fio --version); ${secs} s per case."
