@@ -284,6 +284,21 @@ impl Caps {
     pub fn parse(caps: &BTreeMap<String, String>) -> Result<Caps, AuthError> {
         let mut out = Caps::default();
         for (service, text) in caps {
+            // Control characters have no place in a cap; a newline would let a cap inject
+            // lines into the keyring text `auth get` prints (mgr/mds caps are stored as is).
+            if let Some(at) = text.find(|c: char| c.is_control()) {
+                return Err(AuthError::InvalidCap {
+                    service: service.clone(),
+                    cap: text.escape_debug().to_string(),
+                    token: text[at..]
+                        .chars()
+                        .next()
+                        .map(|c| c.escape_debug().to_string())
+                        .unwrap_or_default(),
+                    rest: text[at..].escape_debug().to_string(),
+                    reason: "control characters are not allowed",
+                });
+            }
             match service.as_str() {
                 "mon" => out.mon = MonCap::parse(text)?,
                 "osd" => out.osd = OsdCap::parse(text)?,

@@ -327,3 +327,17 @@ fn error_messages_read_like_cephs() {
         "mon capability parse failed, stopped at '' of 'allow': missing access after 'allow'"
     );
 }
+
+#[test]
+fn control_characters_in_any_service_are_refused() {
+    // A newline in a stored cap would inject lines into the keyring text `auth get` prints.
+    for service in ["mon", "osd", "mgr", "mds"] {
+        let mut caps = BTreeMap::new();
+        caps.insert(service.to_string(), "allow r\n[client.evil]\n\tkey = AQ==".to_string());
+        let err = Caps::parse(&caps).expect_err("a newline must be refused");
+        assert!(err.to_string().contains("control characters"), "{service}: {err}");
+    }
+    let mut fine = BTreeMap::new();
+    fine.insert("mgr".to_string(), "allow r".to_string());
+    assert!(Caps::parse(&fine).is_ok());
+}
