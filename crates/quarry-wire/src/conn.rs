@@ -35,6 +35,10 @@ use crate::WireError;
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Requests one connection may have in flight on a server before it stops reading.
 pub const INFLIGHT_REQUESTS_MAX: usize = 256;
+/// Request bytes (frame bodies) one connection may have in flight on a server before it stops
+/// reading: with the one frame being read, this bounds what a peer can make a server hold.
+pub const INFLIGHT_BYTES_MAX: usize = 256 << 20;
+const INFLIGHT_KIB_MAX: u32 = (INFLIGHT_BYTES_MAX >> 10) as u32;
 /// Frames queued for the writer task of one connection.
 const OUTGOING_QUEUE_MAX: usize = 1024;
 
@@ -82,6 +86,8 @@ struct FrameReader {
     key: Option<SessionKey>,
     next_seq: u64,
     payload_max: u32,
+    /// Body length of the last frame received.
+    last_body_len: usize,
 }
 
 impl FrameReader {
@@ -104,6 +110,7 @@ impl FrameReader {
             }
         })?;
         let msg = decode_body(&header_bytes, &header, &body, self.key.as_ref(), self.next_seq)?;
+        self.last_body_len = body.len();
         if self.key.is_some() {
             self.next_seq += 1;
         }
@@ -145,6 +152,7 @@ fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
             key: None,
             next_seq: 1,
             payload_max: HANDSHAKE_PAYLOAD_MAX,
+            last_body_len: 0,
         },
         FrameWriter { inner: BufWriter::with_capacity(256 << 10, w), key: None, next_seq: 1 },
     )
@@ -375,6 +383,7 @@ where
     let ctx =
         Arc::new(ConnContext { session, peer, events: EventSink { tx: tx.clone() }, session_key });
     let inflight = Arc::new(Semaphore::new(INFLIGHT_REQUESTS_MAX));
+    let inflight_kib = Arc::new(Semaphore::new(INFLIGHT_KIB_MAX as usize));
     let mut handlers = tokio::task::JoinSet::new();
     let result = loop {
         let (request_id, msg) = match reader.recv().await {
@@ -390,12 +399,17 @@ where
             Ok(p) => p,
             Err(_) => break Ok(()),
         };
+        let kib = ((reader.last_body_len >> 10) as u32).clamp(1, INFLIGHT_KIB_MAX);
+        let bytes_permit = match inflight_kib.clone().acquire_many_owned(kib).await {
+            Ok(p) => p,
+            Err(_) => break Ok(()),
+        };
         let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
         while handlers.try_join_next().is_some() {}
         handlers.spawn(async move {
             let reply = handler.handle(ctx, request).await;
             let _ = tx.send((request_id, Message::Reply(reply))).await;
-            drop(permit);
+            drop((permit, bytes_permit));
         });
     };
     // Requests of a dead connection must not take effect later: the client resends them on a

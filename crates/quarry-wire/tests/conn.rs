@@ -280,3 +280,66 @@ async fn requests_of_a_closed_connection_are_cancelled() {
         "a request of a closed connection ran to completion"
     );
 }
+
+/// A peer cannot make a server hold more than `INFLIGHT_BYTES_MAX` of request bodies: with
+/// three 100 MiB requests whose handlers never finish, only two are dispatched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflight_request_bytes_are_bounded_per_connection() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static STARTED: AtomicUsize = AtomicUsize::new(0);
+    struct Stuck;
+    impl Handler<EntityName> for Stuck {
+        async fn handle(&self, _ctx: Arc<ConnContext<EntityName>>, _request: Request) -> Reply {
+            STARTED.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Reply::Ack
+        }
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(acc) = accept(stream, &OneKey, T).await {
+                    let _ = serve(acc, Arc::new(Stuck)).await;
+                }
+            });
+        }
+    });
+    let c = connect(
+        addr,
+        &EntityName::client("admin"),
+        Service::Osd,
+        &ClientSecret::EntityKey(KEY.to_vec()),
+        T,
+    )
+    .await
+    .unwrap();
+    assert!(3 * (100 << 20) > quarry_wire::conn::INFLIGHT_BYTES_MAX);
+    for i in 0..3u8 {
+        let client = c.client.clone();
+        tokio::spawn(async move {
+            let op = quarry_wire::OsdOp {
+                pg: quarry_types::PgId { pool: 1, seed: 0 },
+                epoch: 1,
+                name: format!("big{i}"),
+                snapc: quarry_types::SnapContext::default(),
+                snap: quarry_types::SNAP_HEAD,
+                ops: vec![quarry_types::ObjectOp::WriteFull {
+                    data: quarry_types::Payload::new(vec![i; 100 << 20]),
+                }],
+            };
+            let _ = client.call(Request::Op(op)).await;
+        });
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while STARTED.load(Ordering::SeqCst) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the first two requests were not dispatched"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(STARTED.load(Ordering::SeqCst), 2, "a third 100 MiB request was dispatched");
+}
