@@ -38,7 +38,10 @@ fn concurrent_appenders_share_fsyncs() {
     let appends = APPENDERS * APPENDS;
     eprintln!("{appends} appends, {} fsyncs, {:?}", stats.fsyncs, stats);
     assert_eq!(stats.entries, appends);
-    assert!(stats.fsyncs < appends / 4, "{} fsyncs for {appends} appends", stats.fsyncs);
+    // Without group commit every append is its own fsync. How many share one depends on how
+    // fast the disk syncs against how fast appenders arrive (1 in 4 to 1 in 8 measured alone,
+    // fewer under a loaded CI machine), so the bound is "at most half", not a measured ratio.
+    assert!(stats.fsyncs < appends / 2, "{} fsyncs for {appends} appends", stats.fsyncs);
     runtime.block_on(async {
         for group in 0..APPENDERS {
             let entries = all_entries(&mut wal.log_store::<Tc>(group)).await;
