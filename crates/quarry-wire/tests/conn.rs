@@ -48,14 +48,19 @@ impl Handler<EntityName> for Echo {
 }
 
 async fn server() -> SocketAddr {
+    server_with(Arc::new(Echo)).await
+}
+
+/// A server on a free loopback port that authenticates with `OneKey` and serves `handler`.
+async fn server_with<H: Handler<EntityName>>(handler: Arc<H>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+        while let Ok((stream, _)) = listener.accept().await {
+            let handler = handler.clone();
             tokio::spawn(async move {
                 if let Ok(acc) = accept(stream, &OneKey, T).await {
-                    let _ = serve(acc, Arc::new(Echo)).await;
+                    let _ = serve(acc, handler).await;
                 }
             });
         }
@@ -248,17 +253,7 @@ async fn requests_of_a_closed_connection_are_cancelled() {
             Reply::Ack
         }
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if let Ok(acc) = accept(stream, &OneKey, T).await {
-                    let _ = serve(acc, Arc::new(Slow)).await;
-                }
-            });
-        }
-    });
+    let addr = server_with(Arc::new(Slow)).await;
     let secret = ClientSecret::EntityKey(KEY.to_vec());
     // Control: on a live connection the slow request completes.
     let c = connect(addr, &EntityName::client("admin"), Service::Mon, &secret, T).await.unwrap();
@@ -295,17 +290,7 @@ async fn inflight_request_bytes_are_bounded_per_connection() {
             Reply::Ack
         }
     }
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if let Ok(acc) = accept(stream, &OneKey, T).await {
-                    let _ = serve(acc, Arc::new(Stuck)).await;
-                }
-            });
-        }
-    });
+    let addr = server_with(Arc::new(Stuck)).await;
     let c = connect(
         addr,
         &EntityName::client("admin"),
