@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rand::RngCore;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -158,17 +157,6 @@ fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
     )
 }
 
-fn nonce() -> [u8; 16] {
-    let mut n = [0u8; 16];
-    rand::rngs::OsRng.fill_bytes(&mut n);
-    n
-}
-
-/// Constant-time equality for proofs.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Connects to `addr`, authenticates as `entity` for `service`, and starts a pipelined
 /// session. Returns the client, the channel of pushed events, and the global id the server
 /// assigned. An authentication failure is `WireError::Refused` (EPERM/EACCES); the whole
@@ -183,7 +171,7 @@ pub async fn connect(
     let work = async {
         let stream = TcpStream::connect(addr).await?;
         let (mut reader, mut writer) = split(stream);
-        let client_nonce = nonce();
+        let client_nonce = quarry_auth::random_nonce();
         let ticket = match secret {
             ClientSecret::Ticket { ticket, .. } => Some(ticket.clone()),
             ClientSecret::EntityKey(_) => None,
@@ -209,8 +197,14 @@ pub async fn connect(
             (_, Message::Refused(r)) => return Err(WireError::Refused(r.code, r.reason)),
             _ => return Err(WireError::UnexpectedMessage("expected Welcome")),
         };
-        let expected = quarry_auth::server_proof(key, entity, &client_nonce, &server_nonce);
-        if !ct_eq(&welcome.proof, &expected) {
+        let proven = quarry_auth::verify_server_proof(
+            key,
+            entity,
+            &client_nonce,
+            &server_nonce,
+            &welcome.proof,
+        );
+        if !proven {
             return Err(WireError::Refused(
                 ErrorCode::EPERM,
                 "the server could not prove it knows our key (wrong cluster or impostor)".into(),
@@ -291,7 +285,7 @@ pub async fn accept<A: Authenticator>(
         }
         // The challenge goes out even for unknown entities, so a prober learns nothing
         // before proving a key.
-        let server_nonce = nonce();
+        let server_nonce = quarry_auth::random_nonce();
         writer.send(0, &Message::Challenge(Challenge { server_nonce })).await?;
         let proof = match reader.recv().await? {
             (_, Message::Proof(p)) => p,
@@ -306,9 +300,14 @@ pub async fn accept<A: Authenticator>(
                 return Err(err);
             }
         };
-        let expected =
-            quarry_auth::client_proof(&secret, &hello.entity, &hello.client_nonce, &server_nonce);
-        if !ct_eq(&proof.proof, &expected) {
+        let proven = quarry_auth::verify_client_proof(
+            &secret,
+            &hello.entity,
+            &hello.client_nonce,
+            &server_nonce,
+            &proof.proof,
+        );
+        if !proven {
             let reason = "authentication failed: wrong key".to_string();
             auth.rejected(&hello, peer, &reason);
             let refused = Refused { code: ErrorCode::EPERM, reason: reason.clone() };
