@@ -79,23 +79,30 @@ pub fn encode_frame(
     msg: &Message,
     key: Option<&SessionKey>,
 ) -> Result<Vec<u8>, WireError> {
-    let payload = bincode_options(u64::from(FRAME_PAYLOAD_MAX))
-        .serialize(msg)
+    let payload_len = bincode_options(u64::from(FRAME_PAYLOAD_MAX))
+        .serialized_size(msg)
         .map_err(|e| WireError::Encode(e.to_string()))?;
-    if payload.len() > FRAME_PAYLOAD_MAX as usize {
-        return Err(WireError::TooLarge { len: payload.len() as u64, max: FRAME_PAYLOAD_MAX });
+    if payload_len > u64::from(FRAME_PAYLOAD_MAX) {
+        return Err(WireError::TooLarge { len: payload_len, max: FRAME_PAYLOAD_MAX });
     }
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload.len() + SIGNATURE_LEN);
+    // The payload is serialised straight into the frame (no second copy of a 4 MiB write);
+    // its length and crc are filled into the header afterwards.
+    let mut frame = Vec::with_capacity(HEADER_LEN + payload_len as usize + SIGNATURE_LEN);
     frame.extend_from_slice(&FRAME_MAGIC);
     frame.push(FRAME_VERSION);
     frame.push(if key.is_some() { FLAG_SIGNED } else { 0 });
     frame.extend_from_slice(&[0, 0]);
     frame.extend_from_slice(&request_id.to_le_bytes());
-    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    frame.extend_from_slice(&[0u8; 8]); // payload length and crc, below
     frame.extend_from_slice(&seq.to_le_bytes());
     debug_assert_eq!(frame.len(), HEADER_LEN);
-    frame.extend_from_slice(&payload);
+    bincode_options(u64::from(FRAME_PAYLOAD_MAX))
+        .serialize_into(&mut frame, msg)
+        .map_err(|e| WireError::Encode(e.to_string()))?;
+    assert_eq!(frame.len() - HEADER_LEN, payload_len as usize, "bincode size estimate");
+    let crc = crc32c::crc32c(&frame[HEADER_LEN..]);
+    frame[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    frame[20..24].copy_from_slice(&crc.to_le_bytes());
     if let Some(key) = key {
         let tag = signature(key, &frame);
         frame.extend_from_slice(&tag);
