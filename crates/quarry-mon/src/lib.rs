@@ -12,7 +12,7 @@
 //! All of it is [`state::MonState`], the state machine of an openraft group (group id 0)
 //! whose log is in a `quarry_raftlog::Wal` under `DATA_DIR/wal`.
 //!
-//! # Raft commands ([`command::Op`])
+//! # Raft commands ([`log_op::Op`])
 //! Bootstrap (once, as the first command of a new group), SetMonAddr, PoolCreate, PoolRm,
 //! PoolApplicationEnable, SnapCreate/SnapRemove (per-pool `snap_seq`, `removed_snaps`),
 //! OsdBoot (registers an unknown id only if `osd.N` has a key; sets addr/host/up and bumps
@@ -65,9 +65,9 @@
 
 #![warn(missing_docs)]
 
-pub mod command;
-mod commands;
+mod admin;
 pub mod error;
+pub mod log_op;
 mod mon;
 pub mod raft;
 mod server;
@@ -94,7 +94,7 @@ use quarry_wire::ClusterMap;
 
 pub use error::MonError;
 
-use crate::command::{EntityRecord, Op, StoredKey};
+use crate::log_op::{EntityRecord, Op, StoredKey};
 use crate::mon::{unix_now, Mon};
 use crate::raft::{Network, StateMachine, TypeConfig, MON_GROUP};
 

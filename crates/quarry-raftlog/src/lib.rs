@@ -114,7 +114,7 @@
 //! newest segment can end with zeros, and only after a crash. The format is unchanged.
 //!
 //! Appended entries are readable as soon as `append` returns (served from the queued bytes).
-//! Queued bytes are bounded by [`wal::QUEUE_BYTES_MAX`]: `append` waits beyond it.
+//! Queued bytes are bounded by [`queue::QUEUE_BYTES_MAX`]: `append` waits beyond it.
 //!
 //! # Memory
 //!
@@ -154,7 +154,8 @@
 //! - `bincode` + `serde`: the entry encoding openraft's serde support gives us, compact and
 //!   with a stable prefix (the log id).
 //! - `crc32c`: hardware-accelerated checksums, the same code Quarry uses for payloads.
-//! - `libc`: `flock` for the directory lock (`File::try_lock` needs Rust 1.89; MSRV is 1.85).
+//! - `quarry-persist`: the directory lock (`flock` through rustix), directory fsync, the
+//!   version byte in front of payloads and `FormatTooNew`.
 //! - `thiserror`, `tracing`: the error enum and logs.
 
 #![warn(missing_docs)]
@@ -164,7 +165,7 @@ pub mod error;
 pub mod format;
 mod index;
 mod ledger;
-mod lock;
+pub mod queue;
 mod replay;
 pub mod store;
 pub mod wal;
@@ -172,7 +173,8 @@ pub mod writer;
 
 pub use error::{Corruption, WalError};
 pub use ledger::Laggard;
-pub use store::WalLogStore;
+pub use quarry_persist::{DecodeError, FormatTooNew};
+pub use store::{EntryCodec, WalLogStore};
 pub use wal::Wal;
 
 /// Options of [`Wal::open`].
