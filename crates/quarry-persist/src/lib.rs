@@ -4,6 +4,7 @@
 //!   fsync, rename, fsync of the directory) and directory fsync.
 //! - [`lock`]: an exclusive `flock(2)` on a lock file, held while a process owns a directory;
 //!   the file records the holder's pid so the next comer's error names it.
+//! - [`golden`]: the checked-in golden-byte files that pin every persisted encoding.
 //! - [`version`]: the envelope in front of every persisted payload (one version byte, then
 //!   the body) and [`FormatTooNew`], the distinct error for a payload written by a newer build.
 //!
@@ -35,6 +36,7 @@
 #![forbid(unsafe_code)]
 
 pub mod file;
+pub mod golden;
 pub mod lock;
 pub mod version;
 

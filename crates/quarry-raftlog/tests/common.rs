@@ -31,6 +31,12 @@ impl quarry_raftlog::EntryCodec for Tc {
     fn decode_data(bytes: &[u8]) -> Result<Vec<u8>, quarry_raftlog::DecodeError> {
         match bytes.split_first() {
             Some((1, data)) => Ok(data.to_vec()),
+            Some((&found, _)) if found > 1 => Err(quarry_raftlog::FormatTooNew {
+                what: "test payload",
+                found: u32::from(found),
+                supported: 1,
+            }
+            .into()),
             _ => Err(quarry_raftlog::DecodeError::invalid("test payload", "bad version")),
         }
     }

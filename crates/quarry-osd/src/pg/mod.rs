@@ -12,6 +12,8 @@
 
 pub(crate) mod apply;
 pub(crate) mod durability;
+#[cfg(test)]
+mod golden_tests;
 pub(crate) mod network;
 pub(crate) mod state_machine;
 
