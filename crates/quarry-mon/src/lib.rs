@@ -67,6 +67,8 @@
 
 mod admin;
 pub mod error;
+#[cfg(test)]
+mod golden_tests;
 pub mod log_op;
 mod mon;
 pub mod raft;
