@@ -12,7 +12,7 @@
 //! All of it is [`state::MonState`], the state machine of an openraft group (group id 0)
 //! whose log is in a `quarry_raftlog::Wal` under `DATA_DIR/wal`.
 //!
-//! # Raft commands ([`log_op::Op`])
+//! # Replicated log operations ([`log_op::Op`])
 //! Bootstrap (once, as the first command of a new group), SetMonAddr, PoolCreate, PoolRm,
 //! PoolApplicationEnable, SnapCreate/SnapRemove (per-pool `snap_seq`, `removed_snaps`),
 //! OsdBoot (registers an unknown id only if `osd.N` has a key; sets addr/host/up and bumps
@@ -22,6 +22,8 @@
 //! same second as the change are revoked too, and tickets issued after it are stamped no
 //! earlier than the floor), BlocklistAdd, RotateServiceKey,
 //! AllocGlobalIds. Every change to the map bumps its epoch; subscribers get every new map.
+//! The admin commands clients send (`MonCommand`) are checked and turned into these ops in
+//! `admin.rs`.
 //!
 //! # Determinism rule
 //! Apply reads no clock and draws no random number: the proposer puts its clock
@@ -30,12 +32,16 @@
 //! identically on every monitor and changes nothing. Ticket session keys are never in the
 //! state: a ticket is issued by whichever monitor the client talks to.
 //!
-//! # Snapshot format
+//! # Persisted formats
 //! `DATA_DIR/snapshot`: magic `QMONSNAP`, version, length, crc32c, then bincode of the
 //! openraft snapshot meta (last applied log id, membership) and the whole `MonState`. Written
-//! to `snapshot.partial`, fsynced, renamed, directory fsynced. On restart the monitor loads it
-//! and openraft replays the log entries after it. openraft builds one every 1000 entries and
-//! then purges the log behind it.
+//! with `quarry_persist::write_atomic` (`snapshot.partial`, fsync, rename, directory fsync).
+//! On restart the monitor loads it and openraft replays the log entries after it. openraft
+//! builds one every 1000 entries and then purges the log behind it. Log entries carry
+//! `PROPOSAL_VERSION ++ bincode(Proposal)` ([`log_op`]). Both encodings are pinned by
+//! golden-byte tests (`tests/golden/mon_v1.hex`); a change needs a new version and a decoder
+//! for the old one (rule in `quarry_persist`); a newer snapshot than this build reads is
+//! [`MonError::FormatTooNew`], not corruption.
 //!
 //! # Liveness
 //! An OSD is up from its `OsdBoot` until the leader has seen no beacon from that incarnation
@@ -61,7 +67,8 @@
 //! # Dependencies
 //! openraft (consensus, see above), quarry-raftlog (its log store), quarry-wire (the
 //! protocol), quarry-auth (keys, caps, tickets), quarry-placement (acting sets), tokio,
-//! bincode + crc32c (snapshot file), serde, rand (via quarry-auth), thiserror, tracing.
+//! quarry-persist (version bytes, atomic snapshot write), bincode + crc32c (snapshot file),
+//! serde, rand (via quarry-auth), thiserror, tracing.
 
 #![warn(missing_docs)]
 
