@@ -1,6 +1,6 @@
 //! How Quarry persists bytes: the few rules every crate that writes files must share.
 //!
-//! - [`file`]: crash-safe replacement of a whole file (temporary file in the same directory,
+//! - [`file`](mod@file): crash-safe replacement of a whole file (temporary file in the same directory,
 //!   fsync, rename, fsync of the directory) and directory fsync.
 //! - [`lock`]: an exclusive `flock(2)` on a lock file, held while a process owns a directory;
 //!   the file records the holder's pid so the next comer's error names it.

@@ -131,7 +131,7 @@ pub fn from_hex(text: &str) -> Vec<u8> {
         .map(|line| line.split('#').next().unwrap_or(""))
         .flat_map(|line| line.bytes().filter(|b| !b.is_ascii_whitespace()))
         .collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits");
+    assert!(digits.len() & 1 == 0, "odd number of hex digits");
     digits
         .chunks(2)
         .map(|pair| {

@@ -1,6 +1,6 @@
-//! The queue between the log stores and the writer thread: the [`Request`]s it holds (entries
+//! The queue between the log stores and the writer thread: the `Request`s it holds (entries
 //! of one append, a metadata record, a barrier), what runs when they are durable
-//! ([`Completion`]), and the byte bound that makes appenders wait ([`QUEUE_BYTES_MAX`]).
+//! (`Completion`), and the byte bound that makes appenders wait ([`QUEUE_BYTES_MAX`]).
 //! The queue itself is a `VecDeque<Request>` in the [`crate::wal`] state, behind its mutex.
 
 use std::sync::Arc;
