@@ -3,7 +3,9 @@
 //! - `daemon`: `quarry mon`, `quarry osd` as separate processes; `cluster`: their files
 //!   (`quarry cluster-init`) and the cluster directory lock;
 //! - `ceph`, `rados` (+ `bench`): Ceph's admin tools, with Ceph's syntax, output and exit
-//!   codes; `session` connects them; `output` formats; `error` maps failures to Ceph's words.
+//!   codes; `session` connects them; `output` prints; `error` maps failures to Ceph's words.
+//!   The monitor commands themselves (parsing, running, rendering) are
+//!   `quarry_client::admin`: the CLI parses argv and prints.
 //!
 //! Invoked through a link named `ceph`, `rados` or `rbd`, it behaves as `quarry ceph …`,
 //! `quarry rados …`, `quarry rbd …`. For those tools `CEPH_ARGS` is put before the
@@ -22,7 +24,6 @@ mod ceph;
 mod cluster;
 mod daemon;
 mod error;
-mod json;
 mod output;
 mod rados;
 mod session;

@@ -20,7 +20,6 @@ use quarry_client::{ClientConfig, Rados};
 use quarry_mon::{MonConfig, MonHandle};
 use quarry_osd::{OsdConfig, OsdHandle};
 use quarry_types::{EntityName, PgId};
-use quarry_wire::{MonCommand, MonReply};
 
 use crate::cluster::{self, ClusterSpec, CONF_FILE};
 use crate::daemon::{self, announce_ready, Signals};
@@ -193,10 +192,10 @@ async fn probe_until_ready(rados: &Rados, osds: usize) -> anyhow::Result<()> {
 }
 
 async fn probe(rados: &Rados, osds: usize) -> bool {
-    let report = match rados.command(MonCommand::Status).await {
-        Ok(MonReply::Status(r)) => r,
-        other => {
-            tracing::debug!(?other, "status not available yet");
+    let report = match rados.status_report().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "status not available yet");
             return false;
         }
     };
