@@ -107,6 +107,7 @@ mod monc;
 mod osdc;
 mod rados;
 mod routing;
+mod session;
 mod shared;
 
 pub use blocking::BlockingRados;
