@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every test: formatting, lints, unit/property/crash/cluster tests of all crates, including
-# the end-to-end checks of the CLI against real daemons on loopback (crates/quarry-cli/tests). Idempotent; installs what
-# it needs (scripts/setup.sh). Tests start their own daemons on free loopback ports and stop
-# only what they started.
+# the end-to-end checks of the CLI against real daemons on loopback (crates/quarry-cli/tests).
+# Idempotent; installs what it needs (scripts/setup.sh). Tests start their own daemons on free
+# loopback ports and stop only what they started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
