@@ -13,13 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng;
 
+use quarry_client::IoCtx;
 use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload};
 
 use crate::error::CliError;
 use crate::output::g6;
-use quarry_client::IoCtx;
-
-use crate::rados::run_op;
 
 /// The metadata object of the last run when `--run-name` is not given.
 pub const DEFAULT_RUN_NAME: &str = "benchmark_last_metadata";
@@ -328,11 +326,9 @@ async fn write(io: &IoCtx, opts: &BenchOptions, run_name: &str) -> Result<(), Cl
     // write, and every started write finished (or the run failed above).
     let written = run.taken.min(run.finished);
     let meta = RunMetadata { objects: written, ..meta };
-    let data = Payload::new(Bytes::from(meta.encode().into_bytes()));
-    run_op(io, run_name, ObjectOp::WriteFull { data }, || {
-        format!("error writing {}/{run_name}", io.pool_name())
-    })
-    .await?;
+    io.write_full(run_name, Bytes::from(meta.encode().into_bytes())).await.map_err(|e| {
+        CliError::rados_op(format!("error writing {}/{run_name}", io.pool_name()), e.errno())
+    })?;
     if opts.cleanup {
         remove_run(io, &meta, run_name).await?;
     }
