@@ -7,7 +7,7 @@
 //! not parse is an error naming the option, the value and the line it was set on.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use quarry_auth::{CryptoKey, Keyring};
 use quarry_conf::{CommonArgs, Conf, KeySource};
@@ -128,14 +128,11 @@ fn key_from_keyrings(entity: &EntityName, paths: &[PathBuf]) -> Result<CryptoKey
             }
         }
     }
-    let tried = || paths.iter().map(|p: &PathBuf| display(p)).collect::<Vec<_>>().join(",");
-    let reason = first_problem
-        .unwrap_or_else(|| format!("no keyring for {entity} (-k FILE); tried {}", tried()));
+    let reason = first_problem.unwrap_or_else(|| {
+        let tried: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        format!("no keyring for {entity} (-k FILE); tried {}", tried.join(","))
+    });
     Err(OsdError::Config { reason })
-}
-
-fn display(path: &Path) -> String {
-    path.display().to_string()
 }
 
 #[cfg(test)]
