@@ -172,5 +172,14 @@ fn export_stream_bytes_are_pinned() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/export_v1.hex");
     let header = "PG export stream QRYPGEX1 version 1 (quarry-store).\n\
                   Generated once; never edit: a change of bytes needs a new version.";
-    quarry_persist::golden::check(&path, header, &[("export", stream)]);
+    quarry_persist::golden::check(&path, header, &[("export", stream.clone())]);
+
+    // A stream of a newer format version is refused as too new (not as a bad stream), and
+    // the importing store is left as it was.
+    let mut newer = stream;
+    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let (_dir2, target) = open_temp();
+    let err = target.import_pg(PG, &mut newer.as_slice()).unwrap_err();
+    assert!(matches!(err, StoreError::ExportFormatTooNew { found: 2, supported: 1 }), "{err}");
+    assert_eq!(target.pg_state(PG).unwrap(), None);
 }
