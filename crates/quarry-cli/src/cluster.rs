@@ -9,10 +9,7 @@
 //! directory is complete.
 
 use std::collections::BTreeMap;
-use std::fs::{File, OpenOptions};
-use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _};
@@ -223,64 +220,25 @@ pub fn key_from(path: &Path, entity: &EntityName) -> anyhow::Result<CryptoKey> {
         .ok_or_else(|| anyhow!("keyring {} has no key for {entity}", path.display()))
 }
 
-/// Writes `data` to `path` atomically: a temporary file in the same directory, fsynced, then
-/// renamed over `path`.
+/// Writes `data` to `path` atomically and durably (`quarry_persist::write_atomic`: a temporary
+/// file in the same directory, fsynced, renamed over `path`, directory fsynced).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> anyhow::Result<()> {
-    let tmp = path.with_extension("partial");
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(data).with_context(|| format!("writing {}", tmp.display()))?;
-    f.sync_all().with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    if let Some(parent) = path.parent() {
-        if let Ok(d) = File::open(parent) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(())
+    Ok(quarry_persist::write_atomic(path, data, mode)?)
 }
 
 /// An exclusive `flock(2)` on `DIR/quarry.lock`, held until dropped; the file holds the
 /// holder's pid for the error message of the next comer.
-#[derive(Debug)]
-pub struct DirLock {
-    _file: File,
-}
+pub type DirLock = quarry_persist::LockFile;
 
 /// Takes the lock of `dir` without waiting.
 pub fn lock_dir(dir: &Path) -> Result<DirLock, CliError> {
-    let path = dir.join(LOCK_FILE);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .open(&path)
-        .map_err(|e| CliError::io(&path, e))?;
-    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
-        Ok(()) => {}
-        Err(rustix::io::Errno::WOULDBLOCK) => {
-            let mut text = String::new();
-            let _ = file.read_to_string(&mut text);
-            let pid = text.trim();
-            return Err(CliError::InUse {
-                dir: dir.to_path_buf(),
-                pid: if pid.is_empty() { "?".into() } else { pid.to_string() },
-            });
-        }
-        Err(e) => return Err(CliError::io(&path, e.into())),
-    }
-    file.set_len(0).map_err(|e| CliError::io(&path, e))?;
-    file.write_all(format!("{}\n", std::process::id()).as_bytes())
-        .map_err(|e| CliError::io(&path, e))?;
-    Ok(DirLock { _file: file })
+    quarry_persist::LockFile::acquire(&dir.join(LOCK_FILE)).map_err(|e| match e {
+        quarry_persist::LockError::Held { holder, .. } => CliError::InUse {
+            dir: dir.to_path_buf(),
+            pid: holder.map_or_else(|| "?".to_string(), |pid| pid.to_string()),
+        },
+        quarry_persist::LockError::Fs(e) => CliError::io(&e.path, e.source),
+    })
 }
 
 /// True if `dir` exists and holds at least one entry.

@@ -34,6 +34,17 @@ pub enum MonError {
         /// What is wrong.
         detail: String,
     },
+    /// A file was written by a newer Quarry than this build (the data is not damaged: run a
+    /// newer build).
+    #[error("{what} has format version {found}, newer than this build reads (up to {supported}): upgrade Quarry")]
+    FormatTooNew {
+        /// What was read (`monitor snapshot`).
+        what: &'static str,
+        /// The version found.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
     /// The state could not be serialised.
     #[error("cannot encode snapshot: {detail}")]
     SnapshotEncode {

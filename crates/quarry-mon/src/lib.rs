@@ -21,7 +21,7 @@
 //! of range is [`MonError::Conf`], naming the option, the value and the line. Warnings about
 //! unknown keys are the caller's to log (`quarry_conf::validate`), once per process.
 //!
-//! # Raft commands ([`command::Op`])
+//! # Replicated log operations ([`log_op::Op`])
 //! Bootstrap (once, as the first command of a new group), SetMonAddr, PoolCreate, PoolRm,
 //! PoolApplicationEnable, SnapCreate/SnapRemove (per-pool `snap_seq`, `removed_snaps`),
 //! OsdBoot (registers an unknown id only if `osd.N` has a key; sets addr/host/up and bumps
@@ -31,6 +31,8 @@
 //! same second as the change are revoked too, and tickets issued after it are stamped no
 //! earlier than the floor), BlocklistAdd, RotateServiceKey,
 //! AllocGlobalIds. Every change to the map bumps its epoch; subscribers get every new map.
+//! The admin commands clients send (`MonCommand`) are checked and turned into these ops in
+//! `admin.rs`.
 //!
 //! # Determinism rule
 //! Apply reads no clock and draws no random number: the proposer puts its clock
@@ -39,12 +41,16 @@
 //! identically on every monitor and changes nothing. Ticket session keys are never in the
 //! state: a ticket is issued by whichever monitor the client talks to.
 //!
-//! # Snapshot format
+//! # Persisted formats
 //! `DATA_DIR/snapshot`: magic `QMONSNAP`, version, length, crc32c, then bincode of the
 //! openraft snapshot meta (last applied log id, membership) and the whole `MonState`. Written
-//! to `snapshot.partial`, fsynced, renamed, directory fsynced. On restart the monitor loads it
-//! and openraft replays the log entries after it. openraft builds one every 1000 entries and
-//! then purges the log behind it.
+//! with `quarry_persist::write_atomic` (`snapshot.partial`, fsync, rename, directory fsync).
+//! On restart the monitor loads it and openraft replays the log entries after it. openraft
+//! builds one every 1000 entries and then purges the log behind it. Log entries carry
+//! `PROPOSAL_VERSION ++ bincode(Proposal)` ([`log_op`]). Both encodings are pinned by
+//! golden-byte tests (`tests/golden/mon_v1.hex`); a change needs a new version and a decoder
+//! for the old one (rule in `quarry_persist`); a newer snapshot than this build reads is
+//! [`MonError::FormatTooNew`], not corruption.
 //!
 //! # Liveness
 //! An OSD is up from its `OsdBoot` until the leader has seen no beacon from that incarnation
@@ -70,15 +76,18 @@
 //! # Dependencies
 //! openraft (consensus, see above), quarry-raftlog (its log store), quarry-wire (the
 //! protocol), quarry-auth (keys, caps, tickets), quarry-conf (ceph.conf options, for
-//! `from_conf`), quarry-placement (acting sets), tokio,
-//! bincode + crc32c (snapshot file), serde, rand (via quarry-auth), thiserror, tracing.
+//! `from_conf`), quarry-placement (acting sets), tokio, quarry-persist (version bytes, atomic
+//! snapshot write), bincode + crc32c (snapshot file), serde, rand (via quarry-auth),
+//! thiserror, tracing.
 
 #![warn(missing_docs)]
 
-pub mod command;
-mod commands;
+mod admin;
 mod config;
 pub mod error;
+#[cfg(test)]
+mod golden_tests;
+pub mod log_op;
 mod mon;
 pub mod raft;
 mod server;
@@ -105,7 +114,7 @@ use quarry_wire::ClusterMap;
 pub use config::{Bootstrap, Mkfs, MonConfig, MonOverrides};
 pub use error::MonError;
 
-use crate::command::{EntityRecord, Op, StoredKey};
+use crate::log_op::{EntityRecord, Op, StoredKey};
 use crate::mon::{unix_now, Mon};
 use crate::raft::{Network, StateMachine, TypeConfig, MON_GROUP};
 

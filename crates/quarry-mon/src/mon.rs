@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use quarry_types::{ErrorCode, OsdId, PoolId};
 use quarry_wire::{ClusterMap, Usage};
 
-use crate::command::{Applied, Op, OpError, Outcome, Proposal};
+use crate::log_op::{Applied, Op, OpError, Outcome, Proposal};
 use crate::raft::{Core, MonRaft};
 use crate::MonConfig;
 

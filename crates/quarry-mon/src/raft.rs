@@ -22,10 +22,11 @@ use openraft::{
 };
 use tokio::sync::watch;
 
+use quarry_raftlog::{DecodeError, EntryCodec};
 use quarry_wire::ClusterMap;
 
-use crate::command::{Applied, Outcome, Proposal};
 use crate::error::MonError;
+use crate::log_op::{Applied, Outcome, Proposal};
 use crate::snapshot::{self, SnapshotFile};
 use crate::state::MonState;
 
@@ -41,6 +42,16 @@ openraft::declare_raft_types!(
         AsyncRuntime = openraft::TokioRuntime,
         Responder = openraft::impls::OneshotResponder<TypeConfig>,
 );
+
+impl EntryCodec for TypeConfig {
+    fn encode_data(data: &Proposal, out: &mut Vec<u8>) {
+        data.encode_into(out);
+    }
+
+    fn decode_data(bytes: &[u8]) -> Result<Proposal, DecodeError> {
+        Proposal::decode(bytes)
+    }
+}
 
 /// The Raft group id of the monitor in its WAL.
 pub const MON_GROUP: u64 = 0;

@@ -19,7 +19,7 @@ use quarry_wire::{
     ConnContext, Event, EventSink, Handler, Hello, Refused, Reply, Request, Service,
 };
 
-use crate::command::{Op, OpError, Outcome};
+use crate::log_op::{Op, OpError, Outcome};
 use crate::mon::{unix_now, Beacon, Mon};
 
 /// Bound on the whole authentication handshake of one connection.

@@ -6,12 +6,21 @@
 //! log id and membership; and the whole [`MonState`]). The same bytes are what openraft ships
 //! to a follower that needs a snapshot.
 //!
-//! Replacement is crash-safe: write `snapshot.partial`, fsync it, rename over `snapshot`,
-//! fsync the directory. A torn `.partial` is ignored (and overwritten) on the next write.
+//! The version is read right after the magic: a file with a newer version is
+//! [`MonError::FormatTooNew`] (this build is too old; the file is not damaged), never
+//! "corrupt". The body's bytes are pinned by a golden test (`tests/golden/mon_snapshot_v1.hex`):
+//! any change to `MonState` or a type in it (even a field added at the end: bincode 1 writes
+//! no names or lengths) needs `VERSION + 1` and a decoder that still reads version 1 (the
+//! upgrade rule is in `quarry_persist`).
+//!
+//! Replacement is crash-safe ([`quarry_persist::write_atomic`]): write `snapshot.partial`,
+//! fsync it, rename over `snapshot`, fsync the directory. A torn `.partial` is ignored (and
+//! overwritten) on the next write. The file holds secret keys: it is created mode 0600.
 
-use std::fs::{self, File};
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
+
+use quarry_persist::version;
 
 use openraft::{BasicNode, SnapshotMeta};
 use serde::{Deserialize, Serialize};
@@ -21,9 +30,9 @@ use crate::state::MonState;
 
 /// File name of the snapshot inside the data directory.
 pub const SNAPSHOT_FILE: &str = "snapshot";
-const PARTIAL_FILE: &str = "snapshot.partial";
 const MAGIC: &[u8; 8] = b"QMONSNAP";
-const VERSION: u32 = 1;
+/// The snapshot format version this build writes and the newest it reads.
+pub const VERSION: u32 = 1;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Snapshots larger than this are refused as corrupt (the map and auth db are small).
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
@@ -39,8 +48,8 @@ pub struct SnapshotFile {
 
 /// Encodes a snapshot into its file bytes.
 pub fn encode(file: &SnapshotFile) -> Result<Vec<u8>, MonError> {
-    let body =
-        bincode::serialize(file).map_err(|e| MonError::SnapshotEncode { detail: e.to_string() })?;
+    let mut body = Vec::new();
+    version::encode_body_into(&mut body, file);
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
@@ -50,16 +59,29 @@ pub fn encode(file: &SnapshotFile) -> Result<Vec<u8>, MonError> {
     Ok(out)
 }
 
-/// Decodes file bytes; any damage is [`MonError::SnapshotCorrupt`].
+/// Decodes file bytes; a newer version is [`MonError::FormatTooNew`], any damage
+/// [`MonError::SnapshotCorrupt`].
 pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, MonError> {
     let corrupt = |detail: &str| MonError::SnapshotCorrupt { detail: detail.to_string() };
-    if bytes.len() < HEADER_LEN || &bytes[..8] != MAGIC {
+    if bytes.len() < 12 || &bytes[..8] != MAGIC {
         return Err(corrupt("bad magic or short header"));
     }
     let word =
         |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
-    if word(8) != VERSION {
-        return Err(corrupt("unsupported version"));
+    // Checked before anything else: a newer version may lay out the rest differently.
+    match word(8) {
+        VERSION => {}
+        found if found > VERSION => {
+            return Err(MonError::FormatTooNew {
+                what: "monitor snapshot",
+                found,
+                supported: VERSION,
+            })
+        }
+        _ => return Err(corrupt("unknown version")),
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(corrupt("short header"));
     }
     let mut len = [0u8; 8];
     len.copy_from_slice(&bytes[12..20]);
@@ -70,24 +92,14 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, MonError> {
     if crc32c::crc32c(body) != word(20) {
         return Err(corrupt("checksum mismatch"));
     }
-    bincode::deserialize(body).map_err(|e| MonError::SnapshotCorrupt { detail: e.to_string() })
+    version::decode_body("monitor snapshot", body)
+        .map_err(|e| MonError::SnapshotCorrupt { detail: e.to_string() })
 }
 
 /// Replaces `dir/snapshot` with `bytes` atomically and durably.
 pub fn write_atomic(dir: &Path, bytes: &[u8]) -> Result<(), MonError> {
-    let partial = dir.join(PARTIAL_FILE);
-    let io = |path: &Path| {
-        let path: PathBuf = path.to_path_buf();
-        move |source| MonError::Io { path, source }
-    };
-    let mut file = File::create(&partial).map_err(io(&partial))?;
-    file.write_all(bytes).map_err(io(&partial))?;
-    file.sync_all().map_err(io(&partial))?;
-    drop(file);
-    let target = dir.join(SNAPSHOT_FILE);
-    fs::rename(&partial, &target).map_err(io(&target))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))?;
-    Ok(())
+    quarry_persist::write_atomic(&dir.join(SNAPSHOT_FILE), bytes, 0o600)
+        .map_err(|e| MonError::Io { path: e.path, source: e.source })
 }
 
 /// Reads `dir/snapshot`, or None if there is none yet.
@@ -125,7 +137,7 @@ mod tests {
         write_atomic(dir.path(), &encode(&sample()).unwrap()).unwrap();
         let back = load(dir.path()).unwrap().unwrap();
         assert_eq!(back.state, sample().state);
-        assert!(!dir.path().join(PARTIAL_FILE).exists());
+        assert!(!dir.path().join("snapshot.partial").exists());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use quarry_wire::{ClusterMap, OsdInfo, PoolInfo};
 
 use quarry_auth::{ServiceKey, ServiceKeyRing};
 
-use crate::command::{Applied, EntityRecord, Op, OpError, Outcome, Proposal, StoredKey};
+use crate::log_op::{Applied, EntityRecord, Op, OpError, Outcome, Proposal, StoredKey};
 
 /// Largest `pg_num` a pool may have.
 pub const PG_NUM_MAX: u32 = 1024;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::command::Op;
+use crate::log_op::Op;
 use crate::mon::{unix_now, Mon};
 
 /// Shortest tick of any timer.

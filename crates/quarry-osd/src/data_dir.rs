@@ -9,11 +9,10 @@
 //!                    if it is free, so peers and clients holding it reconnect at once
 //! DATA/keyring       osd.N's key, the last place `OsdConfig::from_conf` looks
 //! ```
-//! The address file is written after each start (temporary file, fsync, rename) and read by
+//! The address file is written after each start (`quarry_persist::write_atomic`: temporary
+//! file, fsync, rename, directory fsync) and read by
 //! [`DataDir::stable_addr`]; a missing or unreadable one means "any free port".
 
-use std::fs::{File, OpenOptions};
-use std::io::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -90,14 +89,8 @@ impl DataDir {
     /// leaves the old file or the new one).
     pub fn record_addr(&self, addr: SocketAddr) -> Result<(), OsdError> {
         let path = self.addr_file();
-        let tmp = self.root.join(format!("{ADDR_FILE}.partial"));
-        let io = |e| OsdError::io(&path, e);
-        let mut file =
-            OpenOptions::new().write(true).create(true).truncate(true).open(&tmp).map_err(io)?;
-        file.write_all(format!("{addr}\n").as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        File::open(&self.root).and_then(|d| d.sync_all()).map_err(io)
+        quarry_persist::write_atomic(&path, format!("{addr}\n").as_bytes(), 0o644)
+            .map_err(|e| OsdError::io(e.path, e.source))
     }
 
     /// Creates the directory and its `snapshots/` if missing.

@@ -88,9 +88,10 @@
 //! # Dependencies
 //! openraft 0.9 (Raft per PG, storage-v2 traits); quarry-raftlog (one WAL per daemon with
 //! group commit); quarry-store (redb object engine); quarry-wire/quarry-auth (protocol,
-//! tickets, caps); quarry-conf (ceph.conf options, for `from_conf`); tokio; bincode (Raft message bodies, pg_state); tempfile (snapshot
-//! data in unlinked files: PG exports never sit in memory); rustix (safe `statvfs` for the
-//! disk figures in beacons).
+//! tickets, caps); quarry-conf (ceph.conf options, for `from_conf`); quarry-persist (the
+//! version byte in front of `PgCommand` and `pg_state`, atomic writes); tokio; bincode (Raft
+//! message bodies); tempfile (snapshot data in unlinked files: PG exports never sit in
+//! memory); rustix (safe `statvfs` for the disk figures in beacons).
 
 #![warn(missing_docs)]
 // `StoreError` (redb's error inline), openraft's `ConfigError` and `AuthError` are 128-160

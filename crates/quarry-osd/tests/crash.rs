@@ -35,9 +35,8 @@ fn osd_child() {
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let osd = quarry_osd::start(osd_config(Path::new(&dir), mon, &key)).await.unwrap();
-        let partial = addr_file.with_extension("partial");
-        std::fs::write(&partial, osd.addr().to_string()).unwrap();
-        std::fs::rename(&partial, &addr_file).unwrap();
+        let addr = osd.addr().to_string();
+        quarry_persist::write_atomic(&addr_file, addr.as_bytes(), 0o644).unwrap();
         std::future::pending::<()>().await;
     });
 }

@@ -27,6 +27,21 @@ openraft::declare_raft_types!(
         AsyncRuntime = TokioRuntime,
 );
 
+/// Bench payloads are stored as a version byte (1) and the bytes themselves.
+impl quarry_raftlog::EntryCodec for Bench {
+    fn encode_data(data: &Vec<u8>, out: &mut Vec<u8>) {
+        out.push(1);
+        out.extend_from_slice(data);
+    }
+
+    fn decode_data(bytes: &[u8]) -> Result<Vec<u8>, quarry_raftlog::DecodeError> {
+        match bytes.split_first() {
+            Some((1, data)) => Ok(data.to_vec()),
+            _ => Err(quarry_raftlog::DecodeError::invalid("bench payload", "bad version")),
+        }
+    }
+}
+
 const GROUPS: u64 = 32;
 const ENTRY_BYTES: usize = 4096;
 /// Each group purges its log every this many entries (as a snapshotting node would).

@@ -4,14 +4,18 @@
 use std::io;
 use std::path::PathBuf;
 
+use quarry_persist::{DecodeError, FormatTooNew};
+
 /// Errors of the write-ahead log.
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
     /// Another process (or another [`crate::Wal`] in this process) has the directory open.
-    #[error("WAL directory is locked by another process: {path}")]
+    #[error("WAL directory is locked by another process{}: {}", holder.map(|pid| format!(" (pid {pid})")).unwrap_or_default(), path.display())]
     Locked {
         /// The lock file.
         path: PathBuf,
+        /// The pid the holder wrote into the lock file, if readable.
+        holder: Option<u32>,
     },
     /// An I/O error on a file of the log.
     #[error("WAL I/O error on {path}: {source}")]
@@ -44,16 +48,39 @@ pub enum WalError {
         /// [`crate::format::RECORD_PAYLOAD_MAX`].
         max: u64,
     },
-    /// An entry could not be serialised or deserialised (its bytes passed the crc).
-    #[error("cannot (de)serialise entry {index} of group {group}: {source}")]
+    /// A segment or record was written by a newer build (its format version is above the one
+    /// this build reads). The data is not damaged: run a newer Quarry.
+    #[error("WAL segment {path} at offset {offset}: {source}")]
+    FormatTooNew {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte offset of the record (or 0 for the segment header).
+        offset: u64,
+        /// Versions found and supported.
+        #[source]
+        source: FormatTooNew,
+    },
+    /// An entry's application data was written by a newer build.
+    #[error("entry {index} of group {group}: {source}")]
+    EntryFormatTooNew {
+        /// The Raft group.
+        group: u64,
+        /// The entry's log index.
+        index: u64,
+        /// Versions found and supported.
+        #[source]
+        source: FormatTooNew,
+    },
+    /// An entry could not be decoded (its bytes passed the crc).
+    #[error("cannot decode entry {index} of group {group}: {source}")]
     Codec {
         /// The Raft group.
         group: u64,
         /// The entry's log index.
         index: u64,
-        /// The bincode error.
+        /// What was wrong.
         #[source]
-        source: bincode::Error,
+        source: DecodeError,
     },
     /// An append that does not follow the group's last entry (a caller bug: openraft never
     /// leaves a hole). Nothing of the append is kept.

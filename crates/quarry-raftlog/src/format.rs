@@ -5,14 +5,23 @@
 //! its single implementation. Every multi-byte integer is little-endian.
 
 use openraft::{LogId, Vote};
+use quarry_persist::version::{self, DecodeError, FormatTooNew};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Corruption;
+use crate::error::{Corruption, WalError};
 
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"QRYRLOG\0";
-/// Version of the segment and record format written by this code.
-pub const FORMAT_VERSION: u32 = 1;
+/// Version of the segment and record framing written by this code (header layout, record
+/// header layout, the kinds). Version 1 had no version byte in front of record payloads; its
+/// segments are refused (clean break before the first release).
+pub const FORMAT_VERSION: u32 = 2;
+/// Version byte in front of every record payload this crate writes (each kind's payload is
+/// described at [`RecordKind`]). Bump it when any of them changes, and keep decoding the older
+/// versions (see `quarry_persist` for the rule and the golden tests in this module).
+pub const PAYLOAD_VERSION: u8 = 1;
+/// Name of the lock file inside the WAL directory.
+pub const LOCK_FILE_NAME: &str = "LOCK";
 /// Length of the segment header; the first record starts at this offset.
 pub const SEGMENT_HEADER_LEN: u64 = 32;
 /// Length of a record header: `len u32, crc u32, kind u8, group u64`.
@@ -28,26 +37,69 @@ const _: () = assert!(SEGMENT_HEADER_LEN as usize >= 8 + 4 + 4 + 8 + 4);
 const _: () = assert!(RECORD_HEADER_LEN == 4 + 4 + 1 + 8);
 const _: () = assert!((RECORD_PAYLOAD_MAX as u64) < u32::MAX as u64);
 
-/// What a record says. The discriminant is the `kind` byte on disk; never renumber.
+/// What a record says. The discriminant is the `kind` byte on disk; never renumber. Every
+/// payload starts with the version byte [`PAYLOAD_VERSION`] (`v` below).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
 pub enum RecordKind {
-    /// One log entry of the group: `bincode(openraft::Entry<C>)`, which begins with the
-    /// `bincode(LogId<u64>)` of the entry, so replay needs no knowledge of `C`.
+    /// One log entry of the group: `v ++ bincode(LogId<u64>) (24 bytes) ++ tag u8 ++ body`;
+    /// tag 0 = blank (no body), 1 = normal (body: the application data as its
+    /// [`crate::EntryCodec`] encodes it, with its own version byte), 2 = membership (body:
+    /// `bincode(Membership<u64, C::Node>)`). Replay reads the log id without knowing `C`.
     Entry = 1,
-    /// The group's vote: `bincode(Vote<u64>)`.
+    /// The group's vote: `v ++ bincode(Vote<u64>)`.
     Vote = 2,
-    /// The group's committed log id: `bincode(Option<LogId<u64>>)`.
+    /// The group's committed log id: `v ++ bincode(Option<LogId<u64>>)`.
     Committed = 3,
-    /// Entries with index >= `from` are deleted: `from u64`.
+    /// Entries with index >= `from` are deleted: `v ++ from u64`.
     Truncate = 4,
-    /// Entries up to and including this log id are deleted: `bincode(LogId<u64>)`.
+    /// Entries up to and including this log id are deleted: `v ++ bincode(LogId<u64>)`.
     Purge = 5,
-    /// Everything known about the group is forgotten: empty payload.
+    /// Everything known about the group is forgotten: `v` alone.
     RemoveGroup = 6,
     /// The group's vote, committed and purged log ids, repeated at the start of every segment
-    /// so that older segments can be deleted: `bincode(GroupCheckpoint)`.
+    /// so that older segments can be deleted: `v ++ bincode(GroupCheckpoint)`.
     GroupState = 7,
+}
+
+/// Entry tag: a blank entry (no body).
+pub const ENTRY_BLANK: u8 = 0;
+/// Entry tag: a normal entry (body: application data).
+pub const ENTRY_NORMAL: u8 = 1;
+/// Entry tag: a membership entry (body: `bincode(Membership)`).
+pub const ENTRY_MEMBERSHIP: u8 = 2;
+/// Bytes of `bincode(LogId<u64>)`: term, leader node id, index.
+pub const LOG_ID_LEN: usize = 24;
+/// Bytes in front of an entry's body: version, log id, tag.
+pub const ENTRY_HEAD_LEN: usize = 1 + LOG_ID_LEN + 1;
+
+/// Why a record payload was refused: damage (or a bug), or a newer build's format.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// Not a valid payload.
+    Corrupt(Corruption),
+    /// Written by a newer build.
+    TooNew(FormatTooNew),
+}
+
+impl From<Corruption> for Rejected {
+    fn from(reason: Corruption) -> Rejected {
+        Rejected::Corrupt(reason)
+    }
+}
+
+impl Rejected {
+    /// The error for a record at `offset` of the segment at `path`.
+    pub fn at(self, path: &std::path::Path, offset: u64) -> WalError {
+        match self {
+            Rejected::Corrupt(reason) => {
+                WalError::Corrupt { path: path.to_path_buf(), offset, reason }
+            }
+            Rejected::TooNew(source) => {
+                WalError::FormatTooNew { path: path.to_path_buf(), offset, source }
+            }
+        }
+    }
 }
 
 impl RecordKind {
@@ -231,55 +283,89 @@ pub fn check_record(header: &RecordHeader, payload: &[u8]) -> Result<RecordKind,
     RecordKind::from_byte(header.kind).ok_or(Corruption::UnknownKind { kind: header.kind })
 }
 
+/// What the version byte of a record payload names, for errors.
+const PAYLOAD_WHAT: &str = "WAL record payload";
+
+/// Splits a payload into its body after checking the version byte.
+fn payload_body(kind: RecordKind, payload: &[u8]) -> Result<&[u8], Rejected> {
+    match version::split(PAYLOAD_WHAT, PAYLOAD_VERSION, payload) {
+        // Only one version exists so far; a second one would be matched here.
+        Ok((_version, body)) => Ok(body),
+        Err(DecodeError::TooNew(too_new)) => Err(Rejected::TooNew(too_new)),
+        Err(DecodeError::Invalid { .. }) => {
+            Err(Corruption::Undecodable { kind: kind as u8 }.into())
+        }
+    }
+}
+
 /// Decodes a crc-checked payload. A crc-valid payload that does not decode is corruption of a
-/// kind the crc cannot catch (a bug or a format mismatch), never a torn write.
-pub fn decode_record(kind: RecordKind, payload: &[u8]) -> Result<Record, Corruption> {
+/// kind the crc cannot catch (a bug or a format mismatch), never a torn write; one with a newer
+/// version byte is [`Rejected::TooNew`].
+pub fn decode_record(kind: RecordKind, payload: &[u8]) -> Result<Record, Rejected> {
+    let body = payload_body(kind, payload)?;
     let undecodable = |_| Corruption::Undecodable { kind: kind as u8 };
     let record = match kind {
-        RecordKind::Entry => {
-            Record::Entry { log_id: bincode::deserialize(payload).map_err(undecodable)? }
-        }
-        RecordKind::Vote => Record::Vote(bincode::deserialize(payload).map_err(undecodable)?),
+        RecordKind::Entry => Record::Entry { log_id: split_entry(payload)?.0 },
+        RecordKind::Vote => Record::Vote(version::decode_body("", body).map_err(undecodable)?),
         RecordKind::Committed => {
-            Record::Committed(bincode::deserialize(payload).map_err(undecodable)?)
+            Record::Committed(version::decode_body("", body).map_err(undecodable)?)
         }
         RecordKind::Truncate => {
-            if payload.len() != 8 {
-                return Err(Corruption::Undecodable { kind: kind as u8 });
+            if body.len() != 8 {
+                return Err(Corruption::Undecodable { kind: kind as u8 }.into());
             }
-            Record::Truncate { from: read_u64(payload) }
+            Record::Truncate { from: read_u64(body) }
         }
-        RecordKind::Purge => Record::Purge(bincode::deserialize(payload).map_err(undecodable)?),
+        RecordKind::Purge => Record::Purge(version::decode_body("", body).map_err(undecodable)?),
         RecordKind::RemoveGroup => {
-            if !payload.is_empty() {
-                return Err(Corruption::Undecodable { kind: kind as u8 });
+            if !body.is_empty() {
+                return Err(Corruption::Undecodable { kind: kind as u8 }.into());
             }
             Record::RemoveGroup
         }
         RecordKind::GroupState => {
-            Record::GroupState(bincode::deserialize(payload).map_err(undecodable)?)
+            Record::GroupState(version::decode_body("", body).map_err(undecodable)?)
         }
     };
     Ok(record)
 }
 
-/// Serialises the payload of a metadata record (every kind but `Entry`, whose payload is the
-/// caller's serialised entry).
+/// Serialises the payload of a metadata record (every kind but `Entry`, whose payload the log
+/// store builds with [`encode_entry_head`]).
 pub fn encode_metadata(record: &Record) -> Vec<u8> {
-    // bincode cannot fail on these plain structs: a failure is a programming error.
-    let encoded = match record {
+    match record {
         Record::Entry { .. } => panic!("entry payloads are serialised by the log store"),
-        Record::Vote(vote) => bincode::serialize(vote),
-        Record::Committed(committed) => bincode::serialize(committed),
-        Record::Truncate { from } => Ok(from.to_le_bytes().to_vec()),
-        Record::Purge(log_id) => bincode::serialize(log_id),
-        Record::RemoveGroup => Ok(Vec::new()),
-        Record::GroupState(checkpoint) => bincode::serialize(checkpoint),
-    };
-    match encoded {
-        Ok(bytes) => bytes,
-        Err(error) => panic!("serialising WAL metadata failed: {error}"),
+        Record::Vote(vote) => version::encode(PAYLOAD_VERSION, vote),
+        Record::Committed(committed) => version::encode(PAYLOAD_VERSION, committed),
+        Record::Truncate { from } => {
+            let mut out = vec![PAYLOAD_VERSION];
+            out.extend_from_slice(&from.to_le_bytes());
+            out
+        }
+        Record::Purge(log_id) => version::encode(PAYLOAD_VERSION, log_id),
+        Record::RemoveGroup => vec![PAYLOAD_VERSION],
+        Record::GroupState(checkpoint) => version::encode(PAYLOAD_VERSION, checkpoint),
     }
+}
+
+/// Starts an entry payload in `out`: version, log id, tag. The body (if any) follows.
+pub fn encode_entry_head(out: &mut Vec<u8>, log_id: &LogId<u64>, tag: u8) {
+    let start = out.len();
+    version::encode_into(out, PAYLOAD_VERSION, log_id);
+    out.push(tag);
+    assert_eq!(out.len() - start, ENTRY_HEAD_LEN, "a log id is {LOG_ID_LEN} bytes");
+}
+
+/// Splits an entry payload into its log id, tag and body.
+pub fn split_entry(payload: &[u8]) -> Result<(LogId<u64>, u8, &[u8]), Rejected> {
+    let kind = RecordKind::Entry;
+    let body = payload_body(kind, payload)?;
+    if body.len() < LOG_ID_LEN + 1 {
+        return Err(Corruption::Undecodable { kind: kind as u8 }.into());
+    }
+    let log_id = version::decode_body("", &body[..LOG_ID_LEN])
+        .map_err(|_| Corruption::Undecodable { kind: kind as u8 })?;
+    Ok((log_id, body[LOG_ID_LEN], &body[LOG_ID_LEN + 1..]))
 }
 
 /// The kind byte of a record.
@@ -380,10 +466,13 @@ mod tests {
     }
 
     #[test]
-    fn entry_log_id_is_read_from_the_serialised_entry_prefix() {
-        let entry = (log_id(6, 11), vec![1u8, 2, 3], "trailing data");
-        let payload = bincode::serialize(&entry).unwrap();
+    fn entry_log_id_is_read_from_the_entry_head() {
+        let mut payload = Vec::new();
+        encode_entry_head(&mut payload, &log_id(6, 11), ENTRY_NORMAL);
+        payload.extend_from_slice(b"body");
         let record = decode_record(RecordKind::Entry, &payload).unwrap();
         assert_eq!(record, Record::Entry { log_id: log_id(6, 11) });
+        assert_eq!(split_entry(&payload).unwrap(), (log_id(6, 11), ENTRY_NORMAL, &b"body"[..]));
+        assert!(split_entry(&payload[..ENTRY_HEAD_LEN - 1]).is_err());
     }
 }

@@ -16,7 +16,7 @@
 //!                                         delete dead segments
 //! ```
 //!
-//! # On-disk format (version 1)
+//! # On-disk format (version 2)
 //!
 //! A directory holds `LOCK` (an exclusive `flock`, with the holder's pid) and segment files
 //! `00000000000000000001.wal`, `…02.wal`, …: the sequence number zero-padded to 20 digits.
@@ -27,7 +27,7 @@
 //! | offset | size | field                                      |
 //! |-------:|-----:|--------------------------------------------|
 //! | 0      | 8    | magic `QRYRLOG\0`                          |
-//! | 8      | 4    | format version (1)                         |
+//! | 8      | 4    | format version (2)                         |
 //! | 12     | 4    | header length (32)                         |
 //! | 16     | 8    | sequence number (equals the file name)     |
 //! | 24     | 4    | crc32c of bytes 0..24                      |
@@ -35,22 +35,37 @@
 //!
 //! Then records, back to back, each `[len u32][crc u32][kind u8][group u64][payload; len]`
 //! (17-byte header). `crc` is crc32c over the on-disk bytes of `len`, `kind`, `group` and the
-//! payload. `len` is at most [`format::RECORD_PAYLOAD_MAX`] (64 MiB). Kinds:
+//! payload. `len` is at most [`format::RECORD_PAYLOAD_MAX`] (64 MiB). Every payload starts
+//! with the payload version byte `v` ([`format::PAYLOAD_VERSION`], 1). Kinds:
 //!
-//! | kind | name        | payload                                                        |
-//! |-----:|-------------|----------------------------------------------------------------|
-//! | 1    | Entry       | `bincode(openraft::Entry<C>)`, one entry per record            |
-//! | 2    | Vote        | `bincode(Vote<u64>)`                                           |
-//! | 3    | Committed   | `bincode(Option<LogId<u64>>)`                                  |
-//! | 4    | Truncate    | `from: u64`: entries with index >= from are deleted            |
-//! | 5    | Purge       | `bincode(LogId<u64>)`: entries up to it are deleted            |
-//! | 6    | RemoveGroup | empty: the group is forgotten                                  |
-//! | 7    | GroupState  | `bincode({vote, committed, purged})`, see "Segments" below     |
+//! | kind | name        | payload                                                          |
+//! |-----:|-------------|------------------------------------------------------------------|
+//! | 1    | Entry       | `v ++ bincode(LogId<u64>) ++ tag u8 ++ body`, one entry a record  |
+//! | 2    | Vote        | `v ++ bincode(Vote<u64>)`                                        |
+//! | 3    | Committed   | `v ++ bincode(Option<LogId<u64>>)`                               |
+//! | 4    | Truncate    | `v ++ from: u64`: entries with index >= from are deleted         |
+//! | 5    | Purge       | `v ++ bincode(LogId<u64>)`: entries up to it are deleted         |
+//! | 6    | RemoveGroup | `v`: the group is forgotten                                      |
+//! | 7    | GroupState  | `v ++ bincode({vote, committed, purged})`, see "Segments" below  |
 //!
-//! bincode 1 with its default (fixed-width integer) encoding. A serialised `Entry<C>` starts
-//! with its `LogId<u64>` (term, leader node id, index: 24 bytes), so replay reads the log id
-//! without knowing `C`: one `Wal` serves groups of different type configs (monitor and OSD).
+//! bincode 1 with its default (fixed-width integer) encoding. An entry's log id (term, leader
+//! node id, index: 24 bytes) comes first, so replay reads it without knowing `C`: one `Wal`
+//! serves groups of different type configs (monitor and OSD). The entry tag is 0 blank,
+//! 1 normal (body: the application data as the type config's [`EntryCodec`] writes it, with
+//! its own version byte: the OSD's `PgCommand`, the monitor's `Proposal`), 2 membership
+//! (body: `bincode(Membership)`).
 //!
+//! # Format versions and upgrades
+//!
+//! The bytes of every record kind are pinned by `tests/golden/wal_v1.hex`. A change to the
+//! framing needs a new segment [`format::FORMAT_VERSION`]; a change to a payload (including
+//! openraft's `LogId`, `Vote` or `Membership` encodings after an openraft upgrade) a new
+//! [`format::PAYLOAD_VERSION`], and the old version must still be decoded (the rule is in
+//! `quarry_persist`). A segment or payload whose version is newer than this build reads stops
+//! [`Wal::open`] with [`WalError::FormatTooNew`]; newer application data in an entry gives
+//! [`WalError::EntryFormatTooNew`] when it is read. Segments of format 1 (before payloads had
+//! a version byte) are refused as unsupported: Quarry had no released users then.
+
 //! # Segments and space reclamation
 //!
 //! The writer appends to the newest ("active") segment and starts a new one when the records
@@ -114,7 +129,7 @@
 //! newest segment can end with zeros, and only after a crash. The format is unchanged.
 //!
 //! Appended entries are readable as soon as `append` returns (served from the queued bytes).
-//! Queued bytes are bounded by [`wal::QUEUE_BYTES_MAX`]: `append` waits beyond it.
+//! Queued bytes are bounded by [`queue::QUEUE_BYTES_MAX`]: `append` waits beyond it.
 //!
 //! # Memory
 //!
@@ -151,10 +166,11 @@
 //! - `openraft`: the storage traits implemented here and the `Entry`, `LogId`, `Vote` types.
 //! - `tokio` (`sync` only): the oneshot channel for durable votes and the semaphore bounding
 //!   the queue; both work under any executor, the writer itself is a plain thread.
-//! - `bincode` + `serde`: the entry encoding openraft's serde support gives us, compact and
-//!   with a stable prefix (the log id).
+//! - `bincode` + `serde`: openraft's log ids, votes and memberships through its serde
+//!   support, compact and with fixed-width fields (the log id prefix has a fixed length).
 //! - `crc32c`: hardware-accelerated checksums, the same code Quarry uses for payloads.
-//! - `libc`: `flock` for the directory lock (`File::try_lock` needs Rust 1.89; MSRV is 1.85).
+//! - `quarry-persist`: the directory lock (`flock` through rustix), directory fsync, the
+//!   version byte in front of payloads and `FormatTooNew`.
 //! - `thiserror`, `tracing`: the error enum and logs.
 
 #![warn(missing_docs)]
@@ -164,7 +180,7 @@ pub mod error;
 pub mod format;
 mod index;
 mod ledger;
-mod lock;
+pub mod queue;
 mod replay;
 pub mod store;
 pub mod wal;
@@ -172,7 +188,8 @@ pub mod writer;
 
 pub use error::{Corruption, WalError};
 pub use ledger::Laggard;
-pub use store::WalLogStore;
+pub use quarry_persist::{DecodeError, FormatTooNew};
+pub use store::{EntryCodec, WalLogStore};
 pub use wal::Wal;
 
 /// Options of [`Wal::open`].

@@ -12,9 +12,11 @@ use std::sync::Arc;
 use crate::error::{Corruption, WalError};
 use crate::format::{
     check_record, check_segment_header, decode_record, parse_segment_file_name, segment_file_name,
-    Record, RecordHeader, RecordKind, RECORD_HEADER_LEN, RECORD_PAYLOAD_MAX, SEGMENT_HEADER_LEN,
+    Record, RecordHeader, RecordKind, FORMAT_VERSION, RECORD_HEADER_LEN, RECORD_PAYLOAD_MAX,
+    SEGMENT_HEADER_LEN,
 };
 use crate::index::{GroupIndex, Location, Slot};
+use quarry_persist::FormatTooNew;
 
 /// Read buffer of the sequential replay reader.
 const REPLAY_BUFFER_BYTES: usize = 1 << 20;
@@ -52,6 +54,14 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
             .map_err(|error| WalError::io(&path, error))?;
         let len = file.metadata().map_err(|error| WalError::io(&path, error))?.len();
         if let Err(reason) = read_segment_header(&file, &path, seq, len)? {
+            if let Corruption::UnsupportedVersion { found } = reason {
+                if found > FORMAT_VERSION {
+                    // The header's crc matched: a newer build wrote this segment on purpose.
+                    let source =
+                        FormatTooNew { what: "WAL segment", found, supported: FORMAT_VERSION };
+                    return Err(WalError::FormatTooNew { path, offset: 0, source });
+                }
+            }
             if tolerant && find_intact_record(&file, &path, 0, len)?.is_none() {
                 tracing::warn!(path = %path.display(), %reason, len,
                     "removing the newest WAL segment: its creation was cut short");
@@ -143,7 +153,7 @@ fn replay_segment(
             Err(error) => return Err(io_error(error)),
         };
         let corrupt = |reason| WalError::Corrupt { path: path.to_path_buf(), offset, reason };
-        let record = decode_record(kind, &payload).map_err(corrupt)?;
+        let record = decode_record(kind, &payload).map_err(|rejected| rejected.at(path, offset))?;
         apply_record(groups, header.group, record, seq, offset, header.len).map_err(corrupt)?;
         offset += header.record_len();
     }
@@ -300,8 +310,7 @@ fn apply_record(
 
 /// fsyncs a directory, making creations, renames and deletions in it durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), WalError> {
-    let handle = File::open(dir).map_err(|error| WalError::io(dir, error))?;
-    handle.sync_all().map_err(|error| WalError::io(dir, error))
+    quarry_persist::sync_dir(dir).map_err(|error| WalError::io(error.path, error.source))
 }
 
 /// Path of segment `seq` in `dir`.

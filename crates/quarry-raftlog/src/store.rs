@@ -1,5 +1,6 @@
 //! [`WalLogStore`]: openraft's v2 log storage ([`RaftLogStorage`], [`RaftLogReader`]) for one
-//! Raft group, over the shared [`Wal`].
+//! Raft group, over the shared [`Wal`], and [`EntryCodec`], how a group's entries become the
+//! payloads of `Entry` records (layout at [`crate::format::RecordKind::Entry`]).
 
 use std::fmt::Debug;
 use std::marker::PhantomData;
@@ -8,13 +9,65 @@ use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
-    Entry, LogId, LogState, OptionalSend, RaftLogReader, RaftTypeConfig, StorageError,
-    StorageIOError, Vote,
+    Entry, EntryPayload, LogId, LogState, OptionalSend, RaftLogReader, RaftTypeConfig,
+    StorageError, StorageIOError, Vote,
 };
+use quarry_persist::version::{self, DecodeError};
 
 use crate::error::WalError;
-use crate::format::{Record, RECORD_PAYLOAD_MAX};
-use crate::wal::{Completion, SerialisedEntry, Wal};
+use crate::format::{
+    encode_entry_head, split_entry, Record, Rejected, ENTRY_BLANK, ENTRY_MEMBERSHIP, ENTRY_NORMAL,
+    RECORD_PAYLOAD_MAX,
+};
+use crate::queue::{Completion, SerialisedEntry};
+use crate::wal::Wal;
+
+/// How the application data of a group's entries (openraft's `C::D`) is written to the log,
+/// implemented by each type config that keeps its log in a [`Wal`].
+///
+/// The encoding must start with a version byte of its own and follow the upgrade rule of
+/// `quarry_persist` (a new version for any change, older versions still decoded, golden-byte
+/// tests): entries stay in the log across upgrades. A version newer than the build knows must
+/// be reported as [`DecodeError::TooNew`].
+pub trait EntryCodec: RaftTypeConfig {
+    /// Appends the encoding of `data` to `out`.
+    fn encode_data(data: &Self::D, out: &mut Vec<u8>);
+    /// Decodes what [`EntryCodec::encode_data`] wrote (all of `bytes`).
+    fn decode_data(bytes: &[u8]) -> Result<Self::D, DecodeError>;
+}
+
+/// The `Entry` record payload of `entry`.
+pub fn encode_entry<C: EntryCodec<NodeId = u64>>(entry: &Entry<C>) -> Vec<u8> {
+    let mut out = Vec::new();
+    match &entry.payload {
+        EntryPayload::Blank => encode_entry_head(&mut out, &entry.log_id, ENTRY_BLANK),
+        EntryPayload::Normal(data) => {
+            encode_entry_head(&mut out, &entry.log_id, ENTRY_NORMAL);
+            C::encode_data(data, &mut out);
+        }
+        EntryPayload::Membership(membership) => {
+            encode_entry_head(&mut out, &entry.log_id, ENTRY_MEMBERSHIP);
+            version::encode_body_into(&mut out, membership);
+        }
+    }
+    out
+}
+
+/// Decodes an `Entry` record payload written by [`encode_entry`].
+pub fn decode_entry<C: EntryCodec<NodeId = u64>>(payload: &[u8]) -> Result<Entry<C>, DecodeError> {
+    const WHAT: &str = "WAL entry";
+    let (log_id, tag, body) = split_entry(payload).map_err(|rejected| match rejected {
+        Rejected::TooNew(too_new) => DecodeError::TooNew(too_new),
+        Rejected::Corrupt(reason) => DecodeError::invalid(WHAT, reason.to_string()),
+    })?;
+    let payload = match tag {
+        ENTRY_BLANK if body.is_empty() => EntryPayload::Blank,
+        ENTRY_NORMAL => EntryPayload::Normal(C::decode_data(body)?),
+        ENTRY_MEMBERSHIP => EntryPayload::Membership(version::decode_body(WHAT, body)?),
+        other => return Err(DecodeError::invalid(WHAT, format!("bad entry tag {other}"))),
+    };
+    Ok(Entry { log_id, payload })
+}
 
 /// `limited_get_log_entries` (replication) returns at most about this many bytes per call.
 pub const REPLICATION_READ_BYTES_MAX: u64 = 8 << 20;
@@ -41,7 +94,7 @@ impl<C> Debug for WalLogStore<C> {
 
 impl<C> WalLogStore<C>
 where
-    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+    C: EntryCodec<NodeId = u64, Entry = Entry<C>>,
 {
     pub(crate) fn new(wal: Arc<Wal>, group: u64) -> Self {
         WalLogStore { wal, group, _config: PhantomData }
@@ -62,8 +115,11 @@ where
         let serialised = self.wal.read_entries(self.group, start, end, byte_limit)?;
         let mut entries = Vec::with_capacity(serialised.len());
         for (log_id, bytes) in serialised {
-            let codec = |source| WalError::Codec { group: self.group, index: log_id.index, source };
-            let entry: Entry<C> = bincode::deserialize(&bytes).map_err(codec)?;
+            let (group, index) = (self.group, log_id.index);
+            let entry: Entry<C> = decode_entry(&bytes).map_err(|error| match error {
+                DecodeError::TooNew(source) => WalError::EntryFormatTooNew { group, index, source },
+                source => WalError::Codec { group, index, source },
+            })?;
             assert_eq!(entry.log_id, log_id, "the WAL checked the log id of the record");
             entries.push(entry);
         }
@@ -79,8 +135,7 @@ where
         let mut total = 0u64;
         for entry in entries {
             let index = entry.log_id.index;
-            let codec = |source| WalError::Codec { group: self.group, index, source };
-            let bytes = bincode::serialize(&entry).map_err(codec)?;
+            let bytes = encode_entry(&entry);
             if bytes.len() as u64 > u64::from(RECORD_PAYLOAD_MAX) {
                 return Err(WalError::EntryTooLarge {
                     group: self.group,
@@ -125,7 +180,7 @@ fn index_range<RB: RangeBounds<u64>>(range: &RB) -> (u64, u64) {
 
 impl<C> RaftLogReader<C> for WalLogStore<C>
 where
-    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+    C: EntryCodec<NodeId = u64, Entry = Entry<C>>,
 {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
         &mut self,
@@ -146,7 +201,7 @@ where
 
 impl<C> RaftLogStorage<C> for WalLogStore<C>
 where
-    C: RaftTypeConfig<NodeId = u64, Entry = Entry<C>>,
+    C: EntryCodec<NodeId = u64, Entry = Entry<C>>,
 {
     type LogReader = Self;
 

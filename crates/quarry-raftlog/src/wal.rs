@@ -1,5 +1,6 @@
-//! [`Wal`]: opening (lock, replay, first segment, writer thread), the request queue that feeds
-//! the writer, and the reads and state queries the log stores use.
+//! [`Wal`]: opening (lock, replay, first segment, writer thread), accepting requests into the
+//! writer's queue (the request types are in [`crate::queue`]), and the reads and state queries
+//! the log stores use.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fs::File;
@@ -9,70 +10,27 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use openraft::{LogId, RaftTypeConfig, Vote};
+use openraft::{LogId, Vote};
+use quarry_persist::{LockError, LockFile};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{Corruption, WalError};
 use crate::format::{
-    check_record, decode_record, Record, RecordHeader, RecordKind, RECORD_HEADER_LEN,
-    RECORD_PAYLOAD_MAX,
+    check_record, decode_record, Record, RecordHeader, RecordKind, LOCK_FILE_NAME,
+    RECORD_HEADER_LEN, RECORD_PAYLOAD_MAX,
 };
 use crate::index::{EntryCache, GroupIndex, Location, Slot};
 use crate::ledger::{Laggard, Ledger};
-use crate::lock::DirLock;
+use crate::queue::{
+    Completion, QueuedEntry, Request, SerialisedEntry, QUEUE_BYTES_MAX, QUEUE_PERMIT_BYTES,
+};
 use crate::replay::{recover, segment_path};
-use crate::store::WalLogStore;
+use crate::store::{EntryCodec, WalLogStore};
 use crate::writer::{create_segment, Writer};
 use crate::{WalOptions, WalStats};
 
-/// Bound on the bytes of entries accepted but not yet written; appenders wait beyond it.
-pub const QUEUE_BYTES_MAX: u64 = 64 << 20;
-/// Unit of the queue semaphore's permits.
-const QUEUE_PERMIT_BYTES: u64 = 1024;
 /// Smallest accepted `segment_bytes`.
 pub const SEGMENT_BYTES_MIN: u64 = 4096;
-
-/// An entry's log id and its serialised bytes (`bincode(Entry<C>)`).
-pub(crate) type SerialisedEntry = (LogId<u64>, Arc<[u8]>);
-
-/// Runs once the records of a request are durable.
-pub(crate) type Completion = Box<dyn FnOnce() + Send + 'static>;
-
-/// An entry accepted for writing.
-pub(crate) struct QueuedEntry {
-    pub log_id: LogId<u64>,
-    pub serial: u64,
-    pub bytes: Arc<[u8]>,
-}
-
-/// A unit of work for the writer, in the order it was accepted.
-pub(crate) enum Request {
-    /// Entries of one append call; `done` completes openraft's `LogFlushed`.
-    Entries {
-        group: u64,
-        entries: Vec<QueuedEntry>,
-        done: Completion,
-        permit: Option<OwnedSemaphorePermit>,
-    },
-    /// A metadata record (vote, committed, truncate, purge, remove group).
-    Metadata { group: u64, record: Record, done: Option<Completion> },
-    /// Completes once everything accepted before it is durable.
-    Barrier { done: Completion },
-}
-
-impl Request {
-    /// Bytes this request adds to a batch (headers included), for batch sizing.
-    pub fn encoded_len(&self) -> u64 {
-        let header = RECORD_HEADER_LEN as u64;
-        match self {
-            Request::Entries { entries, .. } => {
-                entries.iter().map(|entry| header + entry.bytes.len() as u64).sum()
-            }
-            Request::Metadata { .. } => header + 64,
-            Request::Barrier { .. } => 0,
-        }
-    }
-}
 
 /// Everything behind the state mutex.
 pub(crate) struct State {
@@ -123,7 +81,7 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct Wal {
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    lock: DirLock,
+    lock: LockFile,
 }
 
 impl std::fmt::Debug for Wal {
@@ -140,7 +98,7 @@ impl Wal {
             return Err(WalError::InvalidOptions { reason: "segment_bytes below 4096" });
         }
         std::fs::create_dir_all(dir).map_err(|error| WalError::io(dir, error))?;
-        let lock = DirLock::acquire(dir)?;
+        let lock = lock_dir(dir)?;
         let recovered = recover(dir)?;
         let ledger = Ledger::from_index(&recovered.groups);
         let active_seq = recovered.next_seq;
@@ -184,7 +142,7 @@ impl Wal {
     /// caller must not drive two stores of one group at once (openraft serialises its own).
     pub fn log_store<C>(self: &Arc<Self>, group: u64) -> WalLogStore<C>
     where
-        C: RaftTypeConfig<NodeId = u64, Entry = openraft::Entry<C>>,
+        C: EntryCodec<NodeId = u64, Entry = openraft::Entry<C>>,
     {
         WalLogStore::new(self.clone(), group)
     }
@@ -459,7 +417,7 @@ impl Wal {
         if kind != RecordKind::Entry {
             return Err(corrupt(wrong_entry));
         }
-        match decode_record(kind, payload).map_err(corrupt)? {
+        match decode_record(kind, payload).map_err(|rejected| rejected.at(&path, offset))? {
             Record::Entry { log_id: found } if found == log_id => Ok(Arc::from(payload)),
             _ => Err(corrupt(wrong_entry)),
         }
@@ -480,6 +438,14 @@ impl Drop for Wal {
             }
         }
     }
+}
+
+/// Takes the directory lock, `DIR/LOCK` (see the crate docs).
+fn lock_dir(dir: &Path) -> Result<LockFile, WalError> {
+    LockFile::acquire(&dir.join(LOCK_FILE_NAME)).map_err(|error| match error {
+        LockError::Held { path, holder } => WalError::Locked { path, holder },
+        LockError::Fs(error) => WalError::io(error.path, error.source),
+    })
 }
 
 /// Where a planned read gets its bytes.

@@ -44,8 +44,9 @@ use crate::format::{
     RecordKind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 use crate::index::Location;
+use crate::queue::{Completion, Request};
 use crate::replay::{segment_path, sync_dir};
-use crate::wal::{lock, Completion, Request, Shared};
+use crate::wal::{lock, Shared};
 
 /// A round writes at most this many bytes (plus one request); the rest waits for the next.
 pub const BATCH_BYTES_MAX: u64 = 16 << 20;

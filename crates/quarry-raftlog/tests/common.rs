@@ -21,6 +21,27 @@ openraft::declare_raft_types!(
         AsyncRuntime = TokioRuntime,
 );
 
+/// Test payloads are stored as a version byte (1) and the bytes themselves.
+impl quarry_raftlog::EntryCodec for Tc {
+    fn encode_data(data: &Vec<u8>, out: &mut Vec<u8>) {
+        out.push(1);
+        out.extend_from_slice(data);
+    }
+
+    fn decode_data(bytes: &[u8]) -> Result<Vec<u8>, quarry_raftlog::DecodeError> {
+        match bytes.split_first() {
+            Some((1, data)) => Ok(data.to_vec()),
+            Some((&found, _)) if found > 1 => Err(quarry_raftlog::FormatTooNew {
+                what: "test payload",
+                found: u32::from(found),
+                supported: 1,
+            }
+            .into()),
+            _ => Err(quarry_raftlog::DecodeError::invalid("test payload", "bad version")),
+        }
+    }
+}
+
 /// Log id with leader node 1.
 pub fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)

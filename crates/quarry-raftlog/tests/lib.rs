@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod golden;
 mod group_commit;
 mod replay;
 mod suite;

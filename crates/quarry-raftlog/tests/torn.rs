@@ -221,7 +221,7 @@ fn a_second_open_of_a_locked_directory_fails() {
     let dir = tempfile::tempdir().unwrap();
     let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
     match Wal::open(dir.path(), WalOptions::default()) {
-        Err(WalError::Locked { path }) => assert_eq!(path, dir.path().join("LOCK")),
+        Err(WalError::Locked { path, .. }) => assert_eq!(path, dir.path().join("LOCK")),
         other => panic!("second open not refused: {other:?}"),
     }
     drop(wal);

@@ -49,6 +49,15 @@ pub enum StoreError {
         /// What was wrong.
         reason: &'static str,
     },
+    /// A PG export stream was written by a newer Quarry (its format version is above the one
+    /// this build reads): the stream is not damaged; the importing OSD is too old.
+    #[error("PG export stream format version {found} is newer than this build reads ({supported}); upgrade quarry")]
+    ExportFormatTooNew {
+        /// The version in the stream.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
     /// A PG export stream is of another PG than the one being imported.
     #[error("PG export is of pg {found}, not {expected}")]
     ExportPgMismatch {

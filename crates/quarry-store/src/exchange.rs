@@ -15,6 +15,9 @@
 //!   'H' omap header of the last object: blob
 //!   'E' end: record count u64 (records before it) | crc32c u32 of every byte before the crc
 //! ```
+//! The stream's bytes are pinned by a golden test (`tests/golden/export_v1.hex`); a change
+//! needs a new version that importers of this version refuse with
+//! [`StoreError::ExportFormatTooNew`], and import must keep reading version 1.
 
 use std::io::{BufWriter, Read, Write};
 
@@ -224,8 +227,12 @@ fn read_header(r: &mut CrcReader, pg: PgId) -> Result<(), StoreError> {
     if &magic != EXPORT_MAGIC {
         return Err(StoreError::BadExport { reason: "not a Quarry PG export (bad magic)" });
     }
-    if r.u32()? != EXPORT_VERSION {
-        return Err(StoreError::BadExport { reason: "unsupported PG export version" });
+    match r.u32()? {
+        EXPORT_VERSION => {}
+        found if found > EXPORT_VERSION => {
+            return Err(StoreError::ExportFormatTooNew { found, supported: EXPORT_VERSION })
+        }
+        _ => return Err(StoreError::BadExport { reason: "unsupported PG export version" }),
     }
     let found = PgId { pool: r.u64()?, seed: r.u32()? };
     if found != pg {

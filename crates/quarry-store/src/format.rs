@@ -388,4 +388,53 @@ mod tests {
         assert_eq!(pg_key_end(PgId { pool: u64::MAX, seed: u32::MAX }), None);
         assert_eq!(decode_pg_key(&pg_key(pg)), pg);
     }
+
+    /// Golden bytes of every hand-encoded value the store keeps (`tests/golden/store_v1.hex`):
+    /// keys, the object record, chunk rows, the usage row and the format marker. A failure
+    /// means `store.redb`'s format changed: bump `FORMAT_VERSION` (older stores then need a
+    /// migration, newer ones are refused with `FormatTooNew`); never edit the golden file.
+    #[test]
+    fn store_bytes_are_pinned() {
+        let pg = PgId { pool: 0x0102_0304_0506_0708, seed: 0x090a_0b0c };
+        let record = ObjectRecord {
+            id: 0x1112_1314_1516_1718,
+            versions: vec![
+                Version { tag: 1, floor: 0, exists: true, size: 5000, mtime: (7, 8) },
+                Version { tag: 9, floor: 9, exists: false, size: 0, mtime: (10, 11) },
+            ],
+        };
+        let mut record_bytes = Vec::new();
+        record.encode(&mut record_bytes);
+        let mut object = Vec::new();
+        object_key(pg, b"obj", &mut object);
+        let mut sub = Vec::new();
+        sub_key(0x2122_2324_2526_2728, b"key", &mut sub);
+        let full: Vec<u8> = (0..CHUNK_SIZE).map(|i| (i % 251) as u8).collect();
+        let mut row = Vec::new();
+        let tail = encode_chunk(0xdead_beef, &full, &mut row).to_vec();
+        let mut short_row = Vec::new();
+        encode_chunk(0x0bad_cafe, b"short", &mut short_row);
+        let values = vec![
+            ("pg_key", pg_key(pg).to_vec()),
+            ("object_key", object),
+            ("sub_key", sub),
+            ("chunk_key", chunk_key(1, 2, 3).to_vec()),
+            ("object_record", record_bytes),
+            // Only the row's first and last 16 bytes: the middle is the input pattern.
+            ("chunk_row_head", row[..16].to_vec()),
+            ("chunk_row_end", row[row.len() - 16..].to_vec()),
+            ("chunk_row_len", (row.len() as u32).to_le_bytes().to_vec()),
+            ("chunk_tail", tail),
+            ("chunk_row_short", short_row),
+            ("usage", encode_usage(0x31, 0x4142).to_vec()),
+            ("format_marker", format_marker().to_vec()),
+        ];
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v1.hex");
+        let header = "store.redb format 1 (quarry-store): keys, object record, chunk rows, usage, \
+                      marker.\nGenerated once; never edit: a change of bytes needs a new version.";
+        quarry_persist::golden::check(&path, header, &values);
+        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
+        assert_eq!(ObjectRecord::decode(&golden[4].1), Ok(record));
+    }
 }

@@ -141,3 +141,45 @@ fn damaged_or_foreign_streams_change_nothing() {
     target.import_pg(PG, &mut reader).unwrap();
     assert_eq!(reader, b"trailing");
 }
+
+/// Golden bytes of the PG export stream (the Raft snapshot OSDs send each other; format
+/// `QRYPGEX1` version 1) of a small PG with two versions of an object, a chunk, an xattr, an
+/// omap entry and header, and a pg_state: `tests/golden/export_v1.hex`. A failure means the
+/// stream format changed: bump its version and keep importing the old one; never edit the file.
+#[test]
+fn export_stream_bytes_are_pinned() {
+    let (_dir, store) = open_temp();
+    let snapc = quarry_types::SnapContext { seq: 0, snaps: vec![] };
+    let first = cmd_at("obj", &snapc, (100, 1), vec![write(0, b"first")]);
+    store.apply(PG, &[first], b"state-1").unwrap();
+    let snapc = quarry_types::SnapContext { seq: 1, snaps: vec![1] };
+    let second = cmd_at(
+        "obj",
+        &snapc,
+        (200, 2),
+        vec![
+            write(2, b"second"),
+            ObjectOp::SetXattr { name: "x".into(), value: Bytes::from_static(b"xv") },
+            ObjectOp::OmapSetVals {
+                vals: BTreeMap::from([("k".into(), Bytes::from_static(b"v"))]),
+            },
+            ObjectOp::OmapSetHeader { header: Bytes::from_static(b"h") },
+        ],
+    );
+    store.apply(PG, &[second], b"state-2").unwrap();
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/export_v1.hex");
+    let header = "PG export stream QRYPGEX1 version 1 (quarry-store).\n\
+                  Generated once; never edit: a change of bytes needs a new version.";
+    quarry_persist::golden::check(&path, header, &[("export", stream.clone())]);
+
+    // A stream of a newer format version is refused as too new (not as a bad stream), and
+    // the importing store is left as it was.
+    let mut newer = stream;
+    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    let (_dir2, target) = open_temp();
+    let err = target.import_pg(PG, &mut newer.as_slice()).unwrap_err();
+    assert!(matches!(err, StoreError::ExportFormatTooNew { found: 2, supported: 1 }), "{err}");
+    assert_eq!(target.pg_state(PG).unwrap(), None);
+}

@@ -1,8 +1,12 @@
 //! Every message Quarry's daemons and clients exchange: the handshake, requests, replies and
 //! pushed events. Encoded with bincode inside a frame (see `codec`).
 //!
-//! Compatibility rule: new variants and fields are added at the end only; the frame header's
-//! version number changes when an old peer could misread a message.
+//! Compatibility rule: bincode 1 writes no field names or lengths, so adding a field to a
+//! message (at the end too), or removing, reordering or retyping one, changes bytes an old peer
+//! cannot decode: such a change needs a new frame header version. A new enum variant appended
+//! at the end leaves the existing variants' bytes unchanged; an old peer fails only on the new
+//! variant itself (a decode error: it closes that connection). Nothing here is persisted; the
+//! persisted encodings follow `quarry_persist`'s versioning rule.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

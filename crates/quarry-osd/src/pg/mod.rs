@@ -2,9 +2,18 @@
 //! log entry carries, the Raft group id of a PG, the `pg_state` blob persisted with every
 //! apply, and [`PgGroup`], one running Raft group. No sockets here: the network side of Raft
 //! is in [`network`], the state machine over the store in [`state_machine`].
+//!
+//! Two encodings here are persisted and pinned by golden-byte tests (`tests/golden/`):
+//! [`PgCommand`] in the WAL (`PG_COMMAND_VERSION ++ bincode`, through
+//! [`quarry_raftlog::EntryCodec`]) and [`PgState`] in the store (`PG_STATE_VERSION ++
+//! bincode`). Changing either, or any type inside them (`ObjectOp`, `SnapContext`, openraft's
+//! `LogId` and `Membership`), needs a new version number and a decoder that still reads the
+//! old one: see the upgrade rule in `quarry_persist`.
 
 pub(crate) mod apply;
 pub(crate) mod durability;
+#[cfg(test)]
+mod golden_tests;
 pub(crate) mod network;
 pub(crate) mod state_machine;
 
@@ -14,6 +23,8 @@ use std::time::Duration;
 use openraft::{BasicNode, LogId, StoredMembership};
 use serde::{Deserialize, Serialize};
 
+use quarry_persist::version::{self, DecodeError};
+use quarry_raftlog::EntryCodec;
 use quarry_store::ObjectCommand;
 use quarry_types::{ObjectOp, OpReply, OsdId, PgId, SnapContext};
 
@@ -34,8 +45,10 @@ openraft::declare_raft_types!(
 pub type PgRaft = openraft::Raft<PgRaftConfig>;
 
 /// The payload of one normal log entry: one client request (object, snapshot context, op
-/// vector, and the proposer's clock), applied atomically by every replica. It is what the WAL
-/// stores (bincode), so fields are only ever added at the end.
+/// vector, and the proposer's clock), applied atomically by every replica. The WAL stores it as
+/// `PG_COMMAND_VERSION ++ bincode(PgCommand)`. bincode 1 has no field names or lengths: any
+/// change to this type or a type inside it (adding a field too) makes old entries undecodable,
+/// so it needs a new version and a decoder for the old one (module docs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PgCommand {
     /// Object name.
@@ -51,6 +64,22 @@ pub struct PgCommand {
 impl From<PgCommand> for ObjectCommand {
     fn from(c: PgCommand) -> ObjectCommand {
         ObjectCommand { name: c.name, snapc: c.snapc, ops: c.ops, mtime: c.mtime }
+    }
+}
+
+/// Version byte in front of a [`PgCommand`] in the WAL.
+pub const PG_COMMAND_VERSION: u8 = 1;
+
+/// What errors call a [`PgCommand`] payload.
+const PG_COMMAND_WHAT: &str = "PG log entry (PgCommand)";
+
+impl EntryCodec for PgRaftConfig {
+    fn encode_data(data: &PgCommand, out: &mut Vec<u8>) {
+        version::encode_into(out, PG_COMMAND_VERSION, data);
+    }
+
+    fn decode_data(bytes: &[u8]) -> Result<PgCommand, DecodeError> {
+        version::decode(PG_COMMAND_WHAT, PG_COMMAND_VERSION, bytes)
     }
 }
 
@@ -79,23 +108,15 @@ pub(crate) struct PgState {
 }
 
 impl PgState {
-    /// `version byte ++ bincode`.
+    /// `PG_STATE_VERSION ++ bincode(PgState)`.
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = vec![PG_STATE_VERSION];
-        // Serialising plain ids and a membership into a Vec cannot fail.
-        let body = bincode::serialize(self).unwrap_or_default();
-        assert!(!body.is_empty(), "pg_state encodes to at least the option tags");
-        out.extend_from_slice(&body);
-        out
+        version::encode(PG_STATE_VERSION, self)
     }
 
-    /// Decodes a blob written by [`PgState::encode`]; None if it is not one.
-    pub(crate) fn decode(bytes: &[u8]) -> Option<PgState> {
-        let (&version, body) = bytes.split_first()?;
-        if version != PG_STATE_VERSION {
-            return None;
-        }
-        bincode::deserialize(body).ok()
+    /// Decodes a blob written by [`PgState::encode`] (a newer version is
+    /// [`DecodeError::TooNew`]).
+    pub(crate) fn decode(bytes: &[u8]) -> Result<PgState, DecodeError> {
+        version::decode("pg_state", PG_STATE_VERSION, bytes)
     }
 }
 
@@ -214,7 +235,7 @@ mod tests {
     #[test]
     fn pg_state_round_trips_and_rejects_garbage() {
         let empty = PgState::default();
-        assert_eq!(PgState::decode(&empty.encode()), Some(empty));
+        assert_eq!(PgState::decode(&empty.encode()), Ok(empty));
         let nodes = BTreeMap::from([(3u64, BasicNode::new("127.0.0.1:1"))]);
         let membership = openraft::Membership::new(vec![BTreeSet::from([3u64])], nodes);
         let log_id = LogId::new(openraft::CommittedLeaderId::new(2, 3), 17);
@@ -223,9 +244,10 @@ mod tests {
             membership: StoredMembership::new(Some(log_id), membership),
         };
         let bytes = state.encode();
-        assert_eq!(PgState::decode(&bytes), Some(state));
-        assert_eq!(PgState::decode(&[]), None);
-        assert_eq!(PgState::decode(&[9, 1, 2]), None);
-        assert_eq!(PgState::decode(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(PgState::decode(&bytes), Ok(state));
+        assert!(matches!(PgState::decode(&[]), Err(DecodeError::Invalid { .. })));
+        assert!(matches!(PgState::decode(&[0, 1, 2]), Err(DecodeError::Invalid { .. })));
+        assert!(matches!(PgState::decode(&[9, 1, 2]), Err(DecodeError::TooNew(_))));
+        assert!(PgState::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

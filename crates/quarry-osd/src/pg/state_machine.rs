@@ -25,6 +25,7 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 
+use quarry_persist::DecodeError;
 use quarry_store::{ObjectCommand, Store, StoreError};
 use quarry_types::{ErrorCode, OpReply, OsdId, PgId};
 
@@ -68,10 +69,17 @@ impl PgStateMachine {
         let blob = blocking(move || reader.pg_state(pg)).await?;
         let state = match blob {
             None => PgState::default(),
-            Some(bytes) => PgState::decode(&bytes).ok_or_else(|| StoreError::Corrupt {
-                pg,
-                object: String::new(),
-                detail: "pg_state blob does not decode".into(),
+            Some(bytes) => PgState::decode(&bytes).map_err(|error| match error {
+                DecodeError::TooNew(too_new) => StoreError::FormatTooNew {
+                    path: store.path().to_path_buf(),
+                    found: too_new.found,
+                    supported: too_new.supported,
+                },
+                DecodeError::Invalid { detail, .. } => StoreError::Corrupt {
+                    pg,
+                    object: String::new(),
+                    detail: format!("pg_state blob does not decode: {detail}"),
+                },
             })?,
         };
         tracing::debug!(%pg, applied = ?state.applied, "pg state machine opened");

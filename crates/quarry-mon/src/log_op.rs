@@ -1,15 +1,44 @@
-//! The monitor's Raft commands: what a proposer puts in a log entry and what applying it
-//! returns. Everything random or time-dependent (keys, session keys, the clock) is chosen by
-//! the proposer and carried in the command, so every monitor applying the same log reaches
-//! the same state.
+//! The monitor's replicated log operations: what a proposer puts in a Raft log entry
+//! ([`Proposal`] = clock + [`Op`]) and what applying it returns ([`Outcome`] or [`OpError`]).
+//! Everything random or time-dependent (keys, the clock) is chosen by the proposer and carried
+//! in the op, so every monitor applying the same log reaches the same state. (The admin
+//! commands clients send, which become these ops, are handled in `admin.rs`.)
+//!
+//! # Persisted encoding
+//! A [`Proposal`] is stored in the WAL as `PROPOSAL_VERSION ++ bincode(Proposal)` (through
+//! [`quarry_raftlog::EntryCodec`]), and its bytes are pinned by golden tests
+//! (`tests/golden/mon_proposal_v1.hex`). bincode 1 writes no field names or lengths, so any
+//! change to these types, or to a type inside them (`ServiceKey`, `EntityName`, ...), even a
+//! field added at the end, makes old entries undecodable: it needs a new `PROPOSAL_VERSION`
+//! and a decoder that still reads the old one (the rule is in `quarry_persist`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
+use quarry_persist::version::{self, DecodeError};
 use serde::{Deserialize, Serialize};
 
 use quarry_auth::{CryptoKey, ServiceKey};
 use quarry_types::{EntityName, ErrorCode, OsdId, PoolId, SnapId};
+
+/// Version byte in front of a [`Proposal`] in the WAL.
+pub const PROPOSAL_VERSION: u8 = 1;
+
+/// What errors call a [`Proposal`] payload.
+const PROPOSAL_WHAT: &str = "monitor log entry (Proposal)";
+
+impl Proposal {
+    /// Appends `PROPOSAL_VERSION ++ bincode(self)` to `out`.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        version::encode_into(out, PROPOSAL_VERSION, self);
+    }
+
+    /// Decodes what [`Proposal::encode_into`] wrote; a newer version is
+    /// [`DecodeError::TooNew`].
+    pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
+        version::decode(PROPOSAL_WHAT, PROPOSAL_VERSION, bytes)
+    }
+}
 
 /// One log entry's payload: an operation and the proposer's clock.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
-//! The admin and pool commands (`MonCommand`, the `ceph` CLI's verbs): capability checks,
-//! argument checks, then either a read of the local state or a Raft proposal. Replies carry
-//! the text Ceph prints, so the CLI shows the same lines.
+//! The admin commands clients send (`MonCommand`, the `ceph` CLI's verbs: pools, auth,
+//! snapshot ids, blocklist, status): capability checks, argument checks, then either a read of
+//! the local state or a Raft proposal of a [`crate::log_op::Op`]. Replies carry the text Ceph
+//! prints, so the CLI shows the same lines.
 //!
 //! Capabilities (quarry-auth `MonAccess`): status = Read; pool create/rm/application =
 //! PoolAdmin; auth * = AuthAdmin; blocklist = Blocklist; self-managed snapshot ids = PoolAdmin
@@ -13,7 +14,7 @@ use quarry_auth::{Caps, CryptoKey, Keyring, MonAccess, OsdAccess};
 use quarry_types::{EntityName, ErrorCode, PoolId};
 use quarry_wire::{AuthEntry, MonCommand, MonReply, Reply};
 
-use crate::command::{EntityRecord, Op, OpError, Outcome, StoredKey};
+use crate::log_op::{EntityRecord, Op, OpError, Outcome, StoredKey};
 use crate::mon::Mon;
 use crate::server::{failed, Session};
 use crate::state::check_caps;
