@@ -22,7 +22,7 @@ use quarry_osd::{OsdConfig, OsdHandle};
 use quarry_types::{EntityName, PgId};
 use quarry_wire::{MonCommand, MonReply};
 
-use crate::cluster::{self, ClusterSpec, CONF_FILE};
+use crate::cluster::{self, ClusterSpec, SpecFiles as _, CONF_FILE};
 use crate::daemon::{self, announce_ready, Signals};
 use crate::error::CliError;
 
@@ -137,7 +137,8 @@ async fn start_daemons(
     cfg.pool_default_size = 1;
     if !cluster::has_entries(&mon_dir) {
         let (name, pg_num, size) = BOOTSTRAP_POOL;
-        cfg.bootstrap = Some(spec.bootstrap(&host, vec![(name.to_string(), pg_num, size)]));
+        cfg.bootstrap =
+            Some(spec.bootstrap(|_| host.clone(), vec![(name.to_string(), pg_num, size)]));
     }
     let mon = quarry_mon::start(cfg)
         .await

@@ -58,10 +58,15 @@
 //! recovery serves both, and going from one monitor to three is a membership change, not a
 //! new design. Only one monitor exists for now: the peer network reports peers unreachable.
 //!
+//! # New clusters
+//! [`spec::ClusterSpec`] decides a new cluster's fsid, keys, entities and caps and builds the
+//! [`Bootstrap`]; `quarry up`, `quarry cluster-init` and the test kit all start from it.
+//!
 //! # Dependencies
 //! openraft (consensus, see above), quarry-raftlog (its log store), quarry-wire (the
 //! protocol), quarry-auth (keys, caps, tickets), quarry-placement (acting sets), tokio,
-//! bincode + crc32c (snapshot file), serde, rand (via quarry-auth), thiserror, tracing.
+//! bincode + crc32c (snapshot file), serde, rand (fsids in `spec`; keys via quarry-auth),
+//! thiserror, tracing.
 
 #![warn(missing_docs)]
 
@@ -72,6 +77,7 @@ mod mon;
 pub mod raft;
 mod server;
 pub mod snapshot;
+pub mod spec;
 pub mod state;
 pub mod status;
 mod tasks;
@@ -93,6 +99,7 @@ use quarry_types::{EntityName, OsdId};
 use quarry_wire::ClusterMap;
 
 pub use error::MonError;
+pub use spec::ClusterSpec;
 
 use crate::command::{EntityRecord, Op, StoredKey};
 use crate::mon::{unix_now, Mon};
