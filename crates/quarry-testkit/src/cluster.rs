@@ -310,6 +310,15 @@ impl Cluster {
         self.osd(id)
     }
 
+    /// Starts OSD `id` on its data directory and hands its handle to the test, which stops
+    /// it (the cluster does not track it: [`Cluster::osd_running`] stays false).
+    pub async fn start_osd_detached(&self, id: OsdId) -> OsdHandle {
+        assert!(!self.osd_running(id), "osd.{id} is already running in the cluster");
+        quarry_osd::start(self.osd_config(id))
+            .await
+            .unwrap_or_else(|e| panic!("osd.{id} failed to start: {e}"))
+    }
+
     /// Stops OSD `id` cleanly; its data directory stays.
     pub async fn stop_osd(&mut self, id: OsdId) {
         self.take_osd(id).shutdown().await;

@@ -140,3 +140,20 @@ impl MapBuilder {
         self.map
     }
 }
+
+/// An object name (`{prefix}-{seed}-{i}`) that lands in PG `seed` of a pool of `pg_num` PGs.
+pub fn name_in_pg(prefix: &str, pg_num: u32, seed: u32) -> String {
+    (0..)
+        .map(|i| format!("{prefix}-{seed}-{i}"))
+        .find(|n| quarry_placement::pg_of(n, pg_num) == seed)
+        .expect("some name lands in every PG")
+}
+
+/// The PGs of `pool` whose primary is `osd` in `map`.
+pub fn pgs_with_primary(map: &ClusterMap, pool: PoolId, osd: OsdId) -> Vec<PgId> {
+    let info = &map.pools[&pool];
+    (0..info.pg_num)
+        .filter(|&seed| info.acting[seed as usize].first() == Some(&osd))
+        .map(|seed| PgId { pool, seed })
+        .collect()
+}
