@@ -18,6 +18,7 @@ async fn other_client(cluster: &Cluster) -> MonClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn caps_for_another_pool_get_eperm_and_change_nothing() {
     let cluster = common::start().await;
+    cluster.logs().expect("op denied by caps entity=client.other pool=rbd");
     let osd = cluster.start_osd_detached(0).await;
     let admin = common::admin(&cluster).await;
     let client = admin.osd_client(osd.addr()).await;
@@ -37,6 +38,7 @@ async fn caps_for_another_pool_get_eperm_and_change_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_and_tampered_tickets_are_refused() {
     let cluster = common::start().await;
+    cluster.logs().expect("quarry_osd::session: authentication refused");
     let osd = cluster.start_osd_detached(0).await;
     let admin = common::admin(&cluster).await;
     let entity = EntityName::client("admin");
@@ -94,6 +96,10 @@ async fn forged_and_tampered_tickets_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_and_blocklist_reach_open_sessions_and_pools_come_and_go() {
     let cluster = common::start().await;
+    cluster
+        .logs()
+        .expect("why=client instance is blocklisted")
+        .expect("why=credentials revoked since the ticket was issued");
     let osd = cluster.start_osd_detached(0).await;
     let admin = common::admin(&cluster).await;
     let create = MonCommand::PoolCreate { name: "other".into(), pg_num: Some(4), size: Some(1) };
@@ -220,6 +226,7 @@ async fn ops_naming_the_wrong_pg_are_refused() {
     use quarry_wire::{OsdOp, Reply, Request};
 
     let cluster = common::start().await;
+    cluster.logs().expect("op names a pg its object is not in");
     let osd = cluster.start_osd_detached(0).await;
     let admin = common::admin(&cluster).await;
     let client = admin.osd_client(osd.addr()).await;
@@ -266,6 +273,7 @@ async fn ops_naming_the_wrong_pg_are_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn blocklisting_osd_instances_does_not_stop_replication() {
     let cluster = common::start_with(2, vec![("rep", 4, 2)]).await;
+    common::allow_election_noise(&cluster);
     let (a, b) = tokio::join!(cluster.start_osd_detached(0), cluster.start_osd_detached(1));
     let admin = common::admin(&cluster).await;
     let map = admin.map().await;
