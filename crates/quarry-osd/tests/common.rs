@@ -212,12 +212,8 @@ impl OsdClient {
 }
 
 /// Declares what openraft logs while the PGs of a replicated pool elect their first leaders
-/// with OSDs that start together: vote replies arriving after the vote moved on, and vote or
-/// append requests to a peer whose address is not in the map yet (openraft backs off).
+/// with OSDs that start together, or lose a peer that restarts (see
+/// `LogGuard::allow_raft_churn`).
 pub fn allow_election_noise(cluster: &Cluster) {
-    cluster
-        .logs()
-        .allow("A message will be ignored because vote changed")
-        .allow("quarry_osd::pg::network::PeerError: no address known for osd.")
-        .allow("backoff_drain_events backoff mode");
+    cluster.logs().allow_raft_churn();
 }

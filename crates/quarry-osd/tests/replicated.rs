@@ -10,8 +10,6 @@ use crate::common::{self, OsdClient};
 async fn size_two_pool_replicates_to_both_osds() {
     let cluster = common::start_with(2, vec![("rep", 4, 2)]).await;
     common::allow_election_noise(&cluster);
-    // osd.1 restarts below: its peer's replication and heartbeats fail until it is back.
-    cluster.logs().allow("quarry_osd::pg::network::PeerError: osd.1: i/o error");
     let (a, b) = tokio::join!(cluster.start_osd_detached(0), cluster.start_osd_detached(1));
     let admin = common::admin(&cluster).await;
     let map = admin.map().await;

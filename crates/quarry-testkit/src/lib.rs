@@ -11,6 +11,8 @@
 //!   OSD-to-monitor links and client-to-monitor links.
 //! - [`fault`]: disk damage (flipped byte, truncation, removal) to a stopped daemon's files.
 //! - [`child`]: an OSD config carried to a child process, for SIGKILL tests.
+//! - [`process`]: the production binary's daemons and commands as child processes (bounded
+//!   waits, signals to their own children only), their WARN/ERROR lines fed to the log guard.
 //! - [`logs`]: the log guard. Every [`Cluster`] carries one ([`Cluster::logs`]); tests
 //!   without a cluster call [`log_guard`]. A WARN or ERROR event nobody declared with
 //!   `.expect(pattern)` / `.allow(pattern)` fails the test.
@@ -29,7 +31,8 @@
 //! The kit is a dev-dependency only; it never ships. It depends on the daemons' and the
 //! client's crates (the clusters it builds) and on: tokio (the daemons' runtime; the proxy),
 //! tempfile (data directories that vanish with the test), tracing + tracing-subscriber (the
-//! log guard is a subscriber layer; the same crates the daemons log with).
+//! log guard is a subscriber layer; the same crates the daemons log with), rustix (signals
+//! to child daemons, safely; already the workspace's syscall crate).
 
 #![warn(missing_docs)]
 
@@ -38,6 +41,7 @@ pub mod cluster;
 pub mod fault;
 pub mod fixtures;
 pub mod logs;
+pub mod process;
 pub mod proxy;
 
 pub use child::{osd_child_env, osd_config_from_env};

@@ -67,7 +67,7 @@ async fn a_damaged_store_stops_the_osd_from_starting() {
     let files = quarry_testkit::fault::files_under(&cluster.osd_dir(0));
     assert!(files.iter().any(|f| f.to_str() == Some("store.redb")), "{files:?}");
     cluster.damage_osd(0, &DiskFault::FlipByte { file: "store.redb".into(), offset: 0 });
-    let err = cluster.try_start_osd(0).await.err().expect("a damaged store must not open");
+    let err = cluster.try_start_osd(0).await.expect_err("a damaged store must not open");
     assert!(!cluster.osd_running(0));
     eprintln!("start refused: {err}");
     // Put the byte back: the OSD starts again.
