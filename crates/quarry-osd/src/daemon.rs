@@ -37,8 +37,10 @@ pub(crate) struct Osd {
     pub(crate) host: String,
     pub(crate) key: CryptoKey,
     pub(crate) mon_addrs: Vec<SocketAddr>,
-    /// Where clients and peers reach this OSD.
+    /// Where clients and peers reach this OSD (registered with the monitor).
     pub(crate) addr: SocketAddr,
+    /// The listener's own address (differs from `addr` behind a proxy: see `start_advertising`).
+    pub(crate) listen_addr: SocketAddr,
     pub(crate) data_dir: PathBuf,
     pub(crate) router: Router,
     pub(crate) keys: Arc<ServiceKeys>,
@@ -114,12 +116,16 @@ async fn open_storage(data_dir: &Path) -> Result<(Arc<Wal>, Arc<Store>), OsdErro
 
 /// Boots an OSD: returns once it is registered with the monitor, acts on the current map
 /// and accepts clients.
-pub(crate) async fn start(cfg: OsdConfig) -> Result<Running, OsdError> {
+pub(crate) async fn start(
+    cfg: OsdConfig,
+    advertise: Option<SocketAddr>,
+) -> Result<Running, OsdError> {
     let (wal, store) = open_storage(&cfg.data_dir).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| OsdError::Listen { addr: cfg.listen, source })?;
-    let addr = listener.local_addr().map_err(|e| OsdError::io(&cfg.data_dir, e))?;
+    let listen_addr = listener.local_addr().map_err(|e| OsdError::io(&cfg.data_dir, e))?;
+    let addr = advertise.unwrap_or(listen_addr);
     let durability = Arc::new(Durability::new(store.clone()));
     let applier =
         Arc::new(ApplyBatcher::start(store.clone()).map_err(|e| OsdError::io(&cfg.data_dir, e))?);
@@ -145,6 +151,7 @@ pub(crate) async fn start(cfg: OsdConfig) -> Result<Running, OsdError> {
         key: cfg.key,
         mon_addrs: cfg.mon_addrs,
         addr,
+        listen_addr,
         data_dir: cfg.data_dir,
         router,
         keys: Arc::new(ServiceKeys::new()),

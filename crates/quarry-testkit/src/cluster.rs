@@ -9,8 +9,9 @@
 //!
 //! Hooks: stop, start and restart an OSD or the monitor on the same data directory (the
 //! monitor on the same address, so everyone finds it again); take an OSD's handle to drive it
-//! directly; proxies on the OSD-to-monitor links ([`Builder::mon_links`]) and for clients
-//! ([`Cluster::proxy_to_mon`]); disk damage to a stopped daemon ([`Cluster::damage_osd`]).
+//! directly; proxies on the OSD-to-monitor links ([`Builder::mon_links`]), in front of each
+//! OSD ([`Builder::osd_fronts`]: every client and peer connection to it) and for clients to
+//! the monitor ([`Cluster::proxy_to_mon`]); disk damage to a stopped daemon ([`Cluster::damage_osd`]).
 //! Every cluster carries a [`LogGuard`], checked by [`Cluster::shutdown`] after the daemons
 //! stopped (or on drop).
 
@@ -39,6 +40,7 @@ pub struct Builder {
     users: Vec<(String, BTreeMap<String, String>)>,
     start_osds: bool,
     mon_links: bool,
+    osd_fronts: bool,
     osd_grace: Duration,
     ticket_ttl: Duration,
     pool_default_pg_num: u32,
@@ -53,6 +55,7 @@ impl Default for Builder {
             users: Vec::new(),
             start_osds: true,
             mon_links: false,
+            osd_fronts: false,
             osd_grace: Duration::from_secs(2),
             ticket_ttl: Duration::from_secs(300),
             pool_default_pg_num: 8,
@@ -93,6 +96,14 @@ impl Builder {
     /// Put a [`Proxy`] on each OSD's link to the monitor ([`Cluster::mon_link`]).
     pub fn mon_links(mut self) -> Builder {
         self.mon_links = true;
+        self
+    }
+
+    /// Put a [`Proxy`] in front of each OSD ([`Cluster::osd_front`]): the OSD registers the
+    /// proxy's address, so every client and peer connection to it goes through the proxy (and
+    /// the OSD keeps its address across restarts).
+    pub fn osd_fronts(mut self) -> Builder {
+        self.osd_fronts = true;
         self
     }
 
@@ -150,8 +161,17 @@ impl Builder {
                 mon_links.insert(*id, proxy);
             }
         }
+        let mut osd_fronts = BTreeMap::new();
+        if self.osd_fronts {
+            for id in spec.osd_keys.keys() {
+                // The target is set once the OSD listens (see `launch`).
+                let proxy = Proxy::start(NO_TARGET.into()).await.expect("proxy starts");
+                osd_fronts.insert(*id, proxy);
+            }
+        }
         let mut cluster = Cluster {
             osds: spec.osd_keys.keys().map(|id| (*id, None)).collect(),
+            osd_fronts,
             dir,
             spec,
             mon_cfg,
@@ -164,16 +184,34 @@ impl Builder {
             let starts: Vec<_> = cluster
                 .osds
                 .keys()
-                .map(|id| tokio::spawn(quarry_osd::start(cluster.osd_config(*id))))
+                .map(|id| {
+                    let front = cluster.osd_fronts.get(id).map(Proxy::addr);
+                    tokio::spawn(launch(cluster.osd_config(*id), front))
+                })
                 .collect();
             let ids: Vec<OsdId> = cluster.osds.keys().copied().collect();
             for (id, started) in ids.into_iter().zip(starts) {
                 let handle = started.await.expect("OSD start task").expect("the OSD starts");
+                cluster.aim_front(id, &handle);
                 cluster.osds.insert(id, Some(handle));
             }
             cluster.wait_osds_up().await;
         }
         cluster
+    }
+}
+
+/// Where a front proxy points before its OSD listens (nothing answers on port 1).
+const NO_TARGET: ([u8; 4], u16) = ([127, 0, 0, 1], 1);
+
+/// Starts an OSD, registering `front` as its address if it has a front proxy.
+async fn launch(
+    cfg: OsdConfig,
+    front: Option<SocketAddr>,
+) -> Result<OsdHandle, quarry_osd::OsdError> {
+    match front {
+        Some(addr) => quarry_osd::start_advertising(cfg, addr).await,
+        None => quarry_osd::start(cfg).await,
     }
 }
 
@@ -189,6 +227,7 @@ pub struct Cluster {
     mon_cfg: MonConfig,
     mon: Option<MonHandle>,
     osds: BTreeMap<OsdId, Option<OsdHandle>>,
+    osd_fronts: BTreeMap<OsdId, Proxy>,
     mon_links: BTreeMap<OsdId, Proxy>,
     user_keys: BTreeMap<String, CryptoKey>,
     logs: LogGuard,
@@ -275,6 +314,19 @@ impl Cluster {
         self.mon_links.get(&id).expect("mon_link: build the cluster with .mon_links()")
     }
 
+    /// The proxy in front of OSD `id` (needs [`Builder::osd_fronts`]): cutting it cuts every
+    /// client and peer connection to that OSD (its own connections out stay).
+    pub fn osd_front(&self, id: OsdId) -> &Proxy {
+        self.osd_fronts.get(&id).expect("osd_front: build the cluster with .osd_fronts()")
+    }
+
+    /// Points OSD `id`'s front proxy (if any) at the OSD's listener.
+    fn aim_front(&self, id: OsdId, handle: &OsdHandle) {
+        if let Some(front) = self.osd_fronts.get(&id) {
+            front.set_target(handle.listen_addr());
+        }
+    }
+
     /// A new proxy to the monitor, for a client: use `config_via(&proxy, ...)`.
     pub async fn proxy_to_mon(&self) -> Proxy {
         Proxy::start(self.mon_addr()).await.expect("proxy starts")
@@ -297,7 +349,9 @@ impl Cluster {
     /// Starts OSD `id` on its data directory; errors are the OSD's.
     pub async fn try_start_osd(&mut self, id: OsdId) -> Result<(), quarry_osd::OsdError> {
         assert!(!self.osd_running(id), "osd.{id} is already running");
-        let handle = quarry_osd::start(self.osd_config(id)).await?;
+        let front = self.osd_fronts.get(&id).map(Proxy::addr);
+        let handle = launch(self.osd_config(id), front).await?;
+        self.aim_front(id, &handle);
         self.osds.insert(id, Some(handle));
         Ok(())
     }
@@ -314,9 +368,12 @@ impl Cluster {
     /// it (the cluster does not track it: [`Cluster::osd_running`] stays false).
     pub async fn start_osd_detached(&self, id: OsdId) -> OsdHandle {
         assert!(!self.osd_running(id), "osd.{id} is already running in the cluster");
-        quarry_osd::start(self.osd_config(id))
+        let front = self.osd_fronts.get(&id).map(Proxy::addr);
+        let handle = launch(self.osd_config(id), front)
             .await
-            .unwrap_or_else(|e| panic!("osd.{id} failed to start: {e}"))
+            .unwrap_or_else(|e| panic!("osd.{id} failed to start: {e}"));
+        self.aim_front(id, &handle);
+        handle
     }
 
     /// Stops OSD `id` cleanly; its data directory stays.
@@ -324,7 +381,8 @@ impl Cluster {
         self.take_osd(id).shutdown().await;
     }
 
-    /// Stops OSD `id` and starts it again on the same data directory (a new port).
+    /// Stops OSD `id` and starts it again on the same data directory (a new port; the same
+    /// registered address behind a front proxy).
     pub async fn restart_osd(&mut self, id: OsdId) -> &OsdHandle {
         self.stop_osd(id).await;
         self.start_osd(id).await
@@ -420,6 +478,7 @@ impl Cluster {
             mon.shutdown().await;
         }
         self.mon_links.clear();
+        self.osd_fronts.clear();
         self.logs.check();
     }
 }

@@ -14,9 +14,12 @@
 //! they are configured with (`OsdConfig::mon_addrs`, `ClientConfig::mon_addrs`), so the
 //! OSD-to-monitor and client-to-monitor links can go through a proxy
 //! ([`crate::Builder::mon_links`], [`crate::Cluster::mon_link`],
-//! [`crate::Cluster::proxy_to_mon`]). OSD-to-OSD and client-to-OSD links use the address each
-//! OSD registers in the map (its listener's own address); proxying them needs an advertised
-//! address in `OsdConfig`, which does not exist yet.
+//! [`crate::Cluster::proxy_to_mon`]). Clients and peers reach an OSD at the address it
+//! registers in the map; an OSD started with `quarry_osd::start_advertising` registers its
+//! front proxy's address ([`crate::Builder::osd_fronts`], [`crate::Cluster::osd_front`]), so
+//! cutting that proxy cuts every connection *to* that OSD (clients' and peers'); its own
+//! connections out go to the other OSDs' fronts. A link between one pair of OSDs only is not
+//! expressible this way (every peer reaches an OSD at the one address in the map).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -76,3 +76,41 @@ async fn a_damaged_store_stops_the_osd_from_starting() {
     cluster.wait_osds_up().await;
     cluster.shutdown().await;
 }
+
+/// A front proxy carries every connection to its OSD: cutting osd.1's isolates it from its
+/// peer, so writes to size-2 PGs led by osd.0 cannot commit (they need osd.1) and wait; on
+/// resume they complete. osd.1 keeps its registered address across a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_front_partitions_a_replica_and_resume_heals_it() {
+    let mut cluster =
+        Cluster::builder().osds(2).pools(vec![("rep", 4, 2)]).osd_fronts().start().await;
+    cluster.logs().allow_raft_churn();
+    assert_eq!(cluster.osd(1).addr(), cluster.osd_front(1).addr(), "osd.1 registered its front");
+    let rados = cluster.admin().await;
+    let pool = rados.pool_id("rep").unwrap();
+    let pg = quarry_testkit::fixtures::pgs_with_primary(&rados.map(), pool, 0)[0];
+    let name = quarry_testkit::fixtures::name_in_pg("cut", 4, pg.seed);
+    let none = SnapContext::default();
+    rados.write_full(pool, &name, Bytes::from_static(b"one"), &none).await.unwrap();
+
+    cluster.osd_front(1).cut();
+    let write = {
+        let (rados, name) = (rados.clone(), name.clone());
+        tokio::spawn(async move {
+            rados.write_full(pool, &name, Bytes::from_static(b"two"), &SnapContext::default()).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!write.is_finished(), "a write committed without its cut-off replica");
+    cluster.osd_front(1).resume();
+    let done = tokio::time::timeout(Duration::from_secs(30), write).await;
+    done.expect("the write completes once the link is back").unwrap().unwrap();
+    assert_eq!(rados.read(pool, &name, 0, 0, SNAP_HEAD).await.unwrap(), "two");
+
+    let front = cluster.osd_front(1).addr();
+    cluster.restart_osd(1).await;
+    assert_eq!(cluster.osd(1).addr(), front, "same registered address after a restart");
+    assert_ne!(cluster.osd(1).listen_addr(), front);
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}
