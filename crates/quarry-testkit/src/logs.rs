@@ -15,8 +15,11 @@
 //! could not tell whose event is whose. Guards therefore take turns: a guard holds a
 //! process-wide turn from its creation until it is checked or dropped, and a guard made on
 //! another thread meanwhile waits for it (guards made on the thread that holds the turn share
-//! it). `cargo nextest` (what `scripts/test.sh` runs) gives each test its own process, so no
-//! test ever waits; under plain `cargo test` the guarded tests of one binary run one at a time.
+//! it). Under `cargo nextest` (what `scripts/test.sh` runs; detected by
+//! `NEXTEST_EXECUTION_MODE=process-per-test`) each test has its own process and guards take no
+//! turns; under plain `cargo test` the guarded tests of one binary run one at a time, and a
+//! guard (or cluster) must be made on the test's own thread, not in a spawned task, or it
+//! waits for the test's other guard.
 //!
 //! Daemons in child processes ([`crate::process::Daemon`]) feed the WARN/ERROR lines of their
 //! stderr into the same record ([`record_line`]), named after the daemon.
@@ -121,8 +124,20 @@ fn turn() -> &'static (Mutex<Turn>, Condvar) {
     TURN.get_or_init(|| (Mutex::new(Turn { holder: None }), Condvar::new()))
 }
 
+/// Whether this process runs one test only (nextest's process-per-test mode): then every
+/// recorded line is that test's and guards need not take turns.
+fn one_test_per_process() -> bool {
+    static ONE: OnceLock<bool> = OnceLock::new();
+    *ONE.get_or_init(|| {
+        std::env::var("NEXTEST_EXECUTION_MODE").is_ok_and(|m| m == "process-per-test")
+    })
+}
+
 /// Waits for the turn (or joins it if this thread holds it).
 fn take_turn() {
+    if one_test_per_process() {
+        return;
+    }
     let me = std::thread::current().id();
     let (lock, cv) = turn();
     let mut t = lock.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,6 +158,9 @@ fn take_turn() {
 
 /// Gives one guard's share of the turn back.
 fn give_turn() {
+    if one_test_per_process() {
+        return;
+    }
     let (lock, cv) = turn();
     let mut t = lock.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, n)) = &mut t.holder {
