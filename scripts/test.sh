@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Every test: formatting, lints, unit/property/crash/cluster tests of all crates, and the
-# end-to-end checks of the CLI against real daemons on loopback. Idempotent; installs what
-# it needs (scripts/setup.sh). Tests start their own daemons on free loopback ports and stop
-# only what they started.
+# Every test: formatting, lints, unit/property/crash/cluster tests of all crates, including
+# the end-to-end checks of the CLI against real daemons on loopback (crates/quarry-cli/tests).
+# Idempotent; installs what it needs (scripts/setup.sh). Tests start their own daemons on free
+# loopback ports and stop only what they started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
@@ -17,9 +17,4 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
-for t in tests/e2e/*.sh; do
-  [ -e "$t" ] || continue
-  echo "== $t"
-  bash "$t"
-done
 echo "all tests passed"

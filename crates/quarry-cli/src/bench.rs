@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rand::Rng;
 
+use quarry_client::IoCtx;
 use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload};
 
 use crate::error::CliError;
 use crate::output::g6;
-use crate::rados::Pool;
 
 /// The metadata object of the last run when `--run-name` is not given.
 pub const DEFAULT_RUN_NAME: &str = "benchmark_last_metadata";
@@ -129,11 +129,11 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 const MIB: f64 = 1024.0 * 1024.0;
 
 /// Runs the benchmark.
-pub async fn run(pool: &Pool<'_>, opts: BenchOptions) -> Result<(), CliError> {
+pub async fn run(io: &IoCtx, opts: BenchOptions) -> Result<(), CliError> {
     let run_name = opts.run_name.clone().unwrap_or_else(|| DEFAULT_RUN_NAME.to_string());
     match opts.mode {
-        BenchMode::Write => write(pool, &opts, &run_name).await,
-        BenchMode::Seq | BenchMode::Rand => read(pool, &opts, &run_name).await,
+        BenchMode::Write => write(io, &opts, &run_name).await,
+        BenchMode::Seq | BenchMode::Rand => read(io, &opts, &run_name).await,
     }
 }
 
@@ -207,7 +207,7 @@ struct Totals {
 /// second. `pick` chooses the next object number (it may count with the run's counter);
 /// `check` judges each answer.
 async fn drive<P>(
-    pool: &Pool<'_>,
+    io: &IoCtx,
     opts: &BenchOptions,
     meta: &RunMetadata,
     op: ObjectOp,
@@ -226,19 +226,14 @@ where
     let report = tokio::spawn(reporter(progress.clone(), meta.object_size, start, done.clone()));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..opts.concurrency {
-        let rados = pool.rados.clone();
-        let pool_id = pool.id;
-        let (progress, next, meta, op, pick) =
-            (progress.clone(), next.clone(), meta.clone(), op.clone(), pick.clone());
+        let (io, progress, next, meta, op, pick) =
+            (io.clone(), progress.clone(), next.clone(), meta.clone(), op.clone(), pick.clone());
         workers.spawn(async move {
-            let ctx = quarry_types::SnapContext::default();
             while Instant::now() < deadline {
                 let Some(n) = pick(&next) else { break };
                 progress.started.fetch_add(1, Ordering::Relaxed);
                 let t0 = Instant::now();
-                let out = rados
-                    .exec(pool_id, &meta.object(n), &ctx, quarry_types::SNAP_HEAD, vec![op.clone()])
-                    .await?;
+                let out = io.exec(&meta.object(n), vec![op.clone()]).await?;
                 check(&meta, &out)?;
                 progress.record(t0.elapsed());
             }
@@ -308,7 +303,7 @@ fn print_summary(mode: BenchMode, op_size: u64, run: &Totals) {
     }
 }
 
-async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
+async fn write(io: &IoCtx, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
     let prefix = format!("benchmark_data_{}_{}", crate::cluster::hostname(), std::process::id());
     let op_size = opts.block_size;
     crate::outln!("hints = 1");
@@ -325,39 +320,38 @@ async fn write(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(
     }
     let op = ObjectOp::WriteFull { data: Payload::new(Bytes::from(pattern)) };
     let pick = |next: &AtomicU64| Some(next.fetch_add(1, Ordering::Relaxed));
-    let run = drive(pool, opts, &meta, op, pick, |_, _| Ok(())).await?;
+    let run = drive(io, opts, &meta, op, pick, |_, _| Ok(())).await?;
     print_summary(BenchMode::Write, op_size, &run);
     // Objects 0..n were all written: a worker only takes the next number when it starts a
     // write, and every started write finished (or the run failed above).
     let written = run.taken.min(run.finished);
     let meta = RunMetadata { objects: written, ..meta };
-    let data = Payload::new(Bytes::from(meta.encode().into_bytes()));
-    pool.op(run_name, ObjectOp::WriteFull { data }, || {
-        format!("error writing {}/{run_name}", pool.name)
-    })
-    .await?;
+    io.write_full(run_name, Bytes::from(meta.encode().into_bytes())).await.map_err(|e| {
+        CliError::rados_op(format!("error writing {}/{run_name}", io.pool_name()), e.errno())
+    })?;
     if opts.cleanup {
-        remove_run(pool, &meta, run_name).await?;
+        remove_run(io, &meta, run_name).await?;
     }
     Ok(())
 }
 
 /// The metadata a write run left in `run_name` (None: no run, or not ours).
-async fn load_metadata(pool: &Pool<'_>, run_name: &str) -> Result<Option<RunMetadata>, CliError> {
-    match pool.exec(run_name, vec![ObjectOp::Read { off: 0, len: 0 }]).await {
+async fn load_metadata(io: &IoCtx, run_name: &str) -> Result<Option<RunMetadata>, CliError> {
+    match io.exec(run_name, vec![ObjectOp::Read { off: 0, len: 0 }]).await {
         Ok(out) => Ok(match out.first() {
             Some(OpOutput::Data(p)) => RunMetadata::decode(&String::from_utf8_lossy(&p.data)),
             _ => None,
         }),
         Err(e) if e.errno() == ErrorCode::ENOENT => Ok(None),
-        Err(e) => {
-            Err(CliError::rados_op(format!("error reading {}/{run_name}", pool.name), e.errno()))
-        }
+        Err(e) => Err(CliError::rados_op(
+            format!("error reading {}/{run_name}", io.pool_name()),
+            e.errno(),
+        )),
     }
 }
 
-async fn read(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
-    let Some(meta) = load_metadata(pool, run_name).await?.filter(|m| m.objects > 0) else {
+async fn read(io: &IoCtx, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
+    let Some(meta) = load_metadata(io, run_name).await?.filter(|m| m.objects > 0) else {
         eprintln!("Must write data before running a read benchmark!");
         return Err(CliError::Reported { status: 1 });
     };
@@ -371,7 +365,7 @@ async fn read(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<()
     };
     crate::outln!("hints = 1");
     let op = ObjectOp::Read { off: 0, len: meta.object_size };
-    let run = drive(pool, opts, &meta, op, pick, |meta, out| {
+    let run = drive(io, opts, &meta, op, pick, |meta, out| {
         let got = match out.first() {
             Some(OpOutput::Data(p)) => p.data.len() as u64,
             _ => 0,
@@ -387,18 +381,18 @@ async fn read(pool: &Pool<'_>, opts: &BenchOptions, run_name: &str) -> Result<()
 }
 
 /// Removes the run's objects and its metadata object, printing Ceph's lines.
-async fn remove_run(pool: &Pool<'_>, meta: &RunMetadata, run_name: &str) -> Result<(), CliError> {
+async fn remove_run(io: &IoCtx, meta: &RunMetadata, run_name: &str) -> Result<(), CliError> {
     crate::outln!("Cleaning up (deleting benchmark objects)");
     let t0 = Instant::now();
     let names: Vec<String> = (0..meta.objects).map(|n| meta.object(n)).collect();
-    let removed = remove_all(pool, names).await?;
+    let removed = remove_all(io, names).await?;
     crate::outln!("Removed {removed} objects");
-    match pool.exec(run_name, vec![ObjectOp::Remove]).await {
+    match io.exec(run_name, vec![ObjectOp::Remove]).await {
         Ok(_) => {}
         Err(e) if e.errno() == ErrorCode::ENOENT => {}
         Err(e) => {
             return Err(CliError::rados_op(
-                format!("error removing {}>{run_name}", pool.name),
+                format!("error removing {}>{run_name}", io.pool_name()),
                 e.errno(),
             ))
         }
@@ -408,23 +402,18 @@ async fn remove_run(pool: &Pool<'_>, meta: &RunMetadata, run_name: &str) -> Resu
 }
 
 /// Removes `names` with a few removals in flight; absent objects are not an error.
-async fn remove_all(pool: &Pool<'_>, names: Vec<String>) -> Result<u64, CliError> {
+async fn remove_all(io: &IoCtx, names: Vec<String>) -> Result<u64, CliError> {
     let queue = Arc::new(Mutex::new(names));
     let removed = Arc::new(AtomicU64::new(0));
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..CLEANUP_CONCURRENCY {
-        let (rados, pool_id, queue, removed) =
-            (pool.rados.clone(), pool.id, queue.clone(), removed.clone());
+        let (io, queue, removed) = (io.clone(), queue.clone(), removed.clone());
         workers.spawn(async move {
-            let ctx = quarry_types::SnapContext::default();
             loop {
                 let Some(name) = queue.lock().unwrap_or_else(|p| p.into_inner()).pop() else {
                     return Ok(());
                 };
-                match rados
-                    .exec(pool_id, &name, &ctx, quarry_types::SNAP_HEAD, vec![ObjectOp::Remove])
-                    .await
-                {
+                match io.exec(&name, vec![ObjectOp::Remove]).await {
                     Ok(_) => {
                         removed.fetch_add(1, Ordering::Relaxed);
                     }
@@ -446,24 +435,19 @@ async fn remove_all(pool: &Pool<'_>, names: Vec<String>) -> Result<u64, CliError
 
 /// `rados cleanup`: removes the objects of the last run (or every object whose name starts
 /// with `--prefix`).
-pub async fn cleanup(
-    pool: &Pool<'_>,
-    prefix: Option<String>,
-    run_name: &str,
-) -> Result<(), CliError> {
+pub async fn cleanup(io: &IoCtx, prefix: Option<String>, run_name: &str) -> Result<(), CliError> {
     if let Some(prefix) = prefix {
-        let names = pool
-            .rados
-            .list_objects(pool.id)
+        let names = io
+            .list_objects()
             .await
             .map_err(|e| CliError::rados_op("error listing objects", e.errno()))?;
         let names: Vec<String> = names.into_iter().filter(|n| n.starts_with(&prefix)).collect();
-        let removed = remove_all(pool, names).await?;
+        let removed = remove_all(io, names).await?;
         crate::outln!("Removed {removed} objects");
         return Ok(());
     }
-    match load_metadata(pool, run_name).await? {
-        Some(meta) => remove_run(pool, &meta, run_name).await,
+    match load_metadata(io, run_name).await? {
+        Some(meta) => remove_run(io, &meta, run_name).await,
         None => {
             crate::outln!("Removed 0 objects");
             Ok(())

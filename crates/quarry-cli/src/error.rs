@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 use quarry_types::ErrorCode;
 
-use crate::output::{errno_name, rados_python_error};
+use quarry_client::admin::errno_name;
+
+use crate::output::rados_python_error;
 
 /// What `ceph` prints when python-rados cannot read the configuration.
 const CEPH_CONF_READ_FAILED: &str = "\nError initializing cluster client: \

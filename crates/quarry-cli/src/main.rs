@@ -3,7 +3,12 @@
 //! - `daemon`: `quarry mon`, `quarry osd` as separate processes; `cluster`: their files
 //!   (`quarry cluster-init`) and the cluster directory lock;
 //! - `ceph`, `rados` (+ `bench`): Ceph's admin tools, with Ceph's syntax, output and exit
-//!   codes; `session` connects them; `output` formats; `error` maps failures to Ceph's words.
+//!   codes; `session` connects them; `output` prints; `error` maps failures to Ceph's words.
+//!   The monitor commands themselves (parsing, running, rendering) are
+//!   `quarry_client::admin`: the CLI parses argv and prints.
+//!
+//! A panic prints the version and a backtrace on stderr before the process aborts
+//! (`QUARRY_TEST_PANIC=1` panics on purpose, for the test of that hook).
 //!
 //! Invoked through a link named `ceph`, `rados` or `rbd`, it behaves as `quarry ceph …`,
 //! `quarry rados …`, `quarry rbd …`. For those tools `CEPH_ARGS` is put before the
@@ -22,7 +27,6 @@ mod ceph;
 mod cluster;
 mod daemon;
 mod error;
-mod json;
 mod output;
 mod rados;
 mod session;
@@ -138,7 +142,28 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
     }
 }
 
+/// Set to `1` to make `quarry` panic at once: only for the test of [`install_panic_hook`].
+const TEST_PANIC_ENV: &str = "QUARRY_TEST_PANIC";
+
+/// Prints the version and a backtrace to stderr when a thread panics, before the process
+/// aborts (`panic = "abort"`): what a bug report needs, whatever `RUST_BACKTRACE` says.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current();
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        eprintln!(
+            "quarry {} panicked in thread '{}': {info}\nbacktrace:\n{backtrace}",
+            env!("CARGO_PKG_VERSION"),
+            thread.name().unwrap_or("unnamed"),
+        );
+    }));
+}
+
 fn main() -> ExitCode {
+    install_panic_hook();
+    if std::env::var_os(TEST_PANIC_ENV).is_some_and(|v| v == "1") {
+        panic!("{TEST_PANIC_ENV}=1: panicking on purpose (tests the panic hook)");
+    }
     let args = effective_args(std::env::args_os().collect(), quarry_conf::ceph_args_env());
     let cli = Cli::parse_from(args);
     init_logging(&cli.command);

@@ -10,13 +10,13 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use quarry_client::{ClientError, Rados};
+use quarry_client::admin::{self, Format};
+use quarry_client::{IoCtx, Rados};
 use quarry_conf::CommonArgs;
-use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, PoolId, SnapContext, SNAP_HEAD};
+use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload};
 
 use crate::bench::{self, BenchMode, BenchOptions};
 use crate::error::CliError;
-use crate::json::{self, Format};
 use crate::output;
 use crate::session::{self, Tool};
 
@@ -411,33 +411,16 @@ pub async fn run(args: RadosArgs) -> Result<(), CliError> {
     }
 }
 
-/// An open pool: the client, the pool's id and name (for messages).
-pub struct Pool<'a> {
-    /// The cluster handle.
-    pub rados: &'a Rados,
-    /// Pool id.
-    pub id: PoolId,
-    /// Pool name.
-    pub name: &'a str,
-}
-
-impl Pool<'_> {
-    /// Runs an op vector on the head of `obj`.
-    pub async fn exec(&self, obj: &str, ops: Vec<ObjectOp>) -> Result<Vec<OpOutput>, ClientError> {
-        self.rados.exec(self.id, obj, &SnapContext::default(), SNAP_HEAD, ops).await
-    }
-
-    /// Runs one op on `obj`, failing with `what: (N) message`.
-    pub async fn op(
-        &self,
-        obj: &str,
-        op: ObjectOp,
-        what: impl FnOnce() -> String,
-    ) -> Result<OpOutput, CliError> {
-        match self.exec(obj, vec![op]).await {
-            Ok(mut outputs) => Ok(outputs.pop().unwrap_or(OpOutput::None)),
-            Err(e) => Err(CliError::rados_op(what(), e.errno())),
-        }
+/// Runs one op on `obj` with `io`, failing as `rados` does: `what: (N) message`.
+pub async fn run_op(
+    io: &IoCtx,
+    obj: &str,
+    op: ObjectOp,
+    what: impl FnOnce() -> String,
+) -> Result<OpOutput, CliError> {
+    match io.exec(obj, vec![op]).await {
+        Ok(mut outputs) => Ok(outputs.pop().unwrap_or(OpOutput::None)),
+        Err(e) => Err(CliError::rados_op(what(), e.errno())),
     }
 }
 
@@ -476,23 +459,22 @@ async fn execute(
         _ => {}
     }
     let name = pool_name.unwrap_or_default();
-    let id = rados
-        .lookup_pool(name)
+    let io = rados
+        .ioctx(name)
         .await
         .map_err(|e| CliError::rados_op(format!("error opening pool {name}"), e.errno()))?;
-    let pool = Pool { rados, id, name };
     let p = name;
     match cmd {
         RadosCommand::LsPools | RadosCommand::Df | RadosCommand::Purge { .. } => {
             unreachable!("handled above")
         }
         RadosCommand::Ls => {
-            let names = rados
-                .list_objects(id)
+            let names = io
+                .list_objects()
                 .await
                 .map_err(|e| CliError::rados_op("error listing objects", e.errno()))?;
             if fmt.is_json() {
-                print(&json::render(&json::rados_ls(&names), fmt))?;
+                print(&admin::render(&admin::json::rados_ls(&names), fmt))?;
             } else {
                 let mut text = String::new();
                 for n in names {
@@ -502,35 +484,35 @@ async fn execute(
                 print(&text)?;
             }
         }
-        RadosCommand::Put { obj, file, offset } => put(&pool, &obj, &file, offset).await?,
-        RadosCommand::Get { obj, file } => get(&pool, &obj, &file).await?,
+        RadosCommand::Put { obj, file, offset } => put(&io, &obj, &file, offset).await?,
+        RadosCommand::Get { obj, file } => get(&io, &obj, &file).await?,
         RadosCommand::Rm { objs } => {
             for obj in objs {
-                pool.op(&obj, ObjectOp::Remove, || format!("error removing {p}>{obj}")).await?;
+                run_op(&io, &obj, ObjectOp::Remove, || format!("error removing {p}>{obj}")).await?;
             }
         }
         RadosCommand::Stat { obj, precise } => {
             let what = || format!(" error stat-ing {p}/{obj}");
-            match pool.op(&obj, ObjectOp::Stat, what).await? {
+            match run_op(&io, &obj, ObjectOp::Stat, what).await? {
                 OpOutput::Stat { size, mtime_sec, mtime_nsec } => {
                     // `stat` shows whole seconds (time_t), `stat2` the full time.
                     let nsec = if precise { mtime_nsec } else { 0 };
                     print(&format!(
                         "{p}/{obj} mtime {}, size {size}\n",
-                        output::utime(mtime_sec, nsec)
+                        admin::plain::utime(mtime_sec, nsec)
                     ))?
                 }
                 _ => return Err(unexpected(what())),
             }
         }
         RadosCommand::Create { obj } => {
-            pool.op(&obj, ObjectOp::Create { exclusive: true }, || {
+            run_op(&io, &obj, ObjectOp::Create { exclusive: true }, || {
                 format!("error creating {p}/{obj}")
             })
             .await?;
         }
         RadosCommand::Truncate { obj, size } => {
-            pool.op(&obj, ObjectOp::Truncate { size }, || {
+            run_op(&io, &obj, ObjectOp::Truncate { size }, || {
                 format!("error truncating oid {obj} to {size}")
             })
             .await?;
@@ -541,22 +523,22 @@ async fn execute(
                 None => Bytes::from(read_stdin().await?),
             };
             let what = || format!("error setting xattr {p}/{obj}/{name}");
-            pool.op(&obj, ObjectOp::SetXattr { name: name.clone(), value }, what).await?;
+            run_op(&io, &obj, ObjectOp::SetXattr { name: name.clone(), value }, what).await?;
         }
         RadosCommand::GetXattr { obj, name } => {
             let what = || format!("error getting xattr {p}/{obj}/{name}");
-            match pool.op(&obj, ObjectOp::GetXattr { name: name.clone() }, what).await? {
+            match run_op(&io, &obj, ObjectOp::GetXattr { name: name.clone() }, what).await? {
                 OpOutput::Xattr(value) => output::stdout_bytes(&value).map_err(stdout_io)?,
                 _ => return Err(unexpected(what())),
             }
         }
         RadosCommand::RmXattr { obj, name } => {
             let what = || format!("error removing xattr {p}/{obj}/{name}");
-            pool.op(&obj, ObjectOp::RmXattr { name: name.clone() }, what).await?;
+            run_op(&io, &obj, ObjectOp::RmXattr { name: name.clone() }, what).await?;
         }
         RadosCommand::ListXattr { obj } => {
             let what = || format!("error getting xattr set {p}/{obj}");
-            match pool.op(&obj, ObjectOp::GetXattrs, what).await? {
+            match run_op(&io, &obj, ObjectOp::GetXattrs, what).await? {
                 OpOutput::Xattrs(attrs) => {
                     print(&attrs.keys().map(|k| format!("{k}\n")).collect::<String>())?
                 }
@@ -570,14 +552,12 @@ async fn execute(
             };
             let what = || format!("error setting omap value {p}/{obj}/{key}");
             let vals = BTreeMap::from([(key.clone(), value)]);
-            pool.op(&obj, ObjectOp::OmapSetVals { vals }, what).await?;
+            run_op(&io, &obj, ObjectOp::OmapSetVals { vals }, what).await?;
         }
         RadosCommand::GetOmapVal { obj, key, file } => {
             let what = || format!("error getting omap value {p}/{obj}/{key}");
-            let vals = match pool
-                .op(&obj, ObjectOp::OmapGetValsByKeys { keys: vec![key.clone()] }, what)
-                .await?
-            {
+            let keys = vec![key.clone()];
+            let vals = match run_op(&io, &obj, ObjectOp::OmapGetValsByKeys { keys }, what).await? {
                 OpOutput::OmapVals { vals, .. } => vals,
                 _ => return Err(unexpected(what())),
             };
@@ -591,11 +571,11 @@ async fn execute(
         }
         RadosCommand::RmOmapKey { obj, key } => {
             let what = || format!("error removing omap key {p}/{obj}/{key}");
-            pool.op(&obj, ObjectOp::OmapRmKeys { keys: vec![key.clone()] }, what).await?;
+            run_op(&io, &obj, ObjectOp::OmapRmKeys { keys: vec![key.clone()] }, what).await?;
         }
         RadosCommand::ClearOmap { objs } => {
             for obj in objs {
-                pool.op(&obj, ObjectOp::OmapClear, || {
+                run_op(&io, &obj, ObjectOp::OmapClear, || {
                     format!("error clearing omap keys {p}/{obj}")
                 })
                 .await?;
@@ -606,7 +586,7 @@ async fn execute(
             loop {
                 let what = || format!("error getting omap key set {p}/{obj}");
                 let op = ObjectOp::OmapGetKeys { start_after: start_after.clone(), max: OMAP_PAGE };
-                let (keys, more) = match pool.op(&obj, op, what).await? {
+                let (keys, more) = match run_op(&io, &obj, op, what).await? {
                     OpOutput::OmapKeys { keys, more } => (keys, more),
                     _ => return Err(unexpected(what())),
                 };
@@ -626,7 +606,7 @@ async fn execute(
                     prefix: String::new(),
                     max: OMAP_PAGE,
                 };
-                let (vals, more) = match pool.op(&obj, op, what).await? {
+                let (vals, more) = match run_op(&io, &obj, op, what).await? {
                     OpOutput::OmapVals { vals, more } => (vals, more),
                     _ => return Err(unexpected(what())),
                 };
@@ -652,23 +632,24 @@ async fn execute(
         }
         RadosCommand::GetOmapHeader { obj, file } => {
             let what = || format!("error getting omap header {p}/{obj}");
-            match pool.op(&obj, ObjectOp::OmapGetHeader, what).await? {
+            match run_op(&io, &obj, ObjectOp::OmapGetHeader, what).await? {
                 OpOutput::OmapHeader(header) => dump_value("header", &header, file.as_deref())?,
                 _ => return Err(unexpected(what())),
             }
         }
         RadosCommand::SetOmapHeader { obj, value } => {
             let what = || format!("error setting omap value {p}/{obj}");
-            pool.op(
+            run_op(
+                &io,
                 &obj,
                 ObjectOp::OmapSetHeader { header: Bytes::from(value.into_bytes()) },
                 what,
             )
             .await?;
         }
-        RadosCommand::Bench(opts) => bench::run(&pool, opts).await?,
+        RadosCommand::Bench(opts) => bench::run(&io, opts).await?,
         RadosCommand::Cleanup { prefix, run_name } => {
-            bench::cleanup(&pool, prefix, &run_name).await?
+            bench::cleanup(&io, prefix, &run_name).await?
         }
     }
     Ok(())
@@ -714,8 +695,8 @@ async fn read_full(input: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std:
 
 /// `rados put`: the first chunk replaces the object (or writes at `--offset`), the following
 /// 4 MiB chunks are written after it.
-async fn put(pool: &Pool<'_>, obj: &str, file: &str, offset: Option<u64>) -> Result<(), CliError> {
-    let what = || format!("error putting {}/{obj}", pool.name);
+async fn put(io: &IoCtx, obj: &str, file: &str, offset: Option<u64>) -> Result<(), CliError> {
+    let what = || format!("error putting {}/{obj}", io.pool_name());
     let (mut input, size): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) = if file == "-" {
         (Box::new(tokio::io::stdin()), None)
     } else {
@@ -746,7 +727,7 @@ async fn put(pool: &Pool<'_>, obj: &str, file: &str, offset: Option<u64>) -> Res
             (0, None) => ObjectOp::WriteFull { data },
             (_, off) => ObjectOp::Write { off: off.unwrap_or(0) + pos, data },
         };
-        pool.op(obj, op, what).await?;
+        run_op(io, obj, op, what).await?;
         pos += n as u64;
         if let Some(bar) = &bar {
             bar.set_position(pos);
@@ -762,10 +743,10 @@ async fn put(pool: &Pool<'_>, obj: &str, file: &str, offset: Option<u64>) -> Res
 }
 
 /// `rados get`: reads 4 MiB at a time until a short read.
-async fn get(pool: &Pool<'_>, obj: &str, file: &str) -> Result<(), CliError> {
-    let what = || format!("error getting {}/{obj}", pool.name);
+async fn get(io: &IoCtx, obj: &str, file: &str) -> Result<(), CliError> {
+    let what = || format!("error getting {}/{obj}", io.pool_name());
     let bar = if std::io::stderr().is_terminal() {
-        match pool.op(obj, ObjectOp::Stat, what).await? {
+        match run_op(io, obj, ObjectOp::Stat, what).await? {
             OpOutput::Stat { size, .. } => progress_bar(size, "get"),
             _ => None,
         }
@@ -775,7 +756,7 @@ async fn get(pool: &Pool<'_>, obj: &str, file: &str) -> Result<(), CliError> {
     let mut out: Option<Box<dyn AsyncWrite + Unpin + Send>> = None;
     let mut off: u64 = 0;
     loop {
-        let data = match pool.op(obj, ObjectOp::Read { off, len: OP_SIZE as u64 }, what).await? {
+        let data = match run_op(io, obj, ObjectOp::Read { off, len: OP_SIZE as u64 }, what).await? {
             OpOutput::Data(p) => p.data,
             _ => return Err(unexpected(what())),
         };
@@ -815,39 +796,20 @@ async fn get(pool: &Pool<'_>, obj: &str, file: &str) -> Result<(), CliError> {
 
 /// `rados purge POOL --yes-i-really-really-mean-it`: removes every object of the pool.
 async fn purge(rados: &Rados, name: &str) -> Result<(), CliError> {
-    let id = rados
-        .lookup_pool(name)
+    let io = rados
+        .ioctx(name)
         .await
         .map_err(|e| CliError::rados_op(format!("error pool {name}"), e.errno()))?;
-    let pool = Pool { rados, id, name };
-    bench::cleanup(&pool, Some(String::new()), bench::DEFAULT_RUN_NAME).await?;
+    bench::cleanup(&io, Some(String::new()), bench::DEFAULT_RUN_NAME).await?;
     print(&format!("successfully purged pool {name}\n"))
 }
 
 /// `rados df`: one row per pool, then cluster totals.
 async fn df(rados: &Rados, only: Option<&str>, fmt: Format) -> Result<(), CliError> {
-    let report = match rados.command(quarry_wire::MonCommand::Status).await {
-        Ok(quarry_wire::MonReply::Status(r)) => *r,
-        Ok(_) => return Err(CliError::rados_op("error fetching pool stats", ErrorCode::EPROTO)),
-        Err(e) => return Err(CliError::rados_op("error fetching pool stats", e.errno())),
-    };
-    use output::Align::{Left, Right};
-    let mut t = output::Table::new(&[
-        ("POOL_NAME", Left),
-        ("USED", Right),
-        ("OBJECTS", Right),
-        ("CLONES", Right),
-        ("COPIES", Right),
-        ("MISSING_ON_PRIMARY", Right),
-        ("UNFOUND", Right),
-        ("DEGRADED", Right),
-        ("RD_OPS", Right),
-        ("RD", Right),
-        ("WR_OPS", Right),
-        ("WR", Right),
-        ("USED COMPR", Right),
-        ("UNDER COMPR", Right),
-    ]);
+    let report = rados
+        .status_report()
+        .await
+        .map_err(|e| CliError::rados_op("error fetching pool stats", e.errno()))?;
     let mut pools: Vec<_> =
         report.pools.iter().filter(|p| only.is_none_or(|n| n == p.name)).collect();
     if let Some(n) = only {
@@ -857,36 +819,10 @@ async fn df(rados: &Rados, only: Option<&str>, fmt: Format) -> Result<(), CliErr
     }
     pools.sort_by(|a, b| a.name.cmp(&b.name));
     if fmt.is_json() {
-        return print(&json::render(&json::rados_df(&report, &pools), fmt));
+        print(&admin::render(&admin::json::rados_df(&report, &pools), fmt))
+    } else {
+        print(&admin::plain::rados_df(&report, &pools))
     }
-    for p in pools {
-        let size = u64::from(p.size.max(1));
-        t.row(vec![
-            p.name.clone(),
-            output::bytes_iec(p.stored_bytes.saturating_mul(size)),
-            p.stored_objects.to_string(),
-            "0".into(),
-            (p.stored_objects * size).to_string(),
-            "0".into(),
-            "0".into(),
-            "0".into(),
-            "0".into(),
-            "0 B".into(),
-            "0".into(),
-            "0 B".into(),
-            "0 B".into(),
-            "0 B".into(),
-        ]);
-    }
-    let text = format!(
-        "{}\ntotal_objects    {}\ntotal_used       {}\ntotal_avail      {}\ntotal_space      {}\n",
-        t.render(),
-        report.objects,
-        output::bytes_iec(report.used_bytes),
-        output::bytes_iec(report.avail_bytes),
-        output::bytes_iec(report.used_bytes.saturating_add(report.avail_bytes)),
-    );
-    print(&text)
 }
 
 #[cfg(test)]

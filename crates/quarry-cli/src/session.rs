@@ -56,13 +56,3 @@ pub fn connect_error(tool: Tool, e: &ClientError, common: &CommonArgs) -> CliErr
         Tool::Rados => CliError::RadosConnect { code, detail },
     }
 }
-
-/// A failed monitor command as `ceph` prints it: `Error EACCES: access denied`.
-pub fn command_error(e: ClientError) -> CliError {
-    match e {
-        ClientError::Failed { code, message } | ClientError::Auth { code, message } => {
-            CliError::Command { code, message }
-        }
-        other => CliError::Command { code: other.errno(), message: other.to_string() },
-    }
-}

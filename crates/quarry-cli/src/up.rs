@@ -9,6 +9,10 @@
 //! and never bootstrap again. A `flock` on `DIR/quarry.lock` keeps a second `quarry up` off
 //! the directory (exit 16). `ready` is printed once every PG of every pool answers; SIGINT or
 //! SIGTERM stops the OSDs, then the monitor, and exits 0.
+//!
+//! The daemons read their settings from `DIR/ceph.conf` as separate daemons do
+//! (`MonConfig::from_conf`, `OsdConfig::from_conf`; each OSD's key from `DIR/osd.N/keyring`);
+//! problems in the file are logged as warnings at start, bad values stop the start.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -17,10 +21,10 @@ use std::time::Duration;
 use anyhow::{anyhow, Context as _};
 
 use quarry_client::{ClientConfig, Rados};
-use quarry_mon::{MonConfig, MonHandle};
-use quarry_osd::{OsdConfig, OsdHandle};
-use quarry_types::{EntityName, PgId};
-use quarry_wire::{MonCommand, MonReply};
+use quarry_conf::{CommonArgs, Conf};
+use quarry_mon::{MonConfig, MonHandle, MonOverrides};
+use quarry_osd::{OsdConfig, OsdHandle, OsdOverrides};
+use quarry_types::{EntityName, EntityType, PgId};
 
 use crate::cluster::{self, ClusterSpec, SpecFiles as _, CONF_FILE};
 use crate::daemon::{self, announce_ready, Signals};
@@ -131,32 +135,37 @@ async fn start_daemons(
     spec: &ClusterSpec,
     daemons: &mut Daemons,
 ) -> anyhow::Result<()> {
+    let conf_path = dir.join(CONF_FILE);
+    let conf =
+        Conf::from_file(&conf_path).with_context(|| format!("loading {}", conf_path.display()))?;
+    daemon::log_conf_problems(&conf);
     let host = cluster::hostname();
-    let mon_dir = dir.join("mon");
-    let mut cfg = MonConfig::new("a", mon_dir.clone(), spec.mon_addr);
-    cfg.pool_default_size = 1;
-    if !cluster::has_entries(&mon_dir) {
+    let mon_args = CommonArgs { id: Some("a".into()), ..CommonArgs::default() };
+    // A one-machine cluster keeps one replica unless its ceph.conf says otherwise.
+    let mon_entity = EntityName { kind: EntityType::Mon, id: "a".into() };
+    let size_set = conf.get_raw(&mon_entity, "osd_pool_default_size").is_some();
+    let overrides = MonOverrides {
+        pool_default_size: (!size_set).then_some(BOOTSTRAP_POOL.2),
+        ..MonOverrides::default()
+    };
+    let mut cfg = MonConfig::from_conf(&conf, &mon_args, dir.join("mon"), &overrides)
+        .with_context(|| format!("configuring the monitor from {}", conf_path.display()))?;
+    if !cfg.has_data() {
         let (name, pg_num, size) = BOOTSTRAP_POOL;
         cfg.bootstrap =
             Some(spec.bootstrap(|_| host.clone(), vec![(name.to_string(), pg_num, size)]));
     }
+    let listen = cfg.listen;
     let mon = quarry_mon::start(cfg)
         .await
-        .with_context(|| format!("starting the monitor on {}", spec.mon_addr))?;
-    let mon_addr = mon.addr();
+        .with_context(|| format!("starting the monitor on {listen}"))?;
     daemons.mon = Some(mon);
-    for (id, key) in &spec.osd_keys {
-        let data_dir = dir.join(format!("osd.{id}"));
-        let cfg = OsdConfig {
-            id: *id,
-            data_dir: data_dir.clone(),
-            listen: daemon::stable_addr(&data_dir),
-            mon_addrs: vec![mon_addr],
-            key: key.clone(),
-            host: host.clone(),
-        };
+    for id in spec.osd_keys.keys() {
+        let args = CommonArgs { id: Some(id.to_string()), ..CommonArgs::default() };
+        let overrides = OsdOverrides { host: Some(host.clone()), ..OsdOverrides::default() };
+        let cfg = OsdConfig::from_conf(&conf, &args, dir.join(format!("osd.{id}")), &overrides)
+            .with_context(|| format!("configuring osd.{id} from {}", conf_path.display()))?;
         let osd = quarry_osd::start(cfg).await.with_context(|| format!("starting osd.{id}"))?;
-        daemon::remember_addr(&data_dir, osd.addr());
         daemons.osds.push((*id, osd));
     }
     Ok(())
@@ -194,10 +203,10 @@ async fn probe_until_ready(rados: &Rados, osds: usize) -> anyhow::Result<()> {
 }
 
 async fn probe(rados: &Rados, osds: usize) -> bool {
-    let report = match rados.command(MonCommand::Status).await {
-        Ok(MonReply::Status(r)) => r,
-        other => {
-            tracing::debug!(?other, "status not available yet");
+    let report = match rados.status_report().await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(error = %e, "status not available yet");
             return false;
         }
     };

@@ -6,17 +6,16 @@
 //! an async task (tokio refuses to block a runtime thread); async code uses [`Self::rados`]
 //! instead, and asynchronous completions (librados aio) are spawned on [`Self::handle`].
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::runtime::{Handle, Runtime};
 
 use quarry_types::{ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId};
 use quarry_wire::{ClusterMap, MonCommand, MonReply};
 
-use crate::{ClientConfig, ClientError, ObjectStat, Rados};
+use crate::admin::CommandReply;
+use crate::{ClientConfig, ClientError, IoCtx, Rados};
 
 /// A connected client for blocking callers. Dropping it shuts the client down and stops the
 /// runtime's threads.
@@ -115,162 +114,14 @@ impl BlockingRados {
         self.block_on(self.rados.list_pg(pg, start_after, max))
     }
 
-    /// See [`Rados::read`].
-    pub fn read(
-        &self,
-        pool: PoolId,
-        object: &str,
-        off: u64,
-        len: u64,
-        snap: SnapId,
-    ) -> Result<Bytes, ClientError> {
-        self.block_on(self.rados.read(pool, object, off, len, snap))
+    /// See [`Rados::ioctx`]. Its calls are async: run them with [`Self::block_on`].
+    pub fn ioctx(&self, pool: &str) -> Result<IoCtx, ClientError> {
+        self.block_on(self.rados.ioctx(pool))
     }
 
-    /// See [`Rados::write`].
-    pub fn write(
-        &self,
-        pool: PoolId,
-        object: &str,
-        off: u64,
-        data: Bytes,
-        snapc: &SnapContext,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.write(pool, object, off, data, snapc))
-    }
-
-    /// See [`Rados::write_full`].
-    pub fn write_full(
-        &self,
-        pool: PoolId,
-        object: &str,
-        data: Bytes,
-        snapc: &SnapContext,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.write_full(pool, object, data, snapc))
-    }
-
-    /// See [`Rados::create`].
-    pub fn create(
-        &self,
-        pool: PoolId,
-        object: &str,
-        exclusive: bool,
-        snapc: &SnapContext,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.create(pool, object, exclusive, snapc))
-    }
-
-    /// See [`Rados::truncate`].
-    pub fn truncate(
-        &self,
-        pool: PoolId,
-        object: &str,
-        size: u64,
-        snapc: &SnapContext,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.truncate(pool, object, size, snapc))
-    }
-
-    /// See [`Rados::zero`].
-    pub fn zero(
-        &self,
-        pool: PoolId,
-        object: &str,
-        off: u64,
-        len: u64,
-        snapc: &SnapContext,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.zero(pool, object, off, len, snapc))
-    }
-
-    /// See [`Rados::remove`].
-    pub fn remove(
-        &self,
-        pool: PoolId,
-        object: &str,
-        snapc: &SnapContext,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.remove(pool, object, snapc))
-    }
-
-    /// See [`Rados::stat`].
-    pub fn stat(
-        &self,
-        pool: PoolId,
-        object: &str,
-        snap: SnapId,
-    ) -> Result<ObjectStat, ClientError> {
-        self.block_on(self.rados.stat(pool, object, snap))
-    }
-
-    /// See [`Rados::getxattr`].
-    pub fn getxattr(
-        &self,
-        pool: PoolId,
-        object: &str,
-        name: &str,
-        snap: SnapId,
-    ) -> Result<Bytes, ClientError> {
-        self.block_on(self.rados.getxattr(pool, object, name, snap))
-    }
-
-    /// See [`Rados::getxattrs`].
-    pub fn getxattrs(
-        &self,
-        pool: PoolId,
-        object: &str,
-        snap: SnapId,
-    ) -> Result<BTreeMap<String, Bytes>, ClientError> {
-        self.block_on(self.rados.getxattrs(pool, object, snap))
-    }
-
-    /// See [`Rados::setxattr`].
-    pub fn setxattr(
-        &self,
-        pool: PoolId,
-        object: &str,
-        name: &str,
-        value: Bytes,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.setxattr(pool, object, name, value))
-    }
-
-    /// See [`Rados::rmxattr`].
-    pub fn rmxattr(&self, pool: PoolId, object: &str, name: &str) -> Result<(), ClientError> {
-        self.block_on(self.rados.rmxattr(pool, object, name))
-    }
-
-    /// See [`Rados::omap_get_vals`].
-    pub fn omap_get_vals(
-        &self,
-        pool: PoolId,
-        object: &str,
-        start_after: &str,
-        prefix: &str,
-        max: u32,
-    ) -> Result<(BTreeMap<String, Bytes>, bool), ClientError> {
-        self.block_on(self.rados.omap_get_vals(pool, object, start_after, prefix, max))
-    }
-
-    /// See [`Rados::omap_set`].
-    pub fn omap_set(
-        &self,
-        pool: PoolId,
-        object: &str,
-        vals: BTreeMap<String, Bytes>,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.omap_set(pool, object, vals))
-    }
-
-    /// See [`Rados::omap_rm`].
-    pub fn omap_rm(
-        &self,
-        pool: PoolId,
-        object: &str,
-        keys: Vec<String>,
-    ) -> Result<(), ClientError> {
-        self.block_on(self.rados.omap_rm(pool, object, keys))
+    /// See [`Rados::mon_command`].
+    pub fn mon_command(&self, cmd: &str, inbuf: &[u8]) -> CommandReply {
+        self.block_on(self.rados.mon_command(cmd, inbuf))
     }
 
     /// See [`Rados::shutdown`].

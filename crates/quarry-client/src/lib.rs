@@ -13,6 +13,9 @@
 //!   (`read`, `write`, `write_full`, `stat`, xattrs, omap...).
 //! - [`BlockingRados`]: the same with its own runtime, for blocking callers (the C ABI).
 //! - [`ClientStats`]: counters (map epoch, monitor sessions, tickets, OSD connections).
+//! - [`admin`]: Ceph's monitor commands as one call, [`Rados::mon_command`] (what
+//!   `rados_mon_command` is), with the parser of the `ceph` tool's words and the plain and
+//!   JSON renderers, so every frontend prints the same bytes.
 //! - [`ClientError`]: structured errors with [`ClientError::errno`] and a Display Ceph users
 //!   recognise (`(2) No such file or directory`).
 //!
@@ -89,27 +92,33 @@
 //! # Dependencies
 //! tokio (the runtime of the wire layer: its `watch` channels carry the shared state),
 //! bytes (zero-copy data buffers, as in `Payload`), rand (shuffling the monitors),
-//! thiserror (the error enum), tracing (logs where errors are handled).
+//! thiserror (the error enum), tracing (logs where errors are handled), serde_json (monitor
+//! command requests and `-f json` replies are JSON, as in Ceph).
 //! Never depends on quarry-mon, quarry-osd or quarry-store (only its tests start daemons).
 
 #![warn(missing_docs)]
 
+pub mod admin;
 mod blocking;
 mod config;
 mod error;
+mod ioctx;
 mod monc;
-mod ops;
 mod osdc;
 mod rados;
 mod routing;
+mod session;
 mod shared;
 
 pub use blocking::BlockingRados;
 pub use config::{ClientConfig, CONNECT_TIMEOUT_DEFAULT};
 pub use error::ClientError;
+pub use ioctx::IoCtx;
 pub use rados::{ClientStats, ObjectStat, Rados};
 
 pub use quarry_types::{
     ErrorCode, ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId, SNAP_HEAD,
 };
-pub use quarry_wire::{ClusterMap, MonCommand, MonReply};
+pub use quarry_wire::{
+    AuthEntry, ClusterMap, MonCommand, MonReply, OsdInfo, PoolInfo, StatusReport,
+};

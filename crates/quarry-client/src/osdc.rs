@@ -14,7 +14,7 @@ use tokio::time::Instant;
 use quarry_types::{EntityName, ErrorCode, OsdId};
 use quarry_wire::{ClientSecret, RpcClient, Service, WireError};
 
-use crate::monc::TicketState;
+use crate::session::TicketState;
 
 /// After a failed connection attempt, callers arriving within this window get the same
 /// failure without trying again (they back off instead of queueing on a dead address).

@@ -14,6 +14,7 @@ use quarry_wire::{ClusterMap, MonCommand, MonReply, OsdOp, Reply, Request};
 use crate::monc::{self, Backoff};
 use crate::osdc::ConnectError;
 use crate::routing::{self, Target};
+use crate::session::{reply_kind, unix_now};
 use crate::shared::Shared;
 use crate::{ClientConfig, ClientError};
 
@@ -149,7 +150,7 @@ impl Rados {
         if let Ok(id) = self.pool_id(name) {
             return Ok(id);
         }
-        monc::refresh_map(self.shared()).await;
+        self.shared().refresh_map().await;
         self.pool_id(name)
     }
 
@@ -178,7 +179,7 @@ impl Rados {
             match session.client.call(Request::Command(cmd.clone())).await {
                 Ok(Reply::Command(reply)) => {
                     if changes_map(&cmd) {
-                        monc::refresh_map(shared).await;
+                        shared.refresh_map().await;
                     }
                     return Ok(reply);
                 }
@@ -191,7 +192,7 @@ impl Rados {
                 // The monitor cannot serve it now (no quorum yet): ask again shortly.
                 Ok(Reply::Retry { .. }) => shared.sleep_or_shutdown(backoff.next()).await?,
                 Ok(other) => {
-                    tracing::warn!(reply = monc::reply_kind(&other), "odd reply to a command");
+                    tracing::warn!(reply = reply_kind(&other), "odd reply to a command");
                     return Err(ClientError::Protocol { request: "Command" });
                 }
                 Err(e) => {
@@ -250,7 +251,7 @@ impl Rados {
             Reply::Op(OpReply::Failed { index, code }) => Err(ClientError::Op { index, code }),
             Reply::Failed { code, message } => Err(ClientError::Failed { code, message }),
             other => {
-                tracing::warn!(%pg, reply = monc::reply_kind(&other), "odd reply to an op");
+                tracing::warn!(%pg, reply = reply_kind(&other), "odd reply to an op");
                 Err(ClientError::Protocol { request: "Op" })
             }
         }
@@ -294,7 +295,7 @@ impl Rados {
             Reply::List { names, more } => Ok((names, more)),
             Reply::Failed { code, message } => Err(ClientError::Failed { code, message }),
             other => {
-                tracing::warn!(%pg, reply = monc::reply_kind(&other), "odd reply to a listing");
+                tracing::warn!(%pg, reply = reply_kind(&other), "odd reply to a listing");
                 Err(ClientError::Protocol { request: "List" })
             }
         }
@@ -344,7 +345,7 @@ impl Rados {
         if let Some(info) = self.map().pools.get(&pool) {
             return Ok(info.pg_num);
         }
-        monc::refresh_map(self.shared()).await;
+        self.shared().refresh_map().await;
         self.map()
             .pools
             .get(&pool)
@@ -374,7 +375,7 @@ impl Rados {
         for resends in 0u64.. {
             shared.check_running()?;
             if resends > 0 && resends % RESENDS_BEFORE_MAP_FETCH == 0 {
-                monc::refresh_map(shared).await;
+                shared.refresh_map().await;
             }
             if !warned && started.elapsed() >= BLOCKED_WARNING {
                 warned = true;
@@ -456,7 +457,7 @@ impl Rados {
     /// the map revokes tickets of our entity issued around or after ours.
     fn ticket_stale(&self, map: &ClusterMap) -> bool {
         let ticket = self.shared().ticket();
-        if monc::unix_now().saturating_add(TICKET_EXPIRY_SLACK_SECS) >= ticket.expires_unix {
+        if unix_now().saturating_add(TICKET_EXPIRY_SLACK_SECS) >= ticket.expires_unix {
             return true;
         }
         let entity = self.shared().cfg.entity.to_string();

@@ -13,14 +13,16 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use quarry_types::ErrorCode;
-use quarry_wire::{ClusterMap, Event};
+use quarry_wire::{ClusterMap, Event, Reply, Request};
 
-use crate::monc::{self, FreshTicket, MonSession, Opened, TicketState};
 use crate::osdc::OsdConns;
+use crate::session::{reply_kind, unix_now, FreshTicket, MonSession, Opened, TicketState};
 use crate::{ClientConfig, ClientError};
 
 /// How long to wait for a pushed map before asking the monitor for it.
 const MAP_PUSH_GRACE: Duration = Duration::from_millis(300);
+/// Bound on one map request to the monitor.
+const MAP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct Shared {
     pub cfg: ClientConfig,
@@ -139,6 +141,21 @@ impl Shared {
         self.session.borrow().clone().filter(|s| !s.client.is_closed())
     }
 
+    /// Asks the current monitor for the map and installs it if newer. Best effort: a failure
+    /// only means the caller waits for the next push or the next try.
+    pub async fn refresh_map(&self) {
+        let Some(session) = self.current_session() else {
+            return;
+        };
+        match tokio::time::timeout(MAP_REQUEST_TIMEOUT, session.client.call(Request::GetMap)).await
+        {
+            Ok(Ok(Reply::Map(map))) => self.install_map(*map),
+            Ok(Ok(other)) => tracing::debug!(reply = ?reply_kind(&other), "odd reply to GetMap"),
+            Ok(Err(e)) => tracing::debug!(error = %e, "GetMap failed"),
+            Err(_) => tracing::debug!("GetMap timed out"),
+        }
+    }
+
     /// Remembers why the monitor refused us.
     pub fn set_refusal(&self, error: &ClientError) {
         let message = match error {
@@ -197,7 +214,7 @@ impl Shared {
         if map.blocklist.is_empty() {
             return Ok(());
         }
-        let now = monc::unix_now();
+        let now = unix_now();
         for id in lock(&self.instances).iter() {
             let instance = format!("{}@{id}", self.cfg.entity);
             if map.blocklist.get(&instance).is_some_and(|&until| until > now) {
@@ -234,7 +251,7 @@ impl Shared {
                 _ = stopped(&mut shutdown) => return Err(ClientError::Shutdown),
                 _ = maps.changed() => {}
                 _ = tokio::time::sleep(grace) => {
-                    monc::refresh_map(self).await;
+                    self.refresh_map().await;
                     grace = (grace * 2).min(Duration::from_secs(2));
                 }
             }

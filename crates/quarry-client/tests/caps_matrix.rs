@@ -2,10 +2,11 @@
 //! write, create, delete, snapshot, list, admin, in the user's pool and in another pool.
 //! Each refusal is checked to have changed nothing.
 
+use crate::io;
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use quarry_client::{ClientError, ErrorCode, MonCommand, PoolId, Rados, SnapContext, SNAP_HEAD};
+use quarry_client::{ClientError, ErrorCode, MonCommand, PoolId, Rados};
 
 use quarry_testkit::Cluster;
 
@@ -81,15 +82,14 @@ fn errno<T>(r: Result<T, ClientError>) -> Option<ErrorCode> {
 
 /// Runs one operation class as `user` in `pool`; `tag` makes object names unique.
 async fn run(user: &Rados, pool: PoolId, class: Class, tag: &str) -> Option<ErrorCode> {
-    let none = SnapContext::default();
     match class {
-        Class::Read => errno(user.read(pool, "existing", 0, 0, SNAP_HEAD).await),
+        Class::Read => errno(io(user, pool).read("existing", 0, 0).await),
         Class::List => errno(user.list_objects(pool).await),
         Class::Write => {
-            errno(user.write_full(pool, "existing", Bytes::from(tag.to_string()), &none).await)
+            errno(io(user, pool).write_full("existing", Bytes::from(tag.to_string())).await)
         }
-        Class::Create => errno(user.create(pool, &format!("new-{tag}"), true, &none).await),
-        Class::Delete => errno(user.remove(pool, &format!("victim-{tag}"), &none).await),
+        Class::Create => errno(io(user, pool).create(&format!("new-{tag}"), true).await),
+        Class::Delete => errno(io(user, pool).remove(&format!("victim-{tag}")).await),
         Class::Snapshot => errno(user.command(MonCommand::SnapCreate { pool }).await),
     }
 }
@@ -106,20 +106,17 @@ async fn check_effect(
     match class {
         Class::Read | Class::List => {}
         Class::Write => {
-            let data = admin.read(pool, "existing", 0, 0, SNAP_HEAD).await.unwrap();
+            let data = io(admin, pool).read("existing", 0, 0).await.unwrap();
             assert_eq!(data == tag.as_bytes(), allowed, "write {tag}: object holds {data:?}");
             // Put the baseline back for the next user.
-            admin
-                .write_full(pool, "existing", Bytes::from_static(b"base"), &SnapContext::default())
-                .await
-                .unwrap();
+            io(admin, pool).write_full("existing", Bytes::from_static(b"base")).await.unwrap();
         }
         Class::Create => {
-            let exists = admin.stat(pool, &format!("new-{tag}"), SNAP_HEAD).await.is_ok();
+            let exists = io(admin, pool).stat(&format!("new-{tag}")).await.is_ok();
             assert_eq!(exists, allowed, "create {tag}");
         }
         Class::Delete => {
-            let exists = admin.stat(pool, &format!("victim-{tag}"), SNAP_HEAD).await.is_ok();
+            let exists = io(admin, pool).stat(&format!("victim-{tag}")).await.is_ok();
             assert_eq!(exists, !allowed, "delete {tag}");
         }
         Class::Snapshot => {
@@ -159,22 +156,9 @@ async fn every_profile_against_every_operation_class() {
             let pool = admin.pool_id(pool_name).unwrap();
             for (class, want) in CLASSES.iter().zip(expect) {
                 let tag = format!("{name}-{pool_name}-{class:?}");
-                admin
-                    .write_full(
-                        pool,
-                        "existing",
-                        Bytes::from_static(b"base"),
-                        &SnapContext::default(),
-                    )
-                    .await
-                    .unwrap();
-                admin
-                    .write_full(
-                        pool,
-                        &format!("victim-{tag}"),
-                        Bytes::from_static(b"v"),
-                        &SnapContext::default(),
-                    )
+                io(&admin, pool).write_full("existing", Bytes::from_static(b"base")).await.unwrap();
+                io(&admin, pool)
+                    .write_full(&format!("victim-{tag}"), Bytes::from_static(b"v"))
                     .await
                     .unwrap();
                 let snap_before = admin.map().pools[&pool].snap_seq;

@@ -1,10 +1,11 @@
 //! Faults: an OSD stopped and restarted on its data directory, op timeouts, a monitor
 //! restart.
 
+use crate::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use quarry_client::{ClientError, ErrorCode, MonCommand, Rados, SnapContext, SNAP_HEAD};
+use quarry_client::{ClientError, ErrorCode, MonCommand, Rados};
 
 use quarry_testkit::fixtures::{name_in_pg, pgs_with_primary};
 use quarry_testkit::Cluster;
@@ -22,10 +23,9 @@ async fn ops_wait_for_a_restarting_osd() {
     let victim = 1;
     let pgs = pgs_with_primary(&rados.map(), pool, victim);
     assert!(!pgs.is_empty(), "osd.{victim} is primary of some PGs");
-    let none = SnapContext::default();
     let names: Vec<String> = pgs.iter().map(|pg| name_in_pg("before", 16, pg.seed)).collect();
     for name in &names {
-        rados.write_full(pool, name, Bytes::from(format!("data of {name}")), &none).await.unwrap();
+        io(&rados, pool).write_full(name, Bytes::from(format!("data of {name}"))).await.unwrap();
     }
 
     cluster.stop_osd(victim).await;
@@ -34,8 +34,8 @@ async fn ops_wait_for_a_restarting_osd() {
         let rados = rados.clone();
         tokio::spawn(async move {
             let data = Bytes::from_static(b"written while down");
-            rados.write(pool, &blocked_name, 100, data, &SnapContext::default()).await?;
-            rados.read(pool, &blocked_name, 0, 0, SNAP_HEAD).await
+            io(&rados, pool).write(&blocked_name, 100, data).await?;
+            io(&rados, pool).read(&blocked_name, 0, 0).await
         })
     };
     // Long enough for the monitor to mark the OSD down (grace 2 s) and the client to retry.
@@ -50,7 +50,7 @@ async fn ops_wait_for_a_restarting_osd() {
     assert_eq!(&data[..names[0].len() + 8], format!("data of {}", names[0]).as_bytes());
     assert_eq!(&data[100..], b"written while down");
     for name in &names[1..] {
-        let got = rados.read(pool, name, 0, 0, SNAP_HEAD).await.unwrap();
+        let got = io(&rados, pool).read(name, 0, 0).await.unwrap();
         assert_eq!(got, Bytes::from(format!("data of {name}")));
     }
     rados.shutdown().await;
@@ -73,16 +73,13 @@ async fn op_timeout_bounds_an_op_to_a_dead_osd() {
     cluster.stop_osd(2).await;
     let started = std::time::Instant::now();
     let name = name_in_pg("timeout", 16, dead.seed);
-    let err = rados.read(pool, &name, 0, 0, SNAP_HEAD).await.unwrap_err();
+    let err = io(&rados, pool).read(&name, 0, 0).await.unwrap_err();
     assert!(matches!(err, ClientError::Timeout), "{err:?}");
     assert_eq!(err.errno(), ErrorCode::ETIMEDOUT);
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "{took:?}");
     let name = name_in_pg("alive", 16, alive.seed);
-    rados
-        .write_full(pool, &name, Bytes::from_static(b"ok"), &SnapContext::default())
-        .await
-        .unwrap();
+    io(&rados, pool).write_full(&name, Bytes::from_static(b"ok")).await.unwrap();
     rados.shutdown().await;
     cluster.shutdown().await;
 }
@@ -97,16 +94,13 @@ async fn client_reconnects_to_a_restarted_monitor() {
     let pool = rados.pool_id("rbd").unwrap();
     cluster.stop_mon().await;
     // Object I/O goes to the OSDs only.
-    rados
-        .write_full(pool, "during", Bytes::from_static(b"x"), &SnapContext::default())
-        .await
-        .unwrap();
+    io(&rados, pool).write_full("during", Bytes::from_static(b"x")).await.unwrap();
     cluster.start_mon().await;
     let status = tokio::time::timeout(Duration::from_secs(20), rados.command(MonCommand::Status))
         .await
         .unwrap();
     assert!(status.is_ok(), "{status:?}");
-    assert_eq!(rados.read(pool, "during", 0, 0, SNAP_HEAD).await.unwrap(), "x");
+    assert_eq!(io(&rados, pool).read("during", 0, 0).await.unwrap(), "x");
     rados.shutdown().await;
     cluster.shutdown().await;
 }

@@ -7,3 +7,8 @@ mod faults;
 mod ops;
 mod security;
 mod tamper;
+
+/// An I/O context on `pool` by id (the tests name pools by id).
+pub fn io(rados: &quarry_client::Rados, pool: quarry_client::PoolId) -> quarry_client::IoCtx {
+    rados.ioctx_by_id(pool).unwrap()
+}

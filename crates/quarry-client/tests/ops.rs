@@ -1,6 +1,7 @@
 //! Object operations through a real cluster: concurrency across every PG, pipelining on one
 //! connection, metadata calls, listing, monitor commands, and the blocking wrapper.
 
+use crate::io;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,19 +35,18 @@ async fn concurrent_tasks_write_and_read_every_pg() {
             for o in 0..per_task {
                 // Object o of task t lands in PG (t + o) % 16: every PG is used.
                 let name = name_in_pg(&format!("t{t}o{o}"), 16, ((t + o) % 16) as u32);
-                let snapc = SnapContext::default();
                 for round in 0..3 {
                     let data = payload(t, o, round, 4096 * (1 + o) + 17);
-                    rados.write_full(pool, &name, data.clone(), &snapc).await.unwrap();
-                    let back = rados.read(pool, &name, 0, 0, SNAP_HEAD).await.unwrap();
+                    io(&rados, pool).write_full(&name, data.clone()).await.unwrap();
+                    let back = io(&rados, pool).read(&name, 0, 0).await.unwrap();
                     assert_eq!(back, data, "{name} round {round}");
                 }
                 let tail = Bytes::from_static(b"tail");
-                let size = rados.stat(pool, &name, SNAP_HEAD).await.unwrap().size;
-                rados.write(pool, &name, size, tail.clone(), &snapc).await.unwrap();
-                let end = rados.read(pool, &name, size, 4, SNAP_HEAD).await.unwrap();
+                let size = io(&rados, pool).stat(&name).await.unwrap().size;
+                io(&rados, pool).write(&name, size, tail.clone()).await.unwrap();
+                let end = io(&rados, pool).read(&name, size, 4).await.unwrap();
                 assert_eq!(end, tail);
-                assert_eq!(rados.stat(pool, &name, SNAP_HEAD).await.unwrap().size, size + 4);
+                assert_eq!(io(&rados, pool).stat(&name).await.unwrap().size, size + 4);
                 names.push(name);
             }
             names
@@ -80,7 +80,7 @@ async fn many_requests_in_flight_on_one_connection() {
         let (rados, names) = (rados.clone(), names.clone());
         async move {
             let data = Bytes::from(format!("object {i} {}", "x".repeat(i * 13)));
-            rados.write_full(pool, &names[i], data, &SnapContext::default()).await
+            io(&rados, pool).write_full(&names[i], data).await
         }
     });
     for result in futures_join(writes.collect()).await {
@@ -91,7 +91,7 @@ async fn many_requests_in_flight_on_one_connection() {
         let (rados, names) = (rados.clone(), names.clone());
         async move {
             let i = k % names.len();
-            let got = rados.read(pool, &names[i], 0, 0, SNAP_HEAD).await.unwrap();
+            let got = io(&rados, pool).read(&names[i], 0, 0).await.unwrap();
             assert_eq!(got, Bytes::from(format!("object {i} {}", "x".repeat(i * 13))));
         }
     });
@@ -110,34 +110,34 @@ async fn metadata_calls_and_error_codes() {
     let pool = rados.pool_id("rbd").unwrap();
     let none = SnapContext::default();
 
-    let err = rados.read(pool, "absent", 0, 0, SNAP_HEAD).await.unwrap_err();
+    let err = io(&rados, pool).read("absent", 0, 0).await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::ENOENT);
     assert_eq!(err.to_string(), "(2) No such file or directory");
 
-    rados.create(pool, "meta", true, &none).await.unwrap();
-    let err = rados.create(pool, "meta", true, &none).await.unwrap_err();
+    io(&rados, pool).create("meta", true).await.unwrap();
+    let err = io(&rados, pool).create("meta", true).await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::EEXIST);
 
-    rados.setxattr(pool, "meta", "colour", Bytes::from_static(b"blue")).await.unwrap();
-    rados.setxattr(pool, "meta", "size", Bytes::from_static(b"42")).await.unwrap();
-    assert_eq!(rados.getxattr(pool, "meta", "colour", SNAP_HEAD).await.unwrap(), "blue");
-    let all = rados.getxattrs(pool, "meta", SNAP_HEAD).await.unwrap();
+    io(&rados, pool).setxattr("meta", "colour", Bytes::from_static(b"blue")).await.unwrap();
+    io(&rados, pool).setxattr("meta", "size", Bytes::from_static(b"42")).await.unwrap();
+    assert_eq!(io(&rados, pool).getxattr("meta", "colour").await.unwrap(), "blue");
+    let all = io(&rados, pool).getxattrs("meta").await.unwrap();
     assert_eq!(all.keys().collect::<Vec<_>>(), vec!["colour", "size"]);
-    rados.rmxattr(pool, "meta", "colour").await.unwrap();
-    let err = rados.getxattr(pool, "meta", "colour", SNAP_HEAD).await.unwrap_err();
+    io(&rados, pool).rmxattr("meta", "colour").await.unwrap();
+    let err = io(&rados, pool).getxattr("meta", "colour").await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::ENODATA);
 
     let vals: BTreeMap<String, Bytes> =
         (0..10).map(|i| (format!("key{i:02}"), Bytes::from(format!("v{i}")))).collect();
-    rados.omap_set(pool, "meta", vals.clone()).await.unwrap();
-    let (page, more) = rados.omap_get_vals(pool, "meta", "", "key", 4).await.unwrap();
+    io(&rados, pool).omap_set("meta", vals.clone()).await.unwrap();
+    let (page, more) = io(&rados, pool).omap_get_vals("meta", "", "key", 4).await.unwrap();
     assert_eq!(page.len(), 4);
     assert!(more);
-    let (rest, more) = rados.omap_get_vals(pool, "meta", "key03", "", 100).await.unwrap();
+    let (rest, more) = io(&rados, pool).omap_get_vals("meta", "key03", "", 100).await.unwrap();
     assert_eq!(rest.len(), 6);
     assert!(!more);
-    rados.omap_rm(pool, "meta", vec!["key00".into(), "key09".into()]).await.unwrap();
-    let (left, _) = rados.omap_get_vals(pool, "meta", "", "", 100).await.unwrap();
+    io(&rados, pool).omap_rm("meta", vec!["key00".into(), "key09".into()]).await.unwrap();
+    let (left, _) = io(&rados, pool).omap_get_vals("meta", "", "", 100).await.unwrap();
     assert_eq!(left.len(), 8);
     assert!(!left.contains_key("key00"));
 
@@ -153,23 +153,47 @@ async fn metadata_calls_and_error_codes() {
     let err = rados.exec(pool, "meta", &none, SNAP_HEAD, guarded).await.unwrap_err();
     assert!(matches!(err, quarry_client::ClientError::Op { index: 0, .. }), "{err:?}");
     assert_eq!(err.errno(), ErrorCode::ECANCELED);
-    assert_eq!(rados.getxattr(pool, "meta", "size", SNAP_HEAD).await.unwrap(), "42");
+    assert_eq!(io(&rados, pool).getxattr("meta", "size").await.unwrap(), "42");
 
-    rados.remove(pool, "meta", &none).await.unwrap();
-    let err = rados.stat(pool, "meta", SNAP_HEAD).await.unwrap_err();
+    io(&rados, pool).remove("meta").await.unwrap();
+    let err = io(&rados, pool).stat("meta").await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::ENOENT);
 
     // Refused before sending.
-    let err = rados.write(pool, "x", 0, Bytes::from_static(b"a"), &none).await;
+    let err = io(&rados, pool).write("x", 0, Bytes::from_static(b"a")).await;
     assert!(err.is_ok());
     let err = rados.exec(pool, "x", &none, 3, vec![ObjectOp::Remove]).await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::EROFS);
-    let err = rados.read(9999, "x", 0, 0, SNAP_HEAD).await.unwrap_err();
+    let read = vec![ObjectOp::Read { off: 0, len: 0 }];
+    let err = rados.exec(9999, "x", &none, SNAP_HEAD, read).await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::ENOENT);
+    assert_eq!(rados.ioctx_by_id(9999).unwrap_err().errno(), ErrorCode::ENOENT);
+    assert_eq!(rados.ioctx("nope").await.unwrap_err().errno(), ErrorCode::ENOENT);
+
+    // The I/O context's settings: a read snapshot makes it read-only, an invalid snap
+    // context and namespaces/locators (not stored yet) are refused and change nothing.
+    let mut at_snap = rados.ioctx("rbd").await.unwrap();
+    at_snap.set_read_snap(3);
+    let err = at_snap.write_full("x", Bytes::from_static(b"b")).await.unwrap_err();
+    assert_eq!(err.errno(), ErrorCode::EROFS);
+    assert_eq!(io(&rados, pool).read("x", 0, 0).await.unwrap(), "a");
+    let mut ctx = rados.ioctx("rbd").await.unwrap();
+    let bad = SnapContext { seq: 1, snaps: vec![5] };
+    assert_eq!(ctx.set_snap_context(bad).unwrap_err().errno(), ErrorCode::EINVAL);
+    assert_eq!(ctx.snap_context(), &SnapContext::default());
+    assert_eq!(ctx.set_namespace("tenant").unwrap_err().errno(), ErrorCode::EOPNOTSUPP);
+    assert_eq!(ctx.namespace(), "");
+    assert_eq!(ctx.set_locator("key").unwrap_err().errno(), ErrorCode::EOPNOTSUPP);
+    ctx.set_snap_context(SnapContext { seq: 5, snaps: vec![5] }).unwrap();
+    ctx.write_full("x", Bytes::from_static(b"c")).await.unwrap();
+    let mut old = ctx.clone();
+    old.set_read_snap(5);
+    assert_eq!(old.read("x", 0, 0).await.unwrap(), "a", "snapshot 5 keeps the old data");
+    assert_eq!(ctx.read("x", 0, 0).await.unwrap(), "c");
     assert_eq!(rados.pool_id("nope").unwrap_err().errno(), ErrorCode::ENOENT);
 
     rados.shutdown().await;
-    let err = rados.read(pool, "x", 0, 0, SNAP_HEAD).await.unwrap_err();
+    let err = io(&rados, pool).read("x", 0, 0).await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::ESHUTDOWN);
     cluster.shutdown().await;
 }
@@ -186,8 +210,8 @@ async fn commands_and_new_pools() {
     let create = MonCommand::PoolCreate { name: "fresh".into(), pg_num: Some(4), size: Some(1) };
     rados.command(create.clone()).await.unwrap();
     let pool = rados.pool_id("fresh").expect("the new pool is in the map at once");
-    rados.write_full(pool, "o", Bytes::from_static(b"new"), &SnapContext::default()).await.unwrap();
-    assert_eq!(rados.read(pool, "o", 0, 0, SNAP_HEAD).await.unwrap(), "new");
+    io(&rados, pool).write_full("o", Bytes::from_static(b"new")).await.unwrap();
+    assert_eq!(io(&rados, pool).read("o", 0, 0).await.unwrap(), "new");
     // As Ceph: creating an existing pool succeeds and says so.
     match rados.command(create).await.unwrap() {
         MonReply::Done(line) => assert!(line.contains("already exists"), "{line}"),
@@ -209,18 +233,16 @@ async fn blocking_client_from_many_threads() {
     // A plain thread with no runtime context, as a C caller's thread.
     let body = move || {
         let client = Arc::new(BlockingRados::connect(cfg, 2).unwrap());
-        let pool = client.pool_id("rbd").unwrap();
+        let io = client.ioctx("rbd").unwrap();
         let threads: Vec<_> = (0..4)
             .map(|t| {
-                let client = client.clone();
+                let (client, io) = (client.clone(), io.clone());
                 std::thread::spawn(move || {
                     for i in 0..8 {
                         let name = format!("blocking-{t}-{i}");
                         let data = Bytes::from(format!("thread {t} object {i}"));
-                        client
-                            .write_full(pool, &name, data.clone(), &SnapContext::default())
-                            .unwrap();
-                        assert_eq!(client.read(pool, &name, 0, 0, SNAP_HEAD).unwrap(), data);
+                        client.block_on(io.write_full(&name, data.clone())).unwrap();
+                        assert_eq!(client.block_on(io.read(&name, 0, 0)).unwrap(), data);
                     }
                 })
             })
@@ -228,7 +250,7 @@ async fn blocking_client_from_many_threads() {
         for t in threads {
             t.join().unwrap();
         }
-        let listed = client.list_objects(pool).unwrap();
+        let listed = client.list_objects(io.pool_id()).unwrap();
         assert_eq!(listed.iter().filter(|n| n.starts_with("blocking-")).count(), 32);
     };
     let done = tokio::task::spawn_blocking(move || std::thread::spawn(body).join());

@@ -1,11 +1,12 @@
 //! Authentication and capabilities seen from the client: wrong keys, pool-limited users,
 //! ticket renewal.
 
+use crate::io;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use quarry_auth::CryptoKey;
-use quarry_client::{ClientError, ErrorCode, Rados, SnapContext, SNAP_HEAD};
+use quarry_client::{ClientError, ErrorCode, Rados};
 use quarry_types::EntityName;
 
 use quarry_testkit::Cluster;
@@ -70,18 +71,17 @@ async fn pool_limited_user_gets_eperm_elsewhere() {
     let admin = cluster.admin().await;
     let a = alice.pool_id("a").unwrap();
     let rbd = alice.pool_id("rbd").unwrap();
-    let none = SnapContext::default();
-    alice.write_full(a, "mine", Bytes::from_static(b"hello"), &none).await.unwrap();
-    assert_eq!(alice.read(a, "mine", 0, 0, SNAP_HEAD).await.unwrap(), "hello");
+    io(&alice, a).write_full("mine", Bytes::from_static(b"hello")).await.unwrap();
+    assert_eq!(io(&alice, a).read("mine", 0, 0).await.unwrap(), "hello");
     assert_eq!(alice.list_objects(a).await.unwrap(), vec!["mine".to_string()]);
 
-    let err = alice.write_full(rbd, "theirs", Bytes::from_static(b"x"), &none).await.unwrap_err();
+    let err = io(&alice, rbd).write_full("theirs", Bytes::from_static(b"x")).await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::EPERM, "{err:?}");
     assert!(matches!(err, ClientError::Failed { .. }), "{err:?}");
-    admin.write_full(rbd, "admins", Bytes::from_static(b"y"), &none).await.unwrap();
-    let err = alice.read(rbd, "admins", 0, 0, SNAP_HEAD).await.unwrap_err();
+    io(&admin, rbd).write_full("admins", Bytes::from_static(b"y")).await.unwrap();
+    let err = io(&alice, rbd).read("admins", 0, 0).await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::EPERM);
-    let err = admin.stat(rbd, "theirs", SNAP_HEAD).await.unwrap_err();
+    let err = io(&admin, rbd).stat("theirs").await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::ENOENT, "the refused write changed nothing");
     alice.shutdown().await;
     admin.shutdown().await;
@@ -100,8 +100,8 @@ async fn ticket_renewal_keeps_a_client_working() {
     while started.elapsed() < Duration::from_secs(11) {
         let name = format!("renew{}", i % 40);
         let data = Bytes::from(format!("round {i}"));
-        rados.write_full(pool, &name, data.clone(), &SnapContext::default()).await.unwrap();
-        assert_eq!(rados.read(pool, &name, 0, 0, SNAP_HEAD).await.unwrap(), data);
+        io(&rados, pool).write_full(&name, data.clone()).await.unwrap();
+        assert_eq!(io(&rados, pool).read(&name, 0, 0).await.unwrap(), data);
         i += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -143,11 +143,8 @@ async fn conf_file_and_keyring_give_a_working_client() {
     assert_eq!(cfg.op_timeout, Some(Duration::from_secs(30)));
     let rados = Rados::connect(cfg).await.unwrap();
     let pool = rados.pool_id("rbd").unwrap();
-    rados
-        .write_full(pool, "from-conf", Bytes::from_static(b"ok"), &SnapContext::default())
-        .await
-        .unwrap();
-    assert_eq!(rados.read(pool, "from-conf", 0, 0, SNAP_HEAD).await.unwrap(), "ok");
+    io(&rados, pool).write_full("from-conf", Bytes::from_static(b"ok")).await.unwrap();
+    assert_eq!(io(&rados, pool).read("from-conf", 0, 0).await.unwrap(), "ok");
     rados.shutdown().await;
 
     let args = quarry_conf::CommonArgs { id: Some("admin".into()), ..args };
@@ -177,8 +174,7 @@ async fn a_blocklisted_instance_stays_fenced_after_a_monitor_reconnect() {
     cluster.logs().expect("no monitor session; retrying").expect("blocklisted: refusing every op");
     let fenced = cluster.admin().await;
     let pool = fenced.pool_id("rbd").unwrap();
-    let none = SnapContext::default();
-    fenced.write_full(pool, "locked", Bytes::from_static(b"before"), &none).await.unwrap();
+    io(&fenced, pool).write_full("locked", Bytes::from_static(b"before")).await.unwrap();
     let old_id = fenced.global_id();
 
     let breaker = cluster.admin().await;
@@ -195,17 +191,17 @@ async fn a_blocklisted_instance_stays_fenced_after_a_monitor_reconnect() {
 
     let err = tokio::time::timeout(
         Duration::from_secs(20),
-        fenced.write_full(pool, "locked", Bytes::from_static(b"stale writer"), &none),
+        io(&fenced, pool).write_full("locked", Bytes::from_static(b"stale writer")),
     )
     .await
     .expect("a fenced write ends")
     .expect_err("a blocklisted instance must not write again");
     assert_eq!(err.errno(), ErrorCode::ESHUTDOWN, "{err:?}");
-    let err = fenced.read(pool, "locked", 0, 0, SNAP_HEAD).await.unwrap_err();
+    let err = io(&fenced, pool).read("locked", 0, 0).await.unwrap_err();
     assert_eq!(err.errno(), ErrorCode::ESHUTDOWN, "{err:?}");
 
-    breaker.write_full(pool, "other", Bytes::from_static(b"fine"), &none).await.unwrap();
-    assert_eq!(breaker.read(pool, "locked", 0, 0, SNAP_HEAD).await.unwrap(), "before");
+    io(&breaker, pool).write_full("other", Bytes::from_static(b"fine")).await.unwrap();
+    assert_eq!(io(&breaker, pool).read("locked", 0, 0).await.unwrap(), "before");
     fenced.shutdown().await;
     breaker.shutdown().await;
     cluster.shutdown().await;

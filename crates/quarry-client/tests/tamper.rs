@@ -2,6 +2,7 @@
 //! replayed frame after the handshake is refused (the OSD closes the connection) and changes
 //! nothing; a session with a ticket for another entity cannot be hijacked.
 
+use crate::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -141,7 +142,7 @@ async fn tampered_and_replayed_frames_are_refused_and_change_nothing() {
     .await
     .expect("the OSD must close the connection, not hang");
     assert!(result.is_err(), "a tampered frame was answered: {result:?}");
-    let err = rados.stat(pool, name, SNAP_HEAD).await.expect_err("object must not exist");
+    let err = io(&rados, pool).stat(name).await.expect_err("object must not exist");
     assert_eq!(err.errno(), ErrorCode::ENOENT);
 
     // Replay: the first copy is executed, the second is refused (sequence) and the connection
@@ -157,13 +158,10 @@ async fn tampered_and_replayed_frames_are_refused_and_change_nothing() {
         assert!(tokio::time::Instant::now() < deadline, "session survived a replayed frame");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let data = rados.read(pool, name, 0, 0, SNAP_HEAD).await.unwrap();
+    let data = io(&rados, pool).read(name, 0, 0).await.unwrap();
     assert_eq!(&data[..], b"once");
 
     // The OSD still serves honest clients.
-    rados
-        .write_full(pool, "after", Bytes::from_static(b"ok"), &SnapContext::default())
-        .await
-        .unwrap();
+    io(&rados, pool).write_full("after", Bytes::from_static(b"ok")).await.unwrap();
     cluster.shutdown().await;
 }

@@ -14,45 +14,65 @@ use quarry_types::{EntityName, EntityType};
 use crate::conf::type_name;
 use crate::{Conf, ConfError};
 
-/// Options common to `rbd`, `rados`, `ceph` and the daemons (flatten into a clap parser with
-/// `#[command(flatten)]`). Not `global`: the `ceph` tool uses `-i FILE` in subcommands.
-/// Each option may repeat and the last occurrence wins, as in Ceph (and as
-/// [`merge_ceph_args`] relies on).
-#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+/// Options common to `rbd`, `rados`, `ceph` and the daemons. A plain struct that libraries
+/// (librados' `conf_set`, the daemons' `from_conf`) fill in directly; with the `cli` feature
+/// it is also a clap argument group (flatten it into a parser with `#[command(flatten)]`).
+/// Not `global`: the `ceph` tool uses `-i FILE` in subcommands. Each option may repeat and
+/// the last occurrence wins, as in Ceph (and as [`merge_ceph_args`] relies on).
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CommonArgs {
     /// Configuration file (default: $CEPH_CONF, /etc/ceph/$cluster.conf, ~/.ceph/$cluster.conf, ./$cluster.conf).
-    #[arg(short = 'c', long = "conf", value_name = "FILE", overrides_with = "conf")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(short = 'c', long = "conf", value_name = "FILE", overrides_with = "conf")
+    )]
     pub conf: Option<PathBuf>,
     /// User ID without the "client." prefix (e.g. qemu for client.qemu).
-    #[arg(
-        short = 'i',
-        long = "id",
-        visible_alias = "user",
-        value_name = "ID",
-        overrides_with = "id"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            short = 'i',
+            long = "id",
+            visible_alias = "user",
+            value_name = "ID",
+            overrides_with = "id"
+        )
     )]
     pub id: Option<String>,
     /// Full entity name TYPE.ID (e.g. client.qemu).
-    #[arg(short = 'n', long = "name", value_name = "TYPE.ID", overrides_with = "name")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(short = 'n', long = "name", value_name = "TYPE.ID", overrides_with = "name")
+    )]
     pub name: Option<String>,
     /// Keyring file(s) to read the key from (comma-separated list allowed).
-    #[arg(short = 'k', long = "keyring", value_name = "FILE", overrides_with = "keyring")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(short = 'k', long = "keyring", value_name = "FILE", overrides_with = "keyring")
+    )]
     pub keyring: Option<String>,
     /// Cluster name: selects /etc/ceph/$cluster.conf and keyrings.
-    #[arg(
-        long = "cluster",
-        default_value = "ceph",
-        value_name = "NAME",
-        overrides_with = "cluster"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            long = "cluster",
+            default_value = "ceph",
+            value_name = "NAME",
+            overrides_with = "cluster"
+        )
     )]
     pub cluster: String,
     /// Monitor address(es), overriding mon_host from the configuration file.
-    #[arg(
-        short = 'm',
-        long = "mon-host",
-        alias = "mon_host",
-        value_name = "ADDR",
-        overrides_with = "mon_host"
+    #[cfg_attr(
+        feature = "cli",
+        arg(
+            short = 'm',
+            long = "mon-host",
+            alias = "mon_host",
+            value_name = "ADDR",
+            overrides_with = "mon_host"
+        )
     )]
     pub mon_host: Option<String>,
 }
@@ -227,11 +247,10 @@ pub fn args_with_ceph_args_env() -> Vec<OsString> {
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
 
-    #[derive(Parser, Debug)]
+    #[cfg(feature = "cli")]
+    #[derive(clap::Parser, Debug)]
     struct Tool {
         #[command(flatten)]
         common: CommonArgs,
@@ -240,11 +259,14 @@ mod tests {
         rest: Vec<String>,
     }
 
+    #[cfg(feature = "cli")]
     fn parse(args: &[&str]) -> CommonArgs {
+        use clap::Parser as _;
         let argv = std::iter::once("rbd").chain(args.iter().copied());
         Tool::try_parse_from(argv).unwrap_or_else(|e| panic!("{args:?}: {e}")).common
     }
 
+    #[cfg(feature = "cli")]
     #[test]
     fn ceph_option_spellings_parse() {
         let a = parse(&[
@@ -348,9 +370,13 @@ mod tests {
         let env = split_args("--id envuser -m 1.1.1.1");
         let merged = merge_ceph_args(os(&["rbd", "--id", "cli", "ls"]), &env);
         assert_eq!(merged, os(&["rbd", "--id", "envuser", "-m", "1.1.1.1", "--id", "cli", "ls"]));
-        let parsed = Tool::try_parse_from(&merged).unwrap();
-        assert_eq!(parsed.common.id.as_deref(), Some("cli"));
-        assert_eq!(parsed.common.mon_host.as_deref(), Some("1.1.1.1"));
+        #[cfg(feature = "cli")]
+        {
+            use clap::Parser as _;
+            let parsed = Tool::try_parse_from(&merged).unwrap();
+            assert_eq!(parsed.common.id.as_deref(), Some("cli"));
+            assert_eq!(parsed.common.mon_host.as_deref(), Some("1.1.1.1"));
+        }
 
         let dashed =
             merge_ceph_args(os(&["rados", "-p", "x", "--", "-obj"]), &split_args("--id e -- tail"));

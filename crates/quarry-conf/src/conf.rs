@@ -320,18 +320,47 @@ impl Conf {
         })
     }
 
-    fn typed<T>(
+    /// Where the value [`Conf::get_raw`] returns for `name` was set, for error messages:
+    /// `"/etc/ceph/ceph.conf line 7, [global]"`, `"override"` (command line, `conf_set`), or
+    /// None when the option is not set.
+    pub fn origin(&self, name: &EntityName, key: &str) -> Option<String> {
+        let key = normalize_key(key);
+        if self.overrides.contains_key(&key) {
+            return Some("override".to_string());
+        }
+        let full = name.to_string();
+        let (section, setting) = [full.as_str(), type_name(name.kind), "global"]
+            .into_iter()
+            .find_map(|section| Some((section, self.sections.get(section)?.settings.get(&key)?)))?;
+        let file = self.path.as_ref().map(|p| format!("{} ", p.display())).unwrap_or_default();
+        Some(format!("{file}line {}, [{section}]", setting.line))
+    }
+
+    /// The option's value for `name` (set, else the table's default) parsed by `parse`; a
+    /// value `parse` refuses is [`ConfError::BadValue`] naming the option, the value, the
+    /// reason and where it was set ([`Conf::origin`]). None when neither set nor defaulted.
+    pub fn get_parsed<T>(
         &self,
         name: &EntityName,
         key: &str,
-        parse: fn(&str) -> Result<T, &'static str>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
     ) -> Result<Option<T>, ConfError> {
         let Some(value) = self.get_or_default(name, key) else { return Ok(None) };
         parse(&value).map(Some).map_err(|reason| ConfError::BadValue {
             option: normalize_key(key),
             value,
             reason,
+            at: Some(self.origin(name, key).unwrap_or_else(|| "default".to_string())),
         })
+    }
+
+    fn typed<T>(
+        &self,
+        name: &EntityName,
+        key: &str,
+        parse: fn(&str) -> Result<T, &'static str>,
+    ) -> Result<Option<T>, ConfError> {
+        self.get_parsed(name, key, |text| parse(text).map_err(str::to_string))
     }
 
     /// A boolean option (value set, else default).
@@ -366,7 +395,8 @@ impl Conf {
             spec.kind.check(value).map_err(|reason| ConfError::BadValue {
                 option: normalized.clone(),
                 value: value.to_string(),
-                reason,
+                reason: reason.to_string(),
+                at: None,
             })?;
         }
         self.overrides.insert(normalized, value.to_string());
@@ -388,19 +418,26 @@ pub fn type_name(kind: EntityType) -> &'static str {
     }
 }
 
-/// This machine's host name up to the first dot (Ceph's `$host`).
-pub fn local_short_hostname() -> String {
+/// This machine's host name as the kernel has it (`uname -n`; `localhost` if unknown): the
+/// host the daemons report for placement.
+pub fn local_hostname() -> String {
     let full = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_default();
-    let short = full.trim().split('.').next().unwrap_or_default().to_string();
-    if short.is_empty() {
+    let full = full.trim();
+    if full.is_empty() {
         "localhost".to_string()
     } else {
-        short
+        full.to_string()
     }
+}
+
+/// This machine's host name up to the first dot (Ceph's `$host`).
+pub fn local_short_hostname() -> String {
+    let full = local_hostname();
+    full.split('.').next().filter(|s| !s.is_empty()).unwrap_or("localhost").to_string()
 }
 
 #[cfg(test)]

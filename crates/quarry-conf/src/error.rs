@@ -73,14 +73,17 @@ pub enum ConfError {
         name: String,
     },
 
-    /// A value does not fit its option's type.
-    #[error("invalid value '{value}' for option '{option}': {reason}")]
+    /// A value does not fit its option's type (or the range its reader accepts).
+    #[error("invalid value '{value}' for option '{option}'{}: {reason}", at.as_ref().map(|a| format!(" ({a})")).unwrap_or_default())]
     BadValue {
         /// The option.
         option: String,
         /// The value as given.
         value: String,
         /// What was expected.
-        reason: &'static str,
+        reason: String,
+        /// Where the value was set (`/etc/ceph/ceph.conf line 7, [global]`, `command line`),
+        /// when known.
+        at: Option<String>,
     },
 }

@@ -5,18 +5,29 @@
 //! dialect, `CEPH_CONF`, `CEPH_ARGS`, `-c/--conf`, `--id/--user`, `--name`, `-k/--keyring`,
 //! `--cluster`, `-m/--mon-host`, keyring search paths, and `mon_host` in all its forms. It is
 //! pure and synchronous (it reads files, never the network) and depends only on
-//! `quarry-types`; daemons, clients, the CLI and the C ABI call it.
+//! `quarry-types` (and, with the `cli` feature, clap); daemons, clients, the CLI and the C
+//! ABI call it.
 //!
 //! - [`Conf`]: a parsed file; [`Conf::load`] searches like librados; [`Conf::get`] looks a
 //!   key up for an entity (`[type.id]` > `[type]` > `[global]`, runtime overrides first),
 //!   normalising key names (`mon host` = `mon_host` = `mon-host`) and expanding
-//!   metavariables (`$cluster`, `$type`, `$id`, `$name`, `$host`, `$pid`, `$option`).
-//! - [`CommonArgs`] (clap), [`resolve_entity`], [`ceph_args_env`], [`merge_ceph_args`].
+//!   metavariables (`$cluster`, `$type`, `$id`, `$name`, `$host`, `$pid`, `$option`);
+//!   typed getters ([`Conf::get_int`], [`Conf::get_parsed`]) refuse a bad value with
+//!   [`ConfError::BadValue`] naming the option, the value and where it was set
+//!   ([`Conf::origin`]: file, line, section).
+//! - [`CommonArgs`] (a plain struct; a clap argument group with the `cli` feature),
+//!   [`resolve_entity`], [`ceph_args_env`], [`merge_ceph_args`].
 //! - [`keyring_search_paths`], [`key_source`]: where an entity's key comes from.
 //! - [`parse_mon_host`]: monitor addresses.
-//! - [`OPTIONS`]: every option Quarry reads, typed, with defaults and docs; [`IGNORED_OPTIONS`]
-//!   and [`IGNORED_PREFIXES`]: Ceph options accepted and ignored; [`validate`] warns about
-//!   unknown (misspelt) keys by name; [`is_known`] answers `rados_conf_set` (-ENOENT).
+//! - [`OPTIONS`]: every option some Quarry code reads (and only those), typed, with defaults,
+//!   docs and readers; [`IGNORED_OPTIONS`] and [`IGNORED_PREFIXES`]: Ceph options accepted
+//!   and ignored (including `rbd_*` options the image layer will read, and `debug_*`);
+//!   [`validate`] warns about unknown (misspelt) keys by name with the option they resemble,
+//!   and about values of the wrong type; the daemons and `quarry up` log its warnings at
+//!   start; [`is_known`] answers `rados_conf_set` (-ENOENT).
+//!
+//! Each reader turns the options into its own settings: `quarry_client::ClientConfig`,
+//! `quarry_mon::MonConfig` and `quarry_osd::OsdConfig` each have a `from_conf(conf, args, ..)`.
 //!
 //! The annotated example `docs/ceph.conf.example` lists every option in [`OPTIONS`]; a test
 //! parses and validates it, so the table and the example cannot drift apart.
@@ -30,8 +41,9 @@
 //!   network I/O and belongs to the client.
 //!
 //! # Dependencies
-//! `clap` (derive) for [`CommonArgs`], the workspace's CLI parser; `thiserror` for
-//! [`ConfError`]. The INI reader is hand-written (about 150 lines) because Ceph's dialect
+//! `clap` (derive), only with the `cli` feature (off by default), for [`CommonArgs`] as a
+//! command-line group: the workspace's CLI parser, kept optional so libraries built on
+//! quarry-client (librados.so) do not link it; `thiserror` for [`ConfError`]. The INI reader is hand-written (about 150 lines) because Ceph's dialect
 //! (comments anywhere, `\` continuations, key normalisation, last value wins) matches no
 //! INI crate.
 #![warn(missing_docs)]
@@ -50,7 +62,8 @@ pub use args::{
     resolve_entity_as, split_args, CommonArgs,
 };
 pub use conf::{
-    default_conf_paths, local_short_hostname, type_name, Conf, SearchEnv, CONF_FILE_BYTES_MAX,
+    default_conf_paths, local_hostname, local_short_hostname, type_name, Conf, SearchEnv,
+    CONF_FILE_BYTES_MAX,
 };
 pub use error::ConfError;
 pub use keys::{find_keyring, key_source, keyring_search_paths, read_keyfile, KeySource};
@@ -60,8 +73,8 @@ pub use mon_host::{
 };
 pub use options::{
     is_known, option_spec, parse_bool, parse_float, parse_int, parse_size, validate, OptionKind,
-    OptionSpec, Problem, Reader, Warning, DEBUG_OPTION, IGNORED_OPTIONS, IGNORED_PREFIXES,
-    KEYRING_DEFAULT, OPTIONS,
+    OptionSpec, Problem, Reader, Warning, IGNORED_OPTIONS, IGNORED_PREFIXES, KEYRING_DEFAULT,
+    OPTIONS,
 };
 
 /// Ceph's key normalisation, extended as Quarry documents: trimmed, and every run of spaces,
@@ -135,7 +148,7 @@ mod example {
 
     #[test]
     fn validate_names_misspelt_keys_bad_values_and_sections() {
-        let text = "[global]\nmon_host = 1.2.3.4\nfsid = x\n[client]\nrbd_cahce = true\nrbd cache size = huge\n[cilent]\nx = 1\n[osd.3]\nosd journal size = 1024\nmon host = 1.2.3.4:x\n";
+        let text = "[global]\nmon_host = 1.2.3.4\nfsid = x\n[client]\nrbd_cahce = true\nosd pool default size = huge\n[cilent]\nx = 1\n[osd.3]\nosd journal size = 1024\nmon host = 1.2.3.4:x\n";
         let warnings = validate(&Conf::parse(text).unwrap());
         let shown: Vec<String> = warnings.iter().map(ToString::to_string).collect();
         assert_eq!(warnings.len(), 5, "{shown:#?}");
@@ -143,7 +156,11 @@ mod example {
             shown[0],
             "line 5: unknown option 'rbd_cahce' in [client] (did you mean 'rbd_cache'?)"
         );
-        assert!(shown[1].contains("invalid value 'huge' for 'rbd cache size'"), "{}", shown[1]);
+        assert!(
+            shown[1].contains("invalid value 'huge' for 'osd pool default size'"),
+            "{}",
+            shown[1]
+        );
         assert_eq!(shown[2], "line 7: unknown section [cilent]");
         assert_eq!(shown[3], "line 8: unknown option 'x' in [cilent]");
         assert!(

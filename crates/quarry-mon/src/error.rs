@@ -46,6 +46,10 @@ pub enum MonError {
         /// openraft's message.
         detail: String,
     },
+    /// ceph.conf or the command line has a value the monitor cannot use (the message names
+    /// the option, the value and the line).
+    #[error("{0}")]
+    Conf(#[from] quarry_conf::ConfError),
     /// The configuration is unusable.
     #[error("invalid monitor config: {reason}")]
     Config {

@@ -12,6 +12,15 @@
 //! All of it is [`state::MonState`], the state machine of an openraft group (group id 0)
 //! whose log is in a `quarry_raftlog::Wal` under `DATA_DIR/wal`.
 //!
+//! # Configuration
+//! [`MonConfig`] (module `config`): [`MonConfig::from_conf`] reads the monitor's options from
+//! ceph.conf for `mon.ID` (`[mon.ID]` > `[mon]` > `[global]`): `mon_host` (listening address,
+//! unless `--addr`), `osd_pool_default_size`, `osd_pool_default_pg_num`,
+//! `auth_service_ticket_ttl`, and for `--mkfs` ([`Mkfs`]) `fsid` and `keyring`; the command
+//! line's values come in as [`MonOverrides`] and win. A value that does not parse or is out
+//! of range is [`MonError::Conf`], naming the option, the value and the line. Warnings about
+//! unknown keys are the caller's to log (`quarry_conf::validate`), once per process.
+//!
 //! # Raft commands ([`command::Op`])
 //! Bootstrap (once, as the first command of a new group), SetMonAddr, PoolCreate, PoolRm,
 //! PoolApplicationEnable, SnapCreate/SnapRemove (per-pool `snap_seq`, `removed_snaps`),
@@ -64,7 +73,8 @@
 //!
 //! # Dependencies
 //! openraft (consensus, see above), quarry-raftlog (its log store), quarry-wire (the
-//! protocol), quarry-auth (keys, caps, tickets), quarry-placement (acting sets), tokio,
+//! protocol), quarry-auth (keys, caps, tickets), quarry-conf (ceph.conf options, for
+//! `from_conf`), quarry-placement (acting sets), tokio,
 //! bincode + crc32c (snapshot file), serde, rand (fsids in `spec`; keys via quarry-auth),
 //! thiserror, tracing.
 
@@ -72,6 +82,7 @@
 
 pub mod command;
 mod commands;
+mod config;
 pub mod error;
 mod mon;
 pub mod raft;
@@ -84,7 +95,6 @@ mod tasks;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,11 +103,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use quarry_auth::{CryptoKey, ServiceKey};
+use quarry_auth::ServiceKey;
 use quarry_raftlog::{Wal, WalError, WalOptions};
-use quarry_types::{EntityName, OsdId};
+use quarry_types::OsdId;
 use quarry_wire::ClusterMap;
 
+pub use config::{Bootstrap, Mkfs, MonConfig, MonOverrides};
 pub use error::MonError;
 pub use spec::ClusterSpec;
 
@@ -109,78 +120,6 @@ use crate::raft::{Network, StateMachine, TypeConfig, MON_GROUP};
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `start` waits for a previous instance to release the WAL lock.
 const WAL_LOCK_WAIT: Duration = Duration::from_secs(10);
-
-/// Monitor settings.
-#[derive(Clone, Debug)]
-pub struct MonConfig {
-    /// Monitor name (`a`).
-    pub name: String,
-    /// WAL and snapshots.
-    pub data_dir: PathBuf,
-    /// Bind address (port 0 allowed: see [`MonHandle::addr`]).
-    pub listen: SocketAddr,
-    /// Applied once, when the monitor's Raft group is first initialised.
-    pub bootstrap: Option<Bootstrap>,
-    /// Beacon silence after which an OSD is marked down (default 6 s).
-    pub osd_grace: Duration,
-    /// Ticket lifetime (default 300 s).
-    pub ticket_ttl: Duration,
-    /// Default PGs of a new pool (32).
-    pub pool_default_pg_num: u32,
-    /// Default replicas of a new pool (1 on `quarry up`, 3 otherwise).
-    pub pool_default_size: u32,
-}
-
-impl MonConfig {
-    /// Settings with the documented defaults.
-    pub fn new(name: &str, data_dir: PathBuf, listen: SocketAddr) -> MonConfig {
-        MonConfig {
-            name: name.to_string(),
-            data_dir,
-            listen,
-            bootstrap: None,
-            osd_grace: Duration::from_secs(6),
-            ticket_ttl: Duration::from_secs(300),
-            pool_default_pg_num: 32,
-            pool_default_size: 3,
-        }
-    }
-
-    fn validate(&self) -> Result<(), MonError> {
-        let bad = |reason: String| Err(MonError::Config { reason });
-        if self.name.is_empty()
-            || !self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
-            return bad(format!("monitor name '{}' must be [A-Za-z0-9_.-]+", self.name));
-        }
-        if self.ticket_ttl < Duration::from_secs(state::SERVICE_KEY_TTL_MIN) {
-            return bad(format!("ticket_ttl {:?} is below 2 s", self.ticket_ttl));
-        }
-        if self.osd_grace < Duration::from_millis(200) {
-            return bad(format!("osd_grace {:?} is below 200 ms", self.osd_grace));
-        }
-        if !(1..=state::PG_NUM_MAX).contains(&self.pool_default_pg_num) {
-            return bad(format!("pool_default_pg_num {} out of range", self.pool_default_pg_num));
-        }
-        if !(1..=state::POOL_SIZE_MAX).contains(&self.pool_default_size) {
-            return bad(format!("pool_default_size {} out of range", self.pool_default_size));
-        }
-        Ok(())
-    }
-}
-
-/// The initial contents of a new cluster.
-#[derive(Clone, Debug)]
-pub struct Bootstrap {
-    /// Cluster id.
-    pub fsid: String,
-    /// `client.admin` (mon/osd `allow *`), `osd.N` (`profile osd`), ...
-    pub entities: Vec<(EntityName, CryptoKey, BTreeMap<String, String>)>,
-    /// Registered OSDs and their hosts: `in`, not up until they boot.
-    pub osds: Vec<(OsdId, String)>,
-    /// Pools: name, pg_num, size; application `rbd` enabled.
-    pub pools: Vec<(String, u32, u32)>,
-}
 
 /// A running monitor.
 pub struct MonHandle {

@@ -1,9 +1,9 @@
-//! The daemon's boot script and shared state: open the WAL and the store, bind the listener,
-//! reach the monitor (boot, map, service keys), start the workers; and the reverse on
-//! shutdown (stop accepting, stop the PG groups, checkpoint, release the WAL and store locks).
+//! The daemon's boot script: open the data directory (WAL and store), bind the listener and
+//! record its address, reach the monitor (boot, map, service keys), start the workers; and
+//! the reverse on shutdown (stop accepting, stop the PG groups, checkpoint, release the WAL
+//! and store locks). The state the tasks share is [`crate::osd::Osd`].
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -11,18 +11,17 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use quarry_auth::CryptoKey;
 use quarry_raftlog::{Wal, WalOptions};
 use quarry_store::Store;
-use quarry_types::OsdId;
 use quarry_wire::ClusterMap;
 
+use crate::osd::Osd;
 use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
-use crate::pg::network::{PeerTicket, Peers};
+use crate::pg::network::Peers;
 use crate::router::{GroupDeps, Router};
 use crate::session::ServiceKeys;
-use crate::{server, worker, OsdConfig, OsdError};
+use crate::{server, worker, DataDir, OsdConfig, OsdError};
 
 /// How long `start` waits for the first monitor session (boot, map, keys).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -30,59 +29,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const OPS_INFLIGHT_MAX: usize = 4096;
 /// How long shutdown waits for the last references to the WAL and the store to go.
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// State shared by every task of one OSD.
-pub(crate) struct Osd {
-    pub(crate) id: OsdId,
-    pub(crate) host: String,
-    pub(crate) key: CryptoKey,
-    pub(crate) mon_addrs: Vec<SocketAddr>,
-    /// Where clients and peers reach this OSD (registered with the monitor).
-    pub(crate) addr: SocketAddr,
-    /// The listener's own address (differs from `addr` behind a proxy: see `start_advertising`).
-    pub(crate) listen_addr: SocketAddr,
-    pub(crate) data_dir: PathBuf,
-    pub(crate) router: Router,
-    pub(crate) keys: Arc<ServiceKeys>,
-    pub(crate) durability: Arc<Durability>,
-    /// This OSD's ticket for peer connections (renewed by the monitor worker).
-    pub(crate) ticket: watch::Sender<Option<PeerTicket>>,
-    /// Maps received from the monitor, applied in order by the map worker.
-    pub(crate) incoming_map: watch::Sender<Option<Arc<ClusterMap>>>,
-    map_refresh: Notify,
-    /// Bounds requests in flight over all connections.
-    pub(crate) ops: Semaphore,
-    /// Flipped to true once at shutdown.
-    pub(crate) stop: watch::Sender<bool>,
-}
-
-impl Osd {
-    /// Asks the monitor worker to fetch the map now (a client saw a newer epoch).
-    pub(crate) fn request_map_refresh(&self) {
-        self.map_refresh.notify_one();
-    }
-
-    /// Resolves when a map refresh was requested.
-    pub(crate) async fn map_refresh_requested(&self) {
-        self.map_refresh.notified().await
-    }
-
-    /// Hands a map from the monitor to the map worker (newest wins).
-    pub(crate) fn offer_map(&self, map: Arc<ClusterMap>) {
-        self.incoming_map.send_if_modified(|slot| {
-            let newer = slot.as_ref().is_none_or(|m| map.epoch > m.epoch);
-            if newer {
-                *slot = Some(map);
-            }
-            newer
-        });
-    }
-}
-
-/// Resolves once the OSD is stopping (or its state is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
 
 /// The running daemon, as `OsdHandle` holds it.
 pub(crate) struct Running {
@@ -92,19 +38,14 @@ pub(crate) struct Running {
     store: Weak<Store>,
 }
 
-fn create_dir(path: &Path) -> Result<(), OsdError> {
-    std::fs::create_dir_all(path).map_err(|e| OsdError::io(path, e))
-}
-
 /// Opens the WAL and the store; the store is checkpointed at once so the applied state it
 /// reports (and Raft trusts as its snapshot) is durable.
-async fn open_storage(data_dir: &Path) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
-    create_dir(data_dir)?;
-    create_dir(&data_dir.join("snapshots"))?;
-    let wal_dir = data_dir.join("wal");
+async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
+    data.create()?;
+    let wal_dir = data.wal();
     let wal =
         tokio::task::spawn_blocking(move || Wal::open(&wal_dir, WalOptions::default())).await??;
-    let store_path = data_dir.join("store.redb");
+    let store_path = data.store();
     let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
         let store = Store::open(&store_path)?;
         store.checkpoint()?;
@@ -120,12 +61,16 @@ pub(crate) async fn start(
     cfg: OsdConfig,
     advertise: Option<SocketAddr>,
 ) -> Result<Running, OsdError> {
-    let (wal, store) = open_storage(&cfg.data_dir).await?;
+    let data = cfg.data();
+    let (wal, store) = open_storage(&data).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| OsdError::Listen { addr: cfg.listen, source })?;
     let listen_addr = listener.local_addr().map_err(|e| OsdError::io(&cfg.data_dir, e))?;
     let addr = advertise.unwrap_or(listen_addr);
+    if let Err(e) = data.record_addr(listen_addr) {
+        tracing::warn!(osd = cfg.id, error = %e, "cannot record the listening address");
+    }
     let durability = Arc::new(Durability::new(store.clone()));
     let applier =
         Arc::new(ApplyBatcher::start(store.clone()).map_err(|e| OsdError::io(&cfg.data_dir, e))?);
@@ -142,7 +87,7 @@ pub(crate) async fn start(
         wal: wal.clone(),
         durability: durability.clone(),
         peers: peers.clone(),
-        snapshot_dir: cfg.data_dir.join("snapshots"),
+        snapshot_dir: data.snapshots(),
     };
     let router = Router::new(deps, map);
     let osd = Arc::new(Osd {

@@ -19,6 +19,16 @@ pub enum OsdError {
         #[source]
         source: std::io::Error,
     },
+    /// ceph.conf or the command line has a value the OSD cannot use (the message names the
+    /// option, the value and the line).
+    #[error("{0}")]
+    Conf(#[from] quarry_conf::ConfError),
+    /// The configuration is unusable (no id, no monitor, no key...).
+    #[error("{reason}")]
+    Config {
+        /// What is wrong.
+        reason: String,
+    },
     /// The listening socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {

@@ -69,15 +69,26 @@
 //! - The store returns one reply per command; the durable checkpoint sequence never goes back.
 //! - A Raft group id always fits `(pool << 32) | seed` (pools below 2^32).
 //!
+//! # Configuration and data directory
+//! [`OsdConfig::from_conf`] reads the OSD's options from ceph.conf for `osd.N` (`[osd.N]` >
+//! `[osd]` > `[global]`): `mon_host`, and `key` > `keyfile` > `keyring` for osd.N's key
+//! (`DATA/keyring` is tried last); the command line's values come in as [`OsdOverrides`]
+//! and win. A value that does not parse is [`OsdError::Conf`], naming the option, the value
+//! and the line. [`DataDir`] owns the directory's layout: `wal/`, `store.redb`, `snapshots/`,
+//! `keyring`, and `addr`, the address of the previous start, which [`start`] rewrites after
+//! binding and `from_conf` reuses when no `--addr` is given (if the port is free).
+//!
 //! # Modules
-//! `pg/` (group state, state machine, apply batcher, durability, Raft network), `op/` (serving requests and
-//! the pure checks), `router` (map + group table), `server` (listener), `session` (tickets,
-//! service keys), `worker/` (monitor session, maps, checkpoints), `daemon` (boot script and shutdown).
+//! `pg/` (group state, state machine, apply batcher, durability, Raft network), `op/` (serving
+//! requests and the pure checks), `router` (map + group table), `server` (listener),
+//! `session` (tickets, service keys), `worker/` (monitor session, maps, checkpoints), `osd`
+//! (the state every task shares), `daemon` (boot script and shutdown), `config`
+//! ([`OsdConfig`] from ceph.conf), `data_dir` ([`DataDir`]).
 //!
 //! # Dependencies
 //! openraft 0.9 (Raft per PG, storage-v2 traits); quarry-raftlog (one WAL per daemon with
 //! group commit); quarry-store (redb object engine); quarry-wire/quarry-auth (protocol,
-//! tickets, caps); tokio; bincode (Raft message bodies, pg_state); tempfile (snapshot
+//! tickets, caps); quarry-conf (ceph.conf options, for `from_conf`); tokio; bincode (Raft message bodies, pg_state); tempfile (snapshot
 //! data in unlinked files: PG exports never sit in memory); rustix (safe `statvfs` for the
 //! disk figures in beacons).
 
@@ -86,9 +97,12 @@
 // bytes; they only travel on failure paths, so their size costs nothing where it matters.
 #![allow(clippy::result_large_err)]
 
+mod config;
 mod daemon;
+mod data_dir;
 mod error;
 mod op;
+mod osd;
 mod pg;
 mod router;
 mod server;
@@ -96,30 +110,13 @@ mod session;
 mod worker;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
-use quarry_auth::CryptoKey;
 use quarry_types::{OsdId, PgId};
 
+pub use config::{OsdConfig, OsdOverrides};
+pub use data_dir::DataDir;
 pub use error::OsdError;
 pub use pg::{group_id, pg_of_group, PgCommand, PgRaftConfig};
-
-/// What an OSD needs to start.
-#[derive(Clone)]
-pub struct OsdConfig {
-    /// This OSD's id (`osd.N`).
-    pub id: OsdId,
-    /// Data directory: `DIR/wal/`, `DIR/store.redb`, `DIR/snapshots/` (temp files).
-    pub data_dir: PathBuf,
-    /// Address to listen on for clients and peers (port 0: any; see [`OsdHandle::addr`]).
-    pub listen: SocketAddr,
-    /// Monitors to reach (tried in order).
-    pub mon_addrs: Vec<SocketAddr>,
-    /// `osd.N`'s key.
-    pub key: CryptoKey,
-    /// Host name reported to the monitor (placement spreads replicas over hosts).
-    pub host: String,
-}
 
 /// One PG as this OSD sees it (for status output and tests).
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 use quarry_types::ErrorCode;
 use quarry_wire::{ConnContext, Handler, Reply, Request};
 
-use crate::daemon::Osd;
 use crate::op;
+use crate::osd::Osd;
 use crate::session::{OsdAuthenticator, Session};
 
 /// Connections served at once; more are closed at accept.
@@ -63,7 +63,7 @@ pub(crate) async fn accept_loop(osd: Arc<Osd>, listener: TcpListener) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            _ = crate::daemon::stopped(&mut stop) => break,
+            _ = crate::osd::stopped(&mut stop) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use quarry_client::{MonCommand, SnapContext, SNAP_HEAD};
+use quarry_client::MonCommand;
 use quarry_testkit::{Cluster, DiskFault};
 
 async fn wait_for(cluster: &Cluster, what: &str, pred: impl Fn(&quarry_wire::ClusterMap) -> bool) {
@@ -27,13 +27,9 @@ async fn restarts_keep_data_and_links_cut_and_resume() {
         .expect("no beacon within grace: marking osd down osd=1")
         .allow("OneshotConsumer.tx.send: is_ok: false");
     let rados = cluster.admin().await;
-    let pool = rados.pool_id("rbd").unwrap();
-    let none = SnapContext::default();
+    let io = rados.ioctx("rbd").await.unwrap();
     for i in 0..8 {
-        rados
-            .write_full(pool, &format!("o{i}"), Bytes::from(format!("v{i}")), &none)
-            .await
-            .unwrap();
+        io.write_full(&format!("o{i}"), Bytes::from(format!("v{i}"))).await.unwrap();
     }
 
     // Both OSDs restart on their data; the monitor restarts on its data and address.
@@ -43,7 +39,7 @@ async fn restarts_keep_data_and_links_cut_and_resume() {
     cluster.restart_mon().await;
     cluster.wait_osds_up().await;
     for i in 0..8 {
-        let got = rados.read(pool, &format!("o{i}"), 0, 0, SNAP_HEAD).await.unwrap();
+        let got = io.read(&format!("o{i}"), 0, 0).await.unwrap();
         assert_eq!(got, Bytes::from(format!("v{i}")));
     }
     let status = tokio::time::timeout(Duration::from_secs(20), rados.command(MonCommand::Status));
@@ -90,22 +86,20 @@ async fn a_cut_front_partitions_a_replica_and_resume_heals_it() {
     let pool = rados.pool_id("rep").unwrap();
     let pg = quarry_testkit::fixtures::pgs_with_primary(&rados.map(), pool, 0)[0];
     let name = quarry_testkit::fixtures::name_in_pg("cut", 4, pg.seed);
-    let none = SnapContext::default();
-    rados.write_full(pool, &name, Bytes::from_static(b"one"), &none).await.unwrap();
+    let io = rados.ioctx("rep").await.unwrap();
+    io.write_full(&name, Bytes::from_static(b"one")).await.unwrap();
 
     cluster.osd_front(1).cut();
     let write = {
-        let (rados, name) = (rados.clone(), name.clone());
-        tokio::spawn(async move {
-            rados.write_full(pool, &name, Bytes::from_static(b"two"), &SnapContext::default()).await
-        })
+        let (io, name) = (io.clone(), name.clone());
+        tokio::spawn(async move { io.write_full(&name, Bytes::from_static(b"two")).await })
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!write.is_finished(), "a write committed without its cut-off replica");
     cluster.osd_front(1).resume();
     let done = tokio::time::timeout(Duration::from_secs(30), write).await;
     done.expect("the write completes once the link is back").unwrap().unwrap();
-    assert_eq!(rados.read(pool, &name, 0, 0, SNAP_HEAD).await.unwrap(), "two");
+    assert_eq!(io.read(&name, 0, 0).await.unwrap(), "two");
 
     let front = cluster.osd_front(1).addr();
     cluster.restart_osd(1).await;

@@ -116,23 +116,48 @@ fn metavariables_expand() {
     assert_eq!(conf.get_raw(&osd, "admin_socket").unwrap(), "$run_dir/$cluster-$name.asok");
     // An option's table default is used when the file does not set it.
     let empty = Conf::default();
-    assert_eq!(empty.expand_for("$run_dir/x", &admin(), "ceph"), "/var/run/ceph/x");
+    assert_eq!(empty.expand_for("$osd_pool_default_size/x", &admin(), "ceph"), "3/x");
+    assert_eq!(empty.expand_for("$run_dir/x", &admin(), "ceph"), "$run_dir/x", "not read");
     assert!(!Conf::default().expand_for("$host", &admin(), "ceph").is_empty());
 }
 
 #[test]
 fn typed_values_fall_back_to_defaults_and_report_bad_values() {
-    let conf = Conf::parse("[client]\nrbd_cache = maybe\nrbd_default_order = 20\n").unwrap();
+    let conf = Conf::parse(
+        "[client]\nrbd_cache = maybe\nrbd_default_order = 20\ncache = 1G\n[mon]\nosd pool default size = two\n",
+    )
+    .unwrap();
     let client = EntityName::client("qemu");
     assert_eq!(conf.get_int(&client, "rbd_default_order").unwrap(), Some(20));
-    assert_eq!(conf.get_size(&client, "rbd_cache_max_dirty").unwrap(), Some(24 << 20));
-    assert_eq!(conf.get_float(&client, "rbd_cache_max_dirty_age").unwrap(), Some(1.0));
-    assert_eq!(conf.get_bool(&client, "rbd_cache_writethrough_until_flush").unwrap(), Some(true));
+    assert_eq!(conf.get_size(&client, "cache").unwrap(), Some(1 << 30));
+    assert_eq!(conf.get_int(&client, "osd_pool_default_size").unwrap(), Some(3), "default");
+    assert_eq!(conf.get_float(&client, "client_mount_timeout").unwrap(), Some(30.0));
     assert_eq!(conf.get_int(&client, "not_an_option").unwrap(), None);
     let err = conf.get_bool(&client, "rbd cache").unwrap_err();
     assert!(
         matches!(&err, ConfError::BadValue { option, value, .. } if option == "rbd_cache" && value == "maybe"),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid value 'maybe' for option 'rbd_cache' (line 2, [client]): expected true, false, 1, 0, yes or no"
+    );
+    // The section the value came from is named: [mon] for a monitor.
+    let err = conf.get_int(&EntityName::mon(), "osd_pool_default_size").unwrap_err();
+    assert!(
+        err.to_string().contains("'two'") && err.to_string().contains("line 6, [mon]"),
+        "{err}"
+    );
+    let ranged = conf.get_parsed(&client, "rbd_default_order", |v| {
+        let n: u32 = v.parse().map_err(|_| "a number".to_string())?;
+        if n > 12 {
+            return Err(format!("at most 12, not {n}"));
+        }
+        Ok(n)
+    });
+    assert_eq!(
+        ranged.unwrap_err().to_string(),
+        "invalid value '20' for option 'rbd_default_order' (line 3, [client]): at most 12, not 20"
     );
     assert_eq!(
         conf.get_or_default(&client, "keyring").unwrap().split(',').next(),
@@ -152,10 +177,10 @@ fn overrides_win_and_unknown_or_mistyped_ones_are_refused() {
         matches!(&unknown, ConfError::UnknownOption { name } if name == "rbd_cahce"),
         "{unknown}"
     );
-    let mistyped = conf.set_override("rbd_cache_size", "lots").unwrap_err();
+    let mistyped = conf.set_override("osd_pool_default_size", "lots").unwrap_err();
     assert!(matches!(mistyped, ConfError::BadValue { .. }), "{mistyped}");
-    let bad_choice = conf.set_override("auth_client_required", "kerberos").unwrap_err();
-    assert!(matches!(bad_choice, ConfError::BadValue { .. }), "{bad_choice}");
+    let bad_float = conf.set_override("client_mount_timeout", "soon").unwrap_err();
+    assert!(matches!(bad_float, ConfError::BadValue { .. }), "{bad_float}");
     assert_eq!(conf.overrides().len(), 3);
 }
 

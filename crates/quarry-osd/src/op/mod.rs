@@ -17,7 +17,7 @@ use quarry_store::StoreError;
 use quarry_types::{EntityType, ErrorCode, ObjectOp, PgId};
 use quarry_wire::{ClusterMap, OsdOp, PoolInfo, Reply};
 
-use crate::daemon::Osd;
+use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
 use crate::pg::{network, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};

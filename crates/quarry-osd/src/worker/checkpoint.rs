@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::daemon::Osd;
+use crate::osd::Osd;
 
 /// How often applied state is made durable at the latest. Short, so each checkpoint writes
 /// back little: under a 4 KiB write load the store dirties ~25 KB of pages per write, and a

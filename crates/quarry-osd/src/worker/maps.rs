@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::daemon::Osd;
+use crate::osd::Osd;
 
 /// Pause before retrying a map that failed to apply (disk trouble, logged).
 const RETRY_PAUSE: Duration = Duration::from_secs(1);

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use quarry_types::EntityName;
 use quarry_wire::{ClientSecret, Event, Reply, Request, RpcClient, Service, Usage};
 
-use crate::daemon::Osd;
+use crate::osd::Osd;
 use crate::pg::network::PeerTicket;
 use crate::pg::state_machine::blocking;
 use crate::session::now_unix;
@@ -128,7 +128,7 @@ async fn session(
     let mut stop = osd.stop.subscribe();
     loop {
         tokio::select! {
-            _ = crate::daemon::stopped(&mut stop) => return Ok(()),
+            _ = crate::osd::stopped(&mut stop) => return Ok(()),
             event = events.recv() => match event {
                 Some(Event::Map(map)) => osd.offer_map(Arc::new(*map)),
                 None => return Err(OsdError::Wire(quarry_wire::WireError::Closed)),

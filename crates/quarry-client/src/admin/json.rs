@@ -1,16 +1,18 @@
 //! `-f json` / `--format json|json-pretty`: the JSON shapes Ceph's tools print for the
 //! commands scripts query most (`ceph -s`, `health`, `fsid`, `osd ls|stat|tree`,
-//! `osd pool ls [detail]`, `auth get|get-key|ls|get-or-create`, `df`, `rados df|ls`). The
-//! field names are Ceph's; fields Quarry has no value for are left out rather than invented.
-//! Pure: values in, `serde_json::Value` out.
+//! `osd pool ls [detail]`, `auth get|get-key|ls|get-or-create`, `df`, `rados df|ls`), and the
+//! output formats themselves ([`Format`], [`render`]). The field names are Ceph's; fields
+//! Quarry has no value for are left out rather than invented. Pure: values in,
+//! `serde_json::Value` out.
 
 use std::collections::BTreeMap;
 
+use serde::Serialize as _;
 use serde_json::{json, Map, Value};
 
-use quarry_wire::{AuthEntry, ClusterMap, PoolInfo, StatusReport};
+use quarry_wire::{AuthEntry, ClusterMap, OsdInfo, PoolInfo, StatusReport};
 
-use crate::output::check_code;
+use super::plain::{check_code, utime, POOL_GET_KEYS};
 
 /// Output format selected with `-f`/`--format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +49,7 @@ pub fn render(value: &Value, format: Format) -> String {
             let mut buf = Vec::new();
             let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
             let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
-            match serde::Serialize::serialize(value, &mut ser) {
+            match value.serialize(&mut ser) {
                 Ok(()) => String::from_utf8_lossy(&buf).into_owned(),
                 Err(_) => value.to_string(),
             }
@@ -123,7 +125,7 @@ pub fn osd_stat(map: &ClusterMap) -> Value {
 
 /// `ceph osd tree -f json`: root, hosts, OSDs as Ceph's `nodes` list.
 pub fn osd_tree(map: &ClusterMap) -> Value {
-    let mut hosts: BTreeMap<&str, Vec<&quarry_wire::OsdInfo>> = BTreeMap::new();
+    let mut hosts: BTreeMap<&str, Vec<&OsdInfo>> = BTreeMap::new();
     for osd in map.osds.values() {
         hosts.entry(osd.host.as_str()).or_default().push(osd);
     }
@@ -187,8 +189,7 @@ pub fn pool_get(p: &PoolInfo, key: &str) -> Value {
     let mut obj = Map::new();
     obj.insert("pool".into(), json!(p.name));
     obj.insert("pool_id".into(), json!(p.id));
-    let keys: Vec<&str> =
-        if key == "all" { crate::output::POOL_GET_KEYS[..5].to_vec() } else { vec![key] };
+    let keys: Vec<&str> = if key == "all" { POOL_GET_KEYS[..5].to_vec() } else { vec![key] };
     for k in keys {
         let value = match k {
             "size" => json!(p.size),
@@ -218,11 +219,8 @@ pub fn osd_dump(map: &ClusterMap) -> Value {
             })
         })
         .collect();
-    let blocklist: Map<String, Value> = map
-        .blocklist
-        .iter()
-        .map(|(k, v)| (k.clone(), json!(crate::output::utime(*v, 0))))
-        .collect();
+    let blocklist: Map<String, Value> =
+        map.blocklist.iter().map(|(k, v)| (k.clone(), json!(utime(*v, 0)))).collect();
     json!({
         "epoch": map.epoch,
         "fsid": map.fsid,
