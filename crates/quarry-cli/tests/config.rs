@@ -82,7 +82,9 @@ fn a_misspelt_option_is_a_warning_at_monitor_start_and_the_options_are_read() {
 
 #[test]
 fn a_bad_value_stops_the_monitor_and_the_osd_with_an_error_naming_it() {
-    let _logs = quarry_testkit::log_guard();
+    let logs = quarry_testkit::log_guard();
+    // The monitor started with --size over the bad value still says what is wrong in the conf.
+    logs.expect("invalid value 'two' for 'osd_pool_default_size' in [global]");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let conf = cluster_init(&dir);
