@@ -339,10 +339,8 @@ async fn unknown_osd_registers_only_with_a_key() {
     let mon = common::start().await;
     let keys = mon.keys();
     let admin = common::admin(mon.addr(), &keys).await;
-    let goc = MonCommand::AuthGetOrCreate {
-        entity: "osd.5".into(),
-        caps: caps(&[("mon", "profile osd"), ("osd", "allow *")]),
-    };
+    let goc =
+        MonCommand::AuthGetOrCreate { entity: "osd.5".into(), caps: quarry_mon::spec::osd_caps() };
     let MonReply::Keyring(text) = ok(&admin, goc).await else { panic!() };
     let key = Keyring::parse(&text).unwrap().get(&EntityName::osd(5)).unwrap().key.clone();
     let osd5 = connect(mon.addr(), &EntityName::osd(5), &key).await.unwrap();
