@@ -1,5 +1,6 @@
-//! A cluster's identity on disk: fsid, monitor address and keys, and the files that carry
-//! them in Ceph's formats (`ceph.conf`, `ceph.client.admin.keyring`, `osd.N/keyring`, the
+//! A cluster's identity on disk: the files that carry a [`ClusterSpec`] (fsid, monitor
+//! address, keys; decided with the entities and caps by `quarry_mon::spec`, which the test kit
+//! shares) in Ceph's formats (`ceph.conf`, `ceph.client.admin.keyring`, `osd.N/keyring`, the
 //! monitor's bootstrap keyring, `env`). Used by `quarry up` (one process) and
 //! `quarry cluster-init` (files for separate `quarry mon` / `quarry osd` processes), plus the
 //! directory lock that keeps two `quarry up` off one directory.
@@ -13,11 +14,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context as _};
-use rand::RngCore;
-
 use quarry_auth::{CryptoKey, Keyring};
 use quarry_conf::Conf;
-use quarry_mon::Bootstrap;
 use quarry_types::{EntityName, OsdId};
 
 use crate::error::CliError;
@@ -31,28 +29,7 @@ pub const ADMIN_KEYRING: &str = "ceph.client.admin.keyring";
 /// The keyring `quarry mon --mkfs` bootstraps from (admin and every OSD, with caps).
 pub const MON_KEYRING: &str = "mon.keyring";
 
-/// Everything that identifies a cluster: what first start generates and later starts read.
-#[derive(Clone, Debug)]
-pub struct ClusterSpec {
-    /// Cluster id (a UUID).
-    pub fsid: String,
-    /// The monitor's address.
-    pub mon_addr: SocketAddr,
-    /// `client.admin`'s key.
-    pub admin_key: CryptoKey,
-    /// Each OSD's key.
-    pub osd_keys: BTreeMap<OsdId, CryptoKey>,
-}
-
-/// A random (version 4) UUID.
-pub fn new_fsid() -> String {
-    let mut b = [0u8; 16];
-    rand::thread_rng().fill_bytes(&mut b);
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!("{}-{}-{}-{}-{}", &hex[0..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..32])
-}
+pub use quarry_mon::ClusterSpec;
 
 /// A free TCP port on 127.0.0.1 (bound and released at once).
 pub fn free_port() -> anyhow::Result<u16> {
@@ -72,53 +49,22 @@ pub fn hostname() -> String {
     }
 }
 
-/// `client.admin`'s caps.
-pub fn admin_caps() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("mon".to_string(), "allow *".to_string()),
-        ("osd".to_string(), "allow *".to_string()),
-    ])
+/// The files that carry a [`ClusterSpec`] (decided by `quarry_mon::spec`, shared with the
+/// test kit) in Ceph's formats.
+pub trait SpecFiles: Sized {
+    /// `ceph.conf` for this cluster; `dir` is where the keyrings live.
+    fn conf_text(&self, dir: &Path, pool_size: u32, writer: &str) -> String;
+    /// Writes the OSD keyrings, the admin keyring, then `ceph.conf`.
+    fn write_files(&self, dir: &Path, pool_size: u32, writer: &str) -> anyhow::Result<()>;
+    /// Reads a cluster directory written by [`SpecFiles::write_files`].
+    fn load(dir: &Path) -> anyhow::Result<Self>;
 }
 
-/// An OSD's caps.
-pub fn osd_caps() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("mon".to_string(), "profile osd".to_string()),
-        ("osd".to_string(), "allow *".to_string()),
-    ])
-}
-
-impl ClusterSpec {
-    /// A new cluster with `osds` OSDs (ids 0..osds) and its monitor at `mon_addr`.
-    pub fn generate(osds: u32, mon_addr: SocketAddr) -> ClusterSpec {
-        ClusterSpec {
-            fsid: new_fsid(),
-            mon_addr,
-            admin_key: CryptoKey::generate(),
-            osd_keys: (0..u64::from(osds)).map(|id| (id, CryptoKey::generate())).collect(),
-        }
-    }
-
-    /// What the monitor is bootstrapped with: the admin and OSD entities, the OSDs (on
-    /// `host`), and `pools` (name, pg_num, size).
-    pub fn bootstrap(&self, host: &str, pools: Vec<(String, u32, u32)>) -> Bootstrap {
-        let mut entities =
-            vec![(EntityName::client("admin"), self.admin_key.clone(), admin_caps())];
-        for (id, key) in &self.osd_keys {
-            entities.push((EntityName::osd(*id), key.clone(), osd_caps()));
-        }
-        Bootstrap {
-            fsid: self.fsid.clone(),
-            entities,
-            osds: self.osd_keys.keys().map(|id| (*id, host.to_string())).collect(),
-            pools,
-        }
-    }
-
+impl SpecFiles for ClusterSpec {
     /// `ceph.conf` for this cluster; `dir` is where the keyrings live. The keyring option is
     /// `DIR/$cluster.$name.keyring`: `DIR/ceph.client.admin.keyring` for the admin, and a
     /// user's keyring saved as `DIR/ceph.client.NAME.keyring` is found with `--id NAME` alone.
-    pub fn conf_text(&self, dir: &Path, pool_size: u32, writer: &str) -> String {
+    fn conf_text(&self, dir: &Path, pool_size: u32, writer: &str) -> String {
         format!(
             "# Written by `{writer}`. Ceph's tools and Quarry's read it (CEPH_CONF or -c).\n\
              [global]\n\
@@ -135,33 +81,9 @@ impl ClusterSpec {
         )
     }
 
-    /// The admin keyring (with caps, as Ceph writes it).
-    pub fn admin_keyring(&self) -> Keyring {
-        let mut ring = Keyring::default();
-        ring.insert(EntityName::client("admin"), self.admin_key.clone(), admin_caps());
-        ring
-    }
-
-    /// One OSD's keyring.
-    pub fn osd_keyring(&self, id: OsdId) -> Option<Keyring> {
-        let key = self.osd_keys.get(&id)?;
-        let mut ring = Keyring::default();
-        ring.insert(EntityName::osd(id), key.clone(), osd_caps());
-        Some(ring)
-    }
-
-    /// Admin and every OSD, with caps: what `quarry mon --mkfs --keyring` bootstraps from.
-    pub fn full_keyring(&self) -> Keyring {
-        let mut ring = self.admin_keyring();
-        for (id, key) in &self.osd_keys {
-            ring.insert(EntityName::osd(*id), key.clone(), osd_caps());
-        }
-        ring
-    }
-
     /// Writes the OSD keyrings, the admin keyring, then `ceph.conf` (last: its presence
     /// marks a complete directory).
-    pub fn write_files(&self, dir: &Path, pool_size: u32, writer: &str) -> anyhow::Result<()> {
+    fn write_files(&self, dir: &Path, pool_size: u32, writer: &str) -> anyhow::Result<()> {
         for id in self.osd_keys.keys() {
             let osd_dir = dir.join(format!("osd.{id}"));
             std::fs::create_dir_all(&osd_dir)
@@ -173,8 +95,8 @@ impl ClusterSpec {
         write_atomic(&dir.join(CONF_FILE), self.conf_text(dir, pool_size, writer).as_bytes(), 0o644)
     }
 
-    /// Reads a cluster directory written by [`ClusterSpec::write_files`].
-    pub fn load(dir: &Path) -> anyhow::Result<ClusterSpec> {
+    /// Reads a cluster directory written by [`SpecFiles::write_files`].
+    fn load(dir: &Path) -> anyhow::Result<ClusterSpec> {
         let conf_path = dir.join(CONF_FILE);
         let text = std::fs::read_to_string(&conf_path)
             .with_context(|| format!("reading {}", conf_path.display()))?;
@@ -318,17 +240,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn fsids_are_uuid_v4() {
-        let f = new_fsid();
-        assert_eq!(f.len(), 36);
-        let parts: Vec<&str> = f.split('-').collect();
-        assert_eq!(parts.iter().map(|p| p.len()).collect::<Vec<_>>(), vec![8, 4, 4, 4, 12]);
-        assert!(parts[2].starts_with('4'));
-        assert!("89ab".contains(&parts[3][..1]));
-        assert_ne!(new_fsid(), f);
-    }
-
-    #[test]
     fn files_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let spec = ClusterSpec::generate(3, "127.0.0.1:6789".parse().unwrap());
@@ -351,9 +262,8 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join(ADMIN_KEYRING)).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
-        let b = spec.bootstrap("h", vec![("rbd".into(), 32, 1)]);
-        assert_eq!(b.entities.len(), 4);
-        assert_eq!(b.osds, vec![(0, "h".to_string()), (1, "h".to_string()), (2, "h".to_string())]);
+        let osd1 = std::fs::read_to_string(dir.path().join("osd.1/keyring")).unwrap();
+        assert!(osd1.contains("caps mon = \"profile osd\""), "{osd1}");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use quarry_mon::{MonConfig, MonHandle, MonOverrides};
 use quarry_osd::{OsdConfig, OsdHandle, OsdOverrides};
 use quarry_types::{EntityName, EntityType, PgId};
 
-use crate::cluster::{self, ClusterSpec, CONF_FILE};
+use crate::cluster::{self, ClusterSpec, SpecFiles as _, CONF_FILE};
 use crate::daemon::{self, announce_ready, Signals};
 use crate::error::CliError;
 
@@ -152,7 +152,8 @@ async fn start_daemons(
         .with_context(|| format!("configuring the monitor from {}", conf_path.display()))?;
     if !cfg.has_data() {
         let (name, pg_num, size) = BOOTSTRAP_POOL;
-        cfg.bootstrap = Some(spec.bootstrap(&host, vec![(name.to_string(), pg_num, size)]));
+        cfg.bootstrap =
+            Some(spec.bootstrap(|_| host.clone(), vec![(name.to_string(), pg_num, size)]));
     }
     let listen = cfg.listen;
     let mon = quarry_mon::start(cfg)

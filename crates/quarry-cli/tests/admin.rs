@@ -46,6 +46,7 @@ async fn same(rados: &Rados, conf: &Path, args: &[&str], request: &str) {
 
 #[test]
 fn ceph_tool_and_mon_command_answer_alike() {
+    let _logs = quarry_testkit::log_guard();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let _cluster = up(&dir, 2);

@@ -20,6 +20,10 @@ fn run_in(tool: &str, conf: &Path, args: &[&str], input: &[u8]) -> Run {
 
 #[test]
 fn least_privilege_user_lifecycle() {
+    let logs = quarry_testkit::log_guard();
+    // The test's refusals, as the daemons log them.
+    logs.expect("op denied by caps entity=client.qemu")
+        .expect("monitor refused authentication entity=client.qemu");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let _cluster = up(&dir, 1);

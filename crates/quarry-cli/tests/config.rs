@@ -52,6 +52,8 @@ fn conf_warnings(stderr: &str) -> Vec<&str> {
 
 #[test]
 fn a_misspelt_option_is_a_warning_at_monitor_start_and_the_options_are_read() {
+    let logs = quarry_testkit::log_guard();
+    logs.expect(WARNING);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let conf = cluster_init(&dir);
@@ -80,6 +82,9 @@ fn a_misspelt_option_is_a_warning_at_monitor_start_and_the_options_are_read() {
 
 #[test]
 fn a_bad_value_stops_the_monitor_and_the_osd_with_an_error_naming_it() {
+    let logs = quarry_testkit::log_guard();
+    // The monitor started with --size over the bad value still says what is wrong in the conf.
+    logs.expect("invalid value 'two' for 'osd_pool_default_size' in [global]");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let conf = cluster_init(&dir);
@@ -122,6 +127,8 @@ fn a_bad_value_stops_the_monitor_and_the_osd_with_an_error_naming_it() {
 
 #[test]
 fn quarry_up_warns_about_a_misspelt_option_in_its_conf() {
+    let logs = quarry_testkit::log_guard();
+    logs.expect(WARNING);
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let conf = cluster_init(&dir);

@@ -24,6 +24,7 @@ fn rados_in(conf: &Path, args: &[&str], input: &[u8]) -> Run {
 
 #[test]
 fn up_serves_ceph_and_rados_keeps_data_and_stops_cleanly() {
+    let logs = quarry_testkit::log_guard();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let mut cluster = up(&dir, 1);
@@ -239,10 +240,12 @@ fn up_serves_ceph_and_rados_keeps_data_and_stops_cleanly() {
     cluster.signal(rustix::process::Signal::INT);
     let status = cluster.wait_exit(Duration::from_secs(60)).expect("exit after SIGINT");
     assert!(status.success(), "exit {status}\n{}", cluster.logs());
+    logs.finish();
 }
 
 #[test]
 fn tool_links_ceph_args_and_bench() {
+    let logs = quarry_testkit::log_guard();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let mut cluster = up(&dir, 1);
@@ -386,4 +389,6 @@ fn tool_links_ceph_args_and_bench() {
     )
     .ok("get after kill");
     assert!(got.stdout == data, "object lost or changed by the crash");
+    drop(_cluster);
+    logs.finish();
 }

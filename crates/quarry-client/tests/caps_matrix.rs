@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use quarry_client::{ClientError, ErrorCode, MonCommand, PoolId, Rados};
 
-use crate::cluster::{Cluster, Spec};
+use quarry_testkit::Cluster;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Class {
@@ -142,17 +142,12 @@ async fn check_effect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_profile_against_every_operation_class() {
-    let users = rows()
-        .iter()
-        .map(|(name, mon, osd, ..)| (name.to_string(), vec![("mon", *mon), ("osd", *osd)]))
-        .collect();
-    let spec = Spec {
-        osds: 1,
-        pools: vec![("a".into(), 8, 1), ("b".into(), 8, 1)],
-        users,
-        ..Spec::default()
-    };
-    let cluster = Cluster::start(spec).await;
+    let mut builder = Cluster::builder().osds(1).pools(vec![("a", 8, 1), ("b", 8, 1)]);
+    for (name, mon, osd, ..) in rows() {
+        builder = builder.user(name, &[("mon", mon), ("osd", osd)]);
+    }
+    let cluster = builder.start().await;
+    cluster.logs().expect("op denied by caps");
     let admin = cluster.admin().await;
     let mut report = BTreeMap::new();
     for (name, _, _, in_a, in_b, admin_expect) in rows() {

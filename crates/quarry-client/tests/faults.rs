@@ -7,19 +7,21 @@ use std::time::Duration;
 use bytes::Bytes;
 use quarry_client::{ClientError, ErrorCode, MonCommand, Rados};
 
-use crate::cluster::{name_in_pg, pgs_with_primary, Cluster, Spec};
+use quarry_testkit::fixtures::{name_in_pg, pgs_with_primary};
+use quarry_testkit::Cluster;
 
 /// Ops to the PGs of a stopped OSD block (no error), then succeed once it is back on the same
 /// data directory, and what was written before is intact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ops_wait_for_a_restarting_osd() {
-    let mut cluster = Cluster::start(Spec::default()).await;
+    let mut cluster = Cluster::start().await;
+    cluster.logs().expect("no beacon within grace: marking osd down osd=1");
     let mut cfg = cluster.admin_config();
     cfg.op_timeout = None; // librados' default: wait forever
     let rados = Rados::connect(cfg).await.unwrap();
     let pool = rados.pool_id("rbd").unwrap();
     let victim = 1;
-    let pgs = pgs_with_primary(&rados, pool, victim);
+    let pgs = pgs_with_primary(&rados.map(), pool, victim);
     assert!(!pgs.is_empty(), "osd.{victim} is primary of some PGs");
     let names: Vec<String> = pgs.iter().map(|pg| name_in_pg("before", 16, pg.seed)).collect();
     for name in &names {
@@ -42,7 +44,7 @@ async fn ops_wait_for_a_restarting_osd() {
     let map = rados.map();
     assert!(!map.osds[&victim].up, "the client saw the OSD go down");
 
-    cluster.restart_osd(victim).await;
+    cluster.start_osd(victim).await;
     let read = tokio::time::timeout(Duration::from_secs(30), blocked).await.unwrap().unwrap();
     let data = read.unwrap();
     assert_eq!(&data[..names[0].len() + 8], format!("data of {}", names[0]).as_bytes());
@@ -59,13 +61,15 @@ async fn ops_wait_for_a_restarting_osd() {
 /// that time; ops to other OSDs keep working meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn op_timeout_bounds_an_op_to_a_dead_osd() {
-    let mut cluster = Cluster::start(Spec::default()).await;
+    let mut cluster = Cluster::start().await;
+    // The test may outlast the grace: the monitor then marks osd.2 down.
+    cluster.logs().allow("no beacon within grace: marking osd down osd=2");
     let mut cfg = cluster.admin_config();
     cfg.op_timeout = Some(Duration::from_millis(1500));
     let rados = Rados::connect(cfg).await.unwrap();
     let pool = rados.pool_id("rbd").unwrap();
-    let dead = pgs_with_primary(&rados, pool, 2)[0];
-    let alive = pgs_with_primary(&rados, pool, 0)[0];
+    let dead = pgs_with_primary(&rados.map(), pool, 2)[0];
+    let alive = pgs_with_primary(&rados.map(), pool, 0)[0];
     cluster.stop_osd(2).await;
     let started = std::time::Instant::now();
     let name = name_in_pg("timeout", 16, dead.seed);
@@ -84,16 +88,14 @@ async fn op_timeout_bounds_an_op_to_a_dead_osd() {
 /// reconnects in the background and commands work again; object ops never needed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_reconnects_to_a_restarted_monitor() {
-    let mut cluster = Cluster::start(Spec::default()).await;
+    let mut cluster = Cluster::start().await;
+    cluster.logs().expect("no monitor session; retrying");
     let rados = cluster.admin().await;
     let pool = rados.pool_id("rbd").unwrap();
-    let mon = cluster.mon.take().unwrap();
-    mon.shutdown().await;
+    cluster.stop_mon().await;
     // Object I/O goes to the OSDs only.
     io(&rados, pool).write_full("during", Bytes::from_static(b"x")).await.unwrap();
-    let mut cfg = quarry_mon::MonConfig::new("a", cluster.dir.path().join("mon"), cluster.mon_addr);
-    cfg.osd_grace = Duration::from_secs(2);
-    cluster.mon = Some(quarry_mon::start(cfg).await.unwrap());
+    cluster.start_mon().await;
     let status = tokio::time::timeout(Duration::from_secs(20), rados.command(MonCommand::Status))
         .await
         .unwrap();

@@ -1,8 +1,8 @@
 //! Integration tests of the client against real daemons: one monitor and three OSDs started
-//! in-process on 127.0.0.1 (port 0), with data in temporary directories.
+//! in-process by `quarry_testkit::Cluster` on 127.0.0.1 (port 0), with data in temporary
+//! directories.
 
 mod caps_matrix;
-mod cluster;
 mod faults;
 mod ops;
 mod security;

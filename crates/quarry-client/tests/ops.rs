@@ -11,7 +11,8 @@ use quarry_client::{
     BlockingRados, ErrorCode, MonCommand, MonReply, ObjectOp, SnapContext, SNAP_HEAD,
 };
 
-use crate::cluster::{futures_join, name_in_pg, Cluster, Spec};
+use quarry_testkit::fixtures::name_in_pg;
+use quarry_testkit::Cluster;
 
 fn payload(task: usize, object: usize, round: usize, len: usize) -> Bytes {
     let seed = (task * 7919 + object * 104_729 + round * 13) as u32;
@@ -22,7 +23,7 @@ fn payload(task: usize, object: usize, round: usize, len: usize) -> Bytes {
 /// OSDs), concurrently, through one client; then the listing shows exactly those objects.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_tasks_write_and_read_every_pg() {
-    let cluster = Cluster::start(Spec::default()).await;
+    let cluster = Cluster::start().await;
     let rados = cluster.admin().await;
     let pool = rados.pool_id("rbd").unwrap();
     let tasks = 16;
@@ -69,7 +70,7 @@ async fn concurrent_tasks_write_and_read_every_pg() {
 /// to its own request (distinct contents), none is lost or mixed up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_requests_in_flight_on_one_connection() {
-    let cluster = Cluster::start(Spec::default()).await;
+    let cluster = Cluster::start().await;
     let rados = cluster.admin().await;
     let pool = rados.pool_id("rbd").unwrap();
     // All objects in PG 5: every request goes to the same primary, on one connection.
@@ -104,7 +105,7 @@ async fn many_requests_in_flight_on_one_connection() {
 /// xattrs, omap, create/remove and error codes through the convenience calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_calls_and_error_codes() {
-    let cluster = Cluster::start(Spec::default()).await;
+    let cluster = Cluster::start().await;
     let rados = cluster.admin().await;
     let pool = rados.pool_id("rbd").unwrap();
     let none = SnapContext::default();
@@ -200,7 +201,7 @@ async fn metadata_calls_and_error_codes() {
 /// Monitor commands: status, and a pool created through the client is usable at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_and_new_pools() {
-    let cluster = Cluster::start(Spec::default()).await;
+    let cluster = Cluster::start().await;
     let rados = cluster.admin().await;
     match rados.command(MonCommand::Status).await.unwrap() {
         MonReply::Status(status) => assert_eq!(status.osds.1, 3, "{status:?}"),
@@ -227,7 +228,7 @@ async fn commands_and_new_pools() {
 /// The blocking wrapper from plain threads (as the C ABI uses it), several at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocking_client_from_many_threads() {
-    let cluster = Cluster::start(Spec::default()).await;
+    let cluster = Cluster::start().await;
     let cfg = cluster.admin_config();
     // A plain thread with no runtime context, as a C caller's thread.
     let body = move || {
@@ -255,4 +256,18 @@ async fn blocking_client_from_many_threads() {
     let done = tokio::task::spawn_blocking(move || std::thread::spawn(body).join());
     done.await.unwrap().unwrap();
     cluster.shutdown().await;
+}
+
+/// Runs futures concurrently (each on its own task) and collects their outputs in order.
+async fn futures_join<F>(futures: Vec<F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
 }

@@ -9,13 +9,18 @@ use quarry_auth::CryptoKey;
 use quarry_client::{ClientError, ErrorCode, Rados};
 use quarry_types::EntityName;
 
-use crate::cluster::{Cluster, Spec};
+use quarry_testkit::Cluster;
 
 /// A wrong key or an unknown entity is refused at once with EPERM: no retry loop, no wait
 /// for the mount timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_key_is_an_auth_error_quickly() {
-    let cluster = Cluster::start(Spec::default()).await;
+    let cluster = Cluster::start().await;
+    cluster
+        .logs()
+        .expect("monitor refused authentication entity=client.admin")
+        .expect("monitor refused authentication entity=client.nobody")
+        .expect("quarry_client::monc: monitor refused authentication");
     for (entity, key) in [
         (EntityName::client("admin"), CryptoKey::generate()),
         (EntityName::client("nobody"), CryptoKey::generate()),
@@ -56,12 +61,12 @@ async fn no_monitor_is_a_timeout() {
 /// `osd 'profile rbd pool=a'`: full use of pool a, EPERM in pool rbd (nothing written).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_limited_user_gets_eperm_elsewhere() {
-    let spec = Spec {
-        pools: vec![("rbd".into(), 16, 1), ("a".into(), 8, 1)],
-        users: vec![("alice".into(), vec![("mon", "profile rbd"), ("osd", "profile rbd pool=a")])],
-        ..Spec::default()
-    };
-    let cluster = Cluster::start(spec).await;
+    let cluster = Cluster::builder()
+        .pools(vec![("rbd", 16, 1), ("a", 8, 1)])
+        .user("alice", &[("mon", "profile rbd"), ("osd", "profile rbd pool=a")])
+        .start()
+        .await;
+    cluster.logs().expect("op denied by caps entity=client.alice pool=rbd");
     let alice = Rados::connect(cluster.user_config("alice")).await.unwrap();
     let admin = cluster.admin().await;
     let a = alice.pool_id("a").unwrap();
@@ -87,8 +92,7 @@ async fn pool_limited_user_gets_eperm_elsewhere() {
 /// lifetimes (an OSD refuses every op of an expired ticket's session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ticket_renewal_keeps_a_client_working() {
-    let spec = Spec { ticket_ttl: Duration::from_secs(4), ..Spec::default() };
-    let cluster = Cluster::start(spec).await;
+    let cluster = Cluster::builder().ticket_ttl(Duration::from_secs(4)).start().await;
     let rados = cluster.admin().await;
     let pool = rados.pool_id("rbd").unwrap();
     let started = Instant::now();
@@ -114,19 +118,18 @@ async fn ticket_renewal_keeps_a_client_working() {
 /// working client; a keyring without the user is reported by name.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conf_file_and_keyring_give_a_working_client() {
-    let spec = Spec {
-        users: vec![("qemu".into(), vec![("mon", "profile rbd"), ("osd", "profile rbd")])],
-        ..Spec::default()
-    };
-    let cluster = Cluster::start(spec).await;
-    let dir = cluster.dir.path();
+    let cluster = Cluster::builder()
+        .user("qemu", &[("mon", "profile rbd"), ("osd", "profile rbd")])
+        .start()
+        .await;
+    let dir = cluster.dir();
     let keyring = dir.join("ceph.client.qemu.keyring");
-    let text = format!("[client.qemu]\n\tkey = {}\n", cluster.user_keys["qemu"]);
+    let text = format!("[client.qemu]\n\tkey = {}\n", cluster.user_key("qemu"));
     std::fs::write(&keyring, text).unwrap();
     let conf_path = dir.join("ceph.conf");
     let conf_text = format!(
         "[global]\n\tmon_host = {}\n\tkeyring = {}\n[client]\n\trados_osd_op_timeout = 30\n",
-        cluster.mon_addr,
+        cluster.mon_addr(),
         keyring.display()
     );
     std::fs::write(&conf_path, conf_text).unwrap();
@@ -167,7 +170,8 @@ async fn conf_file_and_keyring_give_a_working_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_blocklisted_instance_stays_fenced_after_a_monitor_reconnect() {
     use quarry_client::MonCommand;
-    let mut cluster = Cluster::start(Spec::default()).await;
+    let mut cluster = Cluster::start().await;
+    cluster.logs().expect("no monitor session; retrying").expect("blocklisted: refusing every op");
     let fenced = cluster.admin().await;
     let pool = fenced.pool_id("rbd").unwrap();
     io(&fenced, pool).write_full("locked", Bytes::from_static(b"before")).await.unwrap();
@@ -178,11 +182,7 @@ async fn a_blocklisted_instance_stays_fenced_after_a_monitor_reconnect() {
     breaker.command(MonCommand::BlocklistAdd { instance, expire_secs: 3600 }).await.unwrap();
 
     // The monitor restarts: both clients hunt and open new sessions with new global ids.
-    let mon = cluster.mon.take().unwrap();
-    mon.shutdown().await;
-    let mut cfg = quarry_mon::MonConfig::new("a", cluster.dir.path().join("mon"), cluster.mon_addr);
-    cfg.osd_grace = Duration::from_secs(2);
-    cluster.mon = Some(quarry_mon::start(cfg).await.unwrap());
+    cluster.restart_mon().await;
     let deadline = Instant::now() + Duration::from_secs(20);
     while fenced.global_id() == old_id {
         assert!(Instant::now() < deadline, "the client never reconnected to the monitor");

@@ -14,7 +14,7 @@ use quarry_wire::{ClientSecret, OsdOp, Reply, Request, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::cluster::{Cluster, Spec};
+use quarry_testkit::Cluster;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Attack {
@@ -82,10 +82,10 @@ async fn session(
     attack: Attack,
 ) -> quarry_wire::RpcClient {
     let mon = quarry_wire::connect(
-        cluster.mon_addr,
+        cluster.mon_addr(),
         &EntityName::client("admin"),
         Service::Mon,
-        &ClientSecret::EntityKey(cluster.admin_key.secret().to_vec()),
+        &ClientSecret::EntityKey(cluster.admin_key().secret().to_vec()),
         Duration::from_secs(5),
     )
     .await
@@ -124,7 +124,7 @@ fn write(pg: PgId, epoch: u64, name: &str, data: &'static [u8]) -> Request {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_and_replayed_frames_are_refused_and_change_nothing() {
-    let cluster = Cluster::start(Spec { osds: 1, ..Spec::default() }).await;
+    let cluster = Cluster::builder().osds(1).start().await;
     let rados = cluster.admin().await;
     let pool = rados.pool_id("rbd").unwrap();
     let map = rados.map();

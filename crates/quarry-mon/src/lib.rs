@@ -73,11 +73,16 @@
 //! recovery serves both, and going from one monitor to three is a membership change, not a
 //! new design. Only one monitor exists for now: the peer network reports peers unreachable.
 //!
+//! # New clusters
+//! [`spec::ClusterSpec`] decides a new cluster's fsid, keys, entities and caps and builds the
+//! [`Bootstrap`]; `quarry up`, `quarry cluster-init` and the test kit all start from it.
+//!
 //! # Dependencies
 //! openraft (consensus, see above), quarry-raftlog (its log store), quarry-wire (the
 //! protocol), quarry-auth (keys, caps, tickets), quarry-conf (ceph.conf options, for
 //! `from_conf`), quarry-placement (acting sets), tokio, quarry-persist (version bytes, atomic
-//! snapshot write), bincode + crc32c (snapshot file), serde, rand (via quarry-auth),
+//! snapshot write), bincode + crc32c (snapshot file), serde, rand (fsids in `spec`; keys via
+//! quarry-auth),
 //! thiserror, tracing.
 
 #![warn(missing_docs)]
@@ -92,6 +97,7 @@ mod mon;
 pub mod raft;
 mod server;
 pub mod snapshot;
+pub mod spec;
 pub mod state;
 pub mod status;
 mod tasks;
@@ -113,6 +119,7 @@ use quarry_wire::ClusterMap;
 
 pub use config::{Bootstrap, Mkfs, MonConfig, MonOverrides};
 pub use error::MonError;
+pub use spec::ClusterSpec;
 
 use crate::log_op::{EntityRecord, Op, StoredKey};
 use crate::mon::{unix_now, Mon};

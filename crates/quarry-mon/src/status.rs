@@ -111,38 +111,14 @@ impl Mon {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
 
     fn osd(id: u64, up: bool) -> OsdInfo {
-        OsdInfo {
-            id,
-            addr: None,
-            host: format!("h{id}"),
-            up,
-            in_cluster: true,
-            weight: 1.0,
-            up_from: 1,
-            used_bytes: 0,
-            avail_bytes: 0,
-        }
+        OsdInfo { up, ..quarry_testkit::fixtures::osd_info(id) }
     }
 
     fn pool(acting: Vec<Vec<u64>>, size: u32) -> PoolInfo {
-        PoolInfo {
-            id: 1,
-            name: "rbd".into(),
-            pg_num: acting.len() as u32,
-            size,
-            min_size: 1,
-            applications: BTreeSet::new(),
-            snap_seq: 0,
-            removed_snaps: BTreeSet::new(),
-            acting,
-            stored_objects: 0,
-            stored_bytes: 0,
-        }
+        quarry_testkit::fixtures::pool_info(1, "rbd", size, acting)
     }
 
     #[test]

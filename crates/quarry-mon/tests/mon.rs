@@ -14,9 +14,11 @@ use common::*;
 
 #[tokio::test]
 async fn map_has_bootstrap_pool_and_auth_refuses_bad_keys() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
+    mon.logs()
+        .expect("monitor refused authentication entity=client.admin")
+        .expect("monitor refused authentication entity=client.nobody");
     let admin = common::admin(mon.addr(), &keys).await;
     let m = map(&admin).await;
     let rbd = m.pool_by_name("rbd").expect("pool rbd");
@@ -40,9 +42,8 @@ async fn map_has_bootstrap_pool_and_auth_refuses_bad_keys() {
 
 #[tokio::test]
 async fn pool_commands() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
     let admin = common::admin(mon.addr(), &keys).await;
     let create = |name: &str, pg_num: Option<u32>| MonCommand::PoolCreate {
         name: name.into(),
@@ -111,9 +112,9 @@ async fn pool_commands() {
 
 #[tokio::test]
 async fn auth_commands() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
+    mon.logs().expect("monitor refused authentication entity=client.qemu");
     let admin = common::admin(mon.addr(), &keys).await;
     let rbd_caps = caps(&[("mon", "profile rbd"), ("osd", "profile rbd pool=rbd")]);
     let goc = |c| MonCommand::AuthGetOrCreate { entity: "client.qemu".into(), caps: c };
@@ -200,9 +201,8 @@ async fn auth_commands() {
 
 #[tokio::test]
 async fn rbd_profile_user_is_denied_admin_commands() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
     let admin = common::admin(mon.addr(), &keys).await;
     let goc = MonCommand::AuthGetOrCreate {
         entity: "client.qemu".into(),
@@ -253,9 +253,8 @@ async fn rbd_profile_user_is_denied_admin_commands() {
 
 #[tokio::test]
 async fn subscribers_receive_new_maps() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
     let mut watcher = admin(mon.addr(), &keys).await;
     let Reply::Map(first) = call(&watcher, Request::Subscribe).await else { panic!("map") };
     let other = admin(mon.addr(), &keys).await;
@@ -280,9 +279,11 @@ async fn subscribers_receive_new_maps() {
 
 #[tokio::test]
 async fn osd_boot_beacon_and_down_after_grace() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
+    mon.logs()
+        .expect("OSD request for another id entity=osd.0 claimed=1")
+        .expect("no beacon within grace: marking osd down osd=0");
     let admin = common::admin(mon.addr(), &keys).await;
     let osd = connect(mon.addr(), &EntityName::osd(0), &keys.osd0).await.expect("osd.0 connects");
     let addr = "127.0.0.1:6800".parse().unwrap();
@@ -335,14 +336,11 @@ async fn osd_boot_beacon_and_down_after_grace() {
 
 #[tokio::test]
 async fn unknown_osd_registers_only_with_a_key() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
     let admin = common::admin(mon.addr(), &keys).await;
-    let goc = MonCommand::AuthGetOrCreate {
-        entity: "osd.5".into(),
-        caps: caps(&[("mon", "profile osd"), ("osd", "allow *")]),
-    };
+    let goc =
+        MonCommand::AuthGetOrCreate { entity: "osd.5".into(), caps: quarry_mon::spec::osd_caps() };
     let MonReply::Keyring(text) = ok(&admin, goc).await else { panic!() };
     let key = Keyring::parse(&text).unwrap().get(&EntityName::osd(5)).unwrap().key.clone();
     let osd5 = connect(mon.addr(), &EntityName::osd(5), &key).await.unwrap();
@@ -356,11 +354,8 @@ async fn unknown_osd_registers_only_with_a_key() {
 
 #[tokio::test]
 async fn tickets_open_with_the_service_keys_and_expire() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mut cfg = config(dir.path(), &keys);
-    cfg.ticket_ttl = Duration::from_secs(4);
-    let mon = start(cfg).await;
+    let mon = TestMon::start_with(|b| b.ticket_ttl(Duration::from_secs(4))).await;
+    let keys = mon.keys();
     let client = admin(mon.addr(), &keys).await;
     let Reply::Ticket { ticket, session_key, expires_unix } =
         call(&client, Request::GetTicket).await
@@ -409,9 +404,8 @@ async fn tickets_open_with_the_service_keys_and_expire() {
 
 #[tokio::test]
 async fn state_survives_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mut mon = common::start().await;
+    let keys = mon.keys();
     let admin = common::admin(mon.addr(), &keys).await;
     done(&admin, MonCommand::PoolCreate { name: "kept".into(), pg_num: Some(4), size: None }).await;
     let goc = MonCommand::AuthGetOrCreate {
@@ -426,10 +420,10 @@ async fn state_survives_restart() {
     done(&admin, recap).await;
     let before = map(&admin).await;
     drop(admin);
-    mon.shutdown().await;
+    mon.stop().await;
 
     // Restart with the same bootstrap: it must not be applied again.
-    let mon = start(config(dir.path(), &keys)).await;
+    mon.start().await;
     let admin = common::admin(mon.addr(), &keys).await;
     let after = map(&admin).await;
     assert!(after.epoch >= before.epoch);
@@ -450,9 +444,8 @@ async fn state_survives_restart() {
 
 #[tokio::test]
 async fn snapshot_and_log_replay_survive_restart() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mut mon = common::start().await;
+    let keys = mon.keys();
     let admin = common::admin(mon.addr(), &keys).await;
     let pool = map(&admin).await.pool_by_name("rbd").unwrap().id;
     // Enough commands for openraft to build a snapshot (every 1000 entries) and some after it.
@@ -464,7 +457,7 @@ async fn snapshot_and_log_replay_survive_restart() {
         last = id;
     }
     assert_eq!(last, 1100);
-    let snapshot = dir.path().join("snapshot");
+    let snapshot = mon.dir().join("snapshot");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !snapshot.exists() {
         assert!(tokio::time::Instant::now() < deadline, "no snapshot written");
@@ -472,11 +465,11 @@ async fn snapshot_and_log_replay_survive_restart() {
     }
     let before = map(&admin).await;
     drop(admin);
-    mon.shutdown().await;
-    let file = quarry_mon::snapshot::load(dir.path()).unwrap().expect("snapshot loads");
+    mon.stop().await;
+    let file = quarry_mon::snapshot::load(&mon.dir()).unwrap().expect("snapshot loads");
     assert!(file.state.map.pools[&pool].snap_seq >= 900, "snapshot holds most commands");
 
-    let mon = start(config(dir.path(), &keys)).await;
+    mon.start().await;
     let admin = common::admin(mon.addr(), &keys).await;
     let after = map(&admin).await;
     assert_eq!(after.pools[&pool].snap_seq, 1100, "log after the snapshot replayed");
@@ -487,9 +480,8 @@ async fn snapshot_and_log_replay_survive_restart() {
 
 #[tokio::test]
 async fn garbage_and_truncated_frames_close_only_their_connection() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
     let admin = common::admin(mon.addr(), &keys).await;
 
     let mut garbage = tokio::net::TcpStream::connect(mon.addr()).await.unwrap();
@@ -553,9 +545,8 @@ async fn open_ticket(mon: std::net::SocketAddr, keys: &Keys, sealed: &[u8]) -> q
 /// within a second or two; compare each ticket's issue time with the floor in force.
 #[tokio::test]
 async fn auth_floor_revokes_tickets_of_the_same_second_but_not_later_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let keys = Keys::new();
-    let mon = start(config(dir.path(), &keys)).await;
+    let mon = common::start().await;
+    let keys = mon.keys();
     let admin = common::admin(mon.addr(), &keys).await;
     let rbd = caps(&[("mon", "profile rbd"), ("osd", "profile rbd")]);
     let goc = MonCommand::AuthGetOrCreate { entity: "client.qemu".into(), caps: rbd.clone() };

@@ -3,6 +3,7 @@
 //! the reverse on shutdown (stop accepting, stop the PG groups, checkpoint, release the WAL
 //! and store locks). The state the tasks share is [`crate::osd::Osd`].
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -56,14 +57,18 @@ async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError
 
 /// Boots an OSD: returns once it is registered with the monitor, acts on the current map
 /// and accepts clients.
-pub(crate) async fn start(cfg: OsdConfig) -> Result<Running, OsdError> {
+pub(crate) async fn start(
+    cfg: OsdConfig,
+    advertise: Option<SocketAddr>,
+) -> Result<Running, OsdError> {
     let data = cfg.data();
     let (wal, store) = open_storage(&data).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| OsdError::Listen { addr: cfg.listen, source })?;
-    let addr = listener.local_addr().map_err(|e| OsdError::io(&cfg.data_dir, e))?;
-    if let Err(e) = data.record_addr(addr) {
+    let listen_addr = listener.local_addr().map_err(|e| OsdError::io(&cfg.data_dir, e))?;
+    let addr = advertise.unwrap_or(listen_addr);
+    if let Err(e) = data.record_addr(listen_addr) {
         tracing::warn!(osd = cfg.id, error = %e, "cannot record the listening address");
     }
     let durability = Arc::new(Durability::new(store.clone()));
@@ -91,6 +96,7 @@ pub(crate) async fn start(cfg: OsdConfig) -> Result<Running, OsdError> {
         key: cfg.key,
         mon_addrs: cfg.mon_addrs,
         addr,
+        listen_addr,
         data_dir: cfg.data_dir,
         router,
         keys: Arc::new(ServiceKeys::new()),

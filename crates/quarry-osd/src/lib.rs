@@ -145,6 +145,12 @@ impl OsdHandle {
         self.running.osd.addr
     }
 
+    /// The address the OSD's listener is bound to (equal to [`OsdHandle::addr`] unless it
+    /// was started with [`start_advertising`]).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.running.osd.listen_addr
+    }
+
     /// Number of store checkpoints run by this process so far.
     pub fn checkpoints(&self) -> u64 {
         self.running.osd.durability.checkpoints()
@@ -173,5 +179,16 @@ impl OsdHandle {
 /// Starts an OSD: opens its data directory, registers with the monitor, starts its PG groups
 /// and listens. Fails if the data directory cannot be opened or no monitor answers in time.
 pub async fn start(cfg: OsdConfig) -> Result<OsdHandle, OsdError> {
-    Ok(OsdHandle { running: daemon::start(cfg).await? })
+    Ok(OsdHandle { running: daemon::start(cfg, None).await? })
+}
+
+/// Starts an OSD that registers `advertise` with the monitor as the address clients and peers
+/// reach it at, instead of its listener's own address: for something in front of it that
+/// forwards to `OsdHandle::listen_addr` (the test kit's fault-injecting proxies).
+/// `OsdHandle::addr` is then `advertise`.
+pub async fn start_advertising(
+    cfg: OsdConfig,
+    advertise: SocketAddr,
+) -> Result<OsdHandle, OsdError> {
+    Ok(OsdHandle { running: daemon::start(cfg, Some(advertise)).await? })
 }

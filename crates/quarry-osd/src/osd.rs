@@ -23,8 +23,10 @@ pub(crate) struct Osd {
     pub(crate) host: String,
     pub(crate) key: CryptoKey,
     pub(crate) mon_addrs: Vec<SocketAddr>,
-    /// Where clients and peers reach this OSD.
+    /// Where clients and peers reach this OSD (registered with the monitor).
     pub(crate) addr: SocketAddr,
+    /// The listener's own address (differs from `addr` behind a proxy: see `start_advertising`).
+    pub(crate) listen_addr: SocketAddr,
     pub(crate) data_dir: PathBuf,
     pub(crate) router: Router,
     pub(crate) keys: Arc<ServiceKeys>,

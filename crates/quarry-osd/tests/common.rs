@@ -1,16 +1,14 @@
-//! Test harness: a real monitor (bootstrapped with client.admin, osd.0, a restricted client and
-//! pool `rbd` of 8 PGs, size 1) and real OSDs on 127.0.0.1, plus a small client that talks the
-//! wire protocol directly (GetTicket from the monitor, then op vectors to the OSD).
+//! Test harness: a cluster from `quarry_testkit` (a real monitor bootstrapped as production
+//! does, plus a restricted `client.other` and pool `rbd` of 8 PGs, size 1; the tests start
+//! the OSDs), plus a small client that talks the wire protocol directly (GetTicket from the
+//! monitor, then op vectors to the OSD).
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
 use quarry_auth::CryptoKey;
-use quarry_mon::{Bootstrap, MonConfig, MonHandle};
-use quarry_osd::{OsdConfig, OsdHandle};
+pub use quarry_testkit::Cluster;
 use quarry_types::{
     EntityName, ErrorCode, ObjectOp, OpOutput, OpReply, Payload, PgId, SnapContext, SnapId,
     SNAP_HEAD,
@@ -23,121 +21,26 @@ pub const POOL: &str = "rbd";
 pub const PG_NUM: u32 = 8;
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub fn init_logs() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+/// The test cluster: the monitor only (the tests start their OSDs), OSD ids `0..osds` on
+/// hosts `host{id}`, `pools`, and `client.other` limited to pool `other`.
+pub async fn start_with(osds: u32, pools: Vec<(&str, u32, u32)>) -> Cluster {
+    Cluster::builder()
+        .osds(osds)
+        .pools(pools)
+        .user("other", &[("mon", "profile rbd"), ("osd", "profile rbd pool=other")])
+        .monitor_only()
+        .start()
+        .await
 }
 
-/// Keys of the test cluster's entities.
-#[derive(Clone)]
-pub struct Keys {
-    pub admin: CryptoKey,
-    pub osds: BTreeMap<u64, CryptoKey>,
-    pub other: CryptoKey,
+/// osd.0 only and pool `rbd` (8 PGs, size 1).
+pub async fn start() -> Cluster {
+    start_with(1, vec![(POOL, PG_NUM, 1)]).await
 }
 
-impl Keys {
-    pub fn generate(osds: &[u64]) -> Keys {
-        Keys {
-            admin: CryptoKey::generate(),
-            osds: osds.iter().map(|&id| (id, CryptoKey::generate())).collect(),
-            other: CryptoKey::generate(),
-        }
-    }
-
-    pub fn osd0(&self) -> &CryptoKey {
-        &self.osds[&0]
-    }
-}
-
-fn caps(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-}
-
-/// A monitor and its data dir.
-pub struct Cluster {
-    pub dir: tempfile::TempDir,
-    pub keys: Keys,
-    pub mon: MonHandle,
-}
-
-impl Cluster {
-    /// One OSD (osd.0) and pool `rbd` (8 PGs, size 1).
-    pub async fn start() -> Cluster {
-        Cluster::start_with(&[0], vec![(POOL.into(), PG_NUM, 1)]).await
-    }
-
-    /// OSDs `osds` (each on its own host) and `pools` (name, pg_num, size).
-    pub async fn start_with(osds: &[u64], pools: Vec<(String, u32, u32)>) -> Cluster {
-        init_logs();
-        let dir = tempfile::tempdir().unwrap();
-        let keys = Keys::generate(osds);
-        let mut entities = vec![
-            (
-                EntityName::client("admin"),
-                keys.admin.clone(),
-                caps(&[("mon", "allow *"), ("osd", "allow *")]),
-            ),
-            (
-                EntityName::client("other"),
-                keys.other.clone(),
-                caps(&[("mon", "profile rbd"), ("osd", "profile rbd pool=other")]),
-            ),
-        ];
-        for (&id, key) in &keys.osds {
-            entities.push((
-                EntityName::osd(id),
-                key.clone(),
-                caps(&[("mon", "profile osd"), ("osd", "allow *")]),
-            ));
-        }
-        let mut cfg = MonConfig::new("a", dir.path().join("mon"), "127.0.0.1:0".parse().unwrap());
-        cfg.pool_default_size = 1;
-        cfg.bootstrap = Some(Bootstrap {
-            fsid: "00000000-0000-0000-0000-000000000001".into(),
-            entities,
-            osds: osds.iter().map(|&id| (id, format!("host{id}"))).collect(),
-            pools,
-        });
-        let mon = quarry_mon::start(cfg).await.unwrap();
-        Cluster { dir, keys, mon }
-    }
-
-    pub fn osd_dir(&self) -> PathBuf {
-        self.dir.path().join("osd0")
-    }
-
-    /// Starts osd.0.
-    pub async fn start_osd(&self) -> OsdHandle {
-        self.start_osd_id(0).await
-    }
-
-    pub async fn start_osd_id(&self, id: u64) -> OsdHandle {
-        let mut cfg = osd_config(
-            &self.dir.path().join(format!("osd{id}")),
-            self.mon.addr(),
-            &self.keys.osds[&id],
-        );
-        cfg.id = id;
-        cfg.host = format!("host{id}");
-        quarry_osd::start(cfg).await.unwrap()
-    }
-
-    pub async fn admin(&self) -> MonClient {
-        MonClient::connect(self.mon.addr(), EntityName::client("admin"), &self.keys.admin).await
-    }
-}
-
-pub fn osd_config(dir: &Path, mon: SocketAddr, key: &CryptoKey) -> OsdConfig {
-    OsdConfig {
-        id: 0,
-        data_dir: dir.to_path_buf(),
-        listen: "127.0.0.1:0".parse().unwrap(),
-        mon_addrs: vec![mon],
-        key: key.clone(),
-        host: "host0".into(),
-    }
+/// A monitor session as client.admin.
+pub async fn admin(cluster: &Cluster) -> MonClient {
+    MonClient::connect(cluster.mon_addr(), EntityName::client("admin"), cluster.admin_key()).await
 }
 
 /// A monitor session of a client entity.
@@ -306,4 +209,11 @@ impl OsdClient {
         names.sort();
         names
     }
+}
+
+/// Declares what openraft logs while the PGs of a replicated pool elect their first leaders
+/// with OSDs that start together, or lose a peer that restarts (see
+/// `LogGuard::allow_raft_churn`).
+pub fn allow_election_noise(cluster: &Cluster) {
+    cluster.logs().allow_raft_churn();
 }

@@ -7,13 +7,13 @@ use bytes::Bytes;
 use quarry_types::{CmpOp, ErrorCode, ObjectOp, OpOutput, Payload, SnapContext, SNAP_HEAD};
 use quarry_wire::{MonCommand, MonReply};
 
-use crate::common::{Cluster, POOL};
+use crate::common::{self, POOL};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_xattrs_omap_and_listing() {
-    let cluster = Cluster::start().await;
-    let osd = cluster.start_osd().await;
-    let admin = cluster.admin().await;
+    let cluster = common::start().await;
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
     let client = admin.osd_client(osd.addr()).await;
 
     assert_eq!(client.read("a").await, Err(ErrorCode::ENOENT));
@@ -62,14 +62,14 @@ async fn data_xattrs_omap_and_listing() {
     assert_eq!(client.read("a").await, Err(ErrorCode::ENOENT));
     assert_eq!(client.list_all().await, vec!["dir".to_string()]);
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn snapshot_reads_see_the_data_before_the_snapshot() {
-    let cluster = Cluster::start().await;
-    let osd = cluster.start_osd().await;
-    let admin = cluster.admin().await;
+    let cluster = common::start().await;
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
     let client = admin.osd_client(osd.addr()).await;
     let pool = client.map.pool_by_name(POOL).unwrap().id;
 
@@ -90,14 +90,14 @@ async fn snapshot_reads_see_the_data_before_the_snapshot() {
     assert_eq!(refused, Err(ErrorCode::EROFS));
     assert_eq!(client.read_at("img", snap).await.unwrap(), b"version one");
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_over_all_pgs() {
-    let cluster = Cluster::start().await;
-    let osd = cluster.start_osd().await;
-    let admin = cluster.admin().await;
+    let cluster = common::start().await;
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
     let client = std::sync::Arc::new(admin.osd_client(osd.addr()).await);
     let started = std::time::Instant::now();
     let mut writers = tokio::task::JoinSet::new();
@@ -140,5 +140,5 @@ async fn concurrent_writers_over_all_pgs() {
     assert_eq!(pgs.len(), crate::common::PG_NUM as usize, "the objects cover every PG");
     assert_eq!(client.list_all().await.len(), WRITERS * OBJECTS);
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }

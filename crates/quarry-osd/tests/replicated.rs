@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::common::{Cluster, OsdClient};
+use crate::common::{self, OsdClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn size_two_pool_replicates_to_both_osds() {
-    let cluster = Cluster::start_with(&[0, 1], vec![("rep".into(), 4, 2)]).await;
-    let (a, b) = tokio::join!(cluster.start_osd_id(0), cluster.start_osd_id(1));
-    let admin = cluster.admin().await;
+    let cluster = common::start_with(2, vec![("rep", 4, 2)]).await;
+    common::allow_election_noise(&cluster);
+    let (a, b) = tokio::join!(cluster.start_osd_detached(0), cluster.start_osd_detached(1));
+    let admin = common::admin(&cluster).await;
     let map = admin.map().await;
     let pool = map.pool_by_name("rep").unwrap().clone();
     assert!(pool.acting.iter().all(|set| set.len() == 2), "{:?}", pool.acting);
@@ -68,7 +69,7 @@ async fn size_two_pool_replicates_to_both_osds() {
     // replicate to it again, and everything written before is still there.
     let up_from = map.osds[&1].up_from;
     b.shutdown().await;
-    let b = cluster.start_osd_id(1).await;
+    let b = cluster.start_osd_detached(1).await;
     let map = loop {
         let map = admin.map().await;
         if map.osds[&1].up_from > up_from && map.osds[&1].up {
@@ -99,5 +100,5 @@ async fn size_two_pool_replicates_to_both_osds() {
     assert!(same, "replicas diverge after the restart: {:?} vs {:?}", a.pgs(), b.pgs());
     a.shutdown().await;
     b.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }

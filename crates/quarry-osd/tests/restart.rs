@@ -1,12 +1,12 @@
 //! Restarting an OSD on the same data dir keeps everything; shutdown releases the directory.
 
-use crate::common::Cluster;
+use crate::common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn data_survives_a_clean_restart() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let osd = cluster.start_osd().await;
+    let cluster = common::start().await;
+    let admin = common::admin(&cluster).await;
+    let osd = cluster.start_osd_detached(0).await;
     let first = admin.wait_osd_up(0).await.osds[&0].up_from;
     let client = admin.osd_client(osd.addr()).await;
     for i in 0..200 {
@@ -41,7 +41,7 @@ async fn data_survives_a_clean_restart() {
     osd.shutdown().await;
 
     // The directory is released: the OSD starts again at once on the same dir.
-    let osd = cluster.start_osd().await;
+    let osd = cluster.start_osd_detached(0).await;
     admin.wait_osd_up(first).await;
     let client = admin.osd_client(osd.addr()).await;
     assert_eq!(client.read("obj0").await.unwrap(), b"overwritten");
@@ -55,21 +55,21 @@ async fn data_survives_a_clean_restart() {
     client.write_full("after", b"restart").await.unwrap();
     assert_eq!(client.read("after").await.unwrap(), b"restart");
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn osd_serves_through_a_monitor_outage_and_rejoins() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let osd = cluster.start_osd().await;
+    let mut cluster = common::start().await;
+    cluster.logs().expect("no monitor session; retrying");
+    let admin = common::admin(&cluster).await;
+    let osd = cluster.start_osd_detached(0).await;
     let first = admin.wait_osd_up(0).await.osds[&0].up_from;
     let client = admin.osd_client(osd.addr()).await;
     client.write_full("before", b"outage").await.unwrap();
 
-    let crate::common::Cluster { dir, keys, mon } = cluster;
-    let mon_addr = mon.addr();
-    mon.shutdown().await;
+    let mon_addr = cluster.mon_addr();
+    cluster.stop_mon().await;
     // Clients with open sessions keep being served while the monitor is away.
     for i in 0..20 {
         client.write_full(&format!("during{i}"), b"no monitor").await.unwrap();
@@ -77,14 +77,8 @@ async fn osd_serves_through_a_monitor_outage_and_rejoins() {
     }
     assert_eq!(client.read("before").await.unwrap(), b"outage");
 
-    let cfg = quarry_mon::MonConfig::new("a", dir.path().join("mon"), mon_addr);
-    let mon = quarry_mon::start(cfg).await.unwrap();
-    let admin = crate::common::MonClient::connect(
-        mon_addr,
-        quarry_types::EntityName::client("admin"),
-        &keys.admin,
-    )
-    .await;
+    assert_eq!(cluster.start_mon().await.addr(), mon_addr, "same address");
+    let admin = common::admin(&cluster).await;
     // The OSD reconnects and boots again (a new incarnation), and new sessions work.
     let map = admin.wait_osd_up(first).await;
     assert_eq!(map.osds[&0].addr, Some(osd.addr()));
@@ -94,14 +88,14 @@ async fn osd_serves_through_a_monitor_outage_and_rejoins() {
     }
     fresh.write_full("after", b"rejoined").await.unwrap();
     osd.shutdown().await;
-    mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pools_deleted_while_down_are_dropped_at_start() {
-    let cluster = Cluster::start().await;
-    let admin = cluster.admin().await;
-    let osd = cluster.start_osd().await;
+    let cluster = common::start().await;
+    let admin = common::admin(&cluster).await;
+    let osd = cluster.start_osd_detached(0).await;
     let create =
         quarry_wire::MonCommand::PoolCreate { name: "tmp".into(), pg_num: Some(4), size: Some(1) };
     admin.command(create).await;
@@ -116,11 +110,11 @@ async fn pools_deleted_while_down_are_dropped_at_start() {
     osd.shutdown().await;
 
     admin.command(quarry_wire::MonCommand::PoolRm { name: "tmp".into() }).await;
-    let osd = cluster.start_osd().await;
+    let osd = cluster.start_osd_detached(0).await;
     assert!(osd.pgs().iter().all(|p| p.pg.pool != tmp), "{:?}", osd.pgs());
     assert_eq!(osd.wal_stats().groups, 8, "the WAL forgot the deleted pool's groups");
     let client = admin.osd_client(osd.addr()).await;
     client.write_full("survivor", b"rbd").await.unwrap();
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }

@@ -8,17 +8,19 @@ use quarry_wire::{ClientSecret, MonCommand, Service};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::common::{Cluster, MonClient};
+use crate::common::{self, Cluster, MonClient};
 
 async fn other_client(cluster: &Cluster) -> MonClient {
-    MonClient::connect(cluster.mon.addr(), EntityName::client("other"), &cluster.keys.other).await
+    MonClient::connect(cluster.mon_addr(), EntityName::client("other"), cluster.user_key("other"))
+        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn caps_for_another_pool_get_eperm_and_change_nothing() {
-    let cluster = Cluster::start().await;
-    let osd = cluster.start_osd().await;
-    let admin = cluster.admin().await;
+    let cluster = common::start().await;
+    cluster.logs().expect("op denied by caps entity=client.other pool=rbd");
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
     let client = admin.osd_client(osd.addr()).await;
     client.write_full("guarded", b"original").await.unwrap();
 
@@ -30,14 +32,15 @@ async fn caps_for_another_pool_get_eperm_and_change_nothing() {
     assert_eq!(client.read("new-object").await, Err(ErrorCode::ENOENT));
     assert_eq!(client.list_all().await, vec!["guarded".to_string()]);
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn forged_and_tampered_tickets_are_refused() {
-    let cluster = Cluster::start().await;
-    let osd = cluster.start_osd().await;
-    let admin = cluster.admin().await;
+    let cluster = common::start().await;
+    cluster.logs().expect("quarry_osd::session: authentication refused");
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
     let entity = EntityName::client("admin");
     let ClientSecret::Ticket { ticket, session_key } = admin.ticket().await else {
         panic!("not a ticket")
@@ -61,7 +64,7 @@ async fn forged_and_tampered_tickets_are_refused() {
         ClientSecret::Ticket { ticket: tampered, session_key },
         ClientSecret::Ticket { ticket: forged, session_key: [3; 32] },
         ClientSecret::Ticket { ticket: ticket.clone(), session_key: [0; 32] },
-        ClientSecret::EntityKey(cluster.keys.admin.secret().to_vec()),
+        ClientSecret::EntityKey(cluster.admin_key().secret().to_vec()),
     ];
     for secret in attempts {
         let err = quarry_wire::connect(osd.addr(), &entity, Service::Osd, &secret, timeout)
@@ -87,14 +90,18 @@ async fn forged_and_tampered_tickets_are_refused() {
     let client = admin.osd_client(osd.addr()).await;
     client.write_full("ok", b"fine").await.unwrap();
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn revocation_and_blocklist_reach_open_sessions_and_pools_come_and_go() {
-    let cluster = Cluster::start().await;
-    let osd = cluster.start_osd().await;
-    let admin = cluster.admin().await;
+    let cluster = common::start().await;
+    cluster
+        .logs()
+        .expect("why=client instance is blocklisted")
+        .expect("why=credentials revoked since the ticket was issued");
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
     let create = MonCommand::PoolCreate { name: "other".into(), pg_num: Some(4), size: Some(1) };
     admin.command(create).await;
     let mon_other = other_client(&cluster).await;
@@ -156,7 +163,7 @@ async fn revocation_and_blocklist_reach_open_sessions_and_pools_come_and_go() {
     client.write_full("still", b"here").await.unwrap();
     assert_eq!(client.read("still").await.unwrap(), b"here");
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 /// Reads until the server closes the connection; true if it did within the deadline.
@@ -174,9 +181,9 @@ async fn closed_by_server(stream: &mut TcpStream) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn garbage_and_truncated_frames_close_only_that_connection() {
-    let cluster = Cluster::start().await;
-    let osd = cluster.start_osd().await;
-    let admin = cluster.admin().await;
+    let cluster = common::start().await;
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
     let client = admin.osd_client(osd.addr()).await;
     client.write_full("steady", b"before").await.unwrap();
 
@@ -204,7 +211,7 @@ async fn garbage_and_truncated_frames_close_only_that_connection() {
     client.write_full("steady", b"after").await.unwrap();
     assert_eq!(client.read("steady").await.unwrap(), b"after");
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 /// Goal: an op is executed only in the PG its object name hashes to. A client that names
@@ -218,9 +225,10 @@ async fn ops_naming_the_wrong_pg_are_refused() {
     use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
     use quarry_wire::{OsdOp, Reply, Request};
 
-    let cluster = Cluster::start().await;
-    let osd = cluster.start_osd().await;
-    let admin = cluster.admin().await;
+    let cluster = common::start().await;
+    cluster.logs().expect("op names a pg its object is not in");
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
     let client = admin.osd_client(osd.addr()).await;
     client.write_full("placed", b"right pg").await.unwrap();
     let write = vec![ObjectOp::WriteFull { data: Payload::new(Bytes::from_static(b"wrong pg")) }];
@@ -253,7 +261,7 @@ async fn ops_naming_the_wrong_pg_are_refused() {
     assert_eq!(client.read("placed").await.unwrap(), b"right pg");
     assert_eq!(client.read("misplaced").await, Err(ErrorCode::ENOENT));
     osd.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }
 
 /// Goal: the blocklist fences client instances, not OSDs: a `profile rbd` user may add
@@ -264,9 +272,10 @@ async fn ops_naming_the_wrong_pg_are_refused() {
 /// tickets carry); writes to every PG must still commit on both replicas, in bounded time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn blocklisting_osd_instances_does_not_stop_replication() {
-    let cluster = Cluster::start_with(&[0, 1], vec![("rep".into(), 4, 2)]).await;
-    let (a, b) = tokio::join!(cluster.start_osd_id(0), cluster.start_osd_id(1));
-    let admin = cluster.admin().await;
+    let cluster = common::start_with(2, vec![("rep", 4, 2)]).await;
+    common::allow_election_noise(&cluster);
+    let (a, b) = tokio::join!(cluster.start_osd_detached(0), cluster.start_osd_detached(1));
+    let admin = common::admin(&cluster).await;
     let map = admin.map().await;
     let pool = map.pool_by_name("rep").unwrap().clone();
     let mut clients = std::collections::BTreeMap::new();
@@ -321,5 +330,5 @@ async fn blocklisting_osd_instances_does_not_stop_replication() {
     }
     a.shutdown().await;
     b.shutdown().await;
-    cluster.mon.shutdown().await;
+    cluster.shutdown().await;
 }

@@ -1,18 +1,20 @@
-//! Helpers: a monitor on 127.0.0.1 port 0 in a temp dir, bootstrapped with client.admin,
-//! osd.0 and pool `rbd`; clients connected with quarry-wire.
+//! Helpers: the monitor of a `quarry_testkit` cluster (127.0.0.1 port 0, temp dir,
+//! bootstrapped as production does with client.admin, osd.0 and pool `rbd`); clients
+//! connected with quarry-wire.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use quarry_auth::CryptoKey;
-use quarry_mon::{Bootstrap, MonConfig, MonHandle};
+use quarry_testkit::{Builder, Cluster};
 use quarry_types::{EntityName, ErrorCode};
 use quarry_wire::{
-    ClientSecret, Connected, MonCommand, MonReply, Reply, Request, Service, WireError,
+    ClientSecret, ClusterMap, Connected, MonCommand, MonReply, Reply, Request, Service, WireError,
 };
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,52 +23,70 @@ pub fn caps(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// Keys of the test cluster's entities.
 pub struct Keys {
     pub admin: CryptoKey,
     pub osd0: CryptoKey,
 }
 
-impl Keys {
-    pub fn new() -> Keys {
-        Keys { admin: CryptoKey::generate(), osd0: CryptoKey::generate() }
+/// The monitor of a `quarry_testkit` cluster (bootstrapped as production does: client.admin,
+/// osd.0 on host0, pool `rbd` of 32 PGs, size 1); the tests play the OSD themselves.
+pub struct TestMon {
+    cluster: Cluster,
+}
+
+impl TestMon {
+    /// The test settings: OSD grace 1.5 s, new pools of 8 PGs and 1 replica.
+    pub async fn start_with(tweak: impl FnOnce(Builder) -> Builder) -> TestMon {
+        let builder = Cluster::builder()
+            .osds(1)
+            .pools(vec![("rbd", 32, 1)])
+            .monitor_only()
+            .osd_grace(Duration::from_millis(1500))
+            .pool_default_pg_num(8)
+            .pool_default_size(1);
+        TestMon { cluster: tweak(builder).start().await }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.cluster.mon_addr()
+    }
+
+    pub fn map(&self) -> Arc<ClusterMap> {
+        self.cluster.mon().map()
+    }
+
+    pub fn keys(&self) -> Keys {
+        Keys { admin: self.cluster.admin_key().clone(), osd0: self.cluster.osd_key(0).clone() }
+    }
+
+    /// The monitor's data directory.
+    pub fn dir(&self) -> PathBuf {
+        self.cluster.mon_dir()
+    }
+
+    pub fn logs(&self) -> &quarry_testkit::LogGuard {
+        self.cluster.logs()
+    }
+
+    /// Stops the monitor (data and address stay).
+    pub async fn stop(&mut self) {
+        self.cluster.stop_mon().await;
+    }
+
+    /// Starts it again on the same data and address.
+    pub async fn start(&mut self) {
+        self.cluster.start_mon().await;
+    }
+
+    pub async fn shutdown(self) {
+        self.cluster.shutdown().await;
     }
 }
 
-pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-}
-
-pub fn config(dir: &Path, keys: &Keys) -> MonConfig {
-    let mut cfg = MonConfig::new("a", dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
-    cfg.bootstrap = Some(Bootstrap {
-        fsid: "6a5b1c2d-0000-4000-8000-000000000001".into(),
-        entities: vec![
-            (
-                EntityName::client("admin"),
-                keys.admin.clone(),
-                caps(&[("mon", "allow *"), ("osd", "allow *")]),
-            ),
-            (
-                EntityName::osd(0),
-                keys.osd0.clone(),
-                caps(&[("mon", "profile osd"), ("osd", "allow *")]),
-            ),
-        ],
-        osds: vec![(0, "host0".into())],
-        pools: vec![("rbd".into(), 32, 1)],
-    });
-    cfg.osd_grace = Duration::from_millis(1500);
-    cfg.pool_default_pg_num = 8;
-    cfg.pool_default_size = 1;
-    cfg
-}
-
-pub async fn start(cfg: MonConfig) -> MonHandle {
-    init_logs();
-    quarry_mon::start(cfg).await.expect("monitor starts")
+/// A monitor with the test settings.
+pub async fn start() -> TestMon {
+    TestMon::start_with(|b| b).await
 }
 
 pub async fn connect(

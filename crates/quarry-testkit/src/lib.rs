@@ -1,0 +1,52 @@
+//! Quarry's test kit: what integration tests of the monitor, the OSD, the client and the CLI
+//! share, so that they test clusters built the way users get them and fail loudly on what
+//! they did not expect.
+//!
+//! - [`Cluster`] ([`cluster`]): one monitor and N OSDs in this process, bootstrapped from a
+//!   `quarry_mon::ClusterSpec` exactly as `quarry up` and `quarry cluster-init` bootstrap
+//!   (same entities, keys, caps), on loopback ports, data in a temporary directory; with
+//!   stop/start/restart of an OSD or the monitor on its data directory.
+//! - [`fixtures`]: `ClusterMap`, OSD and pool entries for unit tests without daemons.
+//! - [`proxy`]: a loopback TCP proxy with cut / stall / delay / resume controls, placed on the
+//!   OSD-to-monitor links and client-to-monitor links.
+//! - [`fault`]: disk damage (flipped byte, truncation, removal) to a stopped daemon's files.
+//! - [`child`]: an OSD config carried to a child process, for SIGKILL tests.
+//! - [`process`]: the production binary's daemons and commands as child processes (bounded
+//!   waits, signals to their own children only), their WARN/ERROR lines fed to the log guard.
+//! - [`logs`]: the log guard. Every [`Cluster`] carries one ([`Cluster::logs`]); tests
+//!   without a cluster call [`log_guard`]. A WARN or ERROR event nobody declared with
+//!   `.expect(pattern)` / `.allow(pattern)` fails the test.
+//!
+//! ```no_run
+//! # async fn example() {
+//! let cluster = quarry_testkit::Cluster::builder().osds(2).start().await;
+//! cluster.logs().allow("connection reset");
+//! let rados = cluster.admin().await;
+//! // ... the test ...
+//! rados.shutdown().await;
+//! cluster.shutdown().await; // stops the daemons, then fails on undeclared WARN/ERROR lines
+//! # }
+//! ```
+//!
+//! The kit is a dev-dependency only; it never ships. It depends on the daemons' and the
+//! client's crates (the clusters it builds) and on: tokio (the daemons' runtime; the proxy),
+//! tempfile (data directories that vanish with the test), tracing + tracing-subscriber (the
+//! log guard is a subscriber layer; the same crates the daemons log with), rustix (signals
+//! to child daemons, safely; already the workspace's syscall crate).
+
+#![warn(missing_docs)]
+
+pub mod child;
+pub mod cluster;
+pub mod fault;
+pub mod fixtures;
+pub mod logs;
+pub mod process;
+pub mod proxy;
+
+pub use child::{osd_child_env, osd_config_from_env};
+pub use cluster::{Builder, Cluster};
+pub use fault::DiskFault;
+pub use fixtures::MapBuilder;
+pub use logs::{log_guard, LogGuard};
+pub use proxy::{LinkState, Proxy};
