@@ -304,7 +304,7 @@ fn print_summary(mode: BenchMode, op_size: u64, run: &Totals) {
 }
 
 async fn write(io: &IoCtx, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
-    let prefix = format!("benchmark_data_{}_{}", crate::cluster::hostname(), std::process::id());
+    let prefix = format!("benchmark_data_{}_{}", quarry_conf::local_hostname(), std::process::id());
     let op_size = opts.block_size;
     crate::outln!("hints = 1");
     crate::outln!(

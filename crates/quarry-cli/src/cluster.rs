@@ -38,17 +38,6 @@ pub fn free_port() -> anyhow::Result<u16> {
     Ok(listener.local_addr().context("looking for a free port")?.port())
 }
 
-/// This machine's host name (placement spreads replicas over hosts).
-pub fn hostname() -> String {
-    let uname = rustix::system::uname();
-    let name = uname.nodename().to_string_lossy().into_owned();
-    if name.is_empty() {
-        "localhost".into()
-    } else {
-        name
-    }
-}
-
 /// The files that carry a [`ClusterSpec`] (decided by `quarry_mon::spec`, shared with the
 /// test kit) in Ceph's formats.
 pub trait SpecFiles: Sized {

@@ -139,7 +139,7 @@ async fn start_daemons(
     let conf =
         Conf::from_file(&conf_path).with_context(|| format!("loading {}", conf_path.display()))?;
     daemon::log_conf_problems(&conf);
-    let host = cluster::hostname();
+    let host = quarry_conf::local_hostname();
     let mon_args = CommonArgs { id: Some("a".into()), ..CommonArgs::default() };
     // A one-machine cluster keeps one replica unless its ceph.conf says otherwise.
     let mon_entity = EntityName { kind: EntityType::Mon, id: "a".into() };
