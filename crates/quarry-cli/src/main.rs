@@ -17,8 +17,7 @@
 //! Dependencies: clap (derive) for the command lines; tokio for the daemons and clients;
 //! anyhow for daemon start-up errors (chains of context), thiserror for `CliError`;
 //! tracing-subscriber (env filter) for logs; indicatif for progress bars of long transfers;
-//! serde_json (+ serde) for `-f json` output;
-//! rustix for `flock` and `uname` without `unsafe`; rand for fsids.
+//! serde_json (+ serde) for `-f json` output; rand for `rados bench rand`.
 
 #![warn(missing_docs)]
 
