@@ -131,6 +131,7 @@ impl OsdClient {
     ) -> Result<OpResult, quarry_wire::WireError> {
         for _ in 0..100 {
             let op = OsdOp {
+                reqid: None,
                 pg: self.pg(name),
                 epoch: self.map.epoch,
                 name: name.to_string(),

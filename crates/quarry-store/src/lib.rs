@@ -118,6 +118,7 @@
 
 mod apply;
 mod crc;
+mod dups;
 mod error;
 mod exchange;
 mod format;
@@ -130,16 +131,18 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use quarry_types::{
-    ErrorCode, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId, OBJECT_NAME_LEN_MAX, SNAP_HEAD,
+    EntityReqId, ErrorCode, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
+    OBJECT_NAME_LEN_MAX, SNAP_HEAD,
 };
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableTable, TableHandle};
 
+pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
 
 use crate::format::{
     decode_pg_key, decode_usage, format_marker, parse_format_marker, pg_key, pg_key_end,
-    ObjectRecord, CHUNKS, CHUNK_TAILS, FORMAT_VERSION, META, META_FORMAT, OBJECTS, OMAP,
-    OMAP_HEADER, PG_STATE, PG_USAGE, XATTRS,
+    ObjectRecord, CHUNKS, CHUNK_TAILS, DUPS, DUP_SEQ, FORMAT_VERSION, META, META_FORMAT, OBJECTS,
+    OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -160,6 +163,10 @@ pub struct ObjectCommand {
     pub ops: Vec<ObjectOp>,
     /// The proposer's clock (seconds, nanoseconds): apply must be deterministic.
     pub mtime: (u64, u32),
+    /// The request id (qualified by the sender's entity): a command whose id is in the PG's
+    /// duplicate table is not applied again but answered with the recorded reply. None: no
+    /// deduplication (never recorded).
+    pub reqid: Option<EntityReqId>,
 }
 
 /// Objects and bytes of a pool on this store.
@@ -214,11 +221,13 @@ pub struct SpaceStats {
 pub struct StoreOptions {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// Request ids remembered per PG in the duplicate table (the oldest go first).
+    pub dups_per_pg: usize,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 256 << 20 }
+        StoreOptions { cache_bytes: 256 << 20, dups_per_pg: DUPS_PER_PG_DEFAULT }
     }
 }
 
@@ -231,6 +240,8 @@ pub struct Store {
     flusher: std::fs::File,
     commits_since_checkpoint: AtomicU64,
     bytes_since_checkpoint: AtomicU64,
+    /// Bound of the duplicate table per PG.
+    dups_per_pg: usize,
 }
 
 impl std::fmt::Debug for Store {
@@ -274,6 +285,7 @@ impl Store {
             flusher,
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
+            dups_per_pg: options.dups_per_pg.max(1),
         })
     }
 
@@ -295,7 +307,7 @@ impl Store {
                     supported: FORMAT_VERSION,
                 })
             }
-            Some(Some(_)) => return Ok(()),
+            Some(Some(_)) => return Store::ensure_added_tables(db),
             Some(None) => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None if has_tables => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None => {}
@@ -312,7 +324,25 @@ impl Store {
             txn.open_table(OMAP_HEADER)?;
             txn.open_table(PG_STATE)?;
             txn.open_table(PG_USAGE)?;
+            txn.open_table(DUPS)?;
+            txn.open_table(DUP_SEQ)?;
         }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Creates the tables added to format 1 later (the duplicate table) in a store made
+    /// before them, so read transactions can always open them.
+    fn ensure_added_tables(db: &Database) -> Result<(), StoreError> {
+        let read = db.begin_read()?;
+        let names: Vec<String> = read.list_tables()?.map(|t| t.name().to_string()).collect();
+        drop(read);
+        if names.iter().any(|n| n == "dups") && names.iter().any(|n| n == "dup_seq") {
+            return Ok(());
+        }
+        let txn = db.begin_write()?;
+        txn.open_table(DUPS)?;
+        txn.open_table(DUP_SEQ)?;
         txn.commit()?;
         Ok(())
     }
@@ -345,7 +375,7 @@ impl Store {
         txn.set_durability(Durability::None);
         let mut all = Vec::with_capacity(work.len());
         {
-            let mut batch = apply::Batch::open(&txn)?;
+            let mut batch = apply::Batch::open(&txn, self.dups_per_pg)?;
             for item in work {
                 batch.begin_pg(item.pg);
                 let mut replies = Vec::with_capacity(item.cmds.len());
@@ -641,6 +671,40 @@ impl Store {
     /// consistent read snapshot. Chunks are verified on the way out.
     pub fn export_pg(&self, pg: PgId, out: &mut dyn Write) -> Result<(), StoreError> {
         exchange::export_pg(&self.db, pg, out)
+    }
+
+    /// The recorded reply of `reqid` in `pg`'s duplicate table, if it is there.
+    pub fn dup_reply(&self, pg: PgId, reqid: &EntityReqId) -> Result<Option<OpReply>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let dups = txn.open_table(DUPS)?;
+        let mut key = Vec::new();
+        dups::dup_key(pg, reqid, &mut key);
+        match dups.get(key.as_slice())? {
+            Some(value) => {
+                dups::decode_value(value.value()).map(|(_, reply)| Some(reply)).map_err(|why| {
+                    StoreError::Corrupt {
+                        pg,
+                        object: String::new(),
+                        detail: format!("dup table: {why}"),
+                    }
+                })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Number of entries in `pg`'s duplicate table.
+    pub fn dup_count(&self, pg: PgId) -> Result<usize, StoreError> {
+        let txn = self.db.begin_read()?;
+        let seqs = txn.open_table(DUP_SEQ)?;
+        let lo = dups::seq_key(pg, 0);
+        let hi = dups::seq_key(pg, u64::MAX);
+        let mut count = 0;
+        for item in seqs.range::<&[u8; 20]>(&lo..=&hi)? {
+            item?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Replaces the PG with an export stream, durably, all or nothing. The stream is read

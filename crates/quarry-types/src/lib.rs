@@ -17,7 +17,7 @@ mod ids;
 mod ops;
 
 pub use error::ErrorCode;
-pub use ids::{EntityName, EntityType, OsdId, PgId, PoolId, SnapId, SNAP_HEAD};
+pub use ids::{EntityName, EntityReqId, EntityType, OsdId, PgId, PoolId, ReqId, SnapId, SNAP_HEAD};
 pub use ops::{CmpOp, ObjectOp, OpOutput, OpReply, Payload, SnapContext};
 
 /// The largest object a client may address (offset + length), in bytes. Ceph's default

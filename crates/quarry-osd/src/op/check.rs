@@ -146,6 +146,7 @@ mod tests {
 
     fn op(ops: Vec<ObjectOp>) -> OsdOp {
         OsdOp {
+            reqid: None,
             pg: PgId { pool: 1, seed: 0 },
             epoch: 1,
             name: "obj".into(),
