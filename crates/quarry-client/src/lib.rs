@@ -104,6 +104,7 @@ mod config;
 mod error;
 mod ioctx;
 mod monc;
+mod order;
 mod osdc;
 mod rados;
 mod routing;

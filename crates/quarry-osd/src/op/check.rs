@@ -141,6 +141,7 @@ mod tests {
             caps: quarry_auth::Caps::parse(&caps).unwrap(),
             issued_unix: 1000,
             expires_unix: 2000,
+            parked: Default::default(),
         }
     }
 
