@@ -34,6 +34,8 @@
 //! | `omap_header` | object id u64 | header bytes |
 //! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob |
 //! | `pg_usage` | pool u64 ++ seed u32 | objects u64 ++ bytes u64 (head objects, sum of head sizes) |
+//! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | version u8 (=1) ++ seq u64 ++ bincode(`OpReply`): the duplicate table (below). Added to format 1; created when a store without it is opened. |
+//! | `dup_seq` | pool u64 ++ seed u32 ++ seq u64 | the reqid part of the `dups` key: the same entries in insertion order, to drop the oldest |
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -71,6 +73,19 @@
 //! `Remove` with a snapshot to preserve adds a non-existent head version; recreating later
 //! starts a fresh floor. `SnapTrim{live_snaps}` keeps the head and, for each live snapshot,
 //! the version it sees, and deletes every chunk row none of them sees.
+//!
+//! # Duplicate table (Ceph's PG log "dups")
+//! A command with a request id ([`ObjectCommand::reqid`]) whose id is in the PG's `dups` table
+//! is not applied: its reply is the one recorded when the id was first applied. Otherwise it
+//! is applied and its reply (success or failure) recorded, in the same transaction. Every
+//! replica applies the same log, so every replica answers a resend the same way, including a
+//! resend applied in the same batch as its first copy. The table keeps the newest
+//! [`StoreOptions::dups_per_pg`] ids per PG (default 3000, Ceph's
+//! `osd_pg_log_dups_tracked`), dropping the oldest. A reply whose encoded outputs exceed
+//! [`DUP_REPLY_MAX`] (4 KiB) is recorded with every output replaced by `OpOutput::None`
+//! (Ceph keeps only small op return data): a resend gets the outcome, not the data. The table
+//! travels with [`Store::export_pg`] / [`Store::import_pg`] and goes with
+//! [`Store::remove_pg`].
 //!
 //! **xattrs and omap are head-only**: they are not versioned; `Remove` deletes them. At a
 //! snapshot, xattr and omap ops fail with EOPNOTSUPP (RBD reads only data at snapshots).
@@ -112,7 +127,9 @@
 //! [`Store::commits_since_checkpoint`]); the 4 KiB page forces the tail split above.
 //!
 //! Other dependencies: `crc32c` (hardware-accelerated Castagnoli crc, the same as Ceph's),
-//! `bytes` (payloads shared with the wire layer), `thiserror`, `tracing` (corruption logs).
+//! `bytes` (payloads shared with the wire layer), `thiserror`, `tracing` (corruption logs),
+//! `bincode` (the replies recorded in the duplicate table: `OpReply` is a serde type of
+//! `quarry-types`, and bincode 1 is the encoding the PG log already uses for it).
 
 #![warn(missing_docs)]
 
