@@ -206,11 +206,7 @@ impl<'txn> DupTables<'txn> {
 pub(crate) type DupRow = (u64, Vec<u8>, Vec<u8>);
 
 /// Every entry of `pg`, oldest first.
-pub(crate) fn entries<T1, T2>(
-    dups: &T1,
-    seqs: &T2,
-    pg: PgId,
-) -> Result<Vec<DupRow>, StoreError>
+pub(crate) fn entries<T1, T2>(dups: &T1, seqs: &T2, pg: PgId) -> Result<Vec<DupRow>, StoreError>
 where
     T1: ReadableTable<&'static [u8], &'static [u8]>,
     T2: ReadableTable<&'static [u8; 20], &'static [u8]>,

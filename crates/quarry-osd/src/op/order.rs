@@ -64,11 +64,17 @@ impl Queue {
     }
 }
 
-/// The queues of every object with mutations in flight on this OSD.
+/// The queues of every object with mutations in flight (or a standing fence) on this OSD.
 #[derive(Default)]
 pub(crate) struct ObjectOrder {
     queues: Mutex<HashMap<Key, Queue>>,
+    /// Enqueues since the last sweep of expired fences.
+    since_sweep: std::sync::atomic::AtomicU64,
 }
+
+/// Every this many enqueues, objects left with only expired fences are forgotten (a fence is
+/// otherwise dropped only when its object is used again).
+const SWEEP_EVERY: u64 = 4096;
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poison| poison.into_inner())
@@ -88,6 +94,14 @@ impl ObjectOrder {
     ) -> Slot {
         let key = (pg, name.to_string());
         let mut queues = lock(&self.queues);
+        let count = self.since_sweep.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if count % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            let now = Instant::now();
+            queues.retain(|_, queue| {
+                queue.prune_fences(now);
+                !(queue.slots.is_empty() && queue.fences.is_empty())
+            });
+        }
         let queue = queues.entry(key.clone()).or_default();
         let seq = queue.next;
         queue.next += 1;
