@@ -75,6 +75,14 @@
 //! **xattrs and omap are head-only**: they are not versioned; `Remove` deletes them. At a
 //! snapshot, xattr and omap ops fail with EOPNOTSUPP (RBD reads only data at snapshots).
 //!
+//! # Server-side methods
+//! `ObjectOp::Call` runs a method of the [`ObjectMethods`] registry given in
+//! [`StoreOptions::methods`] (none: EOPNOTSUPP) inside the command, on the same object: its
+//! plain ops go through the same code as the command's own (limits, crcs, the version rule),
+//! everything it writes is undoable, and a store failure it meets aborts the batch as any
+//! other would. On the read path ([`Store::read`]) only read-only methods run (a writing one
+//! is EROFS) with the local clock.
+//!
 //! # Op semantics (Ceph's)
 //! Ops of one command see the effects of earlier ops of the same command. Errors: read ops on
 //! a missing object ENOENT; `Remove` of a missing object ENOENT; `Create{exclusive}` of an

@@ -5,23 +5,27 @@
 //! (`EPERM`, nothing changes) → validation → the name must hash to the PG named (`EINVAL`)
 //! → mutations through `raft.client_write` (the reply
 //! is the `OpReply` of apply), pure reads from the store behind the PG's read barrier.
+//! Method calls (`ObjectOp::Call`) are looked up first (`check::shape_of`: unknown is
+//! EOPNOTSUPP, a writing method needs the `x` cap and takes the log path, a read-only one the
+//! read path) and stamped with the authenticated caller (`check::stamp_origin`).
 
 pub(crate) mod check;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 
 use quarry_store::StoreError;
-use quarry_types::{EntityType, ErrorCode, ObjectOp, PgId};
+use quarry_types::{EntityType, ErrorCode, PgId};
 use quarry_wire::{ClusterMap, OsdOp, PoolInfo, Reply};
 
 use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
 use crate::pg::{network, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
-use check::{access_of, caps_allow, placed, session_honoured, validate};
+use check::{caps_allow, placed, session_honoured, shape_of, stamp_origin, validate};
 
 /// How long an op from a client with a newer map waits for ours to catch up.
 const EPOCH_CATCH_UP: Duration = Duration::from_secs(2);
@@ -80,12 +84,22 @@ async fn admit(
     Ok((map, group))
 }
 
-/// Serves `Request::Op`.
-pub(crate) async fn handle_op(osd: &Osd, session: &Session, op: OsdOp) -> Reply {
-    let (map, group) = match admit(osd, session, op.pg, op.epoch, access_of(&op.ops)).await {
+/// Serves `Request::Op` from `peer`.
+pub(crate) async fn handle_op(
+    osd: &Osd,
+    session: &Session,
+    peer: SocketAddr,
+    mut op: OsdOp,
+) -> Reply {
+    let shape = match shape_of(&op.ops, op.snap, &quarry_cls::Classes) {
+        Ok(shape) => shape,
+        Err(reply) => return reply,
+    };
+    let (map, group) = match admit(osd, session, op.pg, op.epoch, shape.access).await {
         Ok(found) => found,
         Err(reply) => return reply,
     };
+    stamp_origin(&mut op.ops, session, peer);
     if let Err(reply) = validate(&op) {
         return reply;
     }
@@ -93,7 +107,7 @@ pub(crate) async fn handle_op(osd: &Osd, session: &Session, op: OsdOp) -> Reply 
     if let Err(reply) = placed(&op, pg_num) {
         return reply;
     }
-    if op.ops.iter().any(ObjectOp::is_mutation) {
+    if shape.writes {
         write(osd, &group, &map, op).await
     } else {
         read(osd, &group, &map, op).await
