@@ -135,7 +135,7 @@ pub use ioctx::IoCtx;
 pub use rados::{ClientStats, ObjectStat, Rados};
 
 pub use quarry_types::{
-    ErrorCode, ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId, SNAP_HEAD,
+    CallOrigin, ErrorCode, ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId, SNAP_HEAD,
 };
 pub use quarry_wire::{
     AuthEntry, ClusterMap, MonCommand, MonReply, OsdInfo, PoolInfo, StatusReport,

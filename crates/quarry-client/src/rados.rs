@@ -229,8 +229,9 @@ impl Rados {
         self.shared().check_running()?;
         routing::check_request(object, snapc, snap, &ops)?;
         // Taken before the first await: ops started one after the other get increasing tids.
-        let ticket =
-            ops.iter().any(ObjectOp::is_mutation).then(|| self.inner.order.begin(pool, object));
+        // Method calls may write (it depends on the method): they get an id too.
+        let writes = ops.iter().any(|op| op.is_mutation() || op.is_call());
+        let ticket = writes.then(|| self.inner.order.begin(pool, object));
         let reqid = ticket.as_ref().map(Ticket::reqid);
         let pg = self.pg_of(pool, object).await?;
         let count = ops.len();

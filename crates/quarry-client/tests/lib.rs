@@ -5,6 +5,7 @@
 mod caps_matrix;
 mod exactly_once;
 mod faults;
+mod methods;
 mod ops;
 mod security;
 mod tamper;

@@ -41,7 +41,7 @@ impl Handler<Session> for OsdService {
             return Reply::Failed { code: ErrorCode::EAGAIN, message: "osd shutting down".into() };
         };
         match request {
-            Request::Op(op) => op::handle_op(&self.osd, session, op, permit).await,
+            Request::Op(op) => op::handle_op(&self.osd, session, ctx.peer, op, permit).await,
             Request::List { pg, epoch, start_after, max } => {
                 op::handle_list(&self.osd, session, pg, epoch, start_after, max).await
             }
@@ -53,12 +53,12 @@ impl Handler<Session> for OsdService {
         }
     }
 
-    /// A mutation with a request id takes its place in its object's queue here, in arrival
-    /// order (`op::order`).
+    /// A mutation (or method call) with a request id takes its place in its object's queue
+    /// here, in arrival order (`op::order`).
     fn arrived(&self, ctx: &Arc<ConnContext<Session>>, request: &Request) {
         if let Request::Op(op) = request {
             if let Some(reqid) = op.reqid {
-                if op.ops.iter().any(quarry_types::ObjectOp::is_mutation) {
+                if op::may_write(&op.ops) {
                     let who = (ctx.session.entity.clone(), reqid);
                     let slot = self.osd.order.enqueue(op.pg, &op.name, who);
                     ctx.session.parked.park(reqid, slot);

@@ -90,6 +90,14 @@
 //! **xattrs and omap are head-only**: they are not versioned; `Remove` deletes them. At a
 //! snapshot, xattr and omap ops fail with EOPNOTSUPP (RBD reads only data at snapshots).
 //!
+//! # Server-side methods
+//! `ObjectOp::Call` runs a method of the [`ObjectMethods`] registry given in
+//! [`StoreOptions::methods`] (none: EOPNOTSUPP) inside the command, on the same object: its
+//! plain ops go through the same code as the command's own (limits, crcs, the version rule),
+//! everything it writes is undoable, and a store failure it meets aborts the batch as any
+//! other would. On the read path ([`Store::read`]) only read-only methods run (a writing one
+//! is EROFS) with the local clock.
+//!
 //! # Op semantics (Ceph's)
 //! Ops of one command see the effects of earlier ops of the same command. Errors: read ops on
 //! a missing object ENOENT; `Remove` of a missing object ENOENT; `Create{exclusive}` of an
@@ -139,6 +147,7 @@ mod dups;
 mod error;
 mod exchange;
 mod format;
+mod methods;
 mod read;
 
 use std::collections::BTreeMap;
@@ -146,9 +155,10 @@ use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use quarry_types::{
-    EntityReqId, ErrorCode, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
+    EntityReqId, ErrorCode, ObjectMethods, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
     OBJECT_NAME_LEN_MAX, SNAP_HEAD,
 };
 use redb::{Database, Durability, ReadableTable, TableHandle};
@@ -240,11 +250,13 @@ pub struct StoreOptions {
     pub cache_bytes: usize,
     /// Request ids remembered per PG in the duplicate table (the oldest go first).
     pub dups_per_pg: usize,
+    /// The server-side methods [`ObjectOp::Call`] runs (None: every call is EOPNOTSUPP).
+    pub methods: Option<Arc<dyn ObjectMethods>>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 256 << 20, dups_per_pg: DUPS_PER_PG_DEFAULT }
+        StoreOptions { cache_bytes: 256 << 20, dups_per_pg: DUPS_PER_PG_DEFAULT, methods: None }
     }
 }
 
@@ -259,6 +271,7 @@ pub struct Store {
     bytes_since_checkpoint: AtomicU64,
     /// Bound of the duplicate table per PG.
     dups_per_pg: usize,
+    methods: Option<Arc<dyn ObjectMethods>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -303,6 +316,7 @@ impl Store {
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
             dups_per_pg: options.dups_per_pg.max(1),
+            methods: options.methods.clone(),
         })
     }
 
@@ -392,7 +406,7 @@ impl Store {
         txn.set_durability(Durability::None);
         let mut all = Vec::with_capacity(work.len());
         {
-            let mut batch = apply::Batch::open(&txn, self.dups_per_pg)?;
+            let mut batch = apply::Batch::open(&txn, self.methods.as_deref(), self.dups_per_pg)?;
             for item in work {
                 batch.begin_pg(item.pg);
                 let mut replies = Vec::with_capacity(item.cmds.len());
@@ -456,8 +470,16 @@ impl Store {
         let mut outputs = Vec::with_capacity(ops.len());
         let mut output_bytes = 0u64;
         for (i, op) in ops.iter().enumerate() {
-            let result = read_op(&tables, &ctx, target, op, &mut key_buf)
-                .and_then(|out| add_output(&mut output_bytes, &out).map(|()| out));
+            let result = match op {
+                ObjectOp::Call { class, method, input, origin } => {
+                    let call = methods::Call { class, method, input, origin: origin.as_ref() };
+                    methods::read_only(self.methods.as_deref(), &call, |op| {
+                        read_op(&tables, &ctx, target, op, &mut key_buf)
+                    })
+                }
+                _ => read_op(&tables, &ctx, target, op, &mut key_buf),
+            }
+            .and_then(|out| add_output(&mut output_bytes, &out).map(|()| out));
             match result {
                 Ok(out) => outputs.push(out),
                 Err(Failure::Op(code)) => return Ok(OpReply::Failed { index: i as u32, code }),

@@ -7,6 +7,9 @@
 //! ([`order`]; the reply is the `OpReply` of apply, or the recorded one of an earlier copy of
 //! the same request from the PG's duplicate table), pure reads from the store behind the PG's
 //! read barrier.
+//! Method calls (`ObjectOp::Call`) are looked up first (`check::shape_of`: unknown is
+//! EOPNOTSUPP, a writing method needs the `x` cap and takes the log path, a read-only one the
+//! read path) and stamped with the authenticated caller (`check::stamp_origin`).
 //!
 //! A mutation's log entry carries its request id qualified by the authenticated entity
 //! (`EntityReqId`), so one entity can neither collide with nor replay another's ids.
@@ -14,6 +17,7 @@
 pub(crate) mod check;
 pub(crate) mod order;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,7 +33,7 @@ use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
 use crate::pg::{network, ClientCommand, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
-use check::{access_of, caps_allow, placed, session_honoured, validate};
+use check::{caps_allow, placed, session_honoured, shape_of, stamp_origin, validate};
 use order::Slot;
 
 /// How long an op from a client with a newer map waits for ours to catch up.
@@ -102,28 +106,50 @@ fn settle(slot: Option<Slot>, reply: Reply) -> Reply {
     reply
 }
 
-/// Serves `Request::Op`. `permit` (the OSD's bound on requests being handled) is held until
-/// the op waits for its turn in its object's queue: an op waiting behind others holds none,
-/// so the ops it waits for can always get one.
+/// Whether an op vector may write, as the wire reader sees it before any lookup: a mutation or
+/// a method call (which writes or not depending on the method). Such vectors carry a request
+/// id and take a slot in their object's queue on arrival.
+pub(crate) fn may_write(ops: &[ObjectOp]) -> bool {
+    ops.iter().any(|op| op.is_mutation() || op.is_call())
+}
+
+/// Serves `Request::Op` from `peer`. `permit` (the OSD's bound on requests being handled) is
+/// held until the op waits for its turn in its object's queue: an op waiting behind others
+/// holds none, so the ops it waits for can always get one.
 pub(crate) async fn handle_op(
     osd: &Osd,
     session: &Session,
-    op: OsdOp,
+    peer: SocketAddr,
+    mut op: OsdOp,
     permit: SemaphorePermit<'_>,
 ) -> Reply {
-    let mutation = op.ops.iter().any(ObjectOp::is_mutation);
     // The slot taken when the op arrived (module `order`); an op with an id whose slot is not
     // parked (the same id twice on one connection) queues now.
     let slot = match op.reqid {
-        Some(reqid) if mutation => Some(session.parked.take(reqid).unwrap_or_else(|| {
-            osd.order.enqueue(op.pg, &op.name, (session.entity.clone(), reqid))
-        })),
+        Some(reqid) if may_write(&op.ops) => {
+            Some(session.parked.take(reqid).unwrap_or_else(|| {
+                osd.order.enqueue(op.pg, &op.name, (session.entity.clone(), reqid))
+            }))
+        }
         _ => None,
     };
-    let (map, group) = match admit(osd, session, op.pg, op.epoch, access_of(&op.ops)).await {
+    let shape = match shape_of(&op.ops, op.snap, &quarry_cls::Classes) {
+        Ok(shape) => shape,
+        Err(reply) => return settle(slot, reply),
+    };
+    // A vector of read-only method calls takes the read path: it holds no place in the queue.
+    let slot = match slot {
+        Some(slot) if !shape.writes => {
+            slot.proposed();
+            None
+        }
+        other => other,
+    };
+    let (map, group) = match admit(osd, session, op.pg, op.epoch, shape.access).await {
         Ok(found) => found,
         Err(reply) => return settle(slot, reply),
     };
+    stamp_origin(&mut op.ops, session, peer);
     if let Err(reply) = validate(&op) {
         return settle(slot, reply);
     }
@@ -131,7 +157,7 @@ pub(crate) async fn handle_op(
     if let Err(reply) = placed(&op, pg_num) {
         return settle(slot, reply);
     }
-    if mutation {
+    if shape.writes {
         write(osd, session, &group, &map, op, slot, permit).await
     } else {
         read(osd, &group, &map, op).await

@@ -111,6 +111,20 @@ fn commands_v2() -> Vec<(String, PgCommand)> {
     for (name, op) in every_op() {
         all.push((format!("client_op_{name}"), client(vec![op], None)));
     }
+    // Appended to ObjectOp after version 1's file: pinned here.
+    let call = |origin| ObjectOp::Call {
+        class: "lock".into(),
+        method: "lock".into(),
+        input: Bytes::from_static(b"in"),
+        origin,
+    };
+    all.push(("client_op_call".to_string(), client(vec![call(None)], None)));
+    let origin = quarry_types::CallOrigin {
+        entity: "client.admin".into(),
+        global_id: 0x4123,
+        addr: "127.0.0.1:0/16675".into(),
+    };
+    all.push(("client_op_call_origin".to_string(), client(vec![call(Some(origin))], None)));
     all
 }
 
@@ -174,6 +188,9 @@ fn every_op_variant_is_covered() {
             | ObjectOp::OmapClear
             | ObjectOp::OmapSetHeader { .. }
             | ObjectOp::SnapTrim { .. } => {}
+            // Appended after version 1's golden file was made: pinned in version 2's file
+            // (`commands_v2`).
+            ObjectOp::Call { .. } => {}
         }
     }
     let names: BTreeSet<&str> = every_op().iter().map(|(name, _)| *name).collect();
