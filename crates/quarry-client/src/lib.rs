@@ -68,14 +68,15 @@
 //!
 //!
 //! # Exactly once, in order
-//! Every mutating op vector carries a request id ([`quarry_types::ReqId`]): a random `client`
-//! number this [`Rados`] instance picks once (not the monitor's global id, which changes on
-//! a monitor reconnect) and a `tid` from the instance's counter, taken when [`Rados::exec`]
-//! is first polled and the same on every resend. The OSD records the reply of each request
+//! Every mutating op vector (and every one with a method call, which may write) carries a
+//! request id ([`quarry_types::ReqId`]): a random `client` number this [`Rados`] instance
+//! picks once (not the monitor's global id, which changes on a monitor reconnect) and a `tid`
+//! from the instance's counter, taken when [`Rados::exec`] is first polled and the same on
+//! every resend. The OSD records the reply of each request
 //! id (qualified by our entity) in the PG's duplicate table, replicated with the PG and kept
 //! across restarts (the last 3000 per PG), so an op resent after its reply was lost gets the
 //! first answer instead of running again: an exclusive create reports success, a remove
-//! success, a guarded op its first outcome. A reply with large outputs (over 4 KiB, e.g. a
+//! success, a guarded op or a method call its first outcome. A reply with large outputs (over 4 KiB, e.g. a
 //! read in a mutating vector) is recorded without their content: a resend gets the outcome
 //! with empty outputs. Reads carry no id. Monitor commands are not deduplicated: a resent
 //! `PoolCreate` may report EEXIST.

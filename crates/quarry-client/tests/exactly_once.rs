@@ -1,4 +1,5 @@
-//! Exactly-once and ordered ops against a real OSD: a mutation whose reply is lost (the
+//! Exactly-once and ordered ops against a real OSD: a mutation or method call whose reply is
+//! lost (the
 //! connection drops after the OSD applied it, before the reply reaches the client) is resent
 //! by the client with the same request id and answered from the PG's duplicate table, also
 //! after an OSD restart; 1000 pipelined writes to one object apply in the order they were
@@ -95,12 +96,19 @@ async fn lost_replies_are_answered_once(restart: bool) {
     let vals = ctx.omap_get_vals("omap", "", "", 10).await.unwrap().0;
     assert_eq!(vals.get("k").map(|v| &v[..]), Some(&b"v2"[..]));
 
+    // A writing method call (not idempotent: numops.add) applies once.
+    let c = ctx.clone();
+    let add = async move { c.exec("counter", vec![quarry_cls::numops::add_op("n", 5.0)]).await };
+    with_lost_reply(&mut cluster, restart, add).await.expect("a resent method call succeeds");
+    let vals = ctx.omap_get_vals("counter", "", "", 10).await.unwrap().0;
+    assert_eq!(vals.get("n").map(|v| &v[..]), Some(&b"5"[..]), "the add ran twice");
+
     rados.shutdown().await;
     cluster.shutdown().await;
 }
 
-/// Goal: create, remove and a guarded omap update whose replies are lost report their first
-/// answer when resent (not EEXIST, ENOENT, ECANCELED) and take effect once.
+/// Goal: create, remove, a guarded omap update and a method call whose replies are lost
+/// report their first answer when resent (not EEXIST, ENOENT, ECANCELED) and take effect once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_after_a_lost_reply_gets_the_first_answer() {
     lost_replies_are_answered_once(false).await;
