@@ -54,6 +54,9 @@ const TAG_HEADER: u8 = b'H';
 const TAG_END: u8 = b'E';
 /// Largest xattr/omap/pg_state value accepted from a stream (a bound against garbage lengths).
 const VALUE_MAX: usize = 64 << 20;
+/// Largest duplicate table sequence number accepted from a stream (apply adds to the last
+/// one: far from overflowing; a PG applies far fewer than 2^62 commands).
+const DUP_SEQ_MAX: u64 = 1 << 62;
 /// Largest duplicate table request id accepted from a stream.
 const DUP_PART_MAX: usize = 2 + u16::MAX as usize + 16;
 
@@ -347,6 +350,9 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
                         return Err(bad("duplicate table entry after an object"));
                     }
                     let seq = r.u64()?;
+                    if seq > DUP_SEQ_MAX {
+                        return Err(bad("duplicate table sequence number out of range"));
+                    }
                     r.blob(DUP_PART_MAX, &mut a)?;
                     r.blob(VALUE_MAX, &mut b)?;
                     if !dups::valid_reqid_part(&a) {

@@ -106,6 +106,14 @@ fn export_import_round_trip() {
 fn damaged_or_foreign_streams_change_nothing() {
     let (_d1, source) = open_temp();
     populate(&source);
+    // Duplicate table records too.
+    for tid in 1..=3 {
+        let c = ObjectCommand {
+            reqid: Some(reqid("client.admin", 5, tid)),
+            ..cmd("dup", vec![write(0, b"d")])
+        };
+        source.apply(PG, &[c], b"s").unwrap();
+    }
     let mut stream = Vec::new();
     source.export_pg(PG, &mut stream).unwrap();
 
