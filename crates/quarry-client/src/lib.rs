@@ -66,10 +66,28 @@
 //!   `Reply::Failed{code, message}` is [`ClientError::Failed`]. Not retried.
 //! - Monitor commands are resent on the next monitor session if the session drops.
 //!
-//! There is no request deduplication yet (no reqid on the OSD): an op resent after its reply
-//! was lost runs twice. Idempotent ops (writes at offsets, reads, setxattr, omap set) do not
-//! mind; a non-idempotent one may report the first run's effect: an exclusive create reports
-//! EEXIST, a remove ENOENT, a resent `PoolCreate` EEXIST.
+//!
+//! # Exactly once, in order
+//! Every mutating op vector (and every one with a method call, which may write) carries a
+//! request id ([`quarry_types::ReqId`]): a random `client` number this [`Rados`] instance
+//! picks once (not the monitor's global id, which changes on a monitor reconnect) and a `tid`
+//! from the instance's counter, taken when [`Rados::exec`] is first polled and the same on
+//! every resend. The OSD records the reply of each request
+//! id (qualified by our entity) in the PG's duplicate table, replicated with the PG and kept
+//! across restarts (the last 3000 per PG), so an op resent after its reply was lost gets the
+//! first answer instead of running again: an exclusive create reports success, a remove
+//! success, a guarded op or a method call its first outcome. A reply with large outputs (over 4 KiB, e.g. a
+//! read in a mutating vector) is recorded without their content: a resend gets the outcome
+//! with empty outputs. Reads carry no id. Monitor commands are not deduplicated: a resent
+//! `PoolCreate` may report EEXIST.
+//!
+//! Mutations to one object apply in the order they were started (tid order), even pipelined
+//! and across `Retry` replies, lost connections and resends: an op to an object is sent
+//! (first send or resend) only once every earlier unanswered mutation to that object was sent
+//! on the same connection; the OSD proposes the mutations to one object in arrival order and
+//! answers `Retry` to a later op of ours while an earlier one it could not propose has not
+//! come back (`quarry_osd`'s `op::order`). Ops to different objects do not wait for each
+//! other.
 //!
 //! # Timeouts
 //! - `connect_timeout` (`client_mount_timeout`, default 30 s): finding and authenticating to
@@ -104,6 +122,7 @@ mod config;
 mod error;
 mod ioctx;
 mod monc;
+mod order;
 mod osdc;
 mod rados;
 mod routing;

@@ -12,6 +12,7 @@ use quarry_types::{ErrorCode, ObjectOp, OpOutput, OpReply, PgId, PoolId, SnapCon
 use quarry_wire::{ClusterMap, MonCommand, MonReply, OsdOp, Reply, Request};
 
 use crate::monc::{self, Backoff};
+use crate::order::{SendOrder, Ticket};
 use crate::osdc::ConnectError;
 use crate::routing::{self, Target};
 use crate::session::{reply_kind, unix_now};
@@ -47,6 +48,8 @@ pub struct Rados {
 struct Inner {
     shared: Arc<Shared>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Request ids and the per-object send order of mutations.
+    order: Arc<SendOrder>,
 }
 
 impl Drop for Inner {
@@ -100,7 +103,8 @@ impl Rados {
         let renew_at = opened.ticket.renew_at();
         let (shared, events) = Shared::new(cfg, opened);
         let task = tokio::spawn(monc::run(shared.clone(), events, renew_at));
-        Ok(Rados { inner: Arc::new(Inner { shared, tasks: Mutex::new(vec![task]) }) })
+        let inner = Inner { shared, tasks: Mutex::new(vec![task]), order: SendOrder::new() };
+        Ok(Rados { inner: Arc::new(inner) })
     }
 
     fn shared(&self) -> &Shared {
@@ -224,6 +228,11 @@ impl Rados {
     ) -> Result<Vec<OpOutput>, ClientError> {
         self.shared().check_running()?;
         routing::check_request(object, snapc, snap, &ops)?;
+        // Taken before the first await: ops started one after the other get increasing tids.
+        // Method calls may write (it depends on the method): they get an id too.
+        let writes = ops.iter().any(|op| op.is_mutation() || op.is_call());
+        let ticket = writes.then(|| self.inner.order.begin(pool, object));
+        let reqid = ticket.as_ref().map(Ticket::reqid);
         let pg = self.pg_of(pool, object).await?;
         let count = ops.len();
         let make = |epoch| {
@@ -234,9 +243,10 @@ impl Rados {
                 snapc: snapc.clone(),
                 snap,
                 ops: ops.clone(),
+                reqid,
             })
         };
-        match self.bounded(self.pg_request(pg, make)).await? {
+        match self.bounded(self.pg_request(pg, make, ticket.as_ref())).await? {
             Reply::Op(OpReply::Ok(outputs)) => {
                 if outputs.len() != count {
                     tracing::warn!(%pg, object, "OSD returned {} outputs for {count} ops", outputs.len());
@@ -291,7 +301,7 @@ impl Rados {
             return Err(ClientError::invalid(ErrorCode::EINVAL, "PG beyond the pool's pg_num"));
         }
         let make = |epoch| Request::List { pg, epoch, start_after: start_after.clone(), max };
-        match self.bounded(self.pg_request(pg, make)).await? {
+        match self.bounded(self.pg_request(pg, make, None)).await? {
             Reply::List { names, more } => Ok((names, more)),
             Reply::Failed { code, message } => Err(ClientError::Failed { code, message }),
             other => {
@@ -359,11 +369,13 @@ impl Rados {
     }
 
     /// Sends the request `make(epoch)` to the primary of `pg` until an answer other than
-    /// "retry" comes back. Unbounded: callers bound it with [`Rados::bounded`].
+    /// "retry" comes back. Unbounded: callers bound it with [`Rados::bounded`]. A mutation's
+    /// `ticket` keeps its sends in order with the other mutations to its object.
     async fn pg_request(
         &self,
         pg: PgId,
         make: impl Fn(u64) -> Request,
+        ticket: Option<&Ticket>,
     ) -> Result<Reply, ClientError> {
         let shared = self.shared();
         let mut backoff = Backoff::new(RESEND_BACKOFF_MIN, RESEND_BACKOFF_MAX);
@@ -382,7 +394,11 @@ impl Rados {
                 tracing::warn!(%pg, "op blocked for {:?}, still waiting", started.elapsed());
             }
             let map = shared.map();
-            match self.attempt(&map, pg, &make, ticket_renewed).await? {
+            let attempt = self.attempt(&map, pg, &make, ticket_renewed, ticket).await?;
+            if let (Some(ticket), false) = (ticket, matches!(attempt, Attempt::Answer(_))) {
+                ticket.unsent();
+            }
+            match attempt {
                 Attempt::Answer(reply) => return Ok(reply),
                 Attempt::WaitMapChange => {
                     shared.wait_map_change(map.epoch, backoff.next()).await?;
@@ -405,6 +421,7 @@ impl Rados {
         pg: PgId,
         make: &impl Fn(u64) -> Request,
         ticket_renewed: bool,
+        order: Option<&Ticket>,
     ) -> Result<Attempt, ClientError> {
         let shared = self.shared();
         if !map.pools.contains_key(&pg.pool) {
@@ -429,7 +446,20 @@ impl Rados {
             }
             Err(ConnectError::Unreachable) => return Ok(Attempt::WaitMapChange),
         };
-        Ok(match client.call(make(map.epoch)).await {
+        let reply = match order {
+            None => client.call(make(map.epoch)).await,
+            Some(order) => {
+                order.turn(client.id()).await;
+                match client.send(make(map.epoch)).await {
+                    Ok(pending) => {
+                        order.sent(client.id());
+                        pending.await
+                    }
+                    Err(error) => Err(error),
+                }
+            }
+        };
+        Ok(match reply {
             Ok(Reply::Retry { epoch }) => {
                 tracing::debug!(%pg, osd, epoch, ours = map.epoch, "OSD asks to retry");
                 if epoch > map.epoch {

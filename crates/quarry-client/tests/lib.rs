@@ -3,6 +3,7 @@
 //! directories.
 
 mod caps_matrix;
+mod exactly_once;
 mod faults;
 mod methods;
 mod ops;

@@ -113,6 +113,7 @@ async fn session(
 
 fn write(pg: PgId, epoch: u64, name: &str, data: &'static [u8]) -> Request {
     Request::Op(OsdOp {
+        reqid: None,
         pg,
         epoch,
         name: name.into(),

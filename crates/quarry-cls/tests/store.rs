@@ -61,6 +61,7 @@ impl Fixture {
             snapc: SnapContext::default(),
             ops: as_caller(ops, who),
             mtime: (self.clock, 0),
+            reqid: None,
         };
         self.store.apply(PG, &[command], b"state").unwrap().pop().unwrap()
     }
@@ -234,6 +235,7 @@ fn unknown_methods_bad_input_and_the_read_path() {
         snapc: SnapContext::default(),
         ops: vec![numops::add_op("k", 1.0)],
         mtime: (1, 0),
+        reqid: None,
     };
     let reply = bare.apply(PG, &[command], b"s").unwrap().pop().unwrap();
     assert_eq!(code(&reply), Some(ErrorCode::EOPNOTSUPP));

@@ -109,6 +109,7 @@ pub(crate) async fn start(
         incoming_map,
         map_refresh: Notify::new(),
         ops: Semaphore::new(OPS_INFLIGHT_MAX),
+        order: Default::default(),
         stop,
     });
     let mut running = Running {

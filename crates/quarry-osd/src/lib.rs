@@ -10,7 +10,12 @@
 //!    the PG at its current epoch (`Reply::Retry` otherwise), the caps on the pool for *every*
 //!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c,
 //!    no mutation of a snapshot).
-//! 3. `raft.client_write(PgCommand)`: the leader stamps the mtime from its clock, openraft
+//! 3. A mutation waits for its turn in its object's queue (`op::order`: mutations to one object
+//!    are proposed in the order they arrived, a client's later op is answered `Retry` while
+//!    an earlier one it must resend has not come back), then
+//!    `raft.client_write_ff(PgCommand::Client)` with the request id qualified by the
+//!    authenticated entity; the next op of the object may propose at once. The leader stamps
+//!    the mtime from its clock, openraft
 //!    appends the entry to the PG's log in the OSD's single WAL (`quarry_raftlog`), whose
 //!    writer thread fsyncs once for everything queued by all PGs (group commit), then commits
 //!    it (size 1: at once; size > 1: on a majority).
@@ -21,7 +26,9 @@
 //!    fsync; the WAL is the durability point. A redb commit costs ~100 µs whatever it carries,
 //!    so sharing it among PGs is what lets small writes scale.
 //! 5. The reply is the `OpReply` of apply, sent once the entry is applied: every
-//!    acknowledged write is in the leader's store.
+//!    acknowledged write is in the leader's store. A command whose request id is in the PG's
+//!    duplicate table (`quarry_store`'s `dups`, replicated and kept across restarts) is not
+//!    applied again: its reply is the recorded one (a resend after a lost reply).
 //!
 //! Pure reads go to `Store::read` on the leader, behind a per-leadership read barrier
 //! (`ensure_linearizable` once per term, so entries re-applied from the WAL after a restart

@@ -40,6 +40,8 @@ pub(crate) struct Osd {
     pub(crate) ops: Semaphore,
     /// Flipped to true once at shutdown.
     pub(crate) stop: watch::Sender<bool>,
+    /// Per-object queues that keep mutations in arrival order (`op::order`).
+    pub(crate) order: Arc<crate::op::order::ObjectOrder>,
 }
 
 impl Osd {

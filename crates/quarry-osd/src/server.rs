@@ -37,11 +37,11 @@ impl Handler<Session> for OsdService {
         if let Request::Raft { group, body } = request {
             return op::handle_raft(&self.osd, session, group, &body).await;
         }
-        let Ok(_permit) = self.osd.ops.acquire().await else {
+        let Ok(permit) = self.osd.ops.acquire().await else {
             return Reply::Failed { code: ErrorCode::EAGAIN, message: "osd shutting down".into() };
         };
         match request {
-            Request::Op(op) => op::handle_op(&self.osd, session, ctx.peer, op).await,
+            Request::Op(op) => op::handle_op(&self.osd, session, ctx.peer, op, permit).await,
             Request::List { pg, epoch, start_after, max } => {
                 op::handle_list(&self.osd, session, pg, epoch, start_after, max).await
             }
@@ -49,6 +49,20 @@ impl Handler<Session> for OsdService {
                 tracing::debug!(entity = %session.entity, request = ?other, "not an osd request");
                 let message = "not a request an OSD serves".to_string();
                 Reply::Failed { code: ErrorCode::EOPNOTSUPP, message }
+            }
+        }
+    }
+
+    /// A mutation (or method call) with a request id takes its place in its object's queue
+    /// here, in arrival order (`op::order`).
+    fn arrived(&self, ctx: &Arc<ConnContext<Session>>, request: &Request) {
+        if let Request::Op(op) = request {
+            if let Some(reqid) = op.reqid {
+                if op::may_write(&op.ops) {
+                    let who = (ctx.session.entity.clone(), reqid);
+                    let slot = self.osd.order.enqueue(op.pg, &op.name, who);
+                    ctx.session.parked.park(reqid, slot);
+                }
             }
         }
     }

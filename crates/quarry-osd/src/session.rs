@@ -104,6 +104,8 @@ pub(crate) struct Session {
     pub(crate) issued_unix: u64,
     /// When the ticket expires: the session's ops are refused from then on.
     pub(crate) expires_unix: u64,
+    /// Object-queue slots of this connection's ops, taken on arrival (`op::order`).
+    pub(crate) parked: crate::op::order::Parked,
 }
 
 impl Session {
@@ -142,6 +144,7 @@ impl Authenticator for OsdAuthenticator {
             caps,
             issued_unix: ticket.issued_unix,
             expires_unix: ticket.expires_unix,
+            parked: Default::default(),
         };
         Ok((ticket.session_key.to_vec(), session))
     }

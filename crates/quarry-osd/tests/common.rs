@@ -129,8 +129,21 @@ impl OsdClient {
         snap: SnapId,
         ops: Vec<ObjectOp>,
     ) -> Result<OpResult, quarry_wire::WireError> {
+        self.try_exec_with_id(name, snapc, snap, ops, None).await
+    }
+
+    /// [`OsdClient::try_exec`] with a request id.
+    pub async fn try_exec_with_id(
+        &self,
+        name: &str,
+        snapc: &SnapContext,
+        snap: SnapId,
+        ops: Vec<ObjectOp>,
+        reqid: Option<quarry_types::ReqId>,
+    ) -> Result<OpResult, quarry_wire::WireError> {
         for _ in 0..100 {
             let op = OsdOp {
+                reqid,
                 pg: self.pg(name),
                 epoch: self.map.epoch,
                 name: name.to_string(),
@@ -147,6 +160,17 @@ impl OsdClient {
             }
         }
         panic!("op on {name} kept being retried");
+    }
+
+    /// An op vector with a request id.
+    pub async fn exec_with_id(
+        &self,
+        name: &str,
+        ops: Vec<ObjectOp>,
+        reqid: quarry_types::ReqId,
+    ) -> OpResult {
+        let snapc = SnapContext::default();
+        self.try_exec_with_id(name, &snapc, SNAP_HEAD, ops, Some(reqid)).await.unwrap()
     }
 
     pub async fn exec(&self, name: &str, ops: Vec<ObjectOp>) -> OpResult {

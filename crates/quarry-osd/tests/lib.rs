@@ -4,6 +4,7 @@
 
 mod common;
 mod crash;
+mod dups;
 mod ops;
 mod replicated;
 mod restart;

@@ -55,6 +55,7 @@ async fn size_two_pool_replicates_to_both_osds() {
     let name = "rep0";
     let replica = &clients[&(1 - primary_of(name))];
     let op = quarry_wire::OsdOp {
+        reqid: None,
         pg: replica.pg(name),
         epoch: map.epoch,
         name: name.into(),

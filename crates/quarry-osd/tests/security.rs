@@ -237,6 +237,7 @@ async fn ops_naming_the_wrong_pg_are_refused() {
         let right = client.pg(name);
         for seed in (0..crate::common::PG_NUM).filter(|&s| s != right.seed) {
             let op = OsdOp {
+                reqid: None,
                 pg: PgId { pool: right.pool, seed },
                 epoch: client.map.epoch,
                 name: name.into(),

@@ -29,6 +29,7 @@ fn command(object: usize, op: ObjectOp) -> ObjectCommand {
         snapc: SnapContext::default(),
         ops: vec![op],
         mtime: (1, 0),
+        reqid: None,
     }
 }
 

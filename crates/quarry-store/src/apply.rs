@@ -12,6 +12,7 @@ use quarry_types::{
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::crc::combine_chunk;
+use crate::dups::DupTables;
 use crate::format::{
     chunk_key, decode_chunk_key, decode_usage, encode_chunk, encode_usage, object_key, pg_key,
     row_has_tail, row_is_hole, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE, META,
@@ -167,6 +168,11 @@ pub(crate) struct Batch<'txn> {
     row_buf: Vec<u8>,
     record_buf: Vec<u8>,
     crcs: Vec<u32>,
+    /// The duplicate table, opened on the first command with a request id.
+    dups: Option<DupTables<'txn>>,
+    /// Its bound per PG.
+    dups_max: usize,
+    dup_key: Vec<u8>,
 }
 
 impl<'txn> Batch<'txn> {
@@ -175,6 +181,7 @@ impl<'txn> Batch<'txn> {
     pub fn open(
         txn: &'txn WriteTransaction,
         methods: Option<&'txn dyn ObjectMethods>,
+        dups_max: usize,
     ) -> Result<Self, StoreError> {
         Ok(Batch {
             pg: PgId { pool: 0, seed: 0 },
@@ -192,6 +199,9 @@ impl<'txn> Batch<'txn> {
             row_buf: Vec::with_capacity(CHUNK_SIZE),
             record_buf: Vec::new(),
             crcs: Vec::new(),
+            dups: None,
+            dups_max,
+            dup_key: Vec::new(),
         })
     }
 
@@ -251,8 +261,30 @@ impl<'txn> Batch<'txn> {
     }
 
     /// Applies one command atomically: every op succeeds and all effects stay, or the first
-    /// failing op's code is returned and the command leaves no trace.
+    /// failing op's code is returned and the command leaves no trace. A command with a request
+    /// id already in the PG's duplicate table is not applied: it gets the recorded reply.
+    /// Otherwise its reply (success or failure) is recorded there.
     pub fn apply_command(&mut self, cmd: &ObjectCommand) -> Result<OpReply, StoreError> {
+        let Some(reqid) = &cmd.reqid else {
+            return self.apply_ops(cmd);
+        };
+        crate::dups::dup_key(self.pg, reqid, &mut self.dup_key);
+        if self.dups.is_none() {
+            self.dups = Some(DupTables::open(self.txn)?);
+        }
+        let dups = self.dups.as_ref().expect("opened above");
+        if let Some(reply) = dups.lookup(self.pg, &self.dup_key)? {
+            tracing::debug!(pg = %self.pg, %reqid, "duplicate request: answering from the table");
+            return Ok(reply);
+        }
+        let reply = self.apply_ops(cmd)?;
+        let dups = self.dups.as_mut().expect("opened above");
+        dups.record(self.pg, &self.dup_key, &reply, self.dups_max)?;
+        Ok(reply)
+    }
+
+    /// [`Batch::apply_command`] without the duplicate table.
+    fn apply_ops(&mut self, cmd: &ObjectCommand) -> Result<OpReply, StoreError> {
         let fail = |index: usize, code: ErrorCode| OpReply::Failed { index: index as u32, code };
         if cmd.name.is_empty() {
             return Ok(fail(0, ErrorCode::EINVAL));

@@ -4,9 +4,11 @@
 //!
 //! Stream layout (integers little-endian, `blob` = u32 length ++ bytes):
 //! ```text
-//! header  "QRYPGEX1" (8) | version u32 (=1) | pool u64 | seed u32
+//! header  "QRYPGEX1" (8) | version u32 (=2) | pool u64 | seed u32
 //! record  tag u8 ++ body, one of:
 //!   'S' pg_state: blob
+//!   'D' duplicate table entry (version 2), oldest first, after 'S': seq u64 | reqid blob
+//!       (the `dups` key after the PG part) | value blob (the `dups` value)
 //!   'O' object:   name blob | count u32 | count x (tag u64, floor u64, exists u8, size u64,
 //!                 mtime_sec u64, mtime_nsec u32)
 //!   'C' chunk of the last object: index u64 | version u64 | crc32c u32 | data blob (<= 4096)
@@ -15,26 +17,35 @@
 //!   'H' omap header of the last object: blob
 //!   'E' end: record count u64 (records before it) | crc32c u32 of every byte before the crc
 //! ```
-//! The stream's bytes are pinned by a golden test (`tests/golden/export_v1.hex`); a change
-//! needs a new version that importers of this version refuse with
-//! [`StoreError::ExportFormatTooNew`], and import must keep reading version 1.
+//! Version 2 added the 'D' records (the duplicate table travels with the PG, so a follower
+//! that installs a snapshot answers resends as the leader would); version 1 streams (no 'D'
+//! records) are still imported, with an empty duplicate table.
+//! The stream's bytes are pinned by golden tests (`tests/golden/export_v1.hex`, still
+//! imported, and `export_v2.hex`); a change needs a new version that importers of this
+//! version refuse with [`StoreError::ExportFormatTooNew`], and import must keep reading the
+//! older ones.
 
 use std::io::{BufWriter, Read, Write};
 
 use quarry_types::{PgId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
+use crate::dups::{self, DupTables};
 use crate::format::{
     chunk_key, decode_chunk_key, encode_chunk, object_key, pg_key, pg_key_end, row_has_tail,
-    sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, META,
-    META_NEXT_ID, OBJECTS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, VERSIONS_MAX, XATTRS,
+    sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, DUPS,
+    DUP_SEQ, META, META_NEXT_ID, OBJECTS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, VERSIONS_MAX,
+    XATTRS,
 };
 use crate::read::{verify_chunk, Ctx, WriteTables};
 use crate::{apply, StoreError};
 
 const EXPORT_MAGIC: &[u8; 8] = b"QRYPGEX1";
-const EXPORT_VERSION: u32 = 1;
+const EXPORT_VERSION: u32 = 2;
+/// The first version with duplicate table records.
+const EXPORT_VERSION_DUPS: u32 = 2;
 const TAG_STATE: u8 = b'S';
+const TAG_DUP: u8 = b'D';
 const TAG_OBJECT: u8 = b'O';
 const TAG_CHUNK: u8 = b'C';
 const TAG_XATTR: u8 = b'X';
@@ -43,6 +54,11 @@ const TAG_HEADER: u8 = b'H';
 const TAG_END: u8 = b'E';
 /// Largest xattr/omap/pg_state value accepted from a stream (a bound against garbage lengths).
 const VALUE_MAX: usize = 64 << 20;
+/// Largest duplicate table sequence number accepted from a stream (apply adds to the last
+/// one: far from overflowing; a PG applies far fewer than 2^62 commands).
+const DUP_SEQ_MAX: u64 = 1 << 62;
+/// Largest duplicate table request id accepted from a stream.
+const DUP_PART_MAX: usize = 2 + u16::MAX as usize + 16;
 
 /// A writer that keeps the crc32c of everything written.
 struct CrcWriter<'a> {
@@ -102,6 +118,13 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
     if let Some(state) = pg_state.get(&pg_key(pg))? {
         w.record(TAG_STATE)?;
         w.blob(state.value())?;
+    }
+    let dup_rows = dups::entries(&txn.open_table(DUPS)?, &txn.open_table(DUP_SEQ)?, pg)?;
+    for (seq, part, value) in dup_rows {
+        w.record(TAG_DUP)?;
+        w.u64(seq)?;
+        w.blob(&part)?;
+        w.blob(&value)?;
     }
     let start = pg_key(pg);
     let end = pg_key_end(pg);
@@ -220,25 +243,25 @@ impl CrcReader<'_> {
     }
 }
 
-/// Reads and checks the stream header.
-fn read_header(r: &mut CrcReader, pg: PgId) -> Result<(), StoreError> {
+/// Reads and checks the stream header; returns the stream's version.
+fn read_header(r: &mut CrcReader, pg: PgId) -> Result<u32, StoreError> {
     let mut magic = [0u8; 8];
     r.exact(&mut magic)?;
     if &magic != EXPORT_MAGIC {
         return Err(StoreError::BadExport { reason: "not a Quarry PG export (bad magic)" });
     }
-    match r.u32()? {
-        EXPORT_VERSION => {}
+    let version = match r.u32()? {
+        found @ 1..=EXPORT_VERSION => found,
         found if found > EXPORT_VERSION => {
             return Err(StoreError::ExportFormatTooNew { found, supported: EXPORT_VERSION })
         }
         _ => return Err(StoreError::BadExport { reason: "unsupported PG export version" }),
-    }
+    };
     let found = PgId { pool: r.u64()?, seed: r.u32()? };
     if found != pg {
         return Err(StoreError::ExportPgMismatch { expected: pg, found });
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Deletes every object of `pg` (all versions, chunks, xattrs, omap), its `pg_state` and its
@@ -271,6 +294,7 @@ pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreErro
     }
     txn.open_table(PG_STATE)?.remove(&pg_key(pg))?;
     txn.open_table(PG_USAGE)?.remove(&pg_key(pg))?;
+    DupTables::open(txn)?.purge(pg)?;
     Ok(())
 }
 
@@ -278,7 +302,7 @@ pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreErro
 /// error nothing changes.
 pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
     let mut r = CrcReader { inner: input, crc: 0 };
-    read_header(&mut r, pg)?;
+    let version = read_header(&mut r, pg)?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
     purge_pg(&txn, pg)?;
@@ -292,6 +316,8 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
         let mut omap_header = txn.open_table(OMAP_HEADER)?;
         let mut pg_state = txn.open_table(PG_STATE)?;
         let mut pg_usage = txn.open_table(PG_USAGE)?;
+        let mut dup_tables = DupTables::open(&txn)?;
+        let mut dup_seqs: Option<(u64, u64)> = None;
         let mut next_id = apply::read_next_id(&meta, pg)?;
         let bad = |reason: &'static str| StoreError::BadExport { reason };
         let mut current: Option<u64> = None;
@@ -318,6 +344,34 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
                 TAG_STATE => {
                     r.blob(VALUE_MAX, &mut a)?;
                     pg_state.insert(&pg_key(pg), a.as_slice())?;
+                }
+                TAG_DUP if version >= EXPORT_VERSION_DUPS => {
+                    if current.is_some() {
+                        return Err(bad("duplicate table entry after an object"));
+                    }
+                    let seq = r.u64()?;
+                    if seq > DUP_SEQ_MAX {
+                        return Err(bad("duplicate table sequence number out of range"));
+                    }
+                    r.blob(DUP_PART_MAX, &mut a)?;
+                    r.blob(VALUE_MAX, &mut b)?;
+                    if !dups::valid_reqid_part(&a) {
+                        return Err(bad("malformed duplicate table request id"));
+                    }
+                    match dups::decode_value(&b) {
+                        Ok((stored, _)) if stored == seq => {}
+                        _ => return Err(bad("malformed duplicate table entry")),
+                    }
+                    dup_seqs = match dup_seqs {
+                        None => Some((seq, seq)),
+                        Some((first, last)) if seq == last + 1 => Some((first, seq)),
+                        Some(_) => return Err(bad("duplicate table entries out of order")),
+                    };
+                    let key = dups::full_key(pg, &a);
+                    if dup_tables.lookup(pg, &key)?.is_some() {
+                        return Err(bad("duplicate table entry appears twice"));
+                    }
+                    dup_tables.insert(pg, &key, seq, &b)?;
                 }
                 TAG_OBJECT => {
                     r.blob(OBJECT_NAME_LEN_MAX, &mut a)?;

@@ -56,6 +56,13 @@ pub(crate) const PG_STATE: TableDefinition<&PgKey, &[u8]> = TableDefinition::new
 /// `pool BE ++ seed BE -> objects u64 LE ++ bytes u64 LE` (head objects, sum of head sizes).
 pub(crate) const PG_USAGE: TableDefinition<&PgKey, &[u8; 16]> = TableDefinition::new("pg_usage");
 
+/// `pool BE ++ seed BE ++ reqid (entity len u16 BE ++ entity ++ client BE ++ tid BE) ->
+/// version u8 ++ seq u64 LE ++ bincode(OpReply)`: the duplicate table (`dups.rs`).
+pub(crate) const DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
+/// `pool BE ++ seed BE ++ seq BE -> reqid part of the DUPS key`: the duplicate table in
+/// insertion order, for dropping the oldest.
+pub(crate) const DUP_SEQ: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_seq");
+
 /// The per-PG key.
 pub(crate) fn pg_key(pg: PgId) -> PgKey {
     let mut key = [0u8; 12];

@@ -34,6 +34,8 @@
 //! | `omap_header` | object id u64 | header bytes |
 //! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob |
 //! | `pg_usage` | pool u64 ++ seed u32 | objects u64 ++ bytes u64 (head objects, sum of head sizes) |
+//! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | version u8 (=1) ++ seq u64 ++ bincode(`OpReply`): the duplicate table (below). Added to format 1; created when a store without it is opened. |
+//! | `dup_seq` | pool u64 ++ seed u32 ++ seq u64 | the reqid part of the `dups` key: the same entries in insertion order, to drop the oldest |
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -71,6 +73,19 @@
 //! `Remove` with a snapshot to preserve adds a non-existent head version; recreating later
 //! starts a fresh floor. `SnapTrim{live_snaps}` keeps the head and, for each live snapshot,
 //! the version it sees, and deletes every chunk row none of them sees.
+//!
+//! # Duplicate table (Ceph's PG log "dups")
+//! A command with a request id ([`ObjectCommand::reqid`]) whose id is in the PG's `dups` table
+//! is not applied: its reply is the one recorded when the id was first applied. Otherwise it
+//! is applied and its reply (success or failure) recorded, in the same transaction. Every
+//! replica applies the same log, so every replica answers a resend the same way, including a
+//! resend applied in the same batch as its first copy. The table keeps the newest
+//! [`StoreOptions::dups_per_pg`] ids per PG (default 3000, Ceph's
+//! `osd_pg_log_dups_tracked`), dropping the oldest. A reply whose encoded outputs exceed
+//! [`DUP_REPLY_MAX`] (4 KiB) is recorded with every output replaced by `OpOutput::None`
+//! (Ceph keeps only small op return data): a resend gets the outcome, not the data. The table
+//! travels with [`Store::export_pg`] / [`Store::import_pg`] and goes with
+//! [`Store::remove_pg`].
 //!
 //! **xattrs and omap are head-only**: they are not versioned; `Remove` deletes them. At a
 //! snapshot, xattr and omap ops fail with EOPNOTSUPP (RBD reads only data at snapshots).
@@ -120,12 +135,15 @@
 //! [`Store::commits_since_checkpoint`]); the 4 KiB page forces the tail split above.
 //!
 //! Other dependencies: `crc32c` (hardware-accelerated Castagnoli crc, the same as Ceph's),
-//! `bytes` (payloads shared with the wire layer), `thiserror`, `tracing` (corruption logs).
+//! `bytes` (payloads shared with the wire layer), `thiserror`, `tracing` (corruption logs),
+//! `bincode` (the replies recorded in the duplicate table: `OpReply` is a serde type of
+//! `quarry-types`, and bincode 1 is the encoding the PG log already uses for it).
 
 #![warn(missing_docs)]
 
 mod apply;
 mod crc;
+mod dups;
 mod error;
 mod exchange;
 mod format;
@@ -140,17 +158,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use quarry_types::{
-    ErrorCode, ObjectMethods, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
+    EntityReqId, ErrorCode, ObjectMethods, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
     OBJECT_NAME_LEN_MAX, SNAP_HEAD,
 };
-use redb::{Database, Durability, ReadableTable};
+use redb::{Database, Durability, ReadableTable, TableHandle};
 
+pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
 
 use crate::format::{
     decode_pg_key, decode_usage, format_marker, parse_format_marker, pg_key, pg_key_end,
-    ObjectRecord, CHUNKS, CHUNK_TAILS, FORMAT_VERSION, META, META_FORMAT, OBJECTS, OMAP,
-    OMAP_HEADER, PG_STATE, PG_USAGE, XATTRS,
+    ObjectRecord, CHUNKS, CHUNK_TAILS, DUPS, DUP_SEQ, FORMAT_VERSION, META, META_FORMAT, OBJECTS,
+    OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -171,6 +190,10 @@ pub struct ObjectCommand {
     pub ops: Vec<ObjectOp>,
     /// The proposer's clock (seconds, nanoseconds): apply must be deterministic.
     pub mtime: (u64, u32),
+    /// The request id (qualified by the sender's entity): a command whose id is in the PG's
+    /// duplicate table is not applied again but answered with the recorded reply. None: no
+    /// deduplication (never recorded).
+    pub reqid: Option<EntityReqId>,
 }
 
 /// Objects and bytes of a pool on this store.
@@ -225,13 +248,15 @@ pub struct SpaceStats {
 pub struct StoreOptions {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// Request ids remembered per PG in the duplicate table (the oldest go first).
+    pub dups_per_pg: usize,
     /// The server-side methods [`ObjectOp::Call`] runs (None: every call is EOPNOTSUPP).
     pub methods: Option<Arc<dyn ObjectMethods>>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 256 << 20, methods: None }
+        StoreOptions { cache_bytes: 256 << 20, dups_per_pg: DUPS_PER_PG_DEFAULT, methods: None }
     }
 }
 
@@ -244,6 +269,8 @@ pub struct Store {
     flusher: std::fs::File,
     commits_since_checkpoint: AtomicU64,
     bytes_since_checkpoint: AtomicU64,
+    /// Bound of the duplicate table per PG.
+    dups_per_pg: usize,
     methods: Option<Arc<dyn ObjectMethods>>,
 }
 
@@ -288,6 +315,7 @@ impl Store {
             flusher,
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
+            dups_per_pg: options.dups_per_pg.max(1),
             methods: options.methods.clone(),
         })
     }
@@ -310,7 +338,7 @@ impl Store {
                     supported: FORMAT_VERSION,
                 })
             }
-            Some(Some(_)) => return Ok(()),
+            Some(Some(_)) => return Store::ensure_added_tables(db),
             Some(None) => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None if has_tables => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None => {}
@@ -327,7 +355,25 @@ impl Store {
             txn.open_table(OMAP_HEADER)?;
             txn.open_table(PG_STATE)?;
             txn.open_table(PG_USAGE)?;
+            txn.open_table(DUPS)?;
+            txn.open_table(DUP_SEQ)?;
         }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Creates the tables added to format 1 later (the duplicate table) in a store made
+    /// before them, so read transactions can always open them.
+    fn ensure_added_tables(db: &Database) -> Result<(), StoreError> {
+        let read = db.begin_read()?;
+        let names: Vec<String> = read.list_tables()?.map(|t| t.name().to_string()).collect();
+        drop(read);
+        if names.iter().any(|n| n == "dups") && names.iter().any(|n| n == "dup_seq") {
+            return Ok(());
+        }
+        let txn = db.begin_write()?;
+        txn.open_table(DUPS)?;
+        txn.open_table(DUP_SEQ)?;
         txn.commit()?;
         Ok(())
     }
@@ -360,7 +406,7 @@ impl Store {
         txn.set_durability(Durability::None);
         let mut all = Vec::with_capacity(work.len());
         {
-            let mut batch = apply::Batch::open(&txn, self.methods.as_deref())?;
+            let mut batch = apply::Batch::open(&txn, self.methods.as_deref(), self.dups_per_pg)?;
             for item in work {
                 batch.begin_pg(item.pg);
                 let mut replies = Vec::with_capacity(item.cmds.len());
@@ -664,6 +710,40 @@ impl Store {
     /// consistent read snapshot. Chunks are verified on the way out.
     pub fn export_pg(&self, pg: PgId, out: &mut dyn Write) -> Result<(), StoreError> {
         exchange::export_pg(&self.db, pg, out)
+    }
+
+    /// The recorded reply of `reqid` in `pg`'s duplicate table, if it is there.
+    pub fn dup_reply(&self, pg: PgId, reqid: &EntityReqId) -> Result<Option<OpReply>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let dups = txn.open_table(DUPS)?;
+        let mut key = Vec::new();
+        dups::dup_key(pg, reqid, &mut key);
+        match dups.get(key.as_slice())? {
+            Some(value) => {
+                dups::decode_value(value.value()).map(|(_, reply)| Some(reply)).map_err(|why| {
+                    StoreError::Corrupt {
+                        pg,
+                        object: String::new(),
+                        detail: format!("dup table: {why}"),
+                    }
+                })
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Number of entries in `pg`'s duplicate table.
+    pub fn dup_count(&self, pg: PgId) -> Result<usize, StoreError> {
+        let txn = self.db.begin_read()?;
+        let seqs = txn.open_table(DUP_SEQ)?;
+        let lo = dups::seq_key(pg, 0);
+        let hi = dups::seq_key(pg, u64::MAX);
+        let mut count = 0;
+        for item in seqs.range::<&[u8; 20]>(&lo..=&hi)? {
+            item?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Replaces the PG with an export stream, durably, all or nothing. The stream is read

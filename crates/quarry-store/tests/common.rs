@@ -23,7 +23,13 @@ pub fn open_temp() -> (tempfile::TempDir, Store) {
 
 /// A command without snapshots.
 pub fn cmd(name: &str, ops: Vec<ObjectOp>) -> ObjectCommand {
-    ObjectCommand { name: name.to_string(), snapc: SnapContext::default(), ops, mtime: (100, 5) }
+    ObjectCommand {
+        name: name.to_string(),
+        snapc: SnapContext::default(),
+        ops,
+        mtime: (100, 5),
+        reqid: None,
+    }
 }
 
 /// A command with a snapshot context and mtime.
@@ -33,7 +39,7 @@ pub fn cmd_at(
     mtime: (u64, u32),
     ops: Vec<ObjectOp>,
 ) -> ObjectCommand {
-    ObjectCommand { name: name.to_string(), snapc: snapc.clone(), ops, mtime }
+    ObjectCommand { name: name.to_string(), snapc: snapc.clone(), ops, mtime, reqid: None }
 }
 
 /// Applies one command in its own batch and returns its reply.
@@ -413,4 +419,18 @@ pub fn assert_same(got: &OpReply, want: &OpReply, what: &str) {
     }
     let short = |r: &OpReply| format!("{r:?}").chars().take(400).collect::<String>();
     panic!("{what}: got {}, want {}", short(got), short(want));
+}
+
+/// A request id of `entity` (`client.admin`).
+pub fn reqid(entity: &str, client: u64, tid: u64) -> quarry_types::EntityReqId {
+    let (_, id) = entity.split_once('.').expect("TYPE.ID");
+    quarry_types::EntityReqId {
+        entity: quarry_types::EntityName::client(id),
+        reqid: quarry_types::ReqId { client, tid },
+    }
+}
+
+/// An exclusive create.
+pub fn create_excl() -> ObjectOp {
+    ObjectOp::Create { exclusive: true }
 }

@@ -50,7 +50,13 @@ fn batch(i: u64) -> Vec<ObjectCommand> {
                         .collect(),
                 },
             };
-            ObjectCommand { name, snapc: SnapContext::default(), ops: vec![op], mtime: (i, 1) }
+            ObjectCommand {
+                name,
+                snapc: SnapContext::default(),
+                ops: vec![op],
+                mtime: (i, 1),
+                reqid: None,
+            }
         })
         .collect()
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use quarry_store::{Store, StoreError};
+use quarry_store::{ObjectCommand, Store, StoreError};
 use quarry_types::{ObjectOp, PgId, SNAP_HEAD};
 
 use crate::common::*;
@@ -106,6 +106,14 @@ fn export_import_round_trip() {
 fn damaged_or_foreign_streams_change_nothing() {
     let (_d1, source) = open_temp();
     populate(&source);
+    // Duplicate table records too.
+    for tid in 1..=3 {
+        let c = ObjectCommand {
+            reqid: Some(reqid("client.admin", 5, tid)),
+            ..cmd("dup", vec![write(0, b"d")])
+        };
+        source.apply(PG, &[c], b"s").unwrap();
+    }
     let mut stream = Vec::new();
     source.export_pg(PG, &mut stream).unwrap();
 
@@ -143,11 +151,14 @@ fn damaged_or_foreign_streams_change_nothing() {
 }
 
 /// Golden bytes of the PG export stream (the Raft snapshot OSDs send each other; format
-/// `QRYPGEX1` version 1) of a small PG with two versions of an object, a chunk, an xattr, an
-/// omap entry and header, and a pg_state: `tests/golden/export_v1.hex`. A failure means the
-/// stream format changed: bump its version and keep importing the old one; never edit the file.
+/// `QRYPGEX1`) of a small PG with two versions of an object, a chunk, an xattr, an omap entry
+/// and header, and a pg_state. Version 1 (`tests/golden/export_v1.hex`) is no longer written
+/// but must still import; version 2 (`export_v2.hex`) adds the duplicate table. A failure
+/// means the stream format changed: bump its version and keep importing the old ones; never
+/// edit the files.
 #[test]
 fn export_stream_bytes_are_pinned() {
+    let golden = |name: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
     let (_dir, store) = open_temp();
     let snapc = quarry_types::SnapContext { seq: 0, snaps: vec![] };
     let first = cmd_at("obj", &snapc, (100, 1), vec![write(0, b"first")]);
@@ -169,17 +180,44 @@ fn export_stream_bytes_are_pinned() {
     store.apply(PG, &[second], b"state-2").unwrap();
     let mut stream = Vec::new();
     store.export_pg(PG, &mut stream).unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/export_v1.hex");
-    let header = "PG export stream QRYPGEX1 version 1 (quarry-store).\n\
+
+    // Without duplicate table entries, version 2 is version 1's bytes with a new version
+    // number (and so a new trailing crc).
+    let v1 = quarry_persist::golden::parse(
+        &std::fs::read_to_string(golden("tests/golden/export_v1.hex")).unwrap(),
+    );
+    let v1 = v1[0].1.clone();
+    assert_eq!(stream[..8], v1[..8]);
+    assert_eq!(stream[8..12], 2u32.to_le_bytes());
+    assert_eq!(stream[12..stream.len() - 4], v1[12..v1.len() - 4]);
+    // A version 1 stream still imports, to the same PG.
+    let (_dir1, from_v1) = open_temp();
+    from_v1.import_pg(PG, &mut v1.as_slice()).unwrap();
+    let mut again = Vec::new();
+    from_v1.export_pg(PG, &mut again).unwrap();
+    assert_eq!(again, stream);
+
+    // Version 2 with duplicate table entries: a create with a request id, and a failed one.
+    let reqid = |tid| reqid("client.admin", 0xabcd, tid);
+    let create = ObjectCommand { reqid: Some(reqid(1)), ..cmd("new", vec![create_excl()]) };
+    let again = ObjectCommand { reqid: Some(reqid(2)), ..cmd("new", vec![create_excl()]) };
+    store.apply(PG, &[create, again], b"state-3").unwrap();
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    let header = "PG export stream QRYPGEX1 version 2 (quarry-store).\n\
                   Generated once; never edit: a change of bytes needs a new version.";
-    quarry_persist::golden::check(&path, header, &[("export", stream.clone())]);
+    quarry_persist::golden::check(
+        &golden("tests/golden/export_v2.hex"),
+        header,
+        &[("export", stream.clone())],
+    );
 
     // A stream of a newer format version is refused as too new (not as a bad stream), and
     // the importing store is left as it was.
     let mut newer = stream;
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    newer[8..12].copy_from_slice(&3u32.to_le_bytes());
     let (_dir2, target) = open_temp();
     let err = target.import_pg(PG, &mut newer.as_slice()).unwrap_err();
-    assert!(matches!(err, StoreError::ExportFormatTooNew { found: 2, supported: 1 }), "{err}");
+    assert!(matches!(err, StoreError::ExportFormatTooNew { found: 3, supported: 2 }), "{err}");
     assert_eq!(target.pg_state(PG).unwrap(), None);
 }

@@ -6,6 +6,9 @@
 //!   accepted (a peer that died; both sides see EOF or a reset), until [`Proxy::resume`].
 //! - [`Proxy::stall`]: keeps connections open but forwards nothing (a partition that sends no
 //!   reset: only timeouts notice it); held bytes flow on [`Proxy::resume`].
+//! - [`Proxy::hold_replies`]: forwards what the connecting party sends but holds what comes
+//!   back (a reply lost on the way: with a [`Proxy::cut`] after it, the request was served
+//!   and its answer never arrives).
 //! - [`Proxy::delay`]: forwards every chunk of bytes after the given delay (a slow link).
 //! - [`Proxy::set_target`]: new connections go to another address (the party restarted on
 //!   another port).
@@ -39,6 +42,8 @@ pub enum LinkState {
     Stall,
     /// Close every connection.
     Cut,
+    /// Forward towards the target, hold everything coming back; connections stay open.
+    HoldReplies,
 }
 
 /// A running proxy; stops (closing its connections) when dropped.
@@ -91,6 +96,12 @@ impl Proxy {
         self.state.send_replace(LinkState::Stall);
     }
 
+    /// Forwards requests, holds replies (connections stay open) until [`Proxy::resume`] or
+    /// [`Proxy::cut`] (which drops what was held).
+    pub fn hold_replies(&self) {
+        self.state.send_replace(LinkState::HoldReplies);
+    }
+
     /// Forwards every chunk after `delay`.
     pub fn delay(&self, delay: Duration) {
         self.state.send_replace(LinkState::Pass(delay));
@@ -135,19 +146,20 @@ async fn accept_loop(
             // Either direction ending (EOF, error, cut) closes both: a proxy mid-link must
             // not leave half-open connections the real peers would never see.
             tokio::select! {
-                _ = pump(ri, wo, rx.clone()) => {}
-                _ = pump(ro, wi, rx) => {}
+                _ = pump(ri, wo, rx.clone(), false) => {}
+                _ = pump(ro, wi, rx, true) => {}
             }
         });
     }
 }
 
-/// Copies `from` to `to`, obeying the link state; returns when either side ends or the link
-/// is cut.
+/// Copies `from` to `to`, obeying the link state (`replies`: this is the direction back from
+/// the target); returns when either side ends or the link is cut.
 async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut state: watch::Receiver<LinkState>,
+    replies: bool,
 ) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -173,6 +185,12 @@ async fn pump(
                         return;
                     }
                 }
+                LinkState::HoldReplies if replies => {
+                    if state.changed().await.is_err() {
+                        return;
+                    }
+                }
+                LinkState::HoldReplies => break,
                 LinkState::Pass(delay) if delay > Duration::ZERO => {
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => break,

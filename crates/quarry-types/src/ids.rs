@@ -104,3 +104,32 @@ mod tests {
         }
     }
 }
+
+/// A client request id (Ceph's `osd_reqid_t` without the entity): `client` is a random number
+/// a client instance (one `Rados` handle) picks once, `tid` that instance's counter of
+/// mutating requests. Every resend of one request carries the same id, which is how an OSD
+/// recognises a resend whose first copy was already applied (the PG's duplicate table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReqId {
+    /// The client instance: random, chosen once per instance (not the monitor's global id,
+    /// which changes when the client reconnects to a monitor).
+    pub client: u64,
+    /// The request's number within the instance; the same on every resend.
+    pub tid: u64,
+}
+
+/// A [`ReqId`] qualified by the entity the OSD authenticated it from: what a PG log entry and
+/// the duplicate table key on, so one entity cannot collide with (or probe) another's ids.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct EntityReqId {
+    /// The authenticated sender.
+    pub entity: EntityName,
+    /// The id the client sent.
+    pub reqid: ReqId,
+}
+
+impl std::fmt::Display for EntityReqId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{:x}:{}", self.entity, self.reqid.client, self.reqid.tid)
+    }
+}

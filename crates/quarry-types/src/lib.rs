@@ -18,7 +18,7 @@ mod methods;
 mod ops;
 
 pub use error::ErrorCode;
-pub use ids::{EntityName, EntityType, OsdId, PgId, PoolId, SnapId, SNAP_HEAD};
+pub use ids::{EntityName, EntityReqId, EntityType, OsdId, PgId, PoolId, ReqId, SnapId, SNAP_HEAD};
 pub use methods::{CallOrigin, MethodCtx, MethodFlags, ObjectMethods};
 pub use ops::{CmpOp, ObjectOp, OpOutput, OpReply, Payload, SnapContext};
 

@@ -42,6 +42,7 @@ impl Handler<()> for Ack {
 
 fn write_request() -> Request {
     Request::Op(OsdOp {
+        reqid: None,
         pg: PgId { pool: 1, seed: 0 },
         epoch: 1,
         name: "rbd_data.1234.0000000000000000".into(),

@@ -30,8 +30,8 @@ use crate::message::{
 };
 use crate::WireError;
 
-/// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Protocol version spoken by this build. 2: `OsdOp` carries a request id.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Requests one connection may have in flight on a server before it stops reading.
 pub const INFLIGHT_REQUESTS_MAX: usize = 256;
 /// Request bytes (frame bodies) one connection may have in flight on a server before it stops
@@ -367,6 +367,12 @@ pub trait Handler<S>: Send + Sync + 'static {
         ctx: Arc<ConnContext<S>>,
         request: Request,
     ) -> impl Future<Output = Reply> + Send;
+
+    /// Called for every request on the connection's reader, in arrival order, before the
+    /// request's own task runs [`Handler::handle`] (tasks start in any order). Whatever must
+    /// follow the order requests arrived in on one connection is done here (the OSD queues a
+    /// mutation behind earlier ones to the same object). Must not block. Default: nothing.
+    fn arrived(&self, _ctx: &Arc<ConnContext<S>>, _request: &Request) {}
 }
 
 /// Runs an authenticated connection until the peer goes away or sends a bad frame. Requests
@@ -403,6 +409,7 @@ where
             Ok(p) => p,
             Err(_) => break Ok(()),
         };
+        handler.arrived(&ctx, &request);
         let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
         while handlers.try_join_next().is_some() {}
         handlers.spawn(async move {
@@ -450,6 +457,27 @@ pub struct RpcClient {
     pending: Pending,
     next_id: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
+    /// Process-unique number of this connection.
+    conn_id: u64,
+}
+
+/// Numbers connections for [`RpcClient::id`].
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The reply of a request sent with [`RpcClient::send`].
+pub struct PendingReply {
+    rx: oneshot::Receiver<Result<Reply, WireError>>,
+}
+
+impl Future for PendingReply {
+    type Output = Result<Reply, WireError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.rx).poll(cx).map(|r| r.unwrap_or(Err(WireError::Closed)))
+    }
 }
 
 impl RpcClient {
@@ -460,13 +488,22 @@ impl RpcClient {
         let closed = Arc::new(AtomicBool::new(false));
         tokio::spawn(write_loop(writer, rx));
         tokio::spawn(read_loop(reader, pending.clone(), event_tx, closed.clone()));
-        let client = RpcClient { tx, pending, next_id: Arc::new(AtomicU64::new(1)), closed };
+        let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+        let client =
+            RpcClient { tx, pending, next_id: Arc::new(AtomicU64::new(1)), closed, conn_id };
         (client, event_rx)
     }
 
     /// Sends `request` and waits for its reply. `WireError::Closed` if the connection drops
     /// before the reply arrives (the request may or may not have been executed).
     pub async fn call(&self, request: Request) -> Result<Reply, WireError> {
+        self.send(request).await?.await
+    }
+
+    /// Queues `request` for sending and returns its reply to await: requests queued one
+    /// after the other go out on the connection in that order (what a caller that must keep
+    /// an order between requests needs; [`RpcClient::call`] is `send` then await).
+    pub async fn send(&self, request: Request) -> Result<PendingReply, WireError> {
         if self.is_closed() {
             return Err(WireError::Closed);
         }
@@ -483,7 +520,13 @@ impl RpcClient {
                 let _ = tx.send(Err(WireError::Closed));
             }
         }
-        reply_rx.await.unwrap_or(Err(WireError::Closed))
+        Ok(PendingReply { rx: reply_rx })
+    }
+
+    /// A number no other connection of this process has: tells connections apart (a request
+    /// sent on a connection that was replaced since must be sent again).
+    pub fn id(&self) -> u64 {
+        self.conn_id
     }
 
     /// True once the connection is gone; make a new one.

@@ -23,7 +23,7 @@ pub mod message;
 
 pub use conn::{
     accept, connect, serve, Accepted, Authenticator, ClientSecret, ConnContext, Connected,
-    EventSink, Handler, RpcClient, PROTOCOL_VERSION,
+    EventSink, Handler, PendingReply, RpcClient, PROTOCOL_VERSION,
 };
 pub use map::{ClusterMap, OsdInfo, PoolInfo};
 pub use message::*;

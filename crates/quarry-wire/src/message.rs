@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use quarry_types::{
-    EntityName, ErrorCode, ObjectOp, OpReply, OsdId, PgId, PoolId, SnapContext, SnapId,
+    EntityName, ErrorCode, ObjectOp, OpReply, OsdId, PgId, PoolId, ReqId, SnapContext, SnapId,
 };
 
 use crate::map::{ClusterMap, PoolInfo};
@@ -112,6 +112,9 @@ pub struct OsdOp {
     pub snap: SnapId,
     /// The op vector, applied atomically.
     pub ops: Vec<ObjectOp>,
+    /// The request id of a mutating vector, the same on every resend (the OSD answers a
+    /// resend of an applied request from the PG's duplicate table); None for reads.
+    pub reqid: Option<ReqId>,
 }
 
 /// Objects and bytes a PG or pool holds.

@@ -305,6 +305,7 @@ async fn inflight_request_bytes_are_bounded_per_connection() {
         let client = c.client.clone();
         tokio::spawn(async move {
             let op = quarry_wire::OsdOp {
+                reqid: None,
                 pg: quarry_types::PgId { pool: 1, seed: 0 },
                 epoch: 1,
                 name: format!("big{i}"),

@@ -199,11 +199,13 @@ mod tests {
             caps: quarry_auth::Caps::parse(&caps).unwrap(),
             issued_unix: 1000,
             expires_unix: 2000,
+            parked: Default::default(),
         }
     }
 
     fn op(ops: Vec<ObjectOp>) -> OsdOp {
         OsdOp {
+            reqid: None,
             pg: PgId { pool: 1, seed: 0 },
             epoch: 1,
             name: "obj".into(),

@@ -3,29 +3,38 @@
 //! An op vector goes: epoch catch-up (wait briefly if the client saw a newer map) → session
 //! still honoured → pool and primary check at the current epoch (`Retry` otherwise) → caps
 //! (`EPERM`, nothing changes) → validation → the name must hash to the PG named (`EINVAL`)
-//! → mutations through `raft.client_write` (the reply
-//! is the `OpReply` of apply), pure reads from the store behind the PG's read barrier.
+//! → mutations proposed through `raft.client_write_ff` in their object's arrival order
+//! ([`order`]; the reply is the `OpReply` of apply, or the recorded one of an earlier copy of
+//! the same request from the PG's duplicate table), pure reads from the store behind the PG's
+//! read barrier.
 //! Method calls (`ObjectOp::Call`) are looked up first (`check::shape_of`: unknown is
 //! EOPNOTSUPP, a writing method needs the `x` cap and takes the log path, a read-only one the
 //! read path) and stamped with the authenticated caller (`check::stamp_origin`).
+//!
+//! A mutation's log entry carries its request id qualified by the authenticated entity
+//! (`EntityReqId`), so one entity can neither collide with nor replay another's ids.
 
 pub(crate) mod check;
+pub(crate) mod order;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::ClientWriteError;
+
+use tokio::sync::SemaphorePermit;
 
 use quarry_store::StoreError;
-use quarry_types::{EntityType, ErrorCode, PgId};
+use quarry_types::{EntityReqId, EntityType, ErrorCode, ObjectOp, PgId};
 use quarry_wire::{ClusterMap, OsdOp, PoolInfo, Reply};
 
 use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
-use crate::pg::{network, PgCommand, PgGroup};
+use crate::pg::{network, ClientCommand, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
 use check::{caps_allow, placed, session_honoured, shape_of, stamp_origin, validate};
+use order::Slot;
 
 /// How long an op from a client with a newer map waits for ours to catch up.
 const EPOCH_CATCH_UP: Duration = Duration::from_secs(2);
@@ -84,31 +93,72 @@ async fn admit(
     Ok((map, group))
 }
 
-/// Serves `Request::Op` from `peer`.
+/// What becomes of an op's queue slot given the reply it got before proposing: an answer the
+/// client resends fences (dropping the slot), a final one releases it.
+fn settle(slot: Option<Slot>, reply: Reply) -> Reply {
+    if let Some(slot) = slot {
+        match &reply {
+            Reply::Retry { .. } => slot.retry(),
+            Reply::Failed { code, .. } if *code == ErrorCode::EAGAIN => slot.retry(),
+            _ => slot.proposed(),
+        }
+    }
+    reply
+}
+
+/// Whether an op vector may write, as the wire reader sees it before any lookup: a mutation or
+/// a method call (which writes or not depending on the method). Such vectors carry a request
+/// id and take a slot in their object's queue on arrival.
+pub(crate) fn may_write(ops: &[ObjectOp]) -> bool {
+    ops.iter().any(|op| op.is_mutation() || op.is_call())
+}
+
+/// Serves `Request::Op` from `peer`. `permit` (the OSD's bound on requests being handled) is
+/// held until the op waits for its turn in its object's queue: an op waiting behind others
+/// holds none, so the ops it waits for can always get one.
 pub(crate) async fn handle_op(
     osd: &Osd,
     session: &Session,
     peer: SocketAddr,
     mut op: OsdOp,
+    permit: SemaphorePermit<'_>,
 ) -> Reply {
+    // The slot taken when the op arrived (module `order`); an op with an id whose slot is not
+    // parked (the same id twice on one connection) queues now.
+    let slot = match op.reqid {
+        Some(reqid) if may_write(&op.ops) => {
+            Some(session.parked.take(reqid).unwrap_or_else(|| {
+                osd.order.enqueue(op.pg, &op.name, (session.entity.clone(), reqid))
+            }))
+        }
+        _ => None,
+    };
     let shape = match shape_of(&op.ops, op.snap, &quarry_cls::Classes) {
         Ok(shape) => shape,
-        Err(reply) => return reply,
+        Err(reply) => return settle(slot, reply),
+    };
+    // A vector of read-only method calls takes the read path: it holds no place in the queue.
+    let slot = match slot {
+        Some(slot) if !shape.writes => {
+            slot.proposed();
+            None
+        }
+        other => other,
     };
     let (map, group) = match admit(osd, session, op.pg, op.epoch, shape.access).await {
         Ok(found) => found,
-        Err(reply) => return reply,
+        Err(reply) => return settle(slot, reply),
     };
     stamp_origin(&mut op.ops, session, peer);
     if let Err(reply) = validate(&op) {
-        return reply;
+        return settle(slot, reply);
     }
     let pg_num = map.pools.get(&op.pg.pool).map_or(0, |pool| pool.pg_num);
     if let Err(reply) = placed(&op, pg_num) {
-        return reply;
+        return settle(slot, reply);
     }
     if shape.writes {
-        write(osd, &group, &map, op).await
+        write(osd, session, &group, &map, op, slot, permit).await
     } else {
         read(osd, &group, &map, op).await
     }
@@ -119,19 +169,59 @@ fn mtime_now() -> (u64, u32) {
     (now.as_secs(), now.subsec_nanos())
 }
 
-/// Proposes a mutation through the PG's log; answers once it is applied.
-async fn write(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply {
+/// Proposes a mutation through the PG's log once its turn in the object's queue comes;
+/// answers once it is applied.
+async fn write(
+    osd: &Osd,
+    session: &Session,
+    group: &PgGroup,
+    map: &ClusterMap,
+    op: OsdOp,
+    slot: Option<Slot>,
+    permit: SemaphorePermit<'_>,
+) -> Reply {
     if !group.wait_leader(osd.router.me()).await {
-        return retry(map);
+        return settle(slot, retry(map));
     }
-    let command = PgCommand { name: op.name, snapc: op.snapc, ops: op.ops, mtime: mtime_now() };
-    let proposal = group.raft.client_write(command);
-    match tokio::time::timeout(WRITE_TIMEOUT, proposal).await {
-        Ok(Ok(response)) => Reply::Op(response.data),
-        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => retry(map),
-        Ok(Err(e)) => {
+    drop(permit);
+    if let Some(queued) = &slot {
+        if queued.turn().await.is_err() {
+            tracing::debug!(pg = %group.pg, object = op.name, "an earlier op must be resent first");
+            return settle(slot, retry(map));
+        }
+    }
+    let reqid = op.reqid.map(|reqid| EntityReqId { entity: session.entity.clone(), reqid });
+    let command = PgCommand::Client(ClientCommand {
+        reqid,
+        name: op.name,
+        snapc: op.snapc,
+        ops: op.ops,
+        mtime: mtime_now(),
+    });
+    let responder = match group.raft.client_write_ff(command).await {
+        Ok(responder) => responder,
+        Err(e) => {
+            tracing::error!(pg = %group.pg, error = %e, "write failed in raft");
+            let failed =
+                Reply::Failed { code: ErrorCode::EIO, message: format!("pg {}: {e}", group.pg) };
+            return settle(slot, failed);
+        }
+    };
+    // In the Raft core's queue: whatever arrived behind it may be proposed now.
+    if let Some(slot) = slot {
+        slot.proposed();
+    }
+    match tokio::time::timeout(WRITE_TIMEOUT, responder).await {
+        Ok(Ok(Ok(response))) => Reply::Op(response.data),
+        Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => retry(map),
+        Ok(Ok(Err(e))) => {
             tracing::error!(pg = %group.pg, error = %e, "write failed in raft");
             Reply::Failed { code: ErrorCode::EIO, message: format!("pg {}: {e}", group.pg) }
+        }
+        Ok(Err(_)) => {
+            // The Raft core stopped (the PG is being shut down or removed).
+            tracing::debug!(pg = %group.pg, "raft stopped before answering a write");
+            retry(map)
         }
         Err(_) => {
             tracing::warn!(pg = %group.pg, "write not applied in time");

@@ -195,6 +195,7 @@ mod tests {
             snapc: SnapContext::default(),
             ops: vec![ObjectOp::WriteFull { data: Payload::new(Bytes::from(vec![byte; 4096])) }],
             mtime: (1, 0),
+            reqid: None,
         }
     }
 

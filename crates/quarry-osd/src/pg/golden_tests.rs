@@ -1,6 +1,7 @@
 //! Golden bytes of what a PG persists: [`PgCommand`] as the WAL stores it (one value per
 //! `ObjectOp` variant, so every op's layout is pinned) and [`PgState`] as the store keeps it,
-//! compared with `tests/golden/pg_v1.hex`. A failure means a persisted format changed: bump
+//! compared with `tests/golden/pg_v1.hex` (version 1 commands, still decoded, and PgState
+//! version 1) and `tests/golden/pg_v2.hex` (version 2 commands: with request ids, TrimSnap). A failure means a persisted format changed: bump
 //! `PG_COMMAND_VERSION` / `PG_STATE_VERSION` and keep decoding the old version (the upgrade
 //! rule in `quarry_persist`); never edit the golden file.
 
@@ -13,10 +14,16 @@ use quarry_persist::{golden, DecodeError};
 use quarry_raftlog::EntryCodec;
 use quarry_types::{CmpOp, ObjectOp, Payload, SnapContext};
 
-use super::{PgCommand, PgRaftConfig, PgState};
+use quarry_types::{EntityName, EntityReqId, ReqId};
+
+use super::{ClientCommand, PgCommand, PgCommandV1, PgRaftConfig, PgState};
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v1.hex")
+}
+
+fn golden_v2_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v2.hex")
 }
 
 /// One op of every variant, with distinct field values (so swapped fields change the bytes).
@@ -61,8 +68,8 @@ fn every_op() -> Vec<(&'static str, ObjectOp)> {
     ]
 }
 
-fn command(ops: Vec<ObjectOp>) -> PgCommand {
-    PgCommand {
+fn command(ops: Vec<ObjectOp>) -> PgCommandV1 {
+    PgCommandV1 {
         name: "rbd_data.1".into(),
         snapc: SnapContext { seq: 12, snaps: vec![12, 11] },
         ops,
@@ -70,11 +77,54 @@ fn command(ops: Vec<ObjectOp>) -> PgCommand {
     }
 }
 
-fn commands() -> Vec<(String, PgCommand)> {
+/// Version 1 commands (encoded as version 1 wrote them).
+fn commands() -> Vec<(String, PgCommandV1)> {
     let mut all = vec![("command_no_ops".to_string(), command(Vec::new()))];
     for (name, op) in every_op() {
         all.push((format!("command_op_{name}"), command(vec![op])));
     }
+    all
+}
+
+fn client(ops: Vec<ObjectOp>, reqid: Option<EntityReqId>) -> PgCommand {
+    let v1 = command(ops);
+    PgCommand::Client(ClientCommand {
+        reqid,
+        name: v1.name,
+        snapc: v1.snapc,
+        ops: v1.ops,
+        mtime: v1.mtime,
+    })
+}
+
+/// Version 2 commands.
+fn commands_v2() -> Vec<(String, PgCommand)> {
+    let reqid = EntityReqId {
+        entity: EntityName::client("qemu"),
+        reqid: ReqId { client: 0x0102_0304_0506_0708, tid: 0x1112_1314 },
+    };
+    let mut all = vec![
+        ("client_no_ops".to_string(), client(Vec::new(), None)),
+        ("client_reqid".to_string(), client(vec![ObjectOp::Remove], Some(reqid))),
+        ("trim_snap".to_string(), PgCommand::TrimSnap { snap: 0x21, max_objects: 0x3344 }),
+    ];
+    for (name, op) in every_op() {
+        all.push((format!("client_op_{name}"), client(vec![op], None)));
+    }
+    // Appended to ObjectOp after version 1's file: pinned here.
+    let call = |origin| ObjectOp::Call {
+        class: "lock".into(),
+        method: "lock".into(),
+        input: Bytes::from_static(b"in"),
+        origin,
+    };
+    all.push(("client_op_call".to_string(), client(vec![call(None)], None)));
+    let origin = quarry_types::CallOrigin {
+        entity: "client.admin".into(),
+        global_id: 0x4123,
+        addr: "127.0.0.1:0/16675".into(),
+    };
+    all.push(("client_op_call_origin".to_string(), client(vec![call(Some(origin))], None)));
     all
 }
 
@@ -100,9 +150,7 @@ fn states() -> Vec<(&'static str, PgState)> {
 fn encoded() -> Vec<(String, Vec<u8>)> {
     let mut values = Vec::new();
     for (name, command) in commands() {
-        let mut out = Vec::new();
-        PgRaftConfig::encode_data(&command, &mut out);
-        values.push((name, out));
+        values.push((name, quarry_persist::version::encode(1, &command)));
     }
     for (name, state) in states() {
         values.push((name.to_string(), state.encode()));
@@ -140,8 +188,8 @@ fn every_op_variant_is_covered() {
             | ObjectOp::OmapClear
             | ObjectOp::OmapSetHeader { .. }
             | ObjectOp::SnapTrim { .. } => {}
-            // Appended after version 1's golden file was made: pinned with the next
-            // PgCommand version's file (a new value in a v1 file would be an edit).
+            // Appended after version 1's golden file was made: pinned in version 2's file
+            // (`commands_v2`).
             ObjectOp::Call { .. } => {}
         }
     }
@@ -157,6 +205,19 @@ fn pg_bytes_are_pinned() {
     let refs: Vec<(&str, Vec<u8>)> =
         values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
     golden::check(&golden_path(), header, &refs);
+    let header = "PgCommand version 2 (WAL entry data: request ids, TrimSnap), quarry-osd.\n\
+                  Generated once; never edit: a change of bytes needs a new version.";
+    let values: Vec<(String, Vec<u8>)> = commands_v2()
+        .into_iter()
+        .map(|(name, command)| {
+            let mut out = Vec::new();
+            PgRaftConfig::encode_data(&command, &mut out);
+            (name, out)
+        })
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> =
+        values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
+    golden::check(&golden_v2_path(), header, &refs);
 }
 
 #[test]
@@ -164,18 +225,25 @@ fn golden_bytes_decode_to_the_same_values() {
     let text = std::fs::read_to_string(golden_path()).unwrap();
     let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
     for (name, command) in commands() {
-        assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), command, "{name}");
+        // Version 1 entries decode as client commands without a request id.
+        let want = PgCommand::from(command);
+        assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), want, "{name}");
     }
     for (name, state) in states() {
         assert_eq!(PgState::decode(&golden[name]).unwrap(), state, "{name}");
+    }
+    let text = std::fs::read_to_string(golden_v2_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    for (name, command) in commands_v2() {
+        assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), command, "{name}");
     }
 }
 
 #[test]
 fn newer_versions_are_format_too_new() {
     let mut out = Vec::new();
-    PgRaftConfig::encode_data(&command(Vec::new()), &mut out);
-    out[0] = 2;
+    PgRaftConfig::encode_data(&client(Vec::new(), None), &mut out);
+    out[0] = 3;
     assert!(matches!(PgRaftConfig::decode_data(&out), Err(DecodeError::TooNew(_))));
     let mut state = PgState::default().encode();
     state[0] = 2;

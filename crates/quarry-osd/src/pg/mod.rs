@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use quarry_persist::version::{self, DecodeError};
 use quarry_raftlog::EntryCodec;
 use quarry_store::ObjectCommand;
-use quarry_types::{ObjectOp, OpReply, OsdId, PgId, SnapContext};
+use quarry_types::{EntityReqId, ObjectOp, OpReply, OsdId, PgId, SnapContext, SnapId};
 
 openraft::declare_raft_types!(
     /// The openraft types of a PG group: nodes are OSDs, entries carry one client request,
@@ -44,13 +44,32 @@ openraft::declare_raft_types!(
 /// A running PG Raft group.
 pub type PgRaft = openraft::Raft<PgRaftConfig>;
 
-/// The payload of one normal log entry: one client request (object, snapshot context, op
-/// vector, and the proposer's clock), applied atomically by every replica. The WAL stores it as
+/// The payload of one normal log entry, applied by every replica. The WAL stores it as
 /// `PG_COMMAND_VERSION ++ bincode(PgCommand)`. bincode 1 has no field names or lengths: any
 /// change to this type or a type inside it (adding a field too) makes old entries undecodable,
 /// so it needs a new version and a decoder for the old one (module docs).
+///
+/// Version 2 (this layout) made the command an enum and added the request id; version 1
+/// entries (a bare [`PgCommandV1`]) decode as `Client` commands without one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PgCommand {
+pub enum PgCommand {
+    /// One client request.
+    Client(ClientCommand),
+    /// Trim the data of removed snapshot `snap`, at most `max_objects` objects per entry.
+    TrimSnap {
+        /// The removed snapshot.
+        snap: SnapId,
+        /// Most objects one entry visits.
+        max_objects: u32,
+    },
+}
+
+/// One client request: object, snapshot context, op vector, the proposer's clock, and the
+/// request id qualified by the authenticated sender (the PG's duplicate table key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCommand {
+    /// The sender's request id (None: never deduplicated).
+    pub reqid: Option<EntityReqId>,
     /// Object name.
     pub name: String,
     /// Snapshot context of the writer.
@@ -61,14 +80,40 @@ pub struct PgCommand {
     pub mtime: (u64, u32),
 }
 
-impl From<PgCommand> for ObjectCommand {
-    fn from(c: PgCommand) -> ObjectCommand {
-        ObjectCommand { name: c.name, snapc: c.snapc, ops: c.ops, mtime: c.mtime }
+/// A version 1 log entry: a client request without a request id. Only decoded (and encoded by
+/// the golden tests that pin it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgCommandV1 {
+    /// Object name.
+    pub name: String,
+    /// Snapshot context of the writer.
+    pub snapc: SnapContext,
+    /// Ops, applied atomically.
+    pub ops: Vec<ObjectOp>,
+    /// The leader's clock at proposal.
+    pub mtime: (u64, u32),
+}
+
+impl From<PgCommandV1> for PgCommand {
+    fn from(c: PgCommandV1) -> PgCommand {
+        PgCommand::Client(ClientCommand {
+            reqid: None,
+            name: c.name,
+            snapc: c.snapc,
+            ops: c.ops,
+            mtime: c.mtime,
+        })
+    }
+}
+
+impl From<ClientCommand> for ObjectCommand {
+    fn from(c: ClientCommand) -> ObjectCommand {
+        ObjectCommand { name: c.name, snapc: c.snapc, ops: c.ops, mtime: c.mtime, reqid: c.reqid }
     }
 }
 
 /// Version byte in front of a [`PgCommand`] in the WAL.
-pub const PG_COMMAND_VERSION: u8 = 1;
+pub const PG_COMMAND_VERSION: u8 = 2;
 
 /// What errors call a [`PgCommand`] payload.
 const PG_COMMAND_WHAT: &str = "PG log entry (PgCommand)";
@@ -79,7 +124,10 @@ impl EntryCodec for PgRaftConfig {
     }
 
     fn decode_data(bytes: &[u8]) -> Result<PgCommand, DecodeError> {
-        version::decode(PG_COMMAND_WHAT, PG_COMMAND_VERSION, bytes)
+        match version::split(PG_COMMAND_WHAT, PG_COMMAND_VERSION, bytes)? {
+            (1, body) => version::decode_body::<PgCommandV1>(PG_COMMAND_WHAT, body).map(Into::into),
+            (_, body) => version::decode_body(PG_COMMAND_WHAT, body),
+        }
     }
 }
 

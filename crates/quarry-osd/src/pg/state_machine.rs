@@ -31,7 +31,7 @@ use quarry_types::{ErrorCode, OpReply, OsdId, PgId};
 
 use super::apply::ApplyBatcher;
 use super::durability::Durability;
-use super::{PgRaftConfig, PgState};
+use super::{PgCommand, PgRaftConfig, PgState};
 
 type SmResult<T> = Result<T, StorageError<OsdId>>;
 type Entry = openraft::Entry<PgRaftConfig>;
@@ -126,11 +126,13 @@ impl PgStateMachine {
             self.state.applied = Some(entry.log_id);
             match entry.payload {
                 EntryPayload::Blank => slots.push(None),
-                EntryPayload::Normal(command) => {
+                EntryPayload::Normal(PgCommand::Client(command)) => {
                     slots.push(Some(commands.len()));
                     commands.push(command.into());
                     batch.ids.push(entry.log_id);
                 }
+                // Snapshot trimming is applied by the SNAPS work; until then a no-op.
+                EntryPayload::Normal(PgCommand::TrimSnap { .. }) => slots.push(None),
                 EntryPayload::Membership(m) => {
                     self.state.membership = StoredMembership::new(Some(entry.log_id), m);
                     batch.changes.push(self.state.membership.clone());

@@ -1,0 +1,163 @@
+//! The duplicate table: a command whose request id was applied before is answered with the
+//! recorded reply and not applied again (also within one batch); the table is bounded per PG
+//! (oldest first), survives reopening, travels with export/import, is dropped with the PG,
+//! keeps only small outputs, and keys on the entity as well as the id.
+
+use bytes::Bytes;
+use quarry_store::{ObjectCommand, Store, StoreOptions, DUP_REPLY_MAX};
+use quarry_types::{ErrorCode, ObjectOp, OpOutput, OpReply, PgId};
+
+use crate::common::*;
+
+fn with_id(c: ObjectCommand, tid: u64) -> ObjectCommand {
+    ObjectCommand { reqid: Some(reqid("client.admin", 7, tid)), ..c }
+}
+
+fn eexist() -> OpReply {
+    OpReply::Failed { index: 0, code: ErrorCode::EEXIST }
+}
+
+/// Goal: a resent exclusive create and remove get their first answers; a new id runs again.
+#[test]
+fn a_resend_gets_the_recorded_reply_and_changes_nothing() {
+    let (_dir, store) = open_temp();
+    let create = with_id(cmd("o", vec![create_excl(), write(0, b"abc")]), 1);
+    assert_eq!(apply1(&store, create.clone()), OpReply::Ok(vec![OpOutput::None, OpOutput::None]));
+    // Someone else overwrites it; the resent create must not apply its write again.
+    apply1(&store, cmd("o", vec![write_full(b"other")]));
+    assert_eq!(apply1(&store, create.clone()), OpReply::Ok(vec![OpOutput::None, OpOutput::None]));
+    let read = [ObjectOp::Read { off: 0, len: 100 }];
+    let OpReply::Ok(out) = store.read(PG, "o", quarry_types::SNAP_HEAD, &read).unwrap() else {
+        panic!("read failed")
+    };
+    assert!(matches!(&out[0], OpOutput::Data(p) if &p.data[..] == b"other"));
+    // A new request id is a new request: EEXIST.
+    assert_eq!(apply1(&store, with_id(cmd("o", vec![create_excl()]), 2)), eexist());
+    // ... and its failure is recorded too.
+    assert_eq!(apply1(&store, with_id(cmd("o", vec![create_excl()]), 2)), eexist());
+    let remove = with_id(cmd("o", vec![ObjectOp::Remove]), 3);
+    assert_eq!(apply1(&store, remove.clone()), OpReply::Ok(vec![OpOutput::None]));
+    assert_eq!(apply1(&store, remove), OpReply::Ok(vec![OpOutput::None]));
+    assert_eq!(store.dup_count(PG).unwrap(), 3);
+    // Commands without an id are never recorded.
+    apply1(&store, cmd("p", vec![write(0, b"x")]));
+    assert_eq!(store.dup_count(PG).unwrap(), 3);
+}
+
+/// Goal: a resend in the same batch as its first copy (proposed while the first was in
+/// flight) is answered from the table too.
+#[test]
+fn a_resend_in_the_same_batch_is_not_applied_twice() {
+    let (_dir, store) = open_temp();
+    let create = with_id(cmd("o", vec![create_excl()]), 1);
+    let replies = store.apply(PG, &[create.clone(), create], b"s").unwrap();
+    assert_eq!(replies, vec![OpReply::Ok(vec![OpOutput::None]); 2]);
+}
+
+/// Goal: the same (client, tid) from two entities are two requests.
+#[test]
+fn ids_are_qualified_by_the_entity() {
+    let (_dir, store) = open_temp();
+    let a = ObjectCommand { reqid: Some(reqid("client.a", 1, 1)), ..cmd("o", vec![create_excl()]) };
+    let b = ObjectCommand { reqid: Some(reqid("client.b", 1, 1)), ..cmd("o", vec![create_excl()]) };
+    assert_eq!(apply1(&store, a), OpReply::Ok(vec![OpOutput::None]));
+    assert_eq!(apply1(&store, b), eexist());
+}
+
+/// Goal: the table holds at most `dups_per_pg` entries per PG, dropping the oldest; other PGs
+/// are not affected; the table survives reopening.
+#[test]
+fn the_table_is_bounded_oldest_first_and_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { dups_per_pg: 5, ..StoreOptions::default() };
+    let other = PgId { pool: 1, seed: 8 };
+    {
+        let store = Store::open_with(dir.path(), &options).unwrap();
+        store.apply(other, &[with_id(cmd("o", vec![create_excl()]), 100)], b"s").unwrap();
+        for tid in 1..=8 {
+            let name = format!("o{tid}");
+            apply1(&store, with_id(cmd(&name, vec![create_excl()]), tid));
+        }
+        assert_eq!(store.dup_count(PG).unwrap(), 5);
+        assert_eq!(store.dup_count(other).unwrap(), 1);
+    }
+    let store = Store::open_with(dir.path(), &options).unwrap();
+    assert_eq!(store.dup_count(PG).unwrap(), 5);
+    for tid in 1..=3 {
+        assert_eq!(store.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap(), None, "{tid}");
+    }
+    for tid in 4..=8 {
+        let reply = store.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap();
+        assert_eq!(reply, Some(OpReply::Ok(vec![OpOutput::None])), "{tid}");
+    }
+    // An evicted id runs again (EEXIST); a remembered one answers from the table.
+    assert_eq!(apply1(&store, with_id(cmd("o1", vec![create_excl()]), 1)), eexist());
+    let remembered = apply1(&store, with_id(cmd("o8", vec![create_excl()]), 8));
+    assert_eq!(remembered, OpReply::Ok(vec![OpOutput::None]));
+    assert_eq!(store.dup_count(PG).unwrap(), 5);
+}
+
+/// Goal: the table travels with export/import (Raft snapshots) and goes with the PG.
+#[test]
+fn the_table_is_exported_imported_and_removed_with_the_pg() {
+    let (_dir, store) = open_temp();
+    for tid in 1..=3 {
+        apply1(&store, with_id(cmd("o", vec![write(0, &[tid as u8])]), tid));
+    }
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    let (_dir2, target) = open_temp();
+    // Stale entries of the target's PG are replaced, not merged.
+    apply1(&target, with_id(cmd("stale", vec![create_excl()]), 99));
+    target.import_pg(PG, &mut stream.as_slice()).unwrap();
+    assert_eq!(target.dup_count(PG).unwrap(), 3);
+    assert_eq!(target.dup_reply(PG, &reqid("client.admin", 7, 99)).unwrap(), None);
+    assert_eq!(
+        apply1(&target, with_id(cmd("o", vec![write(0, b"zz")]), 2)),
+        OpReply::Ok(vec![OpOutput::None])
+    );
+    // Sequence numbers continue after the imported ones (the oldest still goes first).
+    apply1(&target, with_id(cmd("o", vec![write(0, b"4")]), 4));
+    let mut again = Vec::new();
+    target.export_pg(PG, &mut again).unwrap();
+    let (_dir3, third) = open_temp();
+    third.import_pg(PG, &mut again.as_slice()).unwrap();
+    assert_eq!(third.dup_count(PG).unwrap(), 4);
+    target.remove_pg(PG).unwrap();
+    assert_eq!(target.dup_count(PG).unwrap(), 0);
+}
+
+/// Goal: only small outputs are kept: a reply with a large read is recorded as success with
+/// empty outputs (Ceph keeps only small op return data); a small one exactly.
+#[test]
+fn large_outputs_are_not_recorded() {
+    let (_dir, store) = open_temp();
+    apply1(&store, cmd("o", vec![write(0, &pattern(3 * DUP_REPLY_MAX, 3))]));
+    let big = with_id(
+        cmd(
+            "o",
+            vec![
+                ObjectOp::SetXattr { name: "x".into(), value: Bytes::from_static(b"1") },
+                ObjectOp::Read { off: 0, len: 2 * DUP_REPLY_MAX as u64 },
+            ],
+        ),
+        1,
+    );
+    let first = apply1(&store, big.clone());
+    assert!(
+        matches!(&first, OpReply::Ok(out) if matches!(&out[1], OpOutput::Data(p) if p.len() == 2 * DUP_REPLY_MAX))
+    );
+    assert_eq!(apply1(&store, big), OpReply::Ok(vec![OpOutput::None, OpOutput::None]));
+    let small = with_id(
+        cmd(
+            "o",
+            vec![
+                ObjectOp::SetXattr { name: "x".into(), value: Bytes::from_static(b"2") },
+                ObjectOp::Read { off: 0, len: 16 },
+            ],
+        ),
+        2,
+    );
+    let first = apply1(&store, small.clone());
+    assert_eq!(apply1(&store, small), first);
+}
