@@ -106,6 +106,7 @@ pub(crate) async fn start(
         map_refresh: Notify::new(),
         ops: Semaphore::new(OPS_INFLIGHT_MAX),
         stop,
+        watches: Default::default(),
     });
     let mut running = Running {
         osd: osd.clone(),
@@ -118,6 +119,7 @@ pub(crate) async fn start(
     running.tasks.spawn(worker::monitor::run(osd.clone(), ready_tx));
     running.tasks.spawn(worker::maps::run(osd.clone()));
     running.tasks.spawn(worker::checkpoint::run(osd.clone()));
+    running.tasks.spawn(crate::watch::run_reaper(osd.clone()));
     match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => {

@@ -81,7 +81,8 @@
 //! # Modules
 //! `pg/` (group state, state machine, apply batcher, durability, Raft network), `op/` (serving
 //! requests and the pure checks), `router` (map + group table), `server` (listener),
-//! `session` (tickets, service keys), `worker/` (monitor session, maps, checkpoints), `osd`
+//! `session` (tickets, service keys), `watch` (watch/notify state, in memory, and its
+//! reaper), `worker/` (monitor session, maps, checkpoints), `osd`
 //! (the state every task shares), `daemon` (boot script and shutdown), `config`
 //! ([`OsdConfig`] from ceph.conf), `data_dir` ([`DataDir`]).
 //!
@@ -108,6 +109,7 @@ mod pg;
 mod router;
 mod server;
 mod session;
+mod watch;
 mod worker;
 
 use std::net::SocketAddr;

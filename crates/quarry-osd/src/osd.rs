@@ -40,6 +40,8 @@ pub(crate) struct Osd {
     pub(crate) ops: Semaphore,
     /// Flipped to true once at shutdown.
     pub(crate) stop: watch::Sender<bool>,
+    /// Watches and notifies of the PGs this OSD is primary of (in memory only).
+    pub(crate) watches: crate::watch::Watches,
 }
 
 impl Osd {

@@ -341,6 +341,12 @@ impl EventSink {
         self.tx.send((0, Message::Event(event))).await.is_ok()
     }
 
+    /// Queues an event without waiting; false if the connection is gone or its queue is full
+    /// (the event is then dropped).
+    pub fn try_send(&self, event: Event) -> bool {
+        self.tx.try_send((0, Message::Event(event))).is_ok()
+    }
+
     /// True once the connection has closed.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()

@@ -1,13 +1,15 @@
 //! Serving requests: object op vectors, PG listings and Raft messages from peer OSDs.
 //!
-//! An op vector goes: epoch catch-up (wait briefly if the client saw a newer map) → session
+//! An op vector goes: epoch catch-up (wait briefly if the client saw a newer map) → ticket
 //! still honoured → pool and primary check at the current epoch (`Retry` otherwise) → caps
 //! (`EPERM`, nothing changes) → validation → the name must hash to the PG named (`EINVAL`)
+//! → blocklist check with the newest map (ESHUTDOWN), right before the op takes effect
 //! → mutations through `raft.client_write` (the reply
 //! is the `OpReply` of apply), pure reads from the store behind the PG's read barrier.
 
 pub(crate) mod check;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -21,7 +23,7 @@ use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
 use crate::pg::{network, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
-use check::{access_of, caps_allow, placed, session_honoured, validate};
+use check::{access_of, caps_allow, fenced, placed, ticket_honoured, validate};
 
 /// How long an op from a client with a newer map waits for ours to catch up.
 const EPOCH_CATCH_UP: Duration = Duration::from_secs(2);
@@ -40,7 +42,7 @@ async fn map_for(osd: &Osd, epoch: u64) -> Arc<ClusterMap> {
     osd.router.wait_epoch(epoch, EPOCH_CATCH_UP).await
 }
 
-fn retry(map: &ClusterMap) -> Reply {
+pub(crate) fn retry(map: &ClusterMap) -> Reply {
     Reply::Retry { epoch: map.epoch }
 }
 
@@ -64,8 +66,9 @@ fn route<'m>(osd: &Osd, map: &'m ClusterMap, pg: PgId, epoch: u64) -> Result<&'m
     Ok(pool)
 }
 
-/// Everything before execution; returns the group to run on.
-async fn admit(
+/// Everything before execution; returns the group to run on. The blocklist is not checked
+/// here but right before the op takes effect ([`check::fenced`]).
+pub(crate) async fn admit(
     osd: &Osd,
     session: &Session,
     pg: PgId,
@@ -73,7 +76,7 @@ async fn admit(
     access: quarry_auth::OsdAccess,
 ) -> Result<(Arc<ClusterMap>, Arc<PgGroup>), Reply> {
     let map = map_for(osd, epoch).await;
-    session_honoured(session, &map, now_unix())?;
+    ticket_honoured(session, &map, now_unix())?;
     let pool = route(osd, &map, pg, epoch)?;
     caps_allow(session, &pool.name, access)?;
     let group = osd.router.group(pg).ok_or_else(|| retry(&map))?;
@@ -81,7 +84,7 @@ async fn admit(
 }
 
 /// Serves `Request::Op`.
-pub(crate) async fn handle_op(osd: &Osd, session: &Session, op: OsdOp) -> Reply {
+pub(crate) async fn handle_op(osd: &Osd, session: &Session, peer: IpAddr, op: OsdOp) -> Reply {
     let (map, group) = match admit(osd, session, op.pg, op.epoch, access_of(&op.ops)).await {
         Ok(found) => found,
         Err(reply) => return reply,
@@ -94,9 +97,9 @@ pub(crate) async fn handle_op(osd: &Osd, session: &Session, op: OsdOp) -> Reply 
         return reply;
     }
     if op.ops.iter().any(ObjectOp::is_mutation) {
-        write(osd, &group, &map, op).await
+        write(osd, &group, &map, (session, peer), op).await
     } else {
-        read(osd, &group, &map, op).await
+        read(osd, &group, &map, (session, peer), op).await
     }
 }
 
@@ -105,10 +108,24 @@ fn mtime_now() -> (u64, u32) {
     (now.as_secs(), now.subsec_nanos())
 }
 
+/// Who sent an op: its session and the IP its connection comes from (for the blocklist).
+pub(crate) type Client<'a> = (&'a Session, IpAddr);
+
 /// Proposes a mutation through the PG's log; answers once it is applied.
-async fn write(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply {
+async fn write(
+    osd: &Osd,
+    group: &PgGroup,
+    map: &ClusterMap,
+    client: Client<'_>,
+    op: OsdOp,
+) -> Reply {
     if !group.wait_leader(osd.router.me()).await {
         return retry(map);
+    }
+    // Last check before the op can take effect, with the newest map: nothing is awaited
+    // between it and the proposal.
+    if let Err(reply) = fenced(client.0, client.1, &osd.router.map(), now_unix()) {
+        return reply;
     }
     let command = PgCommand { name: op.name, snapc: op.snapc, ops: op.ops, mtime: mtime_now() };
     let proposal = group.raft.client_write(command);
@@ -126,7 +143,7 @@ async fn write(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply
     }
 }
 
-fn store_failure(pg: PgId, e: &StoreError) -> Reply {
+pub(crate) fn store_failure(pg: PgId, e: &StoreError) -> Reply {
     match e {
         StoreError::Corrupt { .. } => {
             // Logged by the store where detected; the client gets EIO, never bad bytes.
@@ -140,9 +157,18 @@ fn store_failure(pg: PgId, e: &StoreError) -> Reply {
 }
 
 /// Serves a read-only vector from the store once the PG's read barrier holds.
-async fn read(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply {
+async fn read(
+    osd: &Osd,
+    group: &PgGroup,
+    map: &ClusterMap,
+    client: Client<'_>,
+    op: OsdOp,
+) -> Reply {
     if !group.read_barrier(osd.router.me()).await {
         return retry(map);
+    }
+    if let Err(reply) = fenced(client.0, client.1, &osd.router.map(), now_unix()) {
+        return reply;
     }
     let store = osd.router.store().clone();
     let pg = op.pg;
@@ -157,6 +183,7 @@ async fn read(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply 
 pub(crate) async fn handle_list(
     osd: &Osd,
     session: &Session,
+    peer: IpAddr,
     pg: PgId,
     epoch: u64,
     start_after: Option<String>,
@@ -168,6 +195,9 @@ pub(crate) async fn handle_list(
     };
     if !group.read_barrier(osd.router.me()).await {
         return retry(&map);
+    }
+    if let Err(reply) = fenced(session, peer, &osd.router.map(), now_unix()) {
+        return reply;
     }
     let store = osd.router.store().clone();
     let max = max.clamp(1, LIST_MAX) as usize;
