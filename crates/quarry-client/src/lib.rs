@@ -109,16 +109,19 @@ mod rados;
 mod routing;
 mod session;
 mod shared;
+mod watch;
 
 pub use blocking::BlockingRados;
 pub use config::{ClientConfig, CONNECT_TIMEOUT_DEFAULT};
 pub use error::ClientError;
 pub use ioctx::IoCtx;
 pub use rados::{ClientStats, ObjectStat, Rados};
+pub use watch::{Watch, WatchEvent};
 
 pub use quarry_types::{
     ErrorCode, ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId, SNAP_HEAD,
 };
 pub use quarry_wire::{
-    AuthEntry, ClusterMap, MonCommand, MonReply, OsdInfo, PoolInfo, StatusReport,
+    AuthEntry, ClusterMap, MonCommand, MonReply, NotifyAckInfo, NotifyOutcome, OsdInfo, PoolInfo,
+    StatusReport, WatcherInfo,
 };
