@@ -368,7 +368,12 @@ impl Rados {
         pool: PoolId,
         object: &str,
     ) -> Result<PgId, ClientError> {
-        routing::check_request(object, &SnapContext::default(), quarry_types::SNAP_HEAD, &[])?;
+        routing::check_request(
+            object,
+            &SnapContext::default(),
+            quarry_types::SNAP_HEAD,
+            &[ObjectOp::Stat],
+        )?;
         self.pg_of(pool, object).await
     }
 

@@ -166,6 +166,11 @@ impl OsdHandle {
         out
     }
 
+    /// The epoch of the map this OSD acts on (tests wait for a map change to reach it).
+    pub fn map_epoch(&self) -> u64 {
+        self.running.osd.router.map().epoch
+    }
+
     /// Counters of the OSD's write-ahead log (group commits, fsyncs, segments).
     pub fn wal_stats(&self) -> quarry_raftlog::WalStats {
         self.running.osd.router.wal().stats()
