@@ -79,6 +79,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "Seconds a client waits to reach a monitor and authenticate before failing with ETIMEDOUT (Ceph's default is 300)." },
     OptionSpec { name: "rados_osd_op_timeout", kind: Float, default: "0", used_by: CLIENT,
         doc: "Seconds before an object operation fails with ETIMEDOUT; 0 waits forever (retrying across failovers)." },
+    OptionSpec { name: "osd_client_watch_timeout", kind: Float, default: "30", used_by: CLIENT,
+        doc: "Seconds a watch lives on its OSD without a ping (whole seconds, at least 1). `rados watch` asks its OSD for this timeout; OSDs apply 30 s to watches that ask for none." },
     OptionSpec { name: "osd_pool_default_size", kind: Int, default: "3", used_by: MON,
         doc: "Replicas of a new pool (`quarry up` writes 1 for a one-machine cluster); `quarry mon --size` overrides it." },
     OptionSpec { name: "osd_pool_default_pg_num", kind: Int, default: "32", used_by: MON,
