@@ -62,7 +62,7 @@ pub enum WatchEvent {
 pub struct Watch {
     cookie: u64,
     events: mpsc::UnboundedReceiver<WatchEvent>,
-    registry: Arc<WatchRegistry>,
+    rados: Rados,
     timeout: Duration,
     /// The runtime the watch was made on (drop sends the unwatch there).
     handle: tokio::runtime::Handle,
@@ -103,10 +103,13 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        if let Some(slot) = self.registry.take(self.cookie) {
+        let registry = &self.rados.shared_arc().osds.watches;
+        if lock(&registry.slots).contains_key(&self.cookie)
+            && !self.rados.shared_arc().is_shut_down()
+        {
             // Best effort: tell the OSD now rather than letting the watch time out.
-            let cookie = self.cookie;
-            self.handle.spawn(async move { slot.unwatch(cookie).await });
+            let (rados, cookie) = (self.rados.clone(), self.cookie);
+            self.handle.spawn(async move { rados.unwatch(cookie).await });
         }
     }
 }
@@ -125,14 +128,6 @@ struct Slot {
 }
 
 impl Slot {
-    async fn unwatch(&self, cookie: u64) {
-        if let Some(client) = &self.client {
-            let request =
-                Request::Unwatch { pg: self.pg, epoch: 0, name: self.name.clone(), cookie };
-            let _ = tokio::time::timeout(PING_REPLY_TIMEOUT, client.call(request)).await;
-        }
-    }
-
     fn break_with(&mut self, code: ErrorCode) {
         if self.error.is_none() {
             tracing::debug!(cookie = self.cookie, pool = self.pool, object = self.name, %code, "watch broken");
@@ -300,15 +295,24 @@ impl Rados {
         tokio::spawn(pinger(shared.clone(), registry.clone(), cookie, every));
         tracing::debug!(pool, object, cookie, ?timeout, "watching");
         let handle = tokio::runtime::Handle::current();
-        Ok(Watch { cookie, events, registry, timeout, handle })
+        Ok(Watch { cookie, events, rados: self.clone(), timeout, handle })
     }
 
-    /// Ends the watch `cookie` (`rados_unwatch2`); an unknown cookie is fine.
+    /// Ends the watch `cookie` (`rados_unwatch2`); an unknown cookie is fine. The OSD is
+    /// told over the current connection to the object's primary (a broken watch's own
+    /// connection may be gone), so a disconnected watch does not linger until its timeout.
     pub async fn unwatch(&self, cookie: u64) -> Result<(), ClientError> {
-        if let Some(slot) = self.shared_arc().osds.watches.take(cookie) {
-            slot.unwatch(cookie).await;
+        let Some(slot) = self.shared_arc().osds.watches.take(cookie) else {
+            return Ok(());
+        };
+        let make = |epoch| Request::Unwatch { pg: slot.pg, epoch, name: slot.name.clone(), cookie };
+        let told = tokio::time::timeout(PING_REPLY_TIMEOUT, self.pg_request_via(slot.pg, make));
+        match told.await {
+            Ok(Ok((Reply::Ack, _))) => Ok(()),
+            Ok(Ok((other, _))) => Err(failed(other, "Unwatch")),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Timeout),
         }
-        Ok(())
     }
 
     /// `rados_watch_check`: the time since the OSD last confirmed the watch `cookie`, or the

@@ -7,9 +7,13 @@
 //!   [`WATCH_TIMEOUT_DEFAULT`], Ceph's `osd_client_watch_timeout`). `WatchPing` keeps it
 //!   alive; ENOTCONN when the OSD no longer holds it.
 //! - The reaper ([`run_reaper`], every [`REAP_INTERVAL`]) drops watches not pinged within
-//!   their timeout (ETIMEDOUT), whose connection closed, whose client the newest map
-//!   blocklists (ESHUTDOWN), and whose PG this OSD is no longer primary of (ENOTCONN). The
-//!   watcher is sent `Event::WatchError` when its connection is still open.
+//!   their timeout (ETIMEDOUT), whose client the newest map blocklists (ESHUTDOWN), and whose
+//!   PG this OSD is no longer primary of (ENOTCONN). The watcher is sent `Event::WatchError`
+//!   when its connection is still open.
+//! - A watch whose connection closed is *disconnected*, as in Ceph: it stays listed until its
+//!   timeout (a crashed client's watch shows in `list_watchers`, `rbd status`, for that long),
+//!   its pings are refused (ENOTCONN: the client watches again, and unwatches the old cookie
+//!   over its new connection), and notifies count it as missed at once.
 //! - `Notify` pushes `Event::Notify` to every watcher of the object and waits until each acked
 //!   (`NotifyAck`, with a reply payload) or the timeout passed. A watcher whose watch goes away
 //!   meanwhile, or whose event queue is full, counts as missed. The reply lists acks and missed
@@ -139,7 +143,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[derive(Debug, PartialEq, Eq)]
 enum Why {
     TimedOut,
-    Closed,
     Blocklisted,
     NotPrimary,
 }
@@ -160,14 +163,14 @@ impl Watches {
         Ok(secs)
     }
 
-    /// Marks a watch alive; false if this OSD holds no such watch or its connection closed.
+    /// Marks a watch alive; false if this OSD holds no such watch or its connection closed
+    /// (a disconnected watch is left to time out).
     fn ping(&self, object: &ObjectKey, key: WatchKey) -> bool {
         let mut state = lock(&self.state);
         let Some(watcher) = state.objects.get_mut(object).and_then(|w| w.get_mut(&key)) else {
             return false;
         };
         if watcher.sink.is_closed() {
-            state.remove(object, key);
             return false;
         }
         watcher.last_ping = Instant::now();
@@ -261,9 +264,7 @@ impl Watches {
             let primary =
                 map.pools.contains_key(&object.0.pool) && map.acting(object.0).first() == Some(&me);
             for (&key, w) in watchers {
-                let why = if w.sink.is_closed() {
-                    Why::Closed
-                } else if !primary {
+                let why = if !primary {
                     Why::NotPrimary
                 } else if fencing_entry(&map.blocklist, &w.instance, Some(w.addr), now_unix)
                     .is_some()
@@ -283,8 +284,10 @@ impl Watches {
                 continue;
             };
             tracing::debug!(pg = %object.0, object = object.1, global_id = key.0, cookie = key.1, ?why, "watch dropped");
+            if watcher.sink.is_closed() {
+                continue;
+            }
             let code = match why {
-                Why::Closed => continue,
                 Why::NotPrimary => ErrorCode::ENOTCONN,
                 Why::Blocklisted => ErrorCode::ESHUTDOWN,
                 Why::TimedOut => ErrorCode::ETIMEDOUT,
