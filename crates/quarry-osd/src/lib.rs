@@ -6,10 +6,15 @@
 //!    the service keys this OSD fetched from the monitor; the ticket's session key is the
 //!    handshake secret; every later frame is signed).
 //! 2. `op`: the OSD waits briefly if the client routed with a newer map, checks the session is
-//!    still honoured (ticket not expired, `auth_floor`, blocklist), that it is the primary of
+//!    still honoured (ticket not expired, `auth_floor`), that it is the primary of
 //!    the PG at its current epoch (`Reply::Retry` otherwise), the caps on the pool for *every*
 //!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c,
 //!    no mutation of a snapshot).
+//!    Right before the op takes effect (proposal of a mutation, store read, watch, notify),
+//!    with the newest map, the client must not be blocklisted: its instance
+//!    (`entity@global_id`), its address `IP:0/GLOBAL_ID` or its whole IP `IP:0/0`
+//!    (`quarry_wire::blocklist`). Otherwise ESHUTDOWN (108), and nothing applies: an op that
+//!    waited inside the OSD while the entry arrived is refused too.
 //! 3. `raft.client_write(PgCommand)`: the leader stamps the mtime from its clock, openraft
 //!    appends the entry to the PG's log in the OSD's single WAL (`quarry_raftlog`), whose
 //!    writer thread fsyncs once for everything queued by all PGs (group commit), then commits
