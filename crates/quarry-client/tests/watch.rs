@@ -201,3 +201,21 @@ async fn a_blocklisted_clients_stalled_ops_never_apply() {
     drop((admin, victim, other));
     cluster.shutdown().await;
 }
+
+/// Goal: when the OSD stops being the primary of a watched object's PG (here: its pool is
+/// deleted, the one acting-set change the cluster makes today), it drops the watch and tells
+/// the watcher (ENOTCONN) on its still-open connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_errors_when_its_pg_leaves_the_osd() {
+    let cluster = Cluster::builder().osds(1).start().await;
+    let rados = cluster.admin().await;
+    let create = MonCommand::PoolCreate { name: "gone".into(), pg_num: Some(4), size: Some(1) };
+    rados.command(create).await.unwrap();
+    let pool = rados.pool_id("gone").unwrap();
+    io(&rados, pool).write_full("obj", Bytes::from_static(b"x")).await.unwrap();
+    let mut watch = io(&rados, pool).watch("obj", None).await.unwrap();
+    rados.command(MonCommand::PoolRm { name: "gone".into() }).await.unwrap();
+    assert_eq!(next(&mut watch).await, WatchEvent::Error(ErrorCode::ENOTCONN));
+    drop(rados);
+    cluster.shutdown().await;
+}
