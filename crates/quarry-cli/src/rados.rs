@@ -745,12 +745,19 @@ async fn watch(
                 Some(quarry_client::WatchEvent::Error(_)) | None => {
                     let code = code_of(&event);
                     eprintln!("ERROR:  cookie {} err {code}", w.cookie());
-                    w = loop {
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        if let Ok(again) = io.watch(obj, timeout).await {
-                            break again;
+                    // Watch again (the old watch is dropped, which unwatches it), unless the
+                    // user asks to stop meanwhile.
+                    loop {
+                        tokio::select! {
+                            _ = &mut enter => return Ok(()),
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                                if let Ok(again) = io.watch(obj, timeout).await {
+                                    w = again;
+                                    break;
+                                }
+                            }
                         }
-                    };
+                    }
                 }
             },
         }
