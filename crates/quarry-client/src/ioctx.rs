@@ -175,6 +175,25 @@ impl IoCtx {
         self.rados.exec(self.pool, object, &self.snapc, self.read_snap, ops).await
     }
 
+    /// Calls the server-side method `class.method` on `object` with `input` (librados'
+    /// `rados_exec`) and returns what it returned. The method runs atomically inside the OSD;
+    /// whether it may change the object is the method's own property (a writing method needs
+    /// the `x` cap and fails with EROFS at a snapshot). Unknown class or method: EOPNOTSUPP.
+    /// The input and output encodings are the class's (`quarry_cls` has typed helpers).
+    pub async fn call(
+        &self,
+        object: &str,
+        class: &str,
+        method: &str,
+        input: Bytes,
+    ) -> Result<Bytes, ClientError> {
+        let op = ObjectOp::Call { class: class.into(), method: method.into(), input, origin: None };
+        match single(self.exec(object, vec![op]).await?, "call")? {
+            OpOutput::Returned(bytes) => Ok(bytes),
+            _ => Err(ClientError::Protocol { request: "call" }),
+        }
+    }
+
     /// A read at the context's read snapshot.
     async fn read_op(
         &self,

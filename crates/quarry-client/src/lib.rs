@@ -125,7 +125,7 @@ pub use rados::{ClientStats, ObjectStat, Rados};
 pub use watch::{Watch, WatchEvent};
 
 pub use quarry_types::{
-    ErrorCode, ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId, SNAP_HEAD,
+    CallOrigin, ErrorCode, ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId, SNAP_HEAD,
 };
 pub use quarry_wire::{
     AuthEntry, ClusterMap, MonCommand, MonReply, NotifyAckInfo, NotifyOutcome, OsdInfo, PoolInfo,

@@ -18,6 +18,10 @@ enum Class {
     Create,
     Delete,
     Snapshot,
+    /// A read-only server-side method (`lock.get_info`): Ceph's class-read.
+    MethodRead,
+    /// A writing server-side method (`numops.add`): Ceph's class-write, the `x` cap.
+    MethodWrite,
 }
 
 const OK: Option<ErrorCode> = None;
@@ -29,48 +33,64 @@ type Row = (
     &'static str,
     &'static str,
     &'static str,
-    [Option<ErrorCode>; 6],
-    [Option<ErrorCode>; 6],
+    [Option<ErrorCode>; 8],
+    [Option<ErrorCode>; 8],
     Option<ErrorCode>,
 );
 
-const CLASSES: [Class; 6] =
-    [Class::Read, Class::List, Class::Write, Class::Create, Class::Delete, Class::Snapshot];
+const CLASSES: [Class; 8] = [
+    Class::Read,
+    Class::List,
+    Class::Write,
+    Class::Create,
+    Class::Delete,
+    Class::Snapshot,
+    Class::MethodRead,
+    Class::MethodWrite,
+];
 
 fn rows() -> Vec<Row> {
-    //               read   list   write  create delete snapshot
+    //               read   list   write  create delete snapshot m-read m-write
     vec![
-        ("full", "allow *", "allow *", [OK, OK, OK, OK, OK, OK], [OK, OK, OK, OK, OK, OK], OK),
+        (
+            "full",
+            "allow *",
+            "allow *",
+            [OK, OK, OK, OK, OK, OK, OK, OK],
+            [OK, OK, OK, OK, OK, OK, OK, OK],
+            OK,
+        ),
         (
             "rbda",
             "profile rbd",
             "profile rbd pool=a",
-            [OK, OK, OK, OK, OK, OK],
-            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES],
+            [OK, OK, OK, OK, OK, OK, OK, OK],
+            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES, EPERM, EPERM],
             EACCES,
         ),
         (
             "roa",
             "profile rbd",
             "profile rbd-read-only pool=a",
-            [OK, OK, EPERM, EPERM, EPERM, EACCES],
-            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES],
+            [OK, OK, EPERM, EPERM, EPERM, EACCES, OK, EPERM],
+            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES, EPERM, EPERM],
             EACCES,
         ),
         (
             "rall",
             "allow r",
             "allow r",
-            [OK, OK, EPERM, EPERM, EPERM, EACCES],
-            [OK, OK, EPERM, EPERM, EPERM, EACCES],
+            [OK, OK, EPERM, EPERM, EPERM, EACCES, OK, EPERM],
+            [OK, OK, EPERM, EPERM, EPERM, EACCES, OK, EPERM],
             EACCES,
         ),
         (
+            // rw without x: plain writes yes, writing methods no (as Ceph).
             "rwa",
             "allow r",
             "allow rw pool=a",
-            [OK, OK, OK, OK, OK, OK],
-            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES],
+            [OK, OK, OK, OK, OK, OK, OK, EPERM],
+            [EPERM, EPERM, EPERM, EPERM, EPERM, EACCES, EPERM, EPERM],
             EACCES,
         ),
     ]
@@ -91,6 +111,14 @@ async fn run(user: &Rados, pool: PoolId, class: Class, tag: &str) -> Option<Erro
         Class::Create => errno(io(user, pool).create(&format!("new-{tag}"), true).await),
         Class::Delete => errno(io(user, pool).remove(&format!("victim-{tag}")).await),
         Class::Snapshot => errno(user.command(MonCommand::SnapCreate { pool }).await),
+        Class::MethodRead => {
+            let info = quarry_cls::lock::get_info_op("l");
+            errno(io(user, pool).exec("existing", vec![info]).await)
+        }
+        Class::MethodWrite => {
+            let add = quarry_cls::numops::add_op("n", 1.0);
+            errno(io(user, pool).exec(&format!("counter-{tag}"), vec![add]).await)
+        }
     }
 }
 
@@ -104,7 +132,11 @@ async fn check_effect(
     snap_before: u64,
 ) {
     match class {
-        Class::Read | Class::List => {}
+        Class::Read | Class::List | Class::MethodRead => {}
+        Class::MethodWrite => {
+            let exists = io(admin, pool).stat(&format!("counter-{tag}")).await.is_ok();
+            assert_eq!(exists, allowed, "method write {tag}");
+        }
         Class::Write => {
             let data = io(admin, pool).read("existing", 0, 0).await.unwrap();
             assert_eq!(data == tag.as_bytes(), allowed, "write {tag}: object holds {data:?}");

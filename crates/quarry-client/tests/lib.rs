@@ -4,6 +4,7 @@
 
 mod caps_matrix;
 mod faults;
+mod methods;
 mod ops;
 mod security;
 mod tamper;

@@ -12,7 +12,7 @@ use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use quarry_raftlog::{Wal, WalOptions};
-use quarry_store::Store;
+use quarry_store::{Store, StoreOptions};
 use quarry_wire::ClusterMap;
 
 use crate::osd::Osd;
@@ -47,7 +47,11 @@ async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError
         tokio::task::spawn_blocking(move || Wal::open(&wal_dir, WalOptions::default())).await??;
     let store_path = data.store();
     let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
-        let store = Store::open(&store_path)?;
+        let options = StoreOptions {
+            methods: Some(Arc::new(quarry_cls::Classes::new())),
+            ..StoreOptions::default()
+        };
+        let store = Store::open_with(&store_path, &options)?;
         store.checkpoint()?;
         Ok(store)
     })

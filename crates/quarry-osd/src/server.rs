@@ -42,7 +42,7 @@ impl Handler<Session> for OsdService {
             return Reply::Failed { code: ErrorCode::EAGAIN, message: "osd shutting down".into() };
         };
         match request {
-            Request::Op(op) => op::handle_op(&self.osd, session, ctx.peer.ip(), op).await,
+            Request::Op(op) => op::handle_op(&self.osd, session, ctx.peer, op).await,
             Request::List { pg, epoch, start_after, max } => {
                 let peer = ctx.peer.ip();
                 op::handle_list(&self.osd, session, peer, pg, epoch, start_after, max).await

@@ -6,8 +6,8 @@
 use std::ops::Bound;
 
 use quarry_types::{
-    ErrorCode, ObjectOp, OpOutput, OpReply, PgId, SnapId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX,
-    SNAP_HEAD,
+    ErrorCode, ObjectMethods, ObjectOp, OpOutput, OpReply, PgId, SnapId, OBJECT_NAME_LEN_MAX,
+    OBJECT_SIZE_MAX, SNAP_HEAD,
 };
 use redb::{ReadableTable, Table, WriteTransaction};
 
@@ -17,6 +17,7 @@ use crate::format::{
     row_has_tail, row_is_hole, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE, META,
     META_NEXT_ID, OBJECTS, PG_STATE, PG_USAGE,
 };
+use crate::methods;
 use crate::read::{add_output, load_chunk, read_op, Ctx, Failure, Target, WriteTables};
 use crate::{ObjectCommand, StoreError};
 
@@ -111,6 +112,7 @@ fn fallible(op: &ObjectOp) -> bool {
             | ObjectOp::RmXattr { .. }
             | ObjectOp::OmapRmKeys { .. }
             | ObjectOp::OmapClear
+            | ObjectOp::Call { .. }
     )
 }
 
@@ -149,6 +151,8 @@ fn trim_zeros(buf: &mut Vec<u8>) {
 /// One apply call: the open tables of its write transaction and per-batch scratch state.
 pub(crate) struct Batch<'txn> {
     pg: PgId,
+    /// What `ObjectOp::Call` runs.
+    methods: Option<&'txn dyn ObjectMethods>,
     txn: &'txn WriteTransaction,
     objects: Table<'txn, &'static [u8], &'static [u8]>,
     t: WriteTables<'txn>,
@@ -168,9 +172,13 @@ pub(crate) struct Batch<'txn> {
 impl<'txn> Batch<'txn> {
     /// Opens the tables of `txn` for applying commands. Tables most commands do not need
     /// (meta, usage, xattrs, omap) are opened on first use.
-    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+    pub fn open(
+        txn: &'txn WriteTransaction,
+        methods: Option<&'txn dyn ObjectMethods>,
+    ) -> Result<Self, StoreError> {
         Ok(Batch {
             pg: PgId { pool: 0, seed: 0 },
+            methods,
             txn,
             objects: txn.open_table(OBJECTS)?,
             t: WriteTables::open(txn)?,
@@ -539,6 +547,17 @@ impl<'txn> Batch<'txn> {
                     self.snap_trim(st, live_snaps)?;
                 }
             }
+            ObjectOp::Call { class, method, input, origin } => {
+                let methods = self.methods;
+                let call = methods::Call { class, method, input, origin: origin.as_ref() };
+                let mtime = st.mtime;
+                // The method may fail after writing: everything it writes is undoable.
+                let undoable = std::mem::replace(&mut st.undoable, true);
+                let result =
+                    methods::invoke(methods, &call, mtime, &mut |op| self.exec_nested(st, op));
+                st.undoable = undoable;
+                return result;
+            }
             _ => {
                 if !matches!(op, ObjectOp::Read { .. } | ObjectOp::Stat | ObjectOp::AssertExists) {
                     self.t.kv()?;
@@ -552,6 +571,26 @@ impl<'txn> Batch<'txn> {
             }
         }
         Ok(OpOutput::None)
+    }
+
+    /// Runs one op a method issued: checked like a command's op (limits, payload crc), with
+    /// its own whole-chunk crcs (the command's are consumed in op order).
+    fn exec_nested(&mut self, st: &mut Cmd, op: &ObjectOp) -> Result<OpOutput, Failure> {
+        if op.is_call() {
+            return Err(Failure::Op(ErrorCode::EINVAL));
+        }
+        let crcs = std::mem::take(&mut self.crcs);
+        let cursor = std::mem::replace(&mut st.crc_cursor, 0);
+        let result = match self.precheck(op) {
+            Err(code) => Err(Failure::Op(code)),
+            Ok(()) => self.exec(st, op),
+        };
+        if result.is_ok() {
+            assert_eq!(st.crc_cursor, self.crcs.len(), "method write pieces and crcs disagree");
+        }
+        self.crcs = crcs;
+        st.crc_cursor = cursor;
+        result
     }
 
     /// Makes the head the version at the command's write tag (adding a version when a

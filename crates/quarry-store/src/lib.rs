@@ -75,6 +75,14 @@
 //! **xattrs and omap are head-only**: they are not versioned; `Remove` deletes them. At a
 //! snapshot, xattr and omap ops fail with EOPNOTSUPP (RBD reads only data at snapshots).
 //!
+//! # Server-side methods
+//! `ObjectOp::Call` runs a method of the [`ObjectMethods`] registry given in
+//! [`StoreOptions::methods`] (none: EOPNOTSUPP) inside the command, on the same object: its
+//! plain ops go through the same code as the command's own (limits, crcs, the version rule),
+//! everything it writes is undoable, and a store failure it meets aborts the batch as any
+//! other would. On the read path ([`Store::read`]) only read-only methods run (a writing one
+//! is EROFS) with the local clock.
+//!
 //! # Op semantics (Ceph's)
 //! Ops of one command see the effects of earlier ops of the same command. Errors: read ops on
 //! a missing object ENOENT; `Remove` of a missing object ENOENT; `Create{exclusive}` of an
@@ -121,6 +129,7 @@ mod crc;
 mod error;
 mod exchange;
 mod format;
+mod methods;
 mod read;
 
 use std::collections::BTreeMap;
@@ -128,9 +137,11 @@ use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use quarry_types::{
-    ErrorCode, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId, OBJECT_NAME_LEN_MAX, SNAP_HEAD,
+    ErrorCode, ObjectMethods, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
+    OBJECT_NAME_LEN_MAX, SNAP_HEAD,
 };
 use redb::{Database, Durability, ReadableTable};
 
@@ -214,11 +225,13 @@ pub struct SpaceStats {
 pub struct StoreOptions {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// The server-side methods [`ObjectOp::Call`] runs (None: every call is EOPNOTSUPP).
+    pub methods: Option<Arc<dyn ObjectMethods>>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 256 << 20 }
+        StoreOptions { cache_bytes: 256 << 20, methods: None }
     }
 }
 
@@ -231,6 +244,7 @@ pub struct Store {
     flusher: std::fs::File,
     commits_since_checkpoint: AtomicU64,
     bytes_since_checkpoint: AtomicU64,
+    methods: Option<Arc<dyn ObjectMethods>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -274,6 +288,7 @@ impl Store {
             flusher,
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
+            methods: options.methods.clone(),
         })
     }
 
@@ -345,7 +360,7 @@ impl Store {
         txn.set_durability(Durability::None);
         let mut all = Vec::with_capacity(work.len());
         {
-            let mut batch = apply::Batch::open(&txn)?;
+            let mut batch = apply::Batch::open(&txn, self.methods.as_deref())?;
             for item in work {
                 batch.begin_pg(item.pg);
                 let mut replies = Vec::with_capacity(item.cmds.len());
@@ -409,8 +424,16 @@ impl Store {
         let mut outputs = Vec::with_capacity(ops.len());
         let mut output_bytes = 0u64;
         for (i, op) in ops.iter().enumerate() {
-            let result = read_op(&tables, &ctx, target, op, &mut key_buf)
-                .and_then(|out| add_output(&mut output_bytes, &out).map(|()| out));
+            let result = match op {
+                ObjectOp::Call { class, method, input, origin } => {
+                    let call = methods::Call { class, method, input, origin: origin.as_ref() };
+                    methods::read_only(self.methods.as_deref(), &call, |op| {
+                        read_op(&tables, &ctx, target, op, &mut key_buf)
+                    })
+                }
+                _ => read_op(&tables, &ctx, target, op, &mut key_buf),
+            }
+            .and_then(|out| add_output(&mut output_bytes, &out).map(|()| out));
             match result {
                 Ok(out) => outputs.push(out),
                 Err(Failure::Op(code)) => return Ok(OpReply::Failed { index: i as u32, code }),

@@ -34,7 +34,9 @@ pub(crate) fn output_bytes(out: &OpOutput) -> u64 {
     match out {
         OpOutput::None | OpOutput::Stat { .. } => 0,
         OpOutput::Data(payload) => payload.len() as u64,
-        OpOutput::Xattr(value) | OpOutput::OmapHeader(value) => value.len() as u64,
+        OpOutput::Xattr(value) | OpOutput::OmapHeader(value) | OpOutput::Returned(value) => {
+            value.len() as u64
+        }
         OpOutput::Xattrs(vals) | OpOutput::OmapVals { vals, .. } => kv(vals),
         OpOutput::OmapKeys { keys, .. } => {
             keys.iter().map(|k| k.len() as u64 + 8).fold(0, u64::saturating_add)

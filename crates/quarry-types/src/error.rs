@@ -48,6 +48,8 @@ impl ErrorCode {
     pub const ETIMEDOUT: ErrorCode = ErrorCode(110);
     /// Operation canceled: a compare guard did not hold (Ceph returns -ECANCELED).
     pub const ECANCELED: ErrorCode = ErrorCode(125);
+    /// Stored bytes a method cannot parse (Ceph's object classes answer EBADMSG).
+    pub const EBADMSG: ErrorCode = ErrorCode(74);
     /// Blocklisted client (Ceph's EBLOCKLISTED is ESHUTDOWN, 108).
     pub const ESHUTDOWN: ErrorCode = ErrorCode(108);
     /// Not connected: a watch the OSD no longer holds (connection lost, primary changed).
@@ -77,6 +79,7 @@ impl ErrorCode {
             38 => "Function not implemented",
             61 => "No data available",
             71 => "Protocol error",
+            74 => "Bad message",
             90 => "Message too long",
             95 => "Operation not supported",
             107 => "Transport endpoint is not connected",

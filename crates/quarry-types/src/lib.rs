@@ -14,10 +14,12 @@
 
 mod error;
 mod ids;
+mod methods;
 mod ops;
 
 pub use error::ErrorCode;
 pub use ids::{EntityName, EntityType, OsdId, PgId, PoolId, SnapId, SNAP_HEAD};
+pub use methods::{CallOrigin, MethodCtx, MethodFlags, ObjectMethods};
 pub use ops::{CmpOp, ObjectOp, OpOutput, OpReply, Payload, SnapContext};
 
 /// The largest object a client may address (offset + length), in bytes. Ceph's default

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, SnapId};
+use crate::{CallOrigin, ErrorCode, SnapId};
 
 /// Bytes with the crc32c their producer computed. The crc travels with the data from the
 /// client to the disk and back; every receiver checks it.
@@ -227,6 +227,23 @@ pub enum ObjectOp {
         /// Snapshot ids that still exist, descending.
         live_snaps: Vec<SnapId>,
     },
+    /// Run the server-side method `class.method` on the object with `input` (Ceph's
+    /// `exec`): it reads and changes the object's data, xattrs and omap atomically with the
+    /// rest of the vector and returns bytes ([`OpOutput::Returned`]). Whether it mutates is
+    /// the method's own flag (see [`crate::ObjectMethods`]), not this op's: the OSD decides
+    /// the path (log or read) and the caps it needs. `origin` is who called: clients send
+    /// `None` and the OSD always overwrites it with the authenticated caller before the op
+    /// runs, so a method can trust it.
+    Call {
+        /// Class name (`lock`, `numops`, `rbd`).
+        class: String,
+        /// Method name within the class.
+        method: String,
+        /// The method's input, in the class's own encoding.
+        input: Bytes,
+        /// The caller, filled in by the OSD (never trusted from a client).
+        origin: Option<CallOrigin>,
+    },
 }
 
 impl ObjectOp {
@@ -248,6 +265,12 @@ impl ObjectOp {
                 | ObjectOp::OmapSetHeader { .. }
                 | ObjectOp::SnapTrim { .. }
         )
+    }
+
+    /// True for [`ObjectOp::Call`]: whether it mutates depends on the method (see
+    /// [`crate::ObjectMethods::flags`]); [`ObjectOp::is_mutation`] is false for it.
+    pub fn is_call(&self) -> bool {
+        matches!(self, ObjectOp::Call { .. })
     }
 
     /// True if the op deletes data (capability class "delete" is the same as "write" in Ceph,
@@ -293,6 +316,8 @@ pub enum OpOutput {
     },
     /// Omap header.
     OmapHeader(Bytes),
+    /// What a server-side method ([`ObjectOp::Call`]) returned.
+    Returned(Bytes),
 }
 
 /// The reply to a whole op vector: every op's output, or the index and code of the first

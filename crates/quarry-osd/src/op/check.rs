@@ -5,10 +5,12 @@
 //! well formed (name length, crc of every payload, no mutation of a snapshot). Each failure is
 //! the `Reply` the client gets.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use quarry_auth::OsdAccess;
-use quarry_types::{ErrorCode, ObjectOp, OpReply, OBJECT_NAME_LEN_MAX, SNAP_HEAD};
+use quarry_types::{
+    CallOrigin, ErrorCode, ObjectMethods, ObjectOp, OpReply, SnapId, OBJECT_NAME_LEN_MAX, SNAP_HEAD,
+};
 use quarry_wire::blocklist::{fencing_entry, EntityAddr};
 use quarry_wire::{ClusterMap, OsdOp, Reply};
 
@@ -76,11 +78,65 @@ pub(crate) fn ticket_honoured(
 }
 
 /// What an op vector needs: read if any op reads, write if any op mutates (an empty vector
-/// counts as a read).
+/// counts as a read). Method calls are classified by `shape_of`; here a call counts as a
+/// read.
 pub(crate) fn access_of(ops: &[ObjectOp]) -> OsdAccess {
     let write = ops.iter().any(ObjectOp::is_mutation);
     let read = ops.iter().any(|op| !op.is_mutation()) || ops.is_empty();
     OsdAccess { read, write, exec: false }
+}
+
+/// What an op vector is once its method calls are looked up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Shape {
+    /// The caps it needs: a read-only method needs `r` (Ceph's class-read), a writing one `x`
+    /// (class-write).
+    pub(crate) access: OsdAccess,
+    /// It changes state: it goes through the PG log (a plain mutation or a writing method).
+    pub(crate) writes: bool,
+}
+
+/// Classifies an op vector, looking up every [`ObjectOp::Call`] in `methods`: an unknown
+/// class or method is EOPNOTSUPP; a writing method at a snapshot EROFS.
+pub(crate) fn shape_of(
+    ops: &[ObjectOp],
+    snap: SnapId,
+    methods: &dyn ObjectMethods,
+) -> Result<Shape, Reply> {
+    let mut access = access_of(ops);
+    let mut writes = access.write;
+    for (index, op) in ops.iter().enumerate() {
+        let ObjectOp::Call { class, method, .. } = op else {
+            continue;
+        };
+        let Some(flags) = methods.flags(class, method) else {
+            tracing::debug!(class, method, "call of an unknown method");
+            return Err(failed(index, ErrorCode::EOPNOTSUPP));
+        };
+        if flags.write {
+            if snap != SNAP_HEAD {
+                return Err(failed(index, ErrorCode::EROFS));
+            }
+            access.exec = true;
+            writes = true;
+        }
+        access.read |= flags.read;
+    }
+    Ok(Shape { access, writes })
+}
+
+/// Stamps every [`ObjectOp::Call`] with the authenticated caller: whatever a client put in
+/// `origin` is overwritten, so a method can trust it.
+pub(crate) fn stamp_origin(ops: &mut [ObjectOp], session: &Session, peer: SocketAddr) {
+    for op in ops {
+        if let ObjectOp::Call { origin, .. } = op {
+            *origin = Some(CallOrigin {
+                entity: session.entity.to_string(),
+                global_id: session.global_id,
+                addr: format!("{}:0/{}", peer.ip(), session.global_id),
+            });
+        }
+    }
 }
 
 /// Checks the session's osd caps for `access` on `pool`.

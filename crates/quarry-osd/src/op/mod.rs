@@ -6,24 +6,27 @@
 //! → blocklist check with the newest map (ESHUTDOWN), right before the op takes effect
 //! → mutations through `raft.client_write` (the reply
 //! is the `OpReply` of apply), pure reads from the store behind the PG's read barrier.
+//! Method calls (`ObjectOp::Call`) are looked up first (`check::shape_of`: unknown is
+//! EOPNOTSUPP, a writing method needs the `x` cap and takes the log path, a read-only one the
+//! read path) and stamped with the authenticated caller (`check::stamp_origin`).
 
 pub(crate) mod check;
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::error::{ClientWriteError, RaftError};
 
 use quarry_store::StoreError;
-use quarry_types::{EntityType, ErrorCode, ObjectOp, PgId};
+use quarry_types::{EntityType, ErrorCode, PgId};
 use quarry_wire::{ClusterMap, OsdOp, PoolInfo, Reply};
 
 use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
 use crate::pg::{network, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
-use check::{access_of, caps_allow, fenced, placed, ticket_honoured, validate};
+use check::{caps_allow, fenced, placed, shape_of, stamp_origin, ticket_honoured, validate};
 
 /// How long an op from a client with a newer map waits for ours to catch up.
 const EPOCH_CATCH_UP: Duration = Duration::from_secs(2);
@@ -83,12 +86,22 @@ pub(crate) async fn admit(
     Ok((map, group))
 }
 
-/// Serves `Request::Op`.
-pub(crate) async fn handle_op(osd: &Osd, session: &Session, peer: IpAddr, op: OsdOp) -> Reply {
-    let (map, group) = match admit(osd, session, op.pg, op.epoch, access_of(&op.ops)).await {
+/// Serves `Request::Op` from `peer`.
+pub(crate) async fn handle_op(
+    osd: &Osd,
+    session: &Session,
+    peer: SocketAddr,
+    mut op: OsdOp,
+) -> Reply {
+    let shape = match shape_of(&op.ops, op.snap, &quarry_cls::Classes) {
+        Ok(shape) => shape,
+        Err(reply) => return reply,
+    };
+    let (map, group) = match admit(osd, session, op.pg, op.epoch, shape.access).await {
         Ok(found) => found,
         Err(reply) => return reply,
     };
+    stamp_origin(&mut op.ops, session, peer);
     if let Err(reply) = validate(&op) {
         return reply;
     }
@@ -96,10 +109,10 @@ pub(crate) async fn handle_op(osd: &Osd, session: &Session, peer: IpAddr, op: Os
     if let Err(reply) = placed(&op, pg_num) {
         return reply;
     }
-    if op.ops.iter().any(ObjectOp::is_mutation) {
-        write(osd, &group, &map, (session, peer), op).await
+    if shape.writes {
+        write(osd, &group, &map, (session, peer.ip()), op).await
     } else {
-        read(osd, &group, &map, (session, peer), op).await
+        read(osd, &group, &map, (session, peer.ip()), op).await
     }
 }
 

@@ -140,6 +140,9 @@ fn every_op_variant_is_covered() {
             | ObjectOp::OmapClear
             | ObjectOp::OmapSetHeader { .. }
             | ObjectOp::SnapTrim { .. } => {}
+            // Appended after version 1's golden file was made: pinned with the next
+            // PgCommand version's file (a new value in a v1 file would be an edit).
+            ObjectOp::Call { .. } => {}
         }
     }
     let names: BTreeSet<&str> = every_op().iter().map(|(name, _)| *name).collect();
