@@ -72,7 +72,9 @@ Commands:
   osd pool ls [detail]
   osd pool rm NAME NAME --yes-i-really-really-mean-it
   osd pool application enable POOL APP
-  osd blocklist add ENTITY@GLOBAL_ID [SECONDS]
+  osd blocklist add ENTITY@GLOBAL_ID|IP:PORT/NONCE [SECONDS]
+  osd blocklist rm ENTITY@GLOBAL_ID|IP:PORT/NONCE
+  osd blocklist ls
   auth get-or-create ENTITY [TYPE CAPS]... [-o FILE]
   auth get-or-create-key ENTITY [TYPE CAPS]...
   auth add ENTITY [TYPE CAPS]... | auth add ENTITY -i FILE

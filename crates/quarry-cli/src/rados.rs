@@ -91,6 +91,9 @@ Object commands (need -p POOL):
   listomapvals OBJ                 list omap keys and values
   getomapheader OBJ [FILE]         show the omap header
   setomapheader OBJ VALUE          set the omap header
+  watch OBJ                        watch an object: print notifies (and ack them) until enter or EOF
+  notify OBJ MESSAGE               notify the watchers of an object, print their replies
+  listwatchers OBJ                 list the watchers of an object
   bench SECONDS write|seq|rand [-b SIZE] [-t N] [--no-cleanup] [--run-name NAME]
   cleanup [--prefix PREFIX] [--run-name NAME]";
 
@@ -230,6 +233,25 @@ pub enum RadosCommand {
         /// Header.
         value: String,
     },
+    /// `watch OBJ`.
+    Watch {
+        /// Object.
+        obj: String,
+        /// `osd_client_watch_timeout` from the configuration (None: the OSD's default).
+        timeout: Option<std::time::Duration>,
+    },
+    /// `notify OBJ MESSAGE`.
+    Notify {
+        /// Object.
+        obj: String,
+        /// Message.
+        message: String,
+    },
+    /// `listwatchers OBJ`.
+    ListWatchers {
+        /// Object.
+        obj: String,
+    },
     /// `bench SECONDS MODE`.
     Bench(BenchOptions),
     /// `cleanup`.
@@ -346,6 +368,9 @@ pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
         ["setomapheader", obj, value] => {
             RadosCommand::SetOmapHeader { obj: s(obj), value: s(value) }
         }
+        ["watch", obj] => RadosCommand::Watch { obj: s(obj), timeout: None },
+        ["notify", obj, message] => RadosCommand::Notify { obj: s(obj), message: s(message) },
+        ["listwatchers", obj] => RadosCommand::ListWatchers { obj: s(obj) },
         ["bench", seconds, mode] => {
             let seconds: u64 = seconds
                 .parse()
@@ -398,7 +423,10 @@ pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
 
 /// Runs `rados …`.
 pub async fn run(args: RadosArgs) -> Result<(), CliError> {
-    let cmd = parse(&args)?;
+    let mut cmd = parse(&args)?;
+    if let RadosCommand::Watch { timeout, .. } = &mut cmd {
+        *timeout = watch_timeout(&args.common)?;
+    }
     let rados = session::connect(&args.common, Tool::Rados).await?;
     let fmt = Format::parse(args.format.as_deref()).unwrap_or(Format::Plain);
     let result = execute(&rados, args.pool.as_deref(), cmd, fmt).await;
@@ -648,6 +676,18 @@ async fn execute(
             .await?;
         }
         RadosCommand::Bench(opts) => bench::run(&io, opts).await?,
+        RadosCommand::Watch { obj, timeout } => watch(&io, &obj, timeout).await?,
+        RadosCommand::Notify { obj, message } => notify(&io, &obj, &message).await?,
+        RadosCommand::ListWatchers { obj } => {
+            let watchers = io.list_watchers(&obj).await.map_err(|e| {
+                CliError::rados_op(format!("error listing watchers {p}/{obj}"), e.errno())
+            })?;
+            let text: String = watchers
+                .iter()
+                .map(|w| format!("watcher={} client.{} cookie={}\n", w.addr, w.global_id, w.cookie))
+                .collect();
+            print(&text)?;
+        }
         RadosCommand::Cleanup { prefix, run_name } => {
             bench::cleanup(&io, prefix, &run_name).await?
         }
@@ -656,6 +696,120 @@ async fn execute(
 }
 
 /// Shows a value as `rados` does: `value (N bytes) :` and a hexdump, or writes it to a file.
+/// `osd_client_watch_timeout` from the configuration, if set.
+fn watch_timeout(common: &CommonArgs) -> Result<Option<std::time::Duration>, CliError> {
+    let cfg = session::client_config(common, Tool::Rados)?;
+    let Ok((conf, _)) = common.load_conf() else { return Ok(None) };
+    let Some(text) = conf.get(&cfg.entity, "osd_client_watch_timeout") else { return Ok(None) };
+    match text.trim().parse::<f64>() {
+        Ok(secs) if secs >= 1.0 && secs.is_finite() => {
+            Ok(Some(std::time::Duration::from_secs(secs as u64)))
+        }
+        _ => Err(usage(format!(
+            "osd_client_watch_timeout = '{text}' is not a number of seconds >= 1"
+        ))),
+    }
+}
+
+/// `rados watch OBJ`: prints every notify as Ceph's tool does (`NOTIFY cookie C notify_id N
+/// from G` and a hexdump of the payload) and acks it with an empty payload, until a line or
+/// EOF on stdin. A broken watch is reported (`ERROR:  cookie C err (N) message`) and made
+/// again once the object's OSD answers.
+async fn watch(
+    io: &IoCtx,
+    obj: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<(), CliError> {
+    use tokio::io::AsyncBufReadExt;
+    let what = || "error calling watch".to_string();
+    let mut w = io.watch(obj, timeout).await.map_err(|e| CliError::rados_op(what(), e.errno()))?;
+    print("press enter to exit...\n")?;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = String::new();
+    let mut enter = std::pin::pin!(stdin.read_line(&mut line));
+    loop {
+        tokio::select! {
+            _ = &mut enter => break,
+            event = w.next() => match event {
+                Some(quarry_client::WatchEvent::Notify { notify_id, notifier_id, payload }) => {
+                    let mut text = format!(
+                        "NOTIFY cookie {} notify_id {notify_id} from {notifier_id}\n",
+                        w.cookie()
+                    );
+                    text.push_str(&output::hexdump(&payload));
+                    print(&text)?;
+                    if let Err(e) = io.notify_ack(w.cookie(), notify_id, b"").await {
+                        eprintln!("ERROR:  cookie {} err {}", w.cookie(), e.errno());
+                    }
+                }
+                Some(quarry_client::WatchEvent::Error(_)) | None => {
+                    let code = code_of(&event);
+                    eprintln!("ERROR:  cookie {} err {code}", w.cookie());
+                    // Watch again (the old watch is dropped, which unwatches it), unless the
+                    // user asks to stop meanwhile.
+                    loop {
+                        tokio::select! {
+                            _ = &mut enter => return Ok(()),
+                            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {
+                                if let Ok(again) = io.watch(obj, timeout).await {
+                                    w = again;
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            },
+        }
+    }
+    let _ = io.unwatch(w.cookie()).await;
+    Ok(())
+}
+
+fn code_of(event: &Option<quarry_client::WatchEvent>) -> ErrorCode {
+    match event {
+        Some(quarry_client::WatchEvent::Error(code)) => *code,
+        _ => ErrorCode::ENOTCONN,
+    }
+}
+
+/// `rados notify OBJ MESSAGE`: the message goes encoded as Ceph's tool encodes it (a
+/// length-prefixed string, so a Ceph watcher's hexdump looks the same), with a 10 s
+/// timeout; each reply is printed (`reply client.G cookie C : N bytes` and a hexdump), then
+/// each watcher that missed it (`timeout client.G cookie C`, and the error
+/// `(110) Connection timed out`, exit 1).
+async fn notify(io: &IoCtx, obj: &str, message: &str) -> Result<(), CliError> {
+    let mut payload = (message.len() as u32).to_le_bytes().to_vec();
+    payload.extend_from_slice(message.as_bytes());
+    let timeout = Some(std::time::Duration::from_secs(10));
+    let outcome = io
+        .notify(obj, &payload, timeout)
+        .await
+        .map_err(|e| CliError::rados_op("error calling notify", e.errno()))?;
+    let mut acks = outcome.acks.clone();
+    acks.sort_by_key(|a| (a.global_id, a.cookie));
+    let mut text = String::new();
+    for ack in &acks {
+        text.push_str(&format!(
+            "reply client.{} cookie {} : {} bytes\n",
+            ack.global_id,
+            ack.cookie,
+            ack.payload.len()
+        ));
+        text.push_str(&output::hexdump(&ack.payload));
+    }
+    let mut missed = outcome.missed.clone();
+    missed.sort();
+    for (gid, cookie) in &missed {
+        text.push_str(&format!("timeout client.{gid} cookie {cookie}\n"));
+    }
+    print(&text)?;
+    if !missed.is_empty() {
+        return Err(CliError::rados_op("error calling notify", ErrorCode::ETIMEDOUT));
+    }
+    Ok(())
+}
+
 fn dump_value(label: &str, value: &[u8], file: Option<&str>) -> Result<(), CliError> {
     match file {
         Some(path) => {

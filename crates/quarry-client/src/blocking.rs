@@ -124,6 +124,56 @@ impl BlockingRados {
         self.block_on(self.rados.mon_command(cmd, inbuf))
     }
 
+    /// See [`Rados::watch`]. Read its events with [`crate::Watch::blocking_next`].
+    pub fn watch(
+        &self,
+        pool: PoolId,
+        object: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<crate::Watch, ClientError> {
+        self.block_on(self.rados.watch(pool, object, timeout))
+    }
+
+    /// See [`Rados::unwatch`].
+    pub fn unwatch(&self, cookie: u64) -> Result<(), ClientError> {
+        self.block_on(self.rados.unwatch(cookie))
+    }
+
+    /// See [`Rados::watch_check`].
+    pub fn watch_check(&self, cookie: u64) -> Result<std::time::Duration, ClientError> {
+        self.rados.watch_check(cookie)
+    }
+
+    /// See [`Rados::notify`].
+    pub fn notify(
+        &self,
+        pool: PoolId,
+        object: &str,
+        payload: &[u8],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<crate::NotifyOutcome, ClientError> {
+        self.block_on(self.rados.notify(pool, object, payload, timeout))
+    }
+
+    /// See [`Rados::notify_ack`].
+    pub fn notify_ack(
+        &self,
+        cookie: u64,
+        notify_id: u64,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        self.block_on(self.rados.notify_ack(cookie, notify_id, payload))
+    }
+
+    /// See [`Rados::list_watchers`].
+    pub fn list_watchers(
+        &self,
+        pool: PoolId,
+        object: &str,
+    ) -> Result<Vec<crate::WatcherInfo>, ClientError> {
+        self.block_on(self.rados.list_watchers(pool, object))
+    }
+
     /// See [`Rados::shutdown`].
     pub fn shutdown(&self) {
         self.block_on(self.rados.shutdown())

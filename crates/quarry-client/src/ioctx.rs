@@ -348,3 +348,53 @@ impl IoCtx {
         self.head_op(object, ops).await.map(drop)
     }
 }
+
+/// Watch / notify on this context's pool (see [`crate::Watch`]).
+impl IoCtx {
+    /// See [`Rados::watch`].
+    pub async fn watch(
+        &self,
+        object: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<crate::Watch, ClientError> {
+        self.rados.watch(self.pool, object, timeout).await
+    }
+
+    /// See [`Rados::unwatch`].
+    pub async fn unwatch(&self, cookie: u64) -> Result<(), ClientError> {
+        self.rados.unwatch(cookie).await
+    }
+
+    /// See [`Rados::watch_check`].
+    pub fn watch_check(&self, cookie: u64) -> Result<std::time::Duration, ClientError> {
+        self.rados.watch_check(cookie)
+    }
+
+    /// See [`Rados::notify`].
+    pub async fn notify(
+        &self,
+        object: &str,
+        payload: &[u8],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<crate::NotifyOutcome, ClientError> {
+        self.rados.notify(self.pool, object, payload, timeout).await
+    }
+
+    /// See [`Rados::notify_ack`].
+    pub async fn notify_ack(
+        &self,
+        cookie: u64,
+        notify_id: u64,
+        payload: &[u8],
+    ) -> Result<(), ClientError> {
+        self.rados.notify_ack(cookie, notify_id, payload).await
+    }
+
+    /// See [`Rados::list_watchers`].
+    pub async fn list_watchers(
+        &self,
+        object: &str,
+    ) -> Result<Vec<crate::WatcherInfo>, ClientError> {
+        self.rados.list_watchers(self.pool, object).await
+    }
+}

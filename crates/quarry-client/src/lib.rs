@@ -11,6 +11,9 @@
 //! - [`Rados`]: the async handle: [`Rados::exec`] (one atomic op vector on one object),
 //!   [`Rados::list_objects`], [`Rados::command`] (monitor commands), and one-op helpers
 //!   (`read`, `write`, `write_full`, `stat`, xattrs, omap...).
+//! - [`Watch`], [`WatchEvent`]: watch / notify ([`Rados::watch`], [`Rados::notify`],
+//!   [`Rados::notify_ack`], [`Rados::watch_check`], [`Rados::list_watchers`]; the same on
+//!   [`IoCtx`] and [`BlockingRados`]); semantics in the `watch` module.
 //! - [`BlockingRados`]: the same with its own runtime, for blocking callers (the C ABI).
 //! - [`ClientStats`]: counters (map epoch, monitor sessions, tickets, OSD connections).
 //! - [`admin`]: Ceph's monitor commands as one call, [`Rados::mon_command`] (what
@@ -60,8 +63,11 @@
 //!   as our ticket or newer, is handled the same way (once per request).
 //! - Blocklisting fences the client for good (as librados): once the map lists any
 //!   instance it has had (`entity@global_id`; a new monitor session brings a new global id)
-//!   as blocklisted, every later object op and listing fails with ESHUTDOWN (Ceph's
-//!   EBLOCKLISTED) before it is sent. A new [`Rados`] handle is a new instance.
+//!   or its address (`IP:0/GLOBAL_ID` from the IPs its OSD connections come from, or the
+//!   whole IP `IP:0/0`) as blocklisted, every later object op and listing fails with
+//!   ESHUTDOWN (Ceph's EBLOCKLISTED) before it is sent. A new [`Rados`] handle is a new
+//!   instance. OSDs enforce the same entries on every op (ESHUTDOWN) right before it takes
+//!   effect.
 //! - Everything else is an answer: `OpReply::Failed{index, code}` is [`ClientError::Op`],
 //!   `Reply::Failed{code, message}` is [`ClientError::Failed`]. Not retried.
 //! - Monitor commands are resent on the next monitor session if the session drops.
@@ -128,16 +134,19 @@ mod rados;
 mod routing;
 mod session;
 mod shared;
+mod watch;
 
 pub use blocking::BlockingRados;
 pub use config::{ClientConfig, CONNECT_TIMEOUT_DEFAULT};
 pub use error::ClientError;
 pub use ioctx::IoCtx;
 pub use rados::{ClientStats, ObjectStat, Rados};
+pub use watch::{Watch, WatchEvent};
 
 pub use quarry_types::{
     CallOrigin, ErrorCode, ObjectOp, OpOutput, PgId, PoolId, SnapContext, SnapId, SNAP_HEAD,
 };
 pub use quarry_wire::{
-    AuthEntry, ClusterMap, MonCommand, MonReply, OsdInfo, PoolInfo, StatusReport,
+    AuthEntry, ClusterMap, MonCommand, MonReply, NotifyAckInfo, NotifyOutcome, OsdInfo, PoolInfo,
+    StatusReport, WatcherInfo,
 };

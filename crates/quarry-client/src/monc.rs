@@ -227,6 +227,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>, 
                     shared.install_map(*map);
                     continue;
                 }
+                // Monitors push maps only (watch events come from OSDs).
+                Some(Event::Notify { .. } | Event::WatchError { .. }) => continue,
                 None => Renewal::SessionLost,
             },
             _ = tokio::time::sleep_until(renew_at) => renew_ticket(&shared).await,

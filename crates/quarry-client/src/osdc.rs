@@ -3,8 +3,8 @@
 //! renewed. Concurrent callers share one connection; while one of them connects, the others
 //! wait for it instead of opening their own.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,6 +15,7 @@ use quarry_types::{EntityName, ErrorCode, OsdId};
 use quarry_wire::{ClientSecret, RpcClient, Service, WireError};
 
 use crate::session::TicketState;
+use crate::watch::WatchRegistry;
 
 /// After a failed connection attempt, callers arriving within this window get the same
 /// failure without trying again (they back off instead of queueing on a dead address).
@@ -31,6 +32,7 @@ pub(crate) enum ConnectError {
 
 struct OsdConn {
     client: RpcClient,
+    id: u64,
     addr: SocketAddr,
     ticket_generation: u64,
 }
@@ -52,8 +54,14 @@ struct Slot {
 #[derive(Default)]
 pub(crate) struct OsdConns {
     slots: Mutex<HashMap<OsdId, Arc<tokio::sync::Mutex<Slot>>>>,
-    /// Connections opened so far.
+    /// Connections opened so far (also the id of the newest one).
     pub opened: AtomicU64,
+    /// The watches of this client: events OSDs push on a connection go there, and a closed
+    /// connection ends the watches made over it.
+    pub watches: Arc<WatchRegistry>,
+    /// The local IPs our OSD connections came from: the blocklist may name our address
+    /// (`IP:0/GLOBAL_ID`) or our whole IP.
+    pub local_ips: Mutex<BTreeSet<IpAddr>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -63,6 +71,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl OsdConns {
     /// A connection to `osd` at `addr` authenticated with `ticket`: the existing one if it is
     /// still good, else a new one.
+    /// A connection to `osd` at `addr` authenticated with `ticket`: the existing one if it is
+    /// still good, else a new one; with the connection's id (watches are bound to one).
     pub async fn get(
         &self,
         osd: OsdId,
@@ -70,13 +80,13 @@ impl OsdConns {
         entity: &EntityName,
         ticket: &TicketState,
         timeout: Duration,
-    ) -> Result<RpcClient, ConnectError> {
+    ) -> Result<(RpcClient, u64), ConnectError> {
         let slot = lock(&self.slots).entry(osd).or_default().clone();
         let mut slot = slot.lock().await;
         if let Some(conn) = &slot.conn {
             let current = conn.addr == addr && conn.ticket_generation == ticket.generation;
             if current && !conn.client.is_closed() {
-                return Ok(conn.client.clone());
+                return Ok((conn.client.clone(), conn.id));
             }
         }
         // Dropping our handle lets the old connection close once in-flight calls finish.
@@ -95,17 +105,20 @@ impl OsdConns {
         match quarry_wire::connect(addr, entity, Service::Osd, &secret, timeout).await {
             Ok(connected) => {
                 tracing::debug!(osd, %addr, "connected to OSD");
-                self.opened.fetch_add(1, Ordering::Relaxed);
-                // OSDs push nothing a client needs; dropping the receiver discards pushes.
-                drop(connected.events);
+                let id = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+                lock(&self.local_ips).insert(connected.local_addr.ip());
+                // OSDs push watch events; the registry routes them, and learns when the
+                // connection closes (the event stream ends with it).
+                tokio::spawn(self.watches.clone().dispatch(id, connected.events));
                 let client = connected.client;
                 slot.failure = None;
                 slot.conn = Some(OsdConn {
                     client: client.clone(),
+                    id,
                     addr,
                     ticket_generation: ticket.generation,
                 });
-                Ok(client)
+                Ok((client, id))
             }
             Err(e) => {
                 let refused = match &e {

@@ -111,6 +111,10 @@ impl Rados {
         &self.inner.shared
     }
 
+    pub(crate) fn shared_arc(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
     /// The configuration this handle was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.shared().cfg
@@ -368,6 +372,31 @@ impl Rados {
         routing::pg_for(&self.map(), pool, object)
     }
 
+    /// The PG of `object`, with the same checks an op gets (name length, unknown pool).
+    pub(crate) async fn pg_of_object(
+        &self,
+        pool: PoolId,
+        object: &str,
+    ) -> Result<PgId, ClientError> {
+        routing::check_request(
+            object,
+            &SnapContext::default(),
+            quarry_types::SNAP_HEAD,
+            &[ObjectOp::Stat],
+        )?;
+        self.pg_of(pool, object).await
+    }
+
+    /// [`Rados::pg_request`] under the op timeout, also returning the connection the answer
+    /// came over (watches are bound to it).
+    pub(crate) async fn pg_request_via(
+        &self,
+        pg: PgId,
+        make: impl Fn(u64) -> Request,
+    ) -> Result<(Reply, Via), ClientError> {
+        self.bounded(self.pg_request_inner(pg, make, None)).await
+    }
+
     /// Sends the request `make(epoch)` to the primary of `pg` until an answer other than
     /// "retry" comes back. Unbounded: callers bound it with [`Rados::bounded`]. A mutation's
     /// `ticket` keeps its sends in order with the other mutations to its object.
@@ -377,6 +406,15 @@ impl Rados {
         make: impl Fn(u64) -> Request,
         ticket: Option<&Ticket>,
     ) -> Result<Reply, ClientError> {
+        self.pg_request_inner(pg, make, ticket).await.map(|(reply, _)| reply)
+    }
+
+    async fn pg_request_inner(
+        &self,
+        pg: PgId,
+        make: impl Fn(u64) -> Request,
+        ticket: Option<&Ticket>,
+    ) -> Result<(Reply, Via), ClientError> {
         let shared = self.shared();
         let mut backoff = Backoff::new(RESEND_BACKOFF_MIN, RESEND_BACKOFF_MAX);
         // One fresh ticket per request when an OSD refuses ours (expired, or older than an
@@ -395,11 +433,11 @@ impl Rados {
             }
             let map = shared.map();
             let attempt = self.attempt(&map, pg, &make, ticket_renewed, ticket).await?;
-            if let (Some(ticket), false) = (ticket, matches!(attempt, Attempt::Answer(_))) {
+            if let (Some(ticket), false) = (ticket, matches!(attempt, Attempt::Answer(..))) {
                 ticket.unsent();
             }
             match attempt {
-                Attempt::Answer(reply) => return Ok(reply),
+                Attempt::Answer(reply, via) => return Ok((reply, via)),
                 Attempt::WaitMapChange => {
                     shared.wait_map_change(map.epoch, backoff.next()).await?;
                 }
@@ -435,17 +473,19 @@ impl Rados {
         // After taking the ticket: a fenced instance never sends, whatever its session.
         shared.check_not_blocklisted()?;
         let timeout = shared.cfg.connect_timeout;
-        let client = match shared.osds.get(osd, addr, &shared.cfg.entity, &ticket, timeout).await {
-            Ok(client) => client,
-            Err(ConnectError::Refused(code, message)) if ticket_renewed => {
-                return Err(ClientError::Auth { code, message });
-            }
-            Err(ConnectError::Refused(_, message)) => {
-                tracing::debug!(osd, %message, "OSD refused our ticket; renewing it");
-                return Ok(Attempt::RenewTicket(ticket.generation));
-            }
-            Err(ConnectError::Unreachable) => return Ok(Attempt::WaitMapChange),
-        };
+        let osds = &shared.osds;
+        let (client, conn_id) =
+            match osds.get(osd, addr, &shared.cfg.entity, &ticket, timeout).await {
+                Ok(found) => found,
+                Err(ConnectError::Refused(code, message)) if ticket_renewed => {
+                    return Err(ClientError::Auth { code, message });
+                }
+                Err(ConnectError::Refused(_, message)) => {
+                    tracing::debug!(osd, %message, "OSD refused our ticket; renewing it");
+                    return Ok(Attempt::RenewTicket(ticket.generation));
+                }
+                Err(ConnectError::Unreachable) => return Ok(Attempt::WaitMapChange),
+            };
         let reply = match order {
             None => client.call(make(map.epoch)).await,
             Some(order) => {
@@ -475,7 +515,7 @@ impl Rados {
                 tracing::debug!(osd, %message, "EPERM with a stale ticket; renewing it");
                 Attempt::RenewTicket(ticket.generation)
             }
-            Ok(reply) => Attempt::Answer(reply),
+            Ok(reply) => Attempt::Answer(reply, Via { conn_id, client }),
             Err(error) => {
                 tracing::debug!(osd, %error, "lost the OSD connection with a request in flight");
                 Attempt::WaitMapChange
@@ -497,10 +537,18 @@ impl Rados {
     }
 }
 
+/// The OSD connection an answer came over.
+pub(crate) struct Via {
+    /// The connection's id (see `OsdConns`).
+    pub conn_id: u64,
+    /// The connection.
+    pub client: quarry_wire::RpcClient,
+}
+
 /// What one try of a PG request came to.
 enum Attempt {
     /// The OSD answered (success or a final error).
-    Answer(Reply),
+    Answer(Reply, Via),
     /// Resend once the map changes or after a backoff, whichever comes first.
     WaitMapChange,
     /// Resend once the map reaches this epoch.

@@ -109,6 +109,9 @@ pub(crate) fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Raft(_) => "Raft",
         Reply::Retry { .. } => "Retry",
         Reply::Failed { .. } => "Failed",
+        Reply::Watching { .. } => "Watching",
+        Reply::Notified(_) => "Notified",
+        Reply::Watchers(_) => "Watchers",
     }
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use quarry_types::ErrorCode;
+use quarry_wire::blocklist::{fencing_entry, EntityAddr};
 use quarry_wire::{ClusterMap, Event, Reply, Request};
 
 use crate::osdc::OsdConns;
@@ -215,11 +216,17 @@ impl Shared {
             return Ok(());
         }
         let now = unix_now();
+        let ips: Vec<std::net::IpAddr> = lock(&self.osds.local_ips).iter().copied().collect();
         for id in lock(&self.instances).iter() {
             let instance = format!("{}@{id}", self.cfg.entity);
-            if map.blocklist.get(&instance).is_some_and(|&until| until > now) {
-                let message = format!("client instance {instance} is blocklisted");
-                tracing::error!(%instance, epoch = map.epoch, "blocklisted: refusing every op");
+            // Our instance, or our address (`IP:0/GLOBAL_ID`, or the whole IP) as OSDs see it.
+            let mut addrs = ips.iter().map(|&ip| Some(EntityAddr::client(ip, *id)));
+            let entry = std::iter::once(None)
+                .chain(&mut addrs)
+                .find_map(|addr| fencing_entry(&map.blocklist, &instance, addr, now));
+            if let Some(entry) = entry {
+                let message = format!("client instance {instance} is blocklisted ({entry})");
+                tracing::error!(%instance, entry, epoch = map.epoch, "blocklisted: refusing every op");
                 let error = fenced(&message);
                 *state = Some(message);
                 return Err(error);

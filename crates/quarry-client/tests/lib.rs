@@ -9,6 +9,7 @@ mod methods;
 mod ops;
 mod security;
 mod tamper;
+mod watch;
 
 /// An I/O context on `pool` by id (the tests name pools by id).
 pub fn io(rados: &quarry_client::Rados, pool: quarry_client::PoolId) -> quarry_client::IoCtx {

@@ -99,8 +99,12 @@ impl Mon {
             }
             MonCommand::AuthImport { keyring } => done(self.propose(import_op(&keyring)?).await?),
             MonCommand::BlocklistAdd { instance, expire_secs } => {
-                crate::state::check_instance(&instance)?;
+                let instance = blocklist_key(&instance)?;
                 done(self.propose(Op::BlocklistAdd { instance, expire_secs }).await?)
+            }
+            MonCommand::BlocklistRm { entry } => {
+                let entry = blocklist_key(&entry)?;
+                done(self.propose(Op::BlocklistRm { entry }).await?)
             }
         }
     }
@@ -161,8 +165,16 @@ fn required_access(cmd: &MonCommand) -> Option<MonAccess> {
         | MonCommand::AuthDel { .. }
         | MonCommand::AuthCaps { .. }
         | MonCommand::AuthImport { .. } => MonAccess::AuthAdmin,
-        MonCommand::BlocklistAdd { .. } => MonAccess::Blocklist,
+        MonCommand::BlocklistAdd { .. } | MonCommand::BlocklistRm { .. } => MonAccess::Blocklist,
     })
+}
+
+/// The canonical blocklist key of what a user typed: an instance `client.x@GID`, or an
+/// address (`10.0.0.5` means `10.0.0.5:0/0`, every client from that IP).
+fn blocklist_key(entry: &str) -> Result<String, OpError> {
+    let (_, key) = quarry_wire::blocklist::BlocklistEntry::parse(entry).map_err(OpError::inval)?;
+    crate::state::check_instance(&key)?;
+    Ok(key)
 }
 
 fn snap_pool(cmd: &MonCommand) -> Option<PoolId> {

@@ -108,6 +108,8 @@ fn every_op() -> Vec<(&'static str, Op)> {
         ),
         ("rotate_service_key", Op::RotateServiceKey { key: service_key(2) }),
         ("alloc_global_ids", Op::AllocGlobalIds { count: 1024 }),
+        // An absent entry: the state (and the snapshot file below) stays as before.
+        ("blocklist_rm", Op::BlocklistRm { entry: "10.0.0.9:0/0".into() }),
     ]
 }
 
@@ -158,7 +160,8 @@ fn every_op_variant_is_covered() {
             | Op::AuthImport { .. }
             | Op::BlocklistAdd { .. }
             | Op::RotateServiceKey { .. }
-            | Op::AllocGlobalIds { .. } => {}
+            | Op::AllocGlobalIds { .. }
+            | Op::BlocklistRm { .. } => {}
         }
     }
 }

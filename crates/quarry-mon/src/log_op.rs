@@ -188,7 +188,7 @@ pub enum Op {
     },
     /// `osd blocklist add`.
     BlocklistAdd {
-        /// `client.x@global_id`.
+        /// `client.x@global_id`, or an address `IP:PORT/NONCE` (canonical form).
         instance: String,
         /// Seconds from `now_unix`.
         expire_secs: u64,
@@ -202,6 +202,11 @@ pub enum Op {
     AllocGlobalIds {
         /// How many.
         count: u64,
+    },
+    /// `osd blocklist rm`: remove an entry (absent: no change).
+    BlocklistRm {
+        /// The entry's key (`client.x@global_id` or `IP:PORT/NONCE`, canonical).
+        entry: String,
     },
 }
 

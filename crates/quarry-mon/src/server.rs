@@ -324,7 +324,15 @@ impl Handler<Session> for MonHandler {
                 mon.osd_beacon(session, id, up_from, beacon)
             }
             Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),
-            Request::Op(_) | Request::List { .. } | Request::Raft { .. } => Reply::Failed {
+            Request::Op(_)
+            | Request::List { .. }
+            | Request::Raft { .. }
+            | Request::Watch { .. }
+            | Request::WatchPing { .. }
+            | Request::Unwatch { .. }
+            | Request::Notify { .. }
+            | Request::NotifyAck { .. }
+            | Request::ListWatchers { .. } => Reply::Failed {
                 code: ErrorCode::EOPNOTSUPP,
                 message: "not a monitor request (send it to an OSD)".into(),
             },

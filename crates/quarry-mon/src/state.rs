@@ -83,6 +83,7 @@ impl MonState {
             }
             Op::RotateServiceKey { key } => Ok(self.rotate_service_key(key)),
             Op::AllocGlobalIds { count } => Ok(self.alloc_global_ids(*count)),
+            Op::BlocklistRm { entry } => self.blocklist_rm(entry, now),
         }
     }
 
@@ -363,6 +364,20 @@ impl MonState {
         Ok(Outcome::Done(format!("blocklisting {instance} until {until} ({expire_secs} sec)")))
     }
 
+    /// Removes a blocklist entry; an absent (or expired) one changes nothing, as in Ceph.
+    fn blocklist_rm(&mut self, entry: &str, now: u64) -> Applied {
+        check_instance(entry)?;
+        let live = self.map.blocklist.get(entry).is_some_and(|&until| until > now);
+        if self.map.blocklist.remove(entry).is_none() {
+            return Ok(Outcome::Done(format!("{entry} isn't blocklisted")));
+        }
+        self.bump();
+        if !live {
+            return Ok(Outcome::Done(format!("{entry} isn't blocklisted")));
+        }
+        Ok(Outcome::Done(format!("un-blocklisting {entry}")))
+    }
+
     fn rotate_service_key(&mut self, key: &ServiceKey) -> Outcome {
         let Some(ring) = self.service_keys.as_mut() else {
             return Outcome::Done("no service keys before bootstrap".into());
@@ -462,12 +477,16 @@ fn check_host(host: &str) -> Result<(), OpError> {
 
 /// A client instance: `TYPE.ID@GLOBAL_ID`.
 pub fn check_instance(instance: &str) -> Result<(), OpError> {
-    let valid = instance
-        .rsplit_once('@')
-        .is_some_and(|(e, id)| EntityName::parse(e).is_some() && id.parse::<u64>().is_ok());
+    let valid = match instance.rsplit_once('@') {
+        Some((e, id)) => EntityName::parse(e).is_some() && id.parse::<u64>().is_ok(),
+        // An address must be in its canonical form (what `blocklist_key` makes).
+        None => instance
+            .parse::<quarry_wire::blocklist::EntityAddr>()
+            .is_ok_and(|a| a.to_string() == instance),
+    };
     if !valid {
         let message = format!(
-            "invalid client instance '{}': expected ENTITY@GLOBAL_ID",
+            "invalid blocklist entry '{}': expected ENTITY@GLOBAL_ID or IP:PORT/NONCE",
             instance.escape_debug()
         );
         return Err(OpError::new(ErrorCode::EINVAL, message));
@@ -572,6 +591,26 @@ mod tests {
         assert_eq!(ra[8], Ok(Outcome::GlobalIds { start: GLOBAL_ID_FIRST }));
     }
 
+    /// Goal: blocklist entries name instances or addresses, and `rm` removes them (an absent
+    /// one changes nothing, as in Ceph).
+    #[test]
+    fn blocklist_entries_are_added_and_removed() {
+        let mut s = booted();
+        let add = |i: &str| at(10, Op::BlocklistAdd { instance: i.into(), expire_secs: 60 });
+        assert!(s.apply(&add("127.0.0.1:0/4100")).is_ok());
+        assert!(s.apply(&add("10.0.0.5:0/0")).is_ok());
+        assert_eq!(s.map.blocklist.get("127.0.0.1:0/4100"), Some(&70));
+        let epoch = s.map.epoch;
+        let rm = |e: &str| at(11, Op::BlocklistRm { entry: e.into() });
+        let done = |t: &str| Ok(Outcome::Done(t.to_string()));
+        assert_eq!(s.apply(&rm("127.0.0.1:0/4100")), done("un-blocklisting 127.0.0.1:0/4100"));
+        assert_eq!(s.map.epoch, epoch + 1);
+        assert!(!s.map.blocklist.contains_key("127.0.0.1:0/4100"));
+        assert_eq!(s.apply(&rm("127.0.0.1:0/4100")), done("127.0.0.1:0/4100 isn't blocklisted"));
+        assert_eq!(s.map.epoch, epoch + 1, "nothing changed");
+        assert!(s.map.blocklist.contains_key("10.0.0.5:0/0"));
+    }
+
     /// Goal: a caps change, deletion or import revokes tickets issued in its own second (OSDs
     /// honour `issued >= floor`), and tickets issued after it are stamped so they stay valid.
     #[test]
@@ -632,6 +671,8 @@ mod tests {
             Op::AuthCaps { entity: EntityName::client("nobody"), caps: BTreeMap::new() },
             Op::AuthDel { entity: EntityName::client("nobody") },
             Op::BlocklistAdd { instance: "nonsense".into(), expire_secs: 1 },
+            Op::BlocklistAdd { instance: "10.0.0.1".into(), expire_secs: 1 },
+            Op::BlocklistRm { entry: "nonsense".into() },
         ];
         for op in refused {
             assert!(s.apply(&at(5, op.clone())).is_err(), "{op:?} must be refused");

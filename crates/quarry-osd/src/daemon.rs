@@ -111,6 +111,7 @@ pub(crate) async fn start(
         ops: Semaphore::new(OPS_INFLIGHT_MAX),
         order: Default::default(),
         stop,
+        watches: Default::default(),
     });
     let mut running = Running {
         osd: osd.clone(),
@@ -123,6 +124,7 @@ pub(crate) async fn start(
     running.tasks.spawn(worker::monitor::run(osd.clone(), ready_tx));
     running.tasks.spawn(worker::maps::run(osd.clone()));
     running.tasks.spawn(worker::checkpoint::run(osd.clone()));
+    running.tasks.spawn(crate::watch::run_reaper(osd.clone()));
     match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => {

@@ -6,10 +6,15 @@
 //!    the service keys this OSD fetched from the monitor; the ticket's session key is the
 //!    handshake secret; every later frame is signed).
 //! 2. `op`: the OSD waits briefly if the client routed with a newer map, checks the session is
-//!    still honoured (ticket not expired, `auth_floor`, blocklist), that it is the primary of
+//!    still honoured (ticket not expired, `auth_floor`), that it is the primary of
 //!    the PG at its current epoch (`Reply::Retry` otherwise), the caps on the pool for *every*
 //!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c,
 //!    no mutation of a snapshot).
+//!    Right before the op takes effect (proposal of a mutation, store read, watch, notify),
+//!    with the newest map, the client must not be blocklisted: its instance
+//!    (`entity@global_id`), its address `IP:0/GLOBAL_ID` or its whole IP `IP:0/0`
+//!    (`quarry_wire::blocklist`). Otherwise ESHUTDOWN (108), and nothing applies: an op that
+//!    waited inside the OSD while the entry arrived is refused too.
 //! 3. A mutation waits for its turn in its object's queue (`op::order`: mutations to one object
 //!    are proposed in the order they arrived, a client's later op is answered `Retry` while
 //!    an earlier one it must resend has not come back), then
@@ -88,7 +93,8 @@
 //! # Modules
 //! `pg/` (group state, state machine, apply batcher, durability, Raft network), `op/` (serving
 //! requests and the pure checks), `router` (map + group table), `server` (listener),
-//! `session` (tickets, service keys), `worker/` (monitor session, maps, checkpoints), `osd`
+//! `session` (tickets, service keys), `watch` (watch/notify state, in memory, and its
+//! reaper), `worker/` (monitor session, maps, checkpoints), `osd`
 //! (the state every task shares), `daemon` (boot script and shutdown), `config`
 //! ([`OsdConfig`] from ceph.conf), `data_dir` ([`DataDir`]).
 //!
@@ -115,6 +121,7 @@ mod pg;
 mod router;
 mod server;
 mod session;
+mod watch;
 mod worker;
 
 use std::net::SocketAddr;
@@ -169,6 +176,11 @@ impl OsdHandle {
             self.running.osd.router.groups().iter().map(|group| group.status()).collect();
         out.sort_by_key(|status| status.pg);
         out
+    }
+
+    /// The epoch of the map this OSD acts on (tests wait for a map change to reach it).
+    pub fn map_epoch(&self) -> u64 {
+        self.running.osd.router.map().epoch
     }
 
     /// Counters of the OSD's write-ahead log (group commits, fsyncs, segments).

@@ -42,6 +42,8 @@ pub(crate) struct Osd {
     pub(crate) stop: watch::Sender<bool>,
     /// Per-object queues that keep mutations in arrival order (`op::order`).
     pub(crate) order: Arc<crate::op::order::ObjectOrder>,
+    /// Watches and notifies of the PGs this OSD is primary of (in memory only).
+    pub(crate) watches: crate::watch::Watches,
 }
 
 impl Osd {

@@ -16,6 +16,7 @@ use quarry_wire::{ConnContext, Handler, Reply, Request};
 use crate::op;
 use crate::osd::Osd;
 use crate::session::{OsdAuthenticator, Session};
+use crate::watch;
 
 /// Connections served at once; more are closed at accept.
 pub(crate) const CONNECTIONS_MAX: usize = 4096;
@@ -43,8 +44,15 @@ impl Handler<Session> for OsdService {
         match request {
             Request::Op(op) => op::handle_op(&self.osd, session, ctx.peer, op, permit).await,
             Request::List { pg, epoch, start_after, max } => {
-                op::handle_list(&self.osd, session, pg, epoch, start_after, max).await
+                let peer = ctx.peer.ip();
+                op::handle_list(&self.osd, session, peer, pg, epoch, start_after, max).await
             }
+            request @ (Request::Watch { .. }
+            | Request::WatchPing { .. }
+            | Request::Unwatch { .. }
+            | Request::Notify { .. }
+            | Request::NotifyAck { .. }
+            | Request::ListWatchers { .. }) => watch::handle(&self.osd, &ctx, request).await,
             other => {
                 tracing::debug!(entity = %session.entity, request = ?other, "not an osd request");
                 let message = "not a request an OSD serves".to_string();

@@ -52,6 +52,8 @@ impl ErrorCode {
     pub const EBADMSG: ErrorCode = ErrorCode(74);
     /// Blocklisted client (Ceph's EBLOCKLISTED is ESHUTDOWN, 108).
     pub const ESHUTDOWN: ErrorCode = ErrorCode(108);
+    /// Not connected: a watch the OSD no longer holds (connection lost, primary changed).
+    pub const ENOTCONN: ErrorCode = ErrorCode(107);
 
     /// The errno as the C ABI returns it (negative).
     pub fn negative(self) -> i32 {
@@ -80,6 +82,7 @@ impl ErrorCode {
             74 => "Bad message",
             90 => "Message too long",
             95 => "Operation not supported",
+            107 => "Transport endpoint is not connected",
             108 => "Cannot send after transport endpoint shutdown",
             110 => "Connection timed out",
             125 => "Operation canceled",

@@ -170,6 +170,7 @@ pub async fn connect(
 ) -> Result<Connected, WireError> {
     let work = async {
         let stream = TcpStream::connect(addr).await?;
+        let local_addr = stream.local_addr()?;
         let (mut reader, mut writer) = split(stream);
         let client_nonce = quarry_auth::random_nonce();
         let ticket = match secret {
@@ -214,12 +215,12 @@ pub async fn connect(
         reader.key = session_signing_key(session);
         reader.payload_max = FRAME_PAYLOAD_MAX;
         writer.key = session_signing_key(session);
-        Ok((reader, writer, welcome.global_id, session))
+        Ok((reader, writer, welcome.global_id, session, local_addr))
     };
-    let (reader, writer, global_id, session_key) =
+    let (reader, writer, global_id, session_key, local_addr) =
         tokio::time::timeout(timeout, work).await.map_err(|_| WireError::Timeout)??;
     let (client, events) = RpcClient::start(reader, writer);
-    Ok(Connected { client, events, global_id, session_key })
+    Ok(Connected { client, events, global_id, session_key, local_addr })
 }
 
 /// An authenticated client connection.
@@ -233,6 +234,8 @@ pub struct Connected {
     /// The session key both sides derived: used to open secrets the server seals for us
     /// (a ticket's session key, service keys).
     pub session_key: SessionKey,
+    /// Our end of the connection (the IP a server sees us as, unless NAT is in between).
+    pub local_addr: SocketAddr,
 }
 
 /// What a server needs to authenticate a peer.
@@ -339,6 +342,12 @@ impl EventSink {
     /// Sends an event; false if the connection is gone.
     pub async fn send(&self, event: Event) -> bool {
         self.tx.send((0, Message::Event(event))).await.is_ok()
+    }
+
+    /// Queues an event without waiting; false if the connection is gone or its queue is full
+    /// (the event is then dropped).
+    pub fn try_send(&self, event: Event) -> bool {
+        self.tx.try_send((0, Message::Event(event))).is_ok()
     }
 
     /// True once the connection has closed.

@@ -16,6 +16,7 @@
 
 #![warn(missing_docs)]
 
+pub mod blocklist;
 pub mod codec;
 pub mod conn;
 pub mod map;

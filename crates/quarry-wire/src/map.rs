@@ -24,7 +24,8 @@ pub struct ClusterMap {
     /// Tickets of an entity issued before this unix time are no longer honoured (set when the
     /// entity is deleted or its caps change): revocation reaches open sessions at once.
     pub auth_floor: BTreeMap<String, u64>,
-    /// Blocklisted client instances (`entity@global_id`), with expiry (unix seconds).
+    /// Blocklisted client instances (`entity@global_id`) and addresses (`IP:PORT/NONCE`),
+    /// with expiry (unix seconds); see `crate::blocklist` for how they match.
     pub blocklist: BTreeMap<String, u64>,
 }
 

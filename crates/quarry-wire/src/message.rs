@@ -182,6 +182,79 @@ pub enum Request {
         /// Encoded openraft request.
         body: Vec<u8>,
     },
+    /// OSD: watch `name` (must exist; needs read caps) with `cookie` (chosen by the client,
+    /// unique per client instance), kept while pinged within `timeout_secs` (0: the OSD's
+    /// `osd_client_watch_timeout`) and while this connection lasts. Notifies arrive as
+    /// `Event::Notify` on this connection. Reply: `Watching` (a repeat refreshes the watch).
+    Watch {
+        /// The PG of `name`.
+        pg: PgId,
+        /// The map epoch the client routed with.
+        epoch: u64,
+        /// Object name.
+        name: String,
+        /// The watch's cookie.
+        cookie: u64,
+        /// Seconds without a ping after which the OSD drops the watch (0: OSD default).
+        timeout_secs: u32,
+    },
+    /// OSD: the watch `cookie` on `name` is alive. Reply: `Ack`, or `Failed` ENOTCONN when
+    /// the OSD holds no such watch (timed out, primary changed): the client re-watches.
+    WatchPing {
+        /// The PG of `name`.
+        pg: PgId,
+        /// The map epoch the client routed with.
+        epoch: u64,
+        /// Object name.
+        name: String,
+        /// The watch's cookie.
+        cookie: u64,
+    },
+    /// OSD: remove the watch `cookie` on `name` (absent is fine). Reply: `Ack`.
+    Unwatch {
+        /// The PG of `name`.
+        pg: PgId,
+        /// The map epoch the client routed with.
+        epoch: u64,
+        /// Object name.
+        name: String,
+        /// The watch's cookie.
+        cookie: u64,
+    },
+    /// OSD: deliver `payload` to every watcher of `name` and collect their acks until all
+    /// acked or `timeout_ms` (0: 30 s) passed. Needs read caps. Reply: `Notified`.
+    Notify {
+        /// The PG of `name`.
+        pg: PgId,
+        /// The map epoch the client routed with.
+        epoch: u64,
+        /// Object name.
+        name: String,
+        /// Delivered to every watcher.
+        payload: Vec<u8>,
+        /// How long to wait for acks, in milliseconds (0: 30 s).
+        timeout_ms: u64,
+    },
+    /// OSD: a watcher acknowledges notify `notify_id` for its watch `cookie`, with a reply
+    /// payload for the notifier. Sent on the connection the notify arrived on. Reply: `Ack`
+    /// (also when the notify already completed).
+    NotifyAck {
+        /// The notify being acknowledged.
+        notify_id: u64,
+        /// The watch it was delivered to.
+        cookie: u64,
+        /// Reply payload for the notifier (may be empty).
+        payload: Vec<u8>,
+    },
+    /// OSD: the watchers of `name`. Needs read caps. Reply: `Watchers`.
+    ListWatchers {
+        /// The PG of `name`.
+        pg: PgId,
+        /// The map epoch the client routed with.
+        epoch: u64,
+        /// Object name.
+        name: String,
+    },
 }
 
 /// A reply.
@@ -234,6 +307,16 @@ pub enum Reply {
         /// One line a person understands.
         message: String,
     },
+    /// The watch is registered; ping it at least every `timeout_secs` (the OSD's effective
+    /// timeout).
+    Watching {
+        /// The timeout the OSD applies.
+        timeout_secs: u32,
+    },
+    /// The outcome of a notify.
+    Notified(NotifyOutcome),
+    /// The watchers of an object.
+    Watchers(Vec<WatcherInfo>),
 }
 
 /// A pushed message.
@@ -241,6 +324,26 @@ pub enum Reply {
 pub enum Event {
     /// A newer cluster map.
     Map(Box<ClusterMap>),
+    /// A notify for the watch `cookie` of this connection: handle `payload`, then send
+    /// `Request::NotifyAck` with `notify_id` and `cookie`.
+    Notify {
+        /// The watch it is for.
+        cookie: u64,
+        /// Id to acknowledge.
+        notify_id: u64,
+        /// The notifier's global id.
+        notifier: u64,
+        /// The notifier's payload.
+        payload: Vec<u8>,
+    },
+    /// The OSD dropped the watch `cookie` (ENOTCONN: its PG moved to another primary;
+    /// ESHUTDOWN: the client is blocklisted; ETIMEDOUT: not pinged in time).
+    WatchError {
+        /// The watch.
+        cookie: u64,
+        /// Why.
+        code: ErrorCode,
+    },
 }
 
 /// Admin and pool commands the monitor executes (the `ceph` CLI's verbs).
@@ -317,12 +420,18 @@ pub enum MonCommand {
         /// Keyring text in Ceph's format.
         keyring: String,
     },
-    /// `ceph osd blocklist add ENTITY@GLOBAL_ID [SECONDS]`. Reply: `Done`.
+    /// `ceph osd blocklist add ENTITY@GLOBAL_ID|IP:PORT/NONCE [SECONDS]`. Reply: `Done`.
     BlocklistAdd {
-        /// Client instance (`client.qemu@4123`).
+        /// Client instance (`client.qemu@4123`) or address (`127.0.0.1:0/4123`; port 0 and
+        /// nonce 0 cover every client from that IP): see `crate::blocklist`.
         instance: String,
         /// Expiry in seconds from now (Ceph's default: 3600).
         expire_secs: u64,
+    },
+    /// `ceph osd blocklist rm ENTITY@GLOBAL_ID|IP:PORT/NONCE`. Reply: `Done`.
+    BlocklistRm {
+        /// Instance or address, as added.
+        entry: String,
     },
 }
 
@@ -383,4 +492,43 @@ pub enum MonReply {
     Key(String),
     /// `ceph auth ls`.
     AuthList(Vec<AuthEntry>),
+}
+
+/// One watch as `list_watchers` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatcherInfo {
+    /// The watcher's address as the OSD sees it: `IP:0/GLOBAL_ID` (see `crate::blocklist`).
+    pub addr: String,
+    /// The watcher's entity (`client.admin`).
+    pub entity: String,
+    /// The watcher's instance id.
+    pub global_id: u64,
+    /// The watch's cookie.
+    pub cookie: u64,
+    /// The watch's timeout in seconds.
+    pub timeout_secs: u32,
+}
+
+/// One watcher's answer to a notify.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyAckInfo {
+    /// The watcher's instance id.
+    pub global_id: u64,
+    /// The watch's cookie.
+    pub cookie: u64,
+    /// The watcher's reply payload.
+    pub payload: Vec<u8>,
+}
+
+/// What a notify came to: the acks received, and the watchers that did not ack before the
+/// timeout (or whose watch went away meanwhile). Missed watchers mean ETIMEDOUT for the
+/// notifier, with this outcome as rados_notify2's reply buffer.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifyOutcome {
+    /// The notify's id.
+    pub notify_id: u64,
+    /// Acks, in arrival order.
+    pub acks: Vec<NotifyAckInfo>,
+    /// `(global_id, cookie)` of watchers that did not ack.
+    pub missed: Vec<(u64, u64)>,
 }

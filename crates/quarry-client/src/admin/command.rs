@@ -79,13 +79,20 @@ pub enum CephCommand {
         /// Application.
         app: String,
     },
-    /// `ceph osd blocklist add INSTANCE [SECONDS]`.
+    /// `ceph osd blocklist add INSTANCE|ADDR [SECONDS]`.
     BlocklistAdd {
-        /// `client.x@GLOBAL_ID`.
+        /// `client.x@GLOBAL_ID` or `IP:PORT/NONCE`.
         instance: String,
         /// Expiry in seconds.
         expire_secs: u64,
     },
+    /// `ceph osd blocklist rm INSTANCE|ADDR`.
+    BlocklistRm {
+        /// `client.x@GLOBAL_ID` or `IP:PORT/NONCE`.
+        entry: String,
+    },
+    /// `ceph osd blocklist ls`.
+    BlocklistLs,
     /// `ceph auth get-or-create ENTITY [TYPE CAPS]...` (`key_only`: `get-or-create-key`).
     AuthGetOrCreate {
         /// Entity.
@@ -344,17 +351,23 @@ impl CephCommand {
                     Some(op) => op,
                     None => required(req, "blacklistop")?,
                 };
-                if op != "add" {
-                    return Err(AdminError::Failed {
-                        code: ErrorCode::EOPNOTSUPP,
-                        message: format!("osd blocklist {op} is not supported yet"),
-                    });
+                match op.as_str() {
+                    "add" => {
+                        let expire_secs = match float(req, "expire")? {
+                            Some(secs) => secs.max(0.0) as u64,
+                            None => BLOCKLIST_EXPIRE_DEFAULT,
+                        };
+                        CephCommand::BlocklistAdd { instance: required(req, "addr")?, expire_secs }
+                    }
+                    "rm" => CephCommand::BlocklistRm { entry: required(req, "addr")? },
+                    "ls" => CephCommand::BlocklistLs,
+                    _ => {
+                        return Err(AdminError::Failed {
+                            code: ErrorCode::EINVAL,
+                            message: format!("osd blocklist {op}: expected add, rm or ls"),
+                        })
+                    }
                 }
-                let expire_secs = match float(req, "expire")? {
-                    Some(secs) => secs.max(0.0) as u64,
-                    None => BLOCKLIST_EXPIRE_DEFAULT,
-                };
-                CephCommand::BlocklistAdd { instance: required(req, "addr")?, expire_secs }
             }
             verb @ ("auth get-or-create" | "auth get-or-create-key") => {
                 CephCommand::AuthGetOrCreate {
@@ -451,6 +464,15 @@ impl CephCommand {
                 put("expire", json!(*expire_secs as f64));
                 "osd blocklist"
             }
+            CephCommand::BlocklistRm { entry } => {
+                put("blocklistop", json!("rm"));
+                put("addr", json!(entry));
+                "osd blocklist"
+            }
+            CephCommand::BlocklistLs => {
+                put("blocklistop", json!("ls"));
+                "osd blocklist"
+            }
             CephCommand::AuthGetOrCreate { entity, caps, key_only } => {
                 put("entity", json!(entity));
                 put("caps", caps_value(caps));
@@ -537,6 +559,9 @@ mod tests {
             CephCommand::PoolRm { name: "p".into(), again: None, sure: false },
             CephCommand::PoolApplicationEnable { pool: "p".into(), app: "rbd".into() },
             CephCommand::BlocklistAdd { instance: "client.x@4".into(), expire_secs: 60 },
+            CephCommand::BlocklistAdd { instance: "127.0.0.1:0/4".into(), expire_secs: 60 },
+            CephCommand::BlocklistRm { entry: "client.x@4".into() },
+            CephCommand::BlocklistLs,
             CephCommand::AuthGetOrCreate {
                 entity: "client.q".into(),
                 caps: caps.clone(),

@@ -23,6 +23,7 @@ pub fn errno_name(code: ErrorCode) -> String {
         71 => "EPROTO",
         90 => "EMSGSIZE",
         95 => "EOPNOTSUPP",
+        107 => "ENOTCONN",
         108 => "ESHUTDOWN",
         110 => "ETIMEDOUT",
         125 => "ECANCELED",

@@ -339,7 +339,43 @@ pub async fn execute(
             let reply =
                 call(rados, MonCommand::BlocklistAdd { instance: instance.clone(), expire_secs })
                     .await?;
-            done_text(reply, format!("blocklisting {instance}"))?
+            // Ceph's line, with the expiry the monitor stamped (the map was refreshed).
+            let key = quarry_wire::blocklist::BlocklistEntry::parse(&instance)
+                .map_or(instance.clone(), |(_, key)| key);
+            match rados.map().blocklist.get(&key) {
+                Some(&until) => CommandReply::status(format!(
+                    "blocklisting {key} until {} ({expire_secs} sec)",
+                    plain::utime(until, 0)
+                )),
+                None => done_text(reply, format!("blocklisting {key}"))?,
+            }
+        }
+        CephCommand::BlocklistRm { entry } => {
+            let reply = call(rados, MonCommand::BlocklistRm { entry: entry.clone() }).await?;
+            done_text(reply, format!("un-blocklisting {entry}"))?
+        }
+        CephCommand::BlocklistLs => {
+            let map = rados.map();
+            let now = crate::session::unix_now();
+            let live: Vec<(&String, u64)> = map
+                .blocklist
+                .iter()
+                .filter(|(_, &until)| until > now)
+                .map(|(k, &u)| (k, u))
+                .collect();
+            let outs = format!("listed {} entries", live.len());
+            let outbuf = if fmt.is_json() {
+                let list: Vec<Value> = live
+                    .iter()
+                    .map(|(addr, until)| js!({ "addr": addr, "until": plain::utime(*until, 0) }))
+                    .collect();
+                render(&js!(list), fmt)
+            } else {
+                live.iter()
+                    .map(|(addr, until)| format!("{addr} {}\n", plain::utime(*until, 0)))
+                    .collect()
+            };
+            CommandReply { rc: 0, outbuf: outbuf.into_bytes(), outs }
         }
         CephCommand::AuthGetOrCreate { entity, caps, key_only } => {
             let reply =

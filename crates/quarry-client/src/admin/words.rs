@@ -116,6 +116,15 @@ pub fn request_from_words(
             }
             "osd blocklist".into()
         }
+        ["osd", "blocklist" | "blacklist", "rm", entry] => {
+            put("blocklistop", json!("rm"));
+            put("addr", json!(entry));
+            "osd blocklist".into()
+        }
+        ["osd", "blocklist" | "blacklist", "ls"] => {
+            put("blocklistop", json!("ls"));
+            "osd blocklist".into()
+        }
         ["auth", verb @ ("get-or-create" | "get-or-create-key" | "add" | "caps"), entity, caps @ ..] =>
         {
             put("entity", json!(entity));
@@ -228,6 +237,11 @@ mod tests {
             words(&["osd", "blacklist", "add", "client.x@7"]).unwrap(),
             CephCommand::BlocklistAdd { instance: "client.x@7".into(), expire_secs: 3600 }
         );
+        assert_eq!(
+            words(&["osd", "blocklist", "rm", "10.0.0.1:0/7"]).unwrap(),
+            CephCommand::BlocklistRm { entry: "10.0.0.1:0/7".into() }
+        );
+        assert_eq!(words(&["osd", "blocklist", "ls"]).unwrap(), CephCommand::BlocklistLs);
     }
 
     #[test]

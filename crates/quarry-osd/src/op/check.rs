@@ -1,15 +1,17 @@
 //! Pure checks an op passes before it touches a PG: is the session still honoured (ticket
-//! not expired, not revoked by `auth_floor`, and for client ops, instance not blocklisted), do its caps allow the
+//! not expired, not revoked by `auth_floor`), is the client fenced (instance or address
+//! blocklisted: ESHUTDOWN, checked right before the op takes effect), do its caps allow the
 //! access on the pool, does the object name hash to the PG the op names, and is the op vector
 //! well formed (name length, crc of every payload, no mutation of a snapshot). Each failure is
 //! the `Reply` the client gets.
 
-use quarry_auth::OsdAccess;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use quarry_auth::OsdAccess;
 use quarry_types::{
     CallOrigin, ErrorCode, ObjectMethods, ObjectOp, OpReply, SnapId, OBJECT_NAME_LEN_MAX, SNAP_HEAD,
 };
+use quarry_wire::blocklist::{fencing_entry, EntityAddr};
 use quarry_wire::{ClusterMap, OsdOp, Reply};
 
 use crate::session::Session;
@@ -30,18 +32,27 @@ fn refuse(session: &Session, why: &str) -> Result<(), Reply> {
     })
 }
 
-/// Refuses a session whose ticket expired, whose entity's credentials were revoked after the
-/// ticket was issued (`auth_floor`), or whose instance is blocklisted. For client ops.
-pub(crate) fn session_honoured(
+/// Refuses a client whose instance (`entity@global_id`) or address (`IP:0/GLOBAL_ID`, from
+/// `peer`) is blocklisted at `now`: ESHUTDOWN (Ceph's EBLOCKLISTED). The op paths call it
+/// right before an op takes effect (before proposing a mutation to the PG's log, before
+/// reading, before registering a watch or sending a notify), with the newest map: an op that
+/// waited inside the OSD while the blocklist entry arrived never applies.
+pub(crate) fn fenced(
     session: &Session,
+    peer: IpAddr,
     map: &ClusterMap,
     now_unix: u64,
 ) -> Result<(), Reply> {
-    ticket_honoured(session, map, now_unix)?;
-    if map.blocklist.get(&session.instance()).is_some_and(|&until| until > now_unix) {
-        return refuse(session, "client instance is blocklisted");
-    }
-    Ok(())
+    let addr = EntityAddr::client(peer, session.global_id);
+    let Some(entry) = fencing_entry(&map.blocklist, &session.instance(), Some(addr), now_unix)
+    else {
+        return Ok(());
+    };
+    tracing::info!(entity = %session.entity, global_id = session.global_id, entry, "op of a blocklisted client refused");
+    Err(Reply::Failed {
+        code: ErrorCode::ESHUTDOWN,
+        message: format!("client {} ({addr}) is blocklisted ({entry})", session.instance()),
+    })
 }
 
 /// Refuses a session whose ticket expired or whose entity's credentials were revoked after
@@ -225,21 +236,28 @@ mod tests {
     #[test]
     fn sessions_expire_are_revoked_and_blocklisted() {
         let s = session("allow *");
+        let ip: IpAddr = "10.0.0.5".parse().unwrap();
         let mut map = ClusterMap::default();
-        assert!(session_honoured(&s, &map, 1500).is_ok());
-        assert_eq!(code(session_honoured(&s, &map, 2000).unwrap_err()), ErrorCode::EPERM);
+        assert!(ticket_honoured(&s, &map, 1500).is_ok());
+        assert_eq!(code(ticket_honoured(&s, &map, 2000).unwrap_err()), ErrorCode::EPERM);
         map.auth_floor.insert("client.qemu".into(), 1000);
-        assert!(session_honoured(&s, &map, 1500).is_ok(), "floor equal to issue time is fine");
+        assert!(ticket_honoured(&s, &map, 1500).is_ok(), "floor equal to issue time is fine");
         map.auth_floor.insert("client.qemu".into(), 1001);
-        assert!(session_honoured(&s, &map, 1500).is_err());
+        assert!(ticket_honoured(&s, &map, 1500).is_err());
         map.auth_floor.clear();
         map.blocklist.insert("client.qemu@7".into(), 1400);
-        assert!(session_honoured(&s, &map, 1500).is_ok(), "expired blocklist entry");
+        assert!(fenced(&s, ip, &map, 1500).is_ok(), "expired blocklist entry");
         map.blocklist.insert("client.qemu@7".into(), 1600);
-        assert!(session_honoured(&s, &map, 1500).is_err());
+        assert_eq!(code(fenced(&s, ip, &map, 1500).unwrap_err()), ErrorCode::ESHUTDOWN);
         map.blocklist.insert("client.qemu@8".into(), 1600);
         map.blocklist.remove("client.qemu@7");
-        assert!(session_honoured(&s, &map, 1500).is_ok(), "another instance");
+        assert!(fenced(&s, ip, &map, 1500).is_ok(), "another instance");
+        map.blocklist.insert("10.0.0.5:0/7".into(), 1600);
+        assert_eq!(code(fenced(&s, ip, &map, 1500).unwrap_err()), ErrorCode::ESHUTDOWN);
+        map.blocklist.remove("10.0.0.5:0/7");
+        map.blocklist.insert("10.0.0.5:0/0".into(), 1600);
+        assert!(fenced(&s, ip, &map, 1500).is_err(), "the whole IP");
+        assert!(fenced(&s, "10.0.0.6".parse().unwrap(), &map, 1500).is_ok(), "another IP");
     }
 
     #[test]
@@ -248,7 +266,7 @@ mod tests {
         s.entity = EntityName::osd(1);
         let mut map = ClusterMap::default();
         map.blocklist.insert("osd.1@7".into(), 1600);
-        assert!(session_honoured(&s, &map, 1500).is_err());
+        assert!(fenced(&s, "127.0.0.1".parse().unwrap(), &map, 1500).is_err());
         assert!(ticket_honoured(&s, &map, 1500).is_ok(), "the blocklist fences clients only");
         assert!(ticket_honoured(&s, &map, 2000).is_err(), "expired");
         map.auth_floor.insert("osd.1".into(), 1001);

@@ -1,12 +1,14 @@
 //! Serving requests: object op vectors, PG listings and Raft messages from peer OSDs.
 //!
-//! An op vector goes: epoch catch-up (wait briefly if the client saw a newer map) → session
+//! An op vector goes: epoch catch-up (wait briefly if the client saw a newer map) → ticket
 //! still honoured → pool and primary check at the current epoch (`Retry` otherwise) → caps
 //! (`EPERM`, nothing changes) → validation → the name must hash to the PG named (`EINVAL`)
 //! → mutations proposed through `raft.client_write_ff` in their object's arrival order
 //! ([`order`]; the reply is the `OpReply` of apply, or the recorded one of an earlier copy of
 //! the same request from the PG's duplicate table), pure reads from the store behind the PG's
-//! read barrier.
+//! read barrier. Right before an op takes effect (its proposal, after its turn in the queue;
+//! a store read; a watch or notify) the client is checked against the blocklist of the newest
+//! map (ESHUTDOWN).
 //! Method calls (`ObjectOp::Call`) are looked up first (`check::shape_of`: unknown is
 //! EOPNOTSUPP, a writing method needs the `x` cap and takes the log path, a read-only one the
 //! read path) and stamped with the authenticated caller (`check::stamp_origin`).
@@ -17,7 +19,7 @@
 pub(crate) mod check;
 pub(crate) mod order;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,7 +35,7 @@ use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
 use crate::pg::{network, ClientCommand, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
-use check::{caps_allow, placed, session_honoured, shape_of, stamp_origin, validate};
+use check::{caps_allow, fenced, placed, shape_of, stamp_origin, ticket_honoured, validate};
 use order::Slot;
 
 /// How long an op from a client with a newer map waits for ours to catch up.
@@ -53,7 +55,7 @@ async fn map_for(osd: &Osd, epoch: u64) -> Arc<ClusterMap> {
     osd.router.wait_epoch(epoch, EPOCH_CATCH_UP).await
 }
 
-fn retry(map: &ClusterMap) -> Reply {
+pub(crate) fn retry(map: &ClusterMap) -> Reply {
     Reply::Retry { epoch: map.epoch }
 }
 
@@ -77,8 +79,9 @@ fn route<'m>(osd: &Osd, map: &'m ClusterMap, pg: PgId, epoch: u64) -> Result<&'m
     Ok(pool)
 }
 
-/// Everything before execution; returns the group to run on.
-async fn admit(
+/// Everything before execution; returns the group to run on. The blocklist is not checked
+/// here but right before the op takes effect ([`check::fenced`]).
+pub(crate) async fn admit(
     osd: &Osd,
     session: &Session,
     pg: PgId,
@@ -86,7 +89,7 @@ async fn admit(
     access: quarry_auth::OsdAccess,
 ) -> Result<(Arc<ClusterMap>, Arc<PgGroup>), Reply> {
     let map = map_for(osd, epoch).await;
-    session_honoured(session, &map, now_unix())?;
+    ticket_honoured(session, &map, now_unix())?;
     let pool = route(osd, &map, pg, epoch)?;
     caps_allow(session, &pool.name, access)?;
     let group = osd.router.group(pg).ok_or_else(|| retry(&map))?;
@@ -158,9 +161,9 @@ pub(crate) async fn handle_op(
         return settle(slot, reply);
     }
     if shape.writes {
-        write(osd, session, &group, &map, op, slot, permit).await
+        write(osd, &group, &map, (session, peer.ip()), op, slot, permit).await
     } else {
-        read(osd, &group, &map, op).await
+        read(osd, &group, &map, (session, peer.ip()), op).await
     }
 }
 
@@ -169,13 +172,16 @@ fn mtime_now() -> (u64, u32) {
     (now.as_secs(), now.subsec_nanos())
 }
 
+/// Who sent an op: its session and the IP its connection comes from (for the blocklist).
+pub(crate) type Client<'a> = (&'a Session, IpAddr);
+
 /// Proposes a mutation through the PG's log once its turn in the object's queue comes;
 /// answers once it is applied.
 async fn write(
     osd: &Osd,
-    session: &Session,
     group: &PgGroup,
     map: &ClusterMap,
+    client: Client<'_>,
     op: OsdOp,
     slot: Option<Slot>,
     permit: SemaphorePermit<'_>,
@@ -190,7 +196,12 @@ async fn write(
             return settle(slot, retry(map));
         }
     }
-    let reqid = op.reqid.map(|reqid| EntityReqId { entity: session.entity.clone(), reqid });
+    // Last check before the op can take effect, with the newest map: nothing is awaited
+    // between it and the proposal. A blocklisted client gets a final answer (no fence).
+    if let Err(reply) = fenced(client.0, client.1, &osd.router.map(), now_unix()) {
+        return settle(slot, reply);
+    }
+    let reqid = op.reqid.map(|reqid| EntityReqId { entity: client.0.entity.clone(), reqid });
     let command = PgCommand::Client(ClientCommand {
         reqid,
         name: op.name,
@@ -230,7 +241,7 @@ async fn write(
     }
 }
 
-fn store_failure(pg: PgId, e: &StoreError) -> Reply {
+pub(crate) fn store_failure(pg: PgId, e: &StoreError) -> Reply {
     match e {
         StoreError::Corrupt { .. } => {
             // Logged by the store where detected; the client gets EIO, never bad bytes.
@@ -244,9 +255,18 @@ fn store_failure(pg: PgId, e: &StoreError) -> Reply {
 }
 
 /// Serves a read-only vector from the store once the PG's read barrier holds.
-async fn read(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply {
+async fn read(
+    osd: &Osd,
+    group: &PgGroup,
+    map: &ClusterMap,
+    client: Client<'_>,
+    op: OsdOp,
+) -> Reply {
     if !group.read_barrier(osd.router.me()).await {
         return retry(map);
+    }
+    if let Err(reply) = fenced(client.0, client.1, &osd.router.map(), now_unix()) {
+        return reply;
     }
     let store = osd.router.store().clone();
     let pg = op.pg;
@@ -261,6 +281,7 @@ async fn read(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply 
 pub(crate) async fn handle_list(
     osd: &Osd,
     session: &Session,
+    peer: IpAddr,
     pg: PgId,
     epoch: u64,
     start_after: Option<String>,
@@ -272,6 +293,9 @@ pub(crate) async fn handle_list(
     };
     if !group.read_barrier(osd.router.me()).await {
         return retry(&map);
+    }
+    if let Err(reply) = fenced(session, peer, &osd.router.map(), now_unix()) {
+        return reply;
     }
     let store = osd.router.store().clone();
     let max = max.clamp(1, LIST_MAX) as usize;

@@ -131,6 +131,8 @@ async fn session(
             _ = crate::osd::stopped(&mut stop) => return Ok(()),
             event = events.recv() => match event {
                 Some(Event::Map(map)) => osd.offer_map(Arc::new(*map)),
+                // A monitor pushes maps only; watch events are for clients of OSDs.
+                Some(Event::Notify { .. } | Event::WatchError { .. }) => {}
                 None => return Err(OsdError::Wire(quarry_wire::WireError::Closed)),
             },
             _ = beacon.tick() => send_beacon(osd, &client, up_from).await?,
