@@ -4,7 +4,7 @@
 //!
 //! Stream layout (integers little-endian, `blob` = u32 length ++ bytes):
 //! ```text
-//! header  "QRYPGEX1" (8) | version u32 (=1) | pool u64 | seed u32
+//! header  "QRYPGEX1" (8) | version u32 (=2) | pool u64 | seed u32
 //! record  tag u8 ++ body, one of:
 //!   'S' pg_state: blob
 //!   'O' object:   name blob | count u32 | count x (tag u64, floor u64, exists u8, size u64,
@@ -13,11 +13,15 @@
 //!   'X' xattr of the last object: name blob | value blob
 //!   'M' omap entry of the last object: key blob | value blob
 //!   'H' omap header of the last object: blob
+//!   'N' snapshot index row of the last object: snap u64 (version 2)
+//!   'P' snapshot the PG has purged: snap u64 (version 2)
 //!   'E' end: record count u64 (records before it) | crc32c u32 of every byte before the crc
 //! ```
-//! The stream's bytes are pinned by a golden test (`tests/golden/export_v1.hex`); a change
-//! needs a new version that importers of this version refuse with
-//! [`StoreError::ExportFormatTooNew`], and import must keep reading version 1.
+//! The stream's bytes are pinned by golden tests (`tests/golden/export_v1.hex`,
+//! `export_v2.hex`); a change needs a new version that importers of this version refuse with
+//! [`StoreError::ExportFormatTooNew`], and import keeps reading every older version. Version
+//! 2 added the snapshot index ('N', 'P'); a version 1 stream imports with an empty index
+//! (versions it kept for snapshots are then never trimmed: space, never data).
 
 use std::io::{BufWriter, Read, Write};
 
@@ -26,20 +30,23 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use crate::format::{
     chunk_key, decode_chunk_key, encode_chunk, object_key, pg_key, pg_key_end, row_has_tail,
-    sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, META,
-    META_NEXT_ID, OBJECTS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, VERSIONS_MAX, XATTRS,
+    object_snap_key, object_snap_of, purged_key, snap_object_key, sub_key, ChunkKey, ObjectRecord,
+    Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP,
+    OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
 use crate::read::{verify_chunk, Ctx, WriteTables};
 use crate::{apply, StoreError};
 
 const EXPORT_MAGIC: &[u8; 8] = b"QRYPGEX1";
-const EXPORT_VERSION: u32 = 1;
+const EXPORT_VERSION: u32 = 2;
 const TAG_STATE: u8 = b'S';
 const TAG_OBJECT: u8 = b'O';
 const TAG_CHUNK: u8 = b'C';
 const TAG_XATTR: u8 = b'X';
 const TAG_OMAP: u8 = b'M';
 const TAG_HEADER: u8 = b'H';
+const TAG_SNAP_ROW: u8 = b'N';
+const TAG_PURGED: u8 = b'P';
 const TAG_END: u8 = b'E';
 /// Largest xattr/omap/pg_state value accepted from a stream (a bound against garbage lengths).
 const VALUE_MAX: usize = 64 << 20;
@@ -94,6 +101,8 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
     let omap = txn.open_table(OMAP)?;
     let omap_header = txn.open_table(OMAP_HEADER)?;
     let pg_state = txn.open_table(PG_STATE)?;
+    let object_snaps = txn.open_table(OBJECT_SNAPS)?;
+    let purged = txn.open_table(PURGED_SNAPS)?;
     let mut w = CrcWriter { inner: BufWriter::with_capacity(256 << 10, out), crc: 0, records: 0 };
     w.put(EXPORT_MAGIC)?;
     w.u32(EXPORT_VERSION)?;
@@ -162,6 +171,22 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
             w.record(TAG_HEADER)?;
             w.blob(header.value())?;
         }
+        let lo = object_snap_key(id, 0);
+        let hi = object_snap_key(id, u64::MAX);
+        for item in object_snaps.range::<&[u8; 16]>(&lo..=&hi)? {
+            let (key, _) = item?;
+            w.record(TAG_SNAP_ROW)?;
+            w.u64(object_snap_of(key.value()))?;
+        }
+    }
+    let lo = purged_key(pg, 0);
+    let hi = purged_key(pg, u64::MAX);
+    for item in purged.range::<&[u8; 20]>(&lo..=&hi)? {
+        let (key, _) = item?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&key.value()[12..]);
+        w.record(TAG_PURGED)?;
+        w.u64(u64::from_be_bytes(b))?;
     }
     let records = w.records;
     w.u8(TAG_END)?;
@@ -221,24 +246,24 @@ impl CrcReader<'_> {
 }
 
 /// Reads and checks the stream header.
-fn read_header(r: &mut CrcReader, pg: PgId) -> Result<(), StoreError> {
+fn read_header(r: &mut CrcReader, pg: PgId) -> Result<u32, StoreError> {
     let mut magic = [0u8; 8];
     r.exact(&mut magic)?;
     if &magic != EXPORT_MAGIC {
         return Err(StoreError::BadExport { reason: "not a Quarry PG export (bad magic)" });
     }
-    match r.u32()? {
-        EXPORT_VERSION => {}
+    let version = match r.u32()? {
+        version @ 1..=EXPORT_VERSION => version,
         found if found > EXPORT_VERSION => {
             return Err(StoreError::ExportFormatTooNew { found, supported: EXPORT_VERSION })
         }
         _ => return Err(StoreError::BadExport { reason: "unsupported PG export version" }),
-    }
+    };
     let found = PgId { pool: r.u64()?, seed: r.u32()? };
     if found != pg {
         return Err(StoreError::ExportPgMismatch { expected: pg, found });
     }
-    Ok(())
+    Ok(version)
 }
 
 /// Deletes every object of `pg` (all versions, chunks, xattrs, omap), its `pg_state` and its
@@ -262,8 +287,18 @@ pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreErro
             ids.push(record.id);
         }
     }
+    let mut object_snaps = txn.open_table(OBJECT_SNAPS)?;
     for id in ids {
         apply::purge_object_rows(&mut t, id)?;
+        let (lo, hi) = (object_snap_key(id, 0), object_snap_key(id, u64::MAX));
+        object_snaps.retain_in::<&[u8; 16], _>(&lo..=&hi, |_, _| false)?;
+    }
+    let (lo, hi) = (purged_key(pg, 0), purged_key(pg, u64::MAX));
+    txn.open_table(PURGED_SNAPS)?.retain_in::<&[u8; 20], _>(&lo..=&hi, |_, _| false)?;
+    let mut snap_objects = txn.open_table(SNAP_OBJECTS)?;
+    match &end {
+        Some(end) => snap_objects.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
+        None => snap_objects.retain_in(start.as_slice().., |_, _| false)?,
     }
     match &end {
         Some(end) => objects.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
@@ -278,7 +313,7 @@ pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreErro
 /// error nothing changes.
 pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
     let mut r = CrcReader { inner: input, crc: 0 };
-    read_header(&mut r, pg)?;
+    let version = read_header(&mut r, pg)?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
     purge_pg(&txn, pg)?;
@@ -292,6 +327,10 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
         let mut omap_header = txn.open_table(OMAP_HEADER)?;
         let mut pg_state = txn.open_table(PG_STATE)?;
         let mut pg_usage = txn.open_table(PG_USAGE)?;
+        let mut object_snaps = txn.open_table(OBJECT_SNAPS)?;
+        let mut snap_objects = txn.open_table(SNAP_OBJECTS)?;
+        let mut purged = txn.open_table(PURGED_SNAPS)?;
+        let mut current_name: Vec<u8> = Vec::new();
         let mut next_id = apply::read_next_id(&meta, pg)?;
         let bad = |reason: &'static str| StoreError::BadExport { reason };
         let mut current: Option<u64> = None;
@@ -358,6 +397,7 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
                     record.encode(&mut b);
                     objects.insert(key.as_slice(), b.as_slice())?;
                     current = Some(next_id);
+                    current_name.clone_from(&a);
                     next_id += 1;
                 }
                 TAG_CHUNK => {
@@ -396,6 +436,16 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
                     let id = current.ok_or(bad("omap header before any object"))?;
                     r.blob(VALUE_MAX, &mut a)?;
                     omap_header.insert(&id.to_be_bytes(), a.as_slice())?;
+                }
+                TAG_SNAP_ROW if version >= 2 => {
+                    let id = current.ok_or(bad("snapshot index row before any object"))?;
+                    let snap = r.u64()?;
+                    object_snaps.insert(&object_snap_key(id, snap), ())?;
+                    snap_object_key(pg, snap, &current_name, &mut key);
+                    snap_objects.insert(key.as_slice(), ())?;
+                }
+                TAG_PURGED if version >= 2 => {
+                    purged.insert(&purged_key(pg, r.u64()?), ())?;
                 }
                 _ => return Err(bad("unknown record tag")),
             }

@@ -138,8 +138,8 @@ pub use error::StoreError;
 
 use crate::format::{
     decode_pg_key, decode_usage, format_marker, parse_format_marker, pg_key, pg_key_end,
-    ObjectRecord, CHUNKS, CHUNK_TAILS, FORMAT_VERSION, META, META_FORMAT, OBJECTS, OMAP,
-    OMAP_HEADER, PG_STATE, PG_USAGE, XATTRS,
+    ObjectRecord, CHUNKS, CHUNK_TAILS, FORMAT_VERSION, META, META_FORMAT, OBJECTS, OBJECT_SNAPS,
+    OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -196,6 +196,15 @@ pub struct PgApply<'a> {
     pub pg_state: &'a [u8],
 }
 
+/// What one [`Store::apply_trim`] step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapTrimStep {
+    /// Objects visited (index rows of the snapshot consumed).
+    pub visited: u64,
+    /// No object is indexed for the snapshot any more: the PG recorded it as purged.
+    pub purged: bool,
+}
+
 /// Space accounting of the database file (from redb's statistics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpaceStats {
@@ -231,6 +240,7 @@ pub struct Store {
     flusher: std::fs::File,
     commits_since_checkpoint: AtomicU64,
     bytes_since_checkpoint: AtomicU64,
+    snap_trim_visits: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -274,7 +284,26 @@ impl Store {
             flusher,
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
+            snap_trim_visits: AtomicU64::new(0),
         })
+    }
+
+    /// Creates the snapshot index tables in a store made before they existed (same format
+    /// version: new tables only; versions such a store kept for snapshots have no index rows,
+    /// so trimming never frees them, which loses space but never data).
+    fn add_snap_tables(db: &Database) -> Result<(), StoreError> {
+        let read = db.begin_read()?;
+        let present = read.list_tables()?.any(|t| redb::TableHandle::name(&t) == "purged_snaps");
+        drop(read);
+        if present {
+            return Ok(());
+        }
+        let txn = db.begin_write()?;
+        txn.open_table(SNAP_OBJECTS)?;
+        txn.open_table(OBJECT_SNAPS)?;
+        txn.open_table(PURGED_SNAPS)?;
+        txn.commit()?;
+        Ok(())
     }
 
     /// Checks the format marker, or initialises an empty database.
@@ -295,7 +324,7 @@ impl Store {
                     supported: FORMAT_VERSION,
                 })
             }
-            Some(Some(_)) => return Ok(()),
+            Some(Some(_)) => return Store::add_snap_tables(db),
             Some(None) => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None if has_tables => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None => {}
@@ -312,6 +341,9 @@ impl Store {
             txn.open_table(OMAP_HEADER)?;
             txn.open_table(PG_STATE)?;
             txn.open_table(PG_USAGE)?;
+            txn.open_table(SNAP_OBJECTS)?;
+            txn.open_table(OBJECT_SNAPS)?;
+            txn.open_table(PURGED_SNAPS)?;
         }
         txn.commit()?;
         Ok(())
@@ -335,6 +367,95 @@ impl Store {
     ) -> Result<Vec<OpReply>, StoreError> {
         let mut replies = self.apply_many(&[PgApply { pg, cmds, pg_state }])?;
         Ok(replies.pop().expect("one reply list per PG"))
+    }
+
+    /// Applies one step of trimming removed snapshot `snap` from `pg` (the PG log's
+    /// `TrimSnap` entry), in its own transaction committed with `Durability::None`, together
+    /// with `pg_state`: visits at most `max_objects` of the objects the snapshot index lists
+    /// for `snap` (never a scan of the PG), drops each one's index row for `snap` and every
+    /// version that neither the head nor a snapshot still indexed for the object sees (with
+    /// the chunk rows only those versions used). Once no object is indexed for `snap`, the
+    /// PG records it as purged ([`Store::purged_snaps`]): from then on a write's snap context
+    /// never records a version for it. Deterministic, like every apply.
+    pub fn apply_trim(
+        &self,
+        pg: PgId,
+        snap: SnapId,
+        max_objects: u32,
+        pg_state: &[u8],
+    ) -> Result<SnapTrimStep, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None);
+        let step = {
+            let mut batch = apply::Batch::open(&txn)?;
+            batch.begin_pg(pg);
+            let (visited, purged) = batch.trim_snap(snap, max_objects)?;
+            batch.end_pg(pg_state)?;
+            batch.finish()?;
+            SnapTrimStep { visited, purged }
+        };
+        txn.commit()?;
+        self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);
+        self.snap_trim_visits.fetch_add(step.visited, Ordering::Relaxed);
+        Ok(step)
+    }
+
+    /// Objects visited by snapshot trimming since the store was opened (all PGs): what
+    /// [`Store::apply_trim`] costs, for tests and metrics.
+    pub fn snap_trim_visits(&self) -> u64 {
+        self.snap_trim_visits.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots `pg` has finished trimming, ascending.
+    pub fn purged_snaps(&self, pg: PgId) -> Result<Vec<SnapId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PURGED_SNAPS)?;
+        let lo = format::purged_key(pg, 0);
+        let hi = format::purged_key(pg, u64::MAX);
+        let mut out = Vec::new();
+        for item in table.range::<&[u8; 20]>(&lo..=&hi)? {
+            let (key, _) = item?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&key.value()[12..]);
+            out.push(u64::from_be_bytes(b));
+        }
+        Ok(out)
+    }
+
+    /// The snapshots the index says keep a version of object `name` (ascending; empty if
+    /// none or no such object).
+    pub fn indexed_snaps(&self, pg: PgId, name: &str) -> Result<Vec<SnapId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(record) = Store::get_record(&txn, pg, name)? else {
+            return Ok(Vec::new());
+        };
+        let table = txn.open_table(OBJECT_SNAPS)?;
+        let lo = format::object_snap_key(record.id, 0);
+        let hi = format::object_snap_key(record.id, u64::MAX);
+        let mut out = Vec::new();
+        for item in table.range::<&[u8; 16]>(&lo..=&hi)? {
+            out.push(format::object_snap_of(item?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// Number of objects the index lists for snapshot `snap` in `pg`.
+    pub fn snap_index_len(&self, pg: PgId, snap: SnapId) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAP_OBJECTS)?;
+        let mut start = Vec::new();
+        format::snap_object_key(pg, snap, b"", &mut start);
+        let end = format::snap_objects_end(pg, snap);
+        let range = match &end {
+            Some(end) => table.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+            None => table.range::<&[u8]>(start.as_slice()..)?,
+        };
+        let mut n = 0;
+        for item in range {
+            item?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// [`Store::apply`] for several PGs in one transaction: one commit for all of them, which
@@ -559,7 +680,7 @@ impl Store {
     }
 
     /// Like [`Store::list`], but also objects whose head was removed while snapshots still
-    /// see older versions (the objects a `SnapTrim` must visit).
+    /// see older versions.
     pub fn list_all(
         &self,
         pg: PgId,

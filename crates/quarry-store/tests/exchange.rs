@@ -142,13 +142,10 @@ fn damaged_or_foreign_streams_change_nothing() {
     assert_eq!(reader, b"trailing");
 }
 
-/// Golden bytes of the PG export stream (the Raft snapshot OSDs send each other; format
-/// `QRYPGEX1` version 1) of a small PG with two versions of an object, a chunk, an xattr, an
-/// omap entry and header, and a pg_state: `tests/golden/export_v1.hex`. A failure means the
-/// stream format changed: bump its version and keep importing the old one; never edit the file.
-#[test]
-fn export_stream_bytes_are_pinned() {
-    let (_dir, store) = open_temp();
+/// The small PG both golden streams hold: two versions of an object (the older one kept for
+/// snapshot 1), a chunk, an xattr, an omap entry and header, and a pg_state.
+fn golden_pg() -> (tempfile::TempDir, quarry_store::Store) {
+    let (dir, store) = open_temp();
     let snapc = quarry_types::SnapContext { seq: 0, snaps: vec![] };
     let first = cmd_at("obj", &snapc, (100, 1), vec![write(0, b"first")]);
     store.apply(PG, &[first], b"state-1").unwrap();
@@ -167,19 +164,53 @@ fn export_stream_bytes_are_pinned() {
         ],
     );
     store.apply(PG, &[second], b"state-2").unwrap();
+    (dir, store)
+}
+
+fn golden_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+}
+
+/// Version 1 of the stream (before the snapshot index) still imports: the golden bytes of
+/// `tests/golden/export_v1.hex` give the same objects as the PG they were exported from, with
+/// an empty snapshot index.
+#[test]
+fn export_stream_version_1_still_imports() {
+    let text = std::fs::read_to_string(golden_file("export_v1.hex")).unwrap();
+    let golden = quarry_persist::golden::parse(&text);
+    let (_, stream) = &golden[0];
+    let (_dir, target) = open_temp();
+    target.import_pg(PG, &mut stream.as_slice()).unwrap();
+    let (_dir2, source) = golden_pg();
+    assert_eq!(target.list_all(PG, None, 10).unwrap(), source.list_all(PG, None, 10).unwrap());
+    assert_eq!(target.object_versions(PG, "obj").unwrap(), source.object_versions(PG, "obj").unwrap());
+    assert_eq!(target.pg_state(PG).unwrap(), Some(b"state-2".to_vec()));
+    for snap in [1, SNAP_HEAD] {
+        assert_eq!(read_all(&target, "obj", snap), read_all(&source, "obj", snap));
+    }
+    assert!(target.indexed_snaps(PG, "obj").unwrap().is_empty());
+}
+
+/// Golden bytes of the PG export stream (the Raft snapshot OSDs send each other; format
+/// `QRYPGEX1` version 2) of the golden PG plus a purged snapshot: `tests/golden/export_v2.hex`
+/// (it has the object's snapshot index row and the purged snapshot). A failure means the
+/// stream format changed: bump its version and keep importing the old one; never edit the file.
+#[test]
+fn export_stream_bytes_are_pinned() {
+    let (_dir, store) = golden_pg();
+    assert!(store.apply_trim(PG, 3, 10, b"state-3").unwrap().purged);
     let mut stream = Vec::new();
     store.export_pg(PG, &mut stream).unwrap();
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/export_v1.hex");
-    let header = "PG export stream QRYPGEX1 version 1 (quarry-store).\n\
+    let header = "PG export stream QRYPGEX1 version 2 (quarry-store).\n\
                   Generated once; never edit: a change of bytes needs a new version.";
-    quarry_persist::golden::check(&path, header, &[("export", stream.clone())]);
+    quarry_persist::golden::check(&golden_file("export_v2.hex"), header, &[("export", stream.clone())]);
 
     // A stream of a newer format version is refused as too new (not as a bad stream), and
     // the importing store is left as it was.
     let mut newer = stream;
-    newer[8..12].copy_from_slice(&2u32.to_le_bytes());
+    newer[8..12].copy_from_slice(&3u32.to_le_bytes());
     let (_dir2, target) = open_temp();
     let err = target.import_pg(PG, &mut newer.as_slice()).unwrap_err();
-    assert!(matches!(err, StoreError::ExportFormatTooNew { found: 2, supported: 1 }), "{err}");
+    assert!(matches!(err, StoreError::ExportFormatTooNew { found: 3, supported: 2 }), "{err}");
     assert_eq!(target.pg_state(PG).unwrap(), None);
 }

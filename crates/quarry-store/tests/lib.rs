@@ -8,5 +8,6 @@ mod crash;
 mod errors;
 mod exchange;
 mod model;
+mod snap_index;
 mod snapshots;
 mod space;
