@@ -413,6 +413,8 @@ fn new_pool(id: PoolId, name: &str, pg_num: u32, size: u32, acting: Vec<Vec<OsdI
         acting,
         stored_objects: 0,
         stored_bytes: 0,
+        snap_mode: Default::default(),
+        pool_snaps: Default::default(),
     }
 }
 

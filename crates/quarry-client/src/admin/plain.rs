@@ -521,6 +521,8 @@ mod tests {
             acting: vec![],
             stored_objects: 3,
             stored_bytes: 3 << 20,
+            snap_mode: Default::default(),
+            pool_snaps: Default::default(),
         }
     }
 

@@ -19,7 +19,7 @@ use quarry_wire::{ClusterMap, OsdOp, PoolInfo, Reply};
 
 use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
-use crate::pg::{network, PgCommand, PgGroup};
+use crate::pg::{network, ClientCommand, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
 use check::{access_of, caps_allow, placed, session_honoured, validate};
 
@@ -110,7 +110,18 @@ async fn write(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply
     if !group.wait_leader(osd.router.me()).await {
         return retry(map);
     }
-    let command = PgCommand { name: op.name, snapc: op.snapc, ops: op.ops, mtime: mtime_now() };
+    // Pool-snapshot mode: the pool's snap context, whatever the client sent; otherwise the
+    // client's without snapshots the map says were removed (Ceph's filter_snapc).
+    let snapc = match map.pools.get(&group.pg.pool) {
+        Some(pool) => pool.write_snapc(&op.snapc),
+        None => op.snapc,
+    };
+    let command = PgCommand::Client(ClientCommand {
+        name: op.name,
+        snapc,
+        ops: op.ops,
+        mtime: mtime_now(),
+    });
     let proposal = group.raft.client_write(command);
     match tokio::time::timeout(WRITE_TIMEOUT, proposal).await {
         Ok(Ok(response)) => Reply::Op(response.data),

@@ -1,6 +1,8 @@
 //! Golden bytes of what a PG persists: [`PgCommand`] as the WAL stores it (one value per
 //! `ObjectOp` variant, so every op's layout is pinned) and [`PgState`] as the store keeps it,
-//! compared with `tests/golden/pg_v1.hex`. A failure means a persisted format changed: bump
+//! compared with `tests/golden/pg_v1.hex` (PgCommand version 1, written through the kept
+//! [`PgCommandV1`] type, and PgState version 1) and `tests/golden/pg_v2.hex` (PgCommand
+//! version 2). A failure means a persisted format changed: bump
 //! `PG_COMMAND_VERSION` / `PG_STATE_VERSION` and keep decoding the old version (the upgrade
 //! rule in `quarry_persist`); never edit the golden file.
 
@@ -13,10 +15,16 @@ use quarry_persist::{golden, DecodeError};
 use quarry_raftlog::EntryCodec;
 use quarry_types::{CmpOp, ObjectOp, Payload, SnapContext};
 
-use super::{PgCommand, PgRaftConfig, PgState};
+use quarry_persist::version;
+
+use super::{ClientCommand, PgCommand, PgCommandV1, PgRaftConfig, PgState, PG_COMMAND_VERSION};
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v1.hex")
+}
+
+fn golden_v2_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v2.hex")
 }
 
 /// One op of every variant, with distinct field values (so swapped fields change the bytes).
@@ -57,12 +65,17 @@ fn every_op() -> Vec<(&'static str, ObjectOp)> {
         ("omap_rm_keys", ObjectOp::OmapRmKeys { keys: vec!["x".into()] }),
         ("omap_clear", ObjectOp::OmapClear),
         ("omap_set_header", ObjectOp::OmapSetHeader { header: b(b"h") }),
-        ("snap_trim", ObjectOp::SnapTrim { live_snaps: vec![9, 10] }),
+        ("snap_trim", ObjectOp::SnapTrimRetired { live_snaps: vec![9, 10] }),
     ]
 }
 
-fn command(ops: Vec<ObjectOp>) -> PgCommand {
-    PgCommand {
+/// Ops added after PgCommand version 1 (not in `pg_v1.hex`).
+fn ops_since_v1() -> Vec<(&'static str, ObjectOp)> {
+    vec![("rollback", ObjectOp::Rollback { snap: 13 })]
+}
+
+fn command_v1(ops: Vec<ObjectOp>) -> PgCommandV1 {
+    PgCommandV1 {
         name: "rbd_data.1".into(),
         snapc: SnapContext { seq: 12, snaps: vec![12, 11] },
         ops,
@@ -70,11 +83,27 @@ fn command(ops: Vec<ObjectOp>) -> PgCommand {
     }
 }
 
-fn commands() -> Vec<(String, PgCommand)> {
-    let mut all = vec![("command_no_ops".to_string(), command(Vec::new()))];
+fn command(ops: Vec<ObjectOp>) -> PgCommand {
+    let c = command_v1(ops);
+    PgCommand::Client(ClientCommand { name: c.name, snapc: c.snapc, ops: c.ops, mtime: c.mtime })
+}
+
+/// Version 1 values: the v1 type and what it decodes to now.
+fn commands() -> Vec<(String, PgCommandV1, PgCommand)> {
+    let mut all = vec![("command_no_ops".to_string(), command_v1(Vec::new()), command(Vec::new()))];
     for (name, op) in every_op() {
+        all.push((format!("command_op_{name}"), command_v1(vec![op.clone()]), command(vec![op])));
+    }
+    all
+}
+
+/// Version 2 values.
+fn commands_v2() -> Vec<(String, PgCommand)> {
+    let mut all = vec![("command_no_ops".to_string(), command(Vec::new()))];
+    for (name, op) in every_op().into_iter().chain(ops_since_v1()) {
         all.push((format!("command_op_{name}"), command(vec![op])));
     }
+    all.push(("trim_snap".to_string(), PgCommand::TrimSnap { snap: 0x0102_0304, max_objects: 64 }));
     all
 }
 
@@ -99,10 +128,8 @@ fn states() -> Vec<(&'static str, PgState)> {
 
 fn encoded() -> Vec<(String, Vec<u8>)> {
     let mut values = Vec::new();
-    for (name, command) in commands() {
-        let mut out = Vec::new();
-        PgRaftConfig::encode_data(&command, &mut out);
-        values.push((name, out));
+    for (name, command, _) in commands() {
+        values.push((name, version::encode(1, &command)));
     }
     for (name, state) in states() {
         values.push((name.to_string(), state.encode()));
@@ -139,11 +166,18 @@ fn every_op_variant_is_covered() {
             | ObjectOp::OmapRmKeys { .. }
             | ObjectOp::OmapClear
             | ObjectOp::OmapSetHeader { .. }
-            | ObjectOp::SnapTrim { .. } => {}
+            | ObjectOp::SnapTrimRetired { .. } => {}
+            ObjectOp::Rollback { .. } => panic!("not in version 1: listed in ops_since_v1"),
         }
     }
     let names: BTreeSet<&str> = every_op().iter().map(|(name, _)| *name).collect();
     assert_eq!(names.len(), every_op().len());
+    for (_, op) in ops_since_v1() {
+        match op {
+            ObjectOp::Rollback { .. } => {}
+            _ => panic!("ops_since_v1 lists only ops added after version 1"),
+        }
+    }
 }
 
 #[test]
@@ -160,7 +194,12 @@ fn pg_bytes_are_pinned() {
 fn golden_bytes_decode_to_the_same_values() {
     let text = std::fs::read_to_string(golden_path()).unwrap();
     let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
-    for (name, command) in commands() {
+    for (name, _, command) in commands() {
+        assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), command, "{name}");
+    }
+    let text = std::fs::read_to_string(golden_v2_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    for (name, command) in commands_v2() {
         assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), command, "{name}");
     }
     for (name, state) in states() {
@@ -169,10 +208,28 @@ fn golden_bytes_decode_to_the_same_values() {
 }
 
 #[test]
+fn pg_command_v2_bytes_are_pinned() {
+    let header = "PgCommand version 2 (WAL entry data: Client or TrimSnap), quarry-osd.\n\
+                  Generated once; never edit: a change of bytes needs a new version.";
+    let values: Vec<(String, Vec<u8>)> = commands_v2()
+        .into_iter()
+        .map(|(name, command)| {
+            let mut out = Vec::new();
+            PgRaftConfig::encode_data(&command, &mut out);
+            assert_eq!(out[0], PG_COMMAND_VERSION);
+            (name, out)
+        })
+        .collect();
+    let refs: Vec<(&str, Vec<u8>)> =
+        values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
+    golden::check(&golden_v2_path(), header, &refs);
+}
+
+#[test]
 fn newer_versions_are_format_too_new() {
     let mut out = Vec::new();
     PgRaftConfig::encode_data(&command(Vec::new()), &mut out);
-    out[0] = 2;
+    out[0] = PG_COMMAND_VERSION + 1;
     assert!(matches!(PgRaftConfig::decode_data(&out), Err(DecodeError::TooNew(_))));
     let mut state = PgState::default().encode();
     state[0] = 2;

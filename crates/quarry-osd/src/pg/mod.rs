@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use quarry_persist::version::{self, DecodeError};
 use quarry_raftlog::EntryCodec;
 use quarry_store::ObjectCommand;
-use quarry_types::{ObjectOp, OpReply, OsdId, PgId, SnapContext};
+use quarry_types::{ObjectOp, OpReply, OsdId, PgId, SnapContext, SnapId};
 
 openraft::declare_raft_types!(
     /// The openraft types of a PG group: nodes are OSDs, entries carry one client request,
@@ -44,13 +44,31 @@ openraft::declare_raft_types!(
 /// A running PG Raft group.
 pub type PgRaft = openraft::Raft<PgRaftConfig>;
 
-/// The payload of one normal log entry: one client request (object, snapshot context, op
-/// vector, and the proposer's clock), applied atomically by every replica. The WAL stores it as
+/// The payload of one normal log entry, applied by every replica. The WAL stores it as
 /// `PG_COMMAND_VERSION ++ bincode(PgCommand)`. bincode 1 has no field names or lengths: any
 /// change to this type or a type inside it (adding a field too) makes old entries undecodable,
-/// so it needs a new version and a decoder for the old one (module docs).
+/// so it needs a new version and a decoder for the old one (module docs). Version 1 was a
+/// client request alone ([`PgCommandV1`], decoded as `Client`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PgCommand {
+pub enum PgCommand {
+    /// One client request, applied atomically.
+    Client(ClientCommand),
+    /// One step of trimming removed snapshot `snap`, proposed by the PG's primary in the
+    /// background: at most `max_objects` of the objects the store's snapshot index lists for
+    /// it ([`quarry_store::Store::apply_trim`]); the step that finds no object left records
+    /// the snapshot as purged by the PG.
+    TrimSnap {
+        /// The removed snapshot.
+        snap: SnapId,
+        /// Most objects this step visits.
+        max_objects: u32,
+    },
+}
+
+/// A client request in the PG log: object, snapshot context (already filtered by the
+/// primary), op vector, and the proposer's clock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientCommand {
     /// Object name.
     pub name: String,
     /// Snapshot context of the writer.
@@ -61,14 +79,33 @@ pub struct PgCommand {
     pub mtime: (u64, u32),
 }
 
-impl From<PgCommand> for ObjectCommand {
-    fn from(c: PgCommand) -> ObjectCommand {
+/// Version 1 of the log entry payload (a client request), kept to decode old WAL entries.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgCommandV1 {
+    /// Object name.
+    pub name: String,
+    /// Snapshot context of the writer.
+    pub snapc: SnapContext,
+    /// Ops, applied atomically.
+    pub ops: Vec<ObjectOp>,
+    /// The leader's clock at proposal.
+    pub mtime: (u64, u32),
+}
+
+impl From<PgCommandV1> for PgCommand {
+    fn from(c: PgCommandV1) -> PgCommand {
+        PgCommand::Client(ClientCommand { name: c.name, snapc: c.snapc, ops: c.ops, mtime: c.mtime })
+    }
+}
+
+impl From<ClientCommand> for ObjectCommand {
+    fn from(c: ClientCommand) -> ObjectCommand {
         ObjectCommand { name: c.name, snapc: c.snapc, ops: c.ops, mtime: c.mtime }
     }
 }
 
 /// Version byte in front of a [`PgCommand`] in the WAL.
-pub const PG_COMMAND_VERSION: u8 = 1;
+pub const PG_COMMAND_VERSION: u8 = 2;
 
 /// What errors call a [`PgCommand`] payload.
 const PG_COMMAND_WHAT: &str = "PG log entry (PgCommand)";
@@ -79,7 +116,10 @@ impl EntryCodec for PgRaftConfig {
     }
 
     fn decode_data(bytes: &[u8]) -> Result<PgCommand, DecodeError> {
-        version::decode(PG_COMMAND_WHAT, PG_COMMAND_VERSION, bytes)
+        match version::split(PG_COMMAND_WHAT, PG_COMMAND_VERSION, bytes)? {
+            (1, body) => Ok(version::decode_body::<PgCommandV1>(PG_COMMAND_WHAT, body)?.into()),
+            (_, body) => version::decode_body(PG_COMMAND_WHAT, body),
+        }
     }
 }
 
