@@ -198,9 +198,9 @@ fn golden_bytes_decode_to_the_same_values() {
         assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), command, "{name}");
     }
     let text = std::fs::read_to_string(golden_v2_path()).unwrap();
-    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    let golden_v2: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
     for (name, command) in commands_v2() {
-        assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), command, "{name}");
+        assert_eq!(PgRaftConfig::decode_data(&golden_v2[&name]).unwrap(), command, "{name}");
     }
     for (name, state) in states() {
         assert_eq!(PgState::decode(&golden[name]).unwrap(), state, "{name}");
