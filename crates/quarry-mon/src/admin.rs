@@ -102,6 +102,12 @@ impl Mon {
                 crate::state::check_instance(&instance)?;
                 done(self.propose(Op::BlocklistAdd { instance, expire_secs }).await?)
             }
+            MonCommand::PoolSnapCreate { pool, snap, strict } => {
+                done(self.propose(Op::PoolSnapCreate { pool, snap, strict }).await?)
+            }
+            MonCommand::PoolSnapRemove { pool, snap, strict } => {
+                done(self.propose(Op::PoolSnapRemove { pool, snap, strict }).await?)
+            }
         }
     }
 
@@ -162,6 +168,10 @@ fn required_access(cmd: &MonCommand) -> Option<MonAccess> {
         | MonCommand::AuthCaps { .. }
         | MonCommand::AuthImport { .. } => MonAccess::AuthAdmin,
         MonCommand::BlocklistAdd { .. } => MonAccess::Blocklist,
+        // Ceph's `osd pool mksnap|rmsnap` need `osd rw` on the monitor: pool administration.
+        MonCommand::PoolSnapCreate { .. } | MonCommand::PoolSnapRemove { .. } => {
+            MonAccess::PoolAdmin
+        }
     })
 }
 

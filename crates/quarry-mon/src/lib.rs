@@ -97,6 +97,7 @@ mod mon;
 pub mod raft;
 mod server;
 pub mod snapshot;
+mod snapshot_v1;
 pub mod spec;
 pub mod state;
 pub mod status;
