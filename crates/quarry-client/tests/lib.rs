@@ -6,6 +6,7 @@ mod caps_matrix;
 mod faults;
 mod ops;
 mod security;
+mod snaps;
 mod tamper;
 
 /// An I/O context on `pool` by id (the tests name pools by id).

@@ -164,6 +164,13 @@ impl OsdHandle {
         out
     }
 
+    /// The OSD's object store, for inspection by tests and tools (snapshot index, purged
+    /// snapshots, object versions, trim counters). Writing through it bypasses the PG logs:
+    /// never do that on a running OSD.
+    pub fn store(&self) -> std::sync::Arc<quarry_store::Store> {
+        self.running.osd.router.store().clone()
+    }
+
     /// Counters of the OSD's write-ahead log (group commits, fsyncs, segments).
     pub fn wal_stats(&self) -> quarry_raftlog::WalStats {
         self.running.osd.router.wal().stats()
