@@ -321,6 +321,7 @@ async fn random_snapshot_sequences_match_the_model() {
                 if rng.gen_bool(0.3) {
                     snapc.snaps.extend(image.removed.iter().filter(|&&s| s <= snapc.seq));
                     snapc.snaps.sort_unstable_by(|a, b| b.cmp(a));
+                    snapc.snaps.dedup();
                 }
                 let mut io = base.clone();
                 io.set_snap_context(snapc.clone()).unwrap();
