@@ -506,7 +506,9 @@ async fn execute(
     let p = name;
     match cmd {
         RadosCommand::LsSnap => {
-            let snaps = io.snap_list().map_err(|e| CliError::rados_op("error listing snapshots", e.errno()))?;
+            let snaps = io
+                .snap_list()
+                .map_err(|e| CliError::rados_op("error listing snapshots", e.errno()))?;
             let mut text = String::new();
             for id in &snaps {
                 if let Ok((name, stamp)) = io.snap_info(*id) {

@@ -55,7 +55,10 @@ fn rados_and_ceph_pool_snapshot_commands() {
     assert_eq!(r.stderr.trim(), "error creating pool data snapshot s1: (17) File exists");
     assert_eq!(run_in("rados", c, &["-p", "data", "put", "obj", "-"], b"two").code(), 0);
 
-    assert_eq!(ok("rados", c, &["-p", "data", "-s", "s1", "get", "obj", "-"]), "selected snap 1 's1'\none");
+    assert_eq!(
+        ok("rados", c, &["-p", "data", "-s", "s1", "get", "obj", "-"]),
+        "selected snap 1 's1'\none"
+    );
     assert_eq!(ok("rados", c, &["-p", "data", "get", "obj", "-"]), "two");
     let r = run("rados", c, &["-p", "data", "-s", "nope", "get", "obj", "-"]);
     assert_eq!(r.code(), 1);
@@ -97,7 +100,10 @@ fn rados_and_ceph_pool_snapshot_commands() {
     assert_eq!(ok("rados", c, &["-p", "data", "rmsnap", "s1"]), "removed pool data snap s1\n");
     let r = run("rados", c, &["-p", "data", "rmsnap", "s1"]);
     assert_eq!(r.code(), 1);
-    assert_eq!(r.stderr.trim(), "error removing pool data snapshot s1: (2) No such file or directory");
+    assert_eq!(
+        r.stderr.trim(),
+        "error removing pool data snapshot s1: (2) No such file or directory"
+    );
     assert_eq!(ok("rados", c, &["-p", "data", "lssnap"]), "0 snaps\n");
     assert_eq!(ok("rados", c, &["-p", "data", "get", "obj", "-"]), "one");
 }

@@ -330,7 +330,8 @@ async fn random_snapshot_sequences_match_the_model() {
                 let (result, state) = match rng.gen_range(0..5) {
                     0 | 1 => {
                         let off = rng.gen_range(0..3 * 4096u64);
-                        let data: Vec<u8> = (0..rng.gen_range(1..6000)).map(|_| rng.gen()).collect();
+                        let data: Vec<u8> =
+                            (0..rng.gen_range(1..6000)).map(|_| rng.gen()).collect();
                         let mut state = head.unwrap_or_default();
                         let end = off as usize + data.len();
                         if state.len() < end {
@@ -340,7 +341,8 @@ async fn random_snapshot_sequences_match_the_model() {
                         (io.write(name, off, Bytes::from(data)).await, Some(state))
                     }
                     2 => {
-                        let data: Vec<u8> = (0..rng.gen_range(0..9000)).map(|_| rng.gen()).collect();
+                        let data: Vec<u8> =
+                            (0..rng.gen_range(0..9000)).map(|_| rng.gen()).collect();
                         (io.write_full(name, Bytes::from(data.clone())).await, Some(data))
                     }
                     3 => (io.remove(name).await, None),

@@ -32,7 +32,10 @@ fn golden_v1_path() -> PathBuf {
 /// of their own: a pool uses one kind of snapshots).
 fn every_op() -> Vec<(&'static str, Op)> {
     let mut all = every_op_v1();
-    all.push(("pool_create_for_pool_snaps", Op::PoolCreate { name: "pics".into(), pg_num: 2, size: 1 }));
+    all.push((
+        "pool_create_for_pool_snaps",
+        Op::PoolCreate { name: "pics".into(), pg_num: 2, size: 1 },
+    ));
     all.push((
         "pool_snap_create",
         Op::PoolSnapCreate { pool: "pics".into(), snap: "monday".into(), strict: false },
@@ -245,7 +248,12 @@ fn version_1_bytes_still_decode() {
     let want = snapshot_file_of(v1);
     assert_eq!(back.meta, want.meta);
     assert_eq!(back.state, want.state);
-    assert!(back.state.map.pools.values().any(|p| p.snap_mode == quarry_wire::SnapMode::SelfManaged));
+    assert!(back
+        .state
+        .map
+        .pools
+        .values()
+        .any(|p| p.snap_mode == quarry_wire::SnapMode::SelfManaged));
 }
 
 #[test]

@@ -93,9 +93,8 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, MonError> {
     if crc32c::crc32c(body) != word(20) {
         return Err(corrupt("checksum mismatch"));
     }
-    let corrupt_body = |e: quarry_persist::DecodeError| MonError::SnapshotCorrupt {
-        detail: e.to_string(),
-    };
+    let corrupt_body =
+        |e: quarry_persist::DecodeError| MonError::SnapshotCorrupt { detail: e.to_string() };
     if found_version == 1 {
         let v1: crate::snapshot_v1::SnapshotFileV1 =
             version::decode_body("monitor snapshot", body).map_err(corrupt_body)?;

@@ -10,6 +10,8 @@
 //!    the PG at its current epoch (`Reply::Retry` otherwise), the caps on the pool for *every*
 //!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c,
 //!    no mutation of a snapshot).
+//!    The snap context proposed is the pool's own in pool-snapshot mode (whatever the client
+//!    sent), else the client's without the snapshots the map lists as removed.
 //! 3. `raft.client_write(PgCommand)`: the leader stamps the mtime from its clock, openraft
 //!    appends the entry to the PG's log in the OSD's single WAL (`quarry_raftlog`), whose
 //!    writer thread fsyncs once for everything queued by all PGs (group commit), then commits
@@ -22,6 +24,11 @@
 //!    so sharing it among PGs is what lets small writes scale.
 //! 5. The reply is the `OpReply` of apply, sent once the entry is applied: every
 //!    acknowledged write is in the leader's store.
+//!
+//! Snapshot trimming is the OSDs' job: the trimmer (`worker::snap_trim`) proposes
+//! `PgCommand::TrimSnap` entries for the removed snapshots of the PGs this OSD leads,
+//! throttled, until each PG has purged them (`Store::apply_trim`, driven by the store's
+//! snapshot index). No client op trims.
 //!
 //! Pure reads go to `Store::read` on the leader, behind a per-leadership read barrier
 //! (`ensure_linearizable` once per term, so entries re-applied from the WAL after a restart

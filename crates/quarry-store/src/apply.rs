@@ -14,10 +14,10 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::crc::combine_chunk;
 use crate::format::{
-    chunk_key, decode_chunk_key, decode_usage, encode_chunk, encode_usage, object_key, pg_key,
-    object_snap_key, object_snap_of, purged_key, row_has_tail, row_is_hole, snap_object_key,
-    snap_objects_end, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE, META,
-    META_NEXT_ID, OBJECTS, OBJECT_SNAPS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
+    chunk_key, decode_chunk_key, decode_usage, encode_chunk, encode_usage, object_key,
+    object_snap_key, object_snap_of, pg_key, purged_key, row_has_tail, row_is_hole,
+    snap_object_key, snap_objects_end, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE,
+    META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::read::{add_output, load_chunk, read_op, Ctx, Failure, Target, WriteTables};
 use crate::{ObjectCommand, StoreError};
@@ -710,7 +710,8 @@ impl<'txn> Batch<'txn> {
         self.reset_head(st, 0)?;
         let mut buf = std::mem::take(&mut self.chunk_buf);
         for index in 0..chunks_for(target.size) {
-            let found = load_chunk(&self.t, &st.ctx, id, index, target.floor, target.tag, &mut buf)?;
+            let found =
+                load_chunk(&self.t, &st.ctx, id, index, target.floor, target.tag, &mut buf)?;
             if found.is_some() && !buf.is_empty() {
                 self.put_chunk(st, id, index, crc32c::crc32c(&buf), &buf)?;
             }

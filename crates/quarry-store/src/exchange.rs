@@ -29,10 +29,10 @@ use quarry_types::{PgId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use crate::format::{
-    chunk_key, decode_chunk_key, encode_chunk, object_key, pg_key, pg_key_end, row_has_tail,
-    object_snap_key, object_snap_of, purged_key, snap_object_key, sub_key, ChunkKey, ObjectRecord,
-    Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP,
-    OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
+    chunk_key, decode_chunk_key, encode_chunk, object_key, object_snap_key, object_snap_of, pg_key,
+    pg_key_end, purged_key, row_has_tail, snap_object_key, sub_key, ChunkKey, ObjectRecord,
+    Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS,
+    OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
 use crate::read::{verify_chunk, Ctx, WriteTables};
 use crate::{apply, StoreError};

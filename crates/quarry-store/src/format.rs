@@ -62,10 +62,12 @@ pub(crate) const PG_USAGE: TableDefinition<&PgKey, &[u8; 16]> = TableDefinition:
 pub(crate) const SNAP_OBJECTS: TableDefinition<&[u8], ()> = TableDefinition::new("snap_objects");
 /// Snapshot index, by object: `object id BE ++ snap BE -> ()` (the same rows as
 /// [`SNAP_OBJECTS`], keyed for "which snapshots still need versions of this object").
-pub(crate) const OBJECT_SNAPS: TableDefinition<&[u8; 16], ()> = TableDefinition::new("object_snaps");
+pub(crate) const OBJECT_SNAPS: TableDefinition<&[u8; 16], ()> =
+    TableDefinition::new("object_snaps");
 /// Snapshots a PG has finished trimming: `pool BE ++ seed BE ++ snap BE -> ()`. A write's
 /// snap context never records a version for them again.
-pub(crate) const PURGED_SNAPS: TableDefinition<&[u8; 20], ()> = TableDefinition::new("purged_snaps");
+pub(crate) const PURGED_SNAPS: TableDefinition<&[u8; 20], ()> =
+    TableDefinition::new("purged_snaps");
 
 /// Key of a [`SNAP_OBJECTS`] row.
 pub(crate) fn snap_object_key(pg: PgId, snap: u64, name: &[u8], buf: &mut Vec<u8>) {

@@ -34,6 +34,13 @@
 //! | `omap_header` | object id u64 | header bytes |
 //! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob |
 //! | `pg_usage` | pool u64 ++ seed u32 | objects u64 ++ bytes u64 (head objects, sum of head sizes) |
+//! | `snap_objects` | pool u64 ++ seed u32 ++ snap u64 ++ name bytes | () : the object keeps a version snapshot `snap` reads |
+//! | `object_snaps` | object id u64 ++ snap u64 | () : the same rows, by object |
+//! | `purged_snaps` | pool u64 ++ seed u32 ++ snap u64 | () : the PG finished trimming `snap` |
+//!
+//! The three snapshot tables were added without a format version change (new tables only):
+//! opening an older store creates them empty; versions it kept for snapshots then have no
+//! index rows and are never trimmed (space, never data).
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -69,8 +76,27 @@
 //! of everything), hiding every older chunk version from the head without copying.
 //! Truncating or zeroing whole chunks writes holes where an older version would show through.
 //! `Remove` with a snapshot to preserve adds a non-existent head version; recreating later
-//! starts a fresh floor. `SnapTrim{live_snaps}` keeps the head and, for each live snapshot,
-//! the version it sees, and deletes every chunk row none of them sees.
+//! starts a fresh floor. `Rollback{snap}` writes (at `w`, like any write) the data of the
+//! version `snap` sees into the head; if `snap` sees no object it removes the head.
+//!
+//! # Snapshot index and trimming (snapshots owned by the cluster)
+//! When a command preserves the head for the snapshots of its context, it records, in the
+//! same transaction, one index row per such snapshot (`s > t`): "this object keeps a version
+//! `s` reads". The context is first filtered against the PG's purged snapshots, so no row is
+//! ever written for a snapshot the PG already trimmed. Clients cannot trim (the old
+//! `SnapTrim` op is refused with EOPNOTSUPP): the PG log's `TrimSnap` entries call
+//! [`Store::apply_trim`], which takes at most `max_objects` objects from the index rows of
+//! the removed snapshot (never a scan of the PG), deletes their rows for it, and keeps of each
+//! object the head and the versions the snapshots still indexed for it read, deleting every
+//! chunk row none of those sees. The step that finds no row left records the snapshot in
+//! `purged_snaps`. An object left with only its head version drops the chunk rows its head
+//! shadows or hides as it is written (nothing else would visit it).
+//!
+//! Stale contexts: a write never goes below the object's newest version (`w >= t`), so a
+//! writer with an older context writes the head in place and newer snapshots keep what they
+//! see. As in Ceph, a self-managed writer whose context misses a snapshot that no write of
+//! the object has seen yet writes "before" that snapshot (the store cannot know it exists);
+//! pool snapshots do not have this gap (the OSD applies the pool's context to every write).
 //!
 //! **xattrs and omap are head-only**: they are not versioned; `Remove` deletes them. At a
 //! snapshot, xattr and omap ops fail with EOPNOTSUPP (RBD reads only data at snapshots).

@@ -183,7 +183,10 @@ fn export_stream_version_1_still_imports() {
     target.import_pg(PG, &mut stream.as_slice()).unwrap();
     let (_dir2, source) = golden_pg();
     assert_eq!(target.list_all(PG, None, 10).unwrap(), source.list_all(PG, None, 10).unwrap());
-    assert_eq!(target.object_versions(PG, "obj").unwrap(), source.object_versions(PG, "obj").unwrap());
+    assert_eq!(
+        target.object_versions(PG, "obj").unwrap(),
+        source.object_versions(PG, "obj").unwrap()
+    );
     assert_eq!(target.pg_state(PG).unwrap(), Some(b"state-2".to_vec()));
     for snap in [1, SNAP_HEAD] {
         assert_eq!(read_all(&target, "obj", snap), read_all(&source, "obj", snap));
@@ -203,7 +206,11 @@ fn export_stream_bytes_are_pinned() {
     store.export_pg(PG, &mut stream).unwrap();
     let header = "PG export stream QRYPGEX1 version 2 (quarry-store).\n\
                   Generated once; never edit: a change of bytes needs a new version.";
-    quarry_persist::golden::check(&golden_file("export_v2.hex"), header, &[("export", stream.clone())]);
+    quarry_persist::golden::check(
+        &golden_file("export_v2.hex"),
+        header,
+        &[("export", stream.clone())],
+    );
 
     // A stream of a newer format version is refused as too new (not as a bad stream), and
     // the importing store is left as it was.

@@ -425,7 +425,10 @@ fn run_model(steps: &[Step]) {
         assert_eq!(store.snap_index_len(PG, snap).unwrap(), 0, "rows left for {snap}");
     }
     for (name, object) in &model.objects {
-        assert_eq!(read_all(&store, name, SNAP_HEAD), object.head().cloned().ok_or(ErrorCode::ENOENT));
+        assert_eq!(
+            read_all(&store, name, SNAP_HEAD),
+            object.head().cloned().ok_or(ErrorCode::ENOENT)
+        );
         let versions = store.object_versions(PG, name).unwrap().map_or(0, |v| v.len());
         assert!(versions <= 1, "{name}: {versions} versions after every snapshot was trimmed");
         let rows = store.chunk_rows(PG, name).unwrap();

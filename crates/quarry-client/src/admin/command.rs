@@ -353,12 +353,14 @@ impl CephCommand {
                 pool: required(req, "pool")?,
                 app: required(req, "app")?,
             },
-            "osd pool mksnap" => {
-                CephCommand::PoolMkSnap { pool: required(req, "pool")?, snap: required(req, "snap")? }
-            }
-            "osd pool rmsnap" => {
-                CephCommand::PoolRmSnap { pool: required(req, "pool")?, snap: required(req, "snap")? }
-            }
+            "osd pool mksnap" => CephCommand::PoolMkSnap {
+                pool: required(req, "pool")?,
+                snap: required(req, "snap")?,
+            },
+            "osd pool rmsnap" => CephCommand::PoolRmSnap {
+                pool: required(req, "pool")?,
+                snap: required(req, "snap")?,
+            },
             "osd blocklist" | "osd blacklist" => {
                 let op = match string(req, "blocklistop")? {
                     Some(op) => op,

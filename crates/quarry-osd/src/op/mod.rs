@@ -116,12 +116,8 @@ async fn write(osd: &Osd, group: &PgGroup, map: &ClusterMap, op: OsdOp) -> Reply
         Some(pool) => pool.write_snapc(&op.snapc),
         None => op.snapc,
     };
-    let command = PgCommand::Client(ClientCommand {
-        name: op.name,
-        snapc,
-        ops: op.ops,
-        mtime: mtime_now(),
-    });
+    let command =
+        PgCommand::Client(ClientCommand { name: op.name, snapc, ops: op.ops, mtime: mtime_now() });
     let proposal = group.raft.client_write(command);
     match tokio::time::timeout(WRITE_TIMEOUT, proposal).await {
         Ok(Ok(response)) => Reply::Op(response.data),

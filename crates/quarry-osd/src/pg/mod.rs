@@ -94,7 +94,12 @@ pub struct PgCommandV1 {
 
 impl From<PgCommandV1> for PgCommand {
     fn from(c: PgCommandV1) -> PgCommand {
-        PgCommand::Client(ClientCommand { name: c.name, snapc: c.snapc, ops: c.ops, mtime: c.mtime })
+        PgCommand::Client(ClientCommand {
+            name: c.name,
+            snapc: c.snapc,
+            ops: c.ops,
+            mtime: c.mtime,
+        })
     }
 }
 
