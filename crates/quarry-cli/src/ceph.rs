@@ -72,6 +72,8 @@ Commands:
   osd pool ls [detail]
   osd pool rm NAME NAME --yes-i-really-really-mean-it
   osd pool application enable POOL APP
+  osd pool mksnap POOL SNAP           create a pool snapshot
+  osd pool rmsnap POOL SNAP           remove a pool snapshot
   osd blocklist add ENTITY@GLOBAL_ID|IP:PORT/NONCE [SECONDS]
   osd blocklist rm ENTITY@GLOBAL_ID|IP:PORT/NONCE
   osd blocklist ls

@@ -58,6 +58,9 @@ pub struct RadosArgs {
     /// Output format of `ls` and `df`: plain (default), json or json-pretty.
     #[arg(short = 'f', long = "format", value_name = "FORMAT")]
     pub format: Option<String>,
+    /// Read at this pool snapshot (`get`, `stat`, ...).
+    #[arg(short = 's', long = "snap", value_name = "SNAP")]
+    pub snap: Option<String>,
     /// put: write at this offset instead of replacing the object.
     #[arg(long = "offset", value_name = "BYTES")]
     pub offset: Option<u64>,
@@ -94,6 +97,11 @@ Object commands (need -p POOL):
   watch OBJ                        watch an object: print notifies (and ack them) until enter or EOF
   notify OBJ MESSAGE               notify the watchers of an object, print their replies
   listwatchers OBJ                 list the watchers of an object
+  lssnap                           list pool snapshots
+  mksnap SNAP                      create a pool snapshot
+  rmsnap SNAP                      remove a pool snapshot
+  rollback OBJ SNAP                roll an object back to a pool snapshot
+  -s SNAP get OBJ FILE             read at a pool snapshot (also stat, ...)
   bench SECONDS write|seq|rand [-b SIZE] [-t N] [--no-cleanup] [--run-name NAME]
   cleanup [--prefix PREFIX] [--run-name NAME]";
 
@@ -254,6 +262,25 @@ pub enum RadosCommand {
     },
     /// `bench SECONDS MODE`.
     Bench(BenchOptions),
+    /// `lssnap`.
+    LsSnap,
+    /// `mksnap SNAP`.
+    MkSnap {
+        /// Snapshot name.
+        snap: String,
+    },
+    /// `rmsnap SNAP`.
+    RmSnap {
+        /// Snapshot name.
+        snap: String,
+    },
+    /// `rollback OBJ SNAP`.
+    Rollback {
+        /// Object.
+        obj: String,
+        /// Snapshot name.
+        snap: String,
+    },
     /// `cleanup`.
     Cleanup {
         /// Object prefix, or None for the run's metadata.
@@ -404,6 +431,10 @@ pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
                 run_name: args.run_name.clone(),
             })
         }
+        ["lssnap"] => RadosCommand::LsSnap,
+        ["mksnap", snap] => RadosCommand::MkSnap { snap: s(snap) },
+        ["rmsnap", snap] => RadosCommand::RmSnap { snap: s(snap) },
+        ["rollback", obj, snap] => RadosCommand::Rollback { obj: s(obj), snap: s(snap) },
         ["cleanup"] => RadosCommand::Cleanup {
             prefix: args.prefix.clone(),
             run_name: args.run_name.clone().unwrap_or_else(|| bench::DEFAULT_RUN_NAME.into()),
@@ -429,7 +460,7 @@ pub async fn run(args: RadosArgs) -> Result<(), CliError> {
     }
     let rados = session::connect(&args.common, Tool::Rados).await?;
     let fmt = Format::parse(args.format.as_deref()).unwrap_or(Format::Plain);
-    let result = execute(&rados, args.pool.as_deref(), cmd, fmt).await;
+    let result = execute(&rados, args.pool.as_deref(), args.snap.as_deref(), cmd, fmt).await;
     rados.shutdown().await;
     match result {
         Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -473,6 +504,7 @@ fn unexpected(what: String) -> CliError {
 async fn execute(
     rados: &Rados,
     pool_name: Option<&str>,
+    snap: Option<&str>,
     cmd: RadosCommand,
     fmt: Format,
 ) -> Result<(), CliError> {
@@ -487,15 +519,64 @@ async fn execute(
         _ => {}
     }
     let name = pool_name.unwrap_or_default();
-    let io = rados
+    let mut io = rados
         .ioctx(name)
         .await
         .map_err(|e| CliError::rados_op(format!("error opening pool {name}"), e.errno()))?;
+    if let Some(snap) = snap {
+        let id = io.snap_lookup(snap).map_err(|e| {
+            CliError::rados_op(format!("error looking up snap '{snap}'"), e.errno())
+        })?;
+        io.set_read_snap(id);
+        print(&format!("selected snap {id} '{snap}'\n"))?;
+    }
+    let io = io;
     let p = name;
     match cmd {
-        RadosCommand::LsPools | RadosCommand::Df | RadosCommand::Purge { .. } => {
-            unreachable!("handled above")
+        RadosCommand::LsSnap => {
+            let snaps = io
+                .snap_list()
+                .map_err(|e| CliError::rados_op("error listing snapshots", e.errno()))?;
+            let mut text = String::new();
+            for id in &snaps {
+                if let Ok((name, stamp)) = io.snap_info(*id) {
+                    text.push_str(&format!("{id}\t{name}\t{}\n", admin::plain::snap_stamp(stamp)));
+                }
+            }
+            text.push_str(&format!("{} snaps\n", snaps.len()));
+            return print(&text);
         }
+        RadosCommand::MkSnap { snap } => {
+            io.snap_create(&snap).await.map_err(|e| {
+                CliError::rados_op(format!("error creating pool {p} snapshot {snap}"), e.errno())
+            })?;
+            return print(&format!("created pool {p} snap {snap}\n"));
+        }
+        RadosCommand::RmSnap { snap } => {
+            io.snap_remove(&snap).await.map_err(|e| {
+                CliError::rados_op(format!("error removing pool {p} snapshot {snap}"), e.errno())
+            })?;
+            return print(&format!("removed pool {p} snap {snap}\n"));
+        }
+        RadosCommand::Rollback { obj, snap } => {
+            io.snap_rollback(&obj, &snap).await.map_err(|e| {
+                CliError::rados_op(
+                    format!("error rolling back pool {p} to snapshot {snap}"),
+                    e.errno(),
+                )
+            })?;
+            return print(&format!("rolled back pool {p} to snapshot {snap}\n"));
+        }
+        _ => {}
+    }
+    match cmd {
+        RadosCommand::LsPools
+        | RadosCommand::Df
+        | RadosCommand::Purge { .. }
+        | RadosCommand::LsSnap
+        | RadosCommand::MkSnap { .. }
+        | RadosCommand::RmSnap { .. }
+        | RadosCommand::Rollback { .. } => unreachable!("handled above"),
         RadosCommand::Ls => {
             let names = io
                 .list_objects()

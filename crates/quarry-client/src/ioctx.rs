@@ -4,6 +4,10 @@
 //! unpack the output; they add no logic of their own, so the CLI, the C ABI and the NBD
 //! server share one behaviour.
 //!
+//! Snapshots: pool snapshots (`snap_create|remove|list|lookup|rollback`, through the
+//! monitor) and self-managed ones (`selfmanaged_snap_create|remove|rollback`); reading at a
+//! snapshot is `set_read_snap`.
+//!
 //! Data mutations carry the context's snapshot context; metadata calls (xattrs, omap) send an
 //! empty one, as xattrs and omap belong to the head object only. Reads of data, size and
 //! xattrs see the read snapshot; omap is read at the head.
@@ -18,6 +22,8 @@ use bytes::Bytes;
 use quarry_types::{
     ErrorCode, ObjectOp, OpOutput, Payload, PoolId, SnapContext, SnapId, SNAP_HEAD,
 };
+
+use quarry_wire::{MonCommand, MonReply};
 
 use crate::{ClientError, ObjectStat, Rados};
 
@@ -163,6 +169,95 @@ impl IoCtx {
     /// head. While it is not the head, mutations fail with EROFS.
     pub fn set_read_snap(&mut self, snap: SnapId) {
         self.read_snap = snap;
+    }
+
+    /// Creates pool snapshot `name` (librados `snap_create`): EEXIST if it exists, EINVAL if
+    /// the pool uses self-managed snapshots. Writes to the pool then keep what it sees (the
+    /// OSDs apply the pool's snap context to every write in pool-snapshot mode).
+    pub async fn snap_create(&self, name: &str) -> Result<(), ClientError> {
+        let cmd = MonCommand::PoolSnapCreate {
+            pool: self.pool_name.clone(),
+            snap: name.to_string(),
+            strict: true,
+        };
+        self.rados.command(cmd).await.map(drop)
+    }
+
+    /// Removes pool snapshot `name` (librados `snap_remove`): ENOENT if there is none. The
+    /// OSDs trim its data in the background.
+    pub async fn snap_remove(&self, name: &str) -> Result<(), ClientError> {
+        let cmd = MonCommand::PoolSnapRemove {
+            pool: self.pool_name.clone(),
+            snap: name.to_string(),
+            strict: true,
+        };
+        self.rados.command(cmd).await.map(drop)
+    }
+
+    fn pool_info(&self) -> Result<quarry_wire::PoolInfo, ClientError> {
+        self.rados
+            .map()
+            .pools
+            .get(&self.pool)
+            .cloned()
+            .ok_or_else(|| ClientError::PoolNotFound { pool: self.pool_name.clone() })
+    }
+
+    /// The pool's snapshot ids, ascending (librados `snap_list`), from the client's map.
+    pub fn snap_list(&self) -> Result<Vec<SnapId>, ClientError> {
+        Ok(self.pool_info()?.pool_snaps.keys().copied().collect())
+    }
+
+    /// The id of pool snapshot `name` (librados `snap_lookup`; ENOENT if none).
+    pub fn snap_lookup(&self, name: &str) -> Result<SnapId, ClientError> {
+        self.pool_info()?.pool_snap_by_name(name).ok_or_else(|| ClientError::Failed {
+            code: ErrorCode::ENOENT,
+            message: format!("pool {} has no snapshot '{name}'", self.pool_name),
+        })
+    }
+
+    /// Name and creation time (unix seconds) of pool snapshot `snap` (ENOENT if none).
+    pub fn snap_info(&self, snap: SnapId) -> Result<(String, u64), ClientError> {
+        let info = self.pool_info()?;
+        let found = info.pool_snaps.get(&snap).map(|s| (s.name.clone(), s.stamp));
+        found.ok_or_else(|| ClientError::Failed {
+            code: ErrorCode::ENOENT,
+            message: format!("pool {} has no snapshot {snap}", self.pool_name),
+        })
+    }
+
+    /// Rolls `object` back to pool snapshot `name` (librados `snap_rollback`): its data
+    /// becomes what the snapshot sees; if the snapshot does not see the object, the object is
+    /// removed (ENOENT if neither has it).
+    pub async fn snap_rollback(&self, object: &str, name: &str) -> Result<(), ClientError> {
+        let snap = self.snap_lookup(name)?;
+        self.exec(object, vec![ObjectOp::Rollback { snap }]).await.map(drop)
+    }
+
+    /// Allocates a self-managed snapshot id from the monitor (librados
+    /// `selfmanaged_snap_create`, what librbd uses for image snapshots). EINVAL if the pool
+    /// uses pool snapshots.
+    pub async fn selfmanaged_snap_create(&self) -> Result<SnapId, ClientError> {
+        match self.rados.command(MonCommand::SnapCreate { pool: self.pool }).await? {
+            MonReply::SnapId(snap) => Ok(snap),
+            _ => Err(ClientError::Protocol { request: "selfmanaged_snap_create" }),
+        }
+    }
+
+    /// Releases self-managed snapshot `snap` (librados `selfmanaged_snap_remove`): the map
+    /// lists it as removed and the OSDs trim its data in the background.
+    pub async fn selfmanaged_snap_remove(&self, snap: SnapId) -> Result<(), ClientError> {
+        self.rados.command(MonCommand::SnapRemove { pool: self.pool, snap }).await.map(drop)
+    }
+
+    /// Rolls `object` back to self-managed snapshot `snap` with this context's snap context
+    /// (librados `selfmanaged_snap_rollback`).
+    pub async fn selfmanaged_snap_rollback(
+        &self,
+        object: &str,
+        snap: SnapId,
+    ) -> Result<(), ClientError> {
+        self.exec(object, vec![ObjectOp::Rollback { snap }]).await.map(drop)
     }
 
     /// Runs an op vector on `object` with this context: the snapshot context for mutations,

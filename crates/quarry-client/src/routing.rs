@@ -172,6 +172,8 @@ mod tests {
                 acting,
                 stored_objects: 0,
                 stored_bytes: 0,
+                snap_mode: Default::default(),
+                pool_snaps: Default::default(),
             },
         );
         m

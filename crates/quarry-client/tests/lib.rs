@@ -8,6 +8,7 @@ mod faults;
 mod methods;
 mod ops;
 mod security;
+mod snaps;
 mod tamper;
 mod watch;
 

@@ -106,6 +106,12 @@ impl Mon {
                 let entry = blocklist_key(&entry)?;
                 done(self.propose(Op::BlocklistRm { entry }).await?)
             }
+            MonCommand::PoolSnapCreate { pool, snap, strict } => {
+                done(self.propose(Op::PoolSnapCreate { pool, snap, strict }).await?)
+            }
+            MonCommand::PoolSnapRemove { pool, snap, strict } => {
+                done(self.propose(Op::PoolSnapRemove { pool, snap, strict }).await?)
+            }
         }
     }
 
@@ -166,6 +172,10 @@ fn required_access(cmd: &MonCommand) -> Option<MonAccess> {
         | MonCommand::AuthCaps { .. }
         | MonCommand::AuthImport { .. } => MonAccess::AuthAdmin,
         MonCommand::BlocklistAdd { .. } | MonCommand::BlocklistRm { .. } => MonAccess::Blocklist,
+        // Ceph's `osd pool mksnap|rmsnap` need `osd rw` on the monitor: pool administration.
+        MonCommand::PoolSnapCreate { .. } | MonCommand::PoolSnapRemove { .. } => {
+            MonAccess::PoolAdmin
+        }
     })
 }
 

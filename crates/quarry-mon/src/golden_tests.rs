@@ -1,7 +1,8 @@
 //! Golden bytes of what the monitor persists: a [`Proposal`] of every [`Op`] variant as the WAL
 //! stores it, and a snapshot file of a state built by applying a history that fills every
 //! part of `MonState` (map, pools, OSDs, auth, service keys, blocklist, counters), compared with
-//! `tests/golden/mon_v1.hex`. A failure means a persisted format changed: bump
+//! `tests/golden/mon_v2.hex` (version 1's bytes, `mon_v1.hex`, must still decode to the same
+//! values). A failure means a persisted format changed: bump
 //! `PROPOSAL_VERSION` or the snapshot `VERSION` and keep decoding the old one (the upgrade
 //! rule in `quarry_persist`); never edit the golden file.
 
@@ -20,7 +21,34 @@ use crate::snapshot::{self, SnapshotFile};
 use crate::state::MonState;
 
 fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v2.hex")
+}
+
+fn golden_v1_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v1.hex")
+}
+
+/// Every op: those of version 1, then the ones version 2 added (pool snapshots, on a pool
+/// of their own: a pool uses one kind of snapshots).
+fn every_op() -> Vec<(&'static str, Op)> {
+    let mut all = every_op_v1();
+    all.push((
+        "pool_create_for_pool_snaps",
+        Op::PoolCreate { name: "pics".into(), pg_num: 2, size: 1 },
+    ));
+    all.push((
+        "pool_snap_create",
+        Op::PoolSnapCreate { pool: "pics".into(), snap: "monday".into(), strict: false },
+    ));
+    all.push((
+        "pool_snap_create_2",
+        Op::PoolSnapCreate { pool: "pics".into(), snap: "tuesday".into(), strict: true },
+    ));
+    all.push((
+        "pool_snap_remove",
+        Op::PoolSnapRemove { pool: "pics".into(), snap: "monday".into(), strict: true },
+    ));
+    all
 }
 
 fn addr(port: u16) -> SocketAddr {
@@ -39,8 +67,8 @@ fn service_key(id: u64) -> ServiceKey {
     ServiceKey { id, key: [id as u8 + 0x40; 32], expires_unix: 1_000 + id * 300 }
 }
 
-/// One op of every variant, in the order of a history that applies cleanly.
-fn every_op() -> Vec<(&'static str, Op)> {
+/// One op of every variant of version 1, in the order of a history that applies cleanly.
+fn every_op_v1() -> Vec<(&'static str, Op)> {
     vec![
         (
             "bootstrap",
@@ -114,8 +142,11 @@ fn every_op() -> Vec<(&'static str, Op)> {
 }
 
 fn proposals() -> Vec<(String, Proposal)> {
-    every_op()
-        .into_iter()
+    proposals_of(every_op())
+}
+
+fn proposals_of(ops: Vec<(&'static str, Op)>) -> Vec<(String, Proposal)> {
+    ops.into_iter()
         .enumerate()
         .map(|(i, (name, op))| {
             (format!("proposal_{name}"), Proposal { now_unix: 500 + i as u64, op })
@@ -125,8 +156,12 @@ fn proposals() -> Vec<(String, Proposal)> {
 
 /// The state after applying every op, and the snapshot of it.
 fn snapshot_file() -> SnapshotFile {
+    snapshot_file_of(proposals())
+}
+
+fn snapshot_file_of(proposals: Vec<(String, Proposal)>) -> SnapshotFile {
     let mut state = MonState::default();
-    for (name, proposal) in proposals() {
+    for (name, proposal) in proposals {
         state.apply(&proposal).unwrap_or_else(|e| panic!("{name}: {e:?}"));
     }
     let log_id = |term, index| LogId::new(CommittedLeaderId::new(term, 0), index);
@@ -161,7 +196,9 @@ fn every_op_variant_is_covered() {
             | Op::BlocklistAdd { .. }
             | Op::RotateServiceKey { .. }
             | Op::AllocGlobalIds { .. }
-            | Op::BlocklistRm { .. } => {}
+            | Op::BlocklistRm { .. }
+            | Op::PoolSnapCreate { .. }
+            | Op::PoolSnapRemove { .. } => {}
         }
     }
 }
@@ -177,7 +214,7 @@ fn mon_bytes_are_pinned() {
     values.push(("snapshot_file".to_string(), snapshot::encode(&snapshot_file()).unwrap()));
     let refs: Vec<(&str, Vec<u8>)> =
         values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
-    let header = "Monitor Proposal version 1 (WAL entry data) and snapshot file version 1, \
+    let header = "Monitor Proposal version 2 (WAL entry data) and snapshot file version 2, \
                   quarry-mon.\nGenerated once; never edit: a change of bytes needs a new version.";
     golden::check(&golden_path(), header, &refs);
 }
@@ -193,13 +230,40 @@ fn golden_bytes_decode_to_the_same_values() {
     let want = snapshot_file();
     assert_eq!(back.meta, want.meta);
     assert_eq!(back.state, want.state);
+    let pics = back.state.map.pool_by_name("pics").unwrap();
+    assert_eq!(pics.snap_mode, quarry_wire::SnapMode::Pool);
+    assert_eq!(pics.pool_snaps.len(), 1);
+}
+
+/// Version 1 (before pool snapshots): proposals and the snapshot file still decode, to the
+/// values the version 1 history gives now (its pool with self-managed ids is in self-managed
+/// mode).
+#[test]
+fn version_1_bytes_still_decode() {
+    let text = std::fs::read_to_string(golden_v1_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    let v1 = proposals_of(every_op_v1());
+    for (name, proposal) in &v1 {
+        assert_eq!(golden[name][0], 1);
+        assert_eq!(&Proposal::decode(&golden[name]).unwrap(), proposal, "{name}");
+    }
+    let back = snapshot::decode(&golden["snapshot_file"]).unwrap();
+    let want = snapshot_file_of(v1);
+    assert_eq!(back.meta, want.meta);
+    assert_eq!(back.state, want.state);
+    assert!(back
+        .state
+        .map
+        .pools
+        .values()
+        .any(|p| p.snap_mode == quarry_wire::SnapMode::SelfManaged));
 }
 
 #[test]
 fn newer_proposals_and_snapshots_are_format_too_new() {
     let mut out = Vec::new();
     proposals()[0].1.encode_into(&mut out);
-    out[0] = 2;
+    out[0] = crate::log_op::PROPOSAL_VERSION + 1;
     assert!(matches!(Proposal::decode(&out), Err(DecodeError::TooNew(_))));
 
     let mut file = snapshot::encode(&snapshot_file()).unwrap();

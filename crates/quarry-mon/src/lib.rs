@@ -23,7 +23,9 @@
 //!
 //! # Replicated log operations ([`log_op::Op`])
 //! Bootstrap (once, as the first command of a new group), SetMonAddr, PoolCreate, PoolRm,
-//! PoolApplicationEnable, SnapCreate/SnapRemove (per-pool `snap_seq`, `removed_snaps`),
+//! PoolApplicationEnable, SnapCreate/SnapRemove (self-managed ids: per-pool `snap_seq`,
+//! `removed_snaps`), PoolSnapCreate/PoolSnapRemove (named pool snapshots with a stamp, from the
+//! same `snap_seq`; a pool uses one kind or the other, never both: EINVAL as Ceph),
 //! OsdBoot (registers an unknown id only if `osd.N` has a key; sets addr/host/up and bumps
 //! `up_from` to the new epoch), OsdDown, AuthGetOrCreate/AuthCaps/AuthDel/AuthImport (caps
 //! validated with `quarry_auth::Caps::parse`; caps changes and deletions set
@@ -97,6 +99,7 @@ mod mon;
 pub mod raft;
 mod server;
 pub mod snapshot;
+mod snapshot_v1;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -22,7 +22,7 @@ use quarry_auth::{CryptoKey, ServiceKey};
 use quarry_types::{EntityName, ErrorCode, OsdId, PoolId, SnapId};
 
 /// Version byte in front of a [`Proposal`] in the WAL.
-pub const PROPOSAL_VERSION: u8 = 1;
+pub const PROPOSAL_VERSION: u8 = 2;
 
 /// What errors call a [`Proposal`] payload.
 const PROPOSAL_WHAT: &str = "monitor log entry (Proposal)";
@@ -36,7 +36,10 @@ impl Proposal {
     /// Decodes what [`Proposal::encode_into`] wrote; a newer version is
     /// [`DecodeError::TooNew`].
     pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
-        version::decode(PROPOSAL_WHAT, PROPOSAL_VERSION, bytes)
+        // Version 2 only appended `Op` variants (pool snapshots): a version 1 body decodes
+        // as the same type.
+        let (_, body) = version::split(PROPOSAL_WHAT, PROPOSAL_VERSION, bytes)?;
+        version::decode_body(PROPOSAL_WHAT, body)
     }
 }
 
@@ -207,6 +210,24 @@ pub enum Op {
     BlocklistRm {
         /// The entry's key (`client.x@global_id` or `IP:PORT/NONCE`, canonical).
         entry: String,
+    },
+    /// Create a pool snapshot (`ceph osd pool mksnap`, librados `snap_create`).
+    PoolSnapCreate {
+        /// Pool name.
+        pool: String,
+        /// Snapshot name.
+        snap: String,
+        /// An existing name is EEXIST (librados) rather than a success (the CLI).
+        strict: bool,
+    },
+    /// Remove a pool snapshot (`ceph osd pool rmsnap`, librados `snap_remove`).
+    PoolSnapRemove {
+        /// Pool name.
+        pool: String,
+        /// Snapshot name.
+        snap: String,
+        /// A missing name is ENOENT (librados) rather than a success (the CLI).
+        strict: bool,
     },
 }
 

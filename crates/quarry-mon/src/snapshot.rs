@@ -8,10 +8,11 @@
 //!
 //! The version is read right after the magic: a file with a newer version is
 //! [`MonError::FormatTooNew`] (this build is too old; the file is not damaged), never
-//! "corrupt". The body's bytes are pinned by a golden test (`tests/golden/mon_snapshot_v1.hex`):
-//! any change to `MonState` or a type in it (even a field added at the end: bincode 1 writes
-//! no names or lengths) needs `VERSION + 1` and a decoder that still reads version 1 (the
-//! upgrade rule is in `quarry_persist`).
+//! "corrupt". The body's bytes are pinned by golden tests (`tests/golden/mon_v1.hex`,
+//! `mon_v2.hex`): any change to `MonState` or a type in it (even a field added at the end:
+//! bincode 1 writes no names or lengths) needs `VERSION + 1` and a decoder that still reads
+//! the older versions (the upgrade rule is in `quarry_persist`). Version 2 added pool
+//! snapshots to the map's pools; version 1 is read through `snapshot_v1`.
 //!
 //! Replacement is crash-safe ([`quarry_persist::write_atomic`]): write `snapshot.partial`,
 //! fsync it, rename over `snapshot`, fsync the directory. A torn `.partial` is ignored (and
@@ -32,7 +33,7 @@ use crate::state::MonState;
 pub const SNAPSHOT_FILE: &str = "snapshot";
 const MAGIC: &[u8; 8] = b"QMONSNAP";
 /// The snapshot format version this build writes and the newest it reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Snapshots larger than this are refused as corrupt (the map and auth db are small).
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
@@ -69,8 +70,8 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, MonError> {
     let word =
         |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     // Checked before anything else: a newer version may lay out the rest differently.
-    match word(8) {
-        VERSION => {}
+    let found_version = match word(8) {
+        found @ 1..=VERSION => found,
         found if found > VERSION => {
             return Err(MonError::FormatTooNew {
                 what: "monitor snapshot",
@@ -79,7 +80,7 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, MonError> {
             })
         }
         _ => return Err(corrupt("unknown version")),
-    }
+    };
     if bytes.len() < HEADER_LEN {
         return Err(corrupt("short header"));
     }
@@ -92,8 +93,14 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, MonError> {
     if crc32c::crc32c(body) != word(20) {
         return Err(corrupt("checksum mismatch"));
     }
-    version::decode_body("monitor snapshot", body)
-        .map_err(|e| MonError::SnapshotCorrupt { detail: e.to_string() })
+    let corrupt_body =
+        |e: quarry_persist::DecodeError| MonError::SnapshotCorrupt { detail: e.to_string() };
+    if found_version == 1 {
+        let v1: crate::snapshot_v1::SnapshotFileV1 =
+            version::decode_body("monitor snapshot", body).map_err(corrupt_body)?;
+        return Ok(v1.into());
+    }
+    version::decode_body("monitor snapshot", body).map_err(corrupt_body)
 }
 
 /// Replaces `dir/snapshot` with `bytes` atomically and durably.

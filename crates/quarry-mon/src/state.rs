@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use quarry_placement::Candidate;
 use quarry_types::{EntityName, ErrorCode, OsdId, PgId, PoolId, SnapId};
-use quarry_wire::{ClusterMap, OsdInfo, PoolInfo};
+use quarry_wire::{ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
 
 use quarry_auth::{ServiceKey, ServiceKeyRing};
 
@@ -25,6 +25,8 @@ pub const POOL_NAME_LEN_MAX: usize = 128;
 pub const HOST_LEN_MAX: usize = 255;
 /// First global id handed out (Ceph's are in the same range).
 pub const GLOBAL_ID_FIRST: u64 = 4096;
+/// Longest pool snapshot name.
+pub const SNAP_NAME_LEN_MAX: usize = 255;
 /// Longest cap string (service name + cap text).
 pub const CAP_LEN_MAX: usize = 4096;
 /// Most services in one entity's caps.
@@ -84,6 +86,10 @@ impl MonState {
             Op::RotateServiceKey { key } => Ok(self.rotate_service_key(key)),
             Op::AllocGlobalIds { count } => Ok(self.alloc_global_ids(*count)),
             Op::BlocklistRm { entry } => self.blocklist_rm(entry, now),
+            Op::PoolSnapCreate { pool, snap, strict } => {
+                self.pool_snap_create(pool, snap, *strict, now)
+            }
+            Op::PoolSnapRemove { pool, snap, strict } => self.pool_snap_remove(pool, snap, *strict),
         }
     }
 
@@ -218,6 +224,11 @@ impl MonState {
 
     fn snap_create(&mut self, pool: PoolId) -> Applied {
         let info = self.pool_mut(pool)?;
+        if info.snap_mode == SnapMode::Pool {
+            let name = &info.name;
+            return Err(OpError::inval(format!("pool {name} is in pool snaps mode")));
+        }
+        info.snap_mode = SnapMode::SelfManaged;
         info.snap_seq += 1;
         let snap = info.snap_seq;
         self.bump();
@@ -226,6 +237,10 @@ impl MonState {
 
     fn snap_remove(&mut self, pool: PoolId, snap: SnapId) -> Applied {
         let info = self.pool_mut(pool)?;
+        if info.snap_mode == SnapMode::Pool {
+            let name = &info.name;
+            return Err(OpError::inval(format!("pool {name} is in pool snaps mode")));
+        }
         if snap == 0 || snap > info.snap_seq {
             return Err(OpError::noent(format!("snapshot {snap} does not exist in pool {pool}")));
         }
@@ -233,6 +248,45 @@ impl MonState {
             self.bump();
         }
         Ok(Outcome::Done(String::new()))
+    }
+
+    /// Ceph's `osd pool mksnap`: a new id from the pool's `snap_seq`, named and stamped.
+    fn pool_snap_create(&mut self, pool: &str, snap: &str, strict: bool, now: u64) -> Applied {
+        check_snap_name(snap)?;
+        let info = self.pool_mut_by_name(pool)?;
+        if info.snap_mode == SnapMode::SelfManaged {
+            return Err(OpError::inval(format!("pool {pool} is in unmanaged snaps mode")));
+        }
+        if info.pool_snap_by_name(snap).is_some() {
+            let message = format!("pool {pool} snap {snap} already exists");
+            return if strict {
+                Err(OpError::new(ErrorCode::EEXIST, message))
+            } else {
+                Ok(Outcome::Done(message))
+            };
+        }
+        info.snap_mode = SnapMode::Pool;
+        info.snap_seq += 1;
+        let id = info.snap_seq;
+        info.pool_snaps.insert(id, PoolSnap { name: snap.to_string(), stamp: now });
+        self.bump();
+        Ok(Outcome::Done(format!("created pool {pool} snap {snap}")))
+    }
+
+    /// Ceph's `osd pool rmsnap`: the snapshot goes and its id joins `removed_snaps`.
+    fn pool_snap_remove(&mut self, pool: &str, snap: &str, strict: bool) -> Applied {
+        let info = self.pool_mut_by_name(pool)?;
+        if info.snap_mode == SnapMode::SelfManaged {
+            return Err(OpError::inval(format!("pool {pool} is in unmanaged snaps mode")));
+        }
+        let Some(id) = info.pool_snap_by_name(snap) else {
+            let message = format!("pool {pool} snap {snap} does not exist");
+            return if strict { Err(OpError::noent(message)) } else { Ok(Outcome::Done(message)) };
+        };
+        info.pool_snaps.remove(&id);
+        info.removed_snaps.insert(id);
+        self.bump();
+        Ok(Outcome::Done(format!("removed pool {pool} snap {snap}")))
     }
 
     fn osd_boot(&mut self, id: OsdId, addr: SocketAddr, host: &str) -> Applied {
@@ -428,6 +482,8 @@ fn new_pool(id: PoolId, name: &str, pg_num: u32, size: u32, acting: Vec<Vec<OsdI
         acting,
         stored_objects: 0,
         stored_bytes: 0,
+        snap_mode: Default::default(),
+        pool_snaps: Default::default(),
     }
 }
 
@@ -464,6 +520,15 @@ pub fn check_pool_name(name: &str) -> Result<(), OpError> {
 fn check_app_name(app: &str) -> Result<(), OpError> {
     if app.is_empty() || app.len() > POOL_NAME_LEN_MAX || !app.chars().all(is_name_char) {
         return Err(OpError::inval(format!("invalid application name '{app}'")));
+    }
+    Ok(())
+}
+
+fn check_snap_name(name: &str) -> Result<(), OpError> {
+    if name.is_empty() || name.len() > SNAP_NAME_LEN_MAX {
+        return Err(OpError::inval(format!(
+            "snapshot name must be 1 to {SNAP_NAME_LEN_MAX} bytes long"
+        )));
     }
     Ok(())
 }

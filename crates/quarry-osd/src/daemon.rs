@@ -125,6 +125,7 @@ pub(crate) async fn start(
     running.tasks.spawn(worker::maps::run(osd.clone()));
     running.tasks.spawn(worker::checkpoint::run(osd.clone()));
     running.tasks.spawn(crate::watch::run_reaper(osd.clone()));
+    running.tasks.spawn(worker::snap_trim::run(osd.clone()));
     match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => {

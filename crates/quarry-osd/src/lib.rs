@@ -15,6 +15,8 @@
 //!    (`entity@global_id`), its address `IP:0/GLOBAL_ID` or its whole IP `IP:0/0`
 //!    (`quarry_wire::blocklist`). Otherwise ESHUTDOWN (108), and nothing applies: an op that
 //!    waited inside the OSD while the entry arrived is refused too.
+//!    The snap context proposed is the pool's own in pool-snapshot mode (whatever the client
+//!    sent), else the client's without the snapshots the map lists as removed.
 //! 3. A mutation waits for its turn in its object's queue (`op::order`: mutations to one object
 //!    are proposed in the order they arrived, a client's later op is answered `Retry` while
 //!    an earlier one it must resend has not come back), then
@@ -34,6 +36,11 @@
 //!    acknowledged write is in the leader's store. A command whose request id is in the PG's
 //!    duplicate table (`quarry_store`'s `dups`, replicated and kept across restarts) is not
 //!    applied again: its reply is the recorded one (a resend after a lost reply).
+//!
+//! Snapshot trimming is the OSDs' job: the trimmer (`worker::snap_trim`) proposes
+//! `PgCommand::TrimSnap` entries for the removed snapshots of the PGs this OSD leads,
+//! throttled, until each PG has purged them (`Store::apply_trim`, driven by the store's
+//! snapshot index). No client op trims.
 //!
 //! Pure reads go to `Store::read` on the leader, behind a per-leadership read barrier
 //! (`ensure_linearizable` once per term, so entries re-applied from the WAL after a restart
@@ -181,6 +188,13 @@ impl OsdHandle {
     /// The epoch of the map this OSD acts on (tests wait for a map change to reach it).
     pub fn map_epoch(&self) -> u64 {
         self.running.osd.router.map().epoch
+    }
+
+    /// The OSD's object store, for inspection by tests and tools (snapshot index, purged
+    /// snapshots, object versions, trim counters). Writing through it bypasses the PG logs:
+    /// never do that on a running OSD.
+    pub fn store(&self) -> std::sync::Arc<quarry_store::Store> {
+        self.running.osd.router.store().clone()
     }
 
     /// Counters of the OSD's write-ahead log (group commits, fsyncs, segments).

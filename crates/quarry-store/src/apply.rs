@@ -1,7 +1,8 @@
 //! The write side: applying a batch of `ObjectCommand`s of one PG inside one redb write
 //! transaction. Owns the version rule (which tag a mutation writes at), the chunk-level
-//! mutations (write, zero, truncate, remove), snapshot trimming, per-command atomicity (undo
-//! log) and the per-PG usage counters.
+//! mutations (write, zero, truncate, remove, rollback), the snapshot index (which objects keep
+//! versions for which snapshot) and trimming a removed snapshot from it, per-command atomicity
+//! (undo log) and the per-PG usage counters.
 
 use std::ops::Bound;
 
@@ -14,9 +15,10 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::crc::combine_chunk;
 use crate::dups::DupTables;
 use crate::format::{
-    chunk_key, decode_chunk_key, decode_usage, encode_chunk, encode_usage, object_key, pg_key,
-    row_has_tail, row_is_hole, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE, META,
-    META_NEXT_ID, OBJECTS, PG_STATE, PG_USAGE,
+    chunk_key, decode_chunk_key, decode_usage, encode_chunk, encode_usage, object_key,
+    object_snap_key, object_snap_of, pg_key, purged_key, row_has_tail, row_is_hole,
+    snap_object_key, snap_objects_end, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE,
+    META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::methods;
 use crate::read::{add_output, load_chunk, read_op, Ctx, Failure, Target, WriteTables};
@@ -68,6 +70,12 @@ struct Cmd<'c> {
     crc_cursor: usize,
     /// The id counter before the command, restored if it fails.
     saved_next_id: Option<(u64, u64)>,
+    /// The command's snapshots (its snap context without the PG's purged snapshots), newest
+    /// first.
+    snaps: Vec<SnapId>,
+    /// Snapshots the command preserved the previous head for: index rows written when the
+    /// command succeeds.
+    preserved_for: Vec<SnapId>,
 }
 
 impl Cmd<'_> {
@@ -114,6 +122,7 @@ fn fallible(op: &ObjectOp) -> bool {
             | ObjectOp::OmapRmKeys { .. }
             | ObjectOp::OmapClear
             | ObjectOp::Call { .. }
+            | ObjectOp::Rollback { .. }
     )
 }
 
@@ -157,6 +166,9 @@ pub(crate) struct Batch<'txn> {
     txn: &'txn WriteTransaction,
     objects: Table<'txn, &'static [u8], &'static [u8]>,
     t: WriteTables<'txn>,
+    snap_objects: Table<'txn, &'static [u8], ()>,
+    object_snaps: Table<'txn, &'static [u8; 16], ()>,
+    purged: Table<'txn, &'static [u8; 20], ()>,
     /// `(value at the start of the batch, next id)`, loaded on the first object creation.
     next_id: Option<(u64, u64)>,
     delta_objects: i64,
@@ -189,6 +201,9 @@ impl<'txn> Batch<'txn> {
             txn,
             objects: txn.open_table(OBJECTS)?,
             t: WriteTables::open(txn)?,
+            snap_objects: txn.open_table(SNAP_OBJECTS)?,
+            object_snaps: txn.open_table(OBJECT_SNAPS)?,
+            purged: txn.open_table(PURGED_SNAPS)?,
             next_id: None,
             delta_objects: 0,
             delta_bytes: 0,
@@ -311,6 +326,15 @@ impl<'txn> Batch<'txn> {
             .map(|(i, _)| i)
             .max();
 
+        // Filter the context against the snapshots this PG already trimmed: a version kept for
+        // one of them would never be trimmed again (the primary filters against the map's
+        // removed snapshots before proposing; this catches a proposal that raced the trim).
+        let mut snaps = Vec::with_capacity(cmd.snapc.snaps.len());
+        for &snap in &cmd.snapc.snaps {
+            if self.purged.get(&purged_key(self.pg, snap))?.is_none() {
+                snaps.push(snap);
+            }
+        }
         let ctx = Ctx { pg: self.pg, name: &cmd.name };
         object_key(self.pg, cmd.name.as_bytes(), &mut self.obj_key);
         let record = match self.objects.get(self.obj_key.as_slice())? {
@@ -326,7 +350,7 @@ impl<'txn> Batch<'txn> {
                 // A snapshot newer than the last write exists: preserve what it sees by
                 // writing new versions. Otherwise overwrite the newest version in place.
                 let last = r.head().tag;
-                if cmd.snapc.snaps.first().is_some_and(|&s| s > last) {
+                if snaps.first().is_some_and(|&s| s > last) {
                     cmd.snapc.seq
                 } else {
                     last
@@ -345,6 +369,8 @@ impl<'txn> Batch<'txn> {
             unrecorded_writes: 0,
             crc_cursor: 0,
             saved_next_id: self.next_id,
+            snaps,
+            preserved_for: Vec::new(),
         };
         assert!(st.record.as_ref().is_none_or(|r| r.head().tag <= w));
         self.undo.clear();
@@ -460,6 +486,7 @@ impl<'txn> Batch<'txn> {
         if !head.exists && record.versions.len() == 1 {
             let id = record.id;
             self.purge_object(id)?;
+            self.drop_index_rows(id, st.ctx.name)?;
             if st.stored {
                 self.objects.remove(self.obj_key.as_slice())?;
             }
@@ -469,6 +496,12 @@ impl<'txn> Batch<'txn> {
             }
             record.encode(&mut self.record_buf);
             self.objects.insert(self.obj_key.as_slice(), self.record_buf.as_slice())?;
+            let id = record.id;
+            for &snap in &st.preserved_for {
+                self.object_snaps.insert(&object_snap_key(id, snap), ())?;
+                snap_object_key(self.pg, snap, st.ctx.name.as_bytes(), &mut self.key_buf);
+                self.snap_objects.insert(self.key_buf.as_slice(), ())?;
+            }
         }
         self.delta_objects += i64::from(after.is_some()) - i64::from(st.before.is_some());
         self.delta_bytes += after.unwrap_or(0) as i64 - st.before.unwrap_or(0) as i64;
@@ -478,6 +511,92 @@ impl<'txn> Batch<'txn> {
     /// Deletes every chunk, xattr, omap entry and the omap header of object `id`.
     pub(crate) fn purge_object(&mut self, id: u64) -> Result<(), StoreError> {
         purge_object_rows(&mut self.t, id)
+    }
+
+    /// The snapshots the index says still need versions of object `id`, ascending.
+    fn indexed_snaps(&self, id: u64) -> Result<Vec<SnapId>, StoreError> {
+        let lo = object_snap_key(id, 0);
+        let hi = object_snap_key(id, u64::MAX);
+        let mut out = Vec::new();
+        for item in self.object_snaps.range::<&[u8; 16]>(&lo..=&hi)? {
+            out.push(object_snap_of(item?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// Deletes the index rows of an object that is gone.
+    fn drop_index_rows(&mut self, id: u64, name: &str) -> Result<(), StoreError> {
+        for snap in self.indexed_snaps(id)? {
+            self.object_snaps.remove(&object_snap_key(id, snap))?;
+            snap_object_key(self.pg, snap, name.as_bytes(), &mut self.key_buf);
+            self.snap_objects.remove(self.key_buf.as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// One step of trimming removed snapshot `snap` from the current PG: visits at most
+    /// `max_objects` objects the index lists for `snap`, drops each one's row for it and the
+    /// versions no snapshot still indexed for the object (nor the head) sees. When no row for
+    /// `snap` remains, records it as purged. Returns `(objects visited, purged)`.
+    pub fn trim_snap(&mut self, snap: SnapId, max_objects: u32) -> Result<(u64, bool), StoreError> {
+        let pg = self.pg;
+        let mut start = Vec::new();
+        snap_object_key(pg, snap, b"", &mut start);
+        let end = snap_objects_end(pg, snap);
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        {
+            let range = match &end {
+                Some(end) => self.snap_objects.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+                None => self.snap_objects.range::<&[u8]>(start.as_slice()..)?,
+            };
+            for item in range.take(max_objects.max(1) as usize) {
+                names.push(item?.0.value()[20..].to_vec());
+            }
+        }
+        for name_bytes in &names {
+            snap_object_key(pg, snap, name_bytes, &mut self.key_buf);
+            self.snap_objects.remove(self.key_buf.as_slice())?;
+            let name = String::from_utf8_lossy(name_bytes).into_owned();
+            let ctx = Ctx { pg, name: &name };
+            object_key(pg, name_bytes, &mut self.obj_key);
+            let record = match self.objects.get(self.obj_key.as_slice())? {
+                Some(raw) => ObjectRecord::decode(raw.value())
+                    .map_err(|why| ctx.corrupt(format!("object record: {why}")))?,
+                None => continue,
+            };
+            self.object_snaps.remove(&object_snap_key(record.id, snap))?;
+            let live = self.indexed_snaps(record.id)?;
+            let head = record.head();
+            let mut st = Cmd {
+                ctx,
+                mtime: head.mtime,
+                stored: true,
+                before: head.exists.then_some(head.size),
+                w: head.tag,
+                record: Some(record),
+                dirty: false,
+                undoable: false,
+                unrecorded_writes: 0,
+                crc_cursor: 0,
+                saved_next_id: self.next_id,
+                snaps: Vec::new(),
+                preserved_for: Vec::new(),
+            };
+            self.crcs.clear();
+            self.snap_trim(&mut st, &live)?;
+            self.finish_command(&mut st)?;
+        }
+        let done = {
+            let mut rest = match &end {
+                Some(end) => self.snap_objects.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+                None => self.snap_objects.range::<&[u8]>(start.as_slice()..)?,
+            };
+            rest.next().is_none()
+        };
+        if done {
+            self.purged.insert(&purged_key(pg, snap), ())?;
+        }
+        Ok((names.len() as u64, done))
     }
 
     /// Executes one op of the command.
@@ -516,16 +635,9 @@ impl<'txn> Batch<'txn> {
                 if !st.exists() {
                     return Err(Failure::Op(ErrorCode::ENOENT));
                 }
-                self.ensure_head(st, false)?;
-                self.reset_head(st, 0)?;
-                let id = st.record().id;
-                self.clear_kv(st, Kv::Xattrs, id)?;
-                self.clear_kv(st, Kv::Omap, id)?;
-                self.set_header(st, id, None)?;
-                let head = st.head_mut();
-                head.exists = false;
-                head.size = 0;
+                self.remove_head(st)?;
             }
+            ObjectOp::Rollback { snap } => self.rollback_to(st, *snap)?,
             ObjectOp::SetXattr { name, value } => {
                 self.ensure_head(st, true)?;
                 let id = st.record().id;
@@ -574,11 +686,6 @@ impl<'txn> Batch<'txn> {
                 let id = st.record().id;
                 self.set_header(st, id, Some(header))?;
             }
-            ObjectOp::SnapTrim { live_snaps } => {
-                if st.record.is_some() {
-                    self.snap_trim(st, live_snaps)?;
-                }
-            }
             ObjectOp::Call { class, method, input, origin } => {
                 let methods = self.methods;
                 let call = methods::Call { class, method, input, origin: origin.as_ref() };
@@ -590,6 +697,9 @@ impl<'txn> Batch<'txn> {
                 st.undoable = undoable;
                 return result;
             }
+            // Retired: trimming is the PG's own job (`Store::apply_trim`); a client can no
+            // longer ask for it. Kept in the enum only so old log entries decode.
+            ObjectOp::SnapTrimRetired { .. } => return Err(Failure::Op(ErrorCode::EOPNOTSUPP)),
             _ => {
                 if !matches!(op, ObjectOp::Read { .. } | ObjectOp::Stat | ObjectOp::AssertExists) {
                     self.t.kv()?;
@@ -625,6 +735,63 @@ impl<'txn> Batch<'txn> {
         result
     }
 
+    /// Removes the (existing) head: a non-existent head version, xattrs and omap gone.
+    fn remove_head(&mut self, st: &mut Cmd) -> Result<(), StoreError> {
+        self.ensure_head(st, false)?;
+        self.reset_head(st, 0)?;
+        let id = st.record().id;
+        self.clear_kv(st, Kv::Xattrs, id)?;
+        self.clear_kv(st, Kv::Omap, id)?;
+        self.set_header(st, id, None)?;
+        let head = st.head_mut();
+        head.exists = false;
+        head.size = 0;
+        Ok(())
+    }
+
+    /// Rollback: the head's data becomes what snapshot `snap` sees (written like any write,
+    /// so the current head is preserved for newer snapshots of the command's context). The
+    /// snapshot does not see the object: the head is removed (ENOENT if there is none
+    /// either). xattrs and omap are head-only and stay as they are.
+    fn rollback_to(&mut self, st: &mut Cmd, snap: SnapId) -> Result<(), Failure> {
+        if snap >= SNAP_HEAD {
+            return Err(Failure::Op(ErrorCode::EINVAL));
+        }
+        let Some(record) = st.record.as_ref() else {
+            return Err(Failure::Op(ErrorCode::ENOENT));
+        };
+        let position = record.versions.iter().rposition(|v| v.tag < snap);
+        let is_head = position == Some(record.versions.len() - 1);
+        let target = position.map(|i| record.versions[i].clone()).filter(|v| v.exists);
+        let Some(target) = target else {
+            if !st.exists() {
+                return Err(Failure::Op(ErrorCode::ENOENT));
+            }
+            self.remove_head(st)?;
+            return Ok(());
+        };
+        if is_head {
+            // The snapshot sees the head: nothing to copy, but the command still writes (the
+            // head is preserved for the snapshots of its context, as Ceph's rollback does).
+            self.ensure_head(st, true)?;
+            return Ok(());
+        }
+        let id = record.id;
+        self.ensure_head(st, true)?;
+        self.reset_head(st, 0)?;
+        let mut buf = std::mem::take(&mut self.chunk_buf);
+        for index in 0..chunks_for(target.size) {
+            let found =
+                load_chunk(&self.t, &st.ctx, id, index, target.floor, target.tag, &mut buf)?;
+            if found.is_some() && !buf.is_empty() {
+                self.put_chunk(st, id, index, crc32c::crc32c(&buf), &buf)?;
+            }
+        }
+        self.chunk_buf = buf;
+        st.head_mut().size = target.size;
+        Ok(())
+    }
+
     /// Makes the head the version at the command's write tag (adding a version when a
     /// snapshot must keep the previous one) and, for creating ops, makes it exist.
     fn ensure_head(&mut self, st: &mut Cmd, creates: bool) -> Result<(), StoreError> {
@@ -638,6 +805,8 @@ impl<'txn> Batch<'txn> {
             }
             Some(record) => {
                 if record.head().tag < w {
+                    let old = record.head().tag;
+                    st.preserved_for = st.snaps.iter().copied().filter(|&s| s > old).collect();
                     let mut next = record.head().clone();
                     next.tag = w;
                     record.versions.push(next);
@@ -687,6 +856,43 @@ impl<'txn> Batch<'txn> {
             self.note_write(st, UndoTable::ChunkTails, &key, old);
         } else if had_tail {
             self.delete_tail(st, &key)?;
+        }
+        if self.only_head_below(st) {
+            self.drop_older_rows(st, id, index, index)?;
+        }
+        Ok(())
+    }
+
+    /// True if the object has no version but the head and the head may see chunk rows of
+    /// older tags (its floor is below its tag): rows the head shadows or hides are then
+    /// garbage no snapshot needs, and are dropped as the head is written (trimming visits
+    /// only objects the snapshot index lists, so nothing else would ever drop them).
+    fn only_head_below(&self, st: &Cmd) -> bool {
+        let record = st.record();
+        record.versions.len() == 1 && record.head().floor < st.w
+    }
+
+    /// Deletes the rows of chunks `from..=to` of object `id` with a tag below the head's.
+    fn drop_older_rows(
+        &mut self,
+        st: &mut Cmd,
+        id: u64,
+        from: u64,
+        to: u64,
+    ) -> Result<(), StoreError> {
+        let w = st.w;
+        let lo = chunk_key(id, from, 0);
+        let hi = chunk_key(id, to, u64::MAX);
+        let mut doomed = Vec::new();
+        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
+            let (key, _) = item?;
+            let key = *key.value();
+            if decode_chunk_key(&key).2 < w {
+                doomed.push(key);
+            }
+        }
+        for key in &doomed {
+            self.delete_chunk(st, key)?;
         }
         Ok(())
     }
@@ -769,6 +975,9 @@ impl<'txn> Batch<'txn> {
         for key in &doomed {
             self.delete_chunk(st, key)?;
         }
+        if self.only_head_below(st) {
+            self.drop_older_rows(st, id, 0, u64::MAX)?;
+        }
         st.head_mut().floor = w;
         Ok(())
     }
@@ -796,8 +1005,16 @@ impl<'txn> Batch<'txn> {
                 _ => plan.push((index, tag, hole, false)),
             }
         }
+        let only_head = self.only_head_below(st);
         for (index, tag, hole, has_older) in plan {
-            if hole {
+            if only_head {
+                // Nothing older needs these rows: drop them instead of writing a hole.
+                self.drop_older_rows(st, id, index, index)?;
+                self.delete_chunk(st, &chunk_key(id, index, w))?;
+                continue;
+            }
+            // A hole at the head's tag hiding nothing is dropped too.
+            if hole && (tag != w || has_older) {
                 continue;
             }
             if tag == w && !has_older {

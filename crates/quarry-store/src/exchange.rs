@@ -4,7 +4,7 @@
 //!
 //! Stream layout (integers little-endian, `blob` = u32 length ++ bytes):
 //! ```text
-//! header  "QRYPGEX1" (8) | version u32 (=2) | pool u64 | seed u32
+//! header  "QRYPGEX1" (8) | version u32 (=3) | pool u64 | seed u32
 //! record  tag u8 ++ body, one of:
 //!   'S' pg_state: blob
 //!   'D' duplicate table entry (version 2), oldest first, after 'S': seq u64 | reqid blob
@@ -15,15 +15,19 @@
 //!   'X' xattr of the last object: name blob | value blob
 //!   'M' omap entry of the last object: key blob | value blob
 //!   'H' omap header of the last object: blob
+//!   'N' snapshot index row of the last object: snap u64 (version 3)
+//!   'P' snapshot the PG has purged: snap u64 (version 3)
 //!   'E' end: record count u64 (records before it) | crc32c u32 of every byte before the crc
 //! ```
 //! Version 2 added the 'D' records (the duplicate table travels with the PG, so a follower
 //! that installs a snapshot answers resends as the leader would); version 1 streams (no 'D'
 //! records) are still imported, with an empty duplicate table.
-//! The stream's bytes are pinned by golden tests (`tests/golden/export_v1.hex`, still
-//! imported, and `export_v2.hex`); a change needs a new version that importers of this
-//! version refuse with [`StoreError::ExportFormatTooNew`], and import must keep reading the
-//! older ones.
+//! Version 3 added the snapshot index ('N', 'P'); a version 1 or 2 stream imports with an
+//! empty index (versions it kept for snapshots are then never trimmed: space, never data).
+//! The stream's bytes are pinned by golden tests (`tests/golden/export_v1.hex` and
+//! `export_v2.hex`, still imported, and `export_v3.hex`); a change needs a new version that
+//! importers of this version refuse with [`StoreError::ExportFormatTooNew`], and import must
+//! keep reading the older ones.
 
 use std::io::{BufWriter, Read, Write};
 
@@ -32,18 +36,21 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use crate::dups::{self, DupTables};
 use crate::format::{
-    chunk_key, decode_chunk_key, encode_chunk, object_key, pg_key, pg_key_end, row_has_tail,
-    sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, DUPS,
-    DUP_SEQ, META, META_NEXT_ID, OBJECTS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, VERSIONS_MAX,
+    chunk_key, decode_chunk_key, encode_chunk, object_key, object_snap_key, object_snap_of, pg_key,
+    pg_key_end, purged_key, row_has_tail, snap_object_key, sub_key, ChunkKey, ObjectRecord,
+    Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, META, META_NEXT_ID, OBJECTS,
+    OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX,
     XATTRS,
 };
 use crate::read::{verify_chunk, Ctx, WriteTables};
 use crate::{apply, StoreError};
 
 const EXPORT_MAGIC: &[u8; 8] = b"QRYPGEX1";
-const EXPORT_VERSION: u32 = 2;
+const EXPORT_VERSION: u32 = 3;
 /// The first version with duplicate table records.
 const EXPORT_VERSION_DUPS: u32 = 2;
+/// The first version with snapshot index records ('N', 'P').
+const EXPORT_VERSION_INDEX: u32 = 3;
 const TAG_STATE: u8 = b'S';
 const TAG_DUP: u8 = b'D';
 const TAG_OBJECT: u8 = b'O';
@@ -51,6 +58,8 @@ const TAG_CHUNK: u8 = b'C';
 const TAG_XATTR: u8 = b'X';
 const TAG_OMAP: u8 = b'M';
 const TAG_HEADER: u8 = b'H';
+const TAG_SNAP_ROW: u8 = b'N';
+const TAG_PURGED: u8 = b'P';
 const TAG_END: u8 = b'E';
 /// Largest xattr/omap/pg_state value accepted from a stream (a bound against garbage lengths).
 const VALUE_MAX: usize = 64 << 20;
@@ -110,6 +119,8 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
     let omap = txn.open_table(OMAP)?;
     let omap_header = txn.open_table(OMAP_HEADER)?;
     let pg_state = txn.open_table(PG_STATE)?;
+    let object_snaps = txn.open_table(OBJECT_SNAPS)?;
+    let purged = txn.open_table(PURGED_SNAPS)?;
     let mut w = CrcWriter { inner: BufWriter::with_capacity(256 << 10, out), crc: 0, records: 0 };
     w.put(EXPORT_MAGIC)?;
     w.u32(EXPORT_VERSION)?;
@@ -185,6 +196,22 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
             w.record(TAG_HEADER)?;
             w.blob(header.value())?;
         }
+        let lo = object_snap_key(id, 0);
+        let hi = object_snap_key(id, u64::MAX);
+        for item in object_snaps.range::<&[u8; 16]>(&lo..=&hi)? {
+            let (key, _) = item?;
+            w.record(TAG_SNAP_ROW)?;
+            w.u64(object_snap_of(key.value()))?;
+        }
+    }
+    let lo = purged_key(pg, 0);
+    let hi = purged_key(pg, u64::MAX);
+    for item in purged.range::<&[u8; 20]>(&lo..=&hi)? {
+        let (key, _) = item?;
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&key.value()[12..]);
+        w.record(TAG_PURGED)?;
+        w.u64(u64::from_be_bytes(b))?;
     }
     let records = w.records;
     w.u8(TAG_END)?;
@@ -285,8 +312,18 @@ pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreErro
             ids.push(record.id);
         }
     }
+    let mut object_snaps = txn.open_table(OBJECT_SNAPS)?;
     for id in ids {
         apply::purge_object_rows(&mut t, id)?;
+        let (lo, hi) = (object_snap_key(id, 0), object_snap_key(id, u64::MAX));
+        object_snaps.retain_in::<&[u8; 16], _>(&lo..=&hi, |_, _| false)?;
+    }
+    let (lo, hi) = (purged_key(pg, 0), purged_key(pg, u64::MAX));
+    txn.open_table(PURGED_SNAPS)?.retain_in::<&[u8; 20], _>(&lo..=&hi, |_, _| false)?;
+    let mut snap_objects = txn.open_table(SNAP_OBJECTS)?;
+    match &end {
+        Some(end) => snap_objects.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
+        None => snap_objects.retain_in(start.as_slice().., |_, _| false)?,
     }
     match &end {
         Some(end) => objects.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
@@ -318,6 +355,10 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
         let mut pg_usage = txn.open_table(PG_USAGE)?;
         let mut dup_tables = DupTables::open(&txn)?;
         let mut dup_seqs: Option<(u64, u64)> = None;
+        let mut object_snaps = txn.open_table(OBJECT_SNAPS)?;
+        let mut snap_objects = txn.open_table(SNAP_OBJECTS)?;
+        let mut purged = txn.open_table(PURGED_SNAPS)?;
+        let mut current_name: Vec<u8> = Vec::new();
         let mut next_id = apply::read_next_id(&meta, pg)?;
         let bad = |reason: &'static str| StoreError::BadExport { reason };
         let mut current: Option<u64> = None;
@@ -412,6 +453,7 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
                     record.encode(&mut b);
                     objects.insert(key.as_slice(), b.as_slice())?;
                     current = Some(next_id);
+                    current_name.clone_from(&a);
                     next_id += 1;
                 }
                 TAG_CHUNK => {
@@ -450,6 +492,16 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
                     let id = current.ok_or(bad("omap header before any object"))?;
                     r.blob(VALUE_MAX, &mut a)?;
                     omap_header.insert(&id.to_be_bytes(), a.as_slice())?;
+                }
+                TAG_SNAP_ROW if version >= EXPORT_VERSION_INDEX => {
+                    let id = current.ok_or(bad("snapshot index row before any object"))?;
+                    let snap = r.u64()?;
+                    object_snaps.insert(&object_snap_key(id, snap), ())?;
+                    snap_object_key(pg, snap, &current_name, &mut key);
+                    snap_objects.insert(key.as_slice(), ())?;
+                }
+                TAG_PURGED if version >= EXPORT_VERSION_INDEX => {
+                    purged.insert(&purged_key(pg, r.u64()?), ())?;
                 }
                 _ => return Err(bad("unknown record tag")),
             }

@@ -62,6 +62,62 @@ pub(crate) const DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dup
 /// `pool BE ++ seed BE ++ seq BE -> reqid part of the DUPS key`: the duplicate table in
 /// insertion order, for dropping the oldest.
 pub(crate) const DUP_SEQ: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_seq");
+/// Snapshot index, by snapshot: `pool BE ++ seed BE ++ snap BE ++ object name -> ()`. A row
+/// says the object keeps a version that snapshot `snap` reads (written when a write preserves
+/// the head for the snapshots of its context). The PG's trimmer walks the rows of one snap.
+pub(crate) const SNAP_OBJECTS: TableDefinition<&[u8], ()> = TableDefinition::new("snap_objects");
+/// Snapshot index, by object: `object id BE ++ snap BE -> ()` (the same rows as
+/// [`SNAP_OBJECTS`], keyed for "which snapshots still need versions of this object").
+pub(crate) const OBJECT_SNAPS: TableDefinition<&[u8; 16], ()> =
+    TableDefinition::new("object_snaps");
+/// Snapshots a PG has finished trimming: `pool BE ++ seed BE ++ snap BE -> ()`. A write's
+/// snap context never records a version for them again.
+pub(crate) const PURGED_SNAPS: TableDefinition<&[u8; 20], ()> =
+    TableDefinition::new("purged_snaps");
+
+/// Key of a [`SNAP_OBJECTS`] row.
+pub(crate) fn snap_object_key(pg: PgId, snap: u64, name: &[u8], buf: &mut Vec<u8>) {
+    buf.clear();
+    buf.extend_from_slice(&pg_key(pg));
+    buf.extend_from_slice(&snap.to_be_bytes());
+    buf.extend_from_slice(name);
+}
+
+/// First key after every [`SNAP_OBJECTS`] row of `(pg, snap)` (None: no bound, the very end).
+pub(crate) fn snap_objects_end(pg: PgId, snap: u64) -> Option<Vec<u8>> {
+    let mut end = Vec::with_capacity(20);
+    match snap.checked_add(1) {
+        Some(next) => {
+            end.extend_from_slice(&pg_key(pg));
+            end.extend_from_slice(&next.to_be_bytes());
+        }
+        None => end.extend_from_slice(&pg_key_end(pg)?),
+    }
+    Some(end)
+}
+
+/// Key of an [`OBJECT_SNAPS`] row.
+pub(crate) fn object_snap_key(id: u64, snap: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&id.to_be_bytes());
+    key[8..].copy_from_slice(&snap.to_be_bytes());
+    key
+}
+
+/// The snap of an [`OBJECT_SNAPS`] key.
+pub(crate) fn object_snap_of(key: &[u8; 16]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[8..]);
+    u64::from_be_bytes(b)
+}
+
+/// Key of a [`PURGED_SNAPS`] row.
+pub(crate) fn purged_key(pg: PgId, snap: u64) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..12].copy_from_slice(&pg_key(pg));
+    key[12..].copy_from_slice(&snap.to_be_bytes());
+    key
+}
 
 /// The per-PG key.
 pub(crate) fn pg_key(pg: PgId) -> PgKey {

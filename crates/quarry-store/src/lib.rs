@@ -36,6 +36,13 @@
 //! | `pg_usage` | pool u64 ++ seed u32 | objects u64 ++ bytes u64 (head objects, sum of head sizes) |
 //! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | version u8 (=1) ++ seq u64 ++ bincode(`OpReply`): the duplicate table (below). Added to format 1; created when a store without it is opened. |
 //! | `dup_seq` | pool u64 ++ seed u32 ++ seq u64 | the reqid part of the `dups` key: the same entries in insertion order, to drop the oldest |
+//! | `snap_objects` | pool u64 ++ seed u32 ++ snap u64 ++ name bytes | () : the object keeps a version snapshot `snap` reads |
+//! | `object_snaps` | object id u64 ++ snap u64 | () : the same rows, by object |
+//! | `purged_snaps` | pool u64 ++ seed u32 ++ snap u64 | () : the PG finished trimming `snap` |
+//!
+//! The three snapshot tables were added without a format version change (new tables only):
+//! opening an older store creates them empty; versions it kept for snapshots then have no
+//! index rows and are never trimmed (space, never data).
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -71,8 +78,27 @@
 //! of everything), hiding every older chunk version from the head without copying.
 //! Truncating or zeroing whole chunks writes holes where an older version would show through.
 //! `Remove` with a snapshot to preserve adds a non-existent head version; recreating later
-//! starts a fresh floor. `SnapTrim{live_snaps}` keeps the head and, for each live snapshot,
-//! the version it sees, and deletes every chunk row none of them sees.
+//! starts a fresh floor. `Rollback{snap}` writes (at `w`, like any write) the data of the
+//! version `snap` sees into the head; if `snap` sees no object it removes the head.
+//!
+//! # Snapshot index and trimming (snapshots owned by the cluster)
+//! When a command preserves the head for the snapshots of its context, it records, in the
+//! same transaction, one index row per such snapshot (`s > t`): "this object keeps a version
+//! `s` reads". The context is first filtered against the PG's purged snapshots, so no row is
+//! ever written for a snapshot the PG already trimmed. Clients cannot trim (the old
+//! `SnapTrim` op is refused with EOPNOTSUPP): the PG log's `TrimSnap` entries call
+//! [`Store::apply_trim`], which takes at most `max_objects` objects from the index rows of
+//! the removed snapshot (never a scan of the PG), deletes their rows for it, and keeps of each
+//! object the head and the versions the snapshots still indexed for it read, deleting every
+//! chunk row none of those sees. The step that finds no row left records the snapshot in
+//! `purged_snaps`. An object left with only its head version drops the chunk rows its head
+//! shadows or hides as it is written (nothing else would visit it).
+//!
+//! Stale contexts: a write never goes below the object's newest version (`w >= t`), so a
+//! writer with an older context writes the head in place and newer snapshots keep what they
+//! see. As in Ceph, a self-managed writer whose context misses a snapshot that no write of
+//! the object has seen yet writes "before" that snapshot (the store cannot know it exists);
+//! pool snapshots do not have this gap (the OSD applies the pool's context to every write).
 //!
 //! # Duplicate table (Ceph's PG log "dups")
 //! A command with a request id ([`ObjectCommand::reqid`]) whose id is in the PG's `dups` table
@@ -169,7 +195,7 @@ pub use error::StoreError;
 use crate::format::{
     decode_pg_key, decode_usage, format_marker, parse_format_marker, pg_key, pg_key_end,
     ObjectRecord, CHUNKS, CHUNK_TAILS, DUPS, DUP_SEQ, FORMAT_VERSION, META, META_FORMAT, OBJECTS,
-    OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, XATTRS,
+    OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -230,6 +256,15 @@ pub struct PgApply<'a> {
     pub pg_state: &'a [u8],
 }
 
+/// What one [`Store::apply_trim`] step did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapTrimStep {
+    /// Objects visited (index rows of the snapshot consumed).
+    pub visited: u64,
+    /// No object is indexed for the snapshot any more: the PG recorded it as purged.
+    pub purged: bool,
+}
+
 /// Space accounting of the database file (from redb's statistics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SpaceStats {
@@ -272,6 +307,7 @@ pub struct Store {
     /// Bound of the duplicate table per PG.
     dups_per_pg: usize,
     methods: Option<Arc<dyn ObjectMethods>>,
+    snap_trim_visits: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -317,6 +353,7 @@ impl Store {
             bytes_since_checkpoint: AtomicU64::new(0),
             dups_per_pg: options.dups_per_pg.max(1),
             methods: options.methods.clone(),
+            snap_trim_visits: AtomicU64::new(0),
         })
     }
 
@@ -357,6 +394,9 @@ impl Store {
             txn.open_table(PG_USAGE)?;
             txn.open_table(DUPS)?;
             txn.open_table(DUP_SEQ)?;
+            txn.open_table(SNAP_OBJECTS)?;
+            txn.open_table(OBJECT_SNAPS)?;
+            txn.open_table(PURGED_SNAPS)?;
         }
         txn.commit()?;
         Ok(())
@@ -368,12 +408,16 @@ impl Store {
         let read = db.begin_read()?;
         let names: Vec<String> = read.list_tables()?.map(|t| t.name().to_string()).collect();
         drop(read);
-        if names.iter().any(|n| n == "dups") && names.iter().any(|n| n == "dup_seq") {
+        let added = ["dups", "dup_seq", "snap_objects", "object_snaps", "purged_snaps"];
+        if added.iter().all(|a| names.iter().any(|n| n == a)) {
             return Ok(());
         }
         let txn = db.begin_write()?;
         txn.open_table(DUPS)?;
         txn.open_table(DUP_SEQ)?;
+        txn.open_table(SNAP_OBJECTS)?;
+        txn.open_table(OBJECT_SNAPS)?;
+        txn.open_table(PURGED_SNAPS)?;
         txn.commit()?;
         Ok(())
     }
@@ -396,6 +440,95 @@ impl Store {
     ) -> Result<Vec<OpReply>, StoreError> {
         let mut replies = self.apply_many(&[PgApply { pg, cmds, pg_state }])?;
         Ok(replies.pop().expect("one reply list per PG"))
+    }
+
+    /// Applies one step of trimming removed snapshot `snap` from `pg` (the PG log's
+    /// `TrimSnap` entry), in its own transaction committed with `Durability::None`, together
+    /// with `pg_state`: visits at most `max_objects` of the objects the snapshot index lists
+    /// for `snap` (never a scan of the PG), drops each one's index row for `snap` and every
+    /// version that neither the head nor a snapshot still indexed for the object sees (with
+    /// the chunk rows only those versions used). Once no object is indexed for `snap`, the
+    /// PG records it as purged ([`Store::purged_snaps`]): from then on a write's snap context
+    /// never records a version for it. Deterministic, like every apply.
+    pub fn apply_trim(
+        &self,
+        pg: PgId,
+        snap: SnapId,
+        max_objects: u32,
+        pg_state: &[u8],
+    ) -> Result<SnapTrimStep, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::None);
+        let step = {
+            let mut batch = apply::Batch::open(&txn, self.methods.as_deref(), self.dups_per_pg)?;
+            batch.begin_pg(pg);
+            let (visited, purged) = batch.trim_snap(snap, max_objects)?;
+            batch.end_pg(pg_state)?;
+            batch.finish()?;
+            SnapTrimStep { visited, purged }
+        };
+        txn.commit()?;
+        self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);
+        self.snap_trim_visits.fetch_add(step.visited, Ordering::Relaxed);
+        Ok(step)
+    }
+
+    /// Objects visited by snapshot trimming since the store was opened (all PGs): what
+    /// [`Store::apply_trim`] costs, for tests and metrics.
+    pub fn snap_trim_visits(&self) -> u64 {
+        self.snap_trim_visits.load(Ordering::Relaxed)
+    }
+
+    /// Snapshots `pg` has finished trimming, ascending.
+    pub fn purged_snaps(&self, pg: PgId) -> Result<Vec<SnapId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PURGED_SNAPS)?;
+        let lo = format::purged_key(pg, 0);
+        let hi = format::purged_key(pg, u64::MAX);
+        let mut out = Vec::new();
+        for item in table.range::<&[u8; 20]>(&lo..=&hi)? {
+            let (key, _) = item?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&key.value()[12..]);
+            out.push(u64::from_be_bytes(b));
+        }
+        Ok(out)
+    }
+
+    /// The snapshots the index says keep a version of object `name` (ascending; empty if
+    /// none or no such object).
+    pub fn indexed_snaps(&self, pg: PgId, name: &str) -> Result<Vec<SnapId>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let Some(record) = Store::get_record(&txn, pg, name)? else {
+            return Ok(Vec::new());
+        };
+        let table = txn.open_table(OBJECT_SNAPS)?;
+        let lo = format::object_snap_key(record.id, 0);
+        let hi = format::object_snap_key(record.id, u64::MAX);
+        let mut out = Vec::new();
+        for item in table.range::<&[u8; 16]>(&lo..=&hi)? {
+            out.push(format::object_snap_of(item?.0.value()));
+        }
+        Ok(out)
+    }
+
+    /// Number of objects the index lists for snapshot `snap` in `pg`.
+    pub fn snap_index_len(&self, pg: PgId, snap: SnapId) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SNAP_OBJECTS)?;
+        let mut start = Vec::new();
+        format::snap_object_key(pg, snap, b"", &mut start);
+        let end = format::snap_objects_end(pg, snap);
+        let range = match &end {
+            Some(end) => table.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+            None => table.range::<&[u8]>(start.as_slice()..)?,
+        };
+        let mut n = 0;
+        for item in range {
+            item?;
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// [`Store::apply`] for several PGs in one transaction: one commit for all of them, which
@@ -628,7 +761,7 @@ impl Store {
     }
 
     /// Like [`Store::list`], but also objects whose head was removed while snapshots still
-    /// see older versions (the objects a `SnapTrim` must visit).
+    /// see older versions.
     pub fn list_all(
         &self,
         pg: PgId,

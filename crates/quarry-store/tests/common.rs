@@ -117,6 +117,8 @@ pub struct Model {
     pub heads: BTreeMap<String, MObj>,
     pub snaps: BTreeMap<SnapId, SnapView>,
     pub seq: SnapId,
+    /// Removed snapshots the store has not been asked to trim yet.
+    pub removed: Vec<SnapId>,
 }
 
 fn in_limit(off: u64, len: u64) -> bool {
@@ -140,6 +142,7 @@ impl Model {
     /// Removes a snapshot.
     pub fn remove_snap(&mut self, snap: SnapId) {
         self.snaps.remove(&snap);
+        self.removed.push(snap);
     }
 
     /// Live snapshot ids, descending.
@@ -388,7 +391,6 @@ fn model_op(
             touch(obj, mtime).header = header.to_vec();
             Ok(OpOutput::None)
         }
-        ObjectOp::SnapTrim { .. } => Ok(OpOutput::None),
         other => panic!("model does not implement {other:?}"),
     }
 }

@@ -150,16 +150,10 @@ fn damaged_or_foreign_streams_change_nothing() {
     assert_eq!(reader, b"trailing");
 }
 
-/// Golden bytes of the PG export stream (the Raft snapshot OSDs send each other; format
-/// `QRYPGEX1`) of a small PG with two versions of an object, a chunk, an xattr, an omap entry
-/// and header, and a pg_state. Version 1 (`tests/golden/export_v1.hex`) is no longer written
-/// but must still import; version 2 (`export_v2.hex`) adds the duplicate table. A failure
-/// means the stream format changed: bump its version and keep importing the old ones; never
-/// edit the files.
-#[test]
-fn export_stream_bytes_are_pinned() {
-    let golden = |name: &str| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
-    let (_dir, store) = open_temp();
+/// The small PG the golden streams hold: two versions of an object (the older one kept for
+/// snapshot 1), a chunk, an xattr, an omap entry and header, and a pg_state.
+fn golden_pg() -> (tempfile::TempDir, quarry_store::Store) {
+    let (dir, store) = open_temp();
     let snapc = quarry_types::SnapContext { seq: 0, snaps: vec![] };
     let first = cmd_at("obj", &snapc, (100, 1), vec![write(0, b"first")]);
     store.apply(PG, &[first], b"state-1").unwrap();
@@ -178,46 +172,102 @@ fn export_stream_bytes_are_pinned() {
         ],
     );
     store.apply(PG, &[second], b"state-2").unwrap();
-    let mut stream = Vec::new();
-    store.export_pg(PG, &mut stream).unwrap();
+    (dir, store)
+}
 
-    // Without duplicate table entries, version 2 is version 1's bytes with a new version
-    // number (and so a new trailing crc).
-    let v1 = quarry_persist::golden::parse(
-        &std::fs::read_to_string(golden("tests/golden/export_v1.hex")).unwrap(),
+fn golden_file(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+}
+
+/// Version 1 of the stream (before the snapshot index) still imports: the golden bytes of
+/// `tests/golden/export_v1.hex` give the same objects as the PG they were exported from, with
+/// an empty snapshot index.
+#[test]
+fn export_stream_version_1_still_imports() {
+    let text = std::fs::read_to_string(golden_file("export_v1.hex")).unwrap();
+    let golden = quarry_persist::golden::parse(&text);
+    let (_, stream) = &golden[0];
+    let (_dir, target) = open_temp();
+    target.import_pg(PG, &mut stream.as_slice()).unwrap();
+    let (_dir2, source) = golden_pg();
+    assert_eq!(target.list_all(PG, None, 10).unwrap(), source.list_all(PG, None, 10).unwrap());
+    assert_eq!(
+        target.object_versions(PG, "obj").unwrap(),
+        source.object_versions(PG, "obj").unwrap()
     );
-    let v1 = v1[0].1.clone();
-    assert_eq!(stream[..8], v1[..8]);
-    assert_eq!(stream[8..12], 2u32.to_le_bytes());
-    assert_eq!(stream[12..stream.len() - 4], v1[12..v1.len() - 4]);
-    // A version 1 stream still imports, to the same PG.
-    let (_dir1, from_v1) = open_temp();
-    from_v1.import_pg(PG, &mut v1.as_slice()).unwrap();
-    let mut again = Vec::new();
-    from_v1.export_pg(PG, &mut again).unwrap();
-    assert_eq!(again, stream);
+    assert_eq!(target.pg_state(PG).unwrap(), Some(b"state-2".to_vec()));
+    for snap in [1, SNAP_HEAD] {
+        assert_eq!(read_all(&target, "obj", snap), read_all(&source, "obj", snap));
+    }
+    assert!(target.indexed_snaps(PG, "obj").unwrap().is_empty());
+}
 
-    // Version 2 with duplicate table entries: a create with a request id, and a failed one.
+/// The golden PG plus a purged snapshot (3) and two duplicate table entries (an exclusive
+/// create with a request id, and a resend of it recorded as answered).
+fn golden_pg_v3() -> (tempfile::TempDir, quarry_store::Store) {
+    let (dir, store) = golden_pg();
+    assert!(store.apply_trim(PG, 3, 10, b"state-3").unwrap().purged);
     let reqid = |tid| reqid("client.admin", 0xabcd, tid);
     let create = ObjectCommand { reqid: Some(reqid(1)), ..cmd("new", vec![create_excl()]) };
     let again = ObjectCommand { reqid: Some(reqid(2)), ..cmd("new", vec![create_excl()]) };
-    store.apply(PG, &[create, again], b"state-3").unwrap();
+    store.apply(PG, &[create, again], b"state-4").unwrap();
+    (dir, store)
+}
+
+/// Version 2 of the stream (duplicate table, no snapshot index) still imports: the objects and
+/// the duplicate table of `tests/golden/export_v2.hex` arrive, with an empty snapshot index.
+#[test]
+fn export_stream_version_2_still_imports() {
+    let text = std::fs::read_to_string(golden_file("export_v2.hex")).unwrap();
+    let golden = quarry_persist::golden::parse(&text);
+    let (_, stream) = &golden[0];
+    let (_dir, target) = open_temp();
+    target.import_pg(PG, &mut stream.as_slice()).unwrap();
+    let (_dir2, source) = golden_pg();
+    for snap in [1, SNAP_HEAD] {
+        assert_eq!(read_all(&target, "obj", snap), read_all(&source, "obj", snap));
+    }
+    assert!(target.indexed_snaps(PG, "obj").unwrap().is_empty());
+    // The duplicate table came along: a resend of the recorded create is answered as before
+    // (success), not run again (EEXIST).
+    let resend = ObjectCommand {
+        reqid: Some(reqid("client.admin", 0xabcd, 1)),
+        ..cmd("new", vec![create_excl()])
+    };
+    let replies = target.apply(PG, &[resend], b"state-x").unwrap();
+    assert!(matches!(replies[0], quarry_types::OpReply::Ok(_)), "{replies:?}");
+}
+
+/// Golden bytes of the PG export stream (the Raft snapshot OSDs send each other; format
+/// `QRYPGEX1` version 3) of the golden PG with a purged snapshot and duplicate table entries:
+/// `tests/golden/export_v3.hex` (snapshot index row, purged snapshot, 'D' records). A
+/// failure means the stream format changed: bump its version and keep importing the old
+/// ones; never edit the file.
+#[test]
+fn export_stream_bytes_are_pinned() {
+    let (_dir, store) = golden_pg_v3();
     let mut stream = Vec::new();
     store.export_pg(PG, &mut stream).unwrap();
-    let header = "PG export stream QRYPGEX1 version 2 (quarry-store).\n\
+    let header = "PG export stream QRYPGEX1 version 3 (quarry-store).\n\
                   Generated once; never edit: a change of bytes needs a new version.";
     quarry_persist::golden::check(
-        &golden("tests/golden/export_v2.hex"),
+        &golden_file("export_v3.hex"),
         header,
         &[("export", stream.clone())],
     );
+    // It imports back to the same PG.
+    let (_dir1, copy) = open_temp();
+    copy.import_pg(PG, &mut stream.as_slice()).unwrap();
+    let mut again = Vec::new();
+    copy.export_pg(PG, &mut again).unwrap();
+    assert_eq!(again, stream);
 
     // A stream of a newer format version is refused as too new (not as a bad stream), and
     // the importing store is left as it was.
     let mut newer = stream;
-    newer[8..12].copy_from_slice(&3u32.to_le_bytes());
+    newer[8..12].copy_from_slice(&4u32.to_le_bytes());
     let (_dir2, target) = open_temp();
     let err = target.import_pg(PG, &mut newer.as_slice()).unwrap_err();
-    assert!(matches!(err, StoreError::ExportFormatTooNew { found: 3, supported: 2 }), "{err}");
+    assert!(matches!(err, StoreError::ExportFormatTooNew { found: 4, supported: 3 }), "{err}");
     assert_eq!(target.pg_state(PG).unwrap(), None);
 }

@@ -9,5 +9,6 @@ mod dups;
 mod errors;
 mod exchange;
 mod model;
+mod snap_index;
 mod snapshots;
 mod space;

@@ -144,7 +144,7 @@ fn writes_after_a_deleted_snapshot_do_not_keep_versions() {
 }
 
 #[test]
-fn snap_trim_drops_what_no_live_snapshot_sees() {
+fn trimming_a_removed_snapshot_drops_what_no_indexed_snapshot_sees() {
     let (_dir, store) = open_temp();
     let v0 = pattern(4 * 4096, 1);
     assert_ok(&apply1(&store, cmd("o", vec![write(0, &v0)])));
@@ -163,30 +163,36 @@ fn snap_trim_drops_what_no_live_snapshot_sees() {
     let mut s3 = s2.clone();
     s3[4096..8192].copy_from_slice(&v2);
     assert_eq!((at(1), at(2), at(3)), (Ok(v0.clone()), Ok(s2.clone()), Ok(s3.clone())));
-    // Snapshot 2 is deleted.
-    let trim = |live: &[u64]| {
-        apply1(&store, cmd("o", vec![ObjectOp::SnapTrim { live_snaps: live.to_vec() }]))
+    // Snapshot 2 is deleted: the PG trims it from the index.
+    let trim = |snap: u64| {
+        let step = store.apply_trim(PG, snap, 100, b"trim").unwrap();
+        assert!(step.purged, "one step trims a one-object PG");
+        step.visited
     };
-    assert_ok(&trim(&[3, 1]));
+    assert_eq!(store.indexed_snaps(PG, "o").unwrap(), vec![1, 2, 3]);
+    assert_eq!(trim(2), 1);
     assert_eq!((at(1), at(3)), (Ok(v0.clone()), Ok(s3.clone())));
     assert_eq!(store.object_versions(PG, "o").unwrap().unwrap().len(), 3);
+    assert_eq!(store.purged_snaps(PG).unwrap(), vec![2]);
     // Snapshot 1 is deleted: v0's chunk 0 and 1 versions go.
     let rows_before = store.chunk_rows(PG, "o").unwrap();
-    assert_ok(&trim(&[3]));
+    assert_eq!(trim(1), 1);
     assert_eq!(at(3), Ok(s3.clone()));
     assert!(store.chunk_rows(PG, "o").unwrap() < rows_before);
     // All snapshots gone: only the head's chunk remains.
-    assert_ok(&trim(&[]));
+    assert_eq!(trim(3), 1);
     assert_eq!(store.object_versions(PG, "o").unwrap().unwrap().len(), 1);
     assert_eq!(store.chunk_rows(PG, "o").unwrap(), 1);
     assert_eq!(at(SNAP_HEAD), Ok(v1));
+    assert!(store.indexed_snaps(PG, "o").unwrap().is_empty());
     // A removed head whose snapshots are all trimmed disappears.
     assert_ok(&apply1(&store, cmd_at("o", &snapc(4, &[4]), (5, 0), vec![ObjectOp::Remove])));
     assert_eq!(store.list_all(PG, None, 10).unwrap().0, vec!["o".to_string()]);
-    assert_ok(&trim(&[]));
+    assert_eq!(trim(4), 1);
     assert_eq!(store.list_all(PG, None, 10).unwrap().0, Vec::<String>::new());
     assert_eq!(store.chunk_rows(PG, "o").unwrap(), 0);
-    // Trimming an object that does not exist is a no-op.
-    assert_ok(&trim(&[]));
+    // Trimming a snapshot no object is indexed for visits nothing.
+    assert_eq!(trim(9), 0);
+    assert_eq!(store.purged_snaps(PG).unwrap(), vec![1, 2, 3, 4, 9]);
     assert!(store.verify_usage().unwrap().is_empty());
 }

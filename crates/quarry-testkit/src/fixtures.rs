@@ -46,6 +46,8 @@ pub fn pool_info(id: PoolId, name: &str, size: u32, acting: Vec<Vec<OsdId>>) -> 
         acting,
         stored_objects: 0,
         stored_bytes: 0,
+        snap_mode: Default::default(),
+        pool_snaps: Default::default(),
     }
 }
 

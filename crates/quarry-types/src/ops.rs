@@ -221,10 +221,12 @@ pub enum ObjectOp {
         /// Header bytes.
         header: Bytes,
     },
-    /// Drop data versions that no snapshot in `live_snaps` (nor the head) can see any more.
-    /// Issued after a snapshot is removed.
-    SnapTrim {
-        /// Snapshot ids that still exist, descending.
+    /// Retired: the client-sent snapshot trim of earlier versions (any writer could destroy
+    /// data other snapshots need). OSDs now trim removed snapshots themselves; this op is
+    /// refused with EOPNOTSUPP everywhere and stays in the enum only so that log entries
+    /// written before it was retired still decode (variant order is the encoding).
+    SnapTrimRetired {
+        /// Snapshot ids the sender claimed were live (ignored).
         live_snaps: Vec<SnapId>,
     },
     /// Run the server-side method `class.method` on the object with `input` (Ceph's
@@ -243,6 +245,13 @@ pub enum ObjectOp {
         input: Bytes,
         /// The caller, filled in by the OSD (never trusted from a client).
         origin: Option<CallOrigin>,
+    },
+    /// Roll the object's data back to what snapshot `snap` sees (Ceph's rollback). Written
+    /// like any write: the current head is preserved for the snapshots of the context. If the
+    /// snapshot does not see the object, the head is removed; ENOENT if neither exists.
+    Rollback {
+        /// The snapshot to roll back to.
+        snap: SnapId,
     },
 }
 
@@ -263,7 +272,8 @@ impl ObjectOp {
                 | ObjectOp::OmapRmKeys { .. }
                 | ObjectOp::OmapClear
                 | ObjectOp::OmapSetHeader { .. }
-                | ObjectOp::SnapTrim { .. }
+                | ObjectOp::SnapTrimRetired { .. }
+                | ObjectOp::Rollback { .. }
         )
     }
 

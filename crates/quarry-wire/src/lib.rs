@@ -26,7 +26,7 @@ pub use conn::{
     accept, connect, serve, Accepted, Authenticator, ClientSecret, ConnContext, Connected,
     EventSink, Handler, PendingReply, RpcClient, PROTOCOL_VERSION,
 };
-pub use map::{ClusterMap, OsdInfo, PoolInfo};
+pub use map::{ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
 pub use message::*;
 
 use quarry_types::ErrorCode;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
-use quarry_types::{OsdId, PgId, PoolId, SnapId};
+use quarry_types::{OsdId, PgId, PoolId, SnapContext, SnapId};
 
 /// The cluster map at one epoch. Every change bumps `epoch`; clients and OSDs act on the
 /// newest epoch they have seen and retry operations refused for a stale epoch.
@@ -67,9 +67,9 @@ pub struct PoolInfo {
     pub min_size: u32,
     /// Applications enabled on the pool (`rbd` after `rbd pool init`).
     pub applications: BTreeSet<String>,
-    /// Newest self-managed snapshot id allocated in this pool.
+    /// Newest snapshot id allocated in this pool (pool and self-managed snapshots share it).
     pub snap_seq: SnapId,
-    /// Self-managed snapshot ids that were removed (their data may be trimmed).
+    /// Snapshot ids that were removed, pool or self-managed (the OSDs trim their data).
     pub removed_snaps: BTreeSet<SnapId>,
     /// Acting set per PG (index = PG seed), primary first. Fixed when the pool is created and
     /// changed only by explicit rebalancing, so data never silently moves.
@@ -78,6 +78,59 @@ pub struct PoolInfo {
     pub stored_objects: u64,
     /// Bytes stored (sum of object sizes), as last reported.
     pub stored_bytes: u64,
+    /// Which kind of snapshots the pool uses; set by the first snapshot and never changed.
+    pub snap_mode: SnapMode,
+    /// Live pool snapshots (`ceph osd pool mksnap`), by id.
+    pub pool_snaps: BTreeMap<SnapId, PoolSnap>,
+}
+
+/// Ceph's rule: a pool uses pool snapshots or self-managed snapshots, never both. The mode is
+/// set by the first snapshot of either kind and stays (removing every snapshot does not reset
+/// it); the other kind is then EINVAL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapMode {
+    /// No snapshot was ever made.
+    #[default]
+    Unset,
+    /// Pool snapshots: every write uses the pool's snap context, whatever the client sends.
+    Pool,
+    /// Self-managed snapshots (librbd's): writers send their own snap contexts.
+    SelfManaged,
+}
+
+/// One pool snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolSnap {
+    /// Its name (unique in the pool).
+    pub name: String,
+    /// When it was taken (unix seconds).
+    pub stamp: u64,
+}
+
+impl PoolInfo {
+    /// The snap context of pool-snapshot mode: seq = the pool's, snaps = its live pool
+    /// snapshots, newest first.
+    pub fn pool_snapc(&self) -> SnapContext {
+        SnapContext { seq: self.snap_seq, snaps: self.pool_snaps.keys().rev().copied().collect() }
+    }
+
+    /// The id of the pool snapshot named `name`.
+    pub fn pool_snap_by_name(&self, name: &str) -> Option<SnapId> {
+        self.pool_snaps.iter().find(|(_, s)| s.name == name).map(|(id, _)| *id)
+    }
+
+    /// The snap context a write in this pool is applied with (what the primary proposes): in
+    /// pool-snapshot mode the pool's own, whatever the client sent; otherwise the client's
+    /// without the snapshots the map says were removed (Ceph's `filter_snapc`), so no version
+    /// is ever kept for a removed snapshot.
+    pub fn write_snapc(&self, client: &SnapContext) -> SnapContext {
+        if self.snap_mode == SnapMode::Pool {
+            return self.pool_snapc();
+        }
+        let mut snapc = client.clone();
+        snapc.snaps.retain(|s| !self.removed_snaps.contains(s));
+        snapc
+    }
 }
 
 impl ClusterMap {

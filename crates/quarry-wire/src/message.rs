@@ -433,6 +433,28 @@ pub enum MonCommand {
         /// Instance or address, as added.
         entry: String,
     },
+    /// Create a pool snapshot: `ceph osd pool mksnap POOL SNAP` (`strict: false`: an existing
+    /// name is a success with Ceph's "already exists" line) or librados `snap_create`
+    /// (`strict: true`: EEXIST). EINVAL on a pool in self-managed snapshot mode. Reply: `Done`.
+    PoolSnapCreate {
+        /// Pool name.
+        pool: String,
+        /// Snapshot name.
+        snap: String,
+        /// librados semantics (EEXIST) rather than the CLI's.
+        strict: bool,
+    },
+    /// Remove a pool snapshot: `ceph osd pool rmsnap POOL SNAP` (`strict: false`: a missing
+    /// name is a success with Ceph's "does not exist" line) or librados `snap_remove`
+    /// (`strict: true`: ENOENT). Its data is then trimmed by the OSDs. Reply: `Done`.
+    PoolSnapRemove {
+        /// Pool name.
+        pool: String,
+        /// Snapshot name.
+        snap: String,
+        /// librados semantics (ENOENT) rather than the CLI's.
+        strict: bool,
+    },
 }
 
 /// One entity as `ceph auth ls` shows it.

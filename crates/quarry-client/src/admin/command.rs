@@ -79,6 +79,20 @@ pub enum CephCommand {
         /// Application.
         app: String,
     },
+    /// `ceph osd pool mksnap POOL SNAP`.
+    PoolMkSnap {
+        /// Pool.
+        pool: String,
+        /// Snapshot name.
+        snap: String,
+    },
+    /// `ceph osd pool rmsnap POOL SNAP`.
+    PoolRmSnap {
+        /// Pool.
+        pool: String,
+        /// Snapshot name.
+        snap: String,
+    },
     /// `ceph osd blocklist add INSTANCE|ADDR [SECONDS]`.
     BlocklistAdd {
         /// `client.x@GLOBAL_ID` or `IP:PORT/NONCE`.
@@ -346,6 +360,14 @@ impl CephCommand {
                 pool: required(req, "pool")?,
                 app: required(req, "app")?,
             },
+            "osd pool mksnap" => CephCommand::PoolMkSnap {
+                pool: required(req, "pool")?,
+                snap: required(req, "snap")?,
+            },
+            "osd pool rmsnap" => CephCommand::PoolRmSnap {
+                pool: required(req, "pool")?,
+                snap: required(req, "snap")?,
+            },
             "osd blocklist" | "osd blacklist" => {
                 let op = match string(req, "blocklistop")? {
                     Some(op) => op,
@@ -457,6 +479,16 @@ impl CephCommand {
                 put("pool", json!(pool));
                 put("app", json!(app));
                 "osd pool application enable"
+            }
+            CephCommand::PoolMkSnap { pool, snap } => {
+                put("pool", json!(pool));
+                put("snap", json!(snap));
+                "osd pool mksnap"
+            }
+            CephCommand::PoolRmSnap { pool, snap } => {
+                put("pool", json!(pool));
+                put("snap", json!(snap));
+                "osd pool rmsnap"
             }
             CephCommand::BlocklistAdd { instance, expire_secs } => {
                 put("blocklistop", json!("add"));

@@ -370,6 +370,8 @@ mod tests {
                 acting: vec![],
                 stored_objects: 2,
                 stored_bytes: 2048,
+                snap_mode: Default::default(),
+                pool_snaps: Default::default(),
             }],
             pgs: (32, 32),
             objects: 2,

@@ -335,6 +335,22 @@ pub async fn execute(
             .await?;
             done_text(reply, format!("enabled application '{app}' on pool '{pool}'"))?
         }
+        CephCommand::PoolMkSnap { pool, snap } => {
+            let cmd = MonCommand::PoolSnapCreate {
+                pool: pool.clone(),
+                snap: snap.clone(),
+                strict: false,
+            };
+            done_text(call(rados, cmd).await?, format!("created pool {pool} snap {snap}"))?
+        }
+        CephCommand::PoolRmSnap { pool, snap } => {
+            let cmd = MonCommand::PoolSnapRemove {
+                pool: pool.clone(),
+                snap: snap.clone(),
+                strict: false,
+            };
+            done_text(call(rados, cmd).await?, format!("removed pool {pool} snap {snap}"))?
+        }
         CephCommand::BlocklistAdd { instance, expire_secs } => {
             let reply =
                 call(rados, MonCommand::BlocklistAdd { instance: instance.clone(), expire_secs })

@@ -49,6 +49,14 @@ pub fn utime(sec: u64, nsec: u32) -> String {
     )
 }
 
+/// A time as `rados lssnap` prints it: `2026.11.21 12:00:00` (Ceph prints local time;
+/// Quarry prints UTC, as everywhere else).
+pub fn snap_stamp(sec: u64) -> String {
+    let (y, m, d) = civil_from_days((sec / 86_400) as i64);
+    let rem = sec % 86_400;
+    format!("{y:04}.{m:02}.{d:02} {:02}:{:02}:{:02}", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -521,6 +529,8 @@ mod tests {
             acting: vec![],
             stored_objects: 3,
             stored_bytes: 3 << 20,
+            snap_mode: Default::default(),
+            pool_snaps: Default::default(),
         }
     }
 

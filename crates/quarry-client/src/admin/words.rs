@@ -108,6 +108,11 @@ pub fn request_from_words(
             put("app", json!(app));
             "osd pool application enable".into()
         }
+        ["osd", "pool", verb @ ("mksnap" | "rmsnap"), pool, snap] => {
+            put("pool", json!(pool));
+            put("snap", json!(snap));
+            format!("osd pool {verb}")
+        }
         ["osd", "blocklist" | "blacklist", "add", instance, rest @ ..] if rest.len() <= 1 => {
             put("blocklistop", json!("add"));
             put("addr", json!(instance));

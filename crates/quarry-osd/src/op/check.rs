@@ -153,7 +153,8 @@ fn failed(index: usize, code: ErrorCode) -> Reply {
 }
 
 /// Validates an op vector before it is proposed or read: name length, op count, snapshot
-/// context, no mutation of a snapshot (EROFS), and every payload's crc (EINVAL).
+/// context, no mutation of a snapshot (EROFS), no retired client snap trim (EOPNOTSUPP),
+/// and every payload's crc (EINVAL).
 pub(crate) fn validate(op: &OsdOp) -> Result<(), Reply> {
     if op.name.len() > OBJECT_NAME_LEN_MAX {
         return Err(failed(0, ErrorCode::ENAMETOOLONG));
@@ -166,6 +167,10 @@ pub(crate) fn validate(op: &OsdOp) -> Result<(), Reply> {
         return Err(failed(0, ErrorCode::EINVAL));
     }
     for (index, item) in op.ops.iter().enumerate() {
+        // Trimming is the PGs' own job since snapshots are cluster-owned: no client asks.
+        if matches!(item, ObjectOp::SnapTrimRetired { .. }) {
+            return Err(failed(index, ErrorCode::EOPNOTSUPP));
+        }
         if item.is_mutation() && op.snap != SNAP_HEAD {
             return Err(failed(index, ErrorCode::EROFS));
         }

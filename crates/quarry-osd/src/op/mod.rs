@@ -198,14 +198,22 @@ async fn write(
     }
     // Last check before the op can take effect, with the newest map: nothing is awaited
     // between it and the proposal. A blocklisted client gets a final answer (no fence).
-    if let Err(reply) = fenced(client.0, client.1, &osd.router.map(), now_unix()) {
+    let current = osd.router.map();
+    if let Err(reply) = fenced(client.0, client.1, &current, now_unix()) {
         return settle(slot, reply);
     }
+    // Pool-snapshot mode: the pool's snap context, whatever the client sent; otherwise the
+    // client's without snapshots the map says were removed (Ceph's filter_snapc). From the
+    // newest map too: a snapshot taken while the op waited for its turn is honoured.
+    let snapc = match current.pools.get(&group.pg.pool) {
+        Some(pool) => pool.write_snapc(&op.snapc),
+        None => op.snapc,
+    };
     let reqid = op.reqid.map(|reqid| EntityReqId { entity: client.0.entity.clone(), reqid });
     let command = PgCommand::Client(ClientCommand {
         reqid,
         name: op.name,
-        snapc: op.snapc,
+        snapc,
         ops: op.ops,
         mtime: mtime_now(),
     });

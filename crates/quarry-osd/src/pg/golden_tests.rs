@@ -64,7 +64,7 @@ fn every_op() -> Vec<(&'static str, ObjectOp)> {
         ("omap_rm_keys", ObjectOp::OmapRmKeys { keys: vec!["x".into()] }),
         ("omap_clear", ObjectOp::OmapClear),
         ("omap_set_header", ObjectOp::OmapSetHeader { header: b(b"h") }),
-        ("snap_trim", ObjectOp::SnapTrim { live_snaps: vec![9, 10] }),
+        ("snap_trim", ObjectOp::SnapTrimRetired { live_snaps: vec![9, 10] }),
     ]
 }
 
@@ -125,6 +125,12 @@ fn commands_v2() -> Vec<(String, PgCommand)> {
         addr: "127.0.0.1:0/16675".into(),
     };
     all.push(("client_op_call_origin".to_string(), client(vec![call(Some(origin))], None)));
+    // Appended to ObjectOp after Call (a new line at the end of version 2's file; the bytes
+    // of every earlier value are unchanged).
+    all.push((
+        "client_op_rollback".to_string(),
+        client(vec![ObjectOp::Rollback { snap: 13 }], None),
+    ));
     all
 }
 
@@ -187,10 +193,10 @@ fn every_op_variant_is_covered() {
             | ObjectOp::OmapRmKeys { .. }
             | ObjectOp::OmapClear
             | ObjectOp::OmapSetHeader { .. }
-            | ObjectOp::SnapTrim { .. } => {}
+            | ObjectOp::SnapTrimRetired { .. } => {}
             // Appended after version 1's golden file was made: pinned in version 2's file
             // (`commands_v2`).
-            ObjectOp::Call { .. } => {}
+            ObjectOp::Call { .. } | ObjectOp::Rollback { .. } => {}
         }
     }
     let names: BTreeSet<&str> = every_op().iter().map(|(name, _)| *name).collect();

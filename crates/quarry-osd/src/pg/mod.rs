@@ -53,13 +53,16 @@ pub type PgRaft = openraft::Raft<PgRaftConfig>;
 /// entries (a bare [`PgCommandV1`]) decode as `Client` commands without one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PgCommand {
-    /// One client request.
+    /// One client request, applied atomically.
     Client(ClientCommand),
-    /// Trim the data of removed snapshot `snap`, at most `max_objects` objects per entry.
+    /// One step of trimming removed snapshot `snap`, proposed by the PG's primary in the
+    /// background: at most `max_objects` of the objects the store's snapshot index lists for
+    /// it ([`quarry_store::Store::apply_trim`]); the step that finds no object left records
+    /// the snapshot as purged by the PG.
     TrimSnap {
         /// The removed snapshot.
         snap: SnapId,
-        /// Most objects one entry visits.
+        /// Most objects this step visits.
         max_objects: u32,
     },
 }

@@ -27,7 +27,7 @@ use openraft::{
 
 use quarry_persist::DecodeError;
 use quarry_store::{ObjectCommand, Store, StoreError};
-use quarry_types::{ErrorCode, OpReply, OsdId, PgId};
+use quarry_types::{ErrorCode, OpReply, OsdId, PgId, SnapId};
 
 use super::apply::ApplyBatcher;
 use super::durability::Durability;
@@ -110,52 +110,84 @@ impl PgStateMachine {
         format!("{}-{}-{}-{}", self.pg, kind, index, self.builds)
     }
 
-    /// Applies a batch: one store transaction for every normal entry, plus the new pg_state.
+    /// Applies a batch: one store transaction for the client entries, plus the new pg_state.
+    /// A `TrimSnap` entry is applied on its own (its own transaction, with the pg_state naming
+    /// it), after the entries before it and before those after it: log order is kept.
     async fn apply_batch(&mut self, entries: Vec<Entry>) -> SmResult<Vec<OpReply>> {
         let count = entries.len();
-        let mut commands: Vec<ObjectCommand> = Vec::with_capacity(count);
-        let mut slots: Vec<Option<usize>> = Vec::with_capacity(count);
-        let mut batch = BatchStates {
-            initial: self.state.membership.clone(),
-            changes: Vec::new(),
-            ids: Vec::with_capacity(count),
-        };
         let previous = self.state.clone();
+        let mut out: Vec<OpReply> = Vec::with_capacity(count);
+        let mut segment = Segment::new(self.state.membership.clone());
         for entry in entries {
             assert!(Some(entry.log_id) > self.state.applied, "entries applied out of order");
-            self.state.applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => slots.push(None),
-                EntryPayload::Normal(PgCommand::Client(command)) => {
-                    slots.push(Some(commands.len()));
-                    commands.push(command.into());
-                    batch.ids.push(entry.log_id);
+            if let EntryPayload::Normal(PgCommand::TrimSnap { snap, max_objects }) = entry.payload {
+                let flushed = self.flush(&mut segment, &mut out).await;
+                let trimmed = match flushed {
+                    Ok(()) => {
+                        self.state.applied = Some(entry.log_id);
+                        self.trim(snap, max_objects).await
+                    }
+                    Err(e) => Err(e),
+                };
+                match trimmed {
+                    Ok(reply) => out.push(reply),
+                    Err(e) => {
+                        self.state = previous;
+                        return Err(e);
+                    }
                 }
-                // Snapshot trimming is applied by the SNAPS work; until then a no-op.
-                EntryPayload::Normal(PgCommand::TrimSnap { .. }) => slots.push(None),
+                continue;
+            }
+            self.state.applied = Some(entry.log_id);
+            segment.pending = true;
+            match entry.payload {
+                EntryPayload::Blank => out.push(OpReply::Ok(Vec::new())),
+                EntryPayload::Normal(PgCommand::Client(command)) => {
+                    segment.slots.push(out.len());
+                    out.push(OpReply::Ok(Vec::new()));
+                    segment.commands.push(command.into());
+                    segment.states.ids.push(entry.log_id);
+                }
+                EntryPayload::Normal(PgCommand::TrimSnap { .. }) => unreachable!("handled above"),
                 EntryPayload::Membership(m) => {
                     self.state.membership = StoredMembership::new(Some(entry.log_id), m);
-                    batch.changes.push(self.state.membership.clone());
-                    slots.push(None);
+                    segment.states.changes.push(self.state.membership.clone());
+                    out.push(OpReply::Ok(Vec::new()));
                 }
             }
         }
-        let replies = match self.store_apply(commands, batch).await {
-            Ok(replies) => replies,
-            Err(e) => {
-                self.state = previous;
-                return Err(e);
-            }
-        };
-        let out: Vec<OpReply> = slots
-            .into_iter()
-            .map(|slot| match slot {
-                Some(i) => replies[i].clone(),
-                None => OpReply::Ok(Vec::new()),
-            })
-            .collect();
+        if let Err(e) = self.flush(&mut segment, &mut out).await {
+            self.state = previous;
+            return Err(e);
+        }
         assert_eq!(out.len(), count, "one reply per entry");
         Ok(out)
+    }
+
+    /// Applies the entries gathered since the last flush (if any) with the current state.
+    async fn flush(&mut self, segment: &mut Segment, out: &mut [OpReply]) -> SmResult<()> {
+        if !segment.pending {
+            return Ok(());
+        }
+        let done = std::mem::replace(segment, Segment::new(self.state.membership.clone()));
+        let replies = self.store_apply(done.commands, done.states).await?;
+        for (slot, reply) in done.slots.into_iter().zip(replies) {
+            out[slot] = reply;
+        }
+        Ok(())
+    }
+
+    /// Applies one `TrimSnap` step with the current state (which names its entry).
+    async fn trim(&mut self, snap: SnapId, max_objects: u32) -> SmResult<OpReply> {
+        let (pg, state, store) = (self.pg, self.state.encode(), self.store.clone());
+        let step = blocking(move || store.apply_trim(pg, snap, max_objects, &state)).await;
+        let step = step.map_err(|e| {
+            tracing::error!(%pg, snap, error = %e, "snapshot trim failed: stopping the pg");
+            sm_write_error(&e)
+        })?;
+        tracing::debug!(%pg, snap, visited = step.visited, purged = step.purged, "trimmed");
+        self.durability.note_apply();
+        Ok(OpReply::Ok(Vec::new()))
     }
 
     /// Applies through the batcher with the current state; a corrupt object fails only its own
@@ -183,6 +215,27 @@ impl PgStateMachine {
         self.durability.note_apply();
         assert_eq!(replies.len(), count, "the store returns one reply per command");
         Ok(replies)
+    }
+}
+
+/// Client entries gathered for one store transaction.
+struct Segment {
+    /// Some entry (client, blank or membership) waits to be applied.
+    pending: bool,
+    commands: Vec<ObjectCommand>,
+    /// Where each command's reply goes in the batch's reply list.
+    slots: Vec<usize>,
+    states: BatchStates,
+}
+
+impl Segment {
+    fn new(initial: StoredMembership<OsdId, BasicNode>) -> Segment {
+        Segment {
+            pending: false,
+            commands: Vec::new(),
+            slots: Vec::new(),
+            states: BatchStates { initial, changes: Vec::new(), ids: Vec::new() },
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! Background work of the daemon, one task each: the monitor session (boot, map
 //! subscription, beacons, service keys and the peer ticket), the map worker (applies maps in
-//! order), and the checkpoint worker (makes applied state durable by time so the WAL can be
-//! purged behind it).
+//! order), the checkpoint worker (makes applied state durable by time so the WAL can be
+//! purged behind it), and the snapshot trimmer (trims removed snapshots of the PGs it leads).
 
 pub(crate) mod checkpoint;
 pub(crate) mod maps;
 pub(crate) mod monitor;
+pub(crate) mod snap_trim;
