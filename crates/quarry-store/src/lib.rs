@@ -392,32 +392,38 @@ impl Store {
             txn.open_table(OMAP_HEADER)?;
             txn.open_table(PG_STATE)?;
             txn.open_table(PG_USAGE)?;
-            txn.open_table(DUPS)?;
-            txn.open_table(DUP_SEQ)?;
-            txn.open_table(SNAP_OBJECTS)?;
-            txn.open_table(OBJECT_SNAPS)?;
-            txn.open_table(PURGED_SNAPS)?;
+            Store::open_added_tables(&txn)?;
         }
         txn.commit()?;
         Ok(())
     }
 
-    /// Creates the tables added to format 1 later (the duplicate table) in a store made
-    /// before them, so read transactions can always open them.
-    fn ensure_added_tables(db: &Database) -> Result<(), StoreError> {
-        let read = db.begin_read()?;
-        let names: Vec<String> = read.list_tables()?.map(|t| t.name().to_string()).collect();
-        drop(read);
-        let added = ["dups", "dup_seq", "snap_objects", "object_snaps", "purged_snaps"];
-        if added.iter().all(|a| names.iter().any(|n| n == a)) {
-            return Ok(());
-        }
-        let txn = db.begin_write()?;
+    /// Names of the tables added to format 1 later (the duplicate table, the snapshot index).
+    const ADDED_TABLES: [&'static str; 5] =
+        ["dups", "dup_seq", "snap_objects", "object_snaps", "purged_snaps"];
+
+    /// Opens (creating) every table of [`Store::ADDED_TABLES`] in `txn`.
+    fn open_added_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         txn.open_table(DUPS)?;
         txn.open_table(DUP_SEQ)?;
         txn.open_table(SNAP_OBJECTS)?;
         txn.open_table(OBJECT_SNAPS)?;
         txn.open_table(PURGED_SNAPS)?;
+        Ok(())
+    }
+
+    /// Creates the tables added to format 1 later in a store made before them, so read
+    /// transactions can always open them (an older store's snapshot versions then have no
+    /// index rows: never trimmed, space but never data).
+    fn ensure_added_tables(db: &Database) -> Result<(), StoreError> {
+        let read = db.begin_read()?;
+        let names: Vec<String> = read.list_tables()?.map(|t| t.name().to_string()).collect();
+        drop(read);
+        if Store::ADDED_TABLES.iter().all(|a| names.iter().any(|n| n == a)) {
+            return Ok(());
+        }
+        let txn = db.begin_write()?;
+        Store::open_added_tables(&txn)?;
         txn.commit()?;
         Ok(())
     }
