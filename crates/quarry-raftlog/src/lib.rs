@@ -119,8 +119,17 @@
 //! a new one starts), so a crash always recovers a prefix of the operations: a truncate
 //! followed by an append is durable before the append is acknowledged, and can never be
 //! recovered as the old entries once the new one was. Dead segments are deleted only after a
-//! sync that left nothing unsynced, so the purge that killed them is durable. A failed write or fdatasync aborts the process: a failed fsync cannot be
-//! retried safely (the kernel may have dropped the dirty pages), as raft-engine also decides.
+//! sync that left nothing unsynced, so the purge that killed them is durable. A failed
+//! fdatasync (and any write error other than a full disk) aborts the process: a failed fsync
+//! cannot be retried safely (the kernel may have dropped the dirty pages), as raft-engine
+//! also decides. A write the file system refuses for space (`ENOSPC`, `EDQUOT`) is refused
+//! cleanly instead: the file is cut back to its records (durably: no record of the refused
+//! round can be replayed later), every waiter of the round gets the error (openraft's append
+//! callback an `io::Error` with that errno), and the groups with records in the round fail
+//! every later request with [`WalError::WriteRefused`] until the log is reopened (their
+//! in-memory state is ahead of the disk; replay rebuilds it). Every other group, and new
+//! ones, keep working, and succeed again once space is back ([`WalStats::refused_rounds`]
+//! counts the refusals). A new segment that cannot be created still aborts.
 //!
 //! When a small round grows the active segment, [`writer::PREALLOC_BYTES`] of zeros are written
 //! after it, so the next rounds overwrite instead of append and their fdatasync does not also
@@ -229,6 +238,9 @@ pub struct WalStats {
     pub active_segment: u64,
     /// Bytes cut off as a torn tail when this log was opened.
     pub torn_bytes: u64,
+    /// Rounds whose write the file system refused (`ENOSPC`, `EDQUOT`) since open: their
+    /// requests failed and their groups stopped (see [`WalError::WriteRefused`]).
+    pub refused_rounds: u64,
     /// Groups with state.
     pub groups: u64,
     /// Bytes in the entry cache.
