@@ -195,6 +195,10 @@ pub enum Corruption {
         /// Index expected.
         expected: u64,
     },
+    /// Intact records after the last round end of a format 3 segment: the round was never
+    /// completely written.
+    #[error("records after the last round end (an incomplete round)")]
+    IncompleteRound,
     /// A record read back by position is not the entry the index says is there.
     #[error("group {group}: record at this position is not entry {index}")]
     WrongEntry {

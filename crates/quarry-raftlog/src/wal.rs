@@ -118,7 +118,7 @@ impl Wal {
         let recovered = recover(dir)?;
         let ledger = Ledger::from_index(&recovered.groups);
         let active_seq = recovered.next_seq;
-        let (active, active_len) = create_segment(dir, active_seq, &ledger.checkpoints())?;
+        let (active, active_len, salt) = create_segment(dir, active_seq, &ledger.checkpoints())?;
         let mut segments = recovered.segments;
         let oldest_seq = segments.keys().next().copied().unwrap_or(active_seq);
         segments.insert(active_seq, active.clone());
@@ -145,7 +145,8 @@ impl Wal {
             queue_permits: Arc::new(Semaphore::new(queue_permits)),
             inject_write_errno: std::sync::atomic::AtomicI32::new(0),
         });
-        let mut writer = Writer::new(shared.clone(), active, active_seq, active_len, oldest_seq);
+        let mut writer =
+            Writer::new(shared.clone(), active, active_seq, active_len, salt, oldest_seq);
         writer.collect_garbage();
         let handle = std::thread::Builder::new()
             .name("quarry-wal-writer".to_string())

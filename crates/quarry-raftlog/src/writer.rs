@@ -112,6 +112,10 @@ pub(crate) struct Writer {
     buffer: Vec<u8>,
     /// [`PREALLOC_BYTES`] of zeros.
     zeros: Vec<u8>,
+    /// The active segment's salt (its header), repeated in every round end.
+    salt: u32,
+    /// Bytes of the active segment made durable by the last fdatasync (or its creation).
+    synced_len: u64,
 }
 
 /// What the writer does next.
@@ -130,6 +134,7 @@ impl Writer {
         active: Arc<File>,
         active_seq: u64,
         active_len: u64,
+        salt: u32,
         oldest_seq: u64,
     ) -> Writer {
         assert!(oldest_seq <= active_seq);
@@ -146,6 +151,8 @@ impl Writer {
             unsynced: None,
             buffer: Vec::new(),
             zeros: vec![0; PREALLOC_BYTES as usize],
+            salt,
+            synced_len: active_len,
         }
     }
 
@@ -352,6 +359,12 @@ impl Writer {
                 Request::Barrier { done } => round.completions.push(done),
             }
         }
+        if !self.buffer.is_empty() {
+            // Ends the round (in the same pwrite): replay applies the round's records only
+            // when it finds this record intact.
+            let end = Record::RoundEnd { salt: self.salt, synced: self.synced_len };
+            encode_record(&mut self.buffer, RecordKind::RoundEnd, 0, &encode_metadata(&end));
+        }
         round
     }
 
@@ -435,6 +448,7 @@ impl Writer {
             fatal("fdatasync", &segment_path(&self.shared.dir, self.active_seq), &error);
         }
         self.unsynced = None;
+        self.synced_len = self.active_len;
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -505,7 +519,7 @@ impl Writer {
         assert!(self.unsynced.is_none(), "rotating away from unsynced records");
         let seq = self.active_seq + 1;
         let checkpoints = lock(&self.shared.ledger).checkpoints();
-        let (file, len) = match create_segment(&self.shared.dir, seq, &checkpoints) {
+        let (file, len, salt) = match create_segment(&self.shared.dir, seq, &checkpoints) {
             Ok(created) => created,
             Err(error) => fatal("create", &segment_path(&self.shared.dir, seq), &error),
         };
@@ -515,6 +529,8 @@ impl Writer {
         self.active_len = len;
         self.file_len = len;
         self.active_start = len;
+        self.salt = salt;
+        self.synced_len = len;
         let counters = &self.shared.counters;
         counters.active_segment.store(seq, Ordering::Relaxed);
         counters.records.fetch_add(checkpoints.len() as u64, Ordering::Relaxed);
@@ -522,31 +538,39 @@ impl Writer {
     }
 }
 
-/// Creates segment `seq` holding its header and the checkpoint records, durably (file and
-/// directory fsynced). Returns the file and its length.
+/// Creates segment `seq` holding its header and the checkpoint records (one round, with its
+/// round end), durably (file and directory fsynced). Returns the file, its length and salt.
 pub(crate) fn create_segment(
     dir: &Path,
     seq: u64,
     checkpoints: &[(u64, GroupCheckpoint)],
-) -> Result<(Arc<File>, u64), WalError> {
+) -> Result<(Arc<File>, u64, u32), WalError> {
     let path = segment_path(dir, seq);
-    let mut buffer = encode_segment_header(seq).to_vec();
+    let salt = new_salt(seq);
+    let mut buffer = encode_segment_header(seq, salt).to_vec();
     for (group, checkpoint) in checkpoints {
         let payload = encode_metadata(&Record::GroupState(checkpoint.clone()));
         encode_record(&mut buffer, RecordKind::GroupState, *group, &payload);
     }
-    assert!(buffer.len() as u64 >= SEGMENT_HEADER_LEN);
-    assert!(
-        checkpoints.is_empty()
-            || buffer.len() as u64 > SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64
-    );
+    let end = encode_metadata(&Record::RoundEnd { salt, synced: 0 });
+    encode_record(&mut buffer, RecordKind::RoundEnd, 0, &end);
+    assert!(buffer.len() as u64 > SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64);
     let io_error = |error| WalError::io(&path, error);
     let file =
         OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_error)?;
     file.write_all_at(&buffer, 0).map_err(io_error)?;
     file.sync_all().map_err(io_error)?;
     sync_dir(dir)?;
-    Ok((Arc::new(file), buffer.len() as u64))
+    Ok((Arc::new(file), buffer.len() as u64, salt))
+}
+
+/// A random salt for a new segment (std's per-process random hash keys, from the OS): a
+/// client cannot know it, so its data can never pass for a round end of this segment.
+fn new_salt(seq: u64) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(seq);
+    hasher.finish() as u32
 }
 
 /// Whether a failed write leaves the file in a known state and can be refused cleanly: the
