@@ -184,3 +184,27 @@ fn newer_records_and_segments_refuse_to_open_as_too_new() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Goal: a log written by the previous build (format 2 segments: no salt, no round ends)
+/// still opens, with its records. Method: a format 2 segment holding a vote and an entry,
+/// built from the pinned encoders, opened by this build.
+#[test]
+fn format_2_segments_are_still_read() {
+    use openraft::storage::RaftLogStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = encode_segment_header_v2(1).to_vec();
+    let vote = Record::Vote(Vote::new(3, 1));
+    encode_record(&mut segment, RecordKind::Vote, 5, &encode_metadata(&vote));
+    let (_, entry) = entries().swap_remove(1);
+    encode_record(&mut segment, RecordKind::Entry, 5, &encode_entry(&entry));
+    std::fs::write(dir.path().join(segment_file_name(1)), &segment).unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(wal.stats().torn_bytes, 0);
+    let runtime = crate::common::runtime();
+    runtime.block_on(async {
+        let mut store = wal.log_store::<Tc>(5);
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        let found = crate::common::all_entries(&mut store).await;
+        assert_eq!(found, vec![entry.clone()]);
+    });
+}
