@@ -1,6 +1,7 @@
-//! Torn tails and corruption. Goal: a partial last record is cut away (every earlier entry
-//! intact), garbage after the last record is cut away, and a bad record anywhere else (an
-//! older segment, or the newest segment with intact records after it) is refused with
+//! Torn tails and corruption. Goal: a partial last round is cut away (every earlier round
+//! intact), garbage after the last record is cut away, a torn unsynced round is cut even when
+//! intact records of it follow the damage, and a bad record anywhere else (an older segment,
+//! or data of the newest segment that a later round end marks as synced) is refused with
 //! `WalError::Corrupt` naming the file and offset. Method: write a log, then damage copies of
 //! its files at chosen and random places and reopen each copy.
 
