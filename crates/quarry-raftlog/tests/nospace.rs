@@ -86,3 +86,68 @@ fn check_groups(rt: &tokio::runtime::Runtime, wal: &Arc<Wal>, expected: &[(u64, 
         }
     });
 }
+
+/// Goal: the same on a real full file system. Method: a 4 MiB tmpfs (needs root: `mount`),
+/// a filler file taking most of it, appends until one is refused, then the filler deleted and
+/// appends of another group working, and a reopen keeping every acknowledged entry. Ignored
+/// by default (root only): `cargo nextest run -p quarry-raftlog --run-ignored all tmpfs`.
+#[test]
+#[ignore = "needs root to mount a tmpfs"]
+fn a_real_full_tmpfs_refuses_cleanly() {
+    let mount = tempfile::tempdir().unwrap();
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(mount.path())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mount failed (run as root)");
+    struct Unmount<'a>(&'a std::path::Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mount.path());
+    let dir = mount.path().join("wal");
+    let options = WalOptions { segment_bytes: 64 << 20, cache_bytes: 1 << 20 };
+    let wal = Wal::open(&dir, options).unwrap();
+    let filler = mount.path().join("filler");
+    std::fs::write(&filler, vec![1u8; 2 << 20]).unwrap();
+    let rt = runtime();
+    let acknowledged = rt.block_on(async {
+        let mut full = wal.log_store::<Tc>(1);
+        let mut index = 0;
+        loop {
+            let data = payload(1, index, 1, 64 << 10);
+            match full.blocking_append(vec![entry(1, index, data)]).await {
+                Ok(()) => index += 1,
+                Err(error) => {
+                    assert!(format!("{error:?}").contains("(os error 28)"), "{error:?}");
+                    break index;
+                }
+            }
+            assert!(index < 1000, "the tmpfs never filled up");
+        }
+    });
+    assert!(acknowledged > 0);
+    assert_eq!(wal.stats().refused_rounds, 1);
+    std::fs::remove_file(&filler).unwrap();
+    rt.block_on(async {
+        let mut other = wal.log_store::<Tc>(2);
+        append(&mut other, vec![entry(1, 0, payload(2, 0, 1, 700))]).await;
+    });
+    drop(wal);
+    let wal = Wal::open(&dir, options).unwrap();
+    rt.block_on(async {
+        let mut full = wal.log_store::<Tc>(1);
+        let found = all_entries(&mut full).await;
+        assert_eq!(found.len() as u64, acknowledged);
+        for found in &found {
+            let index = found.log_id.index;
+            assert!(data_of(found) == &payload(1, index, 1, 64 << 10)[..], "1/{index}");
+        }
+        append(&mut full, vec![entry(1, acknowledged, payload(1, 0, 1, 700))]).await;
+        assert_eq!(all_entries(&mut wal.log_store::<Tc>(2)).await.len(), 1);
+    });
+    drop(wal);
+}
