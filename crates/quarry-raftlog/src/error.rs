@@ -102,6 +102,24 @@ pub enum WalError {
     /// The writer thread is gone (the log is shutting down).
     #[error("the WAL writer has stopped")]
     Closed,
+    /// A write of this group's records was refused by the file system (e.g. `ENOSPC`): those
+    /// records are not on disk and the group takes no more requests until the log is reopened.
+    #[error("group {group}: a WAL write was refused ({source}); reopen the log to use the group")]
+    WriteRefused {
+        /// The Raft group.
+        group: u64,
+        /// The write's error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// A copy of an I/O error (`io::Error` is not `Clone`): same errno or kind, same message.
+pub(crate) fn clone_io_error(error: &io::Error) -> io::Error {
+    match error.raw_os_error() {
+        Some(errno) => io::Error::from_raw_os_error(errno),
+        None => io::Error::new(error.kind(), error.to_string()),
+    }
 }
 
 /// Why a segment header or a record was rejected.
@@ -177,6 +195,10 @@ pub enum Corruption {
         /// Index expected.
         expected: u64,
     },
+    /// Intact records after the last round end of a format 3 segment: the round was never
+    /// completely written.
+    #[error("records after the last round end (an incomplete round)")]
+    IncompleteRound,
     /// A record read back by position is not the entry the index says is there.
     #[error("group {group}: record at this position is not entry {index}")]
     WrongEntry {

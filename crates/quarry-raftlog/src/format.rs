@@ -13,9 +13,14 @@ use crate::error::{Corruption, WalError};
 /// The first eight bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"QRYRLOG\0";
 /// Version of the segment and record framing written by this code (header layout, record
-/// header layout, the kinds). Version 1 had no version byte in front of record payloads; its
-/// segments are refused (clean break before the first release).
-pub const FORMAT_VERSION: u32 = 2;
+/// header layout, the kinds). Version 3 added the segment salt (header bytes 28..32, covered
+/// by the header crc) and ends every round with a [`RecordKind::RoundEnd`] record; version 2
+/// segments (no salt, no round ends) are still read, with version 2's torn-tail rule. Version
+/// 1 had no version byte in front of record payloads; its segments are refused (clean break
+/// before the first release).
+pub const FORMAT_VERSION: u32 = 3;
+/// The older segment format still read (see [`FORMAT_VERSION`]).
+pub const FORMAT_VERSION_V2: u32 = 2;
 /// Version byte in front of every record payload this crate writes (each kind's payload is
 /// described at [`RecordKind`]). Bump it when any of them changes, and keep decoding the older
 /// versions (see `quarry_persist` for the rule and the golden tests in this module).
@@ -60,6 +65,12 @@ pub enum RecordKind {
     /// The group's vote, committed and purged log ids, repeated at the start of every segment
     /// so that older segments can be deleted: `v ++ bincode(GroupCheckpoint)`.
     GroupState = 7,
+    /// Ends a round (format 3): `v ++ salt u32 ++ synced u64`. `salt` is the segment's salt
+    /// (random, in the segment header: client data cannot forge a round end); `synced` is
+    /// the length of the segment already fdatasynced when the round was written. Replay
+    /// applies a round's records only at its round end, and a damaged record before a round
+    /// end whose `synced` covers it is corruption, not a torn write. Its group field is 0.
+    RoundEnd = 8,
 }
 
 /// Entry tag: a blank entry (no body).
@@ -113,6 +124,7 @@ impl RecordKind {
             5 => Some(RecordKind::Purge),
             6 => Some(RecordKind::RemoveGroup),
             7 => Some(RecordKind::GroupState),
+            8 => Some(RecordKind::RoundEnd),
             _ => None,
         }
     }
@@ -152,6 +164,22 @@ pub enum Record {
     RemoveGroup,
     /// See [`RecordKind::GroupState`].
     GroupState(GroupCheckpoint),
+    /// See [`RecordKind::RoundEnd`].
+    RoundEnd {
+        /// The segment's salt.
+        salt: u32,
+        /// Bytes of the segment fdatasynced before the round was written.
+        synced: u64,
+    },
+}
+
+/// What a segment header says about its segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentFormat {
+    /// [`FORMAT_VERSION`] or [`FORMAT_VERSION_V2`].
+    pub version: u32,
+    /// The salt of a format 3 segment (`None` for format 2).
+    pub salt: Option<u32>,
 }
 
 /// Name of the segment file with this sequence number, e.g. `00000000000000000001.wal`.
@@ -168,21 +196,36 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// The 32-byte segment header: magic, format version, header length, sequence number, crc32c
-/// of the preceding 24 bytes, four zero bytes.
-pub fn encode_segment_header(seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
-    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    header[8..12].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    header[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
-    header[16..24].copy_from_slice(&seq.to_le_bytes());
+/// The 32-byte format 3 segment header: magic, format version, header length, sequence
+/// number, crc32c of bytes 0..24 and 28..32, the segment's salt.
+pub fn encode_segment_header(seq: u64, salt: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut header = encode_header_fields(seq, FORMAT_VERSION);
+    header[28..32].copy_from_slice(&salt.to_le_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[0..24]), &header[28..32]);
+    header[24..28].copy_from_slice(&crc.to_le_bytes());
+    header
+}
+
+/// The format 2 segment header (crc32c of bytes 0..24, four zero bytes), still read; written
+/// only by tests.
+pub fn encode_segment_header_v2(seq: u64) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut header = encode_header_fields(seq, FORMAT_VERSION_V2);
     let crc = crc32c::crc32c(&header[0..24]);
     header[24..28].copy_from_slice(&crc.to_le_bytes());
     header
 }
 
+fn encode_header_fields(seq: u64, version: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    header[0..8].copy_from_slice(&SEGMENT_MAGIC);
+    header[8..12].copy_from_slice(&version.to_le_bytes());
+    header[12..16].copy_from_slice(&(SEGMENT_HEADER_LEN as u32).to_le_bytes());
+    header[16..24].copy_from_slice(&seq.to_le_bytes());
+    header
+}
+
 /// Checks a segment header read from the file whose name carries `seq`.
-pub fn check_segment_header(header: &[u8], seq: u64) -> Result<(), Corruption> {
+pub fn check_segment_header(header: &[u8], seq: u64) -> Result<SegmentFormat, Corruption> {
     if header.len() < SEGMENT_HEADER_LEN as usize {
         return Err(Corruption::ShortSegmentHeader { len: header.len() as u64 });
     }
@@ -190,13 +233,21 @@ pub fn check_segment_header(header: &[u8], seq: u64) -> Result<(), Corruption> {
         return Err(Corruption::BadMagic);
     }
     let stored_crc = read_u32(&header[24..28]);
-    if crc32c::crc32c(&header[0..24]) != stored_crc {
-        return Err(Corruption::BadSegmentHeaderCrc);
-    }
+    let crc_v2 = crc32c::crc32c(&header[0..24]);
+    let crc_v3 = crc32c::crc32c_append(crc_v2, &header[28..32]);
     let version = read_u32(&header[8..12]);
-    if version != FORMAT_VERSION {
-        return Err(Corruption::UnsupportedVersion { found: version });
-    }
+    let salt = read_u32(&header[28..32]);
+    let format = match version {
+        FORMAT_VERSION if crc_v3 == stored_crc => SegmentFormat { version, salt: Some(salt) },
+        FORMAT_VERSION_V2 if crc_v2 == stored_crc => SegmentFormat { version, salt: None },
+        _ if crc_v2 != stored_crc && crc_v3 != stored_crc => {
+            return Err(Corruption::BadSegmentHeaderCrc)
+        }
+        _ if version == FORMAT_VERSION || version == FORMAT_VERSION_V2 => {
+            return Err(Corruption::BadSegmentHeaderCrc)
+        }
+        _ => return Err(Corruption::UnsupportedVersion { found: version }),
+    };
     let header_len = read_u32(&header[12..16]);
     if u64::from(header_len) != SEGMENT_HEADER_LEN {
         return Err(Corruption::BadSegmentHeaderLength { found: header_len });
@@ -205,7 +256,7 @@ pub fn check_segment_header(header: &[u8], seq: u64) -> Result<(), Corruption> {
     if found != seq {
         return Err(Corruption::SequenceMismatch { found });
     }
-    Ok(())
+    Ok(format)
 }
 
 /// The fixed part of a record as read from disk.
@@ -326,6 +377,12 @@ pub fn decode_record(kind: RecordKind, payload: &[u8]) -> Result<Record, Rejecte
         RecordKind::GroupState => {
             Record::GroupState(version::decode_body("", body).map_err(undecodable)?)
         }
+        RecordKind::RoundEnd => {
+            if body.len() != 12 {
+                return Err(Corruption::Undecodable { kind: kind as u8 }.into());
+            }
+            Record::RoundEnd { salt: read_u32(&body[0..4]), synced: read_u64(&body[4..12]) }
+        }
     };
     Ok(record)
 }
@@ -345,6 +402,12 @@ pub fn encode_metadata(record: &Record) -> Vec<u8> {
         Record::Purge(log_id) => version::encode(PAYLOAD_VERSION, log_id),
         Record::RemoveGroup => vec![PAYLOAD_VERSION],
         Record::GroupState(checkpoint) => version::encode(PAYLOAD_VERSION, checkpoint),
+        Record::RoundEnd { salt, synced } => {
+            let mut out = vec![PAYLOAD_VERSION];
+            out.extend_from_slice(&salt.to_le_bytes());
+            out.extend_from_slice(&synced.to_le_bytes());
+            out
+        }
     }
 }
 
@@ -378,6 +441,7 @@ pub fn kind_of(record: &Record) -> RecordKind {
         Record::Purge(_) => RecordKind::Purge,
         Record::RemoveGroup => RecordKind::RemoveGroup,
         Record::GroupState(_) => RecordKind::GroupState,
+        Record::RoundEnd { .. } => RecordKind::RoundEnd,
     }
 }
 
@@ -415,14 +479,18 @@ mod tests {
 
     #[test]
     fn segment_header_checks_every_field() {
-        let header = encode_segment_header(7);
-        assert_eq!(check_segment_header(&header, 7), Ok(()));
+        let header = encode_segment_header(7, 0xdead_beef);
+        let format = SegmentFormat { version: FORMAT_VERSION, salt: Some(0xdead_beef) };
+        assert_eq!(check_segment_header(&header, 7), Ok(format));
+        let old = encode_segment_header_v2(7);
+        let format = SegmentFormat { version: FORMAT_VERSION_V2, salt: None };
+        assert_eq!(check_segment_header(&old, 7), Ok(format));
         assert_eq!(
             check_segment_header(&header, 8),
             Err(Corruption::SequenceMismatch { found: 7 })
         );
         assert!(check_segment_header(&header[..31], 7).is_err());
-        for byte in 0..28 {
+        for byte in 0..32 {
             let mut bad = header;
             bad[byte] ^= 0x40;
             assert!(check_segment_header(&bad, 7).is_err(), "flip in byte {byte} undetected");
@@ -443,6 +511,7 @@ mod tests {
                 committed: None,
                 purged: Some(log_id(1, 1)),
             }),
+            Record::RoundEnd { salt: 0x1234_5678, synced: 4096 },
         ];
         for record in records {
             let payload = encode_metadata(&record);

@@ -129,9 +129,13 @@ impl Ledger {
 
     /// Records a metadata record written.
     pub fn apply(&mut self, group: u64, record: &Record) {
-        if let Record::RemoveGroup = record {
-            self.groups.remove(&group);
-            return;
+        match record {
+            Record::RemoveGroup => {
+                self.groups.remove(&group);
+                return;
+            }
+            Record::RoundEnd { .. } => panic!("round ends are not group records"),
+            _ => {}
         }
         let state = self.groups.entry(group).or_default();
         match record {
@@ -140,7 +144,7 @@ impl Ledger {
             Record::Committed(committed) => state.committed = *committed,
             Record::Truncate { from } => state.truncate(*from),
             Record::Purge(upto) => state.purge(*upto),
-            Record::RemoveGroup => unreachable!("handled above"),
+            Record::RemoveGroup | Record::RoundEnd { .. } => unreachable!("handled above"),
             Record::GroupState(checkpoint) => {
                 state.vote = checkpoint.vote;
                 state.committed = checkpoint.committed;

@@ -16,7 +16,7 @@
 //!                                         delete dead segments
 //! ```
 //!
-//! # On-disk format (version 2)
+//! # On-disk format (version 3)
 //!
 //! A directory holds `LOCK` (an exclusive `flock`, with the holder's pid) and segment files
 //! `00000000000000000001.wal`, `…02.wal`, …: the sequence number zero-padded to 20 digits.
@@ -27,11 +27,14 @@
 //! | offset | size | field                                      |
 //! |-------:|-----:|--------------------------------------------|
 //! | 0      | 8    | magic `QRYRLOG\0`                          |
-//! | 8      | 4    | format version (2)                         |
+//! | 8      | 4    | format version (3)                         |
 //! | 12     | 4    | header length (32)                         |
 //! | 16     | 8    | sequence number (equals the file name)     |
-//! | 24     | 4    | crc32c of bytes 0..24                      |
-//! | 28     | 4    | zero                                       |
+//! | 24     | 4    | crc32c of bytes 0..24 and 28..32           |
+//! | 28     | 4    | salt: random per segment                   |
+//!
+//! Format 2 segments (bytes 28..32 zero, crc over 0..24 only, no round ends) are still read
+//! (a log written by the previous build opens; the new run writes format 3 segments).
 //!
 //! Then records, back to back, each `[len u32][crc u32][kind u8][group u64][payload; len]`
 //! (17-byte header). `crc` is crc32c over the on-disk bytes of `len`, `kind`, `group` and the
@@ -47,7 +50,11 @@
 //! | 5    | Purge       | `v ++ bincode(LogId<u64>)`: entries up to it are deleted         |
 //! | 6    | RemoveGroup | `v`: the group is forgotten                                      |
 //! | 7    | GroupState  | `v ++ bincode({vote, committed, purged})`, see "Segments" below  |
+//! | 8    | RoundEnd    | `v ++ salt u32 ++ synced u64`, group 0: ends a round (below)     |
 //!
+//! Every group commit (and the checkpoints that open a segment) ends with a RoundEnd record
+//! in the same write: `salt` is the segment header's, `synced` the segment length already
+//! fdatasynced when the round was written. A round counts only when its round end is there.
 //! bincode 1 with its default (fixed-width integer) encoding. An entry's log id (term, leader
 //! node id, index: 24 bytes) comes first, so replay reads it without knowing `C`: one `Wal`
 //! serves groups of different type configs (monitor and OSD). The entry tag is 0 blank,
@@ -57,7 +64,8 @@
 //!
 //! # Format versions and upgrades
 //!
-//! The bytes of every record kind are pinned by `tests/golden/wal_v1.hex`. A change to the
+//! The bytes of every record kind are pinned by `tests/golden/wal_v1.hex` (with the format 2
+//! segment header) and `tests/golden/wal_v3.hex` (format 3 header, RoundEnd). A change to the
 //! framing needs a new segment [`format::FORMAT_VERSION`]; a change to a payload (including
 //! openraft's `LogId`, `Vote` or `Membership` encodings after an openraft upgrade) a new
 //! [`format::PAYLOAD_VERSION`], and the old version must still be decoded (the rule is in
@@ -84,20 +92,29 @@
 //! 2. Segments are replayed in order; each record is checked (length, crc32c, kind, decode)
 //!    and applied: per group, vote, committed, purged and, per live index, the record's
 //!    position (segment, offset, length, log id). Entries must stay contiguous.
-//! 3. In any segment but the newest, a bad record or header is [`WalError::Corrupt`] (file and
-//!    offset). In the newest, an all-zero tail is the writer's preallocation (see "Group
-//!    commit"): cut off silently. Otherwise a bad record is a torn tail if no intact record
-//!    (plausible header and matching crc) starts anywhere after it: the file is cut there
-//!    (`set_len` + fsync) with a warning. If an intact record follows, it is corruption, not a torn write: error. A newest
-//!    segment whose header is bad and holds nothing intact is a cut-short creation: removed.
+//! 3. In a format 3 segment a round's records are applied when its round end (with the
+//!    segment's salt) is read; the end of the last complete round is where a torn segment is
+//!    cut. In any segment but the newest, a bad record or header, or records without their
+//!    round end, is [`WalError::Corrupt`] (file and offset). In the newest, an all-zero tail
+//!    is the writer's preallocation (see "Group commit"): cut off silently (with any round it
+//!    left incomplete). Otherwise a bad record at offset X is a torn write of unsynced rounds
+//!    unless an intact round end after it (plausible header, matching crc, the segment's
+//!    salt) says `synced > X`, i.e. X had been fdatasynced before a later round was written:
+//!    then it is corruption of acknowledged data, an error. A torn segment is cut at the end
+//!    of the last complete round before X (`set_len` + fsync) with a warning, whatever intact
+//!    records of the torn rounds follow (a power cut writes an unsynced round's pages in any
+//!    order); so every acknowledged round is kept and no operator is needed. Records inside
+//!    client data never count: only round ends carrying the segment's random salt are
+//!    believed, and a client cannot know it. Format 2 segments keep format 2's rule (a bad
+//!    record followed by any intact record is an error). A newest segment whose header is bad
+//!    and holds nothing intact is a cut-short creation: removed.
 //! 4. The newest segment is fsynced (after a process crash its tail may have been in the page
 //!    cache only), a new segment is started (with checkpoints) for this run, and dead segments
 //!    are deleted.
 //!
-//! After a process kill (SIGKILL) this recovers exactly the records written. After a power
-//! loss the disk may persist the pages of an un-synced batch out of order; if that leaves an
-//! intact record after a hole, open refuses with `Corrupt` instead of guessing (nothing in that
-//! batch had been acknowledged, so an operator may cut the file at the reported offset).
+//! After a process kill (SIGKILL) this recovers exactly the rounds written. After a power
+//! loss the disk may persist the pages of unsynced rounds out of order; recovery keeps every
+//! synced (so every acknowledged) round and cuts the rest, as above.
 //!
 //! # Group commit
 //!
@@ -119,8 +136,17 @@
 //! a new one starts), so a crash always recovers a prefix of the operations: a truncate
 //! followed by an append is durable before the append is acknowledged, and can never be
 //! recovered as the old entries once the new one was. Dead segments are deleted only after a
-//! sync that left nothing unsynced, so the purge that killed them is durable. A failed write or fdatasync aborts the process: a failed fsync cannot be
-//! retried safely (the kernel may have dropped the dirty pages), as raft-engine also decides.
+//! sync that left nothing unsynced, so the purge that killed them is durable. A failed
+//! fdatasync (and any write error other than a full disk) aborts the process: a failed fsync
+//! cannot be retried safely (the kernel may have dropped the dirty pages), as raft-engine
+//! also decides. A write the file system refuses for space (`ENOSPC`, `EDQUOT`) is refused
+//! cleanly instead: the file is cut back to its records (durably: no record of the refused
+//! round can be replayed later), every waiter of the round gets the error (openraft's append
+//! callback an `io::Error` with that errno), and the groups with records in the round fail
+//! every later request with [`WalError::WriteRefused`] until the log is reopened (their
+//! in-memory state is ahead of the disk; replay rebuilds it). Every other group, and new
+//! ones, keep working, and succeed again once space is back ([`WalStats::refused_rounds`]
+//! counts the refusals). A new segment that cannot be created still aborts.
 //!
 //! When a small round grows the active segment, [`writer::PREALLOC_BYTES`] of zeros are written
 //! after it, so the next rounds overwrite instead of append and their fdatasync does not also
@@ -229,6 +255,9 @@ pub struct WalStats {
     pub active_segment: u64,
     /// Bytes cut off as a torn tail when this log was opened.
     pub torn_bytes: u64,
+    /// Rounds whose write the file system refused (`ENOSPC`, `EDQUOT`) since open: their
+    /// requests failed and their groups stopped (see [`WalError::WriteRefused`]).
+    pub refused_rounds: u64,
     /// Groups with state.
     pub groups: u64,
     /// Bytes in the entry cache.

@@ -18,8 +18,9 @@ pub(crate) const QUEUE_PERMIT_BYTES: u64 = 1024;
 /// An entry's log id and its serialised bytes (an `Entry` record's payload).
 pub(crate) type SerialisedEntry = (LogId<u64>, Arc<[u8]>);
 
-/// Runs once the records of a request are durable.
-pub(crate) type Completion = Box<dyn FnOnce() + Send + 'static>;
+/// Runs once the records of a request are durable (`Ok`), or once the writer refused them
+/// because their write failed cleanly, e.g. with `ENOSPC` (`Err`: nothing of them is on disk).
+pub(crate) type Completion = Box<dyn FnOnce(Result<(), &std::io::Error>) + Send + 'static>;
 
 /// An entry accepted for writing.
 pub(crate) struct QueuedEntry {

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use crate::error::{Corruption, WalError};
 use crate::format::{
     check_record, check_segment_header, decode_record, parse_segment_file_name, segment_file_name,
-    Record, RecordHeader, RecordKind, FORMAT_VERSION, RECORD_HEADER_LEN, RECORD_PAYLOAD_MAX,
-    SEGMENT_HEADER_LEN,
+    Record, RecordHeader, RecordKind, SegmentFormat, FORMAT_VERSION, RECORD_HEADER_LEN,
+    RECORD_PAYLOAD_MAX, SEGMENT_HEADER_LEN,
 };
 use crate::index::{GroupIndex, Location, Slot};
 use quarry_persist::FormatTooNew;
@@ -53,7 +53,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
             .open(&path)
             .map_err(|error| WalError::io(&path, error))?;
         let len = file.metadata().map_err(|error| WalError::io(&path, error))?.len();
-        if let Err(reason) = read_segment_header(&file, &path, seq, len)? {
+        let format = read_segment_header(&file, &path, seq, len)?;
+        if let Err(reason) = format {
             if let Corruption::UnsupportedVersion { found } = reason {
                 if found > FORMAT_VERSION {
                     // The header's crc matched: a newer build wrote this segment on purpose.
@@ -73,8 +74,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
             }
             return Err(WalError::Corrupt { path, offset: 0, reason });
         }
+        let salt = format.ok().and_then(|format| format.salt);
         recovered.torn_bytes +=
-            replay_segment(&file, &path, seq, len, tolerant, &mut recovered.groups)?;
+            replay_segment(&file, &path, seq, len, salt, tolerant, &mut recovered.groups)?;
         if tolerant {
             // After a process crash its last records may be in the page cache only; they were
             // just replayed as real, so make them durable before anything builds on them.
@@ -126,18 +128,29 @@ fn read_segment_header(
     path: &Path,
     seq: u64,
     len: u64,
-) -> Result<Result<(), Corruption>, WalError> {
+) -> Result<Result<SegmentFormat, Corruption>, WalError> {
     let mut header = vec![0u8; len.min(SEGMENT_HEADER_LEN) as usize];
     file.read_exact_at(&mut header, 0).map_err(|error| WalError::io(path, error))?;
     Ok(check_segment_header(&header, seq))
 }
 
+/// A replayed record of a round whose end has not been read yet.
+struct Pending {
+    group: u64,
+    record: Record,
+    offset: u64,
+    len: u32,
+}
+
 /// Replays the records of one segment; returns the torn-tail bytes cut off (tolerant only).
+/// In a format 3 segment (`salt` given) a round's records are applied at its round end; the
+/// records after the last round end are an incomplete round.
 fn replay_segment(
     file: &File,
     path: &Path,
     seq: u64,
     len: u64,
+    salt: Option<u32>,
     tolerant: bool,
     groups: &mut HashMap<u64, GroupIndex>,
 ) -> Result<u64, WalError> {
@@ -145,19 +158,58 @@ fn replay_segment(
     let mut reader = BufReader::with_capacity(REPLAY_BUFFER_BYTES, file);
     reader.seek(SeekFrom::Start(SEGMENT_HEADER_LEN)).map_err(io_error)?;
     let mut offset = SEGMENT_HEADER_LEN;
+    // End of the last complete round: where a torn segment is cut.
+    let mut round_end = SEGMENT_HEADER_LEN;
+    let mut pending: Vec<Pending> = Vec::new();
     let mut payload = Vec::new();
     while offset < len {
         let (header, kind) = match read_record(&mut reader, offset, len, &mut payload) {
             Ok(Ok(found)) => found,
-            Ok(Err(reason)) => return cut_torn_tail(file, path, offset, len, tolerant, reason),
+            Ok(Err(reason)) => {
+                let bad = Bad { offset, round_end, salt, reason };
+                return cut_torn_tail(file, path, len, tolerant, bad);
+            }
             Err(error) => return Err(io_error(error)),
         };
-        let corrupt = |reason| WalError::Corrupt { path: path.to_path_buf(), offset, reason };
         let record = decode_record(kind, &payload).map_err(|rejected| rejected.at(path, offset))?;
-        apply_record(groups, header.group, record, seq, offset, header.len).map_err(corrupt)?;
-        offset += header.record_len();
+        let next = offset + header.record_len();
+        match (record, salt) {
+            (Record::RoundEnd { salt: found, .. }, Some(salt)) if found == salt => {
+                for done in pending.drain(..) {
+                    apply_record(groups, done.group, done.record, seq, done.offset, done.len)
+                        .map_err(|reason| WalError::Corrupt {
+                            path: path.to_path_buf(),
+                            offset: done.offset,
+                            reason,
+                        })?;
+                }
+                round_end = next;
+            }
+            (Record::RoundEnd { .. }, _) => {
+                // A round end of another segment (or in a format 2 segment): not ours.
+                let reason = Corruption::Undecodable { kind: kind as u8 };
+                let bad = Bad { offset, round_end, salt, reason };
+                return cut_torn_tail(file, path, len, tolerant, bad);
+            }
+            (record, Some(_)) => {
+                pending.push(Pending { group: header.group, record, offset, len: header.len })
+            }
+            (record, None) => {
+                apply_record(groups, header.group, record, seq, offset, header.len).map_err(
+                    |reason| WalError::Corrupt { path: path.to_path_buf(), offset, reason },
+                )?;
+                round_end = next;
+            }
+        }
+        offset = next;
     }
     assert_eq!(offset, len, "replay must end exactly at the end of the segment");
+    if round_end < len {
+        // Intact records without their round end: the round was never completely written.
+        let reason = Corruption::IncompleteRound;
+        let bad = Bad { offset: round_end, round_end, salt, reason };
+        return cut_torn_tail(file, path, len, tolerant, bad);
+    }
     Ok(0)
 }
 
@@ -185,39 +237,67 @@ fn read_record(
     Ok(check_record(&header, payload).map(|kind| (header, kind)))
 }
 
-/// A bad record at `offset`: a torn tail if the segment is the newest and no intact record
-/// follows (then the file is cut there), corruption otherwise.
+/// A bad record found by replay.
+struct Bad {
+    /// Where it starts.
+    offset: u64,
+    /// End of the last complete round before it (format 2: of the last record).
+    round_end: u64,
+    /// The segment's salt (format 3).
+    salt: Option<u32>,
+    /// What was wrong.
+    reason: Corruption,
+}
+
+/// A bad record in the newest segment (`tolerant`) is a torn tail if it lies in the part of
+/// the segment that was not yet synced when anything after it was written: the segment is cut
+/// at the end of the last complete round before it. Format 3: no intact round end (with this
+/// segment's salt) after it claims a synced length beyond it. Format 2: no intact record at
+/// all follows it. Anything else, and any bad record in an older segment, is corruption.
 fn cut_torn_tail(
     file: &File,
     path: &Path,
-    offset: u64,
     len: u64,
     tolerant: bool,
-    reason: Corruption,
+    bad: Bad,
 ) -> Result<u64, WalError> {
+    let Bad { offset, round_end, salt, reason } = bad;
     let corrupt = |reason| WalError::Corrupt { path: path.to_path_buf(), offset, reason };
     if !tolerant {
         return Err(corrupt(reason));
     }
     if all_zero(file, path, offset, len)? {
         // The writer's preallocated zeros after the last round (a crash kept them): the
-        // segment simply ends here; not a torn write.
+        // segment simply ends here; not a torn write (unless a round was left incomplete).
         tracing::debug!(path = %path.display(), offset, zeros = len - offset,
             "cutting the preallocated tail off the newest WAL segment");
-        file.set_len(offset).map_err(|error| WalError::io(path, error))?;
+        file.set_len(round_end).map_err(|error| WalError::io(path, error))?;
         file.sync_all().map_err(|error| WalError::io(path, error))?;
-        return Ok(0);
+        return Ok(offset - round_end);
     }
-    if let Some(intact) = find_intact_record(file, path, offset + 1, len)? {
-        tracing::error!(path = %path.display(), offset, intact, %reason,
-            "bad WAL record followed by an intact one: not a torn write");
-        return Err(corrupt(reason));
+    match salt {
+        Some(salt) => {
+            if let Some((at, synced)) = highest_sync_claim(file, path, offset + 1, len, salt)? {
+                if synced > offset {
+                    tracing::error!(path = %path.display(), offset, round_end = at, synced,
+                        %reason, "bad WAL record inside data synced before a later round");
+                    return Err(corrupt(reason));
+                }
+            }
+        }
+        None => {
+            if let Some(intact) = find_intact_record(file, path, offset + 1, len)? {
+                tracing::error!(path = %path.display(), offset, intact, %reason,
+                    "bad WAL record followed by an intact one: not a torn write");
+                return Err(corrupt(reason));
+            }
+        }
     }
-    tracing::warn!(path = %path.display(), offset, dropped_bytes = len - offset, %reason,
-        "cutting a torn tail off the newest WAL segment");
-    file.set_len(offset).map_err(|error| WalError::io(path, error))?;
+    tracing::warn!(path = %path.display(), offset, round_end, dropped_bytes = len - round_end,
+        %reason, "cutting a torn tail (unsynced rounds) off the newest WAL segment");
+    file.set_len(round_end).map_err(|error| WalError::io(path, error))?;
     file.sync_all().map_err(|error| WalError::io(path, error))?;
-    Ok(len - offset)
+    Ok(len - round_end)
 }
 
 /// True when every byte in `from .. len` is zero (read in windows).
@@ -236,13 +316,56 @@ fn all_zero(file: &File, path: &Path, from: u64, len: u64) -> Result<bool, WalEr
 }
 
 /// The first offset in `from .. len` where an intact record (plausible header, matching crc)
-/// starts, if any. Reads the region in windows; memory stays bounded.
+/// starts, if any.
 fn find_intact_record(
     file: &File,
     path: &Path,
     from: u64,
     len: u64,
 ) -> Result<Option<u64>, WalError> {
+    let mut found = None;
+    scan_intact_records(file, path, from, len, |position, _, _| {
+        found = Some(position);
+        true
+    })?;
+    Ok(found)
+}
+
+/// Among the intact round ends carrying `salt` in `from .. len`, the one claiming the highest
+/// synced length: `(offset, synced)`. Records inside client data never carry the salt.
+fn highest_sync_claim(
+    file: &File,
+    path: &Path,
+    from: u64,
+    len: u64,
+    salt: u32,
+) -> Result<Option<(u64, u64)>, WalError> {
+    let mut highest: Option<(u64, u64)> = None;
+    scan_intact_records(file, path, from, len, |position, header, payload| {
+        if header.kind == RecordKind::RoundEnd as u8 {
+            if let Ok(Record::RoundEnd { salt: found, synced }) =
+                decode_record(RecordKind::RoundEnd, payload)
+            {
+                if found == salt && highest.is_none_or(|(_, best)| synced > best) {
+                    highest = Some((position, synced));
+                }
+            }
+        }
+        false
+    })?;
+    Ok(highest)
+}
+
+/// Calls `visit` for every offset in `from .. len` where an intact record (plausible header,
+/// matching crc) starts, until it returns true. Reads the region in windows; memory stays
+/// bounded.
+fn scan_intact_records(
+    file: &File,
+    path: &Path,
+    from: u64,
+    len: u64,
+    mut visit: impl FnMut(u64, &RecordHeader, &[u8]) -> bool,
+) -> Result<(), WalError> {
     let io_error = |error| WalError::io(path, error);
     let header_len = RECORD_HEADER_LEN as u64;
     let mut window = Vec::new();
@@ -269,13 +392,13 @@ fn find_intact_record(
                 file.read_exact_at(&mut payload, position + header_len).map_err(io_error)?;
                 &payload[..]
             };
-            if check_record(&header, candidate).is_ok() {
-                return Ok(Some(position));
+            if check_record(&header, candidate).is_ok() && visit(position, &header, candidate) {
+                return Ok(());
             }
         }
         window_start += candidates;
     }
-    Ok(None)
+    Ok(())
 }
 
 /// Applies one replayed record to the group states.
@@ -304,6 +427,7 @@ fn apply_record(
         Record::Purge(upto) => state.purge(upto),
         Record::RemoveGroup => unreachable!("handled above"),
         Record::GroupState(checkpoint) => state.apply_checkpoint(&checkpoint),
+        Record::RoundEnd { .. } => {}
     }
     Ok(())
 }

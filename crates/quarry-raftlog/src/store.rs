@@ -246,7 +246,9 @@ where
     {
         let (serialised, bytes) = self.serialise(entries).map_err(write_error)?;
         let permit = self.wal.reserve(bytes).await.map_err(write_error)?;
-        let done: Completion = Box::new(move || callback.log_io_completed(Ok(())));
+        let done: Completion = Box::new(move |result: Result<(), &std::io::Error>| {
+            callback.log_io_completed(result.map_err(crate::error::clone_io_error))
+        });
         self.wal.submit_entries(self.group, serialised, permit, done).map_err(write_error)
     }
 

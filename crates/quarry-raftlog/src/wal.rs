@@ -14,7 +14,7 @@ use openraft::{LogId, Vote};
 use quarry_persist::{LockError, LockFile};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
-use crate::error::{Corruption, WalError};
+use crate::error::{clone_io_error, Corruption, WalError};
 use crate::format::{
     check_record, decode_record, Record, RecordHeader, RecordKind, LOCK_FILE_NAME,
     RECORD_HEADER_LEN, RECORD_PAYLOAD_MAX,
@@ -41,6 +41,18 @@ pub(crate) struct State {
     pub cache: EntryCache,
     pub next_serial: u64,
     pub shutdown: bool,
+    /// Groups that lost records to a refused write (e.g. `ENOSPC`), with the error: their
+    /// in-memory state is ahead of the disk, so they take no more requests until the log is
+    /// reopened (replay rebuilds them from what is on disk). Other groups carry on.
+    pub failed: HashMap<u64, std::io::Error>,
+}
+
+/// Refuses a request of a group that lost records to a refused write.
+fn refuse_failed_group(state: &State, group: u64) -> Result<(), WalError> {
+    match state.failed.get(&group) {
+        Some(source) => Err(WalError::WriteRefused { group, source: clone_io_error(source) }),
+        None => Ok(()),
+    }
 }
 
 /// Counters behind [`Wal::stats`].
@@ -55,6 +67,7 @@ pub(crate) struct Counters {
     pub segments_deleted: AtomicU64,
     pub active_segment: AtomicU64,
     pub torn_bytes: AtomicU64,
+    pub refused_rounds: AtomicU64,
 }
 
 /// State shared by the [`Wal`] handle and the writer thread.
@@ -67,6 +80,9 @@ pub(crate) struct Shared {
     pub ledger: Mutex<Ledger>,
     pub counters: Counters,
     queue_permits: Arc<Semaphore>,
+    /// Test-only fault: when non-zero, the writer's next record write stores half its buffer
+    /// and fails with this errno (see [`Wal::inject_write_error`]).
+    pub inject_write_errno: std::sync::atomic::AtomicI32,
 }
 
 /// Locks a mutex; a poisoned one means a thread panicked mid-update, which is fatal.
@@ -102,7 +118,7 @@ impl Wal {
         let recovered = recover(dir)?;
         let ledger = Ledger::from_index(&recovered.groups);
         let active_seq = recovered.next_seq;
-        let (active, active_len) = create_segment(dir, active_seq, &ledger.checkpoints())?;
+        let (active, active_len, salt) = create_segment(dir, active_seq, &ledger.checkpoints())?;
         let mut segments = recovered.segments;
         let oldest_seq = segments.keys().next().copied().unwrap_or(active_seq);
         segments.insert(active_seq, active.clone());
@@ -121,13 +137,16 @@ impl Wal {
                 cache: EntryCache::new(options.cache_bytes),
                 next_serial: 1,
                 shutdown: false,
+                failed: HashMap::new(),
             }),
             wake: Condvar::new(),
             ledger: Mutex::new(ledger),
             counters,
             queue_permits: Arc::new(Semaphore::new(queue_permits)),
+            inject_write_errno: std::sync::atomic::AtomicI32::new(0),
         });
-        let mut writer = Writer::new(shared.clone(), active, active_seq, active_len, oldest_seq);
+        let mut writer =
+            Writer::new(shared.clone(), active, active_seq, active_len, salt, oldest_seq);
         writer.collect_garbage();
         let handle = std::thread::Builder::new()
             .name("quarry-wal-writer".to_string())
@@ -174,6 +193,7 @@ impl Wal {
             segments_deleted: counters.segments_deleted.load(Ordering::Relaxed),
             active_segment: counters.active_segment.load(Ordering::Relaxed),
             torn_bytes: counters.torn_bytes.load(Ordering::Relaxed),
+            refused_rounds: counters.refused_rounds.load(Ordering::Relaxed),
             groups: state.groups.len() as u64,
             cache_bytes: state.cache.bytes(),
             queued_requests: state.queue.len() as u64,
@@ -204,14 +224,26 @@ impl Wal {
         self.lock.path()
     }
 
+    /// Test-only fault injection: while `Some(errno)`, every write of a round's records stores
+    /// the first half of the round and then fails with `errno` (as a disk filling up
+    /// mid-write does). Not for production use.
+    #[doc(hidden)]
+    pub fn inject_write_error(&self, errno: Option<i32>) {
+        self.shared.inject_write_errno.store(errno.unwrap_or(0), Ordering::SeqCst);
+    }
+
     /// Waits until everything accepted so far is durable.
     pub async fn flush(&self) -> Result<(), WalError> {
         let (sender, receiver) = oneshot::channel();
-        let done: Completion = Box::new(move || {
-            let _ = sender.send(());
+        let done: Completion = Box::new(move |result: Result<(), &std::io::Error>| {
+            let _ = sender.send(result.map_err(clone_io_error));
         });
         self.push(Request::Barrier { done })?;
-        receiver.await.map_err(|_| WalError::Closed)
+        match receiver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(WalError::io(&self.shared.dir, source)),
+            Err(_) => Err(WalError::Closed),
+        }
     }
 
     fn push(&self, request: Request) -> Result<(), WalError> {
@@ -250,6 +282,7 @@ impl Wal {
         if state.shutdown {
             return Err(WalError::Closed);
         }
+        refuse_failed_group(&state, group)?;
         let index = state.groups.entry(group).or_default();
         if let Some(&(first, _)) = entries.first() {
             if let Err(violation) = index.check_append(group, first.index) {
@@ -295,6 +328,7 @@ impl Wal {
         if state.shutdown {
             return Err(WalError::Closed);
         }
+        refuse_failed_group(&state, group)?;
         let index = state.groups.entry(group).or_default();
         match &record {
             Record::Vote(vote) => index.vote = Some(*vote),
@@ -315,8 +349,11 @@ impl Wal {
         vote: Vote<u64>,
     ) -> Result<oneshot::Receiver<()>, WalError> {
         let (sender, receiver) = oneshot::channel();
-        let done: Completion = Box::new(move || {
-            let _ = sender.send(());
+        let done: Completion = Box::new(move |result: Result<(), &std::io::Error>| {
+            if result.is_ok() {
+                // A refused vote drops the sender: the waiter sees the log as failed.
+                let _ = sender.send(());
+            }
         });
         self.submit_metadata(group, Record::Vote(vote), Some(done))?;
         Ok(receiver)

@@ -25,10 +25,15 @@
 //! silently (see `replay`). Rounds of [`PREALLOC_BYTES`] or more just append (zeroing would
 //! double their bytes for little gain).
 //!
-//! An I/O error here aborts the process: after a failed write or fdatasync the page cache and
-//! the disk may disagree and retrying can report data durable that is not (the "fsyncgate"
-//! lesson; raft-engine panics the same way). The daemon restarts and replays.
+//! An I/O error here aborts the process: after a failed fdatasync the page cache and the disk
+//! may disagree and retrying can report data durable that is not (the "fsyncgate" lesson;
+//! raft-engine panics the same way). The daemon restarts and replays. The exception is a
+//! record write refused for space (`ENOSPC`, `EDQUOT`, see `refuse_round`): nothing was made
+//! durable, so the file is cut back to its records (truncate + fsync, which needs no space),
+//! the round's waiters get the error, its groups are marked failed, and the ledger never saw
+//! the round (its updates are applied only after a successful write).
 
+use std::collections::{BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -38,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::error::WalError;
+use crate::error::{clone_io_error, WalError};
 use crate::format::{
     encode_metadata, encode_record, encode_segment_header, kind_of, GroupCheckpoint, Record,
     RecordKind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -69,6 +74,12 @@ struct Written {
     bytes: Arc<[u8]>,
 }
 
+/// A ledger update of a round, applied once the round's write succeeded.
+enum LedgerUpdate {
+    Append { group: u64, index: u64 },
+    Apply { group: u64, record: Record },
+}
+
 /// What a round must do after the fsync.
 #[derive(Default)]
 struct Round {
@@ -76,6 +87,11 @@ struct Round {
     completions: Vec<Completion>,
     permits: Vec<OwnedSemaphorePermit>,
     records: u64,
+    /// Groups with records in the round.
+    groups: BTreeSet<u64>,
+    ledger: Vec<LedgerUpdate>,
+    /// Requests of groups that already lost a write: refused without being written.
+    refused: Vec<(Completion, std::io::Error)>,
 }
 
 /// The writer thread's state.
@@ -96,6 +112,10 @@ pub(crate) struct Writer {
     buffer: Vec<u8>,
     /// [`PREALLOC_BYTES`] of zeros.
     zeros: Vec<u8>,
+    /// The active segment's salt (its header), repeated in every round end.
+    salt: u32,
+    /// Bytes of the active segment made durable by the last fdatasync (or its creation).
+    synced_len: u64,
 }
 
 /// What the writer does next.
@@ -114,6 +134,7 @@ impl Writer {
         active: Arc<File>,
         active_seq: u64,
         active_len: u64,
+        salt: u32,
         oldest_seq: u64,
     ) -> Writer {
         assert!(oldest_seq <= active_seq);
@@ -130,6 +151,8 @@ impl Writer {
             unsynced: None,
             buffer: Vec::new(),
             zeros: vec![0; PREALLOC_BYTES as usize],
+            salt,
+            synced_len: active_len,
         }
     }
 
@@ -208,10 +231,26 @@ impl Writer {
             }
             self.rotate();
         }
-        let round = self.encode(batch);
-        if !self.buffer.is_empty() {
-            self.write();
+        let mut round = self.encode(batch);
+        for (done, error) in round.refused.drain(..) {
+            done(Err(&error));
         }
+        if !self.buffer.is_empty() {
+            if let Err(error) = self.write() {
+                self.refuse_round(round, error);
+                return;
+            }
+        }
+        let mut ledger = lock(&self.shared.ledger);
+        for update in round.ledger.drain(..) {
+            match update {
+                LedgerUpdate::Append { group, index } => {
+                    ledger.append(group, index, self.active_seq)
+                }
+                LedgerUpdate::Apply { group, record } => ledger.apply(group, &record),
+            }
+        }
+        drop(ledger);
         let waited = !round.completions.is_empty();
         let overdue = self.unsynced.is_some_and(|since| since.elapsed() >= LAZY_SYNC_AFTER);
         if (waited || overdue) && self.unsynced.is_some() {
@@ -231,7 +270,7 @@ impl Writer {
         };
         self.publish(round.written, keep_from);
         for done in round.completions {
-            done();
+            done(Ok(()));
         }
         drop(round.permits);
         self.delete_segments_below(keep_from);
@@ -266,16 +305,36 @@ impl Writer {
     fn encode(&mut self, batch: Vec<Request>) -> Round {
         self.buffer.clear();
         let base = self.active_len;
-        let segment = self.active_seq;
         let mut round = Round::default();
-        let mut ledger = lock(&self.shared.ledger);
+        let failed: HashMap<u64, std::io::Error> = {
+            let state = lock(&self.shared.state);
+            state.failed.iter().map(|(&group, error)| (group, clone_io_error(error))).collect()
+        };
         for request in batch {
+            // A group that lost a write gets nothing more written: its later records would
+            // follow a hole on disk.
+            let refused_group = match &request {
+                Request::Entries { group, .. } | Request::Metadata { group, .. } => {
+                    failed.get(group).map(clone_io_error)
+                }
+                Request::Barrier { .. } => None,
+            };
+            if let Some(error) = refused_group {
+                match request {
+                    Request::Entries { done, .. } => round.refused.push((done, error)),
+                    Request::Metadata { done: Some(done), .. } => round.refused.push((done, error)),
+                    _ => {}
+                }
+                continue;
+            }
             match request {
                 Request::Entries { group, entries, done, permit } => {
+                    round.groups.insert(group);
                     for entry in entries {
                         let at =
                             encode_record(&mut self.buffer, RecordKind::Entry, group, &entry.bytes);
-                        ledger.append(group, entry.log_id.index, segment);
+                        let index = entry.log_id.index;
+                        round.ledger.push(LedgerUpdate::Append { group, index });
                         round.written.push(Written {
                             group,
                             index: entry.log_id.index,
@@ -290,37 +349,97 @@ impl Writer {
                     round.permits.extend(permit);
                 }
                 Request::Metadata { group, record, done } => {
+                    round.groups.insert(group);
                     let payload = encode_metadata(&record);
                     encode_record(&mut self.buffer, kind_of(&record), group, &payload);
-                    ledger.apply(group, &record);
+                    round.ledger.push(LedgerUpdate::Apply { group, record });
                     round.records += 1;
                     round.completions.extend(done);
                 }
                 Request::Barrier { done } => round.completions.push(done),
             }
         }
+        if !self.buffer.is_empty() {
+            // Ends the round (in the same pwrite): replay applies the round's records only
+            // when it finds this record intact.
+            let end = Record::RoundEnd { salt: self.salt, synced: self.synced_len };
+            encode_record(&mut self.buffer, RecordKind::RoundEnd, 0, &encode_metadata(&end));
+        }
         round
     }
 
     /// Writes the buffer at the end of the active segment (not synced yet); a small round that
-    /// grows the file also writes [`PREALLOC_BYTES`] of zeros after it.
-    fn write(&mut self) {
+    /// grows the file also writes [`PREALLOC_BYTES`] of zeros after it. A write the file
+    /// system refuses cleanly (`ENOSPC`, `EDQUOT`) is returned after the file was cut back to
+    /// its records, durably; any other write error aborts (see the module docs).
+    fn write(&mut self) -> std::io::Result<()> {
         let path = segment_path(&self.shared.dir, self.active_seq);
-        if let Err(error) = self.active.write_all_at(&self.buffer, self.active_len) {
-            fatal("write", &path, &error);
+        if let Err(error) = self.write_records() {
+            if !refusable(&error) {
+                fatal("write", &path, &error);
+            }
+            // Part of the buffer may have reached the file (whole records among it): cut it
+            // off, durably, so no record of a refused round can ever be replayed. Truncation
+            // frees space; it does not need any.
+            let cut = self.active.set_len(self.active_len).and_then(|()| self.active.sync_all());
+            if let Err(cut_error) = cut {
+                fatal("truncate after a refused write", &path, &cut_error);
+            }
+            self.file_len = self.active_len;
+            self.unsynced = None;
+            self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+            return Err(error);
         }
         self.active_len += self.buffer.len() as u64;
         if self.active_len > self.file_len {
             self.file_len = self.active_len;
             if (self.buffer.len() as u64) < PREALLOC_BYTES {
                 if let Err(error) = self.active.write_all_at(&self.zeros, self.file_len) {
-                    fatal("write", &path, &error);
+                    if !refusable(&error) {
+                        fatal("write", &path, &error);
+                    }
+                    // The zeros are an optimisation; some of them may be there, which the
+                    // larger `file_len` accounts for (the tail is cut before rotation).
+                    tracing::debug!(path = %path.display(), %error, "no space to preallocate");
                 }
                 self.file_len += PREALLOC_BYTES;
             }
         }
         self.unsynced.get_or_insert_with(Instant::now);
         self.shared.counters.bytes.fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The `pwrite` of the round's buffer (with the test-only fault of
+    /// [`crate::Wal::inject_write_error`]: half the buffer, then the error).
+    fn write_records(&self) -> std::io::Result<()> {
+        let errno = self.shared.inject_write_errno.load(Ordering::SeqCst);
+        if errno != 0 {
+            let half = &self.buffer[..self.buffer.len() / 2];
+            self.active.write_all_at(half, self.active_len)?;
+            return Err(std::io::Error::from_raw_os_error(errno));
+        }
+        self.active.write_all_at(&self.buffer, self.active_len)
+    }
+
+    /// The round's write was refused: nothing of it is on disk. Its waiters get the error,
+    /// its groups are marked failed (their in-memory state is ahead of the disk), the ledger
+    /// is left as it was. The log stays open for every other group.
+    fn refuse_round(&mut self, round: Round, error: std::io::Error) {
+        tracing::error!(path = %segment_path(&self.shared.dir, self.active_seq).display(),
+            %error, groups = ?round.groups, records = round.records,
+            "WAL write refused; the round's requests fail and its groups stop until reopened");
+        {
+            let mut state = lock(&self.shared.state);
+            for &group in &round.groups {
+                state.failed.entry(group).or_insert_with(|| clone_io_error(&error));
+            }
+        }
+        self.shared.counters.refused_rounds.fetch_add(1, Ordering::Relaxed);
+        for done in round.completions {
+            done(Err(&error));
+        }
+        drop(round.permits);
     }
 
     /// fdatasyncs the active segment: everything written to it so far is durable.
@@ -329,6 +448,7 @@ impl Writer {
             fatal("fdatasync", &segment_path(&self.shared.dir, self.active_seq), &error);
         }
         self.unsynced = None;
+        self.synced_len = self.active_len;
         self.shared.counters.fsyncs.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -399,7 +519,7 @@ impl Writer {
         assert!(self.unsynced.is_none(), "rotating away from unsynced records");
         let seq = self.active_seq + 1;
         let checkpoints = lock(&self.shared.ledger).checkpoints();
-        let (file, len) = match create_segment(&self.shared.dir, seq, &checkpoints) {
+        let (file, len, salt) = match create_segment(&self.shared.dir, seq, &checkpoints) {
             Ok(created) => created,
             Err(error) => fatal("create", &segment_path(&self.shared.dir, seq), &error),
         };
@@ -409,6 +529,8 @@ impl Writer {
         self.active_len = len;
         self.file_len = len;
         self.active_start = len;
+        self.salt = salt;
+        self.synced_len = len;
         let counters = &self.shared.counters;
         counters.active_segment.store(seq, Ordering::Relaxed);
         counters.records.fetch_add(checkpoints.len() as u64, Ordering::Relaxed);
@@ -416,32 +538,51 @@ impl Writer {
     }
 }
 
-/// Creates segment `seq` holding its header and the checkpoint records, durably (file and
-/// directory fsynced). Returns the file and its length.
+/// Creates segment `seq` holding its header and the checkpoint records (one round, with its
+/// round end), durably (file and directory fsynced). Returns the file, its length and salt.
 pub(crate) fn create_segment(
     dir: &Path,
     seq: u64,
     checkpoints: &[(u64, GroupCheckpoint)],
-) -> Result<(Arc<File>, u64), WalError> {
+) -> Result<(Arc<File>, u64, u32), WalError> {
     let path = segment_path(dir, seq);
-    let mut buffer = encode_segment_header(seq).to_vec();
+    let salt = new_salt(seq);
+    let mut buffer = encode_segment_header(seq, salt).to_vec();
     for (group, checkpoint) in checkpoints {
         let payload = encode_metadata(&Record::GroupState(checkpoint.clone()));
         encode_record(&mut buffer, RecordKind::GroupState, *group, &payload);
     }
-    assert!(buffer.len() as u64 >= SEGMENT_HEADER_LEN);
-    assert!(
-        checkpoints.is_empty()
-            || buffer.len() as u64 > SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64
-    );
+    let end = encode_metadata(&Record::RoundEnd { salt, synced: 0 });
+    encode_record(&mut buffer, RecordKind::RoundEnd, 0, &end);
+    assert!(buffer.len() as u64 > SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64);
     let io_error = |error| WalError::io(&path, error);
     let file =
         OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_error)?;
     file.write_all_at(&buffer, 0).map_err(io_error)?;
     file.sync_all().map_err(io_error)?;
     sync_dir(dir)?;
-    Ok((Arc::new(file), buffer.len() as u64))
+    Ok((Arc::new(file), buffer.len() as u64, salt))
 }
+
+/// A random salt for a new segment (std's per-process random hash keys, from the OS): a
+/// client cannot know it, so its data can never pass for a round end of this segment.
+fn new_salt(seq: u64) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(seq);
+    hasher.finish() as u32
+}
+
+/// Whether a failed write leaves the file in a known state and can be refused cleanly: the
+/// file system had no space (or quota) for it. Everything else aborts.
+fn refusable(error: &std::io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(ENOSPC | EDQUOT))
+}
+
+/// `ENOSPC` on Linux ("No space left on device").
+const ENOSPC: i32 = 28;
+/// `EDQUOT` on Linux ("Disk quota exceeded").
+const EDQUOT: i32 = 122;
 
 /// Logs an I/O failure of the writer and aborts the process (see the module docs).
 fn fatal(operation: &str, path: &Path, error: &dyn std::fmt::Display) -> ! {

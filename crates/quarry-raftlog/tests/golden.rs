@@ -3,6 +3,8 @@
 //! failure means the on-disk format changed: bump `FORMAT_VERSION` / `PAYLOAD_VERSION` and keep
 //! reading the old one (quarry_persist's upgrade rule); never edit the golden file. Also: the
 //! golden bytes decode back to the same values, and newer versions are `FormatTooNew`.
+//! `tests/golden/wal_v3.hex` pins what segment format 3 added: its header (with the salt) and
+//! the round-end record; `wal_v1.hex` keeps pinning the format 2 header, still read.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -10,8 +12,9 @@ use std::path::PathBuf;
 use openraft::{BasicNode, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, Vote};
 use quarry_persist::golden;
 use quarry_raftlog::format::{
-    decode_record, encode_metadata, encode_record, encode_segment_header, kind_of,
-    segment_file_name, GroupCheckpoint, Record, RecordKind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    decode_record, encode_metadata, encode_record, encode_segment_header, encode_segment_header_v2,
+    kind_of, segment_file_name, GroupCheckpoint, Record, RecordKind, RECORD_HEADER_LEN,
+    SEGMENT_HEADER_LEN,
 };
 use quarry_raftlog::store::{decode_entry, encode_entry};
 use quarry_raftlog::{DecodeError, Wal, WalError, WalOptions};
@@ -76,7 +79,7 @@ fn framed(kind: RecordKind, payload: &[u8]) -> Vec<u8> {
 }
 
 fn encoded() -> Vec<(&'static str, Vec<u8>)> {
-    let mut values = vec![("segment_header", encode_segment_header(0x0a0b_0c0d).to_vec())];
+    let mut values = vec![("segment_header", encode_segment_header_v2(0x0a0b_0c0d).to_vec())];
     for (name, record) in metadata() {
         values.push((name, framed(kind_of(&record), &encode_metadata(&record))));
     }
@@ -91,6 +94,29 @@ fn wal_bytes_are_pinned() {
     let header = "WAL segment format 2, record payload version 1 (quarry-raftlog).\n\
                   Generated once; never edit: a change of bytes needs a new version.";
     golden::check(&golden_path(), header, &encoded());
+}
+
+/// What segment format 3 added: the salted header and the round-end record.
+#[test]
+fn wal_v3_bytes_are_pinned() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wal_v3.hex");
+    let header = "WAL segment format 3 additions: salted segment header, round-end record \
+                  (quarry-raftlog).\nGenerated once; never edit: a change of bytes needs a new version.";
+    let round_end = Record::RoundEnd { salt: 0x1122_3344, synced: 0x0506_0708 };
+    let mut round_end_framed = Vec::new();
+    encode_record(&mut round_end_framed, RecordKind::RoundEnd, 0, &encode_metadata(&round_end));
+    let values = vec![
+        ("segment_header_v3", encode_segment_header(0x0a0b_0c0d, 0x1122_3344).to_vec()),
+        ("round_end", round_end_framed.clone()),
+    ];
+    golden::check(&path, header, &values);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let golden = golden::parse(&text);
+    let (_, bytes) = golden.iter().find(|(name, _)| name == "round_end").unwrap();
+    assert_eq!(
+        decode_record(RecordKind::RoundEnd, &bytes[RECORD_HEADER_LEN..]).unwrap(),
+        round_end
+    );
 }
 
 #[test]
@@ -131,7 +157,7 @@ fn newer_entry_data_is_format_too_new() {
 #[test]
 fn newer_records_and_segments_refuse_to_open_as_too_new() {
     let dir = tempfile::tempdir().unwrap();
-    let mut segment = encode_segment_header(1).to_vec();
+    let mut segment = encode_segment_header(1, 7).to_vec();
     let mut payload = encode_metadata(&Record::Vote(Vote::new(1, 1)));
     payload[0] = 2;
     encode_record(&mut segment, RecordKind::Vote, 1, &payload);
@@ -146,15 +172,39 @@ fn newer_records_and_segments_refuse_to_open_as_too_new() {
     assert_eq!(std::fs::read(dir.path().join(segment_file_name(1))).unwrap(), segment);
 
     let dir = tempfile::tempdir().unwrap();
-    let mut header = encode_segment_header(1);
-    header[8..12].copy_from_slice(&3u32.to_le_bytes());
+    let mut header = encode_segment_header_v2(1);
+    header[8..12].copy_from_slice(&4u32.to_le_bytes());
     let crc = crc32c::crc32c(&header[0..24]);
     header[24..28].copy_from_slice(&crc.to_le_bytes());
     std::fs::write(dir.path().join(segment_file_name(1)), header).unwrap();
     match Wal::open(dir.path(), WalOptions::default()) {
         Err(WalError::FormatTooNew { offset: 0, source, .. }) => {
-            assert_eq!((source.found, source.supported), (3, 2));
+            assert_eq!((source.found, source.supported), (4, 3));
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// Goal: a log written by the previous build (format 2 segments: no salt, no round ends)
+/// still opens, with its records. Method: a format 2 segment holding a vote and an entry,
+/// built from the pinned encoders, opened by this build.
+#[test]
+fn format_2_segments_are_still_read() {
+    use openraft::storage::RaftLogStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let mut segment = encode_segment_header_v2(1).to_vec();
+    let vote = Record::Vote(Vote::new(3, 1));
+    encode_record(&mut segment, RecordKind::Vote, 5, &encode_metadata(&vote));
+    let (_, entry) = entries().swap_remove(1);
+    encode_record(&mut segment, RecordKind::Entry, 5, &encode_entry(&entry));
+    std::fs::write(dir.path().join(segment_file_name(1)), &segment).unwrap();
+    let wal = Wal::open(dir.path(), WalOptions::default()).unwrap();
+    assert_eq!(wal.stats().torn_bytes, 0);
+    let runtime = crate::common::runtime();
+    runtime.block_on(async {
+        let mut store = wal.log_store::<Tc>(5);
+        assert_eq!(store.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        let found = crate::common::all_entries(&mut store).await;
+        assert_eq!(found, vec![entry.clone()]);
+    });
 }

@@ -4,6 +4,7 @@ mod common;
 mod crash;
 mod golden;
 mod group_commit;
+mod nospace;
 mod replay;
 mod suite;
 mod torn;

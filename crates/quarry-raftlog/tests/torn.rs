@@ -1,6 +1,7 @@
-//! Torn tails and corruption. Goal: a partial last record is cut away (every earlier entry
-//! intact), garbage after the last record is cut away, and a bad record anywhere else (an
-//! older segment, or the newest segment with intact records after it) is refused with
+//! Torn tails and corruption. Goal: a partial last round is cut away (every earlier round
+//! intact), garbage after the last record is cut away, a torn unsynced round is cut even when
+//! intact records of it follow the damage, and a bad record anywhere else (an older segment,
+//! or data of the newest segment that a later round end marks as synced) is refused with
 //! `WalError::Corrupt` naming the file and offset. Method: write a log, then damage copies of
 //! its files at chosen and random places and reopen each copy.
 
@@ -58,6 +59,16 @@ fn assert_entries(dir: &Path, options: WalOptions, count: impl Fn(u64) -> u64) -
     wal
 }
 
+/// `(offset, total length)` of the entry records of a segment (round ends left out).
+fn entry_spans(path: &Path) -> Vec<(u64, u64)> {
+    let bytes = std::fs::read(path).unwrap();
+    let entry_kind = quarry_raftlog::format::RecordKind::Entry as u8;
+    record_spans(path)
+        .into_iter()
+        .filter(|&(offset, _)| bytes[offset as usize + 8] == entry_kind)
+        .collect()
+}
+
 fn damage(path: &Path, offset: u64, byte_xor: u8) {
     let mut bytes = std::fs::read(path).unwrap();
     bytes[offset as usize] ^= byte_xor;
@@ -71,8 +82,10 @@ fn torn_last_record_is_cut_at_every_offset() {
     let files = segment_files(original.path());
     assert_eq!(files.len(), 1);
     let spans = record_spans(&files[0]);
-    let &(last_offset, last_len) = spans.last().unwrap();
-    // The last record is entry PER_GROUP - 1 of the last group.
+    // The last round: entry PER_GROUP - 1 of the last group and its round end.
+    let (last_offset, _) = spans[spans.len() - 2];
+    let (end_offset, end_len) = spans[spans.len() - 1];
+    let last_len = end_offset + end_len - last_offset;
     let mut rng = StdRng::seed_from_u64(7);
     let mut cuts: Vec<u64> = (0..12).map(|_| rng.gen_range(1..last_len)).collect();
     cuts.extend([0, 1, 16, 17, last_len - 1]);
@@ -186,7 +199,7 @@ fn bad_record_followed_by_intact_ones_in_the_newest_segment_is_an_error() {
     let original = tempfile::tempdir().unwrap();
     let options = write_log(original.path(), 64 << 20);
     let newest = segment_files(original.path()).pop().unwrap();
-    let spans = record_spans(&newest);
+    let spans = entry_spans(&newest);
     for (which, delta) in [(spans.len() / 2, 30u64), (spans.len() - 2, 5), (spans.len() / 3, 0)] {
         let (offset, _) = spans[which];
         let copy = tempfile::tempdir().unwrap();
@@ -230,4 +243,87 @@ fn a_second_open_of_a_locked_directory_fails() {
         let mut store = wal.log_store::<Tc>(1);
         assert_eq!(store.get_log_state().await.unwrap().last_log_id, None);
     });
+}
+
+/// Goal (issue 8 b): a power cut during a group commit may leave the pages of the last,
+/// unsynced round on disk out of order: an earlier record of the round zeroed or garbled, a
+/// later one (and the round end) intact. Recovery must keep every acknowledged round, cut the
+/// torn one without operator help, and never take client data inside the torn record (here: a
+/// forged round end claiming everything synced, and a forged entry) for a record. Method:
+/// write acknowledged rounds, then one last round of four entries (to disk the same bytes as an
+/// unsynced round after a sync: its round end claims only what precedes it), damage copies of
+/// that round and reopen each.
+#[test]
+fn a_torn_unsynced_round_is_cut_and_acknowledged_rounds_are_kept() {
+    use quarry_raftlog::format::{encode_metadata, encode_record, Record, RecordKind};
+    const LAST: u64 = 4;
+    let original = tempfile::tempdir().unwrap();
+    let options = write_log(original.path(), 64 << 20);
+    // Client data that looks like records: a round end claiming the whole file synced (with a
+    // salt the client cannot know) and an entry of group 0.
+    let mut forged = Vec::new();
+    let fake_end = Record::RoundEnd { salt: 0x5eed_5eed, synced: u64::MAX >> 1 };
+    encode_record(&mut forged, RecordKind::RoundEnd, 0, &encode_metadata(&fake_end));
+    encode_record(&mut forged, RecordKind::Entry, 0, b"\x01not an entry at all");
+    let wal = Wal::open(original.path(), options).unwrap();
+    runtime().block_on(async {
+        let mut store = wal.log_store::<Tc>(0);
+        let round = (PER_GROUP..PER_GROUP + LAST)
+            .map(|index| {
+                let mut data = payload(0, index, 1, 700);
+                if index == PER_GROUP {
+                    data.extend_from_slice(&forged);
+                }
+                entry(1, index, data)
+            })
+            .collect();
+        append(&mut store, round).await;
+    });
+    drop(wal);
+    let newest = segment_files(original.path()).pop().unwrap();
+    let spans = record_spans(&newest);
+    // The last round: LAST entries and the round end.
+    let round = &spans[spans.len() - LAST as usize - 1..];
+    let round_start = round[0].0;
+    let file_len = std::fs::metadata(&newest).unwrap().len();
+    let mut rng = StdRng::seed_from_u64(23);
+    // (record of the round, how it is damaged)
+    let cases: Vec<(usize, &str)> = vec![
+        (0, "zeroed"),
+        (1, "zeroed"),
+        (0, "garbled header"),
+        (2, "garbled payload"),
+        (LAST as usize, "zeroed"), // the round end itself never reached the disk
+    ];
+    for (which, how) in cases {
+        let copy = tempfile::tempdir().unwrap();
+        copy_dir(original.path(), copy.path());
+        let path = copy.path().join(newest.file_name().unwrap());
+        let mut bytes = std::fs::read(&path).unwrap();
+        let (offset, len) = round[which];
+        let record = &mut bytes[offset as usize..(offset + len) as usize];
+        match how {
+            "zeroed" => record.fill(0),
+            "garbled header" => record[..17].iter_mut().for_each(|byte| *byte = rng.gen()),
+            _ => record[40..60].iter_mut().for_each(|byte| *byte = rng.gen()),
+        }
+        std::fs::write(&path, &bytes).unwrap();
+        let wal = assert_entries(copy.path(), options, |_| PER_GROUP);
+        // A zeroed round end is a zero tail (counted like preallocation: not torn bytes).
+        let torn = if which == LAST as usize { offset } else { file_len } - round_start;
+        assert_eq!(wal.stats().torn_bytes, torn, "{how} record {which}");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), round_start);
+        // The log goes on: the lost round is written again and survives a reopen.
+        runtime().block_on(async {
+            let mut store = wal.log_store::<Tc>(0);
+            let index = PER_GROUP;
+            append(&mut store, vec![entry(1, index, payload(0, index, 1, 700))]).await;
+        });
+        drop(wal);
+        let wal = Wal::open(copy.path(), options).unwrap();
+        runtime().block_on(async {
+            let mut store = wal.log_store::<Tc>(0);
+            assert_eq!(all_entries(&mut store).await.len() as u64, PER_GROUP + 1);
+        });
+    }
 }
