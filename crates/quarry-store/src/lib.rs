@@ -14,35 +14,51 @@
 //!   same state.
 //! - Reads ([`Store::read`]) at the head or at a snapshot, every chunk checked against its crc;
 //!   a mismatch is [`StoreError::Corrupt`] (logged with `tracing::error!`), never wrong data.
+//!   The same holds for every metadata value (xattrs, omap, omap header, `pg_state`,
+//!   `pg_usage`, the duplicate table): each is *sealed* with a crc32c checked on every read,
+//!   in read ops, in guards inside apply, in usage updates and on export. Stored data never
+//!   reaches an `assert!`: counters a command would drive below zero are `Corrupt` too.
 //! - PG-level maintenance: listing, usage counters, removal, export/import (Raft snapshots).
 //!
 //! It never depends on the network, the Raft library or the OSD: only `quarry-types`.
 //!
-//! # On-disk format (format version 1)
+//! # On-disk format (format version 2)
 //! One redb file; integers in keys are big-endian (so byte order is numeric order), integers
-//! in values little-endian.
+//! in values little-endian. A **sealed** value is `crc32c(payload) u32 ++ payload`: the crc
+//! covers the payload only (the export stream carries the payload, under its own crc).
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version. A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]. |
+//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (2). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; format 1 is migrated (below). |
 //! | `meta` | `"next_object_id"` | u64: next internal object id (ids are never reused) |
 //! | `objects` | pool u64 ++ seed u32 ++ name bytes | object record (below) |
 //! | `chunks` | object id u64 ++ chunk index u64 ++ version tag u64 (24 bytes) | crc32c u32 ++ data\[..4060\] (the chunk's first 0..=4060 bytes) |
 //! | `chunk_tails` | same 24-byte key | data\[4060..\] (1..=36 bytes), only for chunks longer than 4060 bytes |
-//! | `xattrs` | object id u64 ++ name bytes | value |
-//! | `omap` | object id u64 ++ key bytes | value |
-//! | `omap_header` | object id u64 | header bytes |
-//! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob |
-//! | `pg_usage` | pool u64 ++ seed u32 | objects u64 ++ bytes u64 (head objects, sum of head sizes) |
-//! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | version u8 (=1) ++ seq u64 ++ bincode(`OpReply`): the duplicate table (below). Added to format 1; created when a store without it is opened. |
-//! | `dup_seq` | pool u64 ++ seed u32 ++ seq u64 | the reqid part of the `dups` key: the same entries in insertion order, to drop the oldest |
+//! | `xattrs` | object id u64 ++ name bytes | sealed value |
+//! | `omap` | object id u64 ++ key bytes | sealed value |
+//! | `omap_header` | object id u64 | sealed header bytes |
+//! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob, sealed |
+//! | `pg_usage` | pool u64 ++ seed u32 | crc32c u32 ++ objects u64 ++ bytes u64 (head objects, sum of head sizes; 20 bytes, the crc over the 16 after it) |
+//! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | sealed (version u8 (=1) ++ seq u64 ++ bincode(`OpReply`)): the duplicate table (below). Added to format 1; created when a store without it is opened. |
+//! | `dup_seq` | pool u64 ++ seed u32 ++ seq u64 | sealed reqid part of the `dups` key: the same entries in insertion order, to drop the oldest |
 //! | `snap_objects` | pool u64 ++ seed u32 ++ snap u64 ++ name bytes | () : the object keeps a version snapshot `snap` reads |
 //! | `object_snaps` | object id u64 ++ snap u64 | () : the same rows, by object |
 //! | `purged_snaps` | pool u64 ++ seed u32 ++ snap u64 | () : the PG finished trimming `snap` |
 //!
 //! The three snapshot tables were added without a format version change (new tables only):
 //! opening an older store creates them empty; versions it kept for snapshots then have no
-//! index rows and are never trimmed (space, never data).
+//! index rows and are never trimmed (space, never data). Their values are `()`: a damaged key
+//! cannot be told from another key (redb's own page structure is all that guards them).
+//!
+//! **Upgrade (quarry_persist's rule).** Format 2 differs from format 1 only in the sealed
+//! values above (format 1 stored them plain, and `pg_usage` as 16 bytes). Opening a format-1
+//! store **migrates it in place**: one redb write transaction, committed with
+//! `Durability::Immediate`, seals every value of those seven tables, re-creates `pg_usage`
+//! with its crc, and writes the version-2 marker. A crash before that commit leaves the
+//! untouched format-1 store (the next open migrates again); after it the store is format 2
+//! (a format-1 build then refuses it with `FormatTooNew`). The migration holds one table's
+//! metadata in memory at a time; chunks and object records are not touched (they had crcs).
+//! Golden bytes: `tests/golden/store_v1.hex` (format 1, frozen), `tests/golden/store_v2.hex`.
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
