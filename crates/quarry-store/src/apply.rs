@@ -15,10 +15,10 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::crc::combine_chunk;
 use crate::dups::DupTables;
 use crate::format::{
-    chunk_key, decode_chunk_key, decode_usage, encode_chunk, encode_usage, object_key,
-    object_snap_key, object_snap_of, pg_key, purged_key, row_has_tail, row_is_hole,
-    snap_object_key, snap_objects_end, sub_key, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE,
-    META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
+    chunk_key, decode_chunk_key, encode_chunk, object_key, object_snap_key, object_snap_of, pg_key,
+    purged_key, row_has_tail, row_is_hole, seal, seal_usage, snap_object_key, snap_objects_end,
+    sub_key, unseal_usage, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE, META, META_NEXT_ID,
+    OBJECTS, OBJECT_SNAPS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::methods;
 use crate::read::{add_output, load_chunk, read_op, Ctx, Failure, Target, WriteTables};
@@ -244,22 +244,38 @@ impl<'txn> Batch<'txn> {
         let key = pg_key(self.pg);
         if self.delta_objects != 0 || self.delta_bytes != 0 {
             let mut pg_usage = self.txn.open_table(PG_USAGE)?;
+            let pg = self.pg;
+            let corrupt = |detail: String| {
+                tracing::error!(pg = %pg, "store corruption: pg_usage: {detail}");
+                StoreError::Corrupt {
+                    pg,
+                    object: String::new(),
+                    detail: format!("pg_usage: {detail}"),
+                }
+            };
             let (objects, bytes) = match pg_usage.get(&key)? {
-                Some(v) => decode_usage(v.value()),
+                Some(v) => unseal_usage(v.value()).map_err(corrupt)?,
                 None => (0, 0),
             };
-            let objects = objects as i64 + self.delta_objects;
-            let bytes = bytes as i64 + self.delta_bytes;
-            assert!(objects >= 0 && bytes >= 0, "pg {} usage went negative", self.pg);
+            // Stored counters are data, not an invariant: a damaged row (or one that would go
+            // negative) is a corruption error, never a panic.
+            let (delta_objects, delta_bytes) = (self.delta_objects, self.delta_bytes);
+            self.delta_objects = 0;
+            self.delta_bytes = 0;
+            let objects = (objects as i128) + i128::from(delta_objects);
+            let bytes = (bytes as i128) + i128::from(delta_bytes);
+            let (Ok(objects), Ok(bytes)) = (u64::try_from(objects), u64::try_from(bytes)) else {
+                return Err(corrupt(format!(
+                    "counters would become objects {objects}, bytes {bytes}"
+                )));
+            };
             if objects == 0 && bytes == 0 {
                 pg_usage.remove(&key)?;
             } else {
-                pg_usage.insert(&key, &encode_usage(objects as u64, bytes as u64))?;
+                pg_usage.insert(&key, &seal_usage(objects, bytes))?;
             }
-            self.delta_objects = 0;
-            self.delta_bytes = 0;
         }
-        self.txn.open_table(PG_STATE)?.insert(&key, pg_state)?;
+        self.txn.open_table(PG_STATE)?.insert(&key, seal(pg_state).as_slice())?;
         Ok(())
     }
 
@@ -1128,7 +1144,7 @@ impl<'txn> Batch<'txn> {
         let mut key = std::mem::take(&mut self.key_buf);
         sub_key(id, name, &mut key);
         let old = match value {
-            Some(v) => self.kv_table(which)?.insert(key.as_slice(), v)?,
+            Some(v) => self.kv_table(which)?.insert(key.as_slice(), seal(v).as_slice())?,
             None => self.kv_table(which)?.remove(key.as_slice())?,
         }
         .map(|g| g.value().to_vec());
@@ -1169,7 +1185,7 @@ impl<'txn> Batch<'txn> {
         let key = id.to_be_bytes();
         let table = &mut self.t.kv()?.omap_header;
         let old = match header {
-            Some(h) => table.insert(&key, h)?,
+            Some(h) => table.insert(&key, seal(h).as_slice())?,
             None => table.remove(&key)?,
         }
         .map(|g| g.value().to_vec());

@@ -15,7 +15,7 @@
 use quarry_types::{EntityReqId, OpOutput, OpReply, PgId};
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use crate::format::{pg_key, pg_key_end, PgKey, DUPS, DUP_SEQ};
+use crate::format::{pg_key, pg_key_end, seal, unseal, PgKey, DUPS, DUP_SEQ};
 use crate::StoreError;
 
 /// Version byte in front of a dup table value.
@@ -84,7 +84,18 @@ pub(crate) fn decode_value(value: &[u8]) -> Result<(u64, OpReply), &'static str>
     Ok((seq, reply))
 }
 
-fn corrupt(pg: PgId, detail: &str) -> StoreError {
+/// `(seq, reply)` of a value as the `dups` table stores it (sealed: crc32c ++ the value
+/// [`encode_value`] makes), or why it is damaged.
+pub(crate) fn decode_stored(value: &[u8]) -> Result<(u64, OpReply), String> {
+    decode_value(unseal(value)?).map_err(str::to_string)
+}
+
+/// The reqid key part a `dup_seq` row stores (sealed), or why it is damaged.
+fn stored_part(value: &[u8]) -> Result<&[u8], String> {
+    unseal(value).map_err(|why| format!("dup_seq row: {why}"))
+}
+
+pub(crate) fn corrupt(pg: PgId, detail: &str) -> StoreError {
     tracing::error!(%pg, detail, "corrupt duplicate table entry");
     StoreError::Corrupt { pg, object: String::new(), detail: format!("dup table: {detail}") }
 }
@@ -104,7 +115,7 @@ impl<'txn> DupTables<'txn> {
     pub(crate) fn lookup(&self, pg: PgId, key: &[u8]) -> Result<Option<OpReply>, StoreError> {
         match self.dups.get(key)? {
             Some(value) => {
-                let (_, reply) = decode_value(value.value()).map_err(|why| corrupt(pg, why))?;
+                let (_, reply) = decode_stored(value.value()).map_err(|why| corrupt(pg, &why))?;
                 Ok(Some(reply))
             }
             None => Ok(None),
@@ -144,7 +155,8 @@ impl<'txn> DupTables<'txn> {
         self.trim(pg, first, seq, max)
     }
 
-    /// Inserts a row pair as it is (import).
+    /// Inserts a row pair, sealing the plain `value` (as [`encode_value`] makes it; import
+    /// passes the stream's).
     pub(crate) fn insert(
         &mut self,
         pg: PgId,
@@ -152,15 +164,15 @@ impl<'txn> DupTables<'txn> {
         seq: u64,
         value: &[u8],
     ) -> Result<(), StoreError> {
-        if let Some(old) = self.dups.insert(key, value)? {
+        if let Some(old) = self.dups.insert(key, seal(value).as_slice())? {
             // The same reqid recorded again (apply never does this: it answers from the
             // table instead). Keep the index consistent.
-            if let Ok((old_seq, _)) = decode_value(old.value()) {
+            if let Ok((old_seq, _)) = decode_stored(old.value()) {
                 drop(old);
                 self.seqs.remove(&seq_key(pg, old_seq))?;
             }
         }
-        self.seqs.insert(&seq_key(pg, seq), &key[12..])?;
+        self.seqs.insert(&seq_key(pg, seq), seal(&key[12..]).as_slice())?;
         Ok(())
     }
 
@@ -179,7 +191,7 @@ impl<'txn> DupTables<'txn> {
             if let Some(part) = self.seqs.remove(&seq_key(pg, seq))? {
                 key.clear();
                 key.extend_from_slice(&pg_key(pg));
-                key.extend_from_slice(part.value());
+                key.extend_from_slice(stored_part(part.value()).map_err(|why| corrupt(pg, &why))?);
                 drop(part);
                 self.dups.remove(key.as_slice())?;
             }
@@ -220,9 +232,11 @@ where
         let seq = u64::from_be_bytes(seq_k.value()[12..].try_into().expect("8 bytes"));
         key.clear();
         key.extend_from_slice(&pg_key(pg));
-        key.extend_from_slice(part.value());
+        let part = stored_part(part.value()).map_err(|why| corrupt(pg, &why))?;
+        key.extend_from_slice(part);
         let value = dups.get(key.as_slice())?.ok_or_else(|| corrupt(pg, "index without entry"))?;
-        out.push((seq, part.value().to_vec(), value.value().to_vec()));
+        let plain = unseal(value.value()).map_err(|why| corrupt(pg, &why))?;
+        out.push((seq, part.to_vec(), plain.to_vec()));
     }
     Ok(out)
 }

@@ -37,10 +37,10 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 use crate::dups::{self, DupTables};
 use crate::format::{
     chunk_key, decode_chunk_key, encode_chunk, object_key, object_snap_key, object_snap_of, pg_key,
-    pg_key_end, purged_key, row_has_tail, snap_object_key, sub_key, ChunkKey, ObjectRecord,
-    Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, META, META_NEXT_ID, OBJECTS,
-    OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX,
-    XATTRS,
+    pg_key_end, purged_key, row_has_tail, seal, snap_object_key, sub_key, unseal, ChunkKey,
+    ObjectRecord, Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, META,
+    META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS,
+    SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
 use crate::read::{verify_chunk, Ctx, WriteTables};
 use crate::{apply, StoreError};
@@ -128,7 +128,7 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
     w.u32(pg.seed)?;
     if let Some(state) = pg_state.get(&pg_key(pg))? {
         w.record(TAG_STATE)?;
-        w.blob(state.value())?;
+        w.blob(unseal(state.value()).map_err(|d| crate::pg_corrupt(pg, "pg_state", d))?)?;
     }
     let dup_rows = dups::entries(&txn.open_table(DUPS)?, &txn.open_table(DUP_SEQ)?, pg)?;
     for (seq, part, value) in dup_rows {
@@ -189,12 +189,13 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
                 let (key, value) = item?;
                 w.record(tag)?;
                 w.blob(&key.value()[8..])?;
-                w.blob(value.value())?;
+                let what = if tag == TAG_XATTR { "xattr" } else { "omap" };
+                w.blob(ctx.unseal(what, value.value())?)?;
             }
         }
         if let Some(header) = omap_header.get(&lo)? {
             w.record(TAG_HEADER)?;
-            w.blob(header.value())?;
+            w.blob(ctx.unseal("omap header", header.value())?)?;
         }
         let lo = object_snap_key(id, 0);
         let hi = object_snap_key(id, u64::MAX);
@@ -384,7 +385,7 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
             match tag {
                 TAG_STATE => {
                     r.blob(VALUE_MAX, &mut a)?;
-                    pg_state.insert(&pg_key(pg), a.as_slice())?;
+                    pg_state.insert(&pg_key(pg), seal(&a).as_slice())?;
                 }
                 TAG_DUP if version >= EXPORT_VERSION_DUPS => {
                     if current.is_some() {
@@ -486,12 +487,12 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
                     }
                     sub_key(id, &a, &mut key);
                     let table = if tag == TAG_XATTR { &mut xattrs } else { &mut omap };
-                    table.insert(key.as_slice(), b.as_slice())?;
+                    table.insert(key.as_slice(), seal(&b).as_slice())?;
                 }
                 TAG_HEADER => {
                     let id = current.ok_or(bad("omap header before any object"))?;
                     r.blob(VALUE_MAX, &mut a)?;
-                    omap_header.insert(&id.to_be_bytes(), a.as_slice())?;
+                    omap_header.insert(&id.to_be_bytes(), seal(&a).as_slice())?;
                 }
                 TAG_SNAP_ROW if version >= EXPORT_VERSION_INDEX => {
                     let id = current.ok_or(bad("snapshot index row before any object"))?;
@@ -508,8 +509,7 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
         }
         meta.insert(META_NEXT_ID, next_id.to_le_bytes().as_slice())?;
         if usage_objects > 0 || usage_bytes > 0 {
-            pg_usage
-                .insert(&pg_key(pg), &crate::format::encode_usage(usage_objects, usage_bytes))?;
+            pg_usage.insert(&pg_key(pg), &crate::format::seal_usage(usage_objects, usage_bytes))?;
         }
     }
     txn.commit()?;

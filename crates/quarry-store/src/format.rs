@@ -24,7 +24,9 @@ const _: () = assert!(24 + CHUNK_HEADER + CHUNK_INLINE + 4 + 4 == 4096);
 /// First 8 bytes of the `format` meta value.
 pub(crate) const FORMAT_MAGIC: &[u8; 8] = b"QRYSTORE";
 /// The format version this build writes and the newest it can read.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build opens (format 1 is migrated to 2 at open).
+pub(crate) const FORMAT_VERSION_MIN: u32 = 1;
 /// Meta key of the format marker: `FORMAT_MAGIC ++ u32 LE version`.
 pub(crate) const META_FORMAT: &str = "format";
 /// Meta key of the next internal object id (u64 LE).
@@ -53,8 +55,46 @@ pub(crate) const OMAP_HEADER: TableDefinition<&[u8; 8], &[u8]> =
     TableDefinition::new("omap_header");
 /// `pool BE ++ seed BE -> opaque pg_state blob`.
 pub(crate) const PG_STATE: TableDefinition<&PgKey, &[u8]> = TableDefinition::new("pg_state");
-/// `pool BE ++ seed BE -> objects u64 LE ++ bytes u64 LE` (head objects, sum of head sizes).
-pub(crate) const PG_USAGE: TableDefinition<&PgKey, &[u8; 16]> = TableDefinition::new("pg_usage");
+/// `pool BE ++ seed BE -> crc32c LE ++ objects u64 LE ++ bytes u64 LE` (head objects, sum of
+/// head sizes; the crc covers the 16 bytes after it).
+pub(crate) const PG_USAGE: TableDefinition<&PgKey, &[u8; 20]> = TableDefinition::new("pg_usage");
+/// [`PG_USAGE`] as format 1 stored it (no crc); only the format-1 migration opens it.
+pub(crate) const PG_USAGE_V1: TableDefinition<&PgKey, &[u8; 16]> = TableDefinition::new("pg_usage");
+
+/// Bytes in front of a sealed metadata value: the crc32c (LE) of the rest.
+pub(crate) const SEAL: usize = 4;
+
+/// Appends `crc32c(payload) LE ++ payload` to a cleared `out` (format 2's sealed value: xattr,
+/// omap and omap header values, `pg_state`, dup table rows).
+pub(crate) fn seal_into(payload: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    out.reserve(SEAL + payload.len());
+    out.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    out.extend_from_slice(payload);
+}
+
+/// A sealed value of `payload`.
+pub(crate) fn seal(payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    seal_into(payload, &mut out);
+    out
+}
+
+/// The payload of a sealed value, or a reason it is damaged.
+pub(crate) fn unseal(value: &[u8]) -> Result<&[u8], String> {
+    if value.len() < SEAL {
+        return Err(format!("sealed value of {} bytes is shorter than its crc", value.len()));
+    }
+    let (head, payload) = value.split_at(SEAL);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(head);
+    let stored = u32::from_le_bytes(crc);
+    let actual = crc32c::crc32c(payload);
+    if stored != actual {
+        return Err(format!("value crc mismatch: stored {stored:#010x}, computed {actual:#010x}"));
+    }
+    Ok(payload)
+}
 
 /// `pool BE ++ seed BE ++ reqid (entity len u16 BE ++ entity ++ client BE ++ tid BE) ->
 /// version u8 ++ seq u64 LE ++ bincode(OpReply)`: the duplicate table (`dups.rs`).
@@ -381,7 +421,7 @@ pub(crate) fn encode_usage(objects: u64, bytes: u64) -> [u8; 16] {
     out
 }
 
-/// Decodes the per-PG usage row into `(objects, bytes)`.
+/// Decodes a format-1 per-PG usage row into `(objects, bytes)`.
 pub(crate) fn decode_usage(value: &[u8; 16]) -> (u64, u64) {
     let mut a = [0u8; 8];
     let mut b = [0u8; 8];
@@ -390,11 +430,31 @@ pub(crate) fn decode_usage(value: &[u8; 16]) -> (u64, u64) {
     (u64::from_le_bytes(a), u64::from_le_bytes(b))
 }
 
-/// The format marker value.
+/// The format-2 usage row: crc32c of the format-1 row, then that row.
+pub(crate) fn seal_usage(objects: u64, bytes: u64) -> [u8; 20] {
+    let plain = encode_usage(objects, bytes);
+    let mut out = [0u8; 20];
+    out[..4].copy_from_slice(&crc32c::crc32c(&plain).to_le_bytes());
+    out[4..].copy_from_slice(&plain);
+    out
+}
+
+/// Decodes a format-2 usage row into `(objects, bytes)`, or a reason it is damaged.
+pub(crate) fn unseal_usage(value: &[u8; 20]) -> Result<(u64, u64), String> {
+    let plain: &[u8; 16] = unseal(value)?.try_into().map_err(|_| "usage row length".to_string())?;
+    Ok(decode_usage(plain))
+}
+
+/// The format marker value (of [`FORMAT_VERSION`]).
 pub(crate) fn format_marker() -> [u8; 12] {
+    format_marker_of(FORMAT_VERSION)
+}
+
+/// The format marker value of `version`.
+pub(crate) fn format_marker_of(version: u32) -> [u8; 12] {
     let mut out = [0u8; 12];
     out[..8].copy_from_slice(FORMAT_MAGIC);
-    out[8..].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out[8..].copy_from_slice(&version.to_le_bytes());
     out
 }
 
@@ -452,12 +512,67 @@ mod tests {
         assert_eq!(decode_pg_key(&pg_key(pg)), pg);
     }
 
-    /// Golden bytes of every hand-encoded value the store keeps (`tests/golden/store_v1.hex`):
-    /// keys, the object record, chunk rows, the usage row and the format marker. A failure
-    /// means `store.redb`'s format changed: bump `FORMAT_VERSION` (older stores then need a
-    /// migration, newer ones are refused with `FormatTooNew`); never edit the golden file.
+    /// Golden bytes of every hand-encoded value format 1 kept (`tests/golden/store_v1.hex`):
+    /// keys, the object record, chunk rows, the (unsealed) usage row and the format marker.
+    /// Format 2 keeps all of them but the usage row and the marker; the format-1 migration
+    /// still decodes the format-1 usage row. Never edit the golden file.
     #[test]
     fn store_bytes_are_pinned() {
+        let (values, record) = v1_values();
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v1.hex");
+        let header = "store.redb format 1 (quarry-store): keys, object record, chunk rows, usage, \
+                      marker.\nGenerated once; never edit: a change of bytes needs a new version.";
+        quarry_persist::golden::check(&path, header, &values);
+        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
+        assert_eq!(ObjectRecord::decode(&golden[4].1), Ok(record));
+        assert_eq!(decode_usage(golden[10].1.as_slice().try_into().unwrap()), (0x31, 0x4142));
+    }
+
+    /// Golden bytes of format 2 (`tests/golden/store_v2.hex`): format 1's keys, record and
+    /// chunk rows unchanged, the sealed usage row, sealed metadata values (xattr, omap,
+    /// header, pg_state, dup rows: crc32c LE ++ value) and the version-2 marker. A failure
+    /// means `store.redb`'s format changed: bump `FORMAT_VERSION` (with a migration or a
+    /// clear refusal of older stores); never edit the golden file.
+    #[test]
+    fn store_v2_bytes_are_pinned() {
+        let (v1, _) = v1_values();
+        let mut values: Vec<(&str, Vec<u8>)> =
+            v1.into_iter().filter(|(n, _)| *n != "usage" && *n != "format_marker").collect();
+        values.push(("usage_sealed", seal_usage(0x31, 0x4142).to_vec()));
+        values.push(("sealed_value", seal(b"value")));
+        values.push(("sealed_empty", seal(b"")));
+        values.push(("format_marker", format_marker().to_vec()));
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v2.hex");
+        let header = "store.redb format 2 (quarry-store): keys, object record, chunk rows, sealed \
+                      usage row and metadata values, marker.\nGenerated once; never edit: a \
+                      change of bytes needs a new version.";
+        quarry_persist::golden::check(&path, header, &values);
+        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
+        let find = |name: &str| golden.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        let usage: [u8; 20] = find("usage_sealed").as_slice().try_into().unwrap();
+        assert_eq!(unseal_usage(&usage), Ok((0x31, 0x4142)));
+        assert_eq!(unseal(&find("sealed_value")), Ok(b"value".as_slice()));
+        assert_eq!(parse_format_marker(&find("format_marker")), Some(2));
+    }
+
+    #[test]
+    fn sealed_values_detect_every_bit_flip() {
+        let sealed = seal(b"some metadata");
+        for i in 0..sealed.len() * 8 {
+            let mut bad = sealed.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(unseal(&bad).is_err(), "flip of bit {i} not detected");
+        }
+        assert!(unseal(&sealed[..3]).is_err());
+        let mut usage = seal_usage(1, 2);
+        usage[19] ^= 1;
+        assert!(unseal_usage(&usage).is_err());
+    }
+
+    /// The values `store_v1.hex` pins, and the object record among them.
+    fn v1_values() -> (Vec<(&'static str, Vec<u8>)>, ObjectRecord) {
         let pg = PgId { pool: 0x0102_0304_0506_0708, seed: 0x090a_0b0c };
         let record = ObjectRecord {
             id: 0x1112_1314_1516_1718,
@@ -490,14 +605,8 @@ mod tests {
             ("chunk_tail", tail),
             ("chunk_row_short", short_row),
             ("usage", encode_usage(0x31, 0x4142).to_vec()),
-            ("format_marker", format_marker().to_vec()),
+            ("format_marker", format_marker_of(1).to_vec()),
         ];
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v1.hex");
-        let header = "store.redb format 1 (quarry-store): keys, object record, chunk rows, usage, \
-                      marker.\nGenerated once; never edit: a change of bytes needs a new version.";
-        quarry_persist::golden::check(&path, header, &values);
-        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
-        assert_eq!(ObjectRecord::decode(&golden[4].1), Ok(record));
+        (values, record)
     }
 }

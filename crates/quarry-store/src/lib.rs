@@ -14,35 +14,51 @@
 //!   same state.
 //! - Reads ([`Store::read`]) at the head or at a snapshot, every chunk checked against its crc;
 //!   a mismatch is [`StoreError::Corrupt`] (logged with `tracing::error!`), never wrong data.
+//!   The same holds for every metadata value (xattrs, omap, omap header, `pg_state`,
+//!   `pg_usage`, the duplicate table): each is *sealed* with a crc32c checked on every read,
+//!   in read ops, in guards inside apply, in usage updates and on export. Stored data never
+//!   reaches an `assert!`: counters a command would drive below zero are `Corrupt` too.
 //! - PG-level maintenance: listing, usage counters, removal, export/import (Raft snapshots).
 //!
 //! It never depends on the network, the Raft library or the OSD: only `quarry-types`.
 //!
-//! # On-disk format (format version 1)
+//! # On-disk format (format version 2)
 //! One redb file; integers in keys are big-endian (so byte order is numeric order), integers
-//! in values little-endian.
+//! in values little-endian. A **sealed** value is `crc32c(payload) u32 ++ payload`: the crc
+//! covers the payload only (the export stream carries the payload, under its own crc).
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version. A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]. |
+//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (2). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; format 1 is migrated (below). |
 //! | `meta` | `"next_object_id"` | u64: next internal object id (ids are never reused) |
 //! | `objects` | pool u64 ++ seed u32 ++ name bytes | object record (below) |
 //! | `chunks` | object id u64 ++ chunk index u64 ++ version tag u64 (24 bytes) | crc32c u32 ++ data\[..4060\] (the chunk's first 0..=4060 bytes) |
 //! | `chunk_tails` | same 24-byte key | data\[4060..\] (1..=36 bytes), only for chunks longer than 4060 bytes |
-//! | `xattrs` | object id u64 ++ name bytes | value |
-//! | `omap` | object id u64 ++ key bytes | value |
-//! | `omap_header` | object id u64 | header bytes |
-//! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob |
-//! | `pg_usage` | pool u64 ++ seed u32 | objects u64 ++ bytes u64 (head objects, sum of head sizes) |
-//! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | version u8 (=1) ++ seq u64 ++ bincode(`OpReply`): the duplicate table (below). Added to format 1; created when a store without it is opened. |
-//! | `dup_seq` | pool u64 ++ seed u32 ++ seq u64 | the reqid part of the `dups` key: the same entries in insertion order, to drop the oldest |
+//! | `xattrs` | object id u64 ++ name bytes | sealed value |
+//! | `omap` | object id u64 ++ key bytes | sealed value |
+//! | `omap_header` | object id u64 | sealed header bytes |
+//! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob, sealed |
+//! | `pg_usage` | pool u64 ++ seed u32 | crc32c u32 ++ objects u64 ++ bytes u64 (head objects, sum of head sizes; 20 bytes, the crc over the 16 after it) |
+//! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | sealed (version u8 (=1) ++ seq u64 ++ bincode(`OpReply`)): the duplicate table (below). Added to format 1; created when a store without it is opened. |
+//! | `dup_seq` | pool u64 ++ seed u32 ++ seq u64 | sealed reqid part of the `dups` key: the same entries in insertion order, to drop the oldest |
 //! | `snap_objects` | pool u64 ++ seed u32 ++ snap u64 ++ name bytes | () : the object keeps a version snapshot `snap` reads |
 //! | `object_snaps` | object id u64 ++ snap u64 | () : the same rows, by object |
 //! | `purged_snaps` | pool u64 ++ seed u32 ++ snap u64 | () : the PG finished trimming `snap` |
 //!
 //! The three snapshot tables were added without a format version change (new tables only):
 //! opening an older store creates them empty; versions it kept for snapshots then have no
-//! index rows and are never trimmed (space, never data).
+//! index rows and are never trimmed (space, never data). Their values are `()`: a damaged key
+//! cannot be told from another key (redb's own page structure is all that guards them).
+//!
+//! **Upgrade (quarry_persist's rule).** Format 2 differs from format 1 only in the sealed
+//! values above (format 1 stored them plain, and `pg_usage` as 16 bytes). Opening a format-1
+//! store **migrates it in place**: one redb write transaction, committed with
+//! `Durability::Immediate`, seals every value of those seven tables, re-creates `pg_usage`
+//! with its crc, and writes the version-2 marker. A crash before that commit leaves the
+//! untouched format-1 store (the next open migrates again); after it the store is format 2
+//! (a format-1 build then refuses it with `FormatTooNew`). The migration holds one table's
+//! metadata in memory at a time; chunks and object records are not touched (they had crcs).
+//! Golden bytes: `tests/golden/store_v1.hex` (format 1, frozen), `tests/golden/store_v2.hex`.
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -193,9 +209,10 @@ pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
 
 use crate::format::{
-    decode_pg_key, decode_usage, format_marker, parse_format_marker, pg_key, pg_key_end,
-    ObjectRecord, CHUNKS, CHUNK_TAILS, DUPS, DUP_SEQ, FORMAT_VERSION, META, META_FORMAT, OBJECTS,
-    OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
+    decode_pg_key, decode_usage, format_marker, parse_format_marker, pg_key, pg_key_end, seal,
+    seal_usage, unseal, unseal_usage, ObjectRecord, CHUNKS, CHUNK_TAILS, DUPS, DUP_SEQ,
+    FORMAT_VERSION, FORMAT_VERSION_MIN, META, META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP,
+    OMAP_HEADER, PG_STATE, PG_USAGE, PG_USAGE_V1, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -332,6 +349,12 @@ fn name_error(name: &str) -> Option<ErrorCode> {
     }
 }
 
+/// Logs and builds the corruption error of a damaged per-PG row (`what`: its table).
+pub(crate) fn pg_corrupt(pg: PgId, what: &str, detail: String) -> StoreError {
+    tracing::error!(pg = %pg, "store corruption: {what}: {detail}");
+    StoreError::Corrupt { pg, object: String::new(), detail: format!("{what}: {detail}") }
+}
+
 impl Store {
     /// Opens (creating if needed) the store at `path`: the database file itself, or, if `path`
     /// is an existing directory, `path/store.redb`.
@@ -375,6 +398,13 @@ impl Store {
                     supported: FORMAT_VERSION,
                 })
             }
+            Some(Some(found)) if found < FORMAT_VERSION_MIN => {
+                return Err(StoreError::NotAStore { path: file.to_path_buf() })
+            }
+            Some(Some(1)) => {
+                Store::ensure_added_tables(db)?;
+                return Store::migrate_v1(db, file);
+            }
             Some(Some(_)) => return Store::ensure_added_tables(db),
             Some(None) => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None if has_tables => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
@@ -395,6 +425,77 @@ impl Store {
             Store::open_added_tables(&txn)?;
         }
         txn.commit()?;
+        Ok(())
+    }
+
+    /// Rewrites a format-1 store as format 2 in ONE write transaction committed with
+    /// `Durability::Immediate`: every xattr, omap, omap header, `pg_state`, `dups` and
+    /// `dup_seq` value gets its crc32c in front, `pg_usage` rows are re-created with theirs,
+    /// and the format marker becomes 2. A crash before the commit leaves the format-1 store
+    /// untouched (the next open migrates again); after it, the store is format 2. Values are
+    /// taken into memory one table at a time (metadata only: no chunk is touched).
+    fn migrate_v1(db: &Database, file: &Path) -> Result<(), StoreError> {
+        /// Seals every value of a table keyed by byte strings (`slice`) or arrays (`array`).
+        macro_rules! reseal {
+            (slice $txn:expr, $def:expr) => {{
+                let mut table = $txn.open_table($def)?;
+                let mut rows = Vec::new();
+                for item in table.iter()? {
+                    let (k, v) = item?;
+                    rows.push((k.value().to_vec(), seal(v.value())));
+                }
+                for (k, v) in &rows {
+                    table.insert(k.as_slice(), v.as_slice())?;
+                }
+                rows.len()
+            }};
+            (array $txn:expr, $def:expr) => {{
+                let mut table = $txn.open_table($def)?;
+                let mut rows = Vec::new();
+                for item in table.iter()? {
+                    let (k, v) = item?;
+                    rows.push((*k.value(), seal(v.value())));
+                }
+                for (k, v) in &rows {
+                    table.insert(k, v.as_slice())?;
+                }
+                rows.len()
+            }};
+        }
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let mut rows = 0;
+        rows += reseal!(slice txn, XATTRS);
+        rows += reseal!(slice txn, OMAP);
+        rows += reseal!(array txn, OMAP_HEADER);
+        rows += reseal!(array txn, PG_STATE);
+        rows += reseal!(slice txn, DUPS);
+        rows += reseal!(array txn, DUP_SEQ);
+        let usage: Vec<([u8; 12], [u8; 16])> = {
+            let table = txn.open_table(PG_USAGE_V1)?;
+            let mut out = Vec::new();
+            for item in table.iter()? {
+                let (k, v) = item?;
+                out.push((*k.value(), *v.value()));
+            }
+            out
+        };
+        txn.delete_table(PG_USAGE_V1)?;
+        {
+            let mut table = txn.open_table(PG_USAGE)?;
+            for (k, v) in &usage {
+                let (objects, bytes) = decode_usage(v);
+                table.insert(k, &seal_usage(objects, bytes))?;
+            }
+        }
+        rows += usage.len();
+        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.commit()?;
+        tracing::info!(
+            path = %file.display(),
+            rows,
+            "store migrated from format 1 to format {FORMAT_VERSION} (metadata values checksummed)"
+        );
         Ok(())
     }
 
@@ -740,7 +841,12 @@ impl Store {
     pub fn pg_state(&self, pg: PgId) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PG_STATE)?;
-        Ok(table.get(&pg_key(pg))?.map(|v| v.value().to_vec()))
+        match table.get(&pg_key(pg))? {
+            Some(v) => {
+                Ok(Some(unseal(v.value()).map_err(|d| pg_corrupt(pg, "pg_state", d))?.to_vec()))
+            }
+            None => Ok(None),
+        }
     }
 
     /// PGs that have a `pg_state` on this store, in order.
@@ -827,7 +933,8 @@ impl Store {
         for item in table.iter()? {
             let (key, value) = item?;
             let pg = decode_pg_key(key.value());
-            let (objects, bytes) = decode_usage(value.value());
+            let (objects, bytes) =
+                unseal_usage(value.value()).map_err(|d| pg_corrupt(pg, "pg_usage", d))?;
             let entry = out.entry(pg.pool).or_default();
             entry.objects += objects;
             entry.bytes += bytes;
@@ -858,15 +965,9 @@ impl Store {
         let mut key = Vec::new();
         dups::dup_key(pg, reqid, &mut key);
         match dups.get(key.as_slice())? {
-            Some(value) => {
-                dups::decode_value(value.value()).map(|(_, reply)| Some(reply)).map_err(|why| {
-                    StoreError::Corrupt {
-                        pg,
-                        object: String::new(),
-                        detail: format!("dup table: {why}"),
-                    }
-                })
-            }
+            Some(value) => dups::decode_stored(value.value())
+                .map(|(_, reply)| Some(reply))
+                .map_err(|why| dups::corrupt(pg, &why)),
             None => Ok(None),
         }
     }
@@ -918,7 +1019,11 @@ impl Store {
         let mut stored: BTreeMap<PgId, (u64, u64)> = BTreeMap::new();
         for item in usage.iter()? {
             let (key, value) = item?;
-            stored.insert(decode_pg_key(key.value()), decode_usage(value.value()));
+            let pg = decode_pg_key(key.value());
+            stored.insert(
+                pg,
+                unseal_usage(value.value()).map_err(|d| pg_corrupt(pg, "pg_usage", d))?,
+            );
         }
         let mut bad: Vec<PgId> = computed
             .iter()

@@ -11,8 +11,8 @@ use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
 
 use crate::crc::{append_zeros, combine_chunk};
 use crate::format::{
-    chunk_key, decode_chunk_key, row_has_tail, split_chunk_value, sub_key, ChunkKey, Version,
-    CHUNK, CHUNKS, CHUNK_INLINE, CHUNK_SIZE, CHUNK_TAILS, OMAP, OMAP_HEADER, XATTRS,
+    chunk_key, decode_chunk_key, row_has_tail, split_chunk_value, sub_key, unseal, ChunkKey,
+    Version, CHUNK, CHUNKS, CHUNK_INLINE, CHUNK_SIZE, CHUNK_TAILS, OMAP, OMAP_HEADER, XATTRS,
 };
 use crate::StoreError;
 
@@ -89,6 +89,12 @@ impl Ctx<'_> {
     pub fn corrupt(&self, detail: String) -> StoreError {
         tracing::error!(pg = %self.pg, object = self.name, "store corruption: {detail}");
         StoreError::Corrupt { pg: self.pg, object: self.name.to_string(), detail }
+    }
+
+    /// The payload of a sealed `what` value (xattr, omap value, omap header), checked against
+    /// its crc; a mismatch is logged and [`StoreError::Corrupt`].
+    pub fn unseal<'v>(&self, what: &str, value: &'v [u8]) -> Result<&'v [u8], StoreError> {
+        unseal(value).map_err(|detail| self.corrupt(format!("{what}: {detail}")))
     }
 }
 
@@ -487,7 +493,9 @@ pub(crate) fn read_op<T: Tables>(
             head_only()?;
             sub_key(id, name.as_bytes(), key_buf);
             match t.xattrs().get(key_buf.as_slice())? {
-                Some(value) => Ok(OpOutput::Xattr(Bytes::copy_from_slice(value.value()))),
+                Some(value) => {
+                    Ok(OpOutput::Xattr(Bytes::copy_from_slice(ctx.unseal("xattr", value.value())?)))
+                }
                 None => Err(Failure::Op(ErrorCode::ENODATA)),
             }
         }
@@ -499,7 +507,7 @@ pub(crate) fn read_op<T: Tables>(
             for item in t.xattrs().range(lo.as_slice()..hi.as_slice())? {
                 let (key, value) = item?;
                 let name = bytes_to_string(ctx, "xattr", &key.value()[8..])?;
-                out.insert(name, Bytes::copy_from_slice(value.value()));
+                out.insert(name, Bytes::copy_from_slice(ctx.unseal("xattr", value.value())?));
             }
             Ok(OpOutput::Xattrs(out))
         }
@@ -507,7 +515,10 @@ pub(crate) fn read_op<T: Tables>(
             head_only()?;
             sub_key(id, name.as_bytes(), key_buf);
             let stored = t.xattrs().get(key_buf.as_slice())?;
-            let stored = stored.as_ref().map(|g| g.value()).unwrap_or(&[]);
+            let stored = match stored.as_ref() {
+                Some(g) => ctx.unseal("xattr", g.value())?,
+                None => &[],
+            };
             if op.holds(stored, value) {
                 Ok(OpOutput::None)
             } else {
@@ -531,7 +542,10 @@ pub(crate) fn read_op<T: Tables>(
             for key in keys {
                 sub_key(id, key.as_bytes(), key_buf);
                 if let Some(value) = t.omap().get(key_buf.as_slice())? {
-                    vals.insert(key.clone(), Bytes::copy_from_slice(value.value()));
+                    vals.insert(
+                        key.clone(),
+                        Bytes::copy_from_slice(ctx.unseal("omap", value.value())?),
+                    );
                 }
             }
             Ok(OpOutput::OmapVals { vals, more: false })
@@ -539,14 +553,19 @@ pub(crate) fn read_op<T: Tables>(
         ObjectOp::OmapGetHeader => {
             head_only()?;
             let header = t.omap_header().get(&id.to_be_bytes())?;
-            let header = header.map(|g| Bytes::copy_from_slice(g.value())).unwrap_or_default();
+            let header = match header {
+                Some(g) => Bytes::copy_from_slice(ctx.unseal("omap header", g.value())?),
+                None => Bytes::new(),
+            };
             Ok(OpOutput::OmapHeader(header))
         }
         ObjectOp::OmapCmp { key, op, value } => {
             head_only()?;
             sub_key(id, key.as_bytes(), key_buf);
             match t.omap().get(key_buf.as_slice())? {
-                Some(stored) if op.holds(stored.value(), value) => Ok(OpOutput::None),
+                Some(stored) if op.holds(ctx.unseal("omap", stored.value())?, value) => {
+                    Ok(OpOutput::None)
+                }
                 _ => Err(Failure::Op(ErrorCode::ECANCELED)),
             }
         }
@@ -593,7 +612,10 @@ fn omap_page<T: Tables>(
             break;
         }
         let name = bytes_to_string(ctx, "omap", &key[8..])?;
-        let value = with_values.then(|| Bytes::copy_from_slice(value.value()));
+        let value = match with_values {
+            true => Some(Bytes::copy_from_slice(ctx.unseal("omap", value.value())?)),
+            false => None,
+        };
         entries.push((name, value));
     }
     Ok((entries, more))

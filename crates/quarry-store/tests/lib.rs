@@ -8,6 +8,7 @@ mod crash;
 mod dups;
 mod errors;
 mod exchange;
+mod meta_corruption;
 mod model;
 mod snap_index;
 mod snapshots;
