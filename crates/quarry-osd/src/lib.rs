@@ -68,6 +68,10 @@
 //! checkpoint (one fsync, coalesced across PGs by `pg::durability`); openraft then purges
 //! the log behind it, so WAL segments are freed. A follower behind the purged log receives an
 //! export of the PG (`Store::export_pg` into a temp file; `import_pg` on the other side).
+//! A failed checkpoint (the store's fsync or durable commit) is fail-stop, like a failed WAL
+//! write: the OSD logs the error and aborts the process (`pg::durability`), never retries,
+//! since after a failed fsync the page cache's state is unknown; restart recovers from the
+//! last good checkpoint plus the WAL.
 //!
 //! # Recovery after a crash
 //! The store shows its last checkpoint (redb drops unsynced commits), including each PG's
