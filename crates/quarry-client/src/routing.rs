@@ -83,6 +83,13 @@ pub(crate) fn check_request(
     if snap != SNAP_HEAD && ops.iter().any(ObjectOp::is_mutation) {
         return Err(ClientError::invalid(ErrorCode::EROFS, "cannot modify a snapshot"));
     }
+    if ObjectOp::vector_too_big(ops).is_some() {
+        // Checked early; the OSD refuses it too (it would not fit one log entry).
+        return Err(ClientError::invalid(
+            ErrorCode::EMSGSIZE,
+            "op vector carries more than OP_DATA_BYTES_MAX (60 MiB) of data",
+        ));
+    }
     let mut bulk: u64 = 0;
     for op in ops {
         let (end, bytes) = op_extent(op);
