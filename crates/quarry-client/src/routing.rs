@@ -237,6 +237,11 @@ mod tests {
         vals.insert("k".to_string(), Bytes::from(vec![0u8; FRAME_PAYLOAD_MAX as usize]));
         let huge = vec![ObjectOp::OmapSetVals { vals }];
         assert_eq!(code(check_request("a", &ok, head, &huge)), ErrorCode::EMSGSIZE);
+        // One WAL record's worth: 60 MiB of data per vector passes, a byte more does not.
+        let at = |n: u64| vec![ObjectOp::WriteFull { data: Payload::new(vec![0u8; n as usize]) }];
+        assert!(check_request("a", &ok, head, &at(quarry_types::OP_DATA_BYTES_MAX)).is_ok());
+        let over = at(quarry_types::OP_DATA_BYTES_MAX + 1);
+        assert_eq!(code(check_request("a", &ok, head, &over)), ErrorCode::EMSGSIZE);
     }
 
     #[test]
