@@ -86,6 +86,11 @@
 //! (Raft traffic is not counted: client writes wait on it); connections: `CONNECTIONS_MAX`;
 //! handshakes: 10 s; ops per vector: 1024; names per listing: 1024; a client with a newer map
 //! waits at most 2 s for ours; a write not applied in 120 s is answered ETIMEDOUT.
+//! Data per op vector: at most `quarry_types::OP_DATA_BYTES_MAX` (60 MiB; `check::validate`),
+//! and the encoded command must fit one WAL record (`LOG_ENTRY_BYTES_MAX`, 64 MiB, equal to
+//! `quarry_raftlog`'s record limit by a compile-time assert) with room for the entry's
+//! wrapping; else EMSGSIZE (90) before the proposal (Ceph's `OSD_WRITETOOBIG`). The log
+//! refusing an entry stops the PG in openraft, so no client input may reach it.
 //!
 //! # Invariants asserted
 //! - Entries are applied in strictly increasing log order; one reply per entry.
