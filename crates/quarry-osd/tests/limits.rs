@@ -39,7 +39,7 @@ async fn write_over_one_log_entry_is_refused_and_the_pg_keeps_serving() {
     assert_eq!(refused.expect("65 MiB write answered"), Err(ErrorCode::EMSGSIZE));
 
     let half = Payload::new(Bytes::from(vec![1u8; 31 << 20]));
-    assert!(2 * (31u64 << 20) > OP_DATA_BYTES_MAX);
+    const { assert!(2 * (31u64 << 20) > OP_DATA_BYTES_MAX) };
     let two = vec![
         ObjectOp::Write { off: 0, data: half.clone() },
         ObjectOp::Write { off: 31 << 20, data: half },
