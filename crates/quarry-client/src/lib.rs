@@ -44,7 +44,8 @@
 //! `pg = pg_of(object, pool.pg_num)`; the request goes to the first OSD of the PG's acting set
 //! in the newest map, stamped with that map's epoch. Requests are checked before sending
 //! (name length, snapshot context, no mutation of a snapshot, sizes within
-//! `OBJECT_SIZE_MAX` and one frame); an unknown pool is ENOENT after one map refresh. Every
+//! `OBJECT_SIZE_MAX` and one frame, at most `OP_DATA_BYTES_MAX` of data per vector, else
+//! EMSGSIZE); an unknown pool is ENOENT after one map refresh. Every
 //! data payload an OSD returns has its crc32c verified; a mismatch is logged and reported as
 //! EIO ([`ClientError::Corrupt`]).
 //!

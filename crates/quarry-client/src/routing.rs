@@ -83,6 +83,13 @@ pub(crate) fn check_request(
     if snap != SNAP_HEAD && ops.iter().any(ObjectOp::is_mutation) {
         return Err(ClientError::invalid(ErrorCode::EROFS, "cannot modify a snapshot"));
     }
+    if ObjectOp::vector_too_big(ops).is_some() {
+        // Checked early; the OSD refuses it too (it would not fit one log entry).
+        return Err(ClientError::invalid(
+            ErrorCode::EMSGSIZE,
+            "op vector carries more than OP_DATA_BYTES_MAX (60 MiB) of data",
+        ));
+    }
     let mut bulk: u64 = 0;
     for op in ops {
         let (end, bytes) = op_extent(op);
@@ -230,6 +237,11 @@ mod tests {
         vals.insert("k".to_string(), Bytes::from(vec![0u8; FRAME_PAYLOAD_MAX as usize]));
         let huge = vec![ObjectOp::OmapSetVals { vals }];
         assert_eq!(code(check_request("a", &ok, head, &huge)), ErrorCode::EMSGSIZE);
+        // One WAL record's worth: 60 MiB of data per vector passes, a byte more does not.
+        let at = |n: u64| vec![ObjectOp::WriteFull { data: Payload::new(vec![0u8; n as usize]) }];
+        assert!(check_request("a", &ok, head, &at(quarry_types::OP_DATA_BYTES_MAX)).is_ok());
+        let over = at(quarry_types::OP_DATA_BYTES_MAX + 1);
+        assert_eq!(code(check_request("a", &ok, head, &over)), ErrorCode::EMSGSIZE);
     }
 
     #[test]

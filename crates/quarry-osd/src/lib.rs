@@ -68,6 +68,10 @@
 //! checkpoint (one fsync, coalesced across PGs by `pg::durability`); openraft then purges
 //! the log behind it, so WAL segments are freed. A follower behind the purged log receives an
 //! export of the PG (`Store::export_pg` into a temp file; `import_pg` on the other side).
+//! A failed checkpoint (the store's fsync or durable commit) is fail-stop, like a failed WAL
+//! write: the OSD logs the error and aborts the process (`pg::durability`), never retries,
+//! since after a failed fsync the page cache's state is unknown; restart recovers from the
+//! last good checkpoint plus the WAL.
 //!
 //! # Recovery after a crash
 //! The store shows its last checkpoint (redb drops unsynced commits), including each PG's
@@ -82,6 +86,11 @@
 //! (Raft traffic is not counted: client writes wait on it); connections: `CONNECTIONS_MAX`;
 //! handshakes: 10 s; ops per vector: 1024; names per listing: 1024; a client with a newer map
 //! waits at most 2 s for ours; a write not applied in 120 s is answered ETIMEDOUT.
+//! Data per op vector: at most `quarry_types::OP_DATA_BYTES_MAX` (60 MiB; `check::validate`),
+//! and the encoded command must fit one WAL record (`LOG_ENTRY_BYTES_MAX`, 64 MiB, equal to
+//! `quarry_raftlog`'s record limit by a compile-time assert) with room for the entry's
+//! wrapping; else EMSGSIZE (90) before the proposal (Ceph's `OSD_WRITETOOBIG`). The log
+//! refusing an entry stops the PG in openraft, so no client input may reach it.
 //!
 //! # Invariants asserted
 //! - Entries are applied in strictly increasing log order; one reply per entry.

@@ -5,6 +5,7 @@
 mod common;
 mod crash;
 mod dups;
+mod limits;
 mod ops;
 mod replicated;
 mod restart;

@@ -26,5 +26,21 @@ pub use ops::{CmpOp, ObjectOp, OpOutput, OpReply, Payload, SnapContext};
 /// `osd_max_object_size` is 128 MiB; images use 4 MiB objects.
 pub const OBJECT_SIZE_MAX: u64 = 128 << 20;
 
+/// The largest Raft log entry an OSD proposes, encoded: what one WAL record holds
+/// (`quarry_raftlog::format::RECORD_PAYLOAD_MAX`; the OSD asserts the two are equal at
+/// compile time). A larger entry would be refused by the log, which openraft treats as fatal
+/// for the PG, so nothing a client sends may ever produce one.
+pub const LOG_ENTRY_BYTES_MAX: u64 = 64 << 20;
+
+/// The most data one op vector may carry (the sum of its write payloads, xattr values, omap
+/// keys/values and method inputs): 60 MiB, leaving 4 MiB of the log entry for the rest (name,
+/// op headers, snap context). A larger vector is refused with EMSGSIZE (90, "Message too
+/// long"), by the client before sending and by the OSD before proposing, as Ceph refuses a
+/// write above `osd_max_write_size` (90 MiB) with EMSGSIZE. Objects up to
+/// [`OBJECT_SIZE_MAX`] are written with several ops.
+pub const OP_DATA_BYTES_MAX: u64 = 60 << 20;
+
+const _: () = assert!(OP_DATA_BYTES_MAX + (4 << 20) <= LOG_ENTRY_BYTES_MAX);
+
 /// The longest object name accepted (Ceph: `osd_max_object_name_len` = 2048).
 pub const OBJECT_NAME_LEN_MAX: usize = 2048;

@@ -256,6 +256,37 @@ pub enum ObjectOp {
 }
 
 impl ObjectOp {
+    /// Bytes of data the op carries into the log (write payloads, xattr names and values,
+    /// omap keys/values/header, method input); what [`crate::OP_DATA_BYTES_MAX`] bounds per
+    /// vector. Other ops count 0.
+    pub fn data_bytes(&self) -> u64 {
+        let len = |n: usize| n as u64;
+        match self {
+            ObjectOp::Write { data, .. } | ObjectOp::WriteFull { data } => len(data.len()),
+            ObjectOp::SetXattr { name, value } => len(name.len() + value.len()),
+            ObjectOp::OmapSetVals { vals } => {
+                vals.iter().map(|(k, v)| len(k.len() + v.len())).sum()
+            }
+            ObjectOp::OmapRmKeys { keys } => keys.iter().map(|k| len(k.len())).sum(),
+            ObjectOp::OmapSetHeader { header } => len(header.len()),
+            ObjectOp::Call { input, .. } => len(input.len()),
+            _ => 0,
+        }
+    }
+
+    /// The index of the first op at which the vector's running [`ObjectOp::data_bytes`] total
+    /// passes [`crate::OP_DATA_BYTES_MAX`], if it does (answered EMSGSIZE).
+    pub fn vector_too_big(ops: &[ObjectOp]) -> Option<usize> {
+        let mut total = 0u64;
+        for (index, op) in ops.iter().enumerate() {
+            total = total.saturating_add(op.data_bytes());
+            if total > crate::OP_DATA_BYTES_MAX {
+                return Some(index);
+            }
+        }
+        None
+    }
+
     /// True if the op changes state (and so must go through the PG log).
     pub fn is_mutation(&self) -> bool {
         matches!(

@@ -154,13 +154,20 @@ fn failed(index: usize, code: ErrorCode) -> Reply {
 
 /// Validates an op vector before it is proposed or read: name length, op count, snapshot
 /// context, no mutation of a snapshot (EROFS), no retired client snap trim (EOPNOTSUPP),
-/// and every payload's crc (EINVAL).
+/// every payload's crc (EINVAL), and the data the vector carries (at most
+/// `quarry_types::OP_DATA_BYTES_MAX`, else EMSGSIZE: it would not fit one log entry).
 pub(crate) fn validate(op: &OsdOp) -> Result<(), Reply> {
     if op.name.len() > OBJECT_NAME_LEN_MAX {
         return Err(failed(0, ErrorCode::ENAMETOOLONG));
     }
     if op.ops.len() > OPS_PER_REQUEST_MAX {
         return Err(failed(OPS_PER_REQUEST_MAX, ErrorCode::EINVAL));
+    }
+    // More data than one log entry holds (a WAL record): refused before it reaches the log,
+    // whose refusal openraft would treat as fatal for the PG.
+    if let Some(index) = ObjectOp::vector_too_big(&op.ops) {
+        tracing::warn!(object = op.name, index, "op vector carries too much data: refused");
+        return Err(failed(index, ErrorCode::EMSGSIZE));
     }
     let mutates = op.ops.iter().any(ObjectOp::is_mutation);
     if mutates && !op.snapc.is_valid() {

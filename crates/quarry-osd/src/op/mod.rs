@@ -217,6 +217,11 @@ async fn write(
         ops: op.ops,
         mtime: mtime_now(),
     });
+    // The exact guard behind `check::validate`'s data bound: an entry the WAL would refuse
+    // must never be proposed (openraft stops the PG on a log error).
+    if let Some(reply) = entry_too_big(&command) {
+        return settle(slot, reply);
+    }
     let responder = match group.raft.client_write_ff(command).await {
         Ok(responder) => responder,
         Err(e) => {
@@ -336,4 +341,25 @@ pub(crate) async fn handle_raft(osd: &Osd, session: &Session, group: u64, body: 
             Reply::Failed { code: ErrorCode::EPROTO, message: "malformed raft message".into() }
         }
     }
+}
+
+/// Room kept in a log entry for what wraps the command (log id, entry kind, codec version).
+const ENTRY_WRAPPING_BYTES: u64 = 1 << 20;
+
+// The documented entry bound is what one WAL record holds.
+const _: () =
+    assert!(quarry_raftlog::format::RECORD_PAYLOAD_MAX as u64 == quarry_types::LOG_ENTRY_BYTES_MAX);
+
+/// EMSGSIZE if `command`, encoded, would not fit one WAL record with its wrapping.
+fn entry_too_big(command: &PgCommand) -> Option<Reply> {
+    let size = bincode::serialized_size(command).unwrap_or(u64::MAX);
+    if size.saturating_add(ENTRY_WRAPPING_BYTES) <= quarry_types::LOG_ENTRY_BYTES_MAX {
+        return None;
+    }
+    tracing::warn!(bytes = size, "op would not fit one log entry: refused");
+    let message = format!(
+        "op vector encodes to {size} bytes, more than one log entry holds ({} bytes)",
+        quarry_types::LOG_ENTRY_BYTES_MAX - ENTRY_WRAPPING_BYTES
+    );
+    Some(Reply::Failed { code: ErrorCode::EMSGSIZE, message })
 }

@@ -2,6 +2,8 @@
 //! checkpoint, makes the store durable (one fsync for all PGs) and asks each PG with applied
 //! entries past its last snapshot to record one, which lets openraft purge the WAL behind it.
 //! (openraft also snapshots each PG every `SNAPSHOT_LOGS` entries on its own.)
+//! A failed checkpoint is never retried: `pg::durability` logs it and aborts the process
+//! (fail-stop, like the WAL), since the page cache's state after a failed fsync is unknown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,9 +26,10 @@ pub(crate) async fn run(osd: Arc<Osd>) {
         if !osd.durability.dirty().await {
             continue;
         }
+        // A failed checkpoint does not come back here: it aborts the process (fail-stop).
         if let Err(e) = osd.durability.checkpoint_now().await {
             tracing::error!(error = %e, "periodic checkpoint failed");
-            continue;
+            return;
         }
         snapshot_behind_checkpoint(&osd).await;
     }
