@@ -234,8 +234,7 @@ impl Rados {
         routing::check_request(object, snapc, snap, &ops)?;
         // Taken before the first await: ops started one after the other get increasing tids.
         // Method calls may write (it depends on the method): they get an id too.
-        let writes = ops.iter().any(|op| op.is_mutation() || op.is_call());
-        let ticket = writes.then(|| self.inner.order.begin(pool, object));
+        let ticket = ObjectOp::vector_may_write(&ops).then(|| self.inner.order.begin(pool, object));
         let reqid = ticket.as_ref().map(Ticket::reqid);
         let pg = self.pg_of(pool, object).await?;
         let count = ops.len();

@@ -66,7 +66,7 @@ impl Handler<Session> for OsdService {
     fn arrived(&self, ctx: &Arc<ConnContext<Session>>, request: &Request) {
         if let Request::Op(op) = request {
             if let Some(reqid) = op.reqid {
-                if op::may_write(&op.ops) {
+                if quarry_types::ObjectOp::vector_may_write(&op.ops) {
                     let who = (ctx.session.entity.clone(), reqid);
                     let slot = self.osd.order.enqueue(op.pg, &op.name, who);
                     ctx.session.parked.park(reqid, slot);

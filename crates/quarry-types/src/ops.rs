@@ -274,6 +274,13 @@ impl ObjectOp {
         }
     }
 
+    /// True if the vector may change the object: a mutation, or a method call (which writes or
+    /// not depending on the method). Such vectors carry a request id (exactly once) and keep
+    /// their order per object, on the client and on the OSD.
+    pub fn vector_may_write(ops: &[ObjectOp]) -> bool {
+        ops.iter().any(|op| op.is_mutation() || op.is_call())
+    }
+
     /// The index of the first op at which the vector's running [`ObjectOp::data_bytes`] total
     /// passes [`crate::OP_DATA_BYTES_MAX`], if it does (answered EMSGSIZE).
     pub fn vector_too_big(ops: &[ObjectOp]) -> Option<usize> {

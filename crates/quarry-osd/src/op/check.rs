@@ -5,7 +5,7 @@
 //! well formed (name length, crc of every payload, no mutation of a snapshot). Each failure is
 //! the `Reply` the client gets.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use quarry_auth::OsdAccess;
 use quarry_types::{
@@ -127,13 +127,14 @@ pub(crate) fn shape_of(
 
 /// Stamps every [`ObjectOp::Call`] with the authenticated caller: whatever a client put in
 /// `origin` is overwritten, so a method can trust it.
-pub(crate) fn stamp_origin(ops: &mut [ObjectOp], session: &Session, peer: SocketAddr) {
+pub(crate) fn stamp_origin(ops: &mut [ObjectOp], session: &Session, peer: IpAddr) {
+    let addr = EntityAddr::client(peer, session.global_id).to_string();
     for op in ops {
         if let ObjectOp::Call { origin, .. } = op {
             *origin = Some(CallOrigin {
                 entity: session.entity.to_string(),
                 global_id: session.global_id,
-                addr: format!("{}:0/{}", peer.ip(), session.global_id),
+                addr: addr.clone(),
             });
         }
     }

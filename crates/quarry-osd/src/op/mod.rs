@@ -109,13 +109,6 @@ fn settle(slot: Option<Slot>, reply: Reply) -> Reply {
     reply
 }
 
-/// Whether an op vector may write, as the wire reader sees it before any lookup: a mutation or
-/// a method call (which writes or not depending on the method). Such vectors carry a request
-/// id and take a slot in their object's queue on arrival.
-pub(crate) fn may_write(ops: &[ObjectOp]) -> bool {
-    ops.iter().any(|op| op.is_mutation() || op.is_call())
-}
-
 /// Serves `Request::Op` from `peer`. `permit` (the OSD's bound on requests being handled) is
 /// held until the op waits for its turn in its object's queue: an op waiting behind others
 /// holds none, so the ops it waits for can always get one.
@@ -129,7 +122,7 @@ pub(crate) async fn handle_op(
     // The slot taken when the op arrived (module `order`); an op with an id whose slot is not
     // parked (the same id twice on one connection) queues now.
     let slot = match op.reqid {
-        Some(reqid) if may_write(&op.ops) => {
+        Some(reqid) if ObjectOp::vector_may_write(&op.ops) => {
             Some(session.parked.take(reqid).unwrap_or_else(|| {
                 osd.order.enqueue(op.pg, &op.name, (session.entity.clone(), reqid))
             }))
@@ -152,7 +145,7 @@ pub(crate) async fn handle_op(
         Ok(found) => found,
         Err(reply) => return settle(slot, reply),
     };
-    stamp_origin(&mut op.ops, session, peer);
+    stamp_origin(&mut op.ops, session, peer.ip());
     if let Err(reply) = validate(&op) {
         return settle(slot, reply);
     }
