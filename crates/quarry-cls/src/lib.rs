@@ -9,8 +9,9 @@
 //!   [`quarry_types::ObjectMethods`]): which methods exist, whether each reads or writes (the
 //!   OSD routes writers through the PG log and checks the `x` cap for them), and running them.
 //! - The classes, one module each: [`lock`] (advisory locks: what `rbd lock` and the exclusive
-//!   lock stand on) and [`numops`] (atomic arithmetic on omap values). The set grows with the
-//!   image layer (`rbd`).
+//!   lock stand on), [`numops`] (atomic arithmetic on omap values) and [`rbd`] (image
+//!   headers, the pool directory, children, trash and object maps: what `quarry-rbd` stands
+//!   on).
 //! - Each class's request and reply types and how they are encoded ([`codec`]), shared by the
 //!   OSD side and the clients that build [`quarry_types::ObjectOp::Call`] ops (helpers such as
 //!   [`lock::lock_op`]).
@@ -34,6 +35,7 @@
 pub mod codec;
 pub mod lock;
 pub mod numops;
+pub mod rbd;
 
 use bytes::Bytes;
 use quarry_types::{ErrorCode, MethodCtx, MethodFlags, ObjectMethods, ObjectOp};
@@ -65,6 +67,227 @@ const METHODS: &[Method] = &[
     Method { class: "lock", name: "unlock", flags: MethodFlags::RDWR, run: lock::unlock },
     Method { class: "numops", name: "add", flags: MethodFlags::RDWR, run: numops::add },
     Method { class: "numops", name: "mul", flags: MethodFlags::RDWR, run: numops::mul },
+    Method {
+        class: "rbd",
+        name: "add_child",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::add_child,
+    },
+    Method {
+        class: "rbd",
+        name: "child_attach",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::child_attach,
+    },
+    Method {
+        class: "rbd",
+        name: "child_detach",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::child_detach,
+    },
+    Method {
+        class: "rbd",
+        name: "children_list",
+        flags: MethodFlags::RD,
+        run: rbd::header::children_list,
+    },
+    Method { class: "rbd", name: "create", flags: MethodFlags::RDWR, run: rbd::header::create },
+    Method {
+        class: "rbd",
+        name: "dir_add_image",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::dir_add_image,
+    },
+    Method {
+        class: "rbd",
+        name: "dir_get_id",
+        flags: MethodFlags::RD,
+        run: rbd::directory::dir_get_id,
+    },
+    Method {
+        class: "rbd",
+        name: "dir_get_name",
+        flags: MethodFlags::RD,
+        run: rbd::directory::dir_get_name,
+    },
+    Method {
+        class: "rbd",
+        name: "dir_list",
+        flags: MethodFlags::RD,
+        run: rbd::directory::dir_list,
+    },
+    Method {
+        class: "rbd",
+        name: "dir_remove_image",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::dir_remove_image,
+    },
+    Method {
+        class: "rbd",
+        name: "dir_rename_image",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::dir_rename_image,
+    },
+    Method {
+        class: "rbd",
+        name: "get_children",
+        flags: MethodFlags::RD,
+        run: rbd::directory::get_children,
+    },
+    Method { class: "rbd", name: "get_id", flags: MethodFlags::RD, run: rbd::directory::get_id },
+    Method { class: "rbd", name: "get_image", flags: MethodFlags::RD, run: rbd::header::get_image },
+    Method {
+        class: "rbd",
+        name: "metadata_get",
+        flags: MethodFlags::RD,
+        run: rbd::header::metadata_get,
+    },
+    Method {
+        class: "rbd",
+        name: "metadata_list",
+        flags: MethodFlags::RD,
+        run: rbd::header::metadata_list,
+    },
+    Method {
+        class: "rbd",
+        name: "metadata_remove",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::metadata_remove,
+    },
+    Method {
+        class: "rbd",
+        name: "metadata_set",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::metadata_set,
+    },
+    Method {
+        class: "rbd",
+        name: "object_map_load",
+        flags: MethodFlags::RD,
+        run: rbd::object_map::object_map_load,
+    },
+    Method {
+        class: "rbd",
+        name: "object_map_resize",
+        flags: MethodFlags::RDWR,
+        run: rbd::object_map::object_map_resize,
+    },
+    Method {
+        class: "rbd",
+        name: "object_map_save",
+        flags: MethodFlags::RDWR,
+        run: rbd::object_map::object_map_save,
+    },
+    Method {
+        class: "rbd",
+        name: "object_map_snap_add",
+        flags: MethodFlags::RDWR,
+        run: rbd::object_map::object_map_snap_add,
+    },
+    Method {
+        class: "rbd",
+        name: "object_map_update",
+        flags: MethodFlags::RDWR,
+        run: rbd::object_map::object_map_update,
+    },
+    Method {
+        class: "rbd",
+        name: "remove_child",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::remove_child,
+    },
+    Method {
+        class: "rbd",
+        name: "remove_parent",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::remove_parent,
+    },
+    Method {
+        class: "rbd",
+        name: "set_features",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::set_features,
+    },
+    Method {
+        class: "rbd",
+        name: "set_flags",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::set_flags,
+    },
+    Method { class: "rbd", name: "set_id", flags: MethodFlags::RDWR, run: rbd::directory::set_id },
+    Method {
+        class: "rbd",
+        name: "set_parent",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::set_parent,
+    },
+    Method {
+        class: "rbd",
+        name: "set_protection",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::set_protection,
+    },
+    Method { class: "rbd", name: "set_size", flags: MethodFlags::RDWR, run: rbd::header::set_size },
+    Method {
+        class: "rbd",
+        name: "set_snap_limit",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::set_snap_limit,
+    },
+    Method {
+        class: "rbd",
+        name: "set_timestamp",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::set_timestamp,
+    },
+    Method {
+        class: "rbd",
+        name: "snapshot_add",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::snapshot_add,
+    },
+    Method {
+        class: "rbd",
+        name: "snapshot_remove",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::snapshot_remove,
+    },
+    Method {
+        class: "rbd",
+        name: "snapshot_rename",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::snapshot_rename,
+    },
+    Method {
+        class: "rbd",
+        name: "snapshot_trash_add",
+        flags: MethodFlags::RDWR,
+        run: rbd::header::snapshot_trash_add,
+    },
+    Method {
+        class: "rbd",
+        name: "trash_add",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::trash_add,
+    },
+    Method {
+        class: "rbd",
+        name: "trash_get",
+        flags: MethodFlags::RD,
+        run: rbd::directory::trash_get,
+    },
+    Method {
+        class: "rbd",
+        name: "trash_list",
+        flags: MethodFlags::RD,
+        run: rbd::directory::trash_list,
+    },
+    Method {
+        class: "rbd",
+        name: "trash_remove",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::trash_remove,
+    },
 ];
 
 /// The method registry the OSD's store runs [`ObjectOp::Call`] with.

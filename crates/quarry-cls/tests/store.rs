@@ -2,89 +2,23 @@
 //! OSD runs them: semantics of each method, atomicity with the rest of the vector, the read
 //! path, and the pinned encoding of the state they persist.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use quarry_cls::lock::{self, LockRequest, LockType};
-use quarry_cls::{codec, numops, Classes};
-use quarry_store::{ObjectCommand, Store, StoreOptions};
-use quarry_types::{
-    CallOrigin, CmpOp, ErrorCode, ObjectOp, OpOutput, OpReply, Payload, PgId, SnapContext,
-    SNAP_HEAD,
-};
+use quarry_cls::{codec, numops};
+use quarry_store::{ObjectCommand, Store};
+use quarry_types::{CmpOp, ErrorCode, ObjectOp, OpOutput, OpReply, Payload, SnapContext};
 
-const PG: PgId = PgId { pool: 1, seed: 0 };
+mod common;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Store,
-    clock: u64,
-}
+use common::{code, Fixture, PG};
 
-fn origin(global_id: u64) -> CallOrigin {
-    CallOrigin {
-        entity: "client.admin".into(),
-        global_id,
-        addr: format!("127.0.0.1:0/{global_id}"),
-    }
-}
-
-/// Fills in the origin, as the OSD does for every call it admits.
-fn as_caller(ops: Vec<ObjectOp>, who: u64) -> Vec<ObjectOp> {
-    ops.into_iter()
-        .map(|op| match op {
-            ObjectOp::Call { class, method, input, .. } => {
-                ObjectOp::Call { class, method, input, origin: Some(origin(who)) }
-            }
-            other => other,
-        })
-        .collect()
-}
-
-impl Fixture {
-    fn new() -> Fixture {
-        let dir = tempfile::tempdir().unwrap();
-        let options =
-            StoreOptions { methods: Some(Arc::new(Classes::new())), ..Default::default() };
-        let store = Store::open_with(&dir.path().join("store.redb"), &options).unwrap();
-        // The read path uses the local clock: start the command clock there.
-        let clock =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
-        Fixture { _dir: dir, store, clock }
-    }
-
-    /// Applies `ops` on `name` as caller `who` at the fixture's clock.
-    fn apply(&mut self, name: &str, who: u64, ops: Vec<ObjectOp>) -> OpReply {
-        self.clock += 1;
-        let command = ObjectCommand {
-            name: name.into(),
-            snapc: SnapContext::default(),
-            ops: as_caller(ops, who),
-            mtime: (self.clock, 0),
-            reqid: None,
-        };
-        self.store.apply(PG, &[command], b"state").unwrap().pop().unwrap()
-    }
-
-    fn read(&self, name: &str, who: u64, ops: Vec<ObjectOp>) -> OpReply {
-        self.store.read(PG, name, SNAP_HEAD, &as_caller(ops, who)).unwrap()
-    }
-
-    fn info(&self, name: &str) -> lock::LockInfo {
-        match self.read(name, 9, vec![lock::get_info_op("l")]) {
-            OpReply::Ok(out) => match &out[0] {
-                OpOutput::Returned(bytes) => lock::decode_info(bytes).unwrap(),
-                other => panic!("get_info returned {other:?}"),
-            },
-            failed => panic!("get_info failed: {failed:?}"),
-        }
-    }
-}
-
-fn code(reply: &OpReply) -> Option<ErrorCode> {
-    match reply {
-        OpReply::Ok(_) => None,
-        OpReply::Failed { code, .. } => Some(*code),
+fn lock_info(f: &Fixture, name: &str) -> lock::LockInfo {
+    match f.read(name, 9, vec![lock::get_info_op("l")]) {
+        OpReply::Ok(out) => match &out[0] {
+            OpOutput::Returned(bytes) => lock::decode_info(bytes).unwrap(),
+            other => panic!("get_info returned {other:?}"),
+        },
+        failed => panic!("get_info failed: {failed:?}"),
     }
 }
 
@@ -110,7 +44,7 @@ fn exclusive_lock_admits_one_locker() {
     assert_eq!(code(&f.apply("hdr", 1, vec![lock::lock_op(&req)])), Some(ErrorCode::EEXIST));
     let shared = lock_req(LockType::Shared, "c2", "");
     assert_eq!(code(&f.apply("hdr", 2, vec![lock::lock_op(&shared)])), Some(ErrorCode::EBUSY));
-    let info = f.info("hdr");
+    let info = lock_info(&f, "hdr");
     assert_eq!(info.lock_type, Some(LockType::Exclusive));
     assert_eq!(info.lockers.len(), 1);
     assert_eq!(info.lockers[0].locker, "client.1");
@@ -123,7 +57,7 @@ fn exclusive_lock_admits_one_locker() {
         lock::BreakLockRequest { name: "l".into(), locker: "client.1".into(), cookie: "c1".into() };
     assert_eq!(code(&f.apply("hdr", 2, vec![lock::break_lock_op(&brk)])), None);
     assert_eq!(code(&f.apply("hdr", 2, vec![lock::break_lock_op(&brk)])), Some(ErrorCode::ENOENT));
-    assert_eq!(f.info("hdr"), lock::LockInfo::default());
+    assert_eq!(lock_info(&f, "hdr"), lock::LockInfo::default());
     assert_eq!(code(&f.apply("hdr", 2, vec![lock::lock_op(&req)])), None);
 }
 
@@ -139,7 +73,7 @@ fn shared_lockers_need_the_same_tag_and_expire() {
     );
     let other_tag = lock_req(LockType::Shared, "c", "u");
     assert_eq!(code(&f.apply("o", 3, vec![lock::lock_op(&other_tag)])), Some(ErrorCode::EBUSY));
-    assert_eq!(f.info("o").lockers.len(), 2);
+    assert_eq!(lock_info(&f, "o").lockers.len(), 2);
     // Renewal needs may_renew.
     let mut renew = a.clone();
     renew.may_renew = true;

@@ -14,6 +14,8 @@ impl ErrorCode {
     pub const ENOENT: ErrorCode = ErrorCode(2);
     /// Input/output error: a checksum mismatch or a failed disk operation.
     pub const EIO: ErrorCode = ErrorCode(5);
+    /// Cross-device link: an image operation across pools that cannot be done.
+    pub const EXDEV: ErrorCode = ErrorCode(18);
     /// Try again (map changed, not the leader): retried by the client, never shown to users.
     pub const EAGAIN: ErrorCode = ErrorCode(11);
     /// Permission denied: the capabilities do not allow the operation.
@@ -30,12 +32,16 @@ impl ErrorCode {
     pub const ENOSPC: ErrorCode = ErrorCode(28);
     /// Read-only (snapshot or read-only open).
     pub const EROFS: ErrorCode = ErrorCode(30);
+    /// Argument out of domain (an image order outside 12..=25, as librbd answers).
+    pub const EDOM: ErrorCode = ErrorCode(33);
     /// Result out of range.
     pub const ERANGE: ErrorCode = ErrorCode(34);
     /// Name too long.
     pub const ENAMETOOLONG: ErrorCode = ErrorCode(36);
     /// Function not implemented.
     pub const ENOSYS: ErrorCode = ErrorCode(38);
+    /// Not empty (an image with snapshots, a pool with images).
+    pub const ENOTEMPTY: ErrorCode = ErrorCode(39);
     /// No data (xattr absent).
     pub const ENODATA: ErrorCode = ErrorCode(61);
     /// Protocol error (malformed message).
@@ -50,6 +56,13 @@ impl ErrorCode {
     pub const ECANCELED: ErrorCode = ErrorCode(125);
     /// Stored bytes a method cannot parse (Ceph's object classes answer EBADMSG).
     pub const EBADMSG: ErrorCode = ErrorCode(74);
+    /// Illegal byte sequence: a compare-and-write whose compare did not match.
+    pub const EILSEQ: ErrorCode = ErrorCode(84);
+    /// Stale: a request based on state that has moved on (a snapshot id older than the
+    /// image's newest, an object map that no longer covers the range).
+    pub const ESTALE: ErrorCode = ErrorCode(116);
+    /// Quota exceeded (an image's snapshot limit, a pool quota).
+    pub const EDQUOT: ErrorCode = ErrorCode(122);
     /// Blocklisted client (Ceph's EBLOCKLISTED is ESHUTDOWN, 108).
     pub const ESHUTDOWN: ErrorCode = ErrorCode(108);
     /// Not connected: a watch the OSD no longer holds (connection lost, primary changed).
@@ -66,6 +79,7 @@ impl ErrorCode {
             1 => "Operation not permitted",
             2 => "No such file or directory",
             5 => "Input/output error",
+            18 => "Invalid cross-device link",
             11 => "Resource temporarily unavailable",
             13 => "Permission denied",
             16 => "Device or resource busy",
@@ -74,17 +88,22 @@ impl ErrorCode {
             27 => "File too large",
             28 => "No space left on device",
             30 => "Read-only file system",
+            33 => "Numerical argument out of domain",
             34 => "Numerical result out of range",
             36 => "File name too long",
             38 => "Function not implemented",
+            39 => "Directory not empty",
             61 => "No data available",
             71 => "Protocol error",
             74 => "Bad message",
+            84 => "Invalid or incomplete multibyte or wide character",
             90 => "Message too long",
             95 => "Operation not supported",
             107 => "Transport endpoint is not connected",
             108 => "Cannot send after transport endpoint shutdown",
             110 => "Connection timed out",
+            116 => "Stale file handle",
+            122 => "Disk quota exceeded",
             125 => "Operation canceled",
             _ => "Unknown error",
         }
