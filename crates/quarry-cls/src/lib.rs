@@ -91,6 +91,7 @@ const METHODS: &[Method] = &[
         flags: MethodFlags::RD,
         run: rbd::header::children_list,
     },
+    Method { class: "rbd", name: "copyup", flags: MethodFlags::RDWR, run: rbd::header::copyup },
     Method { class: "rbd", name: "create", flags: MethodFlags::RDWR, run: rbd::header::create },
     Method {
         class: "rbd",

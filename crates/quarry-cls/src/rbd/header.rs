@@ -690,3 +690,19 @@ pub fn set_timestamp(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, Err
     omap_set(ctx, vec![put(key, &now)])?;
     Ok(nothing())
 }
+
+/// `rbd.copyup` (on a data object): writes a clone's copy of its parent's data (the raw
+/// input bytes) only if the object does not exist yet, so a copy-up racing another write
+/// of the same object never overwrites newer data. Empty input creates an empty object.
+pub fn copyup(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, ErrorCode> {
+    if exists(ctx)? {
+        return Ok(nothing());
+    }
+    if input.is_empty() {
+        ctx.op(&ObjectOp::Create { exclusive: false })?;
+    } else {
+        let data = quarry_types::Payload::new(Bytes::copy_from_slice(input));
+        ctx.op(&ObjectOp::WriteFull { data })?;
+    }
+    Ok(nothing())
+}

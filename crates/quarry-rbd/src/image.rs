@@ -1,0 +1,1174 @@
+//! An open image (librbd's `Image`): its header, read and write paths over the data
+//! objects, copy-on-write through the parent of a clone, the object map, resize,
+//! snapshots, flatten and image-meta.
+//!
+//! # Invariants
+//! - **Object map**: state NONEXISTENT implies the data object does not exist. Writes mark
+//!   the object EXISTS *before* writing it; removals mark it NONEXISTENT *after* removing it.
+//!   A crash in between leaves the map claiming an object that is not there (space counted,
+//!   never data lost); `du`, `diff` and export may skip NONEXISTENT objects.
+//! - **Copy-up** (clones): a write to an object of a clone within the parent overlap is
+//!   guarded by `AssertExists`; on ENOENT the client reads the object's parent data and
+//!   sends `rbd.copyup` (writes only if the object is still absent) before the write. With
+//!   deep-flatten the copy-up carries an empty snapshot context so the clone's snapshots
+//!   see the parent data too (they may lose their parent link on flatten); without it the
+//!   clone's context, so its snapshots keep reading through the parent.
+//! - **Snapshots quiesce this handle's writes**: the state lock is held shared by every
+//!   write and exclusively by snapshot create, rollback, resize and flatten, so no write
+//!   of this handle is sent with a stale snapshot context. (Other clients are kept out by
+//!   the exclusive lock.)
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use quarry_client::{ClientError, IoCtx};
+use quarry_cls::rbd::header::{
+    ImageHeader, MetadataKeyRequest, MetadataList, MetadataListRequest, MetadataSetRequest,
+    SetProtectionRequest, SetSizeRequest, SnapLimitRequest, SnapRequest, SnapshotAddRequest,
+    SnapshotRenameRequest,
+};
+use quarry_cls::rbd::object_map::{self as om, ObjectMap, ResizeRequest, UpdateRequest};
+use quarry_cls::rbd::{
+    features, flags, ParentInfo, ParentSpec, Protection, SnapNamespace, SnapshotInfo,
+};
+use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, SnapContext, SnapId, SNAP_HEAD};
+use tokio::sync::{Mutex, RwLock};
+
+use crate::error::{is, RbdError, RbdResult};
+use crate::layout::{data_object, Layout, ObjectExtent};
+use crate::names;
+use crate::pool::{self, call, call_read, ignore_enoent};
+
+/// How many object requests one image operation keeps in flight.
+const PARALLEL_OBJECTS: usize = 32;
+
+/// How to open an image.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenOptions {
+    /// Open this snapshot (read-only) instead of the head.
+    pub snapshot: Option<String>,
+    /// Refuse writes (EROFS).
+    pub read_only: bool,
+}
+
+/// What `rbd info` shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    /// Image name.
+    pub name: String,
+    /// Image id.
+    pub id: String,
+    /// Size of the head or of the open snapshot.
+    pub size: u64,
+    /// Object order.
+    pub order: u8,
+    /// Objects the size spans.
+    pub object_count: u64,
+    /// `rbd_data.<id>`.
+    pub block_name_prefix: String,
+    /// Feature bits.
+    pub features: u64,
+    /// Flag bits (of the head or the snapshot).
+    pub flags: u64,
+    /// User snapshots.
+    pub snapshot_count: u64,
+    /// Stripe unit.
+    pub stripe_unit: u64,
+    /// Stripe count.
+    pub stripe_count: u64,
+    /// Creation time (seconds, nanoseconds).
+    pub create_timestamp: (u64, u32),
+    /// Last recorded access.
+    pub access_timestamp: (u64, u32),
+    /// Last recorded modification.
+    pub modify_timestamp: (u64, u32),
+    /// The parent link of the head or of the open snapshot.
+    pub parent: Option<ParentInfo>,
+    /// The open snapshot, if any.
+    pub snap_id: Option<SnapId>,
+}
+
+/// An open image. Cheap to clone (handles share state).
+#[derive(Clone)]
+pub struct Image {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Image {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Image")
+            .field("name", &self.inner.name)
+            .field("id", &self.inner.id)
+            .field("snap", &self.inner.snap)
+            .finish()
+    }
+}
+
+struct Inner {
+    /// The pool, at the head, no snapshot context (header and object map calls).
+    io: IoCtx,
+    name: String,
+    id: String,
+    /// The open snapshot (id, name).
+    snap: Option<(SnapId, String)>,
+    read_only: bool,
+    state: RwLock<State>,
+    /// The head's object map, loaded when the image has one (writes keep it current).
+    object_map: Mutex<Option<Vec<u8>>>,
+}
+
+/// What a refresh reads.
+struct State {
+    header: ImageHeader,
+    layout: Layout,
+    /// Data objects: the header's snapshot context for writes, the open snapshot for reads.
+    data: IoCtx,
+    /// The parent of the head (or of the open snapshot), opened at its snapshot.
+    parent: Option<(ParentInfo, Image)>,
+}
+
+impl State {
+    fn size(&self, snap: Option<SnapId>) -> u64 {
+        match snap {
+            None => self.header.size,
+            Some(id) => self.header.snapshot(id).map_or(0, |s| s.size),
+        }
+    }
+
+    fn has(&self, feature: u64) -> bool {
+        self.header.features & feature != 0
+    }
+}
+
+impl Image {
+    /// Opens image `name` of `io`'s pool (ENOENT if it does not exist, or has no such
+    /// snapshot).
+    pub async fn open(io: &IoCtx, name: &str, options: OpenOptions) -> RbdResult<Image> {
+        let id = pool::image_id(io, name).await?;
+        Image::open_by_id(io, &id, name, options).await
+    }
+
+    /// Opens the image with id `id` (its name is only for display).
+    pub async fn open_by_id(
+        io: &IoCtx,
+        id: &str,
+        name: &str,
+        options: OpenOptions,
+    ) -> RbdResult<Image> {
+        let header: ImageHeader =
+            call_read(io, &names::header_object(id), "get_image", &()).await?;
+        let snap = match &options.snapshot {
+            None => None,
+            Some(snap_name) => {
+                let snap =
+                    header.user_snapshot(snap_name).ok_or(RbdError::code(ErrorCode::ENOENT))?;
+                Some((snap.id, snap_name.clone()))
+            }
+        };
+        let state = build_state(io, header, snap.as_ref().map(|s| s.0)).await?;
+        let image = Image {
+            inner: Arc::new(Inner {
+                io: io.clone(),
+                name: name.into(),
+                id: id.into(),
+                read_only: options.read_only || snap.is_some(),
+                snap,
+                state: RwLock::new(state),
+                object_map: Mutex::new(None),
+            }),
+        };
+        image.load_head_object_map().await?;
+        Ok(image)
+    }
+
+    /// Reads the header again (after another client changed it).
+    pub async fn refresh(&self) -> RbdResult<()> {
+        let mut state = self.inner.state.write().await;
+        self.refresh_locked(&mut state).await
+    }
+
+    async fn refresh_locked(&self, state: &mut State) -> RbdResult<()> {
+        let header: ImageHeader =
+            call_read(&self.inner.io, &names::header_object(&self.inner.id), "get_image", &())
+                .await?;
+        if let Some((id, _)) = &self.inner.snap {
+            if header.snapshot(*id).is_none() {
+                return Err(RbdError::refused(ErrorCode::ENOENT, "snapshot was removed"));
+            }
+        }
+        *state = build_state(&self.inner.io, header, self.snap_id()).await?;
+        Ok(())
+    }
+
+    async fn load_head_object_map(&self) -> RbdResult<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
+        let usable = {
+            let state = self.inner.state.read().await;
+            state.has(features::OBJECT_MAP) && state.header.flags & flags::OBJECT_MAP_INVALID == 0
+        };
+        let map = if usable {
+            Some(load_object_map(&self.inner.io, &self.inner.id, None).await?.packed.to_vec())
+        } else {
+            None
+        };
+        *self.inner.object_map.lock().await = map;
+        Ok(())
+    }
+
+    /// The image name given at open.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The image id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The pool's I/O context.
+    pub fn ioctx(&self) -> &IoCtx {
+        &self.inner.io
+    }
+
+    /// The open snapshot's id, if a snapshot is open.
+    pub fn snap_id(&self) -> Option<SnapId> {
+        self.inner.snap.as_ref().map(|s| s.0)
+    }
+
+    /// Whether writes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// Size of the head or the open snapshot.
+    pub async fn size(&self) -> u64 {
+        self.inner.state.read().await.size(self.snap_id())
+    }
+
+    /// Feature bits.
+    pub async fn features(&self) -> u64 {
+        self.inner.state.read().await.header.features
+    }
+
+    /// Flag bits of the head or the open snapshot.
+    pub async fn flags(&self) -> u64 {
+        let state = self.inner.state.read().await;
+        match self.snap_id() {
+            None => state.header.flags,
+            Some(id) => state.header.snapshot(id).map_or(0, |s| s.flags),
+        }
+    }
+
+    /// The header as last read.
+    pub async fn header(&self) -> ImageHeader {
+        self.inner.state.read().await.header.clone()
+    }
+
+    /// The layout.
+    pub async fn layout(&self) -> Layout {
+        self.inner.state.read().await.layout
+    }
+
+    /// What `rbd info` shows.
+    pub async fn info(&self) -> ImageInfo {
+        let state = self.inner.state.read().await;
+        let h = &state.header;
+        let snap = self.snap_id().and_then(|id| h.snapshot(id));
+        let size = state.size(self.snap_id());
+        ImageInfo {
+            name: self.inner.name.clone(),
+            id: self.inner.id.clone(),
+            size,
+            order: h.order,
+            object_count: state.layout.object_count(size),
+            block_name_prefix: h.object_prefix.clone(),
+            features: h.features,
+            flags: snap.map_or(h.flags, |s| s.flags),
+            snapshot_count: h
+                .snapshots
+                .iter()
+                .filter(|s| s.namespace == SnapNamespace::User)
+                .count() as u64,
+            stripe_unit: h.stripe_unit,
+            stripe_count: h.stripe_count,
+            create_timestamp: h.create_timestamp,
+            access_timestamp: h.access_timestamp,
+            modify_timestamp: h.modify_timestamp,
+            parent: state.parent.as_ref().map(|(info, _)| info.clone()),
+            snap_id: self.snap_id(),
+        }
+    }
+
+    /// User snapshots, by ascending id.
+    pub async fn snapshots(&self) -> Vec<SnapshotInfo> {
+        let state = self.inner.state.read().await;
+        state
+            .header
+            .snapshots
+            .iter()
+            .filter(|s| s.namespace == SnapNamespace::User)
+            .cloned()
+            .collect()
+    }
+
+    /// The parent link (ENOENT-like None when the image is not a clone).
+    pub async fn parent(&self) -> Option<ParentInfo> {
+        self.inner.state.read().await.parent.as_ref().map(|(info, _)| info.clone())
+    }
+
+    /// The parent spec and snapshot a clone of this open snapshot links to (EINVAL when
+    /// no snapshot is open).
+    pub async fn clone_source(&self) -> RbdResult<(ParentSpec, SnapshotInfo)> {
+        let Some((snap_id, _)) = self.inner.snap.clone() else {
+            return Err(RbdError::refused(ErrorCode::EINVAL, "a clone needs a parent snapshot"));
+        };
+        self.refresh().await?;
+        let state = self.inner.state.read().await;
+        let snap =
+            state.header.snapshot(snap_id).cloned().ok_or(RbdError::code(ErrorCode::ENOENT))?;
+        let spec = ParentSpec {
+            pool: self.inner.io.pool_id(),
+            namespace: self.inner.io.namespace().to_string(),
+            image_id: self.inner.id.clone(),
+            snap_id,
+        };
+        Ok((spec, snap))
+    }
+
+    // ---- data path ----
+
+    /// Reads `len` bytes at `off`; a range past the end is cut at the end (librbd's rule:
+    /// an offset beyond the size is EINVAL).
+    pub async fn read(&self, off: u64, len: u64) -> RbdResult<Bytes> {
+        let state = self.inner.state.read().await;
+        let size = state.size(self.snap_id());
+        let len = clip(off, len, size)?;
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let extents = state.layout.map(off, len);
+        let mut buffer = BytesMut::zeroed(len as usize);
+        let mut set = tokio::task::JoinSet::new();
+        let mut pending = extents.into_iter();
+        loop {
+            while set.len() < PARALLEL_OBJECTS {
+                let Some(ext) = pending.next() else { break };
+                let job = ReadJob::new(&state, ext, off + ext.buffer_offset);
+                set.spawn(job.run());
+            }
+            let Some(joined) = set.join_next().await else { break };
+            let (at, data) = joined.map_err(join_error)??;
+            buffer[at as usize..at as usize + data.len()].copy_from_slice(&data);
+        }
+        Ok(buffer.freeze())
+    }
+
+    /// [`Image::read`] as a boxed `Send` future: a clone's read calls its parent's, and the
+    /// recursion needs a named future type.
+    fn read_boxed(
+        &self,
+        off: u64,
+        len: u64,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = RbdResult<Bytes>> + Send + '_>> {
+        Box::pin(self.read(off, len))
+    }
+
+    /// Writes `data` at `off` (EROFS on a snapshot or read-only open; EINVAL past the end;
+    /// a write crossing the end is cut there, as librbd does).
+    pub async fn write(&self, off: u64, data: Bytes) -> RbdResult<()> {
+        self.check_writable()?;
+        let state = self.inner.state.read().await;
+        let len = clip(off, data.len() as u64, state.size(None))?;
+        let data = data.slice(..len as usize);
+        let extents = state.layout.map(off, len);
+        self.run_object_jobs(&state, extents, |ext| {
+            let piece =
+                data.slice(ext.buffer_offset as usize..(ext.buffer_offset + ext.length) as usize);
+            Mutation::Write(piece)
+        })
+        .await
+    }
+
+    /// Discards `[off, off + len)`: whole objects are removed, parts zeroed (punched), and
+    /// in a clone the parent's data there is hidden. Reads of the range return zeros.
+    pub async fn discard(&self, off: u64, len: u64) -> RbdResult<()> {
+        self.check_writable()?;
+        let state = self.inner.state.read().await;
+        let len = clip(off, len, state.size(None))?;
+        let extents = state.layout.map(off, len);
+        self.run_object_jobs(&state, extents, |_| Mutation::Discard { hide_parent: true }).await
+    }
+
+    /// Writes zeros to `[off, off + len)` (the same as a discard here: both read back zeros
+    /// and free space).
+    pub async fn write_zeroes(&self, off: u64, len: u64) -> RbdResult<()> {
+        self.discard(off, len).await
+    }
+
+    /// Makes every acknowledged write durable (writes are not cached yet: nothing to do).
+    pub async fn flush(&self) -> RbdResult<()> {
+        Ok(())
+    }
+
+    fn check_writable(&self) -> RbdResult<()> {
+        if self.inner.read_only {
+            return Err(RbdError::code(ErrorCode::EROFS));
+        }
+        Ok(())
+    }
+
+    async fn run_object_jobs(
+        &self,
+        state: &State,
+        extents: Vec<ObjectExtent>,
+        make: impl Fn(&ObjectExtent) -> Mutation,
+    ) -> RbdResult<()> {
+        let mut set = tokio::task::JoinSet::new();
+        let mut pending = extents.into_iter();
+        loop {
+            while set.len() < PARALLEL_OBJECTS {
+                let Some(ext) = pending.next() else { break };
+                let before = self.object_state(ext.object_no).await;
+                let mutation = make(&ext);
+                if matches!(mutation, Mutation::Write(_)) {
+                    self.mark(ext.object_no, om::EXISTS).await?;
+                }
+                let job = WriteJob::new(state, ext, mutation, before);
+                set.spawn(job.run());
+            }
+            let Some(joined) = set.join_next().await else { break };
+            let (object_no, result) = joined.map_err(join_error)??;
+            match result {
+                Outcome::Exists => self.mark(object_no, om::EXISTS).await?,
+                Outcome::Removed => self.mark(object_no, om::NONEXISTENT).await?,
+                Outcome::Unchanged => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The head object map's state of object `k` (None without an object map).
+    async fn object_state(&self, k: u64) -> Option<u8> {
+        let map = self.inner.object_map.lock().await;
+        map.as_ref().map(|packed| state_of(packed, k))
+    }
+
+    /// Sets object `k` to `state` in the head object map (a method call only if it changes;
+    /// EXISTS_CLEAN counts as EXISTS for writes).
+    async fn mark(&self, k: u64, state: u8) -> RbdResult<()> {
+        let mut map = self.inner.object_map.lock().await;
+        let Some(packed) = map.as_mut() else { return Ok(()) };
+        let current = state_of(packed, k);
+        // EXISTS_CLEAN becomes EXISTS on a write: the object changed since the snapshot.
+        if current == state || k >= (packed.len() as u64) * 4 {
+            return Ok(());
+        }
+        let req = UpdateRequest { start: k, end: k + 1, new_state: state, current_state: None };
+        match call(
+            &self.inner.io,
+            &names::object_map(&self.inner.id, None),
+            "object_map_update",
+            &req,
+        )
+        .await
+        {
+            Ok(()) => {
+                set_state(packed, k, state);
+                Ok(())
+            }
+            // The map is shorter than the image (resized by another handle): reload later.
+            Err(e) if e.errno() == ErrorCode::ERANGE => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    // ---- resize ----
+
+    /// Changes the size. Shrinking removes the data past the new end first (this is what
+    /// `rbd resize --allow-shrink` asks for; the CLI refuses a shrink without it).
+    pub async fn resize(&self, new_size: u64, mut progress: impl FnMut(u64, u64)) -> RbdResult<()> {
+        self.check_writable()?;
+        let mut state = self.inner.state.write().await;
+        self.refresh_locked(&mut state).await?;
+        let old_size = state.header.size;
+        let layout = state.layout;
+        let new_count = layout.object_count(new_size);
+        let has_map = self.inner.object_map.lock().await.is_some();
+        let map_object = names::object_map(&self.inner.id, None);
+        if new_size > old_size {
+            if has_map {
+                let req = ResizeRequest { object_count: new_count, default_state: om::NONEXISTENT };
+                call(&self.inner.io, &map_object, "object_map_resize", &req).await?;
+            }
+            call(
+                &self.inner.io,
+                &names::header_object(&self.inner.id),
+                "set_size",
+                &SetSizeRequest { size: new_size },
+            )
+            .await?;
+        } else if new_size < old_size {
+            // Trim: the tail of the image reads as nothing once gone.
+            let extents = layout.map(new_size, old_size - new_size);
+            let total = extents.len() as u64;
+            let mut done = 0;
+            for chunk in extents.chunks(PARALLEL_OBJECTS * 4) {
+                self.run_object_jobs(&state, chunk.to_vec(), |_| Mutation::Discard {
+                    hide_parent: false,
+                })
+                .await?;
+                done += chunk.len() as u64;
+                progress(done, total);
+            }
+            call(
+                &self.inner.io,
+                &names::header_object(&self.inner.id),
+                "set_size",
+                &SetSizeRequest { size: new_size },
+            )
+            .await?;
+            if has_map {
+                let req = ResizeRequest { object_count: new_count, default_state: om::NONEXISTENT };
+                call(&self.inner.io, &map_object, "object_map_resize", &req).await?;
+            }
+        }
+        self.refresh_locked(&mut state).await?;
+        drop(state);
+        self.load_head_object_map().await
+    }
+
+    // ---- snapshots ----
+
+    /// Creates snapshot `name` of the head (EEXIST if the name is taken; EDQUOT at the
+    /// snapshot limit).
+    pub async fn snap_create(&self, name: &str) -> RbdResult<SnapId> {
+        names::check_snap_name(name)?;
+        self.check_head()?;
+        let mut state = self.inner.state.write().await;
+        self.refresh_locked(&mut state).await?;
+        if state.header.user_snapshot(name).is_some() {
+            return Err(RbdError::code(ErrorCode::EEXIST));
+        }
+        let io = &self.inner.io;
+        let snap_id = io.selfmanaged_snap_create().await?;
+        let with_map = state.has(features::OBJECT_MAP);
+        let snap_map = names::object_map(&self.inner.id, Some(snap_id));
+        let added = async {
+            if with_map {
+                let map = load_object_map(io, &self.inner.id, None).await?;
+                call(io, &snap_map, "object_map_save", &map).await?;
+            }
+            let req = SnapshotAddRequest { snap_id, name: name.into() };
+            call(io, &names::header_object(&self.inner.id), "snapshot_add", &req).await
+        };
+        if let Err(e) = added.await {
+            let _ = io.remove(&snap_map).await;
+            let _ = io.selfmanaged_snap_remove(snap_id).await;
+            return Err(e);
+        }
+        if with_map {
+            let head = names::object_map(&self.inner.id, None);
+            if let Err(e) = call(io, &head, "object_map_snap_add", &()).await {
+                tracing::warn!(image = %self.inner.name, error = %e, "object map not marked clean after a snapshot");
+            }
+        }
+        self.refresh_locked(&mut state).await?;
+        drop(state);
+        self.load_head_object_map().await?;
+        Ok(snap_id)
+    }
+
+    fn check_head(&self) -> RbdResult<()> {
+        if self.inner.snap.is_some() {
+            return Err(RbdError::code(ErrorCode::EROFS));
+        }
+        Ok(())
+    }
+
+    async fn user_snapshot(&self, name: &str) -> RbdResult<SnapshotInfo> {
+        self.refresh().await?;
+        let state = self.inner.state.read().await;
+        state.header.user_snapshot(name).cloned().ok_or(RbdError::code(ErrorCode::ENOENT))
+    }
+
+    /// Removes snapshot `name`: EBUSY if protected; a snapshot clone v2 children still read
+    /// moves to the trash namespace and goes with its last child.
+    pub async fn snap_remove(&self, name: &str) -> RbdResult<()> {
+        self.check_head()?;
+        let snap = self.user_snapshot(name).await?;
+        if snap.protection != Protection::Unprotected {
+            return Err(RbdError::refused(ErrorCode::EBUSY, "snapshot is protected"));
+        }
+        let header_object = names::header_object(&self.inner.id);
+        if snap.child_count > 0 {
+            call(
+                &self.inner.io,
+                &header_object,
+                "snapshot_trash_add",
+                &SnapRequest { snap_id: snap.id },
+            )
+            .await?;
+        } else {
+            remove_snapshot_records(&self.inner.io, &self.inner.id, snap.id).await?;
+        }
+        self.refresh().await
+    }
+
+    /// Renames snapshot `old` to `new`.
+    pub async fn snap_rename(&self, old: &str, new: &str) -> RbdResult<()> {
+        names::check_snap_name(new)?;
+        let snap = self.user_snapshot(old).await?;
+        let req = SnapshotRenameRequest { snap_id: snap.id, name: new.into() };
+        call(&self.inner.io, &names::header_object(&self.inner.id), "snapshot_rename", &req)
+            .await?;
+        self.refresh().await
+    }
+
+    /// Protects snapshot `name` (EBUSY if already protected, as `rbd snap protect` says).
+    pub async fn snap_protect(&self, name: &str) -> RbdResult<()> {
+        let snap = self.user_snapshot(name).await?;
+        if snap.protection == Protection::Protected {
+            return Err(RbdError::refused(ErrorCode::EBUSY, "snapshot is already protected"));
+        }
+        self.set_protection(snap.id, Protection::Protected).await
+    }
+
+    /// Unprotects snapshot `name`: EINVAL if not protected, EBUSY while it has children.
+    pub async fn snap_unprotect(&self, name: &str) -> RbdResult<()> {
+        let snap = self.user_snapshot(name).await?;
+        if snap.protection == Protection::Unprotected {
+            return Err(RbdError::refused(ErrorCode::EINVAL, "snap is already unprotected"));
+        }
+        let spec = ParentSpec {
+            pool: self.inner.io.pool_id(),
+            namespace: self.inner.io.namespace().to_string(),
+            image_id: self.inner.id.clone(),
+            snap_id: snap.id,
+        };
+        if snap.child_count > 0 || !pool::children(&self.inner.io, &spec).await?.is_empty() {
+            return Err(RbdError::refused(
+                ErrorCode::EBUSY,
+                "cannot unprotect: at least 1 child(ren) in pool",
+            ));
+        }
+        self.set_protection(snap.id, Protection::Unprotected).await
+    }
+
+    async fn set_protection(&self, snap_id: SnapId, protection: Protection) -> RbdResult<()> {
+        let req = SetProtectionRequest { snap_id, protection };
+        call(&self.inner.io, &names::header_object(&self.inner.id), "set_protection", &req).await?;
+        self.refresh().await
+    }
+
+    /// Sets (Some) or clears (None) the snapshot limit.
+    pub async fn snap_set_limit(&self, limit: Option<u64>) -> RbdResult<()> {
+        let req = SnapLimitRequest { limit };
+        call(&self.inner.io, &names::header_object(&self.inner.id), "set_snap_limit", &req).await?;
+        self.refresh().await
+    }
+
+    /// Rolls the head back to snapshot `name` (data, size and object map).
+    pub async fn snap_rollback(
+        &self,
+        name: &str,
+        mut progress: impl FnMut(u64, u64),
+    ) -> RbdResult<()> {
+        self.check_writable()?;
+        self.check_head()?;
+        let snap = self.user_snapshot(name).await?;
+        let mut state = self.inner.state.write().await;
+        self.refresh_locked(&mut state).await?;
+        let layout = state.layout;
+        let count = layout.object_count(state.header.size.max(snap.size));
+        let has_map = self.inner.object_map.lock().await.is_some();
+        let snap_map = if has_map {
+            load_object_map(&self.inner.io, &self.inner.id, Some(snap.id)).await.ok()
+        } else {
+            None
+        };
+        let head_map = self.inner.object_map.lock().await.clone();
+        let objects: Vec<u64> = (0..count)
+            .filter(|&k| {
+                let in_snap = snap_map.as_ref().is_none_or(|m| m.get(k) != om::NONEXISTENT);
+                let in_head = head_map.as_ref().is_none_or(|m| state_of(m, k) != om::NONEXISTENT);
+                in_snap || in_head || state.parent.is_some()
+            })
+            .collect();
+        let total = objects.len() as u64;
+        let mut done = 0;
+        for chunk in objects.chunks(PARALLEL_OBJECTS) {
+            let mut set = tokio::task::JoinSet::new();
+            for &k in chunk {
+                let data = state.data.clone();
+                let object = data_object(&state.header.object_prefix, k);
+                set.spawn(async move {
+                    ignore_enoent(
+                        data.exec(&object, vec![ObjectOp::Rollback { snap: snap.id }])
+                            .await
+                            .map(drop),
+                    )
+                });
+            }
+            while let Some(joined) = set.join_next().await {
+                joined.map_err(join_error)??;
+                done += 1;
+            }
+            progress(done, total);
+        }
+        let header_object = names::header_object(&self.inner.id);
+        if state.header.size != snap.size {
+            call(&self.inner.io, &header_object, "set_size", &SetSizeRequest { size: snap.size })
+                .await?;
+        }
+        if let Some(map) = snap_map {
+            call(&self.inner.io, &names::object_map(&self.inner.id, None), "object_map_save", &map)
+                .await?;
+        }
+        self.refresh_locked(&mut state).await?;
+        drop(state);
+        self.load_head_object_map().await
+    }
+
+    // ---- clones ----
+
+    /// Copies every object the clone still reads from its parent into the clone, then
+    /// unlinks it from the parent (EINVAL if the image is not a clone).
+    pub async fn flatten(&self, mut progress: impl FnMut(u64, u64)) -> RbdResult<()> {
+        self.check_writable()?;
+        self.check_head()?;
+        let state = self.inner.state.write().await;
+        let Some((parent_info, _)) = state.parent.clone() else {
+            return Err(RbdError::refused(ErrorCode::EINVAL, "image has no parent"));
+        };
+        let count = state.layout.object_count(parent_info.overlap.min(state.header.size));
+        let mut done = 0;
+        let objects: Vec<u64> = (0..count).collect();
+        for chunk in objects.chunks(PARALLEL_OBJECTS) {
+            let mut set = tokio::task::JoinSet::new();
+            for &k in chunk {
+                let job = WriteJob::new(
+                    &state,
+                    ObjectExtent { object_no: k, offset: 0, length: 0, buffer_offset: 0 },
+                    Mutation::CopyUp,
+                    None,
+                );
+                set.spawn(job.run());
+            }
+            while let Some(joined) = set.join_next().await {
+                let (k, outcome) = joined.map_err(join_error)??;
+                if outcome == Outcome::Exists {
+                    self.mark(k, om::EXISTS).await?;
+                }
+                done += 1;
+            }
+            progress(done, count);
+        }
+        call(&self.inner.io, &names::header_object(&self.inner.id), "remove_parent", &()).await?;
+        pool::detach_from_parent(&self.inner.io, &self.inner.id, &parent_info.spec).await?;
+        let mut state = state;
+        self.refresh_locked(&mut state).await
+    }
+
+    // ---- image-meta ----
+
+    /// Sets image-meta `key`.
+    pub async fn metadata_set(&self, key: &str, value: &str) -> RbdResult<()> {
+        let entries = [(key.to_string(), Bytes::copy_from_slice(value.as_bytes()))].into();
+        call(
+            &self.inner.io,
+            &names::header_object(&self.inner.id),
+            "metadata_set",
+            &MetadataSetRequest { entries },
+        )
+        .await
+    }
+
+    /// Image-meta `key` (ENOENT if absent).
+    pub async fn metadata_get(&self, key: &str) -> RbdResult<String> {
+        let req = MetadataKeyRequest { key: key.into() };
+        let bytes = self
+            .inner
+            .io
+            .call(
+                &names::header_object(&self.inner.id),
+                "rbd",
+                "metadata_get",
+                quarry_cls::codec::encode(&req),
+            )
+            .await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// Removes image-meta `key` (ENOENT if absent).
+    pub async fn metadata_remove(&self, key: &str) -> RbdResult<()> {
+        let req = MetadataKeyRequest { key: key.into() };
+        call(&self.inner.io, &names::header_object(&self.inner.id), "metadata_remove", &req).await
+    }
+
+    /// Every image-meta entry.
+    pub async fn metadata_list(&self) -> RbdResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut after = String::new();
+        loop {
+            let req = MetadataListRequest { start_after: after.clone(), max: 1024 };
+            let page: MetadataList = call_read(
+                &self.inner.io,
+                &names::header_object(&self.inner.id),
+                "metadata_list",
+                &req,
+            )
+            .await?;
+            after = page.entries.keys().next_back().cloned().unwrap_or_default();
+            out.extend(
+                page.entries
+                    .into_iter()
+                    .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned())),
+            );
+            if !page.more {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The object map of the head or of snapshot `snap` (None when the image has none or
+    /// it is flagged invalid).
+    pub async fn object_map(&self, snap: Option<SnapId>) -> RbdResult<Option<ObjectMap>> {
+        let (usable, _) = {
+            let state = self.inner.state.read().await;
+            let flags = match snap {
+                None => state.header.flags,
+                Some(id) => {
+                    state.header.snapshot(id).map_or(flags::OBJECT_MAP_INVALID, |s| s.flags)
+                }
+            };
+            (state.has(features::OBJECT_MAP) && flags & flags::OBJECT_MAP_INVALID == 0, ())
+        };
+        if !usable {
+            return Ok(None);
+        }
+        Ok(Some(load_object_map(&self.inner.io, &self.inner.id, snap).await?))
+    }
+}
+
+/// Forgets snapshot `snap` of image `id` for good: its header entry, its id at the monitor
+/// (the OSDs then trim its data) and its object map.
+pub(crate) async fn remove_snapshot_records(io: &IoCtx, id: &str, snap: SnapId) -> RbdResult<()> {
+    call(io, &names::header_object(id), "snapshot_remove", &SnapRequest { snap_id: snap }).await?;
+    io.selfmanaged_snap_remove(snap).await?;
+    ignore_enoent(io.remove(&names::object_map(id, Some(snap))).await)
+}
+
+/// Loads the object map of image `id` (head or snapshot).
+pub(crate) async fn load_object_map(
+    io: &IoCtx,
+    id: &str,
+    snap: Option<SnapId>,
+) -> RbdResult<ObjectMap> {
+    call_read(io, &names::object_map(id, snap), "object_map_load", &()).await
+}
+
+async fn build_state(io: &IoCtx, header: ImageHeader, snap: Option<SnapId>) -> RbdResult<State> {
+    let layout = Layout {
+        order: header.order,
+        stripe_unit: header.stripe_unit,
+        stripe_count: header.stripe_count.max(1),
+    };
+    let mut data = io.clone();
+    data.set_snap_context(header.snap_context())?;
+    data.set_read_snap(snap.unwrap_or(SNAP_HEAD));
+    let link = match snap {
+        None => header.parent.clone(),
+        Some(id) => header.snapshot(id).and_then(|s| s.parent.clone()),
+    };
+    let parent = match link {
+        None => None,
+        Some(info) => Some((info.clone(), open_parent(io, &info.spec).await?)),
+    };
+    Ok(State { header, layout, data, parent })
+}
+
+/// Opens a clone's parent read-only at its snapshot (the snapshot may be in the trash
+/// namespace: it is opened by id).
+fn open_parent<'a>(
+    io: &'a IoCtx,
+    spec: &'a ParentSpec,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = RbdResult<Image>> + Send + 'a>> {
+    Box::pin(async move {
+        let parent_io = io.rados().ioctx_by_id(spec.pool)?;
+        let header: ImageHeader =
+            call_read(&parent_io, &names::header_object(&spec.image_id), "get_image", &()).await?;
+        let snap = header
+            .snapshot(spec.snap_id)
+            .ok_or(RbdError::refused(ErrorCode::ENOENT, "parent snapshot does not exist"))?;
+        let snap_name = snap.name.clone();
+        let state = build_state(&parent_io, header, Some(spec.snap_id)).await?;
+        Ok(Image {
+            inner: Arc::new(Inner {
+                io: parent_io,
+                name: String::new(),
+                id: spec.image_id.clone(),
+                snap: Some((spec.snap_id, snap_name)),
+                read_only: true,
+                state: RwLock::new(state),
+                object_map: Mutex::new(None),
+            }),
+        })
+    })
+}
+
+/// librbd's `clip_io`: EINVAL if `off` is past the end, else the length cut at the end.
+fn clip(off: u64, len: u64, size: u64) -> RbdResult<u64> {
+    if off > size {
+        return Err(RbdError::refused(ErrorCode::EINVAL, "offset beyond the end of the image"));
+    }
+    Ok(len.min(size - off))
+}
+
+fn state_of(packed: &[u8], k: u64) -> u8 {
+    match packed.get((k / 4) as usize) {
+        Some(byte) => (byte >> (6 - 2 * (k % 4))) & 3,
+        None => om::NONEXISTENT,
+    }
+}
+
+fn set_state(packed: &mut [u8], k: u64, state: u8) {
+    if let Some(byte) = packed.get_mut((k / 4) as usize) {
+        let shift = 6 - 2 * (k % 4);
+        *byte = (*byte & !(3 << shift)) | (state << shift);
+    }
+}
+
+fn join_error(e: tokio::task::JoinError) -> RbdError {
+    RbdError::refused(ErrorCode::EIO, format!("image task failed: {e}"))
+}
+
+/// One object's part of a read.
+struct ReadJob {
+    data: IoCtx,
+    object: String,
+    ext: ObjectExtent,
+    /// Image offset of the extent.
+    image_off: u64,
+    parent: Option<(u64, Image)>,
+}
+
+impl ReadJob {
+    fn new(state: &State, ext: ObjectExtent, image_off: u64) -> ReadJob {
+        ReadJob {
+            data: state.data.clone(),
+            object: data_object(&state.header.object_prefix, ext.object_no),
+            ext,
+            image_off,
+            parent: state.parent.as_ref().map(|(info, image)| (info.overlap, image.clone())),
+        }
+    }
+
+    /// (buffer offset, bytes): short data is zero-filled by the caller's zeroed buffer.
+    async fn run(self) -> RbdResult<(u64, Bytes)> {
+        let ops = vec![ObjectOp::Read { off: self.ext.offset, len: self.ext.length }];
+        match self.data.exec(&self.object, ops).await {
+            Ok(mut out) => match out.pop() {
+                Some(OpOutput::Data(payload)) => Ok((self.ext.buffer_offset, payload.data)),
+                _ => Err(RbdError::refused(ErrorCode::EIO, "odd reply to a read")),
+            },
+            Err(e) if is(&e, ErrorCode::ENOENT) => match self.parent {
+                Some((overlap, parent)) if self.image_off < overlap => {
+                    let len = self.ext.length.min(overlap - self.image_off);
+                    let data = parent.read_boxed(self.image_off, len).await?;
+                    Ok((self.ext.buffer_offset, data))
+                }
+                _ => Ok((self.ext.buffer_offset, Bytes::new())),
+            },
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What a write job does to its object.
+enum Mutation {
+    Write(Bytes),
+    Discard {
+        hide_parent: bool,
+    },
+    /// Flatten: copy the parent's data in if the object is absent.
+    CopyUp,
+}
+
+/// What a job did to its object, for the object map.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    Exists,
+    Removed,
+    Unchanged,
+}
+
+/// One object's part of a mutation.
+struct WriteJob {
+    data: IoCtx,
+    object: String,
+    ext: ObjectExtent,
+    mutation: Mutation,
+    layout: Layout,
+    object_size: u64,
+    deep_flatten: bool,
+    /// The parent and the overlap, when this object has parent data.
+    parent: Option<(u64, Image)>,
+    /// The object map's state before this job (None: no map).
+    before: Option<u8>,
+}
+
+impl WriteJob {
+    fn new(state: &State, ext: ObjectExtent, mutation: Mutation, before: Option<u8>) -> WriteJob {
+        let layout = state.layout;
+        let parent = state.parent.as_ref().and_then(|(info, image)| {
+            let first = layout.object_to_image(ext.object_no).iter().map(|r| r.0).min()?;
+            (first < info.overlap).then(|| (info.overlap, image.clone()))
+        });
+        WriteJob {
+            data: state.data.clone(),
+            object: data_object(&state.header.object_prefix, ext.object_no),
+            ext,
+            mutation,
+            layout,
+            object_size: layout.object_size(),
+            deep_flatten: state.has(features::DEEP_FLATTEN),
+            parent,
+            before,
+        }
+    }
+
+    async fn run(self) -> RbdResult<(u64, Outcome)> {
+        let k = self.ext.object_no;
+        let outcome = match &self.mutation {
+            Mutation::Write(data) => {
+                let op = ObjectOp::Write { off: self.ext.offset, data: Payload::new(data.clone()) };
+                self.guarded(op).await?;
+                Outcome::Exists
+            }
+            Mutation::Discard { hide_parent } => {
+                let whole = self.ext.offset == 0 && self.ext.length == self.object_size;
+                let parent = self.parent.is_some() && *hide_parent;
+                if self.before == Some(om::NONEXISTENT) && !parent {
+                    Outcome::Unchanged
+                } else if whole && !parent {
+                    ignore_enoent(
+                        self.data.exec(&self.object, vec![ObjectOp::Remove]).await.map(drop),
+                    )?;
+                    Outcome::Removed
+                } else if whole {
+                    // An empty object hides the parent's data.
+                    self.data.exec(&self.object, vec![ObjectOp::Truncate { size: 0 }]).await?;
+                    Outcome::Exists
+                } else {
+                    let end = self.ext.offset + self.ext.length;
+                    let op = if end == self.object_size {
+                        ObjectOp::Truncate { size: self.ext.offset }
+                    } else {
+                        ObjectOp::Zero { off: self.ext.offset, len: self.ext.length }
+                    };
+                    if parent {
+                        self.guarded(op).await?;
+                        Outcome::Exists
+                    } else {
+                        let ops = vec![ObjectOp::AssertExists, op];
+                        ignore_enoent(self.data.exec(&self.object, ops).await.map(drop))?;
+                        Outcome::Unchanged
+                    }
+                }
+            }
+            Mutation::CopyUp => {
+                if self.copy_up().await? {
+                    Outcome::Exists
+                } else {
+                    Outcome::Unchanged
+                }
+            }
+        };
+        Ok((k, outcome))
+    }
+
+    /// Runs `op` on the object; in a clone, copies the parent's data in first if the object
+    /// does not exist yet.
+    async fn guarded(&self, op: ObjectOp) -> RbdResult<()> {
+        if self.parent.is_none() {
+            self.data.exec(&self.object, vec![op]).await?;
+            return Ok(());
+        }
+        match self.data.exec(&self.object, vec![ObjectOp::AssertExists, op.clone()]).await {
+            Ok(_) => return Ok(()),
+            Err(ClientError::Op { index: 0, code }) if code == ErrorCode::ENOENT => {}
+            Err(e) => return Err(e.into()),
+        }
+        let parent_data = self.parent_data().await?;
+        if self.deep_flatten || parent_data.is_none() {
+            if let Some(data) = parent_data {
+                self.copy_up_with(data, true).await?;
+            }
+            self.data.exec(&self.object, vec![op]).await?;
+        } else {
+            let copyup = quarry_cls::call_op("rbd", "copyup", parent_data.unwrap_or_default());
+            self.data.exec(&self.object, vec![copyup, op]).await?;
+        }
+        Ok(())
+    }
+
+    /// Flatten's step: copies the parent's data in if the object is absent. True if the
+    /// object exists afterwards.
+    async fn copy_up(&self) -> RbdResult<bool> {
+        if self.parent.is_none() {
+            return Ok(false);
+        }
+        match self.data.exec(&self.object, vec![ObjectOp::AssertExists]).await {
+            Ok(_) => return Ok(true),
+            Err(e) if is(&e, ErrorCode::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        match self.parent_data().await? {
+            None => Ok(false),
+            Some(data) => {
+                self.copy_up_with(data, self.deep_flatten).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Sends `rbd.copyup`; with `all_snapshots` under an empty snapshot context, so the
+    /// clone's snapshots see the data too.
+    async fn copy_up_with(&self, data: Bytes, all_snapshots: bool) -> RbdResult<()> {
+        let op = quarry_cls::call_op("rbd", "copyup", data);
+        if all_snapshots {
+            let mut io = self.data.clone();
+            io.set_snap_context(SnapContext::default())?;
+            io.exec(&self.object, vec![op]).await?;
+        } else {
+            self.data.exec(&self.object, vec![op]).await?;
+        }
+        Ok(())
+    }
+
+    /// The object's bytes as the parent has them (within the overlap), None if all zero.
+    async fn parent_data(&self) -> RbdResult<Option<Bytes>> {
+        let Some((overlap, parent)) = &self.parent else { return Ok(None) };
+        let mut object = BytesMut::zeroed(self.object_size as usize);
+        let mut end = 0usize;
+        for (image_off, obj_off, len) in self.layout.object_to_image(self.ext.object_no) {
+            if image_off >= *overlap {
+                continue;
+            }
+            let len = len.min(overlap - image_off);
+            let data = parent.read_boxed(image_off, len).await?;
+            let at = obj_off as usize;
+            object[at..at + data.len()].copy_from_slice(&data);
+            if data.iter().any(|&b| b != 0) {
+                end = end.max(at + data.len());
+            }
+        }
+        if end == 0 {
+            return Ok(None);
+        }
+        object.truncate(end);
+        Ok(Some(object.freeze()))
+    }
+}

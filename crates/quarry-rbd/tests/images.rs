@@ -1,0 +1,97 @@
+//! Image lifecycle through a real cluster: create (and its refusals), open, I/O across
+//! object boundaries, discard, resize both ways, rename, list, remove (and its refusals).
+
+use bytes::Bytes;
+use quarry_rbd::{features, pool, CreateOptions, Image, OpenOptions};
+use quarry_testkit::Cluster;
+use quarry_types::ErrorCode;
+
+use crate::make_pool;
+
+const MIB: u64 = 1 << 20;
+
+fn pattern(seed: u8, len: usize) -> Bytes {
+    Bytes::from((0..len).map(|i| seed.wrapping_add((i % 251) as u8)).collect::<Vec<u8>>())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_write_read_resize_remove() {
+    let cluster = Cluster::start().await;
+    let rados = cluster.admin().await;
+    let io = make_pool(&rados, "rbd", 2).await;
+
+    // 64 MiB in 1 MiB objects.
+    let options = CreateOptions { order: 20, ..CreateOptions::new(64 * MIB) };
+    let id = pool::create(&io, "vm1", &options).await.unwrap();
+    let again = pool::create(&io, "vm1", &options).await.unwrap_err();
+    assert_eq!(again.errno(), ErrorCode::EEXIST);
+    let bad = CreateOptions { order: 11, ..options.clone() };
+    assert_eq!(pool::create(&io, "bad", &bad).await.unwrap_err().errno(), ErrorCode::EDOM);
+    assert_eq!(
+        pool::image_id(&io, "bad").await.unwrap_err().errno(),
+        ErrorCode::ENOENT,
+        "a refused create leaves no name"
+    );
+    let names: Vec<String> = pool::list(&io).await.unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(names, ["vm1"]);
+
+    let image = Image::open(&io, "vm1", OpenOptions::default()).await.unwrap();
+    assert_eq!(image.id(), id);
+    let info = image.info().await;
+    assert_eq!((info.size, info.order, info.object_count), (64 * MIB, 20, 64));
+    assert_eq!(info.features, features::DEFAULT);
+    assert_eq!(info.block_name_prefix, format!("rbd_data.{id}"));
+
+    // A write across an object boundary, read back; untouched space reads as zeros.
+    let data = pattern(7, (2 * MIB + 4096) as usize);
+    image.write(MIB - 2048, data.clone()).await.unwrap();
+    assert_eq!(image.read(MIB - 2048, data.len() as u64).await.unwrap(), data);
+    let zeros = image.read(10 * MIB, 8192).await.unwrap();
+    assert!(zeros.iter().all(|&b| b == 0));
+    // Past the end: cut at the end; beyond it EINVAL.
+    assert_eq!(image.read(64 * MIB - 10, 100).await.unwrap().len(), 10);
+    assert_eq!(image.read(64 * MIB + 1, 1).await.unwrap_err().errno(), ErrorCode::EINVAL);
+    // Only the touched objects exist, and the object map says so.
+    let map = image.object_map(None).await.unwrap().unwrap();
+    let existing: Vec<u64> = (0..64).filter(|&k| map.get(k) != 0).collect();
+    assert_eq!(existing, [0, 1, 2, 3]);
+
+    // Discard: a whole object goes, a partial one is zeroed.
+    image.discard(MIB, MIB).await.unwrap();
+    image.discard(2 * MIB, 100).await.unwrap();
+    let back = image.read(MIB - 2048, data.len() as u64).await.unwrap();
+    assert_eq!(back[..2048], data[..2048]);
+    assert!(back[2048..2048 + MIB as usize + 100].iter().all(|&b| b == 0));
+    assert_eq!(back[2048 + MIB as usize + 100..], data[2048 + MIB as usize + 100..]);
+    let map = image.object_map(None).await.unwrap().unwrap();
+    assert_eq!((0..64).filter(|&k| map.get(k) != 0).collect::<Vec<_>>(), [0, 2, 3]);
+    let object = |k: u64| format!("rbd_data.{id}.{k:016x}");
+    assert_eq!(io.stat(&object(1)).await.unwrap_err().errno(), ErrorCode::ENOENT);
+
+    // Shrink drops the data past the end; growing again shows zeros there.
+    image.resize(2 * MIB + 50, |_, _| {}).await.unwrap();
+    assert_eq!(image.size().await, 2 * MIB + 50);
+    assert_eq!(io.stat(&object(3)).await.unwrap_err().errno(), ErrorCode::ENOENT);
+    image.resize(8 * MIB, |_, _| {}).await.unwrap();
+    let tail = image.read(2 * MIB + 50, MIB).await.unwrap();
+    assert!(tail.iter().all(|&b| b == 0), "data past a shrink never comes back");
+    let map = image.object_map(None).await.unwrap().unwrap();
+    assert_eq!(map.object_count, 8);
+
+    // Rename, then remove; a read-only handle refuses writes.
+    pool::rename(&io, "vm1", "vm2").await.unwrap();
+    assert_eq!(pool::image_id(&io, "vm1").await.unwrap_err().errno(), ErrorCode::ENOENT);
+    let ro = Image::open(&io, "vm2", OpenOptions { read_only: true, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(ro.write(0, Bytes::from_static(b"x")).await.unwrap_err().errno(), ErrorCode::EROFS);
+    drop((image, ro));
+    pool::remove(&io, "vm2").await.unwrap();
+    assert!(pool::list(&io).await.unwrap().is_empty());
+    let left: Vec<String> =
+        io.list_objects().await.unwrap().into_iter().filter(|o| o != "rbd_directory").collect();
+    assert!(left.is_empty(), "objects left after remove: {left:?}");
+    assert_eq!(pool::remove(&io, "vm2").await.unwrap_err().errno(), ErrorCode::ENOENT);
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}
