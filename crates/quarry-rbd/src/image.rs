@@ -613,7 +613,27 @@ impl Image {
         } else {
             remove_snapshot_records(&self.inner.io, &self.inner.id, snap.id).await?;
         }
-        self.refresh().await
+        self.refresh().await?;
+        if let Some(parent) = &snap.parent {
+            self.detach_if_unreferenced(&parent.spec).await?;
+        }
+        Ok(())
+    }
+
+    /// Detaches from parent snapshot `spec` once neither the head nor any snapshot reads
+    /// through it (a flatten without deep-flatten keeps the snapshots' links, and with them
+    /// the registration that keeps the parent snapshot alive).
+    async fn detach_if_unreferenced(&self, spec: &ParentSpec) -> RbdResult<()> {
+        let referenced = {
+            let state = self.inner.state.read().await;
+            let h = &state.header;
+            h.parent.as_ref().is_some_and(|p| p.spec == *spec)
+                || h.snapshots.iter().any(|s| s.parent.as_ref().is_some_and(|p| p.spec == *spec))
+        };
+        if !referenced {
+            pool::detach_from_parent(&self.inner.io, &self.inner.id, spec).await?;
+        }
+        Ok(())
     }
 
     /// Renames snapshot `old` to `new`.
@@ -689,30 +709,60 @@ impl Image {
             None
         };
         let head_map = self.inner.object_map.lock().await.clone();
+        // The snapshot's own view: where it has no version of an object, it reads through
+        // its parent (with its own overlap, which the head may have lost since).
+        let view = Image::open_by_id(
+            &self.inner.io,
+            &self.inner.id,
+            &self.inner.name,
+            OpenOptions { snapshot: Some(name.into()), read_only: true },
+        )
+        .await?;
+        let (snap_data, snap_parent) = {
+            let v = view.inner.state.read().await;
+            (v.data.clone(), v.parent.as_ref().map(|(info, image)| (info.overlap, image.clone())))
+        };
         let objects: Vec<u64> = (0..count)
             .filter(|&k| {
                 let in_snap = snap_map.as_ref().is_none_or(|m| m.get(k) != om::NONEXISTENT);
                 let in_head = head_map.as_ref().is_none_or(|m| state_of(m, k) != om::NONEXISTENT);
-                in_snap || in_head || state.parent.is_some()
+                in_snap || in_head || snap_parent.is_some()
             })
             .collect();
         let total = objects.len() as u64;
         let mut done = 0;
+        let mut copied = Vec::new();
         for chunk in objects.chunks(PARALLEL_OBJECTS) {
             let mut set = tokio::task::JoinSet::new();
             for &k in chunk {
                 let data = state.data.clone();
+                let snap_data = snap_data.clone();
+                let snap_parent = snap_parent.clone();
                 let object = data_object(&state.header.object_prefix, k);
                 set.spawn(async move {
-                    ignore_enoent(
-                        data.exec(&object, vec![ObjectOp::Rollback { snap: snap.id }])
-                            .await
-                            .map(drop),
-                    )
+                    let rollback = vec![ObjectOp::Rollback { snap: snap.id }];
+                    ignore_enoent(data.exec(&object, rollback).await.map(drop))?;
+                    let Some((overlap, parent)) = snap_parent else { return Ok(None) };
+                    if layout.object_to_image(k).iter().all(|r| r.0 >= overlap) {
+                        return Ok(None);
+                    }
+                    match snap_data.exec(&object, vec![ObjectOp::Stat]).await {
+                        Ok(_) => return Ok(None),
+                        Err(e) if is(&e, ErrorCode::ENOENT) => {}
+                        Err(e) => return Err(RbdError::from(e)),
+                    }
+                    match parent_object_data(layout, k, overlap, &parent).await? {
+                        None => Ok(None),
+                        Some(bytes) => {
+                            let copyup = quarry_cls::call_op("rbd", "copyup", bytes);
+                            data.exec(&object, vec![copyup]).await?;
+                            Ok(Some(k))
+                        }
+                    }
                 });
             }
             while let Some(joined) = set.join_next().await {
-                joined.map_err(join_error)??;
+                copied.extend(joined.map_err(join_error)??);
                 done += 1;
             }
             progress(done, total);
@@ -728,7 +778,11 @@ impl Image {
         }
         self.refresh_locked(&mut state).await?;
         drop(state);
-        self.load_head_object_map().await
+        self.load_head_object_map().await?;
+        for k in copied {
+            self.mark(k, om::EXISTS).await?;
+        }
+        Ok(())
     }
 
     // ---- clones ----
@@ -766,9 +820,10 @@ impl Image {
             progress(done, count);
         }
         call(&self.inner.io, &names::header_object(&self.inner.id), "remove_parent", &()).await?;
-        pool::detach_from_parent(&self.inner.io, &self.inner.id, &parent_info.spec).await?;
         let mut state = state;
-        self.refresh_locked(&mut state).await
+        self.refresh_locked(&mut state).await?;
+        drop(state);
+        self.detach_if_unreferenced(&parent_info.spec).await
     }
 
     // ---- image-meta ----
@@ -1151,24 +1206,35 @@ impl WriteJob {
     /// The object's bytes as the parent has them (within the overlap), None if all zero.
     async fn parent_data(&self) -> RbdResult<Option<Bytes>> {
         let Some((overlap, parent)) = &self.parent else { return Ok(None) };
-        let mut object = BytesMut::zeroed(self.object_size as usize);
-        let mut end = 0usize;
-        for (image_off, obj_off, len) in self.layout.object_to_image(self.ext.object_no) {
-            if image_off >= *overlap {
-                continue;
-            }
-            let len = len.min(overlap - image_off);
-            let data = parent.read_boxed(image_off, len).await?;
-            let at = obj_off as usize;
-            object[at..at + data.len()].copy_from_slice(&data);
-            if data.iter().any(|&b| b != 0) {
-                end = end.max(at + data.len());
-            }
-        }
-        if end == 0 {
-            return Ok(None);
-        }
-        object.truncate(end);
-        Ok(Some(object.freeze()))
+        parent_object_data(self.layout, self.ext.object_no, *overlap, parent).await
     }
+}
+
+/// Object `k`'s bytes as `parent` has them within `overlap` (image offsets), trailing zeros
+/// cut; None if all zero.
+async fn parent_object_data(
+    layout: Layout,
+    k: u64,
+    overlap: u64,
+    parent: &Image,
+) -> RbdResult<Option<Bytes>> {
+    let mut object = BytesMut::zeroed(layout.object_size() as usize);
+    let mut end = 0usize;
+    for (image_off, obj_off, len) in layout.object_to_image(k) {
+        if image_off >= overlap {
+            continue;
+        }
+        let len = len.min(overlap - image_off);
+        let data = parent.read_boxed(image_off, len).await?;
+        let at = obj_off as usize;
+        object[at..at + data.len()].copy_from_slice(&data);
+        if data.iter().any(|&b| b != 0) {
+            end = end.max(at + data.len());
+        }
+    }
+    if end == 0 {
+        return Ok(None);
+    }
+    object.truncate(end);
+    Ok(Some(object.freeze()))
 }
