@@ -2,7 +2,7 @@
 //! - `up`: the embedded one-machine cluster (`quarry up DIR`);
 //! - `daemon`: `quarry mon`, `quarry osd` as separate processes; `cluster`: their files
 //!   (`quarry cluster-init`) and the cluster directory lock;
-//! - `ceph`, `rados` (+ `bench`): Ceph's admin tools, with Ceph's syntax, output and exit
+//! - `ceph`, `rados` (+ `bench`), `rbd`: Ceph's admin tools, with Ceph's syntax, output and exit
 //!   codes; `session` connects them; `output` prints; `error` maps failures to Ceph's words.
 //!   The monitor commands themselves (parsing, running, rendering) are
 //!   `quarry_client::admin`: the CLI parses argv and prints.
@@ -28,6 +28,7 @@ mod daemon;
 mod error;
 mod output;
 mod rados;
+mod rbd;
 mod session;
 mod up;
 
@@ -61,16 +62,8 @@ enum Command {
     Ceph(ceph::CephArgs),
     /// Ceph's `rados` tool: objects, omap, xattrs, bench.
     Rados(rados::RadosArgs),
-    /// Ceph's `rbd` tool (not implemented yet).
-    Rbd(RbdArgs),
-}
-
-/// `rbd` arguments (accepted, not yet acted on).
-#[derive(clap::Args, Debug)]
-struct RbdArgs {
-    /// The rbd command line.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-    args: Vec<String>,
+    /// Ceph's `rbd` tool: images, snapshots, clones.
+    Rbd(rbd::RbdArgs),
 }
 
 /// Tools that may be reached through a link named after them.
@@ -131,13 +124,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::ClusterInit(args) => cluster::cluster_init(args),
         Command::Ceph(args) => ceph::run(args).await,
         Command::Rados(args) => rados::run(args).await,
-        Command::Rbd(args) => Err(CliError::Usage {
-            message: format!(
-                "rbd {}: the rbd commands are not implemented yet in this build of quarry",
-                args.args.first().map(String::as_str).unwrap_or("")
-            ),
-            status: 95,
-        }),
+        Command::Rbd(args) => rbd::run(args).await,
     }
 }
 

@@ -14,8 +14,9 @@ use quarry_cls::rbd::directory::{
 };
 use quarry_cls::rbd::header::{
     ChildRequest, ChildSpec, CreateRequest, ImageHeader, MetadataKeyRequest, MetadataList,
-    MetadataListRequest, MetadataSetRequest, SetFeaturesRequest, SetProtectionRequest,
-    SetSizeRequest, SnapLimitRequest, SnapRequest, SnapshotAddRequest, SnapshotRenameRequest,
+    MetadataListRequest, MetadataSetRequest, RemoveParentRequest, SetFeaturesRequest,
+    SetProtectionRequest, SetSizeRequest, SnapLimitRequest, SnapRequest, SnapshotAddRequest,
+    SnapshotRenameRequest,
 };
 use quarry_cls::rbd::object_map::{self, ObjectMap, ResizeRequest, UpdateRequest};
 use quarry_cls::rbd::{
@@ -198,11 +199,11 @@ fn parent_link_overlap_and_deep_flatten() {
     let h = header(&f);
     assert_eq!(h.parent.as_ref().unwrap().overlap, 1 << 30);
     assert_eq!(h.snapshot(3).unwrap().parent.as_ref().unwrap().overlap, 4 << 30);
-    ok(f.apply(HDR, 1, vec![call("remove_parent", &())]));
+    ok(f.apply(HDR, 1, vec![call("remove_parent", &RemoveParentRequest::default())]));
     let h = header(&f);
     assert_eq!(h.parent, None);
     assert_eq!(h.snapshot(3).unwrap().parent, None, "deep-flatten: snapshots flattened too");
-    let again = f.apply(HDR, 1, vec![call("remove_parent", &())]);
+    let again = f.apply(HDR, 1, vec![call("remove_parent", &RemoveParentRequest::default())]);
     assert_eq!(code(&again), Some(ErrorCode::ENOENT));
 
     // Without deep-flatten the snapshots keep reading through.
@@ -210,7 +211,7 @@ fn parent_link_overlap_and_deep_flatten() {
     image(&mut g, features::LAYERING);
     ok(g.apply(HDR, 1, vec![call("set_parent", &parent)]));
     ok(snap(&mut g, 3, "s"));
-    ok(g.apply(HDR, 1, vec![call("remove_parent", &())]));
+    ok(g.apply(HDR, 1, vec![call("remove_parent", &RemoveParentRequest::default())]));
     assert!(header(&g).snapshot(3).unwrap().parent.is_some());
     // And no parent without layering.
     let mut h = Fixture::new();

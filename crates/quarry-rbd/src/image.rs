@@ -24,8 +24,8 @@ use bytes::{Bytes, BytesMut};
 use quarry_client::{ClientError, IoCtx};
 use quarry_cls::rbd::header::{
     ImageHeader, MetadataKeyRequest, MetadataList, MetadataListRequest, MetadataSetRequest,
-    SetProtectionRequest, SetSizeRequest, SnapLimitRequest, SnapRequest, SnapshotAddRequest,
-    SnapshotRenameRequest,
+    RemoveParentRequest, SetProtectionRequest, SetSizeRequest, SnapLimitRequest, SnapRequest,
+    SnapshotAddRequest, SnapshotRenameRequest,
 };
 use quarry_cls::rbd::object_map::{self as om, ObjectMap, ResizeRequest, UpdateRequest};
 use quarry_cls::rbd::{
@@ -165,13 +165,25 @@ impl Image {
                 Some((snap.id, snap_name.clone()))
             }
         };
+        Image::open_at(io, id, name, header, snap, options.read_only).await
+    }
+
+    /// Opens with a header already read, at snapshot `snap` (by id: trash snapshots too).
+    async fn open_at(
+        io: &IoCtx,
+        id: &str,
+        name: &str,
+        header: ImageHeader,
+        snap: Option<(SnapId, String)>,
+        read_only: bool,
+    ) -> RbdResult<Image> {
         let state = build_state(io, header, snap.as_ref().map(|s| s.0)).await?;
         let image = Image {
             inner: Arc::new(Inner {
                 io: io.clone(),
                 name: name.into(),
                 id: id.into(),
-                read_only: options.read_only || snap.is_some(),
+                read_only: read_only || snap.is_some(),
                 snap,
                 state: RwLock::new(state),
                 object_map: Mutex::new(None),
@@ -510,8 +522,20 @@ impl Image {
             )
             .await?;
         } else if new_size < old_size {
-            // Trim: the tail of the image reads as nothing once gone.
-            let extents = layout.map(new_size, old_size - new_size);
+            // Trim: the tail of objects that stay, then every object wholly past the end
+            // (with striping an object's pieces are spread out: remove it whole).
+            let old_count = layout.object_count(old_size);
+            let mut extents: Vec<ObjectExtent> = layout
+                .map(new_size, old_size - new_size)
+                .into_iter()
+                .filter(|e| e.object_no < new_count)
+                .collect();
+            extents.extend((new_count..old_count).map(|k| ObjectExtent {
+                object_no: k,
+                offset: 0,
+                length: layout.object_size(),
+                buffer_offset: 0,
+            }));
             let total = extents.len() as u64;
             let mut done = 0;
             for chunk in extents.chunks(PARALLEL_OBJECTS * 4) {
@@ -739,6 +763,10 @@ impl Image {
                 let snap_data = snap_data.clone();
                 let snap_parent = snap_parent.clone();
                 let object = data_object(&state.header.object_prefix, k);
+                let to_snapshots = snap_parent
+                    .as_ref()
+                    .is_some_and(|(o, _)| copyup_to_snapshots(&state, layout, k, Some(*o)));
+                let snap_maps = snapshot_maps(&state);
                 set.spawn(async move {
                     let rollback = vec![ObjectOp::Rollback { snap: snap.id }];
                     ignore_enoent(data.exec(&object, rollback).await.map(drop))?;
@@ -754,8 +782,8 @@ impl Image {
                     match parent_object_data(layout, k, overlap, &parent).await? {
                         None => Ok(None),
                         Some(bytes) => {
-                            let copyup = quarry_cls::call_op("rbd", "copyup", bytes);
-                            data.exec(&object, vec![copyup]).await?;
+                            let maps: &[String] = if to_snapshots { &snap_maps } else { &[] };
+                            copy_up_object(&data, &object, k, bytes, to_snapshots, maps).await?;
                             Ok(Some(k))
                         }
                     }
@@ -819,11 +847,64 @@ impl Image {
             }
             progress(done, count);
         }
-        call(&self.inner.io, &names::header_object(&self.inner.id), "remove_parent", &()).await?;
+        // With deep-flatten the snapshots are unlinked too, except those that still read
+        // parent data they have no copy of (copy-ups that could not go to them).
+        let mut keep = Vec::new();
+        if state.has(features::DEEP_FLATTEN) {
+            for snap in state.header.snapshots.iter().filter(|s| s.parent.is_some()) {
+                if self.snapshot_needs_parent(&state.header, snap).await? {
+                    keep.push(snap.id);
+                }
+            }
+        }
+        let req = RemoveParentRequest { keep };
+        call(&self.inner.io, &names::header_object(&self.inner.id), "remove_parent", &req).await?;
         let mut state = state;
         self.refresh_locked(&mut state).await?;
         drop(state);
         self.detach_if_unreferenced(&parent_info.spec).await
+    }
+
+    /// Whether snapshot `snap` of this clone reads non-zero parent data for some object it
+    /// has no version of.
+    async fn snapshot_needs_parent(
+        &self,
+        header: &ImageHeader,
+        snap: &SnapshotInfo,
+    ) -> RbdResult<bool> {
+        let view = Image::open_at(
+            &self.inner.io,
+            &self.inner.id,
+            &self.inner.name,
+            header.clone(),
+            Some((snap.id, snap.name.clone())),
+            true,
+        )
+        .await?;
+        let v = view.inner.state.read().await;
+        let Some((info, parent)) = v.parent.clone() else { return Ok(false) };
+        let overlap = info.overlap.min(snap.size);
+        let snap_map = if v.has(features::OBJECT_MAP) && snap.flags & flags::OBJECT_MAP_INVALID == 0
+        {
+            load_object_map(&self.inner.io, &self.inner.id, Some(snap.id)).await.ok()
+        } else {
+            None
+        };
+        for k in 0..v.layout.object_count(overlap) {
+            if snap_map.as_ref().is_some_and(|m| m.get(k) != om::NONEXISTENT) {
+                continue;
+            }
+            let object = data_object(&v.header.object_prefix, k);
+            match v.data.exec(&object, vec![ObjectOp::Stat]).await {
+                Ok(_) => continue,
+                Err(e) if is(&e, ErrorCode::ENOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+            if parent_object_data(v.layout, k, overlap, &parent).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     // ---- image-meta ----
@@ -1067,7 +1148,11 @@ struct WriteJob {
     mutation: Mutation,
     layout: Layout,
     object_size: u64,
-    deep_flatten: bool,
+    /// A copy-up goes to the clone's snapshots too (under an empty snapshot context):
+    /// [`copyup_to_snapshots`].
+    to_snapshots: bool,
+    /// Object maps of the snapshots a copy-up to snapshots must mark (object-map only).
+    snap_maps: Vec<String>,
     /// The parent and the overlap, when this object has parent data.
     parent: Option<(u64, Image)>,
     /// The object map's state before this job (None: no map).
@@ -1088,7 +1173,8 @@ impl WriteJob {
             mutation,
             layout,
             object_size: layout.object_size(),
-            deep_flatten: state.has(features::DEEP_FLATTEN),
+            to_snapshots: copyup_to_snapshots(state, layout, ext.object_no, None),
+            snap_maps: snapshot_maps(state),
             parent,
             before,
         }
@@ -1157,7 +1243,7 @@ impl WriteJob {
             Err(e) => return Err(e.into()),
         }
         let parent_data = self.parent_data().await?;
-        if self.deep_flatten || parent_data.is_none() {
+        if self.to_snapshots || parent_data.is_none() {
             if let Some(data) = parent_data {
                 self.copy_up_with(data, true).await?;
             }
@@ -1183,7 +1269,7 @@ impl WriteJob {
         match self.parent_data().await? {
             None => Ok(false),
             Some(data) => {
-                self.copy_up_with(data, self.deep_flatten).await?;
+                self.copy_up_with(data, self.to_snapshots).await?;
                 Ok(true)
             }
         }
@@ -1192,15 +1278,9 @@ impl WriteJob {
     /// Sends `rbd.copyup`; with `all_snapshots` under an empty snapshot context, so the
     /// clone's snapshots see the data too.
     async fn copy_up_with(&self, data: Bytes, all_snapshots: bool) -> RbdResult<()> {
-        let op = quarry_cls::call_op("rbd", "copyup", data);
-        if all_snapshots {
-            let mut io = self.data.clone();
-            io.set_snap_context(SnapContext::default())?;
-            io.exec(&self.object, vec![op]).await?;
-        } else {
-            self.data.exec(&self.object, vec![op]).await?;
-        }
-        Ok(())
+        let maps: &[String] = if all_snapshots { &self.snap_maps } else { &[] };
+        copy_up_object(&self.data, &self.object, self.ext.object_no, data, all_snapshots, maps)
+            .await
     }
 
     /// The object's bytes as the parent has them (within the overlap), None if all zero.
@@ -1208,6 +1288,83 @@ impl WriteJob {
         let Some((overlap, parent)) = &self.parent else { return Ok(None) };
         parent_object_data(self.layout, self.ext.object_no, *overlap, parent).await
     }
+}
+
+/// Sends `rbd.copyup` of `bytes` to data object `k`. With `to_snapshots` under an empty
+/// snapshot context (one version every snapshot without its own reads), and then the
+/// snapshots' object maps (`snap_maps`) mark the object as existing, so that a NONEXISTENT
+/// state still means the snapshot sees no object (rollback and diff rely on it).
+async fn copy_up_object(
+    data: &IoCtx,
+    object: &str,
+    k: u64,
+    bytes: Bytes,
+    to_snapshots: bool,
+    snap_maps: &[String],
+) -> RbdResult<()> {
+    let op = quarry_cls::call_op("rbd", "copyup", bytes);
+    if !to_snapshots {
+        data.exec(object, vec![op]).await?;
+        return Ok(());
+    }
+    let mut io = data.clone();
+    io.set_snap_context(SnapContext::default())?;
+    io.exec(object, vec![op]).await?;
+    let req = UpdateRequest {
+        start: k,
+        end: k + 1,
+        new_state: om::EXISTS,
+        current_state: Some(om::NONEXISTENT),
+    };
+    for map in snap_maps {
+        match call(&io, map, "object_map_update", &req).await {
+            // A snapshot smaller than the object's offset never reads it.
+            Err(e) if matches!(e.errno(), ErrorCode::ERANGE | ErrorCode::ENOENT) => {}
+            other => other?,
+        }
+    }
+    Ok(())
+}
+
+/// The object maps of every snapshot of the image (none without the object-map feature).
+fn snapshot_maps(state: &State) -> Vec<String> {
+    if !state.has(features::OBJECT_MAP) {
+        return Vec::new();
+    }
+    let Some(id) = state.header.object_prefix.strip_prefix("rbd_data.") else {
+        return Vec::new();
+    };
+    state.header.snapshots.iter().map(|s| names::object_map(id, Some(s.id))).collect()
+}
+
+/// Whether a copy-up of object `k` may go to the clone's snapshots as well as the head (one
+/// version under an empty snapshot context, which every snapshot without its own version
+/// reads). Only with deep-flatten (so that flatten can unlink the snapshots), only if every
+/// snapshot still reads through the parent, and only if every such reader sees the same
+/// parent bytes for this object: the object ends below every overlap, or all overlaps are
+/// equal (a shrink lowers the head's overlap below older snapshots'). `viewer` is the
+/// overlap of what is being copied (the head's when None). Otherwise the copy-up goes to the
+/// head only and the snapshots keep reading through the parent.
+fn copyup_to_snapshots(state: &State, layout: Layout, k: u64, viewer: Option<u64>) -> bool {
+    if !state.has(features::DEEP_FLATTEN) {
+        return false;
+    }
+    let h = &state.header;
+    let mut overlaps: Vec<u64> = Vec::new();
+    match viewer.or(h.parent.as_ref().map(|p| p.overlap)) {
+        Some(o) => overlaps.push(o),
+        None => return false,
+    }
+    for snap in &h.snapshots {
+        match &snap.parent {
+            Some(p) => overlaps.push(p.overlap.min(snap.size)),
+            None => return false,
+        }
+    }
+    let min = overlaps.iter().copied().min().unwrap_or(0);
+    let max = overlaps.iter().copied().max().unwrap_or(0);
+    let end = layout.object_to_image(k).iter().map(|(off, _, len)| off + len).max().unwrap_or(0);
+    end <= min || min == max
 }
 
 /// Object `k`'s bytes as `parent` has them within `overlap` (image offsets), trailing zeros

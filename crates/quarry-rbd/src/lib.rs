@@ -31,4 +31,6 @@ pub use error::{RbdError, RbdResult};
 pub use image::{Image, ImageInfo, OpenOptions};
 pub use layout::Layout;
 pub use pool::{CloneFormat, CreateOptions, ImageEntry};
-pub use quarry_cls::rbd::{features, flags, ParentInfo, ParentSpec, Protection, SnapshotInfo};
+pub use quarry_cls::rbd::{
+    features, flags, object_map, ParentInfo, ParentSpec, Protection, SnapshotInfo,
+};

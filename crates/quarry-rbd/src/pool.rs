@@ -14,7 +14,9 @@ use quarry_cls::rbd::directory::{
     ChildRegistryRequest, DirEntryRequest, DirList, DirRenameRequest, ListRequest, LookupRequest,
     SetIdRequest, LIST_MAX,
 };
-use quarry_cls::rbd::header::{ChildRequest, ChildSpec, CreateRequest, ImageHeader};
+use quarry_cls::rbd::header::{
+    ChildRequest, ChildSpec, CreateRequest, ImageHeader, RemoveParentRequest,
+};
 use quarry_cls::rbd::object_map::{ResizeRequest, NONEXISTENT};
 use quarry_cls::rbd::{self as cls, features, ParentInfo, ParentSpec, Protection, SnapNamespace};
 use quarry_types::ErrorCode;
@@ -406,7 +408,9 @@ pub async fn clone(
     };
     if let Err(e) = linked.await {
         // Undo: remove the half-made child (no parent link, or not registered).
-        let _ = call(io, &names::header_object(&id), "remove_parent", &()).await;
+        let _ =
+            call(io, &names::header_object(&id), "remove_parent", &RemoveParentRequest::default())
+                .await;
         let _ = remove_image(io, name, &id, |_, _| {}).await;
         return Err(e);
     }

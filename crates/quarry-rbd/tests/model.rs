@@ -200,11 +200,24 @@ impl Run {
                 }
                 self.say(format!("flatten {name}"));
                 image.flatten(|_, _| {}).await.unwrap();
+                // Which snapshots still read through the parent is the library's call (with
+                // deep-flatten, those that hold no copy of some parent data): ask it, and
+                // check that without deep-flatten every linked snapshot stays linked.
+                let linked: std::collections::BTreeSet<String> = image
+                    .snapshots()
+                    .await
+                    .into_iter()
+                    .filter(|s| s.parent.is_some())
+                    .map(|s| s.name)
+                    .collect();
                 let m = self.model.get_mut(&name).unwrap();
                 m.head_linked = false;
                 if m.deep_flatten {
-                    m.snap_linked.clear();
+                    assert!(linked.is_subset(&m.snap_linked), "{linked:?} {:?}", m.snap_linked);
+                } else {
+                    assert_eq!(linked, m.snap_linked);
                 }
+                m.snap_linked = linked;
                 self.unlink_if_unreferenced(&name);
             }
             87..=94 => {

@@ -566,17 +566,30 @@ pub fn set_parent(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, ErrorC
     Ok(nothing())
 }
 
+/// Input of `rbd.remove_parent`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveParentRequest {
+    /// Snapshots whose parent link stays although the image has deep-flatten: they still
+    /// read data through the parent (the client checked).
+    pub keep: Vec<SnapId>,
+}
+
 /// `rbd.remove_parent`: the clone no longer reads through (flatten done). With deep-flatten
-/// its snapshots stop reading through too; without it they keep their parent.
+/// its snapshots stop reading through too, except those in `keep`; without it they all keep
+/// their parent.
 pub fn remove_parent(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, ErrorCode> {
-    let () = decode_input(input)?;
+    let req: RemoveParentRequest = decode_input(input)?;
     let header = read_header(ctx)?;
     if header.parent.is_none() {
         return Err(ErrorCode::ENOENT);
     }
     omap_rm(ctx, vec!["parent".into()])?;
     if header.features & features::DEEP_FLATTEN != 0 {
-        for mut snap in header.snapshots.into_iter().filter(|s| s.parent.is_some()) {
+        let unlinked = header
+            .snapshots
+            .into_iter()
+            .filter(|s| s.parent.is_some() && !req.keep.contains(&s.id));
+        for mut snap in unlinked {
             snap.parent = None;
             store_snapshot(ctx, &snap)?;
         }

@@ -1,0 +1,181 @@
+//! The `rbd` tool against a real `quarry up` cluster: the seed's golden image → snapshot →
+//! clone workflow, Ceph's output shapes (`rbd info`, `snap ls`, `ls -l`, `du`, `children`,
+//! `status`, JSON), export/import byte for byte, and the error paths a user hits (nonexistent
+//! image or pool, existing name, shrink without `--allow-shrink`, rm with snapshots, clone of
+//! an unprotected v1 snapshot, unprotect with children, protected snapshot removal), each with
+//! Ceph's message and exit status and nothing changed.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+
+fn run(conf: &Path, args: &[&str]) -> Run {
+    run_bounded(tool_cmd("rbd", Some(conf), args), None, COMMAND_TIMEOUT)
+}
+
+fn run_in(conf: &Path, args: &[&str], input: &[u8]) -> Run {
+    run_bounded(tool_cmd("rbd", Some(conf), args), Some(input), COMMAND_TIMEOUT)
+}
+
+/// Runs and expects success; returns stdout.
+fn ok(conf: &Path, args: &[&str]) -> String {
+    let r = run(conf, args);
+    assert_eq!(r.code(), 0, "rbd {}: {}", args.join(" "), r.stderr);
+    r.out()
+}
+
+/// Runs and expects exit `code` with `stderr` containing `text`.
+fn fails(conf: &Path, args: &[&str], code: i32, text: &str) {
+    let r = run(conf, args);
+    assert_eq!(r.code(), code, "rbd {}: {}", args.join(" "), r.stderr);
+    assert!(
+        r.stderr.contains(text),
+        "rbd {}: stderr {:?} lacks {text:?}",
+        args.join(" "),
+        r.stderr
+    );
+}
+
+#[test]
+fn golden_image_snapshot_clone_workflow() {
+    let _logs = quarry_testkit::log_guard();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let _cluster = up(&dir, 1);
+    let conf = dir.join("ceph.conf");
+    let c = conf.as_path();
+
+    // The seed's rbd info shape after a 10G create.
+    assert_eq!(ok(c, &["create", "--size", "10G", "yujiang"]), "");
+    let info = ok(c, &["info", "yujiang"]);
+    let lines: Vec<&str> = info.lines().collect();
+    assert_eq!(lines[0], "rbd image 'yujiang':");
+    assert_eq!(lines[1], "\tsize 10 GiB in 2560 objects");
+    assert_eq!(lines[2], "\torder 22 (4 MiB objects)");
+    assert_eq!(lines[3], "\tsnapshot_count: 0");
+    let id = lines[4].strip_prefix("\tid: ").unwrap();
+    assert_eq!(lines[5], format!("\tblock_name_prefix: rbd_data.{id}"));
+    assert_eq!(lines[6], "\tformat: 2");
+    assert_eq!(
+        lines[7],
+        "\tfeatures: layering, exclusive-lock, object-map, fast-diff, deep-flatten"
+    );
+    assert_eq!(lines[8], "\top_features: ");
+    assert_eq!(lines[9], "\tflags: ");
+    assert!(lines[10].starts_with("\tcreate_timestamp: "), "{info}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(c, &["info", "--format", "json", "rbd/yujiang"])).unwrap();
+    assert_eq!(json["size"], 10u64 << 30);
+    assert_eq!(json["objects"], 2560);
+    assert_eq!(json["features"][0], "layering");
+    ok(c, &["resize", "--size", "20G", "yujiang"]);
+    assert!(ok(c, &["info", "yujiang"]).contains("\tsize 20 GiB in 5120 objects\n"));
+
+    // A golden image with data, exported and imported byte for byte.
+    let data = pattern(3 << 20, 7);
+    let r = run_in(c, &["import", "-", "rbd/golden"], &data);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let exported = tmp.path().join("golden.raw");
+    ok(c, &["export", "golden", exported.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&exported).unwrap(), data);
+
+    // Snapshot, protect, clone (v1 and v2), children, ls -l, du.
+    ok(c, &["snap", "create", "golden@base"]);
+    let snaps = ok(c, &["snap", "ls", "golden"]);
+    assert!(snaps.starts_with("SNAPID  NAME  SIZE   PROTECTED  TIMESTAMP"), "{snaps}");
+    assert!(snaps.lines().nth(1).unwrap().contains("base  3 MiB"), "{snaps}");
+    fails(
+        c,
+        &["clone", "--rbd-default-clone-format", "1", "golden@base", "vm-v1"],
+        22,
+        "rbd: clone error: (22) Invalid argument",
+    );
+    assert_eq!(run(c, &["info", "vm-v1"]).code(), 2, "a refused clone leaves no image");
+    ok(c, &["snap", "protect", "golden@base"]);
+    fails(c, &["snap", "protect", "golden@base"], 16, "rbd: snap is already protected");
+    ok(c, &["clone", "--rbd-default-clone-format", "1", "golden@base", "vm-v1"]);
+    ok(c, &["clone", "golden@base", "rbd/vm-v2"]);
+    assert_eq!(ok(c, &["children", "golden@base"]), "rbd/vm-v1\nrbd/vm-v2\n");
+    let clone_info = ok(c, &["info", "vm-v1"]);
+    assert!(clone_info.contains("\tparent: rbd/golden@base\n\toverlap: 3 MiB\n"), "{clone_info}");
+    let long = ok(c, &["ls", "-l"]);
+    assert!(long.lines().any(|l| l.starts_with("golden@base") && l.contains("yes")), "{long}");
+    assert!(
+        long.lines().any(|l| l.starts_with("vm-v1") && l.contains("rbd/golden@base")),
+        "{long}"
+    );
+    // The clone reads the parent's data; a write to it leaves the parent alone.
+    let clone_file = tmp.path().join("clone.raw");
+    ok(c, &["export", "vm-v2", clone_file.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&clone_file).unwrap(), data);
+    let du = ok(c, &["du", "golden"]);
+    assert!(du.lines().any(|l| l.starts_with("golden@base") && l.ends_with("3 MiB")), "{du}");
+
+    // Errors a user hits, with Ceph's words and statuses; nothing changes.
+    fails(
+        c,
+        &["info", "nosuch"],
+        2,
+        "rbd: error opening image nosuch: (2) No such file or directory",
+    );
+    fails(
+        c,
+        &["rm", "--no-progress", "nosuch"],
+        2,
+        "rbd: delete error: (2) No such file or directory",
+    );
+    fails(
+        c,
+        &["create", "--size", "1G", "nopool/x"],
+        2,
+        "rbd: error opening pool 'nopool': (2) No such file or directory",
+    );
+    fails(c, &["ls", "nopool"], 2, "rbd: error opening pool 'nopool'");
+    fails(c, &["create", "--size", "1G", "golden"], 17, "rbd: create error: (17) File exists");
+    fails(
+        c,
+        &["snap", "create", "golden@base"],
+        17,
+        "rbd: failed to create snapshot: (17) File exists",
+    );
+    fails(c, &["rename", "vm-v1", "golden"], 17, "rbd: rename error: (17) File exists");
+    fails(
+        c,
+        &["resize", "--size", "1M", "golden"],
+        22,
+        "rbd: shrinking an image is only allowed with the --allow-shrink flag",
+    );
+    fails(c, &["rm", "--no-progress", "golden"], 39, "rbd: image has snapshots - these must be deleted with 'rbd snap purge' before the image can be removed.");
+    fails(c, &["snap", "rm", "golden@base"], 16, "rbd: snapshot 'base' is protected from removal.");
+    fails(
+        c,
+        &["snap", "unprotect", "golden@base"],
+        16,
+        "rbd: unprotecting snap failed: (16) Device or resource busy",
+    );
+    fails(
+        c,
+        &["clone", "golden@nosnap", "vm3"],
+        2,
+        "rbd: clone error: (2) No such file or directory",
+    );
+    fails(c, &["create", "--size", "1G", "--order", "30", "bad"], 33, "rbd: create error: (33)");
+    assert!(ok(c, &["info", "golden"]).contains("\tsnapshot_count: 1\n"));
+    let ls = ok(c, &["ls"]);
+    assert_eq!(ls, "golden\nvm-v1\nvm-v2\nyujiang\n");
+
+    // Flatten one clone, remove the other; then the snapshot can go.
+    ok(c, &["flatten", "--no-progress", "vm-v1"]);
+    assert!(!ok(c, &["info", "vm-v1"]).contains("parent:"));
+    ok(c, &["export", "vm-v1", tmp.path().join("flat.raw").to_str().unwrap()]);
+    assert_eq!(std::fs::read(tmp.path().join("flat.raw")).unwrap(), data);
+    ok(c, &["rm", "--no-progress", "vm-v2"]);
+    assert_eq!(ok(c, &["children", "golden@base"]), "");
+    ok(c, &["snap", "unprotect", "golden@base"]);
+    ok(c, &["snap", "purge", "--no-progress", "golden"]);
+    ok(c, &["rm", "--no-progress", "golden"]);
+    assert_eq!(ok(c, &["status", "vm-v1"]), "Watchers: none\n");
+    assert_eq!(ok(c, &["ls", "--format", "json"]), "[\"vm-v1\",\"yujiang\"]\n");
+}
