@@ -706,7 +706,8 @@ impl Command {
                 if entries.is_empty() {
                     return Ok(());
                 }
-                let mut table = Table::new(&[("Key", Align::Left), ("Value", Align::Left)]);
+                let mut table =
+                    Table::new(&[("Key", Align::Left), ("Value", Align::Left)]).left_heads();
                 for (k, v) in &entries {
                     table.row(vec![k.clone(), v.clone()]);
                 }
@@ -780,7 +781,8 @@ async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliErr
         ("FMT", Align::Right),
         ("PROT", Align::Left),
         ("LOCK", Align::Left),
-    ]);
+    ])
+    .left_heads();
     for entry in &images {
         let image = match Image::open_by_id(
             &io,
@@ -1035,7 +1037,8 @@ async fn snap_ls(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliEr
         ("SIZE", Align::Right),
         ("PROTECTED", Align::Left),
         ("TIMESTAMP", Align::Left),
-    ]);
+    ])
+    .left_heads();
     for s in &snaps {
         let protected = if s.protection == Protection::Protected { "yes" } else { "" };
         table.row(vec![
@@ -1171,7 +1174,8 @@ async fn du(
         None => pool::list(&io).await.map_err(|e| failed("du failed", &e))?,
     };
     let mut table =
-        Table::new(&[("NAME", Align::Left), ("PROVISIONED", Align::Right), ("USED", Align::Right)]);
+        Table::new(&[("NAME", Align::Left), ("PROVISIONED", Align::Right), ("USED", Align::Right)])
+            .left_heads();
     let mut rows = Vec::new();
     let (mut total_prov, mut total_used) = (0u64, 0u64);
     for entry in &entries {

@@ -87,12 +87,25 @@ pub enum Align {
 pub struct Table {
     heads: Vec<(String, Align)>,
     rows: Vec<Vec<String>>,
+    /// Headings padded on the right whatever their column's alignment (Ceph's `rbd`
+    /// tables: `SIZE   ` over right-aligned `  1 GiB`).
+    left_heads: bool,
 }
 
 impl Table {
     /// A table with these column headings.
     pub fn new(heads: &[(&str, Align)]) -> Table {
-        Table { heads: heads.iter().map(|(h, a)| (h.to_string(), *a)).collect(), rows: Vec::new() }
+        Table {
+            heads: heads.iter().map(|(h, a)| (h.to_string(), *a)).collect(),
+            rows: Vec::new(),
+            left_heads: false,
+        }
+    }
+
+    /// The same table with every heading left-aligned (values keep their alignment).
+    pub fn left_heads(mut self) -> Table {
+        self.left_heads = true;
+        self
     }
 
     /// Adds a row (missing cells are blank, extra cells are ignored).
@@ -110,7 +123,7 @@ impl Table {
         }
         let mut out = String::new();
         let heads: Vec<String> = self.heads.iter().map(|(h, _)| h.clone()).collect();
-        for row in std::iter::once(&heads).chain(self.rows.iter()) {
+        for (r, row) in std::iter::once(&heads).chain(self.rows.iter()).enumerate() {
             let mut line = String::new();
             for (i, (_, align)) in self.heads.iter().enumerate() {
                 if i > 0 {
@@ -118,6 +131,7 @@ impl Table {
                 }
                 let cell = row.get(i).map(String::as_str).unwrap_or("");
                 let pad = widths[i].saturating_sub(cell.chars().count());
+                let align = if r == 0 && self.left_heads { &Align::Left } else { align };
                 match align {
                     Align::Left => {
                         line.push_str(cell);
