@@ -314,6 +314,7 @@ pub async fn run(args: RbdArgs) -> Result<(), CliError> {
     let command = Command::parse(&args, &words)?;
     let rados = connect(&args).await?;
     let result = command.execute(&args, &rados).await;
+    close_opened().await;
     rados.shutdown().await;
     match result {
         Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -346,12 +347,30 @@ async fn open_pool(rados: &Rados, spec_pool: &str, namespace: &str) -> Result<Io
     Ok(io)
 }
 
+/// Images this command opened for writing: closed (lock released, watch ended) before the
+/// tool exits, so the next writer need not fence this process.
+static OPENED: std::sync::Mutex<Vec<Image>> = std::sync::Mutex::new(Vec::new());
+
 async fn open_image(rados: &Rados, spec: &Spec, read_only: bool) -> Result<Image, CliError> {
     let io = open_pool(rados, &spec.pool, &spec.namespace).await?;
     let options = OpenOptions { snapshot: spec.snap.clone(), read_only };
-    Image::open(&io, &spec.image, options)
+    let image = Image::open(&io, &spec.image, options)
         .await
-        .map_err(|e| failed(&format!("error opening image {}", spec.image), &e))
+        .map_err(|e| failed(&format!("error opening image {}", spec.image), &e))?;
+    if !image.is_read_only() {
+        OPENED.lock().unwrap_or_else(|p| p.into_inner()).push(image.clone());
+    }
+    Ok(image)
+}
+
+async fn close_opened() {
+    let images: Vec<Image> = std::mem::take(&mut *OPENED.lock().unwrap_or_else(|p| p.into_inner()));
+    for image in images {
+        let name = image.name().to_string();
+        if let Err(e) = image.close().await {
+            tracing::warn!(image = name, error = %e, "closing the image failed");
+        }
+    }
 }
 
 fn print(text: &str) -> Result<(), CliError> {
@@ -730,9 +749,7 @@ async fn create(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErr
     let io = open_pool(rados, &spec.pool, &spec.namespace).await?;
     pool::create(&io, &spec.image, &options).await.map_err(|e| failed("create error", &e))?;
     if args.thick_provision && size > 0 {
-        let image = Image::open(&io, &spec.image, OpenOptions::default())
-            .await
-            .map_err(|e| failed("thick provision error", &e))?;
+        let image = open_image(rados, spec, false).await?;
         let mut progress = Progress::new("Thick provisioning", args.progress());
         let zeros = Bytes::from(vec![0u8; TRANSFER_CHUNK as usize]);
         let mut off = 0;
@@ -1325,9 +1342,7 @@ async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Resul
     let io = open_pool(rados, &spec.pool, &spec.namespace).await?;
     let options = args.create_options(size.unwrap_or(0))?;
     pool::create(&io, &spec.image, &options).await.map_err(|e| failed("import failed", &e))?;
-    let image = Image::open(&io, &spec.image, OpenOptions::default())
-        .await
-        .map_err(|e| failed("import failed", &e))?;
+    let image = open_image(rados, spec, false).await?;
     let mut progress = Progress::new("Importing image", args.progress() && size.is_some());
     let mut off = 0u64;
     let mut buf = vec![0u8; TRANSFER_CHUNK as usize];

@@ -298,6 +298,11 @@ impl Rados {
         Ok(Watch { cookie, events, rados: self.clone(), timeout, handle })
     }
 
+    /// Cookies of this client's registered watches.
+    pub(crate) fn watch_cookies(&self) -> Vec<u64> {
+        lock(&self.shared_arc().osds.watches.slots).keys().copied().collect()
+    }
+
     /// Ends the watch `cookie` (`rados_unwatch2`); an unknown cookie is fine. The OSD is
     /// told over the current connection to the object's primary (a broken watch's own
     /// connection may be gone), so a disconnected watch does not linger until its timeout.

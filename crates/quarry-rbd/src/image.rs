@@ -36,6 +36,7 @@ use tokio::sync::{Mutex, RwLock};
 
 use crate::error::{is, RbdError, RbdResult};
 use crate::layout::{data_object, Layout, ObjectExtent};
+use crate::lock::{run_watch, ExclusiveLock, LockMode, WatchTarget};
 use crate::names;
 use crate::pool::{self, call, call_read, ignore_enoent};
 
@@ -115,6 +116,46 @@ struct Inner {
     state: RwLock<State>,
     /// The head's object map, loaded when the image has one (writes keep it current).
     object_map: Mutex<Option<Vec<u8>>>,
+    /// The header watch of a handle open for writing: its cookie and task.
+    watch: std::sync::Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
+    /// The exclusive lock (images with the feature, open for writing).
+    exclusive: std::sync::OnceLock<Arc<ExclusiveLock>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let watch = self.watch.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((_, task)) = watch {
+            task.abort();
+        }
+        // Best effort when a handle is dropped without close(): give the lock back, so the
+        // next writer need not fence this client.
+        if let (Some(lock), Ok(rt)) =
+            (self.exclusive.get().cloned(), tokio::runtime::Handle::try_current())
+        {
+            rt.spawn(async move {
+                let _ = lock.release().await;
+            });
+        }
+    }
+}
+
+impl WatchTarget for Inner {
+    fn header_updated(
+        self: Arc<Self>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let image = Image { inner: self };
+            if let Err(e) = image.refresh().await {
+                tracing::debug!(image = %image.inner.name, error = %e, "refresh after a header update failed");
+            }
+            let _ = image.load_head_object_map().await;
+        })
+    }
+
+    fn exclusive_lock(&self) -> Option<Arc<ExclusiveLock>> {
+        self.exclusive.get().cloned()
+    }
 }
 
 /// What a refresh reads.
@@ -177,6 +218,7 @@ impl Image {
         snap: Option<(SnapId, String)>,
         read_only: bool,
     ) -> RbdResult<Image> {
+        let with_lock = header.features & features::EXCLUSIVE_LOCK != 0;
         let state = build_state(io, header, snap.as_ref().map(|s| s.0)).await?;
         let image = Image {
             inner: Arc::new(Inner {
@@ -187,10 +229,94 @@ impl Image {
                 snap,
                 state: RwLock::new(state),
                 object_map: Mutex::new(None),
+                watch: std::sync::Mutex::new(None),
+                exclusive: std::sync::OnceLock::new(),
             }),
         };
+        if !image.inner.read_only {
+            // A handle open for writing watches the header (`rbd status` shows it) and, with
+            // the exclusive-lock feature, takes the lock on its first write.
+            let header_object = names::header_object(id);
+            let watch = io.watch(&header_object, None).await?;
+            let cookie = watch.cookie();
+            if with_lock {
+                let lock = ExclusiveLock::new(io.clone(), header_object.clone(), cookie);
+                let _ = image.inner.exclusive.set(Arc::new(lock));
+            }
+            let target = Arc::downgrade(&image.inner);
+            let task = tokio::spawn(run_watch(io.clone(), header_object, watch, target));
+            *image.inner.watch.lock().unwrap_or_else(|p| p.into_inner()) = Some((cookie, task));
+        }
         image.load_head_object_map().await?;
         Ok(image)
+    }
+
+    /// Closes the handle: releases the exclusive lock if it holds it and ends its watch.
+    pub async fn close(self) -> RbdResult<()> {
+        if let Some(lock) = self.inner.exclusive.get() {
+            lock.release().await?;
+        }
+        let watch = self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((cookie, task)) = watch {
+            task.abort();
+            match self.inner.io.unwatch(cookie).await {
+                Err(e) if e.errno() != ErrorCode::ENOENT && e.errno() != ErrorCode::ENOTCONN => {
+                    return Err(e.into())
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the exclusive lock now (librbd's `rbd_lock_acquire`): in `Exclusive` mode the
+    /// handle keeps it when others ask. With `no_wait`, EBUSY at once if a live handle
+    /// owns it. EINVAL without the exclusive-lock feature, EROFS when read-only.
+    pub async fn lock_acquire(&self, mode: LockMode, no_wait: bool) -> RbdResult<()> {
+        self.check_writable()?;
+        let lock = self.inner.exclusive.get().ok_or_else(|| {
+            RbdError::refused(ErrorCode::EINVAL, "the image has no exclusive-lock feature")
+        })?;
+        lock.set_mode(mode);
+        lock.acquire(no_wait).await
+    }
+
+    /// Releases the exclusive lock (librbd's `rbd_lock_release`); back to cooperative mode.
+    pub async fn lock_release(&self) -> RbdResult<()> {
+        if let Some(lock) = self.inner.exclusive.get() {
+            lock.set_mode(LockMode::Cooperative);
+            lock.release().await?;
+        }
+        Ok(())
+    }
+
+    /// Whether this handle owns the exclusive lock now (`rbd_is_exclusive_lock_owner`).
+    pub async fn is_lock_owner(&self) -> bool {
+        match self.inner.exclusive.get() {
+            Some(lock) => lock.is_owner().await,
+            None => false,
+        }
+    }
+
+    /// A guard under which this handle may write: it owns the exclusive lock (taken first
+    /// if needed), or the image has no such lock.
+    async fn write_guard(&self) -> RbdResult<Option<tokio::sync::RwLockReadGuard<'_, bool>>> {
+        match self.inner.exclusive.get() {
+            Some(lock) => lock.hold().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Tells the other handles the header changed (they refresh).
+    async fn header_changed(&self) {
+        let from =
+            self.inner.watch.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map_or(0, |w| w.0);
+        crate::lock::notify_header_update(
+            &self.inner.io,
+            &names::header_object(&self.inner.id),
+            from,
+        )
+        .await;
     }
 
     /// Reads the header again (after another client changed it).
@@ -391,6 +517,7 @@ impl Image {
     /// a write crossing the end is cut there, as librbd does).
     pub async fn write(&self, off: u64, data: Bytes) -> RbdResult<()> {
         self.check_writable()?;
+        let _lock = self.write_guard().await?;
         let state = self.inner.state.read().await;
         let len = clip(off, data.len() as u64, state.size(None))?;
         let data = data.slice(..len as usize);
@@ -407,6 +534,7 @@ impl Image {
     /// in a clone the parent's data there is hidden. Reads of the range return zeros.
     pub async fn discard(&self, off: u64, len: u64) -> RbdResult<()> {
         self.check_writable()?;
+        let _lock = self.write_guard().await?;
         let state = self.inner.state.read().await;
         let len = clip(off, len, state.size(None))?;
         let extents = state.layout.map(off, len);
@@ -502,6 +630,7 @@ impl Image {
     /// `rbd resize --allow-shrink` asks for; the CLI refuses a shrink without it).
     pub async fn resize(&self, new_size: u64, mut progress: impl FnMut(u64, u64)) -> RbdResult<()> {
         self.check_writable()?;
+        let _lock = self.write_guard().await?;
         let mut state = self.inner.state.write().await;
         self.refresh_locked(&mut state).await?;
         let old_size = state.header.size;
@@ -560,7 +689,9 @@ impl Image {
         }
         self.refresh_locked(&mut state).await?;
         drop(state);
-        self.load_head_object_map().await
+        self.load_head_object_map().await?;
+        self.header_changed().await;
+        Ok(())
     }
 
     // ---- snapshots ----
@@ -570,6 +701,8 @@ impl Image {
     pub async fn snap_create(&self, name: &str) -> RbdResult<SnapId> {
         names::check_snap_name(name)?;
         self.check_head()?;
+        self.check_writable()?;
+        let _lock = self.write_guard().await?;
         let mut state = self.inner.state.write().await;
         self.refresh_locked(&mut state).await?;
         if state.header.user_snapshot(name).is_some() {
@@ -601,6 +734,7 @@ impl Image {
         self.refresh_locked(&mut state).await?;
         drop(state);
         self.load_head_object_map().await?;
+        self.header_changed().await;
         Ok(snap_id)
     }
 
@@ -620,6 +754,7 @@ impl Image {
     /// Removes snapshot `name`: EBUSY if protected; a snapshot clone v2 children still read
     /// moves to the trash namespace and goes with its last child.
     pub async fn snap_remove(&self, name: &str) -> RbdResult<()> {
+        let _lock = if self.inner.read_only { None } else { self.write_guard().await? };
         self.check_head()?;
         let snap = self.user_snapshot(name).await?;
         if snap.protection != Protection::Unprotected {
@@ -641,6 +776,7 @@ impl Image {
         if let Some(parent) = &snap.parent {
             self.detach_if_unreferenced(&parent.spec).await?;
         }
+        self.header_changed().await;
         Ok(())
     }
 
@@ -662,12 +798,15 @@ impl Image {
 
     /// Renames snapshot `old` to `new`.
     pub async fn snap_rename(&self, old: &str, new: &str) -> RbdResult<()> {
+        let _lock = if self.inner.read_only { None } else { self.write_guard().await? };
         names::check_snap_name(new)?;
         let snap = self.user_snapshot(old).await?;
         let req = SnapshotRenameRequest { snap_id: snap.id, name: new.into() };
         call(&self.inner.io, &names::header_object(&self.inner.id), "snapshot_rename", &req)
             .await?;
-        self.refresh().await
+        self.refresh().await?;
+        self.header_changed().await;
+        Ok(())
     }
 
     /// Protects snapshot `name` (EBUSY if already protected, as `rbd snap protect` says).
@@ -701,16 +840,22 @@ impl Image {
     }
 
     async fn set_protection(&self, snap_id: SnapId, protection: Protection) -> RbdResult<()> {
+        let _lock = if self.inner.read_only { None } else { self.write_guard().await? };
         let req = SetProtectionRequest { snap_id, protection };
         call(&self.inner.io, &names::header_object(&self.inner.id), "set_protection", &req).await?;
-        self.refresh().await
+        self.refresh().await?;
+        self.header_changed().await;
+        Ok(())
     }
 
     /// Sets (Some) or clears (None) the snapshot limit.
     pub async fn snap_set_limit(&self, limit: Option<u64>) -> RbdResult<()> {
+        let _lock = if self.inner.read_only { None } else { self.write_guard().await? };
         let req = SnapLimitRequest { limit };
         call(&self.inner.io, &names::header_object(&self.inner.id), "set_snap_limit", &req).await?;
-        self.refresh().await
+        self.refresh().await?;
+        self.header_changed().await;
+        Ok(())
     }
 
     /// Rolls the head back to snapshot `name` (data, size and object map).
@@ -720,6 +865,7 @@ impl Image {
         mut progress: impl FnMut(u64, u64),
     ) -> RbdResult<()> {
         self.check_writable()?;
+        let _lock = self.write_guard().await?;
         self.check_head()?;
         let snap = self.user_snapshot(name).await?;
         let mut state = self.inner.state.write().await;
@@ -810,6 +956,7 @@ impl Image {
         for k in copied {
             self.mark(k, om::EXISTS).await?;
         }
+        self.header_changed().await;
         Ok(())
     }
 
@@ -819,6 +966,7 @@ impl Image {
     /// unlinks it from the parent (EINVAL if the image is not a clone).
     pub async fn flatten(&self, mut progress: impl FnMut(u64, u64)) -> RbdResult<()> {
         self.check_writable()?;
+        let _lock = self.write_guard().await?;
         self.check_head()?;
         let state = self.inner.state.write().await;
         let Some((parent_info, _)) = state.parent.clone() else {
@@ -862,7 +1010,9 @@ impl Image {
         let mut state = state;
         self.refresh_locked(&mut state).await?;
         drop(state);
-        self.detach_if_unreferenced(&parent_info.spec).await
+        self.detach_if_unreferenced(&parent_info.spec).await?;
+        self.header_changed().await;
+        Ok(())
     }
 
     /// Whether snapshot `snap` of this clone reads non-zero parent data for some object it
@@ -1049,6 +1199,8 @@ fn open_parent<'a>(
                 read_only: true,
                 state: RwLock::new(state),
                 object_map: Mutex::new(None),
+                watch: std::sync::Mutex::new(None),
+                exclusive: std::sync::OnceLock::new(),
             }),
         })
     })

@@ -8,6 +8,8 @@
 //!   path over the data objects ([`layout`]: Ceph's striping rule), copy-on-write through a
 //!   clone's parent, the object map, resize, snapshots (ids from the monitor, so the OSDs
 //!   trim them), rollback, flatten, image-meta.
+//! - The header watch and the exclusive lock ([`lock`]): cooperative hand-off between
+//!   writers, and a dead or unresponsive owner blocklisted before its lock is broken.
 //! - Object names ([`names`]) and the image error type ([`RbdError`]).
 //!
 //! Shared state lives only in the cluster, changed through the server-side `rbd` class
@@ -24,12 +26,14 @@
 pub mod error;
 pub mod image;
 pub mod layout;
+pub mod lock;
 pub mod names;
 pub mod pool;
 
 pub use error::{RbdError, RbdResult};
 pub use image::{Image, ImageInfo, OpenOptions};
 pub use layout::Layout;
+pub use lock::LockMode;
 pub use pool::{CloneFormat, CreateOptions, ImageEntry};
 pub use quarry_cls::rbd::{
     features, flags, object_map, ParentInfo, ParentSpec, Protection, SnapshotInfo,

@@ -85,7 +85,11 @@ async fn create_write_read_resize_remove() {
         .await
         .unwrap();
     assert_eq!(ro.write(0, Bytes::from_static(b"x")).await.unwrap_err().errno(), ErrorCode::EROFS);
-    drop((image, ro));
+    // An open handle watches the header: rm refuses while it does.
+    let busy = pool::remove(&io, "vm2").await.unwrap_err();
+    assert_eq!(busy.errno(), ErrorCode::EBUSY);
+    image.close().await.unwrap();
+    ro.close().await.unwrap();
     pool::remove(&io, "vm2").await.unwrap();
     assert!(pool::list(&io).await.unwrap().is_empty());
     let left: Vec<String> =

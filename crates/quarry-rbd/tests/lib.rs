@@ -2,6 +2,7 @@
 //! started in-process by `quarry_testkit::Cluster` on 127.0.0.1 (port 0).
 
 mod images;
+mod lock;
 mod model;
 
 use quarry_client::{IoCtx, MonCommand, Rados};

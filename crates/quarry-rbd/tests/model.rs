@@ -257,7 +257,7 @@ impl Run {
                     image.snap_remove(&snap).await.unwrap();
                 }
                 self.open.remove(&name);
-                drop(image);
+                image.close().await.unwrap();
                 pool::remove(&self.io, &name).await.unwrap();
                 self.unlink_parent(&name);
                 self.model.remove(&name);
@@ -361,7 +361,9 @@ async fn run(seed: u64, steps: usize) {
         run.check(&name).await;
     }
     eprintln!("seed {seed}: {} steps, {} images at the end", steps, run.model.len());
-    run.open.clear();
+    for (_, image) in std::mem::take(&mut run.open) {
+        image.close().await.unwrap();
+    }
     rados.shutdown().await;
     cluster.shutdown().await;
 }
