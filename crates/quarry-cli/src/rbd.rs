@@ -90,6 +90,12 @@ pub struct RbdArgs {
         value_name = "1|2|auto"
     )]
     pub clone_format: Option<String>,
+    /// `diff --from-snap SNAP`: changes since that snapshot.
+    #[arg(long = "from-snap", value_name = "SNAP")]
+    pub from_snap: Option<String>,
+    /// `diff --whole-object`: whole objects (the only granularity reported here).
+    #[arg(long = "whole-object")]
+    pub whole_object: bool,
     /// `snap limit set --limit N`.
     #[arg(long = "limit", value_name = "N")]
     pub limit: Option<u64>,
@@ -114,6 +120,7 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   status IMAGE                       list watchers (who has the image open)
   du [IMAGE]                         provisioned and used space
   image-meta get|set|list|remove IMAGE [KEY [VALUE]]
+  diff [--from-snap SNAP] IMAGE[@SNAP]  extents with data (or changed since SNAP)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin";
 
@@ -459,6 +466,7 @@ enum Command {
     MetaRemove(Spec, String),
     Export(Spec, String),
     Import(String, Spec),
+    Diff(Spec),
 }
 
 impl Command {
@@ -563,6 +571,7 @@ impl Command {
                     other => return Err(usage(format!("unknown image-meta command '{other}'"))),
                 }
             }
+            "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
             "export" => {
                 let image = spec(1, SnapRule::Optional)?;
                 let path = arg(2).map(str::to_string).unwrap_or_else(|| image.image.clone());
@@ -739,6 +748,7 @@ impl Command {
             }
             Command::Export(spec, path) => export(args, rados, &spec, &path).await,
             Command::Import(path, spec) => import(args, rados, &path, &spec).await,
+            Command::Diff(spec) => diff(args, rados, &spec).await,
         }
     }
 }
@@ -1289,6 +1299,42 @@ async fn used_bytes(
         }
     }
     Ok(used)
+}
+
+async fn diff(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError> {
+    let image = open_image(rados, spec, true).await?;
+    let from = match &args.from_snap {
+        None => None,
+        Some(name) => {
+            let header = image.header().await;
+            let snap = header
+                .user_snapshot(name)
+                .ok_or_else(|| failed("diff error", &RbdError::code(ErrorCode::ENOENT)))?;
+            Some(snap.id)
+        }
+    };
+    let size = image.size().await;
+    let mut extents = Vec::new();
+    image
+        .diff_iterate(from, 0, size, true, |off, len, exists| {
+            extents.push((off, len, exists));
+            0
+        })
+        .await
+        .map_err(|e| failed("diff error", &e))?;
+    if args.json()? {
+        let rows: Vec<Value> = extents
+            .iter()
+            .map(|(o, l, e)| json!({"offset": o, "length": l, "exists": if *e { "true" } else { "false" }}))
+            .collect();
+        return print_json(args, &Value::Array(rows));
+    }
+    let mut table =
+        Table::new(&[("Offset", Align::Left), ("Length", Align::Left), ("Type", Align::Left)]);
+    for (o, l, e) in &extents {
+        table.row(vec![o.to_string(), l.to_string(), if *e { "data" } else { "zero" }.into()]);
+    }
+    print(&table.render())
 }
 
 async fn export(args: &RbdArgs, rados: &Rados, spec: &Spec, path: &str) -> Result<(), CliError> {

@@ -110,6 +110,8 @@ fn golden_image_snapshot_clone_workflow() {
     let clone_file = tmp.path().join("clone.raw");
     ok(c, &["export", "vm-v2", clone_file.to_str().unwrap()]);
     assert_eq!(std::fs::read(&clone_file).unwrap(), data);
+    assert_eq!(ok(c, &["diff", "golden"]), "Offset  Length   Type\n0       3145728  data\n");
+    assert_eq!(ok(c, &["diff", "--from-snap", "base", "golden"]), "Offset  Length  Type\n");
     let du = ok(c, &["du", "golden"]);
     assert!(du.lines().any(|l| l.starts_with("golden@base") && l.ends_with("3 MiB")), "{du}");
 
