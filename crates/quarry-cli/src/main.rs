@@ -63,7 +63,7 @@ enum Command {
     /// Ceph's `rados` tool: objects, omap, xattrs, bench.
     Rados(rados::RadosArgs),
     /// Ceph's `rbd` tool: images, snapshots, clones.
-    Rbd(rbd::RbdArgs),
+    Rbd(Box<rbd::RbdArgs>),
 }
 
 /// Tools that may be reached through a link named after them.
@@ -124,7 +124,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::ClusterInit(args) => cluster::cluster_init(args),
         Command::Ceph(args) => ceph::run(args).await,
         Command::Rados(args) => rados::run(args).await,
-        Command::Rbd(args) => rbd::run(args).await,
+        Command::Rbd(args) => rbd::run(*args).await,
     }
 }
 

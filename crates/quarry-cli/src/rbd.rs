@@ -9,6 +9,7 @@
 use std::io::IsTerminal;
 
 use bytes::Bytes;
+use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -96,6 +97,24 @@ pub struct RbdArgs {
     /// `diff --whole-object`: whole objects (the only granularity reported here).
     #[arg(long = "whole-object")]
     pub whole_object: bool,
+    /// bench: read, write, readwrite (rw).
+    #[arg(long = "io-type", value_name = "TYPE")]
+    pub io_type: Option<String>,
+    /// bench: bytes per I/O (default 4K).
+    #[arg(long = "io-size", value_name = "SIZE")]
+    pub io_size: Option<String>,
+    /// bench: I/Os in flight (default 16).
+    #[arg(long = "io-threads", value_name = "N")]
+    pub io_threads: Option<usize>,
+    /// bench: bytes in all (default 1G).
+    #[arg(long = "io-total", value_name = "SIZE")]
+    pub io_total: Option<String>,
+    /// bench: seq (default) or rand.
+    #[arg(long = "io-pattern", value_name = "PATTERN")]
+    pub io_pattern: Option<String>,
+    /// bench readwrite: percentage of reads (default 50).
+    #[arg(long = "rw-mix-read", value_name = "PERCENT")]
+    pub rw_mix_read: Option<u64>,
     /// `snap limit set --limit N`.
     #[arg(long = "limit", value_name = "N")]
     pub limit: Option<u64>,
@@ -121,6 +140,8 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   du [IMAGE]                         provisioned and used space
   image-meta get|set|list|remove IMAGE [KEY [VALUE]]
   diff [--from-snap SNAP] IMAGE[@SNAP]  extents with data (or changed since SNAP)
+  bench --io-type read|write|readwrite [--io-size S] [--io-threads N] [--io-total S]
+        [--io-pattern seq|rand] [--rw-mix-read PCT] IMAGE
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin";
 
@@ -467,6 +488,7 @@ enum Command {
     Export(Spec, String),
     Import(String, Spec),
     Diff(Spec),
+    Bench(Spec),
 }
 
 impl Command {
@@ -572,6 +594,12 @@ impl Command {
                 }
             }
             "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
+            "bench" => {
+                if args.io_type.is_none() {
+                    return Err(usage("must specify --io-type <read | write | readwrite | rw>"));
+                }
+                Command::Bench(spec(1, SnapRule::None)?)
+            }
             "export" => {
                 let image = spec(1, SnapRule::Optional)?;
                 let path = arg(2).map(str::to_string).unwrap_or_else(|| image.image.clone());
@@ -749,6 +777,7 @@ impl Command {
             Command::Export(spec, path) => export(args, rados, &spec, &path).await,
             Command::Import(path, spec) => import(args, rados, &path, &spec).await,
             Command::Diff(spec) => diff(args, rados, &spec).await,
+            Command::Bench(spec) => bench(args, rados, &spec).await,
         }
     }
 }
@@ -1335,6 +1364,115 @@ async fn diff(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError
         table.row(vec![o.to_string(), l.to_string(), if *e { "data" } else { "zero" }.into()]);
     }
     print(&table.render())
+}
+
+/// `rbd bench`: Ceph's flags and output (a header line, one line per second, a summary).
+async fn bench(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    let size_of = |text: &Option<String>, default: u64, what: &str| -> Result<u64, CliError> {
+        match text {
+            None => Ok(default),
+            Some(t) => {
+                quarry_conf::parse_size(t).map_err(|_| usage(format!("invalid {what}: {t}")))
+            }
+        }
+    };
+    let io_size = size_of(&args.io_size, 4096, "io size")?;
+    let total = size_of(&args.io_total, 1 << 30, "io total")?;
+    let threads = args.io_threads.unwrap_or(16).max(1);
+    let random = match args.io_pattern.as_deref() {
+        None | Some("seq") | Some("sequential") => false,
+        Some("rand") | Some("random") => true,
+        Some(other) => return Err(usage(format!("invalid io pattern: {other}"))),
+    };
+    let (reads, writes) = match args.io_type.as_deref() {
+        Some("read") => (true, false),
+        Some("write") => (false, true),
+        Some("readwrite") | Some("rw") => (true, true),
+        other => return Err(usage(format!("invalid io type: {}", other.unwrap_or("")))),
+    };
+    let mix_read = args.rw_mix_read.unwrap_or(50).min(100);
+    if io_size == 0 || io_size > (64 << 20) {
+        return Err(usage("io size must be between 1 byte and 64 MiB"));
+    }
+    let image = open_image(rados, spec, !writes).await?;
+    let size = image.size().await;
+    if io_size > size {
+        return Err(usage("io size is larger than the image"));
+    }
+    let type_name = match (reads, writes) {
+        (true, false) => "read",
+        (false, true) => "write",
+        _ => "readwrite",
+    };
+    let pattern_name = if random { "random" } else { "sequential" };
+    let mut header = format!(
+        "bench  type {type_name} io_size {io_size} io_threads {threads} bytes {total} pattern {pattern_name}\n"
+    );
+    if reads && writes {
+        header.push_str(&format!("  read_ratio {mix_read}\n"));
+    }
+    print(&format!("{header}  SEC       OPS   OPS/SEC   BYTES/SEC\n"))?;
+    let ops_total = total.div_ceil(io_size);
+    let next = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicU64::new(0));
+    let slots = size / io_size;
+    let data = Bytes::from(vec![0xa5u8; io_size as usize]);
+    let start = std::time::Instant::now();
+    let mut workers = tokio::task::JoinSet::new();
+    for t in 0..threads {
+        let (image, next, done, data) = (image.clone(), next.clone(), done.clone(), data.clone());
+        workers.spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(t as u64 + 1);
+            loop {
+                let op = next.fetch_add(1, Ordering::Relaxed);
+                if op >= ops_total {
+                    return Ok::<(), RbdError>(());
+                }
+                let slot = if random { rng.gen_range(0..slots) } else { op % slots };
+                let off = slot * io_size;
+                let read = reads && (!writes || rng.gen_range(0..100) < mix_read);
+                if read {
+                    image.read(off, io_size).await?;
+                } else {
+                    image.write(off, data.clone()).await?;
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let mut last = (0u64, std::time::Instant::now());
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
+    ticker.tick().await;
+    let mut second = 0;
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                None => break,
+                Some(Ok(Ok(()))) => {}
+                Some(Ok(Err(e))) => return Err(failed("bench failed", &e)),
+                Some(Err(e)) => return Err(failed("bench failed", &RbdError::refused(ErrorCode::EIO, e.to_string()))),
+            },
+            _ = ticker.tick() => {
+                second += 1;
+                let now_done = done.load(Ordering::Relaxed);
+                let secs = last.1.elapsed().as_secs_f64().max(1e-9);
+                let rate = (now_done - last.0) as f64 / secs;
+                print(&format!("{second:>5}  {now_done:>8}  {rate:>8.2}  {:>10}/s\n", bytes_iec((rate * io_size as f64) as u64)))?;
+                last = (now_done, std::time::Instant::now());
+            }
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64().max(1e-9);
+    let ops = done.load(Ordering::Relaxed);
+    let rate = ops as f64 / elapsed;
+    print(&format!(
+        "elapsed: {}   ops: {ops}   ops/sec: {}   bytes/sec: {}/s\n",
+        elapsed as u64,
+        crate::output::g6(rate),
+        bytes_iec((rate * io_size as f64) as u64)
+    ))
 }
 
 async fn export(args: &RbdArgs, rados: &Rados, spec: &Spec, path: &str) -> Result<(), CliError> {

@@ -179,5 +179,25 @@ fn golden_image_snapshot_clone_workflow() {
     ok(c, &["snap", "purge", "--no-progress", "golden"]);
     ok(c, &["rm", "--no-progress", "golden"]);
     assert_eq!(ok(c, &["status", "vm-v1"]), "Watchers: none\n");
+    // rbd bench with Ceph's flags and output shape.
+    let bench =
+        ok(c, &["bench", "--io-type", "write", "--io-size", "4K", "--io-total", "64K", "vm-v1"]);
+    let lines: Vec<&str> = bench.lines().collect();
+    assert_eq!(
+        lines[0],
+        "bench  type write io_size 4096 io_threads 16 bytes 65536 pattern sequential"
+    );
+    assert_eq!(lines[1], "  SEC       OPS   OPS/SEC   BYTES/SEC");
+    assert!(
+        lines.last().unwrap().starts_with("elapsed: ")
+            && lines.last().unwrap().contains("ops: 16 "),
+        "{bench}"
+    );
+    let bench = ok(
+        c,
+        &["bench", "--io-type", "readwrite", "--io-pattern", "rand", "--io-total", "64K", "vm-v1"],
+    );
+    assert!(bench.contains("read_ratio 50"), "{bench}");
+    fails(c, &["bench", "vm-v1"], 22, "must specify --io-type");
     assert_eq!(ok(c, &["ls", "--format", "json"]), "[\"vm-v1\",\"yujiang\"]\n");
 }
