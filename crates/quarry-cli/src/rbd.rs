@@ -115,6 +115,12 @@ pub struct RbdArgs {
     /// bench readwrite: percentage of reads (default 50).
     #[arg(long = "rw-mix-read", value_name = "PERCENT")]
     pub rw_mix_read: Option<u64>,
+    /// trash mv: seconds before `trash rm` works without --force.
+    #[arg(long = "delay", value_name = "SECONDS")]
+    pub delay: Option<u64>,
+    /// trash rm: remove before the deferment ends.
+    #[arg(long = "force")]
+    pub force: bool,
     /// `snap limit set --limit N`.
     #[arg(long = "limit", value_name = "N")]
     pub limit: Option<u64>,
@@ -142,6 +148,8 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   diff [--from-snap SNAP] IMAGE[@SNAP]  extents with data (or changed since SNAP)
   bench --io-type read|write|readwrite [--io-size S] [--io-threads N] [--io-total S]
         [--io-pattern seq|rand] [--rw-mix-read PCT] IMAGE
+  trash mv IMAGE [--delay SECS] | trash ls [-l] [POOL] | trash restore [POOL/]ID [--image NAME]
+  trash rm [POOL/]ID [--force] | trash purge [POOL]
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin";
 
@@ -489,6 +497,11 @@ enum Command {
     Import(String, Spec),
     Diff(Spec),
     Bench(Spec),
+    TrashMv(Spec),
+    TrashLs { pool: String },
+    TrashRestore { pool: String, id: String },
+    TrashRm { pool: String, id: String },
+    TrashPurge { pool: String },
 }
 
 impl Command {
@@ -594,6 +607,32 @@ impl Command {
                 }
             }
             "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
+            "trash" => {
+                let sub = need(1, "trash command")?;
+                // `[pool/]ID`.
+                let pool_and = |text: &str| match text.split_once('/') {
+                    Some((pool, rest)) => (pool.to_string(), rest.to_string()),
+                    None => (args.default_pool(), text.to_string()),
+                };
+                match sub {
+                    "mv" | "move" => Command::TrashMv(args.spec(arg(2), SnapRule::None)?),
+                    "ls" | "list" => Command::TrashLs {
+                        pool: arg(2).map(str::to_string).unwrap_or_else(|| args.default_pool()),
+                    },
+                    "restore" => {
+                        let (pool, id) = pool_and(need(2, "image id")?);
+                        Command::TrashRestore { pool, id }
+                    }
+                    "rm" | "remove" => {
+                        let (pool, id) = pool_and(need(2, "image id")?);
+                        Command::TrashRm { pool, id }
+                    }
+                    "purge" => Command::TrashPurge {
+                        pool: arg(2).map(str::to_string).unwrap_or_else(|| args.default_pool()),
+                    },
+                    other => return Err(usage(format!("unknown trash command '{other}'"))),
+                }
+            }
             "bench" => {
                 if args.io_type.is_none() {
                     return Err(usage("must specify --io-type <read | write | readwrite | rw>"));
@@ -778,6 +817,49 @@ impl Command {
             Command::Import(path, spec) => import(args, rados, &path, &spec).await,
             Command::Diff(spec) => diff(args, rados, &spec).await,
             Command::Bench(spec) => bench(args, rados, &spec).await,
+            Command::TrashMv(spec) => {
+                let io = open_pool(rados, &spec.pool, &spec.namespace).await?;
+                pool::trash_move(&io, &spec.image, args.delay.unwrap_or(0))
+                    .await
+                    .map(drop)
+                    .map_err(|e| failed("deferred delete error", &e))
+            }
+            Command::TrashLs { pool } => trash_ls(args, rados, &pool).await,
+            Command::TrashRestore { pool, id } => {
+                let io = open_pool(rados, &pool, args.namespace.as_deref().unwrap_or("")).await?;
+                pool::trash_restore(&io, &id, args.image.as_deref())
+                    .await
+                    .map(drop)
+                    .map_err(|e| failed("restore error", &e))
+            }
+            Command::TrashRm { pool, id } => {
+                let io = open_pool(rados, &pool, args.namespace.as_deref().unwrap_or("")).await?;
+                let mut progress = Progress::new("Removing image", args.progress());
+                let result =
+                    pool::trash_remove(&io, &id, args.force, |d, t| progress.update(d, t)).await;
+                progress.finish(result.is_ok());
+                match result {
+                    Err(e) if e.errno() == ErrorCode::EPERM => Err(CliError::Usage {
+                        message: format!("rbd: error: {}", e.reason()),
+                        status: 1,
+                    }),
+                    other => other.map_err(|e| failed("remove error", &e)),
+                }
+            }
+            Command::TrashPurge { pool } => {
+                let io = open_pool(rados, &pool, args.namespace.as_deref().unwrap_or("")).await?;
+                let items = pool::trash_list(&io).await.map_err(|e| failed("purge error", &e))?;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                for item in items.iter().filter(|i| i.entry.deferment_end_time.0 <= now) {
+                    pool::trash_remove(&io, &item.id, false, |_, _| {})
+                        .await
+                        .map_err(|e| failed("purge error", &e))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -1473,6 +1555,62 @@ async fn bench(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErro
         crate::output::g6(rate),
         bytes_iec((rate * io_size as f64) as u64)
     ))
+}
+
+async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliError> {
+    let io = open_pool(rados, pool_name, args.namespace.as_deref().unwrap_or("")).await?;
+    let items =
+        pool::trash_list(&io).await.map_err(|e| failed("error listing image in trash", &e))?;
+    if args.json()? {
+        let rows: Vec<Value> = items
+            .iter()
+            .map(|i| {
+                json!({"id": i.id, "name": i.entry.name, "source": "USER",
+                       "deleted_at": ctime(i.entry.deletion_time.0),
+                       "status": format!("protected until {}", ctime(i.entry.deferment_end_time.0))})
+            })
+            .collect();
+        return print_json(args, &Value::Array(rows));
+    }
+    if !args.long {
+        return print(
+            &items.iter().map(|i| format!("{} {}\n", i.id, i.entry.name)).collect::<String>(),
+        );
+    }
+    if items.is_empty() {
+        return Ok(());
+    }
+    let mut table = Table::new(&[
+        ("ID", Align::Left),
+        ("NAME", Align::Left),
+        ("SOURCE", Align::Left),
+        ("DELETED_AT", Align::Left),
+        ("STATUS", Align::Left),
+    ])
+    .left_heads();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for i in &items {
+        let status = if i.entry.deferment_end_time.0 > now {
+            format!("protected until {}", ctime(i.entry.deferment_end_time.0))
+        } else {
+            format!("expired at {}", ctime(i.entry.deferment_end_time.0))
+        };
+        let source = match i.entry.source {
+            quarry_rbd::TrashSource::User => "USER",
+            quarry_rbd::TrashSource::Removing => "REMOVING",
+        };
+        table.row(vec![
+            i.id.clone(),
+            i.entry.name.clone(),
+            source.into(),
+            ctime(i.entry.deletion_time.0),
+            status,
+        ]);
+    }
+    print(&table.render())
 }
 
 async fn export(args: &RbdArgs, rados: &Rados, spec: &Spec, path: &str) -> Result<(), CliError> {

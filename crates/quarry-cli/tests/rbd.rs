@@ -199,5 +199,19 @@ fn golden_image_snapshot_clone_workflow() {
     );
     assert!(bench.contains("read_ratio 50"), "{bench}");
     fails(c, &["bench", "vm-v1"], 22, "must specify --io-type");
-    assert_eq!(ok(c, &["ls", "--format", "json"]), "[\"vm-v1\",\"yujiang\"]\n");
+
+    // Trash: move (the name is free), list, deferred removal needs --force, restore, purge.
+    ok(c, &["trash", "mv", "--delay", "3600", "vm-v1"]);
+    assert_eq!(run(c, &["info", "vm-v1"]).code(), 2);
+    let listed = ok(c, &["trash", "ls"]);
+    let (trash_id, trash_name) = listed.trim().split_once(' ').unwrap();
+    assert_eq!(trash_name, "vm-v1");
+    fails(c, &["trash", "rm", trash_id], 1, "deferment time has not expired");
+    ok(c, &["trash", "restore", trash_id]);
+    assert!(ok(c, &["info", "vm-v1"]).contains(&format!("\tid: {trash_id}\n")));
+    ok(c, &["trash", "mv", "vm-v1"]);
+    ok(c, &["trash", "purge"]);
+    assert_eq!(ok(c, &["trash", "ls"]), "");
+    assert_eq!(ok(c, &["ls"]), "yujiang\n");
+    assert_eq!(ok(c, &["ls", "--format", "json"]), "[\"yujiang\"]\n");
 }

@@ -34,7 +34,8 @@ pub use error::{RbdError, RbdResult};
 pub use image::{Image, ImageInfo, OpenOptions};
 pub use layout::Layout;
 pub use lock::LockMode;
-pub use pool::{CloneFormat, CreateOptions, ImageEntry};
+pub use pool::{CloneFormat, CreateOptions, ImageEntry, TrashItem};
 pub use quarry_cls::rbd::{
-    features, flags, object_map, ParentInfo, ParentSpec, Protection, SnapshotInfo,
+    features, flags, object_map, ParentInfo, ParentSpec, Protection, SnapshotInfo, TrashEntry,
+    TrashSource,
 };

@@ -12,13 +12,16 @@ use bytes::Bytes;
 use quarry_client::{ClientError, IoCtx};
 use quarry_cls::rbd::directory::{
     ChildRegistryRequest, DirEntryRequest, DirList, DirRenameRequest, ListRequest, LookupRequest,
-    SetIdRequest, LIST_MAX,
+    SetIdRequest, TrashAddRequest, TrashList, LIST_MAX,
 };
 use quarry_cls::rbd::header::{
     ChildRequest, ChildSpec, CreateRequest, ImageHeader, RemoveParentRequest,
 };
 use quarry_cls::rbd::object_map::{ResizeRequest, NONEXISTENT};
-use quarry_cls::rbd::{self as cls, features, ParentInfo, ParentSpec, Protection, SnapNamespace};
+use quarry_cls::rbd::{
+    self as cls, features, ParentInfo, ParentSpec, Protection, SnapNamespace, TrashEntry,
+    TrashSource,
+};
 use quarry_types::ErrorCode;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -494,4 +497,101 @@ pub(crate) fn ignore_enoent(result: Result<(), ClientError>) -> RbdResult<()> {
 /// Opens `name` read-only at `snap` in `io`'s pool (a helper for callers of [`clone`]).
 pub async fn open_snapshot(io: &IoCtx, name: &str, snap: &str) -> RbdResult<Image> {
     Image::open(io, name, OpenOptions { snapshot: Some(snap.into()), read_only: true }).await
+}
+
+/// An image in the trash, as `rbd trash ls` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrashItem {
+    /// The image id.
+    pub id: String,
+    /// What it says about the image (name, times, source).
+    pub entry: TrashEntry,
+}
+
+fn now() -> (u64, u32) {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    (t.as_secs(), t.subsec_nanos())
+}
+
+/// Moves image `name` to the trash (`rbd trash mv`): it leaves the directory (its name is
+/// free again) and keeps its data until removed; `defer_secs` protects it from `trash rm`
+/// without `--force` for that long. EBUSY while it has watchers.
+pub async fn trash_move(io: &IoCtx, name: &str, defer_secs: u64) -> RbdResult<String> {
+    let id = image_id(io, name).await?;
+    let watchers = match io.list_watchers(&names::header_object(&id)).await {
+        Ok(w) => w,
+        Err(e) if is(&e, ErrorCode::ENOENT) => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    if !watchers.is_empty() {
+        return Err(RbdError::refused(ErrorCode::EBUSY, "image still has watchers"));
+    }
+    let deleted = now();
+    let entry = TrashEntry {
+        source: TrashSource::User,
+        name: name.into(),
+        deletion_time: deleted,
+        deferment_end_time: (deleted.0 + defer_secs, deleted.1),
+    };
+    call(io, names::TRASH, "trash_add", &TrashAddRequest { id: id.clone(), entry }).await?;
+    let dir = DirEntryRequest { name: name.into(), id: id.clone() };
+    if let Err(e) = call(io, names::DIRECTORY, "dir_remove_image", &dir).await {
+        let _ = call(io, names::TRASH, "trash_remove", &LookupRequest { key: id.clone() }).await;
+        return Err(e);
+    }
+    ignore_enoent(io.remove(&names::id_object(name)).await)?;
+    Ok(id)
+}
+
+/// Every image in the trash.
+pub async fn trash_list(io: &IoCtx) -> RbdResult<Vec<TrashItem>> {
+    let mut out = Vec::new();
+    let mut after = String::new();
+    loop {
+        let req = ListRequest { start_after: after.clone(), max: LIST_MAX };
+        let page: TrashList = call_read(io, names::TRASH, "trash_list", &req).await?;
+        after = page.entries.keys().next_back().cloned().unwrap_or_default();
+        out.extend(page.entries.into_iter().map(|(id, entry)| TrashItem { id, entry }));
+        if !page.more {
+            return Ok(out);
+        }
+    }
+}
+
+/// Brings image `id` back from the trash under `name` (its old name when None). EEXIST if
+/// the name is taken, ENOENT if the id is not in the trash.
+pub async fn trash_restore(io: &IoCtx, id: &str, name: Option<&str>) -> RbdResult<String> {
+    let entry: TrashEntry =
+        call_read(io, names::TRASH, "trash_get", &LookupRequest { key: id.into() }).await?;
+    let name = name.map(str::to_string).unwrap_or(entry.name);
+    names::check_image_name(&name)?;
+    let id_object = names::id_object(&name);
+    call(io, &id_object, "set_id", &SetIdRequest { id: id.into() }).await?;
+    let dir = DirEntryRequest { name: name.clone(), id: id.into() };
+    if let Err(e) = call(io, names::DIRECTORY, "dir_add_image", &dir).await {
+        let _ = io.remove(&id_object).await;
+        return Err(e);
+    }
+    call(io, names::TRASH, "trash_remove", &LookupRequest { key: id.into() }).await?;
+    Ok(name)
+}
+
+/// Removes image `id` from the trash for good. EPERM before its deferment ends unless
+/// `force` ("deferment time has not expired").
+pub async fn trash_remove(
+    io: &IoCtx,
+    id: &str,
+    force: bool,
+    progress: impl FnMut(u64, u64),
+) -> RbdResult<()> {
+    let entry: TrashEntry =
+        call_read(io, names::TRASH, "trash_get", &LookupRequest { key: id.into() }).await?;
+    if !force && now() < entry.deferment_end_time {
+        return Err(RbdError::refused(
+            ErrorCode::EPERM,
+            "deferment time has not expired, please use --force if you really want to remove the image",
+        ));
+    }
+    remove_image(io, &entry.name, id, progress).await?;
+    call(io, names::TRASH, "trash_remove", &LookupRequest { key: id.into() }).await
 }
