@@ -194,6 +194,12 @@ impl OsdHandle {
         out
     }
 
+    /// The PGs marked damaged on this OSD (met damaged data; rebuilt from a replica, then
+    /// unmarked: see the crate docs, "Damaged replicas").
+    pub fn damaged_pgs(&self) -> Vec<PgId> {
+        self.running.osd.router.damaged_pgs()
+    }
+
     /// The epoch of the map this OSD acts on (tests wait for a map change to reach it).
     pub fn map_epoch(&self) -> u64 {
         self.running.osd.router.map().epoch

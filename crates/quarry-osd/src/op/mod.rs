@@ -217,6 +217,11 @@ async fn write(
     }
     let responder = match group.raft.client_write_ff(command).await {
         Ok(responder) => responder,
+        Err(e) if osd.router.is_damaged(group.pg) => {
+            // The group stopped on damaged data and is being rebuilt: the client resends.
+            tracing::debug!(pg = %group.pg, error = %e, "write to a pg under repair");
+            return settle(slot, retry(map));
+        }
         Err(e) => {
             tracing::error!(pg = %group.pg, error = %e, "write failed in raft");
             let failed =
@@ -327,7 +332,10 @@ pub(crate) async fn handle_raft(osd: &Osd, session: &Session, group: u64, body: 
         let message = format!("raft group {group:#x} is not hosted here (yet)");
         return Reply::Failed { code: ErrorCode::EAGAIN, message };
     };
-    match network::serve_rpc(&pg.raft, body).await {
+    let sender: Option<quarry_types::OsdId> = session.entity.id.parse().ok();
+    let map = osd.router.map();
+    let member = sender.is_some_and(|id| map.acting(pg.pg).contains(&id));
+    match network::serve_rpc(&pg, osd.router.exports(), member, body).await {
         Ok(bytes) => Reply::Raft(bytes),
         Err(e) => {
             tracing::warn!(entity = %session.entity, error = %e, "malformed raft message");

@@ -15,6 +15,7 @@ pub(crate) mod durability;
 #[cfg(test)]
 mod golden_tests;
 pub(crate) mod network;
+pub(crate) mod repair;
 pub(crate) mod state_machine;
 
 use std::sync::atomic::{AtomicU64, Ordering};
