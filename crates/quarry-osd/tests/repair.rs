@@ -170,7 +170,9 @@ async fn write_objects(io: &IoCtx, prefix: &str, count: usize) -> Vec<(String, V
 
 /// The scenario: damage chunk 0 of the victim on `acting[damaged]`, hold the replies of
 /// `acting[held]` (the replica the damaged one asks first), write 3 bytes into chunk 0.
-async fn damaged_replica_is_rebuilt(damaged: usize, held: usize) {
+/// With `restart`, the damaged OSD is stopped while its rebuild waits, and started again:
+/// the mark on disk makes it rebuild the PG before starting its group.
+async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool) {
     let mut cluster =
         Cluster::builder().osds(3).pools(vec![(POOL, 1, 3)]).osd_fronts().start().await;
     declare_logs(&cluster);
@@ -202,8 +204,16 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize) {
         tokio::spawn(async move { partial.write(VICTIM, 100, Bytes::from_static(b"XYZ")).await });
     expected[100..103].copy_from_slice(b"XYZ");
     let seen = wait_damaged(&cluster, bad, pg, true).await;
+    if restart {
+        cluster.stop_osd(bad).await;
+        let mark = cluster.osd_dir(bad).join("damaged").join(pg.to_string());
+        assert!(mark.exists(), "the damage mark is on disk while osd.{bad} is down");
+    }
     cluster.osd_front(acting[held]).resume();
     write.await.unwrap().expect("the partial write is acknowledged");
+    if restart {
+        cluster.start_osd(bad).await;
+    }
     objects.extend(write_objects(&io, "after", 5).await);
 
     // All replicas converge: same applied entry, byte-identical exports of the PG.
@@ -235,12 +245,19 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize) {
 /// diverge: it stops the PG, reports it damaged, and is rebuilt from the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_replica_stops_and_is_rebuilt_from_the_primary() {
-    damaged_replica_is_rebuilt(1, 0).await;
+    damaged_replica_is_rebuilt(1, 0, false).await;
+}
+
+/// Goal: the damage mark survives a restart, and the OSD rebuilds the PG before starting its
+/// group (replaying the log over the damaged chunk would meet it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damaged_replica_restarted_before_its_repair_rebuilds_at_start() {
+    damaged_replica_is_rebuilt(2, 0, true).await;
 }
 
 /// Goal: the same with the primary damaged: it never answers the write with EIO; its group
 /// stops, the client resends, and the primary is rebuilt from a follower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_primary_stops_and_is_rebuilt_from_a_follower() {
-    damaged_replica_is_rebuilt(0, 1).await;
+    damaged_replica_is_rebuilt(0, 1, false).await;
 }
