@@ -14,6 +14,7 @@ use bytes::Bytes;
 use quarry_client::IoCtx;
 use quarry_testkit::Cluster;
 use quarry_types::{ObjectOp, OpOutput, OpReply, OsdId, PgId, SNAP_HEAD};
+use quarry_wire::{MonCommand, MonReply};
 use redb::ReadableTable;
 
 use crate::common;
@@ -144,6 +145,27 @@ async fn wait_damaged(cluster: &Cluster, osd: OsdId, pg: PgId, want: bool) -> bo
     false
 }
 
+const DAMAGE_LINE: &str = "Possible data damage: 1 pg inconsistent";
+
+/// Waits (bounded) until `ceph -s`'s health shows the damage line (`want`) or not.
+async fn wait_health(mon: &common::MonClient, want: bool) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..100 {
+        match mon.command(MonCommand::Status).await {
+            MonReply::Status(s) => {
+                let shown = s.health_details.iter().any(|l| l == DAMAGE_LINE);
+                if shown == want && (!want || s.health == "HEALTH_ERR") {
+                    return Ok(());
+                }
+                last = format!("{} {:?}", s.health, s.health_details);
+            }
+            other => last = format!("{other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(last)
+}
+
 /// Declares what these tests provoke.
 fn declare_logs(cluster: &Cluster) {
     cluster
@@ -178,7 +200,8 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool) 
     declare_logs(&cluster);
     let rados = cluster.admin().await;
     let io = rados.ioctx(POOL).await.unwrap();
-    let map = common::admin(&cluster).await.map().await;
+    let mon = common::admin(&cluster).await;
+    let map = mon.map().await;
     let pool = map.pool_by_name(POOL).unwrap().clone();
     let pg = PgId { pool: pool.id, seed: 0 };
     let acting = map.acting(pg).to_vec();
@@ -204,6 +227,7 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool) 
         tokio::spawn(async move { partial.write(VICTIM, 100, Bytes::from_static(b"XYZ")).await });
     expected[100..103].copy_from_slice(b"XYZ");
     let seen = wait_damaged(&cluster, bad, pg, true).await;
+    let health_while_damaged = wait_health(&mon, true).await;
     if restart {
         cluster.stop_osd(bad).await;
         let mark = cluster.osd_dir(bad).join("damaged").join(pg.to_string());
@@ -221,6 +245,8 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool) 
     assert!(converged.is_ok(), "replicas diverge after the damage: {converged:?}");
     assert!(seen, "osd.{bad} never reported pg {pg} damaged");
     assert!(wait_damaged(&cluster, bad, pg, false).await, "the damage mark stays after the repair");
+    assert_eq!(health_while_damaged, Ok(()), "ceph -s while osd.{bad} is damaged");
+    assert_eq!(wait_health(&mon, false).await, Ok(()), "ceph -s after the repair");
     for &osd in &acting {
         assert_eq!(
             stored(&cluster, osd, pg, VICTIM, VICTIM_LEN as u64),
