@@ -223,7 +223,8 @@ mod tests {
         let mut damaged = BTreeMap::new();
         let mut r = report(&map, Vec::new());
         damage_health(&mut r, &map, &damaged);
-        assert_eq!(r.health, "HEALTH_OK");
+        assert_eq!(r.health, "HEALTH_WARN", "osd.2 is down");
+        assert_eq!(r.health_details, vec!["1 osds down".to_string()]);
         damaged.insert(0, (up_from, vec![pg(0), pg(1)]));
         damaged.insert(1, (map.osds[&1].up_from, vec![pg(1)]));
         damaged.insert(2, (map.osds[&2].up_from, vec![pg(5)])); // down
@@ -231,10 +232,10 @@ mod tests {
         let mut r = report(&map, Vec::new());
         damage_health(&mut r, &map, &damaged);
         assert_eq!(r.health, "HEALTH_ERR");
-        assert_eq!(r.health_details, vec!["Possible data damage: 2 pgs inconsistent".to_string()]);
+        assert_eq!(r.health_details[1], "Possible data damage: 2 pgs inconsistent");
         damaged.insert(0, (up_from + 1, vec![pg(0)])); // an older incarnation's report
         let mut r = report(&map, Vec::new());
         damage_health(&mut r, &map, &damaged);
-        assert_eq!(r.health_details, vec!["Possible data damage: 1 pg inconsistent".to_string()]);
+        assert_eq!(r.health_details[1], "Possible data damage: 1 pg inconsistent");
     }
 }
