@@ -96,7 +96,7 @@ pub(crate) async fn start(
         peers: peers.clone(),
         snapshot_dir: data.snapshots(),
         damage,
-        exports: Exports::default(),
+        exports: Exports::new(store.clone(), data.snapshots()),
     };
     let router = Router::new(deps, map);
     let osd = Arc::new(Osd {

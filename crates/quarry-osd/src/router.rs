@@ -146,7 +146,11 @@ impl Router {
         loop {
             let map = self.map();
             if map.epoch > 0 && !map.pools.contains_key(&pg.pool) {
-                // The pool is gone: nothing to repair (the next map's sweep drops its data).
+                // The pool is gone: nothing to repair; drop what is left of the PG.
+                let _update = self.update.lock().await;
+                if let Err(e) = self.remove_pg(pg).await {
+                    tracing::error!(%pg, error = %e, "removing the pg of a deleted pool failed");
+                }
                 let _ = self.deps.damage.marks.clear(pg);
                 self.repairing().remove(&pg);
                 return;
@@ -278,7 +282,14 @@ impl Router {
                     // the log would meet the damage again).
                     self.deps.damage.request(pg);
                 }
-                None => self.start_group(pg, &new).await?,
+                None => match self.start_group(pg, &new).await {
+                    Ok(()) => {}
+                    // Replaying the log at start met damaged data: reported and being rebuilt.
+                    Err(e) if self.deps.damage.marks.contains(pg) => {
+                        tracing::info!(%pg, error = %e, "pg not started: it is rebuilt first");
+                    }
+                    Err(e) => return Err(e),
+                },
                 Some(group) => group.pin_leadership(new.acting(pg).first() == Some(&self.deps.me)),
             }
         }
@@ -308,7 +319,7 @@ impl Router {
         let raft_err = |detail: String| OsdError::Raft { pg, detail };
         let config = raft_config(acting.len()).map_err(|e| raft_err(e.to_string()))?;
         let (done_tx, done_rx) = oneshot::channel();
-        let sm = PgStateMachine::open(
+        let sm = match PgStateMachine::open(
             pg,
             self.deps.store.clone(),
             self.deps.applier.clone(),
@@ -317,7 +328,19 @@ impl Router {
             self.deps.snapshot_dir.clone(),
             done_tx,
         )
-        .await?;
+        .await
+        {
+            Ok(sm) => sm,
+            Err(e @ quarry_store::StoreError::Corrupt { .. }) if acting.len() > 1 => {
+                // The PG's own state is damaged: rebuilt from a replica like damaged data.
+                tracing::error!(%pg, error = %e, "damaged pg state: rebuilding from a replica");
+                let damage = self.deps.damage.clone();
+                let detail = format!("open: {e}");
+                let _ = tokio::task::spawn_blocking(move || damage.report(pg, &detail)).await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let group = group_id(pg);
         let network = PgNetworkFactory { group, peers: self.deps.peers.clone() };
         let log = self.deps.wal.log_store(group);

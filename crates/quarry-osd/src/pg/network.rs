@@ -139,6 +139,9 @@ pub(crate) enum PeerError {
     /// No answer in time.
     #[error("osd.{0} did not answer in time")]
     Timeout(OsdId),
+    /// The peer does not run the group now (starting, or rebuilding a damaged replica).
+    #[error("osd.{0} does not run this pg group now")]
+    NotHosted(OsdId),
 }
 
 impl Peers {
@@ -198,6 +201,9 @@ impl Peers {
             tokio::time::timeout(timeout, call).await.map_err(|_| PeerError::Timeout(peer))?;
         match reply.map_err(|source| PeerError::Wire { peer, source })? {
             Reply::Raft(bytes) => Ok(decode(&bytes)?),
+            Reply::Failed { code, .. } if code == quarry_types::ErrorCode::EAGAIN => {
+                Err(PeerError::NotHosted(peer))
+            }
             other => Err(PeerError::Refused { peer, detail: format!("{other:?}") }),
         }
     }
@@ -235,9 +241,12 @@ type RpcResult<T, E = openraft::error::Infallible> =
 
 fn rpc_error<E: std::error::Error>(e: &PeerError) -> RPCError<OsdId, BasicNode, E> {
     match e {
-        PeerError::Wire { .. } | PeerError::NoAddress(_) | PeerError::NoTicket => {
-            RPCError::Unreachable(Unreachable::new(e))
-        }
+        // Unreachable makes openraft back off (instead of retrying at once, in a loop, while
+        // a peer rebuilds its replica).
+        PeerError::Wire { .. }
+        | PeerError::NoAddress(_)
+        | PeerError::NoTicket
+        | PeerError::NotHosted(_) => RPCError::Unreachable(Unreachable::new(e)),
         _ => RPCError::Network(NetworkError::new(e)),
     }
 }
@@ -321,7 +330,7 @@ pub(crate) async fn serve_rpc(
         RaftRpc::Snapshot(rpc) => RaftRpcReply::Snapshot(raft.install_snapshot(rpc).await),
         RaftRpc::Export if !member => RaftRpcReply::Export(Err(not_member())),
         RaftRpc::Export => {
-            RaftRpcReply::Export(super::repair::serve_export(raft, exports, group.pg).await)
+            RaftRpcReply::Export(super::repair::serve_export(exports, group.pg).await)
         }
         RaftRpc::ExportRead { .. } if !member => RaftRpcReply::ExportRead(Err(not_member())),
         RaftRpc::ExportRead { id, offset } => {

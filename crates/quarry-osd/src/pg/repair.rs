@@ -18,9 +18,9 @@
 //!
 //! # How the replica is rebuilt (Raft's install-snapshot, done locally)
 //! The repair worker (`worker::repair`) takes the stopped group out of the router and asks
-//! the PG's other replicas (the primary first) for an export of the PG ([`fetch`]: the peer's
-//! `Raft::get_snapshot`, i.e. the PG export format 3 from its state machine, which holds the
-//! peer's last applied log id `L` and membership; staged in [`Exports`] and read in chunks).
+//! the PG's other replicas (the primary first) for an export of the PG ([`fetch`]: the PG
+//! export format 3 of the Raft snapshots, which carries the peer's `pg_state`, i.e. its last
+//! applied log id `L` and membership; staged in [`Exports`] and read in chunks).
 //! [`install`] then does what openraft's install-snapshot does, with the group stopped:
 //! - Its vote and log are kept: never wipe a voter's log (it may be part of the majority that
 //!   committed an entry nobody else has applied yet).
@@ -49,8 +49,9 @@
 //! follower that has not applied up to the primary's purge point cannot serve it; the repair
 //! retries until one can (a stuck repair keeps the PG unavailable: see the health report).
 //!
-//! The export served to a peer is a consistent snapshot of the peer's state machine (taken in
-//! its state-machine worker, in order with its applies); serving it never changes the peer.
+//! The export served to a peer is a consistent snapshot of the peer's store (one read
+//! transaction, holding the `pg_state` it is at, i.e. exactly the entries up to `L` applied);
+//! serving it neither changes nor stalls the peer.
 
 use std::collections::HashMap;
 use std::io::{Seek, SeekFrom, Write};
@@ -178,8 +179,10 @@ pub(crate) struct ExportInfo {
 }
 
 /// PG exports staged for peers that rebuild a damaged replica, read in chunks.
-#[derive(Default)]
 pub(crate) struct Exports {
+    store: Arc<quarry_store::Store>,
+    /// Where the unlinked temp files go.
+    dir: PathBuf,
     inner: Mutex<StagedExports>,
 }
 
@@ -197,6 +200,10 @@ struct Staged {
 }
 
 impl Exports {
+    pub(crate) fn new(store: Arc<quarry_store::Store>, dir: PathBuf) -> Exports {
+        Exports { store, dir, inner: Mutex::default() }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, StagedExports> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -232,21 +239,43 @@ impl Exports {
     }
 }
 
-/// Serves [`RaftRpc::Export`] on this OSD's running group of `pg`.
-pub(crate) async fn serve_export(
-    raft: &super::PgRaft,
-    exports: &Exports,
-    pg: PgId,
-) -> Result<ExportInfo, String> {
-    let snapshot = raft.get_snapshot().await.map_err(|e| e.to_string())?;
-    let Some(snapshot) = snapshot else {
+/// Serves [`RaftRpc::Export`] for this OSD's running group of `pg`: exports the PG from one
+/// store read transaction (applies go on meanwhile; the state machine is not involved) and
+/// names the state the export holds by its own `pg_state`. Damaged data here fails the
+/// request only (logged by the store): this replica goes on serving the PG, and is rebuilt
+/// once it meets the damage itself; stopping it here could stop every replica of a PG in
+/// which two have some damage.
+pub(crate) async fn serve_export(exports: &Exports, pg: PgId) -> Result<ExportInfo, String> {
+    let (store, dir) = (exports.store.clone(), exports.dir.clone());
+    let exported = blocking(move || {
+        let mut file = tempfile::tempfile_in(&dir)?;
+        let state = {
+            let mut out = std::io::BufWriter::new(&mut file);
+            let state = store.export_pg_with_state(pg, &mut out)?;
+            out.flush()?;
+            state
+        };
+        let len = file.seek(SeekFrom::End(0))?;
+        Ok((file, state, len))
+    })
+    .await;
+    let (file, state, len) = exported.map_err(|e| format!("exporting pg {pg}: {e}"))?;
+    let Some(state) = state else {
         return Err(format!("pg {pg} has applied nothing here"));
     };
-    let mut file = snapshot.snapshot.into_std().await;
-    let len = file.seek(SeekFrom::End(0)).map_err(|e| e.to_string())?;
+    let state = PgState::decode(&state).map_err(|e| format!("pg {pg}: {e}"))?;
+    if state.applied.is_none() {
+        return Err(format!("pg {pg} has applied nothing here"));
+    }
     let id = exports.stage(pg, file, len)?;
-    tracing::info!(%pg, snapshot = %snapshot.meta, len, "pg export staged for a peer's repair");
-    Ok(ExportInfo { id, meta: snapshot.meta, len })
+    let index = state.applied.map(|l| l.index).unwrap_or(0);
+    let meta = SnapshotMeta {
+        last_log_id: state.applied,
+        last_membership: state.membership,
+        snapshot_id: format!("{pg}-repair-{index}-{id}"),
+    };
+    tracing::info!(%pg, snapshot = %meta, len, "pg export staged for a peer's repair");
+    Ok(ExportInfo { id, meta, len })
 }
 
 /// Serves [`RaftRpc::ExportRead`].
@@ -391,7 +420,9 @@ mod tests {
 
     #[test]
     fn staged_exports_are_read_in_chunks_and_dropped() {
-        let exports = Exports::default();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(quarry_store::Store::open(&dir.path().join("store.redb")).unwrap());
+        let exports = Exports::new(store, dir.path().to_path_buf());
         let pg = PgId { pool: 1, seed: 2 };
         let mut file = tempfile::tempfile().unwrap();
         let len = EXPORT_CHUNK + 10;
