@@ -433,4 +433,120 @@ mod tests {
         assert_eq!(exports.read(pg, id, EXPORT_CHUNK).unwrap().len(), 10);
         assert!(exports.read(pg, id, 0).is_err(), "dropped after the last chunk");
     }
+
+    mod install {
+        use super::super::*;
+        use openraft::storage::RaftLogStorageExt;
+        use openraft::{
+            CommittedLeaderId, Entry, EntryPayload, LogId, Membership, StoredMembership,
+        };
+        use quarry_raftlog::{Wal, WalOptions};
+        use quarry_store::{ObjectCommand, Store};
+        use quarry_types::{ObjectOp, Payload, SnapContext};
+        use std::collections::{BTreeMap, BTreeSet};
+
+        const PG: PgId = PgId { pool: 1, seed: 0 };
+
+        fn id(term: u64, index: u64) -> LogId<OsdId> {
+            LogId::new(CommittedLeaderId::new(term, 0), index)
+        }
+
+        fn membership() -> StoredMembership<OsdId, BasicNode> {
+            let nodes: BTreeMap<OsdId, BasicNode> =
+                (0..3).map(|n| (n, BasicNode::new(format!("127.0.0.1:{}", 7000 + n)))).collect();
+            StoredMembership::new(
+                Some(id(0, 0)),
+                Membership::new(vec![BTreeSet::from([0, 1, 2])], nodes),
+            )
+        }
+
+        /// An export of a PG holding object `o` = `byte`, at `applied`.
+        fn export(
+            dir: &Path,
+            applied: LogId<OsdId>,
+            byte: u8,
+        ) -> (SnapshotMeta<OsdId, BasicNode>, std::fs::File) {
+            let store =
+                Store::open(&dir.join(format!("src-{}-{}.redb", applied.index, byte))).unwrap();
+            let state = PgState { applied: Some(applied), membership: membership() };
+            let write = ObjectCommand {
+                name: "o".into(),
+                snapc: SnapContext::default(),
+                ops: vec![ObjectOp::WriteFull { data: Payload::new(vec![byte; 100]) }],
+                mtime: (1, 0),
+                reqid: None,
+            };
+            store.apply(PG, &[write], &state.encode()).unwrap();
+            let mut file = tempfile::tempfile().unwrap();
+            store.export_pg(PG, &mut file).unwrap();
+            file.seek(SeekFrom::Start(0)).unwrap();
+            let meta = SnapshotMeta {
+                last_log_id: Some(applied),
+                last_membership: membership(),
+                snapshot_id: "t".into(),
+            };
+            (meta, file)
+        }
+
+        fn blank(term: u64, index: u64) -> Entry<PgRaftConfig> {
+            Entry { log_id: id(term, index), payload: EntryPayload::<PgRaftConfig>::Blank }
+        }
+
+        async fn log_ids(log: &mut WalLogStore<PgRaftConfig>) -> Vec<LogId<OsdId>> {
+            log.try_get_log_entries(..).await.unwrap().iter().map(|e| e.log_id).collect()
+        }
+
+        fn data(store: &Store) -> Vec<u8> {
+            let ops = [ObjectOp::Read { off: 0, len: 100 }];
+            match store.read(PG, "o", quarry_types::SNAP_HEAD, &ops).unwrap() {
+                quarry_types::OpReply::Ok(out) => match out.first() {
+                    Some(quarry_types::OpOutput::Data(p)) => p.data.to_vec(),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Goal: the install keeps the local log when its entry at the export's index is the
+        /// export's (Log Matching), truncates it from there when it differs (an uncommitted
+        /// tail), refuses an export behind the local purge point, keeps the vote, and leaves
+        /// the store at the export's state. Method: a real WAL and store; 5 local entries of
+        /// term 1; exports at (1,3), then (2,4), then one behind a purge.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn install_follows_log_matching() {
+            let dir = tempfile::tempdir().unwrap();
+            let wal = Wal::open(&dir.path().join("wal"), WalOptions::default()).unwrap();
+            let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+            let durability = Durability::new(store.clone());
+            let mut log = wal.log_store::<PgRaftConfig>(crate::pg::group_id(PG));
+            let vote = openraft::Vote::new_committed(1, 0);
+            log.save_vote(&vote).await.unwrap();
+            log.blocking_append((1..=5).map(|i| blank(1, i))).await.unwrap();
+
+            let (meta, file) = export(dir.path(), id(1, 3), 7);
+            install(PG, &mut log, &store, &durability, meta, file).await.unwrap();
+            assert_eq!(log_ids(&mut log).await, (1..=5).map(|i| id(1, i)).collect::<Vec<_>>());
+            let state = PgState::decode(&store.pg_state(PG).unwrap().unwrap()).unwrap();
+            assert_eq!(state.applied, Some(id(1, 3)));
+            assert_eq!(data(&store), vec![7u8; 100]);
+
+            // The local entry 4 is of term 1, the export's of term 2: 4 and 5 are uncommitted.
+            let (meta, file) = export(dir.path(), id(2, 4), 8);
+            install(PG, &mut log, &store, &durability, meta, file).await.unwrap();
+            assert_eq!(log_ids(&mut log).await, (1..=3).map(|i| id(1, i)).collect::<Vec<_>>());
+            assert_eq!(log.read_vote().await.unwrap(), Some(vote), "the vote is kept");
+            let state = PgState::decode(&store.pg_state(PG).unwrap().unwrap()).unwrap();
+            assert_eq!(state.applied, Some(id(2, 4)));
+            assert_eq!(data(&store), vec![8u8; 100]);
+
+            // Behind the purge point: refused, nothing changes.
+            log.purge(id(1, 3)).await.unwrap();
+            let (meta, file) = export(dir.path(), id(1, 2), 9);
+            let refused = install(PG, &mut log, &store, &durability, meta, file).await;
+            assert!(matches!(refused, Err(InstallError::Behind { .. })), "{refused:?}");
+            let state = PgState::decode(&store.pg_state(PG).unwrap().unwrap()).unwrap();
+            assert_eq!(state.applied, Some(id(2, 4)));
+            assert_eq!(data(&store), vec![8u8; 100]);
+        }
+    }
 }
