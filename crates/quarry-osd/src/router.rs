@@ -119,6 +119,12 @@ impl Router {
         self.deps.damage.marks.contains(pg)
     }
 
+    /// Marks `pg` damaged and requests its rebuild (a read met damaged data in it).
+    pub(crate) async fn report_damage(&self, pg: PgId, detail: String) {
+        let damage = self.deps.damage.clone();
+        let _ = tokio::task::spawn_blocking(move || damage.report(pg, &detail)).await;
+    }
+
     /// The PGs marked damaged on this OSD.
     pub(crate) fn damaged_pgs(&self) -> Vec<PgId> {
         self.deps.damage.marks.list()
@@ -133,14 +139,10 @@ impl Router {
         self.repairing().insert(pg)
     }
 
-    /// Rebuilds the damaged `pg` (claimed with [`Router::begin_repair`]): stops its group,
-    /// installs a peer's export (`pg::repair`), retrying until a peer can serve one, and starts
-    /// the group again. Runs until done (the repair worker's task is aborted at shutdown).
+    /// Rebuilds the damaged `pg` (claimed with [`Router::begin_repair`]): fetches a peer's
+    /// export, stops its group (if it still runs: a read met the damage), installs the export
+    /// (`pg::repair`), retrying until a peer can serve one, and starts the group again. Runs until done (the repair worker's task is aborted at shutdown).
     pub(crate) async fn repair(&self, pg: PgId) {
-        let slot = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&pg);
-        if let Some(slot) = slot {
-            stop_slot(pg, &slot).await;
-        }
         tracing::info!(%pg, "rebuilding the damaged pg from a healthy replica");
         let mut pause = Duration::from_millis(100);
         loop {
@@ -193,7 +195,6 @@ impl Router {
         if peers.is_empty() {
             return Err("no other replica to repair from".into());
         }
-        let mut log = self.deps.wal.log_store::<PgRaftConfig>(group);
         let mut why = Vec::new();
         for peer in peers {
             let fetched =
@@ -205,6 +206,12 @@ impl Router {
                     continue;
                 }
             };
+            // The group's own log store must be idle before this one touches the log.
+            let slot = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&pg);
+            if let Some(slot) = slot {
+                stop_slot(pg, &slot).await;
+            }
+            let mut log = self.deps.wal.log_store::<PgRaftConfig>(group);
             let (store, durability) = (&self.deps.store, &self.deps.durability);
             match repair::install(pg, &mut log, store, durability, meta, file).await {
                 Ok(()) => return Ok(peer),

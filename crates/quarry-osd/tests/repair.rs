@@ -167,11 +167,15 @@ async fn wait_health(mon: &common::MonClient, want: bool) -> Result<(), String> 
 }
 
 /// Declares what these tests provoke.
-fn declare_logs(cluster: &Cluster) {
+fn declare_logs(cluster: &Cluster, meet: Meet) {
+    let line = match meet {
+        Meet::PartialWrite => "damaged data on this replica: the pg stops here",
+        Meet::Read => "damaged data met by a read: rebuilding this replica",
+    };
     cluster
         .logs()
         .allow_raft_churn()
-        .expect("damaged data on this replica: the pg stops here")
+        .expect(line)
         .expect("store corruption: chunk 0 version")
         .allow("store apply failed: stopping the pg")
         .allow("openraft::")
@@ -190,14 +194,23 @@ async fn write_objects(io: &IoCtx, prefix: &str, count: usize) -> Vec<(String, V
     out
 }
 
+/// What meets the damaged chunk.
+#[derive(Clone, Copy, PartialEq)]
+enum Meet {
+    /// A 3-byte write into the chunk (read-modify-write on every replica).
+    PartialWrite,
+    /// A read of the object (on the primary).
+    Read,
+}
+
 /// The scenario: damage chunk 0 of the victim on `acting[damaged]`, hold the replies of
-/// `acting[held]` (the replica the damaged one asks first), write 3 bytes into chunk 0.
+/// `acting[held]` (the replica the damaged one asks first), then `meet` the damage.
 /// With `restart`, the damaged OSD is stopped while its rebuild waits, and started again:
 /// the mark on disk makes it rebuild the PG before starting its group.
-async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool) {
+async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool, meet: Meet) {
     let mut cluster =
         Cluster::builder().osds(3).pools(vec![(POOL, 1, 3)]).osd_fronts().start().await;
-    declare_logs(&cluster);
+    declare_logs(&cluster, meet);
     let rados = cluster.admin().await;
     let io = rados.ioctx(POOL).await.unwrap();
     let mon = common::admin(&cluster).await;
@@ -222,10 +235,18 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool) 
 
     // The rebuild will wait on this peer until the test has looked at the damage.
     cluster.osd_front(acting[held]).hold_replies();
-    let partial = io.clone();
-    let write =
-        tokio::spawn(async move { partial.write(VICTIM, 100, Bytes::from_static(b"XYZ")).await });
-    expected[100..103].copy_from_slice(b"XYZ");
+    let client = io.clone();
+    let op = tokio::spawn(async move {
+        match meet {
+            Meet::PartialWrite => {
+                client.write(VICTIM, 100, Bytes::from_static(b"XYZ")).await.map(|()| Vec::new())
+            }
+            Meet::Read => client.read(VICTIM, 0, VICTIM_LEN as u64).await.map(|b| b.to_vec()),
+        }
+    });
+    if meet == Meet::PartialWrite {
+        expected[100..103].copy_from_slice(b"XYZ");
+    }
     let seen = wait_damaged(&cluster, bad, pg, true).await;
     let health_while_damaged = wait_health(&mon, true).await;
     if restart {
@@ -234,7 +255,10 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool) 
         assert!(mark.exists(), "the damage mark is on disk while osd.{bad} is down");
     }
     cluster.osd_front(acting[held]).resume();
-    write.await.unwrap().expect("the partial write is acknowledged");
+    let result = op.await.unwrap().expect("the op that met the damage succeeds");
+    if meet == Meet::Read {
+        assert_eq!(result, expected, "the read returns the good data");
+    }
     if restart {
         cluster.start_osd(bad).await;
     }
@@ -271,19 +295,26 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool) 
 /// diverge: it stops the PG, reports it damaged, and is rebuilt from the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_replica_stops_and_is_rebuilt_from_the_primary() {
-    damaged_replica_is_rebuilt(1, 0, false).await;
+    damaged_replica_is_rebuilt(1, 0, false, Meet::PartialWrite).await;
 }
 
 /// Goal: the damage mark survives a restart, and the OSD rebuilds the PG before starting its
 /// group (replaying the log over the damaged chunk would meet it again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_replica_restarted_before_its_repair_rebuilds_at_start() {
-    damaged_replica_is_rebuilt(2, 0, true).await;
+    damaged_replica_is_rebuilt(2, 0, true, Meet::PartialWrite).await;
 }
 
 /// Goal: the same with the primary damaged: it never answers the write with EIO; its group
 /// stops, the client resends, and the primary is rebuilt from a follower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_primary_stops_and_is_rebuilt_from_a_follower() {
-    damaged_replica_is_rebuilt(0, 1, false).await;
+    damaged_replica_is_rebuilt(0, 1, false, Meet::PartialWrite).await;
+}
+
+/// Goal: a read that meets a damaged chunk on the primary of a replicated PG gets the good
+/// data (not EIO): the primary rebuilds its replica from a follower, the client reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damaged_chunk_met_by_a_read_is_repaired_from_a_follower() {
+    damaged_replica_is_rebuilt(0, 1, false, Meet::Read).await;
 }

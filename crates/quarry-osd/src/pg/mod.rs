@@ -200,6 +200,12 @@ impl PgGroup {
         self.raft.runtime_config().elect(primary);
     }
 
+    /// True once the group's Raft core has stopped on an error (e.g. its state machine met
+    /// damaged data): it serves nothing until it is rebuilt and started again.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.raft.metrics().borrow().running_state.is_err()
+    }
+
     /// Where the group stands (from openraft's metrics).
     pub(crate) fn status(&self) -> crate::PgStatus {
         let metrics = self.raft.metrics();
