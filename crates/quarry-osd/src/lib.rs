@@ -89,7 +89,9 @@
 //! (`worker::repair`) then rebuilds the replica from another one's export, as Raft's
 //! install-snapshot would, keeping its vote and the log entries Log Matching allows, and
 //! starts the group again (`pg::repair` has the Raft safety argument). A damaged primary stops
-//! too: the PG is unavailable (clients retry) until it is rebuilt from a follower. OSDs report
+//! too: the PG is unavailable (clients retry) until it is rebuilt from a follower. A read that
+//! meets damaged data on the primary of a replicated PG starts the same rebuild and waits for
+//! it (then the client reads again; EIO after 30 s). OSDs report
 //! their damaged PGs with their beacons (`Request::OsdDamaged`); `ceph -s` shows
 //! `Possible data damage: N pgs inconsistent`. With one voter the command alone fails with
 //! EIO and the object stays damaged.

@@ -141,7 +141,8 @@ impl Router {
 
     /// Rebuilds the damaged `pg` (claimed with [`Router::begin_repair`]): fetches a peer's
     /// export, stops its group (if it still runs: a read met the damage), installs the export
-    /// (`pg::repair`), retrying until a peer can serve one, and starts the group again. Runs until done (the repair worker's task is aborted at shutdown).
+    /// (`pg::repair`), retrying until a peer can serve one, and starts the group again. Runs
+    /// until done (the repair worker's task is aborted at shutdown).
     pub(crate) async fn repair(&self, pg: PgId) {
         tracing::info!(%pg, "rebuilding the damaged pg from a healthy replica");
         let mut pause = Duration::from_millis(100);

@@ -16,12 +16,17 @@
 //! fails alone with EIO (deterministically, again on replay) and the object stays damaged
 //! (`state_machine`).
 //!
+//! A read that meets damaged data on the primary of a replicated PG (`op`) marks the PG the
+//! same way while its group still runs; the rebuild below then fetches the export first and
+//! stops the group only to install it.
+//!
 //! # How the replica is rebuilt (Raft's install-snapshot, done locally)
-//! The repair worker (`worker::repair`) takes the stopped group out of the router and asks
-//! the PG's other replicas (the primary first) for an export of the PG ([`fetch`]: the PG
-//! export format 3 of the Raft snapshots, which carries the peer's `pg_state`, i.e. its last
-//! applied log id `L` and membership; staged in [`Exports`] and read in chunks).
-//! [`install`] then does what openraft's install-snapshot does, with the group stopped:
+//! The repair worker (`worker::repair`) asks the PG's other replicas (the primary first) for
+//! an export of the PG ([`fetch`]: the PG export format 3 of the Raft snapshots, which
+//! carries the peer's `pg_state`, i.e. its last applied log id `L` and membership; staged in
+//! [`Exports`] and read in chunks).
+//! The router then takes the group out (stopping it if it still runs) and [`install`] does
+//! what openraft's install-snapshot does, with the group stopped:
 //! - Its vote and log are kept: never wipe a voter's log (it may be part of the majority that
 //!   committed an entry nobody else has applied yet).
 //! - Log Matching: if the local log holds an entry at `L.index`, it is kept with everything
@@ -35,6 +40,13 @@
 //!   repair retries later, when peers have applied more).
 //! - `Store::import_pg` replaces the PG (durably, all or nothing), the `pg_state` becomes
 //!   (`L`, membership), the store is checkpointed, and only then the mark is removed.
+//! - The store may go back: a replica that had applied past `L` (a primary rebuilt from a
+//!   lagging follower) returns to `L` while its group is stopped (nobody reads it), and its
+//!   log still holds every entry after `L` (its purge point is `<= L`), so it re-applies the
+//!   committed ones. Nothing acknowledged can be lost: an acknowledged write is on a
+//!   majority's logs, and the repair removes only uncommitted entries from a log; the export
+//!   is the deterministic result of the committed prefix up to `L`, what every replica's
+//!   store holds once it applied `L`.
 //!
 //! The group is then started again from the store and the WAL, as after a restart: openraft
 //! re-applies the committed local entries after `L` (possibly the very entry that met the
