@@ -318,3 +318,49 @@ async fn damaged_primary_stops_and_is_rebuilt_from_a_follower() {
 async fn damaged_chunk_met_by_a_read_is_repaired_from_a_follower() {
     damaged_replica_is_rebuilt(0, 1, false, Meet::Read).await;
 }
+
+/// Goal: with one replica there is nobody to differ from and nothing to repair from: the
+/// command that meets the damage fails alone with EIO, the PG goes on (other writes apply),
+/// nothing is marked or reported, a read of the damaged object is EIO, and a restart replays
+/// the log to the same result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn size_one_fails_only_the_command_that_meets_the_damage() {
+    let mut cluster = Cluster::builder().osds(1).pools(vec![("one", 1, 1)]).start().await;
+    cluster
+        .logs()
+        .expect("store corruption: chunk 0 version")
+        .expect("corrupt object met while applying");
+    let rados = cluster.admin().await;
+    let io = rados.ioctx("one").await.unwrap();
+    let mon = common::admin(&cluster).await;
+    let pool = mon.map().await.pool_by_name("one").unwrap().clone();
+    let pg = PgId { pool: pool.id, seed: 0 };
+    let data = pattern(VICTIM_LEN, 3);
+    io.write_full(VICTIM, Bytes::from(data.clone())).await.unwrap();
+    cluster.stop_osd(0).await;
+    damage_chunk(&cluster.osd_dir(0).join("store.redb"), pg, VICTIM, 0);
+    cluster.start_osd(0).await;
+
+    let partial = io.write(VICTIM, 100, Bytes::from_static(b"XYZ")).await;
+    assert!(is_eio(&partial), "{partial:?}");
+    io.write_full("other", Bytes::from_static(b"fine")).await.unwrap();
+    assert!(cluster.osd(0).damaged_pgs().is_empty());
+    assert_eq!(wait_health(&mon, false).await, Ok(()));
+    assert!(is_eio(&io.read(VICTIM, 0, VICTIM_LEN as u64).await));
+    // Chunk 1 and 2 are intact; the write that failed changed nothing.
+    let tail = io.read(VICTIM, 4096, 8192).await.unwrap();
+    assert_eq!(tail.to_vec(), data[4096..]);
+
+    cluster.restart_osd(0).await;
+    assert_eq!(io.read("other", 0, 4).await.unwrap().to_vec(), b"fine");
+    assert!(is_eio(&io.read(VICTIM, 0, VICTIM_LEN as u64).await));
+    drop(io);
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}
+
+fn is_eio<T>(result: &Result<T, quarry_client::ClientError>) -> bool {
+    use quarry_client::ClientError;
+    let eio = quarry_types::ErrorCode::EIO;
+    matches!(result, Err(ClientError::Op { code, .. } | ClientError::Failed { code, .. }) if *code == eio)
+}
