@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::watch;
 
-use quarry_types::{ErrorCode, OsdId, PoolId};
+use quarry_types::{ErrorCode, OsdId, PgId, PoolId};
 use quarry_wire::{ClusterMap, Usage};
 
 use crate::log_op::{Applied, Op, OpError, Outcome, Proposal};
@@ -56,6 +56,9 @@ pub struct Mon {
     beacons: Mutex<BTreeMap<OsdId, Beacon>>,
     /// Reserved, unused global ids: `next..end`.
     ids: tokio::sync::Mutex<(u64, u64)>,
+    /// The PGs each OSD reports damaged, with the incarnation that reported them (leader's
+    /// memory, like beacons; `Request::OsdDamaged`).
+    damaged: Mutex<BTreeMap<OsdId, (u64, Vec<PgId>)>>,
     /// Becomes true when the monitor shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -74,7 +77,16 @@ impl Mon {
         shutdown: watch::Receiver<bool>,
     ) -> Mon {
         let beacons = Mutex::new(BTreeMap::new());
-        Mon { cfg, node_id, raft, core, beacons, ids: tokio::sync::Mutex::new((0, 0)), shutdown }
+        Mon {
+            cfg,
+            node_id,
+            raft,
+            core,
+            beacons,
+            ids: tokio::sync::Mutex::new((0, 0)),
+            damaged: Mutex::new(BTreeMap::new()),
+            shutdown,
+        }
     }
 
     /// Proposes `op` with the current clock and waits until it is applied here.
@@ -113,6 +125,21 @@ impl Mon {
         let id = ids.0;
         ids.0 += 1;
         Ok(id)
+    }
+
+    /// Records the damaged PGs the current incarnation `up_from` of an OSD reports.
+    pub fn record_damage(&self, id: OsdId, up_from: u64, pgs: Vec<PgId>) {
+        let mut damaged = lock(&self.damaged);
+        if pgs.is_empty() {
+            damaged.remove(&id);
+        } else {
+            damaged.insert(id, (up_from, pgs));
+        }
+    }
+
+    /// The damaged PGs reported by OSDs (per OSD, with the reporting incarnation).
+    pub fn damage_reports(&self) -> BTreeMap<OsdId, (u64, Vec<PgId>)> {
+        lock(&self.damaged).clone()
     }
 
     /// Records a beacon from the current incarnation of an OSD.

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use quarry_auth::{Caps, MonAccess};
-use quarry_types::{EntityName, EntityType, ErrorCode, OsdId};
+use quarry_types::{EntityName, EntityType, ErrorCode, OsdId, PgId};
 use quarry_wire::{
     ConnContext, Event, EventSink, Handler, Hello, Refused, Reply, Request, Service,
 };
@@ -257,6 +257,20 @@ impl Mon {
         }
     }
 
+    /// `Request::OsdDamaged`: recorded like a beacon, from the current incarnation only.
+    fn osd_damaged(&self, session: &Session, id: OsdId, up_from: u64, pgs: Vec<PgId>) -> Reply {
+        if let Err(reply) = self.require_osd(session, id) {
+            return reply;
+        }
+        let map = self.core.map();
+        if !map.osds.get(&id).is_some_and(|o| o.up && o.up_from == up_from) {
+            let message = format!("osd.{id} incarnation {up_from} is not up: boot again");
+            return Reply::Failed { code: ErrorCode::ENOENT, message };
+        }
+        self.record_damage(id, up_from, pgs);
+        Reply::Ack
+    }
+
     fn osd_beacon(&self, session: &Session, id: OsdId, up_from: u64, beacon: Beacon) -> Reply {
         if let Err(reply) = self.require_osd(session, id) {
             return reply;
@@ -324,6 +338,7 @@ impl Handler<Session> for MonHandler {
                 mon.osd_beacon(session, id, up_from, beacon)
             }
             Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),
+            Request::OsdDamaged { id, up_from, pgs } => mon.osd_damaged(session, id, up_from, pgs),
             Request::Op(_)
             | Request::List { .. }
             | Request::Raft { .. }

@@ -7,7 +7,14 @@
 //!   no OSD at all);
 //! - `Degraded data redundancy: N pgs degraded, M pgs undersized`: PGs whose primary is up
 //!   but a replica is down / whose acting set is smaller than the pool size.
+//!
+//! Errors (HEALTH_ERR), from what OSDs report ([`damage_health`]):
+//! - `Possible data damage: N pgs inconsistent` (Ceph's `PG_DAMAGED`): PGs an up OSD met
+//!   damaged data in; the OSD rebuilds its replica from another one, then the line goes.
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use quarry_types::{OsdId, PgId};
 use quarry_wire::{ClusterMap, OsdInfo, PoolInfo, StatusReport};
 
 use crate::mon::Mon;
@@ -72,6 +79,30 @@ pub fn health(map: &ClusterMap) -> (String, Vec<String>) {
     (status.to_string(), lines)
 }
 
+/// Adds `PG_DAMAGED` to `report` for the PGs the up OSDs of `map` (the incarnation that
+/// reported) say are damaged on them, in pools that still exist: HEALTH_ERR.
+pub fn damage_health(
+    report: &mut StatusReport,
+    map: &ClusterMap,
+    damaged: &BTreeMap<OsdId, (u64, Vec<PgId>)>,
+) {
+    let current =
+        |id: &OsdId, up_from: u64| map.osds.get(id).is_some_and(|o| o.up && o.up_from == up_from);
+    let pgs: BTreeSet<PgId> = damaged
+        .iter()
+        .filter(|(id, (up_from, _))| current(id, *up_from))
+        .flat_map(|(_, (_, pgs))| pgs.iter().copied())
+        .filter(|pg| map.pools.contains_key(&pg.pool))
+        .collect();
+    if pgs.is_empty() {
+        return;
+    }
+    let n = pgs.len();
+    let plural = if n == 1 { "pg" } else { "pgs" };
+    report.health_details.push(format!("Possible data damage: {n} {plural} inconsistent"));
+    report.health = "HEALTH_ERR".to_string();
+}
+
 /// The report for `map` (usage already filled in) with the given quorum.
 pub fn report(map: &ClusterMap, quorum: Vec<String>) -> StatusReport {
     let (health, health_details) = health(map);
@@ -105,7 +136,9 @@ impl Mon {
         let map = self.map_with_usage();
         let has_leader = self.raft.metrics().borrow().current_leader.is_some();
         let quorum = if has_leader { vec![self.cfg.name.clone()] } else { Vec::new() };
-        report(&map, quorum)
+        let mut status = report(&map, quorum);
+        damage_health(&mut status, &map, &self.damage_reports());
+        status
     }
 }
 
@@ -174,5 +207,35 @@ mod tests {
         crate::mon::overlay_usage(&mut map, &beacons);
         let p = &map.pools[&1];
         assert_eq!((p.stored_objects, p.stored_bytes), (u64::MAX, u64::MAX));
+    }
+
+    /// Goal: PG_DAMAGED counts each damaged PG once, only from up OSDs' current incarnation
+    /// and existing pools, and makes the cluster HEALTH_ERR; no report, no line.
+    #[test]
+    fn damaged_pgs_make_health_err() {
+        let mut map = ClusterMap::default();
+        for id in [0, 1, 2] {
+            map.osds.insert(id, osd(id, id != 2));
+        }
+        map.pools.insert(1, pool(vec![vec![0, 1], vec![1, 0]], 2));
+        let pg = |seed| PgId { pool: 1, seed };
+        let up_from = map.osds[&0].up_from;
+        let mut damaged = BTreeMap::new();
+        let mut r = report(&map, Vec::new());
+        damage_health(&mut r, &map, &damaged);
+        assert_eq!(r.health, "HEALTH_WARN", "osd.2 is down");
+        assert_eq!(r.health_details, vec!["1 osds down".to_string()]);
+        damaged.insert(0, (up_from, vec![pg(0), pg(1)]));
+        damaged.insert(1, (map.osds[&1].up_from, vec![pg(1)]));
+        damaged.insert(2, (map.osds[&2].up_from, vec![pg(5)])); // down
+        damaged.insert(3, (0, vec![PgId { pool: 9, seed: 0 }])); // unknown osd, pool
+        let mut r = report(&map, Vec::new());
+        damage_health(&mut r, &map, &damaged);
+        assert_eq!(r.health, "HEALTH_ERR");
+        assert_eq!(r.health_details[1], "Possible data damage: 2 pgs inconsistent");
+        damaged.insert(0, (up_from + 1, vec![pg(0)])); // an older incarnation's report
+        let mut r = report(&map, Vec::new());
+        damage_health(&mut r, &map, &damaged);
+        assert_eq!(r.health_details[1], "Possible data damage: 1 pg inconsistent");
     }
 }

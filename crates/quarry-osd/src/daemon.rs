@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, watch, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use quarry_raftlog::{Wal, WalOptions};
@@ -19,6 +19,7 @@ use crate::osd::Osd;
 use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
 use crate::pg::network::Peers;
+use crate::pg::repair::{Damage, DamageMarks, Exports};
 use crate::router::{GroupDeps, Router};
 use crate::session::ServiceKeys;
 use crate::{server, worker, DataDir, OsdConfig, OsdError};
@@ -83,6 +84,8 @@ pub(crate) async fn start(
     let (stop, _) = watch::channel(false);
     let (incoming_map, _) = watch::channel(None);
     let peers = Arc::new(Peers::new(cfg.id, map.subscribe(), ticket_rx));
+    let (repair_tx, repair_rx) = mpsc::unbounded_channel();
+    let damage = Arc::new(Damage::new(DamageMarks::new(data.damaged()), repair_tx));
     let deps = GroupDeps {
         me: cfg.id,
         addr,
@@ -92,6 +95,8 @@ pub(crate) async fn start(
         durability: durability.clone(),
         peers: peers.clone(),
         snapshot_dir: data.snapshots(),
+        damage,
+        exports: Exports::new(store.clone(), data.snapshots()),
     };
     let router = Router::new(deps, map);
     let osd = Arc::new(Osd {
@@ -126,6 +131,7 @@ pub(crate) async fn start(
     running.tasks.spawn(worker::checkpoint::run(osd.clone()));
     running.tasks.spawn(crate::watch::run_reaper(osd.clone()));
     running.tasks.spawn(worker::snap_trim::run(osd.clone()));
+    running.tasks.spawn(worker::repair::run(osd.clone(), repair_rx));
     match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => {

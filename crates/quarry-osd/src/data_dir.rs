@@ -5,6 +5,8 @@
 //!                    second process off the directory)
 //! DATA/store.redb    the object store (redb locks the file too)
 //! DATA/snapshots/    temporary files of PG exports (unlinked, never read back)
+//! DATA/damaged/      one file per PG that met damaged data and awaits its rebuild from a
+//!                    replica (`pg::repair`), named like the PG (`1.1f`), holding the reason
 //! DATA/addr          the address this OSD listened on last: a restart listens there again
 //!                    if it is free, so peers and clients holding it reconnect at once
 //! DATA/keyring       osd.N's key, the last place `OsdConfig::from_conf` looks
@@ -51,6 +53,11 @@ impl DataDir {
     /// Where PG exports are staged.
     pub fn snapshots(&self) -> PathBuf {
         self.root.join("snapshots")
+    }
+
+    /// Where damaged PGs are marked (`pg::repair`).
+    pub fn damaged(&self) -> PathBuf {
+        self.root.join("damaged")
     }
 
     /// The keyring tried last for the OSD's key.

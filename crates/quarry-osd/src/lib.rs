@@ -81,6 +81,21 @@
 //! leadership at once and commits its whole log). Apply is deterministic (mtime is in the
 //! entry), so the store reaches the same state it had.
 //!
+//! # Damaged replicas
+//! A replica of a PG with more than one voter that meets damaged data (a crc mismatch,
+//! `StoreError::Corrupt`) while applying a committed entry must not apply a different result
+//! than its peers: it applies nothing of the batch, marks the PG damaged (`DATA/damaged/<pg>`),
+//! logs an error, and its Raft group stops (`pg::state_machine`). The repair worker
+//! (`worker::repair`) then rebuilds the replica from another one's export, as Raft's
+//! install-snapshot would, keeping its vote and the log entries Log Matching allows, and
+//! starts the group again (`pg::repair` has the Raft safety argument). A damaged primary stops
+//! too: the PG is unavailable (clients retry) until it is rebuilt from a follower. A read that
+//! meets damaged data on the primary of a replicated PG starts the same rebuild and waits for
+//! it (then the client reads again; EIO after 30 s). OSDs report
+//! their damaged PGs with their beacons (`Request::OsdDamaged`); `ceph -s` shows
+//! `Possible data damage: N pgs inconsistent`. With one voter the command alone fails with
+//! EIO and the object stays damaged.
+//!
 //! # Bounds
 //! Client requests in flight: 256 per connection (wire) and `OPS_INFLIGHT_MAX` overall
 //! (Raft traffic is not counted: client writes wait on it); connections: `CONNECTIONS_MAX`;
@@ -107,10 +122,11 @@
 //! binding and `from_conf` reuses when no `--addr` is given (if the port is free).
 //!
 //! # Modules
-//! `pg/` (group state, state machine, apply batcher, durability, Raft network), `op/` (serving
+//! `pg/` (group state, state machine, apply batcher, durability, Raft network, repair of
+//! damaged replicas), `op/` (serving
 //! requests and the pure checks), `router` (map + group table), `server` (listener),
 //! `session` (tickets, service keys), `watch` (watch/notify state, in memory, and its
-//! reaper), `worker/` (monitor session, maps, checkpoints), `osd`
+//! reaper), `worker/` (monitor session, maps, checkpoints, snapshot trims, repairs), `osd`
 //! (the state every task shares), `daemon` (boot script and shutdown), `config`
 //! ([`OsdConfig`] from ceph.conf), `data_dir` ([`DataDir`]).
 //!
@@ -192,6 +208,12 @@ impl OsdHandle {
             self.running.osd.router.groups().iter().map(|group| group.status()).collect();
         out.sort_by_key(|status| status.pg);
         out
+    }
+
+    /// The PGs marked damaged on this OSD (met damaged data; rebuilt from a replica, then
+    /// unmarked: see the crate docs, "Damaged replicas").
+    pub fn damaged_pgs(&self) -> Vec<PgId> {
+        self.running.osd.router.damaged_pgs()
     }
 
     /// The epoch of the map this OSD acts on (tests wait for a map change to reach it).

@@ -6,8 +6,12 @@
 //! Maps are applied one at a time, in epoch order; an older map than the current one is
 //! ignored. The first map after start is also compared with the PGs the store and the WAL
 //! hold, so pools deleted while the OSD was down are dropped then.
+//!
+//! A PG marked damaged (`pg::repair`) is not started from the map: [`Router::repair`] takes
+//! its group out, rebuilds its state machine from a peer's export and starts it again; maps
+//! applied meanwhile leave it alone.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
@@ -25,8 +29,9 @@ use quarry_wire::ClusterMap;
 use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
 use crate::pg::network::{Peers, PgNetworkFactory};
+use crate::pg::repair::{self, Damage, Exports};
 use crate::pg::state_machine::{blocking, PgStateMachine};
-use crate::pg::{group_id, pg_of_group, PgGroup, PgRaft};
+use crate::pg::{group_id, pg_of_group, PgGroup, PgRaft, PgRaftConfig};
 use crate::OsdError;
 
 /// Log entries applied since the last snapshot after which openraft checkpoints the store
@@ -46,6 +51,10 @@ pub(crate) struct GroupDeps {
     pub(crate) durability: Arc<Durability>,
     pub(crate) peers: Arc<Peers>,
     pub(crate) snapshot_dir: PathBuf,
+    /// Damage marks and repair requests (`pg::repair`).
+    pub(crate) damage: Arc<Damage>,
+    /// PG exports staged for peers' repairs.
+    pub(crate) exports: Exports,
 }
 
 /// A running group and the signal that its state machine worker has exited.
@@ -61,7 +70,12 @@ pub(crate) struct Router {
     groups: RwLock<HashMap<PgId, Arc<Slot>>>,
     /// Serialises map application; holds whether the start-up sweep of leftover PGs is done.
     update: tokio::sync::Mutex<bool>,
+    /// PGs being rebuilt by [`Router::repair`] (not started from maps meanwhile).
+    repairing: std::sync::Mutex<HashSet<PgId>>,
 }
+
+/// The longest pause between two attempts to rebuild a damaged PG.
+const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// The openraft configuration of a PG group with `voters` replicas.
 fn raft_config(voters: usize) -> Result<Arc<Config>, openraft::ConfigError> {
@@ -91,7 +105,121 @@ impl Router {
             map,
             groups: RwLock::new(HashMap::new()),
             update: tokio::sync::Mutex::new(false),
+            repairing: std::sync::Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Exports staged for peers' repairs.
+    pub(crate) fn exports(&self) -> &Exports {
+        &self.deps.exports
+    }
+
+    /// True if `pg` is marked damaged on this OSD (its repair is pending or running).
+    pub(crate) fn is_damaged(&self, pg: PgId) -> bool {
+        self.deps.damage.marks.contains(pg)
+    }
+
+    /// Marks `pg` damaged and requests its rebuild (a read met damaged data in it).
+    pub(crate) async fn report_damage(&self, pg: PgId, detail: String) {
+        let damage = self.deps.damage.clone();
+        let _ = tokio::task::spawn_blocking(move || damage.report(pg, &detail)).await;
+    }
+
+    /// The PGs marked damaged on this OSD.
+    pub(crate) fn damaged_pgs(&self) -> Vec<PgId> {
+        self.deps.damage.marks.list()
+    }
+
+    fn repairing(&self) -> std::sync::MutexGuard<'_, HashSet<PgId>> {
+        self.repairing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claims the repair of `pg`; false if it is being repaired already.
+    pub(crate) fn begin_repair(&self, pg: PgId) -> bool {
+        self.repairing().insert(pg)
+    }
+
+    /// Rebuilds the damaged `pg` (claimed with [`Router::begin_repair`]): fetches a peer's
+    /// export, stops its group (if it still runs: a read met the damage), installs the export
+    /// (`pg::repair`), retrying until a peer can serve one, and starts the group again. Runs
+    /// until done (the repair worker's task is aborted at shutdown).
+    pub(crate) async fn repair(&self, pg: PgId) {
+        tracing::info!(%pg, "rebuilding the damaged pg from a healthy replica");
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let map = self.map();
+            if map.epoch > 0 && !map.pools.contains_key(&pg.pool) {
+                // The pool is gone: nothing to repair; drop what is left of the PG.
+                let _update = self.update.lock().await;
+                if let Err(e) = self.remove_pg(pg).await {
+                    tracing::error!(%pg, error = %e, "removing the pg of a deleted pool failed");
+                }
+                let _ = self.deps.damage.marks.clear(pg);
+                self.repairing().remove(&pg);
+                return;
+            }
+            match self.rebuild(pg, &map).await {
+                Ok(peer) => {
+                    tracing::info!(%pg, peer, "damaged pg rebuilt from a replica's export");
+                    break;
+                }
+                Err(why) => {
+                    tracing::info!(%pg, %why, "pg not rebuilt yet: retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(REPAIR_BACKOFF_MAX);
+                }
+            }
+        }
+        let _update = self.update.lock().await;
+        if let Err(e) = self.deps.damage.marks.clear(pg) {
+            tracing::error!(%pg, error = %e, "cannot clear the damage mark (the next start repairs again)");
+        }
+        let map = self.map();
+        let hosted = map.pgs_of_osd(self.deps.me).contains(&pg);
+        let started = if hosted && self.group(pg).is_none() {
+            self.start_group(pg, &map).await
+        } else {
+            Ok(())
+        };
+        self.repairing().remove(&pg);
+        if let Err(e) = started {
+            tracing::error!(%pg, error = %e, "pg rebuilt but its group did not start");
+        }
+    }
+
+    /// One attempt: fetch an export from a peer of the acting set (the primary first) and
+    /// install it. Returns the peer that served it.
+    async fn rebuild(&self, pg: PgId, map: &ClusterMap) -> Result<OsdId, String> {
+        let group = group_id(pg);
+        let peers: Vec<OsdId> =
+            map.acting(pg).iter().copied().filter(|&osd| osd != self.deps.me).collect();
+        if peers.is_empty() {
+            return Err("no other replica to repair from".into());
+        }
+        let mut why = Vec::new();
+        for peer in peers {
+            let fetched =
+                repair::fetch(&self.deps.peers, peer, group, &self.deps.snapshot_dir).await;
+            let (meta, file) = match fetched {
+                Ok(fetched) => fetched,
+                Err(e) => {
+                    why.push(e);
+                    continue;
+                }
+            };
+            // The group's own log store must be idle before this one touches the log.
+            let slot = self.groups.write().unwrap_or_else(|p| p.into_inner()).remove(&pg);
+            if let Some(slot) = slot {
+                stop_slot(pg, &slot).await;
+            }
+            let mut log = self.deps.wal.log_store::<PgRaftConfig>(group);
+            let (store, durability) = (&self.deps.store, &self.deps.durability);
+            match repair::install(pg, &mut log, store, durability, meta, file).await {
+                Ok(()) => return Ok(peer),
+                Err(e) => why.push(format!("osd.{peer}: {e}")),
+            }
+        }
+        Err(why.join("; "))
     }
 
     pub(crate) fn me(&self) -> OsdId {
@@ -153,8 +281,23 @@ impl Router {
         }
         *swept = true;
         for pg in new.pgs_of_osd(self.deps.me) {
+            if self.repairing().contains(&pg) {
+                continue;
+            }
             match self.group(pg) {
-                None => self.start_group(pg, &new).await?,
+                None if self.deps.damage.marks.contains(pg) && new.acting(pg).len() > 1 => {
+                    // Damaged before a restart: rebuilt before its group starts (replaying
+                    // the log would meet the damage again).
+                    self.deps.damage.request(pg);
+                }
+                None => match self.start_group(pg, &new).await {
+                    Ok(()) => {}
+                    // Replaying the log at start met damaged data: reported and being rebuilt.
+                    Err(e) if self.deps.damage.marks.contains(pg) => {
+                        tracing::info!(%pg, error = %e, "pg not started: it is rebuilt first");
+                    }
+                    Err(e) => return Err(e),
+                },
                 Some(group) => group.pin_leadership(new.acting(pg).first() == Some(&self.deps.me)),
             }
         }
@@ -184,15 +327,28 @@ impl Router {
         let raft_err = |detail: String| OsdError::Raft { pg, detail };
         let config = raft_config(acting.len()).map_err(|e| raft_err(e.to_string()))?;
         let (done_tx, done_rx) = oneshot::channel();
-        let sm = PgStateMachine::open(
+        let sm = match PgStateMachine::open(
             pg,
             self.deps.store.clone(),
             self.deps.applier.clone(),
             self.deps.durability.clone(),
+            self.deps.damage.clone(),
             self.deps.snapshot_dir.clone(),
             done_tx,
         )
-        .await?;
+        .await
+        {
+            Ok(sm) => sm,
+            Err(e @ quarry_store::StoreError::Corrupt { .. }) if acting.len() > 1 => {
+                // The PG's own state is damaged: rebuilt from a replica like damaged data.
+                tracing::error!(%pg, error = %e, "damaged pg state: rebuilding from a replica");
+                let damage = self.deps.damage.clone();
+                let detail = format!("open: {e}");
+                let _ = tokio::task::spawn_blocking(move || damage.report(pg, &detail)).await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
         let group = group_id(pg);
         let network = PgNetworkFactory { group, peers: self.deps.peers.clone() };
         let log = self.deps.wal.log_store(group);

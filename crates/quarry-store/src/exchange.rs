@@ -109,8 +109,13 @@ impl CrcWriter<'_> {
     }
 }
 
-/// Writes the export stream of `pg` from one read transaction (a consistent snapshot).
-pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<(), StoreError> {
+/// Writes the export stream of `pg` from one read transaction (a consistent snapshot);
+/// returns the `pg_state` it holds (the opaque blob, if the PG has one).
+pub(crate) fn export_pg(
+    db: &Database,
+    pg: PgId,
+    out: &mut dyn Write,
+) -> Result<Option<Vec<u8>>, StoreError> {
     let txn = db.begin_read()?;
     let objects = txn.open_table(OBJECTS)?;
     let chunks = txn.open_table(CHUNKS)?;
@@ -126,9 +131,12 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
     w.u32(EXPORT_VERSION)?;
     w.u64(pg.pool)?;
     w.u32(pg.seed)?;
+    let mut exported_state = None;
     if let Some(state) = pg_state.get(&pg_key(pg))? {
+        let blob = unseal(state.value()).map_err(|d| crate::pg_corrupt(pg, "pg_state", d))?;
         w.record(TAG_STATE)?;
-        w.blob(unseal(state.value()).map_err(|d| crate::pg_corrupt(pg, "pg_state", d))?)?;
+        w.blob(blob)?;
+        exported_state = Some(blob.to_vec());
     }
     let dup_rows = dups::entries(&txn.open_table(DUPS)?, &txn.open_table(DUP_SEQ)?, pg)?;
     for (seq, part, value) in dup_rows {
@@ -220,7 +228,7 @@ pub(crate) fn export_pg(db: &Database, pg: PgId, out: &mut dyn Write) -> Result<
     let crc = w.crc;
     w.inner.write_all(&crc.to_le_bytes())?;
     w.inner.flush()?;
-    Ok(())
+    Ok(exported_state)
 }
 
 /// A reader that keeps the crc32c of everything read. Reads exactly what it needs (no

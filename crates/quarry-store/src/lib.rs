@@ -955,6 +955,17 @@ impl Store {
     /// Serialises the whole PG (objects with all versions, xattrs, omap, `pg_state`) from one
     /// consistent read snapshot. Chunks are verified on the way out.
     pub fn export_pg(&self, pg: PgId, out: &mut dyn Write) -> Result<(), StoreError> {
+        exchange::export_pg(&self.db, pg, out).map(|_| ())
+    }
+
+    /// [`Store::export_pg`], returning the `pg_state` blob the stream holds (the state the
+    /// exported objects are at; None if the PG has none). For a caller that needs to know
+    /// what it exported without parsing the stream, while applies go on.
+    pub fn export_pg_with_state(
+        &self,
+        pg: PgId,
+        out: &mut dyn Write,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         exchange::export_pg(&self.db, pg, out)
     }
 

@@ -255,6 +255,18 @@ pub enum Request {
         /// Object name.
         name: String,
     },
+    /// Mon, from `osd.N` only: the PGs this OSD has marked damaged (it met damaged data in
+    /// them and rebuilds them from a replica; see `quarry_osd`'s "Damaged replicas"), sent
+    /// with every beacon while some are, and once empty when the last is repaired. The
+    /// monitor reports them as `PG_DAMAGED`. Reply: `Ack`.
+    OsdDamaged {
+        /// The OSD's id.
+        id: OsdId,
+        /// The incarnation (`up_from`) the OSD booted as.
+        up_from: u64,
+        /// The damaged PGs, in order.
+        pgs: Vec<PgId>,
+    },
 }
 
 /// A reply.

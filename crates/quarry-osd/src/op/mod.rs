@@ -217,6 +217,11 @@ async fn write(
     }
     let responder = match group.raft.client_write_ff(command).await {
         Ok(responder) => responder,
+        Err(e) if osd.router.is_damaged(group.pg) => {
+            // The group stopped on damaged data and is being rebuilt: the client resends.
+            tracing::debug!(pg = %group.pg, error = %e, "write to a pg under repair");
+            return settle(slot, retry(map));
+        }
         Err(e) => {
             tracing::error!(pg = %group.pg, error = %e, "write failed in raft");
             let failed =
@@ -279,8 +284,32 @@ async fn read(
     let result = blocking(move || store.read(pg, &op.name, op.snap, &op.ops)).await;
     match result {
         Ok(reply) => Reply::Op(reply),
+        Err(e @ StoreError::Corrupt { .. }) if map.acting(pg).len() > 1 => {
+            read_repair(osd, map, pg, &e).await
+        }
         Err(e) => store_failure(pg, &e),
     }
+}
+
+/// How long a read that met damaged data in a replicated PG waits for this replica to be
+/// rebuilt from another before answering EIO.
+const READ_REPAIR_WAIT: Duration = Duration::from_secs(30);
+
+/// A read met damaged data here while other replicas hold the PG: rebuild this replica from
+/// one of them (`pg::repair`; the PG is unavailable meanwhile) and have the client read
+/// again; EIO if that does not finish within [`READ_REPAIR_WAIT`] (e.g. no replica can
+/// export the PG cleanly: the rebuild goes on in the background).
+async fn read_repair(osd: &Osd, map: &ClusterMap, pg: PgId, e: &StoreError) -> Reply {
+    tracing::error!(%pg, error = %e, "damaged data met by a read: rebuilding this replica from another");
+    osd.router.report_damage(pg, format!("read: {e}")).await;
+    let deadline = tokio::time::Instant::now() + READ_REPAIR_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if !osd.router.is_damaged(pg) {
+            return retry(map);
+        }
+    }
+    store_failure(pg, e)
 }
 
 /// Serves `Request::List`.
@@ -323,11 +352,14 @@ pub(crate) async fn handle_raft(osd: &Osd, session: &Session, group: u64, body: 
     if let Err(reply) = check::ticket_honoured(session, &osd.router.map(), now_unix()) {
         return reply;
     }
-    let Some(pg) = osd.router.group_by_id(group) else {
+    let Some(pg) = osd.router.group_by_id(group).filter(|g| !g.is_stopped()) else {
         let message = format!("raft group {group:#x} is not hosted here (yet)");
         return Reply::Failed { code: ErrorCode::EAGAIN, message };
     };
-    match network::serve_rpc(&pg.raft, body).await {
+    let sender: Option<quarry_types::OsdId> = session.entity.id.parse().ok();
+    let map = osd.router.map();
+    let member = sender.is_some_and(|id| map.acting(pg.pg).contains(&id));
+    match network::serve_rpc(&pg, osd.router.exports(), member, body).await {
         Ok(bytes) => Reply::Raft(bytes),
         Err(e) => {
             tracing::warn!(entity = %session.entity, error = %e, "malformed raft message");

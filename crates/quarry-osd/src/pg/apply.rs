@@ -17,7 +17,8 @@
 //!   transaction (`apply_many` writes them per PG).
 //! - Isolation of failures: `apply_many` commits nothing when it fails, so a failed round of
 //!   several PGs is retried PG by PG (`Store::apply`): one PG's corrupt object fails only that
-//!   PG's apply (which then falls back to command-by-command, see `state_machine`).
+//!   PG's apply (which then stops a replicated PG for repair or, with one voter, falls back
+//!   to command-by-command: see `state_machine`).
 //!
 //! The thread stops once the batcher is dropped and its queue is drained; it then releases the
 //! store (the daemon's shutdown waits for that).

@@ -15,6 +15,7 @@ pub(crate) mod durability;
 #[cfg(test)]
 mod golden_tests;
 pub(crate) mod network;
+pub(crate) mod repair;
 pub(crate) mod state_machine;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -197,6 +198,12 @@ impl PgGroup {
     /// the acting set, which makes another OSD the primary and lets it campaign).
     pub(crate) fn pin_leadership(&self, primary: bool) {
         self.raft.runtime_config().elect(primary);
+    }
+
+    /// True once the group's Raft core has stopped on an error (e.g. its state machine met
+    /// damaged data): it serves nothing until it is rebuilt and started again.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.raft.metrics().borrow().running_state.is_err()
     }
 
     /// Where the group stands (from openraft's metrics).

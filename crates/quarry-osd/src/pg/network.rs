@@ -42,6 +42,15 @@ pub(crate) enum RaftRpc {
     Vote(VoteRequest<OsdId>),
     /// One chunk of a snapshot.
     Snapshot(InstallSnapshotRequest<PgRaftConfig>),
+    /// Stage an export of the PG for a replica that rebuilds itself (`pg::repair`).
+    Export,
+    /// Up to `repair::EXPORT_CHUNK` bytes of staged export `id` from `offset`.
+    ExportRead {
+        /// The staged export.
+        id: u64,
+        /// Where to read from.
+        offset: u64,
+    },
 }
 
 /// The answer to a [`RaftRpc`].
@@ -53,6 +62,10 @@ pub(crate) enum RaftRpcReply {
     Vote(Result<VoteResponse<OsdId>, RaftError<OsdId>>),
     /// To `Snapshot`.
     Snapshot(Result<InstallSnapshotResponse<OsdId>, RaftError<OsdId, InstallSnapshotError>>),
+    /// To `Export`: the staged export, or why not.
+    Export(Result<super::repair::ExportInfo, String>),
+    /// To `ExportRead`: the bytes, or why not.
+    ExportRead(Result<Vec<u8>, String>),
 }
 
 /// bincode with a size limit, so a hostile length prefix cannot allocate.
@@ -126,6 +139,9 @@ pub(crate) enum PeerError {
     /// No answer in time.
     #[error("osd.{0} did not answer in time")]
     Timeout(OsdId),
+    /// The peer does not run the group now (starting, or rebuilding a damaged replica).
+    #[error("osd.{0} does not run this pg group now")]
+    NotHosted(OsdId),
 }
 
 impl Peers {
@@ -185,6 +201,9 @@ impl Peers {
             tokio::time::timeout(timeout, call).await.map_err(|_| PeerError::Timeout(peer))?;
         match reply.map_err(|source| PeerError::Wire { peer, source })? {
             Reply::Raft(bytes) => Ok(decode(&bytes)?),
+            Reply::Failed { code, .. } if code == quarry_types::ErrorCode::EAGAIN => {
+                Err(PeerError::NotHosted(peer))
+            }
             other => Err(PeerError::Refused { peer, detail: format!("{other:?}") }),
         }
     }
@@ -222,9 +241,12 @@ type RpcResult<T, E = openraft::error::Infallible> =
 
 fn rpc_error<E: std::error::Error>(e: &PeerError) -> RPCError<OsdId, BasicNode, E> {
     match e {
-        PeerError::Wire { .. } | PeerError::NoAddress(_) | PeerError::NoTicket => {
-            RPCError::Unreachable(Unreachable::new(e))
-        }
+        // Unreachable makes openraft back off (instead of retrying at once, in a loop, while
+        // a peer rebuilds its replica).
+        PeerError::Wire { .. }
+        | PeerError::NoAddress(_)
+        | PeerError::NoTicket
+        | PeerError::NotHosted(_) => RPCError::Unreachable(Unreachable::new(e)),
         _ => RPCError::Network(NetworkError::new(e)),
     }
 }
@@ -292,15 +314,28 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
     }
 }
 
-/// Serves one incoming Raft message on this OSD's group.
+/// Serves one incoming Raft message on this OSD's group. `member` says whether the sender is
+/// in the PG's acting set (only members may fetch exports).
 pub(crate) async fn serve_rpc(
-    raft: &super::PgRaft,
+    group: &super::PgGroup,
+    exports: &super::repair::Exports,
+    member: bool,
     body: &[u8],
 ) -> Result<Vec<u8>, bincode::Error> {
+    let raft = &group.raft;
+    let not_member = || format!("not a replica of pg {}", group.pg);
     let reply = match decode::<RaftRpc>(body)? {
         RaftRpc::Append(rpc) => RaftRpcReply::Append(raft.append_entries(rpc).await),
         RaftRpc::Vote(rpc) => RaftRpcReply::Vote(raft.vote(rpc).await),
         RaftRpc::Snapshot(rpc) => RaftRpcReply::Snapshot(raft.install_snapshot(rpc).await),
+        RaftRpc::Export if !member => RaftRpcReply::Export(Err(not_member())),
+        RaftRpc::Export => {
+            RaftRpcReply::Export(super::repair::serve_export(exports, group.pg).await)
+        }
+        RaftRpc::ExportRead { .. } if !member => RaftRpcReply::ExportRead(Err(not_member())),
+        RaftRpc::ExportRead { id, offset } => {
+            RaftRpcReply::ExportRead(super::repair::serve_read(exports, group.pg, id, offset))
+        }
     };
     encode(&reply)
 }

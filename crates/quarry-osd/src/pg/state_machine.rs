@@ -10,8 +10,20 @@
 //! - `get_current_snapshot` exports the PG into an unlinked temp file (sent to followers that
 //!   fell behind the purged log); `install_snapshot` imports such a file.
 //!
+//! - Damaged data (`StoreError::Corrupt`, a chunk or value whose crc does not match) met while
+//!   applying a committed entry: with more than one voter the replica must not apply a
+//!   different result than its peers, so nothing of the batch is applied, the PG is marked
+//!   damaged and its repair requested ([`super::repair`], which explains the Raft side), and
+//!   apply returns a storage error, which stops the group on this OSD. The same holds for a
+//!   snapshot trim step and for an export (a snapshot for a peer). With one voter the batch
+//!   is applied command by command and only the command that met the damage fails (EIO):
+//!   there is no other replica to differ from or to repair from, and replaying the entry
+//!   meets the same damage, so the result is deterministic; the object stays damaged (logged)
+//!   until it is rewritten or removed.
+//!
 //! Invariants: `applied` only grows, except when a snapshot is installed; the `pg_state` the
-//! store holds always equals (`applied`, `membership`) after apply returns.
+//! store holds always equals (`applied`, `membership`) after apply returns; a replicated PG
+//! never commits a batch in which a command met damaged data.
 
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
@@ -31,6 +43,7 @@ use quarry_types::{ErrorCode, OpReply, OsdId, PgId, SnapId};
 
 use super::apply::ApplyBatcher;
 use super::durability::Durability;
+use super::repair::Damage;
 use super::{PgCommand, PgRaftConfig, PgState};
 
 type SmResult<T> = Result<T, StorageError<OsdId>>;
@@ -42,6 +55,8 @@ pub(crate) struct PgStateMachine {
     store: Arc<Store>,
     applier: Arc<ApplyBatcher>,
     durability: Arc<Durability>,
+    /// Marks the PG damaged and requests its repair.
+    damage: Arc<Damage>,
     /// Where snapshot temp files are created (unlinked at once).
     snapshot_dir: PathBuf,
     state: PgState,
@@ -62,6 +77,7 @@ impl PgStateMachine {
         store: Arc<Store>,
         applier: Arc<ApplyBatcher>,
         durability: Arc<Durability>,
+        damage: Arc<Damage>,
         snapshot_dir: PathBuf,
         done: oneshot::Sender<()>,
     ) -> Result<PgStateMachine, StoreError> {
@@ -88,12 +104,33 @@ impl PgStateMachine {
             store,
             applier,
             durability,
+            damage,
             snapshot_dir,
             state,
             startup_probe_done: false,
             builds: 0,
             _done: done,
         })
+    }
+
+    /// More than one voter: damaged data stops the PG here instead of failing one command.
+    fn replicated(&self) -> bool {
+        self.state.membership.membership().voter_ids().count() > 1
+    }
+
+    /// If `error` is damaged data in a replicated PG: logs it, marks the PG damaged and
+    /// requests its repair; true if so (the caller then fails the whole apply).
+    async fn stop_if_damaged(&self, error: &StoreError, during: &str) -> bool {
+        if !matches!(error, StoreError::Corrupt { .. }) || !self.replicated() {
+            return false;
+        }
+        let pg = self.pg;
+        tracing::error!(%pg, %error, during,
+            "damaged data on this replica: the pg stops here, applies nothing more, and is rebuilt from a healthy replica");
+        let (damage, detail) = (self.damage.clone(), format!("{during}: {error}"));
+        // A synchronous fsync'd write: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || damage.report(pg, &detail)).await;
+        true
     }
 
     fn meta(&self, snapshot_id: String) -> SnapshotMeta<OsdId, BasicNode> {
@@ -180,18 +217,22 @@ impl PgStateMachine {
     /// Applies one `TrimSnap` step with the current state (which names its entry).
     async fn trim(&mut self, snap: SnapId, max_objects: u32) -> SmResult<OpReply> {
         let (pg, state, store) = (self.pg, self.state.encode(), self.store.clone());
-        let step = blocking(move || store.apply_trim(pg, snap, max_objects, &state)).await;
-        let step = step.map_err(|e| {
-            tracing::error!(%pg, snap, error = %e, "snapshot trim failed: stopping the pg");
-            sm_write_error(&e)
-        })?;
+        let step = match blocking(move || store.apply_trim(pg, snap, max_objects, &state)).await {
+            Ok(step) => step,
+            Err(e) => {
+                if !self.stop_if_damaged(&e, "snapshot trim").await {
+                    tracing::error!(%pg, snap, error = %e, "snapshot trim failed: stopping the pg");
+                }
+                return Err(sm_write_error(&e));
+            }
+        };
         tracing::debug!(%pg, snap, visited = step.visited, purged = step.purged, "trimmed");
         self.durability.note_apply();
         Ok(OpReply::Ok(Vec::new()))
     }
 
-    /// Applies through the batcher with the current state; a corrupt object fails only its own
-    /// command.
+    /// Applies through the batcher with the current state. Damaged data stops a replicated PG
+    /// (nothing of the batch is applied); with one voter it fails only its own command.
     async fn store_apply(
         &self,
         commands: Vec<ObjectCommand>,
@@ -200,6 +241,9 @@ impl PgStateMachine {
         let (pg, state) = (self.pg, self.state.encode());
         let count = commands.len();
         let applied = match self.applier.apply(pg, commands, state.clone()).await {
+            Ok((_, Err(e))) if self.stop_if_damaged(&e, "apply").await => {
+                return Err(sm_write_error(&e));
+            }
             Ok((commands, Err(StoreError::Corrupt { object, detail, .. }))) => {
                 tracing::error!(%pg, object, detail, "corrupt object met while applying");
                 let store = self.store.clone();
@@ -423,7 +467,13 @@ impl PgStateMachine {
             Ok(file)
         })
         .await;
-        let file = exported.map_err(|e| snapshot_error(&e, false))?;
+        let file = match exported {
+            Ok(file) => file,
+            Err(e) => {
+                self.stop_if_damaged(&e, "export").await;
+                return Err(snapshot_error(&e, false));
+            }
+        };
         tracing::info!(pg = %self.pg, applied = ?self.state.applied, "pg exported for a follower");
         Ok(tokio::fs::File::from_std(file))
     }

@@ -6,4 +6,5 @@
 pub(crate) mod checkpoint;
 pub(crate) mod maps;
 pub(crate) mod monitor;
+pub(crate) mod repair;
 pub(crate) mod snap_trim;

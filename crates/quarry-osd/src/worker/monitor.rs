@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use quarry_types::EntityName;
+use quarry_types::{EntityName, PgId};
 use quarry_wire::{ClientSecret, Event, Reply, Request, RpcClient, Service, Usage};
 
 use crate::osd::Osd;
@@ -124,6 +124,8 @@ async fn session(
         let _ = ready.send(());
     }
     let mut beacon = tokio::time::interval(BEACON_INTERVAL);
+    // The damaged PGs the monitor was last told of (this session).
+    let mut reported_damage: Vec<PgId> = Vec::new();
     let mut keys = tokio::time::interval(KEYS_INTERVAL);
     let mut stop = osd.stop.subscribe();
     loop {
@@ -135,7 +137,10 @@ async fn session(
                 Some(Event::Notify { .. } | Event::WatchError { .. }) => {}
                 None => return Err(OsdError::Wire(quarry_wire::WireError::Closed)),
             },
-            _ = beacon.tick() => send_beacon(osd, &client, up_from).await?,
+            _ = beacon.tick() => {
+                send_beacon(osd, &client, up_from).await?;
+                send_damage(osd, &client, up_from, &mut reported_damage).await?;
+            }
             _ = keys.tick() => fetch_keys(osd, &client, &session_key).await?,
             _ = osd.keys.refresh_requested() => fetch_keys(osd, &client, &session_key).await?,
             _ = osd.map_refresh_requested() => match call(&client, Request::GetMap).await? {
@@ -190,6 +195,28 @@ async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), 
     match call(client, beacon).await? {
         Reply::Ack => Ok(()),
         other => Err(refused("OsdBeacon", other)),
+    }
+}
+
+/// Tells the monitor which PGs are marked damaged here, while some are and once when the
+/// last is repaired.
+async fn send_damage(
+    osd: &Osd,
+    client: &RpcClient,
+    up_from: u64,
+    reported: &mut Vec<PgId>,
+) -> Result<(), OsdError> {
+    let pgs = osd.router.damaged_pgs();
+    if pgs.is_empty() && reported.is_empty() {
+        return Ok(());
+    }
+    let report = Request::OsdDamaged { id: osd.id, up_from, pgs: pgs.clone() };
+    match call(client, report).await? {
+        Reply::Ack => {
+            *reported = pgs;
+            Ok(())
+        }
+        other => Err(refused("OsdDamaged", other)),
     }
 }
 
