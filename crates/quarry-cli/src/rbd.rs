@@ -121,6 +121,9 @@ pub struct RbdArgs {
     /// trash rm: remove before the deferment ends.
     #[arg(long = "force")]
     pub force: bool,
+    /// lock add: a shared lock with this tag (default: exclusive).
+    #[arg(long = "shared", value_name = "TAG")]
+    pub shared: Option<String>,
     /// `snap limit set --limit N`.
     #[arg(long = "limit", value_name = "N")]
     pub limit: Option<u64>,
@@ -150,6 +153,7 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
         [--io-pattern seq|rand] [--rw-mix-read PCT] IMAGE
   trash mv IMAGE [--delay SECS] | trash ls [-l] [POOL] | trash restore [POOL/]ID [--image NAME]
   trash rm [POOL/]ID [--force] | trash purge [POOL]
+  lock ls IMAGE | lock add IMAGE ID [--shared TAG] | lock rm IMAGE ID LOCKER
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin";
 
@@ -502,6 +506,9 @@ enum Command {
     TrashRestore { pool: String, id: String },
     TrashRm { pool: String, id: String },
     TrashPurge { pool: String },
+    LockLs(Spec),
+    LockAdd(Spec, String),
+    LockRm(Spec, String, String),
 }
 
 impl Command {
@@ -607,6 +614,20 @@ impl Command {
                 }
             }
             "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
+            "lock" => {
+                let sub = need(1, "lock command")?;
+                let image = args.spec(arg(2), SnapRule::None)?;
+                match sub {
+                    "ls" | "list" => Command::LockLs(image),
+                    "add" => Command::LockAdd(image, need(3, "lock id")?.to_string()),
+                    "rm" | "remove" => Command::LockRm(
+                        image,
+                        need(3, "lock id")?.to_string(),
+                        need(4, "locker")?.to_string(),
+                    ),
+                    other => return Err(usage(format!("unknown lock command '{other}'"))),
+                }
+            }
             "trash" => {
                 let sub = need(1, "trash command")?;
                 // `[pool/]ID`.
@@ -825,6 +846,34 @@ impl Command {
                     .map_err(|e| failed("deferred delete error", &e))
             }
             Command::TrashLs { pool } => trash_ls(args, rados, &pool).await,
+            Command::LockLs(spec) => lock_ls(args, rados, &spec).await,
+            Command::LockAdd(spec, id) => {
+                let image = open_image(rados, &spec, true).await?;
+                match image.lock_add(&id, args.shared.as_deref()).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.errno() == ErrorCode::EBUSY || e.errno() == ErrorCode::EEXIST => {
+                        Err(CliError::Usage {
+                            message: format!(
+                                "rbd: lock is already held by someone else{}",
+                                if e.errno() == ErrorCode::EEXIST {
+                                    " with the same id"
+                                } else {
+                                    ""
+                                }
+                            ),
+                            status: status_of(e.errno()),
+                        })
+                    }
+                    Err(e) => Err(failed("locking failed", &e)),
+                }
+            }
+            Command::LockRm(spec, id, locker) => {
+                let image = open_image(rados, &spec, true).await?;
+                image
+                    .lock_break(&locker, &id)
+                    .await
+                    .map_err(|e| failed("releasing lock failed", &e))
+            }
             Command::TrashRestore { pool, id } => {
                 let io = open_pool(rados, &pool, args.namespace.as_deref().unwrap_or("")).await?;
                 pool::trash_restore(&io, &id, args.image.as_deref())
@@ -1555,6 +1604,43 @@ async fn bench(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErro
         crate::output::g6(rate),
         bytes_iec((rate * io_size as f64) as u64)
     ))
+}
+
+async fn lock_ls(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError> {
+    let image = open_image(rados, spec, true).await?;
+    let info = image.lockers().await.map_err(|e| failed("listing locks failed", &e))?;
+    if args.json()? {
+        let rows: Vec<Value> = info
+            .lockers
+            .iter()
+            .map(|l| json!({"id": l.cookie, "locker": l.locker, "address": l.addr}))
+            .collect();
+        return print_json(args, &Value::Array(rows));
+    }
+    if info.lockers.is_empty() {
+        return Ok(());
+    }
+    let kind = match info.lock_type {
+        Some(quarry_rbd::LockType::Shared) => "shared",
+        _ => "exclusive",
+    };
+    let n = info.lockers.len();
+    let mut out = format!(
+        "There {} {n} {kind} lock{} on this image.\n",
+        if n == 1 { "is" } else { "are" },
+        if n == 1 { "" } else { "s" }
+    );
+    if kind == "shared" {
+        out.push_str(&format!("Lock tag: {}\n", info.tag));
+    }
+    let mut table =
+        Table::new(&[("Locker", Align::Left), ("ID", Align::Left), ("Address", Align::Left)])
+            .left_heads();
+    for l in &info.lockers {
+        table.row(vec![l.locker.clone(), l.cookie.clone(), l.addr.clone()]);
+    }
+    out.push_str(&table.render());
+    print(&out)
 }
 
 async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliError> {

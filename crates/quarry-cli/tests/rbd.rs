@@ -200,6 +200,18 @@ fn golden_image_snapshot_clone_workflow() {
     assert!(bench.contains("read_ratio 50"), "{bench}");
     fails(c, &["bench", "vm-v1"], 22, "must specify --io-type");
 
+    // Advisory locks.
+    assert_eq!(ok(c, &["lock", "ls", "vm-v1"]), "");
+    ok(c, &["lock", "add", "vm-v1", "mylock"]);
+    let locks = ok(c, &["lock", "ls", "vm-v1"]);
+    assert!(locks.starts_with("There is 1 exclusive lock on this image.\nLocker"), "{locks}");
+    let line = locks.lines().nth(2).unwrap();
+    let locker = line.split_whitespace().next().unwrap();
+    assert!(line.contains("mylock"), "{locks}");
+    fails(c, &["lock", "add", "vm-v1", "other"], 16, "rbd: lock is already held by someone else");
+    ok(c, &["lock", "rm", "vm-v1", "mylock", locker]);
+    assert_eq!(ok(c, &["lock", "ls", "vm-v1"]), "");
+
     // Trash: move (the name is free), list, deferred removal needs --force, restore, purge.
     ok(c, &["trash", "mv", "--delay", "3600", "vm-v1"]);
     assert_eq!(run(c, &["info", "vm-v1"]).code(), 2);

@@ -1202,6 +1202,60 @@ impl Image {
         Ok(0)
     }
 
+    // ---- advisory locks (rbd lock ls|add|rm) ----
+
+    /// The lock on the header (`rbd lock ls`): the advisory locks `rbd lock add` takes and
+    /// the exclusive lock of writers (cookie `auto N`) share Ceph's lock name `rbd_lock`.
+    pub async fn lockers(&self) -> RbdResult<quarry_cls::lock::LockInfo> {
+        let header = names::header_object(&self.inner.id);
+        let out = self
+            .inner
+            .io
+            .exec(&header, vec![quarry_cls::lock::get_info_op(crate::lock::LOCK_NAME)])
+            .await?;
+        match out.last() {
+            Some(OpOutput::Returned(bytes)) => {
+                quarry_cls::lock::decode_info(bytes).map_err(RbdError::code)
+            }
+            _ => Err(RbdError::refused(ErrorCode::EIO, "odd reply to lock get_info")),
+        }
+    }
+
+    /// Takes an advisory lock with id `cookie` (`rbd lock add`): exclusive, or shared with
+    /// `tag`. EBUSY if incompatible with the current holders, EEXIST if this client holds it.
+    pub async fn lock_add(&self, cookie: &str, shared_tag: Option<&str>) -> RbdResult<()> {
+        let req = quarry_cls::lock::LockRequest {
+            name: crate::lock::LOCK_NAME.into(),
+            lock_type: if shared_tag.is_some() {
+                quarry_cls::lock::LockType::Shared
+            } else {
+                quarry_cls::lock::LockType::Exclusive
+            },
+            cookie: cookie.into(),
+            tag: shared_tag.unwrap_or("").into(),
+            description: String::new(),
+            duration_secs: 0,
+            may_renew: false,
+            must_renew: false,
+        };
+        let header = names::header_object(&self.inner.id);
+        self.inner.io.exec(&header, vec![quarry_cls::lock::lock_op(&req)]).await?;
+        Ok(())
+    }
+
+    /// Breaks holder `locker` (`client.4123`)'s lock `cookie` (`rbd lock rm`): ENOENT if it
+    /// does not hold it.
+    pub async fn lock_break(&self, locker: &str, cookie: &str) -> RbdResult<()> {
+        let req = quarry_cls::lock::BreakLockRequest {
+            name: crate::lock::LOCK_NAME.into(),
+            locker: locker.into(),
+            cookie: cookie.into(),
+        };
+        let header = names::header_object(&self.inner.id);
+        self.inner.io.exec(&header, vec![quarry_cls::lock::break_lock_op(&req)]).await?;
+        Ok(())
+    }
+
     // ---- image-meta ----
 
     /// Sets image-meta `key`.

@@ -35,6 +35,7 @@ pub use image::{Image, ImageInfo, OpenOptions};
 pub use layout::Layout;
 pub use lock::LockMode;
 pub use pool::{CloneFormat, CreateOptions, ImageEntry, TrashItem};
+pub use quarry_cls::lock::{LockInfo, LockType};
 pub use quarry_cls::rbd::{
     features, flags, object_map, ParentInfo, ParentSpec, Protection, SnapshotInfo, TrashEntry,
     TrashSource,
