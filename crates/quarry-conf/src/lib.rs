@@ -77,6 +77,40 @@ pub use options::{
     OPTIONS,
 };
 
+/// The full-disk thresholds for `name` (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
+/// `osd_failsafe_full_ratio`; the monitor and the OSDs read the same three). A value that is
+/// not a number in (0, 1], or three that are out of order, is a `BadValue` naming the option.
+pub fn full_ratios(
+    conf: &Conf,
+    name: &quarry_types::EntityName,
+) -> Result<quarry_types::FullRatios, ConfError> {
+    let ratio = |text: &str| match parse_float(text) {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err("expected a number in (0, 1]".to_string()),
+    };
+    let mut ratios = quarry_types::FullRatios::default();
+    if let Some(v) = conf.get_parsed(name, "mon_osd_nearfull_ratio", ratio)? {
+        ratios.nearfull = v;
+    }
+    if let Some(v) = conf.get_parsed(name, "mon_osd_full_ratio", ratio)? {
+        ratios.full = v;
+    }
+    if let Some(v) = conf.get_parsed(name, "osd_failsafe_full_ratio", ratio)? {
+        ratios.failsafe = v;
+    }
+    if let Err(reason) = ratios.validate() {
+        // Name the option the order check failed on (the full ratio sits between the others).
+        let value = conf.get(name, "mon_osd_full_ratio").unwrap_or_else(|| ratios.full.to_string());
+        return Err(ConfError::BadValue {
+            option: "mon_osd_full_ratio".to_string(),
+            value,
+            reason,
+            at: Some(conf.origin(name, "mon_osd_full_ratio").unwrap_or_else(|| "default".into())),
+        });
+    }
+    Ok(ratios)
+}
+
 /// Ceph's key normalisation, extended as Quarry documents: trimmed, and every run of spaces,
 /// tabs, dashes and underscores becomes one `_` (`mon host` = `mon-host` = `mon_host`).
 pub fn normalize_key(key: &str) -> String {
