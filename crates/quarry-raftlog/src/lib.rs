@@ -208,6 +208,7 @@ mod index;
 mod ledger;
 pub mod queue;
 mod replay;
+pub mod reserve;
 pub mod store;
 pub mod wal;
 pub mod writer;
