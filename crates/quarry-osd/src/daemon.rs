@@ -43,8 +43,8 @@ pub(crate) struct Running {
 async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
     data.create()?;
     let wal_dir = data.wal();
-    let wal =
-        tokio::task::spawn_blocking(move || Wal::open(&wal_dir, WalOptions::default())).await??;
+    let options = wal_options(crate::space::fs_total(data.root()));
+    let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, options)).await??;
     let store_path = data.store();
     let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
         let options = StoreOptions {
@@ -57,6 +57,14 @@ async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError
     })
     .await??;
     Ok((wal, Arc::new(store)))
+}
+
+/// The WAL's options for a disk of `total` bytes: segments of 1/32 of the disk, between 4 and
+/// 64 MiB. The active segment is deleted only after the next one starts, so its size is
+/// space a small disk would never get back after deletes.
+fn wal_options(total: u64) -> WalOptions {
+    let segment_bytes = (total / 32).clamp(4 << 20, WalOptions::default().segment_bytes);
+    WalOptions { segment_bytes, ..WalOptions::default() }
 }
 
 /// Boots an OSD: returns once it is registered with the monitor, acts on the current map
@@ -94,6 +102,7 @@ pub(crate) async fn start(
         snapshot_dir: data.snapshots(),
     };
     let router = Router::new(deps, map);
+    let space = crate::space::Space::new(cfg.id, data.root(), data.store(), cfg.full_ratios);
     let osd = Arc::new(Osd {
         id: cfg.id,
         host: cfg.host,
@@ -101,7 +110,6 @@ pub(crate) async fn start(
         mon_addrs: cfg.mon_addrs,
         addr,
         listen_addr,
-        data_dir: cfg.data_dir,
         router,
         keys: Arc::new(ServiceKeys::new()),
         durability,
@@ -112,6 +120,7 @@ pub(crate) async fn start(
         order: Default::default(),
         stop,
         watches: Default::default(),
+        space: Arc::new(space),
     });
     let mut running = Running {
         osd: osd.clone(),

@@ -137,6 +137,7 @@ mod pg;
 mod router;
 mod server;
 mod session;
+mod space;
 mod watch;
 mod worker;
 

@@ -61,3 +61,37 @@ fn apply_many_commits_several_pgs_at_once() {
     store.checkpoint().unwrap();
     assert_eq!((store.commits_since_checkpoint(), store.bytes_since_checkpoint()), (0, 0));
 }
+
+#[test]
+#[ignore]
+fn probe_reuse_after_remove() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let path = dir.path().join("store.redb");
+    let show = |what: &str, store: &Store| {
+        let s = store.space().unwrap();
+        let m = std::fs::metadata(&path).unwrap();
+        eprintln!("{what}: file {} MiB on disk {} MiB allocated {} MiB", s.file_bytes >> 20, (m.blocks() * 512) >> 20, s.allocated_bytes >> 20);
+    };
+    let object = pattern(4 << 20, 3);
+    for i in 0..40 {
+        store.apply(PG, &[cmd(&format!("o{i}"), vec![write_full(&object)])], b"s").unwrap();
+        if i % 4 == 0 { store.checkpoint().unwrap(); }
+    }
+    for _ in 0..3 { store.checkpoint().unwrap(); }
+    show("40 written", &store);
+    for i in 0..20 {
+        store.apply(PG, &[cmd(&format!("o{i}"), vec![quarry_types::ObjectOp::Remove])], b"s").unwrap();
+        store.space().unwrap();
+    }
+    store.checkpoint().unwrap();
+    show("20 removed", &store);
+    for i in 40..60 {
+        store.apply(PG, &[cmd(&format!("o{i}"), vec![write_full(&object)])], b"s").unwrap();
+        store.space().unwrap();
+        if i % 4 == 0 { store.checkpoint().unwrap(); }
+    }
+    for _ in 0..3 { store.checkpoint().unwrap(); }
+    show("20 more written", &store);
+}

@@ -198,6 +198,12 @@ async fn write(
     // Pool-snapshot mode: the pool's snap context, whatever the client sent; otherwise the
     // client's without snapshots the map says were removed (Ceph's filter_snapc). From the
     // newest map too: a snapshot taken while the op waited for its turn is honoured.
+    // A full disk refuses what needs space before it reaches the log (`crate::space`): a
+    // final answer, nothing happened. `_admitted` counts the write as coming until answered.
+    let _admitted = match osd.space.admit(&current, group.pg, &op.ops) {
+        Ok(admitted) => admitted,
+        Err(reply) => return settle(slot, reply),
+    };
     let snapc = match current.pools.get(&group.pg.pool) {
         Some(pool) => pool.write_snapc(&op.snapc),
         None => op.snapc,

@@ -1,0 +1,241 @@
+//! Disk space: what the OSD reports to the monitor and the check that refuses writes on a
+//! full disk before they reach the log.
+//!
+//! Usage is measured on the file system holding the data directory (`statvfs`), minus the
+//! space inside `store.redb` that redb will reuse (allocated on disk, free in the database:
+//! deleted objects' pages, once a checkpoint released them). redb never shrinks its file, so
+//! without that correction a disk filled once would look full forever; with it, deleting
+//! objects brings the reported usage down within a checkpoint interval and writes resume.
+//! The correction needs a walk of the database (`Store::space`, under redb's write lock),
+//! so it is refreshed only while the disk is at least nearfull, at most every
+//! [`REUSABLE_REFRESH`].
+//!
+//! The write check ([`Space::admit`]), for op vectors that need space
+//! (`ObjectOp::vector_needs_space`: not removes, truncates, zeroing, xattr/omap removal,
+//! reads), refuses with ENOSPC `(28) No space left on device` when
+//! - this OSD's usage is at `mon_osd_full_ratio` (the OSD's own measurement, the figures the
+//!   monitor shows as OSD_FULL: it does not wait for the monitor); or
+//! - the file system's own figures (without the reusable store space, which redb may not
+//!   reuse at once), counting the write and every admitted write not yet answered as used
+//!   (once in the WAL, once more in the store beyond its reusable pages), would reach
+//!   `osd_failsafe_full_ratio`: the disk itself fills past it by at most what redb failed
+//!   to reuse of the writes in flight; or
+//! - the map says another OSD of the PG's acting set is full (the figures its last beacon
+//!   reported, which the monitor serves in the map, judged with the same ratios).
+//!
+//! Refusing is Quarry's choice where Ceph's clients may wait for space instead: a refused
+//! write did nothing (it never reached the log), so ENOSPC is a final, trustworthy answer.
+//! Writes already admitted still complete: the margin between the full ratio and a really
+//! full disk (5 % by default) is their room, and the WAL keeps its own reserve for starting
+//! segments (quarry-raftlog's reserve file).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quarry_store::Store;
+use quarry_types::{ErrorCode, FullRatios, FullState, ObjectOp, OsdId, PgId};
+use quarry_wire::{ClusterMap, Reply};
+
+/// A `statvfs` result is reused for this long by the write check.
+const STATVFS_TTL: Duration = Duration::from_millis(100);
+/// The reusable space inside the store is measured at most this often (nearfull only).
+pub(crate) const REUSABLE_REFRESH: Duration = Duration::from_secs(2);
+/// What a write costs beyond its data (log record, store pages, indexes), for the check.
+const WRITE_OVERHEAD: u64 = 64 << 10;
+
+/// Disk figures of one moment: bytes used and available (the reusable store space counted
+/// as available).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Figures {
+    pub(crate) used: u64,
+    pub(crate) avail: u64,
+}
+
+/// The OSD's view of its disk (shared by the op path, the beacon and the checkpoint worker).
+pub(crate) struct Space {
+    me: OsdId,
+    dir: PathBuf,
+    store_path: PathBuf,
+    ratios: FullRatios,
+    /// Last `statvfs` (used, avail) and when.
+    fs: Mutex<Option<(Instant, Figures)>>,
+    /// Bytes of `store.redb` on disk that redb will reuse (last measurement).
+    reusable: AtomicU64,
+    /// When `reusable` was measured.
+    reusable_at: Mutex<Option<Instant>>,
+    /// Data bytes of admitted writes not answered yet.
+    inflight: Arc<AtomicU64>,
+    /// Test-only: refuse nothing (shows that the full-disk tests fail without the check).
+    disabled: bool,
+}
+
+/// An admitted write's share of [`Space`]'s in-flight bytes, released when dropped.
+pub(crate) struct Admitted {
+    bytes: u64,
+    inflight: Arc<AtomicU64>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl Space {
+    pub(crate) fn new(me: OsdId, dir: &Path, store_path: PathBuf, ratios: FullRatios) -> Space {
+        Space {
+            me,
+            dir: dir.to_path_buf(),
+            store_path,
+            ratios,
+            fs: Mutex::new(None),
+            reusable: AtomicU64::new(0),
+            reusable_at: Mutex::new(None),
+            inflight: Arc::new(AtomicU64::new(0)),
+            disabled: std::env::var_os("QUARRY_TEST_DISABLE_FULL_CHECK").is_some(),
+        }
+    }
+
+    /// What the OSD reports to the monitor: [`Space::figures`], or the file system's own
+    /// figures while those are at the failsafe ratio (then writes are refused whatever the
+    /// corrected figures say, and `ceph health` must show it as OSD_FULL).
+    pub(crate) fn reported(&self) -> Figures {
+        let raw = self.raw();
+        if self.ratios.state(raw.used, raw.avail) == FullState::Failsafe {
+            raw
+        } else {
+            self.figures()
+        }
+    }
+
+    /// Current figures (a `statvfs` at most [`STATVFS_TTL`] old, corrected by the reusable
+    /// store space).
+    pub(crate) fn figures(&self) -> Figures {
+        let fs = self.raw();
+        let reusable = self.reusable.load(Ordering::Relaxed).min(fs.used);
+        Figures { used: fs.used - reusable, avail: fs.avail.saturating_add(reusable) }
+    }
+
+    /// The file system's own figures (a `statvfs` at most [`STATVFS_TTL`] old).
+    fn raw(&self) -> Figures {
+        {
+            let mut cached = self.fs.lock().unwrap_or_else(|p| p.into_inner());
+            match *cached {
+                Some((at, figures)) if at.elapsed() < STATVFS_TTL => figures,
+                _ => {
+                    let figures = statvfs(&self.dir);
+                    *cached = Some((Instant::now(), figures));
+                    figures
+                }
+            }
+        }
+    }
+
+    /// Re-measures the space redb will reuse, if the disk is at least nearfull and the last
+    /// measurement is older than [`REUSABLE_REFRESH`] (below nearfull it is forgotten: the
+    /// correction matters only near the thresholds). Blocking: call off the runtime.
+    pub(crate) fn refresh_reusable(&self, store: &Store) {
+        let fs = statvfs(&self.dir);
+        if self.ratios.state(fs.used, fs.avail) == FullState::None {
+            self.reusable.store(0, Ordering::Relaxed);
+            return;
+        }
+        {
+            let mut at = self.reusable_at.lock().unwrap_or_else(|p| p.into_inner());
+            if at.is_some_and(|at| at.elapsed() < REUSABLE_REFRESH) {
+                return;
+            }
+            *at = Some(Instant::now());
+        }
+        match (store.space(), std::fs::metadata(&self.store_path)) {
+            (Ok(space), Ok(meta)) => {
+                // Only what is on the disk counts (a sparse tail is no space to give back).
+                let on_disk = meta.blocks().saturating_mul(512).min(space.file_bytes);
+                let reusable = on_disk.saturating_sub(space.allocated_bytes);
+                self.reusable.store(reusable, Ordering::Relaxed);
+                tracing::debug!(reusable, allocated = space.allocated_bytes, on_disk,
+                    "store space measured");
+            }
+            (Err(e), _) => tracing::debug!(error = %e, "cannot measure the store's free pages"),
+            (_, Err(e)) => tracing::debug!(error = %e, "cannot stat the store file"),
+        }
+    }
+
+    /// The write check (see the module docs): `Ok` with the write's share of the in-flight
+    /// bytes (hold it until the write is answered), or the ENOSPC reply.
+    pub(crate) fn admit(
+        &self,
+        map: &ClusterMap,
+        pg: PgId,
+        ops: &[ObjectOp],
+    ) -> Result<Option<Admitted>, Reply> {
+        if !ObjectOp::vector_needs_space(ops) || self.disabled {
+            return Ok(None);
+        }
+        let bytes = ops.iter().map(ObjectOp::data_bytes).sum::<u64>() + WRITE_OVERHEAD;
+        let pending = self.inflight.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let admitted = Admitted { bytes, inflight: self.inflight.clone() };
+        // The WAL takes the data once, the store once more where redb has no free pages.
+        let reusable = self.reusable.load(Ordering::Relaxed);
+        let after = |now: Figures| {
+            let coming = pending.saturating_add(pending.saturating_sub(reusable)).min(now.avail);
+            self.ratios.state(now.used + coming, now.avail - coming)
+        };
+        let percent = |now: Figures| quarry_types::usage_ratio(now.used, now.avail).unwrap_or(0.0);
+        let now = self.figures();
+        if self.ratios.state(now.used, now.avail).refuses_writes() {
+            return Err(no_space(format!(
+                "osd.{} is full ({:.1}% used, mon_osd_full_ratio {})",
+                self.me,
+                percent(now) * 100.0,
+                self.ratios.full
+            )));
+        }
+        // The failsafe judges the file system's own figures: space redb says it will reuse
+        // is not trusted to be there.
+        let raw = self.raw();
+        if after(raw) == FullState::Failsafe {
+            return Err(no_space(format!(
+                "osd.{} is at its failsafe ratio ({:.1}% of the disk used, \
+                 osd_failsafe_full_ratio {})",
+                self.me,
+                percent(raw) * 100.0,
+                self.ratios.failsafe
+            )));
+        }
+        for id in map.acting(pg).iter().filter(|&&id| id != self.me) {
+            let Some(osd) = map.osds.get(id) else { continue };
+            if self.ratios.state(osd.used_bytes, osd.avail_bytes).refuses_writes() {
+                return Err(no_space(format!("osd.{id} (a replica of pg {pg}) is full")));
+            }
+        }
+        Ok(Some(admitted))
+    }
+}
+
+fn no_space(message: String) -> Reply {
+    tracing::debug!(%message, "write refused: no space");
+    Reply::Failed { code: ErrorCode::ENOSPC, message }
+}
+
+/// Bytes used and available on the file system holding `dir` (0, 0 if unknown).
+pub(crate) fn statvfs(dir: &Path) -> Figures {
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => {
+            let used = st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize);
+            Figures { used, avail: st.f_bavail.saturating_mul(st.f_frsize) }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "statvfs failed");
+            Figures::default()
+        }
+    }
+}
+
+/// Total bytes of the file system holding `dir` (0 if unknown).
+pub(crate) fn fs_total(dir: &Path) -> u64 {
+    rustix::fs::statvfs(dir).map_or(0, |st| st.f_blocks.saturating_mul(st.f_frsize))
+}
