@@ -59,11 +59,11 @@ async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError
     Ok((wal, Arc::new(store)))
 }
 
-/// The WAL's options for a disk of `total` bytes: segments of 1/32 of the disk, between 4 and
+/// The WAL's options for a disk of `total` bytes: segments of 1/128 of the disk, between 1 and
 /// 64 MiB. The active segment is deleted only after the next one starts, so its size is
 /// space a small disk would never get back after deletes.
 fn wal_options(total: u64) -> WalOptions {
-    let segment_bytes = (total / 32).clamp(4 << 20, WalOptions::default().segment_bytes);
+    let segment_bytes = (total / 128).clamp(1 << 20, WalOptions::default().segment_bytes);
     WalOptions { segment_bytes, ..WalOptions::default() }
 }
 

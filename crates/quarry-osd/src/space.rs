@@ -16,10 +16,9 @@
 //! - this OSD's usage is at `mon_osd_full_ratio` (the OSD's own measurement, the figures the
 //!   monitor shows as OSD_FULL: it does not wait for the monitor); or
 //! - the file system's own figures (without the reusable store space, which redb may not
-//!   reuse at once), counting the write and every admitted write not yet answered as used
-//!   (once in the WAL, once more in the store beyond its reusable pages), would reach
-//!   `osd_failsafe_full_ratio`: the disk itself fills past it by at most what redb failed
-//!   to reuse of the writes in flight; or
+//!   reuse at once), counting the write and every admitted write not yet answered as used,
+//!   would reach `osd_failsafe_full_ratio`: the disk itself fills past it by at most the
+//!   second copy (WAL and store) of the writes in flight; or
 //! - the map says another OSD of the PG's acting set is full (the figures its last beacon
 //!   reported, which the monitor serves in the map, judged with the same ratios).
 //!
@@ -178,10 +177,10 @@ impl Space {
         let bytes = ops.iter().map(ObjectOp::data_bytes).sum::<u64>() + WRITE_OVERHEAD;
         let pending = self.inflight.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let admitted = Admitted { bytes, inflight: self.inflight.clone() };
-        // The WAL takes the data once, the store once more where redb has no free pages.
-        let reusable = self.reusable.load(Ordering::Relaxed);
+        // Admitted writes not answered yet (this one included) count as used: a burst cannot
+        // pass the failsafe between two measurements.
         let after = |now: Figures| {
-            let coming = pending.saturating_add(pending.saturating_sub(reusable)).min(now.avail);
+            let coming = pending.min(now.avail);
             self.ratios.state(now.used + coming, now.avail - coming)
         };
         let percent = |now: Figures| quarry_types::usage_ratio(now.used, now.avail).unwrap_or(0.0);
