@@ -103,6 +103,7 @@ fn reported_used_mib(conf: &Path) -> f64 {
 
 /// Puts objects until the OSD refuses one (after a pause, twice in a row: a refusal can
 /// pass once the WAL behind a checkpoint is deleted). Returns the acknowledged indexes.
+/// Refused puts are final (they never reached the log): their objects must not exist.
 fn fill(conf: &Path, scratch: &Path, from: usize) -> Vec<usize> {
     let mut acknowledged = Vec::new();
     let mut refusals = 0;
@@ -118,6 +119,9 @@ fn fill(conf: &Path, scratch: &Path, from: usize) -> Vec<usize> {
             "a put on a full disk failed otherwise than ENOSPC: {}",
             r.stderr
         );
+        let absent = get(conf, &format!("obj{i}"));
+        assert!(absent.stderr.contains("(2) No such file or directory"), "refused obj{i}: {}",
+            absent.stderr);
         refusals += 1;
         if refusals == 3 {
             return acknowledged;

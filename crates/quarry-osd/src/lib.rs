@@ -212,6 +212,13 @@ impl OsdHandle {
         self.running.osd.router.wal().stats()
     }
 
+    /// Tests only: makes the WAL's record writes fail with `errno` (None: stop), as
+    /// `quarry_raftlog::Wal::inject_write_error` does, to show what clients are told when a
+    /// PG stops on a log error.
+    pub fn inject_wal_write_error(&self, errno: Option<i32>) {
+        self.running.osd.router.wal().inject_write_error(errno)
+    }
+
     /// Stops accepting, shuts the PG groups down, checkpoints the store, and releases the WAL
     /// and store locks (the data directory can be opened again when this returns).
     pub async fn shutdown(self) {
