@@ -3,7 +3,8 @@
 //! on device` and never an abort or an EIO; every acknowledged object reads back intact;
 //! `ceph health detail` shows OSD_FULL with Ceph's texts; `quarry up` restarts on a disk
 //! filled to the last byte (it needs no free space to start); removes work at full, the
-//! usage `ceph -s` reports drops, health recovers and writes resume.
+//! usage `ceph -s` reports drops, health recovers and writes resume; a restart on the
+//! nearly full disk (which compacts the store) keeps every acknowledged object.
 //!
 //! Method: the test mounts a 192 MiB tmpfs (root only; it skips with a message otherwise)
 //! and unmounts it at the end. Teeth: with `QUARRY_TEST_DISABLE_FULL_CHECK=1` in the
@@ -120,8 +121,11 @@ fn fill(conf: &Path, scratch: &Path, from: usize) -> Vec<usize> {
             r.stderr
         );
         let absent = get(conf, &format!("obj{i}"));
-        assert!(absent.stderr.contains("(2) No such file or directory"), "refused obj{i}: {}",
-            absent.stderr);
+        assert!(
+            absent.stderr.contains("(2) No such file or directory"),
+            "refused obj{i}: {}",
+            absent.stderr
+        );
         refusals += 1;
         if refusals == 3 {
             return acknowledged;
@@ -172,12 +176,12 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_after_removes() {
 
     // Removes work at full; the reported usage drops and the OSD leaves the full state.
     let before = reported_used_mib(&conf);
-    let removed: Vec<usize> = acknowledged.drain(..40).collect();
+    let removed: Vec<usize> = acknowledged.drain(..60).collect();
     for &i in &removed {
         rados(&conf, &["-p", "rbd", "rm", &format!("obj{i}")]).ok("rm at full");
     }
     let deadline = Instant::now() + Duration::from_secs(20);
-    while reported_used_mib(&conf) > before - 25.0 {
+    while reported_used_mib(&conf) > before - 40.0 {
         assert!(Instant::now() < deadline, "usage stayed at {}", reported_used_mib(&conf));
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -205,9 +209,28 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_after_removes() {
         let r = get(&conf, &format!("obj{i}"));
         assert!(r.stderr.contains("(2) No such file or directory"), "{}", r.stderr);
     }
+
+    // redb reuses its free pages but never shrinks its file: a restart on the nearly full
+    // disk compacts the store (measured here: redb moved too little to shrink the file, see
+    // the store's space test for a case where it gives back most of it). Whatever it does,
+    // every acknowledged object is intact after it, and the disk did not fill up.
+    assert!(cluster.terminate().success(), "quarry up did not stop cleanly");
+    let raw_before = fs_used(&disk.path);
+    let mut cluster = up(&dir, 1);
+    let raw_after = fs_used(&disk.path);
+    eprintln!("disk used before/after the restart: {raw_before} / {raw_after} bytes");
+    assert!(raw_after < raw_before + (4 << 20), "{raw_before} -> {raw_after} bytes");
+    check_objects(&conf, &acknowledged);
     assert!(cluster.terminate().success(), "quarry up did not stop cleanly");
     drop(cluster);
     logs.finish();
+}
+
+/// Bytes used on the file system holding `path` (`df`).
+fn fs_used(path: &Path) -> u64 {
+    let out = Command::new("df").args(["-B1", "--output=used"]).arg(path).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    text.lines().nth(1).and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("{text}"))
 }
 
 /// Writes zeros to `path` until the file system refuses (ENOSPC).

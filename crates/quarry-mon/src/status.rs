@@ -147,7 +147,10 @@ mod tests {
         map.osds.insert(0, osd(0, true));
         map.osds.insert(1, osd(1, true));
         map.pools.insert(1, pool(vec![vec![0, 1], vec![1, 0], vec![0]], 2));
-        assert_eq!(health(&map, &FullRatios::default()).1, vec!["Degraded data redundancy: 1 pgs undersized".to_string()]);
+        assert_eq!(
+            health(&map, &FullRatios::default()).1,
+            vec!["Degraded data redundancy: 1 pgs undersized".to_string()]
+        );
         map.osds.get_mut(&1).unwrap().up = false;
         let (status, lines) = health(&map, &FullRatios::default());
         assert_eq!(status, "HEALTH_WARN");

@@ -39,13 +39,18 @@ pub(crate) struct Running {
 }
 
 /// Opens the WAL and the store; the store is checkpointed at once so the applied state it
-/// reports (and Raft trusts as its snapshot) is durable.
-async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
+/// reports (and Raft trusts as its snapshot) is durable, and compacted when the disk is
+/// nearly full and the store holds much free space (`space::compact_at_open`).
+async fn open_storage(
+    data: &DataDir,
+    ratios: quarry_types::FullRatios,
+) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
     data.create()?;
     let wal_dir = data.wal();
     let options = wal_options(crate::space::fs_total(data.root()));
     let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, options)).await??;
     let store_path = data.store();
+    let root = data.root().to_path_buf();
     let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
         let options = StoreOptions {
             methods: Some(Arc::new(quarry_cls::Classes::new())),
@@ -53,7 +58,8 @@ async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError
         };
         let store = Store::open_with(&store_path, &options)?;
         store.checkpoint()?;
-        Ok(store)
+        let reopen = || Store::open_with(&store_path, &options);
+        Ok(crate::space::compact_at_open(store, &store_path, &root, &ratios, reopen)?)
     })
     .await??;
     Ok((wal, Arc::new(store)))
@@ -74,7 +80,7 @@ pub(crate) async fn start(
     advertise: Option<SocketAddr>,
 ) -> Result<Running, OsdError> {
     let data = cfg.data();
-    let (wal, store) = open_storage(&data).await?;
+    let (wal, store) = open_storage(&data, cfg.full_ratios).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| OsdError::Listen { addr: cfg.listen, source })?;

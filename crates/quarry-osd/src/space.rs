@@ -15,10 +15,11 @@
 //! reads), refuses with ENOSPC `(28) No space left on device` when
 //! - this OSD's usage is at `mon_osd_full_ratio` (the OSD's own measurement, the figures the
 //!   monitor shows as OSD_FULL: it does not wait for the monitor); or
-//! - the file system's own figures (without the reusable store space, which redb may not
-//!   reuse at once), counting the write and every admitted write not yet answered as used,
-//!   would reach `osd_failsafe_full_ratio`: the disk itself fills past it by at most the
-//!   second copy (WAL and store) of the writes in flight; or
+//! - the same figures, counting the write and every admitted write not yet answered as used
+//!   twice (the WAL's copy and the store's), would reach `osd_failsafe_full_ratio`; or
+//! - the file system's own figures (without the reusable store space) are halfway between
+//!   the failsafe ratio and 1 (98.5 % by default): the last line should redb not reuse its
+//!   free pages as measured (in tests it does, within a checkpoint or two); or
 //! - the map says another OSD of the PG's acting set is full (the figures its last beacon
 //!   reported, which the monitor serves in the map, judged with the same ratios).
 //!
@@ -99,15 +100,21 @@ impl Space {
     }
 
     /// What the OSD reports to the monitor: [`Space::figures`], or the file system's own
-    /// figures while those are at the failsafe ratio (then writes are refused whatever the
+    /// figures while those are past the last line (then writes are refused whatever the
     /// corrected figures say, and `ceph health` must show it as OSD_FULL).
     pub(crate) fn reported(&self) -> Figures {
         let raw = self.raw();
-        if self.ratios.state(raw.used, raw.avail) == FullState::Failsafe {
+        if quarry_types::usage_ratio(raw.used, raw.avail).unwrap_or(0.0) >= self.last_line() {
             raw
         } else {
             self.figures()
         }
+    }
+
+    /// The raw usage at which every write that needs space stops: halfway between the
+    /// failsafe ratio and a full disk.
+    fn last_line(&self) -> f64 {
+        (1.0 + self.ratios.failsafe) / 2.0
     }
 
     /// Current figures (a `statvfs` at most [`STATVFS_TTL`] old, corrected by the reusable
@@ -149,17 +156,8 @@ impl Space {
             }
             *at = Some(Instant::now());
         }
-        match (store.space(), std::fs::metadata(&self.store_path)) {
-            (Ok(space), Ok(meta)) => {
-                // Only what is on the disk counts (a sparse tail is no space to give back).
-                let on_disk = meta.blocks().saturating_mul(512).min(space.file_bytes);
-                let reusable = on_disk.saturating_sub(space.allocated_bytes);
-                self.reusable.store(reusable, Ordering::Relaxed);
-                tracing::debug!(reusable, allocated = space.allocated_bytes, on_disk,
-                    "store space measured");
-            }
-            (Err(e), _) => tracing::debug!(error = %e, "cannot measure the store's free pages"),
-            (_, Err(e)) => tracing::debug!(error = %e, "cannot stat the store file"),
+        if let Some((reusable, _)) = reusable_bytes(store, &self.store_path) {
+            self.reusable.store(reusable, Ordering::Relaxed);
         }
     }
 
@@ -177,10 +175,11 @@ impl Space {
         let bytes = ops.iter().map(ObjectOp::data_bytes).sum::<u64>() + WRITE_OVERHEAD;
         let pending = self.inflight.fetch_add(bytes, Ordering::Relaxed) + bytes;
         let admitted = Admitted { bytes, inflight: self.inflight.clone() };
-        // Admitted writes not answered yet (this one included) count as used: a burst cannot
-        // pass the failsafe between two measurements.
+        // Admitted writes not answered yet (this one included) count as used, twice (the
+        // WAL's copy and the store's): a burst cannot pass the failsafe between two
+        // measurements.
         let after = |now: Figures| {
-            let coming = pending.min(now.avail);
+            let coming = pending.saturating_mul(2).min(now.avail);
             self.ratios.state(now.used + coming, now.avail - coming)
         };
         let percent = |now: Figures| quarry_types::usage_ratio(now.used, now.avail).unwrap_or(0.0);
@@ -193,16 +192,24 @@ impl Space {
                 self.ratios.full
             )));
         }
-        // The failsafe judges the file system's own figures: space redb says it will reuse
-        // is not trusted to be there.
-        let raw = self.raw();
-        if after(raw) == FullState::Failsafe {
+        if after(now) == FullState::Failsafe {
             return Err(no_space(format!(
-                "osd.{} is at its failsafe ratio ({:.1}% of the disk used, \
-                 osd_failsafe_full_ratio {})",
+                "osd.{} would pass its failsafe ratio ({:.1}% used, osd_failsafe_full_ratio {})",
+                self.me,
+                percent(now) * 100.0,
+                self.ratios.failsafe
+            )));
+        }
+        // The last line, on the file system's own figures: should redb not reuse its free
+        // pages after all, the disk stops halfway between the failsafe ratio and full.
+        let raw = self.raw();
+        let last_line = self.last_line();
+        if percent(raw) >= last_line {
+            return Err(no_space(format!(
+                "osd.{}'s disk is {:.1}% used (stop at {:.1}%)",
                 self.me,
                 percent(raw) * 100.0,
-                self.ratios.failsafe
+                last_line * 100.0
             )));
         }
         for id in map.acting(pg).iter().filter(|&&id| id != self.me) {
@@ -212,6 +219,68 @@ impl Space {
             }
         }
         Ok(Some(admitted))
+    }
+}
+
+/// Bytes of the store file on disk that redb will reuse, and the bytes on disk (None if
+/// unknown). Only what is on the disk counts: a sparse tail is no space to give back.
+pub(crate) fn reusable_bytes(store: &Store, path: &Path) -> Option<(u64, u64)> {
+    match (store.space(), std::fs::metadata(path)) {
+        (Ok(space), Ok(meta)) => {
+            let on_disk = meta.blocks().saturating_mul(512).min(space.file_bytes);
+            let reusable = on_disk.saturating_sub(space.allocated_bytes);
+            tracing::debug!(
+                reusable,
+                allocated = space.allocated_bytes,
+                on_disk,
+                "store space measured"
+            );
+            Some((reusable, on_disk))
+        }
+        (Err(e), _) => {
+            tracing::debug!(error = %e, "cannot measure the store's free pages");
+            None
+        }
+        (_, Err(e)) => {
+            tracing::debug!(error = %e, "cannot stat the store file");
+            None
+        }
+    }
+}
+
+/// At open, on a disk at least nearfull: gives the store's free pages back to the file
+/// system when they are a tenth of the file or more (redb never shrinks its file on its own;
+/// compaction needs the store to itself, which only start-up has). On failure the store is
+/// reopened (redb refuses further work after an I/O error) and starts uncompacted.
+pub(crate) fn compact_at_open(
+    store: Store,
+    path: &Path,
+    dir: &Path,
+    ratios: &FullRatios,
+    reopen: impl FnOnce() -> Result<Store, quarry_store::StoreError>,
+) -> Result<Store, quarry_store::StoreError> {
+    let fs = statvfs(dir);
+    if ratios.state(fs.used, fs.avail) == FullState::None {
+        return Ok(store);
+    }
+    let Some((reusable, on_disk)) = reusable_bytes(&store, path) else { return Ok(store) };
+    if reusable < (on_disk / 10).max(1 << 20) {
+        return Ok(store);
+    }
+    let mut store = store;
+    let started = Instant::now();
+    match store.compact() {
+        Ok(_) => {
+            let after = std::fs::metadata(path).map_or(0, |m| m.blocks() * 512);
+            tracing::info!(before = on_disk, after, took = ?started.elapsed(),
+                "store compacted at start: the disk is nearly full");
+            Ok(store)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store compaction at start failed; reopening uncompacted");
+            drop(store);
+            reopen()
+        }
     }
 }
 

@@ -44,7 +44,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::error::{clone_io_error, WalError};
-use crate::reserve::{create_segment_with_reserve, is_no_space};
 use crate::format::{
     encode_metadata, encode_record, encode_segment_header, kind_of, GroupCheckpoint, Record,
     RecordKind, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
@@ -52,6 +51,7 @@ use crate::format::{
 use crate::index::Location;
 use crate::queue::{Completion, Request};
 use crate::replay::{segment_path, sync_dir};
+use crate::reserve::{create_segment_with_reserve, is_no_space};
 use crate::wal::{lock, Shared};
 
 /// A round writes at most this many bytes (plus one request); the rest waits for the next.

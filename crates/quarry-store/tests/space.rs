@@ -100,4 +100,24 @@ fn removed_objects_pages_are_reused_after_checkpoints() {
     store.checkpoint().unwrap();
     let grown = on_disk().saturating_sub(full_disk);
     assert!(grown < 4 << 20, "writing 20 MiB again grew the file by {grown} bytes on disk");
+
+    // Compaction (what the OSD does at start on a nearly full disk) gives the free pages of
+    // 20 removed objects back to the file system.
+    for i in 40..60 {
+        let remove = cmd(&format!("o{i}"), vec![quarry_types::ObjectOp::Remove]);
+        store.apply(PG, &[remove], b"s").unwrap();
+    }
+    for _ in 0..2 {
+        store.checkpoint().unwrap();
+    }
+    let before = on_disk();
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    store.checkpoint().unwrap();
+    let free = before - store.space().unwrap().allocated_bytes;
+    let compacted = store.compact().unwrap();
+    let after = on_disk();
+    eprintln!("compacted {compacted}: {before} -> {after} bytes on disk, {free} were free");
+    assert!(after + (10 << 20) < before, "compaction gave back {} bytes", before - after);
+    assert_eq!(read_all(&store, "o39", SNAP_HEAD), Ok(object));
 }
