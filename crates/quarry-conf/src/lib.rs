@@ -247,3 +247,30 @@ mod example {
         }
     }
 }
+
+#[cfg(test)]
+mod full_ratio_tests {
+    use super::*;
+    use quarry_types::{EntityName, EntityType, FullRatios};
+
+    fn osd() -> EntityName {
+        EntityName { kind: EntityType::Osd, id: "0".into() }
+    }
+
+    #[test]
+    fn defaults_overrides_and_bad_values() {
+        let conf = Conf::parse("[global]\n").unwrap();
+        assert_eq!(full_ratios(&conf, &osd()).unwrap(), FullRatios::default());
+        let conf =
+            Conf::parse("[global]\nmon osd full ratio = 0.9\nmon_osd_nearfull_ratio = 0.8\n")
+                .unwrap();
+        let r = full_ratios(&conf, &osd()).unwrap();
+        assert_eq!((r.nearfull, r.full, r.failsafe), (0.8, 0.9, 0.97));
+        let conf = Conf::parse("[global]\nmon_osd_full_ratio = 95\n").unwrap();
+        let e = full_ratios(&conf, &osd()).unwrap_err().to_string();
+        assert!(e.contains("mon_osd_full_ratio") && e.contains("(0, 1]"), "{e}");
+        let conf = Conf::parse("[global]\nmon_osd_full_ratio = 0.99\n").unwrap();
+        let e = full_ratios(&conf, &osd()).unwrap_err().to_string();
+        assert!(e.contains("out of order"), "{e}");
+    }
+}

@@ -6,9 +6,9 @@
 //! deleted objects' pages, once a checkpoint released them). redb never shrinks its file, so
 //! without that correction a disk filled once would look full forever; with it, deleting
 //! objects brings the reported usage down within a checkpoint interval and writes resume.
-//! The correction needs a walk of the database (`Store::space`, under redb's write lock),
-//! so it is refreshed only while the disk is at least nearfull, at most every
-//! [`REUSABLE_REFRESH`].
+//! The correction needs a walk of the database (`Store::space`, under redb's write lock:
+//! applies wait), so it is refreshed only while the disk is at least nearfull, at most every
+//! [`REUSABLE_REFRESH`] or 50 times the last walk's duration, whichever is longer.
 //!
 //! The write check ([`Space::admit`]), for op vectors that need space
 //! (`ObjectOp::vector_needs_space`: not removes, truncates, zeroing, xattr/omap removal,
@@ -64,7 +64,7 @@ pub(crate) struct Space {
     fs: Mutex<Option<(Instant, Figures)>>,
     /// Bytes of `store.redb` on disk that redb will reuse (last measurement).
     reusable: AtomicU64,
-    /// When `reusable` was measured.
+    /// When `reusable` may be measured again.
     reusable_at: Mutex<Option<Instant>>,
     /// Data bytes of admitted writes not answered yet.
     inflight: Arc<AtomicU64>,
@@ -150,15 +150,18 @@ impl Space {
             return;
         }
         {
-            let mut at = self.reusable_at.lock().unwrap_or_else(|p| p.into_inner());
-            if at.is_some_and(|at| at.elapsed() < REUSABLE_REFRESH) {
+            let next = self.reusable_at.lock().unwrap_or_else(|p| p.into_inner());
+            if next.is_some_and(|next| Instant::now() < next) {
                 return;
             }
-            *at = Some(Instant::now());
         }
+        let started = Instant::now();
         if let Some((reusable, _)) = reusable_bytes(store, &self.store_path) {
             self.reusable.store(reusable, Ordering::Relaxed);
         }
+        // The walk holds redb's write lock (applies wait): on a big store, walk rarely.
+        let pause = REUSABLE_REFRESH.max(started.elapsed() * 50);
+        *self.reusable_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + pause);
     }
 
     /// The write check (see the module docs): `Ok` with the write's share of the in-flight
