@@ -310,3 +310,64 @@ pub(crate) fn statvfs(dir: &Path) -> Figures {
 pub(crate) fn fs_total(dir: &Path) -> u64 {
     rustix::fs::statvfs(dir).map_or(0, |st| st.f_blocks.saturating_mul(st.f_frsize))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use quarry_testkit::fixtures::MapBuilder;
+    use quarry_types::Payload;
+
+    fn write() -> Vec<ObjectOp> {
+        vec![ObjectOp::WriteFull { data: Payload::new(Bytes::from_static(b"x")) }]
+    }
+
+    /// Goal: the write check refuses what needs space on a full OSD (its own figures, without
+    /// the monitor) and lets removes, truncates and reads through; a replica the map shows
+    /// full refuses its PG's writes too. Method: ratios so low that the test machine's disk
+    /// counts as full (any used byte), then defaults with figures in the map.
+    #[test]
+    fn full_refuses_what_needs_space_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiny = FullRatios { nearfull: 1e-9, full: 1e-9, failsafe: 1e-9 };
+        let space = Space::new(0, dir.path(), dir.path().join("store.redb"), tiny);
+        let map = MapBuilder::new().osds(0..2).pool(1, "rbd", 1, 2).build();
+        let pg = PgId { pool: 1, seed: 0 };
+        let Err(Reply::Failed { code, message }) = space.admit(&map, pg, &write()) else {
+            panic!("a write on a full disk was admitted");
+        };
+        assert_eq!(code, ErrorCode::ENOSPC);
+        assert!(message.contains("osd.0 is full"), "{message}");
+        for ops in [vec![ObjectOp::Remove], vec![ObjectOp::Truncate { size: 0 }], vec![]] {
+            assert!(space.admit(&map, pg, &ops).unwrap().is_none(), "{ops:?} refused");
+        }
+        assert_eq!(space.inflight.load(Ordering::Relaxed), 0, "a refusal kept its share");
+
+        // Room on our disk, a replica reported full in the map.
+        let space = Space::new(0, dir.path(), dir.path().join("store.redb"), FullRatios::default());
+        let fs = statvfs(dir.path());
+        if FullRatios::default().state(fs.used, fs.avail) != FullState::None {
+            eprintln!("SKIPPED the replica half: the test machine's disk is nearly full");
+            return;
+        }
+        let mut map = map;
+        let acting = map.acting(pg).to_vec();
+        let replica = *acting.iter().find(|&&id| id != 0).expect("a replica");
+        let primary_first: Vec<OsdId> = std::iter::once(0).chain([replica]).collect();
+        map.pools.get_mut(&1).unwrap().acting[0] = primary_first;
+        let held = space.admit(&map, pg, &write()).unwrap().expect("admitted");
+        assert!(space.inflight.load(Ordering::Relaxed) > 0);
+        drop(held);
+        assert_eq!(space.inflight.load(Ordering::Relaxed), 0);
+        let osd = map.osds.get_mut(&replica).unwrap();
+        (osd.used_bytes, osd.avail_bytes) = (96 << 20, 4 << 20);
+        let Err(Reply::Failed { code, message }) = space.admit(&map, pg, &write()) else {
+            panic!("a write to a pg with a full replica was admitted");
+        };
+        assert_eq!(code, ErrorCode::ENOSPC);
+        assert!(
+            message.contains(&format!("osd.{replica} (a replica of pg 1.0) is full")),
+            "{message}"
+        );
+    }
+}
