@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::watch;
 
-use quarry_types::{ErrorCode, OsdId, PoolId};
+use quarry_types::{ErrorCode, FullRatios, FullState, OsdId, PoolId};
 use quarry_wire::{ClusterMap, Usage};
 
 use crate::log_op::{Applied, Op, OpError, Outcome, Proposal};
@@ -56,6 +56,10 @@ pub struct Mon {
     beacons: Mutex<BTreeMap<OsdId, Beacon>>,
     /// Reserved, unused global ids: `next..end`.
     ids: tokio::sync::Mutex<(u64, u64)>,
+    /// Bumped whenever an OSD's full state (none, nearfull, full, failsafe) changes with a
+    /// beacon: subscribers then get the map again (same epoch, new figures), so primaries
+    /// learn at once that a replica is full.
+    pub full_changes: watch::Sender<u64>,
     /// Becomes true when the monitor shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -74,7 +78,9 @@ impl Mon {
         shutdown: watch::Receiver<bool>,
     ) -> Mon {
         let beacons = Mutex::new(BTreeMap::new());
-        Mon { cfg, node_id, raft, core, beacons, ids: tokio::sync::Mutex::new((0, 0)), shutdown }
+        let ids = tokio::sync::Mutex::new((0, 0));
+        let full_changes = watch::Sender::new(0);
+        Mon { cfg, node_id, raft, core, beacons, ids, full_changes, shutdown }
     }
 
     /// Proposes `op` with the current clock and waits until it is applied here.
@@ -117,7 +123,10 @@ impl Mon {
 
     /// Records a beacon from the current incarnation of an OSD.
     pub fn record_beacon(&self, id: OsdId, beacon: Beacon) {
-        lock(&self.beacons).insert(id, beacon);
+        let old = lock(&self.beacons).insert(id, beacon.clone());
+        if full_state_changed(&self.cfg.full_ratios, old.as_ref(), &beacon) {
+            self.full_changes.send_modify(|generation| *generation += 1);
+        }
     }
 
     /// Up OSDs silent for longer than `osd_grace`: `(id, up_from)`. An up OSD this leader
@@ -150,6 +159,13 @@ impl Mon {
         overlay_usage(&mut map, &lock(&self.beacons));
         map
     }
+}
+
+/// True if `new` puts its OSD in another full state than `old` (no earlier beacon counts as
+/// not full).
+pub fn full_state_changed(ratios: &FullRatios, old: Option<&Beacon>, new: &Beacon) -> bool {
+    let state = |b: &Beacon| ratios.state(b.disk_used, b.disk_avail);
+    old.map_or(FullState::None, state) != state(new)
 }
 
 /// Fills OSD disk figures and pool stored figures from beacons. Every replica reports the

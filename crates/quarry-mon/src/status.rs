@@ -199,6 +199,31 @@ mod tests {
         assert_eq!((p.stored_objects, p.stored_bytes), (u64::MAX, u64::MAX));
     }
 
+    /// Goal: a beacon that moves its OSD across a ratio (either way) is noticed, so
+    /// subscribers get the map with the new figures; one within the same state is not.
+    #[test]
+    fn full_state_changes_are_noticed() {
+        let ratios = FullRatios::default();
+        let beacon = |used: u64| crate::mon::Beacon {
+            up_from: 1,
+            seen: std::time::Instant::now(),
+            usage: Default::default(),
+            disk_used: used << 20,
+            disk_avail: (100 - used) << 20,
+        };
+        let changed = |old: Option<u64>, new: u64| {
+            crate::mon::full_state_changed(&ratios, old.map(beacon).as_ref(), &beacon(new))
+        };
+        assert!(!changed(None, 10));
+        assert!(!changed(Some(10), 80));
+        assert!(changed(Some(80), 86));
+        assert!(!changed(Some(86), 90));
+        assert!(changed(Some(90), 95));
+        assert!(changed(Some(95), 97));
+        assert!(changed(Some(97), 50));
+        assert!(changed(None, 96));
+    }
+
     /// Goal: OSDs whose reported disk figures pass the ratios show as Ceph shows them:
     /// OSD_NEARFULL is a warning, OSD_FULL (also at failsafe) an error, each with per-OSD
     /// details; an OSD that has not reported (0/0) is not full.

@@ -21,7 +21,8 @@
 //!   the failsafe ratio and 1 (98.5 % by default): the last line should redb not reuse its
 //!   free pages as measured (in tests it does, within a checkpoint or two); or
 //! - the map says another OSD of the PG's acting set is full (the figures its last beacon
-//!   reported, which the monitor serves in the map, judged with the same ratios).
+//!   reported, which the monitor serves in the map, judged with the same ratios; the monitor
+//!   pushes the map again when an OSD crosses a ratio).
 //!
 //! Refusing is Quarry's choice where Ceph's clients may wait for space instead: a refused
 //! write did nothing (it never reached the log), so ENOSPC is a final, trustworthy answer.
