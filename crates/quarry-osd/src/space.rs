@@ -8,7 +8,7 @@
 //! objects brings the reported usage down within a checkpoint interval and writes resume.
 //! The correction needs a walk of the database (`Store::space`, under redb's write lock:
 //! applies wait), so it is refreshed only while the disk is at least nearfull, at most every
-//! [`REUSABLE_REFRESH`] or 50 times the last walk's duration, whichever is longer.
+//! 20 times the last walk's duration, at least [`REUSABLE_REFRESH`], at most five times it.
 //!
 //! The write check ([`Space::admit`]), for op vectors that need space
 //! (`ObjectOp::vector_needs_space`: not removes, truncates, zeroing, xattr/omap removal,
@@ -161,7 +161,7 @@ impl Space {
             self.reusable.store(reusable, Ordering::Relaxed);
         }
         // The walk holds redb's write lock (applies wait): on a big store, walk rarely.
-        let pause = REUSABLE_REFRESH.max(started.elapsed() * 50);
+        let pause = (started.elapsed() * 20).clamp(REUSABLE_REFRESH, REUSABLE_REFRESH * 5);
         *self.reusable_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + pause);
     }
 
