@@ -223,6 +223,9 @@ async fn write(
     }
     let responder = match group.raft.client_write_ff(command).await {
         Ok(responder) => responder,
+        // The PG is shutting down (moved, pool removed, OSD stopping): the client resends
+        // to wherever the map says (its request id keeps a resend from applying twice).
+        Err(openraft::error::Fatal::Stopped) => return settle(slot, retry(map)),
         Err(e) => {
             // The PG's Raft core stopped on an error: this attempt was not proposed, but an
             // earlier attempt of the same request (a resend) may be in the log and apply when
