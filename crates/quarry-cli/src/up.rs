@@ -53,13 +53,18 @@ pub struct UpArgs {
     pub foreground: bool,
 }
 
-/// Writes `DIR/env` and the `DIR/bin` links.
+/// Writes `DIR/env` and the `DIR/bin` links, each only if it is missing or differs (so a
+/// restart on a full disk writes nothing; the env file atomically). A failure is returned;
+/// the caller decides whether it matters (see [`run`]).
 fn write_env(dir: &Path) -> anyhow::Result<()> {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).with_context(|| format!("creating {}", bin.display()))?;
     if let Ok(exe) = std::env::current_exe() {
         for tool in ["ceph", "rados", "rbd", "quarry"] {
             let link = bin.join(tool);
+            if std::fs::read_link(&link).is_ok_and(|target| target == exe) {
+                continue;
+            }
             let _ = std::fs::remove_file(&link);
             std::os::unix::fs::symlink(&exe, &link)
                 .with_context(|| format!("linking {}", link.display()))?;
@@ -72,7 +77,11 @@ fn write_env(dir: &Path) -> anyhow::Result<()> {
          # export LD_LIBRARY_PATH=...   (librados.so.2 / librbd.so.1: filled in by the C ABI)\n",
         d = dir.display()
     );
-    cluster::write_atomic(&dir.join("env"), text.as_bytes(), 0o644)
+    let path = dir.join("env");
+    if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+        return Ok(());
+    }
+    cluster::write_atomic(&path, text.as_bytes(), 0o644)
 }
 
 /// Loads the cluster of `dir`, or creates it on first start.
@@ -247,7 +256,12 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let dir = cluster::absolute(&args.dir)?;
     let _lock = cluster::lock_dir(&dir)?;
     let (spec, fresh) = load_or_create(&dir, &args)?;
-    write_env(&dir)?;
+    // The env file and links are conveniences: a start must not fail for them (a full disk
+    // is when an operator needs the cluster up, to delete objects).
+    if let Err(e) = write_env(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %format!("{e:#}"),
+            "cannot write the env file or tool links; starting anyway");
+    }
     let mut signals = Signals::new()?;
     let mut daemons = Daemons { mon: None, osds: Vec::new() };
     let started = tokio::select! {

@@ -77,6 +77,40 @@ pub use options::{
     OPTIONS,
 };
 
+/// The full-disk thresholds for `name` (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
+/// `osd_failsafe_full_ratio`; the monitor and the OSDs read the same three). A value that is
+/// not a number in (0, 1], or three that are out of order, is a `BadValue` naming the option.
+pub fn full_ratios(
+    conf: &Conf,
+    name: &quarry_types::EntityName,
+) -> Result<quarry_types::FullRatios, ConfError> {
+    let ratio = |text: &str| match parse_float(text) {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err("expected a number in (0, 1]".to_string()),
+    };
+    let mut ratios = quarry_types::FullRatios::default();
+    if let Some(v) = conf.get_parsed(name, "mon_osd_nearfull_ratio", ratio)? {
+        ratios.nearfull = v;
+    }
+    if let Some(v) = conf.get_parsed(name, "mon_osd_full_ratio", ratio)? {
+        ratios.full = v;
+    }
+    if let Some(v) = conf.get_parsed(name, "osd_failsafe_full_ratio", ratio)? {
+        ratios.failsafe = v;
+    }
+    if let Err(reason) = ratios.validate() {
+        // Name the option the order check failed on (the full ratio sits between the others).
+        let value = conf.get(name, "mon_osd_full_ratio").unwrap_or_else(|| ratios.full.to_string());
+        return Err(ConfError::BadValue {
+            option: "mon_osd_full_ratio".to_string(),
+            value,
+            reason,
+            at: Some(conf.origin(name, "mon_osd_full_ratio").unwrap_or_else(|| "default".into())),
+        });
+    }
+    Ok(ratios)
+}
+
 /// Ceph's key normalisation, extended as Quarry documents: trimmed, and every run of spaces,
 /// tabs, dashes and underscores becomes one `_` (`mon host` = `mon-host` = `mon_host`).
 pub fn normalize_key(key: &str) -> String {
@@ -211,5 +245,32 @@ mod example {
                 let _ = parse_mon_host(&text);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod full_ratio_tests {
+    use super::*;
+    use quarry_types::{EntityName, EntityType, FullRatios};
+
+    fn osd() -> EntityName {
+        EntityName { kind: EntityType::Osd, id: "0".into() }
+    }
+
+    #[test]
+    fn defaults_overrides_and_bad_values() {
+        let conf = Conf::parse("[global]\n").unwrap();
+        assert_eq!(full_ratios(&conf, &osd()).unwrap(), FullRatios::default());
+        let conf =
+            Conf::parse("[global]\nmon osd full ratio = 0.9\nmon_osd_nearfull_ratio = 0.8\n")
+                .unwrap();
+        let r = full_ratios(&conf, &osd()).unwrap();
+        assert_eq!((r.nearfull, r.full, r.failsafe), (0.8, 0.9, 0.97));
+        let conf = Conf::parse("[global]\nmon_osd_full_ratio = 95\n").unwrap();
+        let e = full_ratios(&conf, &osd()).unwrap_err().to_string();
+        assert!(e.contains("mon_osd_full_ratio") && e.contains("(0, 1]"), "{e}");
+        let conf = Conf::parse("[global]\nmon_osd_full_ratio = 0.99\n").unwrap();
+        let e = full_ratios(&conf, &osd()).unwrap_err().to_string();
+        assert!(e.contains("out of order"), "{e}");
     }
 }

@@ -55,6 +55,7 @@ const ALL: &[Reader] = &[Client, Mon, Osd];
 const CLIENT: &[Reader] = &[Client];
 const CLIENT_OSD: &[Reader] = &[Client, Osd];
 const MON: &[Reader] = &[Mon];
+const MON_OSD: &[Reader] = &[Mon, Osd];
 
 /// Ceph's default keyring search list.
 pub const KEYRING_DEFAULT: &str =
@@ -83,6 +84,12 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "Seconds a watch lives on its OSD without a ping (whole seconds, at least 1). `rados watch` asks its OSD for this timeout; OSDs apply 30 s to watches that ask for none." },
     OptionSpec { name: "osd_pool_default_size", kind: Int, default: "3", used_by: MON,
         doc: "Replicas of a new pool (`quarry up` writes 1 for a one-machine cluster); `quarry mon --size` overrides it." },
+    OptionSpec { name: "mon_osd_nearfull_ratio", kind: Float, default: "0.85", used_by: MON_OSD,
+        doc: "Disk usage (used / (used + available) of an OSD's data directory file system) from which `ceph health` reports OSD_NEARFULL. Writes go on." },
+    OptionSpec { name: "mon_osd_full_ratio", kind: Float, default: "0.95", used_by: MON_OSD,
+        doc: "Disk usage from which an OSD is full: `ceph health` reports OSD_FULL (HEALTH_ERR) and writes that need space get ENOSPC; reads, removes, truncates and zeroing still work. The OSD checks its own disk before every such write, and the monitor's map for its replicas." },
+    OptionSpec { name: "osd_failsafe_full_ratio", kind: Float, default: "0.97", used_by: MON_OSD,
+        doc: "The OSD's own limit: a write that needs space is refused when it and the writes in flight would take the disk to this usage, whatever the monitor says; every such write stops when the raw disk is halfway between it and full. Must be at least mon_osd_full_ratio." },
     OptionSpec { name: "osd_pool_default_pg_num", kind: Int, default: "32", used_by: MON,
         doc: "Placement groups of a new pool when `ceph osd pool create` gives none; `quarry mon --pg-num` overrides it." },
 ];
@@ -219,9 +226,26 @@ pub static IGNORED_OPTIONS: &[&str] = &[
     "client_quota",
     "rados_tracing",
     "librados_thread_count",
-    "mon_osd_full_ratio",
-    "mon_osd_nearfull_ratio",
     "mon_osd_backfillfull_ratio",
+    // The `mon_osd_*` options Quarry does not read (the full ratios it reads are in OPTIONS).
+    "mon_osd_min_down_reporters",
+    "mon_osd_report_timeout",
+    "mon_osd_adjust_heartbeat_grace",
+    "mon_osd_adjust_down_out_interval",
+    "mon_osd_auto_mark_in",
+    "mon_osd_auto_mark_new_in",
+    "mon_osd_auto_mark_auto_out_in",
+    "mon_osd_down_out_subtree_limit",
+    "mon_osd_min_in_ratio",
+    "mon_osd_min_up_ratio",
+    "mon_osd_laggy_halflife",
+    "mon_osd_laggy_weight",
+    "mon_osd_laggy_max_interval",
+    "mon_osd_prime_pg_temp",
+    "mon_osd_cache_size",
+    "mon_osd_max_split_count",
+    "mon_osd_allow_primary_affinity",
+    "mon_osd_crush_smoke_test",
     "mon_osd_down_out_interval",
     "mon_warn_on_pool_no_redundancy",
     "mon_pg_warn_max_per_osd",
@@ -254,7 +278,6 @@ pub static IGNORED_PREFIXES: &[&str] = &[
     "osd_op_queue",
     "osd_client_message",
     "osd_client_op_priority",
-    "mon_osd_",
     "mon_pg_",
     "mon_warn_",
     "rbd_mirror",

@@ -5,7 +5,8 @@
 //! Options read, for the entity `mon.ID` (`[mon.ID]` > `[mon]` > `[global]`, command-line
 //! overrides first): `mon_host` (the listening address: its first entry), `fsid` (for
 //! `--mkfs`), `keyring` (the `--mkfs` keyring), `osd_pool_default_size`,
-//! `osd_pool_default_pg_num`, `auth_service_ticket_ttl`. A value that does not parse, or is
+//! `osd_pool_default_pg_num`, `auth_service_ticket_ttl`, the full ratios
+//! (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`). A value that does not parse, or is
 //! out of the range the monitor accepts, is an error naming the option, the value and the
 //! line it was set on; nothing is silently replaced by a default.
 
@@ -45,6 +46,9 @@ pub struct MonConfig {
     pub pool_default_pg_num: u32,
     /// Default replicas of a new pool (1 on `quarry up`, 3 otherwise).
     pub pool_default_size: u32,
+    /// Full-disk thresholds (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
+    /// `osd_failsafe_full_ratio`): which OSDs `ceph health` reports nearfull / full.
+    pub full_ratios: quarry_types::FullRatios,
 }
 
 /// The initial contents of a new cluster.
@@ -101,6 +105,7 @@ impl MonConfig {
             ticket_ttl: Duration::from_secs(300),
             pool_default_pg_num: 32,
             pool_default_size: 3,
+            full_ratios: quarry_types::FullRatios::default(),
         }
     }
 
@@ -147,6 +152,7 @@ impl MonConfig {
         if let Some(ttl) = conf.get_parsed(&entity, "auth_service_ticket_ttl", ticket_ttl)? {
             cfg.ticket_ttl = ttl;
         }
+        cfg.full_ratios = quarry_conf::full_ratios(&conf, &entity)?;
         if let Some(grace) = overrides.osd_grace {
             cfg.osd_grace = grace;
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use openraft::error::{ClientWriteError, RaftError};
 use tokio::sync::watch;
 
-use quarry_types::{ErrorCode, OsdId, PgId, PoolId};
+use quarry_types::{ErrorCode, FullRatios, FullState, OsdId, PgId, PoolId};
 use quarry_wire::{ClusterMap, Usage};
 
 use crate::log_op::{Applied, Op, OpError, Outcome, Proposal};
@@ -59,6 +59,10 @@ pub struct Mon {
     /// The PGs each OSD reports damaged, with the incarnation that reported them (leader's
     /// memory, like beacons; `Request::OsdDamaged`).
     damaged: Mutex<BTreeMap<OsdId, (u64, Vec<PgId>)>>,
+    /// Bumped whenever an OSD's full state (none, nearfull, full, failsafe) changes with a
+    /// beacon: subscribers then get the map again (same epoch, new figures), so primaries
+    /// learn at once that a replica is full.
+    pub full_changes: watch::Sender<u64>,
     /// Becomes true when the monitor shuts down.
     pub shutdown: watch::Receiver<bool>,
 }
@@ -77,16 +81,10 @@ impl Mon {
         shutdown: watch::Receiver<bool>,
     ) -> Mon {
         let beacons = Mutex::new(BTreeMap::new());
-        Mon {
-            cfg,
-            node_id,
-            raft,
-            core,
-            beacons,
-            ids: tokio::sync::Mutex::new((0, 0)),
-            damaged: Mutex::new(BTreeMap::new()),
-            shutdown,
-        }
+        let ids = tokio::sync::Mutex::new((0, 0));
+        let full_changes = watch::Sender::new(0);
+        let damaged = Mutex::new(BTreeMap::new());
+        Mon { cfg, node_id, raft, core, beacons, ids, damaged, full_changes, shutdown }
     }
 
     /// Proposes `op` with the current clock and waits until it is applied here.
@@ -144,7 +142,10 @@ impl Mon {
 
     /// Records a beacon from the current incarnation of an OSD.
     pub fn record_beacon(&self, id: OsdId, beacon: Beacon) {
-        lock(&self.beacons).insert(id, beacon);
+        let old = lock(&self.beacons).insert(id, beacon.clone());
+        if full_state_changed(&self.cfg.full_ratios, old.as_ref(), &beacon) {
+            self.full_changes.send_modify(|generation| *generation += 1);
+        }
     }
 
     /// Up OSDs silent for longer than `osd_grace`: `(id, up_from)`. An up OSD this leader
@@ -177,6 +178,13 @@ impl Mon {
         overlay_usage(&mut map, &lock(&self.beacons));
         map
     }
+}
+
+/// True if `new` puts its OSD in another full state than `old` (no earlier beacon counts as
+/// not full).
+pub fn full_state_changed(ratios: &FullRatios, old: Option<&Beacon>, new: &Beacon) -> bool {
+    let state = |b: &Beacon| ratios.state(b.disk_used, b.disk_avail);
+    old.map_or(FullState::None, state) != state(new)
 }
 
 /// Fills OSD disk figures and pool stored figures from beacons. Every replica reports the

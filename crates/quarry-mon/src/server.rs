@@ -299,9 +299,22 @@ async fn push_maps(
 ) {
     let mut shutdown = mon.shutdown.clone();
     updates.mark_unchanged();
+    let mut full_changes = mon.full_changes.subscribe();
+    full_changes.mark_unchanged();
     loop {
         tokio::select! {
             changed = updates.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let map = Box::new(mon.map_with_usage());
+                if !sink.send(Event::Map(map)).await {
+                    return;
+                }
+            }
+            // An OSD became (or stopped being) nearfull or full: the same epoch again, with
+            // the figures that say so.
+            changed = full_changes.changed() => {
                 if changed.is_err() {
                     return;
                 }

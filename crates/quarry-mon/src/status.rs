@@ -6,7 +6,11 @@
 //! - `Reduced data availability: N pgs inactive`: PGs whose primary is down (or that have
 //!   no OSD at all);
 //! - `Degraded data redundancy: N pgs degraded, M pgs undersized`: PGs whose primary is up
-//!   but a replica is down / whose acting set is smaller than the pool size.
+//!   but a replica is down / whose acting set is smaller than the pool size;
+//! - `N full osd(s)` (OSD_FULL, makes it HEALTH_ERR) and `N nearfull osd(s)` (OSD_NEARFULL):
+//!   OSDs whose last beacon's disk figures pass `mon_osd_full_ratio` /
+//!   `mon_osd_nearfull_ratio`. Their lines carry one detail per OSD after a newline
+//!   (`osd.0 is full`), which `ceph health detail` prints indented under the summary.
 //!
 //! Errors (HEALTH_ERR), from what OSDs report ([`damage_health`]):
 //! - `Possible data damage: N pgs inconsistent` (Ceph's `PG_DAMAGED`): PGs an up OSD met
@@ -14,7 +18,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use quarry_types::{OsdId, PgId};
+use quarry_types::{full_health, FullRatios, FullState, OsdId, PgId};
 use quarry_wire::{ClusterMap, OsdInfo, PoolInfo, StatusReport};
 
 use crate::mon::Mon;
@@ -54,9 +58,20 @@ pub fn pg_counts(map: &ClusterMap) -> PgCounts {
     counts
 }
 
-/// `HEALTH_OK` or `HEALTH_WARN`, and one line per failing check.
-pub fn health(map: &ClusterMap) -> (String, Vec<String>) {
+/// The full state of every OSD of `map` from its reported disk figures, by id.
+pub fn osd_full_states(map: &ClusterMap, ratios: &FullRatios) -> Vec<(u64, FullState)> {
+    map.osds.values().map(|o| (o.id, ratios.state(o.used_bytes, o.avail_bytes))).collect()
+}
+
+/// `HEALTH_OK`, `HEALTH_WARN` or `HEALTH_ERR`, and one line per failing check (a check with
+/// per-OSD details has them on the following lines of the same string).
+pub fn health(map: &ClusterMap, ratios: &FullRatios) -> (String, Vec<String>) {
     let mut lines = Vec::new();
+    let mut error = false;
+    for (code, summary, details) in full_health(&osd_full_states(map, ratios)) {
+        error |= code == "OSD_FULL";
+        lines.push(std::iter::once(summary).chain(details).collect::<Vec<_>>().join("\n"));
+    }
     let down = map.osds.values().filter(|o| o.in_cluster && !o.up).count();
     if down > 0 {
         lines.push(format!("{down} osds down"));
@@ -75,7 +90,11 @@ pub fn health(map: &ClusterMap) -> (String, Vec<String>) {
     if !degraded.is_empty() {
         lines.push(format!("Degraded data redundancy: {}", degraded.join(", ")));
     }
-    let status = if lines.is_empty() { "HEALTH_OK" } else { "HEALTH_WARN" };
+    let status = match (error, lines.is_empty()) {
+        (true, _) => "HEALTH_ERR",
+        (false, true) => "HEALTH_OK",
+        (false, false) => "HEALTH_WARN",
+    };
     (status.to_string(), lines)
 }
 
@@ -104,8 +123,8 @@ pub fn damage_health(
 }
 
 /// The report for `map` (usage already filled in) with the given quorum.
-pub fn report(map: &ClusterMap, quorum: Vec<String>) -> StatusReport {
-    let (health, health_details) = health(map);
+pub fn report(map: &ClusterMap, quorum: Vec<String>, ratios: &FullRatios) -> StatusReport {
+    let (health, health_details) = health(map, ratios);
     let total = map.osds.len() as u32;
     let (up, inn) = map.osd_counts();
     let pgs = pg_counts(map);
@@ -136,7 +155,7 @@ impl Mon {
         let map = self.map_with_usage();
         let has_leader = self.raft.metrics().borrow().current_leader.is_some();
         let quorum = if has_leader { vec![self.cfg.name.clone()] } else { Vec::new() };
-        let mut status = report(&map, quorum);
+        let mut status = report(&map, quorum, &self.cfg.full_ratios);
         damage_health(&mut status, &map, &self.damage_reports());
         status
     }
@@ -160,19 +179,22 @@ mod tests {
         map.osds.insert(0, osd(0, true));
         map.osds.insert(1, osd(1, true));
         map.pools.insert(1, pool(vec![vec![0, 1], vec![1, 0], vec![0]], 2));
-        assert_eq!(health(&map).1, vec!["Degraded data redundancy: 1 pgs undersized".to_string()]);
+        assert_eq!(
+            health(&map, &FullRatios::default()).1,
+            vec!["Degraded data redundancy: 1 pgs undersized".to_string()]
+        );
         map.osds.get_mut(&1).unwrap().up = false;
-        let (status, lines) = health(&map);
+        let (status, lines) = health(&map, &FullRatios::default());
         assert_eq!(status, "HEALTH_WARN");
         assert_eq!(lines[0], "1 osds down");
         assert_eq!(lines[1], "Reduced data availability: 1 pgs inactive");
         assert_eq!(lines[2], "Degraded data redundancy: 1 pgs degraded, 1 pgs undersized");
-        let r = report(&map, vec!["a".into()]);
+        let r = report(&map, vec!["a".into()], &FullRatios::default());
         assert_eq!(r.pgs, (3, 2));
         assert_eq!(r.osds, (2, 1, 2));
         map.pools.clear();
         map.osds.get_mut(&1).unwrap().up = true;
-        assert_eq!(health(&map), ("HEALTH_OK".to_string(), Vec::new()));
+        assert_eq!(health(&map, &FullRatios::default()), ("HEALTH_OK".to_string(), Vec::new()));
     }
 
     /// Goal: figures reported by OSDs (beacons) cannot crash the monitor when summed: a sum
@@ -192,7 +214,7 @@ mod tests {
         map.pools.insert(1, p.clone());
         p.id = 2;
         map.pools.insert(2, p);
-        let r = report(&map, Vec::new());
+        let r = report(&map, Vec::new(), &FullRatios::default());
         assert_eq!((r.used_bytes, r.avail_bytes), (u64::MAX, u64::MAX));
         assert_eq!((r.objects, r.stored_bytes), (u64::MAX, u64::MAX));
 
@@ -221,7 +243,7 @@ mod tests {
         let pg = |seed| PgId { pool: 1, seed };
         let up_from = map.osds[&0].up_from;
         let mut damaged = BTreeMap::new();
-        let mut r = report(&map, Vec::new());
+        let mut r = report(&map, Vec::new(), &FullRatios::default());
         damage_health(&mut r, &map, &damaged);
         assert_eq!(r.health, "HEALTH_WARN", "osd.2 is down");
         assert_eq!(r.health_details, vec!["1 osds down".to_string()]);
@@ -229,13 +251,68 @@ mod tests {
         damaged.insert(1, (map.osds[&1].up_from, vec![pg(1)]));
         damaged.insert(2, (map.osds[&2].up_from, vec![pg(5)])); // down
         damaged.insert(3, (0, vec![PgId { pool: 9, seed: 0 }])); // unknown osd, pool
-        let mut r = report(&map, Vec::new());
+        let mut r = report(&map, Vec::new(), &FullRatios::default());
         damage_health(&mut r, &map, &damaged);
         assert_eq!(r.health, "HEALTH_ERR");
         assert_eq!(r.health_details[1], "Possible data damage: 2 pgs inconsistent");
         damaged.insert(0, (up_from + 1, vec![pg(0)])); // an older incarnation's report
-        let mut r = report(&map, Vec::new());
+        let mut r = report(&map, Vec::new(), &FullRatios::default());
         damage_health(&mut r, &map, &damaged);
         assert_eq!(r.health_details[1], "Possible data damage: 1 pg inconsistent");
+    }
+
+    /// Goal: a beacon that moves its OSD across a ratio (either way) is noticed, so
+    /// subscribers get the map with the new figures; one within the same state is not.
+    #[test]
+    fn full_state_changes_are_noticed() {
+        let ratios = FullRatios::default();
+        let beacon = |used: u64| crate::mon::Beacon {
+            up_from: 1,
+            seen: std::time::Instant::now(),
+            usage: Default::default(),
+            disk_used: used << 20,
+            disk_avail: (100 - used) << 20,
+        };
+        let changed = |old: Option<u64>, new: u64| {
+            crate::mon::full_state_changed(&ratios, old.map(beacon).as_ref(), &beacon(new))
+        };
+        assert!(!changed(None, 10));
+        assert!(!changed(Some(10), 80));
+        assert!(changed(Some(80), 86));
+        assert!(!changed(Some(86), 90));
+        assert!(changed(Some(90), 95));
+        assert!(changed(Some(95), 97));
+        assert!(changed(Some(97), 50));
+        assert!(changed(None, 96));
+    }
+
+    /// Goal: OSDs whose reported disk figures pass the ratios show as Ceph shows them:
+    /// OSD_NEARFULL is a warning, OSD_FULL (also at failsafe) an error, each with per-OSD
+    /// details; an OSD that has not reported (0/0) is not full.
+    #[test]
+    fn full_and_nearfull_osds() {
+        let mut map = ClusterMap::default();
+        let ratios = FullRatios::default();
+        for (id, used) in [(0u64, 96u64), (1, 86), (2, 10), (3, 99)] {
+            let mut o = osd(id, true);
+            o.used_bytes = used << 20;
+            o.avail_bytes = (100 - used) << 20;
+            map.osds.insert(id, o);
+        }
+        map.osds.insert(4, osd(4, true));
+        let (status, lines) = health(&map, &ratios);
+        assert_eq!(status, "HEALTH_ERR");
+        assert_eq!(lines[0], "2 full osd(s)\nosd.0 is full\nosd.3 is full");
+        assert_eq!(lines[1], "1 nearfull osd(s)\nosd.1 is near full");
+        for id in [0, 3] {
+            let o = map.osds.get_mut(&id).unwrap();
+            (o.used_bytes, o.avail_bytes) = (50 << 20, 50 << 20);
+        }
+        let (status, lines) = health(&map, &ratios);
+        assert_eq!(status, "HEALTH_WARN");
+        assert_eq!(lines, vec!["1 nearfull osd(s)\nosd.1 is near full".to_string()]);
+        // Other ratios (ceph.conf) move the thresholds.
+        let lax = FullRatios { nearfull: 0.9, full: 0.95, failsafe: 0.97 };
+        assert_eq!(health(&map, &lax).0, "HEALTH_OK");
     }
 }

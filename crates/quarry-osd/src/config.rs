@@ -3,7 +3,8 @@
 //!
 //! Options read, for the entity `osd.N` (`[osd.N]` > `[osd]` > `[global]`, command-line
 //! overrides first): `mon_host` (the monitors), `key`, `keyfile`, `keyring` (osd.N's key,
-//! in that precedence; `DATA/keyring` is tried after the keyring list). A value that does
+//! in that precedence; `DATA/keyring` is tried after the keyring list), the full ratios
+//! (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`). A value that does
 //! not parse is an error naming the option, the value and the line it was set on.
 
 use std::net::SocketAddr;
@@ -31,6 +32,10 @@ pub struct OsdConfig {
     pub key: CryptoKey,
     /// Host name reported to the monitor (placement spreads replicas over hosts).
     pub host: String,
+    /// Full-disk thresholds (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
+    /// `osd_failsafe_full_ratio`): writes that need space are refused with ENOSPC from the
+    /// full ratio on (see `crate::space`).
+    pub full_ratios: quarry_types::FullRatios,
 }
 
 /// What the `quarry osd` command line sets besides the common options.
@@ -81,6 +86,7 @@ impl OsdConfig {
             mon_addrs,
             key,
             host: overrides.host.clone().unwrap_or_else(quarry_conf::local_hostname),
+            full_ratios: quarry_conf::full_ratios(&conf, &entity)?,
         })
     }
 

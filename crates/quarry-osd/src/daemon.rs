@@ -40,13 +40,18 @@ pub(crate) struct Running {
 }
 
 /// Opens the WAL and the store; the store is checkpointed at once so the applied state it
-/// reports (and Raft trusts as its snapshot) is durable.
-async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
+/// reports (and Raft trusts as its snapshot) is durable, and compacted when the disk is
+/// nearly full and the store holds much free space (`space::compact_at_open`).
+async fn open_storage(
+    data: &DataDir,
+    ratios: quarry_types::FullRatios,
+) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
     data.create()?;
     let wal_dir = data.wal();
-    let wal =
-        tokio::task::spawn_blocking(move || Wal::open(&wal_dir, WalOptions::default())).await??;
+    let options = wal_options(crate::space::fs_total(data.root()));
+    let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, options)).await??;
     let store_path = data.store();
+    let root = data.root().to_path_buf();
     let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
         let options = StoreOptions {
             methods: Some(Arc::new(quarry_cls::Classes::new())),
@@ -54,10 +59,19 @@ async fn open_storage(data: &DataDir) -> Result<(Arc<Wal>, Arc<Store>), OsdError
         };
         let store = Store::open_with(&store_path, &options)?;
         store.checkpoint()?;
-        Ok(store)
+        let reopen = || Store::open_with(&store_path, &options);
+        Ok(crate::space::compact_at_open(store, &store_path, &root, &ratios, reopen)?)
     })
     .await??;
     Ok((wal, Arc::new(store)))
+}
+
+/// The WAL's options for a disk of `total` bytes: segments of 1/128 of the disk, between 1 and
+/// 64 MiB. The active segment is deleted only after the next one starts, so its size is
+/// space a small disk would never get back after deletes.
+fn wal_options(total: u64) -> WalOptions {
+    let segment_bytes = (total / 128).clamp(1 << 20, WalOptions::default().segment_bytes);
+    WalOptions { segment_bytes, ..WalOptions::default() }
 }
 
 /// Boots an OSD: returns once it is registered with the monitor, acts on the current map
@@ -67,7 +81,7 @@ pub(crate) async fn start(
     advertise: Option<SocketAddr>,
 ) -> Result<Running, OsdError> {
     let data = cfg.data();
-    let (wal, store) = open_storage(&data).await?;
+    let (wal, store) = open_storage(&data, cfg.full_ratios).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| OsdError::Listen { addr: cfg.listen, source })?;
@@ -99,6 +113,7 @@ pub(crate) async fn start(
         exports: Exports::new(store.clone(), data.snapshots()),
     };
     let router = Router::new(deps, map);
+    let space = crate::space::Space::new(cfg.id, data.root(), data.store(), cfg.full_ratios);
     let osd = Arc::new(Osd {
         id: cfg.id,
         host: cfg.host,
@@ -106,7 +121,6 @@ pub(crate) async fn start(
         mon_addrs: cfg.mon_addrs,
         addr,
         listen_addr,
-        data_dir: cfg.data_dir,
         router,
         keys: Arc::new(ServiceKeys::new()),
         durability,
@@ -117,6 +131,7 @@ pub(crate) async fn start(
         order: Default::default(),
         stop,
         watches: Default::default(),
+        space: Arc::new(space),
     });
     let mut running = Running {
         osd: osd.clone(),

@@ -107,6 +107,18 @@
 //! wrapping; else EMSGSIZE (90) before the proposal (Ceph's `OSD_WRITETOOBIG`). The log
 //! refusing an entry stops the PG in openraft, so no client input may reach it.
 //!
+//! # Full disks and what a client is told
+//! `space` measures the data directory's file system (minus the pages redb will reuse) for
+//! beacons and refuses a vector that needs space with ENOSPC right before its proposal at
+//! `mon_osd_full_ratio` of its own figures, at `osd_failsafe_full_ratio` of the raw disk with
+//! the writes in flight counted, or when the map shows a replica of the PG full; removes,
+//! truncates, zeroing and reads pass. A definite error is only ever given for an op that was
+//! not proposed; a write whose PG stopped on a log or store error after (or, for a resend,
+//! possibly after) its proposal is answered ETIMEDOUT, outcome unknown (the rule in
+//! `docs/dev/contracts.md`). The WAL's segments are 1/128 of the disk (1 to 64 MiB).
+//! `QUARRY_TEST_DISABLE_FULL_CHECK` (tests only) turns the refusal off, to show the
+//! full-disk tests fail without it.
+//!
 //! # Invariants asserted
 //! - Entries are applied in strictly increasing log order; one reply per entry.
 //! - The store returns one reply per command; the durable checkpoint sequence never goes back.
@@ -115,7 +127,7 @@
 //! # Configuration and data directory
 //! [`OsdConfig::from_conf`] reads the OSD's options from ceph.conf for `osd.N` (`[osd.N]` >
 //! `[osd]` > `[global]`): `mon_host`, and `key` > `keyfile` > `keyring` for osd.N's key
-//! (`DATA/keyring` is tried last); the command line's values come in as [`OsdOverrides`]
+//! (`DATA/keyring` is tried last), the three full ratios; the command line's values come in as [`OsdOverrides`]
 //! and win. A value that does not parse is [`OsdError::Conf`], naming the option, the value
 //! and the line. [`DataDir`] owns the directory's layout: `wal/`, `store.redb`, `snapshots/`,
 //! `keyring`, and `addr`, the address of the previous start, which [`start`] rewrites after
@@ -126,7 +138,8 @@
 //! damaged replicas), `op/` (serving
 //! requests and the pure checks), `router` (map + group table), `server` (listener),
 //! `session` (tickets, service keys), `watch` (watch/notify state, in memory, and its
-//! reaper), `worker/` (monitor session, maps, checkpoints, snapshot trims, repairs), `osd`
+//! reaper), `worker/` (monitor session, maps, checkpoints, snapshot trims, repairs), `space`
+//! (disk figures and the full-disk write check), `osd`
 //! (the state every task shares), `daemon` (boot script and shutdown), `config`
 //! ([`OsdConfig`] from ceph.conf), `data_dir` ([`DataDir`]).
 //!
@@ -153,6 +166,7 @@ mod pg;
 mod router;
 mod server;
 mod session;
+mod space;
 mod watch;
 mod worker;
 
@@ -231,6 +245,13 @@ impl OsdHandle {
     /// Counters of the OSD's write-ahead log (group commits, fsyncs, segments).
     pub fn wal_stats(&self) -> quarry_raftlog::WalStats {
         self.running.osd.router.wal().stats()
+    }
+
+    /// Tests only: makes the WAL's record writes fail with `errno` (None: stop), as
+    /// `quarry_raftlog::Wal::inject_write_error` does, to show what clients are told when a
+    /// PG stops on a log error.
+    pub fn inject_wal_write_error(&self, errno: Option<i32>) {
+        self.running.osd.router.wal().inject_write_error(errno)
     }
 
     /// Stops accepting, shuts the PG groups down, checkpoints the store, and releases the WAL

@@ -3,7 +3,6 @@
 //! flag), and the small helpers on it. The boot script that builds it is `daemon`.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::{watch, Notify, Semaphore};
@@ -27,7 +26,6 @@ pub(crate) struct Osd {
     pub(crate) addr: SocketAddr,
     /// The listener's own address (differs from `addr` behind a proxy: see `start_advertising`).
     pub(crate) listen_addr: SocketAddr,
-    pub(crate) data_dir: PathBuf,
     pub(crate) router: Router,
     pub(crate) keys: Arc<ServiceKeys>,
     pub(crate) durability: Arc<Durability>,
@@ -44,6 +42,8 @@ pub(crate) struct Osd {
     pub(crate) order: Arc<crate::op::order::ObjectOrder>,
     /// Watches and notifies of the PGs this OSD is primary of (in memory only).
     pub(crate) watches: crate::watch::Watches,
+    /// Disk usage and the full-disk write check (`crate::space`).
+    pub(crate) space: Arc<crate::space::Space>,
 }
 
 impl Osd {

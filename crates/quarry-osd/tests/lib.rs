@@ -7,6 +7,7 @@ mod crash;
 mod dups;
 mod limits;
 mod ops;
+mod outcome;
 mod repair;
 mod replicated;
 mod restart;

@@ -146,7 +146,12 @@
 //! every later request with [`WalError::WriteRefused`] until the log is reopened (their
 //! in-memory state is ahead of the disk; replay rebuilds it). Every other group, and new
 //! ones, keep working, and succeed again once space is back ([`WalStats::refused_rounds`]
-//! counts the refusals). A new segment that cannot be created still aborts.
+//! counts the refusals). A segment that cannot be started for space (at open or rotation)
+//! deletes the log's 1 MiB space reserve (`DIR/reserve`, module [`reserve`]) and tries
+//! again; a rotation that still finds no space keeps writing the active segment. So a daemon
+//! restarts on a disk full to the last byte. A newest segment whose creation was cut short
+//! is removed at open and its number reused (a gap in the numbers would make the next open
+//! drop every older segment as left over from deletion).
 //!
 //! When a small round grows the active segment, [`writer::PREALLOC_BYTES`] of zeros are written
 //! after it, so the next rounds overwrite instead of append and their fdatasync does not also
@@ -208,6 +213,7 @@ mod index;
 mod ledger;
 pub mod queue;
 mod replay;
+pub mod reserve;
 pub mod store;
 pub mod wal;
 pub mod writer;

@@ -70,6 +70,9 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
                 std::fs::remove_file(&path).map_err(|error| WalError::io(&path, error))?;
                 sync_dir(dir)?;
                 recovered.torn_bytes += len;
+                // The next segment takes this number: skipping it would leave a gap, and the
+                // next open would drop every older segment as left over from deletion.
+                recovered.next_seq = seq;
                 continue;
             }
             return Err(WalError::Corrupt { path, offset: 0, reason });

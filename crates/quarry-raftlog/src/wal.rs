@@ -26,7 +26,7 @@ use crate::queue::{
 };
 use crate::replay::{recover, segment_path};
 use crate::store::{EntryCodec, WalLogStore};
-use crate::writer::{create_segment, Writer};
+use crate::writer::Writer;
 use crate::{WalOptions, WalStats};
 
 /// Smallest accepted `segment_bytes`.
@@ -118,7 +118,9 @@ impl Wal {
         let recovered = recover(dir)?;
         let ledger = Ledger::from_index(&recovered.groups);
         let active_seq = recovered.next_seq;
-        let (active, active_len, salt) = create_segment(dir, active_seq, &ledger.checkpoints())?;
+        let (active, active_len, salt) =
+            crate::reserve::create_segment_with_reserve(dir, active_seq, &ledger.checkpoints())?;
+        crate::reserve::ensure(dir);
         let mut segments = recovered.segments;
         let oldest_seq = segments.keys().next().copied().unwrap_or(active_seq);
         segments.insert(active_seq, active.clone());

@@ -51,6 +51,7 @@ use crate::format::{
 use crate::index::Location;
 use crate::queue::{Completion, Request};
 use crate::replay::{segment_path, sync_dir};
+use crate::reserve::{create_segment_with_reserve, is_no_space};
 use crate::wal::{lock, Shared};
 
 /// A round writes at most this many bytes (plus one request); the rest waits for the next.
@@ -514,15 +515,24 @@ impl Writer {
     }
 
     /// Starts the next segment: header and checkpoints written and fsynced, directory fsynced.
-    /// The active segment must hold nothing unsynced.
+    /// The active segment must hold nothing unsynced. A start refused for space even after
+    /// the reserve went (see `crate::reserve`) keeps the active segment: the next round
+    /// tries again.
     fn rotate(&mut self) {
         assert!(self.unsynced.is_none(), "rotating away from unsynced records");
         let seq = self.active_seq + 1;
         let checkpoints = lock(&self.shared.ledger).checkpoints();
-        let (file, len, salt) = match create_segment(&self.shared.dir, seq, &checkpoints) {
+        let dir = &self.shared.dir;
+        let (file, len, salt) = match create_segment_with_reserve(dir, seq, &checkpoints) {
             Ok(created) => created,
-            Err(error) => fatal("create", &segment_path(&self.shared.dir, seq), &error),
+            Err(WalError::Io { source, .. }) if is_no_space(&source) => {
+                tracing::warn!(path = %segment_path(dir, seq).display(), error = %source,
+                    "no space to start a WAL segment; the active one goes on");
+                return;
+            }
+            Err(error) => fatal("create", &segment_path(dir, seq), &error),
         };
+        crate::reserve::ensure(dir);
         lock(&self.shared.state).segments.insert(seq, file.clone());
         self.active = file;
         self.active_seq = seq;

@@ -805,6 +805,14 @@ impl Store {
         Ok(())
     }
 
+    /// Gives the database file's free pages back to the file system (redb's `compact`: pages
+    /// move down, the file is truncated). Needs the store to itself (no transaction may be
+    /// open), so the OSD calls it at open only. Returns whether anything moved. Failing part
+    /// way leaves the last durable state; the store must then be reopened.
+    pub fn compact(&mut self) -> Result<bool, StoreError> {
+        Ok(self.db.compact()?)
+    }
+
     /// Space used by the database file. Takes the write lock briefly.
     pub fn space(&self) -> Result<SpaceStats, StoreError> {
         let txn = self.db.begin_write()?;

@@ -40,5 +40,6 @@ pub fn osd_config_from_env() -> Option<OsdConfig> {
         mon_addrs: var(MONS).split(',').map(|a| a.parse().expect("monitor address")).collect(),
         key: CryptoKey::from_base64(&var(KEY)).expect("OSD key"),
         host: var(HOST),
+        full_ratios: Default::default(),
     })
 }

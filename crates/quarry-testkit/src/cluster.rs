@@ -343,6 +343,7 @@ impl Cluster {
             mon_addrs: vec![mon],
             key: self.osd_key(id).clone(),
             host: host_of(id),
+            full_ratios: Default::default(),
         }
     }
 

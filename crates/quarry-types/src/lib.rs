@@ -13,11 +13,13 @@
 #![warn(missing_docs)]
 
 mod error;
+mod full;
 mod ids;
 mod methods;
 mod ops;
 
 pub use error::ErrorCode;
+pub use full::{full_health, usage_ratio, FullRatios, FullState};
 pub use ids::{EntityName, EntityReqId, EntityType, OsdId, PgId, PoolId, ReqId, SnapId, SNAP_HEAD};
 pub use methods::{CallOrigin, MethodCtx, MethodFlags, ObjectMethods};
 pub use ops::{CmpOp, ObjectOp, OpOutput, OpReply, Payload, SnapContext};

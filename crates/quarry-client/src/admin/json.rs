@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use quarry_wire::{AuthEntry, ClusterMap, OsdInfo, PoolInfo, StatusReport};
 
-use super::plain::{check_code, utime, POOL_GET_KEYS};
+use super::plain::{check_code, check_severity, summary_of, utime, POOL_GET_KEYS};
 
 /// Output format selected with `-f`/`--format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,17 +62,21 @@ pub fn render(value: &Value, format: Format) -> String {
 
 /// `ceph health -f json`.
 pub fn health(s: &StatusReport) -> Value {
-    let severity = if s.health == "HEALTH_ERR" { "HEALTH_ERR" } else { "HEALTH_WARN" };
     let mut checks = Map::new();
     for (i, detail) in s.health_details.iter().enumerate() {
         let mut code = check_code(detail, i);
+        let severity = check_severity(&code);
         if checks.contains_key(&code) {
             code = format!("{code}_{}", i + 1);
         }
-        let count = detail.split_whitespace().find_map(|w| w.parse::<u64>().ok()).unwrap_or(1);
+        let summary = summary_of(detail);
+        let count = summary.split_whitespace().find_map(|w| w.parse::<u64>().ok()).unwrap_or(1);
+        let items: Vec<Value> =
+            detail.lines().skip(1).map(|item| json!({"message": item})).collect();
         checks.insert(
             code,
-            json!({"severity": severity, "summary": {"message": detail, "count": count}, "muted": false}),
+            json!({"severity": severity, "summary": {"message": summary, "count": count},
+                   "detail": items, "muted": false}),
         );
     }
     json!({"status": s.health, "checks": checks, "mutes": []})
@@ -393,6 +397,38 @@ mod tests {
         assert_eq!(v["pgmap"]["pgs_by_state"][0]["count"], 32);
         assert_eq!(v["pgmap"]["bytes_total"], 4u64 << 30);
         assert_eq!(v["quorum_names"][0], "a");
+    }
+
+    /// Goal: full OSDs render as Ceph renders them: OSD_FULL is an error and OSD_NEARFULL a
+    /// warning (each check has its own severity), with per-OSD details in `ceph health
+    /// detail` (indented) and in the JSON's `detail` list, never in the one-line forms.
+    #[test]
+    fn full_osds_render_as_ceph() {
+        let mut r = report();
+        r.health = "HEALTH_ERR".into();
+        r.health_details = vec![
+            "1 full osd(s)\nosd.0 is full".into(),
+            "2 nearfull osd(s)\nosd.1 is near full\nosd.2 is near full".into(),
+        ];
+        let v = health(&r);
+        assert_eq!(v["status"], "HEALTH_ERR");
+        assert_eq!(v["checks"]["OSD_FULL"]["severity"], "HEALTH_ERR");
+        assert_eq!(v["checks"]["OSD_FULL"]["summary"]["message"], "1 full osd(s)");
+        assert_eq!(v["checks"]["OSD_FULL"]["detail"][0]["message"], "osd.0 is full");
+        assert_eq!(v["checks"]["OSD_NEARFULL"]["severity"], "HEALTH_WARN");
+        assert_eq!(v["checks"]["OSD_NEARFULL"]["summary"]["count"], 2);
+        assert_eq!(
+            crate::admin::plain::health(&r, false),
+            "HEALTH_ERR 1 full osd(s); 2 nearfull osd(s)\n"
+        );
+        assert_eq!(
+            crate::admin::plain::health(&r, true),
+            "HEALTH_ERR 1 full osd(s); 2 nearfull osd(s)\n\
+             [ERR] OSD_FULL: 1 full osd(s)\n    osd.0 is full\n\
+             [WRN] OSD_NEARFULL: 2 nearfull osd(s)\n    osd.1 is near full\n    osd.2 is near full\n"
+        );
+        let status = crate::admin::plain::status(&r);
+        assert!(status.contains("    health: HEALTH_ERR\n            1 full osd(s)\n            2 nearfull osd(s)\n"), "{status}");
     }
 
     #[test]

@@ -157,7 +157,7 @@ pub fn status(s: &StatusReport) -> String {
     let _ = writeln!(out, "    id:     {}", s.fsid);
     let _ = writeln!(out, "    health: {}", s.health);
     for detail in &s.health_details {
-        let _ = writeln!(out, "            {detail}");
+        let _ = writeln!(out, "            {}", summary_of(detail));
     }
     out.push_str(" \n  services:\n");
     let _ = write!(out, "    mon: {} daemons, quorum {}", s.mons.len(), s.quorum.join(","));
@@ -197,32 +197,58 @@ pub fn status(s: &StatusReport) -> String {
 }
 
 /// The name of the Ceph health check a monitor health line reports (`OSD_DOWN`,
-/// `PG_AVAILABILITY`, `PG_DEGRADED`), or `HEALTH_CHECK_N` for one Ceph has no name for.
+/// `PG_AVAILABILITY`, `PG_DEGRADED`, `OSD_FULL`, `OSD_NEARFULL`), or `HEALTH_CHECK_N` for one
+/// Ceph has no name for.
 pub fn check_code(detail: &str, index: usize) -> String {
-    if detail.contains("osds down") {
+    let summary = summary_of(detail);
+    if summary.contains("osds down") {
         "OSD_DOWN".into()
-    } else if detail.starts_with("Reduced data availability") {
+    } else if summary.starts_with("Reduced data availability") {
         "PG_AVAILABILITY".into()
-    } else if detail.starts_with("Degraded data redundancy") {
+    } else if summary.starts_with("Degraded data redundancy") {
         "PG_DEGRADED".into()
+    } else if summary.ends_with(" nearfull osd(s)") {
+        "OSD_NEARFULL".into()
+    } else if summary.ends_with(" full osd(s)") {
+        "OSD_FULL".into()
     } else {
         format!("HEALTH_CHECK_{}", index + 1)
     }
 }
 
+/// The severity of a health check by its code: `OSD_FULL` is an error, the rest warnings.
+pub fn check_severity(code: &str) -> &'static str {
+    if code == "OSD_FULL" {
+        "HEALTH_ERR"
+    } else {
+        "HEALTH_WARN"
+    }
+}
+
+/// A monitor health line's summary: its first line (the others are per-item details, such
+/// as `osd.0 is full`).
+pub fn summary_of(detail: &str) -> &str {
+    detail.lines().next().unwrap_or("")
+}
+
 /// `ceph health` (one line) or `ceph health detail` (the line, then one
-/// `[WRN] CODE: message` line per check).
+/// `[WRN] CODE: message` line per check, each followed by its details indented).
 pub fn health(s: &StatusReport, detail: bool) -> String {
     let mut out = s.health.clone();
     if !s.health_details.is_empty() {
         out.push(' ');
-        out.push_str(&s.health_details.join("; "));
+        let summaries: Vec<&str> = s.health_details.iter().map(|d| summary_of(d)).collect();
+        out.push_str(&summaries.join("; "));
     }
     out.push('\n');
     if detail {
-        let tag = if s.health == "HEALTH_ERR" { "[ERR]" } else { "[WRN]" };
         for (i, d) in s.health_details.iter().enumerate() {
-            let _ = writeln!(out, "{tag} {}: {d}", check_code(d, i));
+            let code = check_code(d, i);
+            let tag = if check_severity(&code) == "HEALTH_ERR" { "[ERR]" } else { "[WRN]" };
+            let _ = writeln!(out, "{tag} {code}: {}", summary_of(d));
+            for item in d.lines().skip(1) {
+                let _ = writeln!(out, "    {item}");
+            }
         }
     }
     out

@@ -198,6 +198,12 @@ async fn write(
     // Pool-snapshot mode: the pool's snap context, whatever the client sent; otherwise the
     // client's without snapshots the map says were removed (Ceph's filter_snapc). From the
     // newest map too: a snapshot taken while the op waited for its turn is honoured.
+    // A full disk refuses what needs space before it reaches the log (`crate::space`): a
+    // final answer, nothing happened. `_admitted` counts the write as coming until answered.
+    let _admitted = match osd.space.admit(&current, group.pg, &op.ops) {
+        Ok(admitted) => admitted,
+        Err(reply) => return settle(slot, reply),
+    };
     let snapc = match current.pools.get(&group.pg.pool) {
         Some(pool) => pool.write_snapc(&op.snapc),
         None => op.snapc,
@@ -222,11 +228,15 @@ async fn write(
             tracing::debug!(pg = %group.pg, error = %e, "write to a pg under repair");
             return settle(slot, retry(map));
         }
+        // The PG is shutting down (moved, pool removed, OSD stopping): the client resends
+        // to wherever the map says (its request id keeps a resend from applying twice).
+        Err(openraft::error::Fatal::Stopped) => return settle(slot, retry(map)),
         Err(e) => {
-            tracing::error!(pg = %group.pg, error = %e, "write failed in raft");
-            let failed =
-                Reply::Failed { code: ErrorCode::EIO, message: format!("pg {}: {e}", group.pg) };
-            return settle(slot, failed);
+            // The PG's Raft core stopped on an error: this attempt was not proposed, but an
+            // earlier attempt of the same request (a resend) may be in the log and apply when
+            // the PG comes back. Only "unknown" is true for the request.
+            tracing::debug!(pg = %group.pg, error = %e, "write refused: the pg is stopped");
+            return settle(slot, outcome_unknown(group.pg, &e.to_string()));
         }
     };
     // In the Raft core's queue: whatever arrived behind it may be proposed now.
@@ -237,18 +247,40 @@ async fn write(
         Ok(Ok(Ok(response))) => Reply::Op(response.data),
         Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => retry(map),
         Ok(Ok(Err(e))) => {
+            // Only a membership change can fail this way: the entry was not appended.
             tracing::error!(pg = %group.pg, error = %e, "write failed in raft");
             Reply::Failed { code: ErrorCode::EIO, message: format!("pg {}: {e}", group.pg) }
         }
         Ok(Err(_)) => {
-            // The Raft core stopped (the PG is being shut down or removed).
-            tracing::debug!(pg = %group.pg, "raft stopped before answering a write");
-            retry(map)
+            // The Raft core stopped after the proposal. On an error (a log or store failure)
+            // the entry may be in the log and apply after a restart: the outcome is unknown.
+            // Otherwise the PG is being shut down or moved: the client resends (its request id
+            // makes a resend of an applied write return the recorded reply).
+            let fatal = group.raft.metrics().borrow().running_state.clone().err();
+            match fatal {
+                Some(fatal) => outcome_unknown(group.pg, &fatal.to_string()),
+                None => {
+                    tracing::debug!(pg = %group.pg, "raft stopped before answering a write");
+                    retry(map)
+                }
+            }
         }
         Err(_) => {
             tracing::warn!(pg = %group.pg, "write not applied in time");
             Reply::Failed { code: ErrorCode::ETIMEDOUT, message: "write timed out".into() }
         }
+    }
+}
+
+/// The answer to a write whose fate is unknown: ETIMEDOUT, as Ceph's clients report an op
+/// they cannot tell the outcome of (`docs/dev/contracts.md`, "Errors that say what
+/// happened"). Never EIO: a client told a write failed must be able to trust that it did
+/// not happen.
+fn outcome_unknown(pg: PgId, cause: &str) -> Reply {
+    tracing::warn!(%pg, cause, "write answered ETIMEDOUT: its outcome is unknown (the pg stopped)");
+    Reply::Failed {
+        code: ErrorCode::ETIMEDOUT,
+        message: format!("pg {pg} stopped ({cause}); the write may or may not have been applied"),
     }
 }
 

@@ -5,7 +5,6 @@
 //! monitor goes away, reconnect with backoff; clients keep being served meanwhile.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -190,7 +189,14 @@ async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), 
         .into_iter()
         .map(|(pool, u)| (pool, Usage { objects: u.objects, bytes: u.bytes }))
         .collect();
-    let (disk_used, disk_avail) = disk_figures(&osd.data_dir);
+    let space = osd.space.clone();
+    let store = osd.router.store().clone();
+    let figures = blocking(move || {
+        space.refresh_reusable(&store);
+        Ok::<_, quarry_store::StoreError>(space.reported())
+    })
+    .await?;
+    let (disk_used, disk_avail) = (figures.used, figures.avail);
     let beacon = Request::OsdBeacon { id: osd.id, up_from, usage, disk_used, disk_avail };
     match call(client, beacon).await? {
         Reply::Ack => Ok(()),
@@ -217,19 +223,5 @@ async fn send_damage(
             Ok(())
         }
         other => Err(refused("OsdDamaged", other)),
-    }
-}
-
-/// Bytes used and available on the file system holding the data directory (0, 0 if unknown).
-fn disk_figures(dir: &Path) -> (u64, u64) {
-    match rustix::fs::statvfs(dir) {
-        Ok(st) => {
-            let used = st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize);
-            (used, st.f_bavail.saturating_mul(st.f_frsize))
-        }
-        Err(e) => {
-            tracing::debug!(error = %e, "statvfs failed");
-            (0, 0)
-        }
     }
 }

@@ -1,0 +1,374 @@
+//! Disk space: what the OSD reports to the monitor and the check that refuses writes on a
+//! full disk before they reach the log.
+//!
+//! Usage is measured on the file system holding the data directory (`statvfs`), minus the
+//! space inside `store.redb` that redb will reuse (allocated on disk, free in the database:
+//! deleted objects' pages, once a checkpoint released them). redb never shrinks its file, so
+//! without that correction a disk filled once would look full forever; with it, deleting
+//! objects brings the reported usage down within a checkpoint interval and writes resume.
+//! The correction needs a walk of the database (`Store::space`, under redb's write lock:
+//! applies wait), so it is refreshed only while the disk is at least nearfull, at most every
+//! 20 times the last walk's duration, at least [`REUSABLE_REFRESH`], at most five times it.
+//!
+//! The write check ([`Space::admit`]), for op vectors that need space
+//! (`ObjectOp::vector_needs_space`: not removes, truncates, zeroing, xattr/omap removal,
+//! reads), refuses with ENOSPC `(28) No space left on device` when
+//! - this OSD's usage is at `mon_osd_full_ratio` (the OSD's own measurement, the figures the
+//!   monitor shows as OSD_FULL: it does not wait for the monitor); or
+//! - the same figures, counting the write and every admitted write not yet answered as used
+//!   twice (the WAL's copy and the store's), would reach `osd_failsafe_full_ratio`; or
+//! - the file system's own figures (without the reusable store space) are halfway between
+//!   the failsafe ratio and 1 (98.5 % by default): the last line should redb not reuse its
+//!   free pages as measured (in tests it does, within a checkpoint or two); or
+//! - the map says another OSD of the PG's acting set is full (the figures its last beacon
+//!   reported, which the monitor serves in the map, judged with the same ratios; the monitor
+//!   pushes the map again when an OSD crosses a ratio).
+//!
+//! Refusing is Quarry's choice where Ceph's clients may wait for space instead: a refused
+//! write did nothing (it never reached the log), so ENOSPC is a final, trustworthy answer.
+//! Writes already admitted still complete: the margin between the full ratio and a really
+//! full disk (5 % by default) is their room, and the WAL keeps its own reserve for starting
+//! segments (quarry-raftlog's reserve file).
+
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use quarry_store::Store;
+use quarry_types::{ErrorCode, FullRatios, FullState, ObjectOp, OsdId, PgId};
+use quarry_wire::{ClusterMap, Reply};
+
+/// A `statvfs` result is reused for this long by the write check.
+const STATVFS_TTL: Duration = Duration::from_millis(100);
+/// The reusable space inside the store is measured at most this often (nearfull only).
+pub(crate) const REUSABLE_REFRESH: Duration = Duration::from_secs(2);
+/// What a write costs beyond its data (log record, store pages, indexes), for the check.
+const WRITE_OVERHEAD: u64 = 64 << 10;
+
+/// Disk figures of one moment: bytes used and available (the reusable store space counted
+/// as available).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Figures {
+    pub(crate) used: u64,
+    pub(crate) avail: u64,
+}
+
+/// The OSD's view of its disk (shared by the op path, the beacon and the checkpoint worker).
+pub(crate) struct Space {
+    me: OsdId,
+    dir: PathBuf,
+    store_path: PathBuf,
+    ratios: FullRatios,
+    /// Last `statvfs` (used, avail) and when.
+    fs: Mutex<Option<(Instant, Figures)>>,
+    /// Bytes of `store.redb` on disk that redb will reuse (last measurement).
+    reusable: AtomicU64,
+    /// When `reusable` may be measured again.
+    reusable_at: Mutex<Option<Instant>>,
+    /// Data bytes of admitted writes not answered yet.
+    inflight: Arc<AtomicU64>,
+    /// Test-only: refuse nothing (shows that the full-disk tests fail without the check).
+    disabled: bool,
+}
+
+/// An admitted write's share of [`Space`]'s in-flight bytes, released when dropped.
+pub(crate) struct Admitted {
+    bytes: u64,
+    inflight: Arc<AtomicU64>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.inflight.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+impl Space {
+    pub(crate) fn new(me: OsdId, dir: &Path, store_path: PathBuf, ratios: FullRatios) -> Space {
+        Space {
+            me,
+            dir: dir.to_path_buf(),
+            store_path,
+            ratios,
+            fs: Mutex::new(None),
+            reusable: AtomicU64::new(0),
+            reusable_at: Mutex::new(None),
+            inflight: Arc::new(AtomicU64::new(0)),
+            disabled: std::env::var_os("QUARRY_TEST_DISABLE_FULL_CHECK").is_some(),
+        }
+    }
+
+    /// What the OSD reports to the monitor: [`Space::figures`], or the file system's own
+    /// figures while those are past the last line (then writes are refused whatever the
+    /// corrected figures say, and `ceph health` must show it as OSD_FULL).
+    pub(crate) fn reported(&self) -> Figures {
+        let raw = self.raw();
+        if quarry_types::usage_ratio(raw.used, raw.avail).unwrap_or(0.0) >= self.last_line() {
+            raw
+        } else {
+            self.figures()
+        }
+    }
+
+    /// The raw usage at which every write that needs space stops: halfway between the
+    /// failsafe ratio and a full disk.
+    fn last_line(&self) -> f64 {
+        (1.0 + self.ratios.failsafe) / 2.0
+    }
+
+    /// Current figures (a `statvfs` at most [`STATVFS_TTL`] old, corrected by the reusable
+    /// store space).
+    pub(crate) fn figures(&self) -> Figures {
+        let fs = self.raw();
+        let reusable = self.reusable.load(Ordering::Relaxed).min(fs.used);
+        Figures { used: fs.used - reusable, avail: fs.avail.saturating_add(reusable) }
+    }
+
+    /// The file system's own figures (a `statvfs` at most [`STATVFS_TTL`] old).
+    fn raw(&self) -> Figures {
+        {
+            let mut cached = self.fs.lock().unwrap_or_else(|p| p.into_inner());
+            match *cached {
+                Some((at, figures)) if at.elapsed() < STATVFS_TTL => figures,
+                _ => {
+                    let figures = statvfs(&self.dir);
+                    *cached = Some((Instant::now(), figures));
+                    figures
+                }
+            }
+        }
+    }
+
+    /// Re-measures the space redb will reuse, if the disk is at least nearfull and the last
+    /// measurement is older than [`REUSABLE_REFRESH`] (below nearfull it is forgotten: the
+    /// correction matters only near the thresholds). Blocking: call off the runtime.
+    pub(crate) fn refresh_reusable(&self, store: &Store) {
+        let fs = statvfs(&self.dir);
+        if self.ratios.state(fs.used, fs.avail) == FullState::None {
+            self.reusable.store(0, Ordering::Relaxed);
+            return;
+        }
+        {
+            let next = self.reusable_at.lock().unwrap_or_else(|p| p.into_inner());
+            if next.is_some_and(|next| Instant::now() < next) {
+                return;
+            }
+        }
+        let started = Instant::now();
+        if let Some((reusable, _)) = reusable_bytes(store, &self.store_path) {
+            self.reusable.store(reusable, Ordering::Relaxed);
+        }
+        // The walk holds redb's write lock (applies wait): on a big store, walk rarely.
+        let pause = (started.elapsed() * 20).clamp(REUSABLE_REFRESH, REUSABLE_REFRESH * 5);
+        *self.reusable_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + pause);
+    }
+
+    /// The write check (see the module docs): `Ok` with the write's share of the in-flight
+    /// bytes (hold it until the write is answered), or the ENOSPC reply.
+    pub(crate) fn admit(
+        &self,
+        map: &ClusterMap,
+        pg: PgId,
+        ops: &[ObjectOp],
+    ) -> Result<Option<Admitted>, Reply> {
+        if !ObjectOp::vector_needs_space(ops) || self.disabled {
+            return Ok(None);
+        }
+        let bytes = ops.iter().map(ObjectOp::data_bytes).sum::<u64>() + WRITE_OVERHEAD;
+        let pending = self.inflight.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let admitted = Admitted { bytes, inflight: self.inflight.clone() };
+        // Admitted writes not answered yet (this one included) count as used, twice (the
+        // WAL's copy and the store's): a burst cannot pass the failsafe between two
+        // measurements.
+        let after = |now: Figures| {
+            let coming = pending.saturating_mul(2).min(now.avail);
+            self.ratios.state(now.used + coming, now.avail - coming)
+        };
+        let percent = |now: Figures| quarry_types::usage_ratio(now.used, now.avail).unwrap_or(0.0);
+        let now = self.figures();
+        if self.ratios.state(now.used, now.avail).refuses_writes() {
+            return Err(no_space(format!(
+                "osd.{} is full ({:.1}% used, mon_osd_full_ratio {})",
+                self.me,
+                percent(now) * 100.0,
+                self.ratios.full
+            )));
+        }
+        if after(now) == FullState::Failsafe {
+            return Err(no_space(format!(
+                "osd.{} would pass its failsafe ratio ({:.1}% used, osd_failsafe_full_ratio {})",
+                self.me,
+                percent(now) * 100.0,
+                self.ratios.failsafe
+            )));
+        }
+        // The last line, on the file system's own figures: should redb not reuse its free
+        // pages after all, the disk stops halfway between the failsafe ratio and full.
+        let raw = self.raw();
+        let last_line = self.last_line();
+        if percent(raw) >= last_line {
+            return Err(no_space(format!(
+                "osd.{}'s disk is {:.1}% used (stop at {:.1}%)",
+                self.me,
+                percent(raw) * 100.0,
+                last_line * 100.0
+            )));
+        }
+        for id in map.acting(pg).iter().filter(|&&id| id != self.me) {
+            let Some(osd) = map.osds.get(id) else { continue };
+            if self.ratios.state(osd.used_bytes, osd.avail_bytes).refuses_writes() {
+                return Err(no_space(format!("osd.{id} (a replica of pg {pg}) is full")));
+            }
+        }
+        Ok(Some(admitted))
+    }
+}
+
+/// Bytes of the store file on disk that redb will reuse, and the bytes on disk (None if
+/// unknown). Only what is on the disk counts: a sparse tail is no space to give back.
+pub(crate) fn reusable_bytes(store: &Store, path: &Path) -> Option<(u64, u64)> {
+    match (store.space(), std::fs::metadata(path)) {
+        (Ok(space), Ok(meta)) => {
+            let on_disk = meta.blocks().saturating_mul(512).min(space.file_bytes);
+            let reusable = on_disk.saturating_sub(space.allocated_bytes);
+            tracing::debug!(
+                reusable,
+                allocated = space.allocated_bytes,
+                on_disk,
+                "store space measured"
+            );
+            Some((reusable, on_disk))
+        }
+        (Err(e), _) => {
+            tracing::debug!(error = %e, "cannot measure the store's free pages");
+            None
+        }
+        (_, Err(e)) => {
+            tracing::debug!(error = %e, "cannot stat the store file");
+            None
+        }
+    }
+}
+
+/// At open, on a disk at least nearfull: gives the store's free pages back to the file
+/// system when they are a tenth of the file or more (redb never shrinks its file on its own;
+/// compaction needs the store to itself, which only start-up has). On failure the store is
+/// reopened (redb refuses further work after an I/O error) and starts uncompacted.
+pub(crate) fn compact_at_open(
+    store: Store,
+    path: &Path,
+    dir: &Path,
+    ratios: &FullRatios,
+    reopen: impl FnOnce() -> Result<Store, quarry_store::StoreError>,
+) -> Result<Store, quarry_store::StoreError> {
+    let fs = statvfs(dir);
+    if ratios.state(fs.used, fs.avail) == FullState::None {
+        return Ok(store);
+    }
+    let Some((reusable, on_disk)) = reusable_bytes(&store, path) else { return Ok(store) };
+    if reusable < (on_disk / 10).max(1 << 20) {
+        return Ok(store);
+    }
+    let mut store = store;
+    let started = Instant::now();
+    match store.compact() {
+        Ok(_) => {
+            let after = std::fs::metadata(path).map_or(0, |m| m.blocks() * 512);
+            tracing::info!(before = on_disk, after, took = ?started.elapsed(),
+                "store compacted at start: the disk is nearly full");
+            Ok(store)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "store compaction at start failed; reopening uncompacted");
+            drop(store);
+            reopen()
+        }
+    }
+}
+
+fn no_space(message: String) -> Reply {
+    tracing::debug!(%message, "write refused: no space");
+    Reply::Failed { code: ErrorCode::ENOSPC, message }
+}
+
+/// Bytes used and available on the file system holding `dir` (0, 0 if unknown).
+pub(crate) fn statvfs(dir: &Path) -> Figures {
+    match rustix::fs::statvfs(dir) {
+        Ok(st) => {
+            let used = st.f_blocks.saturating_sub(st.f_bfree).saturating_mul(st.f_frsize);
+            Figures { used, avail: st.f_bavail.saturating_mul(st.f_frsize) }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "statvfs failed");
+            Figures::default()
+        }
+    }
+}
+
+/// Total bytes of the file system holding `dir` (0 if unknown).
+pub(crate) fn fs_total(dir: &Path) -> u64 {
+    rustix::fs::statvfs(dir).map_or(0, |st| st.f_blocks.saturating_mul(st.f_frsize))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use quarry_testkit::fixtures::MapBuilder;
+    use quarry_types::Payload;
+
+    fn write() -> Vec<ObjectOp> {
+        vec![ObjectOp::WriteFull { data: Payload::new(Bytes::from_static(b"x")) }]
+    }
+
+    /// Goal: the write check refuses what needs space on a full OSD (its own figures, without
+    /// the monitor) and lets removes, truncates and reads through; a replica the map shows
+    /// full refuses its PG's writes too. Method: ratios so low that the test machine's disk
+    /// counts as full (any used byte), then defaults with figures in the map.
+    #[test]
+    fn full_refuses_what_needs_space_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let tiny = FullRatios { nearfull: 1e-9, full: 1e-9, failsafe: 1e-9 };
+        let space = Space::new(0, dir.path(), dir.path().join("store.redb"), tiny);
+        let map = MapBuilder::new().osds(0..2).pool(1, "rbd", 1, 2).build();
+        let pg = PgId { pool: 1, seed: 0 };
+        let Err(Reply::Failed { code, message }) = space.admit(&map, pg, &write()) else {
+            panic!("a write on a full disk was admitted");
+        };
+        assert_eq!(code, ErrorCode::ENOSPC);
+        assert!(message.contains("osd.0 is full"), "{message}");
+        for ops in [vec![ObjectOp::Remove], vec![ObjectOp::Truncate { size: 0 }], vec![]] {
+            assert!(space.admit(&map, pg, &ops).unwrap().is_none(), "{ops:?} refused");
+        }
+        assert_eq!(space.inflight.load(Ordering::Relaxed), 0, "a refusal kept its share");
+
+        // Room on our disk, a replica reported full in the map.
+        let space = Space::new(0, dir.path(), dir.path().join("store.redb"), FullRatios::default());
+        let fs = statvfs(dir.path());
+        if FullRatios::default().state(fs.used, fs.avail) != FullState::None {
+            eprintln!("SKIPPED the replica half: the test machine's disk is nearly full");
+            return;
+        }
+        let mut map = map;
+        let acting = map.acting(pg).to_vec();
+        let replica = *acting.iter().find(|&&id| id != 0).expect("a replica");
+        let primary_first: Vec<OsdId> = std::iter::once(0).chain([replica]).collect();
+        map.pools.get_mut(&1).unwrap().acting[0] = primary_first;
+        let held = space.admit(&map, pg, &write()).unwrap().expect("admitted");
+        assert!(space.inflight.load(Ordering::Relaxed) > 0);
+        drop(held);
+        assert_eq!(space.inflight.load(Ordering::Relaxed), 0);
+        let osd = map.osds.get_mut(&replica).unwrap();
+        (osd.used_bytes, osd.avail_bytes) = (96 << 20, 4 << 20);
+        let Err(Reply::Failed { code, message }) = space.admit(&map, pg, &write()) else {
+            panic!("a write to a pg with a full replica was admitted");
+        };
+        assert_eq!(code, ErrorCode::ENOSPC);
+        assert!(
+            message.contains(&format!("osd.{replica} (a replica of pg 1.0) is full")),
+            "{message}"
+        );
+    }
+}

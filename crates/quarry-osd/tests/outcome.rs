@@ -1,0 +1,58 @@
+//! Errors that say what happened (issue 8 i): a write whose PG stops on a log error after the
+//! write was proposed (its entry may be in the log and apply after a restart) is answered
+//! ETIMEDOUT, "outcome unknown", never EIO, and so is its resend; a write refused before the
+//! log (here: ENOSPC at full, in the CLI's disk-full test) is final and never applies.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use quarry_types::{ErrorCode, ObjectOp, Payload, ReqId};
+
+use crate::common;
+
+const ENOSPC: i32 = 28;
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Goal: a client told "failed" can trust it. Method: a real OSD whose WAL refuses the next
+/// round (the fault hook): the write in that round stops its PG after the proposal. Its
+/// answer, and that of a resend with the same request id, is ETIMEDOUT. After a restart the
+/// object is either there with its full content or absent (the write's fate was unknown,
+/// the answer said so), and the PG serves again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_lost_in_a_stopped_pg_is_answered_unknown_not_failed() {
+    let mut cluster = common::start().await;
+    cluster.logs().allow("WAL write refused");
+    cluster.logs().allow("LogFlush error");
+    cluster.logs().allow("quit RaftCore::main on error");
+    cluster.logs().allow("failure sending RaftMsg to RaftCore");
+    cluster.logs().allow("write answered ETIMEDOUT: its outcome is unknown");
+    cluster.logs().allow_raft_churn();
+    cluster.start_osd(0).await;
+    let admin = common::admin(&cluster).await;
+    let client = admin.osd_client(cluster.osd(0).addr()).await;
+    client.write_full("before", b"kept").await.unwrap();
+
+    cluster.osd(0).inject_wal_write_error(Some(ENOSPC));
+    let reqid = ReqId { client: 4242, tid: 1 };
+    let write = || vec![ObjectOp::WriteFull { data: Payload::new(Bytes::from_static(b"maybe")) }];
+    let first = tokio::time::timeout(OP_TIMEOUT, client.exec_with_id("x", write(), reqid))
+        .await
+        .expect("answered");
+    assert_eq!(first, Err(ErrorCode::ETIMEDOUT), "the first answer must say unknown");
+    let resend = tokio::time::timeout(OP_TIMEOUT, client.exec_with_id("x", write(), reqid))
+        .await
+        .expect("answered");
+    assert_eq!(resend, Err(ErrorCode::ETIMEDOUT), "a resend must say unknown too");
+    cluster.osd(0).inject_wal_write_error(None);
+
+    cluster.restart_osd(0).await;
+    let client = admin.osd_client(cluster.osd(0).addr()).await;
+    match client.read("x").await {
+        Ok(data) => assert_eq!(data, b"maybe"),
+        Err(code) => assert_eq!(code, ErrorCode::ENOENT),
+    }
+    assert_eq!(client.read("before").await.unwrap(), b"kept");
+    client.write_full("x", b"after").await.unwrap();
+    assert_eq!(client.read("x").await.unwrap(), b"after");
+    cluster.shutdown().await;
+}
