@@ -258,6 +258,12 @@ async fn write(
             // makes a resend of an applied write return the recorded reply).
             let fatal = group.raft.metrics().borrow().running_state.clone().err();
             match fatal {
+                // Stopped on damaged data: the entry is committed and the rebuilt replica
+                // will have it; the client resends and the duplicate table answers.
+                Some(_) if osd.router.is_damaged(group.pg) => {
+                    tracing::debug!(pg = %group.pg, "write to a pg that stopped for repair");
+                    retry(map)
+                }
                 Some(fatal) => outcome_unknown(group.pg, &fatal.to_string()),
                 None => {
                     tracing::debug!(pg = %group.pg, "raft stopped before answering a write");
