@@ -184,6 +184,7 @@
 #![warn(missing_docs)]
 
 mod apply;
+mod backend;
 mod crc;
 mod dups;
 mod error;
@@ -199,6 +200,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use quarry_persist::DurableFile;
 use quarry_types::{
     EntityReqId, ErrorCode, ObjectMethods, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
     OBJECT_NAME_LEN_MAX, SNAP_HEAD,
@@ -318,7 +320,7 @@ pub struct Store {
     path: PathBuf,
     /// A second handle on the database file, for [`Store::checkpoint`]'s write-back that
     /// runs without redb's write lock.
-    flusher: std::fs::File,
+    flusher: DurableFile,
     commits_since_checkpoint: AtomicU64,
     bytes_since_checkpoint: AtomicU64,
     /// Bound of the duplicate table per PG.
@@ -365,9 +367,18 @@ impl Store {
     /// [`Store::open`] with options.
     pub fn open_with(path: &Path, options: &StoreOptions) -> Result<Store, StoreError> {
         let file = if path.is_dir() { path.join(STORE_FILE) } else { path.to_path_buf() };
-        let db = Database::builder().set_cache_size(options.cache_bytes).create(&file)?;
+        let mut builder = Database::builder();
+        builder.set_cache_size(options.cache_bytes);
+        if !file.exists() {
+            Store::create_file(&file, &builder)?;
+        }
+        let durable = DurableFile::open(&file)?;
+        if !durable.try_lock_exclusive()? {
+            return Err(redb::DatabaseError::DatabaseAlreadyOpen.into());
+        }
+        let flusher = durable.try_clone()?;
+        let db = builder.create_with_backend(backend::StoreBackend(durable))?;
         Store::check_format(&db, &file)?;
-        let flusher = std::fs::File::open(&file)?;
         Ok(Store {
             db,
             path: file,
@@ -378,6 +389,34 @@ impl Store {
             methods: options.methods.clone(),
             snap_trim_visits: AtomicU64::new(0),
         })
+    }
+
+    /// Creates a new, empty store at `file` atomically: redb initialises it (and the format
+    /// marker is committed durably) under `FILE.partial`, which is then renamed to `file`,
+    /// and the directory is fsynced. redb initialises a file in steps (grow the file, write
+    /// the header, fsync, write the magic number, fsync): a power cut between them leaves a
+    /// non-empty file without the magic number, which redb refuses at every later open (the
+    /// power-loss harness found this). Now a cut leaves at most the partial file, which the
+    /// next attempt replaces; and the new name is durable before anything relies on the
+    /// store (a checkpoint lets Raft purge its log).
+    fn create_file(file: &Path, builder: &redb::Builder) -> Result<(), StoreError> {
+        let partial = quarry_persist::file::partial_path(file);
+        match quarry_persist::remove_file(&partial) {
+            Ok(()) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error.into()),
+        }
+        {
+            let durable = DurableFile::create_new(&partial)?;
+            let db = builder.create_with_backend(backend::StoreBackend(durable))?;
+            Store::check_format(&db, &partial)?;
+        }
+        quarry_persist::rename(&partial, file)?;
+        let dir = match file.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        quarry_persist::sync_dir(dir).map_err(|error| StoreError::Io(error.source))
     }
 
     /// Checks the format marker, or initialises an empty database.
