@@ -92,8 +92,20 @@ fn log_id(index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(TERM, 1), index)
 }
 
-/// The payload of entry `index` of `group`: length and bytes derive from both.
+/// The payload of entry `index` of `group`: length and bytes derive from both (computed
+/// once: the harness compares them thousands of times).
 fn payload(group: u64, index: u64) -> Vec<u8> {
+    static TABLE: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        (0..GROUPS).flat_map(|g| (0..=ENTRIES).map(move |i| make_payload(g, i))).collect()
+    });
+    match table.get((group * (ENTRIES + 1) + index) as usize) {
+        Some(bytes) if group < GROUPS && index <= ENTRIES => bytes.clone(),
+        _ => make_payload(group, index),
+    }
+}
+
+fn make_payload(group: u64, index: u64) -> Vec<u8> {
     let mut state = group.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1;
     let mut next = move || {
         state ^= state << 13;
@@ -315,27 +327,38 @@ fn run_points(points: u64, fsync_noop: bool) -> Vec<(u64, u64, String)> {
     let total = count_ops();
     assert!(total > 100, "the workload makes {total} I/O calls");
     let started = Instant::now();
-    let mut failures = Vec::new();
-    let mut cut_before_end = 0;
-    for point in 0..points {
-        let crash_at = 1 + point.wrapping_mul(7919) % total;
-        let config = Config {
-            seed: point.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ u64::from(fsync_noop),
-            crash_at: Some(crash_at),
-            fsync_noop,
-            writeback_per_mille: 50,
-            dir_entries: true,
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let world = World::new(config);
-        let acked = run_until_cut(dir.path(), &world);
-        if world.ops() >= crash_at {
-            cut_before_end += 1;
+    let cut_before_end = AtomicU64::new(0);
+    let failures = std::sync::Mutex::new(Vec::new());
+    // Two threads (each point has its own directory and world).
+    std::thread::scope(|scope| {
+        for thread in 0..2 {
+            let (cut_before_end, failures) = (&cut_before_end, &failures);
+            scope.spawn(move || {
+                for point in (thread..points).step_by(2) {
+                    let crash_at = 1 + point.wrapping_mul(7919) % total;
+                    let config = Config {
+                        seed: point.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ u64::from(fsync_noop),
+                        crash_at: Some(crash_at),
+                        fsync_noop,
+                        writeback_per_mille: 50,
+                        dir_entries: true,
+                    };
+                    let dir = tempfile::tempdir().unwrap();
+                    let world = World::new(config);
+                    let acked = run_until_cut(dir.path(), &world);
+                    if world.ops() >= crash_at {
+                        cut_before_end.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if let Err(message) = check_after_cut(dir.path(), &acked) {
+                        failures.lock().unwrap().push((point, crash_at, message));
+                    }
+                }
+            });
         }
-        if let Err(message) = check_after_cut(dir.path(), &acked) {
-            failures.push((point, crash_at, message));
-        }
-    }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort();
+    let cut_before_end = cut_before_end.into_inner();
     eprintln!(
         "{points} crash points over {total} I/O calls (fsync no-op: {fsync_noop}): {} cut mid-run, \
          {} failed, {:?}",
