@@ -409,7 +409,8 @@ fn up_power_loss(dir: &Path, seed: u64) -> Daemon {
 /// Power losses under `quarry up` (monitor and OSD in one process): each round restarts the
 /// cluster on what reached the "disk", reads back every object acknowledged so far (each at
 /// its last acknowledged version), then writes and overwrites objects with `rados put` and
-/// cuts the power (SIGKILL under the simulator). With `QUARRY_TEST_POWERLOSS_OPTIONS=fsync-noop`
+/// cuts the power (SIGKILL under the simulator); odd rounds wait for a store checkpoint
+/// half-way. With `QUARRY_TEST_POWERLOSS_OPTIONS=fsync-noop`
 /// it must fail.
 #[test]
 fn up_power_loss_keeps_acknowledged_objects() {
@@ -440,6 +441,11 @@ fn up_power_loss_keeps_acknowledged_objects() {
             break;
         }
         for i in 0..OBJECTS {
+            if i == OBJECTS / 2 && round % 2 == 1 {
+                // Let the OSD checkpoint its store (every second) so that the cut also falls
+                // after a checkpoint and a log purge, not only in the WAL's first rounds.
+                std::thread::sleep(Duration::from_millis(2500));
+            }
             let name = format!("pl-{}", (round * 3 + i) % 10);
             let version = round * 100 + i + 1;
             let data = pattern(70_000 + (version as usize % 5) * 4099, version);

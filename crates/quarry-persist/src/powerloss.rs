@@ -655,3 +655,121 @@ const _: fn() = || {
 pub fn simulated(path: &Path) -> bool {
     world_for(path).is_some()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::durable::{remove_file, DurableFile};
+
+    fn world(seed: u64, crash_at: Option<u64>) -> Arc<World> {
+        World::new(Config { seed, crash_at, dir_entries: true, ..Config::default() })
+    }
+
+    #[test]
+    fn synced_data_survives_and_unsynced_pages_are_a_subset() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut kept_some = false;
+        let mut lost_some = false;
+        for seed in 0..32 {
+            let _ = std::fs::remove_file(&path);
+            let world = world(seed, None);
+            let _installed = install(dir.path(), world.clone());
+            let file = DurableFile::create_new(&path).unwrap();
+            file.write_all_at(&[1u8; 8192], 0).unwrap();
+            file.sync_data().unwrap();
+            crate::sync_dir(dir.path()).unwrap();
+            file.write_all_at(&[2u8; 3 * 4096], 4096).unwrap();
+            // The running code sees its writes.
+            let mut back = vec![0u8; 4 * 4096];
+            file.read_exact_at(&mut back, 0).unwrap();
+            assert_eq!(&back[..4096], &[1u8; 4096][..]);
+            assert!(back[4096..].iter().all(|&b| b == 2));
+            world.crash();
+            // After the cut nothing reaches the disk, even a sync.
+            file.write_all_at(&[3u8; 4096], 0).unwrap();
+            file.sync_data().unwrap();
+            let disk = std::fs::read(&path).unwrap();
+            assert_eq!(&disk[..4096], &[1u8; 4096][..], "synced page 0 intact");
+            for page in 1..4 {
+                let start = page * 4096;
+                let got = disk.get(start..start + 4096);
+                match got {
+                    Some(bytes) if bytes.iter().all(|&b| b == 2) => kept_some = true,
+                    Some(bytes) if page == 1 && bytes.iter().all(|&b| b == 1) => lost_some = true,
+                    None => lost_some = true,
+                    Some(bytes) if bytes.iter().all(|&b| b == 0) => lost_some = true,
+                    Some(_) => panic!("page {page} is neither old nor new"),
+                }
+            }
+        }
+        assert!(kept_some && lost_some, "power cuts keep some unsynced pages and lose others");
+    }
+
+    #[test]
+    fn fsync_noop_loses_everything_unsynced_and_dir_entries_can_vanish() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut lost = 0;
+        for seed in 0..16 {
+            let path = dir.path().join(format!("f{seed}"));
+            let config = Config { seed, fsync_noop: true, dir_entries: true, ..Config::default() };
+            let world = World::new(config);
+            let _installed = install(dir.path(), world.clone());
+            let file = DurableFile::create_new(&path).unwrap();
+            file.write_all_at(b"hello", 0).unwrap();
+            file.sync_all().unwrap();
+            crate::sync_dir(dir.path()).unwrap();
+            world.crash();
+            // The page may still have been written back (a lying disk is not an empty one).
+            match std::fs::read(&path) {
+                Ok(bytes) if bytes == b"hello" => {}
+                Ok(bytes) if bytes.is_empty() => lost += 1,
+                Ok(bytes) => panic!("unexpected content {bytes:?}"),
+                Err(_) => lost += 1,
+            }
+        }
+        assert!(lost > 0, "with fsync a no-op, a cut loses the write (or the whole file)");
+    }
+
+    #[test]
+    fn crash_at_counts_calls_and_unsynced_removal_may_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut back = 0;
+        for seed in 0..16 {
+            let path = dir.path().join(format!("g{seed}"));
+            std::fs::write(&path, b"old").unwrap();
+            // open (not counted), remove = call 1, the cut before call 2.
+            let world = world(seed, Some(2));
+            let _installed = install(dir.path(), world.clone());
+            drop(DurableFile::open(&path).unwrap());
+            remove_file(&path).unwrap();
+            assert!(!world.crashed());
+            crate::sync_dir(dir.path()).unwrap();
+            assert!(world.crashed(), "the second call cut the power");
+            if std::fs::read(&path).is_ok_and(|bytes| bytes == b"old") {
+                back += 1;
+            }
+        }
+        assert!(back > 0 && back < 16, "an unsynced removal sometimes survives the cut: {back}");
+    }
+
+    #[test]
+    fn truncation_and_extension_read_as_the_file_system_would() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t");
+        let _installed = install(dir.path(), world(7, None));
+        let file = DurableFile::create_new(&path).unwrap();
+        file.write_all_at(&[9u8; 10_000], 0).unwrap();
+        file.sync_data().unwrap();
+        file.set_len(5000).unwrap();
+        file.set_len(9000).unwrap();
+        let mut back = vec![1u8; 9000];
+        file.read_exact_at(&mut back, 0).unwrap();
+        assert!(back[..5000].iter().all(|&b| b == 9));
+        assert!(back[5000..].iter().all(|&b| b == 0), "extended bytes read as zeros");
+        assert_eq!(file.len().unwrap(), 9000);
+        file.sync_all().unwrap();
+        let disk = std::fs::read(&path).unwrap();
+        assert_eq!(disk, back);
+    }
+}

@@ -196,7 +196,12 @@
 //!   support, compact and with fixed-width fields (the log id prefix has a fixed length).
 //! - `crc32c`: hardware-accelerated checksums, the same code Quarry uses for payloads.
 //! - `quarry-persist`: the directory lock (`flock` through rustix), directory fsync, the
-//!   version byte in front of payloads and `FormatTooNew`.
+//!   version byte in front of payloads and `FormatTooNew`, and the file-I/O seam
+//!   [`quarry_persist::DurableFile`]: every segment read, write, `set_len`, fdatasync,
+//!   creation and removal goes through it (plain system calls in production), so the tests'
+//!   power-loss simulator (`quarry_persist::powerloss`) can sit under the log. The harness
+//!   that cuts the power at 1000 I/O calls of the WAL and the store is
+//!   `crates/quarry-store/tests/powerloss.rs`.
 //! - `thiserror`, `tracing`: the error enum and logs.
 
 #![warn(missing_docs)]

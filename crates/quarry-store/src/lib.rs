@@ -176,7 +176,20 @@
 //! regularly, by volume as well as time ([`Store::bytes_since_checkpoint`],
 //! [`Store::commits_since_checkpoint`]); the 4 KiB page forces the tail split above.
 //!
-//! Other dependencies: `crc32c` (hardware-accelerated Castagnoli crc, the same as Ceph's),
+//! # The store file and power loss
+//! The database file is read and written through `quarry_persist::DurableFile` (a redb
+//! `StorageBackend` of our own, see `backend.rs`), with two rules redb's own file backend does
+//! not keep, both found by the power-loss harness (`tests/powerloss.rs`, which cuts the power
+//! at 1000 I/O calls of the WAL and the store and checks every acknowledged write):
+//! - a new store is created atomically ([`Store::open`] of a missing file): initialised under
+//!   `store.redb.partial` (format marker committed durably), renamed, directory fsynced. redb
+//!   initialises a file in steps and a cut between them left a non-empty file without redb's
+//!   magic number, refused at every later open;
+//! - growing the file is durable at once (`set_len` + fsync): a cut could otherwise persist
+//!   redb's header page naming a length the file never reached, and redb panics at open.
+//!
+//! Other dependencies: `quarry-persist` (that file-I/O seam, directory fsync, the partial
+//! file name), `crc32c` (hardware-accelerated Castagnoli crc, the same as Ceph's),
 //! `bytes` (payloads shared with the wire layer), `thiserror`, `tracing` (corruption logs),
 //! `bincode` (the replies recorded in the duplicate table: `OpReply` is a serde type of
 //! `quarry-types`, and bincode 1 is the encoding the PG log already uses for it).
