@@ -38,7 +38,7 @@
 //! succeeds, as a disk lying about its cache would: a correct harness must then find lost
 //! acknowledged writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -96,6 +96,8 @@ struct Inner {
     pending_removes: Vec<(PathBuf, PathBuf)>,
     /// (from, to) of renames whose directory was not synced since (`to` did not exist).
     pending_renames: Vec<(PathBuf, PathBuf)>,
+    /// After the cut: real files the running code removed (they stay on the frozen disk).
+    gone: BTreeSet<PathBuf>,
     removed_serial: u64,
 }
 
@@ -175,6 +177,7 @@ impl World {
                 pending_creates: Vec::new(),
                 pending_removes: Vec::new(),
                 pending_renames: Vec::new(),
+                gone: BTreeSet::new(),
                 removed_serial: 0,
             }),
         })
@@ -240,8 +243,16 @@ impl World {
 
     pub(crate) fn open(self: &Arc<Self>, path: &Path) -> std::io::Result<SimFile> {
         let mut inner = lock(&self.inner);
+        Ok(SimFile { world: self.clone(), inode: self.inode_of(&mut inner, path)? })
+    }
+
+    /// The inode of an existing file (opening the real one if needed).
+    fn inode_of(&self, inner: &mut Inner, path: &Path) -> std::io::Result<Arc<Inode>> {
         if let Some(inode) = inner.files.get(path) {
-            return Ok(SimFile { world: self.clone(), inode: inode.clone() });
+            return Ok(inode.clone());
+        }
+        if inner.gone.contains(path) {
+            return Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"));
         }
         let real = OpenOptions::new().read(true).write(true).open(path)?;
         let len = real.metadata()?.len();
@@ -254,15 +265,16 @@ impl World {
         };
         let inode = Arc::new(Inode { state: Mutex::new(state) });
         inner.files.insert(path.to_path_buf(), inode.clone());
-        Ok(SimFile { world: self.clone(), inode })
+        Ok(inode)
     }
 
     pub(crate) fn create_new(self: &Arc<Self>, path: &Path) -> std::io::Result<SimFile> {
         self.tick();
         let mut inner = lock(&self.inner);
-        if inner.files.contains_key(path) || path.exists() {
+        if inner.files.contains_key(path) || (path.exists() && !inner.gone.contains(path)) {
             return Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "file exists"));
         }
+        inner.gone.remove(path);
         let real = if self.crashed() {
             None
         } else {
@@ -289,7 +301,9 @@ impl World {
         let mut inner = lock(&self.inner);
         let known = inner.files.remove(path).is_some();
         if self.crashed() {
-            return if known || path.exists() {
+            let exists = known || (path.exists() && !inner.gone.contains(path));
+            inner.gone.insert(path.to_path_buf());
+            return if exists {
                 Ok(())
             } else {
                 Err(std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
@@ -312,16 +326,20 @@ impl World {
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
         self.tick();
         let mut inner = lock(&self.inner);
-        if !self.crashed() {
-            if to.exists() {
-                // Replacing a file: not simulated (the rename is durable at once).
-                std::fs::rename(from, to)?;
-            } else {
-                std::fs::rename(from, to)?;
-                if self.config.dir_entries {
-                    inner.pending_renames.push((from.to_path_buf(), to.to_path_buf()));
-                }
-            }
+        if self.crashed() {
+            // Only the running code's view changes.
+            let inode = self.inode_of(&mut inner, from)?;
+            inner.files.remove(from);
+            inner.gone.insert(from.to_path_buf());
+            inner.gone.remove(to);
+            inner.files.insert(to.to_path_buf(), inode);
+            return Ok(());
+        }
+        // Replacing an existing file is not simulated (that rename is durable at once).
+        let replaces = to.exists();
+        std::fs::rename(from, to)?;
+        if self.config.dir_entries && !replaces {
+            inner.pending_renames.push((from.to_path_buf(), to.to_path_buf()));
         }
         if let Some(inode) = inner.files.remove(from) {
             inner.files.insert(to.to_path_buf(), inode);

@@ -107,7 +107,9 @@
 //!    client data never count: only round ends carrying the segment's random salt are
 //!    believed, and a client cannot know it. Format 2 segments keep format 2's rule (a bad
 //!    record followed by any intact record is an error). A newest segment whose header is bad
-//!    and holds nothing intact is a cut-short creation: removed.
+//!    and holds nothing intact is a cut-short creation: removed, and its sequence number is
+//!    used for the new segment (a fresh number would leave a gap that a later recovery would
+//!    take for an unfinished deletion, removing every segment before it).
 //! 4. The newest segment is fsynced (after a process crash its tail may have been in the page
 //!    cache only), a new segment is started (with checkpoints) for this run, and dead segments
 //!    are deleted.

@@ -31,7 +31,8 @@ pub(crate) struct Recovered {
     pub groups: HashMap<u64, GroupIndex>,
     /// The segment files kept, by sequence number, opened for reading and writing.
     pub segments: BTreeMap<u64, Arc<DurableFile>>,
-    /// Sequence number for the next segment (above every segment ever seen here).
+    /// Sequence number for the next segment: above every segment kept (and every leftover
+    /// removed); a cut-short newest segment that was removed gives its number back.
     pub next_seq: u64,
     /// Bytes dropped from the newest segment as a torn tail.
     pub torn_bytes: u64,
@@ -67,6 +68,12 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
                 quarry_persist::remove_file(&path).map_err(|error| WalError::io(&path, error))?;
                 sync_dir(dir)?;
                 recovered.torn_bytes += len;
+                // Its number is reused for the next segment: a new number would leave a gap
+                // (..., N-1, N+1), and should the creation of N+1 be cut short too, the next
+                // recovery would take every segment before the gap for leftovers of a
+                // deletion and remove them, acknowledged entries with them (the power-loss
+                // harness found this).
+                recovered.next_seq = seq;
                 continue;
             }
             return Err(WalError::Corrupt { path, offset: 0, reason });

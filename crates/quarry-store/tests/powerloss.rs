@@ -23,6 +23,10 @@
 //! - each object holds the payload of the last entry that wrote it (none: absent);
 //! - an acknowledged vote is there.
 //!
+//! Every fourth point also cuts the power a second time, early in the restart (recovery's
+//! own writes: torn-tail cuts, leftover removal, the new segment, replay into the store),
+//! and checks after a third start.
+//!
 //! Teeth: the same harness with fsync turned into a no-op must find lost acknowledged
 //! writes (`fsync_noop_is_caught`).
 
@@ -228,7 +232,20 @@ fn read_object(store: &Store, group: u64, name: &str) -> Result<Option<Vec<u8>>,
 /// restart runs in a fresh world without a cut (the same code paths; its syncs skip the
 /// real fsync, which keeps 1000 points fast).
 fn check_after_cut(dir: &Path, acked: &Acked) -> Result<(), String> {
-    let _installed = powerloss::install(dir, World::new(Config::default()));
+    check_in_world(dir, acked, &World::new(Config::default()))
+}
+
+/// [`check_after_cut`] in `world`, which may cut the power again during the restart itself
+/// (recovery cutting torn tails, removing leftovers, starting a segment, replaying into the
+/// store); the disk is frozen when it returns.
+fn check_in_world(dir: &Path, acked: &Acked, world: &Arc<World>) -> Result<(), String> {
+    let _installed = powerloss::install(dir, world.clone());
+    let result = check_running(dir, acked);
+    world.crash();
+    result
+}
+
+fn check_running(dir: &Path, acked: &Acked) -> Result<(), String> {
     runtime().block_on(async {
         let wal = Wal::open(&dir.join("wal"), wal_options())
             .map_err(|error| format!("the WAL refuses to start: {error}"))?;
@@ -334,7 +351,14 @@ fn run_points(points: u64, fsync_noop: bool) -> Vec<(u64, u64, String)> {
         for thread in 0..2 {
             let (cut_before_end, failures) = (&cut_before_end, &failures);
             scope.spawn(move || {
-                for point in (thread..points).step_by(2) {
+                let only: Option<u64> =
+                    std::env::var("QUARRY_POWERLOSS_ONLY").ok().and_then(|v| v.parse().ok());
+                let plan: Vec<u64> = match only {
+                    Some(only) if thread == 0 => vec![only; 100],
+                    Some(_) => Vec::new(),
+                    None => (thread..points).step_by(2).collect(),
+                };
+                for point in plan {
                     let crash_at = 1 + point.wrapping_mul(7919) % total;
                     let config = Config {
                         seed: point.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ u64::from(fsync_noop),
@@ -344,12 +368,36 @@ fn run_points(points: u64, fsync_noop: bool) -> Vec<(u64, u64, String)> {
                         dir_entries: true,
                     };
                     let dir = tempfile::tempdir().unwrap();
+                    if only.is_some() {
+                        eprintln!("point {point}: {}", dir.path().display());
+                    }
                     let world = World::new(config);
                     let acked = run_until_cut(dir.path(), &world);
                     if world.ops() >= crash_at {
                         cut_before_end.fetch_add(1, Ordering::Relaxed);
                     }
+                    if point % 4 == 1 {
+                        // A second cut during the restart (its first I/O calls), then the
+                        // check on what that left.
+                        let again = World::new(Config {
+                            seed: config.seed ^ 0xa5a5,
+                            crash_at: Some(1 + point / 4 % 48),
+                            writeback_per_mille: 50,
+                            dir_entries: true,
+                            ..Config::default()
+                        });
+                        if let Err(message) = check_in_world(dir.path(), &acked, &again) {
+                            if only.is_some() {
+                                eprintln!("FAIL1 {message}");
+                            }
+                            let message = format!("restart before a second cut: {message}");
+                            failures.lock().unwrap().push((point, crash_at, message));
+                        }
+                    }
                     if let Err(message) = check_after_cut(dir.path(), &acked) {
+                        if only.is_some() {
+                            eprintln!("FAIL {message}");
+                        }
                         failures.lock().unwrap().push((point, crash_at, message));
                     }
                 }
