@@ -200,8 +200,7 @@ async fn crash_rounds(rounds: usize, power_loss: bool) {
     let options = std::env::var("QUARRY_TEST_POWERLOSS_OPTIONS").unwrap_or_default();
     for round in 0..rounds {
         let setting = format!("{},{options}", seed.wrapping_add(round as u64));
-        let mut child =
-            spawn_child(&cluster, &addr_file, power_loss.then_some(setting.as_str()));
+        let mut child = spawn_child(&cluster, &addr_file, power_loss.then_some(setting.as_str()));
         let client = connect(&admin, &addr_file, &mut child, &mut up_from).await;
         let intact = verify(&client, &model).await;
         let mut writers = tokio::task::JoinSet::new();

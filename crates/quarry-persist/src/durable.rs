@@ -42,12 +42,7 @@ impl DurableFile {
         if let Some(world) = powerloss::world_for(path) {
             return world.create_new(path).map(DurableFile::Sim);
         }
-        OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(path)
-            .map(DurableFile::Real)
+        OpenOptions::new().read(true).write(true).create_new(true).open(path).map(DurableFile::Real)
     }
 
     /// Opens the file, creating it (empty) if it does not exist.

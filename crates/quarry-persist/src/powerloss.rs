@@ -420,7 +420,9 @@ impl FileState {
             let in_page = (at % PAGE) as usize;
             let take = (PAGE as usize - in_page).min(n - done);
             match self.pages.get(&page) {
-                Some(bytes) => buf[done..done + take].copy_from_slice(&bytes[in_page..in_page + take]),
+                Some(bytes) => {
+                    buf[done..done + take].copy_from_slice(&bytes[in_page..in_page + take])
+                }
                 None => self.read_real(&mut buf[done..done + take], at)?,
             }
             done += take;
@@ -501,9 +503,22 @@ impl FileState {
                 real.set_len(self.len)?;
             }
         }
-        let pages: Vec<u64> = self.pages.keys().copied().collect();
-        for page in pages {
-            self.write_back(page)?;
+        // Runs of consecutive pages in one write each (the WAL's preallocation is 256 pages).
+        if let Some(real) = &self.real {
+            let mut run: Vec<u8> = Vec::new();
+            let mut run_start = 0;
+            let mut next_page = None;
+            for (&page, bytes) in &self.pages {
+                if next_page != Some(page) && !run.is_empty() {
+                    write_run(real, &mut run, run_start, self.len)?;
+                }
+                if run.is_empty() {
+                    run_start = page * PAGE;
+                }
+                run.extend_from_slice(bytes);
+                next_page = Some(page + 1);
+            }
+            write_run(real, &mut run, run_start, self.len)?;
         }
         self.pages.clear();
         Ok(())
@@ -539,6 +554,16 @@ impl FileState {
     }
 }
 
+/// Writes a run of pages starting at `start`, cut at the file length `len`, and empties it.
+fn write_run(real: &File, run: &mut Vec<u8>, start: u64, len: u64) -> std::io::Result<()> {
+    if start < len {
+        let end = ((len - start) as usize).min(run.len());
+        real.write_all_at(&run[..end], start)?;
+    }
+    run.clear();
+    Ok(())
+}
+
 impl SimFile {
     pub(crate) fn clone_handle(&self) -> SimFile {
         SimFile { world: self.world.clone(), inode: self.inode.clone() }
@@ -557,8 +582,7 @@ impl SimFile {
         let mut state = lock(&self.inode.state);
         state.write_at(data, offset)?;
         let per_mille = self.world.config.writeback_per_mille;
-        if per_mille > 0 && !self.world.crashed() && state.rng.below(1000) < u64::from(per_mille)
-        {
+        if per_mille > 0 && !self.world.crashed() && state.rng.below(1000) < u64::from(per_mille) {
             state.write_back_random()?;
         }
         Ok(())

@@ -33,8 +33,8 @@
 //! the round's waiters get the error, its groups are marked failed, and the ledger never saw
 //! the round (its updates are applied only after a successful write).
 
-use std::collections::{BTreeSet, HashMap};
 use quarry_persist::DurableFile;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

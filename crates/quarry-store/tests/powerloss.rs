@@ -27,6 +27,10 @@
 //! own writes: torn-tail cuts, leftover removal, the new segment, replay into the store),
 //! and checks after a third start.
 //!
+//! Reproducing: a failure names its point; `QUARRY_POWERLOSS_ONLY=POINT` runs that point 100
+//! times on one thread, printing its directory and each failure (thread scheduling makes the
+//! I/O order, and so the exact cut, vary a little from run to run).
+//!
 //! Teeth: the same harness with fsync turned into a no-op must find lost acknowledged
 //! writes (`fsync_noop_is_caught`).
 
@@ -110,7 +114,8 @@ fn payload(group: u64, index: u64) -> Vec<u8> {
 }
 
 fn make_payload(group: u64, index: u64) -> Vec<u8> {
-    let mut state = group.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1;
+    let mut state =
+        group.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1;
     let mut next = move || {
         state ^= state << 13;
         state ^= state >> 7;
@@ -173,8 +178,10 @@ async fn group_writer(
         if world.crashed() {
             return;
         }
-        let entry =
-            Entry::<Tc> { log_id: log_id(index), payload: EntryPayload::Normal(payload(group, index)) };
+        let entry = Entry::<Tc> {
+            log_id: log_id(index),
+            payload: EntryPayload::Normal(payload(group, index)),
+        };
         log.blocking_append(vec![entry]).await.expect("append");
         // Observed before the cut: the sync behind it wrote to the disk.
         if !world.crashed() {
@@ -198,7 +205,9 @@ fn run_until_cut(dir: &Path, world: &Arc<World>) -> Arc<Acked> {
     let acked = Arc::new(Acked::new());
     runtime().block_on(async {
         let wal = Wal::open(&dir.join("wal"), wal_options()).expect("open WAL");
-        let store = Arc::new(Store::open_with(&dir.join("store.redb"), &store_options()).expect("open store"));
+        let store = Arc::new(
+            Store::open_with(&dir.join("store.redb"), &store_options()).expect("open store"),
+        );
         let mut tasks = tokio::task::JoinSet::new();
         for group in 0..GROUPS {
             let log = wal.log_store::<Tc>(group);
