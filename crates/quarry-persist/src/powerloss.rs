@@ -456,7 +456,7 @@ impl FileState {
     fn set_len(&mut self, len: u64) -> std::io::Result<()> {
         if len < self.len {
             drop(self.pages.split_off(&len.div_ceil(PAGE)));
-            if len % PAGE != 0 {
+            if !len.is_multiple_of(PAGE) {
                 let page = len / PAGE;
                 let mut bytes = self.load_page(page)?;
                 bytes[(len % PAGE) as usize..].fill(0);
@@ -622,6 +622,11 @@ fn world_from_env() -> Option<Arc<World>> {
     let mut parts = value.split(',');
     let seed = parts.next()?.trim().parse().ok()?;
     let fsync_noop = parts.any(|part| part.trim() == "fsync-noop");
+    // Loud on purpose: a production process must never run like this.
+    eprintln!(
+        "quarry-persist: {ENV_VAR}={value} is set: the WAL and store files of this process are \
+         SIMULATED for a power-loss test; their fsyncs do not reach the disk"
+    );
     Some(World::new(Config {
         seed,
         crash_at: None,
