@@ -3,6 +3,12 @@
 //! killed at a random moment, restarted on the same dir, and every object must hold its last
 //! acknowledged version (or the version that was in flight when the OSD died), and nothing
 //! that was never written may appear.
+//!
+//! SIGKILL keeps the kernel's page cache, so the same rounds also run as **power losses**
+//! (`power_loss_loses_no_acknowledged_write`): the child runs with
+//! `QUARRY_TEST_POWERLOSS=SEED` (`quarry_persist::powerloss`), which keeps everything its WAL
+//! and store write since their last fsync in a user-space cache (a random part of it is
+//! written back, as a kernel does); the kill then loses exactly what a power cut loses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,6 +22,7 @@ use rand::{Rng, SeedableRng};
 use crate::common::{self, Cluster, MonClient, OsdClient};
 
 const ROUNDS: usize = 5;
+const POWER_LOSS_ROUNDS: usize = 4;
 const WRITERS: usize = 8;
 const OBJECTS_PER_WRITER: usize = 4;
 
@@ -38,15 +45,21 @@ fn osd_child() {
     });
 }
 
-fn spawn_child(cluster: &Cluster, addr_file: &Path) -> Child {
+/// Starts the OSD child; with `powerloss`, under the power-loss simulator with that seed
+/// (and its options, e.g. `SEED,fsync-noop`).
+fn spawn_child(cluster: &Cluster, addr_file: &Path, powerloss: Option<&str>) -> Child {
     let _ = std::fs::remove_file(addr_file);
-    Command::new(std::env::current_exe().unwrap())
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args(["--exact", "crash::osd_child", "--ignored", "--nocapture", "--test-threads=1"])
         .envs(quarry_testkit::osd_child_env(&cluster.osd_config(0)))
         .env("QUARRY_OSD_CHILD_ADDR_FILE", addr_file)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap()
+        .env_remove(quarry_persist::powerloss::ENV_VAR)
+        .stdout(Stdio::null());
+    if let Some(setting) = powerloss {
+        command.env(quarry_persist::powerloss::ENV_VAR, setting);
+    }
+    command.spawn().unwrap()
 }
 
 async fn child_addr(addr_file: &Path, child: &mut Child) -> std::net::SocketAddr {
@@ -161,6 +174,18 @@ async fn connect(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_loses_no_acknowledged_write() {
+    crash_rounds(ROUNDS, false).await;
+}
+
+/// The same rounds as power losses (see the module docs). `QUARRY_TEST_POWERLOSS_OPTIONS`
+/// (e.g. `fsync-noop`) is appended to the child's setting: with `fsync-noop` this test must
+/// fail (it did: acknowledged versions were gone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn power_loss_loses_no_acknowledged_write() {
+    crash_rounds(POWER_LOSS_ROUNDS, true).await;
+}
+
+async fn crash_rounds(rounds: usize, power_loss: bool) {
     let cluster = common::start().await;
     // SIGKILLed OSDs: the monitor may mark osd.0 down before the next incarnation boots.
     cluster.logs().allow("no beacon within grace: marking osd down osd=0");
@@ -172,8 +197,10 @@ async fn sigkill_loses_no_acknowledged_write() {
     let model: Model = Arc::default();
     let mut up_from = 0;
     let mut total_acked = 0;
-    for round in 0..ROUNDS {
-        let mut child = spawn_child(&cluster, &addr_file);
+    let options = std::env::var("QUARRY_TEST_POWERLOSS_OPTIONS").unwrap_or_default();
+    for round in 0..rounds {
+        let setting = format!("{},{options}", seed.wrapping_add(round as u64));
+        let mut child = spawn_child(&cluster, &addr_file, power_loss.then_some(setting.as_str()));
         let client = connect(&admin, &addr_file, &mut child, &mut up_from).await;
         let intact = verify(&client, &model).await;
         let mut writers = tokio::task::JoinSet::new();
@@ -194,10 +221,10 @@ async fn sigkill_loses_no_acknowledged_write() {
         while let Some(done) = writers.join_next().await {
             acked += done.unwrap();
         }
-        eprintln!("round {round}: {intact} objects intact after restart, {acked} writes acked, killed after {delay:?}");
+        eprintln!("round {round}: {intact} objects intact after restart, {acked} writes acked, killed after {delay:?} (power loss: {power_loss})");
         total_acked += acked;
     }
-    let mut child = spawn_child(&cluster, &addr_file);
+    let mut child = spawn_child(&cluster, &addr_file, None);
     let client = connect(&admin, &addr_file, &mut child, &mut up_from).await;
     verify(&client, &model).await;
     let written: BTreeSet<String> = names().into_iter().collect();

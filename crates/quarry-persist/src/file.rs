@@ -70,6 +70,9 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), FsError> 
 
 /// fsyncs a directory, making creations, renames and deletions in it durable.
 pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
+    if let Some(world) = crate::powerloss::world_for(dir) {
+        return world.sync_dir(dir).map_err(FsError::at("syncing", dir));
+    }
     let handle = File::open(dir).map_err(FsError::at("opening", dir))?;
     handle.sync_all().map_err(FsError::at("syncing", dir))
 }

@@ -5,6 +5,11 @@
 //! - [`lock`]: an exclusive `flock(2)` on a lock file, held while a process owns a directory;
 //!   the file records the holder's pid so the next comer's error names it.
 //! - [`golden`]: the checked-in golden-byte files that pin every persisted encoding.
+//! - [`durable`]: the file-I/O seam under the WAL segments and the store's database file
+//!   ([`DurableFile`]: pread/pwrite/set_len/fdatasync, [`remove_file`]), plain system calls in
+//!   production.
+//! - [`powerloss`]: the test-only power-loss simulator behind that seam (a user-space
+//!   write-back cache whose unsynced pages a simulated power cut drops).
 //! - [`version`]: the envelope in front of every persisted payload (one version byte, then
 //!   the body) and [`FormatTooNew`], the distinct error for a payload written by a newer build.
 //!
@@ -35,11 +40,14 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod durable;
 pub mod file;
 pub mod golden;
 pub mod lock;
+pub mod powerloss;
 pub mod version;
 
+pub use durable::{remove_file, rename, DurableFile};
 pub use file::{sync_dir, write_atomic, FsError};
 pub use lock::{LockError, LockFile};
 pub use version::{DecodeError, FormatTooNew};

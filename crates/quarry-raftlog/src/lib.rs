@@ -107,7 +107,9 @@
 //!    client data never count: only round ends carrying the segment's random salt are
 //!    believed, and a client cannot know it. Format 2 segments keep format 2's rule (a bad
 //!    record followed by any intact record is an error). A newest segment whose header is bad
-//!    and holds nothing intact is a cut-short creation: removed.
+//!    and holds nothing intact is a cut-short creation: removed, and its sequence number is
+//!    used for the new segment (a fresh number would leave a gap that a later recovery would
+//!    take for an unfinished deletion, removing every segment before it).
 //! 4. The newest segment is fsynced (after a process crash its tail may have been in the page
 //!    cache only), a new segment is started (with checkpoints) for this run, and dead segments
 //!    are deleted.
@@ -201,7 +203,12 @@
 //!   support, compact and with fixed-width fields (the log id prefix has a fixed length).
 //! - `crc32c`: hardware-accelerated checksums, the same code Quarry uses for payloads.
 //! - `quarry-persist`: the directory lock (`flock` through rustix), directory fsync, the
-//!   version byte in front of payloads and `FormatTooNew`.
+//!   version byte in front of payloads and `FormatTooNew`, and the file-I/O seam
+//!   [`quarry_persist::DurableFile`]: every segment read, write, `set_len`, fdatasync,
+//!   creation and removal goes through it (plain system calls in production), so the tests'
+//!   power-loss simulator (`quarry_persist::powerloss`) can sit under the log. The harness
+//!   that cuts the power at 1000 I/O calls of the WAL and the store is
+//!   `crates/quarry-store/tests/powerloss.rs`.
 //! - `thiserror`, `tracing`: the error enum and logs.
 
 #![warn(missing_docs)]

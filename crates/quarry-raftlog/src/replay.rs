@@ -3,9 +3,10 @@
 //! segment (see the crate docs, "Recovery").
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom};
-use std::os::unix::fs::FileExt;
+
+use quarry_persist::durable::FileReader;
+use quarry_persist::DurableFile;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -29,8 +30,9 @@ pub(crate) struct Recovered {
     /// State of every group with any.
     pub groups: HashMap<u64, GroupIndex>,
     /// The segment files kept, by sequence number, opened for reading and writing.
-    pub segments: BTreeMap<u64, Arc<File>>,
-    /// Sequence number for the next segment (above every segment ever seen here).
+    pub segments: BTreeMap<u64, Arc<DurableFile>>,
+    /// Sequence number for the next segment: above every segment kept (and every leftover
+    /// removed); a cut-short newest segment that was removed gives its number back.
     pub next_seq: u64,
     /// Bytes dropped from the newest segment as a torn tail.
     pub torn_bytes: u64,
@@ -47,12 +49,8 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
     for seq in seqs {
         let tolerant = Some(seq) == newest;
         let path = dir.join(segment_file_name(seq));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(|error| WalError::io(&path, error))?;
-        let len = file.metadata().map_err(|error| WalError::io(&path, error))?.len();
+        let file = DurableFile::open(&path).map_err(|error| WalError::io(&path, error))?;
+        let len = file.len().map_err(|error| WalError::io(&path, error))?;
         let format = read_segment_header(&file, &path, seq, len)?;
         if let Err(reason) = format {
             if let Corruption::UnsupportedVersion { found } = reason {
@@ -67,11 +65,14 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
                 tracing::warn!(path = %path.display(), %reason, len,
                     "removing the newest WAL segment: its creation was cut short");
                 drop(file);
-                std::fs::remove_file(&path).map_err(|error| WalError::io(&path, error))?;
+                quarry_persist::remove_file(&path).map_err(|error| WalError::io(&path, error))?;
                 sync_dir(dir)?;
                 recovered.torn_bytes += len;
-                // The next segment takes this number: skipping it would leave a gap, and the
-                // next open would drop every older segment as left over from deletion.
+                // Its number is reused for the next segment: a new number would leave a gap
+                // (..., N-1, N+1), and should the creation of N+1 be cut short too, the next
+                // recovery would take every segment before the gap for leftovers of a
+                // deletion and remove them, acknowledged entries with them (the power-loss
+                // harness found this).
                 recovered.next_seq = seq;
                 continue;
             }
@@ -120,14 +121,14 @@ fn drop_segments_before_gap(dir: &Path, seqs: &mut Vec<u64>) -> Result<(), WalEr
     for &seq in &seqs[..run_start] {
         let path = dir.join(segment_file_name(seq));
         tracing::warn!(path = %path.display(), "removing a WAL segment left over from deletion");
-        std::fs::remove_file(&path).map_err(|error| WalError::io(&path, error))?;
+        quarry_persist::remove_file(&path).map_err(|error| WalError::io(&path, error))?;
     }
     seqs.drain(..run_start);
     sync_dir(dir)
 }
 
 fn read_segment_header(
-    file: &File,
+    file: &DurableFile,
     path: &Path,
     seq: u64,
     len: u64,
@@ -149,7 +150,7 @@ struct Pending {
 /// In a format 3 segment (`salt` given) a round's records are applied at its round end; the
 /// records after the last round end are an incomplete round.
 fn replay_segment(
-    file: &File,
+    file: &DurableFile,
     path: &Path,
     seq: u64,
     len: u64,
@@ -158,7 +159,7 @@ fn replay_segment(
     groups: &mut HashMap<u64, GroupIndex>,
 ) -> Result<u64, WalError> {
     let io_error = |error| WalError::io(path, error);
-    let mut reader = BufReader::with_capacity(REPLAY_BUFFER_BYTES, file);
+    let mut reader = BufReader::with_capacity(REPLAY_BUFFER_BYTES, file.reader_at(0));
     reader.seek(SeekFrom::Start(SEGMENT_HEADER_LEN)).map_err(io_error)?;
     let mut offset = SEGMENT_HEADER_LEN;
     // End of the last complete round: where a torn segment is cut.
@@ -218,7 +219,7 @@ fn replay_segment(
 
 /// Reads the record at `offset` (the reader is positioned there) into `payload`.
 fn read_record(
-    reader: &mut BufReader<&File>,
+    reader: &mut BufReader<FileReader<'_>>,
     offset: u64,
     len: u64,
     payload: &mut Vec<u8>,
@@ -258,7 +259,7 @@ struct Bad {
 /// segment's salt) after it claims a synced length beyond it. Format 2: no intact record at
 /// all follows it. Anything else, and any bad record in an older segment, is corruption.
 fn cut_torn_tail(
-    file: &File,
+    file: &DurableFile,
     path: &Path,
     len: u64,
     tolerant: bool,
@@ -304,7 +305,7 @@ fn cut_torn_tail(
 }
 
 /// True when every byte in `from .. len` is zero (read in windows).
-fn all_zero(file: &File, path: &Path, from: u64, len: u64) -> Result<bool, WalError> {
+fn all_zero(file: &DurableFile, path: &Path, from: u64, len: u64) -> Result<bool, WalError> {
     let mut window = vec![0u8; SCAN_WINDOW_BYTES.min(len - from) as usize];
     let mut at = from;
     while at < len {
@@ -321,7 +322,7 @@ fn all_zero(file: &File, path: &Path, from: u64, len: u64) -> Result<bool, WalEr
 /// The first offset in `from .. len` where an intact record (plausible header, matching crc)
 /// starts, if any.
 fn find_intact_record(
-    file: &File,
+    file: &DurableFile,
     path: &Path,
     from: u64,
     len: u64,
@@ -337,7 +338,7 @@ fn find_intact_record(
 /// Among the intact round ends carrying `salt` in `from .. len`, the one claiming the highest
 /// synced length: `(offset, synced)`. Records inside client data never carry the salt.
 fn highest_sync_claim(
-    file: &File,
+    file: &DurableFile,
     path: &Path,
     from: u64,
     len: u64,
@@ -363,7 +364,7 @@ fn highest_sync_claim(
 /// matching crc) starts, until it returns true. Reads the region in windows; memory stays
 /// bounded.
 fn scan_intact_records(
-    file: &File,
+    file: &DurableFile,
     path: &Path,
     from: u64,
     len: u64,

@@ -11,10 +11,12 @@
 //! thousands of groups. Files in the log directory other than segments and `LOCK` are
 //! ignored by recovery.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use quarry_persist::DurableFile;
 
 use crate::error::WalError;
 use crate::format::GroupCheckpoint;
@@ -75,10 +77,10 @@ pub(crate) fn create_segment_with_reserve(
     dir: &Path,
     seq: u64,
     checkpoints: &[(u64, GroupCheckpoint)],
-) -> Result<(Arc<File>, u64, u32), WalError> {
+) -> Result<(Arc<DurableFile>, u64, u32), WalError> {
     let attempt = || {
         create_segment(dir, seq, checkpoints).inspect_err(|_| {
-            let _ = std::fs::remove_file(segment_path(dir, seq));
+            let _ = quarry_persist::remove_file(&segment_path(dir, seq));
         })
     };
     match attempt() {

@@ -3,15 +3,13 @@
 //! the log stores use.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use openraft::{LogId, Vote};
-use quarry_persist::{LockError, LockFile};
+use quarry_persist::{DurableFile, LockError, LockFile};
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{clone_io_error, Corruption, WalError};
@@ -37,7 +35,7 @@ pub(crate) struct State {
     pub groups: HashMap<u64, GroupIndex>,
     pub queue: VecDeque<Request>,
     /// Open segment files (the active one included), for reading entries back.
-    pub segments: BTreeMap<u64, Arc<File>>,
+    pub segments: BTreeMap<u64, Arc<DurableFile>>,
     pub cache: EntryCache,
     pub next_serial: u64,
     pub shutdown: bool,
@@ -435,7 +433,7 @@ impl Wal {
 
     fn read_entry_record(
         &self,
-        file: &File,
+        file: &DurableFile,
         segment: u64,
         offset: u64,
         len: u32,
@@ -490,7 +488,7 @@ fn lock_dir(dir: &Path) -> Result<LockFile, WalError> {
 /// Where a planned read gets its bytes.
 enum Source {
     Memory(Arc<[u8]>),
-    Disk { file: Arc<File>, segment: u64, offset: u64, len: u32 },
+    Disk { file: Arc<DurableFile>, segment: u64, offset: u64, len: u32 },
 }
 
 /// A group's log pointers.

@@ -33,9 +33,8 @@
 //! the round's waiters get the error, its groups are marked failed, and the ledger never saw
 //! the round (its updates are applied only after a successful write).
 
+use quarry_persist::DurableFile;
 use std::collections::{BTreeSet, HashMap};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -98,7 +97,7 @@ struct Round {
 /// The writer thread's state.
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    active: Arc<File>,
+    active: Arc<DurableFile>,
     active_seq: u64,
     active_len: u64,
     /// Length of the active segment file: `active_len` plus the preallocated zeros after it.
@@ -132,7 +131,7 @@ enum Next {
 impl Writer {
     pub fn new(
         shared: Arc<Shared>,
-        active: Arc<File>,
+        active: Arc<DurableFile>,
         active_seq: u64,
         active_len: u64,
         salt: u32,
@@ -490,7 +489,7 @@ impl Writer {
         let mut deleted = 0u64;
         while self.oldest_seq < keep_from {
             let path = segment_path(&dir, self.oldest_seq);
-            if let Err(error) = std::fs::remove_file(&path) {
+            if let Err(error) = quarry_persist::remove_file(&path) {
                 tracing::warn!(path = %path.display(), %error, "cannot delete a dead WAL segment");
                 break;
             }
@@ -554,7 +553,7 @@ pub(crate) fn create_segment(
     dir: &Path,
     seq: u64,
     checkpoints: &[(u64, GroupCheckpoint)],
-) -> Result<(Arc<File>, u64, u32), WalError> {
+) -> Result<(Arc<DurableFile>, u64, u32), WalError> {
     let path = segment_path(dir, seq);
     let salt = new_salt(seq);
     let mut buffer = encode_segment_header(seq, salt).to_vec();
@@ -566,8 +565,7 @@ pub(crate) fn create_segment(
     encode_record(&mut buffer, RecordKind::RoundEnd, 0, &end);
     assert!(buffer.len() as u64 > SEGMENT_HEADER_LEN + RECORD_HEADER_LEN as u64);
     let io_error = |error| WalError::io(&path, error);
-    let file =
-        OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(io_error)?;
+    let file = DurableFile::create_new(&path).map_err(io_error)?;
     file.write_all_at(&buffer, 0).map_err(io_error)?;
     file.sync_all().map_err(io_error)?;
     sync_dir(dir)?;

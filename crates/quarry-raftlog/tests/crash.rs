@@ -6,6 +6,9 @@
 //! acknowledged event to stdout. The parent SIGKILLs it at a random moment (sometimes during
 //! its own recovery), reopens the log and checks it against everything printed, for several
 //! rounds. Payloads derive from (group, index, term), so any mix-up or garbage is caught.
+//! SIGKILL keeps the page cache, so `acknowledged_entries_survive_power_loss` runs the same
+//! rounds with the child under the power-loss simulator (`quarry_persist::powerloss`): the
+//! kill then also loses every unsynced page the simulated kernel did not write back.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -26,6 +29,7 @@ const DIR_VAR: &str = "QUARRY_RAFTLOG_CRASH_DIR";
 const ROUND_VAR: &str = "QUARRY_RAFTLOG_CRASH_ROUND";
 const GROUPS: u64 = 16;
 const ROUNDS: u64 = 10;
+const POWER_LOSS_ROUNDS: u64 = 6;
 const PAYLOAD_MAX: u64 = 6000;
 const LEADER: u64 = 1;
 
@@ -128,16 +132,25 @@ fn parse(line: &str) -> Option<(u64, Event)> {
     Some((numbers[0], event))
 }
 
-/// Runs one child and kills it; returns the complete lines it printed.
-fn run_child(dir: &std::path::Path, round: u64, rng: &mut StdRng) -> Vec<String> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// Runs one child and kills it; returns the complete lines it printed. With `power_loss`,
+/// the child runs under the power-loss simulator (`QUARRY_TEST_POWERLOSS`, see
+/// `quarry_persist::powerloss`): the kill then loses everything not fsynced, except pages
+/// the simulated kernel wrote back (a power cut), not only the process.
+fn run_child(dir: &std::path::Path, round: u64, rng: &mut StdRng, power_loss: bool) -> Vec<String> {
+    let mut command = Command::new(std::env::current_exe().unwrap());
+    command
         .args(["crash::crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(DIR_VAR, dir)
         .env(ROUND_VAR, round.to_string())
+        .env_remove(quarry_persist::powerloss::ENV_VAR)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    if power_loss {
+        let options = std::env::var("QUARRY_TEST_POWERLOSS_OPTIONS").unwrap_or_default();
+        let seed = rng.gen::<u64>();
+        command.env(quarry_persist::powerloss::ENV_VAR, format!("{seed},{options}"));
+    }
+    let mut child = command.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (sender, receiver) = mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -231,13 +244,24 @@ fn verify(dir: &std::path::Path, history: &HashMap<u64, Vec<Event>>) -> (u64, u6
 
 #[test]
 fn acknowledged_entries_survive_sigkill() {
+    crash_rounds(ROUNDS, false);
+}
+
+/// The same rounds as power losses (see `run_child`). With
+/// `QUARRY_TEST_POWERLOSS_OPTIONS=fsync-noop` it must fail.
+#[test]
+fn acknowledged_entries_survive_power_loss() {
+    crash_rounds(POWER_LOSS_ROUNDS, true);
+}
+
+fn crash_rounds(rounds: u64, power_loss: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut rng = StdRng::seed_from_u64(0xc4a5);
+    let mut rng = StdRng::seed_from_u64(0xc4a5 ^ u64::from(power_loss));
     let mut history: HashMap<u64, Vec<Event>> = HashMap::new();
     let started = Instant::now();
     let mut acks = 0;
-    for round in 0..ROUNDS {
-        for line in run_child(dir.path(), round, &mut rng) {
+    for round in 0..rounds {
+        for line in run_child(dir.path(), round, &mut rng, power_loss) {
             if let Some((group, event)) = parse(&line) {
                 acks += u64::from(matches!(event, Event::Ack { .. }));
                 history.entry(group).or_default().push(event);
@@ -245,8 +269,8 @@ fn acknowledged_entries_survive_sigkill() {
         }
         let (checked, torn_bytes) = verify(dir.path(), &history);
         eprintln!(
-            "crash round {round}: {acks} acknowledged so far, {checked} checked present, \
-             {torn_bytes} torn bytes cut"
+            "crash round {round} (power loss: {power_loss}): {acks} acknowledged so far, \
+             {checked} checked present, {torn_bytes} torn bytes cut"
         );
     }
     assert!(acks > 1000, "too few acknowledged appends ({acks}) for the test to mean anything");

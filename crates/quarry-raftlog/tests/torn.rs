@@ -234,6 +234,28 @@ fn a_cut_short_new_segment_is_removed() {
     }
 }
 
+/// Two cuts in a row: the creation of segment 2 is cut short (an empty file), recovery
+/// removes it and starts the next segment, whose creation is cut short too. Had recovery
+/// numbered the new segment 3, the files would be 1 and an empty 3: the gap made the next
+/// recovery take segment 1 for a leftover of a deletion and remove it, every acknowledged
+/// entry with it (the power-loss harness of quarry-store found this). Recovery reuses the
+/// removed segment's number instead.
+#[test]
+fn a_cut_short_segment_removed_by_recovery_leaves_no_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = write_log(dir.path(), 64 << 20);
+    let second = dir.path().join("00000000000000000002.wal");
+    std::fs::write(&second, b"").unwrap();
+    let wal = assert_entries(dir.path(), options, |_| PER_GROUP);
+    assert_eq!(wal.stats().active_segment, 2, "the removed segment's number is reused");
+    drop(wal);
+    // The creation of the recovery's segment cut short as well.
+    let files = segment_files(dir.path());
+    let newest = files.last().unwrap().clone();
+    std::fs::write(&newest, b"").unwrap();
+    assert_entries(dir.path(), options, |_| PER_GROUP);
+}
+
 #[test]
 fn a_second_open_of_a_locked_directory_fails() {
     let dir = tempfile::tempdir().unwrap();

@@ -10,6 +10,7 @@ mod errors;
 mod exchange;
 mod meta_corruption;
 mod model;
+mod powerloss;
 mod snap_index;
 mod snapshots;
 mod space;
