@@ -971,19 +971,7 @@ async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliErr
     ])
     .left_heads();
     for entry in &images {
-        let image = match Image::open_by_id(
-            &io,
-            &entry.id,
-            &entry.name,
-            OpenOptions { read_only: true, ..Default::default() },
-        )
-        .await
-        {
-            Ok(image) => image,
-            // Removed meanwhile (or half-made): skip, as rbd ls -l does.
-            Err(e) if e.errno() == ErrorCode::ENOENT => continue,
-            Err(e) => return Err(failed("error opening image", &e)),
-        };
+        let Some(image) = open_listed(&io, entry, "error opening image").await? else { continue };
         let info = image.info().await;
         let parent = parent_name(rados, info.parent.as_ref()).await;
         table.row(vec![
@@ -1024,6 +1012,21 @@ async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliErr
         return Ok(());
     }
     print(&table.render())
+}
+
+/// Opens a listed image read-only; None if it went away meanwhile (or is half-made), which
+/// listings skip as `rbd ls -l` does.
+async fn open_listed(
+    io: &IoCtx,
+    entry: &quarry_rbd::ImageEntry,
+    what: &str,
+) -> Result<Option<Image>, CliError> {
+    let options = OpenOptions { read_only: true, ..Default::default() };
+    match Image::open_by_id(io, &entry.id, &entry.name, options).await {
+        Ok(image) => Ok(Some(image)),
+        Err(e) if e.errno() == ErrorCode::ENOENT => Ok(None),
+        Err(e) => Err(failed(what, &e)),
+    }
 }
 
 /// A parent link with names resolved for display.
@@ -1366,18 +1369,7 @@ async fn du(
     let mut rows = Vec::new();
     let (mut total_prov, mut total_used) = (0u64, 0u64);
     for entry in &entries {
-        let image = match Image::open_by_id(
-            &io,
-            &entry.id,
-            &entry.name,
-            OpenOptions { read_only: true, ..Default::default() },
-        )
-        .await
-        {
-            Ok(i) => i,
-            Err(e) if e.errno() == ErrorCode::ENOENT => continue,
-            Err(e) => return Err(failed("du failed", &e)),
-        };
+        let Some(image) = open_listed(&io, entry, "du failed").await? else { continue };
         let info = image.info().await;
         let fast = info.features & features::FAST_DIFF != 0;
         if !fast {

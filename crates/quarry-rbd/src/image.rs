@@ -312,6 +312,11 @@ impl Image {
         }
     }
 
+    /// Calls `rbd.<method>` on this image's header.
+    async fn header_call<T: serde::Serialize>(&self, method: &str, input: &T) -> RbdResult<()> {
+        call(&self.inner.io, &names::header_object(&self.inner.id), method, input).await
+    }
+
     /// Tells the other handles the header changed (they refresh).
     async fn header_changed(&self) {
         let from =
@@ -648,13 +653,7 @@ impl Image {
                 let req = ResizeRequest { object_count: new_count, default_state: om::NONEXISTENT };
                 call(&self.inner.io, &map_object, "object_map_resize", &req).await?;
             }
-            call(
-                &self.inner.io,
-                &names::header_object(&self.inner.id),
-                "set_size",
-                &SetSizeRequest { size: new_size },
-            )
-            .await?;
+            self.header_call("set_size", &SetSizeRequest { size: new_size }).await?;
         } else if new_size < old_size {
             // Trim: the tail of objects that stay, then every object wholly past the end
             // (with striping an object's pieces are spread out: remove it whole).
@@ -680,13 +679,7 @@ impl Image {
                 done += chunk.len() as u64;
                 progress(done, total);
             }
-            call(
-                &self.inner.io,
-                &names::header_object(&self.inner.id),
-                "set_size",
-                &SetSizeRequest { size: new_size },
-            )
-            .await?;
+            self.header_call("set_size", &SetSizeRequest { size: new_size }).await?;
             if has_map {
                 let req = ResizeRequest { object_count: new_count, default_state: om::NONEXISTENT };
                 call(&self.inner.io, &map_object, "object_map_resize", &req).await?;
@@ -807,8 +800,7 @@ impl Image {
         names::check_snap_name(new)?;
         let snap = self.user_snapshot(old).await?;
         let req = SnapshotRenameRequest { snap_id: snap.id, name: new.into() };
-        call(&self.inner.io, &names::header_object(&self.inner.id), "snapshot_rename", &req)
-            .await?;
+        self.header_call("snapshot_rename", &req).await?;
         self.refresh().await?;
         self.header_changed().await;
         Ok(())
@@ -847,7 +839,7 @@ impl Image {
     async fn set_protection(&self, snap_id: SnapId, protection: Protection) -> RbdResult<()> {
         let _lock = if self.inner.read_only { None } else { self.write_guard().await? };
         let req = SetProtectionRequest { snap_id, protection };
-        call(&self.inner.io, &names::header_object(&self.inner.id), "set_protection", &req).await?;
+        self.header_call("set_protection", &req).await?;
         self.refresh().await?;
         self.header_changed().await;
         Ok(())
@@ -857,7 +849,7 @@ impl Image {
     pub async fn snap_set_limit(&self, limit: Option<u64>) -> RbdResult<()> {
         let _lock = if self.inner.read_only { None } else { self.write_guard().await? };
         let req = SnapLimitRequest { limit };
-        call(&self.inner.io, &names::header_object(&self.inner.id), "set_snap_limit", &req).await?;
+        self.header_call("set_snap_limit", &req).await?;
         self.refresh().await?;
         self.header_changed().await;
         Ok(())
@@ -1011,7 +1003,7 @@ impl Image {
             }
         }
         let req = RemoveParentRequest { keep };
-        call(&self.inner.io, &names::header_object(&self.inner.id), "remove_parent", &req).await?;
+        self.header_call("remove_parent", &req).await?;
         let mut state = state;
         self.refresh_locked(&mut state).await?;
         drop(state);
@@ -1261,13 +1253,7 @@ impl Image {
     /// Sets image-meta `key`.
     pub async fn metadata_set(&self, key: &str, value: &str) -> RbdResult<()> {
         let entries = [(key.to_string(), Bytes::copy_from_slice(value.as_bytes()))].into();
-        call(
-            &self.inner.io,
-            &names::header_object(&self.inner.id),
-            "metadata_set",
-            &MetadataSetRequest { entries },
-        )
-        .await
+        self.header_call("metadata_set", &MetadataSetRequest { entries }).await
     }
 
     /// Image-meta `key` (ENOENT if absent).
@@ -1289,7 +1275,7 @@ impl Image {
     /// Removes image-meta `key` (ENOENT if absent).
     pub async fn metadata_remove(&self, key: &str) -> RbdResult<()> {
         let req = MetadataKeyRequest { key: key.into() };
-        call(&self.inner.io, &names::header_object(&self.inner.id), "metadata_remove", &req).await
+        self.header_call("metadata_remove", &req).await
     }
 
     /// Every image-meta entry.
