@@ -154,6 +154,7 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   trash mv IMAGE [--delay SECS] | trash ls [-l] [POOL] | trash restore [POOL/]ID [--image NAME]
   trash rm [POOL/]ID [--force] | trash purge [POOL]
   lock ls IMAGE | lock add IMAGE ID [--shared TAG] | lock rm IMAGE ID LOCKER
+  feature enable|disable IMAGE FEATURE...  exclusive-lock, object-map, fast-diff (deep-flatten: disable)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin";
 
@@ -506,6 +507,7 @@ enum Command {
     TrashRestore { pool: String, id: String },
     TrashRm { pool: String, id: String },
     TrashPurge { pool: String },
+    Feature(Spec, bool, Vec<String>),
     LockLs(Spec),
     LockAdd(Spec, String),
     LockRm(Spec, String, String),
@@ -614,6 +616,19 @@ impl Command {
                 }
             }
             "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
+            "feature" => {
+                let enable = match need(1, "feature command")? {
+                    "enable" => true,
+                    "disable" => false,
+                    other => return Err(usage(format!("unknown feature command '{other}'"))),
+                };
+                let image = args.spec(arg(2), SnapRule::None)?;
+                let names: Vec<String> = w.iter().skip(3).map(|s| s.to_string()).collect();
+                if names.is_empty() {
+                    return Err(usage("at least one feature name must be specified"));
+                }
+                Command::Feature(image, enable, names)
+            }
             "lock" => {
                 let sub = need(1, "lock command")?;
                 let image = args.spec(arg(2), SnapRule::None)?;
@@ -847,6 +862,18 @@ impl Command {
             }
             Command::TrashLs { pool } => trash_ls(args, rados, &pool).await,
             Command::LockLs(spec) => lock_ls(args, rados, &spec).await,
+            Command::Feature(spec, enable, names) => {
+                let mut bits = 0;
+                for name in names.iter().flat_map(|n| n.split(',')) {
+                    bits |= features::by_name(name.trim())
+                        .ok_or_else(|| usage(format!("invalid feature name: {name}")))?;
+                }
+                let image = open_image(rados, &spec, false).await?;
+                image
+                    .update_features(bits, enable)
+                    .await
+                    .map_err(|e| failed("failed to update image features", &e))
+            }
             Command::LockAdd(spec, id) => {
                 let image = open_image(rados, &spec, true).await?;
                 match image.lock_add(&id, args.shared.as_deref()).await {

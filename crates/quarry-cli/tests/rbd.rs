@@ -200,6 +200,20 @@ fn golden_image_snapshot_clone_workflow() {
     assert!(bench.contains("read_ratio 50"), "{bench}");
     fails(c, &["bench", "vm-v1"], 22, "must specify --io-type");
 
+    // Features: enabling object-map builds the map from the objects that exist.
+    ok(c, &["create", "--size", "16M", "--image-feature", "layering", "fe"]);
+    ok(c, &["bench", "--io-type", "write", "--io-total", "64K", "fe"]);
+    fails(c, &["feature", "enable", "fe", "object-map"], 22, "failed to update image features: (22)");
+    ok(c, &["feature", "enable", "fe", "exclusive-lock", "object-map", "fast-diff"]);
+    let info = ok(c, &["info", "fe"]);
+    assert!(info.contains("\tfeatures: layering, exclusive-lock, object-map, fast-diff\n"), "{info}");
+    let du = ok(c, &["du", "fe"]);
+    assert!(du.lines().any(|l| l.starts_with("fe ") && l.ends_with("4 MiB")), "{du}");
+    ok(c, &["feature", "disable", "fe", "fast-diff", "object-map"]);
+    fails(c, &["feature", "disable", "fe", "layering"], 22, "(22) Invalid argument");
+    assert!(ok(c, &["info", "fe"]).contains("\tfeatures: layering, exclusive-lock\n"));
+    ok(c, &["rm", "--no-progress", "fe"]);
+
     // Advisory locks.
     assert_eq!(ok(c, &["lock", "ls", "vm-v1"]), "");
     ok(c, &["lock", "add", "vm-v1", "mylock"]);
