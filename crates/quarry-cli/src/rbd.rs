@@ -154,6 +154,7 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   trash mv IMAGE [--delay SECS] | trash ls [-l] [POOL] | trash restore [POOL/]ID [--image NAME]
   trash rm [POOL/]ID [--force] | trash purge [POOL]
   lock ls IMAGE | lock add IMAGE ID [--shared TAG] | lock rm IMAGE ID LOCKER
+  cp SRC[@SNAP] DST                  copy an image's data (a clone's parent data included)
   feature enable|disable IMAGE FEATURE...  exclusive-lock, object-map, fast-diff (deep-flatten: disable)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin";
@@ -508,6 +509,7 @@ enum Command {
     TrashRm { pool: String, id: String },
     TrashPurge { pool: String },
     Feature(Spec, bool, Vec<String>),
+    Copy(Spec, Spec),
     LockLs(Spec),
     LockAdd(Spec, String),
     LockRm(Spec, String, String),
@@ -616,6 +618,11 @@ impl Command {
                 }
             }
             "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
+            "cp" | "copy" => {
+                let src = spec(1, SnapRule::Optional)?;
+                let dst = args.spec(Some(need(2, "destination image name")?), SnapRule::None)?;
+                Command::Copy(src, dst)
+            }
             "feature" => {
                 let enable = match need(1, "feature command")? {
                     "enable" => true,
@@ -862,6 +869,24 @@ impl Command {
             }
             Command::TrashLs { pool } => trash_ls(args, rados, &pool).await,
             Command::LockLs(spec) => lock_ls(args, rados, &spec).await,
+            Command::Copy(src, dst) => {
+                let source = open_image(rados, &src, true).await?;
+                let io = open_pool(rados, &dst.pool, &dst.namespace).await?;
+                let mut options = args.create_options(0)?;
+                let info = source.info().await;
+                if args.image_feature.is_empty() {
+                    options.features = info.features & !features::STRIPINGV2;
+                }
+                if args.order.is_none() && args.object_size.is_none() {
+                    options.order = info.order;
+                }
+                let mut progress = Progress::new("Image copy", args.progress());
+                let result =
+                    pool::copy(&source, &io, &dst.image, &options, |d, t| progress.update(d, t))
+                        .await;
+                progress.finish(result.is_ok());
+                result.map_err(|e| failed("copy failed", &e))
+            }
             Command::Feature(spec, enable, names) => {
                 let mut bits = 0;
                 for name in names.iter().flat_map(|n| n.split(',')) {

@@ -169,6 +169,14 @@ fn golden_image_snapshot_clone_workflow() {
     assert_eq!(ls, "golden\nvm-v1\nvm-v2\nyujiang\n");
 
     // Flatten one clone, remove the other; then the snapshot can go.
+    // cp of a clone copies what it reads (the parent's data), sparse.
+    ok(c, &["cp", "--no-progress", "vm-v2", "copied"]);
+    let copied = tmp.path().join("copied.raw");
+    ok(c, &["export", "copied", copied.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&copied).unwrap(), data);
+    assert!(!ok(c, &["info", "copied"]).contains("parent:"));
+    fails(c, &["cp", "vm-v2", "copied"], 17, "rbd: copy failed: (17) File exists");
+    ok(c, &["rm", "--no-progress", "copied"]);
     ok(c, &["flatten", "--no-progress", "vm-v1"]);
     assert!(!ok(c, &["info", "vm-v1"]).contains("parent:"));
     ok(c, &["export", "vm-v1", tmp.path().join("flat.raw").to_str().unwrap()]);
@@ -203,10 +211,18 @@ fn golden_image_snapshot_clone_workflow() {
     // Features: enabling object-map builds the map from the objects that exist.
     ok(c, &["create", "--size", "16M", "--image-feature", "layering", "fe"]);
     ok(c, &["bench", "--io-type", "write", "--io-total", "64K", "fe"]);
-    fails(c, &["feature", "enable", "fe", "object-map"], 22, "failed to update image features: (22)");
+    fails(
+        c,
+        &["feature", "enable", "fe", "object-map"],
+        22,
+        "failed to update image features: (22)",
+    );
     ok(c, &["feature", "enable", "fe", "exclusive-lock", "object-map", "fast-diff"]);
     let info = ok(c, &["info", "fe"]);
-    assert!(info.contains("\tfeatures: layering, exclusive-lock, object-map, fast-diff\n"), "{info}");
+    assert!(
+        info.contains("\tfeatures: layering, exclusive-lock, object-map, fast-diff\n"),
+        "{info}"
+    );
     let du = ok(c, &["du", "fe"]);
     assert!(du.lines().any(|l| l.starts_with("fe ") && l.ends_with("4 MiB")), "{du}");
     ok(c, &["feature", "disable", "fe", "fast-diff", "object-map"]);

@@ -595,3 +595,51 @@ pub async fn trash_remove(
     remove_image(io, &entry.name, id, progress).await?;
     call(io, names::TRASH, "trash_remove", &LookupRequest { key: id.into() }).await
 }
+
+/// Copies the data of `source` (open at the head or a snapshot; a clone's parent data
+/// included) into a new image `name` of `io`'s pool (`rbd cp`): same size, and order and
+/// features from `options`. Only extents with data are read and written (sparse).
+pub async fn copy(
+    source: &Image,
+    io: &IoCtx,
+    name: &str,
+    options: &CreateOptions,
+    mut progress: impl FnMut(u64, u64),
+) -> RbdResult<()> {
+    let size = source.size().await;
+    let options = CreateOptions { size, ..options.clone() };
+    create(io, name, &options).await?;
+    let copied = async {
+        let target = Image::open(io, name, OpenOptions::default()).await?;
+        let mut extents = Vec::new();
+        source
+            .diff_iterate(None, 0, size, true, |off, len, exists| {
+                if exists {
+                    extents.push((off, len));
+                }
+                0
+            })
+            .await?;
+        let total: u64 = extents.iter().map(|e| e.1).sum();
+        let mut done = 0;
+        for (off, len) in extents {
+            let mut at = off;
+            while at < off + len {
+                let chunk = (off + len - at).min(4 << 20);
+                let data = source.read(at, chunk).await?;
+                if data.iter().any(|&b| b != 0) {
+                    target.write(at, data).await?;
+                }
+                at += chunk;
+                done += chunk;
+                progress(done, total);
+            }
+        }
+        target.close().await
+    };
+    if let Err(e) = copied.await {
+        let _ = remove(io, name).await;
+        return Err(e);
+    }
+    Ok(())
+}
