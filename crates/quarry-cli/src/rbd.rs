@@ -154,6 +154,7 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   trash mv IMAGE [--delay SECS] | trash ls [-l] [POOL] | trash restore [POOL/]ID [--image NAME]
   trash rm [POOL/]ID [--force] | trash purge [POOL]
   lock ls IMAGE | lock add IMAGE ID [--shared TAG] | lock rm IMAGE ID LOCKER
+ watch IMAGE                         print the image's notifications until enter or EOF
   cp SRC[@SNAP] DST                  copy an image's data (a clone's parent data included)
   feature enable|disable IMAGE FEATURE...  exclusive-lock, object-map, fast-diff (deep-flatten: disable)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
@@ -510,6 +511,7 @@ enum Command {
     TrashPurge { pool: String },
     Feature(Spec, bool, Vec<String>),
     Copy(Spec, Spec),
+    Watch(Spec),
     LockLs(Spec),
     LockAdd(Spec, String),
     LockRm(Spec, String, String),
@@ -618,6 +620,7 @@ impl Command {
                 }
             }
             "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
+            "watch" => Command::Watch(spec(1, SnapRule::None)?),
             "cp" | "copy" => {
                 let src = spec(1, SnapRule::Optional)?;
                 let dst = args.spec(Some(need(2, "destination image name")?), SnapRule::None)?;
@@ -869,6 +872,7 @@ impl Command {
             }
             Command::TrashLs { pool } => trash_ls(args, rados, &pool).await,
             Command::LockLs(spec) => lock_ls(args, rados, &spec).await,
+            Command::Watch(spec) => watch(rados, &spec).await,
             Command::Copy(src, dst) => {
                 let source = open_image(rados, &src, true).await?;
                 let io = open_pool(rados, &dst.pool, &dst.namespace).await?;
@@ -1648,6 +1652,45 @@ async fn bench(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErro
         crate::output::g6(rate),
         bytes_iec((rate * io_size as f64) as u64)
     ))
+}
+
+/// `rbd watch IMAGE`: watches the header (so `rbd status` lists this process) and prints
+/// each notification as Ceph's tool does until a line or EOF on stdin.
+async fn watch(rados: &Rados, spec: &Spec) -> Result<(), CliError> {
+    use tokio::io::AsyncBufReadExt;
+    let image = open_image(rados, spec, true).await?;
+    let io = image.ioctx().clone();
+    let header = quarry_rbd::names::header_object(image.id());
+    let mut w =
+        io.watch(&header, None).await.map_err(|e| failed("watch failed", &RbdError::from(e)))?;
+    print("press enter to exit...\n")?;
+    let mut stdin = tokio::io::BufReader::new(tokio::io::stdin());
+    let mut line = String::new();
+    let mut enter = std::pin::pin!(stdin.read_line(&mut line));
+    loop {
+        tokio::select! {
+            _ = &mut enter => break,
+            event = w.next() => match event {
+                Some(quarry_client::WatchEvent::Notify { notify_id, notifier_id, payload }) => {
+                    let op = quarry_rbd::lock::ImageNotify::decode(&payload)
+                        .map_or("Unknown", |n| n.op_name());
+                    print(&format!(
+                        "{} received notification: notify_id={notify_id}, cookie={}, notifier_id={notifier_id}, bl.length={}, notify_op={op}\n",
+                        spec.image,
+                        w.cookie(),
+                        payload.len()
+                    ))?;
+                    let _ = io.notify_ack(w.cookie(), notify_id, b"").await;
+                }
+                Some(quarry_client::WatchEvent::Error(code)) => {
+                    return Err(failed("watch failed", &RbdError::code(code)));
+                }
+                None => break,
+            },
+        }
+    }
+    let _ = io.unwatch(w.cookie()).await;
+    Ok(())
 }
 
 async fn lock_ls(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError> {

@@ -230,6 +230,40 @@ fn golden_image_snapshot_clone_workflow() {
     assert!(ok(c, &["info", "fe"]).contains("\tfeatures: layering, exclusive-lock\n"));
     ok(c, &["rm", "--no-progress", "fe"]);
 
+    // rbd watch: listed by rbd status, prints the header update a resize sends.
+    let fifo = tmp.path().join("stdin");
+    let mut mk = std::process::Command::new("mkfifo");
+    mk.arg(&fifo);
+    run_bounded(mk, None, COMMAND_TIMEOUT).ok("mkfifo");
+    let hold = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("exec \"$0\" rbd watch vm-v1 < \"$1\"")
+        .arg(quarry())
+        .arg(&fifo)
+        .env("CEPH_CONF", c)
+        .env_remove("CEPH_ARGS");
+    let mut watcher = Daemon::spawn("rbd watch", cmd);
+    let wait_line = |prefix: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !watcher.stdout.lock().unwrap().iter().any(|l| l.contains(prefix)) {
+            assert!(std::time::Instant::now() < deadline, "no '{prefix}'\n{}", watcher.logs());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    wait_line("press enter to exit...");
+    let status = ok(c, &["status", "vm-v1"]);
+    assert!(status.starts_with("Watchers:\n\twatcher=127.0.0.1:0/"), "{status}");
+    ok(c, &["resize", "--size", "4M", "vm-v1"]);
+    wait_line("vm-v1 received notification: notify_id=");
+    assert!(watcher.stdout.lock().unwrap().iter().any(|l| l.ends_with("notify_op=HeaderUpdate")));
+    // EOF on its stdin: it unwatches and exits by itself.
+    drop(hold);
+    let exit =
+        watcher.wait_exit(std::time::Duration::from_secs(30)).expect("rbd watch exits at EOF");
+    assert!(exit.success(), "{}", watcher.logs());
+    assert_eq!(ok(c, &["status", "vm-v1"]), "Watchers: none\n");
+
     // Advisory locks.
     assert_eq!(ok(c, &["lock", "ls", "vm-v1"]), "");
     ok(c, &["lock", "add", "vm-v1", "mylock"]);

@@ -68,6 +68,23 @@ pub enum ImageNotify {
     },
 }
 
+impl ImageNotify {
+    /// Decodes a notify payload sent on an image header (None if it is not one of ours).
+    pub fn decode(payload: &[u8]) -> Option<ImageNotify> {
+        quarry_cls::codec::decode_reply(payload).ok()
+    }
+
+    /// Ceph's name of the notification (`rbd watch` prints it).
+    pub fn op_name(&self) -> &'static str {
+        match self {
+            ImageNotify::HeaderUpdate { .. } => "HeaderUpdate",
+            ImageNotify::RequestLock { .. } => "RequestLock",
+            ImageNotify::AcquiredLock { .. } => "AcquiredLock",
+            ImageNotify::ReleasedLock { .. } => "ReleasedLock",
+        }
+    }
+}
+
 /// A lock owner's answer to [`ImageNotify::RequestLock`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LockAnswer {
