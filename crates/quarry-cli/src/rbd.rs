@@ -13,7 +13,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use quarry_client::admin::plain::{bytes_iec, Align, Table};
+use quarry_client::admin::plain::{bytes_iec, ctime, Align, Table};
 use quarry_client::{IoCtx, Rados};
 use quarry_conf::CommonArgs;
 use quarry_rbd::{
@@ -427,21 +427,6 @@ fn print_json(args: &RbdArgs, value: &Value) -> Result<(), CliError> {
         serde_json::to_string(value).unwrap_or_default()
     };
     print(&format!("{text}\n"))
-}
-
-/// `Sat Nov 21 10:49:30 2026`, as librbd's `ctime` output (UTC here).
-fn ctime(sec: u64) -> String {
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let stamp = quarry_client::admin::plain::utime(sec, 0);
-    // utime: YYYY-MM-DDTHH:MM:SS.ffffff+0000
-    let year = &stamp[0..4];
-    let month: usize = stamp[5..7].parse().unwrap_or(1);
-    let day: u32 = stamp[8..10].parse().unwrap_or(1);
-    let time = &stamp[11..19];
-    let weekday = DAYS[((sec / 86_400) % 7) as usize];
-    format!("{weekday} {} {day:>2} {time} {year}", MONTHS[month.saturating_sub(1) % 12])
 }
 
 /// Ceph's percentage progress line on stderr: `Removing image: 42% complete...`.

@@ -602,7 +602,7 @@ impl Image {
     /// The head object map's state of object `k` (None without an object map).
     async fn object_state(&self, k: u64) -> Option<u8> {
         let map = self.inner.object_map.lock().await;
-        map.as_ref().map(|packed| state_of(packed, k))
+        map.as_ref().map(|packed| om::state_in(packed, k))
     }
 
     /// Sets object `k` to `state` in the head object map (a method call only if it changes;
@@ -610,7 +610,7 @@ impl Image {
     async fn mark(&self, k: u64, state: u8) -> RbdResult<()> {
         let mut map = self.inner.object_map.lock().await;
         let Some(packed) = map.as_mut() else { return Ok(()) };
-        let current = state_of(packed, k);
+        let current = om::state_in(packed, k);
         // EXISTS_CLEAN becomes EXISTS on a write: the object changed since the snapshot.
         if current == state || k >= (packed.len() as u64) * 4 {
             return Ok(());
@@ -625,7 +625,7 @@ impl Image {
         .await
         {
             Ok(()) => {
-                set_state(packed, k, state);
+                om::set_in(packed, k, state);
                 Ok(())
             }
             // The map is shorter than the image (resized by another handle): reload later.
@@ -892,7 +892,8 @@ impl Image {
         let objects: Vec<u64> = (0..count)
             .filter(|&k| {
                 let in_snap = snap_map.as_ref().is_none_or(|m| m.get(k) != om::NONEXISTENT);
-                let in_head = head_map.as_ref().is_none_or(|m| state_of(m, k) != om::NONEXISTENT);
+                let in_head =
+                    head_map.as_ref().is_none_or(|m| om::state_in(m, k) != om::NONEXISTENT);
                 in_snap || in_head || snap_parent.is_some()
             })
             .collect();
@@ -1280,7 +1281,7 @@ impl Image {
             for k in 0..count {
                 let object = data_object(&state.header.object_prefix, k);
                 match state.data.exec(&object, vec![ObjectOp::Stat]).await {
-                    Ok(_) => set_state(&mut map, k, om::EXISTS),
+                    Ok(_) => om::set_in(&mut map, k, om::EXISTS),
                     Err(e) if is(&e, ErrorCode::ENOENT) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -1460,20 +1461,6 @@ fn clip(off: u64, len: u64, size: u64) -> RbdResult<u64> {
         return Err(RbdError::refused(ErrorCode::EINVAL, "offset beyond the end of the image"));
     }
     Ok(len.min(size - off))
-}
-
-fn state_of(packed: &[u8], k: u64) -> u8 {
-    match packed.get((k / 4) as usize) {
-        Some(byte) => (byte >> (6 - 2 * (k % 4))) & 3,
-        None => om::NONEXISTENT,
-    }
-}
-
-fn set_state(packed: &mut [u8], k: u64, state: u8) {
-    if let Some(byte) = packed.get_mut((k / 4) as usize) {
-        let shift = 6 - 2 * (k % 4);
-        *byte = (*byte & !(3 << shift)) | (state << shift);
-    }
 }
 
 fn join_error(e: tokio::task::JoinError) -> RbdError {

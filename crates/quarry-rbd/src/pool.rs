@@ -104,7 +104,7 @@ pub async fn create(io: &IoCtx, name: &str, options: &CreateOptions) -> RbdResul
     check_create(&request)?;
     let id_object = names::id_object(name);
     call(io, &id_object, "set_id", &SetIdRequest { id: id.clone() }).await.map_err(|e| {
-        if is_client(&e, ErrorCode::EEXIST) {
+        if e.errno() == ErrorCode::EEXIST {
             RbdError::code(ErrorCode::EEXIST)
         } else {
             e
@@ -480,10 +480,6 @@ pub(crate) async fn call_read<R: DeserializeOwned>(
     let input = quarry_cls::codec::encode(input);
     let bytes: Bytes = io.call(object, "rbd", method, input).await?;
     cls::decode(&bytes).map_err(RbdError::code)
-}
-
-fn is_client(e: &RbdError, code: ErrorCode) -> bool {
-    e.errno() == code
 }
 
 /// ENOENT is success (the thing is already gone).

@@ -57,6 +57,25 @@ pub fn snap_stamp(sec: u64) -> String {
     format!("{y:04}.{m:02}.{d:02} {:02}:{:02}:{:02}", rem / 3600, (rem / 60) % 60, rem % 60)
 }
 
+/// A time as librbd prints it (`ctime` without the newline): `Sat Nov 21 10:49:30 2026`
+/// (Ceph prints local time; Quarry prints UTC, as everywhere else).
+pub fn ctime(sec: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] =
+        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = sec / 86_400;
+    let (y, m, d) = civil_from_days(days as i64);
+    let rem = sec % 86_400;
+    format!(
+        "{} {} {d:>2} {:02}:{:02}:{:02} {y}",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m as usize - 1) % 12],
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
 /// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar
 /// (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
@@ -526,6 +545,12 @@ pub fn rados_df(s: &StatusReport, pools: &[&PoolInfo]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ctime_is_librbds_shape() {
+        assert_eq!(ctime(0), "Thu Jan  1 00:00:00 1970");
+        assert_eq!(ctime(1_763_722_170), "Fri Nov 21 10:49:30 2025");
+    }
     use std::collections::BTreeSet;
 
     #[test]

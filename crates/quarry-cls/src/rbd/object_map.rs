@@ -49,7 +49,7 @@ impl ObjectMap {
         if k >= self.object_count {
             return NONEXISTENT;
         }
-        (self.packed[(k / 4) as usize] >> shift(k)) & 3
+        state_in(&self.packed, k)
     }
 }
 
@@ -73,6 +73,19 @@ pub struct UpdateRequest {
     pub new_state: u8,
     /// Only objects currently in this state change (None: all).
     pub current_state: Option<u8>,
+}
+
+/// State of object `k` in packed states (NONEXISTENT past the end): the one place the
+/// packing is read, by the class and by clients holding a copy of a map.
+pub fn state_in(packed: &[u8], k: u64) -> u8 {
+    packed.get((k / 4) as usize).map_or(NONEXISTENT, |byte| (byte >> shift(k)) & 3)
+}
+
+/// Sets object `k` to `state` in packed states (nothing past the end).
+pub fn set_in(packed: &mut [u8], k: u64, state: u8) {
+    if let Some(byte) = packed.get_mut((k / 4) as usize) {
+        *byte = (*byte & !(3 << shift(k))) | ((state & 3) << shift(k));
+    }
 }
 
 fn shift(k: u64) -> u32 {
@@ -174,8 +187,7 @@ pub fn object_map_resize(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes,
     } else {
         packed.resize(packed_len(req.object_count), 0);
         for k in current.object_count..req.object_count {
-            let byte = &mut packed[(k / 4) as usize];
-            *byte = (*byte & !(3 << shift(k))) | (req.default_state << shift(k));
+            set_in(&mut packed, k, req.default_state);
         }
     }
     save(ctx, &ObjectMap { object_count: req.object_count, packed: Bytes::from(packed) })?;
@@ -223,9 +235,8 @@ pub fn object_map_snap_add(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Byte
     let map = load(ctx)?;
     let mut packed = map.packed.to_vec();
     for k in 0..map.object_count {
-        let byte = &mut packed[(k / 4) as usize];
-        if (*byte >> shift(k)) & 3 == EXISTS {
-            *byte |= EXISTS_CLEAN << shift(k);
+        if state_in(&packed, k) == EXISTS {
+            set_in(&mut packed, k, EXISTS_CLEAN);
         }
     }
     if packed != map.packed {
