@@ -247,10 +247,19 @@ fn check_after_cut(dir: &Path, acked: &Acked) -> Result<(), String> {
 /// [`check_after_cut`] in `world`, which may cut the power again during the restart itself
 /// (recovery cutting torn tails, removing leftovers, starting a segment, replaying into the
 /// store); the disk is frozen when it returns.
+/// A restart that a second cut interrupts. What the restart reports after the cut is not
+/// checked: a machine without power runs nothing, and the simulator's frozen disk can show the
+/// dead process states no real one would see (a removal the cut undid makes the file it was
+/// about to recreate "exist"). Errors before the cut count; the check of what the cut left
+/// follows in `check_after_cut`.
 fn check_in_world(dir: &Path, acked: &Acked, world: &Arc<World>) -> Result<(), String> {
     let _installed = powerloss::install(dir, world.clone());
     let result = check_running(dir, acked);
+    let cut_during_restart = world.crashed();
     world.crash();
+    if cut_during_restart {
+        return Ok(());
+    }
     result
 }
 
