@@ -1771,114 +1771,279 @@ async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), 
     print(&table.render())
 }
 
+/// Object requests an export or import keeps in flight (librbd's
+/// `rbd_concurrent_management_ops` default).
+const TRANSFER_IN_FLIGHT: usize = 10;
+
+/// `rbd export`: only the extents that hold data (the object map, or a stat per object
+/// without it) are read, up to [`TRANSFER_IN_FLIGHT`] at once; a file gets holes where the
+/// image has none (it is sized first), stdout gets the zeros in order.
 async fn export(args: &RbdArgs, rados: &Rados, spec: &Spec, path: &str) -> Result<(), CliError> {
     let image = open_image(rados, spec, true).await?;
     let size = image.size().await;
     let mut progress = Progress::new("Exporting image", args.progress() && path != "-");
+    let mut file = None;
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if path == "-" {
         Box::new(tokio::io::stdout())
     } else {
-        let file =
-            tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await.map_err(
-                |e| CliError::Usage {
+        let opened =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+                CliError::Usage {
                     message: format!(
                         "rbd: error opening {path}: ({}) {}",
                         e.raw_os_error().unwrap_or(5),
                         e
                     ),
                     status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
-                },
-            )?;
-        Box::new(file)
+                }
+            })?;
+        opened.set_len(size).map_err(|e| CliError::io(path, e))?;
+        file = Some(std::sync::Arc::new(opened));
+        Box::new(tokio::io::sink())
     };
-    let mut off = 0;
-    while off < size {
-        let len = TRANSFER_CHUNK.min(size - off);
-        let data = image.read(off, len).await.map_err(|e| failed("export error", &e))?;
-        out.write_all(&data).await.map_err(|e| CliError::io(path, e))?;
-        off += len;
-        progress.update(off, size);
+    // The extents with data, in order, cut into transfer chunks.
+    let mut extents: Vec<(u64, u64)> = Vec::new();
+    image
+        .diff_iterate(None, 0, size, true, |off, len, exists| {
+            if exists {
+                let mut at = off;
+                while at < off + len {
+                    let piece = TRANSFER_CHUNK.min(off + len - at);
+                    extents.push((at, piece));
+                    at += piece;
+                }
+            }
+            0
+        })
+        .await
+        .map_err(|e| failed("export error", &e))?;
+    let image = std::sync::Arc::new(image);
+    let mut reads = extents.iter().copied().map(|(off, len)| {
+        let image = image.clone();
+        async move { image.read(off, len).await.map(|data| (off, data)) }
+    });
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut written = 0u64;
+    loop {
+        while in_flight.len() < TRANSFER_IN_FLIGHT {
+            match reads.next() {
+                Some(read) => in_flight.push_back(tokio::spawn(read)),
+                None => break,
+            }
+        }
+        let Some(next) = in_flight.pop_front() else { break };
+        let (off, data) = next
+            .await
+            .map_err(|e| failed("export error", &RbdError::refused(ErrorCode::EIO, e.to_string())))?
+            .map_err(|e| failed("export error", &e))?;
+        let end = off + data.len() as u64;
+        match &file {
+            Some(file) => {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::os::unix::fs::FileExt::write_all_at(&*file, &data, off)
+                })
+                .await
+                .map_err(|e| CliError::io(path, std::io::Error::other(e)))?
+                .map_err(|e| CliError::io(path, e))?;
+            }
+            None => {
+                write_zeros(&mut out, off - written).await.map_err(|e| CliError::io(path, e))?;
+                out.write_all(&data).await.map_err(|e| CliError::io(path, e))?;
+            }
+        }
+        written = end;
+        progress.update(written, size);
+    }
+    if file.is_none() {
+        write_zeros(&mut out, size - written).await.map_err(|e| CliError::io(path, e))?;
     }
     out.flush().await.map_err(|e| CliError::io(path, e))?;
+    if let Some(file) = &file {
+        file.sync_all().map_err(|e| CliError::io(path, e))?;
+    }
     progress.finish(true);
     Ok(())
 }
 
-async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Result<(), CliError> {
-    let (mut input, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) =
-        if path == "-" {
-            (Box::new(tokio::io::stdin()), None)
-        } else {
-            let file = tokio::fs::File::open(path).await.map_err(|e| CliError::Usage {
-                message: format!(
-                    "rbd: error opening {path}: {}",
-                    ErrorCode(e.raw_os_error().unwrap_or(5))
-                ),
-                status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
-            })?;
-            let len = file.metadata().await.map_err(|e| CliError::io(path, e))?.len();
-            (Box::new(file), Some(len))
+/// Writes `count` zero bytes.
+async fn write_zeros(
+    out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    mut count: u64,
+) -> std::io::Result<()> {
+    let zeros = [0u8; 64 << 10];
+    while count > 0 {
+        let n = count.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..n]).await?;
+        count -= n as u64;
+    }
+    Ok(())
+}
+
+/// The data segments of a regular file (`SEEK_DATA`/`SEEK_HOLE`): its holes are never read.
+/// A file system without them reports the whole file as one segment.
+fn data_segments(file: &std::fs::File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut segments = Vec::new();
+    let mut at = 0u64;
+    while at < len {
+        let start = match seek(file, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL) if at == 0 => return Ok(vec![(0, len)]),
+            Err(e) => return Err(e.into()),
         };
+        let end = seek(file, SeekFrom::Hole(start)).map_err(std::io::Error::from)?.min(len);
+        if end > start {
+            segments.push((start, end - start));
+        }
+        at = end;
+    }
+    Ok(segments)
+}
+
+/// `rbd import`: a regular file's holes are skipped without reading them, blocks of zeros
+/// in its data are not written (the image reads zeros there anyway), and up to
+/// [`TRANSFER_IN_FLIGHT`] writes run at once. From stdin the image grows as data arrives.
+async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Result<(), CliError> {
+    let open_error = |e: std::io::Error| CliError::Usage {
+        message: format!("rbd: error opening {path}: {}", ErrorCode(e.raw_os_error().unwrap_or(5))),
+        status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
+    };
+    let (mut input, size, segments) = if path == "-" {
+        (ImportInput::Stdin(tokio::io::stdin()), None, None)
+    } else {
+        let file = std::fs::File::open(path).map_err(open_error)?;
+        let meta = file.metadata().map_err(|e| CliError::io(path, e))?;
+        let len = meta.len();
+        let segments = if meta.is_file() {
+            Some(data_segments(&file, len).map_err(|e| CliError::io(path, e))?)
+        } else {
+            None
+        };
+        (ImportInput::File(tokio::fs::File::from_std(file)), Some(len), segments)
+    };
     let io = open_pool(rados, &spec.pool, &spec.namespace).await?;
     let options = args.create_options(size.unwrap_or(0))?;
     pool::create(&io, &spec.image, &options).await.map_err(|e| failed("import failed", &e))?;
-    let image = open_image(rados, spec, false).await?;
+    let image = std::sync::Arc::new(open_image(rados, spec, false).await?);
     let mut progress = Progress::new("Importing image", args.progress() && size.is_some());
-    let mut off = 0u64;
+    let mut writes = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; TRANSFER_CHUNK as usize];
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = input.read(&mut buf[filled..]).await.map_err(|e| CliError::io(path, e))?;
-            if n == 0 {
+    // The ranges to read: the file's data segments, or everything until EOF.
+    let ranges = segments.unwrap_or_else(|| vec![(0, u64::MAX)]);
+    for (segment_start, segment_len) in ranges {
+        if let ImportInput::File(_) = input {
+            // (Finding the segments moved the file's position.)
+            input.seek_to(segment_start).await.map_err(|e| CliError::io(path, e))?;
+        }
+        let mut off = segment_start;
+        let segment_end = segment_start.saturating_add(segment_len);
+        while off < segment_end {
+            let want = (segment_end - off).min(buf.len() as u64) as usize;
+            let mut filled = 0;
+            while filled < want {
+                let n =
+                    input.read(&mut buf[filled..want]).await.map_err(|e| CliError::io(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
                 break;
             }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        if size.is_none() {
-            // From stdin the size is known only as data arrives: grow as we go.
-            image
-                .resize(off + filled as u64, |_, _| {})
-                .await
-                .map_err(|e| failed("import failed", &e))?;
-        }
-        // Sparse: runs of 4 KiB blocks of zeros are not written (the image reads zeros
-        // there anyway); the data between them goes in one write per run.
-        let data = &buf[..filled];
-        let mut run_start: Option<usize> = None;
-        for (i, block) in data.chunks(4096).enumerate() {
-            let zero = block.iter().all(|&b| b == 0);
-            match (zero, run_start) {
-                (false, None) => run_start = Some(i * 4096),
-                (true, Some(start)) => {
-                    let piece = Bytes::copy_from_slice(&data[start..i * 4096]);
-                    image
-                        .write(off + start as u64, piece)
-                        .await
-                        .map_err(|e| failed("import failed", &e))?;
-                    run_start = None;
+            if size.is_none() {
+                // From stdin the size is known only as data arrives: grow as we go (after
+                // the writes in flight, which a resize would otherwise race).
+                drain_writes(&mut writes).await?;
+                image
+                    .resize(off + filled as u64, |_, _| {})
+                    .await
+                    .map_err(|e| failed("import failed", &e))?;
+            }
+            let data = &buf[..filled];
+            let mut run_start: Option<usize> = None;
+            let mut pieces = Vec::new();
+            for (i, block) in data.chunks(4096).enumerate() {
+                let zero = block.iter().all(|&b| b == 0);
+                match (zero, run_start) {
+                    (false, None) => run_start = Some(i * 4096),
+                    (true, Some(start)) => {
+                        pieces.push((start, i * 4096));
+                        run_start = None;
+                    }
+                    _ => {}
                 }
-                _ => {}
+            }
+            if let Some(start) = run_start {
+                pieces.push((start, filled));
+            }
+            for (start, end) in pieces {
+                while writes.len() >= TRANSFER_IN_FLIGHT {
+                    join_write(&mut writes).await?;
+                }
+                let piece = Bytes::copy_from_slice(&data[start..end]);
+                let image = image.clone();
+                let at = off + start as u64;
+                writes.spawn(async move { image.write(at, piece).await });
+            }
+            off += filled as u64;
+            if let Some(total) = size {
+                progress.update(off, total);
+            }
+            if filled < want {
+                break;
             }
         }
-        if let Some(start) = run_start {
-            let piece = Bytes::copy_from_slice(&data[start..]);
-            image
-                .write(off + start as u64, piece)
-                .await
-                .map_err(|e| failed("import failed", &e))?;
-        }
-        off += filled as u64;
-        if let Some(total) = size {
-            progress.update(off, total);
-        }
-        if filled < buf.len() {
-            break;
+    }
+    drain_writes(&mut writes).await?;
+    progress.finish(true);
+    Ok(())
+}
+
+/// What `rbd import` reads: stdin, or a file it can seek in (over holes).
+enum ImportInput {
+    Stdin(tokio::io::Stdin),
+    File(tokio::fs::File),
+}
+
+impl ImportInput {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ImportInput::Stdin(stdin) => stdin.read(buf).await,
+            ImportInput::File(file) => file.read(buf).await,
         }
     }
-    progress.finish(true);
+
+    async fn seek_to(&mut self, at: u64) -> std::io::Result<()> {
+        use tokio::io::AsyncSeekExt;
+        match self {
+            ImportInput::Stdin(_) => Err(std::io::Error::from_raw_os_error(29)),
+            ImportInput::File(file) => file.seek(std::io::SeekFrom::Start(at)).await.map(drop),
+        }
+    }
+}
+
+/// Waits for one write of an import.
+async fn join_write(
+    writes: &mut tokio::task::JoinSet<quarry_rbd::RbdResult<()>>,
+) -> Result<(), CliError> {
+    match writes.join_next().await {
+        Some(Ok(Ok(()))) | None => Ok(()),
+        Some(Ok(Err(e))) => Err(failed("import failed", &e)),
+        Some(Err(e)) => {
+            Err(failed("import failed", &RbdError::refused(ErrorCode::EIO, e.to_string())))
+        }
+    }
+}
+
+/// Waits for every write of an import in flight.
+async fn drain_writes(
+    writes: &mut tokio::task::JoinSet<quarry_rbd::RbdResult<()>>,
+) -> Result<(), CliError> {
+    while !writes.is_empty() {
+        join_write(writes).await?;
+    }
     Ok(())
 }
