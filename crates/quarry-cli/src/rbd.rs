@@ -156,6 +156,7 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   lock ls IMAGE | lock add IMAGE ID [--shared TAG] | lock rm IMAGE ID LOCKER
  watch IMAGE                         print the image's notifications until enter or EOF
   cp SRC[@SNAP] DST                  copy an image's data (a clone's parent data included)
+  deep cp SRC DST                    copy an image with its snapshots (flat: parent data copied in)
   feature enable|disable IMAGE FEATURE...  exclusive-lock, object-map, fast-diff (deep-flatten: disable)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin";
@@ -496,6 +497,7 @@ enum Command {
     TrashPurge { pool: String },
     Feature(Spec, bool, Vec<String>),
     Copy(Spec, Spec),
+    DeepCopy(Spec, Spec),
     Watch(Spec),
     LockLs(Spec),
     LockAdd(Spec, String),
@@ -611,6 +613,15 @@ impl Command {
                 let dst = args.spec(Some(need(2, "destination image name")?), SnapRule::None)?;
                 Command::Copy(src, dst)
             }
+            "deep" => match need(1, "deep command")? {
+                "cp" | "copy" => {
+                    let src = spec(2, SnapRule::None)?;
+                    let dst =
+                        args.spec(Some(need(3, "destination image name")?), SnapRule::None)?;
+                    Command::DeepCopy(src, dst)
+                }
+                other => return Err(usage(format!("unknown deep command '{other}'"))),
+            },
             "feature" => {
                 let enable = match need(1, "feature command")? {
                     "enable" => true,
@@ -875,6 +886,28 @@ impl Command {
                         .await;
                 progress.finish(result.is_ok());
                 result.map_err(|e| failed("copy failed", &e))
+            }
+            Command::DeepCopy(src, dst) => {
+                let source = open_image(rados, &src, true).await?;
+                let info = source.info().await;
+                source.close().await.map_err(|e| failed("deep copy failed", &e))?;
+                let src_io = open_pool(rados, &src.pool, &src.namespace).await?;
+                let io = open_pool(rados, &dst.pool, &dst.namespace).await?;
+                let mut options = args.create_options(0)?;
+                if args.image_feature.is_empty() {
+                    options.features = info.features & !features::STRIPINGV2;
+                }
+                if args.order.is_none() && args.object_size.is_none() {
+                    options.order = info.order;
+                }
+                let mut progress = Progress::new("Image deep copy", args.progress());
+                let result =
+                    pool::deep_copy(&src_io, &src.image, &io, &dst.image, &options, |d, t| {
+                        progress.update(d, t)
+                    })
+                    .await;
+                progress.finish(result.is_ok());
+                result.map_err(|e| failed("deep copy failed", &e))
             }
             Command::Feature(spec, enable, names) => {
                 let mut bits = 0;

@@ -356,4 +356,13 @@ fn sparse_import_and_export_skip_holes() {
     assert_eq!(r.stdout.len(), (5 << 20) + 4096);
     assert!(r.stdout[..5 << 20].iter().all(|&b| b == 0));
     assert_eq!(&r.stdout[5 << 20..], &data[..]);
+
+    // deep cp keeps the snapshots.
+    ok(c, &["snap", "create", "small-src@one"]);
+    ok(c, &["deep", "cp", "--no-progress", "small-src", "small-copy"]);
+    let snaps = ok(c, &["snap", "ls", "small-copy"]);
+    assert!(snaps.lines().nth(1).is_some_and(|l| l.contains("one")), "{snaps}");
+    let r = run(c, &["export", "small-copy@one", "-"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(&r.stdout[5 << 20..], &data[..]);
 }

@@ -146,7 +146,7 @@ async fn write_iops_with_snapshots(io: &IoCtx, tag: u32, span: Duration) {
         removal.as_secs_f64() * 1000.0,
         while_removing / base
     );
-    let image = std::sync::Arc::try_unwrap(image).ok().expect("sole owner");
+    let Ok(image) = std::sync::Arc::try_unwrap(image) else { panic!("the writers are done") };
     image.close().await.expect("close");
     pool::remove(io, &name).await.expect("remove");
 }
