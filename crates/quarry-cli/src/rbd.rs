@@ -157,6 +157,7 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
  watch IMAGE                         print the image's notifications until enter or EOF
   cp SRC[@SNAP] DST                  copy an image's data (a clone's parent data included)
   deep cp SRC DST                    copy an image with its snapshots (flat: parent data copied in)
+  namespace create|rm POOL/NS | namespace ls [POOL]   image namespaces (images: POOL/NS/IMAGE)
   feature enable|disable IMAGE FEATURE...  exclusive-lock, object-map, fast-diff (deep-flatten: disable)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin";
@@ -218,6 +219,17 @@ fn status_of(code: ErrorCode) -> u8 {
 impl RbdArgs {
     fn default_pool(&self) -> String {
         self.pool.clone().unwrap_or_else(|| "rbd".into())
+    }
+
+    /// Parses a pool spec `pool[/ns]` (or --pool / --namespace): (pool, namespace).
+    fn pool_spec(&self, arg: Option<&str>) -> (String, Option<String>) {
+        match arg {
+            Some(text) => match text.split_once('/') {
+                Some((pool, namespace)) => (pool.to_string(), Some(namespace.to_string())),
+                None => (text.to_string(), self.namespace.clone()),
+            },
+            None => (self.default_pool(), self.namespace.clone()),
+        }
     }
 
     /// Parses `[pool/[ns/]]image[@snap]` (or --image/--snap) with the rule for snapshots.
@@ -497,6 +509,9 @@ enum Command {
     TrashPurge { pool: String },
     Feature(Spec, bool, Vec<String>),
     Copy(Spec, Spec),
+    NamespaceCreate { pool: String, namespace: String },
+    NamespaceRm { pool: String, namespace: String },
+    NamespaceLs { pool: String },
     DeepCopy(Spec, Spec),
     Watch(Spec),
     LockLs(Spec),
@@ -649,6 +664,25 @@ impl Command {
                     other => return Err(usage(format!("unknown lock command '{other}'"))),
                 }
             }
+            "namespace" => {
+                let sub = need(1, "namespace command")?;
+                // `[pool/]ns`, or --pool / --namespace.
+                let (pool, namespace) = args.pool_spec(arg(2));
+                match sub {
+                    "create" | "rm" | "remove" => {
+                        let namespace = namespace
+                            .filter(|n| !n.is_empty())
+                            .ok_or_else(|| usage("namespace name was not specified"))?;
+                        if sub == "create" {
+                            Command::NamespaceCreate { pool, namespace }
+                        } else {
+                            Command::NamespaceRm { pool, namespace }
+                        }
+                    }
+                    "ls" | "list" => Command::NamespaceLs { pool },
+                    other => return Err(usage(format!("unknown namespace command '{other}'"))),
+                }
+            }
             "trash" => {
                 let sub = need(1, "trash command")?;
                 // `[pool/]ID`.
@@ -710,6 +744,46 @@ impl Command {
         match self {
             Command::Create(spec) => create(args, rados, &spec).await,
             Command::Ls { pool } => ls(args, rados, &pool).await,
+            Command::NamespaceCreate { pool, namespace } => {
+                let io = open_pool(rados, &pool, "").await?;
+                quarry_rbd::namespace::create(&io, &namespace)
+                    .await
+                    .map_err(|e| failed("failed to created namespace", &e))
+            }
+            Command::NamespaceRm { pool, namespace } => {
+                let io = open_pool(rados, &pool, "").await?;
+                match quarry_rbd::namespace::remove(&io, &namespace).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.errno() == ErrorCode::EBUSY => Err(CliError::Usage {
+                        message: "rbd: namespace contains images which must be deleted first."
+                            .into(),
+                        status: status_of(ErrorCode::EBUSY),
+                    }),
+                    Err(e) if e.errno() == ErrorCode::ENOENT => Err(CliError::Usage {
+                        message: "rbd: namespace does not exist.".into(),
+                        status: status_of(ErrorCode::ENOENT),
+                    }),
+                    Err(e) => Err(failed("failed to remove namespace", &e)),
+                }
+            }
+            Command::NamespaceLs { pool } => {
+                let io = open_pool(rados, &pool, "").await?;
+                let names = quarry_rbd::namespace::list(&io)
+                    .await
+                    .map_err(|e| failed("failed to list namespaces", &e))?;
+                if args.json()? {
+                    let rows: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+                    return print_json(args, &Value::Array(rows));
+                }
+                if names.is_empty() {
+                    return Ok(());
+                }
+                let mut table = Table::new(&[("NAME", Align::Left)]).left_heads();
+                for name in names {
+                    table.row(vec![name]);
+                }
+                print(&table.render())
+            }
             Command::Info(spec) => info(args, rados, &spec).await,
             Command::Resize(spec) => resize(args, rados, &spec).await,
             Command::Rm(spec) => rm(args, rados, &spec).await,
@@ -1011,8 +1085,10 @@ async fn create(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErr
     Ok(())
 }
 
-async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliError> {
-    let io = match open_pool(rados, pool_name, args.namespace.as_deref().unwrap_or("")).await {
+async fn ls(args: &RbdArgs, rados: &Rados, pool_spec: &str) -> Result<(), CliError> {
+    let (pool_name, namespace) = args.pool_spec(Some(pool_spec));
+    let pool_name = pool_name.as_str();
+    let io = match open_pool(rados, pool_name, namespace.as_deref().unwrap_or("")).await {
         Ok(io) => io,
         Err(CliError::Usage { message, status }) => {
             return Err(CliError::Usage {

@@ -10,6 +10,7 @@
 //!   trim them), rollback, flatten, image-meta.
 //! - The header watch and the exclusive lock ([`lock`]): cooperative hand-off between
 //!   writers, and a dead or unresponsive owner blocklisted before its lock is broken.
+//! - Image namespaces of a pool ([`namespace`]): `pool/ns/image`.
 //! - Object names ([`names`]) and the image error type ([`RbdError`]).
 //!
 //! Shared state lives only in the cluster, changed through the server-side `rbd` class
@@ -28,6 +29,7 @@ pub mod image;
 pub mod layout;
 pub mod lock;
 pub mod names;
+pub mod namespace;
 pub mod pool;
 
 pub use error::{RbdError, RbdResult};

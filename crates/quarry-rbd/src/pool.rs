@@ -102,6 +102,7 @@ pub async fn create(io: &IoCtx, name: &str, options: &CreateOptions) -> RbdResul
     };
     // Validate before taking the name, so bad options leave nothing behind.
     check_create(&request)?;
+    crate::namespace::require(io).await?;
     let id_object = names::id_object(name);
     call(io, &id_object, "set_id", &SetIdRequest { id: id.clone() }).await.map_err(|e| {
         if e.errno() == ErrorCode::EEXIST {

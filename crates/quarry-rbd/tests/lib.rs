@@ -4,6 +4,7 @@
 mod images;
 mod lock;
 mod model;
+mod namespaces;
 
 use quarry_client::{IoCtx, MonCommand, Rados};
 
