@@ -265,8 +265,8 @@ async fn random_and_corrupted_streams_never_hurt_the_server() {
             0 => (0..rng.next() % 4096).map(|_| rng.next() as u8).collect::<Vec<u8>>(),
             // A valid negotiation and requests with a few bytes flipped somewhere.
             _ => {
-                let name = if rng.next() % 2 == 0 { "rw" } else { "ro" };
-                let mut s = negotiation(name, rng.next() % 2 == 0);
+                let name = if rng.next().is_multiple_of(2) { "rw" } else { "ro" };
+                let mut s = negotiation(name, rng.next().is_multiple_of(2));
                 s.extend(valid_requests(&mut rng));
                 for _ in 0..(case % 3) * (1 + rng.next() % 4) {
                     let at = (rng.next() % s.len() as u64) as usize;
@@ -275,7 +275,7 @@ async fn random_and_corrupted_streams_never_hurt_the_server() {
                 s
             }
         };
-        if case % 5 == 0 {
+        if case.is_multiple_of(5) {
             stream.truncate((rng.next() % (stream.len() as u64 + 1)) as usize);
         }
         let (mut c, task) = connect(&server);
