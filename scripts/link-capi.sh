@@ -6,12 +6,14 @@ set -euo pipefail
 lib=$(realpath "$1")
 dir=$2
 mkdir -p "$dir"
-ln -sfn "$lib" "$dir/librados.so.2"
+[ "$(readlink "$dir/librados.so.2" 2>/dev/null)" = "$lib" ] || ln -sfn "$lib" "$dir/librados.so.2"
 if [ ! -e "$dir/librbd.so.1" ]; then
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  : > "$tmp/empty.c"
-  cc -shared -fPIC -o "$dir/librbd.so.1.tmp" "$tmp/empty.c" \
+  # Unique temporary names: tests may run this concurrently.
+  src=$(mktemp --suffix=.c)
+  out=$(mktemp "$dir/.librbd.XXXXXX")
+  trap 'rm -f "$src" "$out"' EXIT
+  cc -shared -fPIC -o "$out" "$src" \
     -Wl,-soname,librbd.so.1 -Wl,--no-as-needed -L "$dir" -l:librados.so.2
-  mv "$dir/librbd.so.1.tmp" "$dir/librbd.so.1"
+  chmod 755 "$out"
+  mv -f "$out" "$dir/librbd.so.1"
 fi

@@ -648,10 +648,13 @@ pub unsafe extern "C" fn rbd_snap_list_end(snaps: *mut SnapInfoC) {
     })
 }
 
+/// The future of one snapshot operation.
+type SnapFuture = std::pin::Pin<Box<dyn std::future::Future<Output = c_int> + Send>>;
+
 unsafe fn snap_op(
     image: *mut c_void,
     name: *const c_char,
-    op: fn(Image, String) -> std::pin::Pin<Box<dyn std::future::Future<Output = c_int> + Send>>,
+    op: fn(Image, String) -> SnapFuture,
 ) -> c_int {
     // SAFETY: contracts of librbd.h.
     let name = match unsafe { cstr(name) } {
