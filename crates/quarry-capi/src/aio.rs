@@ -11,13 +11,14 @@
 //! never frees what the request uses.
 //!
 //! # Order of events when a request ends
-//! On the runtime: the result is stored (`rbd_aio_get_return_value` sees it), the request
-//! stops counting as in flight, and the completion goes to the library's one callback thread
-//! (so callbacks never run on a runtime thread and may call blocking librbd functions, and
-//! they run in completion order). There: the callback is called; if the image has a
-//! notification fd, the completion is queued for `rbd_poll_io_events` and the fd signalled;
-//! then the completion is marked complete (`rbd_aio_is_complete`,
-//! `rbd_aio_wait_for_complete`), as librbd orders them.
+//! On the runtime: the result is stored (`rbd_aio_get_return_value` sees it) and the
+//! completion goes to the library's one callback thread (so callbacks never run on a runtime
+//! thread and may call blocking librbd functions, and they run in completion order). There:
+//! the callback is called; if the image has a notification fd, the completion is queued for
+//! `rbd_poll_io_events` and the fd signalled; then the completion is marked complete
+//! (`rbd_aio_is_complete`, `rbd_aio_wait_for_complete`), as librbd orders them; last, the
+//! request stops counting as in flight, so `rbd_close` returns only after every callback of
+//! the image has run (except when called from a callback: then it waits for nothing).
 //!
 //! Return values as librbd: reads the number of bytes read (short at the end of the image),
 //! writes, discards, write-zeroes and flushes 0, failures a negative errno.
@@ -29,7 +30,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::rbd::{handle, handle_arc, rbd_errno, ImageHandle};
+use crate::rbd::{handle, handle_arc, rbd_errno, ImageHandle, InFlight};
 use crate::{ffi, runtime, EINVAL};
 
 type Callback = unsafe extern "C" fn(*mut c_void, *mut c_void);
@@ -83,12 +84,22 @@ unsafe fn completion_arc(p: *mut c_void) -> Option<Arc<Completion>> {
 
 type Job = Box<dyn FnOnce() + Send>;
 
+thread_local! {
+    static IN_CALLBACK_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is the callback thread (a callback calling into the library).
+pub fn in_callback_thread() -> bool {
+    IN_CALLBACK_THREAD.with(|f| f.get())
+}
+
 /// The callback thread: runs completion callbacks one at a time, in completion order.
 fn callback_thread() -> &'static Mutex<mpsc::Sender<Job>> {
     static SENDER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     SENDER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new().name("quarry-aio-cb".into()).spawn(move || {
+            IN_CALLBACK_THREAD.with(|f| f.set(true));
             for job in rx {
                 job();
             }
@@ -103,7 +114,7 @@ fn callback_thread() -> &'static Mutex<mpsc::Sender<Job>> {
 
 /// Ends a request: stores `ret`, then (on the callback thread) calls back, notifies, marks
 /// complete.
-fn finish(image: Arc<ImageHandle>, comp: Arc<Completion>, ret: i64) {
+fn finish(image: Arc<ImageHandle>, comp: Arc<Completion>, ret: i64, inflight: InFlight) {
     comp.state.lock().unwrap_or_else(|p| p.into_inner()).ret = ret;
     let job: Job = Box::new(move || {
         if let Some(cb) = comp.callback {
@@ -123,6 +134,8 @@ fn finish(image: Arc<ImageHandle>, comp: Arc<Completion>, ret: i64) {
         let mut state = comp.state.lock().unwrap_or_else(|p| p.into_inner());
         state.done = true;
         comp.done_cv.notify_all();
+        drop(state);
+        drop(inflight);
     });
     let sender = callback_thread().lock().unwrap_or_else(|p| p.into_inner()).clone();
     if let Err(mpsc::SendError(job)) = sender.send(job) {
@@ -158,8 +171,7 @@ where
     let inflight = h.begin();
     runtime().spawn(async move {
         let ret = fut.await;
-        drop(inflight);
-        finish(h, comp, ret);
+        finish(h, comp, ret, inflight);
     });
     0
 }

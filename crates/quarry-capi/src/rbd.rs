@@ -347,8 +347,9 @@ pub unsafe extern "C" fn rbd_open_read_only(
     ffi!(EINVAL, { unsafe { open_common(io, name, out, snap, true) } })
 }
 
-/// `rbd_close(image)`: waits for the image's in-flight requests, releases the exclusive lock
-/// and the header watch, and gives up the caller's reference.
+/// `rbd_close(image)`: waits until every asynchronous request of the image has ended and its
+/// callback has run (not when called from a callback), releases the exclusive lock and the
+/// header watch, and gives up the caller's reference.
 #[no_mangle]
 pub unsafe extern "C" fn rbd_close(image: *mut c_void) -> c_int {
     ffi!(EINVAL, {
@@ -357,7 +358,9 @@ pub unsafe extern "C" fn rbd_close(image: *mut c_void) -> c_int {
         }
         // SAFETY: the caller's reference from rbd_open, given back exactly once here.
         let handle = unsafe { Arc::from_raw(image.cast::<ImageHandle>().cast_const()) };
-        handle.wait_idle();
+        if !crate::aio::in_callback_thread() {
+            handle.wait_idle();
+        }
         let img = handle.image.clone();
         code(block_on(async move { img.close().await }))
     })

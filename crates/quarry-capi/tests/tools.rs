@@ -300,6 +300,24 @@ fn fio_rbd_engine_verifies() {
     assert_eq!(fields[5], "16384", "verified (read) KiB: {out}");
 }
 
+/// A C program linked as QEMU is (librbd.so.1 + librados.so.2), tests/c/aio.c: completions
+/// released in their callbacks, callbacks on a library thread, `rbd_close` racing 256
+/// in-flight writes (all there after reopening), a completion released before its request
+/// ends, wait_for_complete, fio's eventfd poll mode, and librbd's errnos for bad arguments.
+#[test]
+fn c_client_completions_and_close_racing_io() {
+    let env = Env::start();
+    let lib = target_dir().join("lib");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/aio.c");
+    let exe = env.work().join("aio");
+    let mut cc = Command::new("cc");
+    cc.arg("-O1").arg("-Wall").arg("-Werror").arg("-o").arg(&exe).arg(&src);
+    cc.arg("-L").arg(&lib).args(["-l:librbd.so.1", "-l:librados.so.2", "-lpthread"]);
+    process::run_bounded(cc, None, STEP_TIMEOUT).ok("cc tests/c/aio.c");
+    let out = env.ok(&format!("{} 2>&1", exe.display()));
+    assert!(out.contains("all checks passed"), "{out}");
+}
+
 /// Every rados_*/rbd_* symbol Debian's consumers bind exists in librados.so.2: the committed
 /// list (consumers.txt) always, and the installed consumers' own `objdump -T` when present.
 #[test]
