@@ -278,6 +278,46 @@ fn qemu_io_patterns_discard_and_users() {
     assert!(started.elapsed() < Duration::from_secs(20), "took {:?}", started.elapsed());
 }
 
+/// Cache safety: writes acknowledged and flushed by QEMU (cache=writeback, so `rbd_cache`
+/// true) survive a SIGKILL of the QEMU process.
+#[test]
+fn flushed_writes_survive_sigkill_of_qemu() {
+    require!(qemu_missing());
+    let env = Env::start();
+    env.ok("rbd create vm --size 32M");
+    let log = env.work().join("qemu-io.out");
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!(
+            ". {}/env && exec stdbuf -oL qemu-io -t writeback -f raw \
+             -c 'write -P 0x77 0 1M' -c 'write -P 0x78 8M 64k' -c flush \
+             -c 'write -P 0x79 16M 4k' -c 'sleep 600000' rbd:rbd/vm > {} 2>&1",
+            env.dir().display(),
+            log.display()
+        ))
+        .env_remove("CEPH_ARGS")
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("CEPH_CONF");
+    let mut qemu = cmd.spawn().unwrap();
+    // qemu-io runs its commands in order: once the write after the flush is reported, the
+    // flush has returned. Then SIGKILL.
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("wrote 4096/4096 bytes at offset 16777216") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "qemu-io did not write: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    qemu.kill().unwrap(); // SIGKILL, of our own child only
+    let _ = qemu.wait();
+    let out =
+        env.ok("qemu-io -r -f raw -c 'read -P 0x77 0 1M' -c 'read -P 0x78 8M 64k' rbd:rbd/vm");
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    assert!(out.contains("read 65536/65536 bytes at offset 8388608"), "{out}");
+}
+
 /// fio's rbd engine (poll mode: eventfd + rbd_poll_io_events), random writes then a crc32c
 /// verify pass, iodepth 16.
 #[test]
