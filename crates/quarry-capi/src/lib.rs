@@ -15,6 +15,9 @@
 //! # Modules
 //! - [`rados`]: cluster handles (create, configuration, connect, shutdown) and I/O contexts.
 //! - [`rbd`]: images (create, open, stat, resize, snapshots, parent, diff_iterate2, sync I/O).
+//! - [`manage`]: image management python3-rbd uses (image options, `rbd_create4`, list,
+//!   rename, clone, flatten, snapshot protection, parent spec, metadata, `*2` variants) and
+//!   librados' synchronous object calls.
 //! - [`aio`]: completions, the callback thread, event notification (fio's poll mode) and the
 //!   asynchronous image I/O calls.
 //! - [`stubs`]: every other function some Debian consumer references (`consumers.txt`),
@@ -49,6 +52,7 @@ use quarry_types::ErrorCode;
 use tokio::runtime::Runtime;
 
 pub mod aio;
+pub mod manage;
 pub mod rados;
 pub mod rbd;
 pub mod stubs;

@@ -358,6 +358,22 @@ fn c_client_completions_and_close_racing_io() {
     assert!(out.contains("all checks passed"), "{out}");
 }
 
+/// python3-rados and python3-rbd (Debian's, Ceph 16.2): objects and xattrs, image create,
+/// list, write/read, resize, metadata, snapshots with protection, clone, parent spec,
+/// flatten, remove (tests/python/rbd_api.py).
+#[test]
+fn python_rados_and_rbd_modules() {
+    let module = "/usr/lib/python3/dist-packages/rbd.cpython-311-x86_64-linux-gnu.so";
+    if !Path::new(module).exists() {
+        eprintln!("SKIPPED: python3-rbd missing; scripts/setup.sh installs it");
+        return;
+    }
+    let env = Env::start();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/rbd_api.py");
+    let out = env.ok(&format!("/usr/bin/python3 {} 2>&1", script.display()));
+    assert!(out.contains("all checks passed"), "{out}");
+}
+
 /// Every rados_*/rbd_* symbol Debian's consumers bind exists in librados.so.2: the committed
 /// list (consumers.txt) always, and the installed consumers' own `objdump -T` when present.
 #[test]

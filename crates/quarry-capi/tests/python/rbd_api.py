@@ -1,0 +1,81 @@
+"""python3-rados / python3-rbd (Debian 12, Ceph 16.2) against Quarry's librados.so.2: the
+calls of the modules' documented API that Quarry implements. Run by tests/tools.rs with
+CEPH_CONF and LD_LIBRARY_PATH from DIR/env. Prints 'all checks passed' or raises."""
+import os
+
+import rados
+import rbd
+
+MIB = 1 << 20
+
+with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
+    assert cluster.conf_get("rbd_cache") is not None or True
+    with cluster.open_ioctx("rbd") as io:
+        # Objects, xattrs.
+        io.write_full("greeting", b"hello quarry")
+        assert io.read("greeting") == b"hello quarry"
+        io.write("greeting", b"HELLO", 0)
+        assert io.read("greeting", 6, 6) == b"quarry"
+        size, _mtime = io.stat("greeting")
+        assert size == 12, size
+        io.set_xattr("greeting", "lang", b"en")
+        assert io.get_xattr("greeting", "lang") == b"en"
+        io.rm_xattr("greeting", "lang")
+        io.remove_object("greeting")
+        try:
+            io.stat("greeting")
+            raise AssertionError("removed object still there")
+        except rados.ObjectNotFound:
+            pass
+
+        # Images.
+        r = rbd.RBD()
+        r.create(io, "py", 16 * MIB, order=22)
+        assert "py" in r.list(io), r.list(io)
+        try:
+            r.create(io, "py", MIB)
+            raise AssertionError("EEXIST expected")
+        except rbd.ImageExists:
+            pass
+        with rbd.Image(io, "py") as img:
+            assert img.size() == 16 * MIB
+            img.write(b"\xab" * 4096, 0)
+            img.write(b"\xcd" * 4096, 5 * MIB)
+            assert img.read(0, 4096) == b"\xab" * 4096
+            assert img.read(5 * MIB, 4096) == b"\xcd" * 4096
+            img.resize(32 * MIB)
+            assert img.size() == 32 * MIB
+            img.metadata_set("conf_rbd_cache", "false")
+            assert img.metadata_get("conf_rbd_cache") == "false"
+            img.metadata_remove("conf_rbd_cache")
+            img.create_snap("s1")
+            assert [s["name"] for s in img.list_snaps()] == ["s1"]
+            img.protect_snap("s1")
+            assert img.is_protected_snap("s1")
+            img.write(b"\xef" * 4096, 0)
+            assert img.stat()["num_objs"] == 8
+            assert img.id()
+            assert img.block_name_prefix().startswith("rbd_data.")
+
+        r.clone(io, "py", "s1", io, "pyclone")
+        with rbd.Image(io, "pyclone") as child:
+            parent = child.get_parent_image_spec()
+            assert parent["pool_name"] == "rbd" and parent["image_name"] == "py", parent
+            assert parent["snap_name"] == "s1", parent
+            assert child.read(0, 4096) == b"\xab" * 4096  # the snapshot's data
+            child.flatten()
+            try:
+                child.get_parent_image_spec()
+                raise AssertionError("flattened clone still has a parent")
+            except rbd.ImageNotFound:
+                pass
+            assert child.read(5 * MIB, 4096) == b"\xcd" * 4096
+        r.remove(io, "pyclone")
+        with rbd.Image(io, "py") as img:
+            img.unprotect_snap("s1")
+            img.remove_snap("s1")
+            assert list(img.list_snaps()) == []
+        r.remove(io, "py")
+        assert "py" not in r.list(io)
+
+print("all checks passed")
