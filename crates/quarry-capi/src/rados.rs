@@ -506,3 +506,92 @@ pub unsafe extern "C" fn rados_pool_lookup(cluster: *mut c_void, name: *const c_
 pub fn neg64(code: ErrorCode) -> i64 {
     -(code.0 as i64)
 }
+
+/// A `malloc`ed copy of `data` (NULL for empty data, as librados gives).
+fn malloc_bytes(data: &[u8]) -> *mut c_char {
+    if data.is_empty() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: malloc of `len` bytes; on success exactly that many are written.
+    unsafe {
+        let p = libc::malloc(data.len()).cast::<c_char>();
+        if !p.is_null() {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), p.cast::<u8>(), data.len());
+        }
+        p
+    }
+}
+
+/// `rados_mon_command(cluster, cmd, cmdlen, inbuf, inbuflen, outbuf, outbuflen, outs,
+/// outslen)`: Ceph's JSON monitor command (`{"prefix": "osd pool ls", "format": "json"}`);
+/// `outbuf` holds the bytes `ceph … -f json` prints (the same implementation,
+/// `quarry_client::Rados::mon_command`), `outs` the status line; both freed with
+/// `rados_buffer_free`. Returns 0 or the command's negative errno.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rados_mon_command(
+    cluster: *mut c_void,
+    cmd: *const *const c_char,
+    cmdlen: usize,
+    inbuf: *const c_char,
+    inbuflen: usize,
+    outbuf: *mut *mut c_char,
+    outbuflen: *mut usize,
+    outs: *mut *mut c_char,
+    outslen: *mut usize,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librados.h.
+        let c = match unsafe { self::cluster(cluster) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        if cmd.is_null() || cmdlen == 0 {
+            return EINVAL;
+        }
+        let mut parts = Vec::with_capacity(cmdlen);
+        for i in 0..cmdlen {
+            // SAFETY: `cmd` holds `cmdlen` C strings (librados.h).
+            match unsafe { cstr(*cmd.add(i)) } {
+                Ok(s) => parts.push(s.to_string()),
+                Err(e) => return e,
+            }
+        }
+        let text =
+            if parts.len() == 1 { parts.remove(0) } else { format!("[{}]", parts.join(",")) };
+        let input = if inbuflen == 0 || inbuf.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: `inbuf` holds `inbuflen` bytes (librados.h).
+            unsafe { std::slice::from_raw_parts(inbuf.cast::<u8>(), inbuflen) }.to_vec()
+        };
+        let rados = match c.rados() {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let reply = block_on(async move { rados.mon_command(&text, &input).await });
+        // SAFETY: out-parameters are NULL or writable (librados.h).
+        unsafe {
+            if !outbuf.is_null() {
+                *outbuf = malloc_bytes(&reply.outbuf);
+            }
+            if !outbuflen.is_null() {
+                *outbuflen = reply.outbuf.len();
+            }
+            if !outs.is_null() {
+                *outs = malloc_bytes(reply.outs.as_bytes());
+            }
+            if !outslen.is_null() {
+                *outslen = reply.outs.len();
+            }
+        }
+        reply.rc
+    })
+}
+
+/// `rados_buffer_free(buf)`: frees a buffer this library returned.
+#[no_mangle]
+pub unsafe extern "C" fn rados_buffer_free(buf: *mut c_char) {
+    // SAFETY: NULL or a buffer this library malloc'ed (librados.h).
+    ffi!((), { unsafe { libc::free(buf.cast()) } })
+}

@@ -1,6 +1,7 @@
 """python3-rados / python3-rbd (Debian 12, Ceph 16.2) against Quarry's librados.so.2: the
 calls of the modules' documented API that Quarry implements. Run by tests/tools.rs with
 CEPH_CONF and LD_LIBRARY_PATH from DIR/env. Prints 'all checks passed' or raises."""
+import json
 import os
 
 import rados
@@ -9,7 +10,11 @@ import rbd
 MIB = 1 << 20
 
 with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
-    assert cluster.conf_get("rbd_cache") is not None or True
+    # rados_mon_command: the bytes `ceph osd pool ls -f json` prints.
+    ret, out, status = cluster.mon_command(json.dumps({"prefix": "osd pool ls", "format": "json"}), b"")
+    assert ret == 0 and "rbd" in json.loads(out), (ret, out, status)
+    ret, out, status = cluster.mon_command(json.dumps({"prefix": "no such command"}), b"")
+    assert ret < 0 and status, (ret, out, status)
     with cluster.open_ioctx("rbd") as io:
         # Objects, xattrs.
         io.write_full("greeting", b"hello quarry")
