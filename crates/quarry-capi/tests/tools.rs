@@ -318,6 +318,59 @@ fn flushed_writes_survive_sigkill_of_qemu() {
     assert!(out.contains("read 65536/65536 bytes at offset 8388608"), "{out}");
 }
 
+/// Two QEMU processes writing one image (exclusive-lock feature): the lock moves to the
+/// second writer and back, and every write of both is there.
+#[test]
+fn two_qemu_writers_hand_the_exclusive_lock_over() {
+    require!(qemu_missing());
+    let env = Env::start();
+    env.ok("rbd create shared --size 16M");
+    let log = env.work().join("first.out");
+    let mut cmd = Command::new("bash");
+    cmd.arg("-c")
+        .arg(format!(
+            ". {}/env && exec stdbuf -oL qemu-io -f raw -c 'write -P 0x1 0 64k' \
+             -c 'sleep 2000' -c 'write -P 0x3 128k 64k' -c 'read -P 0x2 64k 64k' \
+             rbd:rbd/shared > {} 2>&1",
+            env.dir().display(),
+            log.display()
+        ))
+        .env_remove("CEPH_ARGS")
+        .env_remove("LD_LIBRARY_PATH")
+        .env_remove("CEPH_CONF");
+    let mut first = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + STEP_TIMEOUT;
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("wrote 65536/65536 bytes at offset 0")
+    {
+        assert!(std::time::Instant::now() < deadline, "the first writer did not write");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The first process holds the lock and sleeps; the second takes it over.
+    let out =
+        env.ok("qemu-io -f raw -c 'write -P 0x2 64k 64k' -c 'read -P 0x1 0 64k' rbd:rbd/shared");
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+    // The first takes it back for its next write.
+    let status = loop {
+        if let Some(status) = first.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = first.kill();
+            panic!("the first writer hangs: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(status.success(), "{text}");
+    assert!(text.contains("wrote 65536/65536 bytes at offset 131072"), "{text}");
+    assert!(!text.contains("Pattern verification failed"), "{text}");
+    let out = env.ok("qemu-io -r -f raw -c 'read -P 0x1 0 64k' -c 'read -P 0x2 64k 64k' \
+         -c 'read -P 0x3 128k 64k' rbd:rbd/shared");
+    assert!(!out.contains("Pattern verification failed"), "{out}");
+}
+
 /// fio's rbd engine (poll mode: eventfd + rbd_poll_io_events), random writes then a crc32c
 /// verify pass, iodepth 16.
 #[test]
