@@ -55,14 +55,14 @@ impl Cluster {
     /// The value of option `key` for this handle's entity (set, from the file, or stored
     /// unknown), or None.
     pub fn option(&self, key: &str) -> Option<String> {
+        self.options().get(key)
+    }
+
+    /// The configuration as it is now, for an I/O context to keep.
+    pub fn options(&self) -> Options {
         let entity = self.entity();
         let state = self.lock();
-        let key = quarry_conf::normalize_key(key);
-        state
-            .conf
-            .get(&entity, &key)
-            .or_else(|| state.extra.get(&key).cloned())
-            .or_else(|| state.conf.get_or_default(&entity, &key))
+        Options { conf: state.conf.clone(), extra: state.extra.clone(), entity }
     }
 
     /// The connected client (ENOTCONN before `rados_connect`).
@@ -71,12 +71,45 @@ impl Cluster {
     }
 }
 
-/// What a `rados_ioctx_t` points to: a pool, a namespace, and the cluster handle's client.
+/// A snapshot of a cluster handle's configuration (file, `rados_conf_set` values, stored
+/// unknown keys), taken when an I/O context is made: images opened through the context read
+/// their `rbd_*` options here (`rbd_cache`, `rbd_cache_size`, ... for the client cache).
+#[derive(Clone, Debug)]
+pub struct Options {
+    conf: Conf,
+    extra: BTreeMap<String, String>,
+    entity: EntityName,
+}
+
+impl Options {
+    /// The value of `key` (set, from the file, stored unknown, or the option's default).
+    pub fn get(&self, key: &str) -> Option<String> {
+        let key = quarry_conf::normalize_key(key);
+        self.conf
+            .get(&self.entity, &key)
+            .or_else(|| self.extra.get(&key).cloned())
+            .or_else(|| self.conf.get_or_default(&self.entity, &key))
+    }
+
+    /// A boolean option (`true`/`false`/`1`/`0`...), None if unset or not a boolean.
+    pub fn get_bool(&self, key: &str) -> Option<bool> {
+        self.get(key).and_then(|v| quarry_conf::parse_bool(&v).ok())
+    }
+}
+
+/// What a `rados_ioctx_t` points to: a pool, a namespace, the cluster handle's client, and
+/// its configuration when the context was made.
 pub struct Ioctx {
     io: RwLock<IoCtx>,
+    options: Options,
 }
 
 impl Ioctx {
+    /// The configuration of the cluster handle this context was made from.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
     /// A copy of the context as it is now (namespace included).
     pub fn get(&self) -> IoCtx {
         self.io.read().unwrap_or_else(|p| p.into_inner()).clone()
@@ -339,10 +372,11 @@ pub unsafe extern "C" fn rados_version(major: *mut c_int, minor: *mut c_int, ext
     })
 }
 
-fn new_ioctx(out: *mut *mut c_void, io: Result<IoCtx, ClientError>) -> c_int {
+fn new_ioctx(out: *mut *mut c_void, io: Result<IoCtx, ClientError>, options: Options) -> c_int {
     match io {
         Ok(io) => {
-            let p = Box::into_raw(Box::new(Ioctx { io: RwLock::new(io) })).cast::<c_void>();
+            let p =
+                Box::into_raw(Box::new(Ioctx { io: RwLock::new(io), options })).cast::<c_void>();
             // SAFETY: `out` checked non-NULL by the callers.
             unsafe { *out = p };
             0
@@ -371,7 +405,7 @@ pub unsafe extern "C" fn rados_ioctx_create(
             Ok(r) => r,
             Err(e) => return e,
         };
-        new_ioctx(out, block_on(async move { rados.ioctx(pool).await }))
+        new_ioctx(out, block_on(async move { rados.ioctx(pool).await }), c.options())
     })
 }
 
@@ -395,7 +429,7 @@ pub unsafe extern "C" fn rados_ioctx_create2(
             Ok(r) => r,
             Err(e) => return e,
         };
-        new_ioctx(out, rados.ioctx_by_id(pool_id as u64))
+        new_ioctx(out, rados.ioctx_by_id(pool_id as u64), c.options())
     })
 }
 

@@ -304,13 +304,19 @@ unsafe fn open_common(
     read_only: bool,
 ) -> c_int {
     // SAFETY: contracts of librbd.h.
-    let (io, name, snap) = match unsafe { (io_of(io), cstr(name), opt_cstr(snap)) } {
-        (Ok(io), Ok(n), Ok(s)) => (io, n.to_string(), s.map(str::to_string)),
+    let (ctx, name, snap) = match unsafe { (ioctx(io), cstr(name), opt_cstr(snap)) } {
+        (Ok(ctx), Ok(n), Ok(s)) => (ctx, n.to_string(), s.map(str::to_string)),
         _ => return EINVAL,
     };
     if out.is_null() {
         return EINVAL;
     }
+    let io = ctx.get();
+    // The client cache's settings are `ctx.options()`: `rbd_cache` (QEMU sets it from its
+    // cache mode: false for cache=none, true otherwise), `rbd_cache_size`,
+    // `rbd_cache_max_dirty`, `rbd_cache_writethrough_until_flush`... They go into
+    // `OpenOptions` once the image layer has a cache.
+    let _cache_requested = ctx.options().get_bool("rbd_cache");
     let options = OpenOptions { snapshot: snap, read_only };
     match block_on(async move { Image::open(&io, &name, options).await }) {
         Ok(image) => {

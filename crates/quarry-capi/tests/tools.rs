@@ -183,6 +183,17 @@ fn seed_commands_create_info_resize() {
     assert!(out.contains("before"), "the snapshot is listed by qemu-img info:\n{out}");
     let run = env.sh("qemu-io -f raw -c 'write 0 4k' rbd:rbd/yujiang@before");
     assert_ne!(run.code(), 0, "a snapshot must not open for writing: {}", run.out());
+
+    // mon_host and key inline, no configuration file at all.
+    let conf = std::fs::read_to_string(env.dir().join("ceph.conf")).unwrap();
+    let mon = conf.lines().find_map(|l| l.trim().strip_prefix("mon_host = ")).unwrap();
+    let ring = std::fs::read_to_string(env.dir().join("ceph.client.admin.keyring")).unwrap();
+    let key = ring.lines().find_map(|l| l.trim().strip_prefix("key = ")).unwrap();
+    let out = env.ok(&format!(
+        "unset CEPH_CONF && cd / && qemu-img info 'rbd:rbd/yujiang:mon_host={}:key={key}:id=admin'",
+        mon.replace(':', "\\:")
+    ));
+    assert!(out.contains("virtual size: 20 GiB (21474836480 bytes)"), "{out}");
 }
 
 /// `qemu-img convert` of a qcow2 with data and holes into rbd: identical content
