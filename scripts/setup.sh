@@ -41,6 +41,25 @@ if ! qemu_ok || [ ${#capi_pkgs[@]} -gt 0 ]; then
     qemu-utils/bookworm qemu-block-extra/bookworm qemu-system-x86/bookworm "${capi_pkgs[@]}"
 fi
 
+# The VM test (crates/quarry-capi/tests/tools.rs) boots Debian 12's cloud kernel with a
+# busybox initramfs it builds: fetch both packages once into target/vm (not installed on the
+# host).
+vm=target/vm
+if [ ! -e "$vm/vmlinuz" ] || [ ! -e "$vm/busybox" ]; then
+  echo "setup: fetching the test VM's kernel and busybox into $vm"
+  rm -rf "$vm/tmp" && mkdir -p "$vm/tmp"
+  kpkg=$(apt-cache depends linux-image-cloud-amd64 | awk '/Depends: linux-image-/ {print $2; exit}')
+  (cd "$vm/tmp" && apt-get download -qq "$kpkg" busybox-static 2>/dev/null)
+  for deb in "$vm"/tmp/*.deb; do dpkg-deb -x "$deb" "$vm/tmp/x"; done
+  mkdir -p "$vm/modules"
+  for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+    find "$vm/tmp/x/lib/modules" -name "$m.ko" -exec cp {} "$vm/modules/" \;
+  done
+  cp "$vm/tmp/x/bin/busybox" "$vm/busybox"
+  cp "$vm"/tmp/x/boot/vmlinuz-* "$vm/vmlinuz"
+  rm -rf "$vm/tmp"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   if [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"

@@ -382,6 +382,114 @@ fn two_qemu_writers_hand_the_exclusive_lock_over() {
     assert!(!out.contains("Pattern verification failed"), "{out}");
 }
 
+/// An uncompressed initramfs (cpio "newc") of `files` (path in the archive, mode, content);
+/// directories are listed first by the caller.
+fn newc(files: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut put = |ino: usize, name: &str, mode: u32, data: &[u8]| {
+        let fields =
+            [ino as u32, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        out.extend_from_slice(b"070701");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    };
+    for (i, (name, mode, data)) in files.iter().enumerate() {
+        put(i + 1, name, *mode, data);
+    }
+    put(files.len() + 1, "TRAILER!!!", 0, &[]);
+    out
+}
+
+/// A VM under software emulation (qemu-system-x86_64 -accel tcg, Debian 12's cloud kernel and
+/// a busybox initramfs built here; scripts/setup.sh fetches both into target/vm) whose disk
+/// is `-drive format=raw,file=rbd:rbd/CLONE,if=virtio` on a clone of a golden image, once
+/// with cache=writeback and once with cache=none: the guest reads the golden image's data
+/// through the clone, writes and reads its own, powers off; the host finds the guest's data
+/// in the clone and the golden image unchanged. (The kernel is given to QEMU directly: the
+/// disk is the guest's data disk, not its boot loader.)
+#[test]
+fn vm_on_a_clone_of_a_golden_image() {
+    require!(qemu_missing());
+    let vm = std::env::var_os("QUARRY_VM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/vm"));
+    if !vm.join("vmlinuz").exists() || !vm.join("busybox").exists() {
+        eprintln!(
+            "SKIPPED: {} has no vmlinuz/busybox; scripts/setup.sh fetches them",
+            vm.display()
+        );
+        return;
+    }
+    let env = Env::start();
+    let read = |p: PathBuf| std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    let init = read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vm/init"));
+    let mut files: Vec<(&str, u32, Vec<u8>)> = vec![
+        ("bin", 0o40755, vec![]),
+        ("lib", 0o40755, vec![]),
+        ("proc", 0o40755, vec![]),
+        ("sys", 0o40755, vec![]),
+        ("dev", 0o40755, vec![]),
+        ("init", 0o100755, init),
+        ("bin/busybox", 0o100755, read(vm.join("busybox"))),
+    ];
+    let modules = [
+        "virtio_ring",
+        "virtio",
+        "virtio_pci_modern_dev",
+        "virtio_pci_legacy_dev",
+        "virtio_pci",
+        "virtio_blk",
+    ];
+    let names: Vec<String> = modules.iter().map(|m| format!("lib/{m}.ko")).collect();
+    for (m, name) in modules.iter().zip(&names) {
+        files.push((name, 0o100644, read(vm.join("modules").join(format!("{m}.ko")))));
+    }
+    let initrd = env.work().join("initrd.cpio");
+    std::fs::write(&initrd, newc(&files)).unwrap();
+
+    env.ok("qemu-img create -f raw rbd:rbd/golden 64M");
+    env.ok("qemu-io -f raw -c 'write -P 0x47 0 512' rbd:rbd/golden");
+    env.ok("rbd snap create golden@base && rbd snap protect golden@base");
+    for cache in ["writeback", "none"] {
+        let clone = format!("vm-{cache}");
+        env.ok(&format!("rbd clone golden@base {clone}"));
+        let run = env.sh(&format!(
+            "timeout 240 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
+             -kernel {} -initrd {} -append 'console=ttyS0 panic=-1 quiet' \
+             -drive format=raw,file=rbd:rbd/{clone},if=virtio,cache={cache} 2>&1",
+            vm.join("vmlinuz").display(),
+            initrd.display()
+        ));
+        let console = run.out();
+        assert!(console.contains("GUEST-SAW: GGGGGGGGGGGGGGGGGGG"), "{cache}: {console}");
+        assert!(console.contains("GUEST-READ: GUEST-DATA-WRITTEN-BY-THE-VM"), "{cache}: {console}");
+        assert!(console.contains("QUARRY-GUEST-DONE"), "{cache}: {console}");
+        assert!(!console.contains("GUEST-INSMOD-FAILED"), "{cache}: {console}");
+        assert_eq!(run.code(), 0, "{cache}: {console}");
+        // The guest's data is in the clone, the golden image is unchanged.
+        let out = env.ok(&format!(
+            "qemu-io -r -f raw -c 'read -v 1M 28' -c 'read -P 0x47 0 512' rbd:rbd/{clone}"
+        ));
+        assert!(out.contains("GUEST.DATA.WRITT"), "{cache}: {out}");
+        assert!(!out.contains("Pattern verification failed"), "{cache}: {out}");
+        let out = env.ok(
+            "qemu-io -r -f raw -c 'read -P 0 1M 4k' -c 'read -P 0x47 0 512' rbd:rbd/golden && \
+             qemu-io -r -f raw -c 'read -P 0 1M 4k' rbd:rbd/golden@base",
+        );
+        assert!(!out.contains("Pattern verification failed"), "{cache}: {out}");
+    }
+}
+
 /// fio's rbd engine (poll mode: eventfd + rbd_poll_io_events), random writes then a crc32c
 /// verify pass, iodepth 16.
 #[test]
