@@ -1336,3 +1336,184 @@ pub unsafe extern "C" fn rbd_is_exclusive_lock_owner(image: *mut c_void, out: *m
         }
     })
 }
+
+// ---- advisory locks (`rbd lock`) and the managed exclusive lock ----
+
+/// `rbd_lock_exclusive(image, cookie)`: `-EBUSY` if another client holds the lock,
+/// `-EEXIST` if this one does.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_lock_exclusive(image: *mut c_void, cookie: *const c_char) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: forwarded contracts.
+        unsafe {
+            with_snap(image, cookie, |img, c| async move { code(img.lock_add(&c, None).await) })
+        }
+    })
+}
+
+/// `rbd_lock_shared(image, cookie, tag)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_lock_shared(
+    image: *mut c_void,
+    cookie: *const c_char,
+    tag: *const c_char,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let tag = match unsafe { cstr(tag) } {
+            Ok(t) => t.to_string(),
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded contracts.
+        unsafe {
+            with_snap(
+                image,
+                cookie,
+                |img, c| async move { code(img.lock_add(&c, Some(&tag)).await) },
+            )
+        }
+    })
+}
+
+/// `rbd_unlock(image, cookie)`: releases this client's lock `cookie` (`-ENOENT` if it holds
+/// none).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_unlock(image: *mut c_void, cookie: *const c_char) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: forwarded contracts.
+        unsafe {
+            with_snap(image, cookie, |img, c| async move {
+                let me = format!("client.{}", img.ioctx().rados().global_id());
+                code(img.lock_break(&me, &c).await)
+            })
+        }
+    })
+}
+
+/// `rbd_break_lock(image, client, cookie)`: breaks `client`'s (`client.4123`) lock.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_break_lock(
+    image: *mut c_void,
+    client: *const c_char,
+    cookie: *const c_char,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let client = match unsafe { cstr(client) } {
+            Ok(c) => c.to_string(),
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded contracts.
+        unsafe {
+            with_snap(
+                image,
+                cookie,
+                |img, c| async move { code(img.lock_break(&client, &c).await) },
+            )
+        }
+    })
+}
+
+/// Writes NUL-separated `items` into `buf` of `*len` bytes; sets `*len` to the room needed.
+/// False if it does not fit.
+///
+/// # Safety
+/// `len` non-NULL; `buf` valid for `*len` bytes or NULL.
+unsafe fn put_list(items: &[&str], buf: *mut c_char, len: *mut usize) -> bool {
+    let needed: usize = items.iter().map(|s| s.len() + 1).sum();
+    // SAFETY: caller's contract.
+    unsafe {
+        let room = *len;
+        *len = needed;
+        if room < needed || (buf.is_null() && needed > 0) {
+            return false;
+        }
+        let mut at = 0;
+        for s in items {
+            std::ptr::copy_nonoverlapping(s.as_ptr(), buf.add(at).cast::<u8>(), s.len());
+            *buf.add(at + s.len()) = 0;
+            at += s.len() + 1;
+        }
+    }
+    true
+}
+
+/// `rbd_list_lockers(image, exclusive, tag, tag_len, clients, clients_len, cookies,
+/// cookies_len, addrs, addrs_len)`: the number of lockers, their fields NUL-separated;
+/// `-ERANGE` with every length set when a buffer is short.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rbd_list_lockers(
+    image: *mut c_void,
+    exclusive: *mut c_int,
+    tag: *mut c_char,
+    tag_len: *mut usize,
+    clients: *mut c_char,
+    clients_len: *mut usize,
+    cookies: *mut c_char,
+    cookies_len: *mut usize,
+    addrs: *mut c_char,
+    addrs_len: *mut usize,
+) -> isize {
+    ffi!(EINVAL as isize, {
+        // SAFETY: contract of librbd.h.
+        let h = match unsafe { handle(image) } {
+            Ok(h) => h,
+            Err(e) => return e as isize,
+        };
+        if [tag_len, clients_len, cookies_len, addrs_len].iter().any(|p| p.is_null()) {
+            return EINVAL as isize;
+        }
+        let img = h.image.clone();
+        let info = match block_on(async move { img.lockers().await }) {
+            Ok(i) => i,
+            Err(e) => return rbd_errno(&e) as isize,
+        };
+        let c: Vec<&str> = info.lockers.iter().map(|l| l.locker.as_str()).collect();
+        let k: Vec<&str> = info.lockers.iter().map(|l| l.cookie.as_str()).collect();
+        let a: Vec<&str> = info.lockers.iter().map(|l| l.addr.as_str()).collect();
+        // SAFETY: lengths non-NULL (checked); buffers valid for their lengths (librbd.h).
+        let fits = unsafe {
+            let t = put_list(&[info.tag.as_str()], tag, tag_len);
+            let c = put_list(&c, clients, clients_len);
+            let k = put_list(&k, cookies, cookies_len);
+            let a = put_list(&a, addrs, addrs_len);
+            t && c && k && a
+        };
+        if !fits {
+            return -(libc::ERANGE as isize);
+        }
+        if !exclusive.is_null() {
+            let is_exclusive = matches!(info.lock_type, Some(quarry_rbd::LockType::Exclusive));
+            // SAFETY: non-NULL out-parameter.
+            unsafe { *exclusive = is_exclusive as c_int };
+        }
+        info.lockers.len() as isize
+    })
+}
+
+/// `rbd_lock_acquire(image, mode)`: takes the managed exclusive lock and keeps it (others
+/// get `-EBUSY`, no hand-over); `RBD_LOCK_MODE_SHARED` is `-EOPNOTSUPP`, as in librbd.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_lock_acquire(image: *mut c_void, mode: c_int) -> c_int {
+    ffi!(EINVAL, {
+        if mode != 0 {
+            return EOPNOTSUPP;
+        }
+        // SAFETY: forwarded contract.
+        unsafe {
+            on_image(image, |img| async move {
+                code(img.lock_acquire(quarry_rbd::LockMode::Exclusive, false).await)
+            })
+        }
+    })
+}
+
+/// `rbd_lock_release(image)`: gives the managed lock up.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_lock_release(image: *mut c_void) -> c_int {
+    // SAFETY: forwarded contract.
+    ffi!(EINVAL, {
+        unsafe { on_image(image, |img| async move { code(img.lock_release().await) }) }
+    })
+}

@@ -53,6 +53,7 @@ with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
             img.metadata_set("conf_rbd_cache", "false")
             assert img.metadata_get("conf_rbd_cache") == "false"
             img.metadata_remove("conf_rbd_cache")
+            assert img.is_exclusive_lock_owner()  # taken by the first write
             img.create_snap("s1")
             assert [s["name"] for s in img.list_snaps()] == ["s1"]
             img.protect_snap("s1")
@@ -61,6 +62,22 @@ with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
             assert img.stat()["num_objs"] == 8
             assert img.id()
             assert img.block_name_prefix().startswith("rbd_data.")
+
+        # Advisory locks, on an image without the exclusive-lock feature.
+        r.create(io, "pylock", MIB, features=rbd.RBD_FEATURE_LAYERING)
+        with rbd.Image(io, "pylock") as img:
+            assert img.features() == rbd.RBD_FEATURE_LAYERING
+            img.lock_exclusive("cookie-1")
+            lockers = img.list_lockers()
+            assert lockers["exclusive"] and lockers["lockers"][0][1] == "cookie-1", lockers
+            try:
+                img.lock_shared("cookie-2", "tag")
+                raise AssertionError("a shared lock beside an exclusive one")
+            except rbd.ImageBusy:
+                pass
+            img.unlock("cookie-1")
+            assert not img.list_lockers(), img.list_lockers()
+        r.remove(io, "pylock")
 
         r.clone(io, "py", "s1", io, "pyclone")
         with rbd.Image(io, "pyclone") as child:
