@@ -112,6 +112,14 @@ fn callback_thread() -> &'static Mutex<mpsc::Sender<Job>> {
     })
 }
 
+/// Runs `job` on the callback thread (after the callbacks already queued).
+pub fn post(job: Box<dyn FnOnce() + Send>) {
+    let sender = callback_thread().lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Err(mpsc::SendError(job)) = sender.send(job) {
+        job();
+    }
+}
+
 /// Ends a request: stores `ret`, then (on the callback thread) calls back, notifies, marks
 /// complete.
 fn finish(image: Arc<ImageHandle>, comp: Arc<Completion>, ret: i64, inflight: InFlight) {
@@ -137,10 +145,7 @@ fn finish(image: Arc<ImageHandle>, comp: Arc<Completion>, ret: i64, inflight: In
         drop(state);
         drop(inflight);
     });
-    let sender = callback_thread().lock().unwrap_or_else(|p| p.into_inner()).clone();
-    if let Err(mpsc::SendError(job)) = sender.send(job) {
-        job();
-    }
+    post(job);
 }
 
 /// Signals the notification fd: 8 bytes (a count of 1) for an eventfd, 1 byte for a pipe.

@@ -1517,3 +1517,106 @@ pub unsafe extern "C" fn rbd_lock_release(image: *mut c_void) -> c_int {
         unsafe { on_image(image, |img| async move { code(img.lock_release().await) }) }
     })
 }
+
+// ---- image change notifications (rbd_update_watch) ----
+
+type UpdateCb = unsafe extern "C" fn(*mut c_void);
+
+/// Registered update watches: handle -> (the task answering notifies, its context, cookie).
+fn update_watches() -> &'static Mutex<BTreeMap<u64, (tokio::task::JoinHandle<()>, IoCtx, u64)>> {
+    static WATCHES: std::sync::OnceLock<
+        Mutex<BTreeMap<u64, (tokio::task::JoinHandle<()>, IoCtx, u64)>>,
+    > = std::sync::OnceLock::new();
+    WATCHES.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// `rbd_update_watch(image, handle, cb, arg)`: calls `cb(arg)` on the library's callback
+/// thread each time another handle (this process or another) changes the image's header
+/// (resize, snapshots, features, flatten...). Ends with `rbd_update_unwatch`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_update_watch(
+    image: *mut c_void,
+    out: *mut u64,
+    cb: Option<UpdateCb>,
+    arg: *mut c_void,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let h = match unsafe { handle(image) } {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        let Some(cb) = cb else {
+            return EINVAL;
+        };
+        if out.is_null() {
+            return EINVAL;
+        }
+        let io = h.image.ioctx().clone();
+        let header = quarry_rbd::names::header_object(h.image.id());
+        let arg = arg as usize;
+        let watched = {
+            let (io, header) = (io.clone(), header.clone());
+            block_on(async move { io.watch(&header, None).await })
+        };
+        let mut watch = match watched {
+            Ok(w) => w,
+            Err(e) => return client_errno(&e),
+        };
+        let cookie = watch.cookie();
+        let task_io = io.clone();
+        let task = crate::runtime().spawn(async move {
+            while let Some(event) = watch.next().await {
+                let quarry_client::WatchEvent::Notify { notify_id, payload, .. } = event else {
+                    break;
+                };
+                let _ = task_io.notify_ack(cookie, notify_id, &[]).await;
+                if matches!(
+                    quarry_rbd::lock::ImageNotify::decode(&payload),
+                    Some(quarry_rbd::lock::ImageNotify::HeaderUpdate { .. })
+                ) {
+                    crate::aio::post(Box::new(move || {
+                        // SAFETY: the caller's callback with its argument (librbd.h); it
+                        // stays valid until rbd_update_unwatch.
+                        unsafe { cb(arg as *mut c_void) }
+                    }));
+                }
+            }
+        });
+        update_watches()
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(cookie, (task, io, cookie));
+        // SAFETY: non-NULL out-parameter.
+        unsafe { *out = cookie };
+        0
+    })
+}
+
+/// `rbd_update_unwatch(image, handle)`: no callback starts after it returns; `-ENOENT` for
+/// an unknown handle.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_update_unwatch(image: *mut c_void, handle_id: u64) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        if unsafe { handle(image) }.is_err() {
+            return EINVAL;
+        }
+        let Some((task, io, cookie)) =
+            update_watches().lock().unwrap_or_else(|p| p.into_inner()).remove(&handle_id)
+        else {
+            return -libc::ENOENT;
+        };
+        task.abort();
+        let _ = block_on(async move { io.unwatch(cookie).await });
+        // Callbacks already queued run before this marker: wait for it.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        if !crate::aio::in_callback_thread() {
+            crate::aio::post(Box::new(move || {
+                let _ = tx.send(());
+            }));
+            let _ = rx.recv();
+        }
+        0
+    })
+}

@@ -47,6 +47,9 @@ int rbd_set_image_notification(rbd_image_t image, int fd, int type);
 int rbd_poll_io_events(rbd_image_t image, rbd_completion_t *comps, int numcomp);
 int rbd_stat(rbd_image_t image, void *info, size_t infosize);
 int rbd_encryption_load(rbd_image_t image, int format, void *opts, size_t size);
+int rbd_resize(rbd_image_t image, uint64_t size);
+int rbd_update_watch(rbd_image_t image, uint64_t *handle, void (*cb)(void *), void *arg);
+int rbd_update_unwatch(rbd_image_t image, uint64_t handle);
 
 #define N 256
 #define PIECE (64 * 1024)
@@ -79,6 +82,11 @@ static void count_only(rbd_completion_t c, void *arg) {
     (void)c;
     (void)arg;
     atomic_fetch_add(&callbacks, 1);
+}
+
+static atomic_int updates;
+static void on_update(void *arg) {
+    if (arg == (void *)&updates) atomic_fetch_add(&updates, 1);
 }
 
 static void wait_callbacks(int n) {
@@ -193,6 +201,24 @@ int main(void) {
     rbd_aio_wait_for_complete(f);
     CHECK(rbd_aio_get_return_value(f) == 0, "flush result");
     rbd_aio_release(f);
+
+    /* Image change notifications: another handle resizes, the watcher hears of it. */
+    uint64_t watch_handle;
+    CHECK(rbd_update_watch(image, &watch_handle, on_update, &updates) == 0, "update_watch");
+    rbd_image_t other;
+    CHECK(rbd_open(io, "race", &other, NULL) == 0, "second handle");
+    CHECK(rbd_resize(other, 128 << 20) == 0, "resize by the other handle");
+    for (int i = 0; i < 500 && atomic_load(&updates) == 0; i++) usleep(10000);
+    CHECK(atomic_load(&updates) >= 1, "update callback after a resize elsewhere");
+    CHECK(rbd_update_unwatch(image, watch_handle) == 0, "update_unwatch");
+    CHECK(rbd_update_unwatch(image, watch_handle) == -ENOENT, "unwatch twice");
+    int before = atomic_load(&updates);
+    CHECK(rbd_resize(other, 96 << 20) == 0, "resize again");
+    usleep(300000);
+    CHECK(atomic_load(&updates) == before, "no callback after unwatch");
+    CHECK(rbd_get_size(image, &size) == 0 && size == 96 << 20, "size seen: %llu",
+          (unsigned long long)size);
+    CHECK(rbd_close(other) == 0, "close second");
 
     CHECK(rbd_close(image) == 0, "close");
     rados_ioctx_destroy(io);
