@@ -1522,11 +1522,13 @@ pub unsafe extern "C" fn rbd_lock_release(image: *mut c_void) -> c_int {
 
 type UpdateCb = unsafe extern "C" fn(*mut c_void);
 
-/// Registered update watches: handle -> (the task answering notifies, its context, cookie).
-fn update_watches() -> &'static Mutex<BTreeMap<u64, (tokio::task::JoinHandle<()>, IoCtx, u64)>> {
-    static WATCHES: std::sync::OnceLock<
-        Mutex<BTreeMap<u64, (tokio::task::JoinHandle<()>, IoCtx, u64)>>,
-    > = std::sync::OnceLock::new();
+/// One registered update watch: the task answering notifies, its context, its cookie.
+type UpdateWatch = (tokio::task::JoinHandle<()>, IoCtx, u64);
+
+/// Registered update watches by handle.
+fn update_watches() -> &'static Mutex<BTreeMap<u64, UpdateWatch>> {
+    static WATCHES: std::sync::OnceLock<Mutex<BTreeMap<u64, UpdateWatch>>> =
+        std::sync::OnceLock::new();
     WATCHES.get_or_init(|| Mutex::new(BTreeMap::new()))
 }
 
