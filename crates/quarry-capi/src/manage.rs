@@ -1622,3 +1622,252 @@ pub unsafe extern "C" fn rbd_update_unwatch(image: *mut c_void, handle_id: u64) 
         0
     })
 }
+
+// ---- watchers and the trash ----
+
+/// librbd's `rbd_image_watcher_t`.
+#[repr(C)]
+pub struct WatcherC {
+    addr: *mut c_char,
+    id: i64,
+    cookie: u64,
+}
+
+/// `rbd_watchers_list(image, watchers, max_watchers)`: the header's watchers (open
+/// read-write handles); `-ERANGE` with `*max_watchers` set when short.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_watchers_list(
+    image: *mut c_void,
+    out: *mut WatcherC,
+    max: *mut usize,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let h = match unsafe { handle(image) } {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        if max.is_null() {
+            return EINVAL;
+        }
+        let io = h.image.ioctx().clone();
+        let header = quarry_rbd::names::header_object(h.image.id());
+        let list = match block_on(async move { io.list_watchers(&header).await }) {
+            Ok(l) => l,
+            Err(e) => return client_errno(&e),
+        };
+        // SAFETY: `max` non-NULL; `out` has room for `*max` entries.
+        unsafe {
+            if *max < list.len() || (out.is_null() && !list.is_empty()) {
+                *max = list.len();
+                return -libc::ERANGE;
+            }
+            for (i, w) in list.iter().enumerate() {
+                out.add(i).write(WatcherC {
+                    addr: malloc_str(&w.addr),
+                    id: w.global_id as i64,
+                    cookie: w.cookie,
+                });
+            }
+            *max = list.len();
+        }
+        0
+    })
+}
+
+/// `rbd_watchers_list_cleanup(watchers, num_watchers)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_watchers_list_cleanup(watchers: *mut WatcherC, n: usize) {
+    ffi!((), {
+        if watchers.is_null() {
+            return;
+        }
+        for i in 0..n {
+            // SAFETY: entries filled by rbd_watchers_list.
+            unsafe {
+                let w = &mut *watchers.add(i);
+                libc::free(w.addr.cast());
+                w.addr = std::ptr::null_mut();
+            }
+        }
+    })
+}
+
+/// librbd's `rbd_trash_image_info_t`.
+#[repr(C)]
+pub struct TrashInfoC {
+    id: *mut c_char,
+    name: *mut c_char,
+    source: c_int,
+    deletion_time: libc::time_t,
+    deferment_end_time: libc::time_t,
+}
+
+fn trash_info(id: &str, entry: &quarry_rbd::TrashEntry) -> TrashInfoC {
+    TrashInfoC {
+        id: malloc_str(id),
+        name: malloc_str(&entry.name),
+        source: match entry.source {
+            quarry_rbd::TrashSource::User => 0,
+            quarry_rbd::TrashSource::Removing => 3,
+        },
+        deletion_time: entry.deletion_time.0 as libc::time_t,
+        deferment_end_time: entry.deferment_end_time.0 as libc::time_t,
+    }
+}
+
+/// `rbd_trash_move(io, name, delay)`: `-EBUSY` while the image is open for writing.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_trash_move(io: *mut c_void, name: *const c_char, delay: u64) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contracts of librbd.h.
+        let (io, name) = match unsafe { (io_of(io), cstr(name)) } {
+            (Ok(io), Ok(n)) => (io, n.to_string()),
+            _ => return EINVAL,
+        };
+        code(block_on(async move { pool::trash_move(&io, &name, delay).await }))
+    })
+}
+
+/// `rbd_trash_list(io, entries, num_entries)`: `-ERANGE` with `*num_entries` set when short.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_trash_list(
+    io: *mut c_void,
+    out: *mut TrashInfoC,
+    max: *mut usize,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let io = match unsafe { io_of(io) } {
+            Ok(io) => io,
+            Err(e) => return e,
+        };
+        if max.is_null() {
+            return EINVAL;
+        }
+        let list = match block_on(async move { pool::trash_list(&io).await }) {
+            Ok(l) => l,
+            Err(e) => return rbd_errno(&e),
+        };
+        // SAFETY: `max` non-NULL; `out` has room for `*max` entries.
+        unsafe {
+            if *max < list.len() || (out.is_null() && !list.is_empty()) {
+                *max = list.len();
+                return -libc::ERANGE;
+            }
+            for (i, item) in list.iter().enumerate() {
+                out.add(i).write(trash_info(&item.id, &item.entry));
+            }
+            *max = list.len();
+        }
+        list.len() as c_int
+    })
+}
+
+/// `rbd_trash_get(io, id, info)`: `-ENOENT` if no such entry.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_trash_get(
+    io: *mut c_void,
+    id: *const c_char,
+    out: *mut TrashInfoC,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contracts of librbd.h.
+        let (io, id) = match unsafe { (io_of(io), cstr(id)) } {
+            (Ok(io), Ok(i)) => (io, i.to_string()),
+            _ => return EINVAL,
+        };
+        if out.is_null() {
+            return EINVAL;
+        }
+        let list = match block_on(async move { pool::trash_list(&io).await }) {
+            Ok(l) => l,
+            Err(e) => return rbd_errno(&e),
+        };
+        match list.iter().find(|item| item.id == id) {
+            Some(item) => {
+                // SAFETY: non-NULL out-parameter.
+                unsafe { out.write(trash_info(&item.id, &item.entry)) };
+                0
+            }
+            None => -libc::ENOENT,
+        }
+    })
+}
+
+/// `rbd_trash_list_cleanup(entries, num_entries)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_trash_list_cleanup(entries: *mut TrashInfoC, n: usize) {
+    ffi!((), {
+        if entries.is_null() {
+            return;
+        }
+        for i in 0..n {
+            // SAFETY: entries filled by rbd_trash_list / rbd_trash_get.
+            unsafe {
+                let e = &mut *entries.add(i);
+                libc::free(e.id.cast());
+                libc::free(e.name.cast());
+                e.id = std::ptr::null_mut();
+                e.name = std::ptr::null_mut();
+            }
+        }
+    })
+}
+
+/// `rbd_trash_get_cleanup(info)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_trash_get_cleanup(info: *mut TrashInfoC) {
+    // SAFETY: forwarded contract.
+    unsafe { rbd_trash_list_cleanup(info, 1) }
+}
+
+/// `rbd_trash_restore(io, id, name)`: back under `name` ("" keeps the old name).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_trash_restore(
+    io: *mut c_void,
+    id: *const c_char,
+    name: *const c_char,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contracts of librbd.h.
+        let (io, id, name) = match unsafe { (io_of(io), cstr(id), crate::opt_cstr(name)) } {
+            (Ok(io), Ok(i), Ok(n)) => (io, i.to_string(), n.map(str::to_string)),
+            _ => return EINVAL,
+        };
+        code(block_on(async move { pool::trash_restore(&io, &id, name.as_deref()).await }))
+    })
+}
+
+/// `rbd_trash_remove_with_progress(io, id, force, cb, data)`: `-EPERM` before the deferment
+/// ends unless `force`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_trash_remove_with_progress(
+    io: *mut c_void,
+    id: *const c_char,
+    force: bool,
+    _cb: *mut c_void,
+    _data: *mut c_void,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contracts of librbd.h.
+        let (io, id) = match unsafe { (io_of(io), cstr(id)) } {
+            (Ok(io), Ok(i)) => (io, i.to_string()),
+            _ => return EINVAL,
+        };
+        code(block_on(async move { pool::trash_remove(&io, &id, force, |_, _| {}).await }))
+    })
+}
+
+/// `rbd_trash_remove(io, id, force)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_trash_remove(
+    io: *mut c_void,
+    id: *const c_char,
+    force: bool,
+) -> c_int {
+    // SAFETY: forwarded contracts.
+    unsafe {
+        rbd_trash_remove_with_progress(io, id, force, std::ptr::null_mut(), std::ptr::null_mut())
+    }
+}

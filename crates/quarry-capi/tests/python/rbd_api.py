@@ -79,6 +79,23 @@ with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
             assert not img.list_lockers(), img.list_lockers()
         r.remove(io, "pylock")
 
+        # Watchers and the trash.
+        r.create(io, "pytrash", MIB)
+        with rbd.Image(io, "pytrash") as img:
+            watchers = list(img.watchers_list())
+            assert len(watchers) == 1 and watchers[0]["cookie"], watchers
+        r.trash_move(io, "pytrash", 0)
+        assert "pytrash" not in r.list(io)
+        entries = [e for e in r.trash_list(io) if e["name"] == "pytrash"]
+        assert len(entries) == 1, list(r.trash_list(io))
+        image_id = entries[0]["id"]
+        assert r.trash_get(io, image_id)["name"] == "pytrash"
+        r.trash_restore(io, image_id, "pytrash2")
+        assert "pytrash2" in r.list(io)
+        r.trash_move(io, "pytrash2", 0)
+        r.trash_remove(io, image_id)
+        assert not [e for e in r.trash_list(io) if e["id"] == image_id]
+
         r.clone(io, "py", "s1", io, "pyclone")
         with rbd.Image(io, "pyclone") as child:
             parent = child.get_parent_image_spec()
