@@ -1871,3 +1871,91 @@ pub unsafe extern "C" fn rbd_trash_remove(
         rbd_trash_remove_with_progress(io, id, force, std::ptr::null_mut(), std::ptr::null_mut())
     }
 }
+
+// ---- children ----
+
+/// `rbd_list_children3(image, images, max_images)`: the clones of the open snapshot (of
+/// every snapshot when the head is open), with pool and image names (`trash` true when the
+/// child is in the trash); `-ERANGE` with `*max_images` set when short. Strings are freed by
+/// `rbd_linked_image_spec_list_cleanup`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_list_children3(
+    image: *mut c_void,
+    out: *mut LinkedImageSpecC,
+    max: *mut usize,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let h = match unsafe { handle(image) } {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        if max.is_null() {
+            return EINVAL;
+        }
+        let img = h.image.clone();
+        let found = block_on(async move {
+            let io = img.ioctx().clone();
+            let snaps: Vec<u64> = match img.snap_id() {
+                Some(id) => vec![id],
+                None => img.snapshots().await.iter().map(|s| s.id).collect(),
+            };
+            let mut out = Vec::new();
+            for snap_id in snaps {
+                let spec = quarry_rbd::ParentSpec {
+                    pool: io.pool_id(),
+                    namespace: io.namespace().to_string(),
+                    image_id: img.id().to_string(),
+                    snap_id,
+                };
+                for child in pool::children(&io, &spec).await? {
+                    let mut cio = io.rados().ioctx_by_id(child.pool)?;
+                    cio.set_namespace(&child.namespace)?;
+                    let name = pool::image_name(&cio, &child.image_id).await.ok();
+                    out.push((child, cio.pool_name().to_string(), name));
+                }
+            }
+            Ok::<_, quarry_rbd::RbdError>(out)
+        });
+        let list = match found {
+            Ok(l) => l,
+            Err(e) => return rbd_errno(&e),
+        };
+        // SAFETY: `max` non-NULL; `out` has room for `*max` entries.
+        unsafe {
+            if *max < list.len() || (out.is_null() && !list.is_empty()) {
+                *max = list.len();
+                return -libc::ERANGE;
+            }
+            for (i, (child, pool_name, name)) in list.iter().enumerate() {
+                out.add(i).write(LinkedImageSpecC {
+                    pool_id: child.pool as i64,
+                    pool_name: malloc_str(pool_name),
+                    pool_namespace: malloc_str(&child.namespace),
+                    image_id: malloc_str(&child.image_id),
+                    image_name: malloc_str(name.as_deref().unwrap_or("")),
+                    trash: name.is_none(),
+                });
+            }
+            *max = list.len();
+        }
+        0
+    })
+}
+
+/// `rbd_linked_image_spec_list_cleanup(images, num_images)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_linked_image_spec_list_cleanup(
+    images: *mut LinkedImageSpecC,
+    n: usize,
+) {
+    ffi!((), {
+        if images.is_null() {
+            return;
+        }
+        for i in 0..n {
+            // SAFETY: entries filled by this library.
+            unsafe { rbd_linked_image_spec_cleanup(images.add(i)) };
+        }
+    })
+}

@@ -211,8 +211,6 @@ stub!(int rbd_group_snap_list_cleanup);
 stub!(int rbd_group_snap_remove);
 stub!(int rbd_group_snap_rename);
 stub!(int rbd_group_snap_rollback);
-stub!(void rbd_linked_image_spec_list_cleanup);
-stub!(int rbd_list_children3);
 stub!(int rbd_list_descendants);
 stub!(int rbd_lock_break);
 stub!(int rbd_lock_get_owners);

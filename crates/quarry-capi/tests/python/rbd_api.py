@@ -97,6 +97,9 @@ with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
         assert not [e for e in r.trash_list(io) if e["id"] == image_id]
 
         r.clone(io, "py", "s1", io, "pyclone")
+        with rbd.Image(io, "py", snapshot="s1", read_only=True) as snap:
+            children = [(c["pool"], c["image"]) for c in snap.list_children2()]
+            assert children == [("rbd", "pyclone")], children
         with rbd.Image(io, "pyclone") as child:
             parent = child.get_parent_image_spec()
             assert parent["pool_name"] == "rbd" and parent["image_name"] == "py", parent
