@@ -22,7 +22,7 @@ for path in sorted((crate / "src").glob("*.rs")):
     if path.name == "stubs.rs":
         continue
     text = path.read_text()
-    for m in re.finditer(r'((?:[ \t]*///[^\n]*\n)+)(?:[ \t]*#\[[^\n]*\n)*[ \t]*pub unsafe extern "C" fn ((?:rados|rbd)_\w+)', text):
+    for m in re.finditer(r'((?:[ \t]*///[^\n]*\n)+)(?:[ \t]*#\[[^\n]*\n)*[ \t]*pub (?:unsafe )?extern "C" fn ((?:rados|rbd)_\w+)', text):
         words = " ".join(x.strip()[3:].strip() for x in m.group(1).strip().splitlines())
         words = re.sub(r"^`[^`]*`:?\s*\.?\s*", "", words)
         implemented[m.group(2)] = words

@@ -18,6 +18,8 @@
 //! - [`manage`]: image management python3-rbd uses (image options, `rbd_create4`, list,
 //!   rename, clone, flatten, snapshot protection, parent spec, metadata, `*2` variants) and
 //!   librados' synchronous object calls.
+//! - [`ops`]: compound object operations (`rados_write_op_t`, `rados_read_op_t`) and omap
+//!   iterators.
 //! - [`aio`]: completions, the callback thread, event notification (fio's poll mode) and the
 //!   asynchronous image I/O calls.
 //! - [`stubs`]: every other function some Debian consumer references (`consumers.txt`),
@@ -53,6 +55,7 @@ use tokio::runtime::Runtime;
 
 pub mod aio;
 pub mod manage;
+pub mod ops;
 pub mod rados;
 pub mod rbd;
 pub mod stubs;

@@ -26,6 +26,25 @@ with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
         io.set_xattr("greeting", "lang", b"en")
         assert io.get_xattr("greeting", "lang") == b"en"
         io.rm_xattr("greeting", "lang")
+        # Omap through write and read operations.
+        with rados.WriteOpCtx() as op:
+            io.set_omap(op, ("a", "b", "c"), (b"1", b"2", b"\x00\x03"))
+            io.operate_write_op(op, "greeting")
+        with rados.ReadOpCtx() as op:
+            it, ret = io.get_omap_vals(op, "", "", 10)
+            io.operate_read_op(op, "greeting")
+            assert dict(it) == {"a": b"1", "b": b"2", "c": b"\x00\x03"}
+        with rados.WriteOpCtx() as op:
+            io.remove_omap_keys(op, ("a",))
+            io.operate_write_op(op, "greeting")
+        with rados.ReadOpCtx() as op:
+            it, ret = io.get_omap_keys(op, "", 10)
+            io.operate_read_op(op, "greeting")
+            assert [k for k, _ in it] == ["b", "c"]
+        with rados.ReadOpCtx() as op:
+            it, ret = io.get_omap_vals_by_keys(op, ("c", "zz"))
+            io.operate_read_op(op, "greeting")
+            assert dict(it) == {"c": b"\x00\x03"}
         io.remove_object("greeting")
         try:
             io.stat("greeting")
