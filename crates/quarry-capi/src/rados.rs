@@ -629,3 +629,256 @@ pub unsafe extern "C" fn rados_buffer_free(buf: *mut c_char) {
     // SAFETY: NULL or a buffer this library malloc'ed (librados.h).
     ffi!((), { unsafe { libc::free(buf.cast()) } })
 }
+
+// ---- pools, the cluster, object listing ----
+
+/// `rados_pool_list(cluster, buf, len)`: the pool names, each ended by a NUL, then an empty
+/// name; returns the room that needs (as librados: compare it with `len`).
+#[no_mangle]
+pub unsafe extern "C" fn rados_pool_list(
+    cluster: *mut c_void,
+    buf: *mut c_char,
+    len: usize,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librados.h.
+        let c = match unsafe { self::cluster(cluster) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let rados = match c.rados() {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let names: Vec<String> = rados.map().pools.values().map(|p| p.name.clone()).collect();
+        let needed: usize = names.iter().map(|n| n.len() + 1).sum::<usize>() + 1;
+        if buf.is_null() || len == 0 {
+            return needed as c_int;
+        }
+        // Copy the names that fit whole, then the closing NUL (librados does the same).
+        let mut at = 0;
+        for n in &names {
+            if at + n.len() + 2 > len {
+                break;
+            }
+            // SAFETY: `buf` holds `len` bytes and `at + n.len() + 1 < len`.
+            unsafe {
+                std::ptr::copy_nonoverlapping(n.as_ptr(), buf.add(at).cast::<u8>(), n.len());
+                *buf.add(at + n.len()) = 0;
+            }
+            at += n.len() + 1;
+        }
+        // SAFETY: `at < len` (each copy left room for this byte).
+        unsafe { *buf.add(at) = 0 };
+        needed as c_int
+    })
+}
+
+/// Runs a monitor command given as JSON; its return code.
+fn mon(c: &Cluster, json: String) -> c_int {
+    let rados = match c.rados() {
+        Ok(r) => r,
+        Err(e) => return e,
+    };
+    block_on(async move { rados.mon_command(&json, &[]).await.rc })
+}
+
+/// `rados_pool_create(cluster, name)`: `-EEXIST` if it exists.
+#[no_mangle]
+pub unsafe extern "C" fn rados_pool_create(cluster: *mut c_void, name: *const c_char) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contracts of librados.h.
+        let (Ok(c), Ok(name)) = (unsafe { self::cluster(cluster) }, unsafe { cstr(name) }) else {
+            return EINVAL;
+        };
+        let rados = match c.rados() {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        if rados.map().pools.values().any(|p| p.name == name) {
+            return -libc::EEXIST;
+        }
+        let json = format!(r#"{{"prefix": "osd pool create", "pool": {}}}"#, json_str(name));
+        mon(c, json)
+    })
+}
+
+/// `rados_pool_delete(cluster, name)`: `-ENOENT` if there is no such pool.
+#[no_mangle]
+pub unsafe extern "C" fn rados_pool_delete(cluster: *mut c_void, name: *const c_char) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contracts of librados.h.
+        let (Ok(c), Ok(name)) = (unsafe { self::cluster(cluster) }, unsafe { cstr(name) }) else {
+            return EINVAL;
+        };
+        let n = json_str(name);
+        let json = format!(
+            r#"{{"prefix": "osd pool rm", "pool": {n}, "pool2": {n}, "yes_i_really_really_mean_it": true}}"#
+        );
+        mon(c, json)
+    })
+}
+
+/// A JSON string literal of `s`.
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for ch in s.chars() {
+        match ch {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `rados_pool_reverse_lookup(cluster, id, buf, maxlen)`: the name's length, `-ENOENT`,
+/// `-ERANGE` when short.
+#[no_mangle]
+pub unsafe extern "C" fn rados_pool_reverse_lookup(
+    cluster: *mut c_void,
+    id: i64,
+    buf: *mut c_char,
+    len: usize,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librados.h.
+        let c = match unsafe { self::cluster(cluster) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let rados = match c.rados() {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let Some(name) = rados.map().pools.get(&(id as u64)).map(|p| p.name.clone()) else {
+            return -libc::ENOENT;
+        };
+        // SAFETY: `buf` holds `len` bytes.
+        match unsafe { copy_out(&name, buf, len) } {
+            Ok(()) => name.len() as c_int,
+            Err(e) => e,
+        }
+    })
+}
+
+/// `rados_cluster_fsid(cluster, buf, len)`: the fsid's length, `-ERANGE` when short.
+#[no_mangle]
+pub unsafe extern "C" fn rados_cluster_fsid(
+    cluster: *mut c_void,
+    buf: *mut c_char,
+    len: usize,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librados.h.
+        let c = match unsafe { self::cluster(cluster) } {
+            Ok(c) => c,
+            Err(e) => return e,
+        };
+        let rados = match c.rados() {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        let fsid = rados.map().fsid.clone();
+        // SAFETY: `buf` holds `len` bytes.
+        match unsafe { copy_out(&fsid, buf, len) } {
+            Ok(()) => fsid.len() as c_int,
+            Err(e) => e,
+        }
+    })
+}
+
+/// `rados_wait_for_latest_osdmap(cluster)`: the client follows the newest map already.
+#[no_mangle]
+pub unsafe extern "C" fn rados_wait_for_latest_osdmap(cluster: *mut c_void) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librados.h.
+        match unsafe { self::cluster(cluster) }.and_then(|c| c.rados()) {
+            Ok(_) => 0,
+            Err(e) => e,
+        }
+    })
+}
+
+/// An object listing in progress (`rados_list_ctx_t`): the names of the context's
+/// namespace, read at open.
+pub struct ListCtx {
+    names: Vec<String>,
+    next: usize,
+    namespace: std::ffi::CString,
+    current: Option<std::ffi::CString>,
+}
+
+/// `rados_nobjects_list_open(io, ctx)`.
+#[no_mangle]
+pub unsafe extern "C" fn rados_nobjects_list_open(io: *mut c_void, out: *mut *mut c_void) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librados.h.
+        let io = match unsafe { ioctx(io) } {
+            Ok(io) => io.get(),
+            Err(e) => return e,
+        };
+        if out.is_null() {
+            return EINVAL;
+        }
+        let namespace = std::ffi::CString::new(io.namespace()).unwrap_or_default();
+        match block_on(async move { io.list_objects().await }) {
+            Ok(names) => {
+                let ctx = ListCtx { names, next: 0, namespace, current: None };
+                // SAFETY: non-NULL out-parameter.
+                unsafe { *out = Box::into_raw(Box::new(ctx)).cast() };
+                0
+            }
+            Err(e) => client_errno(&e),
+        }
+    })
+}
+
+/// `rados_nobjects_list_next(ctx, entry, key, nspace)`: `-ENOENT` at the end; the strings
+/// stay valid until the next call.
+#[no_mangle]
+pub unsafe extern "C" fn rados_nobjects_list_next(
+    ctx: *mut c_void,
+    entry: *mut *const c_char,
+    key: *mut *const c_char,
+    nspace: *mut *const c_char,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: a live list context (librados.h).
+        let Some(l) = (unsafe { ctx.cast::<ListCtx>().as_mut() }) else {
+            return EINVAL;
+        };
+        let Some(name) = l.names.get(l.next) else {
+            return -libc::ENOENT;
+        };
+        l.next += 1;
+        l.current = Some(std::ffi::CString::new(name.as_str()).unwrap_or_default());
+        let name_ptr = l.current.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        // SAFETY: out-parameters NULL or writable.
+        unsafe {
+            if !entry.is_null() {
+                *entry = name_ptr;
+            }
+            if !key.is_null() {
+                *key = std::ptr::null();
+            }
+            if !nspace.is_null() {
+                *nspace = l.namespace.as_ptr();
+            }
+        }
+        0
+    })
+}
+
+/// `rados_nobjects_list_close(ctx)`.
+#[no_mangle]
+pub unsafe extern "C" fn rados_nobjects_list_close(ctx: *mut c_void) {
+    ffi!((), {
+        if !ctx.is_null() {
+            // SAFETY: made by rados_nobjects_list_open, closed once.
+            drop(unsafe { Box::from_raw(ctx.cast::<ListCtx>()) });
+        }
+    })
+}

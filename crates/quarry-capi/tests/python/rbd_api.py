@@ -15,7 +15,22 @@ with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
     assert ret == 0 and "rbd" in json.loads(out), (ret, out, status)
     ret, out, status = cluster.mon_command(json.dumps({"prefix": "no such command"}), b"")
     assert ret < 0 and status, (ret, out, status)
+    # Pools.
+    assert "rbd" in cluster.list_pools()
+    assert cluster.pool_exists("rbd") and not cluster.pool_exists("pynew")
+    cluster.create_pool("pynew")
+    assert cluster.pool_exists("pynew") and "pynew" in cluster.list_pools()
+    cluster.delete_pool("pynew")
+    assert not cluster.pool_exists("pynew")
+    assert len(cluster.get_fsid()) == 36
+
     with cluster.open_ioctx("rbd") as io:
+        io.write_full("listed-1", b"x")
+        io.write_full("listed-2", b"y")
+        names = sorted(o.key for o in io.list_objects() if o.key.startswith("listed-"))
+        assert names == ["listed-1", "listed-2"], names
+        io.remove_object("listed-1")
+        io.remove_object("listed-2")
         # Objects, xattrs.
         io.write_full("greeting", b"hello quarry")
         assert io.read("greeting") == b"hello quarry"
