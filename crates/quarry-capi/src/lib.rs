@@ -20,6 +20,7 @@
 //!   librados' synchronous object calls.
 //! - [`ops`]: compound object operations (`rados_write_op_t`, `rados_read_op_t`) and omap
 //!   iterators.
+//! - [`rados_aio`]: librados' asynchronous object calls and their completions.
 //! - [`aio`]: completions, the callback thread, event notification (fio's poll mode) and the
 //!   asynchronous image I/O calls.
 //! - [`stubs`]: every other function some Debian consumer references (`consumers.txt`),
@@ -57,6 +58,7 @@ pub mod aio;
 pub mod manage;
 pub mod ops;
 pub mod rados;
+pub mod rados_aio;
 pub mod rbd;
 pub mod stubs;
 

@@ -58,6 +58,15 @@ unsafe fn read_op<'a>(p: *mut c_void) -> Option<&'a ReadOp> {
     unsafe { p.cast::<ReadOp>().as_ref() }
 }
 
+/// The ops of the write operation behind `op`, copied (None for NULL).
+///
+/// # Safety
+/// `op` is NULL or a live `rados_write_op_t` of this library.
+pub unsafe fn write_op_ops(op: *mut c_void) -> Option<Vec<ObjectOp>> {
+    // SAFETY: forwarded contract.
+    unsafe { write_op(op) }.map(|w| w.ops.lock().unwrap_or_else(|p| p.into_inner()).clone())
+}
+
 fn push(op: *mut c_void, o: ObjectOp) {
     // SAFETY: the callers' contract (librados.h): a live write op.
     if let Some(w) = unsafe { write_op(op) } {

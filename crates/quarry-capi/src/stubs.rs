@@ -46,25 +46,13 @@ macro_rules! stub {
 
 stub!(int rados_aio_append);
 stub!(int rados_aio_cmpext);
-stub!(int rados_aio_create_completion);
-stub!(int rados_aio_create_completion2);
 stub!(int rados_aio_exec);
 stub!(int rados_aio_flush);
-stub!(int rados_aio_get_return_value);
-stub!(int rados_aio_is_complete);
 stub!(int rados_aio_notify);
-stub!(int rados_aio_read);
 stub!(int rados_aio_read_op_operate);
-stub!(void rados_aio_release);
-stub!(int rados_aio_remove);
 stub!(int rados_aio_rmxattr);
 stub!(int rados_aio_setxattr);
 stub!(int rados_aio_stat);
-stub!(int rados_aio_wait_for_complete);
-stub!(int rados_aio_wait_for_complete_and_cb);
-stub!(int rados_aio_write);
-stub!(int rados_aio_write_full);
-stub!(int rados_aio_write_op_operate);
 stub!(int rados_aio_writesame);
 stub!(int rados_append);
 stub!(int rados_application_enable);

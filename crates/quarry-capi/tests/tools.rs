@@ -491,7 +491,7 @@ fn vm_on_a_clone_of_a_golden_image() {
 }
 
 /// fio's rbd engine (poll mode: eventfd + rbd_poll_io_events), random writes then a crc32c
-/// verify pass, iodepth 16.
+/// verify pass, iodepth 16; then the same with fio's rados engine (librados aio).
 #[test]
 fn fio_rbd_engine_verifies() {
     require!(qemu_missing());
@@ -510,6 +510,16 @@ fn fio_rbd_engine_verifies() {
     assert_eq!(fields[4], "0", "fio error: {out}");
     assert_eq!(fields[46], "16384", "written KiB: {out}");
     assert_eq!(fields[5], "16384", "verified (read) KiB: {out}");
+
+    // fio's rados engine: librados' aio calls and write operations on plain objects.
+    let out =
+        env.ok("fio --name=o --ioengine=rados --clientname=admin --conf=$CEPH_CONF --pool=rbd \
+         --rw=randwrite --bs=4k --size=4M --iodepth=8 --verify=crc32c --do_verify=1 \
+         --verify_fatal=1 --output-format=terse --terse-version=3");
+    let line = out.lines().find(|l| l.starts_with("3;")).unwrap_or_else(|| panic!("{out}"));
+    let fields: Vec<&str> = line.split(';').collect();
+    assert_eq!(fields[4], "0", "fio error: {out}");
+    assert_eq!((fields[46], fields[5]), ("4096", "4096"), "written and verified KiB: {out}");
 }
 
 /// A C program linked as QEMU is (librbd.so.1 + librados.so.2), tests/c/aio.c: completions
