@@ -1522,8 +1522,9 @@ pub unsafe extern "C" fn rbd_lock_release(image: *mut c_void) -> c_int {
 
 type UpdateCb = unsafe extern "C" fn(*mut c_void);
 
-/// One registered update watch: the task answering notifies, its context, its cookie.
-type UpdateWatch = (tokio::task::JoinHandle<()>, IoCtx, u64);
+/// One registered update watch: the task answering notifies, its context, its cookie, and
+/// the image handle it belongs to (its address).
+type UpdateWatch = (tokio::task::JoinHandle<()>, IoCtx, u64, usize);
 
 /// Registered update watches by handle.
 fn update_watches() -> &'static Mutex<BTreeMap<u64, UpdateWatch>> {
@@ -1588,7 +1589,7 @@ pub unsafe extern "C" fn rbd_update_watch(
         update_watches()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(cookie, (task, io, cookie));
+            .insert(cookie, (task, io, cookie, image as usize));
         // SAFETY: non-NULL out-parameter.
         unsafe { *out = cookie };
         0
@@ -1604,7 +1605,7 @@ pub unsafe extern "C" fn rbd_update_unwatch(image: *mut c_void, handle_id: u64) 
         if unsafe { handle(image) }.is_err() {
             return EINVAL;
         }
-        let Some((task, io, cookie)) =
+        let Some((task, io, cookie, _)) =
             update_watches().lock().unwrap_or_else(|p| p.into_inner()).remove(&handle_id)
         else {
             return -libc::ENOENT;
@@ -1958,4 +1959,18 @@ pub unsafe extern "C" fn rbd_linked_image_spec_list_cleanup(
             unsafe { rbd_linked_image_spec_cleanup(images.add(i)) };
         }
     })
+}
+
+/// Ends the update watches a caller left on `image` (called by `rbd_close`).
+pub(crate) fn end_update_watches(image: *mut c_void) {
+    let ended: Vec<UpdateWatch> = {
+        let mut map = update_watches().lock().unwrap_or_else(|p| p.into_inner());
+        let keys: Vec<u64> =
+            map.iter().filter(|(_, w)| w.3 == image as usize).map(|(k, _)| *k).collect();
+        keys.iter().filter_map(|k| map.remove(k)).collect()
+    };
+    for (task, io, cookie, _) in ended {
+        task.abort();
+        let _ = block_on(async move { io.unwatch(cookie).await });
+    }
 }
