@@ -4,9 +4,10 @@
 //! `bash -c '. DIR/env && COMMAND'`, so `DIR/env` (written by `quarry up`) is all that points
 //! the programs at the cluster and at the libraries.
 //!
-//! Needs the `quarry` binary and the cdylib built in the same target directory
-//! (`cargo build -p quarry-cli -p quarry-capi`, or scripts/build-capi.sh; a workspace test
-//! run builds both); the test makes `target/<profile>/lib` itself (scripts/link-capi.sh).
+//! Needs the `quarry` binary built in the same target directory (`cargo build -p
+//! quarry-cli`; a workspace test run builds it); the library is the one this test run built
+//! (`target/<profile>/deps/librados.so`), linked into `target/<profile>/lib` by the test
+//! (scripts/link-capi.sh), the directory `DIR/env` puts on LD_LIBRARY_PATH.
 //! Tests needing QEMU 7.2's rbd module or fio skip with a message when scripts/setup.sh has
 //! not installed them.
 
@@ -29,7 +30,10 @@ fn target_dir() -> PathBuf {
 fn prepared() -> PathBuf {
     let dir = target_dir();
     let quarry = dir.join("quarry");
-    let cdylib = dir.join("librados.so");
+    // The cdylib this test run built (cargo builds the crate's library, both crate types,
+    // into deps/ for its tests; `cargo build` also copies it beside the binaries).
+    let fresh = std::env::current_exe().unwrap().with_file_name("librados.so");
+    let cdylib = if fresh.exists() { fresh } else { dir.join("librados.so") };
     for (path, what) in [(&quarry, "quarry-cli"), (&cdylib, "quarry-capi")] {
         assert!(
             path.exists(),
