@@ -81,6 +81,12 @@ impl Env {
         let quarry = prepared();
         let tmp = tempfile::tempdir().unwrap();
         let daemon = process::up(&quarry, &tmp.path().join("cluster"), 1);
+        let env = std::fs::read_to_string(tmp.path().join("cluster/env")).unwrap();
+        assert!(
+            env.contains("export LD_LIBRARY_PATH="),
+            "{} predates DIR/env's LD_LIBRARY_PATH: rebuild it (cargo build -p quarry-cli)",
+            quarry.display()
+        );
         Env { tmp, daemon }
     }
 
