@@ -126,6 +126,17 @@ impl Drop for Env {
     }
 }
 
+/// A child process killed (SIGKILL) and reaped when dropped, so a failing test leaves no
+/// QEMU behind.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Data extents `(start, length)` of `qemu-img map --output=json`.
 fn data_extents(json: &str) -> Vec<(u64, u64)> {
     // One object per line: { "start": N, "length": N, ..., "data": true|false, ... }
@@ -319,7 +330,7 @@ fn flushed_writes_survive_sigkill_of_qemu() {
         .env_remove("CEPH_ARGS")
         .env_remove("LD_LIBRARY_PATH")
         .env_remove("CEPH_CONF");
-    let mut qemu = cmd.spawn().unwrap();
+    let mut qemu = Reaped(cmd.spawn().unwrap());
     // qemu-io runs its commands in order: once the write after the flush is reported, the
     // flush has returned. Then SIGKILL.
     let deadline = std::time::Instant::now() + STEP_TIMEOUT;
@@ -331,8 +342,8 @@ fn flushed_writes_survive_sigkill_of_qemu() {
         assert!(std::time::Instant::now() < deadline, "qemu-io did not write: {text}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    qemu.kill().unwrap(); // SIGKILL, of our own child only
-    let _ = qemu.wait();
+    qemu.0.kill().unwrap(); // SIGKILL, of our own child only
+    let _ = qemu.0.wait();
     let out =
         env.ok("qemu-io -r -f raw -c 'read -P 0x77 0 1M' -c 'read -P 0x78 8M 64k' rbd:rbd/vm");
     assert!(!out.contains("Pattern verification failed"), "{out}");
@@ -359,7 +370,7 @@ fn two_qemu_writers_hand_the_exclusive_lock_over() {
         .env_remove("CEPH_ARGS")
         .env_remove("LD_LIBRARY_PATH")
         .env_remove("CEPH_CONF");
-    let mut first = cmd.spawn().unwrap();
+    let mut first = Reaped(cmd.spawn().unwrap());
     let deadline = std::time::Instant::now() + STEP_TIMEOUT;
     while !std::fs::read_to_string(&log)
         .unwrap_or_default()
@@ -374,11 +385,10 @@ fn two_qemu_writers_hand_the_exclusive_lock_over() {
     assert!(!out.contains("Pattern verification failed"), "{out}");
     // The first takes it back for its next write.
     let status = loop {
-        if let Some(status) = first.try_wait().unwrap() {
+        if let Some(status) = first.0.try_wait().unwrap() {
             break status;
         }
         if std::time::Instant::now() > deadline {
-            let _ = first.kill();
             panic!("the first writer hangs: {}", std::fs::read_to_string(&log).unwrap_or_default());
         }
         std::thread::sleep(Duration::from_millis(50));
