@@ -205,6 +205,14 @@ fn seed_commands_create_info_resize() {
     let run = env.sh("qemu-io -f raw -c 'write 0 4k' rbd:rbd/yujiang@before");
     assert_ne!(run.code(), 0, "a snapshot must not open for writing: {}", run.out());
 
+    // LUKS encryption is not supported: the create fails cleanly and leaves no image.
+    let run = env.sh("qemu-img create -f raw --object secret,id=sec0,data=s3cret \
+         -o encrypt.format=luks,encrypt.key-secret=sec0 rbd:rbd/enc 1G");
+    assert_ne!(run.code(), 0, "{}", run.out());
+    assert!(run.stderr.contains("Operation not supported"), "{}", run.stderr);
+    let ls = env.ok("rbd ls");
+    assert!(!ls.lines().any(|l| l == "enc"), "{ls}");
+
     // mon_host and key inline, no configuration file at all.
     let conf = std::fs::read_to_string(env.dir().join("ceph.conf")).unwrap();
     let mon = conf.lines().find_map(|l| l.trim().strip_prefix("mon_host = ")).unwrap();
