@@ -38,6 +38,9 @@ pub struct RbdArgs {
     /// Namespace of the image.
     #[arg(long = "namespace", value_name = "NS")]
     pub namespace: Option<String>,
+    /// device map|unmap|list: the device type (`nbd`; `krbd` is not supported).
+    #[arg(short = 't', long = "device-type", value_name = "TYPE")]
+    pub device_type: Option<String>,
     /// Image name (instead of the positional spec).
     #[arg(long = "image", value_name = "IMAGE")]
     pub image: Option<String>,
@@ -154,7 +157,9 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   trash mv IMAGE [--delay SECS] | trash ls [-l] [POOL] | trash restore [POOL/]ID [--image NAME]
   trash rm [POOL/]ID [--force] | trash purge [POOL]
   lock ls IMAGE | lock add IMAGE ID [--shared TAG] | lock rm IMAGE ID LOCKER
- watch IMAGE                         print the image's notifications until enter or EOF
+  watch IMAGE                         print the image's notifications until enter or EOF
+  pool init [POOL]                   enable the rbd application on a pool
+  device map|unmap|list -t nbd       not supported yet (says so; use quarry nbd serve)
   cp SRC[@SNAP] DST                  copy an image's data (a clone's parent data included)
   deep cp SRC DST                    copy an image with its snapshots (flat: parent data copied in)
   namespace create|rm POOL/NS | namespace ls [POOL]   image namespaces (images: POOL/NS/IMAGE)
@@ -403,6 +408,24 @@ async fn open_pool(rados: &Rados, spec_pool: &str, namespace: &str) -> Result<Io
     Ok(io)
 }
 
+/// `rbd device map|unmap|list -t nbd`: attaching an image to `/dev/nbdX` needs the kernel's
+/// nbd driver and is not built yet; the message says what to use instead. (Without the
+/// driver, as on this project's test machines, there is nothing to attach to either way.)
+fn device_unavailable(sub: &str) -> CliError {
+    let driver = std::path::Path::new("/sys/module/nbd").exists();
+    let why = if driver {
+        "attaching images to /dev/nbd devices is not supported yet"
+    } else {
+        "the kernel has no nbd driver loaded (/sys/module/nbd is missing; try `modprobe nbd`), and attaching images to /dev/nbd devices is not supported yet"
+    };
+    CliError::Usage {
+        message: format!(
+            "rbd: device {sub} failed: {why}.\nrbd: serve the image with `quarry nbd serve POOL/IMAGE` and connect an NBD client (qemu nbd://, nbd-client, nbdfuse) instead."
+        ),
+        status: status_of(ErrorCode::EOPNOTSUPP),
+    }
+}
+
 /// Images this command opened for writing: closed (lock released, watch ended) before the
 /// tool exits, so the next writer need not fence this process.
 static OPENED: std::sync::Mutex<Vec<Image>> = std::sync::Mutex::new(Vec::new());
@@ -514,6 +537,8 @@ enum Command {
     NamespaceLs { pool: String },
     DeepCopy(Spec, Spec),
     Watch(Spec),
+    PoolInit { pool: String },
+    Device(String),
     LockLs(Spec),
     LockAdd(Spec, String),
     LockRm(Spec, String, String),
@@ -623,6 +648,27 @@ impl Command {
             }
             "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
             "watch" => Command::Watch(spec(1, SnapRule::None)?),
+            "pool" => match need(1, "pool command")? {
+                "init" => Command::PoolInit {
+                    pool: arg(2).map(str::to_string).unwrap_or_else(|| args.default_pool()),
+                },
+                other => return Err(usage(format!("unknown pool command '{other}'"))),
+            },
+            "device" => {
+                let sub = need(1, "device command")?.to_string();
+                match args.device_type.as_deref().unwrap_or("krbd") {
+                    "nbd" => {}
+                    other => {
+                        return Err(usage(format!(
+                            "device type '{other}' is not supported: use -t nbd"
+                        )))
+                    }
+                }
+                match sub.as_str() {
+                    "map" | "unmap" | "list" | "ls" => Command::Device(sub),
+                    other => return Err(usage(format!("unknown device command '{other}'"))),
+                }
+            }
             "cp" | "copy" => {
                 let src = spec(1, SnapRule::Optional)?;
                 let dst = args.spec(Some(need(2, "destination image name")?), SnapRule::None)?;
@@ -943,6 +989,21 @@ impl Command {
             Command::TrashLs { pool } => trash_ls(args, rados, &pool).await,
             Command::LockLs(spec) => lock_ls(args, rados, &spec).await,
             Command::Watch(spec) => watch(rados, &spec).await,
+            Command::PoolInit { pool } => {
+                let cmd = quarry_client::MonCommand::PoolApplicationEnable {
+                    pool: pool.clone(),
+                    app: "rbd".into(),
+                };
+                rados
+                    .command(cmd)
+                    .await
+                    .map_err(|e| failed("error initializing pool", &RbdError::from(e)))?;
+                let io = open_pool(rados, &pool, "").await?;
+                io.create("rbd_directory", false)
+                    .await
+                    .map_err(|e| failed("error initializing pool", &RbdError::from(e)))
+            }
+            Command::Device(sub) => Err(device_unavailable(&sub)),
             Command::Copy(src, dst) => {
                 let source = open_image(rados, &src, true).await?;
                 let io = open_pool(rados, &dst.pool, &dst.namespace).await?;

@@ -362,6 +362,17 @@ fn sparse_import_and_export_skip_holes() {
     ok(c, &["deep", "cp", "--no-progress", "small-src", "small-copy"]);
     let snaps = ok(c, &["snap", "ls", "small-copy"]);
     assert!(snaps.lines().nth(1).is_some_and(|l| l.contains("one")), "{snaps}");
+    // The seed's pool set-up, and the device commands' honest refusal.
+    let r = run_bounded(
+        tool_cmd("ceph", Some(c), &["osd", "pool", "create", "data"]),
+        None,
+        COMMAND_TIMEOUT,
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    ok(c, &["pool", "init", "data"]);
+    ok(c, &["create", "--size", "1G", "data/squeeze"]);
+    assert_eq!(ok(c, &["ls", "data"]), "squeeze\n");
+    fails(c, &["device", "map", "-t", "nbd", "data/squeeze"], 95, "quarry nbd serve");
     let r = run(c, &["export", "small-copy@one", "-"]);
     assert_eq!(r.code(), 0, "{}", r.stderr);
     assert_eq!(&r.stdout[5 << 20..], &data[..]);
