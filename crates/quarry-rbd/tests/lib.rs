@@ -3,6 +3,7 @@
 
 mod images;
 mod lock;
+mod lock_procs;
 mod model;
 
 use quarry_client::{IoCtx, MonCommand, Rados};
