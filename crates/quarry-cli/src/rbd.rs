@@ -75,10 +75,10 @@ pub struct RbdArgs {
     /// No progress output.
     #[arg(long = "no-progress")]
     pub no_progress: bool,
-    /// Output format: plain (default), json or xml (json only here).
+    /// Output format: plain (default), json or xml.
     #[arg(long = "format", value_name = "FORMAT")]
     pub format: Option<String>,
-    /// Indent JSON output.
+    /// Indent JSON or XML output.
     #[arg(long = "pretty-format")]
     pub pretty_format: bool,
     /// `ls -l`: long listing.
@@ -91,10 +91,10 @@ pub struct RbdArgs {
         value_name = "1|2|auto"
     )]
     pub clone_format: Option<String>,
-    /// `diff --from-snap SNAP`: changes since that snapshot.
+    /// `diff`/`export-diff --from-snap SNAP`: changes since that snapshot.
     #[arg(long = "from-snap", value_name = "SNAP")]
     pub from_snap: Option<String>,
-    /// `diff --whole-object`: whole objects (the only granularity reported here).
+    /// `diff`/`export-diff --whole-object`: whole objects (the only granularity reported here).
     #[arg(long = "whole-object")]
     pub whole_object: bool,
     /// bench: read, write, readwrite (rw).
@@ -158,7 +158,11 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   cp SRC[@SNAP] DST                  copy an image's data (a clone's parent data included)
   feature enable|disable IMAGE FEATURE...  exclusive-lock, object-map, fast-diff (deep-flatten: disable)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
-  import FILE|- IMAGE                create an image from a file or stdin";
+  import FILE|- IMAGE                create an image from a file or stdin
+  export-diff [--from-snap SNAP] [--whole-object] IMAGE[@SNAP] FILE|-
+                                     changes since SNAP (rbd diff v1 stream)
+  import-diff FILE|- IMAGE           apply a diff to the head, then create its end snapshot
+  merge-diff FIRST SECOND FILE|-     merge two consecutive diffs into one";
 
 /// Bytes per read or write of export and import.
 const TRANSFER_CHUNK: u64 = 4 << 20;
@@ -184,6 +188,14 @@ impl std::fmt::Display for Spec {
         }
         Ok(())
     }
+}
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Plain,
+    Json,
+    Xml,
 }
 
 /// Whether a command needs a snapshot in its spec.
@@ -270,12 +282,19 @@ impl RbdArgs {
         Ok(spec)
     }
 
-    fn json(&self) -> Result<bool, CliError> {
+    /// `--format`: plain (default), json or xml.
+    fn output_format(&self) -> Result<Format, CliError> {
         match self.format.as_deref() {
-            None | Some("plain") => Ok(false),
-            Some("json") => Ok(true),
+            None | Some("plain") => Ok(Format::Plain),
+            Some("json") => Ok(Format::Json),
+            Some("xml") => Ok(Format::Xml),
             Some(other) => Err(usage(format!("unsupported output format: {other}"))),
         }
+    }
+
+    /// Whether the output is formatted (JSON or XML) rather than plain.
+    fn json(&self) -> Result<bool, CliError> {
+        Ok(self.output_format()? != Format::Plain)
     }
 
     fn progress(&self) -> bool {
@@ -355,6 +374,10 @@ pub async fn run(args: RbdArgs) -> Result<(), CliError> {
     }
     // Check the command line before connecting.
     let command = Command::parse(&args, &words)?;
+    if let Command::MergeDiff(first, second, path) = &command {
+        // Files only: no cluster needed (as in Ceph).
+        return merge_diff(&args, first, second, path).await;
+    }
     let rados = connect(&args).await?;
     let result = command.execute(&args, &rados).await;
     close_opened().await;
@@ -420,11 +443,182 @@ fn print(text: &str) -> Result<(), CliError> {
     crate::output::stdout_bytes(text.as_bytes()).map_err(|e| CliError::io("<stdout>", e))
 }
 
-fn print_json(args: &RbdArgs, value: &Value) -> Result<(), CliError> {
-    let text = if args.pretty_format {
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    } else {
-        serde_json::to_string(value).unwrap_or_default()
+/// How a command's formatted output is named in XML (Ceph's Formatter sections): the root
+/// element and the order of the fields (Ceph's, which JSON objects here do not keep).
+struct Shape {
+    root: &'static str,
+    order: &'static [&'static str],
+}
+
+const INFO_SHAPE: Shape = Shape {
+    root: "image",
+    order: &[
+        "name",
+        "pool",
+        "pool_namespace",
+        "image",
+        "id",
+        "snapshot",
+        "trash",
+        "overlap",
+        "size",
+        "objects",
+        "order",
+        "object_size",
+        "snapshot_count",
+        "block_name_prefix",
+        "format",
+        "features",
+        "op_features",
+        "flags",
+        "create_timestamp",
+        "access_timestamp",
+        "modify_timestamp",
+        "stripe_unit",
+        "stripe_count",
+        "protected",
+        "parent",
+    ],
+};
+const LS_SHAPE: Shape = Shape {
+    root: "images",
+    order: &[
+        "pool",
+        "pool_namespace",
+        "image",
+        "id",
+        "snapshot",
+        "snapshot_id",
+        "size",
+        "parent",
+        "format",
+        "protected",
+        "lock_type",
+    ],
+};
+const SNAP_LS_SHAPE: Shape =
+    Shape { root: "snapshots", order: &["id", "name", "size", "protected", "timestamp"] };
+const STATUS_SHAPE: Shape =
+    Shape { root: "status", order: &["watchers", "address", "client", "cookie"] };
+const DU_SHAPE: Shape = Shape {
+    root: "stats",
+    order: &[
+        "images",
+        "name",
+        "id",
+        "snapshot",
+        "snapshot_id",
+        "provisioned_size",
+        "used_size",
+        "total_provisioned_size",
+        "total_used_size",
+    ],
+};
+const CHILDREN_SHAPE: Shape =
+    Shape { root: "children", order: &["pool", "pool_namespace", "image", "id", "trash"] };
+const META_SHAPE: Shape = Shape { root: "metadatas", order: &[] };
+const DIFF_SHAPE: Shape = Shape { root: "extents", order: &["offset", "length", "exists"] };
+const LOCK_SHAPE: Shape = Shape { root: "locks", order: &["id", "locker", "address"] };
+const TRASH_SHAPE: Shape = Shape {
+    root: "trash",
+    order: &[
+        "id",
+        "name",
+        "source",
+        "deleted_at",
+        "status",
+        "parent",
+        "pool",
+        "pool_namespace",
+        "image",
+        "snapshot",
+    ],
+};
+
+/// The element name of the items of array `name` (Ceph's section names; `ls` without `-l`
+/// lists bare names).
+fn xml_item(name: &str, item: &Value) -> &'static str {
+    match name {
+        "images" if !item.is_object() => "name",
+        "images" | "trash" => "image",
+        "snapshots" => "snapshot",
+        "watchers" => "watcher",
+        "features" => "feature",
+        "op_features" => "op_feature",
+        "flags" => "flag",
+        "children" => "child",
+        "extents" => "extent",
+        "locks" => "lock",
+        _ => "item",
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders `value` as element `name` the way Ceph's XMLFormatter does (`pretty`: one element
+/// a line, four spaces a level).
+fn xml_element(
+    out: &mut String,
+    name: &str,
+    value: &Value,
+    shape: &Shape,
+    pretty: bool,
+    depth: usize,
+) {
+    let indent = if pretty { "    ".repeat(depth) } else { String::new() };
+    let newline = if pretty { "\n" } else { "" };
+    let children: Vec<(String, &Value)> = match value {
+        Value::Object(map) => {
+            let mut fields: Vec<(&String, &Value)> = map.iter().collect();
+            let rank = |k: &str| shape.order.iter().position(|o| *o == k).unwrap_or(usize::MAX);
+            fields.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(a.0.cmp(b.0)));
+            fields.into_iter().map(|(k, v)| (k.clone(), v)).collect()
+        }
+        Value::Array(items) => items.iter().map(|v| (xml_item(name, v).to_string(), v)).collect(),
+        _ => {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            out.push_str(&format!("{indent}<{name}>{}</{name}>{newline}", xml_escape(&text)));
+            return;
+        }
+    };
+    if children.is_empty() {
+        out.push_str(&format!("{indent}<{name}></{name}>{newline}"));
+        return;
+    }
+    out.push_str(&format!("{indent}<{name}>{newline}"));
+    for (child, v) in children {
+        xml_element(out, &child, v, shape, pretty, depth + 1);
+    }
+    out.push_str(&format!("{indent}</{name}>{newline}"));
+}
+
+/// Prints a listing or info as JSON or XML (`--format`, `--pretty-format`).
+fn print_formatted(args: &RbdArgs, shape: &Shape, value: &Value) -> Result<(), CliError> {
+    let text = match args.output_format()? {
+        Format::Xml => {
+            let mut text = String::new();
+            xml_element(&mut text, shape.root, value, shape, args.pretty_format, 0);
+            text.trim_end().to_string()
+        }
+        _ if args.pretty_format => serde_json::to_string_pretty(value).unwrap_or_default(),
+        _ => serde_json::to_string(value).unwrap_or_default(),
     };
     print(&format!("{text}\n"))
 }
@@ -487,6 +681,9 @@ enum Command {
     MetaRemove(Spec, String),
     Export(Spec, String),
     Import(String, Spec),
+    ExportDiff(Spec, String),
+    ImportDiff(String, Spec),
+    MergeDiff(String, String, String),
     Diff(Spec),
     Bench(Spec),
     TrashMv(Spec),
@@ -675,6 +872,19 @@ impl Command {
                 let path = arg(2).map(str::to_string).unwrap_or_else(|| image.image.clone());
                 Command::Export(image, path)
             }
+            "export-diff" => {
+                let image = spec(1, SnapRule::Optional)?;
+                Command::ExportDiff(image, need(2, "path")?.to_string())
+            }
+            "import-diff" => {
+                let path = need(1, "path")?.to_string();
+                Command::ImportDiff(path, spec(2, SnapRule::None)?)
+            }
+            "merge-diff" => Command::MergeDiff(
+                need(1, "first diff path")?.to_string(),
+                need(2, "second diff path")?.to_string(),
+                need(3, "destination path")?.to_string(),
+            ),
             "import" => {
                 let path = need(1, "path")?.to_string();
                 let default_name = std::path::Path::new(&path)
@@ -827,7 +1037,7 @@ impl Command {
                 if args.json()? {
                     let map: serde_json::Map<String, Value> =
                         entries.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-                    return print_json(args, &Value::Object(map));
+                    return print_formatted(args, &META_SHAPE, &Value::Object(map));
                 }
                 if entries.is_empty() {
                     return Ok(());
@@ -846,6 +1056,11 @@ impl Command {
             }
             Command::Export(spec, path) => export(args, rados, &spec, &path).await,
             Command::Import(path, spec) => import(args, rados, &path, &spec).await,
+            Command::ExportDiff(spec, path) => export_diff(args, rados, &spec, &path).await,
+            Command::ImportDiff(path, spec) => import_diff(args, rados, &path, &spec).await,
+            Command::MergeDiff(first, second, path) => {
+                merge_diff(args, &first, &second, &path).await
+            }
             Command::Diff(spec) => diff(args, rados, &spec).await,
             Command::Bench(spec) => bench(args, rados, &spec).await,
             Command::TrashMv(spec) => {
@@ -997,7 +1212,7 @@ async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliErr
     if !args.long {
         if json {
             let names: Vec<Value> = images.iter().map(|i| json!(i.name)).collect();
-            return print_json(args, &Value::Array(names));
+            return print_formatted(args, &LS_SHAPE, &Value::Array(names));
         }
         return print(&images.iter().map(|i| format!("{}\n", i.name)).collect::<String>());
     }
@@ -1047,7 +1262,7 @@ async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliErr
         }
     }
     if json {
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &LS_SHAPE, &Value::Array(rows));
     }
     if images.is_empty() {
         return Ok(());
@@ -1139,7 +1354,7 @@ async fn info(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError
         None => None,
     };
     if args.json()? {
-        return print_json(args, &info_json(&info, parent.as_ref(), protected));
+        return print_formatted(args, &INFO_SHAPE, &info_json(&info, parent.as_ref(), protected));
     }
     print(&info_plain(&info, parent.as_ref(), protected))
 }
@@ -1257,7 +1472,7 @@ async fn snap_ls(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliEr
             .iter()
             .map(|s| json!({"id": s.id, "name": s.name, "size": s.size, "protected": if s.protection == Protection::Protected { "true" } else { "false" }, "timestamp": ctime(s.timestamp.0)}))
             .collect();
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &SNAP_LS_SHAPE, &Value::Array(rows));
     }
     if snaps.is_empty() {
         return Ok(());
@@ -1358,7 +1573,7 @@ async fn children(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliE
         rows.push(json!({"pool": pool_name, "pool_namespace": kid.namespace, "image": name}));
     }
     if args.json()? {
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &CHILDREN_SHAPE, &Value::Array(rows));
     }
     print(&lines)
 }
@@ -1376,7 +1591,7 @@ async fn status(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErr
             .iter()
             .map(|w| json!({"address": w.addr, "client": w.global_id, "cookie": w.cookie}))
             .collect();
-        return print_json(args, &json!({"watchers": rows}));
+        return print_formatted(args, &STATUS_SHAPE, &json!({"watchers": rows}));
     }
     if watchers.is_empty() {
         return print("Watchers: none\n");
@@ -1444,8 +1659,9 @@ async fn du(
         total_used += used;
     }
     if args.json()? {
-        return print_json(
+        return print_formatted(
             args,
+            &DU_SHAPE,
             &json!({"images": rows, "total_provisioned_size": total_prov, "total_used_size": total_used}),
         );
     }
@@ -1520,7 +1736,7 @@ async fn diff(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError
             .iter()
             .map(|(o, l, e)| json!({"offset": o, "length": l, "exists": if *e { "true" } else { "false" }}))
             .collect();
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &DIFF_SHAPE, &Value::Array(rows));
     }
     let mut table =
         Table::new(&[("Offset", Align::Left), ("Length", Align::Left), ("Type", Align::Left)]);
@@ -1687,7 +1903,7 @@ async fn lock_ls(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliEr
             .iter()
             .map(|l| json!({"id": l.cookie, "locker": l.locker, "address": l.addr}))
             .collect();
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &LOCK_SHAPE, &Value::Array(rows));
     }
     if info.lockers.is_empty() {
         return Ok(());
@@ -1728,7 +1944,7 @@ async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), 
                        "status": format!("protected until {}", ctime(i.entry.deferment_end_time.0))})
             })
             .collect();
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &TRASH_SHAPE, &Value::Array(rows));
     }
     if !args.long {
         return print(
@@ -1881,4 +2097,99 @@ async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Resul
     }
     progress.finish(true);
     Ok(())
+}
+
+/// Opens `path` for a new file (Ceph's tools refuse to overwrite), or stdout for `-`.
+async fn create_output(
+    path: &str,
+) -> Result<Box<dyn tokio::io::AsyncWrite + Unpin + Send>, CliError> {
+    if path == "-" {
+        return Ok(Box::new(tokio::io::BufWriter::new(tokio::io::stdout())));
+    }
+    let file =
+        tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await.map_err(
+            |e| {
+                let code = ErrorCode(e.raw_os_error().unwrap_or(5));
+                CliError::Usage {
+                    message: format!("rbd: error opening {path}: {code}"),
+                    status: status_of(code),
+                }
+            },
+        )?;
+    Ok(Box::new(tokio::io::BufWriter::new(file)))
+}
+
+/// Opens `path` for reading (stdin for `-`), with its size when it is a file.
+async fn open_input(
+    path: &str,
+) -> Result<(Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>), CliError> {
+    if path == "-" {
+        return Ok((Box::new(tokio::io::BufReader::new(tokio::io::stdin())), None));
+    }
+    let file = tokio::fs::File::open(path).await.map_err(|e| {
+        let code = ErrorCode(e.raw_os_error().unwrap_or(5));
+        CliError::Usage {
+            message: format!("rbd: error opening {path}: {code}"),
+            status: status_of(code),
+        }
+    })?;
+    let len = file.metadata().await.map_err(|e| CliError::io(path, e))?.len();
+    Ok((Box::new(tokio::io::BufReader::new(file)), Some(len)))
+}
+
+/// `rbd export-diff [--from-snap S] [--whole-object] IMAGE[@SNAP] PATH|-` (Ceph's "rbd diff
+/// v1" stream; extents are whole objects with or without `--whole-object`).
+async fn export_diff(
+    args: &RbdArgs,
+    rados: &Rados,
+    spec: &Spec,
+    path: &str,
+) -> Result<(), CliError> {
+    let image = open_image(rados, spec, true).await?;
+    let mut out = create_output(path).await?;
+    let mut progress = Progress::new("Exporting image", args.progress() && path != "-");
+    let result =
+        quarry_rbd::diff::export_diff(&image, args.from_snap.as_deref(), &mut out, |d, t| {
+            progress.update(d, t)
+        })
+        .await;
+    progress.finish(result.is_ok());
+    if result.is_err() && path != "-" {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result.map_err(|e| failed("export-diff error", &e))
+}
+
+/// `rbd import-diff PATH|- IMAGE`: applies the diff to the head, then creates its end
+/// snapshot.
+async fn import_diff(
+    args: &RbdArgs,
+    rados: &Rados,
+    path: &str,
+    spec: &Spec,
+) -> Result<(), CliError> {
+    let (input, size) = open_input(path).await?;
+    let image = open_image(rados, spec, false).await?;
+    let mut progress = Progress::new("Importing image diff", args.progress() && size.is_some());
+    let result =
+        quarry_rbd::diff::import_diff(&image, input, size, |d, t| progress.update(d, t)).await;
+    progress.finish(result.is_ok());
+    result.map_err(|e| failed("import-diff failed", &e))
+}
+
+/// `rbd merge-diff FIRST SECOND PATH|-` (FIRST may be `-`).
+async fn merge_diff(args: &RbdArgs, first: &str, second: &str, path: &str) -> Result<(), CliError> {
+    if second == "-" {
+        return Err(usage("the second diff cannot be read from stdin"));
+    }
+    let (a, _) = open_input(first).await?;
+    let (b, _) = open_input(second).await?;
+    let mut out = create_output(path).await?;
+    let progress = Progress::new("Merging image diff", args.progress() && path != "-");
+    let result = quarry_rbd::diff::merge_diff(a, b, &mut out).await;
+    progress.finish(result.is_ok());
+    if result.is_err() && path != "-" {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result.map_err(|e| failed("merge-diff error", &e))
 }
