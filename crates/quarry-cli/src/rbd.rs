@@ -518,7 +518,7 @@ const CHILDREN_SHAPE: Shape =
     Shape { root: "children", order: &["pool", "pool_namespace", "image", "id", "trash"] };
 const META_SHAPE: Shape = Shape { root: "metadatas", order: &[] };
 const DIFF_SHAPE: Shape = Shape { root: "extents", order: &["offset", "length", "exists"] };
-const LOCK_SHAPE: Shape = Shape { root: "locks", order: &["id", "locker", "address"] };
+const LOCK_SHAPE: Shape = Shape { root: "locks", order: &["locker", "address"] };
 const TRASH_SHAPE: Shape = Shape {
     root: "trash",
     order: &[
@@ -548,7 +548,6 @@ fn xml_item(name: &str, item: &Value) -> &'static str {
         "flags" => "flag",
         "children" => "child",
         "extents" => "extent",
-        "locks" => "lock",
         _ => "item",
     }
 }
@@ -1898,12 +1897,13 @@ async fn lock_ls(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliEr
     let image = open_image(rados, spec, true).await?;
     let info = image.lockers().await.map_err(|e| failed("listing locks failed", &e))?;
     if args.json()? {
-        let rows: Vec<Value> = info
+        // Ceph's shape: one section per lock, named by its id (cookie).
+        let locks: serde_json::Map<String, Value> = info
             .lockers
             .iter()
-            .map(|l| json!({"id": l.cookie, "locker": l.locker, "address": l.addr}))
+            .map(|l| (l.cookie.clone(), json!({"locker": l.locker, "address": l.addr})))
             .collect();
-        return print_formatted(args, &LOCK_SHAPE, &Value::Array(rows));
+        return print_formatted(args, &LOCK_SHAPE, &Value::Object(locks));
     }
     if info.lockers.is_empty() {
         return Ok(());

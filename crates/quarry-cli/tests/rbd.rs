@@ -272,6 +272,16 @@ fn golden_image_snapshot_clone_workflow() {
     let line = locks.lines().nth(2).unwrap();
     let locker = line.split_whitespace().next().unwrap();
     assert!(line.contains("mylock"), "{locks}");
+    // Ceph's formatted shape: a section per lock, named by its id.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(c, &["lock", "ls", "--format", "json", "vm-v1"])).unwrap();
+    assert_eq!(json["mylock"]["locker"], locker, "{json}");
+    let xml = ok(c, &["lock", "ls", "--format", "xml", "vm-v1"]);
+    assert!(
+        xml.starts_with(&format!("<locks><mylock><locker>{locker}</locker><address>")),
+        "{xml}"
+    );
+    assert!(xml.ends_with("</address></mylock></locks>\n"), "{xml}");
     fails(c, &["lock", "add", "vm-v1", "other"], 16, "rbd: lock is already held by someone else");
     ok(c, &["lock", "rm", "vm-v1", "mylock", locker]);
     assert_eq!(ok(c, &["lock", "ls", "vm-v1"]), "");
