@@ -443,8 +443,9 @@ fn print(text: &str) -> Result<(), CliError> {
     crate::output::stdout_bytes(text.as_bytes()).map_err(|e| CliError::io("<stdout>", e))
 }
 
-/// How a command's formatted output is named in XML (Ceph's Formatter sections): the root
-/// element and the order of the fields (Ceph's, which JSON objects here do not keep).
+/// How a command's formatted output is shaped (Ceph's Formatter sections): the XML root
+/// element and the order of the fields in JSON and XML (Ceph's; `serde_json` maps sort by
+/// name).
 struct Shape {
     root: &'static str,
     order: &'static [&'static str],
@@ -581,10 +582,7 @@ fn xml_element(
     let newline = if pretty { "\n" } else { "" };
     let children: Vec<(String, &Value)> = match value {
         Value::Object(map) => {
-            let mut fields: Vec<(&String, &Value)> = map.iter().collect();
-            let rank = |k: &str| shape.order.iter().position(|o| *o == k).unwrap_or(usize::MAX);
-            fields.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(a.0.cmp(b.0)));
-            fields.into_iter().map(|(k, v)| (k.clone(), v)).collect()
+            ordered(map, shape).into_iter().map(|(k, v)| (k.clone(), v)).collect()
         }
         Value::Array(items) => items.iter().map(|v| (xml_item(name, v).to_string(), v)).collect(),
         _ => {
@@ -608,6 +606,52 @@ fn xml_element(
     out.push_str(&format!("{indent}</{name}>{newline}"));
 }
 
+/// Object fields in the shape's order (Ceph's), the others after them by name.
+fn ordered<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    shape: &Shape,
+) -> Vec<(&'a String, &'a Value)> {
+    let mut fields: Vec<(&String, &Value)> = map.iter().collect();
+    let rank = |k: &str| shape.order.iter().position(|o| *o == k).unwrap_or(usize::MAX);
+    fields.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(a.0.cmp(b.0)));
+    fields
+}
+
+/// Renders `value` as Ceph's JSONFormatter does: compact, or (`pretty`) four spaces a level
+/// and `"key": value`; fields in Ceph's order.
+fn json_value(out: &mut String, value: &Value, shape: &Shape, pretty: bool, depth: usize) {
+    let pad = |d: usize| if pretty { format!("\n{}", "    ".repeat(d)) } else { String::new() };
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push('{');
+            for (i, (k, v)) in ordered(map, shape).into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&pad(depth + 1));
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push_str(if pretty { ": " } else { ":" });
+                json_value(out, v, shape, pretty, depth + 1);
+            }
+            out.push_str(&pad(depth));
+            out.push('}');
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&pad(depth + 1));
+                json_value(out, v, shape, pretty, depth + 1);
+            }
+            out.push_str(&pad(depth));
+            out.push(']');
+        }
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
 /// Prints a listing or info as JSON or XML (`--format`, `--pretty-format`).
 fn print_formatted(args: &RbdArgs, shape: &Shape, value: &Value) -> Result<(), CliError> {
     let text = match args.output_format()? {
@@ -616,8 +660,11 @@ fn print_formatted(args: &RbdArgs, shape: &Shape, value: &Value) -> Result<(), C
             xml_element(&mut text, shape.root, value, shape, args.pretty_format, 0);
             text.trim_end().to_string()
         }
-        _ if args.pretty_format => serde_json::to_string_pretty(value).unwrap_or_default(),
-        _ => serde_json::to_string(value).unwrap_or_default(),
+        _ => {
+            let mut text = String::new();
+            json_value(&mut text, value, shape, args.pretty_format, 0);
+            text
+        }
     };
     print(&format!("{text}\n"))
 }

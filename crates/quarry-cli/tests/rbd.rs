@@ -378,7 +378,7 @@ fn export_diff_import_diff_round_trip() {
 }
 
 /// `--format xml [--pretty-format]`: Ceph's element names and field order, escaped text,
-/// empty sections as `<x></x>`.
+/// empty sections as `<x></x>`; JSON in Ceph's field order and pretty layout.
 #[test]
 fn xml_output_has_cephs_shape() {
     let _logs = quarry_testkit::log_guard();
@@ -405,6 +405,20 @@ fn xml_output_has_cephs_shape() {
     assert!(lines.contains(&"    <op_features></op_features>"), "{pretty}");
     assert_eq!(lines.last(), Some(&"</image>"));
 
+    // JSON in Ceph's field order too (the anchor's `rbd info --format json --pretty-format`).
+    let json = ok(c, &["info", "--format", "json", "img"]);
+    assert!(json.starts_with("{\"name\":\"img\",\"id\":\""), "{json}");
+    assert!(json.contains(",\"size\":10485760,\"objects\":3,\"order\":22,\"object_size\":4194304,\"snapshot_count\":1,\"block_name_prefix\":\"rbd_data."), "{json}");
+    assert!(json.contains(",\"format\":2,\"features\":[\"layering\",\"exclusive-lock\",\"object-map\",\"fast-diff\",\"deep-flatten\"],\"op_features\":[],\"flags\":[],\"create_timestamp\":"), "{json}");
+    let pretty = ok(c, &["info", "--format", "json", "--pretty-format", "img"]);
+    let lines: Vec<&str> = pretty.lines().collect();
+    assert_eq!(lines[..2], ["{", "    \"name\": \"img\","], "{pretty}");
+    assert!(
+        lines.contains(&"    \"features\": [") && lines.contains(&"        \"layering\","),
+        "{pretty}"
+    );
+    assert!(lines.contains(&"    \"op_features\": [],"), "{pretty}");
+    assert_eq!(lines.last(), Some(&"}"));
     let snaps = ok(c, &["snap", "ls", "--format", "xml", "img"]);
     assert!(
         snaps.starts_with("<snapshots><snapshot><id>")
