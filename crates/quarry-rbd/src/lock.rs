@@ -21,7 +21,8 @@
 //!
 //! A handle that handed the lock over on request leaves the free lock to the asker for up
 //! to `HANDOFF_GRACE` (1 s) before taking it back itself (its own queued writes would otherwise
-//! win every race and starve the asker); once the asker owns it, it asks back as usual.
+//! win every race and starve the asker); once the asker owns it (seen as the lock's owner, or
+//! told by its `AcquiredLock` / `ReleasedLock` notify), it asks back as usual.
 //!
 //! **Re-watch**: a broken watch (OSD restart, lost connection, watch timeout while the
 //! client lives) is watched again with a new cookie; a lock this handle owns moves to it
@@ -532,6 +533,16 @@ pub(crate) async fn run_watch<T: WatchTarget>(
                 let answer = match message {
                     Ok(ImageNotify::HeaderUpdate { from }) if !mine(from) => {
                         target.clone().header_updated().await;
+                        Vec::new()
+                    }
+                    Ok(ImageNotify::AcquiredLock { from } | ImageNotify::ReleasedLock { from })
+                        if !mine(from) =>
+                    {
+                        // The asker took the lock (or is done with it): no need to leave it
+                        // alone any longer.
+                        if let Some(lock) = target.exclusive_lock() {
+                            lock.set_handed_off(None);
+                        }
                         Vec::new()
                     }
                     Ok(ImageNotify::RequestLock { from }) if !mine(from) => {

@@ -217,3 +217,33 @@ async fn a_broken_watch_is_re_established_and_the_lock_follows_it() {
     admin.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// A handle that handed the lock over leaves it to the asker (so the asker is not starved),
+/// but not longer than needed: once the asker has taken and released it (its notifies say
+/// so), the first handle's next write takes it at once rather than after the grace second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handed_over_lock_is_taken_back_as_soon_as_the_asker_is_done() {
+    let cluster = Cluster::builder().pool_default_size(1).start().await;
+    cluster.logs().allow_raft_churn();
+    let admin = cluster.admin().await;
+    let io = make_pool(&admin, "rbd", 1).await;
+    pool::create(&io, "vm", &CreateOptions { order: 20, ..CreateOptions::new(4 * MIB) })
+        .await
+        .unwrap();
+    let (ra, rb) = (cluster.admin().await, cluster.admin().await);
+    let a = open(&ra, "vm").await;
+    a.write(0, Bytes::from_static(b"a")).await.unwrap();
+    let b = open(&rb, "vm").await;
+    b.write(0, Bytes::from_static(b"b")).await.unwrap(); // A hands over
+    b.close().await.unwrap(); // and B is done with it
+    let started = std::time::Instant::now();
+    a.write(0, Bytes::from_static(b"a again")).await.unwrap();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_millis(500), "A waited {took:?} for a free lock");
+    assert!(a.is_lock_owner().await);
+    a.close().await.unwrap();
+    ra.shutdown().await;
+    rb.shutdown().await;
+    admin.shutdown().await;
+    cluster.shutdown().await;
+}
