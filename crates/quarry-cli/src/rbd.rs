@@ -1982,13 +1982,29 @@ async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), 
     let io = open_pool(rados, pool_name, args.namespace.as_deref().unwrap_or("")).await?;
     let items =
         pool::trash_list(&io).await.map_err(|e| failed("error listing image in trash", &e))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let status = |i: &quarry_rbd::TrashItem| {
+        if i.entry.deferment_end_time.0 > now {
+            format!("protected until {}", ctime(i.entry.deferment_end_time.0))
+        } else {
+            format!("expired at {}", ctime(i.entry.deferment_end_time.0))
+        }
+    };
+    let source = |i: &quarry_rbd::TrashItem| match i.entry.source {
+        quarry_rbd::TrashSource::User => "USER",
+        quarry_rbd::TrashSource::Removing => "REMOVING",
+    };
     if args.json()? {
+        // Ceph's: id and name only without -l.
         let rows: Vec<Value> = items
             .iter()
-            .map(|i| {
-                json!({"id": i.id, "name": i.entry.name, "source": "USER",
-                       "deleted_at": ctime(i.entry.deletion_time.0),
-                       "status": format!("protected until {}", ctime(i.entry.deferment_end_time.0))})
+            .map(|i| match args.long {
+                false => json!({"id": i.id, "name": i.entry.name}),
+                true => json!({"id": i.id, "name": i.entry.name, "source": source(i),
+                       "deleted_at": ctime(i.entry.deletion_time.0), "status": status(i)}),
             })
             .collect();
         return print_formatted(args, &TRASH_SHAPE, &Value::Array(rows));
@@ -2009,26 +2025,13 @@ async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), 
         ("STATUS", Align::Left),
     ])
     .left_heads();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     for i in &items {
-        let status = if i.entry.deferment_end_time.0 > now {
-            format!("protected until {}", ctime(i.entry.deferment_end_time.0))
-        } else {
-            format!("expired at {}", ctime(i.entry.deferment_end_time.0))
-        };
-        let source = match i.entry.source {
-            quarry_rbd::TrashSource::User => "USER",
-            quarry_rbd::TrashSource::Removing => "REMOVING",
-        };
         table.row(vec![
             i.id.clone(),
             i.entry.name.clone(),
-            source.into(),
+            source(i).into(),
             ctime(i.entry.deletion_time.0),
-            status,
+            status(i),
         ]);
     }
     print(&table.render())

@@ -292,6 +292,14 @@ fn golden_image_snapshot_clone_workflow() {
     let listed = ok(c, &["trash", "ls"]);
     let (trash_id, trash_name) = listed.trim().split_once(' ').unwrap();
     assert_eq!(trash_name, "vm-v1");
+    assert_eq!(
+        ok(c, &["trash", "ls", "--format", "xml"]),
+        format!("<trash><image><id>{trash_id}</id><name>vm-v1</name></image></trash>\n")
+    );
+    let long: serde_json::Value =
+        serde_json::from_str(&ok(c, &["trash", "ls", "-l", "--format", "json"])).unwrap();
+    assert_eq!(long[0]["source"], "USER", "{long}");
+    assert!(long[0]["status"].as_str().unwrap().starts_with("protected until "), "{long}");
     fails(c, &["trash", "rm", trash_id], 1, "deferment time has not expired");
     ok(c, &["trash", "restore", trash_id]);
     assert!(ok(c, &["info", "vm-v1"]).contains(&format!("\tid: {trash_id}\n")));
