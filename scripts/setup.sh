@@ -8,7 +8,8 @@ need_pkgs=()
 want() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$1"); }
 # Build: a C toolchain for crates with C parts. Tests and benchmarks: fio (the raw-disk
 # baseline), util-linux (flock), procps (pkill in cleanup), iproute2 (network namespaces).
-for p in build-essential pkg-config fio util-linux procps iproute2 python3; do want "$p"; done
+# NBD tests: libnbd-bin (nbdinfo, nbdcopy).
+for p in build-essential pkg-config fio util-linux procps iproute2 python3 libnbd-bin; do want "$p"; done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   echo "setup: installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -156,6 +156,8 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   lock ls IMAGE | lock add IMAGE ID [--shared TAG] | lock rm IMAGE ID LOCKER
  watch IMAGE                         print the image's notifications until enter or EOF
   cp SRC[@SNAP] DST                  copy an image's data (a clone's parent data included)
+  deep cp SRC DST                    copy an image with its snapshots (flat: parent data copied in)
+  namespace create|rm POOL/NS | namespace ls [POOL]   image namespaces (images: POOL/NS/IMAGE)
   feature enable|disable IMAGE FEATURE...  exclusive-lock, object-map, fast-diff (deep-flatten: disable)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
   import FILE|- IMAGE                create an image from a file or stdin
@@ -229,6 +231,17 @@ fn status_of(code: ErrorCode) -> u8 {
 impl RbdArgs {
     fn default_pool(&self) -> String {
         self.pool.clone().unwrap_or_else(|| "rbd".into())
+    }
+
+    /// Parses a pool spec `pool[/ns]` (or --pool / --namespace): (pool, namespace).
+    fn pool_spec(&self, arg: Option<&str>) -> (String, Option<String>) {
+        match arg {
+            Some(text) => match text.split_once('/') {
+                Some((pool, namespace)) => (pool.to_string(), Some(namespace.to_string())),
+                None => (text.to_string(), self.namespace.clone()),
+            },
+            None => (self.default_pool(), self.namespace.clone()),
+        }
     }
 
     /// Parses `[pool/[ns/]]image[@snap]` (or --image/--snap) with the rule for snapshots.
@@ -517,6 +530,7 @@ const DU_SHAPE: Shape = Shape {
 };
 const CHILDREN_SHAPE: Shape =
     Shape { root: "children", order: &["pool", "pool_namespace", "image", "id", "trash"] };
+const NAMESPACE_SHAPE: Shape = Shape { root: "namespaces", order: &["name"] };
 const META_SHAPE: Shape = Shape { root: "metadatas", order: &[] };
 const DIFF_SHAPE: Shape = Shape { root: "extents", order: &["offset", "length", "exists"] };
 const LOCK_SHAPE: Shape = Shape { root: "locks", order: &["locker", "address"] };
@@ -548,6 +562,7 @@ fn xml_item(name: &str, item: &Value) -> &'static str {
         "op_features" => "op_feature",
         "flags" => "flag",
         "children" => "child",
+        "namespaces" => "namespace",
         "extents" => "extent",
         _ => "item",
     }
@@ -739,6 +754,10 @@ enum Command {
     TrashPurge { pool: String },
     Feature(Spec, bool, Vec<String>),
     Copy(Spec, Spec),
+    NamespaceCreate { pool: String, namespace: String },
+    NamespaceRm { pool: String, namespace: String },
+    NamespaceLs { pool: String },
+    DeepCopy(Spec, Spec),
     Watch(Spec),
     LockLs(Spec),
     LockAdd(Spec, String),
@@ -854,6 +873,15 @@ impl Command {
                 let dst = args.spec(Some(need(2, "destination image name")?), SnapRule::None)?;
                 Command::Copy(src, dst)
             }
+            "deep" => match need(1, "deep command")? {
+                "cp" | "copy" => {
+                    let src = spec(2, SnapRule::None)?;
+                    let dst =
+                        args.spec(Some(need(3, "destination image name")?), SnapRule::None)?;
+                    Command::DeepCopy(src, dst)
+                }
+                other => return Err(usage(format!("unknown deep command '{other}'"))),
+            },
             "feature" => {
                 let enable = match need(1, "feature command")? {
                     "enable" => true,
@@ -879,6 +907,25 @@ impl Command {
                         need(4, "locker")?.to_string(),
                     ),
                     other => return Err(usage(format!("unknown lock command '{other}'"))),
+                }
+            }
+            "namespace" => {
+                let sub = need(1, "namespace command")?;
+                // `[pool/]ns`, or --pool / --namespace.
+                let (pool, namespace) = args.pool_spec(arg(2));
+                match sub {
+                    "create" | "rm" | "remove" => {
+                        let namespace = namespace
+                            .filter(|n| !n.is_empty())
+                            .ok_or_else(|| usage("namespace name was not specified"))?;
+                        if sub == "create" {
+                            Command::NamespaceCreate { pool, namespace }
+                        } else {
+                            Command::NamespaceRm { pool, namespace }
+                        }
+                    }
+                    "ls" | "list" => Command::NamespaceLs { pool },
+                    other => return Err(usage(format!("unknown namespace command '{other}'"))),
                 }
             }
             "trash" => {
@@ -955,6 +1002,46 @@ impl Command {
         match self {
             Command::Create(spec) => create(args, rados, &spec).await,
             Command::Ls { pool } => ls(args, rados, &pool).await,
+            Command::NamespaceCreate { pool, namespace } => {
+                let io = open_pool(rados, &pool, "").await?;
+                quarry_rbd::namespace::create(&io, &namespace)
+                    .await
+                    .map_err(|e| failed("failed to created namespace", &e))
+            }
+            Command::NamespaceRm { pool, namespace } => {
+                let io = open_pool(rados, &pool, "").await?;
+                match quarry_rbd::namespace::remove(&io, &namespace).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.errno() == ErrorCode::EBUSY => Err(CliError::Usage {
+                        message: "rbd: namespace contains images which must be deleted first."
+                            .into(),
+                        status: status_of(ErrorCode::EBUSY),
+                    }),
+                    Err(e) if e.errno() == ErrorCode::ENOENT => Err(CliError::Usage {
+                        message: "rbd: namespace does not exist.".into(),
+                        status: status_of(ErrorCode::ENOENT),
+                    }),
+                    Err(e) => Err(failed("failed to remove namespace", &e)),
+                }
+            }
+            Command::NamespaceLs { pool } => {
+                let io = open_pool(rados, &pool, "").await?;
+                let names = quarry_rbd::namespace::list(&io)
+                    .await
+                    .map_err(|e| failed("failed to list namespaces", &e))?;
+                if args.json()? {
+                    let rows: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+                    return print_formatted(args, &NAMESPACE_SHAPE, &Value::Array(rows));
+                }
+                if names.is_empty() {
+                    return Ok(());
+                }
+                let mut table = Table::new(&[("NAME", Align::Left)]).left_heads();
+                for name in names {
+                    table.row(vec![name]);
+                }
+                print(&table.render())
+            }
             Command::Info(spec) => info(args, rados, &spec).await,
             Command::Resize(spec) => resize(args, rados, &spec).await,
             Command::Rm(spec) => rm(args, rados, &spec).await,
@@ -1137,6 +1224,28 @@ impl Command {
                 progress.finish(result.is_ok());
                 result.map_err(|e| failed("copy failed", &e))
             }
+            Command::DeepCopy(src, dst) => {
+                let source = open_image(rados, &src, true).await?;
+                let info = source.info().await;
+                source.close().await.map_err(|e| failed("deep copy failed", &e))?;
+                let src_io = open_pool(rados, &src.pool, &src.namespace).await?;
+                let io = open_pool(rados, &dst.pool, &dst.namespace).await?;
+                let mut options = args.create_options(0)?;
+                if args.image_feature.is_empty() {
+                    options.features = info.features & !features::STRIPINGV2;
+                }
+                if args.order.is_none() && args.object_size.is_none() {
+                    options.order = info.order;
+                }
+                let mut progress = Progress::new("Image deep copy", args.progress());
+                let result =
+                    pool::deep_copy(&src_io, &src.image, &io, &dst.image, &options, |d, t| {
+                        progress.update(d, t)
+                    })
+                    .await;
+                progress.finish(result.is_ok());
+                result.map_err(|e| failed("deep copy failed", &e))
+            }
             Command::Feature(spec, enable, names) => {
                 let mut bits = 0;
                 for name in names.iter().flat_map(|n| n.split(',')) {
@@ -1239,8 +1348,10 @@ async fn create(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErr
     Ok(())
 }
 
-async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliError> {
-    let io = match open_pool(rados, pool_name, args.namespace.as_deref().unwrap_or("")).await {
+async fn ls(args: &RbdArgs, rados: &Rados, pool_spec: &str) -> Result<(), CliError> {
+    let (pool_name, namespace) = args.pool_spec(Some(pool_spec));
+    let pool_name = pool_name.as_str();
+    let io = match open_pool(rados, pool_name, namespace.as_deref().unwrap_or("")).await {
         Ok(io) => io,
         Err(CliError::Usage { message, status }) => {
             return Err(CliError::Usage {
@@ -2037,115 +2148,280 @@ async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), 
     print(&table.render())
 }
 
+/// Object requests an export or import keeps in flight (librbd's
+/// `rbd_concurrent_management_ops` default).
+const TRANSFER_IN_FLIGHT: usize = 10;
+
+/// `rbd export`: only the extents that hold data (the object map, or a stat per object
+/// without it) are read, up to [`TRANSFER_IN_FLIGHT`] at once; a file gets holes where the
+/// image has none (it is sized first), stdout gets the zeros in order.
 async fn export(args: &RbdArgs, rados: &Rados, spec: &Spec, path: &str) -> Result<(), CliError> {
     let image = open_image(rados, spec, true).await?;
     let size = image.size().await;
     let mut progress = Progress::new("Exporting image", args.progress() && path != "-");
+    let mut file = None;
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if path == "-" {
         Box::new(tokio::io::stdout())
     } else {
-        let file =
-            tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await.map_err(
-                |e| CliError::Usage {
+        let opened =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+                CliError::Usage {
                     message: format!(
                         "rbd: error opening {path}: ({}) {}",
                         e.raw_os_error().unwrap_or(5),
                         e
                     ),
                     status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
-                },
-            )?;
-        Box::new(file)
+                }
+            })?;
+        opened.set_len(size).map_err(|e| CliError::io(path, e))?;
+        file = Some(std::sync::Arc::new(opened));
+        Box::new(tokio::io::sink())
     };
-    let mut off = 0;
-    while off < size {
-        let len = TRANSFER_CHUNK.min(size - off);
-        let data = image.read(off, len).await.map_err(|e| failed("export error", &e))?;
-        out.write_all(&data).await.map_err(|e| CliError::io(path, e))?;
-        off += len;
-        progress.update(off, size);
+    // The extents with data, in order, cut into transfer chunks.
+    let mut extents: Vec<(u64, u64)> = Vec::new();
+    image
+        .diff_iterate(None, 0, size, true, |off, len, exists| {
+            if exists {
+                let mut at = off;
+                while at < off + len {
+                    let piece = TRANSFER_CHUNK.min(off + len - at);
+                    extents.push((at, piece));
+                    at += piece;
+                }
+            }
+            0
+        })
+        .await
+        .map_err(|e| failed("export error", &e))?;
+    let image = std::sync::Arc::new(image);
+    let mut reads = extents.iter().copied().map(|(off, len)| {
+        let image = image.clone();
+        async move { image.read(off, len).await.map(|data| (off, data)) }
+    });
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut written = 0u64;
+    loop {
+        while in_flight.len() < TRANSFER_IN_FLIGHT {
+            match reads.next() {
+                Some(read) => in_flight.push_back(tokio::spawn(read)),
+                None => break,
+            }
+        }
+        let Some(next) = in_flight.pop_front() else { break };
+        let (off, data) = next
+            .await
+            .map_err(|e| failed("export error", &RbdError::refused(ErrorCode::EIO, e.to_string())))?
+            .map_err(|e| failed("export error", &e))?;
+        let end = off + data.len() as u64;
+        match &file {
+            Some(file) => {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::os::unix::fs::FileExt::write_all_at(&*file, &data, off)
+                })
+                .await
+                .map_err(|e| CliError::io(path, std::io::Error::other(e)))?
+                .map_err(|e| CliError::io(path, e))?;
+            }
+            None => {
+                write_zeros(&mut out, off - written).await.map_err(|e| CliError::io(path, e))?;
+                out.write_all(&data).await.map_err(|e| CliError::io(path, e))?;
+            }
+        }
+        written = end;
+        progress.update(written, size);
+    }
+    if file.is_none() {
+        write_zeros(&mut out, size - written).await.map_err(|e| CliError::io(path, e))?;
     }
     out.flush().await.map_err(|e| CliError::io(path, e))?;
+    if let Some(file) = &file {
+        file.sync_all().map_err(|e| CliError::io(path, e))?;
+    }
     progress.finish(true);
     Ok(())
 }
 
-async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Result<(), CliError> {
-    let (mut input, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) =
-        if path == "-" {
-            (Box::new(tokio::io::stdin()), None)
-        } else {
-            let file = tokio::fs::File::open(path).await.map_err(|e| CliError::Usage {
-                message: format!(
-                    "rbd: error opening {path}: {}",
-                    ErrorCode(e.raw_os_error().unwrap_or(5))
-                ),
-                status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
-            })?;
-            let len = file.metadata().await.map_err(|e| CliError::io(path, e))?.len();
-            (Box::new(file), Some(len))
+/// Writes `count` zero bytes.
+async fn write_zeros(
+    out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    mut count: u64,
+) -> std::io::Result<()> {
+    let zeros = [0u8; 64 << 10];
+    while count > 0 {
+        let n = count.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..n]).await?;
+        count -= n as u64;
+    }
+    Ok(())
+}
+
+/// The data segments of a regular file (`SEEK_DATA`/`SEEK_HOLE`): its holes are never read.
+/// A file system without them reports the whole file as one segment.
+fn data_segments(file: &std::fs::File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut segments = Vec::new();
+    let mut at = 0u64;
+    while at < len {
+        let start = match seek(file, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL) if at == 0 => return Ok(vec![(0, len)]),
+            Err(e) => return Err(e.into()),
         };
+        let end = seek(file, SeekFrom::Hole(start)).map_err(std::io::Error::from)?.min(len);
+        if end > start {
+            segments.push((start, end - start));
+        }
+        at = end;
+    }
+    Ok(segments)
+}
+
+/// `rbd import`: a regular file's holes are skipped without reading them, blocks of zeros
+/// in its data are not written (the image reads zeros there anyway), and up to
+/// [`TRANSFER_IN_FLIGHT`] writes run at once. From stdin the image grows as data arrives.
+async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Result<(), CliError> {
+    let open_error = |e: std::io::Error| CliError::Usage {
+        message: format!("rbd: error opening {path}: {}", ErrorCode(e.raw_os_error().unwrap_or(5))),
+        status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
+    };
+    let (mut input, size, segments) = if path == "-" {
+        (ImportInput::Stdin(tokio::io::stdin()), None, None)
+    } else {
+        let file = std::fs::File::open(path).map_err(open_error)?;
+        let meta = file.metadata().map_err(|e| CliError::io(path, e))?;
+        let len = meta.len();
+        let segments = if meta.is_file() {
+            Some(data_segments(&file, len).map_err(|e| CliError::io(path, e))?)
+        } else {
+            None
+        };
+        (ImportInput::File(tokio::fs::File::from_std(file)), Some(len), segments)
+    };
     let io = open_pool(rados, &spec.pool, &spec.namespace).await?;
     let options = args.create_options(size.unwrap_or(0))?;
     pool::create(&io, &spec.image, &options).await.map_err(|e| failed("import failed", &e))?;
-    let image = open_image(rados, spec, false).await?;
+    let image = std::sync::Arc::new(open_image(rados, spec, false).await?);
     let mut progress = Progress::new("Importing image", args.progress() && size.is_some());
-    let mut off = 0u64;
+    let mut writes = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; TRANSFER_CHUNK as usize];
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = input.read(&mut buf[filled..]).await.map_err(|e| CliError::io(path, e))?;
-            if n == 0 {
+    // The ranges to read: the file's data segments, or everything until EOF.
+    let ranges = segments.unwrap_or_else(|| vec![(0, u64::MAX)]);
+    for (segment_start, segment_len) in ranges {
+        if let ImportInput::File(_) = input {
+            // (Finding the segments moved the file's position.)
+            input.seek_to(segment_start).await.map_err(|e| CliError::io(path, e))?;
+        }
+        let mut off = segment_start;
+        let segment_end = segment_start.saturating_add(segment_len);
+        while off < segment_end {
+            let want = (segment_end - off).min(buf.len() as u64) as usize;
+            let mut filled = 0;
+            while filled < want {
+                let n =
+                    input.read(&mut buf[filled..want]).await.map_err(|e| CliError::io(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
                 break;
             }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        if size.is_none() {
-            // From stdin the size is known only as data arrives: grow as we go.
-            image
-                .resize(off + filled as u64, |_, _| {})
-                .await
-                .map_err(|e| failed("import failed", &e))?;
-        }
-        // Sparse: runs of 4 KiB blocks of zeros are not written (the image reads zeros
-        // there anyway); the data between them goes in one write per run.
-        let data = &buf[..filled];
-        let mut run_start: Option<usize> = None;
-        for (i, block) in data.chunks(4096).enumerate() {
-            let zero = block.iter().all(|&b| b == 0);
-            match (zero, run_start) {
-                (false, None) => run_start = Some(i * 4096),
-                (true, Some(start)) => {
-                    let piece = Bytes::copy_from_slice(&data[start..i * 4096]);
-                    image
-                        .write(off + start as u64, piece)
-                        .await
-                        .map_err(|e| failed("import failed", &e))?;
-                    run_start = None;
+            if size.is_none() {
+                // From stdin the size is known only as data arrives: grow as we go (after
+                // the writes in flight, which a resize would otherwise race).
+                drain_writes(&mut writes).await?;
+                image
+                    .resize(off + filled as u64, |_, _| {})
+                    .await
+                    .map_err(|e| failed("import failed", &e))?;
+            }
+            let data = &buf[..filled];
+            let mut run_start: Option<usize> = None;
+            let mut pieces = Vec::new();
+            for (i, block) in data.chunks(4096).enumerate() {
+                let zero = block.iter().all(|&b| b == 0);
+                match (zero, run_start) {
+                    (false, None) => run_start = Some(i * 4096),
+                    (true, Some(start)) => {
+                        pieces.push((start, i * 4096));
+                        run_start = None;
+                    }
+                    _ => {}
                 }
-                _ => {}
+            }
+            if let Some(start) = run_start {
+                pieces.push((start, filled));
+            }
+            for (start, end) in pieces {
+                while writes.len() >= TRANSFER_IN_FLIGHT {
+                    join_write(&mut writes).await?;
+                }
+                let piece = Bytes::copy_from_slice(&data[start..end]);
+                let image = image.clone();
+                let at = off + start as u64;
+                writes.spawn(async move { image.write(at, piece).await });
+            }
+            off += filled as u64;
+            if let Some(total) = size {
+                progress.update(off, total);
+            }
+            if filled < want {
+                break;
             }
         }
-        if let Some(start) = run_start {
-            let piece = Bytes::copy_from_slice(&data[start..]);
-            image
-                .write(off + start as u64, piece)
-                .await
-                .map_err(|e| failed("import failed", &e))?;
-        }
-        off += filled as u64;
-        if let Some(total) = size {
-            progress.update(off, total);
-        }
-        if filled < buf.len() {
-            break;
+    }
+    drain_writes(&mut writes).await?;
+    progress.finish(true);
+    Ok(())
+}
+
+/// What `rbd import` reads: stdin, or a file it can seek in (over holes).
+enum ImportInput {
+    Stdin(tokio::io::Stdin),
+    File(tokio::fs::File),
+}
+
+impl ImportInput {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ImportInput::Stdin(stdin) => stdin.read(buf).await,
+            ImportInput::File(file) => file.read(buf).await,
         }
     }
-    progress.finish(true);
+
+    async fn seek_to(&mut self, at: u64) -> std::io::Result<()> {
+        use tokio::io::AsyncSeekExt;
+        match self {
+            ImportInput::Stdin(_) => Err(std::io::Error::from_raw_os_error(29)),
+            ImportInput::File(file) => file.seek(std::io::SeekFrom::Start(at)).await.map(drop),
+        }
+    }
+}
+
+/// Waits for one write of an import.
+async fn join_write(
+    writes: &mut tokio::task::JoinSet<quarry_rbd::RbdResult<()>>,
+) -> Result<(), CliError> {
+    match writes.join_next().await {
+        Some(Ok(Ok(()))) | None => Ok(()),
+        Some(Ok(Err(e))) => Err(failed("import failed", &e)),
+        Some(Err(e)) => {
+            Err(failed("import failed", &RbdError::refused(ErrorCode::EIO, e.to_string())))
+        }
+    }
+}
+
+/// Waits for every write of an import in flight.
+async fn drain_writes(
+    writes: &mut tokio::task::JoinSet<quarry_rbd::RbdResult<()>>,
+) -> Result<(), CliError> {
+    while !writes.is_empty() {
+        join_write(writes).await?;
+    }
     Ok(())
 }
 

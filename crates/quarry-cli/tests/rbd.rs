@@ -310,6 +310,81 @@ fn golden_image_snapshot_clone_workflow() {
     assert_eq!(ok(c, &["ls", "--format", "json"]), "[\"yujiang\"]\n");
 }
 
+#[test]
+fn sparse_import_and_export_skip_holes() {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    use std::os::unix::fs::MetadataExt;
+    let _logs = quarry_testkit::log_guard();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let _cluster = up(&dir, 1);
+    let conf = dir.join("ceph.conf");
+    let c = conf.as_path();
+
+    // An 8 GiB sparse file with data at its start, in its middle (across an object boundary)
+    // and at its very end.
+    const GIB: u64 = 1 << 30;
+    let source = tmp.path().join("sparse.raw");
+    let pieces = [
+        (0u64, pattern(4096, 1)),
+        (5 * GIB - 8192, pattern(3 << 20, 2)),
+        (8 * GIB - 512, pattern(512, 3)),
+    ];
+    {
+        let mut file = std::fs::File::create(&source).unwrap();
+        file.set_len(8 * GIB).unwrap();
+        for (at, data) in &pieces {
+            file.seek(SeekFrom::Start(*at)).unwrap();
+            file.write_all(data).unwrap();
+        }
+    }
+    ok(c, &["import", "--no-progress", source.to_str().unwrap(), "big"]);
+    assert!(ok(c, &["info", "big"]).contains("\tsize 8 GiB in 2048 objects\n"));
+    // Only the objects the data touches exist: 1 + 2 + 1 of 4 MiB.
+    let du = ok(c, &["du", "big"]);
+    let row: Vec<&str> = du.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row, ["big", "8", "GiB", "16", "MiB"], "{du}");
+
+    // Exported to a file: the same bytes, and holes where the image has no data (a file
+    // written in full would allocate 8 GiB).
+    let exported = tmp.path().join("exported.raw");
+    ok(c, &["export", "--no-progress", "big", exported.to_str().unwrap()]);
+    let meta = std::fs::metadata(&exported).unwrap();
+    assert_eq!(meta.len(), 8 * GIB);
+    assert!(meta.blocks() * 512 <= 64 << 20, "{} bytes allocated", meta.blocks() * 512);
+    let mut file = std::fs::File::open(&exported).unwrap();
+    for (at, data) in &pieces {
+        let mut got = vec![0u8; data.len()];
+        file.seek(SeekFrom::Start(*at)).unwrap();
+        file.read_exact(&mut got).unwrap();
+        assert_eq!(&got, data, "data at {at}");
+    }
+    let mut around = vec![0u8; 1 << 20];
+    file.seek(SeekFrom::Start(5 * GIB - 8192 - (1 << 20))).unwrap();
+    file.read_exact(&mut around).unwrap();
+    assert!(around.iter().all(|&b| b == 0), "zeros before the middle piece");
+
+    // To stdout the holes are written as zeros, in order (a smaller image).
+    let data = pattern(4096, 9);
+    let r =
+        run_in(c, &["import", "-", "rbd/small-src"], &[vec![0u8; 5 << 20], data.clone()].concat());
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    let r = run(c, &["export", "small-src", "-"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(r.stdout.len(), (5 << 20) + 4096);
+    assert!(r.stdout[..5 << 20].iter().all(|&b| b == 0));
+    assert_eq!(&r.stdout[5 << 20..], &data[..]);
+
+    // deep cp keeps the snapshots.
+    ok(c, &["snap", "create", "small-src@one"]);
+    ok(c, &["deep", "cp", "--no-progress", "small-src", "small-copy"]);
+    let snaps = ok(c, &["snap", "ls", "small-copy"]);
+    assert!(snaps.lines().nth(1).is_some_and(|l| l.contains("one")), "{snaps}");
+    let r = run(c, &["export", "small-copy@one", "-"]);
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(&r.stdout[5 << 20..], &data[..]);
+}
+
 /// `export-diff` / `import-diff` / `merge-diff` (Ceph's "rbd diff v1" stream) between
 /// snapshots, through files and pipes: the copy reads as the source at each snapshot, the
 /// end snapshot is created, a missing start snapshot or an existing end snapshot is refused

@@ -11,6 +11,7 @@
 //! - The header watch and the exclusive lock ([`lock`]): cooperative hand-off between
 //!   writers, and a dead or unresponsive owner blocklisted before its lock is broken.
 //! - Ceph's "rbd diff v1" stream ([`diff`]): export-diff, import-diff, merge-diff.
+//! - Image namespaces of a pool ([`namespace`]): `pool/ns/image`.
 //! - Object names ([`names`]) and the image error type ([`RbdError`]).
 //!
 //! Shared state lives only in the cluster, changed through the server-side `rbd` class
@@ -30,6 +31,7 @@ pub mod image;
 pub mod layout;
 pub mod lock;
 pub mod names;
+pub mod namespace;
 pub mod pool;
 
 pub use error::{RbdError, RbdResult};

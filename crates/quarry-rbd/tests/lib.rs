@@ -6,6 +6,7 @@ mod images;
 mod lock;
 mod lock_procs;
 mod model;
+mod namespaces;
 
 use quarry_client::{IoCtx, MonCommand, Rados};
 
