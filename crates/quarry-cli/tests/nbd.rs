@@ -141,6 +141,7 @@ fn real_nbd_clients_read_write_and_map_images() {
             "--size=16M",
             "--iodepth=8",
             "--verify=crc32c",
+            "--verify_state_save=0",
             "--verify_fatal=1",
             "--output-format=json",
         ],

@@ -10,6 +10,7 @@
 //!   trim them), rollback, flatten, image-meta.
 //! - The header watch and the exclusive lock ([`lock`]): cooperative hand-off between
 //!   writers, and a dead or unresponsive owner blocklisted before its lock is broken.
+//! - Ceph's "rbd diff v1" stream ([`diff`]): export-diff, import-diff, merge-diff.
 //! - Image namespaces of a pool ([`namespace`]): `pool/ns/image`.
 //! - Object names ([`names`]) and the image error type ([`RbdError`]).
 //!
@@ -24,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod diff;
 pub mod error;
 pub mod image;
 pub mod layout;
