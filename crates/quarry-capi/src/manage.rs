@@ -1610,16 +1610,7 @@ pub unsafe extern "C" fn rbd_update_unwatch(image: *mut c_void, handle_id: u64) 
         else {
             return -libc::ENOENT;
         };
-        task.abort();
-        let _ = block_on(async move { io.unwatch(cookie).await });
-        // Callbacks already queued run before this marker: wait for it.
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        if !crate::aio::in_callback_thread() {
-            crate::aio::post(Box::new(move || {
-                let _ = tx.send(());
-            }));
-            let _ = rx.recv();
-        }
+        end_update_watch(task, io, cookie);
         0
     })
 }
@@ -1970,7 +1961,25 @@ pub(crate) fn end_update_watches(image: *mut c_void) {
         keys.iter().filter_map(|k| map.remove(k)).collect()
     };
     for (task, io, cookie, _) in ended {
-        task.abort();
-        let _ = block_on(async move { io.unwatch(cookie).await });
+        end_update_watch(task, io, cookie);
+    }
+}
+
+/// Ends one update watch so that no callback of it runs afterwards: the watch task is
+/// aborted *and waited for* (a task past its last await could still post a callback), the
+/// watch removed, then a marker posted to the callback thread is waited for, so callbacks
+/// queued before it have run.
+fn end_update_watch(task: tokio::task::JoinHandle<()>, io: quarry_client::IoCtx, cookie: u64) {
+    task.abort();
+    let _ = block_on(async move {
+        let _ = task.await;
+        io.unwatch(cookie).await
+    });
+    if !crate::aio::in_callback_thread() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        crate::aio::post(Box::new(move || {
+            let _ = tx.send(());
+        }));
+        let _ = rx.recv();
     }
 }

@@ -330,7 +330,7 @@ pub unsafe extern "C" fn rados_connect(cluster: *mut c_void) -> c_int {
                 return client_errno(&e);
             }
         };
-        match crate::runtime().block_on(Rados::connect(cfg)) {
+        match crate::block_on(Rados::connect(cfg)) {
             Ok(rados) => {
                 c.lock().rados = Some(rados);
                 0

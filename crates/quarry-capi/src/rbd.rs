@@ -26,6 +26,21 @@ pub struct ImageHandle {
     inflight: Mutex<usize>,
     idle: Condvar,
     events: Mutex<Events>,
+    /// Writes in flight, by submission number, and the next number: a flush waits for the
+    /// writes submitted before it (librbd's flush covers every write issued before it, not
+    /// only the completed ones).
+    writes: Mutex<(u64, std::collections::BTreeSet<u64>)>,
+    write_done: tokio::sync::Notify,
+}
+
+/// One write in flight (see [`ImageHandle::begin_write`]); ends when dropped.
+pub struct WriteTicket(Arc<ImageHandle>, u64);
+
+impl Drop for WriteTicket {
+    fn drop(&mut self) {
+        self.0.writes.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&self.1);
+        self.0.write_done.notify_waiters();
+    }
 }
 
 /// fio's poll mode: completions are queued here and `fd` is signalled.
@@ -58,13 +73,41 @@ impl ImageHandle {
             inflight: Mutex::new(0),
             idle: Condvar::new(),
             events: Mutex::new(Events { fd: -1, kind: 0, queue: VecDeque::new() }),
+            writes: Mutex::new((0, std::collections::BTreeSet::new())),
+            write_done: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Registers a write (or discard, or write-zeroes) at submission.
+    pub fn begin_write(self: &Arc<Self>) -> WriteTicket {
+        let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
+        let seq = writes.0;
+        writes.0 += 1;
+        writes.1.insert(seq);
+        WriteTicket(self.clone(), seq)
     }
 
     /// Registers a request in flight.
     pub fn begin(self: &Arc<Self>) -> InFlight {
         *self.inflight.lock().unwrap_or_else(|p| p.into_inner()) += 1;
         InFlight(self.clone())
+    }
+
+    /// At a flush's submission: the mark [`ImageHandle::wait_writes_before`] waits for.
+    pub fn write_mark(&self) -> u64 {
+        self.writes.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Ends when every write submitted before `mark` has.
+    pub async fn wait_writes_before(&self, mark: u64) {
+        loop {
+            let done = self.write_done.notified();
+            let oldest = self.writes.lock().unwrap_or_else(|p| p.into_inner()).1.first().copied();
+            if oldest.is_none_or(|seq| seq >= mark) {
+                return;
+            }
+            done.await;
+        }
     }
 
     fn wait_idle(&self) {
@@ -731,7 +774,11 @@ pub unsafe extern "C" fn rbd_flush(image: *mut c_void) -> c_int {
         unsafe {
             with_image(image, |h| {
                 let img = h.image.clone();
-                code(block_on(async move { img.flush().await }))
+                let mark = h.write_mark();
+                code(block_on(async move {
+                    h.wait_writes_before(mark).await;
+                    img.flush().await
+                }))
             })
         }
     })

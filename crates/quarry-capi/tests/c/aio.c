@@ -36,6 +36,9 @@ int rbd_aio_create_completion(void *arg, rbd_callback_t cb, rbd_completion_t *c)
 int rbd_aio_write(rbd_image_t image, uint64_t off, size_t len, const char *buf,
                   rbd_completion_t c);
 int rbd_aio_read(rbd_image_t image, uint64_t off, size_t len, char *buf, rbd_completion_t c);
+struct iovec;
+int rbd_aio_writev(rbd_image_t image, const struct iovec *iov, int iovcnt, uint64_t off,
+                   rbd_completion_t c);
 int rbd_aio_flush(rbd_image_t image, rbd_completion_t c);
 int rbd_aio_wait_for_complete(rbd_completion_t c);
 int rbd_aio_is_complete(rbd_completion_t c);
@@ -87,6 +90,14 @@ static void count_only(rbd_completion_t c, void *arg) {
 static atomic_int updates;
 static void on_update(void *arg) {
     if (arg == (void *)&updates) atomic_fetch_add(&updates, 1);
+}
+
+/* A flush's callback: how many write callbacks had run by then. */
+static atomic_int seen_at_flush = -1;
+static void flush_done(rbd_completion_t c, void *arg) {
+    (void)arg;
+    atomic_store(&seen_at_flush, atomic_load(&callbacks));
+    rbd_aio_release(c);
 }
 
 static void wait_callbacks(int n) {
@@ -218,6 +229,26 @@ int main(void) {
     CHECK(atomic_load(&updates) == before, "no callback after unwatch");
     CHECK(rbd_get_size(image, &size) == 0 && size == 96 << 20, "size seen: %llu",
           (unsigned long long)size);
+    /* A flush issued while writes are in flight completes after all of them (librbd: a
+     * flush covers every write issued before it). */
+    atomic_store(&callbacks, 0);
+    for (int i = 0; i < 32; i++) {
+        rbd_completion_t c;
+        CHECK(rbd_aio_create_completion(NULL, count_only, &c) == 0, "completion");
+        CHECK(rbd_aio_write(other, (uint64_t)i * PIECE, PIECE, data + (size_t)i * PIECE, c) == 0,
+              "aio_write %d", i);
+    }
+    rbd_completion_t fl;
+    CHECK(rbd_aio_create_completion(NULL, flush_done, &fl) == 0, "completion");
+    CHECK(rbd_aio_flush(other, fl) == 0, "flush behind writes");
+    for (int i = 0; i < 3000 && atomic_load(&seen_at_flush) < 0; i++) usleep(10000);
+    CHECK(atomic_load(&seen_at_flush) == 32, "write callbacks run before the flush's: %d",
+          atomic_load(&seen_at_flush));
+    /* No iovec is -EINVAL, as in librbd. */
+    rbd_completion_t none;
+    CHECK(rbd_aio_create_completion(NULL, NULL, &none) == 0, "completion");
+    CHECK(rbd_aio_writev(other, NULL, 0, 0, none) == -EINVAL, "writev without iovec");
+    rbd_aio_release(none);
     CHECK(rbd_close(other) == 0, "close second");
 
     CHECK(rbd_close(image) == 0, "close");
