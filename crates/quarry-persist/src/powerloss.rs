@@ -76,7 +76,13 @@ pub struct World {
     ops: AtomicU64,
     crashed: AtomicBool,
     inner: Mutex<Inner>,
+    /// With [`TRACE_ENV`] set: one line per call on a file and per decision of the cut.
+    trace: Option<Mutex<Vec<String>>>,
 }
+
+/// Set (to anything) when a [`World`] is made, it records a trace of the I/O calls of its
+/// files and of what the cut kept ([`World::trace`]), to study a failing point by hand.
+pub const TRACE_ENV: &str = "QUARRY_POWERLOSS_TRACE";
 
 impl std::fmt::Debug for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,6 +109,8 @@ struct Inner {
 
 struct Inode {
     state: Mutex<FileState>,
+    /// The file's name, for the trace.
+    name: String,
 }
 
 /// One file: the real file (the disk) and the dirty pages over it.
@@ -171,6 +179,7 @@ impl World {
             config,
             ops: AtomicU64::new(0),
             crashed: AtomicBool::new(false),
+            trace: std::env::var_os(TRACE_ENV).map(|_| Mutex::new(Vec::new())),
             inner: Mutex::new(Inner {
                 rng: Rng(config.seed ^ 0x5eed),
                 files: BTreeMap::new(),
@@ -198,6 +207,18 @@ impl World {
         self.crashed.load(Ordering::SeqCst)
     }
 
+    /// The recorded trace (empty unless [`TRACE_ENV`] was set when the world was made).
+    pub fn trace(&self) -> Vec<String> {
+        self.trace.as_ref().map(|t| lock(t).clone()).unwrap_or_default()
+    }
+
+    fn note(&self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &self.trace {
+            let line = format!("{} {}", self.ops(), line());
+            lock(trace).push(line);
+        }
+    }
+
     /// Counts one mutating call; cuts the power when the count reaches `crash_at`.
     fn tick(&self) {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
@@ -221,7 +242,8 @@ impl World {
             }
         }
         for inode in files.values() {
-            lock(&inode.state).power_cut(rng);
+            let kept = lock(&inode.state).power_cut(rng);
+            self.note(|| format!("CUT {} {kept}", inode.name));
         }
         for path in pending_creates.drain(..) {
             if rng.coin() {
@@ -263,7 +285,8 @@ impl World {
             pages: BTreeMap::new(),
             rng: self.file_rng(path),
         };
-        let inode = Arc::new(Inode { state: Mutex::new(state) });
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let inode = Arc::new(Inode { state: Mutex::new(state), name });
         inner.files.insert(path.to_path_buf(), inode.clone());
         Ok(inode)
     }
@@ -291,7 +314,8 @@ impl World {
             pages: BTreeMap::new(),
             rng: self.file_rng(path),
         };
-        let inode = Arc::new(Inode { state: Mutex::new(state) });
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let inode = Arc::new(Inode { state: Mutex::new(state), name });
         inner.files.insert(path.to_path_buf(), inode.clone());
         Ok(SimFile { world: self.clone(), inode })
     }
@@ -525,32 +549,38 @@ impl FileState {
     }
 
     /// Background write-back of one random dirty page.
-    fn write_back_random(&mut self) -> std::io::Result<()> {
+    fn write_back_random(&mut self) -> std::io::Result<Option<u64>> {
         if self.pages.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let nth = self.rng.below(self.pages.len() as u64) as usize;
         let page = *self.pages.keys().nth(nth).expect("in range");
         self.write_back(page)?;
         self.pages.remove(&page);
-        Ok(())
+        Ok(Some(page))
     }
 
     /// The power cut: each dirty page reaches the disk or not; the overlay stays for the
     /// code that keeps running.
-    fn power_cut(&mut self, rng: &mut Rng) {
+    fn power_cut(&mut self, rng: &mut Rng) -> String {
         if self.real.is_none() {
-            return;
+            return "not on disk".into();
         }
+        let mut kept = format!("len {} real_valid {}", self.len, self.real_valid);
         if self.real_valid != u64::MAX && rng.coin() {
             let _ = self.apply_truncation();
+            kept.push_str(" truncation applied;");
         }
         let pages: Vec<u64> = self.pages.keys().copied().collect();
         for page in pages {
             if rng.coin() {
                 let _ = self.write_back(page);
+                kept.push_str(&format!(" +{page}"));
+            } else {
+                kept.push_str(&format!(" -{page}"));
             }
         }
+        kept
     }
 }
 
@@ -580,16 +610,23 @@ impl SimFile {
     pub(crate) fn write_all_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
         self.world.tick();
         let mut state = lock(&self.inode.state);
+        self.world.note(|| {
+            let pages = offset / PAGE..(offset + data.len() as u64).div_ceil(PAGE);
+            format!("write {} off {offset} len {} pages {pages:?}", self.inode.name, data.len())
+        });
         state.write_at(data, offset)?;
         let per_mille = self.world.config.writeback_per_mille;
         if per_mille > 0 && !self.world.crashed() && state.rng.below(1000) < u64::from(per_mille) {
-            state.write_back_random()?;
+            let page = state.write_back_random()?;
+            self.world.note(|| format!("writeback {} page {page:?}", self.inode.name));
         }
         Ok(())
     }
 
     pub(crate) fn set_len(&self, len: u64) -> std::io::Result<()> {
         self.world.tick();
+        self.world
+            .note(|| format!("set_len {} {len} (pages {})", self.inode.name, len.div_ceil(PAGE)));
         lock(&self.inode.state).set_len(len)
     }
 
@@ -602,8 +639,17 @@ impl SimFile {
         // Checked under the file's lock: a cut either sees this sync complete or this sync
         // sees the cut (and writes nothing).
         if self.world.crashed() {
+            self.world.note(|| format!("sync {} (after the cut: nothing)", self.inode.name));
             return Ok(());
         }
+        self.world.note(|| {
+            format!(
+                "sync {} len {} dirty {:?}",
+                self.inode.name,
+                state.len,
+                state.pages.keys().collect::<Vec<_>>()
+            )
+        });
         state.sync()
     }
 }
