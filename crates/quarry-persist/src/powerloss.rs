@@ -19,9 +19,11 @@
 //! across all files of the world) decides the fate of everything unsynced, seeded by
 //! [`Config::seed`]: each dirty page reaches the disk or not (a coin each, in any order), a
 //! pending truncation happens or not, each pending creation survives or vanishes, each
-//! pending removal happens or is undone. From then on the disk is **frozen**: the running
-//! code keeps working against its overlay (it sees no error, so nothing aborts and it can be
-//! shut down normally), but nothing reaches the real files any more. A check after the cut
+//! pending removal happens or is undone, as the files were when the power went (a write or
+//! `set_len` on a file that `crash` has not visited yet settles that file's fate first, so
+//! nothing written after the cut can reach the disk). From then on the disk is **frozen**:
+//! the running code keeps working against its overlay (it sees no error, so nothing aborts
+//! and it can be shut down normally), but nothing reaches the real files any more. A check after the cut
 //! restarts the code under test on the real files (in a new world) and compares with what
 //! was acknowledged before [`World::crashed`] became true: an acknowledgement observed while
 //! `crashed()` was still false came from a sync that wrote to the disk.
@@ -76,7 +78,13 @@ pub struct World {
     ops: AtomicU64,
     crashed: AtomicBool,
     inner: Mutex<Inner>,
+    /// With [`TRACE_ENV`] set: one line per call on a file and per decision of the cut.
+    trace: Option<Mutex<Vec<String>>>,
 }
+
+/// Set (to anything) when a [`World`] is made, it records a trace of the I/O calls of its
+/// files and of what the cut kept ([`World::trace`]), to study a failing point by hand.
+pub const TRACE_ENV: &str = "QUARRY_POWERLOSS_TRACE";
 
 impl std::fmt::Debug for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,6 +111,8 @@ struct Inner {
 
 struct Inode {
     state: Mutex<FileState>,
+    /// The file's name, for the trace.
+    name: String,
 }
 
 /// One file: the real file (the disk) and the dirty pages over it.
@@ -116,6 +126,8 @@ struct FileState {
     real_valid: u64,
     pages: BTreeMap<u64, Box<[u8]>>,
     rng: Rng,
+    /// The cut decided this file's fate (see [`FileState::cut_once`]).
+    cut_done: bool,
 }
 
 /// A file under a [`World`] (see [`crate::durable::DurableFile::Sim`]).
@@ -171,6 +183,7 @@ impl World {
             config,
             ops: AtomicU64::new(0),
             crashed: AtomicBool::new(false),
+            trace: std::env::var_os(TRACE_ENV).map(|_| Mutex::new(Vec::new())),
             inner: Mutex::new(Inner {
                 rng: Rng(config.seed ^ 0x5eed),
                 files: BTreeMap::new(),
@@ -198,6 +211,18 @@ impl World {
         self.crashed.load(Ordering::SeqCst)
     }
 
+    /// The recorded trace (empty unless [`TRACE_ENV`] was set when the world was made).
+    pub fn trace(&self) -> Vec<String> {
+        self.trace.as_ref().map(|t| lock(t).clone()).unwrap_or_default()
+    }
+
+    fn note(&self, line: impl FnOnce() -> String) {
+        if let Some(trace) = &self.trace {
+            let line = format!("{} {}", self.ops(), line());
+            lock(trace).push(line);
+        }
+    }
+
     /// Counts one mutating call; cuts the power when the count reaches `crash_at`.
     fn tick(&self) {
         let n = self.ops.fetch_add(1, Ordering::SeqCst) + 1;
@@ -221,7 +246,7 @@ impl World {
             }
         }
         for inode in files.values() {
-            lock(&inode.state).power_cut(rng);
+            lock(&inode.state).cut_once(self, &inode.name);
         }
         for path in pending_creates.drain(..) {
             if rng.coin() {
@@ -262,8 +287,10 @@ impl World {
             real_valid: u64::MAX,
             pages: BTreeMap::new(),
             rng: self.file_rng(path),
+            cut_done: false,
         };
-        let inode = Arc::new(Inode { state: Mutex::new(state) });
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let inode = Arc::new(Inode { state: Mutex::new(state), name });
         inner.files.insert(path.to_path_buf(), inode.clone());
         Ok(inode)
     }
@@ -290,8 +317,10 @@ impl World {
             real_valid: u64::MAX,
             pages: BTreeMap::new(),
             rng: self.file_rng(path),
+            cut_done: false,
         };
-        let inode = Arc::new(Inode { state: Mutex::new(state) });
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let inode = Arc::new(Inode { state: Mutex::new(state), name });
         inner.files.insert(path.to_path_buf(), inode.clone());
         Ok(SimFile { world: self.clone(), inode })
     }
@@ -525,32 +554,55 @@ impl FileState {
     }
 
     /// Background write-back of one random dirty page.
-    fn write_back_random(&mut self) -> std::io::Result<()> {
+    fn write_back_random(&mut self) -> std::io::Result<Option<u64>> {
         if self.pages.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let nth = self.rng.below(self.pages.len() as u64) as usize;
         let page = *self.pages.keys().nth(nth).expect("in range");
         self.write_back(page)?;
         self.pages.remove(&page);
-        Ok(())
+        Ok(Some(page))
     }
 
     /// The power cut: each dirty page reaches the disk or not; the overlay stays for the
     /// code that keeps running.
-    fn power_cut(&mut self, rng: &mut Rng) {
-        if self.real.is_none() {
+    /// Decides this file's fate at the cut, once: by [`World::crash`], or by the first write
+    /// or `set_len` that finds the power already cut, whichever takes the file's lock first.
+    /// The cut must see the file as it was when the power went: `crash` visits the files one
+    /// by one, and a thread writing meanwhile would otherwise add pages written *after* the
+    /// cut to those the cut may keep (the power-loss harness found this: a redb header written
+    /// after the cut reached the disk without the pages it names, or a page the last durable
+    /// commit uses was overwritten by a later transaction, and the store refused to open).
+    fn cut_once(&mut self, world: &World, name: &str) {
+        if self.cut_done {
             return;
         }
+        self.cut_done = true;
+        let kept = self.power_cut();
+        world.note(|| format!("CUT {name} {kept}"));
+    }
+
+    fn power_cut(&mut self) -> String {
+        if self.real.is_none() {
+            return "not on disk".into();
+        }
+        let mut rng = self.rng;
+        let mut kept = format!("len {} real_valid {}", self.len, self.real_valid);
         if self.real_valid != u64::MAX && rng.coin() {
             let _ = self.apply_truncation();
+            kept.push_str(" truncation applied;");
         }
         let pages: Vec<u64> = self.pages.keys().copied().collect();
         for page in pages {
             if rng.coin() {
                 let _ = self.write_back(page);
+                kept.push_str(&format!(" +{page}"));
+            } else {
+                kept.push_str(&format!(" -{page}"));
             }
         }
+        kept
     }
 }
 
@@ -580,17 +632,47 @@ impl SimFile {
     pub(crate) fn write_all_at(&self, data: &[u8], offset: u64) -> std::io::Result<()> {
         self.world.tick();
         let mut state = lock(&self.inode.state);
+        if self.world.crashed() {
+            state.cut_once(&self.world, &self.inode.name);
+        }
+        self.world.note(|| {
+            let pages = offset / PAGE..(offset + data.len() as u64).div_ceil(PAGE);
+            // A fingerprint to tell which write a page on the disk holds; a file's first bytes
+            // (a header) in full.
+            let mut hash = 0xcbf2_9ce4_8422_2325u64;
+            for byte in data {
+                hash = (hash ^ u64::from(*byte)).wrapping_mul(0x0100_0000_01b3);
+            }
+            let head = if offset == 0 {
+                let hex: String = data.iter().take(512).map(|b| format!("{b:02x}")).collect();
+                format!(" head {hex}")
+            } else {
+                String::new()
+            };
+            format!(
+                "write {} off {offset} len {} pages {pages:?} fnv {hash:016x}{head}",
+                self.inode.name,
+                data.len()
+            )
+        });
         state.write_at(data, offset)?;
         let per_mille = self.world.config.writeback_per_mille;
         if per_mille > 0 && !self.world.crashed() && state.rng.below(1000) < u64::from(per_mille) {
-            state.write_back_random()?;
+            let page = state.write_back_random()?;
+            self.world.note(|| format!("writeback {} page {page:?}", self.inode.name));
         }
         Ok(())
     }
 
     pub(crate) fn set_len(&self, len: u64) -> std::io::Result<()> {
         self.world.tick();
-        lock(&self.inode.state).set_len(len)
+        self.world
+            .note(|| format!("set_len {} {len} (pages {})", self.inode.name, len.div_ceil(PAGE)));
+        let mut state = lock(&self.inode.state);
+        if self.world.crashed() {
+            state.cut_once(&self.world, &self.inode.name);
+        }
+        state.set_len(len)
     }
 
     pub(crate) fn sync(&self) -> std::io::Result<()> {
@@ -602,8 +684,17 @@ impl SimFile {
         // Checked under the file's lock: a cut either sees this sync complete or this sync
         // sees the cut (and writes nothing).
         if self.world.crashed() {
+            self.world.note(|| format!("sync {} (after the cut: nothing)", self.inode.name));
             return Ok(());
         }
+        self.world.note(|| {
+            format!(
+                "sync {} len {} dirty {:?}",
+                self.inode.name,
+                state.len,
+                state.pages.keys().collect::<Vec<_>>()
+            )
+        });
         state.sync()
     }
 }
@@ -751,6 +842,45 @@ mod tests {
             }
         }
         assert!(kept_some && lost_some, "power cuts keep some unsynced pages and lose others");
+    }
+
+    /// Goal: nothing written after the cut reaches the disk, even when another thread writes
+    /// a file while `crash` is still deciding the fate of the files before it. The harness met
+    /// this race (redb's header written after the cut kept, without its pages).
+    /// Method: `crash` is made to stop at file `a` (the test holds its lock) after setting the
+    /// flag; meanwhile 64 pages of file `b` are written (after the cut); then `crash` goes on.
+    /// With the race a coin per page would keep some of them (all lost: 2^-64).
+    #[test]
+    fn writes_after_the_cut_never_reach_the_disk_while_the_cut_is_in_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let world = world(7, None);
+        let _installed = install(dir.path(), world.clone());
+        let a = DurableFile::create_new(&dir.path().join("a")).unwrap();
+        let b = DurableFile::create_new(&dir.path().join("b")).unwrap();
+        a.write_all_at(&[1u8; 4096], 0).unwrap();
+        b.write_all_at(&[1u8; 64 * 4096], 0).unwrap();
+        b.sync_data().unwrap();
+        a.sync_data().unwrap();
+        crate::sync_dir(dir.path()).unwrap();
+        let inode_a = lock(&world.inner).files.get(&dir.path().join("a")).unwrap().clone();
+        let held = lock(&inode_a.state);
+        let cutter = {
+            let world = world.clone();
+            std::thread::spawn(move || world.crash())
+        };
+        while !world.crashed() {
+            std::thread::yield_now();
+        }
+        // The power is off; `crash` waits for `a`. This write comes after the cut.
+        b.write_all_at(&[9u8; 64 * 4096], 0).unwrap();
+        drop(held);
+        cutter.join().unwrap();
+        let disk = std::fs::read(dir.path().join("b")).unwrap();
+        assert_eq!(disk.len(), 64 * 4096);
+        assert!(
+            disk.iter().all(|&byte| byte == 1),
+            "a page written after the cut reached the disk"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ mod crash;
 mod dups;
 mod errors;
 mod exchange;
+mod format;
 mod meta_corruption;
 mod model;
 mod powerloss;
