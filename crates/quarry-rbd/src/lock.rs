@@ -26,7 +26,7 @@ use quarry_client::{IoCtx, MonCommand, WatchEvent};
 use quarry_cls::lock::{self, BreakLockRequest, LockRequest, LockType, UnlockRequest};
 use quarry_types::{ErrorCode, OpOutput};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{RwLock, RwLockReadGuard};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use crate::error::{RbdError, RbdResult};
 
@@ -112,9 +112,19 @@ pub(crate) struct ExclusiveLock {
     watch_cookie: u64,
     /// True while this handle owns the lock. Writes hold it shared; releasing takes it
     /// exclusively, so a release waits for the writes in flight.
-    owned: RwLock<bool>,
+    owned: Arc<RwLock<bool>>,
     mode: std::sync::Mutex<LockMode>,
+    /// Runs before the lock is given up, with it held exclusively (the image's cache writes
+    /// its dirty data back and drops the rest: the next owner may change the image).
+    before_release: std::sync::OnceLock<BeforeRelease>,
 }
+
+/// What [`ExclusiveLock::release`] runs first (set once by the image).
+pub(crate) type BeforeRelease = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = RbdResult<()>> + Send>>
+        + Send
+        + Sync,
+>;
 
 fn cookie_of(watch_cookie: u64) -> String {
     format!("auto {watch_cookie}")
@@ -130,8 +140,27 @@ impl ExclusiveLock {
             io,
             header,
             watch_cookie,
-            owned: RwLock::new(false),
+            owned: Arc::new(RwLock::new(false)),
             mode: std::sync::Mutex::new(LockMode::Cooperative),
+            before_release: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets what a release runs first (once; later calls are ignored).
+    pub(crate) fn set_before_release(&self, hook: BeforeRelease) {
+        let _ = self.before_release.set(hook);
+    }
+
+    /// [`ExclusiveLock::hold`] as an owned guard (kept across tasks by the image's cache).
+    pub(crate) async fn hold_owned(&self) -> RbdResult<OwnedRwLockReadGuard<bool>> {
+        loop {
+            {
+                let guard = self.owned.clone().read_owned().await;
+                if *guard {
+                    return Ok(guard);
+                }
+            }
+            self.acquire(false).await?;
         }
     }
 
@@ -299,6 +328,9 @@ impl ExclusiveLock {
         let mut owned = self.owned.write().await;
         if !*owned {
             return Ok(false);
+        }
+        if let Some(hook) = self.before_release.get() {
+            hook().await?;
         }
         let req = UnlockRequest { name: LOCK_NAME.into(), cookie: cookie_of(self.watch_cookie) };
         match self.io.exec(&self.header, vec![lock::unlock_op(&req)]).await {
