@@ -664,7 +664,12 @@ impl Cache {
             }
         }
         if let Some(error) = failed {
-            tracing::warn!(code = %error.0, reason = %error.1, "cache writeback failed");
+            if error.0 == ErrorCode::ESHUTDOWN {
+                // The handle is gone or the client blocklisted: nothing more can be written.
+                tracing::debug!(reason = %error.1, "cache writeback failed");
+            } else {
+                tracing::warn!(code = %error.0, reason = %error.1, "cache writeback failed");
+            }
             st.error = Some(error);
         }
         st.evict(self.cfg.size);
