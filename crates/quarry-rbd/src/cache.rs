@@ -678,11 +678,13 @@ impl Cache {
     }
 
     /// Makes every write made before the call durable. With `hold` the right to write is
-    /// taken first; without, the caller has it (the exclusive lock's release).
-    pub(crate) async fn flush(&self, hold: bool) -> RbdResult<()> {
+    /// taken first; without, the caller has it (the exclusive lock's release). Only a
+    /// `user` flush (the caller's `flush`, not one the image does for itself before a
+    /// snapshot, a diff or a lock release) ends writethrough-until-flush, as in librbd.
+    pub(crate) async fn flush(&self, hold: bool, user: bool) -> RbdResult<()> {
         let target = {
             let mut st = self.lock();
-            st.flushed = true;
+            st.flushed |= user;
             st.next_seq
         };
         let _right = if hold && self.lock().pending_before(target) {
@@ -1011,7 +1013,7 @@ mod tests {
         cache.buffer(12, Bytes::from_static(b"LL")).await;
         assert_eq!(&cache.read(8, 10).await.unwrap()[..], b"\0\0heLLo\0\0\0");
         assert_eq!(&mem.data.lock().unwrap()[10..15], b"\0\0\0\0\0");
-        cache.flush(true).await.unwrap();
+        cache.flush(true, true).await.unwrap();
         assert_eq!(&mem.data.lock().unwrap()[10..15], b"heLLo");
         assert_eq!(cache.unclean(), 0);
     }
@@ -1028,7 +1030,7 @@ mod tests {
             assert!(st.unclean <= 32 << 10, "dirty {}", st.unclean);
             assert!(st.total <= 64 << 10, "total {}", st.total);
         }
-        cache.flush(true).await.unwrap();
+        cache.flush(true, true).await.unwrap();
         flusher.abort();
     }
 

@@ -317,7 +317,7 @@ impl Image {
                         let cache = cache.clone();
                         Box::pin(async move {
                             let Some(cache) = cache.upgrade() else { return Ok(()) };
-                            cache.flush(false).await?;
+                            cache.flush(false, false).await?;
                             cache.invalidate();
                             Ok(())
                         })
@@ -336,7 +336,7 @@ impl Image {
     /// Closes the handle: writes the cache back, releases the exclusive lock if it holds it
     /// and ends its watch.
     pub async fn close(self) -> RbdResult<()> {
-        let flushed = self.flush().await;
+        let flushed = self.flush_internal().await;
         if let Some(task) = self.inner.flusher.lock().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
@@ -705,7 +705,16 @@ impl Image {
     /// the cache; the first flush also ends writethrough-until-flush).
     pub async fn flush(&self) -> RbdResult<()> {
         match &self.inner.cache {
-            Some(cache) => cache.flush(true).await,
+            Some(cache) => cache.flush(true, true).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The image's own flush (before a snapshot, a diff, a resize, a close): writes back
+    /// like [`Image::flush`] without ending writethrough-until-flush.
+    async fn flush_internal(&self) -> RbdResult<()> {
+        match &self.inner.cache {
+            Some(cache) => cache.flush(true, false).await,
             None => Ok(()),
         }
     }
@@ -850,7 +859,7 @@ impl Image {
     /// `rbd resize --allow-shrink` asks for; the CLI refuses a shrink without it).
     pub async fn resize(&self, new_size: u64, mut progress: impl FnMut(u64, u64)) -> RbdResult<()> {
         self.check_writable()?;
-        self.flush().await?;
+        self.flush_internal().await?;
         let _lock = self.write_guard().await?;
         let _invalidate = InvalidateOnDrop(self);
         let mut state = self.inner.state.write().await;
@@ -913,7 +922,7 @@ impl Image {
         self.check_head()?;
         self.check_writable()?;
         // The snapshot holds every write acknowledged before it.
-        self.flush().await?;
+        self.flush_internal().await?;
         let _lock = self.write_guard().await?;
         let mut state = self.inner.state.write().await;
         self.refresh_locked(&mut state).await?;
@@ -1076,7 +1085,7 @@ impl Image {
         mut progress: impl FnMut(u64, u64),
     ) -> RbdResult<()> {
         self.check_writable()?;
-        self.flush().await?;
+        self.flush_internal().await?;
         let _lock = self.write_guard().await?;
         let _invalidate = InvalidateOnDrop(self);
         self.check_head()?;
@@ -1295,6 +1304,9 @@ impl Image {
         include_parent: bool,
         mut report: impl FnMut(u64, u64, bool) -> i32 + Send,
     ) -> RbdResult<i32> {
+        // What the cache holds must be in the objects and the object map first (librbd
+        // flushes here too).
+        self.flush_internal().await?;
         let (layout, size, prefix, snapshots, parent) = {
             let state = self.inner.state.read().await;
             (
@@ -1585,8 +1597,11 @@ impl Image {
     }
 
     /// The object map of the head or of snapshot `snap` (None when the image has none or
-    /// it is flagged invalid).
+    /// it is flagged invalid). The head's is read after a flush of the cache.
     pub async fn object_map(&self, snap: Option<SnapId>) -> RbdResult<Option<ObjectMap>> {
+        if snap.is_none() {
+            self.flush_internal().await?; // cached writes mark the map when written back
+        }
         let (usable, _) = {
             let state = self.inner.state.read().await;
             let flags = match snap {
