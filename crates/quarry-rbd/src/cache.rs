@@ -995,6 +995,45 @@ mod tests {
         }
     }
 
+    /// Like [`Memory`], but a write whose first byte is 1 takes 200 ms (an older writeback
+    /// still in flight when a newer one of the same bytes could be sent).
+    struct SlowOnes(Memory);
+
+    impl Backend for SlowOnes {
+        fn hold(&self) -> BoxFut<'_, RbdResult<WriteRight>> {
+            self.0.hold()
+        }
+        fn write(&self, off: u64, data: Bytes) -> BoxFut<'_, RbdResult<()>> {
+            Box::pin(async move {
+                if data.first() == Some(&1) {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                self.0.write(off, data).await
+            })
+        }
+        fn read(&self, off: u64, len: u64) -> BoxFut<'_, RbdResult<Bytes>> {
+            self.0.read(off, len)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn overlapping_writes_are_written_back_in_order() {
+        let mem = Arc::new(SlowOnes(Memory { data: Mutex::new(vec![0; 1 << 16]) }));
+        let cache = Cache::new(config(), mem.clone()).unwrap();
+        cache.buffer(0, Bytes::from(vec![1u8; 4096])).await;
+        let first = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.flush(true, true).await })
+        };
+        tokio::time::sleep(Duration::from_millis(20)).await; // the slow writeback is in flight
+        cache.buffer(1024, Bytes::from(vec![2u8; 1024])).await;
+        cache.flush(true, true).await.unwrap();
+        first.await.unwrap().unwrap();
+        let want: Vec<u8> = [vec![1u8; 1024], vec![2u8; 1024], vec![1u8; 2048]].concat();
+        assert_eq!(&mem.0.data.lock().unwrap()[..4096], &want[..], "the newer write landed last");
+        assert_eq!(&cache.read(0, 4096).await.unwrap()[..], &want[..]);
+    }
+
     fn config() -> CacheConfig {
         CacheConfig {
             size: 64 << 10,
