@@ -56,7 +56,7 @@ pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub(crate) type WriteRight = Option<OwnedRwLockReadGuard<bool>>;
 
 /// Writeback runs in flight at once.
-const RUNS_IN_FLIGHT: usize = 16;
+const RUNS_IN_FLIGHT: usize = 64;
 /// Longest writeback run (adjacent dirty extents joined into one write).
 const RUN_BYTES_MAX: u64 = 4 << 20;
 
@@ -288,6 +288,11 @@ impl Ext {
     }
 }
 
+/// Cached bytes at an image offset.
+type Piece = (u64, Bytes);
+/// An uncached range: offset and length.
+type Gap = (u64, u64);
+
 /// A cluster operation in flight on `[start, end)`: a writeback run or a direct operation.
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
@@ -392,7 +397,7 @@ impl Inner {
     }
 
     /// Cached pieces and gaps of `[start, end)`, in offset order.
-    fn lookup(&self, start: u64, end: u64) -> (Vec<(u64, Bytes)>, Vec<(u64, u64)>) {
+    fn lookup(&self, start: u64, end: u64) -> (Vec<Piece>, Vec<Gap>) {
         let mut pieces = Vec::new();
         let mut gaps = Vec::new();
         let mut at = start;
@@ -794,7 +799,8 @@ impl Cache {
             let from = (at - off) as usize;
             buffer[from..from + data.len()].copy_from_slice(data);
         }
-        if !fetched.is_empty() {
+        // A large read (an export, a copy) would only push everything else out.
+        if !fetched.is_empty() && len <= self.cfg.size / 4 {
             let mut st = self.lock();
             if st.generation == generation {
                 for (at, data) in &fetched {

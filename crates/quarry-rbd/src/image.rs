@@ -280,6 +280,10 @@ impl Image {
         let with_lock = header.features & features::EXCLUSIVE_LOCK != 0;
         let state = build_state(io, header, snap.as_ref().map(|s| s.0)).await?;
         let read_only = read_only || snap.is_some();
+        let mut cache = cache;
+        if !read_only {
+            apply_image_conf(io, id, &mut cache).await?;
+        }
         let image = Image {
             inner: Arc::new_cyclic(|me| Inner {
                 io: io.clone(),
@@ -719,8 +723,15 @@ impl Image {
         }
     }
 
+    /// Writes the cache back and drops what it holds (librbd's `rbd_invalidate_cache`).
+    pub async fn invalidate_cache(&self) -> RbdResult<()> {
+        self.flush_internal().await?;
+        self.drop_clean_cache();
+        Ok(())
+    }
+
     /// Drops the cache's clean data (the image changed under it).
-    fn invalidate_cache(&self) {
+    fn drop_clean_cache(&self) {
         if let Some(cache) = &self.inner.cache {
             cache.invalidate();
         }
@@ -1619,6 +1630,26 @@ impl Image {
     }
 }
 
+/// The image's own cache settings: image-meta keys `conf_rbd_cache*` / `conf_rbd_readahead*`
+/// (librbd's per-image overrides, `rbd image-meta set IMG conf_rbd_cache false`) win over
+/// the open's. A value that does not parse is logged and ignored, as librbd does.
+async fn apply_image_conf(io: &IoCtx, id: &str, cache: &mut CacheConfig) -> RbdResult<()> {
+    let req = MetadataListRequest { start_after: "conf_rbd_".into(), max: 64 };
+    let page: MetadataList =
+        call_read(io, &names::header_object(id), "metadata_list", &req).await?;
+    for (key, value) in &page.entries {
+        let Some(option) = key.strip_prefix("conf_") else { break };
+        if !cache::CACHE_OPTIONS.contains(&option) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value);
+        if let Err(e) = cache.set(option, &value) {
+            tracing::warn!(image_id = id, key, error = %e, "ignoring an image's cache setting");
+        }
+    }
+    Ok(())
+}
+
 /// Forgets snapshot `snap` of image `id` for good: its header entry, its id at the monitor
 /// (the OSDs then trim its data) and its object map.
 pub(crate) async fn remove_snapshot_records(io: &IoCtx, id: &str, snap: SnapId) -> RbdResult<()> {
@@ -1695,7 +1726,7 @@ struct InvalidateOnDrop<'a>(&'a Image);
 
 impl Drop for InvalidateOnDrop<'_> {
     fn drop(&mut self) {
-        self.0.invalidate_cache();
+        self.0.drop_clean_cache();
     }
 }
 

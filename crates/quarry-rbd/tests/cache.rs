@@ -177,7 +177,7 @@ async fn run_model(io: &IoCtx, seed: u64) {
     let object = 64 * KIB;
     let name = format!("model{seed}");
     // Half the seeds are clones (copy-up under the cache and compare-and-write).
-    let clone = seed % 2 == 0;
+    let clone = seed.is_multiple_of(2);
     let mut model = vec![0u8; size as usize];
     if clone {
         let parent = format!("parent{seed}");
@@ -204,7 +204,7 @@ async fn run_model(io: &IoCtx, seed: u64) {
         pool::clone(&snap, io, &name, &options, CloneFormat::V2).await.unwrap();
     } else {
         let mut options = CreateOptions { order: 16, ..CreateOptions::new(size) };
-        if seed % 3 == 0 {
+        if seed.is_multiple_of(3) {
             options.features = features::LAYERING; // no object map, no exclusive lock
         }
         pool::create(io, &name, &options).await.unwrap();
