@@ -55,8 +55,10 @@ pub(crate) type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// The right to write (the exclusive lock held shared), None without the lock feature.
 pub(crate) type WriteRight = Option<OwnedRwLockReadGuard<bool>>;
 
-/// Writeback runs in flight at once.
-const RUNS_IN_FLIGHT: usize = 64;
+/// Writeback calls in flight at once.
+const GROUPS_IN_FLIGHT: usize = 8;
+/// Runs per writeback call (the image sends the runs of one object as one op vector).
+const RUNS_PER_GROUP: usize = 256;
 /// Longest writeback run (adjacent dirty extents joined into one write).
 const RUN_BYTES_MAX: u64 = 4 << 20;
 
@@ -244,8 +246,9 @@ impl CacheConfig {
 pub(crate) trait Backend: Send + Sync + 'static {
     /// Takes (if needed) and holds the right to write: the exclusive lock.
     fn hold(&self) -> BoxFut<'_, RbdResult<WriteRight>>;
-    /// Writes to the cluster (the caller holds the right to write).
-    fn write(&self, off: u64, data: Bytes) -> BoxFut<'_, RbdResult<()>>;
+    /// Writes non-overlapping `(offset, bytes)` pieces to the cluster (the caller holds the
+    /// right to write); all of them or an error.
+    fn write(&self, writes: Vec<(u64, Bytes)>) -> BoxFut<'_, RbdResult<()>>;
     /// Reads from the cluster (cut at the image's end).
     fn read(&self, off: u64, len: u64) -> BoxFut<'_, RbdResult<Bytes>>;
 }
@@ -620,24 +623,28 @@ impl Cache {
     async fn write_runs(&self, runs: Vec<Run>) -> RbdResult<()> {
         let mut set = tokio::task::JoinSet::new();
         let mut tasks = std::collections::HashMap::new();
-        let mut pending = runs.into_iter();
+        let mut pending = runs.into_iter().peekable();
         let mut first_error = None;
         loop {
-            while set.len() < RUNS_IN_FLIGHT {
-                let Some(run) = pending.next() else { break };
+            while set.len() < GROUPS_IN_FLIGHT && pending.peek().is_some() {
+                let group: Vec<Run> = pending.by_ref().take(RUNS_PER_GROUP).collect();
+                let done: Vec<(u64, u64, u64)> =
+                    group.iter().map(|r| (r.id, r.off, r.data.len() as u64)).collect();
+                let writes = group.into_iter().map(|r| (r.off, r.data)).collect();
                 let backend = self.backend.clone();
-                let (id, off, len) = (run.id, run.off, run.data.len() as u64);
-                let task = set.spawn(async move { backend.write(run.off, run.data).await });
-                tasks.insert(task.id(), (id, off, len));
+                let task = set.spawn(async move { backend.write(writes).await });
+                tasks.insert(task.id(), done);
             }
             let Some(joined) = set.join_next_with_id().await else { break };
             let (task, result) = match joined {
                 Ok((task, result)) => (task, result),
                 Err(e) => (e.id(), Err(RbdError::refused(ErrorCode::EIO, e.to_string()))),
             };
-            let (id, off, len) = tasks.remove(&task).expect("every writeback task is listed");
+            let done = tasks.remove(&task).expect("every writeback task is listed");
             let failed = result.as_ref().err().map(|e| (e.errno(), e.to_string()));
-            self.complete(id, off, off + len, failed.clone());
+            for (id, off, len) in done {
+                self.complete(id, off, off + len, failed.clone());
+            }
             if let (Some((code, reason)), None) = (failed, &first_error) {
                 first_error = Some(RbdError::refused(code, reason));
             }
@@ -984,11 +991,13 @@ mod tests {
         fn hold(&self) -> BoxFut<'_, RbdResult<WriteRight>> {
             Box::pin(async { Ok(None) })
         }
-        fn write(&self, off: u64, data: Bytes) -> BoxFut<'_, RbdResult<()>> {
+        fn write(&self, writes: Vec<(u64, Bytes)>) -> BoxFut<'_, RbdResult<()>> {
             Box::pin(async move {
                 tokio::task::yield_now().await;
                 let mut d = self.data.lock().unwrap();
-                d[off as usize..off as usize + data.len()].copy_from_slice(&data);
+                for (off, data) in writes {
+                    d[off as usize..off as usize + data.len()].copy_from_slice(&data);
+                }
                 Ok(())
             })
         }
@@ -1009,12 +1018,12 @@ mod tests {
         fn hold(&self) -> BoxFut<'_, RbdResult<WriteRight>> {
             self.0.hold()
         }
-        fn write(&self, off: u64, data: Bytes) -> BoxFut<'_, RbdResult<()>> {
+        fn write(&self, writes: Vec<(u64, Bytes)>) -> BoxFut<'_, RbdResult<()>> {
             Box::pin(async move {
-                if data.first() == Some(&1) {
+                if writes.iter().any(|(_, data)| data.first() == Some(&1)) {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                self.0.write(off, data).await
+                self.0.write(writes).await
             })
         }
         fn read(&self, off: u64, len: u64) -> BoxFut<'_, RbdResult<Bytes>> {

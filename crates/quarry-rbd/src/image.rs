@@ -155,8 +155,8 @@ impl cache::Backend for Uncached {
         })
     }
 
-    fn write(&self, off: u64, data: Bytes) -> cache::BoxFut<'_, RbdResult<()>> {
-        Box::pin(async move { self.image()?.write_uncached(off, data).await })
+    fn write(&self, writes: Vec<(u64, Bytes)>) -> cache::BoxFut<'_, RbdResult<()>> {
+        Box::pin(async move { self.image()?.write_many_uncached(writes).await })
     }
 
     fn read(&self, off: u64, len: u64) -> cache::BoxFut<'_, RbdResult<Bytes>> {
@@ -663,6 +663,32 @@ impl Image {
         }
     }
 
+    /// Writes non-overlapping pieces to the cluster, the pieces of one object in one op
+    /// vector (the cache's writeback; the caller holds the right to write).
+    async fn write_many_uncached(&self, writes: Vec<(u64, Bytes)>) -> RbdResult<()> {
+        let state = self.inner.state.read().await;
+        let size = state.size(None);
+        let mut objects: std::collections::BTreeMap<u64, Vec<(u64, Bytes)>> =
+            std::collections::BTreeMap::new();
+        for (off, data) in writes {
+            // Bytes past the end (the image shrank meanwhile) are gone with it.
+            let len = if off > size { 0 } else { clip(off, data.len() as u64, size)? };
+            for ext in state.layout.map(off, len) {
+                let at = ext.buffer_offset as usize;
+                let piece = data.slice(at..at + ext.length as usize);
+                objects.entry(ext.object_no).or_default().push((ext.offset, piece));
+            }
+        }
+        let extents: Vec<ObjectExtent> = objects
+            .keys()
+            .map(|&k| ObjectExtent { object_no: k, offset: 0, length: 0, buffer_offset: 0 })
+            .collect();
+        self.run_object_jobs(&state, extents, |ext| {
+            Mutation::WriteMany(objects.get(&ext.object_no).cloned().unwrap_or_default())
+        })
+        .await
+    }
+
     /// Writes to the cluster (the caller holds the right to write).
     async fn write_uncached(&self, off: u64, data: Bytes) -> RbdResult<()> {
         let state = self.inner.state.read().await;
@@ -812,7 +838,10 @@ impl Image {
                 let Some(ext) = pending.next() else { break };
                 let before = self.object_state(ext.object_no).await;
                 let mutation = make(&ext);
-                if matches!(mutation, Mutation::Write(_) | Mutation::CompareWrite { .. }) {
+                if matches!(
+                    mutation,
+                    Mutation::Write(_) | Mutation::CompareWrite { .. } | Mutation::WriteMany(_)
+                ) {
                     self.mark(ext.object_no, om::EXISTS).await?;
                 }
                 let job = WriteJob::new(state, ext, mutation, before);
@@ -1788,6 +1817,8 @@ impl ReadJob {
 #[derive(Clone)]
 enum Mutation {
     Write(Bytes),
+    /// Several writes to one object, in one op vector: (object offset, bytes).
+    WriteMany(Vec<(u64, Bytes)>),
     /// Compare-and-write: the object's bytes at the extent must equal `cmp`.
     CompareWrite {
         cmp: Bytes,
@@ -1886,6 +1917,17 @@ impl WriteJob {
                         Outcome::Unchanged
                     }
                 }
+            }
+            Mutation::WriteMany(writes) => {
+                let ops = writes
+                    .iter()
+                    .map(|(off, data)| ObjectOp::Write {
+                        off: *off,
+                        data: Payload::new(data.clone()),
+                    })
+                    .collect();
+                self.guarded_ops(ops).await?;
+                Outcome::Exists
             }
             Mutation::CompareWrite { cmp, data } => {
                 let off = self.ext.offset;
