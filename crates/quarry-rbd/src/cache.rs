@@ -1049,6 +1049,64 @@ mod tests {
         assert_eq!(&cache.read(0, 4096).await.unwrap()[..], &want[..]);
     }
 
+    /// Like [`Memory`], counting reads.
+    struct Counting(Memory, std::sync::atomic::AtomicU64);
+
+    impl Backend for Counting {
+        fn hold(&self) -> BoxFut<'_, RbdResult<WriteRight>> {
+            self.0.hold()
+        }
+        fn write(&self, writes: Vec<(u64, Bytes)>) -> BoxFut<'_, RbdResult<()>> {
+            self.0.write(writes)
+        }
+        fn read(&self, off: u64, len: u64) -> BoxFut<'_, RbdResult<Bytes>> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.0.read(off, len)
+        }
+    }
+
+    #[tokio::test]
+    async fn sequential_reads_trigger_read_ahead_until_the_limit() {
+        let data: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+        let mem = Arc::new(Counting(Memory { data: Mutex::new(data.clone()) }, 0.into()));
+        let cfg = CacheConfig {
+            readahead_trigger_requests: 2,
+            readahead_max_bytes: 16 << 10,
+            readahead_disable_after_bytes: 64 << 10,
+            ..config()
+        };
+        let cache = Cache::new(cfg, mem.clone()).unwrap();
+        let reads = || mem.1.load(std::sync::atomic::Ordering::SeqCst);
+        let mut at = 0u64;
+        // Three sequential 4 KiB reads: the third starts read-ahead of 16 KiB.
+        for _ in 0..3 {
+            assert_eq!(&cache.read(at, 4096).await.unwrap()[..], &data[at as usize..][..4096]);
+            at += 4096;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = reads();
+        assert_eq!(before, 4, "three reads and one read-ahead");
+        for _ in 0..4 {
+            assert_eq!(&cache.read(at, 4096).await.unwrap()[..], &data[at as usize..][..4096]);
+            at += 4096;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Served from the read-ahead (the next windows are fetched as the reader goes).
+        assert!(reads() <= before + 2, "{} reads", reads());
+        // Past rbd_readahead_disable_after_bytes every read goes to the backend again.
+        while at < 128 << 10 {
+            cache.read(at, 4096).await.unwrap();
+            at += 4096;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let before = reads();
+        for _ in 0..4 {
+            cache.read(at, 4096).await.unwrap();
+            at += 4096;
+        }
+        assert_eq!(reads(), before + 4, "read-ahead stopped");
+    }
+
     fn config() -> CacheConfig {
         CacheConfig {
             size: 64 << 10,
