@@ -17,6 +17,14 @@
 //!   write and exclusively by snapshot create, rollback, resize and flatten, so no write
 //!   of this handle is sent with a stale snapshot context. (Other clients are kept out by
 //!   the exclusive lock.)
+//! - **The cache** ([`crate::cache`]) sits between the public data path and the uncached
+//!   one (`*_uncached`, what its writeback calls). Snapshot create, resize, rollback, diff,
+//!   the head's object map and close flush it first (not counting as the caller's flush for
+//!   writethrough-until-flush); releasing the exclusive lock writes it back and empties it
+//!   (run by the lock itself, with the lock held exclusively, so no write of this handle
+//!   can pass it); discard, write-zeroes, compare-and-write and writes larger than the dirty
+//!   limit go around it after writing back the dirty bytes they overlap. A handle dropped
+//!   without `close` loses what was not written back (as librbd's without `rbd_close`).
 
 use std::sync::Arc;
 
