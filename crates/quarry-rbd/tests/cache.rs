@@ -8,9 +8,9 @@
 //!   cluster.
 //! - Ordering of overlapping writes through writeback, snapshot contents, the lock hand-off
 //!   writing back first, compare-and-write (mismatch offset, object boundary, clones).
-//! - SIGKILL of a real writer process (`examples/cache_writer.rs`): with writeback nothing
-//!   before the last completed flush is lost; with writethrough and none nothing
-//!   acknowledged is.
+//! - SIGKILL of a real writer process (this test binary run again as
+//!   [`cache_writer_child`]): with writeback nothing before the last completed flush is
+//!   lost; with writethrough and none nothing acknowledged is.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -426,19 +426,47 @@ async fn compare_and_write_semantics() {
 
 // ---- SIGKILL of a writer process ----
 
-fn writer_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let debug = exe.parent().unwrap().parent().unwrap();
-    let path = debug.join("examples").join("cache_writer");
-    assert!(
-        path.exists(),
-        "{} missing: build it (cargo build -p quarry-rbd --examples)",
-        path.display()
-    );
-    path
-}
-
 const BLOCK: u64 = 4096;
+const WRITER_CONF: &str = "QUARRY_CACHE_WRITER_CONF";
+const WRITER_IMAGE: &str = "QUARRY_CACHE_WRITER_IMAGE";
+
+/// The writer process of the SIGKILL test (a no-op unless run by it): opens the image with
+/// the cache settings of the conf (`rbd_cache*` in `[client]`), writes 4 KiB block after
+/// block, printing `acked N` once write N returned and `flushed N` once a flush issued after
+/// write N returned; flushes every 50 writes; runs until killed.
+#[test]
+fn cache_writer_child() {
+    let (Ok(conf_path), Ok(image_name)) = (std::env::var(WRITER_CONF), std::env::var(WRITER_IMAGE))
+    else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async move {
+        use std::io::Write;
+        let common = quarry_conf::CommonArgs {
+            conf: Some(conf_path.into()),
+            ..quarry_conf::CommonArgs::default()
+        };
+        let (conf, _) = common.load_conf().unwrap();
+        let config = quarry_client::ClientConfig::from_conf(&conf, &common).unwrap();
+        let admin = quarry_types::EntityName::client("admin");
+        let cache = CacheConfig::from_conf(&conf, &admin).unwrap();
+        let rados = quarry_client::Rados::connect(config).await.unwrap();
+        let io = rados.ioctx("rbd").await.unwrap();
+        let image = Image::open(&io, &image_name, writer(cache)).await.unwrap();
+        let mut out = std::io::stdout();
+        for i in 0u64.. {
+            image.write(i * BLOCK, Bytes::from(block(i))).await.unwrap();
+            writeln!(out, "acked {i}").unwrap();
+            out.flush().unwrap();
+            if i % 50 == 49 {
+                image.flush().await.unwrap();
+                writeln!(out, "flushed {i}").unwrap();
+                out.flush().unwrap();
+            }
+        }
+    });
+}
 
 fn block(i: u64) -> Vec<u8> {
     (0..BLOCK).map(|j| (i as u8).wrapping_mul(31) ^ (j as u8) | 1).collect()
@@ -448,9 +476,10 @@ fn block(i: u64) -> Vec<u8> {
 /// and acknowledged some writes after that, SIGKILLs it, and returns (last write
 /// acknowledged, last write covered by a completed flush).
 fn kill_writer(dir: &std::path::Path, image: &str, flushes: u64) -> (Option<u64>, Option<u64>) {
-    let mut child = Command::new(writer_binary())
-        .arg(dir.join("ceph.conf"))
-        .arg(image)
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "cache::cache_writer_child", "--nocapture", "--test-threads=1"])
+        .env(WRITER_CONF, dir.join("ceph.conf"))
+        .env(WRITER_IMAGE, image)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -460,15 +489,17 @@ fn kill_writer(dir: &std::path::Path, image: &str, flushes: u64) -> (Option<u64>
     let deadline = Instant::now() + Duration::from_secs(120);
     for line in out.lines() {
         let line = line.unwrap();
-        let (what, n) = line.split_once(' ').unwrap();
-        let n: u64 = n.parse().unwrap();
+        // The test harness's own lines ("running 1 test") are not the writer's.
+        let Some((what, Ok(n))) = line.split_once(' ').map(|(w, n)| (w, n.parse::<u64>())) else {
+            continue;
+        };
         match what {
             "acked" => acked = Some(n),
             "flushed" => {
                 flushed = Some(n);
                 seen += 1;
             }
-            _ => panic!("writer said {line}"),
+            _ => {}
         }
         if (seen >= flushes && acked.zip(flushed).is_some_and(|(a, f)| a >= f + 20))
             || Instant::now() > deadline
