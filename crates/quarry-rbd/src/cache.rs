@@ -191,6 +191,29 @@ impl CacheConfig {
         Ok(())
     }
 
+    /// `args` without the cache options [`CacheConfig::apply_args`] reads (and their values),
+    /// for a tool that parses the rest itself.
+    pub fn strip_args(args: &[String]) -> Vec<String> {
+        let mut out = Vec::with_capacity(args.len());
+        let mut i = 0;
+        while i < args.len() {
+            let option = args[i].strip_prefix("--").map(|o| {
+                let (key, inline) = o.split_once('=').map_or((o, false), |(k, _)| (k, true));
+                (key.replace('-', "_"), inline)
+            });
+            match option {
+                Some((key, inline)) if CACHE_OPTIONS.contains(&key.as_str()) => {
+                    i += if inline { 1 } else { 2 };
+                }
+                _ => {
+                    out.push(args[i].clone());
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
     /// Sets one option by Ceph's name (a per-open option, `rbd_open` with a config, an
     /// image's `conf_rbd_cache*` metadata): ENOENT for a name that is not a cache option,
     /// EINVAL for a value of the wrong type. Sizes take Ceph's units (`64M`).
@@ -1156,6 +1179,11 @@ mod tests {
         assert_eq!(cfg.mode(), CacheMode::None);
         cfg.apply_args(&["--rbd-cache".into(), "true".into()]).unwrap();
         assert!(cfg.enabled);
+        let args: Vec<String> =
+            ["--id", "x", "--rbd_cache=false", "--rbd-cache-size", "1M", "-p", "rbd"]
+                .map(String::from)
+                .to_vec();
+        assert_eq!(CacheConfig::strip_args(&args), ["--id", "x", "-p", "rbd"]);
         assert_eq!(cfg.set("rbd_cache", "maybe").unwrap_err().errno(), ErrorCode::EINVAL);
         assert_eq!(cfg.set("rbd_cache_sizes", "1").unwrap_err().errno(), ErrorCode::ENOENT);
         cfg.set("rbd_cache_max_dirty_age", "0.5").unwrap();
