@@ -24,6 +24,10 @@
 //! - **Clean fills** (read results, read-ahead, a writethrough write's bytes) go only into
 //!   gaps no operation is in flight on, and a read's fill only if nothing changed the cache
 //!   meanwhile (a generation counter), so stale bytes never become cached.
+//! - **Other clients.** With the exclusive-lock feature, bytes read from the cluster are
+//!   cached only while this handle owns the lock (no one else can change them then), and
+//!   giving the lock up writes everything back and empties the cache first. Without the
+//!   feature the cache assumes one writer, as librbd's does.
 //! - **Memory** is bounded by `rbd_cache_size`: dirty bytes by `rbd_cache_max_dirty` (a write
 //!   waits for writeback when it would pass it; a write larger than that goes through), and
 //!   clean extents are evicted (clock order) beyond the size.
@@ -274,6 +278,9 @@ pub(crate) trait Backend: Send + Sync + 'static {
     fn write(&self, writes: Vec<(u64, Bytes)>) -> BoxFut<'_, RbdResult<()>>;
     /// Reads from the cluster (cut at the image's end).
     fn read(&self, off: u64, len: u64) -> BoxFut<'_, RbdResult<Bytes>>;
+    /// Whether bytes read from the cluster may be cached now: no other client can change
+    /// them (this handle owns the exclusive lock, or the image has none).
+    fn may_fill(&self) -> bool;
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -830,7 +837,7 @@ impl Cache {
             buffer[from..from + data.len()].copy_from_slice(data);
         }
         // A large read (an export, a copy) would only push everything else out.
-        if !fetched.is_empty() && len <= self.cfg.size / 4 {
+        if !fetched.is_empty() && len <= self.cfg.size / 4 && self.backend.may_fill() {
             let mut st = self.lock();
             if st.generation == generation {
                 for (at, data) in &fetched {
@@ -868,6 +875,9 @@ impl Cache {
         let generation = self.lock().generation;
         // Past the end (EINVAL) or a failure: read-ahead is only a hint.
         let Ok(data) = self.backend.read(off, len).await else { return };
+        if !self.backend.may_fill() {
+            return;
+        }
         let mut st = self.lock();
         if st.generation == generation && !data.is_empty() {
             st.fill_clean(off, &data, false);
@@ -1031,6 +1041,9 @@ mod tests {
                 Ok(Bytes::copy_from_slice(&d[off as usize..end as usize]))
             })
         }
+        fn may_fill(&self) -> bool {
+            true
+        }
     }
 
     /// Like [`Memory`], but a write whose first byte is 1 takes 200 ms (an older writeback
@@ -1051,6 +1064,9 @@ mod tests {
         }
         fn read(&self, off: u64, len: u64) -> BoxFut<'_, RbdResult<Bytes>> {
             self.0.read(off, len)
+        }
+        fn may_fill(&self) -> bool {
+            true
         }
     }
 
@@ -1085,6 +1101,9 @@ mod tests {
         fn read(&self, off: u64, len: u64) -> BoxFut<'_, RbdResult<Bytes>> {
             self.1.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             self.0.read(off, len)
+        }
+        fn may_fill(&self) -> bool {
+            true
         }
     }
 

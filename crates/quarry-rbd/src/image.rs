@@ -177,6 +177,14 @@ impl cache::Backend for Uncached {
             image.read_uncached(off, len).await
         })
     }
+
+    fn may_fill(&self) -> bool {
+        let Some(inner) = self.0.upgrade() else { return false };
+        match inner.exclusive.get() {
+            Some(lock) => lock.owns_now(),
+            None => true,
+        }
+    }
 }
 
 impl Drop for Inner {

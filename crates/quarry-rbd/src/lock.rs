@@ -177,6 +177,11 @@ impl ExclusiveLock {
         *self.owned.read().await
     }
 
+    /// [`ExclusiveLock::is_owner`] without waiting: false while the lock changes hands.
+    pub(crate) fn owns_now(&self) -> bool {
+        self.owned.try_read().is_ok_and(|owned| *owned)
+    }
+
     /// A guard under which this handle owns the lock (taking it first if needed).
     pub(crate) async fn hold(&self) -> RbdResult<RwLockReadGuard<'_, bool>> {
         loop {

@@ -342,6 +342,9 @@ async fn writeback_order_snapshots_and_lock_hand_off() {
     assert!(!a.is_lock_owner().await);
     assert_eq!(b.read(300_000, 4096).await.unwrap()[..20], [&[9u8; 16][..], &[8u8; 4]].concat());
     assert_eq!(a.read(300_000, 4).await.unwrap(), vec![9u8; 4], "a's clean cache was dropped");
+    // Without the lock a caches nothing it reads: b's next write shows at once.
+    b.write(300_000, Bytes::from(vec![10u8; 4])).await.unwrap();
+    assert_eq!(a.read(300_000, 4).await.unwrap(), vec![10u8; 4], "a cached while not owning");
     b.close().await.unwrap();
     a.close().await.unwrap();
     cluster.shutdown().await;
