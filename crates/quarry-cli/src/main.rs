@@ -26,6 +26,7 @@ mod ceph;
 mod cluster;
 mod daemon;
 mod error;
+mod nbd;
 mod output;
 mod rados;
 mod rbd;
@@ -64,6 +65,8 @@ enum Command {
     Rados(rados::RadosArgs),
     /// Ceph's `rbd` tool: images, snapshots, clones.
     Rbd(Box<rbd::RbdArgs>),
+    /// Serve images over NBD (`quarry nbd serve POOL/IMAGE…`).
+    Nbd(nbd::NbdArgs),
 }
 
 /// Tools that may be reached through a link named after them.
@@ -106,7 +109,7 @@ fn effective_args(argv: Vec<OsString>, ceph_args: Vec<String>) -> Vec<OsString> 
 fn init_logging(command: &Command) {
     let default = match command {
         Command::Mon(_) | Command::Osd(_) => "info",
-        Command::Up(_) => "warn,quarry_cli=info",
+        Command::Up(_) | Command::Nbd(_) => "warn,quarry_cli=info",
         // The tools print the reason of a failure themselves (Ceph's wording); library
         // warnings would repeat it.
         _ => "error",
@@ -125,6 +128,7 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Ceph(args) => ceph::run(args).await,
         Command::Rados(args) => rados::run(args).await,
         Command::Rbd(args) => rbd::run(*args).await,
+        Command::Nbd(args) => nbd::run(args).await,
     }
 }
 

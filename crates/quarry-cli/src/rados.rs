@@ -37,6 +37,12 @@ pub struct RadosArgs {
     /// The pool to work in.
     #[arg(short = 'p', long = "pool", value_name = "POOL")]
     pub pool: Option<String>,
+    /// The namespace objects are named in (default: the pool's default namespace).
+    #[arg(short = 'N', long = "namespace", value_name = "NS")]
+    pub namespace: Option<String>,
+    /// ls: objects of every namespace (`NS<tab>NAME` for those outside the default one).
+    #[arg(long = "all")]
+    pub all: bool,
     /// bench: bytes per write (suffixes K, M, G accepted; default 4M).
     #[arg(short = 'b', long = "block-size", value_name = "SIZE")]
     pub block_size: Option<String>,
@@ -460,7 +466,8 @@ pub async fn run(args: RadosArgs) -> Result<(), CliError> {
     }
     let rados = session::connect(&args.common, Tool::Rados).await?;
     let fmt = Format::parse(args.format.as_deref()).unwrap_or(Format::Plain);
-    let result = execute(&rados, args.pool.as_deref(), args.snap.as_deref(), cmd, fmt).await;
+    let scope = Scope { namespace: args.namespace.as_deref(), all: args.all };
+    let result = execute(&rados, args.pool.as_deref(), args.snap.as_deref(), scope, cmd, fmt).await;
     rados.shutdown().await;
     match result {
         Err(CliError::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
@@ -501,10 +508,18 @@ fn unexpected(what: String) -> CliError {
     CliError::rados_op(what, ErrorCode::EPROTO)
 }
 
+/// Which namespace a command works in (`-N`), and whether `ls` lists all of them (`--all`).
+#[derive(Clone, Copy, Debug)]
+struct Scope<'a> {
+    namespace: Option<&'a str>,
+    all: bool,
+}
+
 async fn execute(
     rados: &Rados,
     pool_name: Option<&str>,
     snap: Option<&str>,
+    scope: Scope<'_>,
     cmd: RadosCommand,
     fmt: Format,
 ) -> Result<(), CliError> {
@@ -523,6 +538,11 @@ async fn execute(
         .ioctx(name)
         .await
         .map_err(|e| CliError::rados_op(format!("error opening pool {name}"), e.errno()))?;
+    if let Some(namespace) = scope.namespace {
+        io.set_namespace(namespace).map_err(|e| {
+            CliError::rados_op(format!("error setting namespace {namespace}"), e.errno())
+        })?;
+    }
     if let Some(snap) = snap {
         let id = io.snap_lookup(snap).map_err(|e| {
             CliError::rados_op(format!("error looking up snap '{snap}'"), e.errno())
@@ -578,16 +598,26 @@ async fn execute(
         | RadosCommand::RmSnap { .. }
         | RadosCommand::Rollback { .. } => unreachable!("handled above"),
         RadosCommand::Ls => {
-            let names = io
-                .list_objects()
-                .await
-                .map_err(|e| CliError::rados_op("error listing objects", e.errno()))?;
+            let listed = if scope.all {
+                io.list_objects_all().await
+            } else {
+                let namespace = io.namespace().to_string();
+                io.list_objects()
+                    .await
+                    .map(|names| names.into_iter().map(|n| (namespace.clone(), n)).collect())
+            };
+            let objects =
+                listed.map_err(|e| CliError::rados_op("error listing objects", e.errno()))?;
             if fmt.is_json() {
-                print(&admin::render(&admin::json::rados_ls(&names), fmt))?;
+                print(&admin::render(&admin::json::rados_ls(&objects), fmt))?;
             } else {
                 let mut text = String::new();
-                for n in names {
-                    text.push_str(&n);
+                for (namespace, name) in objects {
+                    if scope.all && !namespace.is_empty() {
+                        text.push_str(&namespace);
+                        text.push('\t');
+                    }
+                    text.push_str(&name);
                     text.push('\n');
                 }
                 print(&text)?;

@@ -38,6 +38,9 @@ pub struct RbdArgs {
     /// Namespace of the image.
     #[arg(long = "namespace", value_name = "NS")]
     pub namespace: Option<String>,
+    /// device map|unmap|list: the device type (`nbd`; `krbd` is not supported).
+    #[arg(short = 't', long = "device-type", value_name = "TYPE")]
+    pub device_type: Option<String>,
     /// Image name (instead of the positional spec).
     #[arg(long = "image", value_name = "IMAGE")]
     pub image: Option<String>,
@@ -75,10 +78,10 @@ pub struct RbdArgs {
     /// No progress output.
     #[arg(long = "no-progress")]
     pub no_progress: bool,
-    /// Output format: plain (default), json or xml (json only here).
+    /// Output format: plain (default), json or xml.
     #[arg(long = "format", value_name = "FORMAT")]
     pub format: Option<String>,
-    /// Indent JSON output.
+    /// Indent JSON or XML output.
     #[arg(long = "pretty-format")]
     pub pretty_format: bool,
     /// `ls -l`: long listing.
@@ -91,10 +94,10 @@ pub struct RbdArgs {
         value_name = "1|2|auto"
     )]
     pub clone_format: Option<String>,
-    /// `diff --from-snap SNAP`: changes since that snapshot.
+    /// `diff`/`export-diff --from-snap SNAP`: changes since that snapshot.
     #[arg(long = "from-snap", value_name = "SNAP")]
     pub from_snap: Option<String>,
-    /// `diff --whole-object`: whole objects (the only granularity reported here).
+    /// `diff`/`export-diff --whole-object`: whole objects (the only granularity reported here).
     #[arg(long = "whole-object")]
     pub whole_object: bool,
     /// bench: read, write, readwrite (rw).
@@ -154,11 +157,19 @@ Image specs: [POOL/[NAMESPACE/]]IMAGE[@SNAP] (default pool: rbd)
   trash mv IMAGE [--delay SECS] | trash ls [-l] [POOL] | trash restore [POOL/]ID [--image NAME]
   trash rm [POOL/]ID [--force] | trash purge [POOL]
   lock ls IMAGE | lock add IMAGE ID [--shared TAG] | lock rm IMAGE ID LOCKER
- watch IMAGE                         print the image's notifications until enter or EOF
+  watch IMAGE                         print the image's notifications until enter or EOF
+  pool init [POOL]                   enable the rbd application on a pool
+  device map|unmap|list -t nbd       not supported yet (says so; use quarry nbd serve)
   cp SRC[@SNAP] DST                  copy an image's data (a clone's parent data included)
+  deep cp SRC DST                    copy an image with its snapshots (flat: parent data copied in)
+  namespace create|rm POOL/NS | namespace ls [POOL]   image namespaces (images: POOL/NS/IMAGE)
   feature enable|disable IMAGE FEATURE...  exclusive-lock, object-map, fast-diff (deep-flatten: disable)
   export IMAGE[@SNAP] FILE|-         write the image's bytes to a file or stdout
-  import FILE|- IMAGE                create an image from a file or stdin";
+  import FILE|- IMAGE                create an image from a file or stdin
+  export-diff [--from-snap SNAP] [--whole-object] IMAGE[@SNAP] FILE|-
+                                     changes since SNAP (rbd diff v1 stream)
+  import-diff FILE|- IMAGE           apply a diff to the head, then create its end snapshot
+  merge-diff FIRST SECOND FILE|-     merge two consecutive diffs into one";
 
 /// Bytes per read or write of export and import.
 const TRANSFER_CHUNK: u64 = 4 << 20;
@@ -184,6 +195,14 @@ impl std::fmt::Display for Spec {
         }
         Ok(())
     }
+}
+
+/// `--format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Plain,
+    Json,
+    Xml,
 }
 
 /// Whether a command needs a snapshot in its spec.
@@ -217,6 +236,17 @@ fn status_of(code: ErrorCode) -> u8 {
 impl RbdArgs {
     fn default_pool(&self) -> String {
         self.pool.clone().unwrap_or_else(|| "rbd".into())
+    }
+
+    /// Parses a pool spec `pool[/ns]` (or --pool / --namespace): (pool, namespace).
+    fn pool_spec(&self, arg: Option<&str>) -> (String, Option<String>) {
+        match arg {
+            Some(text) => match text.split_once('/') {
+                Some((pool, namespace)) => (pool.to_string(), Some(namespace.to_string())),
+                None => (text.to_string(), self.namespace.clone()),
+            },
+            None => (self.default_pool(), self.namespace.clone()),
+        }
     }
 
     /// Parses `[pool/[ns/]]image[@snap]` (or --image/--snap) with the rule for snapshots.
@@ -270,12 +300,19 @@ impl RbdArgs {
         Ok(spec)
     }
 
-    fn json(&self) -> Result<bool, CliError> {
+    /// `--format`: plain (default), json or xml.
+    fn output_format(&self) -> Result<Format, CliError> {
         match self.format.as_deref() {
-            None | Some("plain") => Ok(false),
-            Some("json") => Ok(true),
+            None | Some("plain") => Ok(Format::Plain),
+            Some("json") => Ok(Format::Json),
+            Some("xml") => Ok(Format::Xml),
             Some(other) => Err(usage(format!("unsupported output format: {other}"))),
         }
+    }
+
+    /// Whether the output is formatted (JSON or XML) rather than plain.
+    fn json(&self) -> Result<bool, CliError> {
+        Ok(self.output_format()? != Format::Plain)
     }
 
     fn progress(&self) -> bool {
@@ -355,6 +392,10 @@ pub async fn run(args: RbdArgs) -> Result<(), CliError> {
     }
     // Check the command line before connecting.
     let command = Command::parse(&args, &words)?;
+    if let Command::MergeDiff(first, second, path) = &command {
+        // Files only: no cluster needed (as in Ceph).
+        return merge_diff(&args, first, second, path).await;
+    }
     let rados = connect(&args).await?;
     let result = command.execute(&args, &rados).await;
     close_opened().await;
@@ -409,6 +450,24 @@ async fn open_pool(rados: &Rados, spec_pool: &str, namespace: &str) -> Result<Io
     Ok(io)
 }
 
+/// `rbd device map|unmap|list -t nbd`: attaching an image to `/dev/nbdX` needs the kernel's
+/// nbd driver and is not built yet; the message says what to use instead. (Without the
+/// driver, as on this project's test machines, there is nothing to attach to either way.)
+fn device_unavailable(sub: &str) -> CliError {
+    let driver = std::path::Path::new("/sys/module/nbd").exists();
+    let why = if driver {
+        "attaching images to /dev/nbd devices is not supported yet"
+    } else {
+        "the kernel has no nbd driver loaded (/sys/module/nbd is missing; try `modprobe nbd`), and attaching images to /dev/nbd devices is not supported yet"
+    };
+    CliError::Usage {
+        message: format!(
+            "rbd: device {sub} failed: {why}.\nrbd: serve the image with `quarry nbd serve POOL/IMAGE` and connect an NBD client (qemu nbd://, nbd-client, nbdfuse) instead."
+        ),
+        status: status_of(ErrorCode::EOPNOTSUPP),
+    }
+}
+
 /// Images this command opened for writing: closed (lock released, watch ended) before the
 /// tool exits, so the next writer need not fence this process.
 static OPENED: std::sync::Mutex<Vec<Image>> = std::sync::Mutex::new(Vec::new());
@@ -440,11 +499,230 @@ fn print(text: &str) -> Result<(), CliError> {
     crate::output::stdout_bytes(text.as_bytes()).map_err(|e| CliError::io("<stdout>", e))
 }
 
-fn print_json(args: &RbdArgs, value: &Value) -> Result<(), CliError> {
-    let text = if args.pretty_format {
-        serde_json::to_string_pretty(value).unwrap_or_default()
-    } else {
-        serde_json::to_string(value).unwrap_or_default()
+/// How a command's formatted output is shaped (Ceph's Formatter sections): the XML root
+/// element and the order of the fields in JSON and XML (Ceph's; `serde_json` maps sort by
+/// name).
+struct Shape {
+    root: &'static str,
+    order: &'static [&'static str],
+}
+
+const INFO_SHAPE: Shape = Shape {
+    root: "image",
+    order: &[
+        "name",
+        "pool",
+        "pool_namespace",
+        "image",
+        "id",
+        "snapshot",
+        "trash",
+        "overlap",
+        "size",
+        "objects",
+        "order",
+        "object_size",
+        "snapshot_count",
+        "block_name_prefix",
+        "format",
+        "features",
+        "op_features",
+        "flags",
+        "create_timestamp",
+        "access_timestamp",
+        "modify_timestamp",
+        "stripe_unit",
+        "stripe_count",
+        "protected",
+        "parent",
+    ],
+};
+const LS_SHAPE: Shape = Shape {
+    root: "images",
+    order: &[
+        "pool",
+        "pool_namespace",
+        "image",
+        "id",
+        "snapshot",
+        "snapshot_id",
+        "size",
+        "parent",
+        "format",
+        "protected",
+        "lock_type",
+    ],
+};
+const SNAP_LS_SHAPE: Shape =
+    Shape { root: "snapshots", order: &["id", "name", "size", "protected", "timestamp"] };
+const STATUS_SHAPE: Shape =
+    Shape { root: "status", order: &["watchers", "address", "client", "cookie"] };
+const DU_SHAPE: Shape = Shape {
+    root: "stats",
+    order: &[
+        "images",
+        "name",
+        "id",
+        "snapshot",
+        "snapshot_id",
+        "provisioned_size",
+        "used_size",
+        "total_provisioned_size",
+        "total_used_size",
+    ],
+};
+const CHILDREN_SHAPE: Shape =
+    Shape { root: "children", order: &["pool", "pool_namespace", "image", "id", "trash"] };
+const NAMESPACE_SHAPE: Shape = Shape { root: "namespaces", order: &["name"] };
+const META_SHAPE: Shape = Shape { root: "metadatas", order: &[] };
+const DIFF_SHAPE: Shape = Shape { root: "extents", order: &["offset", "length", "exists"] };
+const LOCK_SHAPE: Shape = Shape { root: "locks", order: &["locker", "address"] };
+const TRASH_SHAPE: Shape = Shape {
+    root: "trash",
+    order: &[
+        "id",
+        "name",
+        "source",
+        "deleted_at",
+        "status",
+        "parent",
+        "pool",
+        "pool_namespace",
+        "image",
+        "snapshot",
+    ],
+};
+
+/// The element name of the items of array `name` (Ceph's section names; `ls` without `-l`
+/// lists bare names).
+fn xml_item(name: &str, item: &Value) -> &'static str {
+    match name {
+        "images" if !item.is_object() => "name",
+        "images" | "trash" => "image",
+        "snapshots" => "snapshot",
+        "watchers" => "watcher",
+        "features" => "feature",
+        "op_features" => "op_feature",
+        "flags" => "flag",
+        "children" => "child",
+        "namespaces" => "namespace",
+        "extents" => "extent",
+        _ => "item",
+    }
+}
+
+fn xml_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Renders `value` as element `name` the way Ceph's XMLFormatter does (`pretty`: one element
+/// a line, four spaces a level).
+fn xml_element(
+    out: &mut String,
+    name: &str,
+    value: &Value,
+    shape: &Shape,
+    pretty: bool,
+    depth: usize,
+) {
+    let indent = if pretty { "    ".repeat(depth) } else { String::new() };
+    let newline = if pretty { "\n" } else { "" };
+    let children: Vec<(String, &Value)> = match value {
+        Value::Object(map) => {
+            ordered(map, shape).into_iter().map(|(k, v)| (k.clone(), v)).collect()
+        }
+        Value::Array(items) => items.iter().map(|v| (xml_item(name, v).to_string(), v)).collect(),
+        _ => {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            out.push_str(&format!("{indent}<{name}>{}</{name}>{newline}", xml_escape(&text)));
+            return;
+        }
+    };
+    if children.is_empty() {
+        out.push_str(&format!("{indent}<{name}></{name}>{newline}"));
+        return;
+    }
+    out.push_str(&format!("{indent}<{name}>{newline}"));
+    for (child, v) in children {
+        xml_element(out, &child, v, shape, pretty, depth + 1);
+    }
+    out.push_str(&format!("{indent}</{name}>{newline}"));
+}
+
+/// Object fields in the shape's order (Ceph's), the others after them by name.
+fn ordered<'a>(
+    map: &'a serde_json::Map<String, Value>,
+    shape: &Shape,
+) -> Vec<(&'a String, &'a Value)> {
+    let mut fields: Vec<(&String, &Value)> = map.iter().collect();
+    let rank = |k: &str| shape.order.iter().position(|o| *o == k).unwrap_or(usize::MAX);
+    fields.sort_by(|a, b| rank(a.0).cmp(&rank(b.0)).then(a.0.cmp(b.0)));
+    fields
+}
+
+/// Renders `value` as Ceph's JSONFormatter does: compact, or (`pretty`) four spaces a level
+/// and `"key": value`; fields in Ceph's order.
+fn json_value(out: &mut String, value: &Value, shape: &Shape, pretty: bool, depth: usize) {
+    let pad = |d: usize| if pretty { format!("\n{}", "    ".repeat(d)) } else { String::new() };
+    match value {
+        Value::Object(map) if !map.is_empty() => {
+            out.push('{');
+            for (i, (k, v)) in ordered(map, shape).into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&pad(depth + 1));
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push_str(if pretty { ": " } else { ":" });
+                json_value(out, v, shape, pretty, depth + 1);
+            }
+            out.push_str(&pad(depth));
+            out.push('}');
+        }
+        Value::Array(items) if !items.is_empty() => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&pad(depth + 1));
+                json_value(out, v, shape, pretty, depth + 1);
+            }
+            out.push_str(&pad(depth));
+            out.push(']');
+        }
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+/// Prints a listing or info as JSON or XML (`--format`, `--pretty-format`).
+fn print_formatted(args: &RbdArgs, shape: &Shape, value: &Value) -> Result<(), CliError> {
+    let text = match args.output_format()? {
+        Format::Xml => {
+            let mut text = String::new();
+            xml_element(&mut text, shape.root, value, shape, args.pretty_format, 0);
+            text.trim_end().to_string()
+        }
+        _ => {
+            let mut text = String::new();
+            json_value(&mut text, value, shape, args.pretty_format, 0);
+            text
+        }
     };
     print(&format!("{text}\n"))
 }
@@ -507,6 +785,9 @@ enum Command {
     MetaRemove(Spec, String),
     Export(Spec, String),
     Import(String, Spec),
+    ExportDiff(Spec, String),
+    ImportDiff(String, Spec),
+    MergeDiff(String, String, String),
     Diff(Spec),
     Bench(Spec),
     TrashMv(Spec),
@@ -516,7 +797,13 @@ enum Command {
     TrashPurge { pool: String },
     Feature(Spec, bool, Vec<String>),
     Copy(Spec, Spec),
+    NamespaceCreate { pool: String, namespace: String },
+    NamespaceRm { pool: String, namespace: String },
+    NamespaceLs { pool: String },
+    DeepCopy(Spec, Spec),
     Watch(Spec),
+    PoolInit { pool: String },
+    Device(String),
     LockLs(Spec),
     LockAdd(Spec, String),
     LockRm(Spec, String, String),
@@ -626,11 +913,41 @@ impl Command {
             }
             "diff" => Command::Diff(spec(1, SnapRule::Optional)?),
             "watch" => Command::Watch(spec(1, SnapRule::None)?),
+            "pool" => match need(1, "pool command")? {
+                "init" => Command::PoolInit {
+                    pool: arg(2).map(str::to_string).unwrap_or_else(|| args.default_pool()),
+                },
+                other => return Err(usage(format!("unknown pool command '{other}'"))),
+            },
+            "device" => {
+                let sub = need(1, "device command")?.to_string();
+                match args.device_type.as_deref().unwrap_or("krbd") {
+                    "nbd" => {}
+                    other => {
+                        return Err(usage(format!(
+                            "device type '{other}' is not supported: use -t nbd"
+                        )))
+                    }
+                }
+                match sub.as_str() {
+                    "map" | "unmap" | "list" | "ls" => Command::Device(sub),
+                    other => return Err(usage(format!("unknown device command '{other}'"))),
+                }
+            }
             "cp" | "copy" => {
                 let src = spec(1, SnapRule::Optional)?;
                 let dst = args.spec(Some(need(2, "destination image name")?), SnapRule::None)?;
                 Command::Copy(src, dst)
             }
+            "deep" => match need(1, "deep command")? {
+                "cp" | "copy" => {
+                    let src = spec(2, SnapRule::None)?;
+                    let dst =
+                        args.spec(Some(need(3, "destination image name")?), SnapRule::None)?;
+                    Command::DeepCopy(src, dst)
+                }
+                other => return Err(usage(format!("unknown deep command '{other}'"))),
+            },
             "feature" => {
                 let enable = match need(1, "feature command")? {
                     "enable" => true,
@@ -656,6 +973,25 @@ impl Command {
                         need(4, "locker")?.to_string(),
                     ),
                     other => return Err(usage(format!("unknown lock command '{other}'"))),
+                }
+            }
+            "namespace" => {
+                let sub = need(1, "namespace command")?;
+                // `[pool/]ns`, or --pool / --namespace.
+                let (pool, namespace) = args.pool_spec(arg(2));
+                match sub {
+                    "create" | "rm" | "remove" => {
+                        let namespace = namespace
+                            .filter(|n| !n.is_empty())
+                            .ok_or_else(|| usage("namespace name was not specified"))?;
+                        if sub == "create" {
+                            Command::NamespaceCreate { pool, namespace }
+                        } else {
+                            Command::NamespaceRm { pool, namespace }
+                        }
+                    }
+                    "ls" | "list" => Command::NamespaceLs { pool },
+                    other => return Err(usage(format!("unknown namespace command '{other}'"))),
                 }
             }
             "trash" => {
@@ -695,6 +1031,19 @@ impl Command {
                 let path = arg(2).map(str::to_string).unwrap_or_else(|| image.image.clone());
                 Command::Export(image, path)
             }
+            "export-diff" => {
+                let image = spec(1, SnapRule::Optional)?;
+                Command::ExportDiff(image, need(2, "path")?.to_string())
+            }
+            "import-diff" => {
+                let path = need(1, "path")?.to_string();
+                Command::ImportDiff(path, spec(2, SnapRule::None)?)
+            }
+            "merge-diff" => Command::MergeDiff(
+                need(1, "first diff path")?.to_string(),
+                need(2, "second diff path")?.to_string(),
+                need(3, "destination path")?.to_string(),
+            ),
             "import" => {
                 let path = need(1, "path")?.to_string();
                 let default_name = std::path::Path::new(&path)
@@ -719,6 +1068,46 @@ impl Command {
         match self {
             Command::Create(spec) => create(args, rados, &spec).await,
             Command::Ls { pool } => ls(args, rados, &pool).await,
+            Command::NamespaceCreate { pool, namespace } => {
+                let io = open_pool(rados, &pool, "").await?;
+                quarry_rbd::namespace::create(&io, &namespace)
+                    .await
+                    .map_err(|e| failed("failed to created namespace", &e))
+            }
+            Command::NamespaceRm { pool, namespace } => {
+                let io = open_pool(rados, &pool, "").await?;
+                match quarry_rbd::namespace::remove(&io, &namespace).await {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.errno() == ErrorCode::EBUSY => Err(CliError::Usage {
+                        message: "rbd: namespace contains images which must be deleted first."
+                            .into(),
+                        status: status_of(ErrorCode::EBUSY),
+                    }),
+                    Err(e) if e.errno() == ErrorCode::ENOENT => Err(CliError::Usage {
+                        message: "rbd: namespace does not exist.".into(),
+                        status: status_of(ErrorCode::ENOENT),
+                    }),
+                    Err(e) => Err(failed("failed to remove namespace", &e)),
+                }
+            }
+            Command::NamespaceLs { pool } => {
+                let io = open_pool(rados, &pool, "").await?;
+                let names = quarry_rbd::namespace::list(&io)
+                    .await
+                    .map_err(|e| failed("failed to list namespaces", &e))?;
+                if args.json()? {
+                    let rows: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+                    return print_formatted(args, &NAMESPACE_SHAPE, &Value::Array(rows));
+                }
+                if names.is_empty() {
+                    return Ok(());
+                }
+                let mut table = Table::new(&[("NAME", Align::Left)]).left_heads();
+                for name in names {
+                    table.row(vec![name]);
+                }
+                print(&table.render())
+            }
             Command::Info(spec) => info(args, rados, &spec).await,
             Command::Resize(spec) => resize(args, rados, &spec).await,
             Command::Rm(spec) => rm(args, rados, &spec).await,
@@ -847,7 +1236,7 @@ impl Command {
                 if args.json()? {
                     let map: serde_json::Map<String, Value> =
                         entries.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
-                    return print_json(args, &Value::Object(map));
+                    return print_formatted(args, &META_SHAPE, &Value::Object(map));
                 }
                 if entries.is_empty() {
                     return Ok(());
@@ -866,6 +1255,11 @@ impl Command {
             }
             Command::Export(spec, path) => export(args, rados, &spec, &path).await,
             Command::Import(path, spec) => import(args, rados, &path, &spec).await,
+            Command::ExportDiff(spec, path) => export_diff(args, rados, &spec, &path).await,
+            Command::ImportDiff(path, spec) => import_diff(args, rados, &path, &spec).await,
+            Command::MergeDiff(first, second, path) => {
+                merge_diff(args, &first, &second, &path).await
+            }
             Command::Diff(spec) => diff(args, rados, &spec).await,
             Command::Bench(spec) => bench(args, rados, &spec).await,
             Command::TrashMv(spec) => {
@@ -878,6 +1272,21 @@ impl Command {
             Command::TrashLs { pool } => trash_ls(args, rados, &pool).await,
             Command::LockLs(spec) => lock_ls(args, rados, &spec).await,
             Command::Watch(spec) => watch(rados, &spec).await,
+            Command::PoolInit { pool } => {
+                let cmd = quarry_client::MonCommand::PoolApplicationEnable {
+                    pool: pool.clone(),
+                    app: "rbd".into(),
+                };
+                rados
+                    .command(cmd)
+                    .await
+                    .map_err(|e| failed("error initializing pool", &RbdError::from(e)))?;
+                let io = open_pool(rados, &pool, "").await?;
+                io.create("rbd_directory", false)
+                    .await
+                    .map_err(|e| failed("error initializing pool", &RbdError::from(e)))
+            }
+            Command::Device(sub) => Err(device_unavailable(&sub)),
             Command::Copy(src, dst) => {
                 let source = open_image(rados, &src, true).await?;
                 let io = open_pool(rados, &dst.pool, &dst.namespace).await?;
@@ -895,6 +1304,28 @@ impl Command {
                         .await;
                 progress.finish(result.is_ok());
                 result.map_err(|e| failed("copy failed", &e))
+            }
+            Command::DeepCopy(src, dst) => {
+                let source = open_image(rados, &src, true).await?;
+                let info = source.info().await;
+                source.close().await.map_err(|e| failed("deep copy failed", &e))?;
+                let src_io = open_pool(rados, &src.pool, &src.namespace).await?;
+                let io = open_pool(rados, &dst.pool, &dst.namespace).await?;
+                let mut options = args.create_options(0)?;
+                if args.image_feature.is_empty() {
+                    options.features = info.features & !features::STRIPINGV2;
+                }
+                if args.order.is_none() && args.object_size.is_none() {
+                    options.order = info.order;
+                }
+                let mut progress = Progress::new("Image deep copy", args.progress());
+                let result =
+                    pool::deep_copy(&src_io, &src.image, &io, &dst.image, &options, |d, t| {
+                        progress.update(d, t)
+                    })
+                    .await;
+                progress.finish(result.is_ok());
+                result.map_err(|e| failed("deep copy failed", &e))
             }
             Command::Feature(spec, enable, names) => {
                 let mut bits = 0;
@@ -998,8 +1429,10 @@ async fn create(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErr
     Ok(())
 }
 
-async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliError> {
-    let io = match open_pool(rados, pool_name, args.namespace.as_deref().unwrap_or("")).await {
+async fn ls(args: &RbdArgs, rados: &Rados, pool_spec: &str) -> Result<(), CliError> {
+    let (pool_name, namespace) = args.pool_spec(Some(pool_spec));
+    let pool_name = pool_name.as_str();
+    let io = match open_pool(rados, pool_name, namespace.as_deref().unwrap_or("")).await {
         Ok(io) => io,
         Err(CliError::Usage { message, status }) => {
             return Err(CliError::Usage {
@@ -1017,7 +1450,7 @@ async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliErr
     if !args.long {
         if json {
             let names: Vec<Value> = images.iter().map(|i| json!(i.name)).collect();
-            return print_json(args, &Value::Array(names));
+            return print_formatted(args, &LS_SHAPE, &Value::Array(names));
         }
         return print(&images.iter().map(|i| format!("{}\n", i.name)).collect::<String>());
     }
@@ -1067,7 +1500,7 @@ async fn ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), CliErr
         }
     }
     if json {
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &LS_SHAPE, &Value::Array(rows));
     }
     if images.is_empty() {
         return Ok(());
@@ -1159,7 +1592,7 @@ async fn info(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError
         None => None,
     };
     if args.json()? {
-        return print_json(args, &info_json(&info, parent.as_ref(), protected));
+        return print_formatted(args, &INFO_SHAPE, &info_json(&info, parent.as_ref(), protected));
     }
     print(&info_plain(&info, parent.as_ref(), protected))
 }
@@ -1277,7 +1710,7 @@ async fn snap_ls(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliEr
             .iter()
             .map(|s| json!({"id": s.id, "name": s.name, "size": s.size, "protected": if s.protection == Protection::Protected { "true" } else { "false" }, "timestamp": ctime(s.timestamp.0)}))
             .collect();
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &SNAP_LS_SHAPE, &Value::Array(rows));
     }
     if snaps.is_empty() {
         return Ok(());
@@ -1378,7 +1811,7 @@ async fn children(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliE
         rows.push(json!({"pool": pool_name, "pool_namespace": kid.namespace, "image": name}));
     }
     if args.json()? {
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &CHILDREN_SHAPE, &Value::Array(rows));
     }
     print(&lines)
 }
@@ -1396,7 +1829,7 @@ async fn status(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErr
             .iter()
             .map(|w| json!({"address": w.addr, "client": w.global_id, "cookie": w.cookie}))
             .collect();
-        return print_json(args, &json!({"watchers": rows}));
+        return print_formatted(args, &STATUS_SHAPE, &json!({"watchers": rows}));
     }
     if watchers.is_empty() {
         return print("Watchers: none\n");
@@ -1464,8 +1897,9 @@ async fn du(
         total_used += used;
     }
     if args.json()? {
-        return print_json(
+        return print_formatted(
             args,
+            &DU_SHAPE,
             &json!({"images": rows, "total_provisioned_size": total_prov, "total_used_size": total_used}),
         );
     }
@@ -1540,7 +1974,7 @@ async fn diff(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliError
             .iter()
             .map(|(o, l, e)| json!({"offset": o, "length": l, "exists": if *e { "true" } else { "false" }}))
             .collect();
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &DIFF_SHAPE, &Value::Array(rows));
     }
     let mut table =
         Table::new(&[("Offset", Align::Left), ("Length", Align::Left), ("Type", Align::Left)]);
@@ -1702,12 +2136,13 @@ async fn lock_ls(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliEr
     let image = open_image(rados, spec, true).await?;
     let info = image.lockers().await.map_err(|e| failed("listing locks failed", &e))?;
     if args.json()? {
-        let rows: Vec<Value> = info
+        // Ceph's shape: one section per lock, named by its id (cookie).
+        let locks: serde_json::Map<String, Value> = info
             .lockers
             .iter()
-            .map(|l| json!({"id": l.cookie, "locker": l.locker, "address": l.addr}))
+            .map(|l| (l.cookie.clone(), json!({"locker": l.locker, "address": l.addr})))
             .collect();
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &LOCK_SHAPE, &Value::Object(locks));
     }
     if info.lockers.is_empty() {
         return Ok(());
@@ -1739,16 +2174,32 @@ async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), 
     let io = open_pool(rados, pool_name, args.namespace.as_deref().unwrap_or("")).await?;
     let items =
         pool::trash_list(&io).await.map_err(|e| failed("error listing image in trash", &e))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let status = |i: &quarry_rbd::TrashItem| {
+        if i.entry.deferment_end_time.0 > now {
+            format!("protected until {}", ctime(i.entry.deferment_end_time.0))
+        } else {
+            format!("expired at {}", ctime(i.entry.deferment_end_time.0))
+        }
+    };
+    let source = |i: &quarry_rbd::TrashItem| match i.entry.source {
+        quarry_rbd::TrashSource::User => "USER",
+        quarry_rbd::TrashSource::Removing => "REMOVING",
+    };
     if args.json()? {
+        // Ceph's: id and name only without -l.
         let rows: Vec<Value> = items
             .iter()
-            .map(|i| {
-                json!({"id": i.id, "name": i.entry.name, "source": "USER",
-                       "deleted_at": ctime(i.entry.deletion_time.0),
-                       "status": format!("protected until {}", ctime(i.entry.deferment_end_time.0))})
+            .map(|i| match args.long {
+                false => json!({"id": i.id, "name": i.entry.name}),
+                true => json!({"id": i.id, "name": i.entry.name, "source": source(i),
+                       "deleted_at": ctime(i.entry.deletion_time.0), "status": status(i)}),
             })
             .collect();
-        return print_json(args, &Value::Array(rows));
+        return print_formatted(args, &TRASH_SHAPE, &Value::Array(rows));
     }
     if !args.long {
         return print(
@@ -1766,139 +2217,386 @@ async fn trash_ls(args: &RbdArgs, rados: &Rados, pool_name: &str) -> Result<(), 
         ("STATUS", Align::Left),
     ])
     .left_heads();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
     for i in &items {
-        let status = if i.entry.deferment_end_time.0 > now {
-            format!("protected until {}", ctime(i.entry.deferment_end_time.0))
-        } else {
-            format!("expired at {}", ctime(i.entry.deferment_end_time.0))
-        };
-        let source = match i.entry.source {
-            quarry_rbd::TrashSource::User => "USER",
-            quarry_rbd::TrashSource::Removing => "REMOVING",
-        };
         table.row(vec![
             i.id.clone(),
             i.entry.name.clone(),
-            source.into(),
+            source(i).into(),
             ctime(i.entry.deletion_time.0),
-            status,
+            status(i),
         ]);
     }
     print(&table.render())
 }
 
+/// Object requests an export or import keeps in flight (librbd's
+/// `rbd_concurrent_management_ops` default).
+const TRANSFER_IN_FLIGHT: usize = 10;
+
+/// `rbd export`: only the extents that hold data (the object map, or a stat per object
+/// without it) are read, up to [`TRANSFER_IN_FLIGHT`] at once; a file gets holes where the
+/// image has none (it is sized first), stdout gets the zeros in order.
 async fn export(args: &RbdArgs, rados: &Rados, spec: &Spec, path: &str) -> Result<(), CliError> {
     let image = open_image(rados, spec, true).await?;
     let size = image.size().await;
     let mut progress = Progress::new("Exporting image", args.progress() && path != "-");
+    let mut file = None;
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if path == "-" {
         Box::new(tokio::io::stdout())
     } else {
-        let file =
-            tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await.map_err(
-                |e| CliError::Usage {
+        let opened =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+                CliError::Usage {
                     message: format!(
                         "rbd: error opening {path}: ({}) {}",
                         e.raw_os_error().unwrap_or(5),
                         e
                     ),
                     status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
-                },
-            )?;
-        Box::new(file)
+                }
+            })?;
+        opened.set_len(size).map_err(|e| CliError::io(path, e))?;
+        file = Some(std::sync::Arc::new(opened));
+        Box::new(tokio::io::sink())
     };
-    let mut off = 0;
-    while off < size {
-        let len = TRANSFER_CHUNK.min(size - off);
-        let data = image.read(off, len).await.map_err(|e| failed("export error", &e))?;
-        out.write_all(&data).await.map_err(|e| CliError::io(path, e))?;
-        off += len;
-        progress.update(off, size);
+    // The extents with data, in order, cut into transfer chunks.
+    let mut extents: Vec<(u64, u64)> = Vec::new();
+    image
+        .diff_iterate(None, 0, size, true, |off, len, exists| {
+            if exists {
+                let mut at = off;
+                while at < off + len {
+                    let piece = TRANSFER_CHUNK.min(off + len - at);
+                    extents.push((at, piece));
+                    at += piece;
+                }
+            }
+            0
+        })
+        .await
+        .map_err(|e| failed("export error", &e))?;
+    let image = std::sync::Arc::new(image);
+    let mut reads = extents.iter().copied().map(|(off, len)| {
+        let image = image.clone();
+        async move { image.read(off, len).await.map(|data| (off, data)) }
+    });
+    let mut in_flight = std::collections::VecDeque::new();
+    let mut written = 0u64;
+    loop {
+        while in_flight.len() < TRANSFER_IN_FLIGHT {
+            match reads.next() {
+                Some(read) => in_flight.push_back(tokio::spawn(read)),
+                None => break,
+            }
+        }
+        let Some(next) = in_flight.pop_front() else { break };
+        let (off, data) = next
+            .await
+            .map_err(|e| failed("export error", &RbdError::refused(ErrorCode::EIO, e.to_string())))?
+            .map_err(|e| failed("export error", &e))?;
+        let end = off + data.len() as u64;
+        match &file {
+            Some(file) => {
+                let file = file.clone();
+                tokio::task::spawn_blocking(move || {
+                    std::os::unix::fs::FileExt::write_all_at(&*file, &data, off)
+                })
+                .await
+                .map_err(|e| CliError::io(path, std::io::Error::other(e)))?
+                .map_err(|e| CliError::io(path, e))?;
+            }
+            None => {
+                write_zeros(&mut out, off - written).await.map_err(|e| CliError::io(path, e))?;
+                out.write_all(&data).await.map_err(|e| CliError::io(path, e))?;
+            }
+        }
+        written = end;
+        progress.update(written, size);
+    }
+    if file.is_none() {
+        write_zeros(&mut out, size - written).await.map_err(|e| CliError::io(path, e))?;
     }
     out.flush().await.map_err(|e| CliError::io(path, e))?;
+    if let Some(file) = &file {
+        file.sync_all().map_err(|e| CliError::io(path, e))?;
+    }
     progress.finish(true);
     Ok(())
 }
 
-async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Result<(), CliError> {
-    let (mut input, size): (Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>) =
-        if path == "-" {
-            (Box::new(tokio::io::stdin()), None)
-        } else {
-            let file = tokio::fs::File::open(path).await.map_err(|e| CliError::Usage {
-                message: format!(
-                    "rbd: error opening {path}: {}",
-                    ErrorCode(e.raw_os_error().unwrap_or(5))
-                ),
-                status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
-            })?;
-            let len = file.metadata().await.map_err(|e| CliError::io(path, e))?.len();
-            (Box::new(file), Some(len))
+/// Writes `count` zero bytes.
+async fn write_zeros(
+    out: &mut (dyn tokio::io::AsyncWrite + Unpin + Send),
+    mut count: u64,
+) -> std::io::Result<()> {
+    let zeros = [0u8; 64 << 10];
+    while count > 0 {
+        let n = count.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..n]).await?;
+        count -= n as u64;
+    }
+    Ok(())
+}
+
+/// The data segments of a regular file (`SEEK_DATA`/`SEEK_HOLE`): its holes are never read.
+/// A file system without them reports the whole file as one segment.
+fn data_segments(file: &std::fs::File, len: u64) -> std::io::Result<Vec<(u64, u64)>> {
+    use rustix::fs::{seek, SeekFrom};
+    let mut segments = Vec::new();
+    let mut at = 0u64;
+    while at < len {
+        let start = match seek(file, SeekFrom::Data(at)) {
+            Ok(start) => start,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(rustix::io::Errno::INVAL) if at == 0 => return Ok(vec![(0, len)]),
+            Err(e) => return Err(e.into()),
         };
+        let end = seek(file, SeekFrom::Hole(start)).map_err(std::io::Error::from)?.min(len);
+        if end > start {
+            segments.push((start, end - start));
+        }
+        at = end;
+    }
+    Ok(segments)
+}
+
+/// `rbd import`: a regular file's holes are skipped without reading them, blocks of zeros
+/// in its data are not written (the image reads zeros there anyway), and up to
+/// [`TRANSFER_IN_FLIGHT`] writes run at once. From stdin the image grows as data arrives.
+async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Result<(), CliError> {
+    let open_error = |e: std::io::Error| CliError::Usage {
+        message: format!("rbd: error opening {path}: {}", ErrorCode(e.raw_os_error().unwrap_or(5))),
+        status: status_of(ErrorCode(e.raw_os_error().unwrap_or(5))),
+    };
+    let (mut input, size, segments) = if path == "-" {
+        (ImportInput::Stdin(tokio::io::stdin()), None, None)
+    } else {
+        let file = std::fs::File::open(path).map_err(open_error)?;
+        let meta = file.metadata().map_err(|e| CliError::io(path, e))?;
+        let len = meta.len();
+        let segments = if meta.is_file() {
+            Some(data_segments(&file, len).map_err(|e| CliError::io(path, e))?)
+        } else {
+            None
+        };
+        (ImportInput::File(tokio::fs::File::from_std(file)), Some(len), segments)
+    };
     let io = open_pool(rados, &spec.pool, &spec.namespace).await?;
     let options = args.create_options(size.unwrap_or(0))?;
     pool::create(&io, &spec.image, &options).await.map_err(|e| failed("import failed", &e))?;
-    let image = open_image(rados, spec, false).await?;
+    let image = std::sync::Arc::new(open_image(rados, spec, false).await?);
     let mut progress = Progress::new("Importing image", args.progress() && size.is_some());
-    let mut off = 0u64;
+    let mut writes = tokio::task::JoinSet::new();
     let mut buf = vec![0u8; TRANSFER_CHUNK as usize];
-    loop {
-        let mut filled = 0;
-        while filled < buf.len() {
-            let n = input.read(&mut buf[filled..]).await.map_err(|e| CliError::io(path, e))?;
-            if n == 0 {
+    // The ranges to read: the file's data segments, or everything until EOF.
+    let ranges = segments.unwrap_or_else(|| vec![(0, u64::MAX)]);
+    for (segment_start, segment_len) in ranges {
+        if let ImportInput::File(_) = input {
+            // (Finding the segments moved the file's position.)
+            input.seek_to(segment_start).await.map_err(|e| CliError::io(path, e))?;
+        }
+        let mut off = segment_start;
+        let segment_end = segment_start.saturating_add(segment_len);
+        while off < segment_end {
+            let want = (segment_end - off).min(buf.len() as u64) as usize;
+            let mut filled = 0;
+            while filled < want {
+                let n =
+                    input.read(&mut buf[filled..want]).await.map_err(|e| CliError::io(path, e))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
                 break;
             }
-            filled += n;
-        }
-        if filled == 0 {
-            break;
-        }
-        if size.is_none() {
-            // From stdin the size is known only as data arrives: grow as we go.
-            image
-                .resize(off + filled as u64, |_, _| {})
-                .await
-                .map_err(|e| failed("import failed", &e))?;
-        }
-        // Sparse: runs of 4 KiB blocks of zeros are not written (the image reads zeros
-        // there anyway); the data between them goes in one write per run.
-        let data = &buf[..filled];
-        let mut run_start: Option<usize> = None;
-        for (i, block) in data.chunks(4096).enumerate() {
-            let zero = block.iter().all(|&b| b == 0);
-            match (zero, run_start) {
-                (false, None) => run_start = Some(i * 4096),
-                (true, Some(start)) => {
-                    let piece = Bytes::copy_from_slice(&data[start..i * 4096]);
-                    image
-                        .write(off + start as u64, piece)
-                        .await
-                        .map_err(|e| failed("import failed", &e))?;
-                    run_start = None;
+            if size.is_none() {
+                // From stdin the size is known only as data arrives: grow as we go (after
+                // the writes in flight, which a resize would otherwise race).
+                drain_writes(&mut writes).await?;
+                image
+                    .resize(off + filled as u64, |_, _| {})
+                    .await
+                    .map_err(|e| failed("import failed", &e))?;
+            }
+            let data = &buf[..filled];
+            let mut run_start: Option<usize> = None;
+            let mut pieces = Vec::new();
+            for (i, block) in data.chunks(4096).enumerate() {
+                let zero = block.iter().all(|&b| b == 0);
+                match (zero, run_start) {
+                    (false, None) => run_start = Some(i * 4096),
+                    (true, Some(start)) => {
+                        pieces.push((start, i * 4096));
+                        run_start = None;
+                    }
+                    _ => {}
                 }
-                _ => {}
+            }
+            if let Some(start) = run_start {
+                pieces.push((start, filled));
+            }
+            for (start, end) in pieces {
+                while writes.len() >= TRANSFER_IN_FLIGHT {
+                    join_write(&mut writes).await?;
+                }
+                let piece = Bytes::copy_from_slice(&data[start..end]);
+                let image = image.clone();
+                let at = off + start as u64;
+                writes.spawn(async move { image.write(at, piece).await });
+            }
+            off += filled as u64;
+            if let Some(total) = size {
+                progress.update(off, total);
+            }
+            if filled < want {
+                break;
             }
         }
-        if let Some(start) = run_start {
-            let piece = Bytes::copy_from_slice(&data[start..]);
-            image
-                .write(off + start as u64, piece)
-                .await
-                .map_err(|e| failed("import failed", &e))?;
-        }
-        off += filled as u64;
-        if let Some(total) = size {
-            progress.update(off, total);
-        }
-        if filled < buf.len() {
-            break;
-        }
     }
+    drain_writes(&mut writes).await?;
     progress.finish(true);
     Ok(())
+}
+
+/// What `rbd import` reads: stdin, or a file it can seek in (over holes).
+enum ImportInput {
+    Stdin(tokio::io::Stdin),
+    File(tokio::fs::File),
+}
+
+impl ImportInput {
+    async fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ImportInput::Stdin(stdin) => stdin.read(buf).await,
+            ImportInput::File(file) => file.read(buf).await,
+        }
+    }
+
+    async fn seek_to(&mut self, at: u64) -> std::io::Result<()> {
+        use tokio::io::AsyncSeekExt;
+        match self {
+            ImportInput::Stdin(_) => Err(std::io::Error::from_raw_os_error(29)),
+            ImportInput::File(file) => file.seek(std::io::SeekFrom::Start(at)).await.map(drop),
+        }
+    }
+}
+
+/// Waits for one write of an import.
+async fn join_write(
+    writes: &mut tokio::task::JoinSet<quarry_rbd::RbdResult<()>>,
+) -> Result<(), CliError> {
+    match writes.join_next().await {
+        Some(Ok(Ok(()))) | None => Ok(()),
+        Some(Ok(Err(e))) => Err(failed("import failed", &e)),
+        Some(Err(e)) => {
+            Err(failed("import failed", &RbdError::refused(ErrorCode::EIO, e.to_string())))
+        }
+    }
+}
+
+/// Waits for every write of an import in flight.
+async fn drain_writes(
+    writes: &mut tokio::task::JoinSet<quarry_rbd::RbdResult<()>>,
+) -> Result<(), CliError> {
+    while !writes.is_empty() {
+        join_write(writes).await?;
+    }
+    Ok(())
+}
+
+/// Opens `path` for a new file (Ceph's tools refuse to overwrite), or stdout for `-`.
+async fn create_output(
+    path: &str,
+) -> Result<Box<dyn tokio::io::AsyncWrite + Unpin + Send>, CliError> {
+    if path == "-" {
+        return Ok(Box::new(tokio::io::BufWriter::new(tokio::io::stdout())));
+    }
+    let file =
+        tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await.map_err(
+            |e| {
+                let code = ErrorCode(e.raw_os_error().unwrap_or(5));
+                CliError::Usage {
+                    message: format!("rbd: error opening {path}: {code}"),
+                    status: status_of(code),
+                }
+            },
+        )?;
+    Ok(Box::new(tokio::io::BufWriter::new(file)))
+}
+
+/// Opens `path` for reading (stdin for `-`), with its size when it is a file.
+async fn open_input(
+    path: &str,
+) -> Result<(Box<dyn tokio::io::AsyncRead + Unpin + Send>, Option<u64>), CliError> {
+    if path == "-" {
+        return Ok((Box::new(tokio::io::BufReader::new(tokio::io::stdin())), None));
+    }
+    let file = tokio::fs::File::open(path).await.map_err(|e| {
+        let code = ErrorCode(e.raw_os_error().unwrap_or(5));
+        CliError::Usage {
+            message: format!("rbd: error opening {path}: {code}"),
+            status: status_of(code),
+        }
+    })?;
+    let len = file.metadata().await.map_err(|e| CliError::io(path, e))?.len();
+    Ok((Box::new(tokio::io::BufReader::new(file)), Some(len)))
+}
+
+/// `rbd export-diff [--from-snap S] [--whole-object] IMAGE[@SNAP] PATH|-` (Ceph's "rbd diff
+/// v1" stream; extents are whole objects with or without `--whole-object`).
+async fn export_diff(
+    args: &RbdArgs,
+    rados: &Rados,
+    spec: &Spec,
+    path: &str,
+) -> Result<(), CliError> {
+    let image = open_image(rados, spec, true).await?;
+    let mut out = create_output(path).await?;
+    let mut progress = Progress::new("Exporting image", args.progress() && path != "-");
+    let result =
+        quarry_rbd::diff::export_diff(&image, args.from_snap.as_deref(), &mut out, |d, t| {
+            progress.update(d, t)
+        })
+        .await;
+    progress.finish(result.is_ok());
+    if result.is_err() && path != "-" {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result.map_err(|e| failed("export-diff error", &e))
+}
+
+/// `rbd import-diff PATH|- IMAGE`: applies the diff to the head, then creates its end
+/// snapshot.
+async fn import_diff(
+    args: &RbdArgs,
+    rados: &Rados,
+    path: &str,
+    spec: &Spec,
+) -> Result<(), CliError> {
+    let (input, size) = open_input(path).await?;
+    let image = open_image(rados, spec, false).await?;
+    let mut progress = Progress::new("Importing image diff", args.progress() && size.is_some());
+    let result =
+        quarry_rbd::diff::import_diff(&image, input, size, |d, t| progress.update(d, t)).await;
+    progress.finish(result.is_ok());
+    result.map_err(|e| failed("import-diff failed", &e))
+}
+
+/// `rbd merge-diff FIRST SECOND PATH|-` (FIRST may be `-`).
+async fn merge_diff(args: &RbdArgs, first: &str, second: &str, path: &str) -> Result<(), CliError> {
+    if second == "-" {
+        return Err(usage("the second diff cannot be read from stdin"));
+    }
+    let (a, _) = open_input(first).await?;
+    let (b, _) = open_input(second).await?;
+    let mut out = create_output(path).await?;
+    let progress = Progress::new("Merging image diff", args.progress() && path != "-");
+    let result = quarry_rbd::diff::merge_diff(a, b, &mut out).await;
+    progress.finish(result.is_ok());
+    if result.is_err() && path != "-" {
+        let _ = tokio::fs::remove_file(path).await;
+    }
+    result.map_err(|e| failed("merge-diff error", &e))
 }

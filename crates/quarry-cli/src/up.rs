@@ -5,8 +5,9 @@
 //! First start generates the fsid and keys, chooses the monitor port (kept in `ceph.conf`
 //! across restarts), bootstraps pool `rbd` (32 PGs, size 1, application rbd) and writes
 //! `DIR/ceph.conf`, `DIR/ceph.client.admin.keyring`, `DIR/osd.N/keyring`, `DIR/env` and
-//! `DIR/bin/{ceph,rados,rbd,quarry}` (links to this binary). Later starts read those files
-//! and never bootstrap again. A `flock` on `DIR/quarry.lock` keeps a second `quarry up` off
+//! `DIR/bin/{ceph,rados,rbd,quarry}` (links to this binary); `DIR/env` also puts `lib/`
+//! beside the binary (Quarry's librados.so.2 and librbd.so.1, scripts/build-capi.sh) on
+//! LD_LIBRARY_PATH. Later starts read those files and never bootstrap again. A `flock` on `DIR/quarry.lock` keeps a second `quarry up` off
 //! the directory (exit 16). `ready` is printed once every PG of every pool answers; SIGINT or
 //! SIGTERM stops the OSDs, then the monitor, and exits 0.
 //!
@@ -70,11 +71,23 @@ fn write_env(dir: &Path) -> anyhow::Result<()> {
                 .with_context(|| format!("linking {}", link.display()))?;
         }
     }
+    // Quarry's librados.so.2 / librbd.so.1 live in `lib/` beside the binary
+    // (scripts/build-capi.sh), so stock qemu-img, fio and python3-rbd use this cluster.
+    let lib = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|p| p.join("lib")))
+        .map(|lib| {
+            format!(
+                "export LD_LIBRARY_PATH={}${{LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}}\n",
+                lib.display()
+            )
+        })
+        .unwrap_or_default();
     let text = format!(
         "# Source this file (. {d}/env) to point Ceph's tools at this cluster.\n\
          export CEPH_CONF={d}/{CONF_FILE}\n\
          export PATH={d}/bin:$PATH\n\
-         # export LD_LIBRARY_PATH=...   (librados.so.2 / librbd.so.1: filled in by the C ABI)\n",
+         {lib}",
         d = dir.display()
     );
     let path = dir.join("env");

@@ -193,3 +193,81 @@ fn least_privilege_user_lifecycle() {
         .out()
         .contains(key.trim()));
 }
+
+#[test]
+fn namespace_limited_user_works_in_its_namespace_only() {
+    let logs = quarry_testkit::log_guard();
+    logs.expect("op denied by caps entity=client.tenant");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _cluster = up(&dir, 1);
+    let conf = dir.join("ceph.conf");
+    let kr = tmp.path().join("ceph.client.tenant.keyring");
+    let kr_s = kr.to_str().unwrap();
+
+    run("rbd", &conf, &["namespace", "create", "rbd/t1"]).ok("namespace create");
+    let r = run("rbd", &conf, &["namespace", "create", "--pool", "rbd", "--namespace", "t1"]);
+    assert_eq!(r.code(), 17, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("rbd: failed to created namespace: (17) File exists"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(run("rbd", &conf, &["namespace", "ls"]).ok("namespace ls").out(), "NAME\nt1\n");
+    let caps = ["mon", "profile rbd", "osd", "profile rbd pool=rbd namespace=t1"];
+    let mut args = vec!["auth", "get-or-create", "client.tenant"];
+    args.extend(caps);
+    args.extend(["-o", kr_s]);
+    run("ceph", &conf, &args).ok("get-or-create");
+    let tenant = |args: &[&str]| {
+        let mut all = vec!["--id", "tenant", "--keyring", kr_s];
+        all.extend_from_slice(args);
+        run("rbd", &conf, &all)
+    };
+
+    // In its namespace: create, write, list.
+    tenant(&["create", "--size", "16M", "rbd/t1/disk"]).ok("tenant create");
+    let r = run_in(
+        "rbd",
+        &conf,
+        &["--id", "tenant", "--keyring", kr_s, "import", "-", "rbd/t1/data"],
+        &pattern(8192, 4),
+    );
+    assert_eq!(r.code(), 0, "{}", r.stderr);
+    assert_eq!(tenant(&["ls", "rbd/t1"]).ok("tenant ls").out(), "data\ndisk\n");
+    assert_eq!(
+        tenant(&["ls", "--namespace", "t1"]).ok("tenant ls --namespace").out(),
+        "data\ndisk\n"
+    );
+    // Outside it: refused, and nothing made.
+    let r = tenant(&["create", "--size", "16M", "rbd/disk"]);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("(1) Operation not permitted"), "{}", r.stderr);
+    assert_eq!(run("rbd", &conf, &["ls"]).ok("admin ls").out(), "");
+    // A namespace that does not exist has no images.
+    let r = run("rbd", &conf, &["create", "--size", "16M", "rbd/nosuch/disk"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+
+    // The objects, by namespace.
+    let listed = run("rados", &conf, &["-p", "rbd", "-N", "t1", "ls"]).ok("rados -N ls").out();
+    assert!(listed.lines().any(|l| l == "rbd_id.disk"), "{listed}");
+    let all = run("rados", &conf, &["-p", "rbd", "--all", "ls"]).ok("rados --all ls").out();
+    assert!(all.lines().any(|l| l == "t1\trbd_id.disk"), "{all}");
+    assert!(all.lines().any(|l| l == "rbd_namespace"), "{all}");
+    assert!(!run("rados", &conf, &["-p", "rbd", "ls"])
+        .ok("rados ls")
+        .out()
+        .contains("rbd_id.disk"));
+
+    // Removal: refused while it has images.
+    let r = run("rbd", &conf, &["namespace", "rm", "rbd/t1"]);
+    assert_eq!(r.code(), 16, "{}", r.stderr);
+    assert!(r.stderr.contains("rbd: namespace contains images which must be deleted first."));
+    tenant(&["rm", "--no-progress", "rbd/t1/disk"]).ok("tenant rm");
+    tenant(&["rm", "--no-progress", "rbd/t1/data"]).ok("tenant rm");
+    run("rbd", &conf, &["namespace", "rm", "rbd/t1"]).ok("namespace rm");
+    assert_eq!(run("rbd", &conf, &["namespace", "ls"]).ok("namespace ls").out(), "");
+    let r = run("rbd", &conf, &["namespace", "rm", "rbd/t1"]);
+    assert_eq!(r.code(), 2, "{}", r.stderr);
+    assert!(r.stderr.contains("rbd: namespace does not exist."), "{}", r.stderr);
+}

@@ -34,6 +34,10 @@ fn up_serves_ceph_and_rados_keeps_data_and_stops_cleanly() {
     }
     let env = std::fs::read_to_string(dir.join("env")).unwrap();
     assert!(env.contains(&format!("export CEPH_CONF={}", conf.display())), "{env}");
+    // Quarry's librados.so.2 / librbd.so.1 (scripts/build-capi.sh) beside the binary.
+    let bin = std::fs::canonicalize(env!("CARGO_BIN_EXE_quarry")).unwrap();
+    let lib = bin.parent().unwrap().join("lib");
+    assert!(env.contains(&format!("export LD_LIBRARY_PATH={}", lib.display())), "{env}");
     let banner = cluster.stdout.lock().unwrap().join("\n");
     assert!(banner.contains(". ") && banner.contains("ceph -s"), "{banner}");
 

@@ -12,15 +12,20 @@
 //! empty one, as xattrs and omap belong to the head object only. Reads of data, size and
 //! xattrs see the read snapshot; omap is read at the head.
 //!
-//! Namespaces and locator keys are not stored by the object layer yet: setting a non-empty
-//! one is refused with EOPNOTSUPP instead of silently mixing objects of different namespaces.
+//! Namespaces: an object of namespace `NS` is stored, placed and addressed under the key
+//! `NS\x1fNAME` (`quarry_types::namespaced_name`; the default namespace adds nothing), so the
+//! OSDs, the store and placement need nothing of their own; the OSD reads the namespace back
+//! out of the key for `namespace=` caps. A namespace or an object name containing `\x1f` is
+//! refused with EINVAL. Listing shows the context's namespace only. Locator keys are not
+//! supported: setting a non-empty one is refused with EOPNOTSUPP.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use quarry_types::{
-    ErrorCode, ObjectOp, OpOutput, Payload, PoolId, SnapContext, SnapId, SNAP_HEAD,
+    namespaced_name, split_namespace, ErrorCode, ObjectOp, OpOutput, Payload, PoolId, SnapContext,
+    SnapId, NAMESPACE_SEPARATOR, SNAP_HEAD,
 };
 
 use quarry_wire::{MonCommand, MonReply};
@@ -113,17 +118,28 @@ impl IoCtx {
         &self.namespace
     }
 
-    /// Selects the namespace objects are named in. Only the default namespace (`""`) exists
-    /// yet: any other is EOPNOTSUPP and leaves the context unchanged.
+    /// Selects the namespace objects are named in (`""`: the default one). A namespace
+    /// containing `\x1f` is EINVAL and leaves the context unchanged.
     pub fn set_namespace(&mut self, namespace: &str) -> Result<(), ClientError> {
-        if !namespace.is_empty() {
+        if namespace.contains(NAMESPACE_SEPARATOR) {
             return Err(ClientError::invalid(
-                ErrorCode::EOPNOTSUPP,
-                "RADOS namespaces are not supported yet",
+                ErrorCode::EINVAL,
+                "a namespace may not contain the character \\x1f",
             ));
         }
         self.namespace = namespace.to_string();
         Ok(())
+    }
+
+    /// The key `object` is addressed by in this context's namespace.
+    fn key(&self, object: &str) -> Result<String, ClientError> {
+        if object.contains(NAMESPACE_SEPARATOR) {
+            return Err(ClientError::invalid(
+                ErrorCode::EINVAL,
+                "an object name may not contain the character \\x1f",
+            ));
+        }
+        Ok(namespaced_name(&self.namespace, object))
     }
 
     /// The locator key (empty: objects are placed by their name).
@@ -267,7 +283,7 @@ impl IoCtx {
         object: &str,
         ops: Vec<ObjectOp>,
     ) -> Result<Vec<OpOutput>, ClientError> {
-        self.rados.exec(self.pool, object, &self.snapc, self.read_snap, ops).await
+        self.rados.exec(self.pool, &self.key(object)?, &self.snapc, self.read_snap, ops).await
     }
 
     /// Calls the server-side method `class.method` on `object` with `input` (librados'
@@ -295,7 +311,8 @@ impl IoCtx {
         object: &str,
         ops: Vec<ObjectOp>,
     ) -> Result<Vec<OpOutput>, ClientError> {
-        self.rados.exec(self.pool, object, &SnapContext::default(), self.read_snap, ops).await
+        let key = self.key(object)?;
+        self.rados.exec(self.pool, &key, &SnapContext::default(), self.read_snap, ops).await
     }
 
     /// An op on the head's metadata (xattrs, omap): no snapshot context.
@@ -304,12 +321,34 @@ impl IoCtx {
         object: &str,
         ops: Vec<ObjectOp>,
     ) -> Result<Vec<OpOutput>, ClientError> {
-        self.rados.exec(self.pool, object, &SnapContext::default(), SNAP_HEAD, ops).await
+        self.rados
+            .exec(self.pool, &self.key(object)?, &SnapContext::default(), SNAP_HEAD, ops)
+            .await
     }
 
-    /// Every head object name in the pool, PG by PG (names are sorted within a PG).
+    /// Every head object name in the context's namespace, PG by PG (names are sorted within
+    /// a PG).
     pub async fn list_objects(&self) -> Result<Vec<String>, ClientError> {
-        self.rados.list_objects(self.pool).await
+        let keys = self.rados.list_objects(self.pool).await?;
+        Ok(keys
+            .iter()
+            .map(|key| split_namespace(key))
+            .filter(|(namespace, _)| *namespace == self.namespace)
+            .map(|(_, name)| name.to_string())
+            .collect())
+    }
+
+    /// Every head object in the pool, of every namespace, as (namespace, name)
+    /// (`rados ls --all`).
+    pub async fn list_objects_all(&self) -> Result<Vec<(String, String)>, ClientError> {
+        let keys = self.rados.list_objects(self.pool).await?;
+        Ok(keys
+            .iter()
+            .map(|key| {
+                let (namespace, name) = split_namespace(key);
+                (namespace.to_string(), name.to_string())
+            })
+            .collect())
     }
 
     /// Reads `len` bytes at `off` (`len` 0: to the end) of the head, or of the snapshot
@@ -452,7 +491,7 @@ impl IoCtx {
         object: &str,
         timeout: Option<std::time::Duration>,
     ) -> Result<crate::Watch, ClientError> {
-        self.rados.watch(self.pool, object, timeout).await
+        self.rados.watch(self.pool, &self.key(object)?, timeout).await
     }
 
     /// See [`Rados::unwatch`].
@@ -472,7 +511,7 @@ impl IoCtx {
         payload: &[u8],
         timeout: Option<std::time::Duration>,
     ) -> Result<crate::NotifyOutcome, ClientError> {
-        self.rados.notify(self.pool, object, payload, timeout).await
+        self.rados.notify(self.pool, &self.key(object)?, payload, timeout).await
     }
 
     /// See [`Rados::notify_ack`].
@@ -490,6 +529,6 @@ impl IoCtx {
         &self,
         object: &str,
     ) -> Result<Vec<crate::WatcherInfo>, ClientError> {
-        self.rados.list_watchers(self.pool, object).await
+        self.rados.list_watchers(self.pool, &self.key(object)?).await
     }
 }

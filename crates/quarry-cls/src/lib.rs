@@ -289,6 +289,24 @@ const METHODS: &[Method] = &[
         flags: MethodFlags::RDWR,
         run: rbd::directory::trash_remove,
     },
+    Method {
+        class: "rbd",
+        name: "namespace_add",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::namespace_add,
+    },
+    Method {
+        class: "rbd",
+        name: "namespace_list",
+        flags: MethodFlags::RD,
+        run: rbd::directory::namespace_list,
+    },
+    Method {
+        class: "rbd",
+        name: "namespace_remove",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::namespace_remove,
+    },
 ];
 
 /// The method registry the OSD's store runs [`ObjectOp::Call`] with.

@@ -323,7 +323,7 @@ async fn admit_object(
     epoch: u64,
     name: &str,
 ) -> Result<(), Reply> {
-    let (map, group) = admit(osd, session, pg, epoch, OsdAccess::READ).await?;
+    let (map, group) = admit(osd, session, pg, epoch, OsdAccess::READ, name).await?;
     if name.len() > OBJECT_NAME_LEN_MAX {
         return Err(failed(ErrorCode::ENAMETOOLONG, "object name too long"));
     }
@@ -377,7 +377,7 @@ pub(crate) async fn handle(osd: &Osd, ctx: &ConnContext<Session>, request: Reque
             }
         }
         Request::WatchPing { pg, epoch, name, cookie } => {
-            let (_, _) = match admit(osd, session, pg, epoch, OsdAccess::READ).await {
+            let (_, _) = match admit(osd, session, pg, epoch, OsdAccess::READ, &name).await {
                 Ok(found) => found,
                 Err(reply) => return reply,
             };

@@ -230,6 +230,12 @@ impl WatchTarget for Inner {
     fn exclusive_lock(&self) -> Option<Arc<ExclusiveLock>> {
         self.exclusive.get().cloned()
     }
+
+    fn watch_renewed(&self, cookie: u64) {
+        if let Some(watch) = self.watch.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            watch.0 = cookie;
+        }
+    }
 }
 
 /// What a refresh reads.

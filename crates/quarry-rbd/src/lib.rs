@@ -10,6 +10,8 @@
 //!   trim them), rollback, flatten, image-meta.
 //! - The header watch and the exclusive lock ([`lock`]): cooperative hand-off between
 //!   writers, and a dead or unresponsive owner blocklisted before its lock is broken.
+//! - Ceph's "rbd diff v1" stream ([`diff`]): export-diff, import-diff, merge-diff.
+//! - Image namespaces of a pool ([`namespace`]): `pool/ns/image`.
 //! - The client cache ([`cache`]): writeback / writethrough / none and read-ahead, under
 //!   an open image's read, write, discard and flush; settings from ceph.conf, `CEPH_ARGS`
 //!   or per open ([`CacheConfig`]).
@@ -27,11 +29,13 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod diff;
 pub mod error;
 pub mod image;
 pub mod layout;
 pub mod lock;
 pub mod names;
+pub mod namespace;
 pub mod pool;
 
 pub use cache::{CacheConfig, CacheMode, CACHE_OPTIONS};

@@ -22,7 +22,7 @@ use quarry_cls::rbd::{
     self as cls, features, ParentInfo, ParentSpec, Protection, SnapNamespace, TrashEntry,
     TrashSource,
 };
-use quarry_types::ErrorCode;
+use quarry_types::{ErrorCode, SnapId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -102,6 +102,7 @@ pub async fn create(io: &IoCtx, name: &str, options: &CreateOptions) -> RbdResul
     };
     // Validate before taking the name, so bad options leave nothing behind.
     check_create(&request)?;
+    crate::namespace::require(io).await?;
     let id_object = names::id_object(name);
     call(io, &id_object, "set_id", &SetIdRequest { id: id.clone() }).await.map_err(|e| {
         if e.errno() == ErrorCode::EEXIST {
@@ -643,4 +644,94 @@ pub async fn copy(
         return Err(e);
     }
     Ok(())
+}
+
+/// Copies image `source_name` of `source_io` with its snapshots into a new image `name` of
+/// `io`'s pool (`rbd deep cp`): for each snapshot, oldest first, the target gets the
+/// snapshot's size and the extents that changed since the previous one (written, or zeroed
+/// where they went), then a snapshot of the same name; then the head the same way. A
+/// clone's parent data is copied in (the copy is flat: it has no parent). Protection is not
+/// copied. On failure the partial copy is removed.
+pub async fn deep_copy(
+    source_io: &IoCtx,
+    source_name: &str,
+    io: &IoCtx,
+    name: &str,
+    options: &CreateOptions,
+    mut progress: impl FnMut(u64, u64),
+) -> RbdResult<()> {
+    let head = Image::open(source_io, source_name, OpenOptions::default()).await?;
+    let snapshots = head.snapshots().await;
+    let first_size = snapshots.first().map_or(head.size().await, |s| s.size);
+    create(io, name, &CreateOptions { size: first_size, ..options.clone() }).await?;
+    let copied = async {
+        let target = Image::open(io, name, OpenOptions::default()).await?;
+        let steps = snapshots.len() as u64 + 1;
+        let mut previous: Option<SnapId> = None;
+        for (step, snap) in snapshots.iter().enumerate() {
+            let source = open_snapshot(source_io, source_name, &snap.name).await?;
+            copy_changes(&source, &target, previous).await?;
+            source.close().await?;
+            target.snap_create(&snap.name).await?;
+            previous = Some(snap.id);
+            progress(step as u64 + 1, steps);
+        }
+        copy_changes(&head, &target, previous).await?;
+        progress(steps, steps);
+        target.close().await
+    };
+    let result = copied.await;
+    let _ = head.close().await;
+    if let Err(e) = result {
+        let _ = remove_copy(io, name).await;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Brings `target` (its head) to what `source` (open at a snapshot or the head) holds,
+/// given that the target already holds `source`'s state at snapshot `from`: same size, the
+/// changed extents written (zeros where `source` reads zeros) and the removed ones zeroed.
+async fn copy_changes(source: &Image, target: &Image, from: Option<SnapId>) -> RbdResult<()> {
+    let size = source.size().await;
+    if target.size().await != size {
+        target.resize(size, |_, _| {}).await?;
+    }
+    let mut extents = Vec::new();
+    source
+        .diff_iterate(from, 0, size, from.is_none(), |off, len, exists| {
+            extents.push((off, len, exists));
+            0
+        })
+        .await?;
+    for (off, len, exists) in extents {
+        if !exists {
+            target.write_zeroes(off, len).await?;
+            continue;
+        }
+        let mut at = off;
+        while at < off + len {
+            let chunk = (off + len - at).min(4 << 20);
+            let data = source.read(at, chunk).await?;
+            if data.iter().all(|&b| b == 0) {
+                if from.is_some() {
+                    target.write_zeroes(at, chunk).await?;
+                }
+            } else {
+                target.write(at, data).await?;
+            }
+            at += chunk;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a partial deep copy (its snapshots first).
+async fn remove_copy(io: &IoCtx, name: &str) -> RbdResult<()> {
+    let image = Image::open(io, name, OpenOptions::default()).await?;
+    for snap in image.snapshots().await {
+        image.snap_remove(&snap.name).await?;
+    }
+    image.close().await?;
+    remove(io, name).await
 }

@@ -184,3 +184,46 @@ async fn diff_reports_data_and_changes() {
     rados.shutdown().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deep_copy_keeps_every_snapshot() {
+    let cluster = Cluster::builder().pool_default_size(1).start().await;
+    let rados = cluster.admin().await;
+    let io = make_pool(&rados, "rbd", 1).await;
+    let options = CreateOptions { order: 20, ..CreateOptions::new(16 * MIB) };
+    pool::create(&io, "src", &options).await.unwrap();
+    let src = Image::open(&io, "src", OpenOptions::default()).await.unwrap();
+    // s1: data in objects 0 and 3; s2: a discard, an overwrite, shrunk to 8 MiB; s3: grown
+    // back, zeros written over data; head: more data past the old end.
+    src.write(100, pattern(1, 3 * MIB as usize)).await.unwrap();
+    src.snap_create("s1").await.unwrap();
+    src.discard(0, MIB).await.unwrap();
+    src.write(2 * MIB, pattern(2, 4096)).await.unwrap();
+    src.resize(8 * MIB, |_, _| {}).await.unwrap();
+    src.snap_create("s2").await.unwrap();
+    src.resize(12 * MIB, |_, _| {}).await.unwrap();
+    src.write_zeroes(2 * MIB, MIB).await.unwrap();
+    src.snap_create("s3").await.unwrap();
+    src.write(10 * MIB + 7, pattern(3, 5000)).await.unwrap();
+
+    pool::deep_copy(&io, "src", &io, "dst", &options, |_, _| {}).await.unwrap();
+    let dst = Image::open(&io, "dst", OpenOptions::default()).await.unwrap();
+    let names: Vec<String> = dst.snapshots().await.into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["s1", "s2", "s3"]);
+    for snap in ["s1", "s2", "s3"] {
+        let a = pool::open_snapshot(&io, "src", snap).await.unwrap();
+        let b = pool::open_snapshot(&io, "dst", snap).await.unwrap();
+        let size = a.size().await;
+        assert_eq!(b.size().await, size, "{snap}");
+        assert_eq!(b.read(0, size).await.unwrap(), a.read(0, size).await.unwrap(), "{snap}");
+        a.close().await.unwrap();
+        b.close().await.unwrap();
+    }
+    let size = src.size().await;
+    assert_eq!(dst.size().await, size);
+    assert_eq!(dst.read(0, size).await.unwrap(), src.read(0, size).await.unwrap());
+    dst.close().await.unwrap();
+    src.close().await.unwrap();
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}

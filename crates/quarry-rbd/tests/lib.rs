@@ -2,9 +2,12 @@
 //! started in-process by `quarry_testkit::Cluster` on 127.0.0.1 (port 0).
 
 mod cache;
+mod diff;
 mod images;
 mod lock;
+mod lock_procs;
 mod model;
+mod namespaces;
 
 use quarry_client::{IoCtx, MonCommand, Rados};
 

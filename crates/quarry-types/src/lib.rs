@@ -46,3 +46,36 @@ const _: () = assert!(OP_DATA_BYTES_MAX + (4 << 20) <= LOG_ENTRY_BYTES_MAX);
 
 /// The longest object name accepted (Ceph: `osd_max_object_name_len` = 2048).
 pub const OBJECT_NAME_LEN_MAX: usize = 2048;
+
+/// Separates a RADOS namespace from an object's name in the key an object is stored,
+/// placed and addressed by (`NS` + `\x1f` + `NAME`; the default namespace adds nothing), as
+/// Ceph hashes `nspace + '\037' + key` for placement. Neither a namespace nor an object name
+/// may contain it (the client refuses them with EINVAL), so a key splits one way only.
+pub const NAMESPACE_SEPARATOR: char = '\u{1f}';
+
+/// The key of object `name` in namespace `namespace` (see [`NAMESPACE_SEPARATOR`]).
+pub fn namespaced_name(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}{NAMESPACE_SEPARATOR}{name}")
+    }
+}
+
+/// Splits an object key into its namespace ("" for the default one) and name.
+pub fn split_namespace(key: &str) -> (&str, &str) {
+    key.split_once(NAMESPACE_SEPARATOR).unwrap_or(("", key))
+}
+
+#[cfg(test)]
+mod namespace_tests {
+    use super::*;
+
+    #[test]
+    fn keys_split_back_into_namespace_and_name() {
+        assert_eq!(namespaced_name("", "rbd_directory"), "rbd_directory");
+        assert_eq!(namespaced_name("ns1", "rbd_directory"), "ns1\u{1f}rbd_directory");
+        assert_eq!(split_namespace("ns1\u{1f}rbd_directory"), ("ns1", "rbd_directory"));
+        assert_eq!(split_namespace("rbd_directory"), ("", "rbd_directory"));
+    }
+}

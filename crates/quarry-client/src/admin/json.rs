@@ -341,8 +341,13 @@ pub fn rados_df(s: &StatusReport, pools: &[&PoolInfo]) -> Value {
 }
 
 /// `rados ls -f json`.
-pub fn rados_ls(names: &[String]) -> Value {
-    Value::Array(names.iter().map(|n| json!({"namespace": "", "name": n})).collect())
+pub fn rados_ls(objects: &[(String, String)]) -> Value {
+    Value::Array(
+        objects
+            .iter()
+            .map(|(namespace, name)| json!({"namespace": namespace, "name": name}))
+            .collect(),
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Pool-level image bookkeeping: the id object of a name (`rbd_id.<name>`), the pool
-//! directory (`rbd_directory`: name ↔ id), the clone v1 children registry (`rbd_children`)
-//! and the trash (`rbd_trash`). Each change is one method on one object, so two clients
+//! directory (`rbd_directory`: name ↔ id), the clone v1 children registry (`rbd_children`),
+//! the trash (`rbd_trash`) and the pool's image namespaces (`rbd_namespace`). Each change is one method on one object, so two clients
 //! creating the same name cannot both succeed (EEXIST) and a rename is atomic.
 
 use std::collections::BTreeMap;
@@ -333,4 +333,68 @@ pub fn trash_list(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, ErrorC
         entries.insert(key[ID_PREFIX.len()..].to_string(), decode_stored::<TrashEntry>(&value)?);
     }
     reply(&TrashList { entries, more })
+}
+
+/// Prefix of the `rbd_namespace` omap keys (Ceph's `name_<ns>`).
+const NAMESPACE_PREFIX: &str = "name_";
+
+/// Input of `rbd.namespace_add` and `rbd.namespace_remove` (on `rbd_namespace` of the
+/// default namespace).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceRequest {
+    /// The namespace.
+    pub name: String,
+}
+
+/// Reply of `rbd.namespace_list`: a page of namespace names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NamespaceList {
+    /// Names, in order.
+    pub names: Vec<String>,
+    /// Whether more follow the last one.
+    pub more: bool,
+}
+
+/// `rbd.namespace_add`: registers a namespace (EEXIST if it is; EINVAL for an empty name).
+pub fn namespace_add(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, ErrorCode> {
+    let req: NamespaceRequest = decode_input(input)?;
+    if req.name.is_empty() {
+        return Err(ErrorCode::EINVAL);
+    }
+    let key = format!("{NAMESPACE_PREFIX}{}", req.name);
+    if omap_value::<()>(ctx, &key)?.is_some() {
+        return Err(ErrorCode::EEXIST);
+    }
+    omap_set(ctx, vec![(key, encode(&()))])?;
+    Ok(nothing())
+}
+
+/// `rbd.namespace_remove`: ENOENT if the namespace is not registered.
+pub fn namespace_remove(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, ErrorCode> {
+    let req: NamespaceRequest = decode_input(input)?;
+    require_exists(ctx)?;
+    let key = format!("{NAMESPACE_PREFIX}{}", req.name);
+    if omap_value::<()>(ctx, &key)?.is_none() {
+        return Err(ErrorCode::ENOENT);
+    }
+    omap_rm(ctx, vec![key])?;
+    Ok(nothing())
+}
+
+/// `rbd.namespace_list` (read-only): a page of namespaces (none registered: empty).
+pub fn namespace_list(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, ErrorCode> {
+    let req: ListRequest = decode_input(input)?;
+    if !exists(ctx)? {
+        return reply(&NamespaceList { names: Vec::new(), more: false });
+    }
+    let max = req.max.clamp(1, LIST_MAX) as usize;
+    let start = if req.start_after.is_empty() {
+        String::new()
+    } else {
+        format!("{NAMESPACE_PREFIX}{}", req.start_after)
+    };
+    let (found, more) = omap_scan(ctx, NAMESPACE_PREFIX, &start, max)?;
+    let names =
+        found.into_iter().map(|(key, _)| key[NAMESPACE_PREFIX.len()..].to_string()).collect();
+    reply(&NamespaceList { names, more })
 }

@@ -10,6 +10,7 @@
 //! | `rbd_directory` | omap `name_<name>` → id, `id_<id>` → name ([`directory`]) |
 //! | `rbd_children` | omap: clone v1 registry, parent snapshot → child image ids |
 //! | `rbd_trash` | omap `id_<id>` → [`TrashEntry`] |
+//! | `rbd_namespace` (default namespace only) | omap `name_<ns>` → `()`: the image namespaces |
 //! | `rbd_object_map.<id>[.<snap 016x>]` | data: 2 bits per data object ([`object_map`]) |
 //! | `rbd_data.<id>.<object 016x>` | image data, 2^order bytes each (plain writes, no method) |
 //!

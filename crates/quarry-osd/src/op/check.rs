@@ -140,12 +140,17 @@ pub(crate) fn stamp_origin(ops: &mut [ObjectOp], session: &Session, peer: IpAddr
     }
 }
 
-/// Checks the session's osd caps for `access` on `pool`.
-pub(crate) fn caps_allow(session: &Session, pool: &str, access: OsdAccess) -> Result<(), Reply> {
-    if session.caps.osd.allows(pool, "", access) {
+/// Checks the session's osd caps for `access` on `pool`/`namespace`.
+pub(crate) fn caps_allow(
+    session: &Session,
+    pool: &str,
+    namespace: &str,
+    access: OsdAccess,
+) -> Result<(), Reply> {
+    if session.caps.osd.allows(pool, namespace, access) {
         return Ok(());
     }
-    tracing::warn!(entity = %session.entity, pool, ?access, "op denied by caps");
+    tracing::warn!(entity = %session.entity, pool, namespace, ?access, "op denied by caps");
     Err(not_permitted())
 }
 
@@ -297,11 +302,19 @@ mod tests {
         assert_eq!(access_of(&mixed), OsdAccess::READ_WRITE);
 
         let rbd = session("profile rbd pool=rbd");
-        assert!(caps_allow(&rbd, "rbd", access_of(&mixed)).is_ok());
-        assert_eq!(code(caps_allow(&rbd, "other", OsdAccess::READ).unwrap_err()), ErrorCode::EPERM);
+        assert!(caps_allow(&rbd, "rbd", "", access_of(&mixed)).is_ok());
+        assert_eq!(
+            code(caps_allow(&rbd, "other", "", OsdAccess::READ).unwrap_err()),
+            ErrorCode::EPERM
+        );
         let ro = session("profile rbd-read-only");
-        assert!(caps_allow(&ro, "rbd", OsdAccess::READ).is_ok());
-        assert!(caps_allow(&ro, "rbd", OsdAccess::WRITE).is_err());
+        assert!(caps_allow(&ro, "rbd", "", OsdAccess::READ).is_ok());
+        assert!(caps_allow(&ro, "rbd", "", OsdAccess::WRITE).is_err());
+        // A grant limited to a namespace covers that namespace only.
+        let ns = session("allow rw pool=rbd namespace=tenant1");
+        assert!(caps_allow(&ns, "rbd", "tenant1", OsdAccess::READ_WRITE).is_ok());
+        assert!(caps_allow(&ns, "rbd", "", OsdAccess::READ).is_err());
+        assert!(caps_allow(&ns, "rbd", "tenant2", OsdAccess::READ).is_err());
     }
 
     #[test]

@@ -79,19 +79,21 @@ fn route<'m>(osd: &Osd, map: &'m ClusterMap, pg: PgId, epoch: u64) -> Result<&'m
     Ok(pool)
 }
 
-/// Everything before execution; returns the group to run on. The blocklist is not checked
-/// here but right before the op takes effect ([`check::fenced`]).
+/// Everything before execution; returns the group to run on. Caps are checked for the
+/// namespace of `object`'s key ("" for a listing: the default namespace). The blocklist is
+/// not checked here but right before the op takes effect ([`check::fenced`]).
 pub(crate) async fn admit(
     osd: &Osd,
     session: &Session,
     pg: PgId,
     epoch: u64,
     access: quarry_auth::OsdAccess,
+    object: &str,
 ) -> Result<(Arc<ClusterMap>, Arc<PgGroup>), Reply> {
     let map = map_for(osd, epoch).await;
     ticket_honoured(session, &map, now_unix())?;
     let pool = route(osd, &map, pg, epoch)?;
-    caps_allow(session, &pool.name, access)?;
+    caps_allow(session, &pool.name, quarry_types::split_namespace(object).0, access)?;
     let group = osd.router.group(pg).ok_or_else(|| retry(&map))?;
     Ok((map, group))
 }
@@ -141,7 +143,7 @@ pub(crate) async fn handle_op(
         }
         other => other,
     };
-    let (map, group) = match admit(osd, session, op.pg, op.epoch, shape.access).await {
+    let (map, group) = match admit(osd, session, op.pg, op.epoch, shape.access, &op.name).await {
         Ok(found) => found,
         Err(reply) => return settle(slot, reply),
     };
@@ -360,7 +362,8 @@ pub(crate) async fn handle_list(
     start_after: Option<String>,
     max: u32,
 ) -> Reply {
-    let (map, group) = match admit(osd, session, pg, epoch, quarry_auth::OsdAccess::READ).await {
+    let (map, group) = match admit(osd, session, pg, epoch, quarry_auth::OsdAccess::READ, "").await
+    {
         Ok(found) => found,
         Err(reply) => return reply,
     };

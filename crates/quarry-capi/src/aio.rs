@@ -1,0 +1,614 @@
+//! Asynchronous image I/O: completions (`rbd_completion_t`), the callback thread, and fio's
+//! event notification (`rbd_set_image_notification` + `rbd_poll_io_events`).
+//!
+//! # Completion lifetime
+//! A completion is an `Arc<Completion>` turned into a raw pointer by
+//! `rbd_aio_create_completion`; that reference is the caller's, given back by
+//! `rbd_aio_release`. A started request holds a second reference until its callback has
+//! returned, so the caller may release the completion inside its callback (QEMU does) or
+//! before the request ends. Each request also holds a reference to its image and counts as
+//! in flight until its result is known: `rbd_close` waits for that, so a close racing I/O
+//! never frees what the request uses.
+//!
+//! # Order of events when a request ends
+//! On the runtime: the result is stored (`rbd_aio_get_return_value` sees it) and the
+//! completion goes to the library's one callback thread (so callbacks never run on a runtime
+//! thread and may call blocking librbd functions, and they run in completion order). There:
+//! the callback is called; if the image has a notification fd, the completion is queued for
+//! `rbd_poll_io_events` and the fd signalled; then the completion is marked complete
+//! (`rbd_aio_is_complete`, `rbd_aio_wait_for_complete`), as librbd orders them; last, the
+//! request stops counting as in flight, so `rbd_close` returns only after every callback of
+//! the image has run (except when called from a callback: then it waits for nothing).
+//!
+//! Return values as librbd: reads the number of bytes read (short at the end of the image),
+//! writes, discards, write-zeroes and flushes 0, failures a negative errno.
+
+use std::ffi::{c_char, c_int, c_void};
+use std::future::Future;
+use std::sync::mpsc;
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+
+use crate::rbd::{handle, handle_arc, rbd_errno, ImageHandle, InFlight};
+use crate::{ffi, runtime, EINVAL};
+
+type Callback = unsafe extern "C" fn(*mut c_void, *mut c_void);
+
+/// What an `rbd_completion_t` points to.
+pub struct Completion {
+    callback: Option<Callback>,
+    /// The caller's argument (a pointer, kept as an address so the struct is `Send`).
+    arg: usize,
+    state: Mutex<State>,
+    done_cv: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    ret: i64,
+    done: bool,
+}
+
+impl Completion {
+    fn raw(self: &Arc<Self>) -> *mut c_void {
+        Arc::as_ptr(self).cast_mut().cast()
+    }
+}
+
+/// The completion behind `p`, borrowed.
+///
+/// # Safety
+/// `p` is NULL or a live `rbd_completion_t` of this library.
+unsafe fn completion<'a>(p: *mut c_void) -> Option<&'a Completion> {
+    // SAFETY: by contract a pointer from Arc::into_raw not yet released.
+    unsafe { p.cast::<Completion>().cast_const().as_ref() }
+}
+
+/// A new reference to the completion behind `p`.
+///
+/// # Safety
+/// As [`completion`].
+unsafe fn completion_arc(p: *mut c_void) -> Option<Arc<Completion>> {
+    if p.is_null() {
+        return None;
+    }
+    let p = p.cast::<Completion>().cast_const();
+    // SAFETY: `p` came from Arc::into_raw and the caller's reference is alive: adding one and
+    // taking it as an Arc is balanced.
+    unsafe {
+        Arc::increment_strong_count(p);
+        Some(Arc::from_raw(p))
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    static IN_CALLBACK_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread is the callback thread (a callback calling into the library).
+pub fn in_callback_thread() -> bool {
+    IN_CALLBACK_THREAD.with(|f| f.get())
+}
+
+/// The callback thread: runs completion callbacks one at a time, in completion order.
+fn callback_thread() -> &'static Mutex<mpsc::Sender<Job>> {
+    static SENDER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+    SENDER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Job>();
+        let spawned = std::thread::Builder::new().name("quarry-aio-cb".into()).spawn(move || {
+            IN_CALLBACK_THREAD.with(|f| f.set(true));
+            for job in rx {
+                job();
+            }
+        });
+        if let Err(e) = spawned {
+            eprintln!("quarry librbd: cannot start the callback thread: {e}");
+            std::process::abort();
+        }
+        Mutex::new(tx)
+    })
+}
+
+/// Runs `job` on the callback thread (after the callbacks already queued).
+pub fn post(job: Box<dyn FnOnce() + Send>) {
+    let sender = callback_thread().lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if let Err(mpsc::SendError(job)) = sender.send(job) {
+        job();
+    }
+}
+
+/// Ends a request: stores `ret`, then (on the callback thread) calls back, notifies, marks
+/// complete.
+fn finish(image: Arc<ImageHandle>, comp: Arc<Completion>, ret: i64, inflight: InFlight) {
+    comp.state.lock().unwrap_or_else(|p| p.into_inner()).ret = ret;
+    let job: Job = Box::new(move || {
+        if let Some(cb) = comp.callback {
+            // SAFETY: the caller's callback with its completion and argument (librbd.h); our
+            // reference keeps the completion alive even if the callback releases it.
+            unsafe { cb(comp.raw(), comp.arg as *mut c_void) };
+        }
+        {
+            let mut events = image.events();
+            if events.fd >= 0 {
+                events.queue.push_back(comp.clone());
+                let (fd, kind) = (events.fd, events.kind);
+                drop(events);
+                signal(fd, kind);
+            }
+        }
+        let mut state = comp.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.done = true;
+        comp.done_cv.notify_all();
+        drop(state);
+        drop(inflight);
+    });
+    post(job);
+}
+
+/// Signals the notification fd: 8 bytes (a count of 1) for an eventfd, 1 byte for a pipe.
+fn signal(fd: c_int, kind: c_int) {
+    let one: u64 = 1;
+    let len = if kind == 2 { 8 } else { 1 };
+    // SAFETY: writing from a live local of at least `len` bytes to the caller's fd.
+    let r = unsafe { libc::write(fd, (&one as *const u64).cast(), len) };
+    if r < 0 {
+        tracing::debug!(fd, "notification write failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Starts `work` for the image and completion behind the raw pointers; 0, or `-EINVAL`.
+unsafe fn start<F>(
+    image: *mut c_void,
+    c: *mut c_void,
+    work: impl FnOnce(&Arc<ImageHandle>) -> F,
+) -> c_int
+where
+    F: Future<Output = i64> + Send + 'static,
+{
+    // SAFETY: forwarded contracts (librbd.h).
+    let (Ok(h), Some(comp)) = (unsafe { handle_arc(image) }, unsafe { completion_arc(c) }) else {
+        return EINVAL;
+    };
+    let fut = work(&h);
+    let inflight = h.begin();
+    runtime().spawn(async move {
+        let ret = fut.await;
+        finish(h, comp, ret, inflight);
+    });
+    0
+}
+
+/// A caller's buffer address and length, kept until the request ends (librbd.h: the buffer
+/// stays valid until completion).
+#[derive(Clone, Copy)]
+struct Piece {
+    addr: usize,
+    len: usize,
+}
+
+/// Copies `data` into the pieces in order; returns the bytes copied.
+fn scatter(data: &[u8], pieces: &[Piece]) -> usize {
+    let mut at = 0;
+    for p in pieces {
+        if at >= data.len() {
+            break;
+        }
+        let n = p.len.min(data.len() - at);
+        // SAFETY: each piece is a caller buffer valid for `len` bytes until completion.
+        unsafe { std::ptr::copy_nonoverlapping(data[at..].as_ptr(), p.addr as *mut u8, n) };
+        at += n;
+    }
+    at
+}
+
+/// Copies the pieces into one buffer (at submission: the caller may reuse them after).
+fn gather(pieces: &[Piece]) -> Bytes {
+    let total = pieces.iter().map(|p| p.len).sum();
+    let mut out = BytesMut::with_capacity(total);
+    for p in pieces {
+        // SAFETY: each piece is a caller buffer valid for `len` bytes during the call.
+        out.extend_from_slice(unsafe { std::slice::from_raw_parts(p.addr as *const u8, p.len) });
+    }
+    out.freeze()
+}
+
+/// `struct iovec` → pieces (`-EINVAL` for a NULL array or a negative count).
+unsafe fn iov_pieces(iov: *const libc::iovec, count: c_int) -> Result<Vec<Piece>, c_int> {
+    // librbd: no iovec, or lengths that overflow, are -EINVAL.
+    if count <= 0 || iov.is_null() {
+        return Err(EINVAL);
+    }
+    // SAFETY: `iov` points to `count` iovecs (librbd.h).
+    let v = unsafe { std::slice::from_raw_parts(iov, count as usize) };
+    let total = v.iter().try_fold(0usize, |sum, i| sum.checked_add(i.iov_len));
+    if total.is_none_or(|t| t > isize::MAX as usize) {
+        return Err(EINVAL);
+    }
+    Ok(v.iter().map(|i| Piece { addr: i.iov_base as usize, len: i.iov_len }).collect())
+}
+
+fn read_into(h: &ImageHandle, off: u64, pieces: Vec<Piece>) -> impl Future<Output = i64> + Send {
+    let img = h.image.clone();
+    let len: usize = pieces.iter().map(|p| p.len).sum();
+    async move {
+        match img.read(off, len as u64).await {
+            Ok(data) => scatter(&data, &pieces) as i64,
+            Err(e) => rbd_errno(&e) as i64,
+        }
+    }
+}
+
+fn write_from(h: &Arc<ImageHandle>, off: u64, data: Bytes) -> impl Future<Output = i64> + Send {
+    let img = h.image.clone();
+    let ticket = h.begin_write();
+    async move {
+        let _ticket = ticket;
+        match img.write(off, data).await {
+            Ok(()) => 0,
+            Err(e) => rbd_errno(&e) as i64,
+        }
+    }
+}
+
+// ---- completions ----
+
+/// `rbd_aio_create_completion(cb_arg, complete_cb, c)`: `complete_cb` may be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_create_completion(
+    arg: *mut c_void,
+    callback: Option<Callback>,
+    out: *mut *mut c_void,
+) -> c_int {
+    ffi!(EINVAL, {
+        if out.is_null() {
+            return EINVAL;
+        }
+        let comp = Arc::new(Completion {
+            callback,
+            arg: arg as usize,
+            state: Mutex::new(State::default()),
+            done_cv: Condvar::new(),
+        });
+        // SAFETY: non-NULL out-parameter (librbd.h).
+        unsafe { *out = Arc::into_raw(comp).cast_mut().cast() };
+        0
+    })
+}
+
+/// `rbd_aio_release(c)`: gives up the caller's reference.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_release(c: *mut c_void) {
+    ffi!((), {
+        if !c.is_null() {
+            // SAFETY: the caller's reference from rbd_aio_create_completion, released once.
+            drop(unsafe { Arc::from_raw(c.cast::<Completion>().cast_const()) });
+        }
+    })
+}
+
+/// `rbd_aio_get_return_value(c)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_get_return_value(c: *mut c_void) -> isize {
+    ffi!(EINVAL as isize, {
+        // SAFETY: contract of librbd.h.
+        match unsafe { completion(c) } {
+            Some(comp) => comp.state.lock().unwrap_or_else(|p| p.into_inner()).ret as isize,
+            None => EINVAL as isize,
+        }
+    })
+}
+
+/// `rbd_aio_get_arg(c)`: the `cb_arg` given at creation.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_get_arg(c: *mut c_void) -> *mut c_void {
+    ffi!(std::ptr::null_mut(), {
+        // SAFETY: contract of librbd.h.
+        match unsafe { completion(c) } {
+            Some(comp) => comp.arg as *mut c_void,
+            None => std::ptr::null_mut(),
+        }
+    })
+}
+
+/// `rbd_aio_is_complete(c)`: 1 once the callback has returned.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_is_complete(c: *mut c_void) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        match unsafe { completion(c) } {
+            Some(comp) => comp.state.lock().unwrap_or_else(|p| p.into_inner()).done as c_int,
+            None => EINVAL,
+        }
+    })
+}
+
+/// `rbd_aio_wait_for_complete(c)`: blocks until complete (not from inside a callback).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_wait_for_complete(c: *mut c_void) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let Some(comp) = (unsafe { completion(c) }) else {
+            return EINVAL;
+        };
+        let mut state = comp.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !state.done {
+            state = comp.done_cv.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        0
+    })
+}
+
+// ---- requests ----
+
+/// `rbd_aio_read(image, off, len, buf, c)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_read(
+    image: *mut c_void,
+    off: u64,
+    len: usize,
+    buf: *mut c_char,
+    c: *mut c_void,
+) -> c_int {
+    ffi!(EINVAL, {
+        if buf.is_null() && len > 0 {
+            return EINVAL;
+        }
+        let pieces = vec![Piece { addr: buf as usize, len }];
+        // SAFETY: forwarded contracts.
+        unsafe { start(image, c, |h| read_into(h, off, pieces)) }
+    })
+}
+
+/// `rbd_aio_read2(image, off, len, buf, c, op_flags)`: flags (fadvise hints) are ignored.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_read2(
+    image: *mut c_void,
+    off: u64,
+    len: usize,
+    buf: *mut c_char,
+    c: *mut c_void,
+    _op_flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded contracts.
+    unsafe { rbd_aio_read(image, off, len, buf, c) }
+}
+
+/// `rbd_aio_readv(image, iov, iovcnt, off, c)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_readv(
+    image: *mut c_void,
+    iov: *const libc::iovec,
+    count: c_int,
+    off: u64,
+    c: *mut c_void,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let pieces = match unsafe { iov_pieces(iov, count) } {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded contracts.
+        unsafe { start(image, c, |h| read_into(h, off, pieces)) }
+    })
+}
+
+/// `rbd_aio_write(image, off, len, buf, c)`: the data is copied before the call returns.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_write(
+    image: *mut c_void,
+    off: u64,
+    len: usize,
+    buf: *const c_char,
+    c: *mut c_void,
+) -> c_int {
+    ffi!(EINVAL, {
+        if buf.is_null() && len > 0 {
+            return EINVAL;
+        }
+        let data = gather(&[Piece { addr: buf as usize, len }]);
+        // SAFETY: forwarded contracts.
+        unsafe { start(image, c, |h| write_from(h, off, data)) }
+    })
+}
+
+/// `rbd_aio_write2(image, off, len, buf, c, op_flags)`: flags are ignored.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_write2(
+    image: *mut c_void,
+    off: u64,
+    len: usize,
+    buf: *const c_char,
+    c: *mut c_void,
+    _op_flags: c_int,
+) -> c_int {
+    // SAFETY: forwarded contracts.
+    unsafe { rbd_aio_write(image, off, len, buf, c) }
+}
+
+/// `rbd_aio_writev(image, iov, iovcnt, off, c)`: the data is copied before the call returns.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_writev(
+    image: *mut c_void,
+    iov: *const libc::iovec,
+    count: c_int,
+    off: u64,
+    c: *mut c_void,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let data = match unsafe { iov_pieces(iov, count) } {
+            Ok(p) => gather(&p),
+            Err(e) => return e,
+        };
+        // SAFETY: forwarded contracts.
+        unsafe { start(image, c, |h| write_from(h, off, data)) }
+    })
+}
+
+/// `rbd_aio_discard(image, off, len, c)`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_discard(
+    image: *mut c_void,
+    off: u64,
+    len: u64,
+    c: *mut c_void,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: forwarded contracts.
+        unsafe {
+            start(image, c, |h| {
+                let img = h.image.clone();
+                let ticket = h.begin_write();
+                async move {
+                    let _ticket = ticket;
+                    match img.discard(off, len).await {
+                        Ok(()) => 0,
+                        Err(e) => rbd_errno(&e) as i64,
+                    }
+                }
+            })
+        }
+    })
+}
+
+/// `rbd_aio_write_zeroes(image, off, len, c, zero_flags, op_flags)`: the range reads back
+/// zeros; with `RBD_WRITE_ZEROES_FLAG_THICK_PROVISION` (1, what QEMU 7.2 passes unless the
+/// request may unmap) zero bytes are written, so the range stays allocated; other flags are
+/// `-EINVAL`.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_write_zeroes(
+    image: *mut c_void,
+    off: u64,
+    len: usize,
+    c: *mut c_void,
+    zero_flags: c_int,
+    _op_flags: c_int,
+) -> c_int {
+    ffi!(EINVAL, {
+        if zero_flags & !1 != 0 {
+            return EINVAL;
+        }
+        let thick = zero_flags & 1 != 0;
+        // SAFETY: forwarded contracts.
+        unsafe {
+            start(image, c, |h| {
+                let img = h.image.clone();
+                let ticket = h.begin_write();
+                async move {
+                    let _ticket = ticket;
+                    let done = if thick {
+                        write_zero_bytes(&img, off, len as u64).await
+                    } else {
+                        img.write_zeroes(off, len as u64).await
+                    };
+                    match done {
+                        Ok(()) => 0,
+                        Err(e) => rbd_errno(&e) as i64,
+                    }
+                }
+            })
+        }
+    })
+}
+
+/// Writes zero bytes over `[off, off + len)` (4 MiB at a time): allocated zeros.
+async fn write_zero_bytes(
+    img: &quarry_rbd::Image,
+    off: u64,
+    len: u64,
+) -> quarry_rbd::RbdResult<()> {
+    let end = off.checked_add(len).ok_or_else(|| {
+        quarry_rbd::RbdError::refused(quarry_types::ErrorCode::EINVAL, "range overflows")
+    })?;
+    let mut at = off;
+    while at < end {
+        let piece = (end - at).min(4 << 20);
+        img.write(at, Bytes::from(vec![0u8; piece as usize])).await?;
+        at += piece;
+    }
+    Ok(())
+}
+
+/// `rbd_aio_flush(image, c)`: completes when every write submitted before it has completed
+/// and is durable.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_flush(image: *mut c_void, c: *mut c_void) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: forwarded contracts.
+        unsafe {
+            start(image, c, |h| {
+                let img = h.image.clone();
+                let (mark, handle) = (h.write_mark(), h.clone());
+                async move {
+                    handle.wait_writes_before(mark).await;
+                    match img.flush().await {
+                        Ok(()) => 0,
+                        Err(e) => rbd_errno(&e) as i64,
+                    }
+                }
+            })
+        }
+    })
+}
+
+// ---- event notification (fio's poll mode) ----
+
+/// `rbd_set_image_notification(image, fd, type)`: from now on each completed request of the
+/// image is queued for [`rbd_poll_io_events`] and `fd` signalled (type 1 pipe, 2 eventfd).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_set_image_notification(
+    image: *mut c_void,
+    fd: c_int,
+    kind: c_int,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let h = match unsafe { handle(image) } {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        if fd < 0 || !(1..=2).contains(&kind) {
+            return EINVAL;
+        }
+        let mut events = h.events();
+        events.fd = fd;
+        events.kind = kind;
+        0
+    })
+}
+
+/// `rbd_poll_io_events(image, comps, numcomp)`: moves up to `numcomp` completed requests
+/// into `comps` in completion order; returns how many. The caller still releases each.
+#[no_mangle]
+pub unsafe extern "C" fn rbd_poll_io_events(
+    image: *mut c_void,
+    comps: *mut *mut c_void,
+    numcomp: c_int,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        let h = match unsafe { handle(image) } {
+            Ok(h) => h,
+            Err(e) => return e,
+        };
+        if numcomp <= 0 {
+            return 0;
+        }
+        if comps.is_null() {
+            return EINVAL;
+        }
+        let mut events = h.events();
+        let mut n = 0;
+        while n < numcomp as usize {
+            let Some(comp) = events.queue.pop_front() else { break };
+            // SAFETY: `comps` has room for `numcomp` pointers (librbd.h).
+            unsafe { *comps.add(n) = comp.raw() };
+            n += 1;
+        }
+        n as c_int
+    })
+}

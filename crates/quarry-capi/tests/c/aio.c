@@ -1,0 +1,265 @@
+/* A C client of Quarry's librbd/librados, linked as QEMU is (librbd.so.1 and librados.so.2):
+ * completion lifetimes, callbacks on a library thread, close racing in-flight I/O, the
+ * poll-mode events fio uses, and librbd's errors for bad arguments. Prints what fails and
+ * exits non-zero. Run by tests/tools.rs against a `quarry up` cluster (CEPH_CONF set).
+ * Prototypes are declared here (as in Ceph's public headers) so no -dev package is needed. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+typedef void *rados_t;
+typedef void *rados_ioctx_t;
+typedef void *rbd_image_t;
+typedef void *rbd_completion_t;
+typedef void (*rbd_callback_t)(rbd_completion_t cb, void *arg);
+
+int rados_create(rados_t *cluster, const char *id);
+int rados_conf_read_file(rados_t cluster, const char *path);
+int rados_conf_set(rados_t cluster, const char *option, const char *value);
+int rados_conf_get(rados_t cluster, const char *option, char *buf, size_t len);
+int rados_connect(rados_t cluster);
+void rados_shutdown(rados_t cluster);
+int rados_ioctx_create(rados_t cluster, const char *pool, rados_ioctx_t *io);
+void rados_ioctx_destroy(rados_ioctx_t io);
+int rbd_create(rados_ioctx_t io, const char *name, uint64_t size, int *order);
+int rbd_open(rados_ioctx_t io, const char *name, rbd_image_t *image, const char *snap);
+int rbd_close(rbd_image_t image);
+int rbd_get_size(rbd_image_t image, uint64_t *size);
+int rbd_aio_create_completion(void *arg, rbd_callback_t cb, rbd_completion_t *c);
+int rbd_aio_write(rbd_image_t image, uint64_t off, size_t len, const char *buf,
+                  rbd_completion_t c);
+int rbd_aio_read(rbd_image_t image, uint64_t off, size_t len, char *buf, rbd_completion_t c);
+struct iovec;
+int rbd_aio_writev(rbd_image_t image, const struct iovec *iov, int iovcnt, uint64_t off,
+                   rbd_completion_t c);
+int rbd_aio_flush(rbd_image_t image, rbd_completion_t c);
+int rbd_aio_wait_for_complete(rbd_completion_t c);
+int rbd_aio_is_complete(rbd_completion_t c);
+ssize_t rbd_aio_get_return_value(rbd_completion_t c);
+void *rbd_aio_get_arg(rbd_completion_t c);
+void rbd_aio_release(rbd_completion_t c);
+ssize_t rbd_read(rbd_image_t image, uint64_t off, size_t len, char *buf);
+int rbd_set_image_notification(rbd_image_t image, int fd, int type);
+int rbd_poll_io_events(rbd_image_t image, rbd_completion_t *comps, int numcomp);
+int rbd_stat(rbd_image_t image, void *info, size_t infosize);
+int rbd_encryption_load(rbd_image_t image, int format, void *opts, size_t size);
+int rbd_resize(rbd_image_t image, uint64_t size);
+int rbd_update_watch(rbd_image_t image, uint64_t *handle, void (*cb)(void *), void *arg);
+int rbd_update_unwatch(rbd_image_t image, uint64_t handle);
+
+#define N 256
+#define PIECE (64 * 1024)
+
+static int failures;
+#define CHECK(cond, ...)                                                                       \
+    do {                                                                                       \
+        if (!(cond)) {                                                                         \
+            fprintf(stderr, "FAILED line %d: %s: ", __LINE__, #cond);                          \
+            fprintf(stderr, __VA_ARGS__);                                                      \
+            fprintf(stderr, "\n");                                                             \
+            failures++;                                                                        \
+        }                                                                                      \
+    } while (0)
+
+static pthread_t main_thread;
+static atomic_int callbacks, bad_returns, on_caller_thread;
+
+/* QEMU's pattern: read the result and release the completion inside the callback. */
+static void release_in_callback(rbd_completion_t c, void *arg) {
+    if (rbd_aio_get_return_value(c) != 0) atomic_fetch_add(&bad_returns, 1);
+    if (rbd_aio_get_arg(c) != arg) atomic_fetch_add(&bad_returns, 1);
+    if (pthread_equal(pthread_self(), main_thread)) atomic_fetch_add(&on_caller_thread, 1);
+    rbd_aio_release(c);
+    usleep(1000); /* a slow callback: rbd_close must still wait for it */
+    atomic_fetch_add(&callbacks, 1);
+}
+
+static void count_only(rbd_completion_t c, void *arg) {
+    (void)c;
+    (void)arg;
+    atomic_fetch_add(&callbacks, 1);
+}
+
+static atomic_int updates;
+static void on_update(void *arg) {
+    if (arg == (void *)&updates) atomic_fetch_add(&updates, 1);
+}
+
+/* A flush's callback: how many write callbacks had run by then. */
+static atomic_int seen_at_flush = -1;
+static void flush_done(rbd_completion_t c, void *arg) {
+    (void)arg;
+    atomic_store(&seen_at_flush, atomic_load(&callbacks));
+    rbd_aio_release(c);
+}
+
+static void wait_callbacks(int n) {
+    for (int i = 0; i < 3000 && atomic_load(&callbacks) < n; i++) usleep(10000);
+}
+
+int main(void) {
+    rados_t cluster;
+    rados_ioctx_t io;
+    rbd_image_t image;
+    main_thread = pthread_self();
+
+    CHECK(rados_create(&cluster, NULL) == 0, "create");
+    CHECK(rados_conf_read_file(cluster, NULL) == 0, "read_file");
+    CHECK(rados_conf_set(cluster, "rbd_cache", "true") == 0, "rbd_cache");
+    CHECK(rados_conf_set(cluster, "some_ceph_option_quarry_lacks", "1") == 0, "unknown key");
+    char buf[64];
+    CHECK(rados_conf_get(cluster, "some_ceph_option_quarry_lacks", buf, sizeof buf) == 0 &&
+              strcmp(buf, "1") == 0,
+          "conf_get of a stored key");
+    CHECK(rados_conf_get(cluster, "rbd_cache", buf, 2) == -ENAMETOOLONG, "short buffer");
+    int r = rados_connect(cluster);
+    CHECK(r == 0, "connect: %d", r);
+    if (r) return 1;
+    CHECK(rados_ioctx_create(cluster, "nopool", &io) == -ENOENT, "unknown pool");
+    CHECK(rados_ioctx_create(cluster, "rbd", &io) == 0, "ioctx");
+
+    int order = 0;
+    r = rbd_create(io, "race", 64 << 20, &order);
+    CHECK(r == 0 && order == 22, "rbd_create: %d order %d", r, order);
+    CHECK(rbd_create(io, "race", 1 << 20, &order) == -EEXIST, "EEXIST");
+    CHECK(rbd_open(io, "nope", &image, NULL) == -ENOENT, "open missing");
+    CHECK(rbd_stat(NULL, buf, sizeof buf) == -EINVAL, "stat NULL image");
+    CHECK(rbd_open(io, "race", &image, NULL) == 0, "open");
+    CHECK(rbd_encryption_load(image, 0, NULL, 0) == -EOPNOTSUPP, "encryption");
+    CHECK(rbd_aio_write(image, 0, 4, "abcd", NULL) == -EINVAL, "NULL completion");
+
+    /* N writes of distinct patterns, completions released in their callbacks, then close at
+     * once while they are in flight. */
+    char *data = malloc((size_t)N * PIECE);
+    for (int i = 0; i < N; i++) memset(data + (size_t)i * PIECE, 'A' + i % 26, PIECE);
+    for (int i = 0; i < N; i++) {
+        rbd_completion_t c;
+        CHECK(rbd_aio_create_completion((void *)(intptr_t)(i + 1), release_in_callback, &c) == 0,
+              "completion");
+        CHECK(rbd_aio_write(image, (uint64_t)i * PIECE, PIECE, data + (size_t)i * PIECE, c) == 0,
+              "aio_write %d", i);
+    }
+    CHECK(rbd_close(image) == 0, "close racing in-flight writes");
+    /* rbd_close returns once every request has ended and its callback has run. */
+    CHECK(atomic_load(&callbacks) == N, "callbacks %d of %d when rbd_close returned",
+          atomic_load(&callbacks), N);
+    CHECK(atomic_load(&bad_returns) == 0, "bad returns %d", atomic_load(&bad_returns));
+    CHECK(atomic_load(&on_caller_thread) == 0, "callbacks on the caller's thread");
+
+    /* Reopen: every write is there. */
+    CHECK(rbd_open(io, "race", &image, NULL) == 0, "reopen");
+    char *back = malloc((size_t)N * PIECE);
+    ssize_t n = rbd_read(image, 0, (size_t)N * PIECE, back);
+    CHECK(n == (ssize_t)N * PIECE, "read %zd", n);
+    CHECK(memcmp(back, data, (size_t)N * PIECE) == 0, "data after close/reopen");
+    uint64_t size = 0;
+    CHECK(rbd_get_size(image, &size) == 0 && size == 64 << 20, "size");
+    CHECK(rbd_read(image, (64 << 20) - 100, 4096, back) == 100, "short read at the end");
+    CHECK(rbd_read(image, (64 << 20) + 4096, 4096, back) == -EINVAL, "read past the end");
+
+    /* A completion released before its request ends; one without callback waited for. */
+    atomic_store(&callbacks, 0);
+    rbd_completion_t early;
+    CHECK(rbd_aio_create_completion(NULL, count_only, &early) == 0, "completion");
+    CHECK(rbd_aio_read(image, 0, PIECE, back, early) == 0, "aio_read");
+    rbd_aio_release(early);
+    wait_callbacks(1);
+    CHECK(atomic_load(&callbacks) == 1, "callback after early release");
+    rbd_completion_t waited;
+    CHECK(rbd_aio_create_completion(NULL, NULL, &waited) == 0, "completion");
+    memset(back, 0, PIECE);
+    CHECK(rbd_aio_read(image, 5 * PIECE, PIECE, back, waited) == 0, "aio_read");
+    CHECK(rbd_aio_wait_for_complete(waited) == 0, "wait");
+    CHECK(rbd_aio_is_complete(waited) == 1, "is_complete");
+    CHECK(rbd_aio_get_return_value(waited) == PIECE, "read returns its length");
+    CHECK(memcmp(back, data + 5 * PIECE, PIECE) == 0, "aio_read data");
+    rbd_aio_release(waited);
+
+    /* fio's poll mode: completions come back through the eventfd, in completion order. */
+    int efd = eventfd(0, 0);
+    CHECK(rbd_set_image_notification(image, efd, 2) == 0, "notification");
+    rbd_completion_t cs[8];
+    for (int i = 0; i < 8; i++) {
+        CHECK(rbd_aio_create_completion((void *)(intptr_t)(100 + i), NULL, &cs[i]) == 0, "c");
+        CHECK(rbd_aio_read(image, (uint64_t)i * PIECE, 4096, back + i * 4096, cs[i]) == 0, "r");
+    }
+    int got = 0, seen[8] = {0};
+    for (int tries = 0; got < 8 && tries < 3000; tries++) {
+        uint64_t count;
+        if (read(efd, &count, sizeof count) != sizeof count) break;
+        rbd_completion_t out[8];
+        int k = rbd_poll_io_events(image, out, 8);
+        for (int j = 0; j < k; j++) {
+            intptr_t arg = (intptr_t)rbd_aio_get_arg(out[j]);
+            CHECK(arg >= 100 && arg < 108 && !seen[arg - 100], "poll arg %ld", (long)arg);
+            if (arg >= 100 && arg < 108) seen[arg - 100] = 1;
+            CHECK(rbd_aio_get_return_value(out[j]) == 4096, "poll return");
+            got++;
+        }
+    }
+    CHECK(got == 8, "polled %d of 8", got);
+    for (int i = 0; i < 8; i++) rbd_aio_release(cs[i]);
+    rbd_completion_t f;
+    CHECK(rbd_aio_create_completion(NULL, NULL, &f) == 0, "c");
+    CHECK(rbd_aio_flush(image, f) == 0, "flush");
+    rbd_aio_wait_for_complete(f);
+    CHECK(rbd_aio_get_return_value(f) == 0, "flush result");
+    rbd_aio_release(f);
+
+    /* Image change notifications: another handle resizes, the watcher hears of it. */
+    uint64_t watch_handle;
+    CHECK(rbd_update_watch(image, &watch_handle, on_update, &updates) == 0, "update_watch");
+    rbd_image_t other;
+    CHECK(rbd_open(io, "race", &other, NULL) == 0, "second handle");
+    CHECK(rbd_resize(other, 128 << 20) == 0, "resize by the other handle");
+    for (int i = 0; i < 500 && atomic_load(&updates) == 0; i++) usleep(10000);
+    CHECK(atomic_load(&updates) >= 1, "update callback after a resize elsewhere");
+    CHECK(rbd_update_unwatch(image, watch_handle) == 0, "update_unwatch");
+    CHECK(rbd_update_unwatch(image, watch_handle) == -ENOENT, "unwatch twice");
+    int before = atomic_load(&updates);
+    CHECK(rbd_resize(other, 96 << 20) == 0, "resize again");
+    usleep(300000);
+    CHECK(atomic_load(&updates) == before, "no callback after unwatch");
+    CHECK(rbd_get_size(image, &size) == 0 && size == 96 << 20, "size seen: %llu",
+          (unsigned long long)size);
+    /* A flush issued while writes are in flight completes after all of them (librbd: a
+     * flush covers every write issued before it). */
+    atomic_store(&callbacks, 0);
+    for (int i = 0; i < 32; i++) {
+        rbd_completion_t c;
+        CHECK(rbd_aio_create_completion(NULL, count_only, &c) == 0, "completion");
+        CHECK(rbd_aio_write(other, (uint64_t)i * PIECE, PIECE, data + (size_t)i * PIECE, c) == 0,
+              "aio_write %d", i);
+    }
+    rbd_completion_t fl;
+    CHECK(rbd_aio_create_completion(NULL, flush_done, &fl) == 0, "completion");
+    CHECK(rbd_aio_flush(other, fl) == 0, "flush behind writes");
+    for (int i = 0; i < 3000 && atomic_load(&seen_at_flush) < 0; i++) usleep(10000);
+    CHECK(atomic_load(&seen_at_flush) == 32, "write callbacks run before the flush's: %d",
+          atomic_load(&seen_at_flush));
+    /* No iovec is -EINVAL, as in librbd. */
+    rbd_completion_t none;
+    CHECK(rbd_aio_create_completion(NULL, NULL, &none) == 0, "completion");
+    CHECK(rbd_aio_writev(other, NULL, 0, 0, none) == -EINVAL, "writev without iovec");
+    rbd_aio_release(none);
+    CHECK(rbd_close(other) == 0, "close second");
+
+    CHECK(rbd_close(image) == 0, "close");
+    rados_ioctx_destroy(io);
+    rados_shutdown(cluster);
+    free(data);
+    free(back);
+    if (failures) {
+        fprintf(stderr, "%d checks failed\n", failures);
+        return 1;
+    }
+    printf("all checks passed\n");
+    return 0;
+}
