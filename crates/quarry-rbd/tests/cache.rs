@@ -564,6 +564,7 @@ async fn sigkilled_writer_loses_nothing_it_must_keep() {
         }
         eprintln!("{mode}: {acked} writes acknowledged, flush covered {flushed}, {lost} lost");
     }
+    let _ = std::fs::remove_dir_all(&dir);
     cluster.shutdown().await;
 }
 
