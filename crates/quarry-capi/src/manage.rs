@@ -694,7 +694,7 @@ pub unsafe extern "C" fn rbd_get_parent(
                 &pio,
                 &info.spec.image_id,
                 name.as_deref().unwrap_or(""),
-                OpenOptions { snapshot: None, read_only: true },
+                OpenOptions { snapshot: None, read_only: true, ..Default::default() },
             )
             .await
             {

@@ -357,10 +357,15 @@ unsafe fn open_common(
     let io = ctx.get();
     // The client cache's settings are `ctx.options()`: `rbd_cache` (QEMU sets it from its
     // cache mode: false for cache=none, true otherwise), `rbd_cache_size`,
-    // `rbd_cache_max_dirty`, `rbd_cache_writethrough_until_flush`... They go into
-    // `OpenOptions` once the image layer has a cache.
-    let _cache_requested = ctx.options().get_bool("rbd_cache");
-    let options = OpenOptions { snapshot: snap, read_only };
+    // `rbd_cache_max_dirty`, `rbd_cache_writethrough_until_flush`, ... (file, CEPH_ARGS,
+    // rados_conf_set). A value that does not parse keeps the default, as librbd does.
+    let mut cache = quarry_rbd::CacheConfig::default();
+    for key in quarry_rbd::CACHE_OPTIONS {
+        if let Some(value) = ctx.options().get(key) {
+            let _ = cache.set(key, &value);
+        }
+    }
+    let options = OpenOptions { snapshot: snap, read_only, cache };
     match block_on(async move { Image::open(&io, &name, options).await }) {
         Ok(image) => {
             let p = Arc::into_raw(Arc::new(ImageHandle::new(image))).cast_mut().cast::<c_void>();
@@ -529,7 +534,7 @@ fn parent_names(h: &ImageHandle) -> Result<(String, String, String, String), c_i
             &pio,
             &parent.spec.image_id,
             &name,
-            OpenOptions { snapshot: None, read_only: true },
+            OpenOptions { snapshot: None, read_only: true, ..Default::default() },
         )
         .await
         {
@@ -759,11 +764,18 @@ pub unsafe extern "C" fn rbd_snap_rollback(image: *mut c_void, name: *const c_ch
     })
 }
 
-/// `rbd_invalidate_cache(image)`: drops cached data (no cache yet: nothing to drop).
+/// `rbd_invalidate_cache(image)`: writes the client cache back and drops what it holds.
 #[no_mangle]
 pub unsafe extern "C" fn rbd_invalidate_cache(image: *mut c_void) -> c_int {
-    // SAFETY: contract of librbd.h.
-    ffi!(EINVAL, { unsafe { with_image(image, |_| 0) } })
+    ffi!(EINVAL, {
+        // SAFETY: contract of librbd.h.
+        unsafe {
+            with_image(image, |h| {
+                let img = h.image.clone();
+                code(block_on(async move { img.invalidate_cache().await }))
+            })
+        }
+    })
 }
 
 /// `rbd_flush(image)`: every acknowledged write durable.
@@ -899,6 +911,50 @@ pub unsafe extern "C" fn rbd_write(
         match block_on(async move { img.write(ofs, data).await }) {
             Ok(()) => len as isize,
             Err(e) => rbd_errno(&e) as isize,
+        }
+    })
+}
+
+/// `rbd_compare_and_write(image, ofs, len, cmp_buf, buf, mismatch_off, op_flags)`: `len`
+/// once the image held `cmp_buf` at `ofs` and now holds `buf` (atomically on the OSD);
+/// -EILSEQ with `*mismatch_off` the image offset of the first differing byte (nothing
+/// written); -EINVAL across an object boundary or past the end (librbd's rules).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_compare_and_write(
+    image: *mut c_void,
+    ofs: u64,
+    len: usize,
+    cmp_buf: *const c_char,
+    buf: *const c_char,
+    mismatch_off: *mut u64,
+    _op_flags: c_int,
+) -> isize {
+    ffi!(EINVAL as isize, {
+        if (buf.is_null() || cmp_buf.is_null()) && len > 0 {
+            return EINVAL as isize;
+        }
+        // SAFETY: contract of librbd.h.
+        let h = match unsafe { handle(image) } {
+            Ok(h) => h,
+            Err(e) => return e as isize,
+        };
+        // SAFETY: `cmp_buf` and `buf` hold `len` bytes each (librbd.h).
+        let (cmp, data) = unsafe {
+            (
+                Bytes::copy_from_slice(std::slice::from_raw_parts(cmp_buf.cast::<u8>(), len)),
+                Bytes::copy_from_slice(std::slice::from_raw_parts(buf.cast::<u8>(), len)),
+            )
+        };
+        let img = h.image.clone();
+        match block_on(async move { img.compare_and_write(ofs, cmp, data).await }) {
+            Ok(()) => len as isize,
+            Err(e) => {
+                if let (Some(at), false) = (e.mismatch_offset(), mismatch_off.is_null()) {
+                    // SAFETY: checked non-NULL; the caller's u64 (librbd.h).
+                    unsafe { *mismatch_off = at };
+                }
+                rbd_errno(&e) as isize
+            }
         }
     })
 }

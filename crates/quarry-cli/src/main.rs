@@ -154,7 +154,9 @@ fn main() -> ExitCode {
     if std::env::var_os(TEST_PANIC_ENV).is_some_and(|v| v == "1") {
         panic!("{TEST_PANIC_ENV}=1: panicking on purpose (tests the panic hook)");
     }
-    let args = effective_args(std::env::args_os().collect(), quarry_conf::ceph_args_env());
+    // The image cache's options in CEPH_ARGS are read where images are opened (rbd.rs).
+    let ceph_args = quarry_rbd::CacheConfig::strip_args(&quarry_conf::ceph_args_env());
+    let args = effective_args(std::env::args_os().collect(), ceph_args);
     let cli = Cli::parse_from(args);
     init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

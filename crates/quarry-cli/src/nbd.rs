@@ -99,7 +99,7 @@ pub async fn run(args: NbdArgs) -> Result<(), CliError> {
             )
         })?;
         let read_only = serve.read_only || snap.is_some();
-        let options = OpenOptions { snapshot: snap, read_only };
+        let options = OpenOptions { snapshot: snap, read_only, ..Default::default() };
         let image = Image::open(&io, &name, options).await.map_err(|e| {
             usage(format!("quarry nbd: error opening image {spec}: {}", e.errno()), e.errno())
         })?;

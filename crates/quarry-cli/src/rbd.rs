@@ -408,9 +408,28 @@ pub async fn run(args: RbdArgs) -> Result<(), CliError> {
     }
 }
 
+/// The cache settings of the images this command opens: ceph.conf, then `CEPH_ARGS`.
+static CACHE: std::sync::OnceLock<quarry_rbd::CacheConfig> = std::sync::OnceLock::new();
+
+fn load_cache_config(common: &CommonArgs) -> Result<(), CliError> {
+    let (Ok((conf, _)), Ok(name)) = (common.load_conf(), quarry_conf::resolve_entity(common))
+    else {
+        return Ok(()); // connecting reported these already
+    };
+    let bad = |message: String| CliError::Usage { message, status: 22 };
+    let mut cfg =
+        quarry_rbd::CacheConfig::from_conf(&conf, &name).map_err(|e| bad(format!("rbd: {e}")))?;
+    cfg.apply_args(&quarry_conf::ceph_args_env()).map_err(|e| bad(format!("rbd: {e}")))?;
+    let _ = CACHE.set(cfg);
+    Ok(())
+}
+
 async fn connect(args: &RbdArgs) -> Result<Rados, CliError> {
     match session::connect(&args.common, Tool::Rados).await {
-        Ok(rados) => Ok(rados),
+        Ok(rados) => {
+            load_cache_config(&args.common)?;
+            Ok(rados)
+        }
         Err(CliError::RadosConnect { code, detail }) => Err(CliError::Usage {
             message: format!("{detail}\nrbd: couldn't connect to the cluster!"),
             status: status_of(code),
@@ -455,7 +474,8 @@ static OPENED: std::sync::Mutex<Vec<Image>> = std::sync::Mutex::new(Vec::new());
 
 async fn open_image(rados: &Rados, spec: &Spec, read_only: bool) -> Result<Image, CliError> {
     let io = open_pool(rados, &spec.pool, &spec.namespace).await?;
-    let options = OpenOptions { snapshot: spec.snap.clone(), read_only };
+    let cache = CACHE.get().cloned().unwrap_or_default();
+    let options = OpenOptions { snapshot: spec.snap.clone(), read_only, cache };
     let image = Image::open(&io, &spec.image, options)
         .await
         .map_err(|e| failed(&format!("error opening image {}", spec.image), &e))?;
@@ -1748,7 +1768,7 @@ async fn clone(args: &RbdArgs, rados: &Rados, parent: &Spec, child: &Spec) -> Re
     let source = Image::open(
         &parent_io,
         &parent.image,
-        OpenOptions { snapshot: parent.snap.clone(), read_only: true },
+        OpenOptions { snapshot: parent.snap.clone(), read_only: true, ..Default::default() },
     )
     .await
     .map_err(|e| failed("clone error", &e))?;

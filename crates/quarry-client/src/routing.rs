@@ -119,6 +119,7 @@ fn op_extent(op: &ObjectOp) -> (u64, u64) {
             (0, vals.iter().map(|(k, v)| len(k.len() + v.len())).sum())
         }
         ObjectOp::OmapSetHeader { header } => (0, len(header.len())),
+        ObjectOp::CmpExt { off, data } => (off.saturating_add(len(data.len())), len(data.len())),
         ObjectOp::OmapRmKeys { keys } | ObjectOp::OmapGetValsByKeys { keys } => {
             (0, keys.iter().map(|k| len(k.len())).sum())
         }

@@ -21,7 +21,7 @@
 //! - [`parse_mon_host`]: monitor addresses.
 //! - [`OPTIONS`]: every option some Quarry code reads (and only those), typed, with defaults,
 //!   docs and readers; [`IGNORED_OPTIONS`] and [`IGNORED_PREFIXES`]: Ceph options accepted
-//!   and ignored (including `rbd_*` options the image layer will read, and `debug_*`);
+//!   and ignored (including `rbd_*` options other than the cache's, and `debug_*`);
 //!   [`validate`] warns about unknown (misspelt) keys by name with the option they resemble,
 //!   and about values of the wrong type; the daemons and `quarry up` log its warnings at
 //!   start; [`is_known`] answers `rados_conf_set` (-ENOENT).

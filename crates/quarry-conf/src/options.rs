@@ -90,12 +90,30 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "Disk usage from which an OSD is full: `ceph health` reports OSD_FULL (HEALTH_ERR) and writes that need space get ENOSPC; reads, removes, truncates and zeroing still work. The OSD checks its own disk before every such write, and the monitor's map for its replicas." },
     OptionSpec { name: "osd_failsafe_full_ratio", kind: Float, default: "0.97", used_by: MON_OSD,
         doc: "The OSD's own limit: a write that needs space is refused when it and the writes in flight would take the disk to this usage, whatever the monitor says; every such write stops when the raw disk is halfway between it and full. Must be at least mon_osd_full_ratio." },
+    OptionSpec { name: "rbd_cache", kind: Bool, default: "true", used_by: CLIENT,
+        doc: "Cache image data in the client (quarry-rbd): writeback, or writethrough when rbd_cache_max_dirty is 0. false sends every read and write to the cluster." },
+    OptionSpec { name: "rbd_cache_size", kind: Size, default: "32M", used_by: CLIENT,
+        doc: "Bytes an open image caches, dirty and clean (the cache's memory bound)." },
+    OptionSpec { name: "rbd_cache_max_dirty", kind: Size, default: "24M", used_by: CLIENT,
+        doc: "Dirty bytes at most (writes wait for writeback beyond it); 0 is writethrough: a write is acknowledged once the cluster has it." },
+    OptionSpec { name: "rbd_cache_target_dirty", kind: Size, default: "16M", used_by: CLIENT,
+        doc: "Dirty bytes from which the cache writes back in the background." },
+    OptionSpec { name: "rbd_cache_max_dirty_age", kind: Float, default: "1.0", used_by: CLIENT,
+        doc: "Seconds a write stays dirty at most before it is written back." },
+    OptionSpec { name: "rbd_cache_writethrough_until_flush", kind: Bool, default: "true", used_by: CLIENT,
+        doc: "Writethrough until the first flush of the image (a guest that never flushes is not put at risk), then writeback." },
+    OptionSpec { name: "rbd_readahead_trigger_requests", kind: Int, default: "10", used_by: CLIENT,
+        doc: "Sequential reads of an image before the cache reads ahead." },
+    OptionSpec { name: "rbd_readahead_max_bytes", kind: Size, default: "512K", used_by: CLIENT,
+        doc: "Bytes read ahead at once (0: no read-ahead)." },
+    OptionSpec { name: "rbd_readahead_disable_after_bytes", kind: Size, default: "50M", used_by: CLIENT,
+        doc: "Read-ahead stops after this many bytes of an open image were read (the guest's own read-ahead takes over); 0 never stops." },
     OptionSpec { name: "osd_pool_default_pg_num", kind: Int, default: "32", used_by: MON,
         doc: "Placement groups of a new pool when `ceph osd pool create` gives none; `quarry mon --pg-num` overrides it." },
 ];
 
 /// Ceph options Quarry accepts and ignores: common in existing ceph.conf files, or read by
-/// layers Quarry does not have yet (the image layer will read the `rbd_*` options; logging
+/// layers Quarry does not have yet (the image layer reads only the cache's `rbd_cache*`/`rbd_readahead*`; logging
 /// is set by `RUST_LOG`, not `log_file`/`debug_*`). Moving one to [`OPTIONS`] is how a
 /// feature starts honouring it.
 pub static IGNORED_OPTIONS: &[&str] = &[
@@ -107,12 +125,6 @@ pub static IGNORED_OPTIONS: &[&str] = &[
     "log_file",
     "admin_socket",
     "run_dir",
-    "rbd_cache",
-    "rbd_cache_size",
-    "rbd_cache_max_dirty",
-    "rbd_cache_target_dirty",
-    "rbd_cache_max_dirty_age",
-    "rbd_cache_writethrough_until_flush",
     "rbd_default_order",
     "rbd_default_features",
     "rbd_default_format",
@@ -208,9 +220,6 @@ pub static IGNORED_OPTIONS: &[&str] = &[
     "rbd_op_threads",
     "rbd_localize_parent_reads",
     "rbd_balance_parent_reads",
-    "rbd_readahead_max_bytes",
-    "rbd_readahead_trigger_requests",
-    "rbd_readahead_disable_after_bytes",
     "rbd_clone_copy_on_read",
     "rbd_skip_partial_discard",
     "rbd_validate_pool",
@@ -570,7 +579,8 @@ mod tests {
             assert!(!is_known(name), "{name} must be unknown");
         }
         assert_eq!(option_spec("osd pool-default size").map(|o| o.kind), Some(Int));
-        assert_eq!(option_spec("rbd_cache"), None, "accepted and ignored, not read");
+        assert_eq!(option_spec("rbd_cache").map(|o| o.kind), Some(Bool), "read by quarry-rbd");
+        assert_eq!(option_spec("rbd_default_order"), None, "accepted and ignored, not read");
         assert_eq!(suggest("rbd_cahce"), Some("rbd_cache"));
         assert_eq!(suggest("mon_hosts"), Some("mon_host"));
         assert_eq!(suggest("completely_different"), None);

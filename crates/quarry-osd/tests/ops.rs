@@ -142,3 +142,38 @@ async fn concurrent_writers_over_all_pgs() {
     osd.shutdown().await;
     cluster.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cmp_ext_guards_a_write_atomically() {
+    let cluster = common::start().await;
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
+    let client = admin.osd_client(osd.addr()).await;
+    let b = |s: &'static [u8]| Bytes::from_static(s);
+    let cmp = |off, data| ObjectOp::CmpExt { off, data };
+    let write = |off, data| ObjectOp::Write { off, data: Payload::new(data) };
+
+    // An absent object compares as zeros, so a compare of zeros passes and the write lands.
+    let ops = vec![cmp(0, Bytes::from(vec![0u8; 4])), write(0, b(b"abcdefgh"))];
+    client.exec("c", ops).await.unwrap();
+    assert_eq!(client.read("c").await.unwrap(), b"abcdefgh");
+    // A mismatch fails the whole vector with MAX_ERRNO + the index of the first difference.
+    let ops = vec![cmp(2, b(b"cdXf")), write(0, b(b"clobbered"))];
+    let code = client.exec("c", ops).await.unwrap_err();
+    assert_eq!(code, ErrorCode::cmpext_mismatch(2));
+    assert_eq!((code.mismatch_offset(), code.as_errno()), (Some(2), ErrorCode::EILSEQ));
+    assert_eq!(client.read("c").await.unwrap(), b"abcdefgh");
+    // Bytes past the end compare as zeros.
+    let ops = vec![cmp(6, b(b"gh\0\0")), write(8, b(b"ij"))];
+    client.exec("c", ops).await.unwrap();
+    assert_eq!(client.read("c").await.unwrap(), b"abcdefghij");
+    let code = client.exec("c", vec![cmp(9, b(b"j\0x"))]).await.unwrap_err();
+    assert_eq!(code.mismatch_offset(), Some(2));
+    // A match alone (read path) succeeds and changes nothing.
+    client.exec("c", vec![cmp(0, b(b"abc"))]).await.unwrap();
+    // Past the largest object: EFBIG, not a mismatch.
+    let far = cmp(quarry_types::OBJECT_SIZE_MAX, b(b"x"));
+    assert_eq!(client.exec("c", vec![far]).await.unwrap_err(), ErrorCode::EFBIG);
+    osd.shutdown().await;
+    cluster.shutdown().await;
+}

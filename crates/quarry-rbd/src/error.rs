@@ -18,6 +18,12 @@ pub enum RbdError {
         /// One line for a person ("image has snapshots - not removing"); may be empty.
         reason: String,
     },
+    /// A compare-and-write whose compare failed (EILSEQ): nothing was written.
+    #[error("compare mismatch at image offset {offset}: {}", ErrorCode::EILSEQ)]
+    Mismatch {
+        /// Image offset of the first byte that differs (librbd's `mismatch_off`).
+        offset: u64,
+    },
 }
 
 fn prefix(reason: &str) -> String {
@@ -32,8 +38,17 @@ impl RbdError {
     /// The errno.
     pub fn errno(&self) -> ErrorCode {
         match self {
-            RbdError::Client(e) => e.errno(),
+            RbdError::Client(e) => e.errno().as_errno(),
             RbdError::Refused { code, .. } => *code,
+            RbdError::Mismatch { .. } => ErrorCode::EILSEQ,
+        }
+    }
+
+    /// The image offset of the first differing byte of a failed compare-and-write.
+    pub fn mismatch_offset(&self) -> Option<u64> {
+        match self {
+            RbdError::Mismatch { offset } => Some(*offset),
+            _ => None,
         }
     }
 
@@ -51,7 +66,7 @@ impl RbdError {
     pub fn reason(&self) -> &str {
         match self {
             RbdError::Refused { reason, .. } => reason,
-            RbdError::Client(_) => "",
+            RbdError::Client(_) | RbdError::Mismatch { .. } => "",
         }
     }
 }

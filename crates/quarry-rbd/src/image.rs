@@ -17,6 +17,14 @@
 //!   write and exclusively by snapshot create, rollback, resize and flatten, so no write
 //!   of this handle is sent with a stale snapshot context. (Other clients are kept out by
 //!   the exclusive lock.)
+//! - **The cache** ([`crate::cache`]) sits between the public data path and the uncached
+//!   one (`*_uncached`, what its writeback calls). Snapshot create, resize, rollback, diff,
+//!   the head's object map and close flush it first (not counting as the caller's flush for
+//!   writethrough-until-flush); releasing the exclusive lock writes it back and empties it
+//!   (run by the lock itself, with the lock held exclusively, so no write of this handle
+//!   can pass it); discard, write-zeroes, compare-and-write and writes larger than the dirty
+//!   limit go around it after writing back the dirty bytes they overlap. A handle dropped
+//!   without `close` loses what was not written back (as librbd's without `rbd_close`).
 
 use std::sync::Arc;
 
@@ -34,6 +42,7 @@ use quarry_cls::rbd::{
 use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, SnapContext, SnapId, SNAP_HEAD};
 use tokio::sync::{Mutex, RwLock};
 
+use crate::cache::{self, Cache, CacheConfig};
 use crate::error::{is, RbdError, RbdResult};
 use crate::layout::{data_object, Layout, ObjectExtent};
 use crate::lock::{run_watch, ExclusiveLock, LockMode, WatchTarget};
@@ -50,6 +59,10 @@ pub struct OpenOptions {
     pub snapshot: Option<String>,
     /// Refuse writes (EROFS).
     pub read_only: bool,
+    /// The client cache of a handle open for writing (Ceph's defaults: writeback,
+    /// writethrough until the first flush); read-only and snapshot opens have none. See
+    /// [`CacheConfig::from_conf`] for ceph.conf and `CEPH_ARGS`.
+    pub cache: CacheConfig,
 }
 
 /// What `rbd info` shows.
@@ -120,12 +133,68 @@ struct Inner {
     watch: std::sync::Mutex<Option<(u64, tokio::task::JoinHandle<()>)>>,
     /// The exclusive lock (images with the feature, open for writing).
     exclusive: std::sync::OnceLock<Arc<ExclusiveLock>>,
+    /// The client cache (handles open for writing, unless `rbd_cache` is off).
+    cache: Option<Arc<Cache>>,
+    /// The cache's background writeback.
+    flusher: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The cache's way to the cluster: this handle's uncached data path.
+struct Uncached(std::sync::Weak<Inner>);
+
+impl Uncached {
+    fn image(&self) -> RbdResult<Image> {
+        let inner = self
+            .0
+            .upgrade()
+            .ok_or_else(|| RbdError::refused(ErrorCode::ESHUTDOWN, "the image handle is closed"))?;
+        Ok(Image { inner })
+    }
+}
+
+impl cache::Backend for Uncached {
+    fn hold(&self) -> cache::BoxFut<'_, RbdResult<cache::WriteRight>> {
+        Box::pin(async move {
+            let lock = self.image()?.inner.exclusive.get().cloned();
+            match lock {
+                Some(lock) => lock.hold_owned().await.map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn write(&self, writes: Vec<(u64, Bytes)>) -> cache::BoxFut<'_, RbdResult<()>> {
+        Box::pin(async move { self.image()?.write_many_uncached(writes).await })
+    }
+
+    fn read(&self, off: u64, len: u64) -> cache::BoxFut<'_, RbdResult<Bytes>> {
+        Box::pin(async move {
+            let image = self.image()?;
+            let len = {
+                let state = image.inner.state.read().await;
+                clip(off, len, state.size(image.snap_id()))?
+            };
+            image.read_uncached(off, len).await
+        })
+    }
+
+    fn may_fill(&self) -> bool {
+        let Some(inner) = self.0.upgrade() else { return false };
+        match inner.exclusive.get() {
+            Some(lock) => lock.owns_now(),
+            None => true,
+        }
+    }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         let watch = self.watch.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((_, task)) = watch {
+            task.abort();
+        }
+        // Writes still dirty in the cache are lost: close() flushes them.
+        if let Some(task) = self.flusher.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
             task.abort();
         }
         // Best effort when a handle is dropped without close(): give the lock back, so the
@@ -146,6 +215,11 @@ impl WatchTarget for Inner {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
         Box::pin(async move {
             let image = Image { inner: self };
+            // Another handle changed the image (resize, rollback): cached clean data may be
+            // stale.
+            if let Some(cache) = &image.inner.cache {
+                cache.invalidate();
+            }
             if let Err(e) = image.refresh().await {
                 tracing::debug!(image = %image.inner.name, error = %e, "refresh after a header update failed");
             }
@@ -212,7 +286,7 @@ impl Image {
                 Some((snap.id, snap_name.clone()))
             }
         };
-        Image::open_at(io, id, name, header, snap, options.read_only).await
+        Image::open_at(io, id, name, header, snap, options.read_only, options.cache).await
     }
 
     /// Opens with a header already read, at snapshot `snap` (by id: trash snapshots too).
@@ -223,22 +297,37 @@ impl Image {
         header: ImageHeader,
         snap: Option<(SnapId, String)>,
         read_only: bool,
+        cache: CacheConfig,
     ) -> RbdResult<Image> {
         let with_lock = header.features & features::EXCLUSIVE_LOCK != 0;
         let state = build_state(io, header, snap.as_ref().map(|s| s.0)).await?;
+        let read_only = read_only || snap.is_some();
+        let mut cache = cache;
+        if !read_only {
+            apply_image_conf(io, id, &mut cache).await?;
+        }
         let image = Image {
-            inner: Arc::new(Inner {
+            inner: Arc::new_cyclic(|me| Inner {
                 io: io.clone(),
                 name: name.into(),
                 id: id.into(),
-                read_only: read_only || snap.is_some(),
+                read_only,
                 snap,
                 state: RwLock::new(state),
                 object_map: Mutex::new(None),
                 watch: std::sync::Mutex::new(None),
                 exclusive: std::sync::OnceLock::new(),
+                cache: if read_only {
+                    None
+                } else {
+                    Cache::new(cache, Arc::new(Uncached(me.clone())))
+                },
+                flusher: std::sync::Mutex::new(None),
             }),
         };
+        if let Some(cache) = &image.inner.cache {
+            *image.inner.flusher.lock().unwrap_or_else(|p| p.into_inner()) = cache.start_flusher();
+        }
         if !image.inner.read_only {
             // A handle open for writing watches the header (`rbd status` shows it) and, with
             // the exclusive-lock feature, takes the lock on its first write.
@@ -247,6 +336,19 @@ impl Image {
             let cookie = watch.cookie();
             if with_lock {
                 let lock = ExclusiveLock::new(io.clone(), header_object.clone(), cookie);
+                if let Some(cache) = &image.inner.cache {
+                    // Before the lock goes to another client: write back, drop the rest.
+                    let cache = Arc::downgrade(cache);
+                    lock.set_before_release(Box::new(move || {
+                        let cache = cache.clone();
+                        Box::pin(async move {
+                            let Some(cache) = cache.upgrade() else { return Ok(()) };
+                            cache.flush(false, false).await?;
+                            cache.invalidate();
+                            Ok(())
+                        })
+                    }));
+                }
                 let _ = image.inner.exclusive.set(Arc::new(lock));
             }
             let target = Arc::downgrade(&image.inner);
@@ -257,8 +359,13 @@ impl Image {
         Ok(image)
     }
 
-    /// Closes the handle: releases the exclusive lock if it holds it and ends its watch.
+    /// Closes the handle: writes the cache back, releases the exclusive lock if it holds it
+    /// and ends its watch.
     pub async fn close(self) -> RbdResult<()> {
+        let flushed = self.flush_internal().await;
+        if let Some(task) = self.inner.flusher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
         let released = match self.inner.exclusive.get() {
             Some(lock) => lock.release().await.map(drop),
             None => Ok(()),
@@ -277,7 +384,7 @@ impl Image {
             };
             task.abort();
         }
-        released.and(unwatched)
+        flushed.and(released).and(unwatched)
     }
 
     /// Takes the exclusive lock now (librbd's `rbd_lock_acquire`): in `Exclusive` mode the
@@ -496,12 +603,26 @@ impl Image {
     /// Reads `len` bytes at `off`; a range past the end is cut at the end (librbd's rule:
     /// an offset beyond the size is EINVAL).
     pub async fn read(&self, off: u64, len: u64) -> RbdResult<Bytes> {
-        let state = self.inner.state.read().await;
-        let size = state.size(self.snap_id());
-        let len = clip(off, len, size)?;
+        let len = {
+            let state = self.inner.state.read().await;
+            clip(off, len, state.size(self.snap_id()))?
+        };
         if len == 0 {
             return Ok(Bytes::new());
         }
+        match &self.inner.cache {
+            Some(cache) => cache.read(off, len).await,
+            None => self.read_uncached(off, len).await,
+        }
+    }
+
+    /// Reads from the cluster (`len` already cut at the end).
+    async fn read_uncached(&self, off: u64, len: u64) -> RbdResult<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let state = self.inner.state.read().await;
+        let len = clip(off, len, state.size(self.snap_id()))?;
         let extents = state.layout.map(off, len);
         let mut buffer = BytesMut::zeroed(len as usize);
         let mut set = tokio::task::JoinSet::new();
@@ -533,7 +654,65 @@ impl Image {
     /// a write crossing the end is cut there, as librbd does).
     pub async fn write(&self, off: u64, data: Bytes) -> RbdResult<()> {
         self.check_writable()?;
-        let _lock = self.write_guard().await?;
+        let Some(cache) = &self.inner.cache else {
+            let _lock = self.write_guard().await?;
+            return self.write_uncached(off, data).await;
+        };
+        let len = {
+            let state = self.inner.state.read().await;
+            clip(off, data.len() as u64, state.size(None))?
+        };
+        let data = data.slice(..len as usize);
+        if cache.buffers(len) {
+            // The lock is taken on the first write, as without a cache (EBUSY now, not at
+            // writeback), but not held while the write waits for room.
+            drop(self.write_guard().await?);
+            cache.buffer(off, data).await;
+            return Ok(());
+        }
+        let _right = self.write_right().await?;
+        let direct = cache.begin_direct(off, len).await?;
+        let result = self.write_uncached(off, data.clone()).await;
+        direct.finish(result.is_ok().then_some(&data));
+        result
+    }
+
+    /// The right to write as an owned guard (the exclusive lock held shared).
+    async fn write_right(&self) -> RbdResult<cache::WriteRight> {
+        match self.inner.exclusive.get() {
+            Some(lock) => lock.hold_owned().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes non-overlapping pieces to the cluster, the pieces of one object in one op
+    /// vector (the cache's writeback; the caller holds the right to write).
+    async fn write_many_uncached(&self, writes: Vec<(u64, Bytes)>) -> RbdResult<()> {
+        let state = self.inner.state.read().await;
+        let size = state.size(None);
+        let mut objects: std::collections::BTreeMap<u64, Vec<(u64, Bytes)>> =
+            std::collections::BTreeMap::new();
+        for (off, data) in writes {
+            // Bytes past the end (the image shrank meanwhile) are gone with it.
+            let len = if off > size { 0 } else { clip(off, data.len() as u64, size)? };
+            for ext in state.layout.map(off, len) {
+                let at = ext.buffer_offset as usize;
+                let piece = data.slice(at..at + ext.length as usize);
+                objects.entry(ext.object_no).or_default().push((ext.offset, piece));
+            }
+        }
+        let extents: Vec<ObjectExtent> = objects
+            .keys()
+            .map(|&k| ObjectExtent { object_no: k, offset: 0, length: 0, buffer_offset: 0 })
+            .collect();
+        self.run_object_jobs(&state, extents, |ext| {
+            Mutation::WriteMany(objects.get(&ext.object_no).cloned().unwrap_or_default())
+        })
+        .await
+    }
+
+    /// Writes to the cluster (the caller holds the right to write).
+    async fn write_uncached(&self, off: u64, data: Bytes) -> RbdResult<()> {
         let state = self.inner.state.read().await;
         let len = clip(off, data.len() as u64, state.size(None))?;
         let data = data.slice(..len as usize);
@@ -550,11 +729,22 @@ impl Image {
     /// in a clone the parent's data there is hidden. Reads of the range return zeros.
     pub async fn discard(&self, off: u64, len: u64) -> RbdResult<()> {
         self.check_writable()?;
-        let _lock = self.write_guard().await?;
+        let _right = self.write_right().await?;
+        let direct = match &self.inner.cache {
+            Some(cache) => {
+                let len = clip(off, len, self.inner.state.read().await.size(None))?;
+                Some(cache.begin_direct(off, len).await?)
+            }
+            None => None,
+        };
         let state = self.inner.state.read().await;
         let len = clip(off, len, state.size(None))?;
         let extents = state.layout.map(off, len);
-        self.run_object_jobs(&state, extents, |_| Mutation::Discard { hide_parent: true }).await
+        let result = self
+            .run_object_jobs(&state, extents, |_| Mutation::Discard { hide_parent: true })
+            .await;
+        drop(direct);
+        result
     }
 
     /// Writes zeros to `[off, off + len)` (the same as a discard here: both read back zeros
@@ -563,9 +753,91 @@ impl Image {
         self.discard(off, len).await
     }
 
-    /// Makes every acknowledged write durable (writes are not cached yet: nothing to do).
+    /// Makes every write acknowledged before the call durable in the cluster (writes back
+    /// the cache; the first flush also ends writethrough-until-flush).
     pub async fn flush(&self) -> RbdResult<()> {
+        match &self.inner.cache {
+            Some(cache) => cache.flush(true, true).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The image's own flush (before a snapshot, a diff, a resize, a close): writes back
+    /// like [`Image::flush`] without ending writethrough-until-flush.
+    async fn flush_internal(&self) -> RbdResult<()> {
+        match &self.inner.cache {
+            Some(cache) => cache.flush(true, false).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the cache back and drops what it holds (librbd's `rbd_invalidate_cache`).
+    pub async fn invalidate_cache(&self) -> RbdResult<()> {
+        self.flush_internal().await?;
+        self.drop_clean_cache();
         Ok(())
+    }
+
+    /// Drops the cache's clean data (the image changed under it).
+    fn drop_clean_cache(&self) {
+        if let Some(cache) = &self.inner.cache {
+            cache.invalidate();
+        }
+    }
+
+    /// librbd's compare-and-write: if the image's bytes at `off` equal `cmp`, writes `data`
+    /// there, atomically on the OSD (one op vector: an extent compare and the write). On a
+    /// mismatch nothing is written and the error is EILSEQ with
+    /// [`RbdError::mismatch_offset`] the image offset of the first differing byte.
+    /// `cmp` and `data` must have the same length and the range must lie within one object
+    /// (one stripe unit with striping) and within the image: EINVAL otherwise, as librbd.
+    /// In a clone the parent's data is copied up first, so the compare sees it. Goes around
+    /// the cache: the dirty bytes it overlaps are written back first.
+    pub async fn compare_and_write(&self, off: u64, cmp: Bytes, data: Bytes) -> RbdResult<()> {
+        self.check_writable()?;
+        if cmp.len() != data.len() {
+            return Err(RbdError::refused(
+                ErrorCode::EINVAL,
+                "compare and write buffers differ in length",
+            ));
+        }
+        let len = data.len() as u64;
+        if len == 0 {
+            return Ok(());
+        }
+        let _right = self.write_right().await?;
+        let direct = match &self.inner.cache {
+            Some(cache) => Some(cache.begin_direct(off, len).await?),
+            None => None,
+        };
+        let state = self.inner.state.read().await;
+        if clip(off, len, state.size(None))? != len {
+            return Err(RbdError::refused(ErrorCode::EINVAL, "compare and write past the end"));
+        }
+        let extents = state.layout.map(off, len);
+        let [ext] = extents.as_slice() else {
+            return Err(RbdError::refused(
+                ErrorCode::EINVAL,
+                "compare and write across an object boundary",
+            ));
+        };
+        let ext = *ext;
+        let mutation = Mutation::CompareWrite { cmp, data: data.clone() };
+        match self.run_object_jobs(&state, vec![ext], move |_| mutation.clone()).await {
+            Ok(()) => {
+                if let Some(direct) = direct {
+                    direct.finish(Some(&data));
+                }
+                Ok(())
+            }
+            Err(RbdError::Client(ClientError::Op { code, .. }))
+                if code.mismatch_offset().is_some() =>
+            {
+                let at = code.mismatch_offset().unwrap_or(0);
+                Err(RbdError::Mismatch { offset: off + at })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     fn check_writable(&self) -> RbdResult<()> {
@@ -588,7 +860,10 @@ impl Image {
                 let Some(ext) = pending.next() else { break };
                 let before = self.object_state(ext.object_no).await;
                 let mutation = make(&ext);
-                if matches!(mutation, Mutation::Write(_)) {
+                if matches!(
+                    mutation,
+                    Mutation::Write(_) | Mutation::CompareWrite { .. } | Mutation::WriteMany(_)
+                ) {
                     self.mark(ext.object_no, om::EXISTS).await?;
                 }
                 let job = WriteJob::new(state, ext, mutation, before);
@@ -646,7 +921,9 @@ impl Image {
     /// `rbd resize --allow-shrink` asks for; the CLI refuses a shrink without it).
     pub async fn resize(&self, new_size: u64, mut progress: impl FnMut(u64, u64)) -> RbdResult<()> {
         self.check_writable()?;
+        self.flush_internal().await?;
         let _lock = self.write_guard().await?;
+        let _invalidate = InvalidateOnDrop(self);
         let mut state = self.inner.state.write().await;
         self.refresh_locked(&mut state).await?;
         let old_size = state.header.size;
@@ -706,6 +983,8 @@ impl Image {
         names::check_snap_name(name)?;
         self.check_head()?;
         self.check_writable()?;
+        // The snapshot holds every write acknowledged before it.
+        self.flush_internal().await?;
         let _lock = self.write_guard().await?;
         let mut state = self.inner.state.write().await;
         self.refresh_locked(&mut state).await?;
@@ -868,7 +1147,9 @@ impl Image {
         mut progress: impl FnMut(u64, u64),
     ) -> RbdResult<()> {
         self.check_writable()?;
+        self.flush_internal().await?;
         let _lock = self.write_guard().await?;
+        let _invalidate = InvalidateOnDrop(self);
         self.check_head()?;
         let snap = self.user_snapshot(name).await?;
         let mut state = self.inner.state.write().await;
@@ -888,7 +1169,7 @@ impl Image {
             &self.inner.io,
             &self.inner.id,
             &self.inner.name,
-            OpenOptions { snapshot: Some(name.into()), read_only: true },
+            OpenOptions { snapshot: Some(name.into()), read_only: true, ..Default::default() },
         )
         .await?;
         let (snap_data, snap_parent) = {
@@ -1033,6 +1314,7 @@ impl Image {
             header.clone(),
             Some((snap.id, snap.name.clone())),
             true,
+            CacheConfig::default(),
         )
         .await?;
         let v = view.inner.state.read().await;
@@ -1084,6 +1366,9 @@ impl Image {
         include_parent: bool,
         mut report: impl FnMut(u64, u64, bool) -> i32 + Send,
     ) -> RbdResult<i32> {
+        // What the cache holds must be in the objects and the object map first (librbd
+        // flushes here too).
+        self.flush_internal().await?;
         let (layout, size, prefix, snapshots, parent) = {
             let state = self.inner.state.read().await;
             (
@@ -1374,8 +1659,11 @@ impl Image {
     }
 
     /// The object map of the head or of snapshot `snap` (None when the image has none or
-    /// it is flagged invalid).
+    /// it is flagged invalid). The head's is read after a flush of the cache.
     pub async fn object_map(&self, snap: Option<SnapId>) -> RbdResult<Option<ObjectMap>> {
+        if snap.is_none() {
+            self.flush_internal().await?; // cached writes mark the map when written back
+        }
         let (usable, _) = {
             let state = self.inner.state.read().await;
             let flags = match snap {
@@ -1391,6 +1679,26 @@ impl Image {
         }
         Ok(Some(load_object_map(&self.inner.io, &self.inner.id, snap).await?))
     }
+}
+
+/// The image's own cache settings: image-meta keys `conf_rbd_cache*` / `conf_rbd_readahead*`
+/// (librbd's per-image overrides, `rbd image-meta set IMG conf_rbd_cache false`) win over
+/// the open's. A value that does not parse is logged and ignored, as librbd does.
+async fn apply_image_conf(io: &IoCtx, id: &str, cache: &mut CacheConfig) -> RbdResult<()> {
+    let req = MetadataListRequest { start_after: "conf_rbd_".into(), max: 64 };
+    let page: MetadataList =
+        call_read(io, &names::header_object(id), "metadata_list", &req).await?;
+    for (key, value) in &page.entries {
+        let Some(option) = key.strip_prefix("conf_") else { break };
+        if !cache::CACHE_OPTIONS.contains(&option) {
+            continue;
+        }
+        let value = String::from_utf8_lossy(value);
+        if let Err(e) = cache.set(option, &value) {
+            tracing::warn!(image_id = id, key, error = %e, "ignoring an image's cache setting");
+        }
+    }
+    Ok(())
 }
 
 /// Forgets snapshot `snap` of image `id` for good: its header entry, its id at the monitor
@@ -1456,9 +1764,21 @@ fn open_parent<'a>(
                 object_map: Mutex::new(None),
                 watch: std::sync::Mutex::new(None),
                 exclusive: std::sync::OnceLock::new(),
+                cache: None,
+                flusher: std::sync::Mutex::new(None),
             }),
         })
     })
+}
+
+/// Drops the cache's clean data when an operation that changes the image under it ends
+/// (even on an error: part of it may have happened).
+struct InvalidateOnDrop<'a>(&'a Image);
+
+impl Drop for InvalidateOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.drop_clean_cache();
+    }
 }
 
 /// librbd's `clip_io`: EINVAL if `off` is past the end, else the length cut at the end.
@@ -1516,8 +1836,16 @@ impl ReadJob {
 }
 
 /// What a write job does to its object.
+#[derive(Clone)]
 enum Mutation {
     Write(Bytes),
+    /// Several writes to one object, in one op vector: (object offset, bytes).
+    WriteMany(Vec<(u64, Bytes)>),
+    /// Compare-and-write: the object's bytes at the extent must equal `cmp`.
+    CompareWrite {
+        cmp: Bytes,
+        data: Bytes,
+    },
     Discard {
         hide_parent: bool,
     },
@@ -1612,6 +1940,26 @@ impl WriteJob {
                     }
                 }
             }
+            Mutation::WriteMany(writes) => {
+                let ops = writes
+                    .iter()
+                    .map(|(off, data)| ObjectOp::Write {
+                        off: *off,
+                        data: Payload::new(data.clone()),
+                    })
+                    .collect();
+                self.guarded_ops(ops).await?;
+                Outcome::Exists
+            }
+            Mutation::CompareWrite { cmp, data } => {
+                let off = self.ext.offset;
+                let ops = vec![
+                    ObjectOp::CmpExt { off, data: cmp.clone() },
+                    ObjectOp::Write { off, data: Payload::new(data.clone()) },
+                ];
+                self.guarded_ops(ops).await?;
+                Outcome::Exists
+            }
             Mutation::CopyUp => {
                 if self.copy_up().await? {
                     Outcome::Exists
@@ -1626,13 +1974,24 @@ impl WriteJob {
     /// Runs `op` on the object; in a clone, copies the parent's data in first if the object
     /// does not exist yet.
     async fn guarded(&self, op: ObjectOp) -> RbdResult<()> {
+        self.guarded_ops(vec![op]).await
+    }
+
+    /// [`WriteJob::guarded`] for an op vector (applied atomically).
+    async fn guarded_ops(&self, ops: Vec<ObjectOp>) -> RbdResult<()> {
         if self.parent.is_none() {
-            self.data.exec(&self.object, vec![op]).await?;
+            self.data.exec(&self.object, ops).await?;
             return Ok(());
         }
-        match self.data.exec(&self.object, vec![ObjectOp::AssertExists, op.clone()]).await {
+        let mut asserted = vec![ObjectOp::AssertExists];
+        asserted.extend(ops.iter().cloned());
+        match self.data.exec(&self.object, asserted).await {
             Ok(_) => return Ok(()),
             Err(ClientError::Op { index: 0, code }) if code == ErrorCode::ENOENT => {}
+            Err(ClientError::Op { index, code }) => {
+                // The index within `ops`, as if sent alone.
+                return Err(ClientError::Op { index: index.saturating_sub(1), code }.into());
+            }
             Err(e) => return Err(e.into()),
         }
         let parent_data = self.parent_data().await?;
@@ -1640,10 +1999,18 @@ impl WriteJob {
             if let Some(data) = parent_data {
                 self.copy_up_with(data, true).await?;
             }
-            self.data.exec(&self.object, vec![op]).await?;
+            self.data.exec(&self.object, ops).await?;
         } else {
             let copyup = quarry_cls::call_op("rbd", "copyup", parent_data.unwrap_or_default());
-            self.data.exec(&self.object, vec![copyup, op]).await?;
+            let mut with_copyup = vec![copyup];
+            with_copyup.extend(ops);
+            match self.data.exec(&self.object, with_copyup).await {
+                Ok(_) => {}
+                Err(ClientError::Op { index, code }) if index > 0 => {
+                    return Err(ClientError::Op { index: index - 1, code }.into());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }

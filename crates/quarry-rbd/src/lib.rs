@@ -12,19 +12,23 @@
 //!   writers, and a dead or unresponsive owner blocklisted before its lock is broken.
 //! - Ceph's "rbd diff v1" stream ([`diff`]): export-diff, import-diff, merge-diff.
 //! - Image namespaces of a pool ([`namespace`]): `pool/ns/image`.
+//! - The client cache ([`cache`]): writeback / writethrough / none and read-ahead, under
+//!   an open image's read, write, discard and flush; settings from ceph.conf, `CEPH_ARGS`
+//!   or per open ([`CacheConfig`]).
 //! - Object names ([`names`]) and the image error type ([`RbdError`]).
 //!
 //! Shared state lives only in the cluster, changed through the server-side `rbd` class
 //! (`quarry_cls::rbd`): a header change is one atomic method call, never a client's
 //! read-modify-write.
 //!
-//! Dependencies: `quarry-client` (the cluster), `quarry-cls` (the `rbd` class's request and
+//! Dependencies: `quarry-client` (the cluster), `quarry-conf` (the cache's settings), `quarry-cls` (the `rbd` class's request and
 //! reply types), `tokio` (the client is async; object requests of one image operation run
 //! concurrently in a `JoinSet`), `bytes`, `serde`, `rand` (image ids), `thiserror`,
 //! `tracing`.
 
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod diff;
 pub mod error;
 pub mod image;
@@ -34,6 +38,7 @@ pub mod names;
 pub mod namespace;
 pub mod pool;
 
+pub use cache::{CacheConfig, CacheMode, CACHE_OPTIONS};
 pub use error::{RbdError, RbdResult};
 pub use image::{Image, ImageInfo, OpenOptions};
 pub use layout::Layout;

@@ -41,7 +41,7 @@ use quarry_cls::lock::{
 };
 use quarry_types::{ErrorCode, OpOutput};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{RwLock, RwLockReadGuard};
+use tokio::sync::{OwnedRwLockReadGuard, RwLock, RwLockReadGuard};
 
 use crate::error::{RbdError, RbdResult};
 
@@ -134,13 +134,23 @@ pub(crate) struct ExclusiveLock {
     blocklisted: std::sync::atomic::AtomicBool,
     /// True while this handle owns the lock. Writes hold it shared; releasing takes it
     /// exclusively, so a release waits for the writes in flight.
-    owned: RwLock<bool>,
+    owned: Arc<RwLock<bool>>,
     mode: std::sync::Mutex<LockMode>,
     /// Cookies of this handle's earlier watches (before re-watches).
     previous: std::sync::Mutex<Vec<u64>>,
     /// When this handle last released the lock because another asked for it.
     handed_off: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Runs before the lock is given up, with it held exclusively (the image's cache writes
+    /// its dirty data back and drops the rest: the next owner may change the image).
+    before_release: std::sync::OnceLock<BeforeRelease>,
 }
+
+/// What [`ExclusiveLock::release`] runs first (set once by the image).
+pub(crate) type BeforeRelease = Box<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = RbdResult<()>> + Send>>
+        + Send
+        + Sync,
+>;
 
 fn cookie_of(watch_cookie: u64) -> String {
     format!("auto {watch_cookie}")
@@ -157,10 +167,35 @@ impl ExclusiveLock {
             header,
             watch_cookie: std::sync::atomic::AtomicU64::new(watch_cookie),
             blocklisted: std::sync::atomic::AtomicBool::new(false),
-            owned: RwLock::new(false),
+            owned: Arc::new(RwLock::new(false)),
             mode: std::sync::Mutex::new(LockMode::Cooperative),
             previous: std::sync::Mutex::new(Vec::new()),
             handed_off: std::sync::Mutex::new(None),
+            before_release: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Sets what a release runs first (once; later calls are ignored).
+    pub(crate) fn set_before_release(&self, hook: BeforeRelease) {
+        let _ = self.before_release.set(hook);
+    }
+
+    /// [`ExclusiveLock::hold`] as an owned guard (kept across tasks by the image's cache).
+    pub(crate) async fn hold_owned(&self) -> RbdResult<OwnedRwLockReadGuard<bool>> {
+        loop {
+            if self.blocklisted.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(RbdError::refused(
+                    ErrorCode::ESHUTDOWN,
+                    "this client is blocklisted: the image can no longer be written",
+                ));
+            }
+            {
+                let guard = self.owned.clone().read_owned().await;
+                if *guard {
+                    return Ok(guard);
+                }
+            }
+            self.acquire(false).await?;
         }
     }
 
@@ -188,6 +223,11 @@ impl ExclusiveLock {
     /// Whether this handle owns the lock now.
     pub(crate) async fn is_owner(&self) -> bool {
         *self.owned.read().await
+    }
+
+    /// [`ExclusiveLock::is_owner`] without waiting: false while the lock changes hands.
+    pub(crate) fn owns_now(&self) -> bool {
+        self.owned.try_read().is_ok_and(|owned| *owned)
     }
 
     /// A guard under which this handle owns the lock (taking it first if needed).
@@ -428,6 +468,9 @@ impl ExclusiveLock {
         let mut owned = self.owned.write().await;
         if !*owned {
             return Ok(false);
+        }
+        if let Some(hook) = self.before_release.get() {
+            hook().await?;
         }
         let req = UnlockRequest { name: LOCK_NAME.into(), cookie: cookie_of(self.cookie()) };
         match self.io.exec(&self.header, vec![lock::unlock_op(&req)]).await {

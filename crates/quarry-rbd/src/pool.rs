@@ -493,7 +493,12 @@ pub(crate) fn ignore_enoent(result: Result<(), ClientError>) -> RbdResult<()> {
 
 /// Opens `name` read-only at `snap` in `io`'s pool (a helper for callers of [`clone`]).
 pub async fn open_snapshot(io: &IoCtx, name: &str, snap: &str) -> RbdResult<Image> {
-    Image::open(io, name, OpenOptions { snapshot: Some(snap.into()), read_only: true }).await
+    Image::open(
+        io,
+        name,
+        OpenOptions { snapshot: Some(snap.into()), read_only: true, ..Default::default() },
+    )
+    .await
 }
 
 /// An image in the trash, as `rbd trash ls` shows it.

@@ -33,12 +33,13 @@ async fn whole(image: &Image) -> Vec<u8> {
 }
 
 async fn at_snap(io: &quarry_client::IoCtx, name: &str, snap: &str) -> Vec<u8> {
-    let options = OpenOptions { snapshot: Some(snap.into()), read_only: true };
+    let options =
+        OpenOptions { snapshot: Some(snap.into()), read_only: true, ..Default::default() };
     whole(&Image::open(io, name, options).await.unwrap()).await
 }
 
 async fn diff_of(io: &quarry_client::IoCtx, name: &str, from: Option<&str>, to: &str) -> Vec<u8> {
-    let options = OpenOptions { snapshot: Some(to.into()), read_only: true };
+    let options = OpenOptions { snapshot: Some(to.into()), read_only: true, ..Default::default() };
     let image = Image::open(io, name, options).await.unwrap();
     let mut out = Vec::new();
     export_diff(&image, from, &mut out, |_, _| {}).await.unwrap();
@@ -113,10 +114,13 @@ async fn diffs_between_snapshots_rebuild_the_image() {
     same(&whole(&dst4).await, &at_snap(&io, "src", "s3").await, "contents");
     // A clone's full diff carries its parent's data.
     src.snap_protect("s3").await.unwrap();
-    let parent =
-        Image::open(&io, "src", OpenOptions { snapshot: Some("s3".into()), read_only: true })
-            .await
-            .unwrap();
+    let parent = Image::open(
+        &io,
+        "src",
+        OpenOptions { snapshot: Some("s3".into()), read_only: true, ..Default::default() },
+    )
+    .await
+    .unwrap();
     pool::clone(
         &parent,
         &io,

@@ -164,10 +164,13 @@ async fn diff_reports_data_and_changes() {
         image.close().await.unwrap();
     }
     // A clone: its parent's data counts with include_parent only.
-    let parent =
-        Image::open(&io, "mapped", OpenOptions { snapshot: Some("s1".into()), read_only: true })
-            .await
-            .unwrap();
+    let parent = Image::open(
+        &io,
+        "mapped",
+        OpenOptions { snapshot: Some("s1".into()), read_only: true, ..Default::default() },
+    )
+    .await
+    .unwrap();
     let options = CreateOptions { order: 20, ..CreateOptions::new(0) };
     pool::clone(&parent, &io, "kid", &options, quarry_rbd::CloneFormat::V2).await.unwrap();
     let kid = Image::open(&io, "kid", OpenOptions::default()).await.unwrap();

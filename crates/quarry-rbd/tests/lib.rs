@@ -1,6 +1,7 @@
 //! Integration tests of the image library against real daemons: one monitor and three OSDs
 //! started in-process by `quarry_testkit::Cluster` on 127.0.0.1 (port 0).
 
+mod cache;
 mod diff;
 mod images;
 mod lock;

@@ -159,7 +159,11 @@ impl Run {
                 let parent = Image::open(
                     &self.io,
                     &name,
-                    OpenOptions { snapshot: Some(snap.clone()), read_only: true },
+                    OpenOptions {
+                        snapshot: Some(snap.clone()),
+                        read_only: true,
+                        ..Default::default()
+                    },
                 )
                 .await
                 .unwrap();
@@ -309,7 +313,7 @@ impl Run {
             let at_snap = Image::open(
                 &self.io,
                 name,
-                OpenOptions { snapshot: Some(snap.clone()), read_only: true },
+                OpenOptions { snapshot: Some(snap.clone()), read_only: true, ..Default::default() },
             )
             .await
             .unwrap();

@@ -123,6 +123,7 @@ fn fallible(op: &ObjectOp) -> bool {
             | ObjectOp::OmapClear
             | ObjectOp::Call { .. }
             | ObjectOp::Rollback { .. }
+            | ObjectOp::CmpExt { .. }
     )
 }
 

@@ -161,7 +161,9 @@
 //! Ops of one command see the effects of earlier ops of the same command. Errors: read ops on
 //! a missing object ENOENT; `Remove` of a missing object ENOENT; `Create{exclusive}` of an
 //! existing one EEXIST; failing `CmpXattr`/`OmapCmp` ECANCELED (an absent xattr compares as
-//! empty, an absent omap key always fails); `GetXattr`/`RmXattr` of an absent xattr ENODATA;
+//! empty, an absent omap key always fails); a failing `CmpExt` (extent compare, Ceph's
+//! CMPEXT: bytes past the end or of a missing object compare as zeros) `MAX_ERRNO + i`, `i`
+//! the index of the first differing byte (`ErrorCode::cmpext_mismatch`); `GetXattr`/`RmXattr` of an absent xattr ENODATA;
 //! `RmXattr`/`OmapRmKeys`/`OmapClear` on a missing object ENOENT; `Zero` on a missing object
 //! is a no-op and never grows the object; `off + len > OBJECT_SIZE_MAX` EFBIG; a payload whose
 //! crc does not match EINVAL (nothing is stored); an invalid `SnapContext` or an empty name

@@ -468,6 +468,9 @@ pub(crate) fn read_op<T: Tables>(
     if op.is_mutation() {
         return Err(Failure::Op(ErrorCode::EROFS));
     }
+    if let ObjectOp::CmpExt { off, data } = op {
+        return cmp_ext(t, ctx, target, *off, data);
+    }
     let Some(target) = target.filter(|t| t.version.exists) else {
         return Err(Failure::Op(ErrorCode::ENOENT));
     };
@@ -568,6 +571,33 @@ pub(crate) fn read_op<T: Tables>(
         }
         // Mutations were refused above.
         _ => Err(Failure::Op(ErrorCode::EROFS)),
+    }
+}
+
+/// [`ObjectOp::CmpExt`]: the object's bytes at `off` (zeros past its end or when it is
+/// absent) against `expected`; the first difference at index `i` fails with
+/// `ErrorCode::cmpext_mismatch(i)`.
+fn cmp_ext<T: Tables>(
+    t: &T,
+    ctx: &Ctx,
+    target: Option<Target<'_>>,
+    off: u64,
+    expected: &[u8],
+) -> Result<OpOutput, Failure> {
+    if off.checked_add(expected.len() as u64).is_none_or(|end| end > quarry_types::OBJECT_SIZE_MAX)
+    {
+        return Err(Failure::Op(ErrorCode::EFBIG));
+    }
+    let stored = match target.filter(|t| t.version.exists) {
+        Some(target) if !expected.is_empty() => {
+            read_data(t, ctx, target.id, target.version, off, expected.len() as u64)?.data
+        }
+        _ => Bytes::new(),
+    };
+    let at = |i: usize| stored.get(i).copied().unwrap_or(0);
+    match (0..expected.len()).find(|&i| at(i) != expected[i]) {
+        Some(i) => Err(Failure::Op(ErrorCode::cmpext_mismatch(i as u64))),
+        None => Ok(OpOutput::None),
     }
 }
 

@@ -73,6 +73,33 @@ impl ErrorCode {
         -self.0
     }
 
+    /// Ceph's `MAX_ERRNO`: codes from here up are not errnos but a failed extent compare
+    /// ([`crate::ObjectOp::CmpExt`]) carrying the offset of the first mismatch.
+    pub const MAX_ERRNO: i32 = 4095;
+
+    /// The code of a [`crate::ObjectOp::CmpExt`] whose compared bytes first differ at index
+    /// `offset` of its data: `MAX_ERRNO + offset` (Ceph's OSD returns its negation).
+    /// Saturates at `i32::MAX` (compares are bounded by `OBJECT_SIZE_MAX`, far below).
+    pub fn cmpext_mismatch(offset: u64) -> ErrorCode {
+        let code = (Self::MAX_ERRNO as u64).saturating_add(offset).min(i32::MAX as u64);
+        ErrorCode(code as i32)
+    }
+
+    /// The mismatch offset of a failed extent compare (None for an ordinary errno).
+    pub fn mismatch_offset(self) -> Option<u64> {
+        (self.0 >= Self::MAX_ERRNO).then(|| (self.0 - Self::MAX_ERRNO) as u64)
+    }
+
+    /// The errno a caller reports: EILSEQ for a failed extent compare (as librbd's
+    /// compare-and-write), the code itself otherwise.
+    pub fn as_errno(self) -> ErrorCode {
+        if self.mismatch_offset().is_some() {
+            Self::EILSEQ
+        } else {
+            self
+        }
+    }
+
     /// The message Ceph's tools print for this errno, e.g. "No such file or directory".
     pub fn message(self) -> &'static str {
         match self.0 {
@@ -105,6 +132,7 @@ impl ErrorCode {
             116 => "Stale file handle",
             122 => "Disk quota exceeded",
             125 => "Operation canceled",
+            code if code >= Self::MAX_ERRNO => "Invalid or incomplete multibyte or wide character",
             _ => "Unknown error",
         }
     }

@@ -253,6 +253,20 @@ pub enum ObjectOp {
         /// The snapshot to roll back to.
         snap: SnapId,
     },
+    /// Guard (Ceph's CMPEXT): compares the object's bytes `[off, off + data.len())` with
+    /// `data`; bytes past the object's end, and every byte of an absent object, compare as
+    /// zeros (what an image read returns there). On the first differing byte, at index `i`
+    /// of `data`, the op fails with [`ErrorCode::cmpext_mismatch`]`(i)` (Ceph's
+    /// `-MAX_ERRNO - i` convention: the positive code is `MAX_ERRNO + i`, read back with
+    /// [`ErrorCode::mismatch_offset`]) and, like every failing op, the whole vector takes no
+    /// effect. Allowed on snapshots (a read); placed before a write it makes the write
+    /// conditional and atomic on the OSD (librbd's compare-and-write).
+    CmpExt {
+        /// Object offset of the first byte compared.
+        off: u64,
+        /// The expected bytes.
+        data: Bytes,
+    },
 }
 
 impl ObjectOp {
@@ -270,6 +284,7 @@ impl ObjectOp {
             ObjectOp::OmapRmKeys { keys } => keys.iter().map(|k| len(k.len())).sum(),
             ObjectOp::OmapSetHeader { header } => len(header.len()),
             ObjectOp::Call { input, .. } => len(input.len()),
+            ObjectOp::CmpExt { data, .. } => len(data.len()),
             _ => 0,
         }
     }

@@ -131,6 +131,9 @@ fn commands_v2() -> Vec<(String, PgCommand)> {
         "client_op_rollback".to_string(),
         client(vec![ObjectOp::Rollback { snap: 13 }], None),
     ));
+    // Appended after Rollback (issue 9's compare-and-write), the same way.
+    let cmp_ext = ObjectOp::CmpExt { off: 14, data: Bytes::from_static(b"cmp") };
+    all.push(("client_op_cmp_ext".to_string(), client(vec![cmp_ext], None)));
     all
 }
 
@@ -196,7 +199,7 @@ fn every_op_variant_is_covered() {
             | ObjectOp::SnapTrimRetired { .. } => {}
             // Appended after version 1's golden file was made: pinned in version 2's file
             // (`commands_v2`).
-            ObjectOp::Call { .. } | ObjectOp::Rollback { .. } => {}
+            ObjectOp::Call { .. } | ObjectOp::Rollback { .. } | ObjectOp::CmpExt { .. } => {}
         }
     }
     let names: BTreeSet<&str> = every_op().iter().map(|(name, _)| *name).collect();
