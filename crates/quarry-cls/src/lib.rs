@@ -163,6 +163,24 @@ const METHODS: &[Method] = &[
     },
     Method {
         class: "rbd",
+        name: "namespace_add",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::namespace_add,
+    },
+    Method {
+        class: "rbd",
+        name: "namespace_list",
+        flags: MethodFlags::RD,
+        run: rbd::directory::namespace_list,
+    },
+    Method {
+        class: "rbd",
+        name: "namespace_remove",
+        flags: MethodFlags::RDWR,
+        run: rbd::directory::namespace_remove,
+    },
+    Method {
+        class: "rbd",
         name: "object_map_load",
         flags: MethodFlags::RD,
         run: rbd::object_map::object_map_load,
@@ -288,24 +306,6 @@ const METHODS: &[Method] = &[
         name: "trash_remove",
         flags: MethodFlags::RDWR,
         run: rbd::directory::trash_remove,
-    },
-    Method {
-        class: "rbd",
-        name: "namespace_add",
-        flags: MethodFlags::RDWR,
-        run: rbd::directory::namespace_add,
-    },
-    Method {
-        class: "rbd",
-        name: "namespace_list",
-        flags: MethodFlags::RD,
-        run: rbd::directory::namespace_list,
-    },
-    Method {
-        class: "rbd",
-        name: "namespace_remove",
-        flags: MethodFlags::RDWR,
-        run: rbd::directory::namespace_remove,
     },
 ];
 
