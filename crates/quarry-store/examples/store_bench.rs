@@ -75,7 +75,7 @@ fn main() {
         log_index += 1;
         check(&store.apply(PG, cmds, &log_index.to_le_bytes()).expect("apply"));
         applies += 1;
-        if applies.is_multiple_of(CHECKPOINT_EVERY) {
+        if applies % CHECKPOINT_EVERY == 0 {
             let t = Instant::now();
             store.checkpoint().expect("checkpoint");
             checkpoint_time += t.elapsed();

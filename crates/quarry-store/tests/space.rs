@@ -76,7 +76,7 @@ fn removed_objects_pages_are_reused_after_checkpoints() {
     let object = pattern(1 << 20, 3);
     let put = |i: usize| {
         store.apply(PG, &[cmd(&format!("o{i}"), vec![write_full(&object)])], b"s").unwrap();
-        if i.is_multiple_of(4) {
+        if i % 4 == 0 {
             store.checkpoint().unwrap();
         }
     };
