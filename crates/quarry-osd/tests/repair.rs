@@ -52,7 +52,7 @@ fn damage_chunk(store_file: &Path, pg: PgId, name: &str, chunk: u64) {
         let id = u64::from_le_bytes(record[5..13].try_into().unwrap());
         let mut chunks = txn.open_table(CHUNKS).unwrap();
         let rows: Vec<([u8; 24], Vec<u8>)> = chunks
-            .range(&key24(id, chunk, 0)..=&key24(id, chunk, u64::MAX))
+            .range::<&[u8; 24]>(&key24(id, chunk, 0)..=&key24(id, chunk, u64::MAX))
             .unwrap()
             .map(|row| {
                 let (k, v) = row.unwrap();

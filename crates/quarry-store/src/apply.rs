@@ -535,7 +535,7 @@ impl<'txn> Batch<'txn> {
         let lo = object_snap_key(id, 0);
         let hi = object_snap_key(id, u64::MAX);
         let mut out = Vec::new();
-        for item in self.object_snaps.range(&lo..=&hi)? {
+        for item in self.object_snaps.range::<&[u8; 16]>(&lo..=&hi)? {
             out.push(object_snap_of(item?.0.value()));
         }
         Ok(out)
@@ -563,8 +563,8 @@ impl<'txn> Batch<'txn> {
         let mut names: Vec<Vec<u8>> = Vec::new();
         {
             let range = match &end {
-                Some(end) => self.snap_objects.range(start.as_slice()..end.as_slice())?,
-                None => self.snap_objects.range(start.as_slice()..)?,
+                Some(end) => self.snap_objects.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+                None => self.snap_objects.range::<&[u8]>(start.as_slice()..)?,
             };
             for item in range.take(max_objects.max(1) as usize) {
                 names.push(item?.0.value()[20..].to_vec());
@@ -605,8 +605,8 @@ impl<'txn> Batch<'txn> {
         }
         let done = {
             let mut rest = match &end {
-                Some(end) => self.snap_objects.range(start.as_slice()..end.as_slice())?,
-                None => self.snap_objects.range(start.as_slice()..)?,
+                Some(end) => self.snap_objects.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+                None => self.snap_objects.range::<&[u8]>(start.as_slice()..)?,
             };
             rest.next().is_none()
         };
@@ -901,7 +901,7 @@ impl<'txn> Batch<'txn> {
         let lo = chunk_key(id, from, 0);
         let hi = chunk_key(id, to, u64::MAX);
         let mut doomed = Vec::new();
-        for item in self.t.chunks.range(&lo..=&hi)? {
+        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
             let (key, _) = item?;
             let key = *key.value();
             if decode_chunk_key(&key).2 < w {
@@ -982,7 +982,7 @@ impl<'txn> Batch<'txn> {
         let lo = chunk_key(id, from, 0);
         let hi = chunk_key(id, u64::MAX, u64::MAX);
         let mut doomed = Vec::new();
-        for item in self.t.chunks.range(&lo..=&hi)? {
+        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
             let (key, _) = item?;
             let key = *key.value();
             if decode_chunk_key(&key).2 == w {
@@ -1010,7 +1010,7 @@ impl<'txn> Batch<'txn> {
         // Per chunk: newest visible tag, whether it is a hole, whether an older visible
         // version exists below it.
         let mut plan: Vec<(u64, u64, bool, bool)> = Vec::new();
-        for item in self.t.chunks.range((Bound::Included(&lo), upper))? {
+        for item in self.t.chunks.range::<&ChunkKey>((Bound::Included(&lo), upper))? {
             let (key, value) = item?;
             let (_, index, tag) = decode_chunk_key(key.value());
             if tag < floor || tag > w {
@@ -1229,7 +1229,7 @@ impl<'txn> Batch<'txn> {
         let lo = chunk_key(id, 0, 0);
         let hi = chunk_key(id, u64::MAX, u64::MAX);
         let mut all: Vec<(u64, u64, bool)> = Vec::new();
-        for item in self.t.chunks.range(&lo..=&hi)? {
+        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
             let (key, value) = item?;
             let (_, index, tag) = decode_chunk_key(key.value());
             all.push((index, tag, row_is_hole(value.value().len())));
@@ -1274,8 +1274,8 @@ impl<'txn> Batch<'txn> {
 pub(crate) fn purge_object_rows(t: &mut WriteTables, id: u64) -> Result<(), StoreError> {
     let lo = chunk_key(id, 0, 0);
     let hi = chunk_key(id, u64::MAX, u64::MAX);
-    t.chunks.retain_in(&lo..=&hi, |_, _| false)?;
-    t.chunk_tails.retain_in(&lo..=&hi, |_, _| false)?;
+    t.chunks.retain_in::<&ChunkKey, _>(&lo..=&hi, |_, _| false)?;
+    t.chunk_tails.retain_in::<&ChunkKey, _>(&lo..=&hi, |_, _| false)?;
     let lo = id.to_be_bytes();
     let hi = (id + 1).to_be_bytes();
     let kv = t.kv()?;

@@ -17,23 +17,23 @@
 //! open of the same store fails with `DatabaseAlreadyOpen`.
 
 use quarry_persist::DurableFile;
-use redb::BackendError;
 
 /// redb's storage on the store file.
 #[derive(Debug)]
 pub(crate) struct StoreBackend(pub DurableFile);
 
 impl redb::StorageBackend for StoreBackend {
-    fn len(&self) -> Result<u64, BackendError> {
-        Ok(self.0.len()?)
+    fn len(&self) -> Result<u64, std::io::Error> {
+        self.0.len()
     }
 
-    fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), BackendError> {
-        self.0.read_exact_at(out, offset)?;
-        Ok(())
+    fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+        let mut buffer = vec![0; len];
+        self.0.read_exact_at(&mut buffer, offset)?;
+        Ok(buffer)
     }
 
-    fn set_len(&self, len: u64) -> Result<(), BackendError> {
+    fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
         let grows = len > self.0.len()?;
         self.0.set_len(len)?;
         if grows {
@@ -44,11 +44,11 @@ impl redb::StorageBackend for StoreBackend {
         Ok(())
     }
 
-    fn sync_data(&self) -> Result<(), BackendError> {
-        Ok(self.0.sync_data()?)
+    fn sync_data(&self, _eventual: bool) -> Result<(), std::io::Error> {
+        self.0.sync_data()
     }
 
-    fn write(&self, offset: u64, data: &[u8]) -> Result<(), BackendError> {
-        Ok(self.0.write_all_at(data, offset)?)
+    fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+        self.0.write_all_at(data, offset)
     }
 }

@@ -126,7 +126,7 @@ impl<'txn> DupTables<'txn> {
     fn bounds(&self, pg: PgId) -> Result<Option<(u64, u64)>, StoreError> {
         let lo = seq_key(pg, 0);
         let hi = seq_key(pg, u64::MAX);
-        let mut range = self.seqs.range(&lo..=&hi)?;
+        let mut range = self.seqs.range::<&[u8; 20]>(&lo..=&hi)?;
         let seq_of = |k: &[u8; 20]| u64::from_be_bytes(k[12..].try_into().expect("8 bytes"));
         let Some(first) = range.next() else {
             return Ok(None);
@@ -209,7 +209,7 @@ impl<'txn> DupTables<'txn> {
         }
         let lo = seq_key(pg, 0);
         let hi = seq_key(pg, u64::MAX);
-        self.seqs.retain_in(&lo..=&hi, |_, _| false)?;
+        self.seqs.retain_in::<&[u8; 20], _>(&lo..=&hi, |_, _| false)?;
         Ok(())
     }
 }
@@ -227,7 +227,7 @@ where
     let hi = seq_key(pg, u64::MAX);
     let mut out = Vec::new();
     let mut key = Vec::new();
-    for item in seqs.range(&lo..=&hi)? {
+    for item in seqs.range::<&[u8; 20]>(&lo..=&hi)? {
         let (seq_k, part) = item?;
         let seq = u64::from_be_bytes(seq_k.value()[12..].try_into().expect("8 bytes"));
         key.clear();

@@ -66,23 +66,6 @@ pub enum StoreError {
         /// The PG named in the stream.
         found: PgId,
     },
-    /// The store was written by a Quarry of store format 1 or 2, on redb 2.6 in redb's file
-    /// format 1 or 2, which this build's redb (5.x, file format 3 only) cannot read. Nothing of
-    /// the file is read or changed. There is no in-place conversion: rebuild the OSD from its
-    /// replicas (or run it with the older build).
-    #[error(
-        "{path}: this store was written by an older Quarry (store format 2 or older, redb file \
-         format {redb_format}) that this build (store format 3, redb 5) cannot read; the file is \
-         left untouched. Rebuild this OSD from its replicas: stop it, move its data directory \
-         away, create the OSD afresh and let its PGs recover from their peers (or keep running \
-         it with the older Quarry build)"
-    )]
-    FormatRetired {
-        /// The database file.
-        path: PathBuf,
-        /// redb's file format version found in the file's header.
-        redb_format: u8,
-    },
 }
 
 macro_rules! from_redb {
@@ -102,6 +85,5 @@ from_redb!(
     redb::TableError,
     redb::StorageError,
     redb::CommitError,
-    redb::CompactionError,
-    redb::SetDurabilityError
+    redb::CompactionError
 );

@@ -32,15 +32,15 @@
 use std::io::{BufWriter, Read, Write};
 
 use quarry_types::{PgId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, WriteTransaction};
+use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use crate::dups::{self, DupTables};
 use crate::format::{
     chunk_key, decode_chunk_key, encode_chunk, object_key, object_snap_key, object_snap_of, pg_key,
-    pg_key_end, purged_key, row_has_tail, seal, snap_object_key, sub_key, unseal, ObjectRecord,
-    Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, META, META_NEXT_ID, OBJECTS,
-    OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX,
-    XATTRS,
+    pg_key_end, purged_key, row_has_tail, seal, snap_object_key, sub_key, unseal, ChunkKey,
+    ObjectRecord, Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, META,
+    META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS,
+    SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
 use crate::read::{verify_chunk, Ctx, WriteTables};
 use crate::{apply, StoreError};
@@ -172,7 +172,7 @@ pub(crate) fn export_pg(
         let id = record.id;
         let lo = chunk_key(id, 0, 0);
         let hi = chunk_key(id, u64::MAX, u64::MAX);
-        for item in chunks.range(&lo..=&hi)? {
+        for item in chunks.range::<&ChunkKey>(&lo..=&hi)? {
             let (key, value) = item?;
             let (_, index, tag) = decode_chunk_key(key.value());
             let tail = if row_has_tail(value.value().len()) {
@@ -207,7 +207,7 @@ pub(crate) fn export_pg(
         }
         let lo = object_snap_key(id, 0);
         let hi = object_snap_key(id, u64::MAX);
-        for item in object_snaps.range(&lo..=&hi)? {
+        for item in object_snaps.range::<&[u8; 16]>(&lo..=&hi)? {
             let (key, _) = item?;
             w.record(TAG_SNAP_ROW)?;
             w.u64(object_snap_of(key.value()))?;
@@ -215,7 +215,7 @@ pub(crate) fn export_pg(
     }
     let lo = purged_key(pg, 0);
     let hi = purged_key(pg, u64::MAX);
-    for item in purged.range(&lo..=&hi)? {
+    for item in purged.range::<&[u8; 20]>(&lo..=&hi)? {
         let (key, _) = item?;
         let mut b = [0u8; 8];
         b.copy_from_slice(&key.value()[12..]);
@@ -325,10 +325,10 @@ pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreErro
     for id in ids {
         apply::purge_object_rows(&mut t, id)?;
         let (lo, hi) = (object_snap_key(id, 0), object_snap_key(id, u64::MAX));
-        object_snaps.retain_in(&lo..=&hi, |_, _| false)?;
+        object_snaps.retain_in::<&[u8; 16], _>(&lo..=&hi, |_, _| false)?;
     }
     let (lo, hi) = (purged_key(pg, 0), purged_key(pg, u64::MAX));
-    txn.open_table(PURGED_SNAPS)?.retain_in(&lo..=&hi, |_, _| false)?;
+    txn.open_table(PURGED_SNAPS)?.retain_in::<&[u8; 20], _>(&lo..=&hi, |_, _| false)?;
     let mut snap_objects = txn.open_table(SNAP_OBJECTS)?;
     match &end {
         Some(end) => snap_objects.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
@@ -350,7 +350,7 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
     let mut r = CrcReader { inner: input, crc: 0 };
     let version = read_header(&mut r, pg)?;
     let mut txn = db.begin_write()?;
-    txn.set_durability(Durability::Immediate)?;
+    txn.set_durability(Durability::Immediate);
     purge_pg(&txn, pg)?;
     {
         let mut meta = txn.open_table(META)?;

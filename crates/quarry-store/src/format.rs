@@ -23,14 +23,9 @@ const _: () = assert!(24 + CHUNK_HEADER + CHUNK_INLINE + 4 + 4 == 4096);
 
 /// First 8 bytes of the `format` meta value.
 pub(crate) const FORMAT_MAGIC: &[u8; 8] = b"QRYSTORE";
-/// The format version this build writes and the newest it can read. Format 3 keeps format 2's
-/// tables and value encodings in a file of redb's file format 3 (redb 5); formats 1 and 2 were
-/// written by redb 2.6 in its file format 2, which redb 5 cannot read: such a store is refused
-/// with [`crate::StoreError::FormatRetired`] before anything in it is read or written.
-pub(crate) const FORMAT_VERSION: u32 = 3;
-/// The oldest marker version this build accepts inside a file redb opens (a format-1 marker is
-/// migrated, see the crate docs; in practice formats 1 and 2 only exist in redb-2 files, which
-/// are refused before their marker is read).
+/// The format version this build writes and the newest it can read.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The oldest format version this build opens (format 1 is migrated to 2 at open).
 pub(crate) const FORMAT_VERSION_MIN: u32 = 1;
 /// Meta key of the format marker: `FORMAT_MAGIC ++ u32 LE version`.
 pub(crate) const META_FORMAT: &str = "format";
@@ -547,7 +542,7 @@ mod tests {
         values.push(("usage_sealed", seal_usage(0x31, 0x4142).to_vec()));
         values.push(("sealed_value", seal(b"value")));
         values.push(("sealed_empty", seal(b"")));
-        values.push(("format_marker", format_marker_of(2).to_vec()));
+        values.push(("format_marker", format_marker().to_vec()));
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v2.hex");
         let header = "store.redb format 2 (quarry-store): keys, object record, chunk rows, sealed \
@@ -560,31 +555,6 @@ mod tests {
         assert_eq!(unseal_usage(&usage), Ok((0x31, 0x4142)));
         assert_eq!(unseal(&find("sealed_value")), Ok(b"value".as_slice()));
         assert_eq!(parse_format_marker(&find("format_marker")), Some(2));
-    }
-
-    /// Golden bytes of format 3 (`tests/golden/store_v3.hex`): every value of format 2
-    /// unchanged, and the version-3 marker. Format 3 changed the file around the values
-    /// (redb 5's file format 3 instead of redb 2.6's format 2), not the values; the refusal of
-    /// a format-2 file is pinned by `tests/format.rs` on a real redb-2.6 store.
-    #[test]
-    fn store_v3_bytes_are_pinned() {
-        let (v1, _) = v1_values();
-        let mut values: Vec<(&str, Vec<u8>)> =
-            v1.into_iter().filter(|(n, _)| *n != "usage" && *n != "format_marker").collect();
-        values.push(("usage_sealed", seal_usage(0x31, 0x4142).to_vec()));
-        values.push(("sealed_value", seal(b"value")));
-        values.push(("sealed_empty", seal(b"")));
-        values.push(("format_marker", format_marker().to_vec()));
-        let path =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v3.hex");
-        let header = "store.redb format 3 (quarry-store): format 2's values in redb 5's file \
-                      format 3; marker.\nGenerated once; never edit: a change of bytes needs a \
-                      new version.";
-        quarry_persist::golden::check(&path, header, &values);
-        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
-        let find = |name: &str| golden.iter().find(|(n, _)| n == name).unwrap().1.clone();
-        assert_eq!(parse_format_marker(&find("format_marker")), Some(3));
-        assert_eq!(FORMAT_VERSION, 3);
     }
 
     #[test]

@@ -22,15 +22,14 @@
 //!
 //! It never depends on the network, the Raft library or the OSD: only `quarry-types`.
 //!
-//! # On-disk format (format version 3)
-//! One redb file (redb 5, redb's file format 3); integers in keys are big-endian (so byte
-//! order is numeric order), integers in values little-endian. A **sealed** value is
-//! `crc32c(payload) u32 ++ payload`: the crc covers the payload only (the export stream
-//! carries the payload, under its own crc).
+//! # On-disk format (format version 2)
+//! One redb file; integers in keys are big-endian (so byte order is numeric order), integers
+//! in values little-endian. A **sealed** value is `crc32c(payload) u32 ++ payload`: the crc
+//! covers the payload only (the export stream carries the payload, under its own crc).
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (3). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; a store of format 2 or older with [`StoreError::FormatRetired`] (below). |
+//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (2). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; format 1 is migrated (below). |
 //! | `meta` | `"next_object_id"` | u64: next internal object id (ids are never reused) |
 //! | `objects` | pool u64 ++ seed u32 ++ name bytes | object record (below) |
 //! | `chunks` | object id u64 ++ chunk index u64 ++ version tag u64 (24 bytes) | crc32c u32 ++ data\[..4060\] (the chunk's first 0..=4060 bytes) |
@@ -59,23 +58,7 @@
 //! untouched format-1 store (the next open migrates again); after it the store is format 2
 //! (a format-1 build then refuses it with `FormatTooNew`). The migration holds one table's
 //! metadata in memory at a time; chunks and object records are not touched (they had crcs).
-//! Golden bytes: `tests/golden/store_v1.hex` (format 1, frozen), `tests/golden/store_v2.hex`
-//! (frozen), `tests/golden/store_v3.hex`.
-//!
-//! **Format 3: redb 5 (not readable from older stores).** Format 3 keeps every table and
-//! value of format 2; what changed is the file around them: formats 1 and 2 were written by
-//! redb 2.6 in redb's file format 2, format 3 by redb 5 in redb's file format 3, and redb
-//! 3 and later cannot read file format 2 (the only converter is redb 2.6's
-//! `Database::upgrade`). A store of format 2 or older is therefore **refused, never misread
-//! nor changed**: [`Store::open`] returns [`StoreError::FormatRetired`] (redb reports the old
-//! file format from the header before it reads or writes anything else), whose message says
-//! what to do: rebuild the OSD from its replicas (stop it, move its data directory away,
-//! create it afresh; its PGs recover from their peers), or keep running the older build. A
-//! format-2 build meeting a format-3 store refuses it too (redb 2.6 rejects the file, or the
-//! store reports [`StoreError::FormatTooNew`]). The refusal is pinned by `tests/format.rs` on
-//! a real file a format-2 build wrote (`tests/golden/store_format2_redb2.rle`, run-length
-//! text). The format-1 migration above stays for a marker 1 inside a redb-5 file (and a
-//! marker 2 there is rewritten as 3: same values).
+//! Golden bytes: `tests/golden/store_v1.hex` (format 1, frozen), `tests/golden/store_v2.hex`.
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -188,11 +171,11 @@
 //! log is the durability point. It is pure Rust (no C toolchain, no unsafe FFI), has
 //! checksummed commit slots with crash recovery (checkpoints use quick-repair, so reopening
 //! after a crash does not walk the whole file), copy-on-write B-trees with consistent read
-//! snapshots for concurrent reads and exports, and it is actively maintained. The store
-//! uses redb 5 (minimum Rust 1.90), upgraded from 2.6 for the recovery and repair fixes of
-//! redb 3 to 5 (a damaged file is reported as `Corrupted` instead of panicking; see the
-//! format-3 paragraph for what the upgrade costs old stores). The rare recovery panic the
-//! power-loss harness met with 2.6 was the simulator's doing, not redb's (see below). Caveats, measured: a commit costs ~100 µs whatever it carries, so the OSD
+//! snapshots for concurrent reads and exports, and it is actively maintained with a stable
+//! file format. (redb 5 was tried, 2026-12-04: it aborted the OSD on a full disk, its
+//! checkpoint commit failing with ENOSPC before the full ratios refused writes, and the rare
+//! recovery panic it was meant to fix was the power-loss simulator's doing; it stays at 2.6
+//! until that is understood.) Caveats, measured: a commit costs ~100 µs whatever it carries, so the OSD
 //! should hand many commands (and PGs, [`Store::apply_many`]) to one call; pages freed by
 //! non-durable commits are reclaimed only at a durable commit, so the OSD must checkpoint
 //! regularly, by volume as well as time ([`Store::bytes_since_checkpoint`],
@@ -246,7 +229,7 @@ use quarry_types::{
     EntityReqId, ErrorCode, ObjectMethods, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
     OBJECT_NAME_LEN_MAX, SNAP_HEAD,
 };
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableHandle};
+use redb::{Database, Durability, ReadableTable, TableHandle};
 
 pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
@@ -418,13 +401,7 @@ impl Store {
             return Err(redb::DatabaseError::DatabaseAlreadyOpen.into());
         }
         let flusher = durable.try_clone()?;
-        let db = match builder.create_with_backend(backend::StoreBackend(durable)) {
-            // A store of format 2 or older (redb 2.6's file format): refused untouched.
-            Err(redb::DatabaseError::UpgradeRequired(redb_format)) => {
-                return Err(StoreError::FormatRetired { path: file, redb_format })
-            }
-            other => other?,
-        };
+        let db = builder.create_with_backend(backend::StoreBackend(durable))?;
         Store::check_format(&db, &file)?;
         Ok(Store {
             db,
@@ -491,13 +468,6 @@ impl Store {
                 Store::ensure_added_tables(db)?;
                 return Store::migrate_v1(db, file);
             }
-            Some(Some(2)) => {
-                // Format 2's values in a file redb 5 reads: only format 3 makes such a file
-                // (format-2 builds wrote redb-2 files, refused at open), so this is a marker
-                // rewritten behind the store's back; the values are the same, say so.
-                Store::ensure_added_tables(db)?;
-                return Store::write_marker(db);
-            }
             Some(Some(_)) => return Store::ensure_added_tables(db),
             Some(None) => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None if has_tables => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
@@ -556,7 +526,7 @@ impl Store {
             }};
         }
         let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(Durability::Immediate);
         let mut rows = 0;
         rows += reseal!(slice txn, XATTRS);
         rows += reseal!(slice txn, OMAP);
@@ -589,15 +559,6 @@ impl Store {
             rows,
             "store migrated from format 1 to format {FORMAT_VERSION} (metadata values checksummed)"
         );
-        Ok(())
-    }
-
-    /// Writes this build's format marker in a durable commit.
-    fn write_marker(db: &Database) -> Result<(), StoreError> {
-        let mut txn = db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
-        txn.commit()?;
         Ok(())
     }
 
@@ -667,7 +628,7 @@ impl Store {
         pg_state: &[u8],
     ) -> Result<SnapTrimStep, StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
+        txn.set_durability(Durability::None);
         let step = {
             let mut batch = apply::Batch::open(&txn, self.methods.as_deref(), self.dups_per_pg)?;
             batch.begin_pg(pg);
@@ -695,7 +656,7 @@ impl Store {
         let lo = format::purged_key(pg, 0);
         let hi = format::purged_key(pg, u64::MAX);
         let mut out = Vec::new();
-        for item in table.range(&lo..=&hi)? {
+        for item in table.range::<&[u8; 20]>(&lo..=&hi)? {
             let (key, _) = item?;
             let mut b = [0u8; 8];
             b.copy_from_slice(&key.value()[12..]);
@@ -715,7 +676,7 @@ impl Store {
         let lo = format::object_snap_key(record.id, 0);
         let hi = format::object_snap_key(record.id, u64::MAX);
         let mut out = Vec::new();
-        for item in table.range(&lo..=&hi)? {
+        for item in table.range::<&[u8; 16]>(&lo..=&hi)? {
             out.push(format::object_snap_of(item?.0.value()));
         }
         Ok(out)
@@ -729,8 +690,8 @@ impl Store {
         format::snap_object_key(pg, snap, b"", &mut start);
         let end = format::snap_objects_end(pg, snap);
         let range = match &end {
-            Some(end) => table.range(start.as_slice()..end.as_slice())?,
-            None => table.range(start.as_slice()..)?,
+            Some(end) => table.range::<&[u8]>(start.as_slice()..end.as_slice())?,
+            None => table.range::<&[u8]>(start.as_slice()..)?,
         };
         let mut n = 0;
         for item in range {
@@ -745,7 +706,7 @@ impl Store {
     /// carries). Returns the replies per PG, in order.
     pub fn apply_many(&self, work: &[PgApply<'_>]) -> Result<Vec<Vec<OpReply>>, StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::None)?;
+        txn.set_durability(Durability::None);
         let mut all = Vec::with_capacity(work.len());
         {
             let mut batch = apply::Batch::open(&txn, self.methods.as_deref(), self.dups_per_pg)?;
@@ -880,7 +841,7 @@ impl Store {
         let lo = format::chunk_key(record.id, 0, 0);
         let hi = format::chunk_key(record.id, u64::MAX, u64::MAX);
         let mut rows = 0;
-        for item in chunks.range(&lo..=&hi)? {
+        for item in chunks.range::<&format::ChunkKey>(&lo..=&hi)? {
             item?;
             rows += 1;
         }
@@ -900,7 +861,7 @@ impl Store {
     pub fn checkpoint(&self) -> Result<(), StoreError> {
         self.flusher.sync_data()?;
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(Durability::Immediate);
         txn.set_quick_repair(true);
         txn.commit()?;
         self.reset_checkpoint_counters();
@@ -912,7 +873,7 @@ impl Store {
     /// open), so the OSD calls it at open only. Returns whether anything moved. Failing part
     /// way leaves the last durable state; the store must then be reopened.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        Ok(self.db.compact(redb::CompactionMode::Balanced)?)
+        Ok(self.db.compact()?)
     }
 
     /// Space used by the database file. Takes the write lock briefly.
@@ -951,8 +912,7 @@ impl Store {
     pub fn pg_state(&self, pg: PgId) -> Result<Option<Vec<u8>>, StoreError> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(PG_STATE)?;
-        let row = table.get(&pg_key(pg))?;
-        match row {
+        match table.get(&pg_key(pg))? {
             Some(v) => {
                 Ok(Some(unseal(v.value()).map_err(|d| pg_corrupt(pg, "pg_state", d))?.to_vec()))
             }
@@ -1016,7 +976,7 @@ impl Store {
             None => Bound::Unbounded,
         };
         let mut names = Vec::new();
-        for item in objects.range((lower, upper))? {
+        for item in objects.range::<&[u8]>((lower, upper))? {
             let (key, raw) = item?;
             let name_bytes = &key.value()[12..];
             let name = String::from_utf8_lossy(name_bytes).into_owned();
@@ -1056,7 +1016,7 @@ impl Store {
     /// Drops every object of the PG (pool deleted) and its `pg_state`, durably.
     pub fn remove_pg(&self, pg: PgId) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(Durability::Immediate);
         exchange::purge_pg(&txn, pg)?;
         txn.commit()?;
         self.reset_checkpoint_counters();
@@ -1086,8 +1046,7 @@ impl Store {
         let dups = txn.open_table(DUPS)?;
         let mut key = Vec::new();
         dups::dup_key(pg, reqid, &mut key);
-        let row = dups.get(key.as_slice())?;
-        match row {
+        match dups.get(key.as_slice())? {
             Some(value) => dups::decode_stored(value.value())
                 .map(|(_, reply)| Some(reply))
                 .map_err(|why| dups::corrupt(pg, &why)),
@@ -1102,7 +1061,7 @@ impl Store {
         let lo = dups::seq_key(pg, 0);
         let hi = dups::seq_key(pg, u64::MAX);
         let mut count = 0;
-        for item in seqs.range(&lo..=&hi)? {
+        for item in seqs.range::<&[u8; 20]>(&lo..=&hi)? {
             item?;
             count += 1;
         }

@@ -294,7 +294,7 @@ pub(crate) fn load_chunk<T: Tables>(
     buf.clear();
     let lo = chunk_key(id, index, floor);
     let hi = chunk_key(id, index, tag);
-    let Some(item) = t.chunks().range(&lo..=&hi)?.next_back() else {
+    let Some(item) = t.chunks().range::<&ChunkKey>(&lo..=&hi)?.next_back() else {
         return Ok(None);
     };
     let (key, value) = item?;
@@ -407,8 +407,11 @@ pub(crate) fn read_data<T: Tables>(
     let mut asm = Assembler { out: vec![0u8; want as usize], base: off, crc: 0, done: 0 };
     let lo = chunk_key(id, off / CHUNK, 0);
     let hi = chunk_key(id, (end - 1) / CHUNK, u64::MAX);
-    let mut tails =
-        TailCursor { iter: t.chunk_tails().range(&lo..=&hi)?, peeked: None, done: false };
+    let mut tails = TailCursor {
+        iter: t.chunk_tails().range::<&ChunkKey>(&lo..=&hi)?,
+        peeked: None,
+        done: false,
+    };
     // Keys come in (index, tag) order: the last in-range tag of each index is the one `v`
     // sees, so keep a candidate and flush it when the index changes.
     let mut pending: Option<(ChunkKey, redb::AccessGuard<'_, &'static [u8]>)> = None;
@@ -421,7 +424,7 @@ pub(crate) fn read_data<T: Tables>(
         asm.piece(index, &data);
         Ok::<(), StoreError>(())
     };
-    for item in t.chunks().range(&lo..=&hi)? {
+    for item in t.chunks().range::<&ChunkKey>(&lo..=&hi)? {
         let (key, value) = item?;
         let key = *key.value();
         let (_, index, tag) = decode_chunk_key(&key);
@@ -628,7 +631,7 @@ fn omap_page<T: Tables>(
     let upper = Bound::Excluded(end.as_slice());
     let mut entries = Vec::new();
     let mut more = false;
-    for item in t.omap().range((lower, upper))? {
+    for item in t.omap().range::<&[u8]>((lower, upper))? {
         let (key, value) = item?;
         let key = key.value();
         if !key.starts_with(&prefix_key) {

@@ -8,7 +8,6 @@ mod crash;
 mod dups;
 mod errors;
 mod exchange;
-mod format;
 mod meta_corruption;
 mod model;
 mod powerloss;

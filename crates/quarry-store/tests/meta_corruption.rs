@@ -11,7 +11,7 @@ use bytes::Bytes;
 use quarry_store::ObjectCommand;
 use quarry_store::{Store, StoreError};
 use quarry_types::{CmpOp, ObjectOp, OpOutput, OpReply, SNAP_HEAD};
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 
 use crate::common::*;
 
