@@ -10,29 +10,14 @@ cd "$(dirname "$0")/.."
 scale=${1:-1}
 ./scripts/setup.sh >/dev/null
 cargo build --release -q -p quarry-cli -p quarry-rbd --example image_ops_bench
-bin=$(pwd)/target/release/quarry
 ops_bench=$(pwd)/target/release/examples/image_ops_bench
-work=$(mktemp -d /var/tmp/quarry-bench-rbd.XXXXXX)
-pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-"$bin" up "$work/cluster" >"$work/up.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do grep -q '^ready' "$work/up.log" && break; sleep 0.2; done
-grep -q '^ready' "$work/up.log" || { cat "$work/up.log"; echo "cluster did not start" >&2; exit 1; }
-export CEPH_CONF=$work/cluster/ceph.conf
+# shellcheck source=bench-lib.sh
+. scripts/bench-lib.sh
+bench_start_cluster bench-rbd
 rbd() { "$bin" rbd "$@"; }
 
-ratio() { python3 -c "import sys; a,b=float(sys.argv[1] or 0),float(sys.argv[2] or 0); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 # rbd bench's summary line: "elapsed: 5  ops: 4096  ops/sec: 812.3  bytes/sec: 3.2 MiB/s"
 bench_iops() { awk '/^elapsed:/ { for (i = 1; i <= NF; i++) if ($i == "ops/sec:") print $(i+1) }' "$1"; }
-fio_iops() {
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(sum(x[sys.argv[2]]["iops"] for x in j["jobs"])))' "$1" "$2"
-}
-fio_mbs() {
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(sum(x[sys.argv[2]]["bw_bytes"] for x in j["jobs"])/1e6,1))' "$1" "$2"
-}
 
 rbd create --size 2G bench >/dev/null
 echo "## rbd bench against fio on a raw file (same disk, same run)"
@@ -61,7 +46,7 @@ for c in "${cases[@]}"; do
       --iodepth="$depth" --direct=1 $fsync --runtime=5 --time_based --output-format=json \
       >"$work/f.json" 2>/dev/null
   dir=$([ "$type" = write ] && echo write || echo read)
-  f_iops=$(fio_iops "$work/f.json" "$dir"); f_mbs=$(fio_mbs "$work/f.json" "$dir")
+  f_iops=$(fio_metric "$work/f.json" "$dir" iops); f_mbs=$(fio_metric "$work/f.json" "$dir" bw)
   echo "| $type $pattern $bs threads $threads | $q_iops | $q_mbs | $f_iops | $f_mbs | $(ratio "$q_iops" "$f_iops") |"
 done
 rbd rm --no-progress bench >/dev/null 2>&1
