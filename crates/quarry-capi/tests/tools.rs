@@ -443,7 +443,8 @@ fn newc(files: &[(&str, u32, Vec<u8>)]) -> Vec<u8> {
 /// is `-drive format=raw,file=rbd:rbd/CLONE,if=virtio` on a clone of a golden image, once
 /// with cache=writeback and once with cache=none: the guest reads the golden image's data
 /// through the clone, writes and reads its own, powers off; the host finds the guest's data
-/// in the clone and the golden image unchanged. (The kernel is given to QEMU directly: the
+/// in the clone and the golden image unchanged; then once more with the clone served by
+/// `quarry nbd serve` and QEMU's `nbd://` driver. (The kernel is given to QEMU directly: the
 /// disk is the guest's data disk, not its boot loader.)
 #[test]
 fn vm_on_a_clone_of_a_golden_image() {
@@ -516,6 +517,32 @@ fn vm_on_a_clone_of_a_golden_image() {
         );
         assert!(!out.contains("Pattern verification failed"), "{cache}: {out}");
     }
+
+    // The same VM over NBD (issue 11): `quarry nbd serve` exports a clone and QEMU's own
+    // nbd:// driver is the guest's disk; the guest's data lands in the clone.
+    env.ok("rbd clone golden@base vm-nbd");
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let run = env.sh(&format!(
+        "{quarry} nbd serve --port {port} rbd/vm-nbd > nbd.log 2>&1 & server=$!; \
+         for _ in $(seq 100); do grep -q '^ready' nbd.log && break; sleep 0.1; done; \
+         timeout 240 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
+         -kernel {} -initrd {} -append 'console=ttyS0 panic=-1 quiet' \
+         -drive format=raw,file=nbd://127.0.0.1:{port}/rbd/vm-nbd,if=virtio,cache=none 2>&1; \
+         status=$?; kill $server; wait $server; exit $status",
+        vm.join("vmlinuz").display(),
+        initrd.display(),
+        quarry = prepared().display(),
+    ));
+    let console = run.out();
+    assert!(console.contains("GUEST-SAW: GGGGGGGGGGGGGGGGGGG"), "nbd: {console}");
+    assert!(console.contains("GUEST-READ: GUEST-DATA-WRITTEN-BY-THE-VM"), "nbd: {console}");
+    assert!(console.contains("QUARRY-GUEST-DONE"), "nbd: {console}");
+    assert_eq!(run.code(), 0, "nbd: {console}");
+    let out = env.ok("qemu-io -r -f raw -c 'read -v 1M 28' rbd:rbd/vm-nbd");
+    assert!(out.contains("GUEST.DATA.WRITT"), "nbd: {out}");
 }
 
 /// fio's rbd engine (poll mode: eventfd + rbd_poll_io_events), random writes then a crc32c
