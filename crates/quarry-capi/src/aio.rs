@@ -515,6 +515,57 @@ pub unsafe extern "C" fn rbd_aio_write_zeroes(
     })
 }
 
+/// `rbd_aio_compare_and_write(image, off, len, cmp_buf, buf, c, mismatch_off, op_flags)`:
+/// writes `buf` only if the image holds `cmp_buf` there, atomically on the OSD (one object;
+/// the result is the length, or `-EILSEQ` with `*mismatch_off` set to the image offset of
+/// the first differing byte, written before the completion fires).
+#[no_mangle]
+pub unsafe extern "C" fn rbd_aio_compare_and_write(
+    image: *mut c_void,
+    off: u64,
+    len: usize,
+    cmp_buf: *const c_char,
+    buf: *const c_char,
+    c: *mut c_void,
+    mismatch_off: *mut u64,
+    _op_flags: c_int,
+) -> c_int {
+    ffi!(EINVAL, {
+        if (buf.is_null() || cmp_buf.is_null()) && len > 0 {
+            return EINVAL;
+        }
+        // SAFETY: `cmp_buf` and `buf` hold `len` bytes each during the call (librbd.h); they
+        // are copied before it returns.
+        let (cmp, data) = unsafe {
+            (
+                Bytes::copy_from_slice(std::slice::from_raw_parts(cmp_buf.cast::<u8>(), len)),
+                Bytes::copy_from_slice(std::slice::from_raw_parts(buf.cast::<u8>(), len)),
+            )
+        };
+        // The caller's u64 stays valid until the completion fires (librbd.h).
+        let mismatch = mismatch_off as usize;
+        let work = move |h: &Arc<ImageHandle>| {
+            let img = h.image.clone();
+            let ticket = h.begin_write();
+            async move {
+                let _ticket = ticket;
+                match img.compare_and_write(off, cmp, data).await {
+                    Ok(()) => len as i64,
+                    Err(e) => {
+                        if let (Some(at), true) = (e.mismatch_offset(), mismatch != 0) {
+                            // SAFETY: non-NULL, valid until the completion (above).
+                            unsafe { *(mismatch as *mut u64) = at };
+                        }
+                        rbd_errno(&e) as i64
+                    }
+                }
+            }
+        };
+        // SAFETY: forwarded contracts.
+        unsafe { start(image, c, work) }
+    })
+}
+
 /// Writes zero bytes over `[off, off + len)` (4 MiB at a time): allocated zeros.
 async fn write_zero_bytes(
     img: &quarry_rbd::Image,

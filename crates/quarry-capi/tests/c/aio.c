@@ -37,6 +37,9 @@ int rbd_aio_write(rbd_image_t image, uint64_t off, size_t len, const char *buf,
                   rbd_completion_t c);
 int rbd_aio_read(rbd_image_t image, uint64_t off, size_t len, char *buf, rbd_completion_t c);
 struct iovec;
+int rbd_aio_compare_and_write(rbd_image_t image, uint64_t off, size_t len, const char *cmp_buf,
+                              const char *buf, rbd_completion_t c, uint64_t *mismatch_off,
+                              int op_flags);
 int rbd_aio_writev(rbd_image_t image, const struct iovec *iov, int iovcnt, uint64_t off,
                    rbd_completion_t c);
 int rbd_aio_flush(rbd_image_t image, rbd_completion_t c);
@@ -244,6 +247,25 @@ int main(void) {
     for (int i = 0; i < 3000 && atomic_load(&seen_at_flush) < 0; i++) usleep(10000);
     CHECK(atomic_load(&seen_at_flush) == 32, "write callbacks run before the flush's: %d",
           atomic_load(&seen_at_flush));
+    /* compare-and-write: written when the bytes match, -EILSEQ and the offset otherwise. */
+    char cmp[512], zs[512];
+    memset(cmp, 'A', sizeof cmp);
+    memset(zs, 'Z', sizeof zs);
+    uint64_t mismatch = 12345;
+    rbd_completion_t cw;
+    CHECK(rbd_aio_create_completion(NULL, NULL, &cw) == 0, "completion");
+    CHECK(rbd_aio_compare_and_write(other, 0, 512, cmp, zs, cw, &mismatch, 0) == 0, "caw");
+    rbd_aio_wait_for_complete(cw);
+    CHECK(rbd_aio_get_return_value(cw) == 512, "caw matched: %ld",
+          (long)rbd_aio_get_return_value(cw));
+    rbd_aio_release(cw);
+    CHECK(rbd_aio_create_completion(NULL, NULL, &cw) == 0, "completion");
+    CHECK(rbd_aio_compare_and_write(other, 0, 512, cmp, zs, cw, &mismatch, 0) == 0, "caw");
+    rbd_aio_wait_for_complete(cw);
+    CHECK(rbd_aio_get_return_value(cw) == -EILSEQ, "caw mismatch: %ld",
+          (long)rbd_aio_get_return_value(cw));
+    CHECK(mismatch == 0, "mismatch offset %llu", (unsigned long long)mismatch);
+    rbd_aio_release(cw);
     /* No iovec is -EINVAL, as in librbd. */
     rbd_completion_t none;
     CHECK(rbd_aio_create_completion(NULL, NULL, &none) == 0, "completion");
