@@ -7,7 +7,13 @@
 
 bench_pids=()
 bench_cleanup() {
-  for p in "${bench_pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  for p in "${bench_pids[@]}"; do
+    kill "$p" 2>/dev/null
+    # (qemu-nbd -t may outlive a SIGTERM: give each 5 s, then SIGKILL.)
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
   rm -rf "$work"
 }
 bench_track() { bench_pids+=("$1"); }
