@@ -54,6 +54,9 @@ pub struct ServeArgs {
     pub specs: Vec<String>,
 }
 
+/// How long closing the images may take at exit (the cluster may be gone).
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
 fn usage(message: impl Into<String>, code: ErrorCode) -> CliError {
     CliError::Usage { message: message.into(), status: u8::try_from(code.0).unwrap_or(1).max(1) }
 }
@@ -150,14 +153,24 @@ pub async fn run(args: NbdArgs) -> Result<(), CliError> {
     // Connections still running hold clones of the images: close what is ours alone.
     let exports: Vec<_> = server.exports().to_vec();
     drop(server);
-    for export in exports {
-        if let Ok(export) = Arc::try_unwrap(export) {
-            if let Ok(image) = Arc::try_unwrap(export.image) {
-                let _ = image.close().await;
+    // Bounded: with the cluster gone a close (write-back, lock release, unwatch) would wait
+    // for it forever; a second signal ends at once.
+    let closing = async {
+        for export in exports {
+            if let Ok(export) = Arc::try_unwrap(export) {
+                if let Ok(image) = Arc::try_unwrap(export.image) {
+                    if let Err(e) = image.close().await {
+                        eprintln!("quarry nbd: closing {}: {e}", export.name);
+                    }
+                }
             }
         }
+        rados.shutdown().await;
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(CLOSE_TIMEOUT, closing) => {}
+        _ = wait_for_signal() => eprintln!("quarry nbd: second signal: exiting without closing the images"),
     }
-    rados.shutdown().await;
     Ok(())
 }
 
