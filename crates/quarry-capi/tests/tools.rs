@@ -525,17 +525,32 @@ fn vm_on_a_clone_of_a_golden_image() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap().port()
     };
+    // The server is this test's child, killed and reaped when `server` drops.
+    let log_path = env.work().join("nbd.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let server = Reaped(
+        Command::new(prepared())
+            .args(["nbd", "serve", "--port", &port.to_string(), "rbd/vm-nbd"])
+            .env("CEPH_CONF", env.dir().join("ceph.conf"))
+            .env_remove("CEPH_ARGS")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("quarry nbd serve"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(&log_path).unwrap_or_default().lines().any(|l| l == "ready") {
+        assert!(std::time::Instant::now() < deadline, "nbd serve not ready");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let run = env.sh(&format!(
-        "{quarry} nbd serve --port {port} rbd/vm-nbd > nbd.log 2>&1 & server=$!; \
-         for _ in $(seq 100); do grep -q '^ready' nbd.log && break; sleep 0.1; done; \
-         timeout 240 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
+        "timeout 240 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot \
          -kernel {} -initrd {} -append 'console=ttyS0 panic=-1 quiet' \
-         -drive format=raw,file=nbd://127.0.0.1:{port}/rbd/vm-nbd,if=virtio,cache=none 2>&1; \
-         status=$?; kill $server; wait $server; exit $status",
+         -drive format=raw,file=nbd://127.0.0.1:{port}/rbd/vm-nbd,if=virtio,cache=none 2>&1",
         vm.join("vmlinuz").display(),
         initrd.display(),
-        quarry = prepared().display(),
     ));
+    drop(server);
     let console = run.out();
     assert!(console.contains("GUEST-SAW: GGGGGGGGGGGGGGGGGGG"), "nbd: {console}");
     assert!(console.contains("GUEST-READ: GUEST-DATA-WRITTEN-BY-THE-VM"), "nbd: {console}");
