@@ -7,6 +7,8 @@
 
 bench_pids=()
 bench_cleanup() {
+  # (errexit would end the trap at the first kill of a process already gone.)
+  set +e
   for p in "${bench_pids[@]}"; do
     kill "$p" 2>/dev/null
     # (qemu-nbd -t may outlive a SIGTERM: give each 5 s, then SIGKILL.)

@@ -16,7 +16,7 @@ else
 fi
 work=$(mktemp -d /var/tmp/quarry-bench.XXXXXX)
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
+cleanup() { set +e; [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 "$bin" up "$work/cluster" >"$work/up.log" 2>&1 &
