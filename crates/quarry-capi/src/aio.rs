@@ -501,7 +501,7 @@ pub unsafe extern "C" fn rbd_aio_write_zeroes(
                 async move {
                     let _ticket = ticket;
                     let done = if thick {
-                        write_zero_bytes(&img, off, len as u64).await
+                        img.write_zero_bytes(off, len as u64, |_, _| {}).await
                     } else {
                         img.write_zeroes(off, len as u64).await
                     };
@@ -564,24 +564,6 @@ pub unsafe extern "C" fn rbd_aio_compare_and_write(
         // SAFETY: forwarded contracts.
         unsafe { start(image, c, work) }
     })
-}
-
-/// Writes zero bytes over `[off, off + len)` (4 MiB at a time): allocated zeros.
-async fn write_zero_bytes(
-    img: &quarry_rbd::Image,
-    off: u64,
-    len: u64,
-) -> quarry_rbd::RbdResult<()> {
-    let end = off.checked_add(len).ok_or_else(|| {
-        quarry_rbd::RbdError::refused(quarry_types::ErrorCode::EINVAL, "range overflows")
-    })?;
-    let mut at = off;
-    while at < end {
-        let piece = (end - at).min(4 << 20);
-        img.write(at, Bytes::from(vec![0u8; piece as usize])).await?;
-        at += piece;
-    }
-    Ok(())
 }
 
 /// `rbd_aio_flush(image, c)`: completes when every write submitted before it has completed

@@ -1413,17 +1413,10 @@ async fn create(args: &RbdArgs, rados: &Rados, spec: &Spec) -> Result<(), CliErr
     if args.thick_provision && size > 0 {
         let image = open_image(rados, spec, false).await?;
         let mut progress = Progress::new("Thick provisioning", args.progress());
-        let zeros = Bytes::from(vec![0u8; TRANSFER_CHUNK as usize]);
-        let mut off = 0;
-        while off < size {
-            let len = TRANSFER_CHUNK.min(size - off);
-            image
-                .write(off, zeros.slice(..len as usize))
-                .await
-                .map_err(|e| failed("thick provision error", &e))?;
-            off += len;
-            progress.update(off, size);
-        }
+        image
+            .write_zero_bytes(0, size, |done, total| progress.update(done, total))
+            .await
+            .map_err(|e| failed("thick provision error", &e))?;
         progress.finish(true);
     }
     Ok(())

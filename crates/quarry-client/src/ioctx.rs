@@ -131,15 +131,20 @@ impl IoCtx {
         Ok(())
     }
 
-    /// The key `object` is addressed by in this context's namespace.
-    fn key(&self, object: &str) -> Result<String, ClientError> {
+    /// The key `object` is addressed by in this context's namespace (the name itself, not a
+    /// copy, in the default namespace: this is on every op's path).
+    fn key<'a>(&self, object: &'a str) -> Result<std::borrow::Cow<'a, str>, ClientError> {
         if object.contains(NAMESPACE_SEPARATOR) {
             return Err(ClientError::invalid(
                 ErrorCode::EINVAL,
                 "an object name may not contain the character \\x1f",
             ));
         }
-        Ok(namespaced_name(&self.namespace, object))
+        Ok(if self.namespace.is_empty() {
+            std::borrow::Cow::Borrowed(object)
+        } else {
+            std::borrow::Cow::Owned(namespaced_name(&self.namespace, object))
+        })
     }
 
     /// The locator key (empty: objects are placed by their name).

@@ -536,13 +536,7 @@ async fn run(session: &Session, request: &Request, data: Bytes) -> Result<Outcom
                 if request.flags & cflag::FAST_ZERO != 0 {
                     return Err(failure(errno::ENOTSUP, "zeros without holes are not fast"));
                 }
-                let mut at = off;
-                while at < off + len {
-                    let piece = (off + len - at).min(4 << 20);
-                    let zeros = Bytes::from(vec![0u8; piece as usize]);
-                    image.write(at, zeros).await.map_err(|e| nbd_error(&e))?;
-                    at += piece;
-                }
+                image.write_zero_bytes(off, len, |_, _| {}).await.map_err(|e| nbd_error(&e))?;
             } else if len > 0 {
                 image.write_zeroes(off, len).await.map_err(|e| nbd_error(&e))?;
             }

@@ -753,6 +753,30 @@ impl Image {
         self.discard(off, len).await
     }
 
+    /// Writes zero *bytes* to `[off, off + len)`, 4 MiB at a time, so the range stays
+    /// allocated (thick provisioning, NBD's `NO_HOLE`, librbd's `THICK_PROVISION` flag), where
+    /// [`Image::write_zeroes`] frees it; `progress(done, len)` after each piece.
+    pub async fn write_zero_bytes(
+        &self,
+        off: u64,
+        len: u64,
+        mut progress: impl FnMut(u64, u64),
+    ) -> RbdResult<()> {
+        const PIECE: u64 = 4 << 20;
+        let end = off
+            .checked_add(len)
+            .ok_or_else(|| RbdError::refused(ErrorCode::EINVAL, "range overflows"))?;
+        let zeros = Bytes::from(vec![0u8; PIECE.min(len) as usize]);
+        let mut at = off;
+        while at < end {
+            let piece = PIECE.min(end - at);
+            self.write(at, zeros.slice(..piece as usize)).await?;
+            at += piece;
+            progress(at - off, len);
+        }
+        Ok(())
+    }
+
     /// Makes every write acknowledged before the call durable in the cluster (writes back
     /// the cache; the first flush also ends writethrough-until-flush).
     pub async fn flush(&self) -> RbdResult<()> {
