@@ -147,6 +147,7 @@ pub(crate) async fn start(
     running.tasks.spawn(crate::watch::run_reaper(osd.clone()));
     running.tasks.spawn(worker::snap_trim::run(osd.clone()));
     running.tasks.spawn(worker::repair::run(osd.clone(), repair_rx));
+    running.tasks.spawn(worker::revive::run(osd.clone()));
     match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => {

@@ -10,6 +10,12 @@
 //! A PG marked damaged (`pg::repair`) is not started from the map: [`Router::repair`] takes
 //! its group out, rebuilds its state machine from a peer's export and starts it again; maps
 //! applied meanwhile leave it alone.
+//!
+//! A group whose Raft core stopped on an error that is not damage (a log write refused for
+//! space, a store error while applying) is started again by [`Router::revive`] (driven by
+//! `worker::revive`, with a back-off): its WAL state is reloaded from disk
+//! (`Wal::reload_group`) and the group starts from the store and the log exactly as after a
+//! restart of the OSD, so a full disk stops a PG only while the disk stays full.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -220,6 +226,55 @@ impl Router {
             }
         }
         Err(why.join("; "))
+    }
+
+    /// PGs hosted here whose group stopped on an error (not for damage: the repair handles
+    /// those) or is missing (a revive whose start failed), to be revived.
+    pub(crate) fn stopped_pgs(&self) -> Vec<PgId> {
+        let map = self.map();
+        let repairing = self.repairing().clone();
+        let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        map.pgs_of_osd(self.deps.me)
+            .into_iter()
+            .filter(|pg| !repairing.contains(pg) && !self.deps.damage.marks.contains(*pg))
+            .filter(|pg| match groups.get(pg) {
+                Some(slot) => slot.group.raft.metrics().borrow().running_state.is_err(),
+                None => map.epoch > 0 && map.pools.contains_key(&pg.pool),
+            })
+            .collect()
+    }
+
+    /// Starts the stopped (or missing) group of `pg` again: takes the stopped group out,
+    /// reloads the PG's WAL state from disk (a refused write left it ahead of the disk) and
+    /// starts the group from the store and the log, as a restart of the OSD would. Does
+    /// nothing if the group runs (again) or the PG is no longer hosted or is being repaired.
+    pub(crate) async fn revive(&self, pg: PgId) -> Result<(), OsdError> {
+        let _update = self.update.lock().await;
+        let map = self.map();
+        if !map.pgs_of_osd(self.deps.me).contains(&pg)
+            || self.repairing().contains(&pg)
+            || self.deps.damage.marks.contains(pg)
+        {
+            return Ok(());
+        }
+        let slot = {
+            let mut groups = self.groups.write().unwrap_or_else(|p| p.into_inner());
+            match groups.get(&pg) {
+                Some(slot) if slot.group.raft.metrics().borrow().running_state.is_ok() => {
+                    return Ok(())
+                }
+                _ => groups.remove(&pg),
+            }
+        };
+        if let Some(slot) = slot {
+            let why = slot.group.raft.metrics().borrow().running_state.clone().err();
+            tracing::warn!(%pg, error = ?why, "restarting a pg whose raft group stopped on an error");
+            stop_slot(pg, &slot).await;
+        }
+        self.deps.wal.reload_group(group_id(pg)).await?;
+        self.start_group(pg, &map).await?;
+        tracing::info!(%pg, "pg group restarted");
+        Ok(())
     }
 
     pub(crate) fn me(&self) -> OsdId {

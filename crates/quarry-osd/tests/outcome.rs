@@ -56,3 +56,53 @@ async fn a_write_lost_in_a_stopped_pg_is_answered_unknown_not_failed() {
     assert_eq!(client.read("x").await.unwrap(), b"after");
     cluster.shutdown().await;
 }
+
+/// Goal: a full disk stops a PG only while it stays full (issue 8 c: no client input may stop
+/// a PG until a restart). Method: a real OSD whose WAL refuses a round (the fault hook) while
+/// the disk "stays full" for a few seconds: its PG stops, the revive worker's restarts fail
+/// again (each restart's first log write is refused too); once space is back the PG serves
+/// again without any restart of the OSD, with everything acknowledged before intact and the
+/// object of the stopped PG writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pg_stopped_by_a_full_disk_serves_again_once_space_is_back() {
+    let mut cluster = common::start().await;
+    cluster.logs().allow("WAL write refused");
+    cluster.logs().allow("LogFlush error");
+    cluster.logs().allow("quit RaftCore::main on error");
+    cluster.logs().allow("failure sending RaftMsg to RaftCore");
+    cluster.logs().allow("write answered ETIMEDOUT: its outcome is unknown");
+    cluster.logs().allow("restarting a pg whose raft group stopped on an error");
+    cluster.logs().allow("restarting the pg failed");
+    cluster.logs().allow_raft_churn();
+    cluster.start_osd(0).await;
+    let admin = common::admin(&cluster).await;
+    let client = admin.osd_client(cluster.osd(0).addr()).await;
+    client.write_full("before", b"kept").await.unwrap();
+
+    cluster.osd(0).inject_wal_write_error(Some(ENOSPC));
+    let first =
+        tokio::time::timeout(OP_TIMEOUT, client.write_full("x", b"maybe")).await.expect("answered");
+    assert_eq!(first, Err(ErrorCode::ETIMEDOUT), "the answer must say unknown");
+    // The disk stays full a while: restarts in the meantime meet the same refusal.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.osd(0).inject_wal_write_error(None);
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(5), client.write_full("x", b"after"));
+        if let Ok(Ok(_)) = attempt.await {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the pg never served again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(client.read("x").await.unwrap(), b"after");
+    assert_eq!(client.read("before").await.unwrap(), b"kept");
+    // And what it serves now survives a restart.
+    cluster.restart_osd(0).await;
+    let client = admin.osd_client(cluster.osd(0).addr()).await;
+    assert_eq!(client.read("x").await.unwrap(), b"after");
+    assert_eq!(client.read("before").await.unwrap(), b"kept");
+    cluster.shutdown().await;
+}

@@ -103,8 +103,9 @@ pub enum WalError {
     #[error("the WAL writer has stopped")]
     Closed,
     /// A write of this group's records was refused by the file system (e.g. `ENOSPC`): those
-    /// records are not on disk and the group takes no more requests until the log is reopened.
-    #[error("group {group}: a WAL write was refused ({source}); reopen the log to use the group")]
+    /// records are not on disk and the group takes no more requests until it is reloaded
+    /// ([`crate::Wal::reload_group`]) or the log is reopened.
+    #[error("group {group}: a WAL write was refused ({source}); reload the group or reopen the log to use it")]
     WriteRefused {
         /// The Raft group.
         group: u64,

@@ -145,8 +145,10 @@
 //! cleanly instead: the file is cut back to its records (durably: no record of the refused
 //! round can be replayed later), every waiter of the round gets the error (openraft's append
 //! callback an `io::Error` with that errno), and the groups with records in the round fail
-//! every later request with [`WalError::WriteRefused`] until the log is reopened (their
-//! in-memory state is ahead of the disk; replay rebuilds it). Every other group, and new
+//! every later request with [`WalError::WriteRefused`] until the group is reloaded
+//! ([`Wal::reload_group`]: its state rebuilt from its records on disk, in the writer thread
+//! between two rounds, while the other groups wait for that one replay) or the log is
+//! reopened (their in-memory state is ahead of the disk; replay rebuilds it). Every other group, and new
 //! ones, keep working, and succeed again once space is back ([`WalStats::refused_rounds`]
 //! counts the refusals). A segment that cannot be started for space (at open or rotation)
 //! deletes the log's 1 MiB space reserve (`DIR/reserve`, module [`reserve`]) and tries

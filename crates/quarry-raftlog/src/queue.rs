@@ -1,5 +1,5 @@
 //! The queue between the log stores and the writer thread: the `Request`s it holds (entries
-//! of one append, a metadata record, a barrier), what runs when they are durable
+//! of one append, a metadata record, a barrier, a group reload), what runs when they are durable
 //! (`Completion`), and the byte bound that makes appenders wait ([`QUEUE_BYTES_MAX`]).
 //! The queue itself is a `VecDeque<Request>` in the [`crate::wal`] state, behind its mutex.
 
@@ -42,6 +42,9 @@ pub(crate) enum Request {
     Metadata { group: u64, record: Record, done: Option<Completion> },
     /// Completes once everything accepted before it is durable.
     Barrier { done: Completion },
+    /// Rebuilds the group's in-memory state from its records on disk, once everything
+    /// accepted before it is written (see [`crate::Wal::reload_group`]).
+    Reload { group: u64, done: Completion },
 }
 
 impl Request {
@@ -53,7 +56,7 @@ impl Request {
                 entries.iter().map(|entry| header + entry.bytes.len() as u64).sum()
             }
             Request::Metadata { .. } => header + 64,
-            Request::Barrier { .. } => 0,
+            Request::Barrier { .. } | Request::Reload { .. } => 0,
         }
     }
 }

@@ -80,7 +80,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, WalError> {
         }
         let salt = format.ok().and_then(|format| format.salt);
         recovered.torn_bytes +=
-            replay_segment(&file, &path, seq, len, salt, tolerant, &mut recovered.groups)?;
+            replay_segment(&file, &path, seq, len, salt, tolerant, None, &mut recovered.groups)?;
         if tolerant {
             // After a process crash its last records may be in the page cache only; they were
             // just replayed as real, so make them durable before anything builds on them.
@@ -148,7 +148,9 @@ struct Pending {
 
 /// Replays the records of one segment; returns the torn-tail bytes cut off (tolerant only).
 /// In a format 3 segment (`salt` given) a round's records are applied at its round end; the
-/// records after the last round end are an incomplete round.
+/// records after the last round end are an incomplete round. With `only`, records of other
+/// groups are checked but not applied.
+#[allow(clippy::too_many_arguments)]
 fn replay_segment(
     file: &DurableFile,
     path: &Path,
@@ -156,6 +158,7 @@ fn replay_segment(
     len: u64,
     salt: Option<u32>,
     tolerant: bool,
+    only: Option<u64>,
     groups: &mut HashMap<u64, GroupIndex>,
 ) -> Result<u64, WalError> {
     let io_error = |error| WalError::io(path, error);
@@ -177,6 +180,7 @@ fn replay_segment(
         };
         let record = decode_record(kind, &payload).map_err(|rejected| rejected.at(path, offset))?;
         let next = offset + header.record_len();
+        let wanted = only.is_none_or(|group| group == header.group);
         match (record, salt) {
             (Record::RoundEnd { salt: found, .. }, Some(salt)) if found == salt => {
                 for done in pending.drain(..) {
@@ -195,9 +199,11 @@ fn replay_segment(
                 let bad = Bad { offset, round_end, salt, reason };
                 return cut_torn_tail(file, path, len, tolerant, bad);
             }
+            (_, Some(_)) if !wanted => {}
             (record, Some(_)) => {
                 pending.push(Pending { group: header.group, record, offset, len: header.len })
             }
+            (_, None) if !wanted => round_end = next,
             (record, None) => {
                 apply_record(groups, header.group, record, seq, offset, header.len).map_err(
                     |reason| WalError::Corrupt { path: path.to_path_buf(), offset, reason },
@@ -215,6 +221,27 @@ fn replay_segment(
         return cut_torn_tail(file, path, len, tolerant, bad);
     }
     Ok(0)
+}
+
+/// Replays one group's records from the live `segments` (`(seq, file, len)`, oldest first,
+/// each read up to `len`: the writer passes the active segment's end of its last round) into
+/// a fresh index, `None` if the group has no state. For [`crate::Wal::reload_group`]; the
+/// segments were replayed at open (or written since), so a bad record is corruption.
+pub(crate) fn replay_group(
+    dir: &Path,
+    segments: &[(u64, Arc<DurableFile>, u64)],
+    group: u64,
+) -> Result<Option<GroupIndex>, WalError> {
+    let mut groups = HashMap::new();
+    for (seq, file, len) in segments {
+        let path = dir.join(segment_file_name(*seq));
+        let salt = match read_segment_header(file, &path, *seq, *len)? {
+            Ok(format) => format.salt,
+            Err(reason) => return Err(WalError::Corrupt { path, offset: 0, reason }),
+        };
+        replay_segment(file, &path, *seq, *len, salt, false, Some(group), &mut groups)?;
+    }
+    Ok(groups.remove(&group).filter(|index| !index.is_blank()))
 }
 
 /// Reads the record at `offset` (the reader is positioned there) into `payload`.

@@ -246,6 +246,30 @@ impl Wal {
         }
     }
 
+    /// Rebuilds `group`'s state from its records on disk, after everything accepted before
+    /// this call is written, and lets the group take requests again if a refused write had
+    /// stopped it ([`WalError::WriteRefused`]): the group continues from what is on disk,
+    /// exactly as after a reopen of the log, while every other group carries on. The caller
+    /// must not use any log store of the group meanwhile (its Raft group is stopped); stores
+    /// made after the call see the rebuilt state.
+    pub async fn reload_group(&self, group: u64) -> Result<(), WalError> {
+        let (sender, receiver) = oneshot::channel();
+        let done: Completion = Box::new(move |result: Result<(), &std::io::Error>| {
+            let _ = sender.send(result.map_err(clone_io_error));
+        });
+        self.push(Request::Reload { group, done })?;
+        match receiver.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(source)) => Err(WalError::io(&self.shared.dir, source)),
+            Err(_) => Err(WalError::Closed),
+        }
+    }
+
+    /// True if a refused write stopped `group` (see [`Wal::reload_group`]).
+    pub fn group_refused(&self, group: u64) -> bool {
+        lock(&self.shared.state).failed.contains_key(&group)
+    }
+
     fn push(&self, request: Request) -> Result<(), WalError> {
         let mut state = lock(&self.shared.state);
         if state.shutdown {

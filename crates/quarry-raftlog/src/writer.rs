@@ -122,6 +122,8 @@ pub(crate) struct Writer {
 enum Next {
     /// A round of requests.
     Round(Vec<Request>),
+    /// A group reload (alone: every request before it is written).
+    Reload { group: u64, done: Completion },
     /// The queue stayed empty for [`LAZY_SYNC_AFTER`] with unsynced records: sync them.
     Idle,
     /// The log was dropped and the queue is empty.
@@ -161,6 +163,7 @@ impl Writer {
         loop {
             match self.next_batch() {
                 Next::Round(batch) => self.commit(batch),
+                Next::Reload { group, done } => self.reload(group, done),
                 Next::Idle => self.sync_idle(),
                 Next::Stop => break,
             }
@@ -204,6 +207,13 @@ impl Writer {
         let mut batch = Vec::new();
         let mut bytes = 0u64;
         while let Some(request) = state.queue.pop_front() {
+            if let Request::Reload { group, done } = request {
+                if batch.is_empty() {
+                    return Next::Reload { group, done };
+                }
+                state.queue.push_front(Request::Reload { group, done });
+                break;
+            }
             let len = request.encoded_len();
             if !batch.is_empty() && bytes + len > BATCH_BYTES_MAX {
                 state.queue.push_front(request);
@@ -317,7 +327,7 @@ impl Writer {
                 Request::Entries { group, .. } | Request::Metadata { group, .. } => {
                     failed.get(group).map(clone_io_error)
                 }
-                Request::Barrier { .. } => None,
+                Request::Barrier { .. } | Request::Reload { .. } => None,
             };
             if let Some(error) = refused_group {
                 match request {
@@ -357,6 +367,7 @@ impl Writer {
                     round.completions.extend(done);
                 }
                 Request::Barrier { done } => round.completions.push(done),
+                Request::Reload { .. } => unreachable!("a reload is never part of a round"),
             }
         }
         if !self.buffer.is_empty() {
@@ -428,7 +439,7 @@ impl Writer {
     fn refuse_round(&mut self, round: Round, error: std::io::Error) {
         tracing::error!(path = %segment_path(&self.shared.dir, self.active_seq).display(),
             %error, groups = ?round.groups, records = round.records,
-            "WAL write refused; the round's requests fail and its groups stop until reopened");
+            "WAL write refused; the round's requests fail and its groups stop until reloaded");
         {
             let mut state = lock(&self.shared.state);
             for &group in &round.groups {
@@ -440,6 +451,43 @@ impl Writer {
             done(Err(&error));
         }
         drop(round.permits);
+    }
+
+    /// Rebuilds `group`'s in-memory state from its records in the live segments (every
+    /// request accepted before the reload is written by now; the active segment is read up to
+    /// its last round) and lifts its refusal: a group that lost a refused round continues from
+    /// what is on disk, as after a reopen. The ledger needs nothing: it only ever counted what
+    /// reached the disk. A failure leaves the group as it was.
+    fn reload(&mut self, group: u64, done: Completion) {
+        let segments: Vec<(u64, Arc<DurableFile>)> = {
+            let state = lock(&self.shared.state);
+            state.segments.iter().map(|(&seq, file)| (seq, file.clone())).collect()
+        };
+        let mut bounded = Vec::with_capacity(segments.len());
+        for (seq, file) in segments {
+            let len = if seq == self.active_seq { Ok(self.active_len) } else { file.len() };
+            match len {
+                Ok(len) => bounded.push((seq, file, len)),
+                Err(error) => return done(Err(&error)),
+            }
+        }
+        match crate::replay::replay_group(&self.shared.dir, &bounded, group) {
+            Ok(index) => {
+                let mut state = lock(&self.shared.state);
+                match index {
+                    Some(index) => state.groups.insert(group, index),
+                    None => state.groups.remove(&group),
+                };
+                let lifted = state.failed.remove(&group).is_some();
+                drop(state);
+                tracing::info!(group, lifted, "WAL group reloaded from disk");
+                done(Ok(()));
+            }
+            Err(error) => {
+                tracing::error!(group, %error, "WAL group reload failed");
+                done(Err(&std::io::Error::other(error.to_string())));
+            }
+        }
     }
 
     /// fdatasyncs the active segment: everything written to it so far is durable.

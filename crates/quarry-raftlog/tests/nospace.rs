@@ -8,9 +8,10 @@
 use std::sync::Arc;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
+use openraft::Vote;
 use quarry_raftlog::{Wal, WalOptions};
 
-use crate::common::{all_entries, append, copy_dir, data_of, entry, payload, runtime, Tc};
+use crate::common::{all_entries, append, copy_dir, data_of, entry, log_id, payload, runtime, Tc};
 
 const ENOSPC: i32 = 28;
 
@@ -66,6 +67,79 @@ fn enospc_on_write_refuses_the_round_and_the_log_stays_usable() {
         let mut full = wal.log_store::<Tc>(1);
         append(&mut full, vec![entry(1, 5, payload(1, 5, 1, 700))]).await;
         assert_eq!(all_entries(&mut full).await.len(), 6);
+    });
+}
+
+/// Goal: a group stopped by a refused round continues in the same open log once reloaded,
+/// from exactly what is on disk (its acknowledged entries, vote and purge point; none of the
+/// refused or later-refused entries), while the other groups never stop; a reopen afterwards
+/// agrees. Small segments make the replay cross rotations (checkpoint records). Method: the
+/// writer's fault hook, then `Wal::reload_group`.
+#[test]
+fn a_refused_group_continues_after_a_reload_without_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = WalOptions { segment_bytes: 16 << 10, cache_bytes: 1 << 20 };
+    let wal = Wal::open(dir.path(), options).unwrap();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut full = wal.log_store::<Tc>(1);
+        let mut other = wal.log_store::<Tc>(2);
+        full.save_vote(&Vote::new(3, 7)).await.unwrap();
+        for index in 0..40 {
+            append(&mut full, vec![entry(1, index, payload(1, index, 1, 700))]).await;
+            append(&mut other, vec![entry(1, index, payload(2, index, 1, 700))]).await;
+        }
+        full.purge(log_id(1, 9)).await.unwrap();
+        wal.flush().await.unwrap();
+        assert!(wal.stats().segments > 2, "the test needs rotations");
+        wal.inject_write_error(Some(ENOSPC));
+        let refused: Vec<_> =
+            (40..44).map(|index| entry(1, index, payload(1, index, 9, 700))).collect();
+        full.blocking_append(refused).await.expect_err("append on a full disk");
+        wal.inject_write_error(None);
+        assert!(wal.group_refused(1) && !wal.group_refused(2));
+        let later = vec![entry(1, 44, payload(1, 44, 9, 700))];
+        assert!(full.blocking_append(later).await.is_err(), "failed group took an append");
+        append(&mut other, vec![entry(1, 40, payload(2, 40, 1, 700))]).await;
+        drop(full);
+
+        wal.reload_group(1).await.unwrap();
+        assert!(!wal.group_refused(1));
+        let mut full = wal.log_store::<Tc>(1);
+        let state = full.get_log_state().await.unwrap();
+        assert_eq!(state.last_purged_log_id, Some(log_id(1, 9)));
+        assert_eq!(state.last_log_id, Some(log_id(1, 39)), "refused entries came back");
+        assert_eq!(full.read_vote().await.unwrap(), Some(Vote::new(3, 7)));
+        let found = all_entries(&mut full).await;
+        assert_eq!(
+            found.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            (10..40).collect::<Vec<_>>()
+        );
+        for found in &found {
+            let index = found.log_id.index;
+            assert!(data_of(found) == &payload(1, index, 1, 700)[..], "1/{index}");
+        }
+        // The group continues where the disk ends.
+        for index in 40..60 {
+            append(&mut full, vec![entry(2, index, payload(1, index, 2, 700))]).await;
+        }
+        wal.flush().await.unwrap();
+    });
+    drop(wal);
+    let wal = Wal::open(dir.path(), options).unwrap();
+    rt.block_on(async {
+        let mut full = wal.log_store::<Tc>(1);
+        let found = all_entries(&mut full).await;
+        assert_eq!(
+            found.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            (10..60).collect::<Vec<_>>()
+        );
+        for found in &found {
+            let (index, term) = (found.log_id.index, found.log_id.leader_id.term);
+            let expected = payload(1, index, if index < 40 { 1 } else { 2 }, 700);
+            assert!(data_of(found) == &expected[..], "1/{index} (term {term})");
+        }
+        assert_eq!(all_entries(&mut wal.log_store::<Tc>(2)).await.len(), 41);
     });
 }
 
