@@ -1011,7 +1011,11 @@ impl Image {
         self.flush_internal().await?;
         let _lock = self.write_guard().await?;
         let mut state = self.inner.state.write().await;
-        self.refresh_locked(&mut state).await?;
+        // The header as last read (the watch refreshes it when another handle changes it):
+        // a name taken since is refused by `snapshot_add` itself, at the cost of a snapshot
+        // id. Not read again here: a snapshot costs three dependent writes (the monitor's
+        // snapshot id, the snapshot's object map with its header record, the head's map
+        // marked clean) and this read would add a round trip.
         if state.header.user_snapshot(name).is_some() {
             return Err(RbdError::code(ErrorCode::EEXIST));
         }
@@ -1019,15 +1023,27 @@ impl Image {
         let snap_id = io.selfmanaged_snap_create().await?;
         let with_map = state.has(features::OBJECT_MAP);
         let snap_map = names::object_map(&self.inner.id, Some(snap_id));
-        let added = async {
+        // The snapshot's object map (a copy of the head's, taken under the lock, so no write
+        // changes it meanwhile) and the header's snapshot record are written side by side:
+        // they are different objects and neither needs the other. A crash between the two
+        // can leave a snapshot without its map, which readers treat as an invalid map (the
+        // slower path without it, as librbd does), never as wrong data. The head's map is
+        // marked clean only once the snapshot exists: marked earlier, a failed or lost
+        // snapshot would leave objects changed since the previous snapshot marked unchanged.
+        let add = SnapshotAddRequest { snap_id, name: name.into() };
+        let header_object = names::header_object(&self.inner.id);
+        let save_map = async {
             if with_map {
                 let map = load_object_map(io, &self.inner.id, None).await?;
                 call(io, &snap_map, "object_map_save", &map).await?;
             }
-            let req = SnapshotAddRequest { snap_id, name: name.into() };
-            call(io, &names::header_object(&self.inner.id), "snapshot_add", &req).await
+            Ok::<(), RbdError>(())
         };
-        if let Err(e) = added.await {
+        let add_record = call(io, &header_object, "snapshot_add", &add);
+        if let Err(e) = tokio::try_join!(save_map, add_record) {
+            // Whichever succeeded is undone (the record first: no snapshot is left without
+            // its map by the undo itself).
+            let _ = call(io, &header_object, "snapshot_remove", &SnapRequest { snap_id }).await;
             let _ = io.remove(&snap_map).await;
             let _ = io.selfmanaged_snap_remove(snap_id).await;
             return Err(e);
@@ -1701,7 +1717,16 @@ impl Image {
         if !usable {
             return Ok(None);
         }
-        Ok(Some(load_object_map(&self.inner.io, &self.inner.id, snap).await?))
+        match load_object_map(&self.inner.io, &self.inner.id, snap).await {
+            Ok(map) => Ok(Some(map)),
+            // A snapshot whose map was never written (a crash while it was created): an
+            // invalid map, as librbd treats one it cannot load.
+            Err(e) if snap.is_some() && e.errno() == ErrorCode::ENOENT => {
+                tracing::warn!(image = %self.inner.name, ?snap, "snapshot object map missing: not used");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
