@@ -1754,8 +1754,11 @@ async fn apply_image_conf(io: &IoCtx, id: &str, cache: &mut CacheConfig) -> RbdR
 /// (the OSDs then trim its data) and its object map.
 pub(crate) async fn remove_snapshot_records(io: &IoCtx, id: &str, snap: SnapId) -> RbdResult<()> {
     call(io, &names::header_object(id), "snapshot_remove", &SnapRequest { snap_id: snap }).await?;
-    io.selfmanaged_snap_remove(snap).await?;
-    ignore_enoent(io.remove(&names::object_map(id, Some(snap))).await)
+    // Nobody finds the snapshot any more: its id goes back to the monitor (which has the
+    // OSDs trim its data) and its object map goes, side by side.
+    let release = async { io.selfmanaged_snap_remove(snap).await.map_err(RbdError::from) };
+    let map = async { ignore_enoent(io.remove(&names::object_map(id, Some(snap))).await) };
+    tokio::try_join!(release, map).map(drop)
 }
 
 /// Loads the object map of image `id` (head or snapshot).
