@@ -106,6 +106,37 @@ fn effective_args(argv: Vec<OsString>, ceph_args: Vec<String>) -> Vec<OsString> 
     out
 }
 
+/// For the Ceph tools: takes Ceph's generic `--OPTION VALUE` config options out of the
+/// arguments (`quarry_conf::extract_config_args`), keeping every long option the tool's own
+/// parser defines; `rados --version` / `rbd --version` print the version as Ceph's do.
+fn config_args(args: Vec<OsString>) -> (Vec<OsString>, Vec<(String, String)>) {
+    let tool = args.get(1).and_then(|t| t.to_str()).unwrap_or_default().to_string();
+    if !TOOLS.contains(&tool.as_str()) {
+        return (args, Vec::new());
+    }
+    let version = args.iter().skip(2).take_while(|a| *a != "--").any(|a| a == "--version");
+    if version && tool != "ceph" {
+        println!("{}", quarry_client::admin::version_string());
+        std::process::exit(0);
+    }
+    let mut keep = Vec::new();
+    if let Some(command) = <Cli as clap::CommandFactory>::command().find_subcommand(&tool) {
+        collect_long_names(command, &mut keep);
+    }
+    quarry_conf::extract_config_args(args, &keep)
+}
+
+/// Every long option name (and alias) of `command` and its subcommands.
+fn collect_long_names(command: &clap::Command, out: &mut Vec<String>) {
+    for arg in command.get_arguments() {
+        out.extend(arg.get_long().map(String::from));
+        out.extend(arg.get_all_aliases().into_iter().flatten().map(String::from));
+    }
+    for sub in command.get_subcommands() {
+        collect_long_names(sub, out);
+    }
+}
+
 fn init_logging(command: &Command) {
     let default = match command {
         Command::Mon(_) | Command::Osd(_) => "info",
@@ -157,7 +188,14 @@ fn main() -> ExitCode {
     // The image cache's options in CEPH_ARGS are read where images are opened (rbd.rs).
     let ceph_args = quarry_rbd::CacheConfig::strip_args(&quarry_conf::ceph_args_env());
     let args = effective_args(std::env::args_os().collect(), ceph_args);
-    let cli = Cli::parse_from(args);
+    let (args, overrides) = config_args(args);
+    let mut cli = Cli::parse_from(args);
+    match &mut cli.command {
+        Command::Ceph(a) => a.common.config_overrides = overrides,
+        Command::Rados(a) => a.common.config_overrides = overrides,
+        Command::Rbd(a) => a.common.config_overrides = overrides,
+        _ => {}
+    }
     init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

@@ -128,3 +128,98 @@ fn ceph_tool_and_mon_command_answer_alike() {
         rados.shutdown().await;
     });
 }
+
+/// What scripts around Ceph parse (issue 13, "Breaks callers"), against a live cluster:
+/// - OpenStack Nova's and Cinder's monitor lookup, re-implemented from their code
+///   (`nova/virt/libvirt/storage/rbd_utils.py` `get_mon_addrs`, Cinder's rbd driver alike):
+///   `ceph mon dump --format=json`, drop a leading "dumped monmap epoch" line if stdout has
+///   one, take each `mons[].addr`, cut at the last `/`, split host and port at the last `:`,
+///   strip `[]`. Quarry's bare `IP:PORT` made their `rindex('/')` raise ValueError.
+/// - `ceph --version` / `rbd --version` / `rados --version` in Ceph's
+///   `ceph version X.Y.Z... (SHA) NAME (stable)` shape; `ceph versions` as JSON counts.
+/// - Ceph's generic options (`--no-mon-config`, `--debug-ms 1`, `--debug_osd=5/5`,
+///   `--connect-timeout 5`, `--log-file F`, `--admin-socket P`, `--cluster ceph`) accepted
+///   by every tool, also in `CEPH_ARGS`; a bad value of a known option refused by name.
+/// - `ceph auth del` of a missing user: exit 0 and "entity X does not exist", as Ceph.
+#[test]
+fn scripts_parse_what_ceph_prints() {
+    let _logs = quarry_testkit::log_guard();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let _cluster = up(&dir, 1);
+    let conf = dir.join("ceph.conf");
+    let conf_text = std::fs::read_to_string(&conf).unwrap();
+
+    let dump = ceph(&conf, &["mon", "dump", "--format=json"]).ok("mon dump");
+    let mut lines: Vec<String> = dump.out().lines().map(String::from).collect();
+    if lines.first().is_some_and(|l| l.starts_with("dumped monmap epoch")) {
+        lines.remove(0);
+    }
+    let monmap: serde_json::Value = serde_json::from_str(&lines.join("\n")).unwrap();
+    let mut found = Vec::new();
+    for mon in monmap["mons"].as_array().unwrap() {
+        let addr = mon["addr"].as_str().unwrap();
+        let host_port = &addr[..addr.rfind('/').expect("Nova's addr.rindex('/')")];
+        let (host, port) = host_port.rsplit_once(':').unwrap();
+        found.push(format!("{}:{}", host.trim_matches(|c| c == '[' || c == ']'), port));
+    }
+    assert_eq!(found.len(), 1);
+    assert!(conf_text.contains(&found[0]), "{found:?} is not the conf's monitor:\n{conf_text}");
+    assert_eq!(dump.stderr.trim_end(), format!("dumped monmap epoch {}", monmap["epoch"]));
+    let addrvec = &monmap["mons"][0]["public_addrs"]["addrvec"][0];
+    assert_eq!(addrvec["type"], "v2");
+    assert_eq!(addrvec["addr"].as_str().unwrap(), found[0]);
+    let plain = ceph(&conf, &["mon", "dump"]).ok("mon dump").out();
+    assert!(plain.contains(&format!("0: [v2:{}/0] mon.", found[0])), "{plain}");
+
+    let version_shape = |text: &str| {
+        let words: Vec<&str> = text.trim_end().split(' ').collect();
+        assert_eq!(&words[..2], ["ceph", "version"], "{text}");
+        let release: Vec<&str> = words[2].split(['.', '-']).take(3).collect();
+        assert!(release.iter().all(|n| n.parse::<u32>().is_ok()), "{text}");
+        assert!(words[3].starts_with('(') && words[3].ends_with(')'), "{text}");
+        assert_eq!(&words[4..], ["pacific", "(stable)"], "{text}");
+    };
+    version_shape(&ceph(&conf, &["--version"]).ok("ceph --version").out());
+    for tool in ["rbd", "rados"] {
+        let run = run_bounded(tool_cmd(tool, None, &["--version"]), None, COMMAND_TIMEOUT);
+        version_shape(&run.ok(tool).out());
+    }
+    let versions: serde_json::Value =
+        serde_json::from_slice(&ceph(&conf, &["versions"]).ok("versions").stdout).unwrap();
+    let count = |kind: &str| versions[kind].as_object().unwrap().values().next().cloned();
+    assert_eq!(count("mon"), Some(serde_json::json!(1)));
+    assert_eq!(count("osd"), Some(serde_json::json!(1)));
+    assert_eq!(count("overall"), Some(serde_json::json!(2)));
+
+    let generic = [
+        "--no-mon-config",
+        "--debug-ms",
+        "1",
+        "--debug_osd=5/5",
+        "--connect-timeout",
+        "5",
+        "--log-file",
+        "/dev/null",
+        "--admin-socket",
+        "/nonexistent/x.asok",
+        "--cluster",
+        "ceph",
+    ];
+    let with = |first: &[&'static str]| -> Vec<&'static str> { [first, &generic[..]].concat() };
+    ceph(&conf, &with(&["health"])).ok("ceph with generic options");
+    let rados =
+        |args: &[&str]| run_bounded(tool_cmd("rados", Some(&conf), args), None, COMMAND_TIMEOUT);
+    rados(&with(&["lspools"])).ok("rados with generic options");
+    let rbd = run_bounded(tool_cmd("rbd", Some(&conf), &with(&["ls"])), None, COMMAND_TIMEOUT);
+    rbd.ok("rbd with generic options");
+    let mut env = tool_cmd("rados", Some(&conf), &["lspools"]);
+    env.env("CEPH_ARGS", "--no-mon-config --debug-ms 0 --connect-timeout 5");
+    run_bounded(env, None, COMMAND_TIMEOUT).ok("CEPH_ARGS with generic options");
+    let bad = rados(&["--client-mount-timeout", "soon", "lspools"]);
+    assert_ne!(bad.code(), 0);
+    assert!(bad.stderr.contains("client_mount_timeout"), "{}", bad.stderr);
+
+    let del = ceph(&conf, &["auth", "del", "client.nosuch"]).ok("auth del of a missing user");
+    assert_eq!(del.stderr.trim_end(), "entity client.nosuch does not exist");
+}

@@ -1,5 +1,6 @@
 //! The command-line options every Ceph tool takes (`-c`, `--id`, `--name`, `-k`, `--cluster`,
-//! `-m`), `CEPH_ARGS`, and which entity a process authenticates as.
+//! `-m`), Ceph's generic `--OPTION VALUE` config options ([`extract_config_args`]),
+//! `CEPH_ARGS`, and which entity a process authenticates as.
 //!
 //! `--id` takes the ID only. As in Ceph, `--id client.qemu` names the user
 //! `client.client.qemu`: it is not rewritten, and authentication then fails with
@@ -75,6 +76,11 @@ pub struct CommonArgs {
         )
     )]
     pub mon_host: Option<String>,
+    /// Config options given on the command line as `--NAME VALUE` / `--NAME=VALUE` (Ceph's
+    /// generic form, e.g. `--debug-ms 1`, `--client-mount-timeout 5`), taken out of the
+    /// arguments before parsing by [`extract_config_args`]; applied as overrides.
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub config_overrides: Vec<(String, String)>,
 }
 
 impl Default for CommonArgs {
@@ -86,6 +92,7 @@ impl Default for CommonArgs {
             keyring: None,
             cluster: "ceph".to_string(),
             mon_host: None,
+            config_overrides: Vec::new(),
         }
     }
 }
@@ -94,6 +101,9 @@ impl CommonArgs {
     /// Applies `-k` and `-m` to `conf` as overrides of `keyring` and `mon_host` (as Ceph turns
     /// command-line options into config values).
     pub fn apply_overrides(&self, conf: &mut Conf) -> Result<(), ConfError> {
+        for (key, value) in &self.config_overrides {
+            conf.set_override(key, value)?;
+        }
         if let Some(keyring) = &self.keyring {
             conf.set_override("keyring", keyring)?;
         }
@@ -239,6 +249,74 @@ pub fn merge_ceph_args(argv: Vec<OsString>, env_args: &[String]) -> Vec<OsString
     out
 }
 
+/// Ceph's generic flags without a value, accepted and ignored: Quarry's tools never read
+/// their configuration from the monitors, and log only to stderr.
+const IGNORED_FLAGS: &[&str] =
+    &["no_mon_config", "no_config_file", "log_to_stderr", "err_to_stderr"];
+
+/// Takes Ceph's generic command-line options out of `args` (a tool's arguments, program
+/// first), as Ceph's tools accept them whatever the command: every config option as
+/// `--NAME VALUE` or `--NAME=VALUE` (dashes or underscores: `--debug-ms 1`, `--log-file F`,
+/// `--admin-socket P`, `--rados-osd-op-timeout 5`; any name [`crate::is_known`] accepts),
+/// the ceph CLI's `--connect-timeout N` (as `client_mount_timeout`), and the flags
+/// [`IGNORED_FLAGS`] (`--no-mon-config`). Options the tool's own parser defines (`keep`,
+/// their long names) stay, and so does everything after `--`. Returns the remaining
+/// arguments and the `(option, value)` pairs, for [`CommonArgs::config_overrides`].
+pub fn extract_config_args(
+    args: Vec<OsString>,
+    keep: &[String],
+) -> (Vec<OsString>, Vec<(String, String)>) {
+    let mut out = Vec::with_capacity(args.len());
+    let mut overrides = Vec::new();
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        let Some(text) = arg.to_str().and_then(|a| a.strip_prefix("--")) else {
+            out.push(arg);
+            continue;
+        };
+        if text.is_empty() {
+            // `--`: the rest are the command's own words.
+            out.push(arg);
+            out.extend(args.by_ref());
+            break;
+        }
+        let (name, inline) = match text.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (text, None),
+        };
+        if keep.iter().any(|k| k == name) {
+            out.push(arg);
+            continue;
+        }
+        let key = crate::normalize_key(name);
+        if IGNORED_FLAGS.contains(&key.as_str()) && inline.is_none() {
+            continue;
+        }
+        let key = if key == "connect_timeout" { "client_mount_timeout".to_string() } else { key };
+        if !crate::is_known(&key) {
+            out.push(arg);
+            continue;
+        }
+        let value = match inline {
+            Some(value) => value,
+            None => match args.peek().and_then(|v| v.to_str()) {
+                Some(value) => {
+                    let value = value.to_string();
+                    args.next();
+                    value
+                }
+                // No value: left for the parser to report.
+                None => {
+                    out.push(arg);
+                    continue;
+                }
+            },
+        };
+        overrides.push((key, value));
+    }
+    (out, overrides)
+}
+
 /// This process's arguments with `$CEPH_ARGS` merged in ([`merge_ceph_args`]): pass to
 /// clap's `parse_from`.
 pub fn args_with_ceph_args_env() -> Vec<OsString> {
@@ -297,6 +375,57 @@ mod tests {
         assert_eq!(parse(&[]), CommonArgs::default());
         let last = parse(&["--id", "env", "-p", "rbd", "--id", "cli"]);
         assert_eq!(last.id.as_deref(), Some("cli"), "the last occurrence wins");
+    }
+
+    #[test]
+    fn generic_config_options_are_taken_out() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        let keep = vec!["pool".to_string(), "conf".to_string()];
+        let (rest, overrides) = extract_config_args(
+            os(&[
+                "rados",
+                "--no-mon-config",
+                "--debug-ms",
+                "1",
+                "--pool",
+                "rbd",
+                "--debug_osd=5/5",
+                "--connect-timeout",
+                "7",
+                "ls",
+                "--conf",
+                "c",
+                "--not-an-option",
+                "x",
+                "--",
+                "--debug-ms",
+                "2",
+            ]),
+            &keep,
+        );
+        assert_eq!(
+            rest,
+            os(&[
+                "rados",
+                "--pool",
+                "rbd",
+                "ls",
+                "--conf",
+                "c",
+                "--not-an-option",
+                "x",
+                "--",
+                "--debug-ms",
+                "2"
+            ])
+        );
+        let expected = [("debug_ms", "1"), ("debug_osd", "5/5"), ("client_mount_timeout", "7")];
+        let expected: Vec<(String, String)> =
+            expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(overrides, expected);
+        // A known option without its value is left for the parser to report.
+        let (rest, overrides) = extract_config_args(os(&["rbd", "--log-file"]), &keep);
+        assert_eq!((rest, overrides), (os(&["rbd", "--log-file"]), vec![]));
     }
 
     fn with(id: Option<&str>, name: Option<&str>) -> CommonArgs {

@@ -58,8 +58,8 @@ mod mon_host;
 mod options;
 
 pub use args::{
-    args_with_ceph_args_env, ceph_args_env, doubled_type_hint, merge_ceph_args, resolve_entity,
-    resolve_entity_as, split_args, CommonArgs,
+    args_with_ceph_args_env, ceph_args_env, doubled_type_hint, extract_config_args,
+    merge_ceph_args, resolve_entity, resolve_entity_as, split_args, CommonArgs,
 };
 pub use conf::{
     default_conf_paths, local_hostname, local_short_hostname, type_name, Conf, SearchEnv,

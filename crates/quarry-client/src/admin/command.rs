@@ -150,6 +150,8 @@ pub enum CephCommand {
     /// `ceph auth import -i FILE` (also `auth add ENTITY -i FILE`): the keyring is the
     /// command's input buffer.
     AuthImport,
+    /// `ceph versions`: how many daemons of each kind run which version (JSON always).
+    Versions,
 }
 
 /// `ceph osd blocklist add` without an expiry: one hour, as Ceph.
@@ -295,7 +297,8 @@ impl CephCommand {
             "health" => CephCommand::Health { detail: detail()? },
             "df" => CephCommand::Df,
             "fsid" => CephCommand::Fsid,
-            "version" | "versions" => CephCommand::Version,
+            "version" => CephCommand::Version,
+            "versions" => CephCommand::Versions,
             "osd ls" => CephCommand::OsdLs,
             "osd tree" => CephCommand::OsdTree,
             "osd stat" => CephCommand::OsdStat,
@@ -438,6 +441,7 @@ impl CephCommand {
             CephCommand::Df => "df",
             CephCommand::Fsid => "fsid",
             CephCommand::Version => "version",
+            CephCommand::Versions => "versions",
             CephCommand::OsdLs => "osd ls",
             CephCommand::OsdTree => "osd tree",
             CephCommand::OsdStat => "osd stat",
@@ -577,6 +581,7 @@ mod tests {
             CephCommand::Df,
             CephCommand::Fsid,
             CephCommand::Version,
+            CephCommand::Versions,
             CephCommand::OsdLs,
             CephCommand::OsdTree,
             CephCommand::OsdStat,

@@ -6,6 +6,7 @@
 //! `serde_json::Value` out.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use serde::Serialize as _;
 use serde_json::{json, Map, Value};
@@ -218,7 +219,8 @@ pub fn osd_dump(map: &ClusterMap) -> Value {
                 "in": u8::from(o.in_cluster),
                 "weight": o.weight,
                 "up_from": o.up_from,
-                "public_addr": o.addr.map(|a| a.to_string()),
+                "public_addrs": o.addr.map_or_else(|| json!({"addrvec": []}), addrvec),
+                "public_addr": o.addr.map(legacy_addr),
                 "host": o.host
             })
         })
@@ -235,15 +237,48 @@ pub fn osd_dump(map: &ClusterMap) -> Value {
     })
 }
 
-/// `ceph mon dump -f json`.
+/// `ceph mon dump -f json`, in Ceph's shape: each monitor's `public_addrs.addrvec` and its
+/// legacy `addr` / `public_addr` as `IP:PORT/NONCE` (what OpenStack Nova and Cinder parse:
+/// they cut at the last `/`, then split host and port).
 pub fn mon_dump(map: &ClusterMap) -> Value {
     let mons: Vec<Value> = map
         .mons
         .iter()
         .enumerate()
-        .map(|(rank, (name, addr))| json!({"rank": rank, "name": name, "addr": addr.to_string()}))
+        .map(|(rank, (name, addr))| {
+            json!({
+                "rank": rank,
+                "name": name,
+                "public_addrs": addrvec(*addr),
+                "addr": legacy_addr(*addr),
+                "public_addr": legacy_addr(*addr),
+                "priority": 0,
+                "weight": 0,
+                "crush_location": "{}"
+            })
+        })
         .collect();
-    json!({"epoch": map.epoch, "fsid": map.fsid, "mons": mons, "quorum": (0..map.mons.len()).collect::<Vec<_>>()})
+    json!({
+        "epoch": map.epoch,
+        "fsid": map.fsid,
+        "min_mon_release": 16,
+        "min_mon_release_name": "pacific",
+        "election_strategy": 1,
+        "stretch_mode": false,
+        "mons": mons,
+        "quorum": (0..map.mons.len()).collect::<Vec<_>>()
+    })
+}
+
+/// A daemon address as Ceph's JSON `addrvec` (Quarry listens on one address: one entry of
+/// type `v2`, nonce 0 as Ceph's monitors have).
+pub fn addrvec(addr: SocketAddr) -> Value {
+    json!({"addrvec": [{"type": "v2", "addr": addr.to_string(), "nonce": 0}]})
+}
+
+/// A daemon address in Ceph's legacy form `IP:PORT/NONCE`.
+pub fn legacy_addr(addr: SocketAddr) -> String {
+    format!("{addr}/0")
 }
 
 /// Entities with key and caps, as `ceph auth get -f json` prints them.

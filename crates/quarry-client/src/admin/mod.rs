@@ -107,7 +107,11 @@ impl From<AdminError> for CommandReply {
 
 /// The version string `ceph -v` prints.
 pub fn version_string() -> String {
-    format!("ceph version quarry-{} (Ceph-compatible)", env!("CARGO_PKG_VERSION"))
+    // Ceph's shape (`ceph version X.Y.Z (SHA1) NAME (stable)`), which scripts parse for the
+    // release: the Ceph release whose interface Quarry implements, with Quarry's own version
+    // in the suffix and in the place of the commit.
+    let quarry = env!("CARGO_PKG_VERSION");
+    format!("ceph version 16.2.15-quarry.{quarry} (quarry-{quarry}) pacific (stable)")
 }
 
 /// The reply to `version` in `fmt` (needs no cluster: the `ceph` tool answers `-v` offline).
@@ -246,6 +250,24 @@ pub async fn execute(
     let text = CommandReply::data;
     Ok(match cmd {
         CephCommand::Version => version_reply(fmt),
+        CephCommand::Versions => {
+            let map = rados.map();
+            let version = version_string();
+            let count = |n: usize| if n == 0 { js!({}) } else { js!({ version.clone(): n }) };
+            let mons = map.mons.len();
+            let osds = map.osds.values().filter(|o| o.up).count();
+            let fmt = if fmt.is_json() { fmt } else { Format::JsonPretty };
+            CommandReply::data(render(
+                &js!({
+                    "mon": count(mons),
+                    "mgr": {},
+                    "osd": count(osds),
+                    "mds": {},
+                    "overall": count(mons + osds)
+                }),
+                fmt,
+            ))
+        }
         CephCommand::Status if fmt.is_json() => data(json::status(&status_report(rados).await?)),
         CephCommand::Status => text(plain::status(&status_report(rados).await?)),
         CephCommand::Health { .. } if fmt.is_json() => {
@@ -268,12 +290,20 @@ pub async fn execute(
         CephCommand::OsdStat => text(plain::osd_stat(&rados.map())),
         CephCommand::OsdDump if fmt.is_json() => data(json::osd_dump(&rados.map())),
         CephCommand::OsdDump => text(plain::osd_dump(&rados.map())),
+        CephCommand::MonDump { stat: false } if fmt.is_json() => {
+            let map = rados.map();
+            CommandReply {
+                rc: 0,
+                outbuf: render(&json::mon_dump(&map), fmt).into_bytes(),
+                outs: format!("dumped monmap epoch {}", map.epoch),
+            }
+        }
         CephCommand::MonDump { .. } if fmt.is_json() => data(json::mon_dump(&rados.map())),
         CephCommand::MonDump { stat: true } => text(plain::mon_stat(&rados.map())),
         CephCommand::MonDump { stat: false } => CommandReply {
             rc: 0,
             outbuf: plain::mon_dump(&rados.map()).into_bytes(),
-            outs: "dumped monmap".into(),
+            outs: format!("dumped monmap epoch {}", rados.map().epoch),
         },
         CephCommand::PoolGet { pool, key } => {
             let unknown =
@@ -437,7 +467,15 @@ pub async fn execute(
             other => return Err(unexpected(&other)),
         },
         CephCommand::AuthDel { entity } => {
-            done_text(call(rados, MonCommand::AuthDel { entity }).await?, "updated".into())?
+            match rados.command(MonCommand::AuthDel { entity: entity.clone() }).await {
+                Ok(reply) => done_text(reply, "updated".into())?,
+                // Ceph's `auth del` of a missing entity succeeds and says so (scripts that
+                // clean up rely on it being idempotent).
+                Err(e) if e.errno() == ErrorCode::ENOENT => {
+                    CommandReply::status(format!("entity {entity} does not exist"))
+                }
+                Err(e) => return Err(client_failure(e)),
+            }
         }
         CephCommand::AuthCaps { entity, caps } => {
             let reply = call(rados, MonCommand::AuthCaps { entity: entity.clone(), caps }).await?;
@@ -481,6 +519,6 @@ mod tests {
         assert_eq!(v.rc, 0);
         assert!(String::from_utf8(v.outbuf)
             .unwrap()
-            .starts_with("{\"version\":\"ceph version quarry-"));
+            .starts_with("{\"version\":\"ceph version 16.2.15-quarry."));
     }
 }

@@ -376,7 +376,7 @@ pub fn osd_dump(map: &ClusterMap) -> String {
         out.push_str(&pool_detail(p, map.epoch));
     }
     for o in map.osds.values() {
-        let addr = o.addr.map_or_else(|| "-".to_string(), |a| a.to_string());
+        let addr = o.addr.map_or_else(|| "-".to_string(), addr_list);
         let _ = writeln!(
             out,
             "osd.{} {} {} weight {} up_from {} {} host {}",
@@ -397,18 +397,26 @@ pub fn osd_dump(map: &ClusterMap) -> String {
     out
 }
 
-/// `ceph mon dump`.
+/// `ceph mon dump`: Ceph's lines, addresses as Ceph's address vectors.
 pub fn mon_dump(map: &ClusterMap) -> String {
     let mut out = format!("epoch {}\nfsid {}\n", map.epoch, map.fsid);
+    out.push_str("min_mon_release 16 (pacific)\nelection_strategy: 1\n");
     for (rank, (name, addr)) in map.mons.iter().enumerate() {
-        let _ = writeln!(out, "{rank}: {addr} mon.{name}");
+        let _ = writeln!(out, "{rank}: {} mon.{name}", addr_list(*addr));
     }
     out
 }
 
+/// A daemon address as Ceph prints an address vector: `[v2:IP:PORT/0]` (Quarry listens on
+/// one address, Ceph's monitors have nonce 0).
+pub fn addr_list(addr: std::net::SocketAddr) -> String {
+    format!("[v2:{addr}/0]")
+}
+
 /// `ceph mon stat`.
 pub fn mon_stat(map: &ClusterMap) -> String {
-    let mons: Vec<String> = map.mons.iter().map(|(n, a)| format!("{n}={a}")).collect();
+    let mons: Vec<String> =
+        map.mons.iter().map(|(n, a)| format!("{n}={}", addr_list(*a))).collect();
     let names: Vec<&str> = map.mons.keys().map(String::as_str).collect();
     let ranks: Vec<String> = (0..names.len()).map(|r| r.to_string()).collect();
     format!(
@@ -672,11 +680,14 @@ mod tests {
         let dump = osd_dump(&map);
         assert!(dump.starts_with("epoch 4\nfsid f\nmax_osd 1\n\npool 1 'rbd'"), "{dump}");
         assert!(
-            dump.contains("osd.0 up   in  weight 1.00000 up_from 3 127.0.0.1:7000 host h\n"),
+            dump.contains("osd.0 up   in  weight 1.00000 up_from 3 [v2:127.0.0.1:7000/0] host h\n"),
             "{dump}"
         );
-        assert_eq!(mon_dump(&map), "epoch 4\nfsid f\n0: 127.0.0.1:6789 mon.a\n");
-        assert_eq!(mon_stat(&map), "e4: 1 mons at {a=127.0.0.1:6789}, leader 0 a, quorum 0 a\n");
+        assert_eq!(
+            mon_dump(&map),
+            "epoch 4\nfsid f\nmin_mon_release 16 (pacific)\nelection_strategy: 1\n0: [v2:127.0.0.1:6789/0] mon.a\n"
+        );
+        assert_eq!(mon_stat(&map), "e4: 1 mons at {a=[v2:127.0.0.1:6789/0]}, leader 0 a, quorum 0 a\n");
     }
 
     #[test]

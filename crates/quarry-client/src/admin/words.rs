@@ -184,7 +184,7 @@ mod tests {
             CephCommand::Status
         );
         assert_eq!(words(&["health", "detail"]).unwrap(), CephCommand::Health { detail: true });
-        assert_eq!(words(&["versions"]).unwrap(), CephCommand::Version);
+        assert_eq!(words(&["versions"]).unwrap(), CephCommand::Versions);
         let flags = WordFlags { status: true, ..Default::default() };
         assert_eq!(code(parse(&["df"], flags).unwrap_err()), -22);
         let flags = WordFlags { format: Some("json-pretty".into()), ..Default::default() };
