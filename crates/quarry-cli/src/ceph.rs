@@ -39,11 +39,11 @@ pub struct CephArgs {
     /// Input file for commands that read one (`auth import -i FILE`). `-i` is accepted too.
     #[arg(long = "in-file", value_name = "FILE")]
     pub in_file: Option<PathBuf>,
-    /// Confirms `osd pool rm`.
-    #[arg(long = "yes-i-really-really-mean-it")]
+    /// Confirms `osd pool rm` (hidden: never offered as a typo suggestion).
+    #[arg(long = "yes-i-really-really-mean-it", hide = true)]
     pub really_really: bool,
-    /// Confirms a risky but recoverable change.
-    #[arg(long = "yes-i-really-mean-it")]
+    /// Confirms a risky but recoverable change (hidden: never offered as a suggestion).
+    #[arg(long = "yes-i-really-mean-it", hide = true)]
     pub really: bool,
     /// Replicas for `osd pool create` (default: the monitor's `osd_pool_default_size`).
     #[arg(long = "size", value_name = "N")]
@@ -104,13 +104,19 @@ fn read_input(file: Option<&Path>) -> Result<Vec<u8>, CliError> {
 /// A request the words could not make, as `ceph` reports it.
 fn admin_error(e: AdminError) -> CliError {
     match e {
-        AdminError::InvalidCommand { words } => CliError::Usage {
-            message: format!(
-                "no valid command found for '{}'; see `ceph --help`\nError EINVAL: invalid command",
-                words.join(" ")
-            ),
-            status: 22,
-        },
+        AdminError::InvalidCommand { words } => {
+            let phrases = crate::suggest::command_phrases(COMMANDS_HELP);
+            let hint = crate::suggest::closest_phrase(&words, &phrases)
+                .map(crate::suggest::did_you_mean)
+                .unwrap_or_default();
+            CliError::Usage {
+                message: format!(
+                    "no valid command found for '{}'{hint}; see `ceph --help`\nError EINVAL: invalid command",
+                    words.join(" ")
+                ),
+                status: 22,
+            }
+        }
         AdminError::NoCommand => CliError::Usage {
             message: format!("ceph: no command given\n{COMMANDS_HELP}"),
             status: 22,

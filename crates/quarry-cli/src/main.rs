@@ -31,6 +31,7 @@ mod output;
 mod rados;
 mod rbd;
 mod session;
+mod suggest;
 mod up;
 
 use std::ffi::OsString;
@@ -126,6 +127,22 @@ fn config_args(args: Vec<OsString>) -> (Vec<OsString>, Vec<(String, String)>) {
     quarry_conf::extract_config_args(args, &keep)
 }
 
+/// Reports a command line clap refused, as clap does, but never suggests a confirmation
+/// flag (`--yes-i-really-mean-it`) for a mistyped option: a typo must not be one step from
+/// a destructive command.
+fn parse_failed(e: clap::Error) -> ! {
+    if e.use_stderr() {
+        let text = e.render().to_string();
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| !(l.contains("tip:") && l.contains("--yes-i-really")))
+            .collect();
+        eprintln!("{}", kept.join("\n").trim_end());
+        std::process::exit(e.exit_code());
+    }
+    e.exit()
+}
+
 /// Every long option name (and alias) of `command` and its subcommands.
 fn collect_long_names(command: &clap::Command, out: &mut Vec<String>) {
     for arg in command.get_arguments() {
@@ -189,7 +206,10 @@ fn main() -> ExitCode {
     let ceph_args = quarry_rbd::CacheConfig::strip_args(&quarry_conf::ceph_args_env());
     let args = effective_args(std::env::args_os().collect(), ceph_args);
     let (args, overrides) = config_args(args);
-    let mut cli = Cli::parse_from(args);
+    let mut cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => parse_failed(e),
+    };
     match &mut cli.command {
         Command::Ceph(a) => a.common.config_overrides = overrides,
         Command::Rados(a) => a.common.config_overrides = overrides,

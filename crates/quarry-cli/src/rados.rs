@@ -59,7 +59,7 @@ pub struct RadosArgs {
     #[arg(long = "prefix", value_name = "PREFIX")]
     pub prefix: Option<String>,
     /// Confirms `purge`.
-    #[arg(long = "yes-i-really-really-mean-it")]
+    #[arg(long = "yes-i-really-really-mean-it", hide = true)]
     pub really_really: bool,
     /// Output format of `ls` and `df`: plain (default), json or json-pretty.
     #[arg(short = 'f', long = "format", value_name = "FORMAT")]
@@ -445,7 +445,22 @@ pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
             prefix: args.prefix.clone(),
             run_name: args.run_name.clone().unwrap_or_else(|| bench::DEFAULT_RUN_NAME.into()),
         },
-        _ => return Err(usage(format!("rados: invalid command '{}'", words.join(" ")))),
+        [verb, ..] => {
+            let synopsis = crate::suggest::RADOS_SYNOPSES.iter().find(|(c, _)| c == verb);
+            return Err(match synopsis {
+                Some((verb, args)) => usage(format!(
+                    "rados {verb}: wrong arguments '{}'\nusage: rados [-p POOL] {verb} {args}",
+                    words[1..].join(" ")
+                )),
+                None => usage(format!(
+                    "rados: unknown command '{verb}'{}",
+                    crate::suggest::hint(
+                        verb,
+                        crate::suggest::RADOS_SYNOPSES.iter().map(|(c, _)| *c)
+                    )
+                )),
+            });
+        }
     };
     if cmd.needs_pool() && args.pool.is_none() {
         let message = if cmd == RadosCommand::Ls {

@@ -1058,7 +1058,8 @@ impl Command {
             }
             other => {
                 return Err(usage(format!(
-                    "error parsing command '{other}'; -h or --help for usage"
+                    "error parsing command '{other}'{}; -h or --help for usage",
+                    crate::suggest::hint(other, crate::suggest::RBD_COMMANDS.iter().copied())
                 )))
             }
         })

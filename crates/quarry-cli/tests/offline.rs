@@ -9,6 +9,41 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// Weak messages (issue 13): a known command with missing arguments says what it needs, a
+/// typo gets the closest command, and a mistyped option is never answered with a
+/// confirmation flag (`--all` used to get "a similar argument exists:
+/// '--yes-i-really-mean-it'").
+#[test]
+fn mistakes_get_messages_that_help() {
+    let tmp = tempfile::tempdir().unwrap();
+    let conf = tmp.path().join("ceph.conf");
+    std::fs::write(&conf, "[global]\nmon_host = 127.0.0.1:1\n").unwrap();
+    let run = |tool: &str, args: &[&str]| {
+        run_bounded(tool_cmd(tool, Some(&conf), args), None, COMMAND_TIMEOUT)
+    };
+    let r = run("rados", &["-p", "rbd", "get", "o2"]);
+    assert_eq!(r.code(), 1);
+    assert!(r.stderr.contains("usage: rados [-p POOL] get OBJECT OUTFILE"), "{}", r.stderr);
+    let r = run("rados", &["lss"]);
+    assert!(r.stderr.contains("unknown command 'lss' (did you mean 'ls'?)"), "{}", r.stderr);
+    let r = run("rbd", &["lss"]);
+    assert_eq!(r.code(), 22);
+    assert!(r.stderr.contains("(did you mean 'ls'?)"), "{}", r.stderr);
+    let r = run("ceph", &["staus"]);
+    assert_eq!(r.code(), 22);
+    assert!(r.stderr.contains("(did you mean 'status'?)"), "{}", r.stderr);
+    let r = run("ceph", &["osd", "pool", "gett", "rbd", "size"]);
+    assert!(r.stderr.contains("(did you mean 'osd pool get'?)"), "{}", r.stderr);
+    for (tool, args) in
+        [("ceph", &["osd", "pool", "ls", "--all"][..]), ("rados", &["--yes-i-mean", "ls"])]
+    {
+        let r = run(tool, args);
+        assert_eq!(r.code(), 2, "{}", r.stderr);
+        assert!(r.stderr.contains("unexpected argument"), "{}", r.stderr);
+        assert!(!r.stderr.contains("yes-i-really"), "{tool} {args:?}: {}", r.stderr);
+    }
+}
+
 #[test]
 fn bad_command_lines_fail_before_connecting() {
     let tmp = tempfile::tempdir().unwrap();
