@@ -62,6 +62,13 @@ pub mod rados_aio;
 pub mod rbd;
 pub mod stubs;
 
+/// Bytes that identify this library in a file or in a process's mappings: `quarry
+/// which-libs` and `quarry install-libs` look for `QUARRY-CAPI-LIBRARY` (the code-less
+/// librbd.so.1 of scripts/link-capi.sh carries the same word). Never read by code.
+#[used]
+#[no_mangle]
+pub static QUARRY_CAPI_MARKER: [u8; 40] = *b"QUARRY-CAPI-LIBRARY librados.so.2 quarry";
+
 /// Runs `$body` (which returns `$t`), turning a panic into `$default`: no unwinding crosses
 /// into C.
 #[macro_export]
