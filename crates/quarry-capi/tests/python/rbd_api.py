@@ -23,12 +23,20 @@ with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
     cluster.delete_pool("pynew")
     assert not cluster.pool_exists("pynew")
     assert len(cluster.get_fsid()) == 36
+    # rados_cluster_stat (libvirt's pool capacity): the OSDs' raw space in KiB.
+    st = cluster.get_cluster_stats()
+    assert st["kb"] > 0 and abs(st["kb_used"] + st["kb_avail"] - st["kb"]) <= 1, st
 
     with cluster.open_ioctx("rbd") as io:
         io.write_full("listed-1", b"x")
         io.write_full("listed-2", b"y")
         names = sorted(o.key for o in io.list_objects() if o.key.startswith("listed-"))
         assert names == ["listed-1", "listed-2"], names
+        # rados_ioctx_pool_stat (libvirt's pool allocation): the fields in their places.
+        st = io.get_stats()
+        assert st["num_kb"] == (st["num_bytes"] + 1023) // 1024, st
+        assert st["num_object_copies"] == st["num_objects"], st  # pool size 1
+        assert st["num_objects_unfound"] == 0 and st["num_wr_kb"] == 0, st
         io.remove_object("listed-1")
         io.remove_object("listed-2")
         # Objects, xattrs.
