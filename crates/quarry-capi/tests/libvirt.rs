@@ -4,7 +4,8 @@
 //! golden image (the disk XML of issue 15: cache=writeback, discard=unmap), live
 //! domblkinfo/blockresize/attach-device/detach-device, and every pool and volume command,
 //! checked against `rbd ls/info/du` and the guest's console. A wrong key and a user without
-//! caps fail with libvirt's own errors, quickly.
+//! caps fail with libvirt's own errors, quickly; so does a call once the cluster is gone
+//! (within libvirt's 30 s client_mount_timeout).
 //!
 //! The walk-through of docs/libvirt.md is what runs: every ```sh block of the page (each
 //! after a `<!-- step: NAME -->` line) is run verbatim, in a shell where `. DIR/env` points
@@ -597,9 +598,27 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
     assert_eq!(du_used(&du, "vm1-disk"), "4 MiB", "one object written by the guest:\n{du}");
     assert!(w.ok("rbd info $POOL/vm1-disk").contains("size 192 MiB"));
 
+    // libvirt's vol-clone of an image without snapshots: it creates `libvirt-N`, protects it
+    // and clones it with rbd_clone2 (the source's features, order and striping).
+    let out = w.ok("virsh pool-refresh quarry >/dev/null && virsh vol-clone --pool quarry vm1-data vm1-data-copy");
+    assert!(out.contains("Vol vm1-data-copy cloned from vm1-data"), "{out}");
+    let snaps = w.ok("rbd snap ls $POOL/vm1-data");
+    let snap = snaps
+        .lines()
+        .find_map(|l| l.split_whitespace().nth(1).filter(|n| n.starts_with("libvirt-")))
+        .unwrap_or_else(|| panic!("no libvirt-N snapshot:\n{snaps}"))
+        .to_string();
+    assert!(snaps.contains("yes"), "protected: {snaps}");
+    let info = w.ok("rbd info $POOL/vm1-data-copy");
+    assert!(info.contains(&format!("parent: libvirt-pool/vm1-data@{snap}")), "{info}");
+    let features = |text: &str| text.lines().find(|l| l.contains("features:")).map(str::to_string);
+    assert_eq!(features(&info), features(&w.ok("rbd info $POOL/vm1-data")), "{info}");
+    let out = w.ok("qemu-io -r -f raw -c 'read -v 0 22' rbd:$POOL/vm1-data-copy");
+    assert!(out.contains("GUEST.SECOND.DI"), "the clone reads its parent: {out}");
+
     // --- Volumes. ---
     let out = w.step("volumes");
-    for vol in ["golden", "vm1-disk", "vm1-data", "vm2-disk"] {
+    for vol in ["golden", "vm1-disk", "vm1-data", "vm1-data-copy", "vm2-disk"] {
         assert!(
             out.lines().any(|l| l.split_whitespace().next() == Some(vol)),
             "{vol} not listed:\n{out}"
@@ -727,6 +746,21 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
         "{}",
         run.stderr
     );
+
+    // --- The cluster gone: libvirt's own timeouts (it sets client_mount_timeout and
+    // rados_osd_op_timeout to 30 s, which Quarry's client honours) end the call. ---
+    if let Some(mut cluster) = w.cluster.take() {
+        cluster.terminate();
+    }
+    let started = Instant::now();
+    let run = w.sh("virsh vol-create-as quarry never 4M");
+    assert_ne!(run.code(), 0, "{}", run.out());
+    assert!(
+        run.stderr.contains("failed to connect to the RADOS monitor on: 127.0.0.1:"),
+        "{}",
+        run.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(60), "{:?}", started.elapsed());
 
     w.step("cleanup");
     let out = w.ok("virsh list --all --name; virsh pool-list --all --name; virsh secret-list");
