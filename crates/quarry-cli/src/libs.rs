@@ -163,7 +163,6 @@ pub fn install(args: InstallArgs) -> Result<(), CliError> {
     if args.status {
         return status();
     }
-    require_root("install-libs")?;
     let from = match args.from {
         Some(d) => d,
         None => default_from()?,
@@ -186,6 +185,7 @@ pub fn install(args: InstallArgs) -> Result<(), CliError> {
             }
         }
     }
+    require_root("install-libs")?;
     let dir = Path::new(INSTALL_DIR);
     std::fs::create_dir_all(dir).map_err(|e| CliError::io(dir, e))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
