@@ -562,6 +562,15 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
     w.wait_console("GUEST-RESIZED: 262144", Duration::from_secs(60));
     assert!(w.ok("rbd info $POOL/vm1-disk").contains("size 128 MiB in 32 objects"));
 
+    // An external disk-only snapshot onto a local overlay, then committed back into the rbd
+    // image with the guest running on it again.
+    let out = w.step("disk-snapshot");
+    assert!(out.contains("Domain snapshot before-upgrade created"), "{out}");
+    assert!(out.contains("vm1-overlay.qcow2"), "{out}");
+    assert!(out.contains("Successfully pivoted"), "{out}");
+    let last = out.rsplit("Target").next().unwrap();
+    assert!(last.contains("libvirt-pool/vm1-disk") && !last.contains("overlay"), "{out}");
+
     let out = w.step("attach");
     assert!(out.contains("Device attached successfully"), "{out}");
     assert!(

@@ -56,6 +56,14 @@ pub struct WhichArgs {
     pub pids: Vec<u32>,
 }
 
+/// `println!` that ignores a closed stdout (`quarry uninstall-libs | head -1` must not panic
+/// after the work is done).
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 fn fail(message: impl Into<String>) -> CliError {
     CliError::Usage { message: message.into(), status: 1 }
 }
@@ -145,14 +153,14 @@ fn install_file(src: &Path, dst: &Path) -> Result<(), CliError> {
 
 fn status() -> Result<(), CliError> {
     let installed = Path::new(LD_CONF).exists();
-    println!(
+    say!(
         "install: {}",
         if installed { format!("{LD_CONF} -> {INSTALL_DIR}") } else { "not installed".into() }
     );
     for lib in LIBS {
         match resolved(lib)? {
-            Some(p) => println!("{lib} => {}", describe(&p)),
-            None => println!("{lib} => not found by the dynamic linker"),
+            Some(p) => say!("{lib} => {}", describe(&p)),
+            None => say!("{lib} => not found by the dynamic linker"),
         }
     }
     Ok(())
@@ -210,9 +218,9 @@ pub fn install(args: InstallArgs) -> Result<(), CliError> {
                 got.map_or("nothing".into(), |p| p.display().to_string())
             )));
         }
-        println!("{lib} => {}", describe(&dir.join(lib)));
+        say!("{lib} => {}", describe(&dir.join(lib)));
     }
-    println!(
+    say!(
         "installed in {INSTALL_DIR} ({LD_CONF}); restart libvirtd and running guests to load them"
     );
     Ok(())
@@ -239,11 +247,11 @@ pub fn uninstall() -> Result<(), CliError> {
         std::fs::remove_dir(dir).map_err(|e| CliError::io(dir, e))?;
     }
     ldconfig()?;
-    println!("{}", if removed { "uninstalled" } else { "not installed" });
+    say!("{}", if removed { "uninstalled" } else { "not installed" });
     for lib in LIBS {
         match resolved(lib)? {
-            Some(p) => println!("{lib} => {}", describe(&p)),
-            None => println!("{lib} => not found by the dynamic linker"),
+            Some(p) => say!("{lib} => {}", describe(&p)),
+            None => say!("{lib} => not found by the dynamic linker"),
         }
     }
     Ok(())
@@ -281,7 +289,7 @@ pub fn which(args: WhichArgs) -> Result<(), CliError> {
                 eprintln!("{pid}: cannot read /proc/{pid}/maps: {e}");
                 failed = true;
             }
-            Ok(libs) if libs.is_empty() => println!("{pid}: no librados/librbd mapped"),
+            Ok(libs) if libs.is_empty() => say!("{pid}: no librados/librbd mapped"),
             Ok(libs) => {
                 for path in libs {
                     let line = match path.strip_suffix(" (deleted)") {
@@ -289,7 +297,7 @@ pub fn which(args: WhichArgs) -> Result<(), CliError> {
                         Some(p) => format!("{p} (deleted since it was mapped)"),
                         None => describe(Path::new(&path)),
                     };
-                    println!("{pid}: {line}");
+                    say!("{pid}: {line}");
                 }
             }
         }
