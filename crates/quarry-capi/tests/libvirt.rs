@@ -5,7 +5,8 @@
 //! domblkinfo/blockresize/attach-device/detach-device, and every pool and volume command,
 //! checked against `rbd ls/info/du` and the guest's console. A wrong key and a user without
 //! caps fail with libvirt's own errors, quickly; so does a call once the cluster is gone
-//! (within libvirt's 30 s client_mount_timeout).
+//! (within libvirt's 30 s client_mount_timeout). Before `install-libs`, the same libvirtd
+//! loads Ceph's libraries and the pool fails to start: the install is what makes it work.
 //!
 //! The walk-through of docs/libvirt.md is what runs: every ```sh block of the page (each
 //! after a `<!-- step: NAME -->` line) is run verbatim, in a shell where `. DIR/env` points
@@ -16,8 +17,9 @@
 //! user `nobody`, with its runtime, configuration and cache directories in the test's
 //! temporary directory, so nothing of a system libvirtd is used or changed. The only system
 //! change is `quarry install-libs`, undone by `quarry uninstall-libs` when the test ends,
-//! whether it passes or fails. Needs root (install-libs, setpriv); skipped with a message when
-//! libvirt, QEMU 7.2 or the VM files are missing (scripts/setup.sh installs them).
+//! whether it passes or fails; a lock file keeps two runs on one machine apart. Needs root
+//! (install-libs, setpriv); skipped with a message when libvirt, QEMU 7.2 or the VM files are
+//! missing (scripts/setup.sh installs them).
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -400,6 +402,14 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
             vm.display()
         );
         return;
+    }
+    // install-libs is system-wide: one run of this test at a time on a machine (another
+    // run's uninstall would pull the libraries from under this one's guests).
+    let lock = std::fs::File::create("/tmp/quarry-libvirt-test.lock").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while lock.try_lock().is_err() {
+        assert!(Instant::now() < deadline, "another run of this test holds the lock");
+        std::thread::sleep(Duration::from_millis(500));
     }
     let test_started = Instant::now();
     let quarry = prepared();
