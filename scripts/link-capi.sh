@@ -7,11 +7,14 @@ lib=$(realpath "$1")
 dir=$2
 mkdir -p "$dir"
 [ "$(readlink "$dir/librados.so.2" 2>/dev/null)" = "$lib" ] || ln -sfn "$lib" "$dir/librados.so.2"
-if [ ! -e "$dir/librbd.so.1" ]; then
+# librbd.so.1 carries the word QUARRY-CAPI-LIBRARY, as librados.so.2 does, so `quarry
+# which-libs` and `quarry install-libs` tell it from Ceph's; one built before that is rebuilt.
+if [ ! -e "$dir/librbd.so.1" ] || ! grep -qa QUARRY-CAPI-LIBRARY "$dir/librbd.so.1"; then
   # Unique temporary names: tests may run this concurrently.
   src=$(mktemp --suffix=.c)
   out=$(mktemp "$dir/.librbd.XXXXXX")
   trap 'rm -f "$src" "$out"' EXIT
+  echo 'const char quarry_capi_marker[] __attribute__((used)) = "QUARRY-CAPI-LIBRARY librbd.so.1 quarry";' > "$src"
   cc -shared -fPIC -o "$out" "$src" \
     -Wl,-soname,librbd.so.1 -Wl,--no-as-needed -L "$dir" -l:librados.so.2
   chmod 755 "$out"

@@ -42,6 +42,23 @@ if ! qemu_ok || [ ${#capi_pkgs[@]} -gt 0 ]; then
     qemu-utils/bookworm qemu-block-extra/bookworm qemu-system-x86/bookworm "${capi_pkgs[@]}"
 fi
 
+# libvirt (crates/quarry-capi/tests/libvirt.rs, docs/libvirt.md): Debian 12's libvirt 9.0 with
+# its rbd storage backend, which uses bookworm's QEMU 7.2 above (its packages depend on
+# qemu-system, satisfied by the pinned one: no upgrade). Without systemd nothing is started;
+# the test runs its own session libvirtd.
+lv_pkgs=()
+for p in libvirt-daemon-system libvirt-daemon-driver-storage-rbd libvirt-clients; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || lv_pkgs+=("$p")
+done
+if [ ${#lv_pkgs[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  echo "setup: installing ${lv_pkgs[*]}"
+  # -t bookworm: the whole libvirt stack from the release the pinned QEMU comes from.
+  apt-get install -y -qq --no-install-recommends -t bookworm "${lv_pkgs[@]}"
+  qemu_ok || { echo "setup: installing libvirt changed QEMU away from 7.2" >&2; exit 1; }
+fi
+
 # The VM test (crates/quarry-capi/tests/tools.rs) boots Debian 12's cloud kernel with a
 # busybox initramfs it builds: fetch both packages once into target/vm (not installed on the
 # host).

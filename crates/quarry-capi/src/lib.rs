@@ -29,6 +29,7 @@
 //!   `uint64_t` ones return NULL/0. docs/compatibility.md lists them.
 //!
 //! # Rules every entry point follows
+//! - A negative errno return is also stored in `errno` ([`Outcome`]).
 //! - No panic crosses into C: the workspace builds with `panic = "abort"`, and every entry
 //!   point runs inside [`ffi!`] (`catch_unwind`, returning an errno) so a profile with
 //!   unwinding is safe too.
@@ -62,17 +63,74 @@ pub mod rados_aio;
 pub mod rbd;
 pub mod stubs;
 
+/// Bytes that identify this library in a file or in a process's mappings: `quarry
+/// which-libs` and `quarry install-libs` look for `QUARRY-CAPI-LIBRARY` (the code-less
+/// librbd.so.1 of scripts/link-capi.sh carries the same word). Never read by code.
+#[used]
+#[no_mangle]
+pub static QUARRY_CAPI_MARKER: [u8; 40] = *b"QUARRY-CAPI-LIBRARY librados.so.2 quarry";
+
 /// Runs `$body` (which returns `$t`), turning a panic into `$default`: no unwinding crosses
 /// into C.
 #[macro_export]
 macro_rules! ffi {
     ($default:expr, $body:block) => {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| $body)) {
-            Ok(value) => value,
-            Err(_) => $default,
+            Ok(value) => $crate::Outcome::noted(value),
+            Err(_) => $crate::Outcome::noted($default),
         }
     };
 }
+
+/// What an entry point returns; a negative errno is also left in the thread's `errno`.
+/// librados/librbd callers that report failures with `errno` (libvirt's rbd backend:
+/// `virReportSystemError(errno, ...)` after a negative return) then print the real reason
+/// ("Operation not permitted") instead of whatever an earlier system call left there.
+pub trait Outcome: Sized {
+    /// Sets `errno` for a negative errno value; returns `self`.
+    fn noted(self) -> Self {
+        self
+    }
+}
+
+fn set_errno(code: i64) {
+    if let Ok(code) = c_int::try_from(code) {
+        // SAFETY: __errno_location returns this thread's errno slot, always valid.
+        unsafe { *libc::__errno_location() = code };
+    }
+}
+
+impl Outcome for c_int {
+    fn noted(self) -> Self {
+        if self < 0 {
+            set_errno(-i64::from(self));
+        }
+        self
+    }
+}
+
+impl Outcome for i64 {
+    fn noted(self) -> Self {
+        if self < 0 {
+            set_errno(self.saturating_neg());
+        }
+        self
+    }
+}
+
+impl Outcome for isize {
+    fn noted(self) -> Self {
+        if self < 0 {
+            set_errno((self as i64).saturating_neg());
+        }
+        self
+    }
+}
+
+impl Outcome for () {}
+impl Outcome for u64 {}
+impl<T> Outcome for *mut T {}
+impl<T> Outcome for *const T {}
 
 /// The library's runtime: started on first use, for the life of the process.
 pub fn runtime() -> &'static Runtime {

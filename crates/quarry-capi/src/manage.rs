@@ -396,6 +396,73 @@ pub unsafe extern "C" fn rbd_clone3(
     })
 }
 
+/// `rbd_clone2(p_io, p_name, p_snap, c_io, c_name, features, c_order, stripe_unit,
+/// stripe_count)`: the clone with these features (layering required, `-ENOSYS` otherwise, as
+/// librbd), order (`*c_order` 0 picks 22 and is set) and striping; format 2 unless the cluster
+/// handle's `rbd_default_clone_format` is 1. libvirt's rbd pool clones volumes with it.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn rbd_clone2(
+    p_io: *mut c_void,
+    p_name: *const c_char,
+    p_snap: *const c_char,
+    c_io: *mut c_void,
+    c_name: *const c_char,
+    features: u64,
+    c_order: *mut c_int,
+    stripe_unit: u64,
+    stripe_count: c_int,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contracts of librbd.h.
+        let (p_io, p_name, p_snap, c_ioctx, c_name) =
+            match unsafe { (io_of(p_io), cstr(p_name), cstr(p_snap), ioctx(c_io), cstr(c_name)) } {
+                (Ok(a), Ok(b), Ok(c), Ok(d), Ok(e)) => (a, b.to_string(), c.to_string(), d, e),
+                _ => return EINVAL,
+            };
+        let c_io = c_ioctx.get();
+        let c_name = c_name.to_string();
+        let mut options = CreateOptions::new(0);
+        if !c_order.is_null() {
+            // SAFETY: non-NULL in/out parameter.
+            let asked = unsafe { *c_order };
+            if asked != 0 {
+                if !(12..=25).contains(&asked) {
+                    return -libc::EDOM;
+                }
+                options.order = asked as u8;
+            }
+        }
+        if stripe_count < 0 {
+            return EINVAL;
+        }
+        options.features = features;
+        options.stripe_unit = stripe_unit;
+        options.stripe_count = stripe_count as u64;
+        let format = match c_ioctx.options().get("rbd_default_clone_format").as_deref() {
+            Some("1") => CloneFormat::V1,
+            _ => CloneFormat::V2,
+        };
+        let chosen = options.order;
+        let r = block_on(async move {
+            let parent = pool::open_snapshot(&p_io, &p_name, &p_snap).await?;
+            let r = pool::clone(&parent, &c_io, &c_name, &options, format).await;
+            let _ = parent.close().await;
+            r
+        });
+        match r {
+            Ok(_) => {
+                if !c_order.is_null() {
+                    // SAFETY: as above.
+                    unsafe { *c_order = chosen as c_int };
+                }
+                0
+            }
+            Err(e) => rbd_errno(&e),
+        }
+    })
+}
+
 /// Runs `f` on the image behind `image` (borrowed) on the caller's thread.
 unsafe fn on_image<F, Fut>(image: *mut c_void, f: F) -> c_int
 where

@@ -882,3 +882,127 @@ pub unsafe extern "C" fn rados_nobjects_list_close(ctx: *mut c_void) {
         }
     })
 }
+
+/// `struct rados_cluster_stat_t` of librados.h.
+#[repr(C)]
+pub struct RadosClusterStat {
+    /// Raw capacity of the OSDs, KiB.
+    pub kb: u64,
+    /// Raw space used, KiB.
+    pub kb_used: u64,
+    /// Raw space available, KiB.
+    pub kb_avail: u64,
+    /// Objects stored in all pools.
+    pub num_objects: u64,
+}
+
+/// `rados_cluster_stat(cluster, result)`: the monitor's usage report (the totals of `ceph
+/// df`: raw capacity, used and available as the OSDs last reported them) in KiB. libvirt's
+/// rbd pool shows it as the pool's capacity and available space. Needs read access to the
+/// monitor (`profile rbd` has it); `-ENOTCONN` before `rados_connect`.
+#[no_mangle]
+pub unsafe extern "C" fn rados_cluster_stat(
+    cluster: *mut c_void,
+    result: *mut RadosClusterStat,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librados.h.
+        let rados = match unsafe { self::cluster(cluster) }.and_then(|c| c.rados()) {
+            Ok(r) => r,
+            Err(e) => return e,
+        };
+        if result.is_null() {
+            return EINVAL;
+        }
+        let report = match block_on(async move { rados.status_report().await }) {
+            Ok(r) => r,
+            Err(e) => return client_errno(&e),
+        };
+        let stat = RadosClusterStat {
+            kb: report.used_bytes.saturating_add(report.avail_bytes) / 1024,
+            kb_used: report.used_bytes.div_ceil(1024),
+            kb_avail: report.avail_bytes / 1024,
+            num_objects: report.objects,
+        };
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe { result.write(stat) };
+        0
+    })
+}
+
+/// `struct rados_pool_stat_t` of librados.h (Ceph 16.2's layout: sixteen `uint64_t`).
+#[repr(C)]
+#[derive(Default)]
+pub struct RadosPoolStat {
+    /// Bytes stored (the sum of the objects' sizes).
+    pub num_bytes: u64,
+    /// The same in KiB, rounded up.
+    pub num_kb: u64,
+    /// Objects in the pool.
+    pub num_objects: u64,
+    /// Snapshot clones of objects (not counted: 0).
+    pub num_object_clones: u64,
+    /// Objects times replicas.
+    pub num_object_copies: u64,
+    /// Missing on the primary (0).
+    pub num_objects_missing_on_primary: u64,
+    /// Found on no OSD (0).
+    pub num_objects_unfound: u64,
+    /// Degraded (0).
+    pub num_objects_degraded: u64,
+    /// Reads (not counted: 0).
+    pub num_rd: u64,
+    /// KiB read (0).
+    pub num_rd_kb: u64,
+    /// Writes (0).
+    pub num_wr: u64,
+    /// KiB written (0).
+    pub num_wr_kb: u64,
+    /// Bytes the users stored (= `num_bytes`).
+    pub num_user_bytes: u64,
+    /// Compression (none: 0).
+    pub compressed_bytes_orig: u64,
+    /// Compression (none: 0).
+    pub compressed_bytes: u64,
+    /// Compression (none: 0).
+    pub compressed_bytes_alloc: u64,
+}
+
+/// `rados_ioctx_pool_stat(ioctx, stats)`: the context's pool's objects and bytes as the OSDs
+/// last reported them to the monitor (`rados df`'s numbers; libvirt's pool allocation).
+/// `-ENOENT` once the pool is gone.
+#[no_mangle]
+pub unsafe extern "C" fn rados_ioctx_pool_stat(
+    io: *mut c_void,
+    stats: *mut RadosPoolStat,
+) -> c_int {
+    ffi!(EINVAL, {
+        // SAFETY: contract of librados.h.
+        let io = match unsafe { ioctx(io) } {
+            Ok(io) => io.get(),
+            Err(e) => return e,
+        };
+        if stats.is_null() {
+            return EINVAL;
+        }
+        let pool = io.pool_id();
+        let report = match block_on(async move { io.rados().status_report().await }) {
+            Ok(r) => r,
+            Err(e) => return client_errno(&e),
+        };
+        let Some(p) = report.pools.iter().find(|p| p.id == pool) else {
+            return -libc::ENOENT;
+        };
+        let stat = RadosPoolStat {
+            num_bytes: p.stored_bytes,
+            num_kb: p.stored_bytes.div_ceil(1024),
+            num_objects: p.stored_objects,
+            num_object_copies: p.stored_objects.saturating_mul(u64::from(p.size.max(1))),
+            num_user_bytes: p.stored_bytes,
+            ..RadosPoolStat::default()
+        };
+        // SAFETY: non-NULL and writable by the caller's contract.
+        unsafe { stats.write(stat) };
+        0
+    })
+}

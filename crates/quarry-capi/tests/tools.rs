@@ -657,6 +657,7 @@ fn every_consumer_symbol_is_exported() {
         "/usr/bin/fio",
         "/usr/lib/python3/dist-packages/rados.cpython-311-x86_64-linux-gnu.so",
         "/usr/lib/python3/dist-packages/rbd.cpython-311-x86_64-linux-gnu.so",
+        "/usr/lib/x86_64-linux-gnu/libvirt/storage-backend/libvirt_storage_backend_rbd.so",
     ];
     let mut checked = 0;
     for c in consumers.iter().map(Path::new).filter(|p| p.exists()) {

@@ -2,6 +2,8 @@
 //! - `up`: the embedded one-machine cluster (`quarry up DIR`);
 //! - `daemon`: `quarry mon`, `quarry osd` as separate processes; `cluster`: their files
 //!   (`quarry cluster-init`) and the cluster directory lock;
+//! - `libs`: `quarry install-libs`/`uninstall-libs`/`which-libs`, the system-wide install of
+//!   Quarry's librados/librbd for services (libvirtd);
 //! - `ceph`, `rados` (+ `bench`), `rbd`: Ceph's admin tools, with Ceph's syntax, output and exit
 //!   codes; `session` connects them; `output` prints; `error` maps failures to Ceph's words.
 //!   The monitor commands themselves (parsing, running, rendering) are
@@ -26,6 +28,7 @@ mod ceph;
 mod cluster;
 mod daemon;
 mod error;
+mod libs;
 mod nbd;
 mod output;
 mod rados;
@@ -68,6 +71,13 @@ enum Command {
     Rbd(Box<rbd::RbdArgs>),
     /// Serve images over NBD (`quarry nbd serve POOL/IMAGE…`).
     Nbd(nbd::NbdArgs),
+    /// Install Quarry's librados.so.2/librbd.so.1 system-wide, before Ceph's (for libvirtd
+    /// and the QEMU it starts); `--status` reports which library the dynamic linker picks.
+    InstallLibs(libs::InstallArgs),
+    /// Undo `install-libs`: the distribution's (Ceph's) libraries are found again.
+    UninstallLibs,
+    /// Which librados/librbd files running processes have mapped, and whether each is Quarry's.
+    WhichLibs(libs::WhichArgs),
 }
 
 /// Tools that may be reached through a link named after them.
@@ -177,6 +187,9 @@ async fn dispatch(command: Command) -> Result<(), CliError> {
         Command::Rados(args) => rados::run(args).await,
         Command::Rbd(args) => rbd::run(*args).await,
         Command::Nbd(args) => nbd::run(args).await,
+        Command::InstallLibs(args) => libs::install(args),
+        Command::UninstallLibs => libs::uninstall(),
+        Command::WhichLibs(args) => libs::which(args),
     }
 }
 

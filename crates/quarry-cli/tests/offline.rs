@@ -1,6 +1,8 @@
 //! The CLI without a cluster: bad command lines fail before connecting, with Ceph's exit
 //! codes; an unreachable monitor fails within `client_mount_timeout` with Ceph's wording (no
-//! hang); a missing conf is reported; `cluster-init` writes a usable cluster directory.
+//! hang); a missing conf is reported; `cluster-init` writes a usable cluster directory;
+//! `install-libs` refuses libraries that are not Quarry's (changing nothing), `which-libs`
+//! reads a process's mappings.
 
 mod common;
 
@@ -153,4 +155,47 @@ fn cluster_init_writes_conf_and_keyrings() {
     let r = run_bounded(again, None, COMMAND_TIMEOUT);
     assert_ne!(r.code(), 0);
     assert_eq!(std::fs::read_to_string(dir.join("ceph.conf")).unwrap(), conf);
+}
+
+/// `quarry install-libs` checks its source before anything else: a library without Quarry's
+/// marker, or a missing one, is refused and the system is unchanged. `--status` and
+/// `which-libs` need no privileges. (The install itself: crates/quarry-capi/tests/libvirt.rs.)
+#[test]
+fn install_libs_refuses_other_libraries_and_which_libs_reads_maps() {
+    let conf_entry = std::path::Path::new("/etc/ld.so.conf.d/00-quarry.conf");
+    let before = conf_entry.exists();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("librados.so.2"), b"\x7fELF not quarry's").unwrap();
+    std::fs::write(tmp.path().join("librbd.so.1"), b"\x7fELF not quarry's").unwrap();
+    let mut cmd = Command::new(quarry());
+    cmd.args(["install-libs", "--from"]).arg(tmp.path());
+    let r = run_bounded(cmd, None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("librados.so.2 is not Quarry's librados.so.2"), "{}", r.stderr);
+    let mut cmd = Command::new(quarry());
+    cmd.args(["install-libs", "--from"]).arg(tmp.path().join("nowhere"));
+    let r = run_bounded(cmd, None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("nowhere/librados.so.2: No such file or directory"), "{}", r.stderr);
+    assert_eq!(conf_entry.exists(), before, "a refused install changed the system");
+
+    let mut cmd = Command::new(quarry());
+    cmd.args(["install-libs", "--status"]);
+    let r = run_bounded(cmd, None, COMMAND_TIMEOUT).ok("install-libs --status");
+    assert!(r.out().starts_with("install: "), "{}", r.out());
+    assert!(r.out().contains("librados.so.2 => "), "{}", r.out());
+
+    // A process without the libraries, and one that is gone.
+    let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+    let mut cmd = Command::new(quarry());
+    cmd.arg("which-libs").arg(child.id().to_string());
+    let r = run_bounded(cmd, None, COMMAND_TIMEOUT).ok("which-libs");
+    assert_eq!(r.out(), format!("{}: no librados/librbd mapped\n", child.id()));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut cmd = Command::new(quarry());
+    cmd.args(["which-libs", "4194305"]); // above the kernel's pid_max limit: never a process
+    let r = run_bounded(cmd, None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot read /proc/4194305/maps"), "{}", r.stderr);
 }

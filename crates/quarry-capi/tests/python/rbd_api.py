@@ -3,6 +3,7 @@ calls of the modules' documented API that Quarry implements. Run by tests/tools.
 CEPH_CONF and LD_LIBRARY_PATH from DIR/env. Prints 'all checks passed' or raises."""
 import json
 import os
+import time
 
 import rados
 import rbd
@@ -23,12 +24,29 @@ with rados.Rados(conffile=os.environ["CEPH_CONF"]) as cluster:
     cluster.delete_pool("pynew")
     assert not cluster.pool_exists("pynew")
     assert len(cluster.get_fsid()) == 36
+    # rados_cluster_stat (libvirt's pool capacity): the OSDs' raw space in KiB.
+    st = cluster.get_cluster_stats()
+    assert st["kb"] > 0 and abs(st["kb_used"] + st["kb_avail"] - st["kb"]) <= 1, st
 
     with cluster.open_ioctx("rbd") as io:
         io.write_full("listed-1", b"x")
         io.write_full("listed-2", b"y")
         names = sorted(o.key for o in io.list_objects() if o.key.startswith("listed-"))
         assert names == ["listed-1", "listed-2"], names
+        # rados_ioctx_pool_stat (libvirt's pool allocation): the fields in their places, once
+        # the OSDs' periodic usage report shows an object just written.
+        io.write_full("stats-probe", b"s" * 5000)
+        deadline = time.time() + 60
+        while True:
+            st = io.get_stats()
+            if st["num_objects"] >= 1 and st["num_bytes"] >= 5000:
+                break
+            assert time.time() < deadline, st
+            time.sleep(0.2)
+        io.remove_object("stats-probe")
+        assert st["num_kb"] == (st["num_bytes"] + 1023) // 1024, st
+        assert st["num_object_copies"] == st["num_objects"], st  # pool size 1
+        assert st["num_objects_unfound"] == 0 and st["num_wr_kb"] == 0, st
         io.remove_object("listed-1")
         io.remove_object("listed-2")
         # Objects, xattrs.
