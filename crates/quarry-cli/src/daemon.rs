@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
@@ -16,9 +16,10 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 use quarry_conf::{CommonArgs, Conf};
 use quarry_mon::{Mkfs, MonConfig, MonOverrides};
 use quarry_osd::{OsdConfig, OsdOverrides};
-use quarry_types::OsdId;
+use quarry_types::{EntityName, EntityType, OsdId};
 
 use crate::error::CliError;
+use crate::logging::{LogFile, LogSetup};
 
 /// How long a clean shutdown of one daemon may take before we stop waiting.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -109,6 +110,9 @@ pub struct MonArgs {
     /// Seconds without a beacon after which an OSD is marked down (default 6).
     #[arg(long = "osd-grace", value_name = "SECONDS")]
     pub osd_grace: Option<f64>,
+    /// Log file (default: the conf's log_file, else DATA/log/quarry-mon.ID.log).
+    #[arg(long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// `quarry osd`.
@@ -127,17 +131,38 @@ pub struct OsdArgs {
     /// Host name reported for placement (default: this machine's).
     #[arg(long)]
     pub host: Option<String>,
+    /// Log file (default: the conf's log_file, else DATA/log/quarry-osd.N.log).
+    #[arg(long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// The configuration named by `-c` or `CEPH_CONF` (empty when neither names one: daemons
-/// take everything from their arguments then), its problems logged ([`log_conf_problems`]).
-fn load_conf(common: &CommonArgs) -> anyhow::Result<Conf> {
-    if common.conf.is_none() && std::env::var_os("CEPH_CONF").is_none() {
-        return Ok(Conf::default());
-    }
-    let (conf, _) = common.load_conf().context("loading the configuration")?;
+/// take everything from their arguments then), the daemon's name (`mon.a`, `osd.3`), and the
+/// logging set up from both ([`LogSetup::daemon`]; the caller opens the log file once the
+/// daemon's configuration is good); then the conf's problems are logged
+/// ([`log_conf_problems`]).
+fn load_conf_and_log(
+    common: &CommonArgs,
+    kind: EntityType,
+    data: &Path,
+    log_file: Option<&Path>,
+) -> anyhow::Result<(Conf, LogFile)> {
+    let conf = if common.conf.is_none() && std::env::var_os("CEPH_CONF").is_none() {
+        Conf::default()
+    } else {
+        common.load_conf().context("loading the configuration")?.0
+    };
+    let name = match quarry_conf::resolve_entity_as(common, kind) {
+        Ok(name) => name,
+        Err(_) if kind == EntityType::Mon => {
+            // The monitor's default name (MonConfig::from_conf).
+            EntityName { kind, id: "a".to_string() }
+        }
+        Err(e) => return Err(e).context("naming the daemon"),
+    };
+    let log_file = LogSetup::daemon(&conf, &name, data, log_file).init();
     log_conf_problems(&conf);
-    Ok(conf)
+    Ok((conf, log_file))
 }
 
 /// Logs one WARN line per problem [`quarry_conf::validate`] finds in `conf`: unknown
@@ -152,7 +177,8 @@ pub fn log_conf_problems(conf: &Conf) {
 
 /// Runs a monitor until SIGTERM/SIGINT.
 pub async fn run_mon(args: MonArgs) -> Result<(), CliError> {
-    let conf = load_conf(&args.common)?;
+    let (conf, log_file) =
+        load_conf_and_log(&args.common, EntityType::Mon, &args.data, args.log_file.as_deref())?;
     let osd_grace = match args.osd_grace {
         Some(grace) => Some(
             Duration::try_from_secs_f64(grace).map_err(|_| anyhow!("bad --osd-grace {grace}"))?,
@@ -180,6 +206,7 @@ pub async fn run_mon(args: MonArgs) -> Result<(), CliError> {
         )
         .into());
     }
+    log_file.open();
     let name = cfg.name.clone();
     let signals = Signals::new()?;
     let mon = quarry_mon::start(cfg).await.context("starting the monitor")?;
@@ -189,10 +216,12 @@ pub async fn run_mon(args: MonArgs) -> Result<(), CliError> {
 
 /// Runs an OSD until SIGTERM/SIGINT.
 pub async fn run_osd(args: OsdArgs) -> Result<(), CliError> {
-    let conf = load_conf(&args.common)?;
+    let (conf, log_file) =
+        load_conf_and_log(&args.common, EntityType::Osd, &args.data, args.log_file.as_deref())?;
     let overrides = OsdOverrides { addr: args.addr, host: args.host.clone() };
     let cfg = OsdConfig::from_conf(&conf, &args.common, args.data.clone(), &overrides)
         .context("configuring the OSD")?;
+    log_file.open();
     let id = cfg.id;
     let signals = Signals::new()?;
     let osd = quarry_osd::start(cfg).await.with_context(|| format!("starting osd.{id}"))?;

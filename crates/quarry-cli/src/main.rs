@@ -14,7 +14,8 @@
 //!
 //! Invoked through a link named `ceph`, `rados` or `rbd`, it behaves as `quarry ceph …`,
 //! `quarry rados …`, `quarry rbd …`. For those tools `CEPH_ARGS` is put before the
-//! command-line arguments, as Ceph's tools do. Logs go to stderr, filtered by `RUST_LOG`.
+//! command-line arguments, as Ceph's tools do. `logging` sets up the logs: Ceph's `debug_*`,
+//! `log_file` and `log_to_stderr` options for the daemons, `RUST_LOG` over everything.
 //!
 //! Dependencies: clap (derive) for the command lines; tokio for the daemons and clients;
 //! anyhow for daemon start-up errors (chains of context), thiserror for `CliError`;
@@ -29,6 +30,7 @@ mod cluster;
 mod daemon;
 mod error;
 mod libs;
+mod logging;
 mod nbd;
 mod output;
 mod rados;
@@ -164,17 +166,18 @@ fn collect_long_names(command: &clap::Command, out: &mut Vec<String>) {
     }
 }
 
+/// The tools' logging (stderr only). The daemons and `quarry up` set theirs up once their
+/// configuration is read (`logging::LogSetup`).
 fn init_logging(command: &Command) {
     let default = match command {
-        Command::Mon(_) | Command::Osd(_) => "info",
-        Command::Up(_) | Command::Nbd(_) => "warn,quarry_cli=info",
+        Command::Mon(_) | Command::Osd(_) | Command::Up(_) => return,
+        // The binary's own lines (target `quarry::…`), not its libraries' (`quarry_…`).
+        Command::Nbd(_) => "warn,quarry=info,quarry_=warn",
         // The tools print the reason of a failure themselves (Ceph's wording); library
         // warnings would repeat it.
         _ => "error",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    logging::init_tool(default);
 }
 
 async fn dispatch(command: Command) -> Result<(), CliError> {

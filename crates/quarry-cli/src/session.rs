@@ -1,7 +1,8 @@
 //! Connecting the `ceph` and `rados` tools to a cluster: load ceph.conf (`-c`, `CEPH_CONF`,
 //! the standard paths), build the client configuration from it and the common arguments, and
 //! connect within `client_mount_timeout` (plus a small margin, so nothing ever hangs). Each
-//! failure is reported the way the tool being imitated reports it.
+//! failure is reported the way the tool being imitated reports it. Problems in the conf
+//! (misspelt keys, bad values) are printed once on stderr as `warning: FILE: line N: …`.
 
 use std::time::Duration;
 
@@ -37,7 +38,22 @@ pub fn client_config(common: &CommonArgs, tool: Tool) -> Result<ClientConfig, Cl
     let (conf, _path) = common
         .load_conf()
         .map_err(|e| CliError::ConfLoad { detail: e.to_string(), ceph: tool == Tool::Ceph })?;
+    warn_conf_problems(&conf);
     ClientConfig::from_conf(&conf, common).map_err(|e| connect_error(tool, &e, common))
+}
+
+/// Prints what [`quarry_conf::validate`] finds in the tool's conf (a misspelt key with the
+/// option it resembles, a value of the wrong type) on stderr, once per process:
+/// `warning: /etc/ceph/ceph.conf: line 5: unknown option 'rbd_cahce' in [client] (did you
+/// mean 'rbd_cache'?)`. The tool goes on, as Ceph's tools load such files.
+fn warn_conf_problems(conf: &quarry_conf::Conf) {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let file = conf.path().map(|p| format!("{}: ", p.display())).unwrap_or_default();
+        for warning in quarry_conf::validate(conf) {
+            eprintln!("warning: {file}{warning}");
+        }
+    });
 }
 
 /// A failure to connect, worded as `tool` words it, with a hint when `--id` repeated the

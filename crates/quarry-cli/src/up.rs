@@ -9,7 +9,11 @@
 //! beside the binary (Quarry's librados.so.2 and librbd.so.1, scripts/build-capi.sh) on
 //! LD_LIBRARY_PATH. Later starts read those files and never bootstrap again. A `flock` on `DIR/quarry.lock` keeps a second `quarry up` off
 //! the directory (exit 16). `ready` is printed once every PG of every pool answers; SIGINT or
-//! SIGTERM stops the OSDs, then the monitor, and exits 0.
+//! SIGTERM stops the OSDs, then the monitor, prints `quarry up: stopped: SIGTERM received`
+//! and exits 0 (a failed start ends with the error on stderr instead).
+//!
+//! Logs go to `DIR/log/quarry-up.log` (or `--log-file`, or ceph.conf's `log_file`), with
+//! stderr keeping warnings and errors: see `logging` for the options read.
 //!
 //! The daemons read their settings from `DIR/ceph.conf` as separate daemons do
 //! (`MonConfig::from_conf`, `OsdConfig::from_conf`; each OSD's key from `DIR/osd.N/keyring`);
@@ -30,6 +34,7 @@ use quarry_types::{EntityName, EntityType, PgId};
 use crate::cluster::{self, ClusterSpec, SpecFiles as _, CONF_FILE};
 use crate::daemon::{self, announce_ready, Signals};
 use crate::error::CliError;
+use crate::logging::LogSetup;
 
 /// The pool every new `quarry up` cluster starts with: name, PGs, replicas.
 const BOOTSTRAP_POOL: (&str, u32, u32) = ("rbd", 32, 1);
@@ -52,6 +57,9 @@ pub struct UpArgs {
     /// Stay in the foreground (the default and only mode).
     #[arg(long)]
     pub foreground: bool,
+    /// Log file (default: DIR/ceph.conf's log_file, else DIR/log/quarry-up.log).
+    #[arg(long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
 }
 
 /// Writes `DIR/env` and the `DIR/bin` links, each only if it is missing or differs (so a
@@ -263,11 +271,25 @@ fn banner(dir: &Path, spec: &ClusterSpec, fresh: bool) {
     crate::outln!("  stop:     Ctrl-C (the data stays; `quarry up {d}` starts it again)");
 }
 
+/// Sets up logging from `DIR/ceph.conf` (if it is there and parses; a bad file is reported
+/// when the daemons read it) and `--log-file`.
+fn init_logging(dir: &Path, args: &UpArgs) {
+    let conf = Conf::from_file(&dir.join(CONF_FILE)).unwrap_or_default();
+    LogSetup::up(&conf, dir, args.log_file.as_deref()).init().open();
+}
+
+/// Says why `quarry up` stopped: the last line of its stdout, and of its log.
+fn stopped(why: &str) {
+    tracing::info!("stopped: {why}");
+    crate::outln!("quarry up: stopped: {why}");
+}
+
 /// Runs the embedded cluster until SIGINT/SIGTERM.
 pub async fn run(args: UpArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&args.dir).map_err(|e| CliError::io(&args.dir, e))?;
     let dir = cluster::absolute(&args.dir)?;
     let _lock = cluster::lock_dir(&dir)?;
+    init_logging(&dir, &args);
     let (spec, fresh) = load_or_create(&dir, &args)?;
     // The env file and links are conveniences: a start must not fail for them (a full disk
     // is when an operator needs the cluster up, to delete objects).
@@ -281,27 +303,31 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
         r = async {
             start_daemons(&dir, &spec, &mut daemons).await?;
             wait_ready(&spec).await
-        } => Some(r),
+        } => Ok(r),
         sig = signals.recv() => {
-            tracing::info!("{sig} during start-up: stopping");
-            None
+            tracing::info!("{sig} received during start-up: stopping");
+            Err(sig)
         }
     };
     match started {
-        Some(Ok(())) => {}
-        Some(Err(e)) => {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            // The error itself is the last line on stderr (printed by main).
+            tracing::info!("start-up failed: {e:#}; stopping the daemons");
             daemons.shutdown().await;
             return Err(e.into());
         }
-        None => {
+        Err(sig) => {
             daemons.shutdown().await;
+            stopped(&format!("{sig} received during start-up"));
             return Ok(());
         }
     }
     banner(&dir, &spec, fresh);
     announce_ready();
     let sig = signals.recv().await;
-    tracing::info!("{sig}: stopping the OSDs, then the monitor");
+    tracing::info!("{sig} received: stopping the OSDs, then the monitor");
     daemons.shutdown().await;
+    stopped(&format!("{sig} received"));
     Ok(())
 }

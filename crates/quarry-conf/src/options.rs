@@ -110,19 +110,27 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "Read-ahead stops after this many bytes of an open image were read (the guest's own read-ahead takes over); 0 never stops." },
     OptionSpec { name: "osd_pool_default_pg_num", kind: Int, default: "32", used_by: MON,
         doc: "Placement groups of a new pool when `ceph osd pool create` gives none; `quarry mon --pg-num` overrides it." },
+    OptionSpec { name: "log_file", kind: Str, default: "", used_by: MON_OSD,
+        doc: "The daemon's log file (metavariables expanded: `/var/log/ceph/$cluster-$name.log`); default `DATA/log/quarry-TYPE.ID.log` under the daemon's data directory (`quarry up`: `DIR/log/quarry-up.log`); empty: no file. `--log-file` overrides it." },
+    OptionSpec { name: "log_to_file", kind: Bool, default: "true", used_by: MON_OSD,
+        doc: "false: the daemon writes no log file (as `log_file =`)." },
+    OptionSpec { name: "log_to_stderr", kind: Bool, default: "", used_by: MON_OSD,
+        doc: "true: stderr gets every log line the file gets. Unset: warnings and errors only while a log file is written, everything when none is. false: warnings and errors only (none if err_to_stderr is false too)." },
+    OptionSpec { name: "err_to_stderr", kind: Bool, default: "true", used_by: MON_OSD,
+        doc: "false (with log_to_stderr false or unset): nothing on stderr, the log file only." },
 ];
 
 /// Ceph options Quarry accepts and ignores: common in existing ceph.conf files, or read by
-/// layers Quarry does not have yet (the image layer reads only the cache's `rbd_cache*`/`rbd_readahead*`; logging
-/// is set by `RUST_LOG`, not `log_file`/`debug_*`). Moving one to [`OPTIONS`] is how a
-/// feature starts honouring it.
+/// layers Quarry does not have yet (the image layer reads only the cache's `rbd_cache*`/`rbd_readahead*`).
+/// Moving one to [`OPTIONS`] is how a feature starts honouring it. The `debug_*` levels are
+/// in [`IGNORED_PREFIXES`] (any subsystem name loads); the daemons read the ones they map
+/// (quarry-cli's logging module) and warn about a value that is not a level.
 pub static IGNORED_OPTIONS: &[&str] = &[
     "auth_cluster_required",
     "auth_service_required",
     "auth_client_required",
     "ms_mode",
     "rados_mon_op_timeout",
-    "log_file",
     "admin_socket",
     "run_dir",
     "rbd_default_order",
@@ -179,11 +187,8 @@ pub static IGNORED_OPTIONS: &[&str] = &[
     "ms_crc_header",
     "ms_dispatch_throttle_bytes",
     "ms_async_op_threads",
-    "log_to_stderr",
-    "err_to_stderr",
     "log_to_syslog",
     "err_to_syslog",
-    "log_to_file",
     "log_stderr_prefix",
     "log_max_recent",
     "log_flush_on_exit",

@@ -272,8 +272,10 @@ fn ticket_ttl(text: &str) -> Result<Duration, String> {
     Duration::try_from_secs_f64(secs).map_err(|_| "too large".to_string())
 }
 
+/// Whether `dir` holds anything but `log/` (where `quarry mon` writes its log file by
+/// default, before `--mkfs` looks at the directory).
 fn has_entries(dir: &Path) -> bool {
-    std::fs::read_dir(dir).map(|mut d| d.next().is_some()).unwrap_or(false)
+    std::fs::read_dir(dir).map(|d| d.flatten().any(|e| e.file_name() != "log")).unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -118,11 +118,22 @@ impl Daemon {
     /// Starts `cmd` (stdin closed, output collected; `RUST_LOG` defaults to
     /// `warn,quarry_cli=info`).
     pub fn spawn(name: &str, mut cmd: Command) -> Daemon {
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        cmd.env_remove("CEPH_ARGS");
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "warn,quarry_cli=info");
         }
+        Daemon::spawn_own_logging(name, cmd)
+    }
+
+    /// [`Daemon::spawn`] without `RUST_LOG` (removed from its environment): the daemon logs
+    /// as its configuration says (for tests of the logging options).
+    pub fn spawn_without_rust_log(name: &str, mut cmd: Command) -> Daemon {
+        cmd.env_remove("RUST_LOG");
+        Daemon::spawn_own_logging(name, cmd)
+    }
+
+    fn spawn_own_logging(name: &str, mut cmd: Command) -> Daemon {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.env_remove("CEPH_ARGS");
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let (tx, lines) = mpsc::channel();
         let stdout = Arc::new(Mutex::new(Vec::new()));
