@@ -14,7 +14,8 @@
 //! - `RUST_LOG`, when set (non-empty), replaces the levels for the file and stderr alike.
 //!
 //! The tools (`ceph`, `rados`, `rbd`) write no file and log errors only (they print the
-//! reason of a failure themselves), unless `RUST_LOG` says otherwise.
+//! reason of a failure themselves), unless `--debug-<subsystem> N` on their command line (or
+//! in CEPH_ARGS) or `RUST_LOG` says otherwise.
 
 use std::fs::{File, OpenOptions};
 use std::io::{IsTerminal as _, Write};
@@ -375,14 +376,33 @@ fn open_log_file(path: &Path) -> Result<File, String> {
         .map_err(|e| format!("cannot open {}: {e}; logging to stderr", path.display()))
 }
 
-/// The tools' subscriber: stderr only, `default` levels unless `RUST_LOG` is set, colours
-/// only on a terminal.
-pub fn init_tool(default: &str) {
+/// The tools' directives: `default`, then the levels `--debug-<subsystem> N` (or CEPH_ARGS)
+/// asks for (`overrides` are the generic `--OPTION VALUE` options); a bad level is ignored.
+pub fn tool_directives(default: &str, overrides: &[(String, String)]) -> String {
+    let mut directives = vec![default.to_string()];
+    for (key, value) in overrides {
+        let key = quarry_conf::normalize_key(key);
+        let Some(sub) = SUBSYSTEMS.iter().find(|s| key.strip_prefix("debug_") == Some(s.name))
+        else {
+            continue;
+        };
+        if let Ok(level) = parse_debug_level(value) {
+            for target in sub.targets {
+                directives.push(format!("{target}={}", tracing_level(level)));
+            }
+        }
+    }
+    directives.join(",")
+}
+
+/// The tools' subscriber: stderr only, `directives` unless `RUST_LOG` is set, colours only
+/// on a terminal.
+pub fn init_tool(directives: &str) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .filter(|v| !v.trim().is_empty())
         .map(EnvFilter::new)
-        .unwrap_or_else(|| EnvFilter::new(default));
+        .unwrap_or_else(|| EnvFilter::new(directives));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -454,6 +474,21 @@ mod tests {
         assert_eq!((s.file, s.stderr), (None, StderrLevel::Off));
         let s = setup("[global]\nlog_to_stderr = false\n");
         assert_eq!(s.stderr, StderrLevel::Warnings);
+    }
+
+    #[test]
+    fn the_tools_take_levels_from_their_command_line() {
+        let o = |k: &str, v: &str| (k.to_string(), v.to_string());
+        let d = tool_directives(
+            "error",
+            &[
+                o("debug-ms", "10"),
+                o("debug_rados", "1/5"),
+                o("debug_bogus", "5"),
+                o("debug_rbd", "x"),
+            ],
+        );
+        assert_eq!(d, "error,quarry_wire=trace,quarry_client=info");
     }
 
     #[test]

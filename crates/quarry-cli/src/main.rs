@@ -168,7 +168,7 @@ fn collect_long_names(command: &clap::Command, out: &mut Vec<String>) {
 
 /// The tools' logging (stderr only). The daemons and `quarry up` set theirs up once their
 /// configuration is read (`logging::LogSetup`).
-fn init_logging(command: &Command) {
+fn init_logging(command: &Command, overrides: &[(String, String)]) {
     let default = match command {
         Command::Mon(_) | Command::Osd(_) | Command::Up(_) => return,
         // The binary's own lines (target `quarry::…`), not its libraries' (`quarry_…`).
@@ -177,7 +177,7 @@ fn init_logging(command: &Command) {
         // warnings would repeat it.
         _ => "error",
     };
-    logging::init_tool(default);
+    logging::init_tool(&logging::tool_directives(default, overrides));
 }
 
 async fn dispatch(command: Command) -> Result<(), CliError> {
@@ -226,13 +226,13 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => parse_failed(e),
     };
+    init_logging(&cli.command, &overrides);
     match &mut cli.command {
         Command::Ceph(a) => a.common.config_overrides = overrides,
         Command::Rados(a) => a.common.config_overrides = overrides,
         Command::Rbd(a) => a.common.config_overrides = overrides,
         _ => {}
     }
-    init_logging(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,8 +1,8 @@
 //! Logging of the real binary, without `RUST_LOG`: Ceph's `debug_<subsystem>` levels,
 //! `log_file`, `log_to_stderr`, the default log file under a daemon's data directory, stderr
 //! keeping warnings only and never colour escapes when piped, no openraft info lines by
-//! default; the conf warning for a misspelt key from the daemons and the tools; `quarry up`'s
-//! last line saying why it stopped.
+//! default; the conf warning for a misspelt key from the daemons and the tools, the tools'
+//! `--debug-<subsystem>`; `quarry up`'s last line saying why it stopped.
 
 mod common;
 
@@ -147,9 +147,19 @@ fn the_tools_warn_once_about_a_misspelt_key() {
         let warnings: Vec<&str> = r.stderr.lines().filter(|l| l.starts_with("warning:")).collect();
         assert_eq!(warnings, vec![want.as_str()], "{tool} {args:?}:\n{}", r.stderr);
     }
-    // The command still works (the conf loads, as Ceph's does).
+    // The command still works (the conf loads, as Ceph's does), and logs nothing more.
     let r = run_bounded(tool_cmd("rados", Some(&conf), &["lspools"]), None, COMMAND_TIMEOUT);
     assert_eq!(r.out(), "rbd\n");
+    assert_eq!(r.stderr.lines().count(), 1, "{}", r.stderr);
+    // --debug-rados 10 (Ceph's generic option): the client library's lines, no escapes.
+    let args = ["--debug-rados", "10", "lspools"];
+    let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT).ok("debug");
+    assert!(
+        r.stderr.contains("DEBUG quarry_client") && r.stderr.contains("connected to monitor"),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains('\x1b'), "{}", r.stderr);
     assert!(cluster.terminate().success(), "{}", cluster.logs());
 }
 
