@@ -1,5 +1,7 @@
 //! The daemons as separate processes: `quarry mon` and `quarry osd`. This module parses their
-//! command lines and loads ceph.conf (logging what `quarry_conf::validate` finds); the daemons
+//! command lines, loads ceph.conf, sets up logging from it (`crate::logging`: the log file
+//! under the data directory is opened once the configuration is good) and logs what
+//! `quarry_conf::validate` finds; the daemons
 //! read their options themselves (`MonConfig::from_conf`, `OsdConfig::from_conf`, given the
 //! command-line values as overrides). Each prints `ready` on stdout once it serves, runs in
 //! the foreground, and exits 0 after a clean shutdown on SIGTERM or SIGINT. Also the signal
