@@ -188,9 +188,10 @@ fn quarry_up_logs_to_its_file_and_says_why_it_stopped() {
     assert!(!text.contains('\x1b'), "{text}");
     assert!(!dir.join("log").exists(), "--log-file replaces DIR/log/quarry-up.log");
 
-    // Without --log-file: DIR/log/quarry-up.log; SIGINT named.
-    let mut cmd = Command::new(quarry());
-    cmd.arg("up").arg(&dir);
+    // Without --log-file: DIR/log/quarry-up.log; SIGINT named. RUST_LOG wins over the
+    // defaults, for the file and stderr alike.
+    let mut cmd = Command::new("env");
+    cmd.arg("RUST_LOG=warn,openraft=info").arg(quarry()).arg("up").arg(&dir);
     let mut cluster = Daemon::spawn_without_rust_log("quarry up", cmd);
     cluster.wait_ready();
     cluster.signal(quarry_testkit::process::Signal::INT);
@@ -198,7 +199,9 @@ fn quarry_up_logs_to_its_file_and_says_why_it_stopped() {
     let stdout = wait_for_stdout_line(&cluster, "quarry up: stopped: SIGINT received");
     assert_eq!(stdout.last().map(String::as_str), Some("quarry up: stopped: SIGINT received"));
     let text = std::fs::read_to_string(dir.join("log").join("quarry-up.log")).unwrap();
-    assert!(text.contains("stopped: SIGINT received"), "{text}");
+    assert!(!info_lines(&text, "openraft").is_empty(), "{text}");
+    assert!(!info_lines(&stderr_of(&cluster), "openraft").is_empty(), "{}", cluster.logs());
+    assert!(!text.contains("stopped: SIGINT received"), "RUST_LOG hides the binary's info");
 }
 
 /// The daemon's stdout once it holds `line` (bounded wait: the reader thread may lag).
