@@ -391,6 +391,12 @@ mod tests {
         let err = MonConfig::from_conf(&conf(""), &args, data.clone(), &no_fsid).unwrap_err();
         assert!(err.to_string().contains("--fsid"), "{err}");
 
+        // Only a log directory (`quarry mon` writes its log there): still no data.
+        std::fs::create_dir_all(data.join("log")).unwrap();
+        std::fs::write(data.join("log").join("quarry-mon.a.log"), "x\n").unwrap();
+        let cfg = MonConfig::from_conf(&conf(&text), &args, data.clone(), &no_fsid).unwrap();
+        assert!(cfg.bootstrap.is_some() && !cfg.has_data());
+
         // A data directory with data: --mkfs has nothing to do.
         std::fs::create_dir_all(data.join("wal")).unwrap();
         let cfg = MonConfig::from_conf(&conf(&text), &args, data, &no_fsid).unwrap();
