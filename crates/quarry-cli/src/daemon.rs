@@ -73,7 +73,9 @@ async fn serve_until_signal(
     announce_ready();
     let sig = signals.recv().await;
     tracing::info!("{sig}: stopping {what}");
-    Ok(stop(what, shutdown).await?)
+    stop(what, shutdown).await?;
+    tracing::info!("{what} stopped ({sig} received)");
+    Ok(())
 }
 
 /// `quarry mon`.

@@ -94,6 +94,10 @@ pub enum CliError {
     /// A daemon or cluster start-up failure, with its chain of causes.
     #[error("quarry: {0:#}")]
     Daemon(#[from] anyhow::Error),
+    /// `quarry up` stopped because its daemons did not start or serve (the last line it
+    /// prints says so).
+    #[error("quarry up: stopped: start-up failed: {0:#}")]
+    UpFailed(anyhow::Error),
 }
 
 impl CliError {
@@ -108,7 +112,8 @@ impl CliError {
             | CliError::RadosOp { .. }
             | CliError::ConfLoad { .. }
             | CliError::Io { .. }
-            | CliError::Daemon(_) => 1,
+            | CliError::Daemon(_)
+            | CliError::UpFailed(_) => 1,
         }
     }
 

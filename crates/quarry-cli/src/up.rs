@@ -10,7 +10,8 @@
 //! LD_LIBRARY_PATH. Later starts read those files and never bootstrap again. A `flock` on `DIR/quarry.lock` keeps a second `quarry up` off
 //! the directory (exit 16). `ready` is printed once every PG of every pool answers; SIGINT or
 //! SIGTERM stops the OSDs, then the monitor, prints `quarry up: stopped: SIGTERM received`
-//! and exits 0 (a failed start ends with the error on stderr instead).
+//! and exits 0; a failed start of the daemons ends with `quarry up: stopped: start-up failed:
+//! ERROR` on stderr, exit 1.
 //!
 //! Logs go to `DIR/log/quarry-up.log` (or `--log-file`, or ceph.conf's `log_file`), with
 //! stderr keeping warnings and errors: see `logging` for the options read.
@@ -146,17 +147,22 @@ struct Daemons {
 
 impl Daemons {
     /// OSDs first (they hold client sessions and report to the monitor), then the monitor.
-    async fn shutdown(mut self) {
+    /// Returns the daemons that did not stop in time (`osd.0 did not stop within 30s`).
+    async fn shutdown(mut self) -> Vec<String> {
+        let mut problems = Vec::new();
         for (id, osd) in self.osds.drain(..) {
             if let Err(e) = daemon::stop(&format!("osd.{id}"), osd.shutdown()).await {
                 tracing::warn!("{e}");
+                problems.push(e.to_string());
             }
         }
         if let Some(mon) = self.mon.take() {
             if let Err(e) = daemon::stop("the monitor", mon.shutdown()).await {
                 tracing::warn!("{e}");
+                problems.push(e.to_string());
             }
         }
+        problems
     }
 }
 
@@ -278,10 +284,15 @@ fn init_logging(dir: &Path, args: &UpArgs) {
     LogSetup::up(&conf, dir, args.log_file.as_deref()).init().open();
 }
 
-/// Says why `quarry up` stopped: the last line of its stdout, and of its log.
-fn stopped(why: &str) {
-    tracing::info!("stopped: {why}");
-    crate::outln!("quarry up: stopped: {why}");
+/// Says why `quarry up` stopped (and which daemons did not stop in time): the last line of
+/// its stdout, and of its log.
+fn stopped(why: &str, problems: &[String]) {
+    let mut line = why.to_string();
+    if !problems.is_empty() {
+        line = format!("{line} ({})", problems.join("; "));
+    }
+    tracing::info!("stopped: {line}");
+    crate::outln!("quarry up: stopped: {line}");
 }
 
 /// Runs the embedded cluster until SIGINT/SIGTERM.
@@ -312,14 +323,15 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     match started {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
-            // The error itself is the last line on stderr (printed by main).
+            // The last line, on stderr (printed by main): `quarry up: stopped: start-up
+            // failed: starting osd.0: …`.
             tracing::info!("start-up failed: {e:#}; stopping the daemons");
             daemons.shutdown().await;
-            return Err(e.into());
+            return Err(CliError::UpFailed(e));
         }
         Err(sig) => {
-            daemons.shutdown().await;
-            stopped(&format!("{sig} received during start-up"));
+            let problems = daemons.shutdown().await;
+            stopped(&format!("{sig} received during start-up"), &problems);
             return Ok(());
         }
     }
@@ -327,7 +339,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     announce_ready();
     let sig = signals.recv().await;
     tracing::info!("{sig} received: stopping the OSDs, then the monitor");
-    daemons.shutdown().await;
-    stopped(&format!("{sig} received"));
+    let problems = daemons.shutdown().await;
+    stopped(&format!("{sig} received"), &problems);
     Ok(())
 }

@@ -99,6 +99,7 @@ fn daemons_log_to_their_files_at_ceph_levels_and_keep_stderr_for_warnings() {
     let osd_text = std::fs::read_to_string(&osd_log).unwrap_or(osd_text);
     assert!(osd_text.contains("osd.0 serving"), "{osd_text}");
     assert!(osd_text.contains("SIGTERM: stopping osd.0"), "{osd_text}");
+    assert!(osd_text.contains("osd.0 stopped (SIGTERM received)"), "{osd_text}");
     assert!(info_lines(&osd_text, "openraft").is_empty(), "openraft is warn:\n{osd_text}");
     assert!(info_lines(&osd_text, "quarry_osd").is_empty(), "debug_osd = 0/0:\n{osd_text}");
     // Its stderr: warnings only (the conf's), no colours.
@@ -214,4 +215,27 @@ fn wait_for_stdout_line(d: &Daemon, line: &str) -> Vec<String> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn quarry_up_says_when_its_start_failed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    // The monitor's port is taken: the monitor cannot start.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut cmd = Command::new(quarry());
+    cmd.arg("up").arg(&dir).args(["--port", &port]).env_remove("RUST_LOG");
+    let r = run_bounded(cmd, None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    let want =
+        format!("quarry up: stopped: start-up failed: starting the monitor on 127.0.0.1:{port}: ");
+    assert!(
+        r.stderr.lines().last().is_some_and(|l| l.starts_with(&want)),
+        "the last line says why:\n{}\nwants {want}",
+        r.stderr
+    );
+    assert!(!r.out().contains("ready"), "{}", r.out());
+    let log = std::fs::read_to_string(dir.join("log").join("quarry-up.log")).unwrap();
+    assert!(log.contains("start-up failed: starting the monitor"), "{log}");
 }
