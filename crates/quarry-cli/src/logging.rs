@@ -128,16 +128,10 @@ pub enum StderrLevel {
     Off,
 }
 
-/// A boolean option's value, if set; a bad value is a problem and counts as unset.
-fn bool_option(value: Option<String>, key: &str, problems: &mut Vec<String>) -> Option<bool> {
-    let value = value?;
-    match quarry_conf::parse_bool(&value) {
-        Ok(b) => Some(b),
-        Err(reason) => {
-            problems.push(format!("invalid value '{value}' for '{key}': {reason}; ignored"));
-            None
-        }
-    }
+/// A boolean option's value, if set; a bad value counts as unset (`quarry_conf::validate`
+/// names it in its warnings at start).
+fn bool_option(value: Option<String>) -> Option<bool> {
+    quarry_conf::parse_bool(&value?).ok()
 }
 
 impl LogSetup {
@@ -168,7 +162,7 @@ impl LogSetup {
                 directives.push(format!("{target}={}", tracing_level(level)));
             }
         }
-        let to_file = bool_option(lookup(main, "log_to_file"), "log_to_file", &mut problems);
+        let to_file = bool_option(lookup(main, "log_to_file"));
         let file = match (cli_file, lookup(main, "log_file")) {
             (Some(path), _) => Some(path.to_path_buf()),
             _ if to_file == Some(false) => None,
@@ -176,10 +170,8 @@ impl LogSetup {
             (None, Some(path)) => Some(PathBuf::from(path.trim())),
             (None, None) => Some(default_file),
         };
-        let log_to_stderr =
-            bool_option(lookup(main, "log_to_stderr"), "log_to_stderr", &mut problems);
-        let err_to_stderr =
-            bool_option(lookup(main, "err_to_stderr"), "err_to_stderr", &mut problems);
+        let log_to_stderr = bool_option(lookup(main, "log_to_stderr"));
+        let err_to_stderr = bool_option(lookup(main, "err_to_stderr"));
         let stderr = match (log_to_stderr, err_to_stderr) {
             (Some(true), _) => StderrLevel::All,
             (None, _) if file.is_none() => StderrLevel::All,
