@@ -687,7 +687,10 @@ mod tests {
             mon_dump(&map),
             "epoch 4\nfsid f\nmin_mon_release 16 (pacific)\nelection_strategy: 1\n0: [v2:127.0.0.1:6789/0] mon.a\n"
         );
-        assert_eq!(mon_stat(&map), "e4: 1 mons at {a=[v2:127.0.0.1:6789/0]}, leader 0 a, quorum 0 a\n");
+        assert_eq!(
+            mon_stat(&map),
+            "e4: 1 mons at {a=[v2:127.0.0.1:6789/0]}, leader 0 a, quorum 0 a\n"
+        );
     }
 
     #[test]
