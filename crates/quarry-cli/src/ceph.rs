@@ -101,6 +101,23 @@ fn read_input(file: Option<&Path>) -> Result<Vec<u8>, CliError> {
     }
 }
 
+/// Refuses an `-o` file in a directory that does not exist before anything runs (Ceph's tool
+/// opens it first): `auth get-or-create … -o /missing/dir/keyring` must not create the user
+/// and then fail to save its key.
+fn check_output_dir(out: &Path) -> Result<(), CliError> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    Err(CliError::Usage {
+        message: format!("can't open {}: [Errno 2] No such file or directory", out.display()),
+        status: 1,
+    })
+}
+
 /// A request the words could not make, as `ceph` reports it.
 fn admin_error(e: AdminError) -> CliError {
     match e {
@@ -153,6 +170,9 @@ pub fn parse(args: &CephArgs) -> Result<(CephCommand, Format, Map<String, Value>
 /// call `rados_mon_command` makes, and its reply is printed as Ceph's tool prints it.
 pub async fn run(args: CephArgs) -> Result<(), CliError> {
     let (cmd, fmt, request) = parse(&args)?;
+    if let Some(out) = &args.out_file {
+        check_output_dir(out)?;
+    }
     let reply = if cmd == CephCommand::Version {
         admin::version_reply(fmt)
     } else {

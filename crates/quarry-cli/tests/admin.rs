@@ -141,6 +141,7 @@ fn ceph_tool_and_mon_command_answer_alike() {
 ///   `--connect-timeout 5`, `--log-file F`, `--admin-socket P`, `--cluster ceph`) accepted
 ///   by every tool, also in `CEPH_ARGS`; a bad value of a known option refused by name.
 /// - `ceph auth del` of a missing user: exit 0 and "entity X does not exist", as Ceph.
+/// - `-o FILE` in a missing directory refused before the command runs.
 #[test]
 fn scripts_parse_what_ceph_prints() {
     let _logs = quarry_testkit::log_guard();
@@ -222,4 +223,13 @@ fn scripts_parse_what_ceph_prints() {
 
     let del = ceph(&conf, &["auth", "del", "client.nosuch"]).ok("auth del of a missing user");
     assert_eq!(del.stderr.trim_end(), "entity client.nosuch does not exist");
+
+    // `-o` into a missing directory fails before the user is created (it used to create
+    // the user, then fail to save its key).
+    let out = tmp.path().join("missing-dir/ceph.client.lost.keyring");
+    let out = out.to_str().unwrap();
+    let r = ceph(&conf, &["auth", "get-or-create", "client.lost", "mon", "allow r", "-o", out]);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("can't open") && r.stderr.contains("No such file"), "{}", r.stderr);
+    assert_eq!(ceph(&conf, &["auth", "get", "client.lost"]).code(), 2, "the user was created");
 }
