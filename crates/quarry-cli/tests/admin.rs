@@ -142,6 +142,7 @@ fn ceph_tool_and_mon_command_answer_alike() {
 ///   by every tool, also in `CEPH_ARGS`; a bad value of a known option refused by name.
 /// - `ceph auth del` of a missing user: exit 0 and "entity X does not exist", as Ceph.
 /// - `-o FILE` in a missing directory refused before the command runs.
+/// - `ceph pg stat|ls`, `pg dump pgs_brief`, `osd df [tree]`, `quorum_status`, `df detail`.
 #[test]
 fn scripts_parse_what_ceph_prints() {
     let _logs = quarry_testkit::log_guard();
@@ -223,6 +224,34 @@ fn scripts_parse_what_ceph_prints() {
 
     let del = ceph(&conf, &["auth", "del", "client.nosuch"]).ok("auth del of a missing user");
     assert_eq!(del.stderr.trim_end(), "entity client.nosuch does not exist");
+
+    // What monitoring agents poll: PG states, per-OSD usage, quorum, df detail.
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_slice(&ceph(&conf, args).ok(&args.join(" ")).stdout).unwrap()
+    };
+    let stat = json(&["pg", "stat", "-f", "json"]);
+    let pgs = stat["num_pgs"].as_u64().unwrap();
+    assert!(pgs > 0, "{stat}");
+    assert_eq!(stat["num_pg_by_state"], serde_json::json!([{"name": "active+clean", "num": pgs}]));
+    let listed = json(&["pg", "ls", "-f", "json"]);
+    let listed = listed["pg_stats"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, pgs);
+    assert!(listed.iter().all(|p| p["state"] == "active+clean" && p["acting_primary"] == 0));
+    let brief = ceph(&conf, &["pg", "dump", "pgs_brief"]).ok("pg dump pgs_brief");
+    assert_eq!(brief.out().lines().count() as u64, pgs + 1, "{}", brief.out());
+    let plain = ceph(&conf, &["pg", "stat"]).ok("pg stat").out();
+    assert!(plain.starts_with(&format!("{pgs} pgs: {pgs} active+clean; ")), "{plain}");
+    let df = json(&["osd", "df", "-f", "json"]);
+    assert_eq!(df["nodes"][0]["name"], "osd.0");
+    assert_eq!(df["nodes"][0]["pgs"].as_u64(), Some(pgs));
+    assert!(df["summary"]["total_kb"].as_u64().unwrap() > 0, "{df}");
+    let tree = ceph(&conf, &["osd", "df", "tree"]).ok("osd df tree").out();
+    assert!(tree.contains("root default") && tree.contains("osd.0"), "{tree}");
+    let quorum = json(&["quorum_status"]);
+    assert_eq!(quorum["quorum_names"], serde_json::json!(["a"]));
+    assert_eq!(quorum["monmap"]["mons"][0]["addr"], monmap["mons"][0]["addr"]);
+    let detail = ceph(&conf, &["df", "detail"]).ok("df detail").out();
+    assert!(detail.contains("QUOTA OBJECTS") && detail.contains("rbd"), "{detail}");
 
     // `-o` into a missing directory fails before the user is created (it used to create
     // the user, then fail to save its key).
