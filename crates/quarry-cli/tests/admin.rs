@@ -142,7 +142,8 @@ fn ceph_tool_and_mon_command_answer_alike() {
 ///   by every tool, also in `CEPH_ARGS`; a bad value of a known option refused by name.
 /// - `ceph auth del` of a missing user: exit 0 and "entity X does not exist", as Ceph.
 /// - `-o FILE` in a missing directory refused before the command runs.
-/// - `ceph pg stat|ls`, `pg dump pgs_brief`, `osd df [tree]`, `quorum_status`, `df detail`.
+/// - `ceph pg stat|ls`, `pg dump pgs_brief`, `osd df [tree]`, `osd crush tree`,
+///   `quorum_status`, `df detail`.
 #[test]
 fn scripts_parse_what_ceph_prints() {
     let _logs = quarry_testkit::log_guard();
@@ -250,6 +251,8 @@ fn scripts_parse_what_ceph_prints() {
     let quorum = json(&["quorum_status"]);
     assert_eq!(quorum["quorum_names"], serde_json::json!(["a"]));
     assert_eq!(quorum["monmap"]["mons"][0]["addr"], monmap["mons"][0]["addr"]);
+    let crush = ceph(&conf, &["osd", "crush", "tree"]).ok("osd crush tree").out();
+    assert!(crush.starts_with("ID  CLASS") && crush.contains("        osd.0"), "{crush}");
     let detail = ceph(&conf, &["df", "detail"]).ok("df detail").out();
     assert!(detail.contains("QUOTA OBJECTS") && detail.contains("rbd"), "{detail}");
 

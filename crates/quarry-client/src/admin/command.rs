@@ -168,6 +168,8 @@ pub enum CephCommand {
     QuorumStatus,
     /// `ceph df detail`.
     DfDetail,
+    /// `ceph osd crush tree`: the buckets and OSDs with their weights.
+    CrushTree,
 }
 
 /// `ceph osd blocklist add` without an expiry: one hour, as Ceph.
@@ -320,6 +322,7 @@ impl CephCommand {
                 tree: string(req, "output_method")?.as_deref() == Some("tree"),
             },
             "quorum_status" => CephCommand::QuorumStatus,
+            "osd crush tree" => CephCommand::CrushTree,
             "fsid" => CephCommand::Fsid,
             "version" => CephCommand::Version,
             "versions" => CephCommand::Versions,
@@ -479,6 +482,7 @@ impl CephCommand {
                 "osd df"
             }
             CephCommand::QuorumStatus => "quorum_status",
+            CephCommand::CrushTree => "osd crush tree",
             CephCommand::DfDetail => {
                 put("detail", json!("detail"));
                 "df"
@@ -630,6 +634,7 @@ mod tests {
             CephCommand::OsdDf { tree: true },
             CephCommand::QuorumStatus,
             CephCommand::DfDetail,
+            CephCommand::CrushTree,
             CephCommand::OsdLs,
             CephCommand::OsdTree,
             CephCommand::OsdStat,

@@ -312,6 +312,8 @@ pub async fn execute(
         }
         CephCommand::OsdTree if fmt.is_json() => data(json::osd_tree(&rados.map())),
         CephCommand::OsdTree => text(plain::osd_tree(&rados.map())),
+        CephCommand::CrushTree if fmt.is_json() => data(json::osd_tree(&rados.map())),
+        CephCommand::CrushTree => text(plain::crush_tree(&rados.map())),
         CephCommand::OsdStat if fmt.is_json() => data(json::osd_stat(&rados.map())),
         CephCommand::OsdStat => text(plain::osd_stat(&rados.map())),
         CephCommand::OsdDump if fmt.is_json() => data(json::osd_dump(&rados.map())),

@@ -344,6 +344,40 @@ pub fn osd_tree(map: &ClusterMap) -> String {
     t.render()
 }
 
+/// `ceph osd crush tree`: the root, hosts and OSDs with their weights (no status columns).
+pub fn crush_tree(map: &ClusterMap) -> String {
+    let mut hosts: BTreeMap<&str, Vec<&OsdInfo>> = BTreeMap::new();
+    for osd in map.osds.values() {
+        hosts.entry(osd.host.as_str()).or_default().push(osd);
+    }
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("CLASS", Align::Right),
+        ("WEIGHT", Align::Right),
+        ("TYPE NAME", Align::Left),
+    ]);
+    let total: f64 = map.osds.values().map(|o| o.weight).sum();
+    t.row(vec!["-1".into(), String::new(), weight(total), "root default".into()]);
+    for (i, (host, osds)) in hosts.iter().enumerate() {
+        let host_weight: f64 = osds.iter().map(|o| o.weight).sum();
+        t.row(vec![
+            format!("-{}", i + 2),
+            String::new(),
+            weight(host_weight),
+            format!("    host {host}"),
+        ]);
+        for osd in osds {
+            t.row(vec![
+                osd.id.to_string(),
+                "ssd".into(),
+                weight(osd.weight),
+                format!("        osd.{}", osd.id),
+            ]);
+        }
+    }
+    t.render()
+}
+
 /// A CRUSH-style weight: five decimals, `0` when zero (Ceph's `weightf_t`).
 fn weight(w: f64) -> String {
     if w < 0.000_001 {

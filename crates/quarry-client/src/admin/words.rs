@@ -54,7 +54,7 @@ pub fn request_from_words(
         ["osd", "ls" | "tree" | "stat" | "dump" | "lspools"] | ["mon", "dump" | "stat"] => {
             w.join(" ")
         }
-        ["pg", "stat"] | ["pg", "ls"] | ["quorum_status"] => w.join(" "),
+        ["pg", "stat"] | ["pg", "ls"] | ["quorum_status"] | ["osd", "crush", "tree"] => w.join(" "),
         ["pg", "dump", "pgs_brief"] => {
             put("dumpcontents", json!(["pgs_brief"]));
             "pg dump".into()
