@@ -23,7 +23,8 @@
 //! budget of the process (`quarry up` runs a monitor and OSDs in one) are counted together
 //! and a new one is refused while the count plus the reserves would reach the limit. So
 //! clients can never take the descriptors the WAL needs, and the process never aborts for
-//! lack of one.
+//! lack of one. The reserves take at most half of the limit (a low hard limit must still
+//! leave room for the daemons' own links, e.g. every OSD's session with the monitor).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -145,7 +146,7 @@ impl Budget {
     pub fn new(who: &str, limits: ServerLimits, fd_reserve: usize) -> Arc<Budget> {
         let nofile = raise_nofile();
         RESERVED_FDS.fetch_add(fd_reserve, Ordering::SeqCst);
-        let reserved = RESERVED_FDS.load(Ordering::SeqCst);
+        let reserved = reserved_fds(nofile);
         let room = (nofile as usize).saturating_sub(reserved + FD_BASE);
         if room < limits.max_connections {
             tracing::info!(
@@ -270,11 +271,15 @@ impl Budget {
     }
 }
 
+/// Descriptors kept for the daemons' own files: their reserves, at most half of `nofile`.
+fn reserved_fds(nofile: u64) -> usize {
+    RESERVED_FDS.load(Ordering::SeqCst).min((nofile / 2) as usize)
+}
+
 /// Whether one more connection leaves the process's reserved descriptors alone.
 fn fd_room() -> bool {
     let Some(&nofile) = NOFILE.get() else { return true };
-    let used =
-        OPEN_CONNECTIONS.load(Ordering::SeqCst) + RESERVED_FDS.load(Ordering::SeqCst) + FD_BASE;
+    let used = OPEN_CONNECTIONS.load(Ordering::SeqCst) + reserved_fds(nofile) + FD_BASE;
     (used as u64) < nofile
 }
 
