@@ -107,7 +107,7 @@ impl Setup {
             None,
             SERVED_WITHIN,
         );
-        assert_eq!(r.code(), 0, "{what}: client.admin was not served: {}", r.out());
+        assert_eq!(r.code(), 0, "{what}: client.admin was not served: {}", r.stderr);
         assert!(started.elapsed() < SERVED_WITHIN, "{what}: served too late");
         assert!(std::fs::read(&out).unwrap() == self.data, "{what}: {KEEP} changed");
     }
@@ -263,6 +263,19 @@ fn one_users_idle_sessions_do_not_lock_out_another() {
     assert_eq!(refused, 61 + 60 - 16, "every other attempt refused with EAGAIN");
     s.alive();
     s.admin_reads_keep("while client.ro holds its sessions");
+    // client.ro itself, beyond its cap, is told why at once instead of hanging.
+    let keyring = s.dir.join("ro.keyring");
+    std::fs::write(&keyring, format!("[client.ro]\n\tkey = {}\n", s.ro_key.to_base64())).unwrap();
+    let out = s.dir.join("ro.out");
+    let args = ["--id", "ro", "-k", keyring.to_str().unwrap(), "-p", "rbd", "get", KEEP];
+    let mut args = args.to_vec();
+    args.push(out.to_str().unwrap());
+    let started = Instant::now();
+    let r = run_bounded(tool_cmd("rados", Some(&s.conf), &args), None, SERVED_WITHIN);
+    eprintln!("client.ro over its cap: exit {} in {:?}: {}", r.code(), started.elapsed(), r.stderr);
+    assert_ne!(r.code(), 0, "client.ro got a session beyond its cap");
+    assert!(r.stderr.contains("Resource temporarily unavailable"), "{}", r.stderr);
+    assert!(r.stderr.contains("too many connections from client.ro"), "{}", r.stderr);
     // Idle sessions are closed after ms_tcp_read_timeout (4 s).
     std::thread::sleep(Duration::from_secs(7));
     let open = mon_held.iter().chain(&osd_held).filter(|c| !c.client.is_closed()).count();
