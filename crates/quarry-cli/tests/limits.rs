@@ -409,10 +409,10 @@ fn huge_announced_frames_do_not_grow_the_daemons_beyond_their_budget() {
 /// Item 3b: pipelined 4 MiB reads whose replies are never read (a proxy that holds them).
 /// Room for each reply is reserved before the read runs, so the OSD stops reading the
 /// connections once client.ro's share of ms_reply_queue_bytes is taken (without it: every
-/// reply in memory, 160 x 4 MiB).
+/// reply in memory, 160 x 4 MiB); after ms_tcp_read_timeout without progress it closes them.
 #[test]
 fn pipelined_reads_never_drained_do_not_grow_the_osd_beyond_its_budget() {
-    let limits = "ms_reply_queue_bytes = 64M\nms_reply_queue_bytes_per_connection = 16M\n";
+    let limits = "ms_reply_queue_bytes = 64M\nms_reply_queue_bytes_per_connection = 16M\nms_tcp_read_timeout = 8\n";
     let mut s = setup(limits, None);
     let rt = runtime();
     let before = s.rss_kib();
@@ -439,7 +439,8 @@ fn pipelined_reads_never_drained_do_not_grow_the_osd_beyond_its_budget() {
                 pending.push(c.client.send(Request::Op(read_keep(&map))).await.unwrap());
             }
         }
-        (held, pending, proxy, first)
+        drop(first);
+        (held, pending, proxy)
     });
     std::thread::sleep(Duration::from_secs(4));
     let grown_mib = s.rss_kib().saturating_sub(before) >> 10;
@@ -450,6 +451,22 @@ fn pipelined_reads_never_drained_do_not_grow_the_osd_beyond_its_budget() {
         "VmRSS grew by {grown_mib} MiB with ms_reply_queue_bytes of 64 MiB (+48 MiB margin)"
     );
     s.admin_reads_keep("while client.ro's replies are held");
+    // The OSD closes the four connections whose peer reads nothing (the proxy keeps its own
+    // ends open, so only the daemon's descriptors tell): those with a reply pending after
+    // ms_tcp_read_timeout (8 s), then those that were waiting for client.ro's reply room
+    // (once they get it, their replies stall in turn).
+    let fds = || std::fs::read_dir(format!("/proc/{}/fd", s.daemon.pid())).unwrap().count();
+    std::thread::sleep(Duration::from_secs(1)); // the admin's connections are gone
+    let with_stalled = fds();
+    let deadline = Instant::now() + Duration::from_secs(45);
+    while fds() + 4 > with_stalled {
+        assert!(
+            Instant::now() < deadline,
+            "the OSD kept the stalled connections: {} descriptors, {with_stalled} before",
+            fds()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     rt.block_on(async { drop(held) });
     s.alive();
     s.daemon.terminate();
