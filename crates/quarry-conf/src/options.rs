@@ -115,7 +115,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     // `quarry_wire::limits`; docs/security.md, "Limits").
     OptionSpec { name: "ms_max_connections", kind: Int, default: "8192", used_by: MON_OSD,
         doc: "Connections a daemon serves at once, authenticated or not (Quarry's option). Lowered at start to what the open-files limit leaves after the daemon's own files. A connection beyond it gets EAGAIN \"too many connections\" and is closed." },
-    OptionSpec { name: "ms_max_connections_per_entity", kind: Int, default: "1024", used_by: MON_OSD,
+    OptionSpec { name: "ms_max_connections_per_entity", kind: Int, default: "2048", used_by: MON_OSD,
         doc: "Authenticated connections one client entity (`client.X`, all its instances together) may hold on one daemon (Quarry's option); one more is refused with EAGAIN, so one user cannot lock others out." },
     OptionSpec { name: "osd_client_message_size_cap", kind: Size, default: "500M", used_by: OSD,
         doc: "Bytes of client requests an OSD holds at once (read, not answered yet); one client entity at most a quarter of it. A request body is read off the socket only when it fits (the client waits); a frame announced larger than the whole budget gets EMSGSIZE unread." },

@@ -67,7 +67,7 @@ impl ServerLimits {
         };
         ServerLimits {
             max_connections: 8192,
-            max_connections_per_entity: 1024,
+            max_connections_per_entity: 2048,
             client_request_bytes: client,
             daemon_request_bytes: daemon,
             requests_per_connection: 256,

@@ -178,18 +178,24 @@ impl FrameWriter {
     }
 }
 
-fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
+/// Socket buffers of a client connection (few per process: sized for throughput).
+const CLIENT_BUFFER: usize = 256 << 10;
+/// Socket buffers of a server connection (a daemon holds thousands: what each costs; frame
+/// bodies larger than this bypass the buffers anyway).
+const SERVER_BUFFER: usize = 64 << 10;
+
+fn split(stream: TcpStream, buffer: usize) -> (FrameReader, FrameWriter) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     (
         FrameReader {
-            inner: BufReader::with_capacity(256 << 10, r),
+            inner: BufReader::with_capacity(buffer, r),
             key: None,
             next_seq: 1,
             payload_max: HANDSHAKE_PAYLOAD_MAX,
             last_body_len: 0,
         },
-        FrameWriter { inner: BufWriter::with_capacity(256 << 10, w), key: None, next_seq: 1 },
+        FrameWriter { inner: BufWriter::with_capacity(buffer, w), key: None, next_seq: 1 },
     )
 }
 
@@ -207,7 +213,7 @@ pub async fn connect(
     let work = async {
         let stream = TcpStream::connect(addr).await?;
         let local_addr = stream.local_addr()?;
-        let (mut reader, mut writer) = split(stream);
+        let (mut reader, mut writer) = split(stream, CLIENT_BUFFER);
         let client_nonce = quarry_auth::random_nonce();
         let ticket = match secret {
             ClientSecret::Ticket { ticket, .. } => Some(ticket.clone()),
@@ -331,7 +337,7 @@ pub async fn accept_limited<A: Authenticator>(
 /// Tells the peer of a socket just accepted why it is not served (best effort, bounded),
 /// then closes it.
 pub async fn refuse(stream: TcpStream, code: ErrorCode, reason: String) {
-    let (_reader, mut writer) = split(stream);
+    let (_reader, mut writer) = split(stream, 4 << 10);
     let refused = Message::Refused(Refused { code, reason });
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(0, &refused)).await;
 }
@@ -344,7 +350,7 @@ async fn accept_in<A: Authenticator>(
 ) -> Result<Accepted<A::Session>, WireError> {
     let peer = stream.peer_addr()?;
     let work = async {
-        let (mut reader, mut writer) = split(stream);
+        let (mut reader, mut writer) = split(stream, SERVER_BUFFER);
         let hello = match reader.recv().await? {
             (_, Message::Hello(h)) => h,
             _ => return Err(WireError::UnexpectedMessage("expected Hello")),
