@@ -14,6 +14,9 @@
 //! The daemons read their settings from `DIR/ceph.conf` as separate daemons do
 //! (`MonConfig::from_conf`, `OsdConfig::from_conf`; each OSD's key from `DIR/osd.N/keyring`);
 //! problems in the file are logged as warnings at start, bad values stop the start.
+//! The daemons share the process's file descriptors: each keeps its own connection budget
+//! (`ms_max_connections`, ...), and their connections are counted together against the
+//! open-files limit less every daemon's reserve for its own files (`quarry_wire::limits`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};

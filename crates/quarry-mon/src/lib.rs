@@ -197,6 +197,13 @@ pub async fn start(cfg: MonConfig) -> Result<MonHandle, MonError> {
         .map_err(|source| MonError::Bind { addr: cfg.listen, source })?;
     let addr =
         listener.local_addr().map_err(|source| MonError::Bind { addr: cfg.listen, source })?;
+    // Before the WAL opens: the open-files limit is raised and the monitor's own
+    // descriptors reserved, so clients can never take them (`quarry_wire::limits`).
+    let budget = quarry_wire::limits::Budget::new(
+        &format!("mon.{}", cfg.name),
+        cfg.limits,
+        quarry_wire::limits::FD_RESERVE_MON,
+    );
     let (sm, core) = StateMachine::open(cfg.data_dir.clone())?;
     let wal = open_wal(&cfg).await?;
     let id = node_id(&cfg.name);
@@ -207,7 +214,7 @@ pub async fn start(cfg: MonConfig) -> Result<MonHandle, MonError> {
     let mon = Arc::new(Mon::new(cfg, id, raft, core, shutdown_rx));
     let handle = MonHandle { addr, mon: mon.clone(), wal, shutdown_tx, tasks: JoinSet::new() };
     match bring_up(&mon, addr).await {
-        Ok(()) => Ok(spawn_tasks(handle, listener)),
+        Ok(()) => Ok(spawn_tasks(handle, listener, budget)),
         Err(e) => {
             handle.shutdown().await;
             Err(e)
@@ -219,10 +226,14 @@ fn raft_err(e: impl std::fmt::Display) -> MonError {
     MonError::Raft { detail: e.to_string() }
 }
 
-fn spawn_tasks(mut handle: MonHandle, listener: TcpListener) -> MonHandle {
+fn spawn_tasks(
+    mut handle: MonHandle,
+    listener: TcpListener,
+    budget: Arc<quarry_wire::limits::Budget>,
+) -> MonHandle {
     let mon = &handle.mon;
     let shutdown = mon.shutdown.clone();
-    handle.tasks.spawn(server::accept_loop(mon.clone(), listener, shutdown));
+    handle.tasks.spawn(server::accept_loop(mon.clone(), listener, shutdown, budget));
     handle.tasks.spawn(tasks::liveness(mon.clone()));
     handle.tasks.spawn(tasks::rotate_service_keys(mon.clone()));
     handle.tasks.spawn(tasks::advertise(mon.clone(), handle.addr));

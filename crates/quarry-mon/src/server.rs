@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use quarry_auth::{Caps, MonAccess};
 use quarry_types::{EntityName, EntityType, ErrorCode, OsdId, PgId};
+use quarry_wire::limits::{Budget, ConnectionSlot};
 use quarry_wire::{
     ConnContext, Event, EventSink, Handler, Hello, Refused, Reply, Request, Service,
 };
@@ -22,8 +23,6 @@ use quarry_wire::{
 use crate::log_op::{Op, OpError, Outcome};
 use crate::mon::{unix_now, Beacon, Mon};
 
-/// Bound on the whole authentication handshake of one connection.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle subscription checks whether its connection is gone.
 const SUBSCRIBER_POLL: Duration = Duration::from_secs(5);
 
@@ -76,22 +75,30 @@ impl quarry_wire::Authenticator for ConnAuth {
     }
 }
 
-/// Accepts connections until `shutdown` turns true; each connection runs in its own task,
-/// and a bad one (garbage, truncated frames, failed handshake) only ends itself.
+/// Accepts connections until `shutdown` turns true, within the monitor's `budget`
+/// (`quarry_wire::limits`: a connection beyond a limit is told why, EAGAIN, and closed;
+/// refusals and failed accepts are logged at most once per 10 s); each connection runs in its
+/// own task, and a bad one (garbage, truncated frames, failed handshake) only ends itself.
 pub async fn accept_loop(
     mon: Arc<Mon>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    budget: Arc<Budget>,
 ) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(connection(mon.clone(), stream));
-                }
+                Ok((stream, _)) => match budget.try_connection() {
+                    Ok(slot) => {
+                        connections.spawn(connection(mon.clone(), stream, slot));
+                    }
+                    Err(refusal) => {
+                        connections.spawn(quarry_wire::refuse(stream, refusal.code, refusal.reason));
+                    }
+                },
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    budget.log_accept_error(&e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -102,7 +109,7 @@ pub async fn accept_loop(
     connections.abort_all();
 }
 
-async fn connection(mon: Arc<Mon>, stream: TcpStream) {
+async fn connection(mon: Arc<Mon>, stream: TcpStream, slot: ConnectionSlot) {
     let peer = stream.peer_addr().ok();
     let global_id = match mon.reserve_global_id().await {
         Ok(id) => id,
@@ -112,7 +119,7 @@ async fn connection(mon: Arc<Mon>, stream: TcpStream) {
         }
     };
     let auth = ConnAuth { mon: mon.clone(), global_id };
-    let accepted = match quarry_wire::accept(stream, &auth, HANDSHAKE_TIMEOUT).await {
+    let accepted = match quarry_wire::accept_limited(stream, &auth, slot).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::debug!(?peer, error = %e, "handshake failed");

@@ -344,6 +344,7 @@ impl Cluster {
             key: self.osd_key(id).clone(),
             host: host_of(id),
             full_ratios: Default::default(),
+            limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
         }
     }
 
