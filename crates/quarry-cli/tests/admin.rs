@@ -265,3 +265,72 @@ fn scripts_parse_what_ceph_prints() {
     assert!(r.stderr.contains("can't open") && r.stderr.contains("No such file"), "{}", r.stderr);
     assert_eq!(ceph(&conf, &["auth", "get", "client.lost"]).code(), 2, "the user was created");
 }
+
+/// `rados touch` creates an object or moves its modification time; `rados cp` copies data
+/// (across several reads), xattrs, the omap header and entries, within a pool and to
+/// `--target-pool`, replacing what the target held; copying onto itself is refused.
+#[test]
+fn rados_touch_and_cp() {
+    let _logs = quarry_testkit::log_guard();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let _cluster = up(&dir, 1);
+    let conf = dir.join("ceph.conf");
+    let rados =
+        |args: &[&str]| run_bounded(tool_cmd("rados", Some(&conf), args), None, COMMAND_TIMEOUT);
+    let stat = |obj: &str| rados(&["-p", "rbd", "stat2", obj]).ok("stat2").out();
+
+    rados(&["-p", "rbd", "touch", "t"]).ok("touch (create)");
+    let before = stat("t");
+    assert!(before.ends_with("size 0\n"), "{before}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    rados(&["-p", "rbd", "touch", "t"]).ok("touch (again)");
+    assert_ne!(stat("t"), before, "touch did not move the modification time");
+
+    let data = pattern((9 << 20) + 123, 5);
+    let file = tmp.path().join("src");
+    std::fs::write(&file, &data).unwrap();
+    rados(&["-p", "rbd", "put", "src", file.to_str().unwrap()]).ok("put");
+    rados(&["-p", "rbd", "setxattr", "src", "colour", "blue"]).ok("setxattr");
+    rados(&["-p", "rbd", "setomapheader", "src", "head"]).ok("setomapheader");
+    for i in 0..4 {
+        rados_in_batch(&conf, &format!("k{i:04}"), &format!("v{i}"));
+    }
+    rados(&["-p", "rbd", "put", "dst", "/etc/hostname"]).ok("put old target");
+    rados(&["-p", "rbd", "setxattr", "dst", "stale", "x"]).ok("setxattr old target");
+    rados(&["-p", "rbd", "cp", "src", "dst"]).ok("cp");
+    let out = tmp.path().join("out");
+    rados(&["-p", "rbd", "get", "dst", out.to_str().unwrap()]).ok("get");
+    assert!(std::fs::read(&out).unwrap() == data, "copied data differs");
+    assert_eq!(rados(&["-p", "rbd", "getxattr", "dst", "colour"]).ok("getxattr").out(), "blue");
+    assert_eq!(rados(&["-p", "rbd", "listxattr", "dst"]).ok("listxattr").out(), "colour\n");
+    let keys = rados(&["-p", "rbd", "listomapkeys", "dst"]).ok("listomapkeys").out();
+    assert_eq!(keys, "k0000\nk0001\nk0002\nk0003\n");
+    let header = rados(&["-p", "rbd", "getomapheader", "dst"]).ok("getomapheader").out();
+    assert!(header.contains("head"), "{header}");
+
+    run_bounded(
+        tool_cmd("ceph", Some(&conf), &["osd", "pool", "create", "other", "8"]),
+        None,
+        COMMAND_TIMEOUT,
+    )
+    .ok("pool create");
+    rados(&["-p", "rbd", "cp", "src", "--target-pool", "other"]).ok("cp to another pool");
+    rados(&["-p", "other", "get", "src", out.to_str().unwrap()]).ok("get from the other pool");
+    assert!(std::fs::read(&out).unwrap() == data);
+    let same = rados(&["-p", "rbd", "cp", "src"]);
+    assert_ne!(same.code(), 0, "a copy onto itself must be refused");
+    let missing = rados(&["-p", "rbd", "cp", "nope", "x"]);
+    assert_eq!(missing.code(), 1, "{}", missing.stderr);
+    assert!(missing.stderr.contains("(2) No such file or directory"), "{}", missing.stderr);
+}
+
+/// One `setomapval` on `src`.
+fn rados_in_batch(conf: &Path, key: &str, value: &str) {
+    run_bounded(
+        tool_cmd("rados", Some(conf), &["-p", "rbd", "setomapval", "src", key, value]),
+        None,
+        COMMAND_TIMEOUT,
+    )
+    .ok("setomapval");
+}
