@@ -201,6 +201,7 @@ async fn wait_ready(spec: &ClusterSpec) -> anyhow::Result<()> {
         key: spec.admin_key.clone(),
         connect_timeout: Duration::from_secs(30),
         op_timeout: Some(Duration::from_secs(10)),
+        fsid: None,
     };
     let rados =
         Rados::connect(cfg).await.context("connecting to the new cluster as client.admin")?;

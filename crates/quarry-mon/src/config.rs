@@ -6,7 +6,9 @@
 //! overrides first): `mon_host` (the listening address: its first entry), `fsid` (for
 //! `--mkfs`), `keyring` (the `--mkfs` keyring), `osd_pool_default_size`,
 //! `osd_pool_default_pg_num`, `auth_service_ticket_ttl`, the full ratios
-//! (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`). A value that does not parse, or is
+//! (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`),
+//! `mon_blocklist_max` (Quarry's: live blocklist entries a non-admin may grow the list to).
+//! A value that does not parse, or is
 //! out of the range the monitor accepts, is an error naming the option, the value and the
 //! line it was set on; nothing is silently replaced by a default.
 
@@ -49,6 +51,11 @@ pub struct MonConfig {
     /// Full-disk thresholds (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
     /// `osd_failsafe_full_ratio`): which OSDs `ceph health` reports nearfull / full.
     pub full_ratios: quarry_types::FullRatios,
+    /// `mon_blocklist_max` (default 1000): `osd blocklist add` of a new entry by an entity
+    /// without `auth` rights on the monitor is refused (ENOSPC) once the blocklist holds this
+    /// many live entries; an admin may go to [`crate::admin::BLOCKLIST_HARD_MAX`]. `ceph -s`
+    /// warns from half of it.
+    pub blocklist_max: u32,
 }
 
 /// The initial contents of a new cluster.
@@ -106,6 +113,7 @@ impl MonConfig {
             pool_default_pg_num: 32,
             pool_default_size: 3,
             full_ratios: quarry_types::FullRatios::default(),
+            blocklist_max: 1000,
         }
     }
 
@@ -153,6 +161,11 @@ impl MonConfig {
             cfg.ticket_ttl = ttl;
         }
         cfg.full_ratios = quarry_conf::full_ratios(&conf, &entity)?;
+        if let Some(max) = conf.get_parsed(&entity, "mon_blocklist_max", |v| {
+            ranged(v, 1, crate::admin::BLOCKLIST_HARD_MAX)
+        })? {
+            cfg.blocklist_max = max;
+        }
         if let Some(grace) = overrides.osd_grace {
             cfg.osd_grace = grace;
         }

@@ -24,7 +24,7 @@ pub mod message;
 
 pub use conn::{
     accept, connect, serve, Accepted, Authenticator, ClientSecret, ConnContext, Connected,
-    EventSink, Handler, PendingReply, RpcClient, PROTOCOL_VERSION,
+    EventSink, Handler, PendingReply, RpcClient, AUTH_DENIED_REASON, PROTOCOL_VERSION,
 };
 pub use map::{ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
 pub use message::*;
