@@ -37,7 +37,7 @@
 //!
 //! # Decisions
 //! - `--id client.qemu` names `client.client.qemu`, exactly as in Ceph (authentication then
-//!   fails with "(1) Operation not permitted"); [`doubled_type_hint`] explains it in that error.
+//!   fails with "(13) Permission denied"); [`doubled_type_hint`] explains it in that error.
 //! - A file named by `-c` or `CEPH_CONF` must exist; the default search finding nothing is
 //!   not an error (librados ignores ENOENT there).
 //! - Host names in `mon_host` are returned unresolved ([`parse_mon_host_entries`]): DNS is
