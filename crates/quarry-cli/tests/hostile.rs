@@ -114,6 +114,18 @@ fn a_directory_as_input_file_and_a_conf_for_another_cluster_are_refused() {
     assert_eq!(r.code(), 1, "{}", r.stderr);
     assert!(r.stderr.contains("(21) Is a directory"), "{}", r.stderr);
     assert_eq!(run("rados", &conf, &["-p", "rbd", "ls"]).ok("ls").out(), "");
+    let tmp_s = tmp.path().to_str().unwrap();
+    let r = run("rbd", &conf, &["import", tmp_s, "img"]);
+    assert_eq!(r.code(), 21, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("rbd: error opening {tmp_s}: (21) Is a directory")),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(run("rbd", &conf, &["ls"]).ok("rbd ls").out(), "", "no image made");
+    let r = run("ceph", &conf, &["auth", "import", "-i", tmp_s]);
+    assert_eq!(r.code(), 21, "{}", r.stderr);
+    assert!(r.stderr.contains("Error EISDIR: can't read"), "{}", r.stderr);
     run("rados", &conf, &["-p", "rbd", "put", "obj", conf.to_str().unwrap()]).ok("put");
 
     // The same conf with another fsid: every tool refuses the cluster, nothing changes.

@@ -7,6 +7,10 @@
 //! PoolAdmin; auth * = AuthAdmin; blocklist = Blocklist; self-managed snapshot ids = PoolAdmin
 //! or OSD write access to that pool (as Ceph checks pool ops against the `osd` cap, so
 //! `profile rbd` users can snapshot their images). A denial is EACCES and changes nothing.
+//!
+//! `osd blocklist add` of a new entry is refused with ENOSPC once the live entries reach
+//! `mon_blocklist_max` (entities without `auth` rights) or [`BLOCKLIST_HARD_MAX`] (admins):
+//! the blocklist is part of the map every client and OSD receives.
 
 use std::collections::BTreeMap;
 
