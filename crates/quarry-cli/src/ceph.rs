@@ -88,16 +88,18 @@ Commands:
   auth import -i FILE";
 
 /// The request's input buffer: the `-i` file (a keyring for `auth import`), read before
-/// connecting so a missing file fails fast.
+/// connecting so a missing file fails fast. A regular file of at most 4 MiB
+/// (`quarry_conf::read_small_file`: `-i /dev/zero` is refused, not read forever).
 fn read_input(file: Option<&Path>) -> Result<Vec<u8>, CliError> {
     match file {
         None => Ok(Vec::new()),
-        Some(file) => std::fs::read(file).map_err(|e| {
-            CliError::command(
-                ErrorCode(e.raw_os_error().unwrap_or(ErrorCode::EIO.0)),
-                format!("can't read {}: {e}", file.display()),
-            )
-        }),
+        Some(file) => quarry_conf::read_small_file(file, quarry_conf::SMALL_FILE_BYTES_MAX)
+            .map_err(|e| {
+                CliError::command(
+                    ErrorCode(quarry_conf::small_file_errno(&e)),
+                    format!("can't read {}: {e}", file.display()),
+                )
+            }),
     }
 }
 

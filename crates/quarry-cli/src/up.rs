@@ -8,7 +8,8 @@
 //! `DIR/bin/{ceph,rados,rbd,quarry}` (links to this binary); `DIR/env` also puts `lib/`
 //! beside the binary (Quarry's librados.so.2 and librbd.so.1, scripts/build-capi.sh) on
 //! LD_LIBRARY_PATH. Later starts read those files and never bootstrap again. A `flock` on `DIR/quarry.lock` keeps a second `quarry up` off
-//! the directory (exit 16). `ready` is printed once every PG of every pool answers; SIGINT or
+//! the directory (exit 16). `ready` is printed once every PG of every pool answers (PGs with
+//! fewer OSDs than their pool's `min_size` never do, and are not waited for); SIGINT or
 //! SIGTERM stops the OSDs, then the monitor, and exits 0.
 //!
 //! The daemons read their settings from `DIR/ceph.conf` as separate daemons do
@@ -204,6 +205,7 @@ async fn wait_ready(spec: &ClusterSpec) -> anyhow::Result<()> {
         key: spec.admin_key.clone(),
         connect_timeout: Duration::from_secs(30),
         op_timeout: Some(Duration::from_secs(10)),
+        fsid: None,
     };
     let rados =
         Rados::connect(cfg).await.context("connecting to the new cluster as client.admin")?;
@@ -235,12 +237,22 @@ async fn probe(rados: &Rados, osds: usize) -> bool {
             return false;
         }
     };
-    if (report.osds.1 as usize) < osds || report.pgs.1 < report.pgs.0 {
+    // PGs with fewer OSDs than their pool's min_size never serve (their I/O is refused until
+    // an operator changes the pool): waiting for them would only time out the start.
+    let below_min_size = |pool: &quarry_client::PoolInfo, seed: u32| {
+        pool.acting.get(seed as usize).is_none_or(|a| a.len() < pool.min_size as usize)
+    };
+    let hopeless: u64 = report
+        .pools
+        .iter()
+        .map(|p| (0..p.pg_num).filter(|&seed| below_min_size(p, seed)).count() as u64)
+        .sum();
+    if (report.osds.1 as usize) < osds || report.pgs.1 + hopeless < report.pgs.0 {
         tracing::debug!(osds = ?report.osds, pgs = ?report.pgs, "waiting for OSDs and PGs");
         return false;
     }
     for pool in report.pools.iter() {
-        for seed in 0..pool.pg_num {
+        for seed in (0..pool.pg_num).filter(|&seed| !below_min_size(pool, seed)) {
             if let Err(e) = rados.list_pg(PgId { pool: pool.id, seed }, None, 1).await {
                 tracing::debug!(pool = %pool.name, seed, error = %e, "PG not serving yet");
                 return false;

@@ -94,8 +94,14 @@ async fn fetch_ticket(client: &RpcClient, mon_key: &[u8; 32]) -> Result<FreshTic
             })?;
             Ok(FreshTicket { ticket, session_key, expires_unix, obtained_unix: unix_now() })
         }
-        Ok(Reply::Failed { code, message }) => {
+        // No service key yet (a monitor just bootstrapped): ask again later.
+        Ok(Reply::Failed { code, message }) if code == ErrorCode::EAGAIN => {
             Err(OpenError::NotReady(ClientError::Auth { code, message }))
+        }
+        // Our entity was deleted (or may no longer have tickets): final, and reported to the
+        // ops waiting for the ticket at once (EPERM), not after their timeout.
+        Ok(Reply::Failed { code, message }) => {
+            Err(OpenError::Refused(ClientError::Auth { code, message }))
         }
         Ok(_) => Err(OpenError::Transient(WireError::UnexpectedMessage("Ticket"))),
         Err(e) => Err(OpenError::Transient(e)),

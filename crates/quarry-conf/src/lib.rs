@@ -19,6 +19,9 @@
 //!   [`resolve_entity`], [`ceph_args_env`], [`merge_ceph_args`].
 //! - [`keyring_search_paths`], [`key_source`]: where an entity's key comes from.
 //! - [`parse_mon_host`]: monitor addresses.
+//! - [`read_small_file`]: how every file a user names as configuration (ceph.conf, keyrings,
+//!   key files) is read: regular files only, at most [`SMALL_FILE_BYTES_MAX`] (4 MiB);
+//!   `/dev/zero`, a FIFO or a directory is refused at once, naming what it is.
 //! - [`OPTIONS`]: every option some Quarry code reads (and only those), typed, with defaults,
 //!   docs and readers; [`IGNORED_OPTIONS`] and [`IGNORED_PREFIXES`]: Ceph options accepted
 //!   and ignored (including `rbd_*` options other than the cache's, and `debug_*`);
@@ -34,7 +37,7 @@
 //!
 //! # Decisions
 //! - `--id client.qemu` names `client.client.qemu`, exactly as in Ceph (authentication then
-//!   fails with "(1) Operation not permitted"); [`doubled_type_hint`] explains it in that error.
+//!   fails with "(13) Permission denied"); [`doubled_type_hint`] explains it in that error.
 //! - A file named by `-c` or `CEPH_CONF` must exist; the default search finding nothing is
 //!   not an error (librados ignores ENOENT there).
 //! - Host names in `mon_host` are returned unresolved ([`parse_mon_host_entries`]): DNS is
@@ -56,6 +59,7 @@ pub mod ini;
 mod keys;
 mod mon_host;
 mod options;
+mod small_file;
 
 pub use args::{
     args_with_ceph_args_env, ceph_args_env, doubled_type_hint, extract_config_args,
@@ -76,6 +80,7 @@ pub use options::{
     OptionSpec, Problem, Reader, Warning, IGNORED_OPTIONS, IGNORED_PREFIXES, KEYRING_DEFAULT,
     OPTIONS,
 };
+pub use small_file::{read_small_file, small_file_errno, SMALL_FILE_BYTES_MAX};
 
 /// The full-disk thresholds for `name` (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
 /// `osd_failsafe_full_ratio`; the monitor and the OSDs read the same three). A value that is

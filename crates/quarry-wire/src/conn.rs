@@ -286,7 +286,8 @@ pub trait Authenticator: Send + Sync + 'static {
     type Session: Send + Sync + 'static;
 
     /// The secret the peer must prove it holds, and its session, or a refusal. For the
-    /// monitor: the entity's key; for an OSD: the session key in the (opened) ticket.
+    /// monitor: the entity's key; for an OSD: the session key in the (opened) ticket. A
+    /// refusal with EACCES is logged with its reason but answered [`AUTH_DENIED_REASON`].
     fn secret_for(&self, hello: &Hello) -> Result<(Vec<u8>, Self::Session), Refused>;
 
     /// A peer proved its identity; returns the global id to announce.
@@ -308,6 +309,16 @@ pub struct Accepted<S> {
     pub session_key: SessionKey,
     /// What the connection holds of its daemon's budget.
     account: ConnAccount,
+}
+
+/// What a peer that failed to authenticate is told, whatever the reason (wrong key, or an
+/// [`Authenticator`] refusal with EACCES such as an unknown entity): Ceph's one answer,
+/// `(13) Permission denied`, so the server never tells an unauthenticated peer which names
+/// exist. The reason is only given to [`Authenticator::rejected`] (the server's log).
+pub const AUTH_DENIED_REASON: &str = "authentication failed";
+
+fn auth_denied() -> Refused {
+    Refused { code: ErrorCode::EACCES, reason: AUTH_DENIED_REASON.to_string() }
 }
 
 /// Runs the server side of the handshake on `stream`, bounded by `timeout`, with no limit
@@ -374,6 +385,10 @@ async fn accept_in<A: Authenticator>(
             Ok(found) => found,
             Err(refused) => {
                 auth.rejected(&hello, peer, &refused.reason);
+                // EACCES is "who are you": the detail (unknown entity) stays in the log and
+                // the peer gets the same answer as for a wrong key.
+                let refused =
+                    if refused.code == ErrorCode::EACCES { auth_denied() } else { refused };
                 let err = WireError::Refused(refused.code, refused.reason.clone());
                 let _ = writer.send(0, &Message::Refused(refused)).await;
                 return Err(err);
@@ -387,11 +402,11 @@ async fn accept_in<A: Authenticator>(
             &proof.proof,
         );
         if !proven {
-            let reason = "authentication failed: wrong key".to_string();
-            auth.rejected(&hello, peer, &reason);
-            let refused = Refused { code: ErrorCode::EPERM, reason: reason.clone() };
+            auth.rejected(&hello, peer, "wrong key");
+            let refused = auth_denied();
+            let err = WireError::Refused(refused.code, refused.reason.clone());
             let _ = writer.send(0, &Message::Refused(refused)).await;
-            return Err(WireError::Refused(ErrorCode::EPERM, reason));
+            return Err(err);
         }
         // Only a peer that proved its name is counted against that name's cap (otherwise
         // anyone could lock a user out by claiming to be it).
@@ -453,6 +468,12 @@ impl EventSink {
     /// True once the connection has closed.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Messages (replies and events) queued for this peer and not yet taken by the writer:
+    /// a pusher can hold back an event that a newer one will replace while the peer is slow.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 }
 

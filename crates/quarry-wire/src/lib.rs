@@ -25,7 +25,8 @@ pub mod message;
 
 pub use conn::{
     accept, accept_limited, connect, refuse, serve, Accepted, Authenticator, ClientSecret,
-    ConnContext, Connected, EventSink, Handler, PendingReply, RpcClient, PROTOCOL_VERSION,
+    ConnContext, Connected, EventSink, Handler, PendingReply, RpcClient, AUTH_DENIED_REASON,
+    PROTOCOL_VERSION,
 };
 pub use map::{ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
 pub use message::*;

@@ -242,6 +242,8 @@ pub fn check_code(detail: &str, index: usize) -> String {
         "OSD_NEARFULL".into()
     } else if summary.ends_with(" full osd(s)") {
         "OSD_FULL".into()
+    } else if summary.contains(" blocklist entries ") {
+        "MON_BLOCKLIST_LARGE".into()
     } else {
         format!("HEALTH_CHECK_{}", index + 1)
     }
