@@ -24,7 +24,7 @@ use crate::{AuthError, CryptoKey};
 use quarry_conf::ini::{self, Item};
 
 /// Keyring files larger than this are refused (they hold a few keys).
-pub const KEYRING_FILE_BYTES_MAX: u64 = 16 << 20;
+pub const KEYRING_FILE_BYTES_MAX: u64 = quarry_conf::SMALL_FILE_BYTES_MAX;
 
 /// Ceph entity types that may appear in keyrings but have no counterpart in Quarry.
 const FOREIGN_TYPES: &[&str] = &["mds", "mgr"];
@@ -63,14 +63,10 @@ impl Keyring {
     /// Reads and parses a keyring file.
     pub fn from_file(path: &Path) -> Result<Keyring, AuthError> {
         let io = |source| AuthError::KeyringIo { path: path.to_path_buf(), source };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        if size > KEYRING_FILE_BYTES_MAX {
-            let source = std::io::Error::new(std::io::ErrorKind::InvalidData, "file too large");
-            return Err(io(source));
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
+        // Regular files only, bounded: `--keyring /dev/zero` is refused, not read forever.
+        let bytes = quarry_conf::read_small_file(path, KEYRING_FILE_BYTES_MAX).map_err(io)?;
         let text = String::from_utf8(bytes).map_err(|_| {
-            io(std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+            io(std::io::Error::new(std::io::ErrorKind::InvalidData, "not text (binary data)"))
         })?;
         Keyring::parse(&text)
     }

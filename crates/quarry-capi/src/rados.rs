@@ -307,7 +307,8 @@ pub unsafe extern "C" fn rados_conf_get(
 }
 
 /// `rados_connect(cluster)`: finds the key, authenticates to a monitor, fetches the map.
-/// A refused key is `-EPERM` at once; no monitor within `client_mount_timeout` `-ETIMEDOUT`.
+/// A refused key (wrong, or an unknown user) is `-EACCES` at once, as librados; no monitor
+/// within `client_mount_timeout` `-ETIMEDOUT`.
 #[no_mangle]
 pub unsafe extern "C" fn rados_connect(cluster: *mut c_void) -> c_int {
     ffi!(EINVAL, {

@@ -4,6 +4,11 @@
 //! (`benchmark_last_metadata`, or `--run-name`) describing what it wrote, so a later `seq` or
 //! `rand` run reads those objects back; without `--no-cleanup` the objects are removed at the
 //! end, as Ceph does.
+//!
+//! The run is bounded in time: ops stop being started at SECONDS, and what is in flight then
+//! must finish, so `-t` is capped ([`concurrency_cap`]): at most [`INFLIGHT_OPS_MAX`] ops and
+//! [`INFLIGHT_BYTES_MAX`] bytes in flight (`-t 100000` runs 64 ops of 4 MiB, with a note on
+//! stderr), which keeps the tail after SECONDS to what 256 MiB take to write.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -127,6 +132,35 @@ fn min_max(v: &[f64]) -> (f64, f64) {
 }
 
 const MIB: f64 = 1024.0 * 1024.0;
+
+/// Most ops `rados bench` keeps in flight, whatever `-t` says.
+pub const INFLIGHT_OPS_MAX: usize = 1024;
+/// Most bytes of ops `rados bench` keeps in flight (`-t` times the block size).
+pub const INFLIGHT_BYTES_MAX: u64 = 256 << 20;
+
+/// The number of ops kept in flight for `-t requested` with ops of `block_size` bytes: the
+/// request, cut to [`INFLIGHT_OPS_MAX`] and to [`INFLIGHT_BYTES_MAX`] bytes (at least 1).
+pub fn concurrency_cap(requested: usize, block_size: u64) -> usize {
+    let by_bytes = (INFLIGHT_BYTES_MAX / block_size.max(1)).max(1);
+    requested.min(INFLIGHT_OPS_MAX).min(usize::try_from(by_bytes).unwrap_or(usize::MAX)).max(1)
+}
+
+/// `opts` with `-t` capped for ops of `op_size` bytes, with a note on stderr when it was.
+fn capped(opts: &BenchOptions, op_size: u64) -> BenchOptions {
+    let mut opts = opts.clone();
+    let capped = concurrency_cap(opts.concurrency, op_size);
+    if capped < opts.concurrency {
+        eprintln!(
+            "rados bench: -t {} would keep {} bytes in flight; using -t {capped} (at most {} ops and {} MiB in flight)",
+            opts.concurrency,
+            opts.concurrency as u128 * op_size as u128,
+            INFLIGHT_OPS_MAX,
+            INFLIGHT_BYTES_MAX >> 20
+        );
+        opts.concurrency = capped;
+    }
+    opts
+}
 
 /// Runs the benchmark.
 pub async fn run(io: &IoCtx, opts: BenchOptions) -> Result<(), CliError> {
@@ -304,6 +338,7 @@ fn print_summary(mode: BenchMode, op_size: u64, run: &Totals) {
 }
 
 async fn write(io: &IoCtx, opts: &BenchOptions, run_name: &str) -> Result<(), CliError> {
+    let opts = &capped(opts, opts.block_size);
     let prefix = format!("benchmark_data_{}_{}", quarry_conf::local_hostname(), std::process::id());
     let op_size = opts.block_size;
     crate::outln!("hints = 1");
@@ -355,6 +390,7 @@ async fn read(io: &IoCtx, opts: &BenchOptions, run_name: &str) -> Result<(), Cli
         eprintln!("Must write data before running a read benchmark!");
         return Err(CliError::Reported { status: 1 });
     };
+    let opts = &capped(opts, meta.object_size);
     let (random, objects) = (opts.mode == BenchMode::Rand, meta.objects);
     let pick = move |next: &AtomicU64| {
         if random {
@@ -465,6 +501,14 @@ mod tests {
         assert_eq!(RunMetadata::decode(&m.encode()), Some(m.clone()));
         assert_eq!(m.object(3), "benchmark_data_h_1_object3");
         assert_eq!(RunMetadata::decode("garbage"), None);
+    }
+
+    #[test]
+    fn concurrency_is_capped_by_ops_and_bytes() {
+        assert_eq!(concurrency_cap(16, 4 << 20), 16);
+        assert_eq!(concurrency_cap(100_000, 4 << 20), 64, "256 MiB of 4 MiB ops");
+        assert_eq!(concurrency_cap(100_000, 4096), INFLIGHT_OPS_MAX);
+        assert_eq!(concurrency_cap(8, 1 << 30), 1, "always at least one");
     }
 
     #[test]

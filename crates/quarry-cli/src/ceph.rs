@@ -88,17 +88,36 @@ Commands:
   auth import -i FILE";
 
 /// The request's input buffer: the `-i` file (a keyring for `auth import`), read before
-/// connecting so a missing file fails fast.
+/// connecting so a missing file fails fast. A regular file of at most 4 MiB
+/// (`quarry_conf::read_small_file`: `-i /dev/zero` is refused, not read forever).
 fn read_input(file: Option<&Path>) -> Result<Vec<u8>, CliError> {
     match file {
         None => Ok(Vec::new()),
-        Some(file) => std::fs::read(file).map_err(|e| {
-            CliError::command(
-                ErrorCode(e.raw_os_error().unwrap_or(ErrorCode::EIO.0)),
-                format!("can't read {}: {e}", file.display()),
-            )
-        }),
+        Some(file) => quarry_conf::read_small_file(file, quarry_conf::SMALL_FILE_BYTES_MAX)
+            .map_err(|e| {
+                CliError::command(
+                    ErrorCode(quarry_conf::small_file_errno(&e)),
+                    format!("can't read {}: {e}", file.display()),
+                )
+            }),
     }
+}
+
+/// Refuses an `-o` file in a directory that does not exist before anything runs (Ceph's tool
+/// opens it first): `auth get-or-create … -o /missing/dir/keyring` must not create the user
+/// and then fail to save its key.
+fn check_output_dir(out: &Path) -> Result<(), CliError> {
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if parent.is_dir() {
+        return Ok(());
+    }
+    Err(CliError::Usage {
+        message: format!("can't open {}: [Errno 2] No such file or directory", out.display()),
+        status: 1,
+    })
 }
 
 /// A request the words could not make, as `ceph` reports it.
@@ -153,6 +172,9 @@ pub fn parse(args: &CephArgs) -> Result<(CephCommand, Format, Map<String, Value>
 /// call `rados_mon_command` makes, and its reply is printed as Ceph's tool prints it.
 pub async fn run(args: CephArgs) -> Result<(), CliError> {
     let (cmd, fmt, request) = parse(&args)?;
+    if let Some(out) = &args.out_file {
+        check_output_dir(out)?;
+    }
     let reply = if cmd == CephCommand::Version {
         admin::version_reply(fmt)
     } else {

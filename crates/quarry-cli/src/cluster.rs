@@ -51,9 +51,13 @@ pub trait SpecFiles: Sized {
 
 impl SpecFiles for ClusterSpec {
     /// `ceph.conf` for this cluster; `dir` is where the keyrings live. The keyring option is
-    /// `DIR/$cluster.$name.keyring`: `DIR/ceph.client.admin.keyring` for the admin, and a
-    /// user's keyring saved as `DIR/ceph.client.NAME.keyring` is found with `--id NAME` alone.
+    /// `DIR/$cluster.$name.keyring` first: `DIR/ceph.client.admin.keyring` for the admin, and
+    /// a user's keyring saved as `DIR/ceph.client.NAME.keyring` is found with `--id NAME`
+    /// alone; then Ceph's default places (`/etc/ceph/$cluster.$name.keyring`, ...), so a
+    /// keyring saved where Ceph's documentation puts it is found too.
     fn conf_text(&self, dir: &Path, pool_size: u32, writer: &str) -> String {
+        let own = dir.join("$cluster.$name.keyring");
+        let keyring = format!("{},{}", own.display(), quarry_conf::KEYRING_DEFAULT);
         format!(
             "# Written by `{writer}`. Ceph's tools and Quarry's read it (CEPH_CONF or -c).\n\
              [global]\n\
@@ -66,7 +70,6 @@ impl SpecFiles for ClusterSpec {
              \tosd_pool_default_size = {pool_size}\n",
             fsid = self.fsid,
             mon = self.mon_addr,
-            keyring = dir.join("$cluster.$name.keyring").display(),
         )
     }
 

@@ -27,7 +27,8 @@ pub enum CliError {
         message: String,
     },
     /// The `ceph` tool could not connect or authenticate:
-    /// `[errno 1] RADOS permission error (error connecting to the cluster)`, exit 1.
+    /// `[errno 13] RADOS permission denied (error connecting to the cluster)`, exit 13 for
+    /// EACCES (as `ceph` does for python-rados' PermissionDeniedError), 1 otherwise.
     #[error("{detail}\n{}", rados_python_error(*code, "error connecting to the cluster"))]
     CephConnect {
         /// errno of the failure.
@@ -107,6 +108,7 @@ impl CliError {
             CliError::Command { code, .. } => u8::try_from(code.0).unwrap_or(1).max(1),
             CliError::Usage { status, .. } | CliError::Reported { status } => *status,
             CliError::InUse { .. } => 16,
+            CliError::CephConnect { code, .. } if *code == ErrorCode::EACCES => 13,
             CliError::CephConnect { .. }
             | CliError::RadosConnect { .. }
             | CliError::RadosOp { .. }
@@ -154,6 +156,14 @@ mod tests {
             "auth: bad key\n[errno 1] RADOS permission error (error connecting to the cluster)"
         );
         assert_eq!(e.status(), 1);
+        let e = CliError::CephConnect {
+            code: ErrorCode::EACCES,
+            detail: "authentication failed: (13) Permission denied".into(),
+        };
+        assert!(e
+            .to_string()
+            .ends_with("\n[errno 13] RADOS permission denied (error connecting to the cluster)"));
+        assert_eq!(e.status(), 13);
         let e = CliError::InUse { dir: "/tmp/q".into(), pid: "42".into() };
         assert_eq!(e.to_string(), "quarry up: /tmp/q is in use by another quarry process (pid 42)");
         assert_eq!(e.status(), 16);

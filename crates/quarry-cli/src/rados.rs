@@ -67,6 +67,9 @@ pub struct RadosArgs {
     /// Read at this pool snapshot (`get`, `stat`, ...).
     #[arg(short = 's', long = "snap", value_name = "SNAP")]
     pub snap: Option<String>,
+    /// cp: the pool to copy into (default: the source's).
+    #[arg(long = "target-pool", value_name = "POOL")]
+    pub target_pool: Option<String>,
     /// put: write at this offset instead of replacing the object.
     #[arg(long = "offset", value_name = "BYTES")]
     pub offset: Option<u64>,
@@ -87,6 +90,8 @@ Object commands (need -p POOL):
   stat OBJ | stat2 OBJ             size and modification time
   purge POOL --yes-i-really-really-mean-it   remove every object of a pool
   create OBJ                       create an empty object (fails if it exists)
+  touch OBJ                        create the object if absent, set its modification time
+  cp OBJ [TARGET] [--target-pool P]  copy data, xattrs and omap to TARGET (default: the same name)
   truncate OBJ SIZE                set the object's size
   setxattr OBJ NAME [VALUE]        set an xattr (value from stdin if absent)
   getxattr OBJ NAME                print an xattr's value
@@ -157,6 +162,21 @@ pub enum RadosCommand {
     Create {
         /// Object.
         obj: String,
+    },
+    /// `touch OBJ`: create if absent, update the modification time.
+    Touch {
+        /// Object.
+        obj: String,
+    },
+    /// `cp OBJ [TARGET]`: copy an object (data, xattrs, omap) within the pool or to
+    /// `--target-pool`.
+    Cp {
+        /// Source object.
+        obj: String,
+        /// Target object (default: the source's name).
+        target: String,
+        /// `--target-pool`.
+        target_pool: Option<String>,
     },
     /// `truncate OBJ SIZE`.
     Truncate {
@@ -358,6 +378,15 @@ pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
             RadosCommand::Purge { pool: s(pool) }
         }
         ["create", obj] => RadosCommand::Create { obj: s(obj) },
+        ["touch", obj] => RadosCommand::Touch { obj: s(obj) },
+        ["cp", obj] => {
+            RadosCommand::Cp { obj: s(obj), target: s(obj), target_pool: args.target_pool.clone() }
+        }
+        ["cp", obj, target] => RadosCommand::Cp {
+            obj: s(obj),
+            target: s(target),
+            target_pool: args.target_pool.clone(),
+        },
         ["truncate", obj, size] => {
             let size = size
                 .parse::<i64>()
@@ -493,6 +522,63 @@ pub async fn run(args: RadosArgs) -> Result<(), CliError> {
 }
 
 /// Runs one op on `obj` with `io`, failing as `rados` does: `what: (N) message`.
+/// `rados cp`: reads the source's data (in [`OP_SIZE`] pieces), xattrs, omap header and
+/// entries, then writes them to the target, replacing what it held. Not atomic (Ceph's
+/// `copy_from` is): a reader of the target may see it half-written, and a copy that fails
+/// midway leaves it so; run it again.
+async fn copy_object(src_io: &IoCtx, src: &str, dst_io: &IoCtx, dst: &str) -> Result<(), CliError> {
+    let failed = |e: quarry_client::ClientError| {
+        CliError::rados_op(
+            format!("error copying {}/{src} => {}/{dst}", src_io.pool_name(), dst_io.pool_name()),
+            e.errno(),
+        )
+    };
+    let size = match src_io.exec(src, vec![ObjectOp::Stat]).await.map_err(failed)?.pop() {
+        Some(OpOutput::Stat { size, .. }) => size,
+        _ => return Err(unexpected(format!("stat of {src}"))),
+    };
+    let xattrs = src_io.getxattrs(src).await.map_err(failed)?;
+    let header = match src_io.exec(src, vec![ObjectOp::OmapGetHeader]).await.map_err(failed)?.pop()
+    {
+        Some(OpOutput::OmapHeader(header)) => header,
+        _ => Bytes::new(),
+    };
+    // The target starts empty: data, xattrs and omap are replaced.
+    let _ = dst_io.exec(dst, vec![ObjectOp::Remove]).await;
+    let mut first = vec![ObjectOp::Create { exclusive: false }, ObjectOp::OmapSetHeader { header }];
+    for (name, value) in xattrs {
+        first.push(ObjectOp::SetXattr { name, value });
+    }
+    dst_io.exec(dst, first).await.map_err(failed)?;
+    let mut off = 0;
+    while off < size {
+        let data = src_io.read(src, off, OP_SIZE as u64).await.map_err(failed)?;
+        if data.is_empty() {
+            break;
+        }
+        let len = data.len() as u64;
+        dst_io
+            .exec(dst, vec![ObjectOp::Write { off, data: Payload::new(data) }])
+            .await
+            .map_err(failed)?;
+        off += len;
+    }
+    let mut start_after = String::new();
+    loop {
+        let (vals, more) =
+            src_io.omap_get_vals(src, &start_after, "", OMAP_PAGE).await.map_err(failed)?;
+        let last = vals.keys().next_back().cloned();
+        if !vals.is_empty() {
+            dst_io.exec(dst, vec![ObjectOp::OmapSetVals { vals }]).await.map_err(failed)?;
+        }
+        match last {
+            Some(last) if more => start_after = last,
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
 pub async fn run_op(
     io: &IoCtx,
     obj: &str,
@@ -664,6 +750,37 @@ async fn execute(
                 format!("error creating {p}/{obj}")
             })
             .await?;
+        }
+        RadosCommand::Touch { obj } => {
+            run_op(&io, &obj, ObjectOp::Create { exclusive: false }, || {
+                format!("error touching {p}/{obj}")
+            })
+            .await?;
+        }
+        RadosCommand::Cp { obj, target, target_pool } => {
+            let target_io = match &target_pool {
+                Some(pool) => {
+                    let mut other = rados.ioctx(pool).await.map_err(|e| {
+                        CliError::rados_op(format!("error opening target pool {pool}"), e.errno())
+                    })?;
+                    if let Some(namespace) = scope.namespace {
+                        other.set_namespace(namespace).map_err(|e| {
+                            CliError::rados_op(
+                                format!("error setting namespace {namespace}"),
+                                e.errno(),
+                            )
+                        })?;
+                    }
+                    other
+                }
+                None => io.clone(),
+            };
+            if target_io.pool_name() == io.pool_name() && target == obj {
+                return Err(usage(
+                    "rados cp: the target is the source (give TARGET or --target-pool)",
+                ));
+            }
+            copy_object(&io, &obj, &target_io, &target).await?;
         }
         RadosCommand::Truncate { obj, size } => {
             run_op(&io, &obj, ObjectOp::Truncate { size }, || {

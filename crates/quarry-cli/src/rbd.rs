@@ -2367,6 +2367,10 @@ async fn import(args: &RbdArgs, rados: &Rados, path: &str, spec: &Spec) -> Resul
     } else {
         let file = std::fs::File::open(path).map_err(open_error)?;
         let meta = file.metadata().map_err(|e| CliError::io(path, e))?;
+        // A directory opens, but reading it fails: refuse it before the image is created.
+        if meta.is_dir() {
+            return Err(open_error(std::io::Error::from_raw_os_error(21)));
+        }
         let len = meta.len();
         let segments = if meta.is_file() {
             Some(data_segments(&file, len).map_err(|e| CliError::io(path, e))?)

@@ -22,11 +22,31 @@ pub enum Tool {
 /// Margin over `client_mount_timeout` before we give up on a connection attempt ourselves.
 const CONNECT_MARGIN: Duration = Duration::from_secs(5);
 
-/// Loads the configuration and connects as the entity the arguments name.
+/// How long a tool connects in silence before it says where it is connecting to.
+const CONNECT_NOTICE_AFTER: Duration = Duration::from_secs(1);
+
+/// Loads the configuration and connects as the entity the arguments name; after
+/// [`CONNECT_NOTICE_AFTER`] without a session it says on stderr which monitors it tries.
 pub async fn connect(common: &CommonArgs, tool: Tool) -> Result<Rados, CliError> {
     let cfg = client_config(common, tool)?;
     let bound = cfg.connect_timeout + CONNECT_MARGIN;
-    match tokio::time::timeout(bound, Rados::connect(cfg)).await {
+    let mons: Vec<String> = cfg.mon_addrs.iter().map(ToString::to_string).collect();
+    let timeout = cfg.connect_timeout;
+    let connecting = tokio::time::timeout(bound, Rados::connect(cfg));
+    tokio::pin!(connecting);
+    // Silence for the usual sub-second connect; after a second, say what we wait for.
+    let result = tokio::select! {
+        result = &mut connecting => result,
+        () = tokio::time::sleep(CONNECT_NOTICE_AFTER) => {
+            eprintln!(
+                "connecting to monitors at {} (client_mount_timeout {}s)...",
+                mons.join(", "),
+                timeout.as_secs()
+            );
+            connecting.await
+        }
+    };
+    match result {
         Ok(Ok(rados)) => Ok(rados),
         Ok(Err(e)) => Err(connect_error(tool, &e, common)),
         Err(_) => Err(connect_error(tool, &ClientError::Timeout, common)),

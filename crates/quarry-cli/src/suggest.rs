@@ -81,6 +81,8 @@ pub const RADOS_SYNOPSES: &[(&str, &str)] = &[
     ("stat2", "OBJECT"),
     ("purge", "POOL --yes-i-really-really-mean-it"),
     ("create", "OBJECT"),
+    ("touch", "OBJECT"),
+    ("cp", "OBJECT [TARGET] [--target-pool POOL]"),
     ("truncate", "OBJECT SIZE"),
     ("setxattr", "OBJECT NAME [VALUE]"),
     ("getxattr", "OBJECT NAME"),

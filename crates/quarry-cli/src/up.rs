@@ -8,7 +8,8 @@
 //! `DIR/bin/{ceph,rados,rbd,quarry}` (links to this binary); `DIR/env` also puts `lib/`
 //! beside the binary (Quarry's librados.so.2 and librbd.so.1, scripts/build-capi.sh) on
 //! LD_LIBRARY_PATH. Later starts read those files and never bootstrap again. A `flock` on `DIR/quarry.lock` keeps a second `quarry up` off
-//! the directory (exit 16). `ready` is printed once every PG of every pool answers; SIGINT or
+//! the directory (exit 16). `ready` is printed once every PG of every pool answers (PGs with
+//! fewer OSDs than their pool's `min_size` never do, and are not waited for); SIGINT or
 //! SIGTERM stops the OSDs, then the monitor, prints `quarry up: stopped: SIGTERM received`
 //! and exits 0; a failed start of the daemons ends with `quarry up: stopped: start-up failed:
 //! ERROR` on stderr, exit 1.
@@ -19,6 +20,9 @@
 //! The daemons read their settings from `DIR/ceph.conf` as separate daemons do
 //! (`MonConfig::from_conf`, `OsdConfig::from_conf`; each OSD's key from `DIR/osd.N/keyring`);
 //! problems in the file are logged as warnings at start, bad values stop the start.
+//! The daemons share the process's file descriptors: each keeps its own connection budget
+//! (`ms_max_connections`, ...), and their connections are counted together against the
+//! open-files limit less every daemon's reserve for its own files (`quarry_wire::limits`).
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -215,6 +219,7 @@ async fn wait_ready(spec: &ClusterSpec) -> anyhow::Result<()> {
         key: spec.admin_key.clone(),
         connect_timeout: Duration::from_secs(30),
         op_timeout: Some(Duration::from_secs(10)),
+        fsid: None,
     };
     let rados =
         Rados::connect(cfg).await.context("connecting to the new cluster as client.admin")?;
@@ -246,12 +251,22 @@ async fn probe(rados: &Rados, osds: usize) -> bool {
             return false;
         }
     };
-    if (report.osds.1 as usize) < osds || report.pgs.1 < report.pgs.0 {
+    // PGs with fewer OSDs than their pool's min_size never serve (their I/O is refused until
+    // an operator changes the pool): waiting for them would only time out the start.
+    let below_min_size = |pool: &quarry_client::PoolInfo, seed: u32| {
+        pool.acting.get(seed as usize).is_none_or(|a| a.len() < pool.min_size as usize)
+    };
+    let hopeless: u64 = report
+        .pools
+        .iter()
+        .map(|p| (0..p.pg_num).filter(|&seed| below_min_size(p, seed)).count() as u64)
+        .sum();
+    if (report.osds.1 as usize) < osds || report.pgs.1 + hopeless < report.pgs.0 {
         tracing::debug!(osds = ?report.osds, pgs = ?report.pgs, "waiting for OSDs and PGs");
         return false;
     }
     for pool in report.pools.iter() {
-        for seed in 0..pool.pg_num {
+        for seed in (0..pool.pg_num).filter(|&seed| !below_min_size(pool, seed)) {
             if let Err(e) = rados.list_pg(PgId { pool: pool.id, seed }, None, 1).await {
                 tracing::debug!(pool = %pool.name, seed, error = %e, "PG not serving yet");
                 return false;

@@ -141,6 +141,9 @@ fn ceph_tool_and_mon_command_answer_alike() {
 ///   `--connect-timeout 5`, `--log-file F`, `--admin-socket P`, `--cluster ceph`) accepted
 ///   by every tool, also in `CEPH_ARGS`; a bad value of a known option refused by name.
 /// - `ceph auth del` of a missing user: exit 0 and "entity X does not exist", as Ceph.
+/// - `-o FILE` in a missing directory refused before the command runs.
+/// - `ceph pg stat|ls`, `pg dump pgs_brief`, `osd df [tree]`, `osd crush tree`,
+///   `quorum_status`, `df detail`.
 #[test]
 fn scripts_parse_what_ceph_prints() {
     let _logs = quarry_testkit::log_guard();
@@ -222,4 +225,112 @@ fn scripts_parse_what_ceph_prints() {
 
     let del = ceph(&conf, &["auth", "del", "client.nosuch"]).ok("auth del of a missing user");
     assert_eq!(del.stderr.trim_end(), "entity client.nosuch does not exist");
+
+    // What monitoring agents poll: PG states, per-OSD usage, quorum, df detail.
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_slice(&ceph(&conf, args).ok(&args.join(" ")).stdout).unwrap()
+    };
+    let stat = json(&["pg", "stat", "-f", "json"]);
+    let pgs = stat["num_pgs"].as_u64().unwrap();
+    assert!(pgs > 0, "{stat}");
+    assert_eq!(stat["num_pg_by_state"], serde_json::json!([{"name": "active+clean", "num": pgs}]));
+    let listed = json(&["pg", "ls", "-f", "json"]);
+    let listed = listed["pg_stats"].as_array().unwrap();
+    assert_eq!(listed.len() as u64, pgs);
+    assert!(listed.iter().all(|p| p["state"] == "active+clean" && p["acting_primary"] == 0));
+    let brief = ceph(&conf, &["pg", "dump", "pgs_brief"]).ok("pg dump pgs_brief");
+    assert_eq!(brief.out().lines().count() as u64, pgs + 1, "{}", brief.out());
+    let plain = ceph(&conf, &["pg", "stat"]).ok("pg stat").out();
+    assert!(plain.starts_with(&format!("{pgs} pgs: {pgs} active+clean; ")), "{plain}");
+    let df = json(&["osd", "df", "-f", "json"]);
+    assert_eq!(df["nodes"][0]["name"], "osd.0");
+    assert_eq!(df["nodes"][0]["pgs"].as_u64(), Some(pgs));
+    assert!(df["summary"]["total_kb"].as_u64().unwrap() > 0, "{df}");
+    let tree = ceph(&conf, &["osd", "df", "tree"]).ok("osd df tree").out();
+    assert!(tree.contains("root default") && tree.contains("osd.0"), "{tree}");
+    let quorum = json(&["quorum_status"]);
+    assert_eq!(quorum["quorum_names"], serde_json::json!(["a"]));
+    assert_eq!(quorum["monmap"]["mons"][0]["addr"], monmap["mons"][0]["addr"]);
+    let crush = ceph(&conf, &["osd", "crush", "tree"]).ok("osd crush tree").out();
+    assert!(crush.starts_with("ID  CLASS") && crush.contains("        osd.0"), "{crush}");
+    let detail = ceph(&conf, &["df", "detail"]).ok("df detail").out();
+    assert!(detail.contains("QUOTA OBJECTS") && detail.contains("rbd"), "{detail}");
+
+    // `-o` into a missing directory fails before the user is created (it used to create
+    // the user, then fail to save its key).
+    let out = tmp.path().join("missing-dir/ceph.client.lost.keyring");
+    let out = out.to_str().unwrap();
+    let r = ceph(&conf, &["auth", "get-or-create", "client.lost", "mon", "allow r", "-o", out]);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("can't open") && r.stderr.contains("No such file"), "{}", r.stderr);
+    assert_eq!(ceph(&conf, &["auth", "get", "client.lost"]).code(), 2, "the user was created");
+}
+
+/// `rados touch` creates an object or moves its modification time; `rados cp` copies data
+/// (across several reads), xattrs, the omap header and entries, within a pool and to
+/// `--target-pool`, replacing what the target held; copying onto itself is refused.
+#[test]
+fn rados_touch_and_cp() {
+    let _logs = quarry_testkit::log_guard();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let _cluster = up(&dir, 1);
+    let conf = dir.join("ceph.conf");
+    let rados =
+        |args: &[&str]| run_bounded(tool_cmd("rados", Some(&conf), args), None, COMMAND_TIMEOUT);
+    let stat = |obj: &str| rados(&["-p", "rbd", "stat2", obj]).ok("stat2").out();
+
+    rados(&["-p", "rbd", "touch", "t"]).ok("touch (create)");
+    let before = stat("t");
+    assert!(before.ends_with("size 0\n"), "{before}");
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    rados(&["-p", "rbd", "touch", "t"]).ok("touch (again)");
+    assert_ne!(stat("t"), before, "touch did not move the modification time");
+
+    let data = pattern((9 << 20) + 123, 5);
+    let file = tmp.path().join("src");
+    std::fs::write(&file, &data).unwrap();
+    rados(&["-p", "rbd", "put", "src", file.to_str().unwrap()]).ok("put");
+    rados(&["-p", "rbd", "setxattr", "src", "colour", "blue"]).ok("setxattr");
+    rados(&["-p", "rbd", "setomapheader", "src", "head"]).ok("setomapheader");
+    for i in 0..4 {
+        rados_in_batch(&conf, &format!("k{i:04}"), &format!("v{i}"));
+    }
+    rados(&["-p", "rbd", "put", "dst", "/etc/hostname"]).ok("put old target");
+    rados(&["-p", "rbd", "setxattr", "dst", "stale", "x"]).ok("setxattr old target");
+    rados(&["-p", "rbd", "cp", "src", "dst"]).ok("cp");
+    let out = tmp.path().join("out");
+    rados(&["-p", "rbd", "get", "dst", out.to_str().unwrap()]).ok("get");
+    assert!(std::fs::read(&out).unwrap() == data, "copied data differs");
+    assert_eq!(rados(&["-p", "rbd", "getxattr", "dst", "colour"]).ok("getxattr").out(), "blue");
+    assert_eq!(rados(&["-p", "rbd", "listxattr", "dst"]).ok("listxattr").out(), "colour\n");
+    let keys = rados(&["-p", "rbd", "listomapkeys", "dst"]).ok("listomapkeys").out();
+    assert_eq!(keys, "k0000\nk0001\nk0002\nk0003\n");
+    let header = rados(&["-p", "rbd", "getomapheader", "dst"]).ok("getomapheader").out();
+    assert!(header.contains("head"), "{header}");
+
+    run_bounded(
+        tool_cmd("ceph", Some(&conf), &["osd", "pool", "create", "other", "8"]),
+        None,
+        COMMAND_TIMEOUT,
+    )
+    .ok("pool create");
+    rados(&["-p", "rbd", "cp", "src", "--target-pool", "other"]).ok("cp to another pool");
+    rados(&["-p", "other", "get", "src", out.to_str().unwrap()]).ok("get from the other pool");
+    assert!(std::fs::read(&out).unwrap() == data);
+    let same = rados(&["-p", "rbd", "cp", "src"]);
+    assert_ne!(same.code(), 0, "a copy onto itself must be refused");
+    let missing = rados(&["-p", "rbd", "cp", "nope", "x"]);
+    assert_eq!(missing.code(), 1, "{}", missing.stderr);
+    assert!(missing.stderr.contains("(2) No such file or directory"), "{}", missing.stderr);
+}
+
+/// One `setomapval` on `src`.
+fn rados_in_batch(conf: &Path, key: &str, value: &str) {
+    run_bounded(
+        tool_cmd("rados", Some(conf), &["-p", "rbd", "setomapval", "src", key, value]),
+        None,
+        COMMAND_TIMEOUT,
+    )
+    .ok("setomapval");
 }

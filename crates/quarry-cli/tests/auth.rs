@@ -1,6 +1,7 @@
 //! The seed's least-privilege flow against `quarry up`: a `client.qemu` user limited to one
 //! pool works there, is refused elsewhere with EPERM, cannot be named `client.qemu` in
-//! `--id`, is refused with a wrong key, and is refused everywhere once deleted. Every refusal
+//! `--id`, is refused with a wrong key (and an unknown user in the very same words), and is
+//! refused everywhere once deleted. Every refusal
 //! is a non-zero exit with a message, and none hangs.
 
 mod common;
@@ -23,7 +24,8 @@ fn least_privilege_user_lifecycle() {
     let logs = quarry_testkit::log_guard();
     // The test's refusals, as the daemons log them.
     logs.expect("op denied by caps entity=client.qemu")
-        .expect("monitor refused authentication entity=client.qemu");
+        .expect("monitor refused authentication entity=client.qemu")
+        .expect("reason=\"unknown entity client.nobody\"");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
     let _cluster = up(&dir, 1);
@@ -143,17 +145,44 @@ fn least_privilege_user_lifecycle() {
     );
     assert_eq!(r.code(), 1);
     assert!(
-        r.stderr.contains("couldn't connect to cluster: (1) Operation not permitted"),
+        r.stderr.contains("couldn't connect to cluster: (13) Permission denied"),
         "{}",
         r.stderr
     );
     let r = run("ceph", &conf, &["--id", "qemu", "--keyring", bad.to_str().unwrap(), "-s"]);
-    assert_eq!(r.code(), 1);
+    assert_eq!(r.code(), 13, "{}", r.stderr);
     assert!(
-        r.stderr.contains("[errno 1] RADOS permission error (error connecting to the cluster)"),
+        r.stderr.contains("[errno 13] RADOS permission denied (error connecting to the cluster)"),
         "{}",
         r.stderr
     );
+    // An unknown user gets exactly what a wrong key gets (Ceph's one answer, exit status
+    // included): the monitor does not tell who exists. Only its log says which it was.
+    let nobody = tmp.path().join("nobody.keyring");
+    std::fs::write(&nobody, "[client.nobody]\n\tkey = AQBvaBFZAAAAABAA9VHgwCg3rWn8fMaX8KL01A==\n")
+        .unwrap();
+    for tool in ["rados", "rbd", "ceph"] {
+        let attempt = |id: &str, ring: &Path| {
+            let ring = ring.to_str().unwrap();
+            let what: &[&str] = if tool == "ceph" { &["-s"] } else { &["-p", "rbdpool", "ls"] };
+            let mut args = vec!["--id", id, "--keyring", ring];
+            args.extend_from_slice(what);
+            run(tool, &conf, &args)
+        };
+        let wrong = attempt("qemu", &bad);
+        let unknown = attempt("nobody", &nobody);
+        let status = if tool == "rados" { 1 } else { 13 };
+        assert_eq!(wrong.code(), status, "{tool}: {}", wrong.stderr);
+        assert_eq!(unknown.code(), status, "{tool}: {}", unknown.stderr);
+        assert_eq!(wrong.stderr, unknown.stderr, "{tool}");
+        let said = if tool == "ceph" {
+            "[errno 13] RADOS permission denied"
+        } else {
+            "(13) Permission denied"
+        };
+        assert!(wrong.stderr.contains(said), "{tool}: {}", wrong.stderr);
+        assert!(!unknown.stderr.contains("nobody"), "{tool}: {}", unknown.stderr);
+    }
     assert!(t0.elapsed() < Duration::from_secs(60), "refusals took {:?}", t0.elapsed());
 
     // caps change: read-only now

@@ -111,6 +111,21 @@ fn unreachable_monitor_fails_within_mount_timeout() {
     );
     assert!(t0.elapsed() < Duration::from_secs(20), "took {:?}", t0.elapsed());
 
+    // A stopped cluster (nothing listens) with the default 30 s mount timeout: the tool says
+    // where it connects after a second and gives up once every monitor refused for 3 s.
+    let default_timeout = tmp.path().join("default-timeout.conf");
+    let text = std::fs::read_to_string(&conf).unwrap().replace("client_mount_timeout = 2\n", "");
+    std::fs::write(&default_timeout, text).unwrap();
+    let t0 = Instant::now();
+    let r = run_bounded(
+        tool_cmd("rados", Some(&default_timeout), &["lspools"]),
+        None,
+        Duration::from_secs(60),
+    );
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(t0.elapsed() < Duration::from_secs(10), "took {:?}: {}", t0.elapsed(), r.stderr);
+    assert!(r.stderr.contains("connecting to monitors at 127.0.0.1:1"), "{}", r.stderr);
+
     // No keyring for the user: refused before any connection.
     let r = run_bounded(
         tool_cmd("ceph", Some(&conf), &["--id", "nobody", "-s"]),

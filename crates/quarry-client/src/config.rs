@@ -30,6 +30,9 @@ pub struct ClientConfig {
     /// `rados_osd_op_timeout`: bound on one object operation including every retry.
     /// `None` (option 0 or absent) waits forever, as librados does.
     pub op_timeout: Option<Duration>,
+    /// The `fsid` option: when set, a cluster whose map has another fsid is refused at
+    /// connect ([`ClientError::FsidMismatch`]), as Ceph's clients refuse to talk to it.
+    pub fsid: Option<String>,
 }
 
 impl ClientConfig {
@@ -41,7 +44,8 @@ impl ClientConfig {
     /// - key: the `key` option, else the `keyfile` option, else the first readable keyring of
     ///   the `keyring` list (Ceph's default list when unset) that holds the entity;
     /// - timeouts: `client_mount_timeout` (seconds, default 30), `rados_osd_op_timeout`
-    ///   (seconds, 0 or absent = wait forever).
+    ///   (seconds, 0 or absent = wait forever);
+    /// - `fsid`, checked against the cluster's at connect.
     pub fn from_conf(conf: &Conf, args: &CommonArgs) -> Result<ClientConfig, ClientError> {
         let mut conf = conf.clone();
         args.apply_overrides(&mut conf)?;
@@ -60,7 +64,9 @@ impl ClientConfig {
         let op_timeout =
             seconds_option("rados_osd_op_timeout", conf.get(&entity, "rados_osd_op_timeout"))?
                 .filter(|t| !t.is_zero());
-        Ok(ClientConfig { mon_addrs, entity, key, connect_timeout, op_timeout })
+        let fsid =
+            conf.get(&entity, "fsid").map(|f| f.trim().to_string()).filter(|f| !f.is_empty());
+        Ok(ClientConfig { mon_addrs, entity, key, connect_timeout, op_timeout, fsid })
     }
 }
 
@@ -113,7 +119,7 @@ pub(crate) fn find_key(entity: &EntityName, source: KeySource) -> Result<CryptoK
             ClientError::BadKey { origin: "option key".into(), source: Box::new(source) }
         }),
         KeySource::KeyFile(path) => {
-            let text = std::fs::read_to_string(&path)
+            let text = read_key_text(&path)
                 .map_err(|source| ClientError::KeyFile { path: path.clone(), source })?;
             CryptoKey::from_base64(text.trim()).map_err(|source| ClientError::BadKey {
                 origin: format!("keyfile {}", path.display()),
@@ -129,8 +135,18 @@ fn key_from_keyrings(entity: &EntityName, search: &[PathBuf]) -> Result<CryptoKe
     // The first problem met with a file that exists: reported if no file has the key.
     let mut first_problem: Option<ClientError> = None;
     for path in search {
-        let Some(text) = read_if_present(path) else {
-            continue;
+        let text = match read_key_text(path) {
+            Ok(text) => text,
+            // Absent: try the next path, as Ceph's keyring search does.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // There, but a directory, a device, too large, binary or unreadable: said as
+            // what it is if no later file has the key (never "No such file or directory").
+            Err(source) => {
+                tracing::debug!(path = %path.display(), error = %source, "keyring not readable");
+                first_problem
+                    .get_or_insert(ClientError::KeyringUnreadable { path: path.clone(), source });
+                continue;
+            }
         };
         match Keyring::parse(&text) {
             Ok(ring) => match ring.get(entity) {
@@ -154,18 +170,12 @@ fn key_from_keyrings(entity: &EntityName, search: &[PathBuf]) -> Result<CryptoKe
     Err(first_problem.unwrap_or_else(|| ClientError::NoKeyring { tried: search.to_vec() }))
 }
 
-/// The file's text, or None if it does not exist or cannot be read (both mean "try the next
-/// path", as Ceph's keyring search does).
-fn read_if_present(path: &Path) -> Option<String> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Some(text),
-        Err(e) => {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                tracing::debug!(path = %path.display(), error = %e, "keyring not readable");
-            }
-            None
-        }
-    }
+/// A keyring's or key file's text: a regular file of at most `SMALL_FILE_BYTES_MAX` bytes
+/// (`quarry_conf::read_small_file`) that is UTF-8 text.
+fn read_key_text(path: &Path) -> std::io::Result<String> {
+    let bytes = quarry_conf::read_small_file(path, quarry_conf::SMALL_FILE_BYTES_MAX)?;
+    String::from_utf8(bytes)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not text (binary data)"))
 }
 
 #[cfg(test)]

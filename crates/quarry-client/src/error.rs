@@ -30,7 +30,8 @@ pub enum ClientError {
     /// revoked or blocklisted). Never retried.
     #[error("{message}: {code}")]
     Auth {
-        /// EPERM (bad key) or EACCES (no capability), ESHUTDOWN when blocklisted.
+        /// EACCES (wrong key or unknown entity: one answer), EPERM (ticket refused or
+        /// revoked), ESHUTDOWN when blocklisted.
         code: ErrorCode,
         /// The server's one-line reason.
         message: String,
@@ -170,8 +171,8 @@ pub enum ClientError {
         source: Box<AuthError>,
     },
 
-    /// A `keyfile` could not be read.
-    #[error("cannot read keyfile {}: {source}: {}", path.display(), ErrorCode::ENOENT)]
+    /// A `keyfile` could not be read (absent, a directory, a device, too large, binary).
+    #[error("cannot read keyfile {}: {source}: {}", path.display(), ErrorCode(quarry_conf::small_file_errno(source)))]
     KeyFile {
         /// The file.
         path: PathBuf,
@@ -184,6 +185,29 @@ pub enum ClientError {
     Runtime {
         /// The I/O error.
         source: std::io::Error,
+    },
+
+    /// A keyring file exists but cannot be used: unreadable (EACCES), a directory (EISDIR),
+    /// not a regular file or binary (EINVAL), too large (EFBIG).
+    #[error("cannot read keyring {}: {source}: {}", path.display(), ErrorCode(quarry_conf::small_file_errno(source)))]
+    KeyringUnreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+
+    /// The `fsid` in ceph.conf is not the cluster's: the configuration is for another
+    /// cluster. Refused before anything is read or written.
+    #[error(
+        "fsid {conf} in the configuration does not match the cluster's fsid {cluster}: {}",
+        ErrorCode::EINVAL
+    )]
+    FsidMismatch {
+        /// The configured fsid.
+        conf: String,
+        /// The fsid of the cluster the monitors serve.
+        cluster: String,
     },
 }
 
@@ -214,8 +238,11 @@ impl ClientError {
             ClientError::PoolNotFound { .. }
             | ClientError::NoKeyring { .. }
             | ClientError::NoKeyForEntity { .. }
-            | ClientError::KeyFile { .. }
             | ClientError::Resolve { .. } => ErrorCode::ENOENT,
+            ClientError::KeyFile { source, .. } | ClientError::KeyringUnreadable { source, .. } => {
+                ErrorCode(quarry_conf::small_file_errno(source))
+            }
+            ClientError::FsidMismatch { .. } => ErrorCode::EINVAL,
             ClientError::Corrupt { .. } | ClientError::Runtime { .. } => ErrorCode::EIO,
             ClientError::Protocol { .. } => ErrorCode::EPROTO,
             ClientError::Ticket { .. } => ErrorCode::EPERM,
@@ -244,11 +271,9 @@ mod tests {
         let e = ClientError::Op { index: 0, code: ErrorCode::ENOENT };
         assert_eq!(e.to_string(), "(2) No such file or directory");
         assert_eq!(e.errno(), ErrorCode::ENOENT);
-        let e = ClientError::Auth {
-            code: ErrorCode::EPERM,
-            message: "authentication failed: wrong key".into(),
-        };
-        assert_eq!(e.to_string(), "authentication failed: wrong key: (1) Operation not permitted");
+        let e =
+            ClientError::Auth { code: ErrorCode::EACCES, message: "authentication failed".into() };
+        assert_eq!(e.to_string(), "authentication failed: (13) Permission denied");
         assert_eq!(ClientError::Timeout.to_string(), "(110) Connection timed out");
         let e = ClientError::NoKeyring {
             tried: vec!["/etc/ceph/ceph.keyring".into(), "/etc/ceph/keyring".into()],

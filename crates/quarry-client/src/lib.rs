@@ -98,8 +98,9 @@
 //!
 //! # Timeouts
 //! - `connect_timeout` (`client_mount_timeout`, default 30 s): finding and authenticating to
-//!   a monitor in [`Rados::connect`]; the handshake with an OSD; how long a monitor command
-//!   waits for a lost monitor session to come back.
+//!   a monitor in [`Rados::connect`] (which gives up sooner, after 3 s, when every monitor
+//!   refuses the connection: nothing listens, the cluster is stopped); the handshake with an
+//!   OSD; how long a monitor command waits for a lost monitor session to come back.
 //! - `op_timeout` (`rados_osd_op_timeout`, `None` by default): the whole of one object
 //!   operation or listing page or monitor command, including every retry; then
 //!   [`ClientError::Timeout`] (ETIMEDOUT). `None` waits forever, as librados does, so a VM

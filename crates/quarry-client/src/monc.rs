@@ -94,8 +94,14 @@ async fn fetch_ticket(client: &RpcClient, mon_key: &[u8; 32]) -> Result<FreshTic
             })?;
             Ok(FreshTicket { ticket, session_key, expires_unix, obtained_unix: unix_now() })
         }
-        Ok(Reply::Failed { code, message }) => {
+        // No service key yet (a monitor just bootstrapped): ask again later.
+        Ok(Reply::Failed { code, message }) if code == ErrorCode::EAGAIN => {
             Err(OpenError::NotReady(ClientError::Auth { code, message }))
+        }
+        // Our entity was deleted (or may no longer have tickets): final, and reported to the
+        // ops waiting for the ticket at once (EPERM), not after their timeout.
+        Ok(Reply::Failed { code, message }) => {
+            Err(OpenError::Refused(ClientError::Auth { code, message }))
         }
         Ok(_) => Err(OpenError::Transient(WireError::UnexpectedMessage("Ticket"))),
         Err(e) => Err(OpenError::Transient(e)),
@@ -122,9 +128,16 @@ impl Backoff {
     }
 }
 
+/// How long every monitor may refuse the TCP connection (nothing listens: the cluster is
+/// stopped) before [`hunt_initial`] gives up, well before `client_mount_timeout`: long enough
+/// for a monitor that restarts to listen again, short enough that a command against a stopped
+/// cluster fails in seconds, not after 30 s of silence.
+pub(crate) const ALL_REFUSED_GRACE: Duration = Duration::from_secs(3);
+
 /// Hunts for a monitor during [`crate::Rados::connect`]: tries every monitor in random order,
-/// round after round, until one accepts us or `cfg.connect_timeout` passes. A refusal ends
-/// the hunt at once.
+/// round after round, until one accepts us or `cfg.connect_timeout` passes. An
+/// authentication refusal ends the hunt at once; so do connections refused by every
+/// monitor for [`ALL_REFUSED_GRACE`] (no monitor process is there).
 pub(crate) async fn hunt_initial(cfg: &ClientConfig) -> Result<Opened, ClientError> {
     if cfg.mon_addrs.is_empty() {
         return Err(ClientError::NoMonitors);
@@ -134,9 +147,12 @@ pub(crate) async fn hunt_initial(cfg: &ClientConfig) -> Result<Opened, ClientErr
     let mut backoff = Backoff::new(HUNT_BACKOFF_MIN, HUNT_BACKOFF_MAX);
     let mut last = None;
     let mut no_ticket = None;
+    // Since when every attempt found no monitor listening (ECONNREFUSED).
+    let mut all_refused_since: Option<Instant> = None;
     loop {
         let mut addrs = cfg.mon_addrs.clone();
         addrs.shuffle(&mut rand::thread_rng());
+        let mut round_refused = true;
         for addr in addrs {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -150,27 +166,37 @@ pub(crate) async fn hunt_initial(cfg: &ClientConfig) -> Result<Opened, ClientErr
                 }
                 Err(OpenError::Transient(e)) => {
                     tracing::debug!(mon = %addr, error = %e, "monitor not reachable");
+                    round_refused &= connection_refused(&e);
                     last = Some(e);
                 }
                 Err(OpenError::NotReady(e)) => {
                     tracing::debug!(mon = %addr, error = %e, "monitor gave no ticket yet");
+                    round_refused = false;
                     no_ticket = Some(e);
                 }
             }
         }
+        all_refused_since =
+            if round_refused { all_refused_since.or(Some(Instant::now())) } else { None };
+        let refused_too_long = all_refused_since.is_some_and(|t| t.elapsed() >= ALL_REFUSED_GRACE);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
+        if remaining.is_zero() || refused_too_long {
             if let Some(e) = no_ticket {
                 return Err(e);
             }
             return Err(ClientError::Connect {
                 tried: cfg.mon_addrs.clone(),
-                after: cfg.connect_timeout,
+                after: started.elapsed(),
                 last,
             });
         }
         tokio::time::sleep(backoff.next().min(remaining)).await;
     }
+}
+
+/// True if `e` is a TCP connection refused: nothing listens at the address.
+fn connection_refused(e: &WireError) -> bool {
+    matches!(e, WireError::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
 /// Hunts for a monitor after the session was lost: forever (until shutdown), with backoff,

@@ -99,6 +99,14 @@ impl Rados {
     /// [`ClientError::Auth`]; no monitor reachable in time is [`ClientError::Connect`].
     pub async fn connect(cfg: ClientConfig) -> Result<Rados, ClientError> {
         let opened = monc::hunt_initial(&cfg).await?;
+        if let Some(fsid) = cfg.fsid.as_ref().filter(|f| !f.eq_ignore_ascii_case(&opened.map.fsid))
+        {
+            tracing::warn!(conf = %fsid, cluster = %opened.map.fsid, "fsid mismatch: refusing the cluster");
+            return Err(ClientError::FsidMismatch {
+                conf: fsid.clone(),
+                cluster: opened.map.fsid.clone(),
+            });
+        }
         tracing::debug!(mon = %opened.addr, global_id = opened.global_id, "connected to monitor");
         let renew_at = opened.ticket.renew_at();
         let (shared, events) = Shared::new(cfg, opened);

@@ -22,6 +22,8 @@ use crate::{ClientConfig, ClientError};
 
 /// How long to wait for a pushed map before asking the monitor for it.
 const MAP_PUSH_GRACE: Duration = Duration::from_millis(300);
+/// How often a wait for a renewed ticket looks whether the monitor refused it.
+const REFUSAL_POLL: Duration = Duration::from_millis(100);
 /// Bound on one map request to the monitor.
 const MAP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -311,14 +313,22 @@ impl Shared {
         let mut tickets = self.ticket.subscribe();
         let mut shutdown = self.shutdown_receiver();
         let deadline = Instant::now() + self.cfg.connect_timeout;
+        // A refusal recorded before this renewal was asked for is not its answer.
+        *lock(&self.refusal) = None;
         self.renew_now.notify_one();
         loop {
             if tickets.borrow_and_update().generation > older {
                 return Ok(());
             }
+            // The monitor refused the renewal (entity deleted): that is the answer, now.
+            if let Some(refused) = self.refusal() {
+                return Err(refused);
+            }
             tokio::select! {
                 _ = stopped(&mut shutdown) => return Err(ClientError::Shutdown),
                 _ = tickets.changed() => {}
+                // The refusal is recorded without a ticket change: look again now and then.
+                _ = tokio::time::sleep(REFUSAL_POLL) => {}
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(self.refusal().unwrap_or(ClientError::Timeout));
                 }

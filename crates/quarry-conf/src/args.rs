@@ -4,7 +4,7 @@
 //!
 //! `--id` takes the ID only. As in Ceph, `--id client.qemu` names the user
 //! `client.client.qemu`: it is not rewritten, and authentication then fails with
-//! "(1) Operation not permitted" because no such user exists. [`doubled_type_hint`] lets the
+//! "(13) Permission denied" because no such user exists. [`doubled_type_hint`] lets the
 //! caller add a hint to that error message.
 
 use std::ffi::OsString;

@@ -15,7 +15,7 @@ use crate::options::{option_spec, parse_bool, parse_float, parse_int, parse_size
 use crate::{is_known, normalize_key, ConfError};
 
 /// Config files larger than this are refused (Ceph allows 1 GiB; real ones are kilobytes).
-pub const CONF_FILE_BYTES_MAX: u64 = 16 << 20;
+pub const CONF_FILE_BYTES_MAX: u64 = crate::SMALL_FILE_BYTES_MAX;
 /// How deep `$option` references are followed before the text is left as is.
 const EXPANSION_DEPTH_MAX: u32 = 8;
 
@@ -138,11 +138,8 @@ impl Conf {
                 ConfError::Io { path: path.to_path_buf(), source }
             }
         };
-        let size = std::fs::metadata(path).map_err(io)?.len();
-        if size > CONF_FILE_BYTES_MAX {
-            return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidData, "file too large")));
-        }
-        let bytes = std::fs::read(path).map_err(io)?;
+        // Regular files only, bounded: `-c /dev/zero` is refused, not read forever.
+        let bytes = crate::read_small_file(path, CONF_FILE_BYTES_MAX).map_err(io)?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let line = 1 + e.as_bytes()[..e.utf8_error().valid_up_to()]
                 .iter()

@@ -51,12 +51,16 @@ pub fn find_keyring(paths: &[PathBuf]) -> Option<PathBuf> {
 
 /// Reads a `keyfile`: the key text, whitespace trimmed.
 pub fn read_keyfile(path: &Path) -> Result<String, ConfError> {
-    let text = std::fs::read_to_string(path).map_err(|source| {
+    let bytes = crate::read_small_file(path, crate::SMALL_FILE_BYTES_MAX).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             ConfError::NotFound { path: path.to_path_buf() }
         } else {
             ConfError::Io { path: path.to_path_buf(), source }
         }
+    })?;
+    let text = String::from_utf8(bytes).map_err(|_| ConfError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "not text (binary data)"),
     })?;
     Ok(text.trim().to_string())
 }

@@ -19,6 +19,9 @@
 //!   [`resolve_entity`], [`ceph_args_env`], [`merge_ceph_args`].
 //! - [`keyring_search_paths`], [`key_source`]: where an entity's key comes from.
 //! - [`parse_mon_host`]: monitor addresses.
+//! - [`read_small_file`]: how every file a user names as configuration (ceph.conf, keyrings,
+//!   key files) is read: regular files only, at most [`SMALL_FILE_BYTES_MAX`] (4 MiB);
+//!   `/dev/zero`, a FIFO or a directory is refused at once, naming what it is.
 //! - [`OPTIONS`]: every option some Quarry code reads (and only those), typed, with defaults,
 //!   docs and readers; [`IGNORED_OPTIONS`] and [`IGNORED_PREFIXES`]: Ceph options accepted
 //!   and ignored (including `rbd_*` options other than the cache's, and `debug_*`);
@@ -34,7 +37,7 @@
 //!
 //! # Decisions
 //! - `--id client.qemu` names `client.client.qemu`, exactly as in Ceph (authentication then
-//!   fails with "(1) Operation not permitted"); [`doubled_type_hint`] explains it in that error.
+//!   fails with "(13) Permission denied"); [`doubled_type_hint`] explains it in that error.
 //! - A file named by `-c` or `CEPH_CONF` must exist; the default search finding nothing is
 //!   not an error (librados ignores ENOENT there).
 //! - Host names in `mon_host` are returned unresolved ([`parse_mon_host_entries`]): DNS is
@@ -56,6 +59,7 @@ pub mod ini;
 mod keys;
 mod mon_host;
 mod options;
+mod small_file;
 
 pub use args::{
     args_with_ceph_args_env, ceph_args_env, doubled_type_hint, extract_config_args,
@@ -76,6 +80,7 @@ pub use options::{
     OptionSpec, Problem, Reader, Warning, IGNORED_OPTIONS, IGNORED_PREFIXES, KEYRING_DEFAULT,
     OPTIONS,
 };
+pub use small_file::{read_small_file, small_file_errno, SMALL_FILE_BYTES_MAX};
 
 /// The full-disk thresholds for `name` (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
 /// `osd_failsafe_full_ratio`; the monitor and the OSDs read the same three). A value that is
@@ -109,6 +114,66 @@ pub fn full_ratios(
         });
     }
     Ok(ratios)
+}
+
+/// The connection and memory budget of daemon `name` (`osd.N` or `mon.X`, of `kind`): the
+/// options of [`quarry_types::ServerLimits`] (docs/security.md, "Limits"), each set or
+/// defaulted. A value that does not parse, or is zero where one is needed, is a `BadValue`
+/// naming the option.
+pub fn server_limits(
+    conf: &Conf,
+    name: &quarry_types::EntityName,
+    kind: quarry_types::DaemonKind,
+) -> Result<quarry_types::ServerLimits, ConfError> {
+    use quarry_types::DaemonKind;
+    let count = |text: &str| match parse_int(text) {
+        Ok(v) if v >= 1 => Ok(v as usize),
+        _ => Err("expected a whole number of at least 1".to_string()),
+    };
+    let bytes = |text: &str| match parse_size(text) {
+        Ok(v) if v >= 1 => Ok(v),
+        Ok(_) => Err("expected at least 1 byte".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let seconds = |text: &str| match parse_float(text) {
+        Ok(v) if v > 0.0 && v < 1e9 => Ok(std::time::Duration::from_secs_f64(v)),
+        _ => Err("expected a positive number of seconds".to_string()),
+    };
+    let mut l = quarry_types::ServerLimits::defaults(kind);
+    if let Some(v) = conf.get_parsed(name, "ms_max_connections", count)? {
+        l.max_connections = v;
+    }
+    if let Some(v) = conf.get_parsed(name, "ms_max_connections_per_entity", count)? {
+        l.max_connections_per_entity = v;
+    }
+    let (client, daemon) = match kind {
+        DaemonKind::Osd => ("osd_client_message_size_cap", "ms_dispatch_throttle_bytes"),
+        DaemonKind::Mon => ("mon_client_bytes", "mon_daemon_bytes"),
+    };
+    if let Some(v) = conf.get_parsed(name, client, bytes)? {
+        l.client_request_bytes = v;
+    }
+    if let Some(v) = conf.get_parsed(name, daemon, bytes)? {
+        l.daemon_request_bytes = v;
+    }
+    if kind == DaemonKind::Osd {
+        if let Some(v) = conf.get_parsed(name, "osd_client_message_cap", count)? {
+            l.requests_per_connection = v;
+        }
+    }
+    if let Some(v) = conf.get_parsed(name, "ms_reply_queue_bytes", bytes)? {
+        l.reply_queue_bytes = v;
+    }
+    if let Some(v) = conf.get_parsed(name, "ms_reply_queue_bytes_per_connection", bytes)? {
+        l.reply_queue_bytes_per_connection = v;
+    }
+    if let Some(v) = conf.get_parsed(name, "ms_tcp_read_timeout", seconds)? {
+        l.idle_timeout = v;
+    }
+    if let Some(v) = conf.get_parsed(name, "ms_handshake_timeout", seconds)? {
+        l.handshake_timeout = v;
+    }
+    Ok(l)
 }
 
 /// Ceph's key normalisation, extended as Quarry documents: trimmed, and every run of spaces,
@@ -272,5 +337,31 @@ mod full_ratio_tests {
         let conf = Conf::parse("[global]\nmon_osd_full_ratio = 0.99\n").unwrap();
         let e = full_ratios(&conf, &osd()).unwrap_err().to_string();
         assert!(e.contains("out of order"), "{e}");
+    }
+
+    #[test]
+    fn server_limits_defaults_match_the_option_table_and_read_overrides() {
+        use quarry_types::{DaemonKind, ServerLimits};
+        let conf = Conf::parse("[global]\n").unwrap();
+        let mon = EntityName { kind: quarry_types::EntityType::Mon, id: "a".into() };
+        assert_eq!(
+            server_limits(&conf, &osd(), DaemonKind::Osd).unwrap(),
+            ServerLimits::defaults(DaemonKind::Osd),
+            "the table's defaults are ServerLimits::defaults"
+        );
+        assert_eq!(
+            server_limits(&conf, &mon, DaemonKind::Mon).unwrap(),
+            ServerLimits::defaults(DaemonKind::Mon)
+        );
+        let text = "[global]\nms max connections = 10\n[osd]\nosd_client_message_size_cap = 8M\nms_tcp_read_timeout = 2.5\n[mon]\nmon_client_bytes = 1M\n";
+        let conf = Conf::parse(text).unwrap();
+        let l = server_limits(&conf, &osd(), DaemonKind::Osd).unwrap();
+        assert_eq!((l.max_connections, l.client_request_bytes), (10, 8 << 20));
+        assert_eq!(l.idle_timeout, std::time::Duration::from_millis(2500));
+        let l = server_limits(&conf, &mon, DaemonKind::Mon).unwrap();
+        assert_eq!((l.max_connections, l.client_request_bytes), (10, 1 << 20));
+        let conf = Conf::parse("[global]\nms_max_connections_per_entity = 0\n").unwrap();
+        let e = server_limits(&conf, &osd(), DaemonKind::Osd).unwrap_err().to_string();
+        assert!(e.contains("ms_max_connections_per_entity") && e.contains("at least 1"), "{e}");
     }
 }

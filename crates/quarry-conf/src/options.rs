@@ -56,6 +56,7 @@ const CLIENT: &[Reader] = &[Client];
 const CLIENT_OSD: &[Reader] = &[Client, Osd];
 const MON: &[Reader] = &[Mon];
 const MON_OSD: &[Reader] = &[Mon, Osd];
+const OSD: &[Reader] = &[Osd];
 
 /// Ceph's default keyring search list.
 pub const KEYRING_DEFAULT: &str =
@@ -72,8 +73,10 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "The entity's key itself (`AQ...==`). Takes precedence over keyfile and keyring; avoid in files others can read." },
     OptionSpec { name: "keyfile", kind: Str, default: "", used_by: CLIENT_OSD,
         doc: "A file holding only the entity's key. Takes precedence over keyring." },
-    OptionSpec { name: "fsid", kind: Str, default: "", used_by: MON,
-        doc: "The cluster id; `quarry mon --mkfs` uses it when `--fsid` is not given." },
+    OptionSpec { name: "mon_blocklist_max", kind: Int, default: "1000", used_by: MON,
+        doc: "Quarry's bound on the blocklist: `osd blocklist add` of a new entry by a user without `auth` rights on the monitor (a `profile rbd` user) is refused with ENOSPC once this many entries are live (an admin may go to 65536). `ceph health` warns from half of it. Entries expire (default 1 h) and are removed from the map then." },
+    OptionSpec { name: "fsid", kind: Str, default: "", used_by: &[Client, Mon],
+        doc: "The cluster id; `quarry mon --mkfs` uses it when `--fsid` is not given. Clients that find it set refuse a cluster with another fsid (EINVAL at connect)." },
     OptionSpec { name: "auth_service_ticket_ttl", kind: Float, default: "300", used_by: MON,
         doc: "Seconds a ticket for OSD sessions lives (at least 2; service keys rotate every half of it). Ceph's default is 3600; Quarry's is shorter so caps changes reach open sessions sooner." },
     OptionSpec { name: "client_mount_timeout", kind: Float, default: "30", used_by: CLIENT,
@@ -110,6 +113,30 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "Read-ahead stops after this many bytes of an open image were read (the guest's own read-ahead takes over); 0 never stops." },
     OptionSpec { name: "osd_pool_default_pg_num", kind: Int, default: "32", used_by: MON,
         doc: "Placement groups of a new pool when `ceph osd pool create` gives none; `quarry mon --pg-num` overrides it." },
+    // The daemons' connection and memory budget (`quarry_types::ServerLimits`, enforced by
+    // `quarry_wire::limits`; docs/security.md, "Limits").
+    OptionSpec { name: "ms_max_connections", kind: Int, default: "8192", used_by: MON_OSD,
+        doc: "Connections a daemon serves at once, authenticated or not (Quarry's option). Lowered at start to what the open-files limit leaves after the daemon's own files. A connection beyond it gets EAGAIN \"too many connections\" and is closed." },
+    OptionSpec { name: "ms_max_connections_per_entity", kind: Int, default: "2048", used_by: MON_OSD,
+        doc: "Authenticated connections one client entity (`client.X`, all its instances together) may hold on one daemon (Quarry's option); one more is refused with EAGAIN, so one user cannot lock others out." },
+    OptionSpec { name: "osd_client_message_size_cap", kind: Size, default: "500M", used_by: OSD,
+        doc: "Bytes of client requests an OSD holds at once (read, not answered yet); one client entity at most a quarter of it. A request body is read off the socket only when it fits (the client waits); a frame announced larger than the whole budget gets EMSGSIZE unread." },
+    OptionSpec { name: "osd_client_message_cap", kind: Int, default: "256", used_by: OSD,
+        doc: "Requests one connection may have in flight on an OSD (Ceph counts them per OSD; Quarry per connection); more wait on the socket." },
+    OptionSpec { name: "ms_dispatch_throttle_bytes", kind: Size, default: "100M", used_by: OSD,
+        doc: "Bytes of requests from peer daemons (other OSDs' replication) an OSD holds at once; apart from the clients' budget, so clients cannot starve replication." },
+    OptionSpec { name: "mon_client_bytes", kind: Size, default: "100M", used_by: MON,
+        doc: "Bytes of client requests the monitor holds at once, as osd_client_message_size_cap for OSDs (also the largest request frame it reads)." },
+    OptionSpec { name: "mon_daemon_bytes", kind: Size, default: "400M", used_by: MON,
+        doc: "Bytes of requests from OSDs the monitor holds at once." },
+    OptionSpec { name: "ms_reply_queue_bytes", kind: Size, default: "256M", used_by: MON_OSD,
+        doc: "Bytes of replies and map pushes a daemon keeps queued for clients that have not read them yet (Quarry's option); one client entity at most a quarter of it. Room is reserved before a request runs: at the limit, the daemon stops reading new requests from those clients." },
+    OptionSpec { name: "ms_reply_queue_bytes_per_connection", kind: Size, default: "32M", used_by: MON_OSD,
+        doc: "The same for one connection (Quarry's option): a client that does not read its replies stops being served at this much (one larger reply still goes through alone)." },
+    OptionSpec { name: "ms_tcp_read_timeout", kind: Float, default: "900", used_by: MON_OSD,
+        doc: "Seconds an authenticated connection with nothing in flight may stay silent before the daemon closes it, and seconds a peer may leave a pending reply unread before the connection is closed (clients reconnect when they next need it)." },
+    OptionSpec { name: "ms_handshake_timeout", kind: Float, default: "10", used_by: MON_OSD,
+        doc: "Seconds a new connection has to authenticate (Quarry's option) before it is closed." },
     OptionSpec { name: "log_file", kind: Str, default: "", used_by: MON_OSD,
         doc: "The daemon's log file (metavariables expanded: `/var/log/ceph/$cluster-$name.log`); default `DATA/log/quarry-TYPE.ID.log` under the daemon's data directory (`quarry up`: `DIR/log/quarry-up.log`); empty: no file. `--log-file` overrides it." },
     OptionSpec { name: "log_to_file", kind: Bool, default: "true", used_by: MON_OSD,
@@ -185,7 +212,6 @@ pub static IGNORED_OPTIONS: &[&str] = &[
     "ms_mon_service_mode",
     "ms_crc_data",
     "ms_crc_header",
-    "ms_dispatch_throttle_bytes",
     "ms_async_op_threads",
     "log_to_syslog",
     "err_to_syslog",
@@ -290,7 +316,6 @@ pub static IGNORED_PREFIXES: &[&str] = &[
     "osd_recovery_",
     "osd_backfill_",
     "osd_op_queue",
-    "osd_client_message",
     "osd_client_op_priority",
     "mon_pg_",
     "mon_warn_",

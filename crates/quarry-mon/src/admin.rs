@@ -7,6 +7,10 @@
 //! PoolAdmin; auth * = AuthAdmin; blocklist = Blocklist; self-managed snapshot ids = PoolAdmin
 //! or OSD write access to that pool (as Ceph checks pool ops against the `osd` cap, so
 //! `profile rbd` users can snapshot their images). A denial is EACCES and changes nothing.
+//!
+//! `osd blocklist add` of a new entry is refused with ENOSPC once the live entries reach
+//! `mon_blocklist_max` (entities without `auth` rights) or [`BLOCKLIST_HARD_MAX`] (admins):
+//! the blocklist is part of the map every client and OSD receives.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +25,9 @@ use crate::state::check_caps;
 
 /// Longest keyring text `auth import` accepts.
 pub const IMPORT_BYTES_MAX: usize = 1 << 20;
+/// Live blocklist entries beyond which even an admin's `osd blocklist add` of a new entry is
+/// refused (users without `auth` rights stop at `mon_blocklist_max`).
+pub const BLOCKLIST_HARD_MAX: u32 = 65536;
 
 impl Mon {
     /// Executes one command for `session`.
@@ -34,6 +41,11 @@ impl Mon {
             if !self.may_snap(&caps, pool) {
                 tracing::info!(entity = %session.entity, pool, "snapshot id request denied");
                 return failed(OpError::new(ErrorCode::EACCES, "access denied"));
+            }
+        }
+        if let MonCommand::BlocklistAdd { instance, .. } = &cmd {
+            if let Err(e) = self.blocklist_room(session, &caps, instance) {
+                return failed(e);
             }
         }
         match self.execute(cmd).await {
@@ -50,6 +62,45 @@ impl Mon {
                 .caps_of(&session.entity)
                 .ok_or_else(|| failed(OpError::new(ErrorCode::EACCES, "access denied"))),
         }
+    }
+
+    /// Refuses (ENOSPC) a *new* blocklist entry once the live entries reach the caller's
+    /// bound: `mon_blocklist_max` for entities without `auth` rights on the monitor (a
+    /// `profile rbd` user may add entries, to break a dead client's lock, but not grow the
+    /// map every client and OSD receives without bound), [`BLOCKLIST_HARD_MAX`] for admins.
+    /// Renewing an existing entry is always allowed. Checked before proposing: concurrent
+    /// adds may overshoot the bound by the number of commands in flight.
+    fn blocklist_room(
+        &self,
+        session: &Session,
+        caps: &Caps,
+        instance: &str,
+    ) -> Result<(), OpError> {
+        let Ok(key) = blocklist_key(instance) else {
+            return Ok(()); // refused with EINVAL by the command itself
+        };
+        let map = self.core.map();
+        if map.blocklist.contains_key(&key) {
+            return Ok(());
+        }
+        let now = crate::mon::unix_now();
+        let live = map.blocklist.values().filter(|&&until| until > now).count();
+        let (max, what) = if caps.mon.allows(MonAccess::AuthAdmin) {
+            (BLOCKLIST_HARD_MAX as usize, "the monitor's hard limit")
+        } else {
+            (self.cfg.blocklist_max as usize, "mon_blocklist_max")
+        };
+        if live < max {
+            return Ok(());
+        }
+        tracing::warn!(entity = %session.entity, live, max, "blocklist add refused: blocklist full");
+        Err(OpError::new(
+            ErrorCode::ENOSPC,
+            format!(
+                "blocklist holds {live} live entries, the most allowed ({max}, {what}): \
+                 remove some (osd blocklist rm) or wait for them to expire"
+            ),
+        ))
     }
 
     fn may_snap(&self, caps: &Caps, pool: PoolId) -> bool {

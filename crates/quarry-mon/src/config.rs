@@ -6,7 +6,10 @@
 //! overrides first): `mon_host` (the listening address: its first entry), `fsid` (for
 //! `--mkfs`), `keyring` (the `--mkfs` keyring), `osd_pool_default_size`,
 //! `osd_pool_default_pg_num`, `auth_service_ticket_ttl`, the full ratios
-//! (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`). A value that does not parse, or is
+//! (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`),
+//! `mon_blocklist_max` (Quarry's: live blocklist entries a non-admin may grow the list to),
+//! the connection and memory budget (`quarry_conf::server_limits`). A value that does not
+//! parse, or is
 //! out of the range the monitor accepts, is an error naming the option, the value and the
 //! line it was set on; nothing is silently replaced by a default.
 
@@ -49,6 +52,14 @@ pub struct MonConfig {
     /// Full-disk thresholds (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
     /// `osd_failsafe_full_ratio`): which OSDs `ceph health` reports nearfull / full.
     pub full_ratios: quarry_types::FullRatios,
+    /// Connection and memory budget (`ms_max_connections`, `mon_client_bytes`, ...:
+    /// `quarry_types::ServerLimits`, enforced by `quarry_wire::limits`).
+    pub limits: quarry_types::ServerLimits,
+    /// `mon_blocklist_max` (default 1000): `osd blocklist add` of a new entry by an entity
+    /// without `auth` rights on the monitor is refused (ENOSPC) once the blocklist holds this
+    /// many live entries; an admin may go to [`crate::admin::BLOCKLIST_HARD_MAX`]. `ceph -s`
+    /// warns from half of it.
+    pub blocklist_max: u32,
 }
 
 /// The initial contents of a new cluster.
@@ -106,6 +117,8 @@ impl MonConfig {
             pool_default_pg_num: 32,
             pool_default_size: 3,
             full_ratios: quarry_types::FullRatios::default(),
+            limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Mon),
+            blocklist_max: 1000,
         }
     }
 
@@ -153,6 +166,12 @@ impl MonConfig {
             cfg.ticket_ttl = ttl;
         }
         cfg.full_ratios = quarry_conf::full_ratios(&conf, &entity)?;
+        cfg.limits = quarry_conf::server_limits(&conf, &entity, quarry_types::DaemonKind::Mon)?;
+        if let Some(max) = conf.get_parsed(&entity, "mon_blocklist_max", |v| {
+            ranged(v, 1, crate::admin::BLOCKLIST_HARD_MAX)
+        })? {
+            cfg.blocklist_max = max;
+        }
         if let Some(grace) = overrides.osd_grace {
             cfg.osd_grace = grace;
         }
@@ -242,6 +261,9 @@ impl MonConfig {
         }
         if !(1..=state::POOL_SIZE_MAX).contains(&self.pool_default_size) {
             return bad(format!("pool_default_size {} out of range", self.pool_default_size));
+        }
+        if let Err(reason) = self.limits.validate() {
+            return bad(reason);
         }
         Ok(())
     }

@@ -32,7 +32,17 @@
 //! `auth_floor[entity]` to the second after the proposer's clock, so tickets issued in the
 //! same second as the change are revoked too, and tickets issued after it are stamped no
 //! earlier than the floor), BlocklistAdd, RotateServiceKey,
-//! AllocGlobalIds. Every change to the map bumps its epoch; subscribers get every new map.
+//! AllocGlobalIds. Every change to the map bumps its epoch; subscribers get the newest map
+//! (a subscriber that has not read the previous one yet gets only the newest when it does:
+//! maps are coalesced, so a reader that never reads holds at most one map in the monitor).
+//!
+//! # Blocklist
+//! Entries carry an expiry (`osd blocklist add ADDR [EXPIRE]`, default 3600 s as Ceph's);
+//! an expired entry fences nothing, and the leader removes expired entries from the map
+//! every [`BLOCKLIST_EXPIRE_PERIOD`] (`BlocklistRm`, at most 64 a round). A new entry is
+//! refused with ENOSPC once the live entries reach `mon_blocklist_max` (default 1000) for
+//! an entity without `auth` rights on the monitor, 65536 for an admin (`admin.rs`); `ceph
+//! health` warns from half of `mon_blocklist_max`, with the map's size.
 //! The admin commands clients send (`MonCommand`) are checked and turned into these ops in
 //! `admin.rs`.
 //!
@@ -132,6 +142,8 @@ use crate::raft::{Network, StateMachine, TypeConfig, MON_GROUP};
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `start` waits for a previous instance to release the WAL lock.
 const WAL_LOCK_WAIT: Duration = Duration::from_secs(10);
+/// How often the leader removes expired blocklist entries from the map.
+pub const BLOCKLIST_EXPIRE_PERIOD: Duration = Duration::from_secs(2);
 
 /// A running monitor.
 pub struct MonHandle {
@@ -197,6 +209,13 @@ pub async fn start(cfg: MonConfig) -> Result<MonHandle, MonError> {
         .map_err(|source| MonError::Bind { addr: cfg.listen, source })?;
     let addr =
         listener.local_addr().map_err(|source| MonError::Bind { addr: cfg.listen, source })?;
+    // Before the WAL opens: the open-files limit is raised and the monitor's own
+    // descriptors reserved, so clients can never take them (`quarry_wire::limits`).
+    let budget = quarry_wire::limits::Budget::new(
+        &format!("mon.{}", cfg.name),
+        cfg.limits,
+        quarry_wire::limits::FD_RESERVE_MON,
+    );
     let (sm, core) = StateMachine::open(cfg.data_dir.clone())?;
     let wal = open_wal(&cfg).await?;
     let id = node_id(&cfg.name);
@@ -207,7 +226,7 @@ pub async fn start(cfg: MonConfig) -> Result<MonHandle, MonError> {
     let mon = Arc::new(Mon::new(cfg, id, raft, core, shutdown_rx));
     let handle = MonHandle { addr, mon: mon.clone(), wal, shutdown_tx, tasks: JoinSet::new() };
     match bring_up(&mon, addr).await {
-        Ok(()) => Ok(spawn_tasks(handle, listener)),
+        Ok(()) => Ok(spawn_tasks(handle, listener, budget)),
         Err(e) => {
             handle.shutdown().await;
             Err(e)
@@ -219,13 +238,18 @@ fn raft_err(e: impl std::fmt::Display) -> MonError {
     MonError::Raft { detail: e.to_string() }
 }
 
-fn spawn_tasks(mut handle: MonHandle, listener: TcpListener) -> MonHandle {
+fn spawn_tasks(
+    mut handle: MonHandle,
+    listener: TcpListener,
+    budget: Arc<quarry_wire::limits::Budget>,
+) -> MonHandle {
     let mon = &handle.mon;
     let shutdown = mon.shutdown.clone();
-    handle.tasks.spawn(server::accept_loop(mon.clone(), listener, shutdown));
+    handle.tasks.spawn(server::accept_loop(mon.clone(), listener, shutdown, budget));
     handle.tasks.spawn(tasks::liveness(mon.clone()));
     handle.tasks.spawn(tasks::rotate_service_keys(mon.clone()));
     handle.tasks.spawn(tasks::advertise(mon.clone(), handle.addr));
+    handle.tasks.spawn(tasks::expire_blocklist(mon.clone(), BLOCKLIST_EXPIRE_PERIOD));
     tracing::info!(name = %mon.cfg.name, addr = %handle.addr, epoch = mon.core.map().epoch, "monitor serving");
     handle
 }

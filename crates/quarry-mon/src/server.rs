@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use quarry_auth::{Caps, MonAccess};
 use quarry_types::{EntityName, EntityType, ErrorCode, OsdId, PgId};
+use quarry_wire::limits::{Budget, ConnectionSlot};
 use quarry_wire::{
     ConnContext, Event, EventSink, Handler, Hello, Refused, Reply, Request, Service,
 };
@@ -22,10 +23,11 @@ use quarry_wire::{
 use crate::log_op::{Op, OpError, Outcome};
 use crate::mon::{unix_now, Beacon, Mon};
 
-/// Bound on the whole authentication handshake of one connection.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an idle subscription checks whether its connection is gone.
 const SUBSCRIBER_POLL: Duration = Duration::from_secs(5);
+/// How often a subscription with a map held back (its peer has not read the last one)
+/// looks again.
+const SUBSCRIBER_SLOW_POLL: Duration = Duration::from_millis(100);
 
 /// What the monitor remembers about an authenticated connection.
 pub struct Session {
@@ -57,7 +59,9 @@ impl quarry_wire::Authenticator for ConnAuth {
         }
         let state = self.mon.core.read();
         let Some(auth) = state.auth.get(&hello.entity) else {
-            return Err(refused(format!("unknown entity {}", hello.entity)));
+            // EACCES: the peer is told what a wrong key gets; the name is only logged.
+            let reason = format!("unknown entity {}", hello.entity);
+            return Err(Refused { code: ErrorCode::EACCES, reason });
         };
         let session = Session {
             entity: hello.entity.clone(),
@@ -76,22 +80,30 @@ impl quarry_wire::Authenticator for ConnAuth {
     }
 }
 
-/// Accepts connections until `shutdown` turns true; each connection runs in its own task,
-/// and a bad one (garbage, truncated frames, failed handshake) only ends itself.
+/// Accepts connections until `shutdown` turns true, within the monitor's `budget`
+/// (`quarry_wire::limits`: a connection beyond a limit is told why, EAGAIN, and closed;
+/// refusals and failed accepts are logged at most once per 10 s); each connection runs in its
+/// own task, and a bad one (garbage, truncated frames, failed handshake) only ends itself.
 pub async fn accept_loop(
     mon: Arc<Mon>,
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
+    budget: Arc<Budget>,
 ) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    connections.spawn(connection(mon.clone(), stream));
-                }
+                Ok((stream, _)) => match budget.try_connection() {
+                    Ok(slot) => {
+                        connections.spawn(connection(mon.clone(), stream, slot));
+                    }
+                    Err(refusal) => {
+                        connections.spawn(quarry_wire::refuse(stream, refusal.code, refusal.reason));
+                    }
+                },
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    budget.log_accept_error(&e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -102,7 +114,7 @@ pub async fn accept_loop(
     connections.abort_all();
 }
 
-async fn connection(mon: Arc<Mon>, stream: TcpStream) {
+async fn connection(mon: Arc<Mon>, stream: TcpStream, slot: ConnectionSlot) {
     let peer = stream.peer_addr().ok();
     let global_id = match mon.reserve_global_id().await {
         Ok(id) => id,
@@ -112,7 +124,7 @@ async fn connection(mon: Arc<Mon>, stream: TcpStream) {
         }
     };
     let auth = ConnAuth { mon: mon.clone(), global_id };
-    let accepted = match quarry_wire::accept(stream, &auth, HANDSHAKE_TIMEOUT).await {
+    let accepted = match quarry_wire::accept_limited(stream, &auth, slot).await {
         Ok(accepted) => accepted,
         Err(e) => {
             tracing::debug!(?peer, error = %e, "handshake failed");
@@ -184,12 +196,18 @@ impl Mon {
 
     fn get_ticket(&self, ctx: &ConnContext<Session>) -> Reply {
         let state = self.core.read();
-        let (Some(ring), Some(auth)) =
-            (state.service_keys.as_ref(), state.auth.get(&ctx.session.entity))
-        else {
+        let Some(auth) = state.auth.get(&ctx.session.entity) else {
+            // Deleted since the session opened: final (the client fails its ops with EPERM).
+            tracing::info!(entity = %ctx.session.entity, "no ticket for a deleted entity");
             return Reply::Failed {
                 code: ErrorCode::EPERM,
-                message: "no ticket: entity unknown or no service key".into(),
+                message: "credentials revoked: the entity no longer exists".into(),
+            };
+        };
+        let Some(ring) = state.service_keys.as_ref() else {
+            return Reply::Failed {
+                code: ErrorCode::EAGAIN,
+                message: "no service key yet: try again".into(),
             };
         };
         let ttl = self.cfg.ticket_ttl.as_secs().max(1);
@@ -291,7 +309,12 @@ impl Mon {
     }
 }
 
-/// Pushes every new map to one subscriber until its connection or the monitor goes away.
+/// Pushes the newest map to one subscriber until its connection or the monitor goes away.
+/// Maps are coalesced: while anything is still queued for the peer (it has not read what it
+/// was sent), a new map is held back and only the newest is sent once the queue is empty. A
+/// subscriber that never reads thus holds at most the map being written and one queued,
+/// whatever the number of map changes (a non-reading peer's socket and reply queue are the
+/// connection layer's to bound).
 async fn push_maps(
     mon: Arc<Mon>,
     mut updates: watch::Receiver<Arc<quarry_wire::ClusterMap>>,
@@ -301,16 +324,23 @@ async fn push_maps(
     updates.mark_unchanged();
     let mut full_changes = mon.full_changes.subscribe();
     full_changes.mark_unchanged();
+    let mut pending = false;
     loop {
+        if pending && sink.queued() == 0 {
+            let map = Box::new(mon.map_with_usage());
+            if sink.try_send(Event::Map(map)) {
+                pending = false;
+            } else if sink.is_closed() {
+                return;
+            }
+        }
+        let poll = if pending { SUBSCRIBER_SLOW_POLL } else { SUBSCRIBER_POLL };
         tokio::select! {
             changed = updates.changed() => {
                 if changed.is_err() {
                     return;
                 }
-                let map = Box::new(mon.map_with_usage());
-                if !sink.send(Event::Map(map)).await {
-                    return;
-                }
+                pending = true;
             }
             // An OSD became (or stopped being) nearfull or full: the same epoch again, with
             // the figures that say so.
@@ -318,12 +348,9 @@ async fn push_maps(
                 if changed.is_err() {
                     return;
                 }
-                let map = Box::new(mon.map_with_usage());
-                if !sink.send(Event::Map(map)).await {
-                    return;
-                }
+                pending = true;
             }
-            _ = tokio::time::sleep(SUBSCRIBER_POLL) => {
+            _ = tokio::time::sleep(poll) => {
                 if sink.is_closed() {
                     return;
                 }

@@ -4,13 +4,19 @@
 //! Health checks (each adds one line and makes the cluster HEALTH_WARN):
 //! - `N osds down`: OSDs that are `in` but not up;
 //! - `Reduced data availability: N pgs inactive`: PGs whose primary is down (or that have
-//!   no OSD at all);
+//!   no OSD at all), or whose acting set is smaller than the pool's `min_size` (the OSDs
+//!   refuse their I/O with ENXIO); the latter are named per pool on detail lines
+//!   (`pool 'big3': 8 pgs have 1 OSD, fewer than min_size 3`);
 //! - `Degraded data redundancy: N pgs degraded, M pgs undersized`: PGs whose primary is up
 //!   but a replica is down / whose acting set is smaller than the pool size;
 //! - `N full osd(s)` (OSD_FULL, makes it HEALTH_ERR) and `N nearfull osd(s)` (OSD_NEARFULL):
 //!   OSDs whose last beacon's disk figures pass `mon_osd_full_ratio` /
 //!   `mon_osd_nearfull_ratio`. Their lines carry one detail per OSD after a newline
 //!   (`osd.0 is full`), which `ceph health detail` prints indented under the summary.
+//!
+//! - `N blocklist entries (the map is K KiB) ...` (`MON_BLOCKLIST_LARGE` in `ceph health
+//!   detail`; Quarry's own check, [`blocklist_health`]): at least half of `mon_blocklist_max`
+//!   live entries.
 //!
 //! Errors (HEALTH_ERR), from what OSDs report ([`damage_health`]):
 //! - `Possible data damage: N pgs inconsistent` (Ceph's `PG_DAMAGED`): PGs an up OSD met
@@ -21,15 +27,17 @@ use std::collections::{BTreeMap, BTreeSet};
 use quarry_types::{full_health, FullRatios, FullState, OsdId, PgId};
 use quarry_wire::{ClusterMap, OsdInfo, PoolInfo, StatusReport};
 
-use crate::mon::Mon;
+use crate::mon::{unix_now, Mon};
 
 /// PG counts by health.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PgCounts {
     /// All PGs.
     pub total: u64,
-    /// Primary up.
+    /// Primary up and at least `min_size` OSDs in the acting set.
     pub active: u64,
+    /// Acting set smaller than the pool's `min_size` (inactive whatever is up).
+    pub below_min_size: u64,
     /// Active, but some replica down.
     pub degraded: u64,
     /// Active, acting set smaller than the pool size.
@@ -43,6 +51,10 @@ pub fn pg_counts(map: &ClusterMap) -> PgCounts {
     for pool in map.pools.values() {
         for acting in &pool.acting {
             counts.total += 1;
+            if acting.len() < pool.min_size as usize {
+                counts.below_min_size += 1;
+                continue;
+            }
             if !acting.first().is_some_and(up) {
                 continue;
             }
@@ -78,7 +90,26 @@ pub fn health(map: &ClusterMap, ratios: &FullRatios) -> (String, Vec<String>) {
     }
     let pgs = pg_counts(map);
     if pgs.active < pgs.total {
-        lines.push(format!("Reduced data availability: {} pgs inactive", pgs.total - pgs.active));
+        let mut line =
+            format!("Reduced data availability: {} pgs inactive", pgs.total - pgs.active);
+        for pool in map.pools.values() {
+            let short: Vec<usize> = pool
+                .acting
+                .iter()
+                .map(|a| a.len())
+                .filter(|&n| n < pool.min_size as usize)
+                .collect();
+            let Some(&most) = short.iter().max() else { continue };
+            let osds = if most == 1 { "OSD" } else { "OSDs" };
+            line.push_str(&format!(
+                "\npool '{}': {} pgs have {most} {osds} or fewer, below min_size {} (size {}): I/O refused",
+                pool.name,
+                short.len(),
+                pool.min_size,
+                pool.size
+            ));
+        }
+        lines.push(line);
     }
     let mut degraded = Vec::new();
     if pgs.degraded > 0 {
@@ -122,6 +153,23 @@ pub fn damage_health(
     report.health = "HEALTH_ERR".to_string();
 }
 
+/// Adds a warning to `report` when the blocklist holds at least half of `max`
+/// (`mon_blocklist_max`) live entries: `N blocklist entries (the map is K KiB); users
+/// without auth rights may add up to MAX` (the map goes to every client and OSD).
+pub fn blocklist_health(report: &mut StatusReport, map: &ClusterMap, max: u32, now: u64) {
+    let live = map.blocklist.values().filter(|&&until| until > now).count();
+    if live == 0 || live < (max as usize).div_ceil(2) {
+        return;
+    }
+    let kib = bincode::serialized_size(map).unwrap_or(0).div_ceil(1024);
+    report.health_details.push(format!(
+        "{live} blocklist entries (the map is {kib} KiB); users without auth rights may add up to {max} (mon_blocklist_max)"
+    ));
+    if report.health == "HEALTH_OK" {
+        report.health = "HEALTH_WARN".to_string();
+    }
+}
+
 /// The report for `map` (usage already filled in) with the given quorum.
 pub fn report(map: &ClusterMap, quorum: Vec<String>, ratios: &FullRatios) -> StatusReport {
     let (health, health_details) = health(map, ratios);
@@ -157,6 +205,7 @@ impl Mon {
         let quorum = if has_leader { vec![self.cfg.name.clone()] } else { Vec::new() };
         let mut status = report(&map, quorum, &self.cfg.full_ratios);
         damage_health(&mut status, &map, &self.damage_reports());
+        blocklist_health(&mut status, &map, self.cfg.blocklist_max, unix_now());
         status
     }
 }
@@ -195,6 +244,51 @@ mod tests {
         map.pools.clear();
         map.osds.get_mut(&1).unwrap().up = true;
         assert_eq!(health(&map, &FullRatios::default()), ("HEALTH_OK".to_string(), Vec::new()));
+    }
+
+    /// A PG with fewer OSDs than its pool's min_size is inactive, whatever is up, and the
+    /// detail names the pool; a size-2 pool on one OSD (min_size 1) is only undersized.
+    #[test]
+    fn pgs_below_min_size_are_inactive() {
+        let mut map = ClusterMap::default();
+        map.osds.insert(0, osd(0, true));
+        let mut big = quarry_testkit::fixtures::pool_info(2, "big3", 5, vec![vec![0]; 8]);
+        big.min_size = 3;
+        map.pools.insert(2, big);
+        map.pools.insert(1, pool(vec![vec![0]; 4], 2));
+        let pgs = pg_counts(&map);
+        assert_eq!((pgs.total, pgs.active, pgs.below_min_size), (12, 4, 8));
+        let (status, lines) = health(&map, &FullRatios::default());
+        assert_eq!(status, "HEALTH_WARN");
+        assert_eq!(
+            lines[0],
+            "Reduced data availability: 8 pgs inactive\npool 'big3': 8 pgs have 1 OSD or fewer, \
+             below min_size 3 (size 5): I/O refused"
+        );
+        assert_eq!(lines[1], "Degraded data redundancy: 4 pgs undersized");
+    }
+
+    /// The blocklist warning starts at half of `mon_blocklist_max` live entries (expired
+    /// ones do not count) and gives the map's size.
+    #[test]
+    fn a_large_blocklist_is_a_warning() {
+        let mut map = ClusterMap::default();
+        for i in 0..5 {
+            map.blocklist.insert(format!("10.0.0.{i}:0/0"), 100);
+        }
+        map.blocklist.insert("10.0.1.1:0/0".into(), 10);
+        let mut r = report(&map, Vec::new(), &FullRatios::default());
+        blocklist_health(&mut r, &map, 12, 50);
+        assert_eq!(r.health, "HEALTH_OK", "5 live of 12: {:?}", r.health_details);
+        map.blocklist.insert("10.0.1.2:0/0".into(), 100);
+        blocklist_health(&mut r, &map, 12, 50);
+        assert_eq!(r.health, "HEALTH_WARN");
+        assert_eq!(
+            r.health_details,
+            vec!["6 blocklist entries (the map is 1 KiB); users without auth rights may add up \
+                  to 12 (mon_blocklist_max)"
+                .to_string()]
+        );
     }
 
     /// Goal: figures reported by OSDs (beacons) cannot crash the monitor when summed: a sum

@@ -62,6 +62,39 @@ pub async fn rotate_service_keys(mon: Arc<Mon>) {
     }
 }
 
+/// Most expired blocklist entries removed per tick.
+const BLOCKLIST_EXPIRE_BATCH: usize = 64;
+
+/// Removes expired blocklist entries from the map (they already match nothing; this keeps
+/// the map every client and OSD receives small), up to [`BLOCKLIST_EXPIRE_BATCH`] a tick,
+/// each through Raft as `BlocklistRm`.
+pub async fn expire_blocklist(mon: Arc<Mon>, period: Duration) {
+    while ticker(&mon, period).await {
+        if !mon.is_leader() {
+            continue;
+        }
+        let now = unix_now();
+        let expired: Vec<String> = mon
+            .core
+            .map()
+            .blocklist
+            .iter()
+            .filter(|(_, &until)| until <= now)
+            .map(|(key, _)| key.clone())
+            .take(BLOCKLIST_EXPIRE_BATCH)
+            .collect();
+        for entry in expired {
+            match mon.propose(Op::BlocklistRm { entry: entry.clone() }).await {
+                Ok(_) => tracing::info!(%entry, "expired blocklist entry removed"),
+                Err(e) => {
+                    tracing::info!(%entry, error = %e.message, "could not remove an expired blocklist entry");
+                    break;
+                }
+            }
+        }
+    }
+}
+
 /// Records this monitor's listening address in the map when it leads and the map differs.
 pub async fn advertise(mon: Arc<Mon>, addr: std::net::SocketAddr) {
     while ticker(&mon, Duration::from_secs(1)).await {

@@ -32,9 +32,16 @@ async fn map_has_bootstrap_pool_and_auth_refuses_bad_keys() {
     assert_eq!(*mon.map(), m);
 
     let wrong = connect(mon.addr(), &EntityName::client("admin"), &CryptoKey::generate()).await;
-    assert!(matches!(wrong, Err(WireError::Refused(ErrorCode::EPERM, _))), "{:?}", wrong.err());
+    let Err(WireError::Refused(ErrorCode::EACCES, wrong)) = wrong else {
+        panic!("{:?}", wrong.err());
+    };
     let unknown = connect(mon.addr(), &EntityName::client("nobody"), &keys.admin).await;
-    assert!(matches!(unknown, Err(WireError::Refused(ErrorCode::EPERM, _))), "{:?}", unknown.err());
+    let Err(WireError::Refused(ErrorCode::EACCES, unknown)) = unknown else {
+        panic!("{:?}", unknown.err());
+    };
+    // One answer: an unauthenticated peer cannot tell which names exist.
+    assert_eq!(wrong, unknown);
+    assert_eq!(wrong, quarry_wire::AUTH_DENIED_REASON);
     // The admin session is unaffected by the refusals.
     assert_eq!(map(&admin).await.epoch, m.epoch);
     mon.shutdown().await;
@@ -275,6 +282,59 @@ async fn subscribers_receive_new_maps() {
     };
     assert!(next.pool_by_name("pushed").is_none());
     mon.shutdown().await;
+}
+
+/// Goal (issue 12, item 3c): a subscriber that stops reading does not make the monitor queue
+/// a map per change for it (four such subscribers once cost 404 MB). Method: a subscriber
+/// behind a proxy that stops reading from the monitor (`hold_replies`: TCP back-pressure, as
+/// a peer that never reads) while the admin makes 400 changes to a map of about 100 KiB (six
+/// pools of 1024 PGs): 40 MB of maps, far more than the sockets buffer. When the proxy
+/// forwards again the subscriber must get far fewer maps than changes (each map not yet sent
+/// is replaced by the newer one), and the last one must be the newest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_does_not_read_gets_the_newest_map_not_every_map() {
+    let mon = common::start().await;
+    let keys = mon.keys();
+    let admin = admin(mon.addr(), &keys).await;
+    for i in 0..6 {
+        let create =
+            MonCommand::PoolCreate { name: format!("wide{i}"), pg_num: Some(1024), size: None };
+        done(&admin, create).await;
+    }
+    let proxy = mon.proxy().await;
+    let mut slow = common::admin(proxy.addr(), &keys).await;
+    let Reply::Map(first) = call(&slow, Request::Subscribe).await else { panic!("map") };
+    proxy.hold_replies();
+    assert!(bincode_len(&first) > 90 << 10, "the map is large: {}", bincode_len(&first));
+    const CHANGES: u64 = 400;
+    for i in 0..CHANGES {
+        let instance = format!("client.admin@{}", 100_000 + i);
+        done(&admin, MonCommand::BlocklistAdd { instance, expire_secs: 3600 }).await;
+    }
+    let newest = map(&admin).await.epoch;
+    assert!(newest >= first.epoch + CHANGES);
+    proxy.resume();
+    let mut received = 0u64;
+    let mut last = first.epoch;
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_secs(2), slow.events.recv()).await
+    {
+        if let Event::Map(m) = event {
+            assert!(m.epoch > last, "maps arrive in order");
+            last = m.epoch;
+            received += 1;
+        }
+    }
+    assert_eq!(last, newest, "the newest map reached the slow subscriber");
+    assert!(
+        received <= CHANGES * 2 / 3,
+        "{received} maps of {CHANGES} changes were queued for a subscriber that did not read"
+    );
+    mon.shutdown().await;
+}
+
+fn bincode_len(map: &quarry_wire::ClusterMap) -> u64 {
+    bincode::serialized_size(map).unwrap()
 }
 
 #[tokio::test]

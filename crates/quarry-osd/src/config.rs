@@ -4,7 +4,8 @@
 //! Options read, for the entity `osd.N` (`[osd.N]` > `[osd]` > `[global]`, command-line
 //! overrides first): `mon_host` (the monitors), `key`, `keyfile`, `keyring` (osd.N's key,
 //! in that precedence; `DATA/keyring` is tried after the keyring list), the full ratios
-//! (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`). A value that does
+//! (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`), the
+//! connection and memory budget (`quarry_conf::server_limits`). A value that does
 //! not parse is an error naming the option, the value and the line it was set on.
 
 use std::net::SocketAddr;
@@ -36,6 +37,9 @@ pub struct OsdConfig {
     /// `osd_failsafe_full_ratio`): writes that need space are refused with ENOSPC from the
     /// full ratio on (see `crate::space`).
     pub full_ratios: quarry_types::FullRatios,
+    /// Connection and memory budget (`ms_max_connections`, `osd_client_message_size_cap`,
+    /// ...: `quarry_types::ServerLimits`, enforced by `quarry_wire::limits`).
+    pub limits: quarry_types::ServerLimits,
 }
 
 /// What the `quarry osd` command line sets besides the common options.
@@ -87,6 +91,7 @@ impl OsdConfig {
             key,
             host: overrides.host.clone().unwrap_or_else(quarry_conf::local_hostname),
             full_ratios: quarry_conf::full_ratios(&conf, &entity)?,
+            limits: quarry_conf::server_limits(&conf, &entity, quarry_types::DaemonKind::Osd)?,
         })
     }
 

@@ -81,6 +81,13 @@ pub(crate) async fn start(
     advertise: Option<SocketAddr>,
 ) -> Result<Running, OsdError> {
     let data = cfg.data();
+    // Before the WAL and the store open: the open-files limit is raised and their
+    // descriptors reserved, so clients can never take them (`quarry_wire::limits`).
+    let budget = quarry_wire::limits::Budget::new(
+        &format!("osd.{}", cfg.id),
+        cfg.limits,
+        quarry_wire::limits::FD_RESERVE_OSD,
+    );
     let (wal, store) = open_storage(&data, cfg.full_ratios).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -157,7 +164,7 @@ pub(crate) async fn start(
             return Err(OsdError::MonUnreachable { addrs, last_error });
         }
     }
-    running.tasks.spawn(server::accept_loop(osd.clone(), listener));
+    running.tasks.spawn(server::accept_loop(osd.clone(), listener, budget));
     tracing::info!(osd = osd.id, %addr, pgs = osd.router.groups().len(), "osd up");
     Ok(running)
 }

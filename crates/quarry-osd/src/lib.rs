@@ -97,9 +97,11 @@
 //! EIO and the object stays damaged.
 //!
 //! # Bounds
-//! Client requests in flight: 256 per connection (wire) and `OPS_INFLIGHT_MAX` overall
-//! (Raft traffic is not counted: client writes wait on it); connections: `CONNECTIONS_MAX`;
-//! handshakes: 10 s; ops per vector: 1024; names per listing: 1024; a client with a newer map
+//! Client requests in flight: `osd_client_message_cap` (256) per connection (wire) and
+//! `OPS_INFLIGHT_MAX` overall (Raft traffic is not counted: client writes wait on it); the
+//! connection and memory budget of `OsdConfig::limits` (`quarry_wire::limits`: connections in
+//! total and per client entity, request bytes of clients and of peer OSDs apart, queued reply
+//! bytes, idle and handshake timeouts, descriptors reserved for the WAL and store); ops per vector: 1024; names per listing: 1024; a client with a newer map
 //! waits at most 2 s for ours; a write not applied in 120 s is answered ETIMEDOUT.
 //! Data per op vector: at most `quarry_types::OP_DATA_BYTES_MAX` (60 MiB; `check::validate`),
 //! and the encoded command must fit one WAL record (`LOG_ENTRY_BYTES_MAX`, 64 MiB, equal to

@@ -1,16 +1,19 @@
-//! The listener: accepts TCP connections (bounded), authenticates each with its monitor
-//! ticket, then serves its requests through [`OsdService`]. A connection that sends garbage,
-//! a truncated or unsigned frame is closed by the wire layer; other connections carry on.
+//! The listener: accepts TCP connections within the OSD's budget (`quarry_wire::limits`:
+//! connections in total and per client entity, request and reply bytes, idle timeouts, the
+//! open-files limit), authenticates each with its monitor ticket, then serves its requests
+//! through [`OsdService`]. A connection that sends garbage, a truncated or unsigned frame is
+//! closed by the wire layer; other connections carry on. A connection beyond a limit is told
+//! why (EAGAIN) and closed; refusals and failed accepts are logged at most once per 10 s.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use quarry_types::ErrorCode;
+use quarry_wire::limits::{Budget, ConnectionSlot};
 use quarry_wire::{ConnContext, Handler, Reply, Request};
 
 use crate::op;
@@ -18,10 +21,6 @@ use crate::osd::Osd;
 use crate::session::{OsdAuthenticator, Session};
 use crate::watch;
 
-/// Connections served at once; more are closed at accept.
-pub(crate) const CONNECTIONS_MAX: usize = 4096;
-/// How long a peer has to finish the handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause after a failed accept (e.g. out of file descriptors) before the next.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
@@ -61,6 +60,27 @@ impl Handler<Session> for OsdService {
         }
     }
 
+    /// Reads reserve reply room for the bytes they ask for (a read to the end of the object
+    /// for an image object's 4 MiB; corrected once the reply exists).
+    fn reply_estimate(&self, request: &Request) -> u64 {
+        const SMALL: u64 = 4 << 10;
+        const READ_TO_END: u64 = 4 << 20;
+        match request {
+            Request::Op(op) => op
+                .ops
+                .iter()
+                .map(|o| match o {
+                    quarry_types::ObjectOp::Read { len: 0, .. } => READ_TO_END,
+                    quarry_types::ObjectOp::Read { len, .. } => {
+                        (*len).min(quarry_types::OBJECT_SIZE_MAX) + SMALL
+                    }
+                    _ => SMALL,
+                })
+                .fold(0u64, u64::saturating_add),
+            _ => SMALL,
+        }
+    }
+
     /// A mutation (or method call) with a request id takes its place in its object's queue
     /// here, in arrival order (`op::order`).
     fn arrived(&self, ctx: &Arc<ConnContext<Session>>, request: &Request) {
@@ -77,10 +97,9 @@ impl Handler<Session> for OsdService {
 }
 
 /// Accepts connections until the OSD stops; aborting this task closes every connection.
-pub(crate) async fn accept_loop(osd: Arc<Osd>, listener: TcpListener) {
+pub(crate) async fn accept_loop(osd: Arc<Osd>, listener: TcpListener, budget: Arc<Budget>) {
     let service = Arc::new(OsdService { osd: osd.clone() });
     let auth = Arc::new(OsdAuthenticator { keys: osd.keys.clone() });
-    let slots = Arc::new(Semaphore::new(CONNECTIONS_MAX));
     let mut stop = osd.stop.subscribe();
     let mut connections = JoinSet::new();
     loop {
@@ -88,16 +107,17 @@ pub(crate) async fn accept_loop(osd: Arc<Osd>, listener: TcpListener) {
             _ = crate::osd::stopped(&mut stop) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, "too many connections: closing a new one");
-                        continue;
-                    };
-                    let (auth, service) = (auth.clone(), service.clone());
-                    connections.spawn(serve_connection(stream, peer, auth, service, permit));
-                }
+                Ok((stream, peer)) => match budget.try_connection() {
+                    Ok(slot) => {
+                        let (auth, service) = (auth.clone(), service.clone());
+                        connections.spawn(serve_connection(stream, peer, auth, service, slot));
+                    }
+                    Err(refusal) => {
+                        connections.spawn(quarry_wire::refuse(stream, refusal.code, refusal.reason));
+                    }
+                },
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    budget.log_accept_error(&e);
                     tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 }
             },
@@ -112,9 +132,9 @@ async fn serve_connection(
     peer: SocketAddr,
     auth: Arc<OsdAuthenticator>,
     service: Arc<OsdService>,
-    _permit: OwnedSemaphorePermit,
+    slot: ConnectionSlot,
 ) {
-    let accepted = match quarry_wire::accept(stream, auth.as_ref(), HANDSHAKE_TIMEOUT).await {
+    let accepted = match quarry_wire::accept_limited(stream, auth.as_ref(), slot).await {
         Ok(accepted) => accepted,
         Err(e) => {
             // Refusals were logged by the authenticator; this is the rest (garbage, timeouts).

@@ -41,5 +41,6 @@ pub fn osd_config_from_env() -> Option<OsdConfig> {
         key: CryptoKey::from_base64(&var(KEY)).expect("OSD key"),
         host: var(HOST),
         full_ratios: Default::default(),
+        limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
     })
 }

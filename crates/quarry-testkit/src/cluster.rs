@@ -344,6 +344,7 @@ impl Cluster {
             key: self.osd_key(id).clone(),
             host: host_of(id),
             full_ratios: Default::default(),
+            limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
         }
     }
 
@@ -452,6 +453,7 @@ impl Cluster {
             key,
             connect_timeout: Duration::from_secs(10),
             op_timeout: Some(Duration::from_secs(60)),
+            fsid: None,
         }
     }
 

@@ -26,6 +26,10 @@ impl ErrorCode {
     pub const EEXIST: ErrorCode = ErrorCode(17);
     /// Invalid argument.
     pub const EINVAL: ErrorCode = ErrorCode(22);
+    /// Is a directory.
+    pub const EISDIR: ErrorCode = ErrorCode(21);
+    /// No such device or address: a PG with fewer OSDs than its pool's `min_size`.
+    pub const ENXIO: ErrorCode = ErrorCode(6);
     /// File too large: offset/length beyond `OBJECT_SIZE_MAX`.
     pub const EFBIG: ErrorCode = ErrorCode(27);
     /// No space left.
@@ -111,7 +115,17 @@ impl ErrorCode {
             13 => "Permission denied",
             16 => "Device or resource busy",
             17 => "File exists",
+            6 => "No such device or address",
+            7 => "Argument list too long",
+            9 => "Bad file descriptor",
+            12 => "Cannot allocate memory",
+            19 => "No such device",
+            20 => "Not a directory",
+            21 => "Is a directory",
             22 => "Invalid argument",
+            24 => "Too many open files",
+            29 => "Illegal seek",
+            32 => "Broken pipe",
             27 => "File too large",
             28 => "No space left on device",
             30 => "Read-only file system",

@@ -15,12 +15,14 @@
 mod error;
 mod full;
 mod ids;
+mod limits;
 mod methods;
 mod ops;
 
 pub use error::ErrorCode;
 pub use full::{full_health, usage_ratio, FullRatios, FullState};
 pub use ids::{EntityName, EntityReqId, EntityType, OsdId, PgId, PoolId, ReqId, SnapId, SNAP_HEAD};
+pub use limits::{DaemonKind, ServerLimits};
 pub use methods::{CallOrigin, MethodCtx, MethodFlags, ObjectMethods};
 pub use ops::{CmpOp, ObjectOp, OpOutput, OpReply, Payload, SnapContext};
 

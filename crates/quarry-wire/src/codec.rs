@@ -110,6 +110,12 @@ pub fn encode_frame(
     Ok(frame)
 }
 
+/// The bytes `msg` takes as a frame (header, payload, signature): what a queued reply costs.
+pub fn encoded_len(msg: &Message) -> u64 {
+    let payload = bincode_options(u64::MAX).serialized_size(msg).unwrap_or(u64::MAX / 2);
+    payload + (HEADER_LEN + SIGNATURE_LEN) as u64
+}
+
 /// Parses and checks a header. `payload_max` is the limit for this connection state.
 pub fn decode_header(bytes: &[u8; HEADER_LEN], payload_max: u32) -> Result<FrameHeader, WireError> {
     if bytes[0..4] != FRAME_MAGIC {

@@ -5,7 +5,9 @@
 //! in flight on one connection; replies are matched by request id; pushed events arrive on a
 //! channel. Server side: [`accept`] authenticates a peer through an [`Authenticator`], then
 //! [`serve`] runs the session, calling a [`Handler`] for each request concurrently (at most
-//! `INFLIGHT_REQUESTS_MAX` per connection).
+//! `osd_client_message_cap` per connection), within its daemon's budget
+//! ([`crate::limits`]): a request's body is read once the budget has room for it, room for
+//! its reply is reserved before it runs, an idle or non-reading peer is disconnected.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,9 +24,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use quarry_types::{EntityName, ErrorCode};
 
 use crate::codec::{
-    decode_body, decode_header, encode_frame, SessionKey, FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX,
-    HEADER_LEN,
+    decode_body, decode_header, encode_frame, encoded_len, FrameHeader, SessionKey,
+    FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX, HEADER_LEN,
 };
+use crate::limits::{Budget, Charge, ConnAccount, ConnectionSlot};
 use crate::message::{
     Challenge, Event, Hello, Message, Proof, Refused, Reply, Request, Service, Welcome,
 };
@@ -91,6 +94,12 @@ struct FrameReader {
 
 impl FrameReader {
     async fn recv(&mut self) -> Result<(u64, Message), WireError> {
+        let (header_bytes, header) = self.read_header().await?;
+        self.read_body(&header_bytes, &header).await
+    }
+
+    /// Reads and checks the next frame's header (nothing is allocated for its body yet).
+    async fn read_header(&mut self) -> Result<([u8; HEADER_LEN], FrameHeader), WireError> {
         let mut header_bytes = [0u8; HEADER_LEN];
         match self.inner.read_exact(&mut header_bytes).await {
             Ok(_) => {}
@@ -100,20 +109,47 @@ impl FrameReader {
             Err(e) => return Err(WireError::Io(e)),
         }
         let header = decode_header(&header_bytes, self.payload_max)?;
+        Ok((header_bytes, header))
+    }
+
+    /// Reads the body of the frame whose header was just read, checks and decodes it.
+    async fn read_body(
+        &mut self,
+        header_bytes: &[u8; HEADER_LEN],
+        header: &FrameHeader,
+    ) -> Result<(u64, Message), WireError> {
         let mut body = vec![0u8; header.body_len()];
-        self.inner.read_exact(&mut body).await.map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                WireError::Truncated
-            } else {
-                WireError::Io(e)
-            }
-        })?;
-        let msg = decode_body(&header_bytes, &header, &body, self.key.as_ref(), self.next_seq)?;
+        self.inner.read_exact(&mut body).await.map_err(truncated)?;
+        let msg = decode_body(header_bytes, header, &body, self.key.as_ref(), self.next_seq)?;
         self.last_body_len = body.len();
         if self.key.is_some() {
             self.next_seq += 1;
         }
         Ok((header.request_id, msg))
+    }
+
+    /// Reads past the body of the frame whose header was just read, into a small buffer
+    /// (a frame refused for its size costs bandwidth, not memory). Its sequence number counts.
+    async fn skip_body(&mut self, header: &FrameHeader) -> Result<(), WireError> {
+        let mut left = header.body_len();
+        let mut scratch = vec![0u8; 64 << 10];
+        while left > 0 {
+            let n = left.min(scratch.len());
+            self.inner.read_exact(&mut scratch[..n]).await.map_err(truncated)?;
+            left -= n;
+        }
+        if self.key.is_some() {
+            self.next_seq += 1;
+        }
+        Ok(())
+    }
+}
+
+fn truncated(e: std::io::Error) -> WireError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        WireError::Truncated
+    } else {
+        WireError::Io(e)
     }
 }
 
@@ -142,18 +178,24 @@ impl FrameWriter {
     }
 }
 
-fn split(stream: TcpStream) -> (FrameReader, FrameWriter) {
+/// Socket buffers of a client connection (few per process: sized for throughput).
+const CLIENT_BUFFER: usize = 256 << 10;
+/// Socket buffers of a server connection (a daemon holds thousands: what each costs; frame
+/// bodies larger than this bypass the buffers anyway).
+const SERVER_BUFFER: usize = 64 << 10;
+
+fn split(stream: TcpStream, buffer: usize) -> (FrameReader, FrameWriter) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     (
         FrameReader {
-            inner: BufReader::with_capacity(256 << 10, r),
+            inner: BufReader::with_capacity(buffer, r),
             key: None,
             next_seq: 1,
             payload_max: HANDSHAKE_PAYLOAD_MAX,
             last_body_len: 0,
         },
-        FrameWriter { inner: BufWriter::with_capacity(256 << 10, w), key: None, next_seq: 1 },
+        FrameWriter { inner: BufWriter::with_capacity(buffer, w), key: None, next_seq: 1 },
     )
 }
 
@@ -171,7 +213,7 @@ pub async fn connect(
     let work = async {
         let stream = TcpStream::connect(addr).await?;
         let local_addr = stream.local_addr()?;
-        let (mut reader, mut writer) = split(stream);
+        let (mut reader, mut writer) = split(stream, CLIENT_BUFFER);
         let client_nonce = quarry_auth::random_nonce();
         let ticket = match secret {
             ClientSecret::Ticket { ticket, .. } => Some(ticket.clone()),
@@ -244,7 +286,8 @@ pub trait Authenticator: Send + Sync + 'static {
     type Session: Send + Sync + 'static;
 
     /// The secret the peer must prove it holds, and its session, or a refusal. For the
-    /// monitor: the entity's key; for an OSD: the session key in the (opened) ticket.
+    /// monitor: the entity's key; for an OSD: the session key in the (opened) ticket. A
+    /// refusal with EACCES is logged with its reason but answered [`AUTH_DENIED_REASON`].
     fn secret_for(&self, hello: &Hello) -> Result<(Vec<u8>, Self::Session), Refused>;
 
     /// A peer proved its identity; returns the global id to announce.
@@ -264,17 +307,61 @@ pub struct Accepted<S> {
     pub peer: SocketAddr,
     /// The session key: seal secrets sent to this peer with it.
     pub session_key: SessionKey,
+    /// What the connection holds of its daemon's budget.
+    account: ConnAccount,
 }
 
-/// Runs the server side of the handshake on `stream`, bounded by `timeout`.
+/// What a peer that failed to authenticate is told, whatever the reason (wrong key, or an
+/// [`Authenticator`] refusal with EACCES such as an unknown entity): Ceph's one answer,
+/// `(13) Permission denied`, so the server never tells an unauthenticated peer which names
+/// exist. The reason is only given to [`Authenticator::rejected`] (the server's log).
+pub const AUTH_DENIED_REASON: &str = "authentication failed";
+
+fn auth_denied() -> Refused {
+    Refused { code: ErrorCode::EACCES, reason: AUTH_DENIED_REASON.to_string() }
+}
+
+/// Runs the server side of the handshake on `stream`, bounded by `timeout`, with no limit
+/// on what the session may hold (tools and tests; daemons use [`accept_limited`]).
 pub async fn accept<A: Authenticator>(
     stream: TcpStream,
     auth: &A,
     timeout: Duration,
 ) -> Result<Accepted<A::Session>, WireError> {
+    let budget = Budget::unlimited();
+    let slot = budget.try_connection().map_err(|r| WireError::Refused(r.code, r.reason))?;
+    accept_in(stream, auth, timeout, slot).await
+}
+
+/// Runs the server side of the handshake on `stream` for a connection that holds `slot` of
+/// its daemon's budget: bounded by the budget's handshake timeout; a client entity already
+/// at its connection cap is refused (EAGAIN) after proving its key.
+pub async fn accept_limited<A: Authenticator>(
+    stream: TcpStream,
+    auth: &A,
+    slot: ConnectionSlot,
+) -> Result<Accepted<A::Session>, WireError> {
+    let timeout = slot.budget().limits().handshake_timeout;
+    accept_in(stream, auth, timeout, slot).await
+}
+
+/// Tells the peer of a socket just accepted why it is not served (best effort, bounded),
+/// then closes it.
+pub async fn refuse(stream: TcpStream, code: ErrorCode, reason: String) {
+    let (_reader, mut writer) = split(stream, 4 << 10);
+    let refused = Message::Refused(Refused { code, reason });
+    let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(0, &refused)).await;
+}
+
+async fn accept_in<A: Authenticator>(
+    stream: TcpStream,
+    auth: &A,
+    timeout: Duration,
+    mut slot: ConnectionSlot,
+) -> Result<Accepted<A::Session>, WireError> {
     let peer = stream.peer_addr()?;
     let work = async {
-        let (mut reader, mut writer) = split(stream);
+        let (mut reader, mut writer) = split(stream, SERVER_BUFFER);
         let hello = match reader.recv().await? {
             (_, Message::Hello(h)) => h,
             _ => return Err(WireError::UnexpectedMessage("expected Hello")),
@@ -298,6 +385,10 @@ pub async fn accept<A: Authenticator>(
             Ok(found) => found,
             Err(refused) => {
                 auth.rejected(&hello, peer, &refused.reason);
+                // EACCES is "who are you": the detail (unknown entity) stays in the log and
+                // the peer gets the same answer as for a wrong key.
+                let refused =
+                    if refused.code == ErrorCode::EACCES { auth_denied() } else { refused };
                 let err = WireError::Refused(refused.code, refused.reason.clone());
                 let _ = writer.send(0, &Message::Refused(refused)).await;
                 return Err(err);
@@ -311,11 +402,19 @@ pub async fn accept<A: Authenticator>(
             &proof.proof,
         );
         if !proven {
-            let reason = "authentication failed: wrong key".to_string();
-            auth.rejected(&hello, peer, &reason);
-            let refused = Refused { code: ErrorCode::EPERM, reason: reason.clone() };
+            auth.rejected(&hello, peer, "wrong key");
+            let refused = auth_denied();
+            let err = WireError::Refused(refused.code, refused.reason.clone());
             let _ = writer.send(0, &Message::Refused(refused)).await;
-            return Err(WireError::Refused(ErrorCode::EPERM, reason));
+            return Err(err);
+        }
+        // Only a peer that proved its name is counted against that name's cap (otherwise
+        // anyone could lock a user out by claiming to be it).
+        if let Err(refusal) = slot.admit(&hello.entity) {
+            let err = WireError::Refused(refusal.code, refusal.reason.clone());
+            let refused = Refused { code: refusal.code, reason: refusal.reason };
+            let _ = writer.send(0, &Message::Refused(refused)).await;
+            return Err(err);
         }
         let global_id = auth.accepted(&session);
         let proof =
@@ -329,30 +428,52 @@ pub async fn accept<A: Authenticator>(
     };
     let (reader, writer, session, session_key) =
         tokio::time::timeout(timeout, work).await.map_err(|_| WireError::Timeout)??;
-    Ok(Accepted { reader, writer, session, peer, session_key })
+    let account = ConnAccount::new(slot);
+    Ok(Accepted { reader, writer, session, peer, session_key, account })
 }
 
-/// Pushes events to one connected peer (e.g. map updates to a subscriber).
+/// A frame for a connection's writer task, with the reply room it holds until written.
+type Outgoing = (u64, Message, Option<Charge>);
+
+/// Pushes events to one connected peer (e.g. map updates to a subscriber). Events count
+/// against the connection's reply room like replies.
 #[derive(Clone)]
 pub struct EventSink {
-    tx: mpsc::Sender<(u64, Message)>,
+    tx: mpsc::Sender<Outgoing>,
+    account: std::sync::Weak<ConnAccount>,
 }
 
 impl EventSink {
-    /// Sends an event; false if the connection is gone.
+    /// Sends an event, waiting for reply room; false if the connection is gone.
     pub async fn send(&self, event: Event) -> bool {
-        self.tx.send((0, Message::Event(event))).await.is_ok()
+        let msg = Message::Event(event);
+        let Some(account) = self.account.upgrade() else { return false };
+        let charge = tokio::select! {
+            charge = account.charge_reply(encoded_len(&msg)) => charge,
+            _ = self.tx.closed() => return false,
+        };
+        drop(account);
+        self.tx.send((0, msg, charge)).await.is_ok()
     }
 
-    /// Queues an event without waiting; false if the connection is gone or its queue is full
-    /// (the event is then dropped).
+    /// Queues an event without waiting; false if the connection is gone or has no room for
+    /// it (the event is then dropped).
     pub fn try_send(&self, event: Event) -> bool {
-        self.tx.try_send((0, Message::Event(event))).is_ok()
+        let msg = Message::Event(event);
+        let Some(account) = self.account.upgrade() else { return false };
+        let Some(charge) = account.try_charge_reply(encoded_len(&msg)) else { return false };
+        self.tx.try_send((0, msg, charge)).is_ok()
     }
 
     /// True once the connection has closed.
     pub fn is_closed(&self) -> bool {
         self.tx.is_closed()
+    }
+
+    /// Messages (replies and events) queued for this peer and not yet taken by the writer:
+    /// a pusher can hold back an event that a newer one will replace while the peer is slow.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 }
 
@@ -382,32 +503,73 @@ pub trait Handler<S>: Send + Sync + 'static {
     /// follow the order requests arrived in on one connection is done here (the OSD queues a
     /// mutation behind earlier ones to the same object). Must not block. Default: nothing.
     fn arrived(&self, _ctx: &Arc<ConnContext<S>>, _request: &Request) {}
+
+    /// The bytes `request`'s reply will take at most, as far as the request says (data
+    /// reads: their lengths). Reply room for it is reserved before the request runs; the
+    /// charge is corrected once the reply exists. Default: 4 KiB.
+    fn reply_estimate(&self, _request: &Request) -> u64 {
+        4 << 10
+    }
 }
 
-/// Runs an authenticated connection until the peer goes away or sends a bad frame. Requests
-/// are handled concurrently; replies may go out of order (they carry the request id).
+/// What the reader of a session got next.
+enum Next {
+    Request(u64, Request, Charge),
+    /// A frame larger than this peer may send: its body was skipped.
+    Oversized(u64, u32),
+    /// Nothing in flight and nothing received for the idle timeout.
+    Idle,
+}
+
+/// Runs an authenticated connection until the peer goes away, sends a bad frame, stays idle
+/// past the budget's timeout or stops reading its replies for as long. Requests are handled
+/// concurrently; replies may go out of order (they carry the request id).
 pub async fn serve<S, H>(accepted: Accepted<S>, handler: Arc<H>) -> Result<(), WireError>
 where
     S: Send + Sync + 'static,
     H: Handler<S>,
 {
-    let Accepted { mut reader, writer, session, peer, session_key } = accepted;
-    let (tx, rx) = mpsc::channel::<(u64, Message)>(OUTGOING_QUEUE_MAX);
-    let writer_task = tokio::spawn(write_loop(writer, rx));
-    let ctx =
-        Arc::new(ConnContext { session, peer, events: EventSink { tx: tx.clone() }, session_key });
-    let inflight = Arc::new(Semaphore::new(INFLIGHT_REQUESTS_MAX));
+    let Accepted { mut reader, writer, session, peer, session_key, account } = accepted;
+    let account = Arc::new(account);
+    let limits = *account.budget().limits();
+    let frame_max = account.budget().frame_max(account.is_client());
+    let (tx, rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE_MAX);
+    let (writer_gone_tx, mut writer_gone) = oneshot::channel::<()>();
+    let writer_task = tokio::spawn(async move {
+        write_loop(writer, rx, Some(limits.idle_timeout)).await;
+        drop(writer_gone_tx);
+    });
+    let events = EventSink { tx: tx.clone(), account: Arc::downgrade(&account) };
+    let ctx = Arc::new(ConnContext { session, peer, events, session_key });
+    let per_connection = limits.requests_per_connection;
+    let inflight = Arc::new(Semaphore::new(per_connection));
     let inflight_kib = Arc::new(Semaphore::new(INFLIGHT_KIB_MAX as usize));
     let mut handlers = tokio::task::JoinSet::new();
     let result = loop {
-        let (request_id, msg) = match reader.recv().await {
-            Ok(frame) => frame,
+        let next = tokio::select! {
+            next = next_request(&mut reader, &account, frame_max, &limits, &inflight, per_connection) => next,
+            _ = &mut writer_gone => break Err(WireError::Stalled),
+        };
+        let (request_id, request, request_charge) = match next {
+            Ok(Next::Request(id, request, charge)) => (id, request, charge),
+            Ok(Next::Oversized(id, len)) => {
+                let message = format!(
+                    "request of {len} bytes is larger than this daemon accepts ({frame_max})"
+                );
+                let reply = Reply::Failed { code: ErrorCode::EMSGSIZE, message };
+                let _ = tx.send((id, Message::Reply(reply), None)).await;
+                continue;
+            }
+            Ok(Next::Idle) => break Err(WireError::Idle),
             Err(WireError::Closed) => break Ok(()),
             Err(e) => break Err(e),
         };
-        let request = match msg {
-            Message::Request(r) => r,
-            _ => break Err(WireError::UnexpectedMessage("expected Request")),
+        // Room for the reply before the request runs: a peer that does not read its replies
+        // stops being read from here (back-pressure), it does not grow the daemon.
+        let estimate = handler.reply_estimate(&request);
+        let reply_charge = tokio::select! {
+            charge = account.charge_reply(estimate) => charge,
+            _ = &mut writer_gone => break Err(WireError::Stalled),
         };
         let permit = match inflight.clone().acquire_owned().await {
             Ok(p) => p,
@@ -423,7 +585,13 @@ where
         while handlers.try_join_next().is_some() {}
         handlers.spawn(async move {
             let reply = handler.handle(ctx, request).await;
-            let _ = tx.send((request_id, Message::Reply(reply))).await;
+            drop(request_charge);
+            let msg = Message::Reply(reply);
+            let mut reply_charge = reply_charge;
+            if let Some(charge) = reply_charge.as_mut() {
+                charge.resize(encoded_len(&msg));
+            }
+            let _ = tx.send((request_id, msg, reply_charge)).await;
             drop((permit, bytes_permit));
         });
     };
@@ -440,18 +608,72 @@ where
     result
 }
 
-async fn write_loop(mut writer: FrameWriter, mut rx: mpsc::Receiver<(u64, Message)>) {
-    while let Some((id, msg)) = rx.recv().await {
-        if writer.push(id, &msg).await.is_err() {
-            return;
-        }
-        // Coalesce whatever else is queued into the same flush.
-        while let Ok((id, msg)) = rx.try_recv() {
-            if writer.push(id, &msg).await.is_err() {
-                return;
+/// Reads the next request: its header, then (once the budget has room for it) its body.
+async fn next_request(
+    reader: &mut FrameReader,
+    account: &ConnAccount,
+    frame_max: u32,
+    limits: &quarry_types::ServerLimits,
+    inflight: &Semaphore,
+    per_connection: usize,
+) -> Result<Next, WireError> {
+    let (header_bytes, header) = loop {
+        match tokio::time::timeout(limits.idle_timeout, reader.read_header()).await {
+            Ok(read) => break read?,
+            Err(_) => {
+                let busy =
+                    inflight.available_permits() < per_connection || account.queued_replies() > 0;
+                if !busy {
+                    return Ok(Next::Idle);
+                }
             }
         }
-        if writer.inner.flush().await.is_err() {
+    };
+    if header.payload_len > frame_max {
+        reader.skip_body(&header).await?;
+        return Ok(Next::Oversized(header.request_id, header.payload_len));
+    }
+    // Nothing is allocated for the body before the budget admits it.
+    let charge = account.charge_request(header.body_len() as u64).await;
+    let (request_id, msg) = reader.read_body(&header_bytes, &header).await?;
+    match msg {
+        Message::Request(r) => Ok(Next::Request(request_id, r, charge)),
+        _ => Err(WireError::UnexpectedMessage("expected Request")),
+    }
+}
+
+/// `work`, failed as `Stalled` if it takes longer than `stall`.
+async fn bounded(
+    stall: Option<Duration>,
+    work: impl Future<Output = Result<(), WireError>>,
+) -> Result<(), WireError> {
+    match stall {
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or(Err(WireError::Stalled)),
+        None => work.await,
+    }
+}
+
+async fn write_loop(
+    mut writer: FrameWriter,
+    mut rx: mpsc::Receiver<Outgoing>,
+    stall: Option<Duration>,
+) {
+    while let Some((id, msg, charge)) = rx.recv().await {
+        if bounded(stall, writer.push(id, &msg)).await.is_err() {
+            return;
+        }
+        drop((msg, charge));
+        // Coalesce whatever else is queued into the same flush.
+        while let Ok((id, msg, charge)) = rx.try_recv() {
+            if bounded(stall, writer.push(id, &msg)).await.is_err() {
+                return;
+            }
+            drop((msg, charge));
+        }
+        if bounded(stall, async { writer.inner.flush().await.map_err(WireError::Io) })
+            .await
+            .is_err()
+        {
             return;
         }
     }
@@ -462,7 +684,7 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Result<Reply, WireError>>>
 /// The client side of an authenticated session: pipelined requests.
 #[derive(Clone)]
 pub struct RpcClient {
-    tx: mpsc::Sender<(u64, Message)>,
+    tx: mpsc::Sender<Outgoing>,
     pending: Pending,
     next_id: Arc<AtomicU64>,
     closed: Arc<AtomicBool>,
@@ -495,7 +717,7 @@ impl RpcClient {
         let (event_tx, event_rx) = mpsc::channel(64);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_loop(writer, rx));
+        tokio::spawn(write_loop(writer, rx, None));
         tokio::spawn(read_loop(reader, pending.clone(), event_tx, closed.clone()));
         let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let client =
@@ -519,7 +741,7 @@ impl RpcClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&self.pending).insert(id, reply_tx);
-        if self.tx.send((id, Message::Request(request))).await.is_err() {
+        if self.tx.send((id, Message::Request(request), None)).await.is_err() {
             lock(&self.pending).remove(&id);
             return Err(WireError::Closed);
         }

@@ -19,12 +19,14 @@
 pub mod blocklist;
 pub mod codec;
 pub mod conn;
+pub mod limits;
 pub mod map;
 pub mod message;
 
 pub use conn::{
-    accept, connect, serve, Accepted, Authenticator, ClientSecret, ConnContext, Connected,
-    EventSink, Handler, PendingReply, RpcClient, PROTOCOL_VERSION,
+    accept, accept_limited, connect, refuse, serve, Accepted, Authenticator, ClientSecret,
+    ConnContext, Connected, EventSink, Handler, PendingReply, RpcClient, AUTH_DENIED_REASON,
+    PROTOCOL_VERSION,
 };
 pub use map::{ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
 pub use message::*;
@@ -92,6 +94,12 @@ pub enum WireError {
     /// The handshake did not finish in time.
     #[error("connection timed out")]
     Timeout,
+    /// An authenticated session sent nothing, with nothing in flight, for the idle timeout.
+    #[error("connection idle for longer than ms_tcp_read_timeout: closed")]
+    Idle,
+    /// The peer read nothing of a pending reply for the idle timeout.
+    #[error("peer stopped reading its replies: connection closed")]
+    Stalled,
 }
 
 impl WireError {

@@ -24,7 +24,7 @@ impl Authenticator for OneKey {
         if hello.entity == EntityName::client("admin") {
             Ok((KEY.to_vec(), hello.entity.clone()))
         } else {
-            Err(Refused { code: ErrorCode::EPERM, reason: "unknown entity".into() })
+            Err(Refused { code: ErrorCode::EACCES, reason: "unknown entity".into() })
         }
     }
     fn accepted(&self, _: &EntityName) -> u64 {
@@ -128,7 +128,10 @@ async fn wrong_key_and_unknown_entity_are_refused_quickly() {
         T,
     )
     .await;
-    assert!(matches!(bad, Err(WireError::Refused(ErrorCode::EPERM, _))), "{:?}", bad.err());
+    let Err(WireError::Refused(ErrorCode::EACCES, bad)) = bad else {
+        panic!("{:?}", bad.err());
+    };
+    assert_eq!(bad, quarry_wire::AUTH_DENIED_REASON);
     let unknown = connect(
         addr,
         &EntityName::client("eve"),
@@ -137,7 +140,11 @@ async fn wrong_key_and_unknown_entity_are_refused_quickly() {
         T,
     )
     .await;
-    assert!(matches!(unknown, Err(WireError::Refused(ErrorCode::EPERM, _))));
+    // The same answer: the reason the authenticator gave stays on the server.
+    let Err(WireError::Refused(ErrorCode::EACCES, unknown)) = unknown else {
+        panic!("{:?}", unknown.err());
+    };
+    assert_eq!(unknown, bad);
 }
 
 #[tokio::test]
@@ -328,4 +335,93 @@ async fn inflight_request_bytes_are_bounded_per_connection() {
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(STARTED.load(Ordering::SeqCst), 2, "a third 100 MiB request was dispatched");
+}
+
+/// A server like `server_with` whose sessions draw from `budget` (`accept_limited`).
+async fn limited_server(budget: Arc<quarry_wire::limits::Budget>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            match budget.try_connection() {
+                Ok(slot) => {
+                    tokio::spawn(async move {
+                        if let Ok(acc) = quarry_wire::accept_limited(stream, &OneKey, slot).await {
+                            let _ = serve(acc, Arc::new(Echo)).await;
+                        }
+                    });
+                }
+                Err(r) => {
+                    tokio::spawn(quarry_wire::refuse(stream, r.code, r.reason));
+                }
+            }
+        }
+    });
+    addr
+}
+
+fn small_limits() -> quarry_types::ServerLimits {
+    quarry_types::ServerLimits {
+        max_connections: 2,
+        client_request_bytes: 1 << 20,
+        idle_timeout: Duration::from_millis(800),
+        ..quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Mon)
+    }
+}
+
+async fn admin(addr: SocketAddr) -> Result<quarry_wire::Connected, WireError> {
+    let secret = ClientSecret::EntityKey(KEY.to_vec());
+    connect(addr, &EntityName::client("admin"), Service::Mon, &secret, T).await
+}
+
+/// A request frame larger than the budget gets EMSGSIZE without being stored, and the
+/// session goes on; a connection beyond `ms_max_connections` is told EAGAIN.
+#[tokio::test]
+async fn oversized_requests_get_emsgsize_and_extra_connections_eagain() {
+    let budget = quarry_wire::limits::Budget::new("mon.test", small_limits(), 0);
+    let addr = limited_server(budget.clone()).await;
+    let c = admin(addr).await.unwrap();
+    let op = quarry_wire::OsdOp {
+        reqid: None,
+        pg: quarry_types::PgId { pool: 1, seed: 0 },
+        epoch: 1,
+        name: "big".into(),
+        snapc: quarry_types::SnapContext::default(),
+        snap: quarry_types::SNAP_HEAD,
+        ops: vec![quarry_types::ObjectOp::WriteFull {
+            data: quarry_types::Payload::new(vec![1; 2 << 20]),
+        }],
+    };
+    match c.client.call(Request::Op(op)).await.unwrap() {
+        Reply::Failed { code, message } => {
+            assert_eq!(code, ErrorCode::EMSGSIZE, "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.client.call(Request::GetMap).await.unwrap(), Reply::Ack, "the session goes on");
+    assert_eq!(budget.usage(), (0, 0, 0), "nothing held once answered");
+    let _second = admin(addr).await.unwrap();
+    match admin(addr).await {
+        Err(WireError::Refused(code, reason)) => {
+            assert_eq!(code, ErrorCode::EAGAIN);
+            assert!(reason.contains("too many connections"), "{reason}");
+        }
+        other => panic!("a third connection was not refused: {:?}", other.map(|_| ())),
+    }
+}
+
+/// An authenticated session that sends nothing for the idle timeout is closed; one that
+/// keeps sending is not.
+#[tokio::test]
+async fn idle_sessions_are_closed() {
+    let budget = quarry_wire::limits::Budget::new("mon.test", small_limits(), 0);
+    let addr = limited_server(budget).await;
+    let idle = admin(addr).await.unwrap();
+    let busy = admin(addr).await.unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert_eq!(busy.client.call(Request::GetMap).await.unwrap(), Reply::Ack);
+    }
+    assert!(idle.client.is_closed(), "an idle session was kept past the timeout");
+    assert!(!busy.client.is_closed());
 }

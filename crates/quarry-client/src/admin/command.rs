@@ -152,6 +152,24 @@ pub enum CephCommand {
     AuthImport,
     /// `ceph versions`: how many daemons of each kind run which version (JSON always).
     Versions,
+    /// `ceph pg stat`: PGs by state, and usage.
+    PgStat,
+    /// `ceph pg ls` / `ceph pg dump pgs_brief`: one line per PG (state, up and acting sets).
+    PgList {
+        /// `pg dump pgs_brief`'s shape rather than `pg ls`'s.
+        brief: bool,
+    },
+    /// `ceph osd df [tree]`: usage and PG count per OSD.
+    OsdDf {
+        /// `tree`: under the host and root buckets.
+        tree: bool,
+    },
+    /// `ceph quorum_status`.
+    QuorumStatus,
+    /// `ceph df detail`.
+    DfDetail,
+    /// `ceph osd crush tree`: the buckets and OSDs with their weights.
+    CrushTree,
 }
 
 /// `ceph osd blocklist add` without an expiry: one hour, as Ceph.
@@ -295,7 +313,16 @@ impl CephCommand {
         let cmd = match prefix.as_str() {
             "status" | "s" => CephCommand::Status,
             "health" => CephCommand::Health { detail: detail()? },
+            "df" if detail()? => CephCommand::DfDetail,
             "df" => CephCommand::Df,
+            "pg stat" => CephCommand::PgStat,
+            "pg ls" => CephCommand::PgList { brief: false },
+            "pg dump" => CephCommand::PgList { brief: true },
+            "osd df" => CephCommand::OsdDf {
+                tree: string(req, "output_method")?.as_deref() == Some("tree"),
+            },
+            "quorum_status" => CephCommand::QuorumStatus,
+            "osd crush tree" => CephCommand::CrushTree,
             "fsid" => CephCommand::Fsid,
             "version" => CephCommand::Version,
             "versions" => CephCommand::Versions,
@@ -442,6 +469,24 @@ impl CephCommand {
             CephCommand::Fsid => "fsid",
             CephCommand::Version => "version",
             CephCommand::Versions => "versions",
+            CephCommand::PgStat => "pg stat",
+            CephCommand::PgList { brief: false } => "pg ls",
+            CephCommand::PgList { brief: true } => {
+                put("dumpcontents", json!(["pgs_brief"]));
+                "pg dump"
+            }
+            CephCommand::OsdDf { tree } => {
+                if *tree {
+                    put("output_method", json!("tree"));
+                }
+                "osd df"
+            }
+            CephCommand::QuorumStatus => "quorum_status",
+            CephCommand::CrushTree => "osd crush tree",
+            CephCommand::DfDetail => {
+                put("detail", json!("detail"));
+                "df"
+            }
             CephCommand::OsdLs => "osd ls",
             CephCommand::OsdTree => "osd tree",
             CephCommand::OsdStat => "osd stat",
@@ -582,6 +627,14 @@ mod tests {
             CephCommand::Fsid,
             CephCommand::Version,
             CephCommand::Versions,
+            CephCommand::PgStat,
+            CephCommand::PgList { brief: false },
+            CephCommand::PgList { brief: true },
+            CephCommand::OsdDf { tree: false },
+            CephCommand::OsdDf { tree: true },
+            CephCommand::QuorumStatus,
+            CephCommand::DfDetail,
+            CephCommand::CrushTree,
             CephCommand::OsdLs,
             CephCommand::OsdTree,
             CephCommand::OsdStat,

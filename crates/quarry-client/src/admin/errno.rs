@@ -8,11 +8,15 @@ pub fn errno_name(code: ErrorCode) -> String {
         1 => "EPERM",
         2 => "ENOENT",
         5 => "EIO",
+        6 => "ENXIO",
         11 => "EAGAIN",
         13 => "EACCES",
         16 => "EBUSY",
         17 => "EEXIST",
+        20 => "ENOTDIR",
+        21 => "EISDIR",
         22 => "EINVAL",
+        24 => "EMFILE",
         27 => "EFBIG",
         28 => "ENOSPC",
         30 => "EROFS",
@@ -40,6 +44,7 @@ mod tests {
     fn names() {
         assert_eq!(errno_name(ErrorCode::EACCES), "EACCES");
         assert_eq!(errno_name(ErrorCode::ENOENT), "ENOENT");
+        assert_eq!(errno_name(ErrorCode::EISDIR), "EISDIR");
         assert_eq!(errno_name(ErrorCode(4242)), "Unknown(4242)");
     }
 }

@@ -85,15 +85,15 @@ pub fn health(s: &StatusReport) -> Value {
 
 /// `ceph -s -f json`.
 pub fn status(s: &StatusReport) -> Value {
+    status_with(s, &super::plain::report_states(s))
+}
+
+/// `ceph -s -f json` with the PGs counted by state (`states`, most common first).
+pub fn status_with(s: &StatusReport, states: &[(&str, usize)]) -> Value {
     let (total, up, inn) = s.osds;
-    let (pgs, active) = s.pgs;
-    let mut states = Vec::new();
-    if active > 0 {
-        states.push(json!({"state_name": "active+clean", "count": active}));
-    }
-    if pgs > active {
-        states.push(json!({"state_name": "down", "count": pgs - active}));
-    }
+    let pgs = s.pgs.0;
+    let states: Vec<Value> =
+        states.iter().map(|(st, n)| json!({"state_name": st, "count": n})).collect();
     let quorum: Vec<usize> =
         s.mons.iter().enumerate().filter(|(_, m)| s.quorum.contains(m)).map(|(i, _)| i).collect();
     json!({

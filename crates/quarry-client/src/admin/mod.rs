@@ -15,6 +15,7 @@
 pub mod command;
 pub mod errno;
 pub mod json;
+pub mod pgs;
 pub mod plain;
 pub mod words;
 
@@ -250,6 +251,24 @@ pub async fn execute(
     let text = CommandReply::data;
     Ok(match cmd {
         CephCommand::Version => version_reply(fmt),
+        CephCommand::PgStat if fmt.is_json() => {
+            data(pgs::pg_stat_json(&rados.map(), &status_report(rados).await?))
+        }
+        CephCommand::PgStat => text(pgs::pg_stat(&rados.map(), &status_report(rados).await?)),
+        CephCommand::PgList { .. } if fmt.is_json() => data(pgs::pg_list_json(&rados.map())),
+        CephCommand::PgList { brief } => CommandReply {
+            rc: 0,
+            outbuf: pgs::pg_list(&rados.map(), brief).into_bytes(),
+            outs: if brief { "dumped pgs_brief".into() } else { String::new() },
+        },
+        CephCommand::OsdDf { .. } if fmt.is_json() => data(pgs::osd_df_json(&rados.map())),
+        CephCommand::OsdDf { tree } => text(pgs::osd_df(&rados.map(), tree)),
+        CephCommand::QuorumStatus => {
+            let fmt = if fmt.is_json() { fmt } else { Format::Json };
+            CommandReply::data(render(&pgs::quorum_status(&rados.map()), fmt))
+        }
+        CephCommand::DfDetail if fmt.is_json() => data(json::df(&status_report(rados).await?)),
+        CephCommand::DfDetail => text(plain::df_detail(&status_report(rados).await?)),
         CephCommand::Versions => {
             let map = rados.map();
             let version = version_string();
@@ -268,8 +287,15 @@ pub async fn execute(
                 fmt,
             ))
         }
-        CephCommand::Status if fmt.is_json() => data(json::status(&status_report(rados).await?)),
-        CephCommand::Status => text(plain::status(&status_report(rados).await?)),
+        CephCommand::Status => {
+            let report = status_report(rados).await?;
+            let states = pgs::by_state(&pgs::pg_rows(&rados.map()));
+            if fmt.is_json() {
+                data(json::status_with(&report, &states))
+            } else {
+                text(plain::status_with(&report, &states))
+            }
+        }
         CephCommand::Health { .. } if fmt.is_json() => {
             data(json::health(&status_report(rados).await?))
         }
@@ -286,6 +312,8 @@ pub async fn execute(
         }
         CephCommand::OsdTree if fmt.is_json() => data(json::osd_tree(&rados.map())),
         CephCommand::OsdTree => text(plain::osd_tree(&rados.map())),
+        CephCommand::CrushTree if fmt.is_json() => data(json::osd_tree(&rados.map())),
+        CephCommand::CrushTree => text(plain::crush_tree(&rados.map())),
         CephCommand::OsdStat if fmt.is_json() => data(json::osd_stat(&rados.map())),
         CephCommand::OsdStat => text(plain::osd_stat(&rados.map())),
         CephCommand::OsdDump if fmt.is_json() => data(json::osd_dump(&rados.map())),

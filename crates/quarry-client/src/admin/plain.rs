@@ -171,6 +171,25 @@ impl Table {
 
 /// `ceph -s` / `ceph status`.
 pub fn status(s: &StatusReport) -> String {
+    status_with(s, &report_states(s))
+}
+
+/// PG state counts from the monitor's report alone: active ones as `active+clean`, the rest
+/// `down` ([`super::pgs::by_state`] tells more, from the map).
+pub fn report_states(s: &StatusReport) -> Vec<(&'static str, usize)> {
+    let (pgs, active) = s.pgs;
+    let mut states = Vec::new();
+    if active > 0 {
+        states.push(("active+clean", active as usize));
+    }
+    if pgs > active {
+        states.push(("down", (pgs - active) as usize));
+    }
+    states
+}
+
+/// `ceph -s` with the PGs counted by state (`states`, most common first).
+pub fn status_with(s: &StatusReport, states: &[(&str, usize)]) -> String {
     let mut out = String::new();
     out.push_str("  cluster:\n");
     let _ = writeln!(out, "    id:     {}", s.fsid);
@@ -189,8 +208,7 @@ pub fn status(s: &StatusReport) -> String {
     let (total, up, inn) = s.osds;
     let _ = writeln!(out, "    osd: {total} osds: {up} up, {inn} in");
     out.push_str(" \n  data:\n");
-    let (pgs, active) = s.pgs;
-    let _ = writeln!(out, "    pools:   {} pools, {} pgs", s.pools.len(), pgs);
+    let _ = writeln!(out, "    pools:   {} pools, {} pgs", s.pools.len(), s.pgs.0);
     let _ = writeln!(out, "    objects: {} objects, {}", s.objects, bytes_iec(s.stored_bytes));
     let _ = writeln!(
         out,
@@ -199,13 +217,7 @@ pub fn status(s: &StatusReport) -> String {
         bytes_iec(s.avail_bytes),
         bytes_iec(s.used_bytes.saturating_add(s.avail_bytes))
     );
-    let mut states: Vec<String> = Vec::new();
-    if active > 0 {
-        states.push(format!("{active} active+clean"));
-    }
-    if pgs > active {
-        states.push(format!("{} down", pgs - active));
-    }
+    let states: Vec<String> = states.iter().map(|(st, n)| format!("{n} {st}")).collect();
     if states.is_empty() {
         out.push_str("    pgs:\n");
     } else {
@@ -230,6 +242,8 @@ pub fn check_code(detail: &str, index: usize) -> String {
         "OSD_NEARFULL".into()
     } else if summary.ends_with(" full osd(s)") {
         "OSD_FULL".into()
+    } else if summary.contains(" blocklist entries ") {
+        "MON_BLOCKLIST_LARGE".into()
     } else {
         format!("HEALTH_CHECK_{}", index + 1)
     }
@@ -326,6 +340,40 @@ pub fn osd_tree(map: &ClusterMap) -> String {
                 if osd.up { "up".into() } else { "down".into() },
                 if osd.in_cluster { "1.00000".into() } else { "0".into() },
                 "1.00000".into(),
+            ]);
+        }
+    }
+    t.render()
+}
+
+/// `ceph osd crush tree`: the root, hosts and OSDs with their weights (no status columns).
+pub fn crush_tree(map: &ClusterMap) -> String {
+    let mut hosts: BTreeMap<&str, Vec<&OsdInfo>> = BTreeMap::new();
+    for osd in map.osds.values() {
+        hosts.entry(osd.host.as_str()).or_default().push(osd);
+    }
+    let mut t = Table::new(&[
+        ("ID", Align::Right),
+        ("CLASS", Align::Right),
+        ("WEIGHT", Align::Right),
+        ("TYPE NAME", Align::Left),
+    ]);
+    let total: f64 = map.osds.values().map(|o| o.weight).sum();
+    t.row(vec!["-1".into(), String::new(), weight(total), "root default".into()]);
+    for (i, (host, osds)) in hosts.iter().enumerate() {
+        let host_weight: f64 = osds.iter().map(|o| o.weight).sum();
+        t.row(vec![
+            format!("-{}", i + 2),
+            String::new(),
+            weight(host_weight),
+            format!("    host {host}"),
+        ]);
+        for osd in osds {
+            t.row(vec![
+                osd.id.to_string(),
+                "ssd".into(),
+                weight(osd.weight),
+                format!("        osd.{}", osd.id),
             ]);
         }
     }
@@ -445,6 +493,15 @@ pub fn auth_list(entries: &[AuthEntry]) -> String {
 
 /// `ceph df`: raw storage, then per pool.
 pub fn df(s: &StatusReport) -> String {
+    df_table(s, false)
+}
+
+/// `ceph df detail`: `ceph df` with Ceph's extra pool columns (no quotas, no compression).
+pub fn df_detail(s: &StatusReport) -> String {
+    df_table(s, true)
+}
+
+fn df_table(s: &StatusReport, detail: bool) -> String {
     let mut out = String::from("--- RAW STORAGE ---\n");
     let size = s.used_bytes.saturating_add(s.avail_bytes);
     let pct = if size == 0 { 0.0 } else { s.used_bytes as f64 * 100.0 / size as f64 };
@@ -468,7 +525,7 @@ pub fn df(s: &StatusReport) -> String {
     }
     out.push_str(&raw.render());
     out.push_str(" \n--- POOLS ---\n");
-    let mut pools = Table::new(&[
+    let mut heads = vec![
         ("POOL", Align::Left),
         ("ID", Align::Right),
         ("PGS", Align::Right),
@@ -477,7 +534,17 @@ pub fn df(s: &StatusReport) -> String {
         ("USED", Align::Right),
         ("%USED", Align::Right),
         ("MAX AVAIL", Align::Right),
-    ]);
+    ];
+    if detail {
+        heads.extend([
+            ("QUOTA OBJECTS", Align::Right),
+            ("QUOTA BYTES", Align::Right),
+            ("DIRTY", Align::Right),
+            ("USED COMPR", Align::Right),
+            ("UNDER COMPR", Align::Right),
+        ]);
+    }
+    let mut pools = Table::new(&heads);
     for p in &s.pools {
         let replicas = u64::from(p.size.max(1));
         let used = p.stored_bytes.saturating_mul(replicas);
@@ -496,6 +563,11 @@ pub fn df(s: &StatusReport) -> String {
             bytes_iec(used),
             format!("{pct:.2}"),
             bytes_iec(max_avail),
+            "N/A".into(),
+            "N/A".into(),
+            "N/A".into(),
+            "0 B".into(),
+            "0 B".into(),
         ]);
     }
     out.push_str(&pools.render());
@@ -687,7 +759,10 @@ mod tests {
             mon_dump(&map),
             "epoch 4\nfsid f\nmin_mon_release 16 (pacific)\nelection_strategy: 1\n0: [v2:127.0.0.1:6789/0] mon.a\n"
         );
-        assert_eq!(mon_stat(&map), "e4: 1 mons at {a=[v2:127.0.0.1:6789/0]}, leader 0 a, quorum 0 a\n");
+        assert_eq!(
+            mon_stat(&map),
+            "e4: 1 mons at {a=[v2:127.0.0.1:6789/0]}, leader 0 a, quorum 0 a\n"
+        );
     }
 
     #[test]

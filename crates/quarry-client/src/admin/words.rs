@@ -54,6 +54,20 @@ pub fn request_from_words(
         ["osd", "ls" | "tree" | "stat" | "dump" | "lspools"] | ["mon", "dump" | "stat"] => {
             w.join(" ")
         }
+        ["pg", "stat"] | ["pg", "ls"] | ["quorum_status"] | ["osd", "crush", "tree"] => w.join(" "),
+        ["pg", "dump", "pgs_brief"] => {
+            put("dumpcontents", json!(["pgs_brief"]));
+            "pg dump".into()
+        }
+        ["osd", "df"] => "osd df".into(),
+        ["osd", "df", "tree"] => {
+            put("output_method", json!("tree"));
+            "osd df".into()
+        }
+        ["df", "detail"] => {
+            put("detail", json!("detail"));
+            "df".into()
+        }
         ["osd", "pool", "get", pool, key] => {
             put("pool", json!(pool));
             put("var", json!(key));

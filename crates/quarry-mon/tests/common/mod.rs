@@ -65,6 +65,11 @@ impl TestMon {
         self.cluster.mon_dir()
     }
 
+    /// A loopback proxy to the monitor (to stall a client's link).
+    pub async fn proxy(&self) -> quarry_testkit::Proxy {
+        self.cluster.proxy_to_mon().await
+    }
+
     pub fn logs(&self) -> &quarry_testkit::LogGuard {
         self.cluster.logs()
     }

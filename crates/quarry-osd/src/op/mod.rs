@@ -1,7 +1,9 @@
 //! Serving requests: object op vectors, PG listings and Raft messages from peer OSDs.
 //!
 //! An op vector goes: epoch catch-up (wait briefly if the client saw a newer map) → ticket
-//! still honoured → pool and primary check at the current epoch (`Retry` otherwise) → caps
+//! still honoured → pool and primary check at the current epoch (`Retry` otherwise) → the PG
+//! must have at least the pool's `min_size` OSDs in its acting set (`ENXIO` otherwise: the
+//! PG is inactive, as Ceph's below min_size; `ceph health detail` names the pool) → caps
 //! (`EPERM`, nothing changes) → validation → the name must hash to the PG named (`EINVAL`)
 //! → mutations proposed through `raft.client_write_ff` in their object's arrival order
 //! ([`order`]; the reply is the `OpReply` of apply, or the recorded one of an earlier copy of
@@ -72,9 +74,21 @@ fn route<'m>(osd: &Osd, map: &'m ClusterMap, pg: PgId, epoch: u64) -> Result<&'m
         let message = format!("pg {pg} does not exist (pg_num {})", pool.pg_num);
         return Err(Reply::Failed { code: ErrorCode::EINVAL, message });
     }
-    if map.acting(pg).first() != Some(&osd.router.me()) {
+    let acting = map.acting(pg);
+    if acting.first() != Some(&osd.router.me()) {
         tracing::debug!(%pg, epoch = map.epoch, "not the primary: retry");
         return Err(retry(map));
+    }
+    if acting.len() < pool.min_size as usize {
+        // Inactive: fewer copies than the pool promises. Acting sets are fixed until an
+        // operator rebalances, so waiting would not help: refused at once (health says why).
+        let message = format!(
+            "pg {pg} is inactive: {} OSDs in its acting set, below the pool's min_size {}",
+            acting.len(),
+            pool.min_size
+        );
+        tracing::debug!(%pg, "{message}");
+        return Err(Reply::Failed { code: ErrorCode::ENXIO, message });
     }
     Ok(pool)
 }
