@@ -713,7 +713,7 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
     assert_ne!(run.code(), 0, "{}", run.out());
     assert!(
         run.stderr.contains("failed to connect to the RADOS monitor on: 127.0.0.1:")
-            && run.stderr.contains("Operation not permitted"),
+            && run.stderr.contains("Permission denied"),
         "wrong key: {}",
         run.stderr
     );
@@ -725,7 +725,7 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
     let run = w.sh("virsh start vm-bad");
     assert_ne!(run.code(), 0, "{}", run.out());
     assert!(
-        run.stderr.contains("error connecting: Operation not permitted"),
+        run.stderr.contains("error connecting: Permission denied"),
         "wrong key: {}",
         run.stderr
     );

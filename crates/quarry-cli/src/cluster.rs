@@ -243,11 +243,13 @@ mod tests {
         assert_eq!(back.osd_keys, spec.osd_keys);
         let conf = std::fs::read_to_string(dir.path().join(CONF_FILE)).unwrap();
         assert!(conf.contains("mon_host = 127.0.0.1:6789"), "{conf}");
-        // The keyring option expands to the admin keyring for client.admin.
+        // The keyring option expands to the admin keyring for client.admin first, then
+        // Ceph's default places.
         let parsed = Conf::parse(&conf).unwrap();
         let paths =
             quarry_conf::keyring_search_paths(&parsed, &EntityName::client("admin"), "ceph");
-        assert_eq!(paths, vec![dir.path().join(ADMIN_KEYRING)]);
+        assert_eq!(paths[0], dir.path().join(ADMIN_KEYRING));
+        assert_eq!(paths[1], std::path::Path::new("/etc/ceph/ceph.client.admin.keyring"));
         let admin = std::fs::read_to_string(dir.path().join(ADMIN_KEYRING)).unwrap();
         assert!(admin.starts_with("[client.admin]\n\tkey = "), "{admin}");
         assert!(admin.contains("caps mon = \"allow *\""), "{admin}");

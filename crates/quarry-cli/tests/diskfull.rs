@@ -196,7 +196,8 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_after_removes() {
     // never shrinks its file, so the disk itself stays near the failsafe ratio and the log's
     // copy of recent writes may make a write wait a moment: a refusal is retried. (Ten
     // objects: under a loaded machine fewer freed pages are reusable yet — issue 8 — and 20
-    // ran into the failsafe once in a full run.)
+    // ran into the failsafe once in a full run; under a full run's load one write waited
+    // more than 20 s once, so each may wait up to 45.)
     for i in 1000..1010 {
         let mut tries = 0;
         loop {
@@ -206,7 +207,7 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_after_removes() {
             }
             assert!(r.stderr.contains("(28) No space left on device"), "{}", r.stderr);
             tries += 1;
-            assert!(tries < 20, "writes did not resume after removes: {}", r.stderr);
+            assert!(tries < 45, "writes did not resume after removes: {}", r.stderr);
             std::thread::sleep(Duration::from_secs(1));
         }
         acknowledged.push(i);

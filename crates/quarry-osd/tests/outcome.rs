@@ -13,6 +13,26 @@ use crate::common;
 const ENOSPC: i32 = 28;
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A one-OSD cluster whose WAL will be made to refuse writes: the log lines of a PG stopped
+/// by that (and restarted by the revive worker, whose timing varies) are expected.
+async fn full_disk_cluster() -> quarry_testkit::Cluster {
+    let mut cluster = common::start().await;
+    for line in [
+        "WAL write refused",
+        "LogFlush error",
+        "quit RaftCore::main on error",
+        "failure sending RaftMsg to RaftCore",
+        "write answered ETIMEDOUT: its outcome is unknown",
+        "restarting a pg whose raft group stopped on an error",
+        "restarting the pg failed",
+    ] {
+        cluster.logs().allow(line);
+    }
+    cluster.logs().allow_raft_churn();
+    cluster.start_osd(0).await;
+    cluster
+}
+
 /// Goal: a client told "failed" can trust it. Method: a real OSD whose WAL refuses the next
 /// round (the fault hook): the write in that round stops its PG after the proposal. Its
 /// answer, and that of a resend with the same request id, is ETIMEDOUT. After a restart the
@@ -20,14 +40,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(30);
 /// the answer said so), and the PG serves again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_lost_in_a_stopped_pg_is_answered_unknown_not_failed() {
-    let mut cluster = common::start().await;
-    cluster.logs().allow("WAL write refused");
-    cluster.logs().allow("LogFlush error");
-    cluster.logs().allow("quit RaftCore::main on error");
-    cluster.logs().allow("failure sending RaftMsg to RaftCore");
-    cluster.logs().allow("write answered ETIMEDOUT: its outcome is unknown");
-    cluster.logs().allow_raft_churn();
-    cluster.start_osd(0).await;
+    let mut cluster = full_disk_cluster().await;
     let admin = common::admin(&cluster).await;
     let client = admin.osd_client(cluster.osd(0).addr()).await;
     client.write_full("before", b"kept").await.unwrap();
@@ -65,16 +78,7 @@ async fn a_write_lost_in_a_stopped_pg_is_answered_unknown_not_failed() {
 /// object of the stopped PG writable again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pg_stopped_by_a_full_disk_serves_again_once_space_is_back() {
-    let mut cluster = common::start().await;
-    cluster.logs().allow("WAL write refused");
-    cluster.logs().allow("LogFlush error");
-    cluster.logs().allow("quit RaftCore::main on error");
-    cluster.logs().allow("failure sending RaftMsg to RaftCore");
-    cluster.logs().allow("write answered ETIMEDOUT: its outcome is unknown");
-    cluster.logs().allow("restarting a pg whose raft group stopped on an error");
-    cluster.logs().allow("restarting the pg failed");
-    cluster.logs().allow_raft_churn();
-    cluster.start_osd(0).await;
+    let mut cluster = full_disk_cluster().await;
     let admin = common::admin(&cluster).await;
     let client = admin.osd_client(cluster.osd(0).addr()).await;
     client.write_full("before", b"kept").await.unwrap();

@@ -308,56 +308,34 @@ pub fn pool_detail(p: &PoolInfo, epoch: u64) -> String {
 
 /// `ceph osd tree`: the root, one bucket per host, the OSDs under it.
 pub fn osd_tree(map: &ClusterMap) -> String {
-    let mut hosts: BTreeMap<&str, Vec<&OsdInfo>> = BTreeMap::new();
-    for osd in map.osds.values() {
-        hosts.entry(osd.host.as_str()).or_default().push(osd);
-    }
-    let mut t = Table::new(&[
-        ("ID", Align::Right),
-        ("CLASS", Align::Right),
-        ("WEIGHT", Align::Right),
-        ("TYPE NAME", Align::Left),
-        ("STATUS", Align::Right),
-        ("REWEIGHT", Align::Right),
-        ("PRI-AFF", Align::Right),
-    ]);
-    let total: f64 = map.osds.values().map(|o| o.weight).sum();
-    t.row(vec!["-1".into(), String::new(), weight(total), "root default".into()]);
-    for (i, (host, osds)) in hosts.iter().enumerate() {
-        let host_weight: f64 = osds.iter().map(|o| o.weight).sum();
-        t.row(vec![
-            format!("-{}", i + 2),
-            String::new(),
-            weight(host_weight),
-            format!("    host {host}"),
-        ]);
-        for osd in osds {
-            t.row(vec![
-                osd.id.to_string(),
-                "ssd".into(),
-                weight(osd.weight),
-                format!("        osd.{}", osd.id),
-                if osd.up { "up".into() } else { "down".into() },
-                if osd.in_cluster { "1.00000".into() } else { "0".into() },
-                "1.00000".into(),
-            ]);
-        }
-    }
-    t.render()
+    bucket_tree(map, true)
 }
 
 /// `ceph osd crush tree`: the root, hosts and OSDs with their weights (no status columns).
 pub fn crush_tree(map: &ClusterMap) -> String {
+    bucket_tree(map, false)
+}
+
+/// The root, its hosts and their OSDs with weights; `status` adds `osd tree`'s columns.
+fn bucket_tree(map: &ClusterMap, status: bool) -> String {
     let mut hosts: BTreeMap<&str, Vec<&OsdInfo>> = BTreeMap::new();
     for osd in map.osds.values() {
         hosts.entry(osd.host.as_str()).or_default().push(osd);
     }
-    let mut t = Table::new(&[
+    let mut heads = vec![
         ("ID", Align::Right),
         ("CLASS", Align::Right),
         ("WEIGHT", Align::Right),
         ("TYPE NAME", Align::Left),
-    ]);
+    ];
+    if status {
+        heads.extend([
+            ("STATUS", Align::Right),
+            ("REWEIGHT", Align::Right),
+            ("PRI-AFF", Align::Right),
+        ]);
+    }
+    let mut t = Table::new(&heads);
     let total: f64 = map.osds.values().map(|o| o.weight).sum();
     t.row(vec!["-1".into(), String::new(), weight(total), "root default".into()]);
     for (i, (host, osds)) in hosts.iter().enumerate() {
@@ -369,12 +347,18 @@ pub fn crush_tree(map: &ClusterMap) -> String {
             format!("    host {host}"),
         ]);
         for osd in osds {
-            t.row(vec![
+            let mut row = vec![
                 osd.id.to_string(),
                 "ssd".into(),
                 weight(osd.weight),
                 format!("        osd.{}", osd.id),
-            ]);
+            ];
+            if status {
+                row.push(if osd.up { "up".into() } else { "down".into() });
+                row.push(if osd.in_cluster { "1.00000".into() } else { "0".into() });
+                row.push("1.00000".into());
+            }
+            t.row(row);
         }
     }
     t.render()
