@@ -143,7 +143,8 @@ fn ceph_tool_and_mon_command_answer_alike() {
 /// - `ceph auth del` of a missing user: exit 0 and "entity X does not exist", as Ceph.
 /// - `-o FILE` in a missing directory refused before the command runs.
 /// - `ceph pg stat|ls`, `pg dump pgs_brief`, `osd df [tree]`, `osd crush tree`,
-///   `quorum_status`, `df detail`.
+///   `quorum_status`, `df detail`, `osd pool application get`, `osd pool get-quota|set-quota`
+///   (no quotas: only 0 is accepted, anything else is EOPNOTSUPP).
 #[test]
 fn scripts_parse_what_ceph_prints() {
     let _logs = quarry_testkit::log_guard();
@@ -253,6 +254,18 @@ fn scripts_parse_what_ceph_prints() {
     assert_eq!(quorum["monmap"]["mons"][0]["addr"], monmap["mons"][0]["addr"]);
     let crush = ceph(&conf, &["osd", "crush", "tree"]).ok("osd crush tree").out();
     assert!(crush.starts_with("ID  CLASS") && crush.contains("        osd.0"), "{crush}");
+    let apps = ceph(&conf, &["osd", "pool", "application", "get", "rbd"]).ok("application get");
+    assert_eq!(apps.out(), "{\n    \"rbd\": {}\n}\n");
+    let quota = ceph(&conf, &["osd", "pool", "get-quota", "rbd"]).ok("get-quota").out();
+    assert_eq!(quota, "quotas for pool 'rbd':\n  max objects: N/A\n  max bytes  : N/A\n");
+    ceph(&conf, &["osd", "pool", "set-quota", "rbd", "max_objects", "0"]).ok("set-quota 0");
+    let refused = ceph(&conf, &["osd", "pool", "set-quota", "rbd", "max_bytes", "100"]);
+    assert_eq!(refused.code(), 95, "{}", refused.stderr);
+    assert!(
+        refused.stderr.starts_with("Error EOPNOTSUPP: pool quotas are not supported"),
+        "{}",
+        refused.stderr
+    );
     let detail = ceph(&conf, &["df", "detail"]).ok("df detail").out();
     assert!(detail.contains("QUOTA OBJECTS") && detail.contains("rbd"), "{detail}");
 

@@ -170,6 +170,26 @@ pub enum CephCommand {
     DfDetail,
     /// `ceph osd crush tree`: the buckets and OSDs with their weights.
     CrushTree,
+    /// `ceph osd pool application get POOL`: the pool's applications (JSON always).
+    PoolApplicationGet {
+        /// Pool name.
+        pool: String,
+    },
+    /// `ceph osd pool get-quota POOL`: Quarry has no pool quotas (both `N/A`).
+    PoolGetQuota {
+        /// Pool name.
+        pool: String,
+    },
+    /// `ceph osd pool set-quota POOL max_objects|max_bytes N`: refused (no pool quotas), except
+    /// 0, which is what a pool has.
+    PoolSetQuota {
+        /// Pool name.
+        pool: String,
+        /// `max_objects` or `max_bytes`.
+        field: String,
+        /// The value as given.
+        value: String,
+    },
 }
 
 /// `ceph osd blocklist add` without an expiry: one hour, as Ceph.
@@ -323,6 +343,15 @@ impl CephCommand {
             },
             "quorum_status" => CephCommand::QuorumStatus,
             "osd crush tree" => CephCommand::CrushTree,
+            "osd pool application get" => {
+                CephCommand::PoolApplicationGet { pool: required(req, "pool")? }
+            }
+            "osd pool get-quota" => CephCommand::PoolGetQuota { pool: required(req, "pool")? },
+            "osd pool set-quota" => CephCommand::PoolSetQuota {
+                pool: required(req, "pool")?,
+                field: required(req, "field")?,
+                value: required(req, "val")?,
+            },
             "fsid" => CephCommand::Fsid,
             "version" => CephCommand::Version,
             "versions" => CephCommand::Versions,
@@ -483,6 +512,20 @@ impl CephCommand {
             }
             CephCommand::QuorumStatus => "quorum_status",
             CephCommand::CrushTree => "osd crush tree",
+            CephCommand::PoolApplicationGet { pool } => {
+                put("pool", json!(pool));
+                "osd pool application get"
+            }
+            CephCommand::PoolGetQuota { pool } => {
+                put("pool", json!(pool));
+                "osd pool get-quota"
+            }
+            CephCommand::PoolSetQuota { pool, field, value } => {
+                put("pool", json!(pool));
+                put("field", json!(field));
+                put("val", json!(value));
+                "osd pool set-quota"
+            }
             CephCommand::DfDetail => {
                 put("detail", json!("detail"));
                 "df"
@@ -635,6 +678,13 @@ mod tests {
             CephCommand::QuorumStatus,
             CephCommand::DfDetail,
             CephCommand::CrushTree,
+            CephCommand::PoolApplicationGet { pool: "p".into() },
+            CephCommand::PoolGetQuota { pool: "p".into() },
+            CephCommand::PoolSetQuota {
+                pool: "p".into(),
+                field: "max_objects".into(),
+                value: "0".into(),
+            },
             CephCommand::OsdLs,
             CephCommand::OsdTree,
             CephCommand::OsdStat,

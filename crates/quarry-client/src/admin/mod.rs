@@ -333,6 +333,54 @@ pub async fn execute(
             outbuf: plain::mon_dump(&rados.map()).into_bytes(),
             outs: format!("dumped monmap epoch {}", rados.map().epoch),
         },
+        CephCommand::PoolApplicationGet { pool } => {
+            let map = rados.map();
+            let info = map.pool_by_name(&pool).ok_or_else(|| {
+                CommandReply::failed(ErrorCode::ENOENT, format!("unrecognized pool '{pool}'"))
+            })?;
+            let apps: serde_json::Map<String, Value> =
+                info.applications.iter().map(|a| (a.clone(), js!({}))).collect();
+            let fmt = if fmt.is_json() { fmt } else { Format::JsonPretty };
+            CommandReply::data(render(&Value::Object(apps), fmt))
+        }
+        CephCommand::PoolGetQuota { pool } => {
+            if rados.map().pool_by_name(&pool).is_none() {
+                return Err(CommandReply::failed(
+                    ErrorCode::ENOENT,
+                    format!("unrecognized pool '{pool}'"),
+                ));
+            }
+            if fmt.is_json() {
+                let id = rados.map().pool_by_name(&pool).map(|p| p.id);
+                data(
+                    js!({"pool_name": pool, "pool_id": id, "quota_max_objects": 0, "quota_max_bytes": 0}),
+                )
+            } else {
+                text(format!("quotas for pool '{pool}':\n  max objects: N/A\n  max bytes  : N/A\n"))
+            }
+        }
+        CephCommand::PoolSetQuota { pool, field, value } => {
+            if rados.map().pool_by_name(&pool).is_none() {
+                return Err(CommandReply::failed(
+                    ErrorCode::ENOENT,
+                    format!("unrecognized pool '{pool}'"),
+                ));
+            }
+            if !matches!(field.as_str(), "max_objects" | "max_bytes") {
+                return Err(CommandReply::failed(
+                    ErrorCode::EINVAL,
+                    format!("unrecognized field '{field}'"),
+                ));
+            }
+            // No quota is what every pool has: setting 0 changes nothing and succeeds.
+            if value.trim() != "0" {
+                return Err(CommandReply::failed(
+                    ErrorCode::EOPNOTSUPP,
+                    "pool quotas are not supported by Quarry (a quota of 0, none, is what every pool has)",
+                ));
+            }
+            CommandReply::status(format!("set-quota {field} = {value} for pool {pool}"))
+        }
         CephCommand::PoolGet { pool, key } => {
             let unknown =
                 || CommandReply::failed(ErrorCode::ENOENT, format!("unrecognized pool '{pool}'"));

@@ -122,6 +122,20 @@ pub fn request_from_words(
             put("app", json!(app));
             "osd pool application enable".into()
         }
+        ["osd", "pool", "application", "get", pool] => {
+            put("pool", json!(pool));
+            "osd pool application get".into()
+        }
+        ["osd", "pool", "get-quota", pool] => {
+            put("pool", json!(pool));
+            "osd pool get-quota".into()
+        }
+        ["osd", "pool", "set-quota", pool, field, value] => {
+            put("pool", json!(pool));
+            put("field", json!(field));
+            put("val", json!(value));
+            "osd pool set-quota".into()
+        }
         ["osd", "pool", verb @ ("mksnap" | "rmsnap"), pool, snap] => {
             put("pool", json!(pool));
             put("snap", json!(snap));
