@@ -228,11 +228,9 @@ impl CacheConfig {
         };
         let size = || quarry_conf::parse_size(value.trim()).map_err(|_| bad("a size"));
         let count = || value.trim().parse::<u64>().map_err(|_| bad("a count"));
+        let boolean = || quarry_conf::parse_bool(value.trim()).map_err(|_| bad("a boolean"));
         match key.as_str() {
-            "rbd_cache" => {
-                self.enabled =
-                    quarry_conf::parse_bool(value.trim()).map_err(|_| bad("a boolean"))?
-            }
+            "rbd_cache" => self.enabled = boolean()?,
             "rbd_cache_size" => self.size = size()?,
             "rbd_cache_max_dirty" => self.max_dirty = size()?,
             "rbd_cache_target_dirty" => self.target_dirty = size()?,
@@ -243,10 +241,7 @@ impl CacheConfig {
                 }
                 self.max_dirty_age = Duration::from_secs_f64(secs);
             }
-            "rbd_cache_writethrough_until_flush" => {
-                self.writethrough_until_flush =
-                    quarry_conf::parse_bool(value.trim()).map_err(|_| bad("a boolean"))?
-            }
+            "rbd_cache_writethrough_until_flush" => self.writethrough_until_flush = boolean()?,
             "rbd_readahead_trigger_requests" => self.readahead_trigger_requests = count()?,
             "rbd_readahead_max_bytes" => self.readahead_max_bytes = size()?,
             "rbd_readahead_disable_after_bytes" => self.readahead_disable_after_bytes = size()?,

@@ -284,7 +284,7 @@ impl ExclusiveLock {
                 // This client's own hold under a cookie of an older watch of this handle (a
                 // re-watch could not move it): not another owner, so no fence.
                 if self.stale_own_cookie(&cookie) {
-                    self.break_own(&locker, &cookie).await?;
+                    self.break_lock(&locker, &cookie).await?;
                     continue;
                 }
             }
@@ -388,16 +388,7 @@ impl ExclusiveLock {
         self.io.rados().command(cmd).await.map_err(|e| {
             RbdError::refused(e.errno(), format!("failed to blocklist the lock owner {addr}"))
         })?;
-        let req = BreakLockRequest {
-            name: LOCK_NAME.into(),
-            locker: locker.into(),
-            cookie: cookie.into(),
-        };
-        match self.io.exec(&self.header, vec![lock::break_lock_op(&req)]).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.errno() == ErrorCode::ENOENT => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.break_lock(locker, cookie).await
     }
 
     /// Whether `cookie` is an `auto N` cookie of this handle other than its current one.
@@ -409,7 +400,8 @@ impl ExclusiveLock {
             .is_some_and(|c| c != self.cookie() && mine.contains(&c))
     }
 
-    async fn break_own(&self, locker: &str, cookie: &str) -> RbdResult<()> {
+    /// Breaks the lock held by `locker` with `cookie` (already gone: done).
+    async fn break_lock(&self, locker: &str, cookie: &str) -> RbdResult<()> {
         let req = BreakLockRequest {
             name: LOCK_NAME.into(),
             locker: locker.into(),

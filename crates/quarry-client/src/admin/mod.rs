@@ -236,6 +236,14 @@ fn key_of(text: &str, entity: &str) -> Result<String, CommandReply> {
         })
 }
 
+/// Pool `pool` as the map has it once it knows the pool (looked up, as a pool just created
+/// elsewhere may be in a newer map); ENOENT `unrecognized pool` otherwise.
+async fn pool_info(rados: &Rados, pool: &str) -> Result<quarry_wire::PoolInfo, CommandReply> {
+    let unknown = || CommandReply::failed(ErrorCode::ENOENT, format!("unrecognized pool '{pool}'"));
+    rados.lookup_pool(pool).await.map_err(|_| unknown())?;
+    rados.map().pool_by_name(pool).cloned().ok_or_else(unknown)
+}
+
 async fn status_report(rados: &Rados) -> Result<StatusReport, CommandReply> {
     rados.status_report().await.map_err(client_failure)
 }
@@ -334,24 +342,15 @@ pub async fn execute(
             outs: format!("dumped monmap epoch {}", rados.map().epoch),
         },
         CephCommand::PoolApplicationGet { pool } => {
-            let map = rados.map();
-            let info = map.pool_by_name(&pool).ok_or_else(|| {
-                CommandReply::failed(ErrorCode::ENOENT, format!("unrecognized pool '{pool}'"))
-            })?;
+            let info = pool_info(rados, &pool).await?;
             let apps: serde_json::Map<String, Value> =
                 info.applications.iter().map(|a| (a.clone(), js!({}))).collect();
             let fmt = if fmt.is_json() { fmt } else { Format::JsonPretty };
             CommandReply::data(render(&Value::Object(apps), fmt))
         }
         CephCommand::PoolGetQuota { pool } => {
-            if rados.map().pool_by_name(&pool).is_none() {
-                return Err(CommandReply::failed(
-                    ErrorCode::ENOENT,
-                    format!("unrecognized pool '{pool}'"),
-                ));
-            }
+            let id = pool_info(rados, &pool).await?.id;
             if fmt.is_json() {
-                let id = rados.map().pool_by_name(&pool).map(|p| p.id);
                 data(
                     js!({"pool_name": pool, "pool_id": id, "quota_max_objects": 0, "quota_max_bytes": 0}),
                 )
@@ -360,12 +359,7 @@ pub async fn execute(
             }
         }
         CephCommand::PoolSetQuota { pool, field, value } => {
-            if rados.map().pool_by_name(&pool).is_none() {
-                return Err(CommandReply::failed(
-                    ErrorCode::ENOENT,
-                    format!("unrecognized pool '{pool}'"),
-                ));
-            }
+            pool_info(rados, &pool).await?;
             if !matches!(field.as_str(), "max_objects" | "max_bytes") {
                 return Err(CommandReply::failed(
                     ErrorCode::EINVAL,
@@ -382,15 +376,11 @@ pub async fn execute(
             CommandReply::status(format!("set-quota {field} = {value} for pool {pool}"))
         }
         CephCommand::PoolGet { pool, key } => {
-            let unknown =
-                || CommandReply::failed(ErrorCode::ENOENT, format!("unrecognized pool '{pool}'"));
-            rados.lookup_pool(&pool).await.map_err(|_| unknown())?;
-            let map = rados.map();
-            let info = map.pool_by_name(&pool).ok_or_else(unknown)?;
+            let info = pool_info(rados, &pool).await?;
             if fmt.is_json() {
-                data(json::pool_get(info, &key))
+                data(json::pool_get(&info, &key))
             } else {
-                text(plain::pool_get(info, &key))
+                text(plain::pool_get(&info, &key))
             }
         }
         CephCommand::PoolLs { detail } if fmt.is_json() => {

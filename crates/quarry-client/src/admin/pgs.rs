@@ -181,27 +181,76 @@ pub fn pg_list_json(map: &ClusterMap) -> Value {
     json!({"pg_ready": true, "pg_stats": stats})
 }
 
-/// Per OSD: (size, used, avail, utilisation %, PGs).
-fn osd_usage(map: &ClusterMap) -> Vec<(OsdId, u64, u64, u64, f64, usize)> {
-    let rows = pg_rows(map);
-    map.osds
-        .values()
-        .map(|o| {
-            let size = o.used_bytes.saturating_add(o.avail_bytes);
-            let util = if size == 0 { 0.0 } else { o.used_bytes as f64 * 100.0 / size as f64 };
-            let pgs = rows.iter().filter(|r| r.acting.contains(&o.id)).count();
-            (o.id, size, o.used_bytes, o.avail_bytes, util, pgs)
-        })
-        .collect()
+/// One OSD's figures: (id, size, used, avail, utilisation %, PGs).
+type OsdUse = (OsdId, u64, u64, u64, f64, usize);
+
+/// What `osd df` prints, in both formats: per-OSD figures and their totals.
+struct OsdDf {
+    osds: Vec<OsdUse>,
+    /// (size, used, avail) of every OSD.
+    total: (u64, u64, u64),
+    /// Used / size of every OSD, %.
+    average: f64,
+}
+
+impl OsdDf {
+    fn of(map: &ClusterMap) -> OsdDf {
+        let rows = pg_rows(map);
+        let osds: Vec<OsdUse> = map
+            .osds
+            .values()
+            .map(|o| {
+                let size = o.used_bytes.saturating_add(o.avail_bytes);
+                let util = if size == 0 { 0.0 } else { o.used_bytes as f64 * 100.0 / size as f64 };
+                let pgs = rows.iter().filter(|r| r.acting.contains(&o.id)).count();
+                (o.id, size, o.used_bytes, o.avail_bytes, util, pgs)
+            })
+            .collect();
+        let total = sum(osds.iter());
+        let average = if total.0 == 0 { 0.0 } else { total.1 as f64 * 100.0 / total.0 as f64 };
+        OsdDf { osds, total, average }
+    }
+
+    /// An utilisation relative to the average (Ceph's VAR).
+    fn var(&self, util: f64) -> f64 {
+        if self.average == 0.0 {
+            1.0
+        } else {
+            util / self.average
+        }
+    }
+
+    /// The smallest and largest VAR (0 and 0 without OSDs).
+    fn min_max_var(&self) -> (f64, f64) {
+        let vars = self.osds.iter().map(|u| self.var(u.4));
+        let (min, max) = vars.fold((f64::MAX, 0.0f64), |m, v| (m.0.min(v), m.1.max(v)));
+        if self.osds.is_empty() {
+            (0.0, 0.0)
+        } else {
+            (min, max)
+        }
+    }
+
+    /// The standard deviation of the utilisations.
+    fn stddev(&self) -> f64 {
+        if self.osds.is_empty() {
+            return 0.0;
+        }
+        let sum: f64 = self.osds.iter().map(|u| (u.4 - self.average).powi(2)).sum();
+        (sum / self.osds.len() as f64).sqrt()
+    }
+}
+
+/// (size, used, avail) summed over `osds`.
+fn sum<'a>(osds: impl Iterator<Item = &'a OsdUse>) -> (u64, u64, u64) {
+    osds.fold((0, 0, 0), |t, u| (t.0 + u.1, t.1 + u.2, t.2 + u.3))
 }
 
 /// `ceph osd df [tree]`.
 pub fn osd_df(map: &ClusterMap, tree: bool) -> String {
-    let usage = osd_usage(map);
-    let total: (u64, u64, u64) =
-        usage.iter().fold((0, 0, 0), |t, u| (t.0 + u.1, t.1 + u.2, t.2 + u.3));
-    let average = if total.0 == 0 { 0.0 } else { total.1 as f64 * 100.0 / total.0 as f64 };
-    let var = |util: f64| if average == 0.0 { 1.0 } else { util / average };
+    let df = OsdDf::of(map);
+    let (usage, total, average) = (&df.osds, df.total, df.average);
+    let var = |util: f64| df.var(util);
     let mut heads = vec![
         ("ID", Align::Right),
         ("CLASS", Align::Right),
@@ -267,11 +316,8 @@ pub fn osd_df(map: &ClusterMap, tree: bool) -> String {
         };
         t.row(bucket("-1".into(), "root default".into(), total));
         for (i, (host, ids)) in hosts.iter().enumerate() {
-            let sum = usage
-                .iter()
-                .filter(|u| ids.contains(&u.0))
-                .fold((0, 0, 0), |t, u| (t.0 + u.1, t.1 + u.2, t.2 + u.3));
-            t.row(bucket(format!("-{}", i + 2), format!("    host {host}"), sum));
+            let host_sum = sum(usage.iter().filter(|u| ids.contains(&u.0)));
+            t.row(bucket(format!("-{}", i + 2), format!("    host {host}"), host_sum));
             for id in ids {
                 t.row(osd_row(*id));
             }
@@ -286,30 +332,18 @@ pub fn osd_df(map: &ClusterMap, tree: bool) -> String {
     total_row.extend([bytes_iec(total.0), bytes_iec(total.1), bytes_iec(total.1)]);
     total_row.extend(["0 B".into(), "0 B".into(), bytes_iec(total.2), format!("{average:.2}")]);
     t.row(total_row);
-    let vars: Vec<f64> = usage.iter().map(|u| var(u.4)).collect();
-    let (min, max) = vars.iter().fold((f64::MAX, 0.0f64), |m, v| (m.0.min(*v), m.1.max(*v)));
-    let (min, max) = if vars.is_empty() { (0.0, 0.0) } else { (min, max) };
+    let (min, max) = df.min_max_var();
     let mut out = t.render();
-    let _ = writeln!(out, "MIN/MAX VAR: {min:.2}/{max:.2}  STDDEV: {:.2}", stddev(&usage, average));
+    let _ = writeln!(out, "MIN/MAX VAR: {min:.2}/{max:.2}  STDDEV: {:.2}", df.stddev());
     out
-}
-
-fn stddev(usage: &[(OsdId, u64, u64, u64, f64, usize)], average: f64) -> f64 {
-    if usage.is_empty() {
-        return 0.0;
-    }
-    let sum: f64 = usage.iter().map(|u| (u.4 - average).powi(2)).sum();
-    (sum / usage.len() as f64).sqrt()
 }
 
 /// `ceph osd df -f json`.
 pub fn osd_df_json(map: &ClusterMap) -> Value {
-    let usage = osd_usage(map);
-    let total: (u64, u64, u64) =
-        usage.iter().fold((0, 0, 0), |t, u| (t.0 + u.1, t.1 + u.2, t.2 + u.3));
-    let average = if total.0 == 0 { 0.0 } else { total.1 as f64 * 100.0 / total.0 as f64 };
-    let var = |util: f64| if average == 0.0 { 1.0 } else { util / average };
-    let nodes: Vec<Value> = usage
+    let df = OsdDf::of(map);
+    let (total, average) = (df.total, df.average);
+    let nodes: Vec<Value> = df
+        .osds
         .iter()
         .map(|&(id, size, used, avail, util, pgs)| {
             let o = &map.osds[&id];
@@ -319,12 +353,12 @@ pub fn osd_df_json(map: &ClusterMap) -> Value {
                 "reweight": if o.in_cluster { 1.0 } else { 0.0 },
                 "kb": size / 1024, "kb_used": used / 1024, "kb_used_data": used / 1024,
                 "kb_used_omap": 0, "kb_used_meta": 0, "kb_avail": avail / 1024,
-                "utilization": util, "var": var(util), "pgs": pgs,
+                "utilization": util, "var": df.var(util), "pgs": pgs,
                 "status": if o.up { "up" } else { "down" }
             })
         })
         .collect();
-    let vars: Vec<f64> = usage.iter().map(|u| var(u.4)).collect();
+    let (min_var, max_var) = df.min_max_var();
     json!({
         "nodes": nodes,
         "stray": [],
@@ -333,9 +367,9 @@ pub fn osd_df_json(map: &ClusterMap) -> Value {
             "total_kb_used_data": total.1 / 1024, "total_kb_used_omap": 0,
             "total_kb_used_meta": 0, "total_kb_avail": total.2 / 1024,
             "average_utilization": average,
-            "min_var": if vars.is_empty() { 0.0 } else { vars.iter().copied().fold(f64::MAX, f64::min) },
-            "max_var": vars.iter().copied().fold(0.0, f64::max),
-            "dev": stddev(&usage, average)
+            "min_var": min_var,
+            "max_var": max_var,
+            "dev": df.stddev()
         }
     })
 }
