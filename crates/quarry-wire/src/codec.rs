@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic "QRY1"
-//!      4    1 version (FRAME_VERSION)
+//!      4    1 version (FRAME_VERSION = 2)
 //!      5    1 flags (bit 0: signed)
 //!      6    2 reserved, must be 0
 //!      8    8 request id (0 for events and handshake)
@@ -11,14 +11,18 @@
 //!     20    4 crc32c of the payload
 //!     24    8 sequence number (per direction, starts at 1 after the handshake)
 //!     32    n payload: bincode(Message), fixed-width integers, little endian
-//!   32+n   16 signature when flag 0 is set: HMAC-SHA256(session key, header ++ payload)[..16]
+//!   32+n   32 signature when flag 0 is set: BLAKE3 keyed hash (session key, header ++ payload)
 //! ```
+//! Why keyed BLAKE3 and not HMAC-SHA256 (frame version 1): the MAC runs over every payload
+//! byte on both ends, and a 4 MiB write spent ~2.7 ms of the OSD's CPU in SHA-256 alone
+//! (perf, `rados bench -b 4194304`), more than half of issue 14's 4 ms budget for the whole
+//! write. BLAKE3's keyed mode is a MAC by design (a PRF under a 256-bit key), and it runs
+//! several times faster here (`cargo run --release -p quarry-wire --example auth_cost`, in
+//! docs/benchmarks.md). The full 32-byte tag is sent and compared in constant time.
 //! A frame whose magic, version, flags, length, crc, sequence or signature is wrong is an
 //! error; the connection is then closed. Nothing here panics on any input.
 
 use bincode::Options;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 
 use crate::message::Message;
 use crate::WireError;
@@ -26,11 +30,11 @@ use crate::WireError;
 /// Frame magic.
 pub const FRAME_MAGIC: [u8; 4] = *b"QRY1";
 /// Frame format version.
-pub const FRAME_VERSION: u8 = 1;
+pub const FRAME_VERSION: u8 = 2;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Signature size in bytes.
-pub const SIGNATURE_LEN: usize = 16;
+pub const SIGNATURE_LEN: usize = 32;
 /// Largest payload accepted before authentication (the handshake messages are tiny).
 pub const HANDSHAKE_PAYLOAD_MAX: u32 = 64 << 10;
 /// Largest payload accepted on an authenticated session: one object write of the largest
@@ -175,11 +179,14 @@ pub fn decode_body(
             if header.seq != expected_seq {
                 return Err(WireError::BadSequence { got: header.seq, want: expected_seq });
             }
-            let mut mac =
-                <Hmac<Sha256> as Mac>::new_from_slice(key).map_err(|_| WireError::BadSignature)?;
+            let mut mac = blake3::Hasher::new_keyed(key);
             mac.update(header_bytes);
             mac.update(payload);
-            mac.verify_truncated_left(tag).map_err(|_| WireError::BadSignature)?;
+            let tag: [u8; SIGNATURE_LEN] = tag.try_into().map_err(|_| WireError::BadSignature)?;
+            // `blake3::Hash`'s equality is constant time.
+            if mac.finalize() != blake3::Hash::from_bytes(tag) {
+                return Err(WireError::BadSignature);
+            }
         }
         None => {
             if header.signed {
@@ -210,16 +217,7 @@ pub fn decode_frame(
 }
 
 fn signature(key: &SessionKey, header_and_payload: &[u8]) -> [u8; SIGNATURE_LEN] {
-    // HMAC accepts keys of any length; a 32-byte key cannot fail.
-    let mut mac = match <Hmac<Sha256> as Mac>::new_from_slice(key) {
-        Ok(mac) => mac,
-        Err(_) => unreachable!("HMAC takes keys of any length"),
-    };
-    mac.update(header_and_payload);
-    let full = mac.finalize().into_bytes();
-    let mut tag = [0u8; SIGNATURE_LEN];
-    tag.copy_from_slice(&full[..SIGNATURE_LEN]);
-    tag
+    *blake3::keyed_hash(key, header_and_payload).as_bytes()
 }
 
 #[cfg(test)]
