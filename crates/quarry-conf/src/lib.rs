@@ -173,6 +173,13 @@ pub fn server_limits(
     if let Some(v) = conf.get_parsed(name, "ms_handshake_timeout", seconds)? {
         l.handshake_timeout = v;
     }
+    let target = match kind {
+        DaemonKind::Osd => "osd_memory_target",
+        DaemonKind::Mon => "mon_memory_target",
+    };
+    if let Some(v) = conf.get_parsed(name, target, bytes)? {
+        l.memory_target = v;
+    }
     Ok(l)
 }
 
@@ -353,10 +360,17 @@ mod full_ratio_tests {
             server_limits(&conf, &mon, DaemonKind::Mon).unwrap(),
             ServerLimits::defaults(DaemonKind::Mon)
         );
-        let text = "[global]\nms max connections = 10\n[osd]\nosd_client_message_size_cap = 8M\nms_tcp_read_timeout = 2.5\n[mon]\nmon_client_bytes = 1M\n";
+        let table = |name: &str| OPTIONS.iter().find(|o| o.name == name).unwrap().default;
+        assert_eq!(
+            parse_size(table("osd_memory_target")).unwrap(),
+            ServerLimits::OSD_MEMORY_TARGET_DEFAULT
+        );
+        let text = "[global]\nms max connections = 10\n[osd]\nosd_client_message_size_cap = 8M\nms_tcp_read_timeout = 2.5\nosd_memory_target = 64M\n[mon]\nmon_client_bytes = 1M\n";
         let conf = Conf::parse(text).unwrap();
         let l = server_limits(&conf, &osd(), DaemonKind::Osd).unwrap();
         assert_eq!((l.max_connections, l.client_request_bytes), (10, 8 << 20));
+        assert_eq!(l.memory_target, 64 << 20);
+        assert_eq!((l.store_cache_bytes(), l.wal_cache_bytes()), (16 << 20, 4 << 20));
         assert_eq!(l.idle_timeout, std::time::Duration::from_millis(2500));
         let l = server_limits(&conf, &mon, DaemonKind::Mon).unwrap();
         assert_eq!((l.max_connections, l.client_request_bytes), (10, 1 << 20));

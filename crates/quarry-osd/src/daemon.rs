@@ -42,19 +42,26 @@ pub(crate) struct Running {
 /// Opens the WAL and the store; the store is checkpointed at once so the applied state it
 /// reports (and Raft trusts as its snapshot) is durable, and compacted when the disk is
 /// nearly full and the store holds much free space (`space::compact_at_open`).
+/// Their caches are sized from the OSD's memory target (`osd_memory_target`).
 async fn open_storage(
     data: &DataDir,
     ratios: quarry_types::FullRatios,
+    limits: &quarry_types::ServerLimits,
 ) -> Result<(Arc<Wal>, Arc<Store>), OsdError> {
     data.create()?;
     let wal_dir = data.wal();
-    let options = wal_options(crate::space::fs_total(data.root()));
+    let options = WalOptions {
+        cache_bytes: limits.wal_cache_bytes(),
+        ..wal_options(crate::space::fs_total(data.root()))
+    };
+    let cache_bytes = usize::try_from(limits.store_cache_bytes()).unwrap_or(usize::MAX);
     let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, options)).await??;
     let store_path = data.store();
     let root = data.root().to_path_buf();
     let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
         let options = StoreOptions {
             methods: Some(Arc::new(quarry_cls::Classes::new())),
+            cache_bytes,
             ..StoreOptions::default()
         };
         let store = Store::open_with(&store_path, &options)?;
@@ -88,7 +95,7 @@ pub(crate) async fn start(
         cfg.limits,
         quarry_wire::limits::FD_RESERVE_OSD,
     );
-    let (wal, store) = open_storage(&data, cfg.full_ratios).await?;
+    let (wal, store) = open_storage(&data, cfg.full_ratios, &cfg.limits).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
         .map_err(|source| OsdError::Listen { addr: cfg.listen, source })?;

@@ -1,7 +1,8 @@
 //! A daemon's connection and memory budget ([`ServerLimits`]): how many connections it
 //! serves (in total and per entity), how many bytes of requests it holds at once (clients and
 //! peer daemons apart), how many bytes of replies it keeps queued for peers that read slowly,
-//! and how long a connection may stay silent. Plain data: `quarry-conf` reads it from
+//! how long a connection may stay silent, and the resident memory it aims at (its caches are
+//! sized from that). Plain data: `quarry-conf` reads it from
 //! ceph.conf (Ceph's option names where they exist), `quarry-wire` enforces it.
 //!
 //! Defaults follow Ceph's where Ceph has the option (`osd_client_message_size_cap` 500 MiB,
@@ -50,6 +51,11 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
     /// `ms_handshake_timeout`: bound on an unauthenticated connection (the whole handshake).
     pub handshake_timeout: Duration,
+    /// `osd_memory_target` / `mon_memory_target`: the resident memory the daemon aims at.
+    /// An OSD sizes its caches from it ([`ServerLimits::store_cache_bytes`],
+    /// [`ServerLimits::wal_cache_bytes`]); requests and replies in flight are bounded by the
+    /// byte budgets above, which are transient.
+    pub memory_target: u64,
 }
 
 impl ServerLimits {
@@ -75,7 +81,27 @@ impl ServerLimits {
             reply_queue_bytes_per_connection: 32 << 20,
             idle_timeout: Duration::from_secs(900),
             handshake_timeout: Duration::from_secs(10),
+            memory_target: match kind {
+                DaemonKind::Osd => Self::OSD_MEMORY_TARGET_DEFAULT,
+                DaemonKind::Mon => 2 << 30,
+            },
         }
+    }
+
+    /// Quarry's default `osd_memory_target` (Ceph's is 4 GiB, most of it BlueStore's cache,
+    /// the only cache Ceph's data has; Quarry's store files are read through the kernel's
+    /// page cache as well, so its own caches can stay small: docs/benchmarks.md, "Memory").
+    pub const OSD_MEMORY_TARGET_DEFAULT: u64 = 192 << 20;
+
+    /// The store's own page cache: a quarter of the memory target, at least 8 MiB.
+    pub fn store_cache_bytes(&self) -> u64 {
+        (self.memory_target / 4).max(8 << 20)
+    }
+
+    /// The WAL's cache of recent entries (what followers and lagging appliers read): a
+    /// sixteenth of the memory target, at least 4 MiB.
+    pub fn wal_cache_bytes(&self) -> u64 {
+        (self.memory_target / 16).max(4 << 20)
     }
 
     /// No limit worth the name (tools and tests that measure something else).
@@ -90,6 +116,7 @@ impl ServerLimits {
             reply_queue_bytes_per_connection: u64::MAX / 8,
             idle_timeout: Duration::from_secs(365 * 86400),
             handshake_timeout: Duration::from_secs(10),
+            memory_target: 4 << 30,
         }
     }
 
@@ -103,6 +130,7 @@ impl ServerLimits {
             ("osd_client_message_cap", self.requests_per_connection as u64),
             ("ms_reply_queue_bytes", self.reply_queue_bytes),
             ("ms_reply_queue_bytes_per_connection", self.reply_queue_bytes_per_connection),
+            ("memory target", self.memory_target),
         ];
         for (name, value) in checks {
             if value == 0 {
