@@ -3,8 +3,8 @@
 //! bounded cache of recently written entries. It reflects every request accepted so far, even
 //! those the writer has not written yet.
 
+use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use openraft::{LogId, Vote};
 
@@ -15,7 +15,7 @@ use crate::format::GroupCheckpoint;
 #[derive(Clone, Debug)]
 pub(crate) enum Location {
     /// Accepted, not yet written: the bytes the writer will write.
-    Queued(Arc<[u8]>),
+    Queued(Bytes),
     /// Written: the record starts at `offset` of segment `segment`, payload `len` bytes.
     Disk { segment: u64, offset: u64, len: u32 },
 }
@@ -113,7 +113,7 @@ impl GroupIndex {
 pub(crate) struct EntryCache {
     capacity_bytes: u64,
     bytes: u64,
-    entries: HashMap<(u64, u64), Arc<[u8]>>,
+    entries: HashMap<(u64, u64), Bytes>,
     order: VecDeque<(u64, u64)>,
 }
 
@@ -122,11 +122,11 @@ impl EntryCache {
         EntryCache { capacity_bytes, bytes: 0, entries: HashMap::new(), order: VecDeque::new() }
     }
 
-    pub fn get(&self, segment: u64, offset: u64) -> Option<Arc<[u8]>> {
+    pub fn get(&self, segment: u64, offset: u64) -> Option<Bytes> {
         self.entries.get(&(segment, offset)).cloned()
     }
 
-    pub fn insert(&mut self, segment: u64, offset: u64, bytes: Arc<[u8]>) {
+    pub fn insert(&mut self, segment: u64, offset: u64, bytes: Bytes) {
         let size = bytes.len() as u64;
         if size > self.capacity_bytes {
             return;
@@ -208,12 +208,12 @@ mod tests {
     fn cache_stays_within_its_capacity() {
         let mut cache = EntryCache::new(100);
         for offset in 0..10 {
-            cache.insert(1, offset, Arc::from(vec![0u8; 30]));
+            cache.insert(1, offset, Bytes::from(vec![0u8; 30]));
             assert!(cache.bytes() <= 100);
         }
         assert!(cache.get(1, 9).is_some());
         assert!(cache.get(1, 0).is_none());
-        cache.insert(2, 0, Arc::from(vec![0u8; 500]));
+        cache.insert(2, 0, Bytes::from(vec![0u8; 500]));
         assert!(cache.get(2, 0).is_none());
         cache.forget_segments_below(2);
         assert_eq!(cache.bytes(), 0);

@@ -3,7 +3,7 @@
 //! (`Completion`), and the byte bound that makes appenders wait ([`QUEUE_BYTES_MAX`]).
 //! The queue itself is a `VecDeque<Request>` in the [`crate::wal`] state, behind its mutex.
 
-use std::sync::Arc;
+use bytes::Bytes;
 
 use openraft::LogId;
 use tokio::sync::OwnedSemaphorePermit;
@@ -16,7 +16,7 @@ pub const QUEUE_BYTES_MAX: u64 = 64 << 20;
 pub(crate) const QUEUE_PERMIT_BYTES: u64 = 1024;
 
 /// An entry's log id and its serialised bytes (an `Entry` record's payload).
-pub(crate) type SerialisedEntry = (LogId<u64>, Arc<[u8]>);
+pub(crate) type SerialisedEntry = (LogId<u64>, Bytes);
 
 /// Runs once the records of a request are durable (`Ok`), or once the writer refused them
 /// because their write failed cleanly, e.g. with `ENOSPC` (`Err`: nothing of them is on disk).
@@ -26,7 +26,7 @@ pub(crate) type Completion = Box<dyn FnOnce(Result<(), &std::io::Error>) + Send 
 pub(crate) struct QueuedEntry {
     pub log_id: LogId<u64>,
     pub serial: u64,
-    pub bytes: Arc<[u8]>,
+    pub bytes: Bytes,
 }
 
 /// A unit of work for the writer, in the order it was accepted.

@@ -2,6 +2,7 @@
 //! Raft group, over the shared [`Wal`], and [`EntryCodec`], how a group's entries become the
 //! payloads of `Entry` records (layout at [`crate::format::RecordKind::Entry`]).
 
+use bytes::Bytes;
 use std::fmt::Debug;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
@@ -145,7 +146,7 @@ where
                 });
             }
             total += bytes.len() as u64;
-            serialised.push((entry.log_id, Arc::from(bytes)));
+            serialised.push((entry.log_id, Bytes::from(bytes)));
         }
         Ok((serialised, total))
     }

@@ -2,6 +2,7 @@
 //! writer's queue (the request types are in [`crate::queue`]), and the reads and state queries
 //! the log stores use.
 
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -463,7 +464,7 @@ impl Wal {
         len: u32,
         group: u64,
         log_id: LogId<u64>,
-    ) -> Result<Arc<[u8]>, WalError> {
+    ) -> Result<Bytes, WalError> {
         let path = segment_path(&self.shared.dir, segment);
         let mut record = vec![0u8; RECORD_HEADER_LEN + len as usize];
         file.read_exact_at(&mut record, offset).map_err(|error| WalError::io(&path, error))?;
@@ -479,7 +480,10 @@ impl Wal {
             return Err(corrupt(wrong_entry));
         }
         match decode_record(kind, payload).map_err(|rejected| rejected.at(&path, offset))? {
-            Record::Entry { log_id: found } if found == log_id => Ok(Arc::from(payload)),
+            // The payload is the record without its header: no copy.
+            Record::Entry { log_id: found } if found == log_id => {
+                Ok(Bytes::from(record).slice(RECORD_HEADER_LEN..))
+            }
             _ => Err(corrupt(wrong_entry)),
         }
     }
@@ -511,7 +515,7 @@ fn lock_dir(dir: &Path) -> Result<LockFile, WalError> {
 
 /// Where a planned read gets its bytes.
 enum Source {
-    Memory(Arc<[u8]>),
+    Memory(Bytes),
     Disk { file: Arc<DurableFile>, segment: u64, offset: u64, len: u32 },
 }
 

@@ -33,6 +33,7 @@
 //! the round's waiters get the error, its groups are marked failed, and the ledger never saw
 //! the round (its updates are applied only after a successful write).
 
+use bytes::Bytes;
 use quarry_persist::DurableFile;
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -71,7 +72,7 @@ struct Written {
     serial: u64,
     offset: u64,
     len: u32,
-    bytes: Arc<[u8]>,
+    bytes: Bytes,
 }
 
 /// A ledger update of a round, applied once the round's write succeeded.
