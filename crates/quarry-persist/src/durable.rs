@@ -122,6 +122,31 @@ impl DurableFile {
         }
     }
 
+    /// Gives the blocks of `len` bytes at `offset` back to the file system
+    /// (`fallocate(PUNCH_HOLE | KEEP_SIZE)`): they read as zeros, the length is unchanged.
+    /// Like a write, not durable until a sync. A file system that cannot punch holes
+    /// answers `EOPNOTSUPP`. Under the simulator, a write of zeros (within the length).
+    pub fn punch_hole(&self, offset: u64, len: u64) -> std::io::Result<()> {
+        match self {
+            DurableFile::Real(file) => {
+                use rustix::fs::FallocateFlags;
+                let flags = FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE;
+                rustix::fs::fallocate(file, flags, offset, len).map_err(Into::into)
+            }
+            DurableFile::Sim(file) => {
+                static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+                let end = offset.saturating_add(len).min(file.len());
+                let mut at = offset;
+                while at < end {
+                    let n = (end - at).min(ZEROS.len() as u64);
+                    file.write_all_at(&ZEROS[..n as usize], at)?;
+                    at += n;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// `fdatasync`: the file's data (and its size) are durable when this returns.
     pub fn sync_data(&self) -> std::io::Result<()> {
         match self {

@@ -33,12 +33,33 @@ fn command(object: usize, op: ObjectOp) -> ObjectCommand {
     }
 }
 
+/// CPU time (user + system) this process used so far, from /proc/self/stat (Linux; clock
+/// ticks of 10 ms). Zero where unavailable.
+fn cpu_time() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // Fields after the command name (which may hold spaces): state is field 3, utime 14,
+    // stime 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+thread_local! {
+    static CPU_MARK: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+}
+
 fn report(what: &str, ops: usize, bytes: usize, took: Duration) {
     let secs = took.as_secs_f64();
+    let now = cpu_time();
+    let cpu = now.saturating_sub(CPU_MARK.with(|m| m.replace(now)));
     println!(
-        "{what:<34} {ops:>7} ops in {secs:>7.3} s: {:>10.0} ops/s {:>9.1} MB/s",
+        "{what:<36} {ops:>7} ops in {secs:>7.3} s: {:>8.0} ops/s {:>7.1} MB/s, CPU {:>8.1} us/op",
         ops as f64 / secs,
-        bytes as f64 / secs / 1e6
+        bytes as f64 / secs / 1e6,
+        cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
     );
 }
 
@@ -84,6 +105,7 @@ fn main() {
     };
 
     println!("store bench: {objects} objects of 4 MiB in {}", dir.display());
+    CPU_MARK.with(|m| m.set(cpu_time()));
     let t = Instant::now();
     for _ in 0..5000 {
         apply(&[], &store);
@@ -141,6 +163,7 @@ fn main() {
     }
     report("write 4 KiB unaligned (1/apply, RMW)", n, n * 4096, t.elapsed());
     store.checkpoint().expect("checkpoint");
+    CPU_MARK.with(|m| m.set(cpu_time()));
 
     let t = Instant::now();
     for _ in 0..n {

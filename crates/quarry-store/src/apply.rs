@@ -13,12 +13,14 @@ use quarry_types::{
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::crc::combine_chunk;
+use crate::datafile::DataFile;
 use crate::dups::DupTables;
 use crate::format::{
-    chunk_key, decode_chunk_key, encode_chunk, object_key, object_snap_key, object_snap_of, pg_key,
-    purged_key, row_has_tail, row_is_hole, seal, seal_usage, snap_object_key, snap_objects_end,
-    sub_key, unseal_usage, ChunkKey, ObjectRecord, Version, CHUNK, CHUNK_SIZE, META, META_NEXT_ID,
-    OBJECTS, OBJECT_SNAPS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
+    chunk_key, decode_chunk_key, decode_chunk_ref, encode_chunk_ref, object_key, object_snap_key,
+    object_snap_of, pg_key, purged_key, row_is_hole, seal, seal_usage, snap_object_key,
+    snap_objects_end, sub_key, unseal_usage, ChunkKey, ChunkRef, ObjectRecord, Version, CHUNK,
+    CHUNK_SIZE, HOLE_ROW, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, PG_STATE, PG_USAGE,
+    PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::methods;
 use crate::read::{add_output, load_chunk, read_op, Ctx, Failure, Target, WriteTables};
@@ -28,7 +30,6 @@ use crate::{ObjectCommand, StoreError};
 #[derive(Clone, Copy)]
 enum UndoTable {
     Chunks,
-    ChunkTails,
     Xattrs,
     Omap,
     OmapHeader,
@@ -178,7 +179,6 @@ pub(crate) struct Batch<'txn> {
     key_buf: Vec<u8>,
     obj_key: Vec<u8>,
     chunk_buf: Vec<u8>,
-    row_buf: Vec<u8>,
     record_buf: Vec<u8>,
     crcs: Vec<u32>,
     /// The duplicate table, opened on the first command with a request id.
@@ -193,6 +193,7 @@ impl<'txn> Batch<'txn> {
     /// (meta, usage, xattrs, omap) are opened on first use.
     pub fn open(
         txn: &'txn WriteTransaction,
+        data: &'txn DataFile,
         methods: Option<&'txn dyn ObjectMethods>,
         dups_max: usize,
     ) -> Result<Self, StoreError> {
@@ -201,7 +202,7 @@ impl<'txn> Batch<'txn> {
             methods,
             txn,
             objects: txn.open_table(OBJECTS)?,
-            t: WriteTables::open(txn)?,
+            t: WriteTables::open(txn, data)?,
             snap_objects: txn.open_table(SNAP_OBJECTS)?,
             object_snaps: txn.open_table(OBJECT_SNAPS)?,
             purged: txn.open_table(PURGED_SNAPS)?,
@@ -212,7 +213,6 @@ impl<'txn> Batch<'txn> {
             key_buf: Vec::new(),
             obj_key: Vec::new(),
             chunk_buf: Vec::with_capacity(CHUNK_SIZE),
-            row_buf: Vec::with_capacity(CHUNK_SIZE),
             record_buf: Vec::new(),
             crcs: Vec::new(),
             dups: None,
@@ -451,15 +451,25 @@ impl<'txn> Batch<'txn> {
         assert_eq!(st.unrecorded_writes, 0, "command failed after a write that cannot be undone");
         while let Some(u) = self.undo.pop() {
             match u.table {
-                UndoTable::Chunks | UndoTable::ChunkTails => {
+                UndoTable::Chunks => {
                     let key: ChunkKey = u.key.as_slice().try_into().expect("undo chunk key length");
-                    let table = match u.table {
-                        UndoTable::Chunks => &mut self.t.chunks,
-                        _ => &mut self.t.chunk_tails,
+                    let table = &mut self.t.chunks;
+                    // The row being undone loses its block (pending like any freed block:
+                    // it was never committed, but waiting costs nothing); the restored row
+                    // keeps its own.
+                    let replaced = match &u.old {
+                        Some(old) => table.insert(&key, old.as_slice())?,
+                        None => table.remove(&key)?,
                     };
-                    match &u.old {
-                        Some(old) => drop(table.insert(&key, old.as_slice())?),
-                        None => drop(table.remove(&key)?),
+                    if let Some(ChunkRef::Data { block, .. }) =
+                        replaced.and_then(|g| decode_chunk_ref(g.value()).ok())
+                    {
+                        self.t.data.free(block);
+                    }
+                    if let Some(ChunkRef::Data { block, .. }) =
+                        u.old.as_deref().and_then(|old| decode_chunk_ref(old).ok())
+                    {
+                        self.t.data.unfree(block);
                     }
                 }
                 UndoTable::Xattrs | UndoTable::Omap => {
@@ -849,8 +859,8 @@ impl<'txn> Batch<'txn> {
         }
     }
 
-    /// Stores chunk `index` at the head's tag: the row (crc and inline data) and, for a
-    /// chunk longer than the inline limit, its tail.
+    /// Stores chunk `index` at the head's tag: its data in a new block of the data file and
+    /// the row pointing there (empty data: a hole row).
     fn put_chunk(
         &mut self,
         st: &mut Cmd,
@@ -859,24 +869,59 @@ impl<'txn> Batch<'txn> {
         crc: u32,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        let key = chunk_key(id, index, st.w);
-        let mut row = std::mem::take(&mut self.row_buf);
-        let tail = encode_chunk(crc, data, &mut row);
-        let old = self.t.chunks.insert(&key, row.as_slice())?;
-        self.row_buf = row;
-        let had_tail = old.as_ref().is_some_and(|g| row_has_tail(g.value().len()));
-        let old = old.filter(|_| st.undoable).map(|g| g.value().to_vec());
-        self.note_write(st, UndoTable::Chunks, &key, old);
-        if !tail.is_empty() {
-            let old = self.t.chunk_tails.insert(&key, tail)?;
-            let old = old.filter(|_| st.undoable).map(|g| g.value().to_vec());
-            self.note_write(st, UndoTable::ChunkTails, &key, old);
-        } else if had_tail {
-            self.delete_tail(st, &key)?;
+        if data.is_empty() {
+            self.insert_row(st, id, index, &HOLE_ROW)?;
+        } else {
+            let block = self.t.data.allocate(1);
+            self.t.data.write(block, data)?;
+            self.insert_row(st, id, index, &encode_chunk_ref(crc, data.len(), block))?;
         }
         if self.only_head_below(st) {
             self.drop_older_rows(st, id, index, index)?;
         }
+        Ok(())
+    }
+
+    /// Stores `bytes` (whole chunks `first..`, their crcs next in the pre-checked list) at
+    /// the head's tag: one extent of the data file, written with one positional write.
+    fn put_run(
+        &mut self,
+        st: &mut Cmd,
+        id: u64,
+        first: u64,
+        bytes: &[u8],
+    ) -> Result<(), StoreError> {
+        let n = (bytes.len() / CHUNK_SIZE) as u64;
+        let block = self.t.data.allocate(n);
+        self.t.data.write(block, bytes)?;
+        for k in 0..n {
+            let crc = self.crcs[st.crc_cursor];
+            st.crc_cursor += 1;
+            self.insert_row(st, id, first + k, &encode_chunk_ref(crc, CHUNK_SIZE, block + k))?;
+        }
+        if self.only_head_below(st) {
+            self.drop_older_rows(st, id, first, first + n - 1)?;
+        }
+        Ok(())
+    }
+
+    /// Inserts a chunk row at the head's tag; the block of the row it replaces is freed.
+    fn insert_row(
+        &mut self,
+        st: &mut Cmd,
+        id: u64,
+        index: u64,
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let key = chunk_key(id, index, st.w);
+        let old = self.t.chunks.insert(&key, value)?;
+        let old = old.map(|g| {
+            if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(g.value()) {
+                self.t.data.free(block);
+            }
+            g.value().to_vec()
+        });
+        self.note_write(st, UndoTable::Chunks, &key, old.filter(|_| st.undoable));
         Ok(())
     }
 
@@ -914,32 +959,22 @@ impl<'txn> Batch<'txn> {
         Ok(())
     }
 
-    fn delete_tail(&mut self, st: &mut Cmd, key: &ChunkKey) -> Result<(), StoreError> {
-        let old = self.t.chunk_tails.remove(key)?.map(|g| st.undoable.then(|| g.value().to_vec()));
-        if let Some(old) = old {
-            self.note_write(st, UndoTable::ChunkTails, key, old);
-        }
-        Ok(())
-    }
-
     fn delete_chunk(&mut self, st: &mut Cmd, key: &ChunkKey) -> Result<(), StoreError> {
-        let removed = self
-            .t
-            .chunks
-            .remove(key)?
-            .map(|g| (row_has_tail(g.value().len()), st.undoable.then(|| g.value().to_vec())));
-        let Some((had_tail, old)) = removed else {
+        let data = self.t.data;
+        let Some(old) = self.t.chunks.remove(key)?.map(|old| {
+            if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(old.value()) {
+                data.free(block);
+            }
+            st.undoable.then(|| old.value().to_vec())
+        }) else {
             return Ok(());
         };
         self.note_write(st, UndoTable::Chunks, key, old);
-        if had_tail {
-            self.delete_tail(st, key)?;
-        }
         Ok(())
     }
 
-    /// Writes `data` at `off` into the head (whole chunks directly, partial chunks merged with
-    /// what the head sees).
+    /// Writes `data` at `off` into the head (the run of whole chunks as one extent, partial
+    /// chunks merged with what the head sees).
     fn write_range(&mut self, st: &mut Cmd, off: u64, data: &[u8]) -> Result<(), StoreError> {
         if data.is_empty() {
             return Ok(());
@@ -947,7 +982,9 @@ impl<'txn> Batch<'txn> {
         let (id, floor, old_size) = st.head_layout();
         let end = off + data.len() as u64;
         let mut buf = std::mem::take(&mut self.chunk_buf);
-        for index in off / CHUNK..=(end - 1) / CHUNK {
+        let last = (end - 1) / CHUNK;
+        let mut index = off / CHUNK;
+        while index <= last {
             let chunk_start = index * CHUNK;
             let a = off.max(chunk_start);
             let b = end.min(chunk_start + CHUNK);
@@ -955,9 +992,14 @@ impl<'txn> Batch<'txn> {
             let in_chunk = (a - chunk_start) as usize;
             let old_visible = old_size.saturating_sub(chunk_start).min(CHUNK) as usize;
             if in_chunk == 0 && piece.len() == CHUNK_SIZE {
-                let crc = self.crcs[st.crc_cursor];
-                st.crc_cursor += 1;
-                self.put_chunk(st, id, index, crc, piece)?;
+                // Whole chunks from here on: one extent (they end where the data's last
+                // whole chunk does).
+                let n = (end - chunk_start) / CHUNK;
+                let run =
+                    &data[(chunk_start - off) as usize..(chunk_start + n * CHUNK - off) as usize];
+                self.put_run(st, id, index, run)?;
+                index += n;
+                continue;
             } else if in_chunk == 0 && piece.len() >= old_visible {
                 self.put_chunk(st, id, index, crc32c::crc32c(piece), piece)?;
             } else {
@@ -969,6 +1011,7 @@ impl<'txn> Batch<'txn> {
                 buf[in_chunk..in_chunk + piece.len()].copy_from_slice(piece);
                 self.put_chunk(st, id, index, crc32c::crc32c(&buf), &buf)?;
             }
+            index += 1;
         }
         self.chunk_buf = buf;
         Ok(())
@@ -1270,12 +1313,18 @@ impl<'txn> Batch<'txn> {
     }
 }
 
-/// Deletes every chunk, xattr, omap entry and the omap header of object `id`.
+/// Deletes every chunk (freeing its block), xattr, omap entry and the omap header of object
+/// `id`.
 pub(crate) fn purge_object_rows(t: &mut WriteTables, id: u64) -> Result<(), StoreError> {
     let lo = chunk_key(id, 0, 0);
     let hi = chunk_key(id, u64::MAX, u64::MAX);
-    t.chunks.retain_in::<&ChunkKey, _>(&lo..=&hi, |_, _| false)?;
-    t.chunk_tails.retain_in::<&ChunkKey, _>(&lo..=&hi, |_, _| false)?;
+    let data = t.data;
+    t.chunks.retain_in::<&ChunkKey, _>(&lo..=&hi, |_, value| {
+        if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(value) {
+            data.free(block);
+        }
+        false
+    })?;
     let lo = id.to_be_bytes();
     let hi = (id + 1).to_be_bytes();
     let kv = t.kv()?;

@@ -34,15 +34,16 @@ use std::io::{BufWriter, Read, Write};
 use quarry_types::{PgId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
+use crate::datafile::DataFile;
 use crate::dups::{self, DupTables};
 use crate::format::{
-    chunk_key, decode_chunk_key, encode_chunk, object_key, object_snap_key, object_snap_of, pg_key,
-    pg_key_end, purged_key, row_has_tail, seal, snap_object_key, sub_key, unseal, ChunkKey,
-    ObjectRecord, Version, CHUNK, CHUNKS, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, META,
-    META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS,
-    SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
+    chunk_key, decode_chunk_key, encode_chunk_ref, object_key, object_snap_key, object_snap_of,
+    pg_key, pg_key_end, purged_key, seal, snap_object_key, sub_key, unseal, ChunkKey, ObjectRecord,
+    Version, CHUNK, CHUNKS, CHUNK_SIZE, DUPS, DUP_SEQ, HOLE_ROW, META, META_NEXT_ID, OBJECTS,
+    OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX,
+    XATTRS,
 };
-use crate::read::{verify_chunk, Ctx, WriteTables};
+use crate::read::{chunk_ref, load_ref, Ctx, WriteTables};
 use crate::{apply, StoreError};
 
 const EXPORT_MAGIC: &[u8; 8] = b"QRYPGEX1";
@@ -113,13 +114,15 @@ impl CrcWriter<'_> {
 /// returns the `pg_state` it holds (the opaque blob, if the PG has one).
 pub(crate) fn export_pg(
     db: &Database,
+    data: &DataFile,
     pg: PgId,
     out: &mut dyn Write,
 ) -> Result<Option<Vec<u8>>, StoreError> {
+    // Blocks the snapshot uses are not reused while the export runs.
+    let _reader = data.register_reader();
     let txn = db.begin_read()?;
     let objects = txn.open_table(OBJECTS)?;
     let chunks = txn.open_table(CHUNKS)?;
-    let chunk_tails = txn.open_table(CHUNK_TAILS)?;
     let xattrs = txn.open_table(XATTRS)?;
     let omap = txn.open_table(OMAP)?;
     let omap_header = txn.open_table(OMAP_HEADER)?;
@@ -132,6 +135,7 @@ pub(crate) fn export_pg(
     w.u64(pg.pool)?;
     w.u32(pg.seed)?;
     let mut exported_state = None;
+    let mut chunk_buf = Vec::with_capacity(CHUNK_SIZE);
     if let Some(state) = pg_state.get(&pg_key(pg))? {
         let blob = unseal(state.value()).map_err(|d| crate::pg_corrupt(pg, "pg_state", d))?;
         w.record(TAG_STATE)?;
@@ -175,20 +179,13 @@ pub(crate) fn export_pg(
         for item in chunks.range::<&ChunkKey>(&lo..=&hi)? {
             let (key, value) = item?;
             let (_, index, tag) = decode_chunk_key(key.value());
-            let tail = if row_has_tail(value.value().len()) {
-                chunk_tails.get(key.value())?
-            } else {
-                None
-            };
-            let data =
-                verify_chunk(&ctx, index, tag, value.value(), tail.as_ref().map(|g| g.value()))?;
+            let r = chunk_ref(&ctx, index, tag, value.value())?;
+            let crc = load_ref(data, &ctx, index, tag, r, &mut chunk_buf)?;
             w.record(TAG_CHUNK)?;
             w.u64(index)?;
             w.u64(tag)?;
-            w.u32(data.crc)?;
-            w.u32(data.len() as u32)?;
-            w.put(data.inline)?;
-            w.put(data.tail)?;
+            w.u32(crc)?;
+            w.blob(&chunk_buf)?;
         }
         let lo = id.to_be_bytes();
         let hi = (id + 1).to_be_bytes();
@@ -302,9 +299,13 @@ fn read_header(r: &mut CrcReader, pg: PgId) -> Result<u32, StoreError> {
 
 /// Deletes every object of `pg` (all versions, chunks, xattrs, omap), its `pg_state` and its
 /// usage counters, inside `txn`.
-pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreError> {
+pub(crate) fn purge_pg(
+    txn: &WriteTransaction,
+    data: &DataFile,
+    pg: PgId,
+) -> Result<(), StoreError> {
     let mut objects = txn.open_table(OBJECTS)?;
-    let mut t = WriteTables::open(txn)?;
+    let mut t = WriteTables::open(txn, data)?;
     let start = pg_key(pg);
     let end = pg_key_end(pg);
     let mut ids = Vec::new();
@@ -344,19 +345,25 @@ pub(crate) fn purge_pg(txn: &WriteTransaction, pg: PgId) -> Result<(), StoreErro
     Ok(())
 }
 
-/// Replaces `pg` with the content of an export stream, in one durable transaction: on any
-/// error nothing changes.
-pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
+/// Replaces `pg` with the content of an export stream, in one durable transaction (the data
+/// file synced before it): on any error nothing changes. Returns the commit's sequence
+/// number for [`DataFile::release`].
+pub(crate) fn import_pg(
+    db: &Database,
+    data: &DataFile,
+    pg: PgId,
+    input: &mut dyn Read,
+) -> Result<u64, StoreError> {
     let mut r = CrcReader { inner: input, crc: 0 };
     let version = read_header(&mut r, pg)?;
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
-    purge_pg(&txn, pg)?;
+    let batch = data.begin_batch();
+    purge_pg(&txn, data, pg)?;
     {
         let mut meta = txn.open_table(META)?;
         let mut objects = txn.open_table(OBJECTS)?;
         let mut chunks = txn.open_table(CHUNKS)?;
-        let mut chunk_tails = txn.open_table(CHUNK_TAILS)?;
         let mut xattrs = txn.open_table(XATTRS)?;
         let mut omap = txn.open_table(OMAP)?;
         let mut omap_header = txn.open_table(OMAP_HEADER)?;
@@ -478,12 +485,15 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
                         return Err(bad("chunk crc mismatch"));
                     }
                     let key = chunk_key(id, index, version);
-                    let tail = encode_chunk(crc, &a, &mut b);
-                    if chunks.insert(&key, b.as_slice())?.is_some() {
+                    if chunks.get(&key)?.is_some() {
                         return Err(bad("chunk appears twice"));
                     }
-                    if !tail.is_empty() {
-                        chunk_tails.insert(&key, tail)?;
+                    if a.is_empty() {
+                        chunks.insert(&key, HOLE_ROW.as_slice())?;
+                    } else {
+                        let block = data.allocate(1);
+                        data.write(block, &a)?;
+                        chunks.insert(&key, encode_chunk_ref(crc, a.len(), block).as_slice())?;
                     }
                 }
                 TAG_XATTR | TAG_OMAP => {
@@ -520,6 +530,8 @@ pub(crate) fn import_pg(db: &Database, pg: PgId, input: &mut dyn Read) -> Result
             pg_usage.insert(&pg_key(pg), &crate::format::seal_usage(usage_objects, usage_bytes))?;
         }
     }
+    // The rows become durable with this commit: their data first.
+    data.sync()?;
     txn.commit()?;
-    Ok(())
+    Ok(batch.committed())
 }

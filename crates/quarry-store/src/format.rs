@@ -24,7 +24,9 @@ const _: () = assert!(24 + CHUNK_HEADER + CHUNK_INLINE + 4 + 4 == 4096);
 /// First 8 bytes of the `format` meta value.
 pub(crate) const FORMAT_MAGIC: &[u8; 8] = b"QRYSTORE";
 /// The format version this build writes and the newest it can read.
-pub(crate) const FORMAT_VERSION: u32 = 2;
+pub(crate) const FORMAT_VERSION: u32 = 3;
+/// The last format that kept chunk data in redb rows (migrated to the data file at open).
+pub(crate) const FORMAT_VERSION_INLINE: u32 = 2;
 /// The oldest format version this build opens (format 1 is migrated to 2 at open).
 pub(crate) const FORMAT_VERSION_MIN: u32 = 1;
 /// Meta key of the format marker: `FORMAT_MAGIC ++ u32 LE version`.
@@ -41,9 +43,12 @@ pub(crate) type PgKey = [u8; 12];
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// `pool BE ++ seed BE ++ object name -> object record`.
 pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("objects");
-/// `(object id, chunk index, version tag) -> crc32c LE ++ data[..4060]`.
+/// `(object id, chunk index, version tag) -> chunk row`: format 3's [`ChunkRef`] (a hole, or
+/// crc32c LE ++ data length u16 LE ++ block u64 LE in the data file); formats 1 and 2 kept
+/// `crc32c LE ++ data[..4060]` here.
 pub(crate) const CHUNKS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new("chunks");
-/// Same key `-> data[4060..]`, present only for chunks longer than `CHUNK_INLINE`.
+/// Formats 1 and 2: same key `-> data[4060..]`, present only for chunks longer than
+/// `CHUNK_INLINE`. Format 3 has no such table (the format-2 migration deletes it).
 pub(crate) const CHUNK_TAILS: TableDefinition<&ChunkKey, &[u8]> =
     TableDefinition::new("chunk_tails");
 /// `object id BE ++ xattr name -> value` (head only).
@@ -218,21 +223,6 @@ pub(crate) fn sub_key(id: u64, name: &[u8], buf: &mut Vec<u8>) {
     buf.extend_from_slice(name);
 }
 
-/// Splits a stored chunk row value into `(stored crc, inline data)`, or a reason it is
-/// malformed.
-pub(crate) fn split_chunk_value(value: &[u8]) -> Result<(u32, &[u8]), &'static str> {
-    if value.len() < CHUNK_HEADER {
-        return Err("chunk value shorter than its crc");
-    }
-    let (head, data) = value.split_at(CHUNK_HEADER);
-    if data.len() > CHUNK_INLINE {
-        return Err("chunk row longer than its inline limit");
-    }
-    let mut crc = [0u8; 4];
-    crc.copy_from_slice(head);
-    Ok((u32::from_le_bytes(crc), data))
-}
-
 /// True if a chunk row value (crc ++ inline data) may have a tail row: its inline part is
 /// full.
 pub(crate) fn row_has_tail(value_len: usize) -> bool {
@@ -244,8 +234,9 @@ pub(crate) fn row_is_hole(value_len: usize) -> bool {
     value_len <= CHUNK_HEADER
 }
 
-/// Fills `row` with the chunk row value for `data` (crc ++ inline part) and returns the tail
-/// (empty if the chunk fits inline).
+/// Fills `row` with the format-2 chunk row value for `data` (crc ++ inline part) and returns
+/// the tail (empty if the chunk fits inline). Pinned by the format-1/2 golden tests.
+#[cfg(test)]
 pub(crate) fn encode_chunk<'d>(crc: u32, data: &'d [u8], row: &mut Vec<u8>) -> &'d [u8] {
     assert!(data.len() <= CHUNK_SIZE, "chunk data longer than a chunk");
     let inline = data.len().min(CHUNK_INLINE);
@@ -253,6 +244,59 @@ pub(crate) fn encode_chunk<'d>(crc: u32, data: &'d [u8], row: &mut Vec<u8>) -> &
     row.extend_from_slice(&crc.to_le_bytes());
     row.extend_from_slice(&data[..inline]);
     &data[inline..]
+}
+
+/// A format-3 chunk row: a hole (4 zero bytes: the crc of no data), or where the chunk's data
+/// lies in the data file, with its crc32c.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ChunkRef {
+    /// No data: reads as zeros and hides older versions.
+    Hole,
+    /// `len` (1..=4096) bytes at block `block` of the data file, with crc32c `crc`.
+    Data { crc: u32, len: u32, block: u64 },
+}
+
+/// The value of a hole row.
+pub(crate) const HOLE_ROW: [u8; CHUNK_HEADER] = [0; CHUNK_HEADER];
+/// Bytes of a format-3 data row: crc u32, length u16, block u64.
+pub(crate) const CHUNK_REF_BYTES: usize = 4 + 2 + 8;
+/// Blocks beyond this are refused when decoding (a data file of 2^52 bytes).
+const BLOCK_MAX: u64 = 1 << 40;
+
+/// The row value of `len` bytes of data with crc `crc` at block `block`.
+pub(crate) fn encode_chunk_ref(crc: u32, len: usize, block: u64) -> [u8; CHUNK_REF_BYTES] {
+    assert!((1..=CHUNK_SIZE).contains(&len), "chunk data length {len} out of range");
+    let mut out = [0u8; CHUNK_REF_BYTES];
+    out[..4].copy_from_slice(&crc.to_le_bytes());
+    out[4..6].copy_from_slice(&(len as u16).to_le_bytes());
+    out[6..].copy_from_slice(&block.to_le_bytes());
+    out
+}
+
+/// Decodes a format-3 chunk row, or a reason it is malformed.
+pub(crate) fn decode_chunk_ref(value: &[u8]) -> Result<ChunkRef, &'static str> {
+    match value.len() {
+        CHUNK_HEADER if value == HOLE_ROW => Ok(ChunkRef::Hole),
+        CHUNK_HEADER => Err("hole row with a non-zero crc"),
+        CHUNK_REF_BYTES => {
+            let mut crc = [0u8; 4];
+            crc.copy_from_slice(&value[..4]);
+            let mut len = [0u8; 2];
+            len.copy_from_slice(&value[4..6]);
+            let mut block = [0u8; 8];
+            block.copy_from_slice(&value[6..]);
+            let len = u32::from(u16::from_le_bytes(len));
+            let block = u64::from_le_bytes(block);
+            if len == 0 || len as usize > CHUNK_SIZE {
+                return Err("chunk row data length out of range");
+            }
+            if block >= BLOCK_MAX {
+                return Err("chunk row block out of range");
+            }
+            Ok(ChunkRef::Data { crc: u32::from_le_bytes(crc), len, block })
+        }
+        _ => Err("chunk row of an unknown length"),
+    }
 }
 
 /// One version of an object: what a snapshot (or the head) sees of its existence, size and
@@ -542,7 +586,7 @@ mod tests {
         values.push(("usage_sealed", seal_usage(0x31, 0x4142).to_vec()));
         values.push(("sealed_value", seal(b"value")));
         values.push(("sealed_empty", seal(b"")));
-        values.push(("format_marker", format_marker().to_vec()));
+        values.push(("format_marker", format_marker_of(2).to_vec()));
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v2.hex");
         let header = "store.redb format 2 (quarry-store): keys, object record, chunk rows, sealed \
@@ -555,6 +599,59 @@ mod tests {
         assert_eq!(unseal_usage(&usage), Ok((0x31, 0x4142)));
         assert_eq!(unseal(&find("sealed_value")), Ok(b"value".as_slice()));
         assert_eq!(parse_format_marker(&find("format_marker")), Some(2));
+    }
+
+    /// Golden bytes of format 3 (`tests/golden/store_v3.hex`): format 2's keys, record,
+    /// sealed values and usage row unchanged; chunk rows now point into the data file (a data
+    /// row: crc32c LE ++ length u16 LE ++ block u64 LE; a hole: 4 zero bytes); the version-3
+    /// marker. Never edit the golden file.
+    #[test]
+    fn store_v3_bytes_are_pinned() {
+        let (v1, _) = v1_values();
+        let mut values: Vec<(&str, Vec<u8>)> = v1
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("chunk_row") && *n != "chunk_tail")
+            .filter(|(n, _)| *n != "usage" && *n != "format_marker")
+            .collect();
+        values.push(("usage_sealed", seal_usage(0x31, 0x4142).to_vec()));
+        values.push(("sealed_value", seal(b"value")));
+        values.push(("chunk_ref_full", encode_chunk_ref(0xdead_beef, 4096, 0x0102_0304).to_vec()));
+        values.push(("chunk_ref_short", encode_chunk_ref(0x0bad_cafe, 5, 7).to_vec()));
+        values.push(("chunk_ref_hole", HOLE_ROW.to_vec()));
+        values.push(("format_marker", format_marker().to_vec()));
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v3.hex");
+        let header = "store.redb format 3 (quarry-store): keys, object record, sealed values, \
+                      chunk rows pointing into store.data, marker.\nGenerated once; never edit: \
+                      a change of bytes needs a new version.";
+        quarry_persist::golden::check(&path, header, &values);
+        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
+        let find = |name: &str| golden.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        assert_eq!(
+            decode_chunk_ref(&find("chunk_ref_full")),
+            Ok(ChunkRef::Data { crc: 0xdead_beef, len: 4096, block: 0x0102_0304 })
+        );
+        assert_eq!(
+            decode_chunk_ref(&find("chunk_ref_short")),
+            Ok(ChunkRef::Data { crc: 0x0bad_cafe, len: 5, block: 7 })
+        );
+        assert_eq!(decode_chunk_ref(&find("chunk_ref_hole")), Ok(ChunkRef::Hole));
+        assert_eq!(parse_format_marker(&find("format_marker")), Some(3));
+    }
+
+    #[test]
+    fn malformed_chunk_rows_are_refused() {
+        assert!(decode_chunk_ref(&[1, 0, 0, 0]).is_err());
+        assert!(decode_chunk_ref(&[0; 5]).is_err());
+        let mut zero_len = encode_chunk_ref(1, 1, 1);
+        zero_len[4] = 0;
+        assert!(decode_chunk_ref(&zero_len).is_err());
+        let mut too_long = encode_chunk_ref(1, 1, 1);
+        too_long[4..6].copy_from_slice(&4097u16.to_le_bytes());
+        assert!(decode_chunk_ref(&too_long).is_err());
+        let mut far = encode_chunk_ref(1, 1, 1);
+        far[6..].copy_from_slice(&(1u64 << 40).to_le_bytes());
+        assert!(decode_chunk_ref(&far).is_err());
     }
 
     #[test]

@@ -1,16 +1,18 @@
 //! The local object engine of an OSD: objects of the PGs it hosts, stored as 4 KiB chunks
-//! with a crc32c each, with RADOS self-managed snapshot semantics, xattrs and omap, in one
-//! redb database file (`DIR/store.redb`). Synchronous, no network, no async runtime.
+//! with a crc32c each, with RADOS self-managed snapshot semantics, xattrs and omap: the
+//! metadata in one redb database file (`DIR/store.redb`), the object data in 4 KiB blocks of
+//! a data file next to it (`DIR/store.data`). Synchronous, no network, no async runtime.
 //!
 //! # What it owns
 //! - Applying the commands of a PG's Raft log ([`Store::apply`], or several PGs at once with
 //!   [`Store::apply_many`]): one batch = one redb write transaction committed with
 //!   `Durability::None`, carrying each PG's opaque `pg_state` (its last applied log id) in the
 //!   same transaction. Each [`ObjectCommand`] is atomic.
-//! - Durability points ([`Store::checkpoint`]): one `Durability::Immediate` commit makes every
-//!   earlier commit durable. After a crash the database is exactly at the last checkpoint
-//!   (redb's commit slots guarantee it), and `pg_state` says from which log index each PG
-//!   must replay. Apply is deterministic (mtime comes from the command), so replay reaches the
+//! - Durability points ([`Store::checkpoint`]): an `fdatasync` of the data file, then one
+//!   `Durability::Immediate` commit makes every earlier commit durable. After a crash the
+//!   database is exactly at the last checkpoint (redb's commit slots guarantee it), every
+//!   block its rows point at holds their data (synced before), and `pg_state` says from which
+//!   log index each PG must replay. Apply is deterministic (mtime comes from the command), so replay reaches the
 //!   same state.
 //! - Reads ([`Store::read`]) at the head or at a snapshot, every chunk checked against its crc;
 //!   a mismatch is [`StoreError::Corrupt`] (logged with `tracing::error!`), never wrong data.
@@ -22,18 +24,19 @@
 //!
 //! It never depends on the network, the Raft library or the OSD: only `quarry-types`.
 //!
-//! # On-disk format (format version 2)
-//! One redb file; integers in keys are big-endian (so byte order is numeric order), integers
-//! in values little-endian. A **sealed** value is `crc32c(payload) u32 ++ payload`: the crc
-//! covers the payload only (the export stream carries the payload, under its own crc).
+//! # On-disk format (format version 3)
+//! A redb file of metadata and a data file of 4 KiB blocks (`store.data`, the redb file's
+//! name with the extension `data`). In redb, integers in keys are big-endian (so byte order
+//! is numeric order), integers in values little-endian. A **sealed** value is
+//! `crc32c(payload) u32 ++ payload`: the crc covers the payload only (the export stream
+//! carries the payload, under its own crc).
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (2). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; format 1 is migrated (below). |
+//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (3). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1 and 2 are migrated (below). |
 //! | `meta` | `"next_object_id"` | u64: next internal object id (ids are never reused) |
 //! | `objects` | pool u64 ++ seed u32 ++ name bytes | object record (below) |
-//! | `chunks` | object id u64 ++ chunk index u64 ++ version tag u64 (24 bytes) | crc32c u32 ++ data\[..4060\] (the chunk's first 0..=4060 bytes) |
-//! | `chunk_tails` | same 24-byte key | data\[4060..\] (1..=36 bytes), only for chunks longer than 4060 bytes |
+//! | `chunks` | object id u64 ++ chunk index u64 ++ version tag u64 (24 bytes) | a data row, crc32c u32 ++ data length u16 (1..=4096) ++ block u64 (14 bytes): the chunk's data is the first `length` bytes of that block of the data file; or a hole row, 4 zero bytes |
 //! | `xattrs` | object id u64 ++ name bytes | sealed value |
 //! | `omap` | object id u64 ++ key bytes | sealed value |
 //! | `omap_header` | object id u64 | sealed header bytes |
@@ -55,10 +58,17 @@
 //! store **migrates it in place**: one redb write transaction, committed with
 //! `Durability::Immediate`, seals every value of those seven tables, re-creates `pg_usage`
 //! with its crc, and writes the version-2 marker. A crash before that commit leaves the
-//! untouched format-1 store (the next open migrates again); after it the store is format 2
-//! (a format-1 build then refuses it with `FormatTooNew`). The migration holds one table's
-//! metadata in memory at a time; chunks and object records are not touched (they had crcs).
-//! Golden bytes: `tests/golden/store_v1.hex` (format 1, frozen), `tests/golden/store_v2.hex`.
+//! untouched format-1 store (the next open migrates again); after it the store is format 2.
+//! Format 3 differs from format 2 only in the chunk rows: format 2 kept the data in them
+//! (crc32c u32 ++ data\[..4060\], the rest in a `chunk_tails` table with the same key).
+//! Opening a format-2 store (a format-1 store after its first step) **migrates it** in ONE
+//! durable write transaction: the data file is emptied (an earlier attempt's blocks are not
+//! trusted), each chunk's data is written to a block of its own and its row replaced, the
+//! tail table is deleted, the marker becomes 3, the data file is synced, then the commit. A
+//! crash before the commit leaves the untouched format-2 store (the next open migrates
+//! again, `tests/datafile.rs` cuts the power at every I/O call of it); after it the store is
+//! format 3 (an older build refuses it with `FormatTooNew`). Golden bytes:
+//! `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`, `store_v3.hex`.
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -68,16 +78,28 @@
 //! **Chunks**: chunk `i` holds object bytes `[4096 i, 4096 (i+1))`. Data shorter than 4096
 //! bytes means the rest of the chunk is zeros; a chunk with no data is a *hole* (it hides
 //! older versions). A missing chunk within the size reads as zeros. The crc32c (in the
-//! `chunks` row) covers the whole chunk data, row part and tail; it is checked on every read,
-//! on read-modify-write and on export. A 4 KiB aligned write is one chunk row (plus its
-//! 36-byte tail row); a 4 MiB write is 1024 rows in one transaction; only partial chunks are
-//! read-modify-written.
+//! `chunks` row) covers the chunk's data; it is checked on every read, on read-modify-write
+//! and on export. A write's run of whole chunks is one extent of the data file, written with
+//! one positional write, plus one row per chunk; only partial chunks are read-modify-written
+//! (into a new block). Every write goes to a newly allocated block (never over a block a row
+//! points at), so a crash can only lose new data, never damage old.
 //!
-//! Why the tail: redb's pages are 4 KiB and a B-tree leaf that outgrows one page gets the
-//! next power of two, so a row of 24-byte key + 4-byte crc + 4096 bytes would sit alone in
-//! an 8 KiB page (2x space, measured). A row of 24 + 4 + 4060 bytes fills exactly one page
-//! (with redb's 4-byte leaf header and 4-byte value offset) and the tails pack ~60 to a page:
-//! ~1.06x overall (see `examples/store_bench.rs`, `tests/space.rs`).
+//! **The data file** (`datafile.rs`): blocks are allocated best-fit from free extents, else
+//! past the end. The allocator is not stored: it is rebuilt from the chunk rows at open
+//! (every block no row references is free), so it can never disagree with the metadata
+//! after a crash. A block whose row a commit dropped or replaced is reused only after a
+//! checkpoint made that commit durable (a crash back to the previous checkpoint finds the
+//! old data where its rows point) and after every read that started before that commit
+//! (a read or an export holds its snapshot's blocks). Released blocks are hole-punched
+//! (`fallocate(PUNCH_HOLE | KEEP_SIZE)`) and a free tail is cut off the file: removed
+//! objects give their disk space back within a checkpoint; at open every free extent is
+//! punched (what a crash left).
+//!
+//! Why the crc per 4 KiB chunk and not per extent: a 4 KiB read (the VM's common case) then
+//! reads and checks 4 KiB, a partial write merges with one verified block, and a damaged
+//! block costs one chunk; the row is 38 bytes a chunk either way. Why not data in redb rows
+//! (format 2): redb copied every 4 KiB into its pages, checksummed them, and wrote them again
+//! at checkpoints; a 4 MiB write cost ~14 ms of CPU in the store (`examples/store_bench.rs`).
 //!
 //! # Version rule (RADOS self-managed snapshots, what RBD image snapshots use)
 //! Every mutation carries a `SnapContext{seq, snaps}`. Let `t` be the tag of the object's head
@@ -179,9 +201,16 @@
 //! should hand many commands (and PGs, [`Store::apply_many`]) to one call; pages freed by
 //! non-durable commits are reclaimed only at a durable commit, so the OSD must checkpoint
 //! regularly, by volume as well as time ([`Store::bytes_since_checkpoint`],
-//! [`Store::commits_since_checkpoint`]); the 4 KiB page forces the tail split above.
+//! [`Store::commits_since_checkpoint`]) (the data file's freed blocks wait for checkpoints
+//! too); copying data into its pages made large writes expensive, hence the data file.
 //!
-//! # The store file and power loss
+//! # The store files and power loss
+//! The data file is a `quarry_persist::DurableFile` too (so the power-loss harness covers
+//! it): data is written before the commit whose rows point at it, and synced before every
+//! durable commit (checkpoint, PG removal and import, compaction, the migration) and before
+//! the database is closed (redb makes its non-durable commits durable when it is dropped:
+//! the harness found a restart that replayed, closed, and lost its data to a power cut).
+//!
 //! The database file is read and written through `quarry_persist::DurableFile` (a redb
 //! `StorageBackend` of our own, see `backend.rs`), with two rules redb's own file backend does
 //! not keep, both found by the power-loss harness (`tests/powerloss.rs`, which cuts the power
@@ -210,6 +239,7 @@
 mod apply;
 mod backend;
 mod crc;
+mod datafile;
 mod dups;
 mod error;
 mod exchange;
@@ -231,19 +261,27 @@ use quarry_types::{
 };
 use redb::{Database, Durability, ReadableTable, TableHandle};
 
+pub use datafile::DataSpace;
 pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
 
+use crate::datafile::DataFile;
 use crate::format::{
-    decode_pg_key, decode_usage, format_marker, parse_format_marker, pg_key, pg_key_end, seal,
-    seal_usage, unseal, unseal_usage, ObjectRecord, CHUNKS, CHUNK_TAILS, DUPS, DUP_SEQ,
-    FORMAT_VERSION, FORMAT_VERSION_MIN, META, META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP,
-    OMAP_HEADER, PG_STATE, PG_USAGE, PG_USAGE_V1, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
+    decode_chunk_ref, decode_pg_key, decode_usage, encode_chunk_ref, format_marker,
+    parse_format_marker, pg_key, pg_key_end, row_has_tail, row_is_hole, seal, seal_usage, unseal,
+    unseal_usage, ChunkKey, ChunkRef, ObjectRecord, CHUNKS, CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS,
+    DUPS, DUP_SEQ, FORMAT_VERSION, FORMAT_VERSION_INLINE, FORMAT_VERSION_MIN, HOLE_ROW, META,
+    META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PG_USAGE_V1,
+    PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
 /// File name of the database inside an OSD's data directory.
 pub const STORE_FILE: &str = "store.redb";
+
+/// File name of the object data next to it (the database file's name with the extension
+/// `data`).
+pub const DATA_FILE: &str = "store.data";
 
 /// Bytes of object data per chunk row.
 pub const CHUNK_BYTES: usize = format::CHUNK_SIZE;
@@ -340,8 +378,11 @@ impl Default for StoreOptions {
 
 /// The object store of one OSD.
 pub struct Store {
-    db: Database,
+    /// Always Some but while dropping (see `Drop for Store`).
+    db: Option<Database>,
     path: PathBuf,
+    /// The object data and its block allocator.
+    data: DataFile,
     /// A second handle on the database file, for [`Store::checkpoint`]'s write-back that
     /// runs without redb's write lock.
     flusher: DurableFile,
@@ -356,6 +397,27 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Closing: redb makes every non-durable commit durable when its database is dropped (it
+/// writes its header and flushes), so the data file is synced first; if that fails, the
+/// database is not dropped (not closed cleanly), and the next open recovers the last
+/// checkpoint, whose data is on the disk. (The power-loss harness found this: a restart that
+/// replayed and closed, then a power cut, left rows pointing at data that never reached the
+/// disk.)
+impl Drop for Store {
+    fn drop(&mut self) {
+        let db = self.db.take();
+        if let Err(error) = self.data.sync() {
+            tracing::error!(
+                path = %self.path.display(),
+                %error,
+                "store close: the data file's fdatasync failed: the database is left unclosed \
+                 (the next open recovers the last checkpoint)"
+            );
+            std::mem::forget(db);
+        }
     }
 }
 
@@ -402,10 +464,20 @@ impl Store {
         }
         let flusher = durable.try_clone()?;
         let db = builder.create_with_backend(backend::StoreBackend(durable))?;
-        Store::check_format(&db, &file)?;
+        let migrate_from = Store::check_format(&db, &file)?;
+        // The data file exists (durably) before any row can point into it.
+        let data = DataFile::open(&DataFile::path_for(&file))?;
+        if let Some(found) = migrate_from {
+            if found == 1 {
+                Store::migrate_v1(&db, &file)?;
+            }
+            Store::migrate_v2(&db, &file, &data)?;
+        }
+        Store::rebuild_allocator(&db, &data)?;
         Ok(Store {
-            db,
+            db: Some(db),
             path: file,
+            data,
             flusher,
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
@@ -443,8 +515,9 @@ impl Store {
         quarry_persist::sync_dir(dir).map_err(|error| StoreError::Io(error.source))
     }
 
-    /// Checks the format marker, or initialises an empty database.
-    fn check_format(db: &Database, file: &Path) -> Result<(), StoreError> {
+    /// Checks the format marker, or initialises an empty database. Returns the format of a
+    /// store that must be migrated (1 or 2: [`Store::migrate_v1`], [`Store::migrate_v2`]).
+    fn check_format(db: &Database, file: &Path) -> Result<Option<u32>, StoreError> {
         let read = db.begin_read()?;
         let marker = match read.open_table(META) {
             Ok(meta) => meta.get(META_FORMAT)?.map(|v| v.value().to_vec()),
@@ -464,11 +537,11 @@ impl Store {
             Some(Some(found)) if found < FORMAT_VERSION_MIN => {
                 return Err(StoreError::NotAStore { path: file.to_path_buf() })
             }
-            Some(Some(1)) => {
+            Some(Some(found)) if found <= FORMAT_VERSION_INLINE => {
                 Store::ensure_added_tables(db)?;
-                return Store::migrate_v1(db, file);
+                return Ok(Some(found));
             }
-            Some(Some(_)) => return Store::ensure_added_tables(db),
+            Some(Some(_)) => return Store::ensure_added_tables(db).map(|()| None),
             Some(None) => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None if has_tables => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None => {}
@@ -479,7 +552,6 @@ impl Store {
             meta.insert(META_FORMAT, format_marker().as_slice())?;
             txn.open_table(OBJECTS)?;
             txn.open_table(CHUNKS)?;
-            txn.open_table(CHUNK_TAILS)?;
             txn.open_table(XATTRS)?;
             txn.open_table(OMAP)?;
             txn.open_table(OMAP_HEADER)?;
@@ -488,7 +560,7 @@ impl Store {
             Store::open_added_tables(&txn)?;
         }
         txn.commit()?;
-        Ok(())
+        Ok(None)
     }
 
     /// Rewrites a format-1 store as format 2 in ONE write transaction committed with
@@ -552,13 +624,110 @@ impl Store {
             }
         }
         rows += usage.len();
-        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.open_table(META)?
+            .insert(META_FORMAT, format::format_marker_of(FORMAT_VERSION_INLINE).as_slice())?;
         txn.commit()?;
         tracing::info!(
             path = %file.display(),
             rows,
-            "store migrated from format 1 to format {FORMAT_VERSION} (metadata values checksummed)"
+            "store migrated from format 1 to format 2 (metadata values checksummed)"
         );
+        Ok(())
+    }
+
+    /// Moves a format-2 store's chunk data (rows and tails in redb) into the data file, in
+    /// ONE write transaction: the data file is emptied, every chunk is written to a block of
+    /// its own and its row replaced by one pointing there (a hole stays a hole; a chunk whose
+    /// crc does not match keeps its stored crc, so the damage is still found on read), the
+    /// tail table is deleted and the marker becomes 3; the data file is synced, then the
+    /// commit is durable. A crash before the commit leaves the format-2 store untouched (the
+    /// next open empties the data file and migrates again); after it the store is format 3.
+    fn migrate_v2(db: &Database, file: &Path, data: &DataFile) -> Result<(), StoreError> {
+        data.reset()?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let batch = data.begin_batch();
+        let mut moved = 0u64;
+        {
+            let mut chunks = txn.open_table(CHUNKS)?;
+            let tails = txn.open_table(CHUNK_TAILS)?;
+            let mut after: Option<ChunkKey> = None;
+            let mut chunk = Vec::with_capacity(CHUNK_SIZE);
+            loop {
+                let mut rows: Vec<(ChunkKey, Vec<u8>)> = Vec::new();
+                {
+                    let range = match &after {
+                        Some(key) => {
+                            chunks.range::<&ChunkKey>((Bound::Excluded(key), Bound::Unbounded))?
+                        }
+                        None => chunks.range::<&ChunkKey>(..)?,
+                    };
+                    for item in range.take(4096) {
+                        let (key, value) = item?;
+                        rows.push((*key.value(), value.value().to_vec()));
+                    }
+                }
+                let Some(&(last, _)) = rows.last() else { break };
+                after = Some(last);
+                for (key, value) in rows {
+                    if row_is_hole(value.len()) {
+                        chunks.insert(&key, HOLE_ROW.as_slice())?;
+                        continue;
+                    }
+                    let mut crc = [0u8; 4];
+                    crc.copy_from_slice(&value[..CHUNK_HEADER]);
+                    chunk.clear();
+                    chunk.extend_from_slice(&value[CHUNK_HEADER..]);
+                    if row_has_tail(value.len()) {
+                        if let Some(tail) = tails.get(&key)? {
+                            chunk.extend_from_slice(tail.value());
+                        }
+                    }
+                    chunk.truncate(CHUNK_SIZE);
+                    let block = data.allocate(1);
+                    data.write(block, &chunk)?;
+                    let row = encode_chunk_ref(u32::from_le_bytes(crc), chunk.len(), block);
+                    chunks.insert(&key, row.as_slice())?;
+                    moved += 1;
+                }
+            }
+        }
+        txn.delete_table(CHUNK_TAILS)?;
+        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        data.sync()?;
+        txn.commit()?;
+        batch.committed();
+        tracing::info!(
+            path = %file.display(),
+            chunks = moved,
+            "store migrated from format 2 to format {FORMAT_VERSION} (object data moved to {})",
+            data.path().display()
+        );
+        Ok(())
+    }
+
+    /// Rebuilds the data file's allocator from the chunk rows (see `datafile.rs`).
+    fn rebuild_allocator(db: &Database, data: &DataFile) -> Result<(), StoreError> {
+        let txn = db.begin_read()?;
+        let chunks = txn.open_table(CHUNKS)?;
+        let mut used = Vec::new();
+        for item in chunks.iter()? {
+            let (_, value) = item?;
+            // A malformed row is reported when read; it holds no block here.
+            if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(value.value()) {
+                used.push(block);
+            }
+        }
+        drop(chunks);
+        drop(txn);
+        let twice = data.rebuild(&used)?;
+        if !twice.is_empty() {
+            tracing::error!(
+                blocks = ?&twice[..twice.len().min(16)],
+                count = twice.len(),
+                "store corruption: data blocks referenced by more than one chunk row"
+            );
+        }
         Ok(())
     }
 
@@ -590,6 +759,14 @@ impl Store {
         Store::open_added_tables(&txn)?;
         txn.commit()?;
         Ok(())
+    }
+
+    fn db(&self) -> &Database {
+        self.db.as_ref().expect("the database is open until the store is dropped")
+    }
+
+    fn db_mut(&mut self) -> &mut Database {
+        self.db.as_mut().expect("the database is open until the store is dropped")
     }
 
     /// The database file.
@@ -627,10 +804,12 @@ impl Store {
         max_objects: u32,
         pg_state: &[u8],
     ) -> Result<SnapTrimStep, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None);
+        let blocks = self.data.begin_batch();
         let step = {
-            let mut batch = apply::Batch::open(&txn, self.methods.as_deref(), self.dups_per_pg)?;
+            let mut batch =
+                apply::Batch::open(&txn, &self.data, self.methods.as_deref(), self.dups_per_pg)?;
             batch.begin_pg(pg);
             let (visited, purged) = batch.trim_snap(snap, max_objects)?;
             batch.end_pg(pg_state)?;
@@ -638,6 +817,7 @@ impl Store {
             SnapTrimStep { visited, purged }
         };
         txn.commit()?;
+        blocks.committed();
         self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);
         self.snap_trim_visits.fetch_add(step.visited, Ordering::Relaxed);
         Ok(step)
@@ -651,7 +831,7 @@ impl Store {
 
     /// Snapshots `pg` has finished trimming, ascending.
     pub fn purged_snaps(&self, pg: PgId) -> Result<Vec<SnapId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(PURGED_SNAPS)?;
         let lo = format::purged_key(pg, 0);
         let hi = format::purged_key(pg, u64::MAX);
@@ -668,7 +848,7 @@ impl Store {
     /// The snapshots the index says keep a version of object `name` (ascending; empty if
     /// none or no such object).
     pub fn indexed_snaps(&self, pg: PgId, name: &str) -> Result<Vec<SnapId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let Some(record) = Store::get_record(&txn, pg, name)? else {
             return Ok(Vec::new());
         };
@@ -684,7 +864,7 @@ impl Store {
 
     /// Number of objects the index lists for snapshot `snap` in `pg`.
     pub fn snap_index_len(&self, pg: PgId, snap: SnapId) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(SNAP_OBJECTS)?;
         let mut start = Vec::new();
         format::snap_object_key(pg, snap, b"", &mut start);
@@ -705,11 +885,13 @@ impl Store {
     /// is where small-write throughput comes from (a redb commit costs ~100 µs whatever it
     /// carries). Returns the replies per PG, in order.
     pub fn apply_many(&self, work: &[PgApply<'_>]) -> Result<Vec<Vec<OpReply>>, StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::None);
+        let blocks = self.data.begin_batch();
         let mut all = Vec::with_capacity(work.len());
         {
-            let mut batch = apply::Batch::open(&txn, self.methods.as_deref(), self.dups_per_pg)?;
+            let mut batch =
+                apply::Batch::open(&txn, &self.data, self.methods.as_deref(), self.dups_per_pg)?;
             for item in work {
                 batch.begin_pg(item.pg);
                 let mut replies = Vec::with_capacity(item.cmds.len());
@@ -722,6 +904,7 @@ impl Store {
             batch.finish()?;
         }
         txn.commit()?;
+        blocks.committed();
         self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);
         let written: u64 = work
             .iter()
@@ -754,14 +937,16 @@ impl Store {
         if let Some(i) = ops.iter().position(ObjectOp::is_mutation) {
             return Ok(OpReply::Failed { index: i as u32, code: ErrorCode::EROFS });
         }
-        let txn = self.db.begin_read()?;
+        // Blocks this snapshot uses are not reused while the read runs.
+        let _reader = self.data.register_reader();
+        let txn = self.db().begin_read()?;
         let record = Store::get_record(&txn, pg, name)?;
         let tables = ReadTables {
             chunks: txn.open_table(CHUNKS)?,
-            chunk_tails: txn.open_table(CHUNK_TAILS)?,
             xattrs: txn.open_table(XATTRS)?,
             omap: txn.open_table(OMAP)?,
             omap_header: txn.open_table(OMAP_HEADER)?,
+            data: &self.data,
         };
         let at_head = snap == SNAP_HEAD;
         let target = record.as_ref().and_then(|r| {
@@ -816,7 +1001,7 @@ impl Store {
         pg: PgId,
         name: &str,
     ) -> Result<Option<Vec<ObjectVersion>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         Ok(Store::get_record(&txn, pg, name)?.map(|r| {
             r.versions
                 .iter()
@@ -833,7 +1018,7 @@ impl Store {
     /// Number of chunk rows (all versions, holes included) stored for an object: what its
     /// snapshots cost beyond the head. 0 if the store has no record of it.
     pub fn chunk_rows(&self, pg: PgId, name: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let Some(record) = Store::get_record(&txn, pg, name)? else {
             return Ok(0);
         };
@@ -848,24 +1033,43 @@ impl Store {
         Ok(rows)
     }
 
-    /// Makes everything applied so far durable: a `Durability::Immediate` commit (fsync).
+    /// Makes everything applied so far durable: the data file's `fdatasync`, then a
+    /// `Durability::Immediate` commit (fsync); then the blocks freed by the commits it made
+    /// durable become reusable (hole-punched first).
     ///
     /// The pages of the non-durable commits since the last checkpoint are already in the file
     /// (in the page cache), and under load that is hundreds of MB: a durable commit that
     /// fsyncs them all holds redb's write lock, and so stalls every apply, for up to a
     /// second (measured: 0.86 s write latency peaks every checkpoint). So they are written
-    /// back first with an `fdatasync` of the file on a second handle, without the write lock
-    /// (applies go on); the durable commit then writes only what changed meanwhile. Writing
-    /// those pages early is harmless: non-durable commits never overwrite a page the last
-    /// durable commit uses, so a crash still recovers the last checkpoint.
+    /// back first with an `fdatasync` of the file on a second handle (and of the data file),
+    /// without the write lock (applies go on); with the write lock held, the data file is
+    /// synced again (what applies wrote meanwhile: every row the durable commit covers has
+    /// its data on the disk first), and the durable commit writes only what changed
+    /// meanwhile. Writing those pages early is harmless: non-durable commits never overwrite
+    /// a page the last durable commit uses (nor a block: see `datafile.rs`), so a crash still
+    /// recovers the last checkpoint.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        self.data.sync()?;
         self.flusher.sync_data()?;
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
+        let durable = self.data.seq();
+        self.data.sync()?;
         txn.set_durability(Durability::Immediate);
         txn.set_quick_repair(true);
         txn.commit()?;
         self.reset_checkpoint_counters();
+        self.data.release(durable)?;
         Ok(())
+    }
+
+    /// Space figures of the data file (free blocks are hole-punched: no disk space).
+    pub fn data_space(&self) -> Result<DataSpace, StoreError> {
+        Ok(self.data.space()?)
+    }
+
+    /// The data file.
+    pub fn data_path(&self) -> &Path {
+        self.data.path()
     }
 
     /// Gives the database file's free pages back to the file system (redb's `compact`: pages
@@ -873,12 +1077,14 @@ impl Store {
     /// open), so the OSD calls it at open only. Returns whether anything moved. Failing part
     /// way leaves the last durable state; the store must then be reopened.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        Ok(self.db.compact()?)
+        // Compaction commits durably: the data of every commit first.
+        self.data.sync()?;
+        Ok(self.db_mut().compact()?)
     }
 
     /// Space used by the database file. Takes the write lock briefly.
     pub fn space(&self) -> Result<SpaceStats, StoreError> {
-        let txn = self.db.begin_write()?;
+        let txn = self.db().begin_write()?;
         let stats = txn.stats()?;
         let space = SpaceStats {
             file_bytes: std::fs::metadata(&self.path)?.len(),
@@ -910,7 +1116,7 @@ impl Store {
 
     /// The last `pg_state` written for this PG (None if never).
     pub fn pg_state(&self, pg: PgId) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(PG_STATE)?;
         match table.get(&pg_key(pg))? {
             Some(v) => {
@@ -922,7 +1128,7 @@ impl Store {
 
     /// PGs that have a `pg_state` on this store, in order.
     pub fn pgs(&self) -> Result<Vec<PgId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(PG_STATE)?;
         let mut out = Vec::new();
         for item in table.iter()? {
@@ -961,7 +1167,7 @@ impl Store {
         max: usize,
         include_removed: bool,
     ) -> Result<(Vec<String>, bool), StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let mut start = Vec::new();
         format::object_key(pg, start_after.unwrap_or("").as_bytes(), &mut start);
@@ -998,7 +1204,7 @@ impl Store {
 
     /// Objects and bytes (sum of head sizes) per pool, from counters kept by apply.
     pub fn usage(&self) -> Result<BTreeMap<PoolId, PoolUsage>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let table = txn.open_table(PG_USAGE)?;
         let mut out: BTreeMap<PoolId, PoolUsage> = BTreeMap::new();
         for item in table.iter()? {
@@ -1015,18 +1221,23 @@ impl Store {
 
     /// Drops every object of the PG (pool deleted) and its `pg_state`, durably.
     pub fn remove_pg(&self, pg: PgId) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.db().begin_write()?;
         txn.set_durability(Durability::Immediate);
-        exchange::purge_pg(&txn, pg)?;
+        let blocks = self.data.begin_batch();
+        exchange::purge_pg(&txn, &self.data, pg)?;
+        // A durable commit makes every earlier commit durable: their data first.
+        self.data.sync()?;
         txn.commit()?;
+        let durable = blocks.committed();
         self.reset_checkpoint_counters();
+        self.data.release(durable)?;
         Ok(())
     }
 
     /// Serialises the whole PG (objects with all versions, xattrs, omap, `pg_state`) from one
     /// consistent read snapshot. Chunks are verified on the way out.
     pub fn export_pg(&self, pg: PgId, out: &mut dyn Write) -> Result<(), StoreError> {
-        exchange::export_pg(&self.db, pg, out).map(|_| ())
+        exchange::export_pg(self.db(), &self.data, pg, out).map(|_| ())
     }
 
     /// [`Store::export_pg`], returning the `pg_state` blob the stream holds (the state the
@@ -1037,12 +1248,12 @@ impl Store {
         pg: PgId,
         out: &mut dyn Write,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        exchange::export_pg(&self.db, pg, out)
+        exchange::export_pg(self.db(), &self.data, pg, out)
     }
 
     /// The recorded reply of `reqid` in `pg`'s duplicate table, if it is there.
     pub fn dup_reply(&self, pg: PgId, reqid: &EntityReqId) -> Result<Option<OpReply>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let dups = txn.open_table(DUPS)?;
         let mut key = Vec::new();
         dups::dup_key(pg, reqid, &mut key);
@@ -1056,7 +1267,7 @@ impl Store {
 
     /// Number of entries in `pg`'s duplicate table.
     pub fn dup_count(&self, pg: PgId) -> Result<usize, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let seqs = txn.open_table(DUP_SEQ)?;
         let lo = dups::seq_key(pg, 0);
         let hi = dups::seq_key(pg, u64::MAX);
@@ -1071,15 +1282,16 @@ impl Store {
     /// Replaces the PG with an export stream, durably, all or nothing. The stream is read
     /// exactly to its end record (no read-ahead); pass a buffered reader for speed.
     pub fn import_pg(&self, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
-        exchange::import_pg(&self.db, pg, input)?;
+        let durable = exchange::import_pg(self.db(), &self.data, pg, input)?;
         self.reset_checkpoint_counters();
+        self.data.release(durable)?;
         Ok(())
     }
 
     /// Recomputes every PG's usage from the object records and compares it with the counters
     /// apply maintains. Returns the PGs whose counters differ (empty when consistent).
     pub fn verify_usage(&self) -> Result<Vec<PgId>, StoreError> {
-        let txn = self.db.begin_read()?;
+        let txn = self.db().begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let mut computed: BTreeMap<PgId, (u64, u64)> = BTreeMap::new();
         for item in objects.iter()? {

@@ -1,5 +1,5 @@
-//! The read side: resolving which chunk versions a version of an object sees, verifying their
-//! crcs, assembling data with its payload crc, and executing the read-only ops (shared by
+//! The read side: resolving which chunk versions a version of an object sees, reading their
+//! blocks from the data file, verifying their crcs, assembling data with its payload crc, and executing the read-only ops (shared by
 //! `Store::read` and by reads/guards inside `Store::apply`).
 
 use std::collections::BTreeMap;
@@ -10,9 +10,10 @@ use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, PgId};
 use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
 
 use crate::crc::{append_zeros, combine_chunk};
+use crate::datafile::DataFile;
 use crate::format::{
-    chunk_key, decode_chunk_key, row_has_tail, split_chunk_value, sub_key, unseal, ChunkKey,
-    Version, CHUNK, CHUNKS, CHUNK_INLINE, CHUNK_SIZE, CHUNK_TAILS, OMAP, OMAP_HEADER, XATTRS,
+    chunk_key, decode_chunk_key, decode_chunk_ref, sub_key, unseal, ChunkKey, ChunkRef, Version,
+    CHUNK, CHUNKS, CHUNK_SIZE, OMAP, OMAP_HEADER, XATTRS,
 };
 use crate::StoreError;
 
@@ -109,8 +110,8 @@ pub(crate) trait Tables {
     type Header: ReadableTable<&'static [u8; 8], &'static [u8]>;
     /// The chunk table.
     fn chunks(&self) -> &Self::Chunks;
-    /// The chunk tail table.
-    fn chunk_tails(&self) -> &Self::Chunks;
+    /// The data file the chunk rows point into.
+    fn data(&self) -> &DataFile;
     /// The xattr table.
     fn xattrs(&self) -> &Self::Kv;
     /// The omap table.
@@ -120,23 +121,23 @@ pub(crate) trait Tables {
 }
 
 /// Tables of a read transaction.
-pub(crate) struct ReadTables {
+pub(crate) struct ReadTables<'d> {
     pub chunks: ReadOnlyTable<&'static ChunkKey, &'static [u8]>,
-    pub chunk_tails: ReadOnlyTable<&'static ChunkKey, &'static [u8]>,
     pub xattrs: ReadOnlyTable<&'static [u8], &'static [u8]>,
     pub omap: ReadOnlyTable<&'static [u8], &'static [u8]>,
     pub omap_header: ReadOnlyTable<&'static [u8; 8], &'static [u8]>,
+    pub data: &'d DataFile,
 }
 
-impl Tables for ReadTables {
+impl Tables for ReadTables<'_> {
     type Chunks = ReadOnlyTable<&'static ChunkKey, &'static [u8]>;
     type Kv = ReadOnlyTable<&'static [u8], &'static [u8]>;
     type Header = ReadOnlyTable<&'static [u8; 8], &'static [u8]>;
     fn chunks(&self) -> &Self::Chunks {
         &self.chunks
     }
-    fn chunk_tails(&self) -> &Self::Chunks {
-        &self.chunk_tails
+    fn data(&self) -> &DataFile {
+        self.data
     }
     fn xattrs(&self) -> &Self::Kv {
         &self.xattrs
@@ -154,7 +155,7 @@ impl Tables for ReadTables {
 pub(crate) struct WriteTables<'txn> {
     txn: &'txn WriteTransaction,
     pub chunks: Table<'txn, &'static ChunkKey, &'static [u8]>,
-    pub chunk_tails: Table<'txn, &'static ChunkKey, &'static [u8]>,
+    pub data: &'txn DataFile,
     kv: Option<KvTables<'txn>>,
 }
 
@@ -166,14 +167,9 @@ pub(crate) struct KvTables<'txn> {
 }
 
 impl<'txn> WriteTables<'txn> {
-    /// Opens the chunk tables of `txn`.
-    pub fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        Ok(WriteTables {
-            txn,
-            chunks: txn.open_table(CHUNKS)?,
-            chunk_tails: txn.open_table(CHUNK_TAILS)?,
-            kv: None,
-        })
+    /// Opens the chunk table of `txn`.
+    pub fn open(txn: &'txn WriteTransaction, data: &'txn DataFile) -> Result<Self, StoreError> {
+        Ok(WriteTables { txn, chunks: txn.open_table(CHUNKS)?, data, kv: None })
     }
 
     /// The xattr/omap tables, opening them if needed.
@@ -200,8 +196,8 @@ impl<'txn> Tables for WriteTables<'txn> {
     fn chunks(&self) -> &Self::Chunks {
         &self.chunks
     }
-    fn chunk_tails(&self) -> &Self::Chunks {
-        &self.chunk_tails
+    fn data(&self) -> &DataFile {
+        self.data
     }
     fn xattrs(&self) -> &Self::Kv {
         &self.kv_opened().xattrs
@@ -214,68 +210,69 @@ impl<'txn> Tables for WriteTables<'txn> {
     }
 }
 
-/// A verified chunk's data: the inline part of its row and its tail (empty unless the chunk
-/// is longer than `CHUNK_INLINE`), with the crc of their concatenation.
-pub(crate) struct ChunkData<'a> {
-    pub inline: &'a [u8],
-    pub tail: &'a [u8],
-    pub crc: u32,
-}
-
-impl ChunkData<'_> {
-    /// Data length in bytes.
-    pub fn len(&self) -> usize {
-        self.inline.len() + self.tail.len()
-    }
-
-    /// Copies data bytes `from..from + out.len()` into `out` (which must lie within the data).
-    pub fn copy_to(&self, from: usize, out: &mut [u8]) {
-        assert!(from + out.len() <= self.len());
-        let split = self.inline.len();
-        let mut done = 0;
-        if from < split {
-            let n = (split - from).min(out.len());
-            out[..n].copy_from_slice(&self.inline[from..from + n]);
-            done = n;
-        }
-        if done < out.len() {
-            let t = from + done - split;
-            let n = out.len() - done;
-            out[done..].copy_from_slice(&self.tail[t..t + n]);
-        }
-    }
-
-    /// Appends the data to `buf`.
-    pub fn extend_into(&self, buf: &mut Vec<u8>) {
-        buf.extend_from_slice(self.inline);
-        buf.extend_from_slice(self.tail);
-    }
-}
-
-/// Checks a stored chunk (row value and tail, if any) against its crc.
-pub(crate) fn verify_chunk<'v>(
+/// Decodes a stored chunk row (`Corrupt` if it is malformed).
+pub(crate) fn chunk_ref(
     ctx: &Ctx,
     index: u64,
     tag: u64,
-    value: &'v [u8],
-    tail: Option<&'v [u8]>,
-) -> Result<ChunkData<'v>, StoreError> {
-    let bad = |why: &str| ctx.corrupt(format!("chunk {index} version {tag}: {why}"));
-    let (stored, inline) = split_chunk_value(value).map_err(bad)?;
-    let tail = tail.unwrap_or(&[]);
-    if !tail.is_empty() && inline.len() < CHUNK_INLINE {
-        return Err(bad("tail row behind a short chunk row"));
-    }
-    if tail.len() > CHUNK_SIZE - CHUNK_INLINE {
-        return Err(bad("tail row too long"));
-    }
-    let computed = crc32c::crc32c_append(crc32c::crc32c(inline), tail);
+    value: &[u8],
+) -> Result<ChunkRef, StoreError> {
+    decode_chunk_ref(value)
+        .map_err(|why| ctx.corrupt(format!("chunk {index} version {tag}: {why}")))
+}
+
+/// Reads `buf.len()` bytes of chunk `index` (version `tag`) from block `block`: a block past
+/// the data file's end is `Corrupt` (a row pointing at data that never reached the disk).
+pub(crate) fn read_block(
+    data: &DataFile,
+    ctx: &Ctx,
+    index: u64,
+    tag: u64,
+    block: u64,
+    buf: &mut [u8],
+) -> Result<(), StoreError> {
+    data.read(block, buf).map_err(|error| match error.kind() {
+        std::io::ErrorKind::UnexpectedEof => ctx.corrupt(format!(
+            "chunk {index} version {tag}: block {block} lies past the end of the data file"
+        )),
+        _ => StoreError::Io(error),
+    })
+}
+
+/// Checks chunk data against the crc its row stores.
+pub(crate) fn verify_data(
+    ctx: &Ctx,
+    index: u64,
+    tag: u64,
+    stored: u32,
+    data: &[u8],
+) -> Result<u32, StoreError> {
+    let computed = crc32c::crc32c(data);
     if computed != stored {
         return Err(ctx.corrupt(format!(
             "chunk {index} version {tag}: stored crc {stored:#010x}, data crc {computed:#010x}"
         )));
     }
-    Ok(ChunkData { inline, tail, crc: computed })
+    Ok(computed)
+}
+
+/// Loads into `buf` the verified data of the chunk a row describes (empty for a hole).
+/// Returns its crc.
+pub(crate) fn load_ref(
+    data: &DataFile,
+    ctx: &Ctx,
+    index: u64,
+    tag: u64,
+    r: ChunkRef,
+    buf: &mut Vec<u8>,
+) -> Result<u32, StoreError> {
+    buf.clear();
+    let ChunkRef::Data { crc, len, block } = r else {
+        return Ok(0);
+    };
+    buf.resize(len as usize, 0);
+    read_block(data, ctx, index, tag, block, buf)?;
+    verify_data(ctx, index, tag, crc, buf)
 }
 
 /// Loads into `buf` the verified data of chunk `index` as a version with chunk range
@@ -298,99 +295,16 @@ pub(crate) fn load_chunk<T: Tables>(
         return Ok(None);
     };
     let (key, value) = item?;
-    let key = *key.value();
-    let (_, _, found) = decode_chunk_key(&key);
-    let tail = if row_has_tail(value.value().len()) { t.chunk_tails().get(&key)? } else { None };
-    let data = verify_chunk(ctx, index, found, value.value(), tail.as_ref().map(|g| g.value()))?;
-    data.extend_into(buf);
+    let (_, _, found) = decode_chunk_key(key.value());
+    let r = chunk_ref(ctx, index, found, value.value())?;
+    load_ref(t.data(), ctx, index, found, r, buf)?;
     Ok(Some(found))
-}
-
-/// Walks the tail table in key order alongside a scan of the chunk table, so a range read
-/// finds each full chunk's tail without a separate lookup.
-struct TailCursor<'a> {
-    iter: redb::Range<'a, &'static ChunkKey, &'static [u8]>,
-    peeked: Option<(ChunkKey, redb::AccessGuard<'a, &'static [u8]>)>,
-    done: bool,
-}
-
-impl<'a> TailCursor<'a> {
-    /// The tail stored under `key`; keys must be asked in increasing order.
-    fn find(
-        &mut self,
-        key: &ChunkKey,
-    ) -> Result<Option<redb::AccessGuard<'a, &'static [u8]>>, StoreError> {
-        loop {
-            if self.peeked.is_none() {
-                if self.done {
-                    return Ok(None);
-                }
-                match self.iter.next() {
-                    Some(item) => {
-                        let (k, v) = item?;
-                        self.peeked = Some((*k.value(), v));
-                    }
-                    None => {
-                        self.done = true;
-                        return Ok(None);
-                    }
-                }
-            }
-            let Some((k, _)) = &self.peeked else {
-                continue;
-            };
-            match k.cmp(key) {
-                std::cmp::Ordering::Less => self.peeked = None,
-                std::cmp::Ordering::Equal => return Ok(self.peeked.take().map(|(_, v)| v)),
-                std::cmp::Ordering::Greater => return Ok(None),
-            }
-        }
-    }
-}
-
-/// Builds a payload out of chunk pieces and zero gaps, keeping its crc as it goes.
-struct Assembler {
-    out: Vec<u8>,
-    /// Object offset of `out[0]`.
-    base: u64,
-    /// crc32c of `out[..done]`.
-    crc: u32,
-    done: usize,
-}
-
-impl Assembler {
-    /// Copies the part of chunk `index` (verified `data` with crc `crc`) that falls in the
-    /// output, accounting zeros before it.
-    fn piece(&mut self, index: u64, data: &ChunkData) {
-        let chunk_start = index * CHUNK;
-        let end = self.base + self.out.len() as u64;
-        let a = chunk_start.max(self.base);
-        let b = (chunk_start + CHUNK).min(end);
-        assert!(a < b, "chunk {index} outside the read range");
-        let (oa, ob) = ((a - self.base) as usize, (b - self.base) as usize);
-        assert!(oa >= self.done, "chunk pieces out of order");
-        self.crc = append_zeros(self.crc, oa - self.done);
-        let da = (a - chunk_start) as usize;
-        let db = ((b - chunk_start) as usize).min(data.len());
-        if da < db {
-            data.copy_to(da, &mut self.out[oa..oa + (db - da)]);
-        }
-        if a == chunk_start && b == chunk_start + CHUNK && data.len() == CHUNK_SIZE {
-            self.crc = combine_chunk(self.crc, data.crc);
-        } else {
-            self.crc = crc32c::crc32c_append(self.crc, &self.out[oa..ob]);
-        }
-        self.done = ob;
-    }
-
-    fn finish(mut self) -> Payload {
-        self.crc = append_zeros(self.crc, self.out.len() - self.done);
-        Payload { data: Bytes::from(self.out), crc: self.crc }
-    }
 }
 
 /// Reads `len` bytes at `off` (0: to the end) of the object content version `v` sees. Every
 /// chunk's crc is checked; the payload's crc is assembled from the verified chunk crcs.
+/// Whole chunks inside the range are read straight into the output, a run of consecutive
+/// blocks in one read.
 pub(crate) fn read_data<T: Tables>(
     t: &T,
     ctx: &Ctx,
@@ -404,44 +318,100 @@ pub(crate) fn read_data<T: Tables>(
     }
     let want = if len == 0 { v.size - off } else { len.min(v.size - off) };
     let end = off + want;
-    let mut asm = Assembler { out: vec![0u8; want as usize], base: off, crc: 0, done: 0 };
     let lo = chunk_key(id, off / CHUNK, 0);
     let hi = chunk_key(id, (end - 1) / CHUNK, u64::MAX);
-    let mut tails = TailCursor {
-        iter: t.chunk_tails().range::<&ChunkKey>(&lo..=&hi)?,
-        peeked: None,
-        done: false,
-    };
     // Keys come in (index, tag) order: the last in-range tag of each index is the one `v`
-    // sees, so keep a candidate and flush it when the index changes.
-    let mut pending: Option<(ChunkKey, redb::AccessGuard<'_, &'static [u8]>)> = None;
-    let mut flush = |key: ChunkKey,
-                     row: redb::AccessGuard<'_, &'static [u8]>,
-                     asm: &mut Assembler| {
-        let (_, index, tag) = decode_chunk_key(&key);
-        let tail = if row_has_tail(row.value().len()) { tails.find(&key)? } else { None };
-        let data = verify_chunk(ctx, index, tag, row.value(), tail.as_ref().map(|g| g.value()))?;
-        asm.piece(index, &data);
-        Ok::<(), StoreError>(())
-    };
+    // sees.
+    let mut refs: Vec<(u64, u64, ChunkRef)> = Vec::new();
     for item in t.chunks().range::<&ChunkKey>(&lo..=&hi)? {
         let (key, value) = item?;
-        let key = *key.value();
-        let (_, index, tag) = decode_chunk_key(&key);
+        let (_, index, tag) = decode_chunk_key(key.value());
         if tag < v.floor || tag > v.tag {
             continue;
         }
-        if let Some((prev, row)) = pending.take() {
-            if decode_chunk_key(&prev).1 != index {
-                flush(prev, row, &mut asm)?;
+        let r = chunk_ref(ctx, index, tag, value.value())?;
+        match refs.last_mut() {
+            Some(last) if last.0 == index => *last = (index, tag, r),
+            _ => refs.push((index, tag, r)),
+        }
+    }
+    let mut out = vec![0u8; want as usize];
+    // Chunks whose data lies inside the output are read in place.
+    let inside =
+        |index: u64, len: u32| index * CHUNK >= off && index * CHUNK + u64::from(len) <= end;
+    // (first block, output position, bytes, first chunk index, tag of each chunk)
+    let mut run: Option<(u64, usize, usize, u64, Vec<u64>)> = None;
+    let data = t.data();
+    let flush = |run: Option<(u64, usize, usize, u64, Vec<u64>)>, out: &mut [u8]| {
+        let Some((block, pos, bytes, first, tags)) = run else {
+            return Ok::<(), StoreError>(());
+        };
+        if data.read(block, &mut out[pos..pos + bytes]).is_ok() {
+            return Ok(());
+        }
+        // Attribute the failure to its chunk.
+        for (k, tag) in tags.iter().enumerate() {
+            let a = pos + k * CHUNK_SIZE;
+            let b = (a + CHUNK_SIZE).min(pos + bytes);
+            read_block(data, ctx, first + k as u64, *tag, block + k as u64, &mut out[a..b])?;
+        }
+        Ok(())
+    };
+    for &(index, tag, r) in &refs {
+        let ChunkRef::Data { len, block, .. } = r else { continue };
+        if !inside(index, len) {
+            continue;
+        }
+        let pos = (index * CHUNK - off) as usize;
+        match &mut run {
+            Some((b, p, n, _, tags))
+                if *n % CHUNK_SIZE == 0
+                    && *b + (*n / CHUNK_SIZE) as u64 == block
+                    && *p + *n == pos =>
+            {
+                *n += len as usize;
+                tags.push(tag);
+            }
+            _ => {
+                flush(run.take(), &mut out)?;
+                run = Some((block, pos, len as usize, index, vec![tag]));
             }
         }
-        pending = Some((key, value));
     }
-    if let Some((key, row)) = pending {
-        flush(key, row, &mut asm)?;
+    flush(run.take(), &mut out)?;
+    let mut crc = 0u32;
+    let mut done = 0usize;
+    let mut scratch = Vec::new();
+    for &(index, tag, r) in &refs {
+        let ChunkRef::Data { crc: stored, len, block } = r else { continue };
+        let chunk_start = index * CHUNK;
+        let a = chunk_start.max(off);
+        let b = (chunk_start + CHUNK).min(end);
+        let (oa, ob) = ((a - off) as usize, (b - off) as usize);
+        crc = append_zeros(crc, oa - done);
+        if inside(index, len) {
+            let actual = verify_data(ctx, index, tag, stored, &out[oa..oa + len as usize])?;
+            if len as usize == CHUNK_SIZE {
+                crc = combine_chunk(crc, actual);
+            } else {
+                crc = crc32c::crc32c_append(crc, &out[oa..ob]);
+            }
+        } else {
+            scratch.clear();
+            scratch.resize(len as usize, 0);
+            read_block(data, ctx, index, tag, block, &mut scratch)?;
+            verify_data(ctx, index, tag, stored, &scratch)?;
+            let da = (a - chunk_start) as usize;
+            let db = ((b - chunk_start) as usize).min(scratch.len());
+            if da < db {
+                out[oa..oa + (db - da)].copy_from_slice(&scratch[da..db]);
+            }
+            crc = crc32c::crc32c_append(crc, &out[oa..ob]);
+        }
+        done = ob;
     }
-    Ok(asm.finish())
+    crc = append_zeros(crc, out.len() - done);
+    Ok(Payload { data: Bytes::from(out), crc })
 }
 
 /// The object a read op addresses: its internal id and the version the reader sees (None if

@@ -436,3 +436,62 @@ pub fn reqid(entity: &str, client: u64, tid: u64) -> quarry_types::EntityReqId {
 pub fn create_excl() -> ObjectOp {
     ObjectOp::Create { exclusive: true }
 }
+
+/// Rewrites a format-3 store (closed) as format 2 kept it: every chunk's data back in its
+/// redb row (crc32c LE ++ data[..4060]) with the rest in the `chunk_tails` table, marker
+/// version 2; the data file is left behind with garbage in it (a format-2 store has none,
+/// and the migration must not trust one it finds). Raw redb writes behind the store's back.
+pub fn downgrade_to_v2(file: &std::path::Path) {
+    use redb::{ReadableTable, TableDefinition};
+    const RAW_CHUNKS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunks");
+    const RAW_TAILS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunk_tails");
+    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let data_path = file.with_extension("data");
+    let data = std::fs::read(&data_path).expect("read the data file");
+    let db = redb::Database::create(file).expect("open raw db");
+    let txn = db.begin_write().expect("begin");
+    {
+        let mut chunks = txn.open_table(RAW_CHUNKS).expect("chunks");
+        let mut tails = txn.open_table(RAW_TAILS).expect("chunk_tails");
+        let rows: Vec<([u8; 24], Vec<u8>)> = chunks
+            .iter()
+            .expect("iter")
+            .map(|r| r.expect("row"))
+            .map(|(k, v)| (*k.value(), v.value().to_vec()))
+            .collect();
+        for (key, value) in rows {
+            if value.len() == 4 {
+                continue; // a hole: the same bytes in both formats
+            }
+            assert_eq!(value.len(), 14, "a format-3 data row");
+            let len = u16::from_le_bytes([value[4], value[5]]) as usize;
+            let block = u64::from_le_bytes(value[6..14].try_into().unwrap()) as usize;
+            let chunk = &data[block * 4096..block * 4096 + len];
+            let mut row = value[..4].to_vec();
+            row.extend_from_slice(&chunk[..len.min(4060)]);
+            chunks.insert(&key, row.as_slice()).expect("write back");
+            if len > 4060 {
+                tails.insert(&key, &chunk[4060..]).expect("tail");
+            }
+        }
+        let mut marker = b"QRYSTORE".to_vec();
+        marker.extend_from_slice(&2u32.to_le_bytes());
+        txn.open_table(RAW_META)
+            .expect("meta")
+            .insert("format", marker.as_slice())
+            .expect("marker");
+    }
+    txn.commit().expect("commit");
+    std::fs::write(&data_path, vec![0xa5u8; 3 * 4096 + 100]).expect("garbage data file");
+}
+
+/// The format version in a store file's marker.
+pub fn marker_version(file: &std::path::Path) -> u32 {
+    use redb::TableDefinition;
+    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let db = redb::Database::create(file).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(RAW_META).unwrap();
+    let v = meta.get("format").unwrap().unwrap().value().to_vec();
+    u32::from_le_bytes(v[8..12].try_into().unwrap())
+}

@@ -1,6 +1,7 @@
-//! Damaged chunks: flip bytes of a stored chunk value with a raw redb write (behind the
-//! store's back) and check that reads, read-modify-writes and exports refuse with
-//! `StoreError::Corrupt` instead of returning or propagating wrong data.
+//! Damaged chunks: flip bytes of a chunk's data in the data file, or of its row with a raw
+//! redb write, or cut the data file short (behind the store's back), and check that reads,
+//! read-modify-writes and exports refuse with `StoreError::Corrupt` instead of returning or
+//! propagating wrong data.
 
 use quarry_store::{Store, StoreError};
 use quarry_types::{ObjectOp, OpReply, SNAP_HEAD};
@@ -9,12 +10,20 @@ use redb::{ReadableTable, TableDefinition};
 use crate::common::*;
 
 const RAW_CHUNKS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunks");
-const RAW_TAILS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunk_tails");
 
-/// Flips one bit of byte `byte` after the 4-byte crc of row number `row` (in key order) of a
-/// chunk table (`chunks`: crc ++ inline data) of the file.
-fn damage_chunk(file: &std::path::Path, row: usize, byte: usize) {
-    damage_row(file, RAW_CHUNKS, row, 4 + byte);
+/// Flips one bit of byte `byte` of block `block` of the store's data file.
+fn damage_block(file: &std::path::Path, block: u64, byte: u64) {
+    use std::os::unix::fs::FileExt;
+    let data = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file.with_extension("data"))
+        .expect("open the data file");
+    let at = block * 4096 + byte;
+    let mut b = [0u8; 1];
+    data.read_exact_at(&mut b, at).expect("read the byte");
+    b[0] ^= 0x08;
+    data.write_all_at(&b, at).expect("write it back");
 }
 
 /// Flips one bit of byte `byte` of row number `row` of `table`.
@@ -53,9 +62,9 @@ fn a_damaged_chunk_is_never_returned() {
         store.checkpoint().unwrap();
         store.path().to_path_buf()
     };
-    damage_chunk(&file, 1, 17);
-    // Chunk 2's last bytes live in the tail table: damage them too.
-    damage_row(&file, RAW_TAILS, 2, 30);
+    // A fresh store writes the three chunks to blocks 0, 1, 2 (one extent).
+    damage_block(&file, 1, 17);
+    damage_block(&file, 2, 4090);
     let store = Store::open(&file).unwrap();
     match store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Read { off: 8192, len: 1 }]) {
         Err(StoreError::Corrupt { detail, .. }) => assert!(detail.contains("chunk 2"), "{detail}"),
@@ -99,4 +108,43 @@ fn a_damaged_chunk_is_never_returned() {
     // Overwriting the whole chunks repairs them (no read needed).
     store.apply(PG, &[cmd("o", vec![write(4096, &data[4096..])])], b"fixed").unwrap();
     assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(data));
+}
+
+/// A chunk row whose crc was damaged in redb, and rows pointing past the end of a data file
+/// that lost its tail, are `Corrupt` too (never zeros, never a panic).
+#[test]
+fn a_damaged_row_or_a_short_data_file_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(4 * 4096, 9);
+    let file = {
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(PG, &[cmd("o", vec![write(0, &data)])], b"s").unwrap();
+        store.apply(PG, &[cmd("p", vec![write(0, &data)])], b"s").unwrap();
+        store.checkpoint().unwrap();
+        store.path().to_path_buf()
+    };
+    // Row 0 (object o's chunk 0): its stored crc.
+    damage_row(&file, RAW_CHUNKS, 0, 1);
+    // Object p's blocks are 4..8: the data file loses the last two.
+    let data_file = file.with_extension("data");
+    std::fs::OpenOptions::new().write(true).open(&data_file).unwrap().set_len(6 * 4096).unwrap();
+    let store = Store::open(&file).unwrap();
+    match store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Read { off: 0, len: 10 }]) {
+        Err(StoreError::Corrupt { detail, .. }) => assert!(detail.contains("chunk 0"), "{detail}"),
+        other => panic!("expected Corrupt for the damaged row, got {other:?}"),
+    }
+    assert!(is_corrupt(store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Read { off: 0, len: 0 }])));
+    match store.read(PG, "p", SNAP_HEAD, &[ObjectOp::Read { off: 0, len: 0 }]) {
+        Err(StoreError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("chunk 2") && detail.contains("past the end"), "{detail}")
+        }
+        other => panic!("expected Corrupt for the missing blocks, got {other:?}"),
+    }
+    let reply = store.read(PG, "p", SNAP_HEAD, &[ObjectOp::Read { off: 0, len: 8192 }]).unwrap();
+    assert_eq!(
+        reply,
+        OpReply::Ok(vec![quarry_types::OpOutput::Data(quarry_types::Payload::new(
+            data[..8192].to_vec()
+        ))])
+    );
 }

@@ -5,6 +5,7 @@
 mod common;
 mod corruption;
 mod crash;
+mod datafile;
 mod dups;
 mod errors;
 mod exchange;

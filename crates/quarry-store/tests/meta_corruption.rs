@@ -252,9 +252,10 @@ fn usage_going_negative_is_corrupt_not_a_panic() {
     assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(b"data".to_vec()));
 }
 
-/// Rewrites a format-2 store as format 1 wrote it: metadata values without their crc, the
-/// 16-byte usage row, marker version 1.
+/// Rewrites a format-3 store as format 1 wrote it: chunk data in redb rows (as format 2),
+/// metadata values without their crc, the 16-byte usage row, marker version 1.
 fn downgrade_to_v1(file: &Path) {
+    downgrade_to_v2(file);
     let strip = |v: Vec<u8>| v[4..].to_vec();
     rewrite!(slice file, RAW_XATTRS, strip);
     rewrite!(slice file, RAW_OMAP, strip);
@@ -283,15 +284,8 @@ fn downgrade_to_v1(file: &Path) {
     txn.commit().unwrap();
 }
 
-fn marker_version(file: &Path) -> u32 {
-    let db = redb::Database::create(file).unwrap();
-    let txn = db.begin_read().unwrap();
-    let meta = txn.open_table(RAW_META).unwrap();
-    let v = meta.get("format").unwrap().unwrap().value().to_vec();
-    u32::from_le_bytes(v[8..12].try_into().unwrap())
-}
-
-/// Goal: a format-1 store (metadata without crcs) opens: it is migrated in place to format 2,
+/// Goal: a format-1 store (metadata without crcs) opens: it is migrated in place to format 2
+/// (then to format 3, the data moving to the data file),
 /// every value reads back as it was, and the migrated values are checked from then on.
 /// Method: a store written by this build and rewritten to format 1's encoding behind its
 /// back (raw redb writes), opened, read, damaged again.
@@ -329,7 +323,7 @@ fn a_format_1_store_is_migrated_at_open() {
     assert!(store.dup_reply(PG, &reqid("client.admin", 7, 1)).unwrap().is_some());
     store.export_pg(PG, &mut Vec::new()).unwrap();
     drop(store);
-    assert_eq!(marker_version(&file), 2);
+    assert_eq!(marker_version(&file), 3);
     // Reopening a migrated store changes nothing; its values are now checked.
     drop(Store::open(&file).unwrap());
     rewrite!(slice & file, RAW_XATTRS, flip_last);

@@ -1,0 +1,472 @@
+//! The data file (`store.data`, next to `store.redb`): object data in 4 KiB blocks, written
+//! with positional writes, a run of whole chunks as one extent in one write. The chunk rows
+//! in redb say which block holds which chunk (and its crc); redb holds no object data.
+//!
+//! Owns the block allocator and its three rules:
+//! - **Rebuilt, never stored**: at open the free extents are computed from the chunk rows of
+//!   the last durable state (every block no row references is free), so the allocator can
+//!   never disagree with the metadata after a crash.
+//! - **A freed block waits for durability**: a block whose row a commit dropped or replaced
+//!   goes to a pending list tagged with that commit's sequence number, and becomes
+//!   allocatable only when a checkpoint made that commit durable *and* no reader that
+//!   started before the commit is still running ([`DataFile::register_reader`]). Reusing it
+//!   earlier would let a crash back to the previous checkpoint (or a long export) find
+//!   another object's data under a row that still points there (the crc would catch it, but
+//!   the data would be lost).
+//! - **Freed space goes back to the file system**: blocks released after a checkpoint are
+//!   hole-punched (`fallocate(PUNCH_HOLE | KEEP_SIZE)`, a no-op where unsupported) before
+//!   they are reused, and a free tail is cut off the file; at open every free extent is
+//!   punched (what a crash left unpunched).
+//!
+//! Data reaches the file before the redb commit that references it; [`DataFile::sync`]
+//! (`fdatasync`) runs before every durable redb commit, so a durable row never points at
+//! data that is not on the disk.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use quarry_persist::DurableFile;
+
+/// Bytes per block of the data file (one chunk).
+pub(crate) const BLOCK: u64 = 4096;
+
+/// Free extents `(start block, length in blocks)`, by start and by length (best fit).
+#[derive(Debug, Default)]
+struct Extents {
+    by_start: BTreeMap<u64, u64>,
+    by_len: BTreeSet<(u64, u64)>,
+    blocks: u64,
+}
+
+impl Extents {
+    fn remove(&mut self, start: u64, len: u64) {
+        self.by_start.remove(&start);
+        self.by_len.remove(&(len, start));
+        self.blocks -= len;
+    }
+
+    fn add(&mut self, start: u64, len: u64) {
+        self.by_start.insert(start, len);
+        self.by_len.insert((len, start));
+        self.blocks += len;
+    }
+
+    /// Adds a free extent, merging it with its neighbours.
+    fn insert(&mut self, mut start: u64, mut len: u64) {
+        if len == 0 {
+            return;
+        }
+        if let Some((&s, &l)) = self.by_start.range(..start).next_back() {
+            if s + l == start {
+                self.remove(s, l);
+                start = s;
+                len += l;
+            }
+        }
+        if let Some(&l) = self.by_start.get(&(start + len)) {
+            self.remove(start + len, l);
+            len += l;
+        }
+        self.add(start, len);
+    }
+
+    /// Takes `n` contiguous blocks from the smallest extent that holds them.
+    fn take(&mut self, n: u64) -> Option<u64> {
+        let &(len, start) = self.by_len.range((n, 0)..).next()?;
+        self.remove(start, len);
+        if len > n {
+            self.add(start + n, len - n);
+        }
+        Some(start)
+    }
+
+    /// The extent with the highest start.
+    fn last(&self) -> Option<(u64, u64)> {
+        self.by_start.iter().next_back().map(|(&s, &l)| (s, l))
+    }
+}
+
+/// What the allocator knows, under one lock.
+#[derive(Debug, Default)]
+struct State {
+    free: Extents,
+    /// Blocks in the file's used range: allocations past every free extent start here.
+    end: u64,
+    /// Sequence number of the last commit that freed or allocated blocks (see the module
+    /// docs).
+    seq: u64,
+    /// Extents freed by commit `seq`, oldest first, waiting for a durable checkpoint.
+    pending: VecDeque<(u64, Vec<(u64, u64)>)>,
+    pending_blocks: u64,
+    /// Running readers by the sequence number they started at.
+    readers: BTreeMap<u64, usize>,
+    /// Set once punching failed with "not supported" (logged once).
+    no_punch: bool,
+    /// The open batch's allocations and frees.
+    batch: BatchBlocks,
+}
+
+/// Blocks the open batch (the one redb write transaction) allocated and freed: committed
+/// with it ([`BatchGuard::committed`]) or given back when it is dropped without committing.
+#[derive(Debug, Default)]
+struct BatchBlocks {
+    allocated: Vec<(u64, u64)>,
+    freed: Vec<u64>,
+}
+
+/// The open batch's claim on the allocator: created right after a redb write transaction
+/// begins (redb allows one at a time, so there is one batch at a time). Dropped without
+/// [`BatchGuard::committed`], the batch's allocations become free again (their data is
+/// garbage no row references) and its frees never happened.
+pub(crate) struct BatchGuard<'a> {
+    data: &'a DataFile,
+    done: bool,
+}
+
+impl BatchGuard<'_> {
+    /// The transaction committed: its freed blocks wait for a durable checkpoint under a new
+    /// sequence number, which is returned.
+    pub fn committed(mut self) -> u64 {
+        self.done = true;
+        self.data.commit_done()
+    }
+}
+
+impl Drop for BatchGuard<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.data.abort();
+        }
+    }
+}
+
+/// Space figures of the data file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataSpace {
+    /// Length of the data file.
+    pub file_bytes: u64,
+    /// Free blocks (reusable now; punched, so they take no disk space).
+    pub free_bytes: u64,
+    /// Blocks freed by commits not yet made durable by a checkpoint (still on the disk).
+    pub pending_bytes: u64,
+}
+
+/// The open data file and its allocator.
+#[derive(Debug)]
+pub(crate) struct DataFile {
+    file: DurableFile,
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+/// A running reader (see [`DataFile::register_reader`]).
+pub(crate) struct ReaderGuard<'a> {
+    data: &'a DataFile,
+    seq: u64,
+}
+
+impl Drop for ReaderGuard<'_> {
+    fn drop(&mut self) {
+        let mut state = self.data.lock();
+        if let Some(count) = state.readers.get_mut(&self.seq) {
+            *count -= 1;
+            if *count == 0 {
+                state.readers.remove(&self.seq);
+            }
+        }
+    }
+}
+
+impl DataFile {
+    /// The data file of the store file `store` (`store.redb` -> `store.data`).
+    pub fn path_for(store: &Path) -> PathBuf {
+        store.with_extension("data")
+    }
+
+    /// Opens (creating, with its directory entry made durable) the data file. The allocator
+    /// is empty until [`DataFile::rebuild`].
+    pub fn open(path: &Path) -> std::io::Result<DataFile> {
+        let file = match DurableFile::open(path) {
+            Ok(file) => file,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                let file = DurableFile::open_or_create(path)?;
+                let dir = match path.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent,
+                    _ => Path::new("."),
+                };
+                quarry_persist::sync_dir(dir).map_err(|error| error.source)?;
+                file
+            }
+            Err(error) => return Err(error),
+        };
+        Ok(DataFile { file, path: path.to_path_buf(), state: Mutex::new(State::default()) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state is consistent between statements; a panic elsewhere does not poison it.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The data file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Forgets everything and empties the file (a migration fills it from scratch).
+    pub fn reset(&self) -> std::io::Result<()> {
+        self.file.set_len(0)?;
+        *self.lock() = State::default();
+        Ok(())
+    }
+
+    /// Rebuilds the allocator from the blocks the durable chunk rows use (`used`, any order;
+    /// a block listed twice is reported in the result), then punches every free extent and
+    /// cuts the free tail off the file. Returns the blocks referenced more than once.
+    pub fn rebuild(&self, used: &[u64]) -> std::io::Result<Vec<u64>> {
+        let file_blocks = self.file.len()?.div_ceil(BLOCK);
+        let end = used.iter().map(|&b| b + 1).max().unwrap_or(0).max(file_blocks);
+        let mut bitmap = vec![0u64; end.div_ceil(64) as usize];
+        let mut twice = Vec::new();
+        for &b in used {
+            let (word, bit) = ((b / 64) as usize, b % 64);
+            if bitmap[word] & (1 << bit) != 0 {
+                twice.push(b);
+            }
+            bitmap[word] |= 1 << bit;
+        }
+        let mut state = State { end, ..State::default() };
+        let mut run: Option<u64> = None;
+        for b in 0..end {
+            let is_free = bitmap[(b / 64) as usize] & (1 << (b % 64)) == 0;
+            match (is_free, run) {
+                (true, None) => run = Some(b),
+                (false, Some(start)) => {
+                    state.free.insert(start, b - start);
+                    run = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(start) = run {
+            state.free.insert(start, end - start);
+        }
+        let extents: Vec<(u64, u64)> = state.free.by_start.iter().map(|(&s, &l)| (s, l)).collect();
+        for (start, len) in extents {
+            self.punch(&mut state, start, len)?;
+        }
+        self.cut_tail(&mut state)?;
+        *self.lock() = state;
+        Ok(twice)
+    }
+
+    /// Punches `len` blocks at `start` (logged once and skipped where unsupported).
+    fn punch(&self, state: &mut State, start: u64, len: u64) -> std::io::Result<()> {
+        if state.no_punch || len == 0 {
+            return Ok(());
+        }
+        match self.file.punch_hole(start * BLOCK, len * BLOCK) {
+            Ok(()) => Ok(()),
+            Err(error) if error.raw_os_error() == Some(95) => {
+                tracing::info!(path = %self.path.display(), "the file system cannot punch holes: freed store space is reused, not given back");
+                state.no_punch = true;
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Cuts free blocks at the end of the file off it.
+    fn cut_tail(&self, state: &mut State) -> std::io::Result<()> {
+        if let Some((start, len)) = state.free.last() {
+            if start + len >= state.end {
+                state.free.remove(start, len);
+                state.end = start;
+                self.file.set_len(start * BLOCK)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts a batch (call with redb's write transaction open).
+    pub fn begin_batch(&self) -> BatchGuard<'_> {
+        let state = self.lock();
+        debug_assert!(
+            state.batch.allocated.is_empty() && state.batch.freed.is_empty(),
+            "a batch began while another was open"
+        );
+        BatchGuard { data: self, done: false }
+    }
+
+    /// Allocates `n` contiguous blocks for the open batch: the smallest free extent that
+    /// holds them, else past the end of the file.
+    pub fn allocate(&self, n: u64) -> u64 {
+        let mut state = self.lock();
+        let start = match state.free.take(n) {
+            Some(start) => start,
+            None => {
+                let start = state.end;
+                state.end += n;
+                start
+            }
+        };
+        state.batch.allocated.push((start, n));
+        start
+    }
+
+    /// Block `block` lost its row in the open batch.
+    pub fn free(&self, block: u64) {
+        self.lock().batch.freed.push(block);
+    }
+
+    /// Block `block` got its row back in the open batch (a failed command's undo).
+    pub fn unfree(&self, block: u64) {
+        let mut state = self.lock();
+        if let Some(i) = state.batch.freed.iter().rposition(|&b| b == block) {
+            state.batch.freed.swap_remove(i);
+        }
+    }
+
+    /// Writes `data` at block `block` (not durable until [`DataFile::sync`]).
+    pub fn write(&self, block: u64, data: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(data, block * BLOCK)
+    }
+
+    /// Reads `buf.len()` bytes at block `block` (`UnexpectedEof` past the file's end).
+    pub fn read(&self, block: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        self.file.read_exact_at(buf, block * BLOCK)
+    }
+
+    /// `fdatasync` of the data file.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn commit_done(&self) -> u64 {
+        let mut state = self.lock();
+        let mut freed = std::mem::take(&mut state.batch.freed);
+        state.batch.allocated.clear();
+        state.seq += 1;
+        if freed.is_empty() {
+            return state.seq;
+        }
+        freed.sort_unstable();
+        freed.dedup();
+        let mut extents: Vec<(u64, u64)> = Vec::new();
+        for b in freed {
+            match extents.last_mut() {
+                Some((s, l)) if *s + *l == b => *l += 1,
+                _ => extents.push((b, 1)),
+            }
+        }
+        let blocks: u64 = extents.iter().map(|e| e.1).sum();
+        let seq = state.seq;
+        state.pending.push_back((seq, extents));
+        state.pending_blocks += blocks;
+        seq
+    }
+
+    fn abort(&self) {
+        let mut state = self.lock();
+        state.batch.freed.clear();
+        for (start, len) in std::mem::take(&mut state.batch.allocated) {
+            state.free.insert(start, len);
+        }
+    }
+
+    /// The sequence number of the last finished commit (a checkpoint's durable commit covers
+    /// every commit up to the value read while it holds the write transaction).
+    pub fn seq(&self) -> u64 {
+        self.lock().seq
+    }
+
+    /// Registers a reader about to open a read transaction: blocks freed by commits after
+    /// this point stay pending until the guard is dropped.
+    pub fn register_reader(&self) -> ReaderGuard<'_> {
+        let mut state = self.lock();
+        let seq = state.seq;
+        *state.readers.entry(seq).or_insert(0) += 1;
+        ReaderGuard { data: self, seq }
+    }
+
+    /// After a durable commit covering every commit up to `durable`: the pending blocks of
+    /// those commits that no running reader may still see are punched and become free;
+    /// a free tail is cut off the file.
+    pub fn release(&self, durable: u64) -> std::io::Result<()> {
+        let mut released = Vec::new();
+        {
+            let mut state = self.lock();
+            let oldest_reader = state.readers.keys().next().copied().unwrap_or(u64::MAX);
+            while let Some((seq, _)) = state.pending.front() {
+                if *seq > durable || *seq > oldest_reader {
+                    break;
+                }
+                let (_, extents) = state.pending.pop_front().expect("front exists");
+                state.pending_blocks -= extents.iter().map(|e| e.1).sum::<u64>();
+                released.extend(extents);
+            }
+        }
+        if released.is_empty() {
+            return Ok(());
+        }
+        // Punch outside the lock: the released blocks are neither pending nor free, so
+        // nothing can allocate (and write) them meanwhile.
+        let mut no_punch = self.lock().no_punch;
+        let mut failed = None;
+        for &(start, len) in &released {
+            if no_punch {
+                break;
+            }
+            if let Err(error) = self.file.punch_hole(start * BLOCK, len * BLOCK) {
+                if error.raw_os_error() == Some(95) {
+                    tracing::info!(path = %self.path.display(), "the file system cannot punch holes: freed store space is reused, not given back");
+                    no_punch = true;
+                } else {
+                    failed = Some(error);
+                    break;
+                }
+            }
+        }
+        let mut state = self.lock();
+        state.no_punch |= no_punch;
+        for (start, len) in released {
+            state.free.insert(start, len);
+        }
+        match failed {
+            Some(error) => Err(error),
+            None => self.cut_tail(&mut state),
+        }
+    }
+
+    /// Space figures.
+    pub fn space(&self) -> std::io::Result<DataSpace> {
+        let file_bytes = self.file.len()?;
+        let state = self.lock();
+        Ok(DataSpace {
+            file_bytes,
+            free_bytes: state.free.blocks * BLOCK,
+            pending_bytes: state.pending_blocks * BLOCK,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extents_merge_and_best_fit() {
+        let mut e = Extents::default();
+        e.insert(10, 2);
+        e.insert(14, 1);
+        e.insert(12, 2);
+        assert_eq!(e.by_start.len(), 1);
+        assert_eq!(e.last(), Some((10, 5)));
+        e.insert(30, 1);
+        assert_eq!(e.take(1), Some(30), "best fit takes the 1-block extent");
+        assert_eq!(e.take(3), Some(10));
+        assert_eq!(e.last(), Some((13, 2)));
+        assert_eq!(e.take(3), None);
+        assert_eq!(e.blocks, 2);
+    }
+}

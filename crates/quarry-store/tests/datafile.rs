@@ -1,0 +1,230 @@
+//! The data file (format 3): blocks freed by a commit are reused only after a durable
+//! checkpoint (a power cut back to the previous checkpoint must find its data), freed space
+//! goes back to the file system (holes punched, the free tail cut), and a format-2 store is
+//! migrated into the data file at open, with a power cut anywhere in the migration leaving a
+//! store that opens with every byte.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use quarry_persist::powerloss::{self, Config, World};
+use quarry_store::{Store, StoreOptions};
+use quarry_types::{ObjectOp, SnapContext, SNAP_HEAD};
+
+use crate::common::*;
+
+/// Bytes the data file of the store in `dir` takes on the disk.
+fn data_on_disk(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("store.data")).unwrap().blocks() * 512
+}
+
+/// Goal: a block whose row a non-durable commit replaced is not written again before a
+/// checkpoint made that commit durable. Method: object A is checkpointed, then overwritten
+/// and object B written (non-durable), under the power-loss simulator; the power is cut and
+/// the store reopened: it is back at the checkpoint, where A's rows point at A's old blocks,
+/// which must still hold A's old data (B's data, had it reused them, reaches the disk with
+/// each page's coin). Eight seeds. Then the positive side: after a checkpoint, the freed
+/// blocks are reused (the data file does not grow).
+#[test]
+fn freed_blocks_are_reused_only_after_a_durable_checkpoint() {
+    let old = pattern(4 * 4096, 1);
+    let new = pattern(4 * 4096, 2);
+    let other = pattern(4 * 4096, 3);
+    for seed in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let options = StoreOptions { cache_bytes: 1 << 20, ..StoreOptions::default() };
+        {
+            let world = World::new(Config { seed, ..Config::default() });
+            let _installed = powerloss::install(dir.path(), world.clone());
+            let store = Store::open_with(&path, &options).unwrap();
+            store.apply(PG, &[cmd("a", vec![write_full(&old)])], b"1").unwrap();
+            store.checkpoint().unwrap();
+            store.apply(PG, &[cmd("a", vec![write_full(&new)])], b"2").unwrap();
+            let space = store.data_space().unwrap();
+            assert_eq!(space.pending_bytes, 4 * 4096, "A's old blocks wait for a checkpoint");
+            store.apply(PG, &[cmd("b", vec![write_full(&other)])], b"3").unwrap();
+            world.crash();
+            drop(store);
+        }
+        let _installed = powerloss::install(dir.path(), World::new(Config::default()));
+        let store = Store::open_with(&path, &options).unwrap();
+        assert_eq!(store.pg_state(PG).unwrap(), Some(b"1".to_vec()), "seed {seed}");
+        assert_eq!(read_all(&store, "a", SNAP_HEAD), Ok(old.clone()), "seed {seed}");
+        assert_eq!(read_all(&store, "b", SNAP_HEAD), Err(quarry_types::ErrorCode::ENOENT));
+    }
+
+    let (dir, store) = open_temp();
+    store.apply(PG, &[cmd("a", vec![write_full(&old)])], b"1").unwrap();
+    store.checkpoint().unwrap();
+    store.apply(PG, &[cmd("a", vec![write_full(&new)])], b"2").unwrap();
+    store.checkpoint().unwrap();
+    let space = store.data_space().unwrap();
+    assert_eq!((space.pending_bytes, space.free_bytes), (0, 4 * 4096), "{space:?}");
+    let len = space.file_bytes;
+    store.apply(PG, &[cmd("b", vec![write_full(&other)])], b"3").unwrap();
+    assert_eq!(store.data_space().unwrap().file_bytes, len, "B reuses A's freed blocks");
+    assert_eq!(read_all(&store, "a", SNAP_HEAD), Ok(new));
+    assert_eq!(read_all(&store, "b", SNAP_HEAD), Ok(other));
+    drop(dir);
+}
+
+/// Goal (issue 8's open point 2, for object data): removing objects gives their disk space
+/// back within a checkpoint. Method: two 4 MiB objects, the first removed: after the
+/// checkpoint its blocks are holes (st_blocks drops by ~4 MiB, the file's length stays); the
+/// second removed: the file is cut to nothing. A failed command's blocks are not leaked.
+#[test]
+fn removed_objects_give_their_blocks_back_to_the_file_system() {
+    let (dir, store) = open_temp();
+    let big = pattern(4 << 20, 4);
+    store
+        .apply(PG, &[cmd("x", vec![write_full(&big)]), cmd("y", vec![write_full(&big)])], b"s")
+        .unwrap();
+    store.checkpoint().unwrap();
+    let full = data_on_disk(dir.path());
+    assert!(full >= 8 << 20, "{full} bytes on disk for 8 MiB");
+    store.apply(PG, &[cmd("x", vec![ObjectOp::Remove])], b"s").unwrap();
+    assert_eq!(data_on_disk(dir.path()), full, "nothing is given back before the checkpoint");
+    store.checkpoint().unwrap();
+    let punched = data_on_disk(dir.path());
+    assert!(punched + (4 << 20) <= full, "holes punched: {full} -> {punched} bytes on disk");
+    assert_eq!(store.data_space().unwrap().file_bytes, 8 << 20, "y still ends the file");
+    assert_eq!(read_all(&store, "y", SNAP_HEAD), Ok(big.clone()));
+    // A command that fails after writing (ENOENT on its second op) leaves no block behind.
+    let failing = cmd("z", vec![write_full(&big), ObjectOp::RmXattr { name: "nope".into() }]);
+    let reply = store.apply(PG, &[failing], b"s").unwrap();
+    assert!(matches!(reply[0], quarry_types::OpReply::Failed { .. }), "{reply:?}");
+    store.apply(PG, &[cmd("y", vec![ObjectOp::Remove])], b"s").unwrap();
+    store.checkpoint().unwrap();
+    store.checkpoint().unwrap();
+    let space = store.data_space().unwrap();
+    assert_eq!(space.file_bytes, 0, "the free tail is cut: {space:?}");
+    assert_eq!(data_on_disk(dir.path()), 0);
+    // Reopening finds the same (the allocator is rebuilt from the rows).
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.data_space().unwrap().file_bytes, 0);
+    assert_eq!(read_all(&store, "x", SNAP_HEAD), Err(quarry_types::ErrorCode::ENOENT));
+}
+
+/// A store with full chunks, short chunks, holes and a snapshot version.
+fn populate(store: &Store) {
+    let snapc = SnapContext { seq: 0, snaps: vec![] };
+    store
+        .apply(PG, &[cmd_at("a", &snapc, (1, 0), vec![write(0, &pattern(3 * 4096 + 5, 1))])], b"1")
+        .unwrap();
+    store.apply(PG, &[cmd("b", vec![write(100, &pattern(4060, 2))])], b"2").unwrap();
+    store.apply(PG, &[cmd("c", vec![write(0, &pattern(5 * 4096, 3))])], b"3").unwrap();
+    let snap = SnapContext { seq: 4, snaps: vec![4] };
+    let zero = ObjectOp::Zero { off: 4096, len: 2 * 4096 };
+    store.apply(PG, &[cmd_at("c", &snap, (2, 0), vec![zero])], b"4").unwrap();
+    store
+        .apply(PG, &[cmd_at("a", &snap, (3, 0), vec![write(10, b"after the snapshot")])], b"5")
+        .unwrap();
+    store.checkpoint().unwrap();
+}
+
+fn export(store: &Store) -> Vec<u8> {
+    let mut out = Vec::new();
+    store.export_pg(PG, &mut out).unwrap();
+    out
+}
+
+/// Goal: a format-2 store (chunk data in redb rows and tails) opens as format 3 with every
+/// byte (the export stream, which carries every version of every chunk, is identical), and
+/// the garbage a data file may hold from an earlier attempt is not trusted.
+#[test]
+fn a_format_2_store_is_migrated_into_the_data_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (file, before) = {
+        let store = Store::open(dir.path()).unwrap();
+        populate(&store);
+        (store.path().to_path_buf(), export(&store))
+    };
+    downgrade_to_v2(&file);
+    assert_eq!(marker_version(&file), 2);
+    let store = Store::open(&file).unwrap();
+    assert_eq!(export(&store), before);
+    assert_eq!(read_all(&store, "c", 4).map(|d| d.len()), Ok(5 * 4096));
+    drop(store);
+    assert_eq!(marker_version(&file), 3);
+    let store = Store::open(&file).unwrap();
+    assert_eq!(export(&store), before);
+}
+
+/// Goal: the format-2 migration is crash-safe: a power cut at any I/O call of the opening
+/// store leaves files that open (migrating again if needed) with every byte.
+#[test]
+fn a_cut_during_the_migration_loses_nothing() {
+    let template = tempfile::tempdir().unwrap();
+    let before = {
+        let store = Store::open(template.path()).unwrap();
+        populate(&store);
+        export(&store)
+    };
+    downgrade_to_v2(&template.path().join("store.redb"));
+    let mut cut_inside = 0;
+    for crash_at in 1..=40 {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["store.redb", "store.data"] {
+            std::fs::copy(template.path().join(name), dir.path().join(name)).unwrap();
+        }
+        let path = dir.path().join("store.redb");
+        {
+            let config = Config {
+                seed: crash_at,
+                crash_at: Some(crash_at),
+                writeback_per_mille: 200,
+                ..Config::default()
+            };
+            let world = World::new(config);
+            let _installed = powerloss::install(dir.path(), world.clone());
+            drop(Store::open(&path).expect("open under the simulator"));
+            if world.crashed() {
+                cut_inside += 1;
+            }
+            world.crash();
+        }
+        let _installed = powerloss::install(dir.path(), World::new(Config::default()));
+        let store = Store::open(&path).unwrap_or_else(|e| panic!("cut at {crash_at}: {e}"));
+        assert_eq!(export(&store), before, "cut at call {crash_at}");
+    }
+    assert!(cut_inside > 10, "the cuts fell inside the migration ({cut_inside})");
+}
+
+/// Goal: closing the store (the OSD's shutdown) and then losing power keeps everything the
+/// close made durable: redb makes its non-durable commits durable when it is dropped, so the
+/// data file must be synced before. Method: applies without a checkpoint, a clean close, a
+/// power cut (every unsynced page of the data file dropped or kept by its coin), reopen: the
+/// objects read back whole, for eight seeds. (The 1000-point power-loss harness found this
+/// once in a thousand: a restart that replayed and closed before its second cut.)
+#[test]
+fn a_clean_close_then_a_power_cut_keeps_the_data() {
+    let payload = pattern(6 * 4096 + 7, 5);
+    for seed in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        {
+            let world = World::new(Config { seed, ..Config::default() });
+            let _installed = powerloss::install(dir.path(), world.clone());
+            let store = Store::open(&path).unwrap();
+            store.apply(PG, &[cmd("a", vec![write_full(&payload)])], b"1").unwrap();
+            store.apply(PG, &[cmd("b", vec![write(4096, &payload)])], b"2").unwrap();
+            drop(store);
+            world.crash();
+        }
+        let _installed = powerloss::install(dir.path(), World::new(Config::default()));
+        let store = Store::open(&path).unwrap();
+        let state = store.pg_state(PG).unwrap();
+        // redb may or may not have made the commits durable at close; whatever it kept must
+        // read back whole.
+        if state.is_some() {
+            assert_eq!(read_all(&store, "a", SNAP_HEAD), Ok(payload.clone()), "seed {seed}");
+        }
+        if state.as_deref() == Some(b"2".as_slice()) {
+            let mut b = vec![0u8; 4096];
+            b.extend_from_slice(&payload);
+            assert_eq!(read_all(&store, "b", SNAP_HEAD), Ok(b), "seed {seed}");
+        }
+    }
+}
