@@ -212,6 +212,9 @@
 //!   that cuts the power at 1000 I/O calls of the WAL and the store is
 //!   `crates/quarry-store/tests/powerloss.rs`.
 //! - `thiserror`, `tracing`: the error enum and logs.
+//! - `bytes`: entries are shared, never copied, between the queue, the writer, the cache and
+//!   readers; `quarry-types` (a leaf crate) for `zerocopy::decode_from`, so the payloads of an
+//!   entry read back for apply are slices of it.
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]

@@ -117,7 +117,10 @@ where
         let mut entries = Vec::with_capacity(serialised.len());
         for (log_id, bytes) in serialised {
             let (group, index) = (self.group, log_id.index);
-            let entry: Entry<C> = decode_entry(&bytes).map_err(|error| match error {
+            // Write payloads become slices of the entry's bytes (the WAL's cache holds them
+            // anyway): applying a 4 MiB write does not copy it.
+            let decoded = quarry_types::zerocopy::decode_from(&bytes, decode_entry::<C>);
+            let entry: Entry<C> = decoded.map_err(|error| match error {
                 DecodeError::TooNew(source) => WalError::EntryFormatTooNew { group, index, source },
                 source => WalError::Codec { group, index, source },
             })?;

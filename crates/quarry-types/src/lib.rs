@@ -18,6 +18,7 @@ mod ids;
 mod limits;
 mod methods;
 mod ops;
+pub mod zerocopy;
 
 pub use error::ErrorCode;
 pub use full::{full_health, usage_ratio, FullRatios, FullState};

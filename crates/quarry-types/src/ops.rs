@@ -12,7 +12,8 @@ use crate::{CallOrigin, ErrorCode, SnapId};
 /// client to the disk and back; every receiver checks it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
-    /// The bytes.
+    /// The bytes (decoded without a copy under [`crate::zerocopy::decode_from`]).
+    #[serde(deserialize_with = "crate::zerocopy::deserialize_bytes")]
     pub data: Bytes,
     /// crc32c (Castagnoli) of `data`.
     pub crc: u32,

@@ -199,6 +199,20 @@ pub fn decode_body(
         .map_err(|e| WireError::Decode(e.to_string()))
 }
 
+/// [`decode_body`] of a body held in shared bytes: the message's payloads (a write's data, a
+/// read's reply) are slices of `body`, not copies (`quarry_types::zerocopy`).
+pub fn decode_body_shared(
+    header_bytes: &[u8; HEADER_LEN],
+    header: &FrameHeader,
+    body: &bytes::Bytes,
+    key: Option<&SessionKey>,
+    expected_seq: u64,
+) -> Result<Message, WireError> {
+    quarry_types::zerocopy::decode_from(body, |body| {
+        decode_body(header_bytes, header, body, key, expected_seq)
+    })
+}
+
 /// Decodes one whole frame held in memory (header, body). For tests and fuzzing.
 pub fn decode_frame(
     frame: &[u8],
@@ -239,6 +253,34 @@ mod tests {
         let f = encode_frame(8, 5, &sample(), Some(&key)).unwrap();
         let (h, m) = decode_frame(&f, FRAME_PAYLOAD_MAX, Some(&key), 5).unwrap();
         assert_eq!((h.request_id, h.seq, m), (8, 5, sample()));
+    }
+
+    #[test]
+    fn a_shared_body_lends_its_bytes_to_the_payload() {
+        use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
+        let data = vec![3u8; 64 << 10];
+        let msg = Message::Request(Request::Op(crate::OsdOp {
+            reqid: None,
+            pg: PgId { pool: 1, seed: 0 },
+            epoch: 1,
+            name: "o".into(),
+            snapc: SnapContext::default(),
+            snap: SNAP_HEAD,
+            ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data.clone()) }],
+        }));
+        let key = [4u8; 32];
+        let frame = encode_frame(1, 1, &msg, Some(&key)).unwrap();
+        let mut header_bytes = [0u8; HEADER_LEN];
+        header_bytes.copy_from_slice(&frame[..HEADER_LEN]);
+        let header = decode_header(&header_bytes, FRAME_PAYLOAD_MAX).unwrap();
+        let body = bytes::Bytes::copy_from_slice(&frame[HEADER_LEN..]);
+        let decoded = decode_body_shared(&header_bytes, &header, &body, Some(&key), 1).unwrap();
+        assert_eq!(decoded, msg);
+        let Message::Request(Request::Op(op)) = decoded else { panic!("not an op") };
+        let ObjectOp::Write { data: payload, .. } = &op.ops[0] else { panic!("not a write") };
+        let inside = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
+        assert!(inside.contains(&(payload.data.as_ptr() as usize)), "the payload was copied");
+        assert!(payload.verify());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use quarry_types::{EntityName, ErrorCode};
 
 use crate::codec::{
-    decode_body, decode_header, encode_frame, encoded_len, FrameHeader, SessionKey,
+    decode_body_shared, decode_header, encode_frame, encoded_len, FrameHeader, SessionKey,
     FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX, HEADER_LEN,
 };
 use crate::limits::{Budget, Charge, ConnAccount, ConnectionSlot};
@@ -120,7 +120,9 @@ impl FrameReader {
     ) -> Result<(u64, Message), WireError> {
         let mut body = vec![0u8; header.body_len()];
         self.inner.read_exact(&mut body).await.map_err(truncated)?;
-        let msg = decode_body(header_bytes, header, &body, self.key.as_ref(), self.next_seq)?;
+        let body = bytes::Bytes::from(body);
+        let msg =
+            decode_body_shared(header_bytes, header, &body, self.key.as_ref(), self.next_seq)?;
         self.last_body_len = body.len();
         if self.key.is_some() {
             self.next_seq += 1;
