@@ -35,11 +35,13 @@
 //!
 //! # Dependencies
 //! rustix (`flock` without `unsafe`; already used by the workspace), bincode + serde (the
-//! payload encoding Quarry already uses on the wire and in its logs), thiserror.
+//! payload encoding Quarry already uses on the wire and in its logs), thiserror, bytemuck
+//! (4 KiB-aligned buffers for direct I/O, [`AlignedBuf`], without `unsafe`).
 
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod aligned;
 pub mod durable;
 pub mod file;
 pub mod golden;
@@ -47,6 +49,7 @@ pub mod lock;
 pub mod powerloss;
 pub mod version;
 
+pub use aligned::{AlignedBuf, DIRECT_IO_ALIGN};
 pub use durable::{remove_file, rename, DurableFile};
 pub use file::{sync_dir, write_atomic, FsError};
 pub use lock::{LockError, LockFile};
