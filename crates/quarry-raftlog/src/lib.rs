@@ -276,6 +276,9 @@ pub struct WalStats {
     /// Rounds whose write the file system refused (`ENOSPC`, `EDQUOT`) since open: their
     /// requests failed and their groups stopped (see [`WalError::WriteRefused`]).
     pub refused_rounds: u64,
+    /// Rounds written with direct I/O (see the writer's module docs): all of them where the
+    /// file system has direct I/O, none on tmpfs.
+    pub direct_writes: u64,
     /// Groups with state.
     pub groups: u64,
     /// Bytes in the entry cache.

@@ -67,6 +67,7 @@ pub(crate) struct Counters {
     pub active_segment: AtomicU64,
     pub torn_bytes: AtomicU64,
     pub refused_rounds: AtomicU64,
+    pub direct_writes: AtomicU64,
 }
 
 /// State shared by the [`Wal`] handle and the writer thread.
@@ -195,6 +196,7 @@ impl Wal {
             active_segment: counters.active_segment.load(Ordering::Relaxed),
             torn_bytes: counters.torn_bytes.load(Ordering::Relaxed),
             refused_rounds: counters.refused_rounds.load(Ordering::Relaxed),
+            direct_writes: counters.direct_writes.load(Ordering::Relaxed),
             groups: state.groups.len() as u64,
             cache_bytes: state.cache.bytes(),
             queued_requests: state.queue.len() as u64,

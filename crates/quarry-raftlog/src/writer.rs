@@ -509,6 +509,7 @@ impl Writer {
         self.direct_buf.pad_to_block();
         if let Some(direct) = &self.direct {
             direct.write_all_at(self.direct_buf.as_slice(), start)?;
+            self.shared.counters.direct_writes.fetch_add(1, Ordering::Relaxed);
         }
         let keep = data_len % DIRECT_IO_ALIGN;
         self.tail.clear();
