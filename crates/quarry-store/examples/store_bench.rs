@@ -33,33 +33,39 @@ fn command(object: usize, op: ObjectOp) -> ObjectCommand {
     }
 }
 
-/// CPU time (user + system) this process used so far, from /proc/self/stat (Linux; clock
+/// CPU time (user, system) this process used so far, from /proc/self/stat (Linux; clock
 /// ticks of 10 ms). Zero where unavailable.
-fn cpu_time() -> Duration {
+fn cpu_time() -> (Duration, Duration) {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return Duration::ZERO;
+        return (Duration::ZERO, Duration::ZERO);
     };
     // Fields after the command name (which may hold spaces): state is field 3, utime 14,
     // stime 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+    (Duration::from_millis(ticks(11) * 10), Duration::from_millis(ticks(12) * 10))
 }
 
 thread_local! {
-    static CPU_MARK: std::cell::Cell<Duration> = const { std::cell::Cell::new(Duration::ZERO) };
+    static CPU_MARK: std::cell::Cell<(Duration, Duration)> =
+        const { std::cell::Cell::new((Duration::ZERO, Duration::ZERO)) };
 }
 
 fn report(what: &str, ops: usize, bytes: usize, took: Duration) {
     let secs = took.as_secs_f64();
     let now = cpu_time();
-    let cpu = now.saturating_sub(CPU_MARK.with(|m| m.replace(now)));
+    let (user0, sys0) = CPU_MARK.with(|m| m.replace(now));
+    let per_op = |d: Duration| d.as_secs_f64() * 1e6 / ops.max(1) as f64;
+    let (user, sys) = (now.0.saturating_sub(user0), now.1.saturating_sub(sys0));
     println!(
-        "{what:<36} {ops:>7} ops in {secs:>7.3} s: {:>8.0} ops/s {:>7.1} MB/s, CPU {:>8.1} us/op",
+        "{what:<36} {ops:>6} ops in {secs:>6.3} s: {:>7.0} ops/s {:>7.1} MB/s, CPU/op {:>7.1} us \
+         (user {:>7.1}, sys {:>7.1})",
         ops as f64 / secs,
         bytes as f64 / secs / 1e6,
-        cpu.as_secs_f64() * 1e6 / ops.max(1) as f64
+        per_op(user + sys),
+        per_op(user),
+        per_op(sys)
     );
 }
 
@@ -198,15 +204,26 @@ fn main() {
         t.elapsed().as_secs_f64() * 1000.0 / 20.0,
         checkpoint_time.as_secs_f64() * 1000.0 / checkpoints.max(1) as f64
     );
+    let data = store.data_space().expect("data space");
+    let data_on_disk = {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(store.data_path()).map_or(0, |m| m.blocks() * 512)
+    };
     let space = store.space().expect("space");
     let logical = (objects * OBJECT_BYTES) as u64;
     let mib = |b: u64| b as f64 / 1048576.0;
     println!(
-        "space: {:.1} MiB of object data; redb allocated {:.1} MiB ({:.2}x), stored {:.1} MiB, file {:.1} MiB",
+        "space: {:.1} MiB of object data; redb allocated {:.1} MiB, stored {:.1} MiB, file {:.1} \
+         MiB; data file {:.1} MiB long, {:.1} MiB on disk ({:.1} MiB free, {:.1} MiB pending); \
+         redb allocated + data on disk = {:.3}x the object data",
         mib(logical),
         mib(space.allocated_bytes),
-        space.allocated_bytes as f64 / logical as f64,
         mib(space.stored_bytes),
-        mib(space.file_bytes)
+        mib(space.file_bytes),
+        mib(data.file_bytes),
+        mib(data_on_disk),
+        mib(data.free_bytes),
+        mib(data.pending_bytes),
+        (space.allocated_bytes + data_on_disk) as f64 / logical as f64
     );
 }

@@ -914,14 +914,15 @@ impl<'txn> Batch<'txn> {
         value: &[u8],
     ) -> Result<(), StoreError> {
         let key = chunk_key(id, index, st.w);
-        let old = self.t.chunks.insert(&key, value)?;
-        let old = old.map(|g| {
+        let data = self.t.data;
+        let undoable = st.undoable;
+        let old = self.t.chunks.insert(&key, value)?.and_then(|g| {
             if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(g.value()) {
-                self.t.data.free(block);
+                data.free(block);
             }
-            g.value().to_vec()
+            undoable.then(|| g.value().to_vec())
         });
-        self.note_write(st, UndoTable::Chunks, &key, old.filter(|_| st.undoable));
+        self.note_write(st, UndoTable::Chunks, &key, old);
         Ok(())
     }
 

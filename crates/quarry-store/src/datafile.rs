@@ -116,12 +116,16 @@ struct BatchBlocks {
 }
 
 /// The open batch's claim on the allocator: created right after a redb write transaction
-/// begins (redb allows one at a time, so there is one batch at a time). Dropped without
-/// [`BatchGuard::committed`], the batch's allocations become free again (their data is
-/// garbage no row references) and its frees never happened.
+/// begins. It holds the batch lock until the batch is committed or dropped: redb releases its
+/// write lock when the commit returns, and the next transaction's batch must not begin
+/// before this one's frees are filed under its sequence number (they would be filed with the
+/// next batch's, which may still abort). Dropped without [`BatchGuard::committed`], the
+/// batch's allocations become free again (their data is garbage no row references) and its
+/// frees never happened.
 pub(crate) struct BatchGuard<'a> {
     data: &'a DataFile,
     done: bool,
+    _one_at_a_time: MutexGuard<'a, ()>,
 }
 
 impl BatchGuard<'_> {
@@ -158,6 +162,8 @@ pub(crate) struct DataFile {
     file: DurableFile,
     path: PathBuf,
     state: Mutex<State>,
+    /// Held by the open batch ([`BatchGuard`]).
+    batch_lock: Mutex<()>,
 }
 
 /// A running reader (see [`DataFile::register_reader`]).
@@ -200,7 +206,12 @@ impl DataFile {
             }
             Err(error) => return Err(error),
         };
-        Ok(DataFile { file, path: path.to_path_buf(), state: Mutex::new(State::default()) })
+        Ok(DataFile {
+            file,
+            path: path.to_path_buf(),
+            state: Mutex::new(State::default()),
+            batch_lock: Mutex::new(()),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -220,15 +231,19 @@ impl DataFile {
         Ok(())
     }
 
-    /// Rebuilds the allocator from the blocks the durable chunk rows use (`used`, any order;
-    /// a block listed twice is reported in the result), then punches every free extent and
-    /// cuts the free tail off the file. Returns the blocks referenced more than once.
-    pub fn rebuild(&self, used: &[u64]) -> std::io::Result<Vec<u64>> {
+    /// Rebuilds the allocator from the blocks the durable chunk rows use (`used`, any order),
+    /// then punches every free extent and cuts the free tail off the file. Returns the blocks
+    /// referenced more than once and those past the file's end: both mean damaged rows (data
+    /// is synced before the rows that point at it), whose reads fail their crc or find no
+    /// block (a block past the end is not reserved: the memory for it is not spent on a
+    /// damaged row's word).
+    pub fn rebuild(&self, used: &[u64]) -> std::io::Result<(Vec<u64>, Vec<u64>)> {
         let file_blocks = self.file.len()?.div_ceil(BLOCK);
-        let end = used.iter().map(|&b| b + 1).max().unwrap_or(0).max(file_blocks);
+        let (used, beyond): (Vec<u64>, Vec<u64>) = used.iter().partition(|&&b| b < file_blocks);
+        let end = file_blocks;
         let mut bitmap = vec![0u64; end.div_ceil(64) as usize];
         let mut twice = Vec::new();
-        for &b in used {
+        for &b in &used {
             let (word, bit) = ((b / 64) as usize, b % 64);
             if bitmap[word] & (1 << bit) != 0 {
                 twice.push(b);
@@ -257,7 +272,7 @@ impl DataFile {
         }
         self.cut_tail(&mut state)?;
         *self.lock() = state;
-        Ok(twice)
+        Ok((twice, beyond))
     }
 
     /// Punches `len` blocks at `start` (logged once and skipped where unsupported).
@@ -288,14 +303,17 @@ impl DataFile {
         Ok(())
     }
 
-    /// Starts a batch (call with redb's write transaction open).
+    /// Starts a batch (call with redb's write transaction open); waits for the previous
+    /// batch to be filed.
     pub fn begin_batch(&self) -> BatchGuard<'_> {
+        let one_at_a_time = self.batch_lock.lock().unwrap_or_else(|p| p.into_inner());
         let state = self.lock();
         debug_assert!(
             state.batch.allocated.is_empty() && state.batch.freed.is_empty(),
             "a batch began while another was open"
         );
-        BatchGuard { data: self, done: false }
+        drop(state);
+        BatchGuard { data: self, done: false, _one_at_a_time: one_at_a_time }
     }
 
     /// Allocates `n` contiguous blocks for the open batch: the smallest free extent that

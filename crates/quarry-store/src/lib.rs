@@ -720,12 +720,19 @@ impl Store {
         }
         drop(chunks);
         drop(txn);
-        let twice = data.rebuild(&used)?;
+        let (twice, beyond) = data.rebuild(&used)?;
         if !twice.is_empty() {
             tracing::error!(
                 blocks = ?&twice[..twice.len().min(16)],
                 count = twice.len(),
                 "store corruption: data blocks referenced by more than one chunk row"
+            );
+        }
+        if !beyond.is_empty() {
+            tracing::error!(
+                blocks = ?&beyond[..beyond.len().min(16)],
+                count = beyond.len(),
+                "store corruption: chunk rows point past the end of the data file"
             );
         }
         Ok(())
