@@ -20,6 +20,15 @@ pub struct AlignedBuf {
     len: usize,
 }
 
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AlignedBuf")
+            .field("len", &self.len)
+            .field("capacity", &self.capacity())
+            .finish()
+    }
+}
+
 impl AlignedBuf {
     /// An empty buffer.
     pub fn new() -> AlignedBuf {

@@ -18,6 +18,15 @@
 //!   they are reused, and a free tail is cut off the file; at open every free extent is
 //!   punched (what a crash left unpunched).
 //!
+//! Large writes (at least [`DIRECT_WRITE_MIN`]) go through a second handle opened with
+//! direct I/O (`O_DIRECT`), from a 4 KiB-aligned copy padded to whole blocks: a buffered
+//! 4 MiB write cost ~5 ms of the OSD's CPU in the kernel's page cache here (perf, `rados
+//! bench -b 4194304`; fio: ~12 ms per 4 MiB written and synced buffered, ~0.4 ms direct).
+//! Small writes stay buffered (a direct 4 KiB write would wait for the device inside the
+//! apply batch, once per write); Linux keeps the two coherent (a direct write flushes and
+//! drops cached pages of its range). Reads are buffered. Where the file system has no
+//! direct I/O (tmpfs) everything is buffered.
+//!
 //! Data reaches the file before the redb commit that references it; [`DataFile::sync`]
 //! (`fdatasync`) runs before every durable redb commit, so a durable row never points at
 //! data that is not on the disk.
@@ -26,10 +35,13 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use quarry_persist::DurableFile;
+use quarry_persist::{AlignedBuf, DurableFile};
 
 /// Bytes per block of the data file (one chunk).
 pub(crate) const BLOCK: u64 = 4096;
+
+/// Writes of at least this many bytes use direct I/O (see the module docs).
+pub(crate) const DIRECT_WRITE_MIN: usize = 64 << 10;
 
 /// Free extents `(start block, length in blocks)`, by start and by length (best fit).
 #[derive(Debug, Default)]
@@ -160,6 +172,10 @@ pub struct DataSpace {
 #[derive(Debug)]
 pub(crate) struct DataFile {
     file: DurableFile,
+    /// The same file opened for direct writes (None: no direct I/O on this file system).
+    direct: Option<DurableFile>,
+    /// The aligned copy a direct write sends (writes come one batch at a time).
+    direct_buf: Mutex<AlignedBuf>,
     path: PathBuf,
     state: Mutex<State>,
     /// Held by the open batch ([`BatchGuard`]).
@@ -206,8 +222,17 @@ impl DataFile {
             }
             Err(error) => return Err(error),
         };
+        let direct = match DurableFile::open_direct(path) {
+            Ok(direct) => direct,
+            Err(error) => {
+                tracing::warn!(path = %path.display(), %error, "no direct I/O for the data file");
+                None
+            }
+        };
         Ok(DataFile {
             file,
+            direct,
+            direct_buf: Mutex::new(AlignedBuf::new()),
             path: path.to_path_buf(),
             state: Mutex::new(State::default()),
             batch_lock: Mutex::new(()),
@@ -347,7 +372,21 @@ impl DataFile {
 
     /// Writes `data` at block `block` (not durable until [`DataFile::sync`]).
     pub fn write(&self, block: u64, data: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(data, block * BLOCK)
+        match &self.direct {
+            Some(direct) if data.len() >= DIRECT_WRITE_MIN => {
+                let mut buf = self.direct_buf.lock().unwrap_or_else(|p| p.into_inner());
+                buf.clear();
+                buf.extend_from_slice(data);
+                // The rest of the last block is the chunk's zeros (a chunk owns its block).
+                buf.pad_to_block();
+                let result = direct.write_all_at(buf.as_slice(), block * BLOCK);
+                if buf.capacity() > 64 << 20 {
+                    buf.release();
+                }
+                result
+            }
+            _ => self.file.write_all_at(data, block * BLOCK),
+        }
     }
 
     /// Reads `buf.len()` bytes at block `block` (`UnexpectedEof` past the file's end).
