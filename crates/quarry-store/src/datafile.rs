@@ -33,6 +33,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use quarry_persist::{AlignedBuf, DurableFile};
@@ -180,6 +181,9 @@ pub(crate) struct DataFile {
     state: Mutex<State>,
     /// Held by the open batch ([`BatchGuard`]).
     batch_lock: Mutex<()>,
+    /// Data was written since the last [`DataFile::sync`] began (punches and truncations do
+    /// not count: their durability does not matter, the blocks are free either way).
+    unsynced: AtomicBool,
 }
 
 /// A running reader (see [`DataFile::register_reader`]).
@@ -236,6 +240,7 @@ impl DataFile {
             path: path.to_path_buf(),
             state: Mutex::new(State::default()),
             batch_lock: Mutex::new(()),
+            unsynced: AtomicBool::new(false),
         })
     }
 
@@ -252,6 +257,8 @@ impl DataFile {
     /// Forgets everything and empties the file (a migration fills it from scratch).
     pub fn reset(&self) -> std::io::Result<()> {
         self.file.set_len(0)?;
+        // The emptied length must be durable with what the migration writes next.
+        self.unsynced.store(true, Ordering::Release);
         *self.lock() = State::default();
         Ok(())
     }
@@ -293,39 +300,55 @@ impl DataFile {
         }
         let extents: Vec<(u64, u64)> = state.free.by_start.iter().map(|(&s, &l)| (s, l)).collect();
         for (start, len) in extents {
-            self.punch(&mut state, start, len)?;
+            self.punch(&mut state, start, len);
         }
-        self.cut_tail(&mut state)?;
+        self.cut_tail(&mut state);
         *self.lock() = state;
         Ok((twice, beyond))
     }
 
-    /// Punches `len` blocks at `start` (logged once and skipped where unsupported).
-    fn punch(&self, state: &mut State, start: u64, len: u64) -> std::io::Result<()> {
+    /// Punches `len` blocks at `start`. Never fails: a file system that cannot punch holes is
+    /// logged once and not asked again; any other failure (ENOSPC: punching inside an extent
+    /// can need a metadata block on a full disk; EIO) is logged, and the blocks stay free and
+    /// allocated on the disk until they are reused (space, never data: they are free).
+    fn punch(&self, state: &mut State, start: u64, len: u64) {
         if state.no_punch || len == 0 {
-            return Ok(());
+            return;
         }
         match self.file.punch_hole(start * BLOCK, len * BLOCK) {
-            Ok(()) => Ok(()),
+            Ok(()) => {}
             Err(error) if error.raw_os_error() == Some(95) => {
-                tracing::info!(path = %self.path.display(), "the file system cannot punch holes: freed store space is reused, not given back");
+                tracing::info!(
+                    path = %self.path.display(),
+                    "the file system cannot punch holes: freed store space is reused, not given back"
+                );
                 state.no_punch = true;
-                Ok(())
             }
-            Err(error) => Err(error),
+            Err(error) => tracing::warn!(
+                path = %self.path.display(),
+                %error,
+                blocks = len,
+                "could not punch a hole for freed store blocks: they keep their disk space until reused"
+            ),
         }
     }
 
-    /// Cuts free blocks at the end of the file off it.
-    fn cut_tail(&self, state: &mut State) -> std::io::Result<()> {
+    /// Cuts free blocks at the end of the file off it. Never fails: a failed truncation only
+    /// leaves free blocks past the end, which later allocations overwrite (logged).
+    fn cut_tail(&self, state: &mut State) {
         if let Some((start, len)) = state.free.last() {
             if start + len >= state.end {
                 state.free.remove(start, len);
                 state.end = start;
-                self.file.set_len(start * BLOCK)?;
+                if let Err(error) = self.file.set_len(start * BLOCK) {
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        %error,
+                        "could not cut the free tail off the store's data file"
+                    );
+                }
             }
         }
-        Ok(())
     }
 
     /// Starts a batch (call with redb's write transaction open); waits for the previous
@@ -383,10 +406,14 @@ impl DataFile {
                 if buf.capacity() > 64 << 20 {
                     buf.release();
                 }
-                result
+                result?;
             }
-            _ => self.file.write_all_at(data, block * BLOCK),
+            _ => self.file.write_all_at(data, block * BLOCK)?,
         }
+        // After the write (a sync that saw the flag covers it): a direct write, too, may sit
+        // in the device's cache until the sync.
+        self.unsynced.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Reads `buf.len()` bytes at block `block` (`UnexpectedEof` past the file's end).
@@ -394,9 +421,15 @@ impl DataFile {
         self.file.read_exact_at(buf, block * BLOCK)
     }
 
-    /// `fdatasync` of the data file.
+    /// `fdatasync` of the data file, if data was written since the last one began (a
+    /// checkpoint's second sync, or the one at close after a final checkpoint, costs
+    /// nothing then: shutdown is not slowed by an fsync of a clean file whose holes were
+    /// just punched).
     pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
+        if !self.unsynced.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.file.sync_data().inspect_err(|_| self.unsynced.store(true, Ordering::Release))
     }
 
     fn commit_done(&self) -> u64 {
@@ -448,8 +481,9 @@ impl DataFile {
 
     /// After a durable commit covering every commit up to `durable`: the pending blocks of
     /// those commits that no running reader may still see are punched and become free;
-    /// a free tail is cut off the file.
-    pub fn release(&self, durable: u64) -> std::io::Result<()> {
+    /// a free tail is cut off the file. Never fails (see [`DataFile::punch`]): the commit is
+    /// durable whatever happens to the space.
+    pub fn release(&self, durable: u64) {
         let mut released = Vec::new();
         {
             let mut state = self.lock();
@@ -464,35 +498,21 @@ impl DataFile {
             }
         }
         if released.is_empty() {
-            return Ok(());
+            return;
         }
         // Punch outside the lock: the released blocks are neither pending nor free, so
-        // nothing can allocate (and write) them meanwhile.
-        let mut no_punch = self.lock().no_punch;
-        let mut failed = None;
+        // nothing can allocate (and write) them meanwhile. The flag is read into a scratch
+        // state and merged back.
+        let mut scratch = State { no_punch: self.lock().no_punch, ..State::default() };
         for &(start, len) in &released {
-            if no_punch {
-                break;
-            }
-            if let Err(error) = self.file.punch_hole(start * BLOCK, len * BLOCK) {
-                if error.raw_os_error() == Some(95) {
-                    tracing::info!(path = %self.path.display(), "the file system cannot punch holes: freed store space is reused, not given back");
-                    no_punch = true;
-                } else {
-                    failed = Some(error);
-                    break;
-                }
-            }
+            self.punch(&mut scratch, start, len);
         }
         let mut state = self.lock();
-        state.no_punch |= no_punch;
+        state.no_punch |= scratch.no_punch;
         for (start, len) in released {
             state.free.insert(start, len);
         }
-        match failed {
-            Some(error) => Err(error),
-            None => self.cut_tail(&mut state),
-        }
+        self.cut_tail(&mut state);
     }
 
     /// Space figures.

@@ -1065,7 +1065,7 @@ impl Store {
         txn.set_quick_repair(true);
         txn.commit()?;
         self.reset_checkpoint_counters();
-        self.data.release(durable)?;
+        self.data.release(durable);
         Ok(())
     }
 
@@ -1237,7 +1237,7 @@ impl Store {
         txn.commit()?;
         let durable = blocks.committed();
         self.reset_checkpoint_counters();
-        self.data.release(durable)?;
+        self.data.release(durable);
         Ok(())
     }
 
@@ -1291,7 +1291,7 @@ impl Store {
     pub fn import_pg(&self, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
         let durable = exchange::import_pg(self.db(), &self.data, pg, input)?;
         self.reset_checkpoint_counters();
-        self.data.release(durable)?;
+        self.data.release(durable);
         Ok(())
     }
 
