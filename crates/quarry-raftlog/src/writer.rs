@@ -25,17 +25,18 @@
 //! silently (see `replay`). Rounds of [`PREALLOC_BYTES`] or more just append (zeroing would
 //! double their bytes for little gain).
 //!
-//! Direct I/O: the records are written through a second handle of the active segment opened
-//! with `O_DIRECT` ([`DurableFile::open_direct`]), from a 4 KiB-aligned buffer, at a 4 KiB
-//! boundary, padded with zeros to whole 4 KiB blocks: on this kind of VM a buffered 4 MiB
-//! write plus fdatasync cost ~12 ms of CPU in the kernel's page cache and writeback, a direct
-//! one ~0.4 ms (fio, docs/benchmarks.md). The records stay back to back as before (same
-//! format): each write starts at the 4 KiB block holding the end of the last round and
-//! rewrites that block's head (`tail`, kept in memory) unchanged, as the page cache's
-//! writeback of a partial page always did; its padding zeros are what the next round
-//! overwrites, and recovery already takes a zero tail for the end. The fdatasync after the
-//! write is unchanged (it flushes the device's cache). Where the file system has no direct
-//! I/O (tmpfs), the buffered handle is used as before.
+//! Direct I/O: rounds of at least [`DIRECT_ROUND_MIN`] bytes are written through a second
+//! handle of the active segment opened with `O_DIRECT` ([`DurableFile::open_direct`]), from a
+//! 4 KiB-aligned buffer, at a 4 KiB boundary, padded with zeros to whole 4 KiB blocks: on
+//! this kind of VM a buffered 4 MiB write plus fdatasync cost ~12 ms of CPU in the kernel's
+//! page cache and writeback, a direct one ~0.4 ms (fio, docs/benchmarks.md). The records stay
+//! back to back as before (same format): a direct write starts at the 4 KiB block holding the
+//! end of the last round and rewrites that block's head (`tail`, kept in memory) unchanged, as
+//! the page cache's writeback of a partial page always did; its padding zeros are what the
+//! next round overwrites, and recovery already takes a zero tail for the end. Smaller rounds
+//! stay buffered (Linux keeps the two coherent: a direct write first writes back and drops
+//! the cached pages of its range). The fdatasync after the write is unchanged (it flushes the
+//! device's cache). Where the file system has no direct I/O (tmpfs), everything is buffered.
 //!
 //! An I/O error here aborts the process: after a failed fdatasync the page cache and the disk
 //! may disagree and retrying can report data durable that is not (the "fsyncgate" lesson;
@@ -68,6 +69,12 @@ use crate::wal::{lock, Shared};
 
 /// A round writes at most this many bytes (plus one request); the rest waits for the next.
 pub const BATCH_BYTES_MAX: u64 = 16 << 20;
+
+/// Rounds of at least this many bytes are written with direct I/O (see the module docs);
+/// smaller ones stay buffered: a direct write waits for the device and the fdatasync after it
+/// waits again, where a buffered one is a memory copy and one device write at the sync (a
+/// 4 KiB write at queue depth 1 was ~12% slower direct).
+pub const DIRECT_ROUND_MIN: usize = 64 << 10;
 
 /// Zeros written after a small round that grows the active segment (see the module docs).
 pub const PREALLOC_BYTES: u64 = 1 << 20;
@@ -445,8 +452,13 @@ impl Writer {
         if written_end > self.file_len {
             self.file_len = written_end;
             if (self.buffer.len() as u64) < PREALLOC_BYTES {
-                // A direct write ends on a 4 KiB boundary, so the zeros go there directly.
-                let target = self.direct.as_ref().unwrap_or(&self.active);
+                // After a direct write the file ends on a 4 KiB boundary: the zeros go there
+                // directly too; after a buffered one, buffered.
+                let aligned = self.file_len.is_multiple_of(DIRECT_IO_ALIGN as u64);
+                let target = match &self.direct {
+                    Some(direct) if aligned => direct,
+                    _ => &self.active,
+                };
                 if let Err(error) = target.write_all_at(self.zeros.as_slice(), self.file_len) {
                     if !refusable(&error) {
                         fatal("write", &path, &error);
@@ -496,8 +508,20 @@ impl Writer {
             self.active.write_all_at(half, self.active_len)?;
             return Err(std::io::Error::from_raw_os_error(errno));
         }
-        if self.direct.is_none() {
+        if self.direct.is_none() || self.buffer.len() < DIRECT_ROUND_MIN {
             self.active.write_all_at(&self.buffer, self.active_len)?;
+            if self.direct.is_some() {
+                // Keep `tail` right for the next direct write.
+                let end = self.active_len + self.buffer.len() as u64;
+                let keep = (end % DIRECT_IO_ALIGN as u64) as usize;
+                if keep <= self.buffer.len() {
+                    self.tail.clear();
+                } else {
+                    self.tail.drain(..self.tail.len() - (keep - self.buffer.len()));
+                }
+                let from = self.buffer.len() - keep.min(self.buffer.len());
+                self.tail.extend_from_slice(&self.buffer[from..]);
+            }
             return Ok(self.active_len + self.buffer.len() as u64);
         }
         let start = self.active_len - self.tail.len() as u64;
