@@ -8,9 +8,10 @@
 //! or OSD write access to that pool (as Ceph checks pool ops against the `osd` cap, so
 //! `profile rbd` users can snapshot their images). A denial is EACCES and changes nothing.
 //!
-//! `osd blocklist add` of a new entry is refused with ENOSPC once the live entries reach
-//! `mon_blocklist_max` (entities without `auth` rights) or [`BLOCKLIST_HARD_MAX`] (admins):
-//! the blocklist is part of the map every client and OSD receives.
+//! `osd blocklist add` records who added the entry; a new entry is refused with ENOSPC once
+//! the live entries the caller added reach `mon_blocklist_max` (entities without `auth`
+//! rights) or [`BLOCKLIST_HARD_MAX`] (admins): the blocklist is part of the map every client
+//! and OSD receives, and one user filling its share leaves the others theirs.
 
 use std::collections::BTreeMap;
 
@@ -43,10 +44,8 @@ impl Mon {
                 return failed(OpError::new(ErrorCode::EACCES, "access denied"));
             }
         }
-        if let MonCommand::BlocklistAdd { instance, .. } = &cmd {
-            if let Err(e) = self.blocklist_room(session, &caps, instance) {
-                return failed(e);
-            }
+        if let MonCommand::BlocklistAdd { instance, expire_secs } = cmd {
+            return self.blocklist_add(session, &caps, &instance, expire_secs).await;
         }
         match self.execute(cmd).await {
             Ok(reply) => Reply::Command(reply),
@@ -64,43 +63,40 @@ impl Mon {
         }
     }
 
-    /// Refuses (ENOSPC) a *new* blocklist entry once the live entries reach the caller's
-    /// bound: `mon_blocklist_max` for entities without `auth` rights on the monitor (a
-    /// `profile rbd` user may add entries, to break a dead client's lock, but not grow the
-    /// map every client and OSD receives without bound), [`BLOCKLIST_HARD_MAX`] for admins.
-    /// Renewing an existing entry is always allowed. Checked before proposing: concurrent
-    /// adds may overshoot the bound by the number of commands in flight.
-    fn blocklist_room(
+    /// `osd blocklist add`, recording the caller as the entry's adder. The bound is per
+    /// adding entity and applied with the op (so concurrent adds cannot overshoot it): a *new*
+    /// entry is refused with ENOSPC once the caller's own live entries reach
+    /// `mon_blocklist_max` (entities without `auth` rights on the monitor: a `profile rbd`
+    /// user may add entries, to break a dead client's lock, but not grow the map every client
+    /// and OSD receives without bound) or [`BLOCKLIST_HARD_MAX`] (admins). Entries of other
+    /// entities and expired ones never count; renewing a live entry is always allowed.
+    async fn blocklist_add(
         &self,
         session: &Session,
         caps: &Caps,
         instance: &str,
-    ) -> Result<(), OpError> {
-        let Ok(key) = blocklist_key(instance) else {
-            return Ok(()); // refused with EINVAL by the command itself
+        expire_secs: u64,
+    ) -> Reply {
+        let instance = match blocklist_key(instance) {
+            Ok(key) => key,
+            Err(e) => return failed(e),
         };
-        let map = self.core.map();
-        if map.blocklist.contains_key(&key) {
-            return Ok(());
-        }
-        let now = crate::mon::unix_now();
-        let live = map.blocklist.values().filter(|&&until| until > now).count();
-        let (max, what) = if caps.mon.allows(MonAccess::AuthAdmin) {
-            (BLOCKLIST_HARD_MAX as usize, "the monitor's hard limit")
+        let max = if caps.mon.allows(MonAccess::AuthAdmin) {
+            BLOCKLIST_HARD_MAX
         } else {
-            (self.cfg.blocklist_max as usize, "mon_blocklist_max")
+            self.cfg.blocklist_max
         };
-        if live < max {
-            return Ok(());
+        let by = session.entity.to_string();
+        let op = Op::BlocklistAddBy { instance, expire_secs, by, max };
+        match self.propose(op).await.and_then(done) {
+            Ok(reply) => Reply::Command(reply),
+            Err(e) => {
+                if e.code == ErrorCode::ENOSPC {
+                    tracing::warn!(entity = %session.entity, max, "blocklist add refused: blocklist full");
+                }
+                failed(e)
+            }
         }
-        tracing::warn!(entity = %session.entity, live, max, "blocklist add refused: blocklist full");
-        Err(OpError::new(
-            ErrorCode::ENOSPC,
-            format!(
-                "blocklist holds {live} live entries, the most allowed ({max}, {what}): \
-                 remove some (osd blocklist rm) or wait for them to expire"
-            ),
-        ))
     }
 
     fn may_snap(&self, caps: &Caps, pool: PoolId) -> bool {
@@ -149,9 +145,8 @@ impl Mon {
                 done(self.propose(Op::AuthCaps { entity, caps }).await?)
             }
             MonCommand::AuthImport { keyring } => done(self.propose(import_op(&keyring)?).await?),
-            MonCommand::BlocklistAdd { instance, expire_secs } => {
-                let instance = blocklist_key(&instance)?;
-                done(self.propose(Op::BlocklistAdd { instance, expire_secs }).await?)
+            MonCommand::BlocklistAdd { .. } => {
+                Err(OpError::new(ErrorCode::EIO, "blocklist add is handled with its caller"))
             }
             MonCommand::BlocklistRm { entry } => {
                 let entry = blocklist_key(&entry)?;

@@ -40,8 +40,9 @@
 //! Entries carry an expiry (`osd blocklist add ADDR [EXPIRE]`, default 3600 s as Ceph's);
 //! an expired entry fences nothing, and the leader removes expired entries from the map
 //! every [`BLOCKLIST_EXPIRE_PERIOD`] (`BlocklistRm`, at most 64 a round). A new entry is
-//! refused with ENOSPC once the live entries reach `mon_blocklist_max` (default 1000) for
-//! an entity without `auth` rights on the monitor, 65536 for an admin (`admin.rs`); `ceph
+//! refused with ENOSPC once the live entries *the adding entity* added (recorded in
+//! `MonState::blocklist_adders`) reach `mon_blocklist_max` (default 1000) for an entity
+//! without `auth` rights on the monitor, 65536 for an admin (`BlocklistAddBy`); `ceph
 //! health` warns from half of `mon_blocklist_max`, with the map's size.
 //! The admin commands clients send (`MonCommand`) are checked and turned into these ops in
 //! `admin.rs`.
@@ -60,7 +61,7 @@
 //! On restart the monitor loads it and openraft replays the log entries after it. openraft
 //! builds one every 1000 entries and then purges the log behind it. Log entries carry
 //! `PROPOSAL_VERSION ++ bincode(Proposal)` ([`log_op`]). Both encodings are pinned by
-//! golden-byte tests (`tests/golden/mon_v1.hex`); a change needs a new version and a decoder
+//! golden-byte tests (`tests/golden/mon_v1.hex` .. `mon_v3.hex`); a change needs a new version and a decoder
 //! for the old one (rule in `quarry_persist`); a newer snapshot than this build reads is
 //! [`MonError::FormatTooNew`], not corruption.
 //!
@@ -110,6 +111,7 @@ pub mod raft;
 mod server;
 pub mod snapshot;
 mod snapshot_v1;
+mod snapshot_v2;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -154,8 +154,8 @@ pub fn damage_health(
 }
 
 /// Adds a warning to `report` when the blocklist holds at least half of `max`
-/// (`mon_blocklist_max`) live entries: `N blocklist entries (the map is K KiB); users
-/// without auth rights may add up to MAX` (the map goes to every client and OSD).
+/// (`mon_blocklist_max`) live entries: `N blocklist entries (the map is K KiB); each user
+/// without auth rights may add up to MAX of them` (the map goes to every client and OSD).
 pub fn blocklist_health(report: &mut StatusReport, map: &ClusterMap, max: u32, now: u64) {
     let live = map.blocklist.values().filter(|&&until| until > now).count();
     if live == 0 || live < (max as usize).div_ceil(2) {
@@ -163,7 +163,7 @@ pub fn blocklist_health(report: &mut StatusReport, map: &ClusterMap, max: u32, n
     }
     let kib = bincode::serialized_size(map).unwrap_or(0).div_ceil(1024);
     report.health_details.push(format!(
-        "{live} blocklist entries (the map is {kib} KiB); users without auth rights may add up to {max} (mon_blocklist_max)"
+        "{live} blocklist entries (the map is {kib} KiB); each user without auth rights may add up to {max} of them (mon_blocklist_max)"
     ));
     if report.health == "HEALTH_OK" {
         report.health = "HEALTH_WARN".to_string();
@@ -285,8 +285,8 @@ mod tests {
         assert_eq!(r.health, "HEALTH_WARN");
         assert_eq!(
             r.health_details,
-            vec!["6 blocklist entries (the map is 1 KiB); users without auth rights may add up \
-                  to 12 (mon_blocklist_max)"
+            vec!["6 blocklist entries (the map is 1 KiB); each user without auth rights may add \
+                  up to 12 of them (mon_blocklist_max)"
                 .to_string()]
         );
     }

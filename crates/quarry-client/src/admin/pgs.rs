@@ -402,6 +402,7 @@ mod tests {
             up_from: 1,
             used_bytes: 1 << 30,
             avail_bytes: 3 << 30,
+            reweight: 1.0,
         }
     }
 
@@ -429,6 +430,9 @@ mod tests {
             stored_bytes: 0,
             snap_mode: Default::default(),
             pool_snaps: Default::default(),
+            flags: quarry_wire::pool_flags::HASHPSPOOL,
+            quota_max_bytes: 0,
+            quota_max_objects: 0,
         };
         map.pools.insert(1, pool);
         let undersized = "active+undersized+degraded";

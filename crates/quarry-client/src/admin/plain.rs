@@ -660,6 +660,9 @@ mod tests {
             stored_bytes: 3 << 20,
             snap_mode: Default::default(),
             pool_snaps: Default::default(),
+            flags: quarry_wire::pool_flags::HASHPSPOOL,
+            quota_max_bytes: 0,
+            quota_max_objects: 0,
         }
     }
 
@@ -731,6 +734,7 @@ mod tests {
                 up_from: 3,
                 used_bytes: 0,
                 avail_bytes: 0,
+                reweight: 1.0,
             },
         );
         let dump = osd_dump(&map);
