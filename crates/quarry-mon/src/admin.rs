@@ -3,7 +3,8 @@
 //! the local state or a Raft proposal of a [`crate::log_op::Op`]. Replies carry the text Ceph
 //! prints, so the CLI shows the same lines.
 //!
-//! Capabilities (quarry-auth `MonAccess`): status = Read; pool create/rm/application =
+//! Capabilities (quarry-auth `MonAccess`): status and the central config's contents = Read;
+//! pool create/rm/application/set/rename, osd out/in/down/reweight, config set/rm =
 //! PoolAdmin; auth * = AuthAdmin; blocklist = Blocklist; self-managed snapshot ids = PoolAdmin
 //! or OSD write access to that pool (as Ceph checks pool ops against the `osd` cap, so
 //! `profile rbd` users can snapshot their images). A denial is EACCES and changes nothing.
@@ -19,7 +20,7 @@ use quarry_auth::{Caps, CryptoKey, Keyring, MonAccess, OsdAccess};
 use quarry_types::{EntityName, ErrorCode, PoolId};
 use quarry_wire::{AuthEntry, MonCommand, MonReply, Reply};
 
-use crate::log_op::{EntityRecord, Op, OpError, Outcome, StoredKey};
+use crate::log_op::{EntityRecord, Op, OpError, OsdMark, Outcome, StoredKey};
 use crate::mon::Mon;
 use crate::server::{failed, Session};
 use crate::state::check_caps;
@@ -158,7 +159,45 @@ impl Mon {
             MonCommand::PoolSnapRemove { pool, snap, strict } => {
                 done(self.propose(Op::PoolSnapRemove { pool, snap, strict }).await?)
             }
+            MonCommand::BlocklistClear => self.blocklist_clear().await,
+            MonCommand::PoolSet { pool, var, val } => {
+                done(self.propose(Op::PoolSet { pool, var, val }).await?)
+            }
+            MonCommand::PoolRename { from, to } => {
+                done(self.propose(Op::PoolRename { from, to }).await?)
+            }
+            MonCommand::OsdMark { ids, mark } => {
+                let mark = match mark.as_str() {
+                    "out" => OsdMark::Out,
+                    "in" => OsdMark::In,
+                    "down" => OsdMark::Down,
+                    other => return Err(OpError::inval(format!("unknown osd mark '{other}'"))),
+                };
+                done(self.propose(Op::OsdMark { ids, mark }).await?)
+            }
+            MonCommand::OsdReweight { id, weight_fixed } => {
+                let weight = f64::from(weight_fixed) / 65536.0;
+                done(
+                    self.propose(Op::OsdMark { ids: vec![id], mark: OsdMark::Reweight(weight) })
+                        .await?,
+                )
+            }
+            MonCommand::ConfigSet { who, key, value } => {
+                let key = crate::config_db::check_option(&key, value.as_deref())?;
+                done(self.propose(Op::ConfigSet { who, key, value }).await?)
+            }
+            MonCommand::ConfigDump => Ok(MonReply::Config(self.core.read().config.clone())),
         }
+    }
+
+    /// `ceph osd blocklist clear`: removes every entry, one `BlocklistRm` each (Ceph's line
+    /// ` removed all blocklist entries`, leading space included).
+    async fn blocklist_clear(&self) -> Result<MonReply, OpError> {
+        let entries: Vec<String> = self.core.map().blocklist.keys().cloned().collect();
+        for entry in entries {
+            self.propose(Op::BlocklistRm { entry }).await?;
+        }
+        Ok(MonReply::Done(" removed all blocklist entries".into()))
     }
 
     async fn auth_get_or_create(
@@ -217,7 +256,16 @@ fn required_access(cmd: &MonCommand) -> Option<MonAccess> {
         | MonCommand::AuthDel { .. }
         | MonCommand::AuthCaps { .. }
         | MonCommand::AuthImport { .. } => MonAccess::AuthAdmin,
-        MonCommand::BlocklistAdd { .. } | MonCommand::BlocklistRm { .. } => MonAccess::Blocklist,
+        MonCommand::BlocklistAdd { .. }
+        | MonCommand::BlocklistRm { .. }
+        | MonCommand::BlocklistClear => MonAccess::Blocklist,
+        MonCommand::PoolSet { .. }
+        | MonCommand::PoolRename { .. }
+        | MonCommand::OsdMark { .. }
+        | MonCommand::OsdReweight { .. }
+        | MonCommand::ConfigSet { .. } => MonAccess::PoolAdmin,
+        // Clients and daemons read the central config at start, as Ceph's do.
+        MonCommand::ConfigDump => MonAccess::Read,
         // Ceph's `osd pool mksnap|rmsnap` need `osd rw` on the monitor: pool administration.
         MonCommand::PoolSnapCreate { .. } | MonCommand::PoolSnapRemove { .. } => {
             MonAccess::PoolAdmin

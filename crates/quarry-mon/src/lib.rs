@@ -102,6 +102,7 @@
 
 mod admin;
 mod config;
+mod config_db;
 pub mod error;
 #[cfg(test)]
 mod golden_tests;
