@@ -258,3 +258,101 @@ fn osd_marks_and_blocklist_forms() {
     assert_eq!(r.stderr.trim_end(), " removed all blocklist entries");
     assert!(osd(&["blocklist", "ls"]).ok("ls").stderr.contains("listed 0 entries"));
 }
+
+/// Waits up to 20 s for `ceph health detail` to contain (or, `present: false`, to lose)
+/// `text`.
+fn wait_health(conf: &Path, text: &str, present: bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let health = ceph(conf, &["health", "detail"]).ok("health").out();
+        if health.contains(text) == present {
+            return health;
+        }
+        assert!(Instant::now() < deadline, "health never {present} for {text:?}: {health}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Goal (issue 13): real pool quotas on two OSDs. When the OSDs' reported usage reaches
+/// `max_objects` or `max_bytes`, the monitor marks the pool full (`POOL_FULL` with Ceph's
+/// text, `full_quota` in the pool's flags, the quota in `df detail`); a write then waits, as
+/// Ceph's clients do (its op timeout ends it with ETIMEDOUT), while reads and removals go on;
+/// raising the quota, or removing data, lets the waiting write finish.
+#[test]
+fn pool_quotas_block_writes_until_raised() {
+    let logs = quarry_testkit::log_guard();
+    logs.allow_raft_churn();
+    logs.expect("pool is full: it reached its quota");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let _cluster = up(&dir, 2);
+    let conf = dir.join("ceph.conf");
+    let f = tmp.path().join("obj");
+    std::fs::write(&f, b"hello quota").unwrap();
+    let f = f.to_str().unwrap();
+    ceph(&conf, &["osd", "pool", "create", "q", "8", "--size", "2"]).ok("create");
+    let r = ceph(&conf, &["osd", "pool", "set-quota", "q", "max_objects", "2"]).ok("quota");
+    assert_eq!(r.stderr.trim_end(), "set-quota max_objects = 2 for pool q");
+    rados(&conf, &["-p", "q", "put", "o1", f]).ok("put o1");
+    rados(&conf, &["-p", "q", "put", "o2", f]).ok("put o2");
+    let health = wait_health(&conf, "POOL_FULL", true);
+    assert!(health.contains("[WRN] POOL_FULL: 1 pool(s) full\n"), "{health}");
+    assert!(health.contains("    pool 'q' is full (reached quota's max_objects: 2)"), "{health}");
+    let detail = ceph(&conf, &["osd", "pool", "ls", "detail"]).ok("ls detail").out();
+    assert!(detail.contains("flags hashpspool,full,full_quota max_objects 2 "), "{detail}");
+    let df = ceph(&conf, &["df", "detail"]).ok("df detail").out();
+    let q = df.lines().find(|l| l.starts_with("q ")).unwrap_or_default().to_string();
+    // ... QUOTA OBJECTS, QUOTA BYTES, DIRTY, USED COMPR, UNDER COMPR ("0 B" twice).
+    assert_eq!(q.split_whitespace().nth_back(6), Some("2"), "QUOTA OBJECTS: {df}");
+    assert_eq!(q.split_whitespace().nth_back(5), Some("N/A"), "QUOTA BYTES: {df}");
+    let quota = ceph(&conf, &["osd", "pool", "get-quota", "q"]).ok("get-quota").out();
+    assert_eq!(
+        quota,
+        "quotas for pool 'q':\n  max objects: 2 objects  (current num objects: 2 objects)\n  max bytes  : N/A\n"
+    );
+
+    // A write waits; its op timeout ends it.
+    let started = Instant::now();
+    let r = rados(&conf, &["--rados-osd-op-timeout", "2", "-p", "q", "put", "o3", f]);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    assert!(r.stderr.contains("error putting q/o3: (110) Connection timed out"), "{}", r.stderr);
+    assert!(started.elapsed() >= Duration::from_secs(2), "it did not wait");
+    // Reads go on; a write without a timeout waits until the quota is raised.
+    assert_eq!(rados(&conf, &["-p", "q", "get", "o1", "-"]).ok("get").stdout, b"hello quota");
+    let mut waiting = tool_cmd("rados", Some(&conf), &["-p", "q", "put", "o3", f])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(waiting.try_wait().unwrap().is_none(), "the write to a full pool did not wait");
+    ceph(&conf, &["osd", "pool", "set-quota", "q", "max_objects", "10"]).ok("raise");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = waiting.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = waiting.kill();
+            panic!("the waiting write did not finish after the quota was raised");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    wait_health(&conf, "POOL_FULL", false);
+    assert_eq!(rados(&conf, &["-p", "q", "get", "o3", "-"]).ok("get o3").stdout, b"hello quota");
+
+    // Bytes: 3 objects of 11 bytes pass a 30-byte quota; a removal brings the pool back.
+    ceph(&conf, &["osd", "pool", "set-quota", "q", "max_bytes", "30"]).ok("bytes quota");
+    let health = wait_health(&conf, "POOL_FULL", true);
+    assert!(health.contains("pool 'q' is full (reached quota's max_bytes: 30 B)"), "{health}");
+    let r = rados(&conf, &["--rados-osd-op-timeout", "1", "-p", "q", "put", "o4", f]);
+    assert!(r.stderr.contains("(110) Connection timed out"), "{}", r.stderr);
+    rados(&conf, &["-p", "q", "rm", "o3"]).ok("rm while full");
+    wait_health(&conf, "POOL_FULL", false);
+    rados(&conf, &["-p", "q", "put", "o4", f]).ok("put after the removal");
+    let ls = rados(&conf, &["-p", "q", "ls"]).ok("ls").out();
+    let mut names: Vec<&str> = ls.lines().collect();
+    names.sort();
+    assert_eq!(names, ["o1", "o2", "o4"], "the timed-out writes left nothing");
+}

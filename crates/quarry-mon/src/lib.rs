@@ -147,6 +147,8 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const WAL_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How often the leader removes expired blocklist entries from the map.
 pub const BLOCKLIST_EXPIRE_PERIOD: Duration = Duration::from_secs(2);
+/// How often the leader compares the pools' usage with their quotas (`tasks::quota_full`).
+pub const QUOTA_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// A running monitor.
 pub struct MonHandle {
@@ -253,6 +255,7 @@ fn spawn_tasks(
     handle.tasks.spawn(tasks::rotate_service_keys(mon.clone()));
     handle.tasks.spawn(tasks::advertise(mon.clone(), handle.addr));
     handle.tasks.spawn(tasks::expire_blocklist(mon.clone(), BLOCKLIST_EXPIRE_PERIOD));
+    handle.tasks.spawn(tasks::quota_full(mon.clone(), QUOTA_CHECK_PERIOD));
     tracing::info!(name = %mon.cfg.name, addr = %handle.addr, epoch = mon.core.map().epoch, "monitor serving");
     handle
 }

@@ -331,7 +331,9 @@ pub fn df(s: &StatusReport) -> Value {
                 "kb_used": used.div_ceil(1024),
                 "bytes_used": used,
                 "percent_used": pct,
-                "max_avail": max_avail
+                "max_avail": max_avail,
+                "quota_objects": p.quota_max_objects,
+                "quota_bytes": p.quota_max_bytes
             }})
         })
         .collect();

@@ -603,8 +603,14 @@ fn df_table(s: &StatusReport, detail: bool) -> String {
             bytes_iec(used),
             format!("{pct:.2}"),
             bytes_iec(max_avail),
-            "N/A".into(),
-            "N/A".into(),
+            match p.quota_max_objects {
+                0 => "N/A".into(),
+                n => n.to_string(),
+            },
+            match p.quota_max_bytes {
+                0 => "N/A".into(),
+                n => bytes_iec(n),
+            },
             "N/A".into(),
             "0 B".into(),
             "0 B".into(),
