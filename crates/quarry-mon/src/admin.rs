@@ -183,7 +183,13 @@ impl Mon {
                 )
             }
             MonCommand::ConfigSet { who, key, value } => {
-                let key = crate::config_db::check_option(&key, value.as_deref())?;
+                // `config rm` of an option Quarry does not know succeeds (as Ceph's): nothing
+                // can be stored under it.
+                let key = match crate::config_db::check_option(&key, value.as_deref()) {
+                    Ok(key) => key,
+                    Err(_) if value.is_none() => quarry_conf::normalize_key(&key),
+                    Err(e) => return Err(e),
+                };
                 done(self.propose(Op::ConfigSet { who, key, value }).await?)
             }
             MonCommand::ConfigDump => Ok(MonReply::Config(self.core.read().config.clone())),

@@ -12,7 +12,8 @@ use crate::log_op::OpError;
 pub fn check_option(key: &str, value: Option<&str>) -> Result<String, OpError> {
     let canonical = quarry_conf::normalize_key(key);
     let Some(spec) = option_spec(&canonical) else {
-        if value.is_none() && is_known(&canonical) {
+        // Ceph's options Quarry accepts and ignores are stored as given.
+        if is_known(&canonical) {
             return Ok(canonical);
         }
         return Err(OpError::inval(format!("unrecognized config option '{}'", key.escape_debug())));

@@ -1,9 +1,12 @@
 //! The operators' commands that change how pools and OSDs are run (issue 13): `osd pool
 //! set|rename|stats`, `osd blocklist clear`, `osd out|in|down|reweight`, and the central
-//! config (`config set|rm|get|dump`). Here are their words, their monitor-command JSON (the
+//! config (`config set|rm|get|dump`; kept in the monitor's replicated state; Quarry's daemons
+//! and clients do not apply it yet, and `config show` says so). Here are their words, their monitor-command JSON (the
 //! argument names of Ceph's `MonCommands.h`), and their execution with Ceph's lines and JSON
 //! shapes. The monitor checks and applies them (`quarry_mon::state`); this side checks only
 //! what Ceph's CLI checks before sending (argument types and ranges).
+
+use std::collections::BTreeMap;
 
 use serde_json::{json, Map, Value};
 
@@ -53,6 +56,29 @@ pub enum OpsCommand {
         id: u64,
         /// Weight in Ceph's fixed point (0x10000 = 1.0).
         weight_fixed: u32,
+    },
+    /// `ceph config set WHO KEY VALUE` (`value: None`: `ceph config rm WHO KEY`).
+    ConfigSet {
+        /// Section.
+        who: String,
+        /// Option.
+        key: String,
+        /// Value, or None to remove.
+        value: Option<String>,
+    },
+    /// `ceph config get WHO [KEY]`.
+    ConfigGet {
+        /// Daemon or section.
+        who: String,
+        /// One option, or every central one that applies.
+        key: Option<String>,
+    },
+    /// `ceph config dump`.
+    ConfigDump,
+    /// `ceph config show WHO [KEY]`: refused (no daemon reports its running config yet).
+    ConfigShow {
+        /// Daemon.
+        who: String,
     },
 }
 
@@ -139,6 +165,21 @@ impl OpsCommand {
                 id: osd_id(&required(req, "id")?)?,
                 weight_fixed: weight_fixed(&required(req, "weight")?)?,
             },
+            "config set" => OpsCommand::ConfigSet {
+                who: required(req, "who")?,
+                key: required(req, "name")?,
+                value: Some(required(req, "value")?),
+            },
+            "config rm" => OpsCommand::ConfigSet {
+                who: required(req, "who")?,
+                key: required(req, "name")?,
+                value: None,
+            },
+            "config get" => {
+                OpsCommand::ConfigGet { who: required(req, "who")?, key: string(req, "key")? }
+            }
+            "config dump" => OpsCommand::ConfigDump,
+            "config show" => OpsCommand::ConfigShow { who: required(req, "who")? },
             _ => return Ok(None),
         }))
     }
@@ -181,6 +222,29 @@ impl OpsCommand {
                 put("weight", json!(f64::from(*weight_fixed) / 65536.0));
                 "osd reweight"
             }
+            OpsCommand::ConfigSet { who, key, value } => {
+                put("who", json!(who));
+                put("name", json!(key));
+                match value {
+                    Some(value) => {
+                        put("value", json!(value));
+                        "config set"
+                    }
+                    None => "config rm",
+                }
+            }
+            OpsCommand::ConfigGet { who, key } => {
+                put("who", json!(who));
+                if let Some(key) = key {
+                    put("key", json!(key));
+                }
+                "config get"
+            }
+            OpsCommand::ConfigDump => "config dump",
+            OpsCommand::ConfigShow { who } => {
+                put("who", json!(who));
+                "config show"
+            }
         }
     }
 }
@@ -213,6 +277,20 @@ pub fn request_from_words(w: &[&str]) -> Option<Map<String, Value>> {
             put("weight", json!(weight));
             "osd reweight".into()
         }
+        ["config", "set", who, key, value @ ..] if !value.is_empty() => {
+            put("who", json!(who));
+            put("name", json!(key));
+            put("value", json!(value.join(" ")));
+            "config set".into()
+        }
+        ["config", verb @ ("rm" | "get" | "show"), who, key @ ..] if key.len() <= 1 => {
+            put("who", json!(who));
+            if let Some(key) = key.first() {
+                put(if *verb == "rm" { "name" } else { "key" }, json!(key));
+            }
+            format!("config {verb}")
+        }
+        ["config", "dump"] => "config dump".into(),
         _ => return None,
     };
     req.insert("prefix".into(), json!(prefix));
@@ -285,6 +363,187 @@ pub(super) async fn execute(
             let reply = call(rados, MonCommand::OsdReweight { id, weight_fixed }).await?;
             done_text(reply, String::new())?
         }
+        OpsCommand::ConfigSet { who, key, value } => {
+            let reply = call(rados, MonCommand::ConfigSet { who, key, value }).await?;
+            done_text(reply, String::new())?
+        }
+        OpsCommand::ConfigGet { who, key } => config_get(rados, &who, key.as_deref(), fmt).await?,
+        OpsCommand::ConfigDump => {
+            let db = central_config(rados).await?;
+            let rows = dump_rows(&db);
+            if fmt.is_json() {
+                CommandReply::data(render(&config_json(&rows), fmt))
+            } else {
+                CommandReply::data(config_table(&rows, true))
+            }
+        }
+        OpsCommand::ConfigShow { who } => {
+            return Err(CommandReply::failed(
+                ErrorCode::EOPNOTSUPP,
+                format!(
+                    "config show {who}: Quarry's daemons do not report their running configuration yet; \
+                     `ceph config get {who} KEY` shows the central value (or the default), ceph.conf and \
+                     the daemon's command line override it"
+                ),
+            ))
+        }
+    })
+}
+
+/// The monitor's central config: section -> option -> value.
+async fn central_config(
+    rados: &Rados,
+) -> Result<BTreeMap<String, BTreeMap<String, String>>, CommandReply> {
+    match call(rados, MonCommand::ConfigDump).await? {
+        MonReply::Config(db) => Ok(db),
+        other => Err(super::unexpected(&other)),
+    }
+}
+
+/// The types of config sections, in Ceph's dump order.
+const SECTION_TYPES: [&str; 5] = ["mon", "mgr", "osd", "mds", "client"];
+
+/// One central option as `config dump|get` lists it: section, depth (0 global, 1 a type,
+/// 2 a daemon), name, value.
+struct ConfigRow {
+    section: String,
+    depth: usize,
+    name: String,
+    value: String,
+}
+
+/// Every central option: `global` first, then each type and its daemons.
+fn dump_rows(db: &BTreeMap<String, BTreeMap<String, String>>) -> Vec<ConfigRow> {
+    let mut order: Vec<(&String, usize)> = Vec::new();
+    if let Some((name, _)) = db.get_key_value("global") {
+        order.push((name, 0));
+    }
+    for kind in SECTION_TYPES {
+        if let Some((name, _)) = db.get_key_value(kind) {
+            order.push((name, 1));
+        }
+        let prefix = format!("{kind}.");
+        order.extend(db.keys().filter(|s| s.starts_with(&prefix)).map(|s| (s, 2)));
+    }
+    let mut rows = Vec::new();
+    for (section, depth) in order {
+        for (name, value) in &db[section] {
+            rows.push(ConfigRow {
+                section: section.clone(),
+                depth,
+                name: name.clone(),
+                value: value.clone(),
+            });
+        }
+    }
+    rows
+}
+
+/// The sections that apply to `who`, most specific first: `osd.3`, `osd`, `global`.
+fn sections_for(who: &str) -> Vec<String> {
+    let mut out = vec![who.to_string()];
+    if let Some((kind, _)) = who.split_once('.') {
+        out.push(kind.to_string());
+    }
+    if who != "global" {
+        out.push("global".to_string());
+    }
+    out
+}
+
+/// Ceph's `config get|dump` table (`WHO MASK LEVEL OPTION VALUE RO`); `indent` nests the
+/// sections as `config dump` does.
+fn config_table(rows: &[ConfigRow], indent: bool) -> String {
+    let mut t = super::plain::Table::new(&[
+        ("WHO", super::plain::Align::Left),
+        ("MASK", super::plain::Align::Left),
+        ("LEVEL", super::plain::Align::Left),
+        ("OPTION", super::plain::Align::Left),
+        ("VALUE", super::plain::Align::Left),
+        ("RO", super::plain::Align::Left),
+    ]);
+    for row in rows {
+        let pad = if indent { "  ".repeat(row.depth) } else { String::new() };
+        t.row(vec![
+            format!("{pad}{}", row.section),
+            String::new(),
+            "advanced".into(),
+            row.name.clone(),
+            row.value.clone(),
+            String::new(),
+        ]);
+    }
+    t.render()
+}
+
+fn config_json(rows: &[ConfigRow]) -> Value {
+    Value::Array(
+        rows.iter()
+            .map(|r| {
+                json!({
+                    "section": r.section,
+                    "name": r.name,
+                    "value": r.value,
+                    "level": "advanced",
+                    "can_update_at_runtime": false,
+                    "mask": ""
+                })
+            })
+            .collect(),
+    )
+}
+
+/// `ceph config get WHO [KEY]`: one option's value (the most specific central section that
+/// sets it, else the option's default), or the central options that apply to WHO.
+async fn config_get(
+    rados: &Rados,
+    who: &str,
+    key: Option<&str>,
+    fmt: Format,
+) -> Result<CommandReply, CommandReply> {
+    let db = central_config(rados).await?;
+    let sections = sections_for(who);
+    let Some(key) = key else {
+        let mut rows: Vec<ConfigRow> = Vec::new();
+        for (depth, section) in sections.iter().rev().enumerate() {
+            for (name, value) in db.get(section).into_iter().flatten() {
+                rows.retain(|r| &r.name != name);
+                rows.push(ConfigRow {
+                    section: section.clone(),
+                    depth,
+                    name: name.clone(),
+                    value: value.clone(),
+                });
+            }
+        }
+        rows.sort_by(|a, b| a.name.cmp(&b.name));
+        return Ok(if fmt.is_json() {
+            let obj: Map<String, Value> = rows
+                .iter()
+                .map(|r| (r.name.clone(), json!({"value": r.value, "section": r.section, "mask": {}, "can_update_at_runtime": false})))
+                .collect();
+            CommandReply::data(render(&Value::Object(obj), fmt))
+        } else {
+            CommandReply::data(config_table(&rows, false))
+        });
+    };
+    let name = quarry_conf::normalize_key(key);
+    let central = sections.iter().find_map(|s| db.get(s).and_then(|opts| opts.get(&name)));
+    let value = match (central, quarry_conf::option_spec(&name)) {
+        (Some(value), _) => value.clone(),
+        (None, Some(spec)) => spec.default.to_string(),
+        (None, None) if quarry_conf::is_known(&name) => String::new(),
+        (None, None) => {
+            return Err(CommandReply::failed(
+                ErrorCode::ENOENT,
+                format!("unrecognized key '{key}'"),
+            ))
+        }
+    };
+    Ok(if fmt.is_json() {
+        CommandReply::data(render(&json!(value), fmt))
+    } else {
+        CommandReply::data(format!("{value}\n"))
     })
 }
 
@@ -304,6 +563,16 @@ mod tests {
             OpsCommand::OsdMark { mark: "in".into(), ids: vec![1] },
             OpsCommand::OsdMark { mark: "down".into(), ids: vec![2] },
             OpsCommand::OsdReweight { id: 0, weight_fixed: 0x8000 },
+            OpsCommand::ConfigSet {
+                who: "osd".into(),
+                key: "osd_max_backfills".into(),
+                value: Some("3".into()),
+            },
+            OpsCommand::ConfigSet { who: "osd".into(), key: "x".into(), value: None },
+            OpsCommand::ConfigGet { who: "osd.0".into(), key: None },
+            OpsCommand::ConfigGet { who: "osd.0".into(), key: Some("debug_osd".into()) },
+            OpsCommand::ConfigDump,
+            OpsCommand::ConfigShow { who: "osd.0".into() },
         ];
         for cmd in all {
             let mut req = Map::new();
