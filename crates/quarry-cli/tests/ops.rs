@@ -257,6 +257,22 @@ fn osd_marks_and_blocklist_forms() {
     let r = osd(&["blocklist", "clear"]).ok("clear");
     assert_eq!(r.stderr.trim_end(), " removed all blocklist entries");
     assert!(osd(&["blocklist", "ls"]).ok("ls").stderr.contains("listed 0 entries"));
+
+    // `ceph report`: Ceph's top-level sections that Quarry fills, `report CRC` on stderr.
+    let r = ceph(&conf, &["report"]).ok("report");
+    let crc = r.stderr.trim_end().strip_prefix("report ").unwrap_or_default();
+    assert!(crc.parse::<u32>().is_ok(), "{}", r.stderr);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    for key in ["cluster_fingerprint", "version", "timestamp", "health", "monmap", "osdmap"] {
+        assert!(v.get(key).is_some(), "report lacks {key}: {v}");
+    }
+    assert_eq!(v["health"]["status"], "HEALTH_OK");
+    assert_eq!(v["monmap"]["mons"][0]["name"], "a");
+    assert_eq!(v["osdmap"]["osds"][0]["osd"], 0);
+    assert_eq!((v["num_pg"].as_u64(), v["num_pg_active"].as_u64()), (Some(32), Some(32)));
+    assert_eq!(v["pool_stats"][0]["poolid"], 1);
+    assert_eq!(v["num_pg_by_state"][0]["state"], "active+clean");
+    assert!(v["version"].as_str().is_some_and(|s| s.starts_with("16.2.")), "{v}");
 }
 
 /// Waits up to 20 s for `ceph health detail` to contain (or, `present: false`, to lose)

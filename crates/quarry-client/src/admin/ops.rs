@@ -80,6 +80,8 @@ pub enum OpsCommand {
         /// Daemon.
         who: String,
     },
+    /// `ceph report`: one JSON document with the sections of Ceph's that Quarry can fill.
+    Report,
 }
 
 fn invalid(message: impl Into<String>) -> AdminError {
@@ -180,6 +182,7 @@ impl OpsCommand {
             }
             "config dump" => OpsCommand::ConfigDump,
             "config show" => OpsCommand::ConfigShow { who: required(req, "who")? },
+            "report" => OpsCommand::Report,
             _ => return Ok(None),
         }))
     }
@@ -245,6 +248,7 @@ impl OpsCommand {
                 put("who", json!(who));
                 "config show"
             }
+            OpsCommand::Report => "report",
         }
     }
 }
@@ -291,6 +295,12 @@ pub fn request_from_words(w: &[&str]) -> Option<Map<String, Value>> {
             format!("config {verb}")
         }
         ["config", "dump"] => "config dump".into(),
+        ["report", tags @ ..] => {
+            if !tags.is_empty() {
+                put("tags", json!(tags));
+            }
+            "report".into()
+        }
         _ => return None,
     };
     req.insert("prefix".into(), json!(prefix));
@@ -377,6 +387,7 @@ pub(super) async fn execute(
                 CommandReply::data(config_table(&rows, true))
             }
         }
+        OpsCommand::Report => report(rados).await?,
         OpsCommand::ConfigShow { who } => {
             return Err(CommandReply::failed(
                 ErrorCode::EOPNOTSUPP,
@@ -388,6 +399,58 @@ pub(super) async fn execute(
             ))
         }
     })
+}
+
+/// `ceph report`: Ceph's top-level shape with what Quarry has (health, monmap and quorum,
+/// osdmap, PG counts by state, per-pool figures, version), always JSON (pretty, as Ceph's
+/// default), and `report CRC` (crc32c of the document) on stderr.
+async fn report(rados: &Rados) -> Result<CommandReply, CommandReply> {
+    let status = super::status_report(rados).await?;
+    let map = rados.map();
+    let rows = super::pgs::pg_rows(&map);
+    let by_state: Vec<Value> = super::pgs::by_state(&rows)
+        .into_iter()
+        .map(|(state, num)| json!({"state": state, "num": num}))
+        .collect();
+    let active = rows.iter().filter(|r| r.state.starts_with("active")).count();
+    let pool_stats: Vec<Value> = status
+        .pools
+        .iter()
+        .map(|p| {
+            json!({
+                "poolid": p.id,
+                "num_pg": p.pg_num,
+                "stat_sum": {"num_bytes": p.stored_bytes, "num_objects": p.stored_objects},
+                "store_stats": {"data_stored": p.stored_bytes.saturating_mul(u64::from(p.size))}
+            })
+        })
+        .collect();
+    let version = super::version_string();
+    let short = version.split_whitespace().nth(2).unwrap_or_default().to_string();
+    let quorum: Vec<usize> = (0..status.quorum.len()).collect();
+    let now = crate::session::unix_now();
+    let doc = json!({
+        "cluster_fingerprint": map.fsid,
+        "version": short,
+        "commit": format!("quarry-{}", env!("CARGO_PKG_VERSION")),
+        "timestamp": super::plain::utime(now, 0),
+        "tag": "",
+        "health": super::json::health(&status),
+        "monmap": super::json::mon_dump(&map),
+        "quorum": quorum,
+        "osdmap": super::json::osd_dump(&map),
+        "num_pg": rows.len(),
+        "num_pg_active": active,
+        "num_pg_unknown": 0,
+        "num_osd": map.osds.len(),
+        "pool_sum": {"stat_sum": {"num_bytes": status.stored_bytes, "num_objects": status.objects}},
+        "osd_sum": {"kb_used": status.used_bytes / 1024, "kb_avail": status.avail_bytes / 1024},
+        "pool_stats": pool_stats,
+        "num_pg_by_state": by_state
+    });
+    let text = render(&doc, Format::JsonPretty);
+    let crc = crc32c::crc32c(text.as_bytes());
+    Ok(CommandReply { rc: 0, outbuf: text.into_bytes(), outs: format!("report {crc}") })
 }
 
 /// The monitor's central config: section -> option -> value.
@@ -573,6 +636,7 @@ mod tests {
             OpsCommand::ConfigGet { who: "osd.0".into(), key: Some("debug_osd".into()) },
             OpsCommand::ConfigDump,
             OpsCommand::ConfigShow { who: "osd.0".into() },
+            OpsCommand::Report,
         ];
         for cmd in all {
             let mut req = Map::new();
