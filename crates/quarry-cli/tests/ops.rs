@@ -404,6 +404,7 @@ fn central_config_is_kept_and_checked() {
         22,
         "Error EINVAL: error parsing value",
     );
+    fails(config(&["set", "client", "key", "AQBs"]), 22, "keep keys in keyrings");
     fails(
         config(&["set", "bogus", "rbd_cache", "true"]),
         22,

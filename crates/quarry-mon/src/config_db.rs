@@ -11,6 +11,12 @@ use crate::log_op::OpError;
 /// (EINVAL); a bad value names what was expected.
 pub fn check_option(key: &str, value: Option<&str>) -> Result<String, OpError> {
     let canonical = quarry_conf::normalize_key(key);
+    // Every user with `mon 'allow r'` (every client) reads the central config: no secrets.
+    if canonical == "key" && value.is_some() {
+        return Err(OpError::inval(
+            "the central config is readable by every user: keep keys in keyrings, not in 'key'",
+        ));
+    }
     let Some(spec) = option_spec(&canonical) else {
         // Ceph's options Quarry accepts and ignores are stored as given.
         if is_known(&canonical) {
