@@ -3,7 +3,9 @@
 //! # What it owns
 //! - The cluster map (`quarry_wire::ClusterMap`): pools with their acting sets (computed once
 //!   with `quarry_placement::place` over the OSDs that are `in`, when the pool is created),
-//!   OSDs (address, host, up/in, incarnation `up_from`), monitors, `auth_floor`, blocklist.
+//!   OSDs (address, host, up/in, reweight, incarnation `up_from`), monitors, `auth_floor`,
+//!   blocklist; pools carry Ceph's flags (`nodelete`, `full_quota`, ...) and quotas.
+//! - The central config (`ceph config set`), and who added each blocklist entry.
 //! - The auth database: entity -> (key, caps).
 //! - The rotating service keys (`quarry_auth::ServiceKeyRing`: current + previous) that
 //!   tickets are sealed under and OSDs open them with.
@@ -32,7 +34,10 @@
 //! `auth_floor[entity]` to the second after the proposer's clock, so tickets issued in the
 //! same second as the change are revoked too, and tickets issued after it are stamped no
 //! earlier than the floor), BlocklistAdd, RotateServiceKey,
-//! AllocGlobalIds. Every change to the map bumps its epoch; subscribers get the newest map
+//! AllocGlobalIds; since version 3: BlocklistAddBy (records the adder, bounds per adder),
+//! PoolSet (`osd pool set`, `set-quota`), PoolRename, PoolQuotaFull (the leader's quota
+//! check, `tasks::quota_full`), OsdMark (`osd out|in|down|reweight`), ConfigSet (the central
+//! config, `MonState::config`; its rules in `config_db`). Every change to the map bumps its epoch; subscribers get the newest map
 //! (a subscriber that has not read the previous one yet gets only the newest when it does:
 //! maps are coalesced, so a reader that never reads holds at most one map in the monitor).
 //!
