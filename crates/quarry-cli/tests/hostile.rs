@@ -234,10 +234,12 @@ fn a_pool_below_min_size_refuses_io_and_health_says_why() {
 
 /// Goal (issue 12, item 3c): blocklist entries expire and leave the map, and a `profile rbd`
 /// user cannot grow the blocklist (which every client and OSD receives) without bound, while
-/// an admin still can fence. Method: `mon_blocklist_max = 12` in the cluster's ceph.conf; a
-/// `profile rbd` user adds 12 entries, the 13th is refused with ENOSPC (exit 28) and changes
-/// nothing, renewing an entry still works, the admin adds one more, health warns with the
-/// map's size; entries added with a 1 s expiry leave the map (`osd dump`) within seconds.
+/// another such user and an admin still can fence: the bound is per adding entity. Method:
+/// `mon_blocklist_max = 12` in the cluster's ceph.conf; a `profile rbd` user adds 12
+/// entries, the 13th is refused with ENOSPC (exit 28) and changes nothing, renewing an entry
+/// still works, a second `profile rbd` user adds its own entries, the admin adds one more,
+/// health warns with the map's size; entries added with a 1 s expiry leave the map (`osd
+/// dump`) within seconds, and an expired or removed entry gives its adder room again.
 #[test]
 fn blocklist_entries_are_bounded_per_user_and_expire() {
     let logs = quarry_testkit::log_guard();
@@ -248,33 +250,39 @@ fn blocklist_entries_are_bounded_per_user_and_expire() {
     let conf = dir.join("ceph.conf");
     let kr = tmp.path().join("locker.keyring");
     let kr_s = kr.to_str().unwrap();
-    run(
-        "ceph",
-        &conf,
-        &[
-            "auth",
-            "get-or-create",
-            "client.locker",
-            "mon",
-            "profile rbd",
-            "osd",
-            "profile rbd",
-            "-o",
-            kr_s,
-        ],
-    )
-    .ok("get-or-create");
+    let kr2 = tmp.path().join("other.keyring");
+    let kr2_s = kr2.to_str().unwrap();
+    for (user, file) in [("client.locker", kr_s), ("client.other", kr2_s)] {
+        run(
+            "ceph",
+            &conf,
+            &[
+                "auth",
+                "get-or-create",
+                user,
+                "mon",
+                "profile rbd",
+                "osd",
+                "profile rbd",
+                "-o",
+                file,
+            ],
+        )
+        .ok("get-or-create");
+    }
     cluster.terminate();
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str("\tmon_blocklist_max = 12\n");
     std::fs::write(&conf, text).unwrap();
     let _cluster = up(&dir, 1);
 
-    let locker = |args: &[&str]| {
-        let mut all = vec!["--id", "locker", "--keyring", kr_s];
+    let as_user = |id: &str, keyring: &str, args: &[&str]| {
+        let mut all = vec!["--id", id, "--keyring", keyring];
         all.extend_from_slice(args);
         run("ceph", &conf, &all)
     };
+    let locker = |args: &[&str]| as_user("locker", kr_s, args);
+    let other = |args: &[&str]| as_user("other", kr2_s, args);
     for i in 0..12 {
         let entry = format!("10.0.0.{i}:0/{}", 4000 + i);
         let r = locker(&["osd", "blocklist", "add", &entry]).ok("add");
@@ -283,7 +291,9 @@ fn blocklist_entries_are_bounded_per_user_and_expire() {
     let r = locker(&["osd", "blocklist", "add", "10.0.1.1:0/1"]);
     assert_eq!(r.code(), 28, "{}", r.stderr);
     assert!(
-        r.stderr.contains("Error ENOSPC: blocklist holds 12 live entries, the most allowed (12, mon_blocklist_max)"),
+        r.stderr.contains(
+            "Error ENOSPC: client.locker has 12 live blocklist entries, the most one entity may add (12, mon_blocklist_max)"
+        ),
         "{}",
         r.stderr
     );
@@ -292,17 +302,27 @@ fn blocklist_entries_are_bounded_per_user_and_expire() {
     assert!(!listed.out().contains("10.0.1.1"), "the refused entry changed nothing");
     // Renewing an existing entry is not a new one.
     locker(&["osd", "blocklist", "add", "10.0.0.0:0/4000", "600"]).ok("renew");
+    // Another non-admin user has its own share: the first one's entries do not count.
+    for i in 0..3 {
+        let entry = format!("10.0.4.{i}:0/{i}");
+        let r = other(&["osd", "blocklist", "add", &entry, "600"]).ok("other user add");
+        assert!(r.stderr.contains(&format!("blocklisting {entry} until")), "{}", r.stderr);
+    }
     // An admin can still fence.
     run("ceph", &conf, &["osd", "blocklist", "add", "10.0.2.2:0/2", "600"]).ok("admin add");
     let health = run("ceph", &conf, &["health", "detail"]).ok("health").out();
     assert!(
-        health.contains("[WRN] MON_BLOCKLIST_LARGE: 13 blocklist entries (the map is "),
+        health.contains("[WRN] MON_BLOCKLIST_LARGE: 16 blocklist entries (the map is "),
         "{health}"
     );
     assert!(
-        health.contains("users without auth rights may add up to 12 (mon_blocklist_max)"),
+        health
+            .contains("each user without auth rights may add up to 12 of them (mon_blocklist_max)"),
         "{health}"
     );
+    for i in 0..3 {
+        run("ceph", &conf, &["osd", "blocklist", "rm", &format!("10.0.4.{i}:0/{i}")]).ok("rm");
+    }
 
     // Expiry: an entry of 1 s leaves the map itself (`osd dump` shows every entry of the
     // map, expired or not; `blocklist ls` only live ones).

@@ -92,6 +92,10 @@ pub struct ObjectStat {
     pub mtime_nsec: u32,
 }
 
+/// How long a write to a full pool waits for a map push before it looks again (the map is
+/// pushed when the flag changes; this bounds a lost push).
+const POOL_FULL_RECHECK: Duration = Duration::from_secs(2);
+
 impl Rados {
     /// Connects: hunts for a monitor (random order, rounds with backoff) until one accepts
     /// us or `connect_timeout` passes, subscribes to the map, fetches a ticket, and starts
@@ -257,7 +261,25 @@ impl Rados {
                 reqid,
             })
         };
-        match self.bounded(self.pg_request(pg, make, ticket.as_ref())).await? {
+        let needs_space = ObjectOp::vector_needs_space(&ops);
+        let work = async {
+            loop {
+                if needs_space {
+                    self.wait_pool_not_full(pool, object).await?;
+                }
+                match self.pg_request(pg, &make, ticket.as_ref()).await? {
+                    // The OSD saw the pool full (its map is newer than ours, or ours is late):
+                    // wait for a newer map, then check again.
+                    Reply::Failed { code, .. } if needs_space && code == ErrorCode::EDQUOT => {
+                        let epoch = self.map().epoch;
+                        self.shared().wait_map_change(epoch, POOL_FULL_RECHECK).await?;
+                        self.shared().refresh_map().await;
+                    }
+                    reply => return Ok(reply),
+                }
+            }
+        };
+        match self.bounded(work).await? {
             Reply::Op(OpReply::Ok(outputs)) => {
                 if outputs.len() != count {
                     tracing::warn!(%pg, object, "OSD returned {} outputs for {count} ops", outputs.len());
@@ -274,6 +296,29 @@ impl Rados {
             other => {
                 tracing::warn!(%pg, reply = reply_kind(&other), "odd reply to an op");
                 Err(ClientError::Protocol { request: "Op" })
+            }
+        }
+    }
+
+    /// Waits while the map marks `pool` full (a quota reached), as Ceph's Objecter pauses a
+    /// write to a full pool until a map clears the flag (bounded by the caller's op timeout);
+    /// logged once per op.
+    async fn wait_pool_not_full(&self, pool: PoolId, object: &str) -> Result<(), ClientError> {
+        let mut logged = false;
+        loop {
+            let map = self.map();
+            match map.pools.get(&pool) {
+                Some(info) if info.is_full() => {
+                    if !logged {
+                        tracing::info!(pool = %info.name, object, "pool is full (quota reached): the write waits until it is not");
+                        logged = true;
+                    }
+                    self.shared().wait_map_change(map.epoch, POOL_FULL_RECHECK).await?;
+                    if self.map().epoch == map.epoch {
+                        self.shared().refresh_map().await;
+                    }
+                }
+                _ => return Ok(()),
             }
         }
     }

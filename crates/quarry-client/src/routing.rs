@@ -157,6 +157,7 @@ mod tests {
             up_from: 1,
             used_bytes: 0,
             avail_bytes: 0,
+            reweight: 1.0,
         }
     }
 
@@ -182,6 +183,9 @@ mod tests {
                 stored_bytes: 0,
                 snap_mode: Default::default(),
                 pool_snaps: Default::default(),
+                flags: quarry_wire::pool_flags::HASHPSPOOL,
+                quota_max_bytes: 0,
+                quota_max_objects: 0,
             },
         );
         m

@@ -74,7 +74,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "keyfile", kind: Str, default: "", used_by: CLIENT_OSD,
         doc: "A file holding only the entity's key. Takes precedence over keyring." },
     OptionSpec { name: "mon_blocklist_max", kind: Int, default: "1000", used_by: MON,
-        doc: "Quarry's bound on the blocklist: `osd blocklist add` of a new entry by a user without `auth` rights on the monitor (a `profile rbd` user) is refused with ENOSPC once this many entries are live (an admin may go to 65536). `ceph health` warns from half of it. Entries expire (default 1 h) and are removed from the map then." },
+        doc: "Quarry's bound on the blocklist: `osd blocklist add` of a new entry by a user without `auth` rights on the monitor (a `profile rbd` user) is refused with ENOSPC once this many live entries are ones that user added (the bound is per adding entity; an admin may go to 65536). `ceph health` warns from half of it. Entries expire (default 1 h) and are removed from the map then." },
     OptionSpec { name: "fsid", kind: Str, default: "", used_by: &[Client, Mon],
         doc: "The cluster id; `quarry mon --mkfs` uses it when `--fsid` is not given. Clients that find it set refuse a cluster with another fsid (EINVAL at connect)." },
     OptionSpec { name: "auth_service_ticket_ttl", kind: Float, default: "300", used_by: MON,

@@ -3,14 +3,16 @@
 //! the local state or a Raft proposal of a [`crate::log_op::Op`]. Replies carry the text Ceph
 //! prints, so the CLI shows the same lines.
 //!
-//! Capabilities (quarry-auth `MonAccess`): status = Read; pool create/rm/application =
+//! Capabilities (quarry-auth `MonAccess`): status and the central config's contents = Read;
+//! pool create/rm/application/set/rename, osd out/in/down/reweight, config set/rm =
 //! PoolAdmin; auth * = AuthAdmin; blocklist = Blocklist; self-managed snapshot ids = PoolAdmin
 //! or OSD write access to that pool (as Ceph checks pool ops against the `osd` cap, so
 //! `profile rbd` users can snapshot their images). A denial is EACCES and changes nothing.
 //!
-//! `osd blocklist add` of a new entry is refused with ENOSPC once the live entries reach
-//! `mon_blocklist_max` (entities without `auth` rights) or [`BLOCKLIST_HARD_MAX`] (admins):
-//! the blocklist is part of the map every client and OSD receives.
+//! `osd blocklist add` records who added the entry; a new entry is refused with ENOSPC once
+//! the live entries the caller added reach `mon_blocklist_max` (entities without `auth`
+//! rights) or [`BLOCKLIST_HARD_MAX`] (admins): the blocklist is part of the map every client
+//! and OSD receives, and one user filling its share leaves the others theirs.
 
 use std::collections::BTreeMap;
 
@@ -18,7 +20,7 @@ use quarry_auth::{Caps, CryptoKey, Keyring, MonAccess, OsdAccess};
 use quarry_types::{EntityName, ErrorCode, PoolId};
 use quarry_wire::{AuthEntry, MonCommand, MonReply, Reply};
 
-use crate::log_op::{EntityRecord, Op, OpError, Outcome, StoredKey};
+use crate::log_op::{EntityRecord, Op, OpError, OsdMark, Outcome, StoredKey};
 use crate::mon::Mon;
 use crate::server::{failed, Session};
 use crate::state::check_caps;
@@ -43,10 +45,8 @@ impl Mon {
                 return failed(OpError::new(ErrorCode::EACCES, "access denied"));
             }
         }
-        if let MonCommand::BlocklistAdd { instance, .. } = &cmd {
-            if let Err(e) = self.blocklist_room(session, &caps, instance) {
-                return failed(e);
-            }
+        if let MonCommand::BlocklistAdd { instance, expire_secs } = cmd {
+            return self.blocklist_add(session, &caps, &instance, expire_secs).await;
         }
         match self.execute(cmd).await {
             Ok(reply) => Reply::Command(reply),
@@ -64,43 +64,40 @@ impl Mon {
         }
     }
 
-    /// Refuses (ENOSPC) a *new* blocklist entry once the live entries reach the caller's
-    /// bound: `mon_blocklist_max` for entities without `auth` rights on the monitor (a
-    /// `profile rbd` user may add entries, to break a dead client's lock, but not grow the
-    /// map every client and OSD receives without bound), [`BLOCKLIST_HARD_MAX`] for admins.
-    /// Renewing an existing entry is always allowed. Checked before proposing: concurrent
-    /// adds may overshoot the bound by the number of commands in flight.
-    fn blocklist_room(
+    /// `osd blocklist add`, recording the caller as the entry's adder. The bound is per
+    /// adding entity and applied with the op (so concurrent adds cannot overshoot it): a *new*
+    /// entry is refused with ENOSPC once the caller's own live entries reach
+    /// `mon_blocklist_max` (entities without `auth` rights on the monitor: a `profile rbd`
+    /// user may add entries, to break a dead client's lock, but not grow the map every client
+    /// and OSD receives without bound) or [`BLOCKLIST_HARD_MAX`] (admins). Entries of other
+    /// entities and expired ones never count; renewing a live entry is always allowed.
+    async fn blocklist_add(
         &self,
         session: &Session,
         caps: &Caps,
         instance: &str,
-    ) -> Result<(), OpError> {
-        let Ok(key) = blocklist_key(instance) else {
-            return Ok(()); // refused with EINVAL by the command itself
+        expire_secs: u64,
+    ) -> Reply {
+        let instance = match blocklist_key(instance) {
+            Ok(key) => key,
+            Err(e) => return failed(e),
         };
-        let map = self.core.map();
-        if map.blocklist.contains_key(&key) {
-            return Ok(());
-        }
-        let now = crate::mon::unix_now();
-        let live = map.blocklist.values().filter(|&&until| until > now).count();
-        let (max, what) = if caps.mon.allows(MonAccess::AuthAdmin) {
-            (BLOCKLIST_HARD_MAX as usize, "the monitor's hard limit")
+        let max = if caps.mon.allows(MonAccess::AuthAdmin) {
+            BLOCKLIST_HARD_MAX
         } else {
-            (self.cfg.blocklist_max as usize, "mon_blocklist_max")
+            self.cfg.blocklist_max
         };
-        if live < max {
-            return Ok(());
+        let by = session.entity.to_string();
+        let op = Op::BlocklistAddBy { instance, expire_secs, by, max };
+        match self.propose(op).await.and_then(done) {
+            Ok(reply) => Reply::Command(reply),
+            Err(e) => {
+                if e.code == ErrorCode::ENOSPC {
+                    tracing::warn!(entity = %session.entity, max, "blocklist add refused: blocklist full");
+                }
+                failed(e)
+            }
         }
-        tracing::warn!(entity = %session.entity, live, max, "blocklist add refused: blocklist full");
-        Err(OpError::new(
-            ErrorCode::ENOSPC,
-            format!(
-                "blocklist holds {live} live entries, the most allowed ({max}, {what}): \
-                 remove some (osd blocklist rm) or wait for them to expire"
-            ),
-        ))
     }
 
     fn may_snap(&self, caps: &Caps, pool: PoolId) -> bool {
@@ -149,9 +146,8 @@ impl Mon {
                 done(self.propose(Op::AuthCaps { entity, caps }).await?)
             }
             MonCommand::AuthImport { keyring } => done(self.propose(import_op(&keyring)?).await?),
-            MonCommand::BlocklistAdd { instance, expire_secs } => {
-                let instance = blocklist_key(&instance)?;
-                done(self.propose(Op::BlocklistAdd { instance, expire_secs }).await?)
+            MonCommand::BlocklistAdd { .. } => {
+                Err(OpError::new(ErrorCode::EIO, "blocklist add is handled with its caller"))
             }
             MonCommand::BlocklistRm { entry } => {
                 let entry = blocklist_key(&entry)?;
@@ -163,7 +159,51 @@ impl Mon {
             MonCommand::PoolSnapRemove { pool, snap, strict } => {
                 done(self.propose(Op::PoolSnapRemove { pool, snap, strict }).await?)
             }
+            MonCommand::BlocklistClear => self.blocklist_clear().await,
+            MonCommand::PoolSet { pool, var, val } => {
+                done(self.propose(Op::PoolSet { pool, var, val }).await?)
+            }
+            MonCommand::PoolRename { from, to } => {
+                done(self.propose(Op::PoolRename { from, to }).await?)
+            }
+            MonCommand::OsdMark { ids, mark } => {
+                let mark = match mark.as_str() {
+                    "out" => OsdMark::Out,
+                    "in" => OsdMark::In,
+                    "down" => OsdMark::Down,
+                    other => return Err(OpError::inval(format!("unknown osd mark '{other}'"))),
+                };
+                done(self.propose(Op::OsdMark { ids, mark }).await?)
+            }
+            MonCommand::OsdReweight { id, weight_fixed } => {
+                let weight = f64::from(weight_fixed) / 65536.0;
+                done(
+                    self.propose(Op::OsdMark { ids: vec![id], mark: OsdMark::Reweight(weight) })
+                        .await?,
+                )
+            }
+            MonCommand::ConfigSet { who, key, value } => {
+                // `config rm` of an option Quarry does not know succeeds (as Ceph's): nothing
+                // can be stored under it.
+                let key = match crate::config_db::check_option(&key, value.as_deref()) {
+                    Ok(key) => key,
+                    Err(_) if value.is_none() => quarry_conf::normalize_key(&key),
+                    Err(e) => return Err(e),
+                };
+                done(self.propose(Op::ConfigSet { who, key, value }).await?)
+            }
+            MonCommand::ConfigDump => Ok(MonReply::Config(self.core.read().config.clone())),
         }
+    }
+
+    /// `ceph osd blocklist clear`: removes every entry, one `BlocklistRm` each (Ceph's line
+    /// ` removed all blocklist entries`, leading space included).
+    async fn blocklist_clear(&self) -> Result<MonReply, OpError> {
+        let entries: Vec<String> = self.core.map().blocklist.keys().cloned().collect();
+        for entry in entries {
+            self.propose(Op::BlocklistRm { entry }).await?;
+        }
+        Ok(MonReply::Done(" removed all blocklist entries".into()))
     }
 
     async fn auth_get_or_create(
@@ -222,7 +262,16 @@ fn required_access(cmd: &MonCommand) -> Option<MonAccess> {
         | MonCommand::AuthDel { .. }
         | MonCommand::AuthCaps { .. }
         | MonCommand::AuthImport { .. } => MonAccess::AuthAdmin,
-        MonCommand::BlocklistAdd { .. } | MonCommand::BlocklistRm { .. } => MonAccess::Blocklist,
+        MonCommand::BlocklistAdd { .. }
+        | MonCommand::BlocklistRm { .. }
+        | MonCommand::BlocklistClear => MonAccess::Blocklist,
+        MonCommand::PoolSet { .. }
+        | MonCommand::PoolRename { .. }
+        | MonCommand::OsdMark { .. }
+        | MonCommand::OsdReweight { .. }
+        | MonCommand::ConfigSet { .. } => MonAccess::PoolAdmin,
+        // Clients and daemons read the central config at start, as Ceph's do.
+        MonCommand::ConfigDump => MonAccess::Read,
         // Ceph's `osd pool mksnap|rmsnap` need `osd rw` on the monitor: pool administration.
         MonCommand::PoolSnapCreate { .. } | MonCommand::PoolSnapRemove { .. } => {
             MonAccess::PoolAdmin

@@ -1,8 +1,9 @@
 //! Golden bytes of what the monitor persists: a [`Proposal`] of every [`Op`] variant as the WAL
 //! stores it, and a snapshot file of a state built by applying a history that fills every
-//! part of `MonState` (map, pools, OSDs, auth, service keys, blocklist, counters), compared with
-//! `tests/golden/mon_v2.hex` (version 1's bytes, `mon_v1.hex`, must still decode to the same
-//! values). A failure means a persisted format changed: bump
+//! part of `MonState` (map, pools with flags and quotas, OSDs with reweights, auth, service
+//! keys, blocklist with adders, central config, counters), compared with
+//! `tests/golden/mon_v3.hex` (versions 1 and 2, `mon_v1.hex` and `mon_v2.hex`, must still
+//! decode to the same values). A failure means a persisted format changed: bump
 //! `PROPOSAL_VERSION` or the snapshot `VERSION` and keep decoding the old one (the upgrade
 //! rule in `quarry_persist`); never edit the golden file.
 
@@ -16,11 +17,15 @@ use quarry_persist::{golden, DecodeError};
 use quarry_types::EntityName;
 
 use crate::error::MonError;
-use crate::log_op::{EntityRecord, Op, Proposal, StoredKey};
+use crate::log_op::{EntityRecord, Op, OsdMark, Proposal, StoredKey};
 use crate::snapshot::{self, SnapshotFile};
 use crate::state::MonState;
 
 fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v3.hex")
+}
+
+fn golden_v2_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v2.hex")
 }
 
@@ -28,9 +33,48 @@ fn golden_v1_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v1.hex")
 }
 
-/// Every op: those of version 1, then the ones version 2 added (pool snapshots, on a pool
-/// of their own: a pool uses one kind of snapshots).
+/// Every op: those of version 2, then the ones version 3 added (blocklist adders, pool
+/// settings, quota flags, rename, OSD marks, central config).
 fn every_op() -> Vec<(&'static str, Op)> {
+    let mut all = every_op_v2();
+    let set = |pool: &str, var: &str, val: &str| Op::PoolSet {
+        pool: pool.into(),
+        var: var.into(),
+        val: val.into(),
+    };
+    let config = |who: &str, key: &str, value: Option<&str>| Op::ConfigSet {
+        who: who.into(),
+        key: key.into(),
+        value: value.map(String::from),
+    };
+    all.extend([
+        (
+            "blocklist_add_by",
+            Op::BlocklistAddBy {
+                instance: "10.0.0.7:0/7".into(),
+                expire_secs: 600,
+                by: "client.qemu".into(),
+                max: 1000,
+            },
+        ),
+        ("pool_set_flag", set("rbd", "nodelete", "true")),
+        ("pool_set_min_size", set("rbd", "min_size", "1")),
+        ("pool_set_quota", set("pics", "quota_max_objects", "10")),
+        ("pool_quota_full", Op::PoolQuotaFull { pool: 3, full: true }),
+        ("pool_rename", Op::PoolRename { from: "pics".into(), to: "photos".into() }),
+        ("osd_out", Op::OsdMark { ids: vec![1], mark: OsdMark::Out }),
+        ("osd_reweight", Op::OsdMark { ids: vec![0], mark: OsdMark::Reweight(0.5) }),
+        ("osd_mark_down", Op::OsdMark { ids: vec![0, 7], mark: OsdMark::Down }),
+        ("config_set", config("osd", "osd_max_backfills", Some("3"))),
+        ("config_set_daemon", config("osd.0", "debug_osd", Some("5/5"))),
+        ("config_rm", config("osd", "osd_max_backfills", None)),
+    ]);
+    all
+}
+
+/// Every op of version 2: those of version 1, then pool snapshots (on a pool of their own:
+/// a pool uses one kind of snapshots).
+fn every_op_v2() -> Vec<(&'static str, Op)> {
     let mut all = every_op_v1();
     all.push((
         "pool_create_for_pool_snaps",
@@ -198,7 +242,13 @@ fn every_op_variant_is_covered() {
             | Op::AllocGlobalIds { .. }
             | Op::BlocklistRm { .. }
             | Op::PoolSnapCreate { .. }
-            | Op::PoolSnapRemove { .. } => {}
+            | Op::PoolSnapRemove { .. }
+            | Op::BlocklistAddBy { .. }
+            | Op::PoolSet { .. }
+            | Op::PoolRename { .. }
+            | Op::PoolQuotaFull { .. }
+            | Op::OsdMark { .. }
+            | Op::ConfigSet { .. } => {}
         }
     }
 }
@@ -214,7 +264,7 @@ fn mon_bytes_are_pinned() {
     values.push(("snapshot_file".to_string(), snapshot::encode(&snapshot_file()).unwrap()));
     let refs: Vec<(&str, Vec<u8>)> =
         values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
-    let header = "Monitor Proposal version 2 (WAL entry data) and snapshot file version 2, \
+    let header = "Monitor Proposal version 3 (WAL entry data) and snapshot file version 3, \
                   quarry-mon.\nGenerated once; never edit: a change of bytes needs a new version.";
     golden::check(&golden_path(), header, &refs);
 }
@@ -230,9 +280,43 @@ fn golden_bytes_decode_to_the_same_values() {
     let want = snapshot_file();
     assert_eq!(back.meta, want.meta);
     assert_eq!(back.state, want.state);
-    let pics = back.state.map.pool_by_name("pics").unwrap();
-    assert_eq!(pics.snap_mode, quarry_wire::SnapMode::Pool);
-    assert_eq!(pics.pool_snaps.len(), 1);
+    let photos = back.state.map.pool_by_name("photos").unwrap();
+    assert_eq!(photos.snap_mode, quarry_wire::SnapMode::Pool);
+    assert_eq!(photos.pool_snaps.len(), 1);
+    assert_eq!(photos.quota_max_objects, 10);
+    assert!(photos.is_full());
+    let rbd = back.state.map.pool_by_name("rbd").unwrap();
+    assert!(rbd.has_flag(quarry_wire::pool_flags::NODELETE));
+    assert_eq!(back.state.blocklist_adders["10.0.0.7:0/7"], "client.qemu");
+    assert_eq!(back.state.config["osd.0"]["debug_osd"], "5/5");
+    assert!(!back.state.config.contains_key("osd"));
+    assert_eq!(back.state.map.osds[&0].reweight, 0.5);
+    assert!(!back.state.map.osds[&1].in_cluster);
+}
+
+/// Version 2 (before pool flags, quotas, reweights, blocklist adders and central config):
+/// proposals and the snapshot file still decode, to the values the version 2 history gives
+/// now (pools `hashpspool` without quota, OSDs reweight 1, no adders, no config).
+#[test]
+fn version_2_bytes_still_decode() {
+    let text = std::fs::read_to_string(golden_v2_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    let v2 = proposals_of(every_op_v2());
+    for (name, proposal) in &v2 {
+        assert_eq!(golden[name][0], 2);
+        assert_eq!(&Proposal::decode(&golden[name]).unwrap(), proposal, "{name}");
+    }
+    let back = snapshot::decode(&golden["snapshot_file"]).unwrap();
+    let want = snapshot_file_of(v2);
+    assert_eq!(back.meta, want.meta);
+    assert_eq!(back.state, want.state);
+    assert!(back.state.map.osds.values().all(|o| o.reweight == 1.0));
+    assert!(back
+        .state
+        .map
+        .pools
+        .values()
+        .all(|p| p.flags == quarry_wire::pool_flags::HASHPSPOOL && p.quota_max_bytes == 0));
 }
 
 /// Version 1 (before pool snapshots): proposals and the snapshot file still decode, to the

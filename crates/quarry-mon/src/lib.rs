@@ -3,7 +3,9 @@
 //! # What it owns
 //! - The cluster map (`quarry_wire::ClusterMap`): pools with their acting sets (computed once
 //!   with `quarry_placement::place` over the OSDs that are `in`, when the pool is created),
-//!   OSDs (address, host, up/in, incarnation `up_from`), monitors, `auth_floor`, blocklist.
+//!   OSDs (address, host, up/in, reweight, incarnation `up_from`), monitors, `auth_floor`,
+//!   blocklist; pools carry Ceph's flags (`nodelete`, `full_quota`, ...) and quotas.
+//! - The central config (`ceph config set`), and who added each blocklist entry.
 //! - The auth database: entity -> (key, caps).
 //! - The rotating service keys (`quarry_auth::ServiceKeyRing`: current + previous) that
 //!   tickets are sealed under and OSDs open them with.
@@ -32,7 +34,10 @@
 //! `auth_floor[entity]` to the second after the proposer's clock, so tickets issued in the
 //! same second as the change are revoked too, and tickets issued after it are stamped no
 //! earlier than the floor), BlocklistAdd, RotateServiceKey,
-//! AllocGlobalIds. Every change to the map bumps its epoch; subscribers get the newest map
+//! AllocGlobalIds; since version 3: BlocklistAddBy (records the adder, bounds per adder),
+//! PoolSet (`osd pool set`, `set-quota`), PoolRename, PoolQuotaFull (the leader's quota
+//! check, `tasks::quota_full`), OsdMark (`osd out|in|down|reweight`), ConfigSet (the central
+//! config, `MonState::config`; its rules in `config_db`). Every change to the map bumps its epoch; subscribers get the newest map
 //! (a subscriber that has not read the previous one yet gets only the newest when it does:
 //! maps are coalesced, so a reader that never reads holds at most one map in the monitor).
 //!
@@ -40,8 +45,9 @@
 //! Entries carry an expiry (`osd blocklist add ADDR [EXPIRE]`, default 3600 s as Ceph's);
 //! an expired entry fences nothing, and the leader removes expired entries from the map
 //! every [`BLOCKLIST_EXPIRE_PERIOD`] (`BlocklistRm`, at most 64 a round). A new entry is
-//! refused with ENOSPC once the live entries reach `mon_blocklist_max` (default 1000) for
-//! an entity without `auth` rights on the monitor, 65536 for an admin (`admin.rs`); `ceph
+//! refused with ENOSPC once the live entries *the adding entity* added (recorded in
+//! `MonState::blocklist_adders`) reach `mon_blocklist_max` (default 1000) for an entity
+//! without `auth` rights on the monitor, 65536 for an admin (`BlocklistAddBy`); `ceph
 //! health` warns from half of `mon_blocklist_max`, with the map's size.
 //! The admin commands clients send (`MonCommand`) are checked and turned into these ops in
 //! `admin.rs`.
@@ -60,7 +66,7 @@
 //! On restart the monitor loads it and openraft replays the log entries after it. openraft
 //! builds one every 1000 entries and then purges the log behind it. Log entries carry
 //! `PROPOSAL_VERSION ++ bincode(Proposal)` ([`log_op`]). Both encodings are pinned by
-//! golden-byte tests (`tests/golden/mon_v1.hex`); a change needs a new version and a decoder
+//! golden-byte tests (`tests/golden/mon_v1.hex` .. `mon_v3.hex`); a change needs a new version and a decoder
 //! for the old one (rule in `quarry_persist`); a newer snapshot than this build reads is
 //! [`MonError::FormatTooNew`], not corruption.
 //!
@@ -101,6 +107,7 @@
 
 mod admin;
 mod config;
+mod config_db;
 pub mod error;
 #[cfg(test)]
 mod golden_tests;
@@ -110,6 +117,7 @@ pub mod raft;
 mod server;
 pub mod snapshot;
 mod snapshot_v1;
+mod snapshot_v2;
 pub mod spec;
 pub mod state;
 pub mod status;
@@ -144,6 +152,8 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 const WAL_LOCK_WAIT: Duration = Duration::from_secs(10);
 /// How often the leader removes expired blocklist entries from the map.
 pub const BLOCKLIST_EXPIRE_PERIOD: Duration = Duration::from_secs(2);
+/// How often the leader compares the pools' usage with their quotas (`tasks::quota_full`).
+pub const QUOTA_CHECK_PERIOD: Duration = Duration::from_secs(1);
 
 /// A running monitor.
 pub struct MonHandle {
@@ -250,6 +260,7 @@ fn spawn_tasks(
     handle.tasks.spawn(tasks::rotate_service_keys(mon.clone()));
     handle.tasks.spawn(tasks::advertise(mon.clone(), handle.addr));
     handle.tasks.spawn(tasks::expire_blocklist(mon.clone(), BLOCKLIST_EXPIRE_PERIOD));
+    handle.tasks.spawn(tasks::quota_full(mon.clone(), QUOTA_CHECK_PERIOD));
     tracing::info!(name = %mon.cfg.name, addr = %handle.addr, epoch = mon.core.map().epoch, "monitor serving");
     handle
 }

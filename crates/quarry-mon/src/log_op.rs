@@ -22,7 +22,7 @@ use quarry_auth::{CryptoKey, ServiceKey};
 use quarry_types::{EntityName, ErrorCode, OsdId, PoolId, SnapId};
 
 /// Version byte in front of a [`Proposal`] in the WAL.
-pub const PROPOSAL_VERSION: u8 = 2;
+pub const PROPOSAL_VERSION: u8 = 3;
 
 /// What errors call a [`Proposal`] payload.
 const PROPOSAL_WHAT: &str = "monitor log entry (Proposal)";
@@ -36,8 +36,9 @@ impl Proposal {
     /// Decodes what [`Proposal::encode_into`] wrote; a newer version is
     /// [`DecodeError::TooNew`].
     pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
-        // Version 2 only appended `Op` variants (pool snapshots): a version 1 body decodes
-        // as the same type.
+        // Versions 2 (pool snapshots) and 3 (blocklist adders, pool settings, rename, quotas,
+        // OSD marks, central config) only appended `Op` variants: a version 1 or 2 body
+        // decodes as the same type.
         let (_, body) = version::split(PROPOSAL_WHAT, PROPOSAL_VERSION, bytes)?;
         version::decode_body(PROPOSAL_WHAT, body)
     }
@@ -229,6 +230,72 @@ pub enum Op {
         /// A missing name is ENOENT (librados) rather than a success (the CLI).
         strict: bool,
     },
+    /// `osd blocklist add` (version 3): as `BlocklistAdd`, recording the adding entity; a new
+    /// entry is refused (ENOSPC) when `by` already has `max` live entries (the proposer
+    /// picks `max` from `mon_blocklist_max` or the admins' hard bound).
+    BlocklistAddBy {
+        /// `client.x@global_id`, or an address `IP:PORT/NONCE` (canonical form).
+        instance: String,
+        /// Seconds from `now_unix`.
+        expire_secs: u64,
+        /// The entity that adds it (`client.locker`).
+        by: String,
+        /// Most live entries `by` may have added.
+        max: u32,
+    },
+    /// `ceph osd pool set POOL VAR VAL`, and `set-quota` (VAR `quota_max_bytes` or
+    /// `quota_max_objects`, VAL in bytes or objects).
+    PoolSet {
+        /// Pool name.
+        pool: String,
+        /// Setting (`min_size`, `nodelete`, ...).
+        var: String,
+        /// Value as typed (`true`, `1`, `2`).
+        val: String,
+    },
+    /// `ceph osd pool rename OLD NEW` (pools are addressed by id: nothing else changes).
+    PoolRename {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+    /// The leader saw a pool's stored figures reach (`full`) or leave its quota.
+    PoolQuotaFull {
+        /// Pool id.
+        pool: PoolId,
+        /// Reached.
+        full: bool,
+    },
+    /// `ceph osd out|in|down|reweight`.
+    OsdMark {
+        /// The OSDs named, in order (an unknown one is reported, not an error).
+        ids: Vec<OsdId>,
+        /// What to do.
+        mark: OsdMark,
+    },
+    /// `ceph config set WHO KEY VALUE` (`value: None`: `ceph config rm WHO KEY`).
+    ConfigSet {
+        /// Section: `global`, `mon`, `osd`, `client`, or `TYPE.ID`.
+        who: String,
+        /// Option name (underscores).
+        key: String,
+        /// New value.
+        value: Option<String>,
+    },
+}
+
+/// What `ceph osd out|in|down|reweight` does to each OSD named.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub enum OsdMark {
+    /// `ceph osd out`: reweight 0, not `in`.
+    Out,
+    /// `ceph osd in`: reweight 1, `in`.
+    In,
+    /// `ceph osd down`: down until the OSD boots again (it does at its next beacon).
+    Down,
+    /// `ceph osd reweight N W`: the override weight, 0.0..=1.0 (0 is out).
+    Reweight(f64),
 }
 
 /// What a successful apply returns to the proposer.

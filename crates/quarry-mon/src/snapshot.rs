@@ -9,10 +9,12 @@
 //! The version is read right after the magic: a file with a newer version is
 //! [`MonError::FormatTooNew`] (this build is too old; the file is not damaged), never
 //! "corrupt". The body's bytes are pinned by golden tests (`tests/golden/mon_v1.hex`,
-//! `mon_v2.hex`): any change to `MonState` or a type in it (even a field added at the end:
+//! `mon_v2.hex`, `mon_v3.hex`): any change to `MonState` or a type in it (even a field added at the end:
 //! bincode 1 writes no names or lengths) needs `VERSION + 1` and a decoder that still reads
 //! the older versions (the upgrade rule is in `quarry_persist`). Version 2 added pool
-//! snapshots to the map's pools; version 1 is read through `snapshot_v1`.
+//! snapshots to the map's pools; version 3 pool flags and quotas, OSD reweights, blocklist
+//! adders and the central config. Version 2 is read through `snapshot_v2`, version 1
+//! through `snapshot_v1` and then `snapshot_v2`.
 //!
 //! Replacement is crash-safe ([`quarry_persist::write_atomic`]): write `snapshot.partial`,
 //! fsync it, rename over `snapshot`, fsync the directory. A torn `.partial` is ignored (and
@@ -33,7 +35,7 @@ use crate::state::MonState;
 pub const SNAPSHOT_FILE: &str = "snapshot";
 const MAGIC: &[u8; 8] = b"QMONSNAP";
 /// The snapshot format version this build writes and the newest it reads.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Snapshots larger than this are refused as corrupt (the map and auth db are small).
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
@@ -98,7 +100,12 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, MonError> {
     if found_version == 1 {
         let v1: crate::snapshot_v1::SnapshotFileV1 =
             version::decode_body("monitor snapshot", body).map_err(corrupt_body)?;
-        return Ok(v1.into());
+        return Ok(crate::snapshot_v2::SnapshotFileV2::from(v1).into());
+    }
+    if found_version == 2 {
+        let v2: crate::snapshot_v2::SnapshotFileV2 =
+            version::decode_body("monitor snapshot", body).map_err(corrupt_body)?;
+        return Ok(v2.into());
     }
     version::decode_body("monitor snapshot", body).map_err(corrupt_body)
 }

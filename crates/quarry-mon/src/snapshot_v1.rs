@@ -11,10 +11,10 @@ use serde::Deserialize;
 
 use quarry_auth::ServiceKeyRing;
 use quarry_types::{EntityName, OsdId, PoolId, SnapId};
-use quarry_wire::{ClusterMap, OsdInfo, PoolInfo, SnapMode};
+use quarry_wire::SnapMode;
 
-use crate::snapshot::SnapshotFile;
-use crate::state::{EntityAuth, MonState};
+use crate::snapshot_v2::{ClusterMapV2, MonStateV2, OsdInfoV2, PoolInfoV2, SnapshotFileV2};
+use crate::state::EntityAuth;
 
 #[derive(Deserialize)]
 pub(crate) struct SnapshotFileV1 {
@@ -37,7 +37,7 @@ struct ClusterMapV1 {
     fsid: String,
     epoch: u64,
     mons: BTreeMap<String, SocketAddr>,
-    osds: BTreeMap<OsdId, OsdInfo>,
+    osds: BTreeMap<OsdId, OsdInfoV2>,
     pools: BTreeMap<PoolId, PoolInfoV1>,
     auth_floor: BTreeMap<String, u64>,
     blocklist: BTreeMap<String, u64>,
@@ -58,8 +58,8 @@ struct PoolInfoV1 {
     stored_bytes: u64,
 }
 
-impl From<SnapshotFileV1> for SnapshotFile {
-    fn from(v1: SnapshotFileV1) -> SnapshotFile {
+impl From<SnapshotFileV1> for SnapshotFileV2 {
+    fn from(v1: SnapshotFileV1) -> SnapshotFileV2 {
         let s = v1.state;
         let m = s.map;
         let pools = m
@@ -68,7 +68,7 @@ impl From<SnapshotFileV1> for SnapshotFile {
             .map(|(id, p)| {
                 let snap_mode =
                     if p.snap_seq > 0 { SnapMode::SelfManaged } else { SnapMode::Unset };
-                let pool = PoolInfo {
+                let pool = PoolInfoV2 {
                     id: p.id,
                     name: p.name,
                     pg_num: p.pg_num,
@@ -86,7 +86,7 @@ impl From<SnapshotFileV1> for SnapshotFile {
                 (id, pool)
             })
             .collect();
-        let map = ClusterMap {
+        let map = ClusterMapV2 {
             fsid: m.fsid,
             epoch: m.epoch,
             mons: m.mons,
@@ -95,7 +95,7 @@ impl From<SnapshotFileV1> for SnapshotFile {
             auth_floor: m.auth_floor,
             blocklist: m.blocklist,
         };
-        let state = MonState {
+        let state = MonStateV2 {
             bootstrapped: s.bootstrapped,
             map,
             auth: s.auth,
@@ -103,6 +103,6 @@ impl From<SnapshotFileV1> for SnapshotFile {
             next_global_id: s.next_global_id,
             next_pool_id: s.next_pool_id,
         };
-        SnapshotFile { meta: v1.meta, state }
+        SnapshotFileV2 { meta: v1.meta, state }
     }
 }

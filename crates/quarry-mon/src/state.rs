@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use quarry_placement::Candidate;
 use quarry_types::{EntityName, ErrorCode, OsdId, PgId, PoolId, SnapId};
-use quarry_wire::{ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
+use quarry_wire::{pool_flags, ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
 
 use quarry_auth::{ServiceKey, ServiceKeyRing};
 
-use crate::log_op::{Applied, EntityRecord, Op, OpError, Outcome, Proposal, StoredKey};
+use crate::log_op::{Applied, EntityRecord, Op, OpError, OsdMark, Outcome, Proposal, StoredKey};
 
 /// Largest `pg_num` a pool may have.
 pub const PG_NUM_MAX: u32 = 1024;
@@ -33,6 +33,12 @@ pub const CAP_LEN_MAX: usize = 4096;
 pub const CAP_SERVICES_MAX: usize = 8;
 /// Shortest service key lifetime (quarry-auth's ring needs at least 2 s).
 pub const SERVICE_KEY_TTL_MIN: u64 = 2;
+/// Longest central config option name.
+pub const CONFIG_KEY_LEN_MAX: usize = 128;
+/// Longest central config value.
+pub const CONFIG_VALUE_LEN_MAX: usize = 4096;
+/// Most options in the central config (all sections together).
+pub const CONFIG_ENTRIES_MAX: usize = 4096;
 /// Most global ids reserved by one command.
 pub const GLOBAL_ID_BATCH_MAX: u64 = 1 << 20;
 
@@ -60,6 +66,12 @@ pub struct MonState {
     pub next_global_id: u64,
     /// Next pool id (pool ids are never reused).
     pub next_pool_id: PoolId,
+    /// Who added each blocklist entry (same keys as `map.blocklist`; entries added before
+    /// version 3 have none): `mon_blocklist_max` bounds the live entries of one adder.
+    pub blocklist_adders: BTreeMap<String, String>,
+    /// The central configuration (`ceph config set WHO KEY VALUE`): section (`global`,
+    /// `mon`, `osd`, `osd.3`, `client`, `client.admin`) -> option name -> value.
+    pub config: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl MonState {
@@ -70,7 +82,7 @@ impl MonState {
             Op::Bootstrap { .. } => self.bootstrap(&p.op),
             Op::SetMonAddr { name, addr } => Ok(self.set_mon_addr(name, *addr)),
             Op::PoolCreate { name, pg_num, size } => self.pool_create(name, *pg_num, *size),
-            Op::PoolRm { name } => Ok(self.pool_rm(name)),
+            Op::PoolRm { name } => self.pool_rm(name),
             Op::PoolApplicationEnable { pool, app } => self.app_enable(pool, app),
             Op::SnapCreate { pool } => self.snap_create(*pool),
             Op::SnapRemove { pool, snap } => self.snap_remove(*pool, *snap),
@@ -90,6 +102,14 @@ impl MonState {
                 self.pool_snap_create(pool, snap, *strict, now)
             }
             Op::PoolSnapRemove { pool, snap, strict } => self.pool_snap_remove(pool, snap, *strict),
+            Op::BlocklistAddBy { instance, expire_secs, by, max } => {
+                self.blocklist_add_by(instance, *expire_secs, by, *max, now)
+            }
+            Op::PoolSet { pool, var, val } => self.pool_set(pool, var, val),
+            Op::PoolRename { from, to } => self.pool_rename(from, to),
+            Op::PoolQuotaFull { pool, full } => Ok(self.pool_quota_full(*pool, *full)),
+            Op::OsdMark { ids, mark } => self.osd_mark(ids, *mark),
+            Op::ConfigSet { who, key, value } => self.config_set(who, key, value.as_deref()),
         }
     }
 
@@ -191,13 +211,267 @@ impl MonState {
         self.map.osds.values().filter(usable).map(to_candidate).collect()
     }
 
-    fn pool_rm(&mut self, name: &str) -> Outcome {
-        let Some(id) = self.map.pool_by_name(name).map(|p| p.id) else {
-            return Outcome::Done(format!("pool '{name}' does not exist"));
+    fn pool_rm(&mut self, name: &str) -> Applied {
+        let Some(pool) = self.map.pool_by_name(name) else {
+            return Ok(Outcome::Done(format!("pool '{name}' does not exist")));
         };
+        if pool.has_flag(pool_flags::NODELETE) {
+            return Err(OpError::new(
+                ErrorCode::EPERM,
+                "pool deletion is disabled; you must unset nodelete flag for the pool first",
+            ));
+        }
+        let id = pool.id;
         self.map.pools.remove(&id);
         self.bump();
-        Outcome::Done(format!("pool '{name}' removed"))
+        Ok(Outcome::Done(format!("pool '{name}' removed")))
+    }
+
+    /// `ceph osd pool set POOL VAR VAL` (and `set-quota`), with Ceph's checks and messages.
+    /// `size` and `pg_num`/`pgp_num` accept only their current value: a PG's acting set is
+    /// fixed when the pool is created (no Raft membership change, no PG split yet).
+    fn pool_set(&mut self, pool: &str, var: &str, val: &str) -> Applied {
+        let info = self.pool_mut_by_name(pool)?;
+        let id = info.id;
+        let int = |val: &str| {
+            val.parse::<u64>().map_err(|_| {
+                OpError::inval(format!(
+                    "error parsing integer value '{val}': Expected option value to be integer, got '{val}'"
+                ))
+            })
+        };
+        let set = |var: &str| Outcome::Done(format!("set pool {id} {var} to {val}"));
+        if let Some(&(_, bit)) = pool_flags::SETTABLE.iter().find(|(name, _)| *name == var) {
+            let on = match val {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(OpError::inval("expecting value 'true', 'false', '0', or '1'"));
+                }
+            };
+            let flags = if on { info.flags | bit } else { info.flags & !bit };
+            if flags != info.flags {
+                info.flags = flags;
+                self.bump();
+            }
+            return Ok(set(var));
+        }
+        match var {
+            "min_size" => {
+                let n = int(val)?;
+                if n == 0 || n > u64::from(info.size) {
+                    return Err(OpError::inval(format!(
+                        "pool min_size must be between 1 and size, which is set to {}",
+                        info.size
+                    )));
+                }
+                if info.min_size as u64 != n {
+                    info.min_size = n as u32;
+                    self.bump();
+                }
+                Ok(set(var))
+            }
+            "size" => {
+                if info.has_flag(pool_flags::NOSIZECHANGE) {
+                    return Err(OpError::new(
+                        ErrorCode::EPERM,
+                        "pool size change is disabled; you must unset nosizechange flag for the pool first",
+                    ));
+                }
+                let n = int(val)?;
+                if n == 0 || n > u64::from(POOL_SIZE_MAX) {
+                    return Err(OpError::inval(format!(
+                        "pool size must be between 1 and {POOL_SIZE_MAX}"
+                    )));
+                }
+                if n != u64::from(info.size) {
+                    return Err(OpError::new(
+                        ErrorCode::EOPNOTSUPP,
+                        format!(
+                            "changing a pool's size is not supported yet: its PGs' replicas are fixed when the pool is created (adding or removing one needs a Raft membership change Quarry does not have); pool '{pool}' keeps size {}. Create a pool with --size {n} and copy the data (rados cp, rbd deep cp)",
+                            info.size
+                        ),
+                    ));
+                }
+                Ok(set(var))
+            }
+            "pg_num" | "pgp_num" => {
+                if info.has_flag(pool_flags::NOPGCHANGE) {
+                    return Err(OpError::new(
+                        ErrorCode::EPERM,
+                        "pool pg_num change is disabled; you must unset nopgchange flag for the pool first",
+                    ));
+                }
+                let n = int(val)?;
+                if n == 0 || n > 65536 {
+                    return Err(OpError::new(
+                        ErrorCode::ERANGE,
+                        format!("'{var}' must be greater than 0 and less than or equal to 65536 (you may adjust 'mon max pool pg num' for higher values)"),
+                    ));
+                }
+                if n != u64::from(info.pg_num) {
+                    return Err(OpError::new(
+                        ErrorCode::EOPNOTSUPP,
+                        format!(
+                            "changing a pool's {var} is not supported yet: PGs are not split or merged; pool '{pool}' keeps {var} {}. Create a pool with the pg_num you want and copy the data",
+                            info.pg_num
+                        ),
+                    ));
+                }
+                Ok(Outcome::Done(String::new()))
+            }
+            "quota_max_bytes" | "quota_max_objects" => {
+                let n = int(val)?;
+                let field = if var == "quota_max_bytes" {
+                    &mut info.quota_max_bytes
+                } else {
+                    &mut info.quota_max_objects
+                };
+                let mut changed = std::mem::replace(field, n) != n;
+                // No quota left: the pool cannot be full by quota (a raised quota is left to
+                // the leader's next usage check, which sees the figures).
+                if info.quota_max_bytes == 0 && info.quota_max_objects == 0 && info.is_full() {
+                    info.flags &= !(pool_flags::FULL | pool_flags::FULL_QUOTA);
+                    changed = true;
+                }
+                if changed {
+                    self.bump();
+                }
+                let short = var.trim_start_matches("quota_");
+                Ok(Outcome::Done(format!("set-quota {short} = {n} for pool {pool}")))
+            }
+            _ => Err(OpError::new(
+                ErrorCode::EINVAL,
+                format!("pool setting '{var}' is not supported by Quarry"),
+            )),
+        }
+    }
+
+    /// `ceph osd pool rename`, with Ceph's answers (a repeated rename is a success).
+    fn pool_rename(&mut self, from: &str, to: &str) -> Applied {
+        check_pool_name(to)?;
+        if self.map.pool_by_name(to).is_some() {
+            if self.map.pool_by_name(from).is_none() {
+                return Ok(Outcome::Done(format!(
+                    "pool '{from}' does not exist; pool '{to}' does -- assuming successful rename"
+                )));
+            }
+            return Err(OpError::new(ErrorCode::EEXIST, format!("pool '{to}' already exists")));
+        }
+        let info = self.pool_mut_by_name(from)?;
+        info.name = to.to_string();
+        self.bump();
+        Ok(Outcome::Done(format!("pool '{from}' renamed to '{to}'")))
+    }
+
+    /// Sets or clears a pool's quota-full flags (Ceph sets `full` and `full_quota`).
+    fn pool_quota_full(&mut self, pool: PoolId, full: bool) -> Outcome {
+        let Some(info) = self.map.pools.get_mut(&pool) else {
+            return Outcome::Done(String::new());
+        };
+        let bits = pool_flags::FULL | pool_flags::FULL_QUOTA;
+        let flags = if full { info.flags | bits } else { info.flags & !bits };
+        if flags == info.flags {
+            return Outcome::Done(String::new());
+        }
+        info.flags = flags;
+        let state = if full { "full" } else { "no longer full" };
+        let message = format!("pool '{}' is {state}", info.name);
+        self.bump();
+        Outcome::Done(message)
+    }
+
+    /// `ceph osd out|in|down|reweight`: Ceph's line per OSD ("marked out osd.0. "); an
+    /// unknown OSD is named, not an error (as Ceph), except for `reweight` (ENOENT).
+    fn osd_mark(&mut self, ids: &[OsdId], mark: OsdMark) -> Applied {
+        if let OsdMark::Reweight(w) = mark {
+            if !(0.0..=1.0).contains(&w) {
+                return Err(OpError::inval(format!("{w} not in range [0.0, 1.0]")));
+            }
+            if let Some(id) = ids.iter().find(|id| !self.map.osds.contains_key(id)) {
+                return Err(OpError::noent(format!("osd.{id} does not exist")));
+            }
+        }
+        let mut text = String::new();
+        let mut changed = false;
+        for id in ids {
+            let Some(osd) = self.map.osds.get_mut(id) else {
+                text.push_str(&format!("osd.{id} does not exist. "));
+                continue;
+            };
+            match mark {
+                OsdMark::Out | OsdMark::In => {
+                    let (want_in, word) =
+                        (mark == OsdMark::In, if mark == OsdMark::In { "in" } else { "out" });
+                    if osd.in_cluster == want_in {
+                        text.push_str(&format!("osd.{id} is already {word}. "));
+                        continue;
+                    }
+                    osd.in_cluster = want_in;
+                    osd.reweight = if want_in { 1.0 } else { 0.0 };
+                    text.push_str(&format!("marked {word} osd.{id}. "));
+                }
+                OsdMark::Down => {
+                    if !osd.up {
+                        text.push_str(&format!("osd.{id} is already down. "));
+                        continue;
+                    }
+                    osd.up = false;
+                    text.push_str(&format!("marked down osd.{id}. "));
+                }
+                OsdMark::Reweight(w) => {
+                    osd.reweight = w;
+                    osd.in_cluster = w > 0.0;
+                    let fixed = (w * 65536.0).round() as u32;
+                    text.push_str(&format!("reweighted osd.{id} to {w} ({fixed:x})"));
+                }
+            }
+            changed = true;
+        }
+        if changed {
+            self.bump();
+        }
+        Ok(Outcome::Done(text))
+    }
+
+    /// `ceph config set|rm`: the key and value were checked against the options Quarry knows
+    /// by the proposer; here only the shape and the size of the database.
+    fn config_set(&mut self, who: &str, key: &str, value: Option<&str>) -> Applied {
+        check_config_who(who)?;
+        let key_ok = !key.is_empty()
+            && key.len() <= CONFIG_KEY_LEN_MAX
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !key_ok {
+            return Err(OpError::inval(format!(
+                "unrecognized config option '{}'",
+                key.escape_debug()
+            )));
+        }
+        let Some(value) = value else {
+            if let Some(section) = self.config.get_mut(who) {
+                section.remove(key);
+                if section.is_empty() {
+                    self.config.remove(who);
+                }
+            }
+            return Ok(Outcome::Done(String::new()));
+        };
+        if value.len() > CONFIG_VALUE_LEN_MAX {
+            return Err(OpError::inval(format!(
+                "config value of {} bytes is too long (at most {CONFIG_VALUE_LEN_MAX})",
+                value.len()
+            )));
+        }
+        let entries: usize = self.config.values().map(BTreeMap::len).sum();
+        let exists = self.config.get(who).is_some_and(|s| s.contains_key(key));
+        if !exists && entries >= CONFIG_ENTRIES_MAX {
+            return Err(OpError::new(
+                ErrorCode::ENOSPC,
+                format!("the central config holds {entries} options, the most allowed"),
+            ));
+        }
+        self.config.entry(who.to_string()).or_default().insert(key.to_string(), value.to_string());
+        Ok(Outcome::Done(String::new()))
     }
 
     fn pool_mut_by_name(&mut self, name: &str) -> Result<&mut PoolInfo, OpError> {
@@ -414,8 +688,55 @@ impl MonState {
         let until = now.saturating_add(expire_secs);
         self.map.blocklist.retain(|_, expiry| *expiry > now);
         self.map.blocklist.insert(instance.to_string(), until);
+        self.forget_gone_adders();
         self.bump();
         Ok(Outcome::Done(format!("blocklisting {instance} until {until} ({expire_secs} sec)")))
+    }
+
+    /// `osd blocklist add` by `by`: a new entry (not live in the map) is refused with ENOSPC
+    /// when `by` already added `max` entries that are still live; expired entries never
+    /// count. Renewing a live entry keeps its adder and is always allowed.
+    fn blocklist_add_by(
+        &mut self,
+        instance: &str,
+        expire_secs: u64,
+        by: &str,
+        max: u32,
+        now: u64,
+    ) -> Applied {
+        check_instance(instance)?;
+        let renewal = self.map.blocklist.get(instance).is_some_and(|&until| until > now);
+        if !renewal {
+            let mine = self
+                .blocklist_adders
+                .iter()
+                .filter(|(key, adder)| {
+                    *adder == by && self.map.blocklist.get(*key).is_some_and(|&u| u > now)
+                })
+                .count();
+            if mine >= max as usize {
+                let what = if max == crate::admin::BLOCKLIST_HARD_MAX {
+                    "the monitor's hard limit"
+                } else {
+                    "mon_blocklist_max"
+                };
+                return Err(OpError::new(
+                    ErrorCode::ENOSPC,
+                    format!(
+                        "{by} has {mine} live blocklist entries, the most one entity may add \
+                         ({max}, {what}): remove some (osd blocklist rm) or wait for them to expire"
+                    ),
+                ));
+            }
+            self.blocklist_adders.insert(instance.to_string(), by.to_string());
+        }
+        self.blocklist_add(instance, expire_secs, now)
+    }
+
+    /// Drops the adders of entries no longer in the map.
+    fn forget_gone_adders(&mut self) {
+        let blocklist = &self.map.blocklist;
+        self.blocklist_adders.retain(|key, _| blocklist.contains_key(key));
     }
 
     /// Removes a blocklist entry; an absent (or expired) one changes nothing, as in Ceph.
@@ -425,6 +746,7 @@ impl MonState {
         if self.map.blocklist.remove(entry).is_none() {
             return Ok(Outcome::Done(format!("{entry} isn't blocklisted")));
         }
+        self.blocklist_adders.remove(entry);
         self.bump();
         if !live {
             return Ok(Outcome::Done(format!("{entry} isn't blocklisted")));
@@ -466,6 +788,7 @@ fn new_osd(id: OsdId, host: &str) -> OsdInfo {
         up_from: 0,
         used_bytes: 0,
         avail_bytes: 0,
+        reweight: 1.0,
     }
 }
 
@@ -484,6 +807,9 @@ fn new_pool(id: PoolId, name: &str, pg_num: u32, size: u32, acting: Vec<Vec<OsdI
         stored_bytes: 0,
         snap_mode: Default::default(),
         pool_snaps: Default::default(),
+        flags: quarry_wire::pool_flags::HASHPSPOOL,
+        quota_max_bytes: 0,
+        quota_max_objects: 0,
     }
 }
 
@@ -536,6 +862,24 @@ fn check_snap_name(name: &str) -> Result<(), OpError> {
 fn check_host(host: &str) -> Result<(), OpError> {
     if host.is_empty() || host.len() > HOST_LEN_MAX || host.chars().any(|c| c.is_control()) {
         return Err(OpError::inval(format!("invalid host name '{}'", host.escape_debug())));
+    }
+    Ok(())
+}
+
+/// A central config section: `global`, a daemon type (`mon`, `osd`, `mgr`, `mds`,
+/// `client`) or one daemon `TYPE.ID` (Ceph's "config target").
+pub fn check_config_who(who: &str) -> Result<(), OpError> {
+    const TYPES: [&str; 5] = ["mon", "osd", "mgr", "mds", "client"];
+    let valid = who == "global"
+        || TYPES.contains(&who)
+        || who.split_once('.').is_some_and(|(t, id)| {
+            TYPES.contains(&t)
+                && !id.is_empty()
+                && id.len() <= 64
+                && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        });
+    if !valid {
+        return Err(OpError::inval(format!("unrecognized config target '{}'", who.escape_debug())));
     }
     Ok(())
 }
@@ -674,6 +1018,144 @@ mod tests {
         assert_eq!(s.apply(&rm("127.0.0.1:0/4100")), done("127.0.0.1:0/4100 isn't blocklisted"));
         assert_eq!(s.map.epoch, epoch + 1, "nothing changed");
         assert!(s.map.blocklist.contains_key("10.0.0.5:0/0"));
+    }
+
+    /// Goal (issue 12): the blocklist bound is per adding entity: one that filled its share
+    /// leaves the others theirs, expired entries and removed ones stop counting, renewing a
+    /// live entry is always allowed and keeps its adder.
+    #[test]
+    fn blocklist_bound_is_per_adding_entity() {
+        let mut s = booted();
+        let add = |now: u64, i: &str, by: &str, secs: u64| {
+            at(
+                now,
+                Op::BlocklistAddBy { instance: i.into(), expire_secs: secs, by: by.into(), max: 2 },
+            )
+        };
+        s.apply(&add(10, "10.0.0.1:0/1", "client.a", 60)).unwrap();
+        s.apply(&add(10, "10.0.0.2:0/2", "client.a", 5)).unwrap();
+        let before = s.clone();
+        let err = s.apply(&add(11, "10.0.0.3:0/3", "client.a", 60)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::ENOSPC);
+        assert!(
+            err.message.starts_with("client.a has 2 live blocklist entries"),
+            "{}",
+            err.message
+        );
+        assert_eq!(s, before, "a refused add changes nothing");
+        // Another entity still has its share, and renewing client.a's entry is no new one.
+        s.apply(&add(11, "10.0.0.3:0/3", "client.b", 60)).unwrap();
+        s.apply(&add(11, "10.0.0.1:0/1", "client.b", 600)).unwrap();
+        assert_eq!(s.blocklist_adders["10.0.0.1:0/1"], "client.a");
+        // client.a's 5 s entry expired at 15: it no longer counts.
+        s.apply(&add(16, "10.0.0.4:0/4", "client.a", 60)).unwrap();
+        assert!(!s.blocklist_adders.contains_key("10.0.0.2:0/2"), "expired entries are dropped");
+        assert!(s.apply(&add(16, "10.0.0.5:0/5", "client.a", 60)).is_err());
+        s.apply(&at(17, Op::BlocklistRm { entry: "10.0.0.4:0/4".into() })).unwrap();
+        s.apply(&add(17, "10.0.0.5:0/5", "client.a", 60)).unwrap();
+        assert_eq!(s.blocklist_adders.len(), s.map.blocklist.len());
+    }
+
+    /// Goal: `osd pool set` stores flags and min_size with Ceph's checks and lines, a nodelete
+    /// pool cannot be removed (EPERM), size and pg_num accept only their current value, quotas
+    /// are stored and a quota of 0 clears a quota-full pool; rename keeps the pool's id.
+    #[test]
+    fn pool_settings_rename_and_quotas() {
+        let mut s = booted();
+        let set = |var: &str, val: &str| {
+            at(5, Op::PoolSet { pool: "rbd".into(), var: var.into(), val: val.into() })
+        };
+        let done = |t: &str| Ok(Outcome::Done(t.to_string()));
+        assert_eq!(s.apply(&set("nodelete", "true")), done("set pool 1 nodelete to true"));
+        assert_eq!(s.apply(&set("min_size", "2")), done("set pool 1 min_size to 2"));
+        assert_eq!(s.map.pools[&1].min_size, 2);
+        let before = s.clone();
+        for (var, val, code) in [
+            ("nodelete", "yes", ErrorCode::EINVAL),
+            ("min_size", "3", ErrorCode::EINVAL),
+            ("min_size", "0", ErrorCode::EINVAL),
+            ("min_size", "x", ErrorCode::EINVAL),
+            ("size", "3", ErrorCode::EOPNOTSUPP),
+            ("size", "11", ErrorCode::EINVAL),
+            ("pg_num", "32", ErrorCode::EOPNOTSUPP),
+            ("pg_num", "0", ErrorCode::ERANGE),
+            ("crush_rule", "1", ErrorCode::EINVAL),
+        ] {
+            assert_eq!(s.apply(&set(var, val)).unwrap_err().code, code, "{var} {val}");
+            assert_eq!(s, before, "{var} {val} changed the state");
+        }
+        assert_eq!(s.apply(&set("size", "2")), done("set pool 1 size to 2"));
+        assert_eq!(s.apply(&set("pg_num", "16")), done(""));
+        let rm = s.apply(&at(6, Op::PoolRm { name: "rbd".into() })).unwrap_err();
+        assert_eq!(rm.code, ErrorCode::EPERM);
+        assert_eq!(s, before);
+        s.apply(&set("nosizechange", "1")).unwrap();
+        assert_eq!(s.apply(&set("size", "2")).unwrap_err().code, ErrorCode::EPERM);
+
+        assert_eq!(
+            s.apply(&set("quota_max_objects", "3")),
+            done("set-quota max_objects = 3 for pool rbd")
+        );
+        s.apply(&at(7, Op::PoolQuotaFull { pool: 1, full: true })).unwrap();
+        assert!(s.map.pools[&1].is_full());
+        assert_eq!(
+            pool_flags::names(s.map.pools[&1].flags),
+            "hashpspool,full,nodelete,nosizechange,full_quota"
+        );
+        s.apply(&set("quota_max_objects", "0")).unwrap();
+        assert!(!s.map.pools[&1].is_full(), "no quota left: not full");
+
+        let rename =
+            |from: &str, to: &str| at(8, Op::PoolRename { from: from.into(), to: to.into() });
+        assert_eq!(s.apply(&rename("rbd", "vms")), done("pool 'rbd' renamed to 'vms'"));
+        assert_eq!(s.map.pools[&1].name, "vms");
+        assert_eq!(
+            s.apply(&rename("rbd", "vms")),
+            done("pool 'rbd' does not exist; pool 'vms' does -- assuming successful rename")
+        );
+        assert_eq!(s.apply(&rename("vms", "vms")).unwrap_err().code, ErrorCode::EEXIST);
+        assert_eq!(s.apply(&rename("nope", "other")).unwrap_err().code, ErrorCode::ENOENT);
+    }
+
+    /// Goal: `osd out|in|down|reweight` answer per OSD as Ceph does and keep `in` and the
+    /// reweight consistent; the central config stores, removes and refuses bad targets.
+    #[test]
+    fn osd_marks_and_central_config() {
+        let mut s = booted();
+        let mark = |ids: Vec<OsdId>, mark: OsdMark| at(5, Op::OsdMark { ids, mark });
+        let done = |t: &str| Ok(Outcome::Done(t.to_string()));
+        assert_eq!(
+            s.apply(&mark(vec![0, 9], OsdMark::Out)),
+            done("marked out osd.0. osd.9 does not exist. ")
+        );
+        assert_eq!((s.map.osds[&0].in_cluster, s.map.osds[&0].reweight), (false, 0.0));
+        assert_eq!(s.apply(&mark(vec![0], OsdMark::Out)), done("osd.0 is already out. "));
+        assert_eq!(s.apply(&mark(vec![0], OsdMark::In)), done("marked in osd.0. "));
+        assert_eq!(
+            s.apply(&mark(vec![0], OsdMark::Reweight(0.5))),
+            done("reweighted osd.0 to 0.5 (8000)")
+        );
+        assert_eq!(
+            s.apply(&mark(vec![9], OsdMark::Reweight(0.5))).unwrap_err().code,
+            ErrorCode::ENOENT
+        );
+        assert_eq!(
+            s.apply(&mark(vec![0], OsdMark::Reweight(1.5))).unwrap_err().code,
+            ErrorCode::EINVAL
+        );
+        assert_eq!(s.apply(&mark(vec![0], OsdMark::Down)), done("osd.0 is already down. "));
+
+        let cfg = |who: &str, key: &str, v: Option<&str>| {
+            at(6, Op::ConfigSet { who: who.into(), key: key.into(), value: v.map(String::from) })
+        };
+        s.apply(&cfg("osd", "osd_max_backfills", Some("3"))).unwrap();
+        s.apply(&cfg("osd.0", "debug_osd", Some("5/5"))).unwrap();
+        assert_eq!(s.config["osd"]["osd_max_backfills"], "3");
+        s.apply(&cfg("osd", "osd_max_backfills", None)).unwrap();
+        s.apply(&cfg("osd", "osd_max_backfills", None)).unwrap();
+        assert!(!s.config.contains_key("osd"));
+        let err = s.apply(&cfg("bogus", "debug_osd", Some("1"))).unwrap_err();
+        assert_eq!(err.message, "unrecognized config target 'bogus'");
     }
 
     /// Goal: a caps change, deletion or import revokes tickets issued in its own second (OSDs

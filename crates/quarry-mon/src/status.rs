@@ -14,6 +14,11 @@
 //!   `mon_osd_nearfull_ratio`. Their lines carry one detail per OSD after a newline
 //!   (`osd.0 is full`), which `ceph health detail` prints indented under the summary.
 //!
+//! - `N pool(s) full` (`POOL_FULL`, [`pool_full_health`]): pools whose stored figures
+//!   reached a quota (`osd pool set-quota`); writes to them wait, as Ceph's clients do;
+//! - `N pgs stay on out osds ...` (Quarry's `OSD_OUT_HOLDS_PGS`, [`out_osds_health`]): an
+//!   out OSD's PGs are not remapped (no rebalancing yet), so this says where Ceph would show
+//!   remapped PGs that the data did not move;
 //! - `N blocklist entries (the map is K KiB) ...` (`MON_BLOCKLIST_LARGE` in `ceph health
 //!   detail`; Quarry's own check, [`blocklist_health`]): at least half of `mon_blocklist_max`
 //!   live entries.
@@ -121,12 +126,91 @@ pub fn health(map: &ClusterMap, ratios: &FullRatios) -> (String, Vec<String>) {
     if !degraded.is_empty() {
         lines.push(format!("Degraded data redundancy: {}", degraded.join(", ")));
     }
+    if let Some(line) = out_osds_health(map) {
+        lines.push(line);
+    }
+    if let Some(line) = pool_full_health(map) {
+        lines.push(line);
+    }
     let status = match (error, lines.is_empty()) {
         (true, _) => "HEALTH_ERR",
         (false, true) => "HEALTH_OK",
         (false, false) => "HEALTH_WARN",
     };
     (status.to_string(), lines)
+}
+
+/// `N pgs stay on out osds ...` (Quarry's `OSD_OUT_HOLDS_PGS`): where Ceph would remap the
+/// PGs of an out OSD and move their data, Quarry's acting sets stay (no rebalancing yet), so
+/// the out OSD keeps serving them; this says so rather than pretend data moved. One detail
+/// line per out OSD that holds PGs.
+pub fn out_osds_health(map: &ClusterMap) -> Option<String> {
+    let out: BTreeSet<OsdId> = map.osds.values().filter(|o| !o.in_cluster).map(|o| o.id).collect();
+    if out.is_empty() {
+        return None;
+    }
+    let mut pgs = 0;
+    let mut per_osd: BTreeMap<OsdId, usize> = BTreeMap::new();
+    for pool in map.pools.values() {
+        for acting in &pool.acting {
+            let held: Vec<&OsdId> = acting.iter().filter(|id| out.contains(id)).collect();
+            if !held.is_empty() {
+                pgs += 1;
+            }
+            for id in held {
+                *per_osd.entry(*id).or_default() += 1;
+            }
+        }
+    }
+    if pgs == 0 {
+        return None;
+    }
+    let mut line = format!(
+        "{pgs} pgs stay on out osds: Quarry does not move data off an out OSD (no rebalancing yet), the OSD keeps serving them"
+    );
+    for (id, n) in per_osd {
+        line.push_str(&format!("\nosd.{id} is out and still holds {n} pgs"));
+    }
+    Some(line)
+}
+
+/// `N pool(s) full` (Ceph's `POOL_FULL`) with one detail per pool that reached a quota:
+/// `pool 'p' is full (reached quota's max_objects: 10)` (or `max_bytes: 1 MiB`).
+pub fn pool_full_health(map: &ClusterMap) -> Option<String> {
+    let full: Vec<&PoolInfo> = map.pools.values().filter(|p| p.is_full()).collect();
+    if full.is_empty() {
+        return None;
+    }
+    let mut line = format!("{} pool(s) full", full.len());
+    for p in full {
+        let reached = if p.quota_max_objects > 0 && p.stored_objects >= p.quota_max_objects {
+            format!("max_objects: {}", p.quota_max_objects)
+        } else if p.quota_max_bytes > 0 {
+            format!("max_bytes: {}", bytes_iec(p.quota_max_bytes))
+        } else {
+            format!("max_objects: {}", p.quota_max_objects)
+        };
+        line.push_str(&format!("\npool '{}' is full (reached quota's {reached})", p.name));
+    }
+    Some(line)
+}
+
+/// Ceph's byte unit text (`1 MiB`, `100 B`).
+fn bytes_iec(v: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut value = v as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v} B")
+    } else if value.fract() == 0.0 {
+        format!("{value} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Adds `PG_DAMAGED` to `report` for the PGs the up OSDs of `map` (the incarnation that
@@ -154,8 +238,8 @@ pub fn damage_health(
 }
 
 /// Adds a warning to `report` when the blocklist holds at least half of `max`
-/// (`mon_blocklist_max`) live entries: `N blocklist entries (the map is K KiB); users
-/// without auth rights may add up to MAX` (the map goes to every client and OSD).
+/// (`mon_blocklist_max`) live entries: `N blocklist entries (the map is K KiB); each user
+/// without auth rights may add up to MAX of them` (the map goes to every client and OSD).
 pub fn blocklist_health(report: &mut StatusReport, map: &ClusterMap, max: u32, now: u64) {
     let live = map.blocklist.values().filter(|&&until| until > now).count();
     if live == 0 || live < (max as usize).div_ceil(2) {
@@ -163,7 +247,7 @@ pub fn blocklist_health(report: &mut StatusReport, map: &ClusterMap, max: u32, n
     }
     let kib = bincode::serialized_size(map).unwrap_or(0).div_ceil(1024);
     report.health_details.push(format!(
-        "{live} blocklist entries (the map is {kib} KiB); users without auth rights may add up to {max} (mon_blocklist_max)"
+        "{live} blocklist entries (the map is {kib} KiB); each user without auth rights may add up to {max} of them (mon_blocklist_max)"
     ));
     if report.health == "HEALTH_OK" {
         report.health = "HEALTH_WARN".to_string();
@@ -285,8 +369,8 @@ mod tests {
         assert_eq!(r.health, "HEALTH_WARN");
         assert_eq!(
             r.health_details,
-            vec!["6 blocklist entries (the map is 1 KiB); users without auth rights may add up \
-                  to 12 (mon_blocklist_max)"
+            vec!["6 blocklist entries (the map is 1 KiB); each user without auth rights may add \
+                  up to 12 of them (mon_blocklist_max)"
                 .to_string()]
         );
     }

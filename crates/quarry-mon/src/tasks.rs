@@ -1,5 +1,5 @@
-//! The leader's timers: marking silent OSDs down, rotating the service key, and keeping
-//! the monitor's own address in the map. Each runs on every monitor but acts only while that
+//! The leader's timers: marking silent OSDs down, rotating the service key, marking pools
+//! full when their usage reaches a quota, and keeping the monitor's own address in the map. Each runs on every monitor but acts only while that
 //! monitor is the Raft leader; everything they decide is proposed through Raft.
 
 use std::sync::Arc;
@@ -89,6 +89,40 @@ pub async fn expire_blocklist(mon: Arc<Mon>, period: Duration) {
                 Err(e) => {
                     tracing::info!(%entry, error = %e.message, "could not remove an expired blocklist entry");
                     break;
+                }
+            }
+        }
+    }
+}
+
+/// Every `period`, compares each pool's stored figures (from the OSDs' latest beacons) with
+/// its quotas and proposes `PoolQuotaFull` where the pool's `full_quota` flag should change:
+/// set once `stored_objects >= quota_max_objects` or `stored_bytes >= quota_max_bytes`,
+/// cleared once below both (a raised or removed quota, deleted objects). Ceph's monitor does
+/// the same with the figures its mgr reports.
+pub async fn quota_full(mon: Arc<Mon>, period: Duration) {
+    while ticker(&mon, period).await {
+        if !mon.is_leader() {
+            continue;
+        }
+        let map = mon.map_with_usage();
+        for pool in map.pools.values() {
+            let reached = (pool.quota_max_objects > 0
+                && pool.stored_objects >= pool.quota_max_objects)
+                || (pool.quota_max_bytes > 0 && pool.stored_bytes >= pool.quota_max_bytes);
+            if reached == pool.has_flag(quarry_wire::pool_flags::FULL_QUOTA) {
+                continue;
+            }
+            match mon.propose(Op::PoolQuotaFull { pool: pool.id, full: reached }).await {
+                Ok(_) if reached => tracing::warn!(
+                    pool = %pool.name,
+                    objects = pool.stored_objects,
+                    bytes = pool.stored_bytes,
+                    "pool is full: it reached its quota; writes wait until it is raised or data is removed"
+                ),
+                Ok(_) => tracing::info!(pool = %pool.name, "pool is no longer full"),
+                Err(e) => {
+                    tracing::info!(pool = %pool.name, error = %e.message, "could not change the pool's full flag")
                 }
             }
         }

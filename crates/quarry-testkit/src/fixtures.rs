@@ -29,6 +29,7 @@ pub fn osd_info(id: OsdId) -> OsdInfo {
         up_from: 1,
         used_bytes: 0,
         avail_bytes: 0,
+        reweight: 1.0,
     }
 }
 
@@ -48,6 +49,9 @@ pub fn pool_info(id: PoolId, name: &str, size: u32, acting: Vec<Vec<OsdId>>) -> 
         stored_bytes: 0,
         snap_mode: Default::default(),
         pool_snaps: Default::default(),
+        flags: quarry_wire::pool_flags::HASHPSPOOL,
+        quota_max_bytes: 0,
+        quota_max_objects: 0,
     }
 }
 

@@ -28,7 +28,7 @@ pub use conn::{
     ConnContext, Connected, EventSink, Handler, PendingReply, RpcClient, AUTH_DENIED_REASON,
     PROTOCOL_VERSION,
 };
-pub use map::{ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
+pub use map::{pool_flags, ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
 pub use message::*;
 
 use quarry_types::ErrorCode;

@@ -50,6 +50,10 @@ pub struct OsdInfo {
     pub used_bytes: u64,
     /// Bytes available, as last reported.
     pub avail_bytes: u64,
+    /// The operator's override weight (`ceph osd reweight`, 0.0..=1.0; Ceph's REWEIGHT
+    /// column): 0 is out, 1 is in (`ceph osd out|in` set it). `in_cluster` is
+    /// `reweight > 0`. Quarry's acting sets do not follow it yet: no data moves.
+    pub reweight: f64,
 }
 
 /// One pool's entry in the map.
@@ -82,6 +86,60 @@ pub struct PoolInfo {
     pub snap_mode: SnapMode,
     /// Live pool snapshots (`ceph osd pool mksnap`), by id.
     pub pool_snaps: BTreeMap<SnapId, PoolSnap>,
+    /// Flags with Ceph's `pg_pool_t` bit values ([`pool_flags`]): `nodelete`,
+    /// `nopgchange`, `nosizechange`, `noscrub`, `nodeep-scrub` set by the operator; `full`
+    /// and `full_quota` by the monitor when the pool reaches a quota.
+    pub flags: u64,
+    /// `ceph osd pool set-quota POOL max_bytes N` (0: none).
+    pub quota_max_bytes: u64,
+    /// `ceph osd pool set-quota POOL max_objects N` (0: none).
+    pub quota_max_objects: u64,
+}
+
+/// Pool flag bits, with Ceph's values (`pg_pool_t::FLAG_*`) and names (`flags_names`).
+pub mod pool_flags {
+    /// Objects are placed by a hash of the pool id too (always set, as Ceph's default).
+    pub const HASHPSPOOL: u64 = 1 << 0;
+    /// Writes are refused: the pool is full (set with `FULL_QUOTA` for a quota).
+    pub const FULL: u64 = 1 << 1;
+    /// `ceph osd pool delete` is refused (EPERM).
+    pub const NODELETE: u64 = 1 << 4;
+    /// `pg_num` changes are refused (EPERM).
+    pub const NOPGCHANGE: u64 = 1 << 5;
+    /// `size` changes are refused (EPERM).
+    pub const NOSIZECHANGE: u64 = 1 << 6;
+    /// No scrubs (stored; Quarry's scrub is on read).
+    pub const NOSCRUB: u64 = 1 << 8;
+    /// No deep scrubs (stored).
+    pub const NODEEP_SCRUB: u64 = 1 << 9;
+    /// The pool reached `quota_max_bytes` or `quota_max_objects`.
+    pub const FULL_QUOTA: u64 = 1 << 10;
+
+    /// The flags an operator sets with `ceph osd pool set POOL NAME true|false`, by name.
+    pub const SETTABLE: [(&str, u64); 5] = [
+        ("nodelete", NODELETE),
+        ("nopgchange", NOPGCHANGE),
+        ("nosizechange", NOSIZECHANGE),
+        ("noscrub", NOSCRUB),
+        ("nodeep-scrub", NODEEP_SCRUB),
+    ];
+
+    /// Ceph's `flags_names`: the set flags' names joined by commas, in bit order.
+    pub fn names(flags: u64) -> String {
+        const ALL: [(&str, u64); 8] = [
+            ("hashpspool", HASHPSPOOL),
+            ("full", FULL),
+            ("nodelete", NODELETE),
+            ("nopgchange", NOPGCHANGE),
+            ("nosizechange", NOSIZECHANGE),
+            ("noscrub", NOSCRUB),
+            ("nodeep-scrub", NODEEP_SCRUB),
+            ("full_quota", FULL_QUOTA),
+        ];
+        let set: Vec<&str> =
+            ALL.iter().filter(|(_, bit)| flags & bit != 0).map(|(name, _)| *name).collect();
+        set.join(",")
+    }
 }
 
 /// Ceph's rule: a pool uses pool snapshots or self-managed snapshots, never both. The mode is
@@ -112,6 +170,16 @@ impl PoolInfo {
     /// snapshots, newest first.
     pub fn pool_snapc(&self) -> SnapContext {
         SnapContext { seq: self.snap_seq, snaps: self.pool_snaps.keys().rev().copied().collect() }
+    }
+
+    /// True if flag `bit` ([`pool_flags`]) is set.
+    pub fn has_flag(&self, bit: u64) -> bool {
+        self.flags & bit != 0
+    }
+
+    /// True if the pool is full (a quota reached): writes wait, as Ceph's clients do.
+    pub fn is_full(&self) -> bool {
+        self.has_flag(pool_flags::FULL) || self.has_flag(pool_flags::FULL_QUOTA)
     }
 
     /// The id of the pool snapshot named `name`.

@@ -467,6 +467,52 @@ pub enum MonCommand {
         /// librados semantics (ENOENT) rather than the CLI's.
         strict: bool,
     },
+    /// `ceph osd blocklist clear`: removes every entry. Reply: `Done`.
+    BlocklistClear,
+    /// `ceph osd pool set POOL VAR VAL`; `ceph osd pool set-quota POOL max_bytes|max_objects N`
+    /// is VAR `quota_max_bytes|quota_max_objects` with N in bytes or objects. Reply: `Done`.
+    PoolSet {
+        /// Pool name.
+        pool: String,
+        /// `min_size`, `nodelete`, `nopgchange`, `nosizechange`, `noscrub`, `nodeep-scrub`,
+        /// `size`, `pg_num`, `pgp_num`, `quota_max_bytes`, `quota_max_objects`.
+        var: String,
+        /// The value as typed.
+        val: String,
+    },
+    /// `ceph osd pool rename OLD NEW`. Reply: `Done`.
+    PoolRename {
+        /// Current name.
+        from: String,
+        /// New name.
+        to: String,
+    },
+    /// `ceph osd out|in|down ID...`. Reply: `Done` (Ceph's lines, `marked out osd.0. `).
+    OsdMark {
+        /// OSD ids.
+        ids: Vec<u64>,
+        /// `out`, `in` or `down`.
+        mark: String,
+    },
+    /// `ceph osd reweight ID WEIGHT`. Reply: `Done`.
+    OsdReweight {
+        /// OSD id.
+        id: u64,
+        /// The weight in Ceph's fixed point (0x10000 = 1.0).
+        weight_fixed: u32,
+    },
+    /// `ceph config set WHO KEY VALUE` / `ceph config rm WHO KEY` (`value: None`): the key
+    /// and value are checked against the options Quarry knows. Reply: `Done`.
+    ConfigSet {
+        /// `global`, `mon`, `osd`, `client`, `osd.3`, `client.admin`, ...
+        who: String,
+        /// Option name (dashes or underscores).
+        key: String,
+        /// New value, or None to remove.
+        value: Option<String>,
+    },
+    /// The central config (`ceph config dump|get`). Reply: `Config`.
+    ConfigDump,
 }
 
 /// One entity as `ceph auth ls` shows it.
@@ -526,6 +572,8 @@ pub enum MonReply {
     Key(String),
     /// `ceph auth ls`.
     AuthList(Vec<AuthEntry>),
+    /// The central config: section -> option -> value.
+    Config(BTreeMap<String, BTreeMap<String, String>>),
 }
 
 /// One watch as `list_watchers` shows it.

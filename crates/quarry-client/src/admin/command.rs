@@ -190,6 +190,9 @@ pub enum CephCommand {
         /// The value as given.
         value: String,
     },
+    /// `osd pool set|rename|stats`, `osd blocklist clear`, `osd out|in|down|reweight`
+    /// (module `ops`).
+    Ops(super::ops::OpsCommand),
 }
 
 /// `ceph osd blocklist add` without an expiry: one hour, as Ceph.
@@ -329,6 +332,9 @@ impl CephCommand {
     ) -> Result<(CephCommand, Format), AdminError> {
         let format = request_format(req)?;
         let prefix = required(req, "prefix")?;
+        if let Some(cmd) = super::ops::OpsCommand::from_request(&prefix, req)? {
+            return Ok((CephCommand::Ops(cmd), format));
+        }
         let detail = || string(req, "detail").map(|d| d.as_deref() == Some("detail"));
         let cmd = match prefix.as_str() {
             "status" | "s" => CephCommand::Status,
@@ -371,13 +377,6 @@ impl CephCommand {
                     )));
                 }
                 CephCommand::PoolGet { pool, key }
-            }
-            "osd pool set" => {
-                let key = string(req, "var")?.unwrap_or_default();
-                return Err(AdminError::Failed {
-                    code: ErrorCode::EOPNOTSUPP,
-                    message: format!("changing pool variable '{key}' is not supported yet"),
-                });
             }
             "osd lspools" => CephCommand::PoolLs { detail: false },
             "osd pool ls" => CephCommand::PoolLs { detail: detail()? },
@@ -630,6 +629,7 @@ impl CephCommand {
                 "auth caps"
             }
             CephCommand::AuthImport => "auth import",
+            CephCommand::Ops(cmd) => cmd.to_request(&mut req),
         };
         req.insert("prefix".into(), json!(prefix));
         match format {
@@ -739,7 +739,7 @@ mod tests {
         );
         assert_eq!(status(json!({"prefix": "osd pool create", "pool": "p", "pg_num": "16"})), 0);
         assert_eq!(status(json!({"prefix": "osd pool get", "pool": "p", "var": "color"})), 22);
-        assert_eq!(status(json!({"prefix": "osd pool set", "pool": "p", "var": "size"})), 95);
+        assert_eq!(status(json!({"prefix": "osd pool set", "pool": "p", "var": "size"})), 22);
         assert_eq!(status(json!({"prefix": "auth get", "entity": "qemu"})), 22);
         assert_eq!(
             status(json!({"prefix": "auth caps", "entity": "client.q", "caps": ["mon"]})),

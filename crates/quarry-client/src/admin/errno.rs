@@ -30,6 +30,7 @@ pub fn errno_name(code: ErrorCode) -> String {
         107 => "ENOTCONN",
         108 => "ESHUTDOWN",
         110 => "ETIMEDOUT",
+        122 => "EDQUOT",
         125 => "ECANCELED",
         n => return format!("Unknown({n})"),
     };

@@ -154,7 +154,7 @@ pub fn osd_tree(map: &ClusterMap) -> Value {
                 "depth": 2,
                 "exists": 1,
                 "status": if o.up { "up" } else { "down" },
-                "reweight": if o.in_cluster { 1 } else { 0 },
+                "reweight": o.reweight,
                 "primary_affinity": 1
             }));
         }
@@ -168,6 +168,8 @@ pub fn pool_detail(p: &PoolInfo) -> Value {
     json!({
         "pool_id": p.id,
         "pool_name": p.name,
+        "flags": p.flags,
+        "flags_names": quarry_wire::pool_flags::names(p.flags),
         "type": 1,
         "size": p.size,
         "min_size": p.min_size,
@@ -176,6 +178,8 @@ pub fn pool_detail(p: &PoolInfo) -> Value {
         "pg_placement_num": p.pg_num,
         "snap_seq": p.snap_seq,
         "removed_snaps": p.removed_snaps,
+        "quota_max_bytes": p.quota_max_bytes,
+        "quota_max_objects": p.quota_max_objects,
         "application_metadata": apps
     })
 }
@@ -194,9 +198,14 @@ pub fn pool_get(p: &PoolInfo, key: &str) -> Value {
     let mut obj = Map::new();
     obj.insert("pool".into(), json!(p.name));
     obj.insert("pool_id".into(), json!(p.id));
-    let keys: Vec<&str> = if key == "all" { POOL_GET_KEYS[..5].to_vec() } else { vec![key] };
+    let all = &POOL_GET_KEYS[..POOL_GET_KEYS.len() - 1];
+    let keys: Vec<&str> = if key == "all" { all.to_vec() } else { vec![key] };
     for k in keys {
         let value = match k {
+            flag if super::plain::pool_flag_bit(flag).is_some() => {
+                let bit = super::plain::pool_flag_bit(flag).unwrap_or(0);
+                json!(bit != 0 && p.has_flag(bit))
+            }
             "size" => json!(p.size),
             "min_size" => json!(p.min_size),
             "pg_num" | "pgp_num" => json!(p.pg_num),
@@ -217,7 +226,7 @@ pub fn osd_dump(map: &ClusterMap) -> Value {
                 "osd": o.id,
                 "up": u8::from(o.up),
                 "in": u8::from(o.in_cluster),
-                "weight": o.weight,
+                "weight": o.reweight,
                 "up_from": o.up_from,
                 "public_addrs": o.addr.map_or_else(|| json!({"addrvec": []}), addrvec),
                 "public_addr": o.addr.map(legacy_addr),
@@ -322,7 +331,9 @@ pub fn df(s: &StatusReport) -> Value {
                 "kb_used": used.div_ceil(1024),
                 "bytes_used": used,
                 "percent_used": pct,
-                "max_avail": max_avail
+                "max_avail": max_avail,
+                "quota_objects": p.quota_max_objects,
+                "quota_bytes": p.quota_max_bytes
             }})
         })
         .collect();
@@ -416,6 +427,9 @@ mod tests {
                 stored_bytes: 2048,
                 snap_mode: Default::default(),
                 pool_snaps: Default::default(),
+                flags: quarry_wire::pool_flags::HASHPSPOOL,
+                quota_max_bytes: 0,
+                quota_max_objects: 0,
             }],
             pgs: (32, 32),
             objects: 2,

@@ -15,6 +15,7 @@
 pub mod command;
 pub mod errno;
 pub mod json;
+pub mod ops;
 pub mod pgs;
 pub mod plain;
 pub mod words;
@@ -258,6 +259,7 @@ pub async fn execute(
     let data = |v: Value| CommandReply::data(render(&v, fmt));
     let text = CommandReply::data;
     Ok(match cmd {
+        CephCommand::Ops(cmd) => ops::execute(rados, cmd, fmt).await?,
         CephCommand::Version => version_reply(fmt),
         CephCommand::PgStat if fmt.is_json() => {
             data(pgs::pg_stat_json(&rados.map(), &status_report(rados).await?))
@@ -349,31 +351,65 @@ pub async fn execute(
             CommandReply::data(render(&Value::Object(apps), fmt))
         }
         CephCommand::PoolGetQuota { pool } => {
-            let id = pool_info(rados, &pool).await?.id;
+            let info = pool_info(rados, &pool).await?;
+            // The stored figures the monitor has from the OSDs' reports.
+            let report = status_report(rados).await?;
+            let (objects, bytes) = report
+                .pools
+                .iter()
+                .find(|p| p.id == info.id)
+                .map_or((0, 0), |p| (p.stored_objects, p.stored_bytes));
             if fmt.is_json() {
-                data(
-                    js!({"pool_name": pool, "pool_id": id, "quota_max_objects": 0, "quota_max_bytes": 0}),
-                )
+                data(js!({
+                    "pool_name": pool,
+                    "pool_id": info.id,
+                    "quota_max_objects": info.quota_max_objects,
+                    "quota_max_bytes": info.quota_max_bytes,
+                    "current_num_objects": objects,
+                    "current_num_bytes": bytes
+                }))
             } else {
-                text(format!("quotas for pool '{pool}':\n  max objects: N/A\n  max bytes  : N/A\n"))
+                let max_objects = match info.quota_max_objects {
+                    0 => "N/A".to_string(),
+                    n => format!("{n} objects  (current num objects: {objects} objects)"),
+                };
+                let max_bytes = match info.quota_max_bytes {
+                    0 => "N/A".to_string(),
+                    n => format!("{}  (current num bytes: {bytes} bytes)", plain::bytes_iec(n)),
+                };
+                text(format!(
+                    "quotas for pool '{pool}':\n  max objects: {max_objects}\n  max bytes  : {max_bytes}\n"
+                ))
             }
         }
         CephCommand::PoolSetQuota { pool, field, value } => {
-            pool_info(rados, &pool).await?;
-            if !matches!(field.as_str(), "max_objects" | "max_bytes") {
-                return Err(CommandReply::failed(
+            let number = match field.as_str() {
+                "max_bytes" => quarry_conf::parse_size(&value).map_err(|e| e.to_string()),
+                "max_objects" => value.trim().parse::<u64>().map_err(|e| e.to_string()),
+                _ => {
+                    return Err(CommandReply::failed(
+                        ErrorCode::EINVAL,
+                        format!(
+                            "Invalid command: {field} not in max_objects|max_bytes\n\
+                             osd pool set-quota <pool> max_objects|max_bytes <val> :  set object or byte limit on pool"
+                        ),
+                    ));
+                }
+            };
+            let n = number.map_err(|e| {
+                CommandReply::failed(
                     ErrorCode::EINVAL,
-                    format!("unrecognized field '{field}'"),
-                ));
-            }
-            // No quota is what every pool has: setting 0 changes nothing and succeeds.
-            if value.trim() != "0" {
-                return Err(CommandReply::failed(
-                    ErrorCode::EOPNOTSUPP,
-                    "pool quotas are not supported by Quarry (a quota of 0, none, is what every pool has)",
-                ));
-            }
-            CommandReply::status(format!("set-quota {field} = {value} for pool {pool}"))
+                    format!("error parsing value '{value}': {e}"),
+                )
+            })?;
+            let cmd = MonCommand::PoolSet {
+                pool: pool.clone(),
+                var: format!("quota_{field}"),
+                val: n.to_string(),
+            };
+            let reply = call(rados, cmd).await?;
+            let _ = rados.lookup_pool(&pool).await;
+            done_text(reply, format!("set-quota {field} = {n} for pool {pool}"))?
         }
         CephCommand::PoolGet { pool, key } => {
             let info = pool_info(rados, &pool).await?;

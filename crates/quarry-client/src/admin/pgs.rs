@@ -282,7 +282,7 @@ pub fn osd_df(map: &ClusterMap, tree: bool) -> String {
             id.to_string(),
             "ssd".into(),
             format!("{:.5}", o.weight),
-            if o.in_cluster { "1.00000".into() } else { "0".into() },
+            super::plain::weight(o.reweight),
             bytes_iec(u.1),
             bytes_iec(u.2),
             bytes_iec(u.2),
@@ -350,7 +350,7 @@ pub fn osd_df_json(map: &ClusterMap) -> Value {
             json!({
                 "id": id, "device_class": "ssd", "name": format!("osd.{id}"), "type": "osd",
                 "type_id": 0, "crush_weight": o.weight, "depth": 2,
-                "reweight": if o.in_cluster { 1.0 } else { 0.0 },
+                "reweight": o.reweight,
                 "kb": size / 1024, "kb_used": used / 1024, "kb_used_data": used / 1024,
                 "kb_used_omap": 0, "kb_used_meta": 0, "kb_avail": avail / 1024,
                 "utilization": util, "var": df.var(util), "pgs": pgs,
@@ -402,6 +402,7 @@ mod tests {
             up_from: 1,
             used_bytes: 1 << 30,
             avail_bytes: 3 << 30,
+            reweight: 1.0,
         }
     }
 
@@ -429,6 +430,9 @@ mod tests {
             stored_bytes: 0,
             snap_mode: Default::default(),
             pool_snaps: Default::default(),
+            flags: quarry_wire::pool_flags::HASHPSPOOL,
+            quota_max_bytes: 0,
+            quota_max_objects: 0,
         };
         map.pools.insert(1, pool);
         let undersized = "active+undersized+degraded";

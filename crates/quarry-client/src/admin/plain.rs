@@ -244,6 +244,10 @@ pub fn check_code(detail: &str, index: usize) -> String {
         "OSD_FULL".into()
     } else if summary.contains(" blocklist entries ") {
         "MON_BLOCKLIST_LARGE".into()
+    } else if summary.ends_with(" pool(s) full") {
+        "POOL_FULL".into()
+    } else if summary.contains(" pgs stay on out osds") {
+        "OSD_OUT_HOLDS_PGS".into()
     } else {
         format!("HEALTH_CHECK_{}", index + 1)
     }
@@ -291,11 +295,24 @@ pub fn health(s: &StatusReport, detail: bool) -> String {
 pub fn pool_detail(p: &PoolInfo, epoch: u64) -> String {
     let mut line = format!(
         "pool {} '{}' replicated size {} min_size {} crush_rule 0 object_hash rjenkins \
-         pg_num {} pgp_num {} autoscale_mode off last_change {} flags hashpspool",
-        p.id, p.name, p.size, p.min_size, p.pg_num, p.pg_num, epoch
+         pg_num {} pgp_num {} autoscale_mode off last_change {} flags {}",
+        p.id,
+        p.name,
+        p.size,
+        p.min_size,
+        p.pg_num,
+        p.pg_num,
+        epoch,
+        quarry_wire::pool_flags::names(p.flags)
     );
     if p.snap_seq > 0 {
         line.push_str(",selfmanaged_snaps");
+    }
+    if p.quota_max_bytes > 0 {
+        let _ = write!(line, " max_bytes {}", p.quota_max_bytes);
+    }
+    if p.quota_max_objects > 0 {
+        let _ = write!(line, " max_objects {}", p.quota_max_objects);
     }
     line.push_str(" stripe_width 0");
     if !p.applications.is_empty() {
@@ -355,7 +372,7 @@ fn bucket_tree(map: &ClusterMap, status: bool) -> String {
             ];
             if status {
                 row.push(if osd.up { "up".into() } else { "down".into() });
-                row.push(if osd.in_cluster { "1.00000".into() } else { "0".into() });
+                row.push(weight(osd.reweight));
                 row.push("1.00000".into());
             }
             t.row(row);
@@ -364,8 +381,13 @@ fn bucket_tree(map: &ClusterMap, status: bool) -> String {
     t.render()
 }
 
+/// `osd dump`'s weight (the override weight): `1`, `0` or `0.5` as Ceph prints a float.
+fn reweight(w: f64) -> String {
+    format!("{w}")
+}
+
 /// A CRUSH-style weight: five decimals, `0` when zero (Ceph's `weightf_t`).
-fn weight(w: f64) -> String {
+pub fn weight(w: f64) -> String {
     if w < 0.000_001 {
         "0".into()
     } else {
@@ -380,10 +402,43 @@ pub fn osd_stat(map: &ClusterMap) -> String {
 }
 
 /// Keys `ceph osd pool get` answers.
-pub const POOL_GET_KEYS: [&str; 6] = ["size", "min_size", "pg_num", "pgp_num", "crush_rule", "all"];
+pub const POOL_GET_KEYS: [&str; 13] = [
+    "size",
+    "min_size",
+    "pg_num",
+    "pgp_num",
+    "crush_rule",
+    "hashpspool",
+    "nodelete",
+    "nopgchange",
+    "nosizechange",
+    "write_fadvise_dontneed",
+    "noscrub",
+    "nodeep-scrub",
+    "all",
+];
+
+/// A pool flag's bit by its `osd pool get|set` name (None: not a flag).
+pub fn pool_flag_bit(key: &str) -> Option<u64> {
+    use quarry_wire::pool_flags::*;
+    Some(match key {
+        "hashpspool" => HASHPSPOOL,
+        "nodelete" => NODELETE,
+        "nopgchange" => NOPGCHANGE,
+        "nosizechange" => NOSIZECHANGE,
+        "noscrub" => NOSCRUB,
+        "nodeep-scrub" => NODEEP_SCRUB,
+        // Quarry has no such hint: never set.
+        "write_fadvise_dontneed" => 0,
+        _ => return None,
+    })
+}
 
 /// The value of one pool variable (`key` from [`POOL_GET_KEYS`] but `all`).
 pub fn pool_var(p: &PoolInfo, key: &str) -> Option<String> {
+    if let Some(bit) = pool_flag_bit(key) {
+        return Some((bit != 0 && p.has_flag(bit)).to_string());
+    }
     Some(match key {
         "size" => p.size.to_string(),
         "min_size" => p.min_size.to_string(),
@@ -395,7 +450,8 @@ pub fn pool_var(p: &PoolInfo, key: &str) -> Option<String> {
 
 /// `ceph osd pool get POOL KEY`: `size: 3`, or every variable for `all`.
 pub fn pool_get(p: &PoolInfo, key: &str) -> String {
-    let keys: Vec<&str> = if key == "all" { POOL_GET_KEYS[..5].to_vec() } else { vec![key] };
+    let all = &POOL_GET_KEYS[..POOL_GET_KEYS.len() - 1];
+    let keys: Vec<&str> = if key == "all" { all.to_vec() } else { vec![key] };
     keys.iter().filter_map(|k| pool_var(p, k).map(|v| format!("{k}: {v}\n"))).collect()
 }
 
@@ -415,7 +471,7 @@ pub fn osd_dump(map: &ClusterMap) -> String {
             o.id,
             if o.up { "up  " } else { "down" },
             if o.in_cluster { "in " } else { "out" },
-            weight(o.weight),
+            reweight(o.reweight),
             o.up_from,
             addr,
             o.host
@@ -547,8 +603,14 @@ fn df_table(s: &StatusReport, detail: bool) -> String {
             bytes_iec(used),
             format!("{pct:.2}"),
             bytes_iec(max_avail),
-            "N/A".into(),
-            "N/A".into(),
+            match p.quota_max_objects {
+                0 => "N/A".into(),
+                n => n.to_string(),
+            },
+            match p.quota_max_bytes {
+                0 => "N/A".into(),
+                n => bytes_iec(n),
+            },
             "N/A".into(),
             "0 B".into(),
             "0 B".into(),
@@ -660,6 +722,9 @@ mod tests {
             stored_bytes: 3 << 20,
             snap_mode: Default::default(),
             pool_snaps: Default::default(),
+            flags: quarry_wire::pool_flags::HASHPSPOOL,
+            quota_max_bytes: 0,
+            quota_max_objects: 0,
         }
     }
 
@@ -714,7 +779,9 @@ mod tests {
         assert_eq!(pool_get(&p, "size"), "size: 1\n");
         assert_eq!(
             pool_get(&p, "all"),
-            "size: 1\nmin_size: 1\npg_num: 32\npgp_num: 32\ncrush_rule: replicated_rule\n"
+            "size: 1\nmin_size: 1\npg_num: 32\npgp_num: 32\ncrush_rule: replicated_rule\n\
+             hashpspool: true\nnodelete: false\nnopgchange: false\nnosizechange: false\n\
+             write_fadvise_dontneed: false\nnoscrub: false\nnodeep-scrub: false\n"
         );
         let mut map = ClusterMap { fsid: "f".into(), epoch: 4, ..Default::default() };
         map.pools.insert(1, p);
@@ -731,12 +798,13 @@ mod tests {
                 up_from: 3,
                 used_bytes: 0,
                 avail_bytes: 0,
+                reweight: 1.0,
             },
         );
         let dump = osd_dump(&map);
         assert!(dump.starts_with("epoch 4\nfsid f\nmax_osd 1\n\npool 1 'rbd'"), "{dump}");
         assert!(
-            dump.contains("osd.0 up   in  weight 1.00000 up_from 3 [v2:127.0.0.1:7000/0] host h\n"),
+            dump.contains("osd.0 up   in  weight 1 up_from 3 [v2:127.0.0.1:7000/0] host h\n"),
             "{dump}"
         );
         assert_eq!(

@@ -43,6 +43,10 @@ pub fn request_from_words(
         put("prefix", json!("status"));
         return Ok(req);
     }
+    if let Some(ops) = super::ops::request_from_words(&w) {
+        req.extend(ops);
+        return Ok(req);
+    }
     let prefix: String = match w.as_slice() {
         [] => return Err(AdminError::NoCommand),
         ["status" | "s"] | ["df"] | ["fsid"] | ["version" | "versions"] => w[0].to_string(),
@@ -257,7 +261,6 @@ mod tests {
             CephCommand::PoolGet { pool: "rbd".into(), key: "size".into() }
         );
         assert_eq!(code(words(&["osd", "pool", "get", "rbd", "color"]).unwrap_err()), 22);
-        assert_eq!(code(words(&["osd", "pool", "set", "rbd", "size", "2"]).unwrap_err()), 95);
         assert_eq!(words(&["osd", "dump"]).unwrap(), CephCommand::OsdDump);
         assert_eq!(code(words(&["osd", "pool", "create", "p", "erasure"]).unwrap_err()), 95);
         assert_eq!(code(words(&["osd", "pool", "create", "p", "bogus"]).unwrap_err()), 22);

@@ -118,7 +118,11 @@ fn settle(slot: Option<Slot>, reply: Reply) -> Reply {
     if let Some(slot) = slot {
         match &reply {
             Reply::Retry { .. } => slot.retry(),
-            Reply::Failed { code, .. } if *code == ErrorCode::EAGAIN => slot.retry(),
+            Reply::Failed { code, .. }
+                if *code == ErrorCode::EAGAIN || *code == ErrorCode::EDQUOT =>
+            {
+                slot.retry()
+            }
             _ => slot.proposed(),
         }
     }
@@ -220,6 +224,15 @@ async fn write(
         Ok(admitted) => admitted,
         Err(reply) => return settle(slot, reply),
     };
+    // A pool the monitor marked full (a quota reached) takes no write that needs space
+    // (removals, truncates and reads go on): EDQUOT, which the client answers by waiting for
+    // a map where the pool is not full, as Ceph's Objecter pauses such writes.
+    if let Some(pool) = current.pools.get(&group.pg.pool).filter(|p| p.is_full()) {
+        if ObjectOp::vector_needs_space(&op.ops) {
+            let message = format!("pool '{}' is full (quota reached)", pool.name);
+            return settle(slot, Reply::Failed { code: ErrorCode::EDQUOT, message });
+        }
+    }
     let snapc = match current.pools.get(&group.pg.pool) {
         Some(pool) => pool.write_snapc(&op.snapc),
         None => op.snapc,
