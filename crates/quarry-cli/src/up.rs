@@ -219,6 +219,7 @@ async fn wait_ready(spec: &ClusterSpec) -> anyhow::Result<()> {
         key: spec.admin_key.clone(),
         connect_timeout: Duration::from_secs(30),
         op_timeout: Some(Duration::from_secs(10)),
+        mon_op_timeout: Some(Duration::from_secs(10)),
         fsid: None,
     };
     let rados =
