@@ -301,6 +301,60 @@ impl Rados {
         }
     }
 
+    /// `ceph tell osd.N WORDS…`: an admin command sent to that OSD itself (it needs `allow *`
+    /// in our osd caps). Returns (output, status): Ceph's JSON answer and the lines it adds
+    /// on stderr. An OSD that does not exist, or is down, is ENOENT / EAGAIN; the daemon's
+    /// refusals come back as [`ClientError::Failed`].
+    pub async fn tell_osd(
+        &self,
+        osd: OsdId,
+        words: Vec<String>,
+    ) -> Result<(String, String), ClientError> {
+        let shared = self.shared();
+        shared.check_running()?;
+        let map = shared.map();
+        let gone = |code: ErrorCode| ClientError::Failed {
+            code,
+            message: format!("problem getting command descriptions from osd.{osd}"),
+        };
+        let addr = match map.osds.get(&osd) {
+            None => return Err(gone(ErrorCode::ENOENT)),
+            Some(info) => match (info.up, info.addr) {
+                (true, Some(addr)) => addr,
+                _ => return Err(gone(ErrorCode::EAGAIN)),
+            },
+        };
+        let ticket = shared.valid_ticket().await?;
+        let timeout = shared.cfg.connect_timeout;
+        let (client, _) =
+            match shared.osds.get(osd, addr, &shared.cfg.entity, &ticket, timeout).await {
+                Ok(found) => found,
+                Err(ConnectError::Refused(code, message)) => {
+                    return Err(ClientError::Auth { code, message })
+                }
+                Err(ConnectError::Unreachable) => return Err(gone(ErrorCode::ETIMEDOUT)),
+            };
+        let reply = self.bounded(async {
+            client.call(Request::Tell { words }).await.map_err(|_| gone(ErrorCode::ENOTCONN))
+        });
+        told(reply.await?)
+    }
+
+    /// `ceph tell mon.* WORDS…`: an admin command to the monitor we are connected to (it
+    /// needs `allow *` in our mon caps); see [`Rados::tell_osd`].
+    pub async fn tell_mon(&self, words: Vec<String>) -> Result<(String, String), ClientError> {
+        let shared = self.shared();
+        let limit = shared.cfg.mon_op_timeout;
+        let asked = async {
+            let session = shared.session(None).await?;
+            session.client.call(Request::Tell { words }).await.map_err(|_| ClientError::Failed {
+                code: ErrorCode::ENOTCONN,
+                message: "the monitor session was lost".into(),
+            })
+        };
+        told(self.bounded_by(limit, asked).await?)
+    }
+
     /// Notices of ops that wait on a PG without a reachable primary ([`WaitNotice`]), from
     /// now on. Dropped when nobody listens or a listener lags (they are advice).
     pub fn wait_notices(&self) -> tokio::sync::broadcast::Receiver<WaitNotice> {
@@ -625,6 +679,18 @@ enum Attempt {
     WaitEpoch(u64),
     /// Resend with a ticket newer than this generation.
     RenewTicket(u64),
+}
+
+/// The answer to a tell: (output, status), or the daemon's refusal.
+fn told(reply: Reply) -> Result<(String, String), ClientError> {
+    match reply {
+        Reply::Told { output, status } => Ok((output, status)),
+        Reply::Failed { code, message } => Err(ClientError::Failed { code, message }),
+        other => {
+            tracing::warn!(reply = reply_kind(&other), "odd reply to a tell");
+            Err(ClientError::Protocol { request: "Tell" })
+        }
+    }
 }
 
 /// Why an attempt found no primary to answer.
