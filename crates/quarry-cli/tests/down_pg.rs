@@ -2,7 +2,9 @@
 //! `quarry osd` processes, a pool of one replica, osd.1 stopped. Reads of objects on osd.0
 //! work; a read on osd.1's PGs says `waiting for PG P.S: no OSD up` on stderr after a few
 //! seconds (instead of silence) and, with `--rados-osd-op-timeout`, fails with Ceph's
-//! ETIMEDOUT line after it; `rados_osd_op_timeout` in CEPH_ARGS does the same.
+//! ETIMEDOUT line after it; `rados_osd_op_timeout` in CEPH_ARGS does the same. `ceph health
+//! detail` then names osd.1 and each PG it holds back (and its JSON `detail` the same), and
+//! `ceph pg PGID query` shows such a PG `down` with its acting set.
 
 mod common;
 
@@ -134,6 +136,42 @@ fn a_read_on_a_down_pg_says_so_and_times_out() {
     cmd.env("CEPH_ARGS", "--rados_osd_op_timeout=2");
     let r = run_bounded(cmd, None, COMMAND_TIMEOUT);
     assert!(r.stderr.contains("(110) Connection timed out"), "{}", r.stderr);
+
+    // `ceph health detail` names each down OSD and each PG it holds back; its JSON has the
+    // same items under each check's `detail`.
+    let ceph =
+        |args: &[&str]| run_bounded(tool_cmd("ceph", Some(&conf), args), None, COMMAND_TIMEOUT);
+    let detail = ceph(&["health", "detail"]).ok("health detail").out();
+    assert!(
+        detail.contains("[WRN] OSD_DOWN: 1 osds down\n    osd.1 (root=default,host="),
+        "{detail}"
+    );
+    assert!(detail.contains(") is down\n"), "{detail}");
+    let down_pgs: Vec<&str> = detail
+        .lines()
+        .filter(|l| l.starts_with("    pg ") && l.ends_with(" is down, acting [1]"))
+        .collect();
+    assert!(!down_pgs.is_empty(), "{detail}");
+    let json = ceph(&["health", "detail", "-f", "json"]).ok("health detail json").out();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let items = v["checks"]["PG_AVAILABILITY"]["detail"].as_array().unwrap();
+    assert_eq!(items.len(), down_pgs.len(), "{json}");
+    assert_eq!(items[0]["message"], down_pgs[0].trim());
+    assert_eq!(v["checks"]["OSD_DOWN"]["detail"].as_array().unwrap().len(), 1, "{json}");
+
+    // `ceph pg PGID query` of a PG held back by osd.1 and of one served by osd.0.
+    let pgid = down_pgs[0].split_whitespace().nth(1).unwrap();
+    let q = ceph(&["pg", pgid, "query"]).ok("pg query").out();
+    let v: serde_json::Value = serde_json::from_str(&q).unwrap();
+    assert_eq!(v["state"], "down", "{q}");
+    assert_eq!(v["acting"], serde_json::json!([1]));
+    assert_eq!(v["up"], serde_json::json!([]));
+    assert_eq!(v["info"]["pgid"], pgid);
+    assert_eq!(v["info"]["stats"]["up_primary"], -1);
+    assert_eq!(v["info"]["stats"]["acting_primary"], 1);
+    let missing = ceph(&["pg", "7.0", "query"]);
+    assert_eq!(missing.code(), 2, "{}", missing.stderr);
+    assert_eq!(missing.stderr, "Error ENOENT: i don't have pgid 7.0\n");
 
     osd0.terminate();
     mon.terminate();
