@@ -792,7 +792,9 @@ async fn execute(
             } else {
                 let mut text = String::new();
                 for (namespace, name) in objects {
-                    if scope.all && !namespace.is_empty() {
+                    // Ceph's `ls --all` prints the namespace and a tab on every line, the
+                    // default namespace's as an empty field (`\tNAME`).
+                    if scope.all {
                         text.push_str(&namespace);
                         text.push('\t');
                     }

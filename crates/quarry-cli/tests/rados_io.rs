@@ -67,7 +67,7 @@ fn export_and_import_round_trip_and_refuse_damage() {
     let ls = rados(conf, &["-p", "copy", "ls", "--all"]).ok("ls").out();
     let mut names: Vec<&str> = ls.lines().collect();
     names.sort();
-    assert_eq!(names, vec!["big", "empty", "ns1\ta:b"]);
+    assert_eq!(names, vec!["\tbig", "\tempty", "ns1\ta:b"]);
     rados(conf, &["-p", "copy", "get", "big", &file("big.out")]).ok("get");
     assert!(std::fs::read(file("big.out")).unwrap() == big, "imported data differs");
     assert_eq!(rados(conf, &["-p", "copy", "getxattr", "big", "colour"]).ok("x").out(), "blue");
