@@ -124,6 +124,16 @@ impl OsdCap {
         Ok(OsdCap { text: text.to_string(), grants })
     }
 
+    /// Whether the caps hold a grant of everything (`allow *` or `allow all`): what an admin
+    /// command to an OSD (`ceph tell osd.N`) needs, as Ceph's OSD asks (`profile rbd` or
+    /// `allow rwx` do not suffice).
+    pub fn allows_all(&self) -> bool {
+        self.text.split([',', ';']).any(|grant| {
+            let words: Vec<&str> = grant.split_whitespace().collect();
+            matches!(words.as_slice(), ["allow", "*"] | ["allow", "all"])
+        })
+    }
+
     /// Whether an op on any object of `pool`/`namespace` may proceed. Grants limited to an
     /// `object_prefix` never satisfy this (use [`OsdCap::allows_object`] when the name is known).
     pub fn allows(&self, pool: &str, namespace: &str, want: OsdAccess) -> bool {
@@ -224,6 +234,12 @@ impl MonCap {
             grants.push(parse_mon_grant(&tokens)?);
         }
         Ok(MonCap { text: text.to_string(), grants })
+    }
+
+    /// Whether the caps grant everything on the monitor (`allow *`): what an admin command to
+    /// the monitor itself (`ceph tell mon.*`) needs.
+    pub fn allows_all(&self) -> bool {
+        self.grants.iter().any(|g| matches!(g, MonGrant::All))
     }
 
     /// Whether a monitor request of class `want` may proceed (see the table in the crate doc).

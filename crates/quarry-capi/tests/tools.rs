@@ -671,3 +671,55 @@ fn every_consumer_symbol_is_exported() {
     eprintln!("{} symbols exported; {checked} installed consumers checked", exported.len());
     assert!(missing.is_empty(), "not exported: {missing:?}");
 }
+
+/// docs/getting-started.md runs as written, steps 2 to 6 in order on one `quarry up` cluster
+/// (step 5 builds on step 3's images), through Quarry's librados/librbd and Debian's QEMU
+/// 7.2 and fio: the only changes are the cluster directory, the files a reader brings
+/// (`./golden.raw`, `x.qcow2`, made here), step 6's benchmarks shortened to 2 s, and its last
+/// line, `./scripts/bench.sh` (the full benchmark table, minutes long), left out. Keyrings
+/// the steps save under `/etc/ceph` are put back afterwards. It found step 5 creating
+/// `yujiang` again (step 3 made it: `File exists`); step 5 now creates `vm2`.
+#[test]
+fn getting_started_runs_as_written() {
+    use quarry_testkit::docs::{as_script, shell_blocks, Restore};
+    require!(qemu_missing());
+    if Command::new("fio").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: fio missing; scripts/setup.sh installs it");
+        return;
+    }
+    let env = Env::start();
+    let _demo = Restore::new("/etc/ceph/ceph.client.demo.keyring");
+    let _qemu = Restore::new("/etc/ceph/ceph.client.qemu.keyring");
+    let guide = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/getting-started.md"),
+    )
+    .unwrap();
+    std::fs::write(env.work().join("golden.raw"), vec![0x5a; 4 << 20]).unwrap();
+    env.ok("qemu-img create -f qcow2 x.qcow2 64M && qemu-io -c 'write -P 0x11 1M 1M' x.qcow2");
+    let mut ran = 0;
+    for step in ["2.", "3.", "4.", "5.", "6."] {
+        for block in shell_blocks(&guide, step) {
+            let mut lines = Vec::new();
+            for line in block.lines() {
+                if line.starts_with("./scripts/bench.sh") {
+                    continue;
+                }
+                lines.push(line.replace(" bench 10 ", " bench 2 "));
+            }
+            let script = as_script(&(lines.join("\n") + "\n"))
+                .replace("/var/lib/quarry", env.dir().to_str().unwrap());
+            let run = env.sh(&script);
+            assert!(
+                run.status.success(),
+                "step {step} failed:\n{script}\nstdout: {}\nstderr: {}",
+                run.out(),
+                run.stderr
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 5, "only {ran} blocks found");
+    assert!(guide.contains("./scripts/bench.sh 10"), "step 6's last line changed: update the test");
+    let du = env.ok("rbd du vm2");
+    assert!(du.contains("vm2") && du.contains("10 GiB"), "{du}");
+}

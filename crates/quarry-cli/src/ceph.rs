@@ -171,6 +171,9 @@ pub fn parse(args: &CephArgs) -> Result<(CephCommand, Format, Map<String, Value>
 /// Runs `ceph …`: the request goes through [`quarry_client::Rados::mon_command`], the same
 /// call `rados_mon_command` makes, and its reply is printed as Ceph's tool prints it.
 pub async fn run(args: CephArgs) -> Result<(), CliError> {
+    if args.words.first().is_some_and(|w| w == "tell") {
+        return crate::tell::run(&args).await;
+    }
     let (cmd, fmt, request) = parse(&args)?;
     if let Some(out) = &args.out_file {
         check_output_dir(out)?;

@@ -227,6 +227,7 @@ pub async fn run_osd(args: OsdArgs) -> Result<(), CliError> {
         .context("configuring the OSD")?;
     log_file.open();
     let id = cfg.id;
+    crate::logging::register_osd_knobs(&conf, &EntityName::osd(id));
     let signals = Signals::new()?;
     let osd = quarry_osd::start(cfg).await.with_context(|| format!("starting osd.{id}"))?;
     tracing::info!(addr = %osd.addr(), "osd.{id} serving");

@@ -115,6 +115,78 @@ pub struct LogSetup {
     pub stderr: StderrLevel,
     /// Problems with the logging options, logged as warnings once the subscriber is up.
     pub problems: Vec<String>,
+    /// The Ceph level of each of [`SUBSYSTEMS`] (what `directives` was built from; levels
+    /// change at runtime through [`set_level`]).
+    pub levels: Vec<u32>,
+}
+
+/// The directives of a daemon whose subsystems (in [`SUBSYSTEMS`] order) log at `levels`.
+fn directives_of(levels: &[u32]) -> String {
+    let mut directives = vec!["warn".to_string(), "quarry=info".to_string()];
+    for (sub, level) in SUBSYSTEMS.iter().zip(levels) {
+        for target in sub.targets {
+            directives.push(format!("{target}={}", tracing_level(*level)));
+        }
+    }
+    directives.join(",")
+}
+
+/// Re-filters one layer with new directives.
+type Refilter = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// The levels of a running daemon process, changeable at runtime (`ceph tell osd.N config
+/// set debug_osd 5`, `injectargs '--debug-ms 1'`).
+struct RuntimeLevels {
+    levels: Mutex<Vec<u32>>,
+    layers: Vec<Refilter>,
+}
+
+static RUNTIME_LEVELS: std::sync::OnceLock<RuntimeLevels> = std::sync::OnceLock::new();
+
+/// `debug_<name>`'s level now, as Ceph shows it (`N/N`), if the subsystem exists.
+pub fn level(name: &str) -> Option<String> {
+    let at = SUBSYSTEMS.iter().position(|s| s.name == name)?;
+    let levels = RUNTIME_LEVELS.get()?.levels.lock().unwrap_or_else(|e| e.into_inner());
+    levels.get(at).map(|l| format!("{l}/{l}"))
+}
+
+/// Sets `debug_<name>` to `value` (`N` or `N/M`, 0-20) in this process: its log file (and
+/// stderr when it gets everything) follow at once. Returns the level as shown.
+pub fn set_level(name: &str, value: &str) -> Result<String, String> {
+    let at = SUBSYSTEMS.iter().position(|s| s.name == name).ok_or("no such subsystem")?;
+    let level = parse_debug_level(value)?;
+    if level > 20 {
+        return Err(format!("invalid value '{value}': levels go from 0 to 20"));
+    }
+    let runtime = RUNTIME_LEVELS.get().ok_or("logging is not set up")?;
+    let mut levels = runtime.levels.lock().unwrap_or_else(|e| e.into_inner());
+    levels[at] = level;
+    let directives = directives_of(&levels);
+    for layer in &runtime.layers {
+        layer(&directives)?;
+    }
+    tracing::info!("debug_{name} set to {level} at runtime ({directives})");
+    // Shown as given when it names both levels (`1/5`), else Ceph's `N/N`.
+    Ok(if value.contains('/') { value.trim().to_string() } else { format!("{level}/{level}") })
+}
+
+/// For `ceph tell osd.N config get|set`: records the OSD options' values as `name` reads
+/// them from `conf`, and registers every `debug_<subsystem>` as an option that changes at
+/// runtime (this process's level).
+pub fn register_osd_knobs(conf: &Conf, name: &EntityName) {
+    let knobs = quarry_osd::tell::knobs();
+    knobs.load(
+        quarry_conf::OPTIONS
+            .iter()
+            .filter(|o| o.used_by.contains(&quarry_conf::Reader::Osd))
+            .filter_map(|o| conf.get(name, o.name).map(|v| (o.name, v))),
+    );
+    for sub in SUBSYSTEMS {
+        let name = sub.name;
+        let now = level(name).unwrap_or_else(|| format!("{0}/{0}", sub.default));
+        let setter: quarry_osd::tell::Setter = std::sync::Arc::new(move |v| set_level(name, v));
+        knobs.runtime(&format!("debug_{name}"), now, setter);
+    }
 }
 
 /// What a daemon writes to stderr.
@@ -145,7 +217,7 @@ impl LogSetup {
         default_file: PathBuf,
     ) -> LogSetup {
         let mut problems = Vec::new();
-        let mut directives = vec!["warn".to_string(), "quarry=info".to_string()];
+        let mut levels = Vec::with_capacity(SUBSYSTEMS.len());
         for sub in SUBSYSTEMS {
             let key = format!("debug_{}", sub.name);
             let level = match lookup(sub.daemon, &key) {
@@ -158,10 +230,9 @@ impl LogSetup {
                 },
                 None => sub.default,
             };
-            for target in sub.targets {
-                directives.push(format!("{target}={}", tracing_level(level)));
-            }
+            levels.push(level);
         }
+        let directives = directives_of(&levels);
         let to_file = bool_option(lookup(main, "log_to_file"));
         let file = match (cli_file, lookup(main, "log_file")) {
             (Some(path), _) => Some(path.to_path_buf()),
@@ -178,7 +249,7 @@ impl LogSetup {
             (_, Some(false)) => StderrLevel::Off,
             _ => StderrLevel::Warnings,
         };
-        LogSetup { directives: directives.join(","), file, stderr, problems }
+        LogSetup { directives, file, stderr, problems, levels }
     }
 
     /// A daemon's setup from its conf (`name` is the daemon, `data` its data directory).
@@ -217,6 +288,13 @@ impl LogSetup {
             (StderrLevel::All, None) => EnvFilter::new(&directives),
             (StderrLevel::Warnings, None) => EnvFilter::new("warn"),
         };
+        let mut layers: Vec<Refilter> = Vec::new();
+        let (stderr_filter, stderr_handle) = tracing_subscriber::reload::Layer::new(stderr_filter);
+        if self.stderr == StderrLevel::All && env.is_none() {
+            layers.push(Box::new(move |d: &str| {
+                stderr_handle.reload(EnvFilter::new(d)).map_err(|e| e.to_string())
+            }));
+        }
         let stderr = tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
             .with_ansi(std::io::stderr().is_terminal())
@@ -232,12 +310,19 @@ impl LogSetup {
             stderr_has_warnings: self.stderr != StderrLevel::Off,
         };
         let file = self.file.is_some().then(|| {
+            let (filter, handle) =
+                tracing_subscriber::reload::Layer::new(EnvFilter::new(&directives));
+            layers.push(Box::new(move |d: &str| {
+                handle.reload(EnvFilter::new(d)).map_err(|e| e.to_string())
+            }));
             tracing_subscriber::fmt::layer()
                 .with_writer(log_file.clone())
                 .with_ansi(false)
-                .with_filter(EnvFilter::new(&directives))
+                .with_filter(filter)
         });
         tracing_subscriber::registry().with(stderr).with(file).init();
+        let _ =
+            RUNTIME_LEVELS.set(RuntimeLevels { levels: Mutex::new(self.levels.clone()), layers });
         for problem in &self.problems {
             tracing::warn!("logging: {problem}");
         }

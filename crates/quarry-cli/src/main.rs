@@ -41,10 +41,14 @@ mod libs;
 mod logging;
 mod nbd;
 mod output;
+mod pool_dump;
 mod rados;
+mod rados_dump;
+mod rados_lock;
 mod rbd;
 mod session;
 mod suggest;
+mod tell;
 mod up;
 
 use std::ffi::OsString;
@@ -143,6 +147,20 @@ fn config_args(args: Vec<OsString>) -> (Vec<OsString>, Vec<(String, String)>) {
     let mut keep = Vec::new();
     if let Some(command) = <Cli as clap::CommandFactory>::command().find_subcommand(&tool) {
         collect_long_names(command, &mut keep);
+    }
+    // `ceph tell osd.N injectargs --debug-osd 5`: what follows `injectargs` is for the
+    // daemon, never the tool's own options (as in Ceph).
+    if tool == "ceph" {
+        if let Some(at) = args.iter().position(|a| a == "injectargs") {
+            let mut args = args;
+            let injected = args.split_off(at);
+            let (mut out, overrides) = quarry_conf::extract_config_args(args, &keep);
+            if !out.iter().any(|a| a == "--") {
+                out.push("--".into());
+            }
+            out.extend(injected);
+            return (out, overrides);
+        }
     }
     quarry_conf::extract_config_args(args, &keep)
 }

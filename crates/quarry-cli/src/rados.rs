@@ -73,6 +73,27 @@ pub struct RadosArgs {
     /// put: write at this offset instead of replacing the object.
     #[arg(long = "offset", value_name = "BYTES")]
     pub offset: Option<u64>,
+    /// import: say what would be written, write nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// import: leave objects that already exist as they are.
+    #[arg(long = "no-overwrite")]
+    pub no_overwrite: bool,
+    /// lock get/break: the locker's cookie.
+    #[arg(long = "lock-cookie", value_name = "COOKIE")]
+    pub lock_cookie: Option<String>,
+    /// lock get: the tag every shared holder must use.
+    #[arg(long = "lock-tag", value_name = "TAG")]
+    pub lock_tag: Option<String>,
+    /// lock get: free text shown by lock info.
+    #[arg(long = "lock-description", value_name = "TEXT")]
+    pub lock_description: Option<String>,
+    /// lock get: seconds until the hold expires (default: never).
+    #[arg(long = "lock-duration", value_name = "SECONDS")]
+    pub lock_duration: Option<String>,
+    /// lock get: shared or exclusive (default).
+    #[arg(long = "lock-type", value_name = "TYPE")]
+    pub lock_type: Option<String>,
     /// The command and its arguments, e.g. `put obj ./file`.
     #[arg(value_name = "COMMAND", allow_negative_numbers = true)]
     pub words: Vec<String>,
@@ -85,6 +106,7 @@ Pool commands:
 Object commands (need -p POOL):
   ls                               list objects, one per line
   put OBJ FILE|- [--offset N]      write an object from a file or stdin
+  append OBJ FILE|-                add a file's bytes at the object's end
   get OBJ FILE|-                   read an object into a file or stdout
   rm OBJ...                        remove objects
   stat OBJ | stat2 OBJ             size and modification time
@@ -114,7 +136,16 @@ Object commands (need -p POOL):
   rollback OBJ SNAP                roll an object back to a pool snapshot
   -s SNAP get OBJ FILE             read at a pool snapshot (also stat, ...)
   bench SECONDS write|seq|rand [-b SIZE] [-t N] [--no-cleanup] [--run-name NAME]
-  cleanup [--prefix PREFIX] [--run-name NAME]";
+  cleanup [--prefix PREFIX] [--run-name NAME]
+Import and export (Ceph's pool export format):
+  export [FILE|-]                  every object of the pool (all namespaces) to a file
+  import [--dry-run] [--no-overwrite] FILE|-   load an export into the pool
+Advisory locks:
+  lock list OBJ                    lock names on an object (JSON)
+  lock info OBJ NAME               a lock's type, tag and holders (JSON)
+  lock get OBJ NAME [--lock-cookie C] [--lock-tag T] [--lock-description D]
+                    [--lock-duration SECS] [--lock-type shared|exclusive]
+  lock break OBJ NAME LOCKER [--lock-cookie C]   release another client's hold";
 
 /// One parsed `rados` command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +165,29 @@ pub enum RadosCommand {
         /// `--offset`.
         offset: Option<u64>,
     },
+    /// `append OBJ FILE`.
+    Append {
+        /// Object.
+        obj: String,
+        /// File or `-`.
+        file: String,
+    },
+    /// `export [FILE]` (None or `-`: standard output).
+    Export {
+        /// File.
+        file: Option<String>,
+    },
+    /// `import FILE`.
+    Import {
+        /// File or `-`.
+        file: String,
+        /// `--dry-run`.
+        dry_run: bool,
+        /// `--no-overwrite`.
+        no_overwrite: bool,
+    },
+    /// `lock …`.
+    Lock(crate::rados_lock::LockCommand),
     /// `get OBJ FILE`.
     Get {
         /// Object.
@@ -361,6 +415,30 @@ pub fn parse(args: &RadosArgs) -> Result<RadosCommand, CliError> {
         ["ls"] | ["ls", "-"] => RadosCommand::Ls,
         ["put", obj, file] => RadosCommand::Put { obj: s(obj), file: s(file), offset: args.offset },
         ["get", obj, file] => RadosCommand::Get { obj: s(obj), file: s(file) },
+        ["append", obj, file] => RadosCommand::Append { obj: s(obj), file: s(file) },
+        ["export"] => RadosCommand::Export { file: None },
+        ["export", file] => RadosCommand::Export { file: Some(s(file)) },
+        ["import", file] => RadosCommand::Import {
+            file: s(file),
+            dry_run: args.dry_run,
+            no_overwrite: args.no_overwrite,
+        },
+        ["lock", rest @ ..] => {
+            if args.format.as_deref() == Some("plain") {
+                return Err(CliError::Usage {
+                    message: "unrecognized format: plain".into(),
+                    status: 234,
+                });
+            }
+            RadosCommand::Lock(crate::rados_lock::parse(
+                rest,
+                args.lock_cookie.as_deref(),
+                args.lock_tag.as_deref(),
+                args.lock_description.as_deref(),
+                args.lock_duration.as_deref(),
+                args.lock_type.as_deref(),
+            )?)
+        }
         ["rm", objs @ ..] if !objs.is_empty() => {
             RadosCommand::Rm { objs: objs.iter().map(s).collect() }
         }
@@ -714,7 +792,9 @@ async fn execute(
             } else {
                 let mut text = String::new();
                 for (namespace, name) in objects {
-                    if scope.all && !namespace.is_empty() {
+                    // Ceph's `ls --all` prints the namespace and a tab on every line, the
+                    // default namespace's as an empty field (`\tNAME`).
+                    if scope.all {
                         text.push_str(&namespace);
                         text.push('\t');
                     }
@@ -726,6 +806,14 @@ async fn execute(
         }
         RadosCommand::Put { obj, file, offset } => put(&io, &obj, &file, offset).await?,
         RadosCommand::Get { obj, file } => get(&io, &obj, &file).await?,
+        RadosCommand::Append { obj, file } => {
+            crate::rados_dump::append(&io, &obj, &file, OP_SIZE).await?
+        }
+        RadosCommand::Export { file } => crate::rados_dump::export(&io, file.as_deref()).await?,
+        RadosCommand::Import { file, dry_run, no_overwrite } => {
+            crate::rados_dump::import(&io, &file, dry_run, no_overwrite).await?
+        }
+        RadosCommand::Lock(cmd) => crate::rados_lock::run(&io, cmd, fmt).await?,
         RadosCommand::Rm { objs } => {
             for obj in objs {
                 run_op(&io, &obj, ObjectOp::Remove, || format!("error removing {p}>{obj}")).await?;
@@ -1078,7 +1166,10 @@ fn progress_bar(total: u64, verb: &str) -> Option<indicatif::ProgressBar> {
 }
 
 /// Reads up to `buf.len()` bytes, fewer only at the end of the input.
-async fn read_full(input: &mut (impl AsyncRead + Unpin), buf: &mut [u8]) -> std::io::Result<usize> {
+pub(crate) async fn read_full(
+    input: &mut (impl AsyncRead + Unpin),
+    buf: &mut [u8],
+) -> std::io::Result<usize> {
     let mut filled = 0;
     while filled < buf.len() {
         let n = input.read(&mut buf[filled..]).await?;

@@ -47,10 +47,35 @@ pub async fn connect(common: &CommonArgs, tool: Tool) -> Result<Rados, CliError>
         }
     };
     match result {
-        Ok(Ok(rados)) => Ok(rados),
+        Ok(Ok(rados)) => {
+            print_wait_notices(&rados);
+            Ok(rados)
+        }
         Ok(Err(e)) => Err(connect_error(tool, &e, common)),
         Err(_) => Err(connect_error(tool, &ClientError::Timeout, common)),
     }
+}
+
+/// Prints on stderr why an op waits on a PG once it has waited a few seconds
+/// ([`quarry_client::WAIT_NOTICE_AFTER`]): `waiting for PG 2.3: no OSD up`, once per PG, so
+/// a command that hangs on a down PG says so instead of nothing (it keeps waiting, up to
+/// `rados_osd_op_timeout` when set).
+fn print_wait_notices(rados: &Rados) {
+    let mut notices = rados.wait_notices();
+    tokio::spawn(async move {
+        let mut told = std::collections::BTreeSet::new();
+        loop {
+            match notices.recv().await {
+                Ok(notice) => {
+                    if told.insert(notice.pg) {
+                        eprintln!("{notice}");
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// The client configuration from ceph.conf and the command line.

@@ -75,6 +75,7 @@ pub const RADOS_SYNOPSES: &[(&str, &str)] = &[
     ("df", ""),
     ("ls", ""),
     ("put", "OBJECT INFILE"),
+    ("append", "OBJECT INFILE"),
     ("get", "OBJECT OUTFILE"),
     ("rm", "OBJECT..."),
     ("stat", "OBJECT"),
@@ -105,6 +106,9 @@ pub const RADOS_SYNOPSES: &[(&str, &str)] = &[
     ("rmsnap", "SNAP"),
     ("rollback", "OBJECT SNAP"),
     ("cleanup", "[--prefix PREFIX] [--run-name NAME]"),
+    ("export", "[FILE|-]"),
+    ("import", "[--dry-run] [--no-overwrite] FILE|-"),
+    ("lock", "list|info|get|break OBJECT [LOCK] [LOCKER]"),
 ];
 
 /// The `rbd` commands (first words).

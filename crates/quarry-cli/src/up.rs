@@ -219,6 +219,7 @@ async fn wait_ready(spec: &ClusterSpec) -> anyhow::Result<()> {
         key: spec.admin_key.clone(),
         connect_timeout: Duration::from_secs(30),
         op_timeout: Some(Duration::from_secs(10)),
+        mon_op_timeout: Some(Duration::from_secs(10)),
         fsid: None,
     };
     let rados =
@@ -297,6 +298,9 @@ fn banner(dir: &Path, spec: &ClusterSpec, fresh: bool) {
 fn init_logging(dir: &Path, args: &UpArgs) {
     let conf = Conf::from_file(&dir.join(CONF_FILE)).unwrap_or_default();
     LogSetup::up(&conf, dir, args.log_file.as_deref()).init().open();
+    // `ceph tell osd.N`: the options as osd.0 reads them; the levels are the process's.
+    let osd = quarry_types::EntityName { kind: quarry_types::EntityType::Osd, id: "0".into() };
+    crate::logging::register_osd_knobs(&conf, &osd);
 }
 
 /// Says why `quarry up` stopped (and which daemons did not stop in time): the last line of

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
+use quarry_testkit::docs::{as_script, shell_blocks, Restore};
 
 fn ceph(conf: &Path, args: &[&str]) -> Run {
     run_bounded(tool_cmd("ceph", Some(conf), args), None, COMMAND_TIMEOUT)
@@ -459,42 +460,14 @@ fn up_power_loss_keeps_acknowledged_objects() {
     logs.finish();
 }
 
-/// The shell blocks of a markdown section (between `## {heading}` and the next `## `).
-fn shell_blocks(markdown: &str, heading: &str) -> Vec<String> {
-    let start = markdown.find(&format!("## {heading}")).unwrap_or_else(|| panic!("no {heading}"));
-    let section = &markdown[start + 3..];
-    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
-    section.split("```sh\n").skip(1).map(|b| b[..b.find("```").unwrap()].to_string()).collect()
-}
-
-/// A block as a script: `\` continuations joined, and a line whose comment names an error
-/// (`# (1) Operation not permitted`) must fail, as the text says it does.
-fn as_script(block: &str) -> String {
-    let mut script = String::from("set -e\n");
-    for line in block.replace("\\\n", " ").lines() {
-        let expected_error =
-            line.split_once('#').is_some_and(|(_, comment)| comment.trim_start().starts_with('('));
-        if expected_error {
-            let command = line.split_once('#').unwrap().0;
-            script.push_str(&format!(
-                "if {command}; then echo 'expected to fail: {}' >&2; exit 1; fi\n",
-                command.trim().replace('\'', "")
-            ));
-        } else {
-            script.push_str(line);
-            script.push('\n');
-        }
-    }
-    script
-}
-
 /// The docs run as written (issue 13, "Docs"): README's "Try it" and getting-started's steps
 /// 2 to 4, in order, against a real `quarry up`; the only change is the cluster directory
 /// (`/tmp/q`, `/var/lib/quarry` become the test's) and the starting command, which the test
 /// runs itself. Step 4 saves the user's keyring where Ceph's documentation puts it,
 /// `/etc/ceph/ceph.client.demo.keyring`, and `--id demo` must find it there (it did not: the
-/// generated conf named only the cluster directory); the file is removed afterwards. Steps 5
-/// (QEMU) and 6 (benchmarks) run in the C ABI tests and `scripts/bench.sh`.
+/// generated conf named only the cluster directory); the file is removed afterwards. Steps 2
+/// to 6 (QEMU, fio, the benchmarks) run in order in quarry-capi's
+/// `tools::getting_started_runs_as_written`, which has Quarry's librados and QEMU.
 #[test]
 fn readme_and_getting_started_run_as_written() {
     let logs = quarry_testkit::log_guard();
@@ -505,19 +478,7 @@ fn readme_and_getting_started_run_as_written() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let guide = std::fs::read_to_string(root.join("docs/getting-started.md")).unwrap();
-    let qemu_keyring = Path::new("/etc/ceph/ceph.client.demo.keyring");
-    let saved = std::fs::read(qemu_keyring).ok();
-    struct Restore<'a>(&'a Path, Option<Vec<u8>>);
-    impl Drop for Restore<'_> {
-        fn drop(&mut self) {
-            let _ = match &self.1 {
-                Some(bytes) => std::fs::write(self.0, bytes),
-                None => std::fs::remove_file(self.0),
-            };
-        }
-    }
-    std::fs::create_dir_all("/etc/ceph").unwrap();
-    let _restore = Restore(qemu_keyring, saved);
+    let _restore = Restore::new("/etc/ceph/ceph.client.demo.keyring");
 
     let run = |script: &str, cwd: &Path| {
         let script = script

@@ -30,6 +30,9 @@ pub struct ClientConfig {
     /// `rados_osd_op_timeout`: bound on one object operation including every retry.
     /// `None` (option 0 or absent) waits forever, as librados does.
     pub op_timeout: Option<Duration>,
+    /// `rados_mon_op_timeout`: bound on one monitor command including every retry.
+    /// `None` (option 0 or absent) waits forever, as librados does.
+    pub mon_op_timeout: Option<Duration>,
     /// The `fsid` option: when set, a cluster whose map has another fsid is refused at
     /// connect ([`ClientError::FsidMismatch`]), as Ceph's clients refuse to talk to it.
     pub fsid: Option<String>,
@@ -43,8 +46,8 @@ impl ClientConfig {
     /// - entity: `--id`/`--name` (`client.admin` by default);
     /// - key: the `key` option, else the `keyfile` option, else the first readable keyring of
     ///   the `keyring` list (Ceph's default list when unset) that holds the entity;
-    /// - timeouts: `client_mount_timeout` (seconds, default 30), `rados_osd_op_timeout`
-    ///   (seconds, 0 or absent = wait forever);
+    /// - timeouts: `client_mount_timeout` (seconds, default 30), `rados_osd_op_timeout` and
+    ///   `rados_mon_op_timeout` (seconds, 0 or absent = wait forever);
     /// - `fsid`, checked against the cluster's at connect.
     pub fn from_conf(conf: &Conf, args: &CommonArgs) -> Result<ClientConfig, ClientError> {
         let mut conf = conf.clone();
@@ -64,9 +67,20 @@ impl ClientConfig {
         let op_timeout =
             seconds_option("rados_osd_op_timeout", conf.get(&entity, "rados_osd_op_timeout"))?
                 .filter(|t| !t.is_zero());
+        let mon_op_timeout =
+            seconds_option("rados_mon_op_timeout", conf.get(&entity, "rados_mon_op_timeout"))?
+                .filter(|t| !t.is_zero());
         let fsid =
             conf.get(&entity, "fsid").map(|f| f.trim().to_string()).filter(|f| !f.is_empty());
-        Ok(ClientConfig { mon_addrs, entity, key, connect_timeout, op_timeout, fsid })
+        Ok(ClientConfig {
+            mon_addrs,
+            entity,
+            key,
+            connect_timeout,
+            op_timeout,
+            mon_op_timeout,
+            fsid,
+        })
     }
 }
 

@@ -142,7 +142,7 @@ pub use blocking::BlockingRados;
 pub use config::{ClientConfig, CONNECT_TIMEOUT_DEFAULT};
 pub use error::ClientError;
 pub use ioctx::IoCtx;
-pub use rados::{ClientStats, ObjectStat, Rados};
+pub use rados::{ClientStats, ObjectStat, Rados, WaitNotice, WAIT_NOTICE_AFTER};
 pub use watch::{Watch, WatchEvent};
 
 pub use quarry_types::{

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use quarry_types::{ErrorCode, ObjectOp, OpOutput, OpReply, PgId, PoolId, SnapContext, SnapId};
+use quarry_types::{
+    ErrorCode, ObjectOp, OpOutput, OpReply, OsdId, PgId, PoolId, SnapContext, SnapId,
+};
 use quarry_wire::{ClusterMap, MonCommand, MonReply, OsdOp, Reply, Request};
 
 use crate::monc::{self, Backoff};
@@ -35,6 +37,26 @@ const TICKET_EXPIRY_SLACK_SECS: u64 = 2;
 const RESENDS_BEFORE_MAP_FETCH: u64 = 4;
 /// An op blocked this long is logged once as a warning (it keeps waiting).
 const BLOCKED_WARNING: Duration = Duration::from_secs(10);
+/// An op waiting this long on a PG that has no reachable primary says why, once (a warning
+/// in the log and a [`WaitNotice`] to listeners such as the CLI): failovers take a few
+/// seconds, so shorter waits are not news.
+pub const WAIT_NOTICE_AFTER: Duration = Duration::from_secs(3);
+
+/// Why an op is waiting on a PG, told once per op after [`WAIT_NOTICE_AFTER`]
+/// ([`Rados::wait_notices`]). `Display`: `waiting for PG 2.3: no OSD up`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitNotice {
+    /// The PG.
+    pub pg: PgId,
+    /// Why: `no OSD up`, `osd.1 does not answer`, `osd.1 is not ready for it`.
+    pub reason: String,
+}
+
+impl std::fmt::Display for WaitNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "waiting for PG {}: {}", self.pg, self.reason)
+    }
+}
 
 /// A connected cluster handle. Cheap to clone; every clone shares the monitor session, the
 /// map, the ticket and the OSD connections, and may be used from any task or thread (it is
@@ -180,14 +202,15 @@ impl Rados {
     }
 
     /// Runs a monitor command. If the monitor session is lost the command is resent on the
-    /// next one (waiting up to `connect_timeout` for it); the whole call is bounded by the op
-    /// timeout. After a command that may change the map, the newest map is fetched so the
+    /// next one (waiting up to `connect_timeout` for it); the whole call is bounded by
+    /// `rados_mon_op_timeout` ([`ClientConfig::mon_op_timeout`]). After a command that may change the map, the newest map is fetched so the
     /// caller sees its effect (a created pool is usable at once).
     ///
     /// A command resent after a lost reply may report what its first execution caused
     /// (EEXIST for a pool it created itself).
     pub async fn command(&self, cmd: MonCommand) -> Result<MonReply, ClientError> {
-        self.bounded(self.command_unbounded(cmd)).await
+        let limit = self.shared().cfg.mon_op_timeout;
+        self.bounded_by(limit, self.command_unbounded(cmd)).await
     }
 
     async fn command_unbounded(&self, cmd: MonCommand) -> Result<MonReply, ClientError> {
@@ -323,6 +346,66 @@ impl Rados {
         }
     }
 
+    /// `ceph tell osd.N WORDS…`: an admin command sent to that OSD itself (it needs `allow *`
+    /// in our osd caps). Returns (output, status): Ceph's JSON answer and the lines it adds
+    /// on stderr. An OSD that does not exist, or is down, is ENOENT / EAGAIN; the daemon's
+    /// refusals come back as [`ClientError::Failed`].
+    pub async fn tell_osd(
+        &self,
+        osd: OsdId,
+        words: Vec<String>,
+    ) -> Result<(String, String), ClientError> {
+        let shared = self.shared();
+        shared.check_running()?;
+        let map = shared.map();
+        let gone = |code: ErrorCode| ClientError::Failed {
+            code,
+            message: format!("problem getting command descriptions from osd.{osd}"),
+        };
+        let addr = match map.osds.get(&osd) {
+            None => return Err(gone(ErrorCode::ENOENT)),
+            Some(info) => match (info.up, info.addr) {
+                (true, Some(addr)) => addr,
+                _ => return Err(gone(ErrorCode::EAGAIN)),
+            },
+        };
+        let ticket = shared.valid_ticket().await?;
+        let timeout = shared.cfg.connect_timeout;
+        let (client, _) =
+            match shared.osds.get(osd, addr, &shared.cfg.entity, &ticket, timeout).await {
+                Ok(found) => found,
+                Err(ConnectError::Refused(code, message)) => {
+                    return Err(ClientError::Auth { code, message })
+                }
+                Err(ConnectError::Unreachable) => return Err(gone(ErrorCode::ETIMEDOUT)),
+            };
+        let reply = self.bounded(async {
+            client.call(Request::Tell { words }).await.map_err(|_| gone(ErrorCode::ENOTCONN))
+        });
+        told(reply.await?)
+    }
+
+    /// `ceph tell mon.* WORDS…`: an admin command to the monitor we are connected to (it
+    /// needs `allow *` in our mon caps); see [`Rados::tell_osd`].
+    pub async fn tell_mon(&self, words: Vec<String>) -> Result<(String, String), ClientError> {
+        let shared = self.shared();
+        let limit = shared.cfg.mon_op_timeout;
+        let asked = async {
+            let session = shared.session(None).await?;
+            session.client.call(Request::Tell { words }).await.map_err(|_| ClientError::Failed {
+                code: ErrorCode::ENOTCONN,
+                message: "the monitor session was lost".into(),
+            })
+        };
+        told(self.bounded_by(limit, asked).await?)
+    }
+
+    /// Notices of ops that wait on a PG without a reachable primary ([`WaitNotice`]), from
+    /// now on. Dropped when nobody listens or a listener lags (they are advice).
+    pub fn wait_notices(&self) -> tokio::sync::broadcast::Receiver<WaitNotice> {
+        self.shared().waits.subscribe()
+    }
+
     /// Every head object name in `pool`, PG by PG (names are sorted within a PG).
     pub async fn list_objects(&self, pool: PoolId) -> Result<Vec<String>, ClientError> {
         let pg_num = self.pg_num(pool).await?;
@@ -403,9 +486,18 @@ impl Rados {
         &self,
         work: impl Future<Output = Result<T, ClientError>>,
     ) -> Result<T, ClientError> {
+        self.bounded_by(self.shared().cfg.op_timeout, work).await
+    }
+
+    /// `work` under `limit` (ETIMEDOUT after it; None: no limit), ended by shutdown.
+    async fn bounded_by<T>(
+        &self,
+        limit: Option<Duration>,
+        work: impl Future<Output = Result<T, ClientError>>,
+    ) -> Result<T, ClientError> {
         let mut shutdown = self.shared().shutdown_receiver();
         let limited = async {
-            match self.shared().cfg.op_timeout {
+            match limit {
                 Some(limit) => {
                     tokio::time::timeout(limit, work).await.map_err(|_| ClientError::Timeout)?
                 }
@@ -486,6 +578,7 @@ impl Rados {
         let mut ticket_renewed = false;
         let started = tokio::time::Instant::now();
         let mut warned = false;
+        let mut noticed = false;
         for resends in 0u64.. {
             shared.check_running()?;
             if resends > 0 && resends % RESENDS_BEFORE_MAP_FETCH == 0 {
@@ -502,7 +595,15 @@ impl Rados {
             }
             match attempt {
                 Attempt::Answer(reply, via) => return Ok((reply, via)),
-                Attempt::WaitMapChange => {
+                Attempt::WaitMapChange(reason) => {
+                    if !noticed && started.elapsed() >= WAIT_NOTICE_AFTER {
+                        noticed = true;
+                        // Told once; the generic warning below would repeat it.
+                        warned = true;
+                        let notice = WaitNotice { pg, reason: reason.to_string() };
+                        tracing::warn!(%pg, "{notice} (op waiting for {:?})", started.elapsed());
+                        let _ = shared.waits.send(notice);
+                    }
                     shared.wait_map_change(map.epoch, backoff.next()).await?;
                 }
                 Attempt::WaitEpoch(epoch) => shared.wait_for_epoch(epoch).await?,
@@ -531,7 +632,7 @@ impl Rados {
         }
         let Target::Primary { osd, addr } = routing::target(map, pg) else {
             tracing::debug!(%pg, epoch = map.epoch, "no primary up; waiting for the map");
-            return Ok(Attempt::WaitMapChange);
+            return Ok(Attempt::WaitMapChange(WaitReason::NoPrimary));
         };
         let ticket = shared.valid_ticket().await?;
         // After taking the ticket: a fenced instance never sends, whatever its session.
@@ -548,7 +649,9 @@ impl Rados {
                     tracing::debug!(osd, %message, "OSD refused our ticket; renewing it");
                     return Ok(Attempt::RenewTicket(ticket.generation));
                 }
-                Err(ConnectError::Unreachable) => return Ok(Attempt::WaitMapChange),
+                Err(ConnectError::Unreachable) => {
+                    return Ok(Attempt::WaitMapChange(WaitReason::Unreachable(osd)))
+                }
             };
         let reply = match order {
             None => client.call(make(map.epoch)).await,
@@ -569,10 +672,12 @@ impl Rados {
                 if epoch > map.epoch {
                     Attempt::WaitEpoch(epoch)
                 } else {
-                    Attempt::WaitMapChange
+                    Attempt::WaitMapChange(WaitReason::NotReady(osd))
                 }
             }
-            Ok(Reply::Failed { code, .. }) if code == ErrorCode::EAGAIN => Attempt::WaitMapChange,
+            Ok(Reply::Failed { code, .. }) if code == ErrorCode::EAGAIN => {
+                Attempt::WaitMapChange(WaitReason::NotReady(osd))
+            }
             Ok(Reply::Failed { code, message })
                 if code == ErrorCode::EPERM && !ticket_renewed && self.ticket_stale(map) =>
             {
@@ -582,7 +687,7 @@ impl Rados {
             Ok(reply) => Attempt::Answer(reply, Via { conn_id, client }),
             Err(error) => {
                 tracing::debug!(osd, %error, "lost the OSD connection with a request in flight");
-                Attempt::WaitMapChange
+                Attempt::WaitMapChange(WaitReason::Unreachable(osd))
             }
         })
     }
@@ -614,11 +719,43 @@ enum Attempt {
     /// The OSD answered (success or a final error).
     Answer(Reply, Via),
     /// Resend once the map changes or after a backoff, whichever comes first.
-    WaitMapChange,
+    WaitMapChange(WaitReason),
     /// Resend once the map reaches this epoch.
     WaitEpoch(u64),
     /// Resend with a ticket newer than this generation.
     RenewTicket(u64),
+}
+
+/// The answer to a tell: (output, status), or the daemon's refusal.
+fn told(reply: Reply) -> Result<(String, String), ClientError> {
+    match reply {
+        Reply::Told { output, status } => Ok((output, status)),
+        Reply::Failed { code, message } => Err(ClientError::Failed { code, message }),
+        other => {
+            tracing::warn!(reply = reply_kind(&other), "odd reply to a tell");
+            Err(ClientError::Protocol { request: "Tell" })
+        }
+    }
+}
+
+/// Why an attempt found no primary to answer.
+enum WaitReason {
+    /// The map has no primary up for the PG.
+    NoPrimary,
+    /// The primary could not be reached (or the connection broke).
+    Unreachable(OsdId),
+    /// The primary asked us to come back (its PG is not active yet).
+    NotReady(OsdId),
+}
+
+impl std::fmt::Display for WaitReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WaitReason::NoPrimary => write!(f, "no OSD up"),
+            WaitReason::Unreachable(osd) => write!(f, "osd.{osd} does not answer"),
+            WaitReason::NotReady(osd) => write!(f, "osd.{osd} is not ready for it"),
+        }
+    }
 }
 
 /// Commands whose effect shows in the map (pools, snapshots, auth floors, blocklist).

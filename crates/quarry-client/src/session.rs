@@ -112,6 +112,7 @@ pub(crate) fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Watching { .. } => "Watching",
         Reply::Notified(_) => "Notified",
         Reply::Watchers(_) => "Watchers",
+        Reply::Told { .. } => "Told",
     }
 }
 

@@ -26,6 +26,8 @@ const MAP_PUSH_GRACE: Duration = Duration::from_millis(300);
 const REFUSAL_POLL: Duration = Duration::from_millis(100);
 /// Bound on one map request to the monitor.
 const MAP_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Wait notices kept for a slow listener (older ones are dropped: they are advice).
+const WAIT_NOTICES_QUEUED: usize = 64;
 
 pub(crate) struct Shared {
     pub cfg: ClientConfig,
@@ -49,6 +51,8 @@ pub(crate) struct Shared {
     refusal: Mutex<Option<(ErrorCode, String)>>,
     /// Counters for [`crate::Rados::stats`].
     pub counters: Counters,
+    /// Why ops wait on a PG (see [`crate::WaitNotice`]), for whoever listens.
+    pub waits: tokio::sync::broadcast::Sender<crate::WaitNotice>,
 }
 
 /// Event counters of one client (monotonic).
@@ -81,6 +85,7 @@ impl Shared {
             generation: AtomicU64::new(0),
             refusal: Mutex::new(None),
             counters: Counters::default(),
+            waits: tokio::sync::broadcast::Sender::new(WAIT_NOTICES_QUEUED),
         });
         let events = shared.install_opened(opened);
         (shared, events)

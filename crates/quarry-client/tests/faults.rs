@@ -84,6 +84,63 @@ async fn op_timeout_bounds_an_op_to_a_dead_osd() {
     cluster.shutdown().await;
 }
 
+/// An op waiting on a PG whose primary is gone says why once, after a few seconds: one
+/// warning and one [`quarry_client::WaitNotice`] naming the PG, while it keeps waiting up to
+/// the op timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_down_pg_is_told_once() {
+    let mut cluster = Cluster::start().await;
+    cluster.logs().allow("no beacon within grace: marking osd down osd=2");
+    cluster.logs().expect("waiting for PG");
+    let mut cfg = cluster.admin_config();
+    cfg.op_timeout = Some(Duration::from_secs(7));
+    let rados = Rados::connect(cfg).await.unwrap();
+    let mut notices = rados.wait_notices();
+    let pool = rados.pool_id("rbd").unwrap();
+    let dead = pgs_with_primary(&rados.map(), pool, 2)[0];
+    cluster.stop_osd(2).await;
+    let started = std::time::Instant::now();
+    let name = name_in_pg("waiting", 16, dead.seed);
+    let reader = io(&rados, pool);
+    let read = tokio::spawn(async move { reader.read(&name, 0, 0).await });
+    let notice = tokio::time::timeout(Duration::from_secs(6), notices.recv()).await;
+    let notice = notice.expect("no notice within 6 s").unwrap();
+    let told = started.elapsed();
+    assert_eq!(notice.pg, dead);
+    assert!(notice.reason == "no OSD up" || notice.reason == "osd.2 does not answer", "{notice}");
+    assert!(notice.to_string().starts_with(&format!("waiting for PG {dead}: ")), "{notice}");
+    assert!(told >= quarry_client::WAIT_NOTICE_AFTER, "told after {told:?}");
+    let err = read.await.unwrap().unwrap_err();
+    assert_eq!(err.errno(), ErrorCode::ETIMEDOUT);
+    assert!(notices.try_recv().is_err(), "the same op was told twice");
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}
+
+/// `rados_mon_op_timeout` bounds a monitor command: with the monitor gone, a command fails
+/// with ETIMEDOUT after it instead of waiting for the monitor to come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mon_op_timeout_bounds_a_command() {
+    let mut cluster = Cluster::start().await;
+    cluster.logs().allow("no monitor session; retrying");
+    cluster.logs().allow("OneshotConsumer.tx.send: is_ok: false");
+    let mut cfg = cluster.admin_config();
+    cfg.op_timeout = None;
+    cfg.mon_op_timeout = Some(Duration::from_millis(1500));
+    let rados = Rados::connect(cfg).await.unwrap();
+    cluster.stop_mon().await;
+    let started = std::time::Instant::now();
+    let outcome =
+        tokio::time::timeout(Duration::from_secs(15), rados.command(MonCommand::Status)).await;
+    let err = outcome.expect("the command outlived its timeout").unwrap_err();
+    assert_eq!(err.errno(), ErrorCode::ETIMEDOUT, "{err:?}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(1400) && took < Duration::from_secs(5), "{took:?}");
+    rados.shutdown().await;
+    cluster.start_mon().await;
+    cluster.shutdown().await;
+}
+
 /// The monitor goes away and comes back on the same address and data: the client
 /// reconnects in the background and commands work again; object ops never needed it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -55,6 +55,7 @@ async fn no_monitor_is_a_timeout() {
         key: CryptoKey::generate(),
         connect_timeout: Duration::from_millis(800),
         op_timeout: None,
+        mon_op_timeout: None,
         fsid: None,
     };
     let started = Instant::now();

@@ -8,8 +8,9 @@
 //! - [`Classes`], the registry the OSD hands to its store (it implements
 //!   [`quarry_types::ObjectMethods`]): which methods exist, whether each reads or writes (the
 //!   OSD routes writers through the PG log and checks the `x` cap for them), and running them.
-//! - The classes, one module each: [`lock`] (advisory locks: what `rbd lock` and the exclusive
-//!   lock stand on), [`numops`] (atomic arithmetic on omap values) and [`rbd`] (image
+//! - The classes, one module each: [`data`] (an atomic append: what `rados append` stands
+//!   on), [`lock`] (advisory locks: what `rbd lock`, `rados lock` and the exclusive lock stand
+//!   on), [`numops`] (atomic arithmetic on omap values) and [`rbd`] (image
 //!   headers, the pool directory, children, trash and object maps: what `quarry-rbd` stands
 //!   on).
 //! - Each class's request and reply types and how they are encoded ([`codec`]), shared by the
@@ -33,6 +34,7 @@
 #![warn(missing_docs)]
 
 pub mod codec;
+pub mod data;
 pub mod lock;
 pub mod numops;
 pub mod rbd;
@@ -53,6 +55,7 @@ struct Method {
 
 /// Every method this build knows. Sorted by (class, name) for lookup.
 const METHODS: &[Method] = &[
+    Method { class: "data", name: "append", flags: MethodFlags::RDWR, run: data::append },
     Method {
         class: "lock",
         name: "assert_locked",

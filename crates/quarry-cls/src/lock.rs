@@ -9,7 +9,8 @@
 //! - `lock`: takes the lock. EBUSY if another locker holds it exclusively, or it is held at
 //!   all and an exclusive lock is asked, or the tags differ; EEXIST if this locker already
 //!   holds it (unless `may_renew`: then the expiry is renewed); with `must_renew`, ENOENT if
-//!   it does not hold it. Creates the object if needed. EINVAL for an empty name or cookie.
+//!   it does not hold it. Creates the object if needed. EINVAL for an empty name; an empty
+//!   cookie is a cookie like any other (Ceph's `rados lock get` takes one by default).
 //! - `unlock`: releases the caller's own (instance, cookie); ENOENT if it does not hold it.
 //! - `break_lock`: releases another locker's hold (what a client does after blocklisting a
 //!   dead holder); ENOENT if that locker does not hold it.
@@ -215,7 +216,7 @@ fn nothing() -> Bytes {
 /// `lock.lock`.
 pub fn lock(ctx: &mut dyn MethodCtx, input: &[u8]) -> Result<Bytes, ErrorCode> {
     let req: LockRequest = decode_input(input)?;
-    if req.name.is_empty() || req.cookie.is_empty() {
+    if req.name.is_empty() {
         return Err(ErrorCode::EINVAL);
     }
     let exists = match ctx.op(&ObjectOp::AssertExists) {

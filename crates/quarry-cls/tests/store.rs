@@ -207,3 +207,26 @@ fn encodings_are_pinned() {
     let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
     assert_eq!(codec::decode_stored::<lock::StoredLock>(&golden[0].1), Ok(stored));
 }
+
+/// `data.append` adds at the current end: a missing object is created (even by an empty
+/// append), successive appends concatenate, and an append after a write lands after it.
+#[test]
+fn append_writes_at_the_current_end() {
+    use quarry_cls::data;
+    let mut f = Fixture::new();
+    assert_eq!(code(&f.apply("a", 1, vec![data::append_op(b"")])), None);
+    assert_eq!(code(&f.apply("a", 1, vec![data::append_op(b"hello ")])), None);
+    assert_eq!(code(&f.apply("a", 2, vec![data::append_op(b"world")])), None);
+    let write = ObjectOp::Write { off: 11, data: Payload::new(Bytes::from_static(b"!")) };
+    assert_eq!(code(&f.apply("a", 1, vec![write])), None);
+    assert_eq!(code(&f.apply("a", 2, vec![data::append_op(b"?")])), None);
+    match f.read("a", 1, vec![ObjectOp::Read { off: 0, len: 100 }]) {
+        OpReply::Ok(out) => match &out[0] {
+            OpOutput::Data(p) => assert_eq!(&p.data[..], b"hello world!?"),
+            other => panic!("read returned {other:?}"),
+        },
+        failed => panic!("read failed: {failed:?}"),
+    }
+    let bad = quarry_cls::call_op("data", "append", Bytes::from_static(b"\x01junk"));
+    assert_eq!(code(&f.apply("a", 1, vec![bad])), Some(ErrorCode::EINVAL));
+}

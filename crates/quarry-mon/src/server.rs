@@ -166,6 +166,36 @@ impl Mon {
         }
     }
 
+    /// `ceph tell mon.* …`: only `version` (Ceph's JSON, pretty); the caller's mon caps must
+    /// hold `allow *`, as Ceph's monitor asks.
+    pub fn tell(&self, session: &Session, words: &[String]) -> Reply {
+        if !self.caps_of(&session.entity).is_some_and(|caps| caps.mon.allows_all()) {
+            tracing::info!(entity = %session.entity, "tell refused: the mon caps lack 'allow *'");
+            return Reply::Failed {
+                code: ErrorCode::EACCES,
+                message: "problem getting command descriptions from mon".into(),
+            };
+        }
+        match words {
+            [w] if w == "version" => Reply::Told {
+                output: format!(
+                    "{{\n    \"version\": \"16.2.15-quarry.{}\",\n    \"release\": \"pacific\",\n    \
+                     \"release_type\": \"stable\"\n}}",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                status: String::new(),
+            },
+            _ => Reply::Failed {
+                code: ErrorCode::EINVAL,
+                message: format!(
+                    "invalid command: {}; the monitor answers: version (its commands go \
+                     through `ceph` without tell)",
+                    words.join(" ")
+                ),
+            },
+        }
+    }
+
     fn require_osd(&self, session: &Session, id: OsdId) -> Result<(), Reply> {
         self.require(session, MonAccess::OsdDaemon)?;
         if session.entity != EntityName::osd(id) {
@@ -379,6 +409,7 @@ impl Handler<Session> for MonHandler {
             }
             Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),
             Request::OsdDamaged { id, up_from, pgs } => mon.osd_damaged(session, id, up_from, pgs),
+            Request::Tell { words } => mon.tell(session, &words),
             Request::Op(_)
             | Request::List { .. }
             | Request::Raft { .. }

@@ -2,6 +2,12 @@
 //! leader's latest usage figures).
 //!
 //! Health checks (each adds one line and makes the cluster HEALTH_WARN):
+//! Every check names its items on the lines after its summary (at most
+//! [`DETAIL_LINES_MAX`], Ceph's `mon_health_max_detail`): `osd.1 (root=default,host=h1) is
+//! down`, `pg 1.3 is down, acting [1]`, `pg 2.0 is active+undersized+degraded, acting [0]`,
+//! `pg 1.1 is inconsistent, acting [1,0]`; `ceph health detail` prints them indented, its
+//! JSON as each check's `detail`.
+//!
 //! - `N osds down`: OSDs that are `in` but not up;
 //! - `Reduced data availability: N pgs inactive`: PGs whose primary is down (or that have
 //!   no OSD at all), or whose acting set is smaller than the pool's `min_size` (the OSDs
@@ -89,10 +95,15 @@ pub fn health(map: &ClusterMap, ratios: &FullRatios) -> (String, Vec<String>) {
         error |= code == "OSD_FULL";
         lines.push(std::iter::once(summary).chain(details).collect::<Vec<_>>().join("\n"));
     }
-    let down = map.osds.values().filter(|o| o.in_cluster && !o.up).count();
-    if down > 0 {
-        lines.push(format!("{down} osds down"));
+    let down: Vec<&OsdInfo> = map.osds.values().filter(|o| o.in_cluster && !o.up).collect();
+    if !down.is_empty() {
+        let items = down
+            .iter()
+            .map(|o| format!("osd.{} (root=default,host={}) is down", o.id, o.host))
+            .collect();
+        lines.push(with_details(format!("{} osds down", down.len()), items));
     }
+    let (inactive_pgs, degraded_pgs) = pg_details(map);
     let pgs = pg_counts(map);
     if pgs.active < pgs.total {
         let mut line =
@@ -114,7 +125,7 @@ pub fn health(map: &ClusterMap, ratios: &FullRatios) -> (String, Vec<String>) {
                 pool.size
             ));
         }
-        lines.push(line);
+        lines.push(with_details(line, inactive_pgs));
     }
     let mut degraded = Vec::new();
     if pgs.degraded > 0 {
@@ -124,7 +135,8 @@ pub fn health(map: &ClusterMap, ratios: &FullRatios) -> (String, Vec<String>) {
         degraded.push(format!("{} pgs undersized", pgs.undersized));
     }
     if !degraded.is_empty() {
-        lines.push(format!("Degraded data redundancy: {}", degraded.join(", ")));
+        let line = format!("Degraded data redundancy: {}", degraded.join(", "));
+        lines.push(with_details(line, degraded_pgs));
     }
     if let Some(line) = out_osds_health(map) {
         lines.push(line);
@@ -213,6 +225,47 @@ fn bytes_iec(v: u64) -> String {
     }
 }
 
+/// Detail lines per check at most (Ceph's `mon_health_max_detail`); more are counted on a
+/// last line.
+pub const DETAIL_LINES_MAX: usize = 50;
+
+/// A check's summary with its detail lines (at most [`DETAIL_LINES_MAX`], then `... N more`),
+/// one per line: `ceph health detail` prints them indented under the summary, its JSON as
+/// the check's `detail`.
+fn with_details(summary: String, items: Vec<String>) -> String {
+    let mut text = summary;
+    let extra = items.len().saturating_sub(DETAIL_LINES_MAX);
+    for item in items.into_iter().take(DETAIL_LINES_MAX) {
+        text.push('\n');
+        text.push_str(&item);
+    }
+    if extra > 0 {
+        text.push_str(&format!("\n... {extra} more"));
+    }
+    text
+}
+
+/// Ceph's per-PG detail lines: (inactive PGs, degraded or undersized active PGs), e.g.
+/// `pg 1.3 is down, acting [1]`, `pg 2.0 is active+undersized+degraded, acting [0]`.
+fn pg_details(map: &ClusterMap) -> (Vec<String>, Vec<String>) {
+    let up = |id: &u64| map.osds.get(id).is_some_and(|o| o.up);
+    let (mut inactive, mut degraded) = (Vec::new(), Vec::new());
+    for pool in map.pools.values() {
+        for (seed, acting) in pool.acting.iter().enumerate() {
+            let pg = PgId { pool: pool.id, seed: seed as u32 };
+            let set = acting.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            if acting.len() < pool.min_size as usize {
+                inactive.push(format!("pg {pg} is undersized+degraded+peered, acting [{set}]"));
+            } else if !acting.first().is_some_and(up) {
+                inactive.push(format!("pg {pg} is down, acting [{set}]"));
+            } else if !acting.iter().all(up) || acting.len() < pool.size as usize {
+                degraded.push(format!("pg {pg} is active+undersized+degraded, acting [{set}]"));
+            }
+        }
+    }
+    (inactive, degraded)
+}
+
 /// Adds `PG_DAMAGED` to `report` for the PGs the up OSDs of `map` (the incarnation that
 /// reported) say are damaged on them, in pools that still exist: HEALTH_ERR.
 pub fn damage_health(
@@ -233,7 +286,15 @@ pub fn damage_health(
     }
     let n = pgs.len();
     let plural = if n == 1 { "pg" } else { "pgs" };
-    report.health_details.push(format!("Possible data damage: {n} {plural} inconsistent"));
+    let items = pgs
+        .iter()
+        .map(|pg| {
+            let set: Vec<String> = map.acting(*pg).iter().map(u64::to_string).collect();
+            format!("pg {pg} is inconsistent, acting [{}]", set.join(","))
+        })
+        .collect();
+    let summary = format!("Possible data damage: {n} {plural} inconsistent");
+    report.health_details.push(with_details(summary, items));
     report.health = "HEALTH_ERR".to_string();
 }
 
@@ -314,14 +375,25 @@ mod tests {
         map.pools.insert(1, pool(vec![vec![0, 1], vec![1, 0], vec![0]], 2));
         assert_eq!(
             health(&map, &FullRatios::default()).1,
-            vec!["Degraded data redundancy: 1 pgs undersized".to_string()]
+            vec!["Degraded data redundancy: 1 pgs undersized\n\
+                  pg 1.2 is active+undersized+degraded, acting [0]"
+                .to_string()]
         );
         map.osds.get_mut(&1).unwrap().up = false;
         let (status, lines) = health(&map, &FullRatios::default());
         assert_eq!(status, "HEALTH_WARN");
-        assert_eq!(lines[0], "1 osds down");
-        assert_eq!(lines[1], "Reduced data availability: 1 pgs inactive");
-        assert_eq!(lines[2], "Degraded data redundancy: 1 pgs degraded, 1 pgs undersized");
+        // Each check names its items on the following lines (`ceph health detail`).
+        assert_eq!(lines[0], "1 osds down\nosd.1 (root=default,host=host1) is down");
+        assert_eq!(
+            lines[1],
+            "Reduced data availability: 1 pgs inactive\npg 1.1 is down, acting [1,0]"
+        );
+        assert_eq!(
+            lines[2],
+            "Degraded data redundancy: 1 pgs degraded, 1 pgs undersized\n\
+             pg 1.0 is active+undersized+degraded, acting [0,1]\n\
+             pg 1.2 is active+undersized+degraded, acting [0]"
+        );
         let r = report(&map, vec!["a".into()], &FullRatios::default());
         assert_eq!(r.pgs, (3, 2));
         assert_eq!(r.osds, (2, 1, 2));
@@ -344,12 +416,22 @@ mod tests {
         assert_eq!((pgs.total, pgs.active, pgs.below_min_size), (12, 4, 8));
         let (status, lines) = health(&map, &FullRatios::default());
         assert_eq!(status, "HEALTH_WARN");
+        let inactive: Vec<&str> = lines[0].lines().collect();
+        assert_eq!(inactive.len(), 10, "{inactive:?}");
+        assert_eq!(inactive[0], "Reduced data availability: 8 pgs inactive");
         assert_eq!(
-            lines[0],
-            "Reduced data availability: 8 pgs inactive\npool 'big3': 8 pgs have 1 OSD or fewer, \
-             below min_size 3 (size 5): I/O refused"
+            inactive[1],
+            "pool 'big3': 8 pgs have 1 OSD or fewer, below min_size 3 (size 5): I/O refused"
         );
-        assert_eq!(lines[1], "Degraded data redundancy: 4 pgs undersized");
+        assert_eq!(inactive[2], "pg 2.0 is undersized+degraded+peered, acting [0]");
+        assert_eq!(inactive[9], "pg 2.7 is undersized+degraded+peered, acting [0]");
+        assert!(lines[1].starts_with("Degraded data redundancy: 4 pgs undersized\npg 1.0 is "));
+        // More PGs than Ceph's mon_health_max_detail: 50 lines, then a count.
+        map.pools.get_mut(&2).unwrap().acting = vec![vec![0]; 70];
+        let (_, lines) = health(&map, &FullRatios::default());
+        let inactive: Vec<&str> = lines[0].lines().collect();
+        assert_eq!(inactive.len(), 2 + DETAIL_LINES_MAX + 1);
+        assert_eq!(inactive.last(), Some(&"... 20 more"));
     }
 
     /// The blocklist warning starts at half of `mon_blocklist_max` live entries (expired
@@ -424,7 +506,10 @@ mod tests {
         let mut r = report(&map, Vec::new(), &FullRatios::default());
         damage_health(&mut r, &map, &damaged);
         assert_eq!(r.health, "HEALTH_WARN", "osd.2 is down");
-        assert_eq!(r.health_details, vec!["1 osds down".to_string()]);
+        assert_eq!(
+            r.health_details,
+            vec!["1 osds down\nosd.2 (root=default,host=host2) is down".to_string()]
+        );
         damaged.insert(0, (up_from, vec![pg(0), pg(1)]));
         damaged.insert(1, (map.osds[&1].up_from, vec![pg(1)]));
         damaged.insert(2, (map.osds[&2].up_from, vec![pg(5)])); // down
@@ -432,11 +517,18 @@ mod tests {
         let mut r = report(&map, Vec::new(), &FullRatios::default());
         damage_health(&mut r, &map, &damaged);
         assert_eq!(r.health, "HEALTH_ERR");
-        assert_eq!(r.health_details[1], "Possible data damage: 2 pgs inconsistent");
+        assert_eq!(
+            r.health_details[1],
+            "Possible data damage: 2 pgs inconsistent\npg 1.0 is inconsistent, acting [0,1]\n\
+             pg 1.1 is inconsistent, acting [1,0]"
+        );
         damaged.insert(0, (up_from + 1, vec![pg(0)])); // an older incarnation's report
         let mut r = report(&map, Vec::new(), &FullRatios::default());
         damage_health(&mut r, &map, &damaged);
-        assert_eq!(r.health_details[1], "Possible data damage: 1 pg inconsistent");
+        assert_eq!(
+            r.health_details[1],
+            "Possible data damage: 1 pg inconsistent\npg 1.1 is inconsistent, acting [1,0]"
+        );
     }
 
     /// Goal: a beacon that moves its OSD across a ratio (either way) is noticed, so

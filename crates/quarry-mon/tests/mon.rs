@@ -102,14 +102,16 @@ async fn pool_commands() {
         MonReply::Status(s) => {
             assert_eq!(s.pgs.0, 32 + 8);
             assert_eq!(s.health, "HEALTH_WARN");
+            // Each check's summary, then its items (`ceph health detail`).
+            let summaries: Vec<&str> =
+                s.health_details.iter().filter_map(|d| d.lines().next()).collect();
+            assert!(summaries.contains(&"1 osds down"), "{:?}", s.health_details);
+            assert!(summaries.contains(&"Reduced data availability: 40 pgs inactive"));
             assert!(
-                s.health_details.contains(&"1 osds down".to_string()),
+                s.health_details.iter().any(|d| d.contains("\nosd.") && d.ends_with(" is down")),
                 "{:?}",
                 s.health_details
             );
-            assert!(s
-                .health_details
-                .contains(&"Reduced data availability: 40 pgs inactive".to_string()));
             assert_eq!(s.quorum, vec!["a".to_string()]);
         }
         other => panic!("{other:?}"),

@@ -169,6 +169,7 @@ mod router;
 mod server;
 mod session;
 mod space;
+pub mod tell;
 mod watch;
 mod worker;
 

@@ -52,6 +52,7 @@ impl Handler<Session> for OsdService {
             | Request::Notify { .. }
             | Request::NotifyAck { .. }
             | Request::ListWatchers { .. }) => watch::handle(&self.osd, &ctx, request).await,
+            Request::Tell { words } => crate::tell::handle(&self.osd, session, words).await,
             other => {
                 tracing::debug!(entity = %session.entity, request = ?other, "not an osd request");
                 let message = "not a request an OSD serves".to_string();

@@ -86,6 +86,11 @@ impl Drop for Admitted {
 }
 
 impl Space {
+    /// The OSD's data directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub(crate) fn new(me: OsdId, dir: &Path, store_path: PathBuf, ratios: FullRatios) -> Space {
         Space {
             me,

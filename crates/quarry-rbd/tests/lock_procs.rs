@@ -102,6 +102,7 @@ fn writer_child() {
             key,
             connect_timeout: Duration::from_secs(10),
             op_timeout: Some(Duration::from_secs(60)),
+            mon_op_timeout: Some(Duration::from_secs(60)),
             fsid: None,
         };
         let rados = Rados::connect(config).await.unwrap();

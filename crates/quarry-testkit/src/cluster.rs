@@ -453,6 +453,7 @@ impl Cluster {
             key,
             connect_timeout: Duration::from_secs(10),
             op_timeout: Some(Duration::from_secs(60)),
+            mon_op_timeout: Some(Duration::from_secs(60)),
             fsid: None,
         }
     }

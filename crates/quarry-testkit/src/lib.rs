@@ -38,6 +38,7 @@
 
 pub mod child;
 pub mod cluster;
+pub mod docs;
 pub mod fault;
 pub mod fixtures;
 pub mod logs;

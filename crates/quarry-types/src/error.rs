@@ -20,6 +20,8 @@ impl ErrorCode {
     pub const EAGAIN: ErrorCode = ErrorCode(11);
     /// Permission denied: the capabilities do not allow the operation.
     pub const EACCES: ErrorCode = ErrorCode(13);
+    /// Bad address: what Ceph's `rados import` answers for a damaged export.
+    pub const EFAULT: ErrorCode = ErrorCode(14);
     /// Resource busy (lock held by another client).
     pub const EBUSY: ErrorCode = ErrorCode(16);
     /// Already exists.
@@ -113,6 +115,7 @@ impl ErrorCode {
             18 => "Invalid cross-device link",
             11 => "Resource temporarily unavailable",
             13 => "Permission denied",
+            14 => "Bad address",
             16 => "Device or resource busy",
             17 => "File exists",
             6 => "No such device or address",

@@ -267,6 +267,13 @@ pub enum Request {
         /// The damaged PGs, in order.
         pgs: Vec<PgId>,
     },
+    /// Mon or OSD (`ceph tell`): an admin command for this daemon itself, in Ceph's words
+    /// (`["config", "get", "debug_osd"]`, `["version"]`). Needs every right on the daemon's
+    /// service (`allow *`), as Ceph's daemons ask. Reply: `Told` or `Failed`.
+    Tell {
+        /// The command's words.
+        words: Vec<String>,
+    },
 }
 
 /// A reply.
@@ -329,6 +336,13 @@ pub enum Reply {
     Notified(NotifyOutcome),
     /// The watchers of an object.
     Watchers(Vec<WatcherInfo>),
+    /// The answer to a `Tell`: what Ceph's daemon prints on stdout (JSON) and on stderr.
+    Told {
+        /// The output (JSON text).
+        output: String,
+        /// Status lines (e.g. the options `injectargs` changed).
+        status: String,
+    },
 }
 
 /// A pushed message.

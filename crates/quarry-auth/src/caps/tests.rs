@@ -341,3 +341,19 @@ fn control_characters_in_any_service_are_refused() {
     fine.insert("mgr".to_string(), "allow r".to_string());
     assert!(Caps::parse(&fine).is_ok());
 }
+
+#[test]
+fn only_allow_star_is_all_for_tell() {
+    let osd = |t: &str| OsdCap::parse(t).unwrap().allows_all();
+    assert!(osd("allow *"));
+    assert!(osd("allow r pool=x, allow  *"));
+    assert!(osd("allow all"));
+    assert!(!osd("allow rwx"));
+    assert!(!osd("profile rbd"));
+    assert!(!osd("allow * pool=rbd"));
+    let mon = |t: &str| MonCap::parse(t).unwrap().allows_all();
+    assert!(mon("allow *"));
+    assert!(!mon("allow rwx"));
+    assert!(!mon("profile rbd"));
+    assert!(!mon("allow service osd *"));
+}

@@ -154,6 +154,11 @@ pub enum CephCommand {
     Versions,
     /// `ceph pg stat`: PGs by state, and usage.
     PgStat,
+    /// `ceph pg PGID query`: one PG's state, sets and primaries (JSON).
+    PgQuery {
+        /// The PG (`1.1f`).
+        pgid: String,
+    },
     /// `ceph pg ls` / `ceph pg dump pgs_brief`: one line per PG (state, up and acting sets).
     PgList {
         /// `pg dump pgs_brief`'s shape rather than `pg ls`'s.
@@ -342,6 +347,7 @@ impl CephCommand {
             "df" if detail()? => CephCommand::DfDetail,
             "df" => CephCommand::Df,
             "pg stat" => CephCommand::PgStat,
+            "pg query" => CephCommand::PgQuery { pgid: required(req, "pgid")? },
             "pg ls" => CephCommand::PgList { brief: false },
             "pg dump" => CephCommand::PgList { brief: true },
             "osd df" => CephCommand::OsdDf {
@@ -498,6 +504,10 @@ impl CephCommand {
             CephCommand::Version => "version",
             CephCommand::Versions => "versions",
             CephCommand::PgStat => "pg stat",
+            CephCommand::PgQuery { pgid } => {
+                put("pgid", json!(pgid));
+                "pg query"
+            }
             CephCommand::PgList { brief: false } => "pg ls",
             CephCommand::PgList { brief: true } => {
                 put("dumpcontents", json!(["pgs_brief"]));
@@ -671,6 +681,7 @@ mod tests {
             CephCommand::Version,
             CephCommand::Versions,
             CephCommand::PgStat,
+            CephCommand::PgQuery { pgid: "1.1f".into() },
             CephCommand::PgList { brief: false },
             CephCommand::PgList { brief: true },
             CephCommand::OsdDf { tree: false },

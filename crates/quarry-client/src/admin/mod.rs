@@ -265,6 +265,14 @@ pub async fn execute(
             data(pgs::pg_stat_json(&rados.map(), &status_report(rados).await?))
         }
         CephCommand::PgStat => text(pgs::pg_stat(&rados.map(), &status_report(rados).await?)),
+        CephCommand::PgQuery { pgid } => {
+            // Ceph's answer is JSON whatever the format (indented unless `-f json`).
+            let fmt = if fmt == Format::Json { fmt } else { Format::JsonPretty };
+            match pgs::pg_query_json(&rados.map(), &pgid) {
+                Ok(v) => CommandReply::data(render(&v, fmt)),
+                Err(reply) => return Err(reply),
+            }
+        }
         CephCommand::PgList { .. } if fmt.is_json() => data(pgs::pg_list_json(&rados.map())),
         CephCommand::PgList { brief } => CommandReply {
             rc: 0,

@@ -66,6 +66,52 @@ pub fn pg_rows(map: &ClusterMap) -> Vec<PgRow> {
     rows
 }
 
+/// `ceph pg PGID query` (`PGID` as Ceph writes it: `POOL.SEED`, the seed in hex): the fields
+/// Quarry knows from the map, in Ceph's places: `state`, `epoch`, `up`, `acting`,
+/// `acting_recovery_backfill`, and `info` with `pgid` and `stats` (`state`,
+/// `reported_epoch`, `up`, `acting`, `up_primary`, `acting_primary`; -1 for none). Ceph's
+/// peering history, logs and scrub fields have no Quarry counterpart and are left out.
+/// ENOENT `i don't have pgid X` for a PG the map lacks, EINVAL for a malformed id.
+pub fn pg_query_json(map: &ClusterMap, pgid: &str) -> Result<Value, super::CommandReply> {
+    let invalid = || {
+        super::CommandReply::failed(
+            quarry_types::ErrorCode::EINVAL,
+            format!("pgid has invalid value '{pgid}': expected POOL.SEED (e.g. 1.1f)"),
+        )
+    };
+    let (pool, seed) = pgid.split_once('.').ok_or_else(invalid)?;
+    let pool: u64 = pool.parse().map_err(|_| invalid())?;
+    let seed = u32::from_str_radix(seed, 16).map_err(|_| invalid())?;
+    let pg = PgId { pool, seed };
+    let Some(row) = pg_rows(map).into_iter().find(|r| r.pg == pg) else {
+        return Err(super::CommandReply::failed(
+            quarry_types::ErrorCode::ENOENT,
+            format!("i don't have pgid {pgid}"),
+        ));
+    };
+    let primary = |set: &[OsdId]| set.first().map(|&p| p as i64).unwrap_or(-1);
+    let up_primary = row.primary().map(|p| p as i64).unwrap_or(-1);
+    let backfill: Vec<String> = row.acting.iter().map(|o| o.to_string()).collect();
+    Ok(json!({
+        "state": row.state,
+        "epoch": map.epoch,
+        "up": row.up,
+        "acting": row.acting,
+        "acting_recovery_backfill": backfill,
+        "info": {
+            "pgid": pg.to_string(),
+            "stats": {
+                "state": row.state,
+                "reported_epoch": map.epoch,
+                "up": row.up,
+                "acting": row.acting,
+                "up_primary": up_primary,
+                "acting_primary": primary(&row.acting),
+            },
+        },
+    }))
+}
+
 /// How many PGs are in each state, most common first (Ceph's order in `ceph -s`).
 pub fn by_state(rows: &[PgRow]) -> Vec<(&'static str, usize)> {
     let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();

@@ -59,6 +59,10 @@ pub fn request_from_words(
             w.join(" ")
         }
         ["pg", "stat"] | ["pg", "ls"] | ["quorum_status"] | ["osd", "crush", "tree"] => w.join(" "),
+        ["pg", pgid, "query"] => {
+            put("pgid", json!(pgid));
+            "pg query".into()
+        }
         ["pg", "dump", "pgs_brief"] => {
             put("dumpcontents", json!(["pgs_brief"]));
             "pg dump".into()
