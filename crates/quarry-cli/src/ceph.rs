@@ -307,8 +307,9 @@ mod tests {
             "Error EINVAL: output format 'xml' is not supported (plain, json, json-pretty)"
         );
         assert_eq!(
-            parse_line(&["osd", "pool", "set", "rbd", "size", "2"]).unwrap_err().status(),
+            parse_line(&["osd", "pool", "create", "p", "erasure"]).unwrap_err().status(),
             95
         );
+        assert_eq!(parse_line(&["osd", "reweight", "0", "1.5"]).unwrap_err().status(), 22);
     }
 }
