@@ -155,7 +155,8 @@ async fn wait_health(mon: &common::MonClient, want: bool) -> Result<(), String> 
     for _ in 0..100 {
         match mon.command(MonCommand::Status).await {
             MonReply::Status(s) => {
-                let shown = s.health_details.iter().any(|l| l == DAMAGE_LINE);
+                // The check's summary line (its items, one per PG, follow it).
+                let shown = s.health_details.iter().any(|l| l.lines().next() == Some(DAMAGE_LINE));
                 if shown == want && (!want || s.health == "HEALTH_ERR") {
                     return Ok(());
                 }
