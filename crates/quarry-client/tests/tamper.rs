@@ -30,7 +30,7 @@ async fn read_frame(from: &mut tokio::net::tcp::OwnedReadHalf) -> Option<Vec<u8>
     from.read_exact(&mut header).await.ok()?;
     let len = u32::from_le_bytes(header[16..20].try_into().ok()?) as usize;
     let signed = header[5] & 1 == 1;
-    let mut body = vec![0u8; len + if signed { 16 } else { 0 }];
+    let mut body = vec![0u8; len + if signed { quarry_wire::codec::SIGNATURE_LEN } else { 0 }];
     from.read_exact(&mut body).await.ok()?;
     let mut frame = header.to_vec();
     frame.extend_from_slice(&body);
