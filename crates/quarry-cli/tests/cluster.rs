@@ -13,29 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn conf_value(conf: &str, key: &str) -> String {
-    conf.lines()
-        .filter_map(|l| l.trim().split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| panic!("{key} missing in\n{conf}"))
-}
-
-fn osd(dir: &Path, id: u32) -> Daemon {
-    let mut cmd = Command::new(quarry());
-    cmd.arg("osd")
-        .args(["--id", &id.to_string()])
-        .arg("--data")
-        .arg(dir.join(format!("osd.{id}")))
-        .arg("-c")
-        .arg(dir.join("ceph.conf"))
-        .arg("--keyring")
-        .arg(dir.join(format!("osd.{id}/keyring")));
-    let mut d = Daemon::spawn(&format!("osd.{id}"), cmd);
-    d.wait_ready();
-    d
-}
-
 fn wait_healthy(conf: &Path, osds: u32) {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = String::new();
@@ -78,7 +55,7 @@ fn separate_daemons_survive_osd_and_monitor_kills() {
         .args(["--osds", "0,1,2", "--pool", "rbd", "--size", "3"]);
     let mut mon = Daemon::spawn("mon.a", mon_cmd);
     mon.wait_ready();
-    let mut osds: Vec<Daemon> = (0..3).map(|id| osd(&dir, id)).collect();
+    let mut osds: Vec<Daemon> = (0..3).map(|id| spawn_osd(&dir, id)).collect();
     wait_healthy(&conf, 3);
     let s = run_bounded(
         tool_cmd("ceph", Some(&conf), &["osd", "pool", "ls", "detail"]),
@@ -120,7 +97,7 @@ fn separate_daemons_survive_osd_and_monitor_kills() {
     osds[1].kill();
     std::thread::sleep(Duration::from_secs(3));
     let while_down = written.lock().unwrap().len() - before_kill;
-    osds[1] = osd(&dir, 1);
+    osds[1] = spawn_osd(&dir, 1);
     std::thread::sleep(Duration::from_millis(1000));
     // Then the monitor: SIGKILL, down for 2 s (new clients wait to connect; OSDs keep
     // serving), restarted on its data directory without --mkfs.

@@ -14,29 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn conf_value(conf: &str, key: &str) -> String {
-    conf.lines()
-        .filter_map(|l| l.trim().split_once('='))
-        .find(|(k, _)| k.trim() == key)
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_else(|| panic!("{key} missing in\n{conf}"))
-}
-
-fn osd(dir: &Path, id: u32) -> Daemon {
-    let mut cmd = Command::new(quarry());
-    cmd.arg("osd")
-        .args(["--id", &id.to_string()])
-        .arg("--data")
-        .arg(dir.join(format!("osd.{id}")))
-        .arg("-c")
-        .arg(dir.join("ceph.conf"))
-        .arg("--keyring")
-        .arg(dir.join(format!("osd.{id}/keyring")));
-    let mut d = Daemon::spawn(&format!("osd.{id}"), cmd);
-    d.wait_ready();
-    d
-}
-
 /// Waits until `ceph -s` shows `want` OSDs up.
 fn wait_up(conf: &Path, want: u32) {
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -77,8 +54,8 @@ fn a_read_on_a_down_pg_says_so_and_times_out() {
         .args(["--osds", "0,1", "--pool", "rbd", "--size", "1"]);
     let mut mon = Daemon::spawn("mon.a", mon_cmd);
     mon.wait_ready();
-    let mut osd0 = osd(&dir, 0);
-    let mut osd1 = osd(&dir, 1);
+    let mut osd0 = spawn_osd(&dir, 0);
+    let mut osd1 = spawn_osd(&dir, 1);
     wait_up(&conf, 2);
     let rados =
         |args: &[&str]| run_bounded(tool_cmd("rados", Some(&conf), args), None, COMMAND_TIMEOUT);

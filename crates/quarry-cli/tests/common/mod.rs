@@ -35,6 +35,32 @@ pub fn up(dir: &Path, osds: u32) -> Daemon {
     quarry_testkit::process::up(&quarry(), dir, osds)
 }
 
+/// The value of `key` in a ceph.conf text (panics when missing: the test's own file).
+pub fn conf_value(conf: &str, key: &str) -> String {
+    conf.lines()
+        .filter_map(|l| l.trim().split_once('='))
+        .find(|(k, _)| k.trim() == key)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| panic!("{key} missing in\n{conf}"))
+}
+
+/// `quarry osd --id ID` of the cluster directory `dir` (made by `quarry cluster-init`),
+/// started and ready.
+pub fn spawn_osd(dir: &Path, id: u32) -> Daemon {
+    let mut cmd = Command::new(quarry());
+    cmd.arg("osd")
+        .args(["--id", &id.to_string()])
+        .arg("--data")
+        .arg(dir.join(format!("osd.{id}")))
+        .arg("-c")
+        .arg(dir.join("ceph.conf"))
+        .arg("--keyring")
+        .arg(dir.join(format!("osd.{id}/keyring")));
+    let mut d = Daemon::spawn(&format!("osd.{id}"), cmd);
+    d.wait_ready();
+    d
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
