@@ -203,7 +203,8 @@ pub enum CephCommand {
 /// `ceph osd blocklist add` without an expiry: one hour, as Ceph.
 pub const BLOCKLIST_EXPIRE_DEFAULT: u64 = 3600;
 
-fn invalid(message: impl Into<String>) -> AdminError {
+/// An EINVAL refusal with `message` (also used by `ops`).
+pub(super) fn invalid(message: impl Into<String>) -> AdminError {
     AdminError::Failed { code: ErrorCode::EINVAL, message: message.into() }
 }
 

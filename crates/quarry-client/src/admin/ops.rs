@@ -13,6 +13,7 @@ use serde_json::{json, Map, Value};
 use quarry_types::ErrorCode;
 use quarry_wire::{MonCommand, MonReply};
 
+use super::command::invalid;
 use super::json::{render, Format};
 use super::{call, done_text, pool_info, AdminError, CommandReply};
 use crate::Rados;
@@ -84,10 +85,8 @@ pub enum OpsCommand {
     Report,
 }
 
-fn invalid(message: impl Into<String>) -> AdminError {
-    AdminError::Failed { code: ErrorCode::EINVAL, message: message.into() }
-}
-
+/// A string argument; unlike `command`'s reader, a JSON number is taken as its text
+/// (`pool set POOL min_size 2` may send the value as a number).
 fn string(req: &Map<String, Value>, name: &str) -> Result<Option<String>, AdminError> {
     match req.get(name) {
         None | Some(Value::Null) => Ok(None),
