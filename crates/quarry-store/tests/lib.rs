@@ -12,6 +12,7 @@ mod exchange;
 mod meta_corruption;
 mod model;
 mod powerloss;
+mod powerloss_large;
 mod snap_index;
 mod snapshots;
 mod space;

@@ -87,8 +87,24 @@ const POINTS: u64 = 1000;
 /// Crash points of the teeth test.
 const NOOP_POINTS: u64 = 60;
 
-fn wal_options() -> WalOptions {
-    WalOptions { segment_bytes: 16 << 10, cache_bytes: 1 << 20 }
+/// The payloads a run writes: small ones (16 B to 9 KiB, buffered I/O everywhere) or, in
+/// the large variant (tests/powerloss_large.rs), seven in eight of 64 to 320 KiB, which the
+/// WAL writes in direct-I/O rounds and the store's data file with direct writes, so a cut
+/// falls between, inside and after the direct paths' calls as well.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Payloads {
+    Small,
+    Large,
+}
+
+impl Payloads {
+    fn wal_options(self) -> WalOptions {
+        match self {
+            Payloads::Small => WalOptions { segment_bytes: 16 << 10, cache_bytes: 1 << 20 },
+            // A few large entries per segment, so rounds still rotate segments.
+            Payloads::Large => WalOptions { segment_bytes: 768 << 10, cache_bytes: 4 << 20 },
+        }
+    }
 }
 
 fn store_options() -> StoreOptions {
@@ -105,18 +121,24 @@ fn log_id(index: u64) -> LogId<u64> {
 
 /// The payload of entry `index` of `group`: length and bytes derive from both (computed
 /// once: the harness compares them thousands of times).
-fn payload(group: u64, index: u64) -> Vec<u8> {
-    static TABLE: std::sync::OnceLock<Vec<Vec<u8>>> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        (0..GROUPS).flat_map(|g| (0..=ENTRIES).map(move |i| make_payload(g, i))).collect()
+fn payload(payloads: Payloads, group: u64, index: u64) -> Vec<u8> {
+    type Table = std::sync::OnceLock<Vec<Vec<u8>>>;
+    static SMALL: Table = Table::new();
+    static LARGE: Table = Table::new();
+    let table = match payloads {
+        Payloads::Small => &SMALL,
+        Payloads::Large => &LARGE,
+    }
+    .get_or_init(|| {
+        (0..GROUPS).flat_map(|g| (0..=ENTRIES).map(move |i| make_payload(payloads, g, i))).collect()
     });
     match table.get((group * (ENTRIES + 1) + index) as usize) {
         Some(bytes) if group < GROUPS && index <= ENTRIES => bytes.clone(),
-        _ => make_payload(group, index),
+        _ => make_payload(payloads, group, index),
     }
 }
 
-fn make_payload(group: u64, index: u64) -> Vec<u8> {
+fn make_payload(payloads: Payloads, group: u64, index: u64) -> Vec<u8> {
     let mut state =
         group.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ index.wrapping_mul(0xbf58_476d_1ce4_e5b9) | 1;
     let mut next = move || {
@@ -125,7 +147,12 @@ fn make_payload(group: u64, index: u64) -> Vec<u8> {
         state ^= state << 17;
         state
     };
-    let len = 16 + (next() % 9000) as usize;
+    let len = match payloads {
+        // Whole 4 KiB blocks, as a VM's writes are: a partial last chunk would be a small
+        // buffered write beside every large one, which hides the direct path's own syncs.
+        Payloads::Large if next() % 8 != 0 => (16 + (next() % 65) as usize) << 12,
+        _ => 16 + (next() % 9000) as usize,
+    };
     (0..len).map(|_| next() as u8).collect()
 }
 
@@ -133,11 +160,11 @@ fn object(index: u64) -> String {
     format!("o{}", index % OBJECTS)
 }
 
-fn command(group: u64, index: u64) -> ObjectCommand {
+fn command(payloads: Payloads, group: u64, index: u64) -> ObjectCommand {
     ObjectCommand {
         name: object(index),
         snapc: SnapContext::default(),
-        ops: vec![ObjectOp::WriteFull { data: Payload::new(payload(group, index)) }],
+        ops: vec![ObjectOp::WriteFull { data: Payload::new(payload(payloads, group, index)) }],
         mtime: (index, 0),
         reqid: None,
     }
@@ -167,6 +194,7 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// One group's writer (see the module docs). Stops at the cut.
 async fn group_writer(
+    payloads: Payloads,
     group: u64,
     mut log: WalLogStore<Tc>,
     store: Arc<Store>,
@@ -183,14 +211,16 @@ async fn group_writer(
         }
         let entry = Entry::<Tc> {
             log_id: log_id(index),
-            payload: EntryPayload::Normal(payload(group, index)),
+            payload: EntryPayload::Normal(payload(payloads, group, index)),
         };
         log.blocking_append(vec![entry]).await.expect("append");
         // Observed before the cut: the sync behind it wrote to the disk.
         if !world.crashed() {
             acked.entries[group as usize].store(index, Ordering::SeqCst);
         }
-        store.apply(pg(group), &[command(group, index)], &index.to_le_bytes()).expect("apply");
+        store
+            .apply(pg(group), &[command(payloads, group, index)], &index.to_le_bytes())
+            .expect("apply");
         log.save_committed(Some(log_id(index))).await.expect("save committed");
         if index % CHECKPOINT_EVERY == 0 {
             store.checkpoint().expect("checkpoint");
@@ -203,21 +233,25 @@ async fn group_writer(
 
 /// Runs the workload on `dir` under `world`, then cuts the power (if the crash point was not
 /// reached) and shuts everything down (nothing reaches the disk any more).
-fn run_until_cut(dir: &Path, world: &Arc<World>) -> Arc<Acked> {
+fn run_until_cut(payloads: Payloads, dir: &Path, world: &Arc<World>) -> Arc<Acked> {
     let installed = powerloss::install(dir, world.clone());
     let acked = Arc::new(Acked::new());
     runtime().block_on(async {
-        let wal = Wal::open(&dir.join("wal"), wal_options()).expect("open WAL");
+        let wal = Wal::open(&dir.join("wal"), payloads.wal_options()).expect("open WAL");
         let store = Arc::new(
             Store::open_with(&dir.join("store.redb"), &store_options()).expect("open store"),
         );
         let mut tasks = tokio::task::JoinSet::new();
         for group in 0..GROUPS {
             let log = wal.log_store::<Tc>(group);
-            tasks.spawn(group_writer(group, log, store.clone(), world.clone(), acked.clone()));
+            let (store, world, acked) = (store.clone(), world.clone(), acked.clone());
+            tasks.spawn(group_writer(payloads, group, log, store, world, acked));
         }
         while let Some(done) = tasks.join_next().await {
             done.expect("writer task");
+        }
+        if payloads == Payloads::Large && !world.crashed() {
+            assert!(wal.stats().direct_writes > 0, "no WAL round went the direct path");
         }
         world.crash();
         drop(store);
@@ -243,8 +277,8 @@ fn read_object(store: &Store, group: u64, name: &str) -> Result<Option<Vec<u8>>,
 /// Reopens WAL and store on what reached the disk, replays, and checks (module docs). The
 /// restart runs in a fresh world without a cut (the same code paths; its syncs skip the
 /// real fsync, which keeps 1000 points fast).
-fn check_after_cut(dir: &Path, acked: &Acked) -> Result<(), String> {
-    check_in_world(dir, acked, &World::new(Config::default()))
+fn check_after_cut(payloads: Payloads, dir: &Path, acked: &Acked) -> Result<(), String> {
+    check_in_world(payloads, dir, acked, &World::new(Config::default()))
 }
 
 /// [`check_after_cut`] in `world`, which may cut the power again during the restart itself
@@ -255,9 +289,14 @@ fn check_after_cut(dir: &Path, acked: &Acked) -> Result<(), String> {
 /// dead process states no real one would see (a removal the cut undid makes the file it was
 /// about to recreate "exist"). Errors before the cut count; the check of what the cut left
 /// follows in `check_after_cut`.
-fn check_in_world(dir: &Path, acked: &Acked, world: &Arc<World>) -> Result<(), String> {
+fn check_in_world(
+    payloads: Payloads,
+    dir: &Path,
+    acked: &Acked,
+    world: &Arc<World>,
+) -> Result<(), String> {
     let _installed = powerloss::install(dir, world.clone());
-    let result = check_running(dir, acked);
+    let result = check_running(payloads, dir, acked);
     let cut_during_restart = world.crashed();
     world.crash();
     if cut_during_restart {
@@ -278,9 +317,9 @@ const REDB_RECOVERY_PANIC: &str = "the store refuses to start: redb panicked in 
 // then) had the same cause as the store's: the simulator's cut could keep pages written after
 // it. It never appeared in 25,000 points after the fix; it is a failure like any other now.
 
-fn check_running(dir: &Path, acked: &Acked) -> Result<(), String> {
+fn check_running(payloads: Payloads, dir: &Path, acked: &Acked) -> Result<(), String> {
     runtime().block_on(async {
-        let wal = Wal::open(&dir.join("wal"), wal_options())
+        let wal = Wal::open(&dir.join("wal"), payloads.wal_options())
             .map_err(|error| format!("the WAL refuses to start: {error}"))?;
         // redb asserts some properties of the file at open: a panic is a refusal too.
         let path = dir.join("store.redb");
@@ -335,18 +374,18 @@ fn check_running(dir: &Path, acked: &Acked) -> Result<(), String> {
             for entry in &entries {
                 let index = entry.log_id.index;
                 match &entry.payload {
-                    EntryPayload::Normal(data) if *data == payload(group, index) => {}
+                    EntryPayload::Normal(data) if *data == payload(payloads, group, index) => {}
                     _ => return Err(format!("group {group}: entry {index} has wrong content")),
                 }
                 store
-                    .apply(pg(group), &[command(group, index)], &index.to_le_bytes())
+                    .apply(pg(group), &[command(payloads, group, index)], &index.to_le_bytes())
                     .map_err(|e| format!("group {group}: replaying entry {index}: {e}"))?;
             }
             for o in 0..OBJECTS {
                 let name = object(o);
                 let writer = (1..=last).rev().find(|&index| index % OBJECTS == o);
                 let got = read_object(&store, group, &name)?;
-                let want = writer.map(|index| payload(group, index));
+                let want = writer.map(|index| payload(payloads, group, index));
                 if got != want {
                     return Err(format!(
                         "group {group}: {name} holds {:?} bytes, expected entry {writer:?}'s",
@@ -378,17 +417,21 @@ fn copy_tree(from: &Path, to: &Path) {
 }
 
 /// Mutating I/O calls of a whole run without a cut.
-fn count_ops() -> u64 {
+fn count_ops(payloads: Payloads) -> u64 {
     let dir = tempfile::tempdir().unwrap();
     let world = World::new(Config { seed: 1, dir_entries: true, ..Config::default() });
-    let acked = run_until_cut(dir.path(), &world);
-    check_after_cut(dir.path(), &acked).expect("a run cut after its end is intact");
+    let acked = run_until_cut(payloads, dir.path(), &world);
+    check_after_cut(payloads, dir.path(), &acked).expect("a run cut after its end is intact");
     world.ops()
 }
 
 /// Runs `points` crash points; returns the failures (point, crash call, message).
-fn run_points(points: u64, fsync_noop: bool) -> Vec<(u64, u64, String)> {
-    let total = count_ops();
+pub(crate) fn run_points(
+    payloads: Payloads,
+    points: u64,
+    fsync_noop: bool,
+) -> Vec<(u64, u64, String)> {
+    let total = count_ops(payloads);
     assert!(total > 100, "the workload makes {total} I/O calls");
     let started = Instant::now();
     let cut_before_end = AtomicU64::new(0);
@@ -419,7 +462,7 @@ fn run_points(points: u64, fsync_noop: bool) -> Vec<(u64, u64, String)> {
                         eprintln!("point {point}: {}", dir.path().display());
                     }
                     let world = World::new(config);
-                    let acked = run_until_cut(dir.path(), &world);
+                    let acked = run_until_cut(payloads, dir.path(), &world);
                     if world.ops() >= crash_at {
                         cut_before_end.fetch_add(1, Ordering::Relaxed);
                     }
@@ -441,7 +484,7 @@ fn run_points(points: u64, fsync_noop: bool) -> Vec<(u64, u64, String)> {
                             dir_entries: true,
                             ..Config::default()
                         });
-                        if let Err(message) = check_in_world(dir.path(), &acked, &again) {
+                        if let Err(message) = check_in_world(payloads, dir.path(), &acked, &again) {
                             if only.is_some() {
                                 eprintln!("FAIL1 {message}");
                             }
@@ -450,7 +493,7 @@ fn run_points(points: u64, fsync_noop: bool) -> Vec<(u64, u64, String)> {
                             failed_here = true;
                         }
                     }
-                    if let Err(message) = check_after_cut(dir.path(), &acked) {
+                    if let Err(message) = check_after_cut(payloads, dir.path(), &acked) {
                         if only.is_some() {
                             eprintln!("FAIL {message}");
                         }
@@ -481,7 +524,8 @@ fn run_points(points: u64, fsync_noop: bool) -> Vec<(u64, u64, String)> {
     failures.sort();
     let cut_before_end = cut_before_end.into_inner();
     eprintln!(
-        "{points} crash points over {total} I/O calls (fsync no-op: {fsync_noop}): {} cut mid-run, \
+        "{payloads:?} payloads, {points} crash points over {total} I/O calls (fsync no-op: \
+         {fsync_noop}): {} cut mid-run, \
          {} failed, {:?}",
         cut_before_end,
         failures.len(),
@@ -497,7 +541,7 @@ fn power_loss_at_1000_points_loses_no_acknowledged_write() {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(POINTS);
-    let failures = run_points(points, false);
+    let failures = run_points(Payloads::Small, points, false);
     assert!(
         failures.is_empty(),
         "{} of {points} crash points failed; first: {:?}",
@@ -508,7 +552,7 @@ fn power_loss_at_1000_points_loses_no_acknowledged_write() {
 
 #[test]
 fn fsync_noop_is_caught() {
-    let failures = run_points(NOOP_POINTS, true);
+    let failures = run_points(Payloads::Small, NOOP_POINTS, true);
     eprintln!("first failures with fsync a no-op: {:?}", &failures[..failures.len().min(3)]);
     assert!(
         failures.iter().any(|(_, _, message)| message.contains("lost")),
