@@ -308,16 +308,50 @@ pub fn record_crc(len: u32, kind: u8, group: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&fixed), payload)
 }
 
+/// Where records are encoded: a `Vec`, or the writer's aligned buffer (records go straight
+/// into the memory a direct write sends, without a second copy).
+pub trait RecordOut {
+    /// Bytes held.
+    fn len(&self) -> usize;
+    /// Appends `bytes`.
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+}
+
+impl RecordOut for Vec<u8> {
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes)
+    }
+}
+
+impl RecordOut for quarry_persist::AlignedBuf {
+    fn len(&self) -> usize {
+        quarry_persist::AlignedBuf::len(self)
+    }
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        quarry_persist::AlignedBuf::extend_from_slice(self, bytes)
+    }
+}
+
 /// Appends one framed record to `out`; returns the offset of the record within `out`.
-pub fn encode_record(out: &mut Vec<u8>, kind: RecordKind, group: u64, payload: &[u8]) -> usize {
+pub fn encode_record(
+    out: &mut impl RecordOut,
+    kind: RecordKind,
+    group: u64,
+    payload: &[u8],
+) -> usize {
     assert!(payload.len() <= RECORD_PAYLOAD_MAX as usize, "record payload over the limit");
     let start = out.len();
     let len = payload.len() as u32;
     let crc = record_crc(len, kind as u8, group, payload);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.push(kind as u8);
-    out.extend_from_slice(&group.to_le_bytes());
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[4..8].copy_from_slice(&crc.to_le_bytes());
+    header[8] = kind as u8;
+    header[9..17].copy_from_slice(&group.to_le_bytes());
+    out.extend_from_slice(&header);
     out.extend_from_slice(payload);
     assert_eq!(out.len() - start, RECORD_HEADER_LEN + payload.len());
     start
