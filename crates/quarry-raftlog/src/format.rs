@@ -315,6 +315,10 @@ pub trait RecordOut {
     fn len(&self) -> usize;
     /// Appends `bytes`.
     fn extend_from_slice(&mut self, bytes: &[u8]);
+    /// The bytes held.
+    fn as_slice(&self) -> &[u8];
+    /// Overwrites bytes already held, from `at`.
+    fn patch(&mut self, at: usize, bytes: &[u8]);
 }
 
 impl RecordOut for Vec<u8> {
@@ -323,6 +327,12 @@ impl RecordOut for Vec<u8> {
     }
     fn extend_from_slice(&mut self, bytes: &[u8]) {
         Vec::extend_from_slice(self, bytes)
+    }
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        self[at..at + bytes.len()].copy_from_slice(bytes)
     }
 }
 
@@ -333,7 +343,18 @@ impl RecordOut for quarry_persist::AlignedBuf {
     fn extend_from_slice(&mut self, bytes: &[u8]) {
         quarry_persist::AlignedBuf::extend_from_slice(self, bytes)
     }
+    fn as_slice(&self) -> &[u8] {
+        quarry_persist::AlignedBuf::as_slice(self)
+    }
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        self.as_mut_slice()[at..at + bytes.len()].copy_from_slice(bytes)
+    }
 }
+
+/// Payloads are copied into the output and their crc computed in pieces of this size, each
+/// piece's crc read from the copy while it is still in the CPU's cache (one pass over memory
+/// instead of two for a 4 MiB entry).
+const COPY_CRC_PIECE: usize = 64 << 10;
 
 /// Appends one framed record to `out`; returns the offset of the record within `out`.
 pub fn encode_record(
@@ -345,15 +366,22 @@ pub fn encode_record(
     assert!(payload.len() <= RECORD_PAYLOAD_MAX as usize, "record payload over the limit");
     let start = out.len();
     let len = payload.len() as u32;
-    let crc = record_crc(len, kind as u8, group, payload);
     let mut header = [0u8; RECORD_HEADER_LEN];
     header[0..4].copy_from_slice(&len.to_le_bytes());
-    header[4..8].copy_from_slice(&crc.to_le_bytes());
     header[8] = kind as u8;
     header[9..17].copy_from_slice(&group.to_le_bytes());
+    // The crc, as record_crc computes it, over the copy just made of each piece.
+    let mut crc = crc32c::crc32c(&header[0..4]);
+    crc = crc32c::crc32c_append(crc, &header[8..17]);
     out.extend_from_slice(&header);
-    out.extend_from_slice(payload);
+    for piece in payload.chunks(COPY_CRC_PIECE) {
+        let at = out.len();
+        out.extend_from_slice(piece);
+        crc = crc32c::crc32c_append(crc, &out.as_slice()[at..]);
+    }
+    out.patch(start + 4, &crc.to_le_bytes());
     assert_eq!(out.len() - start, RECORD_HEADER_LEN + payload.len());
+    debug_assert_eq!(crc, record_crc(len, kind as u8, group, payload));
     start
 }
 
