@@ -311,8 +311,6 @@ pub fn record_crc(len: u32, kind: u8, group: u64, payload: &[u8]) -> u32 {
 /// Where records are encoded: a `Vec`, or the writer's aligned buffer (records go straight
 /// into the memory a direct write sends, without a second copy).
 pub trait RecordOut {
-    /// Bytes held.
-    fn len(&self) -> usize;
     /// Appends `bytes`.
     fn extend_from_slice(&mut self, bytes: &[u8]);
     /// The bytes held.
@@ -322,9 +320,6 @@ pub trait RecordOut {
 }
 
 impl RecordOut for Vec<u8> {
-    fn len(&self) -> usize {
-        Vec::len(self)
-    }
     fn extend_from_slice(&mut self, bytes: &[u8]) {
         Vec::extend_from_slice(self, bytes)
     }
@@ -337,9 +332,6 @@ impl RecordOut for Vec<u8> {
 }
 
 impl RecordOut for quarry_persist::AlignedBuf {
-    fn len(&self) -> usize {
-        quarry_persist::AlignedBuf::len(self)
-    }
     fn extend_from_slice(&mut self, bytes: &[u8]) {
         quarry_persist::AlignedBuf::extend_from_slice(self, bytes)
     }
@@ -364,7 +356,7 @@ pub fn encode_record(
     payload: &[u8],
 ) -> usize {
     assert!(payload.len() <= RECORD_PAYLOAD_MAX as usize, "record payload over the limit");
-    let start = out.len();
+    let start = out.as_slice().len();
     let len = payload.len() as u32;
     let mut header = [0u8; RECORD_HEADER_LEN];
     header[0..4].copy_from_slice(&len.to_le_bytes());
@@ -375,12 +367,12 @@ pub fn encode_record(
     crc = crc32c::crc32c_append(crc, &header[8..17]);
     out.extend_from_slice(&header);
     for piece in payload.chunks(COPY_CRC_PIECE) {
-        let at = out.len();
+        let at = out.as_slice().len();
         out.extend_from_slice(piece);
         crc = crc32c::crc32c_append(crc, &out.as_slice()[at..]);
     }
     out.patch(start + 4, &crc.to_le_bytes());
-    assert_eq!(out.len() - start, RECORD_HEADER_LEN + payload.len());
+    assert_eq!(out.as_slice().len() - start, RECORD_HEADER_LEN + payload.len());
     debug_assert_eq!(crc, record_crc(len, kind as u8, group, payload));
     start
 }

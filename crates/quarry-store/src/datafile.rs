@@ -429,7 +429,7 @@ impl DataFile {
     pub fn read(&self, block: u64, buf: &mut [u8]) -> std::io::Result<()> {
         let whole = buf.len() / BLOCK as usize * BLOCK as usize;
         if let Some(direct) = &self.direct {
-            let aligned = (buf.as_ptr() as usize).is_multiple_of(DIRECT_IO_ALIGN);
+            let aligned = buf.as_ptr() as usize % DIRECT_IO_ALIGN == 0;
             if whole >= DIRECT_READ_MIN && aligned {
                 let (head, rest) = buf.split_at_mut(whole);
                 match direct.read_exact_at(head, block * BLOCK) {

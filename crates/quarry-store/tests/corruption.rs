@@ -170,7 +170,9 @@ fn a_flipped_bit_under_a_large_direct_read_is_caught() {
     damage_block(&file, 200, 1000);
     let store = Store::open(&file).unwrap();
     match store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Read { off: 0, len: 0 }]) {
-        Err(StoreError::Corrupt { detail, .. }) => assert!(detail.contains("chunk 200"), "{detail}"),
+        Err(StoreError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("chunk 200"), "{detail}")
+        }
         other => panic!("expected Corrupt for chunk 200, got {:?}", other.map(|_| "data")),
     }
     let reply =
