@@ -76,6 +76,17 @@ impl AlignedBuf {
         self.len = end;
     }
 
+    /// A buffer of `len` zero bytes (its memory padded to whole blocks, zeros too).
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        AlignedBuf { blocks: vec![Block([0; DIRECT_IO_ALIGN]); len.div_ceil(DIRECT_IO_ALIGN)], len }
+    }
+
+    /// The bytes held, to fill in place (a direct read's destination).
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.bytes_mut()[..len]
+    }
+
     /// Appends zeros up to the next multiple of 4 KiB (nothing if already there).
     pub fn pad_to_block(&mut self) {
         let end = self.len.next_multiple_of(DIRECT_IO_ALIGN);
@@ -87,6 +98,13 @@ impl AlignedBuf {
     /// The bytes held; they start at a 4 KiB-aligned address.
     pub fn as_slice(&self) -> &[u8] {
         &bytemuck::cast_slice(&self.blocks)[..self.len]
+    }
+}
+
+/// The bytes held: lets a `bytes::Bytes` own the buffer without a copy (`Bytes::from_owner`).
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.as_slice()
     }
 }
 
@@ -113,5 +131,11 @@ mod tests {
         assert_eq!(buf.as_slice(), &[&[1u8; 3][..], &[0u8; 4093][..]].concat()[..]);
         buf.pad_to_block();
         assert_eq!(buf.len(), 4096, "already aligned: nothing added");
+        let mut z = AlignedBuf::zeroed(5000);
+        assert_eq!((z.len(), z.capacity()), (5000, 8192));
+        assert!(z.as_slice().iter().all(|&b| b == 0));
+        z.as_mut_slice()[4999] = 3;
+        assert_eq!(z.as_ref()[4999], 3);
+        assert_eq!(z.as_ref().as_ptr() as usize % DIRECT_IO_ALIGN, 0);
     }
 }

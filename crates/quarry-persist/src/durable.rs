@@ -45,11 +45,13 @@ impl DurableFile {
         OpenOptions::new().read(true).write(true).create_new(true).open(path).map(DurableFile::Real)
     }
 
-    /// A second handle on an existing file, for writing only, with direct I/O (`O_DIRECT`:
-    /// writes go from the caller's memory to the device, bypassing the page cache, which on
-    /// a VM cost ~12 ms of CPU per 4 MiB written and synced, against ~0.4 ms direct; see
-    /// docs/benchmarks.md). Writes through it must be 4 KiB-aligned in offset, length and
-    /// memory ([`crate::AlignedBuf`]); they are durable only after a sync (of either handle:
+    /// A second handle on an existing file, for reading and writing with direct I/O
+    /// (`O_DIRECT`: data goes between the caller's memory and the device, bypassing the page
+    /// cache, which on a VM cost ~12 ms of CPU per 4 MiB written and synced, against ~0.4 ms
+    /// direct, and most of a 4 MiB read's CPU; see docs/benchmarks.md). Reads and writes
+    /// through it must be 4 KiB-aligned in offset, length and memory ([`crate::AlignedBuf`]);
+    /// Linux keeps it coherent with the buffered handle (a direct read first writes back
+    /// dirty cached pages of its range). Writes are durable only after a sync (of either handle:
     /// the device's cache is flushed by `fdatasync`). `None` when the file system does not
     /// do direct I/O (tmpfs): the caller writes through its buffered handle instead. Under
     /// the power-loss simulator it is another handle on the same simulated file, with the
@@ -60,7 +62,7 @@ impl DurableFile {
             return world.open(path).map(|file| Some(DurableFile::Sim(file)));
         }
         let direct = rustix::fs::OFlags::DIRECT.bits() as i32;
-        match OpenOptions::new().write(true).custom_flags(direct).open(path) {
+        match OpenOptions::new().read(true).write(true).custom_flags(direct).open(path) {
             Ok(file) => Ok(Some(DurableFile::Real(file))),
             Err(error) if error.raw_os_error() == Some(rustix::io::Errno::INVAL.raw_os_error()) => {
                 Ok(None)

@@ -308,18 +308,72 @@ pub fn record_crc(len: u32, kind: u8, group: u64, payload: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(&fixed), payload)
 }
 
+/// Where records are encoded: a `Vec`, or the writer's aligned buffer (records go straight
+/// into the memory a direct write sends, without a second copy).
+pub trait RecordOut {
+    /// Appends `bytes`.
+    fn extend_from_slice(&mut self, bytes: &[u8]);
+    /// The bytes held.
+    fn as_slice(&self) -> &[u8];
+    /// Overwrites bytes already held, from `at`.
+    fn patch(&mut self, at: usize, bytes: &[u8]);
+}
+
+impl RecordOut for Vec<u8> {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        Vec::extend_from_slice(self, bytes)
+    }
+    fn as_slice(&self) -> &[u8] {
+        self
+    }
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        self[at..at + bytes.len()].copy_from_slice(bytes)
+    }
+}
+
+impl RecordOut for quarry_persist::AlignedBuf {
+    fn extend_from_slice(&mut self, bytes: &[u8]) {
+        quarry_persist::AlignedBuf::extend_from_slice(self, bytes)
+    }
+    fn as_slice(&self) -> &[u8] {
+        quarry_persist::AlignedBuf::as_slice(self)
+    }
+    fn patch(&mut self, at: usize, bytes: &[u8]) {
+        self.as_mut_slice()[at..at + bytes.len()].copy_from_slice(bytes)
+    }
+}
+
+/// Payloads are copied into the output and their crc computed in pieces of this size, each
+/// piece's crc read from the copy while it is still in the CPU's cache (one pass over memory
+/// instead of two for a 4 MiB entry).
+const COPY_CRC_PIECE: usize = 64 << 10;
+
 /// Appends one framed record to `out`; returns the offset of the record within `out`.
-pub fn encode_record(out: &mut Vec<u8>, kind: RecordKind, group: u64, payload: &[u8]) -> usize {
+pub fn encode_record(
+    out: &mut impl RecordOut,
+    kind: RecordKind,
+    group: u64,
+    payload: &[u8],
+) -> usize {
     assert!(payload.len() <= RECORD_PAYLOAD_MAX as usize, "record payload over the limit");
-    let start = out.len();
+    let start = out.as_slice().len();
     let len = payload.len() as u32;
-    let crc = record_crc(len, kind as u8, group, payload);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.push(kind as u8);
-    out.extend_from_slice(&group.to_le_bytes());
-    out.extend_from_slice(payload);
-    assert_eq!(out.len() - start, RECORD_HEADER_LEN + payload.len());
+    let mut header = [0u8; RECORD_HEADER_LEN];
+    header[0..4].copy_from_slice(&len.to_le_bytes());
+    header[8] = kind as u8;
+    header[9..17].copy_from_slice(&group.to_le_bytes());
+    // The crc, as record_crc computes it, over the copy just made of each piece.
+    let mut crc = crc32c::crc32c(&header[0..4]);
+    crc = crc32c::crc32c_append(crc, &header[8..17]);
+    out.extend_from_slice(&header);
+    for piece in payload.chunks(COPY_CRC_PIECE) {
+        let at = out.as_slice().len();
+        out.extend_from_slice(piece);
+        crc = crc32c::crc32c_append(crc, &out.as_slice()[at..]);
+    }
+    out.patch(start + 4, &crc.to_le_bytes());
+    assert_eq!(out.as_slice().len() - start, RECORD_HEADER_LEN + payload.len());
+    debug_assert_eq!(crc, record_crc(len, kind as u8, group, payload));
     start
 }
 

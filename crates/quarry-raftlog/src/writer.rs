@@ -129,7 +129,13 @@ pub(crate) struct Writer {
     oldest_seq: u64,
     /// When the oldest record written without an fsync since the last one was written.
     unsynced: Option<Instant>,
-    buffer: Vec<u8>,
+    /// The round being written, in aligned memory: with a direct handle, first the active
+    /// segment's `tail` (what a direct write rewrites in front of the new records), then the
+    /// round's records from `records_at`. Records are encoded straight into it, so a direct
+    /// write sends it as it is (a 4 MiB write is copied once into the log, not twice).
+    buffer: AlignedBuf,
+    /// Where this round's records start in `buffer`.
+    records_at: usize,
     /// [`PREALLOC_BYTES`] of zeros, in aligned memory (written directly or buffered).
     zeros: AlignedBuf,
     /// The active segment opened for direct I/O (None: the file system has none).
@@ -137,8 +143,6 @@ pub(crate) struct Writer {
     /// The active segment's bytes from the last 4 KiB boundary up to `active_len`: what a
     /// direct write rewrites in front of the new records.
     tail: Vec<u8>,
-    /// The aligned copy of `tail` and the round's records that a direct write sends.
-    direct_buf: AlignedBuf,
     /// The active segment's salt (its header), repeated in every round end.
     salt: u32,
     /// Bytes of the active segment made durable by the last fdatasync (or its creation).
@@ -180,11 +184,11 @@ impl Writer {
             active_start,
             oldest_seq,
             unsynced: None,
-            buffer: Vec::new(),
+            buffer: AlignedBuf::new(),
+            records_at: 0,
             zeros,
             direct: None,
             tail: Vec::new(),
-            direct_buf: AlignedBuf::new(),
             salt,
             synced_len: active_len,
         };
@@ -304,7 +308,7 @@ impl Writer {
         for (done, error) in round.refused.drain(..) {
             done(Err(&error));
         }
-        if !self.buffer.is_empty() {
+        if !self.records().is_empty() {
             if let Err(error) = self.write() {
                 self.refuse_round(round, error);
                 return;
@@ -344,8 +348,13 @@ impl Writer {
         drop(round.permits);
         self.delete_segments_below(keep_from);
         if self.buffer.capacity() as u64 > 2 * BATCH_BYTES_MAX {
-            self.buffer = Vec::new();
+            self.buffer.release();
         }
+    }
+
+    /// The records of the round being written.
+    fn records(&self) -> &[u8] {
+        &self.buffer.as_slice()[self.records_at..]
     }
 
     /// Truncates the active segment to its records (dropping the preallocated zeros) and
@@ -373,7 +382,11 @@ impl Writer {
     /// Encodes a batch into the buffer and records it in the ledger.
     fn encode(&mut self, batch: Vec<Request>) -> Round {
         self.buffer.clear();
-        let base = self.active_len;
+        if self.direct.is_some() {
+            self.buffer.extend_from_slice(&self.tail);
+        }
+        self.records_at = self.buffer.len();
+        let base = self.active_len - self.records_at as u64;
         let mut round = Round::default();
         let failed: HashMap<u64, std::io::Error> = {
             let state = lock(&self.shared.state);
@@ -429,7 +442,7 @@ impl Writer {
                 Request::Reload { .. } => unreachable!("a reload is never part of a round"),
             }
         }
-        if !self.buffer.is_empty() {
+        if !self.records().is_empty() {
             // Ends the round (in the same pwrite): replay applies the round's records only
             // when it finds this record intact.
             let end = Record::RoundEnd { salt: self.salt, synced: self.synced_len };
@@ -444,14 +457,15 @@ impl Writer {
     /// its records, durably; any other write error aborts (see the module docs).
     fn write(&mut self) -> std::io::Result<()> {
         let path = segment_path(&self.shared.dir, self.active_seq);
+        let records_len = self.records().len() as u64;
         let written_end = match self.write_records() {
             Ok(end) => end,
             Err(error) => return self.refused_write(&path, error),
         };
-        self.active_len += self.buffer.len() as u64;
+        self.active_len += records_len;
         if written_end > self.file_len {
             self.file_len = written_end;
-            if (self.buffer.len() as u64) < PREALLOC_BYTES {
+            if records_len < PREALLOC_BYTES {
                 // After a direct write the file ends on a 4 KiB boundary: the zeros go there
                 // directly too; after a buffered one, buffered.
                 let aligned = self.file_len.is_multiple_of(DIRECT_IO_ALIGN as u64);
@@ -471,7 +485,7 @@ impl Writer {
             }
         }
         self.unsynced.get_or_insert_with(Instant::now);
-        self.shared.counters.bytes.fetch_add(self.buffer.len() as u64, Ordering::Relaxed);
+        self.shared.counters.bytes.fetch_add(records_len, Ordering::Relaxed);
         Ok(())
     }
 
@@ -503,46 +517,39 @@ impl Writer {
     /// them for a direct write.
     fn write_records(&mut self) -> std::io::Result<u64> {
         let errno = self.shared.inject_write_errno.load(Ordering::SeqCst);
+        let records = self.records();
         if errno != 0 {
-            let half = &self.buffer[..self.buffer.len() / 2];
+            let half = &records[..records.len() / 2];
             self.active.write_all_at(half, self.active_len)?;
             return Err(std::io::Error::from_raw_os_error(errno));
         }
-        if self.direct.is_none() || self.buffer.len() < DIRECT_ROUND_MIN {
-            self.active.write_all_at(&self.buffer, self.active_len)?;
+        if self.direct.is_none() || records.len() < DIRECT_ROUND_MIN {
+            self.active.write_all_at(records, self.active_len)?;
+            let written = records.len();
             if self.direct.is_some() {
-                // Keep `tail` right for the next direct write.
-                let end = self.active_len + self.buffer.len() as u64;
-                let keep = (end % DIRECT_IO_ALIGN as u64) as usize;
-                if keep <= self.buffer.len() {
-                    self.tail.clear();
-                } else {
-                    self.tail.drain(..self.tail.len() - (keep - self.buffer.len()));
-                }
-                let from = self.buffer.len() - keep.min(self.buffer.len());
-                self.tail.extend_from_slice(&self.buffer[from..]);
+                // Keep `tail` right for the next direct write: the bytes after the last 4 KiB
+                // boundary, which `buffer` holds from `tail`'s start (the old tail, then the
+                // records).
+                let end = self.records_at + written;
+                let keep = ((self.active_len + written as u64) % DIRECT_IO_ALIGN as u64) as usize;
+                assert!(keep <= end, "the tail is within the old tail and the records");
+                self.tail.clear();
+                self.tail.extend_from_slice(&self.buffer.as_slice()[end - keep..end]);
             }
-            return Ok(self.active_len + self.buffer.len() as u64);
+            return Ok(self.active_len + written as u64);
         }
-        let start = self.active_len - self.tail.len() as u64;
+        let start = self.active_len - self.records_at as u64;
         assert_eq!(start % DIRECT_IO_ALIGN as u64, 0, "a direct write starts on a block");
-        self.direct_buf.clear();
-        self.direct_buf.extend_from_slice(&self.tail);
-        self.direct_buf.extend_from_slice(&self.buffer);
-        let data_len = self.direct_buf.len();
-        self.direct_buf.pad_to_block();
+        let data_len = self.buffer.len();
+        self.buffer.pad_to_block();
         if let Some(direct) = &self.direct {
-            direct.write_all_at(self.direct_buf.as_slice(), start)?;
+            direct.write_all_at(self.buffer.as_slice(), start)?;
             self.shared.counters.direct_writes.fetch_add(1, Ordering::Relaxed);
         }
         let keep = data_len % DIRECT_IO_ALIGN;
         self.tail.clear();
-        self.tail.extend_from_slice(&self.direct_buf.as_slice()[data_len - keep..data_len]);
-        let end = start + self.direct_buf.len() as u64;
-        if self.direct_buf.capacity() as u64 > 2 * BATCH_BYTES_MAX {
-            self.direct_buf.release();
-        }
-        Ok(end)
+        self.tail.extend_from_slice(&self.buffer.as_slice()[data_len - keep..data_len]);
+        Ok(start + self.buffer.len() as u64)
     }
 
     /// The round's write was refused: nothing of it is on disk. Its waiters get the error,

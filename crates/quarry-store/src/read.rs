@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use bytes::Bytes;
+use quarry_persist::AlignedBuf;
 use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, PgId};
 use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
 
 use crate::crc::{append_zeros, combine_chunk};
-use crate::datafile::DataFile;
+use crate::datafile::{DataFile, DIRECT_READ_MIN};
 use crate::format::{
     chunk_key, decode_chunk_key, decode_chunk_ref, sub_key, unseal, ChunkKey, ChunkRef, Version,
     CHUNK, CHUNKS, CHUNK_SIZE, OMAP, OMAP_HEADER, XATTRS,
@@ -335,7 +336,12 @@ pub(crate) fn read_data<T: Tables>(
             _ => refs.push((index, tag, r)),
         }
     }
-    let mut out = vec![0u8; want as usize];
+    // A large read goes into aligned memory, so its runs of whole blocks are read into it
+    // directly (DataFile::read); a small one into a plain buffer (no padding to a block).
+    let large = want as usize >= DIRECT_READ_MIN;
+    let mut aligned = if large { AlignedBuf::zeroed(want as usize) } else { AlignedBuf::new() };
+    let mut small = if large { Vec::new() } else { vec![0u8; want as usize] };
+    let out: &mut [u8] = if large { aligned.as_mut_slice() } else { &mut small };
     // Chunks whose data lies inside the output are read in place.
     let inside =
         |index: u64, len: u32| index * CHUNK >= off && index * CHUNK + u64::from(len) <= end;
@@ -373,12 +379,12 @@ pub(crate) fn read_data<T: Tables>(
                 tags.push(tag);
             }
             _ => {
-                flush(run.take(), &mut out)?;
+                flush(run.take(), out)?;
                 run = Some((block, pos, len as usize, index, vec![tag]));
             }
         }
     }
-    flush(run.take(), &mut out)?;
+    flush(run.take(), out)?;
     let mut crc = 0u32;
     let mut done = 0usize;
     let mut scratch = Vec::new();
@@ -411,7 +417,8 @@ pub(crate) fn read_data<T: Tables>(
         done = ob;
     }
     crc = append_zeros(crc, out.len() - done);
-    Ok(Payload { data: Bytes::from(out), crc })
+    let data = if large { Bytes::from_owner(aligned) } else { Bytes::from(small) };
+    Ok(Payload { data, crc })
 }
 
 /// The object a read op addresses: its internal id and the version the reader sees (None if

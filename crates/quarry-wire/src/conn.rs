@@ -118,9 +118,19 @@ impl FrameReader {
         header_bytes: &[u8; HEADER_LEN],
         header: &FrameHeader,
     ) -> Result<(u64, Message), WireError> {
-        let mut body = vec![0u8; header.body_len()];
-        self.inner.read_exact(&mut body).await.map_err(truncated)?;
-        let body = bytes::Bytes::from(body);
+        // Read into uninitialised memory (`read_buf` never exposes it): zeroing a 4 MiB body
+        // before overwriting it cost ~7% of the server's CPU per 4 MiB write (issue 14).
+        // `take` stops the reads at the frame's end (the buffer may have spare capacity).
+        let len = header.body_len();
+        let mut body = bytes::BytesMut::with_capacity(len);
+        while body.len() < len {
+            let left = (len - body.len()) as u64;
+            let n = (&mut self.inner).take(left).read_buf(&mut body).await.map_err(truncated)?;
+            if n == 0 {
+                return Err(WireError::Truncated);
+            }
+        }
+        let body = body.freeze();
         let msg =
             decode_body_shared(header_bytes, header, &body, self.key.as_ref(), self.next_seq)?;
         self.last_body_len = body.len();
