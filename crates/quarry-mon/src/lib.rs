@@ -118,6 +118,7 @@ mod server;
 pub mod snapshot;
 mod snapshot_v1;
 mod snapshot_v2;
+mod snapshot_v3;
 pub mod spec;
 pub mod state;
 pub mod status;
@@ -257,6 +258,7 @@ fn spawn_tasks(
     let shutdown = mon.shutdown.clone();
     handle.tasks.spawn(server::accept_loop(mon.clone(), listener, shutdown, budget));
     handle.tasks.spawn(tasks::liveness(mon.clone()));
+    handle.tasks.spawn(tasks::down_out(mon.clone()));
     handle.tasks.spawn(tasks::rotate_service_keys(mon.clone()));
     handle.tasks.spawn(tasks::advertise(mon.clone(), handle.addr));
     handle.tasks.spawn(tasks::expire_blocklist(mon.clone(), BLOCKLIST_EXPIRE_PERIOD));
