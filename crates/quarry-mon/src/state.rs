@@ -1190,8 +1190,9 @@ mod tests {
             ("min_size", "3", ErrorCode::EINVAL),
             ("min_size", "0", ErrorCode::EINVAL),
             ("min_size", "x", ErrorCode::EINVAL),
-            ("size", "3", ErrorCode::EOPNOTSUPP),
+            ("size", "0", ErrorCode::EINVAL),
             ("size", "11", ErrorCode::EINVAL),
+            ("size", "two", ErrorCode::EINVAL),
             ("pg_num", "32", ErrorCode::EOPNOTSUPP),
             ("pg_num", "0", ErrorCode::ERANGE),
             ("crush_rule", "1", ErrorCode::EINVAL),
@@ -1200,6 +1201,7 @@ mod tests {
             assert_eq!(s, before, "{var} {val} changed the state");
         }
         assert_eq!(s.apply(&set("size", "2")), done("set pool 1 size to 2"));
+        assert_eq!(s, before, "the same size changes nothing");
         assert_eq!(s.apply(&set("pg_num", "16")), done(""));
         let rm = s.apply(&at(6, Op::PoolRm { name: "rbd".into() })).unwrap_err();
         assert_eq!(rm.code, ErrorCode::EPERM);
@@ -1230,6 +1232,67 @@ mod tests {
         );
         assert_eq!(s.apply(&rename("vms", "vms")).unwrap_err().code, ErrorCode::EEXIST);
         assert_eq!(s.apply(&rename("nope", "other")).unwrap_err().code, ErrorCode::ENOENT);
+    }
+
+    /// Goal (rebalancing): a size change recomputes the up sets over the in OSDs, keeping the
+    /// acting members first (the primary stays); acting changes only with a report whose
+    /// `from` is the current acting set and then follows the up set's order; out moves the
+    /// out OSD's PGs, in brings them back; a down primary is replaced by a member that is up;
+    /// an OSD down long is marked out only for the outage the leader saw.
+    #[test]
+    fn up_sets_follow_size_and_out_and_acting_follows_reports() {
+        let mut s = booted();
+        for id in 0..3 {
+            s.apply(&at(2, Op::OsdBoot { id, addr: addr(), host: format!("h{id}") })).unwrap();
+        }
+        let set = |var: &str, val: &str| {
+            at(5, Op::PoolSet { pool: "rbd".into(), var: var.into(), val: val.into() })
+        };
+        s.apply(&set("size", "3")).unwrap();
+        let rbd = s.map.pools[&1].clone();
+        assert_eq!((rbd.size, rbd.min_size), (3, 2));
+        for (seed, acting) in rbd.acting.iter().enumerate() {
+            let pg = PgId { pool: 1, seed: seed as u32 };
+            let up = s.map.up_set(pg);
+            assert_eq!(up.len(), 3);
+            assert_eq!(&up[..2], acting.as_slice(), "acting members stay first, in order");
+            assert!(s.map.is_remapped(pg));
+            assert_eq!(s.map.pg_state(pg), "active+undersized+degraded+remapped+backfilling");
+        }
+        let pg = PgId { pool: 1, seed: 0 };
+        let (from, to) = (s.map.acting(pg).to_vec(), s.map.up_set(pg).to_vec());
+        let before = s.clone();
+        let stale = Op::PgRemapped { pg, from: vec![to[2]], to: to.clone() };
+        assert_eq!(s.apply(&at(6, stale)).unwrap_err().code, ErrorCode::ESTALE);
+        assert_eq!(s, before, "a stale report changes nothing");
+        let mut reversed = to.clone();
+        reversed.reverse();
+        s.apply(&at(6, Op::PgRemapped { pg, from, to: reversed })).unwrap();
+        assert_eq!(s.map.acting(pg), to.as_slice(), "acting takes the up set's order");
+        assert_eq!(s.map.pg_state(pg), "active+clean");
+        // osd.2 out: no PG's up set names it; in again: it is placed again.
+        let epoch = s.map.epoch;
+        s.apply(&at(7, Op::OsdMark { ids: vec![2], mark: OsdMark::Out })).unwrap();
+        assert_eq!(s.map.epoch, epoch + 1);
+        assert!(s.map.pools[&1].up.iter().all(|up| !up.contains(&2) && up.len() == 2));
+        assert_eq!(s.map.up_set(pg).first(), s.map.acting(pg).iter().find(|o| **o != 2));
+        s.apply(&at(8, Op::OsdMark { ids: vec![2], mark: OsdMark::In })).unwrap();
+        assert!(s.map.pools[&1].up.iter().all(|up| up.contains(&2)));
+        // The primary goes down: a member that is up serves; the set is the same.
+        let primary = s.map.acting(pg)[0];
+        let up_from = s.map.osds[&primary].up_from;
+        s.apply(&at(9, Op::OsdDown { id: primary, up_from })).unwrap();
+        assert_ne!(s.map.acting(pg)[0], primary);
+        assert!(s.map.acting(pg).contains(&primary));
+        assert_eq!(s.map.osds[&primary].down_since, 9);
+        // Marked out automatically only for the outage seen.
+        let stale = at(700, Op::OsdAutoOut { id: primary, down_since: 3 });
+        assert_eq!(s.apply(&stale), Ok(Outcome::Done(String::new())));
+        assert!(s.map.osds[&primary].in_cluster);
+        let out = s.apply(&at(700, Op::OsdAutoOut { id: primary, down_since: 9 })).unwrap();
+        assert_eq!(out, Outcome::Done(format!("marked out osd.{primary}")));
+        assert!(!s.map.osds[&primary].in_cluster);
+        assert!(!s.map.up_set(pg).contains(&primary));
     }
 
     /// Goal: `osd out|in|down|reweight` answer per OSD as Ceph does and keep `in` and the

@@ -73,8 +73,12 @@ pub fn pg_counts(map: &ClusterMap) -> PgCounts {
                 continue;
             }
             counts.active += 1;
-            counts.degraded += u64::from(state.contains("degraded"));
-            counts.undersized += u64::from(state.contains("undersized"));
+            // As before rebalancing: "degraded" counts PGs with a voter down; undersized
+            // PGs are counted as such.
+            let acting = map.acting(pg);
+            let down = acting.iter().any(|o| !map.osds.get(o).is_some_and(|i| i.up));
+            counts.degraded += u64::from(down);
+            counts.undersized += u64::from(acting.len() < pool.size as usize);
             counts.remapped += u64::from(state.contains("remapped"));
         }
     }

@@ -261,7 +261,7 @@ impl ClusterMap {
     /// - `down`: no OSD, or the acting primary is down (no I/O);
     /// - `undersized+degraded+peered`: fewer voters than `min_size` and no move that gives it
     ///   enough (no I/O);
-    /// - otherwise `active`, with `+undersized` (fewer voters than the pool's size),
+    /// - otherwise `active`, with `+undersized` (fewer voters up than the pool's size),
     ///   `+degraded` (undersized, or a voter down), `+remapped+backfilling` (its up set
     ///   differs: its primary is moving it), or `+clean` when none applies.
     pub fn pg_state(&self, pg: PgId) -> &'static str {
@@ -276,8 +276,9 @@ impl ClusterMap {
         if acting.len() < min_size && !(remapped && self.up_set(pg).len() >= min_size) {
             return "undersized+degraded+peered";
         }
-        let undersized = acting.len() < pool.size as usize;
-        let degraded = undersized || !acting.iter().all(up);
+        let live = acting.iter().filter(|o| up(o)).count();
+        let undersized = live < pool.size as usize;
+        let degraded = undersized || live < acting.len();
         match (undersized, degraded, remapped) {
             (false, false, false) => "active+clean",
             (false, false, true) => "active+remapped+backfilling",
