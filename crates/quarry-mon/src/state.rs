@@ -499,9 +499,7 @@ impl MonState {
         let Some(acting) = pool.acting.get_mut(pg.seed as usize) else {
             return Err(OpError::noent(format!("pg {pg} does not exist")));
         };
-        let same = |a: &[OsdId], b: &[OsdId]| {
-            a.len() == b.len() && a.iter().all(|o| b.contains(o))
-        };
+        let same = |a: &[OsdId], b: &[OsdId]| a.len() == b.len() && a.iter().all(|o| b.contains(o));
         if !same(acting, from) {
             return Err(OpError::new(
                 ErrorCode::ESTALE,

@@ -97,12 +97,12 @@ impl OsdConfig {
             limits: quarry_conf::server_limits(&conf, &entity, quarry_types::DaemonKind::Osd)?,
             max_backfills: conf
                 .get_parsed(&entity, "osd_max_backfills", |v| {
-                    quarry_conf::parse_int(v)
-                        .map_err(str::to_string)
-                        .and_then(|n| match usize::try_from(n) {
+                    quarry_conf::parse_int(v).map_err(str::to_string).and_then(|n| {
+                        match usize::try_from(n) {
                             Ok(n) if (1..=64).contains(&n) => Ok(n),
                             _ => Err("expected 1 to 64".to_string()),
-                        })
+                        }
+                    })
                 })?
                 .unwrap_or(1),
         })

@@ -109,6 +109,9 @@ fn raft_config(voters: usize) -> Result<Arc<Config>, openraft::ConfigError> {
         purge_batch_size: 1,
         max_payload_entries: 64,
         snapshot_max_chunk_size: 4 << 20,
+        // One chunk of a PG export (up to 4 MiB) must reach a new or lagging replica and be
+        // imported there; openraft's 200 ms default fails every chunk of a large PG.
+        install_snapshot_timeout: 30_000,
         ..Config::default()
     };
     config.validate().map(Arc::new)
@@ -170,7 +173,6 @@ impl Router {
         }
         self.moving.lock().unwrap_or_else(|p| p.into_inner()).remove(&pg);
     }
-
 
     /// Exports staged for peers' repairs.
     pub(crate) fn exports(&self) -> &Exports {
