@@ -151,6 +151,9 @@ impl TestDir {
     }
 }
 
+/// Object names with their contents.
+type Objects = Vec<(String, Vec<u8>)>;
+
 /// Writes `name` with `data` through `rados put`.
 fn put(c: &Cluster, tmp: &Path, name: &str, data: &[u8]) {
     let file = tmp.join(format!("in-{name}"));
@@ -258,7 +261,7 @@ fn osd_out_moves_its_pgs_while_a_writer_runs() {
     assert!(held > 0, "osd.3 holds no pg");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Objects>> = Arc::default();
     let writer = {
         let (stop, acked, conf) = (stop.clone(), acked.clone(), c.conf.clone());
         let dir = tmp.path().to_path_buf();

@@ -67,6 +67,9 @@ pub(crate) struct GroupDeps {
     pub(crate) exports: Exports,
 }
 
+/// A committed move of a PG, to report: (acting set before, voters now).
+type RemapReport = (Vec<OsdId>, Vec<OsdId>);
+
 /// A running group and the signal that its state machine worker has exited.
 struct Slot {
     group: Arc<PgGroup>,
@@ -85,7 +88,7 @@ pub(crate) struct Router {
     /// PGs this OSD is moving as their primary (`pg::membership`).
     moving: std::sync::Mutex<HashSet<PgId>>,
     /// Committed moves to report to the monitor: PG -> (acting before, voters now).
-    remap_reports: std::sync::Mutex<BTreeMap<PgId, (Vec<OsdId>, Vec<OsdId>)>>,
+    remap_reports: std::sync::Mutex<BTreeMap<PgId, RemapReport>>,
     /// Bounds the moves this OSD drives at once (`osd_max_backfills`).
     backfills: Arc<tokio::sync::Semaphore>,
 }
