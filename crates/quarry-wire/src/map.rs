@@ -259,8 +259,8 @@ impl ClusterMap {
 
     /// The state of `pg` in Ceph's words, from the map alone:
     /// - `down`: no OSD, or the acting primary is down (no I/O);
-    /// - `undersized+degraded+peered`: fewer voters than `min_size` and no move that gives it
-    ///   enough (no I/O);
+    /// - `undersized+degraded+peered`: fewer voters up than `min_size`, and not a PG whose
+    ///   voters are all up moving to enough OSDs (no I/O);
     /// - otherwise `active`, with `+undersized` (fewer voters up than the pool's size),
     ///   `+degraded` (undersized, or a voter down), `+remapped+backfilling` (its up set
     ///   differs: its primary is moving it), or `+clean` when none applies.
@@ -273,10 +273,13 @@ impl ClusterMap {
         if !acting.first().is_some_and(up) {
             return "down";
         }
-        if acting.len() < min_size && !(remapped && self.up_set(pg).len() >= min_size) {
+        let live = acting.iter().filter(|o| up(o)).count();
+        // A PG whose voters are all up and that moves to enough OSDs serves meanwhile (a
+        // pool whose size grew: the OSDs allow it).
+        let growing = remapped && live == acting.len() && self.up_set(pg).len() >= min_size;
+        if live < min_size && !growing {
             return "undersized+degraded+peered";
         }
-        let live = acting.iter().filter(|o| up(o)).count();
         let undersized = live < pool.size as usize;
         let degraded = undersized || live < acting.len();
         match (undersized, degraded, remapped) {
