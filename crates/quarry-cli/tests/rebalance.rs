@@ -212,7 +212,9 @@ fn size_one_to_three_then_the_original_osd_dies() {
     assert_eq!(set.stderr.trim(), "set pool 1 size to 3");
     let get_size = c.ceph(&["osd", "pool", "get", "rbd", "size"]).ok("pool get").out();
     assert_eq!(get_size.trim(), "size: 3");
+    let started = Instant::now();
     c.wait_clean(3, &[], Duration::from_secs(120));
+    eprintln!("8 pgs (~22 MiB) moved from 1 to 3 replicas in {:?}", started.elapsed());
     let status = c.ceph(&["-s"]).ok("status").out();
     assert!(status.contains("8 active+clean"), "{status}");
 
@@ -282,6 +284,7 @@ fn osd_out_moves_its_pgs_while_a_writer_runs() {
         })
     };
     std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
     let out = c.ceph(&["osd", "out", "3"]).ok("osd out");
     assert_eq!(out.stderr.trim(), "marked out osd.3.");
     let moving = c.pgs();
@@ -290,6 +293,7 @@ fn osd_out_moves_its_pgs_while_a_writer_runs() {
         "no pg remapped after osd out: {moving:?}"
     );
     c.wait_clean(3, &[3], Duration::from_secs(120));
+    eprintln!("osd.3 out: its {held} pgs moved in {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
@@ -329,7 +333,9 @@ fn an_osd_down_past_the_interval_is_marked_out_and_its_pgs_re_replicated() {
     }
     assert!(c.pgs().iter().any(|(_, _, _, acting)| acting.contains(&2)));
     c.osds[2].take().unwrap().kill();
+    let started = Instant::now();
     c.wait_clean(3, &[2], Duration::from_secs(120));
+    eprintln!("osd.2 killed: its pgs re-replicated after {:?}", started.elapsed());
     let status = c.ceph(&["-s"]).ok("status").out();
     assert!(status.contains("4 osds: 3 up") && status.contains("3 in"), "{status}");
     for (name, data) in &objects {
