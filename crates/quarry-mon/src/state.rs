@@ -683,11 +683,12 @@ impl MonState {
         osd.up = true;
         osd.up_from = epoch;
         osd.down_since = 0;
-        // A new OSD takes its share of the PGs; a returning member may be a PG's only one up.
+        // A new OSD takes its share of the PGs. (Primaries are not moved at boot: at a
+        // cluster's start every OSD is down until it boots, and the first to boot would take
+        // every PG's primary role.)
         if added {
             self.remap();
         }
-        self.move_primaries_off_down_osds();
         Ok(Outcome::Booted { epoch, up_from: epoch })
     }
 
