@@ -158,6 +158,7 @@ mod tests {
             used_bytes: 0,
             avail_bytes: 0,
             reweight: 1.0,
+            down_since: 0,
         }
     }
 
@@ -186,6 +187,7 @@ mod tests {
                 flags: quarry_wire::pool_flags::HASHPSPOOL,
                 quota_max_bytes: 0,
                 quota_max_objects: 0,
+                up: Vec::new(),
             },
         );
         m

@@ -115,6 +115,10 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "Read-ahead stops after this many bytes of an open image were read (the guest's own read-ahead takes over); 0 never stops." },
     OptionSpec { name: "osd_pool_default_pg_num", kind: Int, default: "32", used_by: MON,
         doc: "Placement groups of a new pool when `ceph osd pool create` gives none; `quarry mon --pg-num` overrides it." },
+    OptionSpec { name: "mon_osd_down_out_interval", kind: Float, default: "600", used_by: MON,
+        doc: "Seconds an OSD may stay down before the monitor marks it out, so that its PGs are re-replicated on the other OSDs (Ceph's default, 600); 0 never marks an OSD out by itself." },
+    OptionSpec { name: "osd_max_backfills", kind: Int, default: "1", used_by: OSD,
+        doc: "PG moves (a new replica caught up by Raft snapshot and log, then promoted) an OSD drives as a PG's primary at once (at least 1)." },
     // The daemons' connection and memory budget (`quarry_types::ServerLimits`, enforced by
     // `quarry_wire::limits`; docs/security.md, "Limits").
     OptionSpec { name: "ms_max_connections", kind: Int, default: "8192", used_by: MON_OSD,
@@ -194,7 +198,6 @@ pub static IGNORED_OPTIONS: &[&str] = &[
     "osd_pool_default_pg_autoscale_mode",
     "osd_crush_chooseleaf_type",
     "osd_crush_update_on_start",
-    "osd_max_backfills",
     "osd_max_object_name_len",
     "osd_max_object_namespace_len",
     "osd_mkfs_type",
@@ -290,7 +293,6 @@ pub static IGNORED_OPTIONS: &[&str] = &[
     "mon_osd_max_split_count",
     "mon_osd_allow_primary_affinity",
     "mon_osd_crush_smoke_test",
-    "mon_osd_down_out_interval",
     "mon_warn_on_pool_no_redundancy",
     "mon_pg_warn_max_per_osd",
     "mon_lease",

@@ -45,6 +45,9 @@ pub struct MonConfig {
     pub osd_grace: Duration,
     /// Ticket lifetime (default 300 s).
     pub ticket_ttl: Duration,
+    /// `mon_osd_down_out_interval` (default 600 s, Ceph's): an OSD down this long is marked
+    /// out and its PGs move to other OSDs; zero never marks one out.
+    pub down_out_interval: Duration,
     /// Default PGs of a new pool (32).
     pub pool_default_pg_num: u32,
     /// Default replicas of a new pool (1 on `quarry up`, 3 otherwise).
@@ -114,6 +117,7 @@ impl MonConfig {
             bootstrap: None,
             osd_grace: Duration::from_secs(6),
             ticket_ttl: Duration::from_secs(300),
+            down_out_interval: Duration::from_secs(600),
             pool_default_pg_num: 32,
             pool_default_size: 3,
             full_ratios: quarry_types::FullRatios::default(),
@@ -164,6 +168,11 @@ impl MonConfig {
         };
         if let Some(ttl) = conf.get_parsed(&entity, "auth_service_ticket_ttl", ticket_ttl)? {
             cfg.ticket_ttl = ttl;
+        }
+        if let Some(interval) =
+            conf.get_parsed(&entity, "mon_osd_down_out_interval", down_out_interval)?
+        {
+            cfg.down_out_interval = interval;
         }
         cfg.full_ratios = quarry_conf::full_ratios(&conf, &entity)?;
         cfg.limits = quarry_conf::server_limits(&conf, &entity, quarry_types::DaemonKind::Mon)?;
@@ -290,6 +299,14 @@ fn ticket_ttl(text: &str) -> Result<Duration, String> {
     let min = state::SERVICE_KEY_TTL_MIN as f64;
     if secs < min {
         return Err(format!("expected at least {min} seconds"));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| "too large".to_string())
+}
+
+fn down_out_interval(text: &str) -> Result<Duration, String> {
+    let secs = quarry_conf::parse_float(text).map_err(str::to_string)?;
+    if secs < 0.0 {
+        return Err("expected a number of seconds, 0 or more".to_string());
     }
     Duration::try_from_secs_f64(secs).map_err(|_| "too large".to_string())
 }

@@ -1,9 +1,9 @@
 //! Golden bytes of what the monitor persists: a [`Proposal`] of every [`Op`] variant as the WAL
 //! stores it, and a snapshot file of a state built by applying a history that fills every
 //! part of `MonState` (map, pools with flags and quotas, OSDs with reweights, auth, service
-//! keys, blocklist with adders, central config, counters), compared with
-//! `tests/golden/mon_v3.hex` (versions 1 and 2, `mon_v1.hex` and `mon_v2.hex`, must still
-//! decode to the same values). A failure means a persisted format changed: bump
+//! keys, blocklist with adders, central config, counters, up sets being moved, down stamps),
+//! compared with `tests/golden/mon_v4.hex` (versions 1 to 3, `mon_v1.hex` to `mon_v3.hex`,
+//! must still decode to the same values, with what the conversion adds). A failure means a persisted format changed: bump
 //! `PROPOSAL_VERSION` or the snapshot `VERSION` and keep decoding the old one (the upgrade
 //! rule in `quarry_persist`); never edit the golden file.
 
@@ -22,6 +22,10 @@ use crate::snapshot::{self, SnapshotFile};
 use crate::state::MonState;
 
 fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v4.hex")
+}
+
+fn golden_v3_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v3.hex")
 }
 
@@ -33,9 +37,33 @@ fn golden_v1_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v1.hex")
 }
 
-/// Every op: those of version 2, then the ones version 3 added (blocklist adders, pool
-/// settings, quota flags, rename, OSD marks, central config).
+/// Every op: those of version 3, then the ones version 4 added or changed (a pool's size
+/// changed, its PG moved and reported, an OSD marked out automatically).
 fn every_op() -> Vec<(&'static str, Op)> {
+    let mut all = every_op_v3();
+    let set = |pool: &str, var: &str, val: &str| Op::PoolSet {
+        pool: pool.into(),
+        var: var.into(),
+        val: val.into(),
+    };
+    all.push(("osd_in", Op::OsdMark { ids: vec![1], mark: OsdMark::In }));
+    all.push(("pool_set_size", set("photos", "size", "2")));
+    // The history so far, applied, says which PG moves and when osd.0 went down.
+    let state = snapshot_file_of(proposals_of(all.clone())).state;
+    let photos = state.map.pool_by_name("photos").unwrap();
+    let pg = quarry_types::PgId { pool: photos.id, seed: 0 };
+    let (from, to) = (state.map.acting(pg).to_vec(), state.map.up_set(pg).to_vec());
+    assert_ne!(from, to, "the size change remaps pg {pg}");
+    all.push(("pg_remapped", Op::PgRemapped { pg, from, to }));
+    let down_since = state.map.osds[&0].down_since;
+    assert!(down_since > 0);
+    all.push(("osd_auto_out", Op::OsdAutoOut { id: 0, down_since }));
+    all
+}
+
+/// Every op of version 3: those of version 2, then the ones version 3 added (blocklist
+/// adders, pool settings, quota flags, rename, OSD marks, central config).
+fn every_op_v3() -> Vec<(&'static str, Op)> {
     let mut all = every_op_v2();
     let set = |pool: &str, var: &str, val: &str| Op::PoolSet {
         pool: pool.into(),
@@ -248,7 +276,9 @@ fn every_op_variant_is_covered() {
             | Op::PoolRename { .. }
             | Op::PoolQuotaFull { .. }
             | Op::OsdMark { .. }
-            | Op::ConfigSet { .. } => {}
+            | Op::ConfigSet { .. }
+            | Op::PgRemapped { .. }
+            | Op::OsdAutoOut { .. } => {}
         }
     }
 }
@@ -264,9 +294,26 @@ fn mon_bytes_are_pinned() {
     values.push(("snapshot_file".to_string(), snapshot::encode(&snapshot_file()).unwrap()));
     let refs: Vec<(&str, Vec<u8>)> =
         values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
-    let header = "Monitor Proposal version 3 (WAL entry data) and snapshot file version 3, \
+    let header = "Monitor Proposal version 4 (WAL entry data) and snapshot file version 4, \
                   quarry-mon.\nGenerated once; never edit: a change of bytes needs a new version.";
     golden::check(&golden_path(), header, &refs);
+}
+
+/// What a state of an older version decodes to: every PG's up set is its acting set and no
+/// OSD has a down stamp (the conversion of `snapshot_v3`). The older history applied now may
+/// also have moved a primary off a down OSD (version 4 does; the members are the same), so
+/// both sides are compared with their acting sets sorted.
+fn as_upgraded(mut state: MonState) -> MonState {
+    for pool in state.map.pools.values_mut() {
+        for acting in pool.acting.iter_mut() {
+            acting.sort_unstable();
+        }
+        pool.up = pool.acting.clone();
+    }
+    for osd in state.map.osds.values_mut() {
+        osd.down_since = 0;
+    }
+    state
 }
 
 #[test]
@@ -280,6 +327,29 @@ fn golden_bytes_decode_to_the_same_values() {
     let want = snapshot_file();
     assert_eq!(back.meta, want.meta);
     assert_eq!(back.state, want.state);
+    let photos = back.state.map.pool_by_name("photos").unwrap();
+    assert_eq!((photos.size, photos.min_size), (2, 1));
+    assert_eq!(photos.acting[0].len(), 2, "the reported move made both OSDs voters");
+    assert!(!back.state.map.osds[&0].in_cluster, "osd.0 was marked out automatically");
+    assert!(back.state.map.osds[&0].down_since > 0);
+}
+
+/// Version 3 (before up sets and down stamps): proposals and the snapshot file still
+/// decode, to the values the version 3 history gives now, with every PG's up set its acting
+/// set and no down stamps.
+#[test]
+fn version_3_bytes_still_decode() {
+    let text = std::fs::read_to_string(golden_v3_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    let v3 = proposals_of(every_op_v3());
+    for (name, proposal) in &v3 {
+        assert_eq!(golden[name][0], 3);
+        assert_eq!(&Proposal::decode(&golden[name]).unwrap(), proposal, "{name}");
+    }
+    let back = snapshot::decode(&golden["snapshot_file"]).unwrap();
+    let want = snapshot_file_of(v3);
+    assert_eq!(back.meta, want.meta);
+    assert_eq!(as_upgraded(back.state.clone()), as_upgraded(want.state));
     let photos = back.state.map.pool_by_name("photos").unwrap();
     assert_eq!(photos.snap_mode, quarry_wire::SnapMode::Pool);
     assert_eq!(photos.pool_snaps.len(), 1);
@@ -309,7 +379,7 @@ fn version_2_bytes_still_decode() {
     let back = snapshot::decode(&golden["snapshot_file"]).unwrap();
     let want = snapshot_file_of(v2);
     assert_eq!(back.meta, want.meta);
-    assert_eq!(back.state, want.state);
+    assert_eq!(as_upgraded(back.state.clone()), as_upgraded(want.state));
     assert!(back.state.map.osds.values().all(|o| o.reweight == 1.0));
     assert!(back
         .state
@@ -334,7 +404,7 @@ fn version_1_bytes_still_decode() {
     let back = snapshot::decode(&golden["snapshot_file"]).unwrap();
     let want = snapshot_file_of(v1);
     assert_eq!(back.meta, want.meta);
-    assert_eq!(back.state, want.state);
+    assert_eq!(as_upgraded(back.state.clone()), as_upgraded(want.state));
     assert!(back
         .state
         .map

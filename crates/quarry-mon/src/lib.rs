@@ -37,7 +37,11 @@
 //! AllocGlobalIds; since version 3: BlocklistAddBy (records the adder, bounds per adder),
 //! PoolSet (`osd pool set`, `set-quota`), PoolRename, PoolQuotaFull (the leader's quota
 //! check, `tasks::quota_full`), OsdMark (`osd out|in|down|reweight`), ConfigSet (the central
-//! config, `MonState::config`; its rules in `config_db`). Every change to the map bumps its epoch; subscribers get the newest map
+//! config, `MonState::config`; its rules in `config_db`); since version 4: PgRemapped (a PG's
+//! primary committed its move to the up set: acting = up; `Request::PgRemapped`), OsdAutoOut
+//! (`tasks::down_out`, after `mon_osd_down_out_interval`). Pool size changes, OSDs out, in,
+//! booted for the first time or marked out recompute the pools' up sets (`MonState::remap`);
+//! an OSD marked down hands the primary role of its PGs to a member that is up. Every change to the map bumps its epoch; subscribers get the newest map
 //! (a subscriber that has not read the previous one yet gets only the newest when it does:
 //! maps are coalesced, so a reader that never reads holds at most one map in the monitor).
 //!
@@ -118,6 +122,7 @@ mod server;
 pub mod snapshot;
 mod snapshot_v1;
 mod snapshot_v2;
+mod snapshot_v3;
 pub mod spec;
 pub mod state;
 pub mod status;
@@ -257,6 +262,7 @@ fn spawn_tasks(
     let shutdown = mon.shutdown.clone();
     handle.tasks.spawn(server::accept_loop(mon.clone(), listener, shutdown, budget));
     handle.tasks.spawn(tasks::liveness(mon.clone()));
+    handle.tasks.spawn(tasks::down_out(mon.clone()));
     handle.tasks.spawn(tasks::rotate_service_keys(mon.clone()));
     handle.tasks.spawn(tasks::advertise(mon.clone(), handle.addr));
     handle.tasks.spawn(tasks::expire_blocklist(mon.clone(), BLOCKLIST_EXPIRE_PERIOD));

@@ -19,10 +19,10 @@ use quarry_persist::version::{self, DecodeError};
 use serde::{Deserialize, Serialize};
 
 use quarry_auth::{CryptoKey, ServiceKey};
-use quarry_types::{EntityName, ErrorCode, OsdId, PoolId, SnapId};
+use quarry_types::{EntityName, ErrorCode, OsdId, PgId, PoolId, SnapId};
 
 /// Version byte in front of a [`Proposal`] in the WAL.
-pub const PROPOSAL_VERSION: u8 = 3;
+pub const PROPOSAL_VERSION: u8 = 4;
 
 /// What errors call a [`Proposal`] payload.
 const PROPOSAL_WHAT: &str = "monitor log entry (Proposal)";
@@ -36,9 +36,9 @@ impl Proposal {
     /// Decodes what [`Proposal::encode_into`] wrote; a newer version is
     /// [`DecodeError::TooNew`].
     pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
-        // Versions 2 (pool snapshots) and 3 (blocklist adders, pool settings, rename, quotas,
-        // OSD marks, central config) only appended `Op` variants: a version 1 or 2 body
-        // decodes as the same type.
+        // Versions 2 (pool snapshots), 3 (blocklist adders, pool settings, rename, quotas,
+        // OSD marks, central config) and 4 (PG remaps, automatic out) only appended `Op`
+        // variants: an older body decodes as the same type.
         let (_, body) = version::split(PROPOSAL_WHAT, PROPOSAL_VERSION, bytes)?;
         version::decode_body(PROPOSAL_WHAT, body)
     }
@@ -282,6 +282,27 @@ pub enum Op {
         key: String,
         /// New value.
         value: Option<String>,
+    },
+    /// Version 4: the primary of `pg` committed a Raft membership change from the voters
+    /// `from` (the acting set of the map it acted on) to `to` (the PG's up set then). Applied
+    /// only if the acting set is still `from` (as a set): acting becomes `to`, in the up set's
+    /// order when it is the up set. Otherwise refused (ESTALE), nothing changes.
+    PgRemapped {
+        /// The PG.
+        pg: PgId,
+        /// The voters before.
+        from: Vec<OsdId>,
+        /// The voters now.
+        to: Vec<OsdId>,
+    },
+    /// Version 4: the leader saw OSD `id` down since `down_since` (unix seconds) for
+    /// `mon_osd_down_out_interval` and marks it out, as Ceph does; ignored if it booted or
+    /// went out meanwhile.
+    OsdAutoOut {
+        /// The OSD.
+        id: OsdId,
+        /// The down stamp the leader saw (a newer down is another outage).
+        down_since: u64,
     },
 }
 

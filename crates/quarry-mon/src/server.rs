@@ -319,6 +319,42 @@ impl Mon {
         Reply::Ack
     }
 
+    /// `Request::PgRemapped`: from the PG's acting primary, current incarnation only.
+    async fn pg_remapped(
+        &self,
+        session: &Session,
+        id: OsdId,
+        up_from: u64,
+        pg: PgId,
+        from: Vec<OsdId>,
+        to: Vec<OsdId>,
+    ) -> Reply {
+        if let Err(reply) = self.require_osd(session, id) {
+            return reply;
+        }
+        let map = self.core.map();
+        if !map.osds.get(&id).is_some_and(|o| o.up && o.up_from == up_from) {
+            let message = format!("osd.{id} incarnation {up_from} is not up: boot again");
+            return Reply::Failed { code: ErrorCode::ENOENT, message };
+        }
+        if map.acting(pg).first() != Some(&id) {
+            let message = format!("osd.{id} is not the primary of pg {pg}");
+            return Reply::Failed { code: ErrorCode::ESTALE, message };
+        }
+        match self.propose(Op::PgRemapped { pg, from, to }).await {
+            Ok(Outcome::Done(text)) => {
+                if !text.is_empty() {
+                    tracing::info!(osd = id, "{text}");
+                }
+                Reply::Ack
+            }
+            Ok(other) => {
+                failed(OpError::new(ErrorCode::EIO, format!("unexpected remap outcome {other:?}")))
+            }
+            Err(e) => failed(e),
+        }
+    }
+
     fn osd_beacon(&self, session: &Session, id: OsdId, up_from: u64, beacon: Beacon) -> Reply {
         if let Err(reply) = self.require_osd(session, id) {
             return reply;
@@ -409,6 +445,9 @@ impl Handler<Session> for MonHandler {
             }
             Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),
             Request::OsdDamaged { id, up_from, pgs } => mon.osd_damaged(session, id, up_from, pgs),
+            Request::PgRemapped { id, up_from, pg, from, to } => {
+                mon.pg_remapped(session, id, up_from, pg, from, to).await
+            }
             Request::Tell { words } => mon.tell(session, &words),
             Request::Op(_)
             | Request::List { .. }

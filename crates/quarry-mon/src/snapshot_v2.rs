@@ -3,7 +3,8 @@
 //! `reweight`, and to the state the blocklist adders and the central config). Decoded with
 //! these types and converted: pools get `hashpspool` and no quota, OSDs the reweight their
 //! `in` implies (1 or 0), entries added before have no adder (they count for nobody), the
-//! central config is empty. Version 1 is converted to these types first (`snapshot_v1`).
+//! central config is empty; and what version 4 added (`snapshot_v3`): up sets equal to the
+//! acting sets, no down stamps. Version 1 is converted to these types first (`snapshot_v1`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -89,6 +90,7 @@ impl From<OsdInfoV2> for OsdInfo {
             used_bytes: o.used_bytes,
             avail_bytes: o.avail_bytes,
             reweight: if o.in_cluster { 1.0 } else { 0.0 },
+            down_since: 0,
         }
     }
 }
@@ -104,6 +106,7 @@ impl From<PoolInfoV2> for PoolInfo {
             applications: p.applications,
             snap_seq: p.snap_seq,
             removed_snaps: p.removed_snaps,
+            up: p.acting.clone(),
             acting: p.acting,
             stored_objects: p.stored_objects,
             stored_bytes: p.stored_bytes,

@@ -87,7 +87,7 @@ impl MonState {
             Op::SnapCreate { pool } => self.snap_create(*pool),
             Op::SnapRemove { pool, snap } => self.snap_remove(*pool, *snap),
             Op::OsdBoot { id, addr, host } => self.osd_boot(*id, *addr, host),
-            Op::OsdDown { id, up_from } => Ok(self.osd_down(*id, *up_from)),
+            Op::OsdDown { id, up_from } => Ok(self.osd_down(*id, *up_from, now)),
             Op::AuthGetOrCreate { entity, caps, key } => self.auth_get_or_create(entity, caps, key),
             Op::AuthCaps { entity, caps } => self.auth_caps(entity, caps, now),
             Op::AuthDel { entity } => self.auth_del(entity, now),
@@ -108,8 +108,10 @@ impl MonState {
             Op::PoolSet { pool, var, val } => self.pool_set(pool, var, val),
             Op::PoolRename { from, to } => self.pool_rename(from, to),
             Op::PoolQuotaFull { pool, full } => Ok(self.pool_quota_full(*pool, *full)),
-            Op::OsdMark { ids, mark } => self.osd_mark(ids, *mark),
+            Op::OsdMark { ids, mark } => self.osd_mark(ids, *mark, now),
             Op::ConfigSet { who, key, value } => self.config_set(who, key, value.as_deref()),
+            Op::PgRemapped { pg, from, to } => self.pg_remapped(*pg, from, to),
+            Op::OsdAutoOut { id, down_since } => Ok(self.osd_auto_out(*id, *down_since)),
         }
     }
 
@@ -228,8 +230,9 @@ impl MonState {
     }
 
     /// `ceph osd pool set POOL VAR VAL` (and `set-quota`), with Ceph's checks and messages.
-    /// `size` and `pg_num`/`pgp_num` accept only their current value: a PG's acting set is
-    /// fixed when the pool is created (no Raft membership change, no PG split yet).
+    /// A new `size` recomputes the pool's up sets (its PGs' primaries then move the data) and
+    /// resets `min_size` to the default for it, as Ceph does; `pg_num`/`pgp_num` accept only
+    /// their current value (no PG split).
     fn pool_set(&mut self, pool: &str, var: &str, val: &str) -> Applied {
         let info = self.pool_mut_by_name(pool)?;
         let id = info.id;
@@ -285,13 +288,11 @@ impl MonState {
                     )));
                 }
                 if n != u64::from(info.size) {
-                    return Err(OpError::new(
-                        ErrorCode::EOPNOTSUPP,
-                        format!(
-                            "changing a pool's size is not supported yet: its PGs' replicas are fixed when the pool is created (adding or removing one needs a Raft membership change Quarry does not have); pool '{pool}' keeps size {}. Create a pool with --size {n} and copy the data (rados cp, rbd deep cp)",
-                            info.size
-                        ),
-                    ));
+                    // As Ceph: min_size goes back to the default for the new size.
+                    info.size = n as u32;
+                    info.min_size = info.size - info.size / 2;
+                    self.remap();
+                    self.bump();
                 }
                 Ok(set(var))
             }
@@ -313,7 +314,7 @@ impl MonState {
                     return Err(OpError::new(
                         ErrorCode::EOPNOTSUPP,
                         format!(
-                            "changing a pool's {var} is not supported yet: PGs are not split or merged; pool '{pool}' keeps {var} {}. Create a pool with the pg_num you want and copy the data",
+                            "changing a pool's {var} is not supported: Quarry does not split or merge PGs (an object's PG is fixed by its name's hash and pg_num); pool '{pool}' keeps {var} {}. Create a pool with the pg_num you want and copy the data",
                             info.pg_num
                         ),
                     ));
@@ -383,7 +384,7 @@ impl MonState {
 
     /// `ceph osd out|in|down|reweight`: Ceph's line per OSD ("marked out osd.0. "); an
     /// unknown OSD is named, not an error (as Ceph), except for `reweight` (ENOENT).
-    fn osd_mark(&mut self, ids: &[OsdId], mark: OsdMark) -> Applied {
+    fn osd_mark(&mut self, ids: &[OsdId], mark: OsdMark, now: u64) -> Applied {
         if let OsdMark::Reweight(w) = mark {
             if !(0.0..=1.0).contains(&w) {
                 return Err(OpError::inval(format!("{w} not in range [0.0, 1.0]")));
@@ -417,6 +418,7 @@ impl MonState {
                         continue;
                     }
                     osd.up = false;
+                    osd.down_since = now.max(1);
                     text.push_str(&format!("marked down osd.{id}. "));
                 }
                 OsdMark::Reweight(w) => {
@@ -429,9 +431,108 @@ impl MonState {
             changed = true;
         }
         if changed {
+            if mark == OsdMark::Down {
+                self.move_primaries_off_down_osds();
+            } else {
+                self.remap();
+            }
             self.bump();
         }
         Ok(Outcome::Done(text))
+    }
+
+    /// Recomputes every PG's up set: `place()` over the OSDs that are in, with the pool's
+    /// size. Members of the acting set that placement keeps stay first, in their order (the
+    /// primary stays unless it leaves); new OSDs follow in placement order. A PG whose up set
+    /// has the acting set's members keeps the acting set's order (nothing to move).
+    fn remap(&mut self) {
+        let candidates = self.placement_candidates();
+        for pool in self.map.pools.values_mut() {
+            let size = pool.size as usize;
+            let mut ups = Vec::with_capacity(pool.acting.len());
+            for (seed, acting) in pool.acting.iter().enumerate() {
+                let pg = PgId { pool: pool.id, seed: seed as u32 };
+                let placed = quarry_placement::place(pg, size, &candidates);
+                let mut up: Vec<OsdId> =
+                    acting.iter().copied().filter(|o| placed.contains(o)).collect();
+                up.extend(placed.iter().copied().filter(|o| !acting.contains(o)));
+                if up.is_empty() {
+                    // Nothing is in: the PG stays where it is (placement has nowhere to go).
+                    up = acting.clone();
+                }
+                ups.push(up);
+            }
+            pool.up = ups;
+        }
+    }
+
+    /// Ceph's acting primary is the first member that is up: for every PG whose primary is
+    /// down and that has a member up, that member becomes the primary (the members, the Raft
+    /// voters, stay the same; the new primary campaigns). The up set follows the same order.
+    fn move_primaries_off_down_osds(&mut self) {
+        let osds = &self.map.osds;
+        let alive = |o: &OsdId| osds.get(o).is_some_and(|i| i.up);
+        for pool in self.map.pools.values_mut() {
+            for (seed, acting) in pool.acting.iter_mut().enumerate() {
+                if acting.first().is_none_or(alive) {
+                    continue;
+                }
+                let Some(at) = acting.iter().position(alive) else { continue };
+                let primary = acting.remove(at);
+                acting.insert(0, primary);
+                if let Some(up) = pool.up.get_mut(seed) {
+                    if let Some(at) = up.iter().position(|o| *o == primary) {
+                        let moved = up.remove(at);
+                        up.insert(0, moved);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `PgRemapped`: the acting set becomes the voters the primary committed, if the map's
+    /// acting set is still the one it started from.
+    fn pg_remapped(&mut self, pg: PgId, from: &[OsdId], to: &[OsdId]) -> Applied {
+        let Some(pool) = self.map.pools.get_mut(&pg.pool) else {
+            return Err(OpError::noent(format!("pool {} does not exist", pg.pool)));
+        };
+        let Some(acting) = pool.acting.get_mut(pg.seed as usize) else {
+            return Err(OpError::noent(format!("pg {pg} does not exist")));
+        };
+        let same = |a: &[OsdId], b: &[OsdId]| a.len() == b.len() && a.iter().all(|o| b.contains(o));
+        if !same(acting, from) {
+            return Err(OpError::new(
+                ErrorCode::ESTALE,
+                format!("pg {pg} acting set is {acting:?}, not {from:?}"),
+            ));
+        }
+        if to.is_empty() || to.iter().any(|o| !self.map.osds.contains_key(o)) {
+            return Err(OpError::inval(format!("pg {pg}: bad new acting set {to:?}")));
+        }
+        let up = pool.up.get(pg.seed as usize).cloned().unwrap_or_default();
+        let new = if same(&up, to) { up } else { to.to_vec() };
+        if *acting == new {
+            return Ok(Outcome::Done(String::new()));
+        }
+        let message = format!("pg {pg} acting {acting:?} -> {new:?}");
+        *acting = new;
+        self.bump();
+        Ok(Outcome::Done(message))
+    }
+
+    /// `OsdAutoOut`: marks the OSD out if it is still down since `down_since` and in.
+    fn osd_auto_out(&mut self, id: OsdId, down_since: u64) -> Outcome {
+        let Some(osd) = self.map.osds.get_mut(&id) else {
+            return Outcome::Done(String::new());
+        };
+        if osd.up || !osd.in_cluster || osd.down_since != down_since {
+            return Outcome::Done(String::new());
+        }
+        osd.in_cluster = false;
+        osd.reweight = 0.0;
+        self.remap();
+        self.bump();
+        Outcome::Done(format!("marked out osd.{id}"))
     }
 
     /// `ceph config set|rm`: the key and value were checked against the options Quarry knows
@@ -565,11 +666,13 @@ impl MonState {
 
     fn osd_boot(&mut self, id: OsdId, addr: SocketAddr, host: &str) -> Applied {
         check_host(host)?;
+        let mut added = false;
         if !self.map.osds.contains_key(&id) {
             if !self.auth.contains_key(&EntityName::osd(id)) {
                 return Err(OpError::noent(format!("osd.{id} does not exist (no osd.{id} key)")));
             }
             self.map.osds.insert(id, new_osd(id, host));
+            added = true;
         }
         let epoch = self.bump();
         let Some(osd) = self.map.osds.get_mut(&id) else {
@@ -579,10 +682,17 @@ impl MonState {
         osd.host = host.to_string();
         osd.up = true;
         osd.up_from = epoch;
+        osd.down_since = 0;
+        // A new OSD takes its share of the PGs. (Primaries are not moved at boot: at a
+        // cluster's start every OSD is down until it boots, and the first to boot would take
+        // every PG's primary role.)
+        if added {
+            self.remap();
+        }
         Ok(Outcome::Booted { epoch, up_from: epoch })
     }
 
-    fn osd_down(&mut self, id: OsdId, up_from: u64) -> Outcome {
+    fn osd_down(&mut self, id: OsdId, up_from: u64, now: u64) -> Outcome {
         let Some(osd) = self.map.osds.get_mut(&id) else {
             return Outcome::Done(String::new());
         };
@@ -590,6 +700,8 @@ impl MonState {
             return Outcome::Done(String::new());
         }
         osd.up = false;
+        osd.down_since = now.max(1);
+        self.move_primaries_off_down_osds();
         self.bump();
         Outcome::Done(format!("marked down osd.{id}"))
     }
@@ -789,6 +901,7 @@ fn new_osd(id: OsdId, host: &str) -> OsdInfo {
         used_bytes: 0,
         avail_bytes: 0,
         reweight: 1.0,
+        down_since: 0,
     }
 }
 
@@ -802,6 +915,7 @@ fn new_pool(id: PoolId, name: &str, pg_num: u32, size: u32, acting: Vec<Vec<OsdI
         applications: BTreeSet::new(),
         snap_seq: 0,
         removed_snaps: BTreeSet::new(),
+        up: acting.clone(),
         acting,
         stored_objects: 0,
         stored_bytes: 0,
@@ -1075,8 +1189,9 @@ mod tests {
             ("min_size", "3", ErrorCode::EINVAL),
             ("min_size", "0", ErrorCode::EINVAL),
             ("min_size", "x", ErrorCode::EINVAL),
-            ("size", "3", ErrorCode::EOPNOTSUPP),
+            ("size", "0", ErrorCode::EINVAL),
             ("size", "11", ErrorCode::EINVAL),
+            ("size", "two", ErrorCode::EINVAL),
             ("pg_num", "32", ErrorCode::EOPNOTSUPP),
             ("pg_num", "0", ErrorCode::ERANGE),
             ("crush_rule", "1", ErrorCode::EINVAL),
@@ -1085,6 +1200,7 @@ mod tests {
             assert_eq!(s, before, "{var} {val} changed the state");
         }
         assert_eq!(s.apply(&set("size", "2")), done("set pool 1 size to 2"));
+        assert_eq!(s, before, "the same size changes nothing");
         assert_eq!(s.apply(&set("pg_num", "16")), done(""));
         let rm = s.apply(&at(6, Op::PoolRm { name: "rbd".into() })).unwrap_err();
         assert_eq!(rm.code, ErrorCode::EPERM);
@@ -1115,6 +1231,67 @@ mod tests {
         );
         assert_eq!(s.apply(&rename("vms", "vms")).unwrap_err().code, ErrorCode::EEXIST);
         assert_eq!(s.apply(&rename("nope", "other")).unwrap_err().code, ErrorCode::ENOENT);
+    }
+
+    /// Goal (rebalancing): a size change recomputes the up sets over the in OSDs, keeping the
+    /// acting members first (the primary stays); acting changes only with a report whose
+    /// `from` is the current acting set and then follows the up set's order; out moves the
+    /// out OSD's PGs, in brings them back; a down primary is replaced by a member that is up;
+    /// an OSD down long is marked out only for the outage the leader saw.
+    #[test]
+    fn up_sets_follow_size_and_out_and_acting_follows_reports() {
+        let mut s = booted();
+        for id in 0..3 {
+            s.apply(&at(2, Op::OsdBoot { id, addr: addr(), host: format!("h{id}") })).unwrap();
+        }
+        let set = |var: &str, val: &str| {
+            at(5, Op::PoolSet { pool: "rbd".into(), var: var.into(), val: val.into() })
+        };
+        s.apply(&set("size", "3")).unwrap();
+        let rbd = s.map.pools[&1].clone();
+        assert_eq!((rbd.size, rbd.min_size), (3, 2));
+        for (seed, acting) in rbd.acting.iter().enumerate() {
+            let pg = PgId { pool: 1, seed: seed as u32 };
+            let up = s.map.up_set(pg);
+            assert_eq!(up.len(), 3);
+            assert_eq!(&up[..2], acting.as_slice(), "acting members stay first, in order");
+            assert!(s.map.is_remapped(pg));
+            assert_eq!(s.map.pg_state(pg), "active+undersized+degraded+remapped+backfilling");
+        }
+        let pg = PgId { pool: 1, seed: 0 };
+        let (from, to) = (s.map.acting(pg).to_vec(), s.map.up_set(pg).to_vec());
+        let before = s.clone();
+        let stale = Op::PgRemapped { pg, from: vec![to[2]], to: to.clone() };
+        assert_eq!(s.apply(&at(6, stale)).unwrap_err().code, ErrorCode::ESTALE);
+        assert_eq!(s, before, "a stale report changes nothing");
+        let mut reversed = to.clone();
+        reversed.reverse();
+        s.apply(&at(6, Op::PgRemapped { pg, from, to: reversed })).unwrap();
+        assert_eq!(s.map.acting(pg), to.as_slice(), "acting takes the up set's order");
+        assert_eq!(s.map.pg_state(pg), "active+clean");
+        // osd.2 out: no PG's up set names it; in again: it is placed again.
+        let epoch = s.map.epoch;
+        s.apply(&at(7, Op::OsdMark { ids: vec![2], mark: OsdMark::Out })).unwrap();
+        assert_eq!(s.map.epoch, epoch + 1);
+        assert!(s.map.pools[&1].up.iter().all(|up| !up.contains(&2) && up.len() == 2));
+        assert_eq!(s.map.up_set(pg).first(), s.map.acting(pg).iter().find(|o| **o != 2));
+        s.apply(&at(8, Op::OsdMark { ids: vec![2], mark: OsdMark::In })).unwrap();
+        assert!(s.map.pools[&1].up.iter().all(|up| up.contains(&2)));
+        // The primary goes down: a member that is up serves; the set is the same.
+        let primary = s.map.acting(pg)[0];
+        let up_from = s.map.osds[&primary].up_from;
+        s.apply(&at(9, Op::OsdDown { id: primary, up_from })).unwrap();
+        assert_ne!(s.map.acting(pg)[0], primary);
+        assert!(s.map.acting(pg).contains(&primary));
+        assert_eq!(s.map.osds[&primary].down_since, 9);
+        // Marked out automatically only for the outage seen.
+        let stale = at(700, Op::OsdAutoOut { id: primary, down_since: 3 });
+        assert_eq!(s.apply(&stale), Ok(Outcome::Done(String::new())));
+        assert!(s.map.osds[&primary].in_cluster);
+        let out = s.apply(&at(700, Op::OsdAutoOut { id: primary, down_since: 9 })).unwrap();
+        assert_eq!(out, Outcome::Done(format!("marked out osd.{primary}")));
+        assert!(!s.map.osds[&primary].in_cluster);
+        assert!(!s.map.up_set(pg).contains(&primary));
     }
 
     /// Goal: `osd out|in|down|reweight` answer per OSD as Ceph does and keep `in` and the

@@ -22,9 +22,9 @@
 //!
 //! - `N pool(s) full` (`POOL_FULL`, [`pool_full_health`]): pools whose stored figures
 //!   reached a quota (`osd pool set-quota`); writes to them wait, as Ceph's clients do;
-//! - `N pgs stay on out osds ...` (Quarry's `OSD_OUT_HOLDS_PGS`, [`out_osds_health`]): an
-//!   out OSD's PGs are not remapped (no rebalancing yet), so this says where Ceph would show
-//!   remapped PGs that the data did not move;
+//! - `N pgs stay on out osds ...` (Quarry's `OSD_OUT_HOLDS_PGS`, [`out_osds_health`]): PGs
+//!   an out OSD still serves because no OSD that is in can take them (otherwise they are
+//!   remapped and moved: `Degraded data redundancy` while they have fewer replicas);
 //! - `N blocklist entries (the map is K KiB) ...` (`MON_BLOCKLIST_LARGE` in `ceph health
 //!   detail`; Quarry's own check, [`blocklist_health`]): at least half of `mon_blocklist_max`
 //!   live entries.
@@ -53,29 +53,33 @@ pub struct PgCounts {
     pub degraded: u64,
     /// Active, acting set smaller than the pool size.
     pub undersized: u64,
+    /// Active, being moved to its up set (`+remapped+backfilling`).
+    pub remapped: u64,
 }
 
 /// Counts PGs of every pool by health.
 pub fn pg_counts(map: &ClusterMap) -> PgCounts {
-    let up = |id: &u64| map.osds.get(id).is_some_and(|o| o.up);
     let mut counts = PgCounts::default();
     for pool in map.pools.values() {
-        for acting in &pool.acting {
+        for seed in 0..pool.acting.len() {
+            let pg = PgId { pool: pool.id, seed: seed as u32 };
             counts.total += 1;
-            if acting.len() < pool.min_size as usize {
+            let state = map.pg_state(pg);
+            if state.contains("peered") {
                 counts.below_min_size += 1;
                 continue;
             }
-            if !acting.first().is_some_and(up) {
+            if !state.starts_with("active") {
                 continue;
             }
             counts.active += 1;
-            if !acting.iter().all(up) {
-                counts.degraded += 1;
-            }
-            if acting.len() < pool.size as usize {
-                counts.undersized += 1;
-            }
+            // As before rebalancing: "degraded" counts PGs with a voter down; undersized
+            // PGs are counted as such.
+            let acting = map.acting(pg);
+            let down = acting.iter().any(|o| !map.osds.get(o).is_some_and(|i| i.up));
+            counts.degraded += u64::from(down);
+            counts.undersized += u64::from(acting.len() < pool.size as usize);
+            counts.remapped += u64::from(state.contains("remapped"));
         }
     }
     counts
@@ -152,10 +156,10 @@ pub fn health(map: &ClusterMap, ratios: &FullRatios) -> (String, Vec<String>) {
     (status.to_string(), lines)
 }
 
-/// `N pgs stay on out osds ...` (Quarry's `OSD_OUT_HOLDS_PGS`): where Ceph would remap the
-/// PGs of an out OSD and move their data, Quarry's acting sets stay (no rebalancing yet), so
-/// the out OSD keeps serving them; this says so rather than pretend data moved. One detail
-/// line per out OSD that holds PGs.
+/// `N pgs stay on out osds ...` (Quarry's `OSD_OUT_HOLDS_PGS`): PGs whose up set still
+/// names an out OSD, because placement found no other OSD that is in (the out OSD keeps
+/// serving them). PGs that can move are remapped instead (their primaries move them, and
+/// `ceph -s` counts them `remapped+backfilling`). One detail line per out OSD.
 pub fn out_osds_health(map: &ClusterMap) -> Option<String> {
     let out: BTreeSet<OsdId> = map.osds.values().filter(|o| !o.in_cluster).map(|o| o.id).collect();
     if out.is_empty() {
@@ -164,8 +168,9 @@ pub fn out_osds_health(map: &ClusterMap) -> Option<String> {
     let mut pgs = 0;
     let mut per_osd: BTreeMap<OsdId, usize> = BTreeMap::new();
     for pool in map.pools.values() {
-        for acting in &pool.acting {
-            let held: Vec<&OsdId> = acting.iter().filter(|id| out.contains(id)).collect();
+        for seed in 0..pool.acting.len() {
+            let pg = PgId { pool: pool.id, seed: seed as u32 };
+            let held: Vec<&OsdId> = map.up_set(pg).iter().filter(|id| out.contains(id)).collect();
             if !held.is_empty() {
                 pgs += 1;
             }
@@ -178,7 +183,7 @@ pub fn out_osds_health(map: &ClusterMap) -> Option<String> {
         return None;
     }
     let mut line = format!(
-        "{pgs} pgs stay on out osds: Quarry does not move data off an out OSD (no rebalancing yet), the OSD keeps serving them"
+        "{pgs} pgs stay on out osds: no OSD that is in can take them, the out OSD keeps serving them"
     );
     for (id, n) in per_osd {
         line.push_str(&format!("\nosd.{id} is out and still holds {n} pgs"));
@@ -248,18 +253,16 @@ fn with_details(summary: String, items: Vec<String>) -> String {
 /// Ceph's per-PG detail lines: (inactive PGs, degraded or undersized active PGs), e.g.
 /// `pg 1.3 is down, acting [1]`, `pg 2.0 is active+undersized+degraded, acting [0]`.
 fn pg_details(map: &ClusterMap) -> (Vec<String>, Vec<String>) {
-    let up = |id: &u64| map.osds.get(id).is_some_and(|o| o.up);
     let (mut inactive, mut degraded) = (Vec::new(), Vec::new());
     for pool in map.pools.values() {
         for (seed, acting) in pool.acting.iter().enumerate() {
             let pg = PgId { pool: pool.id, seed: seed as u32 };
             let set = acting.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-            if acting.len() < pool.min_size as usize {
-                inactive.push(format!("pg {pg} is undersized+degraded+peered, acting [{set}]"));
-            } else if !acting.first().is_some_and(up) {
-                inactive.push(format!("pg {pg} is down, acting [{set}]"));
-            } else if !acting.iter().all(up) || acting.len() < pool.size as usize {
-                degraded.push(format!("pg {pg} is active+undersized+degraded, acting [{set}]"));
+            let state = map.pg_state(pg);
+            if !state.starts_with("active") {
+                inactive.push(format!("pg {pg} is {state}, acting [{set}]"));
+            } else if state.contains("degraded") {
+                degraded.push(format!("pg {pg} is {state}, acting [{set}]"));
             }
         }
     }

@@ -1,4 +1,4 @@
-//! The leader's timers: marking silent OSDs down, rotating the service key, marking pools
+//! The leader's timers: marking silent OSDs down (and out after `mon_osd_down_out_interval`), rotating the service key, marking pools
 //! full when their usage reaches a quota, and keeping the monitor's own address in the map. Each runs on every monitor but acts only while that
 //! monitor is the Raft leader; everything they decide is proposed through Raft.
 
@@ -34,6 +34,39 @@ pub async fn liveness(mon: Arc<Mon>) {
             tracing::warn!(osd = id, grace = ?mon.cfg.osd_grace, "no beacon within grace: marking osd down");
             if let Err(e) = mon.propose(Op::OsdDown { id, up_from }).await {
                 tracing::warn!(osd = id, error = %e.message, "could not mark osd down");
+            }
+        }
+    }
+}
+
+/// Marks OSDs out that have been down for `mon_osd_down_out_interval` (Ceph's automatic
+/// out), so their PGs are re-replicated elsewhere; checked every second. Zero disables it.
+pub async fn down_out(mon: Arc<Mon>) {
+    let interval = mon.cfg.down_out_interval;
+    if interval.is_zero() {
+        return;
+    }
+    while ticker(&mon, Duration::from_secs(1).min(interval)).await {
+        if !mon.is_leader() {
+            continue;
+        }
+        let now = unix_now();
+        let map = mon.core.map();
+        let due: Vec<(u64, u64)> = map
+            .osds
+            .values()
+            .filter(|o| !o.up && o.in_cluster && o.down_since > 0)
+            .filter(|o| now.saturating_sub(o.down_since) >= interval.as_secs().max(1))
+            .map(|o| (o.id, o.down_since))
+            .collect();
+        for (id, down_since) in due {
+            let down_for = now.saturating_sub(down_since);
+            match mon.propose(Op::OsdAutoOut { id, down_since }).await {
+                Ok(_) => tracing::warn!(
+                    osd = id,
+                    "Marking osd.{id} out (has been down for {down_for} seconds): its PGs are re-replicated on the other OSDs"
+                ),
+                Err(e) => tracing::info!(osd = id, error = %e.message, "could not mark a down osd out"),
             }
         }
     }

@@ -40,6 +40,9 @@ pub struct OsdConfig {
     /// Connection and memory budget (`ms_max_connections`, `osd_client_message_size_cap`,
     /// ...: `quarry_types::ServerLimits`, enforced by `quarry_wire::limits`).
     pub limits: quarry_types::ServerLimits,
+    /// `osd_max_backfills` (default 1, Ceph's): PG moves this OSD drives at once as a PG's
+    /// primary (`pg::membership`).
+    pub max_backfills: usize,
 }
 
 /// What the `quarry osd` command line sets besides the common options.
@@ -92,6 +95,16 @@ impl OsdConfig {
             host: overrides.host.clone().unwrap_or_else(quarry_conf::local_hostname),
             full_ratios: quarry_conf::full_ratios(&conf, &entity)?,
             limits: quarry_conf::server_limits(&conf, &entity, quarry_types::DaemonKind::Osd)?,
+            max_backfills: conf
+                .get_parsed(&entity, "osd_max_backfills", |v| {
+                    quarry_conf::parse_int(v).map_err(str::to_string).and_then(|n| {
+                        match usize::try_from(n) {
+                            Ok(n) if (1..=64).contains(&n) => Ok(n),
+                            _ => Err("expected 1 to 64".to_string()),
+                        }
+                    })
+                })?
+                .unwrap_or(1),
         })
     }
 

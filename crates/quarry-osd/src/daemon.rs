@@ -126,7 +126,7 @@ pub(crate) async fn start(
         damage,
         exports: Exports::new(store.clone(), data.snapshots()),
     };
-    let router = Router::new(deps, map);
+    let router = Router::new(deps, map, cfg.max_backfills);
     let space = crate::space::Space::new(cfg.id, data.root(), data.store(), cfg.full_ratios);
     let osd = Arc::new(Osd {
         id: cfg.id,
@@ -162,6 +162,7 @@ pub(crate) async fn start(
     running.tasks.spawn(worker::snap_trim::run(osd.clone()));
     running.tasks.spawn(worker::repair::run(osd.clone(), repair_rx));
     running.tasks.spawn(worker::revive::run(osd.clone()));
+    running.tasks.spawn(worker::rebalance::run(osd.clone()));
     match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => {

@@ -49,18 +49,21 @@
 //! reads then need a leader lease or a read-index per read (not implemented yet).
 //!
 //! # PG lifecycle
-//! Every PG whose acting set (`ClusterMap::pgs_of_osd`) names this OSD gets a Raft group
+//! Every PG whose acting or up set (`ClusterMap::pgs_hosted_by`) names this OSD gets a Raft group
 //! (`router`) with group id `(pool << 32) | seed`. The primary (`acting[0]`) initialises a
 //! group that never started, with the acting set as voters (openraft persists that it was
-//! initialised, so a restart never re-initialises). PGs of deleted pools are dropped:
+//! initialised, so a restart never re-initialises); an OSD only in the up set starts it
+//! uninitialised, as a learner its primary adds when it moves the PG (`pg::membership`).
+//! PGs of deleted pools, and PGs this OSD is in neither set of, are dropped:
 //! group shut down, `Store::remove_pg`, `Wal::remove_group`. At start, the PGs the store and
 //! the WAL still hold are compared with the first map, so pools deleted while the OSD was
 //! down are dropped too.
 //!
 //! Leadership is pinned to the primary: only `acting[0]` campaigns (`pin_leadership`), since
-//! clients send every op there and a leader elsewhere could serve nobody. A PG whose primary
-//! is down is unavailable until it returns (it restores its leadership at once from its
-//! persisted vote); failover will be the monitor changing the acting set, which re-pins.
+//! clients send every op there and a leader elsewhere could serve nobody. When the primary
+//! is marked down the monitor makes another member the primary (same voters), which is
+//! re-pinned and campaigns; a leader that is not the map's primary stops its heartbeats so
+//! the primary takes over (`pg::membership::tend_leadership`).
 //! A replica that is not the primary answers client ops with `Retry`.
 //!
 //! Snapshots: openraft builds one every `SNAPSHOT_LOGS` applied entries, and the checkpoint

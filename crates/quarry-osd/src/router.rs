@@ -1,7 +1,11 @@
 //! The router: the newest cluster map this OSD acts on, and the table of its running PG
-//! groups. Applying a map creates a Raft group for every PG whose acting set names this OSD
-//! (the primary initialises a brand-new group once), and drops the PGs of deleted pools
-//! (their Raft group, their objects in the store, their records in the WAL).
+//! groups. Applying a map creates a Raft group for every PG whose acting or up set names this
+//! OSD (the primary initialises a brand-new group once; an OSD only in the up set starts it
+//! uninitialised, as a learner the primary adds: `pg::membership`), and drops the PGs of
+//! deleted pools and the PGs this OSD is in neither set of any more (their Raft group, their
+//! objects in the store, their records in the WAL). The acting set changes only after the
+//! PG's new voters committed (the primary reports, the monitor publishes), so a member that
+//! leaves deletes its copy only once the others hold the PG.
 //!
 //! Maps are applied one at a time, in epoch order; an older map than the current one is
 //! ignored. The first map after start is also compared with the PGs the store and the WAL
@@ -63,6 +67,9 @@ pub(crate) struct GroupDeps {
     pub(crate) exports: Exports,
 }
 
+/// A committed move of a PG, to report: (acting set before, voters now).
+type RemapReport = (Vec<OsdId>, Vec<OsdId>);
+
 /// A running group and the signal that its state machine worker has exited.
 struct Slot {
     group: Arc<PgGroup>,
@@ -78,6 +85,12 @@ pub(crate) struct Router {
     update: tokio::sync::Mutex<bool>,
     /// PGs being rebuilt by [`Router::repair`] (not started from maps meanwhile).
     repairing: std::sync::Mutex<HashSet<PgId>>,
+    /// PGs this OSD is moving as their primary (`pg::membership`).
+    moving: std::sync::Mutex<HashSet<PgId>>,
+    /// Committed moves to report to the monitor: PG -> (acting before, voters now).
+    remap_reports: std::sync::Mutex<BTreeMap<PgId, RemapReport>>,
+    /// Bounds the moves this OSD drives at once (`osd_max_backfills`).
+    backfills: Arc<tokio::sync::Semaphore>,
 }
 
 /// The longest pause between two attempts to rebuild a damaged PG.
@@ -99,20 +112,69 @@ fn raft_config(voters: usize) -> Result<Arc<Config>, openraft::ConfigError> {
         purge_batch_size: 1,
         max_payload_entries: 64,
         snapshot_max_chunk_size: 4 << 20,
+        // One chunk of a PG export (up to 4 MiB) must reach a new or lagging replica and be
+        // imported there; openraft's 200 ms default fails every chunk of a large PG.
+        install_snapshot_timeout: 30_000,
         ..Config::default()
     };
     config.validate().map(Arc::new)
 }
 
 impl Router {
-    pub(crate) fn new(deps: GroupDeps, map: watch::Sender<Arc<ClusterMap>>) -> Router {
+    pub(crate) fn new(
+        deps: GroupDeps,
+        map: watch::Sender<Arc<ClusterMap>>,
+        max_backfills: usize,
+    ) -> Router {
         Router {
             deps,
             map,
             groups: RwLock::new(HashMap::new()),
             update: tokio::sync::Mutex::new(false),
             repairing: std::sync::Mutex::new(HashSet::new()),
+            moving: std::sync::Mutex::new(HashSet::new()),
+            remap_reports: std::sync::Mutex::new(BTreeMap::new()),
+            backfills: Arc::new(tokio::sync::Semaphore::new(max_backfills.max(1))),
         }
+    }
+
+    /// Queues the report of a committed move of `pg` (sent by the monitor session).
+    pub(crate) fn queue_remap_report(&self, pg: PgId, from: Vec<OsdId>, to: Vec<OsdId>) {
+        let mut reports = self.remap_reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.insert(pg, (from, to));
+    }
+
+    /// The queued move reports, taken out (the session puts back those it could not send).
+    pub(crate) fn take_remap_reports(&self) -> Vec<(PgId, Vec<OsdId>, Vec<OsdId>)> {
+        let mut reports = self.remap_reports.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *reports).into_iter().map(|(pg, (f, t))| (pg, f, t)).collect()
+    }
+
+    /// PGs this OSD is the acting primary of whose up set differs (to be moved), and that
+    /// are not being moved now.
+    pub(crate) fn pgs_to_move(&self) -> Vec<PgId> {
+        let map = self.map();
+        let me = self.deps.me;
+        let moving = self.moving.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        map.pgs_of_osd(me)
+            .into_iter()
+            .filter(|pg| map.acting(*pg).first() == Some(&me) && map.is_remapped(*pg))
+            .filter(|pg| !moving.contains(pg))
+            .collect()
+    }
+
+    /// Moves `pg` (`pg::membership::move_pg`) within the `osd_max_backfills` bound; claims
+    /// it first so that one PG has one move at a time.
+    pub(crate) async fn move_pg(&self, pg: PgId) {
+        if !self.moving.lock().unwrap_or_else(|p| p.into_inner()).insert(pg) {
+            return;
+        }
+        if let Ok(_permit) = self.backfills.clone().acquire_owned().await {
+            if let Err(e) = crate::pg::membership::move_pg(self, pg).await {
+                tracing::info!(%pg, error = %e, "pg move not finished: retrying later");
+            }
+        }
+        self.moving.lock().unwrap_or_else(|p| p.into_inner()).remove(&pg);
     }
 
     /// Exports staged for peers' repairs.
@@ -181,7 +243,7 @@ impl Router {
             tracing::error!(%pg, error = %e, "cannot clear the damage mark (the next start repairs again)");
         }
         let map = self.map();
-        let hosted = map.pgs_of_osd(self.deps.me).contains(&pg);
+        let hosted = map.pgs_hosted_by(self.deps.me).contains(&pg);
         let started = if hosted && self.group(pg).is_none() {
             self.start_group(pg, &map).await
         } else {
@@ -234,7 +296,7 @@ impl Router {
         let map = self.map();
         let repairing = self.repairing().clone();
         let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
-        map.pgs_of_osd(self.deps.me)
+        map.pgs_hosted_by(self.deps.me)
             .into_iter()
             .filter(|pg| !repairing.contains(pg) && !self.deps.damage.marks.contains(*pg))
             .filter(|pg| match groups.get(pg) {
@@ -251,7 +313,7 @@ impl Router {
     pub(crate) async fn revive(&self, pg: PgId) -> Result<(), OsdError> {
         let _update = self.update.lock().await;
         let map = self.map();
-        if !map.pgs_of_osd(self.deps.me).contains(&pg)
+        if !map.pgs_hosted_by(self.deps.me).contains(&pg)
             || self.repairing().contains(&pg)
             || self.deps.damage.marks.contains(pg)
         {
@@ -331,11 +393,20 @@ impl Router {
         if !*swept {
             held.extend(self.pgs_on_disk().await?);
         }
-        for pg in held.into_iter().filter(|pg| !new.pools.contains_key(&pg.pool)) {
-            self.remove_pg(pg).await?;
+        let hosted: BTreeSet<PgId> = new.pgs_hosted_by(self.deps.me).into_iter().collect();
+        for pg in held {
+            if !new.pools.contains_key(&pg.pool) {
+                self.remove_pg(pg).await?;
+            } else if new.epoch > 0 && !hosted.contains(&pg) && !self.repairing().contains(&pg) {
+                // In neither the acting nor the up set: the PG's voters committed without
+                // this OSD (the acting set changes only after that), or it was a learner
+                // whose move was called off.
+                tracing::info!(%pg, epoch = new.epoch, "pg no longer hosted here: removing its copy");
+                self.remove_pg(pg).await?;
+            }
         }
         *swept = true;
-        for pg in new.pgs_of_osd(self.deps.me) {
+        for pg in hosted {
             if self.repairing().contains(&pg) {
                 continue;
             }
@@ -353,7 +424,15 @@ impl Router {
                     }
                     Err(e) => return Err(e),
                 },
-                Some(group) => group.pin_leadership(new.acting(pg).first() == Some(&self.deps.me)),
+                Some(group) => {
+                    let primary = new.acting(pg).first() == Some(&self.deps.me);
+                    group.pin_leadership(primary);
+                    if primary {
+                        // Campaign now rather than at the next election timeout (a no-op
+                        // for a leader or a learner).
+                        let _ = group.raft.trigger().elect().await;
+                    }
+                }
             }
         }
         let epoch = new.epoch;
@@ -413,6 +492,9 @@ impl Router {
         let primary = acting.first() == Some(&self.deps.me);
         let group = Arc::new(PgGroup::new(pg, raft));
         group.pin_leadership(primary);
+        if !acting.contains(&self.deps.me) {
+            tracing::info!(%pg, ?acting, up = ?map.up_set(pg), "pg started as a learner: its primary adds it");
+        }
         if primary {
             self.initialise(pg, &group.raft, &acting, map).await?;
         }

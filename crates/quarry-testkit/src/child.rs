@@ -42,5 +42,6 @@ pub fn osd_config_from_env() -> Option<OsdConfig> {
         host: var(HOST),
         full_ratios: Default::default(),
         limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
+        max_backfills: 1,
     })
 }

@@ -345,6 +345,7 @@ impl Cluster {
             host: host_of(id),
             full_ratios: Default::default(),
             limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
+            max_backfills: 1,
         }
     }
 

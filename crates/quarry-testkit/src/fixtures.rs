@@ -30,6 +30,7 @@ pub fn osd_info(id: OsdId) -> OsdInfo {
         used_bytes: 0,
         avail_bytes: 0,
         reweight: 1.0,
+        down_since: 0,
     }
 }
 
@@ -52,6 +53,7 @@ pub fn pool_info(id: PoolId, name: &str, size: u32, acting: Vec<Vec<OsdId>>) -> 
         flags: quarry_wire::pool_flags::HASHPSPOOL,
         quota_max_bytes: 0,
         quota_max_objects: 0,
+        up: Vec::new(),
     }
 }
 

@@ -52,8 +52,12 @@ pub struct OsdInfo {
     pub avail_bytes: u64,
     /// The operator's override weight (`ceph osd reweight`, 0.0..=1.0; Ceph's REWEIGHT
     /// column): 0 is out, 1 is in (`ceph osd out|in` set it). `in_cluster` is
-    /// `reweight > 0`. Quarry's acting sets do not follow it yet: no data moves.
+    /// `reweight > 0`. Marking an OSD out moves its PGs' replicas elsewhere (the monitor
+    /// recomputes the PGs' up sets; their primaries move the data).
     pub reweight: f64,
+    /// When the OSD was last marked down (unix seconds; 0 while up or never booted): the
+    /// monitor marks it out once it has been down `mon_osd_down_out_interval`.
+    pub down_since: u64,
 }
 
 /// One pool's entry in the map.
@@ -75,8 +79,9 @@ pub struct PoolInfo {
     pub snap_seq: SnapId,
     /// Snapshot ids that were removed, pool or self-managed (the OSDs trim their data).
     pub removed_snaps: BTreeSet<SnapId>,
-    /// Acting set per PG (index = PG seed), primary first. Fixed when the pool is created and
-    /// changed only by explicit rebalancing, so data never silently moves.
+    /// Acting set per PG (index = PG seed), primary first: the PG's Raft voters, who serve it
+    /// now. Changed only when the PG's primary reports a committed membership change (or, to
+    /// move the primary off a down OSD, reordered with the same members).
     pub acting: Vec<Vec<OsdId>>,
     /// Objects and bytes stored, as last reported by the OSDs.
     pub stored_objects: u64,
@@ -94,6 +99,12 @@ pub struct PoolInfo {
     pub quota_max_bytes: u64,
     /// `ceph osd pool set-quota POOL max_objects N` (0: none).
     pub quota_max_objects: u64,
+    /// Up set per PG (index = PG seed; Ceph's "up"): where placement wants the PG, computed
+    /// by the monitor when the pool's size changes or an OSD goes out or in. Where it differs
+    /// from `acting`, the PG is remapped: its primary adds the new OSDs as Raft learners,
+    /// promotes them and removes the others, then reports, and the monitor sets acting = up.
+    /// A PG missing here (maps built by tests) is where it acts.
+    pub up: Vec<Vec<OsdId>>,
 }
 
 /// Pool flag bits, with Ceph's values (`pg_pool_t::FLAG_*`) and names (`flags_names`).
@@ -214,6 +225,71 @@ impl ClusterMap {
             .and_then(|p| p.acting.get(pg.seed as usize))
             .map(|v| v.as_slice())
             .unwrap_or(&[])
+    }
+
+    /// The up set of `pg` (its acting set if the map has none for it).
+    pub fn up_set(&self, pg: PgId) -> &[OsdId] {
+        match self.pools.get(&pg.pool).and_then(|p| p.up.get(pg.seed as usize)) {
+            Some(up) => up.as_slice(),
+            None => self.acting(pg),
+        }
+    }
+
+    /// True if `pg`'s up set differs from its acting set (as sets: a reordered primary is
+    /// not a move).
+    pub fn is_remapped(&self, pg: PgId) -> bool {
+        let (up, acting) = (self.up_set(pg), self.acting(pg));
+        up.len() != acting.len() || up.iter().any(|o| !acting.contains(o))
+    }
+
+    /// The PGs whose acting or up set contains `osd`: those it runs a Raft group for (a
+    /// member of the up set only is a learner until the move completes).
+    pub fn pgs_hosted_by(&self, osd: OsdId) -> Vec<PgId> {
+        let mut out = Vec::new();
+        for pool in self.pools.values() {
+            for seed in 0..pool.acting.len() {
+                let pg = PgId { pool: pool.id, seed: seed as u32 };
+                if self.acting(pg).contains(&osd) || self.up_set(pg).contains(&osd) {
+                    out.push(pg);
+                }
+            }
+        }
+        out
+    }
+
+    /// The state of `pg` in Ceph's words, from the map alone:
+    /// - `down`: no OSD, or the acting primary is down (no I/O);
+    /// - `undersized+degraded+peered`: fewer voters up than `min_size`, and not a PG whose
+    ///   voters are all up moving to enough OSDs (no I/O);
+    /// - otherwise `active`, with `+undersized` (fewer voters up than the pool's size),
+    ///   `+degraded` (undersized, or a voter down), `+remapped+backfilling` (its up set
+    ///   differs: its primary is moving it), or `+clean` when none applies.
+    pub fn pg_state(&self, pg: PgId) -> &'static str {
+        let Some(pool) = self.pools.get(&pg.pool) else { return "unknown" };
+        let up = |osd: &OsdId| self.osds.get(osd).is_some_and(|o| o.up);
+        let acting = self.acting(pg);
+        let remapped = self.is_remapped(pg);
+        let min_size = pool.min_size.max(1) as usize;
+        if !acting.first().is_some_and(up) {
+            return "down";
+        }
+        let live = acting.iter().filter(|o| up(o)).count();
+        // A PG whose voters are all up and that moves to enough OSDs serves meanwhile (a
+        // pool whose size grew: the OSDs allow it).
+        let growing = remapped && live == acting.len() && self.up_set(pg).len() >= min_size;
+        if live < min_size && !growing {
+            return "undersized+degraded+peered";
+        }
+        let undersized = live < pool.size as usize;
+        let degraded = undersized || live < acting.len();
+        match (undersized, degraded, remapped) {
+            (false, false, false) => "active+clean",
+            (false, false, true) => "active+remapped+backfilling",
+            (true, _, false) => "active+undersized+degraded",
+            (true, _, true) => "active+undersized+degraded+remapped+backfilling",
+            (false, true, false) => "active+degraded",
+            (false, true, true) => "active+degraded+remapped+backfilling",
+        }
     }
 
     /// The PGs whose acting set contains `osd`.

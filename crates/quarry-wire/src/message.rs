@@ -267,6 +267,23 @@ pub enum Request {
         /// The damaged PGs, in order.
         pgs: Vec<PgId>,
     },
+    /// Mon, from `osd.N` only, the acting primary of `pg`: it committed a Raft membership
+    /// change of the PG from the voters `from` (the acting set it acted on) to `to` (the up
+    /// set). The monitor makes `to` the acting set in a new map epoch (then the OSDs that left
+    /// stop the PG and delete its data). Reply: `Ack`, or `Failed` (ESTALE: the acting set is
+    /// no longer `from`).
+    PgRemapped {
+        /// The reporting OSD's id.
+        id: OsdId,
+        /// The incarnation (`up_from`) it booted as.
+        up_from: u64,
+        /// The PG.
+        pg: PgId,
+        /// The voters before.
+        from: Vec<OsdId>,
+        /// The voters now.
+        to: Vec<OsdId>,
+    },
     /// Mon or OSD (`ceph tell`): an admin command for this daemon itself, in Ceph's words
     /// (`["config", "get", "debug_osd"]`, `["version"]`). Needs every right on the daemon's
     /// service (`allow *`), as Ceph's daemons ask. Reply: `Told` or `Failed`.

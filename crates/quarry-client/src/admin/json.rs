@@ -430,6 +430,7 @@ mod tests {
                 flags: quarry_wire::pool_flags::HASHPSPOOL,
                 quota_max_bytes: 0,
                 quota_max_objects: 0,
+                up: Vec::new(),
             }],
             pgs: (32, 32),
             objects: 2,

@@ -5,11 +5,17 @@
 //!
 //! # PG states (what Quarry's PGs can be, named as Ceph names them)
 //! A PG's Raft group serves while its primary (leadership is pinned to it) and a majority of
-//! its acting set are up:
+//! its acting set are up; the states are `ClusterMap::pg_state`'s:
 //! - `active+clean`: every replica of the pool's `size` is up;
-//! - `active+undersized+degraded`: serving, with fewer replicas up (or placed) than `size`;
-//! - `undersized+degraded+peered`: fewer replicas up than the pool's `min_size` (no I/O);
+//! - `active+undersized+degraded`: serving, with fewer replicas placed than `size`
+//!   (`active+degraded`: a replica is down);
+//! - `+remapped+backfilling` added: its up set differs from its acting set, its primary is
+//!   moving it (new replicas catching up as Raft learners);
+//! - `undersized+degraded+peered`: fewer replicas than the pool's `min_size` (no I/O);
 //! - `down`: its primary is down, or it has no OSD at all (no I/O).
+//!
+//! The rows' `up` is Ceph's up set: where placement wants the PG (the monitor's), the
+//! `acting` set who serves it now (the Raft voters).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -28,7 +34,7 @@ pub struct PgRow {
     pub pg: PgId,
     /// Its state (see the module docs).
     pub state: &'static str,
-    /// The acting set members that are up (Ceph's "up" set).
+    /// Ceph's up set: where placement wants the PG, its members that are up.
     pub up: Vec<OsdId>,
     /// The acting set.
     pub acting: Vec<OsdId>,
@@ -49,17 +55,8 @@ pub fn pg_rows(map: &ClusterMap) -> Vec<PgRow> {
         for seed in 0..pool.pg_num {
             let pg = PgId { pool: pool.id, seed };
             let acting = map.acting(pg).to_vec();
-            let up: Vec<OsdId> = acting.iter().copied().filter(is_up).collect();
-            let primary_up = acting.first().is_some_and(is_up);
-            let state = if !primary_up {
-                "down"
-            } else if (up.len() as u32) < pool.min_size.max(1) {
-                "undersized+degraded+peered"
-            } else if (up.len() as u32) < pool.size {
-                "active+undersized+degraded"
-            } else {
-                "active+clean"
-            };
+            let up: Vec<OsdId> = map.up_set(pg).iter().copied().filter(is_up).collect();
+            let state = map.pg_state(pg);
             rows.push(PgRow { pg, state, up, acting });
         }
     }
@@ -449,6 +446,7 @@ mod tests {
             used_bytes: 1 << 30,
             avail_bytes: 3 << 30,
             reweight: 1.0,
+            down_since: 0,
         }
     }
 
@@ -479,6 +477,7 @@ mod tests {
             flags: quarry_wire::pool_flags::HASHPSPOOL,
             quota_max_bytes: 0,
             quota_max_objects: 0,
+            up: Vec::new(),
         };
         map.pools.insert(1, pool);
         let undersized = "active+undersized+degraded";

@@ -725,6 +725,7 @@ mod tests {
             flags: quarry_wire::pool_flags::HASHPSPOOL,
             quota_max_bytes: 0,
             quota_max_objects: 0,
+            up: Vec::new(),
         }
     }
 
@@ -799,6 +800,7 @@ mod tests {
                 used_bytes: 0,
                 avail_bytes: 0,
                 reweight: 1.0,
+                down_since: 0,
             },
         );
         let dump = osd_dump(&map);

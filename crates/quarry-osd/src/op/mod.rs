@@ -79,9 +79,12 @@ fn route<'m>(osd: &Osd, map: &'m ClusterMap, pg: PgId, epoch: u64) -> Result<&'m
         tracing::debug!(%pg, epoch = map.epoch, "not the primary: retry");
         return Err(retry(map));
     }
-    if acting.len() < pool.min_size as usize {
-        // Inactive: fewer copies than the pool promises. Acting sets are fixed until an
-        // operator rebalances, so waiting would not help: refused at once (health says why).
+    let backfilling = map.is_remapped(pg) && map.up_set(pg).len() >= pool.min_size as usize;
+    if acting.len() < pool.min_size as usize && !backfilling {
+        // Inactive: fewer copies than the pool promises and no move under way that would
+        // give it more: refused at once (health says why). A PG being moved to enough OSDs
+        // (a pool whose size grew) keeps serving with the voters it has, as before the
+        // change, until its new replicas are promoted.
         let message = format!(
             "pg {pg} is inactive: {} OSDs in its acting set, below the pool's min_size {}",
             acting.len(),

@@ -14,6 +14,7 @@ pub(crate) mod apply;
 pub(crate) mod durability;
 #[cfg(test)]
 mod golden_tests;
+pub(crate) mod membership;
 pub(crate) mod network;
 pub(crate) mod repair;
 pub(crate) mod state_machine;

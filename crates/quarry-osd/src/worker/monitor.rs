@@ -139,6 +139,7 @@ async fn session(
             _ = beacon.tick() => {
                 send_beacon(osd, &client, up_from).await?;
                 send_damage(osd, &client, up_from, &mut reported_damage).await?;
+                send_remaps(osd, &client, up_from).await?;
             }
             _ = keys.tick() => fetch_keys(osd, &client, &session_key).await?,
             _ = osd.keys.refresh_requested() => fetch_keys(osd, &client, &session_key).await?,
@@ -202,6 +203,40 @@ async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), 
         Reply::Ack => Ok(()),
         other => Err(refused("OsdBeacon", other)),
     }
+}
+
+/// Reports the committed PG moves (`pg::membership`): the monitor makes their new voters the
+/// acting sets. A refused report (the acting set changed meanwhile) is dropped: the move is
+/// recomputed from the next map. One that did not reach the monitor is kept for the next
+/// beacon.
+async fn send_remaps(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), OsdError> {
+    let reports = osd.router.take_remap_reports();
+    let mut left = reports.into_iter();
+    while let Some((pg, from, to)) = left.next() {
+        let report =
+            Request::PgRemapped { id: osd.id, up_from, pg, from: from.clone(), to: to.clone() };
+        match call(client, report).await {
+            Ok(Reply::Ack) => tracing::info!(%pg, ?from, ?to, "pg move reported to the monitor"),
+            Ok(Reply::Failed { code, message }) => {
+                tracing::info!(%pg, %code, %message, "pg move report refused: the next map decides")
+            }
+            Ok(other) => {
+                osd.router.queue_remap_report(pg, from, to);
+                for (pg, from, to) in left {
+                    osd.router.queue_remap_report(pg, from, to);
+                }
+                return Err(refused("PgRemapped", other));
+            }
+            Err(e) => {
+                osd.router.queue_remap_report(pg, from, to);
+                for (pg, from, to) in left {
+                    osd.router.queue_remap_report(pg, from, to);
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Tells the monitor which PGs are marked damaged here, while some are and once when the

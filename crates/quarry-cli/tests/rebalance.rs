@@ -1,0 +1,379 @@
+//! Rebalancing through the tools, on a separate `quarry mon` and `quarry osd` processes on
+//! loopback: a pool's size raised with data in it (every PG reaches its new voters, then the
+//! OSD that held the only copy is SIGKILLed and every byte reads back), an OSD marked out
+//! while a writer runs (its PGs move, then it is stopped for good: every acknowledged write
+//! reads back, health is OK), an OSD down past `mon_osd_down_out_interval` (marked out by
+//! the monitor, its PGs re-replicated), and `osd pool set size` refused as Ceph refuses it.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// A cluster of one monitor and `osds` OSDs as separate processes.
+struct Cluster {
+    conf: PathBuf,
+    mon: Daemon,
+    osds: Vec<Option<Daemon>>,
+}
+
+impl Cluster {
+    /// `cluster-init`, `extra` appended to ceph.conf, the monitor (pool `rbd` of `size`
+    /// and 8 PGs, OSDs marked down 5 s after their last beacon) and every OSD.
+    fn start(tmp: &Path, osds: u32, size: u32, extra: &str) -> Cluster {
+        let dir = tmp.join("c");
+        let mut init = Command::new(quarry());
+        init.args(["cluster-init"]).arg(&dir).args(["--osds", &osds.to_string()]);
+        run_bounded(init, None, COMMAND_TIMEOUT).ok("cluster-init");
+        let conf = dir.join("ceph.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(extra);
+        std::fs::write(&conf, &text).unwrap();
+        let ids: Vec<String> = (0..osds).map(|i| i.to_string()).collect();
+        let mut mon_cmd = Command::new(quarry());
+        mon_cmd
+            .arg("mon")
+            .arg("--data")
+            .arg(dir.join("mon"))
+            .arg("-c")
+            .arg(&conf)
+            .args(["--addr", &conf_value(&text, "mon_host"), "--mkfs"])
+            .args(["--fsid", &conf_value(&text, "fsid")])
+            .arg("--keyring")
+            .arg(dir.join("mon.keyring"))
+            .args(["--osds", &ids.join(","), "--pool", "rbd", "--size", &size.to_string()])
+            .args(["--pg-num", "8", "--osd-grace", "5"]);
+        let mut mon = Daemon::spawn("mon.a", mon_cmd);
+        mon.wait_ready();
+        let osds = (0..osds).map(|id| Some(spawn_osd(&dir, id))).collect();
+        let cluster = Cluster { conf, mon, osds };
+        cluster.wait(Duration::from_secs(60), "every osd up", |c| {
+            let s = c.ceph(&["-s"]).out();
+            s.contains(&format!(": {} up", c.osds.len())).then_some(()).ok_or(s)
+        });
+        cluster
+    }
+
+    fn ceph(&self, args: &[&str]) -> Run {
+        run_bounded(tool_cmd("ceph", Some(&self.conf), args), None, COMMAND_TIMEOUT)
+    }
+
+    fn rados(&self, args: &[&str]) -> Run {
+        run_bounded(tool_cmd("rados", Some(&self.conf), args), None, COMMAND_TIMEOUT)
+    }
+
+    /// Polls `check` until it gives a value or `limit` passes (then fails with its last
+    /// reason).
+    fn wait<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut check: impl FnMut(&Cluster) -> Result<T, String>,
+    ) -> T {
+        let deadline = Instant::now() + limit;
+        loop {
+            match check(self) {
+                Ok(v) => return v,
+                Err(why) if Instant::now() >= deadline => {
+                    panic!("{what}: not within {limit:?}:\n{why}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+    }
+
+    /// `ceph pg ls -f json`: (pgid, state, up, acting) per PG.
+    fn pgs(&self) -> Vec<(String, String, Vec<u64>, Vec<u64>)> {
+        let out = self.ceph(&["pg", "ls", "-f", "json"]).ok("pg ls").out();
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let ids = |x: &serde_json::Value| -> Vec<u64> {
+            x.as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect()
+        };
+        v["pg_stats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let pgid = p["pgid"].as_str().unwrap().to_string();
+                let state = p["state"].as_str().unwrap().to_string();
+                (pgid, state, ids(&p["up"]), ids(&p["acting"]))
+            })
+            .collect()
+    }
+
+    /// Waits until every PG is `active+clean` with `voters` OSDs acting, none of them in
+    /// `without`.
+    fn wait_clean(&self, voters: usize, without: &[u64], limit: Duration) {
+        self.wait(limit, "every pg active+clean on its new voters", |c| {
+            let pgs = c.pgs();
+            let ok = pgs.iter().all(|(_, state, _, acting)| {
+                state == "active+clean"
+                    && acting.len() == voters
+                    && !acting.iter().any(|o| without.contains(o))
+            });
+            ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
+        });
+    }
+
+    fn shutdown(mut self) {
+        for osd in self.osds.iter_mut().flatten() {
+            osd.terminate();
+        }
+        self.mon.terminate();
+    }
+}
+
+/// The test's directory: removed at the end, kept with `QUARRY_KEEP_TEST_DIR=1` (the
+/// daemons' logs are under `c/*/log`).
+struct TestDir {
+    _guard: Option<tempfile::TempDir>,
+    path: PathBuf,
+}
+
+impl TestDir {
+    fn new() -> TestDir {
+        let dir = tempfile::tempdir().unwrap();
+        if std::env::var_os("QUARRY_KEEP_TEST_DIR").is_some() {
+            let path = dir.keep();
+            eprintln!("test directory kept: {}", path.display());
+            return TestDir { _guard: None, path };
+        }
+        TestDir { path: dir.path().to_path_buf(), _guard: Some(dir) }
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Object names with their contents.
+type Objects = Vec<(String, Vec<u8>)>;
+
+/// Writes `name` with `data` through `rados put`.
+fn put(c: &Cluster, tmp: &Path, name: &str, data: &[u8]) {
+    let file = tmp.join(format!("in-{name}"));
+    std::fs::write(&file, data).unwrap();
+    c.rados(&["-p", "rbd", "put", name, file.to_str().unwrap()]).ok(&format!("put {name}"));
+}
+
+/// Reads `name` back through `rados get`.
+fn get(c: &Cluster, tmp: &Path, name: &str) -> Vec<u8> {
+    let file = tmp.join(format!("out-{name}"));
+    c.rados(&["-p", "rbd", "get", name, file.to_str().unwrap()]).ok(&format!("get {name}"));
+    std::fs::read(&file).unwrap()
+}
+
+/// Goal (issue 13, rebalancing): `osd pool set rbd size 3` on a 3-OSD cluster whose pool had
+/// one replica per PG moves every PG to three voters (learners caught up by snapshot and
+/// log, then promoted); the OSD that held the only copy of its PGs is then SIGKILLed, and
+/// every object (sizes from 0 to 4 MiB, omap, xattrs, a pool snapshot's version) reads back
+/// byte-identical from the others, and writes work.
+#[test]
+fn size_one_to_three_then_the_original_osd_dies() {
+    let logs = quarry_testkit::log_guard();
+    logs.allow_raft_churn()
+        .allow("no beacon within grace: marking osd down osd=0")
+        .allow("openraft::")
+        .allow("raft group did not shut down cleanly");
+    let tmp = TestDir::new();
+    let mut c = Cluster::start(tmp.path(), 3, 1, "");
+    let sizes = [0usize, 1, 4097, 65536, 1 << 20, 4 << 20];
+    let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
+    for (i, &len) in sizes.iter().enumerate() {
+        for copy in 0..4 {
+            let name = format!("obj-{len}-{copy}");
+            let data = pattern(len, (i * 10 + copy) as u64 + 1);
+            put(&c, tmp.path(), &name, &data);
+            objects.push((name, data));
+        }
+    }
+    for i in 0..8 {
+        let name = format!("meta-{i}");
+        c.rados(&["-p", "rbd", "setomapval", &name, "k1", &format!("v{i}")]).ok("setomapval");
+        c.rados(&["-p", "rbd", "setxattr", &name, "user.a", &format!("x{i}")]).ok("setxattr");
+    }
+    // A pool snapshot of one version, then a new version.
+    c.rados(&["-p", "rbd", "mksnap", "before"]).ok("mksnap");
+    let old = objects[8].1.clone();
+    let new = pattern(old.len(), 999);
+    put(&c, tmp.path(), &objects[8].0, &new);
+    objects[8].1 = new;
+    assert!(c
+        .pgs()
+        .iter()
+        .all(|(_, state, _, acting)| state == "active+clean" && acting.len() == 1));
+
+    let set = c.ceph(&["osd", "pool", "set", "rbd", "size", "3"]).ok("pool set size");
+    assert_eq!(set.stderr.trim(), "set pool 1 size to 3");
+    let get_size = c.ceph(&["osd", "pool", "get", "rbd", "size"]).ok("pool get").out();
+    assert_eq!(get_size.trim(), "size: 3");
+    let started = Instant::now();
+    c.wait_clean(3, &[], Duration::from_secs(120));
+    eprintln!("8 pgs (~22 MiB) moved from 1 to 3 replicas in {:?}", started.elapsed());
+    let status = c.ceph(&["-s"]).ok("status").out();
+    assert!(status.contains("8 active+clean"), "{status}");
+
+    // The OSD that held the only copy of its PGs (and led them) dies without warning.
+    c.osds[0].take().unwrap().kill();
+    c.wait(Duration::from_secs(60), "osd.0 down and its pgs served by others", |c| {
+        let pgs = c.pgs();
+        let served = pgs
+            .iter()
+            .all(|(_, state, _, acting)| acting.first() != Some(&0) && state.starts_with("active"));
+        served.then_some(()).ok_or_else(|| format!("{pgs:?}"))
+    });
+    for (name, data) in &objects {
+        assert!(get(&c, tmp.path(), name) == *data, "{name} differs after osd.0 died");
+    }
+    for i in 0..8 {
+        let name = format!("meta-{i}");
+        let omap = c.rados(&["-p", "rbd", "listomapvals", &name]).ok("listomapvals").out();
+        assert!(omap.contains("k1") && omap.contains(&format!("v{i}")), "{name}: {omap}");
+        let x = c.rados(&["-p", "rbd", "getxattr", &name, "user.a"]).ok("getxattr").out();
+        assert_eq!(x.trim(), format!("x{i}"));
+    }
+    let snap_file = tmp.path().join("at-snap");
+    c.rados(&["-p", "rbd", "-s", "before", "get", &objects[8].0, snap_file.to_str().unwrap()])
+        .ok("get at snapshot");
+    assert!(std::fs::read(&snap_file).unwrap() == old, "the snapshot's version differs");
+    put(&c, tmp.path(), "after-the-death", b"still writable");
+    assert_eq!(get(&c, tmp.path(), "after-the-death"), b"still writable");
+    c.shutdown();
+}
+
+/// Goal: on 4 OSDs with a size-3 pool, `ceph osd out` of one OSD while a writer runs moves
+/// its PGs to the other three (the writer keeps being acknowledged); once moved, the OSD is
+/// stopped for good: every acknowledged write reads back and health returns to HEALTH_OK.
+#[test]
+fn osd_out_moves_its_pgs_while_a_writer_runs() {
+    let logs = quarry_testkit::log_guard();
+    logs.allow_raft_churn()
+        .allow("no beacon within grace: marking osd down osd=3")
+        .allow("openraft::")
+        .allow("raft group did not shut down cleanly");
+    let tmp = TestDir::new();
+    let c = Cluster::start(tmp.path(), 4, 3, "");
+    c.wait_clean(3, &[], Duration::from_secs(30));
+    let held = c.pgs().iter().filter(|(_, _, _, acting)| acting.contains(&3)).count();
+    assert!(held > 0, "osd.3 holds no pg");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Objects>> = Arc::default();
+    let writer = {
+        let (stop, acked, conf) = (stop.clone(), acked.clone(), c.conf.clone());
+        let dir = tmp.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("w{i}");
+                let data = pattern(4096 + (i as usize % 7) * 10_000, i + 7);
+                let file = dir.join(format!("w-{i}"));
+                std::fs::write(&file, &data).unwrap();
+                let args = ["-p", "rbd", "put", &name, file.to_str().unwrap()];
+                let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT);
+                if r.status.success() {
+                    acked.lock().unwrap().push((name, data));
+                }
+                i += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    let out = c.ceph(&["osd", "out", "3"]).ok("osd out");
+    assert_eq!(out.stderr.trim(), "marked out osd.3.");
+    let moving = c.pgs();
+    assert!(
+        moving.iter().any(|(_, state, _, _)| state.contains("remapped")),
+        "no pg remapped after osd out: {moving:?}"
+    );
+    c.wait_clean(3, &[3], Duration::from_secs(120));
+    eprintln!("osd.3 out: its {held} pgs moved in {:?}", started.elapsed());
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    let mut c = c;
+    c.osds[3].take().unwrap().kill();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() >= 5, "only {} writes acknowledged", acked.len());
+    for (name, data) in &acked {
+        assert!(get(&c, tmp.path(), name) == *data, "acknowledged {name} differs");
+    }
+    c.wait(Duration::from_secs(30), "HEALTH_OK", |c| {
+        let h = c.ceph(&["health"]).out();
+        h.starts_with("HEALTH_OK").then_some(()).ok_or(h)
+    });
+    c.shutdown();
+}
+
+/// Goal: an OSD down longer than `mon_osd_down_out_interval` (3 s here) is marked out by the
+/// monitor (its log says so, `ceph -s` counts it out) and its PGs are re-replicated on the
+/// others; the data reads back. Size 3 on 4 OSDs: a PG changes its voters only with a
+/// majority of them up (Raft), so a size-2 PG that lost one replica cannot be moved.
+#[test]
+fn an_osd_down_past_the_interval_is_marked_out_and_its_pgs_re_replicated() {
+    let logs = quarry_testkit::log_guard();
+    logs.allow_raft_churn()
+        .allow("no beacon within grace: marking osd down osd=2")
+        .expect("Marking osd.2 out (has been down for ")
+        .allow("openraft::")
+        .allow("raft group did not shut down cleanly");
+    let tmp = TestDir::new();
+    let mut c = Cluster::start(tmp.path(), 4, 3, "\n[mon]\nmon_osd_down_out_interval = 3\n");
+    c.wait_clean(3, &[], Duration::from_secs(30));
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..24).map(|i| (format!("o{i}"), pattern(1000 + i * 3000, i as u64 + 3))).collect();
+    for (name, data) in &objects {
+        put(&c, tmp.path(), name, data);
+    }
+    assert!(c.pgs().iter().any(|(_, _, _, acting)| acting.contains(&2)));
+    c.osds[2].take().unwrap().kill();
+    let started = Instant::now();
+    c.wait_clean(3, &[2], Duration::from_secs(120));
+    eprintln!("osd.2 killed: its pgs re-replicated after {:?}", started.elapsed());
+    let status = c.ceph(&["-s"]).ok("status").out();
+    assert!(status.contains("4 osds: 3 up") && status.contains("3 in"), "{status}");
+    for (name, data) in &objects {
+        assert!(get(&c, tmp.path(), name) == *data, "{name} differs");
+    }
+    c.shutdown();
+}
+
+/// Goal: `osd pool set POOL size N` refuses what Ceph refuses, with Ceph's messages and exit
+/// codes, and changes nothing: size 0 and 11, an unknown pool, a pool with `nosizechange`;
+/// `pg_num` changes stay refused with the reason.
+#[test]
+fn bad_size_changes_are_refused_and_change_nothing() {
+    let _logs = quarry_testkit::log_guard();
+    let tmp = TestDir::new();
+    let c = Cluster::start(tmp.path(), 1, 1, "");
+    let before = c.ceph(&["osd", "pool", "get", "rbd", "all"]).ok("get all").out();
+    let refused = |args: &[&str], code: i32, message: &str| {
+        let mut all = vec!["osd", "pool", "set"];
+        all.extend_from_slice(args);
+        let r = c.ceph(&all);
+        assert_eq!(r.code(), code, "{args:?}: {}", r.stderr);
+        assert_eq!(r.stderr.trim(), message, "{args:?}");
+    };
+    refused(&["rbd", "size", "0"], 22, "Error EINVAL: pool size must be between 1 and 10");
+    refused(&["rbd", "size", "11"], 22, "Error EINVAL: pool size must be between 1 and 10");
+    refused(&["nosuch", "size", "2"], 2, "Error ENOENT: unrecognized pool 'nosuch'");
+    c.ceph(&["osd", "pool", "set", "rbd", "nosizechange", "true"]).ok("nosizechange");
+    refused(
+        &["rbd", "size", "2"],
+        1,
+        "Error EPERM: pool size change is disabled; you must unset nosizechange flag for the pool first",
+    );
+    let r = c.ceph(&["osd", "pool", "set", "rbd", "pg_num", "16"]);
+    assert_eq!(r.code(), 95, "{}", r.stderr);
+    assert!(r.stderr.contains("Quarry does not split or merge PGs"), "{}", r.stderr);
+    c.ceph(&["osd", "pool", "set", "rbd", "nosizechange", "false"]).ok("nosizechange off");
+    let after = c.ceph(&["osd", "pool", "get", "rbd", "all"]).ok("get all").out();
+    assert_eq!(after, before, "a refused change changed the pool");
+    c.shutdown();
+}

@@ -1,0 +1,202 @@
+//! Moving a PG's replicas (rebalancing): the PG's acting primary turns the map's up set into
+//! the PG's Raft voters, and keeps leadership where the map says the primary is.
+//!
+//! A move ([`move_pg`], driven by `worker::rebalance` on the acting primary, at most
+//! `osd_max_backfills` at once on this OSD):
+//! 1. every OSD of the up set that is not a voter is added as a Raft learner (its OSD started
+//!    the group uninitialised when the map put it in the up set: `router`);
+//! 2. the primary waits until each learner has caught up: its replicated log reaches the
+//!    primary's last log index at the start of the wait (openraft sends the learner a
+//!    snapshot, an export of the PG, when the log it needs was purged, then the log);
+//! 3. `change_membership` to the up set (openraft's joint consensus: committed by majorities
+//!    of the old and the new voters), which also removes the voters that leave;
+//! 4. the primary queues a `PgRemapped` report (sent by the monitor session); the monitor then
+//!    makes acting = up in a new epoch. OSDs that are in neither set of that map stop the
+//!    group and delete the PG's data (`Router::apply_map`): never before the new voters have
+//!    committed.
+//!
+//! A primary that leaves its PG (it is out, or the pool shrank) is removed by step 3: openraft
+//! steps it down once the new membership is committed, and the new map pins the new primary,
+//! which campaigns.
+//!
+//! Leadership ([`tend_leadership`], every second): only the map's primary campaigns by
+//! itself. A leader that is not the map's primary (it won while the primary was down) stops
+//! sending heartbeats, so the voters' leader lease runs out and the primary, whose election
+//! timer fires, takes over; a voter of a PG that has had no leader for
+//! [`LEADERLESS_CAMPAIGN`] campaigns once (the primary's log may be behind another voter's,
+//! which then refuses it its vote).
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use openraft::BasicNode;
+
+use quarry_types::{OsdId, PgId};
+
+use crate::router::Router;
+
+/// How long a learner may take to catch up before the move is given up (and retried).
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+/// A voter of a PG without a leader this long campaigns by itself.
+pub(crate) const LEADERLESS_CAMPAIGN: Duration = Duration::from_secs(4);
+
+/// Why a move stopped before its end (it is retried by the worker).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MoveError {
+    /// The PG's group does not run here.
+    #[error("pg {0} has no running group here")]
+    NoGroup(PgId),
+    /// This OSD does not lead the PG (yet).
+    #[error("not the leader of pg {0}")]
+    NotLeader(PgId),
+    /// The map changed under the move.
+    #[error("the map changed during the move of pg {0}")]
+    MapChanged(PgId),
+    /// A learner did not catch up in time.
+    #[error("osd.{osd} did not catch up with pg {pg} in {secs} s")]
+    CatchUp {
+        /// The PG.
+        pg: PgId,
+        /// The learner.
+        osd: OsdId,
+        /// How long it was given.
+        secs: u64,
+    },
+    /// openraft refused a membership change.
+    #[error("pg {pg}: {detail}")]
+    Raft {
+        /// The PG.
+        pg: PgId,
+        /// openraft's error.
+        detail: String,
+    },
+}
+
+/// Moves `pg` to its up set (see the module docs); returns when the change is committed and
+/// its report queued, or at once if there is nothing to do.
+pub(crate) async fn move_pg(router: &Router, pg: PgId) -> Result<(), MoveError> {
+    let me = router.me();
+    let map = router.map();
+    let acting = map.acting(pg).to_vec();
+    let up = map.up_set(pg).to_vec();
+    if acting.first() != Some(&me) || !map.is_remapped(pg) || up.is_empty() {
+        return Ok(());
+    }
+    let group = router.group(pg).ok_or(MoveError::NoGroup(pg))?;
+    if !group.wait_leader(me).await {
+        return Err(MoveError::NotLeader(pg));
+    }
+    let raft = &group.raft;
+    let raft_err = |e: &dyn std::fmt::Display| MoveError::Raft { pg, detail: e.to_string() };
+    let target: BTreeSet<OsdId> = up.iter().copied().collect();
+    let voters: BTreeSet<OsdId> = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config.membership().voter_ids().collect()
+    };
+    if voters != target {
+        let learners: Vec<OsdId> = up.iter().copied().filter(|o| !voters.contains(o)).collect();
+        tracing::info!(%pg, ?acting, ?up, ?learners, "pg moving: adding learners");
+        for &osd in &learners {
+            let addr = map.osds.get(&osd).and_then(|o| o.addr);
+            let node = BasicNode::new(addr.map(|a| a.to_string()).unwrap_or_default());
+            raft.add_learner(osd, node, false).await.map_err(|e| raft_err(&e))?;
+        }
+        wait_caught_up(router, &group.raft, pg, &learners, &up).await?;
+        if router.map().up_set(pg) != up.as_slice() {
+            return Err(MoveError::MapChanged(pg));
+        }
+        tracing::info!(%pg, ?up, "pg learners caught up: changing the voters");
+        raft.change_membership(target.clone(), false).await.map_err(|e| raft_err(&e))?;
+        tracing::info!(%pg, ?acting, ?up, "pg voters changed");
+    }
+    router.queue_remap_report(pg, acting, up);
+    Ok(())
+}
+
+/// Waits until every learner's matched log index reaches this leader's last log index as of
+/// now, or fails (timeout, lost leadership, changed map).
+async fn wait_caught_up(
+    router: &Router,
+    raft: &crate::pg::PgRaft,
+    pg: PgId,
+    learners: &[OsdId],
+    up: &[OsdId],
+) -> Result<(), MoveError> {
+    let me = router.me();
+    let goal = raft.metrics().borrow().last_log_index;
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    loop {
+        let behind: Option<OsdId> = {
+            let metrics = raft.metrics();
+            let m = metrics.borrow();
+            if m.current_leader != Some(me) {
+                return Err(MoveError::NotLeader(pg));
+            }
+            let Some(replication) = m.replication.as_ref() else {
+                return Err(MoveError::NotLeader(pg));
+            };
+            learners.iter().copied().find(|osd| {
+                let matched = replication.get(osd).cloned().flatten().map(|l| l.index);
+                matched < goal
+            })
+        };
+        let Some(osd) = behind else {
+            return Ok(());
+        };
+        if router.map().up_set(pg) != up {
+            return Err(MoveError::MapChanged(pg));
+        }
+        if Instant::now() >= deadline {
+            let secs = CATCH_UP_TIMEOUT.as_secs();
+            return Err(MoveError::CatchUp { pg, osd, secs });
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Keeps each group's leadership where the map's primary is (module docs). `leaderless`
+/// remembers since when each PG has had no leader.
+pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<PgId, Instant>) {
+    let me = router.me();
+    let map = router.map();
+    let now = Instant::now();
+    let alive = |osd: &OsdId| map.osds.get(osd).is_some_and(|o| o.up);
+    let mut seen = BTreeSet::new();
+    for group in router.groups() {
+        let pg = group.pg;
+        seen.insert(pg);
+        if group.is_stopped() {
+            continue;
+        }
+        let primary = map.acting(pg).first().copied();
+        let (leader, is_voter, primary_votes) = {
+            let metrics = group.raft.metrics();
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            let voters: BTreeSet<OsdId> = membership.voter_ids().collect();
+            (m.current_leader, voters.contains(&me), primary.is_some_and(|p| voters.contains(&p)))
+        };
+        if leader == Some(me) {
+            // A leader that is not the map's primary lets the primary take over.
+            let yield_to_primary =
+                primary != Some(me) && primary.as_ref().is_some_and(alive) && primary_votes;
+            group.raft.runtime_config().heartbeat(!yield_to_primary);
+            leaderless.remove(&pg);
+            continue;
+        }
+        group.raft.runtime_config().heartbeat(true);
+        let led = leader.is_some_and(|l| alive(&l));
+        if led || !is_voter {
+            leaderless.remove(&pg);
+            continue;
+        }
+        let since = *leaderless.entry(pg).or_insert(now);
+        if now.duration_since(since) >= LEADERLESS_CAMPAIGN {
+            tracing::info!(%pg, "no leader for a while: campaigning");
+            let _ = group.raft.trigger().elect().await;
+            leaderless.insert(pg, now);
+        }
+    }
+    leaderless.retain(|pg, _| seen.contains(pg));
+}

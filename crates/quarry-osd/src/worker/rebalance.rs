@@ -1,0 +1,33 @@
+//! The rebalance worker: every second, starts a move (`pg::membership::move_pg`, bounded by
+//! `osd_max_backfills` in the router) for each PG this OSD is the acting primary of whose up
+//! set differs, and keeps each group's leadership on the map's primary
+//! (`pg::membership::tend_leadership`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::osd::{stopped, Osd};
+
+/// How often PGs to move and leadership are looked at.
+const SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Runs until the OSD stops.
+pub(crate) async fn run(osd: Arc<Osd>) {
+    let mut stop = osd.stop.subscribe();
+    let mut leaderless = HashMap::new();
+    // Moves run here, so that stopping the worker (the OSD's shutdown) ends them.
+    let mut moves = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tokio::time::sleep(SCAN_EVERY) => {}
+        }
+        while moves.try_join_next().is_some() {}
+        for pg in osd.router.pgs_to_move() {
+            let osd = osd.clone();
+            moves.spawn(async move { osd.router.move_pg(pg).await });
+        }
+        crate::pg::membership::tend_leadership(&osd.router, &mut leaderless).await;
+    }
+}
