@@ -270,6 +270,18 @@ pub async fn start(cfg: OsdConfig) -> Result<OsdHandle, OsdError> {
     Ok(OsdHandle { running: daemon::start(cfg, None).await? })
 }
 
+/// The central config for the OSD of `cfg` (`ceph config set osd|osd.N|global …`, the
+/// monitor's sections for it merged: most specific wins), fetched with its key before it
+/// starts, as Ceph's daemons do: the caller layers it under ceph.conf
+/// (`quarry_conf::Conf::set_central`) and builds the [`OsdConfig`] again, so options read at
+/// start take their central values. Runtime options follow changes later through the OSD's
+/// monitor session.
+pub async fn fetch_central_config(
+    cfg: &OsdConfig,
+) -> Result<std::collections::BTreeMap<String, String>, OsdError> {
+    worker::monitor::fetch_central_config(cfg).await
+}
+
 /// Starts an OSD that registers `advertise` with the monitor as the address clients and peers
 /// reach it at, instead of its listener's own address: for something in front of it that
 /// forwards to `OsdHandle::listen_addr` (the test kit's fault-injecting proxies).

@@ -60,7 +60,9 @@ pub(crate) struct Space {
     me: OsdId,
     dir: PathBuf,
     store_path: PathBuf,
-    ratios: FullRatios,
+    /// The thresholds; they change at runtime (`ceph config set osd mon_osd_full_ratio …`,
+    /// [`Space::set_ratio`]).
+    ratios: std::sync::RwLock<FullRatios>,
     /// Last `statvfs` (used, avail) and when.
     fs: Mutex<Option<(Instant, Figures)>>,
     /// Bytes of `store.redb` on disk that redb will reuse (last measurement).
@@ -96,7 +98,7 @@ impl Space {
             me,
             dir: dir.to_path_buf(),
             store_path,
-            ratios,
+            ratios: std::sync::RwLock::new(ratios),
             fs: Mutex::new(None),
             reusable: AtomicU64::new(0),
             reusable_at: Mutex::new(None),
@@ -117,10 +119,38 @@ impl Space {
         }
     }
 
+    /// The thresholds in force.
+    pub(crate) fn ratios(&self) -> FullRatios {
+        *self.ratios.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets one threshold (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio` or
+    /// `osd_failsafe_full_ratio`) to `value`; refused (nothing changes) when it is not in
+    /// (0, 1]. Three out of order are accepted with a warning (Ceph's monitor takes them
+    /// too and warns; changed one at a time they may pass through disorder).
+    pub(crate) fn set_ratio(&self, option: &str, value: f64) -> Result<FullRatios, String> {
+        let mut guard = self.ratios.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = *guard;
+        match option {
+            "mon_osd_nearfull_ratio" => next.nearfull = value,
+            "mon_osd_full_ratio" => next.full = value,
+            "osd_failsafe_full_ratio" => next.failsafe = value,
+            other => return Err(format!("{other} is not a full ratio")),
+        }
+        if !(value > 0.0 && value <= 1.0) {
+            return Err("expected a number in (0, 1]".into());
+        }
+        if let Err(why) = next.validate() {
+            tracing::warn!(osd = self.me, reason = %why, "full ratios out of order");
+        }
+        *guard = next;
+        Ok(next)
+    }
+
     /// The raw usage at which every write that needs space stops: halfway between the
     /// failsafe ratio and a full disk.
     fn last_line(&self) -> f64 {
-        (1.0 + self.ratios.failsafe) / 2.0
+        (1.0 + self.ratios().failsafe) / 2.0
     }
 
     /// Current figures (a `statvfs` at most [`STATVFS_TTL`] old, corrected by the reusable
@@ -151,7 +181,7 @@ impl Space {
     /// correction matters only near the thresholds). Blocking: call off the runtime.
     pub(crate) fn refresh_reusable(&self, store: &Store) {
         let fs = statvfs(&self.dir);
-        if self.ratios.state(fs.used, fs.avail) == FullState::None {
+        if self.ratios().state(fs.used, fs.avail) == FullState::None {
             self.reusable.store(0, Ordering::Relaxed);
             return;
         }
@@ -189,16 +219,16 @@ impl Space {
         // measurements.
         let after = |now: Figures| {
             let coming = pending.saturating_mul(2).min(now.avail);
-            self.ratios.state(now.used + coming, now.avail - coming)
+            self.ratios().state(now.used + coming, now.avail - coming)
         };
         let percent = |now: Figures| quarry_types::usage_ratio(now.used, now.avail).unwrap_or(0.0);
         let now = self.figures();
-        if self.ratios.state(now.used, now.avail).refuses_writes() {
+        if self.ratios().state(now.used, now.avail).refuses_writes() {
             return Err(no_space(format!(
                 "osd.{} is full ({:.1}% used, mon_osd_full_ratio {})",
                 self.me,
                 percent(now) * 100.0,
-                self.ratios.full
+                self.ratios().full
             )));
         }
         if after(now) == FullState::Failsafe {
@@ -206,7 +236,7 @@ impl Space {
                 "osd.{} would pass its failsafe ratio ({:.1}% used, osd_failsafe_full_ratio {})",
                 self.me,
                 percent(now) * 100.0,
-                self.ratios.failsafe
+                self.ratios().failsafe
             )));
         }
         // The last line, on the file system's own figures: should redb not reuse its free
@@ -223,7 +253,7 @@ impl Space {
         }
         for id in map.acting(pg).iter().filter(|&&id| id != self.me) {
             let Some(osd) = map.osds.get(id) else { continue };
-            if self.ratios.state(osd.used_bytes, osd.avail_bytes).refuses_writes() {
+            if self.ratios().state(osd.used_bytes, osd.avail_bytes).refuses_writes() {
                 return Err(no_space(format!("osd.{id} (a replica of pg {pg}) is full")));
             }
         }

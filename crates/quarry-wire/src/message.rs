@@ -135,6 +135,15 @@ pub enum Request {
     Subscribe,
     /// Mon: a ticket for OSD sessions. Reply: `Ticket`.
     GetTicket,
+    /// Mon: the central config that applies to the caller (`ceph config set`): the sections
+    /// `global`, its type (`osd`, `client`) and itself (`osd.3`), as stored. With
+    /// `subscribe`, `Event::Config` follows on every later change (as Ceph's daemons
+    /// subscribe to `config`). Any authenticated entity may ask for its own. Reply:
+    /// `Command(MonReply::Config)`.
+    GetConfig {
+        /// Push later changes.
+        subscribe: bool,
+    },
     /// Mon: an admin or pool command. Reply: `Command` or `Failed`.
     Command(MonCommand),
     /// Mon, from `osd.N` only: the OSD started and listens at `addr`. Reply: `Booted`.
@@ -350,6 +359,9 @@ pub enum Reply {
 pub enum Event {
     /// A newer cluster map.
     Map(Box<ClusterMap>),
+    /// The central config that applies to this subscriber changed (after
+    /// `Request::GetConfig { subscribe: true }`): its sections, section -> option -> value.
+    Config(BTreeMap<String, BTreeMap<String, String>>),
     /// A notify for the watch `cookie` of this connection: handle `payload`, then send
     /// `Request::NotifyAck` with `notify_id` and `cookie`.
     Notify {
