@@ -311,6 +311,7 @@ impl Mon {
                     usage: Default::default(),
                     disk_used: 0,
                     disk_avail: 0,
+                    data_used: 0,
                 };
                 self.record_beacon(id, beacon);
                 tracing::info!(osd = id, %addr, epoch, "osd booted");
@@ -478,8 +479,9 @@ impl Handler<Session> for MonHandler {
             Request::GetConfig { subscribe } => mon.get_config(&ctx, subscribe),
             Request::Command(cmd) => mon.command(session, cmd).await,
             Request::OsdBoot { id, addr, host } => mon.osd_boot(session, id, addr, host).await,
-            Request::OsdBeacon { id, up_from, usage, disk_used, disk_avail } => {
-                let beacon = Beacon { up_from, seen: Instant::now(), usage, disk_used, disk_avail };
+            Request::OsdBeacon { id, up_from, usage, disk_used, disk_avail, data_used } => {
+                let seen = Instant::now();
+                let beacon = Beacon { up_from, seen, usage, disk_used, disk_avail, data_used };
                 mon.osd_beacon(session, id, up_from, beacon)
             }
             Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),

@@ -1,6 +1,12 @@
 //! Disk space: what the OSD reports to the monitor and the check that refuses writes on a
 //! full disk before they reach the log.
 //!
+//! The report ([`Space::reported`]) is what the OSD stores (its data directory's blocks;
+//! object data apart), with the file system's free space as what it may still use, until
+//! the file system passes the nearfull ratio: from then on the file system's figures, so the
+//! monitor's full states describe the disk. The write check below always uses the file
+//! system's figures.
+//!
 //! Usage is measured on the file system holding the data directory (`statvfs`), minus the
 //! space inside `store.redb` that redb will reuse (allocated on disk, free in the database:
 //! deleted objects' pages, once a checkpoint released them). redb never shrinks its file, so
@@ -107,16 +113,40 @@ impl Space {
         }
     }
 
-    /// What the OSD reports to the monitor: [`Space::figures`], or the file system's own
-    /// figures while those are past the last line (then writes are refused whatever the
-    /// corrected figures say, and `ceph health` must show it as OSD_FULL).
-    pub(crate) fn reported(&self) -> Figures {
+    /// What the OSD reports to the monitor (`ceph df`, `osd df`, `-s`, and the full states
+    /// of `ceph health`), and the object data bytes among them:
+    /// - below the nearfull ratio of its file system: what the OSD stores, as Ceph's OSDs
+    ///   report their store's figures: used = the blocks its data directory's files hold
+    ///   (object data file, metadata database, WAL, less the database pages redb will reuse),
+    ///   available = the file system's free space (the capacity a file-backed OSD may
+    ///   grow into);
+    /// - from the nearfull ratio on: the file system's figures ([`Space::figures`]), so the
+    ///   health warnings and the replicas' write checks see the disk's real state even when
+    ///   other files fill it;
+    /// - past the last line: the file system's own figures (then writes are refused
+    ///   whatever the corrected figures say, and `ceph health` must show it as OSD_FULL).
+    ///
+    /// Blocking (it walks the data directory): call off the runtime.
+    pub(crate) fn reported(&self) -> (Figures, u64) {
+        let (all, data) = self.own_bytes();
         let raw = self.raw();
         if quarry_types::usage_ratio(raw.used, raw.avail).unwrap_or(0.0) >= self.last_line() {
-            raw
-        } else {
-            self.figures()
+            return (raw, data.min(raw.used));
         }
+        let fs = self.figures();
+        if self.ratios().state(fs.used, fs.avail) != FullState::None {
+            return (fs, data.min(fs.used));
+        }
+        let reusable = self.reusable.load(Ordering::Relaxed);
+        let used = all.saturating_sub(reusable).min(fs.used);
+        (Figures { used, avail: fs.avail }, data.min(used))
+    }
+
+    /// Bytes the OSD's files hold on disk: everything under its data directory, and of
+    /// that the store's object data file.
+    fn own_bytes(&self) -> (u64, u64) {
+        let data = allocated(&self.store_path.with_extension("data"));
+        (tree_allocated(&self.dir, 0), data)
     }
 
     /// The thresholds in force.
@@ -259,6 +289,31 @@ impl Space {
         }
         Ok(Some(admitted))
     }
+}
+
+/// Deepest directory level [`tree_allocated`] walks (the data directory's layout is
+/// `wal/`, `snapshots/`, files: two levels are all there is).
+const TREE_DEPTH_MAX: u32 = 3;
+
+/// Blocks a file holds on disk, in bytes (0 if it cannot be read).
+fn allocated(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).map(|m| m.blocks().saturating_mul(512)).unwrap_or(0)
+}
+
+/// Blocks the regular files under `dir` hold, in bytes (symbolic links not followed; at
+/// most [`TREE_DEPTH_MAX`] levels).
+fn tree_allocated(dir: &Path, depth: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut total: u64 = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() && depth < TREE_DEPTH_MAX {
+            total = total.saturating_add(tree_allocated(&entry.path(), depth + 1));
+        } else if meta.is_file() {
+            total = total.saturating_add(meta.blocks().saturating_mul(512));
+        }
+    }
+    total
 }
 
 /// Bytes of the store file on disk that redb will reuse, and the bytes on disk (None if

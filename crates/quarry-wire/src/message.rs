@@ -163,10 +163,14 @@ pub enum Request {
         up_from: u64,
         /// Usage per pool on this OSD.
         usage: BTreeMap<PoolId, Usage>,
-        /// Bytes used / available on the OSD's disk.
+        /// Bytes the OSD uses on its disk (everything in its data directory: object data,
+        /// the metadata database, the WAL), or the file system's used bytes while that is
+        /// past the nearfull ratio (the OSD's `space` module).
         disk_used: u64,
-        /// Bytes available on the OSD's disk.
+        /// Bytes available to the OSD on its disk.
         disk_avail: u64,
+        /// Of `disk_used`, bytes of object data (the store's data file): Ceph's `USED`.
+        data_used: u64,
     },
     /// Mon, from OSDs only: the current service keys, sealed under the session key.
     /// Reply: `ServiceKeys`.
@@ -577,10 +581,12 @@ pub struct StatusReport {
     pub objects: u64,
     /// Logical bytes stored.
     pub stored_bytes: u64,
-    /// Raw bytes used on OSD disks.
+    /// Raw bytes used on OSD disks (data, metadata and logs: Ceph's `RAW USED`).
     pub used_bytes: u64,
     /// Raw bytes available.
     pub avail_bytes: u64,
+    /// Of `used_bytes`, object data (Ceph's `USED`).
+    pub data_bytes: u64,
 }
 
 /// Result of a monitor command.

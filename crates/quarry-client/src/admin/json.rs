@@ -341,7 +341,7 @@ pub fn df(s: &StatusReport) -> Value {
         "stats": {
             "total_bytes": total,
             "total_avail_bytes": s.avail_bytes,
-            "total_used_bytes": s.used_bytes,
+            "total_used_bytes": s.data_bytes.min(s.used_bytes),
             "total_used_raw_bytes": s.used_bytes,
             "total_used_raw_ratio": ratio,
             "num_osds": s.osds.0
@@ -436,6 +436,7 @@ mod tests {
             stored_bytes: 2048,
             used_bytes: 1 << 30,
             avail_bytes: 3 << 30,
+            data_bytes: 1 << 29,
         }
     }
 

@@ -17,6 +17,7 @@ use crate::osd::Osd;
 use crate::pg::network::PeerTicket;
 use crate::pg::state_machine::blocking;
 use crate::session::now_unix;
+use crate::space::Figures;
 use crate::OsdError;
 
 /// Liveness lease renewal period.
@@ -235,8 +236,9 @@ async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), 
         Ok::<_, quarry_store::StoreError>(space.reported())
     })
     .await?;
-    let (disk_used, disk_avail) = (figures.used, figures.avail);
-    let beacon = Request::OsdBeacon { id: osd.id, up_from, usage, disk_used, disk_avail };
+    let (Figures { used: disk_used, avail: disk_avail }, data_used) = figures;
+    let beacon =
+        Request::OsdBeacon { id: osd.id, up_from, usage, disk_used, disk_avail, data_used };
     match call(client, beacon).await? {
         Reply::Ack => Ok(()),
         other => Err(refused("OsdBeacon", other)),
