@@ -148,6 +148,7 @@ pub(crate) async fn start(
         stop,
         watches: Default::default(),
         space,
+        tracker: Default::default(),
     });
     let mut running = Running {
         osd: osd.clone(),

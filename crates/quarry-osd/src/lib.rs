@@ -163,6 +163,7 @@ mod daemon;
 mod data_dir;
 mod error;
 mod op;
+mod optracker;
 mod osd;
 mod pg;
 mod router;

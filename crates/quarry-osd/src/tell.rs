@@ -1,6 +1,7 @@
 //! `ceph tell osd.N …`: admin commands to the OSD itself, with Ceph's words and answers
 //! (pretty JSON on stdout, Ceph's error lines): `version`, `config get KEY`, `config set KEY
-//! VALUE`, `config show`, `config diff`, `injectargs '--key value …'` and `bench [COUNT] [SIZE]`. Only a caller whose osd
+//! VALUE`, `config show`, `config diff`, `injectargs '--key value …'`, `bench [COUNT] [SIZE]`,
+//! `dump_ops_in_flight` and `dump_historic_ops` (`crate::optracker`). Only a caller whose osd
 //! caps hold `allow *` may ask (EACCES otherwise, as Ceph's OSD).
 //!
 //! # Options ([`Knobs`])
@@ -371,6 +372,8 @@ pub(crate) async fn handle(osd: &Arc<Osd>, session: &Session, words: Vec<String>
                 failed(ErrorCode::ENOENT, format!("error getting '{key}': {}", ErrorCode::ENOENT))
             }
         },
+        ["dump_ops_in_flight" | "ops"] => told(pretty(&osd.tracker.dump_in_flight())),
+        ["dump_historic_ops"] => told(pretty(&osd.tracker.dump_historic())),
         ["config", "show"] => told(config_show()),
         ["config", "diff"] => told(config_diff()),
         ["config", "show", "sources"] => told(config_sources()),
@@ -388,10 +391,21 @@ pub(crate) async fn handle(osd: &Arc<Osd>, session: &Session, words: Vec<String>
             format!(
                 "invalid command: {}; an OSD answers: version, config get <var>, config set \
                  <var> <val>, config show, config diff, injectargs <args>, bench [<count>] \
-                 [<size>]",
+                 [<size>], dump_ops_in_flight, dump_historic_ops",
                 words.join(" ")
             ),
         ),
+    }
+}
+
+/// Pretty JSON with four spaces, as Ceph's formatter.
+fn pretty(value: &serde_json::Value) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    match serde::Serialize::serialize(value, &mut ser) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => "{}".into(),
     }
 }
 
