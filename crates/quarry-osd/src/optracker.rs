@@ -70,7 +70,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Ceph's name of an op of the vector (`osd_op`'s bracketed list).
 fn op_name(op: &ObjectOp) -> String {
     let (name, extent) = match op {
-        ObjectOp::Read { off, len, .. } => ("read", Some((*off, u64::from(*len)))),
+        ObjectOp::Read { off, len, .. } => ("read", Some((*off, *len))),
         ObjectOp::Write { off, data } => ("write", Some((*off, data.len() as u64))),
         ObjectOp::WriteFull { data } => ("writefull", Some((0, data.len() as u64))),
         ObjectOp::Zero { off, len } => ("zero", Some((*off, *len))),
