@@ -333,7 +333,11 @@ pub unsafe extern "C" fn rados_connect(cluster: *mut c_void) -> c_int {
         };
         match crate::block_on(Rados::connect(cfg)) {
             Ok(rados) => {
-                c.lock().rados = Some(rados);
+                // The central config (`ceph config set client …`) under the file's values
+                // and `rados_conf_set`'s, for what is read later (the rbd cache options).
+                let mut state = c.lock();
+                state.conf.set_central(rados.central_config().clone());
+                state.rados = Some(rados);
                 0
             }
             Err(e) => {

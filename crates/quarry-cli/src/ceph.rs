@@ -55,7 +55,7 @@ pub struct CephArgs {
     #[arg(short = 'v', long = "version")]
     pub version: bool,
     /// The command words, e.g. `osd pool create rbd 32`.
-    #[arg(value_name = "COMMAND")]
+    #[arg(value_name = "COMMAND", allow_negative_numbers = true)]
     pub words: Vec<String>,
 }
 
@@ -120,6 +120,28 @@ fn check_output_dir(out: &Path) -> Result<(), CliError> {
     })
 }
 
+/// `osd blocklist add ADDR EXPIRE` with an EXPIRE Ceph's CLI refuses (not a float, or
+/// negative): Ceph's lines (its argument check, the command's signature) and EINVAL.
+fn check_blocklist_expire(words: &[String]) -> Result<(), CliError> {
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    let ["osd", "blocklist" | "blacklist", "add", _, expire] = w.as_slice() else {
+        return Ok(());
+    };
+    let why = match expire.parse::<f64>() {
+        Ok(v) if v >= 0.0 && v.is_finite() => return Ok(()),
+        Ok(v) => format!("{expire} not valid:  {v:?} not in range [0.0]"),
+        Err(_) => format!("{expire} not valid:  {expire} doesn't represent a float"),
+    };
+    Err(CliError::Usage {
+        message: format!(
+            "{why}\nInvalid command: unused arguments: ['{expire}']\nosd blocklist [<range>] \
+             add|rm <addr> [<expire:float>] :  add (optionally until <expire> seconds from now) \
+             or remove <addr> from blocklist\nError EINVAL: invalid command"
+        ),
+        status: 22,
+    })
+}
+
 /// A request the words could not make, as `ceph` reports it.
 fn admin_error(e: AdminError) -> CliError {
     match e {
@@ -163,6 +185,7 @@ pub fn parse(args: &CephArgs) -> Result<(CephCommand, Format, Map<String, Value>
         has_input: args.in_file.is_some(),
         format: args.format.clone(),
     };
+    check_blocklist_expire(&args.words)?;
     let request = admin::request_from_words(&args.words, &flags).map_err(admin_error)?;
     let (cmd, fmt) = CephCommand::from_request(&request, flags.has_input).map_err(admin_error)?;
     Ok((cmd, fmt, request))

@@ -218,6 +218,64 @@ pub async fn run_mon(args: MonArgs) -> Result<(), CliError> {
     serve_until_signal(signals, "the monitor", mon.shutdown()).await
 }
 
+/// The OSD's configuration with the monitor's central config layered under ceph.conf (as
+/// Ceph's daemons fetch theirs before they start): `cfg` is built again from `conf` with the
+/// central values where the file and command line set nothing. `--no-mon-config` skips the
+/// fetch; a monitor that cannot be asked is Ceph's `failed to fetch mon config
+/// (--no-mon-config to skip)`.
+pub async fn with_central_config(
+    mut conf: Conf,
+    cfg: OsdConfig,
+    common: &CommonArgs,
+    data: &Path,
+    overrides: &OsdOverrides,
+) -> anyhow::Result<(Conf, OsdConfig)> {
+    if no_mon_config() {
+        return Ok((conf, cfg));
+    }
+    let central = quarry_osd::fetch_central_config(&cfg)
+        .await
+        .map_err(|e| anyhow!("failed to fetch mon config (--no-mon-config to skip): {e}"))?;
+    if central.is_empty() {
+        return Ok((conf, cfg));
+    }
+    tracing::info!(options = central.len(), "central config fetched");
+    let mut central = central;
+    // A central value the OSD cannot start with is left out, with a warning (as Ceph's
+    // daemons skip a mon value that does not parse); each round drops the one named.
+    for _ in 0..=central.len() {
+        conf.set_central(central.clone());
+        match OsdConfig::from_conf(&conf, common, data.to_path_buf(), overrides) {
+            Ok(cfg) => return Ok((conf, cfg)),
+            Err(quarry_osd::OsdError::Conf(quarry_conf::ConfError::BadValue {
+                option, ..
+            })) if central.contains_key(&option)
+                && conf.source(&cfg_name(&cfg), &option) == "mon" =>
+            {
+                tracing::warn!(%option, "central config value ignored at start: the OSD cannot start with it");
+                central.remove(&option);
+            }
+            Err(e) => return Err(e).context("configuring the OSD with the central config"),
+        }
+    }
+    conf.set_central(Default::default());
+    Ok((conf, cfg))
+}
+
+fn cfg_name(cfg: &OsdConfig) -> EntityName {
+    EntityName::osd(cfg.id)
+}
+
+/// Whether the command line or `CEPH_ARGS` has Ceph's `--no-mon-config` (the generic
+/// flags are taken out before the daemon's own parser sees them).
+fn no_mon_config() -> bool {
+    let env = quarry_conf::ceph_args_env();
+    std::env::args()
+        .chain(env)
+        .take_while(|a| a != "--")
+        .any(|a| a == "--no-mon-config" || a == "--no_mon_config")
+}
+
 /// Runs an OSD until SIGTERM/SIGINT.
 pub async fn run_osd(args: OsdArgs) -> Result<(), CliError> {
     let (conf, log_file) =
@@ -226,6 +284,7 @@ pub async fn run_osd(args: OsdArgs) -> Result<(), CliError> {
     let cfg = OsdConfig::from_conf(&conf, &args.common, args.data.clone(), &overrides)
         .context("configuring the OSD")?;
     log_file.open();
+    let (conf, cfg) = with_central_config(conf, cfg, &args.common, &args.data, &overrides).await?;
     let id = cfg.id;
     crate::logging::register_osd_knobs(&conf, &EntityName::osd(id));
     let signals = Signals::new()?;

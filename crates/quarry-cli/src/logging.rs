@@ -175,17 +175,23 @@ pub fn set_level(name: &str, value: &str) -> Result<String, String> {
 /// runtime (this process's level).
 pub fn register_osd_knobs(conf: &Conf, name: &EntityName) {
     let knobs = quarry_osd::tell::knobs();
+    let source = |key: &str| quarry_osd::tell::Source::from_conf(conf.source(name, key));
     knobs.load(
         quarry_conf::OPTIONS
             .iter()
             .filter(|o| o.used_by.contains(&quarry_conf::Reader::Osd))
-            .filter_map(|o| conf.get(name, o.name).map(|v| (o.name, v))),
+            .filter_map(|o| conf.get(name, o.name).map(|v| (o.name, v, source(o.name)))),
     );
     for sub in SUBSYSTEMS {
-        let name = sub.name;
-        let now = level(name).unwrap_or_else(|| format!("{0}/{0}", sub.default));
-        let setter: quarry_osd::tell::Setter = std::sync::Arc::new(move |v| set_level(name, v));
-        knobs.runtime(&format!("debug_{name}"), now, setter);
+        let sub_name = sub.name;
+        let key = format!("debug_{sub_name}");
+        let default = format!("{0}/{0}", sub.default);
+        let now = level(sub_name).unwrap_or_else(|| default.clone());
+        if conf.get(name, &key).is_some() {
+            knobs.load([(key.as_str(), now.clone(), source(&key))]);
+        }
+        let setter: quarry_osd::tell::Setter = std::sync::Arc::new(move |v| set_level(sub_name, v));
+        knobs.runtime(&key, now, default, setter);
     }
 }
 

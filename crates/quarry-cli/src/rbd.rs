@@ -408,15 +408,20 @@ pub async fn run(args: RbdArgs) -> Result<(), CliError> {
     }
 }
 
-/// The cache settings of the images this command opens: ceph.conf, then `CEPH_ARGS`.
+/// The cache settings of the images this command opens: the central config (`ceph config
+/// set client rbd_cache …`), ceph.conf over it, then `CEPH_ARGS`.
 static CACHE: std::sync::OnceLock<quarry_rbd::CacheConfig> = std::sync::OnceLock::new();
 
-fn load_cache_config(common: &CommonArgs) -> Result<(), CliError> {
-    let (Ok((conf, _)), Ok(name)) = (common.load_conf(), quarry_conf::resolve_entity(common))
+fn load_cache_config(
+    common: &CommonArgs,
+    central: &std::collections::BTreeMap<String, String>,
+) -> Result<(), CliError> {
+    let (Ok((mut conf, _)), Ok(name)) = (common.load_conf(), quarry_conf::resolve_entity(common))
     else {
         return Ok(()); // connecting reported these already
     };
     let bad = |message: String| CliError::Usage { message, status: 22 };
+    conf.set_central(central.clone());
     let mut cfg =
         quarry_rbd::CacheConfig::from_conf(&conf, &name).map_err(|e| bad(format!("rbd: {e}")))?;
     cfg.apply_args(&quarry_conf::ceph_args_env()).map_err(|e| bad(format!("rbd: {e}")))?;
@@ -427,7 +432,7 @@ fn load_cache_config(common: &CommonArgs) -> Result<(), CliError> {
 async fn connect(args: &RbdArgs) -> Result<Rados, CliError> {
     match session::connect(&args.common, Tool::Rados).await {
         Ok(rados) => {
-            load_cache_config(&args.common)?;
+            load_cache_config(&args.common, rados.central_config())?;
             Ok(rados)
         }
         Err(CliError::RadosConnect { code, detail }) => Err(CliError::Usage {

@@ -203,8 +203,15 @@ async fn start_daemons(
     for id in spec.osd_keys.keys() {
         let args = CommonArgs { id: Some(id.to_string()), ..CommonArgs::default() };
         let overrides = OsdOverrides { host: Some(host.clone()), ..OsdOverrides::default() };
-        let cfg = OsdConfig::from_conf(&conf, &args, dir.join(format!("osd.{id}")), &overrides)
+        let data = dir.join(format!("osd.{id}"));
+        let cfg = OsdConfig::from_conf(&conf, &args, data.clone(), &overrides)
             .with_context(|| format!("configuring osd.{id} from {}", conf_path.display()))?;
+        let (osd_conf, cfg) =
+            daemon::with_central_config(conf.clone(), cfg, &args, &data, &overrides).await?;
+        if daemons.osds.is_empty() {
+            // `ceph tell osd.N`'s options as the first OSD reads them (one process).
+            crate::logging::register_osd_knobs(&osd_conf, &EntityName::osd(*id));
+        }
         let osd = quarry_osd::start(cfg).await.with_context(|| format!("starting osd.{id}"))?;
         daemons.osds.push((*id, osd));
     }
@@ -221,6 +228,7 @@ async fn wait_ready(spec: &ClusterSpec) -> anyhow::Result<()> {
         op_timeout: Some(Duration::from_secs(10)),
         mon_op_timeout: Some(Duration::from_secs(10)),
         fsid: None,
+        local_options: Default::default(),
     };
     let rados =
         Rados::connect(cfg).await.context("connecting to the new cluster as client.admin")?;

@@ -378,8 +378,7 @@ fn pool_quotas_block_writes_until_raised() {
 /// Goal: the central config (`ceph config set|rm|get|dump`) is kept in the monitor's
 /// replicated state (it survives a restart), checks keys and values against the options
 /// Quarry knows with Ceph's errors, resolves `get` from the most specific section to the
-/// option's default, and prints Ceph's table and JSON; `config show` is refused with the
-/// reason (daemons do not report their running config yet).
+/// option's default, and prints Ceph's table and JSON; `config show` has the OSD's value.
 #[test]
 fn central_config_is_kept_and_checked() {
     let _logs = quarry_testkit::log_guard();
@@ -444,9 +443,9 @@ fn central_config_is_kept_and_checked() {
     config(&["rm", "osd", "osd_max_backfills"]).ok("rm again");
     config(&["rm", "osd", "bogus_key"]).ok("rm unknown");
     assert!(!config(&["dump"]).ok("dump").out().contains("osd_max_backfills"));
-    fails(
-        config(&["show", "osd.0"]),
-        95,
-        "Error EOPNOTSUPP: config show osd.0: Quarry's daemons do not report",
-    );
+    // The running OSD took osd.0's debug level from the central config.
+    let show = config(&["show", "osd.0"]).ok("show").out();
+    assert!(show.starts_with("NAME "), "{show}");
+    let row = show.lines().find(|l| l.starts_with("debug_osd ")).unwrap_or_default();
+    assert_eq!(row.split_whitespace().collect::<Vec<_>>(), ["debug_osd", "5/5", "mon"], "{show}");
 }

@@ -15,6 +15,9 @@ use crate::ClientError;
 /// `client_mount_timeout` when unset: how long [`crate::Rados::connect`] hunts for a monitor.
 pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
+/// The options of [`ClientConfig`] the central config may set (after connecting).
+const CENTRAL_OPTIONS: &[&str] = &["rados_osd_op_timeout", "rados_mon_op_timeout"];
+
 /// Everything a client needs to reach and authenticate to a cluster.
 #[derive(Clone, Debug)]
 pub struct ClientConfig {
@@ -36,6 +39,11 @@ pub struct ClientConfig {
     /// The `fsid` option: when set, a cluster whose map has another fsid is refused at
     /// connect ([`ClientError::FsidMismatch`]), as Ceph's clients refuse to talk to it.
     pub fsid: Option<String>,
+    /// The options ceph.conf or the command line set (normalised names): the monitor's
+    /// central config (fetched at connect, [`ClientConfig::with_central`]) does not
+    /// override them, as in Ceph (default < mon < file < command line). Empty for a
+    /// configuration filled in directly: the central config then sets the timeouts it has.
+    pub local_options: std::collections::BTreeSet<String>,
 }
 
 impl ClientConfig {
@@ -72,6 +80,11 @@ impl ClientConfig {
                 .filter(|t| !t.is_zero());
         let fsid =
             conf.get(&entity, "fsid").map(|f| f.trim().to_string()).filter(|f| !f.is_empty());
+        let local_options = CENTRAL_OPTIONS
+            .iter()
+            .filter(|o| conf.get(&entity, o).is_some())
+            .map(|o| o.to_string())
+            .collect();
         Ok(ClientConfig {
             mon_addrs,
             entity,
@@ -80,7 +93,35 @@ impl ClientConfig {
             op_timeout,
             mon_op_timeout,
             fsid,
+            local_options,
         })
+    }
+
+    /// This configuration with the monitor's central values for the client (`ceph config
+    /// set client|client.NAME|global`, merged) applied where ceph.conf and the command line
+    /// set nothing: `rados_osd_op_timeout`, `rados_mon_op_timeout`. A value that does not
+    /// parse is ignored with a warning (the monitor checked it when it was set).
+    pub fn with_central(mut self, central: &std::collections::BTreeMap<String, String>) -> Self {
+        let seconds = |name: &'static str| -> Option<Option<Duration>> {
+            if self.local_options.contains(name) {
+                return None;
+            }
+            let value = central.get(name)?;
+            match seconds_option(name, Some(value.clone())) {
+                Ok(d) => Some(d.filter(|t| !t.is_zero())),
+                Err(e) => {
+                    tracing::warn!(option = name, error = %e, "central config value ignored");
+                    None
+                }
+            }
+        };
+        if let Some(timeout) = seconds("rados_osd_op_timeout") {
+            self.op_timeout = timeout;
+        }
+        if let Some(timeout) = seconds("rados_mon_op_timeout") {
+            self.mon_op_timeout = timeout;
+        }
+        self
     }
 }
 

@@ -254,7 +254,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::Receiver<Event>, 
                     continue;
                 }
                 // Monitors push maps only (watch events come from OSDs).
-                Some(Event::Notify { .. } | Event::WatchError { .. }) => continue,
+                Some(Event::Notify { .. } | Event::WatchError { .. } | Event::Config(_)) => continue,
                 None => Renewal::SessionLost,
             },
             _ = tokio::time::sleep_until(renew_at) => renew_ticket(&shared).await,

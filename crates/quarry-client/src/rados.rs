@@ -2,6 +2,7 @@
 //! routes object op vectors to the primary OSD of their PG with the retry rules of the crate
 //! documentation.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -118,6 +119,24 @@ pub struct ObjectStat {
 /// pushed when the flag changes; this bounds a lost push).
 const POOL_FULL_RECHECK: Duration = Duration::from_secs(2);
 
+/// The central config's values for `entity` (empty, with a debug line, when the monitor
+/// does not answer: the client runs on its file's values, as before it was asked).
+async fn fetch_central(
+    client: &quarry_wire::RpcClient,
+    entity: &quarry_types::EntityName,
+) -> BTreeMap<String, String> {
+    let request = quarry_wire::Request::GetConfig { subscribe: false };
+    match tokio::time::timeout(std::time::Duration::from_secs(10), client.call(request)).await {
+        Ok(Ok(quarry_wire::Reply::Command(MonReply::Config(sections)))) => {
+            quarry_conf::central_for(&sections, entity)
+        }
+        other => {
+            tracing::debug!(reply = ?other, "no central config");
+            BTreeMap::new()
+        }
+    }
+}
+
 impl Rados {
     /// Connects: hunts for a monitor (random order, rounds with backoff) until one accepts
     /// us or `connect_timeout` passes, subscribes to the map, fetches a ticket, and starts
@@ -134,8 +153,10 @@ impl Rados {
             });
         }
         tracing::debug!(mon = %opened.addr, global_id = opened.global_id, "connected to monitor");
+        let central = fetch_central(&opened.client, &cfg.entity).await;
+        let cfg = cfg.with_central(&central);
         let renew_at = opened.ticket.renew_at();
-        let (shared, events) = Shared::new(cfg, opened);
+        let (shared, events) = Shared::new(cfg, opened, central);
         let task = tokio::spawn(monc::run(shared.clone(), events, renew_at));
         let inner = Inner { shared, tasks: Mutex::new(vec![task]), order: SendOrder::new() };
         Ok(Rados { inner: Arc::new(inner) })
@@ -152,6 +173,14 @@ impl Rados {
     /// The configuration this handle was made with.
     pub fn config(&self) -> &ClientConfig {
         &self.shared().cfg
+    }
+
+    /// The monitor's central config for this client as fetched at connect (`ceph config set
+    /// client|client.NAME|global`, merged: most specific wins). Callers with a ceph.conf
+    /// layer it under the file (`quarry_conf::Conf::set_central`) for the options they read
+    /// themselves (the rbd cache's).
+    pub fn central_config(&self) -> &BTreeMap<String, String> {
+        &self.shared().central
     }
 
     /// The newest cluster map this client has seen.

@@ -31,6 +31,8 @@ const WAIT_NOTICES_QUEUED: usize = 64;
 
 pub(crate) struct Shared {
     pub cfg: ClientConfig,
+    /// The central config fetched at connect (`Rados::central_config`).
+    pub central: std::collections::BTreeMap<String, String>,
     map: watch::Sender<Arc<ClusterMap>>,
     session: watch::Sender<Option<MonSession>>,
     ticket: watch::Sender<Arc<TicketState>>,
@@ -69,10 +71,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Shared {
     /// State for a client whose first session is `opened`; returns the session's events.
-    pub fn new(cfg: ClientConfig, opened: Opened) -> (Arc<Shared>, mpsc::Receiver<Event>) {
+    pub fn new(
+        cfg: ClientConfig,
+        opened: Opened,
+        central: std::collections::BTreeMap<String, String>,
+    ) -> (Arc<Shared>, mpsc::Receiver<Event>) {
         let placeholder = FreshTicket::empty().into_state(0);
         let shared = Arc::new(Shared {
             cfg,
+            central,
             map: watch::Sender::new(Arc::new(ClusterMap::default())),
             session: watch::Sender::new(None),
             ticket: watch::Sender::new(Arc::new(placeholder)),

@@ -163,7 +163,7 @@ impl WatchRegistry {
                     (cookie, WatchEvent::Notify { notify_id, notifier_id: notifier, payload })
                 }
                 Event::WatchError { cookie, code } => (cookie, WatchEvent::Error(code)),
-                Event::Map(_) => continue,
+                Event::Map(_) | Event::Config(_) => continue,
             };
             // Events of a watch still being set up (conn_id 0) come from the connection
             // its request went over: the reply and the first notify may race here.

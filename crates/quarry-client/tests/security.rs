@@ -57,6 +57,7 @@ async fn no_monitor_is_a_timeout() {
         op_timeout: None,
         mon_op_timeout: None,
         fsid: None,
+        local_options: Default::default(),
     };
     let started = Instant::now();
     let err = Rados::connect(cfg).await.err().expect("nothing listens");

@@ -43,6 +43,9 @@ struct Section {
 pub struct Conf {
     sections: BTreeMap<String, Section>,
     overrides: BTreeMap<String, String>,
+    /// The monitor's central config for the entity this conf serves (`ceph config set`),
+    /// below every section of the file (Ceph's order: default < mon < file < command line).
+    central: BTreeMap<String, String>,
     cluster: String,
     host: Option<String>,
     path: Option<PathBuf>,
@@ -54,6 +57,7 @@ impl Default for Conf {
         Conf {
             sections: BTreeMap::new(),
             overrides: BTreeMap::new(),
+            central: BTreeMap::new(),
             cluster: "ceph".to_string(),
             host: None,
             path: None,
@@ -242,7 +246,41 @@ impl Conf {
         let found = [full.as_str(), kind, "global"]
             .into_iter()
             .find_map(|section| self.sections.get(section)?.settings.get(&key));
-        found.map(|s| s.value.clone())
+        match found {
+            Some(setting) => Some(setting.value.clone()),
+            None => self.central.get(&key).cloned(),
+        }
+    }
+
+    /// Where `name`'s value of `key` comes from, with Ceph's names (`config show`'s SOURCE):
+    /// `cmdline` (overrides), `file`, `mon` (the central config), or `default`.
+    pub fn source(&self, name: &EntityName, key: &str) -> &'static str {
+        let key = normalize_key(key);
+        if self.overrides.contains_key(&key) {
+            return "cmdline";
+        }
+        let full = name.to_string();
+        let in_file = [full.as_str(), type_name(name.kind), "global"].into_iter().any(|section| {
+            self.sections.get(section).is_some_and(|s| s.settings.contains_key(&key))
+        });
+        if in_file {
+            "file"
+        } else if self.central.contains_key(&key) {
+            "mon"
+        } else {
+            "default"
+        }
+    }
+
+    /// Sets the central config layer: `values` are the monitor's options for the entity
+    /// (already merged: `[type.id]` > `[type]` > `global`), consulted after the file.
+    pub fn set_central(&mut self, values: BTreeMap<String, String>) {
+        self.central = values.into_iter().map(|(k, v)| (normalize_key(&k), v)).collect();
+    }
+
+    /// The central config layer (see [`Conf::set_central`]).
+    pub fn central(&self) -> &BTreeMap<String, String> {
+        &self.central
     }
 
     /// The value of `key` for `name` with metavariables expanded.
@@ -326,9 +364,12 @@ impl Conf {
             return Some("override".to_string());
         }
         let full = name.to_string();
-        let (section, setting) = [full.as_str(), type_name(name.kind), "global"]
+        let found = [full.as_str(), type_name(name.kind), "global"]
             .into_iter()
-            .find_map(|section| Some((section, self.sections.get(section)?.settings.get(&key)?)))?;
+            .find_map(|section| Some((section, self.sections.get(section)?.settings.get(&key)?)));
+        let Some((section, setting)) = found else {
+            return self.central.contains_key(&key).then(|| "the central config (mon)".to_string());
+        };
         let file = self.path.as_ref().map(|p| format!("{} ", p.display())).unwrap_or_default();
         Some(format!("{file}line {}, [{section}]", setting.line))
     }

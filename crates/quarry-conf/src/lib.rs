@@ -379,3 +379,35 @@ mod full_ratio_tests {
         assert!(e.contains("ms_max_connections_per_entity") && e.contains("at least 1"), "{e}");
     }
 }
+
+/// The central config's values for `name` from the sections the monitor sent
+/// (`global`, `[type]`, `[type.id]`; the most specific wins), keys normalised.
+pub fn central_for(
+    sections: &std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    name: &quarry_types::EntityName,
+) -> std::collections::BTreeMap<String, String> {
+    let full = name.to_string();
+    let mut out = std::collections::BTreeMap::new();
+    for section in ["global", type_name(name.kind), full.as_str()] {
+        if let Some(options) = sections.get(section) {
+            for (key, value) in options {
+                out.insert(normalize_key(key), value.clone());
+            }
+        }
+    }
+    out
+}
+
+/// Options a running Quarry daemon applies when they change (`ceph config set`, `ceph tell
+/// … config set|injectargs`): the `debug_<subsystem>` levels and the OSD's own full-disk
+/// thresholds (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`,
+/// which its write check reads). Every other option is read at start (`config dump|get`
+/// mark them `RO`); a central value of one is applied at the next start.
+pub fn runtime_option(name: &str) -> bool {
+    let name = normalize_key(name);
+    (name.starts_with("debug_") && name.len() > "debug_".len())
+        || matches!(
+            name.as_str(),
+            "mon_osd_nearfull_ratio" | "mon_osd_full_ratio" | "osd_failsafe_full_ratio"
+        )
+}

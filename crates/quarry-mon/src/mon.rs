@@ -40,6 +40,8 @@ pub struct Beacon {
     pub disk_used: u64,
     /// Disk bytes available.
     pub disk_avail: u64,
+    /// Of `disk_used`, object data.
+    pub data_used: u64,
 }
 
 /// The running monitor, shared by the listener, the request handlers and the timers.
@@ -160,6 +162,7 @@ impl Mon {
                 usage: BTreeMap::new(),
                 disk_used: 0,
                 disk_avail: 0,
+                data_used: 0,
             });
             if entry.up_from != osd.up_from {
                 entry.up_from = osd.up_from;
@@ -170,6 +173,11 @@ impl Mon {
             }
         }
         silent
+    }
+
+    /// The latest beacon of every OSD heard from.
+    pub fn beacons_snapshot(&self) -> BTreeMap<OsdId, Beacon> {
+        lock(&self.beacons).clone()
     }
 
     /// The map with the usage figures of the latest beacons filled in (same epoch).

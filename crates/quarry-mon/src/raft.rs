@@ -63,13 +63,20 @@ pub type MonRaft = openraft::Raft<TypeConfig>;
 pub struct Core {
     state: RwLock<MonState>,
     map_tx: watch::Sender<Arc<ClusterMap>>,
+    /// The central config (`MonState::config`), published on every change.
+    config_tx: watch::Sender<Arc<CentralConfig>>,
 }
+
+/// The central config: section -> option -> value.
+pub type CentralConfig =
+    std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>;
 
 impl Core {
     /// A core over `state`, publishing its map.
     pub fn new(state: MonState) -> Arc<Core> {
         let (map_tx, _) = watch::channel(Arc::new(state.map.clone()));
-        Arc::new(Core { state: RwLock::new(state), map_tx })
+        let (config_tx, _) = watch::channel(Arc::new(state.config.clone()));
+        Arc::new(Core { state: RwLock::new(state), map_tx, config_tx })
     }
 
     /// Reads the state (never held across an await).
@@ -91,9 +98,17 @@ impl Core {
         self.map_tx.subscribe()
     }
 
+    /// Notified on every change of the central config.
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<CentralConfig>> {
+        self.config_tx.subscribe()
+    }
+
     fn publish_if_changed(&self, state: &MonState) {
         if self.map_tx.borrow().as_ref() != &state.map {
             self.map_tx.send_replace(Arc::new(state.map.clone()));
+        }
+        if self.config_tx.borrow().as_ref() != &state.config {
+            self.config_tx.send_replace(Arc::new(state.config.clone()));
         }
     }
 

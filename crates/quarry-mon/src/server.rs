@@ -22,6 +22,7 @@ use quarry_wire::{
 
 use crate::log_op::{Op, OpError, Outcome};
 use crate::mon::{unix_now, Beacon, Mon};
+use crate::raft::CentralConfig;
 
 /// How often an idle subscription checks whether its connection is gone.
 const SUBSCRIBER_POLL: Duration = Duration::from_secs(5);
@@ -37,6 +38,8 @@ pub struct Session {
     pub global_id: u64,
     /// Map updates are pushed to this connection.
     subscribed: AtomicBool,
+    /// Central config changes are pushed to this connection.
+    config_subscribed: AtomicBool,
 }
 
 /// The handshake's view of the auth database, for one connection (its global id is
@@ -67,6 +70,7 @@ impl quarry_wire::Authenticator for ConnAuth {
             entity: hello.entity.clone(),
             global_id: self.global_id,
             subscribed: AtomicBool::new(false),
+            config_subscribed: AtomicBool::new(false),
         };
         Ok((auth.key.0.secret().to_vec(), session))
     }
@@ -224,6 +228,20 @@ impl Mon {
         reply
     }
 
+    /// `Request::GetConfig`: the central config sections that apply to the caller (see
+    /// [`config_for`]); every authenticated entity may read its own (the central config
+    /// holds no secrets: `config_db` refuses the option `key`).
+    fn get_config(self: &Arc<Self>, ctx: &ConnContext<Session>, subscribe: bool) -> Reply {
+        let updates = self.core.subscribe_config();
+        let sections = config_for(&updates.borrow(), &ctx.session.entity);
+        if subscribe && !ctx.session.config_subscribed.swap(true, Ordering::AcqRel) {
+            let entity = ctx.session.entity.clone();
+            let sent = sections.clone();
+            tokio::spawn(push_config(self.clone(), updates, ctx.events.clone(), entity, sent));
+        }
+        Reply::Command(quarry_wire::MonReply::Config(sections))
+    }
+
     fn get_ticket(&self, ctx: &ConnContext<Session>) -> Reply {
         let state = self.core.read();
         let Some(auth) = state.auth.get(&ctx.session.entity) else {
@@ -293,6 +311,7 @@ impl Mon {
                     usage: Default::default(),
                     disk_used: 0,
                     disk_avail: 0,
+                    data_used: 0,
                 };
                 self.record_beacon(id, beacon);
                 tracing::info!(osd = id, %addr, epoch, "osd booted");
@@ -426,6 +445,62 @@ async fn push_maps(
     }
 }
 
+/// The sections of the central config that apply to `entity`: `global`, its type, itself.
+pub fn config_for(config: &CentralConfig, entity: &EntityName) -> CentralConfig {
+    let kind = quarry_conf::type_name(entity.kind);
+    let full = entity.to_string();
+    config
+        .iter()
+        .filter(|(section, _)| {
+            section.as_str() == "global" || section.as_str() == kind || **section == full
+        })
+        .map(|(section, options)| (section.clone(), options.clone()))
+        .collect()
+}
+
+/// Pushes `entity`'s central config to one subscriber on every change that concerns it
+/// (`sent`: what it has), until its connection or the monitor goes away. Like maps, a
+/// change is held back while the peer has not read what it was sent; only the newest goes.
+async fn push_config(
+    mon: Arc<Mon>,
+    mut updates: watch::Receiver<Arc<CentralConfig>>,
+    sink: EventSink,
+    entity: EntityName,
+    mut sent: CentralConfig,
+) {
+    let mut shutdown = mon.shutdown.clone();
+    updates.mark_unchanged();
+    let mut pending = false;
+    loop {
+        if pending && sink.queued() == 0 {
+            let now = config_for(&updates.borrow(), &entity);
+            if now == sent {
+                pending = false;
+            } else if sink.try_send(Event::Config(now.clone())) {
+                sent = now;
+                pending = false;
+            } else if sink.is_closed() {
+                return;
+            }
+        }
+        let poll = if pending { SUBSCRIBER_SLOW_POLL } else { SUBSCRIBER_POLL };
+        tokio::select! {
+            changed = updates.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                pending = true;
+            }
+            _ = tokio::time::sleep(poll) => {
+                if sink.is_closed() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
 /// The request handler of every session (a handle on the shared monitor).
 pub struct MonHandler(pub Arc<Mon>);
 
@@ -437,10 +512,12 @@ impl Handler<Session> for MonHandler {
             Request::GetMap => mon.get_map(session),
             Request::Subscribe => mon.subscribe(&ctx),
             Request::GetTicket => mon.get_ticket(&ctx),
+            Request::GetConfig { subscribe } => mon.get_config(&ctx, subscribe),
             Request::Command(cmd) => mon.command(session, cmd).await,
             Request::OsdBoot { id, addr, host } => mon.osd_boot(session, id, addr, host).await,
-            Request::OsdBeacon { id, up_from, usage, disk_used, disk_avail } => {
-                let beacon = Beacon { up_from, seen: Instant::now(), usage, disk_used, disk_avail };
+            Request::OsdBeacon { id, up_from, usage, disk_used, disk_avail, data_used } => {
+                let seen = Instant::now();
+                let beacon = Beacon { up_from, seen, usage, disk_used, disk_avail, data_used };
                 mon.osd_beacon(session, id, up_from, beacon)
             }
             Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),

@@ -342,7 +342,19 @@ pub fn report(map: &ClusterMap, quorum: Vec<String>, ratios: &FullRatios) -> Sta
         stored_bytes: sum(|p| p.stored_bytes),
         used_bytes: osd_sum(|o| o.used_bytes),
         avail_bytes: osd_sum(|o| o.avail_bytes),
+        // Filled from the beacons by `Mon::status` (the map has raw figures only).
+        data_bytes: 0,
     }
+}
+
+/// Object data bytes of the OSDs in `map`, from their latest beacons (at most their raw
+/// usage).
+fn lock_beacons_data(mon: &Mon, map: &ClusterMap) -> u64 {
+    let beacons = mon.beacons_snapshot();
+    map.osds
+        .values()
+        .filter_map(|o| beacons.get(&o.id).map(|b| b.data_used.min(o.used_bytes)))
+        .fold(0, u64::saturating_add)
 }
 
 impl Mon {
@@ -352,6 +364,7 @@ impl Mon {
         let has_leader = self.raft.metrics().borrow().current_leader.is_some();
         let quorum = if has_leader { vec![self.cfg.name.clone()] } else { Vec::new() };
         let mut status = report(&map, quorum, &self.cfg.full_ratios);
+        status.data_bytes = lock_beacons_data(self, &map);
         damage_health(&mut status, &map, &self.damage_reports());
         blocklist_health(&mut status, &map, self.cfg.blocklist_max, unix_now());
         status
@@ -487,6 +500,7 @@ mod tests {
             usage: [(1, quarry_wire::Usage { objects, bytes })].into(),
             disk_used: u64::MAX,
             disk_avail: u64::MAX,
+            data_used: 0,
         };
         let beacons = [(0, beacon(u64::MAX, u64::MAX)), (1, beacon(u64::MAX, 7))].into();
         crate::mon::overlay_usage(&mut map, &beacons);
@@ -545,6 +559,7 @@ mod tests {
             usage: Default::default(),
             disk_used: used << 20,
             disk_avail: (100 - used) << 20,
+            data_used: 0,
         };
         let changed = |old: Option<u64>, new: u64| {
             crate::mon::full_state_changed(&ratios, old.map(beacon).as_ref(), &beacon(new))

@@ -367,7 +367,14 @@ async fn osd_boot_beacon_and_down_after_grace() {
     // Beacons for three grace periods keep it up.
     let usage =
         [(m.pool_by_name("rbd").unwrap().id, quarry_wire::Usage { objects: 3, bytes: 300 })].into();
-    let beacon = Request::OsdBeacon { id: 0, up_from, usage, disk_used: 1000, disk_avail: 9000 };
+    let beacon = Request::OsdBeacon {
+        id: 0,
+        up_from,
+        usage,
+        disk_used: 1000,
+        disk_avail: 9000,
+        data_used: 500,
+    };
     let until = tokio::time::Instant::now() + Duration::from_millis(4500);
     while tokio::time::Instant::now() < until {
         assert_eq!(call(&osd, beacon.clone()).await, Reply::Ack);

@@ -127,7 +127,9 @@ pub(crate) async fn start(
         exports: Exports::new(store.clone(), data.snapshots()),
     };
     let router = Router::new(deps, map, cfg.max_backfills);
-    let space = crate::space::Space::new(cfg.id, data.root(), data.store(), cfg.full_ratios);
+    let space =
+        Arc::new(crate::space::Space::new(cfg.id, data.root(), data.store(), cfg.full_ratios));
+    crate::tell::register_space(&space);
     let osd = Arc::new(Osd {
         id: cfg.id,
         host: cfg.host,
@@ -145,7 +147,8 @@ pub(crate) async fn start(
         order: Default::default(),
         stop,
         watches: Default::default(),
-        space: Arc::new(space),
+        space,
+        tracker: Default::default(),
     });
     let mut running = Running {
         osd: osd.clone(),

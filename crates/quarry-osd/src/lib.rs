@@ -166,6 +166,7 @@ mod daemon;
 mod data_dir;
 mod error;
 mod op;
+mod optracker;
 mod osd;
 mod pg;
 mod router;
@@ -271,6 +272,18 @@ impl OsdHandle {
 /// and listens. Fails if the data directory cannot be opened or no monitor answers in time.
 pub async fn start(cfg: OsdConfig) -> Result<OsdHandle, OsdError> {
     Ok(OsdHandle { running: daemon::start(cfg, None).await? })
+}
+
+/// The central config for the OSD of `cfg` (`ceph config set osd|osd.N|global …`, the
+/// monitor's sections for it merged: most specific wins), fetched with its key before it
+/// starts, as Ceph's daemons do: the caller layers it under ceph.conf
+/// (`quarry_conf::Conf::set_central`) and builds the [`OsdConfig`] again, so options read at
+/// start take their central values. Runtime options follow changes later through the OSD's
+/// monitor session.
+pub async fn fetch_central_config(
+    cfg: &OsdConfig,
+) -> Result<std::collections::BTreeMap<String, String>, OsdError> {
+    worker::monitor::fetch_central_config(cfg).await
 }
 
 /// Starts an OSD that registers `advertise` with the monitor as the address clients and peers

@@ -44,6 +44,8 @@ pub(crate) struct Osd {
     pub(crate) watches: crate::watch::Watches,
     /// Disk usage and the full-disk write check (`crate::space`).
     pub(crate) space: Arc<crate::space::Space>,
+    /// Client ops in flight and recently finished (`crate::optracker`).
+    pub(crate) tracker: Arc<crate::optracker::OpTracker>,
 }
 
 impl Osd {

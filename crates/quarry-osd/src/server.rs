@@ -41,7 +41,11 @@ impl Handler<Session> for OsdService {
             return Reply::Failed { code: ErrorCode::EAGAIN, message: "osd shutting down".into() };
         };
         match request {
-            Request::Op(op) => op::handle_op(&self.osd, session, ctx.peer, op, permit).await,
+            Request::Op(op) => {
+                let entity = session.entity.to_string();
+                let _tracked = self.osd.tracker.start(&op, &entity, &ctx.peer.to_string());
+                op::handle_op(&self.osd, session, ctx.peer, op, permit).await
+            }
             Request::List { pg, epoch, start_after, max } => {
                 let peer = ctx.peer.ip();
                 op::handle_list(&self.osd, session, peer, pg, epoch, start_after, max).await

@@ -1,6 +1,12 @@
 //! Disk space: what the OSD reports to the monitor and the check that refuses writes on a
 //! full disk before they reach the log.
 //!
+//! The report ([`Space::reported`]) is what the OSD stores (its data directory's blocks;
+//! object data apart), with the file system's free space as what it may still use, until
+//! the file system passes the nearfull ratio: from then on the file system's figures, so the
+//! monitor's full states describe the disk. The write check below always uses the file
+//! system's figures.
+//!
 //! Usage is measured on the file system holding the data directory (`statvfs`), minus the
 //! space inside `store.redb` that redb will reuse (allocated on disk, free in the database:
 //! deleted objects' pages, once a checkpoint released them). redb never shrinks its file, so
@@ -60,7 +66,9 @@ pub(crate) struct Space {
     me: OsdId,
     dir: PathBuf,
     store_path: PathBuf,
-    ratios: FullRatios,
+    /// The thresholds; they change at runtime (`ceph config set osd mon_osd_full_ratio …`,
+    /// [`Space::set_ratio`]).
+    ratios: std::sync::RwLock<FullRatios>,
     /// Last `statvfs` (used, avail) and when.
     fs: Mutex<Option<(Instant, Figures)>>,
     /// Bytes of `store.redb` on disk that redb will reuse (last measurement).
@@ -96,7 +104,7 @@ impl Space {
             me,
             dir: dir.to_path_buf(),
             store_path,
-            ratios,
+            ratios: std::sync::RwLock::new(ratios),
             fs: Mutex::new(None),
             reusable: AtomicU64::new(0),
             reusable_at: Mutex::new(None),
@@ -105,22 +113,74 @@ impl Space {
         }
     }
 
-    /// What the OSD reports to the monitor: [`Space::figures`], or the file system's own
-    /// figures while those are past the last line (then writes are refused whatever the
-    /// corrected figures say, and `ceph health` must show it as OSD_FULL).
-    pub(crate) fn reported(&self) -> Figures {
+    /// What the OSD reports to the monitor (`ceph df`, `osd df`, `-s`, and the full states
+    /// of `ceph health`), and the object data bytes among them:
+    /// - below the nearfull ratio of its file system: what the OSD stores, as Ceph's OSDs
+    ///   report their store's figures: used = the blocks its data directory's files hold
+    ///   (object data file, metadata database, WAL, less the database pages redb will reuse),
+    ///   available = the file system's free space (the capacity a file-backed OSD may
+    ///   grow into);
+    /// - from the nearfull ratio on: the file system's figures ([`Space::figures`]), so the
+    ///   health warnings and the replicas' write checks see the disk's real state even when
+    ///   other files fill it;
+    /// - past the last line: the file system's own figures (then writes are refused
+    ///   whatever the corrected figures say, and `ceph health` must show it as OSD_FULL).
+    ///
+    /// Blocking (it walks the data directory): call off the runtime.
+    pub(crate) fn reported(&self) -> (Figures, u64) {
+        let (all, data) = self.own_bytes();
         let raw = self.raw();
         if quarry_types::usage_ratio(raw.used, raw.avail).unwrap_or(0.0) >= self.last_line() {
-            raw
-        } else {
-            self.figures()
+            return (raw, data.min(raw.used));
         }
+        let fs = self.figures();
+        if self.ratios().state(fs.used, fs.avail) != FullState::None {
+            return (fs, data.min(fs.used));
+        }
+        let reusable = self.reusable.load(Ordering::Relaxed);
+        let used = all.saturating_sub(reusable).min(fs.used);
+        (Figures { used, avail: fs.avail }, data.min(used))
+    }
+
+    /// Bytes the OSD's files hold on disk: everything under its data directory, and of
+    /// that the store's object data file.
+    fn own_bytes(&self) -> (u64, u64) {
+        let data = allocated(&self.store_path.with_extension("data"));
+        (tree_allocated(&self.dir, 0), data)
+    }
+
+    /// The thresholds in force.
+    pub(crate) fn ratios(&self) -> FullRatios {
+        *self.ratios.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets one threshold (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio` or
+    /// `osd_failsafe_full_ratio`) to `value`; refused (nothing changes) when it is not in
+    /// (0, 1]. Three out of order are accepted with a warning (Ceph's monitor takes them
+    /// too and warns; changed one at a time they may pass through disorder).
+    pub(crate) fn set_ratio(&self, option: &str, value: f64) -> Result<FullRatios, String> {
+        let mut guard = self.ratios.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = *guard;
+        match option {
+            "mon_osd_nearfull_ratio" => next.nearfull = value,
+            "mon_osd_full_ratio" => next.full = value,
+            "osd_failsafe_full_ratio" => next.failsafe = value,
+            other => return Err(format!("{other} is not a full ratio")),
+        }
+        if !(value > 0.0 && value <= 1.0) {
+            return Err("expected a number in (0, 1]".into());
+        }
+        if let Err(why) = next.validate() {
+            tracing::warn!(osd = self.me, reason = %why, "full ratios out of order");
+        }
+        *guard = next;
+        Ok(next)
     }
 
     /// The raw usage at which every write that needs space stops: halfway between the
     /// failsafe ratio and a full disk.
     fn last_line(&self) -> f64 {
-        (1.0 + self.ratios.failsafe) / 2.0
+        (1.0 + self.ratios().failsafe) / 2.0
     }
 
     /// Current figures (a `statvfs` at most [`STATVFS_TTL`] old, corrected by the reusable
@@ -151,7 +211,7 @@ impl Space {
     /// correction matters only near the thresholds). Blocking: call off the runtime.
     pub(crate) fn refresh_reusable(&self, store: &Store) {
         let fs = statvfs(&self.dir);
-        if self.ratios.state(fs.used, fs.avail) == FullState::None {
+        if self.ratios().state(fs.used, fs.avail) == FullState::None {
             self.reusable.store(0, Ordering::Relaxed);
             return;
         }
@@ -189,16 +249,16 @@ impl Space {
         // measurements.
         let after = |now: Figures| {
             let coming = pending.saturating_mul(2).min(now.avail);
-            self.ratios.state(now.used + coming, now.avail - coming)
+            self.ratios().state(now.used + coming, now.avail - coming)
         };
         let percent = |now: Figures| quarry_types::usage_ratio(now.used, now.avail).unwrap_or(0.0);
         let now = self.figures();
-        if self.ratios.state(now.used, now.avail).refuses_writes() {
+        if self.ratios().state(now.used, now.avail).refuses_writes() {
             return Err(no_space(format!(
                 "osd.{} is full ({:.1}% used, mon_osd_full_ratio {})",
                 self.me,
                 percent(now) * 100.0,
-                self.ratios.full
+                self.ratios().full
             )));
         }
         if after(now) == FullState::Failsafe {
@@ -206,7 +266,7 @@ impl Space {
                 "osd.{} would pass its failsafe ratio ({:.1}% used, osd_failsafe_full_ratio {})",
                 self.me,
                 percent(now) * 100.0,
-                self.ratios.failsafe
+                self.ratios().failsafe
             )));
         }
         // The last line, on the file system's own figures: should redb not reuse its free
@@ -223,12 +283,37 @@ impl Space {
         }
         for id in map.acting(pg).iter().filter(|&&id| id != self.me) {
             let Some(osd) = map.osds.get(id) else { continue };
-            if self.ratios.state(osd.used_bytes, osd.avail_bytes).refuses_writes() {
+            if self.ratios().state(osd.used_bytes, osd.avail_bytes).refuses_writes() {
                 return Err(no_space(format!("osd.{id} (a replica of pg {pg}) is full")));
             }
         }
         Ok(Some(admitted))
     }
+}
+
+/// Deepest directory level [`tree_allocated`] walks (the data directory's layout is
+/// `wal/`, `snapshots/`, files: two levels are all there is).
+const TREE_DEPTH_MAX: u32 = 3;
+
+/// Blocks a file holds on disk, in bytes (0 if it cannot be read).
+fn allocated(path: &Path) -> u64 {
+    std::fs::symlink_metadata(path).map(|m| m.blocks().saturating_mul(512)).unwrap_or(0)
+}
+
+/// Blocks the regular files under `dir` hold, in bytes (symbolic links not followed; at
+/// most [`TREE_DEPTH_MAX`] levels).
+fn tree_allocated(dir: &Path, depth: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut total: u64 = 0;
+    for entry in entries.flatten() {
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() && depth < TREE_DEPTH_MAX {
+            total = total.saturating_add(tree_allocated(&entry.path(), depth + 1));
+        } else if meta.is_file() {
+            total = total.saturating_add(meta.blocks().saturating_mul(512));
+        }
+    }
+    total
 }
 
 /// Bytes of the store file on disk that redb will reuse, and the bytes on disk (None if

@@ -1,16 +1,21 @@
 //! `ceph tell osd.N …`: admin commands to the OSD itself, with Ceph's words and answers
 //! (pretty JSON on stdout, Ceph's error lines): `version`, `config get KEY`, `config set KEY
-//! VALUE`, `injectargs '--key value …'` and `bench [COUNT] [SIZE]`. Only a caller whose osd
+//! VALUE`, `config show`, `config diff`, `injectargs '--key value …'`, `bench [COUNT] [SIZE]`,
+//! `dump_ops_in_flight` and `dump_historic_ops` (`crate::optracker`). Only a caller whose osd
 //! caps hold `allow *` may ask (EACCES otherwise, as Ceph's OSD).
 //!
 //! # Options ([`Knobs`])
 //! Every option the OSD reads (quarry-conf's table) can be read with `config get`: the value
-//! it runs with, as its process loaded it ([`Knobs::load`]). Only options registered with a
-//! setter ([`Knobs::runtime`]) change while it runs: the process that hosts the OSD registers
-//! the `debug_<subsystem>` log levels; anything else is refused with EPERM (`may not be
-//! modified at runtime`), an unknown option with ENOENT, a bad value with EINVAL. The
-//! registry is per process: in `quarry up` (every daemon in one process) a level set through
-//! one OSD is the process's level.
+//! it runs with, as its process loaded it ([`Knobs::load`]), and where it comes from
+//! ([`Source`]: default, mon, file, cmdline, override; `config show sources` for `ceph
+//! config show`, `config diff` as Ceph's). Only options registered with a setter
+//! ([`Knobs::runtime`]) change while it runs: the process that hosts the OSD registers the
+//! `debug_<subsystem>` log levels, the OSD its full ratios ([`register_space`]); anything
+//! else is refused with EPERM (`may not be modified at runtime`), an unknown option with
+//! ENOENT, a bad value with EINVAL. The central config reaches the knobs through
+//! [`Knobs::apply_central`] (the monitor session pushes every change), below ceph.conf and
+//! the command line. The registry is per process: in `quarry up` (every daemon in one
+//! process) a level set through one OSD is the process's level.
 //!
 //! # Bench
 //! `bench COUNT SIZE` (default 1 GiB in 4 MiB blocks, as Ceph) writes COUNT bytes in SIZE
@@ -35,12 +40,89 @@ use crate::session::Session;
 /// Sets a runtime option: Ok(value as shown afterwards) or Err(why the value is bad).
 pub type Setter = Arc<dyn Fn(&str) -> Result<String, String> + Send + Sync>;
 
+/// Where an option's running value comes from, lowest first (Ceph's config levels, the
+/// `SOURCE` of `ceph config show`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Source {
+    /// The built-in default.
+    Default,
+    /// The monitor's central config (`ceph config set`).
+    Mon,
+    /// ceph.conf.
+    File,
+    /// The daemon's command line.
+    Cmdline,
+    /// `ceph tell … config set|injectargs` while it runs.
+    Override,
+}
+
+impl Source {
+    /// Ceph's name of the level.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::Mon => "mon",
+            Source::File => "file",
+            Source::Cmdline => "cmdline",
+            Source::Override => "override",
+        }
+    }
+
+    /// The level of [`quarry_conf::Conf::source`]'s answer.
+    pub fn from_conf(name: &str) -> Source {
+        match name {
+            "mon" => Source::Mon,
+            "file" => Source::File,
+            "cmdline" => Source::Cmdline,
+            _ => Source::Default,
+        }
+    }
+}
+
 struct Knob {
     value: String,
+    default: String,
+    source: Source,
+    /// The central config's value, when it sets this option (also when a higher level
+    /// overrides it, or when it waits for the next start).
+    mon: Option<String>,
+    /// The value of the file or command line, kept when an override replaces it.
+    local: Option<(Source, String)>,
     setter: Option<Setter>,
 }
 
-/// The OSD options of this process: their values and which can change at runtime.
+impl Knob {
+    fn new(default: &str) -> Knob {
+        Knob {
+            value: default.to_string(),
+            default: default.to_string(),
+            source: Source::Default,
+            mon: None,
+            local: None,
+            setter: None,
+        }
+    }
+}
+
+/// One option as `config show` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shown {
+    /// Option name.
+    pub name: String,
+    /// The value the daemon runs with.
+    pub value: String,
+    /// Where that value comes from.
+    pub source: Source,
+    /// Lower levels that set it too (overridden), lowest first.
+    pub overrides: Vec<(Source, String)>,
+    /// A central value this daemon does not run with yet (the option is read at start).
+    pub ignores: Option<String>,
+    /// The built-in default.
+    pub default: String,
+}
+
+/// The OSD options of this process: their values, where they come from, and which can
+/// change at runtime.
 pub struct Knobs {
     all: Mutex<BTreeMap<String, Knob>>,
 }
@@ -65,24 +147,37 @@ impl Knobs {
         let all = quarry_conf::OPTIONS
             .iter()
             .filter(|o| o.used_by.contains(&quarry_conf::Reader::Osd))
-            .map(|o| (o.name.to_string(), Knob { value: o.default.to_string(), setter: None }))
+            .map(|o| (o.name.to_string(), Knob::new(o.default)))
             .collect();
         Knobs { all: Mutex::new(all) }
     }
 
-    /// Records the values the process runs with (options it does not know are added).
-    pub fn load<'a>(&self, values: impl IntoIterator<Item = (&'a str, String)>) {
+    /// Records the values the process runs with and where each comes from (options it
+    /// does not know are added).
+    pub fn load<'a>(&self, values: impl IntoIterator<Item = (&'a str, String, Source)>) {
         let mut all = lock(&self.all);
-        for (name, value) in values {
-            all.entry(name.to_string())
-                .or_insert(Knob { value: String::new(), setter: None })
-                .value = value;
+        for (name, value, source) in values {
+            let knob = all.entry(name.to_string()).or_insert_with(|| Knob::new(""));
+            knob.value = value.clone();
+            knob.source = source;
+            match source {
+                Source::Mon => knob.mon = Some(value),
+                Source::File | Source::Cmdline => knob.local = Some((source, value)),
+                Source::Default | Source::Override => {}
+            }
         }
     }
 
-    /// Makes `name` changeable at runtime through `setter`, with `value` now.
-    pub fn runtime(&self, name: &str, value: String, setter: Setter) {
-        lock(&self.all).insert(name.to_string(), Knob { value, setter: Some(setter) });
+    /// Makes `name` changeable at runtime through `setter`, running with `value` now
+    /// (`default` when nothing sets it).
+    pub fn runtime(&self, name: &str, value: String, default: String, setter: Setter) {
+        let mut all = lock(&self.all);
+        let knob = all.entry(name.to_string()).or_insert_with(|| Knob::new(&default));
+        knob.default = default;
+        if knob.source == Source::Default {
+            knob.value = value;
+        }
+        knob.setter = Some(setter);
     }
 
     /// The value of `name`, if it is an OSD option.
@@ -90,8 +185,13 @@ impl Knobs {
         lock(&self.all).get(&canonical(name)).map(|k| k.value.clone())
     }
 
-    /// Sets `name` to `value` if it may change at runtime.
+    /// Sets `name` to `value` if it may change at runtime (`ceph tell … config set`): the
+    /// value's source becomes `override`.
     pub fn set(&self, name: &str, value: &str) -> Result<String, SetError> {
+        self.set_from(name, value, Source::Override)
+    }
+
+    fn set_from(&self, name: &str, value: &str, source: Source) -> Result<String, SetError> {
         let name = canonical(name);
         let setter = match lock(&self.all).get(&name) {
             None => return Err(SetError::Unknown),
@@ -102,13 +202,123 @@ impl Knobs {
         let shown = setter(value).map_err(SetError::Invalid)?;
         if let Some(knob) = lock(&self.all).get_mut(&name) {
             knob.value = shown.clone();
+            knob.source = source;
         }
         Ok(shown)
+    }
+
+    /// Applies the central config's values for this daemon (`values`: every option the
+    /// monitor sets for it, most specific section first already merged), with Ceph's
+    /// precedence: a value from ceph.conf, the command line or `tell … config set` wins
+    /// over the monitor's; a runtime option changes now; any other waits for the next start
+    /// (`config show` lists it under IGNORES meanwhile). An option the monitor no longer
+    /// sets goes back to its default. Returns what changed now, for the log.
+    pub fn apply_central(&self, values: &BTreeMap<String, String>) -> Vec<String> {
+        let mut now: Vec<(String, String)> = Vec::new();
+        {
+            let mut all = lock(&self.all);
+            for (name, knob) in all.iter_mut() {
+                let mon = values.get(name).cloned();
+                let was = std::mem::replace(&mut knob.mon, mon.clone());
+                if was == mon && !(mon.is_some() && knob.source == Source::Default) {
+                    continue;
+                }
+                if knob.source > Source::Mon {
+                    continue; // overridden locally: kept for config show
+                }
+                let target = mon.clone().unwrap_or_else(|| knob.default.clone());
+                if knob.setter.is_some() && target != knob.value {
+                    now.push((name.clone(), target));
+                } else if knob.setter.is_some() {
+                    knob.source = if mon.is_some() { Source::Mon } else { Source::Default };
+                } else if target != knob.value {
+                    tracing::info!(
+                        option = %name,
+                        value = %target,
+                        "central config: the option is read at start; the value applies at the next start"
+                    );
+                }
+            }
+        }
+        let mut changed = Vec::new();
+        for (name, value) in now {
+            let source = if values.contains_key(&name) { Source::Mon } else { Source::Default };
+            match self.set_from(&name, &value, source) {
+                Ok(shown) => changed.push(format!("{name} = '{shown}'")),
+                Err(SetError::Invalid(why)) => {
+                    tracing::warn!(option = %name, %value, reason = %why, "central config value refused");
+                }
+                Err(_) => {}
+            }
+        }
+        changed
+    }
+
+    /// Every option with its value and where it comes from, by name.
+    pub fn show(&self) -> Vec<Shown> {
+        lock(&self.all)
+            .iter()
+            .map(|(name, k)| {
+                let mut overrides = Vec::new();
+                if let Some(mon) = k.mon.as_ref().filter(|_| k.source > Source::Mon) {
+                    overrides.push((Source::Mon, mon.clone()));
+                }
+                if let Some((source, value)) = k.local.as_ref().filter(|(s, _)| k.source > *s) {
+                    overrides.push((*source, value.clone()));
+                }
+                let ignores = k
+                    .mon
+                    .clone()
+                    .filter(|m| k.setter.is_none() && k.source <= Source::Mon && *m != k.value);
+                Shown {
+                    name: name.clone(),
+                    value: k.value.clone(),
+                    source: k.source,
+                    overrides,
+                    ignores,
+                    default: k.default.clone(),
+                }
+            })
+            .collect()
     }
 
     /// Names of the options that change at runtime.
     pub fn runtime_names(&self) -> Vec<String> {
         lock(&self.all).iter().filter(|(_, k)| k.setter.is_some()).map(|(n, _)| n.clone()).collect()
+    }
+}
+
+/// The OSDs of this process whose full-disk thresholds the runtime options change.
+static SPACES: Mutex<Vec<std::sync::Weak<crate::space::Space>>> = Mutex::new(Vec::new());
+
+/// Makes the full-disk thresholds (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`,
+/// `osd_failsafe_full_ratio`) runtime options of this process, changing `space` (and every
+/// other OSD of the process registered so).
+pub(crate) fn register_space(space: &Arc<crate::space::Space>) {
+    {
+        let mut spaces = lock(&SPACES);
+        spaces.retain(|s| s.strong_count() > 0);
+        spaces.push(Arc::downgrade(space));
+    }
+    let now = space.ratios();
+    for (name, value) in [
+        ("mon_osd_nearfull_ratio", now.nearfull),
+        ("mon_osd_full_ratio", now.full),
+        ("osd_failsafe_full_ratio", now.failsafe),
+    ] {
+        let default = quarry_conf::option_spec(name).map(|o| o.default).unwrap_or_default();
+        let setter: Setter = Arc::new(move |text: &str| {
+            let value = quarry_conf::parse_float(text)
+                .ok()
+                .filter(|v| *v > 0.0 && *v <= 1.0)
+                .ok_or_else(|| format!("'{text}' is not a number in (0, 1]"))?;
+            let live: Vec<_> = lock(&SPACES).iter().filter_map(std::sync::Weak::upgrade).collect();
+            for space in live {
+                space.set_ratio(name, value)?;
+            }
+            Ok(value.to_string())
+        });
+        knobs().runtime(name, value.to_string(), default.to_string(), setter);
     }
 }
 
@@ -162,6 +372,11 @@ pub(crate) async fn handle(osd: &Arc<Osd>, session: &Session, words: Vec<String>
                 failed(ErrorCode::ENOENT, format!("error getting '{key}': {}", ErrorCode::ENOENT))
             }
         },
+        ["dump_ops_in_flight" | "ops"] => told(pretty(&osd.tracker.dump_in_flight())),
+        ["dump_historic_ops"] => told(pretty(&osd.tracker.dump_historic())),
+        ["config", "show"] => told(config_show()),
+        ["config", "diff"] => told(config_diff()),
+        ["config", "show", "sources"] => told(config_sources()),
         ["config", "set", key, value @ ..] if !value.is_empty() => {
             let value = value.join(" ");
             match knobs().set(key, &value) {
@@ -175,11 +390,84 @@ pub(crate) async fn handle(osd: &Arc<Osd>, session: &Session, words: Vec<String>
             ErrorCode::EINVAL,
             format!(
                 "invalid command: {}; an OSD answers: version, config get <var>, config set \
-                 <var> <val>, injectargs <args>, bench [<count>] [<size>]",
+                 <var> <val>, config show, config diff, injectargs <args>, bench [<count>] \
+                 [<size>], dump_ops_in_flight, dump_historic_ops",
                 words.join(" ")
             ),
         ),
     }
+}
+
+/// Pretty JSON with four spaces, as Ceph's formatter.
+fn pretty(value: &serde_json::Value) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    match serde::Serialize::serialize(value, &mut ser) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => "{}".into(),
+    }
+}
+
+/// `config show`: every option and its running value (Ceph's pretty JSON object).
+fn config_show() -> String {
+    let fields: Vec<(String, serde_json::Value)> =
+        knobs().show().into_iter().map(|o| (o.name, o.value.into())).collect();
+    let refs: Vec<(&str, serde_json::Value)> =
+        fields.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+    json_object(&refs)
+}
+
+/// `config show sources` (Quarry's, for `ceph config show osd.N`, which Ceph's mgr
+/// answers): every option in the mgr's JSON shape, `[{"name", "value", "source",
+/// "overrides": [{"source", "value"}], "ignores": "mon[VALUE]"?, "default"}]`.
+fn config_sources() -> String {
+    let rows: Vec<serde_json::Value> = knobs()
+        .show()
+        .into_iter()
+        .map(|o| {
+            let overrides: Vec<serde_json::Value> = o
+                .overrides
+                .iter()
+                .map(|(s, v)| serde_json::json!({"source": s.name(), "value": v}))
+                .collect();
+            serde_json::json!({
+                "name": o.name,
+                "value": o.value,
+                "source": o.source.name(),
+                "overrides": overrides,
+                "ignores": o.ignores,
+                "default": o.default,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
+}
+
+/// `config diff`: the options not at their default, each with the value of every level
+/// that sets it, lowest first, and the final one (Ceph's `{"diff": {NAME: {"default": …,
+/// "mon": …, "final": …}}}`, pretty with four spaces).
+fn config_diff() -> String {
+    let q = |text: &str| serde_json::Value::from(text).to_string();
+    let mut options = Vec::new();
+    for o in knobs().show() {
+        if o.source == Source::Default {
+            continue;
+        }
+        let mut levels = vec![("default", o.default.clone())];
+        levels.extend(o.overrides.iter().map(|(source, value)| (source.name(), value.clone())));
+        if o.source != Source::Default {
+            levels.push((o.source.name(), o.value.clone()));
+        }
+        levels.push(("final", o.value.clone()));
+        let body: Vec<String> =
+            levels.iter().map(|(k, v)| format!("            {}: {}", q(k), q(v))).collect();
+        options.push(format!("        {}: {{\n{}\n        }}", q(&o.name), body.join(",\n")));
+    }
+    if options.is_empty() {
+        return "{\n    \"diff\": {}\n}".into();
+    }
+    format!("{{\n    \"diff\": {{\n{}\n    }}\n}}", options.join(",\n"))
 }
 
 fn set_failed(key: &str, value: &str, e: SetError, inject: bool) -> Reply {
@@ -359,11 +647,45 @@ mod tests {
             Ok(n) if n <= 20 => Ok(format!("{n}/{n}")),
             _ => Err(format!("'{v}' is not a level 0-20")),
         });
-        knobs.runtime("debug_osd", "1/5".into(), setter);
+        knobs.runtime("debug_osd", "1/5".into(), "1/5".into(), setter);
         assert_eq!(knobs.set("debug-osd", "5"), Ok("5/5".into()));
         assert_eq!(knobs.get("debug_osd").as_deref(), Some("5/5"));
         assert!(matches!(knobs.set("debug_osd", "x"), Err(SetError::Invalid(_))));
         assert_eq!(knobs.get("debug_osd").as_deref(), Some("5/5"));
+    }
+
+    /// The central config's precedence: it sets a runtime option that nothing else sets,
+    /// loses to the file, waits for the next start for others, and its removal brings the
+    /// default back.
+    #[test]
+    fn central_values_sit_below_the_file_and_wait_for_options_read_at_start() {
+        let knobs = Knobs::new();
+        let setter: Setter = Arc::new(|v: &str| Ok(v.to_string()));
+        knobs.runtime("debug_osd", "1/5".into(), "1/5".into(), setter.clone());
+        knobs.runtime("debug_ms", "2/2".into(), "0/0".into(), setter);
+        knobs.load([("debug_ms", "2/2".to_string(), Source::File)]);
+        let central: BTreeMap<String, String> =
+            [("debug_osd", "5/5"), ("debug_ms", "9/9"), ("ms_tcp_read_timeout", "30")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        assert_eq!(knobs.apply_central(&central), ["debug_osd = '5/5'"]);
+        let show = |name: &str| knobs.show().into_iter().find(|o| o.name == name).unwrap();
+        assert_eq!(
+            (show("debug_osd").value, show("debug_osd").source),
+            ("5/5".into(), Source::Mon)
+        );
+        let ms = show("debug_ms");
+        assert_eq!((ms.value.as_str(), ms.source), ("2/2", Source::File));
+        assert_eq!(ms.overrides, [(Source::Mon, "9/9".to_string())]);
+        let timeout = show("ms_tcp_read_timeout");
+        assert_eq!((timeout.value.as_str(), timeout.ignores.as_deref()), ("900", Some("30")));
+        // A tell override wins over both; the central value's removal restores the default.
+        knobs.set("debug_ms", "3/3").unwrap();
+        assert_eq!(show("debug_ms").source, Source::Override);
+        assert_eq!(knobs.apply_central(&BTreeMap::new()), ["debug_osd = '1/5'"]);
+        assert_eq!(show("debug_osd").source, Source::Default);
+        assert_eq!(show("ms_tcp_read_timeout").ignores, None);
     }
 
     #[test]

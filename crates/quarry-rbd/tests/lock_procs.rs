@@ -104,6 +104,7 @@ fn writer_child() {
             op_timeout: Some(Duration::from_secs(60)),
             mon_op_timeout: Some(Duration::from_secs(60)),
             fsid: None,
+            local_options: Default::default(),
         };
         let rados = Rados::connect(config).await.unwrap();
         let io = rados.ioctx("rbd").await.unwrap();

@@ -456,6 +456,7 @@ impl Cluster {
             op_timeout: Some(Duration::from_secs(60)),
             mon_op_timeout: Some(Duration::from_secs(60)),
             fsid: None,
+            local_options: Default::default(),
         }
     }
 

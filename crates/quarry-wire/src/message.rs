@@ -135,6 +135,15 @@ pub enum Request {
     Subscribe,
     /// Mon: a ticket for OSD sessions. Reply: `Ticket`.
     GetTicket,
+    /// Mon: the central config that applies to the caller (`ceph config set`): the sections
+    /// `global`, its type (`osd`, `client`) and itself (`osd.3`), as stored. With
+    /// `subscribe`, `Event::Config` follows on every later change (as Ceph's daemons
+    /// subscribe to `config`). Any authenticated entity may ask for its own. Reply:
+    /// `Command(MonReply::Config)`.
+    GetConfig {
+        /// Push later changes.
+        subscribe: bool,
+    },
     /// Mon: an admin or pool command. Reply: `Command` or `Failed`.
     Command(MonCommand),
     /// Mon, from `osd.N` only: the OSD started and listens at `addr`. Reply: `Booted`.
@@ -154,10 +163,14 @@ pub enum Request {
         up_from: u64,
         /// Usage per pool on this OSD.
         usage: BTreeMap<PoolId, Usage>,
-        /// Bytes used / available on the OSD's disk.
+        /// Bytes the OSD uses on its disk (everything in its data directory: object data,
+        /// the metadata database, the WAL), or the file system's used bytes while that is
+        /// past the nearfull ratio (the OSD's `space` module).
         disk_used: u64,
-        /// Bytes available on the OSD's disk.
+        /// Bytes available to the OSD on its disk.
         disk_avail: u64,
+        /// Of `disk_used`, bytes of object data (the store's data file): Ceph's `USED`.
+        data_used: u64,
     },
     /// Mon, from OSDs only: the current service keys, sealed under the session key.
     /// Reply: `ServiceKeys`.
@@ -367,6 +380,9 @@ pub enum Reply {
 pub enum Event {
     /// A newer cluster map.
     Map(Box<ClusterMap>),
+    /// The central config that applies to this subscriber changed (after
+    /// `Request::GetConfig { subscribe: true }`): its sections, section -> option -> value.
+    Config(BTreeMap<String, BTreeMap<String, String>>),
     /// A notify for the watch `cookie` of this connection: handle `payload`, then send
     /// `Request::NotifyAck` with `notify_id` and `cookie`.
     Notify {
@@ -582,10 +598,12 @@ pub struct StatusReport {
     pub objects: u64,
     /// Logical bytes stored.
     pub stored_bytes: u64,
-    /// Raw bytes used on OSD disks.
+    /// Raw bytes used on OSD disks (data, metadata and logs: Ceph's `RAW USED`).
     pub used_bytes: u64,
     /// Raw bytes available.
     pub avail_bytes: u64,
+    /// Of `used_bytes`, object data (Ceph's `USED`).
+    pub data_bytes: u64,
 }
 
 /// Result of a monitor command.

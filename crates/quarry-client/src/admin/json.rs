@@ -63,6 +63,13 @@ pub fn render(value: &Value, format: Format) -> String {
 
 /// `ceph health -f json`.
 pub fn health(s: &StatusReport) -> Value {
+    health_with(s, true)
+}
+
+/// Health in Ceph's key order (`status`, `checks`, `mutes`; each check `severity`,
+/// `summary`, then `detail` only with `detail` (`health detail`), `muted`), as `ceph
+/// health [detail] -f json` and `ceph -s -f json` (without detail) print it.
+pub fn health_with(s: &StatusReport, with_detail: bool) -> Value {
     let mut checks = Map::new();
     for (i, detail) in s.health_details.iter().enumerate() {
         let mut code = check_code(detail, i);
@@ -74,11 +81,14 @@ pub fn health(s: &StatusReport) -> Value {
         let count = summary.split_whitespace().find_map(|w| w.parse::<u64>().ok()).unwrap_or(1);
         let items: Vec<Value> =
             detail.lines().skip(1).map(|item| json!({"message": item})).collect();
-        checks.insert(
-            code,
+        let check = if with_detail {
             json!({"severity": severity, "summary": {"message": summary, "count": count},
-                   "detail": items, "muted": false}),
-        );
+                   "detail": items, "muted": false})
+        } else {
+            json!({"severity": severity, "summary": {"message": summary, "count": count},
+                   "muted": false})
+        };
+        checks.insert(code, check);
     }
     json!({"status": s.health, "checks": checks, "mutes": []})
 }
@@ -98,7 +108,7 @@ pub fn status_with(s: &StatusReport, states: &[(&str, usize)]) -> Value {
         s.mons.iter().enumerate().filter(|(_, m)| s.quorum.contains(m)).map(|(i, _)| i).collect();
     json!({
         "fsid": s.fsid,
-        "health": health(s),
+        "health": health_with(s, false),
         "quorum": quorum,
         "quorum_names": s.quorum,
         "monmap": {"num_mons": s.mons.len()},
@@ -341,7 +351,7 @@ pub fn df(s: &StatusReport) -> Value {
         "stats": {
             "total_bytes": total,
             "total_avail_bytes": s.avail_bytes,
-            "total_used_bytes": s.used_bytes,
+            "total_used_bytes": s.data_bytes.min(s.used_bytes),
             "total_used_raw_bytes": s.used_bytes,
             "total_used_raw_ratio": ratio,
             "num_osds": s.osds.0
@@ -437,6 +447,7 @@ mod tests {
             stored_bytes: 2048,
             used_bytes: 1 << 30,
             avail_bytes: 3 << 30,
+            data_bytes: 1 << 29,
         }
     }
 

@@ -314,8 +314,8 @@ pub async fn execute(
                 text(plain::status_with(&report, &states))
             }
         }
-        CephCommand::Health { .. } if fmt.is_json() => {
-            data(json::health(&status_report(rados).await?))
+        CephCommand::Health { detail } if fmt.is_json() => {
+            data(json::health_with(&status_report(rados).await?, detail))
         }
         CephCommand::Health { detail } => text(plain::health(&status_report(rados).await?, detail)),
         CephCommand::Df if fmt.is_json() => data(json::df(&status_report(rados).await?)),

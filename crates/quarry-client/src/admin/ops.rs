@@ -1,7 +1,7 @@
 //! The operators' commands that change how pools and OSDs are run (issue 13): `osd pool
 //! set|rename|stats`, `osd blocklist clear`, `osd out|in|down|reweight`, and the central
-//! config (`config set|rm|get|dump`; kept in the monitor's replicated state; Quarry's daemons
-//! and clients do not apply it yet, and `config show` says so). Here are their words, their monitor-command JSON (the
+//! config (`config set|rm|get|dump`, kept in the monitor's replicated state and applied by
+//! the daemons and clients; `config show` asks the OSD for its running values). Here are their words, their monitor-command JSON (the
 //! argument names of Ceph's `MonCommands.h`), and their execution with Ceph's lines and JSON
 //! shapes. The monitor checks and applies them (`quarry_mon::state`); this side checks only
 //! what Ceph's CLI checks before sending (argument types and ranges).
@@ -76,10 +76,15 @@ pub enum OpsCommand {
     },
     /// `ceph config dump`.
     ConfigDump,
-    /// `ceph config show WHO [KEY]`: refused (no daemon reports its running config yet).
+    /// `ceph config show WHO [KEY]` and `ceph config show-with-defaults WHO`: the running
+    /// OSD's values and their sources (asked of the OSD: Ceph's mgr answers these).
     ConfigShow {
         /// Daemon.
         who: String,
+        /// One option.
+        key: Option<String>,
+        /// `show-with-defaults`: options at their default too.
+        defaults: bool,
     },
     /// `ceph report`: one JSON document with the sections of Ceph's that Quarry can fill.
     Report,
@@ -180,7 +185,14 @@ impl OpsCommand {
                 OpsCommand::ConfigGet { who: required(req, "who")?, key: string(req, "key")? }
             }
             "config dump" => OpsCommand::ConfigDump,
-            "config show" => OpsCommand::ConfigShow { who: required(req, "who")? },
+            "config show" => OpsCommand::ConfigShow {
+                who: required(req, "who")?,
+                key: string(req, "key")?,
+                defaults: false,
+            },
+            "config show-with-defaults" => {
+                OpsCommand::ConfigShow { who: required(req, "who")?, key: None, defaults: true }
+            }
             "report" => OpsCommand::Report,
             _ => return Ok(None),
         }))
@@ -243,9 +255,16 @@ impl OpsCommand {
                 "config get"
             }
             OpsCommand::ConfigDump => "config dump",
-            OpsCommand::ConfigShow { who } => {
+            OpsCommand::ConfigShow { who, key, defaults } => {
                 put("who", json!(who));
-                "config show"
+                if let Some(key) = key {
+                    put("key", json!(key));
+                }
+                if *defaults {
+                    "config show-with-defaults"
+                } else {
+                    "config show"
+                }
             }
             OpsCommand::Report => "report",
         }
@@ -294,6 +313,10 @@ pub fn request_from_words(w: &[&str]) -> Option<Map<String, Value>> {
             format!("config {verb}")
         }
         ["config", "dump"] => "config dump".into(),
+        ["config", "show-with-defaults", who] => {
+            put("who", json!(who));
+            "config show-with-defaults".into()
+        }
         ["report", tags @ ..] => {
             if !tags.is_empty() {
                 put("tags", json!(tags));
@@ -387,17 +410,100 @@ pub(super) async fn execute(
             }
         }
         OpsCommand::Report => report(rados).await?,
-        OpsCommand::ConfigShow { who } => {
-            return Err(CommandReply::failed(
-                ErrorCode::EOPNOTSUPP,
-                format!(
-                    "config show {who}: Quarry's daemons do not report their running configuration yet; \
-                     `ceph config get {who} KEY` shows the central value (or the default), ceph.conf and \
-                     the daemon's command line override it"
-                ),
-            ))
+        OpsCommand::ConfigShow { who, key, defaults } => {
+            config_show(rados, &who, key.as_deref(), defaults, fmt).await?
         }
     })
+}
+
+/// `ceph config show WHO [KEY]` / `show-with-defaults WHO`: asks the OSD for its options
+/// and their sources (`tell osd.N config show sources`) and prints Ceph's table (`NAME
+/// VALUE SOURCE OVERRIDES IGNORES`, options not at their default unless `defaults`) or the
+/// mgr's JSON. Only OSDs report (Ceph's ENOENT `no config state for daemon WHO` otherwise).
+async fn config_show(
+    rados: &Rados,
+    who: &str,
+    key: Option<&str>,
+    defaults: bool,
+    fmt: Format,
+) -> Result<CommandReply, CommandReply> {
+    let no_state =
+        || CommandReply::failed(ErrorCode::ENOENT, format!("no config state for daemon {who}"));
+    let id = who.strip_prefix("osd.").and_then(|id| id.parse::<u64>().ok()).ok_or_else(no_state)?;
+    let words = ["config", "show", "sources"].map(String::from).to_vec();
+    let (output, _) = rados.tell_osd(id, words).await.map_err(|e| match e {
+        crate::ClientError::Failed { code: ErrorCode::ENOENT, .. } => no_state(),
+        e => CommandReply::failed(e.errno(), e.to_string()),
+    })?;
+    let rows: Vec<Value> = serde_json::from_str(&output)
+        .map_err(|e| CommandReply::failed(ErrorCode::EIO, format!("osd.{id}'s answer: {e}")))?;
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    if let Some(key) = key {
+        let name = quarry_conf::normalize_key(key);
+        let Some(row) = rows.iter().find(|r| text(r, "name") == name) else {
+            return Err(CommandReply::failed(
+                ErrorCode::ENOENT,
+                format!("unrecognized key '{key}'"),
+            ));
+        };
+        let value = text(row, "value");
+        return Ok(if fmt.is_json() {
+            CommandReply::data(render(&json!(value), fmt))
+        } else {
+            CommandReply::data(format!("{value}\n"))
+        });
+    }
+    let shown: Vec<&Value> = rows
+        .iter()
+        .filter(|r| defaults || text(r, "source") != "default" || r["ignores"].is_string())
+        .collect();
+    if fmt.is_json() {
+        let out: Vec<Value> = shown
+            .iter()
+            .map(|r| {
+                let mut o = Map::new();
+                for k in ["name", "value", "source"] {
+                    o.insert(k.into(), json!(text(r, k)));
+                }
+                o.insert("overrides".into(), r.get("overrides").cloned().unwrap_or(json!([])));
+                if let Some(ignored) = r.get("ignores").and_then(Value::as_str) {
+                    o.insert("ignores".into(), json!(format!("mon[{ignored}]")));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        return Ok(CommandReply::data(render(&Value::Array(out), fmt)));
+    }
+    let left = super::plain::Align::Left;
+    let mut t = super::plain::Table::new(&[
+        ("NAME", left),
+        ("VALUE", left),
+        ("SOURCE", left),
+        ("OVERRIDES", left),
+        ("IGNORES", left),
+    ]);
+    for r in shown {
+        let overrides: Vec<String> = r
+            .get("overrides")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|o| format!("{}[{}]", text(o, "source"), text(o, "value")))
+            .collect();
+        let ignores = r
+            .get("ignores")
+            .and_then(Value::as_str)
+            .map(|v| format!("mon[{v}]"))
+            .unwrap_or_default();
+        t.row(vec![
+            text(r, "name"),
+            text(r, "value"),
+            text(r, "source"),
+            overrides.join(","),
+            ignores,
+        ]);
+    }
+    Ok(CommandReply::data(t.render()))
 }
 
 /// `ceph report`: Ceph's top-level shape with what Quarry has (health, monmap and quorum,
@@ -532,10 +638,21 @@ fn config_table(rows: &[ConfigRow], indent: bool) -> String {
             "advanced".into(),
             row.name.clone(),
             row.value.clone(),
-            String::new(),
+            if read_at_start(&row.name) { "*".into() } else { String::new() },
         ]);
     }
     t.render()
+}
+
+/// Whether a daemon reads `name` only at start (Ceph's `RO` mark in `config dump|get`): an
+/// option a Quarry daemon reads that is not one of `quarry_conf::runtime_option`'s. Options
+/// only clients read take effect at each client's next connect; options Quarry ignores
+/// are not marked.
+fn read_at_start(name: &str) -> bool {
+    use quarry_conf::Reader;
+    let daemon = quarry_conf::option_spec(name)
+        .is_some_and(|o| o.used_by.iter().any(|r| matches!(r, Reader::Mon | Reader::Osd)));
+    daemon && !quarry_conf::runtime_option(name)
 }
 
 fn config_json(rows: &[ConfigRow]) -> Value {
@@ -547,7 +664,7 @@ fn config_json(rows: &[ConfigRow]) -> Value {
                     "name": r.name,
                     "value": r.value,
                     "level": "advanced",
-                    "can_update_at_runtime": false,
+                    "can_update_at_runtime": !read_at_start(&r.name),
                     "mask": ""
                 })
             })
@@ -582,7 +699,7 @@ async fn config_get(
         return Ok(if fmt.is_json() {
             let obj: Map<String, Value> = rows
                 .iter()
-                .map(|r| (r.name.clone(), json!({"value": r.value, "section": r.section, "mask": {}, "can_update_at_runtime": false})))
+                .map(|r| (r.name.clone(), json!({"value": r.value, "section": r.section, "mask": {}, "can_update_at_runtime": !read_at_start(&r.name)})))
                 .collect();
             CommandReply::data(render(&Value::Object(obj), fmt))
         } else {
@@ -634,7 +751,12 @@ mod tests {
             OpsCommand::ConfigGet { who: "osd.0".into(), key: None },
             OpsCommand::ConfigGet { who: "osd.0".into(), key: Some("debug_osd".into()) },
             OpsCommand::ConfigDump,
-            OpsCommand::ConfigShow { who: "osd.0".into() },
+            OpsCommand::ConfigShow {
+                who: "osd.0".into(),
+                key: Some("debug_osd".into()),
+                defaults: false,
+            },
+            OpsCommand::ConfigShow { who: "osd.1".into(), key: None, defaults: true },
             OpsCommand::Report,
         ];
         for cmd in all {

@@ -558,7 +558,7 @@ fn df_table(s: &StatusReport, detail: bool) -> String {
             class.into(),
             bytes_iec(size),
             bytes_iec(s.avail_bytes),
-            bytes_iec(s.used_bytes),
+            bytes_iec(s.data_bytes.min(s.used_bytes)),
             bytes_iec(s.used_bytes),
             format!("{pct:.2}"),
         ]);
@@ -744,6 +744,7 @@ mod tests {
             stored_bytes: 3 << 20,
             used_bytes: 1 << 30,
             avail_bytes: 29 << 30,
+            data_bytes: 1 << 29,
         }
     }
 

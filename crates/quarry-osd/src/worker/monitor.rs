@@ -17,6 +17,7 @@ use crate::osd::Osd;
 use crate::pg::network::PeerTicket;
 use crate::pg::state_machine::blocking;
 use crate::session::now_unix;
+use crate::space::Figures;
 use crate::OsdError;
 
 /// Liveness lease renewal period.
@@ -63,10 +64,33 @@ pub(crate) async fn run(osd: Arc<Osd>, ready: oneshot::Sender<()>) {
 
 /// A connection to the first monitor that accepts us.
 async fn connect(osd: &Osd) -> Result<quarry_wire::Connected, OsdError> {
-    let entity = EntityName::osd(osd.id);
-    let secret = ClientSecret::EntityKey(osd.key.secret().to_vec());
+    connect_as(osd.id, &osd.key, &osd.mon_addrs).await
+}
+
+/// The central config of `cfg`'s OSD, merged (see `crate::fetch_central_config`).
+pub(crate) async fn fetch_central_config(
+    cfg: &crate::OsdConfig,
+) -> Result<BTreeMap<String, String>, OsdError> {
+    let connected = connect_as(cfg.id, &cfg.key, &cfg.mon_addrs).await?;
+    let reply = call(&connected.client, Request::GetConfig { subscribe: false }).await;
+    drop(connected);
+    match reply? {
+        Reply::Command(quarry_wire::MonReply::Config(sections)) => {
+            Ok(quarry_conf::central_for(&sections, &EntityName::osd(cfg.id)))
+        }
+        other => Err(refused("GetConfig", other)),
+    }
+}
+
+async fn connect_as(
+    id: quarry_types::OsdId,
+    key: &quarry_auth::CryptoKey,
+    mon_addrs: &[std::net::SocketAddr],
+) -> Result<quarry_wire::Connected, OsdError> {
+    let entity = EntityName::osd(id);
+    let secret = ClientSecret::EntityKey(key.secret().to_vec());
     let mut last = None;
-    for &addr in &osd.mon_addrs {
+    for &addr in mon_addrs {
         match quarry_wire::connect(addr, &entity, Service::Mon, &secret, CONNECT_TIMEOUT).await {
             Ok(connected) => return Ok(connected),
             Err(e) => {
@@ -76,7 +100,7 @@ async fn connect(osd: &Osd) -> Result<quarry_wire::Connected, OsdError> {
         }
     }
     Err(OsdError::MonUnreachable {
-        addrs: osd.mon_addrs.clone(),
+        addrs: mon_addrs.to_vec(),
         last_error: last.map(|e| e.to_string()).unwrap_or_else(|| "no monitor address".into()),
     })
 }
@@ -85,6 +109,17 @@ async fn call(client: &RpcClient, request: Request) -> Result<Reply, OsdError> {
     match tokio::time::timeout(CALL_TIMEOUT, client.call(request)).await {
         Ok(reply) => Ok(reply?),
         Err(_) => Err(OsdError::Wire(quarry_wire::WireError::Timeout)),
+    }
+}
+
+/// Applies the central config's sections for this OSD (`ceph config set osd|osd.N|global`)
+/// to the process's options (`crate::tell::Knobs::apply_central`: runtime options now,
+/// others at the next start; ceph.conf and the command line win).
+fn apply_config(osd: &Osd, sections: &BTreeMap<String, BTreeMap<String, String>>) {
+    let values = quarry_conf::central_for(sections, &EntityName::osd(osd.id));
+    let changed = crate::tell::knobs().apply_central(&values);
+    if !changed.is_empty() {
+        tracing::info!(osd = osd.id, changed = %changed.join(", "), "central config applied");
     }
 }
 
@@ -115,6 +150,10 @@ async fn session(
         Reply::Map(map) => Arc::new(*map),
         other => return Err(refused("Subscribe", other)),
     };
+    match call(&client, Request::GetConfig { subscribe: true }).await? {
+        Reply::Command(quarry_wire::MonReply::Config(sections)) => apply_config(osd, &sections),
+        other => return Err(refused("GetConfig", other)),
+    }
     fetch_keys(osd, &client, &session_key).await?;
     let mut ticket_renew_at = fetch_ticket(osd, &client, &session_key).await?;
     osd.router.apply_map(map).await?;
@@ -132,6 +171,7 @@ async fn session(
             _ = crate::osd::stopped(&mut stop) => return Ok(()),
             event = events.recv() => match event {
                 Some(Event::Map(map)) => osd.offer_map(Arc::new(*map)),
+                Some(Event::Config(sections)) => apply_config(osd, &sections),
                 // A monitor pushes maps only; watch events are for clients of OSDs.
                 Some(Event::Notify { .. } | Event::WatchError { .. }) => {}
                 None => return Err(OsdError::Wire(quarry_wire::WireError::Closed)),
@@ -197,8 +237,9 @@ async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), 
         Ok::<_, quarry_store::StoreError>(space.reported())
     })
     .await?;
-    let (disk_used, disk_avail) = (figures.used, figures.avail);
-    let beacon = Request::OsdBeacon { id: osd.id, up_from, usage, disk_used, disk_avail };
+    let (Figures { used: disk_used, avail: disk_avail }, data_used) = figures;
+    let beacon =
+        Request::OsdBeacon { id: osd.id, up_from, usage, disk_used, disk_avail, data_used };
     match call(client, beacon).await? {
         Reply::Ack => Ok(()),
         other => Err(refused("OsdBeacon", other)),

@@ -1,0 +1,222 @@
+//! The OSD's op tracker: the client ops it is handling now and the last ones it finished,
+//! for `ceph tell osd.N dump_ops_in_flight` and `dump_historic_ops` in Ceph's JSON shapes
+//! (`{"ops": [{"description", "initiated_at", "age", "duration", "type_data": {"flag_point",
+//! "client_info", "events"}}], "num_ops"}`; historic: `{"size", "duration", "ops"}`).
+//!
+//! An op is registered when the OSD starts handling it (after the connection's and the
+//! OSD's in-flight bounds let it in) and leaves when it is answered; Quarry does not record
+//! the stages inside (queued for its object, proposed, committed), so an op in flight has
+//! the flag point `started` and the events `initiated` and `started`, a finished one also
+//! `done`. The historic list keeps the last [`HISTORY_SIZE`] ops that finished within
+//! [`HISTORY_DURATION`] (Ceph's `osd_op_history_size` 20, `osd_op_history_duration` 600 s).
+//! Cost per op: one short mutex hold to register, one to finish, and the description
+//! (op names, never data).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde_json::{json, Value};
+
+use quarry_types::ObjectOp;
+use quarry_wire::OsdOp;
+
+/// Finished ops kept for `dump_historic_ops`.
+pub const HISTORY_SIZE: usize = 20;
+/// How long a finished op stays in the history.
+pub const HISTORY_DURATION: Duration = Duration::from_secs(600);
+
+struct Tracked {
+    description: String,
+    client: String,
+    client_addr: String,
+    tid: u64,
+    initiated: SystemTime,
+    started: Instant,
+    finished: Option<(SystemTime, Instant)>,
+}
+
+/// The ops in flight and the recent history of one OSD.
+#[derive(Default)]
+pub struct OpTracker {
+    next: AtomicU64,
+    in_flight: Mutex<BTreeMap<u64, Tracked>>,
+    history: Mutex<VecDeque<Tracked>>,
+}
+
+/// An op being handled: it leaves the in-flight list (for the history) when dropped.
+pub struct InFlight {
+    tracker: Arc<OpTracker>,
+    id: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let Some(mut op) = lock(&self.tracker.in_flight).remove(&self.id) else { return };
+        op.finished = Some((SystemTime::now(), Instant::now()));
+        let mut history = lock(&self.tracker.history);
+        history.push_back(op);
+        while history.len() > HISTORY_SIZE {
+            history.pop_front();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Ceph's name of an op of the vector (`osd_op`'s bracketed list).
+fn op_name(op: &ObjectOp) -> String {
+    let (name, extent) = match op {
+        ObjectOp::Read { off, len, .. } => ("read", Some((*off, *len))),
+        ObjectOp::Write { off, data } => ("write", Some((*off, data.len() as u64))),
+        ObjectOp::WriteFull { data } => ("writefull", Some((0, data.len() as u64))),
+        ObjectOp::Zero { off, len } => ("zero", Some((*off, *len))),
+        ObjectOp::Truncate { .. } => ("truncate", None),
+        ObjectOp::Stat => ("stat", None),
+        ObjectOp::AssertExists => ("assert-exists", None),
+        ObjectOp::GetXattr { .. } => ("getxattr", None),
+        ObjectOp::GetXattrs => ("getxattrs", None),
+        ObjectOp::CmpXattr { .. } => ("cmpxattr", None),
+        ObjectOp::OmapGetVals { .. } => ("omap-get-vals", None),
+        ObjectOp::OmapGetKeys { .. } => ("omap-get-keys", None),
+        ObjectOp::OmapGetValsByKeys { .. } => ("omap-get-vals-by-keys", None),
+        ObjectOp::OmapGetHeader => ("omap-get-header", None),
+        ObjectOp::OmapCmp { .. } => ("omap-cmp", None),
+        ObjectOp::Create { .. } => ("create", None),
+        ObjectOp::Remove => ("delete", None),
+        ObjectOp::SetXattr { .. } => ("setxattr", None),
+        ObjectOp::RmXattr { .. } => ("rmxattr", None),
+        ObjectOp::OmapSetVals { .. } => ("omap-set-vals", None),
+        ObjectOp::OmapRmKeys { .. } => ("omap-rm-keys", None),
+        ObjectOp::OmapClear => ("omap-clear", None),
+        ObjectOp::OmapSetHeader { .. } => ("omap-set-header", None),
+        ObjectOp::SnapTrimRetired { .. } => ("snaptrim", None),
+        ObjectOp::Call { .. } => ("call", None),
+        ObjectOp::Rollback { .. } => ("rollback", None),
+        ObjectOp::CmpExt { .. } => ("cmpext", None),
+    };
+    match extent {
+        Some((offset, length)) => format!("{name} {offset}~{length}"),
+        None => name.to_string(),
+    }
+}
+
+/// `2026-12-04T22:50:00.123456+0000`, as Ceph prints op times.
+fn utime(at: SystemTime) -> String {
+    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}+0000",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        since.subsec_micros()
+    )
+}
+
+impl OpTracker {
+    /// Registers `op` from `client` (its entity) at `addr`.
+    pub fn start(self: &Arc<Self>, op: &OsdOp, client: &str, addr: &str) -> InFlight {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let ops: Vec<String> = op.ops.iter().map(op_name).collect();
+        let tid = op.reqid.map(|r| r.tid).unwrap_or(0);
+        let description = format!(
+            "osd_op({client}.0:{tid} {} {} [{}] e{})",
+            op.pg,
+            op.name,
+            ops.join(","),
+            op.epoch
+        );
+        let tracked = Tracked {
+            description,
+            client: client.to_string(),
+            client_addr: addr.to_string(),
+            tid,
+            initiated: SystemTime::now(),
+            started: Instant::now(),
+            finished: None,
+        };
+        lock(&self.in_flight).insert(id, tracked);
+        InFlight { tracker: self.clone(), id }
+    }
+
+    /// `dump_ops_in_flight`.
+    pub fn dump_in_flight(&self) -> Value {
+        let now = Instant::now();
+        let ops: Vec<Value> = lock(&self.in_flight).values().map(|op| op.json(now)).collect();
+        json!({"ops": ops, "num_ops": ops.len()})
+    }
+
+    /// `dump_historic_ops`: the last finished ops still within [`HISTORY_DURATION`].
+    pub fn dump_historic(&self) -> Value {
+        let now = Instant::now();
+        let mut history = lock(&self.history);
+        history.retain(|op| {
+            op.finished.is_some_and(|(_, at)| now.duration_since(at) <= HISTORY_DURATION)
+        });
+        let ops: Vec<Value> = history.iter().map(|op| op.json(now)).collect();
+        json!({"size": HISTORY_SIZE, "duration": HISTORY_DURATION.as_secs(), "ops": ops})
+    }
+}
+
+impl Tracked {
+    fn json(&self, now: Instant) -> Value {
+        let age = now.duration_since(self.started).as_secs_f64();
+        let duration = match self.finished {
+            Some((_, at)) => at.duration_since(self.started).as_secs_f64(),
+            None => age,
+        };
+        let initiated = utime(self.initiated);
+        let mut events = vec![
+            json!({"event": "initiated", "time": initiated, "duration": 0.0}),
+            json!({"event": "started", "time": initiated, "duration": 0.0}),
+        ];
+        let flag_point = match self.finished {
+            Some((at, _)) => {
+                events.push(json!({"event": "done", "time": utime(at), "duration": duration}));
+                "done"
+            }
+            None => "started",
+        };
+        json!({
+            "description": self.description,
+            "initiated_at": initiated,
+            "age": age,
+            "duration": duration,
+            "type_data": {
+                "flag_point": flag_point,
+                "client_info": {
+                    "client": self.client,
+                    "client_addr": self.client_addr,
+                    "tid": self.tid
+                },
+                "events": events
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_cephs() {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_424_600_123_456);
+        assert_eq!(utime(at), "2026-12-04T22:50:00.123456+0000");
+    }
+}
