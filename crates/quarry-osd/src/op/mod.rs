@@ -296,6 +296,14 @@ async fn write(
                     tracing::debug!(pg = %group.pg, "write to a pg that stopped for repair");
                     retry(map)
                 }
+                // Shut down (moved away, pool removed, OSD stopping): openraft reports a
+                // core it was asked to stop as `Stopped`, which is no failure of the log or
+                // the store, so the client resends as below. (Answering ETIMEDOUT here made a
+                // guest see an I/O error when its PG's primary moved.)
+                Some(openraft::error::Fatal::Stopped) => {
+                    tracing::debug!(pg = %group.pg, "raft shut down before answering a write");
+                    retry(map)
+                }
                 Some(fatal) => outcome_unknown(group.pg, &fatal.to_string()),
                 None => {
                     tracing::debug!(pg = %group.pg, "raft stopped before answering a write");
