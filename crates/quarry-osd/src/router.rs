@@ -100,9 +100,12 @@ const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(5);
 fn raft_config(voters: usize) -> Result<Arc<Config>, openraft::ConfigError> {
     let config = Config {
         cluster_name: "quarry-pg".into(),
-        heartbeat_interval: 250,
-        election_timeout_min: 1000,
-        election_timeout_max: 2000,
+        // openraft 0.9 gives every AppendEntries call this long (send, the follower's WAL
+        // fsync, answer): 250 ms was too short for one 4 MiB entry on a loaded machine, and
+        // the retries of a call that never fits stall the PG. Elections stay a few seconds.
+        heartbeat_interval: 600,
+        election_timeout_min: 1500,
+        election_timeout_max: 3000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS),
         // With one replica nobody needs the log behind a checkpoint: purge it all, so idle
         // PGs never pin old WAL segments. Replicated PGs keep a tail for lagging followers.
@@ -400,7 +403,16 @@ impl Router {
             } else if new.epoch > 0 && !hosted.contains(&pg) && !self.repairing().contains(&pg) {
                 // In neither the acting nor the up set: the PG's voters committed without
                 // this OSD (the acting set changes only after that), or it was a learner
-                // whose move was called off.
+                // whose move was called off. Unless Raft says otherwise: a move that added
+                // this OSD may have committed before the monitor applied its report, and an
+                // up set recomputed meanwhile leaves it out of both sets while it is a voter
+                // that may hold entries a majority needs. It keeps its copy (and serves the
+                // group) until a membership change removes it.
+                if self.voter_in_newest_config(pg) {
+                    tracing::info!(%pg, epoch = new.epoch,
+                        "pg not in this OSD's sets of the map, but a voter of its Raft group: kept until Raft removes it");
+                    continue;
+                }
                 tracing::info!(%pg, epoch = new.epoch, "pg no longer hosted here: removing its copy");
                 self.remove_pg(pg).await?;
             }
@@ -534,6 +546,18 @@ impl Router {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(raft_err(e.to_string())),
         }
+    }
+
+    /// Whether this OSD is a voter of the newest configuration its running group of `pg`
+    /// knows (the new half of a joint one). A removed voter sees the configuration that
+    /// removes it (it is a voter of the joint one's old half, so the leader sends it that),
+    /// a learner is no voter; a group not running here says nothing (false).
+    fn voter_in_newest_config(&self, pg: PgId) -> bool {
+        let Some(group) = self.group(pg) else { return false };
+        let metrics = group.raft.metrics();
+        let metrics = metrics.borrow();
+        let joint = metrics.membership_config.membership().get_joint_config();
+        joint.last().is_some_and(|voters| voters.contains(&self.deps.me))
     }
 
     /// Stops the group of `pg` (if running) and deletes its objects and log.
