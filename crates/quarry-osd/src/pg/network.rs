@@ -209,6 +209,25 @@ impl Peers {
     }
 }
 
+/// Bytes of entries one AppendEntries call carries at most (one larger entry goes alone).
+/// openraft gives each call `heartbeat_interval` to be sent, persisted by the follower
+/// (its WAL's fsync) and answered, and batches up to `max_payload_entries` entries: 64 of
+/// 4 MiB in one call never made it, and a PG with large writes stopped replicating (a 4 MiB
+/// `rados put` to a size-2 pool hung).
+const APPEND_BYTES_MAX: u64 = 4 << 20;
+
+/// How many of `entries` go in one call (see [`APPEND_BYTES_MAX`]).
+fn append_prefix(entries: &[openraft::Entry<PgRaftConfig>]) -> usize {
+    let mut bytes = 0u64;
+    for (i, entry) in entries.iter().enumerate() {
+        bytes += bincode::serialized_size(entry).unwrap_or(u64::MAX / 2);
+        if i > 0 && bytes > APPEND_BYTES_MAX {
+            return i;
+        }
+    }
+    entries.len()
+}
+
 /// Makes [`PeerClient`]s for one PG group.
 pub(crate) struct PgNetworkFactory {
     pub(crate) group: u64,
@@ -270,10 +289,20 @@ impl PeerClient {
 impl RaftNetwork<PgRaftConfig> for PeerClient {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<PgRaftConfig>,
+        mut rpc: AppendEntriesRequest<PgRaftConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<OsdId>> {
+        // At most APPEND_BYTES_MAX of entries per call (at least one): the rest is sent by
+        // the next call, after a partial success up to the last entry sent.
+        let sent = append_prefix(&rpc.entries);
+        let partial = (sent < rpc.entries.len()).then(|| {
+            rpc.entries.truncate(sent);
+            rpc.entries.last().map(|e| e.log_id)
+        });
         match self.send(RaftRpc::Append(rpc), &option).await {
+            Ok(RaftRpcReply::Append(Ok(AppendEntriesResponse::Success))) if partial.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(partial.flatten()))
+            }
             Ok(RaftRpcReply::Append(Ok(r))) => Ok(r),
             Ok(RaftRpcReply::Append(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
