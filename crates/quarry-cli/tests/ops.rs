@@ -416,14 +416,14 @@ fn central_config_is_kept_and_checked() {
         get,
         "WHO    MASK  LEVEL     OPTION             VALUE  RO\n\
          osd.0        advanced  debug_osd          5/5\n\
-         osd          advanced  osd_max_backfills  3\n"
+         osd          advanced  osd_max_backfills  3      *\n"
     );
     assert_eq!(config(&["get", "osd.0", "osd_max_backfills"]).ok("get key").out(), "3\n");
     assert_eq!(config(&["get", "client.admin", "rbd_cache"]).ok("get client").out(), "false\n");
     assert_eq!(config(&["get", "osd.0", "rbd_cache"]).ok("default").out(), "true\n");
     fails(config(&["get", "osd.0", "bogus_key"]), 2, "Error ENOENT: unrecognized key 'bogus_key'");
     let dump = "WHO        MASK  LEVEL     OPTION             VALUE  RO\n  \
-                osd            advanced  osd_max_backfills  3\n    \
+                osd            advanced  osd_max_backfills  3      *\n    \
                 osd.0        advanced  debug_osd          5/5\n  \
                 client         advanced  rbd_cache          false\n";
     let got = config(&["dump"]).ok("dump").out();

@@ -254,6 +254,7 @@ impl LogGuard {
             .allow("openraft::replication: error replication to target=")
             .allow("openraft::replication: RPCError err=timeout after")
             .allow("openraft::engine::handler::replication_handler: update progress error")
+            .allow("openraft::engine::handler::replication_handler: heartbeat error: ")
     }
 
     /// The WARN/ERROR lines recorded since the guard was made.
