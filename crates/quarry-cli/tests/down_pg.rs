@@ -8,26 +8,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-
-/// Waits until `ceph -s` shows `want` OSDs up.
-fn wait_up(conf: &Path, want: u32) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let r = run_bounded(tool_cmd("ceph", Some(conf), &["-s"]), None, COMMAND_TIMEOUT);
-        last = r.out();
-        if r.status.success() && last.contains(&format!(": {want} up")) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("never {want} OSDs up:\n{last}");
-}
 
 #[test]
 fn a_read_on_a_down_pg_says_so_and_times_out() {
@@ -37,26 +20,12 @@ fn a_read_on_a_down_pg_says_so_and_times_out() {
     logs.allow_raft_churn().expect("no beacon within grace: marking osd down osd=1");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let mut init = Command::new(quarry());
-    init.args(["cluster-init"]).arg(&dir).args(["--osds", "2"]);
-    run_bounded(init, None, COMMAND_TIMEOUT).ok("cluster-init");
+    cluster_init(&dir, 2);
     let conf = dir.join("ceph.conf");
-    let text = std::fs::read_to_string(&conf).unwrap();
-    let mut mon_cmd = Command::new(quarry());
-    mon_cmd
-        .arg("mon")
-        .arg("--data")
-        .arg(dir.join("mon"))
-        .args(["--addr", &conf_value(&text, "mon_host"), "--mkfs"])
-        .args(["--fsid", &conf_value(&text, "fsid")])
-        .arg("--keyring")
-        .arg(dir.join("mon.keyring"))
-        .args(["--osds", "0,1", "--pool", "rbd", "--size", "1"]);
-    let mut mon = Daemon::spawn("mon.a", mon_cmd);
-    mon.wait_ready();
+    let mut mon = spawn_mon(&dir, &["--osds", "0,1", "--pool", "rbd", "--size", "1"]);
     let mut osd0 = spawn_osd(&dir, 0);
     let mut osd1 = spawn_osd(&dir, 1);
-    wait_up(&conf, 2);
+    wait_osds_up(&conf, 2);
     let rados =
         |args: &[&str]| run_bounded(tool_cmd("rados", Some(&conf), args), None, COMMAND_TIMEOUT);
     let names: Vec<String> = (0..8).map(|i| format!("o{i}")).collect();
@@ -64,7 +33,7 @@ fn a_read_on_a_down_pg_says_so_and_times_out() {
         rados(&["-p", "rbd", "put", name, "/etc/hostname"]).ok("put");
     }
     osd1.terminate();
-    wait_up(&conf, 1);
+    wait_osds_up(&conf, 1);
 
     // Every object: those on osd.0 answer at once, those on osd.1 wait, say so, time out.
     let readers: Vec<_> = names

@@ -6,28 +6,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 
 fn ceph(conf: &Path, args: &[&str]) -> Run {
     run_bounded(tool_cmd("ceph", Some(conf), args), None, COMMAND_TIMEOUT)
-}
-
-/// Waits until `ceph -s` shows `want` OSDs up.
-fn wait_up(conf: &Path, want: u32) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        let r = ceph(conf, &["-s"]);
-        last = r.out();
-        if r.status.success() && last.contains(&format!(": {want} up")) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    panic!("never {want} OSDs up:\n{last}");
 }
 
 fn dump(conf: &Path, what: &str) -> serde_json::Value {
@@ -46,28 +30,16 @@ fn a_held_write_shows_in_dump_ops_in_flight_with_its_age() {
     logs.allow_raft_churn().allow("openraft::core::raft_core: timeout error=timeout after");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let mut init = Command::new(quarry());
-    init.args(["cluster-init"]).arg(&dir).args(["--osds", "2"]);
-    run_bounded(init, None, COMMAND_TIMEOUT).ok("cluster-init");
+    cluster_init(&dir, 2);
     let conf = dir.join("ceph.conf");
-    let text = std::fs::read_to_string(&conf).unwrap();
-    let mut mon_cmd = Command::new(quarry());
-    mon_cmd
-        .arg("mon")
-        .arg("--data")
-        .arg(dir.join("mon"))
-        .args(["--addr", &conf_value(&text, "mon_host"), "--mkfs"])
-        .args(["--fsid", &conf_value(&text, "fsid")])
-        .arg("--keyring")
-        .arg(dir.join("mon.keyring"))
+    let _mon = spawn_mon(
+        &dir,
         // A long grace: the frozen OSD must not be marked down while the test looks.
-        .args(["--osd-grace", "120"])
-        .args(["--osds", "0,1", "--pool", "rbd", "--size", "2"]);
-    let mut mon = Daemon::spawn("mon.a", mon_cmd);
-    mon.wait_ready();
+        &["--osd-grace", "120", "--osds", "0,1", "--pool", "rbd", "--size", "2"],
+    );
     let _osd0 = spawn_osd(&dir, 0);
     let osd1 = spawn_osd(&dir, 1);
-    wait_up(&conf, 2);
+    wait_osds_up(&conf, 2);
     let empty = dump(&conf, "dump_ops_in_flight");
     assert_eq!(empty["num_ops"], 0, "{empty}");
     assert_eq!(empty["ops"].as_array().map(Vec::len), Some(0), "{empty}");

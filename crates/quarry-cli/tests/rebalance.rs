@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,29 +26,30 @@ impl Cluster {
     /// and 8 PGs, OSDs marked down 5 s after their last beacon) and every OSD.
     fn start(tmp: &Path, osds: u32, size: u32, extra: &str) -> Cluster {
         let dir = tmp.join("c");
-        let mut init = Command::new(quarry());
-        init.args(["cluster-init"]).arg(&dir).args(["--osds", &osds.to_string()]);
-        run_bounded(init, None, COMMAND_TIMEOUT).ok("cluster-init");
+        cluster_init(&dir, osds);
         let conf = dir.join("ceph.conf");
         let mut text = std::fs::read_to_string(&conf).unwrap();
         text.push_str(extra);
         std::fs::write(&conf, &text).unwrap();
         let ids: Vec<String> = (0..osds).map(|i| i.to_string()).collect();
-        let mut mon_cmd = Command::new(quarry());
-        mon_cmd
-            .arg("mon")
-            .arg("--data")
-            .arg(dir.join("mon"))
-            .arg("-c")
-            .arg(&conf)
-            .args(["--addr", &conf_value(&text, "mon_host"), "--mkfs"])
-            .args(["--fsid", &conf_value(&text, "fsid")])
-            .arg("--keyring")
-            .arg(dir.join("mon.keyring"))
-            .args(["--osds", &ids.join(","), "--pool", "rbd", "--size", &size.to_string()])
-            .args(["--pg-num", "8", "--osd-grace", "5"]);
-        let mut mon = Daemon::spawn("mon.a", mon_cmd);
-        mon.wait_ready();
+        let (ids, size) = (ids.join(","), size.to_string());
+        let mon = spawn_mon(
+            &dir,
+            &[
+                "-c",
+                conf.to_str().unwrap(),
+                "--osds",
+                &ids,
+                "--pool",
+                "rbd",
+                "--size",
+                &size,
+                "--pg-num",
+                "8",
+                "--osd-grace",
+                "5",
+            ],
+        );
         let osds = (0..osds).map(|id| Some(spawn_osd(&dir, id))).collect();
         let cluster = Cluster { conf, mon, osds };
         cluster.wait(Duration::from_secs(60), "every osd up", |c| {

@@ -44,6 +44,48 @@ pub fn conf_value(conf: &str, key: &str) -> String {
         .unwrap_or_else(|| panic!("{key} missing in\n{conf}"))
 }
 
+/// `quarry cluster-init DIR --osds N`: the conf, keys and data directories of a cluster of
+/// separate daemons.
+pub fn cluster_init(dir: &Path, osds: u32) -> Run {
+    let mut init = Command::new(quarry());
+    init.args(["cluster-init"]).arg(dir).args(["--osds", &osds.to_string()]);
+    run_bounded(init, None, COMMAND_TIMEOUT).ok("cluster-init")
+}
+
+/// `quarry mon --mkfs` of the cluster directory `dir` (made by `quarry cluster-init`: the
+/// address, fsid and keyring come from it), `args` appended (`--osds`, `--pool`, `--size`,
+/// `--osd-grace`, ...), started and ready.
+pub fn spawn_mon(dir: &Path, args: &[&str]) -> Daemon {
+    let text = std::fs::read_to_string(dir.join("ceph.conf")).unwrap();
+    let mut cmd = Command::new(quarry());
+    cmd.arg("mon")
+        .arg("--data")
+        .arg(dir.join("mon"))
+        .args(["--addr", &conf_value(&text, "mon_host"), "--mkfs"])
+        .args(["--fsid", &conf_value(&text, "fsid")])
+        .arg("--keyring")
+        .arg(dir.join("mon.keyring"))
+        .args(args);
+    let mut d = Daemon::spawn("mon.a", cmd);
+    d.wait_ready();
+    d
+}
+
+/// Waits (90 s) until `ceph -s` shows `want` OSDs up.
+pub fn wait_osds_up(conf: &Path, want: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    let mut last = String::new();
+    while std::time::Instant::now() < deadline {
+        let r = run_bounded(tool_cmd("ceph", Some(conf), &["-s"]), None, COMMAND_TIMEOUT);
+        last = r.out();
+        if r.status.success() && last.contains(&format!(": {want} up")) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("never {want} OSDs up:\n{last}");
+}
+
 /// `quarry osd --id ID` of the cluster directory `dir` (made by `quarry cluster-init`),
 /// started and ready.
 pub fn spawn_osd(dir: &Path, id: u32) -> Daemon {
