@@ -218,6 +218,10 @@ const APPEND_BYTES_MAX: u64 = 4 << 20;
 
 /// How many of `entries` go in one call (see [`APPEND_BYTES_MAX`]).
 fn append_prefix(entries: &[openraft::Entry<PgRaftConfig>]) -> usize {
+    if entries.len() <= 1 {
+        // One entry always goes: no size to compute on the common path.
+        return entries.len();
+    }
     let mut bytes = 0u64;
     for (i, entry) in entries.iter().enumerate() {
         bytes += bincode::serialized_size(entry).unwrap_or(u64::MAX / 2);
