@@ -243,7 +243,7 @@ fn append_and_advisory_locks() {
 /// by the follower and answered; at 250 ms, with up to 64 entries of 4 MiB per call, the
 /// calls of a loaded PG never fit, and a 4 MiB `rados put` to a replicated pool hung (the
 /// follower's log said `osd.0 did not answer in time` over and over). Calls now carry at
-/// most 4 MiB of entries and the interval is 600 ms.
+/// most 4 MiB of entries and the interval is 1 s.
 #[test]
 fn large_writes_to_a_replicated_pool_complete() {
     let logs = quarry_testkit::log_guard();

@@ -102,10 +102,12 @@ fn raft_config(voters: usize) -> Result<Arc<Config>, openraft::ConfigError> {
         cluster_name: "quarry-pg".into(),
         // openraft 0.9 gives every AppendEntries call this long (send, the follower's WAL
         // fsync, answer): 250 ms was too short for one 4 MiB entry on a loaded machine, and
-        // the retries of a call that never fits stall the PG. Elections stay a few seconds.
-        heartbeat_interval: 600,
-        election_timeout_min: 1500,
-        election_timeout_max: 3000,
+        // the retries of a call that never fits stall the PG (600 ms still stalled eight
+        // parallel 4 MiB writes in a debug build beside other tests, 2 runs in 4).
+        // Elections stay a few seconds.
+        heartbeat_interval: 1000,
+        election_timeout_min: 2500,
+        election_timeout_max: 5000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS),
         // With one replica nobody needs the log behind a checkpoint: purge it all, so idle
         // PGs never pin old WAL segments. Replicated PGs keep a tail for lagging followers.
