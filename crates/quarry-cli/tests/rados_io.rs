@@ -4,7 +4,8 @@
 //! `ceph16-pool-export.bin`); a truncated or corrupt export is refused with nothing written;
 //! appends land at the end; locks are taken, listed, refused while held and broken, with
 //! Ceph's output; 4 MiB objects written in parallel to a size-2 pool replicate and read back
-//! (teeth: with Raft's old 250 ms calls of up to 64 entries, a put did not finish in 90 s).
+//! (with a 0.1 s Raft heartbeat, so every call outlives openraft's timeout for it; teeth: when
+//! the transport resends such calls, a put does not finish in 90 s).
 
 mod common;
 
@@ -243,13 +244,22 @@ fn append_and_advisory_locks() {
 /// by the follower and answered; at 250 ms, with up to 64 entries of 4 MiB per call, the
 /// calls of a loaded PG never fit, and a 4 MiB `rados put` to a replicated pool hung (the
 /// follower's log said `osd.0 did not answer in time` over and over). Calls now carry at
-/// most 4 MiB of entries and the interval is 1 s.
+/// most 4 MiB of entries, and a call openraft gave up on is kept going and waited for, not
+/// resent (`pg::network`): the test runs with a 0.1 s heartbeat, which every 4 MiB call
+/// outlives (teeth: resending, as before, no put finished in 90 s).
 #[test]
 fn large_writes_to_a_replicated_pool_complete() {
     let logs = quarry_testkit::log_guard();
     logs.allow_raft_churn();
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
+    // A heartbeat of 0.1 s: every AppendEntries call of 4 MiB outlives openraft's timeout
+    // for it, so the transport must keep the call going instead of resending it.
+    let mut first = up(&dir, 2);
+    first.terminate();
+    let mut text = std::fs::read_to_string(dir.join("ceph.conf")).unwrap();
+    text.push_str("[osd]\n\tosd_raft_heartbeat_interval = 0.1\n");
+    std::fs::write(dir.join("ceph.conf"), text).unwrap();
     let _cluster = up(&dir, 2);
     let conf = dir.join("ceph.conf");
     let conf = conf.as_path();

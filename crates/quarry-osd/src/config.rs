@@ -43,6 +43,9 @@ pub struct OsdConfig {
     /// `osd_max_backfills` (default 1, Ceph's): PG moves this OSD drives at once as a PG's
     /// primary (`pg::membership`).
     pub max_backfills: usize,
+    /// `osd_raft_heartbeat_interval` (default 1 s): a PG leader's heartbeat; elections start
+    /// after 2.5 to 5 of them without a word from the leader.
+    pub raft_heartbeat: std::time::Duration,
 }
 
 /// What the `quarry osd` command line sets besides the common options.
@@ -105,6 +108,17 @@ impl OsdConfig {
                     })
                 })?
                 .unwrap_or(1),
+            raft_heartbeat: conf
+                .get_parsed(&entity, "osd_raft_heartbeat_interval", |v| {
+                    quarry_conf::parse_float(v).map_err(str::to_string).and_then(|s| {
+                        if (0.05..=10.0).contains(&s) {
+                            Ok(std::time::Duration::from_secs_f64(s))
+                        } else {
+                            Err("expected 0.05 to 10 (seconds)".to_string())
+                        }
+                    })
+                })?
+                .unwrap_or(crate::DEFAULT_RAFT_HEARTBEAT),
         })
     }
 

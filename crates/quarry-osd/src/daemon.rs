@@ -126,7 +126,7 @@ pub(crate) async fn start(
         damage,
         exports: Exports::new(store.clone(), data.snapshots()),
     };
-    let router = Router::new(deps, map, cfg.max_backfills);
+    let router = Router::new(deps, map, cfg.max_backfills, cfg.raft_heartbeat);
     let space =
         Arc::new(crate::space::Space::new(cfg.id, data.root(), data.store(), cfg.full_ratios));
     crate::tell::register_space(&space);

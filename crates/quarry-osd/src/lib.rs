@@ -182,6 +182,10 @@ use std::net::SocketAddr;
 use quarry_types::{OsdId, PgId};
 
 pub use config::{OsdConfig, OsdOverrides};
+
+/// `osd_raft_heartbeat_interval`'s default: a PG leader's heartbeat every second, elections
+/// after 2.5 to 5 s of silence.
+pub const DEFAULT_RAFT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 pub use data_dir::DataDir;
 pub use error::OsdError;
 pub use pg::{group_id, pg_of_group, PgCommand, PgRaftConfig};

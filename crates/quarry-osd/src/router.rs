@@ -91,23 +91,25 @@ pub(crate) struct Router {
     remap_reports: std::sync::Mutex<BTreeMap<PgId, RemapReport>>,
     /// Bounds the moves this OSD drives at once (`osd_max_backfills`).
     backfills: Arc<tokio::sync::Semaphore>,
+    /// `osd_raft_heartbeat_interval` in milliseconds ([`raft_config`]).
+    raft_heartbeat_ms: u64,
 }
 
 /// The longest pause between two attempts to rebuild a damaged PG.
 const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
-/// The openraft configuration of a PG group with `voters` replicas.
-fn raft_config(voters: usize) -> Result<Arc<Config>, openraft::ConfigError> {
+/// The openraft configuration of a PG group with `voters` replicas and a leader heartbeat
+/// every `heartbeat_ms` (`osd_raft_heartbeat_interval`).
+fn raft_config(voters: usize, heartbeat_ms: u64) -> Result<Arc<Config>, openraft::ConfigError> {
     let config = Config {
         cluster_name: "quarry-pg".into(),
-        // openraft 0.9 gives every AppendEntries call this long (send, the follower's WAL
-        // fsync, answer): 250 ms was too short for one 4 MiB entry on a loaded machine, and
-        // the retries of a call that never fits stall the PG (600 ms still stalled eight
-        // parallel 4 MiB writes in a debug build beside other tests, 2 runs in 4).
-        // Elections stay a few seconds.
-        heartbeat_interval: 1000,
-        election_timeout_min: 2500,
-        election_timeout_max: 5000,
+        // openraft 0.9 also gives every AppendEntries call this long; a call that takes
+        // longer (the follower's WAL fsync under load) is kept going and waited for by the
+        // transport, not resent (`pg::network`), so the interval only sets how fast a dead
+        // leader is noticed: elections after 2.5 to 5 silent intervals.
+        heartbeat_interval: heartbeat_ms,
+        election_timeout_min: heartbeat_ms * 5 / 2,
+        election_timeout_max: heartbeat_ms * 5,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(SNAPSHOT_LOGS),
         // With one replica nobody needs the log behind a checkpoint: purge it all, so idle
         // PGs never pin old WAL segments. Replicated PGs keep a tail for lagging followers.
@@ -130,6 +132,7 @@ impl Router {
         deps: GroupDeps,
         map: watch::Sender<Arc<ClusterMap>>,
         max_backfills: usize,
+        raft_heartbeat: Duration,
     ) -> Router {
         Router {
             deps,
@@ -140,6 +143,7 @@ impl Router {
             moving: std::sync::Mutex::new(HashSet::new()),
             remap_reports: std::sync::Mutex::new(BTreeMap::new()),
             backfills: Arc::new(tokio::sync::Semaphore::new(max_backfills.max(1))),
+            raft_heartbeat_ms: u64::try_from(raft_heartbeat.as_millis()).unwrap_or(1000).max(1),
         }
     }
 
@@ -473,7 +477,8 @@ impl Router {
     async fn start_group(&self, pg: PgId, map: &ClusterMap) -> Result<(), OsdError> {
         let acting = map.acting(pg).to_vec();
         let raft_err = |detail: String| OsdError::Raft { pg, detail };
-        let config = raft_config(acting.len()).map_err(|e| raft_err(e.to_string()))?;
+        let config = raft_config(acting.len(), self.raft_heartbeat_ms)
+            .map_err(|e| raft_err(e.to_string()))?;
         let (done_tx, done_rx) = oneshot::channel();
         let sm = match PgStateMachine::open(
             pg,

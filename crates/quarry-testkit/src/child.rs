@@ -43,5 +43,6 @@ pub fn osd_config_from_env() -> Option<OsdConfig> {
         full_ratios: Default::default(),
         limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
         max_backfills: 1,
+        raft_heartbeat: quarry_osd::DEFAULT_RAFT_HEARTBEAT,
     })
 }

@@ -346,6 +346,7 @@ impl Cluster {
             full_ratios: Default::default(),
             limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
             max_backfills: 1,
+            raft_heartbeat: quarry_osd::DEFAULT_RAFT_HEARTBEAT,
         }
     }
 

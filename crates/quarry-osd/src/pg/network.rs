@@ -5,6 +5,14 @@
 //! peer, and sends bincode-encoded [`RaftRpc`]s; the peer decodes, calls its group's `Raft`,
 //! and answers a [`RaftRpcReply`]. Peer addresses come from the newest cluster map (an OSD's
 //! port may change across restarts), falling back to the address in the Raft membership.
+//!
+//! An AppendEntries call outlives openraft's timeout for it: openraft 0.9 gives each call
+//! `heartbeat_interval` and then drops it and resends, but a follower that is slow to persist
+//! (its WAL's fsync under load, several MiB of entries) keeps working on the dropped call, so
+//! the resends of the same megabytes never fit either and the PG stops replicating. The call
+//! therefore runs in its own task ([`Inflight`]); openraft's next call for the same entries
+//! waits for that one instead of sending them again, and gets its answer (a partial success
+//! up to what it carried). Only a call that does not answer in [`APPEND_CALL_MAX`] fails.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,7 +28,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RaftNetwork, RaftNetworkFactory};
+use openraft::{BasicNode, LogId, RaftNetwork, RaftNetworkFactory, Vote};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
@@ -232,6 +240,85 @@ fn append_prefix(entries: &[openraft::Entry<PgRaftConfig>]) -> usize {
     entries.len()
 }
 
+/// How long one AppendEntries call may take before it fails (it is waited for across
+/// openraft's shorter timeouts, see the module docs).
+const APPEND_CALL_MAX: Duration = Duration::from_secs(30);
+
+/// The peer's answer to an AppendEntries call, shared by every caller that waits for it (an
+/// error the peer's Raft returned is kept as its text: openraft treats it as any other
+/// failed call).
+type AppendOutcome = Result<AppendEntriesResponse<OsdId>, Arc<PeerError>>;
+
+/// The AppendEntries call in flight to one peer (or its answer, until a call for other
+/// entries replaces it): what it carried and where its answer will be.
+struct Inflight {
+    /// The peer called.
+    peer: OsdId,
+    /// The leader's vote the call was made with.
+    vote: Vote<OsdId>,
+    /// Its `prev_log_id`.
+    prev: Option<LogId<OsdId>>,
+    /// The last entry it carried.
+    last: LogId<OsdId>,
+    /// `None` until the peer answered (or the call failed).
+    outcome: watch::Receiver<Option<AppendOutcome>>,
+    /// The task making the call (aborted when the replication stream ends).
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Inflight {
+    /// Whether a call for `prev` then entries up to `last` (same leader) can be answered by
+    /// this one: it started at the same place and carried no more than the new call has.
+    fn answers(
+        &self,
+        vote: &Vote<OsdId>,
+        prev: &Option<LogId<OsdId>>,
+        last: &LogId<OsdId>,
+    ) -> bool {
+        self.vote == *vote && self.prev == *prev && self.last.index <= last.index
+    }
+
+    /// Waits for the answer (the caller's own timeout, openraft's, bounds the wait).
+    async fn outcome(&mut self) -> AppendOutcome {
+        let ended = |peer| {
+            Arc::new(PeerError::Refused {
+                peer,
+                detail: "the call's task ended without an answer".into(),
+            })
+        };
+        match self.outcome.wait_for(Option::is_some).await {
+            Ok(answer) => match answer.as_ref() {
+                Some(Ok(r)) => Ok(copy_response(r)),
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(ended(self.peer)),
+            },
+            // The task ended without answering: it was aborted or panicked.
+            Err(_) => Err(ended(self.peer)),
+        }
+    }
+
+    /// Whether the answer is in.
+    fn finished(&self) -> bool {
+        self.outcome.borrow().is_some()
+    }
+}
+
+/// A copy of `r` (openraft's type is not `Clone`).
+fn copy_response(r: &AppendEntriesResponse<OsdId>) -> AppendEntriesResponse<OsdId> {
+    match r {
+        AppendEntriesResponse::Success => AppendEntriesResponse::Success,
+        AppendEntriesResponse::PartialSuccess(id) => AppendEntriesResponse::PartialSuccess(*id),
+        AppendEntriesResponse::Conflict => AppendEntriesResponse::Conflict,
+        AppendEntriesResponse::HigherVote(v) => AppendEntriesResponse::HigherVote(*v),
+    }
+}
+
 /// Makes [`PeerClient`]s for one PG group.
 pub(crate) struct PgNetworkFactory {
     pub(crate) group: u64,
@@ -247,6 +334,7 @@ impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
             target,
             fallback: node.addr.parse().ok(),
             peers: self.peers.clone(),
+            inflight: None,
         }
     }
 }
@@ -257,6 +345,8 @@ pub(crate) struct PeerClient {
     target: OsdId,
     fallback: Option<SocketAddr>,
     peers: Arc<Peers>,
+    /// The last AppendEntries call with entries (see the module docs).
+    inflight: Option<Inflight>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -284,6 +374,41 @@ impl PeerClient {
         result
     }
 
+    /// Starts an AppendEntries call of at most [`APPEND_BYTES_MAX`] of `rpc`'s entries (at
+    /// least one) in its own task.
+    fn start_append(&self, rpc: &mut AppendEntriesRequest<PgRaftConfig>) -> Inflight {
+        let sent = append_prefix(&rpc.entries);
+        rpc.entries.truncate(sent);
+        let last = rpc.entries.last().map(|e| e.log_id).unwrap_or_default();
+        let (vote, prev) = (rpc.vote, rpc.prev_log_id);
+        let request = RaftRpc::Append(std::mem::replace(
+            rpc,
+            AppendEntriesRequest { vote, prev_log_id: prev, leader_commit: None, entries: vec![] },
+        ));
+        let (tx, outcome) = watch::channel(None);
+        let (peers, target, fallback, group) =
+            (self.peers.clone(), self.target, self.fallback, self.group);
+        let task = tokio::spawn(async move {
+            let result = peers.call(target, fallback, group, &request, APPEND_CALL_MAX).await;
+            let answer = match result {
+                Ok(RaftRpcReply::Append(Ok(r))) => Ok(r),
+                Ok(RaftRpcReply::Append(Err(e))) => {
+                    Err(Arc::new(PeerError::Refused { peer: target, detail: e.to_string() }))
+                }
+                Ok(_) => Err(Arc::new(PeerError::Refused {
+                    peer: target,
+                    detail: "a mismatched raft reply".into(),
+                })),
+                Err(e) => {
+                    tracing::debug!(group, peer = target, error = %e, "append entries failed");
+                    Err(Arc::new(e))
+                }
+            };
+            let _ = tx.send(Some(answer));
+        });
+        Inflight { peer: target, vote, prev, last, outcome, task }
+    }
+
     fn wrong_reply<E: std::error::Error>(&self) -> RPCError<OsdId, BasicNode, E> {
         let e = PeerError::Refused { peer: self.target, detail: "a mismatched raft reply".into() };
         RPCError::Network(NetworkError::new(&e))
@@ -296,23 +421,46 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
         mut rpc: AppendEntriesRequest<PgRaftConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<OsdId>> {
-        // At most APPEND_BYTES_MAX of entries per call (at least one): the rest is sent by
-        // the next call, after a partial success up to the last entry sent.
-        let sent = append_prefix(&rpc.entries);
-        let partial = (sent < rpc.entries.len()).then(|| {
-            rpc.entries.truncate(sent);
-            rpc.entries.last().map(|e| e.log_id)
-        });
-        match self.send(RaftRpc::Append(rpc), &option).await {
-            Ok(RaftRpcReply::Append(Ok(AppendEntriesResponse::Success))) if partial.is_some() => {
-                Ok(AppendEntriesResponse::PartialSuccess(partial.flatten()))
+        let Some(last) = rpc.entries.last().map(|e| e.log_id) else {
+            // A heartbeat: after a call with entries still in flight (the peer answers in
+            // order), then on its own.
+            if let Some(inflight) = self.inflight.as_mut().filter(|f| !f.finished()) {
+                let _ = inflight.outcome().await;
             }
-            Ok(RaftRpcReply::Append(Ok(r))) => Ok(r),
-            Ok(RaftRpcReply::Append(Err(e))) => {
-                Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+            return match self.send(RaftRpc::Append(rpc), &option).await {
+                Ok(RaftRpcReply::Append(Ok(r))) => Ok(r),
+                Ok(RaftRpcReply::Append(Err(e))) => {
+                    Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
+                }
+                Ok(_) => Err(self.wrong_reply()),
+                Err(e) => Err(rpc_error(&e)),
+            };
+        };
+        let joinable =
+            self.inflight.as_ref().is_some_and(|f| f.answers(&rpc.vote, &rpc.prev_log_id, &last));
+        if !joinable {
+            // Another call's entries: let a running one finish first (the peer would only
+            // queue this one behind it), then send these.
+            if let Some(inflight) = self.inflight.as_mut().filter(|f| !f.finished()) {
+                let _ = inflight.outcome().await;
             }
-            Ok(_) => Err(self.wrong_reply()),
-            Err(e) => Err(rpc_error(&e)),
+            self.inflight = Some(self.start_append(&mut rpc));
+        }
+        let Some(inflight) = self.inflight.as_mut() else {
+            return Err(self.wrong_reply());
+        };
+        let carried = inflight.last;
+        match inflight.outcome().await {
+            // Everything up to what the call carried is on the peer.
+            Ok(AppendEntriesResponse::Success) if carried.index < last.index => {
+                Ok(AppendEntriesResponse::PartialSuccess(Some(carried)))
+            }
+            Ok(r) => Ok(r),
+            Err(e) => {
+                // A failed call is not an answer for the next one.
+                self.inflight = None;
+                Err(rpc_error(&e))
+            }
         }
     }
 
