@@ -331,7 +331,8 @@ fn an_osd_down_past_the_interval_is_marked_out_and_its_pgs_re_replicated() {
     for (name, data) in &objects {
         put(&c, tmp.path(), name, data);
     }
-    assert!(c.pgs().iter().any(|(_, _, _, acting)| acting.contains(&2)));
+    let held = c.pgs().iter().filter(|(_, _, _, acting)| acting.contains(&2)).count();
+    assert!(held > 0, "osd.2 holds no pg");
     c.osds[2].take().unwrap().kill();
     let started = Instant::now();
     c.wait_clean(3, &[2], Duration::from_secs(120));
@@ -340,6 +341,31 @@ fn an_osd_down_past_the_interval_is_marked_out_and_its_pgs_re_replicated() {
     assert!(status.contains("4 osds: 3 up") && status.contains("3 in"), "{status}");
     for (name, data) in &objects {
         assert!(get(&c, tmp.path(), name) == *data, "{name} differs");
+    }
+
+    // osd.2 comes back (still out): it never learned that its PGs' voters changed without
+    // it, so each copy it finds on disk is a voter of the newest configuration it knows. It
+    // asks a member, learns that the committed configuration leaves it out, and deletes the
+    // copy; none is kept as a stale, idle group.
+    let dir = c.conf.parent().unwrap().to_path_buf();
+    let log2 = dir.join("osd.2/log/quarry-osd.2.log");
+    let since = std::fs::metadata(&log2).map(|m| m.len() as usize).unwrap_or(0);
+    let logs_since = || {
+        let text = std::fs::read_to_string(&log2).unwrap_or_default();
+        text.get(since..).unwrap_or_default().to_string()
+    };
+    let osd2 = spawn_osd_logging(&dir, 2, Some("warn,quarry_cli=info,quarry_osd::router=info"));
+    let removed = || logs_since().matches("pg no longer hosted here: removing its copy").count();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while removed() < held && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let logs2 = logs_since();
+    assert_eq!(removed(), held, "osd.2 did not remove each of its {held} stale copies:\n{logs2}");
+    assert!(logs2.contains("asked a member whether this OSD is still a voter"), "{logs2}");
+    c.osds[2] = Some(osd2);
+    for (name, data) in &objects {
+        assert!(get(&c, tmp.path(), name) == *data, "{name} differs after osd.2 came back");
     }
     c.shutdown();
 }

@@ -5,7 +5,12 @@
 //! deleted pools and the PGs this OSD is in neither set of any more (their Raft group, their
 //! objects in the store, their records in the WAL). The acting set changes only after the
 //! PG's new voters committed (the primary reports, the monitor publishes), so a member that
-//! leaves deletes its copy only once the others hold the PG.
+//! leaves deletes its copy only once the others hold the PG. And only once Raft agrees: a
+//! copy whose own group still counts this OSD a voter (a copy found on disk at start, whose
+//! group is started to read its configuration; or one cut off while its PG moved) is
+//! deleted only when a member answers that a configuration at least as new, committed,
+//! leaves this OSD out (`RaftRpc::Committed`); until then it is kept and asked about again
+//! every few seconds ([`Router::sweep_kept_copies`]).
 //!
 //! Maps are applied one at a time, in epoch order; an older map than the current one is
 //! ignored. The first map after start is also compared with the PGs the store and the WAL
@@ -38,7 +43,7 @@ use quarry_wire::ClusterMap;
 
 use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
-use crate::pg::network::{Peers, PgNetworkFactory};
+use crate::pg::network::{Peers, PgNetworkFactory, RaftRpc, RaftRpcReply};
 use crate::pg::repair::{self, Damage, Exports};
 use crate::pg::state_machine::{blocking, PgStateMachine};
 use crate::pg::{group_id, pg_of_group, PgGroup, PgRaft, PgRaftConfig};
@@ -94,6 +99,9 @@ pub(crate) struct Router {
     /// `osd_raft_heartbeat_interval` in milliseconds ([`raft_config`]).
     raft_heartbeat_ms: u64,
 }
+
+/// How long a member has to answer whether a stale copy's OSD is still a voter.
+const COMMITTED_ASK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The longest pause between two attempts to rebuild a damaged PG.
 const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -413,8 +421,15 @@ impl Router {
                 // this OSD may have committed before the monitor applied its report, and an
                 // up set recomputed meanwhile leaves it out of both sets while it is a voter
                 // that may hold entries a majority needs. It keeps its copy (and serves the
-                // group) until a membership change removes it.
-                if self.voter_in_newest_config(pg) {
+                // group) until a membership change removes it. A copy found on disk at start
+                // has no running group: it is started to read its Raft configuration.
+                if self.group(pg).is_none() {
+                    if let Err(e) = self.start_group(pg, &new).await {
+                        tracing::warn!(%pg, error = %e,
+                            "pg copy not hosted here does not start: removing it");
+                    }
+                }
+                if !self.copy_removable(pg, &new).await {
                     tracing::info!(%pg, epoch = new.epoch,
                         "pg not in this OSD's sets of the map, but a voter of its Raft group: kept until Raft removes it");
                     continue;
@@ -511,7 +526,7 @@ impl Router {
         let primary = acting.first() == Some(&self.deps.me);
         let group = Arc::new(PgGroup::new(pg, raft));
         group.pin_leadership(primary);
-        if !acting.contains(&self.deps.me) {
+        if !acting.contains(&self.deps.me) && map.up_set(pg).contains(&self.deps.me) {
             tracing::info!(%pg, ?acting, up = ?map.up_set(pg), "pg started as a learner: its primary adds it");
         }
         if primary {
@@ -555,16 +570,86 @@ impl Router {
         }
     }
 
-    /// Whether this OSD is a voter of the newest configuration its running group of `pg`
-    /// knows (the new half of a joint one). A removed voter sees the configuration that
-    /// removes it (it is a voter of the joint one's old half, so the leader sends it that),
-    /// a learner is no voter; a group not running here says nothing (false).
-    fn voter_in_newest_config(&self, pg: PgId) -> bool {
-        let Some(group) = self.group(pg) else { return false };
-        let metrics = group.raft.metrics();
-        let metrics = metrics.borrow();
-        let joint = metrics.membership_config.membership().get_joint_config();
-        joint.last().is_some_and(|voters| voters.contains(&self.deps.me))
+    /// Deletes the copies [`Router::apply_map`] kept because no member had confirmed that
+    /// this OSD left their voters (members not reachable yet, e.g. right after a restart),
+    /// once one does. Run every few seconds by `worker::rebalance`.
+    pub(crate) async fn sweep_kept_copies(&self) {
+        let map = self.map();
+        if map.epoch == 0 {
+            return;
+        }
+        let hosted: BTreeSet<PgId> = map.pgs_hosted_by(self.deps.me).into_iter().collect();
+        let kept: Vec<PgId> = self
+            .groups_held()
+            .into_iter()
+            .filter(|pg| map.pools.contains_key(&pg.pool) && !hosted.contains(pg))
+            .filter(|pg| !self.repairing().contains(pg))
+            .collect();
+        for pg in kept {
+            // Asked without holding the map lock (the members have a second each to answer);
+            // removed under it if the newest map still leaves this OSD out.
+            if !self.copy_removable(pg, &map).await {
+                continue;
+            }
+            let _update = self.update.lock().await;
+            let now = self.map();
+            if now.pgs_hosted_by(self.deps.me).contains(&pg) || self.repairing().contains(&pg) {
+                continue;
+            }
+            tracing::info!(%pg, epoch = now.epoch, "pg no longer hosted here: removing its copy");
+            if let Err(e) = self.remove_pg(pg).await {
+                tracing::error!(%pg, error = %e, "removing a stale pg copy failed");
+            }
+        }
+    }
+
+    /// Whether the copy of `pg` here, which `map` gives to other OSDs, may be deleted: this
+    /// OSD is no voter (in either half) of the newest configuration its group knows (asked of
+    /// the group's Raft core: a group just started has not published metrics yet), or a
+    /// member of the acting set answers that a configuration at least as new, committed,
+    /// leaves it out. A voter that does not know it was removed (it was down or cut off
+    /// while the PG moved) learns it so; a copy whose removal nobody confirms is kept (it
+    /// may hold entries a majority needs) and asked about again at the next map. A group not
+    /// running here (it did not start) says nothing: removable.
+    async fn copy_removable(&self, pg: PgId, map: &ClusterMap) -> bool {
+        let Some(group) = self.group(pg) else { return true };
+        let me = self.deps.me;
+        let newest = group
+            .raft
+            .with_raft_state(move |state| {
+                let effective = state.membership_state.effective();
+                let voter =
+                    effective.membership().get_joint_config().iter().any(|v| v.contains(&me));
+                (voter, effective.log_id().as_ref().copied())
+            })
+            .await;
+        let Ok((true, mine)) = newest else { return true };
+        for &peer in map.acting(pg).iter().filter(|&&p| p != me) {
+            if !map.osds.get(&peer).is_some_and(|o| o.up) {
+                continue;
+            }
+            let asked = self
+                .deps
+                .peers
+                .call(peer, None, group_id(pg), &RaftRpc::Committed, COMMITTED_ASK_TIMEOUT)
+                .await;
+            match asked {
+                Ok(RaftRpcReply::Committed(Ok(theirs))) if theirs.log_id >= mine => {
+                    let voter = theirs.voters.iter().any(|v| v.contains(&me));
+                    tracing::info!(%pg, peer, ?theirs, voter,
+                        "asked a member whether this OSD is still a voter of the pg");
+                    return !voter;
+                }
+                Ok(RaftRpcReply::Committed(Ok(theirs))) => {
+                    tracing::debug!(%pg, peer, ?theirs, ?mine, "member's committed configuration is older");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%pg, peer, error = %e, "cannot ask a member about the pg")
+                }
+            }
+        }
+        false
     }
 
     /// Stops the group of `pg` (if running) and deletes its objects and log.

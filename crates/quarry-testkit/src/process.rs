@@ -116,9 +116,10 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `cmd` (stdin closed, output collected; `RUST_LOG` defaults to
-    /// `warn,quarry_cli=info`).
+    /// `warn,quarry_cli=info` unless the test's environment or `cmd` sets it).
     pub fn spawn(name: &str, mut cmd: Command) -> Daemon {
-        if std::env::var_os("RUST_LOG").is_none() {
+        let set_by_cmd = cmd.get_envs().any(|(k, v)| k == "RUST_LOG" && v.is_some());
+        if std::env::var_os("RUST_LOG").is_none() && !set_by_cmd {
             cmd.env("RUST_LOG", "warn,quarry_cli=info");
         }
         Daemon::spawn_own_logging(name, cmd)

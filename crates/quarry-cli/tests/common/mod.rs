@@ -89,7 +89,15 @@ pub fn wait_osds_up(conf: &Path, want: u32) {
 /// `quarry osd --id ID` of the cluster directory `dir` (made by `quarry cluster-init`),
 /// started and ready.
 pub fn spawn_osd(dir: &Path, id: u32) -> Daemon {
+    spawn_osd_logging(dir, id, None)
+}
+
+/// [`spawn_osd`] with `RUST_LOG` = `rust_log` for this OSD (None: the default).
+pub fn spawn_osd_logging(dir: &Path, id: u32, rust_log: Option<&str>) -> Daemon {
     let mut cmd = Command::new(quarry());
+    if let Some(filter) = rust_log {
+        cmd.env("RUST_LOG", filter);
+    }
     cmd.arg("osd")
         .args(["--id", &id.to_string()])
         .arg("--data")

@@ -59,6 +59,9 @@ pub(crate) enum RaftRpc {
         /// Where to read from.
         offset: u64,
     },
+    /// The group's committed configuration (asked by an OSD that holds a copy of the PG the
+    /// map no longer gives it, before deleting it: `Router::apply_map`).
+    Committed,
 }
 
 /// The answer to a [`RaftRpc`].
@@ -74,6 +77,20 @@ pub(crate) enum RaftRpcReply {
     Export(Result<super::repair::ExportInfo, String>),
     /// To `ExportRead`: the bytes, or why not.
     ExportRead(Result<Vec<u8>, String>),
+    /// To `Committed`: the log id of the committed configuration and its voter sets (two
+    /// while joint), as the answering OSD's group knows them, or why not.
+    Committed(Result<CommittedConfig, String>),
+}
+
+/// A group's committed Raft configuration, as one member knows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub(crate) struct CommittedConfig {
+    /// Where the configuration is in the log (`None`: never initialised).
+    pub(crate) log_id: Option<LogId<OsdId>>,
+    /// Its voter sets (one, or two while joint).
+    pub(crate) voters: Vec<std::collections::BTreeSet<OsdId>>,
+    /// Whether the answering OSD is the group's leader now.
+    pub(crate) leader: bool,
 }
 
 /// bincode with a size limit, so a hostile length prefix cannot allocate.
@@ -516,6 +533,19 @@ pub(crate) async fn serve_rpc(
         RaftRpc::ExportRead { .. } if !member => RaftRpcReply::ExportRead(Err(not_member())),
         RaftRpc::ExportRead { id, offset } => {
             RaftRpcReply::ExportRead(super::repair::serve_read(exports, group.pg, id, offset))
+        }
+        RaftRpc::Committed => {
+            let state = raft
+                .with_raft_state(|state| {
+                    let committed = state.membership_state.committed();
+                    CommittedConfig {
+                        log_id: committed.log_id().as_ref().copied(),
+                        voters: committed.membership().get_joint_config().clone(),
+                        leader: state.server_state == openraft::ServerState::Leader,
+                    }
+                })
+                .await;
+            RaftRpcReply::Committed(state.map_err(|e| format!("the group is stopping: {e}")))
         }
     };
     encode(&reply)
