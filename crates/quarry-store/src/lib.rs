@@ -243,6 +243,7 @@ mod datafile;
 mod dups;
 mod error;
 mod exchange;
+mod extent;
 mod format;
 mod methods;
 mod read;
@@ -267,12 +268,13 @@ pub use error::StoreError;
 
 use crate::datafile::DataFile;
 use crate::format::{
-    decode_chunk_ref, decode_pg_key, decode_usage, encode_chunk_ref, format_marker,
-    parse_format_marker, pg_key, pg_key_end, row_has_tail, row_is_hole, seal, seal_usage, unseal,
-    unseal_usage, ChunkKey, ChunkRef, ObjectRecord, CHUNKS, CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS,
-    DUPS, DUP_SEQ, FORMAT_VERSION, FORMAT_VERSION_INLINE, FORMAT_VERSION_MIN, HOLE_ROW, META,
-    META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PG_USAGE_V1,
-    PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
+    damaged_extent_row, decode_chunk_key, decode_chunk_ref, decode_pg_key, decode_usage,
+    encode_chunk_ref, format_marker, parse_format_marker, pg_key, pg_key_end, row_has_tail,
+    row_is_hole, seal, seal_usage, unseal, unseal_usage, ChunkKey, ChunkRef, Extent, ExtentBody,
+    ObjectRecord, CHUNKS, CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, EXTENTS,
+    EXTENT_CHUNKS_MAX, FORMAT_VERSION, FORMAT_VERSION_CHUNK_ROWS, FORMAT_VERSION_INLINE,
+    FORMAT_VERSION_MIN, HOLE_ROW, META, META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER,
+    PG_STATE, PG_USAGE, PG_USAGE_V1, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -471,7 +473,10 @@ impl Store {
             if found == 1 {
                 Store::migrate_v1(&db, &file)?;
             }
-            Store::migrate_v2(&db, &file, &data)?;
+            if found <= FORMAT_VERSION_INLINE {
+                Store::migrate_v2(&db, &file, &data)?;
+            }
+            Store::migrate_v3(&db, &file)?;
         }
         Store::rebuild_allocator(&db, &data)?;
         Ok(Store {
@@ -516,7 +521,8 @@ impl Store {
     }
 
     /// Checks the format marker, or initialises an empty database. Returns the format of a
-    /// store that must be migrated (1 or 2: [`Store::migrate_v1`], [`Store::migrate_v2`]).
+    /// store that must be migrated (1, 2 or 3: [`Store::migrate_v1`], [`Store::migrate_v2`],
+    /// [`Store::migrate_v3`]).
     fn check_format(db: &Database, file: &Path) -> Result<Option<u32>, StoreError> {
         let read = db.begin_read()?;
         let marker = match read.open_table(META) {
@@ -537,7 +543,7 @@ impl Store {
             Some(Some(found)) if found < FORMAT_VERSION_MIN => {
                 return Err(StoreError::NotAStore { path: file.to_path_buf() })
             }
-            Some(Some(found)) if found <= FORMAT_VERSION_INLINE => {
+            Some(Some(found)) if found <= FORMAT_VERSION_CHUNK_ROWS => {
                 Store::ensure_added_tables(db)?;
                 return Ok(Some(found));
             }
@@ -551,7 +557,7 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             meta.insert(META_FORMAT, format_marker().as_slice())?;
             txn.open_table(OBJECTS)?;
-            txn.open_table(CHUNKS)?;
+            txn.open_table(EXTENTS)?;
             txn.open_table(XATTRS)?;
             txn.open_table(OMAP)?;
             txn.open_table(OMAP_HEADER)?;
@@ -693,32 +699,140 @@ impl Store {
             }
         }
         txn.delete_table(CHUNK_TAILS)?;
-        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.open_table(META)?
+            .insert(META_FORMAT, format::format_marker_of(FORMAT_VERSION_CHUNK_ROWS).as_slice())?;
         data.sync()?;
         txn.commit()?;
         batch.committed();
         tracing::info!(
             path = %file.display(),
             chunks = moved,
-            "store migrated from format 2 to format {FORMAT_VERSION} (object data moved to {})",
+            "store migrated from format 2 to format {FORMAT_VERSION_CHUNK_ROWS} (object data moved to {})",
             data.path().display()
         );
         Ok(())
     }
 
-    /// Rebuilds the data file's allocator from the chunk rows (see `datafile.rs`).
-    fn rebuild_allocator(db: &Database, data: &DataFile) -> Result<(), StoreError> {
-        let txn = db.begin_read()?;
-        let chunks = txn.open_table(CHUNKS)?;
-        let mut used = Vec::new();
-        for item in chunks.iter()? {
-            let (_, value) = item?;
-            // A malformed row is reported when read; it holds no block here.
-            if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(value.value()) {
-                used.push(block);
+    /// Replaces a format-3 store's chunk rows (one per chunk, keyed `(id, index, tag)`) by
+    /// extent rows (format 4, keyed `(id, tag, first chunk)`) in ONE write transaction
+    /// committed with `Durability::Immediate`: for each object, the chunks of one version at
+    /// consecutive indices in consecutive blocks (every one full but the last), or
+    /// consecutive holes, become one row of at most [`EXTENT_CHUNKS_MAX`] chunks; a row that
+    /// does not decode becomes a row marked damaged (its reads stay `Corrupt`); the `chunks`
+    /// table is deleted and the marker becomes 4. No block of the data file moves. A crash
+    /// before the commit leaves the untouched format-3 store (the next open migrates again);
+    /// after it the store is format 4.
+    fn migrate_v3(db: &Database, file: &Path) -> Result<(), StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let (mut chunks_in, mut rows_out) = (0u64, 0u64);
+        {
+            let old = txn.open_table(CHUNKS)?;
+            let mut extents = txn.open_table(EXTENTS)?;
+            let mut next: Option<u64> = Some(0);
+            let mut value = Vec::new();
+            while let Some(from) = next {
+                let lo = format::chunk_key(from, 0, 0);
+                let Some(first) = old.range::<&ChunkKey>(&lo..)?.next() else { break };
+                let id = decode_chunk_key(first?.0.value()).0;
+                next = id.checked_add(1);
+                let hi = format::chunk_key(id, u64::MAX, u64::MAX);
+                let mut rows: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+                for item in old.range::<&ChunkKey>(&format::chunk_key(id, 0, 0)..=&hi)? {
+                    let (key, v) = item?;
+                    let (_, index, tag) = decode_chunk_key(key.value());
+                    rows.push((tag, index, v.value().to_vec()));
+                }
+                chunks_in += rows.len() as u64;
+                rows.sort_unstable_by_key(|r| (r.0, r.1));
+                let mut out: Vec<(format::ExtentKey, Vec<u8>)> = Vec::new();
+                let mut pending: Option<Extent> = None;
+                let flush =
+                    |pending: &mut Option<Extent>, out: &mut Vec<_>, value: &mut Vec<u8>| {
+                        if let Some(row) = pending.take() {
+                            row.encode(value);
+                            out.push((row.key(id), value.clone()));
+                        }
+                    };
+                for (tag, index, v) in rows {
+                    let chunk = match decode_chunk_ref(&v) {
+                        Ok(chunk) => chunk,
+                        Err(_) => {
+                            flush(&mut pending, &mut out, &mut value);
+                            out.push((format::extent_key(id, tag, index), damaged_extent_row(&v)));
+                            continue;
+                        }
+                    };
+                    let extended = match (&mut pending, chunk) {
+                        (Some(row), chunk)
+                            if row.tag == tag
+                                && row.end() == index
+                                && row.count < EXTENT_CHUNKS_MAX =>
+                        {
+                            match (&mut row.body, chunk) {
+                                (ExtentBody::Hole, ChunkRef::Hole) => {
+                                    row.count += 1;
+                                    true
+                                }
+                                (
+                                    ExtentBody::Data { block, last_len, crcs },
+                                    ChunkRef::Data { crc, len, block: next_block },
+                                ) if *last_len as usize == CHUNK_SIZE
+                                    && *block + row.count == next_block =>
+                                {
+                                    crcs.push(crc);
+                                    *last_len = len;
+                                    row.count += 1;
+                                    true
+                                }
+                                _ => false,
+                            }
+                        }
+                        _ => false,
+                    };
+                    if !extended {
+                        flush(&mut pending, &mut out, &mut value);
+                        let body = match chunk {
+                            ChunkRef::Hole => ExtentBody::Hole,
+                            ChunkRef::Data { crc, len, block } => {
+                                ExtentBody::Data { block, last_len: len, crcs: vec![crc] }
+                            }
+                        };
+                        pending = Some(Extent { tag, first: index, count: 1, body });
+                    }
+                }
+                flush(&mut pending, &mut out, &mut value);
+                rows_out += out.len() as u64;
+                for (key, v) in &out {
+                    extents.insert(key, v.as_slice())?;
+                }
             }
         }
-        drop(chunks);
+        txn.delete_table(CHUNKS)?;
+        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.commit()?;
+        tracing::info!(
+            path = %file.display(),
+            chunks = chunks_in,
+            rows = rows_out,
+            "store migrated from format 3 to format {FORMAT_VERSION} (one row per run of chunks)"
+        );
+        Ok(())
+    }
+
+    /// Rebuilds the data file's allocator from the extent rows (see `datafile.rs`).
+    fn rebuild_allocator(db: &Database, data: &DataFile) -> Result<(), StoreError> {
+        let txn = db.begin_read()?;
+        let extents = txn.open_table(EXTENTS)?;
+        let mut used = Vec::new();
+        for item in extents.iter()? {
+            let (key, value) = item?;
+            // A malformed row is reported when read; it holds no block here.
+            if let Ok(row) = Extent::decode(key.value(), value.value()) {
+                used.extend(row.blocks());
+            }
+        }
+        drop(extents);
         drop(txn);
         let (twice, beyond) = data.rebuild(&used)?;
         if !twice.is_empty() {
@@ -949,7 +1063,7 @@ impl Store {
         let txn = self.db().begin_read()?;
         let record = Store::get_record(&txn, pg, name)?;
         let tables = ReadTables {
-            chunks: txn.open_table(CHUNKS)?,
+            chunks: txn.open_table(EXTENTS)?,
             xattrs: txn.open_table(XATTRS)?,
             omap: txn.open_table(OMAP)?,
             omap_header: txn.open_table(OMAP_HEADER)?,
@@ -1022,22 +1136,25 @@ impl Store {
         }))
     }
 
-    /// Number of chunk rows (all versions, holes included) stored for an object: what its
+    /// Number of chunk versions (all versions, holes included) stored for an object: what its
     /// snapshots cost beyond the head. 0 if the store has no record of it.
     pub fn chunk_rows(&self, pg: PgId, name: &str) -> Result<u64, StoreError> {
+        Ok(self.extent_rows_of(pg, name)?.iter().map(|row| row.count).sum())
+    }
+
+    /// Number of extent rows (format 4: one per run of chunks of a version) stored for an
+    /// object. 0 if the store has no record of it.
+    pub fn extent_rows(&self, pg: PgId, name: &str) -> Result<u64, StoreError> {
+        Ok(self.extent_rows_of(pg, name)?.len() as u64)
+    }
+
+    fn extent_rows_of(&self, pg: PgId, name: &str) -> Result<Vec<Extent>, StoreError> {
         let txn = self.db().begin_read()?;
         let Some(record) = Store::get_record(&txn, pg, name)? else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
-        let chunks = txn.open_table(CHUNKS)?;
-        let lo = format::chunk_key(record.id, 0, 0);
-        let hi = format::chunk_key(record.id, u64::MAX, u64::MAX);
-        let mut rows = 0;
-        for item in chunks.range::<&format::ChunkKey>(&lo..=&hi)? {
-            item?;
-            rows += 1;
-        }
-        Ok(rows)
+        let extents = txn.open_table(EXTENTS)?;
+        extent::all_rows(&extents, &Ctx { pg, name }, record.id)
     }
 
     /// Makes everything applied so far durable: the data file's `fdatasync`, then a

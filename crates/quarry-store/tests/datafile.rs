@@ -147,7 +147,7 @@ fn a_format_2_store_is_migrated_into_the_data_file() {
     assert_eq!(export(&store), before);
     assert_eq!(read_all(&store, "c", 4).map(|d| d.len()), Ok(5 * 4096));
     drop(store);
-    assert_eq!(marker_version(&file), 3);
+    assert_eq!(marker_version(&file), 4);
     let store = Store::open(&file).unwrap();
     assert_eq!(export(&store), before);
 }
