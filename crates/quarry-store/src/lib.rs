@@ -24,7 +24,7 @@
 //!
 //! It never depends on the network, the Raft library or the OSD: only `quarry-types`.
 //!
-//! # On-disk format (format version 3)
+//! # On-disk format (format version 4)
 //! A redb file of metadata and a data file of 4 KiB blocks (`store.data`, the redb file's
 //! name with the extension `data`). In redb, integers in keys are big-endian (so byte order
 //! is numeric order), integers in values little-endian. A **sealed** value is
@@ -33,10 +33,10 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (3). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1 and 2 are migrated (below). |
+//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (4). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1, 2 and 3 are migrated (below). |
 //! | `meta` | `"next_object_id"` | u64: next internal object id (ids are never reused) |
 //! | `objects` | pool u64 ++ seed u32 ++ name bytes | object record (below) |
-//! | `chunks` | object id u64 ++ chunk index u64 ++ version tag u64 (24 bytes) | a data row, crc32c u32 ++ data length u16 (1..=4096) ++ block u64 (14 bytes): the chunk's data is the first `length` bytes of that block of the data file; or a hole row, 4 zero bytes |
+//! | `extents` | object id u64 ++ version tag u64 ++ first chunk index u64 (24 bytes) | an extent row: chunks `first..first + count` of that version. A data run, `1 u8 ++ count u16 (1..=1024) ++ last chunk's length u16 (1..=4096) ++ first block u64 ++ crc32c u32 per chunk` (13 + 4 count bytes): chunk `first + k` is the first `length` bytes (4096 but for the last chunk) of block `block + k` of the data file; or a hole run, `0 u8 ++ count u16` (3 bytes). Rows of one object and tag never overlap. |
 //! | `xattrs` | object id u64 ++ name bytes | sealed value |
 //! | `omap` | object id u64 ++ key bytes | sealed value |
 //! | `omap_header` | object id u64 | sealed header bytes |
@@ -67,8 +67,19 @@
 //! tail table is deleted, the marker becomes 3, the data file is synced, then the commit. A
 //! crash before the commit leaves the untouched format-2 store (the next open migrates
 //! again, `tests/datafile.rs` cuts the power at every I/O call of it); after it the store is
-//! format 3 (an older build refuses it with `FormatTooNew`). Golden bytes:
-//! `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`, `store_v3.hex`.
+//! format 3 (an older build refuses it with `FormatTooNew`). Format 4 differs from format 3
+//! only in the chunk rows: format 3 kept one row per chunk in a `chunks` table, keyed
+//! `object id ++ chunk index ++ version tag`, valued `crc32c u32 ++ length u16 ++ block u64`
+//! (or 4 zero bytes for a hole). Opening a format-3 store (or an older one after its steps)
+//! **migrates it** in ONE durable write transaction: each object's chunks of one version at
+//! consecutive indices in consecutive blocks (all full but the last), or consecutive holes,
+//! become one extent row; a row that does not decode becomes a row marked damaged (first byte
+//! 0xff, then the old bytes: its reads stay `Corrupt`); the `chunks` table is deleted and the
+//! marker becomes 4. No block moves and the data file is not written, so a crash before the
+//! commit leaves the untouched format-3 store (the next open migrates again,
+//! `tests/datafile.rs` cuts the power at each of its I/O calls); after it the store is format
+//! 4. Golden bytes: `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`,
+//! `store_v3.hex`, `store_v4.hex`.
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -78,14 +89,23 @@
 //! **Chunks**: chunk `i` holds object bytes `[4096 i, 4096 (i+1))`. Data shorter than 4096
 //! bytes means the rest of the chunk is zeros; a chunk with no data is a *hole* (it hides
 //! older versions). A missing chunk within the size reads as zeros. The crc32c (in the
-//! `chunks` row) covers the chunk's data; it is checked on every read, on read-modify-write
-//! and on export. A write's run of whole chunks is one extent of the data file, written with
-//! one positional write, plus one row per chunk; only partial chunks are read-modify-written
-//! (into a new block). Every write goes to a newly allocated block (never over a block a row
-//! points at), so a crash can only lose new data, never damage old.
+//! extent row, one per chunk) covers the chunk's data; it is checked on every read, on
+//! read-modify-write and on export. A write's run of whole chunks is one extent of the data
+//! file, written with one positional write, and one row per 1024 chunks of it; only partial
+//! chunks are read-modify-written (into a new block, a one-chunk row). Every write goes to a
+//! newly allocated block (never over a block a row points at), so a crash can only lose new
+//! data, never damage old. A write, zero or truncate over part of a row of the same version
+//! *cuts* it: the row is replaced by the rows of its parts outside the range (same blocks,
+//! same crcs), and only the blocks of the chunks inside are freed, in the same transaction.
+//!
+//! **Finding a chunk** (`extent.rs`): the row of version tag `t` covering chunk `i` is the
+//! row with the greatest key `<= (id, t, i)`, if it reaches `i` (one backward seek); a
+//! version with range `floor..=tag` sees, per chunk, the row of the greatest such `t`; the
+//! tags that have rows are found by seeking backwards from `tag` (one seek per tag that has
+//! rows, never a scan of chunks or of other objects' rows).
 //!
 //! **The data file** (`datafile.rs`): blocks are allocated best-fit from free extents, else
-//! past the end. The allocator is not stored: it is rebuilt from the chunk rows at open
+//! past the end. The allocator is not stored: it is rebuilt from the extent rows at open
 //! (every block no row references is free), so it can never disagree with the metadata
 //! after a crash. A block whose row a commit dropped or replaced is reused only after a
 //! checkpoint made that commit durable (a crash back to the previous checkpoint finds the
@@ -97,7 +117,9 @@
 //!
 //! Why the crc per 4 KiB chunk and not per extent: a 4 KiB read (the VM's common case) then
 //! reads and checks 4 KiB, a partial write merges with one verified block, and a damaged
-//! block costs one chunk; the row is 38 bytes a chunk either way. Why not data in redb rows
+//! block costs one chunk; it is 4 bytes of the row per chunk. Why extent rows (format 4)
+//! and not a row per chunk (format 3): a 4 MiB write was 1024 B-tree inserts of 38-byte rows,
+//! ~21% of the server's CPU for that write (docs/benchmarks.md, third round). Why not data in redb rows
 //! (format 2): redb copied every 4 KiB into its pages, checksummed them, and wrote them again
 //! at checkpoints; a 4 MiB write cost ~14 ms of CPU in the store (`examples/store_bench.rs`).
 //!
@@ -105,8 +127,8 @@
 //! Every mutation carries a `SnapContext{seq, snaps}`. Let `t` be the tag of the object's head
 //! version (the seq it was last written at). If some snap in `snaps` is newer than `t`, the
 //! head is preserved for it: the command writes at tag `w = seq`, adding a new version
-//! (copied from the head) and new chunk rows keyed with version `w`. Otherwise it writes in
-//! place at `w = t`: same-tag chunk rows are overwritten. A new object starts at `w = seq`.
+//! (copied from the head) and new extent rows keyed with version `w`. Otherwise it writes in
+//! place at `w = t`: same-tag rows are cut and replaced. A new object starts at `w = seq`.
 //!
 //! A version with tag `T` and floor `F` sees, for each chunk, the row with the greatest
 //! version in `F..=T`. A read at snapshot `S` uses the newest version with `tag < S` (writes
