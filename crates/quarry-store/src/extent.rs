@@ -126,8 +126,17 @@ pub(crate) fn visible<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     let mut found: Vec<Option<(u64, ChunkRef)>> = vec![None; span];
     let mut left = span;
     let mut cursor = tag;
+    // The version's own tag first, without looking for it (most reads find everything
+    // there); older tags are then found one seek each.
+    let mut known = Some(tag);
     while left > 0 {
-        let Some(t) = tag_at_or_below(table, id, floor, cursor)? else { break };
+        let t = match known.take() {
+            Some(t) => t,
+            None => match tag_at_or_below(table, id, floor, cursor)? {
+                Some(t) => t,
+                None => break,
+            },
+        };
         for row in overlapping(table, ctx, id, t, a, b)? {
             for index in row.first.max(a)..row.end().min(b + 1) {
                 let slot = &mut found[(index - a) as usize];
@@ -138,8 +147,8 @@ pub(crate) fn visible<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
             }
         }
         match t.checked_sub(1) {
-            Some(next) => cursor = next,
-            None => break,
+            Some(next) if next >= floor => cursor = next,
+            _ => break,
         }
     }
     Ok(found
