@@ -34,8 +34,7 @@ fn pattern(len: usize, salt: u8) -> Vec<u8> {
 /// block u64 ++ crc32c u32 per chunk), a bit of that chunk's stored crc.
 fn damage_chunk(store_file: &Path, pg: PgId, name: &str, chunk: u64) {
     const OBJECTS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("objects");
-    const EXTENTS: redb::TableDefinition<&[u8; 24], &[u8]> =
-        redb::TableDefinition::new("extents");
+    const EXTENTS: redb::TableDefinition<&[u8; 24], &[u8]> = redb::TableDefinition::new("extents");
     let key24 = |id: u64, tag: u64, first: u64| {
         let mut k = [0u8; 24];
         k[..8].copy_from_slice(&id.to_be_bytes());
