@@ -930,22 +930,26 @@ impl<'txn> Batch<'txn> {
         let mut value = Vec::new();
         for row in rows {
             let key = row.key(id);
-            let old = self.t.chunks.remove(&key)?.map(|g| g.value().to_vec());
             let lo = row.first.max(a);
             let hi = if b >= row.end() { row.end() } else { b + 1 };
             if let ExtentBody::Data { block, .. } = &row.body {
                 (lo..hi).for_each(|k| self.t.data.free(block + (k - row.first)));
             }
+            // The part before the range keeps the row's key: it replaces the row in place.
+            let old = if row.first < lo {
+                row.piece(row.first, lo).encode(&mut value);
+                self.t.chunks.insert(&key, value.as_slice())?.map(|g| g.value().to_vec())
+            } else {
+                self.t.chunks.remove(&key)?.map(|g| g.value().to_vec())
+            };
             let old = if st.undoable { old } else { None };
             self.note_write(st, UndoTable::Chunks, &key, old);
-            for (x, y) in [(row.first, lo), (hi, row.end())] {
-                if x < y {
-                    let piece = row.piece(x, y);
-                    piece.encode(&mut value);
-                    let piece_key = piece.key(id);
-                    self.t.chunks.insert(&piece_key, value.as_slice())?;
-                    self.note_write(st, UndoTable::Chunks, &piece_key, None);
-                }
+            if hi < row.end() {
+                let piece = row.piece(hi, row.end());
+                piece.encode(&mut value);
+                let piece_key = piece.key(id);
+                self.t.chunks.insert(&piece_key, value.as_slice())?;
+                self.note_write(st, UndoTable::Chunks, &piece_key, None);
             }
         }
         Ok(())
