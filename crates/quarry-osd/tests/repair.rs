@@ -29,15 +29,17 @@ fn pattern(len: usize, salt: u8) -> Vec<u8> {
 }
 
 /// Flips one bit in every stored version of chunk `chunk` of `name` in a stopped OSD's store
-/// (behind the store's back, as bit rot would).
+/// (behind the store's back, as bit rot would): in each extent row covering it (store format
+/// 4: key object id ++ tag ++ first chunk, value kind u8 ++ count u16 ++ last length u16 ++
+/// block u64 ++ crc32c u32 per chunk), a bit of that chunk's stored crc.
 fn damage_chunk(store_file: &Path, pg: PgId, name: &str, chunk: u64) {
     const OBJECTS: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("objects");
-    const CHUNKS: redb::TableDefinition<&[u8; 24], &[u8]> = redb::TableDefinition::new("chunks");
-    let key24 = |id: u64, index: u64, version: u64| {
+    const EXTENTS: redb::TableDefinition<&[u8; 24], &[u8]> = redb::TableDefinition::new("extents");
+    let key24 = |id: u64, tag: u64, first: u64| {
         let mut k = [0u8; 24];
         k[..8].copy_from_slice(&id.to_be_bytes());
-        k[8..16].copy_from_slice(&index.to_be_bytes());
-        k[16..].copy_from_slice(&version.to_be_bytes());
+        k[8..16].copy_from_slice(&tag.to_be_bytes());
+        k[16..].copy_from_slice(&first.to_be_bytes());
         k
     };
     let db = redb::Database::create(store_file).unwrap();
@@ -50,21 +52,25 @@ fn damage_chunk(store_file: &Path, pg: PgId, name: &str, chunk: u64) {
         let record = objects.get(key.as_slice()).unwrap().expect("object stored").value().to_vec();
         // crc u32 ++ format u8 ++ object id u64 (little-endian) ++ ...
         let id = u64::from_le_bytes(record[5..13].try_into().unwrap());
-        let mut chunks = txn.open_table(CHUNKS).unwrap();
-        let rows: Vec<([u8; 24], Vec<u8>)> = chunks
-            .range::<&[u8; 24]>(&key24(id, chunk, 0)..=&key24(id, chunk, u64::MAX))
+        let mut extents = txn.open_table(EXTENTS).unwrap();
+        let rows: Vec<([u8; 24], Vec<u8>)> = extents
+            .range::<&[u8; 24]>(&key24(id, 0, 0)..=&key24(id, u64::MAX, u64::MAX))
             .unwrap()
             .map(|row| {
                 let (k, v) = row.unwrap();
                 (*k.value(), v.value().to_vec())
             })
+            .filter(|(k, v)| {
+                let first = u64::from_be_bytes(k[16..].try_into().unwrap());
+                let count = u64::from(u16::from_le_bytes([v[1], v[2]]));
+                v[0] == 1 && first <= chunk && chunk < first + count
+            })
             .collect();
         assert!(!rows.is_empty(), "chunk {chunk} of {name} is stored");
         for (k, mut v) in rows {
-            // A bit of the row's stored crc32c (the row's first 4 bytes in every store
-            // format; the data itself lives in store.data since format 3).
-            v[1] ^= 0x08;
-            chunks.insert(&k, v.as_slice()).unwrap();
+            let first = u64::from_be_bytes(k[16..].try_into().unwrap());
+            v[13 + 4 * (chunk - first) as usize + 1] ^= 0x08;
+            extents.insert(&k, v.as_slice()).unwrap();
         }
     }
     txn.commit().unwrap();

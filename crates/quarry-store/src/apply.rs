@@ -4,8 +4,6 @@
 //! versions for which snapshot) and trimming a removed snapshot from it, per-command atomicity
 //! (undo log) and the per-PG usage counters.
 
-use std::ops::Bound;
-
 use quarry_types::{
     ErrorCode, ObjectMethods, ObjectOp, OpOutput, OpReply, PgId, SnapId, OBJECT_NAME_LEN_MAX,
     OBJECT_SIZE_MAX, SNAP_HEAD,
@@ -15,12 +13,12 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::crc::combine_chunk;
 use crate::datafile::DataFile;
 use crate::dups::DupTables;
+use crate::extent;
 use crate::format::{
-    chunk_key, decode_chunk_key, decode_chunk_ref, encode_chunk_ref, object_key, object_snap_key,
-    object_snap_of, pg_key, purged_key, row_is_hole, seal, seal_usage, snap_object_key,
-    snap_objects_end, sub_key, unseal_usage, ChunkKey, ChunkRef, ObjectRecord, Version, CHUNK,
-    CHUNK_SIZE, HOLE_ROW, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, PG_STATE, PG_USAGE,
-    PURGED_SNAPS, SNAP_OBJECTS,
+    extent_key, object_key, object_snap_key, object_snap_of, pg_key, purged_key, seal, seal_usage,
+    snap_object_key, snap_objects_end, sub_key, unseal_usage, Extent, ExtentBody, ExtentKey,
+    ObjectRecord, Version, CHUNK, CHUNK_SIZE, EXTENT_CHUNKS_MAX, META, META_NEXT_ID, OBJECTS,
+    OBJECT_SNAPS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::methods;
 use crate::read::{add_output, load_chunk, read_op, Ctx, Failure, Target, WriteTables};
@@ -452,24 +450,24 @@ impl<'txn> Batch<'txn> {
         while let Some(u) = self.undo.pop() {
             match u.table {
                 UndoTable::Chunks => {
-                    let key: ChunkKey = u.key.as_slice().try_into().expect("undo chunk key length");
+                    let key: ExtentKey =
+                        u.key.as_slice().try_into().expect("undo extent key length");
                     let table = &mut self.t.chunks;
-                    // The row being undone loses its block (pending like any freed block:
+                    // The row being undone loses its blocks (pending like any freed block:
                     // it was never committed, but waiting costs nothing); the restored row
-                    // keeps its own.
+                    // keeps its own (a cut row's blocks were freed once each: by the cut, or
+                    // by undoing the pieces it left).
                     let replaced = match &u.old {
                         Some(old) => table.insert(&key, old.as_slice())?,
                         None => table.remove(&key)?,
                     };
-                    if let Some(ChunkRef::Data { block, .. }) =
-                        replaced.and_then(|g| decode_chunk_ref(g.value()).ok())
-                    {
-                        self.t.data.free(block);
+                    if let Some(row) = replaced.and_then(|g| Extent::decode(&key, g.value()).ok()) {
+                        row.blocks().for_each(|b| self.t.data.free(b));
                     }
-                    if let Some(ChunkRef::Data { block, .. }) =
-                        u.old.as_deref().and_then(|old| decode_chunk_ref(old).ok())
+                    if let Some(row) =
+                        u.old.as_deref().and_then(|old| Extent::decode(&key, old).ok())
                     {
-                        self.t.data.unfree(block);
+                        row.blocks().for_each(|b| self.t.data.unfree(b));
                     }
                 }
                 UndoTable::Xattrs | UndoTable::Omap => {
@@ -860,7 +858,7 @@ impl<'txn> Batch<'txn> {
     }
 
     /// Stores chunk `index` at the head's tag: its data in a new block of the data file and
-    /// the row pointing there (empty data: a hole row).
+    /// a one-chunk row pointing there (empty data: a hole row).
     fn put_chunk(
         &mut self,
         st: &mut Cmd,
@@ -869,13 +867,14 @@ impl<'txn> Batch<'txn> {
         crc: u32,
         data: &[u8],
     ) -> Result<(), StoreError> {
-        if data.is_empty() {
-            self.insert_row(st, id, index, &HOLE_ROW)?;
+        let body = if data.is_empty() {
+            ExtentBody::Hole
         } else {
             let block = self.t.data.allocate(1);
             self.t.data.write(block, data)?;
-            self.insert_row(st, id, index, &encode_chunk_ref(crc, data.len(), block))?;
-        }
+            ExtentBody::Data { block, last_len: data.len() as u32, crcs: vec![crc] }
+        };
+        self.put_extent(st, id, Extent { tag: st.w, first: index, count: 1, body })?;
         if self.only_head_below(st) {
             self.drop_older_rows(st, id, index, index)?;
         }
@@ -883,7 +882,8 @@ impl<'txn> Batch<'txn> {
     }
 
     /// Stores `bytes` (whole chunks `first..`, their crcs next in the pre-checked list) at
-    /// the head's tag: one extent of the data file, written with one positional write.
+    /// the head's tag: one extent of the data file, written with one positional write, and
+    /// one row per [`EXTENT_CHUNKS_MAX`] chunks of it.
     fn put_run(
         &mut self,
         st: &mut Cmd,
@@ -894,10 +894,14 @@ impl<'txn> Batch<'txn> {
         let n = (bytes.len() / CHUNK_SIZE) as u64;
         let block = self.t.data.allocate(n);
         self.t.data.write(block, bytes)?;
-        for k in 0..n {
-            let crc = self.crcs[st.crc_cursor];
-            st.crc_cursor += 1;
-            self.insert_row(st, id, first + k, &encode_chunk_ref(crc, CHUNK_SIZE, block + k))?;
+        let mut k = 0;
+        while k < n {
+            let count = (n - k).min(EXTENT_CHUNKS_MAX);
+            let crcs = self.crcs[st.crc_cursor..st.crc_cursor + count as usize].to_vec();
+            st.crc_cursor += count as usize;
+            let body = ExtentBody::Data { block: block + k, last_len: CHUNK_SIZE as u32, crcs };
+            self.put_extent(st, id, Extent { tag: st.w, first: first + k, count, body })?;
+            k += count;
         }
         if self.only_head_below(st) {
             self.drop_older_rows(st, id, first, first + n - 1)?;
@@ -905,24 +909,49 @@ impl<'txn> Batch<'txn> {
         Ok(())
     }
 
-    /// Inserts a chunk row at the head's tag; the block of the row it replaces is freed.
-    fn insert_row(
-        &mut self,
-        st: &mut Cmd,
-        id: u64,
-        index: u64,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        let key = chunk_key(id, index, st.w);
-        let data = self.t.data;
-        let undoable = st.undoable;
-        let old = self.t.chunks.insert(&key, value)?.and_then(|g| {
-            if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(g.value()) {
-                data.free(block);
+    /// Inserts a row (at the head's tag), after cutting what rows of that tag it overlaps
+    /// (the blocks of the chunks it replaces are freed).
+    fn put_extent(&mut self, st: &mut Cmd, id: u64, row: Extent) -> Result<(), StoreError> {
+        self.cut(st, id, row.tag, row.first, row.end() - 1)?;
+        let mut value = Vec::new();
+        row.encode(&mut value);
+        let key = row.key(id);
+        let replaced = self.t.chunks.insert(&key, value.as_slice())?.is_some();
+        assert!(!replaced, "a row was left under a cut");
+        self.note_write(st, UndoTable::Chunks, &key, None);
+        Ok(())
+    }
+
+    /// Removes chunks `a..=b` of version `tag` of object `id`: rows inside the range go, a
+    /// row across one of its ends keeps its part outside (rewritten as a row of its own), and
+    /// the blocks of the chunks removed are freed.
+    fn cut(&mut self, st: &mut Cmd, id: u64, tag: u64, a: u64, b: u64) -> Result<(), StoreError> {
+        let rows = extent::overlapping(&self.t.chunks, &st.ctx, id, tag, a, b)?;
+        let mut value = Vec::new();
+        for row in rows {
+            let key = row.key(id);
+            let lo = row.first.max(a);
+            let hi = if b >= row.end() { row.end() } else { b + 1 };
+            if let ExtentBody::Data { block, .. } = &row.body {
+                (lo..hi).for_each(|k| self.t.data.free(block + (k - row.first)));
             }
-            undoable.then(|| g.value().to_vec())
-        });
-        self.note_write(st, UndoTable::Chunks, &key, old);
+            // The part before the range keeps the row's key: it replaces the row in place.
+            let old = if row.first < lo {
+                row.piece(row.first, lo).encode(&mut value);
+                self.t.chunks.insert(&key, value.as_slice())?.map(|g| g.value().to_vec())
+            } else {
+                self.t.chunks.remove(&key)?.map(|g| g.value().to_vec())
+            };
+            let old = if st.undoable { old } else { None };
+            self.note_write(st, UndoTable::Chunks, &key, old);
+            if hi < row.end() {
+                let piece = row.piece(hi, row.end());
+                piece.encode(&mut value);
+                let piece_key = piece.key(id);
+                self.t.chunks.insert(&piece_key, value.as_slice())?;
+                self.note_write(st, UndoTable::Chunks, &piece_key, None);
+            }
+        }
         Ok(())
     }
 
@@ -935,7 +964,7 @@ impl<'txn> Batch<'txn> {
         record.versions.len() == 1 && record.head().floor < st.w
     }
 
-    /// Deletes the rows of chunks `from..=to` of object `id` with a tag below the head's.
+    /// Deletes chunks `from..=to` of object `id` from every version below the head's tag.
     fn drop_older_rows(
         &mut self,
         st: &mut Cmd,
@@ -943,34 +972,16 @@ impl<'txn> Batch<'txn> {
         from: u64,
         to: u64,
     ) -> Result<(), StoreError> {
-        let w = st.w;
-        let lo = chunk_key(id, from, 0);
-        let hi = chunk_key(id, to, u64::MAX);
-        let mut doomed = Vec::new();
-        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
-            let (key, _) = item?;
-            let key = *key.value();
-            if decode_chunk_key(&key).2 < w {
-                doomed.push(key);
-            }
-        }
-        for key in &doomed {
-            self.delete_chunk(st, key)?;
-        }
-        Ok(())
-    }
-
-    fn delete_chunk(&mut self, st: &mut Cmd, key: &ChunkKey) -> Result<(), StoreError> {
-        let data = self.t.data;
-        let Some(old) = self.t.chunks.remove(key)?.map(|old| {
-            if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(old.value()) {
-                data.free(block);
-            }
-            st.undoable.then(|| old.value().to_vec())
-        }) else {
+        let Some(mut cursor) = st.w.checked_sub(1) else {
             return Ok(());
         };
-        self.note_write(st, UndoTable::Chunks, key, old);
+        while let Some(tag) = extent::tag_at_or_below(&self.t.chunks, id, 0, cursor)? {
+            self.cut(st, id, tag, from, to)?;
+            match tag.checked_sub(1) {
+                Some(next) => cursor = next,
+                None => break,
+            }
+        }
         Ok(())
     }
 
@@ -1023,19 +1034,7 @@ impl<'txn> Batch<'txn> {
     fn reset_head(&mut self, st: &mut Cmd, from: u64) -> Result<(), StoreError> {
         let (id, _, _) = st.head_layout();
         let w = st.w;
-        let lo = chunk_key(id, from, 0);
-        let hi = chunk_key(id, u64::MAX, u64::MAX);
-        let mut doomed = Vec::new();
-        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
-            let (key, _) = item?;
-            let key = *key.value();
-            if decode_chunk_key(&key).2 == w {
-                doomed.push(key);
-            }
-        }
-        for key in &doomed {
-            self.delete_chunk(st, key)?;
-        }
+        self.cut(st, id, w, from, u64::MAX)?;
         if self.only_head_below(st) {
             self.drop_older_rows(st, id, 0, u64::MAX)?;
         }
@@ -1043,46 +1042,46 @@ impl<'txn> Batch<'txn> {
         Ok(())
     }
 
-    /// Makes chunks `from..to` of the head read as zeros: a hole version where an older
-    /// version would otherwise show through, else nothing.
+    /// Makes chunks `from..to` of the head read as zeros (`to` = `u64::MAX`: to the end): a
+    /// hole version where an older version would otherwise show through, else nothing.
     fn punch(&mut self, st: &mut Cmd, from: u64, to: u64) -> Result<(), StoreError> {
         let (id, floor, _) = st.head_layout();
         let w = st.w;
-        let lo = chunk_key(id, from, 0);
-        let hi = chunk_key(id, to, 0);
-        let upper = if to == u64::MAX { Bound::Included(&hi) } else { Bound::Excluded(&hi) };
+        let last = if to == u64::MAX { u64::MAX } else { to - 1 };
+        if self.only_head_below(st) {
+            // Nothing older needs these rows: drop them instead of writing holes.
+            self.drop_older_rows(st, id, from, last)?;
+            return self.cut(st, id, w, from, last);
+        }
         // Per chunk: newest visible tag, whether it is a hole, whether an older visible
-        // version exists below it.
-        let mut plan: Vec<(u64, u64, bool, bool)> = Vec::new();
-        for item in self.t.chunks.range::<&ChunkKey>((Bound::Included(&lo), upper))? {
-            let (key, value) = item?;
-            let (_, index, tag) = decode_chunk_key(key.value());
-            if tag < floor || tag > w {
-                continue;
-            }
-            let hole = row_is_hole(value.value().len());
-            match plan.last_mut() {
-                Some(p) if p.0 == index => *p = (index, tag, hole, true),
-                _ => plan.push((index, tag, hole, false)),
+        // version exists below it (rows come newest tag first).
+        let rows = extent::rows_in(&self.t.chunks, &st.ctx, id, (floor, w), from, last)?;
+        let mut plan: std::collections::BTreeMap<u64, (u64, bool, bool)> = Default::default();
+        for row in &rows {
+            let hole = row.body == ExtentBody::Hole;
+            let end = if last >= row.end() { row.end() } else { last + 1 };
+            for index in row.first.max(from)..end {
+                plan.entry(index).and_modify(|p| p.2 = true).or_insert((row.tag, hole, false));
             }
         }
-        let only_head = self.only_head_below(st);
-        for (index, tag, hole, has_older) in plan {
-            if only_head {
-                // Nothing older needs these rows: drop them instead of writing a hole.
-                self.drop_older_rows(st, id, index, index)?;
-                self.delete_chunk(st, &chunk_key(id, index, w))?;
-                continue;
-            }
+        let (mut drop, mut holes) = (Vec::new(), Vec::new());
+        for (index, (tag, hole, has_older)) in plan {
             // A hole at the head's tag hiding nothing is dropped too.
             if hole && (tag != w || has_older) {
                 continue;
             }
             if tag == w && !has_older {
-                self.delete_chunk(st, &chunk_key(id, index, w))?;
+                drop.push(index);
             } else {
-                self.put_chunk(st, id, index, 0, &[])?;
+                holes.push(index);
             }
+        }
+        for (a, b) in runs(&drop) {
+            self.cut(st, id, w, a, b - 1)?;
+        }
+        for (a, b) in runs(&holes) {
+            let row = Extent { tag: w, first: a, count: b - a, body: ExtentBody::Hole };
+            self.put_extent(st, id, row)?;
         }
         Ok(())
     }
@@ -1270,15 +1269,13 @@ impl<'txn> Batch<'txn> {
         }
         let id = record.id;
         let versions = record.versions.clone();
-        let lo = chunk_key(id, 0, 0);
-        let hi = chunk_key(id, u64::MAX, u64::MAX);
         let mut all: Vec<(u64, u64, bool)> = Vec::new();
-        for item in self.t.chunks.range::<&ChunkKey>(&lo..=&hi)? {
-            let (key, value) = item?;
-            let (_, index, tag) = decode_chunk_key(key.value());
-            all.push((index, tag, row_is_hole(value.value().len())));
+        for row in extent::all_rows(&self.t.chunks, &st.ctx, id)? {
+            let hole = row.body == ExtentBody::Hole;
+            all.extend((row.first..row.end()).map(|index| (index, row.tag, hole)));
         }
-        let mut doomed = Vec::new();
+        all.sort_unstable();
+        let mut doomed: Vec<(u64, u64)> = Vec::new();
         for group in all.chunk_by(|a, b| a.0 == b.0) {
             let index = group[0].0;
             let mut needed = vec![false; group.len()];
@@ -1303,26 +1300,43 @@ impl<'txn> Batch<'txn> {
             }
             for (j, c) in group.iter().enumerate() {
                 if !needed[j] {
-                    doomed.push(chunk_key(id, index, c.1));
+                    doomed.push((c.1, index));
                 }
             }
         }
-        for key in &doomed {
-            self.delete_chunk(st, key)?;
+        doomed.sort_unstable();
+        for group in doomed.chunk_by(|a, b| a.0 == b.0) {
+            let tag = group[0].0;
+            let indices: Vec<u64> = group.iter().map(|d| d.1).collect();
+            for (a, b) in runs(&indices) {
+                self.cut(st, id, tag, a, b - 1)?;
+            }
         }
         Ok(())
     }
 }
 
-/// Deletes every chunk (freeing its block), xattr, omap entry and the omap header of object
-/// `id`.
+/// Runs of consecutive values in a sorted list, as `[a, b)` ranges.
+fn runs(sorted: &[u64]) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &x in sorted {
+        match out.last_mut() {
+            Some(run) if run.1 == x => run.1 = x + 1,
+            _ => out.push((x, x + 1)),
+        }
+    }
+    out
+}
+
+/// Deletes every chunk row (freeing its blocks), xattr, omap entry and the omap header of
+/// object `id`.
 pub(crate) fn purge_object_rows(t: &mut WriteTables, id: u64) -> Result<(), StoreError> {
-    let lo = chunk_key(id, 0, 0);
-    let hi = chunk_key(id, u64::MAX, u64::MAX);
+    let lo = extent_key(id, 0, 0);
+    let hi = extent_key(id, u64::MAX, u64::MAX);
     let data = t.data;
-    t.chunks.retain_in::<&ChunkKey, _>(&lo..=&hi, |_, value| {
-        if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(value) {
-            data.free(block);
+    t.chunks.retain_in::<&ExtentKey, _>(&lo..=&hi, |key, value| {
+        if let Ok(row) = Extent::decode(key, value) {
+            row.blocks().for_each(|b| data.free(b));
         }
         false
     })?;

@@ -36,14 +36,14 @@ use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use crate::datafile::DataFile;
 use crate::dups::{self, DupTables};
+use crate::extent;
 use crate::format::{
-    chunk_key, decode_chunk_key, encode_chunk_ref, object_key, object_snap_key, object_snap_of,
-    pg_key, pg_key_end, purged_key, seal, snap_object_key, sub_key, unseal, ChunkKey, ObjectRecord,
-    Version, CHUNK, CHUNKS, CHUNK_SIZE, DUPS, DUP_SEQ, HOLE_ROW, META, META_NEXT_ID, OBJECTS,
-    OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX,
-    XATTRS,
+    object_key, object_snap_key, object_snap_of, pg_key, pg_key_end, purged_key, seal,
+    snap_object_key, sub_key, unseal, Extent, ExtentBody, ObjectRecord, Version, CHUNK, CHUNK_SIZE,
+    DUPS, DUP_SEQ, EXTENTS, EXTENT_CHUNKS_MAX, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP,
+    OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
-use crate::read::{chunk_ref, load_ref, Ctx, WriteTables};
+use crate::read::{load_ref, Ctx, WriteTables};
 use crate::{apply, StoreError};
 
 const EXPORT_MAGIC: &[u8; 8] = b"QRYPGEX1";
@@ -122,7 +122,7 @@ pub(crate) fn export_pg(
     let _reader = data.register_reader();
     let txn = db.begin_read()?;
     let objects = txn.open_table(OBJECTS)?;
-    let chunks = txn.open_table(CHUNKS)?;
+    let chunks = txn.open_table(EXTENTS)?;
     let xattrs = txn.open_table(XATTRS)?;
     let omap = txn.open_table(OMAP)?;
     let omap_header = txn.open_table(OMAP_HEADER)?;
@@ -174,12 +174,13 @@ pub(crate) fn export_pg(
             w.u32(v.mtime.1)?;
         }
         let id = record.id;
-        let lo = chunk_key(id, 0, 0);
-        let hi = chunk_key(id, u64::MAX, u64::MAX);
-        for item in chunks.range::<&ChunkKey>(&lo..=&hi)? {
-            let (key, value) = item?;
-            let (_, index, tag) = decode_chunk_key(key.value());
-            let r = chunk_ref(&ctx, index, tag, value.value())?;
+        // Chunks go in (index, version) order, as format 3 kept them.
+        let mut refs = Vec::new();
+        for row in extent::all_rows(&chunks, &ctx, id)? {
+            refs.extend((row.first..row.end()).map(|index| (index, row.tag, row.chunk(index))));
+        }
+        refs.sort_unstable_by_key(|&(index, tag, _)| (index, tag));
+        for (index, tag, r) in refs {
             let crc = load_ref(data, &ctx, index, tag, r, &mut chunk_buf)?;
             w.record(TAG_CHUNK)?;
             w.u64(index)?;
@@ -363,7 +364,7 @@ pub(crate) fn import_pg(
     {
         let mut meta = txn.open_table(META)?;
         let mut objects = txn.open_table(OBJECTS)?;
-        let mut chunks = txn.open_table(CHUNKS)?;
+        let mut chunks = txn.open_table(EXTENTS)?;
         let mut xattrs = txn.open_table(XATTRS)?;
         let mut omap = txn.open_table(OMAP)?;
         let mut omap_header = txn.open_table(OMAP_HEADER)?;
@@ -381,8 +382,17 @@ pub(crate) fn import_pg(
         let (mut records, mut usage_objects, mut usage_bytes) = (0u64, 0u64, 0u64);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         let mut key = Vec::new();
+        // Chunks of one version at consecutive indices and blocks, not yet stored: one row.
+        let mut pending: Option<(u64, Extent)> = None;
+        let mut value = Vec::new();
         loop {
             let tag = r.u8()?;
+            if tag != TAG_CHUNK {
+                if let Some((id, row)) = pending.take() {
+                    row.encode(&mut value);
+                    chunks.insert(&row.key(id), value.as_slice())?;
+                }
+            }
             if tag == TAG_END {
                 let count = r.u64()?;
                 let expected = r.crc;
@@ -484,16 +494,64 @@ pub(crate) fn import_pg(
                     if crc32c::crc32c(&a) != crc {
                         return Err(bad("chunk crc mismatch"));
                     }
-                    let key = chunk_key(id, index, version);
-                    if chunks.get(&key)?.is_some() {
+                    let name = String::from_utf8_lossy(&current_name).into_owned();
+                    let ctx = Ctx { pg, name: &name };
+                    let in_pending = pending.as_ref().is_some_and(|(p, row)| {
+                        *p == id && row.tag == version && row.covers(index)
+                    });
+                    if in_pending
+                        || !extent::overlapping(&chunks, &ctx, id, version, index, index)?
+                            .is_empty()
+                    {
                         return Err(bad("chunk appears twice"));
                     }
-                    if a.is_empty() {
-                        chunks.insert(&key, HOLE_ROW.as_slice())?;
+                    let block = if a.is_empty() {
+                        None
                     } else {
                         let block = data.allocate(1);
                         data.write(block, &a)?;
-                        chunks.insert(&key, encode_chunk_ref(crc, a.len(), block).as_slice())?;
+                        Some(block)
+                    };
+                    let extended = match (&mut pending, block) {
+                        (Some((p, row)), next)
+                            if *p == id
+                                && row.tag == version
+                                && row.end() == index
+                                && row.count < EXTENT_CHUNKS_MAX =>
+                        {
+                            match (&mut row.body, next) {
+                                (ExtentBody::Hole, None) => {
+                                    row.count += 1;
+                                    true
+                                }
+                                (ExtentBody::Data { block, last_len, crcs }, Some(next))
+                                    if *last_len as usize == CHUNK_SIZE
+                                        && *block + row.count == next =>
+                                {
+                                    crcs.push(crc);
+                                    *last_len = a.len() as u32;
+                                    row.count += 1;
+                                    true
+                                }
+                                _ => false,
+                            }
+                        }
+                        _ => false,
+                    };
+                    if !extended {
+                        if let Some((p, row)) = pending.take() {
+                            row.encode(&mut value);
+                            chunks.insert(&row.key(p), value.as_slice())?;
+                        }
+                        let body = match block {
+                            None => ExtentBody::Hole,
+                            Some(block) => ExtentBody::Data {
+                                block,
+                                last_len: a.len() as u32,
+                                crcs: vec![crc],
+                            },
+                        };
+                        pending = Some((id, Extent { tag: version, first: index, count: 1, body }));
                     }
                 }
                 TAG_XATTR | TAG_OMAP => {

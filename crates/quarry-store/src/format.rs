@@ -24,7 +24,9 @@ const _: () = assert!(24 + CHUNK_HEADER + CHUNK_INLINE + 4 + 4 == 4096);
 /// First 8 bytes of the `format` meta value.
 pub(crate) const FORMAT_MAGIC: &[u8; 8] = b"QRYSTORE";
 /// The format version this build writes and the newest it can read.
-pub(crate) const FORMAT_VERSION: u32 = 3;
+pub(crate) const FORMAT_VERSION: u32 = 4;
+/// The last format with one row per chunk (`chunks`, migrated to extent rows at open).
+pub(crate) const FORMAT_VERSION_CHUNK_ROWS: u32 = 3;
 /// The last format that kept chunk data in redb rows (migrated to the data file at open).
 pub(crate) const FORMAT_VERSION_INLINE: u32 = 2;
 /// The oldest format version this build opens (format 1 is migrated to 2 at open).
@@ -39,6 +41,9 @@ pub(crate) type ChunkKey = [u8; 24];
 /// Key of a per-PG row: pool u64 BE ++ seed u32 BE.
 pub(crate) type PgKey = [u8; 12];
 
+/// Key of an extent row: object id, version tag, first chunk index, each u64 big-endian.
+pub(crate) type ExtentKey = [u8; 24];
+
 /// `name -> value`: format marker and counters.
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// `pool BE ++ seed BE ++ object name -> object record`.
@@ -47,6 +52,10 @@ pub(crate) const OBJECTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("
 /// crc32c LE ++ data length u16 LE ++ block u64 LE in the data file); formats 1 and 2 kept
 /// `crc32c LE ++ data[..4060]` here.
 pub(crate) const CHUNKS: TableDefinition<&ChunkKey, &[u8]> = TableDefinition::new("chunks");
+/// Format 4: `(object id, version tag, first chunk) -> extent row` ([`Extent`]): a run of
+/// chunks of one version, their data in consecutive blocks of the data file (or a run of
+/// holes). Rows of one object and tag never overlap.
+pub(crate) const EXTENTS: TableDefinition<&ExtentKey, &[u8]> = TableDefinition::new("extents");
 /// Formats 1 and 2: same key `-> data[4060..]`, present only for chunks longer than
 /// `CHUNK_INLINE`. Format 3 has no such table (the format-2 migration deletes it).
 pub(crate) const CHUNK_TAILS: TableDefinition<&ChunkKey, &[u8]> =
@@ -216,6 +225,16 @@ pub(crate) fn decode_chunk_key(key: &ChunkKey) -> (u64, u64, u64) {
     (word(0), word(1), word(2))
 }
 
+/// An extent row key.
+pub(crate) fn extent_key(id: u64, tag: u64, first: u64) -> ExtentKey {
+    chunk_key(id, tag, first)
+}
+
+/// `(object id, version tag, first chunk)` of an extent row key.
+pub(crate) fn decode_extent_key(key: &ExtentKey) -> (u64, u64, u64) {
+    decode_chunk_key(key)
+}
+
 /// Fills `buf` with an xattr/omap key: object id BE ++ `name`.
 pub(crate) fn sub_key(id: u64, name: &[u8], buf: &mut Vec<u8>) {
     buf.clear();
@@ -297,6 +316,172 @@ pub(crate) fn decode_chunk_ref(value: &[u8]) -> Result<ChunkRef, &'static str> {
         }
         _ => Err("chunk row of an unknown length"),
     }
+}
+
+/// Most chunks one extent row covers (4 MiB: a 4 MiB write is one row, and a row's value,
+/// 13 + 4 bytes per chunk, stays within two redb pages).
+pub(crate) const EXTENT_CHUNKS_MAX: u64 = 1024;
+/// Chunks an object can have (`OBJECT_SIZE_MAX / CHUNK`): no row reaches past them.
+pub(crate) const CHUNKS_PER_OBJECT_MAX: u64 = OBJECT_SIZE_MAX / CHUNK;
+const EXTENT_HOLE: u8 = 0;
+const EXTENT_DATA: u8 = 1;
+/// First byte of a row the format-4 migration could not decode (the format-3 bytes follow):
+/// reads of it stay `Corrupt`, as they were.
+const EXTENT_DAMAGED: u8 = 0xff;
+/// Bytes of a data extent row before its crc array.
+const EXTENT_DATA_HEAD: usize = 1 + 2 + 2 + 8;
+
+/// A format-4 extent row: chunks `first..first + count` of one version (`tag`) of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Extent {
+    /// The version tag of every chunk of the row.
+    pub tag: u64,
+    /// The first chunk index.
+    pub first: u64,
+    /// Chunks covered (1..=[`EXTENT_CHUNKS_MAX`]).
+    pub count: u64,
+    /// Holes or data.
+    pub body: ExtentBody,
+}
+
+/// What an extent's chunks hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum ExtentBody {
+    /// Every chunk is a hole (reads as zeros, hides older versions).
+    Hole,
+    /// Chunk `first + k` is block `block + k` of the data file, with crc32c `crcs[k]`; every
+    /// chunk holds 4096 bytes but the last, which holds `last_len` (1..=4096).
+    Data { block: u64, last_len: u32, crcs: Vec<u32> },
+}
+
+impl Extent {
+    /// The chunk index after the last one.
+    pub fn end(&self) -> u64 {
+        self.first + self.count
+    }
+
+    /// Whether chunk `index` is in the row.
+    pub fn covers(&self, index: u64) -> bool {
+        self.first <= index && index < self.end()
+    }
+
+    /// The row's key for object `id`.
+    pub fn key(&self, id: u64) -> ExtentKey {
+        extent_key(id, self.tag, self.first)
+    }
+
+    /// The blocks the row's data occupies (empty for holes).
+    pub fn blocks(&self) -> std::ops::Range<u64> {
+        match &self.body {
+            ExtentBody::Hole => 0..0,
+            ExtentBody::Data { block, .. } => *block..*block + self.count,
+        }
+    }
+
+    /// Chunk `index` (inside the row) as a [`ChunkRef`].
+    pub fn chunk(&self, index: u64) -> ChunkRef {
+        assert!(self.covers(index), "chunk {index} outside its extent");
+        let k = index - self.first;
+        match &self.body {
+            ExtentBody::Hole => ChunkRef::Hole,
+            ExtentBody::Data { block, last_len, crcs } => ChunkRef::Data {
+                crc: crcs[k as usize],
+                len: if k + 1 == self.count { *last_len } else { CHUNK_SIZE as u32 },
+                block: block + k,
+            },
+        }
+    }
+
+    /// The part of the row covering chunks `a..b` (inside it, not empty).
+    pub fn piece(&self, a: u64, b: u64) -> Extent {
+        assert!(self.first <= a && a < b && b <= self.end(), "extent piece out of range");
+        let body = match &self.body {
+            ExtentBody::Hole => ExtentBody::Hole,
+            ExtentBody::Data { block, last_len, crcs } => ExtentBody::Data {
+                block: block + (a - self.first),
+                last_len: if b == self.end() { *last_len } else { CHUNK_SIZE as u32 },
+                crcs: crcs[(a - self.first) as usize..(b - self.first) as usize].to_vec(),
+            },
+        };
+        Extent { tag: self.tag, first: a, count: b - a, body }
+    }
+
+    /// The row value: a hole run `0 u8 ++ count u16 LE`, or a data run `1 u8 ++ count u16 LE
+    /// ++ last chunk's length u16 LE ++ first block u64 LE ++ crc32c u32 LE per chunk`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        assert!((1..=EXTENT_CHUNKS_MAX).contains(&self.count), "extent of {} chunks", self.count);
+        out.clear();
+        match &self.body {
+            ExtentBody::Hole => {
+                out.push(EXTENT_HOLE);
+                out.extend_from_slice(&(self.count as u16).to_le_bytes());
+            }
+            ExtentBody::Data { block, last_len, crcs } => {
+                assert_eq!(crcs.len() as u64, self.count, "one crc per chunk");
+                assert!((1..=CHUNK_SIZE as u32).contains(last_len), "last chunk length");
+                out.reserve(EXTENT_DATA_HEAD + 4 * crcs.len());
+                out.push(EXTENT_DATA);
+                out.extend_from_slice(&(self.count as u16).to_le_bytes());
+                out.extend_from_slice(&(*last_len as u16).to_le_bytes());
+                out.extend_from_slice(&block.to_le_bytes());
+                for crc in crcs {
+                    out.extend_from_slice(&crc.to_le_bytes());
+                }
+            }
+        }
+    }
+
+    /// Decodes a row (its key and value), or a reason it is malformed.
+    pub fn decode(key: &ExtentKey, value: &[u8]) -> Result<Extent, &'static str> {
+        let (_, tag, first) = decode_extent_key(key);
+        let kind = *value.first().ok_or("empty extent row")?;
+        if kind == EXTENT_DAMAGED {
+            return Err("chunk row damaged before the format-4 migration");
+        }
+        let count = match value.get(1..3) {
+            Some(c) => u64::from(u16::from_le_bytes([c[0], c[1]])),
+            None => return Err("extent row too short"),
+        };
+        if count == 0 || count > EXTENT_CHUNKS_MAX {
+            return Err("extent row chunk count out of range");
+        }
+        if first.checked_add(count).is_none_or(|end| end > CHUNKS_PER_OBJECT_MAX) {
+            return Err("extent row reaches past the object size limit");
+        }
+        let body = match kind {
+            EXTENT_HOLE if value.len() == 3 => ExtentBody::Hole,
+            EXTENT_HOLE => return Err("hole extent row of a wrong length"),
+            EXTENT_DATA => {
+                if value.len() != EXTENT_DATA_HEAD + 4 * count as usize {
+                    return Err("extent row length does not match its chunk count");
+                }
+                let last_len = u32::from(u16::from_le_bytes([value[3], value[4]]));
+                if last_len == 0 || last_len as usize > CHUNK_SIZE {
+                    return Err("extent row last chunk length out of range");
+                }
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&value[5..13]);
+                let block = u64::from_le_bytes(b);
+                if block.checked_add(count).is_none_or(|end| end > BLOCK_MAX) {
+                    return Err("extent row block out of range");
+                }
+                let crcs = value[EXTENT_DATA_HEAD..]
+                    .chunks_exact(4)
+                    .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                ExtentBody::Data { block, last_len, crcs }
+            }
+            _ => return Err("extent row of an unknown kind"),
+        };
+        Ok(Extent { tag, first, count, body })
+    }
+}
+
+/// The format-4 value of a format-3 chunk row the migration could not decode.
+pub(crate) fn damaged_extent_row(v3: &[u8]) -> Vec<u8> {
+    let mut out = vec![EXTENT_DAMAGED];
+    out.extend_from_slice(v3);
+    out
 }
 
 /// One version of an object: what a snapshot (or the head) sees of its existence, size and
@@ -618,7 +803,7 @@ mod tests {
         values.push(("chunk_ref_full", encode_chunk_ref(0xdead_beef, 4096, 0x0102_0304).to_vec()));
         values.push(("chunk_ref_short", encode_chunk_ref(0x0bad_cafe, 5, 7).to_vec()));
         values.push(("chunk_ref_hole", HOLE_ROW.to_vec()));
-        values.push(("format_marker", format_marker().to_vec()));
+        values.push(("format_marker", format_marker_of(3).to_vec()));
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v3.hex");
         let header = "store.redb format 3 (quarry-store): keys, object record, sealed values, \
@@ -637,6 +822,93 @@ mod tests {
         );
         assert_eq!(decode_chunk_ref(&find("chunk_ref_hole")), Ok(ChunkRef::Hole));
         assert_eq!(parse_format_marker(&find("format_marker")), Some(3));
+    }
+
+    /// Golden bytes of format 4 (`tests/golden/store_v4.hex`): format 3's keys, record,
+    /// sealed values and usage row unchanged; the per-chunk rows replaced by extent rows,
+    /// keyed `object id ++ version tag ++ first chunk` (each u64 BE), valued a hole run
+    /// (`0 u8 ++ count u16 LE`) or a data run (`1 u8 ++ count u16 LE ++ last chunk's length
+    /// u16 LE ++ first block u64 LE ++ crc32c u32 LE per chunk`); the version-4 marker. Never
+    /// edit the golden file.
+    #[test]
+    fn store_v4_bytes_are_pinned() {
+        let (v1, _) = v1_values();
+        let mut values: Vec<(&str, Vec<u8>)> = v1
+            .into_iter()
+            .filter(|(n, _)| !n.starts_with("chunk_") && *n != "usage" && *n != "format_marker")
+            .collect();
+        values.push(("usage_sealed", seal_usage(0x31, 0x4142).to_vec()));
+        values.push(("sealed_value", seal(b"value")));
+        let data = Extent {
+            tag: 9,
+            first: 2,
+            count: 3,
+            body: ExtentBody::Data {
+                block: 0x0102_0304,
+                last_len: 5,
+                crcs: vec![0xdead_beef, 0x0bad_cafe, 0x1234_5678],
+            },
+        };
+        let hole = Extent { tag: 9, first: 7, count: 300, body: ExtentBody::Hole };
+        let (mut data_row, mut hole_row) = (Vec::new(), Vec::new());
+        data.encode(&mut data_row);
+        hole.encode(&mut hole_row);
+        values.push(("extent_key", extent_key(0x1112_1314_1516_1718, 9, 2).to_vec()));
+        values.push(("extent_data", data_row));
+        values.push(("extent_hole", hole_row));
+        values.push(("extent_damaged", damaged_extent_row(&[1, 2, 3])));
+        values.push(("format_marker", format_marker().to_vec()));
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v4.hex");
+        let header = "store.redb format 4 (quarry-store): keys, object record, sealed values, \
+                      extent rows pointing into store.data, marker.\nGenerated once; never \
+                      edit: a change of bytes needs a new version.";
+        quarry_persist::golden::check(&path, header, &values);
+        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
+        let find = |name: &str| golden.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        let key: ExtentKey = find("extent_key").as_slice().try_into().unwrap();
+        assert_eq!(decode_extent_key(&key), (0x1112_1314_1516_1718, 9, 2));
+        assert_eq!(Extent::decode(&key, &find("extent_data")), Ok(data));
+        let hole_key = extent_key(1, 9, 7);
+        assert_eq!(Extent::decode(&hole_key, &find("extent_hole")), Ok(hole));
+        assert!(Extent::decode(&key, &find("extent_damaged")).is_err());
+        assert_eq!(parse_format_marker(&find("format_marker")), Some(4));
+    }
+
+    #[test]
+    fn malformed_extent_rows_are_refused() {
+        let row = Extent {
+            tag: 1,
+            first: 0,
+            count: 2,
+            body: ExtentBody::Data { block: 5, last_len: 4096, crcs: vec![1, 2] },
+        };
+        let key = row.key(3);
+        let mut good = Vec::new();
+        row.encode(&mut good);
+        assert_eq!(Extent::decode(&key, &good), Ok(row.clone()));
+        let mut bad = good.clone();
+        bad[1] = 3; // count 3 with two crcs
+        assert!(Extent::decode(&key, &bad).is_err());
+        let mut bad = good.clone();
+        bad[1] = 0; // count 0
+        bad[2] = 0;
+        assert!(Extent::decode(&key, &bad).is_err());
+        let mut bad = good.clone();
+        bad[3..5].copy_from_slice(&0u16.to_le_bytes()); // empty last chunk
+        assert!(Extent::decode(&key, &bad).is_err());
+        let mut bad = good.clone();
+        bad[5..13].copy_from_slice(&((1u64 << 40) - 1).to_le_bytes()); // blocks past the limit
+        assert!(Extent::decode(&key, &bad).is_err());
+        assert!(Extent::decode(&key, &good[..good.len() - 1]).is_err());
+        assert!(Extent::decode(&key, &[7, 1, 0]).is_err());
+        assert!(Extent::decode(&key, &[0, 1, 0, 0]).is_err());
+        // A row reaching past the object size limit.
+        let far = extent_key(3, 1, CHUNKS_PER_OBJECT_MAX - 1);
+        assert!(Extent::decode(&far, &good).is_err());
+        // Pieces keep the crcs and blocks of their chunks.
+        let piece = row.piece(1, 2);
+        assert_eq!(piece.chunk(1), ChunkRef::Data { crc: 2, len: 4096, block: 6 });
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //!
 //! It never depends on the network, the Raft library or the OSD: only `quarry-types`.
 //!
-//! # On-disk format (format version 3)
+//! # On-disk format (format version 4)
 //! A redb file of metadata and a data file of 4 KiB blocks (`store.data`, the redb file's
 //! name with the extension `data`). In redb, integers in keys are big-endian (so byte order
 //! is numeric order), integers in values little-endian. A **sealed** value is
@@ -33,10 +33,10 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (3). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1 and 2 are migrated (below). |
+//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (4). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1, 2 and 3 are migrated (below). |
 //! | `meta` | `"next_object_id"` | u64: next internal object id (ids are never reused) |
 //! | `objects` | pool u64 ++ seed u32 ++ name bytes | object record (below) |
-//! | `chunks` | object id u64 ++ chunk index u64 ++ version tag u64 (24 bytes) | a data row, crc32c u32 ++ data length u16 (1..=4096) ++ block u64 (14 bytes): the chunk's data is the first `length` bytes of that block of the data file; or a hole row, 4 zero bytes |
+//! | `extents` | object id u64 ++ version tag u64 ++ first chunk index u64 (24 bytes) | an extent row: chunks `first..first + count` of that version. A data run, `1 u8 ++ count u16 (1..=1024) ++ last chunk's length u16 (1..=4096) ++ first block u64 ++ crc32c u32 per chunk` (13 + 4 count bytes): chunk `first + k` is the first `length` bytes (4096 but for the last chunk) of block `block + k` of the data file; or a hole run, `0 u8 ++ count u16` (3 bytes). Rows of one object and tag never overlap. |
 //! | `xattrs` | object id u64 ++ name bytes | sealed value |
 //! | `omap` | object id u64 ++ key bytes | sealed value |
 //! | `omap_header` | object id u64 | sealed header bytes |
@@ -67,8 +67,19 @@
 //! tail table is deleted, the marker becomes 3, the data file is synced, then the commit. A
 //! crash before the commit leaves the untouched format-2 store (the next open migrates
 //! again, `tests/datafile.rs` cuts the power at every I/O call of it); after it the store is
-//! format 3 (an older build refuses it with `FormatTooNew`). Golden bytes:
-//! `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`, `store_v3.hex`.
+//! format 3 (an older build refuses it with `FormatTooNew`). Format 4 differs from format 3
+//! only in the chunk rows: format 3 kept one row per chunk in a `chunks` table, keyed
+//! `object id ++ chunk index ++ version tag`, valued `crc32c u32 ++ length u16 ++ block u64`
+//! (or 4 zero bytes for a hole). Opening a format-3 store (or an older one after its steps)
+//! **migrates it** in ONE durable write transaction: each object's chunks of one version at
+//! consecutive indices in consecutive blocks (all full but the last), or consecutive holes,
+//! become one extent row; a row that does not decode becomes a row marked damaged (first byte
+//! 0xff, then the old bytes: its reads stay `Corrupt`); the `chunks` table is deleted and the
+//! marker becomes 4. No block moves and the data file is not written, so a crash before the
+//! commit leaves the untouched format-3 store (the next open migrates again,
+//! `tests/datafile.rs` cuts the power at each of its I/O calls); after it the store is format
+//! 4. Golden bytes: `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`,
+//! `store_v3.hex`, `store_v4.hex`.
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -78,14 +89,23 @@
 //! **Chunks**: chunk `i` holds object bytes `[4096 i, 4096 (i+1))`. Data shorter than 4096
 //! bytes means the rest of the chunk is zeros; a chunk with no data is a *hole* (it hides
 //! older versions). A missing chunk within the size reads as zeros. The crc32c (in the
-//! `chunks` row) covers the chunk's data; it is checked on every read, on read-modify-write
-//! and on export. A write's run of whole chunks is one extent of the data file, written with
-//! one positional write, plus one row per chunk; only partial chunks are read-modify-written
-//! (into a new block). Every write goes to a newly allocated block (never over a block a row
-//! points at), so a crash can only lose new data, never damage old.
+//! extent row, one per chunk) covers the chunk's data; it is checked on every read, on
+//! read-modify-write and on export. A write's run of whole chunks is one extent of the data
+//! file, written with one positional write, and one row per 1024 chunks of it; only partial
+//! chunks are read-modify-written (into a new block, a one-chunk row). Every write goes to a
+//! newly allocated block (never over a block a row points at), so a crash can only lose new
+//! data, never damage old. A write, zero or truncate over part of a row of the same version
+//! *cuts* it: the row is replaced by the rows of its parts outside the range (same blocks,
+//! same crcs), and only the blocks of the chunks inside are freed, in the same transaction.
+//!
+//! **Finding a chunk** (`extent.rs`): the row of version tag `t` covering chunk `i` is the
+//! row with the greatest key `<= (id, t, i)`, if it reaches `i` (one backward seek); a
+//! version with range `floor..=tag` sees, per chunk, the row of the greatest such `t`; the
+//! tags that have rows are found by seeking backwards from `tag` (one seek per tag that has
+//! rows, never a scan of chunks or of other objects' rows).
 //!
 //! **The data file** (`datafile.rs`): blocks are allocated best-fit from free extents, else
-//! past the end. The allocator is not stored: it is rebuilt from the chunk rows at open
+//! past the end. The allocator is not stored: it is rebuilt from the extent rows at open
 //! (every block no row references is free), so it can never disagree with the metadata
 //! after a crash. A block whose row a commit dropped or replaced is reused only after a
 //! checkpoint made that commit durable (a crash back to the previous checkpoint finds the
@@ -97,7 +117,9 @@
 //!
 //! Why the crc per 4 KiB chunk and not per extent: a 4 KiB read (the VM's common case) then
 //! reads and checks 4 KiB, a partial write merges with one verified block, and a damaged
-//! block costs one chunk; the row is 38 bytes a chunk either way. Why not data in redb rows
+//! block costs one chunk; it is 4 bytes of the row per chunk. Why extent rows (format 4)
+//! and not a row per chunk (format 3): a 4 MiB write was 1024 B-tree inserts of 38-byte rows,
+//! ~21% of the server's CPU for that write (docs/benchmarks.md, third round). Why not data in redb rows
 //! (format 2): redb copied every 4 KiB into its pages, checksummed them, and wrote them again
 //! at checkpoints; a 4 MiB write cost ~14 ms of CPU in the store (`examples/store_bench.rs`).
 //!
@@ -105,8 +127,8 @@
 //! Every mutation carries a `SnapContext{seq, snaps}`. Let `t` be the tag of the object's head
 //! version (the seq it was last written at). If some snap in `snaps` is newer than `t`, the
 //! head is preserved for it: the command writes at tag `w = seq`, adding a new version
-//! (copied from the head) and new chunk rows keyed with version `w`. Otherwise it writes in
-//! place at `w = t`: same-tag chunk rows are overwritten. A new object starts at `w = seq`.
+//! (copied from the head) and new extent rows keyed with version `w`. Otherwise it writes in
+//! place at `w = t`: same-tag rows are cut and replaced. A new object starts at `w = seq`.
 //!
 //! A version with tag `T` and floor `F` sees, for each chunk, the row with the greatest
 //! version in `F..=T`. A read at snapshot `S` uses the newest version with `tag < S` (writes
@@ -243,6 +265,7 @@ mod datafile;
 mod dups;
 mod error;
 mod exchange;
+mod extent;
 mod format;
 mod methods;
 mod read;
@@ -267,12 +290,13 @@ pub use error::StoreError;
 
 use crate::datafile::DataFile;
 use crate::format::{
-    decode_chunk_ref, decode_pg_key, decode_usage, encode_chunk_ref, format_marker,
-    parse_format_marker, pg_key, pg_key_end, row_has_tail, row_is_hole, seal, seal_usage, unseal,
-    unseal_usage, ChunkKey, ChunkRef, ObjectRecord, CHUNKS, CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS,
-    DUPS, DUP_SEQ, FORMAT_VERSION, FORMAT_VERSION_INLINE, FORMAT_VERSION_MIN, HOLE_ROW, META,
-    META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PG_USAGE_V1,
-    PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
+    damaged_extent_row, decode_chunk_key, decode_chunk_ref, decode_pg_key, decode_usage,
+    encode_chunk_ref, format_marker, parse_format_marker, pg_key, pg_key_end, row_has_tail,
+    row_is_hole, seal, seal_usage, unseal, unseal_usage, ChunkKey, ChunkRef, Extent, ExtentBody,
+    ObjectRecord, CHUNKS, CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, EXTENTS,
+    EXTENT_CHUNKS_MAX, FORMAT_VERSION, FORMAT_VERSION_CHUNK_ROWS, FORMAT_VERSION_INLINE,
+    FORMAT_VERSION_MIN, HOLE_ROW, META, META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER,
+    PG_STATE, PG_USAGE, PG_USAGE_V1, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -471,7 +495,10 @@ impl Store {
             if found == 1 {
                 Store::migrate_v1(&db, &file)?;
             }
-            Store::migrate_v2(&db, &file, &data)?;
+            if found <= FORMAT_VERSION_INLINE {
+                Store::migrate_v2(&db, &file, &data)?;
+            }
+            Store::migrate_v3(&db, &file)?;
         }
         Store::rebuild_allocator(&db, &data)?;
         Ok(Store {
@@ -516,7 +543,8 @@ impl Store {
     }
 
     /// Checks the format marker, or initialises an empty database. Returns the format of a
-    /// store that must be migrated (1 or 2: [`Store::migrate_v1`], [`Store::migrate_v2`]).
+    /// store that must be migrated (1, 2 or 3: [`Store::migrate_v1`], [`Store::migrate_v2`],
+    /// [`Store::migrate_v3`]).
     fn check_format(db: &Database, file: &Path) -> Result<Option<u32>, StoreError> {
         let read = db.begin_read()?;
         let marker = match read.open_table(META) {
@@ -537,7 +565,7 @@ impl Store {
             Some(Some(found)) if found < FORMAT_VERSION_MIN => {
                 return Err(StoreError::NotAStore { path: file.to_path_buf() })
             }
-            Some(Some(found)) if found <= FORMAT_VERSION_INLINE => {
+            Some(Some(found)) if found <= FORMAT_VERSION_CHUNK_ROWS => {
                 Store::ensure_added_tables(db)?;
                 return Ok(Some(found));
             }
@@ -551,7 +579,7 @@ impl Store {
             let mut meta = txn.open_table(META)?;
             meta.insert(META_FORMAT, format_marker().as_slice())?;
             txn.open_table(OBJECTS)?;
-            txn.open_table(CHUNKS)?;
+            txn.open_table(EXTENTS)?;
             txn.open_table(XATTRS)?;
             txn.open_table(OMAP)?;
             txn.open_table(OMAP_HEADER)?;
@@ -693,32 +721,140 @@ impl Store {
             }
         }
         txn.delete_table(CHUNK_TAILS)?;
-        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.open_table(META)?
+            .insert(META_FORMAT, format::format_marker_of(FORMAT_VERSION_CHUNK_ROWS).as_slice())?;
         data.sync()?;
         txn.commit()?;
         batch.committed();
         tracing::info!(
             path = %file.display(),
             chunks = moved,
-            "store migrated from format 2 to format {FORMAT_VERSION} (object data moved to {})",
+            "store migrated from format 2 to format {FORMAT_VERSION_CHUNK_ROWS} (object data moved to {})",
             data.path().display()
         );
         Ok(())
     }
 
-    /// Rebuilds the data file's allocator from the chunk rows (see `datafile.rs`).
-    fn rebuild_allocator(db: &Database, data: &DataFile) -> Result<(), StoreError> {
-        let txn = db.begin_read()?;
-        let chunks = txn.open_table(CHUNKS)?;
-        let mut used = Vec::new();
-        for item in chunks.iter()? {
-            let (_, value) = item?;
-            // A malformed row is reported when read; it holds no block here.
-            if let Ok(ChunkRef::Data { block, .. }) = decode_chunk_ref(value.value()) {
-                used.push(block);
+    /// Replaces a format-3 store's chunk rows (one per chunk, keyed `(id, index, tag)`) by
+    /// extent rows (format 4, keyed `(id, tag, first chunk)`) in ONE write transaction
+    /// committed with `Durability::Immediate`: for each object, the chunks of one version at
+    /// consecutive indices in consecutive blocks (every one full but the last), or
+    /// consecutive holes, become one row of at most [`EXTENT_CHUNKS_MAX`] chunks; a row that
+    /// does not decode becomes a row marked damaged (its reads stay `Corrupt`); the `chunks`
+    /// table is deleted and the marker becomes 4. No block of the data file moves. A crash
+    /// before the commit leaves the untouched format-3 store (the next open migrates again);
+    /// after it the store is format 4.
+    fn migrate_v3(db: &Database, file: &Path) -> Result<(), StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let (mut chunks_in, mut rows_out) = (0u64, 0u64);
+        {
+            let old = txn.open_table(CHUNKS)?;
+            let mut extents = txn.open_table(EXTENTS)?;
+            let mut next: Option<u64> = Some(0);
+            let mut value = Vec::new();
+            while let Some(from) = next {
+                let lo = format::chunk_key(from, 0, 0);
+                let Some(first) = old.range::<&ChunkKey>(&lo..)?.next() else { break };
+                let id = decode_chunk_key(first?.0.value()).0;
+                next = id.checked_add(1);
+                let hi = format::chunk_key(id, u64::MAX, u64::MAX);
+                let mut rows: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+                for item in old.range::<&ChunkKey>(&format::chunk_key(id, 0, 0)..=&hi)? {
+                    let (key, v) = item?;
+                    let (_, index, tag) = decode_chunk_key(key.value());
+                    rows.push((tag, index, v.value().to_vec()));
+                }
+                chunks_in += rows.len() as u64;
+                rows.sort_unstable_by_key(|r| (r.0, r.1));
+                let mut out: Vec<(format::ExtentKey, Vec<u8>)> = Vec::new();
+                let mut pending: Option<Extent> = None;
+                let flush =
+                    |pending: &mut Option<Extent>, out: &mut Vec<_>, value: &mut Vec<u8>| {
+                        if let Some(row) = pending.take() {
+                            row.encode(value);
+                            out.push((row.key(id), value.clone()));
+                        }
+                    };
+                for (tag, index, v) in rows {
+                    let chunk = match decode_chunk_ref(&v) {
+                        Ok(chunk) => chunk,
+                        Err(_) => {
+                            flush(&mut pending, &mut out, &mut value);
+                            out.push((format::extent_key(id, tag, index), damaged_extent_row(&v)));
+                            continue;
+                        }
+                    };
+                    let extended = match (&mut pending, chunk) {
+                        (Some(row), chunk)
+                            if row.tag == tag
+                                && row.end() == index
+                                && row.count < EXTENT_CHUNKS_MAX =>
+                        {
+                            match (&mut row.body, chunk) {
+                                (ExtentBody::Hole, ChunkRef::Hole) => {
+                                    row.count += 1;
+                                    true
+                                }
+                                (
+                                    ExtentBody::Data { block, last_len, crcs },
+                                    ChunkRef::Data { crc, len, block: next_block },
+                                ) if *last_len as usize == CHUNK_SIZE
+                                    && *block + row.count == next_block =>
+                                {
+                                    crcs.push(crc);
+                                    *last_len = len;
+                                    row.count += 1;
+                                    true
+                                }
+                                _ => false,
+                            }
+                        }
+                        _ => false,
+                    };
+                    if !extended {
+                        flush(&mut pending, &mut out, &mut value);
+                        let body = match chunk {
+                            ChunkRef::Hole => ExtentBody::Hole,
+                            ChunkRef::Data { crc, len, block } => {
+                                ExtentBody::Data { block, last_len: len, crcs: vec![crc] }
+                            }
+                        };
+                        pending = Some(Extent { tag, first: index, count: 1, body });
+                    }
+                }
+                flush(&mut pending, &mut out, &mut value);
+                rows_out += out.len() as u64;
+                for (key, v) in &out {
+                    extents.insert(key, v.as_slice())?;
+                }
             }
         }
-        drop(chunks);
+        txn.delete_table(CHUNKS)?;
+        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.commit()?;
+        tracing::info!(
+            path = %file.display(),
+            chunks = chunks_in,
+            rows = rows_out,
+            "store migrated from format 3 to format {FORMAT_VERSION} (one row per run of chunks)"
+        );
+        Ok(())
+    }
+
+    /// Rebuilds the data file's allocator from the extent rows (see `datafile.rs`).
+    fn rebuild_allocator(db: &Database, data: &DataFile) -> Result<(), StoreError> {
+        let txn = db.begin_read()?;
+        let extents = txn.open_table(EXTENTS)?;
+        let mut used = Vec::new();
+        for item in extents.iter()? {
+            let (key, value) = item?;
+            // A malformed row is reported when read; it holds no block here.
+            if let Ok(row) = Extent::decode(key.value(), value.value()) {
+                used.extend(row.blocks());
+            }
+        }
+        drop(extents);
         drop(txn);
         let (twice, beyond) = data.rebuild(&used)?;
         if !twice.is_empty() {
@@ -949,7 +1085,7 @@ impl Store {
         let txn = self.db().begin_read()?;
         let record = Store::get_record(&txn, pg, name)?;
         let tables = ReadTables {
-            chunks: txn.open_table(CHUNKS)?,
+            chunks: txn.open_table(EXTENTS)?,
             xattrs: txn.open_table(XATTRS)?,
             omap: txn.open_table(OMAP)?,
             omap_header: txn.open_table(OMAP_HEADER)?,
@@ -1022,22 +1158,25 @@ impl Store {
         }))
     }
 
-    /// Number of chunk rows (all versions, holes included) stored for an object: what its
+    /// Number of chunk versions (all versions, holes included) stored for an object: what its
     /// snapshots cost beyond the head. 0 if the store has no record of it.
     pub fn chunk_rows(&self, pg: PgId, name: &str) -> Result<u64, StoreError> {
+        Ok(self.extent_rows_of(pg, name)?.iter().map(|row| row.count).sum())
+    }
+
+    /// Number of extent rows (format 4: one per run of chunks of a version) stored for an
+    /// object. 0 if the store has no record of it.
+    pub fn extent_rows(&self, pg: PgId, name: &str) -> Result<u64, StoreError> {
+        Ok(self.extent_rows_of(pg, name)?.len() as u64)
+    }
+
+    fn extent_rows_of(&self, pg: PgId, name: &str) -> Result<Vec<Extent>, StoreError> {
         let txn = self.db().begin_read()?;
         let Some(record) = Store::get_record(&txn, pg, name)? else {
-            return Ok(0);
+            return Ok(Vec::new());
         };
-        let chunks = txn.open_table(CHUNKS)?;
-        let lo = format::chunk_key(record.id, 0, 0);
-        let hi = format::chunk_key(record.id, u64::MAX, u64::MAX);
-        let mut rows = 0;
-        for item in chunks.range::<&format::ChunkKey>(&lo..=&hi)? {
-            item?;
-            rows += 1;
-        }
-        Ok(rows)
+        let extents = txn.open_table(EXTENTS)?;
+        extent::all_rows(&extents, &Ctx { pg, name }, record.id)
     }
 
     /// Makes everything applied so far durable: the data file's `fdatasync`, then a

@@ -12,9 +12,10 @@ use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
 
 use crate::crc::{append_zeros, combine_chunk};
 use crate::datafile::{DataFile, DIRECT_READ_MIN};
+use crate::extent;
 use crate::format::{
-    chunk_key, decode_chunk_key, decode_chunk_ref, sub_key, unseal, ChunkKey, ChunkRef, Version,
-    CHUNK, CHUNKS, CHUNK_SIZE, OMAP, OMAP_HEADER, XATTRS,
+    sub_key, unseal, ChunkRef, ExtentKey, Version, CHUNK, CHUNK_SIZE, EXTENTS, OMAP, OMAP_HEADER,
+    XATTRS,
 };
 use crate::StoreError;
 
@@ -104,7 +105,7 @@ impl Ctx<'_> {
 /// transaction, so the same code serves `Store::read` and guards inside `Store::apply`.
 pub(crate) trait Tables {
     /// Chunk table type.
-    type Chunks: ReadableTable<&'static ChunkKey, &'static [u8]>;
+    type Chunks: ReadableTable<&'static ExtentKey, &'static [u8]>;
     /// xattr / omap table type.
     type Kv: ReadableTable<&'static [u8], &'static [u8]>;
     /// omap header table type.
@@ -123,7 +124,7 @@ pub(crate) trait Tables {
 
 /// Tables of a read transaction.
 pub(crate) struct ReadTables<'d> {
-    pub chunks: ReadOnlyTable<&'static ChunkKey, &'static [u8]>,
+    pub chunks: ReadOnlyTable<&'static ExtentKey, &'static [u8]>,
     pub xattrs: ReadOnlyTable<&'static [u8], &'static [u8]>,
     pub omap: ReadOnlyTable<&'static [u8], &'static [u8]>,
     pub omap_header: ReadOnlyTable<&'static [u8; 8], &'static [u8]>,
@@ -131,7 +132,7 @@ pub(crate) struct ReadTables<'d> {
 }
 
 impl Tables for ReadTables<'_> {
-    type Chunks = ReadOnlyTable<&'static ChunkKey, &'static [u8]>;
+    type Chunks = ReadOnlyTable<&'static ExtentKey, &'static [u8]>;
     type Kv = ReadOnlyTable<&'static [u8], &'static [u8]>;
     type Header = ReadOnlyTable<&'static [u8; 8], &'static [u8]>;
     fn chunks(&self) -> &Self::Chunks {
@@ -155,7 +156,7 @@ impl Tables for ReadTables<'_> {
 /// writes never touch them, and every table a redb transaction opens costs at commit.
 pub(crate) struct WriteTables<'txn> {
     txn: &'txn WriteTransaction,
-    pub chunks: Table<'txn, &'static ChunkKey, &'static [u8]>,
+    pub chunks: Table<'txn, &'static ExtentKey, &'static [u8]>,
     pub data: &'txn DataFile,
     kv: Option<KvTables<'txn>>,
 }
@@ -170,7 +171,7 @@ pub(crate) struct KvTables<'txn> {
 impl<'txn> WriteTables<'txn> {
     /// Opens the chunk table of `txn`.
     pub fn open(txn: &'txn WriteTransaction, data: &'txn DataFile) -> Result<Self, StoreError> {
-        Ok(WriteTables { txn, chunks: txn.open_table(CHUNKS)?, data, kv: None })
+        Ok(WriteTables { txn, chunks: txn.open_table(EXTENTS)?, data, kv: None })
     }
 
     /// The xattr/omap tables, opening them if needed.
@@ -191,7 +192,7 @@ impl<'txn> WriteTables<'txn> {
 }
 
 impl<'txn> Tables for WriteTables<'txn> {
-    type Chunks = Table<'txn, &'static ChunkKey, &'static [u8]>;
+    type Chunks = Table<'txn, &'static ExtentKey, &'static [u8]>;
     type Kv = Table<'txn, &'static [u8], &'static [u8]>;
     type Header = Table<'txn, &'static [u8; 8], &'static [u8]>;
     fn chunks(&self) -> &Self::Chunks {
@@ -209,17 +210,6 @@ impl<'txn> Tables for WriteTables<'txn> {
     fn omap_header(&self) -> &Self::Header {
         &self.kv_opened().omap_header
     }
-}
-
-/// Decodes a stored chunk row (`Corrupt` if it is malformed).
-pub(crate) fn chunk_ref(
-    ctx: &Ctx,
-    index: u64,
-    tag: u64,
-    value: &[u8],
-) -> Result<ChunkRef, StoreError> {
-    decode_chunk_ref(value)
-        .map_err(|why| ctx.corrupt(format!("chunk {index} version {tag}: {why}")))
 }
 
 /// Reads `buf.len()` bytes of chunk `index` (version `tag`) from block `block`: a block past
@@ -290,14 +280,10 @@ pub(crate) fn load_chunk<T: Tables>(
     buf: &mut Vec<u8>,
 ) -> Result<Option<u64>, StoreError> {
     buf.clear();
-    let lo = chunk_key(id, index, floor);
-    let hi = chunk_key(id, index, tag);
-    let Some(item) = t.chunks().range::<&ChunkKey>(&lo..=&hi)?.next_back() else {
+    let found = extent::visible(t.chunks(), ctx, id, (floor, tag), index, index)?;
+    let Some(&(_, found, r)) = found.first() else {
         return Ok(None);
     };
-    let (key, value) = item?;
-    let (_, _, found) = decode_chunk_key(key.value());
-    let r = chunk_ref(ctx, index, found, value.value())?;
     load_ref(t.data(), ctx, index, found, r, buf)?;
     Ok(Some(found))
 }
@@ -319,23 +305,8 @@ pub(crate) fn read_data<T: Tables>(
     }
     let want = if len == 0 { v.size - off } else { len.min(v.size - off) };
     let end = off + want;
-    let lo = chunk_key(id, off / CHUNK, 0);
-    let hi = chunk_key(id, (end - 1) / CHUNK, u64::MAX);
-    // Keys come in (index, tag) order: the last in-range tag of each index is the one `v`
-    // sees.
-    let mut refs: Vec<(u64, u64, ChunkRef)> = Vec::new();
-    for item in t.chunks().range::<&ChunkKey>(&lo..=&hi)? {
-        let (key, value) = item?;
-        let (_, index, tag) = decode_chunk_key(key.value());
-        if tag < v.floor || tag > v.tag {
-            continue;
-        }
-        let r = chunk_ref(ctx, index, tag, value.value())?;
-        match refs.last_mut() {
-            Some(last) if last.0 == index => *last = (index, tag, r),
-            _ => refs.push((index, tag, r)),
-        }
-    }
+    let refs =
+        extent::visible(t.chunks(), ctx, id, (v.floor, v.tag), off / CHUNK, (end - 1) / CHUNK)?;
     // A large read goes into aligned memory, so its runs of whole blocks are read into it
     // directly (DataFile::read); a small one into a plain buffer (no padding to a block).
     let large = want as usize >= DIRECT_READ_MIN;

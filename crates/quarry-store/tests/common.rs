@@ -437,11 +437,72 @@ pub fn create_excl() -> ObjectOp {
     ObjectOp::Create { exclusive: true }
 }
 
-/// Rewrites a format-3 store (closed) as format 2 kept it: every chunk's data back in its
-/// redb row (crc32c LE ++ data[..4060]) with the rest in the `chunk_tails` table, marker
-/// version 2; the data file is left behind with garbage in it (a format-2 store has none,
-/// and the migration must not trust one it finds). Raw redb writes behind the store's back.
+/// Rewrites a format-4 store (closed) as format 3 kept it: each extent row (`extents`, key
+/// object id ++ tag ++ first chunk) becomes one row per chunk in `chunks` (key object id ++
+/// chunk index ++ tag; value crc32c LE ++ length u16 LE ++ block u64 LE, or 4 zero bytes for
+/// a hole), marker version 3. Raw redb writes behind the store's back; the extent value
+/// layout is decoded here independently of the store's code.
+pub fn downgrade_to_v3(file: &std::path::Path) {
+    use redb::{ReadableTable, TableDefinition};
+    const RAW_EXTENTS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("extents");
+    const RAW_CHUNKS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunks");
+    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let be = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap());
+    let db = redb::Database::create(file).expect("open raw db");
+    let txn = db.begin_write().expect("begin");
+    {
+        let rows: Vec<([u8; 24], Vec<u8>)> = txn
+            .open_table(RAW_EXTENTS)
+            .expect("extents")
+            .iter()
+            .expect("iter")
+            .map(|r| r.expect("row"))
+            .map(|(k, v)| (*k.value(), v.value().to_vec()))
+            .collect();
+        txn.delete_table(RAW_EXTENTS).expect("delete extents");
+        let mut chunks = txn.open_table(RAW_CHUNKS).expect("chunks");
+        for (key, value) in rows {
+            let (id, tag, first) = (be(&key[..8]), be(&key[8..16]), be(&key[16..]));
+            let count = u16::from_le_bytes([value[1], value[2]]) as u64;
+            for k in 0..count {
+                let mut ckey = [0u8; 24];
+                ckey[..8].copy_from_slice(&id.to_be_bytes());
+                ckey[8..16].copy_from_slice(&(first + k).to_be_bytes());
+                ckey[16..].copy_from_slice(&tag.to_be_bytes());
+                let row = match value[0] {
+                    0 => vec![0u8; 4],
+                    1 => {
+                        let last_len = u16::from_le_bytes([value[3], value[4]]);
+                        let block = u64::from_le_bytes(value[5..13].try_into().unwrap()) + k;
+                        let at = 13 + 4 * k as usize;
+                        let len = if k + 1 == count { last_len } else { 4096 };
+                        let mut row = value[at..at + 4].to_vec();
+                        row.extend_from_slice(&len.to_le_bytes());
+                        row.extend_from_slice(&block.to_le_bytes());
+                        row
+                    }
+                    kind => panic!("extent row of kind {kind}"),
+                };
+                chunks.insert(&ckey, row.as_slice()).expect("chunk row");
+            }
+        }
+        let mut marker = b"QRYSTORE".to_vec();
+        marker.extend_from_slice(&3u32.to_le_bytes());
+        txn.open_table(RAW_META)
+            .expect("meta")
+            .insert("format", marker.as_slice())
+            .expect("marker");
+    }
+    txn.commit().expect("commit");
+}
+
+/// Rewrites a format-4 store (closed) as format 2 kept it (through format 3): every chunk's
+/// data back in its redb row (crc32c LE ++ data[..4060]) with the rest in the `chunk_tails`
+/// table, marker version 2; the data file is left behind with garbage in it (a format-2
+/// store has none, and the migration must not trust one it finds). Raw redb writes behind
+/// the store's back.
 pub fn downgrade_to_v2(file: &std::path::Path) {
+    downgrade_to_v3(file);
     use redb::{ReadableTable, TableDefinition};
     const RAW_CHUNKS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunks");
     const RAW_TAILS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunk_tails");

@@ -9,7 +9,7 @@ use redb::{ReadableTable, TableDefinition};
 
 use crate::common::*;
 
-const RAW_CHUNKS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunks");
+const RAW_EXTENTS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("extents");
 
 /// Flips one bit of byte `byte` of block `block` of the store's data file.
 fn damage_block(file: &std::path::Path, block: u64, byte: u64) {
@@ -123,8 +123,9 @@ fn a_damaged_row_or_a_short_data_file_is_corrupt() {
         store.checkpoint().unwrap();
         store.path().to_path_buf()
     };
-    // Row 0 (object o's chunk 0): its stored crc.
-    damage_row(&file, RAW_CHUNKS, 0, 1);
+    // Row 0 (object o's extent of 4 chunks): chunk 0's stored crc (after kind u8, count
+    // u16, last length u16, block u64).
+    damage_row(&file, RAW_EXTENTS, 0, 14);
     // Object p's blocks are 4..8: the data file loses the last two.
     let data_file = file.with_extension("data");
     std::fs::OpenOptions::new().write(true).open(&data_file).unwrap().set_len(6 * 4096).unwrap();
@@ -183,4 +184,48 @@ fn a_flipped_bit_under_a_large_direct_read_is_caught() {
             data[..200 * 4096].to_vec()
         ))])
     );
+}
+
+/// Goal: an extent row damaged anywhere in its header (kind, chunk count, last chunk's length,
+/// first block) or its crc array never yields wrong data: every read of the object is either
+/// `Corrupt` or the bytes written. Method: two objects of four chunks each (one row each),
+/// one bit flipped in one byte of o's row per round (a fresh store each time), then reads of
+/// o whole and chunk by chunk.
+#[test]
+fn a_damaged_extent_row_never_reads_wrong_data() {
+    let data = pattern(4 * 4096, 3);
+    let other = pattern(4 * 4096, 4);
+    let mut caught = 0;
+    for byte in 0..13 + 4 * 4 {
+        let dir = tempfile::tempdir().unwrap();
+        let file = {
+            let store = Store::open(dir.path()).unwrap();
+            store.apply(PG, &[cmd("o", vec![write(0, &data)])], b"s").unwrap();
+            store.apply(PG, &[cmd("p", vec![write(0, &other)])], b"s").unwrap();
+            store.checkpoint().unwrap();
+            assert_eq!(store.extent_rows(PG, "o").unwrap(), 1);
+            store.path().to_path_buf()
+        };
+        damage_row(&file, RAW_EXTENTS, 0, byte);
+        let store = Store::open(&file).unwrap();
+        let mut reads = vec![(0, 0)];
+        reads.extend((0..4).map(|k| (k * 4096, 4096)));
+        for (off, len) in reads {
+            match store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Read { off, len }]) {
+                Err(StoreError::Corrupt { .. }) => caught += 1,
+                Ok(OpReply::Ok(out)) => {
+                    let end = if len == 0 { data.len() } else { (off + len) as usize };
+                    assert_eq!(
+                        out,
+                        vec![quarry_types::OpOutput::Data(quarry_types::Payload::new(
+                            data[off as usize..end].to_vec()
+                        ))],
+                        "byte {byte}: read {off}+{len} returned wrong data"
+                    );
+                }
+                other => panic!("byte {byte}: read {off}+{len}: {other:?}"),
+            }
+        }
+    }
+    assert!(caught > 13, "damage was caught only {caught} times");
 }

@@ -9,6 +9,7 @@ mod datafile;
 mod dups;
 mod errors;
 mod exchange;
+mod extents;
 mod meta_corruption;
 mod model;
 mod powerloss;

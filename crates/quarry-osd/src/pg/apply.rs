@@ -308,8 +308,8 @@ mod tests {
     #[test]
     fn a_failed_round_is_retried_pg_by_pg() {
         use redb::ReadableTable;
-        const RAW_CHUNKS: redb::TableDefinition<&[u8; 24], &[u8]> =
-            redb::TableDefinition::new("chunks");
+        const RAW_EXTENTS: redb::TableDefinition<&[u8; 24], &[u8]> =
+            redb::TableDefinition::new("extents");
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("store.redb");
         let damaged = PgId { pool: 3, seed: 1 };
@@ -322,13 +322,14 @@ mod tests {
             let db = redb::Database::create(&file).unwrap();
             let txn = db.begin_write().unwrap();
             {
-                let mut table = txn.open_table(RAW_CHUNKS).unwrap();
+                let mut table = txn.open_table(RAW_EXTENTS).unwrap();
                 let (key, mut value) = {
                     let (k, v) = table.iter().unwrap().next().unwrap().unwrap();
                     (*k.value(), v.value().to_vec())
                 };
-                // A bit of the chunk's stored crc32c (the row's first 4 bytes).
-                value[1] ^= 0x08;
+                // A bit of chunk 0's stored crc32c (store format 4's extent row: kind u8,
+                // count u16, last length u16, block u64, then a crc32c per chunk).
+                value[14] ^= 0x08;
                 table.insert(&key, value.as_slice()).unwrap();
             }
             txn.commit().unwrap();

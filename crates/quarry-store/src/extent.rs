@@ -1,0 +1,159 @@
+//! Finding extent rows (format 4): which rows of an object cover a range of chunks, for one
+//! version tag or for every tag in a range, and which chunk version a version of the object
+//! sees for each chunk of a range. Rows are keyed `(object id, tag, first chunk)` and rows of
+//! one object and tag never overlap, so the row of tag `t` covering chunk `i` is the one with
+//! the greatest first chunk `<= i` (one backward seek), and the rows of a tag overlapping a
+//! range are that one plus a forward range. Tags with rows are found by seeking backwards
+//! from the newest tag wanted (one seek per tag that has rows), never by scanning chunks.
+
+use redb::ReadableTable;
+
+use crate::format::{extent_key, ChunkRef, Extent, ExtentKey, CHUNKS_PER_OBJECT_MAX};
+use crate::read::Ctx;
+use crate::StoreError;
+
+/// Decodes a stored row (`Corrupt` if it is malformed).
+pub(crate) fn decode_row(ctx: &Ctx, key: &ExtentKey, value: &[u8]) -> Result<Extent, StoreError> {
+    Extent::decode(key, value).map_err(|why| {
+        let (_, tag, first) = crate::format::decode_extent_key(key);
+        ctx.corrupt(format!("chunk {first} version {tag}: {why}"))
+    })
+}
+
+/// The greatest tag in `lo..=hi` with a row of object `id`.
+pub(crate) fn tag_at_or_below<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
+    table: &T,
+    id: u64,
+    lo: u64,
+    hi: u64,
+) -> Result<Option<u64>, StoreError> {
+    if lo > hi {
+        return Ok(None);
+    }
+    let a = extent_key(id, lo, 0);
+    let b = extent_key(id, hi, u64::MAX);
+    let found = table.range::<&ExtentKey>(&a..=&b)?.next_back();
+    match found {
+        None => Ok(None),
+        Some(item) => Ok(Some(crate::format::decode_extent_key(item?.0.value()).1)),
+    }
+}
+
+/// The rows of object `id` at exactly `tag` that overlap chunks `a..=b`, in chunk order.
+pub(crate) fn overlapping<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
+    table: &T,
+    ctx: &Ctx,
+    id: u64,
+    tag: u64,
+    a: u64,
+    b: u64,
+) -> Result<Vec<Extent>, StoreError> {
+    let mut out = Vec::new();
+    let lo = extent_key(id, tag, 0);
+    let at = extent_key(id, tag, a);
+    if let Some(item) = table.range::<&ExtentKey>(&lo..=&at)?.next_back() {
+        let (key, value) = item?;
+        let row = decode_row(ctx, key.value(), value.value())?;
+        if row.end() > a {
+            out.push(row);
+        }
+    }
+    if a < b {
+        let from = extent_key(id, tag, a + 1);
+        let to = extent_key(id, tag, b);
+        for item in table.range::<&ExtentKey>(&from..=&to)? {
+            let (key, value) = item?;
+            out.push(decode_row(ctx, key.value(), value.value())?);
+        }
+    }
+    Ok(out)
+}
+
+/// Every row of object `id` with a tag in `lo..=hi` overlapping chunks `a..=b`, newest tag
+/// first, each tag's rows in chunk order.
+pub(crate) fn rows_in<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
+    table: &T,
+    ctx: &Ctx,
+    id: u64,
+    (lo, hi): (u64, u64),
+    a: u64,
+    b: u64,
+) -> Result<Vec<Extent>, StoreError> {
+    let mut out = Vec::new();
+    let mut cursor = hi;
+    while let Some(tag) = tag_at_or_below(table, id, lo, cursor)? {
+        out.extend(overlapping(table, ctx, id, tag, a, b)?);
+        match tag.checked_sub(1) {
+            Some(next) => cursor = next,
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Every row of object `id` (all tags, all chunks).
+pub(crate) fn all_rows<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
+    table: &T,
+    ctx: &Ctx,
+    id: u64,
+) -> Result<Vec<Extent>, StoreError> {
+    let lo = extent_key(id, 0, 0);
+    let hi = extent_key(id, u64::MAX, u64::MAX);
+    let mut out = Vec::new();
+    for item in table.range::<&ExtentKey>(&lo..=&hi)? {
+        let (key, value) = item?;
+        out.push(decode_row(ctx, key.value(), value.value())?);
+    }
+    Ok(out)
+}
+
+/// For each chunk of `a..=b` that a version with chunk range `floor..=tag` sees a row for:
+/// `(index, tag of the row, the chunk)`, in chunk order. Chunks with no row are left out
+/// (they read as zeros).
+pub(crate) fn visible<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
+    table: &T,
+    ctx: &Ctx,
+    id: u64,
+    (floor, tag): (u64, u64),
+    a: u64,
+    b: u64,
+) -> Result<Vec<(u64, u64, ChunkRef)>, StoreError> {
+    let b = b.min(CHUNKS_PER_OBJECT_MAX.saturating_sub(1));
+    if a > b || floor > tag {
+        return Ok(Vec::new());
+    }
+    let span = (b - a + 1) as usize;
+    let mut found: Vec<Option<(u64, ChunkRef)>> = vec![None; span];
+    let mut left = span;
+    let mut cursor = tag;
+    // The version's own tag first, without looking for it (most reads find everything
+    // there); older tags are then found one seek each.
+    let mut known = Some(tag);
+    while left > 0 {
+        let t = match known.take() {
+            Some(t) => t,
+            None => match tag_at_or_below(table, id, floor, cursor)? {
+                Some(t) => t,
+                None => break,
+            },
+        };
+        for row in overlapping(table, ctx, id, t, a, b)? {
+            for index in row.first.max(a)..row.end().min(b + 1) {
+                let slot = &mut found[(index - a) as usize];
+                if slot.is_none() {
+                    *slot = Some((t, row.chunk(index)));
+                    left -= 1;
+                }
+            }
+        }
+        match t.checked_sub(1) {
+            Some(next) if next >= floor => cursor = next,
+            _ => break,
+        }
+    }
+    Ok(found
+        .into_iter()
+        .enumerate()
+        .filter_map(|(k, f)| f.map(|(t, r)| (a + k as u64, t, r)))
+        .collect())
+}
