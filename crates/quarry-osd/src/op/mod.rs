@@ -35,7 +35,7 @@ use quarry_wire::{ClusterMap, OsdOp, PoolInfo, Reply};
 
 use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
-use crate::pg::{network, ClientCommand, PgCommand, PgGroup};
+use crate::pg::{network, split, ClientCommand, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
 use check::{caps_allow, fenced, placed, shape_of, stamp_origin, ticket_honoured, validate};
 use order::Slot;
@@ -173,8 +173,16 @@ pub(crate) async fn handle_op(
         return settle(slot, reply);
     }
     let pg_num = map.pools.get(&op.pg.pool).map_or(0, |pool| pool.pg_num);
-    if let Err(reply) = placed(&op, pg_num) {
+    if let Err(reply) = placed(&op, pg_num, map.epoch) {
         return settle(slot, reply);
+    }
+    // The PG split and the object went to a child (this OSD's map may be older than the
+    // split its PG applied), or the PG's pg_num is not recorded yet (a write now could land
+    // where a split would not look): the client resends (`pg::split`).
+    let recorded = group.pg_num();
+    if split::moved_out(op.pg, recorded, &op.name) || (recorded == 0 && shape.writes) {
+        tracing::debug!(pg = %op.pg, object = op.name, recorded, "op for a split pg: retry");
+        return settle(slot, retry(&map));
     }
     if shape.writes {
         write(osd, &group, &map, (session, peer.ip()), op, slot, permit).await
@@ -276,6 +284,9 @@ async fn write(
         slot.proposed();
     }
     match tokio::time::timeout(WRITE_TIMEOUT, responder).await {
+        // Applied after a split that moved the object: nothing happened, the client resends
+        // to the object's new PG.
+        Ok(Ok(Ok(response))) if split::is_misplaced(&response.data) => retry(&osd.router.map()),
         Ok(Ok(Ok(response))) => Reply::Op(response.data),
         Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => retry(map),
         Ok(Ok(Err(e))) => {

@@ -1,7 +1,8 @@
 //! The rebalance worker: every second, starts a move (`pg::membership::move_pg`, bounded by
 //! `osd_max_backfills` in the router) for each PG this OSD is the acting primary of whose up
 //! set differs, and keeps each group's leadership on the map's primary
-//! (`pg::membership::tend_leadership`).
+//! (`pg::membership::tend_leadership`); and proposes PG splits and starts split children
+//! (`pg::split::tend`), at once when a split was applied.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,7 +23,9 @@ pub(crate) async fn run(osd: Arc<Osd>) {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tokio::time::sleep(SCAN_EVERY) => {}
+            _ = osd.router.split_applied() => {}
         }
+        crate::pg::split::tend(&osd.router).await;
         while moves.try_join_next().is_some() {}
         for pg in osd.router.pgs_to_move() {
             let osd = osd.clone();
