@@ -208,10 +208,13 @@ fn wait_lines(d: &Daemon, prefix: &str, count: usize) {
     }
 }
 
+/// Object names with their contents.
+type Objects = Vec<(String, Vec<u8>)>;
+
 /// Data written before the split: objects of 0 B to 4 MiB, objects with omap and xattrs, a
 /// pool snapshot `before` and a newer version of one object.
 struct Written {
-    objects: Vec<(String, Vec<u8>)>,
+    objects: Objects,
     meta: Vec<String>,
     snapped: (String, Vec<u8>),
 }
@@ -296,7 +299,7 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
     wait_lines(&watcher, "NOTIFY cookie ", 1);
 
     let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    let acked: Arc<Mutex<Objects>> = Arc::default();
     let writer = {
         let (stop, acked, conf) = (stop.clone(), acked.clone(), c.conf.clone());
         let dir = tmp.to_path_buf();

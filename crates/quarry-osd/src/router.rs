@@ -40,7 +40,7 @@ use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
 use crate::pg::network::{Peers, PgNetworkFactory};
 use crate::pg::repair::{self, Damage, Exports};
-use crate::pg::state_machine::{blocking, PgStateMachine};
+use crate::pg::state_machine::{blocking, PgStateMachine, Signals};
 use crate::pg::{group_id, pg_of_group, PgGroup, PgRaft, PgRaftConfig};
 use crate::OsdError;
 
@@ -527,8 +527,7 @@ impl Router {
             self.deps.durability.clone(),
             self.deps.damage.clone(),
             self.deps.snapshot_dir.clone(),
-            self.split_wake.clone(),
-            done_tx,
+            Signals { split_applied: self.split_wake.clone(), done: done_tx },
         )
         .await
         {

@@ -75,7 +75,9 @@ pub enum StoreError {
         child: PgId,
     },
     /// A PG split was asked to move an object to a PG that is not one of the children.
-    #[error("splitting pg {parent}: object {object:?} maps to seed {target}, which is not a child")]
+    #[error(
+        "splitting pg {parent}: object {object:?} maps to seed {target}, which is not a child"
+    )]
     SplitTarget {
         /// The PG being split.
         parent: PgId,

@@ -20,8 +20,8 @@ use redb::{Durability, ReadableTable};
 
 use crate::dups::{self, DupTables};
 use crate::format::{
-    object_key, pg_key, pg_key_end, purged_key, seal, seal_usage, unseal_usage, ObjectRecord,
-    DUPS, DUP_SEQ, OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
+    object_key, pg_key, pg_key_end, purged_key, seal, seal_usage, unseal_usage, ObjectRecord, DUPS,
+    DUP_SEQ, OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::read::Ctx;
 use crate::{pg_corrupt, Store, StoreError};
@@ -89,11 +89,7 @@ impl Store {
                         continue;
                     }
                     if !children.iter().any(|(seed, _)| *seed == to) {
-                        return Err(StoreError::SplitTarget {
-                            parent,
-                            object: lossy,
-                            target: to,
-                        });
+                        return Err(StoreError::SplitTarget { parent, object: lossy, target: to });
                     }
                     let record = ObjectRecord::decode(raw.value())
                         .map_err(|why| ctx.corrupt(format!("object record: {why}")))?;
@@ -148,7 +144,9 @@ impl Store {
             // Usage: divided.
             let mut usage = txn.open_table(PG_USAGE)?;
             let (mut objects_left, mut bytes_left) = match usage.get(&pg_key(parent))? {
-                Some(v) => unseal_usage(v.value()).map_err(|d| pg_corrupt(parent, "pg_usage", d))?,
+                Some(v) => {
+                    unseal_usage(v.value()).map_err(|d| pg_corrupt(parent, "pg_usage", d))?
+                }
                 None => (0, 0),
             };
             for (seed, _) in children {

@@ -50,6 +50,14 @@ use super::{PgCommand, PgRaftConfig, PgState};
 type SmResult<T> = Result<T, StorageError<OsdId>>;
 type Entry = openraft::Entry<PgRaftConfig>;
 
+/// What a state machine tells the router.
+pub(crate) struct Signals {
+    /// Woken when a split is applied (the router starts the children).
+    pub(crate) split_applied: Arc<Notify>,
+    /// Dropped with the state machine: the worker has exited.
+    pub(crate) done: oneshot::Sender<()>,
+}
+
 /// The state machine of one PG.
 pub(crate) struct PgStateMachine {
     pg: PgId,
@@ -84,9 +92,9 @@ impl PgStateMachine {
         durability: Arc<Durability>,
         damage: Arc<Damage>,
         snapshot_dir: PathBuf,
-        split_applied: Arc<Notify>,
-        done: oneshot::Sender<()>,
+        signals: Signals,
     ) -> Result<PgStateMachine, StoreError> {
+        let Signals { split_applied, done } = signals;
         let reader = store.clone();
         let blob = blocking(move || reader.pg_state(pg)).await?;
         let state = match blob {
@@ -243,7 +251,10 @@ impl PgStateMachine {
         if !segment.pending {
             return Ok(());
         }
-        let done = std::mem::replace(segment, Segment::new(self.state.membership.clone(), self.state.pg_num));
+        let done = std::mem::replace(
+            segment,
+            Segment::new(self.state.membership.clone(), self.state.pg_num),
+        );
         let replies = self.store_apply(done.commands, done.states).await?;
         for (slot, reply) in done.slots.into_iter().zip(replies) {
             out[slot] = reply;
@@ -275,7 +286,8 @@ impl PgStateMachine {
         let children = quarry_placement::split_children(pg.seed, from, to);
         self.state.pg_num = to;
         let child = super::split::child_state(&self.state, to).encode();
-        let children: Vec<(u32, Vec<u8>)> = children.into_iter().map(|c| (c, child.clone())).collect();
+        let children: Vec<(u32, Vec<u8>)> =
+            children.into_iter().map(|c| (c, child.clone())).collect();
         let parent_state = self.state.encode();
         let seeds: Vec<u32> = children.iter().map(|c| c.0).collect();
         let target = move |name: &str| quarry_placement::pg_of(name, to);
