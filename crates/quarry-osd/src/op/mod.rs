@@ -177,10 +177,9 @@ pub(crate) async fn handle_op(
         return settle(slot, reply);
     }
     // The PG split and the object went to a child (this OSD's map may be older than the
-    // split its PG applied), or the PG's pg_num is not recorded yet (a write now could land
-    // where a split would not look): the client resends (`pg::split`).
+    // split its PG applied): the client resends (`pg::split`).
     let recorded = group.pg_num();
-    if split::moved_out(op.pg, recorded, &op.name) || (recorded == 0 && shape.writes) {
+    if split::moved_out(op.pg, recorded, &op.name) {
         tracing::debug!(pg = %op.pg, object = op.name, recorded, "op for a split pg: retry");
         return settle(slot, retry(&map));
     }
