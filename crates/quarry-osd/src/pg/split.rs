@@ -112,11 +112,20 @@ pub(crate) async fn tend(router: &Router) {
         let raft = group.raft.clone();
         let pg = group.pg;
         // Proposed in the background: a slow apply must not hold up the other PGs.
+        // `client_write_ff` and its responder, as the op path: a core stopping meanwhile (the
+        // OSD shutting down) drops the responder quietly.
         tokio::spawn(async move {
-            let write = raft.client_write(PgCommand::Split { pg_num });
-            match tokio::time::timeout(PROPOSE_TIMEOUT, write).await {
-                Ok(Ok(_)) => tracing::info!(%pg, from = recorded, pg_num, "pg split applied"),
-                Ok(Err(e)) => tracing::debug!(%pg, error = %e, "split not proposed"),
+            let responder = match raft.client_write_ff(PgCommand::Split { pg_num }).await {
+                Ok(responder) => responder,
+                Err(e) => {
+                    tracing::debug!(%pg, error = %e, "split not proposed");
+                    return;
+                }
+            };
+            match tokio::time::timeout(PROPOSE_TIMEOUT, responder).await {
+                Ok(Ok(Ok(_))) => tracing::info!(%pg, from = recorded, pg_num, "pg split applied"),
+                Ok(Ok(Err(e))) => tracing::debug!(%pg, error = %e, "split not applied"),
+                Ok(Err(_)) => tracing::debug!(%pg, "split proposal dropped (raft stopped)"),
                 Err(_) => tracing::debug!(%pg, "split proposal not applied in time"),
             }
         });
