@@ -105,11 +105,12 @@ impl Cluster {
             .collect()
     }
 
-    /// Waits until `ceph pg ls` shows `count` PGs, each `active+clean` with `voters` OSDs.
+    /// Waits until `ceph pg ls` shows `count` PGs of pool 1 (`rbd`) and every PG
+    /// `active+clean` with `voters` OSDs.
     fn wait_clean(&self, count: usize, voters: usize, limit: Duration) {
         self.wait(limit, "every pg active+clean", |c| {
             let pgs = c.pgs();
-            let ok = pgs.len() == count
+            let ok = pgs.iter().filter(|(id, _, _)| id.starts_with("1.")).count() == count
                 && pgs.iter().all(|(_, s, acting)| s == "active+clean" && acting.len() == voters);
             ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
         });
@@ -371,7 +372,8 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
 }
 
 /// Goal: growth in non-power-of-two steps (4 -> 6 -> 16) keeps every object readable and
-/// listed once; the refusals answer as Ceph does (its message and exit code) and change
+/// listed once; an RBD image's self-managed snapshot and head read back after its pool
+/// grows 4 -> 16; the refusals answer as Ceph does (its message and exit code) and change
 /// nothing: a decrease (Quarry does not merge PGs), pgp_num above pg_num (EINVAL) or below
 /// it (EOPNOTSUPP: it follows pg_num), above 65536 (ERANGE), past mon_max_pg_per_osd
 /// (ERANGE, Ceph's "would mean" message), with nopgchange set (EPERM).
@@ -388,6 +390,26 @@ fn non_power_of_two_steps_and_refusals() {
     for (name, data) in &objects {
         put(&c, tmp, name, data);
     }
+    // A second pool with an RBD image and a self-managed snapshot (rbd snap), then new data
+    // in the image: the snapshot's clones split with their objects.
+    c.ceph(&["osd", "pool", "create", "vm", "4"]).ok("pool create vm");
+    let rbd = |args: &[&str], input: Option<&[u8]>| {
+        let run = run_bounded(tool_cmd("rbd", Some(&c.conf), args), input, COMMAND_TIMEOUT);
+        run.ok(&format!("rbd {args:?}"))
+    };
+    rbd(&["pool", "init", "vm"], None);
+    let image = pattern(2 << 20, 77);
+    rbd(&["import", "-", "vm/img"], Some(&image));
+    rbd(&["snap", "create", "vm/img@s1"], None);
+    rbd(&["bench", "--io-type", "write", "--io-size", "4K", "--io-total", "256K", "vm/img"], None);
+    let export = |spec: &str| {
+        let file = tmp.join(format!("export-{}", spec.replace(['/', '@'], "-")));
+        let _ = std::fs::remove_file(&file);
+        rbd(&["export", spec, file.to_str().unwrap()], None);
+        std::fs::read(&file).unwrap()
+    };
+    let head = export("vm/img");
+    assert!(head != image, "rbd bench changed the image");
     let names = |extra: &[String]| {
         let mut all: Vec<String> = objects.iter().map(|(n, _)| n.clone()).collect();
         all.extend(extra.iter().cloned());
@@ -408,6 +430,10 @@ fn non_power_of_two_steps_and_refusals() {
         extra.push(new);
     }
     assert_eq!(listed(&c), names(&extra));
+    let set = c.ceph(&["osd", "pool", "set", "vm", "pg_num", "16"]).ok("pool set vm pg_num");
+    assert_eq!(set.stderr.trim(), "set pool 2 pg_num to 16");
+    assert!(export("vm/img@s1") == image, "the snapshot's data differs after the split");
+    assert!(export("vm/img") == head, "the image differs after the split");
 
     let refused = |args: &[&str], code: i32, message: &str| {
         let mut all = vec!["osd", "pool", "set", "rbd"];
@@ -436,7 +462,7 @@ fn non_power_of_two_steps_and_refusals() {
     refused(
         &["pg_num", "1024"],
         34,
-        "Error ERANGE: pool id 1 pg_num 1024 size 1 would mean 1024 total pgs, which exceeds max 750 (mon_max_pg_per_osd 250 * num_in_osds 3)",
+        "Error ERANGE: pool id 1 pg_num 1024 size 1 would mean 1040 total pgs, which exceeds max 750 (mon_max_pg_per_osd 250 * num_in_osds 3)",
     );
     c.ceph(&["osd", "pool", "set", "rbd", "nopgchange", "1"]).ok("set nopgchange");
     refused(
@@ -444,6 +470,6 @@ fn non_power_of_two_steps_and_refusals() {
         1,
         "Error EPERM: pool pg_num change is disabled; you must unset nopgchange flag for the pool first",
     );
-    assert_eq!(c.pgs().len(), 16);
+    assert_eq!(c.pgs().len(), 32);
     c.shutdown();
 }
