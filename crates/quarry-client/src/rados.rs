@@ -659,6 +659,9 @@ impl Rados {
         if !map.pools.contains_key(&pg.pool) {
             return Err(ClientError::PoolNotFound { pool: pg.pool.to_string() });
         }
+        // The object's PG in this map: a pool whose pg_num grew may have split it.
+        let mut request = make(map.epoch);
+        let pg = routing::retarget(map, pg, &mut request);
         let Target::Primary { osd, addr } = routing::target(map, pg) else {
             tracing::debug!(%pg, epoch = map.epoch, "no primary up; waiting for the map");
             return Ok(Attempt::WaitMapChange(WaitReason::NoPrimary));
@@ -683,10 +686,10 @@ impl Rados {
                 }
             };
         let reply = match order {
-            None => client.call(make(map.epoch)).await,
+            None => client.call(request).await,
             Some(order) => {
                 order.turn(client.id()).await;
-                match client.send(make(map.epoch)).await {
+                match client.send(request).await {
                     Ok(pending) => {
                         order.sent(client.id());
                         pending.await

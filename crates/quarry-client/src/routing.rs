@@ -9,7 +9,7 @@ use quarry_types::{
     OBJECT_SIZE_MAX, SNAP_HEAD,
 };
 use quarry_wire::codec::FRAME_PAYLOAD_MAX;
-use quarry_wire::ClusterMap;
+use quarry_wire::{ClusterMap, Request};
 
 use crate::ClientError;
 
@@ -42,6 +42,25 @@ pub(crate) fn pg_for(map: &ClusterMap, pool: PoolId, object: &str) -> Result<PgI
     let seed = quarry_placement::pg_of(object, info.pg_num);
     assert!(seed < info.pg_num);
     Ok(PgId { pool, seed })
+}
+
+/// Points a request that names an object at the object's PG in `map` (the pool's `pg_num`
+/// may have grown since the request was made: the object may now be in a child PG of the one
+/// computed then); returns the PG it is sent to. Requests without an object keep `pg`.
+pub(crate) fn retarget(map: &ClusterMap, pg: PgId, request: &mut Request) -> PgId {
+    let (target, name) = match request {
+        Request::Op(op) => (&mut op.pg, op.name.as_str()),
+        Request::Watch { pg, name, .. }
+        | Request::WatchPing { pg, name, .. }
+        | Request::Unwatch { pg, name, .. }
+        | Request::Notify { pg, name, .. }
+        | Request::ListWatchers { pg, name, .. } => (pg, name.as_str()),
+        _ => return pg,
+    };
+    if let Ok(now) = pg_for(map, target.pool, name) {
+        *target = now;
+    }
+    *target
 }
 
 /// The OSD that serves `pg` in `map`: the first OSD of the acting set, if it is up.

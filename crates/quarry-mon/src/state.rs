@@ -206,6 +206,54 @@ impl MonState {
         Ok(Outcome::Done(format!("pool '{name}' created")))
     }
 
+    /// `pg_num` of pool `id` grows to `n` (checked by the caller: above the current one, at
+    /// most 65536), after Ceph's `mon_max_pg_per_osd` check (ERANGE, Ceph's message). Each
+    /// new PG (a split child) starts with its parent's acting set, where its parent's primary
+    /// creates it by splitting; its up set is placement's choice (`remap`), where the
+    /// rebalancing then moves it. `pgp_num` follows (Ceph 16 moves it to `pg_num` too).
+    fn pool_grow(&mut self, id: PoolId, n: u32) -> Result<(), OpError> {
+        let max_per_osd = self.max_pg_per_osd();
+        let in_osds = self.map.osds.values().filter(|o| o.in_cluster).count().max(3) as u64;
+        let max_pgs = max_per_osd * in_osds;
+        let projected: u64 = self
+            .map
+            .pools
+            .values()
+            .map(|p| u64::from(if p.id == id { n } else { p.pg_num }) * u64::from(p.size))
+            .sum();
+        let Some(pool) = self.map.pools.get_mut(&id) else {
+            return Err(OpError::new(ErrorCode::ENOENT, format!("pool {id} does not exist")));
+        };
+        if projected > max_pgs {
+            return Err(OpError::new(
+                ErrorCode::ERANGE,
+                format!(
+                    "pool id {id} pg_num {n} size {} would mean {projected} total pgs, which exceeds max {max_pgs} (mon_max_pg_per_osd {max_per_osd} * num_in_osds {in_osds})",
+                    pool.size
+                ),
+            ));
+        }
+        let from = pool.pg_num;
+        for child in from..n {
+            let parent = quarry_placement::split_parent(child, from) as usize;
+            let acting = pool.acting.get(parent).cloned().unwrap_or_default();
+            pool.acting.push(acting);
+        }
+        pool.pg_num = n;
+        self.remap();
+        self.bump();
+        Ok(())
+    }
+
+    /// `mon_max_pg_per_osd` from the central config (`mon`, then `global`), Ceph's default
+    /// 250 when unset or not a number.
+    fn max_pg_per_osd(&self) -> u64 {
+        ["mon", "global"]
+            .iter()
+            .find_map(|who| self.config.get(*who)?.get("mon_max_pg_per_osd")?.parse().ok())
+            .unwrap_or(250)
+    }
+
     fn placement_candidates(&self) -> Vec<Candidate> {
         let usable = |o: &&OsdInfo| o.in_cluster && o.weight > 0.0;
         let to_candidate =
@@ -310,16 +358,29 @@ impl MonState {
                         format!("'{var}' must be greater than 0 and less than or equal to 65536 (you may adjust 'mon max pool pg num' for higher values)"),
                     ));
                 }
-                if n != u64::from(info.pg_num) {
+                let (current, n) = (info.pg_num, n as u32);
+                if n == current {
+                    return Ok(Outcome::Done(String::new()));
+                }
+                if var == "pgp_num" {
+                    if n > current {
+                        return Err(OpError::inval(format!(
+                            "specified pgp_num {n} > pg_num {current}"
+                        )));
+                    }
                     return Err(OpError::new(
                         ErrorCode::EOPNOTSUPP,
-                        format!(
-                            "changing a pool's {var} is not supported: Quarry does not split or merge PGs (an object's PG is fixed by its name's hash and pg_num); pool '{pool}' keeps {var} {}. Create a pool with the pg_num you want and copy the data",
-                            info.pg_num
-                        ),
+                        format!("pgp_num follows pg_num in Quarry (each PG is placed by its own id): pool '{pool}' keeps pgp_num {current}; set pg_num instead"),
                     ));
                 }
-                Ok(Outcome::Done(String::new()))
+                if n < current {
+                    return Err(OpError::new(
+                        ErrorCode::EOPNOTSUPP,
+                        format!("decreasing pg_num is not supported: Quarry splits PGs but does not merge them yet; pool '{pool}' keeps pg_num {current}"),
+                    ));
+                }
+                self.pool_grow(id, n)?;
+                Ok(set(var))
             }
             "quota_max_bytes" | "quota_max_objects" => {
                 let n = int(val)?;
@@ -1192,8 +1253,12 @@ mod tests {
             ("size", "0", ErrorCode::EINVAL),
             ("size", "11", ErrorCode::EINVAL),
             ("size", "two", ErrorCode::EINVAL),
-            ("pg_num", "32", ErrorCode::EOPNOTSUPP),
+            ("pg_num", "4", ErrorCode::EOPNOTSUPP),
             ("pg_num", "0", ErrorCode::ERANGE),
+            ("pg_num", "65537", ErrorCode::ERANGE),
+            ("pg_num", "4096", ErrorCode::ERANGE),
+            ("pgp_num", "32", ErrorCode::EINVAL),
+            ("pgp_num", "4", ErrorCode::EOPNOTSUPP),
             ("crush_rule", "1", ErrorCode::EINVAL),
         ] {
             assert_eq!(s.apply(&set(var, val)).unwrap_err().code, code, "{var} {val}");
@@ -1202,6 +1267,19 @@ mod tests {
         assert_eq!(s.apply(&set("size", "2")), done("set pool 1 size to 2"));
         assert_eq!(s, before, "the same size changes nothing");
         assert_eq!(s.apply(&set("pg_num", "16")), done(""));
+        {
+            // Growth: each child starts where its parent acts; pgp_num follows.
+            let mut grown = s.clone();
+            assert_eq!(grown.apply(&set("pg_num", "24")), done("set pool 1 pg_num to 24"));
+            let pool = &grown.map.pools[&1];
+            assert_eq!((pool.pg_num, pool.acting.len(), pool.up.len()), (24, 24, 24));
+            for child in 16..24u32 {
+                let parent = quarry_placement::split_parent(child, 16) as usize;
+                assert_eq!(pool.acting[child as usize], pool.acting[parent], "pg {child}");
+            }
+            assert!(grown.map.epoch > s.map.epoch);
+            assert_eq!(grown.apply(&set("pgp_num", "24")), done(""));
+        }
         let rm = s.apply(&at(6, Op::PoolRm { name: "rbd".into() })).unwrap_err();
         assert_eq!(rm.code, ErrorCode::EPERM);
         assert_eq!(s, before);

@@ -42,6 +42,17 @@
 //! throttled, until each PG has purged them (`Store::apply_trim`, driven by the store's
 //! snapshot index). No client op trims.
 //!
+//! PG split (`pg::split`): when the map's `pg_num` of a pool grows above the one a PG
+//! recorded, the PG's primary proposes `PgCommand::Split { pg_num }`. Every replica applies
+//! it at the same log index: in one store transaction (`Store::split_pg`) the objects that
+//! `pg_of(name, pg_num)` now places in a child PG move to it (rows re-keyed; data stays), the
+//! dup table and purged snapshots are copied to each child, the PG records `pg_num`, and each
+//! child gets a Raft state as if restored from a snapshot at log index 0 with the parent's
+//! membership (openraft starts it with its log purged to 0, so a replica without the child's
+//! data is only ever brought up by snapshot). The router then starts the children. An op for
+//! an object that moved is answered "retry" (at admission, and at apply on every replica for
+//! one ordered after the split); the client resends to the child.
+//!
 //! Pure reads go to `Store::read` on the leader, behind a per-leadership read barrier
 //! (`ensure_linearizable` once per term, so entries re-applied from the WAL after a restart
 //! are visible first). With size 1 the leader's applied state includes every acknowledged

@@ -45,7 +45,7 @@ use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
 use crate::pg::network::{Peers, PgNetworkFactory, RaftRpc, RaftRpcReply};
 use crate::pg::repair::{self, Damage, Exports};
-use crate::pg::state_machine::{blocking, PgStateMachine};
+use crate::pg::state_machine::{blocking, PgStateMachine, Signals};
 use crate::pg::{group_id, pg_of_group, PgGroup, PgRaft, PgRaftConfig};
 use crate::OsdError;
 
@@ -98,6 +98,9 @@ pub(crate) struct Router {
     backfills: Arc<tokio::sync::Semaphore>,
     /// `osd_raft_heartbeat_interval` in milliseconds ([`raft_config`]).
     raft_heartbeat_ms: u64,
+    /// Woken when a PG applied a split (its children are to be started) or a group started
+    /// (its pg_num may need recording): `pg::split::tend` runs at once.
+    split_wake: Arc<tokio::sync::Notify>,
 }
 
 /// How long a member has to answer whether a stale copy's OSD is still a voter.
@@ -152,6 +155,49 @@ impl Router {
             remap_reports: std::sync::Mutex::new(BTreeMap::new()),
             backfills: Arc::new(tokio::sync::Semaphore::new(max_backfills.max(1))),
             raft_heartbeat_ms: u64::try_from(raft_heartbeat.as_millis()).unwrap_or(1000).max(1),
+            split_wake: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// Wakes the split worker (`pg::split::tend`): a write waits for its PG's pg_num to be
+    /// recorded.
+    pub(crate) fn wake_split_worker(&self) {
+        self.split_wake.notify_one();
+    }
+
+    /// Resolves when a split was applied or a group started since the last call
+    /// (`pg::split::tend` is due).
+    pub(crate) async fn split_applied(&self) {
+        self.split_wake.notified().await;
+    }
+
+    /// Starts the groups of split children hosted here that are not running: a child's state
+    /// is created by its parent's split (`pg::split`), so it starts once that is applied.
+    pub(crate) async fn start_split_children(&self) {
+        let map = self.map();
+        let missing: Vec<PgId> = {
+            let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+            map.pgs_hosted_by(self.deps.me)
+                .into_iter()
+                .filter(|pg| !groups.contains_key(pg))
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let _update = self.update.lock().await;
+        let map = self.map();
+        for pg in missing {
+            if self.group(pg).is_some()
+                || self.repairing().contains(&pg)
+                || self.deps.damage.marks.contains(pg)
+                || !map.pgs_hosted_by(self.deps.me).contains(&pg)
+            {
+                continue;
+            }
+            if let Err(e) = self.start_group(pg, &map).await {
+                tracing::warn!(%pg, error = %e, "split child not started");
+            }
         }
     }
 
@@ -490,6 +536,11 @@ impl Router {
     /// Creates the Raft group of `pg`, initialising it if this OSD is the primary of a group
     /// that never started (openraft persists that it was initialised: no second init).
     async fn start_group(&self, pg: PgId, map: &ClusterMap) -> Result<(), OsdError> {
+        if crate::pg::split::awaiting_split(self, pg) {
+            // A group here creates this PG when it applies its split: started then.
+            tracing::debug!(%pg, "pg not started: a split here will create it");
+            return Ok(());
+        }
         let acting = map.acting(pg).to_vec();
         let raft_err = |detail: String| OsdError::Raft { pg, detail };
         let config = raft_config(acting.len(), self.raft_heartbeat_ms)
@@ -502,7 +553,7 @@ impl Router {
             self.deps.durability.clone(),
             self.deps.damage.clone(),
             self.deps.snapshot_dir.clone(),
-            done_tx,
+            Signals { split_applied: self.split_wake.clone(), done: done_tx },
         )
         .await
         {
@@ -517,6 +568,7 @@ impl Router {
             }
             Err(e) => return Err(e.into()),
         };
+        let pg_num = sm.pg_num_handle();
         let group = group_id(pg);
         let network = PgNetworkFactory { group, peers: self.deps.peers.clone() };
         let log = self.deps.wal.log_store(group);
@@ -524,7 +576,7 @@ impl Router {
             .await
             .map_err(|e| raft_err(e.to_string()))?;
         let primary = acting.first() == Some(&self.deps.me);
-        let group = Arc::new(PgGroup::new(pg, raft));
+        let group = Arc::new(PgGroup::new(pg, raft, pg_num));
         group.pin_leadership(primary);
         if !acting.contains(&self.deps.me) && map.up_set(pg).contains(&self.deps.me) {
             tracing::info!(%pg, ?acting, up = ?map.up_set(pg), "pg started as a learner: its primary adds it");
@@ -534,6 +586,7 @@ impl Router {
         }
         let slot = Slot { group, sm_done: tokio::sync::Mutex::new(Some(done_rx)) };
         self.groups.write().unwrap_or_else(|p| p.into_inner()).insert(pg, Arc::new(slot));
+        self.split_wake.notify_one();
         tracing::debug!(%pg, ?acting, "pg group started");
         Ok(())
     }

@@ -259,6 +259,31 @@ impl Watches {
     /// Drops the watches that must go (see the module docs); returns how many.
     fn reap(&self, map: &ClusterMap, me: OsdId, now: Instant, now_unix: u64) -> usize {
         let mut state = lock(&self.state);
+        // Objects whose PG split: their watches follow them to the child PG when this OSD
+        // is its primary too (the child's acting set is the parent's at first), so a watcher
+        // keeps getting notifies across the split; otherwise they end below (ENOTCONN).
+        let split: Vec<(ObjectKey, ObjectKey)> = state
+            .objects
+            .keys()
+            .filter_map(|object| {
+                let pg_num = map.pools.get(&object.0.pool)?.pg_num;
+                let seed = quarry_placement::pg_of(&object.1, pg_num);
+                let child = PgId { pool: object.0.pool, seed };
+                (seed != object.0.seed && map.acting(child).first() == Some(&me))
+                    .then(|| (object.clone(), (child, object.1.clone())))
+            })
+            .collect();
+        for (from, to) in split {
+            if let Some(watchers) = state.objects.remove(&from) {
+                tracing::debug!(from = %from.0, to = %to.0, object = from.1, "watches follow a split");
+                for pending in state.notifies.values_mut() {
+                    if pending.object == from {
+                        pending.object = to.clone();
+                    }
+                }
+                state.objects.entry(to).or_default().extend(watchers);
+            }
+        }
         let mut doomed = Vec::new();
         for (object, watchers) in &state.objects {
             let primary =
@@ -329,8 +354,15 @@ async fn admit_object(
     }
     let pg_num = map.pools.get(&pg.pool).map_or(0, |pool| pool.pg_num);
     if pg_num == 0 || quarry_placement::pg_of(name, pg_num) != pg.seed {
+        if epoch < map.epoch && pg_num > 0 {
+            // Placed with an older map: the pool split since (`pg::split`).
+            return Err(retry(&map));
+        }
         let message = format!("object '{name}' is not in pg {pg} (misdirected op)");
         return Err(failed(ErrorCode::EINVAL, message));
+    }
+    if crate::pg::split::moved_out(pg, group.pg_num(), name) {
+        return Err(retry(&map));
     }
     if !group.read_barrier(osd.router.me()).await {
         return Err(retry(&map));

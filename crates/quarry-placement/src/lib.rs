@@ -5,7 +5,11 @@
 //! back), and clients call [`pg_of`] on every operation.
 //!
 //! Invariants:
-//! - [`pg_of`] is stable forever: changing it would orphan every stored object.
+//! - [`pg_of`] is stable for a given `pg_num`: changing it would orphan every stored object.
+//!   Growing `pg_num` only splits: it is Ceph's `stable_mod` of a fixed hash, so going from
+//!   `n` to `N > n` PGs moves an object either nowhere or to a *child* PG `c` (`n <= c < N`)
+//!   whose parent `stable_mod(c, n)` ([`split_parent`]) is the object's old PG. For a
+//!   power-of-two `pg_num` it equals `hash % pg_num`, the placement before PG splitting.
 //! - [`place`] returns distinct OSDs, spreads replicas over distinct hosts while there are
 //!   enough hosts, and is deterministic for the same inputs (weighted rendezvous hashing:
 //!   adding or removing one OSD moves only the PGs that chose it).
@@ -14,11 +18,36 @@
 
 use quarry_types::{OsdId, PgId};
 
-/// The placement group of `name` in a pool of `pg_num` PGs (`pg_num >= 1`).
+/// The placement group of `name` in a pool of `pg_num` PGs (`pg_num >= 1`): Ceph's
+/// `ceph_stable_mod` of a fixed 64-bit hash.
 pub fn pg_of(name: &str, pg_num: u32) -> u32 {
     assert!(pg_num >= 1, "a pool has at least one PG");
-    let hash = stable_hash(name.as_bytes());
-    (hash % u64::from(pg_num)) as u32
+    stable_mod(stable_hash(name.as_bytes()), pg_num)
+}
+
+/// Ceph's `ceph_stable_mod`: `x & mask` if that is below `pg_num`, else `x & (mask >> 1)`,
+/// where `mask` is the next power of two at or above `pg_num`, minus 1. Equals
+/// `x % pg_num` when `pg_num` is a power of two.
+pub fn stable_mod(x: u64, pg_num: u32) -> u32 {
+    assert!(pg_num >= 1, "a pool has at least one PG");
+    let mask = u64::from(pg_num).next_power_of_two() - 1;
+    if x & mask < u64::from(pg_num) {
+        (x & mask) as u32
+    } else {
+        (x & (mask >> 1)) as u32
+    }
+}
+
+/// The PG that PG `child` of a pool of more than `pg_num` PGs split from when the pool grew
+/// from `pg_num` PGs (`child < pg_num` is its own parent: it did not move).
+pub fn split_parent(child: u32, pg_num: u32) -> u32 {
+    stable_mod(u64::from(child), pg_num)
+}
+
+/// The PGs that PG `parent` splits into when its pool grows from `from` to `to` PGs (the
+/// parent itself not included), ascending.
+pub fn split_children(parent: u32, from: u32, to: u32) -> Vec<u32> {
+    (from..to).filter(|&c| split_parent(c, from) == parent).collect()
 }
 
 /// A 64-bit hash fixed by this crate (crc32c of two salted passes); never change it.
@@ -100,6 +129,42 @@ mod tests {
             counts[pg_of(&format!("rbd_data.abc.{i:016x}"), 32) as usize] += 1;
         }
         assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+    }
+
+    /// Growing pg_num from n to N moves each object nowhere or to a child of its old PG, and
+    /// the children of the n parents partition n..N.
+    #[test]
+    fn growth_only_splits() {
+        let names: Vec<String> = (0..4000).map(|i| format!("rbd_data.x.{i:016x}")).collect();
+        for n in 1..=40u32 {
+            for big in [n + 1, n + 2, n * 2, n * 3 + 1, 64, 100] {
+                if big <= n {
+                    continue;
+                }
+                let mut all: Vec<u32> = (0..n).flat_map(|p| split_children(p, n, big)).collect();
+                all.sort();
+                assert_eq!(all, (n..big).collect::<Vec<_>>(), "{n} -> {big}");
+                for name in &names {
+                    let (old, new) = (pg_of(name, n), pg_of(name, big));
+                    assert!(new < big && old < n);
+                    if new != old {
+                        assert!(new >= n, "{name}: {n} -> {big} moved {old} to {new}");
+                        assert_eq!(split_parent(new, n), old, "{name}: {n} -> {big}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn power_of_two_placement_is_unchanged() {
+        for i in 0..5000u64 {
+            let name = format!("obj.{i}");
+            let hash = stable_hash(name.as_bytes());
+            for pg_num in [1u32, 2, 4, 8, 64, 1024, 65536] {
+                assert_eq!(pg_of(&name, pg_num), (hash % u64::from(pg_num)) as u32);
+            }
+        }
     }
 
     #[test]

@@ -66,6 +66,26 @@ pub enum StoreError {
         /// The PG named in the stream.
         found: PgId,
     },
+    /// A PG split found a child that already holds objects or a `pg_state` (`split_pg`).
+    #[error("splitting pg {parent}: child pg {child} already exists on this store")]
+    SplitChildExists {
+        /// The PG being split.
+        parent: PgId,
+        /// The child found.
+        child: PgId,
+    },
+    /// A PG split was asked to move an object to a PG that is not one of the children.
+    #[error(
+        "splitting pg {parent}: object {object:?} maps to seed {target}, which is not a child"
+    )]
+    SplitTarget {
+        /// The PG being split.
+        parent: PgId,
+        /// The object.
+        object: String,
+        /// The seed its target function returned.
+        target: u32,
+    },
 }
 
 macro_rules! from_redb {

@@ -269,6 +269,7 @@ mod extent;
 mod format;
 mod methods;
 mod read;
+mod split;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -287,6 +288,7 @@ use redb::{Database, Durability, ReadableTable, TableHandle};
 pub use datafile::DataSpace;
 pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
+pub use split::SplitStats;
 
 use crate::datafile::DataFile;
 use crate::format::{

@@ -204,9 +204,17 @@ pub(crate) fn validate(op: &OsdOp) -> Result<(), Reply> {
 /// of the pool (a buggy or lying client) would otherwise store the object where no reader
 /// looks for it: absent to every read of that name, yet listed. EINVAL, nothing changes
 /// (Ceph answers such misdirected ops with an error too).
-pub(crate) fn placed(op: &OsdOp, pg_num: u32) -> Result<(), Reply> {
+///
+/// An op sent with an older map than ours (`op.epoch < epoch`) may name the PG its object was
+/// in before the pool's `pg_num` grew: that is a stale map, not a lie, and is answered
+/// "retry" (the client takes our map and resends to the child PG).
+pub(crate) fn placed(op: &OsdOp, pg_num: u32, epoch: u64) -> Result<(), Reply> {
     if pg_num > 0 && quarry_placement::pg_of(&op.name, pg_num) == op.pg.seed {
         return Ok(());
+    }
+    if op.epoch < epoch && pg_num > 0 {
+        tracing::debug!(object = op.name, pg = %op.pg, pg_num, "op placed with an older map: retry");
+        return Err(Reply::Retry { epoch });
     }
     tracing::warn!(object = op.name, pg = %op.pg, pg_num, "op names a pg its object is not in");
     let message = format!("object '{}' is not in pg {} (misdirected op)", op.name, op.pg);
@@ -322,12 +330,14 @@ mod tests {
         let mut o = op(vec![ObjectOp::Stat]);
         let seed = quarry_placement::pg_of("obj", 8);
         o.pg.seed = seed;
-        assert!(placed(&o, 8).is_ok());
+        assert!(placed(&o, 8, o.epoch).is_ok());
         o.pg.seed = (seed + 1) % 8;
-        assert_eq!(code(placed(&o, 8).unwrap_err()), ErrorCode::EINVAL);
+        assert_eq!(code(placed(&o, 8, o.epoch).unwrap_err()), ErrorCode::EINVAL);
+        // Sent with an older map (the pool may have split since): retry, not EINVAL.
+        assert!(matches!(placed(&o, 8, o.epoch + 1), Err(Reply::Retry { .. })));
         o.pg.seed = 0;
-        assert!(placed(&o, 1).is_ok());
-        assert!(placed(&o, 0).is_err(), "a pool without PGs holds nothing");
+        assert!(placed(&o, 1, o.epoch).is_ok());
+        assert!(placed(&o, 0, o.epoch).is_err(), "a pool without PGs holds nothing");
     }
 
     #[test]

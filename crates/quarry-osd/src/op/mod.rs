@@ -35,7 +35,7 @@ use quarry_wire::{ClusterMap, OsdOp, PoolInfo, Reply};
 
 use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
-use crate::pg::{network, ClientCommand, PgCommand, PgGroup};
+use crate::pg::{network, split, ClientCommand, PgCommand, PgGroup};
 use crate::session::{now_unix, Session};
 use check::{caps_allow, fenced, placed, shape_of, stamp_origin, ticket_honoured, validate};
 use order::Slot;
@@ -173,8 +173,25 @@ pub(crate) async fn handle_op(
         return settle(slot, reply);
     }
     let pg_num = map.pools.get(&op.pg.pool).map_or(0, |pool| pool.pg_num);
-    if let Err(reply) = placed(&op, pg_num) {
+    if let Err(reply) = placed(&op, pg_num, map.epoch) {
         return settle(slot, reply);
+    }
+    // A write waits until the PG recorded its pg_num (the primary's first entry as leader,
+    // `pg::split::tend`, woken here): a PG that records nothing stays empty, so recording
+    // the map's pg_num later, whatever it grew to meanwhile, strands no object.
+    let mut recorded = group.pg_num();
+    if recorded == 0 && shape.writes {
+        recorded = wait_recorded(osd, &group).await;
+        if recorded == 0 {
+            tracing::debug!(pg = %op.pg, "write to a pg whose pg_num is not recorded yet: retry");
+            return settle(slot, retry(&map));
+        }
+    }
+    // The PG split and the object went to a child (this OSD's map may be older than the
+    // split its PG applied): the client resends (`pg::split`).
+    if split::moved_out(op.pg, recorded, &op.name) {
+        tracing::debug!(pg = %op.pg, object = op.name, recorded, "op for a split pg: retry");
+        return settle(slot, retry(&map));
     }
     if shape.writes {
         write(osd, &group, &map, (session, peer.ip()), op, slot, permit).await
@@ -276,6 +293,9 @@ async fn write(
         slot.proposed();
     }
     match tokio::time::timeout(WRITE_TIMEOUT, responder).await {
+        // Applied after a split that moved the object: nothing happened, the client resends
+        // to the object's new PG.
+        Ok(Ok(Ok(response))) if split::is_misplaced(&response.data) => retry(&osd.router.map()),
         Ok(Ok(Ok(response))) => Reply::Op(response.data),
         Ok(Ok(Err(ClientWriteError::ForwardToLeader(_)))) => retry(map),
         Ok(Ok(Err(e))) => {
@@ -417,6 +437,25 @@ pub(crate) async fn handle_list(
     match result {
         Ok((names, more)) => Reply::List { names, more },
         Err(e) => store_failure(pg, &e),
+    }
+}
+
+/// How long a write waits for its PG to record its pg_num before the client is told to retry.
+const RECORD_WAIT: Duration = Duration::from_secs(5);
+
+/// Wakes the split worker and waits (bounded by [`RECORD_WAIT`]) until `group` recorded its
+/// pg_num; 0 if it did not in time.
+async fn wait_recorded(osd: &Osd, group: &PgGroup) -> u32 {
+    let deadline = tokio::time::Instant::now() + RECORD_WAIT;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let recorded = group.pg_num();
+        if recorded != 0 || tokio::time::Instant::now() >= deadline {
+            return recorded;
+        }
+        osd.router.wake_split_worker();
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -16,10 +16,14 @@ use quarry_types::{CmpOp, ObjectOp, Payload, SnapContext};
 
 use quarry_types::{EntityName, EntityReqId, ReqId};
 
-use super::{ClientCommand, PgCommand, PgCommandV1, PgRaftConfig, PgState};
+use super::{ClientCommand, PgCommand, PgCommandV1, PgRaftConfig, PgState, PgStateV1};
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v1.hex")
+}
+
+fn golden_split_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v2_split.hex")
 }
 
 fn golden_v2_path() -> PathBuf {
@@ -137,7 +141,7 @@ fn commands_v2() -> Vec<(String, PgCommand)> {
     all
 }
 
-fn states() -> Vec<(&'static str, PgState)> {
+fn states() -> Vec<(&'static str, PgStateV1)> {
     let log_id = |term, node, index| LogId::new(CommittedLeaderId::new(term, node), index);
     let nodes = BTreeMap::from([
         (1u64, BasicNode::new("10.0.0.1:6800")),
@@ -145,15 +149,29 @@ fn states() -> Vec<(&'static str, PgState)> {
     ]);
     let membership = Membership::new(vec![BTreeSet::from([1u64, 2])], nodes);
     vec![
-        ("pg_state_empty", PgState::default()),
+        ("pg_state_empty", PgStateV1::default()),
         (
             "pg_state",
-            PgState {
+            PgStateV1 {
                 applied: Some(log_id(3, 1, 40)),
                 membership: StoredMembership::new(Some(log_id(2, 1, 5)), membership),
             },
         ),
     ]
+}
+
+/// PgState version 2 (with `pg_num`), and the `Split` command appended to PgCommand
+/// version 2: pinned in `pg_v2_split.hex`.
+fn split_values() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    for (name, v1) in states() {
+        let state = PgState { applied: v1.applied, membership: v1.membership, pg_num: 0x0102_0304 };
+        out.push((format!("{name}_v2"), state.encode()));
+    }
+    let mut bytes = Vec::new();
+    PgRaftConfig::encode_data(&PgCommand::Split { pg_num: 0x0506_0708 }, &mut bytes);
+    out.push(("split".to_string(), bytes));
+    out
 }
 
 fn encoded() -> Vec<(String, Vec<u8>)> {
@@ -162,7 +180,7 @@ fn encoded() -> Vec<(String, Vec<u8>)> {
         values.push((name, quarry_persist::version::encode(1, &command)));
     }
     for (name, state) in states() {
-        values.push((name.to_string(), state.encode()));
+        values.push((name.to_string(), quarry_persist::version::encode(1, &state)));
     }
     values
 }
@@ -227,6 +245,13 @@ fn pg_bytes_are_pinned() {
     let refs: Vec<(&str, Vec<u8>)> =
         values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
     golden::check(&golden_v2_path(), header, &refs);
+    let header = "PgState version 2 (store pg_state with pg_num) and PgCommand::Split (appended \
+                  to version 2), quarry-osd.\n\
+                  Generated once; never edit: a change of bytes needs a new version.";
+    let values = split_values();
+    let refs: Vec<(&str, Vec<u8>)> =
+        values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
+    golden::check(&golden_split_path(), header, &refs);
 }
 
 #[test]
@@ -239,13 +264,23 @@ fn golden_bytes_decode_to_the_same_values() {
         assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), want, "{name}");
     }
     for (name, state) in states() {
-        assert_eq!(PgState::decode(&golden[name]).unwrap(), state, "{name}");
+        // Version 1 states decode with pg_num 0 (not recorded).
+        let want = PgState { applied: state.applied, membership: state.membership, pg_num: 0 };
+        assert_eq!(PgState::decode(&golden[name]).unwrap(), want, "{name}");
     }
     let text = std::fs::read_to_string(golden_v2_path()).unwrap();
     let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
     for (name, command) in commands_v2() {
         assert_eq!(PgRaftConfig::decode_data(&golden[&name]).unwrap(), command, "{name}");
     }
+    let text = std::fs::read_to_string(golden_split_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    for (name, v1) in states() {
+        let want = PgState { applied: v1.applied, membership: v1.membership, pg_num: 0x0102_0304 };
+        assert_eq!(PgState::decode(&golden[&format!("{name}_v2")]).unwrap(), want, "{name}");
+    }
+    let split = PgCommand::Split { pg_num: 0x0506_0708 };
+    assert_eq!(PgRaftConfig::decode_data(&golden["split"]).unwrap(), split);
 }
 
 #[test]
@@ -255,6 +290,6 @@ fn newer_versions_are_format_too_new() {
     out[0] = 3;
     assert!(matches!(PgRaftConfig::decode_data(&out), Err(DecodeError::TooNew(_))));
     let mut state = PgState::default().encode();
-    state[0] = 2;
+    state[0] = 3;
     assert!(matches!(PgState::decode(&state), Err(DecodeError::TooNew(_))));
 }

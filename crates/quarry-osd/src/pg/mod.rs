@@ -17,9 +17,11 @@ mod golden_tests;
 pub(crate) mod membership;
 pub(crate) mod network;
 pub(crate) mod repair;
+pub(crate) mod split;
 pub(crate) mod state_machine;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::{BasicNode, LogId, StoredMembership};
@@ -66,6 +68,19 @@ pub enum PgCommand {
         snap: SnapId,
         /// Most objects this step visits.
         max_objects: u32,
+    },
+    /// The pool now has `pg_num` PGs: proposed by the PG's primary when the map's `pg_num`
+    /// is above the one the PG recorded ([`split`]). Applying it moves every object that
+    /// `pg_of(name, pg_num)` places in a child PG to that child, in one store transaction
+    /// ([`quarry_store::Store::split_pg`]), records `pg_num` in the PG's state and creates
+    /// each child's Raft state as if restored from a snapshot at log index 0 with the
+    /// parent's membership; the router then starts the children. The same log index on every
+    /// replica, so every replica splits at the same point of the PG's history. A stale one
+    /// (`pg_num` not above the recorded one) changes nothing. Appended to version 2 (old
+    /// entries decode unchanged; pinned in `tests/golden/pg_v2_split.hex`).
+    Split {
+        /// The pool's new PG count.
+        pg_num: u32,
     },
 }
 
@@ -147,13 +162,27 @@ pub fn pg_of_group(group: u64) -> PgId {
     PgId { pool: group >> 32, seed: (group & 0xffff_ffff) as u32 }
 }
 
-/// Version byte in front of an encoded [`PgState`].
-const PG_STATE_VERSION: u8 = 1;
+/// Version byte in front of an encoded [`PgState`]. Version 2 added `pg_num`; version 1
+/// blobs decode with `pg_num` 0 (not recorded).
+const PG_STATE_VERSION: u8 = 2;
 
 /// What the store keeps per PG beside the objects, written in the same transaction as every
-/// apply: the last applied log id and the membership, so a restart resumes exactly there.
+/// apply: the last applied log id and the membership, so a restart resumes exactly there, and
+/// the pool's PG count as this PG last split to.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PgState {
+    /// The last log entry whose effects are in the store.
+    pub(crate) applied: Option<LogId<OsdId>>,
+    /// The last membership applied.
+    pub(crate) membership: StoredMembership<OsdId, BasicNode>,
+    /// The pool's `pg_num` this PG holds the objects of (set by [`PgCommand::Split`]); 0: not
+    /// recorded yet (a new PG, or a version 1 blob), recorded by the primary's first `Split`.
+    pub(crate) pg_num: u32,
+}
+
+/// A version 1 [`PgState`] (no `pg_num`): only decoded (and encoded by the golden tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PgStateV1 {
     /// The last log entry whose effects are in the store.
     pub(crate) applied: Option<LogId<OsdId>>,
     /// The last membership applied.
@@ -166,10 +195,28 @@ impl PgState {
         version::encode(PG_STATE_VERSION, self)
     }
 
-    /// Decodes a blob written by [`PgState::encode`] (a newer version is
+    /// Decodes a blob written by [`PgState::encode`] or a version 1 one (a newer version is
     /// [`DecodeError::TooNew`]).
     pub(crate) fn decode(bytes: &[u8]) -> Result<PgState, DecodeError> {
-        version::decode("pg_state", PG_STATE_VERSION, bytes)
+        match version::split("pg_state", PG_STATE_VERSION, bytes)? {
+            (1, body) => version::decode_body::<PgStateV1>("pg_state", body).map(|v1| PgState {
+                applied: v1.applied,
+                membership: v1.membership,
+                pg_num: 0,
+            }),
+            (_, body) => version::decode_body("pg_state", body),
+        }
+    }
+
+    /// The state a snapshot installs: the meta Raft agreed on, and the `pg_num` of the
+    /// exporter's state the imported stream carried (`imported`, the store's pg_state after
+    /// the import; the export and its meta were taken together).
+    pub(crate) fn installed(
+        meta: &openraft::SnapshotMeta<OsdId, BasicNode>,
+        imported: Option<&[u8]>,
+    ) -> PgState {
+        let pg_num = imported.and_then(|b| PgState::decode(b).ok()).map_or(0, |s| s.pg_num);
+        PgState { applied: meta.last_log_id, membership: meta.last_membership.clone(), pg_num }
     }
 }
 
@@ -183,14 +230,22 @@ pub(crate) struct PgGroup {
     /// served from the store only once every entry committed before this leadership began is
     /// applied (after a restart the WAL tail is re-applied first).
     read_ready_term: AtomicU64,
+    /// The `pg_num` the PG's applied state records (0: not recorded), kept by its state
+    /// machine ([`split`]).
+    pg_num: Arc<AtomicU32>,
 }
 
 /// How long an op waits for its PG's leader to become readable before asking for a retry.
 const READ_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PgGroup {
-    pub(crate) fn new(pg: PgId, raft: PgRaft) -> PgGroup {
-        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0) }
+    pub(crate) fn new(pg: PgId, raft: PgRaft, pg_num: Arc<AtomicU32>) -> PgGroup {
+        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0), pg_num }
+    }
+
+    /// The `pg_num` the PG's applied state records (0: not recorded yet).
+    pub(crate) fn pg_num(&self) -> u32 {
+        self.pg_num.load(Ordering::Acquire)
     }
 
     /// Leadership is pinned to the PG's primary (`acting[0]`): only it campaigns. Clients
@@ -301,12 +356,16 @@ mod tests {
         let state = PgState {
             applied: Some(log_id),
             membership: StoredMembership::new(Some(log_id), membership),
+            pg_num: 12,
         };
         let bytes = state.encode();
-        assert_eq!(PgState::decode(&bytes), Ok(state));
+        assert_eq!(PgState::decode(&bytes), Ok(state.clone()));
         assert!(matches!(PgState::decode(&[]), Err(DecodeError::Invalid { .. })));
         assert!(matches!(PgState::decode(&[0, 1, 2]), Err(DecodeError::Invalid { .. })));
         assert!(matches!(PgState::decode(&[9, 1, 2]), Err(DecodeError::TooNew(_))));
+        let v1 = PgStateV1 { applied: state.applied, membership: state.membership.clone() };
+        let old = PgState::decode(&version::encode(1, &v1)).unwrap();
+        assert_eq!(old, PgState { pg_num: 0, ..state.clone() });
         assert!(PgState::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -392,14 +392,13 @@ pub(crate) async fn install(
             }
         }
     }
-    let blob =
-        PgState { applied: meta.last_log_id, membership: meta.last_membership.clone() }.encode();
     let store = store.clone();
     blocking(move || {
         let mut input = std::io::BufReader::new(file);
         store.import_pg(pg, &mut input)?;
         // The stream's own pg_state is the exporter's, equal to the meta; written again so
-        // the state is exactly what the meta says.
+        // the state is exactly what the meta says (with the exporter's recorded pg_num).
+        let blob = PgState::installed(&meta, store.pg_state(pg)?.as_deref()).encode();
         store.apply(pg, &[], &blob).map(|_| ())
     })
     .await
@@ -480,7 +479,7 @@ mod tests {
         ) -> (SnapshotMeta<OsdId, BasicNode>, std::fs::File) {
             let store =
                 Store::open(&dir.join(format!("src-{}-{}.redb", applied.index, byte))).unwrap();
-            let state = PgState { applied: Some(applied), membership: membership() };
+            let state = PgState { applied: Some(applied), membership: membership(), pg_num: 0 };
             let write = ObjectCommand {
                 name: "o".into(),
                 snapc: SnapContext::default(),

@@ -27,9 +27,10 @@
 
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -49,6 +50,14 @@ use super::{PgCommand, PgRaftConfig, PgState};
 type SmResult<T> = Result<T, StorageError<OsdId>>;
 type Entry = openraft::Entry<PgRaftConfig>;
 
+/// What a state machine tells the router.
+pub(crate) struct Signals {
+    /// Woken when a split is applied (the router starts the children).
+    pub(crate) split_applied: Arc<Notify>,
+    /// Dropped with the state machine: the worker has exited.
+    pub(crate) done: oneshot::Sender<()>,
+}
+
 /// The state machine of one PG.
 pub(crate) struct PgStateMachine {
     pg: PgId,
@@ -65,6 +74,10 @@ pub(crate) struct PgStateMachine {
     startup_probe_done: bool,
     /// Builds handed out (names snapshot ids uniquely).
     builds: u64,
+    /// The recorded `pg_num`, shared with the op path (`PgGroup::pg_num`).
+    pg_num: Arc<AtomicU32>,
+    /// Woken when a split is applied (the router starts the children).
+    split_applied: Arc<Notify>,
     /// Dropped with the state machine: tells the router the worker has exited.
     _done: oneshot::Sender<()>,
 }
@@ -79,8 +92,9 @@ impl PgStateMachine {
         durability: Arc<Durability>,
         damage: Arc<Damage>,
         snapshot_dir: PathBuf,
-        done: oneshot::Sender<()>,
+        signals: Signals,
     ) -> Result<PgStateMachine, StoreError> {
+        let Signals { split_applied, done } = signals;
         let reader = store.clone();
         let blob = blocking(move || reader.pg_state(pg)).await?;
         let state = match blob {
@@ -106,11 +120,18 @@ impl PgStateMachine {
             durability,
             damage,
             snapshot_dir,
-            state,
             startup_probe_done: false,
             builds: 0,
+            pg_num: Arc::new(AtomicU32::new(state.pg_num)),
+            split_applied,
             _done: done,
+            state,
         })
+    }
+
+    /// The recorded `pg_num`, as the op path sees it.
+    pub(crate) fn pg_num_handle(&self) -> Arc<AtomicU32> {
+        self.pg_num.clone()
     }
 
     /// More than one voter: damaged data stops the PG here instead of failing one command.
@@ -154,7 +175,7 @@ impl PgStateMachine {
         let count = entries.len();
         let previous = self.state.clone();
         let mut out: Vec<OpReply> = Vec::with_capacity(count);
-        let mut segment = Segment::new(self.state.membership.clone());
+        let mut segment = Segment::new(self.state.membership.clone(), self.state.pg_num);
         for entry in entries {
             assert!(Some(entry.log_id) > self.state.applied, "entries applied out of order");
             if let EntryPayload::Normal(PgCommand::TrimSnap { snap, max_objects }) = entry.payload {
@@ -175,17 +196,41 @@ impl PgStateMachine {
                 }
                 continue;
             }
+            if let EntryPayload::Normal(PgCommand::Split { pg_num }) = entry.payload {
+                let flushed = self.flush(&mut segment, &mut out).await;
+                let split = match flushed {
+                    Ok(()) => self.split(pg_num, entry.log_id).await,
+                    Err(e) => Err(e),
+                };
+                match split {
+                    Ok(reply) => out.push(reply),
+                    Err(e) => {
+                        self.state = previous;
+                        self.pg_num.store(self.state.pg_num, Ordering::Release);
+                        return Err(e);
+                    }
+                }
+                continue;
+            }
             self.state.applied = Some(entry.log_id);
             segment.pending = true;
             match entry.payload {
                 EntryPayload::Blank => out.push(OpReply::Ok(Vec::new())),
+                EntryPayload::Normal(PgCommand::Client(command))
+                    if super::split::moved_out(self.pg, self.state.pg_num, &command.name) =>
+                {
+                    // The object left this PG in a split: the client resends to its child.
+                    out.push(super::split::misplaced());
+                }
                 EntryPayload::Normal(PgCommand::Client(command)) => {
                     segment.slots.push(out.len());
                     out.push(OpReply::Ok(Vec::new()));
                     segment.commands.push(command.into());
                     segment.states.ids.push(entry.log_id);
                 }
-                EntryPayload::Normal(PgCommand::TrimSnap { .. }) => unreachable!("handled above"),
+                EntryPayload::Normal(PgCommand::TrimSnap { .. } | PgCommand::Split { .. }) => {
+                    unreachable!("handled above")
+                }
                 EntryPayload::Membership(m) => {
                     self.state.membership = StoredMembership::new(Some(entry.log_id), m);
                     segment.states.changes.push(self.state.membership.clone());
@@ -206,12 +251,63 @@ impl PgStateMachine {
         if !segment.pending {
             return Ok(());
         }
-        let done = std::mem::replace(segment, Segment::new(self.state.membership.clone()));
+        let done = std::mem::replace(
+            segment,
+            Segment::new(self.state.membership.clone(), self.state.pg_num),
+        );
         let replies = self.store_apply(done.commands, done.states).await?;
         for (slot, reply) in done.slots.into_iter().zip(replies) {
             out[slot] = reply;
         }
         Ok(())
+    }
+
+    /// Applies a `Split` entry (module `super::split`): records `to` and, from a recorded
+    /// `pg_num` below it, moves the objects of the children and creates their states, in one
+    /// store transaction with the new pg_state naming the entry. A stale entry (`to` not above
+    /// the recorded pg_num) only advances the applied id.
+    async fn split(&mut self, to: u32, log_id: LogId<OsdId>) -> SmResult<OpReply> {
+        self.state.applied = Some(log_id);
+        let (pg, from) = (self.pg, self.state.pg_num);
+        let store = self.store.clone();
+        if from == 0 || to <= from {
+            if from == 0 {
+                // Not recorded yet (a new PG, or state from before splitting existed): this
+                // is the PG's pg_num; nothing moves.
+                self.state.pg_num = to;
+            }
+            let state = self.state.encode();
+            let applied = blocking(move || store.apply(pg, &[], &state)).await;
+            applied.map_err(|e| sm_write_error(&e))?;
+            self.pg_num.store(self.state.pg_num, Ordering::Release);
+            self.durability.note_apply();
+            return Ok(OpReply::Ok(Vec::new()));
+        }
+        let children = quarry_placement::split_children(pg.seed, from, to);
+        self.state.pg_num = to;
+        let child = super::split::child_state(&self.state, to).encode();
+        let children: Vec<(u32, Vec<u8>)> =
+            children.into_iter().map(|c| (c, child.clone())).collect();
+        let parent_state = self.state.encode();
+        let seeds: Vec<u32> = children.iter().map(|c| c.0).collect();
+        let target = move |name: &str| quarry_placement::pg_of(name, to);
+        let split = blocking(move || store.split_pg(pg, &target, &parent_state, &children)).await;
+        match split {
+            Ok(stats) => {
+                tracing::info!(%pg, from, to, children = ?seeds, objects = stats.objects,
+                    bytes = stats.bytes, "pg split: objects moved to the children");
+            }
+            Err(e) => {
+                if !self.stop_if_damaged(&e, "split").await {
+                    tracing::error!(%pg, error = %e, "pg split failed: stopping the pg");
+                }
+                return Err(sm_write_error(&e));
+            }
+        }
+        self.pg_num.store(to, Ordering::Release);
+        self.durability.note_apply();
+        self.split_applied.notify_one();
+        Ok(OpReply::Ok(Vec::new()))
     }
 
     /// Applies one `TrimSnap` step with the current state (which names its entry).
@@ -273,12 +369,12 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(initial: StoredMembership<OsdId, BasicNode>) -> Segment {
+    fn new(initial: StoredMembership<OsdId, BasicNode>, pg_num: u32) -> Segment {
         Segment {
             pending: false,
             commands: Vec::new(),
             slots: Vec::new(),
-            states: BatchStates { initial, changes: Vec::new(), ids: Vec::new() },
+            states: BatchStates { initial, changes: Vec::new(), ids: Vec::new(), pg_num },
         }
     }
 }
@@ -292,6 +388,8 @@ struct BatchStates {
     changes: Vec<StoredMembership<OsdId, BasicNode>>,
     /// Log id of each command.
     ids: Vec<LogId<OsdId>>,
+    /// The PG's recorded pg_num (unchanged within a batch: a split is applied on its own).
+    pg_num: u32,
 }
 
 impl BatchStates {
@@ -304,7 +402,7 @@ impl BatchStates {
             .find(|m| m.log_id().as_ref().is_some_and(|l| *l < id))
             .unwrap_or(&self.initial)
             .clone();
-        PgState { applied: Some(id), membership }.encode()
+        PgState { applied: Some(id), membership, pg_num: self.pg_num }.encode()
     }
 }
 
@@ -412,23 +510,25 @@ impl RaftStateMachine<PgRaftConfig> for PgStateMachine {
     ) -> SmResult<()> {
         let mut file = snapshot.into_std().await;
         let (pg, store) = (self.pg, self.store.clone());
-        let state = PgState { applied: meta.last_log_id, membership: meta.last_membership.clone() };
-        let blob = state.encode();
+        let raft_meta = meta.clone();
         let imported = blocking(move || {
             file.seek(SeekFrom::Start(0))?;
             store.import_pg(pg, &mut std::io::BufReader::new(file))?;
-            // The stream's own pg_state is the exporter's; the meta is what Raft agreed on.
-            store.apply(pg, &[], &blob).map(|_| ())
+            // The stream's own pg_state is the exporter's; the meta is what Raft agreed on
+            // (the exporter's recorded pg_num is kept: export and meta were taken together).
+            let state = PgState::installed(&raft_meta, store.pg_state(pg)?.as_deref());
+            store.apply(pg, &[], &state.encode()).map(|_| state)
         })
         .await;
-        imported.map_err(|e| {
+        let state = imported.map_err(|e| {
             tracing::error!(%pg, error = %e, "installing a snapshot failed");
             snapshot_error(&e, true)
         })?;
         self.durability.note_apply();
         // Raft purges the log behind the snapshot once this returns: make it durable first.
         self.durability.checkpoint_now().await.map_err(|e| snapshot_error(&e, true))?;
-        tracing::info!(%pg, snapshot = %meta, "snapshot installed");
+        tracing::info!(%pg, snapshot = %meta, pg_num = state.pg_num, "snapshot installed");
+        self.pg_num.store(state.pg_num, Ordering::Release);
         self.state = state;
         Ok(())
     }

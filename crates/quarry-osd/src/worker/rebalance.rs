@@ -1,8 +1,10 @@
 //! The rebalance worker: every second, starts a move (`pg::membership::move_pg`, bounded by
 //! `osd_max_backfills` in the router) for each PG this OSD is the acting primary of whose up
 //! set differs, and keeps each group's leadership on the map's primary
-//! (`pg::membership::tend_leadership`); every few seconds, deletes the PG copies this OSD
-//! kept until a member confirmed that it left their voters (`Router::sweep_kept_copies`).
+//! (`pg::membership::tend_leadership`); proposes PG splits and starts split children
+//! (`pg::split::tend`), at once when a split was applied; every few scans, deletes the PG
+//! copies this OSD kept until a member confirmed that it left their voters
+//! (`Router::sweep_kept_copies`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,7 +28,9 @@ pub(crate) async fn run(osd: Arc<Osd>) {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tokio::time::sleep(SCAN_EVERY) => {}
+            _ = osd.router.split_applied() => {}
         }
+        crate::pg::split::tend(&osd.router).await;
         while moves.try_join_next().is_some() {}
         for pg in osd.router.pgs_to_move() {
             let osd = osd.clone();
