@@ -133,7 +133,9 @@
 //! `committed` after every commit, which used to double the fsyncs of sequential writes); the
 //! next round with a waiter fdatasyncs the segment and so makes them durable too, or, if no
 //! such round comes, a lazy sync at most [`writer::LAZY_SYNC_AFTER`] later
-//! ([`WalStats::unsynced_rounds`] counts such rounds). Records are durable in queue order (one
+//! ([`WalStats::unsynced_rounds`] counts such rounds). A `committed` record does not even
+//! wake the writer: it joins the next round, or the writer's own look at its queue after
+//! [`writer::LAZY_SYNC_AFTER`] (one round per sequential write, not two). Records are durable in queue order (one
 //! file, one fdatasync covers everything written before it; the old segment is synced before
 //! a new one starts), so a crash always recovers a prefix of the operations: a truncate
 //! followed by an append is durable before the append is acknowledged, and can never be

@@ -364,8 +364,14 @@ impl Wal {
             Record::Purge(upto) => index.purge(*upto),
             other => panic!("not a per-group metadata update: {other:?}"),
         }
+        // openraft saves `committed` after every commit and nobody waits for it: it does not
+        // wake the writer (a wake-up and a `pwrite` per client write), it rides on the next
+        // round, or the writer takes it on its own within LAZY_SYNC_AFTER (writer docs).
+        let quiet = done.is_none() && matches!(record, Record::Committed(_));
         state.queue.push_back(Request::Metadata { group, record, done });
-        self.shared.wake.notify_one();
+        if !quiet {
+            self.shared.wake.notify_one();
+        }
         Ok(())
     }
 

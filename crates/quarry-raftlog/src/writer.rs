@@ -5,7 +5,10 @@
 //! rotates segments.
 //!
 //! Records nobody waits for (save_committed, truncate, purge, remove-group: openraft calls
-//! `save_committed` after every commit) do not cost an fsync of their own. A round made only of
+//! `save_committed` after every commit) do not cost an fsync of their own. A `committed`
+//! record does not even wake the writer: it waits in the queue for the next round (at queue
+//! depth 1, the next write's append), or for the writer's own look at the queue after
+//! [`LAZY_SYNC_AFTER`] when nothing else comes; a write then costs one round, not two. A round made only of
 //! them is written without one; the next round with a waiter (or, when the log goes idle,
 //! a lazy sync after [`LAZY_SYNC_AFTER`]) fdatasyncs the segment, which covers them. Order is
 //! kept: one file, written in queue order, and one fdatasync makes everything before it
@@ -262,8 +265,10 @@ impl Writer {
                 }
                 continue;
             }
-            state = match self.shared.wake.wait(state) {
-                Ok(guard) => guard,
+            // A `committed` record is queued without a wake-up (see `Wal::submit_metadata`):
+            // look at the queue again after LAZY_SYNC_AFTER even if nobody wakes us.
+            state = match self.shared.wake.wait_timeout(state, LAZY_SYNC_AFTER) {
+                Ok((guard, _)) => guard,
                 Err(_) => panic!("the WAL state mutex is poisoned"),
             };
         }
