@@ -79,7 +79,14 @@ impl Cluster {
             match check(self) {
                 Ok(v) => return v,
                 Err(why) if Instant::now() >= deadline => {
-                    panic!("{what}: not within {limit:?}:\n{why}")
+                    let tail = |d: &Daemon| {
+                        let logs = d.logs();
+                        let from = logs.len().saturating_sub(3000);
+                        let from = (from..logs.len()).find(|&i| logs.is_char_boundary(i));
+                        logs[from.unwrap_or(0)..].to_string()
+                    };
+                    let osds: Vec<String> = self.osds.iter().flatten().map(tail).collect();
+                    panic!("{what}: not within {limit:?}:\n{why}\n{}", osds.join("\n"))
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }

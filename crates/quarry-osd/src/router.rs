@@ -570,7 +570,8 @@ impl Router {
         };
         let pg_num = sm.pg_num_handle();
         let group = group_id(pg);
-        let network = PgNetworkFactory { group, peers: self.deps.peers.clone() };
+        let network =
+            PgNetworkFactory { group, peers: self.deps.peers.clone(), snapshots: HashMap::new() };
         let log = self.deps.wal.log_store(group);
         let raft = PgRaft::new(self.deps.me, config, network, log, sm)
             .await

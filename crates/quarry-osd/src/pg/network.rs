@@ -10,12 +10,17 @@
 //! `heartbeat_interval` and then drops it and resends, but a follower that is slow to persist
 //! (its WAL's fsync under load, several MiB of entries) keeps working on the dropped call, so
 //! the resends of the same megabytes never fit either and the PG stops replicating. The call
-//! therefore runs in its own task ([`Inflight`]); openraft's next call for the same entries
-//! waits for that one instead of sending them again, and gets its answer (a partial success
-//! up to what it carried). Only a call that does not answer in [`APPEND_CALL_MAX`] fails.
+//! therefore runs in its own task ([`Inflight`]); openraft's next call for the same entries,
+//! made while that one still runs, waits for it instead of sending them again, and gets its
+//! answer (a partial success up to what it carried). An answer is given once, and never
+//! across a snapshot sent to the peer meanwhile (openraft sends snapshots through a second
+//! client of the same peer: they share a generation counter): a stale "conflict" would make
+//! openraft believe the follower's log went backwards. Only a call that does not answer in
+//! [`APPEND_CALL_MAX`] fails.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -277,6 +282,8 @@ struct Inflight {
     prev: Option<LogId<OsdId>>,
     /// The last entry it carried.
     last: LogId<OsdId>,
+    /// The peer's snapshot generation when the call started.
+    generation: u64,
     /// `None` until the peer answered (or the call failed).
     outcome: watch::Receiver<Option<AppendOutcome>>,
     /// The task making the call (aborted when the replication stream ends).
@@ -340,6 +347,8 @@ fn copy_response(r: &AppendEntriesResponse<OsdId>) -> AppendEntriesResponse<OsdI
 pub(crate) struct PgNetworkFactory {
     pub(crate) group: u64,
     pub(crate) peers: Arc<Peers>,
+    /// Per peer: bumped by every snapshot sent to it (shared by the clients of that peer).
+    pub(crate) snapshots: HashMap<OsdId, Arc<AtomicU64>>,
 }
 
 impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
@@ -352,6 +361,7 @@ impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
             fallback: node.addr.parse().ok(),
             peers: self.peers.clone(),
             inflight: None,
+            snapshots: self.snapshots.entry(target).or_default().clone(),
         }
     }
 }
@@ -364,6 +374,8 @@ pub(crate) struct PeerClient {
     peers: Arc<Peers>,
     /// The last AppendEntries call with entries (see the module docs).
     inflight: Option<Inflight>,
+    /// Snapshots sent to this peer (by any client of it), see the module docs.
+    snapshots: Arc<AtomicU64>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -423,7 +435,8 @@ impl PeerClient {
             };
             let _ = tx.send(Some(answer));
         });
-        Inflight { peer: target, vote, prev, last, outcome, task }
+        let generation = self.snapshots.load(Ordering::Acquire);
+        Inflight { peer: target, vote, prev, last, generation, outcome, task }
     }
 
     fn wrong_reply<E: std::error::Error>(&self) -> RPCError<OsdId, BasicNode, E> {
@@ -453,8 +466,12 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
                 Err(e) => Err(rpc_error(&e)),
             };
         };
-        let joinable =
-            self.inflight.as_ref().is_some_and(|f| f.answers(&rpc.vote, &rpc.prev_log_id, &last));
+        let generation = self.snapshots.load(Ordering::Acquire);
+        let joinable = self.inflight.as_ref().is_some_and(|f| {
+            !f.finished()
+                && f.generation == generation
+                && f.answers(&rpc.vote, &rpc.prev_log_id, &last)
+        });
         if !joinable {
             // Another call's entries: let a running one finish first (the peer would only
             // queue this one behind it), then send these.
@@ -466,18 +483,24 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
         let Some(inflight) = self.inflight.as_mut() else {
             return Err(self.wrong_reply());
         };
-        let carried = inflight.last;
-        match inflight.outcome().await {
+        let (carried, started) = (inflight.last, inflight.generation);
+        let outcome = inflight.outcome().await;
+        // Given once; and not at all if a snapshot went to the peer since the call started.
+        self.inflight = None;
+        if self.snapshots.load(Ordering::Acquire) != started {
+            let e = PeerError::Refused {
+                peer: self.target,
+                detail: "a snapshot was sent meanwhile".into(),
+            };
+            return Err(RPCError::Network(NetworkError::new(&e)));
+        }
+        match outcome {
             // Everything up to what the call carried is on the peer.
             Ok(AppendEntriesResponse::Success) if carried.index < last.index => {
                 Ok(AppendEntriesResponse::PartialSuccess(Some(carried)))
             }
             Ok(r) => Ok(r),
-            Err(e) => {
-                // A failed call is not an answer for the next one.
-                self.inflight = None;
-                Err(rpc_error(&e))
-            }
+            Err(e) => Err(rpc_error(&e)),
         }
     }
 
@@ -486,7 +509,11 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
         rpc: InstallSnapshotRequest<PgRaftConfig>,
         option: RPCOption,
     ) -> RpcResult<InstallSnapshotResponse<OsdId>, InstallSnapshotError> {
-        match self.send(RaftRpc::Snapshot(rpc), &option).await {
+        // Answers of AppendEntries calls started before are stale from now on.
+        self.snapshots.fetch_add(1, Ordering::AcqRel);
+        let sent = self.send(RaftRpc::Snapshot(rpc), &option).await;
+        self.snapshots.fetch_add(1, Ordering::AcqRel);
+        match sent {
             Ok(RaftRpcReply::Snapshot(Ok(r))) => Ok(r),
             Ok(RaftRpcReply::Snapshot(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
