@@ -20,9 +20,8 @@
 //!   PG's apply (which then stops a replicated PG for repair or, with one voter, falls back
 //!   to command-by-command: see `state_machine`).
 //!
-//! Inline applies: when nothing is queued, no apply ran for [`INLINE_AFTER_IDLE`] and the
-//! thread took no round of several batches for [`INLINE_AFTER_SHARED_ROUND`] (a lone write,
-//! queue depth 1), handing the batch to the thread costs two wake-ups on the write's
+//! Inline applies: when nothing is queued and no apply ran for [`INLINE_AFTER_IDLE`] (a lone
+//! write, queue depth 1), handing the batch to the thread costs two wake-ups on the write's
 //! path (the thread's, then the PG task's) and nothing is gained, as there is nobody to share
 //! the commit with. Such a batch, if small (at most [`INLINE_BYTES_MAX`] of data), is applied by the calling task
 //! itself, inside `tokio::task::block_in_place` (the runtime moves its other tasks to another
@@ -55,11 +54,6 @@ pub(crate) const INLINE_BYTES_MAX: u64 = 64 << 10;
 /// batches arrive back to back and must keep meeting in the thread's shared rounds; a lone
 /// write arrives long after the previous apply ended (its whole log round trip later).
 pub(crate) const INLINE_AFTER_IDLE: Duration = Duration::from_micros(100);
-/// Nor within this long after the thread applied a round of several batches: under load the
-/// batcher can still be idle for 100 µs now and then (between bursts), and an inline apply
-/// then makes the batches arriving meanwhile wait for it and for the thread's wake-up
-/// (queue depth 32 on tmpfs was ~9% slower without this rule).
-pub(crate) const INLINE_AFTER_SHARED_ROUND: Duration = Duration::from_millis(5);
 
 /// What a PG gets back: its commands (for a command-by-command retry) and the outcome.
 pub(crate) type Outcome = (Vec<ObjectCommand>, Result<Vec<OpReply>, StoreError>);
@@ -80,8 +74,6 @@ struct Queue {
     busy: bool,
     /// When the last apply ended.
     idle_since: Instant,
-    /// When the thread last took a round of more than one batch.
-    shared_round: Option<Instant>,
 }
 
 struct Inner {
@@ -113,7 +105,6 @@ impl ApplyBatcher {
                 shutdown: false,
                 busy: false,
                 idle_since: Instant::now(),
-                shared_round: None,
             }),
             wake: Condvar::new(),
             inline_applies: std::sync::atomic::AtomicU64::new(0),
@@ -139,13 +130,9 @@ impl ApplyBatcher {
             assert!(!queue.shutdown, "apply submitted after the batcher was dropped");
             let lone = !queue.busy
                 && queue.jobs.is_empty()
-                && queue.idle_since.elapsed() >= INLINE_AFTER_IDLE
-                && queue.shared_round.is_none_or(|at| at.elapsed() >= INLINE_AFTER_SHARED_ROUND);
+                && queue.idle_since.elapsed() >= INLINE_AFTER_IDLE;
             if lone && bytes <= INLINE_BYTES_MAX && can_block() {
                 queue.busy = true;
-                if queue.jobs.len() > 1 {
-                    queue.shared_round = Some(Instant::now());
-                }
                 Some(job)
             } else {
                 queue.jobs.push_back(job);
@@ -239,9 +226,6 @@ fn next_round(inner: &Inner) -> Option<Vec<Job>> {
         queue = inner.wake.wait(queue).unwrap_or_else(|poison| poison.into_inner());
     }
     queue.busy = true;
-    if queue.jobs.len() > 1 {
-        queue.shared_round = Some(Instant::now());
-    }
     let mut jobs = Vec::new();
     let mut bytes = 0u64;
     while let Some(job) = queue.jobs.pop_front() {
@@ -409,8 +393,8 @@ mod tests {
 
     /// Goal: inline applies and the thread's rounds hand over without losing a batch (one
     /// queued while an inline apply runs is applied right after it) and keep each PG's order.
-    /// Method: 16 PGs apply 200 batches each with pauses around `INLINE_AFTER_IDLE` and, every
-    /// tenth round, a long one (past `INLINE_AFTER_SHARED_ROUND`), so both paths run and meet; every task must finish within a bound (a lost wake-up hangs
+    /// Method: 16 PGs apply 200 batches each with random pauses around `INLINE_AFTER_IDLE`, so
+    /// both paths run and meet; every task must finish within a bound (a lost wake-up hangs
     /// it), both paths must have been taken, and each object must hold its PG's last write.
     #[test]
     fn inline_and_threaded_applies_hand_over() {
@@ -432,13 +416,7 @@ mod tests {
                     tokio::spawn(async move {
                         let pg = PgId { pool: 5, seed };
                         for round in 0..ROUNDS {
-                            // Every tenth round all PGs pause long enough for inline
-                            // applies to be allowed again; the rest arrive close together.
-                            let pause = if round % 10 == 0 {
-                                20_000
-                            } else {
-                                (round * 7919 + seed * 104_729) % 400
-                            };
+                            let pause = (round * 7919 + seed * 104_729) % 400;
                             tokio::time::sleep(Duration::from_micros(u64::from(pause))).await;
                             let command = write("o", (round % 251) as u8);
                             let state = round.to_le_bytes().to_vec();
