@@ -20,22 +20,11 @@
 //!   PG's apply (which then stops a replicated PG for repair or, with one voter, falls back
 //!   to command-by-command: see `state_machine`).
 //!
-//! Inline applies: when nothing is queued and no apply ran for [`INLINE_AFTER_IDLE`] (a lone
-//! write, queue depth 1), handing the batch to the thread costs two wake-ups on the write's
-//! path (the thread's, then the PG task's) and nothing is gained, as there is nobody to share
-//! the commit with. Such a batch, if small (at most [`INLINE_BYTES_MAX`] of data), is applied by the calling task
-//! itself, inside `tokio::task::block_in_place` (the runtime moves its other tasks to another
-//! worker meanwhile). The `busy` flag keeps one apply at a time, inline or threaded, so a
-//! batch queued meanwhile waits for the inline apply and takes the next round: per-PG order
-//! and one-transaction-at-a-time stay as they were. On a current-thread runtime (some tests)
-//! everything goes through the thread.
-//!
 //! The thread stops once the batcher is dropped and its queue is drained; it then releases the
 //! store (the daemon's shutdown waits for that).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -46,14 +35,6 @@ use quarry_types::{ObjectOp, OpReply, PgId};
 pub(crate) const BATCH_JOBS_MAX: usize = 256;
 /// A round applies at most this many bytes of written data (plus one PG batch).
 pub(crate) const BATCH_BYTES_MAX: u64 = 32 << 20;
-/// A batch with at most this many bytes of written data may be applied inline (module docs):
-/// a small write's apply is a redb transaction of ~0.1-0.2 ms; a large one, which writes its
-/// data file blocks too, goes to the thread and never holds a runtime worker that long.
-pub(crate) const INLINE_BYTES_MAX: u64 = 64 << 10;
-/// Inline applies only after the batcher was idle this long: under load (queue depth 32)
-/// batches arrive back to back and must keep meeting in the thread's shared rounds; a lone
-/// write arrives long after the previous apply ended (its whole log round trip later).
-pub(crate) const INLINE_AFTER_IDLE: Duration = Duration::from_micros(100);
 
 /// What a PG gets back: its commands (for a command-by-command retry) and the outcome.
 pub(crate) type Outcome = (Vec<ObjectCommand>, Result<Vec<OpReply>, StoreError>);
@@ -70,19 +51,13 @@ struct Job {
 struct Queue {
     jobs: VecDeque<Job>,
     shutdown: bool,
-    /// An apply (a thread round or an inline one) is running.
-    busy: bool,
-    /// When the last apply ended.
-    idle_since: Instant,
 }
 
 struct Inner {
     store: Arc<Store>,
     queue: Mutex<Queue>,
-    /// Signalled when a job is queued, an inline apply ends with jobs queued, or on shutdown.
+    /// Signalled when a job is queued or on shutdown.
     wake: Condvar,
-    /// Batches applied inline (for tests and the benchmark notes).
-    inline_applies: std::sync::atomic::AtomicU64,
 }
 
 fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
@@ -100,14 +75,8 @@ impl ApplyBatcher {
     pub(crate) fn start(store: Arc<Store>) -> std::io::Result<ApplyBatcher> {
         let inner = Arc::new(Inner {
             store,
-            queue: Mutex::new(Queue {
-                jobs: VecDeque::new(),
-                shutdown: false,
-                busy: false,
-                idle_since: Instant::now(),
-            }),
+            queue: Mutex::new(Queue { jobs: VecDeque::new(), shutdown: false }),
             wake: Condvar::new(),
-            inline_applies: std::sync::atomic::AtomicU64::new(0),
         });
         let worker = inner.clone();
         std::thread::Builder::new().name("quarry-apply".into()).spawn(move || run(worker))?;
@@ -122,69 +91,18 @@ impl ApplyBatcher {
         commands: Vec<ObjectCommand>,
         pg_state: Vec<u8>,
     ) -> Result<Outcome, StoreError> {
-        let (reply, mut outcome) = oneshot::channel();
+        let (reply, outcome) = oneshot::channel();
         let bytes = data_bytes(&commands);
-        let job = Job { pg, commands, pg_state, bytes, reply };
-        let inline = {
+        {
             let mut queue = lock(&self.inner.queue);
             assert!(!queue.shutdown, "apply submitted after the batcher was dropped");
-            let lone = !queue.busy
-                && queue.jobs.is_empty()
-                && queue.idle_since.elapsed() >= INLINE_AFTER_IDLE;
-            if lone && bytes <= INLINE_BYTES_MAX && can_block() {
-                queue.busy = true;
-                Some(job)
-            } else {
-                queue.jobs.push_back(job);
-                None
-            }
-        };
-        match inline {
-            Some(job) => {
-                // The store's transaction runs here; the runtime moves this worker's other
-                // tasks elsewhere meanwhile. `Idle` clears `busy` even if the apply panics.
-                let idle = Idle(&self.inner);
-                tokio::task::block_in_place(|| apply_round(&self.inner.store, vec![job]));
-                drop(idle);
-                self.inner.inline_applies.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Answered by `apply_round` before it returned.
-                if let Ok(answer) = outcome.try_recv() {
-                    return Ok(answer);
-                }
-            }
-            None => self.inner.wake.notify_one(),
+            queue.jobs.push_back(Job { pg, commands, pg_state, bytes, reply });
         }
+        self.inner.wake.notify_one();
         outcome.await.map_err(|_| {
             StoreError::Io(std::io::Error::other("the apply thread stopped (it panicked)"))
         })
     }
-
-    /// Batches applied inline so far.
-    #[cfg(test)]
-    pub(crate) fn inline_applies(&self) -> u64 {
-        self.inner.inline_applies.load(std::sync::atomic::Ordering::Relaxed)
-    }
-}
-
-/// Clears `busy` when dropped (after an apply, or while unwinding from a panic in it) and
-/// wakes the thread if batches were queued meanwhile (or it must stop).
-struct Idle<'a>(&'a Inner);
-
-impl Drop for Idle<'_> {
-    fn drop(&mut self) {
-        let mut queue = lock(&self.0.queue);
-        queue.busy = false;
-        queue.idle_since = Instant::now();
-        if !queue.jobs.is_empty() || queue.shutdown {
-            self.0.wake.notify_one();
-        }
-    }
-}
-
-/// True when this task may block its worker in `block_in_place` (a multi-thread runtime).
-fn can_block() -> bool {
-    tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 impl Drop for ApplyBatcher {
@@ -209,9 +127,7 @@ fn data_bytes(commands: &[ObjectCommand]) -> u64 {
 /// The batcher thread: rounds until shut down and drained.
 fn run(inner: Arc<Inner>) {
     while let Some(jobs) = next_round(&inner) {
-        let idle = Idle(&inner);
         apply_round(&inner.store, jobs);
-        drop(idle);
     }
     tracing::debug!("apply batcher stopped");
 }
@@ -219,13 +135,12 @@ fn run(inner: Arc<Inner>) {
 /// Waits for jobs and takes them, up to the round bounds; None once shut down and drained.
 fn next_round(inner: &Inner) -> Option<Vec<Job>> {
     let mut queue = lock(&inner.queue);
-    while queue.jobs.is_empty() || queue.busy {
-        if queue.shutdown && queue.jobs.is_empty() && !queue.busy {
+    while queue.jobs.is_empty() {
+        if queue.shutdown {
             return None;
         }
         queue = inner.wake.wait(queue).unwrap_or_else(|poison| poison.into_inner());
     }
-    queue.busy = true;
     let mut jobs = Vec::new();
     let mut bytes = 0u64;
     while let Some(job) = queue.jobs.pop_front() {
@@ -346,111 +261,6 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         assert_eq!(Arc::strong_count(&store), 1, "the apply thread still holds the store");
-    }
-
-    /// Goal: a lone batch (nothing queued, the batcher idle) is applied inline by the caller,
-    /// not handed to the thread; its replies and effects are the same. Method: sequential
-    /// applies with a pause longer than `INLINE_AFTER_IDLE` between them; every one must be
-    /// counted inline, one commit each, and the object must hold the last write. A batch too
-    /// big for inline goes to the thread.
-    #[test]
-    fn a_lone_small_batch_is_applied_inline() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-        let batcher = Arc::new(ApplyBatcher::start(store.clone()).unwrap());
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
-        let pg = PgId { pool: 4, seed: 0 };
-        let commits_before = store.commits_since_checkpoint();
-        runtime.block_on(async {
-            for round in 0..10u8 {
-                std::thread::sleep(INLINE_AFTER_IDLE * 3);
-                let (_, result) =
-                    batcher.apply(pg, vec![write("a", round)], vec![round]).await.unwrap();
-                assert!(matches!(result.unwrap()[0], OpReply::Ok(_)));
-            }
-        });
-        assert_eq!(batcher.inline_applies(), 10, "every lone apply ran inline");
-        assert_eq!(store.commits_since_checkpoint() - commits_before, 10);
-        assert_eq!(store.pg_state(pg).unwrap(), Some(vec![9]));
-        let OpReply::Ok(outputs) = read(&store, pg, "a") else { panic!("read failed") };
-        let Some(OpOutput::Data(payload)) = outputs.first() else { panic!("no data") };
-        assert!(payload.data.iter().all(|&b| b == 9));
-        // Larger than INLINE_BYTES_MAX: the thread applies it.
-        std::thread::sleep(INLINE_AFTER_IDLE * 3);
-        let big = ObjectCommand {
-            ops: vec![ObjectOp::WriteFull {
-                data: Payload::new(Bytes::from(vec![7u8; INLINE_BYTES_MAX as usize + 4096])),
-            }],
-            ..write("big", 0)
-        };
-        runtime.block_on(async {
-            let (_, result) = batcher.apply(pg, vec![big], vec![10]).await.unwrap();
-            assert!(matches!(result.unwrap()[0], OpReply::Ok(_)));
-        });
-        assert_eq!(batcher.inline_applies(), 10, "a large batch is not applied inline");
-    }
-
-    /// Goal: inline applies and the thread's rounds hand over without losing a batch (one
-    /// queued while an inline apply runs is applied right after it) and keep each PG's order.
-    /// Method: 16 PGs apply 200 batches each with random pauses around `INLINE_AFTER_IDLE`, so
-    /// both paths run and meet; every task must finish within a bound (a lost wake-up hangs
-    /// it), both paths must have been taken, and each object must hold its PG's last write.
-    #[test]
-    fn inline_and_threaded_applies_hand_over() {
-        const PGS: u32 = 16;
-        const ROUNDS: u32 = 200;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-        let batcher = Arc::new(ApplyBatcher::start(store.clone()).unwrap());
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_time()
-            .build()
-            .unwrap();
-        let commits_before = store.commits_since_checkpoint();
-        runtime.block_on(async {
-            let tasks: Vec<_> = (0..PGS)
-                .map(|seed| {
-                    let batcher = batcher.clone();
-                    tokio::spawn(async move {
-                        let pg = PgId { pool: 5, seed };
-                        for round in 0..ROUNDS {
-                            let pause = (round * 7919 + seed * 104_729) % 400;
-                            tokio::time::sleep(Duration::from_micros(u64::from(pause))).await;
-                            let command = write("o", (round % 251) as u8);
-                            let state = round.to_le_bytes().to_vec();
-                            let (_, result) =
-                                batcher.apply(pg, vec![command], state).await.unwrap();
-                            assert!(matches!(result.unwrap()[0], OpReply::Ok(_)));
-                        }
-                    })
-                })
-                .collect();
-            let all = futures_join(tasks);
-            tokio::time::timeout(Duration::from_secs(60), all)
-                .await
-                .expect("an apply was never answered (lost wake-up)");
-        });
-        let inline = batcher.inline_applies();
-        let commits = store.commits_since_checkpoint() - commits_before;
-        eprintln!("{} applies: {inline} inline, {} thread rounds", PGS * ROUNDS, commits - inline);
-        assert!(inline > 0, "no apply ran inline");
-        assert!(commits > inline, "no apply ran on the thread");
-        for seed in 0..PGS {
-            let pg = PgId { pool: 5, seed };
-            assert_eq!(store.pg_state(pg).unwrap(), Some((ROUNDS - 1).to_le_bytes().to_vec()));
-            let OpReply::Ok(outputs) = read(&store, pg, "o") else { panic!("read failed") };
-            let Some(OpOutput::Data(payload)) = outputs.first() else { panic!("no data") };
-            assert!(payload.data.iter().all(|&b| b == ((ROUNDS - 1) % 251) as u8), "pg {pg}");
-        }
-    }
-
-    /// Awaits every task, propagating panics.
-    async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
-        for task in tasks {
-            task.await.unwrap();
-        }
     }
 
     /// Goal: a command failing inside a shared round fails alone; the other PGs apply.
