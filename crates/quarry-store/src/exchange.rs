@@ -39,9 +39,9 @@ use crate::dups::{self, DupTables};
 use crate::extent;
 use crate::format::{
     object_key, object_snap_key, object_snap_of, pg_key, pg_key_end, purged_key, seal,
-    snap_object_key, sub_key, unseal, Extent, ExtentBody, ObjectRecord, Version, CHUNK, CHUNK_SIZE,
-    DUPS, DUP_SEQ, EXTENTS, EXTENT_CHUNKS_MAX, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP,
-    OMAP_HEADER, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
+    snap_object_key, sub_key, unseal, ChunkRef, Extent, ObjectRecord, Version, CHUNK, CHUNK_SIZE,
+    DUPS, DUP_SEQ, EXTENTS, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE,
+    PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
 use crate::read::{load_ref, Ctx, WriteTables};
 use crate::{apply, StoreError};
@@ -512,30 +512,12 @@ pub(crate) fn import_pg(
                         data.write(block, &a)?;
                         Some(block)
                     };
-                    let extended = match (&mut pending, block) {
-                        (Some((p, row)), next)
-                            if *p == id
-                                && row.tag == version
-                                && row.end() == index
-                                && row.count < EXTENT_CHUNKS_MAX =>
-                        {
-                            match (&mut row.body, next) {
-                                (ExtentBody::Hole, None) => {
-                                    row.count += 1;
-                                    true
-                                }
-                                (ExtentBody::Data { block, last_len, crcs }, Some(next))
-                                    if *last_len as usize == CHUNK_SIZE
-                                        && *block + row.count == next =>
-                                {
-                                    crcs.push(crc);
-                                    *last_len = a.len() as u32;
-                                    row.count += 1;
-                                    true
-                                }
-                                _ => false,
-                            }
-                        }
+                    let chunk = match block {
+                        None => ChunkRef::Hole,
+                        Some(block) => ChunkRef::Data { crc, len: a.len() as u32, block },
+                    };
+                    let extended = match &mut pending {
+                        Some((p, row)) if *p == id => row.try_append(version, index, chunk),
                         _ => false,
                     };
                     if !extended {
@@ -543,15 +525,7 @@ pub(crate) fn import_pg(
                             row.encode(&mut value);
                             chunks.insert(&row.key(p), value.as_slice())?;
                         }
-                        let body = match block {
-                            None => ExtentBody::Hole,
-                            Some(block) => ExtentBody::Data {
-                                block,
-                                last_len: a.len() as u32,
-                                crcs: vec![crc],
-                            },
-                        };
-                        pending = Some((id, Extent { tag: version, first: index, count: 1, body }));
+                        pending = Some((id, Extent::single(version, index, chunk)));
                     }
                 }
                 TAG_XATTR | TAG_OMAP => {

@@ -355,6 +355,41 @@ pub(crate) enum ExtentBody {
 }
 
 impl Extent {
+    /// The one-chunk row of chunk `index` of version `tag`.
+    pub fn single(tag: u64, index: u64, chunk: ChunkRef) -> Extent {
+        let body = match chunk {
+            ChunkRef::Hole => ExtentBody::Hole,
+            ChunkRef::Data { crc, len, block } => {
+                ExtentBody::Data { block, last_len: len, crcs: vec![crc] }
+            }
+        };
+        Extent { tag, first: index, count: 1, body }
+    }
+
+    /// Appends chunk `index` of version `tag` if it continues the row (same tag, next index,
+    /// room left, a hole after holes or the next block after full data chunks); false if not.
+    pub fn try_append(&mut self, tag: u64, index: u64, chunk: ChunkRef) -> bool {
+        if self.tag != tag || self.end() != index || self.count >= EXTENT_CHUNKS_MAX {
+            return false;
+        }
+        let appended = match (&mut self.body, chunk) {
+            (ExtentBody::Hole, ChunkRef::Hole) => true,
+            (
+                ExtentBody::Data { block, last_len, crcs },
+                ChunkRef::Data { crc, len, block: next },
+            ) if *last_len as usize == CHUNK_SIZE && *block + self.count == next => {
+                crcs.push(crc);
+                *last_len = len;
+                true
+            }
+            _ => false,
+        };
+        if appended {
+            self.count += 1;
+        }
+        appended
+    }
+
     /// The chunk index after the last one.
     pub fn end(&self) -> u64 {
         self.first + self.count

@@ -294,11 +294,11 @@ use crate::datafile::DataFile;
 use crate::format::{
     damaged_extent_row, decode_chunk_key, decode_chunk_ref, decode_pg_key, decode_usage,
     encode_chunk_ref, format_marker, parse_format_marker, pg_key, pg_key_end, row_has_tail,
-    row_is_hole, seal, seal_usage, unseal, unseal_usage, ChunkKey, ChunkRef, Extent, ExtentBody,
-    ObjectRecord, CHUNKS, CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, EXTENTS,
-    EXTENT_CHUNKS_MAX, FORMAT_VERSION, FORMAT_VERSION_CHUNK_ROWS, FORMAT_VERSION_INLINE,
-    FORMAT_VERSION_MIN, HOLE_ROW, META, META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER,
-    PG_STATE, PG_USAGE, PG_USAGE_V1, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
+    row_is_hole, seal, seal_usage, unseal, unseal_usage, ChunkKey, Extent, ObjectRecord, CHUNKS,
+    CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, EXTENTS, FORMAT_VERSION,
+    FORMAT_VERSION_CHUNK_ROWS, FORMAT_VERSION_INLINE, FORMAT_VERSION_MIN, HOLE_ROW, META,
+    META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PG_USAGE_V1,
+    PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -787,42 +787,11 @@ impl Store {
                             continue;
                         }
                     };
-                    let extended = match (&mut pending, chunk) {
-                        (Some(row), chunk)
-                            if row.tag == tag
-                                && row.end() == index
-                                && row.count < EXTENT_CHUNKS_MAX =>
-                        {
-                            match (&mut row.body, chunk) {
-                                (ExtentBody::Hole, ChunkRef::Hole) => {
-                                    row.count += 1;
-                                    true
-                                }
-                                (
-                                    ExtentBody::Data { block, last_len, crcs },
-                                    ChunkRef::Data { crc, len, block: next_block },
-                                ) if *last_len as usize == CHUNK_SIZE
-                                    && *block + row.count == next_block =>
-                                {
-                                    crcs.push(crc);
-                                    *last_len = len;
-                                    row.count += 1;
-                                    true
-                                }
-                                _ => false,
-                            }
-                        }
-                        _ => false,
-                    };
+                    let extended =
+                        pending.as_mut().is_some_and(|row| row.try_append(tag, index, chunk));
                     if !extended {
                         flush(&mut pending, &mut out, &mut value);
-                        let body = match chunk {
-                            ChunkRef::Hole => ExtentBody::Hole,
-                            ChunkRef::Data { crc, len, block } => {
-                                ExtentBody::Data { block, last_len: len, crcs: vec![crc] }
-                            }
-                        };
-                        pending = Some(Extent { tag, first: index, count: 1, body });
+                        pending = Some(Extent::single(tag, index, chunk));
                     }
                 }
                 flush(&mut pending, &mut out, &mut value);
