@@ -7,166 +7,36 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cluster::{get, put, Cluster, PgRow, Spec, TestDir};
 use common::*;
 
-/// A cluster of one monitor and `osds` OSDs as separate processes.
-struct Cluster {
-    conf: PathBuf,
-    mon: Daemon,
-    osds: Vec<Option<Daemon>>,
+/// The cluster of these tests: `osds` OSDs, pool `rbd` of `size` replicas and 8 PGs,
+/// `extra` appended to ceph.conf.
+fn start(tmp: &Path, osds: u32, size: u32, extra: &str) -> Cluster {
+    Cluster::start(tmp, Spec { osds, size, pg_num: 8, extra })
 }
 
-impl Cluster {
-    /// `cluster-init`, `extra` appended to ceph.conf, the monitor (pool `rbd` of `size`
-    /// and 8 PGs, OSDs marked down 5 s after their last beacon) and every OSD.
-    fn start(tmp: &Path, osds: u32, size: u32, extra: &str) -> Cluster {
-        let dir = tmp.join("c");
-        cluster_init(&dir, osds);
-        let conf = dir.join("ceph.conf");
-        let mut text = std::fs::read_to_string(&conf).unwrap();
-        text.push_str(extra);
-        std::fs::write(&conf, &text).unwrap();
-        let ids: Vec<String> = (0..osds).map(|i| i.to_string()).collect();
-        let (ids, size) = (ids.join(","), size.to_string());
-        let mon = spawn_mon(
-            &dir,
-            &[
-                "-c",
-                conf.to_str().unwrap(),
-                "--osds",
-                &ids,
-                "--pool",
-                "rbd",
-                "--size",
-                &size,
-                "--pg-num",
-                "8",
-                "--osd-grace",
-                "5",
-            ],
-        );
-        let osds = (0..osds).map(|id| Some(spawn_osd(&dir, id))).collect();
-        let cluster = Cluster { conf, mon, osds };
-        cluster.wait(Duration::from_secs(60), "every osd up", |c| {
-            let s = c.ceph(&["-s"]).out();
-            s.contains(&format!(": {} up", c.osds.len())).then_some(()).ok_or(s)
+/// Waits until every PG is `active+clean` with `voters` OSDs acting, none of them in
+/// `without`.
+fn wait_clean(c: &Cluster, voters: usize, without: &[u64], limit: Duration) {
+    c.wait(limit, "every pg active+clean on its new voters", |c| {
+        let pgs = c.pgs();
+        let ok = pgs.iter().all(|p| {
+            p.state == "active+clean"
+                && p.acting.len() == voters
+                && !p.acting.iter().any(|o| without.contains(o))
         });
-        cluster
-    }
-
-    fn ceph(&self, args: &[&str]) -> Run {
-        run_bounded(tool_cmd("ceph", Some(&self.conf), args), None, COMMAND_TIMEOUT)
-    }
-
-    fn rados(&self, args: &[&str]) -> Run {
-        run_bounded(tool_cmd("rados", Some(&self.conf), args), None, COMMAND_TIMEOUT)
-    }
-
-    /// Polls `check` until it gives a value or `limit` passes (then fails with its last
-    /// reason).
-    fn wait<T>(
-        &self,
-        limit: Duration,
-        what: &str,
-        mut check: impl FnMut(&Cluster) -> Result<T, String>,
-    ) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
-            match check(self) {
-                Ok(v) => return v,
-                Err(why) if Instant::now() >= deadline => {
-                    panic!("{what}: not within {limit:?}:\n{why}")
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
-            }
-        }
-    }
-
-    /// `ceph pg ls -f json`: (pgid, state, up, acting) per PG.
-    fn pgs(&self) -> Vec<(String, String, Vec<u64>, Vec<u64>)> {
-        let out = self.ceph(&["pg", "ls", "-f", "json"]).ok("pg ls").out();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let ids = |x: &serde_json::Value| -> Vec<u64> {
-            x.as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect()
-        };
-        v["pg_stats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                let pgid = p["pgid"].as_str().unwrap().to_string();
-                let state = p["state"].as_str().unwrap().to_string();
-                (pgid, state, ids(&p["up"]), ids(&p["acting"]))
-            })
-            .collect()
-    }
-
-    /// Waits until every PG is `active+clean` with `voters` OSDs acting, none of them in
-    /// `without`.
-    fn wait_clean(&self, voters: usize, without: &[u64], limit: Duration) {
-        self.wait(limit, "every pg active+clean on its new voters", |c| {
-            let pgs = c.pgs();
-            let ok = pgs.iter().all(|(_, state, _, acting)| {
-                state == "active+clean"
-                    && acting.len() == voters
-                    && !acting.iter().any(|o| without.contains(o))
-            });
-            ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
-        });
-    }
-
-    fn shutdown(mut self) {
-        for osd in self.osds.iter_mut().flatten() {
-            osd.terminate();
-        }
-        self.mon.terminate();
-    }
-}
-
-/// The test's directory: removed at the end, kept with `QUARRY_KEEP_TEST_DIR=1` (the
-/// daemons' logs are under `c/*/log`).
-struct TestDir {
-    _guard: Option<tempfile::TempDir>,
-    path: PathBuf,
-}
-
-impl TestDir {
-    fn new() -> TestDir {
-        let dir = tempfile::tempdir().unwrap();
-        if std::env::var_os("QUARRY_KEEP_TEST_DIR").is_some() {
-            let path = dir.keep();
-            eprintln!("test directory kept: {}", path.display());
-            return TestDir { _guard: None, path };
-        }
-        TestDir { path: dir.path().to_path_buf(), _guard: Some(dir) }
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
+        ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
+    });
 }
 
 /// Object names with their contents.
 type Objects = Vec<(String, Vec<u8>)>;
-
-/// Writes `name` with `data` through `rados put`.
-fn put(c: &Cluster, tmp: &Path, name: &str, data: &[u8]) {
-    let file = tmp.join(format!("in-{name}"));
-    std::fs::write(&file, data).unwrap();
-    c.rados(&["-p", "rbd", "put", name, file.to_str().unwrap()]).ok(&format!("put {name}"));
-}
-
-/// Reads `name` back through `rados get`.
-fn get(c: &Cluster, tmp: &Path, name: &str) -> Vec<u8> {
-    let file = tmp.join(format!("out-{name}"));
-    c.rados(&["-p", "rbd", "get", name, file.to_str().unwrap()]).ok(&format!("get {name}"));
-    std::fs::read(&file).unwrap()
-}
 
 /// Goal (issue 13, rebalancing): `osd pool set rbd size 3` on a 3-OSD cluster whose pool had
 /// one replica per PG moves every PG to three voters (learners caught up by snapshot and
@@ -180,8 +50,8 @@ fn size_one_to_three_then_the_original_osd_dies() {
         .allow("no beacon within grace: marking osd down osd=0")
         .allow("openraft::")
         .allow("raft group did not shut down cleanly");
-    let tmp = TestDir::new();
-    let mut c = Cluster::start(tmp.path(), 3, 1, "");
+    let tmp = TestDir::create();
+    let mut c = start(tmp.path(), 3, 1, "");
     let sizes = [0usize, 1, 4097, 65536, 1 << 20, 4 << 20];
     let mut objects: Vec<(String, Vec<u8>)> = Vec::new();
     for (i, &len) in sizes.iter().enumerate() {
@@ -206,14 +76,14 @@ fn size_one_to_three_then_the_original_osd_dies() {
     assert!(c
         .pgs()
         .iter()
-        .all(|(_, state, _, acting)| state == "active+clean" && acting.len() == 1));
+        .all(|PgRow { state, acting, .. }| state == "active+clean" && acting.len() == 1));
 
     let set = c.ceph(&["osd", "pool", "set", "rbd", "size", "3"]).ok("pool set size");
     assert_eq!(set.stderr.trim(), "set pool 1 size to 3");
     let get_size = c.ceph(&["osd", "pool", "get", "rbd", "size"]).ok("pool get").out();
     assert_eq!(get_size.trim(), "size: 3");
     let started = Instant::now();
-    c.wait_clean(3, &[], Duration::from_secs(120));
+    wait_clean(&c, 3, &[], Duration::from_secs(120));
     eprintln!("8 pgs (~22 MiB) moved from 1 to 3 replicas in {:?}", started.elapsed());
     let status = c.ceph(&["-s"]).ok("status").out();
     assert!(status.contains("8 active+clean"), "{status}");
@@ -222,13 +92,13 @@ fn size_one_to_three_then_the_original_osd_dies() {
     c.osds[0].take().unwrap().kill();
     c.wait(Duration::from_secs(60), "osd.0 down and its pgs served by others", |c| {
         let pgs = c.pgs();
-        let served = pgs
-            .iter()
-            .all(|(_, state, _, acting)| acting.first() != Some(&0) && state.starts_with("active"));
+        let served = pgs.iter().all(|PgRow { state, acting, .. }| {
+            acting.first() != Some(&0) && state.starts_with("active")
+        });
         served.then_some(()).ok_or_else(|| format!("{pgs:?}"))
     });
     for (name, data) in &objects {
-        assert!(get(&c, tmp.path(), name) == *data, "{name} differs after osd.0 died");
+        assert!(get(&c, tmp.path(), name, None) == *data, "{name} differs after osd.0 died");
     }
     for i in 0..8 {
         let name = format!("meta-{i}");
@@ -242,7 +112,7 @@ fn size_one_to_three_then_the_original_osd_dies() {
         .ok("get at snapshot");
     assert!(std::fs::read(&snap_file).unwrap() == old, "the snapshot's version differs");
     put(&c, tmp.path(), "after-the-death", b"still writable");
-    assert_eq!(get(&c, tmp.path(), "after-the-death"), b"still writable");
+    assert_eq!(get(&c, tmp.path(), "after-the-death", None), b"still writable");
     c.shutdown();
 }
 
@@ -256,10 +126,10 @@ fn osd_out_moves_its_pgs_while_a_writer_runs() {
         .allow("no beacon within grace: marking osd down osd=3")
         .allow("openraft::")
         .allow("raft group did not shut down cleanly");
-    let tmp = TestDir::new();
-    let c = Cluster::start(tmp.path(), 4, 3, "");
-    c.wait_clean(3, &[], Duration::from_secs(30));
-    let held = c.pgs().iter().filter(|(_, _, _, acting)| acting.contains(&3)).count();
+    let tmp = TestDir::create();
+    let c = start(tmp.path(), 4, 3, "");
+    wait_clean(&c, 3, &[], Duration::from_secs(30));
+    let held = c.pgs().iter().filter(|PgRow { acting, .. }| acting.contains(&3)).count();
     assert!(held > 0, "osd.3 holds no pg");
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -289,10 +159,10 @@ fn osd_out_moves_its_pgs_while_a_writer_runs() {
     assert_eq!(out.stderr.trim(), "marked out osd.3.");
     let moving = c.pgs();
     assert!(
-        moving.iter().any(|(_, state, _, _)| state.contains("remapped")),
+        moving.iter().any(|PgRow { state, .. }| state.contains("remapped")),
         "no pg remapped after osd out: {moving:?}"
     );
-    c.wait_clean(3, &[3], Duration::from_secs(120));
+    wait_clean(&c, 3, &[3], Duration::from_secs(120));
     eprintln!("osd.3 out: its {held} pgs moved in {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
@@ -302,7 +172,7 @@ fn osd_out_moves_its_pgs_while_a_writer_runs() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 5, "only {} writes acknowledged", acked.len());
     for (name, data) in &acked {
-        assert!(get(&c, tmp.path(), name) == *data, "acknowledged {name} differs");
+        assert!(get(&c, tmp.path(), name, None) == *data, "acknowledged {name} differs");
     }
     c.wait(Duration::from_secs(30), "HEALTH_OK", |c| {
         let h = c.ceph(&["health"]).out();
@@ -323,24 +193,24 @@ fn an_osd_down_past_the_interval_is_marked_out_and_its_pgs_re_replicated() {
         .expect("Marking osd.2 out (has been down for ")
         .allow("openraft::")
         .allow("raft group did not shut down cleanly");
-    let tmp = TestDir::new();
-    let mut c = Cluster::start(tmp.path(), 4, 3, "\n[mon]\nmon_osd_down_out_interval = 3\n");
-    c.wait_clean(3, &[], Duration::from_secs(30));
+    let tmp = TestDir::create();
+    let mut c = start(tmp.path(), 4, 3, "\n[mon]\nmon_osd_down_out_interval = 3\n");
+    wait_clean(&c, 3, &[], Duration::from_secs(30));
     let objects: Vec<(String, Vec<u8>)> =
         (0..24).map(|i| (format!("o{i}"), pattern(1000 + i * 3000, i as u64 + 3))).collect();
     for (name, data) in &objects {
         put(&c, tmp.path(), name, data);
     }
-    let held = c.pgs().iter().filter(|(_, _, _, acting)| acting.contains(&2)).count();
+    let held = c.pgs().iter().filter(|PgRow { acting, .. }| acting.contains(&2)).count();
     assert!(held > 0, "osd.2 holds no pg");
     c.osds[2].take().unwrap().kill();
     let started = Instant::now();
-    c.wait_clean(3, &[2], Duration::from_secs(120));
+    wait_clean(&c, 3, &[2], Duration::from_secs(120));
     eprintln!("osd.2 killed: its pgs re-replicated after {:?}", started.elapsed());
     let status = c.ceph(&["-s"]).ok("status").out();
     assert!(status.contains("4 osds: 3 up") && status.contains("3 in"), "{status}");
     for (name, data) in &objects {
-        assert!(get(&c, tmp.path(), name) == *data, "{name} differs");
+        assert!(get(&c, tmp.path(), name, None) == *data, "{name} differs");
     }
 
     // osd.2 comes back (still out): it never learned that its PGs' voters changed without
@@ -365,7 +235,7 @@ fn an_osd_down_past_the_interval_is_marked_out_and_its_pgs_re_replicated() {
     assert!(logs2.contains("asked a member whether this OSD is still a voter"), "{logs2}");
     c.osds[2] = Some(osd2);
     for (name, data) in &objects {
-        assert!(get(&c, tmp.path(), name) == *data, "{name} differs after osd.2 came back");
+        assert!(get(&c, tmp.path(), name, None) == *data, "{name} differs after osd.2 came back");
     }
     c.shutdown();
 }
@@ -376,8 +246,8 @@ fn an_osd_down_past_the_interval_is_marked_out_and_its_pgs_re_replicated() {
 #[test]
 fn bad_size_changes_are_refused_and_change_nothing() {
     let _logs = quarry_testkit::log_guard();
-    let tmp = TestDir::new();
-    let c = Cluster::start(tmp.path(), 1, 1, "");
+    let tmp = TestDir::create();
+    let c = start(tmp.path(), 1, 1, "");
     let before = c.ceph(&["osd", "pool", "get", "rbd", "all"]).ok("get all").out();
     let refused = |args: &[&str], code: i32, message: &str| {
         let mut all = vec!["osd", "pool", "set"];

@@ -10,176 +10,29 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cluster::{get, put, Cluster, Spec, TestDir};
 use common::*;
 
-/// A cluster of one monitor and `osds` OSDs as separate processes.
-struct Cluster {
-    conf: PathBuf,
-    mon: Daemon,
-    osds: Vec<Option<Daemon>>,
+/// The cluster of these tests: `osds` OSDs, pool `rbd` of `size` replicas and `pg_num` PGs.
+fn start(tmp: &Path, osds: u32, size: u32, pg_num: u32) -> Cluster {
+    Cluster::start(tmp, Spec { osds, size, pg_num, extra: "" })
 }
 
-impl Cluster {
-    /// `cluster-init`, the monitor (pool `rbd` of `size` and `pg_num` PGs, OSDs marked down
-    /// 5 s after their last beacon) and every OSD.
-    fn start(tmp: &Path, osds: u32, size: u32, pg_num: u32) -> Cluster {
-        let dir = tmp.join("c");
-        cluster_init(&dir, osds);
-        let conf = dir.join("ceph.conf");
-        let ids: Vec<String> = (0..osds).map(|i| i.to_string()).collect();
-        let (ids, size, pg_num) = (ids.join(","), size.to_string(), pg_num.to_string());
-        let mon = spawn_mon(
-            &dir,
-            &[
-                "-c",
-                conf.to_str().unwrap(),
-                "--osds",
-                &ids,
-                "--pool",
-                "rbd",
-                "--size",
-                &size,
-                "--pg-num",
-                &pg_num,
-                "--osd-grace",
-                "5",
-            ],
-        );
-        let osds = (0..osds).map(|id| Some(spawn_osd(&dir, id))).collect();
-        let cluster = Cluster { conf, mon, osds };
-        cluster.wait(Duration::from_secs(60), "every osd up", |c| {
-            let s = c.ceph(&["-s"]).out();
-            s.contains(&format!(": {} up", c.osds.len())).then_some(()).ok_or(s)
-        });
-        cluster
-    }
-
-    fn ceph(&self, args: &[&str]) -> Run {
-        run_bounded(tool_cmd("ceph", Some(&self.conf), args), None, COMMAND_TIMEOUT)
-    }
-
-    fn rados(&self, args: &[&str]) -> Run {
-        run_bounded(tool_cmd("rados", Some(&self.conf), args), None, COMMAND_TIMEOUT)
-    }
-
-    fn wait<T>(
-        &self,
-        limit: Duration,
-        what: &str,
-        mut check: impl FnMut(&Cluster) -> Result<T, String>,
-    ) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
-            match check(self) {
-                Ok(v) => return v,
-                Err(why) if Instant::now() >= deadline => {
-                    let tail = |d: &Daemon| {
-                        let logs = d.logs();
-                        let from = logs.len().saturating_sub(3000);
-                        let from = (from..logs.len()).find(|&i| logs.is_char_boundary(i));
-                        logs[from.unwrap_or(0)..].to_string()
-                    };
-                    let osds: Vec<String> = self.osds.iter().flatten().map(tail).collect();
-                    panic!("{what}: not within {limit:?}:\n{why}\n{}", osds.join("\n"))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
-            }
-        }
-    }
-
-    /// `ceph pg ls -f json`: (pgid, state, acting) per PG.
-    fn pgs(&self) -> Vec<(String, String, Vec<u64>)> {
-        let out = self.ceph(&["pg", "ls", "-f", "json"]).ok("pg ls").out();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let ids = |x: &serde_json::Value| -> Vec<u64> {
-            x.as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect()
-        };
-        v["pg_stats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                let pgid = p["pgid"].as_str().unwrap().to_string();
-                let state = p["state"].as_str().unwrap().to_string();
-                (pgid, state, ids(&p["acting"]))
-            })
-            .collect()
-    }
-
-    /// Waits until `ceph pg ls` shows `count` PGs of pool 1 (`rbd`) and every PG
-    /// `active+clean` with `voters` OSDs.
-    fn wait_clean(&self, count: usize, voters: usize, limit: Duration) {
-        self.wait(limit, "every pg active+clean", |c| {
-            let pgs = c.pgs();
-            let ok = pgs.iter().filter(|(id, _, _)| id.starts_with("1.")).count() == count
-                && pgs.iter().all(|(_, s, acting)| s == "active+clean" && acting.len() == voters);
-            ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
-        });
-    }
-
-    fn pool_get(&self, var: &str) -> String {
-        self.ceph(&["osd", "pool", "get", "rbd", var]).ok("pool get").out().trim().to_string()
-    }
-
-    /// Every daemon's output (printed when a check fails, with `QUARRY_KEEP_TEST_DIR`).
-    fn dump(&self) {
-        if std::env::var_os("QUARRY_KEEP_TEST_DIR").is_some() {
-            for d in self.osds.iter().flatten().chain([&self.mon]) {
-                let logs = d.logs();
-                let tail: Vec<&str> = logs.lines().rev().take(60).collect();
-                eprintln!("{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-            }
-        }
-    }
-
-    fn shutdown(mut self) {
-        for osd in self.osds.iter_mut().flatten() {
-            osd.terminate();
-        }
-        self.mon.terminate();
-    }
-}
-
-/// The test's directory: kept with `QUARRY_KEEP_TEST_DIR=1` (the daemons' logs are under
-/// `c/*/log`).
-fn test_dir() -> (Option<tempfile::TempDir>, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    if std::env::var_os("QUARRY_KEEP_TEST_DIR").is_some() {
-        let path = dir.keep();
-        eprintln!("test directory kept: {}", path.display());
-        return (None, path);
-    }
-    let path = dir.path().to_path_buf();
-    (Some(dir), path)
-}
-
-/// Writes `name` with `data` through `rados put`.
-fn put(c: &Cluster, tmp: &Path, name: &str, data: &[u8]) {
-    let file = tmp.join(format!("in-{name}"));
-    std::fs::write(&file, data).unwrap();
-    c.rados(&["-p", "rbd", "put", name, file.to_str().unwrap()]).ok(&format!("put {name}"));
-}
-
-/// Reads `name` back through `rados get` (at pool snapshot `snap` if given).
-fn get(c: &Cluster, tmp: &Path, name: &str, snap: Option<&str>) -> Vec<u8> {
-    let file = tmp.join(format!("out-{name}"));
-    let mut args = vec!["-p", "rbd"];
-    if let Some(snap) = snap {
-        args.extend(["-s", snap]);
-    }
-    args.extend(["get", name, file.to_str().unwrap()]);
-    let run = c.rados(&args);
-    if !run.status.success() {
-        c.dump();
-    }
-    run.ok(&format!("get {name}"));
-    std::fs::read(&file).unwrap()
+/// Waits until `ceph pg ls` shows `count` PGs of pool 1 (`rbd`) and every PG
+/// `active+clean` with `voters` OSDs.
+fn wait_clean(c: &Cluster, count: usize, voters: usize, limit: Duration) {
+    c.wait(limit, "every pg active+clean", |c| {
+        let pgs = c.pgs();
+        let ok = pgs.iter().filter(|p| p.pgid.starts_with("1.")).count() == count
+            && pgs.iter().all(|p| p.state == "active+clean" && p.acting.len() == voters);
+        ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
+    });
 }
 
 /// `rados ls`: every name, sorted; fails if a name is listed twice.
@@ -286,10 +139,10 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
         .allow("no monitor session; retrying")
         .allow("openraft::")
         .allow("raft group did not shut down cleanly");
-    let (_guard, tmp) = test_dir();
-    let tmp = tmp.as_path();
-    let mut c = Cluster::start(tmp, 4, 3, 4);
-    c.wait_clean(4, 3, Duration::from_secs(60));
+    let dir = TestDir::create();
+    let tmp = dir.path();
+    let mut c = start(tmp, 4, 3, 4);
+    wait_clean(&c, 4, 3, Duration::from_secs(60));
     let w = write_data(&c, tmp);
     // A watched object that moves to a child PG when the pool grows to 16.
     let watched = (0..)
@@ -333,7 +186,7 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
     assert_eq!(set.stderr.trim(), "set pool 1 pg_num to 16");
     assert_eq!(c.pool_get("pg_num"), "pg_num: 16");
     assert_eq!(c.pool_get("pgp_num"), "pgp_num: 16");
-    c.wait_clean(16, 3, Duration::from_secs(120));
+    wait_clean(&c, 16, 3, Duration::from_secs(120));
     eprintln!("4 pgs split into 16 (active+clean) in {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
@@ -369,7 +222,7 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
     c.wait(Duration::from_secs(60), "osd.0 down and its pgs served by others", |c| {
         let pgs = c.pgs();
         let served =
-            pgs.iter().all(|(_, s, acting)| acting.first() != Some(&0) && s.starts_with("active"));
+            pgs.iter().all(|p| p.acting.first() != Some(&0) && p.state.starts_with("active"));
         served.then_some(()).ok_or_else(|| format!("{pgs:?}"))
     });
     check_data(&c, tmp, &w, &acked);
@@ -388,10 +241,10 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
 fn non_power_of_two_steps_and_refusals() {
     let logs = quarry_testkit::log_guard();
     logs.allow_raft_churn().allow("openraft::");
-    let (_guard, tmp) = test_dir();
-    let tmp = tmp.as_path();
-    let c = Cluster::start(tmp, 2, 1, 4);
-    c.wait_clean(4, 1, Duration::from_secs(60));
+    let dir = TestDir::create();
+    let tmp = dir.path();
+    let c = start(tmp, 2, 1, 4);
+    wait_clean(&c, 4, 1, Duration::from_secs(60));
     let objects: Vec<(String, Vec<u8>)> =
         (0..48).map(|i| (format!("o{i}"), pattern(100 + i * 997, i as u64 + 3))).collect();
     for (name, data) in &objects {
@@ -427,7 +280,7 @@ fn non_power_of_two_steps_and_refusals() {
     for step in [6u32, 16] {
         let set = c.ceph(&["osd", "pool", "set", "rbd", "pg_num", &step.to_string()]);
         assert_eq!(set.ok("pool set").stderr.trim(), format!("set pool 1 pg_num to {step}"));
-        c.wait_clean(step as usize, 1, Duration::from_secs(90));
+        wait_clean(&c, step as usize, 1, Duration::from_secs(90));
         for (name, data) in &objects {
             assert!(get(&c, tmp, name, None) == *data, "{name} differs at pg_num {step}");
         }
