@@ -180,7 +180,40 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
             }
         })
     };
+    // A lister: `rados ls` over and over while the PGs split; every listing must give each
+    // object written before once (a listing that holds the map of 4 PGs while the parents
+    // split, or reads a parent after its objects moved, must still find them).
+    let mut base: Vec<String> = w.objects.iter().map(|(n, _)| n.clone()).collect();
+    base.extend(w.meta.iter().cloned());
+    base.push(watched.clone());
+    let lister = {
+        let (stop, conf, base) = (stop.clone(), c.conf.clone(), base.clone());
+        std::thread::spawn(move || {
+            let mut listings = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let args = ["-p", "rbd", "ls"];
+                let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT);
+                let out = r.ok("ls during the split").out();
+                let names: Vec<&str> = out.lines().collect();
+                let unique: BTreeSet<&str> = names.iter().copied().collect();
+                assert_eq!(unique.len(), names.len(), "an object listed twice during the split");
+                let missing: Vec<&String> =
+                    base.iter().filter(|n| !unique.contains(n.as_str())).collect();
+                assert!(missing.is_empty(), "listing {listings} missed {missing:?}");
+                listings += 1;
+            }
+            listings
+        })
+    };
     std::thread::sleep(Duration::from_secs(2));
+    // And one slow listing (a pause before each PG, test-only) that starts with the map of
+    // 4 PGs and lists them while they split.
+    let slow = {
+        let mut cmd = tool_cmd("rados", Some(&c.conf), &["-p", "rbd", "ls"]);
+        cmd.env("QUARRY_TEST_LIST_PAUSE_MS", "400");
+        std::thread::spawn(move || run_bounded(cmd, None, COMMAND_TIMEOUT))
+    };
+    std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     let set = c.ceph(&["osd", "pool", "set", "rbd", "pg_num", "16"]).ok("pool set pg_num");
     assert_eq!(set.stderr.trim(), "set pool 1 pg_num to 16");
@@ -191,6 +224,13 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
+    let listings = lister.join().unwrap();
+    eprintln!("{listings} listings ran during the split, each complete");
+    let out = slow.join().unwrap().ok("slow ls").out();
+    let unique: BTreeSet<&str> = out.lines().collect();
+    assert_eq!(unique.len(), out.lines().count(), "the slow listing gave an object twice");
+    let missing: Vec<&String> = base.iter().filter(|n| !unique.contains(n.as_str())).collect();
+    assert!(missing.is_empty(), "the listing across the split missed {missing:?}");
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 5, "only {} writes acknowledged", acked.len());
 

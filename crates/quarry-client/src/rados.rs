@@ -435,24 +435,76 @@ impl Rados {
         self.shared().waits.subscribe()
     }
 
-    /// Every head object name in `pool`, PG by PG (names are sorted within a PG).
+    /// Every head object name in `pool`, PG by PG (names are sorted within a PG), each once,
+    /// also while the pool's `pg_num` changes.
+    ///
+    /// PGs are listed in ascending order and a split only moves objects from a PG to a
+    /// child with a higher number, so an object that exists during the whole listing is
+    /// met at least once: if it moved out of a PG before that PG was listed, it is in a
+    /// higher one, listed later. The PGs that appear while listing (a larger `pg_num` in the
+    /// map, or in a fresh map asked of the monitor at the end) are listed too, and a name
+    /// met twice (listed, then moved on to a child) is given once. A smaller `pg_num` (a
+    /// merge moves objects down) starts the listing again from PG 0, keeping the names met.
     pub async fn list_objects(&self, pool: PoolId) -> Result<Vec<String>, ClientError> {
-        let pg_num = self.pg_num(pool).await?;
         let mut names = Vec::new();
-        for seed in 0..pg_num {
+        let mut met = std::collections::HashSet::new();
+        let mut seed = 0;
+        let mut highest = self.pg_num(pool).await?;
+        let mut refreshed = false;
+        // Test-only: a pause before each PG, so a test can change pg_num mid-listing.
+        let pause = std::env::var("QUARRY_TEST_LIST_PAUSE_MS").ok().and_then(|v| v.parse().ok());
+        loop {
+            if let Some(ms) = pause {
+                tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+            }
+            let pg_num = self.pg_num(pool).await?;
+            if pg_num < highest {
+                tracing::debug!(
+                    pool,
+                    pg_num,
+                    highest,
+                    "pg_num fell while listing: again from pg 0"
+                );
+                (seed, highest, refreshed) = (0, pg_num, false);
+            }
+            highest = highest.max(pg_num);
+            if seed >= pg_num {
+                if refreshed {
+                    return Ok(names);
+                }
+                // The newest map: a split the map we hold does not show yet may have moved
+                // objects to PGs we would not list.
+                self.shared().refresh_map().await;
+                refreshed = true;
+                continue;
+            }
+            refreshed = false;
             let pg = PgId { pool, seed };
             let mut cursor: Option<String> = None;
             loop {
-                let (page, more) = self.list_pg(pg, cursor.clone(), LIST_PAGE_MAX).await?;
+                let (page, more) = match self.list_pg(pg, cursor.clone(), LIST_PAGE_MAX).await {
+                    Ok(listed) => listed,
+                    // The PG was merged away while we listed it: the loop above starts over.
+                    Err(ClientError::Invalid { code: ErrorCode::EINVAL, .. })
+                        if self.pg_num(pool).await? <= seed =>
+                    {
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
                 let last = page.last().cloned();
-                names.extend(page);
+                for name in page {
+                    if met.insert(name.clone()) {
+                        names.push(name);
+                    }
+                }
                 match (more, last) {
                     (true, Some(last)) => cursor = Some(last),
                     _ => break,
                 }
             }
+            seed += 1;
         }
-        Ok(names)
     }
 
     /// One page of a PG's head objects: at most `max` names after `start_after`, and whether
