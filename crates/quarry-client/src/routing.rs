@@ -193,6 +193,8 @@ mod tests {
                 id: 3,
                 name: "rbd".into(),
                 pg_num: 4,
+                pg_num_target: 4,
+                pg_num_pending: 4,
                 size: 2,
                 min_size: 1,
                 applications: Default::default(),

@@ -1,8 +1,9 @@
 //! Golden bytes of what the monitor persists: a [`Proposal`] of every [`Op`] variant as the WAL
 //! stores it, and a snapshot file of a state built by applying a history that fills every
 //! part of `MonState` (map, pools with flags and quotas, OSDs with reweights, auth, service
-//! keys, blocklist with adders, central config, counters, up sets being moved, down stamps),
-//! compared with `tests/golden/mon_v4.hex` (versions 1 to 3, `mon_v1.hex` to `mon_v3.hex`,
+//! keys, blocklist with adders, central config, counters, up sets being moved, down stamps,
+//! a pool shrinking by PG merges),
+//! compared with `tests/golden/mon_v5.hex` (versions 1 to 4, `mon_v1.hex` to `mon_v4.hex`,
 //! must still decode to the same values, with what the conversion adds). A failure means a persisted format changed: bump
 //! `PROPOSAL_VERSION` or the snapshot `VERSION` and keep decoding the old one (the upgrade
 //! rule in `quarry_persist`); never edit the golden file.
@@ -22,6 +23,10 @@ use crate::snapshot::{self, SnapshotFile};
 use crate::state::MonState;
 
 fn golden_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v5.hex")
+}
+
+fn golden_v4_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v4.hex")
 }
 
@@ -37,9 +42,30 @@ fn golden_v1_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mon_v1.hex")
 }
 
-/// Every op: those of version 3, then the ones version 4 added or changed (a pool's size
-/// changed, its PG moved and reported, an OSD marked out automatically).
+/// Every op: those of version 4, then the ones version 5 added or changed (a pool shrunk:
+/// `pg_num_target` set, a merge marked, reported, and the next one marked).
 fn every_op() -> Vec<(&'static str, Op)> {
+    let mut all = every_op_v4();
+    all.push(("osd_boot_1", Op::OsdBoot { id: 1, addr: addr(6801), host: "h1".into() }));
+    all.push((
+        "pool_create_to_shrink",
+        Op::PoolCreate { name: "shrink".into(), pg_num: 4, size: 1 },
+    ));
+    all.push((
+        "pool_set_pg_num_down",
+        Op::PoolSet { pool: "shrink".into(), var: "pg_num".into(), val: "2".into() },
+    ));
+    let state = snapshot_file_of(proposals_of(all.clone())).state;
+    let pool = state.map.pool_by_name("shrink").unwrap();
+    assert_eq!(pool.merging(), Some((3, 1)), "{pool:?}");
+    let target = quarry_types::PgId { pool: pool.id, seed: 1 };
+    all.push(("pg_merged", Op::PgMerged { target, source: 3 }));
+    all
+}
+
+/// Every op of version 4: those of version 3, then the ones version 4 added or changed (a
+/// pool's size changed, its PG moved and reported, an OSD marked out automatically).
+fn every_op_v4() -> Vec<(&'static str, Op)> {
     let mut all = every_op_v3();
     let set = |pool: &str, var: &str, val: &str| Op::PoolSet {
         pool: pool.into(),
@@ -278,7 +304,8 @@ fn every_op_variant_is_covered() {
             | Op::OsdMark { .. }
             | Op::ConfigSet { .. }
             | Op::PgRemapped { .. }
-            | Op::OsdAutoOut { .. } => {}
+            | Op::OsdAutoOut { .. }
+            | Op::PgMerged { .. } => {}
         }
     }
 }
@@ -294,7 +321,7 @@ fn mon_bytes_are_pinned() {
     values.push(("snapshot_file".to_string(), snapshot::encode(&snapshot_file()).unwrap()));
     let refs: Vec<(&str, Vec<u8>)> =
         values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
-    let header = "Monitor Proposal version 4 (WAL entry data) and snapshot file version 4, \
+    let header = "Monitor Proposal version 5 (WAL entry data) and snapshot file version 5, \
                   quarry-mon.\nGenerated once; never edit: a change of bytes needs a new version.";
     golden::check(&golden_path(), header, &refs);
 }
@@ -332,6 +359,39 @@ fn golden_bytes_decode_to_the_same_values() {
     assert_eq!(photos.acting[0].len(), 2, "the reported move made both OSDs voters");
     assert!(!back.state.map.osds[&0].in_cluster, "osd.0 was marked out automatically");
     assert!(back.state.map.osds[&0].down_since > 0);
+    let shrink = back.state.map.pool_by_name("shrink").unwrap();
+    assert_eq!((shrink.pg_num, shrink.pg_num_target, shrink.pg_num_pending), (3, 2, 2));
+    assert_eq!(shrink.merging(), Some((2, 0)), "the next merge is marked");
+}
+
+/// What a state of version 4 decodes to: every pool's `pg_num_target` and
+/// `pg_num_pending` are its `pg_num`.
+fn as_upgraded_v4(mut state: MonState) -> MonState {
+    for pool in state.map.pools.values_mut() {
+        pool.pg_num_target = pool.pg_num;
+        pool.pg_num_pending = pool.pg_num;
+    }
+    state
+}
+
+/// Version 4 (before `pg_num_target` and `pg_num_pending`): proposals and the snapshot file
+/// still decode, to the values the version 4 history gives now.
+#[test]
+fn version_4_bytes_still_decode() {
+    let text = std::fs::read_to_string(golden_v4_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    let v4 = proposals_of(every_op_v4());
+    for (name, proposal) in &v4 {
+        assert_eq!(golden[name][0], 4);
+        assert_eq!(&Proposal::decode(&golden[name]).unwrap(), proposal, "{name}");
+    }
+    let back = snapshot::decode(&golden["snapshot_file"]).unwrap();
+    let want = snapshot_file_of(v4);
+    assert_eq!(back.meta, want.meta);
+    assert_eq!(back.state, as_upgraded_v4(want.state.clone()));
+    assert_eq!(back.state, want.state, "a version 4 history leaves target = pending = pg_num");
+    let photos = back.state.map.pool_by_name("photos").unwrap();
+    assert_eq!(photos.acting[0].len(), 2);
 }
 
 /// Version 3 (before up sets and down stamps): proposals and the snapshot file still

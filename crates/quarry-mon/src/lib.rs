@@ -39,7 +39,14 @@
 //! check, `tasks::quota_full`), OsdMark (`osd out|in|down|reweight`), ConfigSet (the central
 //! config, `MonState::config`; its rules in `config_db`); since version 4: PgRemapped (a PG's
 //! primary committed its move to the up set: acting = up; `Request::PgRemapped`), OsdAutoOut
-//! (`tasks::down_out`, after `mon_osd_down_out_interval`). Pool size changes, OSDs out, in,
+//! (`tasks::down_out`, after `mon_osd_down_out_interval`); since version 5: PgMerged (the
+//! target PG's primary applied a merge the map marks: `pg_num` drops by one;
+//! `Request::PgMerged`). A `pg_num` decrease records Ceph's `pg_num_target` and the
+//! monitor steps it one PG at a time (`MonState`'s merge steps, run with every map change):
+//! the last PG's up set becomes its split parent's, and once both act on the same OSDs, all
+//! up, the merge is marked (`pg_num_pending = pg_num - 1`, PG state `premerge`); neither
+//! PG changes members until the report. The admin command still refuses a decrease
+//! (`admin.rs`) until the OSDs seal and merge PGs. Pool size changes, OSDs out, in,
 //! booted for the first time or marked out recompute the pools' up sets (`MonState::remap`);
 //! an OSD marked down hands the primary role of its PGs to a member that is up. Every change to the map bumps its epoch; subscribers get the newest map
 //! (a subscriber that has not read the previous one yet gets only the newest when it does:
@@ -123,6 +130,7 @@ pub mod snapshot;
 mod snapshot_v1;
 mod snapshot_v2;
 mod snapshot_v3;
+mod snapshot_v4;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -22,7 +22,7 @@ use quarry_auth::{CryptoKey, ServiceKey};
 use quarry_types::{EntityName, ErrorCode, OsdId, PgId, PoolId, SnapId};
 
 /// Version byte in front of a [`Proposal`] in the WAL.
-pub const PROPOSAL_VERSION: u8 = 4;
+pub const PROPOSAL_VERSION: u8 = 5;
 
 /// What errors call a [`Proposal`] payload.
 const PROPOSAL_WHAT: &str = "monitor log entry (Proposal)";
@@ -37,8 +37,8 @@ impl Proposal {
     /// [`DecodeError::TooNew`].
     pub fn decode(bytes: &[u8]) -> Result<Proposal, DecodeError> {
         // Versions 2 (pool snapshots), 3 (blocklist adders, pool settings, rename, quotas,
-        // OSD marks, central config) and 4 (PG remaps, automatic out) only appended `Op`
-        // variants: an older body decodes as the same type.
+        // OSD marks, central config), 4 (PG remaps, automatic out) and 5 (PG merges) only
+        // appended `Op` variants: an older body decodes as the same type.
         let (_, body) = version::split(PROPOSAL_WHAT, PROPOSAL_VERSION, bytes)?;
         version::decode_body(PROPOSAL_WHAT, body)
     }
@@ -303,6 +303,17 @@ pub enum Op {
         id: OsdId,
         /// The down stamp the leader saw (a newer down is another outage).
         down_since: u64,
+    },
+    /// Version 5: the primary of `target` applied the merge of PG `source` of the same pool
+    /// into it (`quarry_wire::PoolInfo::merging`). Applied only while the pool's map says
+    /// that merge is under way: the pool's `pg_num` drops by one (the source was its last
+    /// PG) and the next step of the shrink starts. A report of a merge already counted is a
+    /// success that changes nothing; any other is refused (ESTALE), nothing changes.
+    PgMerged {
+        /// The target PG (pool and seed).
+        target: PgId,
+        /// The source PG's seed.
+        source: u32,
     },
 }
 

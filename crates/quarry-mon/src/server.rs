@@ -374,6 +374,41 @@ impl Mon {
         }
     }
 
+    /// `Request::PgMerged`: from the target PG's acting primary, current incarnation only.
+    async fn pg_merged(
+        &self,
+        session: &Session,
+        id: OsdId,
+        up_from: u64,
+        target: PgId,
+        source: u32,
+    ) -> Reply {
+        if let Err(reply) = self.require_osd(session, id) {
+            return reply;
+        }
+        let map = self.core.map();
+        if !map.osds.get(&id).is_some_and(|o| o.up && o.up_from == up_from) {
+            let message = format!("osd.{id} incarnation {up_from} is not up: boot again");
+            return Reply::Failed { code: ErrorCode::ENOENT, message };
+        }
+        if map.acting(target).first() != Some(&id) {
+            let message = format!("osd.{id} is not the primary of pg {target}");
+            return Reply::Failed { code: ErrorCode::ESTALE, message };
+        }
+        match self.propose(Op::PgMerged { target, source }).await {
+            Ok(Outcome::Done(text)) => {
+                if !text.is_empty() {
+                    tracing::info!(osd = id, "{text}");
+                }
+                Reply::Ack
+            }
+            Ok(other) => {
+                failed(OpError::new(ErrorCode::EIO, format!("unexpected merge outcome {other:?}")))
+            }
+            Err(e) => failed(e),
+        }
+    }
+
     fn osd_beacon(&self, session: &Session, id: OsdId, up_from: u64, beacon: Beacon) -> Reply {
         if let Err(reply) = self.require_osd(session, id) {
             return reply;
@@ -524,6 +559,9 @@ impl Handler<Session> for MonHandler {
             Request::OsdDamaged { id, up_from, pgs } => mon.osd_damaged(session, id, up_from, pgs),
             Request::PgRemapped { id, up_from, pg, from, to } => {
                 mon.pg_remapped(session, id, up_from, pg, from, to).await
+            }
+            Request::PgMerged { id, up_from, target, source } => {
+                mon.pg_merged(session, id, up_from, target, source).await
             }
             Request::Tell { words } => mon.tell(session, &words),
             Request::Op(_)

@@ -9,12 +9,13 @@
 //! The version is read right after the magic: a file with a newer version is
 //! [`MonError::FormatTooNew`] (this build is too old; the file is not damaged), never
 //! "corrupt". The body's bytes are pinned by golden tests (`tests/golden/mon_v1.hex`,
-//! `mon_v2.hex`, `mon_v3.hex`, `mon_v4.hex`): any change to `MonState` or a type in it (even a field added at the end:
+//! `mon_v2.hex`, `mon_v3.hex`, `mon_v4.hex`, `mon_v5.hex`): any change to `MonState` or a type in it (even a field added at the end:
 //! bincode 1 writes no names or lengths) needs `VERSION + 1` and a decoder that still reads
 //! the older versions (the upgrade rule is in `quarry_persist`). Version 2 added pool
 //! snapshots to the map's pools; version 3 pool flags and quotas, OSD reweights, blocklist
 //! adders and the central config; version 4 the PGs' up sets and the OSDs' down stamps
-//! (rebalancing). Version 3 is read through `snapshot_v3`, version 2 through `snapshot_v2`,
+//! (rebalancing); version 5 the pools' `pg_num_target` and `pg_num_pending` (PG merge).
+//! Version 4 is read through `snapshot_v4`, version 3 through `snapshot_v3`, version 2 through `snapshot_v2`,
 //! version 1 through `snapshot_v1` and then `snapshot_v2`.
 //!
 //! Replacement is crash-safe ([`quarry_persist::write_atomic`]): write `snapshot.partial`,
@@ -36,7 +37,7 @@ use crate::state::MonState;
 pub const SNAPSHOT_FILE: &str = "snapshot";
 const MAGIC: &[u8; 8] = b"QMONSNAP";
 /// The snapshot format version this build writes and the newest it reads.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 const HEADER_LEN: usize = 8 + 4 + 8 + 4;
 /// Snapshots larger than this are refused as corrupt (the map and auth db are small).
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 30;
@@ -107,6 +108,11 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotFile, MonError> {
         let v2: crate::snapshot_v2::SnapshotFileV2 =
             version::decode_body("monitor snapshot", body).map_err(corrupt_body)?;
         return Ok(v2.into());
+    }
+    if found_version == 4 {
+        let v4: crate::snapshot_v4::SnapshotFileV4 =
+            version::decode_body("monitor snapshot", body).map_err(corrupt_body)?;
+        return Ok(v4.into());
     }
     if found_version == 3 {
         let v3: crate::snapshot_v3::SnapshotFileV3 =

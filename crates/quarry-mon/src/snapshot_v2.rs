@@ -101,6 +101,8 @@ impl From<PoolInfoV2> for PoolInfo {
             id: p.id,
             name: p.name,
             pg_num: p.pg_num,
+            pg_num_target: p.pg_num,
+            pg_num_pending: p.pg_num,
             size: p.size,
             min_size: p.min_size,
             applications: p.applications,

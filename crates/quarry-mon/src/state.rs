@@ -112,10 +112,15 @@ impl MonState {
             Op::ConfigSet { who, key, value } => self.config_set(who, key, value.as_deref()),
             Op::PgRemapped { pg, from, to } => self.pg_remapped(*pg, from, to),
             Op::OsdAutoOut { id, down_since } => Ok(self.osd_auto_out(*id, *down_since)),
+            Op::PgMerged { target, source } => self.pg_merged(*target, *source),
         }
     }
 
+    /// Every change to the map ends here: the pools' merge steps are brought up to date
+    /// (`merge_steps`: an acting set, an OSD's state or a target may have changed) and the
+    /// epoch is bumped.
     fn bump(&mut self) -> u64 {
+        self.merge_steps();
         self.map.epoch += 1;
         self.map.epoch
     }
@@ -240,9 +245,117 @@ impl MonState {
             pool.acting.push(acting);
         }
         pool.pg_num = n;
+        pool.pg_num_target = n;
+        pool.pg_num_pending = n;
         self.remap();
         self.bump();
         Ok(())
+    }
+
+    /// `pg_num` of pool `id` set to `n` while it shrinks or to shrink it (`n` below
+    /// `pg_num`, or a shrink under way): records Ceph's `pg_num_target`; `merge_steps` then
+    /// merges one PG at a time. `n` at or above `pg_num` during a shrink cancels what is left
+    /// of it (and grows the pool beyond), unless a merge is marked in the map: that one
+    /// must finish first (EBUSY, nothing changes), as its PGs are sealed on the OSDs.
+    fn pool_shrink(&mut self, id: PoolId, n: u32) -> Result<(), OpError> {
+        let Some(pool) = self.map.pools.get_mut(&id) else {
+            return Err(OpError::noent(format!("pool {id} does not exist")));
+        };
+        if n < pool.pg_num {
+            if pool.pg_num_target != n {
+                pool.pg_num_target = n;
+                self.bump();
+            }
+            return Ok(());
+        }
+        if let Some((source, target)) = pool.merging() {
+            return Err(OpError::new(
+                ErrorCode::EBUSY,
+                format!(
+                    "pool '{}' is merging pg {id}.{source:x} into {id}.{target:x} (pg_num {}, pg_num_target {}): set pg_num again once pg_num is {}",
+                    pool.name, pool.pg_num, pool.pg_num_target, pool.pg_num_pending
+                ),
+            ));
+        }
+        if n > pool.pg_num {
+            // Resets the target and recomputes every up set (the source's was pinned).
+            return self.pool_grow(id, n);
+        }
+        pool.pg_num_target = pool.pg_num;
+        // The source's up set was pinned to its target's: placement decides again.
+        self.remap();
+        self.bump();
+        Ok(())
+    }
+
+    /// One step of each shrinking pool (Ceph merges one PG at a time): the last PG `s`
+    /// (`pg_num - 1`) merges into `t = split_parent(s, pg_num - 1)`. First `s`'s up set
+    /// becomes `t`'s (its primary moves it by the rebalancing); once `s`'s and `t`'s acting
+    /// sets are `t`'s up set and every member is up, the merge is marked (`pg_num_pending =
+    /// pg_num - 1`: the OSDs seal `s` and merge it into `t`, whose primary reports
+    /// `PgMerged`). While marked, both PGs' up sets are their acting sets: no membership
+    /// change of either until the merge is done.
+    fn merge_steps(&mut self) {
+        let osds = &self.map.osds;
+        let all_up = |set: &[OsdId]| {
+            !set.is_empty() && set.iter().all(|o| osds.get(o).is_some_and(|i| i.up))
+        };
+        let same = |a: &[OsdId], b: &[OsdId]| a.len() == b.len() && a.iter().all(|o| b.contains(o));
+        for pool in self.map.pools.values_mut() {
+            if pool.pg_num_target >= pool.pg_num || pool.pg_num < 2 {
+                continue;
+            }
+            if pool.up.len() < pool.acting.len() {
+                pool.up = pool.acting.clone();
+            }
+            if let Some((s, t)) = pool.merging() {
+                let (s, t) = (s as usize, t as usize);
+                pool.up[s] = pool.acting[s].clone();
+                pool.up[t] = pool.acting[t].clone();
+                continue;
+            }
+            let s = (pool.pg_num - 1) as usize;
+            let t = quarry_placement::split_parent(s as u32, pool.pg_num - 1) as usize;
+            let (Some(acting_s), Some(acting_t), Some(up_t)) =
+                (pool.acting.get(s), pool.acting.get(t), pool.up.get(t))
+            else {
+                continue;
+            };
+            let colocated = same(acting_s, acting_t) && same(acting_t, up_t) && all_up(acting_t);
+            pool.up[s] = pool.up[t].clone();
+            if colocated {
+                pool.pg_num_pending = pool.pg_num - 1;
+                pool.up[s] = pool.acting[s].clone();
+            }
+        }
+    }
+
+    /// `PgMerged`: the primary of `target` applied the merge of `source` into it.
+    fn pg_merged(&mut self, target: PgId, source: u32) -> Applied {
+        let Some(pool) = self.map.pools.get_mut(&target.pool) else {
+            return Err(OpError::noent(format!("pool {} does not exist", target.pool)));
+        };
+        let id = pool.id;
+        if pool.merging() != Some((source, target.seed)) {
+            if source >= pool.pg_num && target.seed < pool.pg_num {
+                // A report resent after it was counted: the source is gone already.
+                return Ok(Outcome::Done(String::new()));
+            }
+            return Err(OpError::new(
+                ErrorCode::ESTALE,
+                format!("pool {id} is not merging pg {id}.{source:x} into {target}"),
+            ));
+        }
+        pool.acting.truncate(source as usize);
+        pool.up.truncate(source as usize);
+        pool.pg_num = source;
+        pool.pg_num_pending = source;
+        let message = format!(
+            "pg {id}.{source:x} merged into {target}: pool {id} pg_num {source} (target {})",
+            pool.pg_num_target
+        );
+        self.bump();
+        Ok(Outcome::Done(message))
     }
 
     /// `mon_max_pg_per_osd` from the central config (`mon`, then `global`), Ceph's default
@@ -359,6 +472,10 @@ impl MonState {
                     ));
                 }
                 let (current, n) = (info.pg_num, n as u32);
+                if var == "pg_num" && (n < current || info.pg_num_target < current) {
+                    self.pool_shrink(id, n)?;
+                    return Ok(set(var));
+                }
                 if n == current {
                     return Ok(Outcome::Done(String::new()));
                 }
@@ -371,12 +488,6 @@ impl MonState {
                     return Err(OpError::new(
                         ErrorCode::EOPNOTSUPP,
                         format!("pgp_num follows pg_num in Quarry (each PG is placed by its own id): pool '{pool}' keeps pgp_num {current}; set pg_num instead"),
-                    ));
-                }
-                if n < current {
-                    return Err(OpError::new(
-                        ErrorCode::EOPNOTSUPP,
-                        format!("decreasing pg_num is not supported: Quarry splits PGs but does not merge them yet; pool '{pool}' keeps pg_num {current}"),
                     ));
                 }
                 self.pool_grow(id, n)?;
@@ -750,6 +861,8 @@ impl MonState {
         if added {
             self.remap();
         }
+        // The epoch was taken before the OSD was up: a merge waiting for it is marked now.
+        self.merge_steps();
         Ok(Outcome::Booted { epoch, up_from: epoch })
     }
 
@@ -971,6 +1084,8 @@ fn new_pool(id: PoolId, name: &str, pg_num: u32, size: u32, acting: Vec<Vec<OsdI
         id,
         name: name.to_string(),
         pg_num,
+        pg_num_target: pg_num,
+        pg_num_pending: pg_num,
         size,
         min_size: size - size / 2,
         applications: BTreeSet::new(),
@@ -1253,7 +1368,6 @@ mod tests {
             ("size", "0", ErrorCode::EINVAL),
             ("size", "11", ErrorCode::EINVAL),
             ("size", "two", ErrorCode::EINVAL),
-            ("pg_num", "4", ErrorCode::EOPNOTSUPP),
             ("pg_num", "0", ErrorCode::ERANGE),
             ("pg_num", "65537", ErrorCode::ERANGE),
             ("pg_num", "4096", ErrorCode::ERANGE),
@@ -1309,6 +1423,150 @@ mod tests {
         );
         assert_eq!(s.apply(&rename("vms", "vms")).unwrap_err().code, ErrorCode::EEXIST);
         assert_eq!(s.apply(&rename("nope", "other")).unwrap_err().code, ErrorCode::ENOENT);
+    }
+
+    /// Goal (PG merge, Ceph's order): a decrease records `pg_num_target` and nothing else
+    /// moves at once; the last PG's up set becomes its merge target's; once both act on the
+    /// same OSDs, all up, the merge is marked (`premerge`, `pg_num_pending`), neither PG's up
+    /// set follows an OSD going out meanwhile, a later increase is EBUSY, and only the target
+    /// primary's `PgMerged` for exactly that pair lowers `pg_num`, one PG at a time, until the
+    /// target (6: not a power of two); a resent report changes nothing.
+    #[test]
+    fn shrink_colocates_marks_and_merges_one_pg_at_a_time() {
+        let mut s = booted();
+        for id in 0..3 {
+            s.apply(&at(2, Op::OsdBoot { id, addr: addr(), host: format!("h{id}") })).unwrap();
+        }
+        let set = |var: &str, val: &str| {
+            at(5, Op::PoolSet { pool: "rbd".into(), var: var.into(), val: val.into() })
+        };
+        let done = |t: &str| Ok(Outcome::Done(t.to_string()));
+        let same = |a: &[OsdId], b: &[OsdId]| {
+            let (mut a, mut b) = (a.to_vec(), b.to_vec());
+            a.sort_unstable();
+            b.sort_unstable();
+            a == b
+        };
+        let acting_before = s.map.pools[&1].acting.clone();
+        assert_eq!(s.apply(&set("pg_num", "6")), done("set pool 1 pg_num to 6"));
+        let pool = s.map.pools[&1].clone();
+        assert_eq!((pool.pg_num, pool.pg_num_target, pool.pg_num_pending), (16, 6, 16));
+        assert_eq!(pool.acting, acting_before, "nothing acts elsewhere at once");
+
+        // Cancel before anything is marked: placement decides the up sets again.
+        {
+            let mut cancelled = s.clone();
+            let pool = &cancelled.map.pools[&1];
+            if pool.merging().is_none() {
+                assert_eq!(cancelled.apply(&set("pg_num", "16")), done("set pool 1 pg_num to 16"));
+                let pool = &cancelled.map.pools[&1];
+                assert_eq!((pool.pg_num, pool.pg_num_target), (16, 16));
+                assert!(pool.merging().is_none());
+            }
+        }
+
+        let mut merges = 0;
+        let mut marked_seen = false;
+        while s.map.pools[&1].pg_num > 6 {
+            let pool = s.map.pools[&1].clone();
+            let n = pool.pg_num;
+            let (src, tgt) = (n - 1, quarry_placement::split_parent(n - 1, n - 1));
+            let (pg_s, pg_t) = (PgId { pool: 1, seed: src }, PgId { pool: 1, seed: tgt });
+            match pool.merging() {
+                None => {
+                    // Colocating: s moves to where t is going; its primary reports the move.
+                    assert_eq!(s.map.up_set(pg_s), s.map.up_set(pg_t), "pg_num {n}");
+                    assert!(s.map.is_remapped(pg_s));
+                    let (from, to) = (s.map.acting(pg_s).to_vec(), s.map.up_set(pg_s).to_vec());
+                    s.apply(&at(6, Op::PgRemapped { pg: pg_s, from, to })).unwrap();
+                    assert_eq!(
+                        s.map.pools[&1].merging(),
+                        Some((src, tgt)),
+                        "marked once colocated"
+                    );
+                }
+                Some(pair) => {
+                    assert_eq!(pair, (src, tgt));
+                    assert_eq!(pool.pg_num_pending, n - 1);
+                    assert!(same(s.map.acting(pg_s), s.map.acting(pg_t)));
+                    assert_eq!(s.map.pg_state(pg_s), "active+clean+premerge");
+                    assert_eq!(s.map.pg_state(pg_t), "active+clean+premerge");
+                    if !marked_seen {
+                        marked_seen = true;
+                        let before = s.clone();
+                        let busy = s.apply(&set("pg_num", "32")).unwrap_err();
+                        assert_eq!(busy.code, ErrorCode::EBUSY, "{busy:?}");
+                        assert_eq!(s, before, "a refused increase changes nothing");
+                        let wrong =
+                            Op::PgMerged { target: PgId { pool: 1, seed: tgt + 1 }, source: src };
+                        assert_eq!(s.apply(&at(6, wrong)).unwrap_err().code, ErrorCode::ESTALE);
+                        assert_eq!(s, before, "a report of another pair changes nothing");
+                        // An OSD of the pair out meanwhile: neither PG's up set follows.
+                        let mut out = s.clone();
+                        let member = s.map.acting(pg_t)[0];
+                        out.apply(&at(6, Op::OsdMark { ids: vec![member], mark: OsdMark::Out }))
+                            .unwrap();
+                        assert!(!out.map.is_remapped(pg_s) && !out.map.is_remapped(pg_t));
+                    }
+                    let epoch = s.map.epoch;
+                    s.apply(&at(7, Op::PgMerged { target: pg_t, source: src })).unwrap();
+                    let pool = &s.map.pools[&1];
+                    assert_eq!(
+                        (pool.pg_num, pool.acting.len(), pool.up.len()),
+                        (n - 1, n as usize - 1, n as usize - 1)
+                    );
+                    assert!(s.map.epoch > epoch);
+                    merges += 1;
+                    let before = s.clone();
+                    assert_eq!(
+                        s.apply(&at(7, Op::PgMerged { target: pg_t, source: src })),
+                        done("")
+                    );
+                    assert_eq!(s, before, "a resent report changes nothing");
+                }
+            }
+        }
+        assert_eq!(merges, 10);
+        assert!(marked_seen);
+        let pool = &s.map.pools[&1];
+        assert_eq!((pool.pg_num, pool.pg_num_target, pool.pg_num_pending), (6, 6, 6));
+        assert!(pool.merging().is_none());
+        assert_eq!(s.apply(&set("pg_num", "8")), done("set pool 1 pg_num to 8"), "grows again");
+    }
+
+    /// Goal: a merge is marked only with every OSD of the pair up; while one is down the
+    /// step waits, and its boot marks it.
+    #[test]
+    fn a_merge_waits_for_its_osds_to_be_up() {
+        let mut s = booted();
+        for id in 0..3 {
+            s.apply(&at(2, Op::OsdBoot { id, addr: addr(), host: format!("h{id}") })).unwrap();
+        }
+        s.apply(&at(5, Op::PoolSet { pool: "rbd".into(), var: "pg_num".into(), val: "15".into() }))
+            .unwrap();
+        let pg_s = PgId { pool: 1, seed: 15 };
+        let t = quarry_placement::split_parent(15, 15);
+        if s.map.pools[&1].merging().is_none() {
+            let (from, to) = (s.map.acting(pg_s).to_vec(), s.map.up_set(pg_s).to_vec());
+            // osd of the target down before the move is reported: not marked.
+            let member = s.map.acting(PgId { pool: 1, seed: t })[1];
+            let up_from = s.map.osds[&member].up_from;
+            s.apply(&at(6, Op::OsdDown { id: member, up_from })).unwrap();
+            s.apply(&at(6, Op::PgRemapped { pg: pg_s, from, to })).unwrap();
+            assert_eq!(s.map.pools[&1].merging(), None, "a member is down");
+            s.apply(&at(7, Op::OsdBoot { id: member, addr: addr(), host: format!("h{member}") }))
+                .unwrap();
+        }
+        let p = &s.map.pools[&1];
+        assert_eq!(
+            p.merging(),
+            Some((15, t)),
+            "{:?} {:?} {:?} {:?}",
+            p.acting[15],
+            p.acting[t as usize],
+            p.up[t as usize],
+            s.map.osds
+        );
     }
 
     /// Goal (rebalancing): a size change recomputes the up sets over the in OSDs, keeping the

@@ -105,6 +105,15 @@ pub struct PoolInfo {
     /// promotes them and removes the others, then reports, and the monitor sets acting = up.
     /// A PG missing here (maps built by tests) is where it acts.
     pub up: Vec<Vec<OsdId>>,
+    /// Ceph's `pg_num_target`: the `pg_num` the operator asked for. Below `pg_num` while the
+    /// pool shrinks: the monitor merges its last PG into its parent, one PG at a time, until
+    /// `pg_num` reaches it (a growth sets both at once). Since map version 5.
+    pub pg_num_target: u32,
+    /// Ceph's `pg_num_pending`: `pg_num - 1` while the last PG `s = pg_num - 1` merges into
+    /// `t = split_parent(s, pg_num - 1)` ([`PoolInfo::merging`]; both are then on the same
+    /// OSDs and neither changes members), otherwise `pg_num`. `pg_num` drops to it when `t`'s
+    /// primary reports the merge applied.
+    pub pg_num_pending: u32,
 }
 
 /// Pool flag bits, with Ceph's values (`pg_pool_t::FLAG_*`) and names (`flags_names`).
@@ -193,6 +202,17 @@ impl PoolInfo {
         self.has_flag(pool_flags::FULL) || self.has_flag(pool_flags::FULL_QUOTA)
     }
 
+    /// The merge under way, `(source, target)` seeds: while `pg_num_pending` is below
+    /// `pg_num`, the last PG merges into its split parent at `pg_num - 1` PGs (Ceph's rule:
+    /// the inverse of the split that made it).
+    pub fn merging(&self) -> Option<(u32, u32)> {
+        if self.pg_num_pending >= self.pg_num || self.pg_num < 2 {
+            return None;
+        }
+        let source = self.pg_num - 1;
+        Some((source, quarry_placement::split_parent(source, source)))
+    }
+
     /// The id of the pool snapshot named `name`.
     pub fn pool_snap_by_name(&self, name: &str) -> Option<SnapId> {
         self.pool_snaps.iter().find(|(_, s)| s.name == name).map(|(id, _)| *id)
@@ -263,7 +283,8 @@ impl ClusterMap {
     ///   voters are all up moving to enough OSDs (no I/O);
     /// - otherwise `active`, with `+undersized` (fewer voters up than the pool's size),
     ///   `+degraded` (undersized, or a voter down), `+remapped+backfilling` (its up set
-    ///   differs: its primary is moving it), or `+clean` when none applies.
+    ///   differs: its primary is moving it), or `+clean` when none applies; `+premerge` for
+    ///   the two PGs of a merge under way ([`PoolInfo::merging`]).
     pub fn pg_state(&self, pg: PgId) -> &'static str {
         let Some(pool) = self.pools.get(&pg.pool) else { return "unknown" };
         let up = |osd: &OsdId| self.osds.get(osd).is_some_and(|o| o.up);
@@ -282,6 +303,15 @@ impl ClusterMap {
         }
         let undersized = live < pool.size as usize;
         let degraded = undersized || live < acting.len();
+        // Ceph's `premerge`: the merging pair (never remapped: the monitor marks the merge
+        // only once both are where they belong), after `clean` in Ceph's order.
+        if pool.merging().is_some_and(|(s, t)| pg.seed == s || pg.seed == t) {
+            return match (undersized, degraded) {
+                (false, false) => "active+clean+premerge",
+                (true, _) => "active+undersized+degraded+premerge",
+                (false, true) => "active+degraded+premerge",
+            };
+        }
         match (undersized, degraded, remapped) {
             (false, false, false) => "active+clean",
             (false, false, true) => "active+remapped+backfilling",

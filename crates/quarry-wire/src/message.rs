@@ -304,6 +304,21 @@ pub enum Request {
         /// The command's words.
         words: Vec<String>,
     },
+    /// Mon, from `osd.N` only, the acting primary of `target`: the merge of PG `source` of
+    /// the same pool into `target` (the one the map marks, `PoolInfo::merging`) is applied
+    /// in `target`'s log. The monitor lowers the pool's `pg_num` by one in a new map epoch
+    /// (then `source`'s OSDs stop its group). Reply: `Ack`, or `Failed` (ESTALE: the map
+    /// marks no such merge).
+    PgMerged {
+        /// The reporting OSD's id.
+        id: OsdId,
+        /// The incarnation (`up_from`) it booted as.
+        up_from: u64,
+        /// The target PG.
+        target: PgId,
+        /// The source PG's seed.
+        source: u32,
+    },
 }
 
 /// A reply.

@@ -464,6 +464,8 @@ mod tests {
             id: 1,
             name: "rbd".into(),
             pg_num: 4,
+            pg_num_target: 4,
+            pg_num_pending: 4,
             size: 3,
             min_size: 2,
             applications: Default::default(),

@@ -293,9 +293,22 @@ pub fn health(s: &StatusReport, detail: bool) -> String {
 
 /// One pool as `ceph osd pool ls detail` prints it (followed by a blank line, as Ceph does).
 pub fn pool_detail(p: &PoolInfo, epoch: u64) -> String {
+    // Ceph prints the targets and the pending count only where they differ (a pool
+    // shrinking by PG merges); pgp_num follows pg_num in Quarry.
+    let mut targets = String::new();
+    if p.pg_num_target != p.pg_num {
+        let _ = write!(
+            targets,
+            " pg_num_target {} pgp_num_target {}",
+            p.pg_num_target, p.pg_num_target
+        );
+    }
+    if p.pg_num_pending != p.pg_num {
+        let _ = write!(targets, " pg_num_pending {}", p.pg_num_pending);
+    }
     let mut line = format!(
         "pool {} '{}' replicated size {} min_size {} crush_rule 0 object_hash rjenkins \
-         pg_num {} pgp_num {} autoscale_mode off last_change {} flags {}",
+         pg_num {} pgp_num {}{targets} autoscale_mode off last_change {} flags {}",
         p.id,
         p.name,
         p.size,
@@ -712,6 +725,8 @@ mod tests {
             id: 1,
             name: "rbd".into(),
             pg_num: 32,
+            pg_num_target: 32,
+            pg_num_pending: 32,
             size: 1,
             min_size: 1,
             applications: BTreeSet::from(["rbd".to_string()]),
@@ -773,6 +788,11 @@ mod tests {
              pgp_num 32 autoscale_mode off last_change 9 flags hashpspool stripe_width 0 \
              application rbd\n\n"
         );
+        // Shrinking, a merge marked: Ceph's extra fields, in its order.
+        let shrinking = PoolInfo { pg_num_target: 8, pg_num_pending: 31, ..pool() };
+        assert!(pool_detail(&shrinking, 9).contains(
+            "pg_num 32 pgp_num 32 pg_num_target 8 pgp_num_target 8 pg_num_pending 31 autoscale_mode"
+        ));
     }
 
     #[test]
