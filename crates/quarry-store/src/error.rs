@@ -86,6 +86,17 @@ pub enum StoreError {
         /// The seed its target function returned.
         target: u32,
     },
+    /// A PG merge found an object of the source that the target holds too (`merge_pg`):
+    /// two PGs never hold the same name, so the store is damaged; nothing changed.
+    #[error("merging pg {merged} into {into}: both hold object {object:?}")]
+    MergeCollision {
+        /// The PG merged (the source).
+        merged: PgId,
+        /// The PG merged into (the target).
+        into: PgId,
+        /// The object.
+        object: String,
+    },
 }
 
 macro_rules! from_redb {

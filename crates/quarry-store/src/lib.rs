@@ -267,6 +267,7 @@ mod error;
 mod exchange;
 mod extent;
 mod format;
+mod merge;
 mod methods;
 mod read;
 mod split;
@@ -288,6 +289,7 @@ use redb::{Database, Durability, ReadableTable, TableHandle};
 pub use datafile::DataSpace;
 pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
+pub use merge::MergeStats;
 pub use split::SplitStats;
 
 use crate::datafile::DataFile;
