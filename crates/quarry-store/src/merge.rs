@@ -425,6 +425,7 @@ mod tests {
                 }
             }
         }
+        eprintln!("merge cut points {first}..={last}: {before} before, {after} after");
         assert!(before > 0 && after > 0, "the cuts fell on both sides ({before} / {after})");
     }
 }
