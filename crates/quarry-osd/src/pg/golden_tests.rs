@@ -1,7 +1,9 @@
 //! Golden bytes of what a PG persists: [`PgCommand`] as the WAL stores it (one value per
 //! `ObjectOp` variant, so every op's layout is pinned) and [`PgState`] as the store keeps it,
 //! compared with `tests/golden/pg_v1.hex` (version 1 commands, still decoded, and PgState
-//! version 1) and `tests/golden/pg_v2.hex` (version 2 commands: with request ids, TrimSnap). A failure means a persisted format changed: bump
+//! version 1) and `tests/golden/pg_v2.hex` (version 2 commands: with request ids, TrimSnap),
+//! `pg_v2_split.hex` (PgState version 2, Split) and `pg_v3_merge.hex` (PgState version 3,
+//! Seal, Merge). A failure means a persisted format changed: bump
 //! `PG_COMMAND_VERSION` / `PG_STATE_VERSION` and keep decoding the old version (the upgrade
 //! rule in `quarry_persist`); never edit the golden file.
 
@@ -16,7 +18,7 @@ use quarry_types::{CmpOp, ObjectOp, Payload, SnapContext};
 
 use quarry_types::{EntityName, EntityReqId, ReqId};
 
-use super::{ClientCommand, PgCommand, PgCommandV1, PgRaftConfig, PgState, PgStateV1};
+use super::{ClientCommand, PgCommand, PgCommandV1, PgRaftConfig, PgState, PgStateV1, PgStateV2};
 
 fn golden_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v1.hex")
@@ -24,6 +26,10 @@ fn golden_path() -> PathBuf {
 
 fn golden_split_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v2_split.hex")
+}
+
+fn golden_merge_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v3_merge.hex")
 }
 
 fn golden_v2_path() -> PathBuf {
@@ -165,13 +171,41 @@ fn states() -> Vec<(&'static str, PgStateV1)> {
 fn split_values() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (name, v1) in states() {
-        let state = PgState { applied: v1.applied, membership: v1.membership, pg_num: 0x0102_0304 };
-        out.push((format!("{name}_v2"), state.encode()));
+        let state =
+            PgStateV2 { applied: v1.applied, membership: v1.membership, pg_num: 0x0102_0304 };
+        out.push((format!("{name}_v2"), quarry_persist::version::encode(2, &state)));
     }
     let mut bytes = Vec::new();
     PgRaftConfig::encode_data(&PgCommand::Split { pg_num: 0x0506_0708 }, &mut bytes);
     out.push(("split".to_string(), bytes));
     out
+}
+
+/// PgState version 3 (with `sealed`), and the `Seal` and `Merge` commands appended to
+/// PgCommand version 2: pinned in `pg_v3_merge.hex`.
+fn merge_values() -> Vec<(String, Vec<u8>)> {
+    let sealed = LogId::new(CommittedLeaderId::new(9, 2), 0x0a0b_0c0d);
+    let mut out = Vec::new();
+    for (name, v1) in states() {
+        let state = PgState {
+            applied: v1.applied,
+            membership: v1.membership,
+            pg_num: 0x0102_0304,
+            sealed: Some(sealed),
+        };
+        out.push((format!("{name}_v3"), state.encode()));
+    }
+    for (name, command) in merge_commands() {
+        let mut bytes = Vec::new();
+        PgRaftConfig::encode_data(&command, &mut bytes);
+        out.push((name.to_string(), bytes));
+    }
+    out
+}
+
+fn merge_commands() -> Vec<(&'static str, PgCommand)> {
+    let sealed = LogId::new(CommittedLeaderId::new(9, 2), 0x0a0b_0c0d);
+    vec![("seal", PgCommand::Seal), ("merge", PgCommand::Merge { source: 0x0506_0708, sealed })]
 }
 
 fn encoded() -> Vec<(String, Vec<u8>)> {
@@ -252,6 +286,13 @@ fn pg_bytes_are_pinned() {
     let refs: Vec<(&str, Vec<u8>)> =
         values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
     golden::check(&golden_split_path(), header, &refs);
+    let header = "PgState version 3 (store pg_state with the merge seal) and PgCommand::Seal, \
+                  PgCommand::Merge (appended to version 2), quarry-osd.\n\
+                  Generated once; never edit: a change of bytes needs a new version.";
+    let values = merge_values();
+    let refs: Vec<(&str, Vec<u8>)> =
+        values.iter().map(|(name, bytes)| (name.as_str(), bytes.clone())).collect();
+    golden::check(&golden_merge_path(), header, &refs);
 }
 
 #[test]
@@ -265,7 +306,12 @@ fn golden_bytes_decode_to_the_same_values() {
     }
     for (name, state) in states() {
         // Version 1 states decode with pg_num 0 (not recorded).
-        let want = PgState { applied: state.applied, membership: state.membership, pg_num: 0 };
+        let want = PgState {
+            applied: state.applied,
+            membership: state.membership,
+            pg_num: 0,
+            sealed: None,
+        };
         assert_eq!(PgState::decode(&golden[name]).unwrap(), want, "{name}");
     }
     let text = std::fs::read_to_string(golden_v2_path()).unwrap();
@@ -276,11 +322,31 @@ fn golden_bytes_decode_to_the_same_values() {
     let text = std::fs::read_to_string(golden_split_path()).unwrap();
     let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
     for (name, v1) in states() {
-        let want = PgState { applied: v1.applied, membership: v1.membership, pg_num: 0x0102_0304 };
+        let want = PgState {
+            applied: v1.applied,
+            membership: v1.membership,
+            pg_num: 0x0102_0304,
+            sealed: None,
+        };
         assert_eq!(PgState::decode(&golden[&format!("{name}_v2")]).unwrap(), want, "{name}");
     }
     let split = PgCommand::Split { pg_num: 0x0506_0708 };
     assert_eq!(PgRaftConfig::decode_data(&golden["split"]).unwrap(), split);
+    let text = std::fs::read_to_string(golden_merge_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    let sealed = LogId::new(CommittedLeaderId::new(9, 2), 0x0a0b_0c0d);
+    for (name, v1) in states() {
+        let want = PgState {
+            applied: v1.applied,
+            membership: v1.membership,
+            pg_num: 0x0102_0304,
+            sealed: Some(sealed),
+        };
+        assert_eq!(PgState::decode(&golden[&format!("{name}_v3")]).unwrap(), want, "{name}");
+    }
+    for (name, command) in merge_commands() {
+        assert_eq!(PgRaftConfig::decode_data(&golden[name]).unwrap(), command, "{name}");
+    }
 }
 
 #[test]
@@ -290,6 +356,6 @@ fn newer_versions_are_format_too_new() {
     out[0] = 3;
     assert!(matches!(PgRaftConfig::decode_data(&out), Err(DecodeError::TooNew(_))));
     let mut state = PgState::default().encode();
-    state[0] = 3;
+    state[0] = 4;
     assert!(matches!(PgState::decode(&state), Err(DecodeError::TooNew(_))));
 }

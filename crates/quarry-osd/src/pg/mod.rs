@@ -15,6 +15,7 @@ pub(crate) mod durability;
 #[cfg(test)]
 mod golden_tests;
 pub(crate) mod membership;
+pub(crate) mod merge;
 pub(crate) mod network;
 pub(crate) mod repair;
 pub(crate) mod split;
@@ -81,6 +82,29 @@ pub enum PgCommand {
     Split {
         /// The pool's new PG count.
         pg_num: u32,
+    },
+    /// PG merge, source side: this PG (the map's merge source, `PoolInfo::merging`) is
+    /// sealed, proposed by its primary when the map marks the merge ([`merge`]). From its
+    /// index on, applying it records the seal's log id in the PG's state and every later
+    /// client command is answered [`split::misplaced`] (the client retries; at the smaller
+    /// `pg_num` it sends to the target), snapshot trims and splits change nothing: the PG's
+    /// data is final at the seal and the same on every replica. A second seal keeps the
+    /// first's id. Appended to version 2 (old entries decode unchanged; pinned in
+    /// `tests/golden/pg_v3_merge.hex`).
+    Seal,
+    /// PG merge, target side: fold PG `source` of the same pool into this PG, proposed by
+    /// this PG's primary once every voter has `source` sealed at exactly `sealed`
+    /// ([`merge`]). Applying it checks this replica's copy of `source` is sealed at `sealed`
+    /// (anything else stops the PG as damaged data does: it never merges other data), then
+    /// moves `source`'s objects in one store transaction
+    /// ([`quarry_store::Store::merge_pg`]) and records `pg_num` = `source` (the source was
+    /// the last PG). A stale one (the recorded `pg_num` is already at or below `source`)
+    /// changes nothing. Appended to version 2 (pinned in `tests/golden/pg_v3_merge.hex`).
+    Merge {
+        /// The source PG's seed (the pool's last PG).
+        source: u32,
+        /// The log id of the source's `Seal`, as every voter of this PG reported it.
+        sealed: LogId<OsdId>,
     },
 }
 
@@ -163,8 +187,9 @@ pub fn pg_of_group(group: u64) -> PgId {
 }
 
 /// Version byte in front of an encoded [`PgState`]. Version 2 added `pg_num`; version 1
-/// blobs decode with `pg_num` 0 (not recorded).
-const PG_STATE_VERSION: u8 = 2;
+/// blobs decode with `pg_num` 0 (not recorded). Version 3 added `sealed`; older blobs decode
+/// unsealed.
+const PG_STATE_VERSION: u8 = 3;
 
 /// What the store keeps per PG beside the objects, written in the same transaction as every
 /// apply: the last applied log id and the membership, so a restart resumes exactly there, and
@@ -177,6 +202,20 @@ pub(crate) struct PgState {
     pub(crate) membership: StoredMembership<OsdId, BasicNode>,
     /// The pool's `pg_num` this PG holds the objects of (set by [`PgCommand::Split`]); 0: not
     /// recorded yet (a new PG, or a version 1 blob), recorded by the primary's first `Split`.
+    pub(crate) pg_num: u32,
+    /// The log id of the [`PgCommand::Seal`] this PG applied (a merge source): its data is
+    /// final from there on ([`merge`]). None: not sealed.
+    pub(crate) sealed: Option<LogId<OsdId>>,
+}
+
+/// A version 2 [`PgState`] (no `sealed`): only decoded (and encoded by the golden tests).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PgStateV2 {
+    /// The last log entry whose effects are in the store.
+    pub(crate) applied: Option<LogId<OsdId>>,
+    /// The last membership applied.
+    pub(crate) membership: StoredMembership<OsdId, BasicNode>,
+    /// The recorded `pg_num`.
     pub(crate) pg_num: u32,
 }
 
@@ -203,6 +242,13 @@ impl PgState {
                 applied: v1.applied,
                 membership: v1.membership,
                 pg_num: 0,
+                sealed: None,
+            }),
+            (2, body) => version::decode_body::<PgStateV2>("pg_state", body).map(|v2| PgState {
+                applied: v2.applied,
+                membership: v2.membership,
+                pg_num: v2.pg_num,
+                sealed: None,
             }),
             (_, body) => version::decode_body("pg_state", body),
         }
@@ -215,8 +261,14 @@ impl PgState {
         meta: &openraft::SnapshotMeta<OsdId, BasicNode>,
         imported: Option<&[u8]>,
     ) -> PgState {
-        let pg_num = imported.and_then(|b| PgState::decode(b).ok()).map_or(0, |s| s.pg_num);
-        PgState { applied: meta.last_log_id, membership: meta.last_membership.clone(), pg_num }
+        let exported = imported.and_then(|b| PgState::decode(b).ok());
+        let (pg_num, sealed) = exported.map_or((0, None), |s| (s.pg_num, s.sealed));
+        PgState {
+            applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            pg_num,
+            sealed,
+        }
     }
 }
 
@@ -357,6 +409,7 @@ mod tests {
             applied: Some(log_id),
             membership: StoredMembership::new(Some(log_id), membership),
             pg_num: 12,
+            sealed: Some(log_id),
         };
         let bytes = state.encode();
         assert_eq!(PgState::decode(&bytes), Ok(state.clone()));
@@ -365,7 +418,14 @@ mod tests {
         assert!(matches!(PgState::decode(&[9, 1, 2]), Err(DecodeError::TooNew(_))));
         let v1 = PgStateV1 { applied: state.applied, membership: state.membership.clone() };
         let old = PgState::decode(&version::encode(1, &v1)).unwrap();
-        assert_eq!(old, PgState { pg_num: 0, ..state.clone() });
+        assert_eq!(old, PgState { pg_num: 0, sealed: None, ..state.clone() });
+        let v2 = PgStateV2 {
+            applied: state.applied,
+            membership: state.membership.clone(),
+            pg_num: 12,
+        };
+        let old = PgState::decode(&version::encode(2, &v2)).unwrap();
+        assert_eq!(old, PgState { sealed: None, ..state.clone() });
         assert!(PgState::decode(&bytes[..bytes.len() - 1]).is_err());
     }
 }

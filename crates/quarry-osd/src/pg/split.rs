@@ -75,6 +75,7 @@ pub(crate) fn child_state(parent: &PgState, pg_num: u32) -> PgState {
         applied: Some(origin),
         membership: StoredMembership::new(Some(origin), Membership::new(vec![voters], nodes)),
         pg_num,
+        sealed: None,
     }
 }
 

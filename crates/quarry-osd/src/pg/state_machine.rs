@@ -175,7 +175,7 @@ impl PgStateMachine {
         let count = entries.len();
         let previous = self.state.clone();
         let mut out: Vec<OpReply> = Vec::with_capacity(count);
-        let mut segment = Segment::new(self.state.membership.clone(), self.state.pg_num);
+        let mut segment = Segment::new(&self.state);
         for entry in entries {
             assert!(Some(entry.log_id) > self.state.applied, "entries applied out of order");
             if let EntryPayload::Normal(PgCommand::TrimSnap { snap, max_objects }) = entry.payload {
@@ -191,6 +191,28 @@ impl PgStateMachine {
                     Ok(reply) => out.push(reply),
                     Err(e) => {
                         self.state = previous;
+                        return Err(e);
+                    }
+                }
+                continue;
+            }
+            if let EntryPayload::Normal(
+                command @ (PgCommand::Seal | PgCommand::Merge { .. }),
+            ) = &entry.payload
+            {
+                let flushed = self.flush(&mut segment, &mut out).await;
+                let applied = match (flushed, command) {
+                    (Err(e), _) => Err(e),
+                    (Ok(()), PgCommand::Merge { source, sealed }) => {
+                        self.merge(*source, *sealed, entry.log_id).await
+                    }
+                    (Ok(()), _) => self.seal(entry.log_id).await,
+                };
+                match applied {
+                    Ok(reply) => out.push(reply),
+                    Err(e) => {
+                        self.state = previous;
+                        self.pg_num.store(self.state.pg_num, Ordering::Release);
                         return Err(e);
                     }
                 }
@@ -217,8 +239,10 @@ impl PgStateMachine {
             match entry.payload {
                 EntryPayload::Blank => out.push(OpReply::Ok(Vec::new())),
                 EntryPayload::Normal(PgCommand::Client(command))
-                    if super::split::moved_out(self.pg, self.state.pg_num, &command.name) =>
+                    if self.state.sealed.is_some()
+                        || super::split::moved_out(self.pg, self.state.pg_num, &command.name) =>
                 {
+                    // Sealed (a merge source): the client resends to the merge target.
                     // The object left this PG in a split: the client resends to its child.
                     out.push(super::split::misplaced());
                 }
@@ -228,7 +252,12 @@ impl PgStateMachine {
                     segment.commands.push(command.into());
                     segment.states.ids.push(entry.log_id);
                 }
-                EntryPayload::Normal(PgCommand::TrimSnap { .. } | PgCommand::Split { .. }) => {
+                EntryPayload::Normal(
+                    PgCommand::TrimSnap { .. }
+                    | PgCommand::Split { .. }
+                    | PgCommand::Seal
+                    | PgCommand::Merge { .. },
+                ) => {
                     unreachable!("handled above")
                 }
                 EntryPayload::Membership(m) => {
@@ -251,10 +280,7 @@ impl PgStateMachine {
         if !segment.pending {
             return Ok(());
         }
-        let done = std::mem::replace(
-            segment,
-            Segment::new(self.state.membership.clone(), self.state.pg_num),
-        );
+        let done = std::mem::replace(segment, Segment::new(&self.state));
         let replies = self.store_apply(done.commands, done.states).await?;
         for (slot, reply) in done.slots.into_iter().zip(replies) {
             out[slot] = reply;
@@ -270,6 +296,10 @@ impl PgStateMachine {
         self.state.applied = Some(log_id);
         let (pg, from) = (self.pg, self.state.pg_num);
         let store = self.store.clone();
+        if self.state.sealed.is_some() {
+            // A sealed PG's data is final (`super::merge`): only the applied id moves.
+            return self.record_state().await;
+        }
         if from == 0 || to <= from {
             if from == 0 {
                 // Not recorded yet (a new PG, or state from before splitting existed): this
@@ -312,6 +342,10 @@ impl PgStateMachine {
 
     /// Applies one `TrimSnap` step with the current state (which names its entry).
     async fn trim(&mut self, snap: SnapId, max_objects: u32) -> SmResult<OpReply> {
+        if self.state.sealed.is_some() {
+            // A sealed PG's data is final (`super::merge`): only the applied id moves.
+            return self.record_state().await;
+        }
         let (pg, state, store) = (self.pg, self.state.encode(), self.store.clone());
         let step = match blocking(move || store.apply_trim(pg, snap, max_objects, &state)).await {
             Ok(step) => step,
@@ -324,6 +358,94 @@ impl PgStateMachine {
         };
         tracing::debug!(%pg, snap, visited = step.visited, purged = step.purged, "trimmed");
         self.durability.note_apply();
+        Ok(OpReply::Ok(Vec::new()))
+    }
+
+    /// Writes the current state alone (an entry that changes no object).
+    async fn record_state(&mut self) -> SmResult<OpReply> {
+        let (pg, state, store) = (self.pg, self.state.encode(), self.store.clone());
+        blocking(move || store.apply(pg, &[], &state)).await.map_err(|e| sm_write_error(&e))?;
+        self.durability.note_apply();
+        Ok(OpReply::Ok(Vec::new()))
+    }
+
+    /// Applies a `Seal` entry (module `super::merge`): records its log id (a second seal
+    /// keeps the first's) with the new applied id.
+    async fn seal(&mut self, log_id: LogId<OsdId>) -> SmResult<OpReply> {
+        self.state.applied = Some(log_id);
+        if self.state.sealed.is_none() {
+            self.state.sealed = Some(log_id);
+            tracing::info!(pg = %self.pg, index = log_id.index, "pg sealed for a merge");
+        }
+        self.record_state().await
+    }
+
+    /// Applies a `Merge` entry (module `super::merge`): checks this replica's copy of
+    /// `source` is sealed at `sealed` (anything else stops the PG, as damaged data does:
+    /// never merge other data), then folds it into this PG in one store transaction with
+    /// the new state (`pg_num` = `source`). A stale entry (the recorded `pg_num` at or below
+    /// `source`, or this PG not `source`'s target) only advances the applied id.
+    async fn merge(
+        &mut self,
+        source: u32,
+        sealed: LogId<OsdId>,
+        log_id: LogId<OsdId>,
+    ) -> SmResult<OpReply> {
+        self.state.applied = Some(log_id);
+        let pg = self.pg;
+        let recorded = self.state.pg_num;
+        let ours = source >= 1 && quarry_placement::split_parent(source, source) == pg.seed;
+        if recorded != source + 1 || !ours || self.state.sealed.is_some() {
+            tracing::debug!(%pg, source, recorded, "stale merge entry: nothing to merge");
+            return self.record_state().await;
+        }
+        let source_pg = PgId { pool: pg.pool, seed: source };
+        let reader = self.store.clone();
+        let found = match blocking(move || reader.pg_state(source_pg)).await {
+            Ok(blob) => blob.map(|b| PgState::decode(&b)),
+            Err(e) => return Err(sm_write_error(&e)),
+        };
+        let source_sealed = match &found {
+            Some(Ok(state)) => state.sealed,
+            _ => None,
+        };
+        if source_sealed != Some(sealed) {
+            let detail = format!(
+                "merge of pg {source_pg} sealed at {sealed}: this replica's copy is {}",
+                match (&found, source_sealed) {
+                    (None, _) => "missing".to_string(),
+                    (Some(Err(e)), _) => format!("unreadable ({e})"),
+                    (Some(Ok(_)), None) => "not sealed".to_string(),
+                    (Some(Ok(_)), Some(other)) => format!("sealed at {other}"),
+                }
+            );
+            tracing::error!(%pg, detail,
+                "merge source not as every voter reported it: the pg stops here rather than merge other data");
+            if self.replicated() {
+                let damage = self.damage.clone();
+                let _ = tokio::task::spawn_blocking(move || damage.report(pg, &detail)).await;
+            }
+            return Err(sm_write_error(&StoreError::Corrupt { pg, object: String::new(), detail: "merge source not sealed as agreed".into() }));
+        }
+        self.state.pg_num = source;
+        let state = self.state.encode();
+        let store = self.store.clone();
+        match blocking(move || store.merge_pg(source_pg, pg, &state)).await {
+            Ok(stats) => {
+                tracing::info!(%pg, source = %source_pg, objects = stats.objects,
+                    bytes = stats.bytes, "pg merge: objects moved from the source");
+            }
+            Err(e) => {
+                if !self.stop_if_damaged(&e, "merge").await {
+                    tracing::error!(%pg, error = %e, "pg merge failed: stopping the pg");
+                }
+                return Err(sm_write_error(&e));
+            }
+        }
+        self.pg_num.store(source, Ordering::Release);
+        self.durability.note_apply();
+        // The router stops the source's group and the primary reports (`super::merge`).
+        self.split_applied.notify_one();
         Ok(OpReply::Ok(Vec::new()))
     }
 
@@ -369,12 +491,13 @@ struct Segment {
 }
 
 impl Segment {
-    fn new(initial: StoredMembership<OsdId, BasicNode>, pg_num: u32) -> Segment {
+    fn new(state: &PgState) -> Segment {
+        let (initial, pg_num, sealed) = (state.membership.clone(), state.pg_num, state.sealed);
         Segment {
             pending: false,
             commands: Vec::new(),
             slots: Vec::new(),
-            states: BatchStates { initial, changes: Vec::new(), ids: Vec::new(), pg_num },
+            states: BatchStates { initial, changes: Vec::new(), ids: Vec::new(), pg_num, sealed },
         }
     }
 }
@@ -390,6 +513,8 @@ struct BatchStates {
     ids: Vec<LogId<OsdId>>,
     /// The PG's recorded pg_num (unchanged within a batch: a split is applied on its own).
     pg_num: u32,
+    /// The PG's seal (unchanged within a batch: a seal is applied on its own).
+    sealed: Option<LogId<OsdId>>,
 }
 
 impl BatchStates {
@@ -402,7 +527,7 @@ impl BatchStates {
             .find(|m| m.log_id().as_ref().is_some_and(|l| *l < id))
             .unwrap_or(&self.initial)
             .clone();
-        PgState { applied: Some(id), membership, pg_num: self.pg_num }.encode()
+        PgState { applied: Some(id), membership, pg_num: self.pg_num, sealed: self.sealed }.encode()
     }
 }
 
