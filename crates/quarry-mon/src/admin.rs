@@ -32,33 +32,6 @@ pub const IMPORT_BYTES_MAX: usize = 1 << 20;
 pub const BLOCKLIST_HARD_MAX: u32 = 65536;
 
 impl Mon {
-    /// The monitor steps a `pg_num` decrease (`MonState`'s merge steps: colocating, marking,
-    /// `PgMerged`), but the OSDs do not seal and merge PGs yet: a decrease is refused here,
-    /// before it is proposed (not in `apply`, so lifting this check changes no replicated
-    /// rule), with the message of the releases before. Checks the map at hand; the refusals
-    /// `apply` gives first (`nopgchange` EPERM, range ERANGE, a bad integer) are left to it.
-    fn refuse_merge_until_osds_merge(
-        &self,
-        pool: &str,
-        var: &str,
-        val: &str,
-    ) -> Result<(), OpError> {
-        let map = self.core.map();
-        let Some(info) = map.pool_by_name(pool) else { return Ok(()) };
-        let Ok(n) = val.parse::<u64>() else { return Ok(()) };
-        let shrinking = n >= 1 && n < u64::from(info.pg_num);
-        if var != "pg_num" || !shrinking || info.has_flag(quarry_wire::pool_flags::NOPGCHANGE) {
-            return Ok(());
-        }
-        Err(OpError::new(
-            ErrorCode::EOPNOTSUPP,
-            format!(
-                "decreasing pg_num is not supported: Quarry splits PGs but does not merge them yet; pool '{pool}' keeps pg_num {}",
-                info.pg_num
-            ),
-        ))
-    }
-
     /// Executes one command for `session`.
     pub async fn command(&self, session: &Session, cmd: MonCommand) -> Reply {
         let access = required_access(&cmd);
@@ -188,7 +161,6 @@ impl Mon {
             }
             MonCommand::BlocklistClear => self.blocklist_clear().await,
             MonCommand::PoolSet { pool, var, val } => {
-                self.refuse_merge_until_osds_merge(&pool, &var, &val)?;
                 done(self.propose(Op::PoolSet { pool, var, val }).await?)
             }
             MonCommand::PoolRename { from, to } => {

@@ -45,8 +45,7 @@
 //! monitor steps it one PG at a time (`MonState`'s merge steps, run with every map change):
 //! the last PG's up set becomes its split parent's, and once both act on the same OSDs, all
 //! up, the merge is marked (`pg_num_pending = pg_num - 1`, PG state `premerge`); neither
-//! PG changes members until the report. The admin command still refuses a decrease
-//! (`admin.rs`) until the OSDs seal and merge PGs. Pool size changes, OSDs out, in,
+//! PG changes members until the report (the OSD side: `quarry_osd`'s `pg::merge`). Pool size changes, OSDs out, in,
 //! booted for the first time or marked out recompute the pools' up sets (`MonState::remap`);
 //! an OSD marked down hands the primary role of its PGs to a member that is up. Every change to the map bumps its epoch; subscribers get the newest map
 //! (a subscriber that has not read the previous one yet gets only the newest when it does:

@@ -324,8 +324,12 @@ impl MonState {
             let colocated = same(acting_s, acting_t) && same(acting_t, up_t) && all_up(acting_t);
             pool.up[s] = pool.up[t].clone();
             if colocated {
+                // Same members, and the target's order: one primary drives both (the
+                // source's seal and the target's merge), and watches on the source's
+                // objects stay on that OSD when they follow them to the target.
                 pool.pg_num_pending = pool.pg_num - 1;
-                pool.up[s] = pool.acting[s].clone();
+                pool.acting[s] = pool.acting[t].clone();
+                pool.up[s] = pool.acting[t].clone();
             }
         }
     }
@@ -1441,12 +1445,6 @@ mod tests {
             at(5, Op::PoolSet { pool: "rbd".into(), var: var.into(), val: val.into() })
         };
         let done = |t: &str| Ok(Outcome::Done(t.to_string()));
-        let same = |a: &[OsdId], b: &[OsdId]| {
-            let (mut a, mut b) = (a.to_vec(), b.to_vec());
-            a.sort_unstable();
-            b.sort_unstable();
-            a == b
-        };
         let acting_before = s.map.pools[&1].acting.clone();
         assert_eq!(s.apply(&set("pg_num", "6")), done("set pool 1 pg_num to 6"));
         let pool = s.map.pools[&1].clone();
@@ -1488,7 +1486,7 @@ mod tests {
                 Some(pair) => {
                     assert_eq!(pair, (src, tgt));
                     assert_eq!(pool.pg_num_pending, n - 1);
-                    assert!(same(s.map.acting(pg_s), s.map.acting(pg_t)));
+                    assert_eq!(s.map.acting(pg_s), s.map.acting(pg_t), "one primary for both");
                     assert_eq!(s.map.pg_state(pg_s), "active+clean+premerge");
                     assert_eq!(s.map.pg_state(pg_t), "active+clean+premerge");
                     if !marked_seen {

@@ -94,6 +94,8 @@ pub(crate) struct Router {
     moving: std::sync::Mutex<HashSet<PgId>>,
     /// Committed moves to report to the monitor: PG -> (acting before, voters now).
     remap_reports: std::sync::Mutex<BTreeMap<PgId, RemapReport>>,
+    /// Merges applied by groups this OSD leads, to report (`pg::merge`): target -> source.
+    merge_reports: std::sync::Mutex<BTreeMap<PgId, u32>>,
     /// Bounds the moves this OSD drives at once (`osd_max_backfills`).
     backfills: Arc<tokio::sync::Semaphore>,
     /// `osd_raft_heartbeat_interval` in milliseconds ([`raft_config`]).
@@ -153,6 +155,7 @@ impl Router {
             repairing: std::sync::Mutex::new(HashSet::new()),
             moving: std::sync::Mutex::new(HashSet::new()),
             remap_reports: std::sync::Mutex::new(BTreeMap::new()),
+            merge_reports: std::sync::Mutex::new(BTreeMap::new()),
             backfills: Arc::new(tokio::sync::Semaphore::new(max_backfills.max(1))),
             raft_heartbeat_ms: u64::try_from(raft_heartbeat.as_millis()).unwrap_or(1000).max(1),
             split_wake: Arc::new(tokio::sync::Notify::new()),
@@ -414,6 +417,11 @@ impl Router {
         &self.deps.store
     }
 
+    /// The connections to the other OSDs.
+    pub(crate) fn peers(&self) -> &Arc<Peers> {
+        &self.deps.peers
+    }
+
     /// The map this OSD acts on now.
     pub(crate) fn map(&self) -> Arc<ClusterMap> {
         self.map.borrow().clone()
@@ -541,6 +549,13 @@ impl Router {
             tracing::debug!(%pg, "pg not started: a split here will create it");
             return Ok(());
         }
+        if crate::pg::merge::merged_here(self, pg, map).await? {
+            // Its merge target applied the merge here: nothing of it is left to serve.
+            tracing::info!(%pg, "pg not started: merged into its target; removing what is left");
+            // Callers hold the update lock.
+            self.remove_pg(pg).await?;
+            return Ok(());
+        }
         let acting = map.acting(pg).to_vec();
         let raft_err = |detail: String| OsdError::Raft { pg, detail };
         let config = raft_config(acting.len(), self.raft_heartbeat_ms)
@@ -569,6 +584,7 @@ impl Router {
             Err(e) => return Err(e.into()),
         };
         let pg_num = sm.pg_num_handle();
+        let sealed = sm.sealed_handle();
         let group = group_id(pg);
         let network =
             PgNetworkFactory { group, peers: self.deps.peers.clone(), snapshots: HashMap::new() };
@@ -577,7 +593,7 @@ impl Router {
             .await
             .map_err(|e| raft_err(e.to_string()))?;
         let primary = acting.first() == Some(&self.deps.me);
-        let group = Arc::new(PgGroup::new(pg, raft, pg_num));
+        let group = Arc::new(PgGroup::new(pg, raft, pg_num, sealed));
         group.pin_leadership(primary);
         if !acting.contains(&self.deps.me) && map.up_set(pg).contains(&self.deps.me) {
             tracing::info!(%pg, ?acting, up = ?map.up_set(pg), "pg started as a learner: its primary adds it");
@@ -704,6 +720,25 @@ impl Router {
             }
         }
         false
+    }
+
+    /// Stops the group of merge source `pg` (merged into its target here) and deletes what
+    /// is left of it (the state its group may have written since, its log).
+    pub(crate) async fn remove_merged(&self, pg: PgId) -> Result<(), OsdError> {
+        let _update = self.update.lock().await;
+        self.remove_pg(pg).await
+    }
+
+    /// Queues the report of a merge applied by `target` (sent by the monitor session).
+    pub(crate) fn queue_merge_report(&self, target: PgId, source: u32) {
+        let mut reports = self.merge_reports.lock().unwrap_or_else(|p| p.into_inner());
+        reports.insert(target, source);
+    }
+
+    /// The queued merge reports, taken out.
+    pub(crate) fn take_merge_reports(&self) -> Vec<(PgId, u32)> {
+        let mut reports = self.merge_reports.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *reports).into_iter().collect()
     }
 
     /// Stops the group of `pg` (if running) and deletes its objects and log.

@@ -193,6 +193,11 @@ pub(crate) async fn handle_op(
         tracing::debug!(pg = %op.pg, object = op.name, recorded, "op for a split pg: retry");
         return settle(slot, retry(&map));
     }
+    // Sealed for a merge (`pg::merge`): its objects go to the target; the client resends.
+    if group.sealed().is_some() {
+        tracing::debug!(pg = %op.pg, object = op.name, "op for a sealed pg: retry");
+        return settle(slot, retry(&map));
+    }
     if shape.writes {
         write(osd, &group, &map, (session, peer.ip()), op, slot, permit).await
     } else {
@@ -381,6 +386,8 @@ async fn read(
     let pg = op.pg;
     let result = blocking(move || store.read(pg, &op.name, op.snap, &op.ops)).await;
     match result {
+        // Sealed meanwhile: the merge may have moved the object already (`pg::merge`).
+        Ok(_) if group.sealed().is_some() => retry(map),
         Ok(reply) => Reply::Op(reply),
         Err(e @ StoreError::Corrupt { .. }) if map.acting(pg).len() > 1 => {
             read_repair(osd, map, pg, &e).await
@@ -435,6 +442,8 @@ pub(crate) async fn handle_list(
     let max = max.clamp(1, LIST_MAX) as usize;
     let result = blocking(move || store.list(pg, start_after.as_deref(), max)).await;
     match result {
+        // A sealed PG's objects go to its merge target (`pg::merge`): list at the new map.
+        Ok(_) if group.sealed().is_some() => retry(&map),
         Ok((names, more)) => Reply::List { names, more },
         Err(e) => store_failure(pg, &e),
     }

@@ -21,14 +21,159 @@
 //!    Meanwhile `t` refuses ops for `s`'s objects while it records `pg_num` `s + 1`
 //!    ([`super::split::moved_out`]), and clients at the smaller `pg_num` send them to `t`.
 //!
-//! Not built yet (the monitor's admin command refuses a `pg_num` decrease until they are):
-//! the primaries' proposals (step 1 and 2, with a `RaftRpc` that answers a PG's seal after a
-//! store checkpoint, so the seal is durable on every voter before `Merge` is proposed: a
-//! replica of `t` that restarts replays `Merge` from its WAL and must find `s` sealed in its
-//! store, not rolled back to its last checkpoint); the router stopping `s`'s group after the
-//! merge, never starting it again (a group of the same pool recording `pg_num <= s`), and
-//! deleting `s`'s Raft state from the WAL; watches on `s`'s objects following them to `t`;
-//! the `PgMerged` report.
+//! The source's seal is made durable (a store checkpoint) when it is applied, before the
+//! group answers it: a replica of `t` that restarts replays `Merge` from its WAL and must
+//! find `s` sealed in its store, not rolled back to its last checkpoint. After the merge,
+//! the source's group on each OSD is stopped and what is left of it (a state its group may
+//! have written since, its log) deleted ([`tend`]); a source copy found at start is not
+//! started once its merge is applied here ([`merged_here`]).
+
+use std::time::Duration;
+
+use openraft::LogId;
+
+use quarry_types::{OsdId, PgId};
+use quarry_wire::ClusterMap;
+
+use super::network::{RaftRpc, RaftRpcReply};
+use super::{group_id, PgCommand};
+use crate::pg::state_machine::blocking;
+use crate::router::Router;
+use crate::OsdError;
+
+/// How long a voter has to answer whether it has the source sealed.
+const SEALED_ASK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a seal or merge proposal waits to be applied.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// True if merge source `pg` was merged into its target on this OSD: the map marks it as the
+/// source (or no longer has it) and either this OSD's group of its target records the smaller
+/// `pg_num` or the store holds no state of `pg` (the merge moved it all; while the merge is
+/// marked, every member of the source has its state).
+pub(crate) async fn merged_here(
+    router: &Router,
+    pg: PgId,
+    map: &ClusterMap,
+) -> Result<bool, OsdError> {
+    let Some(pool) = map.pools.get(&pg.pool) else { return Ok(false) };
+    let marked = pool.merging().is_some_and(|(source, _)| source == pg.seed);
+    if (!marked && pg.seed < pool.pg_num) || pg.seed == 0 {
+        return Ok(false);
+    }
+    let target = PgId { pool: pg.pool, seed: quarry_placement::split_parent(pg.seed, pg.seed) };
+    if let Some(group) = router.group(target) {
+        let recorded = group.pg_num();
+        if recorded != 0 && recorded <= pg.seed {
+            return Ok(true);
+        }
+    }
+    let store = router.store().clone();
+    Ok(blocking(move || store.pg_state(pg)).await?.is_none())
+}
+
+/// The primaries' job, every scan and after each applied split or merge: for the merge the
+/// map marks, the source's primary proposes `Seal` until its group has one; the target's
+/// primary, once every voter of the target answers the same durable seal of the source,
+/// proposes `Merge`, and once applied queues the `PgMerged` report. On every OSD, a source
+/// group whose target here applied the merge is stopped and removed.
+pub(crate) async fn tend(router: &Router) {
+    let map = router.map();
+    let me = router.me();
+    for group in router.groups() {
+        let pg = group.pg;
+        let Some(pool) = map.pools.get(&pg.pool) else { continue };
+        // A merged source (the map merges it or no longer has it, and its target here
+        // records the smaller pg_num): nothing left to serve.
+        let leaving = pool.merging().is_some_and(|(s, _)| s == pg.seed) || pg.seed >= pool.pg_num;
+        if leaving && pg.seed > 0 {
+            let seed = quarry_placement::split_parent(pg.seed, pg.seed);
+            let target = PgId { pool: pg.pool, seed };
+            let merged = router
+                .group(target)
+                .is_some_and(|t| t.pg_num() != 0 && t.pg_num() <= pg.seed);
+            if merged {
+                match router.remove_merged(pg).await {
+                    Ok(()) => tracing::info!(%pg, %target, "merged pg's group stopped and removed"),
+                    Err(e) => tracing::warn!(%pg, error = %e, "merged pg not removed"),
+                }
+                continue;
+            }
+        }
+        let Some((source, target)) = pool.merging() else { continue };
+        if group.leader_term(me).is_none() {
+            continue;
+        }
+        if pg.seed == source && group.sealed().is_none() {
+            propose(&group.raft, pg, PgCommand::Seal);
+        } else if pg.seed == target && group.pg_num() == source + 1 {
+            let source_pg = PgId { pool: pg.pool, seed: source };
+            if let Some(sealed) = sealed_everywhere(router, &map, source_pg, target).await {
+                propose(&group.raft, pg, PgCommand::Merge { source, sealed });
+            }
+        } else if pg.seed == target && group.pg_num() == source {
+            router.queue_merge_report(pg, source);
+        }
+    }
+}
+
+/// The seal of `source` if every voter of the target (its acting set in `map`, the same
+/// OSDs as the source's) answers the same durable one.
+async fn sealed_everywhere(
+    router: &Router,
+    map: &ClusterMap,
+    source: PgId,
+    target: u32,
+) -> Option<LogId<OsdId>> {
+    let target_pg = PgId { pool: source.pool, seed: target };
+    let mut agreed: Option<LogId<OsdId>> = None;
+    for &osd in map.acting(target_pg) {
+        let theirs = if osd == router.me() {
+            router.group(source)?.sealed()
+        } else {
+            let asked = router
+                .peers()
+                .call(osd, None, group_id(source), &RaftRpc::Sealed, SEALED_ASK_TIMEOUT)
+                .await;
+            match asked {
+                Ok(RaftRpcReply::Sealed(theirs)) => theirs,
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(pg = %source, osd, error = %e, "cannot ask a voter for the seal");
+                    None
+                }
+            }
+        };
+        let theirs = theirs?;
+        if agreed.is_some_and(|a| a != theirs) {
+            tracing::warn!(pg = %source, ?agreed, ?theirs, osd, "voters report different seals");
+            return None;
+        }
+        agreed = Some(theirs);
+    }
+    agreed
+}
+
+/// Proposes `command` in the background (a slow apply must not hold up the other PGs).
+fn propose(raft: &super::PgRaft, pg: PgId, command: PgCommand) {
+    let raft = raft.clone();
+    tokio::spawn(async move {
+        let what = format!("{command:?}");
+        let responder = match raft.client_write_ff(command).await {
+            Ok(responder) => responder,
+            Err(e) => {
+                tracing::debug!(%pg, error = %e, what, "not proposed");
+                return;
+            }
+        };
+        match tokio::time::timeout(PROPOSE_TIMEOUT, responder).await {
+            Ok(Ok(Ok(_))) => tracing::info!(%pg, what, "merge step applied"),
+            Ok(Ok(Err(e))) => tracing::debug!(%pg, error = %e, what, "not applied"),
+            Ok(Err(_)) => tracing::debug!(%pg, what, "proposal dropped (raft stopped)"),
+            Err(_) => tracing::debug!(%pg, what, "proposal not applied in time"),
+        }
+    });
+}
 
 #[cfg(doc)]
 use super::{PgCommand, PgState};

@@ -285,14 +285,26 @@ pub(crate) struct PgGroup {
     /// The `pg_num` the PG's applied state records (0: not recorded), kept by its state
     /// machine ([`split`]).
     pg_num: Arc<AtomicU32>,
+    /// The seal the PG's applied state records, once durable ([`merge`]).
+    sealed: Arc<std::sync::Mutex<Option<LogId<OsdId>>>>,
 }
 
 /// How long an op waits for its PG's leader to become readable before asking for a retry.
 const READ_BARRIER_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl PgGroup {
-    pub(crate) fn new(pg: PgId, raft: PgRaft, pg_num: Arc<AtomicU32>) -> PgGroup {
-        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0), pg_num }
+    pub(crate) fn new(
+        pg: PgId,
+        raft: PgRaft,
+        pg_num: Arc<AtomicU32>,
+        sealed: Arc<std::sync::Mutex<Option<LogId<OsdId>>>>,
+    ) -> PgGroup {
+        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0), pg_num, sealed }
+    }
+
+    /// The log id of the seal the PG applied, once durable (None: not sealed).
+    pub(crate) fn sealed(&self) -> Option<LogId<OsdId>> {
+        *self.sealed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The `pg_num` the PG's applied state records (0: not recorded yet).

@@ -67,6 +67,9 @@ pub(crate) enum RaftRpc {
     /// The group's committed configuration (asked by an OSD that holds a copy of the PG the
     /// map no longer gives it, before deleting it: `Router::apply_map`).
     Committed,
+    /// The PG's durable seal (asked by its merge target's primary of every voter before it
+    /// proposes the merge: `pg::merge`).
+    Sealed,
 }
 
 /// The answer to a [`RaftRpc`].
@@ -85,6 +88,9 @@ pub(crate) enum RaftRpcReply {
     /// To `Committed`: the log id of the committed configuration and its voter sets (two
     /// while joint), as the answering OSD's group knows them, or why not.
     Committed(Result<CommittedConfig, String>),
+    /// To `Sealed`: the log id of the seal the answering OSD's copy applied and made
+    /// durable (None: not sealed).
+    Sealed(Option<LogId<OsdId>>),
 }
 
 /// A group's committed Raft configuration, as one member knows it.
@@ -574,6 +580,7 @@ pub(crate) async fn serve_rpc(
                 .await;
             RaftRpcReply::Committed(state.map_err(|e| format!("the group is stopping: {e}")))
         }
+        RaftRpc::Sealed => RaftRpcReply::Sealed(group.sealed()),
     };
     encode(&reply)
 }

@@ -76,6 +76,8 @@ pub(crate) struct PgStateMachine {
     builds: u64,
     /// The recorded `pg_num`, shared with the op path (`PgGroup::pg_num`).
     pg_num: Arc<AtomicU32>,
+    /// The recorded seal, shared with the group (`PgGroup::sealed`), set once it is durable.
+    sealed: Arc<std::sync::Mutex<Option<LogId<OsdId>>>>,
     /// Woken when a split is applied (the router starts the children).
     split_applied: Arc<Notify>,
     /// Dropped with the state machine: tells the router the worker has exited.
@@ -123,6 +125,7 @@ impl PgStateMachine {
             startup_probe_done: false,
             builds: 0,
             pg_num: Arc::new(AtomicU32::new(state.pg_num)),
+            sealed: Arc::new(std::sync::Mutex::new(state.sealed)),
             split_applied,
             _done: done,
             state,
@@ -132,6 +135,11 @@ impl PgStateMachine {
     /// The recorded `pg_num`, as the op path sees it.
     pub(crate) fn pg_num_handle(&self) -> Arc<AtomicU32> {
         self.pg_num.clone()
+    }
+
+    /// The recorded seal, as the group answers it (`super::merge`).
+    pub(crate) fn sealed_handle(&self) -> Arc<std::sync::Mutex<Option<LogId<OsdId>>>> {
+        self.sealed.clone()
     }
 
     /// More than one voter: damaged data stops the PG here instead of failing one command.
@@ -373,11 +381,20 @@ impl PgStateMachine {
     /// keeps the first's) with the new applied id.
     async fn seal(&mut self, log_id: LogId<OsdId>) -> SmResult<OpReply> {
         self.state.applied = Some(log_id);
-        if self.state.sealed.is_none() {
+        let first = self.state.sealed.is_none();
+        if first {
             self.state.sealed = Some(log_id);
+        }
+        let reply = self.record_state().await?;
+        if first {
+            // Durable before any voter answers it: a target replica that restarts replays its
+            // `Merge` and must find this seal in the store, not the last checkpoint's state.
+            let store = self.store.clone();
+            blocking(move || store.checkpoint()).await.map_err(|e| sm_write_error(&e))?;
             tracing::info!(pg = %self.pg, index = log_id.index, "pg sealed for a merge");
         }
-        self.record_state().await
+        *self.sealed.lock().unwrap_or_else(|p| p.into_inner()) = self.state.sealed;
+        Ok(reply)
     }
 
     /// Applies a `Merge` entry (module `super::merge`): checks this replica's copy of

@@ -251,6 +251,19 @@ async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), 
 /// recomputed from the next map. One that did not reach the monitor is kept for the next
 /// beacon.
 async fn send_remaps(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), OsdError> {
+    // Merges applied (`pg::merge`): a report lost here is queued again by the next scan
+    // while the map still marks the merge.
+    for (target, source) in osd.router.take_merge_reports() {
+        let report = Request::PgMerged { id: osd.id, up_from, target, source };
+        match call(client, report).await {
+            Ok(Reply::Ack) => tracing::info!(%target, source, "pg merge reported to the monitor"),
+            Ok(Reply::Failed { code, message }) => {
+                tracing::info!(%target, source, %code, %message, "pg merge report refused: the next map decides")
+            }
+            Ok(other) => return Err(refused("PgMerged", other)),
+            Err(e) => return Err(e),
+        }
+    }
     let reports = osd.router.take_remap_reports();
     let mut left = reports.into_iter();
     while let Some((pg, from, to)) = left.next() {

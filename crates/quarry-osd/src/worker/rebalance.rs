@@ -31,6 +31,7 @@ pub(crate) async fn run(osd: Arc<Osd>) {
             _ = osd.router.split_applied() => {}
         }
         crate::pg::split::tend(&osd.router).await;
+        crate::pg::merge::tend(&osd.router).await;
         while moves.try_join_next().is_some() {}
         for pg in osd.router.pgs_to_move() {
             let osd = osd.clone();
