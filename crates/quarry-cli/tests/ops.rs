@@ -87,19 +87,14 @@ fn pool_settings_rename_and_stats() {
     assert!(ceph(&conf, &["osd", "pool", "ls"]).ok("ls").out().contains("p1\n"));
 
     // size: another value moves the data (one OSD here: the PGs stay undersized); pg_num:
-    // the same value is accepted, a smaller one refused with the reason (growth splits PGs:
-    // tests/split.rs).
+    // the same value is accepted (growth splits PGs: tests/split.rs; a decrease merges them:
+    // tests/merge.rs).
     set("size", "1").ok("same size");
     assert_eq!(set("size", "2").ok("size 2").stderr.trim_end(), "set pool 2 size to 2");
     set("size", "1").ok("size 1 again");
     fails(set("size", "11"), 22, "Error EINVAL: pool size must be between 1 and 10");
     let r = set("pg_num", "8").ok("same pg_num");
     assert!(r.stderr.trim().is_empty(), "{}", r.stderr);
-    fails(
-        set("pg_num", "4"),
-        95,
-        "Error EOPNOTSUPP: decreasing pg_num is not supported: Quarry splits PGs but does not merge them yet",
-    );
     fails(
         set("pg_num", "0"),
         34,

@@ -103,13 +103,18 @@ pub(crate) async fn tend(router: &Router) {
     for group in router.groups() {
         let Some(pool) = map.pools.get(&group.pg.pool) else { continue };
         let recorded = group.pg_num();
-        if recorded >= pool.pg_num || group.leader_term(me).is_none() {
+        // A PG that records a pg_num splits to `pg_num_pending`, not `pg_num`: a merge target
+        // that applied its merge records one PG fewer than the map until the monitor counts
+        // the report (`pg::merge`); splitting it back then would strand the merged objects in
+        // a PG the map is dropping. One that records nothing records the map's `pg_num` (a
+        // merge target must record the count its merge starts from).
+        let pg_num = if recorded == 0 { pool.pg_num } else { pool.pg_num_pending };
+        if recorded >= pg_num || group.leader_term(me).is_none() {
             continue;
         }
         if group.pg.seed >= pool.pg_num {
             continue;
         }
-        let pg_num = pool.pg_num;
         let raft = group.raft.clone();
         let pg = group.pg;
         // Proposed in the background: a slow apply must not hold up the other PGs.
