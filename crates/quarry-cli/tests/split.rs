@@ -409,3 +409,59 @@ fn writes_to_a_new_pool_then_growth_at_once_lose_nothing() {
         assert_eq!(listed.lines().count(), names.len(), "{listed}");
     }
 }
+
+/// Goal (issue 13, truthful PG states): a split that cannot happen yet shows its children
+/// `creating`, not `active+clean`. On 2 OSDs, a size-2 pool of 4 PGs with osd.1 killed
+/// (no Raft majority: the parents cannot split) grows to 8: `pg ls`, `pg stat`, `pg dump`
+/// and `ceph -s` show the 4 children `creating` (and still do 3 s later), the parents not;
+/// osd.1 started again, the parents split, all 8 PGs go active+clean and every object reads
+/// back (teeth: before the beacons reported the PGs each OSD's store holds, the children
+/// were `active+undersized+degraded` here, I/O on them hanging).
+#[test]
+fn children_not_split_yet_are_creating() {
+    let logs = quarry_testkit::log_guard();
+    logs.allow_raft_churn()
+        .allow("no beacon within grace: marking osd down")
+        .allow("openraft::")
+        .allow("raft group did not shut down cleanly");
+    let dir = TestDir::create();
+    let tmp = dir.path();
+    let mut c = start(tmp, 2, 2, 4);
+    wait_clean(&c, 4, 2, Duration::from_secs(60));
+    let objects: Vec<(String, Vec<u8>)> =
+        (0..16).map(|i| (format!("o{i}"), pattern(100 + i * 997, i as u64 + 3))).collect();
+    for (name, data) in &objects {
+        put(&c, tmp, name, data);
+    }
+    c.osds[1].take().unwrap().kill();
+    c.wait(Duration::from_secs(60), "osd.1 marked down", |c| {
+        let s = c.ceph(&["-s"]).out();
+        s.contains(": 1 up").then_some(()).ok_or(s)
+    });
+    let set = c.ceph(&["osd", "pool", "set", "rbd", "pg_num", "8"]).ok("pool set pg_num");
+    assert_eq!(set.stderr.trim(), "set pool 1 pg_num to 8");
+    let children_creating = |c: &Cluster| {
+        let pgs = c.pgs();
+        let ok = pgs.len() == 8
+            && pgs.iter().all(|p| {
+                let seed = u32::from_str_radix(p.pgid.split_once('.').unwrap().1, 16).unwrap();
+                (seed >= 4) == (p.state == "creating")
+            });
+        ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
+    };
+    c.wait(Duration::from_secs(30), "the children creating", children_creating);
+    std::thread::sleep(Duration::from_secs(3));
+    c.wait(Duration::from_millis(1), "the children still creating", children_creating);
+    let stat = c.ceph(&["pg", "stat"]).ok("pg stat").out();
+    assert!(stat.starts_with("8 pgs: 4 creating, 4 active+undersized+degraded;"), "{stat}");
+    let dump = c.ceph(&["pg", "dump"]).ok("pg dump").out();
+    assert_eq!(dump.matches("creating").count(), 4, "{dump}");
+    let status = c.ceph(&["-s"]).ok("status").out();
+    assert!(status.contains("4 creating"), "{status}");
+    c.osds[1] = Some(spawn_osd(&tmp.join("c"), 1));
+    wait_clean(&c, 8, 2, Duration::from_secs(120));
+    for (name, data) in &objects {
+        assert!(get(&c, tmp, name, None) == *data, "{name} differs after the split");
+    }
+    c.shutdown();
+}

@@ -195,6 +195,7 @@ mod tests {
                 pg_num: 4,
                 pg_num_target: 4,
                 pg_num_pending: 4,
+                creating: Default::default(),
                 size: 2,
                 min_size: 1,
                 applications: Default::default(),

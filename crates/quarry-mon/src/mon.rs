@@ -2,7 +2,7 @@
 //! leader's memory (OSD beacons and usage figures, the reserved global id range). Proposing a
 //! command and reading the current state go through here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -42,6 +42,8 @@ pub struct Beacon {
     pub disk_avail: u64,
     /// Of `disk_used`, object data.
     pub data_used: u64,
+    /// The PGs whose state the OSD's store holds, by pool (None: not reported yet).
+    pub pgs: Option<BTreeMap<PoolId, BTreeSet<u32>>>,
 }
 
 /// The running monitor, shared by the listener, the request handlers and the timers.
@@ -163,6 +165,7 @@ impl Mon {
                 disk_used: 0,
                 disk_avail: 0,
                 data_used: 0,
+                pgs: None,
             });
             if entry.up_from != osd.up_from {
                 entry.up_from = osd.up_from;
@@ -196,8 +199,23 @@ pub fn full_state_changed(ratios: &FullRatios, old: Option<&Beacon>, new: &Beaco
 }
 
 /// Fills OSD disk figures and pool stored figures from beacons. Every replica reports the
-/// objects it holds, so a pool's sum is divided by its average acting-set size.
+/// objects it holds, so a pool's sum is divided by its average acting-set size. Also each
+/// pool's `creating` PGs: those whose acting primary is up and whose last beacon from this
+/// incarnation reports PGs, but not this one (no beacon yet: nothing is claimed).
 pub fn overlay_usage(map: &mut ClusterMap, beacons: &BTreeMap<OsdId, Beacon>) {
+    let osds = &map.osds;
+    for pool in map.pools.values_mut() {
+        let not_created = |seed: &u32| {
+            let Some(&primary) = pool.acting.get(*seed as usize).and_then(|a| a.first()) else {
+                return false;
+            };
+            let Some(beacon) = beacons.get(&primary) else { return false };
+            let current = osds.get(&primary).is_some_and(|o| o.up && o.up_from == beacon.up_from);
+            let Some(held) = beacon.pgs.as_ref().filter(|_| current) else { return false };
+            !held.get(&pool.id).is_some_and(|seeds| seeds.contains(seed))
+        };
+        pool.creating = (0..pool.pg_num).filter(not_created).collect();
+    }
     for (id, beacon) in beacons {
         if let Some(osd) = map.osds.get_mut(id) {
             osd.used_bytes = beacon.disk_used;

@@ -312,6 +312,7 @@ impl Mon {
                     disk_used: 0,
                     disk_avail: 0,
                     data_used: 0,
+                    pgs: None,
                 };
                 self.record_beacon(id, beacon);
                 tracing::info!(osd = id, %addr, epoch, "osd booted");
@@ -550,9 +551,10 @@ impl Handler<Session> for MonHandler {
             Request::GetConfig { subscribe } => mon.get_config(&ctx, subscribe),
             Request::Command(cmd) => mon.command(session, cmd).await,
             Request::OsdBoot { id, addr, host } => mon.osd_boot(session, id, addr, host).await,
-            Request::OsdBeacon { id, up_from, usage, disk_used, disk_avail, data_used } => {
+            Request::OsdBeacon { id, up_from, usage, disk_used, disk_avail, data_used, pgs } => {
                 let seen = Instant::now();
-                let beacon = Beacon { up_from, seen, usage, disk_used, disk_avail, data_used };
+                let beacon =
+                    Beacon { up_from, seen, usage, disk_used, disk_avail, data_used, pgs };
                 mon.osd_beacon(session, id, up_from, beacon)
             }
             Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),

@@ -109,6 +109,7 @@ impl From<PoolInfoV3> for PoolInfo {
             pg_num: p.pg_num,
             pg_num_target: p.pg_num,
             pg_num_pending: p.pg_num,
+            creating: Default::default(),
             size: p.size,
             min_size: p.min_size,
             applications: p.applications,

@@ -89,6 +89,7 @@ impl From<PoolInfoV4> for PoolInfo {
             up: p.up,
             pg_num_target: p.pg_num,
             pg_num_pending: p.pg_num,
+            creating: Default::default(),
         }
     }
 }

@@ -1090,6 +1090,7 @@ fn new_pool(id: PoolId, name: &str, pg_num: u32, size: u32, acting: Vec<Vec<OsdI
         pg_num,
         pg_num_target: pg_num,
         pg_num_pending: pg_num,
+        creating: Default::default(),
         size,
         min_size: size - size / 2,
         applications: BTreeSet::new(),

@@ -501,11 +501,60 @@ mod tests {
             disk_used: u64::MAX,
             disk_avail: u64::MAX,
             data_used: 0,
+            pgs: None,
         };
         let beacons = [(0, beacon(u64::MAX, u64::MAX)), (1, beacon(u64::MAX, 7))].into();
         crate::mon::overlay_usage(&mut map, &beacons);
         let p = &map.pools[&1];
         assert_eq!((p.stored_objects, p.stored_bytes), (u64::MAX, u64::MAX));
+    }
+
+    /// Goal: a PG whose acting primary (up, this incarnation) reports PGs in its beacon but
+    /// not this one is `creating` (a split's child before the split); a beacon without the
+    /// report, from an older incarnation or of a down OSD claims nothing; a merging pair is
+    /// `premerge` even once its source's state is gone (merged, not counted yet).
+    #[test]
+    fn pgs_not_in_their_primarys_store_are_creating() {
+        let mut map = ClusterMap::default();
+        for id in [0, 1] {
+            map.osds.insert(id, osd(id, true));
+        }
+        map.pools.insert(1, pool(vec![vec![0], vec![1], vec![0], vec![1]], 1));
+        let beacon = |up_from, held: Option<Vec<u32>>| crate::mon::Beacon {
+            up_from,
+            seen: std::time::Instant::now(),
+            usage: Default::default(),
+            disk_used: 0,
+            disk_avail: 0,
+            data_used: 0,
+            pgs: held.map(|seeds| [(1, seeds.into_iter().collect())].into()),
+        };
+        let states = |map: &ClusterMap| -> Vec<&'static str> {
+            (0..map.pools[&1].pg_num).map(|seed| map.pg_state(PgId { pool: 1, seed })).collect()
+        };
+        let mut shown = map.clone();
+        // osd.0 holds PG 0 but not PG 2 (a child of 0 at pg_num 4, not split yet); osd.1
+        // sent no report.
+        let beacons = [(0, beacon(1, Some(vec![0]))), (1, beacon(1, None))].into();
+        crate::mon::overlay_usage(&mut shown, &beacons);
+        assert_eq!(shown.pools[&1].creating, BTreeSet::from([2]));
+        assert_eq!(states(&shown), ["active+clean", "active+clean", "creating", "active+clean"]);
+        // A report of another incarnation claims nothing.
+        let mut shown = map.clone();
+        let beacons = [(0, beacon(7, Some(vec![])))].into();
+        crate::mon::overlay_usage(&mut shown, &beacons);
+        assert!(shown.pools[&1].creating.is_empty());
+        // A merge of 3 into 1 marked, 3's state gone from osd.1: premerge, not creating.
+        let mut merging = map.clone();
+        merging.pools.get_mut(&1).unwrap().pg_num_pending = 3;
+        merging.pools.get_mut(&1).unwrap().pg_num_target = 2;
+        let beacons = [(0, beacon(1, Some(vec![0, 2]))), (1, beacon(1, Some(vec![1])))].into();
+        crate::mon::overlay_usage(&mut merging, &beacons);
+        assert_eq!(merging.pools[&1].creating, BTreeSet::from([3]));
+        assert_eq!(
+            states(&merging),
+            ["active+clean", "active+clean+premerge", "active+clean", "active+clean+premerge"]
+        );
     }
 
     /// Goal: PG_DAMAGED counts each damaged PG once, only from up OSDs' current incarnation
@@ -560,6 +609,7 @@ mod tests {
             disk_used: used << 20,
             disk_avail: (100 - used) << 20,
             data_used: 0,
+            pgs: None,
         };
         let changed = |old: Option<u64>, new: u64| {
             crate::mon::full_state_changed(&ratios, old.map(beacon).as_ref(), &beacon(new))

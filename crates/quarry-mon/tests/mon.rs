@@ -374,6 +374,7 @@ async fn osd_boot_beacon_and_down_after_grace() {
         disk_used: 1000,
         disk_avail: 9000,
         data_used: 500,
+        pgs: None,
     };
     let until = tokio::time::Instant::now() + Duration::from_millis(4500);
     while tokio::time::Instant::now() < until {

@@ -42,6 +42,7 @@ pub fn pool_info(id: PoolId, name: &str, size: u32, acting: Vec<Vec<OsdId>>) -> 
         pg_num: acting.len() as u32,
         pg_num_target: acting.len() as u32,
         pg_num_pending: acting.len() as u32,
+        creating: Default::default(),
         size,
         min_size: size - size / 2,
         applications: BTreeSet::new(),

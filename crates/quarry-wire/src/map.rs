@@ -114,6 +114,13 @@ pub struct PoolInfo {
     /// OSDs and neither changes members), otherwise `pg_num`. `pg_num` drops to it when `t`'s
     /// primary reports the merge applied.
     pub pg_num_pending: u32,
+    /// PGs (seeds) their OSDs have not created yet, Ceph's `creating`: the acting primary's
+    /// last beacon says its store holds no state of them (a split's children until their
+    /// parent applies the split; a new pool's PGs until their first entry is applied). The
+    /// monitor fills it from the beacons it holds in the maps it answers
+    /// (`quarry_mon::mon::overlay_usage`); empty in its replicated state. Since map
+    /// version 5.
+    pub creating: BTreeSet<u32>,
 }
 
 /// Pool flag bits, with Ceph's values (`pg_pool_t::FLAG_*`) and names (`flags_names`).
@@ -279,6 +286,9 @@ impl ClusterMap {
 
     /// The state of `pg` in Ceph's words, from the map alone:
     /// - `down`: no OSD, or the acting primary is down (no I/O);
+    /// - `creating`: the acting primary's store holds no state of it yet
+    ///   ([`PoolInfo::creating`]: a split's child before its parent applies the split), and
+    ///   it is not one of a merge's pair (no I/O);
     /// - `undersized+degraded+peered`: fewer voters up than `min_size`, and not a PG whose
     ///   voters are all up moving to enough OSDs (no I/O);
     /// - otherwise `active`, with `+undersized` (fewer voters up than the pool's size),
@@ -294,6 +304,13 @@ impl ClusterMap {
         if !acting.first().is_some_and(up) {
             return "down";
         }
+        // Not created yet by its primary (a split's child before the split, a new PG before
+        // its first entry): it serves nothing yet. A merging pair is `premerge` below (the
+        // source's state goes when the merge is applied, before the monitor counts it).
+        let merging = pool.merging().is_some_and(|(s, t)| pg.seed == s || pg.seed == t);
+        if pool.creating.contains(&pg.seed) && !merging {
+            return "creating";
+        }
         let live = acting.iter().filter(|o| up(o)).count();
         // A PG whose voters are all up and that moves to enough OSDs serves meanwhile (a
         // pool whose size grew: the OSDs allow it).
@@ -305,7 +322,7 @@ impl ClusterMap {
         let degraded = undersized || live < acting.len();
         // Ceph's `premerge`: the merging pair (never remapped: the monitor marks the merge
         // only once both are where they belong), after `clean` in Ceph's order.
-        if pool.merging().is_some_and(|(s, t)| pg.seed == s || pg.seed == t) {
+        if merging {
             return match (undersized, degraded) {
                 (false, false) => "active+clean+premerge",
                 (true, _) => "active+undersized+degraded+premerge",

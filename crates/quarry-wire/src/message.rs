@@ -8,7 +8,7 @@
 //! variant itself (a decode error: it closes that connection). Nothing here is persisted; the
 //! persisted encodings follow `quarry_persist`'s versioning rule.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
@@ -171,6 +171,11 @@ pub enum Request {
         disk_avail: u64,
         /// Of `disk_used`, bytes of object data (the store's data file): Ceph's `USED`.
         data_used: u64,
+        /// The PGs (seeds by pool) whose state this OSD's store holds: created here (a
+        /// split's children once the split is applied; a merge's source no longer once the
+        /// merge is). None: not reported. The monitor shows a PG whose primary's store lacks
+        /// it `creating` (`PoolInfo::creating`).
+        pgs: Option<BTreeMap<PoolId, BTreeSet<u32>>>,
     },
     /// Mon, from OSDs only: the current service keys, sealed under the session key.
     /// Reply: `ServiceKeys`.

@@ -432,6 +432,7 @@ mod tests {
                 pg_num: 32,
                 pg_num_target: 32,
                 pg_num_pending: 32,
+                creating: Default::default(),
                 size: 3,
                 min_size: 2,
                 applications: BTreeSet::from(["rbd".to_string()]),

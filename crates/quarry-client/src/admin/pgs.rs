@@ -466,6 +466,7 @@ mod tests {
             pg_num: 4,
             pg_num_target: 4,
             pg_num_pending: 4,
+            creating: Default::default(),
             size: 3,
             min_size: 2,
             applications: Default::default(),

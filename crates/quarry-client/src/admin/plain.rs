@@ -727,6 +727,7 @@ mod tests {
             pg_num: 32,
             pg_num_target: 32,
             pg_num_pending: 32,
+            creating: Default::default(),
             size: 1,
             min_size: 1,
             applications: BTreeSet::from(["rbd".to_string()]),

@@ -4,7 +4,7 @@
 //! renew the ticket before it expires, and forward every pushed map to the map worker. If the
 //! monitor goes away, reconnect with backoff; clients keep being served meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,7 +225,11 @@ async fn fetch_ticket(
 
 async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), OsdError> {
     let store = osd.router.store().clone();
-    let pools = blocking(move || store.usage()).await?;
+    let (pools, held) = blocking(move || Ok::<_, quarry_store::StoreError>((store.usage()?, store.pgs()?))).await?;
+    let mut pgs: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
+    for pg in held {
+        pgs.entry(pg.pool).or_default().insert(pg.seed);
+    }
     let usage: BTreeMap<u64, Usage> = pools
         .into_iter()
         .map(|(pool, u)| (pool, Usage { objects: u.objects, bytes: u.bytes }))
@@ -238,8 +242,9 @@ async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), 
     })
     .await?;
     let (Figures { used: disk_used, avail: disk_avail }, data_used) = figures;
+    let pgs = Some(pgs);
     let beacon =
-        Request::OsdBeacon { id: osd.id, up_from, usage, disk_used, disk_avail, data_used };
+        Request::OsdBeacon { id: osd.id, up_from, usage, disk_used, disk_avail, data_used, pgs };
     match call(client, beacon).await? {
         Reply::Ack => Ok(()),
         other => Err(refused("OsdBeacon", other)),
