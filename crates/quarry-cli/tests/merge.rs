@@ -1,159 +1,40 @@
 //! PG merge through the tools, on separate `quarry mon` and `quarry osd` processes on
 //! loopback: `ceph osd pool set POOL pg_num N` below the current value shrinks a pool with
-//! data in it while a writer runs and a watcher watches an object that moves (every
-//! acknowledged write, the pool snapshot, omap and xattrs read back; `rados ls` lists each
-//! object once; the remaining PGs go active+clean; the watcher gets a notify after the
-//! merges; then an OSD is SIGKILLed and everything still reads back), a shrink to a
-//! non-power-of-two count (16 -> 6), and the refusals with Ceph's messages.
-//!
-//! The `Cluster` helper here is a trimmed version of tests/split.rs's, until the shared one
-//! lands in tests/common (the lead is moving it there): replace it then.
+//! data in it while a writer and listers run and a watcher watches an object that moves
+//! (every acknowledged write, the pool snapshot, omap and xattrs read back; `rados ls`
+//! lists each object once, during the merges too; `ceph pg ls` shows the merging pair
+//! `premerge` meanwhile and the remaining PGs end active+clean; the watcher gets a notify
+//! after the merges; then an OSD is SIGKILLed and restarted and everything still reads
+//! back), a shrink to a non-power-of-two count (16 -> 6) with an RBD image and its
+//! snapshot in a second pool shrinking too, and the refusals with Ceph's messages.
 
 mod common;
 
-use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cluster::{get, put, Cluster, Spec, TestDir};
 use common::*;
 
-/// A cluster of one monitor and `osds` OSDs as separate processes.
-struct Cluster {
-    conf: PathBuf,
-    mon: Daemon,
-    osds: Vec<Option<Daemon>>,
+/// The cluster of these tests: `osds` OSDs, pool `rbd` of `size` replicas and `pg_num` PGs.
+fn start(tmp: &Path, osds: u32, size: u32, pg_num: u32) -> Cluster {
+    Cluster::start(tmp, Spec { osds, size, pg_num, extra: "" })
 }
 
-impl Cluster {
-    fn start(tmp: &Path, osds: u32, size: u32, pg_num: u32) -> Cluster {
-        let dir = tmp.join("c");
-        cluster_init(&dir, osds);
-        let conf = dir.join("ceph.conf");
-        let ids: Vec<String> = (0..osds).map(|i| i.to_string()).collect();
-        let (ids, size, pg_num) = (ids.join(","), size.to_string(), pg_num.to_string());
-        let args = ["-c", conf.to_str().unwrap(), "--osds", &ids, "--pool", "rbd"];
-        let mut args: Vec<&str> = args.to_vec();
-        args.extend(["--size", &size, "--pg-num", &pg_num, "--osd-grace", "5"]);
-        let mon = spawn_mon(&dir, &args);
-        // QUARRY_TEST_OSD_LOG=FILTER: the OSDs' RUST_LOG (their log files show the merge steps).
-        let filter = std::env::var("QUARRY_TEST_OSD_LOG").ok();
-        let osds =
-            (0..osds).map(|id| Some(spawn_osd_logging(&dir, id, filter.as_deref()))).collect();
-        let cluster = Cluster { conf, mon, osds };
-        cluster.wait(Duration::from_secs(60), "every osd up", |c| {
-            let s = c.ceph(&["-s"]).out();
-            s.contains(&format!(": {} up", c.osds.len())).then_some(()).ok_or(s)
-        });
-        cluster
-    }
-
-    fn ceph(&self, args: &[&str]) -> Run {
-        run_bounded(tool_cmd("ceph", Some(&self.conf), args), None, COMMAND_TIMEOUT)
-    }
-
-    fn rados(&self, args: &[&str]) -> Run {
-        run_bounded(tool_cmd("rados", Some(&self.conf), args), None, COMMAND_TIMEOUT)
-    }
-
-    fn wait<T>(
-        &self,
-        limit: Duration,
-        what: &str,
-        mut check: impl FnMut(&Cluster) -> Result<T, String>,
-    ) -> T {
-        let deadline = Instant::now() + limit;
-        loop {
-            match check(self) {
-                Ok(v) => return v,
-                Err(why) if Instant::now() >= deadline => {
-                    let tail = |d: &Daemon| {
-                        let logs = d.logs();
-                        let from = logs.len().saturating_sub(3000);
-                        let from = (from..logs.len()).find(|&i| logs.is_char_boundary(i));
-                        logs[from.unwrap_or(0)..].to_string()
-                    };
-                    let all: Vec<String> =
-                        self.osds.iter().flatten().chain([&self.mon]).map(tail).collect();
-                    panic!("{what}: not within {limit:?}:\n{why}\n{}", all.join("\n"))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(500)),
-            }
-        }
-    }
-
-    /// `ceph pg ls -f json`: (pgid, state, acting) per PG.
-    fn pgs(&self) -> Vec<(String, String, Vec<u64>)> {
-        let out = self.ceph(&["pg", "ls", "-f", "json"]).ok("pg ls").out();
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        let ids = |x: &serde_json::Value| -> Vec<u64> {
-            x.as_array().unwrap().iter().map(|i| i.as_u64().unwrap()).collect()
-        };
-        v["pg_stats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| {
-                let pgid = p["pgid"].as_str().unwrap().to_string();
-                let state = p["state"].as_str().unwrap().to_string();
-                (pgid, state, ids(&p["acting"]))
-            })
-            .collect()
-    }
-
-    /// Waits until pool `rbd` has `count` PGs, its pg_num says so, and every PG is
-    /// `active+clean` with `voters` OSDs.
-    fn wait_clean(&self, count: usize, voters: usize, limit: Duration) {
-        self.wait(limit, "every pg active+clean", |c| {
-            let pgs = c.pgs();
-            let ok = pgs.iter().filter(|(id, _, _)| id.starts_with("1.")).count() == count
-                && c.pool_get("pg_num") == format!("pg_num: {count}")
-                && pgs.iter().all(|(_, s, acting)| s == "active+clean" && acting.len() == voters);
-            ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
-        });
-    }
-
-    fn pool_get(&self, var: &str) -> String {
-        self.ceph(&["osd", "pool", "get", "rbd", var]).ok("pool get").out().trim().to_string()
-    }
-
-    fn shutdown(mut self) {
-        for osd in self.osds.iter_mut().flatten() {
-            osd.terminate();
-        }
-        self.mon.terminate();
-    }
-}
-
-/// The test's directory: kept with `QUARRY_KEEP_TEST_DIR=1`.
-fn test_dir() -> (Option<tempfile::TempDir>, PathBuf) {
-    let dir = tempfile::tempdir().unwrap();
-    if std::env::var_os("QUARRY_KEEP_TEST_DIR").is_some() {
-        let path = dir.keep();
-        eprintln!("test directory kept: {}", path.display());
-        return (None, path);
-    }
-    let path = dir.path().to_path_buf();
-    (Some(dir), path)
-}
-
-fn put(c: &Cluster, tmp: &Path, name: &str, data: &[u8]) {
-    let file = tmp.join(format!("in-{name}"));
-    std::fs::write(&file, data).unwrap();
-    c.rados(&["-p", "rbd", "put", name, file.to_str().unwrap()]).ok(&format!("put {name}"));
-}
-
-fn get(c: &Cluster, tmp: &Path, name: &str, snap: Option<&str>) -> Vec<u8> {
-    let file = tmp.join(format!("out-{name}"));
-    let mut args = vec!["-p", "rbd"];
-    if let Some(snap) = snap {
-        args.extend(["-s", snap]);
-    }
-    args.extend(["get", name, file.to_str().unwrap()]);
-    c.rados(&args).ok(&format!("get {name}"));
-    std::fs::read(&file).unwrap()
+/// Waits until pool `rbd` has `count` PGs, its pg_num says so, and every PG is
+/// `active+clean` with `voters` OSDs.
+fn wait_clean(c: &Cluster, count: usize, voters: usize, limit: Duration) {
+    c.wait(limit, "every pg active+clean", |c| {
+        let pgs = c.pgs();
+        let ok = pgs.iter().filter(|p| p.pgid.starts_with("1.")).count() == count
+            && c.pool_get("pg_num") == format!("pg_num: {count}")
+            && pgs.iter().all(|p| p.state == "active+clean" && p.acting.len() == voters);
+        ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
+    });
 }
 
 /// `rados ls`: every name, sorted; fails if a name is listed twice.
@@ -237,13 +118,41 @@ fn check_data(c: &Cluster, tmp: &Path, w: &Written, acked: &[(String, Vec<u8>)])
     }
 }
 
-/// Goal (issue 13, PG merge): on 4 OSDs, a size-3 pool of 16 PGs holding objects of 0 B to
-/// 4 MiB, omap, xattrs and a pool snapshot shrinks to 4 PGs while a writer runs and a
-/// watcher watches an object of a merged PG. `osd pool ls detail` shows Ceph's
-/// `pg_num_target` meanwhile; every acknowledged write, the snapshot's version, omap and
-/// xattrs read back; `rados ls` lists every object once; the 4 PGs go active+clean; a
-/// notify after the merges reaches the watcher; no OSD keeps a group of a merged PG. Then
-/// osd.0 is SIGKILLed and everything still reads back.
+/// Every distinct `ceph pg ls` state of pool `rbd` seen while `stop` is unset, with how
+/// often, and the first row naming a PG at or past the pool's `pg_num` of the same moment.
+fn watch_states(conf: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeMap<String, u32>> {
+    let conf = conf.to_path_buf();
+    std::thread::spawn(move || {
+        let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+        while !stop.load(Ordering::Relaxed) {
+            let run = run_bounded(
+                tool_cmd("ceph", Some(&conf), &["pg", "ls", "-f", "json"]),
+                None,
+                COMMAND_TIMEOUT,
+            );
+            if !run.status.success() {
+                continue;
+            }
+            let v: serde_json::Value = serde_json::from_str(&run.out()).unwrap();
+            for p in v["pg_stats"].as_array().unwrap() {
+                if p["pgid"].as_str().unwrap().starts_with("1.") {
+                    *seen.entry(p["state"].as_str().unwrap().to_string()).or_default() += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        seen
+    })
+}
+
+/// Goal (issue 13, PG merge): on 3 OSDs, a size-2 pool of 16 PGs holding objects of 0 B to
+/// 4 MiB, omap, xattrs and a pool snapshot shrinks to 4 PGs while a writer and a lister run
+/// and a watcher watches an object of a merged PG. `osd pool ls detail` shows Ceph's
+/// `pg_num_target` meanwhile and `pg ls` the merging pairs `premerge`; every acknowledged
+/// write, the snapshot's version, omap and xattrs read back; every listing, during the
+/// merges and after, gives each object once; the 4 PGs go active+clean; a notify after the
+/// merges reaches the watcher. Then osd.0 is SIGKILLed and started again: everything still
+/// reads back and no OSD's store keeps a copy of a merged PG.
 #[test]
 fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
     let logs = quarry_testkit::log_guard();
@@ -252,11 +161,12 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
         .allow("no monitor session; retrying")
         .allow("openraft::")
         .allow("raft group did not shut down cleanly");
-    let (_guard, tmp) = test_dir();
-    let tmp = tmp.as_path();
-    let mut c = Cluster::start(tmp, 4, 3, 16);
-    c.wait_clean(16, 3, Duration::from_secs(90));
+    let dir = TestDir::create();
+    let tmp = dir.path();
+    let mut c = start(tmp, 3, 2, 16);
+    wait_clean(&c, 16, 2, Duration::from_secs(90));
     let w = write_data(&c, tmp);
+    // A watched object in a PG that merges away.
     let watched = (0..)
         .map(|i| format!("hdr-{i}"))
         .find(|n| quarry_placement::pg_of(n, 16) >= 4)
@@ -292,25 +202,60 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
             }
         })
     };
+    // A lister: every listing while the PGs merge gives each object written before once.
+    let mut base: Vec<String> = w.objects.iter().map(|(n, _)| n.clone()).collect();
+    base.extend(w.meta.iter().cloned());
+    base.push(watched.clone());
+    let lister = {
+        let (stop, conf, base) = (stop.clone(), c.conf.clone(), base.clone());
+        std::thread::spawn(move || {
+            let mut listings = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let args = ["-p", "rbd", "ls"];
+                let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT);
+                let out = r.ok("ls during the merges").out();
+                let names: Vec<&str> = out.lines().collect();
+                let unique: BTreeSet<&str> = names.iter().copied().collect();
+                assert_eq!(unique.len(), names.len(), "an object listed twice during the merges");
+                let missing: Vec<&String> =
+                    base.iter().filter(|n| !unique.contains(n.as_str())).collect();
+                assert!(missing.is_empty(), "listing {listings} missed {missing:?}");
+                listings += 1;
+            }
+            listings
+        })
+    };
+    let states = watch_states(&c.conf, stop.clone());
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     let set = c.ceph(&["osd", "pool", "set", "rbd", "pg_num", "4"]).ok("pool set pg_num");
     assert_eq!(set.stderr.trim(), "set pool 1 pg_num to 4");
     let detail = c.ceph(&["osd", "pool", "ls", "detail"]).ok("ls detail").out();
     assert!(detail.contains("pg_num_target 4 pgp_num_target 4"), "{detail}");
-    c.wait_clean(4, 3, Duration::from_secs(300));
+    wait_clean(&c, 4, 2, Duration::from_secs(400));
     eprintln!("16 pgs merged into 4 (active+clean) in {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();
+    let listings = lister.join().unwrap();
+    let states = states.join().unwrap();
+    eprintln!("{listings} listings ran during the merges, each complete; pg states seen: {states:?}");
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 5, "only {} writes acknowledged", acked.len());
+    assert!(states.keys().any(|s| s.ends_with("+premerge")), "no premerge seen: {states:?}");
 
+    // The watch followed its object to the target PG.
     let run = c.rados(&["-p", "rbd", "notify", &watched, "after"]).ok("notify after the merges");
     assert_eq!(run.out().lines().filter(|l| l.starts_with("reply client.")).count(), 1);
     wait_lines(&watcher, "NOTIFY cookie ", 2);
 
-    check_data(&c, tmp, &w, &acked);
+    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        check_data(&c, tmp, &w, &acked);
+    }));
+    if let Err(panic) = checked {
+        c.dump();
+        std::panic::resume_unwind(panic);
+    }
     let mut want: Vec<String> = w.objects.iter().chain(&acked).map(|(n, _)| n.clone()).collect();
     want.extend(w.meta.iter().cloned());
     want.push(watched.clone());
@@ -320,21 +265,23 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
     assert!(detail.contains("pg_num 4 pgp_num 4 autoscale_mode"), "{detail}");
     let status = c.ceph(&["-s"]).ok("status").out();
     assert!(status.contains("4 active+clean"), "{status}");
+
+    // osd.0 dies without warning (size 2: its PGs wait for it) and starts again.
     drop(watcher);
     c.osds[0].take().unwrap().kill();
-    c.wait(Duration::from_secs(60), "osd.0 down and its pgs served by others", |c| {
-        let pgs = c.pgs();
-        let served =
-            pgs.iter().all(|(_, s, acting)| acting.first() != Some(&0) && s.starts_with("active"));
-        served.then_some(()).ok_or_else(|| format!("{pgs:?}"))
+    c.wait(Duration::from_secs(60), "osd.0 marked down", |c| {
+        let s = c.ceph(&["-s"]).out();
+        s.contains(": 2 up").then_some(()).ok_or(s)
     });
+    c.osds[0] = Some(spawn_osd(&tmp.join("c"), 0));
+    wait_clean(&c, 4, 2, Duration::from_secs(120));
     check_data(&c, tmp, &w, &acked);
-    put(&c, tmp, "after-the-death", b"still writable");
-    assert_eq!(get(&c, tmp, "after-the-death", None), b"still writable");
+    assert_eq!(listed(&c), want, "rados ls after the restart");
+    put(&c, tmp, "after-the-restart", b"still writable");
+    assert_eq!(get(&c, tmp, "after-the-restart", None), b"still writable");
     c.shutdown();
-    // No stale copy of a merged PG is left in a store (osd.0 was killed: its last
-    // checkpoint may predate a removal, which its next start finishes).
-    for osd in 1..4 {
+    // No copy of a merged PG is left in any store.
+    for osd in 0..3 {
         let path = tmp.join(format!("c/osd.{osd}/store.redb"));
         let store = quarry_store::Store::open(&path).unwrap();
         let stale: Vec<_> =
@@ -344,16 +291,17 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
 }
 
 /// Goal: a shrink to a non-power-of-two count (16 -> 6) keeps every object readable and
-/// listed once; the refusals answer as Ceph does and change nothing (nopgchange EPERM, 0
-/// ERANGE); a later growth splits again.
+/// listed once; an RBD image's self-managed snapshot and head read back after its pool
+/// shrinks 8 -> 3; the refusals answer as Ceph does and change nothing (0 ERANGE,
+/// nopgchange EPERM); a later growth splits again.
 #[test]
-fn shrink_to_6_and_refusals() {
+fn shrink_to_6_rbd_snapshot_and_refusals() {
     let logs = quarry_testkit::log_guard();
     logs.allow_raft_churn().allow("openraft::").allow("raft group did not shut down cleanly");
-    let (_guard, tmp) = test_dir();
-    let tmp = tmp.as_path();
-    let c = Cluster::start(tmp, 2, 1, 16);
-    c.wait_clean(16, 1, Duration::from_secs(60));
+    let dir = TestDir::create();
+    let tmp = dir.path();
+    let c = start(tmp, 2, 1, 16);
+    wait_clean(&c, 16, 1, Duration::from_secs(60));
     let objects: Vec<(String, Vec<u8>)> =
         (0..48).map(|i| (format!("o{i}"), pattern(100 + i * 997, i as u64 + 3))).collect();
     for (name, data) in &objects {
@@ -364,6 +312,27 @@ fn shrink_to_6_and_refusals() {
         all.sort();
         all
     };
+    // A second pool with an RBD image and a self-managed snapshot (rbd snap), then new data
+    // in the image: the snapshot's clones merge with their objects.
+    c.ceph(&["osd", "pool", "create", "vm", "8"]).ok("pool create vm");
+    let rbd = |args: &[&str], input: Option<&[u8]>| {
+        let run = run_bounded(tool_cmd("rbd", Some(&c.conf), args), input, COMMAND_TIMEOUT);
+        run.ok(&format!("rbd {args:?}"))
+    };
+    rbd(&["pool", "init", "vm"], None);
+    let image = pattern(2 << 20, 77);
+    rbd(&["import", "-", "vm/img"], Some(&image));
+    rbd(&["snap", "create", "vm/img@s1"], None);
+    rbd(&["bench", "--io-type", "write", "--io-size", "4K", "--io-total", "256K", "vm/img"], None);
+    let export = |spec: &str| {
+        let file = tmp.join(format!("export-{}", spec.replace(['/', '@'], "-")));
+        let _ = std::fs::remove_file(&file);
+        rbd(&["export", spec, file.to_str().unwrap()], None);
+        std::fs::read(&file).unwrap()
+    };
+    let head = export("vm/img");
+    assert!(head != image, "rbd bench changed the image");
+
     let refused = |args: &[&str], code: i32, message: &str| {
         let mut all = vec!["osd", "pool", "set", "rbd"];
         all.extend(args);
@@ -386,14 +355,24 @@ fn shrink_to_6_and_refusals() {
     c.ceph(&["osd", "pool", "set", "rbd", "nopgchange", "0"]).ok("unset nopgchange");
     let set = c.ceph(&["osd", "pool", "set", "rbd", "pg_num", "6"]).ok("pool set");
     assert_eq!(set.stderr.trim(), "set pool 1 pg_num to 6");
-    c.wait_clean(6, 1, Duration::from_secs(180));
+    let set = c.ceph(&["osd", "pool", "set", "vm", "pg_num", "3"]).ok("pool set vm");
+    assert_eq!(set.stderr.trim(), "set pool 2 pg_num to 3");
+    wait_clean(&c, 6, 1, Duration::from_secs(240));
     for (name, data) in &objects {
         assert!(get(&c, tmp, name, None) == *data, "{name} differs at pg_num 6");
     }
     assert_eq!(listed(&c), names, "rados ls at pg_num 6");
+    c.wait(Duration::from_secs(240), "pool vm at 3 pgs, active+clean", |c| {
+        let pgs = c.pgs();
+        let vm: Vec<_> = pgs.iter().filter(|p| p.pgid.starts_with("2.")).collect();
+        let ok = vm.len() == 3 && vm.iter().all(|p| p.state == "active+clean");
+        ok.then_some(()).ok_or_else(|| format!("{vm:?}"))
+    });
+    assert!(export("vm/img@s1") == image, "the snapshot's data differs after the merges");
+    assert!(export("vm/img") == head, "the image differs after the merges");
     let set = c.ceph(&["osd", "pool", "set", "rbd", "pg_num", "8"]).ok("grow again");
     assert_eq!(set.stderr.trim(), "set pool 1 pg_num to 8");
-    c.wait_clean(8, 1, Duration::from_secs(90));
+    wait_clean(&c, 8, 1, Duration::from_secs(90));
     for (name, data) in &objects {
         assert!(get(&c, tmp, name, None) == *data, "{name} differs at pg_num 8");
     }

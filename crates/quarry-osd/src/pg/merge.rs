@@ -112,7 +112,24 @@ pub(crate) async fn tend(router: &Router) {
                 propose(&group.raft, pg, PgCommand::Merge { source, sealed });
             }
         } else if pg.seed == target && group.pg_num() == source {
+            crash_point("merge");
             router.queue_merge_report(pg, source);
+        }
+    }
+}
+
+/// Tests only: with `QUARRY_TEST_MERGE_CRASH=DIR` set, the OSD aborts at a merge step once
+/// the test arms it by creating `DIR/STEP`: `seal` on the first replica of the source that
+/// applied the seal (made durable: after the checkpoint), `merge` on the target's leader once its group applied the merge and
+/// before the report is queued (so the monitor has not counted it). The file is removed
+/// first: one OSD aborts, once, like a SIGKILL (no shutdown, no checkpoint).
+pub(crate) fn crash_point(step: &str) {
+    static DIR: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    let dir = DIR.get_or_init(|| std::env::var_os("QUARRY_TEST_MERGE_CRASH").map(Into::into));
+    if let Some(dir) = dir {
+        if std::fs::remove_file(dir.join(step)).is_ok() {
+            eprintln!("QUARRY_TEST_MERGE_CRASH: aborting after the {step} step");
+            std::process::abort();
         }
     }
 }

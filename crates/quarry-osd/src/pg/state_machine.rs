@@ -392,6 +392,7 @@ impl PgStateMachine {
             let store = self.store.clone();
             blocking(move || store.checkpoint()).await.map_err(|e| sm_write_error(&e))?;
             tracing::info!(pg = %self.pg, index = log_id.index, "pg sealed for a merge");
+            super::merge::crash_point("seal");
         }
         *self.sealed.lock().unwrap_or_else(|p| p.into_inner()) = self.state.sealed;
         Ok(reply)
