@@ -714,6 +714,12 @@ impl Rados {
         // The object's PG in this map: a pool whose pg_num grew may have split it.
         let mut request = make(map.epoch);
         let pg = routing::retarget(map, pg, &mut request);
+        // A PG's own request (a listing) for a PG a merge took away while it waited: no
+        // primary will ever serve it; the lister starts over (`list_objects`).
+        let beyond = map.pools.get(&pg.pool).is_some_and(|p| pg.seed >= p.pg_num);
+        if beyond && matches!(request, Request::List { .. }) {
+            return Err(ClientError::invalid(ErrorCode::EINVAL, "PG beyond the pool's pg_num"));
+        }
         let Target::Primary { osd, addr } = routing::target(map, pg) else {
             tracing::debug!(%pg, epoch = map.epoch, "no primary up; waiting for the map");
             return Ok(Attempt::WaitMapChange(WaitReason::NoPrimary));

@@ -96,6 +96,9 @@ pub(crate) struct Router {
     remap_reports: std::sync::Mutex<BTreeMap<PgId, RemapReport>>,
     /// Merges applied by groups this OSD leads, to report (`pg::merge`): target -> source.
     merge_reports: std::sync::Mutex<BTreeMap<PgId, u32>>,
+    /// Merge targets whose log must be purged through this applied index (at or past their
+    /// `Merge` entry) before their merge is reported (`pg::merge::tend`).
+    merge_purges: std::sync::Mutex<BTreeMap<PgId, u64>>,
     /// Bounds the moves this OSD drives at once (`osd_max_backfills`).
     backfills: Arc<tokio::sync::Semaphore>,
     /// `osd_raft_heartbeat_interval` in milliseconds ([`raft_config`]).
@@ -156,6 +159,7 @@ impl Router {
             moving: std::sync::Mutex::new(HashSet::new()),
             remap_reports: std::sync::Mutex::new(BTreeMap::new()),
             merge_reports: std::sync::Mutex::new(BTreeMap::new()),
+            merge_purges: std::sync::Mutex::new(BTreeMap::new()),
             backfills: Arc::new(tokio::sync::Semaphore::new(max_backfills.max(1))),
             raft_heartbeat_ms: u64::try_from(raft_heartbeat.as_millis()).unwrap_or(1000).max(1),
             split_wake: Arc::new(tokio::sync::Notify::new()),
@@ -733,6 +737,19 @@ impl Router {
     pub(crate) fn queue_merge_report(&self, target: PgId, source: u32) {
         let mut reports = self.merge_reports.lock().unwrap_or_else(|p| p.into_inner());
         reports.insert(target, source);
+    }
+
+    /// The applied index through which merge target `pg`'s log is to be purged: the first
+    /// call's `applied` (past the `Merge` entry: the caller saw it applied), kept until
+    /// [`Router::merge_purged`].
+    pub(crate) fn merge_purge_mark(&self, pg: PgId, applied: u64) -> u64 {
+        let mut marks = self.merge_purges.lock().unwrap_or_else(|p| p.into_inner());
+        *marks.entry(pg).or_insert(applied)
+    }
+
+    /// Forgets merge target `pg`'s purge mark (its merge was counted by the monitor).
+    pub(crate) fn merge_purged(&self, pg: PgId) {
+        self.merge_purges.lock().unwrap_or_else(|p| p.into_inner()).remove(&pg);
     }
 
     /// The queued merge reports, taken out.

@@ -100,22 +100,61 @@ pub(crate) async fn tend(router: &Router) {
                 continue;
             }
         }
-        let Some((source, target)) = pool.merging() else { continue };
+        let Some((source, target)) = pool.merging() else {
+            router.merge_purged(pg);
+            continue;
+        };
+        // Every replica of a target that applied the merge purges its log through it: a
+        // member added later (a move) must get the target by snapshot, never replay `Merge`
+        // without the source (it would stop the PG as damaged). The leader reports only
+        // once its own log is purged so (the monitor lets the target move only then).
+        let purged = pg.seed == target
+            && group.pg_num() == source
+            && purge_through_merge(router, &group).await;
         if group.leader_term(me).is_none() {
             continue;
         }
         if pg.seed == source && group.sealed().is_none() {
             propose(&group.raft, pg, PgCommand::Seal);
-        } else if pg.seed == target && group.pg_num() == source + 1 {
+        } else if pg.seed == target && group.pg_num() > source {
+            // The target records `source + 1` or more: a PG records the count it last
+            // split or merged at, and the merges of the seeds between went to other PGs
+            // (had one come here, it would record that seed), so what it holds is what it
+            // holds at `source + 1`.
             let source_pg = PgId { pool: pg.pool, seed: source };
             if let Some(sealed) = sealed_everywhere(router, &map, source_pg, target).await {
                 propose(&group.raft, pg, PgCommand::Merge { source, sealed });
             }
-        } else if pg.seed == target && group.pg_num() == source {
+        } else if pg.seed == target && group.pg_num() == source && purged {
             crash_point("merge");
             router.queue_merge_report(pg, source);
         }
     }
+}
+
+/// Makes merge target `group`'s log purged through the merge it applied: records the
+/// applied index the first time (at or past the `Merge` entry), then triggers a snapshot
+/// until one covers it and a purge through it. True once the purge is done.
+async fn purge_through_merge(router: &Router, group: &super::PgGroup) -> bool {
+    let (applied, snapshot, purged) = {
+        let metrics = group.raft.metrics();
+        let m = metrics.borrow();
+        let index = |l: Option<LogId<OsdId>>| l.map_or(0, |l| l.index);
+        (index(m.last_applied), index(m.snapshot), index(m.purged))
+    };
+    let mark = router.merge_purge_mark(group.pg, applied);
+    if purged >= mark {
+        return true;
+    }
+    let triggered = if snapshot < mark {
+        group.raft.trigger().snapshot().await
+    } else {
+        group.raft.trigger().purge_log(mark).await
+    };
+    if let Err(e) = triggered {
+        tracing::debug!(pg = %group.pg, error = %e, "purge after a merge not triggered");
+    }
+    false
 }
 
 /// Tests only: with `QUARRY_TEST_MERGE_CRASH=DIR` set, the OSD aborts at a merge step once

@@ -402,7 +402,8 @@ impl PgStateMachine {
     /// `source` is sealed at `sealed` (anything else stops the PG, as damaged data does:
     /// never merge other data), then folds it into this PG in one store transaction with
     /// the new state (`pg_num` = `source`). A stale entry (the recorded `pg_num` at or below
-    /// `source`, or this PG not `source`'s target) only advances the applied id.
+    /// `source`, or this PG not `source`'s target) only advances the applied id. The
+    /// recorded `pg_num` may be above `source + 1`: only merges into this PG change it.
     async fn merge(
         &mut self,
         source: u32,
@@ -413,7 +414,9 @@ impl PgStateMachine {
         let pg = self.pg;
         let recorded = self.state.pg_num;
         let ours = source >= 1 && quarry_placement::split_parent(source, source) == pg.seed;
-        if recorded != source + 1 || !ours || self.state.sealed.is_some() {
+        // A target may record more than `source + 1` (see `super::merge::tend`); at or
+        // below `source` it merged already (a replay).
+        if recorded <= source || !ours || self.state.sealed.is_some() {
             tracing::debug!(%pg, source, recorded, "stale merge entry: nothing to merge");
             return self.record_state().await;
         }
