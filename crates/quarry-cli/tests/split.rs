@@ -454,7 +454,7 @@ fn children_not_split_yet_are_creating() {
     c.wait(Duration::from_millis(1), "the children still creating", children_creating);
     let stat = c.ceph(&["pg", "stat"]).ok("pg stat").out();
     assert!(stat.starts_with("8 pgs: 4 active+undersized+degraded, 4 creating;"), "{stat}");
-    let dump = c.ceph(&["pg", "dump"]).ok("pg dump").out();
+    let dump = c.ceph(&["pg", "dump", "pgs_brief"]).ok("pg dump").out();
     assert_eq!(dump.matches("creating").count(), 4, "{dump}");
     let status = c.ceph(&["-s"]).ok("status").out();
     assert!(status.contains("4 creating"), "{status}");
