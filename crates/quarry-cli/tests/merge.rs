@@ -120,7 +120,10 @@ fn check_data(c: &Cluster, tmp: &Path, w: &Written, acked: &[(String, Vec<u8>)])
 
 /// Every distinct `ceph pg ls` state of pool `rbd` seen while `stop` is unset, with how
 /// often, and the first row naming a PG at or past the pool's `pg_num` of the same moment.
-fn watch_states(conf: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeMap<String, u32>> {
+fn watch_states(
+    conf: &Path,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<BTreeMap<String, u32>> {
     let conf = conf.to_path_buf();
     std::thread::spawn(move || {
         let mut seen: BTreeMap<String, u32> = BTreeMap::new();
@@ -167,10 +170,8 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
     wait_clean(&c, 16, 2, Duration::from_secs(90));
     let w = write_data(&c, tmp);
     // A watched object in a PG that merges away.
-    let watched = (0..)
-        .map(|i| format!("hdr-{i}"))
-        .find(|n| quarry_placement::pg_of(n, 16) >= 4)
-        .unwrap();
+    let watched =
+        (0..).map(|i| format!("hdr-{i}")).find(|n| quarry_placement::pg_of(n, 16) >= 4).unwrap();
     put(&c, tmp, &watched, b"header");
     let fifo = tmp.join("stdin");
     let mut mkfifo = Command::new("mkfifo");
@@ -239,7 +240,9 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
     writer.join().unwrap();
     let listings = lister.join().unwrap();
     let states = states.join().unwrap();
-    eprintln!("{listings} listings ran during the merges, each complete; pg states seen: {states:?}");
+    eprintln!(
+        "{listings} listings ran during the merges, each complete; pg states seen: {states:?}"
+    );
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 5, "only {} writes acknowledged", acked.len());
     assert!(states.keys().any(|s| s.ends_with("+premerge")), "no premerge seen: {states:?}");

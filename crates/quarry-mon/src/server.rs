@@ -553,8 +553,7 @@ impl Handler<Session> for MonHandler {
             Request::OsdBoot { id, addr, host } => mon.osd_boot(session, id, addr, host).await,
             Request::OsdBeacon { id, up_from, usage, disk_used, disk_avail, data_used, pgs } => {
                 let seen = Instant::now();
-                let beacon =
-                    Beacon { up_from, seen, usage, disk_used, disk_avail, data_used, pgs };
+                let beacon = Beacon { up_from, seen, usage, disk_used, disk_avail, data_used, pgs };
                 mon.osd_beacon(session, id, up_from, beacon)
             }
             Request::GetServiceKeys => mon.service_keys(session, &ctx.session_key),

@@ -91,7 +91,11 @@ impl Store {
                 object_key(target, name, &mut key);
                 if objects.get(key.as_slice())?.is_some() {
                     let object = String::from_utf8_lossy(name).into_owned();
-                    return Err(StoreError::MergeCollision { merged: source, into: target, object });
+                    return Err(StoreError::MergeCollision {
+                        merged: source,
+                        into: target,
+                        object,
+                    });
                 }
             }
             for (name, record) in &moving {
@@ -178,7 +182,8 @@ impl Store {
                 if dup_tables.lookup(target, &key)?.is_some() {
                     continue;
                 }
-                let (_, reply) = dups::decode_value(value).map_err(|why| dups::corrupt(source, why))?;
+                let (_, reply) =
+                    dups::decode_value(value).map_err(|why| dups::corrupt(source, why))?;
                 dup_tables.insert(target, &key, seq, &dups::encode_value(seq, &reply))?;
                 seq += 1;
                 stats.dups += 1;
@@ -229,7 +234,9 @@ mod tests {
 
     /// The names written to `pg` (disjoint between the two PGs).
     fn names(pg: PgId) -> Vec<String> {
-        (0..24u64).map(|i| format!("pg{}-obj{}{i}", pg.seed, "x".repeat((i % 5) as usize))).collect()
+        (0..24u64)
+            .map(|i| format!("pg{}-obj{}{i}", pg.seed, "x".repeat((i % 5) as usize)))
+            .collect()
     }
 
     /// Each PG: 24 objects of 0..~23 KiB with an xattr and omap, then snapshot 4 and a
@@ -257,7 +264,11 @@ mod tests {
                 .enumerate()
                 .map(|(i, name)| {
                     let data = Payload::new(Bytes::from_static(b"new"));
-                    let mut c = command(name, vec![ObjectOp::Write { off: 0, data }], base + 1000 + i as u64);
+                    let mut c = command(
+                        name,
+                        vec![ObjectOp::Write { off: 0, data }],
+                        base + 1000 + i as u64,
+                    );
                     c.snapc = SnapContext { seq: 4, snaps: vec![4] };
                     c
                 })
@@ -352,7 +363,9 @@ mod tests {
         fill(&store);
         let name = &names(SOURCE)[2];
         let data = Payload::new(Bytes::from_static(b"dup"));
-        store.apply(TARGET, &[command(name, vec![ObjectOp::WriteFull { data }], 999)], b"before").unwrap();
+        store
+            .apply(TARGET, &[command(name, vec![ObjectOp::WriteFull { data }], 999)], b"before")
+            .unwrap();
         let err = store.merge_pg(SOURCE, TARGET, b"after").unwrap_err();
         assert!(matches!(err, StoreError::MergeCollision { .. }), "{err}");
         assert_eq!(store.pg_state(SOURCE).unwrap().unwrap(), b"before");
@@ -415,8 +428,9 @@ mod tests {
                 let _installed = powerloss::install(dir.path(), World::new(Config::default()));
                 let store = Store::open_with(&dir.path().join("store.redb"), &options())
                     .unwrap_or_else(|e| panic!("cut at call {crash_at} (seed {seed}): {e}"));
-                let merged = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state_of(&store)))
-                    .unwrap_or_else(|_| panic!("cut at call {crash_at} (seed {seed}): torn"));
+                let merged =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state_of(&store)))
+                        .unwrap_or_else(|_| panic!("cut at call {crash_at} (seed {seed}): torn"));
                 assert!(merged || !durable, "cut at {crash_at}: a durable merge was lost");
                 if merged {
                     after += 1;

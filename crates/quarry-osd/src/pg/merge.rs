@@ -89,9 +89,8 @@ pub(crate) async fn tend(router: &Router) {
         if leaving && pg.seed > 0 {
             let seed = quarry_placement::split_parent(pg.seed, pg.seed);
             let target = PgId { pool: pg.pool, seed };
-            let merged = router
-                .group(target)
-                .is_some_and(|t| t.pg_num() != 0 && t.pg_num() <= pg.seed);
+            let merged =
+                router.group(target).is_some_and(|t| t.pg_num() != 0 && t.pg_num() <= pg.seed);
             if merged {
                 match router.remove_merged(pg).await {
                     Ok(()) => tracing::info!(%pg, %target, "merged pg's group stopped and removed"),

@@ -431,11 +431,8 @@ mod tests {
         let v1 = PgStateV1 { applied: state.applied, membership: state.membership.clone() };
         let old = PgState::decode(&version::encode(1, &v1)).unwrap();
         assert_eq!(old, PgState { pg_num: 0, sealed: None, ..state.clone() });
-        let v2 = PgStateV2 {
-            applied: state.applied,
-            membership: state.membership.clone(),
-            pg_num: 12,
-        };
+        let v2 =
+            PgStateV2 { applied: state.applied, membership: state.membership.clone(), pg_num: 12 };
         let old = PgState::decode(&version::encode(2, &v2)).unwrap();
         assert_eq!(old, PgState { sealed: None, ..state.clone() });
         assert!(PgState::decode(&bytes[..bytes.len() - 1]).is_err());

@@ -479,7 +479,12 @@ mod tests {
         ) -> (SnapshotMeta<OsdId, BasicNode>, std::fs::File) {
             let store =
                 Store::open(&dir.join(format!("src-{}-{}.redb", applied.index, byte))).unwrap();
-            let state = PgState { applied: Some(applied), membership: membership(), pg_num: 0, sealed: None };
+            let state = PgState {
+                applied: Some(applied),
+                membership: membership(),
+                pg_num: 0,
+                sealed: None,
+            };
             let write = ObjectCommand {
                 name: "o".into(),
                 snapc: SnapContext::default(),

@@ -204,9 +204,8 @@ impl PgStateMachine {
                 }
                 continue;
             }
-            if let EntryPayload::Normal(
-                command @ (PgCommand::Seal | PgCommand::Merge { .. }),
-            ) = &entry.payload
+            if let EntryPayload::Normal(command @ (PgCommand::Seal | PgCommand::Merge { .. })) =
+                &entry.payload
             {
                 let flushed = self.flush(&mut segment, &mut out).await;
                 let applied = match (flushed, command) {
@@ -446,7 +445,11 @@ impl PgStateMachine {
                 let damage = self.damage.clone();
                 let _ = tokio::task::spawn_blocking(move || damage.report(pg, &detail)).await;
             }
-            return Err(sm_write_error(&StoreError::Corrupt { pg, object: String::new(), detail: "merge source not sealed as agreed".into() }));
+            return Err(sm_write_error(&StoreError::Corrupt {
+                pg,
+                object: String::new(),
+                detail: "merge source not sealed as agreed".into(),
+            }));
         }
         self.state.pg_num = source;
         let state = self.state.encode();

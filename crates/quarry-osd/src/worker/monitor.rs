@@ -225,7 +225,8 @@ async fn fetch_ticket(
 
 async fn send_beacon(osd: &Osd, client: &RpcClient, up_from: u64) -> Result<(), OsdError> {
     let store = osd.router.store().clone();
-    let (pools, held) = blocking(move || Ok::<_, quarry_store::StoreError>((store.usage()?, store.pgs()?))).await?;
+    let (pools, held) =
+        blocking(move || Ok::<_, quarry_store::StoreError>((store.usage()?, store.pgs()?))).await?;
     let mut pgs: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
     for pg in held {
         pgs.entry(pg.pool).or_default().insert(pg.seed);
