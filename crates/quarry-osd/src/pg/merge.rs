@@ -17,8 +17,14 @@
 //!    a healthy replica: it never merges other data), then
 //!    [`quarry_store::Store::merge_pg`] moves `s`'s objects into `t` in one transaction with
 //!    `t`'s new state (`pg_num` = `s`), which also deletes `s`'s state.
-//! 3. `t`'s primary reports `PgMerged`; the monitor lowers `pg_num` and marks the next step.
-//!    Meanwhile `t` refuses ops for `s`'s objects while it records `pg_num` `s + 1`
+//!    `t` may record more than `s + 1`: only a merge into a PG lowers what it records, and
+//!    the merges of the seeds in between went to other PGs, so it holds what it held then.
+//! 3. Every replica of `t` snapshots it and purges its log through the merge
+//!    (`purge_through_merge`): an OSD added to `t` later (a move, once the merge is counted)
+//!    must get it by snapshot, never replay `Merge` without the source (it would stop the PG
+//!    as damaged). Then `t`'s primary reports `PgMerged`; the monitor lowers `pg_num` and
+//!    marks the next step.
+//!    Meanwhile `t` refuses ops for `s`'s objects while it records more than `s`
 //!    ([`super::split::moved_out`]), and clients at the smaller `pg_num` send them to `t`.
 //!
 //! The source's seal is made durable (a store checkpoint) when it is applied, before the
@@ -231,4 +237,4 @@ fn propose(raft: &super::PgRaft, pg: PgId, command: PgCommand) {
 }
 
 #[cfg(doc)]
-use super::{PgCommand, PgState};
+use super::PgState;
