@@ -113,9 +113,12 @@ pub(crate) async fn tend(router: &Router) {
         // member added later (a move) must get the target by snapshot, never replay `Merge`
         // without the source (it would stop the PG as damaged). The leader reports only
         // once its own log is purged so (the monitor lets the target move only then).
-        let purged = pg.seed == target
-            && group.pg_num() == source
-            && purge_through_merge(router, &group).await;
+        // (The mark of an earlier merge into this PG is dropped: each merge purges anew.)
+        let applied = pg.seed == target && group.pg_num() == source;
+        if !applied {
+            router.merge_purged(pg);
+        }
+        let purged = applied && purge_through_merge(router, &group).await;
         if group.leader_term(me).is_none() {
             continue;
         }
