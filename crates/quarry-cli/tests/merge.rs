@@ -118,8 +118,8 @@ fn check_data(c: &Cluster, tmp: &Path, w: &Written, acked: &[(String, Vec<u8>)])
     }
 }
 
-/// Every distinct `ceph pg ls` state of pool `rbd` seen while `stop` is unset, with how
-/// often, and the first row naming a PG at or past the pool's `pg_num` of the same moment.
+/// Every distinct `ceph pg ls` state of pool `rbd` seen while `stop` is unset (polled every
+/// 0.2 s), with how often.
 fn watch_states(
     conf: &Path,
     stop: Arc<AtomicBool>,
