@@ -111,6 +111,18 @@ where
         &self.wal
     }
 
+    /// The entries in `start .. end` (those the log has), read on the calling thread: for
+    /// code outside openraft, e.g. an OSD collecting the placed writes of unapplied entries
+    /// while it opens its store.
+    pub fn read_blocking(&self, start: u64, end: u64) -> Result<Vec<Entry<C>>, WalError> {
+        self.read(start, end, u64::MAX)
+    }
+
+    /// The index of the group's last entry (None: no entry, or none since its last purge).
+    pub fn last_index(&self) -> Option<u64> {
+        self.wal.group_state(self.group).last.map(|id| id.index)
+    }
+
     /// Reads and deserialises entries in `start .. end`, at most about `byte_limit` bytes.
     fn read(&self, start: u64, end: u64, byte_limit: u64) -> Result<Vec<Entry<C>>, WalError> {
         let serialised = self.wal.read_entries(self.group, start, end, byte_limit)?;

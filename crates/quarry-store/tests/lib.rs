@@ -14,6 +14,8 @@ mod meta_corruption;
 mod model;
 mod powerloss;
 mod powerloss_large;
+mod placed;
+mod powerloss_placed;
 mod snap_index;
 mod snapshots;
 mod space;

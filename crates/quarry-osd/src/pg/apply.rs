@@ -159,7 +159,12 @@ fn next_round(inner: &Inner) -> Option<Vec<Job>> {
 fn apply_round(store: &Store, jobs: Vec<Job>) {
     let work: Vec<PgApply<'_>> = jobs
         .iter()
-        .map(|job| PgApply { pg: job.pg, cmds: &job.commands, pg_state: &job.pg_state })
+        .map(|job| PgApply {
+            pg: job.pg,
+            cmds: &job.commands,
+            pg_state: &job.pg_state,
+            placed: &[],
+        })
         .collect();
     let result = store.apply_many(&work);
     drop(work);
