@@ -42,6 +42,7 @@ use quarry_types::{OsdId, PgId};
 use quarry_wire::ClusterMap;
 
 use crate::pg::apply::ApplyBatcher;
+use crate::pg::placer::PgPlacer;
 use crate::pg::durability::Durability;
 use crate::pg::network::{Peers, PgNetworkFactory, RaftRpc, RaftRpcReply};
 use crate::pg::repair::{self, Damage, Exports};
@@ -572,7 +573,9 @@ impl Router {
         let group = group_id(pg);
         let network =
             PgNetworkFactory { group, peers: self.deps.peers.clone(), snapshots: HashMap::new() };
-        let log = self.deps.wal.log_store(group);
+        // Large writes of a one-replica PG are placed in the store, not the log (write-once).
+        let placer = Arc::new(PgPlacer::new(self.deps.store.clone(), sm.solo_handle()));
+        let log = self.deps.wal.log_store_placed(group, placer);
         let raft = PgRaft::new(self.deps.me, config, network, log, sm)
             .await
             .map_err(|e| raft_err(e.to_string()))?;

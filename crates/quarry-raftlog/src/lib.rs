@@ -240,7 +240,7 @@ pub mod writer;
 pub use error::{Corruption, WalError};
 pub use ledger::Laggard;
 pub use quarry_persist::{DecodeError, FormatTooNew};
-pub use store::{EntryCodec, WalLogStore};
+pub use store::{EntryCodec, Placer, WalLogStore};
 pub use wal::{SyncHook, Wal};
 
 /// Options of [`Wal::open`].

@@ -70,24 +70,54 @@ pub fn decode_entry<C: EntryCodec<NodeId = u64>>(payload: &[u8]) -> Result<Entry
     Ok(Entry { log_id, payload })
 }
 
+/// Moves large payloads of a group's entries out of the log (write-once): the data is placed
+/// elsewhere (the OSD's store) when the entry is appended, and the entry's record names it.
+/// Installed per group with [`Wal::log_store_placed`]; the data must be made durable by the
+/// WAL's sync hook ([`Wal::set_sync_hook`]) before a round holding the entry is written.
+///
+/// The log store itself (openraft's apply path) returns entries as the codec decodes them
+/// (naming the placed data); its log reader (replication to peers) returns them with the
+/// payloads read back ([`Placer::rehydrate`]), so peers get whole entries and place them
+/// themselves. Entries truncated away give their placements back ([`Placer::release`]) once
+/// the truncation is durable.
+pub trait Placer<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// Appends the record encoding of `data` to `out` ([`EntryCodec::encode_data`]'s, after
+    /// placing large payloads elsewhere and naming them instead).
+    fn encode(&self, data: &C::D, out: &mut Vec<u8>);
+    /// `data` as the codec decoded it, with its placed payloads read back (for a peer).
+    fn rehydrate(&self, data: C::D) -> Result<C::D, String>;
+    /// The entry holding `data` was truncated away, durably: its placements are free.
+    fn release(&self, data: &C::D);
+}
+
 /// `limited_get_log_entries` (replication) returns at most about this many bytes per call.
 pub const REPLICATION_READ_BYTES_MAX: u64 = 8 << 20;
 
 /// The log of one Raft group in the shared [`Wal`]. Cloning gives another handle to the same
 /// group (the log reader is such a clone).
-pub struct WalLogStore<C> {
+pub struct WalLogStore<C: RaftTypeConfig> {
     wal: Arc<Wal>,
     group: u64,
+    /// Where large payloads go (None: every entry is whole in its record).
+    placer: Option<Arc<dyn Placer<C>>>,
+    /// Reads return placed payloads read back (the log reader: replication).
+    rehydrate: bool,
     _config: PhantomData<fn() -> C>,
 }
 
-impl<C> Clone for WalLogStore<C> {
+impl<C: RaftTypeConfig> Clone for WalLogStore<C> {
     fn clone(&self) -> Self {
-        WalLogStore { wal: self.wal.clone(), group: self.group, _config: PhantomData }
+        WalLogStore {
+            wal: self.wal.clone(),
+            group: self.group,
+            placer: self.placer.clone(),
+            rehydrate: self.rehydrate,
+            _config: PhantomData,
+        }
     }
 }
 
-impl<C> Debug for WalLogStore<C> {
+impl<C: RaftTypeConfig> Debug for WalLogStore<C> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("WalLogStore").field("group", &self.group).finish_non_exhaustive()
     }
@@ -97,8 +127,8 @@ impl<C> WalLogStore<C>
 where
     C: EntryCodec<NodeId = u64, Entry = Entry<C>>,
 {
-    pub(crate) fn new(wal: Arc<Wal>, group: u64) -> Self {
-        WalLogStore { wal, group, _config: PhantomData }
+    pub(crate) fn new(wal: Arc<Wal>, group: u64, placer: Option<Arc<dyn Placer<C>>>) -> Self {
+        WalLogStore { wal, group, placer, rehydrate: false, _config: PhantomData }
     }
 
     /// The Raft group this store writes.
@@ -132,10 +162,20 @@ where
             // Write payloads become slices of the entry's bytes (the WAL's cache holds them
             // anyway): applying a 4 MiB write does not copy it.
             let decoded = quarry_types::zerocopy::decode_from(&bytes, decode_entry::<C>);
-            let entry: Entry<C> = decoded.map_err(|error| match error {
+            let mut entry: Entry<C> = decoded.map_err(|error| match error {
                 DecodeError::TooNew(source) => WalError::EntryFormatTooNew { group, index, source },
                 source => WalError::Codec { group, index, source },
             })?;
+            if let (true, Some(placer)) = (self.rehydrate, &self.placer) {
+                if let EntryPayload::Normal(data) = entry.payload {
+                    let whole = placer.rehydrate(data).map_err(|detail| WalError::Codec {
+                        group,
+                        index,
+                        source: DecodeError::invalid("placed payload", detail),
+                    })?;
+                    entry.payload = EntryPayload::Normal(whole);
+                }
+            }
             assert_eq!(entry.log_id, log_id, "the WAL checked the log id of the record");
             entries.push(entry);
         }
@@ -151,7 +191,15 @@ where
         let mut total = 0u64;
         for entry in entries {
             let index = entry.log_id.index;
-            let bytes = encode_entry(&entry);
+            let bytes = match (&self.placer, &entry.payload) {
+                (Some(placer), EntryPayload::Normal(data)) => {
+                    let mut out = Vec::new();
+                    encode_entry_head(&mut out, &entry.log_id, ENTRY_NORMAL);
+                    placer.encode(data, &mut out);
+                    out
+                }
+                _ => encode_entry(&entry),
+            };
             if bytes.len() as u64 > u64::from(RECORD_PAYLOAD_MAX) {
                 return Err(WalError::EntryTooLarge {
                     group: self.group,
@@ -227,7 +275,7 @@ where
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
+        WalLogStore { rehydrate: true, ..self.clone() }
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
@@ -270,7 +318,22 @@ where
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let record = Record::Truncate { from: log_id.index };
-        self.wal.submit_metadata(self.group, record, None).map_err(write_error)
+        let Some(placer) = self.placer.clone() else {
+            return self.wal.submit_metadata(self.group, record, None).map_err(write_error);
+        };
+        // The entries going away give their placements back once the truncation is durable
+        // (a crash before would bring them back, naming their blocks).
+        let gone = self.read(log_id.index, u64::MAX, u64::MAX).map_err(write_error)?;
+        let done: Completion = Box::new(move |result: Result<(), &std::io::Error>| {
+            if result.is_ok() {
+                for entry in &gone {
+                    if let EntryPayload::Normal(data) = &entry.payload {
+                        placer.release(data);
+                    }
+                }
+            }
+        });
+        self.wal.submit_metadata(self.group, record, Some(done)).map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {

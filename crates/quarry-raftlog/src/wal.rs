@@ -24,7 +24,7 @@ use crate::queue::{
     Completion, QueuedEntry, Request, SerialisedEntry, QUEUE_BYTES_MAX, QUEUE_PERMIT_BYTES,
 };
 use crate::replay::{recover, segment_path};
-use crate::store::{EntryCodec, WalLogStore};
+use crate::store::{EntryCodec, Placer, WalLogStore};
 use crate::writer::Writer;
 use crate::{WalOptions, WalStats};
 
@@ -171,7 +171,20 @@ impl Wal {
     where
         C: EntryCodec<NodeId = u64, Entry = openraft::Entry<C>>,
     {
-        WalLogStore::new(self.clone(), group)
+        WalLogStore::new(self.clone(), group, None)
+    }
+
+    /// [`Wal::log_store`] whose entries' large payloads `placer` moves out of the log
+    /// (write-once, see [`Placer`]).
+    pub fn log_store_placed<C>(
+        self: &Arc<Self>,
+        group: u64,
+        placer: Arc<dyn Placer<C>>,
+    ) -> WalLogStore<C>
+    where
+        C: EntryCodec<NodeId = u64, Entry = openraft::Entry<C>>,
+    {
+        WalLogStore::new(self.clone(), group, Some(placer))
     }
 
     /// Forgets everything about `group` (its entries' space is reclaimed with their segments).

@@ -969,6 +969,32 @@ impl Store {
         self.data.release_reserved(placed.block)
     }
 
+    /// Reads a placement's data into `buf` (its length), each chunk checked against its crc:
+    /// for a peer that needs the entry (the log holds only where the data is). The blocks of
+    /// an entry applied since may have been freed and reused: then the crcs do not match and
+    /// this is [`StoreError::Corrupt`] (never other data).
+    pub fn read_placed(&self, placed: &Placed, buf: &mut [u8]) -> Result<(), StoreError> {
+        if buf.len() as u64 != placed.bytes() {
+            return Err(StoreError::BadPlacement { bytes: buf.len() as u64 });
+        }
+        self.data.read(placed.block, buf)?;
+        for (k, (chunk, &crc)) in buf.chunks(CHUNK_BYTES).zip(&placed.crcs).enumerate() {
+            let found = crc32c::crc32c(chunk);
+            if found != crc {
+                return Err(StoreError::Corrupt {
+                    pg: PgId { pool: 0, seed: 0 },
+                    object: String::new(),
+                    detail: format!(
+                        "placed block {}: crc {found:#010x}, the log entry says {crc:#010x} \
+                         (freed and reused since its entry was applied?)",
+                        placed.block + k as u64
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Names of the tables added to format 1 later (the duplicate table, the snapshot index).
     const ADDED_TABLES: [&'static str; 5] =
         ["dups", "dup_seq", "snap_objects", "object_snaps", "purged_snaps"];
