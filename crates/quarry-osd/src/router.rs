@@ -572,7 +572,12 @@ impl Router {
         let pg_num = sm.pg_num_handle();
         let group = group_id(pg);
         let network =
-            PgNetworkFactory { group, peers: self.deps.peers.clone(), snapshots: HashMap::new() };
+            PgNetworkFactory {
+                group,
+                peers: self.deps.peers.clone(),
+                store: self.deps.store.clone(),
+                snapshots: HashMap::new(),
+            };
         // Large writes of a one-replica PG are placed in the store, not the log (write-once).
         let placer = Arc::new(PgPlacer::new(self.deps.store.clone(), sm.solo_handle()));
         let log = self.deps.wal.log_store_placed(group, placer);

@@ -75,17 +75,15 @@ pub fn decode_entry<C: EntryCodec<NodeId = u64>>(payload: &[u8]) -> Result<Entry
 /// Installed per group with [`Wal::log_store_placed`]; the data must be made durable by the
 /// WAL's sync hook ([`Wal::set_sync_hook`]) before a round holding the entry is written.
 ///
-/// The log store itself (openraft's apply path) returns entries as the codec decodes them
-/// (naming the placed data); its log reader (replication to peers) returns them with the
-/// payloads read back ([`Placer::rehydrate`]), so peers get whole entries and place them
-/// themselves. Entries truncated away give their placements back ([`Placer::release`]) once
-/// the truncation is durable.
+/// Reads return entries as the codec decodes them (naming the placed data, not carrying
+/// it): openraft's apply and its re-apply at start (which goes through the log reader) take
+/// the placed data where it is. Whoever sends entries to a peer must read the payloads back
+/// first (the OSD does it in its Raft network client). Entries truncated away give their
+/// placements back ([`Placer::release`]) once the truncation is durable.
 pub trait Placer<C: RaftTypeConfig>: Send + Sync + 'static {
     /// Appends the record encoding of `data` to `out` ([`EntryCodec::encode_data`]'s, after
     /// placing large payloads elsewhere and naming them instead).
     fn encode(&self, data: &C::D, out: &mut Vec<u8>);
-    /// `data` as the codec decoded it, with its placed payloads read back (for a peer).
-    fn rehydrate(&self, data: C::D) -> Result<C::D, String>;
     /// The entry holding `data` was truncated away, durably: its placements are free.
     fn release(&self, data: &C::D);
 }
@@ -100,8 +98,6 @@ pub struct WalLogStore<C: RaftTypeConfig> {
     group: u64,
     /// Where large payloads go (None: every entry is whole in its record).
     placer: Option<Arc<dyn Placer<C>>>,
-    /// Reads return placed payloads read back (the log reader: replication).
-    rehydrate: bool,
     _config: PhantomData<fn() -> C>,
 }
 
@@ -111,7 +107,6 @@ impl<C: RaftTypeConfig> Clone for WalLogStore<C> {
             wal: self.wal.clone(),
             group: self.group,
             placer: self.placer.clone(),
-            rehydrate: self.rehydrate,
             _config: PhantomData,
         }
     }
@@ -128,7 +123,7 @@ where
     C: EntryCodec<NodeId = u64, Entry = Entry<C>>,
 {
     pub(crate) fn new(wal: Arc<Wal>, group: u64, placer: Option<Arc<dyn Placer<C>>>) -> Self {
-        WalLogStore { wal, group, placer, rehydrate: false, _config: PhantomData }
+        WalLogStore { wal, group, placer, _config: PhantomData }
     }
 
     /// The Raft group this store writes.
@@ -162,20 +157,10 @@ where
             // Write payloads become slices of the entry's bytes (the WAL's cache holds them
             // anyway): applying a 4 MiB write does not copy it.
             let decoded = quarry_types::zerocopy::decode_from(&bytes, decode_entry::<C>);
-            let mut entry: Entry<C> = decoded.map_err(|error| match error {
+            let entry: Entry<C> = decoded.map_err(|error| match error {
                 DecodeError::TooNew(source) => WalError::EntryFormatTooNew { group, index, source },
                 source => WalError::Codec { group, index, source },
             })?;
-            if let (true, Some(placer)) = (self.rehydrate, &self.placer) {
-                if let EntryPayload::Normal(data) = entry.payload {
-                    let whole = placer.rehydrate(data).map_err(|detail| WalError::Codec {
-                        group,
-                        index,
-                        source: DecodeError::invalid("placed payload", detail),
-                    })?;
-                    entry.payload = EntryPayload::Normal(whole);
-                }
-            }
             assert_eq!(entry.log_id, log_id, "the WAL checked the log id of the record");
             entries.push(entry);
         }
@@ -275,7 +260,7 @@ where
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        WalLogStore { rehydrate: true, ..self.clone() }
+        self.clone()
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {

@@ -357,7 +357,17 @@ impl<'txn> Batch<'txn> {
             };
             if earlier {
                 let mut buf = vec![0u8; crcs.len() * CHUNK_SIZE];
-                self.t.data.read(*block, &mut buf)?;
+                match self.t.data.read(*block, &mut buf) {
+                    Ok(()) => {}
+                    // Blocks past the file's end: the data never reached the disk.
+                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return Err(ctx.corrupt(format!(
+                            "op {op}: placed blocks {block}..{} are past the data file's end",
+                            block + n
+                        )));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
                 for (k, (chunk, &crc)) in buf.chunks(CHUNK_SIZE).zip(crcs).enumerate() {
                     let found = crc32c::crc32c(chunk);
                     if found != crc {

@@ -12,11 +12,12 @@
 //!
 //! Only PGs whose applied membership is one voter and no learner place (size-1 pools):
 //! replicated PGs keep whole entries in the log. Replication still works for entries placed
-//! while a PG was alone (a learner added later): the log reader reads the payloads back
-//! ([`Placer::rehydrate`]), each 4 KiB chunk checked against the crc the entry carries, so
-//! a peer never receives other data; an entry whose blocks were reused since it was applied
-//! (its object overwritten, a checkpoint passed) fails that read instead (the learner then
-//! needs a snapshot).
+//! while a PG was alone (a learner added later): the Raft network client reads the payloads
+//! back before sending ([`rehydrate`]), each 4 KiB chunk checked against the crc the entry
+//! carries, so a peer never receives other data; an entry whose blocks were reused since it
+//! was applied (its object overwritten, a checkpoint passed) fails that read instead, and the
+//! call is reported unreachable (openraft retries; the learner then needs a snapshot). A
+//! peer refuses a `ClientPlaced` entry that reaches it anyway.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -107,26 +108,6 @@ impl Placer<PgRaftConfig> for PgPlacer {
         PgRaftConfig::encode_data(data, out);
     }
 
-    fn rehydrate(&self, data: PgCommand) -> Result<PgCommand, String> {
-        let PgCommand::ClientPlaced { mut command, placed } = data else {
-            return Ok(data);
-        };
-        for p in &placed {
-            let mut buf = vec![0u8; p.crcs.len() * 4096];
-            self.store.read_placed(&p.placed(), &mut buf).map_err(|e| e.to_string())?;
-            let Some(op) = command.ops.get_mut(p.op as usize) else {
-                return Err(format!("placed op {} out of range", p.op));
-            };
-            match op {
-                ObjectOp::Write { data, .. } | ObjectOp::WriteFull { data } => {
-                    data.data = Bytes::from(buf);
-                }
-                _ => return Err(format!("placed op {} is not a write", p.op)),
-            }
-        }
-        Ok(PgCommand::Client(command))
-    }
-
     fn release(&self, data: &PgCommand) {
         if let PgCommand::ClientPlaced { placed, .. } = data {
             for p in placed {
@@ -134,6 +115,28 @@ impl Placer<PgRaftConfig> for PgPlacer {
             }
         }
     }
+}
+
+/// `command` with its placed payloads read back from `store` (each chunk checked against
+/// its crc): what a peer is sent ([`PgCommand::ClientPlaced`] never leaves the OSD).
+pub(crate) fn rehydrate(store: &Store, data: PgCommand) -> Result<PgCommand, String> {
+    let PgCommand::ClientPlaced { mut command, placed } = data else {
+        return Ok(data);
+    };
+    for p in &placed {
+        let mut buf = vec![0u8; p.crcs.len() * 4096];
+        store.read_placed(&p.placed(), &mut buf).map_err(|e| e.to_string())?;
+        let Some(op) = command.ops.get_mut(p.op as usize) else {
+            return Err(format!("placed op {} out of range", p.op));
+        };
+        match op {
+            ObjectOp::Write { data, .. } | ObjectOp::WriteFull { data } => {
+                data.data = Bytes::from(buf);
+            }
+            _ => return Err(format!("placed op {} is not a write", p.op)),
+        }
+    }
+    Ok(PgCommand::Client(command))
 }
 
 /// The placements `(block, blocks)` of the entries in `wal` above each PG's applied index
