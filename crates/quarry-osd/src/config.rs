@@ -46,6 +46,11 @@ pub struct OsdConfig {
     /// `osd_raft_heartbeat_interval` (default 1 s): a PG leader's heartbeat; elections start
     /// after 2.5 to 5 of them without a word from the leader.
     pub raft_heartbeat: std::time::Duration,
+    /// `osd_write_once_min_bytes` (default 64 KiB, 0 = off, at most 16 MiB; it changes at
+    /// runtime too): write ops of at least this many bytes, whole 4 KiB chunks at a chunk
+    /// boundary, of one-replica PGs are written once, into the store's data file, with only
+    /// their place in the log (`pg::placer`).
+    pub write_once_min_bytes: u64,
 }
 
 /// What the `quarry osd` command line sets besides the common options.
@@ -119,12 +124,24 @@ impl OsdConfig {
                     })
                 })?
                 .unwrap_or(crate::DEFAULT_RAFT_HEARTBEAT),
+            write_once_min_bytes: conf
+                .get_parsed(&entity, "osd_write_once_min_bytes", parse_write_once_min)?
+                .unwrap_or(crate::DEFAULT_WRITE_ONCE_MIN_BYTES),
         })
     }
 
     /// The data directory's layout.
     pub fn data(&self) -> DataDir {
         DataDir::new(&self.data_dir)
+    }
+}
+
+/// `osd_write_once_min_bytes`: a size from 0 (off) to 16 MiB (`pg::placer::PLACE_MAX`).
+pub(crate) fn parse_write_once_min(text: &str) -> Result<u64, String> {
+    let max = crate::pg::placer::PLACE_MAX as u64;
+    match quarry_conf::parse_size(text) {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("expected a size from 0 (off) to {}M", max >> 20)),
     }
 }
 

@@ -123,6 +123,7 @@ pub(crate) async fn start(
     let peers = Arc::new(Peers::new(cfg.id, map.subscribe(), ticket_rx));
     let (repair_tx, repair_rx) = mpsc::unbounded_channel();
     let damage = Arc::new(Damage::new(DamageMarks::new(data.damaged()), repair_tx));
+    let write_once_min = Arc::new(std::sync::atomic::AtomicU64::new(cfg.write_once_min_bytes));
     let deps = GroupDeps {
         me: cfg.id,
         addr,
@@ -134,11 +135,13 @@ pub(crate) async fn start(
         snapshot_dir: data.snapshots(),
         damage,
         exports: Exports::new(store.clone(), data.snapshots()),
+        write_once_min: write_once_min.clone(),
     };
     let router = Router::new(deps, map, cfg.max_backfills, cfg.raft_heartbeat);
     let space =
         Arc::new(crate::space::Space::new(cfg.id, data.root(), data.store(), cfg.full_ratios));
     crate::tell::register_space(&space);
+    crate::tell::register_write_once(&write_once_min);
     let osd = Arc::new(Osd {
         id: cfg.id,
         host: cfg.host,

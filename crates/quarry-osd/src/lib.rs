@@ -197,6 +197,10 @@ pub use config::{OsdConfig, OsdOverrides};
 /// `osd_raft_heartbeat_interval`'s default: a PG leader's heartbeat every second, elections
 /// after 2.5 to 5 s of silence.
 pub const DEFAULT_RAFT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `osd_write_once_min_bytes`' default: write ops of at least 64 KiB (whole 4 KiB chunks at a
+/// chunk boundary) of one-replica PGs are written once, into the store (`pg::placer`).
+pub const DEFAULT_WRITE_ONCE_MIN_BYTES: u64 = 64 << 10;
 pub use data_dir::DataDir;
 pub use error::OsdError;
 pub use pg::{group_id, pg_of_group, PgCommand, PgRaftConfig};

@@ -342,6 +342,20 @@ impl<'txn> Batch<'txn> {
         }
     }
 
+    /// Frees the placements of entries applied without their command ([`crate::PgApply`]'s
+    /// `dropped`) with the batch.
+    pub fn drop_placed(&mut self, dropped: &[&crate::Placed]) {
+        for placed in dropped {
+            let (block, n) = (placed.block, placed.blocks());
+            if self.t.data.claim_reserved(block, n).is_some() {
+                (block..block + n).for_each(|b| self.t.data.free(b));
+            } else {
+                tracing::warn!(pg = %self.pg, block, blocks = n,
+                    "a dropped placement is not reserved: left alone");
+            }
+        }
+    }
+
     /// Claims the blocks of the command's placed writes from the reserved set (freed with the
     /// batch unless a row takes them); those an earlier run wrote are checked against their
     /// crcs first.

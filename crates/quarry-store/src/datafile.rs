@@ -304,36 +304,49 @@ impl DataFile {
     ///
     /// `reserved` are the extents `(start, length)` of placed writes still waiting for their
     /// entries (see the module docs): used too, and reserved again. An extent that reaches
-    /// past the file's end or overlaps another one or a row's block is kept reserved (it is
-    /// checked against its crcs before any row takes it) and its blocks reported with the
-    /// others.
+    /// past the file's end, or overlaps a row's block or an extent reserved before it, is
+    /// not reserved (logged; its blocks are reported with the others): a reserved extent is
+    /// freed whole when its entry is truncated or passed over, and that must never free a
+    /// block a durable row owns. Its entry's apply then finds it not reserved and is refused
+    /// as corrupt (`Store::place`'s contract): an entry that lost its data, never a row that
+    /// loses its block. Neither happens unless something is broken: data is synced before
+    /// the entry naming it is written, and a row takes a placement's blocks only in the
+    /// commit that applies its entry.
     pub fn rebuild(
         &self,
         used: &[u64],
         reserved: &[(u64, u64)],
     ) -> std::io::Result<(Vec<u64>, Vec<u64>)> {
         let file_blocks = self.file.len()?.div_ceil(BLOCK);
-        let mut all: Vec<u64> = used.to_vec();
-        for &(start, len) in reserved {
-            all.extend(start..start.saturating_add(len));
-        }
-        let (used, beyond): (Vec<u64>, Vec<u64>) = all.iter().partition(|&&b| b < file_blocks);
+        let (used, mut beyond): (Vec<u64>, Vec<u64>) = used.iter().partition(|&&b| b < file_blocks);
         let end = file_blocks;
         let mut bitmap = vec![0u64; end.div_ceil(64) as usize];
+        let is_set = |bitmap: &[u64], b: u64| bitmap[(b / 64) as usize] & (1 << (b % 64)) != 0;
         let mut twice = Vec::new();
         for &b in &used {
-            let (word, bit) = ((b / 64) as usize, b % 64);
-            if bitmap[word] & (1 << bit) != 0 {
+            if is_set(&bitmap, b) {
                 twice.push(b);
             }
-            bitmap[word] |= 1 << bit;
+            bitmap[(b / 64) as usize] |= 1 << (b % 64);
         }
         let mut state = State { end, ..State::default() };
         for &(start, len) in reserved {
-            if len > 0 && start.saturating_add(len) <= end {
-                state.reserved.insert(start, (len, true));
-                state.reserved_blocks += len;
+            let Some(stop) = start.checked_add(len).filter(|&stop| len > 0 && stop <= end) else {
+                tracing::error!(path = %self.path.display(), start, len, end,
+                    "a placed write named at open reaches past the data file's end: not reserved");
+                beyond.push(start.max(end));
+                continue;
+            };
+            let taken: Vec<u64> = (start..stop).filter(|&b| is_set(&bitmap, b)).collect();
+            if !taken.is_empty() {
+                tracing::error!(path = %self.path.display(), start, len, blocks = ?&taken[..taken.len().min(16)],
+                    "a placed write named at open overlaps blocks in use: not reserved");
+                twice.extend(taken);
+                continue;
             }
+            (start..stop).for_each(|b| bitmap[(b / 64) as usize] |= 1 << (b % 64));
+            state.reserved.insert(start, (len, true));
+            state.reserved_blocks += len;
         }
         let mut run: Option<u64> = None;
         for b in 0..end {

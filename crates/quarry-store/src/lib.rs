@@ -364,6 +364,12 @@ pub struct PgApply<'a> {
     /// Write ops of `cmds` whose data was placed in the data file before (see
     /// [`Store::place`]); usually empty.
     pub placed: &'a [PlacedOp<'a>],
+    /// Placements of entries this apply passes over without running their command (its
+    /// object moved out of the PG in a split): claimed and freed with the batch, as a failed
+    /// command's are (pending until a checkpoint makes this commit durable: a crash before
+    /// replays the entry, whose placement is then reserved again at open). One that is not
+    /// reserved is skipped (nothing reads it). Usually empty.
+    pub dropped: &'a [&'a Placed],
 }
 
 /// A large write placed in the data file before its log entry is applied ([`Store::place`]):
@@ -1049,7 +1055,8 @@ impl Store {
         cmds: &[ObjectCommand],
         pg_state: &[u8],
     ) -> Result<Vec<OpReply>, StoreError> {
-        let mut replies = self.apply_many(&[PgApply { pg, cmds, pg_state, placed: &[] }])?;
+        let mut replies =
+            self.apply_many(&[PgApply { pg, cmds, pg_state, placed: &[], dropped: &[] }])?;
         Ok(replies.pop().expect("one reply list per PG"))
     }
 
@@ -1163,6 +1170,7 @@ impl Store {
                     batch.set_placed(item.placed.iter().filter(|p| p.cmd == i));
                     replies.push(batch.apply_command(cmd)?);
                 }
+                batch.drop_placed(item.dropped);
                 batch.end_pg(item.pg_state)?;
                 all.push(replies);
             }

@@ -7,16 +7,13 @@
 use std::sync::Arc;
 
 use quarry_store::{PgApply, Placed, PlacedOp, PlacementsAtOpen, Store, StoreError, StoreOptions};
-use quarry_types::{CmpOp, ErrorCode, ObjectOp, OpReply, Payload, SNAP_HEAD};
+use quarry_types::{CmpOp, ErrorCode, ObjectOp, OpReply, Payload, SnapContext, SNAP_HEAD};
 
 use crate::common::*;
 
 /// A write op standing for a placed write of `placed` at `off`: zeros of its length.
 fn stand_in(off: u64, placed: &Placed) -> ObjectOp {
-    ObjectOp::Write {
-        off,
-        data: Payload { data: vec![0; placed.bytes() as usize].into(), crc: 0 },
-    }
+    ObjectOp::Write { off, data: Payload { data: vec![0; placed.bytes() as usize].into(), crc: 0 } }
 }
 
 fn apply_placed(
@@ -26,7 +23,7 @@ fn apply_placed(
 ) -> Result<OpReply, StoreError> {
     let ops = [PlacedOp { cmd: 0, op: cmd.ops.len() - 1, placed }];
     let cmds = [cmd];
-    let work = PgApply { pg: PG, cmds: &cmds, pg_state: b"s", placed: &ops };
+    let work = PgApply { pg: PG, cmds: &cmds, pg_state: b"s", placed: &ops, dropped: &[] };
     Ok(store.apply_many(&[work])?.remove(0).remove(0))
 }
 
@@ -68,7 +65,10 @@ fn a_failed_or_duplicate_command_frees_its_placement_and_a_bad_shape_is_einval()
     let placed = store.place(&data).unwrap();
     let guarded = cmd(
         "obj",
-        vec![ObjectOp::CmpXattr { name: "x".into(), op: CmpOp::Eq, value: b"y".to_vec().into() }, stand_in(0, &placed)],
+        vec![
+            ObjectOp::CmpXattr { name: "x".into(), op: CmpOp::Eq, value: b"y".to_vec().into() },
+            stand_in(0, &placed),
+        ],
     );
     let reply = apply_placed(&store, guarded, &placed).unwrap();
     assert!(matches!(reply, OpReply::Failed { .. }), "{reply:?}");
@@ -148,4 +148,101 @@ fn a_placement_named_at_open_stays_reserved_and_is_checked_when_claimed() {
     let refused = apply_placed(&store, cmd("obj4", vec![stand_in(0, &lost)]), &lost);
     assert!(matches!(refused, Err(StoreError::Corrupt { .. })), "{refused:?}");
     assert_eq!(read_all(&store, "obj4", SNAP_HEAD), Err(ErrorCode::ENOENT));
+}
+
+/// Snapshots and freed blocks (`placer.rs`' arguments (e) and (f)): a placed overwrite under a
+/// snapshot leaves the snapshot's blocks to it; a placed overwrite without one frees the old
+/// blocks, which later placements take only once a checkpoint made the free durable; neither
+/// the snapshot, the heads nor the reusing objects ever read another's data.
+#[test]
+fn a_placed_overwrite_keeps_the_snapshots_blocks_and_only_freed_ones_are_placed_again() {
+    let (_dir, store) = open_temp();
+    let snapc = |seq: u64, snaps: &[u64]| SnapContext { seq, snaps: snaps.to_vec() };
+    let len = 256 << 10;
+    let place_apply = |name: &str, sc: &SnapContext, mtime: u64, data: &[u8]| -> Placed {
+        let placed = store.place(data).unwrap();
+        store.sync_placed().unwrap();
+        let reply =
+            apply_placed(&store, cmd_at(name, sc, (mtime, 0), vec![stand_in(0, &placed)]), &placed);
+        assert!(matches!(reply, Ok(OpReply::Ok(_))), "{reply:?}");
+        placed
+    };
+    let (v1, v2) = (pattern(len, 1), pattern(len, 2));
+    let o1 = place_apply("o", &snapc(0, &[]), 1, &v1);
+    // Snapshot 1 taken, then "o" overwritten by a placed write: the clone keeps o1's blocks.
+    let o2 = place_apply("o", &snapc(1, &[1]), 2, &v2);
+    // "p" overwritten without a snapshot: its first blocks are freed.
+    let (w1, w2) = (pattern(len, 3), pattern(len, 4));
+    let p1 = place_apply("p", &snapc(0, &[]), 3, &w1);
+    let p2 = place_apply("p", &snapc(0, &[]), 4, &w2);
+    // Not before a checkpoint made the free durable: the next placement does not take them.
+    let early = store.place(&pattern(len, 9)).unwrap();
+    assert_ne!(early.block, p1.block, "freed blocks placed again before they were durable");
+    assert!(store.release_placed(&early));
+    store.checkpoint().unwrap();
+    store.checkpoint().unwrap();
+    let mut reused = false;
+    for i in 0..4u8 {
+        let data = pattern(len, 20 + i);
+        let q = place_apply(&format!("q{i}"), &snapc(0, &[]), 10 + u64::from(i), &data);
+        for held in [&o1, &o2, &p2] {
+            let overlap = q.block < held.block + held.blocks() && held.block < q.block + q.blocks();
+            assert!(!overlap, "placement {q:?} took blocks of {held:?}");
+        }
+        reused |= q.block == p1.block;
+        assert_eq!(read_all(&store, &format!("q{i}"), SNAP_HEAD), Ok(data));
+    }
+    assert!(reused, "the freed blocks of p's first version were placed again");
+    assert_eq!(read_all(&store, "o", 1), Ok(v1), "the snapshot reads the first placed write");
+    assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(v2));
+    assert_eq!(read_all(&store, "p", SNAP_HEAD), Ok(w2));
+}
+
+/// A placement of an entry applied without its command (`PgApply::dropped`: its object moved
+/// out in a split) is freed with that apply's batch: pending until a checkpoint, then free.
+#[test]
+fn a_dropped_placement_is_freed_with_the_batch_that_passes_its_entry() {
+    let (_dir, store) = open_temp();
+    let placed = store.place(&pattern(128 << 10, 4)).unwrap();
+    store.sync_placed().unwrap();
+    let work = PgApply { pg: PG, cmds: &[], pg_state: b"s", placed: &[], dropped: &[&placed] };
+    store.apply_many(&[work]).unwrap();
+    assert_eq!(reserved(&store), 0, "no longer reserved");
+    let early = store.place(&pattern(128 << 10, 5)).unwrap();
+    assert_ne!(early.block, placed.block, "freed blocks placed again before they were durable");
+    assert!(store.release_placed(&early));
+    store.checkpoint().unwrap();
+    store.checkpoint().unwrap();
+    let later = store.place(&pattern(128 << 10, 6)).unwrap();
+    assert_eq!(later.block, placed.block, "free once durable");
+    // One that is not reserved: skipped, the reserved one untouched.
+    let stray = Placed { block: later.block + 1000, crcs: later.crcs.clone() };
+    let work = PgApply { pg: PG, cmds: &[], pg_state: b"s", placed: &[], dropped: &[&stray] };
+    store.apply_many(&[work]).unwrap();
+    assert_eq!(reserved(&store), 128 << 10);
+}
+
+/// A placement named at open that overlaps a durable row's blocks (something broken: a row
+/// takes a placement's blocks only in the commit that applies its entry) is not reserved:
+/// releasing it must never free the row's blocks for the next placement to overwrite.
+#[test]
+fn a_placement_named_at_open_over_a_rows_blocks_is_not_reserved() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = pattern(128 << 10, 8);
+    let placed = {
+        let store = Store::open(dir.path()).unwrap();
+        let placed = store.place(&data).unwrap();
+        store.sync_placed().unwrap();
+        apply_placed(&store, cmd("obj", vec![stand_in(0, &placed)]), &placed).unwrap();
+        store.checkpoint().unwrap();
+        placed
+    };
+    let store =
+        Store::open_with(dir.path(), &options_naming(vec![(placed.block, placed.blocks())]));
+    let store = store.unwrap();
+    assert_eq!(reserved(&store), 0, "overlapping a row: not reserved");
+    assert!(!store.release_placed(&placed), "nothing to release");
+    let next = store.place(&pattern(128 << 10, 9)).unwrap();
+    assert_ne!(next.block, placed.block, "the row's blocks were handed out");
+    assert_eq!(read_all(&store, "obj", SNAP_HEAD), Ok(data));
 }

@@ -243,7 +243,13 @@ fn apply(
         None => Vec::new(),
     };
     let state = index.to_le_bytes();
-    let work = PgApply { pg: pg(group), cmds: std::slice::from_ref(&cmd), pg_state: &state, placed: &ops };
+    let work = PgApply {
+        pg: pg(group),
+        cmds: std::slice::from_ref(&cmd),
+        pg_state: &state,
+        placed: &ops,
+        dropped: &[],
+    };
     store.apply_many(&[work]).map(drop)
 }
 
@@ -509,7 +515,10 @@ async fn check_groups(
             let purged = state.last_purged_log_id.map_or(0, |id| id.index);
             let applied = match store.pg_state(pg(group)).map_err(|e| format!("pg_state: {e}"))? {
                 Some(bytes) => u64::from_le_bytes(
-                    bytes.as_slice().try_into().map_err(|_| "pg_state is not 8 bytes".to_string())?,
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "pg_state is not 8 bytes".to_string())?,
                 ),
                 None => 0,
             };
@@ -520,7 +529,9 @@ async fn check_groups(
                 ));
             }
             if applied > last {
-                return Err(format!("group {group}: store applied {applied} beyond the log's end {last}"));
+                return Err(format!(
+                    "group {group}: store applied {applied} beyond the log's end {last}"
+                ));
             }
             if purged > applied {
                 return Err(format!(

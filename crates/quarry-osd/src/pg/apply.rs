@@ -36,8 +36,13 @@ pub(crate) const BATCH_JOBS_MAX: usize = 256;
 /// A round applies at most this many bytes of written data (plus one PG batch).
 pub(crate) const BATCH_BYTES_MAX: u64 = 32 << 20;
 
-/// Placed writes of a batch's commands: (command, op, where) (`super::placer`).
+/// Placed writes of a batch's commands: (command, op, where) (`super::placer`); command
+/// [`DROPPED`]: the placement of an entry applied without its command, freed with the batch
+/// (`PgApply::dropped`).
 pub(crate) type PlacedOps = Vec<(usize, usize, Placed)>;
+
+/// The command index of a dropped placement in [`PlacedOps`].
+pub(crate) const DROPPED: usize = usize::MAX;
 
 /// What a PG gets back: its commands and their placed writes (for a command-by-command
 /// retry) and the outcome.
@@ -130,9 +135,11 @@ fn data_bytes(commands: &[ObjectCommand]) -> u64 {
         .sum()
 }
 
-/// The store's view of a job's placed writes.
-fn placed_ops(placed: &PlacedOps) -> Vec<PlacedOp<'_>> {
-    placed.iter().map(|(cmd, op, placed)| PlacedOp { cmd: *cmd, op: *op, placed }).collect()
+/// The store's view of a job's placed writes: those of its commands, and the dropped ones.
+fn placed_ops(placed: &PlacedOps) -> (Vec<PlacedOp<'_>>, Vec<&Placed>) {
+    let (dropped, ops): (Vec<_>, Vec<_>) = placed.iter().partition(|p| p.0 == DROPPED);
+    let ops = ops.into_iter().map(|(cmd, op, placed)| PlacedOp { cmd: *cmd, op: *op, placed });
+    (ops.collect(), dropped.into_iter().map(|p| &p.2).collect())
 }
 
 /// The batcher thread: rounds until shut down and drained.
@@ -168,15 +175,16 @@ fn next_round(inner: &Inner) -> Option<Vec<Job>> {
 
 /// One transaction for every job; if it fails, each job alone (so a failure stays with its PG).
 fn apply_round(store: &Store, jobs: Vec<Job>) {
-    let ops: Vec<Vec<PlacedOp<'_>>> = jobs.iter().map(|job| placed_ops(&job.placed)).collect();
+    let ops: Vec<_> = jobs.iter().map(|job| placed_ops(&job.placed)).collect();
     let work: Vec<PgApply<'_>> = jobs
         .iter()
         .zip(&ops)
-        .map(|(job, ops)| PgApply {
+        .map(|(job, (ops, dropped))| PgApply {
             pg: job.pg,
             cmds: &job.commands,
             pg_state: &job.pg_state,
             placed: ops,
+            dropped,
         })
         .collect();
     let result = store.apply_many(&work);
@@ -196,11 +204,16 @@ fn apply_round(store: &Store, jobs: Vec<Job>) {
         Err(error) => {
             tracing::debug!(pgs = jobs.len(), %error, "shared apply failed: applying PG by PG");
             for job in jobs {
-                let ops = placed_ops(&job.placed);
-                let work =
-                    PgApply { pg: job.pg, cmds: &job.commands, pg_state: &job.pg_state, placed: &ops };
+                let (ops, dropped) = placed_ops(&job.placed);
+                let work = PgApply {
+                    pg: job.pg,
+                    cmds: &job.commands,
+                    pg_state: &job.pg_state,
+                    placed: &ops,
+                    dropped: &dropped,
+                };
                 let result = store.apply_many(&[work]).map(|mut all| all.pop().unwrap_or_default());
-                drop(ops);
+                drop((ops, dropped));
                 let _ = job.reply.send((job.commands, job.placed, result));
             }
         }

@@ -1,8 +1,8 @@
 //! Write-once for large client writes ([`quarry_raftlog::Placer`] over the OSD's store): when
 //! a PG's entry is appended to the WAL (the leader at proposal, a follower when it receives
 //! it, each in the PG's log order), the payload of each large write op (at least
-//! [`PLACE_MIN`] bytes, whole 4 KiB chunks at a chunk boundary, at most [`PLACE_MAX`]) is
-//! placed in the store's data file ([`quarry_store::Store::place`]) and the entry's record
+//! `osd_write_once_min_bytes`, default 64 KiB, whole 4 KiB chunks at a chunk boundary, at
+//! most [`PLACE_MAX`]) is placed in the store's data file ([`quarry_store::Store::place`]) and the entry's record
 //! carries [`PgCommand::ClientPlaced`]: the command without those payloads plus where they
 //! are. The WAL's sync hook ([`quarry_store::Store::sync_placed`], installed at start)
 //! makes the data durable before the record is written; the apply claims the blocks (the
@@ -18,9 +18,98 @@
 //! was applied (its object overwritten, a checkpoint passed) fails that read instead, and the
 //! call is reported unreachable (openraft retries; the learner then needs a snapshot). A
 //! peer refuses a `ClientPlaced` entry that reaches it anyway.
+//!
+//! `osd_write_once_min_bytes` (default [`crate::DEFAULT_WRITE_ONCE_MIN_BYTES`], 0 = off)
+//! sets the smallest op placed; it changes at runtime (`ceph tell osd.N config set`): each
+//! append reads it, and an entry is whole or placed on its own, so a change mid-stream mixes
+//! both kinds in a log, which every reader handles.
+//!
+//! # Why it is safe
+//! The failures that matter are losing an acknowledged write and returning wrong data. The
+//! arguments, property by property (the tests that show each one fail when it is broken are
+//! named):
+//!
+//! **(a) An acknowledged placed write survives power loss.** A write is acknowledged after
+//! its entry is applied, which (one voter) follows the WAL's fdatasync of the round holding
+//! the entry. The data is written to the data file in [`Placer::encode`], before `append`
+//! queues the entry's record; the writer runs the sync hook ([`Store::sync_placed`]:
+//! fdatasync of the data file when anything was placed since it last began) after it took
+//! the round and *before* it writes the round's records: an unsynced round can reach the
+//! disk in a power cut, and then its entries must not name data that is lost. The flag the
+//! hook tests is set after the placed write returns, before the entry is queued, so either
+//! the hook sees it, or an fdatasync that began after the write (a checkpoint's, or an
+//! earlier hook's: `DataFile::sync` serialises them and tests its own flag under its lock)
+//! covers it. A failing hook is fatal, as a failing WAL fdatasync is. After a crash the
+//! entry is applied again from the log (see (d)); its blocks are checked against the crcs
+//! the entry carries, so lost data is a refused apply (`StoreError::Corrupt`: the PG stops
+//! and is repaired), never other data under the object. Tests:
+//! `quarry-store/tests/powerloss_placed.rs` (240 cut points; without the hook 69/120 fail,
+//! with it only before the fdatasync 2/40), `quarry-osd/tests/crash.rs` (process kills with
+//! placed versions; without the hook an acknowledged version is lost).
+//!
+//! **(b) A truncated or never-applied entry's blocks are freed only when nothing can name
+//! them, and are not leaked for good.** A placement is in the allocator's reserved set: not
+//! free, not a row's. It leaves it (1) when the apply claims it (the rows take the blocks;
+//! a failed or duplicate command frees them *with its batch*, i.e. pending until a
+//! checkpoint makes that commit durable, like any freed block), or (2) through
+//! [`Placer::release`], which the log store calls for the entries a truncation removes only
+//! once the truncation record is durable (before that a crash brings the entry back, naming
+//! its blocks). The reserved set is memory only: at open it is rebuilt from the log (see
+//! (d)), so a placement whose entry is gone, applied or truncated is free space after a
+//! restart. An entry applied without its command (its object moved out in a split) frees
+//! its placements with the batch that applies it (`PgApply::dropped`), like a failed
+//! command. Until a restart these stay reserved (space, not data, is lost, and only with a
+//! rare event): a command the one-by-one retry skipped as corrupt (its blocks may be what
+//! is broken), a placement whose append then failed (the WAL is stopping then anyway),
+//! placed entries dropped by a snapshot install (a one-voter PG installs none). At open, a
+//! placement that overlaps a durable row's blocks (impossible unless something is broken)
+//! is not reserved at all (`DataFile::rebuild`): releasing or dropping it must never free
+//! a row's block; its entry's apply is then refused as corrupt. Tests:
+//! `a_released_placement_is_free_at_once`,
+//! `a_failed_or_duplicate_command_frees_its_placement_and_a_bad_shape_is_einval`,
+//! `a_dropped_placement_is_freed_with_the_batch_that_passes_its_entry`,
+//! `a_placement_named_at_open_over_a_rows_blocks_is_not_reserved` (quarry-store's
+//! `tests/placed.rs`).
+//!
+//! **(c) A block claimed by an apply is not also reserved.** `DataFile::claim_reserved`
+//! moves an extent from the reserved set to the open batch's claimed list under the
+//! allocator's lock, only when it is reserved with that exact length; a batch that is
+//! dropped puts it back, a committed one forgets it (its rows own it). A second claim, or a
+//! claim of a released placement, is `Corrupt` (nothing applied), never a second owner.
+//! Placements come only from free blocks (`DataFile::reserve`), so a reserved block is never
+//! a row's either. Test: `a_placed_write_becomes_the_objects_data_without_a_second_write`
+//! (claimed twice: refused).
+//!
+//! **(d) A restart reserves the placements of unapplied entries again.** The store is opened
+//! with `StoreOptions::placements_at_open` = [`placements_in_log`]: every PG's durable
+//! `pg_state` (applied index, in the same redb commit as the rows) against its log; the
+//! placements of entries above the applied index are reserved before the allocator hands
+//! out or punches anything (`DataFile::rebuild`), marked as written by an earlier run, so
+//! their crcs are checked when claimed. Entries at or below the durable applied index were
+//! applied durably: their rows own the blocks, or freed them durably. The blocks of an entry
+//! applied only in memory before the crash are still its data: a block an apply freed waits
+//! for the checkpoint that makes that commit durable, and that checkpoint also makes the
+//! apply durable. Tests: `powerloss_placed` (placements not reserved at open: 89/120 fail),
+//! `a_placement_named_at_open_stays_reserved_and_is_checked_when_claimed`.
+//!
+//! **(e) A read never sees a freed-and-reused block.** A placed overwrite writes its data
+//! into blocks taken from the free list when it is appended; the object's rows still point
+//! at the old blocks until the apply commits, and those are freed by that commit like any
+//! overwrite's: pending until a checkpoint made the commit durable *and* every reader that
+//! started before it has finished (`DataFile::register_reader`), only then punched and free.
+//! So neither a read that overlaps the overwrite nor a crash back to the previous
+//! checkpoint finds another write's data under a row. The only reads of placed blocks by
+//! address are the apply's check (d) and [`rehydrate`], both crc-checked per 4 KiB chunk.
+//! Test: `a_placed_overwrite_keeps_the_snapshots_blocks_and_only_freed_ones_are_placed_again`.
+//!
+//! **(f) Snapshots and clones keep their blocks.** The apply of a placed write runs the same
+//! op code as any write (`Batch::exec`): the clone for a newer snap context is made first,
+//! the placed blocks become the head's rows at the head's tag, and the older tag's rows (the
+//! snapshot's blocks) are untouched; only the one whole-chunk run of the op takes the
+//! placement (`put_run`). Test: the same.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -30,9 +119,6 @@ use quarry_store::{Placed, Store};
 use quarry_types::{ObjectOp, Payload, PgId};
 
 use super::{group_id, pg_of_group, ClientCommand, PgCommand, PgRaftConfig, PgState, PlacedWrite};
-
-/// Write ops of at least this many bytes are placed.
-pub(crate) const PLACE_MIN: usize = 64 << 10;
 
 /// Write ops of more than this many bytes stay in the log (the stand-in payload of a placed
 /// op is a slice of a static zero buffer of this size).
@@ -47,8 +133,12 @@ pub(crate) fn stand_in(len: usize, crc: u32) -> Payload {
     Payload { data: Bytes::from_static(&ZEROS[..len.min(PLACE_MAX)]), crc }
 }
 
-/// Whether op `op` is placed (see the module docs).
-fn placeable(op: &ObjectOp) -> Option<&Payload> {
+/// Whether op `op` is placed (see the module docs) when ops of at least `min` bytes are
+/// (`min` 0: none is).
+fn placeable(op: &ObjectOp, min: usize) -> Option<&Payload> {
+    if min == 0 {
+        return None;
+    }
     let (off, data) = match op {
         ObjectOp::Write { off, data } => (*off, data),
         ObjectOp::WriteFull { data } => (0, data),
@@ -56,7 +146,7 @@ fn placeable(op: &ObjectOp) -> Option<&Payload> {
     };
     let len = data.len();
     let whole = off % 4096 == 0 && len % 4096 == 0;
-    (whole && (PLACE_MIN..=PLACE_MAX).contains(&len)).then_some(data)
+    (whole && (min.max(4096)..=PLACE_MAX).contains(&len)).then_some(data)
 }
 
 /// The store side of one PG's write-once path.
@@ -64,21 +154,30 @@ pub(crate) struct PgPlacer {
     store: Arc<Store>,
     /// The PG's applied membership is one voter and no learner (kept by its state machine).
     solo: Arc<AtomicBool>,
+    /// `osd_write_once_min_bytes` (0: nothing is placed), changed at runtime by `ceph tell`.
+    min_bytes: Arc<AtomicU64>,
 }
 
 impl PgPlacer {
-    pub(crate) fn new(store: Arc<Store>, solo: Arc<AtomicBool>) -> PgPlacer {
-        PgPlacer { store, solo }
+    pub(crate) fn new(
+        store: Arc<Store>,
+        solo: Arc<AtomicBool>,
+        min_bytes: Arc<AtomicU64>,
+    ) -> PgPlacer {
+        PgPlacer { store, solo, min_bytes }
     }
 
     /// Places the large payloads of `command`; None if it has none (or placing failed: the
     /// entry then carries them, as before).
     fn place(&self, command: &ClientCommand) -> Option<PgCommand> {
+        let min = usize::try_from(self.min_bytes.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         let mut placed: Vec<PlacedWrite> = Vec::new();
         for (i, op) in command.ops.iter().enumerate() {
-            let Some(data) = placeable(op) else { continue };
+            let Some(data) = placeable(op, min) else { continue };
             match self.store.place(&data.data) {
-                Ok(Placed { block, crcs }) => placed.push(PlacedWrite { op: i as u32, block, crcs }),
+                Ok(Placed { block, crcs }) => {
+                    placed.push(PlacedWrite { op: i as u32, block, crcs })
+                }
                 Err(error) => {
                     tracing::warn!(%error, "placing a large write failed: it goes into the log");
                     for p in &placed {
@@ -143,7 +242,10 @@ pub(crate) fn rehydrate(store: &Store, data: PgCommand) -> Result<PgCommand, Str
 /// (`states`: the store's `pg_state` blobs): what the store's allocator must keep reserved
 /// at open ([`quarry_store::StoreOptions::placements_at_open`]). A group whose entries do not
 /// read or decode is logged and skipped (it cannot start either).
-pub(crate) fn placements_in_log(wal: &Arc<Wal>, states: &BTreeMap<PgId, Vec<u8>>) -> Vec<(u64, u64)> {
+pub(crate) fn placements_in_log(
+    wal: &Arc<Wal>,
+    states: &BTreeMap<PgId, Vec<u8>>,
+) -> Vec<(u64, u64)> {
     let mut found = Vec::new();
     for group in wal.groups() {
         let pg = pg_of_group(group);

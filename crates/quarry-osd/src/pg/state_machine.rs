@@ -42,7 +42,7 @@ use quarry_persist::DecodeError;
 use quarry_store::{ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
 use quarry_types::{ErrorCode, OpReply, OsdId, PgId, SnapId};
 
-use super::apply::ApplyBatcher;
+use super::apply::{ApplyBatcher, DROPPED};
 use super::durability::Durability;
 use super::repair::Damage;
 use super::{PgCommand, PgRaftConfig, PgState};
@@ -229,9 +229,14 @@ impl PgStateMachine {
                     PgCommand::Client(ref command) | PgCommand::ClientPlaced { ref command, .. },
                 ) if super::split::moved_out(self.pg, self.state.pg_num, &command.name) => {
                     // The object left this PG in a split: the client resends to its child.
-                    // (A placed write's blocks stay reserved until the next restart: freeing
-                    // them before this apply is durable could hand them out while a replay
-                    // still names them.)
+                    // A placed write's blocks are freed with this apply's batch (pending
+                    // until it is durable: a replay names them again, reserved at open).
+                    if let EntryPayload::Normal(PgCommand::ClientPlaced { placed, .. }) =
+                        &entry.payload
+                    {
+                        let dropped = placed.iter().map(|p| (DROPPED, 0, p.placed()));
+                        segment.placed.extend(dropped);
+                    }
                     out.push(super::split::misplaced());
                 }
                 EntryPayload::Normal(PgCommand::Client(command)) => {
@@ -453,7 +458,7 @@ fn apply_one_by_one(
             .map(|p| PlacedOp { cmd: 0, op: p.1, placed: &p.2 })
             .collect();
         let cmds = std::slice::from_ref(command);
-        let work = PgApply { pg, cmds, pg_state: &state, placed: &ops };
+        let work = PgApply { pg, cmds, pg_state: &state, placed: &ops, dropped: &[] };
         match store.apply_many(&[work]).map(|mut all| all.pop().unwrap_or_default()) {
             Ok(mut one) => replies.push(one.pop().unwrap_or(OpReply::Ok(Vec::new()))),
             Err(StoreError::Corrupt { .. }) => {
@@ -463,7 +468,11 @@ fn apply_one_by_one(
             Err(e) => return Err(e),
         }
     }
-    store.apply(pg, &[], final_state)?;
+    // The dropped placements (`super::apply::DROPPED`) go with the last commit: its pg_state
+    // names every entry of the batch.
+    let dropped: Vec<&Placed> = placed.iter().filter(|p| p.0 == DROPPED).map(|p| &p.2).collect();
+    let last = PgApply { pg, cmds: &[], pg_state: final_state, placed: &[], dropped: &dropped };
+    store.apply_many(&[last])?;
     Ok(replies)
 }
 
