@@ -8,8 +8,9 @@
 //! 2. `op`: the OSD waits briefly if the client routed with a newer map, checks the session is
 //!    still honoured (ticket not expired, `auth_floor`), that it is the primary of
 //!    the PG at its current epoch (`Reply::Retry` otherwise), the caps on the pool for *every*
-//!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c,
-//!    no mutation of a snapshot).
+//!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c:
+//!    large whole-chunk payloads are left to the store's apply, which checks them in the pass
+//!    that computes their chunk crcs; no mutation of a snapshot).
 //!    Right before the op takes effect (proposal of a mutation, store read, watch, notify),
 //!    with the newest map, the client must not be blocklisted: its instance
 //!    (`entity@global_id`), its address `IP:0/GLOBAL_ID` or its whole IP `IP:0/0`

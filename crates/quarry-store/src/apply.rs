@@ -508,15 +508,19 @@ impl<'txn> Batch<'txn> {
 
     /// [`Batch::precheck`] of a placed write (`self.placed[k]`): a `Write` at a chunk
     /// boundary or a `WriteFull` of the placement's length; its whole-chunk crcs are the
-    /// placement's (the payload is not read).
+    /// placement's (the payload is not read), and combined they must be the client's crc
+    /// of the payload (the end-to-end check; the OSD leaves large payloads to it).
     fn precheck_placed(&mut self, op: &ObjectOp, k: usize) -> Result<(), ErrorCode> {
-        let (off, len) = match op {
-            ObjectOp::Write { off, data } => (*off, data.len() as u64),
-            ObjectOp::WriteFull { data } => (0, data.len() as u64),
+        let (off, len, client_crc) = match op {
+            ObjectOp::Write { off, data } => (*off, data.len() as u64, data.crc),
+            ObjectOp::WriteFull { data } => (0, data.len() as u64, data.crc),
             _ => return Err(ErrorCode::EINVAL),
         };
         let crcs = &self.placed[k].2;
         if off % CHUNK != 0 || len != crcs.len() as u64 * CHUNK {
+            return Err(ErrorCode::EINVAL);
+        }
+        if crcs.iter().fold(0, |total, &crc| combine_chunk(total, crc)) != client_crc {
             return Err(ErrorCode::EINVAL);
         }
         if off.checked_add(len).is_none_or(|e| e > OBJECT_SIZE_MAX) {

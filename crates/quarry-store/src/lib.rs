@@ -393,11 +393,19 @@ impl Placed {
     pub fn bytes(&self) -> u64 {
         self.blocks() * CHUNK_BYTES as u64
     }
+
+    /// crc32c of the placed bytes, from the chunk crcs (no pass over the data): what the
+    /// client's payload crc of the write must be ([`PlacedOp`]).
+    pub fn crc(&self) -> u32 {
+        self.crcs.iter().fold(0, |total, &crc| crc::combine_chunk(total, crc))
+    }
 }
 
 /// Op `op` of command `cmd` (indexes into a [`PgApply`]) writes the data of `placed`: a
 /// `Write` at a chunk boundary or a `WriteFull`, whose payload has the placement's length
-/// (its bytes are not read: a zero-filled buffer does; its crc is not checked). Applying it
+/// (its bytes are not read: a zero-filled buffer does) and the client's crc, which must be
+/// the placement's ([`Placed::crc`]: the chunk crcs the store computed from the bytes it
+/// wrote, combined), else the command fails with EINVAL as a bad payload does. Applying it
 /// claims the placed blocks: the write's rows take them (no data is copied), or, if the
 /// command fails or is a duplicate, they are freed with the batch. A placement written by an
 /// earlier run (reserved again at open) is checked against its crcs first: a mismatch is

@@ -13,7 +13,10 @@ use crate::common::*;
 
 /// A write op standing for a placed write of `placed` at `off`: zeros of its length.
 fn stand_in(off: u64, placed: &Placed) -> ObjectOp {
-    ObjectOp::Write { off, data: Payload { data: vec![0; placed.bytes() as usize].into(), crc: 0 } }
+    ObjectOp::Write {
+        off,
+        data: Payload { data: vec![0; placed.bytes() as usize].into(), crc: placed.crc() },
+    }
 }
 
 fn apply_placed(
@@ -57,7 +60,7 @@ fn a_placed_write_becomes_the_objects_data_without_a_second_write() {
 }
 
 #[test]
-fn a_failed_or_duplicate_command_frees_its_placement_and_a_bad_shape_is_einval() {
+fn a_failed_or_duplicate_command_frees_its_placement_and_a_bad_shape_or_crc_is_einval() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let data = pattern(64 << 10, 3);
@@ -79,6 +82,18 @@ fn a_failed_or_duplicate_command_frees_its_placement_and_a_bad_shape_is_einval()
     let reply = apply_placed(&store, cmd("obj", vec![stand_in(100, &placed)]), &placed).unwrap();
     assert_eq!(reply, OpReply::Failed { index: 0, code: ErrorCode::EINVAL });
     assert_eq!(reserved(&store), 0);
+    // The client's crc is not the placed bytes' (corrupted before they were placed): EINVAL,
+    // nothing written, freed (the OSD leaves large payloads' crcs to this check).
+    let placed = store.place(&data).unwrap();
+    let mut op = stand_in(0, &placed);
+    if let ObjectOp::Write { data, .. } = &mut op {
+        assert_eq!(data.crc, crc32c::crc32c(&pattern(64 << 10, 3)), "Placed::crc is the data's");
+        data.crc ^= 1;
+    }
+    let reply = apply_placed(&store, cmd("obj", vec![op]), &placed).unwrap();
+    assert_eq!(reply, OpReply::Failed { index: 0, code: ErrorCode::EINVAL });
+    assert_eq!(reserved(&store), 0);
+    assert_eq!(read_all(&store, "obj", SNAP_HEAD), Err(ErrorCode::ENOENT));
     // A duplicate request: answered from the table, its placement freed.
     let reqid = reqid("client.admin", 1, 7);
     let placed = store.place(&data).unwrap();

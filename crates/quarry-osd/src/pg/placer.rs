@@ -66,7 +66,7 @@
 //! is not reserved at all (`DataFile::rebuild`): releasing or dropping it must never free
 //! a row's block; its entry's apply is then refused as corrupt. Tests:
 //! `a_released_placement_is_free_at_once`,
-//! `a_failed_or_duplicate_command_frees_its_placement_and_a_bad_shape_is_einval`,
+//! `a_failed_or_duplicate_command_frees_its_placement_and_a_bad_shape_or_crc_is_einval`,
 //! `a_dropped_placement_is_freed_with_the_batch_that_passes_its_entry`,
 //! `a_placement_named_at_open_over_a_rows_blocks_is_not_reserved` (quarry-store's
 //! `tests/placed.rs`).
@@ -107,6 +107,14 @@
 //! the placed blocks become the head's rows at the head's tag, and the older tag's rows (the
 //! snapshot's blocks) are untouched; only the one whole-chunk run of the op takes the
 //! placement (`put_run`). Test: the same.
+//!
+//! **(g) A payload corrupted before it was placed never becomes object data.** The OSD's op
+//! check leaves large whole-chunk payloads' crcs to the store (`op::check`): the apply of a
+//! placed write combines the placement's chunk crcs (computed from the bytes written) and
+//! compares them with the client's crc of the payload; a mismatch fails the command with
+//! EINVAL and frees the placement with the batch. Test:
+//! `a_failed_or_duplicate_command_frees_its_placement_and_a_bad_shape_or_crc_is_einval`
+//! (without the check: the corrupted write is applied, `Ok`).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
