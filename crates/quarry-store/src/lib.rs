@@ -425,9 +425,11 @@ pub struct PlacedOp<'a> {
 /// applied), it returns the `(block, blocks)` extents of the placed writes of the entries
 /// above each PG's applied index, which the OSD reads from its log.
 #[derive(Clone)]
-pub struct PlacementsAtOpen(
-    pub Arc<dyn Fn(&BTreeMap<PgId, Vec<u8>>) -> Vec<(u64, u64)> + Send + Sync>,
-);
+pub struct PlacementsAtOpen(pub Arc<PlacementsFn>);
+
+/// The function inside [`PlacementsAtOpen`]: every PG's `pg_state` to `(block, blocks)`
+/// extents.
+pub type PlacementsFn = dyn Fn(&BTreeMap<PgId, Vec<u8>>) -> Vec<(u64, u64)> + Send + Sync;
 
 impl std::fmt::Debug for PlacementsAtOpen {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

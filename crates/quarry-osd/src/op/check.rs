@@ -214,7 +214,7 @@ pub(crate) fn validate(op: &OsdOp) -> Result<(), Reply> {
 fn verified_by_the_store(off: u64, data: &Payload) -> bool {
     const CHUNK: u64 = 4096;
     let len = data.len() as u64;
-    off % CHUNK == 0 && len % CHUNK == 0 && len >= 64 << 10
+    off.is_multiple_of(CHUNK) && len.is_multiple_of(CHUNK) && len >= 64 << 10
 }
 
 /// Refuses an op whose object name does not hash to the PG it names (`pg_num` is the pool's

@@ -153,7 +153,7 @@ fn placeable(op: &ObjectOp, min: usize) -> Option<&Payload> {
         _ => return None,
     };
     let len = data.len();
-    let whole = off % 4096 == 0 && len % 4096 == 0;
+    let whole = off.is_multiple_of(4096) && len.is_multiple_of(4096);
     (whole && (min.max(4096)..=PLACE_MAX).contains(&len)).then_some(data)
 }
 
