@@ -196,6 +196,26 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn write_once_min_bytes_is_a_size_up_to_16m() {
+        assert_eq!(parse_write_once_min("0"), Ok(0), "off");
+        assert_eq!(parse_write_once_min("64K"), Ok(64 << 10));
+        assert_eq!(parse_write_once_min("16M"), Ok(16 << 20));
+        assert!(parse_write_once_min("17M").is_err());
+        assert!(parse_write_once_min("lots").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let args = CommonArgs { id: Some("0".into()), ..CommonArgs::default() };
+        let with = |line: &str| {
+            let key = CryptoKey::generate().to_base64();
+            let text = format!("[osd]\nmon_host = 10.0.0.9\nkey = {key}\n{line}\n");
+            let conf = Conf::parse(&text).unwrap();
+            OsdConfig::from_conf(&conf, &args, dir.path().to_path_buf(), &Default::default())
+        };
+        assert_eq!(with("").unwrap().write_once_min_bytes, crate::DEFAULT_WRITE_ONCE_MIN_BYTES);
+        assert_eq!(with("osd_write_once_min_bytes = 1M").unwrap().write_once_min_bytes, 1 << 20);
+        assert!(with("osd_write_once_min_bytes = 32M").is_err());
+    }
+
     fn keyring(entity: EntityName, key: &CryptoKey) -> String {
         let mut ring = Keyring::default();
         ring.insert(entity, key.clone(), BTreeMap::new());
