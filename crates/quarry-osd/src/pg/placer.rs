@@ -1,9 +1,9 @@
 //! Write-once for large client writes ([`quarry_raftlog::Placer`] over the OSD's store): when
-//! a PG's entry is appended to the WAL (the leader at proposal, a follower when it receives
-//! it, each in the PG's log order), the payload of each large write op (at least
-//! `osd_write_once_min_bytes`, default 64 KiB, whole 4 KiB chunks at a chunk boundary, at
-//! most [`PLACE_MAX`]) is placed in the store's data file ([`quarry_store::Store::place`]) and the entry's record
-//! carries [`PgCommand::ClientPlaced`]: the command without those payloads plus where they
+//! a one-voter PG's entry is appended to the WAL (at proposal, in the PG's log order), the
+//! payload of each large write op (at least `osd_write_once_min_bytes`, default 64 KiB, whole
+//! 4 KiB chunks at a chunk boundary, at most [`PLACE_MAX`]) is placed in the store's data
+//! file ([`quarry_store::Store::place`]) and the entry's record carries
+//! [`PgCommand::ClientPlaced`]: the command without those payloads plus where they
 //! are. The WAL's sync hook ([`quarry_store::Store::sync_placed`], installed at start)
 //! makes the data durable before the record is written; the apply claims the blocks (the
 //! rows take them: the data is written once, not into the log and again at apply). The
@@ -16,8 +16,10 @@
 //! back before sending ([`rehydrate`]), each 4 KiB chunk checked against the crc the entry
 //! carries, so a peer never receives other data; an entry whose blocks were reused since it
 //! was applied (its object overwritten, a checkpoint passed) fails that read instead, and the
-//! call is reported unreachable (openraft retries; the learner then needs a snapshot). A
-//! peer refuses a `ClientPlaced` entry that reaches it anyway.
+//! call is reported unreachable (openraft retries; the learner then needs a snapshot: blocks
+//! are reused only after a checkpoint, and the checkpoint worker then has a one-voter PG
+//! snapshot and purge its log behind it, so the retry should find a snapshot to send; not
+//! covered by a test). A peer refuses a `ClientPlaced` entry that reaches it anyway.
 //!
 //! `osd_write_once_min_bytes` (default [`crate::DEFAULT_WRITE_ONCE_MIN_BYTES`], 0 = off)
 //! sets the smallest op placed; it changes at runtime (`ceph tell osd.N config set`): each
