@@ -387,10 +387,7 @@ pub unsafe extern "C" fn rbd_aio_readv(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let pieces = match unsafe { iov_pieces(iov, count) } {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
+        let pieces = c_try!(unsafe { iov_pieces(iov, count) });
         // SAFETY: forwarded contracts.
         unsafe { start(image, c, |h| read_into(h, off, pieces)) }
     })
@@ -600,10 +597,7 @@ pub unsafe extern "C" fn rbd_set_image_notification(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         if fd < 0 || !(1..=2).contains(&kind) {
             return EINVAL;
         }
@@ -624,10 +618,7 @@ pub unsafe extern "C" fn rbd_poll_io_events(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         if numcomp <= 0 {
             return 0;
         }

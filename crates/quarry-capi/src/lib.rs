@@ -55,6 +55,17 @@ use std::sync::OnceLock;
 use quarry_types::ErrorCode;
 use tokio::runtime::Runtime;
 
+/// The `Ok` value of `$result`, or a return of its `Err` (a negative errno) from the enclosing
+/// entry point (or the closure its body runs in): the C surface's `?`.
+macro_rules! c_try {
+    ($result:expr) => {
+        match $result {
+            Ok(value) => value,
+            Err(code) => return code,
+        }
+    };
+}
+
 pub mod aio;
 pub mod manage;
 pub mod ops;
@@ -229,4 +240,30 @@ pub fn malloc_str(text: &str) -> *mut c_char {
         }
         p
     }
+}
+
+/// Fills the caller's array `out` of `*max` entries with `items` (each made by `entry`) and
+/// sets `*max` to their count, librbd's list convention: when the array is short (or NULL with
+/// items to return), `-ERANGE` with `*max` set to the room needed and nothing written.
+///
+/// # Safety
+/// `max` is non-NULL and valid; `out` is NULL or valid for `*max` writes of `C`.
+pub unsafe fn fill_entries<T, C>(
+    out: *mut C,
+    max: *mut usize,
+    items: &[T],
+    entry: impl Fn(&T) -> C,
+) -> c_int {
+    // SAFETY: the caller's contract: `max` valid, `out` has room for `*max` entries.
+    unsafe {
+        if *max < items.len() || (out.is_null() && !items.is_empty()) {
+            *max = items.len();
+            return -libc::ERANGE;
+        }
+        for (i, item) in items.iter().enumerate() {
+            out.add(i).write(entry(item));
+        }
+        *max = items.len();
+    }
+    0
 }

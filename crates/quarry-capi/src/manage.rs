@@ -203,10 +203,7 @@ pub unsafe extern "C" fn rbd_create4(
         };
         // SAFETY: contract of librbd.h.
         let options = match unsafe { options(opts) } {
-            Some(o) => match o.create_options(size) {
-                Ok(c) => c,
-                Err(e) => return e,
-            },
+            Some(o) => c_try!(o.create_options(size)),
             None => CreateOptions::new(size),
         };
         match block_on(async move { pool::create(&io, &name, &options).await }) {
@@ -232,10 +229,7 @@ pub unsafe extern "C" fn rbd_list2(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let io = match unsafe { io_of(io) } {
-            Ok(io) => io,
-            Err(e) => return e,
-        };
+        let io = c_try!(unsafe { io_of(io) });
         if max.is_null() {
             return EINVAL;
         }
@@ -243,20 +237,13 @@ pub unsafe extern "C" fn rbd_list2(
             Ok(l) => l,
             Err(e) => return rbd_errno(&e),
         };
-        // SAFETY: non-NULL in/out parameter; `images` has room for `*max` entries.
+        // SAFETY: `max` checked non-NULL; `images` has room for `*max` entries (librbd.h).
         unsafe {
-            if *max < list.len() || (images.is_null() && !list.is_empty()) {
-                *max = list.len();
-                return -libc::ERANGE;
-            }
-            for (i, e) in list.iter().enumerate() {
-                images
-                    .add(i)
-                    .write(ImageSpecC { id: malloc_str(&e.id), name: malloc_str(&e.name) });
-            }
-            *max = list.len();
+            crate::fill_entries(images, max, &list, |e| ImageSpecC {
+                id: malloc_str(&e.id),
+                name: malloc_str(&e.name),
+            })
         }
-        0
     })
 }
 
@@ -266,10 +253,7 @@ pub unsafe extern "C" fn rbd_list2(
 pub unsafe extern "C" fn rbd_list(io: *mut c_void, names: *mut c_char, size: *mut usize) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let io = match unsafe { io_of(io) } {
-            Ok(io) => io,
-            Err(e) => return e,
-        };
+        let io = c_try!(unsafe { io_of(io) });
         if size.is_null() {
             return EINVAL;
         }
@@ -583,10 +567,7 @@ where
     Fut: std::future::Future<Output = c_int> + Send,
 {
     // SAFETY: contract of librbd.h.
-    let name = match unsafe { cstr(name) } {
-        Ok(n) => n.to_string(),
-        Err(e) => return e,
-    };
+    let name = c_try!(unsafe { cstr(name) }).to_string();
     // SAFETY: forwarded contract.
     unsafe { on_image(image, |img| f(img, name)) }
 }
@@ -744,10 +725,7 @@ pub unsafe extern "C" fn rbd_get_parent(
             return EINVAL;
         }
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         let img = h.image.clone();
         let r = block_on(async move {
             let Some(info) = img.parent().await else {
@@ -780,10 +758,7 @@ pub unsafe extern "C" fn rbd_get_parent(
             };
             Ok((info, pio.pool_name().to_string(), name, snap_name))
         });
-        let (info, pool_name, name, snap_name) = match r {
-            Ok(v) => v,
-            Err(e) => return e,
-        };
+        let (info, pool_name, name, snap_name) = c_try!(r);
         // SAFETY: both out-parameters checked non-NULL.
         unsafe {
             parent.write(LinkedImageSpecC {
@@ -840,10 +815,7 @@ unsafe fn string_prop(
     get: impl FnOnce(&Image) -> String,
 ) -> c_int {
     // SAFETY: contract of librbd.h.
-    let h = match unsafe { handle(image) } {
-        Ok(h) => h,
-        Err(e) => return e,
-    };
+    let h = c_try!(unsafe { handle(image) });
     let text = get(&h.image);
     // SAFETY: `buf` valid for `len` bytes.
     match unsafe { copy_out(&text, buf, len) } {
@@ -886,10 +858,7 @@ pub unsafe extern "C" fn rbd_get_name(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         if len.is_null() {
             return EINVAL;
         }
@@ -1009,10 +978,7 @@ pub unsafe extern "C" fn rbd_metadata_set(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let value = match unsafe { cstr(value) } {
-            Ok(v) => v.to_string(),
-            Err(e) => return e,
-        };
+        let value = c_try!(unsafe { cstr(value) }).to_string();
         // SAFETY: forwarded contracts.
         unsafe {
             with_snap(image, key, |img, k| async move { code(img.metadata_set(&k, &value).await) })
@@ -1078,10 +1044,7 @@ pub unsafe extern "C" fn rados_write(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let data = match unsafe { bytes_of(buf, len) } {
-            Ok(d) => d,
-            Err(e) => return e,
-        };
+        let data = c_try!(unsafe { bytes_of(buf, len) });
         // SAFETY: forwarded contracts.
         unsafe { with_object(io, oid, |io, o| async move { rcode(io.write(&o, off, data).await) }) }
     })
@@ -1097,10 +1060,7 @@ pub unsafe extern "C" fn rados_write_full(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let data = match unsafe { bytes_of(buf, len) } {
-            Ok(d) => d,
-            Err(e) => return e,
-        };
+        let data = c_try!(unsafe { bytes_of(buf, len) });
         // SAFETY: forwarded contracts.
         unsafe { with_object(io, oid, |io, o| async move { rcode(io.write_full(&o, data).await) }) }
     })
@@ -1186,10 +1146,7 @@ pub unsafe extern "C" fn rados_getxattr(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let name = match unsafe { cstr(name) } {
-            Ok(n) => n.to_string(),
-            Err(e) => return e,
-        };
+        let name = c_try!(unsafe { cstr(name) }).to_string();
         let addr = buf as usize;
         // SAFETY: forwarded contracts; `buf` valid for `len` bytes.
         unsafe {
@@ -1240,10 +1197,7 @@ pub unsafe extern "C" fn rados_rmxattr(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let name = match unsafe { cstr(name) } {
-            Ok(n) => n.to_string(),
-            Err(e) => return e,
-        };
+        let name = c_try!(unsafe { cstr(name) }).to_string();
         // SAFETY: forwarded contracts.
         unsafe { with_object(io, oid, |io, o| async move { rcode(io.rmxattr(&o, &name).await) }) }
     })
@@ -1278,10 +1232,7 @@ pub unsafe extern "C" fn rbd_snap_get_namespace_type(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         if out.is_null() {
             return EINVAL;
         }
@@ -1308,10 +1259,7 @@ pub unsafe extern "C" fn rbd_snap_get_name(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         if len.is_null() {
             return EINVAL;
         }
@@ -1367,10 +1315,7 @@ pub unsafe extern "C" fn rbd_snap_get_timestamp(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         if out.is_null() {
             return EINVAL;
         }
@@ -1427,10 +1372,7 @@ pub unsafe extern "C" fn rbd_lock_shared(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let tag = match unsafe { cstr(tag) } {
-            Ok(t) => t.to_string(),
-            Err(e) => return e,
-        };
+        let tag = c_try!(unsafe { cstr(tag) }).to_string();
         // SAFETY: forwarded contracts.
         unsafe {
             with_snap(
@@ -1466,10 +1408,7 @@ pub unsafe extern "C" fn rbd_break_lock(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let client = match unsafe { cstr(client) } {
-            Ok(c) => c.to_string(),
-            Err(e) => return e,
-        };
+        let client = c_try!(unsafe { cstr(client) }).to_string();
         // SAFETY: forwarded contracts.
         unsafe {
             with_snap(
@@ -1612,10 +1551,7 @@ pub unsafe extern "C" fn rbd_update_watch(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         let Some(cb) = cb else {
             return EINVAL;
         };
@@ -1702,10 +1638,7 @@ pub unsafe extern "C" fn rbd_watchers_list(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         if max.is_null() {
             return EINVAL;
         }
@@ -1715,22 +1648,14 @@ pub unsafe extern "C" fn rbd_watchers_list(
             Ok(l) => l,
             Err(e) => return client_errno(&e),
         };
-        // SAFETY: `max` non-NULL; `out` has room for `*max` entries.
+        // SAFETY: `max` checked non-NULL; `out` has room for `*max` entries (librbd.h).
         unsafe {
-            if *max < list.len() || (out.is_null() && !list.is_empty()) {
-                *max = list.len();
-                return -libc::ERANGE;
-            }
-            for (i, w) in list.iter().enumerate() {
-                out.add(i).write(WatcherC {
-                    addr: malloc_str(&w.addr),
-                    id: w.global_id as i64,
-                    cookie: w.cookie,
-                });
-            }
-            *max = list.len();
+            crate::fill_entries(out, max, &list, |w| WatcherC {
+                addr: malloc_str(&w.addr),
+                id: w.global_id as i64,
+                cookie: w.cookie,
+            })
         }
-        0
     })
 }
 
@@ -1797,10 +1722,7 @@ pub unsafe extern "C" fn rbd_trash_list(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let io = match unsafe { io_of(io) } {
-            Ok(io) => io,
-            Err(e) => return e,
-        };
+        let io = c_try!(unsafe { io_of(io) });
         if max.is_null() {
             return EINVAL;
         }
@@ -1808,18 +1730,11 @@ pub unsafe extern "C" fn rbd_trash_list(
             Ok(l) => l,
             Err(e) => return rbd_errno(&e),
         };
-        // SAFETY: `max` non-NULL; `out` has room for `*max` entries.
-        unsafe {
-            if *max < list.len() || (out.is_null() && !list.is_empty()) {
-                *max = list.len();
-                return -libc::ERANGE;
-            }
-            for (i, item) in list.iter().enumerate() {
-                out.add(i).write(trash_info(&item.id, &item.entry));
-            }
-            *max = list.len();
+        // SAFETY: `max` checked non-NULL; `out` has room for `*max` entries (librbd.h).
+        match unsafe { crate::fill_entries(out, max, &list, |e| trash_info(&e.id, &e.entry)) } {
+            0 => list.len() as c_int,
+            short => short,
         }
-        list.len() as c_int
     })
 }
 
@@ -1945,10 +1860,7 @@ pub unsafe extern "C" fn rbd_list_children3(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         if max.is_null() {
             return EINVAL;
         }
@@ -1980,25 +1892,17 @@ pub unsafe extern "C" fn rbd_list_children3(
             Ok(l) => l,
             Err(e) => return rbd_errno(&e),
         };
-        // SAFETY: `max` non-NULL; `out` has room for `*max` entries.
+        // SAFETY: `max` checked non-NULL; `out` has room for `*max` entries (librbd.h).
         unsafe {
-            if *max < list.len() || (out.is_null() && !list.is_empty()) {
-                *max = list.len();
-                return -libc::ERANGE;
-            }
-            for (i, (child, pool_name, name)) in list.iter().enumerate() {
-                out.add(i).write(LinkedImageSpecC {
-                    pool_id: child.pool as i64,
-                    pool_name: malloc_str(pool_name),
-                    pool_namespace: malloc_str(&child.namespace),
-                    image_id: malloc_str(&child.image_id),
-                    image_name: malloc_str(name.as_deref().unwrap_or("")),
-                    trash: name.is_none(),
-                });
-            }
-            *max = list.len();
+            crate::fill_entries(out, max, &list, |(child, pool_name, name)| LinkedImageSpecC {
+                pool_id: child.pool as i64,
+                pool_name: malloc_str(pool_name),
+                pool_namespace: malloc_str(&child.namespace),
+                image_id: malloc_str(&child.image_id),
+                image_name: malloc_str(name.as_deref().unwrap_or("")),
+                trash: name.is_none(),
+            })
         }
-        0
     })
 }
 

@@ -163,10 +163,7 @@ unsafe fn create_with(out: *mut *mut c_void, args: CommonArgs) -> c_int {
 pub unsafe extern "C" fn rados_create(out: *mut *mut c_void, id: *const c_char) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: `id` is NULL or a C string (librados.h).
-        let id = match unsafe { opt_cstr(id) } {
-            Ok(id) => id,
-            Err(e) => return e,
-        };
+        let id = c_try!(unsafe { opt_cstr(id) });
         let args = CommonArgs { id: Some(id.unwrap_or("admin").to_string()), ..Default::default() };
         // SAFETY: forwarded contract on `out`.
         unsafe { create_with(out, args) }
@@ -313,10 +310,7 @@ pub unsafe extern "C" fn rados_conf_get(
 pub unsafe extern "C" fn rados_connect(cluster: *mut c_void) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let c = match unsafe { self::cluster(cluster) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let c = c_try!(unsafe { self::cluster(cluster) });
         let (conf, args) = {
             let state = c.lock();
             if state.rados.is_some() {
@@ -406,10 +400,7 @@ pub unsafe extern "C" fn rados_ioctx_create(
         if out.is_null() {
             return EINVAL;
         }
-        let rados = match c.rados() {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        let rados = c_try!(c.rados());
         new_ioctx(out, block_on(async move { rados.ioctx(pool).await }), c.options())
     })
 }
@@ -423,17 +414,11 @@ pub unsafe extern "C" fn rados_ioctx_create2(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let c = match unsafe { self::cluster(cluster) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let c = c_try!(unsafe { self::cluster(cluster) });
         if out.is_null() || pool_id < 0 {
             return if out.is_null() { EINVAL } else { -libc::ENOENT };
         }
-        let rados = match c.rados() {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        let rados = c_try!(c.rados());
         new_ioctx(out, rados.ioctx_by_id(pool_id as u64), c.options())
     })
 }
@@ -474,10 +459,7 @@ pub unsafe extern "C" fn rados_ioctx_get_namespace(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let io = match unsafe { ioctx(io) } {
-            Ok(io) => io.get(),
-            Err(e) => return e,
-        };
+        let io = c_try!(unsafe { ioctx(io) }).get();
         let ns = io.namespace().to_string();
         // SAFETY: `buf` valid for `len` bytes (librados.h).
         match unsafe { copy_out(&ns, buf, len as usize) } {
@@ -508,10 +490,7 @@ pub unsafe extern "C" fn rados_ioctx_get_pool_name(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let io = match unsafe { ioctx(io) } {
-            Ok(io) => io.get(),
-            Err(e) => return e,
-        };
+        let io = c_try!(unsafe { ioctx(io) }).get();
         let name = io.pool_name().to_string();
         // SAFETY: `buf` valid for `len` bytes (librados.h).
         match unsafe { copy_out(&name, buf, len as usize) } {
@@ -581,10 +560,7 @@ pub unsafe extern "C" fn rados_mon_command(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let c = match unsafe { self::cluster(cluster) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
+        let c = c_try!(unsafe { self::cluster(cluster) });
         if cmd.is_null() || cmdlen == 0 {
             return EINVAL;
         }
@@ -604,10 +580,7 @@ pub unsafe extern "C" fn rados_mon_command(
             // SAFETY: `inbuf` holds `inbuflen` bytes (librados.h).
             unsafe { std::slice::from_raw_parts(inbuf.cast::<u8>(), inbuflen) }.to_vec()
         };
-        let rados = match c.rados() {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        let rados = c_try!(c.rados());
         let reply = block_on(async move { rados.mon_command(&text, &input).await });
         // SAFETY: out-parameters are NULL or writable (librados.h).
         unsafe {
@@ -647,14 +620,8 @@ pub unsafe extern "C" fn rados_pool_list(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let c = match unsafe { self::cluster(cluster) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        let rados = match c.rados() {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        let c = c_try!(unsafe { self::cluster(cluster) });
+        let rados = c_try!(c.rados());
         let names: Vec<String> = rados.map().pools.values().map(|p| p.name.clone()).collect();
         let needed: usize = names.iter().map(|n| n.len() + 1).sum::<usize>() + 1;
         if buf.is_null() || len == 0 {
@@ -681,10 +648,7 @@ pub unsafe extern "C" fn rados_pool_list(
 
 /// Runs a monitor command given as JSON; its return code.
 fn mon(c: &Cluster, json: String) -> c_int {
-    let rados = match c.rados() {
-        Ok(r) => r,
-        Err(e) => return e,
-    };
+    let rados = c_try!(c.rados());
     block_on(async move { rados.mon_command(&json, &[]).await.rc })
 }
 
@@ -696,10 +660,7 @@ pub unsafe extern "C" fn rados_pool_create(cluster: *mut c_void, name: *const c_
         let (Ok(c), Ok(name)) = (unsafe { self::cluster(cluster) }, unsafe { cstr(name) }) else {
             return EINVAL;
         };
-        let rados = match c.rados() {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        let rados = c_try!(c.rados());
         if rados.map().pools.values().any(|p| p.name == name) {
             return -libc::EEXIST;
         }
@@ -750,14 +711,8 @@ pub unsafe extern "C" fn rados_pool_reverse_lookup(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let c = match unsafe { self::cluster(cluster) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        let rados = match c.rados() {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        let c = c_try!(unsafe { self::cluster(cluster) });
+        let rados = c_try!(c.rados());
         let Some(name) = rados.map().pools.get(&(id as u64)).map(|p| p.name.clone()) else {
             return -libc::ENOENT;
         };
@@ -778,14 +733,8 @@ pub unsafe extern "C" fn rados_cluster_fsid(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let c = match unsafe { self::cluster(cluster) } {
-            Ok(c) => c,
-            Err(e) => return e,
-        };
-        let rados = match c.rados() {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        let c = c_try!(unsafe { self::cluster(cluster) });
+        let rados = c_try!(c.rados());
         let fsid = rados.map().fsid.clone();
         // SAFETY: `buf` holds `len` bytes.
         match unsafe { copy_out(&fsid, buf, len) } {
@@ -821,10 +770,7 @@ pub struct ListCtx {
 pub unsafe extern "C" fn rados_nobjects_list_open(io: *mut c_void, out: *mut *mut c_void) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let io = match unsafe { ioctx(io) } {
-            Ok(io) => io.get(),
-            Err(e) => return e,
-        };
+        let io = c_try!(unsafe { ioctx(io) }).get();
         if out.is_null() {
             return EINVAL;
         }
@@ -912,10 +858,7 @@ pub unsafe extern "C" fn rados_cluster_stat(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let rados = match unsafe { self::cluster(cluster) }.and_then(|c| c.rados()) {
-            Ok(r) => r,
-            Err(e) => return e,
-        };
+        let rados = c_try!(unsafe { self::cluster(cluster) }.and_then(|c| c.rados()));
         if result.is_null() {
             return EINVAL;
         }
@@ -983,10 +926,7 @@ pub unsafe extern "C" fn rados_ioctx_pool_stat(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contract of librados.h.
-        let io = match unsafe { ioctx(io) } {
-            Ok(io) => io.get(),
-            Err(e) => return e,
-        };
+        let io = c_try!(unsafe { ioctx(io) }).get();
         if stats.is_null() {
             return EINVAL;
         }

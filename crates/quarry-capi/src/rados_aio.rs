@@ -223,10 +223,7 @@ pub unsafe extern "C" fn rados_aio_write(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contracts of librados.h.
-        let (io, oid) = match unsafe { target(io, oid) } {
-            Ok(t) => t,
-            Err(e) => return e,
-        };
+        let (io, oid) = c_try!(unsafe { target(io, oid) });
         if buf.is_null() && len > 0 {
             return EINVAL;
         }
@@ -251,10 +248,7 @@ pub unsafe extern "C" fn rados_aio_write_full(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contracts of librados.h.
-        let (io, oid) = match unsafe { target(io, oid) } {
-            Ok(t) => t,
-            Err(e) => return e,
-        };
+        let (io, oid) = c_try!(unsafe { target(io, oid) });
         if buf.is_null() && len > 0 {
             return EINVAL;
         }
@@ -281,10 +275,7 @@ pub unsafe extern "C" fn rados_aio_read(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contracts of librados.h.
-        let (io, oid) = match unsafe { target(io, oid) } {
-            Ok(t) => t,
-            Err(e) => return e,
-        };
+        let (io, oid) = c_try!(unsafe { target(io, oid) });
         if buf.is_null() && len > 0 {
             return EINVAL;
         }
@@ -312,10 +303,7 @@ pub unsafe extern "C" fn rados_aio_remove(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contracts of librados.h.
-        let (io, oid) = match unsafe { target(io, oid) } {
-            Ok(t) => t,
-            Err(e) => return e,
-        };
+        let (io, oid) = c_try!(unsafe { target(io, oid) });
         start(c, async move { status(io.remove(&oid).await) })
     })
 }
@@ -333,10 +321,7 @@ pub unsafe extern "C" fn rados_aio_write_op_operate(
 ) -> c_int {
     ffi!(EINVAL, {
         // SAFETY: contracts of librados.h.
-        let (io, oid) = match unsafe { target(io, oid) } {
-            Ok(t) => t,
-            Err(e) => return e,
-        };
+        let (io, oid) = c_try!(unsafe { target(io, oid) });
         // SAFETY: contract of librados.h.
         let Some(ops) = (unsafe { crate::ops::write_op_ops(op) }) else {
             return EINVAL;

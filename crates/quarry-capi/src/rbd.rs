@@ -601,10 +601,7 @@ pub unsafe extern "C" fn rbd_get_parent_info2(
         // SAFETY: contracts of librbd.h.
         unsafe {
             with_image(image, |h| {
-                let (p, n, i, s) = match parent_names(h) {
-                    Ok(v) => v,
-                    Err(e) => return e,
-                };
+                let (p, n, i, s) = c_try!(parent_names(h));
                 for (text, buf, len) in
                     [(p, pool, pool_len), (n, name, name_len), (i, id, id_len), (s, snap, snap_len)]
                 {
@@ -716,10 +713,7 @@ unsafe fn snap_op(
     op: fn(Image, String) -> SnapFuture,
 ) -> c_int {
     // SAFETY: contracts of librbd.h.
-    let name = match unsafe { cstr(name) } {
-        Ok(n) => n.to_string(),
-        Err(e) => return e,
-    };
+    let name = c_try!(unsafe { cstr(name) }).to_string();
     // SAFETY: as above.
     unsafe {
         with_image(image, |h| {
@@ -825,10 +819,7 @@ pub unsafe extern "C" fn rbd_diff_iterate2(
         };
         let arg = arg as usize;
         // SAFETY: contract of librbd.h.
-        let h = match unsafe { handle(image) } {
-            Ok(h) => h,
-            Err(e) => return e,
-        };
+        let h = c_try!(unsafe { handle(image) });
         let img = h.image.clone();
         let r = block_on(async move {
             let from_id = match from {

@@ -22,6 +22,8 @@
 //! missing (scripts/setup.sh installs them).
 
 use std::os::unix::fs::PermissionsExt;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -35,32 +37,6 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(180);
 /// `virsh` calls are bounded by this (the wrapper's `timeout`).
 const VIRSH_TIMEOUT_SECS: u32 = 90;
 const NOBODY: u32 = 65534;
-
-/// `target/<profile>` (this test runs from `target/<profile>/deps`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-/// The quarry binary, with this run's library linked into `target/<profile>/lib`.
-fn prepared() -> PathBuf {
-    let dir = target_dir();
-    let quarry = dir.join("quarry");
-    let fresh = std::env::current_exe().unwrap().with_file_name("librados.so");
-    let cdylib = if fresh.exists() { fresh } else { dir.join("librados.so") };
-    for (path, what) in [(&quarry, "quarry-cli"), (&cdylib, "quarry-capi")] {
-        assert!(
-            path.exists(),
-            "{} missing: build it first (cargo build -p {what})",
-            path.display()
-        );
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/link-capi.sh");
-    let mut cmd = Command::new("bash");
-    cmd.arg(script).arg(&cdylib).arg(dir.join("lib"));
-    process::run_bounded(cmd, None, STEP_TIMEOUT).ok("link-capi.sh");
-    quarry
-}
 
 /// Why this test cannot run here, if it cannot.
 fn missing() -> Option<String> {
@@ -214,6 +190,22 @@ impl World {
             .env_remove("CEPH_CONF")
             .env_remove("LIBVIRT_DEFAULT_URI");
         process::run_bounded(cmd, None, STEP_TIMEOUT)
+    }
+
+    /// Why `virsh start DOMAIN` failed (it must fail): libvirt's message, followed, when
+    /// libvirt says only that QEMU closed its monitor (QEMU exited before libvirt read its
+    /// error; seen on a loaded machine), by what QEMU logged for this start.
+    fn start_failure(&self, domain: &str) -> String {
+        let run = self.sh(&format!("virsh start {domain}"));
+        assert_ne!(run.code(), 0, "{}", run.out());
+        let mut why = run.stderr.clone();
+        if why.contains("qemu unexpectedly closed the monitor") {
+            let log = self.lv().join(format!("cache/libvirt/qemu/log/{domain}.log"));
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let start = log.rfind("starting up").unwrap_or(0);
+            why.push_str(&format!("\nQEMU log of this start:\n{}", &log[start..]));
+        }
+        why
     }
 
     fn ok(&self, script: &str) -> String {
@@ -412,7 +404,7 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
         std::thread::sleep(Duration::from_millis(500));
     }
     let test_started = Instant::now();
-    let quarry = prepared();
+    let quarry = common::prepared(STEP_TIMEOUT);
     let tmp = tempfile::tempdir().unwrap();
     std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let mut w = World {
@@ -491,7 +483,7 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
     let out = w.ok(&format!(
         "{} install-libs --from {}",
         quarry.display(),
-        target_dir().join("lib").display()
+        common::target_dir().join("lib").display()
     ));
     assert!(out.contains("librados.so.2 => /usr/local/lib/quarry/librados.so.2 (quarry)"), "{out}");
     assert!(out.contains("librbd.so.1 => /usr/local/lib/quarry/librbd.so.1 (quarry)"), "{out}");
@@ -722,13 +714,8 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
     w.ok("sed -e \"s/<name>vm1</<name>vm-bad</\" -e \"s/$SECRET_UUID/0b5e0cbb-9f7e-4c9b-8a4f-3f8e7a6d5c4b/\" \
           -e \"s/vm1.console/vm-bad.console/\" vm1.xml > vm-bad.xml && virsh define vm-bad.xml >/dev/null");
     let started = Instant::now();
-    let run = w.sh("virsh start vm-bad");
-    assert_ne!(run.code(), 0, "{}", run.out());
-    assert!(
-        run.stderr.contains("error connecting: Permission denied"),
-        "wrong key: {}",
-        run.stderr
-    );
+    let why = w.start_failure("vm-bad");
+    assert!(why.contains("error connecting: Permission denied"), "wrong key: {why}");
     assert!(started.elapsed() < Duration::from_secs(30), "{:?}", started.elapsed());
     // A user whose caps do not cover the pool.
     w.ok("virsh pool-undefine bad >/dev/null && \
@@ -745,9 +732,8 @@ fn libvirt_walkthrough_secret_pool_domain_and_volumes() {
     );
     assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
     w.ok("virsh undefine vm-bad >/dev/null && sed -i \"s/username='qemu'/username='nocaps'/\" vm-bad.xml && virsh define vm-bad.xml >/dev/null");
-    let run = w.sh("virsh start vm-bad");
-    assert_ne!(run.code(), 0, "{}", run.out());
-    assert!(run.stderr.contains("Operation not permitted"), "no caps: {}", run.stderr);
+    let why = w.start_failure("vm-bad");
+    assert!(why.contains("Operation not permitted"), "no caps: {why}");
     w.ok("virsh undefine vm-bad >/dev/null && virsh pool-undefine bad >/dev/null && \
           virsh secret-undefine 0b5e0cbb-9f7e-4c9b-8a4f-3f8e7a6d5c4b >/dev/null");
 

@@ -11,6 +11,8 @@
 //! Tests needing QEMU 7.2's rbd module or fio skip with a message when scripts/setup.sh has
 //! not installed them.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -19,34 +21,6 @@ use quarry_testkit::process::{self, Daemon, Run};
 
 const BLOCK_RBD: &str = "/usr/lib/x86_64-linux-gnu/qemu/block-rbd.so";
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// `target/<profile>` (this test runs from `target/<profile>/deps`).
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
-
-/// The binary and the library directory, made ready; panics with what to build if missing.
-fn prepared() -> PathBuf {
-    let dir = target_dir();
-    let quarry = dir.join("quarry");
-    // The cdylib this test run built (cargo builds the crate's library, both crate types,
-    // into deps/ for its tests; `cargo build` also copies it beside the binaries).
-    let fresh = std::env::current_exe().unwrap().with_file_name("librados.so");
-    let cdylib = if fresh.exists() { fresh } else { dir.join("librados.so") };
-    for (path, what) in [(&quarry, "quarry-cli"), (&cdylib, "quarry-capi")] {
-        assert!(
-            path.exists(),
-            "{} missing: build it first (cargo build -p {what}, or scripts/build-capi.sh)",
-            path.display()
-        );
-    }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/link-capi.sh");
-    let mut cmd = Command::new("bash");
-    cmd.arg(script).arg(&cdylib).arg(dir.join("lib"));
-    process::run_bounded(cmd, None, STEP_TIMEOUT).ok("link-capi.sh");
-    quarry
-}
 
 /// Why QEMU tests cannot run here, if they cannot.
 fn qemu_missing() -> Option<String> {
@@ -78,7 +52,7 @@ struct Env {
 
 impl Env {
     fn start() -> Env {
-        let quarry = prepared();
+        let quarry = common::prepared(STEP_TIMEOUT);
         let tmp = tempfile::tempdir().unwrap();
         let daemon = process::up(&quarry, &tmp.path().join("cluster"), 1);
         let env = std::fs::read_to_string(tmp.path().join("cluster/env")).unwrap();
@@ -529,7 +503,7 @@ fn vm_on_a_clone_of_a_golden_image() {
     let log_path = env.work().join("nbd.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let server = Reaped(
-        Command::new(prepared())
+        Command::new(common::prepared(STEP_TIMEOUT))
             .args(["nbd", "serve", "--port", &port.to_string(), "rbd/vm-nbd"])
             .env("CEPH_CONF", env.dir().join("ceph.conf"))
             .env_remove("CEPH_ARGS")
@@ -599,7 +573,7 @@ fn fio_rbd_engine_verifies() {
 #[test]
 fn c_client_completions_and_close_racing_io() {
     let env = Env::start();
-    let lib = target_dir().join("lib");
+    let lib = common::target_dir().join("lib");
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/aio.c");
     let exe = env.work().join("aio");
     let mut cc = Command::new("cc");
@@ -630,8 +604,8 @@ fn python_rados_and_rbd_modules() {
 /// list (consumers.txt) always, and the installed consumers' own `objdump -T` when present.
 #[test]
 fn every_consumer_symbol_is_exported() {
-    prepared();
-    let lib = target_dir().join("lib/librados.so.2");
+    common::prepared(STEP_TIMEOUT);
+    let lib = common::target_dir().join("lib/librados.so.2");
     let dynsym = |path: &Path, undefined: bool| -> Vec<String> {
         let out = Command::new("objdump").arg("-T").arg(path).output().expect("objdump");
         String::from_utf8_lossy(&out.stdout)

@@ -401,13 +401,16 @@ pub fn central_for(
 /// Options a running Quarry daemon applies when they change (`ceph config set`, `ceph tell
 /// … config set|injectargs`): the `debug_<subsystem>` levels and the OSD's own full-disk
 /// thresholds (`mon_osd_nearfull_ratio`, `mon_osd_full_ratio`, `osd_failsafe_full_ratio`,
-/// which its write check reads). Every other option is read at start (`config dump|get`
+/// which its write check reads) and `osd_write_once_min_bytes`. Every other option is read at start (`config dump|get`
 /// mark them `RO`); a central value of one is applied at the next start.
 pub fn runtime_option(name: &str) -> bool {
     let name = normalize_key(name);
     (name.starts_with("debug_") && name.len() > "debug_".len())
         || matches!(
             name.as_str(),
-            "mon_osd_nearfull_ratio" | "mon_osd_full_ratio" | "osd_failsafe_full_ratio"
+            "mon_osd_nearfull_ratio"
+                | "mon_osd_full_ratio"
+                | "osd_failsafe_full_ratio"
+                | "osd_write_once_min_bytes"
         )
 }

@@ -119,6 +119,8 @@ pub static OPTIONS: &[OptionSpec] = &[
         doc: "Seconds an OSD may stay down before the monitor marks it out, so that its PGs are re-replicated on the other OSDs (Ceph's default, 600); 0 never marks an OSD out by itself." },
     OptionSpec { name: "osd_raft_heartbeat_interval", kind: Float, default: "1", used_by: OSD,
         doc: "Seconds between a PG leader's heartbeats to its replicas (Quarry's option, 0.05 to 10). A replica that hears nothing for 2.5 to 5 intervals (randomised) starts an election, so this sets how fast a PG's writes resume after its primary dies." },
+    OptionSpec { name: "osd_write_once_min_bytes", kind: Size, default: "64K", used_by: OSD,
+        doc: "Write ops of at least this many bytes (whole 4 KiB chunks at a chunk boundary, at most 16M) to a one-replica PG are written once: into the store's data file when the entry is appended, the log entry recording only where (Quarry's option, issue 14; 0 = off: every write goes through the log and again into the store). Changes at runtime." },
     OptionSpec { name: "osd_max_backfills", kind: Int, default: "1", used_by: OSD,
         doc: "PG moves (a new replica caught up by Raft snapshot and log, then promoted) an OSD drives as a PG's primary at once (at least 1)." },
     // The daemons' connection and memory budget (`quarry_types::ServerLimits`, enforced by

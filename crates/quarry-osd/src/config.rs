@@ -46,6 +46,11 @@ pub struct OsdConfig {
     /// `osd_raft_heartbeat_interval` (default 1 s): a PG leader's heartbeat; elections start
     /// after 2.5 to 5 of them without a word from the leader.
     pub raft_heartbeat: std::time::Duration,
+    /// `osd_write_once_min_bytes` (default 64 KiB, 0 = off, at most 16 MiB; it changes at
+    /// runtime too): write ops of at least this many bytes, whole 4 KiB chunks at a chunk
+    /// boundary, of one-replica PGs are written once, into the store's data file, with only
+    /// their place in the log (`pg::placer`).
+    pub write_once_min_bytes: u64,
 }
 
 /// What the `quarry osd` command line sets besides the common options.
@@ -119,12 +124,24 @@ impl OsdConfig {
                     })
                 })?
                 .unwrap_or(crate::DEFAULT_RAFT_HEARTBEAT),
+            write_once_min_bytes: conf
+                .get_parsed(&entity, "osd_write_once_min_bytes", parse_write_once_min)?
+                .unwrap_or(crate::DEFAULT_WRITE_ONCE_MIN_BYTES),
         })
     }
 
     /// The data directory's layout.
     pub fn data(&self) -> DataDir {
         DataDir::new(&self.data_dir)
+    }
+}
+
+/// `osd_write_once_min_bytes`: a size from 0 (off) to 16 MiB (`pg::placer::PLACE_MAX`).
+pub(crate) fn parse_write_once_min(text: &str) -> Result<u64, String> {
+    let max = crate::pg::placer::PLACE_MAX as u64;
+    match quarry_conf::parse_size(text) {
+        Ok(n) if n <= max => Ok(n),
+        _ => Err(format!("expected a size from 0 (off) to {}M", max >> 20)),
     }
 }
 
@@ -178,6 +195,26 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+
+    #[test]
+    fn write_once_min_bytes_is_a_size_up_to_16m() {
+        assert_eq!(parse_write_once_min("0"), Ok(0), "off");
+        assert_eq!(parse_write_once_min("64K"), Ok(64 << 10));
+        assert_eq!(parse_write_once_min("16M"), Ok(16 << 20));
+        assert!(parse_write_once_min("17M").is_err());
+        assert!(parse_write_once_min("lots").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let args = CommonArgs { id: Some("0".into()), ..CommonArgs::default() };
+        let with = |line: &str| {
+            let key = CryptoKey::generate().to_base64();
+            let text = format!("[osd]\nmon_host = 10.0.0.9\nkey = {key}\n{line}\n");
+            let conf = Conf::parse(&text).unwrap();
+            OsdConfig::from_conf(&conf, &args, dir.path().to_path_buf(), &Default::default())
+        };
+        assert_eq!(with("").unwrap().write_once_min_bytes, crate::DEFAULT_WRITE_ONCE_MIN_BYTES);
+        assert_eq!(with("osd_write_once_min_bytes = 1M").unwrap().write_once_min_bytes, 1 << 20);
+        assert!(with("osd_write_once_min_bytes = 32M").is_err());
+    }
 
     fn keyring(entity: EntityName, key: &CryptoKey) -> String {
         let mut ring = Keyring::default();

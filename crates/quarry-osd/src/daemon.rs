@@ -12,7 +12,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use quarry_raftlog::{Wal, WalOptions};
-use quarry_store::{Store, StoreOptions};
+use quarry_store::{PlacementsAtOpen, Store, StoreOptions};
 use quarry_wire::ClusterMap;
 
 use crate::osd::Osd;
@@ -58,10 +58,15 @@ async fn open_storage(
     let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, options)).await??;
     let store_path = data.store();
     let root = data.root().to_path_buf();
+    let wal_for_store = wal.clone();
     let store = tokio::task::spawn_blocking(move || -> Result<Store, OsdError> {
+        // The placed writes of the entries not applied yet stay reserved (write-once).
+        let log = wal_for_store.clone();
+        let placements = move |states: &_| crate::pg::placer::placements_in_log(&log, states);
         let options = StoreOptions {
             methods: Some(Arc::new(quarry_cls::Classes::new())),
             cache_bytes,
+            placements_at_open: Some(PlacementsAtOpen(Arc::new(placements))),
             ..StoreOptions::default()
         };
         let store = Store::open_with(&store_path, &options)?;
@@ -70,7 +75,11 @@ async fn open_storage(
         Ok(crate::space::compact_at_open(store, &store_path, &root, &ratios, reopen)?)
     })
     .await??;
-    Ok((wal, Arc::new(store)))
+    let store = Arc::new(store);
+    // A round of the WAL holding entries is written only once the data they place is durable.
+    let weak = Arc::downgrade(&store);
+    wal.set_sync_hook(Some(Arc::new(move || weak.upgrade().map_or(Ok(()), |s| s.sync_placed()))));
+    Ok((wal, store))
 }
 
 /// The WAL's options for a disk of `total` bytes: segments of 1/128 of the disk, between 1 and
@@ -114,6 +123,7 @@ pub(crate) async fn start(
     let peers = Arc::new(Peers::new(cfg.id, map.subscribe(), ticket_rx));
     let (repair_tx, repair_rx) = mpsc::unbounded_channel();
     let damage = Arc::new(Damage::new(DamageMarks::new(data.damaged()), repair_tx));
+    let write_once_min = Arc::new(std::sync::atomic::AtomicU64::new(cfg.write_once_min_bytes));
     let deps = GroupDeps {
         me: cfg.id,
         addr,
@@ -125,11 +135,13 @@ pub(crate) async fn start(
         snapshot_dir: data.snapshots(),
         damage,
         exports: Exports::new(store.clone(), data.snapshots()),
+        write_once_min: write_once_min.clone(),
     };
     let router = Router::new(deps, map, cfg.max_backfills, cfg.raft_heartbeat);
     let space =
         Arc::new(crate::space::Space::new(cfg.id, data.root(), data.store(), cfg.full_ratios));
     crate::tell::register_space(&space);
+    crate::tell::register_write_once(&write_once_min);
     let osd = Arc::new(Osd {
         id: cfg.id,
         host: cfg.host,

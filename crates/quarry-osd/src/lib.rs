@@ -8,8 +8,9 @@
 //! 2. `op`: the OSD waits briefly if the client routed with a newer map, checks the session is
 //!    still honoured (ticket not expired, `auth_floor`), that it is the primary of
 //!    the PG at its current epoch (`Reply::Retry` otherwise), the caps on the pool for *every*
-//!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c,
-//!    no mutation of a snapshot).
+//!    op (`EPERM`, nothing changes), and validates the vector (name length, payload crc32c:
+//!    large whole-chunk payloads are left to the store's apply, which checks them in the pass
+//!    that computes their chunk crcs; no mutation of a snapshot).
 //!    Right before the op takes effect (proposal of a mutation, store read, watch, notify),
 //!    with the newest map, the client must not be blocklisted: its instance
 //!    (`entity@global_id`), its address `IP:0/GLOBAL_ID` or its whole IP `IP:0/0`
@@ -197,6 +198,10 @@ pub use config::{OsdConfig, OsdOverrides};
 /// `osd_raft_heartbeat_interval`'s default: a PG leader's heartbeat every second, elections
 /// after 2.5 to 5 s of silence.
 pub const DEFAULT_RAFT_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `osd_write_once_min_bytes`' default: write ops of at least 64 KiB (whole 4 KiB chunks at a
+/// chunk boundary) of one-replica PGs are written once, into the store (`pg::placer`).
+pub const DEFAULT_WRITE_ONCE_MIN_BYTES: u64 = 64 << 10;
 pub use data_dir::DataDir;
 pub use error::OsdError;
 pub use pg::{group_id, pg_of_group, PgCommand, PgRaftConfig};

@@ -44,6 +44,7 @@ use quarry_wire::ClusterMap;
 use crate::pg::apply::ApplyBatcher;
 use crate::pg::durability::Durability;
 use crate::pg::network::{Peers, PgNetworkFactory, RaftRpc, RaftRpcReply};
+use crate::pg::placer::PgPlacer;
 use crate::pg::repair::{self, Damage, Exports};
 use crate::pg::state_machine::{blocking, PgStateMachine, Signals};
 use crate::pg::{group_id, pg_of_group, PgGroup, PgRaft, PgRaftConfig};
@@ -70,6 +71,8 @@ pub(crate) struct GroupDeps {
     pub(crate) damage: Arc<Damage>,
     /// PG exports staged for peers' repairs.
     pub(crate) exports: Exports,
+    /// `osd_write_once_min_bytes` (0: off), changed at runtime (`tell::register_write_once`).
+    pub(crate) write_once_min: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A committed move of a PG, to report: (acting set before, voters now).
@@ -590,9 +593,19 @@ impl Router {
         let pg_num = sm.pg_num_handle();
         let sealed = sm.sealed_handle();
         let group = group_id(pg);
-        let network =
-            PgNetworkFactory { group, peers: self.deps.peers.clone(), snapshots: HashMap::new() };
-        let log = self.deps.wal.log_store(group);
+        let network = PgNetworkFactory {
+            group,
+            peers: self.deps.peers.clone(),
+            store: self.deps.store.clone(),
+            snapshots: HashMap::new(),
+        };
+        // Large writes of a one-replica PG are placed in the store, not the log (write-once).
+        let placer = Arc::new(PgPlacer::new(
+            self.deps.store.clone(),
+            sm.solo_handle(),
+            self.deps.write_once_min.clone(),
+        ));
+        let log = self.deps.wal.log_store_placed(group, placer);
         let raft = PgRaft::new(self.deps.me, config, network, log, sm)
             .await
             .map_err(|e| raft_err(e.to_string()))?;

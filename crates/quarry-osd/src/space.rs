@@ -24,7 +24,10 @@
 //! - the same figures, counting the write, every admitted write not yet answered and every
 //!   write answered since the `statvfs` behind the figures (cached up to
 //!   [`STATVFS_TTL`]) as used twice (the WAL's copy and the store's), would reach
-//!   `osd_failsafe_full_ratio`; or
+//!   `osd_failsafe_full_ratio` (a write-once write, `pg::placer`, takes its store blocks
+//!   when its entry is appended, after this check admitted it and before it is answered:
+//!   inside the window where it counts, twice where it uses its size once; a placement
+//!   that finds no space fails, and its data goes into the log entry instead); or
 //! - the file system's own figures (without the reusable store space) are halfway between
 //!   the failsafe ratio and 1 (98.5 % by default): the last line should redb not reuse its
 //!   free pages as measured (in tests it does, within a checkpoint or two); or

@@ -322,6 +322,31 @@ pub(crate) fn register_space(space: &Arc<crate::space::Space>) {
     }
 }
 
+/// The OSDs of this process whose `osd_write_once_min_bytes` the runtime option changes.
+static WRITE_ONCE: Mutex<Vec<std::sync::Weak<std::sync::atomic::AtomicU64>>> =
+    Mutex::new(Vec::new());
+
+/// Makes `osd_write_once_min_bytes` a runtime option of this process, changing `min` (and
+/// every other OSD's of the process registered so): `pg::placer` reads it at every append.
+pub(crate) fn register_write_once(min: &Arc<std::sync::atomic::AtomicU64>) {
+    {
+        let mut all = lock(&WRITE_ONCE);
+        all.retain(|s| s.strong_count() > 0);
+        all.push(Arc::downgrade(min));
+    }
+    let name = "osd_write_once_min_bytes";
+    let default = quarry_conf::option_spec(name).map(|o| o.default).unwrap_or_default();
+    let setter: Setter = Arc::new(move |text: &str| {
+        let value = crate::config::parse_write_once_min(text)?;
+        for min in lock(&WRITE_ONCE).iter().filter_map(std::sync::Weak::upgrade) {
+            min.store(value, Ordering::Relaxed);
+        }
+        Ok(value.to_string())
+    });
+    let now = min.load(Ordering::Relaxed);
+    knobs().runtime(name, now.to_string(), default.to_string(), setter);
+}
+
 /// `debug-osd` and `debug osd` are `debug_osd`.
 fn canonical(name: &str) -> String {
     name.trim().replace(['-', ' '], "_")

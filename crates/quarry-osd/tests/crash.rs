@@ -73,9 +73,15 @@ async fn child_addr(addr_file: &Path, child: &mut Child) -> std::net::SocketAddr
     panic!("the OSD child did not start");
 }
 
-/// The bytes of version `v` of `name` (sizes vary from a few bytes to several chunks).
+/// The bytes of version `v` of `name` (sizes vary from a few bytes to several chunks; every
+/// third version is 64 to 256 KiB of whole chunks, which the one-replica PG writes once:
+/// placed in the store when its entry is appended, the entry naming it).
 fn payload(name: &str, v: u64) -> Vec<u8> {
-    let len = 1 + ((v * 7919 + name.len() as u64 * 104_729) % 20_000) as usize;
+    let len = if v % 3 == 2 {
+        (16 + ((v * 31 + name.len() as u64) % 49) as usize) * 4096
+    } else {
+        1 + ((v * 7919 + name.len() as u64 * 104_729) % 20_000) as usize
+    };
     format!("{name}:{v}:").bytes().cycle().take(len).collect()
 }
 

@@ -165,6 +165,11 @@
 //! are cut off (truncate + fsync) before a new segment starts and at shutdown, so only the
 //! newest segment can end with zeros, and only after a crash. The format is unchanged.
 //!
+//! Data an entry names but does not carry (a large write the OSD placed in its store's data
+//! file before appending the entry) is made durable by a hook the writer runs before it
+//! writes a round holding entries ([`Wal::set_sync_hook`]): an entry's record reaches the
+//! disk, synced or not, only after the data it names is durable.
+//!
 //! Appended entries are readable as soon as `append` returns (served from the queued bytes).
 //! Queued bytes are bounded by [`queue::QUEUE_BYTES_MAX`]: `append` waits beyond it.
 //!
@@ -235,8 +240,8 @@ pub mod writer;
 pub use error::{Corruption, WalError};
 pub use ledger::Laggard;
 pub use quarry_persist::{DecodeError, FormatTooNew};
-pub use store::{EntryCodec, WalLogStore};
-pub use wal::Wal;
+pub use store::{EntryCodec, Placer, WalLogStore};
+pub use wal::{SyncHook, Wal};
 
 /// Options of [`Wal::open`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

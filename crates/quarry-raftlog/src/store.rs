@@ -70,24 +70,49 @@ pub fn decode_entry<C: EntryCodec<NodeId = u64>>(payload: &[u8]) -> Result<Entry
     Ok(Entry { log_id, payload })
 }
 
+/// Moves large payloads of a group's entries out of the log (write-once): the data is placed
+/// elsewhere (the OSD's store) when the entry is appended, and the entry's record names it.
+/// Installed per group with [`Wal::log_store_placed`]; the data must be made durable by the
+/// WAL's sync hook ([`Wal::set_sync_hook`]) before a round holding the entry is written.
+///
+/// Reads return entries as the codec decodes them (naming the placed data, not carrying
+/// it): openraft's apply and its re-apply at start (which goes through the log reader) take
+/// the placed data where it is. Whoever sends entries to a peer must read the payloads back
+/// first (the OSD does it in its Raft network client). Entries truncated away give their
+/// placements back ([`Placer::release`]) once the truncation is durable.
+pub trait Placer<C: RaftTypeConfig>: Send + Sync + 'static {
+    /// Appends the record encoding of `data` to `out` ([`EntryCodec::encode_data`]'s, after
+    /// placing large payloads elsewhere and naming them instead).
+    fn encode(&self, data: &C::D, out: &mut Vec<u8>);
+    /// The entry holding `data` was truncated away, durably: its placements are free.
+    fn release(&self, data: &C::D);
+}
+
 /// `limited_get_log_entries` (replication) returns at most about this many bytes per call.
 pub const REPLICATION_READ_BYTES_MAX: u64 = 8 << 20;
 
 /// The log of one Raft group in the shared [`Wal`]. Cloning gives another handle to the same
 /// group (the log reader is such a clone).
-pub struct WalLogStore<C> {
+pub struct WalLogStore<C: RaftTypeConfig> {
     wal: Arc<Wal>,
     group: u64,
+    /// Where large payloads go (None: every entry is whole in its record).
+    placer: Option<Arc<dyn Placer<C>>>,
     _config: PhantomData<fn() -> C>,
 }
 
-impl<C> Clone for WalLogStore<C> {
+impl<C: RaftTypeConfig> Clone for WalLogStore<C> {
     fn clone(&self) -> Self {
-        WalLogStore { wal: self.wal.clone(), group: self.group, _config: PhantomData }
+        WalLogStore {
+            wal: self.wal.clone(),
+            group: self.group,
+            placer: self.placer.clone(),
+            _config: PhantomData,
+        }
     }
 }
 
-impl<C> Debug for WalLogStore<C> {
+impl<C: RaftTypeConfig> Debug for WalLogStore<C> {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.debug_struct("WalLogStore").field("group", &self.group).finish_non_exhaustive()
     }
@@ -97,8 +122,8 @@ impl<C> WalLogStore<C>
 where
     C: EntryCodec<NodeId = u64, Entry = Entry<C>>,
 {
-    pub(crate) fn new(wal: Arc<Wal>, group: u64) -> Self {
-        WalLogStore { wal, group, _config: PhantomData }
+    pub(crate) fn new(wal: Arc<Wal>, group: u64, placer: Option<Arc<dyn Placer<C>>>) -> Self {
+        WalLogStore { wal, group, placer, _config: PhantomData }
     }
 
     /// The Raft group this store writes.
@@ -109,6 +134,18 @@ where
     /// The shared log.
     pub fn wal(&self) -> &Arc<Wal> {
         &self.wal
+    }
+
+    /// The entries in `start .. end` (those the log has), read on the calling thread: for
+    /// code outside openraft, e.g. an OSD collecting the placed writes of unapplied entries
+    /// while it opens its store.
+    pub fn read_blocking(&self, start: u64, end: u64) -> Result<Vec<Entry<C>>, WalError> {
+        self.read(start, end, u64::MAX)
+    }
+
+    /// The index of the group's last entry (None: no entry, or none since its last purge).
+    pub fn last_index(&self) -> Option<u64> {
+        self.wal.group_state(self.group).last.map(|id| id.index)
     }
 
     /// Reads and deserialises entries in `start .. end`, at most about `byte_limit` bytes.
@@ -139,7 +176,15 @@ where
         let mut total = 0u64;
         for entry in entries {
             let index = entry.log_id.index;
-            let bytes = encode_entry(&entry);
+            let bytes = match (&self.placer, &entry.payload) {
+                (Some(placer), EntryPayload::Normal(data)) => {
+                    let mut out = Vec::new();
+                    encode_entry_head(&mut out, &entry.log_id, ENTRY_NORMAL);
+                    placer.encode(data, &mut out);
+                    out
+                }
+                _ => encode_entry(&entry),
+            };
             if bytes.len() as u64 > u64::from(RECORD_PAYLOAD_MAX) {
                 return Err(WalError::EntryTooLarge {
                     group: self.group,
@@ -258,7 +303,22 @@ where
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let record = Record::Truncate { from: log_id.index };
-        self.wal.submit_metadata(self.group, record, None).map_err(write_error)
+        let Some(placer) = self.placer.clone() else {
+            return self.wal.submit_metadata(self.group, record, None).map_err(write_error);
+        };
+        // The entries going away give their placements back once the truncation is durable
+        // (a crash before would bring them back, naming their blocks).
+        let gone = self.read(log_id.index, u64::MAX, u64::MAX).map_err(write_error)?;
+        let done: Completion = Box::new(move |result: Result<(), &std::io::Error>| {
+            if result.is_ok() {
+                for entry in &gone {
+                    if let EntryPayload::Normal(data) = &entry.payload {
+                        placer.release(data);
+                    }
+                }
+            }
+        });
+        self.wal.submit_metadata(self.group, record, Some(done)).map_err(write_error)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {

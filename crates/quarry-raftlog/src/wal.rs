@@ -24,7 +24,7 @@ use crate::queue::{
     Completion, QueuedEntry, Request, SerialisedEntry, QUEUE_BYTES_MAX, QUEUE_PERMIT_BYTES,
 };
 use crate::replay::{recover, segment_path};
-use crate::store::{EntryCodec, WalLogStore};
+use crate::store::{EntryCodec, Placer, WalLogStore};
 use crate::writer::Writer;
 use crate::{WalOptions, WalStats};
 
@@ -83,7 +83,12 @@ pub(crate) struct Shared {
     /// Test-only fault: when non-zero, the writer's next record write stores half its buffer
     /// and fails with this errno (see [`Wal::inject_write_error`]).
     pub inject_write_errno: std::sync::atomic::AtomicI32,
+    /// Run by the writer before every segment fdatasync ([`Wal::set_sync_hook`]).
+    pub sync_hook: Mutex<Option<SyncHook>>,
 }
+
+/// What [`Wal::set_sync_hook`] installs: made durable before each round's fdatasync.
+pub type SyncHook = Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>;
 
 /// Locks a mutex; a poisoned one means a thread panicked mid-update, which is fatal.
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -146,6 +151,7 @@ impl Wal {
             counters,
             queue_permits: Arc::new(Semaphore::new(queue_permits)),
             inject_write_errno: std::sync::atomic::AtomicI32::new(0),
+            sync_hook: Mutex::new(None),
         });
         let mut writer =
             Writer::new(shared.clone(), active, active_seq, active_len, salt, oldest_seq);
@@ -165,7 +171,20 @@ impl Wal {
     where
         C: EntryCodec<NodeId = u64, Entry = openraft::Entry<C>>,
     {
-        WalLogStore::new(self.clone(), group)
+        WalLogStore::new(self.clone(), group, None)
+    }
+
+    /// [`Wal::log_store`] whose entries' large payloads `placer` moves out of the log
+    /// (write-once, see [`Placer`]).
+    pub fn log_store_placed<C>(
+        self: &Arc<Self>,
+        group: u64,
+        placer: Arc<dyn Placer<C>>,
+    ) -> WalLogStore<C>
+    where
+        C: EntryCodec<NodeId = u64, Entry = openraft::Entry<C>>,
+    {
+        WalLogStore::new(self.clone(), group, Some(placer))
     }
 
     /// Forgets everything about `group` (its entries' space is reclaimed with their segments).
@@ -233,6 +252,18 @@ impl Wal {
     #[doc(hidden)]
     pub fn inject_write_error(&self, errno: Option<i32>) {
         self.shared.inject_write_errno.store(errno.unwrap_or(0), Ordering::SeqCst);
+    }
+
+    /// Installs `hook`, which the writer runs before it writes a round holding entries: data
+    /// an entry refers to but does not carry (a large write placed in the store's data file
+    /// before its entry was appended: `Store::place`) is made durable by it before the
+    /// entry's record is written at all (a power cut can persist a round that was written
+    /// but not yet synced, and its entries must not name lost data). It should cost nothing
+    /// when nothing was placed since its last run. A failing hook is fatal, as a failing fdatasync is (the
+    /// round cannot be acknowledged, and a retried sync may report lost pages durable).
+    /// Replaces any earlier hook; `None` removes it.
+    pub fn set_sync_hook(&self, hook: Option<SyncHook>) {
+        *lock(&self.shared.sync_hook) = hook;
     }
 
     /// Waits until everything accepted so far is durable.

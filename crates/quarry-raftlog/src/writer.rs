@@ -313,6 +313,17 @@ impl Writer {
         for (done, error) in round.refused.drain(..) {
             done(Err(&error));
         }
+        if !round.written.is_empty() {
+            // The data the round's entries name first (see `Wal::set_sync_hook`): before the
+            // records are written, not just before the fdatasync, because a power cut can
+            // persist an unsynced round, whose entries must not name data that is lost.
+            let hook = lock(&self.shared.sync_hook).clone();
+            if let Some(hook) = hook {
+                if let Err(error) = hook() {
+                    fatal("the sync hook's fdatasync", &self.shared.dir, &error);
+                }
+            }
+        }
         if !self.records().is_empty() {
             if let Err(error) = self.write() {
                 self.refuse_round(round, error);

@@ -179,6 +179,12 @@ pub(crate) struct Batch<'txn> {
     chunk_buf: Vec<u8>,
     record_buf: Vec<u8>,
     crcs: Vec<u32>,
+    /// The placed writes of the next command: `(op index, first block, crcs, taken by a
+    /// row)` ([`crate::PlacedOp`]).
+    placed: Vec<(usize, u64, Vec<u32>, bool)>,
+    /// The placement of the op being executed (index into `placed`): its whole-chunk run
+    /// takes its blocks.
+    placed_now: Option<usize>,
     /// The duplicate table, opened on the first command with a request id.
     dups: Option<DupTables<'txn>>,
     /// Its bound per PG.
@@ -213,6 +219,8 @@ impl<'txn> Batch<'txn> {
             chunk_buf: Vec::with_capacity(CHUNK_SIZE),
             record_buf: Vec::new(),
             crcs: Vec::new(),
+            placed: Vec::new(),
+            placed_now: None,
             dups: None,
             dups_max,
             dup_key: Vec::new(),
@@ -295,6 +303,19 @@ impl<'txn> Batch<'txn> {
     /// id already in the PG's duplicate table is not applied: it gets the recorded reply.
     /// Otherwise its reply (success or failure) is recorded there.
     pub fn apply_command(&mut self, cmd: &ObjectCommand) -> Result<OpReply, StoreError> {
+        self.claim_placed(cmd)?;
+        let reply = self.apply_deduplicated(cmd)?;
+        // Placed blocks no row took (a failed command, a duplicate) go with the batch.
+        for (_, block, crcs, taken) in self.placed.drain(..) {
+            if !taken {
+                (block..block + crcs.len() as u64).for_each(|b| self.t.data.free(b));
+            }
+        }
+        Ok(reply)
+    }
+
+    /// [`Batch::apply_command`] but for the placed writes' blocks.
+    fn apply_deduplicated(&mut self, cmd: &ObjectCommand) -> Result<OpReply, StoreError> {
         let Some(reqid) = &cmd.reqid else {
             return self.apply_ops(cmd);
         };
@@ -313,6 +334,69 @@ impl<'txn> Batch<'txn> {
         Ok(reply)
     }
 
+    /// The placed writes of the next command given to [`Batch::apply_command`].
+    pub fn set_placed<'p>(&mut self, placed: impl Iterator<Item = &'p crate::PlacedOp<'p>>) {
+        self.placed.clear();
+        for p in placed {
+            self.placed.push((p.op, p.placed.block, p.placed.crcs.clone(), false));
+        }
+    }
+
+    /// Frees the placements of entries applied without their command ([`crate::PgApply`]'s
+    /// `dropped`) with the batch.
+    pub fn drop_placed(&mut self, dropped: &[&crate::Placed]) {
+        for placed in dropped {
+            let (block, n) = (placed.block, placed.blocks());
+            if self.t.data.claim_reserved(block, n).is_some() {
+                (block..block + n).for_each(|b| self.t.data.free(b));
+            } else {
+                tracing::warn!(pg = %self.pg, block, blocks = n,
+                    "a dropped placement is not reserved: left alone");
+            }
+        }
+    }
+
+    /// Claims the blocks of the command's placed writes from the reserved set (freed with the
+    /// batch unless a row takes them); those an earlier run wrote are checked against their
+    /// crcs first.
+    fn claim_placed(&mut self, cmd: &ObjectCommand) -> Result<(), StoreError> {
+        let ctx = Ctx { pg: self.pg, name: &cmd.name };
+        for (op, block, crcs, _) in &self.placed {
+            let n = crcs.len() as u64;
+            let Some(earlier) = self.t.data.claim_reserved(*block, n) else {
+                return Err(ctx.corrupt(format!(
+                    "op {op}: placed blocks {block}..{} are not reserved",
+                    block + n
+                )));
+            };
+            if earlier {
+                let mut buf = vec![0u8; crcs.len() * CHUNK_SIZE];
+                match self.t.data.read(*block, &mut buf) {
+                    Ok(()) => {}
+                    // Blocks past the file's end: the data never reached the disk.
+                    Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => {
+                        return Err(ctx.corrupt(format!(
+                            "op {op}: placed blocks {block}..{} are past the data file's end",
+                            block + n
+                        )));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+                for (k, (chunk, &crc)) in buf.chunks(CHUNK_SIZE).zip(crcs).enumerate() {
+                    let found = crc32c::crc32c(chunk);
+                    if found != crc {
+                        return Err(ctx.corrupt(format!(
+                            "op {op}: placed block {}: crc {found:#010x}, the log entry says \
+                             {crc:#010x}",
+                            block + k as u64
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// [`Batch::apply_command`] without the duplicate table.
     fn apply_ops(&mut self, cmd: &ObjectCommand) -> Result<OpReply, StoreError> {
         let fail = |index: usize, code: ErrorCode| OpReply::Failed { index: index as u32, code };
@@ -328,7 +412,11 @@ impl<'txn> Batch<'txn> {
         self.crcs.clear();
         let mut static_failure = None;
         for (i, op) in cmd.ops.iter().enumerate() {
-            if let Err(code) = self.precheck(op) {
+            let checked = match self.placed.iter().position(|p| p.0 == i) {
+                Some(k) => self.precheck_placed(op, k),
+                None => self.precheck(op),
+            };
+            if let Err(code) = checked {
                 static_failure = Some((i, code));
                 break;
             }
@@ -399,10 +487,12 @@ impl<'txn> Batch<'txn> {
                 }
             }
             st.undoable = last_fallible.is_some_and(|last| i < last);
+            self.placed_now = self.placed.iter().position(|p| p.0 == i);
             // Only read ops have output, and they are fallible: earlier writes are undoable.
             let result = self
                 .exec(&mut st, op)
                 .and_then(|out| add_output(&mut output_bytes, &out).map(|()| out));
+            self.placed_now = None;
             match result {
                 Ok(out) => outputs.push(out),
                 Err(Failure::Op(code)) => {
@@ -414,6 +504,30 @@ impl<'txn> Batch<'txn> {
         }
         self.finish_command(&mut st)?;
         Ok(OpReply::Ok(outputs))
+    }
+
+    /// [`Batch::precheck`] of a placed write (`self.placed[k]`): a `Write` at a chunk
+    /// boundary or a `WriteFull` of the placement's length; its whole-chunk crcs are the
+    /// placement's (the payload is not read), and combined they must be the client's crc
+    /// of the payload (the end-to-end check; the OSD leaves large payloads to it).
+    fn precheck_placed(&mut self, op: &ObjectOp, k: usize) -> Result<(), ErrorCode> {
+        let (off, len, client_crc) = match op {
+            ObjectOp::Write { off, data } => (*off, data.len() as u64, data.crc),
+            ObjectOp::WriteFull { data } => (0, data.len() as u64, data.crc),
+            _ => return Err(ErrorCode::EINVAL),
+        };
+        let crcs = &self.placed[k].2;
+        if off % CHUNK != 0 || len != crcs.len() as u64 * CHUNK {
+            return Err(ErrorCode::EINVAL);
+        }
+        if crcs.iter().fold(0, |total, &crc| combine_chunk(total, crc)) != client_crc {
+            return Err(ErrorCode::EINVAL);
+        }
+        if off.checked_add(len).is_none_or(|e| e > OBJECT_SIZE_MAX) {
+            return Err(ErrorCode::EFBIG);
+        }
+        self.crcs.extend_from_slice(crcs);
+        Ok(())
     }
 
     /// Checks what can be checked without the object: limits and payload crcs.
@@ -892,8 +1006,20 @@ impl<'txn> Batch<'txn> {
         bytes: &[u8],
     ) -> Result<(), StoreError> {
         let n = (bytes.len() / CHUNK_SIZE) as u64;
-        let block = self.t.data.allocate(n);
-        self.t.data.write(block, bytes)?;
+        let block = match self.placed_now.take() {
+            // A placed write: its blocks hold the data already (claimed by the command).
+            Some(k) => {
+                let placed = &mut self.placed[k];
+                assert_eq!(placed.2.len() as u64, n, "a placed write is one run of its length");
+                placed.3 = true;
+                placed.1
+            }
+            None => {
+                let block = self.t.data.allocate(n);
+                self.t.data.write(block, bytes)?;
+                block
+            }
+        };
         let mut k = 0;
         while k < n {
             let count = (n - k).min(EXTENT_CHUNKS_MAX);

@@ -30,6 +30,14 @@
 //! direct read first writes back dirty cached pages of its range, so it sees every buffered
 //! write. Where the file system has no direct I/O (tmpfs) everything is buffered.
 //!
+//! **Reserved blocks** ([`DataFile::reserve`]): a large write placed before its Raft log
+//! entry is applied (`Store::place`) owns blocks that are neither free nor referenced by a
+//! row. They leave the reserved set when the entry is applied (a batch claims them: its rows
+//! take them, whatever it does not use is freed with the batch) or when the caller releases
+//! them (its entry was truncated away or dropped). The reserved set is not stored either: at
+//! open the caller passes the placements of the entries still in its log above each PG's
+//! applied index ([`DataFile::rebuild`]), so they are neither punched nor handed out.
+//!
 //! Data reaches the file before the redb commit that references it; [`DataFile::sync`]
 //! (`fdatasync`) runs before every durable redb commit, so a durable row never points at
 //! data that is not on the disk.
@@ -124,6 +132,10 @@ struct State {
     no_punch: bool,
     /// The open batch's allocations and frees.
     batch: BatchBlocks,
+    /// Reserved extents by start: `(length, written by an earlier run)` (see the module docs;
+    /// an earlier run's data is checked against its crcs before a row takes it).
+    reserved: BTreeMap<u64, (u64, bool)>,
+    reserved_blocks: u64,
 }
 
 /// Blocks the open batch (the one redb write transaction) allocated and freed: committed
@@ -132,6 +144,9 @@ struct State {
 struct BatchBlocks {
     allocated: Vec<(u64, u64)>,
     freed: Vec<u64>,
+    /// Reserved extents the batch claimed `(start, length, from an earlier run)`: reserved
+    /// again if it is dropped.
+    claimed: Vec<(u64, u64, bool)>,
 }
 
 /// The open batch's claim on the allocator: created right after a redb write transaction
@@ -173,6 +188,8 @@ pub struct DataSpace {
     pub free_bytes: u64,
     /// Blocks freed by commits not yet made durable by a checkpoint (still on the disk).
     pub pending_bytes: u64,
+    /// Blocks reserved for placed writes whose entries are not applied yet.
+    pub reserved_bytes: u64,
 }
 
 /// The open data file and its allocator.
@@ -187,6 +204,13 @@ pub(crate) struct DataFile {
     state: Mutex<State>,
     /// Held by the open batch ([`BatchGuard`]).
     batch_lock: Mutex<()>,
+    /// Held by [`DataFile::sync`] through its fdatasync: a second caller (the WAL's round
+    /// beside a checkpoint) waits for a sync that may cover its writes instead of returning
+    /// while it runs.
+    sync_lock: Mutex<()>,
+    /// A placed write ([`DataFile::write_placed`]) was made since the last
+    /// [`DataFile::sync_placed`] began.
+    placed_unsynced: AtomicBool,
     /// Data was written since the last [`DataFile::sync`] began (punches and truncations do
     /// not count: their durability does not matter, the blocks are free either way).
     unsynced: AtomicBool,
@@ -246,6 +270,8 @@ impl DataFile {
             path: path.to_path_buf(),
             state: Mutex::new(State::default()),
             batch_lock: Mutex::new(()),
+            sync_lock: Mutex::new(()),
+            placed_unsynced: AtomicBool::new(false),
             unsynced: AtomicBool::new(false),
         })
     }
@@ -275,20 +301,53 @@ impl DataFile {
     /// is synced before the rows that point at it), whose reads fail their crc or find no
     /// block (a block past the end is not reserved: the memory for it is not spent on a
     /// damaged row's word).
-    pub fn rebuild(&self, used: &[u64]) -> std::io::Result<(Vec<u64>, Vec<u64>)> {
+    ///
+    /// `reserved` are the extents `(start, length)` of placed writes still waiting for their
+    /// entries (see the module docs): used too, and reserved again. An extent that reaches
+    /// past the file's end, or overlaps a row's block or an extent reserved before it, is
+    /// not reserved (logged; its blocks are reported with the others): a reserved extent is
+    /// freed whole when its entry is truncated or passed over, and that must never free a
+    /// block a durable row owns. Its entry's apply then finds it not reserved and is refused
+    /// as corrupt (`Store::place`'s contract): an entry that lost its data, never a row that
+    /// loses its block. Neither happens unless something is broken: data is synced before
+    /// the entry naming it is written, and a row takes a placement's blocks only in the
+    /// commit that applies its entry.
+    pub fn rebuild(
+        &self,
+        used: &[u64],
+        reserved: &[(u64, u64)],
+    ) -> std::io::Result<(Vec<u64>, Vec<u64>)> {
         let file_blocks = self.file.len()?.div_ceil(BLOCK);
-        let (used, beyond): (Vec<u64>, Vec<u64>) = used.iter().partition(|&&b| b < file_blocks);
+        let (used, mut beyond): (Vec<u64>, Vec<u64>) = used.iter().partition(|&&b| b < file_blocks);
         let end = file_blocks;
         let mut bitmap = vec![0u64; end.div_ceil(64) as usize];
+        let is_set = |bitmap: &[u64], b: u64| bitmap[(b / 64) as usize] & (1 << (b % 64)) != 0;
         let mut twice = Vec::new();
         for &b in &used {
-            let (word, bit) = ((b / 64) as usize, b % 64);
-            if bitmap[word] & (1 << bit) != 0 {
+            if is_set(&bitmap, b) {
                 twice.push(b);
             }
-            bitmap[word] |= 1 << bit;
+            bitmap[(b / 64) as usize] |= 1 << (b % 64);
         }
         let mut state = State { end, ..State::default() };
+        for &(start, len) in reserved {
+            let Some(stop) = start.checked_add(len).filter(|&stop| len > 0 && stop <= end) else {
+                tracing::error!(path = %self.path.display(), start, len, end,
+                    "a placed write named at open reaches past the data file's end: not reserved");
+                beyond.push(start.max(end));
+                continue;
+            };
+            let taken: Vec<u64> = (start..stop).filter(|&b| is_set(&bitmap, b)).collect();
+            if !taken.is_empty() {
+                tracing::error!(path = %self.path.display(), start, len, blocks = ?&taken[..taken.len().min(16)],
+                    "a placed write named at open overlaps blocks in use: not reserved");
+                twice.extend(taken);
+                continue;
+            }
+            (start..stop).for_each(|b| bitmap[(b / 64) as usize] |= 1 << (b % 64));
+            state.reserved.insert(start, (len, true));
+            state.reserved_blocks += len;
+        }
         let mut run: Option<u64> = None;
         for b in 0..end {
             let is_free = bitmap[(b / 64) as usize] & (1 << (b % 64)) == 0;
@@ -386,6 +445,53 @@ impl DataFile {
         start
     }
 
+    /// Reserves `n` contiguous blocks for a placed write (see the module docs): the smallest
+    /// free extent that holds them, else past the end of the file. Not part of any batch.
+    pub fn reserve(&self, n: u64) -> u64 {
+        let mut state = self.lock();
+        let start = match state.free.take(n) {
+            Some(start) => start,
+            None => {
+                let start = state.end;
+                state.end += n;
+                start
+            }
+        };
+        state.reserved.insert(start, (n, false));
+        state.reserved_blocks += n;
+        start
+    }
+
+    /// Gives back the reserved extent at `start` (its entry is gone: truncated or dropped,
+    /// durably): its blocks are free at once (no row ever pointed at them). False if no
+    /// extent is reserved there.
+    pub fn release_reserved(&self, start: u64) -> bool {
+        let mut state = self.lock();
+        let Some((len, _)) = state.reserved.remove(&start) else {
+            return false;
+        };
+        state.reserved_blocks -= len;
+        state.free.insert(start, len);
+        true
+    }
+
+    /// The open batch claims the reserved extent `start..start + n` (its entry is being
+    /// applied): its rows take the blocks, and the caller frees ([`DataFile::free`]) those
+    /// no row took; a dropped batch reserves it again. Returns whether an earlier run wrote it (its data must be
+    /// checked), or None when no such extent is reserved.
+    pub fn claim_reserved(&self, start: u64, n: u64) -> Option<bool> {
+        let mut state = self.lock();
+        match state.reserved.get(&start) {
+            Some(&(len, earlier)) if len == n => {
+                state.reserved.remove(&start);
+                state.reserved_blocks -= n;
+                state.batch.claimed.push((start, n, earlier));
+                Some(earlier)
+            }
+            _ => None,
+        }
+    }
+
     /// Block `block` lost its row in the open batch.
     pub fn free(&self, block: u64) {
         self.lock().batch.freed.push(block);
@@ -444,11 +550,29 @@ impl DataFile {
         self.file.read_exact_at(buf, block * BLOCK)
     }
 
+    /// [`DataFile::write`] of a placed write: [`DataFile::sync_placed`] syncs it.
+    pub fn write_placed(&self, block: u64, data: &[u8]) -> std::io::Result<()> {
+        self.write(block, data)?;
+        self.placed_unsynced.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// [`DataFile::sync`] if a placed write was made since the last call began (the WAL's
+    /// hook runs it before every round with entries: rounds of small writes must not pay an
+    /// fdatasync of the data file for the applies' buffered writes).
+    pub fn sync_placed(&self) -> std::io::Result<()> {
+        if !self.placed_unsynced.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.sync().inspect_err(|_| self.placed_unsynced.store(true, Ordering::Release))
+    }
+
     /// `fdatasync` of the data file, if data was written since the last one began (a
     /// checkpoint's second sync, or the one at close after a final checkpoint, costs
     /// nothing then: shutdown is not slowed by an fsync of a clean file whose holes were
     /// just punched).
     pub fn sync(&self) -> std::io::Result<()> {
+        let _one_at_a_time = self.sync_lock.lock().unwrap_or_else(|p| p.into_inner());
         if !self.unsynced.swap(false, Ordering::AcqRel) {
             return Ok(());
         }
@@ -459,6 +583,7 @@ impl DataFile {
         let mut state = self.lock();
         let mut freed = std::mem::take(&mut state.batch.freed);
         state.batch.allocated.clear();
+        state.batch.claimed.clear();
         state.seq += 1;
         if freed.is_empty() {
             return state.seq;
@@ -484,6 +609,10 @@ impl DataFile {
         state.batch.freed.clear();
         for (start, len) in std::mem::take(&mut state.batch.allocated) {
             state.free.insert(start, len);
+        }
+        for (start, len, earlier) in std::mem::take(&mut state.batch.claimed) {
+            state.reserved.insert(start, (len, earlier));
+            state.reserved_blocks += len;
         }
     }
 
@@ -546,6 +675,7 @@ impl DataFile {
             file_bytes,
             free_bytes: state.free.blocks * BLOCK,
             pending_bytes: state.pending_blocks * BLOCK,
+            reserved_bytes: state.reserved_blocks * BLOCK,
         })
     }
 }

@@ -66,6 +66,13 @@ pub enum StoreError {
         /// The PG named in the stream.
         found: PgId,
     },
+    /// [`crate::Store::place`] was given data that is not a non-empty run of whole 4 KiB
+    /// chunks within the object size limit.
+    #[error("cannot place {bytes} bytes: a placed write is whole 4 KiB chunks, at most the object size limit")]
+    BadPlacement {
+        /// The length given.
+        bytes: u64,
+    },
     /// A PG split found a child that already holds objects or a `pg_state` (`split_pg`).
     #[error("splitting pg {parent}: child pg {child} already exists on this store")]
     SplitChildExists {

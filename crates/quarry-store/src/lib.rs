@@ -363,6 +363,80 @@ pub struct PgApply<'a> {
     pub cmds: &'a [ObjectCommand],
     /// Its new `pg_state`, written in the same transaction.
     pub pg_state: &'a [u8],
+    /// Write ops of `cmds` whose data was placed in the data file before (see
+    /// [`Store::place`]); usually empty.
+    pub placed: &'a [PlacedOp<'a>],
+    /// Placements of entries this apply passes over without running their command (its
+    /// object moved out of the PG in a split): claimed and freed with the batch, as a failed
+    /// command's are (pending until a checkpoint makes this commit durable: a crash before
+    /// replays the entry, whose placement is then reserved again at open). One that is not
+    /// reserved is skipped (nothing reads it). Usually empty.
+    pub dropped: &'a [&'a Placed],
+}
+
+/// A large write placed in the data file before its log entry is applied ([`Store::place`]):
+/// `crcs.len()` whole chunks in consecutive blocks from `block`, reserved until an apply
+/// claims them ([`PlacedOp`]) or [`Store::release_placed`] gives them back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placed {
+    /// The first block of the data file.
+    pub block: u64,
+    /// crc32c of each 4 KiB chunk, in order.
+    pub crcs: Vec<u32>,
+}
+
+impl Placed {
+    /// Blocks (chunks) of the placement.
+    pub fn blocks(&self) -> u64 {
+        self.crcs.len() as u64
+    }
+
+    /// Bytes of the placement.
+    pub fn bytes(&self) -> u64 {
+        self.blocks() * CHUNK_BYTES as u64
+    }
+
+    /// crc32c of the placed bytes, from the chunk crcs (no pass over the data): what the
+    /// client's payload crc of the write must be ([`PlacedOp`]).
+    pub fn crc(&self) -> u32 {
+        self.crcs.iter().fold(0, |total, &crc| crc::combine_chunk(total, crc))
+    }
+}
+
+/// Op `op` of command `cmd` (indexes into a [`PgApply`]) writes the data of `placed`: a
+/// `Write` at a chunk boundary or a `WriteFull`, whose payload has the placement's length
+/// (its bytes are not read: a zero-filled buffer does) and the client's crc, which must be
+/// the placement's ([`Placed::crc`]: the chunk crcs the store computed from the bytes it
+/// wrote, combined), else the command fails with EINVAL as a bad payload does. Applying it
+/// claims the placed blocks: the write's rows take them (no data is copied), or, if the
+/// command fails or is a duplicate, they are freed with the batch. A placement written by an
+/// earlier run (reserved again at open) is checked against its crcs first: a mismatch is
+/// [`StoreError::Corrupt`], as is a placement that is not reserved.
+#[derive(Clone, Copy, Debug)]
+pub struct PlacedOp<'a> {
+    /// Index of the command in [`PgApply::cmds`].
+    pub cmd: usize,
+    /// Index of the op in the command.
+    pub op: usize,
+    /// Where its data is.
+    pub placed: &'a Placed,
+}
+
+/// How [`Store::open_with`] learns the placements still waiting for their entries
+/// ([`StoreOptions::placements_at_open`]): given every PG's `pg_state` (what the store has
+/// applied), it returns the `(block, blocks)` extents of the placed writes of the entries
+/// above each PG's applied index, which the OSD reads from its log.
+#[derive(Clone)]
+pub struct PlacementsAtOpen(pub Arc<PlacementsFn>);
+
+/// The function inside [`PlacementsAtOpen`]: every PG's `pg_state` to `(block, blocks)`
+/// extents.
+pub type PlacementsFn = dyn Fn(&BTreeMap<PgId, Vec<u8>>) -> Vec<(u64, u64)> + Send + Sync;
+
+impl std::fmt::Debug for PlacementsAtOpen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlacementsAtOpen(..)")
+    }
 }
 
 /// What one [`Store::apply_trim`] step did.
@@ -396,11 +470,20 @@ pub struct StoreOptions {
     pub dups_per_pg: usize,
     /// The server-side methods [`ObjectOp::Call`] runs (None: every call is EOPNOTSUPP).
     pub methods: Option<Arc<dyn ObjectMethods>>,
+    /// The placed writes still waiting for their log entries (see [`Store::place`]): asked
+    /// once at open, before the allocator is rebuilt (None: there are none). A placement
+    /// left out is free space: punched at open and handed out again.
+    pub placements_at_open: Option<PlacementsAtOpen>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { cache_bytes: 256 << 20, dups_per_pg: DUPS_PER_PG_DEFAULT, methods: None }
+        StoreOptions {
+            cache_bytes: 256 << 20,
+            dups_per_pg: DUPS_PER_PG_DEFAULT,
+            methods: None,
+            placements_at_open: None,
+        }
     }
 }
 
@@ -504,7 +587,11 @@ impl Store {
             }
             Store::migrate_v3(&db, &file)?;
         }
-        Store::rebuild_allocator(&db, &data)?;
+        let placements = match &options.placements_at_open {
+            Some(ask) => (ask.0)(&Store::all_pg_states(&db)?),
+            None => Vec::new(),
+        };
+        Store::rebuild_allocator(&db, &data, &placements)?;
         Ok(Store {
             db: Some(db),
             path: file,
@@ -816,7 +903,11 @@ impl Store {
     }
 
     /// Rebuilds the data file's allocator from the extent rows (see `datafile.rs`).
-    fn rebuild_allocator(db: &Database, data: &DataFile) -> Result<(), StoreError> {
+    fn rebuild_allocator(
+        db: &Database,
+        data: &DataFile,
+        placements: &[(u64, u64)],
+    ) -> Result<(), StoreError> {
         let txn = db.begin_read()?;
         let extents = txn.open_table(EXTENTS)?;
         let mut used = Vec::new();
@@ -829,7 +920,7 @@ impl Store {
         }
         drop(extents);
         drop(txn);
-        let (twice, beyond) = data.rebuild(&used)?;
+        let (twice, beyond) = data.rebuild(&used, placements)?;
         if !twice.is_empty() {
             tracing::error!(
                 blocks = ?&twice[..twice.len().min(16)],
@@ -843,6 +934,81 @@ impl Store {
                 count = beyond.len(),
                 "store corruption: chunk rows point past the end of the data file"
             );
+        }
+        Ok(())
+    }
+
+    /// Every PG's `pg_state` (a damaged one is left out: that PG fails when it reads it).
+    fn all_pg_states(db: &Database) -> Result<BTreeMap<PgId, Vec<u8>>, StoreError> {
+        let txn = db.begin_read()?;
+        let table = txn.open_table(PG_STATE)?;
+        let mut out = BTreeMap::new();
+        for item in table.iter()? {
+            let (key, value) = item?;
+            let pg = decode_pg_key(key.value());
+            let Ok(state) = unseal(value.value()) else { continue };
+            out.insert(pg, state.to_vec());
+        }
+        Ok(out)
+    }
+
+    /// Places a large write's data before its log entry is applied (write-once, see
+    /// `datafile.rs`): reserves blocks for `data` (whole 4 KiB chunks), writes it there
+    /// (direct I/O for large writes) and returns where and its crcs. The data is durable after
+    /// [`Store::sync_placed`] (the WAL's sync hook runs it before it writes the round that
+    /// holds the entry). The blocks stay reserved, neither free nor referenced by a row, until the
+    /// entry is applied ([`PlacedOp`]) or [`Store::release_placed`]; after a restart, until
+    /// [`StoreOptions::placements_at_open`] names them again.
+    pub fn place(&self, data: &[u8]) -> Result<Placed, StoreError> {
+        let len = data.len();
+        if len == 0 || len % CHUNK_BYTES != 0 || len as u64 > quarry_types::OBJECT_SIZE_MAX {
+            return Err(StoreError::BadPlacement { bytes: len as u64 });
+        }
+        let crcs: Vec<u32> = data.chunks(CHUNK_BYTES).map(crc32c::crc32c).collect();
+        let block = self.data.reserve(crcs.len() as u64);
+        if let Err(error) = self.data.write_placed(block, data) {
+            self.data.release_reserved(block);
+            return Err(error.into());
+        }
+        Ok(Placed { block, crcs })
+    }
+
+    /// Makes every placed write so far durable (`fdatasync` of the data file, if a write was
+    /// placed since the last call began; nothing otherwise): the WAL's sync hook.
+    pub fn sync_placed(&self) -> std::io::Result<()> {
+        self.data.sync_placed()
+    }
+
+    /// Gives back a placement whose entry will never be applied (truncated away, or dropped
+    /// by a snapshot install): its blocks are free at once. Call it only once the entry's
+    /// removal is durable (a crash that brought the entry back would find other data there).
+    /// False if the placement is not reserved (already applied or released).
+    pub fn release_placed(&self, placed: &Placed) -> bool {
+        self.data.release_reserved(placed.block)
+    }
+
+    /// Reads a placement's data into `buf` (its length), each chunk checked against its crc:
+    /// for a peer that needs the entry (the log holds only where the data is). The blocks of
+    /// an entry applied since may have been freed and reused: then the crcs do not match and
+    /// this is [`StoreError::Corrupt`] (never other data).
+    pub fn read_placed(&self, placed: &Placed, buf: &mut [u8]) -> Result<(), StoreError> {
+        if buf.len() as u64 != placed.bytes() {
+            return Err(StoreError::BadPlacement { bytes: buf.len() as u64 });
+        }
+        self.data.read(placed.block, buf)?;
+        for (k, (chunk, &crc)) in buf.chunks(CHUNK_BYTES).zip(&placed.crcs).enumerate() {
+            let found = crc32c::crc32c(chunk);
+            if found != crc {
+                return Err(StoreError::Corrupt {
+                    pg: PgId { pool: 0, seed: 0 },
+                    object: String::new(),
+                    detail: format!(
+                        "placed block {}: crc {found:#010x}, the log entry says {crc:#010x} \
+                         (freed and reused since its entry was applied?)",
+                        placed.block + k as u64
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -901,7 +1067,8 @@ impl Store {
         cmds: &[ObjectCommand],
         pg_state: &[u8],
     ) -> Result<Vec<OpReply>, StoreError> {
-        let mut replies = self.apply_many(&[PgApply { pg, cmds, pg_state }])?;
+        let mut replies =
+            self.apply_many(&[PgApply { pg, cmds, pg_state, placed: &[], dropped: &[] }])?;
         Ok(replies.pop().expect("one reply list per PG"))
     }
 
@@ -1011,9 +1178,11 @@ impl Store {
             for item in work {
                 batch.begin_pg(item.pg);
                 let mut replies = Vec::with_capacity(item.cmds.len());
-                for cmd in item.cmds {
+                for (i, cmd) in item.cmds.iter().enumerate() {
+                    batch.set_placed(item.placed.iter().filter(|p| p.cmd == i));
                     replies.push(batch.apply_command(cmd)?);
                 }
+                batch.drop_placed(item.dropped);
                 batch.end_pg(item.pg_state)?;
                 all.push(replies);
             }

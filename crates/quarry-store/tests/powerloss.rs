@@ -46,7 +46,9 @@ use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, Vote};
 use quarry_persist::powerloss::{self, Config, World};
 use quarry_raftlog::{Wal, WalLogStore, WalOptions};
-use quarry_store::{ObjectCommand, Store, StoreOptions};
+use quarry_store::{
+    ObjectCommand, PgApply, Placed, PlacedOp, PlacementsAtOpen, Store, StoreOptions,
+};
 use quarry_types::{ObjectOp, OpOutput, OpReply, Payload, PgId, SnapContext, SNAP_HEAD};
 
 openraft::declare_raft_types!(
@@ -91,10 +93,67 @@ const NOOP_POINTS: u64 = 60;
 /// the large variant (tests/powerloss_large.rs), seven in eight of 64 to 320 KiB, which the
 /// WAL writes in direct-I/O rounds and the store's data file with direct writes, so a cut
 /// falls between, inside and after the direct paths' calls as well.
+///
+/// `Placed` (tests/powerloss_placed.rs) writes the large payloads once, as the OSD's
+/// write-once path does: placed in the store's data file (`Store::place`) before the entry is
+/// appended, the entry carrying only where (block, crcs), the data made durable by the WAL's
+/// sync hook (`Store::sync_placed`) before the round that acknowledges the entry, the row
+/// inserted by the apply (`PlacedOp`), and the placements of unapplied entries given back to
+/// the store at open (`StoreOptions::placements_at_open`). Every seventh entry is first
+/// appended with other placed data, truncated away (a conflicting suffix) and replaced; the
+/// doomed placement is released once the replacement is acknowledged (the truncation is
+/// durable then).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) enum Payloads {
     Small,
     Large,
+    Placed,
+}
+
+/// Marks of the harness's entry data in the `Placed` workload.
+const INLINE: u8 = 0;
+const PLACED: u8 = 1;
+
+/// The entry data of `data` in the `Placed` workload: inline, or where it was placed.
+fn entry_data(data: &[u8], placed: Option<&Placed>) -> Vec<u8> {
+    match placed {
+        None => [&[INLINE], data].concat(),
+        Some(placed) => {
+            let mut out = vec![PLACED];
+            out.extend_from_slice(&placed.block.to_le_bytes());
+            placed.crcs.iter().for_each(|crc| out.extend_from_slice(&crc.to_le_bytes()));
+            out
+        }
+    }
+}
+
+/// The placement an entry's data names (None: inline data).
+fn placement_of(data: &[u8]) -> Result<Option<Placed>, String> {
+    match data.split_first() {
+        Some((&INLINE, _)) => Ok(None),
+        Some((&PLACED, rest)) if rest.len() >= 8 && (rest.len() - 8) % 4 == 0 => {
+            let block = u64::from_le_bytes(rest[..8].try_into().unwrap());
+            let crcs =
+                rest[8..].chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+            Ok(Some(Placed { block, crcs }))
+        }
+        _ => Err("malformed entry data".to_string()),
+    }
+}
+
+/// The crcs of `data`'s 4 KiB chunks.
+fn chunk_crcs(data: &[u8]) -> Vec<u32> {
+    data.chunks(4096).map(crc32c::crc32c).collect()
+}
+
+/// Whether entry `index` of the `Placed` workload is first written as a doomed one.
+fn has_doomed(payloads: Payloads, index: u64) -> bool {
+    payloads == Payloads::Placed && index % 7 == 4
+}
+
+/// The data of the doomed entry at `index` of `group` (64 KiB, unlike any real payload).
+fn doomed_payload(group: u64, index: u64) -> Vec<u8> {
+    (0..64 << 10).map(|i: u64| (i as u8) ^ (group as u8) ^ (index as u8) ^ 0x5a).collect()
 }
 
 impl Payloads {
@@ -102,7 +161,9 @@ impl Payloads {
         match self {
             Payloads::Small => WalOptions { segment_bytes: 16 << 10, cache_bytes: 1 << 20 },
             // A few large entries per segment, so rounds still rotate segments.
-            Payloads::Large => WalOptions { segment_bytes: 768 << 10, cache_bytes: 4 << 20 },
+            Payloads::Large | Payloads::Placed => {
+                WalOptions { segment_bytes: 768 << 10, cache_bytes: 4 << 20 }
+            }
         }
     }
 }
@@ -127,7 +188,7 @@ fn payload(payloads: Payloads, group: u64, index: u64) -> Vec<u8> {
     static LARGE: Table = Table::new();
     let table = match payloads {
         Payloads::Small => &SMALL,
-        Payloads::Large => &LARGE,
+        Payloads::Large | Payloads::Placed => &LARGE,
     }
     .get_or_init(|| {
         (0..GROUPS).flat_map(|g| (0..=ENTRIES).map(move |i| make_payload(payloads, g, i))).collect()
@@ -150,7 +211,9 @@ fn make_payload(payloads: Payloads, group: u64, index: u64) -> Vec<u8> {
     let len = match payloads {
         // Whole 4 KiB blocks, as a VM's writes are: a partial last chunk would be a small
         // buffered write beside every large one, which hides the direct path's own syncs.
-        Payloads::Large if next() % 8 != 0 => (16 + (next() % 65) as usize) << 12,
+        Payloads::Large | Payloads::Placed if next() % 8 != 0 => {
+            (16 + (next() % 65) as usize) << 12
+        }
         _ => 16 + (next() % 9000) as usize,
     };
     (0..len).map(|_| next() as u8).collect()
@@ -158,6 +221,36 @@ fn make_payload(payloads: Payloads, group: u64, index: u64) -> Vec<u8> {
 
 fn object(index: u64) -> String {
     format!("o{}", index % OBJECTS)
+}
+
+/// Applies entry `index` of `group` (its data placed at `placed`, if it was).
+fn apply(
+    store: &Store,
+    payloads: Payloads,
+    group: u64,
+    index: u64,
+    placed: Option<&Placed>,
+) -> Result<(), quarry_store::StoreError> {
+    let mut cmd = command(payloads, group, index);
+    let ops: Vec<PlacedOp<'_>> = match placed {
+        Some(placed) => {
+            // The payload is not read: zeros of the right length stand in for it.
+            cmd.ops = vec![ObjectOp::WriteFull {
+                data: Payload { data: vec![0; placed.bytes() as usize].into(), crc: placed.crc() },
+            }];
+            vec![PlacedOp { cmd: 0, op: 0, placed }]
+        }
+        None => Vec::new(),
+    };
+    let state = index.to_le_bytes();
+    let work = PgApply {
+        pg: pg(group),
+        cmds: std::slice::from_ref(&cmd),
+        pg_state: &state,
+        placed: &ops,
+        dropped: &[],
+    };
+    store.apply_many(&[work]).map(drop)
 }
 
 fn command(payloads: Payloads, group: u64, index: u64) -> ObjectCommand {
@@ -209,18 +302,39 @@ async fn group_writer(
         if world.crashed() {
             return;
         }
-        let entry = Entry::<Tc> {
-            log_id: log_id(index),
-            payload: EntryPayload::Normal(payload(payloads, group, index)),
+        let mut doomed = None;
+        if has_doomed(payloads, index) {
+            // A conflicting suffix: appended, truncated away, replaced below.
+            let placement = store.place(&doomed_payload(group, index)).expect("place");
+            let entry = Entry::<Tc> {
+                log_id: log_id(index),
+                payload: EntryPayload::Normal(entry_data(&[], Some(&placement))),
+            };
+            log.blocking_append(vec![entry]).await.expect("append doomed");
+            log.truncate(log_id(index)).await.expect("truncate");
+            doomed = Some(placement);
+        }
+        // Placed after any truncation, as a follower places what it appends.
+        let data = payload(payloads, group, index);
+        let placed = match payloads {
+            Payloads::Placed if data.len() % 4096 == 0 => Some(store.place(&data).expect("place")),
+            _ => None,
         };
+        let data = match payloads {
+            Payloads::Placed => entry_data(&data, placed.as_ref()),
+            _ => data,
+        };
+        let entry = Entry::<Tc> { log_id: log_id(index), payload: EntryPayload::Normal(data) };
         log.blocking_append(vec![entry]).await.expect("append");
         // Observed before the cut: the sync behind it wrote to the disk.
         if !world.crashed() {
             acked.entries[group as usize].store(index, Ordering::SeqCst);
         }
-        store
-            .apply(pg(group), &[command(payloads, group, index)], &index.to_le_bytes())
-            .expect("apply");
+        if let Some(doomed) = doomed {
+            // The truncation is durable: it was written before the acknowledged append.
+            assert!(store.release_placed(&doomed), "the doomed placement was reserved");
+        }
+        apply(&store, payloads, group, index, placed.as_ref()).expect("apply");
         log.save_committed(Some(log_id(index))).await.expect("save committed");
         if index % CHECKPOINT_EVERY == 0 {
             store.checkpoint().expect("checkpoint");
@@ -241,6 +355,10 @@ fn run_until_cut(payloads: Payloads, dir: &Path, world: &Arc<World>) -> Arc<Acke
         let store = Arc::new(
             Store::open_with(&dir.join("store.redb"), &store_options()).expect("open store"),
         );
+        if payloads == Payloads::Placed {
+            let store = store.clone();
+            wal.set_sync_hook(Some(Arc::new(move || store.sync_placed())));
+        }
         let mut tasks = tokio::task::JoinSet::new();
         for group in 0..GROUPS {
             let log = wal.log_store::<Tc>(group);
@@ -323,17 +441,84 @@ fn check_running(payloads: Payloads, dir: &Path, acked: &Acked) -> Result<(), St
             .map_err(|error| format!("the WAL refuses to start: {error}"))?;
         // redb asserts some properties of the file at open: a panic is a refusal too.
         let path = dir.join("store.redb");
-        let store = std::panic::catch_unwind(|| Store::open_with(&path, &store_options()))
+        let mut options = store_options();
+        let asked = Arc::new(std::sync::Mutex::new(Ok(())));
+        if payloads == Payloads::Placed {
+            let (wal, asked) = (wal.clone(), asked.clone());
+            options.placements_at_open = Some(PlacementsAtOpen(Arc::new(move |states| {
+                match placements_in_log(&wal, states) {
+                    Ok(found) => found,
+                    Err(error) => {
+                        *asked.lock().unwrap() = Err(error);
+                        Vec::new()
+                    }
+                }
+            })));
+        }
+        let open = std::panic::AssertUnwindSafe(|| Store::open_with(&path, &options));
+        let store = std::panic::catch_unwind(open)
             .map_err(|_| REDB_RECOVERY_PANIC.to_string())?
             .map_err(|error| format!("the store refuses to start: {error}"))?;
+        asked.lock().unwrap().clone()?;
+        if payloads == Payloads::Placed {
+            let store = Arc::new(store);
+            let hook_store = store.clone();
+            wal.set_sync_hook(Some(Arc::new(move || hook_store.sync_placed())));
+            let checked = check_groups(payloads, &wal, &store, acked).await;
+            wal.set_sync_hook(None);
+            return checked;
+        }
+        check_groups(payloads, &wal, &store, acked).await
+    })
+}
+
+/// The placements of the entries above each group's applied index (what the OSD gives the
+/// store at open).
+fn placements_in_log(
+    wal: &Arc<Wal>,
+    states: &std::collections::BTreeMap<PgId, Vec<u8>>,
+) -> Result<Vec<(u64, u64)>, String> {
+    let mut found = Vec::new();
+    for group in wal.groups() {
+        let applied = match states.get(&pg(group)) {
+            Some(bytes) => u64::from_le_bytes(
+                bytes.as_slice().try_into().map_err(|_| "pg_state is not 8 bytes".to_string())?,
+            ),
+            None => 0,
+        };
+        let log = wal.log_store::<Tc>(group);
+        let Some(last) = log.last_index() else { continue };
+        let entries = log.read_blocking(applied + 1, last + 1).map_err(|e| e.to_string())?;
+        for entry in entries {
+            if let EntryPayload::Normal(data) = &entry.payload {
+                if let Some(placed) = placement_of(data)? {
+                    found.push((placed.block, placed.blocks()));
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The checks of [`check_running`] on the open WAL and store.
+async fn check_groups(
+    payloads: Payloads,
+    wal: &Arc<Wal>,
+    store: &Store,
+    acked: &Acked,
+) -> Result<(), String> {
+    {
         for group in 0..GROUPS {
             let mut log = wal.log_store::<Tc>(group);
             let state = log.get_log_state().await.map_err(|e| format!("log state: {e}"))?;
-            let last = state.last_log_id.map_or(0, |id| id.index);
+            let mut last = state.last_log_id.map_or(0, |id| id.index);
             let purged = state.last_purged_log_id.map_or(0, |id| id.index);
             let applied = match store.pg_state(pg(group)).map_err(|e| format!("pg_state: {e}"))? {
                 Some(bytes) => u64::from_le_bytes(
-                    bytes.as_slice().try_into().map_err(|_| "pg_state is not 8 bytes".to_string())?,
+                    bytes
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| "pg_state is not 8 bytes".to_string())?,
                 ),
                 None => 0,
             };
@@ -344,7 +529,9 @@ fn check_running(payloads: Payloads, dir: &Path, acked: &Acked) -> Result<(), St
                 ));
             }
             if applied > last {
-                return Err(format!("group {group}: store applied {applied} beyond the log's end {last}"));
+                return Err(format!(
+                    "group {group}: store applied {applied} beyond the log's end {last}"
+                ));
             }
             if purged > applied {
                 return Err(format!(
@@ -373,18 +560,50 @@ fn check_running(payloads: Payloads, dir: &Path, acked: &Acked) -> Result<(), St
             }
             for entry in &entries {
                 let index = entry.log_id.index;
-                match &entry.payload {
-                    EntryPayload::Normal(data) if *data == payload(payloads, group, index) => {}
-                    _ => return Err(format!("group {group}: entry {index} has wrong content")),
+                let EntryPayload::Normal(data) = &entry.payload else {
+                    return Err(format!("group {group}: entry {index} is not a normal entry"));
+                };
+                let want = payload(payloads, group, index);
+                let placed = match payloads {
+                    Payloads::Placed => placement_of(data)
+                        .map_err(|e| format!("group {group}: entry {index}: {e}"))?,
+                    _ => None,
+                };
+                if let Some(placed) = &placed {
+                    let doomed = has_doomed(payloads, index)
+                        && placed.crcs == chunk_crcs(&doomed_payload(group, index));
+                    if doomed && index > acked.entries[group as usize].load(Ordering::SeqCst) {
+                        // The truncation did not reach the disk (nor did anything after it):
+                        // the conflicting suffix is truncated again, as Raft's leader would,
+                        // and its placement given back once that is durable.
+                        if index != last {
+                            return Err(format!("group {group}: entries after doomed {index}"));
+                        }
+                        log.truncate(log_id(index)).await.map_err(|e| format!("truncate: {e}"))?;
+                        wal.flush().await.map_err(|e| format!("flush: {e}"))?;
+                        if !store.release_placed(placed) {
+                            return Err(format!("group {group}: doomed {index} was not reserved"));
+                        }
+                        last = index - 1;
+                        break;
+                    }
+                    if placed.crcs != chunk_crcs(&want) {
+                        return Err(format!("group {group}: entry {index} names other data"));
+                    }
+                } else if payloads == Payloads::Placed {
+                    if data[1..] != want[..] {
+                        return Err(format!("group {group}: entry {index} has wrong content"));
+                    }
+                } else if *data != want {
+                    return Err(format!("group {group}: entry {index} has wrong content"));
                 }
-                store
-                    .apply(pg(group), &[command(payloads, group, index)], &index.to_le_bytes())
+                apply(store, payloads, group, index, placed.as_ref())
                     .map_err(|e| format!("group {group}: replaying entry {index}: {e}"))?;
             }
             for o in 0..OBJECTS {
                 let name = object(o);
                 let writer = (1..=last).rev().find(|&index| index % OBJECTS == o);
-                let got = read_object(&store, group, &name)?;
+                let got = read_object(store, group, &name)?;
                 let want = writer.map(|index| payload(payloads, group, index));
                 if got != want {
                     return Err(format!(
@@ -399,7 +618,7 @@ fn check_running(payloads: Payloads, dir: &Path, acked: &Acked) -> Result<(), St
             }
         }
         Ok(())
-    })
+    }
 }
 
 /// Copies the files under `from` (a point's directory) to `to`.

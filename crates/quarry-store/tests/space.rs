@@ -94,8 +94,8 @@ fn apply_many_commits_several_pgs_at_once() {
         vec![cmd("x", vec![write(0, b"in pg 8")]), cmd("y", vec![quarry_types::ObjectOp::Remove])];
     let replies = store
         .apply_many(&[
-            PgApply { pg: PG, cmds: &a, pg_state: b"seven" },
-            PgApply { pg: other, cmds: &b, pg_state: b"eight" },
+            PgApply { pg: PG, cmds: &a, pg_state: b"seven", placed: &[], dropped: &[] },
+            PgApply { pg: other, cmds: &b, pg_state: b"eight", placed: &[], dropped: &[] },
         ])
         .unwrap();
     assert_eq!(replies.len(), 2);

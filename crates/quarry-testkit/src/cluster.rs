@@ -347,6 +347,7 @@ impl Cluster {
             limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
             max_backfills: 1,
             raft_heartbeat: quarry_osd::DEFAULT_RAFT_HEARTBEAT,
+            write_once_min_bytes: quarry_osd::DEFAULT_WRITE_ONCE_MIN_BYTES,
         }
     }
 

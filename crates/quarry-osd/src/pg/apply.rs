@@ -28,7 +28,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use tokio::sync::oneshot;
 
-use quarry_store::{ObjectCommand, PgApply, Store, StoreError};
+use quarry_store::{ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
 use quarry_types::{ObjectOp, OpReply, PgId};
 
 /// A round applies at most this many PG batches.
@@ -36,13 +36,23 @@ pub(crate) const BATCH_JOBS_MAX: usize = 256;
 /// A round applies at most this many bytes of written data (plus one PG batch).
 pub(crate) const BATCH_BYTES_MAX: u64 = 32 << 20;
 
-/// What a PG gets back: its commands (for a command-by-command retry) and the outcome.
-pub(crate) type Outcome = (Vec<ObjectCommand>, Result<Vec<OpReply>, StoreError>);
+/// Placed writes of a batch's commands: (command, op, where) (`super::placer`); command
+/// [`DROPPED`]: the placement of an entry applied without its command, freed with the batch
+/// (`PgApply::dropped`).
+pub(crate) type PlacedOps = Vec<(usize, usize, Placed)>;
+
+/// The command index of a dropped placement in [`PlacedOps`].
+pub(crate) const DROPPED: usize = usize::MAX;
+
+/// What a PG gets back: its commands and their placed writes (for a command-by-command
+/// retry) and the outcome.
+pub(crate) type Outcome = (Vec<ObjectCommand>, PlacedOps, Result<Vec<OpReply>, StoreError>);
 
 /// One PG's batch of commands.
 struct Job {
     pg: PgId,
     commands: Vec<ObjectCommand>,
+    placed: PlacedOps,
     pg_state: Vec<u8>,
     bytes: u64,
     reply: oneshot::Sender<Outcome>,
@@ -89,6 +99,7 @@ impl ApplyBatcher {
         &self,
         pg: PgId,
         commands: Vec<ObjectCommand>,
+        placed: PlacedOps,
         pg_state: Vec<u8>,
     ) -> Result<Outcome, StoreError> {
         let (reply, outcome) = oneshot::channel();
@@ -96,7 +107,7 @@ impl ApplyBatcher {
         {
             let mut queue = lock(&self.inner.queue);
             assert!(!queue.shutdown, "apply submitted after the batcher was dropped");
-            queue.jobs.push_back(Job { pg, commands, pg_state, bytes, reply });
+            queue.jobs.push_back(Job { pg, commands, placed, pg_state, bytes, reply });
         }
         self.inner.wake.notify_one();
         outcome.await.map_err(|_| {
@@ -122,6 +133,13 @@ fn data_bytes(commands: &[ObjectCommand]) -> u64 {
             _ => 0,
         })
         .sum()
+}
+
+/// The store's view of a job's placed writes: those of its commands, and the dropped ones.
+fn placed_ops(placed: &PlacedOps) -> (Vec<PlacedOp<'_>>, Vec<&Placed>) {
+    let (dropped, ops): (Vec<_>, Vec<_>) = placed.iter().partition(|p| p.0 == DROPPED);
+    let ops = ops.into_iter().map(|(cmd, op, placed)| PlacedOp { cmd: *cmd, op: *op, placed });
+    (ops.collect(), dropped.into_iter().map(|p| &p.2).collect())
 }
 
 /// The batcher thread: rounds until shut down and drained.
@@ -157,28 +175,46 @@ fn next_round(inner: &Inner) -> Option<Vec<Job>> {
 
 /// One transaction for every job; if it fails, each job alone (so a failure stays with its PG).
 fn apply_round(store: &Store, jobs: Vec<Job>) {
+    let ops: Vec<_> = jobs.iter().map(|job| placed_ops(&job.placed)).collect();
     let work: Vec<PgApply<'_>> = jobs
         .iter()
-        .map(|job| PgApply { pg: job.pg, cmds: &job.commands, pg_state: &job.pg_state })
+        .zip(&ops)
+        .map(|(job, (ops, dropped))| PgApply {
+            pg: job.pg,
+            cmds: &job.commands,
+            pg_state: &job.pg_state,
+            placed: ops,
+            dropped,
+        })
         .collect();
     let result = store.apply_many(&work);
     drop(work);
+    drop(ops);
     match result {
         Ok(replies) => {
             assert_eq!(replies.len(), jobs.len(), "the store returns one reply list per PG");
             for (job, replies) in jobs.into_iter().zip(replies) {
-                let _ = job.reply.send((job.commands, Ok(replies)));
+                let _ = job.reply.send((job.commands, job.placed, Ok(replies)));
             }
         }
         Err(error) if jobs.len() == 1 => {
             let job = jobs.into_iter().next().expect("one job");
-            let _ = job.reply.send((job.commands, Err(error)));
+            let _ = job.reply.send((job.commands, job.placed, Err(error)));
         }
         Err(error) => {
             tracing::debug!(pgs = jobs.len(), %error, "shared apply failed: applying PG by PG");
             for job in jobs {
-                let result = store.apply(job.pg, &job.commands, &job.pg_state);
-                let _ = job.reply.send((job.commands, result));
+                let (ops, dropped) = placed_ops(&job.placed);
+                let work = PgApply {
+                    pg: job.pg,
+                    cmds: &job.commands,
+                    pg_state: &job.pg_state,
+                    placed: &ops,
+                    dropped: &dropped,
+                };
+                let result = store.apply_many(&[work]).map(|mut all| all.pop().unwrap_or_default());
+                drop((ops, dropped));
+                let _ = job.reply.send((job.commands, job.placed, result));
             }
         }
     }
@@ -227,8 +263,8 @@ mod tests {
                         let pg = PgId { pool: 1, seed };
                         for round in 0..ROUNDS {
                             let commands = vec![write("a", round), write("b", round)];
-                            let (back, result) =
-                                batcher.apply(pg, commands, vec![round]).await.unwrap();
+                            let (back, _, result) =
+                                batcher.apply(pg, commands, Vec::new(), vec![round]).await.unwrap();
                             assert_eq!(back.len(), 2);
                             let replies = result.unwrap();
                             assert_eq!(replies.len(), 2);
@@ -284,7 +320,8 @@ mod tests {
                     let command = if seed == 3 { bad.clone() } else { write("x", 1) };
                     tokio::spawn(async move {
                         let pg = PgId { pool: 2, seed };
-                        let (_, result) = batcher.apply(pg, vec![command], vec![9]).await.unwrap();
+                        let (_, _, result) =
+                            batcher.apply(pg, vec![command], Vec::new(), vec![9]).await.unwrap();
                         (seed, result.unwrap())
                     })
                 })
@@ -344,12 +381,19 @@ mod tests {
         for (seed, command) in [(0, write("p", 1)), (1, partial), (2, write("q", 2))] {
             let (reply, receiver) = oneshot::channel();
             let pg = PgId { pool: 3, seed };
-            jobs.push(Job { pg, commands: vec![command], pg_state: vec![7], bytes: 0, reply });
+            jobs.push(Job {
+                pg,
+                commands: vec![command],
+                placed: Vec::new(),
+                pg_state: vec![7],
+                bytes: 0,
+                reply,
+            });
             receivers.push(receiver);
         }
         apply_round(&store, jobs);
         for (seed, mut receiver) in receivers.into_iter().enumerate() {
-            let (commands, result) = receiver.try_recv().expect("answered");
+            let (commands, _, result) = receiver.try_recv().expect("answered");
             assert_eq!(commands.len(), 1);
             let pg = PgId { pool: 3, seed: seed as u32 };
             if pg == damaged {

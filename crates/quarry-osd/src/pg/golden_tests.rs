@@ -359,3 +359,56 @@ fn newer_versions_are_format_too_new() {
     state[0] = 4;
     assert!(matches!(PgState::decode(&state), Err(DecodeError::TooNew(_))));
 }
+
+fn golden_placed_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/pg_v2_placed.hex")
+}
+
+/// `PgCommand::ClientPlaced` (appended to version 2): a `Write` and a `WriteFull` placed
+/// (their payloads not in the bytes, their crcs kept), a small write beside them inline.
+fn placed_command() -> PgCommand {
+    let reqid = EntityReqId {
+        entity: EntityName::client("admin"),
+        reqid: ReqId { client: 0x1112_1314, tid: 0x2122 },
+    };
+    let PgCommand::Client(mut command) = client(Vec::new(), Some(reqid)) else {
+        unreachable!("client() builds a client command")
+    };
+    command.ops = vec![
+        ObjectOp::Write { off: 8192, data: super::placer::stand_in(2 * 4096, 0x3132_3334) },
+        ObjectOp::Write { off: 1, data: Payload::new(Bytes::from_static(b"inline")) },
+        ObjectOp::WriteFull { data: super::placer::stand_in(4096, 0x4142_4344) },
+    ];
+    let placed = vec![
+        super::PlacedWrite { op: 0, block: 0x5152_5354_5556, crcs: vec![0x61, 0x62] },
+        super::PlacedWrite { op: 2, block: 7, crcs: vec![0x71] },
+    ];
+    PgCommand::ClientPlaced { command, placed }
+}
+
+#[test]
+fn placed_command_bytes_are_pinned_and_decode_to_the_same_value() {
+    let header = "PgCommand::ClientPlaced (appended to version 2: write-once large writes), \
+                  quarry-osd.\nGenerated once; never edit: a change of bytes needs a new version.";
+    let mut bytes = Vec::new();
+    PgRaftConfig::encode_data(&placed_command(), &mut bytes);
+    assert!(bytes.len() < 300, "placed payloads are not in the record ({} bytes)", bytes.len());
+    golden::check(&golden_placed_path(), header, &[("client_placed", bytes)]);
+    let text = std::fs::read_to_string(golden_placed_path()).unwrap();
+    let golden: BTreeMap<String, Vec<u8>> = golden::parse(&text).into_iter().collect();
+    let decoded = PgRaftConfig::decode_data(&golden["client_placed"]).unwrap();
+    assert_eq!(decoded, placed_command());
+    // A placed op that is not a write, or whose payload is in the record, does not decode.
+    let mut bad = golden["client_placed"].clone();
+    let PgCommand::ClientPlaced { command, mut placed } = placed_command() else { unreachable!() };
+    placed[0].op = 1;
+    let mut out = Vec::new();
+    quarry_persist::version::encode_into(
+        &mut out,
+        super::PG_COMMAND_VERSION,
+        &PgCommand::ClientPlaced { command, placed },
+    );
+    assert!(PgRaftConfig::decode_data(&out).is_err(), "an inline payload named as placed");
+    bad.truncate(bad.len() - 3);
+    assert!(PgRaftConfig::decode_data(&bad).is_err());
+}

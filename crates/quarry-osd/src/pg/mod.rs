@@ -17,6 +17,7 @@ mod golden_tests;
 pub(crate) mod membership;
 pub(crate) mod merge;
 pub(crate) mod network;
+pub(crate) mod placer;
 pub(crate) mod repair;
 pub(crate) mod split;
 pub(crate) mod state_machine;
@@ -83,6 +84,19 @@ pub enum PgCommand {
         /// The pool's new PG count.
         pg_num: u32,
     },
+    /// A client request whose large write payloads were placed in the store's data file
+    /// when the entry was appended (write-once, [`placer`]): `placed` says where each is.
+    /// In the WAL the command's placed payloads are empty (their crc kept); decoded, they
+    /// are zeros of their length ([`placer::stand_in`], never read: the apply takes the
+    /// placed blocks). Only a PG's own WAL holds this variant: replication reads the payloads
+    /// back and sends `Client`. Appended to version 2 (old entries decode unchanged; pinned
+    /// in `tests/golden/pg_v2_placed.hex`).
+    ClientPlaced {
+        /// The request, its placed payloads standing in.
+        command: ClientCommand,
+        /// Where each placed payload is, by op.
+        placed: Vec<PlacedWrite>,
+    },
     /// PG merge, source side: this PG (the map's merge source, `PoolInfo::merging`) is
     /// sealed, proposed by its primary when the map marks the merge ([`merge`]). From its
     /// index on, applying it records the seal's log id in the PG's state and every later
@@ -106,6 +120,24 @@ pub enum PgCommand {
         /// The log id of the source's `Seal`, as every voter of this PG reported it.
         sealed: LogId<OsdId>,
     },
+}
+
+/// One placed write payload of a [`PgCommand::ClientPlaced`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedWrite {
+    /// Index of the op (a `Write` or `WriteFull`) in the command.
+    pub op: u32,
+    /// First block of the data file.
+    pub block: u64,
+    /// crc32c of each 4 KiB chunk (the payload is `4096 * crcs.len()` bytes).
+    pub crcs: Vec<u32>,
+}
+
+impl PlacedWrite {
+    /// The store's view of it.
+    pub fn placed(&self) -> quarry_store::Placed {
+        quarry_store::Placed { block: self.block, crcs: self.crcs.clone() }
+    }
 }
 
 /// One client request: object, snapshot context, op vector, the proposer's clock, and the
@@ -164,14 +196,44 @@ const PG_COMMAND_WHAT: &str = "PG log entry (PgCommand)";
 
 impl EntryCodec for PgRaftConfig {
     fn encode_data(data: &PgCommand, out: &mut Vec<u8>) {
+        if let PgCommand::ClientPlaced { command, placed } = data {
+            // The placed payloads are not in the record: emptied, their crc kept.
+            let mut command = command.clone();
+            for p in placed {
+                if let Some(ObjectOp::Write { data, .. } | ObjectOp::WriteFull { data }) =
+                    command.ops.get_mut(p.op as usize)
+                {
+                    data.data = bytes::Bytes::new();
+                }
+            }
+            let stripped = PgCommand::ClientPlaced { command, placed: placed.clone() };
+            version::encode_into(out, PG_COMMAND_VERSION, &stripped);
+            return;
+        }
         version::encode_into(out, PG_COMMAND_VERSION, data);
     }
 
     fn decode_data(bytes: &[u8]) -> Result<PgCommand, DecodeError> {
-        match version::split(PG_COMMAND_WHAT, PG_COMMAND_VERSION, bytes)? {
-            (1, body) => version::decode_body::<PgCommandV1>(PG_COMMAND_WHAT, body).map(Into::into),
-            (_, body) => version::decode_body(PG_COMMAND_WHAT, body),
+        let mut command = match version::split(PG_COMMAND_WHAT, PG_COMMAND_VERSION, bytes)? {
+            (1, body) => {
+                return version::decode_body::<PgCommandV1>(PG_COMMAND_WHAT, body).map(Into::into)
+            }
+            (_, body) => version::decode_body(PG_COMMAND_WHAT, body)?,
+        };
+        if let PgCommand::ClientPlaced { command, placed } = &mut command {
+            for p in placed.iter() {
+                let len = p.crcs.len() * 4096;
+                let op = command.ops.get_mut(p.op as usize);
+                let Some(ObjectOp::Write { data, .. } | ObjectOp::WriteFull { data }) = op else {
+                    return Err(DecodeError::invalid(PG_COMMAND_WHAT, "placed op is not a write"));
+                };
+                if !data.data.is_empty() || len > placer::PLACE_MAX {
+                    return Err(DecodeError::invalid(PG_COMMAND_WHAT, "bad placed payload"));
+                }
+                *data = placer::stand_in(len, data.crc);
+            }
         }
+        Ok(command)
     }
 }
 

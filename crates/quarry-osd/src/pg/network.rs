@@ -33,7 +33,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, LogId, RaftNetwork, RaftNetworkFactory, Vote};
+use openraft::{BasicNode, EntryPayload, LogId, RaftNetwork, RaftNetworkFactory, Vote};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{watch, Mutex};
 
@@ -41,7 +41,7 @@ use quarry_types::{EntityName, OsdId};
 use quarry_wire::codec::FRAME_PAYLOAD_MAX;
 use quarry_wire::{ClientSecret, ClusterMap, Reply, Request, RpcClient, Service};
 
-use super::PgRaftConfig;
+use super::{PgCommand, PgRaftConfig};
 
 /// How long connecting to a peer may take.
 const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -353,6 +353,8 @@ fn copy_response(r: &AppendEntriesResponse<OsdId>) -> AppendEntriesResponse<OsdI
 pub(crate) struct PgNetworkFactory {
     pub(crate) group: u64,
     pub(crate) peers: Arc<Peers>,
+    /// Where placed payloads are read back from before entries are sent (`super::placer`).
+    pub(crate) store: Arc<quarry_store::Store>,
     /// Per peer: bumped by every snapshot sent to it (shared by the clients of that peer).
     pub(crate) snapshots: HashMap<OsdId, Arc<AtomicU64>>,
 }
@@ -366,6 +368,7 @@ impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
             target,
             fallback: node.addr.parse().ok(),
             peers: self.peers.clone(),
+            store: self.store.clone(),
             inflight: None,
             snapshots: self.snapshots.entry(target).or_default().clone(),
         }
@@ -378,6 +381,7 @@ pub(crate) struct PeerClient {
     target: OsdId,
     fallback: Option<SocketAddr>,
     peers: Arc<Peers>,
+    store: Arc<quarry_store::Store>,
     /// The last AppendEntries call with entries (see the module docs).
     inflight: Option<Inflight>,
     /// Snapshots sent to this peer (by any client of it), see the module docs.
@@ -457,6 +461,26 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
         mut rpc: AppendEntriesRequest<PgRaftConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<OsdId>> {
+        // Placed payloads are read back: a peer gets whole entries (`super::placer`).
+        for entry in rpc.entries.iter_mut() {
+            if let EntryPayload::Normal(PgCommand::ClientPlaced { .. }) = &entry.payload {
+                let EntryPayload::Normal(data) =
+                    std::mem::replace(&mut entry.payload, EntryPayload::Blank)
+                else {
+                    unreachable!("matched above")
+                };
+                match super::placer::rehydrate(&self.store, data) {
+                    Ok(whole) => entry.payload = EntryPayload::Normal(whole),
+                    Err(detail) => {
+                        tracing::warn!(group = self.group, peer = self.target,
+                            index = entry.log_id.index, %detail,
+                            "a placed write cannot be read back for a peer");
+                        let e = PeerError::Refused { peer: self.target, detail };
+                        return Err(RPCError::Unreachable(Unreachable::new(&e)));
+                    }
+                }
+            }
+        }
         let Some(last) = rpc.entries.last().map(|e| e.log_id) else {
             // A heartbeat: after a call with entries still in flight (the peer answers in
             // order), then on its own.
@@ -556,7 +580,19 @@ pub(crate) async fn serve_rpc(
     let raft = &group.raft;
     let not_member = || format!("not a replica of pg {}", group.pg);
     let reply = match decode::<RaftRpc>(body)? {
-        RaftRpc::Append(rpc) => RaftRpcReply::Append(raft.append_entries(rpc).await),
+        RaftRpc::Append(rpc) => {
+            let placed = |e: &openraft::Entry<PgRaftConfig>| {
+                matches!(e.payload, EntryPayload::Normal(PgCommand::ClientPlaced { .. }))
+            };
+            if rpc.entries.iter().any(placed) {
+                // It names blocks of the sender's store: never taken for data here.
+                return Err(Box::new(bincode::ErrorKind::Custom(format!(
+                    "pg {}: a placed (write-once) entry from a peer: refused",
+                    group.pg
+                ))));
+            }
+            RaftRpcReply::Append(raft.append_entries(rpc).await)
+        }
         RaftRpc::Vote(rpc) => RaftRpcReply::Vote(raft.vote(rpc).await),
         RaftRpc::Snapshot(rpc) => RaftRpcReply::Snapshot(raft.install_snapshot(rpc).await),
         RaftRpc::Export if !member => RaftRpcReply::Export(Err(not_member())),

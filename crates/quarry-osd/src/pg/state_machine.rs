@@ -27,7 +27,7 @@
 
 use std::io::{Seek, SeekFrom};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{oneshot, Notify};
@@ -39,10 +39,10 @@ use openraft::{
 };
 
 use quarry_persist::DecodeError;
-use quarry_store::{ObjectCommand, Store, StoreError};
+use quarry_store::{ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
 use quarry_types::{ErrorCode, OpReply, OsdId, PgId, SnapId};
 
-use super::apply::ApplyBatcher;
+use super::apply::{ApplyBatcher, DROPPED};
 use super::durability::Durability;
 use super::repair::Damage;
 use super::{PgCommand, PgRaftConfig, PgState};
@@ -80,6 +80,9 @@ pub(crate) struct PgStateMachine {
     sealed: Arc<std::sync::Mutex<Option<LogId<OsdId>>>>,
     /// Woken when a split is applied (the router starts the children).
     split_applied: Arc<Notify>,
+    /// The applied membership is one voter and no learner: the PG's log places large writes
+    /// ([`super::placer`]).
+    solo: Arc<AtomicBool>,
     /// Dropped with the state machine: tells the router the worker has exited.
     _done: oneshot::Sender<()>,
 }
@@ -127,9 +130,15 @@ impl PgStateMachine {
             pg_num: Arc::new(AtomicU32::new(state.pg_num)),
             sealed: Arc::new(std::sync::Mutex::new(state.sealed)),
             split_applied,
+            solo: Arc::new(AtomicBool::new(is_solo(&state.membership))),
             _done: done,
             state,
         })
+    }
+
+    /// Whether the PG's log places large writes (see `solo`).
+    pub(crate) fn solo_handle(&self) -> Arc<AtomicBool> {
+        self.solo.clone()
     }
 
     /// The recorded `pg_num`, as the op path sees it.
@@ -245,17 +254,34 @@ impl PgStateMachine {
             segment.pending = true;
             match entry.payload {
                 EntryPayload::Blank => out.push(OpReply::Ok(Vec::new())),
-                EntryPayload::Normal(PgCommand::Client(command))
-                    if self.state.sealed.is_some()
-                        || super::split::moved_out(self.pg, self.state.pg_num, &command.name) =>
+                EntryPayload::Normal(
+                    PgCommand::Client(ref command) | PgCommand::ClientPlaced { ref command, .. },
+                ) if self.state.sealed.is_some()
+                    || super::split::moved_out(self.pg, self.state.pg_num, &command.name) =>
                 {
                     // Sealed (a merge source): the client resends to the merge target.
                     // The object left this PG in a split: the client resends to its child.
+                    // A placed write's blocks are freed with this apply's batch (pending
+                    // until it is durable: a replay names them again, reserved at open).
+                    if let EntryPayload::Normal(PgCommand::ClientPlaced { placed, .. }) =
+                        &entry.payload
+                    {
+                        let dropped = placed.iter().map(|p| (DROPPED, 0, p.placed()));
+                        segment.placed.extend(dropped);
+                    }
                     out.push(super::split::misplaced());
                 }
                 EntryPayload::Normal(PgCommand::Client(command)) => {
                     segment.slots.push(out.len());
                     out.push(OpReply::Ok(Vec::new()));
+                    segment.commands.push(command.into());
+                    segment.states.ids.push(entry.log_id);
+                }
+                EntryPayload::Normal(PgCommand::ClientPlaced { command, placed }) => {
+                    segment.slots.push(out.len());
+                    out.push(OpReply::Ok(Vec::new()));
+                    let at = segment.commands.len();
+                    segment.placed.extend(placed.iter().map(|p| (at, p.op as usize, p.placed())));
                     segment.commands.push(command.into());
                     segment.states.ids.push(entry.log_id);
                 }
@@ -269,6 +295,7 @@ impl PgStateMachine {
                 }
                 EntryPayload::Membership(m) => {
                     self.state.membership = StoredMembership::new(Some(entry.log_id), m);
+                    self.solo.store(is_solo(&self.state.membership), Ordering::Release);
                     segment.states.changes.push(self.state.membership.clone());
                     out.push(OpReply::Ok(Vec::new()));
                 }
@@ -288,7 +315,7 @@ impl PgStateMachine {
             return Ok(());
         }
         let done = std::mem::replace(segment, Segment::new(&self.state));
-        let replies = self.store_apply(done.commands, done.states).await?;
+        let replies = self.store_apply(done.commands, done.placed, done.states).await?;
         for (slot, reply) in done.slots.into_iter().zip(replies) {
             out[slot] = reply;
         }
@@ -478,20 +505,22 @@ impl PgStateMachine {
     async fn store_apply(
         &self,
         commands: Vec<ObjectCommand>,
+        placed: Vec<(usize, usize, Placed)>,
         batch: BatchStates,
     ) -> SmResult<Vec<OpReply>> {
         let (pg, state) = (self.pg, self.state.encode());
         let count = commands.len();
-        let applied = match self.applier.apply(pg, commands, state.clone()).await {
-            Ok((_, Err(e))) if self.stop_if_damaged(&e, "apply").await => {
+        let applied = match self.applier.apply(pg, commands, placed, state.clone()).await {
+            Ok((_, _, Err(e))) if self.stop_if_damaged(&e, "apply").await => {
                 return Err(sm_write_error(&e));
             }
-            Ok((commands, Err(StoreError::Corrupt { object, detail, .. }))) => {
+            Ok((commands, placed, Err(StoreError::Corrupt { object, detail, .. }))) => {
                 tracing::error!(%pg, object, detail, "corrupt object met while applying");
                 let store = self.store.clone();
-                blocking(move || apply_one_by_one(&store, pg, &commands, &batch, &state)).await
+                blocking(move || apply_one_by_one(&store, pg, &commands, &placed, &batch, &state))
+                    .await
             }
-            Ok((_, result)) => result,
+            Ok((_, _, result)) => result,
             Err(e) => Err(e),
         };
         let replies = applied.map_err(|e| {
@@ -509,6 +538,8 @@ struct Segment {
     /// Some entry (client, blank or membership) waits to be applied.
     pending: bool,
     commands: Vec<ObjectCommand>,
+    /// Placed writes of the commands: (command, op, where).
+    placed: Vec<(usize, usize, Placed)>,
     /// Where each command's reply goes in the batch's reply list.
     slots: Vec<usize>,
     states: BatchStates,
@@ -520,6 +551,7 @@ impl Segment {
         Segment {
             pending: false,
             commands: Vec::new(),
+            placed: Vec::new(),
             slots: Vec::new(),
             states: BatchStates { initial, changes: Vec::new(), ids: Vec::new(), pg_num, sealed },
         }
@@ -562,6 +594,7 @@ fn apply_one_by_one(
     store: &Store,
     pg: PgId,
     commands: &[ObjectCommand],
+    placed: &[(usize, usize, Placed)],
     batch: &BatchStates,
     final_state: &[u8],
 ) -> Result<Vec<OpReply>, StoreError> {
@@ -569,7 +602,14 @@ fn apply_one_by_one(
     let mut replies = Vec::with_capacity(commands.len());
     for (i, command) in commands.iter().enumerate() {
         let state = batch.after_command(i);
-        match store.apply(pg, std::slice::from_ref(command), &state) {
+        let ops: Vec<PlacedOp<'_>> = placed
+            .iter()
+            .filter(|p| p.0 == i)
+            .map(|p| PlacedOp { cmd: 0, op: p.1, placed: &p.2 })
+            .collect();
+        let cmds = std::slice::from_ref(command);
+        let work = PgApply { pg, cmds, pg_state: &state, placed: &ops, dropped: &[] };
+        match store.apply_many(&[work]).map(|mut all| all.pop().unwrap_or_default()) {
             Ok(mut one) => replies.push(one.pop().unwrap_or(OpReply::Ok(Vec::new()))),
             Err(StoreError::Corrupt { .. }) => {
                 store.apply(pg, &[], &state)?;
@@ -578,8 +618,18 @@ fn apply_one_by_one(
             Err(e) => return Err(e),
         }
     }
-    store.apply(pg, &[], final_state)?;
+    // The dropped placements (`super::apply::DROPPED`) go with the last commit: its pg_state
+    // names every entry of the batch.
+    let dropped: Vec<&Placed> = placed.iter().filter(|p| p.0 == DROPPED).map(|p| &p.2).collect();
+    let last = PgApply { pg, cmds: &[], pg_state: final_state, placed: &[], dropped: &dropped };
+    store.apply_many(&[last])?;
     Ok(replies)
+}
+
+/// One voter and no learner (a membership not known yet is not).
+fn is_solo(membership: &StoredMembership<OsdId, BasicNode>) -> bool {
+    let m = membership.membership();
+    m.voter_ids().count() == 1 && m.learner_ids().count() == 0
 }
 
 /// Runs a synchronous store call off the async worker threads.
@@ -679,6 +729,7 @@ impl RaftStateMachine<PgRaftConfig> for PgStateMachine {
         tracing::info!(%pg, snapshot = %meta, pg_num = state.pg_num, "snapshot installed");
         self.pg_num.store(state.pg_num, Ordering::Release);
         self.state = state;
+        self.solo.store(is_solo(&self.state.membership), Ordering::Release);
         Ok(())
     }
 
