@@ -10,112 +10,20 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::cluster::{get, put, Cluster, Spec, TestDir};
+use common::workload::*;
 use common::*;
 
 /// The cluster of these tests: `osds` OSDs, pool `rbd` of `size` replicas and `pg_num` PGs.
 fn start(tmp: &Path, osds: u32, size: u32, pg_num: u32) -> Cluster {
     Cluster::start(tmp, Spec { osds, size, pg_num, extra: "" })
-}
-
-/// Waits until pool `rbd` has `count` PGs, its pg_num says so, and every PG is
-/// `active+clean` with `voters` OSDs.
-fn wait_clean(c: &Cluster, count: usize, voters: usize, limit: Duration) {
-    c.wait(limit, "every pg active+clean", |c| {
-        let pgs = c.pgs();
-        let ok = pgs.iter().filter(|p| p.pgid.starts_with("1.")).count() == count
-            && c.pool_get("pg_num") == format!("pg_num: {count}")
-            && pgs.iter().all(|p| p.state == "active+clean" && p.acting.len() == voters);
-        ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
-    });
-}
-
-/// `rados ls`: every name, sorted; fails if a name is listed twice.
-fn listed(c: &Cluster) -> Vec<String> {
-    let out = c.rados(&["-p", "rbd", "ls"]).ok("ls").out();
-    let mut names: Vec<String> = out.lines().map(str::to_string).collect();
-    names.sort();
-    let unique: BTreeSet<&String> = names.iter().collect();
-    assert_eq!(unique.len(), names.len(), "an object listed twice");
-    names
-}
-
-fn spawn_watcher(conf: &Path, fifo: &Path, obj: &str) -> Daemon {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("exec \"$0\" rados -p rbd watch \"$1\" < \"$2\"")
-        .arg(quarry())
-        .arg(obj)
-        .arg(fifo)
-        .env("CEPH_CONF", conf);
-    let d = Daemon::spawn("watcher", cmd);
-    wait_lines(&d, "press enter to exit...", 1);
-    d
-}
-
-fn wait_lines(d: &Daemon, prefix: &str, count: usize) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while d.stdout.lock().unwrap().iter().filter(|l| l.starts_with(prefix)).count() < count {
-        assert!(Instant::now() < deadline, "no '{prefix}' from {}\n{}", d.name, d.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-type Objects = Vec<(String, Vec<u8>)>;
-
-/// Objects of 0 B to 4 MiB, objects with omap and xattrs, a pool snapshot `before` and a
-/// newer version of one object.
-struct Written {
-    objects: Objects,
-    meta: Vec<String>,
-    snapped: (String, Vec<u8>),
-}
-
-fn write_data(c: &Cluster, tmp: &Path) -> Written {
-    let sizes = [0usize, 1, 4097, 65536, 1 << 20, 4 << 20];
-    let mut objects = Vec::new();
-    for (i, &len) in sizes.iter().enumerate() {
-        for copy in 0..3 {
-            let name = format!("obj-{len}-{copy}");
-            let data = pattern(len, (i * 10 + copy) as u64 + 1);
-            put(c, tmp, &name, &data);
-            objects.push((name, data));
-        }
-    }
-    let mut meta = Vec::new();
-    for i in 0..12 {
-        let name = format!("meta-{i}");
-        c.rados(&["-p", "rbd", "setomapval", &name, "k1", &format!("v{i}")]).ok("setomapval");
-        c.rados(&["-p", "rbd", "setxattr", &name, "user.a", &format!("x{i}")]).ok("setxattr");
-        meta.push(name);
-    }
-    c.rados(&["-p", "rbd", "mksnap", "before"]).ok("mksnap");
-    let old = objects[7].1.clone();
-    let new = pattern(old.len(), 999);
-    put(c, tmp, &objects[7].0, &new);
-    let snapped = (objects[7].0.clone(), old);
-    objects[7].1 = new;
-    Written { objects, meta, snapped }
-}
-
-fn check_data(c: &Cluster, tmp: &Path, w: &Written, acked: &[(String, Vec<u8>)]) {
-    for (name, data) in w.objects.iter().chain(acked) {
-        assert!(get(c, tmp, name, None) == *data, "{name} differs");
-    }
-    assert!(get(c, tmp, &w.snapped.0, Some("before")) == w.snapped.1, "snapshot differs");
-    for (i, name) in w.meta.iter().enumerate() {
-        let omap = c.rados(&["-p", "rbd", "listomapvals", name]).ok("listomapvals").out();
-        assert!(omap.contains("k1") && omap.contains(&format!("v{i}")), "{name}: {omap}");
-        let x = c.rados(&["-p", "rbd", "getxattr", name, "user.a"]).ok("getxattr").out();
-        assert_eq!(x.trim(), format!("x{i}"));
-    }
 }
 
 /// Every distinct `ceph pg ls` state of pool `rbd` seen while `stop` is unset (polled every
@@ -179,53 +87,14 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
     run_bounded(mkfifo, None, COMMAND_TIMEOUT).ok("mkfifo");
     let _hold = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
     let watcher = spawn_watcher(&c.conf, &fifo, &watched);
-    c.rados(&["-p", "rbd", "notify", &watched, "before"]).ok("notify before the merges");
-    wait_lines(&watcher, "NOTIFY cookie ", 1);
+    notify_reaches(&c, &watcher, &watched, 1, "before the merges");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Objects>> = Arc::default();
-    let writer = {
-        let (stop, acked, conf) = (stop.clone(), acked.clone(), c.conf.clone());
-        let dir = tmp.to_path_buf();
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let name = format!("w{i}");
-                let data = pattern(4096 + (i as usize % 7) * 10_000, i + 7);
-                let file = dir.join(format!("w-{i}"));
-                std::fs::write(&file, &data).unwrap();
-                let args = ["-p", "rbd", "put", &name, file.to_str().unwrap()];
-                let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT);
-                if r.status.success() {
-                    acked.lock().unwrap().push((name, data));
-                }
-                i += 1;
-            }
-        })
-    };
+    let writer = Writer::start(&c, tmp);
     // A lister: every listing while the PGs merge gives each object written before once.
-    let mut base: Vec<String> = w.objects.iter().map(|(n, _)| n.clone()).collect();
-    base.extend(w.meta.iter().cloned());
+    let mut base = w.names();
     base.push(watched.clone());
-    let lister = {
-        let (stop, conf, base) = (stop.clone(), c.conf.clone(), base.clone());
-        std::thread::spawn(move || {
-            let mut listings = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let args = ["-p", "rbd", "ls"];
-                let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT);
-                let out = r.ok("ls during the merges").out();
-                let names: Vec<&str> = out.lines().collect();
-                let unique: BTreeSet<&str> = names.iter().copied().collect();
-                assert_eq!(unique.len(), names.len(), "an object listed twice during the merges");
-                let missing: Vec<&String> =
-                    base.iter().filter(|n| !unique.contains(n.as_str())).collect();
-                assert!(missing.is_empty(), "listing {listings} missed {missing:?}");
-                listings += 1;
-            }
-            listings
-        })
-    };
+    let lister = Lister::start(&c, base.clone(), "the merges");
+    let stop = Arc::new(AtomicBool::new(false));
     let states = watch_states(&c.conf, stop.clone());
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
@@ -237,32 +106,19 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
     eprintln!("16 pgs merged into 4 (active+clean) in {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
-    let listings = lister.join().unwrap();
+    let acked = writer.stop();
+    let listings = lister.stop();
     let states = states.join().unwrap();
     eprintln!(
         "{listings} listings ran during the merges, each complete; pg states seen: {states:?}"
     );
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 5, "only {} writes acknowledged", acked.len());
     assert!(states.keys().any(|s| s.ends_with("+premerge")), "no premerge seen: {states:?}");
 
     // The watch followed its object to the target PG.
-    let run = c.rados(&["-p", "rbd", "notify", &watched, "after"]).ok("notify after the merges");
-    assert_eq!(run.out().lines().filter(|l| l.starts_with("reply client.")).count(), 1);
-    wait_lines(&watcher, "NOTIFY cookie ", 2);
+    notify_reaches(&c, &watcher, &watched, 2, "after the merges");
 
-    let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        check_data(&c, tmp, &w, &acked);
-    }));
-    if let Err(panic) = checked {
-        c.dump();
-        std::panic::resume_unwind(panic);
-    }
-    let mut want: Vec<String> = w.objects.iter().chain(&acked).map(|(n, _)| n.clone()).collect();
-    want.extend(w.meta.iter().cloned());
-    want.push(watched.clone());
-    want.sort();
+    check_data_or_dump(&c, tmp, &w, &acked);
+    let want = w.all_names(&acked, &[&watched]);
     assert_eq!(listed(&c), want, "rados ls after the merges");
     let detail = c.ceph(&["osd", "pool", "ls", "detail"]).ok("ls detail").out();
     assert!(detail.contains("pg_num 4 pgp_num 4 autoscale_mode"), "{detail}");
@@ -284,13 +140,7 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
     assert_eq!(get(&c, tmp, "after-the-restart", None), b"still writable");
     c.shutdown();
     // No copy of a merged PG is left in any store.
-    for osd in 0..3 {
-        let path = tmp.join(format!("c/osd.{osd}/store.redb"));
-        let store = quarry_store::Store::open(&path).unwrap();
-        let stale: Vec<_> =
-            store.pgs().unwrap().into_iter().filter(|pg| pg.pool == 1 && pg.seed >= 4).collect();
-        assert!(stale.is_empty(), "osd.{osd} still holds {stale:?}");
-    }
+    assert_no_pg_at_or_above(&tmp.join("c"), 3, 4);
 }
 
 /// Goal: a shrink to a non-power-of-two count (16 -> 6) keeps every object readable and

@@ -8,11 +8,10 @@
 mod common;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cluster::{get, put, Cluster, PgRow, Spec, TestDir};
+use common::workload::*;
 use common::*;
 
 /// The cluster of these tests: `osds` OSDs, pool `rbd` of `size` replicas and 8 PGs,
@@ -34,9 +33,6 @@ fn wait_clean(c: &Cluster, voters: usize, without: &[u64], limit: Duration) {
         ok.then_some(()).ok_or_else(|| format!("{pgs:?}"))
     });
 }
-
-/// Object names with their contents.
-type Objects = Vec<(String, Vec<u8>)>;
 
 /// Goal (issue 13, rebalancing): `osd pool set rbd size 3` on a 3-OSD cluster whose pool had
 /// one replica per PG moves every PG to three voters (learners caught up by snapshot and
@@ -132,27 +128,7 @@ fn osd_out_moves_its_pgs_while_a_writer_runs() {
     let held = c.pgs().iter().filter(|PgRow { acting, .. }| acting.contains(&3)).count();
     assert!(held > 0, "osd.3 holds no pg");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Objects>> = Arc::default();
-    let writer = {
-        let (stop, acked, conf) = (stop.clone(), acked.clone(), c.conf.clone());
-        let dir = tmp.path().to_path_buf();
-        std::thread::spawn(move || {
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let name = format!("w{i}");
-                let data = pattern(4096 + (i as usize % 7) * 10_000, i + 7);
-                let file = dir.join(format!("w-{i}"));
-                std::fs::write(&file, &data).unwrap();
-                let args = ["-p", "rbd", "put", &name, file.to_str().unwrap()];
-                let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT);
-                if r.status.success() {
-                    acked.lock().unwrap().push((name, data));
-                }
-                i += 1;
-            }
-        })
-    };
+    let writer = Writer::start(&c, tmp.path());
     std::thread::sleep(Duration::from_secs(2));
     let started = Instant::now();
     let out = c.ceph(&["osd", "out", "3"]).ok("osd out");
@@ -165,12 +141,9 @@ fn osd_out_moves_its_pgs_while_a_writer_runs() {
     wait_clean(&c, 3, &[3], Duration::from_secs(120));
     eprintln!("osd.3 out: its {held} pgs moved in {:?}", started.elapsed());
     std::thread::sleep(Duration::from_secs(2));
-    stop.store(true, Ordering::Relaxed);
-    writer.join().unwrap();
+    let acked = writer.stop();
     let mut c = c;
     c.osds[3].take().unwrap().kill();
-    let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() >= 5, "only {} writes acknowledged", acked.len());
     for (name, data) in &acked {
         assert!(get(&c, tmp.path(), name, None) == *data, "acknowledged {name} differs");
     }

@@ -96,12 +96,16 @@ impl Cluster {
             match check(self) {
                 Ok(v) => return v,
                 Err(why) if Instant::now() >= deadline => {
-                    let osds: Vec<String> = self.osds.iter().flatten().map(tail).collect();
-                    panic!("{what}: not within {limit:?}:\n{why}\n{}", osds.join("\n"))
+                    panic!("{what}: not within {limit:?}:\n{why}\n{}", self.tails())
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(500)),
             }
         }
+    }
+
+    /// The tail of every running OSD's output.
+    pub fn tails(&self) -> String {
+        self.osds.iter().flatten().map(tail).collect::<Vec<_>>().join("\n")
     }
 
     /// `ceph pg ls -f json`, one row per PG.

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod workload;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
