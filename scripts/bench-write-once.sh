@@ -6,8 +6,8 @@
 # fsync'd, as scripts/bench.sh; once per case) in the same run. Prints one markdown row per
 # run: IOPS, MB/s (rados bench's, MiB), server CPU per op (utime + stime of the `quarry up`
 # process over the run), and the IOPS ratio to fio's. Not a test.
-#   scripts/bench_write_once.sh [SECONDS] [PAIRS]     (default 10 s, 3 pairs)
-#   QUARRY_BIN=/path/to/quarry scripts/bench_write_once.sh ...
+#   scripts/bench-write-once.sh [SECONDS] [PAIRS]     (default 10 s, 3 pairs)
+#   QUARRY_BIN=/path/to/quarry scripts/bench-write-once.sh ...
 #   CASES="4194304:1 4194304:32 4096:1 4096:32" (bytes:queue depth; the default)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -63,6 +63,6 @@ for c in $cases; do
 done
 echo
 if [ -n "${QUARRY_BIN:-}" ]; then built="binary $bin"; else built="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; fi
-echo "Command: scripts/bench_write_once.sh $secs $pairs ($built, $(date -u '+%Y-%m-%d %H:%M UTC'))."
+echo "Command: scripts/bench-write-once.sh $secs $pairs ($built, $(date -u '+%Y-%m-%d %H:%M UTC'))."
 echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/{print $2; exit}' /proc/cpuinfo)), $(free -g | awk '/Mem:/{print $2}') GiB;" \
   "disk: $(df -h "$work" | awk 'NR==2{print $1}') ($(df -T "$work" | awk 'NR==2{print $2}')); kernel $(uname -r); $(fio --version)."

@@ -2,7 +2,7 @@
 # A/B of two quarry binaries (docs/benchmarks.md, "Fourth round"): for each pair, each binary
 # on a fresh `quarry up` (one OSD, pool rbd size 1), rados bench 4 MiB writes at QD32 then
 # QD1, and the server's CPU per op (utime + stime of `quarry up` over the run). Not a test.
-#   A=/path/to/quarry-before B=/path/to/quarry-after scripts/bench_ab_large_writes.sh [SECONDS] [PAIRS]
+#   A=/path/to/quarry-before B=/path/to/quarry-after scripts/bench-ab-large-writes.sh [SECONDS] [PAIRS]
 set -euo pipefail
 secs=${1:-10}; pairs=${2:-3}
 run_one() { # $1 = label, $2 = binary
