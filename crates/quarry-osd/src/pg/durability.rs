@@ -134,13 +134,16 @@ mod tests {
 
     /// Set in the child process this test starts; names the fault to run.
     const CHILD_ENV: &str = "QUARRY_DURABILITY_CHILD";
+    /// The directory the child keeps its store in: the parent's (an aborted child cleans
+    /// nothing up; the parent's temporary directory goes when the test ends).
+    const CHILD_DIR_ENV: &str = "QUARRY_DURABILITY_CHILD_DIR";
     const TEST_NAME: &str = "pg::durability::tests::failed_checkpoint_aborts_the_process";
 
     /// The child's side: a real store, one apply counted, then a checkpoint, failing when
     /// `inject` says so. Prints a marker if the checkpoint returned.
     fn child(inject: bool) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let dir = std::path::PathBuf::from(std::env::var_os(CHILD_DIR_ENV).unwrap());
+        let store = Arc::new(Store::open(&dir.join("store.redb")).unwrap());
         let durability = Durability::new(store);
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         runtime.block_on(async {
@@ -154,8 +157,9 @@ mod tests {
     }
 
     /// Runs this test's binary again as the child, with `fault` in its environment.
-    fn run_child(fault: &str) -> std::process::Output {
+    fn run_child(fault: &str, dir: &std::path::Path) -> std::process::Output {
         Command::new(std::env::current_exe().unwrap())
+            .env(CHILD_DIR_ENV, dir)
             .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, fault)
             .output()
@@ -173,12 +177,14 @@ mod tests {
             child(fault == "inject");
             return;
         }
-        let control = run_child("none");
+        let control_dir = tempfile::tempdir().unwrap();
+        let control = run_child("none", control_dir.path());
         let stdout = String::from_utf8_lossy(&control.stdout);
         assert!(control.status.success(), "control child failed: {control:?}");
         assert!(stdout.contains("CHECKPOINT RETURNED Ok(())"), "control stdout: {stdout}");
 
-        let faulty = run_child("inject");
+        let faulty_dir = tempfile::tempdir().unwrap();
+        let faulty = run_child("inject", faulty_dir.path());
         let stdout = String::from_utf8_lossy(&faulty.stdout);
         let stderr = String::from_utf8_lossy(&faulty.stderr);
         assert!(!stdout.contains("CHECKPOINT RETURNED"), "checkpoint failure returned: {stdout}");
