@@ -1,6 +1,6 @@
 # Shared by the bench-*.sh scripts (sourced): a `quarry up` cluster in a temporary directory
 # that is stopped and removed on exit, and fio JSON readers.
-#   bench_start_cluster        sets $bin, $work, exports CEPH_CONF; registers cleanup
+#   bench_start_cluster        sets $bin (unless set), $work, exports CEPH_CONF; registers cleanup
 #   bench_track PID            stops PID on exit too
 #   fio_metric FILE read|write iops|bw|mean|p99
 #   ratio A B
@@ -21,7 +21,7 @@ bench_cleanup() {
 bench_track() { bench_pids+=("$1"); }
 
 bench_start_cluster() { # $1: a name for the temporary directory
-  bin=$(pwd)/target/release/quarry
+  bin=${bin:-$(pwd)/target/release/quarry}
   work=$(mktemp -d "/var/tmp/quarry-$1.XXXXXX")
   trap bench_cleanup EXIT
   "$bin" up "$work/cluster" >"$work/up.log" 2>&1 &

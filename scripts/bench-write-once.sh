@@ -15,16 +15,9 @@ secs=${1:-10}
 pairs=${2:-3}
 cases=${CASES:-"4194304:1 4194304:32 4096:1 4096:32"}
 bin=${QUARRY_BIN:-$(pwd)/target/release/quarry}
-work=$(mktemp -d /var/tmp/quarry-bench.XXXXXX)
-pid=""
-cleanup() { set +e; [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
-
-"$bin" up "$work/cluster" >"$work/up.log" 2>&1 &
-pid=$!
-for _ in $(seq 1 100); do grep -q '^ready' "$work/up.log" && break; sleep 0.2; done
-grep -q '^ready' "$work/up.log" || { cat "$work/up.log"; echo "cluster did not start" >&2; exit 1; }
-export CEPH_CONF=$work/cluster/ceph.conf
+. scripts/bench-lib.sh
+bench_start_cluster bench
+pid=${bench_pids[0]}
 echo "server pid $pid" >&2
 
 server_cpu() {
