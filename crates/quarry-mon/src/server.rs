@@ -349,6 +349,33 @@ impl Mon {
         from: Vec<OsdId>,
         to: Vec<OsdId>,
     ) -> Reply {
+        self.pg_report(session, id, up_from, pg, Op::PgRemapped { pg, from, to }, "remap").await
+    }
+
+    /// `Request::PgMerged`: from the target PG's acting primary, current incarnation only.
+    async fn pg_merged(
+        &self,
+        session: &Session,
+        id: OsdId,
+        up_from: u64,
+        target: PgId,
+        source: u32,
+    ) -> Reply {
+        let op = Op::PgMerged { target, source };
+        self.pg_report(session, id, up_from, target, op, "merge").await
+    }
+
+    /// Proposes `op`, a report about `pg` that only its acting primary's current incarnation
+    /// (osd `id` booted at `up_from`) may make; the outcome's text is logged.
+    async fn pg_report(
+        &self,
+        session: &Session,
+        id: OsdId,
+        up_from: u64,
+        pg: PgId,
+        op: Op,
+        what: &str,
+    ) -> Reply {
         if let Err(reply) = self.require_osd(session, id) {
             return reply;
         }
@@ -361,7 +388,7 @@ impl Mon {
             let message = format!("osd.{id} is not the primary of pg {pg}");
             return Reply::Failed { code: ErrorCode::ESTALE, message };
         }
-        match self.propose(Op::PgRemapped { pg, from, to }).await {
+        match self.propose(op).await {
             Ok(Outcome::Done(text)) => {
                 if !text.is_empty() {
                     tracing::info!(osd = id, "{text}");
@@ -369,42 +396,7 @@ impl Mon {
                 Reply::Ack
             }
             Ok(other) => {
-                failed(OpError::new(ErrorCode::EIO, format!("unexpected remap outcome {other:?}")))
-            }
-            Err(e) => failed(e),
-        }
-    }
-
-    /// `Request::PgMerged`: from the target PG's acting primary, current incarnation only.
-    async fn pg_merged(
-        &self,
-        session: &Session,
-        id: OsdId,
-        up_from: u64,
-        target: PgId,
-        source: u32,
-    ) -> Reply {
-        if let Err(reply) = self.require_osd(session, id) {
-            return reply;
-        }
-        let map = self.core.map();
-        if !map.osds.get(&id).is_some_and(|o| o.up && o.up_from == up_from) {
-            let message = format!("osd.{id} incarnation {up_from} is not up: boot again");
-            return Reply::Failed { code: ErrorCode::ENOENT, message };
-        }
-        if map.acting(target).first() != Some(&id) {
-            let message = format!("osd.{id} is not the primary of pg {target}");
-            return Reply::Failed { code: ErrorCode::ESTALE, message };
-        }
-        match self.propose(Op::PgMerged { target, source }).await {
-            Ok(Outcome::Done(text)) => {
-                if !text.is_empty() {
-                    tracing::info!(osd = id, "{text}");
-                }
-                Reply::Ack
-            }
-            Ok(other) => {
-                failed(OpError::new(ErrorCode::EIO, format!("unexpected merge outcome {other:?}")))
+                failed(OpError::new(ErrorCode::EIO, format!("unexpected {what} outcome {other:?}")))
             }
             Err(e) => failed(e),
         }
