@@ -20,11 +20,17 @@
 //! which campaigns.
 //!
 //! Leadership ([`tend_leadership`], every second): only the map's primary campaigns by
-//! itself. A leader that is not the map's primary (it won while the primary was down) stops
-//! sending heartbeats, so the voters' leader lease runs out and the primary, whose election
-//! timer fires, takes over; a voter of a PG that has had no leader for
-//! [`LEADERLESS_CAMPAIGN`] campaigns once (the primary's log may be behind another voter's,
-//! which then refuses it its vote).
+//! itself (its election timer). A leader that is not the map's primary (it won while the
+//! primary was down) stops sending heartbeats, so the voters' leader lease runs out and the
+//! primary, whose election timer fires, takes over. A voter that is not the primary, in a PG
+//! that has had no leader for [`LEADERLESS_CAMPAIGN`] plus a random part of it, campaigns
+//! once: the primary's log may be behind another voter's (an entry the old leader appended
+//! but could not replicate before the primary's campaign deposed it), and then only that
+//! voter can win. The primary itself never campaigns on this path: its campaign would take
+//! the same next term as the other voter's, so the two would refuse each other forever
+//! (seen: a merge stalled 180 s, both OSDs campaigning every 4 s, two seconds apart); its
+//! timer instead waits longer once it has seen a longer log (openraft's
+//! `smaller_log_timeout`), which leaves the other voter the time to win.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -37,7 +43,8 @@ use crate::router::Router;
 
 /// How long a learner may take to catch up before the move is given up (and retried).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
-/// A voter of a PG without a leader this long campaigns by itself.
+/// A voter (not the primary) of a PG without a leader this long, plus a random part of it
+/// (two such voters do not campaign in step), campaigns by itself.
 pub(crate) const LEADERLESS_CAMPAIGN: Duration = Duration::from_secs(4);
 
 /// Why a move stopped before its end (it is retried by the worker).
@@ -156,7 +163,7 @@ async fn wait_caught_up(
 }
 
 /// Keeps each group's leadership where the map's primary is (module docs). `leaderless`
-/// remembers since when each PG has had no leader.
+/// remembers, for each PG without a leader, when this OSD campaigns if it still has none.
 pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<PgId, Instant>) {
     let me = router.me();
     let map = router.map();
@@ -187,16 +194,55 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
         }
         group.raft.runtime_config().heartbeat(true);
         let led = leader.is_some_and(|l| alive(&l));
-        if led || !is_voter {
+        if !campaigns_when_leaderless(led, is_voter, primary == Some(me)) {
             leaderless.remove(&pg);
             continue;
         }
-        let since = *leaderless.entry(pg).or_insert(now);
-        if now.duration_since(since) >= LEADERLESS_CAMPAIGN {
+        let at = *leaderless.entry(pg).or_insert_with(|| now + leaderless_wait());
+        if now >= at {
             tracing::info!(%pg, "no leader for a while: campaigning");
             let _ = group.raft.trigger().elect().await;
-            leaderless.insert(pg, now);
+            leaderless.insert(pg, now + leaderless_wait());
         }
     }
     leaderless.retain(|pg, _| seen.contains(pg));
+}
+
+/// True if this OSD campaigns by itself for a PG it does not lead once the PG has been
+/// leaderless a while: only a voter, only while no live OSD leads, and never the map's
+/// primary (module docs: its campaigns would keep a voter with a longer log from winning).
+fn campaigns_when_leaderless(led: bool, is_voter: bool, is_primary: bool) -> bool {
+    !led && is_voter && !is_primary
+}
+
+/// How long a voter waits without a leader before it campaigns: [`LEADERLESS_CAMPAIGN`] and
+/// up to as much again at random.
+fn leaderless_wait() -> Duration {
+    use rand::Rng as _;
+    let base = LEADERLESS_CAMPAIGN.as_millis() as u64;
+    Duration::from_millis(base + rand::thread_rng().gen_range(0..=base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The primary never campaigns on the leaderless path (a primary with a shorter log
+    /// would otherwise take every term the voter that can win is about to take); any other
+    /// voter of a PG without a live leader does, learners and led PGs never.
+    #[test]
+    fn only_other_voters_campaign_when_leaderless() {
+        assert!(campaigns_when_leaderless(false, true, false));
+        assert!(!campaigns_when_leaderless(false, true, true), "the primary campaigned");
+        assert!(!campaigns_when_leaderless(true, true, false));
+        assert!(!campaigns_when_leaderless(false, false, false));
+    }
+
+    /// Two voters do not wait the same time: the wait is spread over [4 s, 8 s].
+    #[test]
+    fn leaderless_waits_are_spread() {
+        let waits: BTreeSet<Duration> = (0..64).map(|_| leaderless_wait()).collect();
+        assert!(waits.iter().all(|w| *w >= LEADERLESS_CAMPAIGN && *w <= 2 * LEADERLESS_CAMPAIGN));
+        assert!(waits.len() > 32, "{waits:?}");
+    }
 }
