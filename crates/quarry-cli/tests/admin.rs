@@ -231,10 +231,21 @@ fn scripts_parse_what_ceph_prints() {
     let json = |args: &[&str]| -> serde_json::Value {
         serde_json::from_slice(&ceph(&conf, args).ok(&args.join(" ")).stdout).unwrap()
     };
-    let stat = json(&["pg", "stat", "-f", "json"]);
-    let pgs = stat["num_pgs"].as_u64().unwrap();
+    // Right after `ready` a PG may still show `creating` for up to one beacon (the OSD's
+    // first beacon can be computed before its last PG's first entry is applied, and reach
+    // the monitor after `quarry up` listed every PG): wait for all of them to be clean.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (stat, pgs) = loop {
+        let stat = json(&["pg", "stat", "-f", "json"]);
+        let pgs = stat["num_pgs"].as_u64().unwrap();
+        let clean = serde_json::json!([{"name": "active+clean", "num": pgs}]);
+        if pgs > 0 && stat["num_pg_by_state"] == clean {
+            break (stat, pgs);
+        }
+        assert!(std::time::Instant::now() < deadline, "not all PGs active+clean in 30 s: {stat}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert!(pgs > 0, "{stat}");
-    assert_eq!(stat["num_pg_by_state"], serde_json::json!([{"name": "active+clean", "num": pgs}]));
     let listed = json(&["pg", "ls", "-f", "json"]);
     let listed = listed["pg_stats"].as_array().unwrap();
     assert_eq!(listed.len() as u64, pgs);
