@@ -186,7 +186,9 @@ impl WatchRegistry {
     }
 }
 
-/// Pings the watch `cookie` until it is gone or broken.
+/// Pings the watch `cookie` until it is gone or broken. Each ping names the object's PG in
+/// the newest map (a split or merge moves the object; the OSD keeps the watch, by pool and
+/// name, while it is the primary of the object's PG).
 async fn pinger(shared: Arc<Shared>, registry: Arc<WatchRegistry>, cookie: u64, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
@@ -199,8 +201,10 @@ async fn pinger(shared: Arc<Shared>, registry: Arc<WatchRegistry>, cookie: u64, 
                 return;
             };
             let Some(client) = slot.client.clone() else { return };
-            let epoch = shared.map().epoch;
-            (client, Request::WatchPing { pg: slot.pg, epoch, name: slot.name.clone(), cookie })
+            let map = shared.map();
+            let pg = crate::routing::pg_for(&map, slot.pool, &slot.name).unwrap_or(slot.pg);
+            let name = slot.name.clone();
+            (client, Request::WatchPing { pg, epoch: map.epoch, name, cookie })
         };
         let answer = tokio::time::timeout(PING_REPLY_TIMEOUT, client.call(request)).await;
         let mut slots = lock(&registry.slots);
@@ -208,7 +212,7 @@ async fn pinger(shared: Arc<Shared>, registry: Arc<WatchRegistry>, cookie: u64, 
         match answer {
             Ok(Ok(Reply::Ack)) => slot.last_confirmed = Instant::now(),
             Ok(Ok(Reply::Failed { code, .. })) => slot.break_with(code),
-            // Not the primary any more: the watch went with the PG.
+            // (From an OSD that routes pings like ops.) Not the primary any more.
             Ok(Ok(Reply::Retry { .. })) => slot.break_with(ErrorCode::ENOTCONN),
             Ok(Ok(other)) => {
                 tracing::warn!(reply = reply_kind(&other), "odd reply to a watch ping");
@@ -310,8 +314,10 @@ impl Rados {
         let Some(slot) = self.shared_arc().osds.watches.take(cookie) else {
             return Ok(());
         };
-        let make = |epoch| Request::Unwatch { pg: slot.pg, epoch, name: slot.name.clone(), cookie };
-        let told = tokio::time::timeout(PING_REPLY_TIMEOUT, self.pg_request_via(slot.pg, make));
+        // The object's PG now (a split or merge may have moved it and its watch).
+        let pg = crate::routing::pg_for(&self.map(), slot.pool, &slot.name).unwrap_or(slot.pg);
+        let make = |epoch| Request::Unwatch { pg, epoch, name: slot.name.clone(), cookie };
+        let told = tokio::time::timeout(PING_REPLY_TIMEOUT, self.pg_request_via(pg, make));
         match told.await {
             Ok(Ok((Reply::Ack, _))) => Ok(()),
             Ok(Ok((other, _))) => Err(failed(other, "Unwatch")),

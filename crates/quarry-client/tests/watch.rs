@@ -219,3 +219,58 @@ async fn a_watch_errors_when_its_pg_leaves_the_osd() {
     drop(rados);
     cluster.shutdown().await;
 }
+
+/// Goal: a watch stays with its object when the pool splits and when it merges back. On one
+/// OSD the object's new PG has the same primary, so the OSD keeps the watch, the watch's
+/// pings (which name the object's PG in the newest map) keep confirming it, and the same
+/// watch acks a notify after each change with no error in between. (Before, the OSD kept a
+/// watch under the PG it was made in: the first ping naming the new PG was refused, the
+/// watch broke with ENOTCONN, and a notify meanwhile waited for the broken watch until its
+/// timeout: the notifier saw ETIMEDOUT.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_stays_with_its_object_across_a_split_and_a_merge() {
+    let cluster = Cluster::builder().osds(1).start().await;
+    let (rados, notifier) = (cluster.admin().await, cluster.admin().await);
+    let create = MonCommand::PoolCreate { name: "moving".into(), pg_num: Some(4), size: Some(1) };
+    rados.command(create).await.unwrap();
+    let pool = rados.pool_id("moving").unwrap();
+    let moves = |n: &String| quarry_placement::pg_of(n, 4) != quarry_placement::pg_of(n, 8);
+    let name = (0..).map(|i| format!("obj{i}")).find(moves).unwrap();
+    io(&rados, pool).write_full(&name, Bytes::from_static(b"x")).await.unwrap();
+    // A 3 s timeout: pinged every second.
+    let mut watch = io(&rados, pool).watch(&name, Some(Duration::from_secs(3))).await.unwrap();
+    for (pg_num, when) in [(8u32, "after the split"), (4, "after the merges")] {
+        let (var, val) = ("pg_num".to_string(), pg_num.to_string());
+        rados.command(MonCommand::PoolSet { pool: "moving".into(), var, val }).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while [&rados, &notifier].iter().any(|r| r.map().pools[&pool].pg_num != pg_num) {
+            assert!(tokio::time::Instant::now() < deadline, "pg_num not {pg_num} in 60 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The object is served from its new PG; then the watch is pinged there.
+        io(&notifier, pool).write_full(&name, Bytes::from_static(b"y")).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let confirmed = rados.watch_check(watch.cookie());
+        assert!(
+            confirmed.as_ref().is_ok_and(|d| *d < Duration::from_secs(2)),
+            "{when}: {confirmed:?}"
+        );
+        let io_n = io(&notifier, pool);
+        let obj = name.clone();
+        let notify = tokio::spawn(async move {
+            io_n.notify(&obj, b"hello watchers", Some(Duration::from_secs(5))).await
+        });
+        match next(&mut watch).await {
+            WatchEvent::Notify { notify_id, .. } => {
+                rados.notify_ack(watch.cookie(), notify_id, b"here").await.unwrap()
+            }
+            other => panic!("{when}: {other:?} instead of the notify"),
+        }
+        let outcome = notify.await.unwrap().unwrap();
+        assert_eq!(outcome.acks.len(), 1, "{when}: {outcome:?}");
+        assert!(outcome.missed.is_empty(), "{when}: {outcome:?}");
+    }
+    drop(watch);
+    drop((rados, notifier));
+    cluster.shutdown().await;
+}

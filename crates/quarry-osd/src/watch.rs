@@ -8,8 +8,13 @@
 //!   alive; ENOTCONN when the OSD no longer holds it.
 //! - The reaper ([`run_reaper`], every [`REAP_INTERVAL`]) drops watches not pinged within
 //!   their timeout (ETIMEDOUT), whose client the newest map blocklists (ESHUTDOWN), and whose
-//!   PG this OSD is no longer primary of (ENOTCONN). The watcher is sent `Event::WatchError`
-//!   when its connection is still open.
+//!   object's PG this OSD is no longer primary of (ENOTCONN). The watcher is sent
+//!   `Event::WatchError` when its connection is still open.
+//! - Watches are kept by object (pool and name), not by PG: when a split or a merge moves an
+//!   object to another PG whose primary is this OSD too, its watches stay, and the pings,
+//!   notifies and unwatches that name the object's new PG find them (before, they were kept
+//!   under the old PG: a ping naming the new one was refused, the watcher re-watched, and a
+//!   notify meanwhile waited for the broken watch until it timed out).
 //! - A watch whose connection closed is *disconnected*, as in Ceph: it stays listed until its
 //!   timeout (a crashed client's watch shows in `list_watchers`, `rbd status`, for that long),
 //!   its pings are refused (ENOTCONN: the client watches again, and unwatches the old cookie
@@ -34,14 +39,16 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use quarry_auth::OsdAccess;
-use quarry_types::{ErrorCode, ObjectOp, OpReply, OsdId, PgId, OBJECT_NAME_LEN_MAX, SNAP_HEAD};
+use quarry_types::{
+    ErrorCode, ObjectOp, OpReply, OsdId, PgId, PoolId, OBJECT_NAME_LEN_MAX, SNAP_HEAD,
+};
 use quarry_wire::blocklist::{fencing_entry, EntityAddr};
 use quarry_wire::{
     ClusterMap, ConnContext, Event, EventSink, NotifyAckInfo, NotifyOutcome, Reply, Request,
     WatcherInfo,
 };
 
-use crate::op::check::fenced;
+use crate::op::check::{caps_allow, fenced, ticket_honoured};
 use crate::op::{admit, retry, store_failure};
 use crate::osd::Osd;
 use crate::pg::state_machine::blocking;
@@ -65,8 +72,8 @@ pub(crate) const NOTIFIES_MAX: usize = 10_000;
 
 /// A watch's identity: the watcher's global id and its cookie.
 type WatchKey = (u64, u64);
-/// An object: its PG and name.
-type ObjectKey = (PgId, String);
+/// An object: its pool and name (its PG changes when the pool splits or merges).
+type ObjectKey = (PoolId, String);
 
 struct Watcher {
     entity: String,
@@ -258,36 +265,15 @@ impl Watches {
 
     /// Drops the watches that must go (see the module docs); returns how many.
     fn reap(&self, map: &ClusterMap, me: OsdId, now: Instant, now_unix: u64) -> usize {
-        let mut state = lock(&self.state);
-        // Objects whose PG split: their watches follow them to the child PG when this OSD
-        // is its primary too (the child's acting set is the parent's at first), so a watcher
-        // keeps getting notifies across the split; otherwise they end below (ENOTCONN).
-        let split: Vec<(ObjectKey, ObjectKey)> = state
-            .objects
-            .keys()
-            .filter_map(|object| {
-                let pg_num = map.pools.get(&object.0.pool)?.pg_num;
-                let seed = quarry_placement::pg_of(&object.1, pg_num);
-                let child = PgId { pool: object.0.pool, seed };
-                (seed != object.0.seed && map.acting(child).first() == Some(&me))
-                    .then(|| (object.clone(), (child, object.1.clone())))
-            })
-            .collect();
-        for (from, to) in split {
-            if let Some(watchers) = state.objects.remove(&from) {
-                tracing::debug!(from = %from.0, to = %to.0, object = from.1, "watches follow a split");
-                for pending in state.notifies.values_mut() {
-                    if pending.object == from {
-                        pending.object = to.clone();
-                    }
-                }
-                state.objects.entry(to).or_default().extend(watchers);
-            }
-        }
+        let state = &mut *lock(&self.state);
         let mut doomed = Vec::new();
         for (object, watchers) in &state.objects {
-            let primary =
-                map.pools.contains_key(&object.0.pool) && map.acting(object.0).first() == Some(&me);
+            // The object's PG in the newest map (a split or merge may have moved it).
+            let pg = map.pools.get(&object.0).filter(|p| p.pg_num > 0).map(|p| PgId {
+                pool: object.0,
+                seed: quarry_placement::pg_of(&object.1, p.pg_num),
+            });
+            let primary = pg.is_some_and(|pg| map.acting(pg).first() == Some(&me));
             for (&key, w) in watchers {
                 let why = if !primary {
                     Why::NotPrimary
@@ -308,7 +294,14 @@ impl Watches {
             let Some(watcher) = state.remove(&object, key) else {
                 continue;
             };
-            tracing::debug!(pg = %object.0, object = object.1, global_id = key.0, cookie = key.1, ?why, "watch dropped");
+            tracing::debug!(
+                pool = object.0,
+                object = object.1,
+                global_id = key.0,
+                cookie = key.1,
+                ?why,
+                "watch dropped"
+            );
             if watcher.sink.is_closed() {
                 continue;
             }
@@ -403,20 +396,32 @@ pub(crate) async fn handle(osd: &Osd, ctx: &ConnContext<Session>, request: Reque
                 last_ping: Instant::now(),
             };
             tracing::debug!(%pg, object = name, global_id = gid, cookie, ?timeout, "watch");
-            match osd.watches.watch((pg, name), (gid, cookie), watcher) {
+            match osd.watches.watch((pg.pool, name), (gid, cookie), watcher) {
                 Ok(timeout_secs) => Reply::Watching { timeout_secs },
                 Err(code) => failed(code, "too many watches on this OSD"),
             }
         }
         Request::WatchPing { pg, epoch, name, cookie } => {
-            let (_, _) = match admit(osd, session, pg, epoch, OsdAccess::READ, &name).await {
-                Ok(found) => found,
-                Err(reply) => return reply,
-            };
-            if let Err(reply) = fenced(session, peer, &osd.router.map(), now_unix()) {
+            // Not routed like an op: a watch held here is valid (the reaper drops it once
+            // this OSD is not the primary of the object's PG in the newest map), and a PG
+            // in the middle of a split or merge (sealed, or not created yet) would answer
+            // "retry" to a watch that is fine. Caps and fencing still apply.
+            let _ = epoch;
+            let map = osd.router.map();
+            if let Err(reply) = ticket_honoured(session, &map, now_unix()) {
                 return reply;
             }
-            if osd.watches.ping(&(pg, name), (gid, cookie)) {
+            let Some(pool) = map.pools.get(&pg.pool) else {
+                return failed(ErrorCode::ENOTCONN, format!("no watch {cookie} here"));
+            };
+            let namespace = quarry_types::split_namespace(&name).0;
+            if let Err(reply) = caps_allow(session, &pool.name, namespace, OsdAccess::READ) {
+                return reply;
+            }
+            if let Err(reply) = fenced(session, peer, &map, now_unix()) {
+                return reply;
+            }
+            if osd.watches.ping(&(pg.pool, name), (gid, cookie)) {
                 Reply::Ack
             } else {
                 failed(ErrorCode::ENOTCONN, format!("no watch {cookie} here"))
@@ -426,7 +431,7 @@ pub(crate) async fn handle(osd: &Osd, ctx: &ConnContext<Session>, request: Reque
             // No admission beyond the session: removing one's own watch is always fine, and
             // a watch on a PG that moved is gone anyway.
             let _ = epoch;
-            osd.watches.unwatch(&(pg, name), (gid, cookie));
+            osd.watches.unwatch(&(pg.pool, name), (gid, cookie));
             Reply::Ack
         }
         Request::Notify { pg, epoch, name, payload, timeout_ms } => {
@@ -437,7 +442,7 @@ pub(crate) async fn handle(osd: &Osd, ctx: &ConnContext<Session>, request: Reque
                 0 => NOTIFY_TIMEOUT_DEFAULT,
                 ms => Duration::from_millis(ms).min(NOTIFY_TIMEOUT_MAX),
             };
-            let (notify_id, done) = match osd.watches.start_notify((pg, name), gid, payload) {
+            let (notify_id, done) = match osd.watches.start_notify((pg.pool, name), gid, payload) {
                 Ok(started) => started,
                 Err(code) => return failed(code, "too many notifies in flight on this OSD"),
             };
@@ -447,9 +452,7 @@ pub(crate) async fn handle(osd: &Osd, ctx: &ConnContext<Session>, request: Reque
             Reply::Notified(guard.finish())
         }
         Request::NotifyAck { notify_id, cookie, payload } => {
-            if let Err(reply) =
-                crate::op::check::ticket_honoured(session, &osd.router.map(), now_unix())
-            {
+            if let Err(reply) = ticket_honoured(session, &osd.router.map(), now_unix()) {
                 return reply;
             }
             osd.watches.ack(notify_id, (gid, cookie), payload);
@@ -459,7 +462,7 @@ pub(crate) async fn handle(osd: &Osd, ctx: &ConnContext<Session>, request: Reque
             if let Err(reply) = admit_object(osd, session, peer, pg, epoch, &name).await {
                 return reply;
             }
-            Reply::Watchers(osd.watches.list(&(pg, name)))
+            Reply::Watchers(osd.watches.list(&(pg.pool, name)))
         }
         _ => failed(ErrorCode::EOPNOTSUPP, "not a watch request"),
     }
