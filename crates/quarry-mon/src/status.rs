@@ -386,9 +386,13 @@ mod tests {
     #[test]
     fn health_lines() {
         let mut map = ClusterMap::default();
-        map.osds.insert(0, osd(0, true));
-        map.osds.insert(1, osd(1, true));
+        for id in 0..3 {
+            map.osds.insert(id, osd(id, true));
+        }
         map.pools.insert(1, pool(vec![vec![0, 1], vec![1, 0], vec![0]], 2));
+        let mut three = quarry_testkit::fixtures::pool_info(2, "three", 3, vec![vec![0, 2, 1]]);
+        three.min_size = 1;
+        map.pools.insert(2, three);
         assert_eq!(
             health(&map, &FullRatios::default()).1,
             vec!["Degraded data redundancy: 1 pgs undersized\n\
@@ -400,19 +404,23 @@ mod tests {
         assert_eq!(status, "HEALTH_WARN");
         // Each check names its items on the following lines (`ceph health detail`).
         assert_eq!(lines[0], "1 osds down\nosd.1 (root=default,host=host1) is down");
+        // 1.0 has one of its two voters up: no Raft majority, so no I/O, whatever min_size
+        // (1) says; 2.0 has two of three: it serves.
         assert_eq!(
             lines[1],
-            "Reduced data availability: 1 pgs inactive\npg 1.1 is down, acting [1,0]"
+            "Reduced data availability: 2 pgs inactive\n\
+             pg 1.0 is undersized+degraded+peered, acting [0,1]\n\
+             pg 1.1 is down, acting [1,0]"
         );
         assert_eq!(
             lines[2],
             "Degraded data redundancy: 1 pgs degraded, 1 pgs undersized\n\
-             pg 1.0 is active+undersized+degraded, acting [0,1]\n\
-             pg 1.2 is active+undersized+degraded, acting [0]"
+             pg 1.2 is active+undersized+degraded, acting [0]\n\
+             pg 2.0 is active+undersized+degraded, acting [0,2,1]"
         );
         let r = report(&map, vec!["a".into()], &FullRatios::default());
-        assert_eq!(r.pgs, (3, 2));
-        assert_eq!(r.osds, (2, 1, 2));
+        assert_eq!(r.pgs, (4, 2));
+        assert_eq!(r.osds, (3, 2, 3));
         map.pools.clear();
         map.osds.get_mut(&1).unwrap().up = true;
         assert_eq!(health(&map, &FullRatios::default()), ("HEALTH_OK".to_string(), Vec::new()));

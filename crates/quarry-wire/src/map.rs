@@ -289,12 +289,13 @@ impl ClusterMap {
     /// - `creating`: the acting primary's store holds no state of it yet
     ///   ([`PoolInfo::creating`]: a split's child before its parent applies the split), and
     ///   it is not one of a merge's pair (no I/O);
-    /// - `undersized+degraded+peered`: fewer voters up than `min_size`, and not a PG whose
-    ///   voters are all up moving to enough OSDs (no I/O);
+    /// - `undersized+degraded+peered`: fewer voters up than `min_size` or than a majority of
+    ///   its voters (its Raft group elects no leader without one), and not a PG whose voters
+    ///   are all up moving to enough OSDs (no I/O);
     /// - otherwise `active`, with `+undersized` (fewer voters up than the pool's size),
     ///   `+degraded` (undersized, or a voter down), `+remapped+backfilling` (its up set
     ///   differs: its primary is moving it), or `+clean` when none applies; `+premerge` for
-    ///   the two PGs of a merge under way ([`PoolInfo::merging`]).
+    ///   the two PGs of a merge under way ([`PoolInfo::merging`]), also after `peered`.
     pub fn pg_state(&self, pg: PgId) -> &'static str {
         let Some(pool) = self.pools.get(&pg.pool) else { return "unknown" };
         let up = |osd: &OsdId| self.osds.get(osd).is_some_and(|o| o.up);
@@ -315,8 +316,15 @@ impl ClusterMap {
         // A PG whose voters are all up and that moves to enough OSDs serves meanwhile (a
         // pool whose size grew: the OSDs allow it).
         let growing = remapped && live == acting.len() && self.up_set(pg).len() >= min_size;
-        if live < min_size && !growing {
-            return "undersized+degraded+peered";
+        // Its Raft group serves only with a majority of its voters (the acting set) up: a
+        // size-2 PG with one voter down serves nothing, whatever min_size says.
+        let majority = acting.len() / 2 + 1;
+        if live < min_size.max(majority) && !growing {
+            return if merging {
+                "undersized+degraded+peered+premerge"
+            } else {
+                "undersized+degraded+peered"
+            };
         }
         let undersized = live < pool.size as usize;
         let degraded = undersized || live < acting.len();

@@ -11,7 +11,8 @@
 //!   (`active+degraded`: a replica is down);
 //! - `+remapped+backfilling` added: its up set differs from its acting set, its primary is
 //!   moving it (new replicas catching up as Raft learners);
-//! - `undersized+degraded+peered`: fewer replicas than the pool's `min_size` (no I/O);
+//! - `undersized+degraded+peered`: fewer replicas up than the pool's `min_size` or than a
+//!   majority of its acting set (no I/O);
 //! - `down`: its primary is down, or it has no OSD at all (no I/O).
 //!
 //! The rows' `up` is Ceph's up set: where placement wants the PG (the monitor's), the
