@@ -7,9 +7,11 @@
 #   scripts/bench-vs-ceph.sh [SECONDS]     (default 10 s per case)
 #   CEPH_ANCHORS=DIR    where up.sh/down.sh and side-by-side-rados-bench.sh live
 #                       (default: ../shared/anchors next to this checkout)
-#   OSD_BLOCK_SIZE=12G  Ceph's block file, sparse (OSD_BLOCK_PREFILL=0: a prefilled 24G file
+#   OSD_BLOCK_SIZE=20G  Ceph's block file, sparse (OSD_BLOCK_PREFILL=0: a prefilled 24G file
 #                       took the disk Quarry's OSD needed, which then refused writes as full;
-#                       each case's objects are removed before the next)
+#                       each case's objects are removed before the next; with 12G, Ceph's
+#                       OSD aborted on ENOSPC in its 4 MiB QD32 case once: BlueStore had not
+#                       reused the space the earlier cases' removed objects freed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -26,7 +28,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-NUM_OSDS=1 POOL_SIZE=1 OSD_BLOCK_SIZE=${OSD_BLOCK_SIZE:-12G} OSD_BLOCK_PREFILL=${OSD_BLOCK_PREFILL:-0} \
+NUM_OSDS=1 POOL_SIZE=1 OSD_BLOCK_SIZE=${OSD_BLOCK_SIZE:-20G} OSD_BLOCK_PREFILL=${OSD_BLOCK_PREFILL:-0} \
   "$anchors/ceph/up.sh" "$work/ceph" >"$work/ceph-up.log" 2>&1 \
   || { tail -20 "$work/ceph-up.log"; echo "Ceph did not start" >&2; exit 1; }
 "$bin" up "$work/quarry" >"$work/up.log" 2>&1 &
