@@ -36,7 +36,11 @@ qpid=$!
 for _ in $(seq 1 100); do grep -q '^ready' "$work/up.log" && break; sleep 0.2; done
 grep -q '^ready' "$work/up.log" || { cat "$work/up.log"; echo "quarry up did not start" >&2; exit 1; }
 ceph_pids=$(cat "$work"/ceph/pids/*.pid | tr '\n' ' ')
+# Bounded: a `rados bench` against a daemon that died (Ceph's OSD aborted on ENOSPC once) waits
+# forever; 16 runs of $secs plus set-up and clean-up fit well within 30 x $secs + 300 s.
 CEPH_CONF_A=$work/ceph/ceph.conf CEPH_PIDS=$ceph_pids QUARRY_CONF=$work/quarry/ceph.conf \
-  QUARRY_PIDS=$qpid QUARRY_BIN=$bin "$anchors/side-by-side-rados-bench.sh" "$secs"
+  QUARRY_PIDS=$qpid QUARRY_BIN=$bin timeout $((secs * 30 + 300)) \
+  "$anchors/side-by-side-rados-bench.sh" "$secs" \
+  || { echo "the side-by-side run failed or took over $((secs * 30 + 300)) s" >&2; exit 1; }
 echo "Command: scripts/bench-vs-ceph.sh $secs (commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown));" \
   "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(df -T "$work" | awk 'NR==2{print $1 " (" $2 ")"}')."
