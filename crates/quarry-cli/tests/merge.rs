@@ -86,7 +86,7 @@ fn shrink_16_to_4_under_a_writer_then_an_osd_dies() {
     mkfifo.arg(&fifo);
     run_bounded(mkfifo, None, COMMAND_TIMEOUT).ok("mkfifo");
     let _hold = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
-    let watcher = spawn_watcher(&c.conf, &fifo, &watched);
+    let watcher = spawn_watcher(&c.conf, &fifo, &watched, "watcher");
     notify_reaches(&c, &watcher, &watched, 1, "before the merges");
 
     let writer = Writer::start(&c, tmp);
@@ -167,24 +167,7 @@ fn shrink_to_6_rbd_snapshot_and_refusals() {
     };
     // A second pool with an RBD image and a self-managed snapshot (rbd snap), then new data
     // in the image: the snapshot's clones merge with their objects.
-    c.ceph(&["osd", "pool", "create", "vm", "8"]).ok("pool create vm");
-    let rbd = |args: &[&str], input: Option<&[u8]>| {
-        let run = run_bounded(tool_cmd("rbd", Some(&c.conf), args), input, COMMAND_TIMEOUT);
-        run.ok(&format!("rbd {args:?}"))
-    };
-    rbd(&["pool", "init", "vm"], None);
-    let image = pattern(2 << 20, 77);
-    rbd(&["import", "-", "vm/img"], Some(&image));
-    rbd(&["snap", "create", "vm/img@s1"], None);
-    rbd(&["bench", "--io-type", "write", "--io-size", "4K", "--io-total", "256K", "vm/img"], None);
-    let export = |spec: &str| {
-        let file = tmp.join(format!("export-{}", spec.replace(['/', '@'], "-")));
-        let _ = std::fs::remove_file(&file);
-        rbd(&["export", spec, file.to_str().unwrap()], None);
-        std::fs::read(&file).unwrap()
-    };
-    let head = export("vm/img");
-    assert!(head != image, "rbd bench changed the image");
+    let img = VmImage::create(&c, tmp, 8);
 
     let refused = |args: &[&str], code: i32, message: &str| {
         let mut all = vec!["osd", "pool", "set", "rbd"];
@@ -221,8 +204,8 @@ fn shrink_to_6_rbd_snapshot_and_refusals() {
         let ok = vm.len() == 3 && vm.iter().all(|p| p.state == "active+clean");
         ok.then_some(()).ok_or_else(|| format!("{vm:?}"))
     });
-    assert!(export("vm/img@s1") == image, "the snapshot's data differs after the merges");
-    assert!(export("vm/img") == head, "the image differs after the merges");
+    assert!(img.export("vm/img@s1") == img.image, "the snapshot's data differs after the merges");
+    assert!(img.export("vm/img") == img.head, "the image differs after the merges");
     let set = c.ceph(&["osd", "pool", "set", "rbd", "pg_num", "8"]).ok("grow again");
     assert_eq!(set.stderr.trim(), "set pool 1 pg_num to 8");
     wait_clean(&c, 8, 1, Duration::from_secs(90));

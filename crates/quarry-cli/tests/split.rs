@@ -57,7 +57,7 @@ fn grow_4_to_16_under_a_writer_then_an_osd_dies() {
     mkfifo.arg(&fifo);
     run_bounded(mkfifo, None, COMMAND_TIMEOUT).ok("mkfifo");
     let _hold = std::fs::OpenOptions::new().read(true).write(true).open(&fifo).unwrap();
-    let watcher = spawn_watcher(&c.conf, &fifo, &watched);
+    let watcher = spawn_watcher(&c.conf, &fifo, &watched, "watcher");
     notify_reaches(&c, &watcher, &watched, 1, "before the split");
 
     let writer = Writer::start(&c, tmp);
@@ -140,24 +140,7 @@ fn non_power_of_two_steps_and_refusals() {
     }
     // A second pool with an RBD image and a self-managed snapshot (rbd snap), then new data
     // in the image: the snapshot's clones split with their objects.
-    c.ceph(&["osd", "pool", "create", "vm", "4"]).ok("pool create vm");
-    let rbd = |args: &[&str], input: Option<&[u8]>| {
-        let run = run_bounded(tool_cmd("rbd", Some(&c.conf), args), input, COMMAND_TIMEOUT);
-        run.ok(&format!("rbd {args:?}"))
-    };
-    rbd(&["pool", "init", "vm"], None);
-    let image = pattern(2 << 20, 77);
-    rbd(&["import", "-", "vm/img"], Some(&image));
-    rbd(&["snap", "create", "vm/img@s1"], None);
-    rbd(&["bench", "--io-type", "write", "--io-size", "4K", "--io-total", "256K", "vm/img"], None);
-    let export = |spec: &str| {
-        let file = tmp.join(format!("export-{}", spec.replace(['/', '@'], "-")));
-        let _ = std::fs::remove_file(&file);
-        rbd(&["export", spec, file.to_str().unwrap()], None);
-        std::fs::read(&file).unwrap()
-    };
-    let head = export("vm/img");
-    assert!(head != image, "rbd bench changed the image");
+    let img = VmImage::create(&c, tmp, 4);
     let names = |extra: &[String]| {
         let mut all: Vec<String> = objects.iter().map(|(n, _)| n.clone()).collect();
         all.extend(extra.iter().cloned());
@@ -180,8 +163,8 @@ fn non_power_of_two_steps_and_refusals() {
     assert_eq!(listed(&c), names(&extra));
     let set = c.ceph(&["osd", "pool", "set", "vm", "pg_num", "16"]).ok("pool set vm pg_num");
     assert_eq!(set.stderr.trim(), "set pool 2 pg_num to 16");
-    assert!(export("vm/img@s1") == image, "the snapshot's data differs after the split");
-    assert!(export("vm/img") == head, "the image differs after the split");
+    assert!(img.export("vm/img@s1") == img.image, "the snapshot's data differs after the split");
+    assert!(img.export("vm/img") == img.head, "the image differs after the split");
 
     let refused = |args: &[&str], code: i32, message: &str| {
         let mut all = vec!["osd", "pool", "set", "rbd"];

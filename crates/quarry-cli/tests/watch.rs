@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::workload::{spawn_watcher, wait_lines};
 use common::*;
 
 fn rados(conf: &Path, args: &[&str]) -> Run {
@@ -16,29 +17,6 @@ fn rados(conf: &Path, args: &[&str]) -> Run {
 
 fn ceph(conf: &Path, args: &[&str]) -> Run {
     run_bounded(tool_cmd("ceph", Some(conf), args), None, COMMAND_TIMEOUT)
-}
-
-/// `rados -p rbd watch OBJ` with stdin held open (a fifo the test keeps open: `rados watch`
-/// exits at EOF, as Ceph's does), waiting until it watches.
-fn spawn_watcher(conf: &Path, fifo: &Path, obj: &str, name: &str) -> Daemon {
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg("exec \"$0\" rados -p rbd watch \"$1\" < \"$2\"")
-        .arg(quarry())
-        .arg(obj)
-        .arg(fifo)
-        .env("CEPH_CONF", conf);
-    let d = Daemon::spawn(name, cmd);
-    wait_for(&d, "press enter to exit...");
-    d
-}
-
-fn wait_for(d: &Daemon, line: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !d.stdout.lock().unwrap().iter().any(|l| l.starts_with(line)) {
-        assert!(Instant::now() < deadline, "no '{line}' from {}\n{}", d.name, d.logs());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `(address, gid, cookie)` of each `watcher=ADDR client.GID cookie=C` line.
@@ -116,7 +94,7 @@ fn rados_watch_notify_listwatchers_and_a_killed_watcher_times_out() {
     want.sort();
     assert_eq!(replies, want, "{out}");
     for d in [&stays, &victim] {
-        wait_for(d, "NOTIFY cookie ");
+        wait_lines(d, "NOTIFY cookie ", 1);
         let lines = d.stdout.lock().unwrap().clone();
         let at = lines.iter().position(|l| l.starts_with("NOTIFY cookie ")).unwrap();
         assert!(lines[at].contains(" notify_id ") && lines[at].contains(" from "), "{lines:?}");

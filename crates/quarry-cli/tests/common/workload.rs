@@ -1,6 +1,7 @@
 //! The workload of the tests that move data between PGs (split, merge, rebalance): objects
 //! of every size with omap, xattrs and a pool snapshot written before, checked after; a
-//! writer and a lister running meanwhile; a watcher on one object.
+//! writer and a lister running meanwhile; a watcher on one object; an RBD image with a
+//! snapshot in a second pool.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -38,9 +39,9 @@ pub fn listed(c: &Cluster) -> Vec<String> {
     names
 }
 
-/// `rados -p rbd watch OBJ` with stdin held open by the caller's fifo, waiting until it
-/// watches.
-pub fn spawn_watcher(conf: &Path, fifo: &Path, obj: &str) -> Daemon {
+/// `rados -p rbd watch OBJ` with stdin held open by the caller's fifo (a fifo the test keeps
+/// open: `rados watch` exits at EOF, as Ceph's does), named `name`, waiting until it watches.
+pub fn spawn_watcher(conf: &Path, fifo: &Path, obj: &str, name: &str) -> Daemon {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg("exec \"$0\" rados -p rbd watch \"$1\" < \"$2\"")
@@ -48,7 +49,7 @@ pub fn spawn_watcher(conf: &Path, fifo: &Path, obj: &str) -> Daemon {
         .arg(obj)
         .arg(fifo)
         .env("CEPH_CONF", conf);
-    let d = Daemon::spawn("watcher", cmd);
+    let d = Daemon::spawn(name, cmd);
     wait_lines(&d, "press enter to exit...", 1);
     d
 }
@@ -240,5 +241,43 @@ pub fn assert_no_pg_at_or_above(dir: &Path, osds: u32, pg_num: u32) {
             .filter(|pg| pg.pool == 1 && pg.seed >= pg_num)
             .collect();
         assert!(stale.is_empty(), "osd.{osd} still holds {stale:?}");
+    }
+}
+
+/// Pool `vm` (`pg_num` PGs) with an RBD image `vm/img`: 2 MiB imported (`image`), its
+/// self-managed snapshot `s1`, then 256 KiB of 4 KiB writes (`rbd bench`; `head` is the image
+/// after them), so the snapshot's clones move with their objects when the pool's PGs change.
+pub struct VmImage<'a> {
+    c: &'a Cluster,
+    tmp: &'a Path,
+    pub image: Vec<u8>,
+    pub head: Vec<u8>,
+}
+
+impl<'a> VmImage<'a> {
+    pub fn create(c: &'a Cluster, tmp: &'a Path, pg_num: u32) -> VmImage<'a> {
+        c.ceph(&["osd", "pool", "create", "vm", &pg_num.to_string()]).ok("pool create vm");
+        let mut img = VmImage { c, tmp, image: pattern(2 << 20, 77), head: Vec::new() };
+        img.rbd(&["pool", "init", "vm"], None);
+        img.rbd(&["import", "-", "vm/img"], Some(&img.image));
+        img.rbd(&["snap", "create", "vm/img@s1"], None);
+        let bench = ["bench", "--io-type", "write", "--io-size", "4K", "--io-total", "256K"];
+        img.rbd(&[&bench[..], &["vm/img"]].concat(), None);
+        img.head = img.export("vm/img");
+        assert!(img.head != img.image, "rbd bench changed the image");
+        img
+    }
+
+    fn rbd(&self, args: &[&str], input: Option<&[u8]>) {
+        let run = run_bounded(tool_cmd("rbd", Some(&self.c.conf), args), input, COMMAND_TIMEOUT);
+        run.ok(&format!("rbd {args:?}"));
+    }
+
+    /// `rbd export SPEC` (the image or `IMAGE@SNAP`), read back.
+    pub fn export(&self, spec: &str) -> Vec<u8> {
+        let file = self.tmp.join(format!("export-{}", spec.replace(['/', '@'], "-")));
+        let _ = std::fs::remove_file(&file);
+        self.rbd(&["export", spec, file.to_str().unwrap()], None);
+        std::fs::read(&file).unwrap()
     }
 }

@@ -355,23 +355,37 @@ impl PgStateMachine {
         let parent_state = self.state.encode();
         let seeds: Vec<u32> = children.iter().map(|c| c.0).collect();
         let target = move |name: &str| quarry_placement::pg_of(name, to);
-        let split = blocking(move || store.split_pg(pg, &target, &parent_state, &children)).await;
-        match split {
+        let split = move || store.split_pg(pg, &target, &parent_state, &children);
+        let stats = self.restructure("split", to, split).await?;
+        tracing::info!(%pg, from, to, children = ?seeds, objects = stats.objects,
+            bytes = stats.bytes, "pg split: objects moved to the children");
+        Ok(OpReply::Ok(Vec::new()))
+    }
+
+    /// Runs a store change of this PG's layout that records `pg_num` (`what`: a split or a
+    /// merge). A failure stops the PG (damaged data is reported for repair first); success
+    /// publishes the count and wakes the router (it starts split children and removes a
+    /// merged source).
+    async fn restructure<T: Send + 'static>(
+        &mut self,
+        what: &'static str,
+        pg_num: u32,
+        job: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+    ) -> SmResult<T> {
+        match blocking(job).await {
             Ok(stats) => {
-                tracing::info!(%pg, from, to, children = ?seeds, objects = stats.objects,
-                    bytes = stats.bytes, "pg split: objects moved to the children");
+                self.pg_num.store(pg_num, Ordering::Release);
+                self.durability.note_apply();
+                self.split_applied.notify_one();
+                Ok(stats)
             }
             Err(e) => {
-                if !self.stop_if_damaged(&e, "split").await {
-                    tracing::error!(%pg, error = %e, "pg split failed: stopping the pg");
+                if !self.stop_if_damaged(&e, what).await {
+                    tracing::error!(pg = %self.pg, error = %e, "pg {what} failed: stopping the pg");
                 }
-                return Err(sm_write_error(&e));
+                Err(sm_write_error(&e))
             }
         }
-        self.pg_num.store(to, Ordering::Release);
-        self.durability.note_apply();
-        self.split_applied.notify_one();
-        Ok(OpReply::Ok(Vec::new()))
     }
 
     /// Applies one `TrimSnap` step with the current state (which names its entry).
@@ -481,22 +495,12 @@ impl PgStateMachine {
         self.state.pg_num = source;
         let state = self.state.encode();
         let store = self.store.clone();
-        match blocking(move || store.merge_pg(source_pg, pg, &state)).await {
-            Ok(stats) => {
-                tracing::info!(%pg, source = %source_pg, objects = stats.objects,
-                    bytes = stats.bytes, "pg merge: objects moved from the source");
-            }
-            Err(e) => {
-                if !self.stop_if_damaged(&e, "merge").await {
-                    tracing::error!(%pg, error = %e, "pg merge failed: stopping the pg");
-                }
-                return Err(sm_write_error(&e));
-            }
-        }
-        self.pg_num.store(source, Ordering::Release);
-        self.durability.note_apply();
-        // The router stops the source's group and the primary reports (`super::merge`).
-        self.split_applied.notify_one();
+        // Then the router stops the source's group and the primary reports (`super::merge`).
+        let stats = self
+            .restructure("merge", source, move || store.merge_pg(source_pg, pg, &state))
+            .await?;
+        tracing::info!(%pg, source = %source_pg, objects = stats.objects,
+            bytes = stats.bytes, "pg merge: objects moved from the source");
         Ok(OpReply::Ok(Vec::new()))
     }
 
