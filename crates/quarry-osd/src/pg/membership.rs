@@ -20,17 +20,17 @@
 //! which campaigns.
 //!
 //! Leadership ([`tend_leadership`], every second): only the map's primary campaigns by
-//! itself. A leader that is not the map's primary (it won while the primary was down) stops
-//! sending heartbeats, so the voters' leader lease runs out and the primary, whose election
-//! timer fires, takes over. A voter of a PG that has had no leader for [`LEADERLESS_CAMPAIGN`]
-//! campaigns (the primary's log may be behind another voter's, which then refuses it its
-//! vote: an entry the old leader appended but could not replicate before the primary's
-//! campaign deposed it). A voter that is not the primary waits a random part of that again
-//! (no two campaign in step), and campaigns a second time [`SECOND_CAMPAIGN_AFTER`] later if
-//! its first was refused by a higher vote: openraft adopts that vote, so the second asks for
-//! a term above the primary's. Without it the two refused each other forever: each of the
-//! other voter's campaigns took the term the primary had just taken (seen: a merge stalled
-//! 180 s, both OSDs campaigning every 4 s, two seconds apart).
+//! itself (its election timer). A leader that is not the map's primary (it won while the
+//! primary was down) stops sending heartbeats, so the voters' leader lease runs out and the
+//! primary, whose election timer fires, takes over. A voter that is not the primary, in a PG
+//! that has had no leader for [`LEADERLESS_CAMPAIGN`] plus a random part of it, campaigns
+//! once: the primary's log may be behind another voter's (an entry the old leader appended
+//! but could not replicate before the primary's campaign deposed it), and then only that
+//! voter can win. The primary itself never campaigns on this path: its campaign would take
+//! the same next term as the other voter's, so the two would refuse each other forever
+//! (seen: a merge stalled 180 s, both OSDs campaigning every 4 s, two seconds apart); its
+//! timer instead waits longer once it has seen a longer log (openraft's
+//! `smaller_log_timeout`), which leaves the other voter the time to win.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -43,12 +43,9 @@ use crate::router::Router;
 
 /// How long a learner may take to catch up before the move is given up (and retried).
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
-/// A voter of a PG without a leader this long campaigns by itself (one that is not the
-/// primary: plus a random part of it).
+/// A voter (not the primary) of a PG without a leader this long, plus a random part of it
+/// (two such voters do not campaign in step), campaigns by itself.
 pub(crate) const LEADERLESS_CAMPAIGN: Duration = Duration::from_secs(4);
-/// When a voter that is not the primary campaigns again if its campaign was refused by a
-/// higher vote (module docs).
-const SECOND_CAMPAIGN_AFTER: Duration = Duration::from_millis(300);
 
 /// Why a move stopped before its end (it is retried by the worker).
 #[derive(Debug, thiserror::Error)]
@@ -197,59 +194,54 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
         }
         group.raft.runtime_config().heartbeat(true);
         let led = leader.is_some_and(|l| alive(&l));
-        if led || !is_voter {
+        if !campaigns_when_leaderless(led, is_voter, primary == Some(me)) {
             leaderless.remove(&pg);
             continue;
         }
-        let is_primary = primary == Some(me);
-        let at = *leaderless.entry(pg).or_insert_with(|| now + leaderless_wait(is_primary));
+        let at = *leaderless.entry(pg).or_insert_with(|| now + leaderless_wait());
         if now >= at {
             tracing::info!(%pg, "no leader for a while: campaigning");
             let _ = group.raft.trigger().elect().await;
-            if !is_primary {
-                tokio::spawn(campaign_again_if_outvoted(group.clone(), me));
-            }
-            leaderless.insert(pg, now + leaderless_wait(is_primary));
+            leaderless.insert(pg, now + leaderless_wait());
         }
     }
     leaderless.retain(|pg, _| seen.contains(pg));
 }
 
-/// How long a voter waits without a leader before it campaigns: [`LEADERLESS_CAMPAIGN`], and
-/// for one that is not the primary up to as much again at random.
-fn leaderless_wait(is_primary: bool) -> Duration {
-    use rand::Rng as _;
-    let base = LEADERLESS_CAMPAIGN.as_millis() as u64;
-    let spread = if is_primary { 0 } else { rand::thread_rng().gen_range(0..=base) };
-    Duration::from_millis(base + spread)
+/// True if this OSD campaigns by itself for a PG it does not lead once the PG has been
+/// leaderless a while: only a voter, only while no live OSD leads, and never the map's
+/// primary (module docs: its campaigns would keep a voter with a longer log from winning).
+fn campaigns_when_leaderless(led: bool, is_voter: bool, is_primary: bool) -> bool {
+    !led && is_voter && !is_primary
 }
 
-/// The second campaign of a voter that is not the primary (module docs): if, after
-/// [`SECOND_CAMPAIGN_AFTER`], there is still no leader and this OSD's vote is for another
-/// (a refusal's higher vote, adopted), it campaigns again, above that vote.
-async fn campaign_again_if_outvoted(group: std::sync::Arc<crate::pg::PgGroup>, me: OsdId) {
-    tokio::time::sleep(SECOND_CAMPAIGN_AFTER).await;
-    let outvoted = {
-        let metrics = group.raft.metrics();
-        let m = metrics.borrow();
-        m.current_leader.is_none() && m.vote.leader_id().voted_for().is_some_and(|v| v != me)
-    };
-    if outvoted {
-        tracing::info!(pg = %group.pg, "campaign refused by a higher vote: campaigning again");
-        let _ = group.raft.trigger().elect().await;
-    }
+/// How long a voter waits without a leader before it campaigns: [`LEADERLESS_CAMPAIGN`] and
+/// up to as much again at random.
+fn leaderless_wait() -> Duration {
+    use rand::Rng as _;
+    let base = LEADERLESS_CAMPAIGN.as_millis() as u64;
+    Duration::from_millis(base + rand::thread_rng().gen_range(0..=base))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The primary campaigns after exactly [`LEADERLESS_CAMPAIGN`]; other voters wait
-    /// between that and twice that, not all the same time.
+    /// The primary never campaigns on the leaderless path (a primary with a shorter log
+    /// would otherwise take every term the voter that can win is about to take); any other
+    /// voter of a PG without a live leader does, learners and led PGs never.
     #[test]
-    fn leaderless_waits_are_spread_except_the_primarys() {
-        assert_eq!(leaderless_wait(true), LEADERLESS_CAMPAIGN);
-        let waits: BTreeSet<Duration> = (0..64).map(|_| leaderless_wait(false)).collect();
+    fn only_other_voters_campaign_when_leaderless() {
+        assert!(campaigns_when_leaderless(false, true, false));
+        assert!(!campaigns_when_leaderless(false, true, true), "the primary campaigned");
+        assert!(!campaigns_when_leaderless(true, true, false));
+        assert!(!campaigns_when_leaderless(false, false, false));
+    }
+
+    /// Two voters do not wait the same time: the wait is spread over [4 s, 8 s].
+    #[test]
+    fn leaderless_waits_are_spread() {
+        let waits: BTreeSet<Duration> = (0..64).map(|_| leaderless_wait()).collect();
         assert!(waits.iter().all(|w| *w >= LEADERLESS_CAMPAIGN && *w <= 2 * LEADERLESS_CAMPAIGN));
         assert!(waits.len() > 32, "{waits:?}");
     }
