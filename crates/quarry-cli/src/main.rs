@@ -131,16 +131,17 @@ fn effective_args(argv: Vec<OsString>, ceph_args: Vec<String>) -> Vec<OsString> 
     out
 }
 
-/// For the Ceph tools: takes Ceph's generic `--OPTION VALUE` config options out of the
-/// arguments (`quarry_conf::extract_config_args`), keeping every long option the tool's own
-/// parser defines; `rados --version` / `rbd --version` print the version as Ceph's do.
+/// For the Ceph tools and `quarry up`: takes Ceph's generic `--OPTION VALUE` config options
+/// out of the arguments (`quarry_conf::extract_config_args`), keeping every long option the
+/// command's own parser defines; `rados --version` / `rbd --version` print the version as
+/// Ceph's do.
 fn config_args(args: Vec<OsString>) -> (Vec<OsString>, Vec<(String, String)>) {
     let tool = args.get(1).and_then(|t| t.to_str()).unwrap_or_default().to_string();
-    if !TOOLS.contains(&tool.as_str()) {
+    if !TOOLS.contains(&tool.as_str()) && tool != "up" {
         return (args, Vec::new());
     }
     let version = args.iter().skip(2).take_while(|a| *a != "--").any(|a| a == "--version");
-    if version && tool != "ceph" {
+    if version && tool != "ceph" && tool != "up" {
         println!("{}", quarry_client::admin::version_string());
         std::process::exit(0);
     }
@@ -260,6 +261,7 @@ fn main() -> ExitCode {
         Command::Ceph(a) => a.common.config_overrides = overrides,
         Command::Rados(a) => a.common.config_overrides = overrides,
         Command::Rbd(a) => a.common.config_overrides = overrides,
+        Command::Up(a) => a.config_overrides = overrides,
         _ => {}
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

@@ -18,7 +18,9 @@
 //! stderr keeping warnings and errors: see `logging` for the options read.
 //!
 //! The daemons read their settings from `DIR/ceph.conf` as separate daemons do
-//! (`MonConfig::from_conf`, `OsdConfig::from_conf`; each OSD's key from `DIR/osd.N/keyring`);
+//! (`MonConfig::from_conf`, `OsdConfig::from_conf`; each OSD's key from `DIR/osd.N/keyring`),
+//! with Ceph's generic `--NAME VALUE` options of the command line over it (as `ceph-osd`
+//! takes them: `quarry up DIR --mon_osd_nearfull_ratio 0.9`; for this run only);
 //! problems in the file are logged as warnings at start, bad values stop the start.
 //! The daemons share the process's file descriptors: each keeps its own connection budget
 //! (`ms_max_connections`, ...), and their connections are counted together against the
@@ -65,6 +67,20 @@ pub struct UpArgs {
     /// Log file (default: DIR/ceph.conf's log_file, else DIR/log/quarry-up.log).
     #[arg(long = "log-file", value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Config options given as `--NAME VALUE` / `--NAME=VALUE` (Ceph's generic form, as its
+    /// daemons take them: `--mon_osd_nearfull_ratio 0.9`), taken out of the arguments before
+    /// parsing (main's `config_args`): they override `DIR/ceph.conf` for this run only.
+    #[arg(skip)]
+    pub config_overrides: Vec<(String, String)>,
+}
+
+/// `DIR/ceph.conf` with the command line's config options applied over it.
+fn load_conf(path: &Path, overrides: &[(String, String)]) -> anyhow::Result<Conf> {
+    let mut conf = Conf::from_file(path).with_context(|| format!("loading {}", path.display()))?;
+    for (key, value) in overrides {
+        conf.set_override(key, value).with_context(|| format!("option --{key} {value}"))?;
+    }
+    Ok(conf)
 }
 
 /// Writes `DIR/env` and the `DIR/bin` links, each only if it is missing or differs (so a
@@ -173,11 +189,11 @@ impl Daemons {
 async fn start_daemons(
     dir: &Path,
     spec: &ClusterSpec,
+    overrides: &[(String, String)],
     daemons: &mut Daemons,
 ) -> anyhow::Result<()> {
     let conf_path = dir.join(CONF_FILE);
-    let conf =
-        Conf::from_file(&conf_path).with_context(|| format!("loading {}", conf_path.display()))?;
+    let conf = load_conf(&conf_path, overrides)?;
     daemon::log_conf_problems(&conf);
     let host = quarry_conf::local_hostname();
     let mon_args = CommonArgs { id: Some("a".into()), ..CommonArgs::default() };
@@ -304,7 +320,7 @@ fn banner(dir: &Path, spec: &ClusterSpec, fresh: bool) {
 /// Sets up logging from `DIR/ceph.conf` (if it is there and parses; a bad file is reported
 /// when the daemons read it) and `--log-file`.
 fn init_logging(dir: &Path, args: &UpArgs) {
-    let conf = Conf::from_file(&dir.join(CONF_FILE)).unwrap_or_default();
+    let conf = load_conf(&dir.join(CONF_FILE), &args.config_overrides).unwrap_or_default();
     LogSetup::up(&conf, dir, args.log_file.as_deref()).init().open();
     // `ceph tell osd.N`: the options as osd.0 reads them; the levels are the process's.
     let osd = quarry_types::EntityName { kind: quarry_types::EntityType::Osd, id: "0".into() };
@@ -339,7 +355,7 @@ pub async fn run(args: UpArgs) -> Result<(), CliError> {
     let mut daemons = Daemons { mon: None, osds: Vec::new() };
     let started = tokio::select! {
         r = async {
-            start_daemons(&dir, &spec, &mut daemons).await?;
+            start_daemons(&dir, &spec, &args.config_overrides, &mut daemons).await?;
             wait_ready(&spec).await
         } => Ok(r),
         sig = signals.recv() => {

@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// `quarry up DIR --osds 1` with Ceph's default full ratios: what these tests test (the other
+/// tests raise them: their data shares the host's disk).
+fn up_default_ratios(dir: &Path) -> quarry_testkit::process::Daemon {
+    quarry_testkit::process::up_with_args(&quarry(), dir, 1, &[])
+}
+
 const MIB: usize = 1 << 20;
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -154,7 +160,7 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_after_removes() {
     let scratch = tempfile::tempdir().unwrap();
     let dir = disk.path.join("cluster");
     let conf = dir.join("ceph.conf");
-    let mut cluster = up(&dir, 1);
+    let mut cluster = up_default_ratios(&dir);
 
     let mut acknowledged = fill(&conf, scratch.path(), 0);
     assert!(acknowledged.len() > 100, "only {} objects fit", acknowledged.len());
@@ -168,7 +174,7 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_after_removes() {
     assert!(cluster.terminate().success(), "quarry up did not stop cleanly");
     let filler = disk.path.join("filler");
     fill_to_the_last_byte(&filler);
-    let mut cluster = up(&dir, 1);
+    let mut cluster = up_default_ratios(&dir);
     check_objects(&conf, &acknowledged[..10]);
     let refused = put(&conf, scratch.path(), "late", &object(9999));
     assert!(refused.stderr.contains("(28) No space left on device"), "{}", refused.stderr);
@@ -224,7 +230,7 @@ fn a_full_disk_refuses_writes_cleanly_and_recovers_after_removes() {
     // every acknowledged object is intact after it, and the disk did not fill up.
     assert!(cluster.terminate().success(), "quarry up did not stop cleanly");
     let raw_before = fs_used(&disk.path);
-    let mut cluster = up(&dir, 1);
+    let mut cluster = up_default_ratios(&dir);
     let raw_after = fs_used(&disk.path);
     eprintln!("disk used before/after the restart: {raw_before} / {raw_after} bytes");
     assert!(raw_after < raw_before + (4 << 20), "{raw_before} -> {raw_after} bytes");

@@ -239,3 +239,27 @@ fn quarry_up_says_when_its_start_failed() {
     let log = std::fs::read_to_string(dir.join("log").join("quarry-up.log")).unwrap();
     assert!(log.contains("start-up failed: starting the monitor"), "{log}");
 }
+
+/// Ceph's generic `--NAME VALUE` options on `quarry up`'s command line are checked like
+/// ceph.conf's: a bad value stops the start, saying which option and why.
+#[test]
+fn quarry_up_refuses_a_bad_option_value() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("c");
+    let mut cmd = Command::new(quarry());
+    cmd.arg("up").arg(&dir).args(["--mon_osd_full_ratio", "2"]).env_remove("RUST_LOG");
+    let r = run_bounded(cmd, None, COMMAND_TIMEOUT);
+    assert_eq!(r.code(), 1, "{}", r.stderr);
+    let last = r.stderr.lines().last().unwrap_or_default().to_string();
+    assert!(
+        last.starts_with("quarry up: stopped: start-up failed: ")
+            && last.ends_with(
+                "invalid value '2' for option 'mon_osd_full_ratio' (override): \
+                 expected a number in (0, 1]"
+            )
+            && last.matches("invalid value").count() == 1,
+        "{}",
+        r.stderr
+    );
+    assert!(!r.out().contains("ready"), "{}", r.out());
+}

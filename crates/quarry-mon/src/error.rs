@@ -59,7 +59,7 @@ pub enum MonError {
     },
     /// ceph.conf or the command line has a value the monitor cannot use (the message names
     /// the option, the value and the line).
-    #[error("{0}")]
+    #[error(transparent)]
     Conf(#[from] quarry_conf::ConfError),
     /// The configuration is unusable.
     #[error("invalid monitor config: {reason}")]

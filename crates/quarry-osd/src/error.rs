@@ -21,7 +21,7 @@ pub enum OsdError {
     },
     /// ceph.conf or the command line has a value the OSD cannot use (the message names the
     /// option, the value and the line).
-    #[error("{0}")]
+    #[error(transparent)]
     Conf(#[from] quarry_conf::ConfError),
     /// The configuration is unusable (no id, no monitor, no key...).
     #[error("{reason}")]

@@ -40,7 +40,7 @@ pub fn osd_config_from_env() -> Option<OsdConfig> {
         mon_addrs: var(MONS).split(',').map(|a| a.parse().expect("monitor address")).collect(),
         key: CryptoKey::from_base64(&var(KEY)).expect("OSD key"),
         host: var(HOST),
-        full_ratios: Default::default(),
+        full_ratios: crate::HOST_DISK_RATIOS,
         limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
         max_backfills: 1,
         raft_heartbeat: quarry_osd::DEFAULT_RAFT_HEARTBEAT,

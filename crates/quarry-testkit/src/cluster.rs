@@ -146,6 +146,7 @@ impl Builder {
         }
         let mut mon_cfg = MonConfig::new("a", dir.path().join("mon"), spec.mon_addr);
         mon_cfg.bootstrap = Some(bootstrap);
+        mon_cfg.full_ratios = crate::HOST_DISK_RATIOS;
         mon_cfg.osd_grace = self.osd_grace;
         mon_cfg.ticket_ttl = self.ticket_ttl;
         mon_cfg.pool_default_pg_num = self.pool_default_pg_num;
@@ -343,7 +344,7 @@ impl Cluster {
             mon_addrs: vec![mon],
             key: self.osd_key(id).clone(),
             host: host_of(id),
-            full_ratios: Default::default(),
+            full_ratios: crate::HOST_DISK_RATIOS,
             limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
             max_backfills: 1,
             raft_heartbeat: quarry_osd::DEFAULT_RAFT_HEARTBEAT,

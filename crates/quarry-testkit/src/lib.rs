@@ -51,3 +51,25 @@ pub use fault::DiskFault;
 pub use fixtures::MapBuilder;
 pub use logs::{log_guard, LogGuard};
 pub use proxy::{LinkState, Proxy};
+
+/// Full-disk thresholds for test clusters whose data sits on the host's shared disk: the
+/// OSDs report that file system's figures once it passes the nearfull ratio, and a build
+/// machine's disk is routinely past Ceph's 85 % default (seen in CI: every test expecting
+/// HEALTH_OK failed on `4 nearfull osd(s)`). How full the build disk is is not what those
+/// tests test; the tests of full disks (a small tmpfs of their own) keep the defaults.
+pub const HOST_DISK_RATIOS: quarry_types::FullRatios =
+    quarry_types::FullRatios { nearfull: 0.97, full: 0.98, failsafe: 0.99 };
+
+/// [`HOST_DISK_RATIOS`] as config options, for command lines (`quarry up DIR ...`).
+pub const HOST_DISK_ARGS: [&str; 6] = [
+    "--mon_osd_nearfull_ratio",
+    "0.97",
+    "--mon_osd_full_ratio",
+    "0.98",
+    "--osd_failsafe_full_ratio",
+    "0.99",
+];
+
+/// [`HOST_DISK_RATIOS`] as ceph.conf lines (a `[global]` section).
+pub const HOST_DISK_CONF: &str = "\n[global]\n\tmon_osd_nearfull_ratio = 0.97\n\t\
+     mon_osd_full_ratio = 0.98\n\tosd_failsafe_full_ratio = 0.99\n";

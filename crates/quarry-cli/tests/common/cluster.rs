@@ -41,11 +41,12 @@ impl Cluster {
         let dir = tmp.join("c");
         cluster_init(&dir, spec.osds);
         let conf = dir.join("ceph.conf");
-        if !spec.extra.is_empty() {
-            let mut text = std::fs::read_to_string(&conf).unwrap();
-            text.push_str(spec.extra);
-            std::fs::write(&conf, &text).unwrap();
-        }
+        // The host disk's fill level is not what these tests test (quarry-testkit's
+        // HOST_DISK_CONF); `extra` comes after it and may set other ratios.
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str(quarry_testkit::HOST_DISK_CONF);
+        text.push_str(spec.extra);
+        std::fs::write(&conf, &text).unwrap();
         let ids: Vec<String> = (0..spec.osds).map(|i| i.to_string()).collect();
         let (ids, size, pg_num) = (ids.join(","), spec.size.to_string(), spec.pg_num.to_string());
         let conf_arg = conf.to_str().unwrap();
