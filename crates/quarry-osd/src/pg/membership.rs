@@ -22,15 +22,18 @@
 //! Leadership ([`tend_leadership`], every second): only the map's primary campaigns by
 //! itself (its election timer). A leader that is not the map's primary (it won while the
 //! primary was down) stops sending heartbeats, so the voters' leader lease runs out and the
-//! primary, whose election timer fires, takes over. A voter that is not the primary, in a PG
-//! that has had no leader for [`LEADERLESS_CAMPAIGN`] plus a random part of it, campaigns
-//! once: the primary's log may be behind another voter's (an entry the old leader appended
-//! but could not replicate before the primary's campaign deposed it), and then only that
-//! voter can win. The primary itself never campaigns on this path: its campaign would take
-//! the same next term as the other voter's, so the two would refuse each other forever
-//! (seen: a merge stalled 180 s, both OSDs campaigning every 4 s, two seconds apart); its
-//! timer instead waits longer once it has seen a longer log (openraft's
-//! `smaller_log_timeout`), which leaves the other voter the time to win.
+//! primary, whose election timer fires, takes over. In a PG that has had no leader for
+//! [`LEADERLESS_CAMPAIGN`], the primary campaigns again (its first campaign may have met
+//! peers that were not reachable yet: its timer alone would wait up to twice the election
+//! timeout), unless a voter refused it by log since the PG last had a leader: then the
+//! primary's log is behind that voter's (an entry the old leader appended but could not
+//! replicate before the primary's campaign deposed it), only that voter can win, and the
+//! primary's campaigns would take the term the other voter is about to take, so the two
+//! would refuse each other forever (seen: a merge stalled 180 s, both OSDs campaigning every
+//! 4 s, two seconds apart). The primary's timer then waits longer too (openraft's
+//! `smaller_log_timeout`). A voter that is not the primary campaigns after
+//! [`LEADERLESS_CAMPAIGN`] plus a random part of it, which lets the voter with the longer
+//! log win.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -184,6 +187,10 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
             let voters: BTreeSet<OsdId> = membership.voter_ids().collect();
             (m.current_leader, voters.contains(&me), primary.is_some_and(|p| voters.contains(&p)))
         };
+        let led = leader.is_some_and(|l| alive(&l));
+        if led {
+            group.clear_refused_by_log();
+        }
         if leader == Some(me) {
             // A leader that is not the map's primary lets the primary take over.
             let yield_to_primary =
@@ -193,55 +200,68 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
             continue;
         }
         group.raft.runtime_config().heartbeat(true);
-        let led = leader.is_some_and(|l| alive(&l));
-        if !campaigns_when_leaderless(led, is_voter, primary == Some(me)) {
+        let is_primary = primary == Some(me);
+        if !campaigns_when_leaderless(led, is_voter, is_primary, group.refused_by_log()) {
             leaderless.remove(&pg);
             continue;
         }
-        let at = *leaderless.entry(pg).or_insert_with(|| now + leaderless_wait());
+        let at = *leaderless.entry(pg).or_insert_with(|| now + leaderless_wait(is_primary));
         if now >= at {
             tracing::info!(%pg, "no leader for a while: campaigning");
             let _ = group.raft.trigger().elect().await;
-            leaderless.insert(pg, now + leaderless_wait());
+            leaderless.insert(pg, now + leaderless_wait(is_primary));
         }
     }
     leaderless.retain(|pg, _| seen.contains(pg));
 }
 
 /// True if this OSD campaigns by itself for a PG it does not lead once the PG has been
-/// leaderless a while: only a voter, only while no live OSD leads, and never the map's
-/// primary (module docs: its campaigns would keep a voter with a longer log from winning).
-fn campaigns_when_leaderless(led: bool, is_voter: bool, is_primary: bool) -> bool {
-    !led && is_voter && !is_primary
+/// leaderless a while: only a voter, only while no live OSD leads, and the map's primary only
+/// while no voter has refused it by log (module docs: its campaigns would then keep the voter
+/// with the longer log from winning).
+fn campaigns_when_leaderless(
+    led: bool,
+    is_voter: bool,
+    is_primary: bool,
+    refused_by_log: bool,
+) -> bool {
+    !led && is_voter && !(is_primary && refused_by_log)
 }
 
-/// How long a voter waits without a leader before it campaigns: [`LEADERLESS_CAMPAIGN`] and
-/// up to as much again at random.
-fn leaderless_wait() -> Duration {
+/// How long a voter waits without a leader before it campaigns: [`LEADERLESS_CAMPAIGN`], and
+/// for one that is not the primary up to as much again at random (two voters do not campaign
+/// in step, and the primary goes first).
+fn leaderless_wait(is_primary: bool) -> Duration {
     use rand::Rng as _;
     let base = LEADERLESS_CAMPAIGN.as_millis() as u64;
-    Duration::from_millis(base + rand::thread_rng().gen_range(0..=base))
+    let spread = if is_primary { 0 } else { rand::thread_rng().gen_range(0..=base) };
+    Duration::from_millis(base + spread)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The primary never campaigns on the leaderless path (a primary with a shorter log
-    /// would otherwise take every term the voter that can win is about to take); any other
-    /// voter of a PG without a live leader does, learners and led PGs never.
+    /// The primary campaigns on the leaderless path until a voter refuses it by log (a
+    /// primary with a shorter log would otherwise take every term the voter that can win is
+    /// about to take); any other voter of a PG without a live leader does, learners and led
+    /// PGs never.
     #[test]
-    fn only_other_voters_campaign_when_leaderless() {
-        assert!(campaigns_when_leaderless(false, true, false));
-        assert!(!campaigns_when_leaderless(false, true, true), "the primary campaigned");
-        assert!(!campaigns_when_leaderless(true, true, false));
-        assert!(!campaigns_when_leaderless(false, false, false));
+    fn who_campaigns_when_leaderless() {
+        assert!(campaigns_when_leaderless(false, true, false, false));
+        assert!(campaigns_when_leaderless(false, true, false, true));
+        assert!(campaigns_when_leaderless(false, true, true, false));
+        assert!(!campaigns_when_leaderless(false, true, true, true), "refused primary campaigned");
+        assert!(!campaigns_when_leaderless(true, true, false, false));
+        assert!(!campaigns_when_leaderless(true, true, true, false));
+        assert!(!campaigns_when_leaderless(false, false, false, false));
     }
 
     /// Two voters do not wait the same time: the wait is spread over [4 s, 8 s].
     #[test]
     fn leaderless_waits_are_spread() {
-        let waits: BTreeSet<Duration> = (0..64).map(|_| leaderless_wait()).collect();
+        assert_eq!(leaderless_wait(true), LEADERLESS_CAMPAIGN);
+        let waits: BTreeSet<Duration> = (0..64).map(|_| leaderless_wait(false)).collect();
         assert!(waits.iter().all(|w| *w >= LEADERLESS_CAMPAIGN && *w <= 2 * LEADERLESS_CAMPAIGN));
         assert!(waits.len() > 32, "{waits:?}");
     }

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -357,6 +357,9 @@ pub(crate) struct PgNetworkFactory {
     pub(crate) store: Arc<quarry_store::Store>,
     /// Per peer: bumped by every snapshot sent to it (shared by the clients of that peer).
     pub(crate) snapshots: HashMap<OsdId, Arc<AtomicU64>>,
+    /// Set when a peer refused this OSD's vote request because its own log is longer
+    /// (`PgGroup::refused_by_log`, read by `membership::tend_leadership`).
+    pub(crate) refused_by_log: Arc<AtomicBool>,
 }
 
 impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
@@ -371,6 +374,7 @@ impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
             store: self.store.clone(),
             inflight: None,
             snapshots: self.snapshots.entry(target).or_default().clone(),
+            refused_by_log: self.refused_by_log.clone(),
         }
     }
 }
@@ -386,6 +390,8 @@ pub(crate) struct PeerClient {
     inflight: Option<Inflight>,
     /// Snapshots sent to this peer (by any client of it), see the module docs.
     snapshots: Arc<AtomicU64>,
+    /// The group's "a peer refused my vote request by log" flag ([`PgNetworkFactory`]).
+    refused_by_log: Arc<AtomicBool>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -558,8 +564,14 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
         rpc: VoteRequest<OsdId>,
         option: RPCOption,
     ) -> RpcResult<VoteResponse<OsdId>> {
+        let mine = rpc.last_log_id;
         match self.send(RaftRpc::Vote(rpc), &option).await {
-            Ok(RaftRpcReply::Vote(Ok(r))) => Ok(r),
+            Ok(RaftRpcReply::Vote(Ok(r))) => {
+                if refused_by_log(&r, mine) {
+                    self.refused_by_log.store(true, Ordering::Release);
+                }
+                Ok(r)
+            }
             Ok(RaftRpcReply::Vote(Err(e))) => {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
@@ -567,6 +579,12 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
             Err(e) => Err(rpc_error(&e)),
         }
     }
+}
+
+/// True if `reply` refuses a vote request whose candidate's last log id was `mine` because
+/// the voter's log is longer (then only a voter with the longer log can win the election).
+fn refused_by_log(reply: &VoteResponse<OsdId>, mine: Option<LogId<OsdId>>) -> bool {
+    !reply.vote_granted && reply.last_log_id > mine
 }
 
 /// Serves one incoming Raft message on this OSD's group. `member` says whether the sender is
@@ -625,6 +643,25 @@ pub(crate) async fn serve_rpc(
 mod tests {
     use super::*;
     use openraft::{CommittedLeaderId, LogId, Vote};
+
+    /// Only a refusal by a voter whose log is longer counts: not a granted vote, not a
+    /// refusal by vote (same or shorter log).
+    #[test]
+    fn refusals_by_log_are_told_apart() {
+        let log = |term, index| Some(LogId::new(CommittedLeaderId::new(term, 1), index));
+        let reply = |granted, last_log_id| VoteResponse {
+            vote: Vote::new(3, 1),
+            vote_granted: granted,
+            last_log_id,
+        };
+        assert!(refused_by_log(&reply(false, log(2, 12)), log(2, 11)));
+        assert!(refused_by_log(&reply(false, log(3, 5)), log(2, 11)));
+        assert!(refused_by_log(&reply(false, log(1, 1)), None));
+        assert!(!refused_by_log(&reply(false, log(2, 11)), log(2, 11)), "refused by vote");
+        assert!(!refused_by_log(&reply(false, log(2, 10)), log(2, 11)));
+        assert!(!refused_by_log(&reply(true, log(2, 12)), log(2, 11)));
+        assert!(!refused_by_log(&reply(false, None), None));
+    }
 
     #[test]
     fn raft_messages_round_trip() {
