@@ -55,7 +55,9 @@ fn show_row(conf: &Path, who: &str, name: &str) -> Vec<String> {
 /// columns); an option read at start is marked `RO`, shown under IGNORES until the next
 /// start, and applied then.
 /// Method: `mon_osd_full_ratio` (the OSD's own full-disk write check reads it) set to a
-/// tiny ratio makes every write fail with ENOSPC; a write is tried after each step.
+/// tiny ratio makes every write fail with ENOSPC; a write is tried after each step. The
+/// cluster starts without the test kit's raised ratios on its command line (they would win
+/// over the central config).
 #[test]
 fn central_options_reach_the_running_osd_and_survive_a_restart() {
     let logs = quarry_testkit::log_guard();
@@ -63,7 +65,7 @@ fn central_options_reach_the_running_osd_and_survive_a_restart() {
     logs.allow("full ratios out of order");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("c");
-    let mut cluster = up(&dir, 1);
+    let mut cluster = up_default_ratios(&dir);
     let conf = dir.join("ceph.conf");
     let f = tmp.path().join("obj");
     std::fs::write(&f, b"central").unwrap();
@@ -109,7 +111,7 @@ fn central_options_reach_the_running_osd_and_survive_a_restart() {
 
     // Restart: both are applied from the start.
     cluster.terminate();
-    let mut cluster = up(&dir, 1);
+    let mut cluster = up_default_ratios(&dir);
     put_until(&conf, f, "o2", true);
     assert_eq!(show_row(&conf, "osd.0", "osd_client_message_cap")[1..], ["100", "mon"]);
 
@@ -124,7 +126,7 @@ fn central_options_reach_the_running_osd_and_survive_a_restart() {
     let mut text = std::fs::read_to_string(&conf).unwrap();
     text.push_str("\n[osd]\n\tmon_osd_full_ratio = 0.95\n");
     std::fs::write(&conf, text).unwrap();
-    let _cluster = up(&dir, 1);
+    let _cluster = up_default_ratios(&dir);
     put_until(&conf, f, "o3", false);
     let row = show_row(&conf, "osd.0", "mon_osd_full_ratio");
     assert_eq!(row[1..], ["0.95", "file", "mon[0.000001]"], "{row:?}");

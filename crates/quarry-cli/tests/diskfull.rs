@@ -18,12 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// `quarry up DIR --osds 1` with Ceph's default full ratios: what these tests test (the other
-/// tests raise them: their data shares the host's disk).
-fn up_default_ratios(dir: &Path) -> quarry_testkit::process::Daemon {
-    quarry_testkit::process::up_with_args(&quarry(), dir, 1, &[])
-}
-
 const MIB: usize = 1 << 20;
 
 /// A tmpfs mounted for the test, unmounted when dropped.

@@ -33,9 +33,17 @@ pub fn tool_cmd(tool: &str, conf: Option<&Path>, args: &[&str]) -> Command {
     cmd
 }
 
-/// `quarry up DIR --osds N`, started and ready.
+/// `quarry up DIR --osds N`, started and ready (full-disk thresholds raised: the host disk's
+/// fill level is not what the tests test, `quarry_testkit::HOST_DISK_ARGS`).
 pub fn up(dir: &Path, osds: u32) -> Daemon {
     quarry_testkit::process::up(&quarry(), dir, osds)
+}
+
+/// `quarry up DIR --osds 1` with the full ratios of ceph.conf or the central config (Ceph's
+/// defaults unless set): for the tests of full disks and of those ratios (the command
+/// line's values would win over the central config's).
+pub fn up_default_ratios(dir: &Path) -> Daemon {
+    quarry_testkit::process::up_with_args(&quarry(), dir, 1, &[])
 }
 
 /// The value of `key` in a ceph.conf text (panics when missing: the test's own file).
