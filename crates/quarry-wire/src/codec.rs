@@ -21,9 +21,11 @@
 //! docs/benchmarks.md). The full 32-byte tag is sent and compared in constant time.
 //! A frame whose magic, version, flags, length, crc, sequence or signature is wrong is an
 //! error; the connection is then closed. Nothing here panics on any input. The receiver of a
-//! signed frame checks its signature and not its crc (the sender still fills it in): the
-//! keyed hash covers the header, crc field included, and every payload byte, so any change a
-//! crc would catch fails the signature; one crc pass less over every payload (issue 14).
+//! signed frame checks its signature and not its crc, and the sender leaves the crc field 0:
+//! the keyed hash covers the header and every payload byte, so any change a crc would catch
+//! fails the signature; one crc pass less over every payload on each side (issue 14).
+//! A receiver may hash the payload while it arrives ([`StreamingMac`]): the check then
+//! overlaps the transfer instead of following it.
 
 use bincode::Options;
 
@@ -107,7 +109,9 @@ pub fn encode_frame(
         .serialize_into(&mut frame, msg)
         .map_err(|e| WireError::Encode(e.to_string()))?;
     assert_eq!(frame.len() - HEADER_LEN, payload_len as usize, "bincode size estimate");
-    let crc = crc32c::crc32c(&frame[HEADER_LEN..]);
+    // A signed frame's crc field is 0: its receiver checks the signature, which covers every
+    // byte, and never the crc (one pass less over every payload on the sender, issue 14).
+    let crc = if key.is_some() { 0 } else { crc32c::crc32c(&frame[HEADER_LEN..]) };
     frame[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
     frame[20..24].copy_from_slice(&crc.to_le_bytes());
     if let Some(key) = key {
@@ -167,6 +171,83 @@ pub fn decode_body(
     key: Option<&SessionKey>,
     expected_seq: u64,
 ) -> Result<Message, WireError> {
+    decode_body_streamed(header_bytes, header, body, key, expected_seq, None)
+}
+
+/// A keyed hash of a frame's header and payload computed while the body arrives: feed it
+/// the body received so far ([`StreamingMac::feed`]) and pass it to [`decode_body_shared`],
+/// which hashes what was not fed yet and checks the signature as [`decode_body`] does.
+pub struct StreamingMac {
+    hasher: blake3::Hasher,
+    /// Payload bytes hashed so far (a prefix of the body).
+    hashed: usize,
+    payload_len: usize,
+    key: SessionKey,
+    header_bytes: [u8; HEADER_LEN],
+}
+
+impl StreamingMac {
+    /// Bytes fed to the hasher at once (BLAKE3 hashes large inputs in parallel lanes; tiny
+    /// updates would lose that).
+    const STEP: usize = 256 << 10;
+
+    /// A hasher for the frame with `header_bytes` under `key` (None if the frame is not
+    /// signed: nothing to hash).
+    pub fn new(
+        key: &SessionKey,
+        header_bytes: &[u8; HEADER_LEN],
+        header: &FrameHeader,
+    ) -> Option<StreamingMac> {
+        if !header.signed {
+            return None;
+        }
+        let mut hasher = blake3::Hasher::new_keyed(key);
+        hasher.update(header_bytes);
+        Some(StreamingMac {
+            hasher,
+            hashed: 0,
+            payload_len: header.payload_len as usize,
+            key: *key,
+            header_bytes: *header_bytes,
+        })
+    }
+
+    /// Hashes the payload bytes of `received` (the body's first bytes, as received so far)
+    /// not hashed yet, once at least [`Self::STEP`] of them are waiting or the payload is
+    /// complete.
+    pub fn feed(&mut self, received: &[u8]) {
+        let end = received.len().min(self.payload_len);
+        if end > self.hashed && (end - self.hashed >= Self::STEP || end == self.payload_len) {
+            self.hasher.update(&received[self.hashed..end]);
+            self.hashed = end;
+        }
+    }
+
+    /// The tag over the header and `payload` (its unhashed rest is hashed now); None if this
+    /// hasher was made for another frame or key.
+    fn finish(
+        mut self,
+        key: &SessionKey,
+        header_bytes: &[u8; HEADER_LEN],
+        payload: &[u8],
+    ) -> Option<blake3::Hash> {
+        if self.key != *key || self.header_bytes != *header_bytes || payload.len() != self.payload_len
+        {
+            return None;
+        }
+        self.hasher.update(&payload[self.hashed..]);
+        Some(self.hasher.finalize())
+    }
+}
+
+fn decode_body_streamed(
+    header_bytes: &[u8; HEADER_LEN],
+    header: &FrameHeader,
+    body: &[u8],
+    key: Option<&SessionKey>,
+    expected_seq: u64,
+    streamed: Option<StreamingMac>,
+) -> Result<Message, WireError> {
     if body.len() != header.body_len() {
         return Err(WireError::Truncated);
     }
@@ -179,12 +260,18 @@ pub fn decode_body(
             if header.seq != expected_seq {
                 return Err(WireError::BadSequence { got: header.seq, want: expected_seq });
             }
-            let mut mac = blake3::Hasher::new_keyed(key);
-            mac.update(header_bytes);
-            mac.update(payload);
+            let mac = match streamed.and_then(|m| m.finish(key, header_bytes, payload)) {
+                Some(mac) => mac,
+                None => {
+                    let mut mac = blake3::Hasher::new_keyed(key);
+                    mac.update(header_bytes);
+                    mac.update(payload);
+                    mac.finalize()
+                }
+            };
             let tag: [u8; SIGNATURE_LEN] = tag.try_into().map_err(|_| WireError::BadSignature)?;
             // `blake3::Hash`'s equality is constant time.
-            if mac.finalize() != blake3::Hash::from_bytes(tag) {
+            if mac != blake3::Hash::from_bytes(tag) {
                 return Err(WireError::BadSignature);
             }
         }
@@ -208,15 +295,17 @@ pub fn decode_body(
 
 /// [`decode_body`] of a body held in shared bytes: the message's payloads (a write's data, a
 /// read's reply) are slices of `body`, not copies (`quarry_types::zerocopy`).
+/// `streamed`: the payload's hash as far as it was computed while the body arrived.
 pub fn decode_body_shared(
     header_bytes: &[u8; HEADER_LEN],
     header: &FrameHeader,
     body: &bytes::Bytes,
     key: Option<&SessionKey>,
     expected_seq: u64,
+    streamed: Option<StreamingMac>,
 ) -> Result<Message, WireError> {
     quarry_types::zerocopy::decode_from(body, |body| {
-        decode_body(header_bytes, header, body, key, expected_seq)
+        decode_body_streamed(header_bytes, header, body, key, expected_seq, streamed)
     })
 }
 
@@ -281,13 +370,66 @@ mod tests {
         header_bytes.copy_from_slice(&frame[..HEADER_LEN]);
         let header = decode_header(&header_bytes, FRAME_PAYLOAD_MAX).unwrap();
         let body = bytes::Bytes::copy_from_slice(&frame[HEADER_LEN..]);
-        let decoded = decode_body_shared(&header_bytes, &header, &body, Some(&key), 1).unwrap();
+        let decoded =
+            decode_body_shared(&header_bytes, &header, &body, Some(&key), 1, None).unwrap();
         assert_eq!(decoded, msg);
         let Message::Request(Request::Op(op)) = decoded else { panic!("not an op") };
         let ObjectOp::Write { data: payload, .. } = &op.ops[0] else { panic!("not a write") };
         let inside = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
         assert!(inside.contains(&(payload.data.as_ptr() as usize)), "the payload was copied");
         assert!(payload.verify());
+    }
+
+    /// A 1 MiB write whose body is hashed as it arrives, in uneven pieces: the frame decodes,
+    /// a flipped bit anywhere (hashed early or late) fails the signature, and a hasher made
+    /// for another frame or key is not trusted (the body is hashed again).
+    #[test]
+    fn a_body_hashed_while_it_arrives_is_checked_as_a_whole() {
+        use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
+        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 + 5) as u8).collect();
+        let msg = Message::Request(Request::Op(crate::OsdOp {
+            reqid: None,
+            pg: PgId { pool: 1, seed: 0 },
+            epoch: 1,
+            name: "o".into(),
+            snapc: SnapContext::default(),
+            snap: SNAP_HEAD,
+            ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data) }],
+        }));
+        let key = [7u8; 32];
+        let frame = encode_frame(1, 1, &msg, Some(&key)).unwrap();
+        let receive = |frame: &[u8], mac_key: &SessionKey, mac_header: Option<[u8; HEADER_LEN]>| {
+            let mut header_bytes = [0u8; HEADER_LEN];
+            header_bytes.copy_from_slice(&frame[..HEADER_LEN]);
+            let header = decode_header(&header_bytes, FRAME_PAYLOAD_MAX).unwrap();
+            let body = &frame[HEADER_LEN..];
+            let mac_header = mac_header.unwrap_or(header_bytes);
+            let mut mac = StreamingMac::new(mac_key, &mac_header, &header).unwrap();
+            let mut got = 0;
+            for piece in [1usize, 65_536, 300_000, 7, 262_144, 500_000].iter().cycle() {
+                got = (got + piece).min(body.len());
+                mac.feed(&body[..got]);
+                if got == body.len() {
+                    break;
+                }
+            }
+            assert!(mac.hashed > 0, "nothing hashed while arriving");
+            let body = bytes::Bytes::copy_from_slice(body);
+            decode_body_shared(&header_bytes, &header, &body, Some(&key), 1, Some(mac))
+        };
+        assert_eq!(receive(&frame, &key, None).unwrap(), msg);
+        for at in [HEADER_LEN + 100, HEADER_LEN + 400_000, frame.len() - SIGNATURE_LEN - 1] {
+            let mut bad = frame.clone();
+            bad[at] ^= 0x10;
+            let got = receive(&bad, &key, None);
+            assert!(matches!(got, Err(WireError::BadSignature)), "byte {at}: {got:?}");
+        }
+        // A hasher of another key or header: ignored, the frame is checked from scratch.
+        assert_eq!(receive(&frame, &[8u8; 32], None).unwrap(), msg);
+        let mut other = [0u8; HEADER_LEN];
+        other.copy_from_slice(&frame[..HEADER_LEN]);
+        other[8] ^= 1;
+        assert_eq!(receive(&frame, &key, Some(other)).unwrap(), msg);
     }
 
     #[test]
