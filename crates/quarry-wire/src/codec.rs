@@ -88,6 +88,23 @@ pub fn encode_frame(
     msg: &Message,
     key: Option<&SessionKey>,
 ) -> Result<Vec<u8>, WireError> {
+    let mut frame = encode_unsigned_part(request_id, seq, msg, key.is_some())?;
+    if let Some(key) = key {
+        let tag = signature(key, &frame);
+        frame.extend_from_slice(&tag);
+    }
+    Ok(frame)
+}
+
+/// A frame's header and payload, without its signature: the sender of a large signed frame
+/// hashes it while writing it ([`FrameSigner`]) and sends the tag after it. `signed` sets
+/// the header's flag (and leaves its crc 0).
+pub fn encode_unsigned_part(
+    request_id: u64,
+    seq: u64,
+    msg: &Message,
+    signed: bool,
+) -> Result<Vec<u8>, WireError> {
     let payload_len = bincode_options(u64::from(FRAME_PAYLOAD_MAX))
         .serialized_size(msg)
         .map_err(|e| WireError::Encode(e.to_string()))?;
@@ -99,7 +116,7 @@ pub fn encode_frame(
     let mut frame = Vec::with_capacity(HEADER_LEN + payload_len as usize + SIGNATURE_LEN);
     frame.extend_from_slice(&FRAME_MAGIC);
     frame.push(FRAME_VERSION);
-    frame.push(if key.is_some() { FLAG_SIGNED } else { 0 });
+    frame.push(if signed { FLAG_SIGNED } else { 0 });
     frame.extend_from_slice(&[0, 0]);
     frame.extend_from_slice(&request_id.to_le_bytes());
     frame.extend_from_slice(&[0u8; 8]); // payload length and crc, below
@@ -111,14 +128,31 @@ pub fn encode_frame(
     assert_eq!(frame.len() - HEADER_LEN, payload_len as usize, "bincode size estimate");
     // A signed frame's crc field is 0: its receiver checks the signature, which covers every
     // byte, and never the crc (one pass less over every payload on the sender, issue 14).
-    let crc = if key.is_some() { 0 } else { crc32c::crc32c(&frame[HEADER_LEN..]) };
+    let crc = if signed { 0 } else { crc32c::crc32c(&frame[HEADER_LEN..]) };
     frame[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
     frame[20..24].copy_from_slice(&crc.to_le_bytes());
-    if let Some(key) = key {
-        let tag = signature(key, &frame);
-        frame.extend_from_slice(&tag);
-    }
     Ok(frame)
+}
+
+/// The signature of a frame computed piece by piece, in order, as the sender writes them
+/// ([`encode_unsigned_part`]'s bytes): the hash overlaps the transfer.
+pub struct FrameSigner(blake3::Hasher);
+
+impl FrameSigner {
+    /// A signer under `key`.
+    pub fn new(key: &SessionKey) -> FrameSigner {
+        FrameSigner(blake3::Hasher::new_keyed(key))
+    }
+
+    /// Hashes the next bytes of the frame.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The tag to send after the frame.
+    pub fn finish(self) -> [u8; SIGNATURE_LEN] {
+        *self.0.finalize().as_bytes()
+    }
 }
 
 /// The bytes `msg` takes as a frame (header, payload, signature): what a queued reply costs.
@@ -231,7 +265,9 @@ impl StreamingMac {
         header_bytes: &[u8; HEADER_LEN],
         payload: &[u8],
     ) -> Option<blake3::Hash> {
-        if self.key != *key || self.header_bytes != *header_bytes || payload.len() != self.payload_len
+        if self.key != *key
+            || self.header_bytes != *header_bytes
+            || payload.len() != self.payload_len
         {
             return None;
         }
@@ -378,6 +414,22 @@ mod tests {
         let inside = body.as_ptr() as usize..body.as_ptr() as usize + body.len();
         assert!(inside.contains(&(payload.data.as_ptr() as usize)), "the payload was copied");
         assert!(payload.verify());
+    }
+
+    /// A frame signed piece by piece as it is written is the frame `encode_frame` makes.
+    #[test]
+    fn a_frame_signed_while_written_is_the_same_frame() {
+        let key = [9u8; 32];
+        let msg = sample();
+        let whole = encode_frame(3, 7, &msg, Some(&key)).unwrap();
+        let mut streamed = encode_unsigned_part(3, 7, &msg, true).unwrap();
+        let mut signer = FrameSigner::new(&key);
+        for piece in streamed.chunks(5) {
+            signer.update(piece);
+        }
+        streamed.extend_from_slice(&signer.finish());
+        assert_eq!(streamed, whole);
+        assert_eq!(decode_frame(&streamed, FRAME_PAYLOAD_MAX, Some(&key), 7).unwrap().1, msg);
     }
 
     /// A 1 MiB write whose body is hashed as it arrives, in uneven pieces: the frame decodes,

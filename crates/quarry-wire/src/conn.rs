@@ -24,9 +24,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use quarry_types::{EntityName, ErrorCode};
 
 use crate::codec::{
-    decode_body_shared, decode_header, encode_frame, encoded_len, FrameHeader, SessionKey,
-    StreamingMac,
-    FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX, HEADER_LEN,
+    decode_body_shared, decode_header, encode_unsigned_part, encoded_len, FrameHeader, FrameSigner,
+    SessionKey, StreamingMac, FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX, HEADER_LEN,
 };
 use crate::limits::{Budget, Charge, ConnAccount, ConnectionSlot};
 use crate::message::{
@@ -138,14 +137,8 @@ impl FrameReader {
             }
         }
         let body = body.freeze();
-        let msg = decode_body_shared(
-            header_bytes,
-            header,
-            &body,
-            self.key.as_ref(),
-            self.next_seq,
-            mac,
-        )?;
+        let msg =
+            decode_body_shared(header_bytes, header, &body, self.key.as_ref(), self.next_seq, mac)?;
         self.last_body_len = body.len();
         if self.key.is_some() {
             self.next_seq += 1;
@@ -182,16 +175,37 @@ struct FrameWriter {
     inner: BufWriter<OwnedWriteHalf>,
     key: Option<SessionKey>,
     next_seq: u64,
+    /// Whether large signed frames are hashed piece by piece as they are written (the
+    /// client side: requests; see [`FrameWriter::push`]).
+    sign_while_writing: bool,
 }
 
 impl FrameWriter {
-    /// Queues a frame in the buffer; call `flush` to send.
+    /// Queues a frame in the buffer; call `flush` to send. On the client side a signed frame
+    /// is written in pieces of at most [`SIGN_STEP`], each hashed just before it goes (on a
+    /// large write the server hashes what arrived meanwhile: 4 MiB writes at queue depth 1
+    /// +7-10%), and its tag after them. A server writes each reply whole after hashing it:
+    /// in pieces, its 4 MiB read replies cost ~0.5 ms more CPU each (measured, issue 14).
     async fn push(&mut self, request_id: u64, msg: &Message) -> Result<(), WireError> {
         let seq = if self.key.is_some() { self.next_seq } else { 0 };
-        let frame = encode_frame(request_id, seq, msg, self.key.as_ref())?;
-        self.inner.write_all(&frame).await?;
-        if self.key.is_some() {
-            self.next_seq += 1;
+        let mut frame = encode_unsigned_part(request_id, seq, msg, self.key.is_some())?;
+        match self.key.as_ref() {
+            Some(key) => {
+                let mut signer = FrameSigner::new(key);
+                if self.sign_while_writing {
+                    for piece in frame.chunks(SIGN_STEP) {
+                        signer.update(piece);
+                        self.inner.write_all(piece).await?;
+                    }
+                    self.inner.write_all(&signer.finish()).await?;
+                } else {
+                    signer.update(&frame);
+                    frame.extend_from_slice(&signer.finish());
+                    self.inner.write_all(&frame).await?;
+                }
+                self.next_seq += 1;
+            }
+            None => self.inner.write_all(&frame).await?,
         }
         Ok(())
     }
@@ -203,6 +217,9 @@ impl FrameWriter {
     }
 }
 
+/// Pieces in which a large signed frame is hashed and written ([`FrameWriter::push`]).
+const SIGN_STEP: usize = 256 << 10;
+
 /// Socket buffers of a client connection (few per process: sized for throughput).
 const CLIENT_BUFFER: usize = 256 << 10;
 /// Socket buffers of a server connection (a daemon holds thousands: what each costs; frame
@@ -210,6 +227,7 @@ const CLIENT_BUFFER: usize = 256 << 10;
 const SERVER_BUFFER: usize = 64 << 10;
 
 fn split(stream: TcpStream, buffer: usize) -> (FrameReader, FrameWriter) {
+    let sign_while_writing = buffer == CLIENT_BUFFER;
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     (
@@ -220,7 +238,12 @@ fn split(stream: TcpStream, buffer: usize) -> (FrameReader, FrameWriter) {
             payload_max: HANDSHAKE_PAYLOAD_MAX,
             last_body_len: 0,
         },
-        FrameWriter { inner: BufWriter::with_capacity(buffer, w), key: None, next_seq: 1 },
+        FrameWriter {
+            inner: BufWriter::with_capacity(buffer, w),
+            key: None,
+            next_seq: 1,
+            sign_while_writing,
+        },
     )
 }
 
