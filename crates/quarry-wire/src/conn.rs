@@ -226,8 +226,9 @@ const CLIENT_BUFFER: usize = 256 << 10;
 /// bodies larger than this bypass the buffers anyway).
 const SERVER_BUFFER: usize = 64 << 10;
 
-fn split(stream: TcpStream, buffer: usize) -> (FrameReader, FrameWriter) {
-    let sign_while_writing = buffer == CLIENT_BUFFER;
+/// The two halves of a connection; `sign_while_writing` for the client side
+/// ([`FrameWriter::push`]).
+fn split(stream: TcpStream, buffer: usize, sign_while_writing: bool) -> (FrameReader, FrameWriter) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     (
@@ -261,7 +262,7 @@ pub async fn connect(
     let work = async {
         let stream = TcpStream::connect(addr).await?;
         let local_addr = stream.local_addr()?;
-        let (mut reader, mut writer) = split(stream, CLIENT_BUFFER);
+        let (mut reader, mut writer) = split(stream, CLIENT_BUFFER, true);
         let client_nonce = quarry_auth::random_nonce();
         let ticket = match secret {
             ClientSecret::Ticket { ticket, .. } => Some(ticket.clone()),
@@ -396,7 +397,7 @@ pub async fn accept_limited<A: Authenticator>(
 /// Tells the peer of a socket just accepted why it is not served (best effort, bounded),
 /// then closes it.
 pub async fn refuse(stream: TcpStream, code: ErrorCode, reason: String) {
-    let (_reader, mut writer) = split(stream, 4 << 10);
+    let (_reader, mut writer) = split(stream, 4 << 10, false);
     let refused = Message::Refused(Refused { code, reason });
     let _ = tokio::time::timeout(Duration::from_secs(1), writer.send(0, &refused)).await;
 }
@@ -409,7 +410,7 @@ async fn accept_in<A: Authenticator>(
 ) -> Result<Accepted<A::Session>, WireError> {
     let peer = stream.peer_addr()?;
     let work = async {
-        let (mut reader, mut writer) = split(stream, SERVER_BUFFER);
+        let (mut reader, mut writer) = split(stream, SERVER_BUFFER, false);
         let hello = match reader.recv().await? {
             (_, Message::Hello(h)) => h,
             _ => return Err(WireError::UnexpectedMessage("expected Hello")),
