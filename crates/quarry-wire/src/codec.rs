@@ -136,12 +136,13 @@ pub fn encode_unsigned_part(
 
 /// The signature of a frame computed piece by piece, in order, as the sender writes them
 /// ([`encode_unsigned_part`]'s bytes): the hash overlaps the transfer.
-pub struct FrameSigner(blake3::Hasher);
+/// Boxed for the reason [`StreamingMac`]'s hasher is.
+pub struct FrameSigner(Box<blake3::Hasher>);
 
 impl FrameSigner {
     /// A signer under `key`.
     pub fn new(key: &SessionKey) -> FrameSigner {
-        FrameSigner(blake3::Hasher::new_keyed(key))
+        FrameSigner(Box::new(blake3::Hasher::new_keyed(key)))
     }
 
     /// Hashes the next bytes of the frame.
@@ -212,7 +213,9 @@ pub fn decode_body(
 /// the body received so far ([`StreamingMac::feed`]) and pass it to [`decode_body_shared`],
 /// which hashes what was not fed yet and checks the signature as [`decode_body`] does.
 pub struct StreamingMac {
-    hasher: blake3::Hasher,
+    /// Boxed: a hasher is ~2 KB, and the futures that hold one across their awaits (the
+    /// connection's reader) would grow by as much; in debug builds the tests' stacks overflowed.
+    hasher: Box<blake3::Hasher>,
     /// Payload bytes hashed so far (a prefix of the body).
     hashed: usize,
     payload_len: usize,
@@ -235,7 +238,7 @@ impl StreamingMac {
         if !header.signed {
             return None;
         }
-        let mut hasher = blake3::Hasher::new_keyed(key);
+        let mut hasher = Box::new(blake3::Hasher::new_keyed(key));
         hasher.update(header_bytes);
         Some(StreamingMac {
             hasher,
