@@ -375,6 +375,20 @@ mod tests {
     use crate::message::{Reply, Request};
     use proptest::prelude::*;
 
+    /// A request writing `data` at offset 0 of object "o".
+    fn write_op(data: Vec<u8>) -> Message {
+        use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
+        Message::Request(Request::Op(crate::OsdOp {
+            reqid: None,
+            pg: PgId { pool: 1, seed: 0 },
+            epoch: 1,
+            name: "o".into(),
+            snapc: SnapContext::default(),
+            snap: SNAP_HEAD,
+            ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data) }],
+        }))
+    }
+
     fn sample() -> Message {
         Message::Request(Request::GetMap)
     }
@@ -392,17 +406,8 @@ mod tests {
 
     #[test]
     fn a_shared_body_lends_its_bytes_to_the_payload() {
-        use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
-        let data = vec![3u8; 64 << 10];
-        let msg = Message::Request(Request::Op(crate::OsdOp {
-            reqid: None,
-            pg: PgId { pool: 1, seed: 0 },
-            epoch: 1,
-            name: "o".into(),
-            snapc: SnapContext::default(),
-            snap: SNAP_HEAD,
-            ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data.clone()) }],
-        }));
+        use quarry_types::ObjectOp;
+        let msg = write_op(vec![3u8; 64 << 10]);
         let key = [4u8; 32];
         let frame = encode_frame(1, 1, &msg, Some(&key)).unwrap();
         let mut header_bytes = [0u8; HEADER_LEN];
@@ -440,17 +445,7 @@ mod tests {
     /// for another frame or key is not trusted (the body is hashed again).
     #[test]
     fn a_body_hashed_while_it_arrives_is_checked_as_a_whole() {
-        use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
-        let data: Vec<u8> = (0..1u32 << 20).map(|i| (i * 13 + 5) as u8).collect();
-        let msg = Message::Request(Request::Op(crate::OsdOp {
-            reqid: None,
-            pg: PgId { pool: 1, seed: 0 },
-            epoch: 1,
-            name: "o".into(),
-            snapc: SnapContext::default(),
-            snap: SNAP_HEAD,
-            ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data) }],
-        }));
+        let msg = write_op((0..1u32 << 20).map(|i| (i * 13 + 5) as u8).collect());
         let key = [7u8; 32];
         let frame = encode_frame(1, 1, &msg, Some(&key)).unwrap();
         let receive = |frame: &[u8], mac_key: &SessionKey, mac_header: Option<[u8; HEADER_LEN]>| {
@@ -515,17 +510,7 @@ mod tests {
     /// unsigned frame still has its crc checked.
     #[test]
     fn a_flipped_payload_bit_fails_the_signature_and_the_crc() {
-        use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
-        let data: Vec<u8> = (0..64u32 << 10).map(|i| (i * 7) as u8).collect();
-        let msg = Message::Request(Request::Op(crate::OsdOp {
-            reqid: None,
-            pg: PgId { pool: 1, seed: 0 },
-            epoch: 1,
-            name: "o".into(),
-            snapc: SnapContext::default(),
-            snap: SNAP_HEAD,
-            ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data) }],
-        }));
+        let msg = write_op((0..64u32 << 10).map(|i| (i * 7) as u8).collect());
         let key = [6u8; 32];
         let signed = encode_frame(1, 1, &msg, Some(&key)).unwrap();
         let unsigned = encode_frame(1, 0, &msg, None).unwrap();
