@@ -22,6 +22,8 @@ async fn full_disk_cluster() -> quarry_testkit::Cluster {
         "LogFlush error",
         "quit RaftCore::main on error",
         "failure sending RaftMsg to RaftCore",
+        // A snapshot trigger (the store's checkpoint cadence) reaching a stopped group.
+        "failure sending external command to RaftCore",
         "write answered ETIMEDOUT: its outcome is unknown",
         "restarting a pg whose raft group stopped on an error",
         "restarting the pg failed",
