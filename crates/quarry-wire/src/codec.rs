@@ -90,10 +90,15 @@ pub fn encode_frame(
 ) -> Result<Vec<u8>, WireError> {
     let mut frame = encode_unsigned_part(request_id, seq, msg, key.is_some())?;
     if let Some(key) = key {
-        let tag = signature(key, &frame);
-        frame.extend_from_slice(&tag);
+        append_signature(&mut frame, key);
     }
     Ok(frame)
+}
+
+/// Appends the signature of `frame` ([`encode_unsigned_part`]'s bytes, signed) under `key`.
+pub fn append_signature(frame: &mut Vec<u8>, key: &SessionKey) {
+    let tag = signature(key, frame);
+    frame.extend_from_slice(&tag);
 }
 
 /// A frame's header and payload, without its signature: the sender of a large signed frame
@@ -228,14 +233,15 @@ impl StreamingMac {
     /// updates would lose that).
     const STEP: usize = 256 << 10;
 
-    /// A hasher for the frame with `header_bytes` under `key` (None if the frame is not
-    /// signed: nothing to hash).
+    /// A hasher for the frame with `header_bytes` under `key`; None if the frame is not
+    /// signed (nothing to hash) or its payload is not larger than one step (nothing to
+    /// overlap: the body is hashed whole when it is complete, without a hasher of its own).
     pub fn new(
         key: &SessionKey,
         header_bytes: &[u8; HEADER_LEN],
         header: &FrameHeader,
     ) -> Option<StreamingMac> {
-        if !header.signed {
+        if !header.signed || header.payload_len as usize <= Self::STEP {
             return None;
         }
         let mut hasher = Box::new(blake3::Hasher::new_keyed(key));
