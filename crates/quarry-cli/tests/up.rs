@@ -51,7 +51,7 @@ fn up_serves_ceph_and_rados_keeps_data_and_stops_cleanly() {
     let fsid = ceph(&conf, &["fsid"]).ok("fsid").out();
     assert!(s.contains(&format!("id:     {}", fsid.trim())), "{s}");
     assert_eq!(ceph(&conf, &["health"]).ok("health").out(), "HEALTH_OK\n");
-    // `quarry up DIR --NAME VALUE` (the test kit's HOST_DISK_ARGS) overrides ceph.conf.
+    // `quarry up DIR --NAME VALUE` (the test kit's host_disk_args) overrides ceph.conf.
     assert_eq!(
         ceph(&conf, &["config", "show", "osd.0", "mon_osd_nearfull_ratio"]).ok("show").out(),
         "0.97\n"
@@ -406,7 +406,7 @@ fn tool_links_ceph_args_and_bench() {
 /// fsynced (a random part is written back early), so SIGKILL loses what a power cut loses.
 fn up_power_loss(dir: &Path, seed: u64) -> Daemon {
     let mut cmd = std::process::Command::new(quarry());
-    cmd.arg("up").arg(dir).arg("--osds").arg("1").args(quarry_testkit::HOST_DISK_ARGS);
+    cmd.arg("up").arg(dir).arg("--osds").arg("1").args(quarry_testkit::host_disk_args());
     let options = std::env::var("QUARRY_TEST_POWERLOSS_OPTIONS").unwrap_or_default();
     cmd.env(quarry_persist::powerloss::ENV_VAR, format!("{seed},{options}"));
     let mut daemon = Daemon::spawn("quarry up", cmd);

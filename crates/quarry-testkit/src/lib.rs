@@ -60,16 +60,23 @@ pub use proxy::{LinkState, Proxy};
 pub const HOST_DISK_RATIOS: quarry_types::FullRatios =
     quarry_types::FullRatios { nearfull: 0.97, full: 0.98, failsafe: 0.99 };
 
+/// The options and values of [`HOST_DISK_RATIOS`], by Ceph's option names.
+fn host_disk_options() -> [(&'static str, f64); 3] {
+    let r = HOST_DISK_RATIOS;
+    [
+        ("mon_osd_nearfull_ratio", r.nearfull),
+        ("mon_osd_full_ratio", r.full),
+        ("osd_failsafe_full_ratio", r.failsafe),
+    ]
+}
+
 /// [`HOST_DISK_RATIOS`] as config options, for command lines (`quarry up DIR ...`).
-pub const HOST_DISK_ARGS: [&str; 6] = [
-    "--mon_osd_nearfull_ratio",
-    "0.97",
-    "--mon_osd_full_ratio",
-    "0.98",
-    "--osd_failsafe_full_ratio",
-    "0.99",
-];
+pub fn host_disk_args() -> Vec<String> {
+    host_disk_options().iter().flat_map(|(k, v)| [format!("--{k}"), v.to_string()]).collect()
+}
 
 /// [`HOST_DISK_RATIOS`] as ceph.conf lines (a `[global]` section).
-pub const HOST_DISK_CONF: &str = "\n[global]\n\tmon_osd_nearfull_ratio = 0.97\n\t\
-     mon_osd_full_ratio = 0.98\n\tosd_failsafe_full_ratio = 0.99\n";
+pub fn host_disk_conf() -> String {
+    let lines: String = host_disk_options().iter().map(|(k, v)| format!("\t{k} = {v}\n")).collect();
+    format!("\n[global]\n{lines}")
+}

@@ -254,14 +254,14 @@ impl Drop for Daemon {
 }
 
 /// `BIN up DIR --osds N` (`BIN`: the `quarry` binary under test), started and ready, with
-/// the full-disk thresholds of tests on the host's disk ([`crate::HOST_DISK_ARGS`]).
+/// the full-disk thresholds of tests on the host's disk ([`crate::host_disk_args`]).
 pub fn up(bin: &Path, dir: &Path, osds: u32) -> Daemon {
-    up_with_args(bin, dir, osds, &crate::HOST_DISK_ARGS)
+    up_with_args(bin, dir, osds, &crate::host_disk_args())
 }
 
 /// `BIN up DIR --osds N ARGS...`, started and ready (tests of full disks pass no ratios: the
 /// defaults are what they test).
-pub fn up_with_args(bin: &Path, dir: &Path, osds: u32, args: &[&str]) -> Daemon {
+pub fn up_with_args(bin: &Path, dir: &Path, osds: u32, args: &[String]) -> Daemon {
     let mut cmd = Command::new(bin);
     cmd.arg("up").arg(dir).arg("--osds").arg(osds.to_string()).args(args);
     let mut d = Daemon::spawn("quarry up", cmd);

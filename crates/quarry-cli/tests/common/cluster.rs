@@ -42,9 +42,9 @@ impl Cluster {
         cluster_init(&dir, spec.osds);
         let conf = dir.join("ceph.conf");
         // The host disk's fill level is not what these tests test (quarry-testkit's
-        // HOST_DISK_CONF); `extra` comes after it and may set other ratios.
+        // host_disk_conf); `extra` comes after it and may set other ratios.
         let mut text = std::fs::read_to_string(&conf).unwrap();
-        text.push_str(quarry_testkit::HOST_DISK_CONF);
+        text.push_str(&quarry_testkit::host_disk_conf());
         text.push_str(spec.extra);
         std::fs::write(&conf, &text).unwrap();
         let ids: Vec<String> = (0..spec.osds).map(|i| i.to_string()).collect();

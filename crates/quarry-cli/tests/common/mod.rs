@@ -34,7 +34,7 @@ pub fn tool_cmd(tool: &str, conf: Option<&Path>, args: &[&str]) -> Command {
 }
 
 /// `quarry up DIR --osds N`, started and ready (full-disk thresholds raised: the host disk's
-/// fill level is not what the tests test, `quarry_testkit::HOST_DISK_ARGS`).
+/// fill level is not what the tests test, `quarry_testkit::host_disk_args`).
 pub fn up(dir: &Path, osds: u32) -> Daemon {
     quarry_testkit::process::up(&quarry(), dir, osds)
 }
