@@ -593,13 +593,13 @@ impl Router {
         let pg_num = sm.pg_num_handle();
         let sealed = sm.sealed_handle();
         let group = group_id(pg);
-        let refused_by_log = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let votes = Arc::new(crate::pg::network::VoteFeedback::default());
         let network = PgNetworkFactory {
             group,
             peers: self.deps.peers.clone(),
             store: self.deps.store.clone(),
             snapshots: HashMap::new(),
-            refused_by_log: refused_by_log.clone(),
+            votes: votes.clone(),
         };
         // Large writes of a one-replica PG are placed in the store, not the log (write-once).
         let placer = Arc::new(PgPlacer::new(
@@ -612,7 +612,7 @@ impl Router {
             .await
             .map_err(|e| raft_err(e.to_string()))?;
         let primary = acting.first() == Some(&self.deps.me);
-        let group = Arc::new(PgGroup::new(pg, raft, pg_num, sealed, refused_by_log));
+        let group = Arc::new(PgGroup::new(pg, raft, pg_num, sealed, votes));
         group.pin_leadership(primary);
         if !acting.contains(&self.deps.me) && map.up_set(pg).contains(&self.deps.me) {
             tracing::info!(%pg, ?acting, up = ?map.up_set(pg), "pg started as a learner: its primary adds it");

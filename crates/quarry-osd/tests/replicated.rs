@@ -103,3 +103,82 @@ async fn size_two_pool_replicates_to_both_osds() {
     b.shutdown().await;
     cluster.shutdown().await;
 }
+
+/// A new PG's primary whose first campaign meets a voter that does not run the group yet
+/// (that OSD's map with the new pool is late) campaigns again as soon as it learns so, at its
+/// next pass: the PG has a leader about a second after the voter starts the group, not after
+/// the primary's election timer or its 4 s wait for a leaderless PG (a client's op waits
+/// meanwhile; seen as a 5 s op wait in a test that creates a pool). The Raft heartbeat is
+/// 4 s here, so neither of those comes within the bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_pgs_primary_campaigns_again_once_a_late_voter_starts_it() {
+    let cluster = quarry_testkit::Cluster::builder()
+        .osds(2)
+        .pools(vec![])
+        .pool_default_size(2)
+        .mon_links()
+        .osd_grace(Duration::from_secs(60))
+        .raft_heartbeat(Duration::from_secs(4))
+        .start()
+        .await;
+    common::allow_election_noise(&cluster);
+    let rados = cluster.admin().await;
+    // osd.1 gets no map from now on: it will not know the pool.
+    cluster.mon_link(1).stall();
+    let created =
+        rados.mon_command(r#"{"prefix":"osd pool create","pool":"late","pg_num":16}"#, b"").await;
+    assert_eq!(created.rc, 0, "{}", created.outs);
+    let map = loop {
+        let map = rados.map();
+        if map.pool_by_name("late").is_some() {
+            break map;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let pool = map.pool_by_name("late").unwrap();
+    let led_by_0: Vec<quarry_types::PgId> = (0..pool.pg_num)
+        .map(|seed| quarry_types::PgId { pool: pool.id, seed })
+        .filter(|pg| map.acting(*pg) == [0, 1])
+        .collect();
+    assert!(!led_by_0.is_empty(), "no PG of 16 has osd.0 as its primary: {:?}", pool.acting);
+    // osd.0 starts its groups and campaigns; osd.1 answers that it does not run them.
+    let started =
+        |pgs: &[quarry_osd::PgStatus]| led_by_0.iter().all(|pg| pgs.iter().any(|s| s.pg == *pg));
+    for _ in 0..200 {
+        if started(&cluster.osd(0).pgs()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(started(&cluster.osd(0).pgs()), "osd.0 did not start {led_by_0:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        cluster.osd(0).pgs().iter().all(|s| !led_by_0.contains(&s.pg) || s.leader.is_none()),
+        "a PG has a leader while its other voter cannot know it: {:?}",
+        cluster.osd(0).pgs()
+    );
+    // osd.1 gets the map and starts the groups: osd.0 leads each soon after.
+    let resumed = std::time::Instant::now();
+    cluster.mon_link(1).resume();
+    let led = |pgs: &[quarry_osd::PgStatus]| {
+        led_by_0.iter().all(|pg| pgs.iter().any(|s| s.pg == *pg && s.leader == Some(0)))
+    };
+    while !led(&cluster.osd(0).pgs()) && resumed.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = resumed.elapsed();
+    assert!(led(&cluster.osd(0).pgs()), "no leader in 30 s: {:?}", cluster.osd(0).pgs());
+    assert!(
+        took < Duration::from_secs(3),
+        "{} PG(s) led by osd.0 {took:?} after osd.1 could start them (a retry waits >= 3.5 s)",
+        led_by_0.len()
+    );
+    // And the pool serves writes.
+    let io = rados.ioctx("late").await.unwrap();
+    for i in 0..8 {
+        let name = format!("late{i}");
+        io.write_full(&name, bytes::Bytes::from(name.clone())).await.unwrap();
+        assert_eq!(&io.read(&name, 0, 64).await.unwrap()[..], name.as_bytes());
+    }
+    cluster.shutdown().await;
+}

@@ -45,6 +45,7 @@ pub struct Builder {
     ticket_ttl: Duration,
     pool_default_pg_num: u32,
     pool_default_size: u32,
+    raft_heartbeat: Duration,
 }
 
 impl Default for Builder {
@@ -60,6 +61,7 @@ impl Default for Builder {
             ticket_ttl: Duration::from_secs(300),
             pool_default_pg_num: 8,
             pool_default_size: 1,
+            raft_heartbeat: quarry_osd::DEFAULT_RAFT_HEARTBEAT,
         }
     }
 }
@@ -131,6 +133,13 @@ impl Builder {
         self
     }
 
+    /// The OSDs' `osd_raft_heartbeat_interval` (default 1 s; elections start after 2.5 to 5
+    /// of them without a leader).
+    pub fn raft_heartbeat(mut self, interval: Duration) -> Builder {
+        self.raft_heartbeat = interval;
+        self
+    }
+
     /// Starts the monitor, then (unless [`Builder::monitor_only`]) every OSD, and waits until
     /// the monitor's map shows them up.
     pub async fn start(self) -> Cluster {
@@ -179,6 +188,7 @@ impl Builder {
             mon: Some(mon),
             mon_links,
             user_keys,
+            raft_heartbeat: self.raft_heartbeat,
             logs,
         };
         if self.start_osds {
@@ -231,6 +241,7 @@ pub struct Cluster {
     osd_fronts: BTreeMap<OsdId, Proxy>,
     mon_links: BTreeMap<OsdId, Proxy>,
     user_keys: BTreeMap<String, CryptoKey>,
+    raft_heartbeat: Duration,
     logs: LogGuard,
 }
 
@@ -347,7 +358,7 @@ impl Cluster {
             full_ratios: crate::HOST_DISK_RATIOS,
             limits: quarry_types::ServerLimits::defaults(quarry_types::DaemonKind::Osd),
             max_backfills: 1,
-            raft_heartbeat: quarry_osd::DEFAULT_RAFT_HEARTBEAT,
+            raft_heartbeat: self.raft_heartbeat,
             write_once_min_bytes: quarry_osd::DEFAULT_WRITE_ONCE_MIN_BYTES,
         }
     }

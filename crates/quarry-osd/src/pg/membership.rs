@@ -31,7 +31,10 @@
 //! primary's campaigns would take the term the other voter is about to take, so the two
 //! would refuse each other forever (seen: a merge stalled 180 s, both OSDs campaigning every
 //! 4 s, two seconds apart). The primary's timer then waits longer too (openraft's
-//! `smaller_log_timeout`). A voter that is not the primary campaigns after
+//! `smaller_log_timeout`). A primary whose campaign met a voter that did not run the group
+//! yet (a PG just created, or starting after a restart: `PeerError::NotHosted`) campaigns
+//! again at the next pass, a second later at most, rather than after [`LEADERLESS_CAMPAIGN`]
+//! or its election timer (an op waits for the PG meanwhile). A voter that is not the primary campaigns after
 //! [`LEADERLESS_CAMPAIGN`] plus a random part of it, which lets the voter with the longer
 //! log win.
 
@@ -189,7 +192,7 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
         };
         let led = leader.is_some_and(|l| alive(&l));
         if led {
-            group.clear_refused_by_log();
+            group.votes.clear();
         }
         if leader == Some(me) {
             // A leader that is not the map's primary lets the primary take over.
@@ -201,12 +204,18 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
         }
         group.raft.runtime_config().heartbeat(true);
         let is_primary = primary == Some(me);
-        if !campaigns_when_leaderless(led, is_voter, is_primary, group.refused_by_log()) {
+        if !campaigns_when_leaderless(led, is_voter, is_primary, group.votes.refused_by_log()) {
             leaderless.remove(&pg);
             continue;
         }
         let at = *leaderless.entry(pg).or_insert_with(|| now + leaderless_wait(is_primary));
-        if now >= at {
+        // A campaign met a voter not running the group yet (kept until then: this pass may
+        // run before the map that makes this OSD the primary is the router's).
+        if is_primary && group.votes.take_peer_not_ready() {
+            tracing::info!(%pg, "a voter did not run the pg yet: campaigning again");
+            let _ = group.raft.trigger().elect().await;
+            leaderless.insert(pg, now + leaderless_wait(is_primary));
+        } else if now >= at {
             tracing::info!(%pg, "no leader for a while: campaigning");
             let _ = group.raft.trigger().elect().await;
             leaderless.insert(pg, now + leaderless_wait(is_primary));

@@ -22,7 +22,7 @@ pub(crate) mod repair;
 pub(crate) mod split;
 pub(crate) mod state_machine;
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -349,9 +349,9 @@ pub(crate) struct PgGroup {
     pg_num: Arc<AtomicU32>,
     /// The seal the PG's applied state records, once durable ([`merge`]).
     sealed: Arc<std::sync::Mutex<Option<LogId<OsdId>>>>,
-    /// Set by the group's network when a peer refused this OSD's vote request because its
-    /// log is longer; cleared by `membership::tend_leadership` once the PG has a leader.
-    refused_by_log: Arc<AtomicBool>,
+    /// What this OSD's vote requests met, told by the group's network (read and cleared by
+    /// `membership::tend_leadership`).
+    pub(crate) votes: Arc<network::VoteFeedback>,
 }
 
 /// How long an op waits for its PG's leader to become readable before asking for a retry.
@@ -363,20 +363,9 @@ impl PgGroup {
         raft: PgRaft,
         pg_num: Arc<AtomicU32>,
         sealed: Arc<std::sync::Mutex<Option<LogId<OsdId>>>>,
-        refused_by_log: Arc<AtomicBool>,
+        votes: Arc<network::VoteFeedback>,
     ) -> PgGroup {
-        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0), pg_num, sealed, refused_by_log }
-    }
-
-    /// True if a peer refused one of this OSD's vote requests by log since the flag was last
-    /// cleared ([`PgGroup::clear_refused_by_log`]).
-    pub(crate) fn refused_by_log(&self) -> bool {
-        self.refused_by_log.load(Ordering::Acquire)
-    }
-
-    /// Forgets past refusals by log (the PG has a leader again).
-    pub(crate) fn clear_refused_by_log(&self) {
-        self.refused_by_log.store(false, Ordering::Release);
+        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0), pg_num, sealed, votes }
     }
 
     /// The log id of the seal the PG applied, once durable (None: not sealed).

@@ -357,9 +357,8 @@ pub(crate) struct PgNetworkFactory {
     pub(crate) store: Arc<quarry_store::Store>,
     /// Per peer: bumped by every snapshot sent to it (shared by the clients of that peer).
     pub(crate) snapshots: HashMap<OsdId, Arc<AtomicU64>>,
-    /// Set when a peer refused this OSD's vote request because its own log is longer
-    /// (`PgGroup::refused_by_log`, read by `membership::tend_leadership`).
-    pub(crate) refused_by_log: Arc<AtomicBool>,
+    /// What this OSD's vote requests met (read by `membership::tend_leadership`).
+    pub(crate) votes: Arc<VoteFeedback>,
 }
 
 impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
@@ -374,7 +373,7 @@ impl RaftNetworkFactory<PgRaftConfig> for PgNetworkFactory {
             store: self.store.clone(),
             inflight: None,
             snapshots: self.snapshots.entry(target).or_default().clone(),
-            refused_by_log: self.refused_by_log.clone(),
+            votes: self.votes.clone(),
         }
     }
 }
@@ -390,8 +389,8 @@ pub(crate) struct PeerClient {
     inflight: Option<Inflight>,
     /// Snapshots sent to this peer (by any client of it), see the module docs.
     snapshots: Arc<AtomicU64>,
-    /// The group's "a peer refused my vote request by log" flag ([`PgNetworkFactory`]).
-    refused_by_log: Arc<AtomicBool>,
+    /// What the group's vote requests met ([`PgNetworkFactory`]).
+    votes: Arc<VoteFeedback>,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -568,7 +567,7 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
         match self.send(RaftRpc::Vote(rpc), &option).await {
             Ok(RaftRpcReply::Vote(Ok(r))) => {
                 if refused_by_log(&r, mine) {
-                    self.refused_by_log.store(true, Ordering::Release);
+                    self.votes.refused_by_log.store(true, Ordering::Release);
                 }
                 Ok(r)
             }
@@ -576,8 +575,45 @@ impl RaftNetwork<PgRaftConfig> for PeerClient {
                 Err(RPCError::RemoteError(RemoteError::new(self.target, e)))
             }
             Ok(_) => Err(self.wrong_reply()),
-            Err(e) => Err(rpc_error(&e)),
+            Err(e) => {
+                if matches!(e, PeerError::NotHosted(_)) {
+                    self.votes.peer_not_ready.store(true, Ordering::Release);
+                }
+                Err(rpc_error(&e))
+            }
         }
+    }
+}
+
+/// What one group's vote requests met, kept for `membership::tend_leadership` (which decides
+/// when the map's primary campaigns again by itself).
+#[derive(Debug, Default)]
+pub(crate) struct VoteFeedback {
+    /// A voter refused a vote request because its own log is longer (only that voter can win
+    /// the election). Cleared once the PG has a live leader.
+    refused_by_log: AtomicBool,
+    /// A voter did not run the group yet (`PeerError::NotHosted`: a PG just created or
+    /// starting): the campaign could not win through it, and another one soon may. Cleared
+    /// once the PG has a live leader, or when the primary campaigns again.
+    peer_not_ready: AtomicBool,
+}
+
+impl VoteFeedback {
+    /// True if a voter refused a vote request by log since the PG last had a live leader.
+    pub(crate) fn refused_by_log(&self) -> bool {
+        self.refused_by_log.load(Ordering::Acquire)
+    }
+
+    /// Forgets what past vote requests met (the PG has a live leader again).
+    pub(crate) fn clear(&self) {
+        self.refused_by_log.store(false, Ordering::Release);
+        self.peer_not_ready.store(false, Ordering::Release);
+    }
+
+    /// True (once) if a vote request met a voter not running the group since the PG last had
+    /// a live leader or the last call.
+    pub(crate) fn take_peer_not_ready(&self) -> bool {
+        self.peer_not_ready.swap(false, Ordering::AcqRel)
     }
 }
 
