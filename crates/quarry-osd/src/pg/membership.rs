@@ -168,9 +168,33 @@ async fn wait_caught_up(
     }
 }
 
+/// When this OSD campaigns for a PG that still has no leader then, and in which role the
+/// time was chosen ([`leaderless_wait`] depends on it).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Campaign {
+    at: Instant,
+    as_primary: bool,
+}
+
+impl Campaign {
+    fn after_wait(now: Instant, is_primary: bool) -> Campaign {
+        Campaign { at: now + leaderless_wait(is_primary), as_primary: is_primary }
+    }
+
+    /// `current` kept while this OSD's role is the one it was chosen in, else a new wait
+    /// from now in the new role (a PG first seen before the map that makes this OSD its
+    /// primary reached the router would otherwise keep a voter's longer wait).
+    fn for_role(current: Option<Campaign>, now: Instant, is_primary: bool) -> Campaign {
+        match current {
+            Some(c) if c.as_primary == is_primary => c,
+            _ => Campaign::after_wait(now, is_primary),
+        }
+    }
+}
+
 /// Keeps each group's leadership where the map's primary is (module docs). `leaderless`
 /// remembers, for each PG without a leader, when this OSD campaigns if it still has none.
-pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<PgId, Instant>) {
+pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<PgId, Campaign>) {
     let me = router.me();
     let map = router.map();
     let now = Instant::now();
@@ -208,17 +232,18 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
             leaderless.remove(&pg);
             continue;
         }
-        let at = *leaderless.entry(pg).or_insert_with(|| now + leaderless_wait(is_primary));
+        let campaign = Campaign::for_role(leaderless.get(&pg).copied(), now, is_primary);
+        leaderless.insert(pg, campaign);
         // A campaign met a voter not running the group yet (kept until then: this pass may
         // run before the map that makes this OSD the primary is the router's).
         if is_primary && group.votes.take_peer_not_ready() {
             tracing::info!(%pg, "a voter did not run the pg yet: campaigning again");
             let _ = group.raft.trigger().elect().await;
-            leaderless.insert(pg, now + leaderless_wait(is_primary));
-        } else if now >= at {
+            leaderless.insert(pg, Campaign::after_wait(now, is_primary));
+        } else if now >= campaign.at {
             tracing::info!(%pg, "no leader for a while: campaigning");
             let _ = group.raft.trigger().elect().await;
-            leaderless.insert(pg, now + leaderless_wait(is_primary));
+            leaderless.insert(pg, Campaign::after_wait(now, is_primary));
         }
     }
     leaderless.retain(|pg, _| seen.contains(pg));
@@ -264,6 +289,25 @@ mod tests {
         assert!(!campaigns_when_leaderless(true, true, false, false));
         assert!(!campaigns_when_leaderless(true, true, true, false));
         assert!(!campaigns_when_leaderless(false, false, false, false));
+    }
+
+    /// A campaign time is kept while the role it was chosen in holds; a voter that becomes
+    /// the primary waits the primary's time from then on, not its older, longer wait.
+    #[test]
+    fn a_campaign_time_follows_the_role() {
+        let t0 = Instant::now();
+        let voter = Campaign::for_role(None, t0, false);
+        assert!(voter.at >= t0 + LEADERLESS_CAMPAIGN && !voter.as_primary);
+        let later = t0 + Duration::from_secs(1);
+        let kept = Campaign::for_role(Some(voter), later, false);
+        assert_eq!(kept.at, voter.at, "a voter's wait restarted");
+        let primary = Campaign::for_role(Some(voter), later, true);
+        assert_eq!(primary.at, later + LEADERLESS_CAMPAIGN);
+        assert!(primary.as_primary);
+        let kept = Campaign::for_role(Some(primary), later + Duration::from_secs(2), true);
+        assert_eq!(kept.at, primary.at, "the primary's wait restarted");
+        let demoted = Campaign::for_role(Some(primary), later, false);
+        assert!(demoted.at >= later + LEADERLESS_CAMPAIGN && !demoted.as_primary);
     }
 
     /// Two voters do not wait the same time: the wait is spread over [4 s, 8 s].
