@@ -19,6 +19,10 @@
 //! (`rbd_aio_is_complete`, `rbd_aio_wait_for_complete`), as librbd orders them; last, the
 //! request stops counting as in flight, so `rbd_close` returns only after every callback of
 //! the image has run (except when called from a callback: then it waits for nothing).
+//! A write stops holding back the flushes submitted after it only once its callback is
+//! queued, so a flush's callback runs after those of the writes it covers (it once ran
+//! before the last one's: the write's end was seen by the flush before its callback was
+//! queued); a callback may still flush (nothing waits for callbacks to have run).
 //!
 //! Return values as librbd: reads the number of bytes read (short at the end of the image),
 //! writes, discards, write-zeroes and flushes 0, failures a negative errno.
@@ -30,7 +34,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
 use bytes::{Bytes, BytesMut};
 
-use crate::rbd::{handle, handle_arc, rbd_errno, ImageHandle, InFlight};
+use crate::rbd::{handle, handle_arc, rbd_errno, ImageHandle, InFlight, WriteTicket};
 use crate::{ffi, runtime, EINVAL};
 
 type Callback = unsafe extern "C" fn(*mut c_void, *mut c_void);
@@ -121,8 +125,15 @@ pub fn post(job: Box<dyn FnOnce() + Send>) {
 }
 
 /// Ends a request: stores `ret`, then (on the callback thread) calls back, notifies, marks
-/// complete.
-fn finish(image: Arc<ImageHandle>, comp: Arc<Completion>, ret: i64, inflight: InFlight) {
+/// complete. A write's ticket ends only once its callback is queued: a flush waiting for the
+/// write ends after that, so its callback is queued (and runs) after the write's.
+fn finish(
+    image: Arc<ImageHandle>,
+    comp: Arc<Completion>,
+    ret: i64,
+    inflight: InFlight,
+    ticket: Option<WriteTicket>,
+) {
     comp.state.lock().unwrap_or_else(|p| p.into_inner()).ret = ret;
     let job: Job = Box::new(move || {
         if let Some(cb) = comp.callback {
@@ -146,6 +157,7 @@ fn finish(image: Arc<ImageHandle>, comp: Arc<Completion>, ret: i64, inflight: In
         drop(inflight);
     });
     post(job);
+    drop(ticket);
 }
 
 /// Signals the notification fd: 8 bytes (a count of 1) for an eventfd, 1 byte for a pipe.
@@ -159,10 +171,21 @@ fn signal(fd: c_int, kind: c_int) {
     }
 }
 
+/// What a request is, for the flushes behind it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Changes the image (write, discard, write-zeroes, compare-and-write): a flush
+    /// submitted after it waits for it ([`ImageHandle::begin_write`]).
+    Write,
+    /// Anything else (reads, flushes).
+    Other,
+}
+
 /// Starts `work` for the image and completion behind the raw pointers; 0, or `-EINVAL`.
 unsafe fn start<F>(
     image: *mut c_void,
     c: *mut c_void,
+    kind: Kind,
     work: impl FnOnce(&Arc<ImageHandle>) -> F,
 ) -> c_int
 where
@@ -172,11 +195,12 @@ where
     let (Ok(h), Some(comp)) = (unsafe { handle_arc(image) }, unsafe { completion_arc(c) }) else {
         return EINVAL;
     };
+    let ticket = (kind == Kind::Write).then(|| h.begin_write());
     let fut = work(&h);
     let inflight = h.begin();
     runtime().spawn(async move {
         let ret = fut.await;
-        finish(h, comp, ret, inflight);
+        finish(h, comp, ret, inflight, ticket);
     });
     0
 }
@@ -243,9 +267,7 @@ fn read_into(h: &ImageHandle, off: u64, pieces: Vec<Piece>) -> impl Future<Outpu
 
 fn write_from(h: &Arc<ImageHandle>, off: u64, data: Bytes) -> impl Future<Output = i64> + Send {
     let img = h.image.clone();
-    let ticket = h.begin_write();
     async move {
-        let _ticket = ticket;
         match img.write(off, data).await {
             Ok(()) => 0,
             Err(e) => rbd_errno(&e) as i64,
@@ -358,7 +380,7 @@ pub unsafe extern "C" fn rbd_aio_read(
         }
         let pieces = vec![Piece { addr: buf as usize, len }];
         // SAFETY: forwarded contracts.
-        unsafe { start(image, c, |h| read_into(h, off, pieces)) }
+        unsafe { start(image, c, Kind::Other, |h| read_into(h, off, pieces)) }
     })
 }
 
@@ -389,7 +411,7 @@ pub unsafe extern "C" fn rbd_aio_readv(
         // SAFETY: contract of librbd.h.
         let pieces = c_try!(unsafe { iov_pieces(iov, count) });
         // SAFETY: forwarded contracts.
-        unsafe { start(image, c, |h| read_into(h, off, pieces)) }
+        unsafe { start(image, c, Kind::Other, |h| read_into(h, off, pieces)) }
     })
 }
 
@@ -408,7 +430,7 @@ pub unsafe extern "C" fn rbd_aio_write(
         }
         let data = gather(&[Piece { addr: buf as usize, len }]);
         // SAFETY: forwarded contracts.
-        unsafe { start(image, c, |h| write_from(h, off, data)) }
+        unsafe { start(image, c, Kind::Write, |h| write_from(h, off, data)) }
     })
 }
 
@@ -442,7 +464,7 @@ pub unsafe extern "C" fn rbd_aio_writev(
             Err(e) => return e,
         };
         // SAFETY: forwarded contracts.
-        unsafe { start(image, c, |h| write_from(h, off, data)) }
+        unsafe { start(image, c, Kind::Write, |h| write_from(h, off, data)) }
     })
 }
 
@@ -457,11 +479,9 @@ pub unsafe extern "C" fn rbd_aio_discard(
     ffi!(EINVAL, {
         // SAFETY: forwarded contracts.
         unsafe {
-            start(image, c, |h| {
+            start(image, c, Kind::Write, |h| {
                 let img = h.image.clone();
-                let ticket = h.begin_write();
                 async move {
-                    let _ticket = ticket;
                     match img.discard(off, len).await {
                         Ok(()) => 0,
                         Err(e) => rbd_errno(&e) as i64,
@@ -492,11 +512,9 @@ pub unsafe extern "C" fn rbd_aio_write_zeroes(
         let thick = zero_flags & 1 != 0;
         // SAFETY: forwarded contracts.
         unsafe {
-            start(image, c, |h| {
+            start(image, c, Kind::Write, |h| {
                 let img = h.image.clone();
-                let ticket = h.begin_write();
                 async move {
-                    let _ticket = ticket;
                     let done = if thick {
                         img.write_zero_bytes(off, len as u64, |_, _| {}).await
                     } else {
@@ -543,9 +561,7 @@ pub unsafe extern "C" fn rbd_aio_compare_and_write(
         let mismatch = mismatch_off as usize;
         let work = move |h: &Arc<ImageHandle>| {
             let img = h.image.clone();
-            let ticket = h.begin_write();
             async move {
-                let _ticket = ticket;
                 match img.compare_and_write(off, cmp, data).await {
                     Ok(()) => len as i64,
                     Err(e) => {
@@ -559,7 +575,7 @@ pub unsafe extern "C" fn rbd_aio_compare_and_write(
             }
         };
         // SAFETY: forwarded contracts.
-        unsafe { start(image, c, work) }
+        unsafe { start(image, c, Kind::Write, work) }
     })
 }
 
@@ -570,7 +586,7 @@ pub unsafe extern "C" fn rbd_aio_flush(image: *mut c_void, c: *mut c_void) -> c_
     ffi!(EINVAL, {
         // SAFETY: forwarded contracts.
         unsafe {
-            start(image, c, |h| {
+            start(image, c, Kind::Other, |h| {
                 let img = h.image.clone();
                 let (mark, handle) = (h.write_mark(), h.clone());
                 async move {

@@ -168,6 +168,10 @@ where
     F: Future + Send,
     F::Output: Send,
 {
+    // On the heap: the caller's stack may be small (QEMU calls some of these from its
+    // coroutines, on 1 MiB stacks), and a future's state is as large as everything it holds
+    // across its awaits (several times larger in debug builds).
+    let fut = Box::pin(fut);
     if tokio::runtime::Handle::try_current().is_ok() {
         std::thread::scope(|s| {
             s.spawn(|| runtime().block_on(fut)).join().unwrap_or_else(|_| std::process::abort())
