@@ -34,9 +34,9 @@
 //! `smaller_log_timeout`). A primary whose campaign met a voter that did not run the group
 //! yet (a PG just created, or starting after a restart: `PeerError::NotHosted`) campaigns
 //! again at the next pass, a second later at most, rather than after [`LEADERLESS_CAMPAIGN`]
-//! or its election timer (an op waits for the PG meanwhile). A voter that is not the primary campaigns after
-//! [`LEADERLESS_CAMPAIGN`] plus a random part of it, which lets the voter with the longer
-//! log win.
+//! or its election timer (an op waits for the PG meanwhile). A voter that is not the
+//! primary campaigns after [`LEADERLESS_CAMPAIGN`] plus a random part of it, which lets the
+//! voter with the longer log win. The wait restarts when this OSD's role changes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
