@@ -13,7 +13,10 @@ use crate::{CallOrigin, ErrorCode, SnapId};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Payload {
     /// The bytes (decoded without a copy under [`crate::zerocopy::decode_from`]).
-    #[serde(deserialize_with = "crate::zerocopy::deserialize_bytes")]
+    #[serde(
+        serialize_with = "crate::zerocopy::serialize_bytes",
+        deserialize_with = "crate::zerocopy::deserialize_bytes"
+    )]
     pub data: Bytes,
     /// crc32c (Castagnoli) of `data`.
     pub crc: u32,

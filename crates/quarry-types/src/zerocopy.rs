@@ -8,15 +8,92 @@
 //! The decoded slices keep the whole source buffer alive; a frame or a log entry is mostly its
 //! payload, so that costs little. Outside [`decode_from`], or for bytes a decoder produced
 //! itself, decoding copies as before. The encoding is unchanged (serde bytes).
+//!
+//! Zero-copy encoding, for bincode with fixed-width integers (the wire's frames): inside
+//! [`encode_spliced`], a payload of at least [`SPLICE_MIN`] bytes is written as its length
+//! prefix only, and its bytes are handed back with the offset where they belong; the caller
+//! sends the encoded bytes and the payloads in order (the bytes on the wire are the same as
+//! a plain encoding's). A 4 MiB write or read reply is then not copied into the frame.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use bytes::Bytes;
 use serde::de::{Deserializer, Error, SeqAccess, Visitor};
+use serde::Serializer;
 
 thread_local! {
     /// The buffer being decoded on this thread, if any.
     static SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
+    /// Inside [`encode_spliced`]: the payloads left out so far, with their offsets.
+    static SPLICES: RefCell<Option<Vec<(usize, Bytes)>>> = const { RefCell::new(None) };
+    /// Inside [`encode_spliced`]: the bytes written so far.
+    static WRITTEN: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Payloads shorter than this are encoded in place (a copy costs less than a piece more).
+pub const SPLICE_MIN: usize = 64 << 10;
+
+/// Where [`encode_spliced`]'s encoder writes: a buffer that tells the payload serializer how
+/// far it got.
+pub struct SplicedWriter {
+    buf: Vec<u8>,
+}
+
+impl std::io::Write for SplicedWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        WRITTEN.with(|w| w.set(self.buf.len()));
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `encode` (a bincode fixint encoding into the writer, after `prefix`) with large
+/// payloads left out: returns its result, the bytes written (starting with `prefix`), and
+/// the payloads with the offsets in those bytes where each belongs. Concatenating the
+/// pieces in order gives the plain encoding. `encode` must serialize the value once: bincode
+/// options without a size limit (with one, bincode first runs a sizing pass, which would
+/// report every payload twice; check the size before instead).
+pub fn encode_spliced<R>(
+    prefix: Vec<u8>,
+    encode: impl FnOnce(&mut SplicedWriter) -> R,
+) -> (R, Vec<u8>, Vec<(usize, Bytes)>) {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SPLICES.with(|s| *s.borrow_mut() = None);
+            WRITTEN.with(|w| w.set(0));
+        }
+    }
+    let mut writer = SplicedWriter { buf: prefix };
+    WRITTEN.with(|w| w.set(writer.buf.len()));
+    SPLICES.with(|s| *s.borrow_mut() = Some(Vec::new()));
+    let reset = Reset;
+    let result = encode(&mut writer);
+    let splices = SPLICES.with(|s| s.borrow_mut().take()).unwrap_or_default();
+    drop(reset);
+    (result, writer.buf, splices)
+}
+
+/// Serde `serialize_with` for a payload's `Bytes`: serde bytes, except inside
+/// [`encode_spliced`] where a large one is written as its length (bincode's fixint prefix)
+/// and left out.
+pub(crate) fn serialize_bytes<S: Serializer>(data: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+    let spliced = data.len() >= SPLICE_MIN && SPLICES.with(|c| c.borrow().is_some());
+    if !spliced {
+        return s.serialize_bytes(data);
+    }
+    let done = s.serialize_u64(data.len() as u64)?;
+    let at = WRITTEN.with(Cell::get);
+    SPLICES.with(|c| {
+        if let Some(list) = c.borrow_mut().as_mut() {
+            list.push((at, data.clone()));
+        }
+    });
+    Ok(done)
 }
 
 /// Runs `decode` on `source`'s bytes with `source` registered as the buffer payloads may be
@@ -105,6 +182,35 @@ mod tests {
         assert!(!(other.as_ptr() as usize..other.as_ptr() as usize + other.len())
             .contains(&(copied.data.as_ptr() as usize)));
         assert_eq!(copied, payload);
+    }
+
+    /// Spliced pieces put back in order are the plain encoding; small payloads stay inline;
+    /// outside `encode_spliced` nothing is left out.
+    #[test]
+    fn spliced_encodings_put_together_are_the_plain_encoding() {
+        use bincode::Options;
+        let big = Payload::new(vec![9u8; SPLICE_MIN + 3]);
+        let small = Payload::new(vec![1u8; 10]);
+        let value = (7u32, big.clone(), small.clone(), big.clone(), 5u8);
+        let plain = options().serialize(&value).unwrap();
+        let (r, head, splices) =
+            encode_spliced(b"HDR".to_vec(), |w| options().serialize_into(w, &value));
+        r.unwrap();
+        assert_eq!(splices.len(), 2, "the two large payloads are left out");
+        assert!(head.starts_with(b"HDR"));
+        let mut whole = Vec::new();
+        let mut at = 0;
+        for (offset, bytes) in &splices {
+            whole.extend_from_slice(&head[at..*offset]);
+            whole.extend_from_slice(bytes);
+            at = *offset;
+        }
+        whole.extend_from_slice(&head[at..]);
+        assert_eq!(&whole[3..], &plain[..]);
+        assert_eq!(head.len() - 3 + 2 * big.len(), plain.len());
+        // The state is gone afterwards: a plain encoding copies again.
+        assert_eq!(options().serialize(&value).unwrap(), plain);
+        assert!(SPLICES.with(|s| s.borrow().is_none()));
     }
 
     #[test]

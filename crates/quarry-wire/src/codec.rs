@@ -25,7 +25,10 @@
 //! the keyed hash covers the header and every payload byte, so any change a crc would catch
 //! fails the signature; one crc pass less over every payload on each side (issue 14).
 //! A receiver may hash the payload while it arrives ([`StreamingMac`]): the check then
-//! overlaps the transfer instead of following it.
+//! overlaps the transfer instead of following it. A sender encodes a frame in pieces
+//! ([`encode_segments`]): a large data payload (a write's, a read reply's) is written from
+//! its own buffer after the encoded bytes before it, not copied into the frame; the bytes
+//! on the wire are the same.
 
 use bincode::Options;
 
@@ -101,42 +104,118 @@ pub fn append_signature(frame: &mut Vec<u8>, key: &SessionKey) {
     frame.extend_from_slice(&tag);
 }
 
-/// A frame's header and payload, without its signature: the sender of a large signed frame
-/// hashes it while writing it ([`FrameSigner`]) and sends the tag after it. `signed` sets
-/// the header's flag (and leaves its crc 0).
+/// A frame's header and payload, without its signature, in one buffer (see
+/// [`encode_segments`], which leaves large payloads out of the buffer).
 pub fn encode_unsigned_part(
     request_id: u64,
     seq: u64,
     msg: &Message,
     signed: bool,
 ) -> Result<Vec<u8>, WireError> {
+    let segments = encode_segments(request_id, seq, msg, signed)?;
+    let mut frame = Vec::with_capacity(segments.len() + SIGNATURE_LEN);
+    for piece in segments.pieces() {
+        frame.extend_from_slice(piece);
+    }
+    Ok(frame)
+}
+
+/// A frame's header and payload, without its signature, as pieces to send in order
+/// ([`Segments::pieces`]): the encoded message with its large data payloads left out, and
+/// those payloads' own bytes (`quarry_types::zerocopy::encode_spliced`: a 4 MiB write or read
+/// reply is not copied into the frame). The sender of a signed frame hashes the pieces
+/// ([`FrameSigner`]) and sends the tag after them. `signed` sets the header's flag (and
+/// leaves its crc 0).
+pub fn encode_segments(
+    request_id: u64,
+    seq: u64,
+    msg: &Message,
+    signed: bool,
+) -> Result<Segments, WireError> {
     let payload_len = bincode_options(u64::from(FRAME_PAYLOAD_MAX))
         .serialized_size(msg)
         .map_err(|e| WireError::Encode(e.to_string()))?;
     if payload_len > u64::from(FRAME_PAYLOAD_MAX) {
         return Err(WireError::TooLarge { len: payload_len, max: FRAME_PAYLOAD_MAX });
     }
-    // The payload is serialised straight into the frame (no second copy of a 4 MiB write);
-    // its length and crc are filled into the header afterwards.
-    let mut frame = Vec::with_capacity(HEADER_LEN + payload_len as usize + SIGNATURE_LEN);
-    frame.extend_from_slice(&FRAME_MAGIC);
-    frame.push(FRAME_VERSION);
-    frame.push(if signed { FLAG_SIGNED } else { 0 });
-    frame.extend_from_slice(&[0, 0]);
-    frame.extend_from_slice(&request_id.to_le_bytes());
-    frame.extend_from_slice(&[0u8; 8]); // payload length and crc, below
-    frame.extend_from_slice(&seq.to_le_bytes());
-    debug_assert_eq!(frame.len(), HEADER_LEN);
-    bincode_options(u64::from(FRAME_PAYLOAD_MAX))
-        .serialize_into(&mut frame, msg)
-        .map_err(|e| WireError::Encode(e.to_string()))?;
-    assert_eq!(frame.len() - HEADER_LEN, payload_len as usize, "bincode size estimate");
+    let mut header = Vec::with_capacity(HEADER_LEN + (payload_len as usize).min(64 << 10));
+    header.extend_from_slice(&FRAME_MAGIC);
+    header.push(FRAME_VERSION);
+    header.push(if signed { FLAG_SIGNED } else { 0 });
+    header.extend_from_slice(&[0, 0]);
+    header.extend_from_slice(&request_id.to_le_bytes());
+    header.extend_from_slice(&[0u8; 8]); // payload length and crc, below
+    header.extend_from_slice(&seq.to_le_bytes());
+    debug_assert_eq!(header.len(), HEADER_LEN);
+    // Without a size limit (checked above): bincode would run a sizing pass first.
+    let options = bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian();
+    let (encoded, head, splices) =
+        quarry_types::zerocopy::encode_spliced(header, |w| options.serialize_into(w, msg));
+    encoded.map_err(|e| WireError::Encode(e.to_string()))?;
+    let spliced: usize = splices.iter().map(|(_, bytes)| bytes.len()).sum();
+    assert_eq!(head.len() - HEADER_LEN + spliced, payload_len as usize, "bincode size estimate");
+    let mut segments = Segments { head, splices };
     // A signed frame's crc field is 0: its receiver checks the signature, which covers every
     // byte, and never the crc (one pass less over every payload on the sender, issue 14).
-    let crc = if signed { 0 } else { crc32c::crc32c(&frame[HEADER_LEN..]) };
-    frame[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    frame[20..24].copy_from_slice(&crc.to_le_bytes());
-    Ok(frame)
+    let crc = if signed {
+        0
+    } else {
+        let (mut crc, mut skip) = (0, HEADER_LEN);
+        for piece in segments.pieces() {
+            let from = skip.min(piece.len());
+            skip -= from;
+            crc = crc32c::crc32c_append(crc, &piece[from..]);
+        }
+        crc
+    };
+    segments.head[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    segments.head[20..24].copy_from_slice(&crc.to_le_bytes());
+    Ok(segments)
+}
+
+/// An encoded frame in pieces ([`encode_segments`]).
+pub struct Segments {
+    /// The header and the encoded message, large payloads left out.
+    head: Vec<u8>,
+    /// The payloads left out: where each goes in `head`, and its bytes.
+    splices: Vec<(usize, bytes::Bytes)>,
+}
+
+impl Segments {
+    /// The frame's bytes in order: parts of the head and the payloads between them.
+    pub fn pieces(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut at = 0;
+        let mut out = Vec::with_capacity(2 * self.splices.len() + 1);
+        for (offset, bytes) in &self.splices {
+            out.push(&self.head[at..*offset]);
+            out.push(&bytes[..]);
+            at = *offset;
+        }
+        out.push(&self.head[at..]);
+        out.into_iter().filter(|piece| !piece.is_empty())
+    }
+
+    /// Bytes of the whole frame (header and payload).
+    pub fn len(&self) -> usize {
+        self.head.len() + self.splices.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+
+    /// Never true: a frame has a header.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The frame's signature under `key`, for a sender that writes the pieces and then it.
+    pub fn signature(&self, key: &SessionKey) -> [u8; SIGNATURE_LEN] {
+        if self.splices.is_empty() {
+            return signature(key, &self.head);
+        }
+        let mut mac = blake3::Hasher::new_keyed(key);
+        for piece in self.pieces() {
+            mac.update(piece);
+        }
+        *mac.finalize().as_bytes()
+    }
 }
 
 /// The signature of a frame computed piece by piece, in order, as the sender writes them
@@ -444,6 +523,44 @@ mod tests {
         streamed.extend_from_slice(&signer.finish());
         assert_eq!(streamed, whole);
         assert_eq!(decode_frame(&streamed, FRAME_PAYLOAD_MAX, Some(&key), 7).unwrap().1, msg);
+    }
+
+    /// A frame whose large payloads are left out of the encoded buffer (`encode_segments`) is,
+    /// piece by piece, the plain bincode encoding: the same bytes, the same crc, the same
+    /// signature, and it decodes; small payloads stay in the buffer.
+    #[test]
+    fn a_frame_in_segments_is_the_plain_frame() {
+        let key = [5u8; 32];
+        let data: Vec<u8> = (0..(1usize << 20) + 17).map(|i| (i * 31 % 251) as u8).collect();
+        for (msg, spliced) in [(write_op(data), true), (write_op(vec![3u8; 100]), false)] {
+            for signed in [false, true] {
+                // The plain encoding, as frames were built before segments.
+                let mut plain = encode_segments(2, 9, &sample(), signed).unwrap().head;
+                plain.truncate(HEADER_LEN);
+                bincode_options(u64::from(FRAME_PAYLOAD_MAX))
+                    .serialize_into(&mut plain, &msg)
+                    .unwrap();
+                let payload_len = (plain.len() - HEADER_LEN) as u32;
+                let crc = if signed { 0 } else { crc32c::crc32c(&plain[HEADER_LEN..]) };
+                plain[16..20].copy_from_slice(&payload_len.to_le_bytes());
+                plain[20..24].copy_from_slice(&crc.to_le_bytes());
+
+                let segments = encode_segments(2, 9, &msg, signed).unwrap();
+                assert_eq!(segments.splices.is_empty(), !spliced);
+                assert!(segments.head.len() < 4096 || !spliced, "payload copied into the head");
+                let joined: Vec<u8> = segments.pieces().flatten().copied().collect();
+                assert_eq!(joined, plain);
+                assert_eq!(segments.len(), plain.len());
+                let key = signed.then_some(&key);
+                let mut frame = joined;
+                if let Some(key) = key {
+                    assert_eq!(segments.signature(key), signature(key, &plain));
+                    frame.extend_from_slice(&segments.signature(key));
+                }
+                assert_eq!(frame, encode_frame(2, 9, &msg, key).unwrap());
+                assert_eq!(decode_frame(&frame, FRAME_PAYLOAD_MAX, key, 9).unwrap().1, msg);
+            }
+        }
     }
 
     /// A 1 MiB write whose body is hashed as it arrives, in uneven pieces: the frame decodes,

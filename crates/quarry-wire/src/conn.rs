@@ -24,9 +24,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use quarry_types::{EntityName, ErrorCode};
 
 use crate::codec::{
-    append_signature, decode_body_shared, decode_header, encode_unsigned_part, encoded_len,
-    FrameHeader, FrameSigner, SessionKey, StreamingMac, FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX,
-    HEADER_LEN,
+    decode_body_shared, decode_header, encode_segments, encoded_len, FrameHeader, FrameSigner,
+    SessionKey, StreamingMac, FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX, HEADER_LEN,
 };
 use crate::limits::{Budget, Charge, ConnAccount, ConnectionSlot};
 use crate::message::{
@@ -189,21 +188,32 @@ impl FrameWriter {
     /// in pieces, its 4 MiB read replies cost ~0.5 ms more CPU each (measured, issue 14).
     async fn push(&mut self, request_id: u64, msg: &Message) -> Result<(), WireError> {
         let seq = if self.key.is_some() { self.next_seq } else { 0 };
-        let mut frame = encode_unsigned_part(request_id, seq, msg, self.key.is_some())?;
+        // Large payloads are written from their own buffers (`encode_segments`), not copied
+        // into the frame first.
+        let frame = encode_segments(request_id, seq, msg, self.key.is_some())?;
         match self.key.as_ref() {
             Some(key) if self.sign_while_writing && frame.len() > SIGN_STEP => {
                 let mut signer = FrameSigner::new(key);
-                for piece in frame.chunks(SIGN_STEP) {
-                    signer.update(piece);
-                    self.inner.write_all(piece).await?;
+                for piece in frame.pieces() {
+                    for step in piece.chunks(SIGN_STEP) {
+                        signer.update(step);
+                        self.inner.write_all(step).await?;
+                    }
                 }
                 self.inner.write_all(&signer.finish()).await?;
             }
             Some(key) => {
-                append_signature(&mut frame, key);
-                self.inner.write_all(&frame).await?;
+                let tag = frame.signature(key);
+                for piece in frame.pieces() {
+                    self.inner.write_all(piece).await?;
+                }
+                self.inner.write_all(&tag).await?;
             }
-            None => self.inner.write_all(&frame).await?,
+            None => {
+                for piece in frame.pieces() {
+                    self.inner.write_all(piece).await?;
+                }
+            }
         }
         if self.key.is_some() {
             self.next_seq += 1;
