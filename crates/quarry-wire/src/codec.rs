@@ -182,17 +182,19 @@ pub struct Segments {
 }
 
 impl Segments {
-    /// The frame's bytes in order: parts of the head and the payloads between them.
+    /// The frame's bytes in order: parts of the head and the payloads between them (no
+    /// allocation: every frame a connection sends goes through here).
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let mut at = 0;
-        let mut out = Vec::with_capacity(2 * self.splices.len() + 1);
-        for (offset, bytes) in &self.splices {
-            out.push(&self.head[at..*offset]);
-            out.push(&bytes[..]);
-            at = *offset;
-        }
-        out.push(&self.head[at..]);
-        out.into_iter().filter(|piece| !piece.is_empty())
+        let cuts = self.splices.iter().map(|(offset, _)| *offset);
+        let starts = std::iter::once(0).chain(cuts.clone());
+        let ends = cuts.chain(std::iter::once(self.head.len()));
+        let parts = starts.zip(ends).map(|(a, b)| &self.head[a..b]);
+        let payloads = self.splices.iter().map(|(_, bytes)| Some(&bytes[..])).chain([None]);
+        parts
+            .zip(payloads)
+            .flat_map(|(part, payload)| [Some(part), payload])
+            .flatten()
+            .filter(|piece| !piece.is_empty())
     }
 
     /// Bytes of the whole frame (header and payload).
