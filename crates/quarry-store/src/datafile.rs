@@ -579,7 +579,11 @@ impl DataFile {
         self.file.sync_data().inspect_err(|_| self.unsynced.store(true, Ordering::Release))
     }
 
-    fn commit_done(&self) -> u64 {
+    /// The open batch's transaction committed (what [`BatchGuard::committed`] does; the
+    /// store's writer calls it directly for the transaction its applies share, which it
+    /// serialises with its own lock): its frees wait for a durable checkpoint under a new
+    /// sequence number, which is returned.
+    pub(crate) fn commit_done(&self) -> u64 {
         let mut state = self.lock();
         let mut freed = std::mem::take(&mut state.batch.freed);
         state.batch.allocated.clear();
@@ -604,7 +608,9 @@ impl DataFile {
         seq
     }
 
-    fn abort(&self) {
+    /// The open batch's transaction was dropped: its allocations are free again, its claims
+    /// reserved again, its frees never happened.
+    pub(crate) fn abort(&self) {
         let mut state = self.lock();
         state.batch.freed.clear();
         for (start, len) in std::mem::take(&mut state.batch.allocated) {

@@ -271,13 +271,15 @@ mod merge;
 mod methods;
 mod read;
 mod split;
+mod writer;
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use quarry_persist::DurableFile;
 use quarry_types::{
@@ -474,6 +476,9 @@ pub struct StoreOptions {
     /// once at open, before the allocator is rebuilt (None: there are none). A placement
     /// left out is free space: punched at open and handed out again.
     pub placements_at_open: Option<PlacementsAtOpen>,
+    /// An apply commits the transaction the applies share once it is this old (see
+    /// `writer.rs`, "Lazy commits"; reads and other writers commit it sooner).
+    pub commit_age: std::time::Duration,
 }
 
 impl Default for StoreOptions {
@@ -483,6 +488,7 @@ impl Default for StoreOptions {
             dups_per_pg: DUPS_PER_PG_DEFAULT,
             methods: None,
             placements_at_open: None,
+            commit_age: writer::COMMIT_AGE,
         }
     }
 }
@@ -503,6 +509,14 @@ pub struct Store {
     dups_per_pg: usize,
     methods: Option<Arc<dyn ObjectMethods>>,
     snap_trim_visits: AtomicU64,
+    /// [`StoreOptions::commit_age`].
+    commit_age: std::time::Duration,
+    /// The open write transaction applies share (see `writer.rs`, "Lazy commits").
+    writer: Mutex<writer::Writer>,
+    /// Objects the open transaction wrote: a read of one commits it first.
+    dirty: Mutex<HashSet<(PgId, String)>>,
+    /// Answered applies were lost (`writer.rs`): every call fails.
+    failed: AtomicBool,
 }
 
 impl std::fmt::Debug for Store {
@@ -519,6 +533,12 @@ impl std::fmt::Debug for Store {
 /// disk.)
 impl Drop for Store {
     fn drop(&mut self) {
+        // Applied work is committed (non-durably) so that the close below keeps it; if that
+        // fails the transaction is dropped and the next open replays it from the log.
+        if let Err(error) = self.settle() {
+            tracing::error!(path = %self.path.display(), %error,
+                "store close: committing the open transaction failed");
+        }
         let db = self.db.take();
         if let Err(error) = self.data.sync() {
             tracing::error!(
@@ -602,6 +622,10 @@ impl Store {
             dups_per_pg: options.dups_per_pg.max(1),
             methods: options.methods.clone(),
             snap_trim_visits: AtomicU64::new(0),
+            writer: Mutex::default(),
+            commit_age: options.commit_age,
+            dirty: Mutex::default(),
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -1087,7 +1111,7 @@ impl Store {
         max_objects: u32,
         pg_state: &[u8],
     ) -> Result<SnapTrimStep, StoreError> {
-        let mut txn = self.db().begin_write()?;
+        let (_writer, mut txn) = self.begin_write()?;
         txn.set_durability(Durability::None);
         let blocks = self.data.begin_batch();
         let step = {
@@ -1114,7 +1138,7 @@ impl Store {
 
     /// Snapshots `pg` has finished trimming, ascending.
     pub fn purged_snaps(&self, pg: PgId) -> Result<Vec<SnapId>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(PURGED_SNAPS)?;
         let lo = format::purged_key(pg, 0);
         let hi = format::purged_key(pg, u64::MAX);
@@ -1131,7 +1155,7 @@ impl Store {
     /// The snapshots the index says keep a version of object `name` (ascending; empty if
     /// none or no such object).
     pub fn indexed_snaps(&self, pg: PgId, name: &str) -> Result<Vec<SnapId>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let Some(record) = Store::get_record(&txn, pg, name)? else {
             return Ok(Vec::new());
         };
@@ -1147,7 +1171,7 @@ impl Store {
 
     /// Number of objects the index lists for snapshot `snap` in `pg`.
     pub fn snap_index_len(&self, pg: PgId, snap: SnapId) -> Result<u64, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(SNAP_OBJECTS)?;
         let mut start = Vec::new();
         format::snap_object_key(pg, snap, b"", &mut start);
@@ -1162,46 +1186,6 @@ impl Store {
             n += 1;
         }
         Ok(n)
-    }
-
-    /// [`Store::apply`] for several PGs in one transaction: one commit for all of them, which
-    /// is where small-write throughput comes from (a redb commit costs ~100 µs whatever it
-    /// carries). Returns the replies per PG, in order.
-    pub fn apply_many(&self, work: &[PgApply<'_>]) -> Result<Vec<Vec<OpReply>>, StoreError> {
-        let mut txn = self.db().begin_write()?;
-        txn.set_durability(Durability::None);
-        let blocks = self.data.begin_batch();
-        let mut all = Vec::with_capacity(work.len());
-        {
-            let mut batch =
-                apply::Batch::open(&txn, &self.data, self.methods.as_deref(), self.dups_per_pg)?;
-            for item in work {
-                batch.begin_pg(item.pg);
-                let mut replies = Vec::with_capacity(item.cmds.len());
-                for (i, cmd) in item.cmds.iter().enumerate() {
-                    batch.set_placed(item.placed.iter().filter(|p| p.cmd == i));
-                    replies.push(batch.apply_command(cmd)?);
-                }
-                batch.drop_placed(item.dropped);
-                batch.end_pg(item.pg_state)?;
-                all.push(replies);
-            }
-            batch.finish()?;
-        }
-        txn.commit()?;
-        blocks.committed();
-        self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);
-        let written: u64 = work
-            .iter()
-            .flat_map(|w| w.cmds)
-            .flat_map(|c| &c.ops)
-            .map(|op| match op {
-                ObjectOp::Write { data, .. } | ObjectOp::WriteFull { data } => data.len() as u64,
-                _ => 0,
-            })
-            .sum();
-        self.bytes_since_checkpoint.fetch_add(written, Ordering::Relaxed);
-        Ok(all)
     }
 
     /// Runs read-only ops on object `name` at the head (`SNAP_HEAD`) or at snapshot `snap`.
@@ -1224,7 +1208,7 @@ impl Store {
         }
         // Blocks this snapshot uses are not reused while the read runs.
         let _reader = self.data.register_reader();
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read_object(pg, name)?;
         let record = Store::get_record(&txn, pg, name)?;
         let tables = ReadTables {
             chunks: txn.open_table(EXTENTS)?,
@@ -1286,7 +1270,7 @@ impl Store {
         pg: PgId,
         name: &str,
     ) -> Result<Option<Vec<ObjectVersion>>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read_object(pg, name)?;
         Ok(Store::get_record(&txn, pg, name)?.map(|r| {
             r.versions
                 .iter()
@@ -1313,7 +1297,7 @@ impl Store {
     }
 
     fn extent_rows_of(&self, pg: PgId, name: &str) -> Result<Vec<Extent>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read_object(pg, name)?;
         let Some(record) = Store::get_record(&txn, pg, name)? else {
             return Ok(Vec::new());
         };
@@ -1337,9 +1321,12 @@ impl Store {
     /// a page the last durable commit uses (nor a block: see `datafile.rs`), so a crash still
     /// recovers the last checkpoint.
     pub fn checkpoint(&self) -> Result<(), StoreError> {
+        // The open transaction's pages go to the file first, so the write-back below covers
+        // them (a transaction opened meanwhile is committed under the writer below).
+        self.settle()?;
         self.data.sync()?;
         self.flusher.sync_data()?;
-        let mut txn = self.db().begin_write()?;
+        let (_writer, mut txn) = self.begin_write()?;
         let durable = self.data.seq();
         self.data.sync()?;
         txn.set_durability(Durability::Immediate);
@@ -1352,6 +1339,8 @@ impl Store {
 
     /// Space figures of the data file (free blocks are hole-punched: no disk space).
     pub fn data_space(&self) -> Result<DataSpace, StoreError> {
+        // Blocks the open transaction freed count as pending once it is committed.
+        self.settle()?;
         Ok(self.data.space()?)
     }
 
@@ -1365,14 +1354,16 @@ impl Store {
     /// open), so the OSD calls it at open only. Returns whether anything moved. Failing part
     /// way leaves the last durable state; the store must then be reopened.
     pub fn compact(&mut self) -> Result<bool, StoreError> {
-        // Compaction commits durably: the data of every commit first.
+        // Compaction commits durably: applied work committed, and the data of every commit
+        // synced, first.
+        self.settle()?;
         self.data.sync()?;
         Ok(self.db_mut().compact()?)
     }
 
     /// Space used by the database file. Takes the write lock briefly.
     pub fn space(&self) -> Result<SpaceStats, StoreError> {
-        let txn = self.db().begin_write()?;
+        let (_writer, txn) = self.begin_write()?;
         let stats = txn.stats()?;
         let space = SpaceStats {
             file_bytes: std::fs::metadata(&self.path)?.len(),
@@ -1404,7 +1395,7 @@ impl Store {
 
     /// The last `pg_state` written for this PG (None if never).
     pub fn pg_state(&self, pg: PgId) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(PG_STATE)?;
         match table.get(&pg_key(pg))? {
             Some(v) => {
@@ -1416,7 +1407,7 @@ impl Store {
 
     /// PGs that have a `pg_state` on this store, in order.
     pub fn pgs(&self) -> Result<Vec<PgId>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(PG_STATE)?;
         let mut out = Vec::new();
         for item in table.iter()? {
@@ -1455,7 +1446,7 @@ impl Store {
         max: usize,
         include_removed: bool,
     ) -> Result<(Vec<String>, bool), StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let mut start = Vec::new();
         format::object_key(pg, start_after.unwrap_or("").as_bytes(), &mut start);
@@ -1492,7 +1483,7 @@ impl Store {
 
     /// Objects and bytes (sum of head sizes) per pool, from counters kept by apply.
     pub fn usage(&self) -> Result<BTreeMap<PoolId, PoolUsage>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(PG_USAGE)?;
         let mut out: BTreeMap<PoolId, PoolUsage> = BTreeMap::new();
         for item in table.iter()? {
@@ -1509,7 +1500,7 @@ impl Store {
 
     /// Drops every object of the PG (pool deleted) and its `pg_state`, durably.
     pub fn remove_pg(&self, pg: PgId) -> Result<(), StoreError> {
-        let mut txn = self.db().begin_write()?;
+        let (_writer, mut txn) = self.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let blocks = self.data.begin_batch();
         exchange::purge_pg(&txn, &self.data, pg)?;
@@ -1525,6 +1516,7 @@ impl Store {
     /// Serialises the whole PG (objects with all versions, xattrs, omap, `pg_state`) from one
     /// consistent read snapshot. Chunks are verified on the way out.
     pub fn export_pg(&self, pg: PgId, out: &mut dyn Write) -> Result<(), StoreError> {
+        self.settle()?;
         exchange::export_pg(self.db(), &self.data, pg, out).map(|_| ())
     }
 
@@ -1536,12 +1528,13 @@ impl Store {
         pg: PgId,
         out: &mut dyn Write,
     ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.settle()?;
         exchange::export_pg(self.db(), &self.data, pg, out)
     }
 
     /// The recorded reply of `reqid` in `pg`'s duplicate table, if it is there.
     pub fn dup_reply(&self, pg: PgId, reqid: &EntityReqId) -> Result<Option<OpReply>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let dups = txn.open_table(DUPS)?;
         let mut key = Vec::new();
         dups::dup_key(pg, reqid, &mut key);
@@ -1555,7 +1548,7 @@ impl Store {
 
     /// Number of entries in `pg`'s duplicate table.
     pub fn dup_count(&self, pg: PgId) -> Result<usize, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let seqs = txn.open_table(DUP_SEQ)?;
         let lo = dups::seq_key(pg, 0);
         let hi = dups::seq_key(pg, u64::MAX);
@@ -1570,6 +1563,7 @@ impl Store {
     /// Replaces the PG with an export stream, durably, all or nothing. The stream is read
     /// exactly to its end record (no read-ahead); pass a buffered reader for speed.
     pub fn import_pg(&self, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
+        let _writer = self.exclusive()?;
         let durable = exchange::import_pg(self.db(), &self.data, pg, input)?;
         self.reset_checkpoint_counters();
         self.data.release(durable);
@@ -1579,7 +1573,7 @@ impl Store {
     /// Recomputes every PG's usage from the object records and compares it with the counters
     /// apply maintains. Returns the PGs whose counters differ (empty when consistent).
     pub fn verify_usage(&self) -> Result<Vec<PgId>, StoreError> {
-        let txn = self.db().begin_read()?;
+        let txn = self.begin_read()?;
         let objects = txn.open_table(OBJECTS)?;
         let mut computed: BTreeMap<PgId, (u64, u64)> = BTreeMap::new();
         for item in objects.iter()? {

@@ -59,7 +59,7 @@ impl Store {
             source.pool == target.pool && source.seed != target.seed,
             "merge of {source} into {target}: same pool, two PGs"
         );
-        let mut txn = self.db().begin_write()?;
+        let (_writer, mut txn) = self.begin_write()?;
         txn.set_durability(Durability::None);
         let mut stats = MergeStats::default();
         {

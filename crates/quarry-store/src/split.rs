@@ -51,7 +51,7 @@ impl Store {
         children: &[(u32, Vec<u8>)],
     ) -> Result<SplitStats, StoreError> {
         let child_pg = |seed: u32| PgId { pool: parent.pool, seed };
-        let mut txn = self.db().begin_write()?;
+        let (_writer, mut txn) = self.begin_write()?;
         txn.set_durability(Durability::None);
         let mut stats = SplitStats::default();
         {

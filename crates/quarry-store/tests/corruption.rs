@@ -12,7 +12,7 @@ use crate::common::*;
 const RAW_EXTENTS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("extents");
 
 /// Flips one bit of byte `byte` of block `block` of the store's data file.
-fn damage_block(file: &std::path::Path, block: u64, byte: u64) {
+pub(crate) fn damage_block(file: &std::path::Path, block: u64, byte: u64) {
     use std::os::unix::fs::FileExt;
     let data = std::fs::OpenOptions::new()
         .read(true)

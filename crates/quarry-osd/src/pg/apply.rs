@@ -1,14 +1,14 @@
 //! The apply batcher: one thread applies the committed entries of many PGs in one store
 //! transaction.
 //!
-//! A redb commit costs ~100 µs whatever it carries (plus a `pwrite` per dirty page: the shared
-//! `pg_state`, `pg_usage`, `meta` and branch pages are written once per commit), and with many
-//! PGs each PG's openraft apply usually carries a single entry: one commit per client write.
-//! Instead, each PG's state machine hands its batch to [`ApplyBatcher::apply`] and waits; the
-//! batcher thread takes everything queued (bounded by [`BATCH_JOBS_MAX`] and
+//! With many PGs each PG's openraft apply usually carries a single entry. Instead of one store
+//! call per entry, each PG's state machine hands its batch to [`ApplyBatcher::apply`] and
+//! waits; the batcher thread takes everything queued (bounded by [`BATCH_JOBS_MAX`] and
 //! [`BATCH_BYTES_MAX`]), applies it with one `Store::apply_many` and answers each PG with its
-//! own replies. While it commits, the next PGs' batches queue up for the next round: group
-//! commit for the store, as the WAL does for the log.
+//! own replies. While it applies, the next PGs' batches queue up for the next round. The store
+//! keeps its write transaction open across rounds and commits it every few rounds or
+//! milliseconds (its "lazy commits"); when no job comes for [`IDLE_COMMIT`], this thread
+//! commits it (`Store::commit_idle`).
 //!
 //! Guarantees kept from one-PG applies:
 //! - Per-PG order: a PG's state machine waits for its apply before it submits the next, and the
@@ -25,11 +25,17 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
 use quarry_store::{ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
 use quarry_types::{ObjectOp, OpReply, PgId};
+
+/// The store's open transaction is committed when no job came for this long after a round
+/// (`quarry_store`'s lazy commits: reads then find the work committed, and an idle store
+/// holds no uncommitted pages).
+pub(crate) const IDLE_COMMIT: Duration = Duration::from_millis(5);
 
 /// A round applies at most this many PG batches.
 pub(crate) const BATCH_JOBS_MAX: usize = 256;
@@ -142,22 +148,56 @@ fn placed_ops(placed: &PlacedOps) -> (Vec<PlacedOp<'_>>, Vec<&Placed>) {
     (ops.collect(), dropped.into_iter().map(|p| &p.2).collect())
 }
 
-/// The batcher thread: rounds until shut down and drained.
+/// The batcher thread: rounds until shut down and drained; when no job came for
+/// [`IDLE_COMMIT`] after a round, it commits the store's open transaction.
 fn run(inner: Arc<Inner>) {
-    while let Some(jobs) = next_round(&inner) {
-        apply_round(&inner.store, jobs);
+    let mut uncommitted = false;
+    loop {
+        match next_round(&inner, uncommitted) {
+            Next::Round(jobs) => {
+                apply_round(&inner.store, jobs);
+                uncommitted = true;
+            }
+            Next::Idle => {
+                if let Err(error) = inner.store.commit_idle(Duration::ZERO) {
+                    tracing::error!(%error, "apply thread: committing applied work failed");
+                }
+                uncommitted = false;
+            }
+            Next::Stop => break,
+        }
     }
     tracing::debug!("apply batcher stopped");
 }
 
-/// Waits for jobs and takes them, up to the round bounds; None once shut down and drained.
-fn next_round(inner: &Inner) -> Option<Vec<Job>> {
+/// What the batcher thread does next.
+enum Next {
+    Round(Vec<Job>),
+    /// Nothing came for [`IDLE_COMMIT`] since the last round.
+    Idle,
+    Stop,
+}
+
+/// Waits for jobs and takes them, up to the round bounds; `Idle` if `uncommitted` and none
+/// came for [`IDLE_COMMIT`]; `Stop` once shut down and drained.
+fn next_round(inner: &Inner, uncommitted: bool) -> Next {
     let mut queue = lock(&inner.queue);
     while queue.jobs.is_empty() {
         if queue.shutdown {
-            return None;
+            return Next::Stop;
         }
-        queue = inner.wake.wait(queue).unwrap_or_else(|poison| poison.into_inner());
+        if uncommitted {
+            let (next, waited) = inner
+                .wake
+                .wait_timeout(queue, IDLE_COMMIT)
+                .unwrap_or_else(|poison| poison.into_inner());
+            queue = next;
+            if waited.timed_out() && queue.jobs.is_empty() && !queue.shutdown {
+                return Next::Idle;
+            }
+        } else {
+            queue = inner.wake.wait(queue).unwrap_or_else(|poison| poison.into_inner());
+        }
     }
     let mut jobs = Vec::new();
     let mut bytes = 0u64;
@@ -170,7 +210,7 @@ fn next_round(inner: &Inner) -> Option<Vec<Job>> {
         bytes += job.bytes;
         jobs.push(job);
     }
-    Some(jobs)
+    Next::Round(jobs)
 }
 
 /// One transaction for every job; if it fails, each job alone (so a failure stays with its PG).

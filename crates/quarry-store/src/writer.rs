@@ -1,0 +1,351 @@
+//! The store's one writer: the write transaction applies share until it is committed.
+//!
+//! # Lazy commits
+//! An apply ([`Store::apply_many`]) does not commit its redb transaction: the transaction
+//! stays open and the next applies add to it, and it is committed (non-durably, as before)
+//! only when it has carried [`COMMIT_ROUNDS`] applies or [`COMMIT_BYTES`] of written data,
+//! when it is `StoreOptions::commit_age` old (default [`COMMIT_AGE`]) at the end of an apply, when the apply thread finds nothing
+//! to do ([`Store::commit_idle`]), or when something must see it:
+//! - a read of an object the open transaction wrote ([`Store::read`] and the per-object
+//!   queries: the transaction keeps the names it wrote, and a read of another object reads
+//!   the last commit, which holds that object's latest state);
+//! - every other read (listings, usage, `pg_state`, the duplicate table, exports);
+//! - every other writer (checkpoints, snapshot trims, splits, merges, PG removal and import,
+//!   space figures): each takes the writer and commits the open transaction first.
+//!
+//! Why: a redb commit costs ~100 µs of CPU whatever it carries and writes every page the
+//! transaction dirtied; consecutive applies dirty the same pages (the PG's `pg_state` and
+//! usage rows, the duplicate table's leaves, the branches above them), so one commit for
+//! many applies writes each such page once (docs/benchmarks.md, "Seventh round").
+//!
+//! Durability is unchanged: a non-durable commit was never durable (the Raft log is the
+//! durability point, a checkpoint makes applies durable), and a checkpoint commits the open
+//! transaction before its durable commit. A crash loses the open transaction as it lost the
+//! non-durable commits: the store reopens at its last checkpoint and the log replays.
+//!
+//! # A failed apply
+//! An apply that fails ([`StoreError`]: a corrupt chunk met by a read-modify-write, an I/O
+//! error) leaves its partial effects in the transaction, so the transaction is dropped,
+//! with the earlier applies it carried, which were answered already. Their inputs are kept
+//! (owned copies, [`KeptApply`]) for that case: they are applied again, in order, in a new
+//! transaction, which is committed at once; apply is deterministic, so they reach the state
+//! (and the replies) they had. Then the failed apply returns its error, as before (the OSD
+//! retries a failed round PG by PG). If that replay or any commit of answered applies fails,
+//! the store is *failed*: every later call returns an error (the OSD stops on the failed
+//! checkpoint that follows, and its restart replays the log from the last checkpoint).
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::MutexGuard;
+use std::time::{Duration, Instant};
+
+use quarry_types::{ObjectOp, OpReply, PgId};
+use redb::{Durability, ReadTransaction, WriteTransaction};
+
+use crate::{apply, ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
+
+/// An open transaction is committed once it carried this many applies...
+pub(crate) const COMMIT_ROUNDS: usize = 64;
+/// ...or this many bytes of written data (the kept inputs hold their payloads)...
+pub(crate) const COMMIT_BYTES: u64 = 16 << 20;
+/// ...or, at the end of an apply, once it is this old (the default of
+/// `StoreOptions::commit_age`).
+pub(crate) const COMMIT_AGE: Duration = Duration::from_millis(20);
+
+/// One PG's part of an apply, owned: kept while its transaction is open, for a replay.
+struct KeptApply {
+    pg: PgId,
+    cmds: Vec<ObjectCommand>,
+    pg_state: Vec<u8>,
+    placed: Vec<(usize, usize, Placed)>,
+    dropped: Vec<Placed>,
+}
+
+impl KeptApply {
+    fn keep(work: &PgApply<'_>) -> KeptApply {
+        KeptApply {
+            pg: work.pg,
+            cmds: work.cmds.to_vec(),
+            pg_state: work.pg_state.to_vec(),
+            placed: work.placed.iter().map(|p| (p.cmd, p.op, p.placed.clone())).collect(),
+            dropped: work.dropped.iter().map(|&p| p.clone()).collect(),
+        }
+    }
+}
+
+/// The open write transaction and what it carries.
+struct Open {
+    txn: WriteTransaction,
+    /// The applies it carries, in order, for a replay.
+    kept: Vec<Vec<KeptApply>>,
+    since: Instant,
+    bytes: u64,
+}
+
+/// The writer's state, under [`Store`]'s `writer` lock.
+#[derive(Default)]
+pub(crate) struct Writer {
+    open: Option<Open>,
+    /// Answered applies were lost (see the module docs): every call fails from now on.
+    failed: Option<String>,
+}
+
+/// Held while a transaction of the store is being written: by an apply, or by another writer
+/// after it committed the open transaction ([`Store::exclusive`]).
+pub(crate) struct WriterGuard<'a> {
+    _held: MutexGuard<'a, Writer>,
+}
+
+fn failed_error(why: &str) -> StoreError {
+    StoreError::Io(std::io::Error::other(format!(
+        "the store failed earlier and must be reopened: {why}"
+    )))
+}
+
+/// Bytes of data the commands write.
+fn written_bytes(work: &[PgApply<'_>]) -> u64 {
+    work.iter()
+        .flat_map(|w| w.cmds)
+        .flat_map(|c| &c.ops)
+        .map(|op| match op {
+            ObjectOp::Write { data, .. } | ObjectOp::WriteFull { data } => data.len() as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+impl Store {
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        // A panic while holding the lock leaves at worst an open transaction, which is
+        // dropped or committed whole.
+        self.writer.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn dirty(&self) -> MutexGuard<'_, HashSet<(PgId, String)>> {
+        self.dirty.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Commits the open transaction, if any (non-durably). A failure loses answered applies:
+    /// the store is failed from then on.
+    fn commit_open(&self, writer: &mut Writer) -> Result<(), StoreError> {
+        if let Some(why) = &writer.failed {
+            return Err(failed_error(why));
+        }
+        let Some(open) = writer.open.take() else {
+            return Ok(());
+        };
+        match open.txn.commit() {
+            Ok(()) => {
+                self.data.commit_done();
+                self.dirty().clear();
+                Ok(())
+            }
+            Err(error) => {
+                self.data.abort();
+                let error = StoreError::from(error);
+                tracing::error!(path = %self.path.display(), %error,
+                    "store: committing applied work failed; the store must be reopened");
+                writer.failed = Some(error.to_string());
+                self.failed.store(true, Ordering::Release);
+                Err(error)
+            }
+        }
+    }
+
+    /// Takes the writer with no transaction open: the caller may begin its own write
+    /// transaction while it holds the guard.
+    pub(crate) fn exclusive(&self) -> Result<WriterGuard<'_>, StoreError> {
+        let mut writer = self.writer();
+        self.commit_open(&mut writer)?;
+        Ok(WriterGuard { _held: writer })
+    }
+
+    /// [`Store::exclusive`], then a new write transaction (the guard first: it must outlive
+    /// the transaction).
+    pub(crate) fn begin_write(&self) -> Result<(WriterGuard<'_>, WriteTransaction), StoreError> {
+        let guard = self.exclusive()?;
+        let txn = self.db().begin_write()?;
+        Ok((guard, txn))
+    }
+
+    /// Commits the open transaction, if any: what a reader calls before it reads anything
+    /// the open transaction may have written.
+    pub fn settle(&self) -> Result<(), StoreError> {
+        let mut writer = self.writer();
+        self.commit_open(&mut writer)
+    }
+
+    /// A read transaction that sees every apply that returned.
+    pub(crate) fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
+        self.settle()?;
+        Ok(self.db().begin_read()?)
+    }
+
+    /// A read transaction that sees every apply that returned, as far as object `name` of
+    /// `pg` is concerned: the open transaction is committed only if it wrote that object.
+    pub(crate) fn begin_read_object(
+        &self,
+        pg: PgId,
+        name: &str,
+    ) -> Result<ReadTransaction, StoreError> {
+        let written = {
+            let dirty = self.dirty();
+            // The set is empty whenever no transaction is open: no allocation then.
+            !dirty.is_empty() && dirty.contains(&(pg, name.to_string()))
+        };
+        if written {
+            self.settle()?;
+        } else if self.failed.load(Ordering::Acquire) {
+            // Without the writer's lock (an apply may hold it): the reason is logged.
+            return Err(failed_error("an earlier commit or replay failed (see the log)"));
+        }
+        Ok(self.db().begin_read()?)
+    }
+
+    /// Commits the open transaction if it is at least `age` old: the apply thread calls this
+    /// when it has nothing else to do, so that an idle store does not keep applied work (and
+    /// its memory) uncommitted. Returns whether it committed.
+    pub fn commit_idle(&self, age: Duration) -> Result<bool, StoreError> {
+        let mut writer = self.writer();
+        match &writer.open {
+            Some(open) if open.since.elapsed() >= age => {
+                self.commit_open(&mut writer)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether a transaction is open (applied work not committed yet).
+    pub fn has_open_transaction(&self) -> bool {
+        self.writer().open.is_some()
+    }
+
+    /// [`Store::apply`] for several PGs in one transaction, which is where small-write
+    /// throughput comes from. The transaction stays open for the next applies (see the module
+    /// docs of `writer`): what this apply wrote is visible to every read that starts after it
+    /// returns, durable after the next checkpoint. Returns the replies per PG, in order. An
+    /// `Err` leaves nothing of this call's commands (earlier applies stay).
+    pub fn apply_many(&self, work: &[PgApply<'_>]) -> Result<Vec<Vec<OpReply>>, StoreError> {
+        let mut writer = self.writer();
+        if let Some(why) = &writer.failed {
+            return Err(failed_error(why));
+        }
+        if writer.open.is_none() {
+            let mut txn = self.db().begin_write()?;
+            txn.set_durability(Durability::None);
+            writer.open = Some(Open { txn, kept: Vec::new(), since: Instant::now(), bytes: 0 });
+        }
+        {
+            let mut dirty = self.dirty();
+            for item in work {
+                for cmd in item.cmds {
+                    dirty.insert((item.pg, cmd.name.clone()));
+                }
+            }
+        }
+        let open = writer.open.as_mut().expect("opened above");
+        match self.apply_in(&open.txn, work) {
+            Ok(replies) => {
+                let bytes = written_bytes(work);
+                open.bytes += bytes;
+                open.kept.push(work.iter().map(KeptApply::keep).collect());
+                self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);
+                self.bytes_since_checkpoint.fetch_add(bytes, Ordering::Relaxed);
+                if open.kept.len() >= COMMIT_ROUNDS
+                    || open.bytes >= COMMIT_BYTES
+                    || open.since.elapsed() >= self.commit_age
+                {
+                    self.commit_open(&mut writer)?;
+                }
+                Ok(replies)
+            }
+            Err(error) => {
+                let open = writer.open.take().expect("open");
+                drop(open.txn);
+                self.data.abort();
+                if !open.kept.is_empty() {
+                    self.replay(&mut writer, open.kept)?;
+                } else {
+                    self.dirty().clear();
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Applies `kept` (the answered applies of a dropped transaction) again in a new
+    /// transaction and commits it; a failure fails the store (see the module docs).
+    fn replay(&self, writer: &mut Writer, kept: Vec<Vec<KeptApply>>) -> Result<(), StoreError> {
+        let replayed = (|| {
+            let mut txn = self.db().begin_write()?;
+            txn.set_durability(Durability::None);
+            for round in &kept {
+                let ops: Vec<(Vec<PlacedOp<'_>>, Vec<&Placed>)> = round
+                    .iter()
+                    .map(|k| {
+                        let ops = k.placed.iter().map(|(cmd, op, placed)| PlacedOp {
+                            cmd: *cmd,
+                            op: *op,
+                            placed,
+                        });
+                        (ops.collect(), k.dropped.iter().collect())
+                    })
+                    .collect();
+                let work: Vec<PgApply<'_>> = round
+                    .iter()
+                    .zip(&ops)
+                    .map(|(k, (placed, dropped))| PgApply {
+                        pg: k.pg,
+                        cmds: &k.cmds,
+                        pg_state: &k.pg_state,
+                        placed,
+                        dropped,
+                    })
+                    .collect();
+                self.apply_in(&txn, &work)?;
+            }
+            Ok::<_, StoreError>(txn)
+        })();
+        let txn = match replayed {
+            Ok(txn) => txn,
+            Err(error) => {
+                self.data.abort();
+                tracing::error!(path = %self.path.display(), %error,
+                    "store: applying answered work again failed; the store must be reopened");
+                writer.failed = Some(error.to_string());
+                self.failed.store(true, Ordering::Release);
+                return Err(error);
+            }
+        };
+        writer.open = Some(Open { txn, kept, since: Instant::now(), bytes: 0 });
+        tracing::warn!(path = %self.path.display(),
+            "store: an apply failed; the applies before it in its transaction were applied again");
+        self.commit_open(writer)
+    }
+
+    /// Applies `work` in `txn` (one batch of the data file's allocator: the caller commits
+    /// or aborts it with the transaction).
+    fn apply_in(
+        &self,
+        txn: &WriteTransaction,
+        work: &[PgApply<'_>],
+    ) -> Result<Vec<Vec<OpReply>>, StoreError> {
+        let mut all = Vec::with_capacity(work.len());
+        let mut batch =
+            apply::Batch::open(txn, &self.data, self.methods.as_deref(), self.dups_per_pg)?;
+        for item in work {
+            batch.begin_pg(item.pg);
+            let mut replies = Vec::with_capacity(item.cmds.len());
+            for (i, cmd) in item.cmds.iter().enumerate() {
+                batch.set_placed(item.placed.iter().filter(|p| p.cmd == i));
+                replies.push(batch.apply_command(cmd)?);
+            }
+            batch.drop_placed(item.dropped);
+            batch.end_pg(item.pg_state)?;
+            all.push(replies);
+        }
+        batch.finish()?;
+        Ok(all)
+    }
+}
