@@ -5,9 +5,11 @@
 //!
 //! # What it owns
 //! - Applying the commands of a PG's Raft log ([`Store::apply`], or several PGs at once with
-//!   [`Store::apply_many`]): one batch = one redb write transaction committed with
-//!   `Durability::None`, carrying each PG's opaque `pg_state` (its last applied log id) in the
-//!   same transaction. Each [`ObjectCommand`] is atomic.
+//!   [`Store::apply_many`]) in one redb write transaction that the applies share until it is
+//!   committed with `Durability::None` (every few applies or milliseconds, or when a read
+//!   needs it: `writer.rs`, "Lazy commits"), carrying each PG's opaque `pg_state` (its last
+//!   applied log id) in the same transaction as its commands. Each [`ObjectCommand`] is
+//!   atomic.
 //! - Durability points ([`Store::checkpoint`]): an `fdatasync` of the data file, then one
 //!   `Durability::Immediate` commit makes every earlier commit durable. After a crash the
 //!   database is exactly at the last checkpoint (redb's commit slots guarantee it), every
@@ -219,8 +221,9 @@
 //! file format. (redb 5 was tried, 2026-12-04: it aborted the OSD on a full disk, its
 //! checkpoint commit failing with ENOSPC before the full ratios refused writes, and the rare
 //! recovery panic it was meant to fix was the power-loss simulator's doing; it stays at 2.6
-//! until that is understood.) Caveats, measured: a commit costs ~100 µs whatever it carries, so the OSD
-//! should hand many commands (and PGs, [`Store::apply_many`]) to one call; pages freed by
+//! until that is understood.) Caveats, measured: a commit costs ~100 µs whatever it carries and
+//! writes every page its transaction dirtied, so the OSD hands many commands (and PGs,
+//! [`Store::apply_many`]) to one call and the store commits many calls at once (`writer.rs`); pages freed by
 //! non-durable commits are reclaimed only at a durable commit, so the OSD must checkpoint
 //! regularly, by volume as well as time ([`Store::bytes_since_checkpoint`],
 //! [`Store::commits_since_checkpoint`]) (the data file's freed blocks wait for checkpoints
@@ -988,6 +991,11 @@ impl Store {
         if len == 0 || len % CHUNK_BYTES != 0 || len as u64 > quarry_types::OBJECT_SIZE_MAX {
             return Err(StoreError::BadPlacement { bytes: len as u64 });
         }
+        if self.is_failed() {
+            return Err(StoreError::Io(std::io::Error::other(
+                "the store failed earlier and must be reopened",
+            )));
+        }
         let crcs: Vec<u32> = data.chunks(CHUNK_BYTES).map(crc32c::crc32c).collect();
         let block = self.data.reserve(crcs.len() as u64);
         if let Err(error) = self.data.write_placed(block, data) {
@@ -1080,11 +1088,11 @@ impl Store {
         &self.path
     }
 
-    /// Applies commands of one PG in order, in one redb write transaction committed with
-    /// `Durability::None`, together with `pg_state`. Each command is atomic on its own: a
-    /// failing op leaves no effect of that command (the others still apply). Returns one reply
-    /// per command. An `Err` (I/O, database, a corrupt chunk met while applying) commits
-    /// nothing of the batch.
+    /// Applies commands of one PG in order, together with `pg_state`, in the write
+    /// transaction applies share (committed with `Durability::None` soon after: `writer.rs`).
+    /// Each command is atomic on its own: a failing op leaves no effect of that command (the
+    /// others still apply). Returns one reply per command. An `Err` (I/O, database, a corrupt
+    /// chunk met while applying) leaves nothing of the call's commands.
     pub fn apply(
         &self,
         pg: PgId,
@@ -1326,13 +1334,15 @@ impl Store {
         self.settle()?;
         self.data.sync()?;
         self.flusher.sync_data()?;
-        let (_writer, mut txn) = self.begin_write()?;
+        let (writer, mut txn) = self.begin_write()?;
         let durable = self.data.seq();
         self.data.sync()?;
         txn.set_durability(Durability::Immediate);
         txn.set_quick_repair(true);
         txn.commit()?;
         self.reset_checkpoint_counters();
+        // Punching the released blocks can take a while: applies go on meanwhile.
+        drop(writer);
         self.data.release(durable);
         Ok(())
     }
@@ -1380,8 +1390,10 @@ impl Store {
         self.bytes_since_checkpoint.store(0, Ordering::Relaxed);
     }
 
-    /// Non-durable commits since the last checkpoint (since open, after a restart). Pages
-    /// these commits replaced are reused only after the next checkpoint, so the OSD should
+    /// Applies (calls of [`Store::apply_many`], of [`Store::apply_trim`], splits and merges)
+    /// since the last checkpoint (since open, after a restart): an upper bound of the
+    /// non-durable commits since then (applies share commits: `writer.rs`). Pages these
+    /// commits replaced are reused only after the next checkpoint, so the OSD should
     /// checkpoint when this or [`Store::bytes_since_checkpoint`] grows large, not only on a
     /// timer.
     pub fn commits_since_checkpoint(&self) -> u64 {
@@ -1500,7 +1512,7 @@ impl Store {
 
     /// Drops every object of the PG (pool deleted) and its `pg_state`, durably.
     pub fn remove_pg(&self, pg: PgId) -> Result<(), StoreError> {
-        let (_writer, mut txn) = self.begin_write()?;
+        let (writer, mut txn) = self.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let blocks = self.data.begin_batch();
         exchange::purge_pg(&txn, &self.data, pg)?;
@@ -1509,6 +1521,7 @@ impl Store {
         txn.commit()?;
         let durable = blocks.committed();
         self.reset_checkpoint_counters();
+        drop(writer);
         self.data.release(durable);
         Ok(())
     }
@@ -1563,9 +1576,10 @@ impl Store {
     /// Replaces the PG with an export stream, durably, all or nothing. The stream is read
     /// exactly to its end record (no read-ahead); pass a buffered reader for speed.
     pub fn import_pg(&self, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
-        let _writer = self.exclusive()?;
+        let writer = self.exclusive()?;
         let durable = exchange::import_pg(self.db(), &self.data, pg, input)?;
         self.reset_checkpoint_counters();
+        drop(writer);
         self.data.release(durable);
         Ok(())
     }

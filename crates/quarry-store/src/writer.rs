@@ -13,6 +13,10 @@
 //! - every other writer (checkpoints, snapshot trims, splits, merges, PG removal and import,
 //!   space figures): each takes the writer and commits the open transaction first.
 //!
+//! The cost moves to the readers that need a commit: a read of an object written in the last
+//! few milliseconds (or a listing, a usage query) waits for the apply in progress (the
+//! writer's lock) and then pays the commit the applies no longer pay each.
+//!
 //! Why: a redb commit costs ~100 µs of CPU whatever it carries and writes every page the
 //! transaction dirtied; consecutive applies dirty the same pages (the PG's `pg_state` and
 //! usage rows, the duplicate table's leaves, the branches above them), so one commit for
@@ -46,7 +50,8 @@ use crate::{apply, ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
 
 /// An open transaction is committed once it carried this many applies...
 pub(crate) const COMMIT_ROUNDS: usize = 64;
-/// ...or this many bytes of written data (the kept inputs hold their payloads)...
+/// ...or this many bytes of command data (payloads, xattrs, omap: the kept copies hold
+/// them)...
 pub(crate) const COMMIT_BYTES: u64 = 16 << 20;
 /// ...or, at the end of an apply, once it is this old (the default of
 /// `StoreOptions::commit_age`).
@@ -102,7 +107,7 @@ fn failed_error(why: &str) -> StoreError {
     )))
 }
 
-/// Bytes of data the commands write.
+/// Bytes of data the commands write (`bytes_since_checkpoint`).
 fn written_bytes(work: &[PgApply<'_>]) -> u64 {
     work.iter()
         .flat_map(|w| w.cmds)
@@ -114,11 +119,37 @@ fn written_bytes(work: &[PgApply<'_>]) -> u64 {
         .sum()
 }
 
+/// Bytes the kept copies of the commands hold or share (payloads, xattrs, omap, method
+/// inputs, names), for [`COMMIT_BYTES`].
+fn kept_bytes(work: &[PgApply<'_>]) -> u64 {
+    work.iter()
+        .flat_map(|w| w.cmds)
+        .map(|c| c.name.len() as u64 + c.ops.iter().map(ObjectOp::data_bytes).sum::<u64>())
+        .sum()
+}
+
 impl Store {
     fn writer(&self) -> MutexGuard<'_, Writer> {
-        // A panic while holding the lock leaves at worst an open transaction, which is
-        // dropped or committed whole.
-        self.writer.lock().unwrap_or_else(|poison| poison.into_inner())
+        match self.writer.lock() {
+            Ok(writer) => writer,
+            Err(poison) => {
+                // A panic while the lock was held (an apply, only where panics unwind: the
+                // daemon's builds abort) may have left part of a command in the open
+                // transaction: it is dropped, never committed, and the answered applies in
+                // it are lost, so the store is failed.
+                self.writer.clear_poison();
+                let mut writer = poison.into_inner();
+                if let Some(open) = writer.open.take() {
+                    drop(open.txn);
+                    self.data.abort();
+                    tracing::error!(path = %self.path.display(),
+                        "store: a panic interrupted an apply; the store must be reopened");
+                    writer.failed = Some("a panic interrupted an apply".to_string());
+                    self.failed.store(true, Ordering::Release);
+                }
+                writer
+            }
+        }
     }
 
     fn dirty(&self) -> MutexGuard<'_, HashSet<(PgId, String)>> {
@@ -195,7 +226,7 @@ impl Store {
         };
         if written {
             self.settle()?;
-        } else if self.failed.load(Ordering::Acquire) {
+        } else if self.is_failed() {
             // Without the writer's lock (an apply may hold it): the reason is logged.
             return Err(failed_error("an earlier commit or replay failed (see the log)"));
         }
@@ -219,6 +250,16 @@ impl Store {
     /// Whether a transaction is open (applied work not committed yet).
     pub fn has_open_transaction(&self) -> bool {
         self.writer().open.is_some()
+    }
+
+    /// Whether the store failed (answered applies were lost: see `writer.rs`): every call
+    /// fails from now on, and the daemon must stop (its restart replays the log).
+    pub fn is_failed(&self) -> bool {
+        if self.writer.is_poisoned() {
+            // Its clean-up (in `writer`) decides.
+            drop(self.writer());
+        }
+        self.failed.load(Ordering::Acquire)
     }
 
     /// [`Store::apply`] for several PGs in one transaction, which is where small-write
@@ -248,7 +289,7 @@ impl Store {
         match self.apply_in(&open.txn, work) {
             Ok(replies) => {
                 let bytes = written_bytes(work);
-                open.bytes += bytes;
+                open.bytes += kept_bytes(work);
                 open.kept.push(work.iter().map(KeptApply::keep).collect());
                 self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);
                 self.bytes_since_checkpoint.fetch_add(bytes, Ordering::Relaxed);
@@ -265,7 +306,15 @@ impl Store {
                 drop(open.txn);
                 self.data.abort();
                 if !open.kept.is_empty() {
-                    self.replay(&mut writer, open.kept)?;
+                    if let Err(lost) = self.replay(&mut writer, open.kept) {
+                        // Not this apply's error: its caller must not take it for its own
+                        // (a corrupt object of another PG).
+                        tracing::error!(%error, "store: the apply that failed first");
+                        return Err(StoreError::Io(std::io::Error::other(format!(
+                            "the store failed: an apply failed ({error}) and applying the \
+                             answered applies before it again failed too ({lost})"
+                        ))));
+                    }
                 } else {
                     self.dirty().clear();
                 }

@@ -143,3 +143,63 @@ fn a_checkpoint_makes_the_open_transaction_durable() {
         assert_eq!(read_all(&store, "b", SNAP_HEAD), Err(quarry_types::ErrorCode::ENOENT));
     }
 }
+
+/// A method that writes, then panics.
+#[derive(Debug)]
+struct PanicsAfterWriting;
+
+impl quarry_types::ObjectMethods for PanicsAfterWriting {
+    fn flags(&self, _class: &str, _method: &str) -> Option<quarry_types::MethodFlags> {
+        Some(quarry_types::MethodFlags::RDWR)
+    }
+
+    fn call(
+        &self,
+        _class: &str,
+        _method: &str,
+        ctx: &mut dyn quarry_types::MethodCtx,
+        _input: &[u8],
+    ) -> Result<bytes::Bytes, quarry_types::ErrorCode> {
+        ctx.op(&write_full(b"half"))?;
+        panic!("a method panics after writing (test)");
+    }
+}
+
+/// Goal: a panic in the middle of an apply (only where panics unwind: tests; the daemon's
+/// builds abort) never lets the half-applied command be committed with the open transaction:
+/// the store is failed (every call errs), and the reopened store shows the last commit.
+/// Method: a committed object, an answered apply left open, then a command whose method
+/// writes and panics (caught); then reads and applies fail, and after a reopen the committed
+/// object is there, neither the open apply nor the method's write.
+#[test]
+fn a_panic_in_an_apply_fails_the_store_and_commits_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { methods: Some(std::sync::Arc::new(PanicsAfterWriting)), ..lazy() };
+    {
+        let store = Store::open_with(dir.path(), &options).unwrap();
+        store.apply(PG, &[cmd("kept", vec![write_full(b"kept")])], b"1").unwrap();
+        store.checkpoint().unwrap();
+        store.apply(PG, &[cmd("open", vec![write_full(b"open")])], b"2").unwrap();
+        let call = ObjectOp::Call {
+            class: "test".into(),
+            method: "panics".into(),
+            input: bytes::Bytes::new(),
+            origin: None,
+        };
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.apply(PG, &[cmd("m", vec![call])], b"3")
+        }));
+        assert!(panicked.is_err(), "the method panics");
+        assert!(store.is_failed());
+        assert!(store.read(PG, "kept", SNAP_HEAD, &[ObjectOp::Stat]).is_err());
+        assert!(store.read(PG, "m", SNAP_HEAD, &[ObjectOp::Stat]).is_err());
+        assert!(store.apply(PG, &[cmd("x", vec![write_full(b"x")])], b"4").is_err());
+        assert!(store.checkpoint().is_err());
+        assert!(!store.has_open_transaction());
+    }
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(read_all(&store, "kept", SNAP_HEAD), Ok(b"kept".to_vec()));
+    assert_eq!(read_all(&store, "open", SNAP_HEAD), Err(quarry_types::ErrorCode::ENOENT));
+    assert_eq!(read_all(&store, "m", SNAP_HEAD), Err(quarry_types::ErrorCode::ENOENT));
+    assert_eq!(store.pg_state(PG).unwrap(), Some(b"1".to_vec()));
+}

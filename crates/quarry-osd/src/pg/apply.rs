@@ -34,7 +34,8 @@ use quarry_types::{ObjectOp, OpReply, PgId};
 
 /// The store's open transaction is committed when no job came for this long after a round
 /// (`quarry_store`'s lazy commits: reads then find the work committed, and an idle store
-/// holds no uncommitted pages).
+/// holds no uncommitted pages; an apply made outside this thread is committed after its next
+/// round, or by the next read or checkpoint).
 pub(crate) const IDLE_COMMIT: Duration = Duration::from_millis(5);
 
 /// A round applies at most this many PG batches.
@@ -153,6 +154,9 @@ fn placed_ops(placed: &PlacedOps) -> (Vec<PlacedOp<'_>>, Vec<&Placed>) {
 fn run(inner: Arc<Inner>) {
     let mut uncommitted = false;
     loop {
+        // Applies made outside this thread (a PG's command-by-command retry, a snapshot's
+        // installation) leave the transaction open too.
+        uncommitted = uncommitted || inner.store.has_open_transaction();
         match next_round(&inner, uncommitted) {
             Next::Round(jobs) => {
                 apply_round(&inner.store, jobs);
@@ -166,8 +170,21 @@ fn run(inner: Arc<Inner>) {
             }
             Next::Stop => break,
         }
+        if inner.store.is_failed() {
+            stop_failed_store();
+        }
     }
     tracing::debug!("apply batcher stopped");
+}
+
+/// The store lost applies it had answered (a commit or the replay after a failed apply
+/// failed: `quarry_store`'s `writer.rs`): the OSD stops at once, as on a failed checkpoint
+/// (`durability.rs`, "Fail-stop"), instead of serving errors; its restart replays the log
+/// from the last checkpoint.
+fn stop_failed_store() -> ! {
+    tracing::error!("the store lost answered applies (see the errors above): aborting");
+    eprintln!("quarry-osd: the store lost answered applies; aborting");
+    std::process::abort()
 }
 
 /// What the batcher thread does next.
