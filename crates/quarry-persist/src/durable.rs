@@ -116,6 +116,38 @@ impl DurableFile {
         }
     }
 
+    /// Reads exactly `buf.len()` bytes at `offset` if they are all in the page cache
+    /// (`preadv2` with `RWF_NOWAIT`): `WouldBlock` when reading them would wait for the device
+    /// (or the file system cannot tell), `UnexpectedEof` past the end. For a caller on a
+    /// thread that must not wait for a disk (an async runtime's worker), which then hands the
+    /// read to a thread that may. Under the simulator it is [`DurableFile::read_exact_at`].
+    pub fn read_exact_at_cached(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let file = match self {
+            DurableFile::Real(file) => file,
+            DurableFile::Sim(_) => return self.read_exact_at(buf, offset),
+        };
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset + done as u64;
+            let slices = &mut [std::io::IoSliceMut::new(&mut buf[done..])];
+            match rustix::io::preadv2(file, slices, at, rustix::io::ReadWriteFlags::NOWAIT) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "failed to fill whole buffer",
+                    ))
+                }
+                Ok(n) => done += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::OPNOTSUPP) => {
+                    return Err(std::io::ErrorKind::WouldBlock.into())
+                }
+                Err(errno) => return Err(errno.into()),
+            }
+        }
+        Ok(())
+    }
+
     /// Reads exactly `buf.len()` bytes at `offset` (`UnexpectedEof` past the end).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
         match self {

@@ -192,6 +192,26 @@ pub struct DataSpace {
     pub reserved_bytes: u64,
 }
 
+thread_local! {
+    /// Set by [`cached_only`] on this thread: reads take only what the page cache holds
+    /// (`WouldBlock` otherwise).
+    static CACHED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's data-file reads limited to the page cache
+/// ([`quarry_persist::DurableFile::read_exact_at_cached`]): a read that would wait for the
+/// device fails with `WouldBlock` instead.
+pub(crate) fn cached_only<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            CACHED_ONLY.set(self.0);
+        }
+    }
+    let _reset = Reset(CACHED_ONLY.replace(true));
+    f()
+}
+
 /// The open data file and its allocator.
 #[derive(Debug)]
 pub(crate) struct DataFile {
@@ -533,6 +553,9 @@ impl DataFile {
     /// through the direct handle (see the module docs); a short last block, and any direct
     /// read the file system refuses, are read buffered.
     pub fn read(&self, block: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        if CACHED_ONLY.get() {
+            return self.file.read_exact_at_cached(buf, block * BLOCK);
+        }
         let whole = buf.len() / BLOCK as usize * BLOCK as usize;
         if let Some(direct) = &self.direct {
             let aligned = buf.as_ptr() as usize % DIRECT_IO_ALIGN == 0;

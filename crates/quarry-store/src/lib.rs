@@ -1196,6 +1196,30 @@ impl Store {
         Ok(n)
     }
 
+    /// [`Store::read`] if it can run without waiting: `Ok(None)` when the object has
+    /// applied work not committed yet (the read would commit it) or when the data it needs is
+    /// not all in the page cache (the read would wait for the device). For the OSD's small
+    /// reads, answered on its runtime's thread when this succeeds (no hand-off to a blocking
+    /// thread and back: docs/benchmarks.md, "Seventh round"). The database's own pages may
+    /// still be read from the file on a miss of its cache.
+    pub fn try_read_cached(
+        &self,
+        pg: PgId,
+        name: &str,
+        snap: SnapId,
+        ops: &[ObjectOp],
+    ) -> Result<Option<OpReply>, StoreError> {
+        if self.has_uncommitted(pg, name) {
+            return Ok(None);
+        }
+        match datafile::cached_only(|| self.read(pg, name, snap, ops)) {
+            Err(StoreError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
     /// Runs read-only ops on object `name` at the head (`SNAP_HEAD`) or at snapshot `snap`.
     /// Mutations fail with EROFS. A chunk failing its crc is `Err(StoreError::Corrupt)`.
     pub fn read(

@@ -219,18 +219,20 @@ impl Store {
         pg: PgId,
         name: &str,
     ) -> Result<ReadTransaction, StoreError> {
-        let written = {
-            let dirty = self.dirty();
-            // The set is empty whenever no transaction is open: no allocation then.
-            !dirty.is_empty() && dirty.contains(&(pg, name.to_string()))
-        };
-        if written {
+        // The set is empty whenever no transaction is open: no allocation then.
+        if self.has_uncommitted(pg, name) {
             self.settle()?;
         } else if self.is_failed() {
             // Without the writer's lock (an apply may hold it): the reason is logged.
             return Err(failed_error("an earlier commit or replay failed (see the log)"));
         }
         Ok(self.db().begin_read()?)
+    }
+
+    /// Whether the open transaction wrote object `name` of `pg` (a read of it would commit).
+    pub(crate) fn has_uncommitted(&self, pg: PgId, name: &str) -> bool {
+        let dirty = self.dirty();
+        !dirty.is_empty() && dirty.contains(&(pg, name.to_string()))
     }
 
     /// Commits the open transaction if it is at least `age` old: the apply thread calls this

@@ -203,3 +203,41 @@ fn a_panic_in_an_apply_fails_the_store_and_commits_nothing_more() {
     assert_eq!(read_all(&store, "m", SNAP_HEAD), Err(quarry_types::ErrorCode::ENOENT));
     assert_eq!(store.pg_state(PG).unwrap(), Some(b"1".to_vec()));
 }
+
+/// Goal: `try_read_cached` (the OSD's small reads on its runtime's thread) answers only when
+/// nothing would wait: the object has no uncommitted apply and its data is in the page cache;
+/// otherwise `None` (the caller hands the read to a thread that may wait). Method: o written
+/// and committed: the same reply as `read`; its data file's pages dropped from the page cache
+/// (`fdatasync`, then `POSIX_FADV_DONTNEED`): None; a plain read brings them back: an answer
+/// again; o written again (open transaction): None, and the open transaction stays open.
+#[test]
+fn a_cached_read_answers_only_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(dir.path(), &lazy()).unwrap();
+    let data = pattern(8192, 9);
+    let ops = [ObjectOp::Read { off: 100, len: 5000 }];
+    store.apply(PG, &[cmd("o", vec![write_full(&data)])], b"1").unwrap();
+    store.checkpoint().unwrap();
+    let plain = store.read(PG, "o", SNAP_HEAD, &ops).unwrap();
+    assert_eq!(store.try_read_cached(PG, "o", SNAP_HEAD, &ops).unwrap(), Some(plain.clone()));
+
+    let data_file = std::fs::File::open(dir.path().join("store.data")).unwrap();
+    data_file.sync_data().unwrap();
+    rustix::fs::fadvise(&data_file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
+    match store.try_read_cached(PG, "o", SNAP_HEAD, &ops).unwrap() {
+        None => {}
+        Some(_) => {
+            // Only a file system whose pages cannot be dropped (tmpfs) keeps them.
+            let fs = rustix::fs::fstatfs(&data_file).unwrap();
+            assert_eq!(fs.f_type as i64, 0x0102_1994, "read without waiting after DONTNEED");
+            eprintln!("the data file is on tmpfs: the page cache cannot be emptied");
+        }
+    }
+    assert_eq!(store.read(PG, "o", SNAP_HEAD, &ops).unwrap(), plain);
+    assert_eq!(store.try_read_cached(PG, "o", SNAP_HEAD, &ops).unwrap(), Some(plain));
+
+    store.apply(PG, &[cmd("o", vec![write_full(b"new")])], b"2").unwrap();
+    assert_eq!(store.try_read_cached(PG, "o", SNAP_HEAD, &ops).unwrap(), None);
+    assert!(store.has_open_transaction(), "a cached read never commits");
+    assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(b"new".to_vec()));
+}
