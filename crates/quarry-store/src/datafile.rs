@@ -16,7 +16,14 @@
 //! - **Freed space goes back to the file system**: blocks released after a checkpoint are
 //!   hole-punched (`fallocate(PUNCH_HOLE | KEEP_SIZE)`, a no-op where unsupported) before
 //!   they are reused, and a free tail is cut off the file; at open every free extent is
-//!   punched (what a crash left unpunched).
+//!   punched (what a crash left unpunched). Except a bounded few: released extents of at
+//!   most [`WARM_EXTENT_MAX`] blocks are kept unpunched ("warm"), up to [`WARM_BLOCKS_MAX`]
+//!   blocks in all, and small allocations take warm blocks first. A VM's 4 KiB overwrites
+//!   free one block each and allocate one: refilling a punched block cost the apply thread a
+//!   fresh zeroed page and ext4 an extent change per write, and the checkpoint a punch per
+//!   freed block, all sharing the file's lock (docs/benchmarks.md, "Seventh round"); a warm
+//!   block is overwritten in place in the page cache. Large frees (a removed or rewritten
+//!   object) are punched as before.
 //!
 //! Large writes (at least [`DIRECT_WRITE_MIN`]) go through a second handle opened with
 //! direct I/O (`O_DIRECT`), from a 4 KiB-aligned copy padded to whole blocks: a buffered
@@ -54,6 +61,12 @@ pub(crate) const BLOCK: u64 = 4096;
 
 /// Writes of at least this many bytes use direct I/O (see the module docs).
 pub(crate) const DIRECT_WRITE_MIN: usize = 64 << 10;
+
+/// Released extents of at most this many blocks are kept unpunched for reuse (see the module
+/// docs), and allocations of at most this many blocks take them first.
+pub(crate) const WARM_EXTENT_MAX: u64 = 16;
+/// At most this many blocks (16 MiB) are kept unpunched.
+pub(crate) const WARM_BLOCKS_MAX: u64 = 4096;
 
 /// Reads of at least this many whole blocks' bytes use direct I/O (see the module docs).
 pub(crate) const DIRECT_READ_MIN: usize = 64 << 10;
@@ -117,7 +130,10 @@ impl Extents {
 /// What the allocator knows, under one lock.
 #[derive(Debug, Default)]
 struct State {
+    /// Free extents, punched.
     free: Extents,
+    /// Free extents kept unpunched (see the module docs), at most [`WARM_BLOCKS_MAX`] blocks.
+    warm: Extents,
     /// Blocks in the file's used range: allocations past every free extent start here.
     end: u64,
     /// Sequence number of the last commit that freed or allocated blocks (see the module
@@ -142,7 +158,8 @@ struct State {
 /// with it ([`BatchGuard::committed`]) or given back when it is dropped without committing.
 #[derive(Debug, Default)]
 struct BatchBlocks {
-    allocated: Vec<(u64, u64)>,
+    /// `(start, length, taken from the warm extents)`.
+    allocated: Vec<(u64, u64, bool)>,
     freed: Vec<u64>,
     /// Reserved extents the batch claimed `(start, length, from an earlier run)`: reserved
     /// again if it is dropped.
@@ -184,8 +201,11 @@ impl Drop for BatchGuard<'_> {
 pub struct DataSpace {
     /// Length of the data file.
     pub file_bytes: u64,
-    /// Free blocks (reusable now; punched, so they take no disk space).
+    /// Free blocks (reusable now): punched (no disk space) but for `warm_bytes` of them.
     pub free_bytes: u64,
+    /// Free blocks kept unpunched for the next small writes (on the disk; part of
+    /// `free_bytes`).
+    pub warm_bytes: u64,
     /// Blocks freed by commits not yet made durable by a checkpoint (still on the disk).
     pub pending_bytes: u64,
     /// Blocks reserved for placed writes whose entries are not applied yet.
@@ -453,15 +473,19 @@ impl DataFile {
     /// holds them, else past the end of the file.
     pub fn allocate(&self, n: u64) -> u64 {
         let mut state = self.lock();
-        let start = match state.free.take(n) {
-            Some(start) => start,
-            None => {
-                let start = state.end;
-                state.end += n;
-                start
-            }
+        let warm = if n <= WARM_EXTENT_MAX { state.warm.take(n) } else { None };
+        let (start, from_warm) = match warm {
+            Some(start) => (start, true),
+            None => match state.free.take(n) {
+                Some(start) => (start, false),
+                None => {
+                    let start = state.end;
+                    state.end += n;
+                    (start, false)
+                }
+            },
         };
-        state.batch.allocated.push((start, n));
+        state.batch.allocated.push((start, n, from_warm));
         start
     }
 
@@ -636,8 +660,12 @@ impl DataFile {
     pub(crate) fn abort(&self) {
         let mut state = self.lock();
         state.batch.freed.clear();
-        for (start, len) in std::mem::take(&mut state.batch.allocated) {
-            state.free.insert(start, len);
+        for (start, len, warm) in std::mem::take(&mut state.batch.allocated) {
+            if warm {
+                state.warm.insert(start, len);
+            } else {
+                state.free.insert(start, len);
+            }
         }
         for (start, len, earlier) in std::mem::take(&mut state.batch.claimed) {
             state.reserved.insert(start, (len, earlier));
@@ -681,6 +709,15 @@ impl DataFile {
         if released.is_empty() {
             return;
         }
+        // Small extents stay warm while the budget lasts (see the module docs).
+        let mut budget = WARM_BLOCKS_MAX.saturating_sub(self.lock().warm.blocks);
+        let (warm, released): (Vec<_>, Vec<_>) = released.into_iter().partition(|&(_, len)| {
+            let keep = len <= WARM_EXTENT_MAX && len <= budget;
+            if keep {
+                budget -= len;
+            }
+            keep
+        });
         // Punch outside the lock: the released blocks are neither pending nor free, so
         // nothing can allocate (and write) them meanwhile. The flag is read into a scratch
         // state and merged back.
@@ -693,6 +730,9 @@ impl DataFile {
         for (start, len) in released {
             state.free.insert(start, len);
         }
+        for (start, len) in warm {
+            state.warm.insert(start, len);
+        }
         self.cut_tail(&mut state);
     }
 
@@ -702,7 +742,8 @@ impl DataFile {
         let state = self.lock();
         Ok(DataSpace {
             file_bytes,
-            free_bytes: state.free.blocks * BLOCK,
+            free_bytes: (state.free.blocks + state.warm.blocks) * BLOCK,
+            warm_bytes: state.warm.blocks * BLOCK,
             pending_bytes: state.pending_blocks * BLOCK,
             reserved_bytes: state.reserved_blocks * BLOCK,
         })

@@ -430,3 +430,26 @@ fn a_cut_during_the_format_3_migration_loses_nothing() {
     }
     assert!(cut_inside > 5, "the cuts fell inside the migration ({cut_inside})");
 }
+
+/// Goal: a small freed block is kept unpunched ("warm") and taken by the next small write (a
+/// VM's 4 KiB overwrites: no hole to refill, no punch per freed block), while large frees are
+/// still given back (`removed_objects_give_their_blocks_back_to_the_file_system`). Method: a
+/// one-block object, checkpointed, overwritten (its old block freed) and checkpointed again
+/// (the block released): the block keeps its disk space and counts as warm; a new one-block
+/// object takes it (the file does not grow) and both objects read back.
+#[test]
+fn a_small_freed_block_is_reused_without_a_punch() {
+    let (dir, store) = open_temp();
+    store.apply(PG, &[cmd("o", vec![write_full(&pattern(4096, 1))])], b"1").unwrap();
+    store.checkpoint().unwrap();
+    store.apply(PG, &[cmd("o", vec![write_full(&pattern(4096, 2))])], b"2").unwrap();
+    store.checkpoint().unwrap();
+    let space = store.data_space().unwrap();
+    assert_eq!((space.warm_bytes, space.free_bytes), (4096, 4096), "{space:?}");
+    assert!(data_on_disk(dir.path()) >= 2 * 4096, "the released block was punched");
+    store.apply(PG, &[cmd("p", vec![write_full(&pattern(4096, 3))])], b"3").unwrap();
+    let after = store.data_space().unwrap();
+    assert_eq!((after.warm_bytes, after.file_bytes), (0, space.file_bytes), "{after:?}");
+    assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(pattern(4096, 2)));
+    assert_eq!(read_all(&store, "p", SNAP_HEAD), Ok(pattern(4096, 3)));
+}
