@@ -3,9 +3,10 @@
 //! # Lazy commits
 //! An apply ([`Store::apply_many`]) does not commit its redb transaction: the transaction
 //! stays open and the next applies add to it, and it is committed (non-durably, as before)
-//! only when it has carried [`COMMIT_ROUNDS`] applies or [`COMMIT_BYTES`] of written data,
-//! when it is `StoreOptions::commit_age` old (default [`COMMIT_AGE`]) at the end of an apply, when the apply thread finds nothing
-//! to do ([`Store::commit_idle`]), or when something must see it:
+//! only when it has carried [`COMMIT_ROUNDS`] applies or [`COMMIT_BYTES`] of command data,
+//! when it is `StoreOptions::commit_age` old (default [`COMMIT_AGE`]) at the end of an
+//! apply, when the apply thread finds nothing to do ([`Store::commit_idle`]), or when
+//! something must see it:
 //! - a read of an object the open transaction wrote ([`Store::read`] and the per-object
 //!   queries: the transaction keeps the names it wrote, and a read of another object reads
 //!   the last commit, which holds that object's latest state);
@@ -35,8 +36,12 @@
 //! transaction, which is committed at once; apply is deterministic, so they reach the state
 //! (and the replies) they had. Then the failed apply returns its error, as before (the OSD
 //! retries a failed round PG by PG). If that replay or any commit of answered applies fails,
-//! the store is *failed*: every later call returns an error (the OSD stops on the failed
-//! checkpoint that follows, and its restart replays the log from the last checkpoint).
+//! or a panic interrupts an apply (where panics unwind: tests), the store is *failed*: every
+//! later call returns an error ([`Store::is_failed`]; the OSD's apply thread then stops the
+//! process, and its restart replays the log from the last checkpoint).
+//!
+//! A read that runs on an async runtime's thread ([`Store::try_read_cached`]) never commits:
+//! it declines when the object has uncommitted work.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
