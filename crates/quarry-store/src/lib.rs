@@ -277,7 +277,7 @@ mod split;
 mod writer;
 
 use std::collections::BTreeMap;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
@@ -517,7 +517,7 @@ pub struct Store {
     /// The open write transaction applies share (see `writer.rs`, "Lazy commits").
     writer: Mutex<writer::Writer>,
     /// Objects the open transaction wrote: a read of one commits it first.
-    dirty: Mutex<HashSet<(PgId, String)>>,
+    dirty: Mutex<HashMap<PgId, HashSet<String>>>,
     /// Answered applies were lost (`writer.rs`): every call fails.
     failed: AtomicBool,
 }
@@ -1209,9 +1209,6 @@ impl Store {
         snap: SnapId,
         ops: &[ObjectOp],
     ) -> Result<Option<OpReply>, StoreError> {
-        if self.has_uncommitted(pg, name) {
-            return Ok(None);
-        }
         match datafile::cached_only(|| self.read(pg, name, snap, ops)) {
             Err(StoreError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
                 Ok(None)

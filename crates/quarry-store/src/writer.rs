@@ -43,7 +43,7 @@
 //! A read that runs on an async runtime's thread ([`Store::try_read_cached`]) never commits:
 //! it declines when the object has uncommitted work.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use quarry_types::{ObjectOp, OpReply, PgId};
 use redb::{Durability, ReadTransaction, WriteTransaction};
 
-use crate::{apply, ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
+use crate::{apply, datafile, ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
 
 /// An open transaction is committed once it carried this many applies...
 pub(crate) const COMMIT_ROUNDS: usize = 64;
@@ -147,18 +147,22 @@ impl Store {
                 if let Some(open) = writer.open.take() {
                     drop(open.txn);
                     self.data.abort();
-                    tracing::error!(path = %self.path.display(),
-                        "store: a panic interrupted an apply; the store must be reopened");
-                    writer.failed = Some("a panic interrupted an apply".to_string());
-                    self.failed.store(true, Ordering::Release);
+                    self.fail(&mut writer, "a panic interrupted an apply".to_string());
                 }
                 writer
             }
         }
     }
 
-    fn dirty(&self) -> MutexGuard<'_, HashSet<(PgId, String)>> {
+    fn dirty(&self) -> MutexGuard<'_, HashMap<PgId, HashSet<String>>> {
         self.dirty.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Marks the store failed: answered applies were lost (see the module docs).
+    fn fail(&self, writer: &mut Writer, why: String) {
+        tracing::error!(path = %self.path.display(), "store failed, it must be reopened: {why}");
+        writer.failed = Some(why);
+        self.failed.store(true, Ordering::Release);
     }
 
     /// Commits the open transaction, if any (non-durably). A failure loses answered applies:
@@ -179,10 +183,7 @@ impl Store {
             Err(error) => {
                 self.data.abort();
                 let error = StoreError::from(error);
-                tracing::error!(path = %self.path.display(), %error,
-                    "store: committing applied work failed; the store must be reopened");
-                writer.failed = Some(error.to_string());
-                self.failed.store(true, Ordering::Release);
+                self.fail(writer, format!("committing applied work failed: {error}"));
                 Err(error)
             }
         }
@@ -224,8 +225,11 @@ impl Store {
         pg: PgId,
         name: &str,
     ) -> Result<ReadTransaction, StoreError> {
-        // The set is empty whenever no transaction is open: no allocation then.
         if self.has_uncommitted(pg, name) {
+            if datafile::is_cached_only() {
+                // A read that must not wait (`Store::try_read_cached`) does not commit.
+                return Err(StoreError::Io(std::io::ErrorKind::WouldBlock.into()));
+            }
             self.settle()?;
         } else if self.is_failed() {
             // Without the writer's lock (an apply may hold it): the reason is logged.
@@ -236,8 +240,7 @@ impl Store {
 
     /// Whether the open transaction wrote object `name` of `pg` (a read of it would commit).
     pub(crate) fn has_uncommitted(&self, pg: PgId, name: &str) -> bool {
-        let dirty = self.dirty();
-        !dirty.is_empty() && dirty.contains(&(pg, name.to_string()))
+        self.dirty().get(&pg).is_some_and(|names| names.contains(name))
     }
 
     /// Commits the open transaction if it is at least `age` old: the apply thread calls this
@@ -287,8 +290,11 @@ impl Store {
         {
             let mut dirty = self.dirty();
             for item in work {
+                let names = dirty.entry(item.pg).or_default();
                 for cmd in item.cmds {
-                    dirty.insert((item.pg, cmd.name.clone()));
+                    if !names.contains(&cmd.name) {
+                        names.insert(cmd.name.clone());
+                    }
                 }
             }
         }
@@ -367,10 +373,7 @@ impl Store {
             Ok(txn) => txn,
             Err(error) => {
                 self.data.abort();
-                tracing::error!(path = %self.path.display(), %error,
-                    "store: applying answered work again failed; the store must be reopened");
-                writer.failed = Some(error.to_string());
-                self.failed.store(true, Ordering::Release);
+                self.fail(writer, format!("applying answered work again failed: {error}"));
                 return Err(error);
             }
         };

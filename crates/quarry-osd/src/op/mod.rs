@@ -403,9 +403,10 @@ async fn read(
     let pg = op.pg;
     // A small read whose data is in the page cache is answered here: the hand-off to a
     // blocking thread and back cost more than the read (docs/benchmarks.md, "Seventh round").
-    let cached = match small_read(&op.ops) {
-        true => store.try_read_cached(pg, &op.name, op.snap, &op.ops),
-        false => Ok(None),
+    let cached = if small_read(&op.ops) {
+        store.try_read_cached(pg, &op.name, op.snap, &op.ops)
+    } else {
+        Ok(None)
     };
     let result = match cached {
         Ok(Some(reply)) => Ok(reply),
