@@ -218,9 +218,15 @@ thread_local! {
     static CACHED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+/// Whether this thread runs inside [`cached_only`].
+pub(crate) fn is_cached_only() -> bool {
+    CACHED_ONLY.get()
+}
+
 /// Runs `f` with this thread's data-file reads limited to the page cache
 /// ([`quarry_persist::DurableFile::read_exact_at_cached`]): a read that would wait for the
-/// device fails with `WouldBlock` instead.
+/// device fails with `WouldBlock` instead (and so does a store read that would commit the
+/// open transaction: `writer.rs`).
 pub(crate) fn cached_only<R>(f: impl FnOnce() -> R) -> R {
     struct Reset(bool);
     impl Drop for Reset {
@@ -438,20 +444,31 @@ impl DataFile {
         }
     }
 
-    /// Cuts free blocks at the end of the file off it. Never fails: a failed truncation only
-    /// leaves free blocks past the end, which later allocations overwrite (logged).
+    /// Cuts free blocks at the end of the file off it, warm ones too (a warm block at the end
+    /// may hold a short last chunk: the file's length would not be whole blocks). Never
+    /// fails: a failed truncation only leaves free blocks past the end, which later
+    /// allocations overwrite (logged).
     fn cut_tail(&self, state: &mut State) {
-        if let Some((start, len)) = state.free.last() {
-            if start + len >= state.end {
+        let end = state.end;
+        loop {
+            let reaches_end = |e: Option<(u64, u64)>| e.filter(|&(s, l)| s + l >= state.end);
+            if let Some((start, len)) = reaches_end(state.free.last()) {
                 state.free.remove(start, len);
                 state.end = start;
-                if let Err(error) = self.file.set_len(start * BLOCK) {
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        %error,
-                        "could not cut the free tail off the store's data file"
-                    );
-                }
+            } else if let Some((start, len)) = reaches_end(state.warm.last()) {
+                state.warm.remove(start, len);
+                state.end = start;
+            } else {
+                break;
+            }
+        }
+        if state.end < end {
+            if let Err(error) = self.file.set_len(state.end * BLOCK) {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    %error,
+                    "could not cut the free tail off the store's data file"
+                );
             }
         }
     }
@@ -709,8 +726,11 @@ impl DataFile {
         if released.is_empty() {
             return;
         }
+        let (mut budget, no_punch) = {
+            let state = self.lock();
+            (WARM_BLOCKS_MAX.saturating_sub(state.warm.blocks), state.no_punch)
+        };
         // Small extents stay warm while the budget lasts (see the module docs).
-        let mut budget = WARM_BLOCKS_MAX.saturating_sub(self.lock().warm.blocks);
         let (warm, released): (Vec<_>, Vec<_>) = released.into_iter().partition(|&(_, len)| {
             let keep = len <= WARM_EXTENT_MAX && len <= budget;
             if keep {
@@ -721,7 +741,7 @@ impl DataFile {
         // Punch outside the lock: the released blocks are neither pending nor free, so
         // nothing can allocate (and write) them meanwhile. The flag is read into a scratch
         // state and merged back.
-        let mut scratch = State { no_punch: self.lock().no_punch, ..State::default() };
+        let mut scratch = State { no_punch, ..State::default() };
         for &(start, len) in &released {
             self.punch(&mut scratch, start, len);
         }
