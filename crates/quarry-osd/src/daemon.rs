@@ -136,6 +136,7 @@ pub(crate) async fn start(
         damage,
         exports: Exports::new(store.clone(), data.snapshots()),
         write_once_min: write_once_min.clone(),
+        preplaced: crate::pg::preplace::Preplaced::new(store.clone()),
     };
     let router = Router::new(deps, map, cfg.max_backfills, cfg.raft_heartbeat);
     let space =

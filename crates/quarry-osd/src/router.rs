@@ -73,6 +73,8 @@ pub(crate) struct GroupDeps {
     pub(crate) exports: Exports,
     /// `osd_write_once_min_bytes` (0: off), changed at runtime (`tell::register_write_once`).
     pub(crate) write_once_min: Arc<std::sync::atomic::AtomicU64>,
+    /// Large write payloads placed while they arrived (`pg::preplace`).
+    pub(crate) preplaced: Arc<crate::pg::preplace::Preplaced>,
 }
 
 /// A committed move of a PG, to report: (acting set before, voters now).
@@ -441,6 +443,16 @@ impl Router {
         self.map()
     }
 
+    /// `osd_write_once_min_bytes` (0: off).
+    pub(crate) fn write_once_min(&self) -> u64 {
+        self.deps.write_once_min.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Large write payloads placed while they arrived.
+    pub(crate) fn preplaced(&self) -> &Arc<crate::pg::preplace::Preplaced> {
+        &self.deps.preplaced
+    }
+
     /// The running group of `pg`.
     pub(crate) fn group(&self, pg: PgId) -> Option<Arc<PgGroup>> {
         let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
@@ -591,6 +603,7 @@ impl Router {
             Err(e) => return Err(e.into()),
         };
         let pg_num = sm.pg_num_handle();
+        let solo = sm.solo_handle();
         let sealed = sm.sealed_handle();
         let group = group_id(pg);
         let votes = Arc::new(crate::pg::network::VoteFeedback::default());
@@ -606,13 +619,14 @@ impl Router {
             self.deps.store.clone(),
             sm.solo_handle(),
             self.deps.write_once_min.clone(),
+            self.deps.preplaced.clone(),
         ));
         let log = self.deps.wal.log_store_placed(group, placer);
         let raft = PgRaft::new(self.deps.me, config, network, log, sm)
             .await
             .map_err(|e| raft_err(e.to_string()))?;
         let primary = acting.first() == Some(&self.deps.me);
-        let group = Arc::new(PgGroup::new(pg, raft, pg_num, sealed, votes));
+        let group = Arc::new(PgGroup::new(pg, raft, pg_num, sealed, votes, solo));
         group.pin_leadership(primary);
         if !acting.contains(&self.deps.me) && map.up_set(pg).contains(&self.deps.me) {
             tracing::info!(%pg, ?acting, up = ?map.up_set(pg), "pg started as a learner: its primary adds it");

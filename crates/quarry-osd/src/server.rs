@@ -86,6 +86,39 @@ impl Handler<Session> for OsdService {
         }
     }
 
+    /// A large write's payload to a PG whose log places it (write-once: one voter, this
+    /// OSD) is written to its place while it arrives (`pg::preplace`).
+    fn bulk_sink(
+        &self,
+        _ctx: &Arc<ConnContext<Session>>,
+        head: &[u8],
+        len: usize,
+    ) -> Option<Arc<dyn quarry_wire::BulkSink>> {
+        let min = usize::try_from(self.osd.router.write_once_min()).unwrap_or(usize::MAX);
+        if min == 0 || len < min || len > crate::pg::placer::PLACE_MAX {
+            return None;
+        }
+        let pg = quarry_wire::codec::osd_op_pg(head)?;
+        let group = self.osd.router.group(pg)?;
+        if !group.is_solo() {
+            return None;
+        }
+        self.osd.router.preplaced().sink(len)
+    }
+
+    /// The request's placement, if its payload was placed while it arrived, is held until
+    /// the request is done: what its entry did not take is given back then.
+    async fn handle_bulk(
+        &self,
+        ctx: Arc<ConnContext<Session>>,
+        request: Request,
+        bulk: Option<quarry_wire::BulkDone>,
+    ) -> Reply {
+        let reply = self.handle(ctx, request).await;
+        drop(bulk);
+        reply
+    }
+
     /// A mutation (or method call) with a request id takes its place in its object's queue
     /// here, in arrival order (`op::order`).
     fn arrived(&self, ctx: &Arc<ConnContext<Session>>, request: &Request) {

@@ -377,6 +377,30 @@ fn failed(code: ErrorCode, message: String) -> Reply {
 }
 
 /// Serves one `Tell` from `session`.
+/// `perf dump`: Quarry's own counters, in a section of their own (Ceph's sections, `osd`,
+/// `bluestore`..., are not kept): `quarry_write_once` says how large writes reached the data
+/// file: placed while they arrived (`placed_on_arrival`, issue 14), placed when their entries
+/// were appended (`placed_at_append`), and the bytes reserved for entries not applied yet.
+async fn perf_dump(osd: &Arc<Osd>) -> Reply {
+    let router = &osd.router;
+    let preplaced = router.preplaced().clone();
+    let store = router.store().clone();
+    let space = tokio::task::spawn_blocking(move || store.data_space()).await;
+    let reserved = match space {
+        Ok(Ok(space)) => space.reserved_bytes,
+        Ok(Err(e)) => return failed(ErrorCode::EIO, format!("perf dump: {e}")),
+        Err(e) => return failed(ErrorCode::EIO, format!("perf dump: {e}")),
+    };
+    let counters = serde_json::json!({
+        "quarry_write_once": {
+            "placed_on_arrival": preplaced.taken.load(std::sync::atomic::Ordering::Relaxed),
+            "placed_at_append": preplaced.placed_at_append.load(std::sync::atomic::Ordering::Relaxed),
+            "reserved_bytes": reserved,
+        }
+    });
+    told(pretty(&counters))
+}
+
 pub(crate) async fn handle(osd: &Arc<Osd>, session: &Session, words: Vec<String>) -> Reply {
     if !session.caps.osd.allows_all() {
         tracing::info!(entity = %session.entity, "tell refused: the osd caps lack 'allow *'");
@@ -411,12 +435,13 @@ pub(crate) async fn handle(osd: &Arc<Osd>, session: &Session, words: Vec<String>
         }
         ["injectargs", args @ ..] if !args.is_empty() => injectargs(&args.join(" ")),
         ["bench", rest @ ..] if rest.len() <= 2 => bench(osd, rest).await,
+        ["perf", "dump"] => perf_dump(osd).await,
         _ => failed(
             ErrorCode::EINVAL,
             format!(
                 "invalid command: {}; an OSD answers: version, config get <var>, config set \
                  <var> <val>, config show, config diff, injectargs <args>, bench [<count>] \
-                 [<size>], dump_ops_in_flight, dump_historic_ops",
+                 [<size>], dump_ops_in_flight, dump_historic_ops, perf dump",
                 words.join(" ")
             ),
         ),

@@ -569,6 +569,15 @@ impl DataFile {
     /// Writes `data` at block `block` (not durable until [`DataFile::sync`]).
     pub fn write(&self, block: u64, data: &[u8]) -> std::io::Result<()> {
         match &self.direct {
+            // Already in whole blocks of aligned memory (a frame's bulk payload, received
+            // so: `quarry_wire::BulkSink`): written as it is, without the aligned copy.
+            Some(direct)
+                if data.len() >= DIRECT_WRITE_MIN
+                    && (data.as_ptr() as usize) % DIRECT_IO_ALIGN == 0
+                    && data.len() % BLOCK as usize == 0 =>
+            {
+                direct.write_all_at(data, block * BLOCK)?;
+            }
             Some(direct) if data.len() >= DIRECT_WRITE_MIN => {
                 let mut buf = self.direct_buf.lock().unwrap_or_else(|p| p.into_inner());
                 buf.clear();
@@ -615,6 +624,16 @@ impl DataFile {
     }
 
     /// [`DataFile::write`] of a placed write: [`DataFile::sync_placed`] syncs it.
+    /// Whether `n` blocks from `block` lie inside one reserved extent.
+    pub fn is_reserved(&self, block: u64, n: u64) -> bool {
+        let state = self.lock();
+        state
+            .reserved
+            .range(..=block)
+            .next_back()
+            .is_some_and(|(&start, &(len, _))| block + n <= start + len)
+    }
+
     pub fn write_placed(&self, block: u64, data: &[u8]) -> std::io::Result<()> {
         self.write(block, data)?;
         self.placed_unsynced.store(true, Ordering::Release);

@@ -1005,6 +1005,42 @@ impl Store {
         Ok(Placed { block, crcs })
     }
 
+    /// Reserves the blocks of a placement of `len` bytes to be written piece by piece
+    /// ([`Store::write_placement`]) while its payload still arrives, before its op is even
+    /// checked: the first block. Until an entry names it, nothing does: give it back with
+    /// [`Store::release_placed`] if no entry will (the reserved set is memory only, so a
+    /// restart frees it too). Same limits as [`Store::place`].
+    pub fn reserve_placement(&self, len: usize) -> Result<u64, StoreError> {
+        if len == 0 || len % CHUNK_BYTES != 0 || len as u64 > quarry_types::OBJECT_SIZE_MAX {
+            return Err(StoreError::BadPlacement { bytes: len as u64 });
+        }
+        if self.is_failed() {
+            return Err(StoreError::Io(std::io::Error::other(
+                "the store failed earlier and must be reopened",
+            )));
+        }
+        Ok(self.data.reserve((len / CHUNK_BYTES) as u64))
+    }
+
+    /// Writes `data` (whole chunks) at byte `at` of the placement reserved at `block`
+    /// ([`Store::reserve_placement`]) and returns its chunks' crcs. Not durable until the
+    /// WAL's sync hook ([`Store::sync_placed`]), as [`Store::place`]'s writes.
+    pub fn write_placement(
+        &self,
+        block: u64,
+        at: usize,
+        data: &[u8],
+    ) -> Result<Vec<u32>, StoreError> {
+        let whole = at % CHUNK_BYTES == 0 && data.len() % CHUNK_BYTES == 0 && !data.is_empty();
+        let first = block + (at / CHUNK_BYTES) as u64;
+        let blocks = (data.len() / CHUNK_BYTES) as u64;
+        if !whole || !self.data.is_reserved(first, blocks) {
+            return Err(StoreError::BadPlacement { bytes: data.len() as u64 });
+        }
+        self.data.write_placed(first, data)?;
+        Ok(data.chunks(CHUNK_BYTES).map(crc32c::crc32c).collect())
+    }
+
     /// Makes every placed write so far durable (`fdatasync` of the data file, if a write was
     /// placed since the last call began; nothing otherwise): the WAL's sync hook.
     pub fn sync_placed(&self) -> std::io::Result<()> {

@@ -3,9 +3,10 @@
 //! ```text
 //! offset size field
 //!      0    4 magic "QRY1"
-//!      4    1 version (FRAME_VERSION = 2)
+//!      4    1 version (FRAME_VERSION = 3)
 //!      5    1 flags (bit 0: signed)
-//!      6    2 reserved, must be 0
+//!      6    2 bulk offset: where the payload's first large data payload's bytes start
+//!           (u16; 0: none, or it starts past 64 KiB)
 //!      8    8 request id (0 for events and handshake)
 //!     16    4 payload length (bytes)
 //!     20    4 crc32c of the payload
@@ -29,6 +30,14 @@
 //! ([`encode_segments`]): a large data payload (a write's, a read reply's) is written from
 //! its own buffer after the encoded bytes before it, not copied into the frame; the bytes
 //! on the wire are the same.
+//!
+//! The bulk offset (frame version 3) tells a receiver, before the body arrives, where the
+//! bytes of a large data payload (a 4 MiB write's) will be: it receives the body so that they
+//! land 4 KiB-aligned in memory (the OSD writes them with direct I/O without an aligned copy)
+//! and may hand them on while the rest still arrives ([`crate::conn::BulkSink`]: the OSD
+//! writes them to their place in its data file meanwhile). It is a hint the signature
+//! covers, like every header byte; a wrong one from a hostile peer costs that peer's own
+//! write (the OSD matches what it wrote against the decoded payload's exact bytes).
 
 use bincode::Options;
 
@@ -38,7 +47,7 @@ use crate::WireError;
 /// Frame magic.
 pub const FRAME_MAGIC: [u8; 4] = *b"QRY1";
 /// Frame format version.
-pub const FRAME_VERSION: u8 = 2;
+pub const FRAME_VERSION: u8 = 3;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Signature size in bytes.
@@ -64,6 +73,9 @@ pub struct FrameHeader {
     pub seq: u64,
     /// Whether a signature follows the payload.
     pub signed: bool,
+    /// Where the bytes of the payload's first large data payload start (0: not said); see
+    /// the module docs. At least 8 (its length prefix comes first) and within the payload.
+    pub bulk_offset: u16,
 }
 
 impl FrameHeader {
@@ -142,7 +154,7 @@ pub fn encode_segments(
     header.extend_from_slice(&FRAME_MAGIC);
     header.push(FRAME_VERSION);
     header.push(if signed { FLAG_SIGNED } else { 0 });
-    header.extend_from_slice(&[0, 0]);
+    header.extend_from_slice(&[0, 0]); // bulk offset, below
     header.extend_from_slice(&request_id.to_le_bytes());
     header.extend_from_slice(&[0u8; 8]); // payload length and crc, below
     header.extend_from_slice(&seq.to_le_bytes());
@@ -170,6 +182,9 @@ pub fn encode_segments(
     };
     segments.head[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
     segments.head[20..24].copy_from_slice(&crc.to_le_bytes());
+    let bulk = segments.splices.first().map_or(0, |(at, _)| at - HEADER_LEN);
+    let bulk = u16::try_from(bulk).unwrap_or(0);
+    segments.head[6..8].copy_from_slice(&bulk.to_le_bytes());
     Ok(segments)
 }
 
@@ -257,7 +272,7 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN], payload_max: u32) -> Result<Frame
         return Err(WireError::BadVersion(bytes[4]));
     }
     let flags = bytes[5];
-    if flags & !FLAG_SIGNED != 0 || bytes[6] != 0 || bytes[7] != 0 {
+    if flags & !FLAG_SIGNED != 0 {
         return Err(WireError::BadFlags(flags));
     }
     let le64 = |r: std::ops::Range<usize>| {
@@ -274,13 +289,48 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN], payload_max: u32) -> Result<Frame
     if payload_len > payload_max {
         return Err(WireError::TooLarge { len: u64::from(payload_len), max: payload_max });
     }
+    let bulk_offset = u16::from_le_bytes([bytes[6], bytes[7]]);
+    if bulk_offset != 0 && (bulk_offset < 8 || u32::from(bulk_offset) > payload_len) {
+        return Err(WireError::BadBulkOffset(bulk_offset));
+    }
     Ok(FrameHeader {
+        bulk_offset,
         request_id: le64(8..16),
         payload_len,
         payload_crc: le32(20..24),
         seq: le64(24..32),
         signed: flags & FLAG_SIGNED != 0,
     })
+}
+
+/// The PG of an [`crate::OsdOp`] request whose payload starts with `head` (its bytes before a
+/// bulk payload's length prefix, [`FrameHeader::bulk_offset`]` - 8` of them): None if they
+/// are not the start of one. Lets a receiver decide where a write's data goes before the
+/// rest of its frame arrived.
+pub fn osd_op_pg(head: &[u8]) -> Option<quarry_types::PgId> {
+    // The variant tags of `Message::Request(Request::Op(..))`, as this build encodes them.
+    static TAGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let tags = TAGS.get_or_init(|| {
+        let op = crate::OsdOp {
+            pg: quarry_types::PgId { pool: 0, seed: 0 },
+            epoch: 0,
+            name: String::new(),
+            snapc: Default::default(),
+            snap: quarry_types::SNAP_HEAD,
+            ops: Vec::new(),
+            reqid: None,
+        };
+        let msg = Message::Request(crate::Request::Op(op));
+        let bytes = bincode_options(u64::MAX).serialize(&msg).unwrap_or_default();
+        bytes.get(..8).unwrap_or_default().to_vec()
+    });
+    if tags.len() != 8 || head.get(..8)? != tags.as_slice() {
+        return None;
+    }
+    bincode_options(head.len() as u64)
+        .allow_trailing_bytes()
+        .deserialize::<quarry_types::PgId>(&head[8..])
+        .ok()
 }
 
 /// Checks the body (payload and signature) of a frame whose header was accepted and decodes
@@ -336,13 +386,24 @@ impl StreamingMac {
         })
     }
 
-    /// Hashes the payload bytes of `received` (the body's first bytes, as received so far)
-    /// not hashed yet, once at least [`Self::STEP`] of them are waiting or the payload is
-    /// complete.
-    pub fn feed(&mut self, received: &[u8]) {
-        let end = received.len().min(self.payload_len);
+    /// Hashes the payload bytes of `received` not hashed yet, once at least [`Self::STEP`] of
+    /// them are waiting or the payload is complete. `received` is the body's bytes from
+    /// offset `base` on, as received so far; every byte before `base` must have been hashed
+    /// ([`StreamingMac::hash_through`] before a receiver lets go of them).
+    pub fn feed(&mut self, base: usize, received: &[u8]) {
+        let end = (base + received.len()).min(self.payload_len);
         if end > self.hashed && (end - self.hashed >= Self::STEP || end == self.payload_len) {
-            self.hasher.update(&received[self.hashed..end]);
+            self.hash_through(base, received, end);
+        }
+    }
+
+    /// Hashes the payload bytes up to body offset `end` now (`received` as in
+    /// [`StreamingMac::feed`], holding them): a receiver that hands bytes on calls it first.
+    pub fn hash_through(&mut self, base: usize, received: &[u8], end: usize) {
+        let end = end.min(self.payload_len).min(base + received.len());
+        if end > self.hashed {
+            debug_assert!(self.hashed >= base, "bytes handed on before they were hashed");
+            self.hasher.update(&received[self.hashed - base..end - base]);
             self.hashed = end;
         }
     }
@@ -480,6 +541,55 @@ mod tests {
         Message::Request(Request::GetMap)
     }
 
+    /// The data of `write_op`'s write.
+    fn joined_data(msg: &Message) -> Vec<u8> {
+        match msg {
+            Message::Request(Request::Op(op)) => match &op.ops[0] {
+                quarry_types::ObjectOp::Write { data, .. } => data.data.to_vec(),
+                _ => unreachable!(),
+            },
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn the_bulk_offset_is_checked_and_names_an_ops_pg() {
+        let msg = write_op(vec![7u8; 1 << 20]);
+        let frame = encode_frame(1, 1, &msg, None).unwrap();
+        let header: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into().unwrap();
+        let h = decode_header(&header, FRAME_PAYLOAD_MAX).unwrap();
+        let at = usize::from(h.bulk_offset);
+        assert!(at > 8, "a spliced write's frame says where its data is");
+        let body = &frame[HEADER_LEN..];
+        assert_eq!(u64::from_le_bytes(body[at - 8..at].try_into().unwrap()), 1 << 20);
+        assert_eq!(body[at..at + 16], [7u8; 16]);
+        let pg = osd_op_pg(&body[..at - 8]);
+        assert_eq!(pg, Some(quarry_types::PgId { pool: 1, seed: 0 }));
+        // Not an op: no PG; a short head: none either.
+        let map = encode_frame(1, 1, &sample(), None).unwrap();
+        assert_eq!(osd_op_pg(&map[HEADER_LEN..]), None);
+        assert_eq!(osd_op_pg(&body[..10]), None);
+        // Small frames say nothing; a bulk offset below its length prefix or past the
+        // payload is an error.
+        assert_eq!(
+            decode_header(&map[..HEADER_LEN].try_into().unwrap(), 1 << 20).unwrap().bulk_offset,
+            0
+        );
+        for bad in [1u16, 7, u16::MAX] {
+            let mut header = header;
+            let mut small = header;
+            small[16..20].copy_from_slice(&100u32.to_le_bytes());
+            header[6..8].copy_from_slice(&bad.to_le_bytes());
+            small[6..8].copy_from_slice(&bad.to_le_bytes());
+            for h in [header, small] {
+                let result = decode_header(&h, FRAME_PAYLOAD_MAX);
+                if bad < 8 || u32::from(bad) > u32::from_le_bytes(h[16..20].try_into().unwrap()) {
+                    assert!(matches!(result, Err(WireError::BadBulkOffset(b)) if b == bad));
+                }
+            }
+        }
+    }
+
     #[test]
     fn round_trip_unsigned_and_signed() {
         let f = encode_frame(7, 0, &sample(), None).unwrap();
@@ -548,6 +658,13 @@ mod tests {
                 plain[20..24].copy_from_slice(&crc.to_le_bytes());
 
                 let segments = encode_segments(2, 9, &msg, signed).unwrap();
+                // The bulk offset says where the write's data starts in the payload.
+                let bulk = segments.splices.first().map_or(0, |(at, _)| at - HEADER_LEN);
+                if spliced {
+                    let data_at = plain.windows(64).position(|w| w == &joined_data(&msg)[..64]);
+                    assert_eq!(data_at, Some(HEADER_LEN + bulk));
+                }
+                plain[6..8].copy_from_slice(&(bulk as u16).to_le_bytes());
                 assert_eq!(segments.splices.is_empty(), !spliced);
                 assert!(segments.head.len() < 4096 || !spliced, "payload copied into the head");
                 let joined: Vec<u8> = segments.pieces().flatten().copied().collect();
@@ -580,10 +697,18 @@ mod tests {
             let body = &frame[HEADER_LEN..];
             let mac_header = mac_header.unwrap_or(header_bytes);
             let mut mac = StreamingMac::new(mac_key, &mac_header, &header).unwrap();
-            let mut got = 0;
-            for piece in [1usize, 65_536, 300_000, 7, 262_144, 500_000].iter().cycle() {
+            let (mut got, mut base) = (0, 0);
+            for (k, piece) in
+                [1usize, 65_536, 300_000, 7, 262_144, 500_000].iter().cycle().enumerate()
+            {
                 got = (got + piece).min(body.len());
-                mac.feed(&body[..got]);
+                mac.feed(base, &body[base..got]);
+                // Now and then the bytes so far are handed on (a bulk's pieces): the hasher
+                // must have them first, and then sees only what came after.
+                if k % 3 == 2 {
+                    mac.hash_through(base, &body[base..got], got);
+                    base = got;
+                }
                 if got == body.len() {
                     break;
                 }

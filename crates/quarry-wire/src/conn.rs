@@ -33,8 +33,9 @@ use crate::message::{
 };
 use crate::WireError;
 
-/// Protocol version spoken by this build. 2: `OsdOp` carries a request id.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// Protocol version spoken by this build. 2: `OsdOp` carries a request id. 3: frame version 3
+/// (the header's bulk offset).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Requests one connection may have in flight on a server before it stops reading.
 pub const INFLIGHT_REQUESTS_MAX: usize = 256;
 /// Request bytes (frame bodies) one connection may have in flight on a server before it stops
@@ -118,23 +119,58 @@ impl FrameReader {
         header_bytes: &[u8; HEADER_LEN],
         header: &FrameHeader,
     ) -> Result<(u64, Message), WireError> {
+        let (id, msg, _) = self.read_body_to(header_bytes, header, &mut |_, _| None).await?;
+        Ok((id, msg))
+    }
+
+    /// [`FrameReader::read_body`], offering a bulk payload (the header's bulk offset) to
+    /// `sinks` once the bytes before it are in: a sink it returns is handed the bulk's pieces
+    /// as they arrive ([`BulkSink`]), and what it makes of them comes back with the message.
+    async fn read_body_to(
+        &mut self,
+        header_bytes: &[u8; HEADER_LEN],
+        header: &FrameHeader,
+        sinks: &mut SinkFactory<'_>,
+    ) -> Result<(u64, Message, Option<BulkDone>), WireError> {
         // Read into uninitialised memory (`read_buf` never exposes it): zeroing a 4 MiB body
         // before overwriting it cost ~7% of the server's CPU per 4 MiB write (issue 14).
         // `take` stops the reads at the frame's end (the buffer may have spare capacity).
         // The signature is computed while the body arrives (`StreamingMac`): on a large
         // write the hash overlaps the transfer instead of following it.
         let len = header.body_len();
-        let mut body = bytes::BytesMut::with_capacity(len);
+        let bulk_at = usize::from(header.bulk_offset);
+        let mut body = body_buffer(len, bulk_at);
         let mut mac = self.key.as_ref().and_then(|k| StreamingMac::new(k, header_bytes, header));
-        while body.len() < len {
-            let left = (len - body.len()) as u64;
+        // `body` holds the body's bytes from offset `base` on; with a sink, the bytes before
+        // are in `head` and the pieces handed on.
+        let mut base = 0;
+        let mut stream: Option<BulkStream> = None;
+        let mut offered = bulk_at == 0;
+        while base + body.len() < len {
+            let left = (len - base - body.len()) as u64;
             let n = (&mut self.inner).take(left).read_buf(&mut body).await.map_err(truncated)?;
             if n == 0 {
                 return Err(WireError::Truncated);
             }
             if let Some(mac) = mac.as_mut() {
-                mac.feed(&body);
+                mac.feed(base, &body);
             }
+            if !offered && body.len() >= bulk_at {
+                offered = true;
+                stream = BulkStream::offer(&mut body, bulk_at, header, sinks, mac.as_mut());
+                if stream.is_some() {
+                    base = bulk_at;
+                }
+            }
+            if let Some(stream) = stream.as_mut() {
+                stream.hand_on(&mut body, &mut base, mac.as_mut());
+            }
+        }
+        let mut sink = None;
+        if let Some(stream) = stream {
+            let (whole, done) = stream.finish(body).await;
+            body = whole;
+            sink = done;
         }
         let body = body.freeze();
         let msg =
@@ -143,7 +179,9 @@ impl FrameReader {
         if self.key.is_some() {
             self.next_seq += 1;
         }
-        Ok((header.request_id, msg))
+        // Only a frame that decoded and whose signature verified gets its sink's result.
+        let done = sink.and_then(|(sink, len)| sink.finish(body.slice(bulk_at..bulk_at + len)));
+        Ok((header.request_id, msg, done))
     }
 
     /// Reads past the body of the frame whose header was just read, into a small buffer
@@ -168,6 +206,168 @@ fn truncated(e: std::io::Error) -> WireError {
         WireError::Truncated
     } else {
         WireError::Io(e)
+    }
+}
+
+/// Alignment in memory of a received bulk payload: a direct write's (4 KiB).
+const BULK_ALIGN: usize = 4096;
+/// A bulk payload is handed to a sink in pieces of this size (the last may be shorter).
+pub const BULK_PIECE: usize = 512 << 10;
+/// Bulk payloads smaller than this are not offered to a sink: nothing much to overlap.
+pub const BULK_STREAM_MIN: usize = 1 << 20;
+
+/// What a [`Handler`] made of a request's bulk payload ([`BulkSink::finish`]): handed to
+/// [`Handler::handle_bulk`] with the request.
+pub type BulkDone = Box<dyn std::any::Any + Send>;
+
+/// Offers a frame's bulk payload to a sink: the payload's bytes before the bulk's length
+/// prefix, and the bulk's length.
+type SinkFactory<'a> = dyn FnMut(&[u8], usize) -> Option<Arc<dyn BulkSink>> + Send + 'a;
+
+/// Blocking threads that write one bulk's pieces. One: two in flight did not help on this
+/// machine's ext4 (a direct write that allocates blocks, as every placed write does, holds
+/// the file's inode lock; 4 MiB writes at QD1, fresh clusters: 203/160 IOPS with one
+/// writer, 153/166 with two; issue 14, docs/benchmarks.md "Eighth round").
+const BULK_WRITERS: usize = 1;
+
+/// Where a request's large data payload goes while the rest of its frame still arrives
+/// ([`Handler::bulk_sink`]). The OSD writes a write's data to its place in the data file
+/// meanwhile, so the device write overlaps the transfer (issue 14).
+pub trait BulkSink: Send + Sync + 'static {
+    /// Bytes `[at, at + bytes.len())` of the bulk, 4 KiB-aligned in memory, each piece
+    /// [`BULK_PIECE`] long except the last; called on blocking threads (it may do blocking
+    /// I/O), for several pieces at once and in any order. They are not authenticated yet:
+    /// nothing may use them before [`BulkSink::finish`]. False: the sink gave up (`finish`
+    /// is not called then).
+    fn write(&self, at: usize, bytes: &[u8]) -> bool;
+
+    /// Every piece was written, the frame arrived whole, its signature verified and it
+    /// decoded; `bulk` is the bulk's bytes in the received body (the memory every piece was
+    /// in). Called at most once; what it returns goes to [`Handler::handle_bulk`]. A sink
+    /// dropped without it (a truncated, tampered or undecodable frame, a closed connection,
+    /// a failed piece) must undo what it did.
+    fn finish(&self, bulk: bytes::Bytes) -> Option<BulkDone>;
+}
+
+/// A frame body's buffer: with a bulk offset, placed so that the bulk's bytes start 4 KiB-
+/// aligned in memory (the OSD writes them with direct I/O as they are).
+fn body_buffer(len: usize, bulk_at: usize) -> bytes::BytesMut {
+    if bulk_at == 0 {
+        return bytes::BytesMut::with_capacity(len);
+    }
+    let mut body = bytes::BytesMut::with_capacity(len + BULK_ALIGN);
+    let pad = (BULK_ALIGN - (body.as_ptr() as usize + bulk_at) % BULK_ALIGN) % BULK_ALIGN;
+    bytes::BufMut::put_bytes(&mut body, 0, pad);
+    let _ = body.split_to(pad);
+    body
+}
+
+/// The pieces a bulk writer thread was handed (by their offset in the bulk), and whether
+/// the sink took each.
+type Written = (Vec<(usize, bytes::BytesMut)>, bool);
+
+/// A bulk payload being handed to a sink on blocking threads, piece by piece.
+struct BulkStream {
+    /// The body's bytes before the bulk.
+    head: bytes::BytesMut,
+    /// Body offsets of the bulk's start and end.
+    start: usize,
+    end: usize,
+    sink: Arc<dyn BulkSink>,
+    pieces: std::sync::mpsc::Sender<(usize, bytes::BytesMut)>,
+    writers: Vec<tokio::task::JoinHandle<Written>>,
+}
+
+impl BulkStream {
+    /// Offers the bulk of a frame whose body's first `bulk_at` bytes are in `body` (from
+    /// offset 0) to `sinks`; with a sink, those bytes move to the stream's head.
+    fn offer(
+        body: &mut bytes::BytesMut,
+        bulk_at: usize,
+        header: &FrameHeader,
+        sinks: &mut SinkFactory<'_>,
+        mac: Option<&mut StreamingMac>,
+    ) -> Option<BulkStream> {
+        let prefix: [u8; 8] = body.get(bulk_at - 8..bulk_at)?.try_into().ok()?;
+        let bulk_len = usize::try_from(u64::from_le_bytes(prefix)).ok()?;
+        let fits = bulk_len <= header.payload_len as usize - bulk_at;
+        if !fits || bulk_len < BULK_STREAM_MIN || bulk_len % BULK_ALIGN != 0 {
+            return None;
+        }
+        let sink = sinks(&body[..bulk_at - 8], bulk_len)?;
+        if let Some(mac) = mac {
+            mac.hash_through(0, body, bulk_at);
+        }
+        let head = body.split_to(bulk_at);
+        let (pieces, rx) = std::sync::mpsc::channel::<(usize, bytes::BytesMut)>();
+        let rx = Arc::new(Mutex::new(rx));
+        let writers = (0..BULK_WRITERS)
+            .map(|_| {
+                let (rx, sink) = (rx.clone(), sink.clone());
+                tokio::task::spawn_blocking(move || {
+                    let (mut kept, mut ok) = (Vec::new(), true);
+                    loop {
+                        // One thread waits for the next piece at a time; the lock is let go
+                        // before the piece is written.
+                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                        let Ok((at, piece)) = next else { break };
+                        ok = ok && sink.write(at, &piece);
+                        kept.push((at, piece));
+                    }
+                    (kept, ok)
+                })
+            })
+            .collect();
+        Some(BulkStream { head, start: bulk_at, end: bulk_at + bulk_len, sink, pieces, writers })
+    }
+
+    /// Hands on every whole piece `body` (the body from offset `base` on) holds.
+    fn hand_on(
+        &mut self,
+        body: &mut bytes::BytesMut,
+        base: &mut usize,
+        mut mac: Option<&mut StreamingMac>,
+    ) {
+        loop {
+            let piece_end = (*base + BULK_PIECE).min(self.end);
+            if *base >= self.end || *base + body.len() < piece_end {
+                return;
+            }
+            if let Some(mac) = mac.as_deref_mut() {
+                mac.hash_through(*base, body, piece_end);
+            }
+            let piece = body.split_to(piece_end - *base);
+            // The threads end only when this sender is dropped: a send cannot fail.
+            let _ = self.pieces.send((*base - self.start, piece));
+            *base = piece_end;
+        }
+    }
+
+    /// The whole body again (`rest`: its bytes after the last piece) once the writers are
+    /// done, and the sink with the bulk's length if it took every piece.
+    async fn finish(
+        self,
+        rest: bytes::BytesMut,
+    ) -> (bytes::BytesMut, Option<(Arc<dyn BulkSink>, usize)>) {
+        let BulkStream { mut head, start, end, sink, pieces, writers } = self;
+        drop(pieces);
+        let (mut kept, mut ok) = (Vec::new(), true);
+        for writer in writers {
+            // A writer cannot panic short of a bug in a sink: then its pieces are gone and
+            // the frame with them (an empty body fails to decode).
+            let Ok((pieces, took)) = writer.await else {
+                return (bytes::BytesMut::new(), None);
+            };
+            kept.extend(pieces);
+            ok &= took;
+        }
+        // Contiguous pieces of one buffer, put back in order: each `unsplit` is O(1).
+        kept.sort_unstable_by_key(|(at, _)| *at);
+        for (_, piece) in kept {
+            head.unsplit(piece);
+        }
+        head.unsplit(rest);
+        (head, ok.then_some((sink, end - start)))
     }
 }
 
@@ -571,11 +771,38 @@ pub trait Handler<S>: Send + Sync + 'static {
     fn reply_estimate(&self, _request: &Request) -> u64 {
         4 << 10
     }
+
+    /// A sink for the bulk payload (`len` bytes) of a request whose payload starts with
+    /// `head` (the bytes before the bulk's length prefix; [`crate::codec::osd_op_pg`] reads
+    /// an op's PG from them), called on the connection's reader before the bulk arrives
+    /// (must not block). Default: none (the payload is simply received).
+    fn bulk_sink(
+        &self,
+        _ctx: &Arc<ConnContext<S>>,
+        _head: &[u8],
+        _len: usize,
+    ) -> Option<Arc<dyn BulkSink>> {
+        None
+    }
+
+    /// [`Handler::handle`] for a request whose bulk payload went to a sink, with what the
+    /// sink made of it ([`BulkSink::finish`]). Default: drops it and handles the request.
+    fn handle_bulk(
+        &self,
+        ctx: Arc<ConnContext<S>>,
+        request: Request,
+        bulk: Option<BulkDone>,
+    ) -> impl Future<Output = Reply> + Send {
+        drop(bulk);
+        self.handle(ctx, request)
+    }
 }
 
 /// What the reader of a session got next.
+// One per request, moved once: boxing the large variant would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
 enum Next {
-    Request(u64, Request, Charge),
+    Request(u64, Request, Charge, Option<BulkDone>),
     /// A frame larger than this peer may send: its body was skipped.
     Oversized(u64, u32),
     /// Nothing in flight and nothing received for the idle timeout.
@@ -607,12 +834,20 @@ where
     let inflight_kib = Arc::new(Semaphore::new(INFLIGHT_KIB_MAX as usize));
     let mut handlers = tokio::task::JoinSet::new();
     let result = loop {
+        // Only while no other request of the connection is in flight (queue depth 1): the
+        // reader then waits for the sink's last piece before it reads on, which at a deeper
+        // queue would hold back the requests behind (issue 14: 4 MiB writes at QD32 halved
+        // with every payload streamed, while a QD1 stream gained ~60%).
+        let mut sinks = |head: &[u8], len: usize| {
+            let alone = inflight.available_permits() == per_connection;
+            alone.then(|| handler.bulk_sink(&ctx, head, len)).flatten()
+        };
         let next = tokio::select! {
-            next = next_request(&mut reader, &account, frame_max, &limits, &inflight, per_connection) => next,
+            next = next_request(&mut reader, &account, frame_max, &limits, &inflight, per_connection, &mut sinks) => next,
             _ = &mut writer_gone => break Err(WireError::Stalled),
         };
-        let (request_id, request, request_charge) = match next {
-            Ok(Next::Request(id, request, charge)) => (id, request, charge),
+        let (request_id, request, request_charge, bulk) = match next {
+            Ok(Next::Request(id, request, charge, bulk)) => (id, request, charge, bulk),
             Ok(Next::Oversized(id, len)) => {
                 let message = format!(
                     "request of {len} bytes is larger than this daemon accepts ({frame_max})"
@@ -645,7 +880,7 @@ where
         let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
         while handlers.try_join_next().is_some() {}
         handlers.spawn(async move {
-            let reply = handler.handle(ctx, request).await;
+            let reply = handler.handle_bulk(ctx, request, bulk).await;
             drop(request_charge);
             let msg = Message::Reply(reply);
             let mut reply_charge = reply_charge;
@@ -677,6 +912,7 @@ async fn next_request(
     limits: &quarry_types::ServerLimits,
     inflight: &Semaphore,
     per_connection: usize,
+    sinks: &mut SinkFactory<'_>,
 ) -> Result<Next, WireError> {
     let (header_bytes, header) = loop {
         match tokio::time::timeout(limits.idle_timeout, reader.read_header()).await {
@@ -696,9 +932,9 @@ async fn next_request(
     }
     // Nothing is allocated for the body before the budget admits it.
     let charge = account.charge_request(header.body_len() as u64).await;
-    let (request_id, msg) = reader.read_body(&header_bytes, &header).await?;
+    let (request_id, msg, bulk) = reader.read_body_to(&header_bytes, &header, sinks).await?;
     match msg {
-        Message::Request(r) => Ok(Next::Request(request_id, r, charge)),
+        Message::Request(r) => Ok(Next::Request(request_id, r, charge, bulk)),
         _ => Err(WireError::UnexpectedMessage("expected Request")),
     }
 }
@@ -858,5 +1094,178 @@ async fn read_loop(
     let waiters: Vec<_> = lock(&pending).drain().collect();
     for (_, tx) in waiters {
         let _ = tx.send(Err(WireError::Closed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The reader's bulk path over real loopback TCP: a large write's data lands 4 KiB-aligned
+    //! and is handed to a sink piece by piece while it arrives; the sink's result comes back
+    //! only for a frame whose signature verified.
+
+    use super::*;
+    use crate::codec::{append_signature, encode_unsigned_part, SIGNATURE_LEN};
+    use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
+
+    fn write_op(data: Vec<u8>) -> Message {
+        Message::Request(Request::Op(crate::OsdOp {
+            reqid: None,
+            pg: PgId { pool: 3, seed: 5 },
+            epoch: 1,
+            name: "object".into(),
+            snapc: SnapContext::default(),
+            snap: SNAP_HEAD,
+            ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data) }],
+        }))
+    }
+
+    fn data_of(msg: &Message) -> bytes::Bytes {
+        match msg {
+            Message::Request(Request::Op(op)) => match &op.ops[0] {
+                ObjectOp::Write { data, .. } => data.data.clone(),
+                other => panic!("not a write: {other:?}"),
+            },
+            other => panic!("not an op: {other:?}"),
+        }
+    }
+
+    /// Records what it is given; `finish` hands back the bulk it was told of.
+    struct Recorder {
+        pieces: Mutex<Vec<(usize, Vec<u8>, usize)>>,
+        finished: Mutex<Option<bytes::Bytes>>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl BulkSink for Recorder {
+        fn write(&self, at: usize, bytes: &[u8]) -> bool {
+            let address = bytes.as_ptr() as usize;
+            self.pieces.lock().unwrap().push((at, bytes.to_vec(), address));
+            true
+        }
+
+        fn finish(&self, bulk: bytes::Bytes) -> Option<BulkDone> {
+            *self.finished.lock().unwrap() = Some(bulk.clone());
+            Some(Box::new(bulk))
+        }
+    }
+
+    impl Drop for Recorder {
+        fn drop(&mut self) {
+            self.dropped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A reader of signed frames under `key` on one end of a loopback connection, the other end.
+    async fn pair(key: SessionKey) -> (FrameReader, TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sender = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let (read, _write) = server.into_split();
+        let reader = FrameReader {
+            inner: BufReader::new(read),
+            key: Some(key),
+            next_seq: 1,
+            payload_max: FRAME_PAYLOAD_MAX,
+            last_body_len: 0,
+        };
+        (reader, sender)
+    }
+
+    /// Reads one frame from `reader`, offering its bulk to a new `Recorder` (kept in `sink`).
+    async fn read_one(
+        reader: &mut FrameReader,
+        sink: &mut Option<Arc<Recorder>>,
+        dropped: &Arc<AtomicBool>,
+    ) -> Result<(Message, Option<BulkDone>), WireError> {
+        let (header_bytes, header) = reader.read_header().await?;
+        let mut sinks = |head: &[u8], len: usize| -> Option<Arc<dyn BulkSink>> {
+            assert_eq!(crate::codec::osd_op_pg(head), Some(PgId { pool: 3, seed: 5 }));
+            let recorder = Arc::new(Recorder {
+                pieces: Mutex::default(),
+                finished: Mutex::default(),
+                dropped: dropped.clone(),
+            });
+            assert!(len >= BULK_STREAM_MIN);
+            *sink = Some(recorder.clone());
+            Some(recorder)
+        };
+        let (_, msg, done) = reader.read_body_to(&header_bytes, &header, &mut sinks).await?;
+        Ok((msg, done))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bulk_arrives_aligned_and_goes_to_the_sink_piece_by_piece() {
+        let key = [6u8; 32];
+        let (mut reader, mut sender) = pair(key).await;
+        let len = 4 << 20;
+        let data: Vec<u8> = (0..len).map(|i| (i * 7 + i / 4096) as u8).collect();
+        let msg = write_op(data.clone());
+        let frame = crate::codec::encode_frame(9, 1, &msg, Some(&key)).unwrap();
+        // Sent in uneven bursts, so pieces become whole at odd moments of the reads.
+        let send = tokio::spawn(async move {
+            for part in frame.chunks(100_003) {
+                sender.write_all(part).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            sender
+        });
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut sink = None;
+        let (got, done) = read_one(&mut reader, &mut sink, &dropped).await.unwrap();
+        let _sender = send.await.unwrap();
+        assert_eq!(got, msg);
+        let payload = data_of(&got);
+        assert_eq!(payload.as_ptr() as usize % 4096, 0, "the data is 4 KiB-aligned in memory");
+        let sink = sink.expect("the bulk was offered");
+        let mut pieces = sink.pieces.lock().unwrap().clone();
+        pieces.sort_by_key(|(at, _, _)| *at);
+        assert_eq!(pieces.len(), len / BULK_PIECE);
+        for (k, (at, bytes, address)) in pieces.iter().enumerate() {
+            assert_eq!(*at, k * BULK_PIECE);
+            assert_eq!(bytes[..], data[*at..*at + bytes.len()], "piece at {at}");
+            assert_eq!(*address, payload.as_ptr() as usize + at, "a piece is the payload's memory");
+        }
+        let finished = sink.finished.lock().unwrap().clone().expect("finished");
+        assert_eq!((finished.as_ptr(), finished.len()), (payload.as_ptr(), payload.len()));
+        let done = done.expect("the sink's result comes with the request");
+        let bulk = done.downcast::<bytes::Bytes>().expect("what finish returned");
+        assert_eq!(bulk.as_ptr(), payload.as_ptr());
+        assert_eq!(reader.next_seq, 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tampered_bulk_frame_never_finishes_its_sink() {
+        let key = [6u8; 32];
+        let (mut reader, mut sender) = pair(key).await;
+        let msg = write_op(vec![5u8; 2 << 20]);
+        let mut frame = encode_unsigned_part(9, 1, &msg, true).unwrap();
+        append_signature(&mut frame, &key);
+        let at = frame.len() - SIGNATURE_LEN - 1000;
+        frame[at] ^= 1;
+        sender.write_all(&frame).await.unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut sink = None;
+        let got = read_one(&mut reader, &mut sink, &dropped).await;
+        assert!(matches!(got, Err(WireError::BadSignature)), "{:?}", got.map(|_| ()));
+        let sink = sink.expect("the bulk was offered");
+        assert!(sink.finished.lock().unwrap().is_none(), "finished with unauthenticated bytes");
+        assert!(!sink.pieces.lock().unwrap().is_empty());
+        drop(sink);
+        assert!(dropped.load(Ordering::SeqCst), "the sink is dropped: it undoes its writes");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn small_payloads_are_not_offered_and_still_arrive_aligned() {
+        let key = [6u8; 32];
+        let (mut reader, mut sender) = pair(key).await;
+        let msg = write_op(vec![9u8; 256 << 10]);
+        let frame = crate::codec::encode_frame(9, 1, &msg, Some(&key)).unwrap();
+        sender.write_all(&frame).await.unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let mut sink = None;
+        let (got, done) = read_one(&mut reader, &mut sink, &dropped).await.unwrap();
+        assert!(sink.is_none() && done.is_none(), "below BULK_STREAM_MIN: no sink");
+        assert_eq!(data_of(&got).as_ptr() as usize % 4096, 0);
+        assert_eq!(got, msg);
     }
 }

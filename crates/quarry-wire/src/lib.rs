@@ -24,9 +24,9 @@ pub mod map;
 pub mod message;
 
 pub use conn::{
-    accept, accept_limited, connect, refuse, serve, Accepted, Authenticator, ClientSecret,
-    ConnContext, Connected, EventSink, Handler, PendingReply, RpcClient, AUTH_DENIED_REASON,
-    PROTOCOL_VERSION,
+    accept, accept_limited, connect, refuse, serve, Accepted, Authenticator, BulkDone, BulkSink,
+    ClientSecret, ConnContext, Connected, EventSink, Handler, PendingReply, RpcClient,
+    AUTH_DENIED_REASON, BULK_PIECE, BULK_STREAM_MIN, PROTOCOL_VERSION,
 };
 pub use map::{pool_flags, ClusterMap, OsdInfo, PoolInfo, PoolSnap, SnapMode};
 pub use message::*;
@@ -48,9 +48,12 @@ pub enum WireError {
     /// Unknown frame version.
     #[error("unsupported frame version {0}")]
     BadVersion(u8),
-    /// Unknown flags or non-zero reserved bytes.
+    /// Unknown flags.
     #[error("bad frame flags {0:#x}")]
     BadFlags(u8),
+    /// A bulk offset that cannot be one (below its length prefix, or past the payload).
+    #[error("bad frame bulk offset {0}")]
+    BadBulkOffset(u16),
     /// Payload longer than allowed.
     #[error("frame payload of {len} bytes exceeds the limit of {max}")]
     TooLarge {

@@ -18,11 +18,12 @@ pub(crate) mod membership;
 pub(crate) mod merge;
 pub(crate) mod network;
 pub(crate) mod placer;
+pub(crate) mod preplace;
 pub(crate) mod repair;
 pub(crate) mod split;
 pub(crate) mod state_machine;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -352,6 +353,9 @@ pub(crate) struct PgGroup {
     /// What this OSD's vote requests met, told by the group's network (read and cleared by
     /// `membership::tend_leadership`).
     pub(crate) votes: Arc<network::VoteFeedback>,
+    /// The PG's applied membership is one voter and no learner: its log places large writes
+    /// (kept by its state machine).
+    solo: Arc<AtomicBool>,
 }
 
 /// How long an op waits for its PG's leader to become readable before asking for a retry.
@@ -364,8 +368,14 @@ impl PgGroup {
         pg_num: Arc<AtomicU32>,
         sealed: Arc<std::sync::Mutex<Option<LogId<OsdId>>>>,
         votes: Arc<network::VoteFeedback>,
+        solo: Arc<AtomicBool>,
     ) -> PgGroup {
-        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0), pg_num, sealed, votes }
+        PgGroup { pg, raft, read_ready_term: AtomicU64::new(0), pg_num, sealed, votes, solo }
+    }
+
+    /// Whether the PG's log places large writes now (one voter, no learner).
+    pub(crate) fn is_solo(&self) -> bool {
+        self.solo.load(Ordering::Acquire)
     }
 
     /// The log id of the seal the PG applied, once durable (None: not sealed).

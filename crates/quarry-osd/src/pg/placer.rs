@@ -21,6 +21,11 @@
 //! snapshot and purge its log behind it, so the retry should find a snapshot to send; not
 //! covered by a test). A peer refuses a `ClientPlaced` entry that reaches it anyway.
 //!
+//! A payload of at least 1 MiB that a client sends at queue depth 1 is usually placed before
+//! its entry exists, while it arrives ([`super::preplace`]): the placer then takes that
+//! placement instead of writing the payload ([`super::preplace::Preplaced::take`]); the
+//! arguments below hold for it as written (its data is written before the entry is queued).
+//!
 //! `osd_write_once_min_bytes` (default [`crate::DEFAULT_WRITE_ONCE_MIN_BYTES`], 0 = off)
 //! sets the smallest op placed; it changes at runtime (`ceph tell osd.N config set`): each
 //! append reads it, and an entry is whole or placed on its own, so a change mid-stream mixes
@@ -128,6 +133,7 @@ use quarry_raftlog::{EntryCodec, Placer, Wal};
 use quarry_store::{Placed, Store};
 use quarry_types::{ObjectOp, Payload, PgId};
 
+use super::preplace::Preplaced;
 use super::{group_id, pg_of_group, ClientCommand, PgCommand, PgRaftConfig, PgState, PlacedWrite};
 
 /// Write ops of more than this many bytes stay in the log (the stand-in payload of a placed
@@ -166,6 +172,8 @@ pub(crate) struct PgPlacer {
     solo: Arc<AtomicBool>,
     /// `osd_write_once_min_bytes` (0: nothing is placed), changed at runtime by `ceph tell`.
     min_bytes: Arc<AtomicU64>,
+    /// Payloads placed while they arrived ([`super::preplace`]).
+    preplaced: Arc<Preplaced>,
 }
 
 impl PgPlacer {
@@ -173,8 +181,9 @@ impl PgPlacer {
         store: Arc<Store>,
         solo: Arc<AtomicBool>,
         min_bytes: Arc<AtomicU64>,
+        preplaced: Arc<Preplaced>,
     ) -> PgPlacer {
-        PgPlacer { store, solo, min_bytes }
+        PgPlacer { store, solo, min_bytes, preplaced }
     }
 
     /// Places the large payloads of `command`; None if it has none (or placing failed: the
@@ -184,8 +193,14 @@ impl PgPlacer {
         let mut placed: Vec<PlacedWrite> = Vec::new();
         for (i, op) in command.ops.iter().enumerate() {
             let Some(data) = placeable(op, min) else { continue };
+            // Written while the request arrived: the placement is this payload's.
+            if let Some(Placed { block, crcs }) = self.preplaced.take(&data.data) {
+                placed.push(PlacedWrite { op: i as u32, block, crcs });
+                continue;
+            }
             match self.store.place(&data.data) {
                 Ok(Placed { block, crcs }) => {
+                    self.preplaced.placed_at_append.fetch_add(1, Ordering::Relaxed);
                     placed.push(PlacedWrite { op: i as u32, block, crcs })
                 }
                 Err(error) => {
