@@ -87,10 +87,12 @@ impl Handler<Session> for OsdService {
     }
 
     /// A large write's payload to a PG whose log places it (write-once: one voter, this
-    /// OSD) is written to its place while it arrives (`pg::preplace`).
+    /// OSD) is written to its place while it arrives (`pg::preplace`), if the session may
+    /// write there and the OSD takes writes (the op's own checks follow as for any op; this
+    /// only keeps a refused client from making the OSD write its data anyway).
     fn bulk_sink(
         &self,
-        _ctx: &Arc<ConnContext<Session>>,
+        ctx: &Arc<ConnContext<Session>>,
         head: &[u8],
         len: usize,
     ) -> Option<Arc<dyn quarry_wire::BulkSink>> {
@@ -98,7 +100,14 @@ impl Handler<Session> for OsdService {
         if min == 0 || len < min || len > crate::pg::placer::PLACE_MAX {
             return None;
         }
-        let pg = quarry_wire::codec::osd_op_pg(head)?;
+        let (pg, name) = quarry_wire::codec::osd_op_head(head)?;
+        let map = self.osd.router.map();
+        let pool = &map.pools.get(&pg.pool)?.name;
+        let (namespace, _) = quarry_types::split_namespace(&name);
+        let write = quarry_auth::OsdAccess::WRITE;
+        if !ctx.session.caps.osd.allows(pool, namespace, write) || self.osd.space.refuses_writes() {
+            return None;
+        }
         let group = self.osd.router.group(pg)?;
         if !group.is_solo() {
             return None;

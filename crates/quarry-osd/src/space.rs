@@ -258,6 +258,16 @@ impl Space {
         *self.reusable_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + pause);
     }
 
+    /// Whether the OSD refuses writes now (full or past its failsafe), from the last
+    /// `statvfs` (at most [`STATVFS_TTL`] old): no write is worth starting early then.
+    pub(crate) fn refuses_writes(&self) -> bool {
+        if self.disabled {
+            return false;
+        }
+        let now = self.corrected(self.raw());
+        self.ratios().state(now.used, now.avail).refuses_writes()
+    }
+
     /// The write check (see the module docs): `Ok` with the write's share of the in-flight
     /// bytes (hold it until the write is answered), or the ENOSPC reply.
     pub(crate) fn admit(

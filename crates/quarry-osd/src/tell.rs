@@ -376,11 +376,12 @@ fn failed(code: ErrorCode, message: String) -> Reply {
     Reply::Failed { code, message }
 }
 
-/// Serves one `Tell` from `session`.
 /// `perf dump`: Quarry's own counters, in a section of their own (Ceph's sections, `osd`,
 /// `bluestore`..., are not kept): `quarry_write_once` says how large writes reached the data
 /// file: placed while they arrived (`placed_on_arrival`, issue 14), placed when their entries
-/// were appended (`placed_at_append`), and the bytes reserved for entries not applied yet.
+/// were appended (`placed_at_append`), placements made while payloads arrived that no entry
+/// took (`given_back`: refused or misrouted writes), and the bytes reserved for entries not
+/// applied yet.
 async fn perf_dump(osd: &Arc<Osd>) -> Reply {
     let router = &osd.router;
     let preplaced = router.preplaced().clone();
@@ -393,14 +394,16 @@ async fn perf_dump(osd: &Arc<Osd>) -> Reply {
     };
     let counters = serde_json::json!({
         "quarry_write_once": {
-            "placed_on_arrival": preplaced.taken.load(std::sync::atomic::Ordering::Relaxed),
+            "placed_on_arrival": preplaced.placed_on_arrival.load(std::sync::atomic::Ordering::Relaxed),
             "placed_at_append": preplaced.placed_at_append.load(std::sync::atomic::Ordering::Relaxed),
+            "given_back": preplaced.given_back.load(std::sync::atomic::Ordering::Relaxed),
             "reserved_bytes": reserved,
         }
     });
     told(pretty(&counters))
 }
 
+/// Serves one `Tell` from `session`.
 pub(crate) async fn handle(osd: &Arc<Osd>, session: &Session, words: Vec<String>) -> Reply {
     if !session.caps.osd.allows_all() {
         tracing::info!(entity = %session.entity, "tell refused: the osd caps lack 'allow *'");

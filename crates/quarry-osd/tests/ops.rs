@@ -195,7 +195,9 @@ async fn write_once_counters(client: &common::OsdClient) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_large_write_is_placed_while_it_arrives_and_a_refused_one_frees_its_blocks() {
     let cluster = common::start().await;
-    cluster.logs().allow("crc").expect("op names a pg its object is not in");
+    let logs = cluster.logs();
+    logs.allow("crc").expect("op names a pg its object is not in");
+    logs.expect("op denied by caps entity=client.other pool=rbd");
     let osd = cluster.start_osd_detached(0).await;
     let admin = common::admin(&cluster).await;
     let client = admin.osd_client(osd.addr()).await;
@@ -207,10 +209,10 @@ async fn a_large_write_is_placed_while_it_arrives_and_a_refused_one_frees_its_bl
         assert_eq!(client.read(&format!("big-{k}")).await.unwrap(), data, "big-{k}");
     }
     let after = write_once_counters(&client).await;
-    let arrived = |v: &serde_json::Value| v["placed_on_arrival"].as_u64().unwrap();
-    let appended = |v: &serde_json::Value| v["placed_at_append"].as_u64().unwrap();
-    assert_eq!(arrived(&after) - arrived(&before), 3, "{after}");
-    assert_eq!(appended(&after), appended(&before), "placed twice: {after}");
+    let count = |v: &serde_json::Value, key: &str| v[key].as_u64().unwrap();
+    assert_eq!(count(&after, "placed_on_arrival") - count(&before, "placed_on_arrival"), 3);
+    assert_eq!(count(&after, "placed_at_append"), count(&before, "placed_at_append"), "{after}");
+    assert_eq!(count(&after, "given_back"), 0, "{after}");
     assert_eq!(after["reserved_bytes"], 0, "{after}");
 
     // The client's crc does not match the data: refused (EINVAL) at the apply, which frees
@@ -219,9 +221,10 @@ async fn a_large_write_is_placed_while_it_arrives_and_a_refused_one_frees_its_bl
     let wrong = Payload { data: data.clone(), crc: crc32c::crc32c(&data) ^ 1 };
     let refused = client.exec("big-0", vec![ObjectOp::WriteFull { data: wrong }]).await;
     assert_eq!(refused, Err(ErrorCode::EINVAL));
-    // Another PG's object sent here with a stale PG: refused before its entry exists.
-    let stale = client.pg("elsewhere").seed ^ 1;
-    let stale_pg = quarry_types::PgId { pool: client.pg("elsewhere").pool, seed: stale % 8 };
+    // Another PG's object sent here with a stale PG: refused before its entry exists, so its
+    // placement is given back.
+    let elsewhere = client.pg("elsewhere");
+    let stale_pg = quarry_types::PgId { pool: elsewhere.pool, seed: (elsewhere.seed + 1) % 8 };
     let op = quarry_wire::OsdOp {
         pg: stale_pg,
         epoch: client.map.epoch,
@@ -234,8 +237,24 @@ async fn a_large_write_is_placed_while_it_arrives_and_a_refused_one_frees_its_bl
     let reply = client.rpc.call(quarry_wire::Request::Op(op)).await.unwrap();
     assert!(!matches!(reply, quarry_wire::Reply::Op(_)), "a misplaced op ran: {reply:?}");
     let end = write_once_counters(&client).await;
+    assert_eq!(count(&end, "given_back"), 1, "{end}");
     assert_eq!(end["reserved_bytes"], 0, "{end}");
     assert_eq!(client.read("big-0").await.unwrap()[..4096], [0u8; 4096]);
+
+    // A client whose caps do not let it write to the pool: refused (EPERM), and its data was
+    // never written (not even to be given back).
+    let other = common::MonClient::connect(
+        cluster.mon_addr(),
+        quarry_types::EntityName::client("other"),
+        cluster.user_key("other"),
+    )
+    .await
+    .osd_client(osd.addr())
+    .await;
+    assert_eq!(other.write_full("big-0", &data).await, Err(ErrorCode::EPERM));
+    let last = write_once_counters(&client).await;
+    assert_eq!(count(&last, "given_back"), 1, "written for a refused client: {last}");
+    assert_eq!(last["reserved_bytes"], 0, "{last}");
     osd.shutdown().await;
     cluster.shutdown().await;
 }

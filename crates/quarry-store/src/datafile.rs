@@ -623,7 +623,6 @@ impl DataFile {
         self.file.read_exact_at(buf, block * BLOCK)
     }
 
-    /// [`DataFile::write`] of a placed write: [`DataFile::sync_placed`] syncs it.
     /// Whether `n` blocks from `block` lie inside one reserved extent.
     pub fn is_reserved(&self, block: u64, n: u64) -> bool {
         let state = self.lock();
@@ -634,6 +633,7 @@ impl DataFile {
             .is_some_and(|(&start, &(len, _))| block + n <= start + len)
     }
 
+    /// [`DataFile::write`] of a placed write: [`DataFile::sync_placed`] syncs it.
     pub fn write_placed(&self, block: u64, data: &[u8]) -> std::io::Result<()> {
         self.write(block, data)?;
         self.placed_unsynced.store(true, Ordering::Release);

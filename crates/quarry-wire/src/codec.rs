@@ -303,11 +303,11 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN], payload_max: u32) -> Result<Frame
     })
 }
 
-/// The PG of an [`crate::OsdOp`] request whose payload starts with `head` (its bytes before a
-/// bulk payload's length prefix, [`FrameHeader::bulk_offset`]` - 8` of them): None if they
-/// are not the start of one. Lets a receiver decide where a write's data goes before the
-/// rest of its frame arrived.
-pub fn osd_op_pg(head: &[u8]) -> Option<quarry_types::PgId> {
+/// The PG and object name of an [`crate::OsdOp`] request whose payload starts with `head` (its
+/// bytes before a bulk payload's length prefix, [`FrameHeader::bulk_offset`]` - 8` of them):
+/// None if they are not the start of one. Lets a receiver decide where a write's data goes
+/// before the rest of its frame arrived.
+pub fn osd_op_head(head: &[u8]) -> Option<(quarry_types::PgId, String)> {
     // The variant tags of `Message::Request(Request::Op(..))`, as this build encodes them.
     static TAGS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
     let tags = TAGS.get_or_init(|| {
@@ -327,10 +327,12 @@ pub fn osd_op_pg(head: &[u8]) -> Option<quarry_types::PgId> {
     if tags.len() != 8 || head.get(..8)? != tags.as_slice() {
         return None;
     }
-    bincode_options(head.len() as u64)
+    // `OsdOp`'s first fields: the PG, the map epoch, the object name.
+    let (pg, _epoch, name) = bincode_options(head.len() as u64)
         .allow_trailing_bytes()
-        .deserialize::<quarry_types::PgId>(&head[8..])
-        .ok()
+        .deserialize::<(quarry_types::PgId, u64, String)>(&head[8..])
+        .ok()?;
+    Some((pg, name))
 }
 
 /// Checks the body (payload and signature) of a frame whose header was accepted and decodes
@@ -563,12 +565,12 @@ mod tests {
         let body = &frame[HEADER_LEN..];
         assert_eq!(u64::from_le_bytes(body[at - 8..at].try_into().unwrap()), 1 << 20);
         assert_eq!(body[at..at + 16], [7u8; 16]);
-        let pg = osd_op_pg(&body[..at - 8]);
-        assert_eq!(pg, Some(quarry_types::PgId { pool: 1, seed: 0 }));
+        let head = osd_op_head(&body[..at - 8]);
+        assert_eq!(head, Some((quarry_types::PgId { pool: 1, seed: 0 }, "o".to_string())));
         // Not an op: no PG; a short head: none either.
         let map = encode_frame(1, 1, &sample(), None).unwrap();
-        assert_eq!(osd_op_pg(&map[HEADER_LEN..]), None);
-        assert_eq!(osd_op_pg(&body[..10]), None);
+        assert_eq!(osd_op_head(&map[HEADER_LEN..]), None);
+        assert_eq!(osd_op_head(&body[..10]), None);
         // Small frames say nothing; a bulk offset below its length prefix or past the
         // payload is an error.
         assert_eq!(

@@ -773,8 +773,8 @@ pub trait Handler<S>: Send + Sync + 'static {
     }
 
     /// A sink for the bulk payload (`len` bytes) of a request whose payload starts with
-    /// `head` (the bytes before the bulk's length prefix; [`crate::codec::osd_op_pg`] reads
-    /// an op's PG from them), called on the connection's reader before the bulk arrives
+    /// `head` (the bytes before the bulk's length prefix; [`crate::codec::osd_op_head`] reads
+    /// an op's PG and object from them), called on the connection's reader before the bulk arrives
     /// (must not block). Default: none (the payload is simply received).
     fn bulk_sink(
         &self,
@@ -1179,7 +1179,8 @@ mod tests {
     ) -> Result<(Message, Option<BulkDone>), WireError> {
         let (header_bytes, header) = reader.read_header().await?;
         let mut sinks = |head: &[u8], len: usize| -> Option<Arc<dyn BulkSink>> {
-            assert_eq!(crate::codec::osd_op_pg(head), Some(PgId { pool: 3, seed: 5 }));
+            let want = (PgId { pool: 3, seed: 5 }, "object".to_string());
+            assert_eq!(crate::codec::osd_op_head(head), Some(want));
             let recorder = Arc::new(Recorder {
                 pieces: Mutex::default(),
                 finished: Mutex::default(),

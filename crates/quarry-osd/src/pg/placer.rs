@@ -191,16 +191,17 @@ impl PgPlacer {
     fn place(&self, command: &ClientCommand) -> Option<PgCommand> {
         let min = usize::try_from(self.min_bytes.load(Ordering::Relaxed)).unwrap_or(usize::MAX);
         let mut placed: Vec<PlacedWrite> = Vec::new();
+        let mut arrived = 0u64;
         for (i, op) in command.ops.iter().enumerate() {
             let Some(data) = placeable(op, min) else { continue };
             // Written while the request arrived: the placement is this payload's.
             if let Some(Placed { block, crcs }) = self.preplaced.take(&data.data) {
                 placed.push(PlacedWrite { op: i as u32, block, crcs });
+                arrived += 1;
                 continue;
             }
             match self.store.place(&data.data) {
                 Ok(Placed { block, crcs }) => {
-                    self.preplaced.placed_at_append.fetch_add(1, Ordering::Relaxed);
                     placed.push(PlacedWrite { op: i as u32, block, crcs })
                 }
                 Err(error) => {
@@ -215,6 +216,9 @@ impl PgPlacer {
         if placed.is_empty() {
             return None;
         }
+        let counters = &self.preplaced;
+        counters.placed_on_arrival.fetch_add(arrived, Ordering::Relaxed);
+        counters.placed_at_append.fetch_add(placed.len() as u64 - arrived, Ordering::Relaxed);
         Some(PgCommand::ClientPlaced { command: command.clone(), placed })
     }
 }

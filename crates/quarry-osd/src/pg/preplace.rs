@@ -16,6 +16,11 @@
 //!   bytes only ever reach reserved blocks), when a piece's write fails, when the request
 //!   ends without its entry taking them (refused, not the primary, not placeable after all,
 //!   the connection dropped). The reserved set is memory only: a crash frees them too.
+//!   Blocks given back are free at once but not hole-punched (the next placement of that
+//!   size takes them, best fit; a restart punches every free extent). A payload is offered
+//!   only to a session whose caps let it write to the pool and namespace, while the OSD
+//!   takes writes (`OsdService::bulk_sink`): a client the op's own checks will refuse does
+//!   not get its data written first.
 //! - **The placement is exactly the payload's bytes.** It is registered under the address
 //!   and length of the bulk's bytes in the received frame, and the registration holds those
 //!   bytes (a `Bytes` of them), so no other buffer can have that address while it exists;
@@ -43,10 +48,12 @@ use quarry_wire::{BulkDone, BulkSink};
 pub(crate) struct Preplaced {
     store: Arc<Store>,
     waiting: Mutex<HashMap<(usize, usize), Placed>>,
-    /// Payloads whose entries took a placement made while they arrived, and payloads placed
-    /// when their entries were appended (`ceph tell osd.N perf dump`).
-    pub(crate) taken: AtomicU64,
+    /// Payloads whose entries carry a placement made while they arrived, and payloads placed
+    /// when their entries were appended (`ceph tell osd.N perf dump`; counted by the placer).
+    pub(crate) placed_on_arrival: AtomicU64,
     pub(crate) placed_at_append: AtomicU64,
+    /// Placements made while payloads arrived that no entry took (given back).
+    pub(crate) given_back: AtomicU64,
 }
 
 fn key(bytes: &[u8]) -> (usize, usize) {
@@ -55,8 +62,15 @@ fn key(bytes: &[u8]) -> (usize, usize) {
 
 impl Preplaced {
     pub(crate) fn new(store: Arc<Store>) -> Arc<Preplaced> {
-        let (taken, placed_at_append) = (AtomicU64::new(0), AtomicU64::new(0));
-        Arc::new(Preplaced { store, waiting: Mutex::new(HashMap::new()), taken, placed_at_append })
+        let (placed_on_arrival, placed_at_append) = (AtomicU64::new(0), AtomicU64::new(0));
+        let (waiting, given_back) = (Mutex::new(HashMap::new()), AtomicU64::new(0));
+        Arc::new(Preplaced { store, waiting, placed_on_arrival, placed_at_append, given_back })
+    }
+
+    /// Gives a placement no entry took back to the store.
+    fn give_back(&self, placed: &Placed) {
+        self.store.release_placed(placed);
+        self.given_back.fetch_add(1, Ordering::Relaxed);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, usize), Placed>> {
@@ -69,11 +83,7 @@ impl Preplaced {
         if data.len() < quarry_wire::BULK_STREAM_MIN {
             return None;
         }
-        let placed = self.lock().remove(&key(data));
-        if placed.is_some() {
-            self.taken.fetch_add(1, Ordering::Relaxed);
-        }
-        placed
+        self.lock().remove(&key(data))
     }
 
     /// Placements waiting for their entries (tests).
@@ -160,8 +170,7 @@ impl BulkSink for PlacingSink {
 impl Drop for PlacingSink {
     fn drop(&mut self) {
         if !self.lock().handed {
-            let placed = Placed { block: self.block, crcs: Vec::new() };
-            self.preplaced.store.release_placed(&placed);
+            self.preplaced.give_back(&Placed { block: self.block, crcs: Vec::new() });
         }
     }
 }
@@ -179,7 +188,7 @@ impl Drop for Waiting {
     fn drop(&mut self) {
         let left = self.preplaced.lock().remove(&self.key);
         if let Some(placed) = left {
-            self.preplaced.store.release_placed(&placed);
+            self.preplaced.give_back(&placed);
         }
     }
 }
