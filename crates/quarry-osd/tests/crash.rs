@@ -9,6 +9,10 @@
 //! `QUARRY_TEST_POWERLOSS=SEED` (`quarry_persist::powerloss`), which keeps everything its WAL
 //! and store write since their last fsync in a user-space cache (a random part of it is
 //! written back, as a kernel does); the kill then loses exactly what a power cut loses.
+//!
+//! One more writer has a connection of its own and writes 1–2 MiB versions one at a time:
+//! the OSD writes those to their place while they arrive (`pg::preplace`), so kills and
+//! power cuts also land in the middle of such writes (the rounds check that some were).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -75,9 +79,12 @@ async fn child_addr(addr_file: &Path, child: &mut Child) -> std::net::SocketAddr
 
 /// The bytes of version `v` of `name` (sizes vary from a few bytes to several chunks; every
 /// third version is 64 to 256 KiB of whole chunks, which the one-replica PG writes once:
-/// placed in the store when its entry is appended, the entry naming it).
+/// placed in the store when its entry is appended, the entry naming it). The large writer's
+/// objects get 1 to 2 MiB of whole chunks, placed while they arrive.
 fn payload(name: &str, v: u64) -> Vec<u8> {
-    let len = if v % 3 == 2 {
+    let len = if name.starts_with(LARGE) {
+        (256 + ((v * 31 + name.len() as u64) % 257) as usize) * 4096
+    } else if v % 3 == 2 {
         (16 + ((v * 31 + name.len() as u64) % 49) as usize) * 4096
     } else {
         1 + ((v * 7919 + name.len() as u64 * 104_729) % 20_000) as usize
@@ -96,8 +103,26 @@ struct Knowledge {
 
 type Model = Arc<Mutex<BTreeMap<String, Knowledge>>>;
 
+/// Objects of the large writer (writer `WRITERS`) are named with this prefix.
+const LARGE: &str = "crash-large-";
+
 fn names() -> Vec<String> {
-    (0..WRITERS * OBJECTS_PER_WRITER).map(|i| format!("crash-{i}")).collect()
+    let small = (0..WRITERS * OBJECTS_PER_WRITER).map(|i| format!("crash-{i}"));
+    small.chain((0..OBJECTS_PER_WRITER).map(|i| format!("{LARGE}{i}"))).collect()
+}
+
+/// The OSD child's count of writes placed while they arrived (`perf dump`); 0 if it does not
+/// answer (it may be dying).
+async fn placed_on_arrival(client: &OsdClient) -> u64 {
+    let words = vec!["perf".to_string(), "dump".to_string()];
+    let told = tokio::time::timeout(
+        Duration::from_secs(2),
+        client.rpc.call(quarry_wire::Request::Tell { words }),
+    )
+    .await;
+    let Ok(Ok(quarry_wire::Reply::Told { output, .. })) = told else { return 0 };
+    let value: serde_json::Value = serde_json::from_str(&output).unwrap();
+    value["quarry_write_once"]["placed_on_arrival"].as_u64().unwrap()
 }
 
 /// Checks every object against the model after a restart and settles uncertain versions.
@@ -203,6 +228,7 @@ async fn crash_rounds(rounds: usize, power_loss: bool) {
     let model: Model = Arc::default();
     let mut up_from = 0;
     let mut total_acked = 0;
+    let mut total_streamed = 0;
     let options = std::env::var("QUARRY_TEST_POWERLOSS_OPTIONS").unwrap_or_default();
     for round in 0..rounds {
         let setting = format!("{},{options}", seed.wrapping_add(round as u64));
@@ -213,6 +239,9 @@ async fn crash_rounds(rounds: usize, power_loss: bool) {
         for w in 0..WRITERS {
             writers.spawn(writer(client.clone(), model.clone(), w));
         }
+        // The large writer, alone on its connection (queue depth 1 there).
+        let alone = Arc::new(admin.osd_client(child_addr(&addr_file, &mut child).await).await);
+        writers.spawn(writer(alone, model.clone(), WRITERS));
         // Short rounds kill before any checkpoint (everything replays from the WAL); long ones
         // kill after checkpoints and log purges (replay starts from the store's pg_state).
         let delay = Duration::from_millis(if round % 2 == 0 {
@@ -221,13 +250,15 @@ async fn crash_rounds(rounds: usize, power_loss: bool) {
             rng.gen_range(5500..8000)
         });
         tokio::time::sleep(delay).await;
+        let streamed = placed_on_arrival(&client).await;
+        total_streamed += streamed;
         child.kill().unwrap();
         child.wait().unwrap();
         let mut acked = 0;
         while let Some(done) = writers.join_next().await {
             acked += done.unwrap();
         }
-        eprintln!("round {round}: {intact} objects intact after restart, {acked} writes acked, killed after {delay:?} (power loss: {power_loss})");
+        eprintln!("round {round}: {intact} objects intact after restart, {acked} writes acked ({streamed} placed while they arrived), killed after {delay:?} (power loss: {power_loss})");
         total_acked += acked;
     }
     let mut child = spawn_child(&cluster, &addr_file, None);
@@ -241,6 +272,7 @@ async fn crash_rounds(rounds: usize, power_loss: bool) {
         assert_eq!(client.read(&format!("never-{i}")).await, Err(ErrorCode::ENOENT));
     }
     assert!(total_acked > 0, "the writers made progress");
+    assert!(total_streamed > 0, "no write was placed while it arrived");
     child.kill().unwrap();
     child.wait().unwrap();
     cluster.shutdown().await;

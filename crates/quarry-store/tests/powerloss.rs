@@ -114,6 +114,21 @@ pub(crate) enum Payloads {
 const INLINE: u8 = 0;
 const PLACED: u8 = 1;
 
+/// [`Store::place`] of `data`, written as a payload placed while it arrives: blocks reserved
+/// first, then 8 KiB pieces in an order other than the file's.
+fn place_in_pieces(store: &Store, data: &[u8]) -> Placed {
+    let block = store.reserve_placement(data.len()).expect("reserve");
+    let mut crcs = vec![0u32; data.len() / 4096];
+    let pieces: Vec<usize> = (0..data.len()).step_by(8192).collect();
+    let half = pieces.len() / 2;
+    for &at in pieces[half..].iter().chain(&pieces[..half]) {
+        let piece = &data[at..(at + 8192).min(data.len())];
+        let got = store.write_placement(block, at, piece).expect("write a piece");
+        crcs[at / 4096..][..got.len()].copy_from_slice(&got);
+    }
+    Placed { block, crcs }
+}
+
 /// The entry data of `data` in the `Placed` workload: inline, or where it was placed.
 fn entry_data(data: &[u8], placed: Option<&Placed>) -> Vec<u8> {
     match placed {
@@ -317,6 +332,11 @@ async fn group_writer(
         // Placed after any truncation, as a follower places what it appends.
         let data = payload(payloads, group, index);
         let placed = match payloads {
+            // Every other one in pieces, the second half first, as the OSD places a payload
+            // while it arrives (`reserve_placement`, `write_placement`).
+            Payloads::Placed if data.len() % 4096 == 0 && index % 2 == 1 => {
+                Some(place_in_pieces(&store, &data))
+            }
             Payloads::Placed if data.len() % 4096 == 0 => Some(store.place(&data).expect("place")),
             _ => None,
         };
