@@ -85,7 +85,16 @@ for bs in 4096 4194304; do
     echo "| read $label QD$qd | $r_iops | $r_bw | $r_cpu | $fr_iops | $fr_bw | $(ratio "$r_iops" "$fr_iops") |"
   done
 done
+# The fio rows above overwrite a laid-out file; every placed write of Quarry's goes to new
+# blocks of its data file, which this file system writes more slowly (docs/benchmarks.md,
+# "Eighth round"). The same fio job into a fresh file, written once from its start, for
+# reference (not a ratio of the table).
+fio --name=n --filename="$work/fresh" --size=64G --bs=4M --rw=write --ioengine=libaio \
+    --iodepth=1 --direct=1 --fsync=1 --fallocate=none --runtime="$secs" --time_based \
+    --output-format=json >"$work/fn.json" 2>/dev/null
+rm -f "$work/fresh"
 echo
+echo "fio 4 MiB writes QD1 into new blocks (fresh file, \`--fallocate=none\`, fsync'd): $(fio_iops "$work/fn.json" write) IOPS, $(fio_bw "$work/fn.json" write) MB/s."
 echo "Server resident memory after the run (\`quarry up\`: monitor + 1 OSD): $(awk '/^VmRSS/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status") (peak $(awk '/^VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status"))."
 if [ -n "${QUARRY_BIN:-}" ]; then built="binary $bin"; else built="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; fi
 echo "Command: scripts/bench.sh $secs ($built, $(date -u '+%Y-%m-%d %H:%M UTC'))."
