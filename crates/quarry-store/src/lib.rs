@@ -987,22 +987,14 @@ impl Store {
     /// entry is applied ([`PlacedOp`]) or [`Store::release_placed`]; after a restart, until
     /// [`StoreOptions::placements_at_open`] names them again.
     pub fn place(&self, data: &[u8]) -> Result<Placed, StoreError> {
-        let len = data.len();
-        if len == 0 || len % CHUNK_BYTES != 0 || len as u64 > quarry_types::OBJECT_SIZE_MAX {
-            return Err(StoreError::BadPlacement { bytes: len as u64 });
+        let block = self.reserve_placement(data.len())?;
+        match self.write_placement(block, 0, data) {
+            Ok(crcs) => Ok(Placed { block, crcs }),
+            Err(error) => {
+                self.data.release_reserved(block);
+                Err(error)
+            }
         }
-        if self.is_failed() {
-            return Err(StoreError::Io(std::io::Error::other(
-                "the store failed earlier and must be reopened",
-            )));
-        }
-        let crcs: Vec<u32> = data.chunks(CHUNK_BYTES).map(crc32c::crc32c).collect();
-        let block = self.data.reserve(crcs.len() as u64);
-        if let Err(error) = self.data.write_placed(block, data) {
-            self.data.release_reserved(block);
-            return Err(error.into());
-        }
-        Ok(Placed { block, crcs })
     }
 
     /// Reserves the blocks of a placement of `len` bytes to be written piece by piece

@@ -520,38 +520,43 @@ fn signature(key: &SessionKey, header_and_payload: &[u8]) -> [u8; SIGNATURE_LEN]
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::message::{Reply, Request};
     use proptest::prelude::*;
 
-    /// A request writing `data` at offset 0 of object "o".
-    fn write_op(data: Vec<u8>) -> Message {
-        use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
+    /// A request writing `data` at offset 0 of object `name` of `pg` (also `conn`'s tests').
+    pub(crate) fn write_op_to(pg: quarry_types::PgId, name: &str, data: Vec<u8>) -> Message {
+        use quarry_types::{ObjectOp, Payload, SnapContext, SNAP_HEAD};
         Message::Request(Request::Op(crate::OsdOp {
             reqid: None,
-            pg: PgId { pool: 1, seed: 0 },
+            pg,
             epoch: 1,
-            name: "o".into(),
+            name: name.into(),
             snapc: SnapContext::default(),
             snap: SNAP_HEAD,
             ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data) }],
         }))
     }
 
-    fn sample() -> Message {
-        Message::Request(Request::GetMap)
-    }
-
-    /// The data of `write_op`'s write.
-    fn joined_data(msg: &Message) -> Vec<u8> {
+    /// The data of [`write_op_to`]'s write.
+    pub(crate) fn data_of(msg: &Message) -> bytes::Bytes {
         match msg {
             Message::Request(Request::Op(op)) => match &op.ops[0] {
-                quarry_types::ObjectOp::Write { data, .. } => data.data.to_vec(),
-                _ => unreachable!(),
+                quarry_types::ObjectOp::Write { data, .. } => data.data.clone(),
+                other => panic!("not a write: {other:?}"),
             },
-            _ => unreachable!(),
+            other => panic!("not an op: {other:?}"),
         }
+    }
+
+    /// A request writing `data` at offset 0 of object "o".
+    fn write_op(data: Vec<u8>) -> Message {
+        write_op_to(quarry_types::PgId { pool: 1, seed: 0 }, "o", data)
+    }
+
+    fn sample() -> Message {
+        Message::Request(Request::GetMap)
     }
 
     #[test]
@@ -663,7 +668,7 @@ mod tests {
                 // The bulk offset says where the write's data starts in the payload.
                 let bulk = segments.splices.first().map_or(0, |(at, _)| at - HEADER_LEN);
                 if spliced {
-                    let data_at = plain.windows(64).position(|w| w == &joined_data(&msg)[..64]);
+                    let data_at = plain.windows(64).position(|w| w == &data_of(&msg)[..64]);
                     assert_eq!(data_at, Some(HEADER_LEN + bulk));
                 }
                 plain[6..8].copy_from_slice(&(bulk as u16).to_le_bytes());

@@ -224,19 +224,13 @@ pub type BulkDone = Box<dyn std::any::Any + Send>;
 /// prefix, and the bulk's length.
 type SinkFactory<'a> = dyn FnMut(&[u8], usize) -> Option<Arc<dyn BulkSink>> + Send + 'a;
 
-/// Blocking threads that write one bulk's pieces. One: two in flight did not help on this
-/// machine's ext4 (a direct write that allocates blocks, as every placed write does, holds
-/// the file's inode lock; 4 MiB writes at QD1, fresh clusters: 203/160 IOPS with one
-/// writer, 153/166 with two; issue 14, docs/benchmarks.md "Eighth round").
-const BULK_WRITERS: usize = 1;
-
 /// Where a request's large data payload goes while the rest of its frame still arrives
 /// ([`Handler::bulk_sink`]). The OSD writes a write's data to its place in the data file
 /// meanwhile, so the device write overlaps the transfer (issue 14).
 pub trait BulkSink: Send + Sync + 'static {
     /// Bytes `[at, at + bytes.len())` of the bulk, 4 KiB-aligned in memory, each piece
-    /// [`BULK_PIECE`] long except the last; called on blocking threads (it may do blocking
-    /// I/O), for several pieces at once and in any order. They are not authenticated yet:
+    /// [`BULK_PIECE`] long except the last; called on a blocking thread (it may do blocking
+    /// I/O), one piece after the other, in order. They are not authenticated yet:
     /// nothing may use them before [`BulkSink::finish`]. False: the sink gave up (`finish`
     /// is not called then).
     fn write(&self, at: usize, bytes: &[u8]) -> bool;
@@ -262,11 +256,14 @@ fn body_buffer(len: usize, bulk_at: usize) -> bytes::BytesMut {
     body
 }
 
-/// The pieces a bulk writer thread was handed (by their offset in the bulk), and whether
-/// the sink took each.
-type Written = (Vec<(usize, bytes::BytesMut)>, bool);
+/// The pieces the bulk's writer thread was handed, in order, and whether the sink took each.
+type Written = (Vec<bytes::BytesMut>, bool);
 
-/// A bulk payload being handed to a sink on blocking threads, piece by piece.
+/// A bulk payload being handed to a sink on a blocking thread, piece by piece. One thread:
+/// two in flight did not help on this machine's ext4 (a direct write that allocates blocks,
+/// as every placed write does, holds the file's inode lock; 4 MiB writes at QD1, fresh
+/// clusters: 203/160 IOPS with one writer, 153/166 with two; issue 14, docs/benchmarks.md
+/// "Eighth round").
 struct BulkStream {
     /// The body's bytes before the bulk.
     head: bytes::BytesMut,
@@ -275,7 +272,7 @@ struct BulkStream {
     end: usize,
     sink: Arc<dyn BulkSink>,
     pieces: std::sync::mpsc::Sender<(usize, bytes::BytesMut)>,
-    writers: Vec<tokio::task::JoinHandle<Written>>,
+    writer: tokio::task::JoinHandle<Written>,
 }
 
 impl BulkStream {
@@ -300,25 +297,16 @@ impl BulkStream {
         }
         let head = body.split_to(bulk_at);
         let (pieces, rx) = std::sync::mpsc::channel::<(usize, bytes::BytesMut)>();
-        let rx = Arc::new(Mutex::new(rx));
-        let writers = (0..BULK_WRITERS)
-            .map(|_| {
-                let (rx, sink) = (rx.clone(), sink.clone());
-                tokio::task::spawn_blocking(move || {
-                    let (mut kept, mut ok) = (Vec::new(), true);
-                    loop {
-                        // One thread waits for the next piece at a time; the lock is let go
-                        // before the piece is written.
-                        let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
-                        let Ok((at, piece)) = next else { break };
-                        ok = ok && sink.write(at, &piece);
-                        kept.push((at, piece));
-                    }
-                    (kept, ok)
-                })
-            })
-            .collect();
-        Some(BulkStream { head, start: bulk_at, end: bulk_at + bulk_len, sink, pieces, writers })
+        let writer_sink = sink.clone();
+        let writer = tokio::task::spawn_blocking(move || {
+            let (mut kept, mut ok) = (Vec::new(), true);
+            for (at, piece) in rx {
+                ok = ok && writer_sink.write(at, &piece);
+                kept.push(piece);
+            }
+            (kept, ok)
+        });
+        Some(BulkStream { head, start: bulk_at, end: bulk_at + bulk_len, sink, pieces, writer })
     }
 
     /// Hands on every whole piece `body` (the body from offset `base` on) holds.
@@ -337,33 +325,27 @@ impl BulkStream {
                 mac.hash_through(*base, body, piece_end);
             }
             let piece = body.split_to(piece_end - *base);
-            // The threads end only when this sender is dropped: a send cannot fail.
+            // The thread ends only when this sender is dropped: a send cannot fail.
             let _ = self.pieces.send((*base - self.start, piece));
             *base = piece_end;
         }
     }
 
-    /// The whole body again (`rest`: its bytes after the last piece) once the writers are
+    /// The whole body again (`rest`: its bytes after the last piece) once the writer is
     /// done, and the sink with the bulk's length if it took every piece.
     async fn finish(
         self,
         rest: bytes::BytesMut,
     ) -> (bytes::BytesMut, Option<(Arc<dyn BulkSink>, usize)>) {
-        let BulkStream { mut head, start, end, sink, pieces, writers } = self;
+        let BulkStream { mut head, start, end, sink, pieces, writer } = self;
         drop(pieces);
-        let (mut kept, mut ok) = (Vec::new(), true);
-        for writer in writers {
-            // A writer cannot panic short of a bug in a sink: then its pieces are gone and
-            // the frame with them (an empty body fails to decode).
-            let Ok((pieces, took)) = writer.await else {
-                return (bytes::BytesMut::new(), None);
-            };
-            kept.extend(pieces);
-            ok &= took;
-        }
-        // Contiguous pieces of one buffer, put back in order: each `unsplit` is O(1).
-        kept.sort_unstable_by_key(|(at, _)| *at);
-        for (_, piece) in kept {
+        // The writer cannot panic short of a bug in a sink: then its pieces are gone and the
+        // frame with them (an empty body fails to decode).
+        let Ok((kept, ok)) = writer.await else {
+            return (bytes::BytesMut::new(), None);
+        };
+        // Contiguous pieces of one buffer, in order: each `unsplit` is O(1).
+        for piece in kept {
             head.unsplit(piece);
         }
         head.unsplit(rest);
@@ -1104,29 +1086,12 @@ mod tests {
     //! only for a frame whose signature verified.
 
     use super::*;
+    use crate::codec::tests::{data_of, write_op_to};
     use crate::codec::{append_signature, encode_unsigned_part, SIGNATURE_LEN};
-    use quarry_types::{ObjectOp, Payload, PgId, SnapContext, SNAP_HEAD};
+    use quarry_types::PgId;
 
     fn write_op(data: Vec<u8>) -> Message {
-        Message::Request(Request::Op(crate::OsdOp {
-            reqid: None,
-            pg: PgId { pool: 3, seed: 5 },
-            epoch: 1,
-            name: "object".into(),
-            snapc: SnapContext::default(),
-            snap: SNAP_HEAD,
-            ops: vec![ObjectOp::Write { off: 0, data: Payload::new(data) }],
-        }))
-    }
-
-    fn data_of(msg: &Message) -> bytes::Bytes {
-        match msg {
-            Message::Request(Request::Op(op)) => match &op.ops[0] {
-                ObjectOp::Write { data, .. } => data.data.clone(),
-                other => panic!("not a write: {other:?}"),
-            },
-            other => panic!("not an op: {other:?}"),
-        }
+        write_op_to(PgId { pool: 3, seed: 5 }, "object", data)
     }
 
     /// Records what it is given; `finish` hands back the bulk it was told of.
