@@ -218,7 +218,7 @@ async fn a_large_write_is_placed_while_it_arrives_and_a_refused_one_frees_its_bl
     // The client's crc does not match the data: refused (EINVAL) at the apply, which frees
     // the placement with its batch; nothing of it stays reserved.
     let data = Bytes::from(vec![9u8; 2 << 20]);
-    let wrong = Payload { data: data.clone(), crc: crc32c::crc32c(&data) ^ 1 };
+    let wrong = Payload::with_crc(data.clone(), crc32c::crc32c(&data) ^ 1);
     let refused = client.exec("big-0", vec![ObjectOp::WriteFull { data: wrong }]).await;
     assert_eq!(refused, Err(ErrorCode::EINVAL));
     // Another PG's object sent here with a stale PG: refused before its entry exists, so its

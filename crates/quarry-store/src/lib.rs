@@ -210,6 +210,12 @@
 //! goes on. A corrupt chunk met while applying (read-modify-write) aborts the whole batch with
 //! [`StoreError::Corrupt`]: the replica cannot apply that entry until the object is repaired.
 //!
+//! # Why blake3
+//! A large read (at least 1 MiB) is hashed with BLAKE3 while its pieces arrive from the
+//! device (`read.rs`): the reply's frame signs that digest instead of hashing the bytes
+//! after the read (`quarry-wire`'s codec, frame version 4). The crate is the one the wire
+//! layer already uses for its frame signatures.
+//!
 //! # Why redb
 //! redb gives ACID transactions with *non-durable commits* (`Durability::None`: visible to
 //! readers, not fsynced) and explicit durable commits that persist everything before them:

@@ -11,7 +11,7 @@ use quarry_types::{ErrorCode, ObjectOp, OpOutput, Payload, PgId};
 use redb::{ReadOnlyTable, ReadableTable, Table, WriteTransaction};
 
 use crate::crc::{append_zeros, combine_chunk};
-use crate::datafile::{DataFile, DIRECT_READ_MIN};
+use crate::datafile::{is_cached_only, DataFile, DIRECT_READ_MIN};
 use crate::extent;
 use crate::format::{
     sub_key, unseal, ChunkRef, ExtentKey, Version, CHUNK, CHUNK_SIZE, EXTENTS, OMAP, OMAP_HEADER,
@@ -301,7 +301,7 @@ pub(crate) fn read_data<T: Tables>(
     len: u64,
 ) -> Result<Payload, StoreError> {
     if off >= v.size {
-        return Ok(Payload { data: Bytes::new(), crc: 0 });
+        return Ok(Payload::with_crc(Bytes::new(), 0));
     }
     let want = if len == 0 { v.size - off } else { len.min(v.size - off) };
     let end = off + want;
@@ -316,6 +316,21 @@ pub(crate) fn read_data<T: Tables>(
     // Chunks whose data lies inside the output are read in place.
     let inside =
         |index: u64, len: u32| index * CHUNK >= off && index * CHUNK + u64::from(len) <= end;
+    let all_inside = || {
+        refs.iter().all(|&(i, _, r)| !matches!(r, ChunkRef::Data { len, .. } if !inside(i, len)))
+    };
+    if large
+        && want as usize >= PIECED_READ_MIN
+        && off % CHUNK == 0
+        && !is_cached_only()
+        && all_inside()
+    {
+        if let Some((crc, digest)) = read_pieced(t.data(), ctx, &refs, off, out)? {
+            return Ok(Payload::with_digest(Bytes::from_owner(aligned), crc, digest));
+        }
+        // A piece failed to read: the plain path below reads again and names the chunk.
+        out.fill(0);
+    }
     // (first block, output position, bytes, first chunk index, tag of each chunk)
     let mut run: Option<(u64, usize, usize, u64, Vec<u64>)> = None;
     let data = t.data();
@@ -389,7 +404,107 @@ pub(crate) fn read_data<T: Tables>(
     }
     crc = append_zeros(crc, out.len() - done);
     let data = if large { Bytes::from_owner(aligned) } else { Bytes::from(small) };
-    Ok(Payload { data, crc })
+    Ok(Payload::with_crc(data, crc))
+}
+
+/// Reads of at least this many bytes go through [`read_pieced`].
+pub(crate) const PIECED_READ_MIN: usize = 1 << 20;
+/// The pieces [`read_pieced`] reads one after the other (the device reads 512 KiB pieces
+/// back to back as fast as one 4 MiB read here: 1.3 GB/s either way, issue 14).
+const READ_PIECE: usize = 512 << 10;
+
+/// A large read whose chunks all lie inside the output (`off` a chunk boundary): a helper
+/// thread reads the blocks into `out` (zeroed) piece by piece, and as each piece arrives this
+/// thread checks its chunks' crcs and hashes it (BLAKE3), so the checks overlap the device
+/// instead of following it. Returns the payload's crc (assembled from the verified chunk crcs,
+/// as [`read_data`] does) and the digest of all of `out`, which the reply's frame signs in
+/// place of the bytes (`quarry-wire`'s codec: the writer does not hash them again). None if a
+/// piece failed to read (or no thread could be started): the caller reads again the plain
+/// way, which names the failing chunk.
+fn read_pieced(
+    data: &DataFile,
+    ctx: &Ctx,
+    refs: &[(u64, u64, ChunkRef)],
+    off: u64,
+    out: &mut [u8],
+) -> Result<Option<(u32, [u8; 32])>, StoreError> {
+    // Runs of consecutive blocks: (output position, first block, bytes).
+    let mut runs: Vec<(usize, u64, usize)> = Vec::new();
+    for &(index, _, r) in refs {
+        let ChunkRef::Data { len, block, .. } = r else { continue };
+        let pos = (index * CHUNK - off) as usize;
+        match runs.last_mut() {
+            Some((p, b, n))
+                if *n % CHUNK_SIZE == 0
+                    && *b + (*n / CHUNK_SIZE) as u64 == block
+                    && *p + *n == pos =>
+            {
+                *n += len as usize
+            }
+            _ => runs.push((pos, block, len as usize)),
+        }
+    }
+    let total = out.len();
+    let pieces: Vec<&mut [u8]> = out.chunks_mut(READ_PIECE).collect();
+    let count = pieces.len();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(&mut [u8], bool)>(count);
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("quarry-read".into())
+            .stack_size(64 << 10)
+            .spawn_scoped(scope, move || {
+                for (i, piece) in pieces.into_iter().enumerate() {
+                    let (start, end) = (i * READ_PIECE, i * READ_PIECE + piece.len());
+                    let ok = runs.iter().filter(|(p, _, n)| *p < end && p + n > start).all(
+                        |&(pos, block, bytes)| {
+                            // Positions and piece bounds are multiples of a block.
+                            let (a, b) = (pos.max(start), (pos + bytes).min(end));
+                            let first = block + ((a - pos) / CHUNK_SIZE) as u64;
+                            data.read(first, &mut piece[a - start..b - start]).is_ok()
+                        },
+                    );
+                    if tx.send((piece, ok)).is_err() {
+                        return;
+                    }
+                }
+            });
+        if reader.is_err() {
+            return Ok(None);
+        }
+        // Dropped on return (an error too): the reader then stops at its next piece.
+        let rx = rx;
+        let mut hasher = blake3::Hasher::new();
+        let (mut crc, mut done, mut next, mut start) = (0u32, 0usize, 0usize, 0usize);
+        for _ in 0..count {
+            let Ok((piece, true)) = rx.recv() else { return Ok(None) };
+            let end = start + piece.len();
+            hasher.update(piece);
+            while let Some(&(index, tag, r)) = refs.get(next) {
+                let ChunkRef::Data { crc: stored, len, .. } = r else {
+                    next += 1;
+                    continue;
+                };
+                let (oa, len) = ((index * CHUNK - off) as usize, len as usize);
+                let ob = (oa + CHUNK_SIZE).min(total);
+                if ob > end {
+                    break;
+                }
+                let chunk = &piece[oa - start..ob - start];
+                crc = append_zeros(crc, oa - done);
+                let actual = verify_data(ctx, index, tag, stored, &chunk[..len])?;
+                crc = if len == CHUNK_SIZE {
+                    combine_chunk(crc, actual)
+                } else {
+                    crc32c::crc32c_append(crc, chunk)
+                };
+                done = ob;
+                next += 1;
+            }
+            start = end;
+        }
+        crc = append_zeros(crc, total - done);
+        Ok(Some((crc, *hasher.finalize().as_bytes())))
+    })
 }
 
 /// The object a read op addresses: its internal id and the version the reader sees (None if

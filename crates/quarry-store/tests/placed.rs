@@ -15,7 +15,7 @@ use crate::common::*;
 fn stand_in(off: u64, placed: &Placed) -> ObjectOp {
     ObjectOp::Write {
         off,
-        data: Payload { data: vec![0; placed.bytes() as usize].into(), crc: placed.crc() },
+        data: Payload::with_crc(vec![0; placed.bytes() as usize].into(), placed.crc()),
     }
 }
 

@@ -251,7 +251,7 @@ fn apply(
         Some(placed) => {
             // The payload is not read: zeros of the right length stand in for it.
             cmd.ops = vec![ObjectOp::WriteFull {
-                data: Payload { data: vec![0; placed.bytes() as usize].into(), crc: placed.crc() },
+                data: Payload::with_crc(vec![0; placed.bytes() as usize].into(), placed.crc()),
             }];
             vec![PlacedOp { cmd: 0, op: 0, placed }]
         }

@@ -10,16 +10,50 @@ use crate::{CallOrigin, ErrorCode, SnapId};
 
 /// Bytes with the crc32c their producer computed. The crc travels with the data from the
 /// client to the disk and back; every receiver checks it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// A producer that hashed the bytes anyway (the store, while a large read arrives from the
+/// device) may attach their BLAKE3 digest ([`Payload::with_digest`]): a frame that carries the
+/// payload as its bulk signs the digest instead of hashing the bytes again (`quarry-wire`'s
+/// codec). The digest is not encoded (the bytes on the wire and in logs are the same with or
+/// without it), not compared, and only used while `data` is the very buffer it was computed
+/// over.
+#[derive(Clone, Debug, Deserialize)]
 pub struct Payload {
     /// The bytes (decoded without a copy under [`crate::zerocopy::decode_from`]).
-    #[serde(
-        serialize_with = "crate::zerocopy::serialize_bytes",
-        deserialize_with = "crate::zerocopy::deserialize_bytes"
-    )]
+    #[serde(deserialize_with = "crate::zerocopy::deserialize_bytes")]
     pub data: Bytes,
     /// crc32c (Castagnoli) of `data`.
     pub crc: u32,
+    /// The BLAKE3 digest of the bytes it was computed over, and those bytes (a second handle
+    /// on the same buffer: while it is held, no other buffer can take its address).
+    #[serde(skip)]
+    digest: Option<(Bytes, [u8; 32])>,
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Payload) -> bool {
+        self.data == other.data && self.crc == other.crc
+    }
+}
+
+impl Eq for Payload {}
+
+/// The encoding of a derived `Serialize` of `{ data, crc }` (the digest is not encoded; a
+/// large `data` may be left out of a frame, `crate::zerocopy::encode_spliced`).
+impl Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        struct Data<'a>(&'a Payload);
+        impl Serialize for Data<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                crate::zerocopy::serialize_bytes(&self.0.data, self.0.digest(), s)
+            }
+        }
+        let mut st = s.serialize_struct("Payload", 2)?;
+        st.serialize_field("data", &Data(self))?;
+        st.serialize_field("crc", &self.crc)?;
+        st.end()
+    }
 }
 
 impl Payload {
@@ -27,7 +61,24 @@ impl Payload {
     pub fn new(data: impl Into<Bytes>) -> Self {
         let data = data.into();
         let crc = crc32c::crc32c(&data);
-        Payload { data, crc }
+        Payload { data, crc, digest: None }
+    }
+
+    /// Wraps `data` with the checksum its producer computed (checked by [`Payload::verify`]).
+    pub fn with_crc(data: Bytes, crc: u32) -> Self {
+        Payload { data, crc, digest: None }
+    }
+
+    /// [`Payload::with_crc`] plus `digest`, the BLAKE3 hash (`blake3::hash`) of `data`.
+    pub fn with_digest(data: Bytes, crc: u32, digest: [u8; 32]) -> Self {
+        Payload { digest: Some((data.clone(), digest)), data, crc }
+    }
+
+    /// The BLAKE3 digest of `data` given by its producer, if any and if `data` is still the
+    /// buffer it was computed over.
+    pub fn digest(&self) -> Option<&[u8; 32]> {
+        let (over, digest) = self.digest.as_ref()?;
+        (over.as_ptr() == self.data.as_ptr() && over.len() == self.data.len()).then_some(digest)
     }
 
     /// True when the checksum matches the bytes.

@@ -24,14 +24,26 @@ use serde::Serializer;
 thread_local! {
     /// The buffer being decoded on this thread, if any.
     static SOURCE: RefCell<Option<Bytes>> = const { RefCell::new(None) };
-    /// Inside [`encode_spliced`]: the payloads left out so far, with their offsets.
-    static SPLICES: RefCell<Option<Vec<(usize, Bytes)>>> = const { RefCell::new(None) };
+    /// Inside [`encode_spliced`]: the payloads left out so far.
+    static SPLICES: RefCell<Option<Vec<Splice>>> = const { RefCell::new(None) };
     /// Inside [`encode_spliced`]: the bytes written so far.
     static WRITTEN: Cell<usize> = const { Cell::new(0) };
 }
 
 /// Payloads shorter than this are encoded in place (a copy costs less than a piece more).
 pub const SPLICE_MIN: usize = 64 << 10;
+
+/// A payload [`encode_spliced`] left out of the encoded bytes.
+#[derive(Clone, Debug)]
+pub struct Splice {
+    /// Where its bytes belong in the encoded bytes (after its length prefix).
+    pub at: usize,
+    /// Its bytes.
+    pub bytes: Bytes,
+    /// Their BLAKE3 digest, when the payload's producer gave one
+    /// ([`crate::Payload::with_digest`]).
+    pub digest: Option<[u8; 32]>,
+}
 
 /// Where [`encode_spliced`]'s encoder writes: a buffer that tells the payload serializer how
 /// far it got.
@@ -60,7 +72,7 @@ impl std::io::Write for SplicedWriter {
 pub fn encode_spliced<R>(
     prefix: Vec<u8>,
     encode: impl FnOnce(&mut SplicedWriter) -> R,
-) -> (R, Vec<u8>, Vec<(usize, Bytes)>) {
+) -> (R, Vec<u8>, Vec<Splice>) {
     struct Reset;
     impl Drop for Reset {
         fn drop(&mut self) {
@@ -78,10 +90,13 @@ pub fn encode_spliced<R>(
     (result, writer.buf, splices)
 }
 
-/// Serde `serialize_with` for a payload's `Bytes`: serde bytes, except inside
-/// [`encode_spliced`] where a large one is written as its length (bincode's fixint prefix)
-/// and left out.
-pub(crate) fn serialize_bytes<S: Serializer>(data: &Bytes, s: S) -> Result<S::Ok, S::Error> {
+/// How a payload's `Bytes` serialize: serde bytes, except inside [`encode_spliced`] where a
+/// large one is written as its length (bincode's fixint prefix) and left out, with `digest`.
+pub(crate) fn serialize_bytes<S: Serializer>(
+    data: &Bytes,
+    digest: Option<&[u8; 32]>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     let spliced = data.len() >= SPLICE_MIN && SPLICES.with(|c| c.borrow().is_some());
     if !spliced {
         return s.serialize_bytes(data);
@@ -90,7 +105,7 @@ pub(crate) fn serialize_bytes<S: Serializer>(data: &Bytes, s: S) -> Result<S::Ok
     let at = WRITTEN.with(Cell::get);
     SPLICES.with(|c| {
         if let Some(list) = c.borrow_mut().as_mut() {
-            list.push((at, data.clone()));
+            list.push(Splice { at, bytes: data.clone(), digest: digest.copied() });
         }
     });
     Ok(done)
@@ -200,10 +215,10 @@ mod tests {
         assert!(head.starts_with(b"HDR"));
         let mut whole = Vec::new();
         let mut at = 0;
-        for (offset, bytes) in &splices {
-            whole.extend_from_slice(&head[at..*offset]);
-            whole.extend_from_slice(bytes);
-            at = *offset;
+        for splice in &splices {
+            whole.extend_from_slice(&head[at..splice.at]);
+            whole.extend_from_slice(&splice.bytes);
+            at = splice.at;
         }
         whole.extend_from_slice(&head[at..]);
         assert_eq!(&whole[3..], &plain[..]);

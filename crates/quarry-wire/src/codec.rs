@@ -3,7 +3,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic "QRY1"
-//!      4    1 version (FRAME_VERSION = 3)
+//!      4    1 version (FRAME_VERSION = 4)
 //!      5    1 flags (bit 0: signed)
 //!      6    2 bulk offset: where the payload's first large data payload's bytes start
 //!           (u16; 0: none, or it starts past 64 KiB)
@@ -12,7 +12,8 @@
 //!     20    4 crc32c of the payload
 //!     24    8 sequence number (per direction, starts at 1 after the handshake)
 //!     32    n payload: bincode(Message), fixed-width integers, little endian
-//!   32+n   32 signature when flag 0 is set: BLAKE3 keyed hash (session key, header ++ payload)
+//!   32+n   32 signature when flag 0 is set: BLAKE3 keyed hash under the session key of
+//!           the header and payload, the bulk (below) replaced by its BLAKE3 digest
 //! ```
 //! Why keyed BLAKE3 and not HMAC-SHA256 (frame version 1): the MAC runs over every payload
 //! byte on both ends, and a 4 MiB write spent ~2.7 ms of the OSD's CPU in SHA-256 alone
@@ -31,6 +32,17 @@
 //! its own buffer after the encoded bytes before it, not copied into the frame; the bytes
 //! on the wire are the same.
 //!
+//! What is signed (frame version 4): with a bulk offset `b` (below), the payload's bytes
+//! from `b` on, as many as the length prefix before them says (at most to the payload's end),
+//! are the bulk; the keyed hash covers `header ++ payload[..b] ++ blake3(bulk) ++ the rest`.
+//! Without one it covers `header ++ payload`. Forging a tag still needs the key (the keyed
+//! hash) or two bulks with the same BLAKE3 digest (a collision of a 256-bit hash). What it
+//! buys: the bulk's digest does not depend on the header, whose sequence number is only
+//! known when the frame is written, so a producer that has the bytes in hand earlier may hash
+//! them then (the OSD hashes a large read while it arrives from the device, in pieces, and
+//! the reply carries the digest: `quarry_types::Payload::with_digest`); the writer then
+//! hashes only the small rest ([`FrameMac`]).
+//!
 //! The bulk offset (frame version 3) tells a receiver, before the body arrives, where the
 //! bytes of a large data payload (a 4 MiB write's) will be: it receives the body so that they
 //! land 4 KiB-aligned in memory (the OSD writes them with direct I/O without an aligned copy)
@@ -47,7 +59,7 @@ use crate::WireError;
 /// Frame magic.
 pub const FRAME_MAGIC: [u8; 4] = *b"QRY1";
 /// Frame format version.
-pub const FRAME_VERSION: u8 = 3;
+pub const FRAME_VERSION: u8 = 4;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Signature size in bytes.
@@ -164,7 +176,7 @@ pub fn encode_segments(
     let (encoded, head, splices) =
         quarry_types::zerocopy::encode_spliced(header, |w| options.serialize_into(w, msg));
     encoded.map_err(|e| WireError::Encode(e.to_string()))?;
-    let spliced: usize = splices.iter().map(|(_, bytes)| bytes.len()).sum();
+    let spliced: usize = splices.iter().map(|s| s.bytes.len()).sum();
     assert_eq!(head.len() - HEADER_LEN + spliced, payload_len as usize, "bincode size estimate");
     let mut segments = Segments { head, splices };
     // A signed frame's crc field is 0: its receiver checks the signature, which covers every
@@ -182,7 +194,7 @@ pub fn encode_segments(
     };
     segments.head[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
     segments.head[20..24].copy_from_slice(&crc.to_le_bytes());
-    let bulk = segments.splices.first().map_or(0, |(at, _)| at - HEADER_LEN);
+    let bulk = segments.splices.first().map_or(0, |s| s.at - HEADER_LEN);
     let bulk = u16::try_from(bulk).unwrap_or(0);
     segments.head[6..8].copy_from_slice(&bulk.to_le_bytes());
     Ok(segments)
@@ -192,19 +204,19 @@ pub fn encode_segments(
 pub struct Segments {
     /// The header and the encoded message, large payloads left out.
     head: Vec<u8>,
-    /// The payloads left out: where each goes in `head`, and its bytes.
-    splices: Vec<(usize, bytes::Bytes)>,
+    /// The payloads left out: where each goes in `head`, its bytes (and digest).
+    splices: Vec<quarry_types::zerocopy::Splice>,
 }
 
 impl Segments {
     /// The frame's bytes in order: parts of the head and the payloads between them (no
     /// allocation: every frame a connection sends goes through here).
     pub fn pieces(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let cuts = self.splices.iter().map(|(offset, _)| *offset);
+        let cuts = self.splices.iter().map(|s| s.at);
         let starts = std::iter::once(0).chain(cuts.clone());
         let ends = cuts.chain(std::iter::once(self.head.len()));
         let parts = starts.zip(ends).map(|(a, b)| &self.head[a..b]);
-        let payloads = self.splices.iter().map(|(_, bytes)| Some(&bytes[..])).chain([None]);
+        let payloads = self.splices.iter().map(|s| Some(&s.bytes[..])).chain([None]);
         parts
             .zip(payloads)
             .flat_map(|(part, payload)| [Some(part), payload])
@@ -214,7 +226,7 @@ impl Segments {
 
     /// Bytes of the whole frame (header and payload).
     pub fn len(&self) -> usize {
-        self.head.len() + self.splices.iter().map(|(_, b)| b.len()).sum::<usize>()
+        self.head.len() + self.splices.iter().map(|s| s.bytes.len()).sum::<usize>()
     }
 
     /// Never true: a frame has a header.
@@ -223,37 +235,192 @@ impl Segments {
     }
 
     /// The frame's signature under `key`, for a sender that writes the pieces and then it.
+    /// A bulk whose producer gave its digest is not hashed again.
     pub fn signature(&self, key: &SessionKey) -> [u8; SIGNATURE_LEN] {
-        if self.splices.is_empty() {
-            return signature(key, &self.head);
+        let mut mac = FrameMac::new(key, &self.header());
+        let mut at = HEADER_LEN;
+        for splice in &self.splices {
+            mac.update(&self.head[at..splice.at]);
+            let given = splice.digest.as_ref();
+            if !given.is_some_and(|d| mac.bulk_digest(d, splice.bytes.len())) {
+                mac.update(&splice.bytes);
+            }
+            at = splice.at;
         }
-        let mut mac = blake3::Hasher::new_keyed(key);
-        for piece in self.pieces() {
-            mac.update(piece);
-        }
+        mac.update(&self.head[at..]);
         *mac.finalize().as_bytes()
+    }
+
+    /// The first [`HEADER_LEN`] bytes.
+    fn header(&self) -> [u8; HEADER_LEN] {
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&self.head[..HEADER_LEN]);
+        header
+    }
+}
+
+/// The keyed hash that signs a frame (module docs: the header, then the payload with its bulk
+/// replaced by the bulk's digest), fed the payload in order in pieces of any size. Sender and
+/// receiver read the bulk's place from the header's bytes and its length from the payload, so
+/// both compute the same tag from the same bytes however they cut them.
+pub struct FrameMac {
+    /// Keyed: the header, the payload outside the bulk, the bulk's digest. Boxed for the
+    /// reason [`StreamingMac`]'s hasher is.
+    outer: Box<blake3::Hasher>,
+    /// The bulk's digest while it is being hashed.
+    inner: Option<Box<blake3::Hasher>>,
+    /// Payload bytes taken so far.
+    pos: usize,
+    payload_len: usize,
+    /// The bulk offset (0: none).
+    bulk: usize,
+    /// Where the bulk ends, once its length prefix was taken.
+    bulk_end: Option<usize>,
+    /// The 8 bytes before the bulk (its length prefix), as they pass.
+    prefix: [u8; 8],
+}
+
+impl FrameMac {
+    /// A MAC under `key` of the frame whose header is `header_bytes` (hashed now); feed it the
+    /// payload ([`FrameMac::update`]).
+    pub fn new(key: &SessionKey, header_bytes: &[u8; HEADER_LEN]) -> FrameMac {
+        let mut outer = Box::new(blake3::Hasher::new_keyed(key));
+        outer.update(header_bytes);
+        let payload_len = u32::from_le_bytes([
+            header_bytes[16],
+            header_bytes[17],
+            header_bytes[18],
+            header_bytes[19],
+        ]) as usize;
+        let bulk = usize::from(u16::from_le_bytes([header_bytes[6], header_bytes[7]]));
+        // An offset the header check would refuse (below 8 or past the payload) is no bulk.
+        let bulk = if bulk >= 8 && bulk <= payload_len { bulk } else { 0 };
+        FrameMac { outer, inner: None, pos: 0, payload_len, bulk, bulk_end: None, prefix: [0; 8] }
+    }
+
+    /// Hashes the next payload bytes.
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.bulk == 0 || self.bulk_end.is_some_and(|end| self.pos >= end) {
+                self.outer.update(bytes);
+                self.pos += bytes.len();
+                return;
+            }
+            if self.pos < self.bulk {
+                let take = bytes.len().min(self.bulk - self.pos);
+                let (part, rest) = bytes.split_at(take);
+                // The part of the length prefix (payload[bulk - 8..bulk]) inside `part`.
+                let from = self.pos.max(self.bulk - 8);
+                let to = self.pos + take;
+                if from < to {
+                    self.prefix[from + 8 - self.bulk..to + 8 - self.bulk]
+                        .copy_from_slice(&part[from - self.pos..]);
+                }
+                self.outer.update(part);
+                self.pos += take;
+                bytes = rest;
+                if self.pos == self.bulk {
+                    self.enter_bulk();
+                }
+                continue;
+            }
+            let end = self.bulk_end.unwrap_or(self.pos);
+            let take = bytes.len().min(end - self.pos);
+            let (part, rest) = bytes.split_at(take);
+            if let Some(inner) = self.inner.as_mut() {
+                inner.update(part);
+            }
+            self.pos += take;
+            bytes = rest;
+            if self.pos == end {
+                self.leave_bulk(None);
+            }
+        }
+    }
+
+    /// At the bulk's start: its end from the length prefix, at most the payload's end.
+    fn enter_bulk(&mut self) {
+        let len = u64::from_le_bytes(self.prefix).min((self.payload_len - self.bulk) as u64);
+        let end = self.bulk + len as usize;
+        self.bulk_end = Some(end);
+        self.inner = Some(Box::new(blake3::Hasher::new()));
+        if end == self.pos {
+            self.leave_bulk(None);
+        }
+    }
+
+    /// At the bulk's end: its digest (hashed, or `given`) goes into the outer hash.
+    fn leave_bulk(&mut self, given: Option<&[u8; 32]>) {
+        let hashed = self.inner.take().map(|inner| inner.finalize());
+        match (given, hashed) {
+            (Some(digest), _) => {
+                self.outer.update(digest);
+            }
+            (None, Some(digest)) => {
+                self.outer.update(digest.as_bytes());
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// Takes the next `len` payload bytes as the bulk whose BLAKE3 digest is `digest`,
+    /// without hashing them: false (nothing taken; hash the bytes instead) unless the next
+    /// bytes are exactly the bulk, untouched so far.
+    pub fn bulk_digest(&mut self, digest: &[u8; 32], len: usize) -> bool {
+        let untouched = self.bulk != 0 && self.pos == self.bulk;
+        if !untouched || self.bulk_end != Some(self.bulk + len) || self.inner.is_none() {
+            return false;
+        }
+        self.inner = None;
+        self.pos += len;
+        self.leave_bulk(Some(digest));
+        true
+    }
+
+    /// The tag.
+    pub fn finalize(self) -> blake3::Hash {
+        self.outer.finalize()
     }
 }
 
 /// The signature of a frame computed piece by piece, in order, as the sender writes them
-/// ([`encode_unsigned_part`]'s bytes): the hash overlaps the transfer.
-/// Boxed for the reason [`StreamingMac`]'s hasher is.
-pub struct FrameSigner(Box<blake3::Hasher>);
+/// ([`Segments::pieces`], header first): the hash overlaps the transfer.
+pub struct FrameSigner {
+    key: SessionKey,
+    mac: Option<FrameMac>,
+    header: Vec<u8>,
+}
 
 impl FrameSigner {
-    /// A signer under `key`.
+    /// A signer under `key` of a frame whose bytes ([`Segments::pieces`]) follow.
     pub fn new(key: &SessionKey) -> FrameSigner {
-        FrameSigner(Box::new(blake3::Hasher::new_keyed(key)))
+        FrameSigner { key: *key, mac: None, header: Vec::with_capacity(HEADER_LEN) }
     }
 
     /// Hashes the next bytes of the frame.
-    pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+    pub fn update(&mut self, mut bytes: &[u8]) {
+        if self.mac.is_none() {
+            let take = bytes.len().min(HEADER_LEN - self.header.len());
+            self.header.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.header.len() == HEADER_LEN {
+                let mut header = [0u8; HEADER_LEN];
+                header.copy_from_slice(&self.header);
+                self.mac = Some(FrameMac::new(&self.key, &header));
+            }
+        }
+        if let Some(mac) = self.mac.as_mut() {
+            mac.update(bytes);
+        }
     }
 
     /// The tag to send after the frame.
     pub fn finish(self) -> [u8; SIGNATURE_LEN] {
-        *self.0.finalize().as_bytes()
+        match self.mac {
+            Some(mac) => *mac.finalize().as_bytes(),
+            // Not a frame (shorter than a header): a tag no receiver accepts for it.
+            None => *blake3::keyed_hash(&self.key, &self.header).as_bytes(),
+        }
     }
 }
 
@@ -351,9 +518,7 @@ pub fn decode_body(
 /// the body received so far ([`StreamingMac::feed`]) and pass it to [`decode_body_shared`],
 /// which hashes what was not fed yet and checks the signature as [`decode_body`] does.
 pub struct StreamingMac {
-    /// Boxed: a hasher is ~2 KB, and the futures that hold one across their awaits (the
-    /// connection's reader) would grow by as much; in debug builds the tests' stacks overflowed.
-    hasher: Box<blake3::Hasher>,
+    mac: FrameMac,
     /// Payload bytes hashed so far (a prefix of the body).
     hashed: usize,
     payload_len: usize,
@@ -377,10 +542,8 @@ impl StreamingMac {
         if !header.signed || header.payload_len as usize <= Self::STEP {
             return None;
         }
-        let mut hasher = Box::new(blake3::Hasher::new_keyed(key));
-        hasher.update(header_bytes);
         Some(StreamingMac {
-            hasher,
+            mac: FrameMac::new(key, header_bytes),
             hashed: 0,
             payload_len: header.payload_len as usize,
             key: *key,
@@ -405,7 +568,7 @@ impl StreamingMac {
         let end = end.min(self.payload_len).min(base + received.len());
         if end > self.hashed {
             debug_assert!(self.hashed >= base, "bytes handed on before they were hashed");
-            self.hasher.update(&received[self.hashed - base..end - base]);
+            self.mac.update(&received[self.hashed - base..end - base]);
             self.hashed = end;
         }
     }
@@ -424,8 +587,8 @@ impl StreamingMac {
         {
             return None;
         }
-        self.hasher.update(&payload[self.hashed..]);
-        Some(self.hasher.finalize())
+        self.mac.update(&payload[self.hashed..]);
+        Some(self.mac.finalize())
     }
 }
 
@@ -452,8 +615,7 @@ fn decode_body_streamed(
             let mac = match streamed.and_then(|m| m.finish(key, header_bytes, payload)) {
                 Some(mac) => mac,
                 None => {
-                    let mut mac = blake3::Hasher::new_keyed(key);
-                    mac.update(header_bytes);
+                    let mut mac = FrameMac::new(key, header_bytes);
                     mac.update(payload);
                     mac.finalize()
                 }
@@ -515,8 +677,11 @@ pub fn decode_frame(
     Ok((header, msg))
 }
 
+/// The signature of a frame's header and payload held in one buffer.
 fn signature(key: &SessionKey, header_and_payload: &[u8]) -> [u8; SIGNATURE_LEN] {
-    *blake3::keyed_hash(key, header_and_payload).as_bytes()
+    let mut signer = FrameSigner::new(key);
+    signer.update(header_and_payload);
+    signer.finish()
 }
 
 #[cfg(test)]
@@ -644,6 +809,118 @@ pub(crate) mod tests {
         assert_eq!(decode_frame(&streamed, FRAME_PAYLOAD_MAX, Some(&key), 7).unwrap().1, msg);
     }
 
+    /// A read reply whose payload is `data`, with its producer's digest when `digest` is given.
+    fn read_reply(data: Vec<u8>, digest: Option<[u8; 32]>) -> Message {
+        use quarry_types::{OpOutput, OpReply, Payload};
+        let data = bytes::Bytes::from(data);
+        let crc = crc32c::crc32c(&data);
+        let payload = match digest {
+            Some(d) => Payload::with_digest(data, crc, d),
+            None => Payload::with_crc(data, crc),
+        };
+        Message::Reply(Reply::Op(OpReply::Ok(vec![OpOutput::Data(payload)])))
+    }
+
+    /// The signature of a frame with a bulk is the keyed hash of the header, the payload's
+    /// bytes before the bulk, the bulk's BLAKE3 digest and the bytes after it: computed over
+    /// the bytes in one piece or many, or from the digest a producer gave, it is the same tag,
+    /// and the receiver accepts it; a wrong given digest makes a tag the receiver refuses,
+    /// and a digest given for other bytes than the payload's is not used.
+    #[test]
+    fn a_bulk_is_signed_through_its_digest() {
+        let key = [6u8; 32];
+        let data: Vec<u8> = (0..(1usize << 20) + 3).map(|i| (i * 7 % 253) as u8).collect();
+        let digest = *blake3::hash(&data).as_bytes();
+        let plain_msg = read_reply(data.clone(), None);
+        let segments = encode_segments(4, 11, &plain_msg, true).unwrap();
+        let frame: Vec<u8> = segments.pieces().flatten().copied().collect();
+        let header: [u8; HEADER_LEN] = frame[..HEADER_LEN].try_into().unwrap();
+        let b = usize::from(decode_header(&header, FRAME_PAYLOAD_MAX).unwrap().bulk_offset);
+        assert!(b >= 8, "a reply with a large payload has a bulk");
+        let payload = &frame[HEADER_LEN..];
+        assert_eq!(&payload[b..b + data.len()], &data[..]);
+        // What the module docs say is signed.
+        let mut mac = blake3::Hasher::new_keyed(&key);
+        mac.update(&header);
+        mac.update(&payload[..b]);
+        mac.update(&digest);
+        mac.update(&payload[b + data.len()..]);
+        let want = *mac.finalize().as_bytes();
+        assert_eq!(segments.signature(&key), want);
+        assert_eq!(signature(&key, &frame), want);
+        for cut in [1usize, 5, 4096, 256 << 10] {
+            let mut signer = FrameSigner::new(&key);
+            for piece in frame.chunks(cut) {
+                signer.update(piece);
+            }
+            assert_eq!(signer.finish(), want, "pieces of {cut}");
+        }
+        // Given by the producer: the bulk is not hashed, the tag is the same, it decodes.
+        let given = encode_segments(4, 11, &read_reply(data.clone(), Some(digest)), true).unwrap();
+        assert_eq!(given.signature(&key), want);
+        let mut signed = frame.clone();
+        signed.extend_from_slice(&want);
+        let decoded = decode_frame(&signed, FRAME_PAYLOAD_MAX, Some(&key), 11).unwrap().1;
+        assert_eq!(decoded, plain_msg);
+        // A wrong digest signs something else: refused.
+        let wrong = encode_segments(4, 11, &read_reply(data.clone(), Some([1; 32])), true).unwrap();
+        let mut bad = frame.clone();
+        bad.extend_from_slice(&wrong.signature(&key));
+        let refused = decode_frame(&bad, FRAME_PAYLOAD_MAX, Some(&key), 11);
+        assert!(matches!(refused, Err(WireError::BadSignature)), "{refused:?}");
+        // A changed bulk byte is caught through the digest.
+        let mut flipped = signed.clone();
+        flipped[HEADER_LEN + b + 1000] ^= 1;
+        let refused = decode_frame(&flipped, FRAME_PAYLOAD_MAX, Some(&key), 11);
+        assert!(matches!(refused, Err(WireError::BadSignature)), "{refused:?}");
+        // A payload whose bytes were replaced after its digest was given does not use it.
+        let mut stale = quarry_types::Payload::with_digest(
+            bytes::Bytes::from(vec![0u8; data.len()]),
+            0,
+            [1; 32],
+        );
+        assert!(stale.digest().is_some());
+        stale.data = bytes::Bytes::from(data.clone());
+        assert_eq!(stale.digest(), None);
+    }
+
+    proptest! {
+        /// However the payload is cut, and whatever the length prefix before a bulk says
+        /// (past the payload's end, 0), sender and receiver compute the same tag as one pass.
+        #[test]
+        fn the_frame_mac_does_not_depend_on_how_the_bytes_are_cut(
+            len in 8usize..300,
+            bulk in 8usize..300,
+            claimed in prop_oneof![Just(0u64), 0u64..400, Just(u64::MAX)],
+            cuts in proptest::collection::vec(1usize..64, 1..20),
+        ) {
+            let bulk = bulk.min(len);
+            let mut payload: Vec<u8> = (0..len).map(|i| (i * 13) as u8).collect();
+            payload[bulk - 8..bulk].copy_from_slice(&claimed.to_le_bytes());
+            let mut header = [0u8; HEADER_LEN];
+            header[6..8].copy_from_slice(&(bulk as u16).to_le_bytes());
+            header[16..20].copy_from_slice(&(len as u32).to_le_bytes());
+            let key = [3u8; 32];
+            let end = bulk + (claimed.min((len - bulk) as u64) as usize);
+            let mut want = blake3::Hasher::new_keyed(&key);
+            want.update(&header);
+            want.update(&payload[..bulk]);
+            want.update(blake3::hash(&payload[bulk..end]).as_bytes());
+            want.update(&payload[end..]);
+            let mut mac = FrameMac::new(&key, &header);
+            let mut at = 0;
+            for cut in cuts.iter().cycle() {
+                if at >= len {
+                    break;
+                }
+                let to = (at + cut).min(len);
+                mac.update(&payload[at..to]);
+                at = to;
+            }
+            prop_assert_eq!(mac.finalize(), want.finalize());
+        }
+    }
+
     /// A frame whose large payloads are left out of the encoded buffer (`encode_segments`) is,
     /// piece by piece, the plain bincode encoding: the same bytes, the same crc, the same
     /// signature, and it decodes; small payloads stay in the buffer.
@@ -666,7 +943,7 @@ pub(crate) mod tests {
 
                 let segments = encode_segments(2, 9, &msg, signed).unwrap();
                 // The bulk offset says where the write's data starts in the payload.
-                let bulk = segments.splices.first().map_or(0, |(at, _)| at - HEADER_LEN);
+                let bulk = segments.splices.first().map_or(0, |s| s.at - HEADER_LEN);
                 if spliced {
                     let data_at = plain.windows(64).position(|w| w == &data_of(&msg)[..64]);
                     assert_eq!(data_at, Some(HEADER_LEN + bulk));

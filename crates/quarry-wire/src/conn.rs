@@ -34,8 +34,8 @@ use crate::message::{
 use crate::WireError;
 
 /// Protocol version spoken by this build. 2: `OsdOp` carries a request id. 3: frame version 3
-/// (the header's bulk offset).
-pub const PROTOCOL_VERSION: u32 = 3;
+/// (the header's bulk offset). 4: frame version 4 (a bulk is signed through its digest).
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Requests one connection may have in flight on a server before it stops reading.
 pub const INFLIGHT_REQUESTS_MAX: usize = 256;
 /// Request bytes (frame bodies) one connection may have in flight on a server before it stops

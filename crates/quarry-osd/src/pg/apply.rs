@@ -369,7 +369,7 @@ mod tests {
         runtime.block_on(async {
             let mut bad = write("x", 1);
             bad.ops = vec![ObjectOp::WriteFull {
-                data: Payload { data: Bytes::from(vec![1u8; 4096]), crc: 0 },
+                data: Payload::with_crc(Bytes::from(vec![1u8; 4096]), 0),
             }];
             let tasks: Vec<_> = (0..8u32)
                 .map(|seed| {

@@ -146,7 +146,7 @@ static ZEROS: [u8; PLACE_MAX] = [0; PLACE_MAX];
 
 /// The stand-in payload of a placed op of `len` bytes with the client's `crc`.
 pub(crate) fn stand_in(len: usize, crc: u32) -> Payload {
-    Payload { data: Bytes::from_static(&ZEROS[..len.min(PLACE_MAX)]), crc }
+    Payload::with_crc(Bytes::from_static(&ZEROS[..len.min(PLACE_MAX)]), crc)
 }
 
 /// Whether op `op` is placed (see the module docs) when ops of at least `min` bytes are
