@@ -81,6 +81,16 @@ impl AlignedBuf {
         AlignedBuf { blocks: vec![Block([0; DIRECT_IO_ALIGN]); len.div_ceil(DIRECT_IO_ALIGN)], len }
     }
 
+    /// Makes the buffer hold `len` bytes, keeping its memory: the bytes it held stay (a
+    /// caller that reuses a buffer overwrites or zeroes them), blocks it had to add are zeros.
+    pub fn reuse_as(&mut self, len: usize) {
+        let blocks = len.div_ceil(DIRECT_IO_ALIGN);
+        if blocks > self.blocks.len() {
+            self.blocks.resize(blocks, Block([0; DIRECT_IO_ALIGN]));
+        }
+        self.len = len;
+    }
+
     /// The bytes held, to fill in place (a direct read's destination).
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         let len = self.len;
@@ -137,5 +147,12 @@ mod tests {
         z.as_mut_slice()[4999] = 3;
         assert_eq!(z.as_ref()[4999], 3);
         assert_eq!(z.as_ref().as_ptr() as usize % DIRECT_IO_ALIGN, 0);
+        // reuse_as keeps the memory and its bytes; blocks it adds are zeros
+        let at = z.as_slice().as_ptr();
+        z.reuse_as(8000);
+        assert_eq!((z.len(), z.as_slice()[4999], z.as_slice().as_ptr()), (8000, 3, at));
+        z.reuse_as(10_000);
+        assert_eq!(z.len(), 10_000);
+        assert!(z.as_slice()[8192..].iter().all(|&b| b == 0));
     }
 }

@@ -242,8 +242,9 @@ fn read_payload(store: &Store, off: u64, len: u64) -> Result<quarry_types::Paylo
 }
 
 /// A read of at least 1 MiB is read in pieces while the pieces already read are checked and
-/// hashed (`read.rs`, `read_pieced`): across holes, a short last chunk and extents in
-/// several places of the data file, its bytes and payload crc are those of the plain read,
+/// hashed (`read.rs`, `read_pieced`): across holes (zeros, also in a reused buffer that held
+/// an earlier read's bytes), a short last chunk and extents in several places of the data
+/// file, its bytes and payload crc are those of the plain read,
 /// its BLAKE3 digest (which the reply's frame signs) is the digest of its bytes, and a
 /// damaged chunk in a later piece fails the read with that chunk named. Reads that do not
 /// start at a chunk boundary take the plain path (no digest) and return the same bytes.
@@ -252,20 +253,27 @@ fn a_large_read_is_checked_and_hashed_piece_by_piece() {
     let dir = tempfile::tempdir().unwrap();
     let size = (3 << 20) + 100;
     let mut want = vec![0u8; size];
-    let first = pattern(1 << 20, 3);
-    let tail = pattern(size - (3 << 19), 5);
+    // [512 KiB, 1.25 MiB) is a hole: the whole second piece and the start of the third.
+    let first = pattern(1 << 19, 3);
+    let tail_at = 5 << 18;
+    let tail = pattern(size - tail_at, 5);
     let patch = pattern(10_000, 9);
-    want[..1 << 20].copy_from_slice(&first);
-    want[3 << 19..].copy_from_slice(&tail);
+    want[..1 << 19].copy_from_slice(&first);
+    want[tail_at..].copy_from_slice(&tail);
     want[(2 << 20) + 5000..(2 << 20) + 15_000].copy_from_slice(&patch);
     let file = {
         let store = Store::open(dir.path()).unwrap();
-        // Blocks 0..256 for the first MiB, then the tail; the patch rewrites three chunks
-        // of the tail elsewhere (the runs break), and [1 MiB, 1.5 MiB) is a hole.
+        // Blocks 0..128 for the first 512 KiB, then the tail's; the patch rewrites three
+        // chunks of the tail elsewhere (the runs break).
         store.apply(PG, &[cmd("o", vec![write(0, &first)])], b"s").unwrap();
-        store.apply(PG, &[cmd("o", vec![write(3 << 19, &tail)])], b"s").unwrap();
+        store.apply(PG, &[cmd("o", vec![write(tail_at as u64, &tail)])], b"s").unwrap();
         store.apply(PG, &[cmd("o", vec![write((2 << 20) + 5000, &patch)])], b"s").unwrap();
         store.checkpoint().unwrap();
+        // Read buffers are reused: this read leaves the tail's bytes where the next one's
+        // hole will be, and the hole must still read as zeros.
+        let tail_read = read_payload(&store, tail_at as u64, 0).unwrap();
+        assert!(tail_read.data == want[tail_at..]);
+        drop(tail_read);
         let whole = read_payload(&store, 0, 0).unwrap();
         assert_eq!(whole.data.len(), size);
         assert!(whole.data == want, "the pieced read returned other bytes");
@@ -283,17 +291,18 @@ fn a_large_read_is_checked_and_hashed_piece_by_piece() {
         assert_eq!(plain.digest(), None);
         store.path().to_path_buf()
     };
-    // Chunk 200 (block 200 of a fresh store's data file) lies in the second 512 KiB piece.
-    damage_block(&file, 200, 9);
+    // Chunk 520 (2.03 MiB: the fifth piece) is in block 328 of a fresh store's data file
+    // (the tail's blocks follow the first 512 KiB's 128).
+    damage_block(&file, 328, 9);
     let store = Store::open(&file).unwrap();
     match read_payload(&store, 0, 0) {
         Err(StoreError::Corrupt { detail, .. }) => {
-            assert!(detail.contains("chunk 200"), "{detail}")
+            assert!(detail.contains("chunk 520"), "{detail}")
         }
         Err(other) => panic!("expected Corrupt, got {other:?}"),
         Ok(p) => panic!("expected Corrupt, got {} bytes", p.data.len()),
     }
-    // The pieces before and after it still read.
-    let later = read_payload(&store, 1 << 20, 2 << 20).unwrap();
-    assert!(later.data == want[1 << 20..3 << 20]);
+    // The pieces before it still read.
+    let before = read_payload(&store, 0, 2 << 20).unwrap();
+    assert!(before.data == want[..2 << 20]);
 }
