@@ -301,7 +301,7 @@ async fn announce(
     let mut stream = raw_handshake(addr, entity, service, secret).await;
     let mut header = Vec::with_capacity(32);
     header.extend_from_slice(b"QRY1");
-    header.extend_from_slice(&[1, 1, 0, 0]);
+    header.extend_from_slice(&[quarry_wire::codec::FRAME_VERSION, 1, 0, 0]);
     header.extend_from_slice(&7u64.to_le_bytes());
     header.extend_from_slice(&len.to_le_bytes());
     header.extend_from_slice(&0u32.to_le_bytes());

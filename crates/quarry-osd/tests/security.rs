@@ -195,7 +195,7 @@ async fn garbage_and_truncated_frames_close_only_that_connection() {
     // or the short read closes it.
     let mut truncated = TcpStream::connect(osd.addr()).await.unwrap();
     let mut header = Vec::from(*b"QRY1");
-    header.extend_from_slice(&[1, 0, 0, 0]);
+    header.extend_from_slice(&[quarry_wire::codec::FRAME_VERSION, 0, 0, 0]);
     header.extend_from_slice(&0u64.to_le_bytes());
     header.extend_from_slice(&1000u32.to_le_bytes());
     header.extend_from_slice(&0u32.to_le_bytes());

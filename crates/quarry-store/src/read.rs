@@ -407,7 +407,8 @@ pub(crate) const PIECED_READ_MIN: usize = 1 << 20;
 
 /// Buffers of large reads kept for the next ones (a fresh 4 MiB buffer cost a 4 MiB memset
 /// and its page faults before the device read could start: ~7% of the OSD's CPU under
-/// 4 MiB reads at QD32, issue 14); at most [`READ_BUFS_KEPT`] of [`READ_BUF_BYTES`] each.
+/// 4 MiB reads at QD32, issue 14); at most [`READ_BUFS_KEPT`] of [`READ_BUF_BYTES`] each, per
+/// process (the OSDs of one `quarry up` share them).
 static READ_BUFS: std::sync::Mutex<Vec<AlignedBuf>> = std::sync::Mutex::new(Vec::new());
 const READ_BUFS_KEPT: usize = 4;
 const READ_BUF_BYTES: usize = 4 << 20;
@@ -424,6 +425,7 @@ impl ReadBuf {
         } else {
             None
         };
+        // A fresh one has a kept buffer's size (at least), so it is kept afterwards.
         let mut buf = kept.unwrap_or_else(|| AlignedBuf::zeroed(len.max(READ_BUF_BYTES)));
         buf.reuse_as(len);
         ReadBuf(buf)
@@ -494,7 +496,7 @@ fn read_pieced(
     std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
             .name("quarry-read".into())
-            .stack_size(64 << 10)
+            .stack_size(256 << 10)
             .spawn_scoped(scope, move || {
                 for (i, piece) in pieces.into_iter().enumerate() {
                     let (start, end) = (i * READ_PIECE, i * READ_PIECE + piece.len());
@@ -539,10 +541,12 @@ fn read_pieced(
                 let chunk = &piece[oa - start..ob - start];
                 crc = append_zeros(crc, oa - done);
                 let actual = verify_data(ctx, index, tag, stored, &chunk[..len])?;
+                // A short chunk's tail is zeros in the payload: its crc says so whatever the
+                // buffer holds there (the zeroing above makes them agree).
                 crc = if len == CHUNK_SIZE {
                     combine_chunk(crc, actual)
                 } else {
-                    crc32c::crc32c_append(crc, chunk)
+                    append_zeros(crc32c::crc32c_append(crc, &chunk[..len]), chunk.len() - len)
                 };
                 done = ob;
                 next += 1;

@@ -17,7 +17,7 @@ use crate::{CallOrigin, ErrorCode, SnapId};
 /// codec). The digest is not encoded (the bytes on the wire and in logs are the same with or
 /// without it), not compared, and only used while `data` is the very buffer it was computed
 /// over.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 pub struct Payload {
     /// The bytes (decoded without a copy under [`crate::zerocopy::decode_from`]).
     #[serde(deserialize_with = "crate::zerocopy::deserialize_bytes")]
@@ -28,6 +28,18 @@ pub struct Payload {
     /// on the same buffer: while it is held, no other buffer can take its address).
     #[serde(skip)]
     digest: Option<(Bytes, [u8; 32])>,
+}
+
+/// `data` and `crc`, and whether a digest came with them (not the digest's own handle on the
+/// bytes: a 4 MiB read would print twice).
+impl std::fmt::Debug for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Payload")
+            .field("data", &self.data)
+            .field("crc", &self.crc)
+            .field("digest", &self.digest().is_some())
+            .finish()
+    }
 }
 
 impl PartialEq for Payload {
