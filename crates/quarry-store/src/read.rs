@@ -453,6 +453,7 @@ impl Drop for ReadBuf {
         }
     }
 }
+
 /// The pieces [`read_pieced`] reads one after the other (the device reads 512 KiB pieces
 /// back to back as fast as one 4 MiB read here: 1.3 GB/s either way, issue 14).
 const READ_PIECE: usize = 512 << 10;
