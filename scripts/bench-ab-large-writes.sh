@@ -9,35 +9,28 @@ set -euo pipefail
 # shellcheck source=bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
 secs=${1:-10}; pairs=${2:-3}
-cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"; }
-field() { awk -F: -v f="$2" '$1 ~ f { gsub(/ /, "", $2); print $2; exit }' "$1"; }
 run_one() { # $1 = label, $2 = binary
-  local label=$1 bin=$2 work pid c0 c1 n
-  work=$(mktemp -d /var/tmp/quarry-ab.XXXXXX)
-  "$bin" up "$work/cluster" >"$work/up.log" 2>&1 &
-  pid=$!
-  for _ in $(seq 1 100); do grep -q '^ready' "$work/up.log" && break; sleep 0.2; done
-  export CEPH_CONF=$work/cluster/ceph.conf
+  local label=$1 bin=$2 pid c0 c1 n
+  bench_up "$bin" ab
+  pid=$up_pid
   for case in "write 32" "write 1" "rand 1"; do
     # shellcheck disable=SC2086
     set -- $case
-    c0=$(cpu "$pid")
+    c0=$(bench_cpu "$pid")
     if [ "$1" = write ]; then
       "$bin" rados -p rbd bench "$secs" write -b 4194304 -t "$2" --no-cleanup >"$work/o.txt" 2>&1
     else
       "$bin" rados -p rbd bench "$secs" rand -t "$2" >"$work/o.txt" 2>&1
     fi
-    c1=$(cpu "$pid")
+    c1=$(bench_cpu "$pid")
     n=$(awk -F: '/^Total (writes|reads) made/ { gsub(/ /, "", $2); print $2; exit }' "$work/o.txt")
-    echo "| $label | 4MiB $1 QD$2 | $(field "$work/o.txt" "Average IOPS") | $(field "$work/o.txt" Bandwidth) |" \
-      "$(python3 -c 'import sys; print(round(float(sys.argv[1]) * 1000, 2))' "$(field "$work/o.txt" "Average Latency")") |" \
+    echo "| $label | 4MiB $1 QD$2 | $(bench_field "$work/o.txt" "Average IOPS") | $(bench_field "$work/o.txt" Bandwidth) |" \
+      "$(python3 -c 'import sys; print(round(float(sys.argv[1]) * 1000, 2))' "$(bench_field "$work/o.txt" "Average Latency")") |" \
       "$(python3 -c 'import sys; a,b,n=map(float,sys.argv[1:4]); print(f"{(b-a)*1e3/n:.3f}")' "$c0" "$c1" "$n") |"
     # The QD32 objects go; the QD1 ones stay for the reads.
     [ "$1 $2" = "write 32" ] && { "$bin" rados -p rbd cleanup >/dev/null 2>&1 || true; }
   done
-  kill "$pid"; wait "$pid" 2>/dev/null || true
-  unset CEPH_CONF
-  rm -rf "$work"
+  bench_down
 }
 echo "| binary | case | IOPS | MB/s | mean latency ms | server CPU ms/op |"
 echo "|---|---|---|---|---|---|"

@@ -2,6 +2,10 @@
 # that is stopped and removed on exit, and fio JSON readers.
 #   bench_start_cluster        sets $bin (unless set), $work, exports CEPH_CONF; registers cleanup
 #   bench_track PID            stops PID on exit too
+#   bench_up BIN NAME / bench_down   one of several clusters in turn (A/B scripts): sets $work,
+#                              $up_pid, exports CEPH_CONF / stops it and removes $work
+#   bench_cpu PID              CPU seconds (user + system) PID has used so far
+#   bench_field FILE KEY       the value of `KEY: value` in rados bench's output
 #   fio_metric FILE read|write iops|bw|mean|p99
 #   ratio A B
 
@@ -30,6 +34,21 @@ bench_start_cluster() { # $1: a name for the temporary directory
   grep -q '^ready' "$work/up.log" || { cat "$work/up.log"; echo "cluster did not start" >&2; exit 1; }
   export CEPH_CONF=$work/cluster/ceph.conf
 }
+
+bench_up() { # $1 = binary, $2 = a name for the temporary directory
+  work=$(mktemp -d "/var/tmp/quarry-$2.XXXXXX")
+  "$1" up "$work/cluster" >"$work/up.log" 2>&1 &
+  up_pid=$!
+  for _ in $(seq 1 100); do grep -q '^ready' "$work/up.log" && break; sleep 0.2; done
+  export CEPH_CONF=$work/cluster/ceph.conf
+}
+bench_down() {
+  kill "$up_pid"; wait "$up_pid" 2>/dev/null || true
+  unset CEPH_CONF
+  rm -rf "$work"
+}
+bench_cpu() { awk -v hz="$(getconf CLK_TCK)" '{ sub(/^.*\) /, ""); print ($12 + $13) / hz }' "/proc/$1/stat"; }
+bench_field() { awk -F: -v f="$2" '$1 ~ f { gsub(/ /, "", $2); print $2; exit }' "$1"; }
 
 fio_metric() {
   python3 - "$@" <<'PY'
