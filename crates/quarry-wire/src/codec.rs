@@ -36,7 +36,8 @@
 //! from `b` on, as many as the length prefix before them says (at most to the payload's end),
 //! are the bulk; the keyed hash covers `header ++ payload[..b] ++ blake3(bulk) ++ the rest`.
 //! Without one it covers `header ++ payload`. Forging a tag still needs the key (the keyed
-//! hash) or two bulks with the same BLAKE3 digest (a collision of a 256-bit hash). What it
+//! hash) or two bulks with the same BLAKE3 digest (a collision of a 256-bit hash: ~2^128
+//! work, also for a peer that chooses a bulk's bytes). What it
 //! buys: the bulk's digest does not depend on the header, whose sequence number is only
 //! known when the frame is written, so a producer that has the bytes in hand earlier may hash
 //! them then (the OSD hashes a large read while it arrives from the device, in pieces, and
