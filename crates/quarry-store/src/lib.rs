@@ -212,9 +212,10 @@
 //!
 //! # Why blake3
 //! A large read (at least 1 MiB, at a chunk boundary, its chunks all inside the range) is
-//! hashed with BLAKE3 while its pieces arrive from the device (`read.rs`): the reply's frame signs that digest instead of hashing the bytes
-//! after the read (`quarry-wire`'s codec, frame version 4). The crate is the one the wire
-//! layer already uses for its frame signatures.
+//! hashed with BLAKE3 while its pieces arrive from the device (`read.rs`): the reply's frame
+//! signs that digest instead of hashing the bytes after the read (`quarry-wire`'s codec,
+//! frame version 4). The crate is the one the wire layer already uses for its frame
+//! signatures.
 //!
 //! # Why redb
 //! redb gives ACID transactions with *non-durable commits* (`Durability::None`: visible to

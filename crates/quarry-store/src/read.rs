@@ -326,46 +326,19 @@ pub(crate) fn read_data<T: Tables>(
     let mut aligned = if large { AlignedBuf::zeroed(want as usize) } else { AlignedBuf::new() };
     let mut small = if large { Vec::new() } else { vec![0u8; want as usize] };
     let out: &mut [u8] = if large { aligned.as_mut_slice() } else { &mut small };
-    // (first block, output position, bytes, first chunk index, tag of each chunk)
-    let mut run: Option<(u64, usize, usize, u64, Vec<u64>)> = None;
     let data = t.data();
-    let flush = |run: Option<(u64, usize, usize, u64, Vec<u64>)>, out: &mut [u8]| {
-        let Some((block, pos, bytes, first, tags)) = run else {
-            return Ok::<(), StoreError>(());
-        };
-        if data.read(block, &mut out[pos..pos + bytes]).is_ok() {
-            return Ok(());
-        }
-        // Attribute the failure to its chunk.
-        for (k, tag) in tags.iter().enumerate() {
-            let a = pos + k * CHUNK_SIZE;
-            let b = (a + CHUNK_SIZE).min(pos + bytes);
-            read_block(data, ctx, first + k as u64, *tag, block + k as u64, &mut out[a..b])?;
-        }
-        Ok(())
-    };
-    for &(index, tag, r) in &refs {
-        let ChunkRef::Data { len, block, .. } = r else { continue };
-        if !inside(index, len) {
+    for run in block_runs(&refs, off, inside) {
+        if data.read(run.block, &mut out[run.pos..run.pos + run.bytes]).is_ok() {
             continue;
         }
-        let pos = (index * CHUNK - off) as usize;
-        match &mut run {
-            Some((b, p, n, _, tags))
-                if *n % CHUNK_SIZE == 0
-                    && *b + (*n / CHUNK_SIZE) as u64 == block
-                    && *p + *n == pos =>
-            {
-                *n += len as usize;
-                tags.push(tag);
-            }
-            _ => {
-                flush(run.take(), out)?;
-                run = Some((block, pos, len as usize, index, vec![tag]));
-            }
+        // Attribute the failure to its chunk.
+        for (k, tag) in run.tags.iter().enumerate() {
+            let a = run.pos + k * CHUNK_SIZE;
+            let b = (a + CHUNK_SIZE).min(run.pos + run.bytes);
+            let (index, block) = (run.first + k as u64, run.block + k as u64);
+            read_block(data, ctx, index, *tag, block, &mut out[a..b])?;
         }
     }
-    flush(run.take(), out)?;
     let mut crc = 0u32;
     let mut done = 0usize;
     let mut scratch = Vec::new();
@@ -377,12 +350,7 @@ pub(crate) fn read_data<T: Tables>(
         let (oa, ob) = ((a - off) as usize, (b - off) as usize);
         crc = append_zeros(crc, oa - done);
         if inside(index, len) {
-            let actual = verify_data(ctx, index, tag, stored, &out[oa..oa + len as usize])?;
-            if len as usize == CHUNK_SIZE {
-                crc = combine_chunk(crc, actual);
-            } else {
-                crc = crc32c::crc32c_append(crc, &out[oa..ob]);
-            }
+            crc = append_checked(ctx, crc, (index, tag, stored), &out[oa..ob], len as usize)?;
         } else {
             scratch.clear();
             scratch.resize(len as usize, 0);
@@ -400,6 +368,67 @@ pub(crate) fn read_data<T: Tables>(
     crc = append_zeros(crc, out.len() - done);
     let data = if large { Bytes::from_owner(aligned) } else { Bytes::from(small) };
     Ok(Payload::with_crc(data, crc))
+}
+
+/// Consecutive blocks holding consecutive chunks, read with one call.
+struct Run {
+    /// Where the first chunk's bytes go in the output.
+    pos: usize,
+    /// The first block.
+    block: u64,
+    bytes: usize,
+    /// The first chunk's index.
+    first: u64,
+    /// Each chunk's version tag (to name a chunk whose block fails to read).
+    tags: Vec<u64>,
+}
+
+/// The runs of the data chunks among `refs` that lie `inside` a read starting at `off`: a
+/// run grows while the next chunk's block follows its last and its data follows in the
+/// output (a short chunk ends a run).
+fn block_runs(
+    refs: &[(u64, u64, ChunkRef)],
+    off: u64,
+    inside: impl Fn(u64, u32) -> bool,
+) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for &(index, tag, r) in refs {
+        let ChunkRef::Data { len, block, .. } = r else { continue };
+        if !inside(index, len) {
+            continue;
+        }
+        let pos = (index * CHUNK - off) as usize;
+        match runs.last_mut() {
+            Some(run)
+                if run.bytes % CHUNK_SIZE == 0
+                    && run.block + (run.bytes / CHUNK_SIZE) as u64 == block
+                    && run.pos + run.bytes == pos =>
+            {
+                run.bytes += len as usize;
+                run.tags.push(tag);
+            }
+            _ => runs.push(Run { pos, block, bytes: len as usize, first: index, tags: vec![tag] }),
+        }
+    }
+    runs
+}
+
+/// `crc` followed by a chunk read into the output: `chunk` is its place there (up to the
+/// next chunk or the output's end), its first `len` bytes its data, checked against the
+/// `stored` crc of chunk `index` version `tag`; the rest of `chunk` counts as zeros.
+fn append_checked(
+    ctx: &Ctx,
+    crc: u32,
+    (index, tag, stored): (u64, u64, u32),
+    chunk: &[u8],
+    len: usize,
+) -> Result<u32, StoreError> {
+    let actual = verify_data(ctx, index, tag, stored, &chunk[..len])?;
+    Ok(if len == CHUNK_SIZE {
+        combine_chunk(crc, actual)
+    } else {
+        append_zeros(crc32c::crc32c_append(crc, &chunk[..len]), chunk.len() - len)
+    })
 }
 
 /// Reads of at least this many bytes go through [`read_pieced`].
@@ -474,22 +503,7 @@ fn read_pieced(
     off: u64,
     out: &mut [u8],
 ) -> Result<Option<(u32, [u8; 32])>, StoreError> {
-    // Runs of consecutive blocks: (output position, first block, bytes).
-    let mut runs: Vec<(usize, u64, usize)> = Vec::new();
-    for &(index, _, r) in refs {
-        let ChunkRef::Data { len, block, .. } = r else { continue };
-        let pos = (index * CHUNK - off) as usize;
-        match runs.last_mut() {
-            Some((p, b, n))
-                if *n % CHUNK_SIZE == 0
-                    && *b + (*n / CHUNK_SIZE) as u64 == block
-                    && *p + *n == pos =>
-            {
-                *n += len as usize
-            }
-            _ => runs.push((pos, block, len as usize)),
-        }
-    }
+    let runs = block_runs(refs, off, |_, _| true);
     let total = out.len();
     let pieces: Vec<&mut [u8]> = out.chunks_mut(READ_PIECE).collect();
     let count = pieces.len();
@@ -502,16 +516,15 @@ fn read_pieced(
                 for (i, piece) in pieces.into_iter().enumerate() {
                     let (start, end) = (i * READ_PIECE, i * READ_PIECE + piece.len());
                     let mut zero_from = start;
-                    let ok = runs.iter().filter(|(p, _, n)| *p < end && p + n > start).all(
-                        |&(pos, block, bytes)| {
+                    let ok =
+                        runs.iter().filter(|r| r.pos < end && r.pos + r.bytes > start).all(|run| {
                             // Positions and piece bounds are multiples of a block.
-                            let (a, b) = (pos.max(start), (pos + bytes).min(end));
+                            let (a, b) = (run.pos.max(start), (run.pos + run.bytes).min(end));
                             piece[zero_from - start..a - start].fill(0);
                             zero_from = b;
-                            let first = block + ((a - pos) / CHUNK_SIZE) as u64;
+                            let first = run.block + ((a - run.pos) / CHUNK_SIZE) as u64;
                             data.read(first, &mut piece[a - start..b - start]).is_ok()
-                        },
-                    );
+                        });
                     piece[zero_from - start..].fill(0);
                     if tx.send((piece, ok)).is_err() {
                         return;
@@ -539,16 +552,11 @@ fn read_pieced(
                 if ob > end {
                     break;
                 }
-                let chunk = &piece[oa - start..ob - start];
                 crc = append_zeros(crc, oa - done);
-                let actual = verify_data(ctx, index, tag, stored, &chunk[..len])?;
-                // A short chunk's tail is zeros in the payload: its crc says so whatever the
-                // buffer holds there (the zeroing above makes them agree).
-                crc = if len == CHUNK_SIZE {
-                    combine_chunk(crc, actual)
-                } else {
-                    append_zeros(crc32c::crc32c_append(crc, &chunk[..len]), chunk.len() - len)
-                };
+                // A short chunk's tail counts as zeros whatever the buffer holds there (the
+                // zeroing above makes them agree).
+                let chunk = &piece[oa - start..ob - start];
+                crc = append_checked(ctx, crc, (index, tag, stored), chunk, len)?;
                 done = ob;
                 next += 1;
             }

@@ -287,13 +287,8 @@ impl FrameMac {
     pub fn new(key: &SessionKey, header_bytes: &[u8; HEADER_LEN]) -> FrameMac {
         let mut outer = Box::new(blake3::Hasher::new_keyed(key));
         outer.update(header_bytes);
-        let payload_len = u32::from_le_bytes([
-            header_bytes[16],
-            header_bytes[17],
-            header_bytes[18],
-            header_bytes[19],
-        ]) as usize;
-        let bulk = usize::from(u16::from_le_bytes([header_bytes[6], header_bytes[7]]));
+        let (payload_len, bulk) = payload_len_and_bulk(header_bytes);
+        let (payload_len, bulk) = (payload_len as usize, usize::from(bulk));
         // An offset the header check would refuse (below 8 or past the payload) is no bulk.
         let bulk = if bulk >= 8 && bulk <= payload_len { bulk } else { 0 };
         FrameMac { outer, inner: None, pos: 0, payload_len, bulk, bulk_end: None, prefix: [0; 8] }
@@ -352,15 +347,9 @@ impl FrameMac {
 
     /// At the bulk's end: its digest (hashed, or `given`) goes into the outer hash.
     fn leave_bulk(&mut self, given: Option<&[u8; 32]>) {
-        let hashed = self.inner.take().map(|inner| inner.finalize());
-        match (given, hashed) {
-            (Some(digest), _) => {
-                self.outer.update(digest);
-            }
-            (None, Some(digest)) => {
-                self.outer.update(digest.as_bytes());
-            }
-            (None, None) => {}
+        let hashed = self.inner.take().map(|inner| *inner.finalize().as_bytes());
+        if let Some(digest) = given.copied().or(hashed) {
+            self.outer.update(&digest);
         }
     }
 
@@ -431,6 +420,12 @@ pub fn encoded_len(msg: &Message) -> u64 {
     payload + (HEADER_LEN + SIGNATURE_LEN) as u64
 }
 
+/// A header's payload length and bulk offset, as they are (unchecked).
+fn payload_len_and_bulk(bytes: &[u8; HEADER_LEN]) -> (u32, u16) {
+    let len = u32::from_le_bytes([bytes[16], bytes[17], bytes[18], bytes[19]]);
+    (len, u16::from_le_bytes([bytes[6], bytes[7]]))
+}
+
 /// Parses and checks a header. `payload_max` is the limit for this connection state.
 pub fn decode_header(bytes: &[u8; HEADER_LEN], payload_max: u32) -> Result<FrameHeader, WireError> {
     if bytes[0..4] != FRAME_MAGIC {
@@ -453,11 +448,10 @@ pub fn decode_header(bytes: &[u8; HEADER_LEN], payload_max: u32) -> Result<Frame
         b.copy_from_slice(&bytes[r]);
         u32::from_le_bytes(b)
     };
-    let payload_len = le32(16..20);
+    let (payload_len, bulk_offset) = payload_len_and_bulk(bytes);
     if payload_len > payload_max {
         return Err(WireError::TooLarge { len: u64::from(payload_len), max: payload_max });
     }
-    let bulk_offset = u16::from_le_bytes([bytes[6], bytes[7]]);
     if bulk_offset != 0 && (bulk_offset < 8 || u32::from(bulk_offset) > payload_len) {
         return Err(WireError::BadBulkOffset(bulk_offset));
     }
