@@ -116,6 +116,14 @@ pub(crate) async fn start(
     let durability = Arc::new(Durability::new(store.clone()));
     let applier =
         Arc::new(ApplyBatcher::start(store.clone()).map_err(|e| OsdError::io(&cfg.data_dir, e))?);
+    // Queue depth 1 runs its WAL round and its apply on the op's own thread (`pg::apply`'s
+    // and `quarry_raftlog`'s "inline"): the gate is open while a single client op is in flight.
+    let tracker = Arc::new(crate::optracker::OpTracker::default());
+    let lone_op: crate::pg::apply::InlineGate = {
+        let tracker = tracker.clone();
+        Arc::new(move || tracker.in_flight() == 1)
+    };
+    applier.set_inline_gate(lone_op.clone());
     let (ticket, ticket_rx) = watch::channel(None);
     let map = watch::Sender::new(Arc::new(ClusterMap::default()));
     let (stop, _) = watch::channel(false);
@@ -137,6 +145,7 @@ pub(crate) async fn start(
         exports: Exports::new(store.clone(), data.snapshots()),
         write_once_min: write_once_min.clone(),
         preplaced: crate::pg::preplace::Preplaced::new(store.clone()),
+        lone_op,
     };
     let router = Router::new(deps, map, cfg.max_backfills, cfg.raft_heartbeat);
     let space =
@@ -161,7 +170,7 @@ pub(crate) async fn start(
         stop,
         watches: Default::default(),
         space,
-        tracker: Default::default(),
+        tracker,
     });
     let mut running = Running {
         osd: osd.clone(),

@@ -13,7 +13,7 @@
 //! (op names, never data).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -41,6 +41,8 @@ struct Tracked {
 #[derive(Default)]
 pub struct OpTracker {
     next: AtomicU64,
+    /// Ops in flight (the length of `in_flight`, readable without its lock).
+    count: AtomicUsize,
     in_flight: Mutex<BTreeMap<u64, Tracked>>,
     history: Mutex<VecDeque<Tracked>>,
 }
@@ -54,6 +56,7 @@ pub struct InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         let Some(mut op) = lock(&self.tracker.in_flight).remove(&self.id) else { return };
+        self.tracker.count.fetch_sub(1, Ordering::Relaxed);
         op.finished = Some((SystemTime::now(), Instant::now()));
         let mut history = lock(&self.tracker.history);
         history.push_back(op);
@@ -151,7 +154,13 @@ impl OpTracker {
             finished: None,
         };
         lock(&self.in_flight).insert(id, tracked);
+        self.count.fetch_add(1, Ordering::Relaxed);
         InFlight { tracker: self.clone(), id }
+    }
+
+    /// Client ops in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
     }
 
     /// `dump_ops_in_flight`.

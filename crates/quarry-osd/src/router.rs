@@ -75,6 +75,9 @@ pub(crate) struct GroupDeps {
     pub(crate) write_once_min: Arc<std::sync::atomic::AtomicU64>,
     /// Large write payloads placed while they arrived (`pg::preplace`).
     pub(crate) preplaced: Arc<crate::pg::preplace::Preplaced>,
+    /// Open while a single client op is in flight: a one-voter PG's append writes its WAL
+    /// round itself then (`PgPlacer::append_inline`).
+    pub(crate) lone_op: crate::pg::apply::InlineGate,
 }
 
 /// A committed move of a PG, to report: (acting set before, voters now).
@@ -620,6 +623,7 @@ impl Router {
             sm.solo_handle(),
             self.deps.write_once_min.clone(),
             self.deps.preplaced.clone(),
+            self.deps.lone_op.clone(),
         ));
         let log = self.deps.wal.log_store_placed(group, placer);
         let raft = PgRaft::new(self.deps.me, config, network, log, sm)

@@ -86,6 +86,14 @@ pub trait Placer<C: RaftTypeConfig>: Send + Sync + 'static {
     fn encode(&self, data: &C::D, out: &mut Vec<u8>);
     /// The entry holding `data` was truncated away, durably: its placements are free.
     fn release(&self, data: &C::D);
+    /// Whether an append of this group may write its round itself when it finds the log's
+    /// writer free (see the writer's "Inline rounds"): it then blocks the calling task for
+    /// the round's write and fdatasync, and openraft's callback runs before `append`
+    /// returns. Worth it only when nothing else would share the round (a single write in
+    /// flight) and no replica waits for the entry meanwhile (one voter). Default: never.
+    fn append_inline(&self) -> bool {
+        false
+    }
 }
 
 /// `limited_get_log_entries` (replication) returns at most about this many bytes per call.
@@ -298,7 +306,8 @@ where
         let done: Completion = Box::new(move |result: Result<(), &std::io::Error>| {
             callback.log_io_completed(result.map_err(crate::error::clone_io_error))
         });
-        self.wal.submit_entries(self.group, serialised, permit, done).map_err(write_error)
+        let inline = self.placer.as_ref().is_some_and(|placer| placer.append_inline());
+        self.wal.submit_entries(self.group, serialised, permit, done, inline).map_err(write_error)
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {

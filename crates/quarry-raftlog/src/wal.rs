@@ -44,6 +44,12 @@ pub(crate) struct State {
     /// in-memory state is ahead of the disk, so they take no more requests until the log is
     /// reopened (replay rebuilds them from what is on disk). Other groups carry on.
     pub failed: HashMap<u64, std::io::Error>,
+    /// A round is being written (by the writer thread or inline by an appender).
+    pub busy: bool,
+    /// When the last round ended.
+    pub idle_since: std::time::Instant,
+    /// The writer's unsynced records: since when (for the thread's lazy sync).
+    pub unsynced_since: Option<std::time::Instant>,
 }
 
 /// Refuses a request of a group that lost records to a refused write.
@@ -68,6 +74,7 @@ pub(crate) struct Counters {
     pub torn_bytes: AtomicU64,
     pub refused_rounds: AtomicU64,
     pub direct_writes: AtomicU64,
+    pub inline_rounds: AtomicU64,
 }
 
 /// State shared by the [`Wal`] handle and the writer thread.
@@ -101,6 +108,8 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The write-ahead log of one daemon. See the crate documentation.
 pub struct Wal {
     shared: Arc<Shared>,
+    /// The writer's state: the thread's, lent to an appender for an inline round.
+    rounds: Arc<Mutex<Writer>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     lock: LockFile,
 }
@@ -145,6 +154,9 @@ impl Wal {
                 next_serial: 1,
                 shutdown: false,
                 failed: HashMap::new(),
+                busy: false,
+                idle_since: std::time::Instant::now(),
+                unsynced_since: None,
             }),
             wake: Condvar::new(),
             ledger: Mutex::new(ledger),
@@ -156,13 +168,15 @@ impl Wal {
         let mut writer =
             Writer::new(shared.clone(), active, active_seq, active_len, salt, oldest_seq);
         writer.collect_garbage();
+        let rounds = Arc::new(Mutex::new(writer));
+        let (thread_shared, thread_rounds) = (shared.clone(), rounds.clone());
         let handle = std::thread::Builder::new()
             .name("quarry-wal-writer".to_string())
-            .spawn(move || writer.run())
+            .spawn(move || crate::writer::run(thread_shared, thread_rounds))
             .map_err(|error| WalError::io(dir, error))?;
         tracing::info!(dir = %dir.display(), lock = %lock.path().display(), active_seq,
             "WAL opened");
-        Ok(Arc::new(Wal { shared, writer: Mutex::new(Some(handle)), lock }))
+        Ok(Arc::new(Wal { shared, rounds, writer: Mutex::new(Some(handle)), lock }))
     }
 
     /// The openraft log store of `group` (the monitor uses group 0). Handles are cheap; the
@@ -216,6 +230,7 @@ impl Wal {
             torn_bytes: counters.torn_bytes.load(Ordering::Relaxed),
             refused_rounds: counters.refused_rounds.load(Ordering::Relaxed),
             direct_writes: counters.direct_writes.load(Ordering::Relaxed),
+            inline_rounds: counters.inline_rounds.load(Ordering::Relaxed),
             groups: state.groups.len() as u64,
             cache_bytes: state.cache.bytes(),
             queued_requests: state.queue.len() as u64,
@@ -327,7 +342,8 @@ impl Wal {
     }
 
     /// Accepts entries of `group`: readable at once, written and fsynced by the writer, which
-    /// then runs `done`. Entries must follow the group's last entry (openraft guarantees it),
+    /// then runs `done`; with `inline`, by this thread if the writer is free (see the writer's
+    /// "Inline rounds"): `done` has then run when this returns. Entries must follow the group's last entry (openraft guarantees it),
     /// else nothing is accepted and [`WalError::NonContiguous`] is returned.
     pub(crate) fn submit_entries(
         &self,
@@ -335,6 +351,7 @@ impl Wal {
         entries: Vec<SerialisedEntry>,
         permit: OwnedSemaphorePermit,
         done: Completion,
+        inline: bool,
     ) -> Result<(), WalError> {
         let mut state = lock(&self.shared.state);
         if state.shutdown {
@@ -371,7 +388,9 @@ impl Wal {
         }
         let request = Request::Entries { group, entries: queued, done, permit: Some(permit) };
         state.queue.push_back(request);
-        self.shared.wake.notify_one();
+        if !inline || !crate::writer::try_inline_round(&self.shared, &self.rounds, state) {
+            self.shared.wake.notify_one();
+        }
         Ok(())
     }
 

@@ -1,8 +1,9 @@
-//! The writer thread: group commit. It owns the active segment. Each round it takes every
-//! queued request (up to [`BATCH_BYTES_MAX`]), encodes them into one buffer, writes it with one
-//! `pwrite`, fdatasyncs once if anyone waits for the round, publishes the new disk positions to
-//! readers, completes every waiter, then deletes the segments no live entry needs. It also
-//! rotates segments.
+//! The writer: group commit. Its thread owns the active segment (and lends it to an appender
+//! for an inline round: [`try_inline_round`]). Each round takes every queued request (up to
+//! [`BATCH_BYTES_MAX`]), encodes them into one buffer, writes it with one `pwrite`, fdatasyncs
+//! once if anyone waits for the round, publishes the new disk positions to readers, completes
+//! every waiter, then deletes the segments no live entry needs; a round that finds the active
+//! segment full first starts a new one (rotation).
 //!
 //! Records nobody waits for (save_committed, truncate, purge, remove-group: openraft calls
 //! `save_committed` after every commit) do not cost an fsync of their own. A `committed`
@@ -51,10 +52,10 @@
 
 use bytes::Bytes;
 use quarry_persist::{AlignedBuf, DurableFile, DIRECT_IO_ALIGN};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
@@ -68,7 +69,7 @@ use crate::index::Location;
 use crate::queue::{Completion, Request};
 use crate::replay::{segment_path, sync_dir};
 use crate::reserve::{create_segment_with_reserve, is_no_space};
-use crate::wal::{lock, Shared};
+use crate::wal::{lock, Shared, State};
 
 /// A round writes at most this many bytes (plus one request); the rest waits for the next.
 pub const BATCH_BYTES_MAX: u64 = 16 << 20;
@@ -86,6 +87,11 @@ pub const PREALLOC_BYTES: u64 = 1 << 20;
 /// long after they were written (by the next round, or when the log is idle); a round with a
 /// waiter syncs them earlier.
 pub const LAZY_SYNC_AFTER: Duration = Duration::from_millis(50);
+
+/// An appender writes the round itself ([`try_inline_round`]) only if the queued requests
+/// hold at most this many bytes: a larger round (a direct write) would hold the caller's
+/// thread too long, and saving two wake-ups gains it nothing.
+pub const INLINE_BYTES_MAX: u64 = 64 << 10;
 
 /// An entry written this round, to publish to readers.
 struct Written {
@@ -152,18 +158,6 @@ pub(crate) struct Writer {
     synced_len: u64,
 }
 
-/// What the writer does next.
-enum Next {
-    /// A round of requests.
-    Round(Vec<Request>),
-    /// A group reload (alone: every request before it is written).
-    Reload { group: u64, done: Completion },
-    /// The queue stayed empty for [`LAZY_SYNC_AFTER`] with unsynced records: sync them.
-    Idle,
-    /// The log was dropped and the queue is empty.
-    Stop,
-}
-
 impl Writer {
     pub fn new(
         shared: Arc<Shared>,
@@ -224,16 +218,15 @@ impl Writer {
         self.direct = Some(direct);
     }
 
-    /// Runs rounds until the log is dropped and the queue is empty; leaves nothing unsynced.
-    pub fn run(mut self) {
-        loop {
-            match self.next_batch() {
-                Next::Round(batch) => self.commit(batch),
-                Next::Reload { group, done } => self.reload(group, done),
-                Next::Idle => self.sync_idle(),
-                Next::Stop => break,
-            }
-        }
+    /// Records written without an fsync since the last one: since when (the writer thread's
+    /// lazy sync is due [`LAZY_SYNC_AFTER`] later).
+    pub(crate) fn unsynced_since(&self) -> Option<Instant> {
+        self.unsynced
+    }
+
+    /// What the writer thread does when the log is dropped: sync what is unsynced and cut the
+    /// preallocated tail.
+    fn finish(&mut self) {
         if self.unsynced.is_some() {
             self.sync_idle();
         }
@@ -242,61 +235,11 @@ impl Writer {
             let path = segment_path(&self.shared.dir, self.active_seq);
             tracing::warn!(path = %path.display(), %error, "cannot cut the preallocated tail");
         }
-        tracing::debug!(dir = %self.shared.dir.display(), "WAL writer stopped");
-    }
-
-    /// Waits for requests and takes them, up to the batch bound. With unsynced records it
-    /// waits at most [`LAZY_SYNC_AFTER`].
-    fn next_batch(&self) -> Next {
-        let mut state = lock(&self.shared.state);
-        while state.queue.is_empty() {
-            if state.shutdown {
-                return Next::Stop;
-            }
-            if let Some(since) = self.unsynced {
-                let left = LAZY_SYNC_AFTER.saturating_sub(since.elapsed());
-                let (guard, waited) = match self.shared.wake.wait_timeout(state, left) {
-                    Ok(woken) => woken,
-                    Err(_) => panic!("the WAL state mutex is poisoned"),
-                };
-                state = guard;
-                if (left.is_zero() || waited.timed_out()) && state.queue.is_empty() {
-                    return Next::Idle;
-                }
-                continue;
-            }
-            // A `committed` record is queued without a wake-up (see `Wal::submit_metadata`):
-            // look at the queue again after LAZY_SYNC_AFTER even if nobody wakes us.
-            state = match self.shared.wake.wait_timeout(state, LAZY_SYNC_AFTER) {
-                Ok((guard, _)) => guard,
-                Err(_) => panic!("the WAL state mutex is poisoned"),
-            };
-        }
-        let mut batch = Vec::new();
-        let mut bytes = 0u64;
-        while let Some(request) = state.queue.pop_front() {
-            if let Request::Reload { group, done } = request {
-                if batch.is_empty() {
-                    return Next::Reload { group, done };
-                }
-                state.queue.push_front(Request::Reload { group, done });
-                break;
-            }
-            let len = request.encoded_len();
-            if !batch.is_empty() && bytes + len > BATCH_BYTES_MAX {
-                state.queue.push_front(request);
-                break;
-            }
-            bytes += len;
-            batch.push(request);
-        }
-        assert!(!batch.is_empty());
-        Next::Round(batch)
     }
 
     /// One group commit. The fdatasync is skipped when nobody waits for the round (see the
     /// module docs); segments are deleted only when nothing written is left unsynced.
-    fn commit(&mut self, batch: Vec<Request>) {
+    pub(crate) fn commit(&mut self, batch: Vec<Request>) {
         if self.active_len - self.active_start >= self.shared.options.segment_bytes {
             if self.unsynced.is_some() {
                 // Everything in the old segment must be durable before anything in the new one.
@@ -387,7 +330,7 @@ impl Writer {
     }
 
     /// The log went idle with unsynced records: sync them, then delete what they killed.
-    fn sync_idle(&mut self) {
+    pub(crate) fn sync_idle(&mut self) {
         assert!(self.unsynced.is_some(), "an idle sync with nothing to sync");
         self.sync();
         let keep_from = self.first_needed_segment();
@@ -593,7 +536,7 @@ impl Writer {
     /// its last round) and lifts its refusal: a group that lost a refused round continues from
     /// what is on disk, as after a reopen. The ledger needs nothing: it only ever counted what
     /// reached the disk. A failure leaves the group as it was.
-    fn reload(&mut self, group: u64, done: Completion) {
+    pub(crate) fn reload(&mut self, group: u64, done: Completion) {
         let segments: Vec<(u64, Arc<DurableFile>)> = {
             let state = lock(&self.shared.state);
             state.segments.iter().map(|(&seq, file)| (seq, file.clone())).collect()
@@ -729,6 +672,175 @@ impl Writer {
         counters.records.fetch_add(checkpoints.len() as u64, Ordering::Relaxed);
         counters.segments.store(self.active_seq - self.oldest_seq + 1, Ordering::Relaxed);
     }
+}
+
+/// What a round runner does next.
+enum Next {
+    /// A round of requests.
+    Round(Vec<Request>),
+    /// A group reload (alone: every request before it is written).
+    Reload { group: u64, done: Completion },
+    /// The queue stayed empty for [`LAZY_SYNC_AFTER`] with unsynced records: sync them.
+    Idle,
+    /// The log was dropped and the queue is empty.
+    Stop,
+}
+
+/// The writer thread: runs rounds until the log is dropped and the queue is empty; leaves
+/// nothing unsynced. Rounds written inline by an appender ([`try_inline_round`]) take turns
+/// with it through the state's `busy` flag.
+pub(crate) fn run(shared: Arc<Shared>, writer: Arc<Mutex<Writer>>) {
+    loop {
+        let next = next_batch(&shared);
+        let mut held = hold(&writer);
+        match next {
+            Next::Round(batch) => held.commit(batch),
+            Next::Reload { group, done } => held.reload(group, done),
+            Next::Idle => {
+                // An inline round may have synced meanwhile.
+                if held.unsynced_since().is_some() {
+                    held.sync_idle();
+                }
+            }
+            Next::Stop => {
+                held.finish();
+                break;
+            }
+        }
+        let unsynced = held.unsynced_since();
+        drop(held);
+        end_round(&shared, unsynced);
+    }
+    tracing::debug!(dir = %shared.dir.display(), "WAL writer stopped");
+}
+
+/// The writer's state for a round. The `busy` flag gives it to one round at a time, so it
+/// is always free here; finding it held means two rounds could interleave their requests'
+/// order (a bug: debug builds panic, release builds wait for it).
+fn hold(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
+    match writer.try_lock() {
+        Ok(held) => held,
+        Err(std::sync::TryLockError::WouldBlock) => {
+            debug_assert!(false, "two WAL rounds at once: the busy flag was not kept");
+            lock(writer)
+        }
+        Err(std::sync::TryLockError::Poisoned(_)) => {
+            panic!("a WAL mutex is poisoned: a thread panicked while holding it")
+        }
+    }
+}
+
+/// Marks the round (the thread's or an inline one) over: the writer is free, the thread
+/// learns when the oldest unsynced record was written (its lazy sync) and is woken if
+/// requests came meanwhile or the log is being dropped.
+fn end_round(shared: &Shared, unsynced: Option<Instant>) {
+    let mut state = lock(&shared.state);
+    state.busy = false;
+    state.idle_since = Instant::now();
+    state.unsynced_since = unsynced;
+    if !state.queue.is_empty() || state.shutdown || unsynced.is_some() {
+        shared.wake.notify_one();
+    }
+}
+
+/// Waits for requests (and for the writer to be free) and takes them, up to the batch bound,
+/// marking the writer busy. With unsynced records it waits at most [`LAZY_SYNC_AFTER`].
+fn next_batch(shared: &Shared) -> Next {
+    let mut state = lock(&shared.state);
+    while state.queue.is_empty() || state.busy {
+        if state.shutdown && state.queue.is_empty() && !state.busy {
+            state.busy = true;
+            return Next::Stop;
+        }
+        if let (Some(since), false) = (state.unsynced_since, state.busy) {
+            let left = LAZY_SYNC_AFTER.saturating_sub(since.elapsed());
+            let (guard, waited) = match shared.wake.wait_timeout(state, left) {
+                Ok(woken) => woken,
+                Err(_) => panic!("the WAL state mutex is poisoned"),
+            };
+            state = guard;
+            if (left.is_zero() || waited.timed_out()) && state.queue.is_empty() && !state.busy {
+                state.busy = true;
+                return Next::Idle;
+            }
+            continue;
+        }
+        // A `committed` record is queued without a wake-up (see `Wal::submit_metadata`):
+        // look at the queue again after LAZY_SYNC_AFTER even if nobody wakes us. (An inline
+        // round wakes us when it ends with requests queued.)
+        state = match shared.wake.wait_timeout(state, LAZY_SYNC_AFTER) {
+            Ok((guard, _)) => guard,
+            Err(_) => panic!("the WAL state mutex is poisoned"),
+        };
+    }
+    match take_batch(&mut state.queue) {
+        Some(batch) => {
+            state.busy = true;
+            Next::Round(batch)
+        }
+        None => {
+            let Some(Request::Reload { group, done }) = state.queue.pop_front() else {
+                unreachable!("take_batch leaves a reload at the front")
+            };
+            state.busy = true;
+            Next::Reload { group, done }
+        }
+    }
+}
+
+/// Takes queued requests for one round, up to [`BATCH_BYTES_MAX`] (at least one), stopping
+/// before a reload (which runs alone); None if a reload is first.
+fn take_batch(queue: &mut VecDeque<Request>) -> Option<Vec<Request>> {
+    let mut batch = Vec::new();
+    let mut bytes = 0u64;
+    while let Some(request) = queue.pop_front() {
+        let len = request.encoded_len();
+        if matches!(request, Request::Reload { .. })
+            || (!batch.is_empty() && bytes + len > BATCH_BYTES_MAX)
+        {
+            queue.push_front(request);
+            break;
+        }
+        bytes += len;
+        batch.push(request);
+    }
+    (!batch.is_empty()).then_some(batch)
+}
+
+/// Inline rounds (see the crate docs, "Group commit"): an appender allowed to (its group's
+/// [`crate::Placer::append_inline`]) that finds the writer free and at most
+/// [`INLINE_BYTES_MAX`] queued writes the round itself, with whatever waited in the queue
+/// (e.g. a `committed` record), where it would otherwise wake the writer thread and then be
+/// woken by it. Returns false, having taken nothing, when the round is the thread's.
+pub(crate) fn try_inline_round(
+    shared: &Shared,
+    writer: &Mutex<Writer>,
+    mut state: MutexGuard<'_, State>,
+) -> bool {
+    let free = !state.busy
+        && !state.shutdown
+        && state.queue.iter().map(Request::encoded_len).sum::<u64>() <= INLINE_BYTES_MAX
+        && !state.queue.iter().any(|r| matches!(r, Request::Reload { .. }));
+    if !free {
+        return false;
+    }
+    let Some(batch) = take_batch(&mut state.queue) else { return false };
+    state.busy = true;
+    drop(state);
+    shared.counters.inline_rounds.fetch_add(1, Ordering::Relaxed);
+    // Frees the writer even if the round panics (the writer mutex is then poisoned, which
+    // every later round reports).
+    struct Free<'a>(&'a Shared, Option<Instant>);
+    impl Drop for Free<'_> {
+        fn drop(&mut self) {
+            end_round(self.0, self.1);
+        }
+    }
+    let mut free = Free(shared, None);
+    let mut held = hold(writer);
+    held.commit(batch);
+    free.1 = held.unsynced_since();
+    true
 }
 
 /// Creates segment `seq` holding its header and the checkpoint records (one round, with its

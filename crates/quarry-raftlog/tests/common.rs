@@ -42,6 +42,27 @@ impl quarry_raftlog::EntryCodec for Tc {
     }
 }
 
+/// A placer that places nothing and lets every append write its round inline when it finds
+/// the writer free (`Placer::append_inline`), as the OSD's does at queue depth 1.
+pub struct Inline;
+
+impl quarry_raftlog::Placer<Tc> for Inline {
+    fn encode(&self, data: &Vec<u8>, out: &mut Vec<u8>) {
+        <Tc as quarry_raftlog::EntryCodec>::encode_data(data, out)
+    }
+
+    fn release(&self, _: &Vec<u8>) {}
+
+    fn append_inline(&self) -> bool {
+        true
+    }
+}
+
+/// The log store of `group` whose appends may write their rounds inline ([`Inline`]).
+pub fn inline_store(wal: &std::sync::Arc<quarry_raftlog::Wal>, group: u64) -> WalLogStore<Tc> {
+    wal.log_store_placed::<Tc>(group, std::sync::Arc::new(Inline))
+}
+
 /// Log id with leader node 1.
 pub fn log_id(term: u64, index: u64) -> LogId<u64> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
