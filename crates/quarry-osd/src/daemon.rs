@@ -117,11 +117,11 @@ pub(crate) async fn start(
     let applier =
         Arc::new(ApplyBatcher::start(store.clone()).map_err(|e| OsdError::io(&cfg.data_dir, e))?);
     // Queue depth 1 runs its WAL round and its apply on the op's own thread (`pg::apply`'s
-    // and `quarry_raftlog`'s "inline"): the gate is open while a single client op is in flight.
+    // and `quarry_raftlog`'s "inline"): the gate is open while a client op is alone.
     let tracker = Arc::new(crate::optracker::OpTracker::default());
     let lone_op: crate::pg::apply::InlineGate = {
         let tracker = tracker.clone();
-        Arc::new(move || tracker.in_flight() == 1)
+        Arc::new(move || tracker.alone())
     };
     applier.set_inline_gate(lone_op.clone());
     let (ticket, ticket_rx) = watch::channel(None);

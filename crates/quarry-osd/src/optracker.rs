@@ -9,8 +9,9 @@
 //! the flag point `started` and the events `initiated` and `started`, a finished one also
 //! `done`. The historic list keeps the last [`HISTORY_SIZE`] ops that finished within
 //! [`HISTORY_DURATION`] (Ceph's `osd_op_history_size` 20, `osd_op_history_duration` 600 s).
-//! Cost per op: one short mutex hold to register, one to finish, and the description
-//! (op names, never data).
+//! It also says when an op is alone ([`OpTracker::alone`]: queue depth 1, which the OSD
+//! serves on the op's own thread). Cost per op: one short mutex hold to register, one to
+//! finish, and the description (op names, never data).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -37,12 +38,18 @@ struct Tracked {
     finished: Option<(SystemTime, Instant)>,
 }
 
+/// An op is [`OpTracker::alone`] only if no two ops overlapped for this long: a client at
+/// queue depth 32 answered in bursts has moments with one op in flight, which must not count.
+pub const ALONE_AFTER: Duration = Duration::from_millis(2);
+
 /// The ops in flight and the recent history of one OSD.
-#[derive(Default)]
 pub struct OpTracker {
     next: AtomicU64,
     /// Ops in flight (the length of `in_flight`, readable without its lock).
     count: AtomicUsize,
+    /// When an op last started beside another (µs since `born`): see [`OpTracker::alone`].
+    overlap_at: AtomicU64,
+    born: Instant,
     in_flight: Mutex<BTreeMap<u64, Tracked>>,
     history: Mutex<VecDeque<Tracked>>,
 }
@@ -154,13 +161,23 @@ impl OpTracker {
             finished: None,
         };
         lock(&self.in_flight).insert(id, tracked);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        if self.count.fetch_add(1, Ordering::Relaxed) > 0 {
+            self.overlap_at.store(self.micros(), Ordering::Relaxed);
+        }
         InFlight { tracker: self.clone(), id }
     }
 
-    /// Client ops in flight now.
-    pub fn in_flight(&self) -> usize {
-        self.count.load(Ordering::Relaxed)
+    fn micros(&self) -> u64 {
+        u64::try_from(self.born.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// True when the op being handled is the only one in flight and no two ops overlapped for
+    /// [`ALONE_AFTER`]: a client at queue depth 1 (the OSD then runs the op's WAL round and
+    /// apply on the op's own thread: `pg::apply`, "Inline applies").
+    pub fn alone(&self) -> bool {
+        self.count.load(Ordering::Relaxed) == 1
+            && self.micros().saturating_sub(self.overlap_at.load(Ordering::Relaxed))
+                >= ALONE_AFTER.as_micros() as u64
     }
 
     /// `dump_ops_in_flight`.
@@ -179,6 +196,19 @@ impl OpTracker {
         });
         let ops: Vec<Value> = history.iter().map(|op| op.json(now)).collect();
         json!({"size": HISTORY_SIZE, "duration": HISTORY_DURATION.as_secs(), "ops": ops})
+    }
+}
+
+impl Default for OpTracker {
+    fn default() -> OpTracker {
+        OpTracker {
+            next: AtomicU64::new(0),
+            count: AtomicUsize::new(0),
+            overlap_at: AtomicU64::new(0),
+            born: Instant::now(),
+            in_flight: Mutex::default(),
+            history: Mutex::default(),
+        }
     }
 }
 
@@ -227,5 +257,36 @@ mod tests {
     fn times_are_cephs() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_424_600_123_456);
         assert_eq!(utime(at), "2026-12-04T22:50:00.123456+0000");
+    }
+
+    /// Goal: `alone` holds for an op with no other in flight and none overlapping for
+    /// [`ALONE_AFTER`] (a queue-depth-1 client), not for a moment with one op left of a burst.
+    /// Method: ops started and finished by hand around sleeps of `ALONE_AFTER`.
+    #[test]
+    fn an_op_is_alone_only_when_nothing_overlapped_lately() {
+        let tracker = Arc::new(OpTracker::default());
+        let op = OsdOp {
+            pg: quarry_types::PgId { pool: 1, seed: 0 },
+            epoch: 1,
+            name: "o".into(),
+            snapc: Default::default(),
+            snap: quarry_types::SNAP_HEAD,
+            ops: Vec::new(),
+            reqid: None,
+        };
+        assert!(!tracker.alone(), "nothing in flight");
+        std::thread::sleep(ALONE_AFTER);
+        let first = tracker.start(&op, "client.a", "127.0.0.1:1");
+        assert!(tracker.alone());
+        drop(first);
+        let first = tracker.start(&op, "client.a", "127.0.0.1:1");
+        let second = tracker.start(&op, "client.a", "127.0.0.1:1");
+        assert!(!tracker.alone(), "two in flight");
+        drop(second);
+        assert!(!tracker.alone(), "one left of a burst");
+        std::thread::sleep(ALONE_AFTER);
+        assert!(tracker.alone(), "alone again");
+        drop(first);
+        assert_eq!(tracker.dump_in_flight()["num_ops"], 0);
     }
 }

@@ -75,8 +75,8 @@ pub(crate) struct GroupDeps {
     pub(crate) write_once_min: Arc<std::sync::atomic::AtomicU64>,
     /// Large write payloads placed while they arrived (`pg::preplace`).
     pub(crate) preplaced: Arc<crate::pg::preplace::Preplaced>,
-    /// Open while a single client op is in flight: a one-voter PG's append writes its WAL
-    /// round itself then (`PgPlacer::append_inline`).
+    /// Open while a client op is alone (`OpTracker::alone`): a one-voter PG's append writes
+    /// its WAL round itself then (`PgPlacer::append_inline`).
     pub(crate) lone_op: crate::pg::apply::InlineGate,
 }
 

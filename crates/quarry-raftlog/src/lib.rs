@@ -160,7 +160,7 @@
 //! drop every older segment as left over from deletion).
 //!
 //! Inline rounds: an append of a group whose [`Placer::append_inline`] says yes (the OSD's
-//! one-voter PGs while a single client op is in flight), finding the writer free and at most
+//! one-voter PGs while a client op is alone: queue depth 1), finding the writer free and at most
 //! [`writer::INLINE_BYTES_MAX`] queued, writes the round itself on its own thread (the same
 //! round: every queued request, one `pwrite`, one `fdatasync`, then the callbacks, which so
 //! run before `append` returns), where it would wake the writer thread and be woken by it

@@ -90,7 +90,8 @@ pub trait Placer<C: RaftTypeConfig>: Send + Sync + 'static {
     /// writer free (see the writer's "Inline rounds"): it then blocks the calling task for
     /// the round's write and fdatasync, and openraft's callback runs before `append`
     /// returns. Worth it only when nothing else would share the round (a single write in
-    /// flight) and no replica waits for the entry meanwhile (one voter). Default: never.
+    /// flight, for a while) and no replica waits for the entry meanwhile (one voter). Default:
+    /// never.
     fn append_inline(&self) -> bool {
         false
     }

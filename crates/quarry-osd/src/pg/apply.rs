@@ -20,8 +20,8 @@
 //!   PG's apply (which then stops a replicated PG for repair or, with one voter, falls back
 //!   to command-by-command: see `state_machine`).
 //!
-//! Inline applies: when the inline gate is open (the daemon's: a single client op is in
-//! flight, queue depth 1), nothing is queued and no apply runs, a small batch (at most
+//! Inline applies: when the inline gate is open (the daemon's: a client op is alone,
+//! `OpTracker::alone`, i.e. queue depth 1), nothing is queued and no apply runs, a small batch (at most
 //! [`INLINE_BYTES_MAX`] of data) is applied by the calling task itself, blocking its runtime
 //! worker for the apply (~50 µs for a 4 KiB write), instead of waking this thread and being
 //! woken by it: there is nobody to share the transaction with, and on this kind of VM each
@@ -30,7 +30,8 @@
 //! per-PG order and one transaction at a time stay as they were. Under load the gate is shut
 //! and every batch goes through the thread's shared rounds (an idle-time rule instead of the
 //! gate let the first batch after each WAL round go inline and cost 4 KiB writes at queue
-//! depth 32 ~10% of their rate). An inline apply leaves the transaction open like a round does;
+//! depth 32 ~10% of their rate; so did a gate on "one op in flight now", which a client at
+//! queue depth 32 answered in bursts passes now and then). An inline apply leaves the transaction open like a round does;
 //! the thread commits it [`IDLE_COMMIT`] after the last apply.
 //!
 //! The thread stops once the batcher is dropped and its queue is drained; it then releases the
@@ -56,8 +57,8 @@ pub(crate) const IDLE_COMMIT: Duration = Duration::from_millis(5);
 /// a larger one, which writes data file blocks too, would hold a runtime worker too long.
 pub(crate) const INLINE_BYTES_MAX: u64 = 64 << 10;
 
-/// Says whether a batch may be applied inline (module docs): the OSD's "a single client op
-/// is in flight".
+/// Says whether a batch may be applied inline (module docs): the OSD's "a client op is
+/// alone" (`OpTracker::alone`).
 pub(crate) type InlineGate = Arc<dyn Fn() -> bool + Send + Sync>;
 
 /// A round applies at most this many PG batches.

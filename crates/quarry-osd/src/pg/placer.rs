@@ -175,7 +175,7 @@ pub(crate) struct PgPlacer {
     min_bytes: Arc<AtomicU64>,
     /// Payloads placed while they arrived ([`super::preplace`]).
     preplaced: Arc<Preplaced>,
-    /// Open while a single client op is in flight (the daemon's op tracker).
+    /// Open while a client op is alone (`OpTracker::alone`).
     lone_op: InlineGate,
 }
 
@@ -248,7 +248,7 @@ impl Placer<PgRaftConfig> for PgPlacer {
         }
     }
 
-    /// A one-voter PG with a single client op in flight: its round has nobody to share it
+    /// A one-voter PG whose client op is alone: its round has nobody to share it
     /// and no replica to wait for (4 KiB writes at queue depth 1: ~330 → ~270 µs, with the
     /// inline apply; docs/benchmarks.md, "Tenth round").
     fn append_inline(&self) -> bool {
