@@ -403,6 +403,14 @@ mod tests {
         }
     }
 
+    /// A store in a temporary directory (kept while the first value lives) and a batcher.
+    fn started() -> (tempfile::TempDir, Arc<Store>, Arc<ApplyBatcher>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
+        let batcher = Arc::new(ApplyBatcher::start(store.clone()).unwrap());
+        (dir, store, batcher)
+    }
+
     fn read(store: &Store, pg: PgId, name: &str) -> OpReply {
         let ops = [ObjectOp::Read { off: 0, len: 4096 }];
         store.read(pg, name, SNAP_HEAD, &ops).unwrap()
@@ -416,9 +424,7 @@ mod tests {
     fn concurrent_pgs_share_commits_and_keep_their_order() {
         const PGS: u32 = 32;
         const ROUNDS: u8 = 20;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-        let batcher = Arc::new(ApplyBatcher::start(store.clone()).unwrap());
+        let (_dir, store, batcher) = started();
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
         let commits_before = store.commits_since_checkpoint();
@@ -473,9 +479,7 @@ mod tests {
     /// multi-thread runtime, the counters, the object's data, and the open transaction.
     #[test]
     fn a_lone_small_batch_is_applied_inline() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-        let batcher = Arc::new(ApplyBatcher::start(store.clone()).unwrap());
+        let (_dir, store, batcher) = started();
         let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let gate = open.clone();
         batcher.set_inline_gate(Arc::new(move || gate.load(Ordering::Relaxed)));
@@ -527,9 +531,7 @@ mod tests {
     fn inline_and_threaded_applies_hand_over() {
         const PGS: u32 = 16;
         const ROUNDS: u32 = 200;
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-        let batcher = Arc::new(ApplyBatcher::start(store.clone()).unwrap());
+        let (_dir, store, batcher) = started();
         let flips = Arc::new(AtomicU64::new(0));
         let gate = flips.clone();
         // Open for every other call: both paths meet all the time.
@@ -586,9 +588,7 @@ mod tests {
     /// only) beside good batches of other PGs.
     #[test]
     fn a_failing_command_does_not_fail_other_pgs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("store.redb")).unwrap());
-        let batcher = Arc::new(ApplyBatcher::start(store.clone()).unwrap());
+        let (_dir, store, batcher) = started();
         let runtime =
             tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
         runtime.block_on(async {
