@@ -29,7 +29,7 @@
 //! silently (see `replay`). Rounds of [`PREALLOC_BYTES`] or more just append (zeroing would
 //! double their bytes for little gain).
 //!
-//! Direct I/O: rounds of at least [`DIRECT_ROUND_MIN`] bytes are written through a second
+//! Direct I/O: every round is written through a second
 //! handle of the active segment opened with `O_DIRECT` ([`DurableFile::open_direct`]), from a
 //! 4 KiB-aligned buffer, at a 4 KiB boundary, padded with zeros to whole 4 KiB blocks: on
 //! this kind of VM a buffered 4 MiB write plus fdatasync cost ~12 ms of CPU in the kernel's
@@ -37,10 +37,16 @@
 //! back to back as before (same format): a direct write starts at the 4 KiB block holding the
 //! end of the last round and rewrites that block's head (`tail`, kept in memory) unchanged, as
 //! the page cache's writeback of a partial page always did; its padding zeros are what the
-//! next round overwrites, and recovery already takes a zero tail for the end. Smaller rounds
-//! stay buffered (Linux keeps the two coherent: a direct write first writes back and drops
-//! the cached pages of its range). The fdatasync after the write is unchanged (it flushes the
-//! device's cache). Where the file system has no direct I/O (tmpfs), everything is buffered.
+//! next round overwrites, and recovery already takes a zero tail for the end. Small rounds
+//! were buffered until the inline rounds (docs/benchmarks.md, "Tenth round"): a buffered
+//! round's fdatasync runs the page cache's writeback (~20% of a 4 KiB write's CPU at queue
+//! depth 1), a direct one's only flushes the device's cache; all-direct measured 4 KiB writes
+//! at QD1 at 0.296 ms against 0.319 (means of eight alternating pairs, direct ahead or level
+//! in seven) and QD32 at 15167 / 15411 IOPS and 75–77 µs of CPU against 14816 / 14108 and
+//! 80–82. The fdatasync after the write is
+//! unchanged (it flushes the device's cache). Where the file system has no direct I/O
+//! (tmpfs), everything is buffered (Linux keeps the two coherent anyway: a direct write first
+//! writes back and drops the cached pages of its range).
 //!
 //! An I/O error here aborts the process: after a failed fdatasync the page cache and the disk
 //! may disagree and retrying can report data durable that is not (the "fsyncgate" lesson;
@@ -73,12 +79,6 @@ use crate::wal::{lock, Shared, State};
 
 /// A round writes at most this many bytes (plus one request); the rest waits for the next.
 pub const BATCH_BYTES_MAX: u64 = 16 << 20;
-
-/// Rounds of at least this many bytes are written with direct I/O (see the module docs);
-/// smaller ones stay buffered: a direct write waits for the device and the fdatasync after it
-/// waits again, where a buffered one is a memory copy and one device write at the sync (a
-/// 4 KiB write at queue depth 1 was ~12% slower direct).
-pub const DIRECT_ROUND_MIN: usize = 64 << 10;
 
 /// Zeros written after a small round that grows the active segment (see the module docs).
 pub const PREALLOC_BYTES: u64 = 1 << 20;
@@ -482,20 +482,10 @@ impl Writer {
             self.active.write_all_at(half, self.active_len)?;
             return Err(std::io::Error::from_raw_os_error(errno));
         }
-        if self.direct.is_none() || records.len() < DIRECT_ROUND_MIN {
+        if self.direct.is_none() {
+            // No direct I/O on this file system (tmpfs): buffered, as the module docs say.
             self.active.write_all_at(records, self.active_len)?;
-            let written = records.len();
-            if self.direct.is_some() {
-                // Keep `tail` right for the next direct write: the bytes after the last 4 KiB
-                // boundary, which `buffer` holds from `tail`'s start (the old tail, then the
-                // records).
-                let end = self.records_at + written;
-                let keep = ((self.active_len + written as u64) % DIRECT_IO_ALIGN as u64) as usize;
-                assert!(keep <= end, "the tail is within the old tail and the records");
-                self.tail.clear();
-                self.tail.extend_from_slice(&self.buffer.as_slice()[end - keep..end]);
-            }
-            return Ok(self.active_len + written as u64);
+            return Ok(self.active_len + records.len() as u64);
         }
         let start = self.active_len - self.records_at as u64;
         assert_eq!(start % DIRECT_IO_ALIGN as u64, 0, "a direct write starts on a block");
