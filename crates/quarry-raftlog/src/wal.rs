@@ -46,8 +46,6 @@ pub(crate) struct State {
     pub failed: HashMap<u64, std::io::Error>,
     /// A round is being written (by the writer thread or inline by an appender).
     pub busy: bool,
-    /// When the last round ended.
-    pub idle_since: std::time::Instant,
     /// The writer's unsynced records: since when (for the thread's lazy sync).
     pub unsynced_since: Option<std::time::Instant>,
 }
@@ -155,7 +153,6 @@ impl Wal {
                 shutdown: false,
                 failed: HashMap::new(),
                 busy: false,
-                idle_since: std::time::Instant::now(),
                 unsynced_since: None,
             }),
             wake: Condvar::new(),
@@ -343,8 +340,9 @@ impl Wal {
 
     /// Accepts entries of `group`: readable at once, written and fsynced by the writer, which
     /// then runs `done`; with `inline`, by this thread if the writer is free (see the writer's
-    /// "Inline rounds"): `done` has then run when this returns. Entries must follow the group's last entry (openraft guarantees it),
-    /// else nothing is accepted and [`WalError::NonContiguous`] is returned.
+    /// "Inline rounds"): `done` has then run when this returns. Entries must follow the
+    /// group's last entry (openraft guarantees it), else nothing is accepted and
+    /// [`WalError::NonContiguous`] is returned.
     pub(crate) fn submit_entries(
         &self,
         group: u64,

@@ -699,7 +699,7 @@ pub(crate) fn run(shared: Arc<Shared>, writer: Arc<Mutex<Writer>>) {
         }
         let unsynced = held.unsynced_since();
         drop(held);
-        end_round(&shared, unsynced);
+        end_round(&shared, unsynced, false);
     }
     tracing::debug!(dir = %shared.dir.display(), "WAL writer stopped");
 }
@@ -720,15 +720,15 @@ fn hold(writer: &Mutex<Writer>) -> MutexGuard<'_, Writer> {
     }
 }
 
-/// Marks the round (the thread's or an inline one) over: the writer is free, the thread
-/// learns when the oldest unsynced record was written (its lazy sync) and is woken if
-/// requests came meanwhile or the log is being dropped.
-fn end_round(shared: &Shared, unsynced: Option<Instant>) {
+/// Marks the round (the thread's or an inline one) over: the writer is free and the thread
+/// learns when the oldest unsynced record was written (its lazy sync). After an inline round
+/// the thread (the only waiter) is woken if requests came meanwhile, the log is being
+/// dropped or records wait for their sync; after its own it just looks again.
+fn end_round(shared: &Shared, unsynced: Option<Instant>, inline: bool) {
     let mut state = lock(&shared.state);
     state.busy = false;
-    state.idle_since = Instant::now();
     state.unsynced_since = unsynced;
-    if !state.queue.is_empty() || state.shutdown || unsynced.is_some() {
+    if inline && (!state.queue.is_empty() || state.shutdown || unsynced.is_some()) {
         shared.wake.notify_one();
     }
 }
@@ -823,7 +823,7 @@ pub(crate) fn try_inline_round(
     struct Free<'a>(&'a Shared, Option<Instant>);
     impl Drop for Free<'_> {
         fn drop(&mut self) {
-            end_round(self.0, self.1);
+            end_round(self.0, self.1, true);
         }
     }
     let mut free = Free(shared, None);

@@ -21,18 +21,19 @@
 //!   to command-by-command: see `state_machine`).
 //!
 //! Inline applies: when the inline gate is open (the daemon's: a client op is alone,
-//! `OpTracker::alone`, i.e. queue depth 1), nothing is queued and no apply runs, a small batch (at most
-//! [`INLINE_BYTES_MAX`] of data) is applied by the calling task itself, blocking its runtime
-//! worker for the apply (~50 µs for a 4 KiB write), instead of waking this thread and being
-//! woken by it: there is nobody to share the transaction with, and on this kind of VM each
-//! wake-up of an idle core costs ~20 µs. The `busy` flag keeps one apply at a time, inline or
-//! threaded, so a batch queued meanwhile waits for the inline apply and takes the next round:
-//! per-PG order and one transaction at a time stay as they were. Under load the gate is shut
+//! `OpTracker::alone`, i.e. queue depth 1), nothing is queued and no apply runs, a small batch
+//! (at most [`INLINE_BYTES_MAX`] of data) is applied by the calling task itself, blocking its
+//! runtime worker for the apply (~50 µs for a 4 KiB write), instead of waking this thread and
+//! being woken by it: there is nobody to share the transaction with, and on this kind of VM
+//! each wake-up of an idle core costs ~20 µs. The `busy` flag keeps one apply at a time,
+//! inline or threaded, so a batch queued meanwhile waits for the inline apply and takes the
+//! next round: per-PG order and one transaction at a time stay as they were. Under load the gate is shut
 //! and every batch goes through the thread's shared rounds (an idle-time rule instead of the
 //! gate let the first batch after each WAL round go inline and cost 4 KiB writes at queue
 //! depth 32 ~10% of their rate; so did a gate on "one op in flight now", which a client at
-//! queue depth 32 answered in bursts passes now and then). An inline apply leaves the transaction open like a round does;
-//! the thread commits it [`IDLE_COMMIT`] after the last apply.
+//! queue depth 32 answered in bursts passes now and then). An inline apply leaves the
+//! transaction open like a round does; the thread commits it [`IDLE_COMMIT`] after the last
+//! apply.
 //!
 //! The thread stops once the batcher is dropped and its queue is drained; it then releases the
 //! store (the daemon's shutdown waits for that).
@@ -185,7 +186,7 @@ impl ApplyBatcher {
         };
         match inline {
             Some(job) => {
-                let end = EndApply(&self.inner);
+                let end = EndApply { inner: &self.inner, left_open: true };
                 apply_round(&self.inner.store, vec![job]);
                 drop(end);
                 self.inner.inline_applies.fetch_add(1, Ordering::Relaxed);
@@ -205,20 +206,24 @@ impl ApplyBatcher {
 }
 
 /// Ends an apply (a thread round, an inline apply or an idle commit) when dropped, also while
-/// unwinding from a panic in it: clears `busy`, notes the time and wakes the thread if jobs
-/// were queued meanwhile, it must stop, or it sleeps with work now uncommitted.
-struct EndApply<'a>(&'a Inner);
+/// unwinding from a panic in it: clears `busy`, notes the time and whether the store's
+/// transaction is left open (an apply leaves it open, an idle commit closes it; the store is
+/// not asked here, under the queue's lock, where its writer lock could be held by a
+/// checkpoint), and wakes the thread if jobs were queued meanwhile, it must stop, or it sleeps
+/// with work now uncommitted.
+struct EndApply<'a> {
+    inner: &'a Inner,
+    left_open: bool,
+}
 
 impl Drop for EndApply<'_> {
     fn drop(&mut self) {
-        let mut queue = lock(&self.0.queue);
+        let mut queue = lock(&self.inner.queue);
         queue.busy = false;
         queue.idle_since = Instant::now();
-        if self.0.store.has_open_transaction() {
-            queue.uncommitted = true;
-        }
+        queue.uncommitted = self.left_open;
         if !queue.jobs.is_empty() || queue.shutdown || (queue.asleep && queue.uncommitted) {
-            self.0.wake.notify_one();
+            self.inner.wake.notify_one();
         }
     }
 }
@@ -255,17 +260,16 @@ fn run(inner: Arc<Inner>) {
     loop {
         match next_round(&inner) {
             Next::Round(jobs) => {
-                let end = EndApply(&inner);
+                let end = EndApply { inner: &inner, left_open: true };
                 inner.thread_rounds.fetch_add(1, Ordering::Relaxed);
                 apply_round(&inner.store, jobs);
                 drop(end);
             }
             Next::Idle => {
-                let end = EndApply(&inner);
+                let end = EndApply { inner: &inner, left_open: false };
                 if let Err(error) = inner.store.commit_idle(Duration::ZERO) {
                     tracing::error!(%error, "apply thread: committing applied work failed");
                 }
-                lock(&inner.queue).uncommitted = false;
                 drop(end);
             }
             Next::Stop => break,
@@ -298,10 +302,11 @@ enum Next {
 /// Waits for jobs and takes them, up to the round bounds; `Idle` if `uncommitted` and none
 /// came for [`IDLE_COMMIT`]; `Stop` once shut down and drained.
 fn next_round(inner: &Inner) -> Next {
+    // Applies made outside the batcher (a PG's command-by-command retry, a snapshot's
+    // installation) leave the transaction open too. Asked before the queue's lock is taken.
+    let open = inner.store.has_open_transaction();
     let mut queue = lock(&inner.queue);
-    // Applies made outside this thread (a PG's command-by-command retry, a snapshot's
-    // installation) leave the transaction open too.
-    if inner.store.has_open_transaction() {
+    if open {
         queue.uncommitted = true;
     }
     while queue.jobs.is_empty() || queue.busy {
