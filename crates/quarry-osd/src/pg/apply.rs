@@ -27,13 +27,13 @@
 //! being woken by it: there is nobody to share the transaction with, and on this kind of VM
 //! each wake-up of an idle core costs ~20 µs. The `busy` flag keeps one apply at a time,
 //! inline or threaded, so a batch queued meanwhile waits for the inline apply and takes the
-//! next round: per-PG order and one transaction at a time stay as they were. Under load the gate is shut
-//! and every batch goes through the thread's shared rounds (an idle-time rule instead of the
-//! gate let the first batch after each WAL round go inline and cost 4 KiB writes at queue
-//! depth 32 ~10% of their rate; so did a gate on "one op in flight now", which a client at
-//! queue depth 32 answered in bursts passes now and then). An inline apply leaves the
-//! transaction open like a round does; the thread commits it [`IDLE_COMMIT`] after the last
-//! apply.
+//! next round: per-PG order and one transaction at a time stay as they were. Under load the
+//! gate is shut and every batch goes through the thread's shared rounds (an idle-time rule
+//! instead of the gate let the first batch after each WAL round go inline and cost 4 KiB
+//! writes at queue depth 32 ~10% of their rate; so did a gate on "one op in flight now",
+//! which a client at queue depth 32 answered in bursts passes now and then). An inline apply
+//! leaves the transaction open like a round does; the thread commits it [`IDLE_COMMIT`] after
+//! the last apply.
 //!
 //! The thread stops once the batcher is dropped and its queue is drained; it then releases the
 //! store (the daemon's shutdown waits for that).
