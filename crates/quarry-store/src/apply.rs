@@ -12,7 +12,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::crc::combine_chunk;
 use crate::datafile::DataFile;
-use crate::dups::DupTables;
+use crate::dups::{DupBounds, DupTables};
 use crate::extent;
 use crate::format::{
     extent_key, object_key, object_snap_key, object_snap_of, pg_key, purged_key, seal, seal_usage,
@@ -187,6 +187,8 @@ pub(crate) struct Batch<'txn> {
     placed_now: Option<usize>,
     /// The duplicate table, opened on the first command with a request id.
     dups: Option<DupTables<'txn>>,
+    /// The store's bounds of it.
+    dup_bounds: &'txn DupBounds,
     /// Its bound per PG.
     dups_max: usize,
     dup_key: Vec<u8>,
@@ -198,6 +200,7 @@ impl<'txn> Batch<'txn> {
     pub fn open(
         txn: &'txn WriteTransaction,
         data: &'txn DataFile,
+        dup_bounds: &'txn DupBounds,
         methods: Option<&'txn dyn ObjectMethods>,
         dups_max: usize,
     ) -> Result<Self, StoreError> {
@@ -222,6 +225,7 @@ impl<'txn> Batch<'txn> {
             placed: Vec::new(),
             placed_now: None,
             dups: None,
+            dup_bounds,
             dups_max,
             dup_key: Vec::new(),
         })
@@ -321,7 +325,7 @@ impl<'txn> Batch<'txn> {
         };
         crate::dups::dup_key(self.pg, reqid, &mut self.dup_key);
         if self.dups.is_none() {
-            self.dups = Some(DupTables::open(self.txn)?);
+            self.dups = Some(DupTables::open(self.txn, self.dup_bounds)?);
         }
         let dups = self.dups.as_ref().expect("opened above");
         if let Some(reply) = dups.lookup(self.pg, &self.dup_key)? {

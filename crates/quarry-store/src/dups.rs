@@ -4,18 +4,32 @@
 //! reply. Every replica applies the same log, so every replica answers a resend the same way,
 //! including a resend proposed while the first copy was still in flight (the first copy's
 //! apply records it before the second is applied). Bounded per PG: the oldest entries go
-//! first.
+//! first, in steps (below).
 //!
 //! Rows (see the crate docs' table): `dups` maps `pg ++ reqid` to `version u8 (=1) ++ seq u64
-//! LE ++ bincode(OpReply)`; `dup_seq` maps `pg ++ seq u64 BE` to the reqid part of the key,
-//! so the oldest entry is the first row of the PG's range. Sequence numbers of a PG are
-//! consecutive (entries are only appended and only the oldest are removed), so the count is
-//! `last - first + 1`.
+//! LE ++ bincode(OpReply)`. Sequence numbers of a PG are consecutive: entries are appended
+//! with the next number and only the oldest are removed.
+//!
+//! # Trimming in steps, bounds kept in memory (format 5)
+//! Until format 4 a second table (`dup_seq`, `pg ++ seq -> reqid`) kept the entries in
+//! order, so each apply could drop exactly the oldest one: a lookup, a range query for the
+//! bounds, two inserts and two removes per write — a tenth of the OSD's CPU per 4 KiB write
+//! at queue depth 32 (docs/benchmarks.md, "Eleventh round"). Now an apply does the lookup
+//! and one insert: the PG's bounds (`floor..next`, [`DupBounds`]) are kept by the store
+//! between applies (found by one scan of the PG's rows when unknown), and once the PG holds
+//! more than `max + max / 4` entries one scan removes every entry older than the newest
+//! `max` (Ceph trims its dups in batches too). So a PG holds between `max` and
+//! `max + max / 4` entries once it has seen `max`. Every writer of the table other than an
+//! apply (split, merge, import, purge) forgets the bounds of the PGs it writes, and a
+//! dropped transaction forgets them all (`writer.rs`): the next apply scans again.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use quarry_types::{EntityReqId, OpOutput, OpReply, PgId};
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use crate::format::{pg_key, pg_key_end, seal, unseal, PgKey, DUPS, DUP_SEQ};
+use crate::format::{pg_key, pg_key_end, seal, unseal, PgKey, DUPS};
 use crate::StoreError;
 
 /// Version byte in front of a dup table value.
@@ -44,14 +58,6 @@ pub(crate) fn dup_key(pg: PgId, reqid: &EntityReqId, out: &mut Vec<u8>) {
     out.clear();
     out.extend_from_slice(&pg_key(pg));
     reqid_part(reqid, out);
-}
-
-/// The `dup_seq` key.
-pub(crate) fn seq_key(pg: PgId, seq: u64) -> [u8; 20] {
-    let mut key = [0u8; 20];
-    key[..12].copy_from_slice(&pg_key(pg));
-    key[12..].copy_from_slice(&seq.to_be_bytes());
-    key
 }
 
 /// The reply as recorded: small outputs kept, large ones emptied (see [`DUP_REPLY_MAX`]).
@@ -84,15 +90,23 @@ pub(crate) fn decode_value(value: &[u8]) -> Result<(u64, OpReply), &'static str>
     Ok((seq, reply))
 }
 
+/// The sequence number of a value as the `dups` table stores it (its crc checked, the reply
+/// not decoded), or why it is damaged.
+fn stored_seq(value: &[u8]) -> Result<u64, &'static str> {
+    let value = unseal(value).map_err(|_| "dup entry crc mismatch")?;
+    if value.len() < 9 {
+        return Err("dup entry too short");
+    }
+    if value[0] != DUP_VALUE_VERSION {
+        return Err("dup entry of an unknown version");
+    }
+    Ok(u64::from_le_bytes(value[1..9].try_into().expect("8 bytes")))
+}
+
 /// `(seq, reply)` of a value as the `dups` table stores it (sealed: crc32c ++ the value
 /// [`encode_value`] makes), or why it is damaged.
 pub(crate) fn decode_stored(value: &[u8]) -> Result<(u64, OpReply), String> {
     decode_value(unseal(value)?).map_err(str::to_string)
-}
-
-/// The reqid key part a `dup_seq` row stores (sealed), or why it is damaged.
-fn stored_part(value: &[u8]) -> Result<&[u8], String> {
-    unseal(value).map_err(|why| format!("dup_seq row: {why}"))
 }
 
 pub(crate) fn corrupt(pg: PgId, detail: &str) -> StoreError {
@@ -100,15 +114,51 @@ pub(crate) fn corrupt(pg: PgId, detail: &str) -> StoreError {
     StoreError::Corrupt { pg, object: String::new(), detail: format!("dup table: {detail}") }
 }
 
-/// The open dup tables of a write transaction.
+/// Entries a PG may hold beyond its bound before a trim step removes them.
+pub(crate) fn trim_slack(max: usize) -> u64 {
+    (max as u64 / 4).max(1)
+}
+
+/// A PG's sequence numbers: every entry it holds has one in `floor..next`, and the next
+/// entry gets `next`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Bounds {
+    floor: u64,
+    next: u64,
+}
+
+/// The bounds of the PGs applies wrote lately (see the module docs), shared by the store's
+/// writers under its writer lock.
+#[derive(Default)]
+pub(crate) struct DupBounds(Mutex<HashMap<PgId, Bounds>>);
+
+impl DupBounds {
+    fn map(&self) -> MutexGuard<'_, HashMap<PgId, Bounds>> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Forgets every PG's bounds (a transaction that wrote some was dropped).
+    pub(crate) fn forget_all(&self) {
+        self.map().clear();
+    }
+
+    fn forget(&self, pg: PgId) {
+        self.map().remove(&pg);
+    }
+}
+
+/// The open duplicate table of a write transaction.
 pub(crate) struct DupTables<'txn> {
     dups: Table<'txn, &'static [u8], &'static [u8]>,
-    seqs: Table<'txn, &'static [u8; 20], &'static [u8]>,
+    bounds: &'txn DupBounds,
 }
 
 impl<'txn> DupTables<'txn> {
-    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
-        Ok(DupTables { dups: txn.open_table(DUPS)?, seqs: txn.open_table(DUP_SEQ)? })
+    pub(crate) fn open(
+        txn: &'txn WriteTransaction,
+        bounds: &'txn DupBounds,
+    ) -> Result<Self, StoreError> {
+        Ok(DupTables { dups: txn.open_table(DUPS)?, bounds })
     }
 
     /// The recorded reply of `key` (a [`dup_key`]), if any.
@@ -122,25 +172,41 @@ impl<'txn> DupTables<'txn> {
         }
     }
 
-    /// `(first, last)` sequence numbers of the PG's entries, or None if it has none.
-    fn bounds(&self, pg: PgId) -> Result<Option<(u64, u64)>, StoreError> {
-        let lo = seq_key(pg, 0);
-        let hi = seq_key(pg, u64::MAX);
-        let mut range = self.seqs.range::<&[u8; 20]>(&lo..=&hi)?;
-        let seq_of = |k: &[u8; 20]| u64::from_be_bytes(k[12..].try_into().expect("8 bytes"));
-        let Some(first) = range.next() else {
-            return Ok(None);
+    /// `(key, seq)` of every entry of `pg` whose value can be read; a damaged one is
+    /// logged and skipped (a lookup of its key reports it).
+    fn scan(&self, pg: PgId) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
+        let start = pg_key(pg);
+        let end = pg_key_end(pg);
+        let range = match &end {
+            Some(end) => self.dups.range(start.as_slice()..end.as_slice())?,
+            None => self.dups.range(start.as_slice()..)?,
         };
-        let first = seq_of(first?.0.value());
-        let last = match range.next_back() {
-            Some(last) => seq_of(last?.0.value()),
-            None => first,
-        };
-        Ok(Some((first, last)))
+        let mut out = Vec::new();
+        for item in range {
+            let (key, value) = item?;
+            match stored_seq(value.value()) {
+                Ok(seq) => out.push((key.value().to_vec(), seq)),
+                Err(why) => {
+                    tracing::error!(%pg, why, "damaged duplicate table entry left in place")
+                }
+            }
+        }
+        Ok(out)
     }
 
-    /// Records `reply` for `key` (a [`dup_key`] of `pg`) as the newest entry, then drops the
-    /// oldest entries beyond `max`.
+    /// `pg`'s bounds: as kept, or found by a scan.
+    fn bounds(&self, pg: PgId) -> Result<Bounds, StoreError> {
+        if let Some(bounds) = self.bounds.map().get(&pg) {
+            return Ok(*bounds);
+        }
+        let rows = self.scan(pg)?;
+        let floor = rows.iter().map(|r| r.1).min().unwrap_or(0);
+        let next = rows.iter().map(|r| r.1 + 1).max().unwrap_or(0);
+        Ok(Bounds { floor, next })
+    }
+
+    /// Records `reply` for `key` (a [`dup_key`] of `pg`) as the newest entry; once the PG
+    /// holds more than `max` plus [`trim_slack`] entries, drops all but the newest `max`.
     pub(crate) fn record(
         &mut self,
         pg: PgId,
@@ -148,68 +214,45 @@ impl<'txn> DupTables<'txn> {
         reply: &OpReply,
         max: usize,
     ) -> Result<(), StoreError> {
-        let bounds = self.bounds(pg)?;
-        let seq = bounds.map_or(0, |(_, last)| last + 1);
-        self.insert(pg, key, seq, &encode_value(seq, reply))?;
-        let first = bounds.map_or(seq, |(first, _)| first);
-        self.trim(pg, first, seq, max)
-    }
-
-    /// Inserts a row pair, sealing the plain `value` (as [`encode_value`] makes it; import
-    /// passes the stream's).
-    pub(crate) fn insert(
-        &mut self,
-        pg: PgId,
-        key: &[u8],
-        seq: u64,
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        if let Some(old) = self.dups.insert(key, seal(value).as_slice())? {
-            // The same reqid recorded again (apply never does this: it answers from the
-            // table instead). Keep the index consistent.
-            if let Ok((old_seq, _)) = decode_stored(old.value()) {
-                drop(old);
-                self.seqs.remove(&seq_key(pg, old_seq))?;
-            }
+        let Bounds { mut floor, next } = self.bounds(pg)?;
+        let seq = next;
+        self.dups.insert(key, seal(&encode_value(seq, reply)).as_slice())?;
+        let next = seq + 1;
+        if next - floor > max as u64 + trim_slack(max) {
+            floor = next - max as u64;
+            self.trim_below(pg, floor)?;
         }
-        self.seqs.insert(&seq_key(pg, seq), seal(&key[12..]).as_slice())?;
+        self.bounds.map().insert(pg, Bounds { floor, next });
         Ok(())
     }
 
-    /// Drops the oldest entries of `pg` (sequence numbers `first..=last`) beyond `max`.
-    pub(crate) fn trim(
-        &mut self,
-        pg: PgId,
-        first: u64,
-        last: u64,
-        max: usize,
-    ) -> Result<(), StoreError> {
-        let count = last - first + 1;
-        let excess = count.saturating_sub(max as u64);
-        let mut key = Vec::new();
-        for seq in first..first + excess {
-            if let Some(part) = self.seqs.remove(&seq_key(pg, seq))? {
-                key.clear();
-                key.extend_from_slice(&pg_key(pg));
-                key.extend_from_slice(stored_part(part.value()).map_err(|why| corrupt(pg, &why))?);
-                drop(part);
+    /// Removes the entries of `pg` numbered below `floor`.
+    fn trim_below(&mut self, pg: PgId, floor: u64) -> Result<(), StoreError> {
+        for (key, seq) in self.scan(pg)? {
+            if seq < floor {
                 self.dups.remove(key.as_slice())?;
             }
         }
         Ok(())
     }
 
+    /// Inserts an entry as split, merge and import copy it, sealing the plain `value` (as
+    /// [`encode_value`] makes it; import passes the stream's). The PG's bounds are forgotten.
+    pub(crate) fn insert(&mut self, pg: PgId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.bounds.forget(pg);
+        self.dups.insert(key, seal(value).as_slice())?;
+        Ok(())
+    }
+
     /// Deletes every entry of `pg`.
     pub(crate) fn purge(&mut self, pg: PgId) -> Result<(), StoreError> {
+        self.bounds.forget(pg);
         let start = pg_key(pg);
         let end = pg_key_end(pg);
         match &end {
             Some(end) => self.dups.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
             None => self.dups.retain_in(start.as_slice().., |_, _| false)?,
         }
-        let lo = seq_key(pg, 0);
-        let hi = seq_key(pg, u64::MAX);
-        self.seqs.retain_in::<&[u8; 20], _>(&lo..=&hi, |_, _| false)?;
         Ok(())
     }
 }
@@ -218,26 +261,24 @@ impl<'txn> DupTables<'txn> {
 pub(crate) type DupRow = (u64, Vec<u8>, Vec<u8>);
 
 /// Every entry of `pg`, oldest first.
-pub(crate) fn entries<T1, T2>(dups: &T1, seqs: &T2, pg: PgId) -> Result<Vec<DupRow>, StoreError>
+pub(crate) fn entries<T>(dups: &T, pg: PgId) -> Result<Vec<DupRow>, StoreError>
 where
-    T1: ReadableTable<&'static [u8], &'static [u8]>,
-    T2: ReadableTable<&'static [u8; 20], &'static [u8]>,
+    T: ReadableTable<&'static [u8], &'static [u8]>,
 {
-    let lo = seq_key(pg, 0);
-    let hi = seq_key(pg, u64::MAX);
+    let start = pg_key(pg);
+    let end = pg_key_end(pg);
+    let range = match &end {
+        Some(end) => dups.range(start.as_slice()..end.as_slice())?,
+        None => dups.range(start.as_slice()..)?,
+    };
     let mut out = Vec::new();
-    let mut key = Vec::new();
-    for item in seqs.range::<&[u8; 20]>(&lo..=&hi)? {
-        let (seq_k, part) = item?;
-        let seq = u64::from_be_bytes(seq_k.value()[12..].try_into().expect("8 bytes"));
-        key.clear();
-        key.extend_from_slice(&pg_key(pg));
-        let part = stored_part(part.value()).map_err(|why| corrupt(pg, &why))?;
-        key.extend_from_slice(part);
-        let value = dups.get(key.as_slice())?.ok_or_else(|| corrupt(pg, "index without entry"))?;
+    for item in range {
+        let (key, value) = item?;
         let plain = unseal(value.value()).map_err(|why| corrupt(pg, &why))?;
-        out.push((seq, part.to_vec(), plain.to_vec()));
+        let (seq, _) = decode_value(plain).map_err(|why| corrupt(pg, why))?;
+        out.push((seq, key.value()[start.len()..].to_vec(), plain.to_vec()));
     }
+    out.sort_unstable_by_key(|row| row.0);
     Ok(out)
 }
 

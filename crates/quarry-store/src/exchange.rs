@@ -35,12 +35,12 @@ use quarry_types::{PgId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use crate::datafile::DataFile;
-use crate::dups::{self, DupTables};
+use crate::dups::{self, DupBounds, DupTables};
 use crate::extent;
 use crate::format::{
     object_key, object_snap_key, object_snap_of, pg_key, pg_key_end, purged_key, seal,
     snap_object_key, sub_key, unseal, ChunkRef, Extent, ObjectRecord, Version, CHUNK, CHUNK_SIZE,
-    DUPS, DUP_SEQ, EXTENTS, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE,
+    DUPS, EXTENTS, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE,
     PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
 use crate::read::{load_ref, Ctx, WriteTables};
@@ -142,7 +142,7 @@ pub(crate) fn export_pg(
         w.blob(blob)?;
         exported_state = Some(blob.to_vec());
     }
-    let dup_rows = dups::entries(&txn.open_table(DUPS)?, &txn.open_table(DUP_SEQ)?, pg)?;
+    let dup_rows = dups::entries(&txn.open_table(DUPS)?, pg)?;
     for (seq, part, value) in dup_rows {
         w.record(TAG_DUP)?;
         w.u64(seq)?;
@@ -303,6 +303,7 @@ fn read_header(r: &mut CrcReader, pg: PgId) -> Result<u32, StoreError> {
 pub(crate) fn purge_pg(
     txn: &WriteTransaction,
     data: &DataFile,
+    bounds: &DupBounds,
     pg: PgId,
 ) -> Result<(), StoreError> {
     let mut objects = txn.open_table(OBJECTS)?;
@@ -342,7 +343,7 @@ pub(crate) fn purge_pg(
     }
     txn.open_table(PG_STATE)?.remove(&pg_key(pg))?;
     txn.open_table(PG_USAGE)?.remove(&pg_key(pg))?;
-    DupTables::open(txn)?.purge(pg)?;
+    DupTables::open(txn, bounds)?.purge(pg)?;
     Ok(())
 }
 
@@ -352,6 +353,7 @@ pub(crate) fn purge_pg(
 pub(crate) fn import_pg(
     db: &Database,
     data: &DataFile,
+    bounds: &DupBounds,
     pg: PgId,
     input: &mut dyn Read,
 ) -> Result<u64, StoreError> {
@@ -360,7 +362,7 @@ pub(crate) fn import_pg(
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
     let batch = data.begin_batch();
-    purge_pg(&txn, data, pg)?;
+    purge_pg(&txn, data, bounds, pg)?;
     {
         let mut meta = txn.open_table(META)?;
         let mut objects = txn.open_table(OBJECTS)?;
@@ -370,7 +372,7 @@ pub(crate) fn import_pg(
         let mut omap_header = txn.open_table(OMAP_HEADER)?;
         let mut pg_state = txn.open_table(PG_STATE)?;
         let mut pg_usage = txn.open_table(PG_USAGE)?;
-        let mut dup_tables = DupTables::open(&txn)?;
+        let mut dup_tables = DupTables::open(&txn, bounds)?;
         let mut dup_seqs: Option<(u64, u64)> = None;
         let mut object_snaps = txn.open_table(OBJECT_SNAPS)?;
         let mut snap_objects = txn.open_table(SNAP_OBJECTS)?;
@@ -438,7 +440,7 @@ pub(crate) fn import_pg(
                     if dup_tables.lookup(pg, &key)?.is_some() {
                         return Err(bad("duplicate table entry appears twice"));
                     }
-                    dup_tables.insert(pg, &key, seq, &b)?;
+                    dup_tables.insert(pg, &key, &b)?;
                 }
                 TAG_OBJECT => {
                     r.blob(OBJECT_NAME_LEN_MAX, &mut a)?;

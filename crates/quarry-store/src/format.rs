@@ -24,7 +24,9 @@ const _: () = assert!(24 + CHUNK_HEADER + CHUNK_INLINE + 4 + 4 == 4096);
 /// First 8 bytes of the `format` meta value.
 pub(crate) const FORMAT_MAGIC: &[u8; 8] = b"QRYSTORE";
 /// The format version this build writes and the newest it can read.
-pub(crate) const FORMAT_VERSION: u32 = 4;
+pub(crate) const FORMAT_VERSION: u32 = 5;
+/// The last format with the `dup_seq` table (deleted at open).
+pub(crate) const FORMAT_VERSION_DUP_SEQ: u32 = 4;
 /// The last format with one row per chunk (`chunks`, migrated to extent rows at open).
 pub(crate) const FORMAT_VERSION_CHUNK_ROWS: u32 = 3;
 /// The last format that kept chunk data in redb rows (migrated to the data file at open).
@@ -113,9 +115,10 @@ pub(crate) fn unseal(value: &[u8]) -> Result<&[u8], String> {
 /// `pool BE ++ seed BE ++ reqid (entity len u16 BE ++ entity ++ client BE ++ tid BE) ->
 /// version u8 ++ seq u64 LE ++ bincode(OpReply)`: the duplicate table (`dups.rs`).
 pub(crate) const DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
-/// `pool BE ++ seed BE ++ seq BE -> reqid part of the DUPS key`: the duplicate table in
-/// insertion order, for dropping the oldest.
-pub(crate) const DUP_SEQ: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_seq");
+/// Formats 1 to 4: `pool BE ++ seed BE ++ seq BE -> reqid part of the DUPS key`, the
+/// duplicate table in insertion order (format 5 keeps the bounds in memory: `dups.rs`).
+/// Only the migrations open it.
+pub(crate) const DUP_SEQ_V4: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_seq");
 /// Snapshot index, by snapshot: `pool BE ++ seed BE ++ snap BE ++ object name -> ()`. A row
 /// says the object keeps a version that snapshot `snap` reads (written when a write preserves
 /// the head for the snapshots of its context). The PG's trimmer walks the rows of one snap.
@@ -892,7 +895,7 @@ mod tests {
         values.push(("extent_data", data_row));
         values.push(("extent_hole", hole_row));
         values.push(("extent_damaged", damaged_extent_row(&[1, 2, 3])));
-        values.push(("format_marker", format_marker().to_vec()));
+        values.push(("format_marker", format_marker_of(4).to_vec()));
         let path =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v4.hex");
         let header = "store.redb format 4 (quarry-store): keys, object record, sealed values, \
@@ -908,6 +911,46 @@ mod tests {
         assert_eq!(Extent::decode(&hole_key, &find("extent_hole")), Ok(hole));
         assert!(Extent::decode(&key, &find("extent_damaged")).is_err());
         assert_eq!(parse_format_marker(&find("format_marker")), Some(4));
+    }
+
+    /// Golden bytes of format 5 (`tests/golden/store_v5.hex`): format 4's rows unchanged
+    /// (the `dup_seq` table is gone: `dups.rs` keeps a PG's bounds in memory and finds them
+    /// by a scan, which reads each entry's sequence number from its sealed value), a
+    /// duplicate table key and value (`crc32c LE ++ 1 u8 ++ seq u64 LE ++ bincode(reply)`)
+    /// and the version-5 marker. Never edit the golden file.
+    #[test]
+    fn store_v5_bytes_are_pinned() {
+        let golden4 =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v4.hex");
+        let mut values: Vec<(String, Vec<u8>)> =
+            quarry_persist::golden::parse(&std::fs::read_to_string(golden4).unwrap())
+                .into_iter()
+                .filter(|(n, _)| n != "format_marker")
+                .collect();
+        let pg = PgId { pool: 0x0102, seed: 0x0304 };
+        let reqid = quarry_types::EntityReqId {
+            entity: quarry_types::EntityName::client("admin"),
+            reqid: quarry_types::ReqId { client: 7, tid: 0x2a },
+        };
+        let mut key = Vec::new();
+        crate::dups::dup_key(pg, &reqid, &mut key);
+        let reply =
+            quarry_types::OpReply::Failed { index: 1, code: quarry_types::ErrorCode::EEXIST };
+        values.push(("dup_key".into(), key));
+        values.push(("dup_value".into(), seal(&crate::dups::encode_value(0x0a0b, &reply))));
+        values.push(("format_marker".into(), format_marker().to_vec()));
+        let values: Vec<(&str, Vec<u8>)> =
+            values.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v5.hex");
+        let header = "store.redb format 5 (quarry-store): format 4's rows, no dup_seq table, a \
+                      sealed duplicate table entry, marker.\nGenerated once; never edit: a \
+                      change of bytes needs a new version.";
+        quarry_persist::golden::check(&path, header, &values);
+        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
+        let find = |name: &str| golden.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        assert_eq!(crate::dups::decode_stored(&find("dup_value")), Ok((0x0a0b, reply)));
+        assert_eq!(parse_format_marker(&find("format_marker")), Some(5));
     }
 
     #[test]

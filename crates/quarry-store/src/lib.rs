@@ -26,7 +26,7 @@
 //!
 //! It never depends on the network, the Raft library or the OSD: only `quarry-types`.
 //!
-//! # On-disk format (format version 4)
+//! # On-disk format (format version 5)
 //! A redb file of metadata and a data file of 4 KiB blocks (`store.data`, the redb file's
 //! name with the extension `data`). In redb, integers in keys are big-endian (so byte order
 //! is numeric order), integers in values little-endian. A **sealed** value is
@@ -35,7 +35,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (4). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1, 2 and 3 are migrated (below). |
+//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (5). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1 to 4 are migrated (below). |
 //! | `meta` | `"next_object_id"` | u64: next internal object id (ids are never reused) |
 //! | `objects` | pool u64 ++ seed u32 ++ name bytes | object record (below) |
 //! | `extents` | object id u64 ++ version tag u64 ++ first chunk index u64 (24 bytes) | an extent row: chunks `first..first + count` of that version. A data run, `1 u8 ++ count u16 (1..=1024) ++ last chunk's length u16 (1..=4096) ++ first block u64 ++ crc32c u32 per chunk` (13 + 4 count bytes): chunk `first + k` is the first `length` bytes (4096 but for the last chunk) of block `block + k` of the data file; or a hole run, `0 u8 ++ count u16` (3 bytes). Rows of one object and tag never overlap. |
@@ -45,7 +45,6 @@
 //! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob, sealed |
 //! | `pg_usage` | pool u64 ++ seed u32 | crc32c u32 ++ objects u64 ++ bytes u64 (head objects, sum of head sizes; 20 bytes, the crc over the 16 after it) |
 //! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | sealed (version u8 (=1) ++ seq u64 ++ bincode(`OpReply`)): the duplicate table (below). Added to format 1; created when a store without it is opened. |
-//! | `dup_seq` | pool u64 ++ seed u32 ++ seq u64 | sealed reqid part of the `dups` key: the same entries in insertion order, to drop the oldest |
 //! | `snap_objects` | pool u64 ++ seed u32 ++ snap u64 ++ name bytes | () : the object keeps a version snapshot `snap` reads |
 //! | `object_snaps` | object id u64 ++ snap u64 | () : the same rows, by object |
 //! | `purged_snaps` | pool u64 ++ seed u32 ++ snap u64 | () : the PG finished trimming `snap` |
@@ -80,8 +79,13 @@
 //! marker becomes 4. No block moves and the data file is not written, so a crash before the
 //! commit leaves the untouched format-3 store (the next open migrates again,
 //! `tests/datafile.rs` cuts the power at each of its I/O calls); after it the store is format
-//! 4. Golden bytes: `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`,
-//! `store_v3.hex`, `store_v4.hex`.
+//! 4. Format 5 differs from format 4 only in having no `dup_seq` table (`pool u64 ++ seed
+//! u32 ++ seq u64 -> sealed reqid part of the dups key`, the duplicate table in insertion
+//! order): the store keeps each PG's bounds of the duplicate table in memory instead
+//! (`dups.rs`). Opening a format-4 store (or an older one after its steps) deletes the table
+//! and makes the marker 5 in one durable write transaction. Golden bytes:
+//! `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`, `store_v3.hex`,
+//! `store_v4.hex`, `store_v5.hex`.
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -169,7 +173,8 @@
 //! replica applies the same log, so every replica answers a resend the same way, including a
 //! resend applied in the same batch as its first copy. The table keeps the newest
 //! [`StoreOptions::dups_per_pg`] ids per PG (default 3000, Ceph's
-//! `osd_pg_log_dups_tracked`), dropping the oldest. A reply whose encoded outputs exceed
+//! `osd_pg_log_dups_tracked`), dropping the oldest in steps (it holds at most a quarter
+//! more between two steps). A reply whose encoded outputs exceed
 //! [`DUP_REPLY_MAX`] (4 KiB) is recorded with every output replaced by `OpOutput::None`
 //! (Ceph keeps only small op return data): a resend gets the outcome, not the data. The table
 //! travels with [`Store::export_pg`] / [`Store::import_pg`] and goes with
@@ -296,7 +301,7 @@ use quarry_types::{
     EntityReqId, ErrorCode, ObjectMethods, ObjectOp, OpReply, PgId, PoolId, SnapContext, SnapId,
     OBJECT_NAME_LEN_MAX, SNAP_HEAD,
 };
-use redb::{Database, Durability, ReadableTable, TableHandle};
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableHandle};
 
 pub use datafile::DataSpace;
 pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
@@ -309,10 +314,10 @@ use crate::format::{
     damaged_extent_row, decode_chunk_key, decode_chunk_ref, decode_pg_key, decode_usage,
     encode_chunk_ref, format_marker, parse_format_marker, pg_key, pg_key_end, row_has_tail,
     row_is_hole, seal, seal_usage, unseal, unseal_usage, ChunkKey, Extent, ObjectRecord, CHUNKS,
-    CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ, EXTENTS, FORMAT_VERSION,
-    FORMAT_VERSION_CHUNK_ROWS, FORMAT_VERSION_INLINE, FORMAT_VERSION_MIN, HOLE_ROW, META,
-    META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PG_USAGE_V1,
-    PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
+    CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ_V4, EXTENTS, FORMAT_VERSION,
+    FORMAT_VERSION_CHUNK_ROWS, FORMAT_VERSION_DUP_SEQ, FORMAT_VERSION_INLINE, FORMAT_VERSION_MIN,
+    HOLE_ROW, META, META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE,
+    PG_USAGE_V1, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -478,7 +483,8 @@ pub struct SpaceStats {
 pub struct StoreOptions {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
-    /// Request ids remembered per PG in the duplicate table (the oldest go first).
+    /// Request ids remembered per PG in the duplicate table (the oldest go first, in steps:
+    /// up to a quarter more are kept between two).
     pub dups_per_pg: usize,
     /// The server-side methods [`ObjectOp::Call`] runs (None: every call is EOPNOTSUPP).
     pub methods: Option<Arc<dyn ObjectMethods>>,
@@ -517,6 +523,8 @@ pub struct Store {
     bytes_since_checkpoint: AtomicU64,
     /// Bound of the duplicate table per PG.
     dups_per_pg: usize,
+    /// The duplicate table's bounds of the PGs applies wrote (`dups.rs`).
+    dup_bounds: dups::DupBounds,
     methods: Option<Arc<dyn ObjectMethods>>,
     snap_trim_visits: AtomicU64,
     /// [`StoreOptions::commit_age`].
@@ -615,7 +623,10 @@ impl Store {
             if found <= FORMAT_VERSION_INLINE {
                 Store::migrate_v2(&db, &file, &data)?;
             }
-            Store::migrate_v3(&db, &file)?;
+            if found <= FORMAT_VERSION_CHUNK_ROWS {
+                Store::migrate_v3(&db, &file)?;
+            }
+            Store::migrate_v4(&db, &file)?;
         }
         let placements = match &options.placements_at_open {
             Some(ask) => (ask.0)(&Store::all_pg_states(&db)?),
@@ -630,6 +641,7 @@ impl Store {
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
             dups_per_pg: options.dups_per_pg.max(1),
+            dup_bounds: dups::DupBounds::default(),
             methods: options.methods.clone(),
             snap_trim_visits: AtomicU64::new(0),
             writer: Mutex::default(),
@@ -690,7 +702,7 @@ impl Store {
             Some(Some(found)) if found < FORMAT_VERSION_MIN => {
                 return Err(StoreError::NotAStore { path: file.to_path_buf() })
             }
-            Some(Some(found)) if found <= FORMAT_VERSION_CHUNK_ROWS => {
+            Some(Some(found)) if found <= FORMAT_VERSION_DUP_SEQ => {
                 Store::ensure_added_tables(db)?;
                 return Ok(Some(found));
             }
@@ -758,7 +770,7 @@ impl Store {
         rows += reseal!(array txn, OMAP_HEADER);
         rows += reseal!(array txn, PG_STATE);
         rows += reseal!(slice txn, DUPS);
-        rows += reseal!(array txn, DUP_SEQ);
+        rows += reseal!(array txn, DUP_SEQ_V4);
         let usage: Vec<([u8; 12], [u8; 16])> = {
             let table = txn.open_table(PG_USAGE_V1)?;
             let mut out = Vec::new();
@@ -925,13 +937,36 @@ impl Store {
             }
         }
         txn.delete_table(CHUNKS)?;
-        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.open_table(META)?
+            .insert(META_FORMAT, format::format_marker_of(FORMAT_VERSION_DUP_SEQ).as_slice())?;
         txn.commit()?;
         tracing::info!(
             path = %file.display(),
             chunks = chunks_in,
             rows = rows_out,
-            "store migrated from format 3 to format {FORMAT_VERSION} (one row per run of chunks)"
+            "store migrated from format 3 to format 4 (one row per run of chunks)"
+        );
+        Ok(())
+    }
+
+    /// Deletes a format-4 store's `dup_seq` table (format 5 keeps the duplicate table's
+    /// bounds in memory: `dups.rs`; its entries already carry their sequence numbers) and
+    /// makes the marker 5, in one write transaction committed with `Durability::Immediate`:
+    /// a crash before the commit leaves the format-4 store (the next open migrates again).
+    fn migrate_v4(db: &Database, file: &Path) -> Result<(), StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let rows = {
+            let table = txn.open_table(DUP_SEQ_V4)?;
+            table.len()?
+        };
+        txn.delete_table(DUP_SEQ_V4)?;
+        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.commit()?;
+        tracing::info!(
+            path = %file.display(),
+            rows,
+            "store migrated from format 4 to format {FORMAT_VERSION} (the dup_seq table deleted)"
         );
         Ok(())
     }
@@ -1081,13 +1116,12 @@ impl Store {
     }
 
     /// Names of the tables added to format 1 later (the duplicate table, the snapshot index).
-    const ADDED_TABLES: [&'static str; 5] =
-        ["dups", "dup_seq", "snap_objects", "object_snaps", "purged_snaps"];
+    const ADDED_TABLES: [&'static str; 4] =
+        ["dups", "snap_objects", "object_snaps", "purged_snaps"];
 
     /// Opens (creating) every table of [`Store::ADDED_TABLES`] in `txn`.
     fn open_added_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
         txn.open_table(DUPS)?;
-        txn.open_table(DUP_SEQ)?;
         txn.open_table(SNAP_OBJECTS)?;
         txn.open_table(OBJECT_SNAPS)?;
         txn.open_table(PURGED_SNAPS)?;
@@ -1158,8 +1192,13 @@ impl Store {
         txn.set_durability(Durability::None);
         let blocks = self.data.begin_batch();
         let step = {
-            let mut batch =
-                apply::Batch::open(&txn, &self.data, self.methods.as_deref(), self.dups_per_pg)?;
+            let mut batch = apply::Batch::open(
+                &txn,
+                &self.data,
+                &self.dup_bounds,
+                self.methods.as_deref(),
+                self.dups_per_pg,
+            )?;
             batch.begin_pg(pg);
             let (visited, purged) = batch.trim_snap(snap, max_objects)?;
             batch.end_pg(pg_state)?;
@@ -1571,7 +1610,7 @@ impl Store {
         let (writer, mut txn) = self.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let blocks = self.data.begin_batch();
-        exchange::purge_pg(&txn, &self.data, pg)?;
+        exchange::purge_pg(&txn, &self.data, &self.dup_bounds, pg)?;
         // A durable commit makes every earlier commit durable: their data first.
         self.data.sync()?;
         txn.commit()?;
@@ -1618,11 +1657,14 @@ impl Store {
     /// Number of entries in `pg`'s duplicate table.
     pub fn dup_count(&self, pg: PgId) -> Result<usize, StoreError> {
         let txn = self.begin_read()?;
-        let seqs = txn.open_table(DUP_SEQ)?;
-        let lo = dups::seq_key(pg, 0);
-        let hi = dups::seq_key(pg, u64::MAX);
+        let table = txn.open_table(DUPS)?;
+        let (start, end) = (pg_key(pg), pg_key_end(pg));
+        let range = match &end {
+            Some(end) => table.range(start.as_slice()..end.as_slice())?,
+            None => table.range(start.as_slice()..)?,
+        };
         let mut count = 0;
-        for item in seqs.range::<&[u8; 20]>(&lo..=&hi)? {
+        for item in range {
             item?;
             count += 1;
         }
@@ -1633,7 +1675,7 @@ impl Store {
     /// exactly to its end record (no read-ahead); pass a buffered reader for speed.
     pub fn import_pg(&self, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
         let writer = self.exclusive()?;
-        let durable = exchange::import_pg(self.db(), &self.data, pg, input)?;
+        let durable = exchange::import_pg(self.db(), &self.data, &self.dup_bounds, pg, input)?;
         self.reset_checkpoint_counters();
         drop(writer);
         self.data.release(durable);

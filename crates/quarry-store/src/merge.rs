@@ -27,7 +27,7 @@ use redb::{Durability, ReadableTable};
 use crate::dups::{self, DupTables};
 use crate::format::{
     object_key, pg_key, pg_key_end, purged_key, seal, seal_usage, unseal_usage, ObjectRecord, DUPS,
-    DUP_SEQ, OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
+    OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::read::Ctx;
 use crate::{pg_corrupt, Store, StoreError};
@@ -169,12 +169,11 @@ impl Store {
             // Duplicate table: the source's rows after the target's, renumbered.
             let (source_rows, last) = {
                 let dups_table = txn.open_table(DUPS)?;
-                let seqs = txn.open_table(DUP_SEQ)?;
-                let rows = dups::entries(&dups_table, &seqs, source)?;
-                let last = dups::entries(&dups_table, &seqs, target)?.last().map(|r| r.0);
+                let rows = dups::entries(&dups_table, source)?;
+                let last = dups::entries(&dups_table, target)?.last().map(|r| r.0);
                 (rows, last)
             };
-            let mut dup_tables = DupTables::open(&txn)?;
+            let mut dup_tables = DupTables::open(&txn, &self.dup_bounds)?;
             dup_tables.purge(source)?;
             let mut seq = last.map_or(0, |l| l + 1);
             for (_, part, value) in &source_rows {
@@ -184,7 +183,7 @@ impl Store {
                 }
                 let (_, reply) =
                     dups::decode_value(value).map_err(|why| dups::corrupt(source, why))?;
-                dup_tables.insert(target, &key, seq, &dups::encode_value(seq, &reply))?;
+                dup_tables.insert(target, &key, &dups::encode_value(seq, &reply))?;
                 seq += 1;
                 stats.dups += 1;
             }

@@ -21,7 +21,7 @@ use redb::{Durability, ReadableTable};
 use crate::dups::{self, DupTables};
 use crate::format::{
     object_key, pg_key, pg_key_end, purged_key, seal, seal_usage, unseal_usage, ObjectRecord, DUPS,
-    DUP_SEQ, OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
+    OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::read::Ctx;
 use crate::{pg_corrupt, Store, StoreError};
@@ -179,16 +179,12 @@ impl Store {
             }
             drop(purged);
             // Duplicate table: copied, same sequence numbers.
-            let rows = {
-                let dups_table = txn.open_table(DUPS)?;
-                let seqs = txn.open_table(DUP_SEQ)?;
-                dups::entries(&dups_table, &seqs, parent)?
-            };
-            let mut dup_tables = DupTables::open(&txn)?;
+            let rows = { dups::entries(&txn.open_table(DUPS)?, parent)? };
+            let mut dup_tables = DupTables::open(&txn, &self.dup_bounds)?;
             for (seed, _) in children {
                 let child = child_pg(*seed);
-                for (seq, part, value) in &rows {
-                    dup_tables.insert(child, &dups::full_key(child, part), *seq, value)?;
+                for (_, part, value) in &rows {
+                    dup_tables.insert(child, &dups::full_key(child, part), value)?;
                 }
             }
             drop(dup_tables);

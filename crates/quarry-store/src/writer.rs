@@ -147,6 +147,7 @@ impl Store {
                 if let Some(open) = writer.open.take() {
                     drop(open.txn);
                     self.data.abort();
+                    self.dup_bounds.forget_all();
                     self.fail(&mut writer, "a panic interrupted an apply".to_string());
                 }
                 writer
@@ -182,6 +183,7 @@ impl Store {
             }
             Err(error) => {
                 self.data.abort();
+                self.dup_bounds.forget_all();
                 let error = StoreError::from(error);
                 self.fail(writer, format!("committing applied work failed: {error}"));
                 Err(error)
@@ -318,6 +320,8 @@ impl Store {
                 let open = writer.open.take().expect("open");
                 drop(open.txn);
                 self.data.abort();
+                // The duplicate table's bounds counted the dropped transaction's entries.
+                self.dup_bounds.forget_all();
                 if !open.kept.is_empty() {
                     if let Err(lost) = self.replay(&mut writer, open.kept) {
                         // Not this apply's error: its caller must not take it for its own
@@ -373,6 +377,7 @@ impl Store {
             Ok(txn) => txn,
             Err(error) => {
                 self.data.abort();
+                self.dup_bounds.forget_all();
                 self.fail(writer, format!("applying answered work again failed: {error}"));
                 return Err(error);
             }
@@ -391,8 +396,13 @@ impl Store {
         work: &[PgApply<'_>],
     ) -> Result<Vec<Vec<OpReply>>, StoreError> {
         let mut all = Vec::with_capacity(work.len());
-        let mut batch =
-            apply::Batch::open(txn, &self.data, self.methods.as_deref(), self.dups_per_pg)?;
+        let mut batch = apply::Batch::open(
+            txn,
+            &self.data,
+            &self.dup_bounds,
+            self.methods.as_deref(),
+            self.dups_per_pg,
+        )?;
         for item in work {
             batch.begin_pg(item.pg);
             let mut replies = Vec::with_capacity(item.cmds.len());

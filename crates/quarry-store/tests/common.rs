@@ -437,12 +437,67 @@ pub fn create_excl() -> ObjectOp {
     ObjectOp::Create { exclusive: true }
 }
 
-/// Rewrites a format-4 store (closed) as format 3 kept it: each extent row (`extents`, key
+/// Rewrites a format-5 store (closed) as format 4 kept it: the `dup_seq` table, `pool BE ++
+/// seed BE ++ seq BE -> crc32c LE ++ reqid part of the dups key`, rebuilt from the `dups`
+/// rows (their sealed values carry the seq: crc32c u32 ++ version u8 ++ seq u64 LE), marker
+/// version 4. Raw redb writes behind the store's back.
+pub fn downgrade_to_v4(file: &std::path::Path) {
+    use redb::{ReadableTable, TableDefinition};
+    const RAW_DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
+    const RAW_DUP_SEQ: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_seq");
+    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let db = redb::Database::create(file).expect("open raw db");
+    let txn = db.begin_write().expect("begin");
+    {
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = txn
+            .open_table(RAW_DUPS)
+            .expect("dups")
+            .iter()
+            .expect("iter")
+            .map(|r| r.expect("row"))
+            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+            .collect();
+        let mut seqs = txn.open_table(RAW_DUP_SEQ).expect("dup_seq");
+        for (key, value) in rows {
+            let mut seq_key = [0u8; 20];
+            seq_key[..12].copy_from_slice(&key[..12]);
+            let seq = u64::from_le_bytes(value[5..13].try_into().expect("8 bytes"));
+            seq_key[12..].copy_from_slice(&seq.to_be_bytes());
+            let part = &key[12..];
+            let mut sealed = crc32c::crc32c(part).to_le_bytes().to_vec();
+            sealed.extend_from_slice(part);
+            seqs.insert(&seq_key, sealed.as_slice()).expect("dup_seq row");
+        }
+        let mut marker = b"QRYSTORE".to_vec();
+        marker.extend_from_slice(&4u32.to_le_bytes());
+        txn.open_table(RAW_META)
+            .expect("meta")
+            .insert("format", marker.as_slice())
+            .expect("marker");
+    }
+    txn.commit().expect("commit");
+}
+
+/// The row count of a table of a store file (closed), or None if the table does not exist.
+pub fn raw_table_len(file: &std::path::Path, table: &str) -> Option<u64> {
+    use redb::{ReadableTableMetadata, TableDefinition};
+    let db = redb::Database::create(file).expect("open raw db");
+    let txn = db.begin_read().expect("begin");
+    let def: TableDefinition<&[u8], &[u8]> = TableDefinition::new(table);
+    match txn.open_untyped_table(def) {
+        Ok(t) => Some(t.len().expect("len")),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => panic!("{table}: {e}"),
+    }
+}
+
+/// Rewrites a format-5 store (closed) as format 3 kept it (through format 4): each extent row (`extents`, key
 /// object id ++ tag ++ first chunk) becomes one row per chunk in `chunks` (key object id ++
 /// chunk index ++ tag; value crc32c LE ++ length u16 LE ++ block u64 LE, or 4 zero bytes for
 /// a hole), marker version 3. Raw redb writes behind the store's back; the extent value
 /// layout is decoded here independently of the store's code.
 pub fn downgrade_to_v3(file: &std::path::Path) {
+    downgrade_to_v4(file);
     use redb::{ReadableTable, TableDefinition};
     const RAW_EXTENTS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("extents");
     const RAW_CHUNKS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunks");
@@ -496,7 +551,7 @@ pub fn downgrade_to_v3(file: &std::path::Path) {
     txn.commit().expect("commit");
 }
 
-/// Rewrites a format-4 store (closed) as format 2 kept it (through format 3): every chunk's
+/// Rewrites a format-5 store (closed) as format 2 kept it (through format 3): every chunk's
 /// data back in its redb row (crc32c LE ++ data[..4060]) with the rest in the `chunk_tails`
 /// table, marker version 2; the data file is left behind with garbage in it (a format-2
 /// store has none, and the migration must not trust one it finds). Raw redb writes behind

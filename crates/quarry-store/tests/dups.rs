@@ -64,37 +64,53 @@ fn ids_are_qualified_by_the_entity() {
     assert_eq!(apply1(&store, b), eexist());
 }
 
-/// Goal: the table holds at most `dups_per_pg` entries per PG, dropping the oldest; other PGs
-/// are not affected; the table survives reopening.
+/// Goal: the table keeps at least the newest `dups_per_pg` entries per PG and at most a
+/// quarter more (it is trimmed in steps: `dups.rs`), dropping the oldest; other PGs are not
+/// affected; the table survives reopening (the bounds found again by a scan) and keeps its
+/// order across it.
 #[test]
 fn the_table_is_bounded_oldest_first_and_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let options = StoreOptions { dups_per_pg: 5, ..StoreOptions::default() };
+    let options = StoreOptions { dups_per_pg: 8, ..StoreOptions::default() };
+    let (max, slack) = (8u64, 2u64);
     let other = PgId { pool: 1, seed: 8 };
+    let check = |store: &Store, last: u64| {
+        let count = store.dup_count(PG).unwrap() as u64;
+        assert!(count >= last.min(max) && count <= max + slack, "{count} entries after {last}");
+        for tid in 1..=last {
+            let kept = store.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap().is_some();
+            if tid + max > last {
+                assert!(kept, "tid {tid} is among the newest {max} after {last}");
+            }
+            if tid + max + slack <= last {
+                assert!(!kept, "tid {tid} is older than the newest {} after {last}", max + slack);
+            }
+        }
+        // The kept entries are the newest ones: no gap.
+        let oldest = (1..=last)
+            .find(|&t| store.dup_reply(PG, &reqid("client.admin", 7, t)).unwrap().is_some());
+        assert_eq!(oldest.map(|o| last - o + 1), Some(count), "after {last}");
+    };
     {
         let store = Store::open_with(dir.path(), &options).unwrap();
         store.apply(other, &[with_id(cmd("o", vec![create_excl()]), 100)], b"s").unwrap();
-        for tid in 1..=8 {
-            let name = format!("o{tid}");
-            apply1(&store, with_id(cmd(&name, vec![create_excl()]), tid));
+        for tid in 1..=23 {
+            apply1(&store, with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid));
+            check(&store, tid);
         }
-        assert_eq!(store.dup_count(PG).unwrap(), 5);
         assert_eq!(store.dup_count(other).unwrap(), 1);
     }
     let store = Store::open_with(dir.path(), &options).unwrap();
-    assert_eq!(store.dup_count(PG).unwrap(), 5);
-    for tid in 1..=3 {
-        assert_eq!(store.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap(), None, "{tid}");
+    check(&store, 23);
+    for tid in 24..=41 {
+        apply1(&store, with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid));
+        check(&store, tid);
     }
-    for tid in 4..=8 {
-        let reply = store.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap();
-        assert_eq!(reply, Some(OpReply::Ok(vec![OpOutput::None])), "{tid}");
-    }
+    assert_eq!(store.dup_count(other).unwrap(), 1);
     // An evicted id runs again (EEXIST); a remembered one answers from the table.
     assert_eq!(apply1(&store, with_id(cmd("o1", vec![create_excl()]), 1)), eexist());
-    let remembered = apply1(&store, with_id(cmd("o8", vec![create_excl()]), 8));
+    let remembered = apply1(&store, with_id(cmd("o41", vec![create_excl()]), 41));
     assert_eq!(remembered, OpReply::Ok(vec![OpOutput::None]));
-    assert_eq!(store.dup_count(PG).unwrap(), 5);
 }
 
 /// Goal: the table travels with export/import (Raft snapshots) and goes with the PG.
@@ -160,4 +176,76 @@ fn large_outputs_are_not_recorded() {
     );
     let first = apply1(&store, small.clone());
     assert_eq!(apply1(&store, small), first);
+}
+
+/// Goal: a format-4 store (with the `dup_seq` table) opens as format 5: the table is deleted,
+/// every entry still answers its resend, new entries continue the sequence (an export and
+/// import of the PG keep them in order) and the trimming goes on from the migrated entries.
+/// Method: a store written by this build, its `dup_seq` rebuilt and marker set to 4 behind
+/// its back (raw redb writes), reopened.
+#[test]
+fn a_format_4_store_loses_its_dup_seq_table_and_keeps_its_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { dups_per_pg: 8, ..StoreOptions::default() };
+    let file = {
+        let store = Store::open_with(dir.path(), &options).unwrap();
+        for tid in 1..=9 {
+            apply1(&store, with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid));
+        }
+        store.checkpoint().unwrap();
+        store.path().to_path_buf()
+    };
+    downgrade_to_v4(&file);
+    assert_eq!(marker_version(&file), 4);
+    assert_eq!(raw_table_len(&file, "dup_seq"), Some(9));
+    let store = Store::open_with(&file, &options).unwrap();
+    for tid in 1..=9 {
+        assert!(store.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap().is_some(), "{tid}");
+    }
+    // Resends answered from the migrated entries; new ids recorded after them.
+    let resend = apply1(&store, with_id(cmd("o3", vec![create_excl()]), 3));
+    assert_eq!(resend, OpReply::Ok(vec![OpOutput::None]));
+    for tid in 10..=12 {
+        apply1(&store, with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid));
+    }
+    // The 11th entry made more than 8 + 2: trimmed to the newest 8 (tids 4..=11), then the
+    // 12th added.
+    assert_eq!(store.dup_count(PG).unwrap(), 9);
+    assert!(store.dup_reply(PG, &reqid("client.admin", 7, 3)).unwrap().is_none());
+    assert!(store.dup_reply(PG, &reqid("client.admin", 7, 4)).unwrap().is_some());
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    let (_dir2, target) = open_temp();
+    target.import_pg(PG, &mut stream.as_slice()).unwrap();
+    assert_eq!(target.dup_count(PG).unwrap(), 9);
+    drop(store);
+    assert_eq!(marker_version(&file), 5);
+    assert_eq!(raw_table_len(&file, "dup_seq"), None);
+}
+
+/// Goal: a merge appends the source's entries after the target's, and the target's later
+/// entries come after those (the bounds an apply kept for the target are not reused): the
+/// target's entries stay consecutive, so an export of it imports.
+#[test]
+fn entries_recorded_after_a_merge_follow_the_merged_ones() {
+    let (_dir, store) = open_temp();
+    let source = PgId { pool: PG.pool, seed: PG.seed + 64 };
+    for tid in 1..=3 {
+        apply1(&store, with_id(cmd(&format!("t{tid}"), vec![create_excl()]), tid));
+        let c = with_id(cmd(&format!("s{tid}"), vec![create_excl()]), 10 + tid);
+        store.apply(source, &[c], b"s").unwrap();
+    }
+    let stats = store.merge_pg(source, PG, b"merged").unwrap();
+    assert_eq!(stats.dups, 3);
+    for tid in 4..=5 {
+        apply1(&store, with_id(cmd(&format!("t{tid}"), vec![create_excl()]), tid));
+    }
+    assert_eq!(store.dup_count(PG).unwrap(), 8);
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    let (_dir2, target) = open_temp();
+    target.import_pg(PG, &mut stream.as_slice()).expect("consecutive entries");
+    for tid in [1, 2, 3, 4, 5, 11, 12, 13] {
+        assert!(target.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap().is_some(), "{tid}");
+    }
 }

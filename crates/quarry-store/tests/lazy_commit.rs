@@ -241,3 +241,57 @@ fn a_cached_read_answers_only_without_waiting() {
     assert!(store.has_open_transaction(), "a cached read never commits");
     assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(b"new".to_vec()));
 }
+
+/// Goal: a failed apply does not disturb the duplicate table's numbering: the entries of the
+/// dropped transaction's answered applies are recorded again with the numbers they had, the
+/// failed apply's own are gone, and the PG's entries stay consecutive (an export of them
+/// imports). Method: ids 1-3 committed, object o's block damaged; 4 and 5 applied (open);
+/// then one apply of 6 (succeeds, recorded) and 7 (a partial write over o's damaged chunk:
+/// fails); then 8, and 9 removes o; the PG exported and imported into a second store.
+#[test]
+fn a_failed_apply_keeps_the_duplicate_table_consecutive() {
+    let id = |c: quarry_store::ObjectCommand, tid| quarry_store::ObjectCommand {
+        reqid: Some(reqid("client.admin", 7, tid)),
+        ..c
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let file = {
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(PG, &[cmd("o", vec![write(0, &pattern(3 * 4096, 6))])], b"s").unwrap();
+        for tid in 1..=3 {
+            store
+                .apply(PG, &[id(cmd(&format!("a{tid}"), vec![write_full(b"a")]), tid)], b"s")
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+        store.path().to_path_buf()
+    };
+    damage_block(&file, 1, 17);
+    let store = Store::open_with(&file, &lazy()).unwrap();
+    for tid in 4..=5 {
+        store.apply(PG, &[id(cmd(&format!("a{tid}"), vec![write_full(b"a")]), tid)], b"s").unwrap();
+    }
+    let failed = store.apply(
+        PG,
+        &[
+            id(cmd("a6", vec![write_full(b"a")]), 6),
+            id(cmd("o", vec![write(4096 + 5, b"patch")]), 7),
+        ],
+        b"s",
+    );
+    assert!(matches!(failed, Err(StoreError::Corrupt { .. })), "{failed:?}");
+    store.apply(PG, &[id(cmd("a8", vec![write_full(b"a")]), 8)], b"s").unwrap();
+    for (tid, kept) in [(1, true), (4, true), (5, true), (6, false), (7, false), (8, true)] {
+        let found = store.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap().is_some();
+        assert_eq!(found, kept, "id {tid}");
+    }
+    assert_eq!(store.dup_count(PG).unwrap(), 6);
+    // The damaged object goes (an export reads every chunk), recorded as 9.
+    store.apply(PG, &[id(cmd("o", vec![ObjectOp::Remove]), 9)], b"s").unwrap();
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let target = Store::open(second.path()).unwrap();
+    target.import_pg(PG, &mut stream.as_slice()).expect("the entries are consecutive");
+    assert_eq!(target.dup_count(PG).unwrap(), 7);
+}
