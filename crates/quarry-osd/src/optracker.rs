@@ -11,7 +11,8 @@
 //! [`HISTORY_DURATION`] (Ceph's `osd_op_history_size` 20, `osd_op_history_duration` 600 s).
 //! It also says when an op is alone ([`OpTracker::alone`]: queue depth 1, which the OSD
 //! serves on the op's own thread). Cost per op: one short mutex hold to register, one to
-//! finish, and the description (op names, never data).
+//! finish, and copies of the object's name, the ops' names and extents (never data): the
+//! description is formatted only when dumped.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,7 +21,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
 
-use quarry_types::ObjectOp;
+use std::net::SocketAddr;
+
+use quarry_types::{EntityName, ObjectOp};
 use quarry_wire::OsdOp;
 
 /// Finished ops kept for `dump_historic_ops`.
@@ -28,10 +31,15 @@ pub const HISTORY_SIZE: usize = 20;
 /// How long a finished op stays in the history.
 pub const HISTORY_DURATION: Duration = Duration::from_secs(600);
 
+/// What the description says, kept raw: formatted only when dumped.
 struct Tracked {
-    description: String,
-    client: String,
-    client_addr: String,
+    pg: quarry_types::PgId,
+    object: String,
+    /// Each op's name and extent.
+    ops: Vec<(&'static str, Option<(u64, u64)>)>,
+    epoch: u64,
+    client: EntityName,
+    client_addr: SocketAddr,
     tid: u64,
     initiated: SystemTime,
     started: Instant,
@@ -77,9 +85,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Ceph's name of an op of the vector (`osd_op`'s bracketed list).
-fn op_name(op: &ObjectOp) -> String {
-    let (name, extent) = match op {
+/// Ceph's name of an op of the vector and its extent (`osd_op`'s bracketed list).
+fn op_name(op: &ObjectOp) -> (&'static str, Option<(u64, u64)>) {
+    match op {
         ObjectOp::Read { off, len, .. } => ("read", Some((*off, *len))),
         ObjectOp::Write { off, data } => ("write", Some((*off, data.len() as u64))),
         ObjectOp::WriteFull { data } => ("writefull", Some((0, data.len() as u64))),
@@ -107,10 +115,6 @@ fn op_name(op: &ObjectOp) -> String {
         ObjectOp::Call { .. } => ("call", None),
         ObjectOp::Rollback { .. } => ("rollback", None),
         ObjectOp::CmpExt { .. } => ("cmpext", None),
-    };
-    match extent {
-        Some((offset, length)) => format!("{name} {offset}~{length}"),
-        None => name.to_string(),
     }
 }
 
@@ -140,22 +144,21 @@ fn utime(at: SystemTime) -> String {
 
 impl OpTracker {
     /// Registers `op` from `client` (its entity) at `addr`.
-    pub fn start(self: &Arc<Self>, op: &OsdOp, client: &str, addr: &str) -> InFlight {
+    pub fn start(
+        self: &Arc<Self>,
+        op: &OsdOp,
+        client: &EntityName,
+        addr: SocketAddr,
+    ) -> InFlight {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let ops: Vec<String> = op.ops.iter().map(op_name).collect();
-        let tid = op.reqid.map(|r| r.tid).unwrap_or(0);
-        let description = format!(
-            "osd_op({client}.0:{tid} {} {} [{}] e{})",
-            op.pg,
-            op.name,
-            ops.join(","),
-            op.epoch
-        );
         let tracked = Tracked {
-            description,
-            client: client.to_string(),
-            client_addr: addr.to_string(),
-            tid,
+            pg: op.pg,
+            object: op.name.clone(),
+            ops: op.ops.iter().map(op_name).collect(),
+            epoch: op.epoch,
+            client: client.clone(),
+            client_addr: addr,
+            tid: op.reqid.map(|r| r.tid).unwrap_or(0),
             initiated: SystemTime::now(),
             started: Instant::now(),
             finished: None,
@@ -213,6 +216,27 @@ impl Default for OpTracker {
 }
 
 impl Tracked {
+    /// Ceph's description: `osd_op(client.admin.0:7 1.3 obj [write 0~4096] e12)`.
+    fn description(&self) -> String {
+        let ops: Vec<String> = self
+            .ops
+            .iter()
+            .map(|(name, extent)| match extent {
+                Some((offset, length)) => format!("{name} {offset}~{length}"),
+                None => name.to_string(),
+            })
+            .collect();
+        format!(
+            "osd_op({}.0:{} {} {} [{}] e{})",
+            self.client,
+            self.tid,
+            self.pg,
+            self.object,
+            ops.join(","),
+            self.epoch
+        )
+    }
+
     fn json(&self, now: Instant) -> Value {
         let age = now.duration_since(self.started).as_secs_f64();
         let duration = match self.finished {
@@ -232,15 +256,15 @@ impl Tracked {
             None => "started",
         };
         json!({
-            "description": self.description,
+            "description": self.description(),
             "initiated_at": initiated,
             "age": age,
             "duration": duration,
             "type_data": {
                 "flag_point": flag_point,
                 "client_info": {
-                    "client": self.client,
-                    "client_addr": self.client_addr,
+                    "client": self.client.to_string(),
+                    "client_addr": self.client_addr.to_string(),
                     "tid": self.tid
                 },
                 "events": events
@@ -274,13 +298,15 @@ mod tests {
             ops: Vec::new(),
             reqid: None,
         };
+        let client = EntityName::client("a");
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert!(!tracker.alone(), "nothing in flight");
         std::thread::sleep(ALONE_AFTER);
-        let first = tracker.start(&op, "client.a", "127.0.0.1:1");
+        let first = tracker.start(&op, &client, peer);
         assert!(tracker.alone());
         drop(first);
-        let first = tracker.start(&op, "client.a", "127.0.0.1:1");
-        let second = tracker.start(&op, "client.a", "127.0.0.1:1");
+        let first = tracker.start(&op, &client, peer);
+        let second = tracker.start(&op, &client, peer);
         assert!(!tracker.alone(), "two in flight");
         drop(second);
         assert!(!tracker.alone(), "one left of a burst");

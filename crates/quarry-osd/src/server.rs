@@ -42,8 +42,7 @@ impl Handler<Session> for OsdService {
         };
         match request {
             Request::Op(op) => {
-                let entity = session.entity.to_string();
-                let _tracked = self.osd.tracker.start(&op, &entity, &ctx.peer.to_string());
+                let _tracked = self.osd.tracker.start(&op, &session.entity, ctx.peer);
                 op::handle_op(&self.osd, session, ctx.peer, op, permit).await
             }
             Request::List { pg, epoch, start_after, max } => {
