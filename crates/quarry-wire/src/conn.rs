@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -812,8 +812,10 @@ where
     let frame_max = account.budget().frame_max(account.is_client());
     let (tx, rx) = mpsc::channel::<Outgoing>(OUTGOING_QUEUE_MAX);
     let (writer_gone_tx, mut writer_gone) = oneshot::channel::<()>();
+    let running = Arc::new(AtomicUsize::new(0));
+    let writer_running = running.clone();
     let writer_task = tokio::spawn(async move {
-        write_loop(writer, rx, Some(limits.idle_timeout)).await;
+        write_loop(writer, rx, Some(limits.idle_timeout), Some(writer_running)).await;
         drop(writer_gone_tx);
     });
     let events = EventSink { tx: tx.clone(), account: Arc::downgrade(&account) };
@@ -868,8 +870,10 @@ where
         handler.arrived(&ctx, &request);
         let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
         while handlers.try_join_next().is_some() {}
+        let running = Running::start(&running);
         handlers.spawn(async move {
             let reply = handler.handle_bulk(ctx, request, bulk).await;
+            drop(running);
             drop(request_charge);
             let msg = Message::Reply(reply);
             let mut reply_charge = reply_charge;
@@ -928,6 +932,22 @@ async fn next_request(
     }
 }
 
+/// Counts a handler of a served connection until its reply is made (or it is cancelled).
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(count: &Arc<AtomicUsize>) -> Running {
+        count.fetch_add(1, Ordering::AcqRel);
+        Running(count.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// `work`, failed as `Stalled` if it takes longer than `stall`.
 async fn bounded(
     stall: Option<Duration>,
@@ -939,10 +959,18 @@ async fn bounded(
     }
 }
 
+/// Sends what `rx` brings, several frames per flush when they come together. `running`
+/// (the server's side): the connection's handlers that have not queued their reply yet.
+/// While some run, the writer lets them go first once before it flushes: under a deep
+/// queue the replies of one apply round finish together, and each flushed on its own cost a
+/// `sendto` (with the peer's loopback receive in it) per reply — 0.85 per 4 KiB write at
+/// QD32, 0.22 with the turn given (docs/benchmarks.md, "Eleventh round"). At queue depth 1
+/// nothing else runs and the reply goes at once.
 async fn write_loop(
     mut writer: FrameWriter,
     mut rx: mpsc::Receiver<Outgoing>,
     stall: Option<Duration>,
+    running: Option<Arc<AtomicUsize>>,
 ) {
     while let Some((id, msg, charge)) = rx.recv().await {
         if bounded(stall, writer.push(id, &msg)).await.is_err() {
@@ -950,11 +978,19 @@ async fn write_loop(
         }
         drop((msg, charge));
         // Coalesce whatever else is queued into the same flush.
-        while let Ok((id, msg, charge)) = rx.try_recv() {
-            if bounded(stall, writer.push(id, &msg)).await.is_err() {
-                return;
+        let mut turn_given = false;
+        loop {
+            while let Ok((id, msg, charge)) = rx.try_recv() {
+                if bounded(stall, writer.push(id, &msg)).await.is_err() {
+                    return;
+                }
+                drop((msg, charge));
             }
-            drop((msg, charge));
+            if turn_given || running.as_ref().is_none_or(|r| r.load(Ordering::Acquire) == 0) {
+                break;
+            }
+            tokio::task::yield_now().await;
+            turn_given = true;
         }
         if bounded(stall, async { writer.inner.flush().await.map_err(WireError::Io) })
             .await
@@ -1003,7 +1039,7 @@ impl RpcClient {
         let (event_tx, event_rx) = mpsc::channel(64);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_loop(writer, rx, None));
+        tokio::spawn(write_loop(writer, rx, None, None));
         tokio::spawn(read_loop(reader, pending.clone(), event_tx, closed.clone()));
         let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let client =
