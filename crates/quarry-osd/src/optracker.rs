@@ -144,12 +144,7 @@ fn utime(at: SystemTime) -> String {
 
 impl OpTracker {
     /// Registers `op` from `client` (its entity) at `addr`.
-    pub fn start(
-        self: &Arc<Self>,
-        op: &OsdOp,
-        client: &EntityName,
-        addr: SocketAddr,
-    ) -> InFlight {
+    pub fn start(self: &Arc<Self>, op: &OsdOp, client: &EntityName, addr: SocketAddr) -> InFlight {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let tracked = Tracked {
             pg: op.pg,

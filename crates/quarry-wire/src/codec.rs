@@ -174,7 +174,7 @@ pub fn encode_segments(
     debug_assert_eq!(header.len(), HEADER_LEN);
     // Without a size limit (checked above): bincode would run a sizing pass first.
     let options = bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian();
-    let (encoded, head, splices) =
+    let (encoded, head, splices, first_bulk) =
         quarry_types::zerocopy::encode_spliced(header, |w| options.serialize_into(w, msg));
     encoded.map_err(|e| WireError::Encode(e.to_string()))?;
     let spliced: usize = splices.iter().map(|s| s.bytes.len()).sum();
@@ -195,7 +195,9 @@ pub fn encode_segments(
     };
     segments.head[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
     segments.head[20..24].copy_from_slice(&crc.to_le_bytes());
-    let bulk = segments.splices.first().map_or(0, |s| s.at - HEADER_LEN);
+    // The first payload of at least 1 KiB is the bulk: signed by its digest, which BLAKE3
+    // computes from a chunk boundary (`quarry_types::zerocopy::BULK_MIN`).
+    let bulk = first_bulk.map_or(0, |at| at - HEADER_LEN);
     let bulk = u16::try_from(bulk).unwrap_or(0);
     segments.head[6..8].copy_from_slice(&bulk.to_le_bytes());
     Ok(segments)
@@ -923,7 +925,10 @@ pub(crate) mod tests {
     fn a_frame_in_segments_is_the_plain_frame() {
         let key = [5u8; 32];
         let data: Vec<u8> = (0..(1usize << 20) + 17).map(|i| (i * 31 % 251) as u8).collect();
-        for (msg, spliced) in [(write_op(data), true), (write_op(vec![3u8; 100]), false)] {
+        let small: Vec<u8> = (0..4096).map(|i| (i * 7 % 253) as u8).collect();
+        let cases =
+            [(write_op(data), true), (write_op(small), false), (write_op(vec![3u8; 100]), false)];
+        for (msg, spliced) in cases {
             for signed in [false, true] {
                 // The plain encoding, as frames were built before segments.
                 let mut plain = encode_segments(2, 9, &sample(), signed).unwrap().head;
@@ -937,11 +942,15 @@ pub(crate) mod tests {
                 plain[20..24].copy_from_slice(&crc.to_le_bytes());
 
                 let segments = encode_segments(2, 9, &msg, signed).unwrap();
-                // The bulk offset says where the write's data starts in the payload.
-                let bulk = segments.splices.first().map_or(0, |s| s.at - HEADER_LEN);
-                if spliced {
-                    let data_at = plain.windows(64).position(|w| w == &data_of(&msg)[..64]);
+                // The bulk offset says where the write's data starts in the payload, for data
+                // of at least 1 KiB (spliced or not); smaller data has none.
+                let bulk = usize::from(u16::from_le_bytes([segments.head[6], segments.head[7]]));
+                let data = data_of(&msg);
+                if data.len() >= quarry_types::zerocopy::BULK_MIN {
+                    let data_at = plain.windows(64).position(|w| w == &data[..64]);
                     assert_eq!(data_at, Some(HEADER_LEN + bulk));
+                } else {
+                    assert_eq!(bulk, 0);
                 }
                 plain[6..8].copy_from_slice(&(bulk as u16).to_le_bytes());
                 assert_eq!(segments.splices.is_empty(), !spliced);
