@@ -815,7 +815,7 @@ where
     let running = Arc::new(AtomicUsize::new(0));
     let writer_running = running.clone();
     let writer_task = tokio::spawn(async move {
-        write_loop(writer, rx, Some(limits.idle_timeout), Some(writer_running)).await;
+        write_loop(writer, rx, Some(limits.idle_timeout), More::Handlers(writer_running)).await;
         drop(writer_gone_tx);
     });
     let events = EventSink { tx: tx.clone(), account: Arc::downgrade(&account) };
@@ -959,18 +959,37 @@ async fn bounded(
     }
 }
 
-/// Sends what `rx` brings, several frames per flush when they come together. `running`
-/// (the server's side): the connection's handlers that have not queued their reply yet.
-/// While some run, the writer lets them go first once before it flushes: under a deep
-/// queue the replies of one apply round finish together, and each flushed on its own cost a
-/// `sendto` (with the peer's loopback receive in it) per reply — 0.85 per 4 KiB write at
-/// QD32, 0.22 with the turn given (docs/benchmarks.md, "Eleventh round"). At queue depth 1
-/// nothing else runs and the reply goes at once.
+/// Whether more frames may soon join a writer's flush (see [`write_loop`]).
+enum More {
+    /// The server's side: the connection's handlers that have not made their reply yet.
+    Handlers(Arc<AtomicUsize>),
+    /// The client's side: the requests waiting for their replies (the one just queued
+    /// among them).
+    Pending(Pending),
+}
+
+impl More {
+    fn likely(&self) -> bool {
+        match self {
+            More::Handlers(running) => running.load(Ordering::Acquire) > 0,
+            More::Pending(pending) => lock(pending).len() > 1,
+        }
+    }
+}
+
+/// Sends what `rx` brings, several frames per flush when they come together. While more
+/// frames are likely (`more`: on a server, handlers still running; on a client, other
+/// requests in flight, whose replies start the caller's next requests), the writer lets
+/// the other tasks go first once before it flushes: under a deep queue the replies of one
+/// apply round finish together, and each flushed on its own cost a `sendto` (with the peer's
+/// loopback receive in it) per reply — 0.85 per 4 KiB write at QD32, 0.23 with the turn
+/// given; the client's requests likewise, 0.90 per write (docs/benchmarks.md, "Eleventh
+/// round"). At queue depth 1 nothing else is in flight and the frame goes at once.
 async fn write_loop(
     mut writer: FrameWriter,
     mut rx: mpsc::Receiver<Outgoing>,
     stall: Option<Duration>,
-    running: Option<Arc<AtomicUsize>>,
+    more: More,
 ) {
     while let Some((id, msg, charge)) = rx.recv().await {
         if bounded(stall, writer.push(id, &msg)).await.is_err() {
@@ -986,7 +1005,7 @@ async fn write_loop(
                 }
                 drop((msg, charge));
             }
-            if turn_given || running.as_ref().is_none_or(|r| r.load(Ordering::Acquire) == 0) {
+            if turn_given || !more.likely() {
                 break;
             }
             tokio::task::yield_now().await;
@@ -1039,7 +1058,7 @@ impl RpcClient {
         let (event_tx, event_rx) = mpsc::channel(64);
         let pending: Pending = Arc::new(Mutex::new(HashMap::new()));
         let closed = Arc::new(AtomicBool::new(false));
-        tokio::spawn(write_loop(writer, rx, None, None));
+        tokio::spawn(write_loop(writer, rx, None, More::Pending(pending.clone())));
         tokio::spawn(read_loop(reader, pending.clone(), event_tx, closed.clone()));
         let conn_id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
         let client =
