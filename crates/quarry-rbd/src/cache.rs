@@ -370,7 +370,9 @@ impl Inner {
 
     /// Removes every cached byte of `[start, end)` (splitting extents at the edges) and
     /// returns the removed pieces.
-    fn cut(&mut self, start: u64, end: u64) -> Vec<(u64, Ext)> {
+    /// The keys of the extents overlapping `start..end`, ascending (extents never overlap:
+    /// at most one starts before `start` and reaches into it).
+    fn keys_overlapping(&self, start: u64, end: u64) -> Vec<u64> {
         let mut keys: Vec<u64> = Vec::new();
         if let Some((&k, e)) = self.map.range(..start).next_back() {
             if k + e.len() > start {
@@ -378,6 +380,11 @@ impl Inner {
             }
         }
         keys.extend(self.map.range(start..end).map(|(&k, _)| k));
+        keys
+    }
+
+    fn cut(&mut self, start: u64, end: u64) -> Vec<(u64, Ext)> {
+        let keys = self.keys_overlapping(start, end);
         let mut removed = Vec::new();
         for k in keys {
             let Some(ext) = self.map.remove(&k) else { continue };
@@ -502,10 +509,33 @@ impl Inner {
         let chosen: Vec<u64> = self
             .map
             .iter()
-            .filter(|(_, e)| matches!(e.state, State::Dirty { .. }))
-            .filter(|(&k, e)| pick(k, e))
+            .filter(|(&k, e)| matches!(e.state, State::Dirty { .. }) && pick(k, e))
             .map(|(&k, _)| k)
             .collect();
+        self.runs_of(chosen)
+    }
+
+    /// [`Inner::take_runs`] among the extents of `keys` only (ascending): a direct write
+    /// looks at the extents it overlaps, not at the whole cache (a scan of every cached
+    /// extent per write was half of `rbd bench`'s CPU at 4 KiB writes, 32 threads).
+    fn take_runs_of(
+        &mut self,
+        keys: Vec<u64>,
+        mut pick: impl FnMut(u64, &Ext) -> bool,
+    ) -> Vec<Run> {
+        let chosen: Vec<u64> = keys
+            .into_iter()
+            .filter(|k| {
+                let e = &self.map[k];
+                matches!(e.state, State::Dirty { .. }) && pick(*k, e)
+            })
+            .collect();
+        self.runs_of(chosen)
+    }
+
+    /// Marks the dirty extents `chosen` (ascending) as writing, in runs (see
+    /// [`Inner::take_runs`]).
+    fn runs_of(&mut self, chosen: Vec<u64>) -> Vec<Run> {
         let chosen: Vec<u64> = chosen
             .into_iter()
             .filter(|&k| !self.overlaps_in_flight(k, k + self.map[&k].len()))
@@ -783,7 +813,8 @@ impl Cache {
                 if st.overlaps_in_flight(off, end) {
                     Vec::new()
                 } else {
-                    let runs = st.take_runs(|k, e| k < end && off < k + e.len());
+                    let keys = st.keys_overlapping(off, end);
+                    let runs = st.take_runs_of(keys, |k, e| k < end && off < k + e.len());
                     if runs.is_empty() {
                         st.cut(off, end);
                         st.generation += 1;
