@@ -65,8 +65,14 @@ pub(crate) const DIRECT_WRITE_MIN: usize = 64 << 10;
 /// Released extents of at most this many blocks are kept unpunched for reuse (see the module
 /// docs), and allocations of at most this many blocks take them first.
 pub(crate) const WARM_EXTENT_MAX: u64 = 16;
-/// At most this many blocks (16 MiB) are kept unpunched.
-pub(crate) const WARM_BLOCKS_MAX: u64 = 4096;
+/// At most this many blocks (64 MiB) are kept unpunched: a checkpoint (every second)
+/// releases the blocks a second of overwrites freed, and the next second's overwrites take
+/// them again. With 4096 (16 MiB), 4 KiB image overwrites at 32 threads (~9k a second)
+/// punched half of each release and refilled as many punched blocks: the punches were 31%
+/// of the OSD's runtime threads' CPU; with 16384, 15.6k/15.9k writes a second against
+/// 8.9k/10.1k, 67–70 µs of server CPU per write against 86–94 (docs/benchmarks.md,
+/// "Eleventh round"). Disk space, not memory: the file system's, held by the data file.
+pub(crate) const WARM_BLOCKS_MAX: u64 = 16384;
 
 /// Reads of at least this many whole blocks' bytes use direct I/O (see the module docs).
 pub(crate) const DIRECT_READ_MIN: usize = 64 << 10;
