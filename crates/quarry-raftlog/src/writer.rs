@@ -29,11 +29,11 @@
 //! silently (see `replay`). Rounds of [`PREALLOC_BYTES`] or more just append (zeroing would
 //! double their bytes for little gain).
 //!
-//! Direct I/O: every round is written through a second
-//! handle of the active segment opened with `O_DIRECT` ([`DurableFile::open_direct`]), from a
-//! 4 KiB-aligned buffer, at a 4 KiB boundary, padded with zeros to whole 4 KiB blocks: on
-//! this kind of VM a buffered 4 MiB write plus fdatasync cost ~12 ms of CPU in the kernel's
-//! page cache and writeback, a direct one ~0.4 ms (fio, docs/benchmarks.md). The records stay
+//! Direct I/O: every round is written through a second handle of the active segment opened
+//! with `O_DIRECT` ([`DurableFile::open_direct`]), from a 4 KiB-aligned buffer, at a 4 KiB
+//! boundary, padded with zeros to whole 4 KiB blocks: on this kind of VM a buffered 4 MiB
+//! write plus fdatasync cost ~12 ms of CPU in the kernel's page cache and writeback, a direct
+//! one ~0.4 ms (fio, docs/benchmarks.md). The records stay
 //! back to back as before (same format): a direct write starts at the 4 KiB block holding the
 //! end of the last round and rewrites that block's head (`tail`, kept in memory) unchanged, as
 //! the page cache's writeback of a partial page always did; its padding zeros are what the
@@ -43,10 +43,10 @@
 //! depth 1), a direct one's only flushes the device's cache; all-direct measured 4 KiB writes
 //! at QD1 at 0.296 ms against 0.319 (means of eight alternating pairs, direct ahead or level
 //! in seven) and QD32 at 15167 / 15411 IOPS and 75–77 µs of CPU against 14816 / 14108 and
-//! 80–82. The fdatasync after the write is
-//! unchanged (it flushes the device's cache). Where the file system has no direct I/O
-//! (tmpfs), everything is buffered (Linux keeps the two coherent anyway: a direct write first
-//! writes back and drops the cached pages of its range).
+//! 80–82. The fdatasync after the write is unchanged (it flushes the device's cache). Where
+//! the file system has no direct I/O (tmpfs), everything is buffered (Linux keeps the two
+//! coherent anyway: a direct write first writes back and drops the cached pages of its
+//! range).
 //!
 //! An I/O error here aborts the process: after a failed fdatasync the page cache and the disk
 //! may disagree and retrying can report data durable that is not (the "fsyncgate" lesson;

@@ -77,23 +77,8 @@ pub(crate) fn encode_value(seq: u64, reply: &OpReply) -> Vec<u8> {
     out
 }
 
-/// `(seq, reply)` of a stored value, or why it is malformed.
-pub(crate) fn decode_value(value: &[u8]) -> Result<(u64, OpReply), &'static str> {
-    if value.len() < 9 {
-        return Err("dup entry too short");
-    }
-    if value[0] != DUP_VALUE_VERSION {
-        return Err("dup entry of an unknown version");
-    }
-    let seq = u64::from_le_bytes(value[1..9].try_into().expect("8 bytes"));
-    let reply = bincode::deserialize(&value[9..]).map_err(|_| "dup entry reply undecodable")?;
-    Ok((seq, reply))
-}
-
-/// The sequence number of a value as the `dups` table stores it (its crc checked, the reply
-/// not decoded), or why it is damaged.
-fn stored_seq(value: &[u8]) -> Result<u64, &'static str> {
-    let value = unseal(value).map_err(|_| "dup entry crc mismatch")?;
+/// The sequence number of a plain value (the reply not decoded), or why it is malformed.
+fn value_seq(value: &[u8]) -> Result<u64, &'static str> {
     if value.len() < 9 {
         return Err("dup entry too short");
     }
@@ -101,6 +86,19 @@ fn stored_seq(value: &[u8]) -> Result<u64, &'static str> {
         return Err("dup entry of an unknown version");
     }
     Ok(u64::from_le_bytes(value[1..9].try_into().expect("8 bytes")))
+}
+
+/// `(seq, reply)` of a stored value, or why it is malformed.
+pub(crate) fn decode_value(value: &[u8]) -> Result<(u64, OpReply), &'static str> {
+    let seq = value_seq(value)?;
+    let reply = bincode::deserialize(&value[9..]).map_err(|_| "dup entry reply undecodable")?;
+    Ok((seq, reply))
+}
+
+/// The sequence number of a value as the `dups` table stores it (its crc checked, the reply
+/// not decoded), or why it is damaged.
+fn stored_seq(value: &[u8]) -> Result<u64, &'static str> {
+    value_seq(unseal(value).map_err(|_| "dup entry crc mismatch")?)
 }
 
 /// `(seq, reply)` of a value as the `dups` table stores it (sealed: crc32c ++ the value
