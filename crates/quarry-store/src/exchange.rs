@@ -44,6 +44,7 @@ use crate::format::{
     PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
 use crate::read::{load_ref, Ctx, WriteTables};
+use crate::view::ReadViews;
 use crate::{apply, StoreError};
 
 const EXPORT_MAGIC: &[u8; 8] = b"QRYPGEX1";
@@ -353,6 +354,7 @@ pub(crate) fn purge_pg(
 pub(crate) fn import_pg(
     db: &Database,
     data: &DataFile,
+    views: &ReadViews,
     bounds: &DupBounds,
     pg: PgId,
     input: &mut dyn Read,
@@ -566,6 +568,6 @@ pub(crate) fn import_pg(
     }
     // The rows become durable with this commit: their data first.
     data.sync()?;
-    txn.commit()?;
+    views.commit(txn)?;
     Ok(batch.committed())
 }

@@ -286,6 +286,7 @@ mod merge;
 mod methods;
 mod read;
 mod split;
+mod view;
 mod writer;
 
 use std::collections::BTreeMap;
@@ -525,6 +526,8 @@ pub struct Store {
     dups_per_pg: usize,
     /// The duplicate table's bounds of the PGs applies wrote (`dups.rs`).
     dup_bounds: dups::DupBounds,
+    /// The read transaction reads share until the next commit (`view.rs`).
+    views: view::ReadViews,
     methods: Option<Arc<dyn ObjectMethods>>,
     snap_trim_visits: AtomicU64,
     /// [`StoreOptions::commit_age`].
@@ -557,6 +560,8 @@ impl Drop for Store {
             tracing::error!(path = %self.path.display(), %error,
                 "store close: committing the open transaction failed");
         }
+        // The shared read transaction closes before the database does.
+        self.views.invalidate();
         let db = self.db.take();
         if let Err(error) = self.data.sync() {
             tracing::error!(
@@ -642,6 +647,7 @@ impl Store {
             bytes_since_checkpoint: AtomicU64::new(0),
             dups_per_pg: options.dups_per_pg.max(1),
             dup_bounds: dups::DupBounds::default(),
+            views: view::ReadViews::default(),
             methods: options.methods.clone(),
             snap_trim_visits: AtomicU64::new(0),
             writer: Mutex::default(),
@@ -1205,7 +1211,7 @@ impl Store {
             batch.finish()?;
             SnapTrimStep { visited, purged }
         };
-        txn.commit()?;
+        self.views.commit(txn)?;
         blocks.committed();
         self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);
         self.snap_trim_visits.fetch_add(step.visited, Ordering::Relaxed);
@@ -1309,17 +1315,12 @@ impl Store {
         if let Some(i) = ops.iter().position(ObjectOp::is_mutation) {
             return Ok(OpReply::Failed { index: i as u32, code: ErrorCode::EROFS });
         }
-        // Blocks this snapshot uses are not reused while the read runs.
+        // Blocks this snapshot uses are not reused while the read runs (registered before
+        // the view is taken: `view.rs`).
         let _reader = self.data.register_reader();
-        let txn = self.begin_read_object(pg, name)?;
-        let record = Store::get_record(&txn, pg, name)?;
-        let tables = ReadTables {
-            chunks: txn.open_table(EXTENTS)?,
-            xattrs: txn.open_table(XATTRS)?,
-            omap: txn.open_table(OMAP)?,
-            omap_header: txn.open_table(OMAP_HEADER)?,
-            data: &self.data,
-        };
+        let view = self.read_view(pg, name)?;
+        let record = Store::decode_record(&view.objects, pg, name)?;
+        let tables = ReadTables { view: &view, data: &self.data };
         let at_head = snap == SNAP_HEAD;
         let target = record.as_ref().and_then(|r| {
             let version = if at_head { Some(r.head()) } else { r.version_at(snap) };
@@ -1354,7 +1355,15 @@ impl Store {
         pg: PgId,
         name: &str,
     ) -> Result<Option<ObjectRecord>, StoreError> {
-        let objects = txn.open_table(OBJECTS)?;
+        Store::decode_record(&txn.open_table(OBJECTS)?, pg, name)
+    }
+
+    /// The record of object `name` of `pg` in `objects`, if any.
+    fn decode_record(
+        objects: &impl ReadableTable<&'static [u8], &'static [u8]>,
+        pg: PgId,
+        name: &str,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
         let mut key = Vec::with_capacity(12 + name.len());
         format::object_key(pg, name.as_bytes(), &mut key);
         let Some(raw) = objects.get(key.as_slice())? else {
@@ -1434,7 +1443,7 @@ impl Store {
         self.data.sync()?;
         txn.set_durability(Durability::Immediate);
         txn.set_quick_repair(true);
-        txn.commit()?;
+        self.views.commit(txn)?;
         self.reset_checkpoint_counters();
         // Punching the released blocks can take a while: applies go on meanwhile.
         drop(writer);
@@ -1463,6 +1472,8 @@ impl Store {
         // synced, first.
         self.settle()?;
         self.data.sync()?;
+        // Compaction needs every read transaction closed, the shared one included.
+        self.views.invalidate();
         Ok(self.db_mut().compact()?)
     }
 
@@ -1613,7 +1624,7 @@ impl Store {
         exchange::purge_pg(&txn, &self.data, &self.dup_bounds, pg)?;
         // A durable commit makes every earlier commit durable: their data first.
         self.data.sync()?;
-        txn.commit()?;
+        self.views.commit(txn)?;
         let durable = blocks.committed();
         self.reset_checkpoint_counters();
         drop(writer);
@@ -1675,7 +1686,8 @@ impl Store {
     /// exactly to its end record (no read-ahead); pass a buffered reader for speed.
     pub fn import_pg(&self, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
         let writer = self.exclusive()?;
-        let durable = exchange::import_pg(self.db(), &self.data, &self.dup_bounds, pg, input)?;
+        let durable =
+            exchange::import_pg(self.db(), &self.data, &self.views, &self.dup_bounds, pg, input)?;
         self.reset_checkpoint_counters();
         drop(writer);
         self.data.release(durable);

@@ -193,7 +193,7 @@ impl Store {
             pg_state.remove(&pg_key(source))?;
             pg_state.insert(&pg_key(target), seal(target_state).as_slice())?;
         }
-        txn.commit()?;
+        self.views.commit(txn)?;
         self.commits_since_checkpoint.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(%source, %target, objects = stats.objects, bytes = stats.bytes, dups = stats.dups, "pg merged");
         Ok(stats)

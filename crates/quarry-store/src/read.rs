@@ -17,6 +17,7 @@ use crate::format::{
     sub_key, unseal, ChunkRef, ExtentKey, Version, CHUNK, CHUNK_SIZE, EXTENTS, OMAP, OMAP_HEADER,
     XATTRS,
 };
+use crate::view::ReadView;
 use crate::StoreError;
 
 /// Most omap entries one OmapGetVals/OmapGetKeys returns, whatever the caller asks.
@@ -122,12 +123,9 @@ pub(crate) trait Tables {
     fn omap_header(&self) -> &Self::Header;
 }
 
-/// Tables of a read transaction.
+/// Tables of a read: those of the shared read view (`view.rs`).
 pub(crate) struct ReadTables<'d> {
-    pub chunks: ReadOnlyTable<&'static ExtentKey, &'static [u8]>,
-    pub xattrs: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    pub omap: ReadOnlyTable<&'static [u8], &'static [u8]>,
-    pub omap_header: ReadOnlyTable<&'static [u8; 8], &'static [u8]>,
+    pub view: &'d ReadView,
     pub data: &'d DataFile,
 }
 
@@ -136,19 +134,19 @@ impl Tables for ReadTables<'_> {
     type Kv = ReadOnlyTable<&'static [u8], &'static [u8]>;
     type Header = ReadOnlyTable<&'static [u8; 8], &'static [u8]>;
     fn chunks(&self) -> &Self::Chunks {
-        &self.chunks
+        &self.view.chunks
     }
     fn data(&self) -> &DataFile {
         self.data
     }
     fn xattrs(&self) -> &Self::Kv {
-        &self.xattrs
+        &self.view.xattrs
     }
     fn omap(&self) -> &Self::Kv {
-        &self.omap
+        &self.view.omap
     }
     fn omap_header(&self) -> &Self::Header {
-        &self.omap_header
+        &self.view.omap_header
     }
 }
 

@@ -194,7 +194,7 @@ impl Store {
                 pg_state.insert(&pg_key(child_pg(*seed)), seal(state).as_slice())?;
             }
         }
-        txn.commit()?;
+        self.views.commit(txn)?;
         self.commits_since_checkpoint.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(pg = %parent, children = children.len(), objects = stats.objects, bytes = stats.bytes, "pg split");
         Ok(stats)
@@ -284,6 +284,10 @@ mod tests {
     #[test]
     fn every_object_lands_in_exactly_one_pg() {
         let (_dir, store, cmds) = filled();
+        // Reads before the split: their shared read view must not outlive it (`view.rs`).
+        for c in &cmds {
+            assert!(matches!(read(&store, PARENT, &c.name, SNAP_HEAD), OpReply::Ok(_)));
+        }
         let stats = store.split_pg(PARENT, &target, b"after", &children()).unwrap();
         let expected = cmds.iter().filter(|c| target(&c.name) != PARENT.seed).count() as u64;
         assert!(expected > 10);

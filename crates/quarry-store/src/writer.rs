@@ -175,7 +175,9 @@ impl Store {
         let Some(open) = writer.open.take() else {
             return Ok(());
         };
-        match open.txn.commit() {
+        // The read views are invalidated before the data file files the frees under a new
+        // sequence number (`view.rs`).
+        match self.views.commit(open.txn) {
             Ok(()) => {
                 self.data.commit_done();
                 self.dirty().clear();
@@ -184,7 +186,6 @@ impl Store {
             Err(error) => {
                 self.data.abort();
                 self.dup_bounds.forget_all();
-                let error = StoreError::from(error);
                 self.fail(writer, format!("committing applied work failed: {error}"));
                 Err(error)
             }
@@ -227,17 +228,36 @@ impl Store {
         pg: PgId,
         name: &str,
     ) -> Result<ReadTransaction, StoreError> {
+        self.ready_to_read(pg, name)?;
+        Ok(self.db().begin_read()?)
+    }
+
+    /// [`Store::begin_read_object`], but the shared read view (`view.rs`) instead of a read
+    /// transaction of the caller's own.
+    pub(crate) fn read_view(
+        &self,
+        pg: PgId,
+        name: &str,
+    ) -> Result<std::sync::Arc<crate::view::ReadView>, StoreError> {
+        self.ready_to_read(pg, name)?;
+        self.views.get(self.db())
+    }
+
+    /// Commits the open transaction if it wrote object `name` of `pg`; refuses if the store
+    /// failed.
+    fn ready_to_read(&self, pg: PgId, name: &str) -> Result<(), StoreError> {
         if self.has_uncommitted(pg, name) {
             if datafile::is_cached_only() {
                 // A read that must not wait (`Store::try_read_cached`) does not commit.
                 return Err(StoreError::Io(std::io::ErrorKind::WouldBlock.into()));
             }
-            self.settle()?;
+            self.settle()
         } else if self.is_failed() {
             // Without the writer's lock (an apply may hold it): the reason is logged.
-            return Err(failed_error("an earlier commit or replay failed (see the log)"));
+            Err(failed_error("an earlier commit or replay failed (see the log)"))
+        } else {
+            Ok(())
         }
-        Ok(self.db().begin_read()?)
     }
 
     /// Whether the open transaction wrote object `name` of `pg` (a read of it would commit).

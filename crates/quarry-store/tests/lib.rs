@@ -20,3 +20,4 @@ mod powerloss_placed;
 mod snap_index;
 mod snapshots;
 mod space;
+mod views;
