@@ -240,6 +240,12 @@ fn install_panic_hook() {
     }));
 }
 
+/// The runtime's bound on threads for blocking work (see `main`).
+const BLOCKING_THREADS_MAX: usize = 16;
+
+/// How long an idle blocking thread stays (see `main`).
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -264,7 +270,19 @@ fn main() -> ExitCode {
         Command::Up(a) => a.config_overrides = overrides,
         _ => {}
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // At most BLOCKING_THREADS_MAX threads for blocking work (store reads and writes of large
+    // objects, checkpoints), each leaving after BLOCKING_KEEP_ALIVE idle: every thread that
+    // allocates keeps a heap of its own in mimalloc, which holds pages (2 MiB huge pages
+    // here) after the work is done. tokio's defaults (512 threads, 10 s) left ~25 of them
+    // after 4 MiB I/O at queue depth 32, and `quarry up` ended a benchmark sequence 30-40
+    // MiB larger, for no gain in throughput on this machine (docs/benchmarks.md, "Twelfth
+    // round").
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("quarry: cannot start the async runtime: {e}");
