@@ -1095,13 +1095,15 @@ impl<'txn> Batch<'txn> {
                 (lo..hi).for_each(|k| self.t.data.free(block + (k - row.first)));
             }
             // The part before the range keeps the row's key: it replaces the row in place.
+            // The old row is copied only for an undo (up to 4 KiB of crcs per overwrite).
+            let undoable = st.undoable;
             let old = if row.first < lo {
                 row.piece(row.first, lo).encode(&mut value);
-                self.t.chunks.insert(&key, value.as_slice())?.map(|g| g.value().to_vec())
+                self.t.chunks.insert(&key, value.as_slice())?
             } else {
-                self.t.chunks.remove(&key)?.map(|g| g.value().to_vec())
-            };
-            let old = if st.undoable { old } else { None };
+                self.t.chunks.remove(&key)?
+            }
+            .and_then(|g| undoable.then(|| g.value().to_vec()));
             self.note_write(st, UndoTable::Chunks, &key, old);
             if hi < row.end() {
                 let piece = row.piece(hi, row.end());
