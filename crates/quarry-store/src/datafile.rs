@@ -244,6 +244,48 @@ pub(crate) fn cached_only<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// Whether reads limited to the page cache are worth trying: after [`CachedReads::SKIP_AFTER`]
+/// misses in a row (data that is not cached: random reads over an image written with direct
+/// I/O, say) only every [`CachedReads::PROBE_EVERY`]th read tries, until one of them hits. A
+/// miss costs the read's metadata lookups and a syscall before the read is done again on a
+/// blocking thread (docs/benchmarks.md, "Twelfth round"); a hit saves the hand-off to that
+/// thread. Shared by concurrent readers without a lock: the counts are approximate.
+#[derive(Debug, Default)]
+pub(crate) struct CachedReads {
+    misses_in_a_row: std::sync::atomic::AtomicU32,
+    skipped: std::sync::atomic::AtomicU32,
+}
+
+impl CachedReads {
+    /// Misses in a row after which most reads go straight to the device.
+    pub const SKIP_AFTER: u32 = 8;
+    /// While skipping, one read in this many still tries the page cache.
+    pub const PROBE_EVERY: u32 = 16;
+
+    /// Whether the next read should try the page cache first.
+    pub fn should_try(&self) -> bool {
+        if self.misses_in_a_row.load(Ordering::Relaxed) < Self::SKIP_AFTER {
+            return true;
+        }
+        self.skipped.fetch_add(1, Ordering::Relaxed) % Self::PROBE_EVERY == 0
+    }
+
+    /// A try found what it needed cached (or failed for another reason than waiting).
+    pub fn hit(&self) {
+        if self.misses_in_a_row.load(Ordering::Relaxed) != 0 {
+            self.misses_in_a_row.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A try would have waited.
+    pub fn missed(&self) {
+        let misses = self.misses_in_a_row.load(Ordering::Relaxed);
+        if misses < Self::SKIP_AFTER {
+            self.misses_in_a_row.store(misses + 1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// The open data file and its allocator.
 #[derive(Debug)]
 pub(crate) struct DataFile {
@@ -798,6 +840,30 @@ impl DataFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cached_reads_stop_trying_after_misses_in_a_row_and_probe_until_a_hit() {
+        let gauge = CachedReads::default();
+        for _ in 0..CachedReads::SKIP_AFTER - 1 {
+            assert!(gauge.should_try());
+            gauge.missed();
+        }
+        // A hit before the limit starts the count again.
+        gauge.hit();
+        for _ in 0..CachedReads::SKIP_AFTER {
+            assert!(gauge.should_try());
+            gauge.missed();
+        }
+        let tries = (0..4 * CachedReads::PROBE_EVERY).filter(|_| gauge.should_try()).count();
+        assert_eq!(tries, 4, "one probe in PROBE_EVERY while the misses go on");
+        // A probe that misses keeps skipping; one that hits ends it.
+        while !gauge.should_try() {}
+        gauge.missed();
+        assert!(!gauge.should_try());
+        while !gauge.should_try() {}
+        gauge.hit();
+        assert!((0..CachedReads::PROBE_EVERY).all(|_| gauge.should_try()));
+    }
 
     #[test]
     fn extents_merge_and_best_fit() {

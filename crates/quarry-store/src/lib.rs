@@ -530,6 +530,8 @@ pub struct Store {
     views: view::ReadViews,
     methods: Option<Arc<dyn ObjectMethods>>,
     snap_trim_visits: AtomicU64,
+    /// Whether [`Store::try_read_cached`] is worth trying (`datafile.rs`).
+    cached_reads: datafile::CachedReads,
     /// [`StoreOptions::commit_age`].
     commit_age: std::time::Duration,
     /// The open write transaction applies share (see `writer.rs`, "Lazy commits").
@@ -650,6 +652,7 @@ impl Store {
             views: view::ReadViews::default(),
             methods: options.methods.clone(),
             snap_trim_visits: AtomicU64::new(0),
+            cached_reads: datafile::CachedReads::default(),
             writer: Mutex::default(),
             commit_age: options.commit_age,
             dirty: Mutex::default(),
@@ -1281,7 +1284,8 @@ impl Store {
     /// not all in the page cache (the read would wait for the device). For the OSD's small
     /// reads, answered on its runtime's thread when this succeeds (no hand-off to a blocking
     /// thread and back: docs/benchmarks.md, "Seventh round"). The database's own pages may
-    /// still be read from the file on a miss of its cache.
+    /// still be read from the file on a miss of its cache. After several misses in a row most
+    /// calls return `Ok(None)` without trying (`datafile.rs`, `CachedReads`).
     pub fn try_read_cached(
         &self,
         pg: PgId,
@@ -1289,11 +1293,18 @@ impl Store {
         snap: SnapId,
         ops: &[ObjectOp],
     ) -> Result<Option<OpReply>, StoreError> {
+        if !self.cached_reads.should_try() {
+            return Ok(None);
+        }
         match datafile::cached_only(|| self.read(pg, name, snap, ops)) {
             Err(StoreError::Io(error)) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                self.cached_reads.missed();
                 Ok(None)
             }
-            other => other.map(Some),
+            other => {
+                self.cached_reads.hit();
+                other.map(Some)
+            }
         }
     }
 
