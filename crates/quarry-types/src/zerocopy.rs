@@ -113,20 +113,19 @@ pub(crate) fn serialize_bytes<S: Serializer>(
     digest: Option<&[u8; 32]>,
     s: S,
 ) -> Result<S::Ok, S::Error> {
+    // The first payload of at least BULK_MIN bytes: where it starts.
+    let note_bulk = |at: usize| FIRST_BULK.with(|f| f.set(Some(f.get().unwrap_or(at))));
     let inside = SPLICES.with(|c| c.borrow().is_some());
     if !inside || data.len() < SPLICE_MIN {
         let done = s.serialize_bytes(data)?;
-        if inside && data.len() >= BULK_MIN && FIRST_BULK.with(Cell::get).is_none() {
-            let at = WRITTEN.with(Cell::get) - data.len();
-            FIRST_BULK.with(|f| f.set(Some(at)));
+        if inside && data.len() >= BULK_MIN {
+            note_bulk(WRITTEN.with(Cell::get) - data.len());
         }
         return Ok(done);
     }
     let done = s.serialize_u64(data.len() as u64)?;
     let at = WRITTEN.with(Cell::get);
-    if FIRST_BULK.with(Cell::get).is_none() {
-        FIRST_BULK.with(|f| f.set(Some(at)));
-    }
+    note_bulk(at);
     SPLICES.with(|c| {
         if let Some(list) = c.borrow_mut().as_mut() {
             list.push(Splice { at, bytes: data.clone(), digest: digest.copied() });
