@@ -13,6 +13,11 @@
 //! serves on the op's own thread). Cost per op: one short mutex hold to register, one to
 //! finish, and copies of the object's name, the ops' names and extents (never data): the
 //! description is formatted only when dumped.
+//!
+//! It also keeps the `osd` section of `perf dump` ([`OpTracker::perf_json`], Ceph's names and
+//! shapes): ops, reads and writes counted when they finish, their latencies (from the moment
+//! the OSD starts handling the op to its answer, Ceph's `op_latency`), bytes written by
+//! clients and returned to them, and the ops in flight (`op_wip`).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,7 +28,8 @@ use serde_json::{json, Value};
 
 use std::net::SocketAddr;
 
-use quarry_types::{EntityName, ObjectOp};
+use quarry_types::perf::TimeAvg;
+use quarry_types::{EntityName, ObjectOp, OpOutput, OpReply};
 use quarry_wire::OsdOp;
 
 /// Finished ops kept for `dump_historic_ops`.
@@ -44,6 +50,20 @@ struct Tracked {
     initiated: SystemTime,
     started: Instant,
     finished: Option<(SystemTime, Instant)>,
+    /// The vector may write (counted as `op_w`, else `op_r`).
+    writes: bool,
+    /// Bytes of data the client sent (write payloads).
+    in_bytes: u64,
+}
+
+/// The `osd` counters of `perf dump` (see the module docs).
+#[derive(Default)]
+struct Perf {
+    op_latency: TimeAvg,
+    op_r_latency: TimeAvg,
+    op_w_latency: TimeAvg,
+    op_in_bytes: AtomicU64,
+    op_out_bytes: AtomicU64,
 }
 
 /// An op is [`OpTracker::alone`] only if no two ops overlapped for this long: a client at
@@ -60,25 +80,63 @@ pub struct OpTracker {
     born: Instant,
     in_flight: Mutex<BTreeMap<u64, Tracked>>,
     history: Mutex<VecDeque<Tracked>>,
+    perf: Perf,
 }
 
 /// An op being handled: it leaves the in-flight list (for the history) when dropped.
 pub struct InFlight {
     tracker: Arc<OpTracker>,
     id: u64,
+    /// Bytes of data the answer returns ([`InFlight::answered`]).
+    out_bytes: u64,
+}
+
+impl InFlight {
+    /// Notes the answer's size for `perf dump` (the data of its reads).
+    pub fn answered(&mut self, reply: &OpReply) {
+        if let OpReply::Ok(outputs) = reply {
+            self.out_bytes = outputs
+                .iter()
+                .map(|output| match output {
+                    OpOutput::Data(payload) => payload.data.len() as u64,
+                    _ => 0,
+                })
+                .sum();
+        }
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         let Some(mut op) = lock(&self.tracker.in_flight).remove(&self.id) else { return };
         self.tracker.count.fetch_sub(1, Ordering::Relaxed);
-        op.finished = Some((SystemTime::now(), Instant::now()));
+        let now = Instant::now();
+        let took = now.saturating_duration_since(op.started);
+        let perf = &self.tracker.perf;
+        perf.op_latency.record(took);
+        match op.writes {
+            true => perf.op_w_latency.record(took),
+            false => perf.op_r_latency.record(took),
+        }
+        perf.op_in_bytes.fetch_add(op.in_bytes, Ordering::Relaxed);
+        perf.op_out_bytes.fetch_add(self.out_bytes, Ordering::Relaxed);
+        op.finished = Some((SystemTime::now(), now));
         let mut history = lock(&self.tracker.history);
         history.push_back(op);
         while history.len() > HISTORY_SIZE {
             history.pop_front();
         }
     }
+}
+
+/// A time average as `perf dump` prints it: `{"avgcount": N, "sum": s, "avgtime": s}`.
+pub(crate) fn time_avg(counter: &TimeAvg) -> Value {
+    time_avg_json(counter.ceph())
+}
+
+/// `{"avgcount": N, "sum": s, "avgtime": s}` of `quarry_types::perf::TimeAvg::ceph`'s numbers.
+pub(crate) fn time_avg_json((avgcount, sum, avgtime): (u64, f64, f64)) -> Value {
+    json!({ "avgcount": avgcount, "sum": sum, "avgtime": avgtime })
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,12 +215,38 @@ impl OpTracker {
             initiated: SystemTime::now(),
             started: Instant::now(),
             finished: None,
+            writes: ObjectOp::vector_may_write(&op.ops),
+            in_bytes: op.ops.iter().map(ObjectOp::data_bytes).sum(),
         };
         lock(&self.in_flight).insert(id, tracked);
         if self.count.fetch_add(1, Ordering::Relaxed) > 0 {
             self.overlap_at.store(self.micros(), Ordering::Relaxed);
         }
-        InFlight { tracker: self.clone(), id }
+        InFlight { tracker: self.clone(), id, out_bytes: 0 }
+    }
+
+    /// The `osd` section of `perf dump`: counters named and shaped as Ceph's (`op`,
+    /// `op_latency` as `{"avgcount", "sum", "avgtime"}` in seconds, ...).
+    pub fn perf_json(&self) -> Value {
+        let perf = &self.perf;
+        let (reads, _) = perf.op_r_latency.get();
+        let (writes, _) = perf.op_w_latency.get();
+        let (ops, _) = perf.op_latency.get();
+        let in_bytes = perf.op_in_bytes.load(Ordering::Relaxed);
+        let out_bytes = perf.op_out_bytes.load(Ordering::Relaxed);
+        json!({
+            "op_wip": self.count.load(Ordering::Relaxed),
+            "op": ops,
+            "op_in_bytes": in_bytes,
+            "op_out_bytes": out_bytes,
+            "op_latency": time_avg(&perf.op_latency),
+            "op_r": reads,
+            "op_r_out_bytes": out_bytes,
+            "op_r_latency": time_avg(&perf.op_r_latency),
+            "op_w": writes,
+            "op_w_in_bytes": in_bytes,
+            "op_w_latency": time_avg(&perf.op_w_latency),
+        })
     }
 
     fn micros(&self) -> u64 {
@@ -206,6 +290,7 @@ impl Default for OpTracker {
             born: Instant::now(),
             in_flight: Mutex::default(),
             history: Mutex::default(),
+            perf: Perf::default(),
         }
     }
 }

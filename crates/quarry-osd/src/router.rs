@@ -451,6 +451,11 @@ impl Router {
         self.deps.write_once_min.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The apply batcher (its `perf dump` counters).
+    pub(crate) fn applier(&self) -> &Arc<crate::pg::apply::ApplyBatcher> {
+        &self.deps.applier
+    }
+
     /// Large write payloads placed while they arrived.
     pub(crate) fn preplaced(&self) -> &Arc<crate::pg::preplace::Preplaced> {
         &self.deps.preplaced

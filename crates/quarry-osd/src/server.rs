@@ -42,8 +42,12 @@ impl Handler<Session> for OsdService {
         };
         match request {
             Request::Op(op) => {
-                let _tracked = self.osd.tracker.start(&op, &session.entity, ctx.peer);
-                op::handle_op(&self.osd, session, ctx.peer, op, permit).await
+                let mut tracked = self.osd.tracker.start(&op, &session.entity, ctx.peer);
+                let reply = op::handle_op(&self.osd, session, ctx.peer, op, permit).await;
+                if let Reply::Op(answer) = &reply {
+                    tracked.answered(answer);
+                }
+                reply
             }
             Request::List { pg, epoch, start_after, max } => {
                 let peer = ctx.peer.ip();

@@ -376,11 +376,19 @@ fn failed(code: ErrorCode, message: String) -> Reply {
     Reply::Failed { code, message }
 }
 
-/// `perf dump`: Quarry's own counters, in a section of their own (Ceph's sections, `osd`,
-/// `bluestore`..., are not kept): `quarry_write_once` says how large writes reached the data
-/// file: placed while they arrived (`placed_on_arrival`, issue 14), placed when their entries
-/// were appended (`placed_at_append`), placements made while payloads arrived that no entry
-/// took (`given_back`: refused or misrouted writes), and the bytes reserved for entries not
+/// `perf dump`: Ceph's `osd` section (client ops, reads and writes, their bytes and
+/// latencies: `crate::optracker`) and Quarry's own sections, in Ceph's shapes (a latency is
+/// `{"avgcount", "sum", "avgtime"}` in seconds; Ceph's other sections, `bluestore`...,
+/// are not kept). Where a write's time goes: `quarry_wal.commit_latency` (an append from
+/// queued to durable: the wait for a group commit, its write and fdatasync) and
+/// `round_latency` (one group commit), `quarry_apply.apply_latency` (one PG's committed
+/// entries from handing them to the apply thread to their replies: the wait for a round
+/// included) and `round_latency` (one apply round, `round_batches` PG batches in all);
+/// `osd.op_w_latency` minus those two is the Raft core's and the op path's own share.
+/// `quarry_write_once` says how large writes reached the data file: placed while they
+/// arrived (`placed_on_arrival`, issue 14), placed when their entries were appended
+/// (`placed_at_append`), placements made while payloads arrived that no entry took
+/// (`given_back`: refused or misrouted writes), and the bytes reserved for entries not
 /// applied yet.
 async fn perf_dump(osd: &Arc<Osd>) -> Reply {
     let router = &osd.router;
@@ -392,7 +400,21 @@ async fn perf_dump(osd: &Arc<Osd>) -> Reply {
         Ok(Err(e)) => return failed(ErrorCode::EIO, format!("perf dump: {e}")),
         Err(e) => return failed(ErrorCode::EIO, format!("perf dump: {e}")),
     };
+    let wal = router.wal().stats();
+    let time_avg = |count, nanos| {
+        crate::optracker::time_avg_json(quarry_types::perf::ceph_time_avg(count, nanos))
+    };
     let counters = serde_json::json!({
+        "osd": osd.tracker.perf_json(),
+        "quarry_wal": {
+            "commit_latency": time_avg(wal.commits, wal.commit_ns),
+            "round_latency": time_avg(wal.rounds, wal.round_ns),
+            "inline_rounds": wal.inline_rounds,
+            "fsyncs": wal.fsyncs,
+            "entries": wal.entries,
+            "bytes": wal.bytes,
+        },
+        "quarry_apply": router.applier().perf_json(),
         "quarry_write_once": {
             "placed_on_arrival": preplaced.placed_on_arrival.load(std::sync::atomic::Ordering::Relaxed),
             "placed_at_append": preplaced.placed_at_append.load(std::sync::atomic::Ordering::Relaxed),

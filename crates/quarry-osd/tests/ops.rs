@@ -178,15 +178,71 @@ async fn cmp_ext_guards_a_write_atomically() {
     cluster.shutdown().await;
 }
 
-/// `ceph tell osd.0 perf dump`'s `quarry_write_once` section.
-async fn write_once_counters(client: &common::OsdClient) -> serde_json::Value {
+/// `ceph tell osd.0 perf dump`.
+async fn perf_dump(client: &common::OsdClient) -> serde_json::Value {
     let words = vec!["perf".to_string(), "dump".to_string()];
     match client.rpc.call(quarry_wire::Request::Tell { words }).await.unwrap() {
-        quarry_wire::Reply::Told { output, .. } => {
-            serde_json::from_str::<serde_json::Value>(&output).unwrap()["quarry_write_once"].clone()
-        }
+        quarry_wire::Reply::Told { output, .. } => serde_json::from_str(&output).unwrap(),
         other => panic!("perf dump: {other:?}"),
     }
+}
+
+/// `ceph tell osd.0 perf dump`'s `quarry_write_once` section.
+async fn write_once_counters(client: &common::OsdClient) -> serde_json::Value {
+    perf_dump(client).await["quarry_write_once"].clone()
+}
+
+/// `perf dump` counts client ops, reads and writes, their bytes and latencies in Ceph's
+/// names and shapes (`{"avgcount", "sum", "avgtime"}` in seconds), and times the write
+/// path's stages: the WAL's group commits and the apply thread's batches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn perf_dump_counts_ops_and_times_the_write_path() {
+    let cluster = common::start().await;
+    let osd = cluster.start_osd_detached(0).await;
+    let admin = common::admin(&cluster).await;
+    let client = admin.osd_client(osd.addr()).await;
+    let before = perf_dump(&client).await;
+    for k in 0..5u8 {
+        client.write_full(&format!("p-{k}"), &[k; 4096]).await.unwrap();
+    }
+    for k in 0..3u8 {
+        assert_eq!(client.read(&format!("p-{k}")).await.unwrap(), vec![k; 4096]);
+    }
+    let after = perf_dump(&client).await;
+    let grew = |section: &str, key: &str| {
+        after[section][key].as_u64().unwrap() - before[section][key].as_u64().unwrap()
+    };
+    assert_eq!(grew("osd", "op_w"), 5, "{after}");
+    assert_eq!(grew("osd", "op_r"), 3, "{after}");
+    assert_eq!(grew("osd", "op"), 8, "{after}");
+    assert_eq!(grew("osd", "op_w_in_bytes"), 5 * 4096, "{after}");
+    assert_eq!(grew("osd", "op_r_out_bytes"), 3 * 4096, "{after}");
+    assert_eq!(after["osd"]["op_wip"], 0, "{after}");
+    // A time average: its count grows with its events, its sum with their time, and its
+    // average is the one divided by the other.
+    let timed = |section: &str, key: &str, events: u64| {
+        let (now, then) = (&after[section][key], &before[section][key]);
+        let count = now["avgcount"].as_u64().unwrap();
+        let sum = now["sum"].as_f64().unwrap();
+        assert!(count - then["avgcount"].as_u64().unwrap() >= events, "{section}.{key}: {now}");
+        assert!(sum > then["sum"].as_f64().unwrap(), "{section}.{key}: {now}");
+        let avg = now["avgtime"].as_f64().unwrap();
+        assert!((avg - sum / count as f64).abs() < 1e-9 && avg < 10.0, "{section}.{key}: {now}");
+    };
+    timed("osd", "op_latency", 8);
+    timed("osd", "op_w_latency", 5);
+    timed("osd", "op_r_latency", 3);
+    assert_eq!(
+        after["osd"]["op_w_latency"]["avgcount"].as_u64().unwrap(),
+        after["osd"]["op_w"].as_u64().unwrap(),
+        "{after}"
+    );
+    // Every write's entry went through a group commit and an apply.
+    timed("quarry_wal", "commit_latency", 5);
+    timed("quarry_wal", "round_latency", 1);
+    timed("quarry_apply", "apply_latency", 5);
+    osd.shutdown().await;
+    cluster.shutdown().await;
 }
 
 /// Large writes at queue depth 1 are written to their place while they arrive (issue 14):

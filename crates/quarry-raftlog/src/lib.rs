@@ -305,4 +305,14 @@ pub struct WalStats {
     pub cache_bytes: u64,
     /// Requests waiting for the writer.
     pub queued_requests: u64,
+    /// Appends made durable since open, and the nanoseconds they took in all from being
+    /// queued to their completion (the wait for a round, the write and the fdatasync).
+    pub commits: u64,
+    /// See [`WalStats::commits`].
+    pub commit_ns: u64,
+    /// Rounds run since open (inline or by the writer thread, writes or not), and the
+    /// nanoseconds they took from taking their requests to completing them.
+    pub rounds: u64,
+    /// See [`WalStats::rounds`].
+    pub round_ns: u64,
 }

@@ -37,6 +37,8 @@ pub(crate) enum Request {
         entries: Vec<QueuedEntry>,
         done: Completion,
         permit: Option<OwnedSemaphorePermit>,
+        /// When it was queued (for [`crate::WalStats::commit_ns`]).
+        queued_at: std::time::Instant,
     },
     /// A metadata record (vote, committed, truncate, purge, remove group).
     Metadata { group: u64, record: Record, done: Option<Completion> },

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 
 use openraft::{LogId, Vote};
 use quarry_persist::{DurableFile, LockError, LockFile};
+use quarry_types::perf::TimeAvg;
 use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 
 use crate::error::{clone_io_error, Corruption, WalError};
@@ -73,6 +74,8 @@ pub(crate) struct Counters {
     pub refused_rounds: AtomicU64,
     pub direct_writes: AtomicU64,
     pub inline_rounds: AtomicU64,
+    pub commits: TimeAvg,
+    pub rounds: TimeAvg,
 }
 
 /// State shared by the [`Wal`] handle and the writer thread.
@@ -231,6 +234,10 @@ impl Wal {
             groups: state.groups.len() as u64,
             cache_bytes: state.cache.bytes(),
             queued_requests: state.queue.len() as u64,
+            commits: counters.commits.get().0,
+            commit_ns: counters.commits.get().1,
+            rounds: counters.rounds.get().0,
+            round_ns: counters.rounds.get().1,
         }
     }
 
@@ -384,7 +391,9 @@ impl Wal {
             index.push(Slot { log_id, serial, location });
             queued.push(QueuedEntry { log_id, serial, bytes });
         }
-        let request = Request::Entries { group, entries: queued, done, permit: Some(permit) };
+        let queued_at = std::time::Instant::now();
+        let request =
+            Request::Entries { group, entries: queued, done, permit: Some(permit), queued_at };
         state.queue.push_back(request);
         if !inline || !crate::writer::try_inline_round(&self.shared, &self.rounds, state) {
             self.shared.wake.notify_one();

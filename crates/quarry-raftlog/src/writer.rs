@@ -121,6 +121,8 @@ struct Round {
     ledger: Vec<LedgerUpdate>,
     /// Requests of groups that already lost a write: refused without being written.
     refused: Vec<(Completion, std::io::Error)>,
+    /// When each append of the round was queued (for the commit latency).
+    queued_at: Vec<Instant>,
 }
 
 /// The writer thread's state.
@@ -240,6 +242,13 @@ impl Writer {
     /// One group commit. The fdatasync is skipped when nobody waits for the round (see the
     /// module docs); segments are deleted only when nothing written is left unsynced.
     pub(crate) fn commit(&mut self, batch: Vec<Request>) {
+        let started = Instant::now();
+        self.commit_round(batch);
+        self.shared.counters.rounds.record_since(started);
+    }
+
+    /// The round itself (see [`Writer::commit`]).
+    fn commit_round(&mut self, batch: Vec<Request>) {
         if self.active_len - self.active_start >= self.shared.options.segment_bytes {
             if self.unsynced.is_some() {
                 // Everything in the old segment must be durable before anything in the new one.
@@ -303,6 +312,10 @@ impl Writer {
         self.publish(round.written, keep_from);
         for done in round.completions {
             done(Ok(()));
+        }
+        let now = Instant::now();
+        for queued_at in round.queued_at {
+            counters.commits.record(now.saturating_duration_since(queued_at));
         }
         drop(round.permits);
         self.delete_segments_below(keep_from);
@@ -369,7 +382,8 @@ impl Writer {
                 continue;
             }
             match request {
-                Request::Entries { group, entries, done, permit } => {
+                Request::Entries { group, entries, done, permit, queued_at } => {
+                    round.queued_at.push(queued_at);
                     round.groups.insert(group);
                     for entry in entries {
                         let at =

@@ -18,6 +18,7 @@ mod ids;
 mod limits;
 mod methods;
 mod ops;
+pub mod perf;
 pub mod zerocopy;
 
 pub use error::ErrorCode;

@@ -46,6 +46,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use quarry_store::{ObjectCommand, PgApply, Placed, PlacedOp, Store, StoreError};
+use quarry_types::perf::TimeAvg;
 use quarry_types::{ObjectOp, OpReply, PgId};
 
 /// The store's open transaction is committed when no job came for this long after a round
@@ -108,9 +109,14 @@ struct Inner {
     /// Signalled when a job is queued, an inline apply ends with jobs queued or the thread
     /// asleep, or on shutdown.
     wake: Condvar,
-    /// Batches applied inline, and the thread's rounds (for tests).
+    /// Batches applied inline, and the thread's rounds (with their durations).
     inline_applies: AtomicU64,
-    thread_rounds: AtomicU64,
+    rounds: TimeAvg,
+    /// PG batches the thread's rounds applied.
+    round_jobs: AtomicU64,
+    /// Every [`ApplyBatcher::apply`], from the call to the answer (the wait for a round
+    /// included): `perf dump`'s `quarry_apply.apply_latency`.
+    applies: TimeAvg,
     /// Set once by the daemon ([`ApplyBatcher::set_inline_gate`]); none: no inline applies.
     inline_gate: std::sync::OnceLock<InlineGate>,
 }
@@ -140,7 +146,9 @@ impl ApplyBatcher {
             }),
             wake: Condvar::new(),
             inline_applies: AtomicU64::new(0),
-            thread_rounds: AtomicU64::new(0),
+            rounds: TimeAvg::new(),
+            round_jobs: AtomicU64::new(0),
+            applies: TimeAvg::new(),
             inline_gate: std::sync::OnceLock::new(),
         });
         let worker = inner.clone();
@@ -157,12 +165,39 @@ impl ApplyBatcher {
     #[cfg(test)]
     pub(crate) fn applies_inline_and_threaded(&self) -> (u64, u64) {
         let inner = &self.inner;
-        (inner.inline_applies.load(Ordering::Relaxed), inner.thread_rounds.load(Ordering::Relaxed))
+        (inner.inline_applies.load(Ordering::Relaxed), inner.rounds.get().0)
+    }
+
+    /// The `quarry_apply` section of `perf dump`: applies (one PG's committed entries each)
+    /// and their latency from the call to the answer, the thread's rounds and their
+    /// duration, the PG batches they took, and the batches applied inline.
+    pub(crate) fn perf_json(&self) -> serde_json::Value {
+        let inner = &self.inner;
+        serde_json::json!({
+            "apply_latency": crate::optracker::time_avg(&inner.applies),
+            "round_latency": crate::optracker::time_avg(&inner.rounds),
+            "round_batches": inner.round_jobs.load(Ordering::Relaxed),
+            "inline_batches": inner.inline_applies.load(Ordering::Relaxed),
+        })
     }
 
     /// Applies `commands` of `pg` (in log order) with its new `pg_state`, in a transaction
     /// shared with other PGs' batches; returns the commands and one reply per command.
     pub(crate) async fn apply(
+        &self,
+        pg: PgId,
+        commands: Vec<ObjectCommand>,
+        placed: PlacedOps,
+        pg_state: Vec<u8>,
+    ) -> Result<Outcome, StoreError> {
+        let started = Instant::now();
+        let outcome = self.apply_timed(pg, commands, placed, pg_state).await;
+        self.inner.applies.record_since(started);
+        outcome
+    }
+
+    /// [`ApplyBatcher::apply`] without its timing.
+    async fn apply_timed(
         &self,
         pg: PgId,
         commands: Vec<ObjectCommand>,
@@ -261,8 +296,10 @@ fn run(inner: Arc<Inner>) {
         match next_round(&inner) {
             Next::Round(jobs) => {
                 let end = EndApply { inner: &inner, left_open: true };
-                inner.thread_rounds.fetch_add(1, Ordering::Relaxed);
+                let started = Instant::now();
+                inner.round_jobs.fetch_add(jobs.len() as u64, Ordering::Relaxed);
                 apply_round(&inner.store, jobs);
+                inner.rounds.record_since(started);
                 drop(end);
             }
             Next::Idle => {
