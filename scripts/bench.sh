@@ -45,6 +45,29 @@ rados_metric() { # $1 = output file, $2 = field name
 fio_iops() { # $1 = json file, $2 = read|write
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(sum(x[sys.argv[2]]["iops"] for x in j["jobs"])))' "$1" "$2"
 }
+# Where a write case's time went on the server, from `perf dump` before and after it (the
+# OSD's op latency, the WAL's commit latency, the apply's): one line, or nothing for a build
+# without those counters.
+perf_dump() { "$bin" ceph tell osd.0 perf dump 2>/dev/null || echo '{}'; }
+write_stages() { # $1 = label, $2 / $3 = perf dump files before / after
+  python3 - "$@" <<'PY'
+import json, sys
+label, before, after = sys.argv[1], json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+def mean_us(section, key):
+    a, b = before[section][key], after[section][key]
+    n = b["avgcount"] - a["avgcount"]
+    return (b["sum"] - a["sum"]) / n * 1e6 if n else 0.0
+try:
+    op, wal, apply = (mean_us("osd", "op_w_latency"), mean_us("quarry_wal", "commit_latency"),
+                      mean_us("quarry_apply", "apply_latency"))
+except KeyError:
+    sys.exit(0)
+print(f"- write {label}: the OSD's op latency {op:.0f} µs = WAL commit {wal:.0f} + apply "
+      f"{apply:.0f} + Raft core and op path {op - wal - apply:.0f}")
+PY
+}
+stages=""
+
 fio_bw() {
   python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(round(sum(x[sys.argv[2]]["bw_bytes"] for x in j["jobs"])/1e6,1))' "$1" "$2"
 }
@@ -54,12 +77,16 @@ echo "|---|---|---|---|---|---|---|"
 for bs in 4096 4194304; do
   for qd in 1 32; do
     label=$([ "$bs" = 4096 ] && echo 4KiB || echo 4MiB)
+    perf_dump >"$work/p0.json"
     c0=$(server_cpu)
     "$bin" rados -p rbd bench "$secs" write -b "$bs" -t "$qd" --no-cleanup >"$work/w.txt" 2>&1
     c1=$(server_cpu)
+    perf_dump >"$work/p1.json"
+    stages+="$(write_stages "$label QD$qd" "$work/p0.json" "$work/p1.json")"$'\n'
     w_iops=$(rados_metric "$work/w.txt" "Average IOPS")
     w_bw=$(rados_metric "$work/w.txt" "Bandwidth")
     w_cpu=$(cpu_per_op "$c0" "$c1" "$(rados_ops "$work/w.txt")")
+    c1=$(server_cpu)
     "$bin" rados -p rbd bench "$secs" rand -t "$qd" >"$work/r.txt" 2>&1
     c2=$(server_cpu)
     r_iops=$(rados_metric "$work/r.txt" "Average IOPS")
@@ -93,6 +120,9 @@ fio --name=n --filename="$work/fresh" --size=64G --bs=4M --rw=write --ioengine=l
     --iodepth=1 --direct=1 --fsync=1 --fallocate=none --runtime="$secs" --time_based \
     --output-format=json >"$work/fn.json" 2>/dev/null
 rm -f "$work/fresh"
+echo
+echo "Where the writes' time went on the server (\`ceph tell osd.0 perf dump\`, means per write):"
+printf '%s' "$stages"
 echo
 echo "fio 4 MiB writes QD1 into new blocks (fresh file, \`--fallocate=none\`, fsync'd): $(fio_iops "$work/fn.json" write) IOPS, $(fio_bw "$work/fn.json" write) MB/s."
 echo "Server resident memory after the run (\`quarry up\`: monitor + 1 OSD): $(awk '/^VmRSS/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status") (peak $(awk '/^VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status"))."
