@@ -44,10 +44,11 @@ impl TimeAvg {
     }
 }
 
-/// `(avgcount, sum, avgtime)` in seconds of `count` events that took `sum_ns` in all.
+/// `(avgcount, sum, avgtime)` in seconds of `count` events that took `sum_ns` in all; the
+/// average whole nanoseconds, as Ceph prints it (`0.000379748`).
 pub fn ceph_time_avg(count: u64, sum_ns: u64) -> (u64, f64, f64) {
     let sum = sum_ns as f64 / 1e9;
-    let avg = if count == 0 { 0.0 } else { sum / count as f64 };
+    let avg = if count == 0 { 0.0 } else { (sum_ns / count) as f64 / 1e9 };
     (count, sum, avg)
 }
 
@@ -66,5 +67,10 @@ mod tests {
         assert_eq!(count, 2);
         assert!((sum - 0.0004).abs() < 1e-12, "{sum}");
         assert!((avg - 0.0002).abs() < 1e-12, "{avg}");
+        // Whole nanoseconds, as Ceph prints averages: 1 ns + 2 ns over two events is 1 ns.
+        let odd = TimeAvg::new();
+        odd.record(Duration::from_nanos(1));
+        odd.record(Duration::from_nanos(2));
+        assert_eq!(odd.ceph(), (2, 3e-9, 1e-9));
     }
 }
