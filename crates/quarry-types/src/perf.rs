@@ -48,7 +48,7 @@ impl TimeAvg {
 /// average whole nanoseconds, as Ceph prints it (`0.000379748`).
 pub fn ceph_time_avg(count: u64, sum_ns: u64) -> (u64, f64, f64) {
     let sum = sum_ns as f64 / 1e9;
-    let avg = if count == 0 { 0.0 } else { (sum_ns / count) as f64 / 1e9 };
+    let avg = sum_ns.checked_div(count).map_or(0.0, |ns| ns as f64 / 1e9);
     (count, sum, avg)
 }
 
