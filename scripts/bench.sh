@@ -82,7 +82,8 @@ for bs in 4096 4194304; do
     "$bin" rados -p rbd bench "$secs" write -b "$bs" -t "$qd" --no-cleanup >"$work/w.txt" 2>&1
     c1=$(server_cpu)
     perf_dump >"$work/p1.json"
-    stages+="$(write_stages "$label QD$qd" "$work/p0.json" "$work/p1.json")"$'\n'
+    stage=$(write_stages "$label QD$qd" "$work/p0.json" "$work/p1.json")
+    [ -n "$stage" ] && stages+="$stage"$'\n'
     w_iops=$(rados_metric "$work/w.txt" "Average IOPS")
     w_bw=$(rados_metric "$work/w.txt" "Bandwidth")
     w_cpu=$(cpu_per_op "$c0" "$c1" "$(rados_ops "$work/w.txt")")
@@ -121,9 +122,11 @@ fio --name=n --filename="$work/fresh" --size=64G --bs=4M --rw=write --ioengine=l
     --output-format=json >"$work/fn.json" 2>/dev/null
 rm -f "$work/fresh"
 echo
-echo "Where the writes' time went on the server (\`ceph tell osd.0 perf dump\`, means per write):"
-printf '%s' "$stages"
-echo
+if [ -n "$stages" ]; then
+  echo "Where the writes' time went on the server (\`ceph tell osd.0 perf dump\`, means per write):"
+  printf '%s' "$stages"
+  echo
+fi
 echo "fio 4 MiB writes QD1 into new blocks (fresh file, \`--fallocate=none\`, fsync'd): $(fio_iops "$work/fn.json" write) IOPS, $(fio_bw "$work/fn.json" write) MB/s."
 echo "Server resident memory after the run (\`quarry up\`: monitor + 1 OSD): $(awk '/^VmRSS/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status") (peak $(awk '/^VmHWM/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status"))."
 if [ -n "${QUARRY_BIN:-}" ]; then built="binary $bin"; else built="commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"; fi
