@@ -217,6 +217,8 @@ impl Wal {
     /// Counters and sizes.
     pub fn stats(&self) -> WalStats {
         let counters = &self.shared.counters;
+        let (commits, commit_ns) = counters.commits.get();
+        let (rounds, round_ns) = counters.rounds.get();
         let state = lock(&self.shared.state);
         WalStats {
             records: counters.records.load(Ordering::Relaxed),
@@ -234,10 +236,10 @@ impl Wal {
             groups: state.groups.len() as u64,
             cache_bytes: state.cache.bytes(),
             queued_requests: state.queue.len() as u64,
-            commits: counters.commits.get().0,
-            commit_ns: counters.commits.get().1,
-            rounds: counters.rounds.get().0,
-            round_ns: counters.rounds.get().1,
+            commits,
+            commit_ns,
+            rounds,
+            round_ns,
         }
     }
 

@@ -429,13 +429,12 @@ impl Writer {
     /// system refuses cleanly (`ENOSPC`, `EDQUOT`) is returned after the file was cut back to
     /// its records, durably; any other write error aborts (see the module docs).
     fn write(&mut self) -> std::io::Result<()> {
-        // The segment's path only for the errors (formatting it took ~1% of the writer's CPU).
-        let (dir, seq) = (self.shared.clone(), self.active_seq);
-        let path = move || segment_path(&dir.dir, seq);
+        // The segment's path is formatted only for an error (every round, it took ~1% of the
+        // writer's CPU).
         let records_len = self.records().len() as u64;
         let written_end = match self.write_records() {
             Ok(end) => end,
-            Err(error) => return self.refused_write(&path(), error),
+            Err(error) => return self.refused_write(error),
         };
         self.active_len += records_len;
         if written_end > self.file_len {
@@ -449,12 +448,13 @@ impl Writer {
                     _ => &self.active,
                 };
                 if let Err(error) = target.write_all_at(self.zeros.as_slice(), self.file_len) {
+                    let path = segment_path(&self.shared.dir, self.active_seq);
                     if !refusable(&error) {
-                        fatal("write", &path(), &error);
+                        fatal("write", &path, &error);
                     }
                     // The zeros are an optimisation; some of them may be there, which the
                     // larger `file_len` accounts for (the tail is cut before rotation).
-                    tracing::debug!(path = %path().display(), %error, "no space to preallocate");
+                    tracing::debug!(path = %path.display(), %error, "no space to preallocate");
                 }
                 self.file_len += PREALLOC_BYTES;
             }
@@ -466,8 +466,9 @@ impl Writer {
 
     /// A write failed: a refusal for space is cut back (see [`Writer::write`]), anything else
     /// aborts.
-    fn refused_write(&mut self, path: &Path, error: std::io::Error) -> std::io::Result<()> {
+    fn refused_write(&mut self, error: std::io::Error) -> std::io::Result<()> {
         {
+            let path = &segment_path(&self.shared.dir, self.active_seq);
             if !refusable(&error) {
                 fatal("write", path, &error);
             }
