@@ -310,12 +310,13 @@ impl Writer {
             None => self.first_needed_segment(),
         };
         self.publish(round.written, keep_from);
-        for done in round.completions {
-            done(Ok(()));
-        }
+        // Counted before the completions run, so a caller they answer sees its commit.
         let now = Instant::now();
         for queued_at in round.queued_at {
             counters.commits.record(now.saturating_duration_since(queued_at));
+        }
+        for done in round.completions {
+            done(Ok(()));
         }
         drop(round.permits);
         self.delete_segments_below(keep_from);

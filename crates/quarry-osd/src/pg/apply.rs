@@ -114,6 +114,8 @@ struct Inner {
     rounds: TimeAvg,
     /// PG batches the thread's rounds applied.
     round_jobs: AtomicU64,
+    /// Commits of work left open that the thread made once no job came ([`IDLE_COMMIT`]).
+    idle_commits: AtomicU64,
     /// Every [`ApplyBatcher::apply`], from the call to the answer (the wait for a round
     /// included): `perf dump`'s `quarry_apply.apply_latency`.
     applies: TimeAvg,
@@ -148,6 +150,7 @@ impl ApplyBatcher {
             inline_applies: AtomicU64::new(0),
             rounds: TimeAvg::new(),
             round_jobs: AtomicU64::new(0),
+            idle_commits: AtomicU64::new(0),
             applies: TimeAvg::new(),
             inline_gate: std::sync::OnceLock::new(),
         });
@@ -161,16 +164,28 @@ impl ApplyBatcher {
         let _ = self.inner.inline_gate.set(gate);
     }
 
-    /// Batches applied inline and rounds of the thread so far.
+    /// Batches applied inline and batches the thread took so far. The thread counts a
+    /// round's batches before it applies them (and so before their callers are answered);
+    /// its round count is recorded after the replies and would race a caller reading it.
     #[cfg(test)]
     pub(crate) fn applies_inline_and_threaded(&self) -> (u64, u64) {
         let inner = &self.inner;
-        (inner.inline_applies.load(Ordering::Relaxed), inner.rounds.get().0)
+        (inner.inline_applies.load(Ordering::Relaxed), inner.round_jobs.load(Ordering::Relaxed))
+    }
+
+    /// Idle commits so far, and whether the thread has nothing to do (no apply or commit
+    /// running, nothing queued, nothing left uncommitted): it then sleeps until a job comes.
+    #[cfg(test)]
+    pub(crate) fn idle_commits_and_settled(&self) -> (u64, bool) {
+        let queue = lock(&self.inner.queue);
+        let settled = !queue.busy && !queue.uncommitted && queue.jobs.is_empty();
+        (self.inner.idle_commits.load(Ordering::Relaxed), settled)
     }
 
     /// The `quarry_apply` section of `perf dump`: applies (one PG's committed entries each)
     /// and their latency from the call to the answer, the thread's rounds and their
-    /// duration, the PG batches they took, and the batches applied inline.
+    /// duration, the PG batches they took, the batches applied inline, and the commits the
+    /// thread made once idle.
     pub(crate) fn perf_json(&self) -> serde_json::Value {
         let inner = &self.inner;
         serde_json::json!({
@@ -178,6 +193,7 @@ impl ApplyBatcher {
             "round_latency": crate::optracker::time_avg(&inner.rounds),
             "round_batches": inner.round_jobs.load(Ordering::Relaxed),
             "inline_batches": inner.inline_applies.load(Ordering::Relaxed),
+            "idle_commits": inner.idle_commits.load(Ordering::Relaxed),
         })
     }
 
@@ -307,6 +323,7 @@ fn run(inner: Arc<Inner>) {
                 if let Err(error) = inner.store.commit_idle(Duration::ZERO) {
                     tracing::error!(%error, "apply thread: committing applied work failed");
                 }
+                inner.idle_commits.fetch_add(1, Ordering::Relaxed);
                 drop(end);
             }
             Next::Stop => break,
@@ -518,7 +535,8 @@ mod tests {
     /// handed to the thread) with the same replies and effects, and the thread still commits
     /// the transaction the inline applies left open, [`IDLE_COMMIT`] later; a closed gate, or
     /// a batch above [`INLINE_BYTES_MAX`], goes to the thread. Method: sequential applies on a
-    /// multi-thread runtime, the counters, the object's data, and the open transaction.
+    /// multi-thread runtime, each once the thread has settled, the counters, the object's
+    /// data, the thread's idle commits and the open transaction.
     #[test]
     fn a_lone_small_batch_is_applied_inline() {
         let (_dir, store, batcher) = started();
@@ -534,7 +552,22 @@ mod tests {
                 .unwrap();
             assert!(matches!(result.unwrap()[0], OpReply::Ok(_)));
         };
+        // Waits until the thread has committed what is open and sleeps: a lone apply then
+        // finds nothing running (on a loaded machine an apply may otherwise meet the thread's
+        // idle commit, which rightly sends it to the thread). Returns the idle commits.
+        let settle = || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            loop {
+                let (commits, settled) = batcher.idle_commits_and_settled();
+                if settled {
+                    return commits;
+                }
+                assert!(std::time::Instant::now() < deadline, "the apply thread never settled");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
         for round in 0..10u8 {
+            settle();
             apply(write("a", round), round);
         }
         assert_eq!(batcher.applies_inline_and_threaded(), (10, 0), "every lone apply inline");
@@ -542,14 +575,13 @@ mod tests {
         let OpReply::Ok(outputs) = read(&store, pg, "a") else { panic!("read failed") };
         let Some(OpOutput::Data(payload)) = outputs.first() else { panic!("no data") };
         assert!(payload.data.iter().all(|&b| b == 9));
-        // The thread commits what the inline applies left open once they stop.
+        // An inline apply leaves its transaction open; the thread commits it once applies
+        // stop (one more idle commit, nothing open after it).
+        let commits = settle();
         apply(write("b", 1), 10);
-        assert!(store.has_open_transaction(), "an apply commits at once");
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        while store.has_open_transaction() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        assert!(!store.has_open_transaction(), "the inline applies were never committed");
+        assert_eq!(batcher.applies_inline_and_threaded(), (11, 0));
+        assert_eq!(settle(), commits + 1, "the thread did not commit the inline apply");
+        assert!(!store.has_open_transaction(), "the inline apply was never committed");
         // Too large for inline, then a closed gate: the thread.
         let big = ObjectCommand {
             ops: vec![ObjectOp::WriteFull {
@@ -557,9 +589,11 @@ mod tests {
             }],
             ..write("big", 0)
         };
+        settle();
         apply(big, 11);
         assert_eq!(batcher.applies_inline_and_threaded(), (11, 1));
         open.store(false, Ordering::Relaxed);
+        settle();
         apply(write("a", 12), 12);
         assert_eq!(batcher.applies_inline_and_threaded(), (11, 2));
     }
@@ -613,7 +647,7 @@ mod tests {
                 .expect("an apply was never answered (lost wake-up)");
         });
         let (inline, rounds) = batcher.applies_inline_and_threaded();
-        eprintln!("{} applies: {inline} inline, {rounds} thread rounds", PGS * ROUNDS);
+        eprintln!("{} applies: {inline} inline, {rounds} on the thread", PGS * ROUNDS);
         assert!(inline > 0, "no apply ran inline");
         assert!(rounds > 0, "no apply ran on the thread");
         for seed in 0..PGS {
