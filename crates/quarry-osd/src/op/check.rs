@@ -128,10 +128,13 @@ pub(crate) fn shape_of(
 
 /// Stamps every [`ObjectOp::Call`] with the authenticated caller: whatever a client put in
 /// `origin` is overwritten, so a method can trust it.
+/// The caller's address is formatted only for a vector with a call (most ops have none).
 pub(crate) fn stamp_origin(ops: &mut [ObjectOp], session: &Session, peer: IpAddr) {
-    let addr = EntityAddr::client(peer, session.global_id).to_string();
+    let mut addr: Option<String> = None;
     for op in ops {
         if let ObjectOp::Call { origin, .. } = op {
+            let addr =
+                addr.get_or_insert_with(|| EntityAddr::client(peer, session.global_id).to_string());
             *origin = Some(CallOrigin {
                 entity: session.entity.to_string(),
                 global_id: session.global_id,
