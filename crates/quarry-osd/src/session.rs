@@ -98,6 +98,10 @@ pub(crate) struct Session {
     pub(crate) entity: EntityName,
     /// Its instance id (blocklist entries are `entity@global_id`).
     pub(crate) global_id: u64,
+    /// `entity` as text (`client.qemu`: the map's `auth_floor` key), and `entity@global_id`
+    /// ([`Session::instance`]), formatted once for the session instead of for every op.
+    name: String,
+    instance: String,
     /// Parsed caps from the ticket.
     pub(crate) caps: Caps,
     /// When the ticket was issued (compared with the map's `auth_floor`).
@@ -109,9 +113,37 @@ pub(crate) struct Session {
 }
 
 impl Session {
+    /// A session of `entity` (instance `global_id`) with `caps`, its ticket issued and
+    /// expiring at these times.
+    pub(crate) fn new(
+        entity: EntityName,
+        global_id: u64,
+        caps: Caps,
+        issued_unix: u64,
+        expires_unix: u64,
+    ) -> Session {
+        let name = entity.to_string();
+        let instance = format!("{name}@{global_id}");
+        Session {
+            entity,
+            global_id,
+            name,
+            instance,
+            caps,
+            issued_unix,
+            expires_unix,
+            parked: Default::default(),
+        }
+    }
+
+    /// The entity as text (`client.qemu`).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     /// `entity@global_id`, the blocklist's key.
-    pub(crate) fn instance(&self) -> String {
-        format!("{}@{}", self.entity, self.global_id)
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
     }
 }
 
@@ -138,14 +170,13 @@ impl Authenticator for OsdAuthenticator {
         }
         let caps = Caps::parse(&ticket.caps)
             .map_err(|e| refuse(format!("caps in ticket do not parse: {e}")))?;
-        let session = Session {
-            entity: ticket.entity,
-            global_id: ticket.global_id,
+        let session = Session::new(
+            ticket.entity,
+            ticket.global_id,
             caps,
-            issued_unix: ticket.issued_unix,
-            expires_unix: ticket.expires_unix,
-            parked: Default::default(),
-        };
+            ticket.issued_unix,
+            ticket.expires_unix,
+        );
         Ok((ticket.session_key.to_vec(), session))
     }
 

@@ -388,8 +388,8 @@ pub(crate) async fn handle(osd: &Osd, ctx: &ConnContext<Session>, request: Reque
                 secs => Duration::from_secs(secs.min(WATCH_TIMEOUT_MAX_SECS).into()),
             };
             let watcher = Watcher {
-                entity: session.entity.to_string(),
-                instance: session.instance(),
+                entity: session.name().to_string(),
+                instance: session.instance().to_string(),
                 addr: EntityAddr::client(peer, gid),
                 sink: ctx.events.clone(),
                 timeout,

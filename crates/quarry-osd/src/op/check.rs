@@ -44,12 +44,8 @@ pub(crate) fn fenced(
     map: &ClusterMap,
     now_unix: u64,
 ) -> Result<(), Reply> {
-    // Most clusters' blocklists are empty: then nothing is formatted for the lookup.
-    if map.blocklist.is_empty() {
-        return Ok(());
-    }
     let addr = EntityAddr::client(peer, session.global_id);
-    let Some(entry) = fencing_entry(&map.blocklist, &session.instance(), Some(addr), now_unix)
+    let Some(entry) = fencing_entry(&map.blocklist, session.instance(), Some(addr), now_unix)
     else {
         return Ok(());
     };
@@ -72,13 +68,7 @@ pub(crate) fn ticket_honoured(
     if now_unix >= session.expires_unix {
         return refuse(session, "ticket expired; reconnect with a fresh ticket");
     }
-    // The entity is formatted only when some entity has a floor (revocations are rare).
-    if !map.auth_floor.is_empty()
-        && map
-            .auth_floor
-            .get(&session.entity.to_string())
-            .is_some_and(|&floor| floor > session.issued_unix)
-    {
+    if map.auth_floor.get(session.name()).is_some_and(|&floor| floor > session.issued_unix) {
         return refuse(session, "credentials revoked since the ticket was issued");
     }
     Ok(())
@@ -142,7 +132,7 @@ pub(crate) fn stamp_origin(ops: &mut [ObjectOp], session: &Session, peer: IpAddr
             let addr =
                 addr.get_or_insert_with(|| EntityAddr::client(peer, session.global_id).to_string());
             *origin = Some(CallOrigin {
-                entity: session.entity.to_string(),
+                entity: session.name().to_string(),
                 global_id: session.global_id,
                 addr: addr.clone(),
             });
@@ -256,15 +246,12 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn session(osd_caps: &str) -> Session {
+        session_of(EntityName::client("qemu"), osd_caps)
+    }
+
+    fn session_of(entity: EntityName, osd_caps: &str) -> Session {
         let caps = BTreeMap::from([("osd".to_string(), osd_caps.to_string())]);
-        Session {
-            entity: EntityName::client("qemu"),
-            global_id: 7,
-            caps: quarry_auth::Caps::parse(&caps).unwrap(),
-            issued_unix: 1000,
-            expires_unix: 2000,
-            parked: Default::default(),
-        }
+        Session::new(entity, 7, quarry_auth::Caps::parse(&caps).unwrap(), 1000, 2000)
     }
 
     fn op(ops: Vec<ObjectOp>) -> OsdOp {
@@ -315,8 +302,7 @@ mod tests {
 
     #[test]
     fn peer_sessions_ignore_the_blocklist_but_not_expiry_or_revocation() {
-        let mut s = session("allow *");
-        s.entity = EntityName::osd(1);
+        let s = session_of(EntityName::osd(1), "allow *");
         let mut map = ClusterMap::default();
         map.blocklist.insert("osd.1@7".into(), 1600);
         assert!(fenced(&s, "127.0.0.1".parse().unwrap(), &map, 1500).is_err());
