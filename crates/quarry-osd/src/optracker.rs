@@ -131,11 +131,14 @@ impl Drop for InFlight {
 
 /// A time average as `perf dump` prints it: `{"avgcount": N, "sum": s, "avgtime": s}`.
 pub(crate) fn time_avg(counter: &TimeAvg) -> Value {
-    time_avg_json(counter.ceph())
+    let (count, sum_ns) = counter.get();
+    time_avg_json(count, sum_ns)
 }
 
-/// `{"avgcount": N, "sum": s, "avgtime": s}` of `quarry_types::perf::TimeAvg::ceph`'s numbers.
-pub(crate) fn time_avg_json((avgcount, sum, avgtime): (u64, f64, f64)) -> Value {
+/// [`time_avg`] of `count` events that took `sum_ns` in all (counters kept elsewhere, e.g.
+/// the WAL's `WalStats`).
+pub(crate) fn time_avg_json(count: u64, sum_ns: u64) -> Value {
+    let (avgcount, sum, avgtime) = quarry_types::perf::ceph_time_avg(count, sum_ns);
     json!({ "avgcount": avgcount, "sum": sum, "avgtime": avgtime })
 }
 

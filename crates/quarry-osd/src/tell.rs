@@ -401,9 +401,7 @@ async fn perf_dump(osd: &Arc<Osd>) -> Reply {
         Err(e) => return failed(ErrorCode::EIO, format!("perf dump: {e}")),
     };
     let wal = router.wal().stats();
-    let time_avg = |count, nanos| {
-        crate::optracker::time_avg_json(quarry_types::perf::ceph_time_avg(count, nanos))
-    };
+    let time_avg = crate::optracker::time_avg_json;
     let counters = serde_json::json!({
         "osd": osd.tracker.perf_json(),
         "quarry_wal": {
