@@ -12,7 +12,7 @@ use redb::{ReadableTable, Table, TableDefinition, WriteTransaction};
 
 use crate::crc::combine_chunk;
 use crate::datafile::DataFile;
-use crate::dups::{DupBounds, DupTables};
+use crate::dups::{DupMemory, DupTables};
 use crate::extent;
 use crate::format::{
     extent_key, object_key, object_snap_key, object_snap_of, pg_key, purged_key, seal, seal_usage,
@@ -211,8 +211,8 @@ pub(crate) struct Batch<'txn> {
     placed_now: Option<usize>,
     /// The duplicate table, opened on the first command with a request id.
     dups: Option<DupTables<'txn>>,
-    /// The store's bounds of it.
-    dup_bounds: &'txn DupBounds,
+    /// The store's memory of it.
+    dup_memory: &'txn DupMemory,
     /// Its bound per PG.
     dups_max: usize,
     dup_key: Vec<u8>,
@@ -224,7 +224,7 @@ impl<'txn> Batch<'txn> {
     pub fn open(
         txn: &'txn WriteTransaction,
         data: &'txn DataFile,
-        dup_bounds: &'txn DupBounds,
+        dup_memory: &'txn DupMemory,
         methods: Option<&'txn dyn ObjectMethods>,
         dups_max: usize,
     ) -> Result<Self, StoreError> {
@@ -252,7 +252,7 @@ impl<'txn> Batch<'txn> {
             placed: Vec::new(),
             placed_now: None,
             dups: None,
-            dup_bounds,
+            dup_memory,
             dups_max,
             dup_key: Vec::new(),
         })
@@ -350,9 +350,9 @@ impl<'txn> Batch<'txn> {
         let Some(reqid) = &cmd.reqid else {
             return self.apply_ops(cmd);
         };
-        crate::dups::dup_key(self.pg, reqid, &mut self.dup_key);
+        crate::dups::reqid_part(reqid, &mut self.dup_key);
         if self.dups.is_none() {
-            self.dups = Some(DupTables::open(self.txn, self.dup_bounds)?);
+            self.dups = Some(DupTables::open(self.txn, self.dup_memory)?);
         }
         let dups = self.dups.as_ref().expect("opened above");
         if let Some(reply) = dups.lookup(self.pg, &self.dup_key)? {

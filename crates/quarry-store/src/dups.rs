@@ -1,39 +1,64 @@
 //! The duplicate table (Ceph's PG log "dups"): per PG, the request ids of the most recent
-//! mutating commands with the reply each got, written in the same transaction as the apply.
-//! A command whose request id is already there is not applied again: it gets the recorded
-//! reply. Every replica applies the same log, so every replica answers a resend the same way,
-//! including a resend proposed while the first copy was still in flight (the first copy's
-//! apply records it before the second is applied). Bounded per PG: the oldest entries go
-//! first, in steps (below).
+//! mutating commands with the reply each got. A command whose request id is already there is
+//! not applied again: it gets the recorded reply. Every replica applies the same log, so every
+//! replica answers a resend the same way, including a resend proposed while the first copy
+//! was still in flight (the first copy's apply records it before the second is applied).
+//! Bounded per PG: the oldest entries go first, in steps (below).
 //!
-//! Rows (see the crate docs' table): `dups` maps `pg ++ reqid` to `version u8 (=1) ++ seq u64
-//! LE ++ bincode(OpReply)`. Sequence numbers of a PG are consecutive: entries are appended
-//! with the next number and only the oldest are removed.
+//! # In memory, written as one packed row per PG and commit (format 6)
+//! Each entry has a sequence number, consecutive per PG: an apply records the next one. The
+//! store keeps, per PG it has used since it opened, the hash of each entry's request id and
+//! the entries recorded since the last commit of the store's write transaction ([`PgDups`]).
+//! A lookup is a hash lookup (a hit is confirmed against the entry itself, in memory or in its
+//! row), a record a hash insert and an append to the PG's pending buffer. When the store
+//! commits its open transaction (`writer.rs`), each PG's pending entries become ONE row of the
+//! `dup_log` table, in that transaction: `pool BE ++ seed BE ++ first seq BE -> sealed
+//! (version u8 (=1) ++ floor u64 LE ++ count u32 LE ++ count entries, each reqid part length
+//! u16 LE ++ reqid part ++ value length u32 LE ++ value)`, the value as [`encode_value`] makes
+//! it (`version u8 (=1) ++ seq u64 LE ++ bincode(OpReply)`), the reqid part as
+//! [`reqid_part`]. Until format 5 each entry was a row of its own (`dups`, keyed `pg ++
+//! reqid`): one B-tree insert per write, ~10 µs of server CPU per 4 KiB write and ~18% of the
+//! rate at queue depth 32 (docs/benchmarks.md, "Fourteenth round"); a row per PG and commit
+//! carries the entries of up to 64 applies.
 //!
-//! # Trimming in steps, bounds kept in memory (format 5)
-//! Until format 4 a second table (`dup_seq`, `pg ++ seq -> reqid`) kept the entries in
-//! order, so each apply could drop exactly the oldest one: a lookup, a range query for the
-//! bounds, two inserts and two removes per write — a tenth of the OSD's CPU per 4 KiB write
-//! at queue depth 32 (docs/benchmarks.md, "Eleventh round"). Now an apply does the lookup
-//! and one insert: the PG's bounds (`floor..next`, [`DupBounds`]) are kept by the store
-//! between applies (found by one scan of the PG's rows when unknown), and once the PG holds
-//! more than `max + max / 4` entries one scan removes every entry older than the newest
-//! `max` (Ceph trims its dups in batches too). So a PG holds between `max` and
-//! `max + max / 4` entries once it has seen `max`. Every writer of the table other than an
-//! apply (split, merge, import, purge) forgets the bounds of the PGs it writes, and a
-//! dropped transaction forgets them all (`writer.rs`): the next apply scans again.
+//! Why the entries may wait for the commit: the rows are only ever read back through a
+//! committed transaction. A crash loses the open transaction with everything else it carried
+//! (the store reopens at its last checkpoint and the Raft log replays: every entry after it is
+//! recorded again, in the same order, with the same numbers); a dropped transaction (a failed
+//! apply, `writer.rs`) forgets every PG's memory, which is found again from the committed
+//! rows when next used (and the replayed applies record their entries again); every other
+//! writer (split, merge, import, purge, exports' readers) takes the writer, which commits the
+//! open transaction and so writes the pending rows first.
+//!
+//! Trimming: once a PG holds more than `max + max / 4` entries its floor rises so that it
+//! holds the newest `max` (Ceph trims its dups in batches too). Entries below the floor are
+//! gone at once (from the hash index: a resend of one is applied again, on every replica
+//! alike, since the floor is a function of the log); a row is deleted, at a commit, once all
+//! its entries are below the floor. Each row carries the floor of the commit that wrote it, so
+//! the newest row holds the PG's floor (the floor only rises when an entry is recorded, which
+//! writes a row in the same commit): an index rebuilt from the rows after a restart is the one
+//! the replicas that did not restart hold.
+//!
+//! A row that does not decode (its crc, its layout, a gap between rows) makes the PG's table
+//! *damaged*: it held request ids nobody can read, so no lookup of the PG can be answered and
+//! every command of the PG with a request id fails with `Corrupt` (a replicated PG is then
+//! rebuilt from a healthy replica; with one voter the OSD drops the PG's table,
+//! [`crate::Store::drop_damaged_dups`], and goes on: see `quarry-osd`'s state machine).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Mutex, MutexGuard};
 
 use quarry_types::{EntityReqId, OpOutput, OpReply, PgId};
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use crate::format::{pg_key, pg_key_end, seal, unseal, PgKey, DUPS};
+use crate::format::{pg_key, seal, unseal, DUP_LOG};
 use crate::StoreError;
 
-/// Version byte in front of a dup table value.
+/// Version byte in front of a dup value.
 pub(crate) const DUP_VALUE_VERSION: u8 = 1;
+/// Version byte in front of a `dup_log` row.
+pub(crate) const DUP_ROW_VERSION: u8 = 1;
 /// Default bound of the table per PG (Ceph's `osd_pg_log_dups_tracked`).
 pub const DUPS_PER_PG_DEFAULT: usize = 3000;
 /// A reply whose outputs encode to more than this is recorded without its outputs' content
@@ -41,10 +66,18 @@ pub const DUPS_PER_PG_DEFAULT: usize = 3000;
 /// A resend then gets the original outcome (success, or the failing op and its code) but not
 /// the data a read op of the vector returned.
 pub const DUP_REPLY_MAX: usize = 4096;
+/// Entries per row when a whole table is written at once (split, merge, import, migration).
+pub(crate) const ROW_ENTRIES_MAX: usize = 512;
+/// Bytes of a row's header: version, floor, count.
+const ROW_HEADER: usize = 1 + 8 + 4;
 
-/// The reqid part of a dup key: `entity len u16 BE ++ entity ("client.admin") ++ client u64
-/// BE ++ tid u64 BE`.
+/// Key of a `dup_log` row: pool BE ++ seed BE ++ first seq BE.
+pub(crate) type RowKey = [u8; 20];
+
+/// The reqid part of a dup entry: `entity len u16 BE ++ entity ("client.admin") ++ client
+/// u64 BE ++ tid u64 BE`.
 pub(crate) fn reqid_part(reqid: &EntityReqId, out: &mut Vec<u8>) {
+    out.clear();
     let entity = reqid.entity.to_string();
     let entity = &entity.as_bytes()[..entity.len().min(u16::MAX as usize)];
     out.extend_from_slice(&(entity.len() as u16).to_be_bytes());
@@ -53,31 +86,39 @@ pub(crate) fn reqid_part(reqid: &EntityReqId, out: &mut Vec<u8>) {
     out.extend_from_slice(&reqid.reqid.tid.to_be_bytes());
 }
 
-/// The `dups` key of `reqid` in `pg`.
-pub(crate) fn dup_key(pg: PgId, reqid: &EntityReqId, out: &mut Vec<u8>) {
-    out.clear();
-    out.extend_from_slice(&pg_key(pg));
-    reqid_part(reqid, out);
+/// The key of `pg`'s row whose first entry is `first`.
+pub(crate) fn row_key(pg: PgId, first: u64) -> RowKey {
+    let mut key = [0u8; 20];
+    key[..12].copy_from_slice(&pg_key(pg));
+    key[12..].copy_from_slice(&first.to_be_bytes());
+    key
 }
 
-/// The reply as recorded: small outputs kept, large ones emptied (see [`DUP_REPLY_MAX`]).
-pub(crate) fn encode_value(seq: u64, reply: &OpReply) -> Vec<u8> {
-    let mut out = vec![DUP_VALUE_VERSION];
+/// Appends the value of an entry (small outputs kept, large ones emptied: see
+/// [`DUP_REPLY_MAX`]) to `out`.
+pub(crate) fn encode_value_into(seq: u64, reply: &OpReply, out: &mut Vec<u8>) {
+    out.push(DUP_VALUE_VERSION);
     out.extend_from_slice(&seq.to_le_bytes());
-    let body = bincode::serialize(reply).expect("an OpReply always encodes");
-    if body.len() <= DUP_REPLY_MAX {
-        out.extend_from_slice(&body);
+    let small = bincode::serialized_size(reply).is_ok_and(|n| n <= DUP_REPLY_MAX as u64);
+    if small {
+        bincode::serialize_into(&mut *out, reply).expect("an OpReply always encodes");
     } else {
         let small = match reply {
             OpReply::Ok(outputs) => OpReply::Ok(vec![OpOutput::None; outputs.len()]),
             failed => failed.clone(),
         };
-        out.extend_from_slice(&bincode::serialize(&small).expect("an OpReply always encodes"));
+        bincode::serialize_into(&mut *out, &small).expect("an OpReply always encodes");
     }
+}
+
+/// The value of an entry, as [`encode_value_into`] makes it.
+pub(crate) fn encode_value(seq: u64, reply: &OpReply) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_value_into(seq, reply, &mut out);
     out
 }
 
-/// The sequence number of a plain value (the reply not decoded), or why it is malformed.
+/// The sequence number of a value (the reply not decoded), or why it is malformed.
 fn value_seq(value: &[u8]) -> Result<u64, &'static str> {
     if value.len() < 9 {
         return Err("dup entry too short");
@@ -88,28 +129,28 @@ fn value_seq(value: &[u8]) -> Result<u64, &'static str> {
     Ok(u64::from_le_bytes(value[1..9].try_into().expect("8 bytes")))
 }
 
-/// `(seq, reply)` of a stored value, or why it is malformed.
+/// `(seq, reply)` of a value, or why it is malformed.
 pub(crate) fn decode_value(value: &[u8]) -> Result<(u64, OpReply), &'static str> {
     let seq = value_seq(value)?;
     let reply = bincode::deserialize(&value[9..]).map_err(|_| "dup entry reply undecodable")?;
     Ok((seq, reply))
 }
 
-/// The sequence number of a value as the `dups` table stores it (its crc checked, the reply
-/// not decoded), or why it is damaged.
-fn stored_seq(value: &[u8]) -> Result<u64, &'static str> {
-    value_seq(unseal(value).map_err(|_| "dup entry crc mismatch")?)
-}
-
-/// `(seq, reply)` of a value as the `dups` table stores it (sealed: crc32c ++ the value
-/// [`encode_value`] makes), or why it is damaged.
+/// `(seq, reply)` of a value as format 5's `dups` table stored it (sealed), or why it is
+/// damaged (the migration to format 6 reads them).
 pub(crate) fn decode_stored(value: &[u8]) -> Result<(u64, OpReply), String> {
     decode_value(unseal(value)?).map_err(str::to_string)
 }
 
 pub(crate) fn corrupt(pg: PgId, detail: &str) -> StoreError {
-    tracing::error!(%pg, detail, "corrupt duplicate table entry");
+    tracing::error!(%pg, detail, "corrupt duplicate table");
     StoreError::Corrupt { pg, object: String::new(), detail: format!("dup table: {detail}") }
+}
+
+/// Whether `error` is a damaged duplicate table (rather than a damaged object).
+pub fn is_damaged_dup_table(error: &StoreError) -> bool {
+    matches!(error, StoreError::Corrupt { object, detail, .. }
+        if object.is_empty() && detail.starts_with("dup table: "))
 }
 
 /// Entries a PG may hold beyond its bound before a trim step removes them.
@@ -117,170 +158,171 @@ pub(crate) fn trim_slack(max: usize) -> u64 {
     (max as u64 / 4).max(1)
 }
 
-/// A PG's sequence numbers: every entry it holds has one in `floor..next`, and the next
-/// entry gets `next`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Bounds {
-    floor: u64,
-    next: u64,
+/// Appends one entry as a row holds it.
+fn put_entry(part: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&(part.len() as u16).to_le_bytes());
+    out.extend_from_slice(part);
+    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    out.extend_from_slice(value);
 }
 
-/// The bounds of the PGs applies wrote lately (see the module docs), shared by the store's
-/// writers under its writer lock.
-#[derive(Default)]
-pub(crate) struct DupBounds(Mutex<HashMap<PgId, Bounds>>);
-
-impl DupBounds {
-    fn map(&self) -> MutexGuard<'_, HashMap<PgId, Bounds>> {
-        self.0.lock().unwrap_or_else(|poison| poison.into_inner())
-    }
-
-    /// Forgets every PG's bounds (a transaction that wrote some was dropped).
-    pub(crate) fn forget_all(&self) {
-        self.map().clear();
-    }
-
-    fn forget(&self, pg: PgId) {
-        self.map().remove(&pg);
-    }
+/// A sealed row: `floor`, then `count` entries already laid out in `body`.
+fn seal_row(floor: u64, count: usize, body: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::with_capacity(ROW_HEADER + body.len());
+    plain.push(DUP_ROW_VERSION);
+    plain.extend_from_slice(&floor.to_le_bytes());
+    plain.extend_from_slice(&(count as u32).to_le_bytes());
+    plain.extend_from_slice(body);
+    seal(&plain)
 }
 
-/// The open duplicate table of a write transaction.
-pub(crate) struct DupTables<'txn> {
-    dups: Table<'txn, &'static [u8], &'static [u8]>,
-    bounds: &'txn DupBounds,
-}
-
-impl<'txn> DupTables<'txn> {
-    pub(crate) fn open(
-        txn: &'txn WriteTransaction,
-        bounds: &'txn DupBounds,
-    ) -> Result<Self, StoreError> {
-        Ok(DupTables { dups: txn.open_table(DUPS)?, bounds })
-    }
-
-    /// The recorded reply of `key` (a [`dup_key`]), if any.
-    pub(crate) fn lookup(&self, pg: PgId, key: &[u8]) -> Result<Option<OpReply>, StoreError> {
-        match self.dups.get(key)? {
-            Some(value) => {
-                let (_, reply) = decode_stored(value.value()).map_err(|why| corrupt(pg, &why))?;
-                Ok(Some(reply))
-            }
-            None => Ok(None),
-        }
-    }
-
-    /// `(key, seq)` of every entry of `pg` whose value can be read; a damaged one is
-    /// logged and skipped (a lookup of its key reports it).
-    fn scan(&self, pg: PgId) -> Result<Vec<(Vec<u8>, u64)>, StoreError> {
-        let start = pg_key(pg);
-        let end = pg_key_end(pg);
-        let range = match &end {
-            Some(end) => self.dups.range(start.as_slice()..end.as_slice())?,
-            None => self.dups.range(start.as_slice()..)?,
-        };
-        let mut out = Vec::new();
-        for item in range {
-            let (key, value) = item?;
-            match stored_seq(value.value()) {
-                Ok(seq) => out.push((key.value().to_vec(), seq)),
-                Err(why) => {
-                    tracing::error!(%pg, why, "damaged duplicate table entry left in place")
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// `pg`'s bounds: as kept, or found by a scan.
-    fn bounds(&self, pg: PgId) -> Result<Bounds, StoreError> {
-        if let Some(bounds) = self.bounds.map().get(&pg) {
-            return Ok(*bounds);
-        }
-        let rows = self.scan(pg)?;
-        let floor = rows.iter().map(|r| r.1).min().unwrap_or(0);
-        let next = rows.iter().map(|r| r.1 + 1).max().unwrap_or(0);
-        Ok(Bounds { floor, next })
-    }
-
-    /// Records `reply` for `key` (a [`dup_key`] of `pg`) as the newest entry; once the PG
-    /// holds more than `max` plus [`trim_slack`] entries, drops all but the newest `max`.
-    pub(crate) fn record(
-        &mut self,
-        pg: PgId,
-        key: &[u8],
-        reply: &OpReply,
-        max: usize,
-    ) -> Result<(), StoreError> {
-        let Bounds { mut floor, next } = self.bounds(pg)?;
-        let seq = next;
-        self.dups.insert(key, seal(&encode_value(seq, reply)).as_slice())?;
-        let next = seq + 1;
-        if next - floor > max as u64 + trim_slack(max) {
-            floor = next - max as u64;
-            self.trim_below(pg, floor)?;
-        }
-        self.bounds.map().insert(pg, Bounds { floor, next });
-        Ok(())
-    }
-
-    /// Removes the entries of `pg` numbered below `floor`.
-    fn trim_below(&mut self, pg: PgId, floor: u64) -> Result<(), StoreError> {
-        for (key, seq) in self.scan(pg)? {
-            if seq < floor {
-                self.dups.remove(key.as_slice())?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Inserts an entry as split, merge and import copy it, sealing the plain `value` (as
-    /// [`encode_value`] makes it; import passes the stream's). The PG's bounds are forgotten.
-    pub(crate) fn insert(&mut self, pg: PgId, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.bounds.forget(pg);
-        self.dups.insert(key, seal(value).as_slice())?;
-        Ok(())
-    }
-
-    /// Deletes every entry of `pg`.
-    pub(crate) fn purge(&mut self, pg: PgId) -> Result<(), StoreError> {
-        self.bounds.forget(pg);
-        let start = pg_key(pg);
-        let end = pg_key_end(pg);
-        match &end {
-            Some(end) => self.dups.retain_in(start.as_slice()..end.as_slice(), |_, _| false)?,
-            None => self.dups.retain_in(start.as_slice().., |_, _| false)?,
-        }
-        Ok(())
-    }
-}
-
-/// One stored entry: `(seq, reqid part of the key, value)`.
+/// One entry: `(seq, reqid part, value)`.
 pub(crate) type DupRow = (u64, Vec<u8>, Vec<u8>);
 
-/// Every entry of `pg`, oldest first.
-pub(crate) fn entries<T>(dups: &T, pg: PgId) -> Result<Vec<DupRow>, StoreError>
-where
-    T: ReadableTable<&'static [u8], &'static [u8]>,
-{
-    let start = pg_key(pg);
-    let end = pg_key_end(pg);
-    let range = match &end {
-        Some(end) => dups.range(start.as_slice()..end.as_slice())?,
-        None => dups.range(start.as_slice()..)?,
-    };
-    let mut out = Vec::new();
-    for item in range {
-        let (key, value) = item?;
-        let plain = unseal(value.value()).map_err(|why| corrupt(pg, &why))?;
-        let (seq, _) = decode_value(plain).map_err(|why| corrupt(pg, why))?;
-        out.push((seq, key.value()[start.len()..].to_vec(), plain.to_vec()));
+/// A sealed row of `entries` (consecutive, the first `entries[0].0`) with `floor`.
+pub(crate) fn encode_row(floor: u64, entries: &[DupRow]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (_, part, value) in entries {
+        put_entry(part, value, &mut body);
     }
-    out.sort_unstable_by_key(|row| row.0);
+    seal_row(floor, entries.len(), &body)
+}
+
+/// Takes `n` bytes off the front of `rest`.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], &'static str> {
+    if rest.len() < n {
+        return Err("dup row truncated");
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Ok(head)
+}
+
+/// `(floor, entries)` of the stored row whose first entry is `first`: each entry's reqid part
+/// well formed and its value numbered `first + i`. Or why it is damaged.
+pub(crate) fn decode_row(first: u64, stored: &[u8]) -> Result<(u64, Vec<DupRow>), String> {
+    let plain = unseal(stored)?;
+    let mut rest = plain;
+    let header = take(&mut rest, ROW_HEADER)?;
+    if header[0] != DUP_ROW_VERSION {
+        return Err("dup row of an unknown version".into());
+    }
+    let floor = u64::from_le_bytes(header[1..9].try_into().expect("8 bytes"));
+    let count = u32::from_le_bytes(header[9..13].try_into().expect("4 bytes")) as usize;
+    if count == 0 {
+        return Err("dup row without entries".into());
+    }
+    let mut entries = Vec::with_capacity(count.min(ROW_ENTRIES_MAX * 8));
+    for i in 0..count as u64 {
+        let len = u16::from_le_bytes(take(&mut rest, 2)?.try_into().expect("2 bytes"));
+        let part = take(&mut rest, len as usize)?;
+        let len = u32::from_le_bytes(take(&mut rest, 4)?.try_into().expect("4 bytes"));
+        let value = take(&mut rest, len as usize)?;
+        if !valid_reqid_part(part) {
+            return Err("malformed request id in a dup row".into());
+        }
+        let seq = first.checked_add(i).ok_or("dup row numbers overflow")?;
+        if value_seq(value)? != seq {
+            return Err(format!("dup entry numbered out of order (expected {seq})"));
+        }
+        entries.push((seq, part.to_vec(), value.to_vec()));
+    }
+    if !rest.is_empty() {
+        return Err("bytes after a dup row's entries".into());
+    }
+    Ok((floor, entries))
+}
+
+/// `(first seq, row)` of every stored row of `pg`, oldest first.
+fn stored_rows<T>(log: &T, pg: PgId) -> Result<Vec<(u64, Vec<u8>)>, StoreError>
+where
+    T: ReadableTable<&'static RowKey, &'static [u8]>,
+{
+    let (lo, hi) = (row_key(pg, 0), row_key(pg, u64::MAX));
+    let mut out = Vec::new();
+    for item in log.range::<&RowKey>(&lo..=&hi)? {
+        let (key, value) = item?;
+        let first = u64::from_be_bytes(key.value()[12..].try_into().expect("8 bytes"));
+        out.push((first, value.value().to_vec()));
+    }
     Ok(out)
 }
 
-/// Checks a reqid key part from an export stream: `len u16 ++ entity ++ 16 bytes`.
+/// Number of `pg`'s stored rows.
+pub(crate) fn row_count<T>(log: &T, pg: PgId) -> Result<usize, StoreError>
+where
+    T: ReadableTable<&'static RowKey, &'static [u8]>,
+{
+    let (lo, hi) = (row_key(pg, 0), row_key(pg, u64::MAX));
+    let mut count = 0;
+    for item in log.range::<&RowKey>(&lo..=&hi)? {
+        item?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// What `pg`'s rows hold: `(floor, next, rows as (first, count), entries at or above the
+/// floor)`, or why they are damaged (a row that does not decode, a gap, a floor outside them).
+type Decoded = (u64, u64, VecDeque<(u64, u64)>, Vec<DupRow>);
+
+fn decode_rows(rows: Vec<(u64, Vec<u8>)>) -> Result<Decoded, String> {
+    let mut spans = VecDeque::with_capacity(rows.len());
+    let mut entries = Vec::new();
+    let (mut floor, mut next) = (0, 0);
+    for (first, stored) in rows {
+        let (row_floor, row) = decode_row(first, &stored)?;
+        if !spans.is_empty() && first != next {
+            return Err(format!("dup rows not consecutive: {first} after {next}"));
+        }
+        next = first + row.len() as u64;
+        spans.push_back((first, row.len() as u64));
+        floor = row_floor;
+        entries.extend(row);
+    }
+    if let Some(&(first, _)) = spans.front() {
+        if floor < first || floor > next {
+            return Err(format!("dup floor {floor} outside the rows ({first}..{next})"));
+        }
+    }
+    entries.retain(|e| e.0 >= floor);
+    Ok((floor, next, spans, entries))
+}
+
+/// Every entry of `pg` at or above its floor, oldest first; `Corrupt` if its rows are
+/// damaged.
+pub(crate) fn entries<T>(log: &T, pg: PgId) -> Result<Vec<DupRow>, StoreError>
+where
+    T: ReadableTable<&'static RowKey, &'static [u8]>,
+{
+    decode_rows(stored_rows(log, pg)?).map(|d| d.3).map_err(|why| corrupt(pg, &why))
+}
+
+/// Writes `entries` (consecutive) as `pg`'s rows after its existing ones, with `floor`, in
+/// rows of at most [`ROW_ENTRIES_MAX`]. The caller forgets the PG's memory.
+pub(crate) fn write_entries(
+    log: &mut Table<'_, &'static RowKey, &'static [u8]>,
+    pg: PgId,
+    floor: u64,
+    entries: &[DupRow],
+) -> Result<(), StoreError> {
+    for rows in entries.chunks(ROW_ENTRIES_MAX) {
+        log.insert(&row_key(pg, rows[0].0), encode_row(floor, rows).as_slice())?;
+    }
+    Ok(())
+}
+
+/// Deletes every row of `pg`. The caller forgets the PG's memory.
+pub(crate) fn purge(
+    log: &mut Table<'_, &'static RowKey, &'static [u8]>,
+    pg: PgId,
+) -> Result<(), StoreError> {
+    let (lo, hi) = (row_key(pg, 0), row_key(pg, u64::MAX));
+    log.retain_in::<&RowKey, _>(&lo..=&hi, |_, _| false)?;
+    Ok(())
+}
+
+/// Checks a reqid key part from an export stream or a row: `len u16 ++ entity ++ 16 bytes`.
 pub(crate) fn valid_reqid_part(part: &[u8]) -> bool {
     part.len() >= 2 && {
         let len = u16::from_be_bytes([part[0], part[1]]) as usize;
@@ -288,10 +330,354 @@ pub(crate) fn valid_reqid_part(part: &[u8]) -> bool {
     }
 }
 
-/// A `PgKey`-prefixed key from a key part.
-pub(crate) fn full_key(pg: PgId, part: &[u8]) -> Vec<u8> {
-    let key: PgKey = pg_key(pg);
-    let mut out = key.to_vec();
-    out.extend_from_slice(part);
-    out
+/// The request ids' hashes are already hashes: the index does not hash them again.
+#[derive(Default)]
+struct Identity(u64);
+
+impl Hasher for Identity {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The sequence numbers whose request ids hash alike (almost always one).
+enum Seqs {
+    One(u64),
+    Many(Vec<u64>),
+}
+
+/// One PG's table as the store keeps it in memory (see the module docs).
+struct PgDups {
+    /// Every entry the PG holds is numbered in `floor..next`.
+    floor: u64,
+    next: u64,
+    /// The request id hash of each entry, `floor` first.
+    hashes: VecDeque<u64>,
+    /// Request id hash -> sequence numbers.
+    index: HashMap<u64, Seqs, BuildHasherDefault<Identity>>,
+    /// Entries not written yet (numbered `next - pending_offsets.len()..next`), laid out as
+    /// a row's body holds them; the offset of each in it.
+    pending: Vec<u8>,
+    pending_offsets: Vec<u32>,
+    /// The stored rows: `(first seq, count)`, oldest first.
+    rows: VecDeque<(u64, u64)>,
+    /// Why the stored rows cannot be trusted (every lookup fails).
+    damaged: Option<String>,
+}
+
+impl PgDups {
+    fn empty() -> PgDups {
+        PgDups {
+            floor: 0,
+            next: 0,
+            hashes: VecDeque::new(),
+            index: HashMap::default(),
+            pending: Vec::new(),
+            pending_offsets: Vec::new(),
+            rows: VecDeque::new(),
+            damaged: None,
+        }
+    }
+
+    fn pending_first(&self) -> u64 {
+        self.next - self.pending_offsets.len() as u64
+    }
+
+    fn index_insert(&mut self, hash: u64, seq: u64) {
+        match self.index.get_mut(&hash) {
+            None => {
+                self.index.insert(hash, Seqs::One(seq));
+            }
+            Some(Seqs::One(other)) => {
+                let other = *other;
+                self.index.insert(hash, Seqs::Many(vec![other, seq]));
+            }
+            Some(Seqs::Many(seqs)) => seqs.push(seq),
+        }
+    }
+
+    fn index_remove(&mut self, hash: u64, seq: u64) {
+        let gone = match self.index.get_mut(&hash) {
+            Some(Seqs::One(s)) => *s == seq,
+            Some(Seqs::Many(seqs)) => {
+                seqs.retain(|&s| s != seq);
+                seqs.is_empty()
+            }
+            None => false,
+        };
+        if gone {
+            self.index.remove(&hash);
+        }
+    }
+
+    /// Raises the floor to `floor`: the entries below it leave the index.
+    fn raise_floor(&mut self, floor: u64) {
+        while self.floor < floor {
+            if let Some(hash) = self.hashes.pop_front() {
+                self.index_remove(hash, self.floor);
+            }
+            self.floor += 1;
+        }
+    }
+
+    /// `(part, value)` of pending entry `seq`.
+    fn pending_entry(&self, seq: u64) -> (&[u8], &[u8]) {
+        let at = self.pending_offsets[(seq - self.pending_first()) as usize] as usize;
+        let mut rest = &self.pending[at..];
+        let len = u16::from_le_bytes([rest[0], rest[1]]) as usize;
+        let part = &rest[2..2 + len];
+        rest = &rest[2 + len..];
+        let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        (part, &rest[4..4 + len])
+    }
+}
+
+/// The duplicate table's memory: every PG the store used since it opened (or since it last
+/// forgot them), shared by the store's writers under its writer lock.
+#[derive(Default)]
+pub(crate) struct DupMemory {
+    pgs: Mutex<HashMap<PgId, PgDups>>,
+    hasher: RandomState,
+}
+
+impl DupMemory {
+    fn map(&self) -> MutexGuard<'_, HashMap<PgId, PgDups>> {
+        self.pgs.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    fn hash(&self, part: &[u8]) -> u64 {
+        self.hasher.hash_one(part)
+    }
+
+    /// Forgets every PG (the open transaction, whose entries they may hold, was dropped).
+    pub(crate) fn forget_all(&self) {
+        self.map().clear();
+    }
+
+    /// Forgets `pg` (a writer other than an apply rewrote its rows). Called with no
+    /// transaction open: the PG has nothing pending.
+    pub(crate) fn forget(&self, pg: PgId) {
+        if let Some(gone) = self.map().remove(&pg) {
+            debug_assert!(gone.pending_offsets.is_empty(), "{pg} forgotten with pending entries");
+        }
+    }
+
+    /// Writes each PG's pending entries as one row in `txn` (the open transaction, about to
+    /// be committed) and deletes the rows wholly below each PG's floor.
+    pub(crate) fn flush(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut map = self.map();
+        if map.values().all(|d| d.pending_offsets.is_empty()) {
+            return Ok(());
+        }
+        let mut log = txn.open_table(DUP_LOG)?;
+        for (&pg, dups) in map.iter_mut() {
+            if dups.pending_offsets.is_empty() {
+                continue;
+            }
+            // Entries recorded and trimmed since the last commit are not written.
+            let first = dups.pending_first().max(dups.floor);
+            let skip = (first - dups.pending_first()) as usize;
+            if skip < dups.pending_offsets.len() {
+                let at = dups.pending_offsets[skip] as usize;
+                let count = dups.pending_offsets.len() - skip;
+                let row = seal_row(dups.floor, count, &dups.pending[at..]);
+                log.insert(&row_key(pg, first), row.as_slice())?;
+                dups.rows.push_back((first, count as u64));
+            }
+            dups.pending.clear();
+            dups.pending_offsets.clear();
+            while let Some(&(first, count)) = dups.rows.front() {
+                if first + count > dups.floor {
+                    break;
+                }
+                log.remove(&row_key(pg, first))?;
+                dups.rows.pop_front();
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The duplicate table of a write transaction.
+pub(crate) struct DupTables<'txn> {
+    log: Table<'txn, &'static RowKey, &'static [u8]>,
+    memory: &'txn DupMemory,
+}
+
+impl<'txn> DupTables<'txn> {
+    pub(crate) fn open(
+        txn: &'txn WriteTransaction,
+        memory: &'txn DupMemory,
+    ) -> Result<Self, StoreError> {
+        Ok(DupTables { log: txn.open_table(DUP_LOG)?, memory })
+    }
+
+    /// `pg`'s memory, built from its rows if the store does not hold it.
+    fn load<'m>(
+        &self,
+        map: &'m mut HashMap<PgId, PgDups>,
+        pg: PgId,
+    ) -> Result<&'m mut PgDups, StoreError> {
+        match map.entry(pg) {
+            std::collections::hash_map::Entry::Occupied(known) => Ok(known.into_mut()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let mut dups = PgDups::empty();
+                match decode_rows(stored_rows(&self.log, pg)?) {
+                    Ok((floor, next, rows, entries)) => {
+                        dups.floor = floor;
+                        dups.next = next;
+                        dups.rows = rows;
+                        for (seq, part, _) in &entries {
+                            let hash = self.memory.hash(part);
+                            dups.hashes.push_back(hash);
+                            dups.index_insert(hash, *seq);
+                        }
+                    }
+                    Err(why) => {
+                        tracing::error!(%pg, why, "damaged duplicate table: the pg's requests fail");
+                        dups.damaged = Some(why);
+                    }
+                }
+                Ok(slot.insert(dups))
+            }
+        }
+    }
+
+    /// The recorded reply of request id `part` (a [`reqid_part`]) in `pg`, if any.
+    pub(crate) fn lookup(&self, pg: PgId, part: &[u8]) -> Result<Option<OpReply>, StoreError> {
+        let hash = self.memory.hash(part);
+        let mut map = self.memory.map();
+        let dups = self.load(&mut map, pg)?;
+        if let Some(why) = &dups.damaged {
+            return Err(corrupt(pg, why));
+        }
+        let seqs = match dups.index.get(&hash) {
+            None => return Ok(None),
+            Some(Seqs::One(seq)) => vec![*seq],
+            Some(Seqs::Many(seqs)) => seqs.clone(),
+        };
+        for seq in seqs {
+            let value = if seq >= dups.pending_first() {
+                let (stored, value) = dups.pending_entry(seq);
+                if stored != part {
+                    continue;
+                }
+                value.to_vec()
+            } else {
+                let Some(&(first, _)) = dups.rows.iter().rev().find(|(first, _)| *first <= seq)
+                else {
+                    return Err(corrupt(pg, &format!("entry {seq} in no row")));
+                };
+                let row = match self.log.get(&row_key(pg, first))? {
+                    Some(row) => row.value().to_vec(),
+                    None => return Err(corrupt(pg, &format!("row {first} missing"))),
+                };
+                let (_, entries) = decode_row(first, &row).map_err(|why| corrupt(pg, &why))?;
+                match entries.into_iter().nth((seq - first) as usize) {
+                    Some((_, stored, value)) if stored == part => value,
+                    Some(_) => continue,
+                    None => return Err(corrupt(pg, &format!("entry {seq} not in row {first}"))),
+                }
+            };
+            let (_, reply) = decode_value(&value).map_err(|why| corrupt(pg, why))?;
+            return Ok(Some(reply));
+        }
+        Ok(None)
+    }
+
+    /// Records `reply` for request id `part` of `pg` as the newest entry; once the PG holds
+    /// more than `max` plus [`trim_slack`] entries, its floor rises to keep the newest `max`.
+    pub(crate) fn record(
+        &mut self,
+        pg: PgId,
+        part: &[u8],
+        reply: &OpReply,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        let hash = self.memory.hash(part);
+        let mut map = self.memory.map();
+        let dups = self.load(&mut map, pg)?;
+        if let Some(why) = &dups.damaged {
+            return Err(corrupt(pg, why));
+        }
+        let seq = dups.next;
+        dups.pending_offsets.push(dups.pending.len() as u32);
+        let at = dups.pending.len();
+        dups.pending.extend_from_slice(&(part.len() as u16).to_le_bytes());
+        dups.pending.extend_from_slice(part);
+        let len_at = dups.pending.len();
+        dups.pending.extend_from_slice(&[0; 4]);
+        encode_value_into(seq, reply, &mut dups.pending);
+        let len = (dups.pending.len() - len_at - 4) as u32;
+        dups.pending[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
+        debug_assert_eq!(at, *dups.pending_offsets.last().expect("pushed") as usize);
+        dups.hashes.push_back(hash);
+        dups.index_insert(hash, seq);
+        dups.next = seq + 1;
+        if dups.next - dups.floor > max as u64 + trim_slack(max) {
+            dups.raise_floor(dups.next - max as u64);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, tid: u64) -> DupRow {
+        let mut part = Vec::new();
+        part.extend_from_slice(&12u16.to_be_bytes());
+        part.extend_from_slice(b"client.admin");
+        part.extend_from_slice(&7u64.to_be_bytes());
+        part.extend_from_slice(&tid.to_be_bytes());
+        (seq, part, encode_value(seq, &OpReply::Ok(vec![OpOutput::None])))
+    }
+
+    /// Goal: a row decodes to what was encoded, and each way it can be damaged is refused.
+    #[test]
+    fn rows_round_trip_and_damage_is_refused() {
+        let entries: Vec<DupRow> = (5..9).map(|s| entry(s, s * 10)).collect();
+        let row = encode_row(6, &entries);
+        assert_eq!(decode_row(5, &row), Ok((6, entries.clone())));
+        // Numbered from another first entry.
+        assert!(decode_row(4, &row).is_err());
+        // Any flipped byte (the crc).
+        for at in 0..row.len() {
+            let mut bad = row.clone();
+            bad[at] ^= 0x10;
+            assert!(decode_row(5, &bad).is_err(), "byte {at}");
+        }
+        // Well sealed but malformed: truncated, trailing bytes, no entries, unknown version.
+        let plain = unseal(&row).unwrap().to_vec();
+        for bad in [
+            plain[..plain.len() - 1].to_vec(),
+            [plain.as_slice(), b"x"].concat(),
+            [&[DUP_ROW_VERSION][..], &6u64.to_le_bytes(), &0u32.to_le_bytes()].concat(),
+            [&[9u8][..], &plain[1..]].concat(),
+        ] {
+            assert!(decode_row(5, &seal(&bad)).is_err());
+        }
+    }
+
+    /// Goal: rows with a gap between them, or a floor outside them, are damaged.
+    #[test]
+    fn gaps_and_floors_outside_the_rows_are_damage() {
+        let a: Vec<DupRow> = (0..3).map(|s| entry(s, s)).collect();
+        let b: Vec<DupRow> = (3..5).map(|s| entry(s, s)).collect();
+        let c: Vec<DupRow> = (6..7).map(|s| entry(s, s)).collect();
+        let ok = decode_rows(vec![(0, encode_row(0, &a)), (3, encode_row(2, &b))]).unwrap();
+        assert_eq!((ok.0, ok.1, ok.3.len()), (2, 5, 3));
+        assert!(decode_rows(vec![(0, encode_row(0, &a)), (6, encode_row(0, &c))]).is_err());
+        assert!(decode_rows(vec![(3, encode_row(1, &b))]).is_err());
+        assert!(decode_rows(vec![(3, encode_row(6, &b))]).is_err());
+    }
 }

@@ -35,12 +35,12 @@ use quarry_types::{PgId, OBJECT_NAME_LEN_MAX, OBJECT_SIZE_MAX};
 use redb::{Database, Durability, ReadableTable, WriteTransaction};
 
 use crate::datafile::DataFile;
-use crate::dups::{self, DupBounds, DupTables};
+use crate::dups::{self, DupMemory, DupRow};
 use crate::extent;
 use crate::format::{
     object_key, object_snap_key, object_snap_of, pg_key, pg_key_end, purged_key, seal,
     snap_object_key, sub_key, unseal, ChunkRef, Extent, ObjectRecord, Version, CHUNK, CHUNK_SIZE,
-    DUPS, EXTENTS, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE,
+    DUP_LOG, EXTENTS, META, META_NEXT_ID, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE,
     PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS, VERSIONS_MAX, XATTRS,
 };
 use crate::read::{load_ref, Ctx, WriteTables};
@@ -143,7 +143,7 @@ pub(crate) fn export_pg(
         w.blob(blob)?;
         exported_state = Some(blob.to_vec());
     }
-    let dup_rows = dups::entries(&txn.open_table(DUPS)?, pg)?;
+    let dup_rows = dups::entries(&txn.open_table(DUP_LOG)?, pg)?;
     for (seq, part, value) in dup_rows {
         w.record(TAG_DUP)?;
         w.u64(seq)?;
@@ -304,7 +304,7 @@ fn read_header(r: &mut CrcReader, pg: PgId) -> Result<u32, StoreError> {
 pub(crate) fn purge_pg(
     txn: &WriteTransaction,
     data: &DataFile,
-    bounds: &DupBounds,
+    memory: &DupMemory,
     pg: PgId,
 ) -> Result<(), StoreError> {
     let mut objects = txn.open_table(OBJECTS)?;
@@ -344,7 +344,8 @@ pub(crate) fn purge_pg(
     }
     txn.open_table(PG_STATE)?.remove(&pg_key(pg))?;
     txn.open_table(PG_USAGE)?.remove(&pg_key(pg))?;
-    DupTables::open(txn, bounds)?.purge(pg)?;
+    dups::purge(&mut txn.open_table(DUP_LOG)?, pg)?;
+    memory.forget(pg);
     Ok(())
 }
 
@@ -355,7 +356,7 @@ pub(crate) fn import_pg(
     db: &Database,
     data: &DataFile,
     views: &ReadViews,
-    bounds: &DupBounds,
+    memory: &DupMemory,
     pg: PgId,
     input: &mut dyn Read,
 ) -> Result<u64, StoreError> {
@@ -364,7 +365,7 @@ pub(crate) fn import_pg(
     let mut txn = db.begin_write()?;
     txn.set_durability(Durability::Immediate);
     let batch = data.begin_batch();
-    purge_pg(&txn, data, bounds, pg)?;
+    purge_pg(&txn, data, memory, pg)?;
     {
         let mut meta = txn.open_table(META)?;
         let mut objects = txn.open_table(OBJECTS)?;
@@ -374,8 +375,8 @@ pub(crate) fn import_pg(
         let mut omap_header = txn.open_table(OMAP_HEADER)?;
         let mut pg_state = txn.open_table(PG_STATE)?;
         let mut pg_usage = txn.open_table(PG_USAGE)?;
-        let mut dup_tables = DupTables::open(&txn, bounds)?;
-        let mut dup_seqs: Option<(u64, u64)> = None;
+        let mut dup_entries: Vec<DupRow> = Vec::new();
+        let mut dup_parts: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         let mut object_snaps = txn.open_table(OBJECT_SNAPS)?;
         let mut snap_objects = txn.open_table(SNAP_OBJECTS)?;
         let mut purged = txn.open_table(PURGED_SNAPS)?;
@@ -433,16 +434,13 @@ pub(crate) fn import_pg(
                         Ok((stored, _)) if stored == seq => {}
                         _ => return Err(bad("malformed duplicate table entry")),
                     }
-                    dup_seqs = match dup_seqs {
-                        None => Some((seq, seq)),
-                        Some((first, last)) if seq == last + 1 => Some((first, seq)),
-                        Some(_) => return Err(bad("duplicate table entries out of order")),
-                    };
-                    let key = dups::full_key(pg, &a);
-                    if dup_tables.lookup(pg, &key)?.is_some() {
+                    if dup_entries.last().is_some_and(|last| seq != last.0 + 1) {
+                        return Err(bad("duplicate table entries out of order"));
+                    }
+                    if !dup_parts.insert(a.clone()) {
                         return Err(bad("duplicate table entry appears twice"));
                     }
-                    dup_tables.insert(pg, &key, &b)?;
+                    dup_entries.push((seq, a.clone(), b.clone()));
                 }
                 TAG_OBJECT => {
                     r.blob(OBJECT_NAME_LEN_MAX, &mut a)?;
@@ -562,6 +560,10 @@ pub(crate) fn import_pg(
             }
         }
         meta.insert(META_NEXT_ID, next_id.to_le_bytes().as_slice())?;
+        if let Some(first) = dup_entries.first() {
+            dups::write_entries(&mut txn.open_table(DUP_LOG)?, pg, first.0, &dup_entries)?;
+        }
+        memory.forget(pg);
         if usage_objects > 0 || usage_bytes > 0 {
             pg_usage.insert(&pg_key(pg), &crate::format::seal_usage(usage_objects, usage_bytes))?;
         }

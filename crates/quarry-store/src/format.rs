@@ -24,7 +24,10 @@ const _: () = assert!(24 + CHUNK_HEADER + CHUNK_INLINE + 4 + 4 == 4096);
 /// First 8 bytes of the `format` meta value.
 pub(crate) const FORMAT_MAGIC: &[u8; 8] = b"QRYSTORE";
 /// The format version this build writes and the newest it can read.
-pub(crate) const FORMAT_VERSION: u32 = 5;
+pub(crate) const FORMAT_VERSION: u32 = 6;
+/// The last format with one `dups` row per duplicate table entry (packed into `dup_log`
+/// rows at open).
+pub(crate) const FORMAT_VERSION_DUP_ROWS: u32 = 5;
 /// The last format with the `dup_seq` table (deleted at open).
 pub(crate) const FORMAT_VERSION_DUP_SEQ: u32 = 4;
 /// The last format with one row per chunk (`chunks`, migrated to extent rows at open).
@@ -112,9 +115,13 @@ pub(crate) fn unseal(value: &[u8]) -> Result<&[u8], String> {
     Ok(payload)
 }
 
-/// `pool BE ++ seed BE ++ reqid (entity len u16 BE ++ entity ++ client BE ++ tid BE) ->
-/// version u8 ++ seq u64 LE ++ bincode(OpReply)`: the duplicate table (`dups.rs`).
-pub(crate) const DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
+/// Formats 1 to 5: `pool BE ++ seed BE ++ reqid (entity len u16 BE ++ entity ++ client BE ++
+/// tid BE) -> version u8 ++ seq u64 LE ++ bincode(OpReply)`, the duplicate table, a row per
+/// entry. Only the migrations open it.
+pub(crate) const DUPS_V5: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
+/// `pool BE ++ seed BE ++ first seq BE -> sealed row of consecutive entries`: the duplicate
+/// table from format 6 (`dups.rs`).
+pub(crate) const DUP_LOG: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_log");
 /// Formats 1 to 4: `pool BE ++ seed BE ++ seq BE -> reqid part of the DUPS key`, the
 /// duplicate table in insertion order (format 5 keeps the bounds in memory: `dups.rs`).
 /// Only the migrations open it.
@@ -932,13 +939,14 @@ mod tests {
             entity: quarry_types::EntityName::client("admin"),
             reqid: quarry_types::ReqId { client: 7, tid: 0x2a },
         };
-        let mut key = Vec::new();
-        crate::dups::dup_key(pg, &reqid, &mut key);
+        let mut part = Vec::new();
+        crate::dups::reqid_part(&reqid, &mut part);
+        let key = [pg_key(pg).as_slice(), &part].concat();
         let reply =
             quarry_types::OpReply::Failed { index: 1, code: quarry_types::ErrorCode::EEXIST };
         values.push(("dup_key".into(), key));
         values.push(("dup_value".into(), seal(&crate::dups::encode_value(0x0a0b, &reply))));
-        values.push(("format_marker".into(), format_marker().to_vec()));
+        values.push(("format_marker".into(), format_marker_of(5).to_vec()));
         let values: Vec<(&str, Vec<u8>)> =
             values.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
         let path =
@@ -951,6 +959,50 @@ mod tests {
         let find = |name: &str| golden.iter().find(|(n, _)| n == name).unwrap().1.clone();
         assert_eq!(crate::dups::decode_stored(&find("dup_value")), Ok((0x0a0b, reply)));
         assert_eq!(parse_format_marker(&find("format_marker")), Some(5));
+    }
+
+    /// Golden bytes of format 6 (`tests/golden/store_v6.hex`): format 5's rows unchanged but
+    /// the duplicate table, whose entries are packed into `dup_log` rows keyed `pg ++ first
+    /// seq BE` (`dups.rs`): a row of two entries with its floor; the version-6 marker. Never
+    /// edit the golden file.
+    #[test]
+    fn store_v6_bytes_are_pinned() {
+        let golden5 =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v5.hex");
+        let mut values: Vec<(String, Vec<u8>)> =
+            quarry_persist::golden::parse(&std::fs::read_to_string(golden5).unwrap())
+                .into_iter()
+                .filter(|(n, _)| !n.starts_with("dup_") && n != "format_marker")
+                .collect();
+        let pg = PgId { pool: 0x0102, seed: 0x0304 };
+        let entry = |tid: u64, seq: u64, reply: &quarry_types::OpReply| {
+            let reqid = quarry_types::EntityReqId {
+                entity: quarry_types::EntityName::client("admin"),
+                reqid: quarry_types::ReqId { client: 7, tid },
+            };
+            let mut part = Vec::new();
+            crate::dups::reqid_part(&reqid, &mut part);
+            (seq, part, crate::dups::encode_value(seq, reply))
+        };
+        let failed =
+            quarry_types::OpReply::Failed { index: 1, code: quarry_types::ErrorCode::EEXIST };
+        let ok = quarry_types::OpReply::Ok(vec![quarry_types::OpOutput::None]);
+        let entries = vec![entry(0x2a, 0x0a0b, &failed), entry(0x2b, 0x0a0c, &ok)];
+        values.push(("dup_log_key".into(), crate::dups::row_key(pg, 0x0a0b).to_vec()));
+        values.push(("dup_log_row".into(), crate::dups::encode_row(0x0a0a, &entries)));
+        values.push(("format_marker".into(), format_marker_of(6).to_vec()));
+        let values: Vec<(&str, Vec<u8>)> =
+            values.iter().map(|(n, v)| (n.as_str(), v.clone())).collect();
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v6.hex");
+        let header = "store.redb format 6 (quarry-store): format 5's rows, the duplicate table \
+                      as packed dup_log rows, marker.\nGenerated once; never edit: a change \
+                      of bytes needs a new version.";
+        quarry_persist::golden::check(&path, header, &values);
+        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(&path).unwrap());
+        let find = |name: &str| golden.iter().find(|(n, _)| n == name).unwrap().1.clone();
+        assert_eq!(crate::dups::decode_row(0x0a0b, &find("dup_log_row")), Ok((0x0a0a, entries)));
+        assert_eq!(parse_format_marker(&find("format_marker")), Some(6));
     }
 
     #[test]

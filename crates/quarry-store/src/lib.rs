@@ -305,7 +305,7 @@ use quarry_types::{
 use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableHandle};
 
 pub use datafile::DataSpace;
-pub use dups::{DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
+pub use dups::{is_damaged_dup_table, DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
 pub use merge::MergeStats;
 pub use split::SplitStats;
@@ -315,10 +315,10 @@ use crate::format::{
     damaged_extent_row, decode_chunk_key, decode_chunk_ref, decode_pg_key, decode_usage,
     encode_chunk_ref, format_marker, parse_format_marker, pg_key, pg_key_end, row_has_tail,
     row_is_hole, seal, seal_usage, unseal, unseal_usage, ChunkKey, Extent, ObjectRecord, CHUNKS,
-    CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS, DUPS, DUP_SEQ_V4, EXTENTS, FORMAT_VERSION,
-    FORMAT_VERSION_CHUNK_ROWS, FORMAT_VERSION_DUP_SEQ, FORMAT_VERSION_INLINE, FORMAT_VERSION_MIN,
-    HOLE_ROW, META, META_FORMAT, OBJECTS, OBJECT_SNAPS, OMAP, OMAP_HEADER, PG_STATE, PG_USAGE,
-    PG_USAGE_V1, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
+    CHUNK_HEADER, CHUNK_SIZE, CHUNK_TAILS, DUPS_V5, DUP_LOG, DUP_SEQ_V4, EXTENTS, FORMAT_VERSION,
+    FORMAT_VERSION_CHUNK_ROWS, FORMAT_VERSION_DUP_ROWS, FORMAT_VERSION_DUP_SEQ,
+    FORMAT_VERSION_INLINE, FORMAT_VERSION_MIN, HOLE_ROW, META, META_FORMAT, OBJECTS, OBJECT_SNAPS,
+    OMAP, OMAP_HEADER, PG_STATE, PG_USAGE, PG_USAGE_V1, PURGED_SNAPS, SNAP_OBJECTS, XATTRS,
 };
 use crate::read::{add_output, read_op, Ctx, Failure, ReadTables, Target};
 
@@ -524,8 +524,8 @@ pub struct Store {
     bytes_since_checkpoint: AtomicU64,
     /// Bound of the duplicate table per PG.
     dups_per_pg: usize,
-    /// The duplicate table's bounds of the PGs applies wrote (`dups.rs`).
-    dup_bounds: dups::DupBounds,
+    /// The duplicate table's memory (`dups.rs`).
+    dup_memory: dups::DupMemory,
     /// The read transaction reads share until the next commit (`view.rs`).
     views: view::ReadViews,
     methods: Option<Arc<dyn ObjectMethods>>,
@@ -633,7 +633,10 @@ impl Store {
             if found <= FORMAT_VERSION_CHUNK_ROWS {
                 Store::migrate_v3(&db, &file)?;
             }
-            Store::migrate_v4(&db, &file)?;
+            if found <= FORMAT_VERSION_DUP_SEQ {
+                Store::migrate_v4(&db, &file)?;
+            }
+            Store::migrate_v5(&db, &file)?;
         }
         let placements = match &options.placements_at_open {
             Some(ask) => (ask.0)(&Store::all_pg_states(&db)?),
@@ -648,7 +651,7 @@ impl Store {
             commits_since_checkpoint: AtomicU64::new(0),
             bytes_since_checkpoint: AtomicU64::new(0),
             dups_per_pg: options.dups_per_pg.max(1),
-            dup_bounds: dups::DupBounds::default(),
+            dup_memory: dups::DupMemory::default(),
             views: view::ReadViews::default(),
             methods: options.methods.clone(),
             snap_trim_visits: AtomicU64::new(0),
@@ -711,11 +714,11 @@ impl Store {
             Some(Some(found)) if found < FORMAT_VERSION_MIN => {
                 return Err(StoreError::NotAStore { path: file.to_path_buf() })
             }
-            Some(Some(found)) if found <= FORMAT_VERSION_DUP_SEQ => {
-                Store::ensure_added_tables(db)?;
+            Some(Some(found)) if found <= FORMAT_VERSION_DUP_ROWS => {
+                Store::ensure_added_tables(db, true)?;
                 return Ok(Some(found));
             }
-            Some(Some(_)) => return Store::ensure_added_tables(db).map(|()| None),
+            Some(Some(_)) => return Store::ensure_added_tables(db, false).map(|()| None),
             Some(None) => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None if has_tables => return Err(StoreError::NotAStore { path: file.to_path_buf() }),
             None => {}
@@ -731,7 +734,7 @@ impl Store {
             txn.open_table(OMAP_HEADER)?;
             txn.open_table(PG_STATE)?;
             txn.open_table(PG_USAGE)?;
-            Store::open_added_tables(&txn)?;
+            Store::open_added_tables(&txn, false)?;
         }
         txn.commit()?;
         Ok(None)
@@ -778,7 +781,7 @@ impl Store {
         rows += reseal!(slice txn, OMAP);
         rows += reseal!(array txn, OMAP_HEADER);
         rows += reseal!(array txn, PG_STATE);
-        rows += reseal!(slice txn, DUPS);
+        rows += reseal!(slice txn, DUPS_V5);
         rows += reseal!(array txn, DUP_SEQ_V4);
         let usage: Vec<([u8; 12], [u8; 16])> = {
             let table = txn.open_table(PG_USAGE_V1)?;
@@ -970,12 +973,87 @@ impl Store {
             table.len()?
         };
         txn.delete_table(DUP_SEQ_V4)?;
-        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.open_table(META)?
+            .insert(META_FORMAT, format::format_marker_of(FORMAT_VERSION_DUP_ROWS).as_slice())?;
         txn.commit()?;
         tracing::info!(
             path = %file.display(),
             rows,
-            "store migrated from format 4 to format {FORMAT_VERSION} (the dup_seq table deleted)"
+            "store migrated from format 4 to format 5 (the dup_seq table deleted)"
+        );
+        Ok(())
+    }
+
+    /// Packs a format-5 store's duplicate table (a `dups` row per entry, keyed `pg ++ reqid`)
+    /// into format 6's `dup_log` rows (`dups.rs`) and makes the marker 6, in one write
+    /// transaction committed with `Durability::Immediate`: a crash before the commit leaves
+    /// the format-5 store (the next open migrates again). Each PG's entries, in their order,
+    /// become rows of up to [`dups::ROW_ENTRIES_MAX`], the floor its oldest entry. An entry
+    /// that does not decode (a damaged value: its number is unknown) cannot be placed: it is
+    /// dropped, and the PG keeps only its newest run of consecutive numbers; the loss is
+    /// logged (a resend of a dropped one would be applied again, as after a trim).
+    fn migrate_v5(db: &Database, file: &Path) -> Result<(), StoreError> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate);
+        let (mut pgs, mut entries, mut dropped) = (0u64, 0u64, 0u64);
+        {
+            let mut by_pg: std::collections::BTreeMap<[u8; 12], Vec<dups::DupRow>> =
+                std::collections::BTreeMap::new();
+            let mut damaged: std::collections::BTreeMap<[u8; 12], u64> =
+                std::collections::BTreeMap::new();
+            let old = txn.open_table(DUPS_V5)?;
+            for item in old.iter()? {
+                let (key, value) = item?;
+                let key = key.value();
+                let Some(pg) = key.get(..12).map(|k| <[u8; 12]>::try_from(k).expect("12")) else {
+                    dropped += 1;
+                    continue;
+                };
+                let part = &key[12..];
+                match dups::decode_stored(value.value()) {
+                    Ok((seq, reply)) if dups::valid_reqid_part(part) => {
+                        let value = dups::encode_value(seq, &reply);
+                        by_pg.entry(pg).or_default().push((seq, part.to_vec(), value));
+                    }
+                    _ => *damaged.entry(pg).or_default() += 1,
+                }
+            }
+            drop(old);
+            let mut log = txn.open_table(DUP_LOG)?;
+            for (key, mut rows) in by_pg {
+                let pg = decode_pg_key(&key);
+                rows.sort_unstable_by_key(|r| r.0);
+                // The newest run of consecutive numbers (all of them, unless some were
+                // damaged or lost).
+                let mut start = rows.len() - 1;
+                while start > 0 && rows[start - 1].0 + 1 == rows[start].0 {
+                    start -= 1;
+                }
+                if start > 0 || damaged.contains_key(&key) {
+                    tracing::error!(%pg, kept = rows.len() - start,
+                        dropped = start as u64 + damaged.get(&key).copied().unwrap_or(0),
+                        "format 6 migration: damaged duplicate table entries: the pg keeps only \
+                         its entries after the newest damage");
+                }
+                dropped += start as u64;
+                let kept = &rows[start..];
+                if let Some(first) = kept.first() {
+                    dups::write_entries(&mut log, pg, first.0, kept)?;
+                }
+                pgs += 1;
+                entries += kept.len() as u64;
+            }
+            dropped += damaged.values().sum::<u64>();
+        }
+        txn.delete_table(DUPS_V5)?;
+        txn.open_table(META)?.insert(META_FORMAT, format_marker().as_slice())?;
+        txn.commit()?;
+        tracing::info!(
+            path = %file.display(),
+            pgs,
+            entries,
+            dropped,
+            "store migrated from format 5 to format {FORMAT_VERSION} (the duplicate table packed)"
         );
         Ok(())
     }
@@ -1124,13 +1202,18 @@ impl Store {
         Ok(())
     }
 
-    /// Names of the tables added to format 1 later (the duplicate table, the snapshot index).
-    const ADDED_TABLES: [&'static str; 4] =
-        ["dups", "snap_objects", "object_snaps", "purged_snaps"];
+    /// Names of the tables added to format 1 later (the snapshot index; the duplicate table
+    /// of the store's format: `dups` until format 5, `dup_log` from format 6).
+    const ADDED_TABLES: [&'static str; 3] = ["snap_objects", "object_snaps", "purged_snaps"];
 
-    /// Opens (creating) every table of [`Store::ADDED_TABLES`] in `txn`.
-    fn open_added_tables(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
-        txn.open_table(DUPS)?;
+    /// Opens (creating) every table of [`Store::ADDED_TABLES`] in `txn`, and the duplicate
+    /// table of format 5 (`old_dups`: a store to migrate) or 6.
+    fn open_added_tables(txn: &redb::WriteTransaction, old_dups: bool) -> Result<(), StoreError> {
+        if old_dups {
+            txn.open_table(DUPS_V5)?;
+        } else {
+            txn.open_table(DUP_LOG)?;
+        }
         txn.open_table(SNAP_OBJECTS)?;
         txn.open_table(OBJECT_SNAPS)?;
         txn.open_table(PURGED_SNAPS)?;
@@ -1140,15 +1223,16 @@ impl Store {
     /// Creates the tables added to format 1 later in a store made before them, so read
     /// transactions can always open them (an older store's snapshot versions then have no
     /// index rows: never trimmed, space but never data).
-    fn ensure_added_tables(db: &Database) -> Result<(), StoreError> {
+    fn ensure_added_tables(db: &Database, old_dups: bool) -> Result<(), StoreError> {
         let read = db.begin_read()?;
         let names: Vec<String> = read.list_tables()?.map(|t| t.name().to_string()).collect();
         drop(read);
-        if Store::ADDED_TABLES.iter().all(|a| names.iter().any(|n| n == a)) {
+        let dups = if old_dups { "dups" } else { "dup_log" };
+        if Store::ADDED_TABLES.iter().chain([&dups]).all(|a| names.iter().any(|n| n == a)) {
             return Ok(());
         }
         let txn = db.begin_write()?;
-        Store::open_added_tables(&txn)?;
+        Store::open_added_tables(&txn, old_dups)?;
         txn.commit()?;
         Ok(())
     }
@@ -1204,7 +1288,7 @@ impl Store {
             let mut batch = apply::Batch::open(
                 &txn,
                 &self.data,
-                &self.dup_bounds,
+                &self.dup_memory,
                 self.methods.as_deref(),
                 self.dups_per_pg,
             )?;
@@ -1632,7 +1716,7 @@ impl Store {
         let (writer, mut txn) = self.begin_write()?;
         txn.set_durability(Durability::Immediate);
         let blocks = self.data.begin_batch();
-        exchange::purge_pg(&txn, &self.data, &self.dup_bounds, pg)?;
+        exchange::purge_pg(&txn, &self.data, &self.dup_memory, pg)?;
         // A durable commit makes every earlier commit durable: their data first.
         self.data.sync()?;
         self.views.commit(txn)?;
@@ -1665,13 +1749,13 @@ impl Store {
     /// The recorded reply of `reqid` in `pg`'s duplicate table, if it is there.
     pub fn dup_reply(&self, pg: PgId, reqid: &EntityReqId) -> Result<Option<OpReply>, StoreError> {
         let txn = self.begin_read()?;
-        let dups = txn.open_table(DUPS)?;
-        let mut key = Vec::new();
-        dups::dup_key(pg, reqid, &mut key);
-        match dups.get(key.as_slice())? {
-            Some(value) => dups::decode_stored(value.value())
+        let mut part = Vec::new();
+        dups::reqid_part(reqid, &mut part);
+        let entries = dups::entries(&txn.open_table(DUP_LOG)?, pg)?;
+        match entries.into_iter().find(|e| e.1 == part) {
+            Some((_, _, value)) => dups::decode_value(&value)
                 .map(|(_, reply)| Some(reply))
-                .map_err(|why| dups::corrupt(pg, &why)),
+                .map_err(|why| dups::corrupt(pg, why)),
             None => Ok(None),
         }
     }
@@ -1679,18 +1763,39 @@ impl Store {
     /// Number of entries in `pg`'s duplicate table.
     pub fn dup_count(&self, pg: PgId) -> Result<usize, StoreError> {
         let txn = self.begin_read()?;
-        let table = txn.open_table(DUPS)?;
-        let (start, end) = (pg_key(pg), pg_key_end(pg));
-        let range = match &end {
-            Some(end) => table.range(start.as_slice()..end.as_slice())?,
-            None => table.range(start.as_slice()..)?,
+        Ok(dups::entries(&txn.open_table(DUP_LOG)?, pg)?.len())
+    }
+
+    /// Number of stored rows of `pg`'s duplicate table (each holds the entries one commit
+    /// recorded, or up to 512 written at once: `dups.rs`).
+    pub fn dup_rows(&self, pg: PgId) -> Result<usize, StoreError> {
+        let txn = self.begin_read()?;
+        dups::row_count(&txn.open_table(DUP_LOG)?, pg)
+    }
+
+    /// Drops `pg`'s duplicate table when it is damaged (`Corrupt` from an apply, see
+    /// [`is_damaged_dup_table`]), durably, and returns whether it was: what a PG with one
+    /// voter does to go on (nobody to rebuild it from). Its entries are lost: a resend of an
+    /// earlier request is applied again (logged). A healthy table is left alone.
+    pub fn drop_damaged_dups(&self, pg: PgId) -> Result<bool, StoreError> {
+        let (writer, mut txn) = self.begin_write()?;
+        let damaged = match dups::entries(&txn.open_table(DUP_LOG)?, pg) {
+            Ok(_) => false,
+            Err(error) if is_damaged_dup_table(&error) => true,
+            Err(error) => return Err(error),
         };
-        let mut count = 0;
-        for item in range {
-            item?;
-            count += 1;
+        if damaged {
+            tracing::error!(%pg, "the pg's damaged duplicate table is dropped: a resend of an \
+                earlier request will be applied again");
+            txn.set_durability(Durability::Immediate);
+            dups::purge(&mut txn.open_table(DUP_LOG)?, pg)?;
+            self.dup_memory.forget(pg);
+            self.data.sync()?;
+            self.views.commit(txn)?;
+            self.reset_checkpoint_counters();
         }
-        Ok(count)
+        drop(writer);
+        Ok(damaged)
     }
 
     /// Replaces the PG with an export stream, durably, all or nothing. The stream is read
@@ -1698,7 +1803,7 @@ impl Store {
     pub fn import_pg(&self, pg: PgId, input: &mut dyn Read) -> Result<(), StoreError> {
         let writer = self.exclusive()?;
         let durable =
-            exchange::import_pg(self.db(), &self.data, &self.views, &self.dup_bounds, pg, input)?;
+            exchange::import_pg(self.db(), &self.data, &self.views, &self.dup_memory, pg, input)?;
         self.reset_checkpoint_counters();
         drop(writer);
         self.data.release(durable);

@@ -24,10 +24,10 @@ use std::collections::BTreeSet;
 use quarry_types::PgId;
 use redb::{Durability, ReadableTable};
 
-use crate::dups::{self, DupTables};
+use crate::dups;
 use crate::format::{
-    object_key, pg_key, pg_key_end, purged_key, seal, seal_usage, unseal_usage, ObjectRecord, DUPS,
-    OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
+    object_key, pg_key, pg_key_end, purged_key, seal, seal_usage, unseal_usage, ObjectRecord,
+    DUP_LOG, OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::read::Ctx;
 use crate::{pg_corrupt, Store, StoreError};
@@ -167,27 +167,31 @@ impl Store {
             }
             drop(purged);
             // Duplicate table: the source's rows after the target's, renumbered.
-            let (source_rows, last) = {
-                let dups_table = txn.open_table(DUPS)?;
-                let rows = dups::entries(&dups_table, source)?;
-                let last = dups::entries(&dups_table, target)?.last().map(|r| r.0);
-                (rows, last)
-            };
-            let mut dup_tables = DupTables::open(&txn, &self.dup_bounds)?;
-            dup_tables.purge(source)?;
-            let mut seq = last.map_or(0, |l| l + 1);
+            let mut log = txn.open_table(DUP_LOG)?;
+            let source_rows = dups::entries(&log, source)?;
+            let target_rows = dups::entries(&log, target)?;
+            dups::purge(&mut log, source)?;
+            let mut known: std::collections::HashSet<&[u8]> =
+                target_rows.iter().map(|r| r.1.as_slice()).collect();
+            let mut seq = target_rows.last().map_or(0, |l| l.0 + 1);
+            let mut appended = Vec::new();
             for (_, part, value) in &source_rows {
-                let key = dups::full_key(target, part);
-                if dup_tables.lookup(target, &key)?.is_some() {
+                if !known.insert(part.as_slice()) {
                     continue;
                 }
                 let (_, reply) =
                     dups::decode_value(value).map_err(|why| dups::corrupt(source, why))?;
-                dup_tables.insert(target, &key, &dups::encode_value(seq, &reply))?;
+                appended.push((seq, part.clone(), dups::encode_value(seq, &reply)));
                 seq += 1;
                 stats.dups += 1;
             }
-            drop(dup_tables);
+            if let Some(first) = appended.first() {
+                let floor = target_rows.first().map_or(first.0, |r| r.0);
+                dups::write_entries(&mut log, target, floor, &appended)?;
+            }
+            drop(log);
+            self.dup_memory.forget(source);
+            self.dup_memory.forget(target);
             // States.
             let mut pg_state = txn.open_table(PG_STATE)?;
             pg_state.remove(&pg_key(source))?;

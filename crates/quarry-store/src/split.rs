@@ -18,10 +18,10 @@ use std::collections::BTreeMap;
 use quarry_types::PgId;
 use redb::{Durability, ReadableTable};
 
-use crate::dups::{self, DupTables};
+use crate::dups;
 use crate::format::{
-    object_key, pg_key, pg_key_end, purged_key, seal, seal_usage, unseal_usage, ObjectRecord, DUPS,
-    OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
+    object_key, pg_key, pg_key_end, purged_key, seal, seal_usage, unseal_usage, ObjectRecord,
+    DUP_LOG, OBJECTS, PG_STATE, PG_USAGE, PURGED_SNAPS, SNAP_OBJECTS,
 };
 use crate::read::Ctx;
 use crate::{pg_corrupt, Store, StoreError};
@@ -178,16 +178,17 @@ impl Store {
                 }
             }
             drop(purged);
-            // Duplicate table: copied, same sequence numbers.
-            let rows = { dups::entries(&txn.open_table(DUPS)?, parent)? };
-            let mut dup_tables = DupTables::open(&txn, &self.dup_bounds)?;
+            // Duplicate table: copied, same sequence numbers (and so the same floor).
+            let mut log = txn.open_table(DUP_LOG)?;
+            let rows = dups::entries(&log, parent)?;
             for (seed, _) in children {
                 let child = child_pg(*seed);
-                for (_, part, value) in &rows {
-                    dup_tables.insert(child, &dups::full_key(child, part), value)?;
+                if let Some(first) = rows.first() {
+                    dups::write_entries(&mut log, child, first.0, &rows)?;
                 }
+                self.dup_memory.forget(child);
             }
-            drop(dup_tables);
+            drop(log);
             // States.
             pg_state.insert(&pg_key(parent), seal(parent_state).as_slice())?;
             for (seed, state) in children {

@@ -147,7 +147,7 @@ impl Store {
                 if let Some(open) = writer.open.take() {
                     drop(open.txn);
                     self.data.abort();
-                    self.dup_bounds.forget_all();
+                    self.dup_memory.forget_all();
                     self.fail(&mut writer, "a panic interrupted an apply".to_string());
                 }
                 writer
@@ -175,9 +175,14 @@ impl Store {
         let Some(open) = writer.open.take() else {
             return Ok(());
         };
-        // The read views are invalidated before the data file files the frees under a new
-        // sequence number (`view.rs`).
-        match self.views.commit(open.txn) {
+        // The duplicate table's pending entries go into the transaction as one row per PG
+        // (`dups.rs`). The read views are invalidated before the data file files the frees
+        // under a new sequence number (`view.rs`).
+        let committed = match self.dup_memory.flush(&open.txn) {
+            Ok(()) => self.views.commit(open.txn),
+            Err(error) => Err(error),
+        };
+        match committed {
             Ok(()) => {
                 self.data.commit_done();
                 self.dirty().clear();
@@ -185,7 +190,7 @@ impl Store {
             }
             Err(error) => {
                 self.data.abort();
-                self.dup_bounds.forget_all();
+                self.dup_memory.forget_all();
                 self.fail(writer, format!("committing applied work failed: {error}"));
                 Err(error)
             }
@@ -340,8 +345,8 @@ impl Store {
                 let open = writer.open.take().expect("open");
                 drop(open.txn);
                 self.data.abort();
-                // The duplicate table's bounds counted the dropped transaction's entries.
-                self.dup_bounds.forget_all();
+                // The duplicate table's memory holds the dropped transaction's entries.
+                self.dup_memory.forget_all();
                 if !open.kept.is_empty() {
                     if let Err(lost) = self.replay(&mut writer, open.kept) {
                         // Not this apply's error: its caller must not take it for its own
@@ -397,7 +402,7 @@ impl Store {
             Ok(txn) => txn,
             Err(error) => {
                 self.data.abort();
-                self.dup_bounds.forget_all();
+                self.dup_memory.forget_all();
                 self.fail(writer, format!("applying answered work again failed: {error}"));
                 return Err(error);
             }
@@ -419,7 +424,7 @@ impl Store {
         let mut batch = apply::Batch::open(
             txn,
             &self.data,
-            &self.dup_bounds,
+            &self.dup_memory,
             self.methods.as_deref(),
             self.dups_per_pg,
         )?;

@@ -437,11 +437,80 @@ pub fn create_excl() -> ObjectOp {
     ObjectOp::Create { exclusive: true }
 }
 
-/// Rewrites a format-5 store (closed) as format 4 kept it: the `dup_seq` table, `pool BE ++
-/// seed BE ++ seq BE -> crc32c LE ++ reqid part of the dups key`, rebuilt from the `dups`
+/// Rewrites a format-6 store (closed) as format 5 kept it: each duplicate table entry of the
+/// `dup_log` rows (`pool BE ++ seed BE ++ first seq BE -> crc32c LE ++ version u8 ++ floor
+/// u64 LE ++ count u32 LE ++ entries (part len u16 LE ++ part ++ value len u32 LE ++ value)`)
+/// at or above its PG's floor becomes a `dups` row `pool BE ++ seed BE ++ part -> crc32c LE
+/// ++ value`; `dup_log` deleted, marker version 5. Raw redb writes behind the store's back;
+/// the row layout is decoded here independently of the store's code.
+pub fn downgrade_to_v5(file: &std::path::Path) {
+    use redb::{ReadableTable, TableDefinition};
+    const RAW_LOG: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_log");
+    const RAW_DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
+    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+    let db = redb::Database::create(file).expect("open raw db");
+    let txn = db.begin_write().expect("begin");
+    {
+        let rows: Vec<([u8; 20], Vec<u8>)> = txn
+            .open_table(RAW_LOG)
+            .expect("dup_log")
+            .iter()
+            .expect("iter")
+            .map(|r| r.expect("row"))
+            .map(|(k, v)| (*k.value(), v.value().to_vec()))
+            .collect();
+        txn.delete_table(RAW_LOG).expect("delete dup_log");
+        // Per PG: (floor of its newest row, entries).
+        let mut pgs: std::collections::BTreeMap<[u8; 12], (u64, Vec<(u64, Vec<u8>, Vec<u8>)>)> =
+            Default::default();
+        for (key, row) in rows {
+            let pg: [u8; 12] = key[..12].try_into().unwrap();
+            let first = u64::from_be_bytes(key[12..].try_into().unwrap());
+            assert_eq!(u32::from_le_bytes(row[..4].try_into().unwrap()), crc32c::crc32c(&row[4..]));
+            let plain = &row[4..];
+            assert_eq!(plain[0], 1, "row version");
+            let floor = u64::from_le_bytes(plain[1..9].try_into().unwrap());
+            let count = u32::from_le_bytes(plain[9..13].try_into().unwrap()) as u64;
+            let mut rest = &plain[13..];
+            let entry = pgs.entry(pg).or_default();
+            entry.0 = floor;
+            for i in 0..count {
+                let len = u16::from_le_bytes(rest[..2].try_into().unwrap()) as usize;
+                let part = rest[2..2 + len].to_vec();
+                rest = &rest[2 + len..];
+                let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+                let value = rest[4..4 + len].to_vec();
+                rest = &rest[4 + len..];
+                entry.1.push((first + i, part, value));
+            }
+            assert!(rest.is_empty());
+        }
+        let mut dups = txn.open_table(RAW_DUPS).expect("dups");
+        for (pg, (floor, entries)) in pgs {
+            for (seq, part, value) in entries.into_iter().filter(|e| e.0 >= floor) {
+                assert_eq!(u64::from_le_bytes(value[1..9].try_into().unwrap()), seq);
+                let key = [pg.as_slice(), &part].concat();
+                let mut sealed = crc32c::crc32c(&value).to_le_bytes().to_vec();
+                sealed.extend_from_slice(&value);
+                dups.insert(key.as_slice(), sealed.as_slice()).expect("dups row");
+            }
+        }
+        let mut marker = b"QRYSTORE".to_vec();
+        marker.extend_from_slice(&5u32.to_le_bytes());
+        txn.open_table(RAW_META)
+            .expect("meta")
+            .insert("format", marker.as_slice())
+            .expect("marker");
+    }
+    txn.commit().expect("commit");
+}
+
+/// Rewrites a format-6 store (closed) as format 4 kept it (through format 5): the `dup_seq`
+/// table, `pool BE ++ seed BE ++ seq BE -> crc32c LE ++ reqid part of the dups key`, rebuilt from the `dups`
 /// rows (their sealed values carry the seq: crc32c u32 ++ version u8 ++ seq u64 LE), marker
 /// version 4. Raw redb writes behind the store's back.
 pub fn downgrade_to_v4(file: &std::path::Path) {
+    downgrade_to_v5(file);
     use redb::{ReadableTable, TableDefinition};
     const RAW_DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
     const RAW_DUP_SEQ: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_seq");
@@ -491,7 +560,7 @@ pub fn raw_table_len(file: &std::path::Path, table: &str) -> Option<u64> {
     }
 }
 
-/// Rewrites a format-5 store (closed) as format 3 kept it (through format 4): each extent row (`extents`, key
+/// Rewrites a format-6 store (closed) as format 3 kept it (through formats 5 and 4): each extent row (`extents`, key
 /// object id ++ tag ++ first chunk) becomes one row per chunk in `chunks` (key object id ++
 /// chunk index ++ tag; value crc32c LE ++ length u16 LE ++ block u64 LE, or 4 zero bytes for
 /// a hole), marker version 3. Raw redb writes behind the store's back; the extent value
@@ -551,7 +620,7 @@ pub fn downgrade_to_v3(file: &std::path::Path) {
     txn.commit().expect("commit");
 }
 
-/// Rewrites a format-5 store (closed) as format 2 kept it (through format 3): every chunk's
+/// Rewrites a format-6 store (closed) as format 2 kept it (through format 3): every chunk's
 /// data back in its redb row (crc32c LE ++ data[..4060]) with the rest in the `chunk_tails`
 /// table, marker version 2; the data file is left behind with garbage in it (a format-2
 /// store has none, and the migration must not trust one it finds). Raw redb writes behind

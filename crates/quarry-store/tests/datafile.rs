@@ -147,7 +147,7 @@ fn a_format_2_store_is_migrated_into_the_data_file() {
     assert_eq!(export(&store), before);
     assert_eq!(read_all(&store, "c", 4).map(|d| d.len()), Ok(5 * 4096));
     drop(store);
-    assert_eq!(marker_version(&file), 5);
+    assert_eq!(marker_version(&file), 6);
     let store = Store::open(&file).unwrap();
     assert_eq!(export(&store), before);
 }
@@ -382,7 +382,7 @@ fn a_format_3_store_is_migrated_to_extent_rows() {
     expected[8192 + 10..8192 + 15].copy_from_slice(b"patch");
     assert_eq!(read_all(&store, "big", SNAP_HEAD), Ok(expected.clone()));
     drop(store);
-    assert_eq!(marker_version(&file), 5);
+    assert_eq!(marker_version(&file), 6);
     let store = Store::open(&file).unwrap();
     assert_eq!(read_all(&store, "big", SNAP_HEAD), Ok(expected));
 }
@@ -426,7 +426,7 @@ fn a_cut_during_the_format_3_migration_loses_nothing() {
         let store = Store::open(&path).unwrap_or_else(|e| panic!("cut at {crash_at}: {e}"));
         assert_eq!(export(&store), before, "cut at call {crash_at}");
         drop(store);
-        assert_eq!(marker_version(&path), 5, "cut at call {crash_at}");
+        assert_eq!(marker_version(&path), 6, "cut at call {crash_at}");
     }
     assert!(cut_inside > 5, "the cuts fell inside the migration ({cut_inside})");
 }

@@ -219,7 +219,7 @@ fn a_format_4_store_loses_its_dup_seq_table_and_keeps_its_entries() {
     target.import_pg(PG, &mut stream.as_slice()).unwrap();
     assert_eq!(target.dup_count(PG).unwrap(), 9);
     drop(store);
-    assert_eq!(marker_version(&file), 5);
+    assert_eq!(marker_version(&file), 6);
     assert_eq!(raw_table_len(&file, "dup_seq"), None);
 }
 
@@ -248,4 +248,144 @@ fn entries_recorded_after_a_merge_follow_the_merged_ones() {
     for tid in [1, 2, 3, 4, 5, 11, 12, 13] {
         assert!(target.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap().is_some(), "{tid}");
     }
+}
+
+/// Goal: the entries an open transaction recorded are written as one row per PG when it is
+/// committed (not a row per entry), and a row goes once all its entries are below the PG's
+/// floor, so a PG holds few rows. Method: 40 applies in one transaction (commits only when
+/// asked), then trimming across commits with a bound of 8.
+#[test]
+fn entries_are_packed_one_row_per_pg_and_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions {
+        dups_per_pg: 8,
+        commit_age: std::time::Duration::from_secs(3600),
+        ..StoreOptions::default()
+    };
+    let store = Store::open_with(dir.path(), &options).unwrap();
+    let other = PgId { pool: 1, seed: 8 };
+    for tid in 1..=40 {
+        apply1(&store, with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid));
+        if tid % 10 == 0 {
+            store
+                .apply(other, &[with_id(cmd("x", vec![write(0, b"x")]), 100 + tid)], b"s")
+                .unwrap();
+        }
+    }
+    // One commit (the reads below settle it): one row each, trimmed entries not written.
+    assert_eq!(store.dup_rows(PG).unwrap(), 1);
+    assert_eq!(store.dup_rows(other).unwrap(), 1);
+    assert_eq!(store.dup_count(other).unwrap(), 4);
+    let count = store.dup_count(PG).unwrap();
+    assert!((8..=10).contains(&count), "{count}");
+    // One apply per commit: a row each, the old ones deleted once wholly below the floor.
+    let mut most = 0;
+    for tid in 41..=80 {
+        apply1(&store, with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid));
+        store.settle().unwrap();
+        most = most.max(store.dup_rows(PG).unwrap());
+    }
+    // At most 10 entries, one per row: at most 10 rows (a missed delete would keep 40).
+    assert!(most <= 10, "{most} rows for at most 10 entries");
+    for tid in 73..=80 {
+        let resend = with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid);
+        assert_eq!(apply1(&store, resend), OpReply::Ok(vec![OpOutput::None]), "{tid}");
+    }
+    assert_eq!(apply1(&store, with_id(cmd("o1", vec![create_excl()]), 1)), eexist());
+}
+
+/// Goal: a format-5 store (a `dups` row per entry) opens as format 6: its entries packed into
+/// `dup_log` rows, every one still answering its resend, new entries numbered after them (an
+/// export holds the same entries as before the migration), the `dups` table gone.
+/// Method: a store written by this build, rewritten as format 5 behind its back (raw redb
+/// writes that decode the rows independently), reopened.
+#[test]
+fn a_format_5_store_packs_its_duplicate_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { dups_per_pg: 8, ..StoreOptions::default() };
+    let other = PgId { pool: 1, seed: 8 };
+    let (file, before) = {
+        let store = Store::open_with(dir.path(), &options).unwrap();
+        for tid in 1..=13 {
+            apply1(&store, with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid));
+            store.settle().unwrap();
+        }
+        store.apply(other, &[with_id(cmd("x", vec![create_excl()]), 100)], b"s").unwrap();
+        store.checkpoint().unwrap();
+        assert!(store.dup_rows(PG).unwrap() > 1);
+        let mut stream = Vec::new();
+        store.export_pg(PG, &mut stream).unwrap();
+        (store.path().to_path_buf(), stream)
+    };
+    downgrade_to_v5(&file);
+    assert_eq!(marker_version(&file), 5);
+    assert_eq!(raw_table_len(&file, "dup_log"), None);
+    // 13 entries, trimmed to 8 at the 11th: tids 4..=13 (10 entries), and one of `other`.
+    assert_eq!(raw_table_len(&file, "dups"), Some(11));
+    let store = Store::open_with(&file, &options).unwrap();
+    let mut after = Vec::new();
+    store.export_pg(PG, &mut after).unwrap();
+    assert_eq!(after, before);
+    assert_eq!(store.dup_rows(PG).unwrap(), 1);
+    assert_eq!(store.dup_count(other).unwrap(), 1);
+    for tid in 4..=13 {
+        let resend = with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid);
+        assert_eq!(apply1(&store, resend), OpReply::Ok(vec![OpOutput::None]), "{tid}");
+    }
+    apply1(&store, with_id(cmd("o14", vec![create_excl()]), 14));
+    // 11 entries > 8 + 2: the floor rose to keep tids 7..=14.
+    assert_eq!(store.dup_count(PG).unwrap(), 8);
+    assert!(store.dup_reply(PG, &reqid("client.admin", 7, 6)).unwrap().is_none());
+    drop(store);
+    assert_eq!(marker_version(&file), 6);
+    assert_eq!(raw_table_len(&file, "dups"), None);
+}
+
+/// Goal: a damaged entry of a format-5 table (its value, so its number, unreadable) is
+/// dropped by the migration with every entry older than it, not the newer ones: the PG keeps
+/// a run of consecutive numbers. Method: as above, one middle entry's value flipped.
+#[test]
+fn the_format_5_migration_keeps_the_entries_after_a_damaged_one() {
+    use redb::{ReadableTable, TableDefinition};
+    let dir = tempfile::tempdir().unwrap();
+    let file = {
+        let store = Store::open(dir.path()).unwrap();
+        for tid in 1..=6 {
+            apply1(&store, with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid));
+        }
+        store.checkpoint().unwrap();
+        store.path().to_path_buf()
+    };
+    downgrade_to_v5(&file);
+    {
+        const RAW_DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut table = txn.open_table(RAW_DUPS).unwrap();
+            let rows: Vec<(Vec<u8>, Vec<u8>)> = table
+                .iter()
+                .unwrap()
+                .map(|r| r.unwrap())
+                .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .collect();
+            // The entry of tid 3 (number 2): its last byte flipped.
+            let (key, mut value) =
+                rows.into_iter().find(|(k, _)| k.ends_with(&3u64.to_be_bytes())).unwrap();
+            *value.last_mut().unwrap() ^= 1;
+            table.insert(key.as_slice(), value.as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&file).unwrap();
+    assert_eq!(store.dup_count(PG).unwrap(), 3);
+    for tid in 1..=6 {
+        let kept = store.dup_reply(PG, &reqid("client.admin", 7, tid)).unwrap().is_some();
+        assert_eq!(kept, tid > 3, "{tid}");
+    }
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    let (_dir2, target) = open_temp();
+    target.import_pg(PG, &mut stream.as_slice()).unwrap();
+    assert_eq!(target.dup_count(PG).unwrap(), 3);
 }

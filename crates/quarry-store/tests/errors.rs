@@ -429,7 +429,7 @@ fn reopen_keeps_data_and_refuses_foreign_or_newer_files() {
         txn.commit().unwrap();
     }
     match Store::open(&file) {
-        Err(StoreError::FormatTooNew { found: 99, supported: 5, .. }) => {}
+        Err(StoreError::FormatTooNew { found: 99, supported: 6, .. }) => {}
         other => panic!("expected FormatTooNew, got {other:?}"),
     }
     // A redb file that is not a store.

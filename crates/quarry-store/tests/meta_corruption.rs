@@ -21,6 +21,7 @@ const RAW_HEADER: TableDefinition<&[u8; 8], &[u8]> = TableDefinition::new("omap_
 const RAW_PG_STATE: TableDefinition<&[u8; 12], &[u8]> = TableDefinition::new("pg_state");
 const RAW_DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
 const RAW_DUP_SEQ: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_seq");
+const RAW_DUP_LOG: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_log");
 const RAW_USAGE: TableDefinition<&[u8; 12], &[u8; 20]> = TableDefinition::new("pg_usage");
 const RAW_USAGE_V1: TableDefinition<&[u8; 12], &[u8; 16]> = TableDefinition::new("pg_usage");
 const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -211,18 +212,36 @@ fn damaged_pg_rows_and_dup_rows_are_corrupt_and_apply_does_not_panic() {
 
     let dir = tempfile::tempdir().unwrap();
     let file = populated(dir.path());
-    rewrite!(slice & file, RAW_DUPS, flip_last);
+    rewrite!(array & file, RAW_DUP_LOG, flip_last);
     let store = Store::open(&file).unwrap();
     corrupt("dup_reply", store.dup_reply(PG, &reqid("client.admin", 7, 1)));
     corrupt("export over dups", store.export_pg(PG, &mut Vec::new()));
     let resend = with_reqid(cmd("o", vec![write(0, b"again")]), 1);
     corrupt("resend answered from a damaged dup row", store.apply(PG, &[resend], b"s"));
-    // New requests of the PG are still applied and recorded (the damaged row is left in
-    // place, logged, when the PG's bounds are found): only its own resend fails.
+    // A damaged row held request ids nobody can read: a new request of the PG may be one of
+    // them, so it fails too, and nothing of it is applied.
     let fresh = with_reqid(cmd("o", vec![write(0, b"fresh")]), 2);
-    assert_ok(&store.apply(PG, &[fresh], b"s").unwrap()[0]);
-    assert!(store.dup_reply(PG, &reqid("client.admin", 7, 2)).unwrap().is_some());
+    let error = store.apply(PG, &[fresh.clone()], b"s").unwrap_err();
+    assert!(quarry_store::is_damaged_dup_table(&error), "{error}");
+    assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(b"data".to_vec()));
+    // Commands without a request id and other PGs are not affected.
+    assert_ok(&store.apply(PG, &[cmd("p", vec![write(0, b"p")])], b"s").unwrap()[0]);
+    let other = quarry_types::PgId { pool: PG.pool, seed: PG.seed + 1 };
+    let elsewhere = with_reqid(cmd("o", vec![write(0, b"x")]), 3);
+    assert_ok(&store.apply(other, &[elsewhere], b"s").unwrap()[0]);
+    // What a PG with one voter does (the OSD's state machine): the table is dropped, and the
+    // PG's requests are applied and recorded again; a healthy table is left alone.
+    assert!(!store.drop_damaged_dups(other).unwrap());
+    assert_eq!(store.dup_count(other).unwrap(), 1);
+    assert!(store.drop_damaged_dups(PG).unwrap());
+    assert_ok(&store.apply(PG, &[fresh.clone()], b"s").unwrap()[0]);
+    assert_eq!(store.dup_count(PG).unwrap(), 1);
     assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(b"fresh".to_vec()));
+    drop(store);
+    // Durably: the reopened store holds the new entry only.
+    let store = Store::open(&file).unwrap();
+    assert!(store.dup_reply(PG, &reqid("client.admin", 7, 2)).unwrap().is_some());
+    assert_eq!(store.dup_reply(PG, &reqid("client.admin", 7, 1)).unwrap(), None);
 }
 
 /// Goal: usage counters that a command would drive below zero (a stale or damaged row that
@@ -323,7 +342,7 @@ fn a_format_1_store_is_migrated_at_open() {
     assert!(store.dup_reply(PG, &reqid("client.admin", 7, 1)).unwrap().is_some());
     store.export_pg(PG, &mut Vec::new()).unwrap();
     drop(store);
-    assert_eq!(marker_version(&file), 5);
+    assert_eq!(marker_version(&file), 6);
     assert_eq!(raw_table_len(&file, "dup_seq"), None);
     // Reopening a migrated store changes nothing; its values are now checked.
     drop(Store::open(&file).unwrap());

@@ -274,8 +274,13 @@ fn command(payloads: Payloads, group: u64, index: u64) -> ObjectCommand {
         snapc: SnapContext::default(),
         ops: vec![ObjectOp::WriteFull { data: Payload::new(payload(payloads, group, index)) }],
         mtime: (index, 0),
-        reqid: None,
+        reqid: Some(entry_reqid(group, index)),
     }
+}
+
+/// The request id of entry `index` of `group`: each entry records one duplicate table entry.
+fn entry_reqid(group: u64, index: u64) -> quarry_types::EntityReqId {
+    crate::common::reqid("client.admin", group, index)
 }
 
 /// What the workload learned before the cut.
@@ -630,6 +635,23 @@ async fn check_groups(
                         "group {group}: {name} holds {:?} bytes, expected entry {writer:?}'s",
                         got.map(|g| g.len())
                     ));
+                }
+            }
+            // The duplicate table holds each applied entry exactly once: what the last
+            // checkpoint made durable (written as rows at the commits before it) and what the
+            // replay recorded again; nothing damaged.
+            let count = store.dup_count(pg(group)).map_err(|e| format!("dup_count: {e}"))?;
+            if count as u64 != last {
+                return Err(format!(
+                    "group {group}: {count} duplicate table entries, {last} applied"
+                ));
+            }
+            for index in 1..=last {
+                let reply = store
+                    .dup_reply(pg(group), &entry_reqid(group, index))
+                    .map_err(|e| format!("group {group}: dup_reply {index}: {e}"))?;
+                if reply != Some(OpReply::Ok(vec![OpOutput::None])) {
+                    return Err(format!("group {group}: entry {index} recorded as {reply:?}"));
                 }
             }
             let (names, _) = store.list(pg(group), None, 100).map_err(|e| format!("list: {e}"))?;

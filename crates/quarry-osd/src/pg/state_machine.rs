@@ -613,7 +613,17 @@ fn apply_one_by_one(
             .collect();
         let cmds = std::slice::from_ref(command);
         let work = PgApply { pg, cmds, pg_state: &state, placed: &ops, dropped: &[] };
-        match store.apply_many(&[work]).map(|mut all| all.pop().unwrap_or_default()) {
+        let mut result = store.apply_many(&[work]).map(|mut all| all.pop().unwrap_or_default());
+        if matches!(&result, Err(e) if quarry_store::is_damaged_dup_table(e))
+            && store.drop_damaged_dups(pg)?
+        {
+            // The PG's duplicate table is damaged: it held request ids nobody can read, so
+            // every request of the PG would fail from now on. With one voter there is no
+            // copy to rebuild it from: it is dropped (logged), as a trim would drop it, and
+            // the command applied again (a replay meets the same damage and does the same).
+            result = store.apply_many(&[work]).map(|mut all| all.pop().unwrap_or_default());
+        }
+        match result {
             Ok(mut one) => replies.push(one.pop().unwrap_or(OpReply::Ok(Vec::new()))),
             Err(StoreError::Corrupt { .. }) => {
                 store.apply(pg, &[], &state)?;
