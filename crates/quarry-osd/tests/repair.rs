@@ -377,3 +377,64 @@ fn is_eio<T>(result: &Result<T, quarry_client::ClientError>) -> bool {
     let eio = quarry_types::ErrorCode::EIO;
     matches!(result, Err(ClientError::Op { code, .. } | ClientError::Failed { code, .. }) if *code == eio)
 }
+
+/// Flips a bit at the end of every row of a stopped OSD's duplicate table (store format 6:
+/// `dup_log`, key pool ++ seed ++ first seq, value sealed by a crc32c over the rest), as bit
+/// rot would.
+fn damage_dup_rows(store_file: &Path) {
+    const DUP_LOG: redb::TableDefinition<&[u8; 20], &[u8]> = redb::TableDefinition::new("dup_log");
+    let db = redb::Database::create(store_file).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut log = txn.open_table(DUP_LOG).unwrap();
+        let rows: Vec<([u8; 20], Vec<u8>)> = log
+            .iter()
+            .unwrap()
+            .map(|row| {
+                let (k, v) = row.unwrap();
+                (*k.value(), v.value().to_vec())
+            })
+            .collect();
+        assert!(!rows.is_empty(), "the duplicate table has rows");
+        for (k, mut v) in rows {
+            *v.last_mut().unwrap() ^= 0x10;
+            log.insert(&k, v.as_slice()).unwrap();
+        }
+    }
+    txn.commit().unwrap();
+}
+
+/// Goal: with one voter, a PG whose duplicate table is damaged does not refuse writes for
+/// ever (a damaged row held request ids nobody can read, so every request of the PG fails
+/// against it): the table is dropped, logged, and the write applied; the data written
+/// before is intact, and later writes are recorded again (a resend is answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_damaged_duplicate_table_does_not_stop_a_pg_with_one_voter() {
+    let mut cluster = Cluster::builder().osds(1).pools(vec![("solo", 1, 1)]).start().await;
+    cluster
+        .logs()
+        .expect("damaged duplicate table: the pg's requests fail")
+        .expect("damaged pg rows met while applying")
+        .expect("the pg's damaged duplicate table is dropped")
+        .allow("corrupt duplicate table");
+    let rados = cluster.admin().await;
+    let io = rados.ioctx("solo").await.unwrap();
+    io.write_full("a", Bytes::from_static(b"before")).await.unwrap();
+    let osd = cluster.osd_ids()[0];
+    cluster.stop_osd(osd).await;
+    damage_dup_rows(&cluster.osd_dir(osd).join("store.redb"));
+    cluster.start_osd(osd).await;
+    let write = io.write_full("b", Bytes::from_static(b"after"));
+    tokio::time::timeout(Duration::from_secs(30), write)
+        .await
+        .expect("the write is answered")
+        .expect("the write is applied");
+    assert_eq!(&io.read("a", 0, 100).await.unwrap()[..], b"before");
+    assert_eq!(&io.read("b", 0, 100).await.unwrap()[..], b"after");
+    let pool = common::admin(&cluster).await.map().await.pool_by_name("solo").unwrap().id;
+    let pg = PgId { pool, seed: 0 };
+    assert_eq!(cluster.osd(osd).store().dup_count(pg).unwrap(), 1, "the new write's entry");
+    drop(io);
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}

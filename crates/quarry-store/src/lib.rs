@@ -35,7 +35,7 @@
 //!
 //! | table | key | value |
 //! |---|---|---|
-//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (5). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1 to 4 are migrated (below). |
+//! | `meta` | `"format"` | `"QRYSTORE"` ++ u32 version (6). A store with a newer version is refused with [`StoreError::FormatTooNew`]; a redb file without the marker with [`StoreError::NotAStore`]; formats 1 to 5 are migrated (below). |
 //! | `meta` | `"next_object_id"` | u64: next internal object id (ids are never reused) |
 //! | `objects` | pool u64 ++ seed u32 ++ name bytes | object record (below) |
 //! | `extents` | object id u64 ++ version tag u64 ++ first chunk index u64 (24 bytes) | an extent row: chunks `first..first + count` of that version. A data run, `1 u8 ++ count u16 (1..=1024) ++ last chunk's length u16 (1..=4096) ++ first block u64 ++ crc32c u32 per chunk` (13 + 4 count bytes): chunk `first + k` is the first `length` bytes (4096 but for the last chunk) of block `block + k` of the data file; or a hole run, `0 u8 ++ count u16` (3 bytes). Rows of one object and tag never overlap. |
@@ -44,7 +44,7 @@
 //! | `omap_header` | object id u64 | sealed header bytes |
 //! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob, sealed |
 //! | `pg_usage` | pool u64 ++ seed u32 | crc32c u32 ++ objects u64 ++ bytes u64 (head objects, sum of head sizes; 20 bytes, the crc over the 16 after it) |
-//! | `dups` | pool u64 ++ seed u32 ++ reqid (entity name length u16 ++ entity name, e.g. `client.admin` ++ client u64 ++ tid u64) | sealed (version u8 (=1) ++ seq u64 ++ bincode(`OpReply`)): the duplicate table (below). Added to format 1; created when a store without it is opened. |
+//! | `dup_log` | pool u64 ++ seed u32 ++ first seq u64 | sealed (version u8 (=1) ++ floor u64 ++ count u32 ++ count entries, each reqid length u16 ++ reqid (entity name length u16 BE ++ entity name, e.g. `client.admin` ++ client u64 BE ++ tid u64 BE) ++ value length u32 ++ value (version u8 (=1) ++ seq u64 ++ bincode(`OpReply`))): the duplicate table (below, and `dups.rs`), entries `first..first + count`. Format 6; formats 1 to 5 had `dups`, a row per entry: pool u64 ++ seed u32 ++ reqid → sealed value. |
 //! | `snap_objects` | pool u64 ++ seed u32 ++ snap u64 ++ name bytes | () : the object keeps a version snapshot `snap` reads |
 //! | `object_snaps` | object id u64 ++ snap u64 | () : the same rows, by object |
 //! | `purged_snaps` | pool u64 ++ seed u32 ++ snap u64 | () : the PG finished trimming `snap` |
@@ -83,9 +83,15 @@
 //! u32 ++ seq u64 -> sealed reqid part of the dups key`, the duplicate table in insertion
 //! order): the store keeps each PG's bounds of the duplicate table in memory instead
 //! (`dups.rs`). Opening a format-4 store (or an older one after its steps) deletes the table
-//! and makes the marker 5 in one durable write transaction. Golden bytes:
+//! and makes the marker 5 in one durable write transaction. Format 6 differs from format 5
+//! only in the duplicate table: format 5 kept a `dups` row per entry (`pool u64 ++ seed u32
+//! ++ reqid -> sealed value`, one B-tree insert per write); format 6 packs a PG's entries
+//! into `dup_log` rows, one per PG and commit, and looks them up in memory (`dups.rs`).
+//! Opening a format-5 store (or an older one after its steps) packs each PG's entries into
+//! rows, deletes `dups` and makes the marker 6 in one durable write transaction (an entry
+//! whose value is damaged is dropped with the entries older than it, logged). Golden bytes:
 //! `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`, `store_v3.hex`,
-//! `store_v4.hex`, `store_v5.hex`.
+//! `store_v4.hex`, `store_v5.hex`, `store_v6.hex`.
 //!
 //! **Object record**: crc32c u32 (of the rest) ++ record format u8 (=1) ++ object id u64 ++
 //! version count u32 ++ versions, oldest first, each `tag u64, floor u64, exists u8, size u64,
@@ -167,9 +173,10 @@
 //! pool snapshots do not have this gap (the OSD applies the pool's context to every write).
 //!
 //! # Duplicate table (Ceph's PG log "dups")
-//! A command with a request id ([`ObjectCommand::reqid`]) whose id is in the PG's `dups` table
-//! is not applied: its reply is the one recorded when the id was first applied. Otherwise it
-//! is applied and its reply (success or failure) recorded, in the same transaction. Every
+//! A command with a request id ([`ObjectCommand::reqid`]) whose id is in the PG's duplicate
+//! table is not applied: its reply is the one recorded when the id was first applied. Otherwise
+//! it is applied and its reply (success or failure) recorded: in memory at once, in the store
+//! with the transaction that carries the apply (one row per PG and commit). Every
 //! replica applies the same log, so every replica answers a resend the same way, including a
 //! resend applied in the same batch as its first copy. The table keeps the newest
 //! [`StoreOptions::dups_per_pg`] ids per PG (default 3000, Ceph's
@@ -178,7 +185,9 @@
 //! [`DUP_REPLY_MAX`] (4 KiB) is recorded with every output replaced by `OpOutput::None`
 //! (Ceph keeps only small op return data): a resend gets the outcome, not the data. The table
 //! travels with [`Store::export_pg`] / [`Store::import_pg`] and goes with
-//! [`Store::remove_pg`].
+//! [`Store::remove_pg`]. A damaged row fails every command of its PG that carries a request
+//! id ([`is_damaged_dup_table`]) until the PG is rebuilt or [`Store::drop_damaged_dups`]
+//! drops its table.
 //!
 //! **xattrs and omap are head-only**: they are not versioned; `Remove` deletes them. At a
 //! snapshot, xattr and omap ops fail with EOPNOTSUPP (RBD reads only data at snapshots).

@@ -19,7 +19,10 @@
 //!   is applied command by command and only the command that met the damage fails (EIO):
 //!   there is no other replica to differ from or to repair from, and replaying the entry
 //!   meets the same damage, so the result is deterministic; the object stays damaged (logged)
-//!   until it is rewritten or removed.
+//!   until it is rewritten or removed. A damaged duplicate table (which fails every request
+//!   of the PG: `quarry_store::is_damaged_dup_table`) is dropped instead, logged, and the
+//!   command applied again: a resend of an earlier request is then applied twice, as after a
+//!   trim, where the alternative would be a PG that refuses every write.
 //!
 //! Invariants: `applied` only grows, except when a snapshot is installed; the `pg_state` the
 //! store holds always equals (`applied`, `membership`) after apply returns; a replicated PG
@@ -519,7 +522,8 @@ impl PgStateMachine {
                 return Err(sm_write_error(&e));
             }
             Ok((commands, placed, Err(StoreError::Corrupt { object, detail, .. }))) => {
-                tracing::error!(%pg, object, detail, "corrupt object met while applying");
+                let what = if object.is_empty() { "damaged pg rows" } else { "corrupt object" };
+                tracing::error!(%pg, object, detail, "{what} met while applying");
                 let store = self.store.clone();
                 blocking(move || apply_one_by_one(&store, pg, &commands, &placed, &batch, &state))
                     .await
