@@ -348,21 +348,16 @@ impl Hasher for Identity {
     }
 }
 
-/// The sequence numbers whose request ids hash alike (almost always one).
-enum Seqs {
-    One(u64),
-    Many(Vec<u64>),
-}
-
-/// One PG's table as the store keeps it in memory (see the module docs).
+/// One PG's table as the store keeps it in memory (see the module docs): ~30 bytes per
+/// entry (the index) besides the entries not written yet.
 struct PgDups {
     /// Every entry the PG holds is numbered in `floor..next`.
     floor: u64,
     next: u64,
-    /// The request id hash of each entry, `floor` first.
-    hashes: VecDeque<u64>,
-    /// Request id hash -> sequence numbers.
-    index: HashMap<u64, Seqs, BuildHasherDefault<Identity>>,
+    /// Request id hash -> sequence number; `extra` holds the numbers of further entries
+    /// whose ids hash alike (almost never any).
+    index: HashMap<u64, u64, BuildHasherDefault<Identity>>,
+    extra: HashMap<u64, Vec<u64>>,
     /// Entries not written yet (numbered `next - pending_offsets.len()..next`), laid out as
     /// a row's body holds them; the offset of each in it.
     pending: Vec<u8>,
@@ -378,8 +373,8 @@ impl PgDups {
         PgDups {
             floor: 0,
             next: 0,
-            hashes: VecDeque::new(),
             index: HashMap::default(),
+            extra: HashMap::new(),
             pending: Vec::new(),
             pending_offsets: Vec::new(),
             rows: VecDeque::new(),
@@ -392,40 +387,26 @@ impl PgDups {
     }
 
     fn index_insert(&mut self, hash: u64, seq: u64) {
-        match self.index.get_mut(&hash) {
-            None => {
-                self.index.insert(hash, Seqs::One(seq));
-            }
-            Some(Seqs::One(other)) => {
-                let other = *other;
-                self.index.insert(hash, Seqs::Many(vec![other, seq]));
-            }
-            Some(Seqs::Many(seqs)) => seqs.push(seq),
+        if let Some(first) = self.index.insert(hash, seq) {
+            self.extra.entry(hash).or_default().push(first);
         }
     }
 
-    fn index_remove(&mut self, hash: u64, seq: u64) {
-        let gone = match self.index.get_mut(&hash) {
-            Some(Seqs::One(s)) => *s == seq,
-            Some(Seqs::Many(seqs)) => {
-                seqs.retain(|&s| s != seq);
-                seqs.is_empty()
-            }
-            None => false,
-        };
-        if gone {
-            self.index.remove(&hash);
-        }
+    /// The numbers of the entries whose request ids hash to `hash`.
+    fn candidates(&self, hash: u64) -> Vec<u64> {
+        let extra = self.extra.get(&hash).into_iter().flatten();
+        self.index.get(&hash).into_iter().chain(extra).copied().collect()
     }
 
-    /// Raises the floor to `floor`: the entries below it leave the index.
+    /// Raises the floor to `floor`: the entries below it leave the index (one pass over it
+    /// per trim step, every `max / 4` records).
     fn raise_floor(&mut self, floor: u64) {
-        while self.floor < floor {
-            if let Some(hash) = self.hashes.pop_front() {
-                self.index_remove(hash, self.floor);
-            }
-            self.floor += 1;
-        }
+        self.floor = floor;
+        self.index.retain(|_, seq| *seq >= floor);
+        self.extra.retain(|_, seqs| {
+            seqs.retain(|seq| *seq >= floor);
+            !seqs.is_empty()
+        });
     }
 
     /// `(part, value)` of pending entry `seq`.
@@ -446,6 +427,9 @@ impl PgDups {
 pub(crate) struct DupMemory {
     pgs: Mutex<HashMap<PgId, PgDups>>,
     hasher: RandomState,
+    /// Tests: every request id hashes alike (the collision path).
+    #[cfg(test)]
+    collide: std::sync::atomic::AtomicBool,
 }
 
 impl DupMemory {
@@ -454,6 +438,10 @@ impl DupMemory {
     }
 
     fn hash(&self, part: &[u8]) -> u64 {
+        #[cfg(test)]
+        if self.collide.load(std::sync::atomic::Ordering::Relaxed) {
+            return 42;
+        }
         self.hasher.hash_one(part)
     }
 
@@ -536,9 +524,7 @@ impl<'txn> DupTables<'txn> {
                         dups.next = next;
                         dups.rows = rows;
                         for (seq, part, _) in &entries {
-                            let hash = self.memory.hash(part);
-                            dups.hashes.push_back(hash);
-                            dups.index_insert(hash, *seq);
+                            dups.index_insert(self.memory.hash(part), *seq);
                         }
                     }
                     Err(why) => {
@@ -559,12 +545,10 @@ impl<'txn> DupTables<'txn> {
         if let Some(why) = &dups.damaged {
             return Err(corrupt(pg, why));
         }
-        let seqs = match dups.index.get(&hash) {
-            None => return Ok(None),
-            Some(Seqs::One(seq)) => vec![*seq],
-            Some(Seqs::Many(seqs)) => seqs.clone(),
-        };
-        for seq in seqs {
+        if !dups.index.contains_key(&hash) && dups.extra.is_empty() {
+            return Ok(None);
+        }
+        for seq in dups.candidates(hash) {
             let value = if seq >= dups.pending_first() {
                 let (stored, value) = dups.pending_entry(seq);
                 if stored != part {
@@ -619,7 +603,6 @@ impl<'txn> DupTables<'txn> {
         let len = (dups.pending.len() - len_at - 4) as u32;
         dups.pending[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
         debug_assert_eq!(at, *dups.pending_offsets.last().expect("pushed") as usize);
-        dups.hashes.push_back(hash);
         dups.index_insert(hash, seq);
         dups.next = seq + 1;
         if dups.next - dups.floor > max as u64 + trim_slack(max) {
@@ -665,6 +648,56 @@ mod tests {
             [&[9u8][..], &plain[1..]].concat(),
         ] {
             assert!(decode_row(5, &seal(&bad)).is_err());
+        }
+    }
+
+    /// Goal: request ids whose hashes collide are told apart by the entries themselves, in
+    /// memory and in their rows, before and after a trim and a reload. Method: a store whose
+    /// ids all hash alike; resends of exclusive creates (a second apply would fail EEXIST).
+    #[test]
+    fn colliding_hashes_are_told_apart() {
+        use quarry_types::{EntityName, ErrorCode, ObjectOp, ReqId, SnapContext};
+        let dir = tempfile::tempdir().unwrap();
+        let options = crate::StoreOptions { dups_per_pg: 8, ..Default::default() };
+        let store = crate::Store::open_with(dir.path(), &options).unwrap();
+        store.dup_memory.collide.store(true, std::sync::atomic::Ordering::Relaxed);
+        let pg = PgId { pool: 1, seed: 0 };
+        let create = |tid: u64| crate::ObjectCommand {
+            name: format!("o{tid}"),
+            snapc: SnapContext::default(),
+            ops: vec![ObjectOp::Create { exclusive: true }],
+            mtime: (0, 0),
+            reqid: Some(EntityReqId {
+                entity: EntityName::client("a"),
+                reqid: ReqId { client: 1, tid },
+            }),
+        };
+        let ok = OpReply::Ok(vec![OpOutput::None]);
+        let eexist = OpReply::Failed { index: 0, code: ErrorCode::EEXIST };
+        let apply = |tid: u64| store.apply(pg, &[create(tid)], b"s").unwrap().remove(0);
+        for tid in 1..=6 {
+            assert_eq!(apply(tid), ok);
+            if tid % 2 == 0 {
+                store.settle().unwrap();
+            }
+        }
+        // Pending and written entries, all under one hash.
+        for tid in 1..=6 {
+            assert_eq!(apply(tid), ok, "resend {tid}");
+        }
+        for tid in 7..=12 {
+            assert_eq!(apply(tid), ok);
+        }
+        // 11 > 8 + 2: the floor rose at the 11th to keep tids 4..=11, then the 12th.
+        for tid in 4..=12 {
+            assert_eq!(apply(tid), ok, "resend {tid} after the trim");
+        }
+        assert_eq!(apply(3), eexist, "a trimmed id runs again");
+        // Reloaded from the rows.
+        store.settle().unwrap();
+        store.dup_memory.forget_all();
+        for tid in 4..=12 {
+            assert_eq!(apply(tid), ok, "resend {tid} after a reload");
         }
     }
 
