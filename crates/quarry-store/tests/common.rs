@@ -461,8 +461,8 @@ pub fn downgrade_to_v5(file: &std::path::Path) {
             .collect();
         txn.delete_table(RAW_LOG).expect("delete dup_log");
         // Per PG: (floor of its newest row, entries).
-        let mut pgs: std::collections::BTreeMap<[u8; 12], (u64, Vec<(u64, Vec<u8>, Vec<u8>)>)> =
-            Default::default();
+        type Entries = Vec<(u64, Vec<u8>, Vec<u8>)>;
+        let mut pgs: std::collections::BTreeMap<[u8; 12], (u64, Entries)> = Default::default();
         for (key, row) in rows {
             let pg: [u8; 12] = key[..12].try_into().unwrap();
             let first = u64::from_be_bytes(key[12..].try_into().unwrap());

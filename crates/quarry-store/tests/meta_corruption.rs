@@ -221,7 +221,7 @@ fn damaged_pg_rows_and_dup_rows_are_corrupt_and_apply_does_not_panic() {
     // A damaged row held request ids nobody can read: a new request of the PG may be one of
     // them, so it fails too, and nothing of it is applied.
     let fresh = with_reqid(cmd("o", vec![write(0, b"fresh")]), 2);
-    let error = store.apply(PG, &[fresh.clone()], b"s").unwrap_err();
+    let error = store.apply(PG, std::slice::from_ref(&fresh), b"s").unwrap_err();
     assert!(quarry_store::is_damaged_dup_table(&error), "{error}");
     assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(b"data".to_vec()));
     // Commands without a request id and other PGs are not affected.
@@ -234,7 +234,7 @@ fn damaged_pg_rows_and_dup_rows_are_corrupt_and_apply_does_not_panic() {
     assert!(!store.drop_damaged_dups(other).unwrap());
     assert_eq!(store.dup_count(other).unwrap(), 1);
     assert!(store.drop_damaged_dups(PG).unwrap());
-    assert_ok(&store.apply(PG, &[fresh.clone()], b"s").unwrap()[0]);
+    assert_ok(&store.apply(PG, std::slice::from_ref(&fresh), b"s").unwrap()[0]);
     assert_eq!(store.dup_count(PG).unwrap(), 1);
     assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(b"fresh".to_vec()));
     drop(store);
