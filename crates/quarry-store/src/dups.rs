@@ -21,8 +21,9 @@
 //! rate at queue depth 32 (docs/benchmarks.md, "Fourteenth round"); a row per PG and commit
 //! carries the entries of up to 64 applies.
 //!
-//! Why the entries may wait for the commit: the rows are only ever read back through a
-//! committed transaction. A crash loses the open transaction with everything else it carried
+//! Why the entries may wait for the commit: a row is written only by the commit of the
+//! transaction that recorded its entries (or by a writer that commits its own, with nothing
+//! pending), and memory answers for everything after the last commit. A crash loses the open transaction with everything else it carried
 //! (the store reopens at its last checkpoint and the Raft log replays: every entry after it is
 //! recorded again, in the same order, with the same numbers); a dropped transaction (a failed
 //! apply, `writer.rs`) forgets every PG's memory, which is found again from the committed
@@ -39,9 +40,10 @@
 //! writes a row in the same commit): an index rebuilt from the rows after a restart is the one
 //! the replicas that did not restart hold.
 //!
-//! A row that does not decode (its crc, its layout, a gap between rows) makes the PG's table
-//! *damaged*: it held request ids nobody can read, so no lookup of the PG can be answered and
-//! every command of the PG with a request id fails with `Corrupt` (a replicated PG is then
+//! A row that does not decode (its crc, its layout, a reply, a gap between rows) makes the
+//! PG's table *damaged*: it held request ids nobody can read, so no lookup of the PG can be
+//! answered and every command of the PG with a request id fails with `Corrupt` (damage met
+//! later, by a lookup reading a row, fails that lookup; a replicated PG is then
 //! rebuilt from a healthy replica; with one voter the OSD drops the PG's table,
 //! [`crate::Store::drop_damaged_dups`], and goes on: see `quarry-osd`'s state machine).
 
@@ -68,8 +70,16 @@ pub const DUPS_PER_PG_DEFAULT: usize = 3000;
 pub const DUP_REPLY_MAX: usize = 4096;
 /// Entries per row when a whole table is written at once (split, merge, import, migration).
 pub(crate) const ROW_ENTRIES_MAX: usize = 512;
+/// The longest request id part (a row stores its length as a u16).
+pub(crate) const PART_MAX: usize = u16::MAX as usize;
+/// A PG's pending buffer keeps its capacity across commits up to this many bytes.
+const PENDING_KEEP: usize = 64 << 10;
 /// Bytes of a row's header: version, floor, count.
 const ROW_HEADER: usize = 1 + 8 + 4;
+
+/// The largest sequence number a row may hold (as the export stream's): a PG never gets
+/// near it, so numbering never overflows.
+pub(crate) const SEQ_MAX: u64 = 1 << 62;
 
 /// Key of a `dup_log` row: pool BE ++ seed BE ++ first seq BE.
 pub(crate) type RowKey = [u8; 20];
@@ -79,9 +89,14 @@ pub(crate) type RowKey = [u8; 20];
 pub(crate) fn reqid_part(reqid: &EntityReqId, out: &mut Vec<u8>) {
     out.clear();
     let entity = reqid.entity.to_string();
-    let entity = &entity.as_bytes()[..entity.len().min(u16::MAX as usize)];
-    out.extend_from_slice(&(entity.len() as u16).to_be_bytes());
-    out.extend_from_slice(entity);
+    // Cut (a name of nearly 64 KiB or more) on a character boundary: a part is UTF-8 and
+    // at most 64 KiB long (a row stores its length as a u16).
+    let mut len = entity.len().min(PART_MAX - 18);
+    while !entity.is_char_boundary(len) {
+        len -= 1;
+    }
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&entity.as_bytes()[..len]);
     out.extend_from_slice(&reqid.reqid.client.to_be_bytes());
     out.extend_from_slice(&reqid.reqid.tid.to_be_bytes());
 }
@@ -158,8 +173,9 @@ pub(crate) fn trim_slack(max: usize) -> u64 {
     (max as u64 / 4).max(1)
 }
 
-/// Appends one entry as a row holds it.
+/// Appends one entry as a row holds it (`part` is valid: [`valid_reqid_part`]).
 fn put_entry(part: &[u8], value: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(part.len() <= PART_MAX && value.len() <= u32::MAX as usize);
     out.extend_from_slice(&(part.len() as u16).to_le_bytes());
     out.extend_from_slice(part);
     out.extend_from_slice(&(value.len() as u32).to_le_bytes());
@@ -222,7 +238,7 @@ pub(crate) fn decode_row(first: u64, stored: &[u8]) -> Result<(u64, Vec<DupRow>)
             return Err("malformed request id in a dup row".into());
         }
         let seq = first.checked_add(i).ok_or("dup row numbers overflow")?;
-        if value_seq(value)? != seq {
+        if decode_value(value)?.0 != seq {
             return Err(format!("dup entry numbered out of order (expected {seq})"));
         }
         entries.push((seq, part.to_vec(), value.to_vec()));
@@ -275,13 +291,17 @@ fn decode_rows(rows: Vec<(u64, Vec<u8>)>) -> Result<Decoded, String> {
         if !spans.is_empty() && first != next {
             return Err(format!("dup rows not consecutive: {first} after {next}"));
         }
-        next = first + row.len() as u64;
+        next = first
+            .checked_add(row.len() as u64)
+            .filter(|&next| next <= SEQ_MAX)
+            .ok_or("dup row numbered beyond the largest sequence number")?;
         spans.push_back((first, row.len() as u64));
         floor = row_floor;
         entries.extend(row);
     }
     if let Some(&(first, _)) = spans.front() {
-        if floor < first || floor > next {
+        // The newest row holds an entry at or above the floor (written with it).
+        if floor < first || floor >= next {
             return Err(format!("dup floor {floor} outside the rows ({first}..{next})"));
         }
     }
@@ -295,7 +315,15 @@ pub(crate) fn entries<T>(log: &T, pg: PgId) -> Result<Vec<DupRow>, StoreError>
 where
     T: ReadableTable<&'static RowKey, &'static [u8]>,
 {
-    decode_rows(stored_rows(log, pg)?).map(|d| d.3).map_err(|why| corrupt(pg, &why))
+    table(log, pg).map(|t| t.2)
+}
+
+/// `(floor, next, entries)` of `pg` (see [`entries`]): the next entry is numbered `next`.
+pub(crate) fn table<T>(log: &T, pg: PgId) -> Result<(u64, u64, Vec<DupRow>), StoreError>
+where
+    T: ReadableTable<&'static RowKey, &'static [u8]>,
+{
+    decode_rows(stored_rows(log, pg)?).map(|d| (d.0, d.1, d.3)).map_err(|why| corrupt(pg, &why))
 }
 
 /// Writes `entries` (consecutive) as `pg`'s rows after its existing ones, with `floor`, in
@@ -322,9 +350,10 @@ pub(crate) fn purge(
     Ok(())
 }
 
-/// Checks a reqid key part from an export stream or a row: `len u16 ++ entity ++ 16 bytes`.
+/// Checks a reqid part from an export stream or a row: `len u16 ++ entity ++ 16 bytes`, at
+/// most [`PART_MAX`] bytes.
 pub(crate) fn valid_reqid_part(part: &[u8]) -> bool {
-    part.len() >= 2 && {
+    (2..=PART_MAX).contains(&part.len()) && {
         let len = u16::from_be_bytes([part[0], part[1]]) as usize;
         part.len() == 2 + len + 16 && std::str::from_utf8(&part[2..2 + len]).is_ok()
     }
@@ -348,8 +377,9 @@ impl Hasher for Identity {
     }
 }
 
-/// One PG's table as the store keeps it in memory (see the module docs): ~30 bytes per
-/// entry (the index) besides the entries not written yet.
+/// One PG's table as the store keeps it in memory (see the module docs): the index, 18 to
+/// 36 bytes per entry as the hash table fills (~200 KiB for a PG at its bound of 3000 plus
+/// a quarter), and the entries not written yet.
 struct PgDups {
     /// Every entry the PG holds is numbered in `floor..next`.
     floor: u64,
@@ -482,6 +512,10 @@ impl DupMemory {
             }
             dups.pending.clear();
             dups.pending_offsets.clear();
+            if dups.pending.capacity() > PENDING_KEEP {
+                dups.pending = Vec::new();
+                dups.pending_offsets = Vec::new();
+            }
             while let Some(&(first, count)) = dups.rows.front() {
                 if first + count > dups.floor {
                     break;
@@ -586,6 +620,8 @@ impl<'txn> DupTables<'txn> {
         reply: &OpReply,
         max: usize,
     ) -> Result<(), StoreError> {
+        // At least one entry is kept: the newest row then always carries the floor.
+        let max = max.max(1);
         let hash = self.memory.hash(part);
         let mut map = self.memory.map();
         let dups = self.load(&mut map, pg)?;
@@ -649,6 +685,28 @@ mod tests {
         ] {
             assert!(decode_row(5, &seal(&bad)).is_err());
         }
+        // Well formed but for a reply that does not decode.
+        let mut bad = entries.clone();
+        bad[1].2.truncate(9);
+        bad[1].2.extend_from_slice(&[0xff; 3]);
+        assert!(decode_row(5, &encode_row(6, &bad)).is_err());
+    }
+
+    /// Goal: a request id of an entity whose name exceeds 64 KiB is cut on a character
+    /// boundary, so its rows decode.
+    #[test]
+    fn long_entity_names_are_cut_on_a_character_boundary() {
+        use quarry_types::{EntityName, ReqId};
+        let name = "é".repeat(40_000);
+        let reqid =
+            EntityReqId { entity: EntityName::client(&name), reqid: ReqId { client: 1, tid: 2 } };
+        let mut part = Vec::new();
+        reqid_part(&reqid, &mut part);
+        assert!(valid_reqid_part(&part));
+        assert!(part.len() <= PART_MAX, "{}", part.len());
+        let value = encode_value(0, &OpReply::Ok(Vec::new()));
+        let row = encode_row(0, &[(0, part.clone(), value.clone())]);
+        assert_eq!(decode_row(0, &row), Ok((0, vec![(0, part, value)])));
     }
 
     /// Goal: request ids whose hashes collide are told apart by the entries themselves, in

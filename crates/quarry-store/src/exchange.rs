@@ -8,7 +8,9 @@
 //! record  tag u8 ++ body, one of:
 //!   'S' pg_state: blob
 //!   'D' duplicate table entry (version 2), oldest first, after 'S': seq u64 | reqid blob
-//!       (the `dups` key after the PG part) | value blob (the `dups` value)
+//!       (`dups::reqid_part`: entity length u16 BE ++ entity ++ client u64 BE ++ tid u64 BE)
+//!       | value blob (`dups::encode_value`: version u8 ++ seq u64 ++ bincode(reply), at most
+//!       [`DUP_VALUE_MAX`] bytes)
 //!   'O' object:   name blob | count u32 | count x (tag u64, floor u64, exists u8, size u64,
 //!                 mtime_sec u64, mtime_nsec u32)
 //!   'C' chunk of the last object: index u64 | version u64 | crc32c u32 | data blob (<= 4096)
@@ -65,9 +67,11 @@ const TAG_PURGED: u8 = b'P';
 const TAG_END: u8 = b'E';
 /// Largest xattr/omap/pg_state value accepted from a stream (a bound against garbage lengths).
 const VALUE_MAX: usize = 64 << 20;
+/// Longest duplicate table value an import accepts: a recorded reply is at most
+/// `DUP_REPLY_MAX` (4 KiB) or a list of empty outputs, one per op of a command.
+pub(crate) const DUP_VALUE_MAX: usize = 1 << 20;
 /// Largest duplicate table sequence number accepted from a stream (apply adds to the last
 /// one: far from overflowing; a PG applies far fewer than 2^62 commands).
-const DUP_SEQ_MAX: u64 = 1 << 62;
 /// Largest duplicate table request id accepted from a stream.
 const DUP_PART_MAX: usize = 2 + u16::MAX as usize + 16;
 
@@ -375,7 +379,10 @@ pub(crate) fn import_pg(
         let mut omap_header = txn.open_table(OMAP_HEADER)?;
         let mut pg_state = txn.open_table(PG_STATE)?;
         let mut pg_usage = txn.open_table(PG_USAGE)?;
-        let mut dup_entries: Vec<DupRow> = Vec::new();
+        // Duplicate table entries, written a row at a time: (floor, last seq) and the row.
+        let mut dup_log = txn.open_table(DUP_LOG)?;
+        let mut dup_seqs: Option<(u64, u64)> = None;
+        let mut dup_row: Vec<DupRow> = Vec::new();
         let mut dup_parts: std::collections::HashSet<Vec<u8>> = std::collections::HashSet::new();
         let mut object_snaps = txn.open_table(OBJECT_SNAPS)?;
         let mut snap_objects = txn.open_table(SNAP_OBJECTS)?;
@@ -422,11 +429,11 @@ pub(crate) fn import_pg(
                         return Err(bad("duplicate table entry after an object"));
                     }
                     let seq = r.u64()?;
-                    if seq > DUP_SEQ_MAX {
+                    if seq >= dups::SEQ_MAX {
                         return Err(bad("duplicate table sequence number out of range"));
                     }
                     r.blob(DUP_PART_MAX, &mut a)?;
-                    r.blob(VALUE_MAX, &mut b)?;
+                    r.blob(DUP_VALUE_MAX, &mut b)?;
                     if !dups::valid_reqid_part(&a) {
                         return Err(bad("malformed duplicate table request id"));
                     }
@@ -434,13 +441,20 @@ pub(crate) fn import_pg(
                         Ok((stored, _)) if stored == seq => {}
                         _ => return Err(bad("malformed duplicate table entry")),
                     }
-                    if dup_entries.last().is_some_and(|last| seq != last.0 + 1) {
-                        return Err(bad("duplicate table entries out of order"));
-                    }
+                    dup_seqs = match dup_seqs {
+                        None => Some((seq, seq)),
+                        Some((floor, last)) if seq == last + 1 => Some((floor, seq)),
+                        Some(_) => return Err(bad("duplicate table entries out of order")),
+                    };
                     if !dup_parts.insert(a.clone()) {
                         return Err(bad("duplicate table entry appears twice"));
                     }
-                    dup_entries.push((seq, a.clone(), b.clone()));
+                    dup_row.push((seq, a.clone(), b.clone()));
+                    if dup_row.len() == dups::ROW_ENTRIES_MAX {
+                        let floor = dup_seqs.map_or(seq, |s| s.0);
+                        dups::write_entries(&mut dup_log, pg, floor, &dup_row)?;
+                        dup_row.clear();
+                    }
                 }
                 TAG_OBJECT => {
                     r.blob(OBJECT_NAME_LEN_MAX, &mut a)?;
@@ -560,8 +574,8 @@ pub(crate) fn import_pg(
             }
         }
         meta.insert(META_NEXT_ID, next_id.to_le_bytes().as_slice())?;
-        if let Some(first) = dup_entries.first() {
-            dups::write_entries(&mut txn.open_table(DUP_LOG)?, pg, first.0, &dup_entries)?;
+        if let Some((floor, _)) = dup_seqs {
+            dups::write_entries(&mut dup_log, pg, floor, &dup_row)?;
         }
         memory.forget(pg);
         if usage_objects > 0 || usage_bytes > 0 {

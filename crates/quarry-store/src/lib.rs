@@ -44,7 +44,7 @@
 //! | `omap_header` | object id u64 | sealed header bytes |
 //! | `pg_state` | pool u64 ++ seed u32 | the OSD's opaque blob, sealed |
 //! | `pg_usage` | pool u64 ++ seed u32 | crc32c u32 ++ objects u64 ++ bytes u64 (head objects, sum of head sizes; 20 bytes, the crc over the 16 after it) |
-//! | `dup_log` | pool u64 ++ seed u32 ++ first seq u64 | sealed (version u8 (=1) ++ floor u64 ++ count u32 ++ count entries, each reqid length u16 ++ reqid (entity name length u16 BE ++ entity name, e.g. `client.admin` ++ client u64 BE ++ tid u64 BE) ++ value length u32 ++ value (version u8 (=1) ++ seq u64 ++ bincode(`OpReply`))): the duplicate table (below, and `dups.rs`), entries `first..first + count`. Format 6; formats 1 to 5 had `dups`, a row per entry: pool u64 ++ seed u32 ++ reqid → sealed value. |
+//! | `dup_log` | pool u64 ++ seed u32 ++ first seq u64 | sealed (version u8 (=1) ++ floor u64 LE ++ count u32 LE ++ count entries, each reqid length u16 LE ++ reqid (entity name length u16 BE ++ entity name, e.g. `client.admin` ++ client u64 BE ++ tid u64 BE) ++ value length u32 LE ++ value (version u8 (=1) ++ seq u64 LE ++ bincode(`OpReply`))): the duplicate table (below, and `dups.rs`), entries `first..first + count`. Format 6; formats 1 to 5 had `dups`, a row per entry: pool u64 ++ seed u32 ++ reqid → sealed value. |
 //! | `snap_objects` | pool u64 ++ seed u32 ++ snap u64 ++ name bytes | () : the object keeps a version snapshot `snap` reads |
 //! | `object_snaps` | object id u64 ++ snap u64 | () : the same rows, by object |
 //! | `purged_snaps` | pool u64 ++ seed u32 ++ snap u64 | () : the PG finished trimming `snap` |
@@ -89,7 +89,8 @@
 //! into `dup_log` rows, one per PG and commit, and looks them up in memory (`dups.rs`).
 //! Opening a format-5 store (or an older one after its steps) packs each PG's entries into
 //! rows, deletes `dups` and makes the marker 6 in one durable write transaction (an entry
-//! whose value is damaged is dropped with the entries older than it, logged). Golden bytes:
+//! whose value is damaged is dropped, and the PG keeps its newest run of consecutive numbers,
+//! logged). Golden bytes:
 //! `tests/golden/store_v1.hex` (format 1, frozen), `store_v2.hex`, `store_v3.hex`,
 //! `store_v4.hex`, `store_v5.hex`, `store_v6.hex`.
 //!
@@ -181,7 +182,7 @@
 //! resend applied in the same batch as its first copy. The table keeps the newest
 //! [`StoreOptions::dups_per_pg`] ids per PG (default 3000, Ceph's
 //! `osd_pg_log_dups_tracked`), dropping the oldest in steps (it holds at most a quarter
-//! more between two steps). A reply whose encoded outputs exceed
+//! more between two steps, or what a merge or an import brought until the next step). A reply whose encoded outputs exceed
 //! [`DUP_REPLY_MAX`] (4 KiB) is recorded with every output replaced by `OpOutput::None`
 //! (Ceph keeps only small op return data): a resend gets the outcome, not the data. The table
 //! travels with [`Store::export_pg`] / [`Store::import_pg`] and goes with
@@ -494,7 +495,7 @@ pub struct StoreOptions {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
     /// Request ids remembered per PG in the duplicate table (the oldest go first, in steps:
-    /// up to a quarter more are kept between two).
+    /// up to a quarter more are kept between two, or what a merge or import brought).
     pub dups_per_pg: usize,
     /// The server-side methods [`ObjectOp::Call`] runs (None: every call is EOPNOTSUPP).
     pub methods: Option<Arc<dyn ObjectMethods>>,
@@ -701,8 +702,8 @@ impl Store {
     }
 
     /// Checks the format marker, or initialises an empty database. Returns the format of a
-    /// store that must be migrated (1, 2 or 3: [`Store::migrate_v1`], [`Store::migrate_v2`],
-    /// [`Store::migrate_v3`]).
+    /// store that must be migrated (1 to 5: [`Store::migrate_v1`] to [`Store::migrate_v5`],
+    /// each format's steps in turn).
     fn check_format(db: &Database, file: &Path) -> Result<Option<u32>, StoreError> {
         let read = db.begin_read()?;
         let marker = match read.open_table(META) {
@@ -999,8 +1000,10 @@ impl Store {
     /// the format-5 store (the next open migrates again). Each PG's entries, in their order,
     /// become rows of up to [`dups::ROW_ENTRIES_MAX`], the floor its oldest entry. An entry
     /// that does not decode (a damaged value: its number is unknown) cannot be placed: it is
-    /// dropped, and the PG keeps only its newest run of consecutive numbers; the loss is
-    /// logged (a resend of a dropped one would be applied again, as after a trim).
+    /// dropped, and the PG keeps only its newest run of consecutive numbers (a damaged entry
+    /// in the middle leaves a gap, which drops the older ones too; one at either end leaves
+    /// none, and its number may be given again); the loss is logged (a resend of a dropped
+    /// one would be applied again, as after a trim).
     fn migrate_v5(db: &Database, file: &Path) -> Result<(), StoreError> {
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate);
@@ -1020,7 +1023,7 @@ impl Store {
                 };
                 let part = &key[12..];
                 match dups::decode_stored(value.value()) {
-                    Ok((seq, reply)) if dups::valid_reqid_part(part) => {
+                    Ok((seq, reply)) if dups::valid_reqid_part(part) && seq < dups::SEQ_MAX => {
                         let value = dups::encode_value(seq, &reply);
                         by_pg.entry(pg).or_default().push((seq, part.to_vec(), value));
                     }
@@ -1035,7 +1038,7 @@ impl Store {
                 // The newest run of consecutive numbers (all of them, unless some were
                 // damaged or lost).
                 let mut start = rows.len() - 1;
-                while start > 0 && rows[start - 1].0 + 1 == rows[start].0 {
+                while start > 0 && rows[start - 1].0.checked_add(1) == Some(rows[start].0) {
                     start -= 1;
                 }
                 if start > 0 || damaged.contains_key(&key) {

@@ -169,11 +169,11 @@ impl Store {
             // Duplicate table: the source's rows after the target's, renumbered.
             let mut log = txn.open_table(DUP_LOG)?;
             let source_rows = dups::entries(&log, source)?;
-            let target_rows = dups::entries(&log, target)?;
+            let (target_floor, target_next, target_rows) = dups::table(&log, target)?;
             dups::purge(&mut log, source)?;
             let mut known: std::collections::HashSet<&[u8]> =
                 target_rows.iter().map(|r| r.1.as_slice()).collect();
-            let mut seq = target_rows.last().map_or(0, |l| l.0 + 1);
+            let mut seq = target_next;
             let mut appended = Vec::new();
             for (_, part, value) in &source_rows {
                 if !known.insert(part.as_slice()) {
@@ -186,7 +186,7 @@ impl Store {
                 stats.dups += 1;
             }
             if let Some(first) = appended.first() {
-                let floor = target_rows.first().map_or(first.0, |r| r.0);
+                let floor = if target_rows.is_empty() { first.0 } else { target_floor };
                 dups::write_entries(&mut log, target, floor, &appended)?;
             }
             drop(log);

@@ -389,3 +389,34 @@ fn the_format_5_migration_keeps_the_entries_after_a_damaged_one() {
     target.import_pg(PG, &mut stream.as_slice()).unwrap();
     assert_eq!(target.dup_count(PG).unwrap(), 3);
 }
+
+/// Goal: an import writes a long table in rows of at most 512 entries (as it reads the
+/// stream), which read back whole. Method: 1200 entries exported, imported elsewhere.
+#[test]
+fn a_long_table_is_imported_in_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = StoreOptions { dups_per_pg: 2000, ..StoreOptions::default() };
+    let store = Store::open_with(dir.path(), &options).unwrap();
+    let cmds: Vec<ObjectCommand> =
+        (1..=1200).map(|tid| with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid)).collect();
+    store.apply(PG, &cmds, b"s").unwrap();
+    assert_eq!(store.dup_rows(PG).unwrap(), 1);
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    let dir2 = tempfile::tempdir().unwrap();
+    let target = Store::open_with(dir2.path(), &options).unwrap();
+    target.import_pg(PG, &mut stream.as_slice()).unwrap();
+    assert_eq!(target.dup_rows(PG).unwrap(), 3);
+    assert_eq!(target.dup_count(PG).unwrap(), 1200);
+    let resends: Vec<ObjectCommand> = [1, 512, 513, 1024, 1025, 1200]
+        .iter()
+        .map(|&tid| with_id(cmd(&format!("o{tid}"), vec![create_excl()]), tid))
+        .collect();
+    let replies = target.apply(PG, &resends, b"s").unwrap();
+    assert_eq!(replies, vec![OpReply::Ok(vec![OpOutput::None]); 6]);
+    let mut again = Vec::new();
+    target.export_pg(PG, &mut again).unwrap();
+    let (_dir3, third) = open_temp();
+    third.import_pg(PG, &mut again.as_slice()).unwrap();
+    assert_eq!(third.dup_count(PG).unwrap(), 1200);
+}

@@ -624,7 +624,8 @@ fn apply_one_by_one(
             // The PG's duplicate table is damaged: it held request ids nobody can read, so
             // every request of the PG would fail from now on. With one voter there is no
             // copy to rebuild it from: it is dropped (logged), as a trim would drop it, and
-            // the command applied again (a replay meets the same damage and does the same).
+            // the command applied again (a replay from before the drop was durable meets the
+            // same damage and does the same; one after it meets the empty table).
             result = store.apply_many(&[work]).map(|mut all| all.pop().unwrap_or_default());
         }
         match result {
