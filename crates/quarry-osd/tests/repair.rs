@@ -176,16 +176,19 @@ async fn wait_health(mon: &common::MonClient, want: bool) -> Result<(), String> 
 }
 
 /// Declares what these tests provoke.
-fn declare_logs(cluster: &Cluster, meet: Meet) {
+fn declare_logs(cluster: &Cluster, meet: Meet, damaged: Damaged) {
     let line = match meet {
         Meet::PartialWrite => "damaged data on this replica: the pg stops here",
         Meet::Read => "damaged data met by a read: rebuilding this replica",
     };
-    cluster
-        .logs()
-        .allow_raft_churn()
-        .expect(line)
-        .expect("store corruption: chunk 0 version")
+    let logs = cluster.logs().allow_raft_churn().expect(line);
+    let logs = match damaged {
+        Damaged::Chunk => logs.expect("store corruption: chunk 0 version"),
+        Damaged::DupRows => logs
+            .expect("damaged duplicate table: the pg's requests fail")
+            .allow("corrupt duplicate table"),
+    };
+    logs
         .allow("store apply failed: stopping the pg")
         // openraft stops the group whose state machine failed, and says so.
         .allow("openraft::core::sm::worker: when Write StateMachine: quarry_store::error::StoreError: corrupt data")
@@ -216,14 +219,29 @@ enum Meet {
     Read,
 }
 
-/// The scenario: damage chunk 0 of the victim on `acting[damaged]`, hold the replies of
+/// What the damage is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Damaged {
+    /// Chunk 0 of the victim (its stored crc).
+    Chunk,
+    /// The PG's duplicate table (every row): every request of the PG meets it.
+    DupRows,
+}
+
+/// The scenario: damage chunk 0 of the victim (or the PG's duplicate table) on `acting[damaged]`, hold the replies of
 /// `acting[held]` (the replica the damaged one asks first), then `meet` the damage.
 /// With `restart`, the damaged OSD is stopped while its rebuild waits, and started again:
 /// the mark on disk makes it rebuild the PG before starting its group.
-async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool, meet: Meet) {
+async fn damaged_replica_is_rebuilt(
+    damaged: usize,
+    held: usize,
+    restart: bool,
+    meet: Meet,
+    what: Damaged,
+) {
     let mut cluster =
         Cluster::builder().osds(3).pools(vec![(POOL, 1, 3)]).osd_fronts().start().await;
-    declare_logs(&cluster, meet);
+    declare_logs(&cluster, meet, what);
     let rados = cluster.admin().await;
     let io = rados.ioctx(POOL).await.unwrap();
     let mon = common::admin(&cluster).await;
@@ -240,7 +258,10 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool, 
 
     let bad = acting[damaged];
     cluster.stop_osd(bad).await;
-    damage_chunk(&cluster.osd_dir(bad).join("store.redb"), pg, VICTIM, 0);
+    match what {
+        Damaged::Chunk => damage_chunk(&cluster.osd_dir(bad).join("store.redb"), pg, VICTIM, 0),
+        Damaged::DupRows => damage_dup_rows(&cluster.osd_dir(bad).join("store.redb")),
+    }
     cluster.start_osd(bad).await;
     same_applied(&cluster, pg, &acting, false)
         .await
@@ -308,28 +329,38 @@ async fn damaged_replica_is_rebuilt(damaged: usize, held: usize, restart: bool, 
 /// diverge: it stops the PG, reports it damaged, and is rebuilt from the primary.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_replica_stops_and_is_rebuilt_from_the_primary() {
-    damaged_replica_is_rebuilt(1, 0, false, Meet::PartialWrite).await;
+    damaged_replica_is_rebuilt(1, 0, false, Meet::PartialWrite, Damaged::Chunk).await;
 }
 
 /// Goal: the damage mark survives a restart, and the OSD rebuilds the PG before starting its
 /// group (replaying the log over the damaged chunk would meet it again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_replica_restarted_before_its_repair_rebuilds_at_start() {
-    damaged_replica_is_rebuilt(2, 0, true, Meet::PartialWrite).await;
+    damaged_replica_is_rebuilt(2, 0, true, Meet::PartialWrite, Damaged::Chunk).await;
 }
 
 /// Goal: the same with the primary damaged: it never answers the write with EIO; its group
 /// stops, the client resends, and the primary is rebuilt from a follower.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_primary_stops_and_is_rebuilt_from_a_follower() {
-    damaged_replica_is_rebuilt(0, 1, false, Meet::PartialWrite).await;
+    damaged_replica_is_rebuilt(0, 1, false, Meet::PartialWrite, Damaged::Chunk).await;
 }
 
 /// Goal: a read that meets a damaged chunk on the primary of a replicated PG gets the good
 /// data (not EIO): the primary rebuilds its replica from a follower, the client reads again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn damaged_chunk_met_by_a_read_is_repaired_from_a_follower() {
-    damaged_replica_is_rebuilt(0, 1, false, Meet::Read).await;
+    damaged_replica_is_rebuilt(0, 1, false, Meet::Read, Damaged::Chunk).await;
+}
+
+/// Goal: a replica whose duplicate table is damaged (a flipped bit in its rows: the request
+/// ids they held cannot be read, so it cannot tell a resend from a new request) does not
+/// apply a different result than its peers: the next write stops the PG there, and it is
+/// rebuilt from the primary (the export carries the table), after which the replicas are
+/// byte-identical again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn damaged_duplicate_table_on_a_replica_is_rebuilt_from_the_primary() {
+    damaged_replica_is_rebuilt(1, 0, false, Meet::PartialWrite, Damaged::DupRows).await;
 }
 
 /// Goal: with one replica there is nobody to differ from and nothing to repair from: the
