@@ -920,6 +920,14 @@ mod tests {
         assert_eq!(parse_format_marker(&find("format_marker")), Some(4));
     }
 
+    /// The values of an earlier version's golden file that `keep` keeps (a later version's
+    /// start).
+    fn golden_values(file: &str, keep: impl Fn(&str) -> bool) -> Vec<(String, Vec<u8>)> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(file);
+        let golden = quarry_persist::golden::parse(&std::fs::read_to_string(path).unwrap());
+        golden.into_iter().filter(|(n, _)| keep(n)).collect()
+    }
+
     /// Golden bytes of format 5 (`tests/golden/store_v5.hex`): format 4's rows unchanged
     /// (the `dup_seq` table is gone: `dups.rs` keeps a PG's bounds in memory and finds them
     /// by a scan, which reads each entry's sequence number from its sealed value), a
@@ -927,13 +935,7 @@ mod tests {
     /// and the version-5 marker. Never edit the golden file.
     #[test]
     fn store_v5_bytes_are_pinned() {
-        let golden4 =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v4.hex");
-        let mut values: Vec<(String, Vec<u8>)> =
-            quarry_persist::golden::parse(&std::fs::read_to_string(golden4).unwrap())
-                .into_iter()
-                .filter(|(n, _)| n != "format_marker")
-                .collect();
+        let mut values = golden_values("store_v4.hex", |n| n != "format_marker");
         let pg = PgId { pool: 0x0102, seed: 0x0304 };
         let reqid = quarry_types::EntityReqId {
             entity: quarry_types::EntityName::client("admin"),
@@ -967,13 +969,8 @@ mod tests {
     /// edit the golden file.
     #[test]
     fn store_v6_bytes_are_pinned() {
-        let golden5 =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/store_v5.hex");
-        let mut values: Vec<(String, Vec<u8>)> =
-            quarry_persist::golden::parse(&std::fs::read_to_string(golden5).unwrap())
-                .into_iter()
-                .filter(|(n, _)| !n.starts_with("dup_") && n != "format_marker")
-                .collect();
+        let mut values =
+            golden_values("store_v5.hex", |n| !n.starts_with("dup_") && n != "format_marker");
         let pg = PgId { pool: 0x0102, seed: 0x0304 };
         let entry = |tid: u64, seq: u64, reply: &quarry_types::OpReply| {
             let reqid = quarry_types::EntityReqId {

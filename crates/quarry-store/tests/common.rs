@@ -437,6 +437,23 @@ pub fn create_excl() -> ObjectOp {
     ObjectOp::Create { exclusive: true }
 }
 
+/// Every row of a raw table keyed by `N` bytes (a closed store opened with redb directly).
+fn raw_rows<const N: usize, T>(table: &T) -> Vec<([u8; N], Vec<u8>)>
+where
+    T: redb::ReadableTable<&'static [u8; N], &'static [u8]>,
+{
+    let rows = table.iter().expect("iter").map(|r| r.expect("row"));
+    rows.map(|(k, v)| (*k.value(), v.value().to_vec())).collect()
+}
+
+/// Sets a raw store's format marker (`"QRYSTORE" ++ version u32 LE`).
+fn set_raw_marker(txn: &redb::WriteTransaction, version: u32) {
+    const RAW_META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let mut marker = b"QRYSTORE".to_vec();
+    marker.extend_from_slice(&version.to_le_bytes());
+    txn.open_table(RAW_META).expect("meta").insert("format", marker.as_slice()).expect("marker");
+}
+
 /// Rewrites a format-6 store (closed) as format 5 kept it: each duplicate table entry of the
 /// `dup_log` rows (`pool BE ++ seed BE ++ first seq BE -> crc32c LE ++ version u8 ++ floor
 /// u64 LE ++ count u32 LE ++ entries (part len u16 LE ++ part ++ value len u32 LE ++ value)`)
@@ -444,21 +461,13 @@ pub fn create_excl() -> ObjectOp {
 /// ++ value`; `dup_log` deleted, marker version 5. Raw redb writes behind the store's back;
 /// the row layout is decoded here independently of the store's code.
 pub fn downgrade_to_v5(file: &std::path::Path) {
-    use redb::{ReadableTable, TableDefinition};
+    use redb::TableDefinition;
     const RAW_LOG: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_log");
     const RAW_DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
-    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let db = redb::Database::create(file).expect("open raw db");
     let txn = db.begin_write().expect("begin");
     {
-        let rows: Vec<([u8; 20], Vec<u8>)> = txn
-            .open_table(RAW_LOG)
-            .expect("dup_log")
-            .iter()
-            .expect("iter")
-            .map(|r| r.expect("row"))
-            .map(|(k, v)| (*k.value(), v.value().to_vec()))
-            .collect();
+        let rows: Vec<([u8; 20], Vec<u8>)> = raw_rows(&txn.open_table(RAW_LOG).expect("table"));
         txn.delete_table(RAW_LOG).expect("delete dup_log");
         // Per PG: (floor of its newest row, entries).
         type Entries = Vec<(u64, Vec<u8>, Vec<u8>)>;
@@ -495,12 +504,7 @@ pub fn downgrade_to_v5(file: &std::path::Path) {
                 dups.insert(key.as_slice(), sealed.as_slice()).expect("dups row");
             }
         }
-        let mut marker = b"QRYSTORE".to_vec();
-        marker.extend_from_slice(&5u32.to_le_bytes());
-        txn.open_table(RAW_META)
-            .expect("meta")
-            .insert("format", marker.as_slice())
-            .expect("marker");
+        set_raw_marker(&txn, 5);
     }
     txn.commit().expect("commit");
 }
@@ -514,7 +518,6 @@ pub fn downgrade_to_v4(file: &std::path::Path) {
     use redb::{ReadableTable, TableDefinition};
     const RAW_DUPS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("dups");
     const RAW_DUP_SEQ: TableDefinition<&[u8; 20], &[u8]> = TableDefinition::new("dup_seq");
-    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let db = redb::Database::create(file).expect("open raw db");
     let txn = db.begin_write().expect("begin");
     {
@@ -537,12 +540,7 @@ pub fn downgrade_to_v4(file: &std::path::Path) {
             sealed.extend_from_slice(part);
             seqs.insert(&seq_key, sealed.as_slice()).expect("dup_seq row");
         }
-        let mut marker = b"QRYSTORE".to_vec();
-        marker.extend_from_slice(&4u32.to_le_bytes());
-        txn.open_table(RAW_META)
-            .expect("meta")
-            .insert("format", marker.as_slice())
-            .expect("marker");
+        set_raw_marker(&txn, 4);
     }
     txn.commit().expect("commit");
 }
@@ -567,22 +565,14 @@ pub fn raw_table_len(file: &std::path::Path, table: &str) -> Option<u64> {
 /// layout is decoded here independently of the store's code.
 pub fn downgrade_to_v3(file: &std::path::Path) {
     downgrade_to_v4(file);
-    use redb::{ReadableTable, TableDefinition};
+    use redb::TableDefinition;
     const RAW_EXTENTS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("extents");
     const RAW_CHUNKS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunks");
-    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let be = |b: &[u8]| u64::from_be_bytes(b.try_into().unwrap());
     let db = redb::Database::create(file).expect("open raw db");
     let txn = db.begin_write().expect("begin");
     {
-        let rows: Vec<([u8; 24], Vec<u8>)> = txn
-            .open_table(RAW_EXTENTS)
-            .expect("extents")
-            .iter()
-            .expect("iter")
-            .map(|r| r.expect("row"))
-            .map(|(k, v)| (*k.value(), v.value().to_vec()))
-            .collect();
+        let rows: Vec<([u8; 24], Vec<u8>)> = raw_rows(&txn.open_table(RAW_EXTENTS).expect("table"));
         txn.delete_table(RAW_EXTENTS).expect("delete extents");
         let mut chunks = txn.open_table(RAW_CHUNKS).expect("chunks");
         for (key, value) in rows {
@@ -610,12 +600,7 @@ pub fn downgrade_to_v3(file: &std::path::Path) {
                 chunks.insert(&ckey, row.as_slice()).expect("chunk row");
             }
         }
-        let mut marker = b"QRYSTORE".to_vec();
-        marker.extend_from_slice(&3u32.to_le_bytes());
-        txn.open_table(RAW_META)
-            .expect("meta")
-            .insert("format", marker.as_slice())
-            .expect("marker");
+        set_raw_marker(&txn, 3);
     }
     txn.commit().expect("commit");
 }
@@ -627,10 +612,9 @@ pub fn downgrade_to_v3(file: &std::path::Path) {
 /// the store's back.
 pub fn downgrade_to_v2(file: &std::path::Path) {
     downgrade_to_v3(file);
-    use redb::{ReadableTable, TableDefinition};
+    use redb::TableDefinition;
     const RAW_CHUNKS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunks");
     const RAW_TAILS: TableDefinition<&[u8; 24], &[u8]> = TableDefinition::new("chunk_tails");
-    const RAW_META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
     let data_path = file.with_extension("data");
     let data = std::fs::read(&data_path).expect("read the data file");
     let db = redb::Database::create(file).expect("open raw db");
@@ -638,12 +622,7 @@ pub fn downgrade_to_v2(file: &std::path::Path) {
     {
         let mut chunks = txn.open_table(RAW_CHUNKS).expect("chunks");
         let mut tails = txn.open_table(RAW_TAILS).expect("chunk_tails");
-        let rows: Vec<([u8; 24], Vec<u8>)> = chunks
-            .iter()
-            .expect("iter")
-            .map(|r| r.expect("row"))
-            .map(|(k, v)| (*k.value(), v.value().to_vec()))
-            .collect();
+        let rows: Vec<([u8; 24], Vec<u8>)> = raw_rows(&chunks);
         for (key, value) in rows {
             if value.len() == 4 {
                 continue; // a hole: the same bytes in both formats
@@ -659,12 +638,7 @@ pub fn downgrade_to_v2(file: &std::path::Path) {
                 tails.insert(&key, &chunk[4060..]).expect("tail");
             }
         }
-        let mut marker = b"QRYSTORE".to_vec();
-        marker.extend_from_slice(&2u32.to_le_bytes());
-        txn.open_table(RAW_META)
-            .expect("meta")
-            .insert("format", marker.as_slice())
-            .expect("marker");
+        set_raw_marker(&txn, 2);
     }
     txn.commit().expect("commit");
     std::fs::write(&data_path, vec![0xa5u8; 3 * 4096 + 100]).expect("garbage data file");
