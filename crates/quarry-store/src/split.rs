@@ -178,11 +178,13 @@ impl Store {
                 }
             }
             drop(purged);
-            // Duplicate table: copied, same sequence numbers (and so the same floor).
+            // Duplicate table: copied, same sequence numbers (and so the same floor); the
+            // child's table is exactly the copy (a new child has none: no pg_state).
             let mut log = txn.open_table(DUP_LOG)?;
             let rows = dups::entries(&log, parent)?;
             for (seed, _) in children {
                 let child = child_pg(*seed);
+                dups::purge(&mut log, child)?;
                 if let Some(first) = rows.first() {
                     dups::write_entries(&mut log, child, first.0, &rows)?;
                 }
