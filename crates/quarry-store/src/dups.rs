@@ -173,13 +173,17 @@ pub(crate) fn trim_slack(max: usize) -> u64 {
     (max as u64 / 4).max(1)
 }
 
-/// Appends one entry as a row holds it (`part` is valid: [`valid_reqid_part`]).
-fn put_entry(part: &[u8], value: &[u8], out: &mut Vec<u8>) {
-    debug_assert!(part.len() <= PART_MAX && value.len() <= u32::MAX as usize);
+/// Appends one entry as a row holds it (`part` is valid: [`valid_reqid_part`]), its value
+/// written by `value` in place.
+fn put_entry_with(part: &[u8], out: &mut Vec<u8>, value: impl FnOnce(&mut Vec<u8>)) {
+    debug_assert!(part.len() <= PART_MAX);
     out.extend_from_slice(&(part.len() as u16).to_le_bytes());
     out.extend_from_slice(part);
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(value);
+    let len_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    value(out);
+    let len = u32::try_from(out.len() - len_at - 4).expect("a dup value is far below 4 GiB");
+    out[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
 /// A sealed row: `floor`, then `count` entries already laid out in `body`.
@@ -199,7 +203,7 @@ pub(crate) type DupRow = (u64, Vec<u8>, Vec<u8>);
 pub(crate) fn encode_row(floor: u64, entries: &[DupRow]) -> Vec<u8> {
     let mut body = Vec::new();
     for (_, part, value) in entries {
-        put_entry(part, value, &mut body);
+        put_entry_with(part, &mut body, |out| out.extend_from_slice(value));
     }
     seal_row(floor, entries.len(), &body)
 }
@@ -269,13 +273,7 @@ pub(crate) fn row_count<T>(log: &T, pg: PgId) -> Result<usize, StoreError>
 where
     T: ReadableTable<&'static RowKey, &'static [u8]>,
 {
-    let (lo, hi) = (row_key(pg, 0), row_key(pg, u64::MAX));
-    let mut count = 0;
-    for item in log.range::<&RowKey>(&lo..=&hi)? {
-        item?;
-        count += 1;
-    }
-    Ok(count)
+    Ok(stored_rows(log, pg)?.len())
 }
 
 /// What `pg`'s rows hold: `(floor, next, rows as (first, count), entries at or above the
@@ -630,15 +628,7 @@ impl<'txn> DupTables<'txn> {
         }
         let seq = dups.next;
         dups.pending_offsets.push(dups.pending.len() as u32);
-        let at = dups.pending.len();
-        dups.pending.extend_from_slice(&(part.len() as u16).to_le_bytes());
-        dups.pending.extend_from_slice(part);
-        let len_at = dups.pending.len();
-        dups.pending.extend_from_slice(&[0; 4]);
-        encode_value_into(seq, reply, &mut dups.pending);
-        let len = (dups.pending.len() - len_at - 4) as u32;
-        dups.pending[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
-        debug_assert_eq!(at, *dups.pending_offsets.last().expect("pushed") as usize);
+        put_entry_with(part, &mut dups.pending, |out| encode_value_into(seq, reply, out));
         dups.index_insert(hash, seq);
         dups.next = seq + 1;
         if dups.next - dups.floor > max as u64 + trim_slack(max) {

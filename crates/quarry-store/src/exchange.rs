@@ -70,9 +70,8 @@ const VALUE_MAX: usize = 64 << 20;
 /// Longest duplicate table value an import accepts: a recorded reply is at most
 /// `DUP_REPLY_MAX` (4 KiB) or a list of empty outputs, one per op of a command.
 pub(crate) const DUP_VALUE_MAX: usize = 1 << 20;
-/// Largest duplicate table sequence number accepted from a stream (apply adds to the last
-/// one: far from overflowing; a PG applies far fewer than 2^62 commands).
-/// Largest duplicate table request id accepted from a stream.
+/// Largest duplicate table request id accepted from a stream (sequence numbers are bounded
+/// by `dups::SEQ_MAX`).
 const DUP_PART_MAX: usize = 2 + u16::MAX as usize + 16;
 
 /// A writer that keeps the crc32c of everything written.

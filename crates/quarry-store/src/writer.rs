@@ -178,11 +178,7 @@ impl Store {
         // The duplicate table's pending entries go into the transaction as one row per PG
         // (`dups.rs`). The read views are invalidated before the data file files the frees
         // under a new sequence number (`view.rs`).
-        let committed = match self.dup_memory.flush(&open.txn) {
-            Ok(()) => self.views.commit(open.txn),
-            Err(error) => Err(error),
-        };
-        match committed {
+        match self.dup_memory.flush(&open.txn).and_then(|()| self.views.commit(open.txn)) {
             Ok(()) => {
                 self.data.commit_done();
                 self.dirty().clear();
