@@ -55,6 +55,7 @@ async fn open_storage(
         ..wal_options(crate::space::fs_total(data.root()))
     };
     let cache_bytes = usize::try_from(limits.store_cache_bytes()).unwrap_or(usize::MAX);
+    let meta_cache_bytes = usize::try_from(limits.meta_cache_bytes()).unwrap_or(usize::MAX);
     let wal = tokio::task::spawn_blocking(move || Wal::open(&wal_dir, options)).await??;
     let store_path = data.store();
     let root = data.root().to_path_buf();
@@ -66,6 +67,7 @@ async fn open_storage(
         let options = StoreOptions {
             methods: Some(Arc::new(quarry_cls::Classes::new())),
             cache_bytes,
+            meta_cache_bytes,
             placements_at_open: Some(PlacementsAtOpen(Arc::new(placements))),
             ..StoreOptions::default()
         };

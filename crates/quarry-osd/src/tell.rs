@@ -385,6 +385,8 @@ fn failed(code: ErrorCode, message: String) -> Reply {
 /// entries from handing them to the apply thread to their replies: the wait for a round
 /// included) and `round_latency` (one apply round, `round_batches` PG batches in all);
 /// `osd.op_w_latency` minus those two is the Raft core's and the op path's own share.
+/// `quarry_meta_cache` counts the reads the store's object metadata cache answered (`hits`)
+/// and those that read its database (`misses`), and what it holds (`entries`, `bytes`).
 /// `quarry_write_once` says how large writes reached the data file: placed while they
 /// arrived (`placed_on_arrival`, issue 14), placed when their entries were appended
 /// (`placed_at_append`), placements made while payloads arrived that no entry took
@@ -401,6 +403,7 @@ async fn perf_dump(osd: &Arc<Osd>) -> Reply {
         Err(e) => return failed(ErrorCode::EIO, format!("perf dump: {e}")),
     };
     let wal = router.wal().stats();
+    let meta = router.store().meta_cache_stats();
     let time_avg = crate::optracker::time_avg_json;
     let counters = serde_json::json!({
         "osd": osd.tracker.perf_json(),
@@ -413,6 +416,12 @@ async fn perf_dump(osd: &Arc<Osd>) -> Reply {
             "bytes": wal.bytes,
         },
         "quarry_apply": router.applier().perf_json(),
+        "quarry_meta_cache": {
+            "hits": meta.hits,
+            "misses": meta.misses,
+            "entries": meta.entries,
+            "bytes": meta.bytes,
+        },
         "quarry_write_once": {
             "placed_on_arrival": preplaced.placed_on_arrival.load(std::sync::atomic::Ordering::Relaxed),
             "placed_at_append": preplaced.placed_at_append.load(std::sync::atomic::Ordering::Relaxed),

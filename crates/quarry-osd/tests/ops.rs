@@ -193,8 +193,9 @@ async fn write_once_counters(client: &common::OsdClient) -> serde_json::Value {
 }
 
 /// `perf dump` counts client ops, reads and writes, their bytes and latencies in Ceph's
-/// names and shapes (`{"avgcount", "sum", "avgtime"}` in seconds), and times the write
-/// path's stages: the WAL's group commits and the apply thread's batches.
+/// names and shapes (`{"avgcount", "sum", "avgtime"}` in seconds), times the write path's
+/// stages (the WAL's group commits and the apply thread's batches) and counts the reads the
+/// store's metadata cache answered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn perf_dump_counts_ops_and_times_the_write_path() {
     let cluster = common::start().await;
@@ -241,6 +242,14 @@ async fn perf_dump_counts_ops_and_times_the_write_path() {
     timed("quarry_wal", "commit_latency", 5);
     timed("quarry_wal", "round_latency", 1);
     timed("quarry_apply", "apply_latency", 5);
+    // The same objects read again: answered from the store's metadata cache.
+    for k in 0..3u8 {
+        assert_eq!(client.read(&format!("p-{k}")).await.unwrap(), vec![k; 4096]);
+    }
+    let again = perf_dump(&client).await;
+    let meta = |v: &serde_json::Value, key: &str| v["quarry_meta_cache"][key].as_u64().unwrap();
+    assert!(meta(&again, "hits") >= meta(&after, "hits") + 3, "{again}");
+    assert!(meta(&again, "entries") >= 3 && meta(&again, "bytes") > 0, "{again}");
     osd.shutdown().await;
     cluster.shutdown().await;
 }

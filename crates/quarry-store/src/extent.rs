@@ -91,6 +91,77 @@ pub(crate) fn rows_in<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     Ok(out)
 }
 
+/// Every row a version with chunk range `floor..=tag` of object `id` sees (the tags
+/// `floor..=tag`, all chunks), newest tag first and each tag's rows in chunk order, as
+/// [`visible_in`] takes them; None as soon as the rows so far fail `fits` (a large object
+/// written piecemeal: the metadata cache does not keep it).
+pub(crate) fn head_rows<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
+    table: &T,
+    ctx: &Ctx,
+    id: u64,
+    (floor, tag): (u64, u64),
+    fits: impl Fn(&[Extent]) -> bool,
+) -> Result<Option<Vec<Extent>>, StoreError> {
+    let mut out = Vec::new();
+    if floor > tag {
+        return Ok(Some(out));
+    }
+    // The version's own tag first, without looking for it (as `visible` does).
+    let mut known = Some(tag);
+    let mut cursor = tag;
+    loop {
+        let t = match known.take() {
+            Some(t) => t,
+            None => match tag_at_or_below(table, id, floor, cursor)? {
+                Some(t) => t,
+                None => break,
+            },
+        };
+        let (lo, hi) = (extent_key(id, t, 0), extent_key(id, t, u64::MAX));
+        for item in table.range::<&ExtentKey>(&lo..=&hi)? {
+            let (key, value) = item?;
+            out.push(decode_row(ctx, key.value(), value.value())?);
+            if !fits(&out) {
+                return Ok(None);
+            }
+        }
+        match t.checked_sub(1) {
+            Some(next) if next >= floor => cursor = next,
+            _ => break,
+        }
+    }
+    Ok(Some(out))
+}
+
+/// [`visible`] over the rows [`head_rows`] returned for the same `(floor, tag)`.
+pub(crate) fn visible_in(rows: &[Extent], a: u64, b: u64) -> Vec<(u64, u64, ChunkRef)> {
+    let b = b.min(CHUNKS_PER_OBJECT_MAX.saturating_sub(1));
+    if a > b {
+        return Vec::new();
+    }
+    let span = (b - a + 1) as usize;
+    let mut found: Vec<Option<(u64, ChunkRef)>> = vec![None; span];
+    let mut left = span;
+    // Newest tag first: the first row met for a chunk is the one the version sees.
+    for row in rows.iter().filter(|r| r.first <= b && r.end() > a) {
+        for index in row.first.max(a)..row.end().min(b + 1) {
+            let slot = &mut found[(index - a) as usize];
+            if slot.is_none() {
+                *slot = Some((row.tag, row.chunk(index)));
+                left -= 1;
+            }
+        }
+        if left == 0 {
+            break;
+        }
+    }
+    found
+        .into_iter()
+        .enumerate()
+        .filter_map(|(k, f)| f.map(|(t, r)| (a + k as u64, t, r)))
+        .collect()
+}
+
 /// Every row of object `id` (all tags, all chunks).
 pub(crate) fn all_rows<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     table: &T,

@@ -293,6 +293,7 @@ mod exchange;
 mod extent;
 mod format;
 mod merge;
+mod metacache;
 mod methods;
 mod read;
 mod split;
@@ -318,6 +319,7 @@ pub use datafile::DataSpace;
 pub use dups::{is_damaged_dup_table, DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
 pub use merge::MergeStats;
+pub use metacache::MetaCacheStats;
 pub use split::SplitStats;
 
 use crate::datafile::DataFile;
@@ -494,6 +496,8 @@ pub struct SpaceStats {
 pub struct StoreOptions {
     /// redb page cache size in bytes.
     pub cache_bytes: usize,
+    /// The object metadata cache's size in bytes (`metacache.rs`; 0: none).
+    pub meta_cache_bytes: usize,
     /// Request ids remembered per PG in the duplicate table (the oldest go first, in steps:
     /// up to a quarter more are kept between two, or what a merge or import brought).
     pub dups_per_pg: usize,
@@ -512,6 +516,7 @@ impl Default for StoreOptions {
     fn default() -> Self {
         StoreOptions {
             cache_bytes: 256 << 20,
+            meta_cache_bytes: 12 << 20,
             dups_per_pg: DUPS_PER_PG_DEFAULT,
             methods: None,
             placements_at_open: None,
@@ -662,7 +667,7 @@ impl Store {
             bytes_since_checkpoint: AtomicU64::new(0),
             dups_per_pg: options.dups_per_pg.max(1),
             dup_memory: dups::DupMemory::default(),
-            views: view::ReadViews::default(),
+            views: view::ReadViews::new(options.meta_cache_bytes),
             methods: options.methods.clone(),
             snap_trim_visits: AtomicU64::new(0),
             cached_reads: datafile::CachedReads::default(),
@@ -1426,14 +1431,31 @@ impl Store {
         // the view is taken: `view.rs`).
         let _reader = self.data.register_reader();
         let view = self.read_view(pg, name)?;
-        let record = Store::decode_record(&view.objects, pg, name)?;
-        let tables = ReadTables { view: &view, data: &self.data };
         let at_head = snap == SNAP_HEAD;
-        let target = record.as_ref().and_then(|r| {
+        let ctx = Ctx { pg, name };
+        let cached = if metacache::cacheable(at_head, ops) {
+            Some(self.cached_object(&view, &ctx)?)
+        } else {
+            None
+        };
+        let entry = cached.as_ref().filter(|c| c.rows.is_some());
+        let read_record;
+        let record = match entry {
+            Some(c) => c.record.as_ref(),
+            None => {
+                read_record = Store::decode_record(&view.objects, pg, name)?;
+                read_record.as_ref()
+            }
+        };
+        let head_rows = entry.and_then(|c| {
+            let (r, rows) = (c.record.as_ref()?, c.rows.as_deref()?);
+            Some(read::HeadRows { id: r.id, floor: r.head().floor, tag: r.head().tag, rows })
+        });
+        let tables = ReadTables { view: &view, data: &self.data, head_rows };
+        let target = record.and_then(|r| {
             let version = if at_head { Some(r.head()) } else { r.version_at(snap) };
             version.map(|version| Target { id: r.id, version, at_head })
         });
-        let ctx = Ctx { pg, name };
         let mut key_buf = Vec::new();
         let mut outputs = Vec::with_capacity(ops.len());
         let mut output_bytes = 0u64;
@@ -1455,6 +1477,32 @@ impl Store {
             }
         }
         Ok(OpReply::Ok(outputs))
+    }
+
+    /// The metadata cache's entry for the object `ctx` names: the kept one, or one read from
+    /// `view` (and kept, `metacache.rs`).
+    fn cached_object(
+        &self,
+        view: &view::ReadView,
+        ctx: &Ctx<'_>,
+    ) -> Result<Arc<metacache::CachedObject>, StoreError> {
+        if let Some(entry) = self.views.cached(ctx.pg, ctx.name) {
+            return Ok(entry);
+        }
+        let record = Store::decode_record(&view.objects, ctx.pg, ctx.name)?;
+        let rows = match record.as_ref().map(|r| (r.id, r.head())) {
+            Some((id, head)) if head.exists => extent::head_rows(
+                &view.chunks,
+                ctx,
+                id,
+                (head.floor, head.tag),
+                metacache::CachedObject::rows_fit,
+            )?,
+            _ => Some(Vec::new()),
+        };
+        let entry = Arc::new(metacache::CachedObject { record, rows });
+        self.views.cache(view, ctx.pg, ctx.name, Arc::clone(&entry));
+        Ok(entry)
     }
 
     fn get_record(
@@ -1550,12 +1598,17 @@ impl Store {
         self.data.sync()?;
         txn.set_durability(Durability::Immediate);
         txn.set_quick_repair(true);
-        self.views.commit(txn)?;
+        self.views.commit_no_objects(txn)?;
         self.reset_checkpoint_counters();
         // Punching the released blocks can take a while: applies go on meanwhile.
         drop(writer);
         self.data.release(durable);
         Ok(())
+    }
+
+    /// The object metadata cache's counters and usage (`metacache.rs`).
+    pub fn meta_cache_stats(&self) -> MetaCacheStats {
+        self.views.cache_stats()
     }
 
     /// Space figures of the data file (free blocks are hole-punched: no disk space).

@@ -14,8 +14,8 @@ use crate::crc::{append_zeros, combine_chunk};
 use crate::datafile::{is_cached_only, DataFile, DIRECT_READ_MIN};
 use crate::extent;
 use crate::format::{
-    sub_key, unseal, ChunkRef, ExtentKey, Version, CHUNK, CHUNK_SIZE, EXTENTS, OMAP, OMAP_HEADER,
-    XATTRS,
+    sub_key, unseal, ChunkRef, Extent, ExtentKey, Version, CHUNK, CHUNK_SIZE, EXTENTS, OMAP,
+    OMAP_HEADER, XATTRS,
 };
 use crate::view::ReadView;
 use crate::StoreError;
@@ -121,12 +121,36 @@ pub(crate) trait Tables {
     fn omap(&self) -> &Self::Kv;
     /// The omap header table.
     fn omap_header(&self) -> &Self::Header;
+    /// For each chunk of `a..=b` that a version with chunk range `floor..=tag` of object `id`
+    /// sees a row for: `(index, tag of the row, the chunk)` ([`extent::visible`]).
+    fn visible(
+        &self,
+        ctx: &Ctx,
+        id: u64,
+        (floor, tag): (u64, u64),
+        a: u64,
+        b: u64,
+    ) -> Result<Vec<(u64, u64, ChunkRef)>, StoreError> {
+        extent::visible(self.chunks(), ctx, id, (floor, tag), a, b)
+    }
 }
 
-/// Tables of a read: those of the shared read view (`view.rs`).
+/// The rows the head of object `id` sees, from the metadata cache (`metacache.rs`): what a
+/// read of that head takes instead of looking in the table.
+#[derive(Clone, Copy)]
+pub(crate) struct HeadRows<'d> {
+    pub id: u64,
+    pub floor: u64,
+    pub tag: u64,
+    pub rows: &'d [Extent],
+}
+
+/// Tables of a read: those of the shared read view (`view.rs`), and the rows of the object's
+/// head when the metadata cache had them.
 pub(crate) struct ReadTables<'d> {
     pub view: &'d ReadView,
     pub data: &'d DataFile,
+    pub head_rows: Option<HeadRows<'d>>,
 }
 
 impl Tables for ReadTables<'_> {
@@ -147,6 +171,21 @@ impl Tables for ReadTables<'_> {
     }
     fn omap_header(&self) -> &Self::Header {
         &self.view.omap_header
+    }
+    fn visible(
+        &self,
+        ctx: &Ctx,
+        id: u64,
+        (floor, tag): (u64, u64),
+        a: u64,
+        b: u64,
+    ) -> Result<Vec<(u64, u64, ChunkRef)>, StoreError> {
+        match self.head_rows {
+            Some(h) if (h.id, h.floor, h.tag) == (id, floor, tag) => {
+                Ok(extent::visible_in(h.rows, a, b))
+            }
+            _ => extent::visible(self.chunks(), ctx, id, (floor, tag), a, b),
+        }
     }
 }
 
@@ -278,7 +317,7 @@ pub(crate) fn load_chunk<T: Tables>(
     buf: &mut Vec<u8>,
 ) -> Result<Option<u64>, StoreError> {
     buf.clear();
-    let found = extent::visible(t.chunks(), ctx, id, (floor, tag), index, index)?;
+    let found = t.visible(ctx, id, (floor, tag), index, index)?;
     let Some(&(_, found, r)) = found.first() else {
         return Ok(None);
     };
@@ -303,8 +342,7 @@ pub(crate) fn read_data<T: Tables>(
     }
     let want = if len == 0 { v.size - off } else { len.min(v.size - off) };
     let end = off + want;
-    let refs =
-        extent::visible(t.chunks(), ctx, id, (v.floor, v.tag), off / CHUNK, (end - 1) / CHUNK)?;
+    let refs = t.visible(ctx, id, (v.floor, v.tag), off / CHUNK, (end - 1) / CHUNK)?;
     // Chunks whose data lies inside the output are read in place.
     let inside =
         |index: u64, len: u32| index * CHUNK >= off && index * CHUNK + u64::from(len) <= end;

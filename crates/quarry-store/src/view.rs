@@ -23,19 +23,31 @@
 //!   reuse pages a live read transaction may see) once its last reader is done.
 //! - Whatever needs no read transaction open (`Database::compact`, closing the store) calls
 //!   [`ReadViews::invalidate`] first.
+//!
+//! The views also own the object metadata cache (`metacache.rs`), whose coherence rests on
+//! the same generation: a commit drops the entries of what it wrote
+//! ([`ReadViews::commit_written`]) or all of them ([`ReadViews::invalidate`]) after the bump.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use redb::{Database, ReadOnlyTable, ReadTransaction, WriteTransaction};
 
+use std::collections::{HashMap, HashSet};
+
+use quarry_types::PgId;
+
 use crate::format::{ExtentKey, EXTENTS, OBJECTS, OMAP, OMAP_HEADER, XATTRS};
+use crate::metacache::{CachedObject, MetaCache};
 use crate::StoreError;
+
+/// The objects a transaction wrote, per PG (the store's dirty set, `writer.rs`).
+pub(crate) type Dirty = HashMap<PgId, HashSet<String>>;
 
 /// A read transaction and the tables reads use, opened once.
 pub(crate) struct ReadView {
     /// The generation of [`ReadViews`] read before the transaction began.
-    generation: u64,
+    pub generation: u64,
     pub objects: ReadOnlyTable<&'static [u8], &'static [u8]>,
     pub chunks: ReadOnlyTable<&'static ExtentKey, &'static [u8]>,
     pub xattrs: ReadOnlyTable<&'static [u8], &'static [u8]>,
@@ -60,13 +72,39 @@ impl ReadView {
 }
 
 /// The current view and the commit generation (see the module docs).
-#[derive(Default)]
 pub(crate) struct ReadViews {
     generation: AtomicU64,
     current: Mutex<Option<Arc<ReadView>>>,
+    meta: MetaCache,
 }
 
 impl ReadViews {
+    /// Views with an object metadata cache of about `meta_bytes` (0: none).
+    pub fn new(meta_bytes: usize) -> ReadViews {
+        ReadViews {
+            generation: AtomicU64::new(0),
+            current: Mutex::new(None),
+            meta: MetaCache::new(meta_bytes),
+        }
+    }
+
+    /// The cached entry of object `name` of `pg`, if any (`metacache.rs`).
+    pub fn cached(&self, pg: PgId, name: &str) -> Option<Arc<CachedObject>> {
+        self.meta.get(pg, name)
+    }
+
+    /// The metadata cache's counters and usage.
+    pub fn cache_stats(&self) -> crate::metacache::MetaCacheStats {
+        self.meta.stats()
+    }
+
+    /// Caches `entry`, read from `view`, unless a commit invalidated `view` meanwhile.
+    pub fn cache(&self, view: &ReadView, pg: PgId, name: &str, entry: Arc<CachedObject>) {
+        self.meta.insert_if_current(pg, name, entry, view.generation, || {
+            self.generation.load(Ordering::SeqCst)
+        });
+    }
+
     /// A view that sees every commit that called [`ReadViews::invalidate`] before this call:
     /// the current one, or a new one made from `db`.
     pub fn get(&self, db: &Database) -> Result<Arc<ReadView>, StoreError> {
@@ -87,7 +125,13 @@ impl ReadViews {
     /// A commit returned (or failed: its effect is unknown), or something needs every read
     /// transaction closed: no later [`ReadViews::get`] hands out a view made before, and the
     /// current one is dropped (its snapshot lives on only while readers hold it).
+    /// The metadata cache is cleared.
     pub fn invalidate(&self) {
+        self.bump();
+        self.meta.clear();
+    }
+
+    fn bump(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
         let old = self.lock().take();
         drop(old);
@@ -98,6 +142,44 @@ impl ReadViews {
         let committed = txn.commit();
         self.invalidate();
         Ok(committed?)
+    }
+
+    /// Commits `txn`, which wrote no object but those the store's dirty set names (what
+    /// `dirty` locks): as [`ReadViews::commit`], but the metadata cache drops only their
+    /// entries (all of them if the commit failed). The set is locked after the commit (readers
+    /// look at it) and handed back: the caller clears it.
+    pub fn commit_written<'d>(
+        &self,
+        txn: WriteTransaction,
+        dirty: impl FnOnce() -> MutexGuard<'d, Dirty>,
+    ) -> Result<MutexGuard<'d, Dirty>, StoreError> {
+        match txn.commit() {
+            Ok(()) => {
+                self.bump();
+                let written = dirty();
+                self.meta.remove_written(&written);
+                Ok(written)
+            }
+            Err(error) => {
+                self.invalidate();
+                Err(error.into())
+            }
+        }
+    }
+
+    /// Commits `txn`, which wrote no object (a checkpoint's durable commit): as
+    /// [`ReadViews::commit`], but the metadata cache stays (cleared if the commit failed).
+    pub fn commit_no_objects(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        match txn.commit() {
+            Ok(()) => {
+                self.bump();
+                Ok(())
+            }
+            Err(error) => {
+                self.invalidate();
+                Err(error.into())
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<ReadView>>> {
@@ -138,7 +220,7 @@ mod tests {
     fn a_view_is_shared_until_a_commit_invalidates_it() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(dir.path());
-        let views = ReadViews::default();
+        let views = ReadViews::new(0);
         put(&db, b"1");
         let a = views.get(&db).unwrap();
         let b = views.get(&db).unwrap();
@@ -157,7 +239,7 @@ mod tests {
     fn a_view_older_than_the_generation_is_not_handed_out() {
         let dir = tempfile::tempdir().unwrap();
         let db = db(dir.path());
-        let views = ReadViews::default();
+        let views = ReadViews::new(0);
         // A view made before a commit that was not seen by it (stored as if a reader had
         // raced the invalidation): the next reader must not get it.
         let generation = views.generation.load(Ordering::SeqCst);
@@ -173,7 +255,7 @@ mod tests {
     fn invalidating_closes_the_last_read_transaction() {
         let dir = tempfile::tempdir().unwrap();
         let mut db = db(dir.path());
-        let views = ReadViews::default();
+        let views = ReadViews::new(0);
         views.get(&db).unwrap();
         views.invalidate();
         // Compaction refuses to run while any read transaction is open.

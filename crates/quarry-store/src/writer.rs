@@ -43,7 +43,6 @@
 //! A read that runs on an async runtime's thread ([`Store::try_read_cached`]) never commits:
 //! it declines when the object has uncommitted work.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
@@ -155,7 +154,7 @@ impl Store {
         }
     }
 
-    fn dirty(&self) -> MutexGuard<'_, HashMap<PgId, HashSet<String>>> {
+    fn dirty(&self) -> MutexGuard<'_, crate::view::Dirty> {
         self.dirty.lock().unwrap_or_else(|poison| poison.into_inner())
     }
 
@@ -178,10 +177,16 @@ impl Store {
         // The duplicate table's pending entries go into the transaction as one row per PG
         // (`dups.rs`). The read views are invalidated before the data file files the frees
         // under a new sequence number (`view.rs`).
-        match self.dup_memory.flush(&open.txn).and_then(|()| self.views.commit(open.txn)) {
-            Ok(()) => {
+        // The objects it wrote stay in the dirty set until the metadata cache dropped their
+        // entries (`metacache.rs`).
+        let committed = self
+            .dup_memory
+            .flush(&open.txn)
+            .and_then(|()| self.views.commit_written(open.txn, || self.dirty()));
+        match committed {
+            Ok(mut dirty) => {
                 self.data.commit_done();
-                self.dirty().clear();
+                dirty.clear();
                 Ok(())
             }
             Err(error) => {

@@ -12,6 +12,7 @@ mod exchange;
 mod extents;
 mod lazy_commit;
 mod meta_corruption;
+mod metacache;
 mod model;
 mod placed;
 mod powerloss;

@@ -98,6 +98,12 @@ impl ServerLimits {
         (self.memory_target / 4).max(8 << 20)
     }
 
+    /// The store's object metadata cache (what reads of recently read objects skip the
+    /// database for): a sixteenth of the memory target, at least 1 MiB.
+    pub fn meta_cache_bytes(&self) -> u64 {
+        (self.memory_target / 16).max(1 << 20)
+    }
+
     /// The WAL's cache of recent entries (what followers and lagging appliers read): a
     /// sixteenth of the memory target, at least 4 MiB.
     pub fn wal_cache_bytes(&self) -> u64 {

@@ -1,0 +1,315 @@
+//! The object metadata cache: what a read of an object's head needs before it reads data (the
+//! object's record and the extent rows its head sees), kept in memory for recently read
+//! objects, so that a read it serves makes no B-tree descent. Two descents (the record, then
+//! the extent rows) were ~30% of the OSD's CPU per 4 KiB read (docs/benchmarks.md, "Sixteenth
+//! round").
+//!
+//! # Coherence
+//! An entry holds an object's state as of the last commit that wrote the object. The rules
+//! that keep it so (the read views' generation is the one of `view.rs`):
+//! - The commit of the applies' transaction (`writer.rs`) removes the entries of the objects
+//!   it wrote, after bumping the generation and before those names leave the store's dirty
+//!   set. A reader checks the dirty set before it looks here, so a reader of such an object
+//!   either waits for the commit (`Store::read` commits first) or began before the write was
+//!   applied, when the old state is an answer a concurrent read may give.
+//! - Every other commit, and a commit whose outcome is unknown, clears the cache (after the
+//!   bump): splits, merges, imports, trims, PG removal write objects without naming them.
+//! - A reader adds what it read from a view only while the generation is still the view's,
+//!   checked under the lock the removals take: an entry made from a view that misses a
+//!   commit never outlives that commit's removals.
+//! - An entry is used whole (its record and rows come from one view), and only by commands
+//!   that need nothing else (reads and stats at the head, [`Cacheable`]): nothing a read takes
+//!   from here is mixed with what it reads from a view.
+//! - Data blocks: a reader registers with the data file before it looks (`view.rs`), so the
+//!   blocks an entry names and a later commit frees stay pending while it reads.
+//!
+//! # Memory
+//! Entries are weighed in bytes (an estimate of what they hold, with the map's overhead) and
+//! the least recently used go first once a shard passes its share of the budget
+//! (`StoreOptions::meta_cache_bytes`, sized by the OSD from its memory target). Objects whose
+//! head sees many rows (large objects written piecemeal) are not kept: an entry says only
+//! that (a hint: those reads take the plain path at once).
+//!
+//! # Why lru
+//! The `lru` crate is a small, widely used LRU map (a hash map with an intrusive list); one
+//! per shard, behind a mutex, since every lookup reorders it.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use quarry_types::{ObjectOp, PgId};
+
+use crate::format::{Extent, ExtentBody, ObjectRecord, Version};
+
+/// Most extent rows an entry keeps; an object whose head sees more is not cached.
+pub(crate) const ROWS_MAX: usize = 32;
+/// Most chunks those rows may cover with data (their crcs are kept: 4 bytes each): a 4 MiB
+/// object written in one piece fits.
+pub(crate) const DATA_CHUNKS_MAX: usize = 1024;
+const SHARDS: usize = 16;
+/// What an entry costs beyond its contents: the map's slot and list node, the `Arc`, the key,
+/// the allocations' own overhead (measured: ~600 bytes of resident memory per entry of a
+/// 4 KiB object, which this estimate plus the contents' sizes makes ~560).
+const ENTRY_OVERHEAD: usize = 384;
+
+/// What a read at the head needs of one object, from one view.
+#[derive(Debug)]
+pub(crate) struct CachedObject {
+    /// The object's record (None: no such object).
+    pub record: Option<ObjectRecord>,
+    /// The extent rows the head sees (tags `floor..=tag` of the head), newest tag first and
+    /// each tag's rows in chunk order; None when there were too many to keep.
+    pub rows: Option<Vec<Extent>>,
+}
+
+impl CachedObject {
+    fn weight(&self, name: &str) -> usize {
+        let versions = self.record.as_ref().map_or(0, |r| r.versions.len());
+        let rows = self.rows.as_deref().unwrap_or_default();
+        let row_bytes: usize = rows
+            .iter()
+            .map(|r| {
+                std::mem::size_of::<Extent>()
+                    + match &r.body {
+                        ExtentBody::Hole => 0,
+                        ExtentBody::Data { crcs, .. } => crcs.len() * 4,
+                    }
+            })
+            .sum();
+        ENTRY_OVERHEAD + name.len() + versions * std::mem::size_of::<Version>() + row_bytes
+    }
+
+    /// Whether rows this many (covering this many data chunks) may be kept.
+    pub fn rows_fit(rows: &[Extent]) -> bool {
+        let chunks: usize = rows
+            .iter()
+            .map(|r| match &r.body {
+                ExtentBody::Hole => 0,
+                ExtentBody::Data { crcs, .. } => crcs.len(),
+            })
+            .sum();
+        rows.len() <= ROWS_MAX && chunks <= DATA_CHUNKS_MAX
+    }
+}
+
+/// Whether a command may be served from an entry: reads of data and size at the head.
+pub(crate) fn cacheable(at_head: bool, ops: &[ObjectOp]) -> bool {
+    at_head
+        && !ops.is_empty()
+        && ops
+            .iter()
+            .all(|op| matches!(op, ObjectOp::Read { .. } | ObjectOp::Stat | ObjectOp::AssertExists))
+}
+
+type Key = (PgId, String);
+
+struct Shard {
+    map: lru::LruCache<Key, (Arc<CachedObject>, usize)>,
+    bytes: usize,
+}
+
+/// The cache (see the module docs). Its generation checks take the generation as an argument:
+/// the read views own it.
+pub(crate) struct MetaCache {
+    shards: Vec<Mutex<Shard>>,
+    shard_bytes: usize,
+    hasher: std::collections::hash_map::RandomState,
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// What the metadata cache holds and how often it answered (`Store::meta_cache_stats`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MetaCacheStats {
+    /// Lookups answered from the cache.
+    pub hits: u64,
+    /// Lookups that read the database instead.
+    pub misses: u64,
+    /// Objects kept.
+    pub entries: u64,
+    /// Their estimated weight in bytes (what the budget bounds).
+    pub bytes: u64,
+}
+
+impl MetaCache {
+    /// A cache of about `bytes` (0: nothing is kept).
+    pub fn new(bytes: usize) -> MetaCache {
+        MetaCache {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard { map: lru::LruCache::unbounded(), bytes: 0 }))
+                .collect(),
+            shard_bytes: bytes / SHARDS,
+            hasher: std::collections::hash_map::RandomState::new(),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, pg: PgId, name: &str) -> MutexGuard<'_, Shard> {
+        let mut h = self.hasher.build_hasher();
+        pg.hash(&mut h);
+        name.hash(&mut h);
+        let i = (h.finish() % SHARDS as u64) as usize;
+        self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The entry of object `name` of `pg`, if kept.
+    pub fn get(&self, pg: PgId, name: &str) -> Option<Arc<CachedObject>> {
+        if self.shard_bytes == 0 {
+            return None;
+        }
+        let key = (pg, name.to_string());
+        let found = self.shard(pg, name).map.get(&key).map(|(entry, _)| Arc::clone(entry));
+        let counter = if found.is_some() { &self.hits } else { &self.misses };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    /// Keeps `entry` for object `name` of `pg`, read from a view of generation `view`, if
+    /// `current()` (read under the shard's lock) is still `view` (see the module docs).
+    pub fn insert_if_current(
+        &self,
+        pg: PgId,
+        name: &str,
+        entry: Arc<CachedObject>,
+        view: u64,
+        current: impl Fn() -> u64,
+    ) {
+        let weight = entry.weight(name);
+        if self.shard_bytes == 0 || weight > self.shard_bytes {
+            return;
+        }
+        let mut shard = self.shard(pg, name);
+        if current() != view {
+            return;
+        }
+        if let Some((_, old)) = shard.map.put((pg, name.to_string()), (entry, weight)) {
+            shard.bytes -= old;
+        }
+        shard.bytes += weight;
+        while shard.bytes > self.shard_bytes {
+            match shard.map.pop_lru() {
+                Some((_, (_, w))) => shard.bytes -= w,
+                None => break,
+            }
+        }
+    }
+
+    /// Drops the entries of the objects named in `written` (call after bumping the
+    /// generation).
+    pub fn remove_written(&self, written: &HashMap<PgId, HashSet<String>>) {
+        if self.shard_bytes == 0 {
+            return;
+        }
+        for (&pg, names) in written {
+            for name in names {
+                let mut shard = self.shard(pg, name);
+                if let Some((_, w)) = shard.map.pop(&(pg, name.clone())) {
+                    shard.bytes -= w;
+                }
+            }
+        }
+    }
+
+    /// Drops every entry (call after bumping the generation).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.map.clear();
+            shard.bytes = 0;
+        }
+    }
+
+    /// Entries kept and their weight in bytes.
+    pub fn usage(&self) -> (usize, usize) {
+        self.shards.iter().fold((0, 0), |(n, b), s| {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            (n + s.map.len(), b + s.bytes)
+        })
+    }
+
+    /// The counters and the usage.
+    pub fn stats(&self) -> MetaCacheStats {
+        let (entries, bytes) = self.usage();
+        MetaCacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: entries as u64,
+            bytes: bytes as u64,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::Version;
+
+    fn pg() -> PgId {
+        PgId { pool: 1, seed: 0 }
+    }
+
+    fn entry(id: u64) -> Arc<CachedObject> {
+        let v = Version { tag: 1, floor: 1, exists: true, size: 4096, mtime: (0, 0) };
+        Arc::new(CachedObject {
+            record: Some(ObjectRecord { id, versions: vec![v] }),
+            rows: Some(vec![Extent {
+                tag: 1,
+                first: 0,
+                count: 1,
+                body: ExtentBody::Data { block: id, last_len: 4096, crcs: vec![7] },
+            }]),
+        })
+    }
+
+    fn id_of(cache: &MetaCache, name: &str) -> Option<u64> {
+        cache.get(pg(), name).and_then(|e| e.record.as_ref().map(|r| r.id))
+    }
+
+    #[test]
+    fn an_entry_from_a_view_older_than_the_generation_is_not_kept() {
+        let cache = MetaCache::new(1 << 20);
+        cache.insert_if_current(pg(), "a", entry(1), 4, || 5);
+        assert_eq!(id_of(&cache, "a"), None, "an entry from a stale view was kept");
+        cache.insert_if_current(pg(), "a", entry(1), 5, || 5);
+        assert_eq!(id_of(&cache, "a"), Some(1));
+    }
+
+    #[test]
+    fn removal_drops_only_the_written_names() {
+        let cache = MetaCache::new(1 << 20);
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            cache.insert_if_current(pg(), name, entry(i as u64), 1, || 1);
+        }
+        let other = PgId { pool: 1, seed: 1 };
+        let written = HashMap::from([
+            (pg(), HashSet::from(["b".to_string()])),
+            (other, HashSet::from(["a".to_string()])),
+        ]);
+        cache.remove_written(&written);
+        assert_eq!(
+            (id_of(&cache, "a"), id_of(&cache, "b"), id_of(&cache, "c")),
+            (Some(0), None, Some(2))
+        );
+        cache.clear();
+        assert_eq!(cache.usage(), (0, 0));
+    }
+
+    #[test]
+    fn the_least_recently_used_go_first_within_the_budget() {
+        let weight = entry(0).weight("o0");
+        // Room for about four entries per shard.
+        let cache = MetaCache::new(SHARDS * weight * 4);
+        for i in 0..2000u64 {
+            cache.insert_if_current(pg(), &format!("o{i}"), entry(i), 1, || 1);
+            // "o0" is read after every insert: it stays.
+            assert!(id_of(&cache, "o0").is_some(), "the entry read all along was evicted");
+        }
+        let (entries, bytes) = cache.usage();
+        assert!(bytes <= SHARDS * weight * 4, "{bytes} bytes over the budget");
+        assert!((SHARDS * 2..=SHARDS * 4).contains(&entries), "{entries} entries");
+        assert_eq!(MetaCache::new(0).get(pg(), "o0").map(|_| ()), None);
+    }
+}
