@@ -1434,7 +1434,7 @@ impl Store {
         let at_head = snap == SNAP_HEAD;
         let ctx = Ctx { pg, name };
         let cached = if metacache::cacheable(at_head, ops) {
-            Some(self.cached_object(&view, &ctx)?)
+            self.cached_object(&view, &ctx)?
         } else {
             None
         };
@@ -1480,14 +1480,16 @@ impl Store {
     }
 
     /// The metadata cache's entry for the object `ctx` names: the kept one, or one read from
-    /// `view` (and kept, `metacache.rs`).
+    /// `view` (and kept) when the cache admits the object, or None (`metacache.rs`).
     fn cached_object(
         &self,
         view: &view::ReadView,
         ctx: &Ctx<'_>,
-    ) -> Result<Arc<metacache::CachedObject>, StoreError> {
-        if let Some(entry) = self.views.cached(ctx.pg, ctx.name) {
-            return Ok(entry);
+    ) -> Result<Option<Arc<metacache::CachedObject>>, StoreError> {
+        match self.views.cached(ctx.pg, ctx.name) {
+            metacache::Lookup::Hit(entry) => return Ok(Some(entry)),
+            metacache::Lookup::Pass => return Ok(None),
+            metacache::Lookup::Admit => {}
         }
         let record = Store::decode_record(&view.objects, ctx.pg, ctx.name)?;
         let rows = match record.as_ref().map(|r| (r.id, r.head())) {
@@ -1502,7 +1504,7 @@ impl Store {
         };
         let entry = Arc::new(metacache::CachedObject { record, rows });
         self.views.cache(view, ctx.pg, ctx.name, Arc::clone(&entry));
-        Ok(entry)
+        Ok(Some(entry))
     }
 
     fn get_record(

@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 use quarry_types::PgId;
 
 use crate::format::{ExtentKey, EXTENTS, OBJECTS, OMAP, OMAP_HEADER, XATTRS};
-use crate::metacache::{CachedObject, MetaCache};
+use crate::metacache::{CachedObject, Lookup, MetaCache};
 use crate::StoreError;
 
 /// The objects a transaction wrote, per PG (the store's dirty set, `writer.rs`).
@@ -88,8 +88,8 @@ impl ReadViews {
         }
     }
 
-    /// The cached entry of object `name` of `pg`, if any (`metacache.rs`).
-    pub fn cached(&self, pg: PgId, name: &str) -> Option<Arc<CachedObject>> {
+    /// The cached entry of object `name` of `pg`, or whether to make one (`metacache.rs`).
+    pub fn cached(&self, pg: PgId, name: &str) -> Lookup {
         self.meta.get(pg, name)
     }
 

@@ -1,6 +1,7 @@
 //! The object metadata cache (`metacache.rs`): reads of an object's head answered from memory
 //! must see every write answered before they began, through every kind of commit; a
-//! checkpoint keeps the entries; objects too large to keep are still read right.
+//! checkpoint keeps the entries; objects too large to keep are still read right. (An object
+//! gets an entry at its second miss: the tests read twice to make one.)
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,7 +33,10 @@ fn a_cached_head_follows_every_write_of_its_object() {
     apply1(&store, cmd("o", vec![write_full(&pattern(6000, 1))]));
     apply1(&store, cmd("other", vec![write_full(b"x")]));
     store.settle().unwrap();
-    assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(pattern(6000, 1)));
+    // A first miss is remembered, the second makes the entry (the admission filter).
+    for _ in 0..2 {
+        assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(pattern(6000, 1)));
+    }
     let before = hits(&store);
     assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(pattern(6000, 1)));
     assert_eq!(hits(&store), before + 1, "the second read was not answered from the cache");
@@ -51,7 +55,9 @@ fn a_cached_head_follows_every_write_of_its_object() {
         apply1(&store, cmd("o", ops));
         assert_eq!(read_all(&store, "other", SNAP_HEAD), Ok(b"x".to_vec()));
         assert!(store.has_open_transaction());
-        assert_eq!(read_all(&store, "o", SNAP_HEAD), want, "step {i}: a stale head was read");
+        for _ in 0..2 {
+            assert_eq!(read_all(&store, "o", SNAP_HEAD), want, "step {i}: a stale head was read");
+        }
         let before = hits(&store);
         assert_eq!(read_all(&store, "o", SNAP_HEAD), want, "step {i}, read again");
         assert_eq!(hits(&store), before + 1, "step {i}: not cached again");
@@ -64,7 +70,10 @@ fn a_cached_head_follows_every_write_of_its_object() {
 fn a_snapshot_write_replaces_the_cached_head() {
     let (_dir, store) = open_temp();
     apply1(&store, cmd("o", vec![write_full(&pattern(5000, 1))]));
-    assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(pattern(5000, 1)));
+    for _ in 0..3 {
+        assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(pattern(5000, 1)));
+    }
+    assert!(hits(&store) > 0);
     let snapc = SnapContext { seq: 4, snaps: vec![4] };
     apply1(&store, cmd_at("o", &snapc, (200, 0), vec![write(0, &pattern(100, 2))]));
     let mut head = pattern(5000, 1);
@@ -79,7 +88,9 @@ fn a_snapshot_write_replaces_the_cached_head() {
 fn a_checkpoint_keeps_the_cached_heads() {
     let (_dir, store) = open_temp();
     apply1(&store, cmd("o", vec![write_full(&pattern(3000, 1))]));
-    assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(pattern(3000, 1)));
+    for _ in 0..2 {
+        assert_eq!(read_all(&store, "o", SNAP_HEAD), Ok(pattern(3000, 1)));
+    }
     store.checkpoint().unwrap();
     let before = hits(&store);
     match store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Stat]).unwrap() {
