@@ -29,8 +29,8 @@
 //! miss within about the cache's reach says an entry would have been used. Reads spread
 //! uniformly over far more objects than the cache holds (`rados bench rand` over 200k
 //! objects) would otherwise pay for an entry at nearly every read and use few (measured:
-//! 1–2 µs of CPU more per read with a 12 MiB cache); a VM's image (a few thousand objects
-//! read again and again) gets its entries at once.
+//! ~2.5 µs of the OSD's CPU more per read with a 12 MiB cache); a VM's image (a few thousand
+//! objects read again and again) gets its entries at once.
 //!
 //! # Memory
 //! Entries are weighed in bytes (an estimate of what they hold, with the map's overhead) and
