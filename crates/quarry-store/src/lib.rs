@@ -1493,13 +1493,17 @@ impl Store {
         }
         let record = Store::decode_record(&view.objects, ctx.pg, ctx.name)?;
         let rows = match record.as_ref().map(|r| (r.id, r.head())) {
-            Some((id, head)) if head.exists => extent::head_rows(
-                &view.chunks,
-                ctx,
-                id,
-                (head.floor, head.tag),
-                metacache::CachedObject::rows_fit,
-            )?,
+            Some((id, head)) if head.exists => {
+                let fits = metacache::CachedObject::rows_fit;
+                match extent::head_rows(&view.chunks, ctx, id, (head.floor, head.tag), fits) {
+                    Ok(rows) => rows,
+                    // A damaged row the read may not need (outside its range, or a stat):
+                    // no rows kept, the read takes the plain path and meets the damage only
+                    // if it reads there.
+                    Err(StoreError::Corrupt { .. }) => None,
+                    Err(error) => return Err(error),
+                }
+            }
             _ => Some(Vec::new()),
         };
         let entry = Arc::new(metacache::CachedObject { record, rows });

@@ -339,3 +339,38 @@ fn a_large_read_is_checked_and_hashed_piece_by_piece() {
     let before = read_payload(&store, 0, 2 << 20).unwrap();
     assert!(before.data == want[..2 << 20]);
 }
+
+/// Goal: a malformed extent row outside what a read needs fails only the reads that need it,
+/// however often the object is read (the metadata cache reads every row of the head when it
+/// makes an entry: it must not turn the damage into errors of the other reads). Method:
+/// chunks 0 and 10 written apart (two rows), the second row's kind byte flipped; stats and
+/// reads of chunk 0, five times each, then a read of chunk 10.
+#[test]
+fn a_malformed_row_fails_only_the_reads_that_need_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = {
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(PG, &[cmd("o", vec![write(0, &pattern(4096, 3))])], b"s").unwrap();
+        store.apply(PG, &[cmd("o", vec![write(10 * 4096, &pattern(4096, 4))])], b"s").unwrap();
+        store.checkpoint().unwrap();
+        store.path().to_path_buf()
+    };
+    damage_row(&file, RAW_EXTENTS, 1, 0);
+    let store = Store::open(&file).unwrap();
+    for i in 0..5 {
+        match store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Stat]) {
+            Ok(OpReply::Ok(_)) => {}
+            other => panic!("stat {i}: {other:?}"),
+        }
+        let read = store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Read { off: 0, len: 4096 }]);
+        match read {
+            Ok(OpReply::Ok(out)) => assert_eq!(
+                out,
+                vec![quarry_types::OpOutput::Data(quarry_types::Payload::new(pattern(4096, 3)))]
+            ),
+            other => panic!("read {i} of chunk 0: {other:?}"),
+        }
+    }
+    let far = store.read(PG, "o", SNAP_HEAD, &[ObjectOp::Read { off: 10 * 4096, len: 10 }]);
+    assert!(is_corrupt(far), "the damaged row was read without an error");
+}

@@ -222,3 +222,28 @@ fn concurrent_reads_never_see_an_answered_write_undone() {
     assert!(versions > 100 && reads > 100, "{versions} writes, {reads} reads");
     assert!(hits(&store) > 0, "no read was answered from the cache");
 }
+
+/// Goal: commits that write objects without naming them (PG removal, import) empty the cache.
+/// Method: an object's head cached (a hit seen), then the PG removed, or an older export
+/// imported over it; the next read must see the change.
+#[test]
+fn a_pg_removal_or_an_import_drops_the_cached_heads() {
+    let (_dir, store) = open_temp();
+    let cached = |store: &Store, want: &[u8]| {
+        let before = hits(store);
+        for _ in 0..3 {
+            assert_eq!(read_all(store, "o", SNAP_HEAD).as_deref(), Ok(want));
+        }
+        assert!(hits(store) > before, "not cached");
+    };
+    apply1(&store, cmd("o", vec![write_full(b"exported")]));
+    let mut stream = Vec::new();
+    store.export_pg(PG, &mut stream).unwrap();
+    apply1(&store, cmd("o", vec![write_full(b"written after the export")]));
+    cached(&store, b"written after the export");
+    store.import_pg(PG, &mut stream.as_slice()).unwrap();
+    assert_eq!(read_all(&store, "o", SNAP_HEAD).as_deref(), Ok(b"exported".as_slice()));
+    cached(&store, b"exported");
+    store.remove_pg(PG).unwrap();
+    assert_eq!(read_all(&store, "o", SNAP_HEAD), Err(ErrorCode::ENOENT), "a removed PG was read");
+}
