@@ -121,19 +121,25 @@ pub(crate) trait Tables {
     fn omap(&self) -> &Self::Kv;
     /// The omap header table.
     fn omap_header(&self) -> &Self::Header;
-    /// For each chunk of `a..=b` that a version with chunk range `floor..=tag` of object `id`
-    /// sees a row for: `(index, tag of the row, the chunk)` ([`extent::visible`]).
-    fn visible(
-        &self,
-        ctx: &Ctx,
-        id: u64,
-        (floor, tag): (u64, u64),
-        a: u64,
-        b: u64,
-    ) -> Result<Vec<(u64, u64, ChunkRef)>, StoreError> {
-        extent::visible(self.chunks(), ctx, id, (floor, tag), a, b)
+    /// The rows of one object's head the metadata cache gave the read, if any.
+    fn head_rows(&self) -> Option<HeadRows<'_>> {
+        None
     }
 }
+
+/// [`extent::visible`] for object `id` at chunk range `floor..=tag`, chunks `a..=b`: from the
+/// rows the metadata cache gave `t` when they are that version's, else from the table.
+fn visible<T: Tables>(t: &T, ctx: &Ctx, id: u64, range: (u64, u64), a: u64, b: u64) -> Visible {
+    match t.head_rows() {
+        Some(h) if (h.id, h.floor, h.tag) == (id, range.0, range.1) => {
+            Ok(extent::visible_in(h.rows, a, b))
+        }
+        _ => extent::visible(t.chunks(), ctx, id, range, a, b),
+    }
+}
+
+/// What [`visible`] returns: `(index, tag of the row, the chunk)` for each chunk with a row.
+type Visible = Result<Vec<(u64, u64, ChunkRef)>, StoreError>;
 
 /// The rows the head of object `id` sees, from the metadata cache (`metacache.rs`): what a
 /// read of that head takes instead of looking in the table.
@@ -172,20 +178,8 @@ impl Tables for ReadTables<'_> {
     fn omap_header(&self) -> &Self::Header {
         &self.view.omap_header
     }
-    fn visible(
-        &self,
-        ctx: &Ctx,
-        id: u64,
-        (floor, tag): (u64, u64),
-        a: u64,
-        b: u64,
-    ) -> Result<Vec<(u64, u64, ChunkRef)>, StoreError> {
-        match self.head_rows {
-            Some(h) if (h.id, h.floor, h.tag) == (id, floor, tag) => {
-                Ok(extent::visible_in(h.rows, a, b))
-            }
-            _ => extent::visible(self.chunks(), ctx, id, (floor, tag), a, b),
-        }
+    fn head_rows(&self) -> Option<HeadRows<'_>> {
+        self.head_rows
     }
 }
 
@@ -317,7 +311,7 @@ pub(crate) fn load_chunk<T: Tables>(
     buf: &mut Vec<u8>,
 ) -> Result<Option<u64>, StoreError> {
     buf.clear();
-    let found = t.visible(ctx, id, (floor, tag), index, index)?;
+    let found = visible(t, ctx, id, (floor, tag), index, index)?;
     let Some(&(_, found, r)) = found.first() else {
         return Ok(None);
     };
@@ -342,7 +336,7 @@ pub(crate) fn read_data<T: Tables>(
     }
     let want = if len == 0 { v.size - off } else { len.min(v.size - off) };
     let end = off + want;
-    let refs = t.visible(ctx, id, (v.floor, v.tag), off / CHUNK, (end - 1) / CHUNK)?;
+    let refs = visible(t, ctx, id, (v.floor, v.tag), off / CHUNK, (end - 1) / CHUNK)?;
     // Chunks whose data lies inside the output are read in place.
     let inside =
         |index: u64, len: u32| index * CHUNK >= off && index * CHUNK + u64::from(len) <= end;
