@@ -91,75 +91,68 @@ pub(crate) fn rows_in<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     Ok(out)
 }
 
-/// Every row a version with chunk range `floor..=tag` of object `id` sees (the tags
-/// `floor..=tag`, all chunks), newest tag first and each tag's rows in chunk order, as
-/// [`visible_in`] takes them; None as soon as the rows so far fail `fits` (a large object
-/// written piecemeal: the metadata cache does not keep it).
+/// Every row a version with chunk range `floor..=tag` of object `id` sees (all chunks), as
+/// [`visible_in`] takes them: [`rows_in`] over the whole object.
 pub(crate) fn head_rows<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     table: &T,
     ctx: &Ctx,
     id: u64,
-    (floor, tag): (u64, u64),
-    fits: impl Fn(&[Extent]) -> bool,
-) -> Result<Option<Vec<Extent>>, StoreError> {
-    let mut out = Vec::new();
-    if floor > tag {
-        return Ok(Some(out));
-    }
-    // The version's own tag first, without looking for it (as `visible` does).
-    let mut known = Some(tag);
-    let mut cursor = tag;
-    loop {
-        let t = match known.take() {
-            Some(t) => t,
-            None => match tag_at_or_below(table, id, floor, cursor)? {
-                Some(t) => t,
-                None => break,
-            },
-        };
-        let (lo, hi) = (extent_key(id, t, 0), extent_key(id, t, u64::MAX));
-        for item in table.range::<&ExtentKey>(&lo..=&hi)? {
-            let (key, value) = item?;
-            out.push(decode_row(ctx, key.value(), value.value())?);
-            if !fits(&out) {
-                return Ok(None);
-            }
-        }
-        match t.checked_sub(1) {
-            Some(next) if next >= floor => cursor = next,
-            _ => break,
-        }
-    }
-    Ok(Some(out))
+    range: (u64, u64),
+) -> Result<Vec<Extent>, StoreError> {
+    rows_in(table, ctx, id, range, 0, CHUNKS_PER_OBJECT_MAX.saturating_sub(1))
 }
 
 /// [`visible`] over the rows [`head_rows`] returned for the same `(floor, tag)`.
 pub(crate) fn visible_in(rows: &[Extent], a: u64, b: u64) -> Vec<(u64, u64, ChunkRef)> {
-    let b = b.min(CHUNKS_PER_OBJECT_MAX.saturating_sub(1));
-    if a > b {
+    let Some(mut seen) = Seen::new(a, b) else {
         return Vec::new();
-    }
-    let span = (b - a + 1) as usize;
-    let mut found: Vec<Option<(u64, ChunkRef)>> = vec![None; span];
-    let mut left = span;
+    };
     // Newest tag first: the first row met for a chunk is the one the version sees.
-    for row in rows.iter().filter(|r| r.first <= b && r.end() > a) {
-        for index in row.first.max(a)..row.end().min(b + 1) {
-            let slot = &mut found[(index - a) as usize];
-            if slot.is_none() {
-                *slot = Some((row.tag, row.chunk(index)));
-                left -= 1;
-            }
-        }
-        if left == 0 {
+    for row in rows {
+        if seen.take(row) {
             break;
         }
     }
-    found
-        .into_iter()
-        .enumerate()
-        .filter_map(|(k, f)| f.map(|(t, r)| (a + k as u64, t, r)))
-        .collect()
+    seen.into_refs()
+}
+
+/// The chunks of `a..=b` a version sees, filled from its rows newest tag first.
+struct Seen {
+    a: u64,
+    found: Vec<Option<(u64, ChunkRef)>>,
+    left: usize,
+}
+
+impl Seen {
+    /// None when the range is empty (`b` is clamped to the object's last possible chunk).
+    fn new(a: u64, b: u64) -> Option<Seen> {
+        let b = b.min(CHUNKS_PER_OBJECT_MAX.saturating_sub(1));
+        let span = (b.checked_sub(a)? + 1) as usize;
+        Some(Seen { a, found: vec![None; span], left: span })
+    }
+
+    /// Takes the chunks of `row` in the range not taken yet; true once every chunk is.
+    fn take(&mut self, row: &Extent) -> bool {
+        let end = self.a + self.found.len() as u64;
+        for index in row.first.max(self.a)..row.end().min(end) {
+            let slot = &mut self.found[(index - self.a) as usize];
+            if slot.is_none() {
+                *slot = Some((row.tag, row.chunk(index)));
+                self.left -= 1;
+            }
+        }
+        self.left == 0
+    }
+
+    /// `(index, tag of the row, the chunk)` for each chunk taken, in chunk order.
+    fn into_refs(self) -> Vec<(u64, u64, ChunkRef)> {
+        let a = self.a;
+        self.found
+            .into_iter()
+            .enumerate()
+            .filter_map(|(k, f)| f.map(|(t, r)| (a + k as u64, t, r)))
+            .collect()
+    }
 }
 
 /// Every row of object `id` (all tags, all chunks).
@@ -190,17 +183,14 @@ pub(crate) fn visible<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     b: u64,
 ) -> Result<Vec<(u64, u64, ChunkRef)>, StoreError> {
     let b = b.min(CHUNKS_PER_OBJECT_MAX.saturating_sub(1));
-    if a > b || floor > tag {
+    let Some(mut seen) = Seen::new(a, b).filter(|_| floor <= tag) else {
         return Ok(Vec::new());
-    }
-    let span = (b - a + 1) as usize;
-    let mut found: Vec<Option<(u64, ChunkRef)>> = vec![None; span];
-    let mut left = span;
+    };
     let mut cursor = tag;
     // The version's own tag first, without looking for it (most reads find everything
     // there); older tags are then found one seek each.
     let mut known = Some(tag);
-    while left > 0 {
+    loop {
         let t = match known.take() {
             Some(t) => t,
             None => match tag_at_or_below(table, id, floor, cursor)? {
@@ -208,23 +198,14 @@ pub(crate) fn visible<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
                 None => break,
             },
         };
+        let mut complete = false;
         for row in overlapping(table, ctx, id, t, a, b)? {
-            for index in row.first.max(a)..row.end().min(b + 1) {
-                let slot = &mut found[(index - a) as usize];
-                if slot.is_none() {
-                    *slot = Some((t, row.chunk(index)));
-                    left -= 1;
-                }
-            }
+            complete = seen.take(&row);
         }
         match t.checked_sub(1) {
-            Some(next) if next >= floor => cursor = next,
+            Some(next) if next >= floor && !complete => cursor = next,
             _ => break,
         }
     }
-    Ok(found
-        .into_iter()
-        .enumerate()
-        .filter_map(|(k, f)| f.map(|(t, r)| (a + k as u64, t, r)))
-        .collect())
+    Ok(seen.into_refs())
 }

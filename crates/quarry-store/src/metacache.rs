@@ -115,10 +115,23 @@ pub(crate) fn cacheable(at_head: bool, ops: &[ObjectOp]) -> bool {
             .all(|op| matches!(op, ObjectOp::Read { .. } | ObjectOp::Stat | ObjectOp::AssertExists))
 }
 
-type Key = (PgId, String);
+/// A kept entry, under the hash of its key (no key is allocated to look one up; two keys of
+/// one hash share a slot, the name telling them apart).
+struct Slot {
+    pg: PgId,
+    name: Box<str>,
+    entry: Arc<CachedObject>,
+    weight: usize,
+}
+
+impl Slot {
+    fn is(&self, pg: PgId, name: &str) -> bool {
+        self.pg == pg && &*self.name == name
+    }
+}
 
 struct Shard {
-    map: lru::LruCache<Key, (Arc<CachedObject>, usize)>,
+    map: lru::LruCache<u64, Slot>,
     bytes: usize,
     /// Hashes of the keys missed once lately (the admission filter: see [`MetaCache::get`]).
     missed: HashSet<u64>,
@@ -199,10 +212,9 @@ impl MetaCache {
             return Lookup::Pass;
         }
         let hash = self.hash(pg, name);
-        let key = (pg, name.to_string());
         let mut shard = self.shard(hash);
-        if let Some((entry, _)) = shard.map.get(&key) {
-            let entry = Arc::clone(entry);
+        if let Some(slot) = shard.map.get(&hash).filter(|slot| slot.is(pg, name)) {
+            let entry = Arc::clone(&slot.entry);
             drop(shard);
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Lookup::Hit(entry);
@@ -237,17 +249,19 @@ impl MetaCache {
         if self.shard_bytes == 0 || weight > self.shard_bytes {
             return;
         }
-        let mut shard = self.shard(self.hash(pg, name));
+        let hash = self.hash(pg, name);
+        let mut shard = self.shard(hash);
         if current() != view {
             return;
         }
-        if let Some((_, old)) = shard.map.put((pg, name.to_string()), (entry, weight)) {
-            shard.bytes -= old;
+        let slot = Slot { pg, name: name.into(), entry, weight };
+        if let Some(old) = shard.map.put(hash, slot) {
+            shard.bytes -= old.weight;
         }
         shard.bytes += weight;
         while shard.bytes > self.shard_bytes {
             match shard.map.pop_lru() {
-                Some((_, (_, w))) => shard.bytes -= w,
+                Some((_, old)) => shard.bytes -= old.weight,
                 None => break,
             }
         }
@@ -261,9 +275,11 @@ impl MetaCache {
         }
         for (&pg, names) in written {
             for name in names {
-                let mut shard = self.shard(self.hash(pg, name));
-                if let Some((_, w)) = shard.map.pop(&(pg, name.clone())) {
-                    shard.bytes -= w;
+                let hash = self.hash(pg, name);
+                let mut shard = self.shard(hash);
+                if shard.map.peek(&hash).is_some_and(|slot| slot.is(pg, name)) {
+                    let old = shard.map.pop(&hash).expect("peeked");
+                    shard.bytes -= old.weight;
                 }
             }
         }

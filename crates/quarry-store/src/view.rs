@@ -28,14 +28,12 @@
 //! the same generation: a commit drops the entries of what it wrote
 //! ([`ReadViews::commit_written`]) or all of them ([`ReadViews::invalidate`]) after the bump.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use redb::{Database, ReadOnlyTable, ReadTransaction, WriteTransaction};
-
-use std::collections::{HashMap, HashSet};
-
 use quarry_types::PgId;
+use redb::{Database, ReadOnlyTable, ReadTransaction, WriteTransaction};
 
 use crate::format::{ExtentKey, EXTENTS, OBJECTS, OMAP, OMAP_HEADER, XATTRS};
 use crate::metacache::{CachedObject, Lookup, MetaCache};
@@ -153,18 +151,10 @@ impl ReadViews {
         txn: WriteTransaction,
         dirty: impl FnOnce() -> MutexGuard<'d, Dirty>,
     ) -> Result<MutexGuard<'d, Dirty>, StoreError> {
-        match txn.commit() {
-            Ok(()) => {
-                self.bump();
-                let written = dirty();
-                self.meta.remove_written(&written);
-                Ok(written)
-            }
-            Err(error) => {
-                self.invalidate();
-                Err(error.into())
-            }
-        }
+        self.commit_no_objects(txn)?;
+        let written = dirty();
+        self.meta.remove_written(&written);
+        Ok(written)
     }
 
     /// Commits `txn`, which wrote no object (a checkpoint's durable commit): as
