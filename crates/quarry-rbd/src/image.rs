@@ -306,6 +306,7 @@ impl Image {
         if !read_only {
             apply_image_conf(io, id, &mut cache).await?;
         }
+        let unit = state.layout.stripe_unit;
         let image = Image {
             inner: Arc::new_cyclic(|me| Inner {
                 io: io.clone(),
@@ -320,7 +321,7 @@ impl Image {
                 cache: if read_only {
                     None
                 } else {
-                    Cache::new(cache, Arc::new(Uncached(me.clone())))
+                    Cache::new(cache, Arc::new(Uncached(me.clone())), unit)
                 },
                 flusher: std::sync::Mutex::new(None),
             }),
