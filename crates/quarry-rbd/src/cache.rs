@@ -1009,11 +1009,19 @@ impl Cache {
         for &(g, glen) in &gaps {
             fetched.push((g, self.backend.read(g, glen).await?));
         }
-        let mut buffer = BytesMut::zeroed(len as usize);
-        for (at, data) in pieces.iter().chain(fetched.iter()) {
-            let from = (at - off) as usize;
-            buffer[from..from + data.len()].copy_from_slice(data);
-        }
+        let whole = match (&pieces[..], &fetched[..]) {
+            // Nothing cached: the cluster's bytes are the answer as they came.
+            ([], [(_, data)]) if data.len() as u64 == len => Some(data.clone()),
+            _ => None,
+        };
+        let buffer = whole.unwrap_or_else(|| {
+            let mut buffer = BytesMut::zeroed(len as usize);
+            for (at, data) in pieces.iter().chain(fetched.iter()) {
+                let from = (at - off) as usize;
+                buffer[from..from + data.len()].copy_from_slice(data);
+            }
+            buffer.freeze()
+        });
         // A large read (an export, a copy) would only push everything else out.
         if !fetched.is_empty() && len <= self.cfg.size / 4 && self.backend.may_fill() {
             let mut st = self.lock();
@@ -1024,7 +1032,7 @@ impl Cache {
                 st.evict(self.cfg.size);
             }
         }
-        Ok(buffer.freeze())
+        Ok(buffer)
     }
 
     /// Tracks sequential reads; the range to read ahead, if it is time.

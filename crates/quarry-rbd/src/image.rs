@@ -625,6 +625,19 @@ impl Image {
         let state = self.inner.state.read().await;
         let len = clip(off, len, state.size(self.snap_id()))?;
         let extents = state.layout.map(off, len);
+        if let [ext] = extents[..] {
+            // Within one object (a VM's reads but for those crossing an object): the object's
+            // bytes are the answer when they are all there, without a zeroed buffer and a
+            // copy (two of the client's largest costs per 1 MiB read).
+            let (at, data) =
+                Box::pin(ReadJob::new(&state, ext, off + ext.buffer_offset).run()).await?;
+            if at == 0 && data.len() as u64 == len {
+                return Ok(data);
+            }
+            let mut buffer = BytesMut::zeroed(len as usize);
+            buffer[at as usize..at as usize + data.len()].copy_from_slice(&data);
+            return Ok(buffer.freeze());
+        }
         let mut buffer = BytesMut::zeroed(len as usize);
         let mut set = tokio::task::JoinSet::new();
         let mut pending = extents.into_iter();
