@@ -587,7 +587,7 @@ impl Inner {
             })
             .collect();
         dirty.sort_unstable();
-        let mut remaining: u64 = dirty.iter().map(|&(_, len)| len).sum();
+        let mut remaining = self.unclean - self.writing;
         let mut limit = None;
         for (seq, len) in dirty {
             if remaining <= keep {
@@ -717,6 +717,22 @@ fn groups(runs: Vec<Run>, unit: u64) -> Vec<Vec<Run>> {
         }
     }
     groups
+}
+
+/// `len` bytes made of `parts` (offset in the result, bytes; not overlapping), zeros where
+/// none is: a part that is the whole answer is returned as it is, without a buffer and a copy
+/// (a cached read served by one piece or one fetch, a read within one object).
+pub(crate) fn assemble(len: u64, parts: Vec<(u64, Bytes)>) -> Bytes {
+    if let [(0, data)] = &parts[..] {
+        if data.len() as u64 == len {
+            return data.clone();
+        }
+    }
+    let mut buffer = BytesMut::zeroed(len as usize);
+    for (at, data) in parts {
+        buffer[at as usize..at as usize + data.len()].copy_from_slice(&data);
+    }
+    buffer.freeze()
 }
 
 /// The cache of one image handle.
@@ -1002,26 +1018,12 @@ impl Cache {
             let cache = self.clone();
             tokio::spawn(async move { cache.read_ahead(ra_off, ra_len).await });
         }
-        if gaps.is_empty() && pieces.len() == 1 {
-            return Ok(pieces.into_iter().next().expect("one piece").1);
-        }
         let mut fetched = Vec::with_capacity(gaps.len());
         for &(g, glen) in &gaps {
             fetched.push((g, self.backend.read(g, glen).await?));
         }
-        let whole = match (&pieces[..], &fetched[..]) {
-            // Nothing cached: the cluster's bytes are the answer as they came.
-            ([], [(_, data)]) if data.len() as u64 == len => Some(data.clone()),
-            _ => None,
-        };
-        let buffer = whole.unwrap_or_else(|| {
-            let mut buffer = BytesMut::zeroed(len as usize);
-            for (at, data) in pieces.iter().chain(fetched.iter()) {
-                let from = (at - off) as usize;
-                buffer[from..from + data.len()].copy_from_slice(data);
-            }
-            buffer.freeze()
-        });
+        let parts = pieces.iter().chain(fetched.iter()).map(|(at, data)| (at - off, data.clone()));
+        let buffer = assemble(len, parts.collect());
         // A large read (an export, a copy) would only push everything else out.
         if !fetched.is_empty() && len <= self.cfg.size / 4 && self.backend.may_fill() {
             let mut st = self.lock();
