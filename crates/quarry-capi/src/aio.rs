@@ -196,7 +196,11 @@ where
         return EINVAL;
     };
     let ticket = (kind == Kind::Write).then(|| h.begin_write());
-    let fut = work(&h);
+    // On the heap from the start: a request's future holds every state of the image, cache
+    // and client calls below it (kilobytes), and the task's future is moved several times on
+    // its way into its task (the copies were ~11% of the library's CPU in fio's 4 KiB random
+    // reads, docs/benchmarks.md "Eighteenth round"); a boxed one moves as a pointer.
+    let fut = Box::pin(work(&h));
     let inflight = h.begin();
     runtime().spawn(async move {
         let ret = fut.await;

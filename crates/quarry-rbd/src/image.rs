@@ -625,6 +625,13 @@ impl Image {
         let state = self.inner.state.read().await;
         let len = clip(off, len, state.size(self.snap_id()))?;
         let extents = state.layout.map(off, len);
+        // One object (a VM's reads but for those crossing one): read on this task. A task of
+        // its own cost a spawn (its future copied in) and, on the multi-thread runtime, the
+        // wake of an idle worker to take it (docs/benchmarks.md, "Eighteenth round").
+        if let [ext] = extents[..] {
+            let part = ReadJob::new(&state, ext, off + ext.buffer_offset).run().await?;
+            return Ok(cache::assemble(len, vec![part]));
+        }
         let mut parts = Vec::with_capacity(extents.len());
         let mut set = tokio::task::JoinSet::new();
         let mut pending = extents.into_iter();
@@ -880,9 +887,12 @@ impl Image {
         extents: Vec<ObjectExtent>,
         make: impl Fn(&ObjectExtent) -> Mutation,
     ) -> RbdResult<()> {
+        // One object: its job runs on this task (as a read of one object does).
+        let single = extents.len() == 1;
         let mut set = tokio::task::JoinSet::new();
         let mut pending = extents.into_iter();
         loop {
+            let mut done = None;
             while set.len() < PARALLEL_OBJECTS {
                 let Some(ext) = pending.next() else { break };
                 let before = self.object_state(ext.object_no).await;
@@ -894,10 +904,19 @@ impl Image {
                     self.mark(ext.object_no, om::EXISTS).await?;
                 }
                 let job = WriteJob::new(state, ext, mutation, before);
-                set.spawn(job.run());
+                if single {
+                    done = Some(job.run().await?);
+                } else {
+                    set.spawn(job.run());
+                }
             }
-            let Some(joined) = set.join_next().await else { break };
-            let (object_no, result) = joined.map_err(join_error)??;
+            let (object_no, result) = match done {
+                Some(done) => done,
+                None => match set.join_next().await {
+                    Some(joined) => joined.map_err(join_error)??,
+                    None => break,
+                },
+            };
             match result {
                 Outcome::Exists => self.mark(object_no, om::EXISTS).await?,
                 Outcome::Removed => self.mark(object_no, om::NONEXISTENT).await?,

@@ -871,7 +871,7 @@ where
         let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
         while handlers.try_join_next().is_some() {}
         let running = Running::start(&running);
-        handlers.spawn(async move {
+        let work = Box::pin(async move {
             let reply = handler.handle_bulk(ctx, request, bulk).await;
             drop(running);
             drop(request_charge);
@@ -883,6 +883,9 @@ where
             let _ = tx.send((request_id, msg, reply_charge)).await;
             drop((permit, bytes_permit));
         });
+        if let Some(waiting) = run_until_it_waits(work).await {
+            handlers.spawn(waiting);
+        }
     };
     // Requests of a dead connection must not take effect later: the client resends them on a
     // new connection, and a stale copy applied after the client's later writes would undo
@@ -895,6 +898,21 @@ where
     // wait for subscribers' sinks to drop: abort the writer once the reader has stopped.
     writer_task.abort();
     result
+}
+
+/// Polls a request's work once on the connection's reader: done there if it never waits (a
+/// read answered from the page cache, an error), else handed back to become a task of its
+/// own. A task per request cost its allocation, its first scheduling and, on a multi-thread
+/// runtime, the wake of an idle worker to take it (a cross-CPU wake-up: ~20 µs of this VM's
+/// time each way, docs/benchmarks.md "Eighteenth round"); most small reads never wait.
+/// A future polled once here and again in its task re-registers its waker there: the
+/// reader's task may only see one spurious wake-up.
+async fn run_until_it_waits<F>(mut work: std::pin::Pin<Box<F>>) -> Option<std::pin::Pin<Box<F>>>
+where
+    F: Future<Output = ()>,
+{
+    let polled = std::future::poll_fn(|cx| std::task::Poll::Ready(work.as_mut().poll(cx))).await;
+    polled.is_pending().then_some(work)
 }
 
 /// Reads the next request: its header, then (once the budget has room for it) its body.

@@ -425,3 +425,47 @@ async fn idle_sessions_are_closed() {
     assert!(idle.client.is_closed(), "an idle session was kept past the timeout");
     assert!(!busy.client.is_closed());
 }
+
+/// A request whose handler never waits is answered on the connection's reader (no task of
+/// its own: `Handler::arrived` and `Handler::handle` see the same task); one that waits goes
+/// on in a task of its own and is answered from there, while the reader goes on reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_that_never_wait_are_answered_on_the_reader() {
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Where {
+        arrived: Mutex<Vec<tokio::task::Id>>,
+        handled: Mutex<Vec<(tokio::task::Id, tokio::task::Id)>>,
+    }
+    impl Handler<EntityName> for Where {
+        fn arrived(&self, _ctx: &Arc<ConnContext<EntityName>>, _request: &Request) {
+            self.arrived.lock().unwrap().push(tokio::task::id());
+        }
+        async fn handle(&self, _ctx: Arc<ConnContext<EntityName>>, request: Request) -> Reply {
+            let first = tokio::task::id();
+            if let Request::List { max, .. } = request {
+                tokio::time::sleep(Duration::from_millis(u64::from(max))).await;
+            }
+            self.handled.lock().unwrap().push((first, tokio::task::id()));
+            Reply::Ack
+        }
+    }
+    let handler = Arc::new(Where::default());
+    let addr = server_with(handler.clone()).await;
+    let c = admin(addr).await.unwrap();
+    assert_eq!(c.client.call(Request::GetMap).await.unwrap(), Reply::Ack);
+    let list = Request::List {
+        pg: quarry_types::PgId { pool: 1, seed: 0 },
+        epoch: 0,
+        start_after: None,
+        max: 50,
+    };
+    assert_eq!(c.client.call(list).await.unwrap(), Reply::Ack);
+    let reader = handler.arrived.lock().unwrap().clone();
+    let handled = handler.handled.lock().unwrap().clone();
+    assert_eq!(reader.len(), 2);
+    assert_eq!(reader[0], reader[1], "one reader task per connection");
+    assert_eq!(handled[0], (reader[0], reader[0]), "a request that never waits got a task");
+    assert_eq!(handled[1].0, reader[0], "a request's first steps run on the reader");
+    assert_ne!(handled[1].1, reader[0], "a request that waits kept the reader");
+}
