@@ -385,6 +385,21 @@ fn small_read(ops: &[ObjectOp]) -> bool {
     })
 }
 
+/// Whether a small read that must go to the device may block this runtime worker for it:
+/// alone (queue depth 1), as an inline apply does (`pg::apply`), the blocking thread's
+/// wake-up and the worker's afterwards cost more than the device read (docs/benchmarks.md,
+/// "Eighteenth round"). The op first gives its turn once: it may be running on its
+/// connection's reader (`quarry_wire::conn::serve`), which must read the requests behind it
+/// first, or a deeper queue would be served one read at a time and never overlap — and so
+/// stay "alone".
+async fn alone_after_a_turn(osd: &Osd) -> bool {
+    if !osd.tracker.alone() {
+        return false;
+    }
+    tokio::task::yield_now().await;
+    osd.tracker.alone()
+}
+
 /// Serves a read-only vector from the store once the PG's read barrier holds.
 async fn read(
     osd: &Osd,
@@ -403,13 +418,14 @@ async fn read(
     let pg = op.pg;
     // A small read whose data is in the page cache is answered here: the hand-off to a
     // blocking thread and back cost more than the read (docs/benchmarks.md, "Seventh round").
-    let cached = if small_read(&op.ops) {
-        store.try_read_cached(pg, &op.name, op.snap, &op.ops)
-    } else {
-        Ok(None)
-    };
+    let small = small_read(&op.ops);
+    let cached =
+        if small { store.try_read_cached(pg, &op.name, op.snap, &op.ops) } else { Ok(None) };
     let result = match cached {
         Ok(Some(reply)) => Ok(reply),
+        Ok(None) if small && alone_after_a_turn(osd).await => {
+            store.read(pg, &op.name, op.snap, &op.ops)
+        }
         Ok(None) => blocking(move || store.read(pg, &op.name, op.snap, &op.ops)).await,
         Err(e) => Err(e),
     };
