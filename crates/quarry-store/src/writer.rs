@@ -267,7 +267,7 @@ impl Store {
     }
 
     /// Whether the open transaction wrote object `name` of `pg` (a read of it would commit).
-    pub(crate) fn has_uncommitted(&self, pg: PgId, name: &str) -> bool {
+    pub fn has_uncommitted(&self, pg: PgId, name: &str) -> bool {
         self.dirty().get(&pg).is_some_and(|names| names.contains(name))
     }
 

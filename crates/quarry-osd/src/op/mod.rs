@@ -423,7 +423,11 @@ async fn read(
         if small { store.try_read_cached(pg, &op.name, op.snap, &op.ops) } else { Ok(None) };
     let result = match cached {
         Ok(Some(reply)) => Ok(reply),
-        Ok(None) if small && alone_after_a_turn(osd).await => {
+        // Not an object the open transaction wrote: its read would commit first (the
+        // writer's lock, a redb commit), which is no work for this thread.
+        Ok(None)
+            if small && !store.has_uncommitted(pg, &op.name) && alone_after_a_turn(osd).await =>
+        {
             store.read(pg, &op.name, op.snap, &op.ops)
         }
         Ok(None) => blocking(move || store.read(pg, &op.name, op.snap, &op.ops)).await,

@@ -655,7 +655,7 @@ pub(crate) async fn serve_rpc(
         }
         RaftRpc::ExportRead { .. } if !member => RaftRpcReply::ExportRead(Err(not_member())),
         RaftRpc::ExportRead { id, offset } => {
-            RaftRpcReply::ExportRead(super::repair::serve_read(exports, group.pg, id, offset))
+            RaftRpcReply::ExportRead(super::repair::serve_read(exports, group.pg, id, offset).await)
         }
         RaftRpc::Committed => {
             let state = raft

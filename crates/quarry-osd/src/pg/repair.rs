@@ -233,21 +233,21 @@ impl Exports {
         Ok(id)
     }
 
-    /// Up to [`EXPORT_CHUNK`] bytes of export `id` of `pg` from `offset`; the export is
-    /// dropped once its last byte was read.
-    fn read(&self, pg: PgId, id: u64, offset: u64) -> Result<Vec<u8>, String> {
+    /// Where the chunk of export `id` of `pg` at `offset` is: a handle of the export's file
+    /// and the chunk's length (up to [`EXPORT_CHUNK`] bytes); the export is dropped once its
+    /// last chunk was asked for (the handle keeps the unlinked file).
+    fn chunk(&self, pg: PgId, id: u64, offset: u64) -> Result<(std::fs::File, usize), String> {
         let mut staged = self.lock();
         let Some(s) = staged.files.get_mut(&id).filter(|s| s.pg == pg) else {
             return Err(format!("no staged export {id} of pg {pg}"));
         };
         s.touched = Instant::now();
         let n = s.len.saturating_sub(offset).min(EXPORT_CHUNK) as usize;
-        let mut buf = vec![0u8; n];
-        s.file.read_exact_at(&mut buf, offset).map_err(|e| format!("reading export: {e}"))?;
+        let file = s.file.try_clone().map_err(|e| format!("reading export: {e}"))?;
         if offset + n as u64 >= s.len {
             staged.files.remove(&id);
         }
-        Ok(buf)
+        Ok((file, n))
     }
 }
 
@@ -291,13 +291,22 @@ pub(crate) async fn serve_export(exports: &Exports, pg: PgId) -> Result<ExportIn
 }
 
 /// Serves [`RaftRpc::ExportRead`].
-pub(crate) fn serve_read(
+/// The chunk is read on a blocking thread: the request may be running on its connection's
+/// reader (`quarry_wire::conn::serve`), which also carries the peer's appends and heartbeats.
+pub(crate) async fn serve_read(
     exports: &Exports,
     pg: PgId,
     id: u64,
     offset: u64,
 ) -> Result<Vec<u8>, String> {
-    exports.read(pg, id, offset)
+    let (file, n) = exports.chunk(pg, id, offset)?;
+    blocking(move || {
+        let mut buf = vec![0u8; n];
+        file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| format!("reading export: {e}"))
 }
 
 /// Fetches an export of `pg` (Raft group `group`) from `peer` into an unlinked temp file in
@@ -429,8 +438,8 @@ mod tests {
         assert_eq!(parse_pg("x"), None);
     }
 
-    #[test]
-    fn staged_exports_are_read_in_chunks_and_dropped() {
+    #[tokio::test]
+    async fn staged_exports_are_read_in_chunks_and_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(quarry_store::Store::open(&dir.path().join("store.redb")).unwrap());
         let exports = Exports::new(store, dir.path().to_path_buf());
@@ -439,10 +448,14 @@ mod tests {
         let len = EXPORT_CHUNK + 10;
         file.write_all(&vec![7u8; len as usize]).unwrap();
         let id = exports.stage(pg, file, len).unwrap();
-        assert!(exports.read(PgId { pool: 1, seed: 3 }, id, 0).is_err(), "another pg");
-        assert_eq!(exports.read(pg, id, 0).unwrap().len() as u64, EXPORT_CHUNK);
-        assert_eq!(exports.read(pg, id, EXPORT_CHUNK).unwrap().len(), 10);
-        assert!(exports.read(pg, id, 0).is_err(), "dropped after the last chunk");
+        let other = PgId { pool: 1, seed: 3 };
+        assert!(serve_read(&exports, other, id, 0).await.is_err(), "another pg");
+        let first = serve_read(&exports, pg, id, 0).await.unwrap();
+        assert_eq!(first.len() as u64, EXPORT_CHUNK);
+        let last = serve_read(&exports, pg, id, EXPORT_CHUNK).await.unwrap();
+        assert_eq!(last, vec![7u8; 10]);
+        assert!(first.iter().all(|&b| b == 7));
+        assert!(serve_read(&exports, pg, id, 0).await.is_err(), "dropped after the last chunk");
     }
 
     mod install {
