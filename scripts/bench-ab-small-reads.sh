@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# A/B of two quarry builds on small reads (docs/benchmarks.md, "Eighteenth round"): both
+# builds' clusters (`quarry up`, one OSD, pool rbd size 1) run at once and the runs alternate
+# between them, so that both see the same minutes of this noisy VM. Per run: IOPS, mean
+# latency and the server's CPU per read (utime + stime of `quarry up`). Not a test.
+#   A=/path/to/dir-a B=/path/to/dir-b scripts/bench-ab-small-reads.sh MODE [ROUNDS] [SECONDS] [QD]
+# A and B are directories holding a build's `quarry` and, for the fio modes, its
+# `lib/librados.so.2` and `lib/librbd.so.1` (copies: target/release/lib links to the newest
+# build). MODE:
+#   rados        rados bench: 4 KiB objects written for SECONDS, then `rand -t QD` (default 32)
+#   fio-cold     fio's rbd engine, 4 KiB random reads at QD (default 1) of a 1 GiB image
+#                written with 1 MiB writes; the page cache is dropped before every run (root)
+#   fio-warm     the same without dropping the page cache (the image warms as rounds go)
+set -euo pipefail
+mode=${1:?mode: rados, fio-cold or fio-warm}
+rounds=${2:-6}; secs=${3:-3}
+case $mode in rados) qd=${4:-32} ;; *) qd=${4:-1} ;; esac
+: "${A:?A=directory of build A}" "${B:?B=directory of build B}"
+hz=$(getconf CLK_TCK)
+declare -A dir pid
+cleanup() {
+  set +e
+  for x in A B; do [ -n "${pid[$x]:-}" ] && kill "${pid[$x]}" 2>/dev/null && wait "${pid[$x]}" 2>/dev/null; done
+  for x in A B; do [ -n "${dir[$x]:-}" ] && rm -rf "${dir[$x]}"; done
+}
+trap cleanup EXIT
+cpu() { awk '{ sub(/^.*\) /, ""); print ($12 + $13) }' "/proc/$1/stat"; }
+in_cluster() { # $1 = A|B, then a command run with that cluster's env (CEPH_CONF, PATH, libs)
+  local x=$1; shift
+  (. "${dir[$x]}/cluster/env"; "$@")
+}
+for x in A B; do
+  dir[$x]=$(mktemp -d /var/tmp/quarry-ab-small.XXXXXX)
+  bin=${!x}/quarry
+  "$bin" up "${dir[$x]}/cluster" >"${dir[$x]}/up.log" 2>&1 &
+  pid[$x]=$!
+done
+for x in A B; do
+  for _ in $(seq 1 100); do grep -q '^ready' "${dir[$x]}/up.log" && break; sleep 0.2; done
+  grep -q '^ready' "${dir[$x]}/up.log" || { cat "${dir[$x]}/up.log"; exit 1; }
+  if [ "$mode" = rados ]; then
+    in_cluster "$x" rados -p rbd bench "$secs" write -b 4096 -t 32 --no-cleanup >/dev/null 2>&1
+  else
+    in_cluster "$x" rbd create rbd/bench --size 1G
+    in_cluster "$x" fio --name=fill --ioengine=rbd --clientname=admin --pool=rbd \
+      --rbdname=bench --size=1G --rw=write --bs=1M --iodepth=8 >/dev/null
+  fi
+done
+echo "| build | round | IOPS | mean latency µs | server CPU µs/read |"
+echo "|---|---|---|---|---|"
+for r in $(seq 1 "$rounds"); do
+  for x in A B; do
+    out=${dir[$x]}/out.txt
+    [ "$mode" = fio-cold ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
+    c0=$(cpu "${pid[$x]}")
+    if [ "$mode" = rados ]; then
+      in_cluster "$x" rados -p rbd bench "$secs" rand -t "$qd" >"$out" 2>&1
+      n=$(awk -F: '/^Total reads made/ { gsub(/ /, "", $2); print $2 }' "$out")
+      iops=$(awk -F: '/^Average IOPS/ { gsub(/ /, "", $2); print $2 }' "$out")
+      lat=$(awk -F: '/^Average Latency/ { gsub(/ /, "", $2); print $2 * 1e6 }' "$out")
+    else
+      in_cluster "$x" fio --name=ab --ioengine=rbd --clientname=admin --pool=rbd \
+        --rbdname=bench --size=1G --rw=randread --bs=4k --iodepth="$qd" \
+        --runtime="$secs" --time_based --output-format=json >"$out"
+      read -r iops lat n < <(python3 -c 'import json, sys
+t = open(sys.argv[1]).read(); r = json.loads(t[t.find("{"):])["jobs"][0]["read"]
+print(round(r["iops"]), round(r["clat_ns"]["mean"] / 1000), r["total_ios"])' "$out")
+    fi
+    c1=$(cpu "${pid[$x]}")
+    echo "| $x | $r | $iops | ${lat%.*} | $(python3 -c 'import sys
+a, b, n, hz = map(float, sys.argv[1:5]); print(f"{(b - a) / hz * 1e6 / n:.1f}" if n else "n/a")' "$c0" "$c1" "$n" "$hz") |"
+  done
+done
