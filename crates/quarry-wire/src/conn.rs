@@ -871,6 +871,12 @@ where
         handler.arrived(&ctx, &request);
         let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
         while handlers.try_join_next().is_some() {}
+        // Only while none of the connection's requests is still at work: with reads waiting
+        // for the device in flight, answering the cached ones here left the second worker
+        // idle between their completions, and waking it for each cost more than the tasks
+        // (fio's 4 KiB random reads at QD32 over a half-cached image, docs/benchmarks.md
+        // "Eighteenth round").
+        let first_here = running.load(Ordering::Acquire) == 0;
         let running = Running::start(&running);
         let work = Box::pin(async move {
             let reply = handler.handle_bulk(ctx, request, bulk).await;
@@ -884,7 +890,9 @@ where
             let _ = tx.send((request_id, msg, reply_charge)).await;
             drop((permit, bytes_permit));
         });
-        if let Some(waiting) = run_until_it_waits(work).await {
+        if !first_here {
+            handlers.spawn(work);
+        } else if let Some(waiting) = run_until_it_waits(work).await {
             handlers.spawn(waiting);
         }
     };
