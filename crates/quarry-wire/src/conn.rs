@@ -749,8 +749,8 @@ pub trait Handler<S>: Send + Sync + 'static {
     ) -> impl Future<Output = Reply> + Send;
 
     /// Called for every request on the connection's reader, in arrival order, before
-    /// [`Handler::handle`] runs (its first steps on the reader too, up to its first wait:
-    /// [`serve`]; what follows a wait goes on in a task of its own, in any order). Whatever must
+    /// [`Handler::handle`] runs (its first steps may run on the reader too, up to its first
+    /// wait: [`serve`]; the rest, in a task of its own, in any order). Whatever must
     /// follow the order requests arrived in on one connection is done here (the OSD queues a
     /// mutation behind earlier ones to the same object). Must not block. Default: nothing.
     fn arrived(&self, _ctx: &Arc<ConnContext<S>>, _request: &Request) {}

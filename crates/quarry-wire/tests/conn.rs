@@ -469,3 +469,52 @@ async fn requests_that_never_wait_are_answered_on_the_reader() {
     assert_eq!(handled[1].0, reader[0], "a request's first steps run on the reader");
     assert_ne!(handled[1].1, reader[0], "a request that waits kept the reader");
 }
+
+/// While one of a connection's requests is at work (waiting), the next one gets a task of
+/// its own instead of running on the reader (with device reads in flight, answering the
+/// cached ones on the reader cost more than their tasks: docs/benchmarks.md, "Eighteenth
+/// round").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_behind_one_at_work_get_tasks_of_their_own() {
+    use std::sync::Mutex;
+    #[derive(Default)]
+    struct Where {
+        reader: Mutex<Option<tokio::task::Id>>,
+        quick: Mutex<Vec<tokio::task::Id>>,
+    }
+    impl Handler<EntityName> for Where {
+        fn arrived(&self, _ctx: &Arc<ConnContext<EntityName>>, _request: &Request) {
+            *self.reader.lock().unwrap() = Some(tokio::task::id());
+        }
+        async fn handle(&self, _ctx: Arc<ConnContext<EntityName>>, request: Request) -> Reply {
+            match request {
+                Request::List { max, .. } => {
+                    tokio::time::sleep(Duration::from_millis(u64::from(max))).await
+                }
+                _ => self.quick.lock().unwrap().push(tokio::task::id()),
+            }
+            Reply::Ack
+        }
+    }
+    let handler = Arc::new(Where::default());
+    let addr = server_with(handler.clone()).await;
+    let c = admin(addr).await.unwrap();
+    // Alone: on the reader.
+    assert_eq!(c.client.call(Request::GetMap).await.unwrap(), Reply::Ack);
+    let slow = {
+        let client = c.client.clone();
+        tokio::spawn(async move {
+            let pg = quarry_types::PgId { pool: 1, seed: 0 };
+            client.call(Request::List { pg, epoch: 0, start_after: None, max: 500 }).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Behind a request at work: a task of its own.
+    assert_eq!(c.client.call(Request::GetMap).await.unwrap(), Reply::Ack);
+    assert_eq!(slow.await.unwrap().unwrap(), Reply::Ack);
+    let reader = handler.reader.lock().unwrap().unwrap();
+    let quick = handler.quick.lock().unwrap().clone();
+    assert_eq!(quick.len(), 2);
+    assert_eq!(quick[0], reader, "a request alone was not answered on the reader");
+    assert_ne!(quick[1], reader, "a request behind one at work ran on the reader");
+}
