@@ -878,7 +878,7 @@ where
         // "Eighteenth round").
         let first_here = running.load(Ordering::Acquire) == 0;
         let running = Running::start(&running);
-        let work = Box::pin(async move {
+        let work = async move {
             let reply = handler.handle_bulk(ctx, request, bulk).await;
             drop(running);
             drop(request_charge);
@@ -889,10 +889,10 @@ where
             }
             let _ = tx.send((request_id, msg, reply_charge)).await;
             drop((permit, bytes_permit));
-        });
+        };
         if !first_here {
             handlers.spawn(work);
-        } else if let Some(waiting) = run_until_it_waits(work).await {
+        } else if let Some(waiting) = run_until_it_waits(Box::pin(work)).await {
             handlers.spawn(waiting);
         }
     };
