@@ -133,6 +133,71 @@ impl Extents {
     }
 }
 
+impl State {
+    /// Joins released extents that touch each other or free blocks (punched or warm) into
+    /// runs, taking those free blocks out of their sets: the caller punches each run once
+    /// and frees it. An object rewritten or removed after small overwrites had cut its
+    /// extent into fragments is released as many small extents, each between blocks the
+    /// overwrites freed earlier; punched one by one, each fragment cost ext4 the removal of
+    /// an extent of its own (4 KiB image overwrites right after a 4 MiB rewrite of the
+    /// same objects: ~30,000 punches in 10 s, 250-290 µs of the OSD's CPU per write against
+    /// ~110 before the rewrite; docs/benchmarks.md, "Nineteenth round"). Punching a block
+    /// again costs nothing; a warm one taken in is punched with its run.
+    fn join_neighbours(&mut self, mut released: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        released.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::with_capacity(released.len());
+        for (start, len) in released {
+            if let Some(last) = runs.last_mut() {
+                if last.0 + last.1 == start {
+                    last.1 += len;
+                    self.join_after(last);
+                    continue;
+                }
+            }
+            let mut run = (start, len);
+            self.join_before(&mut run);
+            self.join_after(&mut run);
+            runs.push(run);
+        }
+        runs
+    }
+
+    /// Takes the free or warm extents that end where `run` starts into it.
+    fn join_before(&mut self, run: &mut (u64, u64)) {
+        loop {
+            let before = |set: &Extents| {
+                let (&s, &l) = set.by_start.range(..run.0).next_back()?;
+                (s + l == run.0).then_some((s, l))
+            };
+            let (set, (s, l)) = if let Some(e) = before(&self.free) {
+                (&mut self.free, e)
+            } else if let Some(e) = before(&self.warm) {
+                (&mut self.warm, e)
+            } else {
+                return;
+            };
+            set.remove(s, l);
+            *run = (s, run.1 + l);
+        }
+    }
+
+    /// Takes the free or warm extents that start where `run` ends into it.
+    fn join_after(&mut self, run: &mut (u64, u64)) {
+        loop {
+            let end = run.0 + run.1;
+            let (set, l) = if let Some(&l) = self.free.by_start.get(&end) {
+                (&mut self.free, l)
+            } else if let Some(&l) = self.warm.by_start.get(&end) {
+                (&mut self.warm, l)
+            } else {
+                return;
+            };
+            set.remove(end, l);
+            run.1 += l;
+        }
+    }
+}
+
 /// What the allocator knows, under one lock.
 #[derive(Debug, Default)]
 struct State {
@@ -793,9 +858,10 @@ impl DataFile {
         if released.is_empty() {
             return;
         }
-        let (mut budget, no_punch) = {
-            let state = self.lock();
-            (WARM_BLOCKS_MAX.saturating_sub(state.warm.blocks), state.no_punch)
+        let (released, mut budget, no_punch) = {
+            let mut state = self.lock();
+            let released = state.join_neighbours(released);
+            (released, WARM_BLOCKS_MAX.saturating_sub(state.warm.blocks), state.no_punch)
         };
         // Small extents stay warm while the budget lasts (see the module docs).
         let (warm, released): (Vec<_>, Vec<_>) = released.into_iter().partition(|&(_, len)| {
@@ -879,5 +945,39 @@ mod tests {
         assert_eq!(e.last(), Some((13, 2)));
         assert_eq!(e.take(3), None);
         assert_eq!(e.blocks, 2);
+    }
+
+    /// Goal: the fragments of a rewritten object, released together, become one run with
+    /// the free blocks between them (punched or warm), and only free blocks that touch them
+    /// join; a fragment touching nothing stays alone.
+    #[test]
+    fn released_fragments_join_their_free_neighbours_into_one_run() {
+        let mut state = State::default();
+        // An object's extent 100..200 after overwrites: 110, 120..122 and 150 were freed
+        // earlier (warm and punched); the rest is released now in fragments.
+        state.warm.insert(110, 1);
+        state.free.insert(120, 2);
+        state.warm.insert(150, 1);
+        // Free blocks near but not touching the run stay where they are.
+        state.free.insert(202, 3);
+        state.warm.insert(98, 1);
+        let released = vec![
+            (122, 28),
+            (100, 10),
+            (111, 9),
+            (151, 49),
+            // Another object's fragment, alone.
+            (500, 4),
+        ];
+        let runs = state.join_neighbours(released);
+        assert_eq!(runs, vec![(100, 100), (500, 4)]);
+        assert_eq!(state.warm.blocks, 1, "warm 110 and 150 went into the run, 98 stayed");
+        assert_eq!(state.warm.by_start.get(&98), Some(&1));
+        assert_eq!(state.free.blocks, 3, "free 120..122 went into the run, 202.. stayed");
+        assert_eq!(state.free.by_start.get(&202), Some(&3));
+        // A run reaching free blocks on both sides takes them.
+        let runs = state.join_neighbours(vec![(99, 1)]);
+        assert_eq!(runs, vec![(98, 2)]);
+        assert_eq!(state.warm.blocks, 0);
     }
 }
