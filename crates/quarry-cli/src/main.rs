@@ -240,6 +240,35 @@ fn install_panic_hook() {
     }));
 }
 
+/// Worker threads of the runtime of a one-shot tool (`ceph`, `rados`, `rbd`): one, so that a
+/// request's task, its connection's writer and reader, and the task woken by its reply run on
+/// the same thread; blocking work (files, hashing a large reply: `quarry_wire`'s hash aside)
+/// still has its pool. On this VM a wake-up of another vCPU costs ~20 µs, more than a small
+/// request's own work, and two workers passed each request between them. Alternated against
+/// one server (docs/benchmarks.md, "Nineteenth round"): `rados bench` 4 KiB reads at QD32
+/// 50.7k / 51.3k / 53.7k IOPS against 34.7k / 43.3k / 36.9k (client CPU 11-12 against 15-18 µs
+/// per read), writes at QD32 and QD1 level or ahead; 4 MiB reads at QD32 ahead in 3 of 4
+/// pairs once large replies were hashed aside (15-20% behind before); `rbd bench` level.
+/// The daemons (`up`, `mon`, `osd`) and `nbd`, which serve many clients, keep one worker per
+/// core, as does the C library (fio's `rbd` engine was slower on one). `TOKIO_WORKER_THREADS`
+/// in the environment overrides both (tokio's own variable).
+fn tool_worker_threads(command: &Command) -> Option<usize> {
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
+        return None;
+    }
+    match command {
+        Command::Ceph(_) | Command::Rados(_) | Command::Rbd(_) => Some(1),
+        Command::Up(_)
+        | Command::Mon(_)
+        | Command::Osd(_)
+        | Command::Nbd(_)
+        | Command::ClusterInit(_)
+        | Command::InstallLibs(_)
+        | Command::UninstallLibs
+        | Command::WhichLibs(_) => None,
+    }
+}
+
 /// The runtime's bound on threads for blocking work (see `main`).
 const BLOCKING_THREADS_MAX: usize = 16;
 
@@ -277,12 +306,15 @@ fn main() -> ExitCode {
     // after 4 MiB I/O at queue depth 32, and `quarry up` ended a benchmark sequence 30-40
     // MiB larger, for no gain in throughput on this machine (docs/benchmarks.md, "Twelfth
     // round").
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder
         .enable_all()
         .max_blocking_threads(BLOCKING_THREADS_MAX)
-        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
-        .build()
-    {
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE);
+    if let Some(threads) = tool_worker_threads(&cli.command) {
+        builder.worker_threads(threads);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("quarry: cannot start the async runtime: {e}");
