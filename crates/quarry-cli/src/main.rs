@@ -242,8 +242,9 @@ fn install_panic_hook() {
 
 /// Worker threads of the runtime of a one-shot tool (`ceph`, `rados`, `rbd`): one, so that a
 /// request's task, its connection's writer and reader, and the task woken by its reply run on
-/// the same thread; blocking work (files, hashing a large reply: `quarry_wire`'s hash aside)
-/// still has its pool. On this VM a wake-up of another vCPU costs ~20 µs, more than a small
+/// the same thread (for requests in tasks of their own, as `rados bench`'s and `rbd bench`'s;
+/// the dispatching future itself runs on the main thread); blocking work (files, hashing a
+/// large reply: `quarry_client::hash_large_replies_aside`) still has its pool. On this VM a wake-up of another vCPU costs ~20 µs, more than a small
 /// request's own work, and two workers passed each request between them. Alternated against
 /// one server (docs/benchmarks.md, "Nineteenth round"): `rados bench` 4 KiB reads at QD32
 /// 50.7k / 51.3k / 53.7k IOPS against 34.7k / 43.3k / 36.9k (client CPU 11-12 against 15-18 µs
@@ -313,6 +314,8 @@ fn main() -> ExitCode {
         .thread_keep_alive(BLOCKING_KEEP_ALIVE);
     if let Some(threads) = tool_worker_threads(&cli.command) {
         builder.worker_threads(threads);
+        // One worker: a large reply's hashing goes to a blocking thread.
+        quarry_client::hash_large_replies_aside(true);
     }
     let runtime = match builder.build() {
         Ok(rt) => rt,

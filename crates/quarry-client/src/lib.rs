@@ -142,6 +142,8 @@ pub use blocking::BlockingRados;
 pub use config::{ClientConfig, CONNECT_TIMEOUT_DEFAULT};
 pub use error::ClientError;
 pub use ioctx::IoCtx;
+/// For a process whose runtime has one worker: see the function's doc.
+pub use quarry_wire::conn::hash_large_replies_aside;
 pub use rados::{ClientStats, ObjectStat, Rados, WaitNotice, WAIT_NOTICE_AFTER};
 pub use watch::{Watch, WatchEvent};
 

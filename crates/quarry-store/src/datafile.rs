@@ -134,69 +134,70 @@ impl Extents {
 }
 
 impl State {
-    /// Joins released extents that touch each other or free blocks (punched or warm) into
-    /// runs, taking those free blocks out of their sets: the caller punches each run once
-    /// and frees it. An object rewritten or removed after small overwrites had cut its
-    /// extent into fragments is released as many small extents, each between blocks the
-    /// overwrites freed earlier; punched one by one, each fragment cost ext4 the removal of
-    /// an extent of its own (4 KiB image overwrites right after a 4 MiB rewrite of the
-    /// same objects: ~30,000 punches in 10 s, 250-290 µs of the OSD's CPU per write against
-    /// ~110 before the rewrite; docs/benchmarks.md, "Nineteenth round"). Punching a block
-    /// again costs nothing; a warm one taken in is punched with its run.
-    fn join_neighbours(&mut self, mut released: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
-        released.sort_unstable();
-        let mut runs: Vec<(u64, u64)> = Vec::with_capacity(released.len());
-        for (start, len) in released {
+    /// Joins extents about to be punched into runs: those that touch, and those whose gap
+    /// (at most [`JOIN_GAP_MAX`] blocks) is all free blocks, punched or warm, which join the
+    /// run (taken out of their sets: the caller punches each run once and frees it). An
+    /// object rewritten or removed after small overwrites had cut its extent into fragments
+    /// is released as many small extents, each between blocks the overwrites freed earlier;
+    /// punched one by one, each fragment cost ext4 the removal of an extent of its own (4 KiB
+    /// image overwrites right after a 4 MiB rewrite of the same objects: ~32,500 punches in
+    /// one 80 MiB pass, 250-290 µs of the OSD's CPU per write against ~110 before the
+    /// rewrite; docs/benchmarks.md, "Nineteenth round"). Only gaps between two such extents
+    /// join: free blocks around a run stay where they are (a large hole is not punched
+    /// again, a warm extent beside a lone freed block keeps its blocks), and punching a free
+    /// block again costs nothing.
+    fn join_gaps(&mut self, mut extents: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+        extents.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::with_capacity(extents.len());
+        for (start, len) in extents {
             if let Some(last) = runs.last_mut() {
-                if last.0 + last.1 == start {
-                    last.1 += len;
-                    self.join_after(last);
+                let end = last.0 + last.1;
+                if end == start || (end < start && self.take_gap(end, start)) {
+                    last.1 = start + len - last.0;
                     continue;
                 }
             }
-            let mut run = (start, len);
-            self.join_before(&mut run);
-            self.join_after(&mut run);
-            runs.push(run);
+            runs.push((start, len));
         }
         runs
     }
 
-    /// Takes the free or warm extents that end where `run` starts into it.
-    fn join_before(&mut self, run: &mut (u64, u64)) {
-        loop {
-            let before = |set: &Extents| {
-                let (&s, &l) = set.by_start.range(..run.0).next_back()?;
-                (s + l == run.0).then_some((s, l))
-            };
-            let (set, (s, l)) = if let Some(e) = before(&self.free) {
-                (&mut self.free, e)
-            } else if let Some(e) = before(&self.warm) {
-                (&mut self.warm, e)
-            } else {
-                return;
-            };
-            set.remove(s, l);
-            *run = (s, run.1 + l);
+    /// Takes the free and warm extents that cover `from..to` exactly out of their sets, if
+    /// they do and the gap is at most [`JOIN_GAP_MAX`] blocks; false (nothing taken) if not.
+    fn take_gap(&mut self, from: u64, to: u64) -> bool {
+        if to - from > JOIN_GAP_MAX {
+            return false;
         }
-    }
-
-    /// Takes the free or warm extents that start where `run` ends into it.
-    fn join_after(&mut self, run: &mut (u64, u64)) {
-        loop {
-            let end = run.0 + run.1;
-            let (set, l) = if let Some(&l) = self.free.by_start.get(&end) {
-                (&mut self.free, l)
-            } else if let Some(&l) = self.warm.by_start.get(&end) {
-                (&mut self.warm, l)
+        let mut cover = Vec::new();
+        let mut at = from;
+        while at < to {
+            let found = if let Some(&l) = self.free.by_start.get(&at) {
+                (true, l)
+            } else if let Some(&l) = self.warm.by_start.get(&at) {
+                (false, l)
             } else {
-                return;
+                return false;
             };
-            set.remove(end, l);
-            run.1 += l;
+            if at + found.1 > to {
+                return false;
+            }
+            cover.push((at, found));
+            at += found.1;
         }
+        for (start, (punched, len)) in cover {
+            if punched {
+                self.free.remove(start, len);
+            } else {
+                self.warm.remove(start, len);
+            }
+        }
+        true
     }
 }
+
+/// Largest gap of free blocks two extents being punched are joined across
+/// ([`State::join_gaps`]): what small overwrites leave between an object's fragments.
+const JOIN_GAP_MAX: u64 = 256;
 
 /// What the allocator knows, under one lock.
 #[derive(Debug, Default)]
@@ -858,10 +859,9 @@ impl DataFile {
         if released.is_empty() {
             return;
         }
-        let (released, mut budget, no_punch) = {
-            let mut state = self.lock();
-            let released = state.join_neighbours(released);
-            (released, WARM_BLOCKS_MAX.saturating_sub(state.warm.blocks), state.no_punch)
+        let (mut budget, no_punch) = {
+            let state = self.lock();
+            (WARM_BLOCKS_MAX.saturating_sub(state.warm.blocks), state.no_punch)
         };
         // Small extents stay warm while the budget lasts (see the module docs).
         let (warm, released): (Vec<_>, Vec<_>) = released.into_iter().partition(|&(_, len)| {
@@ -871,6 +871,8 @@ impl DataFile {
             }
             keep
         });
+        // The rest is punched in runs ([`State::join_gaps`]).
+        let released = self.lock().join_gaps(released);
         // Punch outside the lock: the released blocks are neither pending nor free, so
         // nothing can allocate (and write) them meanwhile. The flag is read into a scratch
         // state and merged back.
@@ -947,37 +949,40 @@ mod tests {
         assert_eq!(e.blocks, 2);
     }
 
-    /// Goal: the fragments of a rewritten object, released together, become one run with
-    /// the free blocks between them (punched or warm), and only free blocks that touch them
-    /// join; a fragment touching nothing stays alone.
+    /// Goal: the fragments of a rewritten object, punched together, become one run with the
+    /// free blocks between them (punched or warm); free blocks around the run, gaps not all
+    /// free and gaps over [`JOIN_GAP_MAX`] blocks stay as they are.
     #[test]
-    fn released_fragments_join_their_free_neighbours_into_one_run() {
+    fn fragments_to_punch_join_across_free_gaps_only() {
         let mut state = State::default();
         // An object's extent 100..200 after overwrites: 110, 120..122 and 150 were freed
         // earlier (warm and punched); the rest is released now in fragments.
         state.warm.insert(110, 1);
         state.free.insert(120, 2);
         state.warm.insert(150, 1);
-        // Free blocks near but not touching the run stay where they are.
-        state.free.insert(202, 3);
-        state.warm.insert(98, 1);
-        let released = vec![
+        // Free blocks touching the run from outside stay where they are.
+        state.free.insert(90, 10);
+        state.warm.insert(200, 2);
+        // 520..530: a gap partly free (525 is in use); 1000..1300: free, over the limit.
+        state.free.insert(520, 5);
+        state.free.insert(1000, 300);
+        let extents = vec![
             (122, 28),
             (100, 10),
             (111, 9),
             (151, 49),
-            // Another object's fragment, alone.
-            (500, 4),
+            (510, 10),
+            (530, 4),
+            (990, 10),
+            (1300, 2),
         ];
-        let runs = state.join_neighbours(released);
-        assert_eq!(runs, vec![(100, 100), (500, 4)]);
-        assert_eq!(state.warm.blocks, 1, "warm 110 and 150 went into the run, 98 stayed");
-        assert_eq!(state.warm.by_start.get(&98), Some(&1));
-        assert_eq!(state.free.blocks, 3, "free 120..122 went into the run, 202.. stayed");
-        assert_eq!(state.free.by_start.get(&202), Some(&3));
-        // A run reaching free blocks on both sides takes them.
-        let runs = state.join_neighbours(vec![(99, 1)]);
-        assert_eq!(runs, vec![(98, 2)]);
-        assert_eq!(state.warm.blocks, 0);
+        let runs = state.join_gaps(extents);
+        assert_eq!(runs, vec![(100, 100), (510, 10), (530, 4), (990, 10), (1300, 2)]);
+        assert_eq!(state.warm.blocks, 2, "warm 110 and 150 went into the run, 200.. stayed");
+        assert_eq!(state.warm.by_start.get(&200), Some(&2));
+        assert_eq!(state.free.blocks, 10 + 5 + 300, "free 120..122 went into the run");
+        assert_eq!(state.free.by_start.get(&90), Some(&10));
+        assert_eq!(state.free.by_start.get(&520), Some(&5));
+        assert_eq!(state.free.by_start.get(&1000), Some(&300));
     }
 }

@@ -57,6 +57,21 @@ pub fn disable_signatures_for_measurement(disabled: bool) {
     SIGN_FRAMES.store(!disabled, Ordering::SeqCst);
 }
 
+/// Whether client connections this process opens hash large replies aside ([`HashAside`]).
+static HASH_REPLIES_ASIDE: AtomicBool = AtomicBool::new(false);
+
+/// Makes the client connections this process opens afterwards hash a large reply's pieces on
+/// a blocking thread while the rest arrives ([`HashAside`]): for a client whose runtime has
+/// one worker (the `ceph`, `rados` and `rbd` tools), whose reader would otherwise hash every
+/// large reply on that worker. Off by default: in a daemon each such frame would hold one of
+/// the few blocking threads its store I/O needs for as long as the frame takes to arrive
+/// (an OSD's peer connections are client connections too), and on a runtime of several
+/// workers it measured level (fio through the C library, docs/benchmarks.md, "Nineteenth
+/// round").
+pub fn hash_large_replies_aside(on: bool) {
+    HASH_REPLIES_ASIDE.store(on, Ordering::Relaxed);
+}
+
 fn session_signing_key(key: SessionKey) -> Option<SessionKey> {
     SIGN_FRAMES.load(Ordering::SeqCst).then_some(key)
 }
@@ -371,7 +386,8 @@ impl BulkStream {
 }
 
 /// A large signed frame's body being hashed on a blocking thread while the rest of it arrives
-/// ([`FrameReader::read_body_to`] on the client side). The connection's reader only copies
+/// ([`FrameReader::read_body_to`] on the client side of a process that asked for it,
+/// [`hash_large_replies_aside`]). The connection's reader only copies
 /// the bytes in: on a runtime of one worker (the `rados`, `rbd` and `ceph` tools), hashing on
 /// the reader held the worker through every 4 MiB reply (`rados bench` 4 MiB reads at QD32
 /// 15-20% below two workers; docs/benchmarks.md, "Nineteenth round"). The pieces come back
@@ -505,7 +521,8 @@ const CLIENT_BUFFER: usize = 256 << 10;
 const SERVER_BUFFER: usize = 64 << 10;
 
 /// The two halves of a connection; `client_side`: large frames are signed while they are
-/// written ([`FrameWriter::push`]) and hashed aside while they arrive ([`HashAside`]).
+/// written ([`FrameWriter::push`]) and, where the process asked for it
+/// ([`hash_large_replies_aside`]), hashed aside while they arrive ([`HashAside`]).
 fn split(stream: TcpStream, buffer: usize, client_side: bool) -> (FrameReader, FrameWriter) {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
@@ -516,7 +533,7 @@ fn split(stream: TcpStream, buffer: usize, client_side: bool) -> (FrameReader, F
             next_seq: 1,
             payload_max: HANDSHAKE_PAYLOAD_MAX,
             last_body_len: 0,
-            hash_aside: client_side,
+            hash_aside: client_side && HASH_REPLIES_ASIDE.load(Ordering::Relaxed),
         },
         FrameWriter {
             inner: BufWriter::with_capacity(buffer, w),
