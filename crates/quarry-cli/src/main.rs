@@ -244,15 +244,16 @@ fn install_panic_hook() {
 /// request's task, its connection's writer and reader, and the task woken by its reply run on
 /// the same thread (for requests in tasks of their own, as `rados bench`'s and `rbd bench`'s;
 /// the dispatching future itself runs on the main thread); blocking work (files, hashing a
-/// large reply: `quarry_client::hash_large_replies_aside`) still has its pool. On this VM a wake-up of another vCPU costs ~20 µs, more than a small
-/// request's own work, and two workers passed each request between them. Alternated against
-/// one server (docs/benchmarks.md, "Nineteenth round"): `rados bench` 4 KiB reads at QD32
-/// 50.7k / 51.3k / 53.7k IOPS against 34.7k / 43.3k / 36.9k (client CPU 11-12 against 15-18 µs
-/// per read), writes at QD32 and QD1 level or ahead; 4 MiB reads at QD32 ahead in 3 of 4
-/// pairs once large replies were hashed aside (15-20% behind before); `rbd bench` level.
-/// The daemons (`up`, `mon`, `osd`) and `nbd`, which serve many clients, keep one worker per
-/// core, as does the C library (fio's `rbd` engine was slower on one). `TOKIO_WORKER_THREADS`
-/// in the environment overrides both (tokio's own variable).
+/// large reply: `quarry_client::hash_large_replies_aside`) still has its pool. On this VM a
+/// wake-up of another vCPU costs ~20 µs, more than a small request's own work, and two
+/// workers passed each request between them. Alternated against one server
+/// (docs/benchmarks.md, "Nineteenth round"): `rados bench` 4 KiB reads at QD32 50.7k / 51.3k /
+/// 53.7k IOPS against 34.7k / 43.3k / 36.9k (client CPU 11-12 against 15-18 µs per read),
+/// writes at QD32 and QD1 level or ahead; 4 MiB reads at QD32 ahead in 3 of 4 pairs once large
+/// replies were hashed aside (15-20% behind before); `rbd bench` level. The daemons (`up`,
+/// `mon`, `osd`) and `nbd`, which serve many clients, keep one worker per core, as does the C
+/// library (fio's `rbd` engine was slower on one). `TOKIO_WORKER_THREADS` in the environment
+/// overrides both (tokio's own variable).
 fn tool_worker_threads(command: &Command) -> Option<usize> {
     if std::env::var_os("TOKIO_WORKER_THREADS").is_some() {
         return None;

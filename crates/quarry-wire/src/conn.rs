@@ -288,8 +288,56 @@ fn body_buffer(len: usize, bulk_at: usize) -> bytes::BytesMut {
     body
 }
 
-/// The pieces the bulk's writer thread was handed, in order, and whether the sink took each.
-type Written = (Vec<bytes::BytesMut>, bool);
+/// A blocking thread that is handed a frame body's pieces in order, does `each` with every
+/// one and keeps them; [`PieceThread::finish`] gives them back with its state. What a bulk
+/// sink's writer ([`BulkStream`]) and a reply's hasher ([`HashAside`]) share.
+struct PieceThread<S> {
+    pieces: std::sync::mpsc::Sender<(usize, bytes::BytesMut)>,
+    worker: tokio::task::JoinHandle<(Vec<bytes::BytesMut>, S)>,
+}
+
+impl<S: Send + 'static> PieceThread<S> {
+    fn start(mut state: S, each: impl Fn(&mut S, usize, &[u8]) + Send + 'static) -> Self {
+        let (pieces, rx) = std::sync::mpsc::channel::<(usize, bytes::BytesMut)>();
+        let worker = tokio::task::spawn_blocking(move || {
+            let mut kept = Vec::new();
+            for (at, piece) in rx {
+                each(&mut state, at, &piece);
+                kept.push(piece);
+            }
+            (kept, state)
+        });
+        PieceThread { pieces, worker }
+    }
+
+    /// Hands on the piece at `at`.
+    fn send(&self, at: usize, piece: bytes::BytesMut) {
+        // The thread ends only when this sender is dropped: a send cannot fail.
+        let _ = self.pieces.send((at, piece));
+    }
+
+    /// Every piece, in order, and the state, once the thread is done with them. None only
+    /// if the thread panicked (a bug): then the pieces are gone, and the frame with them.
+    async fn finish(self) -> Option<(Vec<bytes::BytesMut>, S)> {
+        let PieceThread { pieces, worker } = self;
+        drop(pieces);
+        worker.await.ok()
+    }
+}
+
+/// `head`, then `pieces`, then `rest`: contiguous parts of one buffer, in order, so that each
+/// `unsplit` is O(1).
+fn rejoin(
+    mut head: bytes::BytesMut,
+    pieces: Vec<bytes::BytesMut>,
+    rest: bytes::BytesMut,
+) -> bytes::BytesMut {
+    for piece in pieces {
+        head.unsplit(piece);
+    }
+    head.unsplit(rest);
+    head
+}
 
 /// A bulk payload being handed to a sink on a blocking thread, piece by piece. One thread:
 /// two in flight did not help on this machine's ext4 (a direct write that allocates blocks,
@@ -303,8 +351,8 @@ struct BulkStream {
     start: usize,
     end: usize,
     sink: Arc<dyn BulkSink>,
-    pieces: std::sync::mpsc::Sender<(usize, bytes::BytesMut)>,
-    writer: tokio::task::JoinHandle<Written>,
+    /// Writes the pieces to the sink; its state: whether the sink took every one.
+    writer: PieceThread<bool>,
 }
 
 impl BulkStream {
@@ -328,17 +376,11 @@ impl BulkStream {
             mac.hash_through(0, body, bulk_at);
         }
         let head = body.split_to(bulk_at);
-        let (pieces, rx) = std::sync::mpsc::channel::<(usize, bytes::BytesMut)>();
         let writer_sink = sink.clone();
-        let writer = tokio::task::spawn_blocking(move || {
-            let (mut kept, mut ok) = (Vec::new(), true);
-            for (at, piece) in rx {
-                ok = ok && writer_sink.write(at, &piece);
-                kept.push(piece);
-            }
-            (kept, ok)
+        let writer = PieceThread::start(true, move |ok: &mut bool, at, piece: &[u8]| {
+            *ok = *ok && writer_sink.write(at, piece);
         });
-        Some(BulkStream { head, start: bulk_at, end: bulk_at + bulk_len, sink, pieces, writer })
+        Some(BulkStream { head, start: bulk_at, end: bulk_at + bulk_len, sink, writer })
     }
 
     /// Hands on every whole piece `body` (the body from offset `base` on) holds.
@@ -357,8 +399,7 @@ impl BulkStream {
                 mac.hash_through(*base, body, piece_end);
             }
             let piece = body.split_to(piece_end - *base);
-            // The thread ends only when this sender is dropped: a send cannot fail.
-            let _ = self.pieces.send((*base - self.start, piece));
+            self.writer.send(*base - self.start, piece);
             *base = piece_end;
         }
     }
@@ -369,19 +410,13 @@ impl BulkStream {
         self,
         rest: bytes::BytesMut,
     ) -> (bytes::BytesMut, Option<(Arc<dyn BulkSink>, usize)>) {
-        let BulkStream { mut head, start, end, sink, pieces, writer } = self;
-        drop(pieces);
+        let BulkStream { head, start, end, sink, writer } = self;
         // The writer cannot panic short of a bug in a sink: then its pieces are gone and the
         // frame with them (an empty body fails to decode).
-        let Ok((kept, ok)) = writer.await else {
+        let Some((kept, ok)) = writer.finish().await else {
             return (bytes::BytesMut::new(), None);
         };
-        // Contiguous pieces of one buffer, in order: each `unsplit` is O(1).
-        for piece in kept {
-            head.unsplit(piece);
-        }
-        head.unsplit(rest);
-        (head, ok.then_some((sink, end - start)))
+        (rejoin(head, kept, rest), ok.then_some((sink, end - start)))
     }
 }
 
@@ -393,8 +428,7 @@ impl BulkStream {
 /// 15-20% below two workers; docs/benchmarks.md, "Nineteenth round"). The pieces come back
 /// with the hasher, contiguous, and are joined again (no copy).
 struct HashAside {
-    pieces: std::sync::mpsc::Sender<(usize, bytes::BytesMut)>,
-    hasher: tokio::task::JoinHandle<(Vec<bytes::BytesMut>, StreamingMac)>,
+    hasher: PieceThread<StreamingMac>,
 }
 
 impl HashAside {
@@ -403,25 +437,17 @@ impl HashAside {
     /// Smaller payloads are hashed on the reader: too little to overlap for a thread's wake-up.
     const FRAME_MIN: usize = 2 * Self::PIECE;
 
-    fn start(mut mac: StreamingMac) -> HashAside {
-        let (pieces, rx) = std::sync::mpsc::channel::<(usize, bytes::BytesMut)>();
-        let hasher = tokio::task::spawn_blocking(move || {
-            let mut kept = Vec::new();
-            for (at, piece) in rx {
-                mac.hash_through(at, &piece, at + piece.len());
-                kept.push(piece);
-            }
-            (kept, mac)
+    fn start(mac: StreamingMac) -> HashAside {
+        let hasher = PieceThread::start(mac, |mac: &mut StreamingMac, at, piece: &[u8]| {
+            mac.hash_through(at, piece, at + piece.len());
         });
-        HashAside { pieces, hasher }
+        HashAside { hasher }
     }
 
     /// Hands on every whole piece `body` (the body from offset `base` on) holds.
     fn hand_on(&mut self, body: &mut bytes::BytesMut, base: &mut usize) {
         while body.len() >= Self::PIECE {
-            let piece = body.split_to(Self::PIECE);
-            // The hasher ends only when this sender is dropped: a send cannot fail.
-            let _ = self.pieces.send((*base, piece));
+            self.hasher.send(*base, body.split_to(Self::PIECE));
             *base += Self::PIECE;
         }
     }
@@ -429,20 +455,12 @@ impl HashAside {
     /// The whole body again (`rest`: its bytes after the last piece) and the hasher that
     /// hashed every piece.
     async fn finish(self, rest: bytes::BytesMut) -> (bytes::BytesMut, Option<StreamingMac>) {
-        let HashAside { pieces, hasher } = self;
-        drop(pieces);
         // The hasher cannot panic short of a bug: then the pieces are gone and the frame
         // with them (an empty body fails to decode).
-        let Ok((kept, mac)) = hasher.await else {
+        let Some((kept, mac)) = self.hasher.finish().await else {
             return (bytes::BytesMut::new(), None);
         };
-        // Contiguous pieces of one buffer, in order: each `unsplit` is O(1).
-        let mut whole = bytes::BytesMut::new();
-        for piece in kept {
-            whole.unsplit(piece);
-        }
-        whole.unsplit(rest);
-        (whole, Some(mac))
+        (rejoin(bytes::BytesMut::new(), kept, rest), Some(mac))
     }
 }
 
