@@ -113,6 +113,8 @@ pub(crate) fn reply_kind(reply: &Reply) -> &'static str {
         Reply::Notified(_) => "Notified",
         Reply::Watchers(_) => "Watchers",
         Reply::Told { .. } => "Told",
+        Reply::ReadPart(_) => "ReadPart",
+        Reply::ReadDone => "ReadDone",
     }
 }
 

@@ -64,6 +64,8 @@ struct Perf {
     op_w_latency: TimeAvg,
     op_in_bytes: AtomicU64,
     op_out_bytes: AtomicU64,
+    /// Reads whose data went to the client while it was read (`op::stream`).
+    op_r_streamed: AtomicU64,
 }
 
 /// An op is [`OpTracker::alone`] only if no two ops overlapped for this long: a client at
@@ -249,7 +251,15 @@ impl OpTracker {
             "op_w": writes,
             "op_w_in_bytes": in_bytes,
             "op_w_latency": time_avg(&perf.op_w_latency),
+            "op_r_streamed": perf.op_r_streamed.load(Ordering::Relaxed),
         })
+    }
+
+    /// Counts a read whose `bytes` went ahead of its answer (`op::stream`): its answer
+    /// carries no data for [`InFlight::answered`] to count.
+    pub fn streamed(&self, bytes: usize) {
+        self.perf.op_r_streamed.fetch_add(1, Ordering::Relaxed);
+        self.perf.op_out_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
     }
 
     fn micros(&self) -> u64 {

@@ -403,6 +403,63 @@ async fn size_one_fails_only_the_command_that_meets_the_damage() {
     cluster.shutdown().await;
 }
 
+/// Goal: a large read alone in flight, whose data goes to the client while the OSD reads
+/// it (`op::stream`, counted as `op_r_streamed` in `perf dump`), returns the object's bytes;
+/// one that meets a damaged chunk half way, after pieces went out, is EIO (never the bytes
+/// before the damage, nor the zeros that finish the part), and the connection goes on
+/// serving. Method: a 3 MiB object on one OSD, reads at queue depth 1, then its chunk 600
+/// (in the fifth 512 KiB piece) damaged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_streamed_read_that_meets_damage_half_way_is_eio() {
+    let mut cluster = Cluster::builder().osds(1).pools(vec![("one", 1, 1)]).start().await;
+    cluster.logs().expect("store corruption: chunk 600 version");
+    let rados = cluster.admin().await;
+    let io = rados.ioctx("one").await.unwrap();
+    let mon = common::admin(&cluster).await;
+    let pool = mon.map().await.pool_by_name("one").unwrap().clone();
+    let pg = PgId { pool: pool.id, seed: 0 };
+    let big = pattern((3 << 20) + 100, 5);
+    io.write_full("big", Bytes::from(big.clone())).await.unwrap();
+    let streamed = |cluster: &Cluster| {
+        let addr = cluster.osd(0).addr();
+        let mon = &mon;
+        async move {
+            let client = mon.osd_client(addr).await;
+            let words = vec!["perf".to_string(), "dump".to_string()];
+            match client.rpc.call(quarry_wire::Request::Tell { words }).await.unwrap() {
+                quarry_wire::Reply::Told { output, .. } => {
+                    let dump: serde_json::Value = serde_json::from_str(&output).unwrap();
+                    dump["osd"]["op_r_streamed"].as_u64().unwrap()
+                }
+                other => panic!("perf dump: {other:?}"),
+            }
+        }
+    };
+    // Alone in flight: no other op for a while (`OpTracker::alone`).
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let before = streamed(&cluster).await;
+    for _ in 0..3 {
+        let read = io.read("big", 0, big.len() as u64).await.unwrap();
+        assert!(read.as_ref() == big.as_slice(), "a streamed read returned other bytes");
+    }
+    assert!(streamed(&cluster).await >= before + 2, "the reads were not streamed");
+    cluster.stop_osd(0).await;
+    damage_chunk(&cluster.osd_dir(0).join("store.redb"), pg, "big", 600);
+    cluster.start_osd(0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    for _ in 0..2 {
+        let read = io.read("big", 0, big.len() as u64).await;
+        assert!(is_eio(&read), "{:?}", read.map(|b| b.len()));
+        // The pieces before the damage still read (streamed too).
+        let head = io.read("big", 0, 2 << 20).await.unwrap();
+        assert!(head.as_ref() == &big[..2 << 20]);
+    }
+    assert!(cluster.osd(0).damaged_pgs().is_empty(), "one replica: nothing to repair from");
+    drop(io);
+    rados.shutdown().await;
+    cluster.shutdown().await;
+}
+
 fn is_eio<T>(result: &Result<T, quarry_client::ClientError>) -> bool {
     use quarry_client::ClientError;
     let eio = quarry_types::ErrorCode::EIO;

@@ -320,6 +320,7 @@ pub use dups::{is_damaged_dup_table, DUPS_PER_PG_DEFAULT, DUP_REPLY_MAX};
 pub use error::StoreError;
 pub use merge::MergeStats;
 pub use metacache::MetaCacheStats;
+pub use read::ReadSink;
 pub use split::SplitStats;
 
 use crate::datafile::DataFile;
@@ -1418,6 +1419,20 @@ impl Store {
         snap: SnapId,
         ops: &[ObjectOp],
     ) -> Result<OpReply, StoreError> {
+        self.read_to(pg, name, snap, ops, None)
+    }
+
+    /// [`Store::read`], giving a large read op's data to `sink` while it is read instead of
+    /// returning it (see [`ReadSink`]: if the sink was ended, that op's output is an empty
+    /// payload with the data's crc).
+    pub fn read_to(
+        &self,
+        pg: PgId,
+        name: &str,
+        snap: SnapId,
+        ops: &[ObjectOp],
+        sink: Option<&dyn ReadSink>,
+    ) -> Result<OpReply, StoreError> {
         if let Some(code) = name_error(name) {
             return Ok(OpReply::Failed { index: 0, code });
         }
@@ -1451,7 +1466,7 @@ impl Store {
             let (r, rows) = (c.record.as_ref()?, c.rows.as_deref()?);
             Some(read::HeadRows { id: r.id, floor: r.head().floor, tag: r.head().tag, rows })
         });
-        let tables = ReadTables { view: &view, data: &self.data, head_rows };
+        let tables = ReadTables { view: &view, data: &self.data, head_rows, sink };
         let target = record.and_then(|r| {
             let version = if at_head { Some(r.head()) } else { r.version_at(snap) };
             version.map(|version| Target { id: r.id, version, at_head })

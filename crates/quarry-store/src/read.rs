@@ -125,6 +125,29 @@ pub(crate) trait Tables {
     fn head_rows(&self) -> Option<HeadRows<'_>> {
         None
     }
+    /// Where a large read op's data may go while it is read ([`ReadSink`]), if anywhere.
+    fn sink(&self) -> Option<&dyn ReadSink> {
+        None
+    }
+}
+
+/// Where a large read's data may go while it is still being read from the device (the OSD
+/// sends it to the client ahead of the answer: `quarry-wire`'s streamed replies), instead of
+/// into the payload the read returns. Used by a read op of at least [`PIECED_READ_MIN`] bytes
+/// that [`read_pieced`] serves, at most once per [`crate::Store::read_to`]: [`ReadSink::start`]
+/// with the length, then the pieces in order, each checked against its chunks' crcs before it
+/// is given, then [`ReadSink::end`] with the payload's crc; the op's output is then an empty
+/// payload with that crc. A read that stops half way (a damaged chunk, a failed device read)
+/// does not call `end`: the op then fails, or is read again the plain way and its output
+/// holds the data; the sink's receiver must drop what it was given.
+pub trait ReadSink: Sync {
+    /// A read of `len` bytes is about to begin: false to have it read the plain way.
+    fn start(&self, len: usize) -> bool;
+    /// The next checked piece; false if the receiver is gone (the read stops and is read
+    /// again the plain way).
+    fn piece(&self, piece: Bytes) -> bool;
+    /// Every piece was given; `crc` is the crc32c of all of them.
+    fn end(&self, crc: u32);
 }
 
 /// [`extent::visible`] for object `id` at chunk range `floor..=tag`, chunks `a..=b`: from the
@@ -157,6 +180,7 @@ pub(crate) struct ReadTables<'d> {
     pub view: &'d ReadView,
     pub data: &'d DataFile,
     pub head_rows: Option<HeadRows<'d>>,
+    pub sink: Option<&'d dyn ReadSink>,
 }
 
 impl Tables for ReadTables<'_> {
@@ -180,6 +204,9 @@ impl Tables for ReadTables<'_> {
     }
     fn head_rows(&self) -> Option<HeadRows<'_>> {
         self.head_rows
+    }
+    fn sink(&self) -> Option<&dyn ReadSink> {
+        self.sink
     }
 }
 
@@ -328,8 +355,8 @@ pub(crate) fn read_data<T: Tables>(
     ctx: &Ctx,
     id: u64,
     v: &Version,
-    off: u64,
-    len: u64,
+    (off, len): (u64, u64),
+    sink: Option<&dyn ReadSink>,
 ) -> Result<Payload, StoreError> {
     if off >= v.size {
         return Ok(Payload::with_crc(Bytes::new(), 0));
@@ -344,9 +371,27 @@ pub(crate) fn read_data<T: Tables>(
         refs.iter().all(|&(i, _, r)| !matches!(r, ChunkRef::Data { len, .. } if !inside(i, len)))
     };
     if want as usize >= PIECED_READ_MIN && off % CHUNK == 0 && !is_cached_only() && all_inside() {
-        let mut buf = ReadBuf::take(want as usize);
-        if let Some((crc, digest)) = read_pieced(t.data(), ctx, &refs, off, buf.as_mut_slice())? {
-            return Ok(Payload::with_digest(Bytes::from_owner(buf), crc, digest));
+        let total = want as usize;
+        if let Some(sink) = sink.filter(|sink| sink.start(total)) {
+            // Each piece in a buffer of its own, handed on once checked (not hashed here: the
+            // frame that carries them is signed as it is written).
+            let pieces = piece_lens(total).map(PooledBuf::piece).collect();
+            let given = |piece: PooledBuf| sink.piece(Bytes::from_owner(piece));
+            if let Some((crc, _)) =
+                read_pieced(t.data(), ctx, &refs, (off, total), pieces, false, given)?
+            {
+                sink.end(crc);
+                return Ok(Payload::with_crc(Bytes::new(), crc));
+            }
+        } else {
+            let mut buf = PooledBuf::whole(total);
+            let pieces = buf.as_mut_slice().chunks_mut(READ_PIECE).collect();
+            if let Some((crc, digest)) =
+                read_pieced(t.data(), ctx, &refs, (off, total), pieces, true, |_| true)?
+            {
+                let digest = digest.expect("hashed");
+                return Ok(Payload::with_digest(Bytes::from_owner(buf), crc, digest));
+            }
         }
         // A piece failed to read: the plain path below reads again and names the chunk.
     }
@@ -466,85 +511,129 @@ pub(crate) const PIECED_READ_MIN: usize = 1 << 20;
 
 /// Buffers of large reads kept for the next ones (a fresh 4 MiB buffer cost a 4 MiB memset
 /// and its page faults before the device read could start: ~7% of the OSD's CPU under
-/// 4 MiB reads at QD32, issue 14); at most [`READ_BUFS_KEPT`] of [`READ_BUF_BYTES`] each, per
-/// process (the OSDs of one `quarry up` share them).
-static READ_BUFS: std::sync::Mutex<Vec<AlignedBuf>> = std::sync::Mutex::new(Vec::new());
-const READ_BUFS_KEPT: usize = 4;
-const READ_BUF_BYTES: usize = 4 << 20;
+/// 4 MiB reads at QD32, issue 14), per process (the OSDs of one `quarry up` share them):
+/// whole reads' buffers, and the pieces of reads given to a [`ReadSink`].
+static WHOLE_BUFS: BufPool = BufPool::new(4 << 20, 4);
+static PIECE_BUFS: BufPool = BufPool::new(READ_PIECE, 16);
 
-/// A large read's buffer, owned by the payload's `Bytes` until the reply is sent; then back to
-/// [`READ_BUFS`]. Its bytes are whatever the last read left: [`read_pieced`] overwrites or
-/// zeroes every one.
-struct ReadBuf(AlignedBuf);
+/// Aligned buffers of one size, at most `kept` of them kept for reuse.
+struct BufPool {
+    bufs: std::sync::Mutex<Vec<AlignedBuf>>,
+    size: usize,
+    kept: usize,
+}
 
-impl ReadBuf {
-    fn take(len: usize) -> ReadBuf {
-        let kept = if len <= READ_BUF_BYTES {
-            READ_BUFS.lock().unwrap_or_else(|p| p.into_inner()).pop()
-        } else {
-            None
-        };
+impl BufPool {
+    const fn new(size: usize, kept: usize) -> BufPool {
+        BufPool { bufs: std::sync::Mutex::new(Vec::new()), size, kept }
+    }
+
+    fn bufs(&self) -> std::sync::MutexGuard<'_, Vec<AlignedBuf>> {
+        self.bufs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A large read's buffer (or one piece's), owned by the payload's `Bytes` until the reply is
+/// sent; then back to its pool. Its bytes are whatever the last read left: [`read_pieced`]
+/// overwrites or zeroes every one.
+struct PooledBuf {
+    buf: AlignedBuf,
+    pool: &'static BufPool,
+}
+
+impl PooledBuf {
+    fn take(pool: &'static BufPool, len: usize) -> PooledBuf {
+        let kept = if len <= pool.size { pool.bufs().pop() } else { None };
         // A fresh one has a kept buffer's size (at least), so it is kept afterwards.
-        let mut buf = kept.unwrap_or_else(|| AlignedBuf::zeroed(len.max(READ_BUF_BYTES)));
+        let mut buf = kept.unwrap_or_else(|| AlignedBuf::zeroed(len.max(pool.size)));
         buf.reuse_as(len);
-        ReadBuf(buf)
+        PooledBuf { buf, pool }
+    }
+
+    /// A buffer for a whole read of `len` bytes.
+    fn whole(len: usize) -> PooledBuf {
+        PooledBuf::take(&WHOLE_BUFS, len)
+    }
+
+    /// A buffer for one piece (at most [`READ_PIECE`] bytes).
+    fn piece(len: usize) -> PooledBuf {
+        PooledBuf::take(&PIECE_BUFS, len)
     }
 
     fn as_mut_slice(&mut self) -> &mut [u8] {
-        self.0.as_mut_slice()
+        self.buf.as_mut_slice()
     }
 }
 
-impl AsRef<[u8]> for ReadBuf {
+impl AsRef<[u8]> for PooledBuf {
     fn as_ref(&self) -> &[u8] {
-        self.0.as_slice()
+        self.buf.as_slice()
     }
 }
 
-impl Drop for ReadBuf {
+impl AsMut<[u8]> for PooledBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        self.buf.as_mut_slice()
+    }
+}
+
+impl Drop for PooledBuf {
     fn drop(&mut self) {
-        if self.0.capacity() != READ_BUF_BYTES {
+        if self.buf.capacity() != self.pool.size {
             return;
         }
-        let mut kept = READ_BUFS.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.len() < READ_BUFS_KEPT {
-            kept.push(std::mem::take(&mut self.0));
+        let mut kept = self.pool.bufs();
+        if kept.len() < self.pool.kept {
+            kept.push(std::mem::take(&mut self.buf));
         }
     }
+}
+
+/// The lengths of the pieces of a read of `total` bytes.
+fn piece_lens(total: usize) -> impl Iterator<Item = usize> {
+    (0..total).step_by(READ_PIECE).map(move |start| READ_PIECE.min(total - start))
 }
 
 /// The pieces [`read_pieced`] reads one after the other (the device reads 512 KiB pieces
 /// back to back as fast as one 4 MiB read here: 1.3 GB/s either way, issue 14).
 const READ_PIECE: usize = 512 << 10;
 
-/// A large read whose chunks all lie inside the output (`off` a chunk boundary): a helper
-/// thread reads the blocks into `out` piece by piece (and zeroes the bytes no block covers:
-/// `out` may hold an earlier read's bytes), and as each piece arrives this
-/// thread checks its chunks' crcs and hashes it (BLAKE3), so the checks overlap the device
-/// instead of following it. Returns the payload's crc (assembled from the verified chunk crcs,
-/// as [`read_data`] does) and the digest of all of `out`, which the reply's frame signs in
-/// place of the bytes (`quarry-wire`'s codec: the writer does not hash them again). None if a
-/// piece failed to read (or no thread could be started): the caller reads again the plain
-/// way, which names the failing chunk.
-fn read_pieced(
+/// What [`read_pieced`] read: the payload's crc and, if it hashed them, the bytes' digest.
+type Pieced = (u32, Option<[u8; 32]>);
+
+/// A large read whose chunks all lie inside the output (`off` a chunk boundary), of `total`
+/// bytes in all, into `pieces` (in order, [`READ_PIECE`] bytes each but the last): a helper thread
+/// reads the blocks into them one after the other (and zeroes the bytes no block covers: a
+/// piece may hold an earlier read's bytes), and as each piece arrives this thread checks its
+/// chunks' crcs, hashes it (BLAKE3) if `hash`, and gives it to `given`, so the checks overlap
+/// the device instead of following it. Returns the payload's crc (assembled from the verified
+/// chunk crcs, as [`read_data`] does) and, if `hash`, the digest of all the bytes, which the
+/// reply's frame signs in place of the bytes (`quarry-wire`'s codec: the writer does not hash
+/// them again). None if a piece failed to read, `given` refused one (its receiver is gone) or
+/// no thread could be started: the caller reads again the plain way, which names the failing
+/// chunk.
+#[allow(clippy::too_many_arguments)]
+fn read_pieced<P: AsMut<[u8]> + Send>(
     data: &DataFile,
     ctx: &Ctx,
     refs: &[(u64, u64, ChunkRef)],
-    off: u64,
-    out: &mut [u8],
-) -> Result<Option<(u32, [u8; 32])>, StoreError> {
+    (off, total): (u64, usize),
+    pieces: Vec<P>,
+    hash: bool,
+    mut given: impl FnMut(P) -> bool,
+) -> Result<Option<Pieced>, StoreError> {
     let runs = block_runs(refs, off, |_, _| true);
-    let total = out.len();
-    let pieces: Vec<&mut [u8]> = out.chunks_mut(READ_PIECE).collect();
     let count = pieces.len();
-    let (tx, rx) = std::sync::mpsc::sync_channel::<(&mut [u8], bool)>(count);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(P, bool)>(count);
     std::thread::scope(|scope| {
         let reader = std::thread::Builder::new()
             .name("quarry-read".into())
             .stack_size(256 << 10)
             .spawn_scoped(scope, move || {
-                for (i, piece) in pieces.into_iter().enumerate() {
-                    let (start, end) = (i * READ_PIECE, i * READ_PIECE + piece.len());
+                let mut start = 0;
+                for mut held in pieces {
+                    let piece = held.as_mut();
+                    let end = start + piece.len();
                     let mut zero_from = start;
                     let ok =
                         runs.iter().filter(|r| r.pos < end && r.pos + r.bytes > start).all(|run| {
@@ -556,7 +645,8 @@ fn read_pieced(
                             data.read(first, &mut piece[a - start..b - start]).is_ok()
                         });
                     piece[zero_from - start..].fill(0);
-                    if tx.send((piece, ok)).is_err() {
+                    start = end;
+                    if tx.send((held, ok)).is_err() {
                         return;
                     }
                 }
@@ -566,12 +656,15 @@ fn read_pieced(
         }
         // Dropped on return (an error too): the reader then stops at its next piece.
         let rx = rx;
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = hash.then(blake3::Hasher::new);
         let (mut crc, mut done, mut next, mut start) = (0u32, 0usize, 0usize, 0usize);
         for _ in 0..count {
-            let Ok((piece, true)) = rx.recv() else { return Ok(None) };
+            let Ok((mut held, true)) = rx.recv() else { return Ok(None) };
+            let piece: &[u8] = held.as_mut();
             let end = start + piece.len();
-            hasher.update(piece);
+            if let Some(hasher) = hasher.as_mut() {
+                hasher.update(piece);
+            }
             while let Some(&(index, tag, r)) = refs.get(next) {
                 let ChunkRef::Data { crc: stored, len, .. } = r else {
                     next += 1;
@@ -591,9 +684,12 @@ fn read_pieced(
                 next += 1;
             }
             start = end;
+            if !given(held) {
+                return Ok(None);
+            }
         }
         crc = append_zeros(crc, total - done);
-        Ok(Some((crc, *hasher.finalize().as_bytes())))
+        Ok(Some((crc, hasher.map(|h| *h.finalize().as_bytes()))))
     })
 }
 
@@ -640,7 +736,9 @@ pub(crate) fn read_op<T: Tables>(
         }
     };
     match op {
-        ObjectOp::Read { off, len } => Ok(OpOutput::Data(read_data(t, ctx, id, v, *off, *len)?)),
+        ObjectOp::Read { off, len } => {
+            Ok(OpOutput::Data(read_data(t, ctx, id, v, (*off, *len), t.sink())?))
+        }
         ObjectOp::Stat => {
             Ok(OpOutput::Stat { size: v.size, mtime_sec: v.mtime.0, mtime_nsec: v.mtime.1 })
         }
@@ -746,7 +844,7 @@ fn cmp_ext<T: Tables>(
     }
     let stored = match target.filter(|t| t.version.exists) {
         Some(target) if !expected.is_empty() => {
-            read_data(t, ctx, target.id, target.version, off, expected.len() as u64)?.data
+            read_data(t, ctx, target.id, target.version, (off, expected.len() as u64), None)?.data
         }
         _ => Bytes::new(),
     };

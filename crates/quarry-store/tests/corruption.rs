@@ -26,6 +26,142 @@ pub(crate) fn damage_block(file: &std::path::Path, block: u64, byte: u64) {
     data.write_all_at(&b, at).expect("write it back");
 }
 
+/// A [`quarry_store::ReadSink`] that records what it is given; it refuses the start (or
+/// the piece numbered `refuse_piece`) when told to.
+#[derive(Default)]
+struct Recorder {
+    refuse_start: bool,
+    refuse_piece: Option<usize>,
+    started: std::sync::Mutex<Option<usize>>,
+    pieces: std::sync::Mutex<Vec<bytes::Bytes>>,
+    ended: std::sync::Mutex<Option<u32>>,
+}
+
+impl quarry_store::ReadSink for Recorder {
+    fn start(&self, len: usize) -> bool {
+        let mut started = self.started.lock().unwrap();
+        assert!(started.is_none(), "started twice");
+        *started = Some(len);
+        !self.refuse_start
+    }
+    fn piece(&self, piece: bytes::Bytes) -> bool {
+        let mut pieces = self.pieces.lock().unwrap();
+        assert!(self.ended.lock().unwrap().is_none(), "a piece after the end");
+        if self.refuse_piece == Some(pieces.len()) {
+            return false;
+        }
+        pieces.push(piece);
+        true
+    }
+    fn end(&self, crc: u32) {
+        assert!(self.ended.lock().unwrap().replace(crc).is_none(), "ended twice");
+    }
+}
+
+impl Recorder {
+    fn joined(&self) -> Vec<u8> {
+        self.pieces.lock().unwrap().iter().flat_map(|p| p.iter().copied()).collect()
+    }
+}
+
+/// The output of a read of `name` given to `sink`.
+fn read_to_sink(
+    store: &Store,
+    name: &str,
+    off: u64,
+    sink: &Recorder,
+) -> Result<quarry_types::Payload, StoreError> {
+    let ops = [ObjectOp::Read { off, len: 0 }];
+    match store.read_to(PG, name, SNAP_HEAD, &ops, Some(sink))? {
+        OpReply::Ok(mut out) => match out.pop() {
+            Some(quarry_types::OpOutput::Data(p)) => Ok(p),
+            _ => panic!("a read without data"),
+        },
+        OpReply::Failed { code, .. } => panic!("read failed: {code:?}"),
+    }
+}
+
+/// Goal: a large read given to a sink (the OSD streams it to the client while it is read)
+/// hands over exactly the bytes and crc of the plain read, in checked pieces of at most
+/// 512 KiB, and ends only when all were given; a damaged chunk stops it before the piece that
+/// holds it (nothing damaged is given) and fails the read; a sink that refuses the start
+/// gets nothing and the read returns its data, one that refuses a piece (its receiver gone)
+/// gets no end and the read returns its data the plain way. Method: an object with a hole
+/// and rewritten chunks (as above), pooled piece buffers reused between reads of other
+/// objects (holes must read as zeros), then a damaged block.
+#[test]
+fn a_large_read_given_to_a_sink_arrives_checked_piece_by_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = (3 << 20) + 100;
+    let mut want = vec![0u8; size];
+    let first = pattern(1 << 19, 3);
+    let tail_at = 5 << 18;
+    let tail = pattern(size - tail_at, 5);
+    let patch = pattern(10_000, 9);
+    want[..1 << 19].copy_from_slice(&first);
+    want[tail_at..].copy_from_slice(&tail);
+    want[(2 << 20) + 5000..(2 << 20) + 15_000].copy_from_slice(&patch);
+    let full = vec![0x5au8; 3 << 20];
+    let file = {
+        let store = Store::open(dir.path()).unwrap();
+        store.apply(PG, &[cmd("o", vec![write(0, &first)])], b"s").unwrap();
+        store.apply(PG, &[cmd("o", vec![write(tail_at as u64, &tail)])], b"s").unwrap();
+        store.apply(PG, &[cmd("o", vec![write((2 << 20) + 5000, &patch)])], b"s").unwrap();
+        store.apply(PG, &[cmd("f", vec![write(0, &full)])], b"s").unwrap();
+        store.checkpoint().unwrap();
+        for _ in 0..3 {
+            // A full object first: its pieces go back to the pool holding 0x5a where the
+            // next read's hole is.
+            let f = Recorder::default();
+            drop(read_to_sink(&store, "f", 0, &f).unwrap());
+            assert!(f.joined() == full);
+            let sink = Recorder::default();
+            let out = read_to_sink(&store, "o", 0, &sink).unwrap();
+            assert_eq!(*sink.started.lock().unwrap(), Some(size));
+            let pieces = sink.pieces.lock().unwrap().clone();
+            assert_eq!(pieces.len(), 7, "pieces of 512 KiB");
+            assert!(pieces.iter().all(|p| p.len() <= 512 << 10));
+            assert!(sink.joined() == want, "the pieces are not the object's bytes");
+            let crc = crc32c::crc32c(&want);
+            assert_eq!(*sink.ended.lock().unwrap(), Some(crc), "the end's crc");
+            assert!(out.data.is_empty(), "the data went to the sink, not the output");
+            assert_eq!(out.crc, crc);
+        }
+        // A sink that refuses the start: the plain answer.
+        let refusing = Recorder { refuse_start: true, ..Recorder::default() };
+        let out = read_to_sink(&store, "o", 0, &refusing).unwrap();
+        assert!(out.data == want && out.verify());
+        assert!(refusing.pieces.lock().unwrap().is_empty());
+        assert!(refusing.ended.lock().unwrap().is_none());
+        // A receiver gone after two pieces: no end, the data read again the plain way.
+        let gone = Recorder { refuse_piece: Some(2), ..Recorder::default() };
+        let out = read_to_sink(&store, "o", 0, &gone).unwrap();
+        assert!(out.data == want && out.verify());
+        assert_eq!(gone.pieces.lock().unwrap().len(), 2);
+        assert!(gone.ended.lock().unwrap().is_none());
+        // Small reads never go to a sink.
+        let small = Recorder::default();
+        let out = read_to_sink(&store, "o", (3 << 20) - 4096, &small).unwrap();
+        assert!(out.data == want[(3 << 20) - 4096..]);
+        assert!(small.started.lock().unwrap().is_none());
+        store.path().to_path_buf()
+    };
+    // Chunk 520 (the fifth piece) in block 328, as above.
+    damage_block(&file, 328, 9);
+    let store = Store::open(&file).unwrap();
+    let sink = Recorder::default();
+    match read_to_sink(&store, "o", 0, &sink) {
+        Err(StoreError::Corrupt { detail, .. }) => {
+            assert!(detail.contains("chunk 520"), "{detail}")
+        }
+        Err(other) => panic!("expected Corrupt, got {other:?}"),
+        Ok(p) => panic!("expected Corrupt, got {} bytes", p.data.len()),
+    }
+    assert_eq!(sink.pieces.lock().unwrap().len(), 4, "the pieces before the damaged one");
+    assert!(sink.joined() == want[..2 << 20]);
+    assert!(sink.ended.lock().unwrap().is_none(), "a failed read was ended");
+}
+
 /// Flips one bit of byte `byte` of row number `row` of `table`.
 fn damage_row(
     file: &std::path::Path,

@@ -203,6 +203,43 @@ pub fn encode_segments(
     Ok(segments)
 }
 
+/// The start of a frame carrying a [`crate::message::Reply::ReadPart`] of `len` data bytes
+/// that are not in hand yet (`crate::conn` streams them as they are read): the header
+/// (signed, the data as the bulk) and the payload's bytes before the data. What follows on
+/// the wire: the `len` bytes, the data's crc32c (4 bytes, little endian: the payload's end)
+/// and the tag. The bytes are those [`encode_segments`] makes of the same message with the
+/// data in hand (`codec::tests::a_streamed_part_is_the_frame_of_its_message`).
+pub fn encode_part_head(request_id: u64, seq: u64, len: usize) -> Result<Vec<u8>, WireError> {
+    use crate::message::Reply;
+    // The message with no data: its encoding ends with the data's length prefix (0 here)
+    // and the crc; the data goes between them.
+    let empty =
+        Message::Reply(Reply::ReadPart(quarry_types::Payload::with_crc(bytes::Bytes::new(), 0)));
+    let options = bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian();
+    let encoded = options.serialize(&empty).map_err(|e| WireError::Encode(e.to_string()))?;
+    let before = encoded.len() - 4;
+    let payload_len = encoded.len() as u64 + len as u64;
+    if payload_len > u64::from(FRAME_PAYLOAD_MAX) {
+        return Err(WireError::TooLarge { len: payload_len, max: FRAME_PAYLOAD_MAX });
+    }
+    if len < quarry_types::zerocopy::BULK_MIN {
+        // Not a bulk in the frame `encode_segments` makes: the header would differ.
+        return Err(WireError::Encode(format!("a streamed part of {len} bytes is too small")));
+    }
+    let mut head = Vec::with_capacity(HEADER_LEN + before);
+    head.extend_from_slice(&FRAME_MAGIC);
+    head.push(FRAME_VERSION);
+    head.push(FLAG_SIGNED);
+    head.extend_from_slice(&(before as u16).to_le_bytes());
+    head.extend_from_slice(&request_id.to_le_bytes());
+    head.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    head.extend_from_slice(&0u32.to_le_bytes());
+    head.extend_from_slice(&seq.to_le_bytes());
+    head.extend_from_slice(&encoded[..before - 8]);
+    head.extend_from_slice(&(len as u64).to_le_bytes());
+    Ok(head)
+}
+
 /// An encoded frame in pieces ([`encode_segments`]).
 pub struct Segments {
     /// The header and the encoded message, large payloads left out.
@@ -684,6 +721,33 @@ fn signature(key: &SessionKey, header_and_payload: &[u8]) -> [u8; SIGNATURE_LEN]
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// Goal: a part streamed piece by piece (its head, the data, its crc, the tag computed
+    /// over them in order) is byte for byte the frame `encode_frame` makes of the same
+    /// message with the data in hand, so every receiver decodes and verifies it as any
+    /// frame. Method: several lengths, the tag from a `FrameSigner` fed the pieces.
+    #[test]
+    fn a_streamed_part_is_the_frame_of_its_message() {
+        let key = [7u8; 32];
+        for len in [1024usize, 5000, (1 << 20) + 3, 4 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            let crc = crc32c::crc32c(&data);
+            let head = encode_part_head(9, 4, len).unwrap();
+            let mut signer = FrameSigner::new(&key);
+            let mut frame = Vec::new();
+            for piece in [&head[..], &data[..], &crc.to_le_bytes()[..]] {
+                signer.update(piece);
+                frame.extend_from_slice(piece);
+            }
+            frame.extend_from_slice(&signer.finish());
+            let payload = quarry_types::Payload::with_crc(bytes::Bytes::from(data), crc);
+            let msg = Message::Reply(crate::message::Reply::ReadPart(payload));
+            assert!(frame == encode_frame(9, 4, &msg, Some(&key)).unwrap(), "{len} bytes");
+            let (header, decoded) = decode_frame(&frame, FRAME_PAYLOAD_MAX, Some(&key), 4).unwrap();
+            assert_eq!((header.request_id, decoded), (9, msg));
+        }
+        assert!(encode_part_head(1, 1, 1000).is_err(), "below a bulk's size");
+    }
     use crate::message::{Reply, Request};
     use proptest::prelude::*;
 

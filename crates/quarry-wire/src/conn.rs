@@ -24,8 +24,9 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use quarry_types::{EntityName, ErrorCode};
 
 use crate::codec::{
-    decode_body_shared, decode_header, encode_segments, encoded_len, FrameHeader, FrameSigner,
-    SessionKey, StreamingMac, FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX, HEADER_LEN,
+    decode_body_shared, decode_header, encode_part_head, encode_segments, encoded_len, FrameHeader,
+    FrameMac, FrameSigner, SessionKey, StreamingMac, FRAME_PAYLOAD_MAX, HANDSHAKE_PAYLOAD_MAX,
+    HEADER_LEN,
 };
 use crate::limits::{Budget, Charge, ConnAccount, ConnectionSlot};
 use crate::message::{
@@ -35,7 +36,8 @@ use crate::WireError;
 
 /// Protocol version spoken by this build. 2: `OsdOp` carries a request id. 3: frame version 3
 /// (the header's bulk offset). 4: frame version 4 (a bulk is signed through its digest).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: streamed replies ([`Reply::ReadPart`], [`Reply::ReadDone`]).
+pub const PROTOCOL_VERSION: u32 = 5;
 /// Requests one connection may have in flight on a server before it stops reading.
 pub const INFLIGHT_REQUESTS_MAX: usize = 256;
 /// Request bytes (frame bodies) one connection may have in flight on a server before it stops
@@ -521,6 +523,59 @@ impl FrameWriter {
         Ok(())
     }
 
+    async fn push_outbound(&mut self, request_id: u64, out: Outbound) -> Result<(), WireError> {
+        match out {
+            Outbound::Message(msg) => self.push(request_id, &msg).await,
+            Outbound::Part(part) => self.push_part(request_id, part).await,
+        }
+    }
+
+    /// Writes a [`Reply::ReadPart`] as its pieces come, signing it as it goes (see
+    /// [`Outbound`]'s streamed replies): the head, each piece (flushed at once: the client
+    /// checks it while the next is read), then the crc and the tag. If the pieces stop short
+    /// (the read failed, or its sender broke the part's rules), the rest is zeros and the crc
+    /// 0: the frame stays well formed, and its answer is not `ReadDone`.
+    async fn push_part(&mut self, request_id: u64, mut part: PartStream) -> Result<(), WireError> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let Some(key) = self.key else {
+            return Err(WireError::UnexpectedMessage("a streamed part on an unsigned session"));
+        };
+        let head = encode_part_head(request_id, self.next_seq, part.len)?;
+        let mut header = [0u8; HEADER_LEN];
+        header.copy_from_slice(&head[..HEADER_LEN]);
+        let mut mac = FrameMac::new(&key, &header);
+        mac.update(&head[HEADER_LEN..]);
+        self.inner.write_all(&head).await?;
+        let (mut sent, mut crc) = (0, 0);
+        while let Some(piece) = part.pieces.recv().await {
+            match piece {
+                PartPiece::Data(bytes) if sent + bytes.len() <= part.len => {
+                    mac.update(&bytes);
+                    self.inner.write_all(&bytes).await?;
+                    self.inner.flush().await?;
+                    sent += bytes.len();
+                }
+                PartPiece::End { crc: end } if sent == part.len => {
+                    crc = end;
+                    break;
+                }
+                _ => break,
+            }
+        }
+        while sent < part.len {
+            let zeros = &ZEROS[..(part.len - sent).min(ZEROS.len())];
+            mac.update(zeros);
+            self.inner.write_all(zeros).await?;
+            sent += zeros.len();
+        }
+        let crc = crc.to_le_bytes();
+        mac.update(&crc);
+        self.inner.write_all(&crc).await?;
+        self.inner.write_all(mac.finalize().as_bytes()).await?;
+        self.next_seq += 1;
+        Ok(())
+    }
+
     async fn send(&mut self, request_id: u64, msg: &Message) -> Result<(), WireError> {
         self.push(request_id, msg).await?;
         self.inner.flush().await?;
@@ -796,7 +851,108 @@ async fn accept_in<A: Authenticator>(
 }
 
 /// A frame for a connection's writer task, with the reply room it holds until written.
-type Outgoing = (u64, Message, Option<Charge>);
+type Outgoing = (u64, Outbound, Option<Charge>);
+
+/// What a connection's writer sends: a message, or a read's data while it is being read.
+enum Outbound {
+    Message(Message),
+    Part(PartStream),
+}
+
+impl From<Message> for Outbound {
+    fn from(msg: Message) -> Outbound {
+        Outbound::Message(msg)
+    }
+}
+
+/// Streamed replies. A large read's data can go to the client while the OSD still reads it
+/// from the device, instead of after: the client's receive and check of 4 MiB (~3 ms here,
+/// most of it the frame's BLAKE3) then overlap the device read rather than follow it. The
+/// data goes in a frame of its own ahead of the answer, a [`Reply::ReadPart`], signed like
+/// any frame but written as its pieces come (the header says the length, which is known
+/// when the read starts; the crc and tag follow the data); the request's answer follows it
+/// on the connection: [`Reply::ReadDone`] (the part is the op's output), or any other reply,
+/// which stands alone (a read that failed half way: the part's rest is zeros, and dropped).
+/// [`RpcClient`] joins the two, so callers see the usual `Reply::Op`. A handler starts a
+/// part through [`PartStarter::current`]; while a part is written, the connection's other
+/// replies wait behind it, so the OSD streams only a read that is alone in flight.
+struct PartStream {
+    len: usize,
+    pieces: mpsc::Receiver<PartPiece>,
+}
+
+enum PartPiece {
+    Data(bytes::Bytes),
+    End { crc: u32 },
+}
+
+/// Pieces of a part queued for the writer at most (512 KiB each on the OSD: 4 MiB).
+const PART_PIECES_QUEUED: usize = 8;
+
+tokio::task_local! {
+    /// The part starter of the request a [`serve`] handler task is answering (None on an
+    /// unsigned session: a part is always signed).
+    static REPLY_PART: Option<PartStarter>;
+}
+
+/// Starts a [`Reply::ReadPart`] of the request being answered (see [`Outbound`]'s streamed
+/// replies).
+#[derive(Clone)]
+pub struct PartStarter {
+    request_id: u64,
+    tx: mpsc::Sender<Outgoing>,
+    account: std::sync::Weak<ConnAccount>,
+}
+
+impl PartStarter {
+    /// The starter of the request whose handler runs in this task, if its connection may
+    /// carry parts (a signed session, served by [`serve`]).
+    pub fn current() -> Option<PartStarter> {
+        REPLY_PART.try_with(Option::clone).ok().flatten()
+    }
+
+    /// Queues a part of `len` bytes (at least 1 KiB) for the writer, ahead of anything the
+    /// request sends later; its pieces follow through the returned sender. The part holds
+    /// reply room for its bytes until written. None if the connection has no room for it
+    /// now, the writer's queue is full or the connection is gone. Never waits.
+    pub fn start(&self, len: usize) -> Option<PartSender> {
+        if len < quarry_types::zerocopy::BULK_MIN || len > FRAME_PAYLOAD_MAX as usize {
+            return None;
+        }
+        let charge = self.account.upgrade()?.try_charge_reply(len as u64 + 64)?;
+        let (tx, pieces) = mpsc::channel(PART_PIECES_QUEUED);
+        let part = Outbound::Part(PartStream { len, pieces });
+        self.tx.try_send((self.request_id, part, charge)).ok()?;
+        Some(PartSender { tx, left: len })
+    }
+}
+
+/// The sending end of a started part: its pieces in order, then their crc. Dropped before
+/// [`PartSender::end`], the part is finished with zeros (the answer must then not be
+/// [`Reply::ReadDone`]).
+pub struct PartSender {
+    tx: mpsc::Sender<PartPiece>,
+    left: usize,
+}
+
+impl PartSender {
+    /// Queues the next piece, waiting while [`PART_PIECES_QUEUED`] are; false if the
+    /// connection is gone or the piece is longer than what is left (nothing queued). For a
+    /// blocking thread (it blocks): not inside the runtime.
+    pub fn piece(&mut self, piece: bytes::Bytes) -> bool {
+        if piece.len() > self.left {
+            return false;
+        }
+        self.left -= piece.len();
+        self.tx.blocking_send(PartPiece::Data(piece)).is_ok()
+    }
+
+    /// Ends the part with `crc` (of all its bytes); false if pieces are missing or the
+    /// connection is gone.
+    pub fn end(self, crc: u32) -> bool {
+        self.left == 0 && self.tx.blocking_send(PartPiece::End { crc }).is_ok()
+    }
+}
 
 /// Pushes events to one connected peer (e.g. map updates to a subscriber). Events count
 /// against the connection's reply room like replies.
@@ -816,7 +972,7 @@ impl EventSink {
             _ = self.tx.closed() => return false,
         };
         drop(account);
-        self.tx.send((0, msg, charge)).await.is_ok()
+        self.tx.send((0, msg.into(), charge)).await.is_ok()
     }
 
     /// Queues an event without waiting; false if the connection is gone or has no room for
@@ -825,7 +981,7 @@ impl EventSink {
         let msg = Message::Event(event);
         let Some(account) = self.account.upgrade() else { return false };
         let Some(charge) = account.try_charge_reply(encoded_len(&msg)) else { return false };
-        self.tx.try_send((0, msg, charge)).is_ok()
+        self.tx.try_send((0, msg.into(), charge)).is_ok()
     }
 
     /// True once the connection has closed.
@@ -921,6 +1077,7 @@ where
     H: Handler<S>,
 {
     let Accepted { mut reader, writer, session, peer, session_key, account } = accepted;
+    let signed = writer.key.is_some();
     let account = Arc::new(account);
     let limits = *account.budget().limits();
     let frame_max = account.budget().frame_max(account.is_client());
@@ -958,7 +1115,7 @@ where
                     "request of {len} bytes is larger than this daemon accepts ({frame_max})"
                 );
                 let reply = Reply::Failed { code: ErrorCode::EMSGSIZE, message };
-                let _ = tx.send((id, Message::Reply(reply), None)).await;
+                let _ = tx.send((id, Message::Reply(reply).into(), None)).await;
                 continue;
             }
             Ok(Next::Idle) => break Err(WireError::Idle),
@@ -982,7 +1139,8 @@ where
             Err(_) => break Ok(()),
         };
         handler.arrived(&ctx, &request);
-        let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
+        let (handler, ctx, tx_part) = (handler.clone(), ctx.clone(), tx.clone());
+        let tx = tx.clone();
         while handlers.try_join_next().is_some() {}
         // Only while none of the connection's requests is still at work: with reads waiting
         // for the device in flight, answering the cached ones here left the second worker
@@ -1000,9 +1158,15 @@ where
             if let Some(charge) = reply_charge.as_mut() {
                 charge.resize(encoded_len(&msg));
             }
-            let _ = tx.send((request_id, msg, reply_charge)).await;
+            let _ = tx.send((request_id, msg.into(), reply_charge)).await;
             drop((permit, bytes_permit));
         };
+        let part = signed.then(|| PartStarter {
+            request_id,
+            tx: tx_part.clone(),
+            account: Arc::downgrade(&account),
+        });
+        let work = REPLY_PART.scope(part, work);
         if !first_here {
             handlers.spawn(work);
         } else if let Some(waiting) = run_until_it_waits(Box::pin(work)).await {
@@ -1131,19 +1295,19 @@ async fn write_loop(
     stall: Option<Duration>,
     more: More,
 ) {
-    while let Some((id, msg, charge)) = rx.recv().await {
-        if bounded(stall, writer.push(id, &msg)).await.is_err() {
+    while let Some((id, out, charge)) = rx.recv().await {
+        if bounded(stall, writer.push_outbound(id, out)).await.is_err() {
             return;
         }
-        drop((msg, charge));
+        drop(charge);
         // Coalesce whatever else is queued into the same flush.
         let mut turn_given = false;
         loop {
-            while let Ok((id, msg, charge)) = rx.try_recv() {
-                if bounded(stall, writer.push(id, &msg)).await.is_err() {
+            while let Ok((id, out, charge)) = rx.try_recv() {
+                if bounded(stall, writer.push_outbound(id, out)).await.is_err() {
                     return;
                 }
-                drop((msg, charge));
+                drop(charge);
             }
             if turn_given || !more.likely() {
                 break;
@@ -1222,7 +1386,7 @@ impl RpcClient {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply_tx, reply_rx) = oneshot::channel();
         lock(&self.pending).insert(id, reply_tx);
-        if self.tx.send((id, Message::Request(request), None)).await.is_err() {
+        if self.tx.send((id, Message::Request(request).into(), None)).await.is_err() {
             lock(&self.pending).remove(&id);
             return Err(WireError::Closed);
         }
@@ -1257,9 +1421,31 @@ async fn read_loop(
     events: mpsc::Sender<Event>,
     closed: Arc<AtomicBool>,
 ) {
+    // Parts of requests still waiting for their answer (at most one each).
+    let mut parts: HashMap<u64, quarry_types::Payload> = HashMap::new();
     let reason = loop {
         match reader.recv().await {
+            Ok((id, Message::Reply(Reply::ReadPart(data)))) => {
+                if lock(&pending).contains_key(&id) && parts.insert(id, data).is_some() {
+                    break WireError::UnexpectedMessage("two parts for one request");
+                }
+            }
             Ok((id, Message::Reply(reply))) => {
+                let part = parts.remove(&id);
+                let reply = match (reply, part) {
+                    (Reply::ReadDone, Some(data)) => {
+                        let outputs = vec![quarry_types::OpOutput::Data(data)];
+                        Reply::Op(quarry_types::OpReply::Ok(outputs))
+                    }
+                    (Reply::ReadDone, None) => {
+                        if lock(&pending).contains_key(&id) {
+                            break WireError::UnexpectedMessage("ReadDone without its part");
+                        }
+                        continue;
+                    }
+                    // Any other answer stands alone: the part (if any) is dropped.
+                    (reply, _) => reply,
+                };
                 if let Some(tx) = lock(&pending).remove(&id) {
                     let _ = tx.send(Ok(reply));
                 }

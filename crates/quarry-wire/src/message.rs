@@ -14,7 +14,8 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 use quarry_types::{
-    EntityName, ErrorCode, ObjectOp, OpReply, OsdId, PgId, PoolId, ReqId, SnapContext, SnapId,
+    EntityName, ErrorCode, ObjectOp, OpReply, OsdId, Payload, PgId, PoolId, ReqId, SnapContext,
+    SnapId,
 };
 
 use crate::map::{ClusterMap, PoolInfo};
@@ -393,6 +394,16 @@ pub enum Reply {
         /// Status lines (e.g. the options `injectargs` changed).
         status: String,
     },
+    /// The data of a request's one read op, sent while it was still being read from the
+    /// device (a part, not the answer: `crate::conn`'s streamed replies). The request's answer
+    /// follows on the connection: [`Reply::ReadDone`] makes this data the op's output; any
+    /// other answer stands alone and the part is dropped (its bytes mean nothing then: a read
+    /// that failed half way sends zeros for the rest). An `RpcClient` merges the two; callers
+    /// never see either.
+    ReadPart(Payload),
+    /// The answer to a request whose data came ahead as a [`Reply::ReadPart`]: the read
+    /// succeeded and that part is its one output.
+    ReadDone,
 }
 
 /// A pushed message.

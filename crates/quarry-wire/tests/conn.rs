@@ -518,3 +518,82 @@ async fn requests_behind_one_at_work_get_tasks_of_their_own() {
     assert_eq!(quick[0], reader, "a request alone was not answered on the reader");
     assert_ne!(quick[1], reader, "a request behind one at work ran on the reader");
 }
+
+/// Goal: a read's data streamed ahead of its answer (`conn`'s streamed replies) reaches the
+/// caller as the usual `Reply::Op` with that data when the answer is `ReadDone`; a part cut
+/// short (its sender dropped) arrives as a well-formed frame whose zeros are dropped with the
+/// answer that stands alone; the connection goes on (sequence numbers, signatures) after
+/// both, and a request sent meanwhile is answered; a `ReadDone` without a part closes the
+/// connection (a peer breaking the protocol). Method: a handler that streams 3 MiB in 300 KB
+/// pieces from a blocking thread with pauses, or half of it, or nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_parts_arrive_joined_with_their_answer() {
+    use quarry_types::{OpOutput, OpReply};
+    use quarry_wire::conn::PartStarter;
+    fn data() -> bytes::Bytes {
+        (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect::<Vec<u8>>().into()
+    }
+    struct Streamer;
+    impl Handler<EntityName> for Streamer {
+        async fn handle(&self, _ctx: Arc<ConnContext<EntityName>>, request: Request) -> Reply {
+            let Request::List { max, .. } = request else { return Reply::Ack };
+            if max == 4 {
+                return Reply::ReadDone;
+            }
+            let starter = PartStarter::current().expect("a signed session streams");
+            let ended = tokio::task::spawn_blocking(move || {
+                let data = data();
+                let mut part = starter.start(data.len()).expect("room for a part");
+                let upto = if max == 1 { data.len() } else { data.len() / 2 };
+                for at in (0..upto).step_by(300_000) {
+                    std::thread::sleep(Duration::from_millis(2));
+                    assert!(part.piece(data.slice(at..(at + 300_000).min(upto))));
+                }
+                (max == 1).then(|| part.end(crc32c::crc32c(&data)))
+            })
+            .await
+            .unwrap();
+            match ended {
+                Some(true) => Reply::ReadDone,
+                _ => Reply::Failed { code: ErrorCode::EIO, message: "damaged".into() },
+            }
+        }
+    }
+    let addr = server_with(Arc::new(Streamer)).await;
+    let c = admin(addr).await.unwrap();
+    let list = |max| Request::List {
+        pg: quarry_types::PgId { pool: 1, seed: 0 },
+        epoch: 0,
+        start_after: None,
+        max,
+    };
+    // A frame that never ends (a part not finished) must fail the test, not hang it.
+    let within = |secs| Duration::from_secs(secs);
+    let steps = async {
+        for _ in 0..2 {
+            let (whole, other) = tokio::join!(c.client.call(list(1)), async {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                c.client.call(Request::GetMap).await
+            });
+            match whole.unwrap() {
+                Reply::Op(OpReply::Ok(outputs)) => match &outputs[..] {
+                    [OpOutput::Data(payload)] => {
+                        assert!(payload.data == data(), "the streamed bytes differ");
+                        assert!(payload.verify(), "the part's crc");
+                    }
+                    other => panic!("outputs {other:?}"),
+                },
+                other => panic!("not the joined reply: {other:?}"),
+            }
+            assert_eq!(other.unwrap(), Reply::Ack, "a request sent meanwhile");
+            match c.client.call(list(2)).await.unwrap() {
+                Reply::Failed { code, .. } => assert_eq!(code, ErrorCode::EIO),
+                other => panic!("a part cut short was used: {other:?}"),
+            }
+            assert_eq!(c.client.call(Request::GetMap).await.unwrap(), Reply::Ack);
+        }
+    };
+    tokio::time::timeout(within(30), steps).await.expect("a streamed reply never arrived");
+    assert!(c.client.call(list(4)).await.is_err(), "ReadDone without a part was accepted");
+    assert!(c.client.is_closed());
+}

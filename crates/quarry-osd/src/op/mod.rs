@@ -20,6 +20,7 @@
 
 pub(crate) mod check;
 pub(crate) mod order;
+pub(crate) mod stream;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -421,6 +422,8 @@ async fn read(
     let small = small_read(&op.ops);
     let cached =
         if small { store.try_read_cached(pg, &op.name, op.snap, &op.ops) } else { Ok(None) };
+    // A large read alone in flight goes to the client while it is read (`stream`).
+    let mut streamed = None;
     let result = match cached {
         Ok(Some(reply)) => Ok(reply),
         // Not an object the open transaction wrote: its read would commit first (the
@@ -430,12 +433,32 @@ async fn read(
         {
             store.read(pg, &op.name, op.snap, &op.ops)
         }
+        Ok(None) if !small && stream::streamable(&op.ops) && alone_after_a_turn(osd).await => {
+            match quarry_wire::conn::PartStarter::current() {
+                Some(starter) => {
+                    let sink = Arc::new(stream::PartSink::new(starter));
+                    let given = sink.clone();
+                    let result = blocking(move || {
+                        store.read_to(pg, &op.name, op.snap, &op.ops, Some(&*given))
+                    })
+                    .await;
+                    streamed = sink.finish();
+                    result
+                }
+                None => blocking(move || store.read(pg, &op.name, op.snap, &op.ops)).await,
+            }
+        }
         Ok(None) => blocking(move || store.read(pg, &op.name, op.snap, &op.ops)).await,
         Err(e) => Err(e),
     };
     match result {
         // Sealed meanwhile: the merge may have moved the object already (`pg::merge`).
         Ok(_) if group.sealed().is_some() => retry(map),
+        // The data went ahead as the reply's part.
+        Ok(quarry_types::OpReply::Ok(_)) if streamed.is_some() => {
+            osd.tracker.streamed(streamed.unwrap_or(0));
+            Reply::ReadDone
+        }
         Ok(reply) => Reply::Op(reply),
         Err(e @ StoreError::Corrupt { .. }) if map.acting(pg).len() > 1 => {
             read_repair(osd, map, pg, &e).await

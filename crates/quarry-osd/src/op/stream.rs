@@ -1,0 +1,69 @@
+//! Streamed reads: a large read's data handed to the client's connection while the store
+//! still reads it from the device (`quarry_wire::conn`'s streamed replies), so the client's
+//! receive and check of the data overlap the device read instead of following it. Only a
+//! read alone in flight on the OSD is streamed: a part holds its connection's writer until
+//! the read ends, and at a deeper queue the device and the transfers of other replies
+//! overlap anyway.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use quarry_store::ReadSink;
+use quarry_types::ObjectOp;
+use quarry_wire::conn::{PartSender, PartStarter};
+
+/// A [`ReadSink`] that sends what it is given as the request's [`quarry_wire::Reply::ReadPart`].
+pub(crate) struct PartSink {
+    starter: PartStarter,
+    sender: Mutex<Option<PartSender>>,
+    /// The length of the part started, and whether it was ended.
+    state: Mutex<(usize, bool)>,
+}
+
+impl PartSink {
+    pub fn new(starter: PartStarter) -> PartSink {
+        PartSink { starter, sender: Mutex::new(None), state: Mutex::new((0, false)) }
+    }
+
+    /// The bytes sent if the whole read went out (answer `ReadDone`); a part cut short is
+    /// finished with zeros now (its sender dropped): the writer must not wait for it while
+    /// the rest of the request goes on (a read repair may take seconds).
+    pub fn finish(&self) -> Option<usize> {
+        drop(lock(&self.sender).take());
+        let (len, ended) = *lock(&self.state);
+        ended.then_some(len)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl ReadSink for PartSink {
+    fn start(&self, len: usize) -> bool {
+        let mut sender = lock(&self.sender);
+        let mut state = lock(&self.state);
+        if sender.is_some() || state.0 != 0 {
+            return false;
+        }
+        *sender = self.starter.start(len);
+        *state = (len, false);
+        sender.is_some()
+    }
+
+    fn piece(&self, piece: Bytes) -> bool {
+        lock(&self.sender).as_mut().is_some_and(|sender| sender.piece(piece))
+    }
+
+    fn end(&self, crc: u32) {
+        if let Some(sender) = lock(&self.sender).take() {
+            lock(&self.state).1 = sender.end(crc);
+        }
+    }
+}
+
+/// Whether an op vector may be streamed: one read (the store streams it only if it is large
+/// and read in pieces).
+pub(crate) fn streamable(ops: &[ObjectOp]) -> bool {
+    matches!(ops, [ObjectOp::Read { .. }])
+}
