@@ -137,17 +137,21 @@ pub(crate) trait Tables {
 /// that [`read_pieced`] serves, at most once per [`crate::Store::read_to`]: [`ReadSink::start`]
 /// with the length, then the pieces in order, each checked against its chunks' crcs before it
 /// is given, then [`ReadSink::end`] with the payload's crc; the op's output is then an empty
-/// payload with that crc. A read that stops half way (a damaged chunk, a failed device read)
-/// does not call `end`: the op then fails, or is read again the plain way and its output
-/// holds the data; the sink's receiver must drop what it was given.
+/// payload with that crc. A read that stops half way does not call `end`: on a damaged chunk
+/// the op fails; on a failed device read (or a piece refused) [`ReadSink::abort`] is called
+/// before the object is read again the plain way, its output then holding the data. The
+/// sink's receiver must drop what it was given.
 pub trait ReadSink: Sync {
     /// A read of `len` bytes is about to begin: false to have it read the plain way.
     fn start(&self, len: usize) -> bool;
     /// The next checked piece; false if the receiver is gone (the read stops and is read
-    /// again the plain way).
+    /// again the plain way). Must not wait (the read holds its view meanwhile).
     fn piece(&self, piece: Bytes) -> bool;
     /// Every piece was given; `crc` is the crc32c of all of them.
     fn end(&self, crc: u32);
+    /// The started read stopped and will be read again the plain way (which may take long
+    /// on a failing device): give up what was started now.
+    fn abort(&self);
 }
 
 /// [`extent::visible`] for object `id` at chunk range `floor..=tag`, chunks `a..=b`: from the
@@ -383,6 +387,7 @@ pub(crate) fn read_data<T: Tables>(
                 sink.end(crc);
                 return Ok(Payload::with_crc(Bytes::new(), crc));
             }
+            sink.abort();
         } else {
             let mut buf = PooledBuf::whole(total);
             let pieces = buf.as_mut_slice().chunks_mut(READ_PIECE).collect();

@@ -35,6 +35,7 @@ struct Recorder {
     started: std::sync::Mutex<Option<usize>>,
     pieces: std::sync::Mutex<Vec<bytes::Bytes>>,
     ended: std::sync::Mutex<Option<u32>>,
+    aborted: std::sync::atomic::AtomicBool,
 }
 
 impl quarry_store::ReadSink for Recorder {
@@ -55,6 +56,10 @@ impl quarry_store::ReadSink for Recorder {
     }
     fn end(&self, crc: u32) {
         assert!(self.ended.lock().unwrap().replace(crc).is_none(), "ended twice");
+    }
+    fn abort(&self) {
+        assert!(self.ended.lock().unwrap().is_none(), "aborted after the end");
+        self.aborted.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -86,9 +91,9 @@ fn read_to_sink(
 /// 512 KiB, and ends only when all were given; a damaged chunk stops it before the piece that
 /// holds it (nothing damaged is given) and fails the read; a sink that refuses the start
 /// gets nothing and the read returns its data, one that refuses a piece (its receiver gone)
-/// gets no end and the read returns its data the plain way. Method: an object with a hole
-/// and rewritten chunks (as above), pooled piece buffers reused between reads of other
-/// objects (holes must read as zeros), then a damaged block.
+/// gets no end but an abort before the read returns its data the plain way. Method: an
+/// object with a hole and rewritten chunks (as above), pooled piece buffers reused between
+/// reads of other objects (holes must read as zeros), then a damaged block.
 #[test]
 fn a_large_read_given_to_a_sink_arrives_checked_piece_by_piece() {
     let dir = tempfile::tempdir().unwrap();
@@ -139,6 +144,7 @@ fn a_large_read_given_to_a_sink_arrives_checked_piece_by_piece() {
         assert!(out.data == want && out.verify());
         assert_eq!(gone.pieces.lock().unwrap().len(), 2);
         assert!(gone.ended.lock().unwrap().is_none());
+        assert!(gone.aborted.load(std::sync::atomic::Ordering::SeqCst), "not aborted first");
         // Small reads never go to a sink.
         let small = Recorder::default();
         let out = read_to_sink(&store, "o", (3 << 20) - 4096, &small).unwrap();
@@ -160,6 +166,8 @@ fn a_large_read_given_to_a_sink_arrives_checked_piece_by_piece() {
     assert_eq!(sink.pieces.lock().unwrap().len(), 4, "the pieces before the damaged one");
     assert!(sink.joined() == want[..2 << 20]);
     assert!(sink.ended.lock().unwrap().is_none(), "a failed read was ended");
+    // (A damaged chunk fails the read: nothing is read again, the caller drops the sink.)
+    assert!(!sink.aborted.load(std::sync::atomic::Ordering::SeqCst));
 }
 
 /// Flips one bit of byte `byte` of row number `row` of `table`.

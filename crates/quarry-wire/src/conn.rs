@@ -545,7 +545,9 @@ impl FrameWriter {
         header.copy_from_slice(&head[..HEADER_LEN]);
         let mut mac = FrameMac::new(&key, &header);
         mac.update(&head[HEADER_LEN..]);
+        // Flushed now: replies queued before it go out while the first piece is read.
         self.inner.write_all(&head).await?;
+        self.inner.flush().await?;
         let (mut sent, mut crc) = (0, 0);
         while let Some(piece) = part.pieces.recv().await {
             match piece {
@@ -878,16 +880,16 @@ impl From<Message> for Outbound {
 /// replies wait behind it, so the OSD streams only a read that is alone in flight.
 struct PartStream {
     len: usize,
-    pieces: mpsc::Receiver<PartPiece>,
+    /// Unbounded: the sender must never wait (the OSD's store thread holds a read view while
+    /// it gives pieces, and a client that stops reading must not hold that); what it holds is
+    /// bounded by the part's length, charged as reply room when the part started.
+    pieces: mpsc::UnboundedReceiver<PartPiece>,
 }
 
 enum PartPiece {
     Data(bytes::Bytes),
     End { crc: u32 },
 }
-
-/// Pieces of a part queued for the writer at most (512 KiB each on the OSD: 4 MiB).
-const PART_PIECES_QUEUED: usize = 8;
 
 tokio::task_local! {
     /// The part starter of the request a [`serve`] handler task is answering (None on an
@@ -916,11 +918,12 @@ impl PartStarter {
     /// reply room for its bytes until written. None if the connection has no room for it
     /// now, the writer's queue is full or the connection is gone. Never waits.
     pub fn start(&self, len: usize) -> Option<PartSender> {
-        if len < quarry_types::zerocopy::BULK_MIN || len > FRAME_PAYLOAD_MAX as usize {
+        // The frame's payload holds the data and ~20 bytes around it.
+        if len < quarry_types::zerocopy::BULK_MIN || len + 64 > FRAME_PAYLOAD_MAX as usize {
             return None;
         }
         let charge = self.account.upgrade()?.try_charge_reply(len as u64 + 64)?;
-        let (tx, pieces) = mpsc::channel(PART_PIECES_QUEUED);
+        let (tx, pieces) = mpsc::unbounded_channel();
         let part = Outbound::Part(PartStream { len, pieces });
         self.tx.try_send((self.request_id, part, charge)).ok()?;
         Some(PartSender { tx, left: len })
@@ -931,26 +934,25 @@ impl PartStarter {
 /// [`PartSender::end`], the part is finished with zeros (the answer must then not be
 /// [`Reply::ReadDone`]).
 pub struct PartSender {
-    tx: mpsc::Sender<PartPiece>,
+    tx: mpsc::UnboundedSender<PartPiece>,
     left: usize,
 }
 
 impl PartSender {
-    /// Queues the next piece, waiting while [`PART_PIECES_QUEUED`] are; false if the
-    /// connection is gone or the piece is longer than what is left (nothing queued). For a
-    /// blocking thread (it blocks): not inside the runtime.
+    /// Queues the next piece (never waits); false if the connection is gone or the piece is
+    /// longer than what is left (nothing queued).
     pub fn piece(&mut self, piece: bytes::Bytes) -> bool {
         if piece.len() > self.left {
             return false;
         }
         self.left -= piece.len();
-        self.tx.blocking_send(PartPiece::Data(piece)).is_ok()
+        self.tx.send(PartPiece::Data(piece)).is_ok()
     }
 
     /// Ends the part with `crc` (of all its bytes); false if pieces are missing or the
     /// connection is gone.
     pub fn end(self, crc: u32) -> bool {
-        self.left == 0 && self.tx.blocking_send(PartPiece::End { crc }).is_ok()
+        self.left == 0 && self.tx.send(PartPiece::End { crc }).is_ok()
     }
 }
 

@@ -60,6 +60,11 @@ impl ReadSink for PartSink {
             lock(&self.state).1 = sender.end(crc);
         }
     }
+
+    fn abort(&self) {
+        // Dropped: the writer finishes the part with zeros and goes on.
+        drop(lock(&self.sender).take());
+    }
 }
 
 /// Whether an op vector may be streamed: one read (the store streams it only if it is large
