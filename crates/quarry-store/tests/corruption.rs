@@ -26,6 +26,26 @@ pub(crate) fn damage_block(file: &std::path::Path, block: u64, byte: u64) {
     data.write_all_at(&b, at).expect("write it back");
 }
 
+/// Writes object "o" of `size` bytes: 512 KiB of data, a hole to 1.25 MiB (the whole second
+/// 512 KiB piece and the start of the third), data to the end, and 10,000 bytes rewritten at
+/// 2 MiB + 5000 (three chunks placed elsewhere: the block runs break); checkpointed. Returns
+/// the object's bytes. Blocks 0..128 hold the first 512 KiB, then the tail's follow.
+fn write_holey_object(store: &Store, size: usize) -> Vec<u8> {
+    let mut want = vec![0u8; size];
+    let first = pattern(1 << 19, 3);
+    let tail_at = 5 << 18;
+    let tail = pattern(size - tail_at, 5);
+    let patch = pattern(10_000, 9);
+    want[..1 << 19].copy_from_slice(&first);
+    want[tail_at..].copy_from_slice(&tail);
+    want[(2 << 20) + 5000..(2 << 20) + 15_000].copy_from_slice(&patch);
+    store.apply(PG, &[cmd("o", vec![write(0, &first)])], b"s").unwrap();
+    store.apply(PG, &[cmd("o", vec![write(tail_at as u64, &tail)])], b"s").unwrap();
+    store.apply(PG, &[cmd("o", vec![write((2 << 20) + 5000, &patch)])], b"s").unwrap();
+    store.checkpoint().unwrap();
+    want
+}
+
 /// A [`quarry_store::ReadSink`] that records what it is given; it refuses the start (or
 /// the piece numbered `refuse_piece`) when told to.
 #[derive(Default)]
@@ -98,22 +118,11 @@ fn read_to_sink(
 fn a_large_read_given_to_a_sink_arrives_checked_piece_by_piece() {
     let dir = tempfile::tempdir().unwrap();
     let size = (3 << 20) + 100;
-    let mut want = vec![0u8; size];
-    let first = pattern(1 << 19, 3);
-    let tail_at = 5 << 18;
-    let tail = pattern(size - tail_at, 5);
-    let patch = pattern(10_000, 9);
-    want[..1 << 19].copy_from_slice(&first);
-    want[tail_at..].copy_from_slice(&tail);
-    want[(2 << 20) + 5000..(2 << 20) + 15_000].copy_from_slice(&patch);
     let full = vec![0x5au8; 3 << 20];
-    let file = {
+    let (file, want) = {
         let store = Store::open(dir.path()).unwrap();
-        store.apply(PG, &[cmd("o", vec![write(0, &first)])], b"s").unwrap();
-        store.apply(PG, &[cmd("o", vec![write(tail_at as u64, &tail)])], b"s").unwrap();
-        store.apply(PG, &[cmd("o", vec![write((2 << 20) + 5000, &patch)])], b"s").unwrap();
+        let want = write_holey_object(&store, size);
         store.apply(PG, &[cmd("f", vec![write(0, &full)])], b"s").unwrap();
-        store.checkpoint().unwrap();
         for _ in 0..3 {
             // A full object first: its pieces go back to the pool holding 0x5a where the
             // next read's hole is.
@@ -150,7 +159,7 @@ fn a_large_read_given_to_a_sink_arrives_checked_piece_by_piece() {
         let out = read_to_sink(&store, "o", (3 << 20) - 4096, &small).unwrap();
         assert!(out.data == want[(3 << 20) - 4096..]);
         assert!(small.started.lock().unwrap().is_none());
-        store.path().to_path_buf()
+        (store.path().to_path_buf(), want)
     };
     // Chunk 520 (the fifth piece) in block 328, as above.
     damage_block(&file, 328, 9);
@@ -406,23 +415,10 @@ fn read_payload_of(
 fn a_large_read_is_checked_and_hashed_piece_by_piece() {
     let dir = tempfile::tempdir().unwrap();
     let size = (3 << 20) + 100;
-    let mut want = vec![0u8; size];
-    // [512 KiB, 1.25 MiB) is a hole: the whole second piece and the start of the third.
-    let first = pattern(1 << 19, 3);
     let tail_at = 5 << 18;
-    let tail = pattern(size - tail_at, 5);
-    let patch = pattern(10_000, 9);
-    want[..1 << 19].copy_from_slice(&first);
-    want[tail_at..].copy_from_slice(&tail);
-    want[(2 << 20) + 5000..(2 << 20) + 15_000].copy_from_slice(&patch);
-    let file = {
+    let (file, want) = {
         let store = Store::open(dir.path()).unwrap();
-        // Blocks 0..128 for the first 512 KiB, then the tail's; the patch rewrites three
-        // chunks of the tail elsewhere (the runs break).
-        store.apply(PG, &[cmd("o", vec![write(0, &first)])], b"s").unwrap();
-        store.apply(PG, &[cmd("o", vec![write(tail_at as u64, &tail)])], b"s").unwrap();
-        store.apply(PG, &[cmd("o", vec![write((2 << 20) + 5000, &patch)])], b"s").unwrap();
-        store.checkpoint().unwrap();
+        let want = write_holey_object(&store, size);
         // Read buffers are reused: this read leaves the tail's bytes where the next one's
         // hole will be, and the hole must still read as zeros (a few times: the kept buffers
         // are the process's, and the store's other tests run beside this one).
@@ -466,7 +462,7 @@ fn a_large_read_is_checked_and_hashed_piece_by_piece() {
         assert!(plain.data == want[100..100 + (2 << 20)]);
         assert!(plain.verify());
         assert_eq!(plain.digest(), None);
-        store.path().to_path_buf()
+        (store.path().to_path_buf(), want)
     };
     // Chunk 520 (2.03 MiB: the fifth piece) is in block 328 of a fresh store's data file
     // (the tail's blocks follow the first 512 KiB's 128).
