@@ -517,9 +517,10 @@ pub(crate) const PIECED_READ_MIN: usize = 1 << 20;
 /// Buffers of large reads kept for the next ones (a fresh 4 MiB buffer cost a 4 MiB memset
 /// and its page faults before the device read could start: ~7% of the OSD's CPU under
 /// 4 MiB reads at QD32, issue 14), per process (the OSDs of one `quarry up` share them):
-/// whole reads' buffers, and the pieces of reads given to a [`ReadSink`].
+/// whole reads' buffers, and the pieces of reads given to a [`ReadSink`] (one 4 MiB read's:
+/// only a read alone in flight is given to one).
 static WHOLE_BUFS: BufPool = BufPool::new(4 << 20, 4);
-static PIECE_BUFS: BufPool = BufPool::new(READ_PIECE, 16);
+static PIECE_BUFS: BufPool = BufPool::new(READ_PIECE, 8);
 
 /// Aligned buffers of one size, at most `kept` of them kept for reuse.
 struct BufPool {
