@@ -163,15 +163,9 @@ pub fn encode_segments(
     if payload_len > u64::from(FRAME_PAYLOAD_MAX) {
         return Err(WireError::TooLarge { len: payload_len, max: FRAME_PAYLOAD_MAX });
     }
+    // The header is written once the payload's length, crc and bulk offset are known (below).
     let mut header = Vec::with_capacity(HEADER_LEN + (payload_len as usize).min(64 << 10));
-    header.extend_from_slice(&FRAME_MAGIC);
-    header.push(FRAME_VERSION);
-    header.push(if signed { FLAG_SIGNED } else { 0 });
-    header.extend_from_slice(&[0, 0]); // bulk offset, below
-    header.extend_from_slice(&request_id.to_le_bytes());
-    header.extend_from_slice(&[0u8; 8]); // payload length and crc, below
-    header.extend_from_slice(&seq.to_le_bytes());
-    debug_assert_eq!(header.len(), HEADER_LEN);
+    header.extend_from_slice(&[0u8; HEADER_LEN]);
     // Without a size limit (checked above): bincode would run a sizing pass first.
     let options = bincode::DefaultOptions::new().with_fixint_encoding().with_little_endian();
     let (encoded, head, splices, first_bulk) =
@@ -193,14 +187,36 @@ pub fn encode_segments(
         }
         crc
     };
-    segments.head[16..20].copy_from_slice(&(payload_len as u32).to_le_bytes());
-    segments.head[20..24].copy_from_slice(&crc.to_le_bytes());
     // The first payload of at least 1 KiB is the bulk: signed by its digest, which BLAKE3
     // computes from a chunk boundary (`quarry_types::zerocopy::BULK_MIN`).
     let bulk = first_bulk.map_or(0, |at| at - HEADER_LEN);
     let bulk = u16::try_from(bulk).unwrap_or(0);
-    segments.head[6..8].copy_from_slice(&bulk.to_le_bytes());
+    let header = FrameHeader {
+        request_id,
+        payload_len: payload_len as u32,
+        payload_crc: crc,
+        seq,
+        signed,
+        bulk_offset: bulk,
+    };
+    segments.head[..HEADER_LEN].copy_from_slice(&header.encode());
     Ok(segments)
+}
+
+impl FrameHeader {
+    /// The header's bytes (the layout in the module docs).
+    fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut bytes = [0u8; HEADER_LEN];
+        bytes[..4].copy_from_slice(&FRAME_MAGIC);
+        bytes[4] = FRAME_VERSION;
+        bytes[5] = if self.signed { FLAG_SIGNED } else { 0 };
+        bytes[6..8].copy_from_slice(&self.bulk_offset.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.request_id.to_le_bytes());
+        bytes[16..20].copy_from_slice(&self.payload_len.to_le_bytes());
+        bytes[20..24].copy_from_slice(&self.payload_crc.to_le_bytes());
+        bytes[24..32].copy_from_slice(&self.seq.to_le_bytes());
+        bytes
+    }
 }
 
 /// The start of a frame carrying a [`crate::message::Reply::ReadPart`] of `len` data bytes
@@ -226,15 +242,16 @@ pub fn encode_part_head(request_id: u64, seq: u64, len: usize) -> Result<Vec<u8>
         // Not a bulk in the frame `encode_segments` makes: the header would differ.
         return Err(WireError::Encode(format!("a streamed part of {len} bytes is too small")));
     }
+    let header = FrameHeader {
+        request_id,
+        payload_len: payload_len as u32,
+        payload_crc: 0,
+        seq,
+        signed: true,
+        bulk_offset: before as u16,
+    };
     let mut head = Vec::with_capacity(HEADER_LEN + before);
-    head.extend_from_slice(&FRAME_MAGIC);
-    head.push(FRAME_VERSION);
-    head.push(FLAG_SIGNED);
-    head.extend_from_slice(&(before as u16).to_le_bytes());
-    head.extend_from_slice(&request_id.to_le_bytes());
-    head.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    head.extend_from_slice(&0u32.to_le_bytes());
-    head.extend_from_slice(&seq.to_le_bytes());
+    head.extend_from_slice(&header.encode());
     head.extend_from_slice(&encoded[..before - 8]);
     head.extend_from_slice(&(len as u64).to_le_bytes());
     Ok(head)

@@ -1141,8 +1141,13 @@ where
             Err(_) => break Ok(()),
         };
         handler.arrived(&ctx, &request);
-        let (handler, ctx, tx_part) = (handler.clone(), ctx.clone(), tx.clone());
-        let tx = tx.clone();
+        // The request's part starter (streamed replies), on the same queue as its answer.
+        let part = signed.then(|| PartStarter {
+            request_id,
+            tx: tx.clone(),
+            account: Arc::downgrade(&account),
+        });
+        let (handler, ctx, tx) = (handler.clone(), ctx.clone(), tx.clone());
         while handlers.try_join_next().is_some() {}
         // Only while none of the connection's requests is still at work: with reads waiting
         // for the device in flight, answering the cached ones here left the second worker
@@ -1163,11 +1168,6 @@ where
             let _ = tx.send((request_id, msg.into(), reply_charge)).await;
             drop((permit, bytes_permit));
         };
-        let part = signed.then(|| PartStarter {
-            request_id,
-            tx: tx_part.clone(),
-            account: Arc::downgrade(&account),
-        });
         let work = REPLY_PART.scope(part, work);
         if !first_here {
             handlers.spawn(work);

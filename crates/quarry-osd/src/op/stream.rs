@@ -15,55 +15,61 @@ use quarry_wire::conn::{PartSender, PartStarter};
 /// A [`ReadSink`] that sends what it is given as the request's [`quarry_wire::Reply::ReadPart`].
 pub(crate) struct PartSink {
     starter: PartStarter,
-    sender: Mutex<Option<PartSender>>,
-    /// The length of the part started, and whether it was ended.
-    state: Mutex<(usize, bool)>,
+    part: Mutex<Part>,
+}
+
+/// A part's sender while it is open, its length once started, and whether it was ended.
+#[derive(Default)]
+struct Part {
+    sender: Option<PartSender>,
+    len: usize,
+    ended: bool,
 }
 
 impl PartSink {
     pub fn new(starter: PartStarter) -> PartSink {
-        PartSink { starter, sender: Mutex::new(None), state: Mutex::new((0, false)) }
+        PartSink { starter, part: Mutex::new(Part::default()) }
     }
 
     /// The bytes sent if the whole read went out (answer `ReadDone`); a part cut short is
     /// finished with zeros now (its sender dropped): the writer must not wait for it while
     /// the rest of the request goes on (a read repair may take seconds).
     pub fn finish(&self) -> Option<usize> {
-        drop(lock(&self.sender).take());
-        let (len, ended) = *lock(&self.state);
-        ended.then_some(len)
+        let mut part = self.part();
+        part.sender = None;
+        part.ended.then_some(part.len)
     }
-}
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    fn part(&self) -> std::sync::MutexGuard<'_, Part> {
+        self.part.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl ReadSink for PartSink {
     fn start(&self, len: usize) -> bool {
-        let mut sender = lock(&self.sender);
-        let mut state = lock(&self.state);
-        if sender.is_some() || state.0 != 0 {
+        let mut part = self.part();
+        if part.len != 0 {
             return false;
         }
-        *sender = self.starter.start(len);
-        *state = (len, false);
-        sender.is_some()
+        part.len = len;
+        part.sender = self.starter.start(len);
+        part.sender.is_some()
     }
 
     fn piece(&self, piece: Bytes) -> bool {
-        lock(&self.sender).as_mut().is_some_and(|sender| sender.piece(piece))
+        self.part().sender.as_mut().is_some_and(|sender| sender.piece(piece))
     }
 
     fn end(&self, crc: u32) {
-        if let Some(sender) = lock(&self.sender).take() {
-            lock(&self.state).1 = sender.end(crc);
+        let mut part = self.part();
+        if let Some(sender) = part.sender.take() {
+            part.ended = sender.end(crc);
         }
     }
 
     fn abort(&self) {
         // Dropped: the writer finishes the part with zeros and goes on.
-        drop(lock(&self.sender).take());
+        self.part().sender = None;
     }
 }
 
