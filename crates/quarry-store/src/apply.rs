@@ -75,6 +75,12 @@ struct Cmd<'c> {
     /// Snapshots the command preserved the previous head for: index rows written when the
     /// command succeeds.
     preserved_for: Vec<SnapId>,
+    /// The object's id was allocated by this command and no extent row of it has been
+    /// written since: a cut has nothing to find (ids come from one counter per store, never
+    /// reused: a failed command's rows are undone with its counter). Saves the two range
+    /// queries a new object's write would make for nothing (~10% of the apply thread's CPU
+    /// per fresh 4 KiB object).
+    rowless: bool,
 }
 
 impl Cmd<'_> {
@@ -505,6 +511,7 @@ impl<'txn> Batch<'txn> {
             saved_next_id: self.next_id,
             snaps,
             preserved_for: Vec::new(),
+            rowless: false,
         };
         assert!(st.record.as_ref().is_none_or(|r| r.head().tag <= w));
         self.undo.clear();
@@ -638,6 +645,7 @@ impl<'txn> Batch<'txn> {
         }
         self.next_id = st.saved_next_id;
         st.record = None;
+        st.rowless = false;
         Ok(())
     }
 
@@ -752,6 +760,7 @@ impl<'txn> Batch<'txn> {
                 saved_next_id: self.next_id,
                 snaps: Vec::new(),
                 preserved_for: Vec::new(),
+                rowless: false,
             };
             self.crcs.clear();
             self.snap_trim(&mut st, &live)?;
@@ -974,6 +983,7 @@ impl<'txn> Batch<'txn> {
                 let id = self.allocate_id()?;
                 let head = Version { tag: w, floor: w, exists: true, size: 0, mtime: st.mtime };
                 st.record = Some(ObjectRecord { id, versions: vec![head] });
+                st.rowless = true;
             }
             Some(record) => {
                 if record.head().tag < w {
@@ -1072,6 +1082,7 @@ impl<'txn> Batch<'txn> {
     /// (the blocks of the chunks it replaces are freed).
     fn put_extent(&mut self, st: &mut Cmd, id: u64, row: Extent) -> Result<(), StoreError> {
         self.cut(st, id, row.tag, row.first, row.end() - 1)?;
+        st.rowless = false;
         let mut value = Vec::new();
         row.encode(&mut value);
         let key = row.key(id);
@@ -1085,6 +1096,9 @@ impl<'txn> Batch<'txn> {
     /// row across one of its ends keeps its part outside (rewritten as a row of its own), and
     /// the blocks of the chunks removed are freed.
     fn cut(&mut self, st: &mut Cmd, id: u64, tag: u64, a: u64, b: u64) -> Result<(), StoreError> {
+        if st.rowless {
+            return Ok(());
+        }
         let rows = extent::overlapping(&self.t.chunks, &st.ctx, id, tag, a, b)?;
         let mut value = Vec::new();
         for row in rows {
