@@ -1500,7 +1500,7 @@ impl Store {
         &self,
         view: &view::ReadView,
         ctx: &Ctx<'_>,
-    ) -> Result<Option<Arc<metacache::CachedObject>>, StoreError> {
+    ) -> Result<Option<metacache::CachedObject>, StoreError> {
         match self.views.cached(ctx.pg, ctx.name) {
             metacache::Lookup::Hit(entry) => return Ok(Some(entry)),
             metacache::Lookup::Pass => return Ok(None),
@@ -1520,8 +1520,8 @@ impl Store {
             }
             _ => Some(Vec::new()),
         };
-        let entry = Arc::new(metacache::CachedObject { record, rows });
-        self.views.cache(view, ctx.pg, ctx.name, Arc::clone(&entry));
+        let entry = metacache::CachedObject { record, rows };
+        self.views.cache(view, ctx.pg, ctx.name, &entry);
         Ok(Some(entry))
     }
 

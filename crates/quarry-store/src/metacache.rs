@@ -33,8 +33,14 @@
 //! objects read again and again) gets its entries at once.
 //!
 //! # Memory
-//! Entries are weighed in bytes (an estimate of what they hold, with the map's overhead) and
-//! the least recently used go first once a shard passes its share of the budget
+//! An entry is kept as bytes: the object's name, its record as stored and its rows as stored
+//! (one allocation: the name and ~95 bytes for a 4 KiB object), decoded again at each hit
+//! (a few hundred nanoseconds against the microseconds of the two descents). Kept decoded,
+//! an entry of a 4 KiB object took ~600 bytes of resident memory, ~230 now (with a 40-byte
+//! name): `rados bench` reads 4 KiB objects spread over more of them than the cache holds
+//! (docs/benchmarks.md, "Twenty-first round").
+//! Entries are weighed in bytes (their bytes plus the map's and the list's share) and the
+//! least recently used go first once a shard passes its share of the budget
 //! (`StoreOptions::meta_cache_bytes`, sized by the OSD from its memory target). Objects whose
 //! head sees many rows (large objects written piecemeal) are not kept: an entry says only
 //! that (a hint: those reads take the plain path at once).
@@ -46,11 +52,11 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use quarry_types::{ObjectOp, PgId};
 
-use crate::format::{Extent, ExtentBody, ObjectRecord, Version};
+use crate::format::{extent_key, Extent, ExtentBody, ObjectRecord};
 
 /// Most extent rows an entry keeps; an object whose head sees more is not cached.
 pub(crate) const ROWS_MAX: usize = 32;
@@ -58,16 +64,19 @@ pub(crate) const ROWS_MAX: usize = 32;
 /// object written in one piece fits.
 pub(crate) const DATA_CHUNKS_MAX: usize = 1024;
 const SHARDS: usize = 16;
-/// The weight of a small object's entry (a 4 KiB one: ~540 bytes), for sizing the admission
-/// filter to what a shard holds.
-const SMALL_ENTRY: usize = 512;
-/// What an entry costs beyond its contents: the map's slot and list node, the `Arc`, the key,
-/// the allocations' own overhead (measured: ~600 bytes of resident memory per entry of a
-/// 4 KiB object, which this estimate plus the contents' sizes makes ~560).
-const ENTRY_OVERHEAD: usize = 384;
+/// The weight of a small object's entry (a 4 KiB one with a 40-byte name: ~250 bytes), for
+/// sizing the admission filter to what a shard holds.
+const SMALL_ENTRY: usize = 256;
+/// What an entry costs beyond its bytes: the list node holding its slot (64), the map's
+/// bucket and spare room (~32), the allocator's rounding of the bytes (~16) (measured:
+/// docs/benchmarks.md, "Twenty-first round").
+const ENTRY_OVERHEAD: usize = 112;
+/// `flags` bits of an entry's bytes.
+const HAS_RECORD: u8 = 1;
+const HAS_ROWS: u8 = 2;
 
 /// What a read at the head needs of one object, from one view.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub(crate) struct CachedObject {
     /// The object's record (None: no such object).
     pub record: Option<ObjectRecord>,
@@ -77,20 +86,65 @@ pub(crate) struct CachedObject {
 }
 
 impl CachedObject {
-    fn weight(&self, name: &str) -> usize {
-        let versions = self.record.as_ref().map_or(0, |r| r.versions.len());
-        let rows = self.rows.as_deref().unwrap_or_default();
-        let row_bytes: usize = rows
-            .iter()
-            .map(|r| {
-                std::mem::size_of::<Extent>()
-                    + match &r.body {
-                        ExtentBody::Hole => 0,
-                        ExtentBody::Data { crcs, .. } => crcs.len() * 4,
-                    }
-            })
-            .sum();
-        ENTRY_OVERHEAD + name.len() + versions * std::mem::size_of::<Version>() + row_bytes
+    /// Appends the entry's bytes: `flags u8` ([`HAS_RECORD`], [`HAS_ROWS`]), then the record
+    /// as stored (`len u32 LE ++` [`ObjectRecord::encode`]), then `count u32 LE` and per row
+    /// `tag u64 LE ++ first u64 LE ++ len u16 LE ++` [`Extent::encode`]. In memory only.
+    fn encode(&self, out: &mut Vec<u8>) {
+        let flags = if self.record.is_some() { HAS_RECORD } else { 0 }
+            | if self.rows.is_some() { HAS_ROWS } else { 0 };
+        out.push(flags);
+        let mut value = Vec::new();
+        if let Some(record) = &self.record {
+            record.encode(&mut value);
+            out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            out.extend_from_slice(&value);
+        }
+        if let Some(rows) = &self.rows {
+            out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+            for row in rows {
+                row.encode(&mut value);
+                out.extend_from_slice(&row.tag.to_le_bytes());
+                out.extend_from_slice(&row.first.to_le_bytes());
+                out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+                out.extend_from_slice(&value);
+            }
+        }
+    }
+
+    /// The entry [`CachedObject::encode`] wrote, or None if `bytes` are not one (never for
+    /// bytes it wrote: the record's crc and every field are checked again anyway).
+    fn decode(bytes: &[u8]) -> Option<CachedObject> {
+        fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = bytes.split_at_checked(n)?;
+            *bytes = rest;
+            Some(head)
+        }
+        fn u64_of(b: &[u8]) -> u64 {
+            u64::from_le_bytes(b.try_into().expect("8 bytes"))
+        }
+        let mut b = bytes;
+        let flags = take(&mut b, 1)?[0];
+        let record = if flags & HAS_RECORD != 0 {
+            let len = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+            Some(ObjectRecord::decode(take(&mut b, len)?).ok()?)
+        } else {
+            None
+        };
+        let rows = if flags & HAS_ROWS != 0 {
+            let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
+            let mut rows = Vec::with_capacity(count.min(ROWS_MAX));
+            for _ in 0..count {
+                // Rows are an object's: never without its record.
+                let id = record.as_ref()?.id;
+                let (tag, first) = (u64_of(take(&mut b, 8)?), u64_of(take(&mut b, 8)?));
+                let len = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
+                rows.push(Extent::decode(&extent_key(id, tag, first), take(&mut b, len)?).ok()?);
+            }
+            Some(rows)
+        } else {
+            None
+        };
+        b.is_empty().then_some(CachedObject { record, rows })
     }
 
     /// Whether rows this many (covering this many data chunks) may be kept.
@@ -116,17 +170,22 @@ pub(crate) fn cacheable(at_head: bool, ops: &[ObjectOp]) -> bool {
 }
 
 /// A kept entry, under the hash of its key (no key is allocated to look one up; two keys of
-/// one hash share a slot, the name telling them apart).
+/// one hash share a slot, the name telling them apart): the name and the entry's bytes in one
+/// allocation.
 struct Slot {
     pg: PgId,
-    name: Box<str>,
-    entry: Arc<CachedObject>,
-    weight: usize,
+    name_len: u32,
+    weight: u32,
+    bytes: Box<[u8]>,
 }
 
 impl Slot {
     fn is(&self, pg: PgId, name: &str) -> bool {
-        self.pg == pg && &*self.name == name
+        self.pg == pg && self.bytes.get(..self.name_len as usize) == Some(name.as_bytes())
+    }
+
+    fn entry(&self) -> Option<CachedObject> {
+        CachedObject::decode(&self.bytes[self.name_len as usize..])
     }
 }
 
@@ -140,7 +199,7 @@ struct Shard {
 /// What a lookup found.
 pub(crate) enum Lookup {
     /// The entry.
-    Hit(Arc<CachedObject>),
+    Hit(CachedObject),
     /// No entry, and the object was missed lately: make one and offer it.
     Admit,
     /// No entry, and the object was not missed lately: read it the plain way.
@@ -214,10 +273,18 @@ impl MetaCache {
         let hash = self.hash(pg, name);
         let mut shard = self.shard(hash);
         if let Some(slot) = shard.map.get(&hash).filter(|slot| slot.is(pg, name)) {
-            let entry = Arc::clone(&slot.entry);
-            drop(shard);
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            return Lookup::Hit(entry);
+            match slot.entry() {
+                Some(entry) => {
+                    drop(shard);
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Lookup::Hit(entry);
+                }
+                // Never for bytes `insert_if_current` made; dropped, not trusted.
+                None => {
+                    let old = shard.map.pop(&hash).expect("found");
+                    shard.bytes -= old.weight as usize;
+                }
+            }
         }
         let again = shard.missed.remove(&hash);
         if !again {
@@ -241,27 +308,37 @@ impl MetaCache {
         &self,
         pg: PgId,
         name: &str,
-        entry: Arc<CachedObject>,
+        entry: &CachedObject,
         view: u64,
         current: impl Fn() -> u64,
     ) {
-        let weight = entry.weight(name);
-        if self.shard_bytes == 0 || weight > self.shard_bytes {
+        if self.shard_bytes == 0 {
             return;
         }
+        let mut bytes = Vec::with_capacity(name.len() + 128);
+        bytes.extend_from_slice(name.as_bytes());
+        entry.encode(&mut bytes);
+        let weight = ENTRY_OVERHEAD + bytes.len();
+        let (Ok(name_len), Ok(weight_u32)) = (u32::try_from(name.len()), u32::try_from(weight))
+        else {
+            return;
+        };
+        if weight > self.shard_bytes {
+            return;
+        }
+        let slot = Slot { pg, name_len, weight: weight_u32, bytes: bytes.into_boxed_slice() };
         let hash = self.hash(pg, name);
         let mut shard = self.shard(hash);
         if current() != view {
             return;
         }
-        let slot = Slot { pg, name: name.into(), entry, weight };
         if let Some(old) = shard.map.put(hash, slot) {
-            shard.bytes -= old.weight;
+            shard.bytes -= old.weight as usize;
         }
         shard.bytes += weight;
         while shard.bytes > self.shard_bytes {
             match shard.map.pop_lru() {
-                Some((_, old)) => shard.bytes -= old.weight,
+                Some((_, old)) => shard.bytes -= old.weight as usize,
                 None => break,
             }
         }
@@ -279,7 +356,7 @@ impl MetaCache {
                 let mut shard = self.shard(hash);
                 if shard.map.peek(&hash).is_some_and(|slot| slot.is(pg, name)) {
                     let old = shard.map.pop(&hash).expect("peeked");
-                    shard.bytes -= old.weight;
+                    shard.bytes -= old.weight as usize;
                 }
             }
         }
@@ -324,9 +401,9 @@ mod tests {
         PgId { pool: 1, seed: 0 }
     }
 
-    fn entry(id: u64) -> Arc<CachedObject> {
+    fn entry(id: u64) -> CachedObject {
         let v = Version { tag: 1, floor: 1, exists: true, size: 4096, mtime: (0, 0) };
-        Arc::new(CachedObject {
+        CachedObject {
             record: Some(ObjectRecord { id, versions: vec![v] }),
             rows: Some(vec![Extent {
                 tag: 1,
@@ -334,7 +411,52 @@ mod tests {
                 count: 1,
                 body: ExtentBody::Data { block: id, last_len: 4096, crcs: vec![7] },
             }]),
-        })
+        }
+    }
+
+    fn weight(name: &str, entry: &CachedObject) -> usize {
+        let mut bytes = Vec::new();
+        entry.encode(&mut bytes);
+        ENTRY_OVERHEAD + name.len() + bytes.len()
+    }
+
+    /// Goal: an entry reads back as it was kept, whatever it holds. Method: entries with no
+    /// record, no rows, several versions and rows of holes and data, kept and read back.
+    #[test]
+    fn an_entry_reads_back_as_it_was_kept() {
+        let v = |tag, exists, size| Version { tag, floor: 1, exists, size, mtime: (tag, 7) };
+        let data = |tag, first, count: u64, block| Extent {
+            tag,
+            first,
+            count,
+            body: ExtentBody::Data { block, last_len: 100, crcs: (0..count as u32).collect() },
+        };
+        let hole = Extent { tag: 2, first: 9, count: 3, body: ExtentBody::Hole };
+        let entries = [
+            CachedObject { record: None, rows: Some(Vec::new()) },
+            CachedObject {
+                record: Some(ObjectRecord { id: 5, versions: vec![v(1, true, 4096)] }),
+                rows: None,
+            },
+            CachedObject {
+                record: Some(ObjectRecord {
+                    id: 9,
+                    versions: vec![v(1, true, 10), v(4, false, 0), v(6, true, 1 << 22)],
+                }),
+                rows: Some(vec![data(6, 0, 1024, 77), hole, data(1, 12, 1, 3)]),
+            },
+        ];
+        let cache = MetaCache::new(1 << 20);
+        for (i, e) in entries.iter().enumerate() {
+            let name = format!("object-{i}");
+            cache.insert_if_current(pg(), &name, e, 1, || 1);
+            match cache.get(pg(), &name) {
+                Lookup::Hit(got) => assert_eq!(&got, e, "entry {i}"),
+                Lookup::Admit | Lookup::Pass => panic!("entry {i} not kept"),
+            }
+        }
+        // A 4 KiB object's entry stays small (it weighed ~530 bytes kept decoded).
+        assert!(weight("benchmark_data_host_12345_object123456", &entry(1)) <= 256);
     }
 
     fn id_of(cache: &MetaCache, name: &str) -> Option<u64> {
@@ -350,7 +472,7 @@ mod tests {
         assert!(matches!(cache.get(pg(), "a"), Lookup::Pass));
         assert!(matches!(cache.get(pg(), "b"), Lookup::Pass));
         assert!(matches!(cache.get(pg(), "a"), Lookup::Admit));
-        cache.insert_if_current(pg(), "a", entry(1), 1, || 1);
+        cache.insert_if_current(pg(), "a", &entry(1), 1, || 1);
         assert!(matches!(cache.get(pg(), "a"), Lookup::Hit(_)));
         assert!(matches!(MetaCache::new(0).get(pg(), "b"), Lookup::Pass));
     }
@@ -358,9 +480,9 @@ mod tests {
     #[test]
     fn an_entry_from_a_view_older_than_the_generation_is_not_kept() {
         let cache = MetaCache::new(1 << 20);
-        cache.insert_if_current(pg(), "a", entry(1), 4, || 5);
+        cache.insert_if_current(pg(), "a", &entry(1), 4, || 5);
         assert_eq!(id_of(&cache, "a"), None, "an entry from a stale view was kept");
-        cache.insert_if_current(pg(), "a", entry(1), 5, || 5);
+        cache.insert_if_current(pg(), "a", &entry(1), 5, || 5);
         assert_eq!(id_of(&cache, "a"), Some(1));
     }
 
@@ -368,7 +490,7 @@ mod tests {
     fn removal_drops_only_the_written_names() {
         let cache = MetaCache::new(1 << 20);
         for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
-            cache.insert_if_current(pg(), name, entry(i as u64), 1, || 1);
+            cache.insert_if_current(pg(), name, &entry(i as u64), 1, || 1);
         }
         let other = PgId { pool: 1, seed: 1 };
         let written = HashMap::from([
@@ -386,11 +508,11 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_go_first_within_the_budget() {
-        let weight = entry(0).weight("o0");
+        let weight = weight("o0", &entry(0));
         // Room for about four entries per shard.
         let cache = MetaCache::new(SHARDS * weight * 4);
         for i in 0..2000u64 {
-            cache.insert_if_current(pg(), &format!("o{i}"), entry(i), 1, || 1);
+            cache.insert_if_current(pg(), &format!("o{i}"), &entry(i), 1, || 1);
             // "o0" is read after every insert: it stays.
             assert!(id_of(&cache, "o0").is_some(), "the entry read all along was evicted");
         }

@@ -97,7 +97,7 @@ impl ReadViews {
     }
 
     /// Caches `entry`, read from `view`, unless a commit invalidated `view` meanwhile.
-    pub fn cache(&self, view: &ReadView, pg: PgId, name: &str, entry: Arc<CachedObject>) {
+    pub fn cache(&self, view: &ReadView, pg: PgId, name: &str, entry: &CachedObject) {
         self.meta.insert_if_current(pg, name, entry, view.generation, || {
             self.generation.load(Ordering::SeqCst)
         });

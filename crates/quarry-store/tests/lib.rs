@@ -10,6 +10,7 @@ mod dups;
 mod errors;
 mod exchange;
 mod extents;
+mod heap;
 mod lazy_commit;
 mod meta_corruption;
 mod metacache;
