@@ -4,6 +4,8 @@
 //! versions for which snapshot) and trimming a removed snapshot from it, per-command atomicity
 //! (undo log) and the per-PG usage counters.
 
+use std::collections::BTreeMap;
+
 use quarry_types::{
     ErrorCode, ObjectMethods, ObjectOp, OpOutput, OpReply, PgId, SnapId, OBJECT_NAME_LEN_MAX,
     OBJECT_SIZE_MAX, SNAP_HEAD,
@@ -183,6 +185,49 @@ impl<'txn, K: redb::Key + 'static, V: redb::Value + 'static> Lazy<'txn, K, V> {
     }
 }
 
+/// The per-PG rows a write transaction's applies change: each PG's latest `pg_state` and its
+/// usage counters, kept in memory and written once when the transaction commits
+/// ([`PgRows::write`]). Consecutive applies of a PG rewrote both rows each time (~9% of the
+/// apply thread's time at 4 KiB writes, QD32: docs/benchmarks.md, "Twenty-second round").
+/// Readers of those rows commit the open transaction first (`writer.rs`).
+#[derive(Default)]
+pub(crate) struct PgRows {
+    rows: BTreeMap<PgId, PgRow>,
+}
+
+#[derive(Default)]
+struct PgRow {
+    /// The PG's `pg_state` as its last apply left it.
+    state: Vec<u8>,
+    /// `(objects, bytes)` once an apply of the transaction changed them.
+    usage: Option<(u64, u64)>,
+}
+
+impl PgRows {
+    /// Writes the rows into `txn` (its last step before the commit) and forgets them.
+    pub(crate) fn write(&mut self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut states = txn.open_table(PG_STATE)?;
+        let mut usage = Lazy::new(PG_USAGE);
+        for (pg, row) in std::mem::take(&mut self.rows) {
+            let key = pg_key(pg);
+            match row.usage {
+                Some((0, 0)) => {
+                    usage.get(txn)?.remove(&key)?;
+                }
+                Some((objects, bytes)) => {
+                    usage.get(txn)?.insert(&key, &seal_usage(objects, bytes))?;
+                }
+                None => {}
+            }
+            states.insert(&key, seal(&row.state).as_slice())?;
+        }
+        Ok(())
+    }
+}
+
 /// One apply call: the open tables of its write transaction and per-batch scratch state.
 pub(crate) struct Batch<'txn> {
     pg: PgId,
@@ -196,8 +241,9 @@ pub(crate) struct Batch<'txn> {
     snap_objects: Lazy<'txn, &'static [u8], ()>,
     object_snaps: Lazy<'txn, &'static [u8; 16], ()>,
     purged: Lazy<'txn, &'static [u8; 20], ()>,
-    pg_state: Lazy<'txn, &'static [u8; 12], &'static [u8]>,
     pg_usage: Lazy<'txn, &'static [u8; 12], &'static [u8; 20]>,
+    /// The per-PG rows of the transaction, written at its commit.
+    rows: &'txn mut PgRows,
     meta: Lazy<'txn, &'static str, &'static [u8]>,
     /// `(value at the start of the batch, next id)`, loaded on the first object creation.
     next_id: Option<(u64, u64)>,
@@ -233,6 +279,7 @@ impl<'txn> Batch<'txn> {
         dup_memory: &'txn DupMemory,
         methods: Option<&'txn dyn ObjectMethods>,
         dups_max: usize,
+        rows: &'txn mut PgRows,
     ) -> Result<Self, StoreError> {
         Ok(Batch {
             pg: PgId { pool: 0, seed: 0 },
@@ -243,8 +290,8 @@ impl<'txn> Batch<'txn> {
             snap_objects: Lazy::new(SNAP_OBJECTS),
             object_snaps: Lazy::new(OBJECT_SNAPS),
             purged: Lazy::new(PURGED_SNAPS),
-            pg_state: Lazy::new(PG_STATE),
             pg_usage: Lazy::new(PG_USAGE),
+            rows,
             meta: Lazy::new(META),
             next_id: None,
             delta_objects: 0,
@@ -283,43 +330,50 @@ impl<'txn> Batch<'txn> {
         self.pg = pg;
     }
 
-    /// Writes the current PG's usage counters and its `pg_state`.
+    /// Ends the current PG's commands: its usage counters and its `pg_state` are kept in the
+    /// transaction's [`PgRows`], written once when the transaction commits. The usage row is
+    /// read (and checked) at the PG's first change in the transaction, so a damaged or
+    /// exhausted row fails this apply, as when the row was rewritten here.
     pub fn end_pg(&mut self, pg_state: &[u8]) -> Result<(), StoreError> {
-        let key = pg_key(self.pg);
-        if self.delta_objects != 0 || self.delta_bytes != 0 {
-            let pg_usage = self.pg_usage.get(self.txn)?;
-            let pg = self.pg;
-            let corrupt = |detail: String| {
-                tracing::error!(pg = %pg, "store corruption: pg_usage: {detail}");
-                StoreError::Corrupt {
-                    pg,
-                    object: String::new(),
-                    detail: format!("pg_usage: {detail}"),
+        let pg = self.pg;
+        let (delta_objects, delta_bytes) = (self.delta_objects, self.delta_bytes);
+        self.delta_objects = 0;
+        self.delta_bytes = 0;
+        let corrupt = |detail: String| {
+            tracing::error!(pg = %pg, "store corruption: pg_usage: {detail}");
+            StoreError::Corrupt { pg, object: String::new(), detail: format!("pg_usage: {detail}") }
+        };
+        let usage = match self.rows.rows.get(&pg).and_then(|row| row.usage) {
+            Some(usage) => Some(usage),
+            None if delta_objects != 0 || delta_bytes != 0 => {
+                // Stored counters are data, not an invariant: a damaged row is a corruption
+                // error, never a panic.
+                match self.pg_usage.get(self.txn)?.get(&pg_key(pg))? {
+                    Some(v) => Some(unseal_usage(v.value()).map_err(corrupt)?),
+                    None => Some((0, 0)),
                 }
-            };
-            let (objects, bytes) = match pg_usage.get(&key)? {
-                Some(v) => unseal_usage(v.value()).map_err(corrupt)?,
-                None => (0, 0),
-            };
-            // Stored counters are data, not an invariant: a damaged row (or one that would go
-            // negative) is a corruption error, never a panic.
-            let (delta_objects, delta_bytes) = (self.delta_objects, self.delta_bytes);
-            self.delta_objects = 0;
-            self.delta_bytes = 0;
-            let objects = (objects as i128) + i128::from(delta_objects);
-            let bytes = (bytes as i128) + i128::from(delta_bytes);
-            let (Ok(objects), Ok(bytes)) = (u64::try_from(objects), u64::try_from(bytes)) else {
-                return Err(corrupt(format!(
-                    "counters would become objects {objects}, bytes {bytes}"
-                )));
-            };
-            if objects == 0 && bytes == 0 {
-                pg_usage.remove(&key)?;
-            } else {
-                pg_usage.insert(&key, &seal_usage(objects, bytes))?;
             }
-        }
-        self.pg_state.get(self.txn)?.insert(&key, seal(pg_state).as_slice())?;
+            None => None,
+        };
+        let usage = match usage {
+            Some((objects, bytes)) if delta_objects != 0 || delta_bytes != 0 => {
+                let objects = (objects as i128) + i128::from(delta_objects);
+                let bytes = (bytes as i128) + i128::from(delta_bytes);
+                // One that would go negative (a stale row) is a corruption error too.
+                let (Ok(objects), Ok(bytes)) = (u64::try_from(objects), u64::try_from(bytes))
+                else {
+                    return Err(corrupt(format!(
+                        "counters would become objects {objects}, bytes {bytes}"
+                    )));
+                };
+                Some((objects, bytes))
+            }
+            kept => kept,
+        };
+        let row = self.rows.rows.entry(pg).or_default();
+        row.usage = usage;
+        row.state.clear();
+        row.state.extend_from_slice(pg_state);
         Ok(())
     }
 

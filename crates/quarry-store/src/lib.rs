@@ -1302,6 +1302,7 @@ impl Store {
         let (_writer, mut txn) = self.begin_write()?;
         txn.set_durability(Durability::None);
         let blocks = self.data.begin_batch();
+        let mut rows = apply::PgRows::default();
         let step = {
             let mut batch = apply::Batch::open(
                 &txn,
@@ -1309,6 +1310,7 @@ impl Store {
                 &self.dup_memory,
                 self.methods.as_deref(),
                 self.dups_per_pg,
+                &mut rows,
             )?;
             batch.begin_pg(pg);
             let (visited, purged) = batch.trim_snap(snap, max_objects)?;
@@ -1316,6 +1318,7 @@ impl Store {
             batch.finish()?;
             SnapTrimStep { visited, purged }
         };
+        rows.write(&txn)?;
         self.views.commit(txn)?;
         blocks.committed();
         self.commits_since_checkpoint.fetch_add(1, Ordering::Relaxed);

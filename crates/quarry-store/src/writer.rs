@@ -89,6 +89,8 @@ struct Open {
     kept: Vec<Vec<KeptApply>>,
     since: Instant,
     bytes: u64,
+    /// The per-PG rows its applies changed, written when it commits.
+    rows: apply::PgRows,
 }
 
 /// The writer's state, under [`Store`]'s `writer` lock.
@@ -171,7 +173,7 @@ impl Store {
         if let Some(why) = &writer.failed {
             return Err(failed_error(why));
         }
-        let Some(open) = writer.open.take() else {
+        let Some(Open { txn, mut rows, .. }) = writer.open.take() else {
             return Ok(());
         };
         // The duplicate table's pending entries go into the transaction as one row per PG
@@ -179,10 +181,10 @@ impl Store {
         // under a new sequence number (`view.rs`).
         // The objects it wrote stay in the dirty set until the metadata cache dropped their
         // entries (`metacache.rs`).
-        let committed = self
-            .dup_memory
-            .flush(&open.txn)
-            .and_then(|()| self.views.commit_written(open.txn, || self.dirty()));
+        let committed = rows
+            .write(&txn)
+            .and_then(|()| self.dup_memory.flush(&txn))
+            .and_then(|()| self.views.commit_written(txn, || self.dirty()));
         match committed {
             Ok(mut dirty) => {
                 self.data.commit_done();
@@ -313,7 +315,9 @@ impl Store {
         if writer.open.is_none() {
             let mut txn = self.db().begin_write()?;
             txn.set_durability(Durability::None);
-            writer.open = Some(Open { txn, kept: Vec::new(), since: Instant::now(), bytes: 0 });
+            let rows = apply::PgRows::default();
+            writer.open =
+                Some(Open { txn, kept: Vec::new(), since: Instant::now(), bytes: 0, rows });
         }
         {
             let mut dirty = self.dirty();
@@ -327,7 +331,7 @@ impl Store {
             }
         }
         let open = writer.open.as_mut().expect("opened above");
-        match self.apply_in(&open.txn, work) {
+        match self.apply_in(&open.txn, work, &mut open.rows) {
             Ok(replies) => {
                 let bytes = written_bytes(work);
                 open.bytes += kept_bytes(work);
@@ -372,6 +376,7 @@ impl Store {
         let replayed = (|| {
             let mut txn = self.db().begin_write()?;
             txn.set_durability(Durability::None);
+            let mut rows = apply::PgRows::default();
             for round in &kept {
                 let ops: Vec<(Vec<PlacedOp<'_>>, Vec<&Placed>)> = round
                     .iter()
@@ -395,12 +400,12 @@ impl Store {
                         dropped,
                     })
                     .collect();
-                self.apply_in(&txn, &work)?;
+                self.apply_in(&txn, &work, &mut rows)?;
             }
-            Ok::<_, StoreError>(txn)
+            Ok::<_, StoreError>((txn, rows))
         })();
-        let txn = match replayed {
-            Ok(txn) => txn,
+        let (txn, rows) = match replayed {
+            Ok(replayed) => replayed,
             Err(error) => {
                 self.data.abort();
                 self.dup_memory.forget_all();
@@ -408,18 +413,19 @@ impl Store {
                 return Err(error);
             }
         };
-        writer.open = Some(Open { txn, kept, since: Instant::now(), bytes: 0 });
+        writer.open = Some(Open { txn, kept, since: Instant::now(), bytes: 0, rows });
         tracing::warn!(path = %self.path.display(),
             "store: an apply failed; the applies before it in its transaction were applied again");
         self.commit_open(writer)
     }
 
     /// Applies `work` in `txn` (one batch of the data file's allocator: the caller commits
-    /// or aborts it with the transaction).
+    /// or aborts it with the transaction), its per-PG rows kept in `rows`.
     fn apply_in(
         &self,
         txn: &WriteTransaction,
         work: &[PgApply<'_>],
+        rows: &mut apply::PgRows,
     ) -> Result<Vec<Vec<OpReply>>, StoreError> {
         let mut all = Vec::with_capacity(work.len());
         let mut batch = apply::Batch::open(
@@ -428,6 +434,7 @@ impl Store {
             &self.dup_memory,
             self.methods.as_deref(),
             self.dups_per_pg,
+            rows,
         )?;
         for item in work {
             batch.begin_pg(item.pg);
