@@ -53,8 +53,8 @@ pub struct ServerLimits {
     pub handshake_timeout: Duration,
     /// `osd_memory_target` / `mon_memory_target`: the resident memory the daemon aims at.
     /// An OSD sizes its caches from it ([`ServerLimits::store_cache_bytes`],
-    /// [`ServerLimits::meta_cache_bytes`], [`ServerLimits::wal_cache_bytes`]); requests and replies in flight are bounded by the
-    /// byte budgets above, which are transient.
+    /// [`ServerLimits::meta_cache_bytes`], [`ServerLimits::wal_cache_bytes`]); requests and
+    /// replies in flight are bounded by the byte budgets above, which are transient.
     pub memory_target: u64,
 }
 
