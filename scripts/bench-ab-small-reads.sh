@@ -2,7 +2,8 @@
 # A/B of two quarry builds on small reads (docs/benchmarks.md, "Eighteenth round"): both
 # builds' clusters (`quarry up`, one OSD, pool rbd size 1) run at once and the runs alternate
 # between them, so that both see the same minutes of this noisy VM. Per run: IOPS, mean
-# latency and the server's CPU per read (utime + stime of `quarry up`). Not a test.
+# latency, the server's CPU per read (utime + stime of `quarry up`) and the client's (of
+# `rados bench` or fio, from /usr/bin/time). Not a test.
 #   A=/path/to/dir-a B=/path/to/dir-b scripts/bench-ab-small-reads.sh MODE [ROUNDS] [SECONDS] [QD]
 # A and B are directories holding a build's `quarry` and, for the fio modes, its
 # `lib/librados.so.2` and `lib/librbd.so.1` (copies: target/release/lib links to the newest
@@ -46,20 +47,22 @@ for x in A B; do
       --rbdname=bench --size=1G --rw=write --bs=1M --iodepth=8 >/dev/null
   fi
 done
-echo "| build | round | IOPS | mean latency µs | server CPU µs/read |"
-echo "|---|---|---|---|---|"
+echo "| build | round | IOPS | mean latency µs | server CPU µs/read | client CPU µs/read |"
+echo "|---|---|---|---|---|---|"
 for r in $(seq 1 "$rounds"); do
   for x in A B; do
     out=${dir[$x]}/out.txt
     [ "$mode" = fio-cold ] && { sync; echo 3 >/proc/sys/vm/drop_caches; }
     c0=$(cpu "${pid[$x]}")
     if [ "$mode" = rados ]; then
-      in_cluster "$x" rados -p rbd bench "$secs" rand -t "$qd" >"$out" 2>&1
+      in_cluster "$x" /usr/bin/time -f '%U %S' -o "${dir[$x]}/time.txt" \
+        rados -p rbd bench "$secs" rand -t "$qd" >"$out" 2>&1
       n=$(awk -F: '/^Total reads made/ { gsub(/ /, "", $2); print $2 }' "$out")
       iops=$(awk -F: '/^Average IOPS/ { gsub(/ /, "", $2); print $2 }' "$out")
       lat=$(awk -F: '/^Average Latency/ { gsub(/ /, "", $2); print $2 * 1e6 }' "$out")
     else
-      in_cluster "$x" fio --name=ab --ioengine=rbd --clientname=admin --pool=rbd \
+      in_cluster "$x" /usr/bin/time -f '%U %S' -o "${dir[$x]}/time.txt" \
+        fio --name=ab --ioengine=rbd --clientname=admin --pool=rbd \
         --rbdname=bench --size=1G --rw=randread --bs=4k --iodepth="$qd" \
         --runtime="$secs" --time_based --output-format=json >"$out"
       read -r iops lat n < <(python3 -c 'import json, sys
@@ -67,7 +70,10 @@ t = open(sys.argv[1]).read(); r = json.loads(t[t.find("{"):])["jobs"][0]["read"]
 print(round(r["iops"]), round(r["clat_ns"]["mean"] / 1000), r["total_ios"])' "$out")
     fi
     c1=$(cpu "${pid[$x]}")
+    read -r cu cs < "${dir[$x]}/time.txt"
     echo "| $x | $r | $iops | ${lat%.*} | $(python3 -c 'import sys
-a, b, n, hz = map(float, sys.argv[1:5]); print(f"{(b - a) / hz * 1e6 / n:.1f}" if n else "n/a")' "$c0" "$c1" "$n" "$hz") |"
+a, b, n, hz, cu, cs = map(float, sys.argv[1:7])
+print(f"{(b - a) / hz * 1e6 / n:.1f} | {(cu + cs) * 1e6 / n:.1f}" if n else "n/a | n/a")' \
+      "$c0" "$c1" "$n" "$hz" "$cu" "$cs") |"
   done
 done

@@ -331,7 +331,9 @@ impl Rados {
                 }
             }
         };
-        match self.bounded(work).await? {
+        // Boxed: the timeout and shutdown wrappers around it then move a pointer, not the
+        // whole request future (its copies were ~6% of a `rados bench` reader's CPU).
+        match self.bounded(Box::pin(work)).await? {
             Reply::Op(OpReply::Ok(outputs)) => {
                 if outputs.len() != count {
                     tracing::warn!(%pg, object, "OSD returned {} outputs for {count} ops", outputs.len());
