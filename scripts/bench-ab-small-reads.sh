@@ -16,29 +16,12 @@ set -euo pipefail
 mode=${1:?mode: rados, fio-cold or fio-warm}
 rounds=${2:-6}; secs=${3:-3}
 case $mode in rados) qd=${4:-32} ;; *) qd=${4:-1} ;; esac
-: "${A:?A=directory of build A}" "${B:?B=directory of build B}"
+# shellcheck source=bench-ab-lib.sh
+. "$(dirname "$0")/bench-ab-lib.sh"
 hz=$(getconf CLK_TCK)
-declare -A dir pid
-cleanup() {
-  set +e
-  for x in A B; do [ -n "${pid[$x]:-}" ] && kill "${pid[$x]}" 2>/dev/null && wait "${pid[$x]}" 2>/dev/null; done
-  for x in A B; do [ -n "${dir[$x]:-}" ] && rm -rf "${dir[$x]}"; done
-}
-trap cleanup EXIT
 cpu() { awk '{ sub(/^.*\) /, ""); print ($12 + $13) }' "/proc/$1/stat"; }
-in_cluster() { # $1 = A|B, then a command run with that cluster's env (CEPH_CONF, PATH, libs)
-  local x=$1; shift
-  (. "${dir[$x]}/cluster/env"; "$@")
-}
+ab_up small
 for x in A B; do
-  dir[$x]=$(mktemp -d /var/tmp/quarry-ab-small.XXXXXX)
-  bin=${!x}/quarry
-  "$bin" up "${dir[$x]}/cluster" >"${dir[$x]}/up.log" 2>&1 &
-  pid[$x]=$!
-done
-for x in A B; do
-  for _ in $(seq 1 100); do grep -q '^ready' "${dir[$x]}/up.log" && break; sleep 0.2; done
-  grep -q '^ready' "${dir[$x]}/up.log" || { cat "${dir[$x]}/up.log"; exit 1; }
   if [ "$mode" = rados ]; then
     in_cluster "$x" rados -p rbd bench "$secs" write -b 4096 -t 32 --no-cleanup >/dev/null 2>&1
   else

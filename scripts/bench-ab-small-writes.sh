@@ -9,14 +9,8 @@
 # A and B are directories holding a build's `quarry`.
 set -euo pipefail
 rounds=${1:-6}; secs=${2:-5}; qd=${3:-32}
-: "${A:?A=directory of build A}" "${B:?B=directory of build B}"
-declare -A dir pid
-cleanup() {
-  set +e
-  for x in A B; do [ -n "${pid[$x]:-}" ] && kill "${pid[$x]}" 2>/dev/null && wait "${pid[$x]}" 2>/dev/null; done
-  for x in A B; do [ -n "${dir[$x]:-}" ] && rm -rf "${dir[$x]}"; done
-}
-trap cleanup EXIT
+# shellcheck source=bench-ab-lib.sh
+. "$(dirname "$0")/bench-ab-lib.sh"
 # CPU ticks of a process's threads by name: "workers apply wal total".
 threads() {
   local p=$1 t
@@ -25,18 +19,8 @@ threads() {
   done | awk '{ s += $2 } /^tokio/ { w += $2 } /^quarry-apply/ { a += $2 } /^quarry-wal/ { l += $2 }
     END { print w + 0, a + 0, l + 0, s + 0 }'
 }
-in_cluster() { # $1 = A|B, then a command run with that cluster's env
-  local x=$1; shift
-  (. "${dir[$x]}/cluster/env"; "$@")
-}
+ab_up writes
 for x in A B; do
-  dir[$x]=$(mktemp -d /var/tmp/quarry-ab-writes.XXXXXX)
-  "${!x}/quarry" up "${dir[$x]}/cluster" >"${dir[$x]}/up.log" 2>&1 &
-  pid[$x]=$!
-done
-for x in A B; do
-  for _ in $(seq 1 100); do grep -q '^ready' "${dir[$x]}/up.log" && break; sleep 0.2; done
-  grep -q '^ready' "${dir[$x]}/up.log" || { cat "${dir[$x]}/up.log"; exit 1; }
   # A warm-up: the first seconds of a new store allocate its tables.
   in_cluster "$x" "${!x}/quarry" rados -p rbd bench 2 write -b 4096 -t "$qd" --no-cleanup >/dev/null 2>&1
 done
