@@ -343,32 +343,28 @@ impl<'txn> Batch<'txn> {
             tracing::error!(pg = %pg, "store corruption: pg_usage: {detail}");
             StoreError::Corrupt { pg, object: String::new(), detail: format!("pg_usage: {detail}") }
         };
-        let usage = match self.rows.rows.get(&pg).and_then(|row| row.usage) {
-            Some(usage) => Some(usage),
-            None if delta_objects != 0 || delta_bytes != 0 => {
+        let kept = self.rows.rows.get(&pg).and_then(|row| row.usage);
+        let usage = if delta_objects == 0 && delta_bytes == 0 {
+            kept
+        } else {
+            let (objects, bytes) = match kept {
+                Some(usage) => usage,
                 // Stored counters are data, not an invariant: a damaged row is a corruption
                 // error, never a panic.
-                match self.pg_usage.get(self.txn)?.get(&pg_key(pg))? {
-                    Some(v) => Some(unseal_usage(v.value()).map_err(corrupt)?),
-                    None => Some((0, 0)),
-                }
-            }
-            None => None,
-        };
-        let usage = match usage {
-            Some((objects, bytes)) if delta_objects != 0 || delta_bytes != 0 => {
-                let objects = (objects as i128) + i128::from(delta_objects);
-                let bytes = (bytes as i128) + i128::from(delta_bytes);
-                // One that would go negative (a stale row) is a corruption error too.
-                let (Ok(objects), Ok(bytes)) = (u64::try_from(objects), u64::try_from(bytes))
-                else {
-                    return Err(corrupt(format!(
-                        "counters would become objects {objects}, bytes {bytes}"
-                    )));
-                };
-                Some((objects, bytes))
-            }
-            kept => kept,
+                None => match self.pg_usage.get(self.txn)?.get(&pg_key(pg))? {
+                    Some(v) => unseal_usage(v.value()).map_err(corrupt)?,
+                    None => (0, 0),
+                },
+            };
+            let objects = (objects as i128) + i128::from(delta_objects);
+            let bytes = (bytes as i128) + i128::from(delta_bytes);
+            // One that would go negative (a stale row) is a corruption error too.
+            let (Ok(objects), Ok(bytes)) = (u64::try_from(objects), u64::try_from(bytes)) else {
+                return Err(corrupt(format!(
+                    "counters would become objects {objects}, bytes {bytes}"
+                )));
+            };
+            Some((objects, bytes))
         };
         let row = self.rows.rows.entry(pg).or_default();
         row.usage = usage;

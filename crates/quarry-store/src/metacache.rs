@@ -169,6 +169,15 @@ pub(crate) fn cacheable(at_head: bool, ops: &[ObjectOp]) -> bool {
             .all(|op| matches!(op, ObjectOp::Read { .. } | ObjectOp::Stat | ObjectOp::AssertExists))
 }
 
+/// A slot's bytes: `name` followed by `entry` encoded. The slot weighs these plus
+/// [`ENTRY_OVERHEAD`].
+fn slot_bytes(name: &str, entry: &CachedObject) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(name.len() + 128);
+    bytes.extend_from_slice(name.as_bytes());
+    entry.encode(&mut bytes);
+    bytes
+}
+
 /// A kept entry, under the hash of its key (no key is allocated to look one up; two keys of
 /// one hash share a slot, the name telling them apart): the name and the entry's bytes in one
 /// allocation.
@@ -315,9 +324,7 @@ impl MetaCache {
         if self.shard_bytes == 0 {
             return;
         }
-        let mut bytes = Vec::with_capacity(name.len() + 128);
-        bytes.extend_from_slice(name.as_bytes());
-        entry.encode(&mut bytes);
+        let bytes = slot_bytes(name, entry);
         let weight = ENTRY_OVERHEAD + bytes.len();
         let (Ok(name_len), Ok(weight_u32)) = (u32::try_from(name.len()), u32::try_from(weight))
         else {
@@ -415,9 +422,7 @@ mod tests {
     }
 
     fn weight(name: &str, entry: &CachedObject) -> usize {
-        let mut bytes = Vec::new();
-        entry.encode(&mut bytes);
-        ENTRY_OVERHEAD + name.len() + bytes.len()
+        ENTRY_OVERHEAD + slot_bytes(name, entry).len()
     }
 
     /// Goal: an entry reads back as it was kept, whatever it holds. Method: entries with no
