@@ -242,8 +242,8 @@ async fn perf_dump_counts_ops_and_times_the_write_path() {
     timed("quarry_wal", "commit_latency", 5);
     timed("quarry_wal", "round_latency", 1);
     timed("quarry_apply", "apply_latency", 5);
-    // The same objects read again (the second miss makes an entry), then answered from the
-    // store's metadata cache.
+    // The same objects read again (a miss makes an entry while the cache has room), then
+    // answered from the store's metadata cache.
     for _ in 0..2 {
         for k in 0..3u8 {
             assert_eq!(client.read(&format!("p-{k}")).await.unwrap(), vec![k; 4096]);

@@ -40,6 +40,11 @@ pub(crate) fn tag_at_or_below<T: ReadableTable<&'static ExtentKey, &'static [u8]
 }
 
 /// The rows of object `id` at exactly `tag` that overlap chunks `a..=b`, in chunk order.
+///
+/// The row covering chunk `a` is the one with the greatest first chunk `<= a`: at chunk 0 it
+/// can only start there, so one exact lookup finds it (a range costs redb two descents, one
+/// per end). Rows of one tag never overlap, so once that row reaches past `b` no other row
+/// can start in the range and the forward range is not run.
 pub(crate) fn overlapping<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     table: &T,
     ctx: &Ctx,
@@ -49,16 +54,28 @@ pub(crate) fn overlapping<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     b: u64,
 ) -> Result<Vec<Extent>, StoreError> {
     let mut out = Vec::new();
-    let lo = extent_key(id, tag, 0);
     let at = extent_key(id, tag, a);
-    if let Some(item) = table.range::<&ExtentKey>(&lo..=&at)?.next_back() {
-        let (key, value) = item?;
-        let row = decode_row(ctx, key.value(), value.value())?;
-        if row.end() > a {
-            out.push(row);
+    let covering = if a == 0 {
+        match table.get(&at)? {
+            Some(value) => Some(decode_row(ctx, &at, value.value())?),
+            None => None,
         }
+    } else {
+        let lo = extent_key(id, tag, 0);
+        match table.range::<&ExtentKey>(&lo..=&at)?.next_back() {
+            Some(item) => {
+                let (key, value) = item?;
+                Some(decode_row(ctx, key.value(), value.value())?)
+            }
+            None => None,
+        }
+    };
+    let mut reach = a;
+    if let Some(row) = covering.filter(|row| row.end() > a) {
+        reach = row.end();
+        out.push(row);
     }
-    if a < b {
+    if a < b && reach <= b {
         let from = extent_key(id, tag, a + 1);
         let to = extent_key(id, tag, b);
         for item in table.range::<&ExtentKey>(&from..=&to)? {
@@ -92,14 +109,33 @@ pub(crate) fn rows_in<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
 }
 
 /// Every row a version with chunk range `floor..=tag` of object `id` sees (all chunks), as
-/// [`visible_in`] takes them: [`rows_in`] over the whole object.
+/// [`visible_in`] takes them (newest tag first, each tag's rows in chunk order), or None if
+/// there are more than `max` (the caller would not keep them). One range over the object's
+/// rows of those tags: [`rows_in`] over the whole object costs two seeks per tag with rows
+/// and one more, each two of redb's descents.
 pub(crate) fn head_rows<T: ReadableTable<&'static ExtentKey, &'static [u8]>>(
     table: &T,
     ctx: &Ctx,
     id: u64,
-    range: (u64, u64),
-) -> Result<Vec<Extent>, StoreError> {
-    rows_in(table, ctx, id, range, 0, CHUNKS_PER_OBJECT_MAX.saturating_sub(1))
+    (floor, tag): (u64, u64),
+    max: usize,
+) -> Result<Option<Vec<Extent>>, StoreError> {
+    let mut rows = Vec::new();
+    if floor > tag {
+        return Ok(Some(rows));
+    }
+    let lo = extent_key(id, floor, 0);
+    let hi = extent_key(id, tag, u64::MAX);
+    for item in table.range::<&ExtentKey>(&lo..=&hi)? {
+        if rows.len() == max {
+            return Ok(None);
+        }
+        let (key, value) = item?;
+        rows.push(decode_row(ctx, key.value(), value.value())?);
+    }
+    // Stable: each tag's rows stay in chunk order.
+    rows.sort_by_key(|row| std::cmp::Reverse(row.tag));
+    Ok(Some(rows))
 }
 
 /// [`visible`] over the rows [`head_rows`] returned for the same `(floor, tag)`.

@@ -1512,8 +1512,9 @@ impl Store {
         let record = Store::decode_record(&view.objects, ctx.pg, ctx.name)?;
         let rows = match record.as_ref().map(|r| (r.id, r.head())) {
             Some((id, head)) if head.exists => {
-                match extent::head_rows(&view.chunks, ctx, id, (head.floor, head.tag)) {
-                    Ok(rows) => Some(rows).filter(|rows| metacache::CachedObject::rows_fit(rows)),
+                let max = metacache::ROWS_MAX;
+                match extent::head_rows(&view.chunks, ctx, id, (head.floor, head.tag), max) {
+                    Ok(rows) => rows.filter(|rows| metacache::CachedObject::rows_fit(rows)),
                     // A damaged row the read may not need (outside its range, or a stat):
                     // no rows kept, the read takes the plain path and meets the damage only
                     // if it reads there.

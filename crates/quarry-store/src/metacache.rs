@@ -24,7 +24,8 @@
 //!   blocks an entry names and a later commit frees stay pending while it reads.
 //!
 //! # Admission
-//! An object gets an entry at its second miss since its shard's filter (the hashes of the
+//! While its shard has room, an object gets an entry at its first miss (it evicts nothing).
+//! Once the shard is full, at its second miss since the shard's filter (the hashes of the
 //! keys missed once, as many as the shard holds small entries) was last emptied: a second
 //! miss within about the cache's reach says an entry would have been used. Reads spread
 //! uniformly over far more objects than the cache holds (`rados bench rand` over 200k
@@ -295,8 +296,10 @@ impl MetaCache {
                 }
             }
         }
+        // While the shard has room an entry evicts nothing: admitted at the first miss.
+        let room = shard.bytes + SMALL_ENTRY <= self.shard_bytes;
         let again = shard.missed.remove(&hash);
-        if !again {
+        if !again && !room {
             if shard.missed.len() >= self.missed_max {
                 shard.missed.clear();
             }
@@ -304,7 +307,7 @@ impl MetaCache {
         }
         drop(shard);
         self.misses.fetch_add(1, Ordering::Relaxed);
-        if again {
+        if again || room {
             Lookup::Admit
         } else {
             Lookup::Pass
@@ -471,15 +474,29 @@ mod tests {
         }
     }
 
+    /// Goal: an entry is made at an object's first miss while its shard has room, and only at
+    /// its second miss once the shard is full (reads spread over more objects than the cache
+    /// holds do not pay for entries they would not use).
     #[test]
-    fn an_object_is_admitted_at_its_second_miss() {
+    fn an_object_is_admitted_at_its_first_miss_while_there_is_room_then_at_its_second() {
         let cache = MetaCache::new(1 << 20);
-        assert!(matches!(cache.get(pg(), "a"), Lookup::Pass));
-        assert!(matches!(cache.get(pg(), "b"), Lookup::Pass));
-        assert!(matches!(cache.get(pg(), "a"), Lookup::Admit));
+        assert!(matches!(cache.get(pg(), "a"), Lookup::Admit), "room, yet not admitted");
         cache.insert_if_current(pg(), "a", &entry(1), 1, || 1);
         assert!(matches!(cache.get(pg(), "a"), Lookup::Hit(_)));
         assert!(matches!(MetaCache::new(0).get(pg(), "b"), Lookup::Pass));
+        // Room for one entry per shard: fill every shard.
+        let one = weight("o0", &entry(0));
+        let full = MetaCache::new(SHARDS * (one + SMALL_ENTRY / 2));
+        for i in 0..SHARDS * 20 {
+            full.insert_if_current(pg(), &format!("o{i}"), &entry(i as u64), 1, || 1);
+        }
+        assert_eq!(full.usage().0, SHARDS, "one entry per shard");
+        for name in ["x", "y", "z"] {
+            assert!(matches!(full.get(pg(), name), Lookup::Pass), "{name}: admitted when full");
+        }
+        for name in ["x", "y", "z"] {
+            assert!(matches!(full.get(pg(), name), Lookup::Admit), "{name}: second miss");
+        }
     }
 
     #[test]
