@@ -12,8 +12,10 @@
 #   fio-cold     fio's rbd engine, 4 KiB random reads at QD (default 1) of a 1 GiB image
 #                written with 1 MiB writes; the page cache is dropped before every run (root)
 #   fio-warm     the same without dropping the page cache (the image warms as rounds go)
+#   fio-frag     fio-warm over an image written 4 KiB at a time instead (every block once, in
+#                random order: a VM image's objects, each with ~1024 extent rows)
 set -euo pipefail
-mode=${1:?mode: rados, fio-cold or fio-warm}
+mode=${1:?mode: rados, fio-cold, fio-warm or fio-frag}
 rounds=${2:-6}; secs=${3:-3}
 case $mode in rados) qd=${4:-32} ;; *) qd=${4:-1} ;; esac
 # shellcheck source=bench-ab-lib.sh
@@ -26,8 +28,9 @@ for x in A B; do
     in_cluster "$x" rados -p rbd bench "$secs" write -b 4096 -t 32 --no-cleanup >/dev/null 2>&1
   else
     in_cluster "$x" rbd create rbd/bench --size 1G
+    if [ "$mode" = fio-frag ]; then fill=(--rw=randwrite --bs=4k --iodepth=32); else fill=(--rw=write --bs=1M --iodepth=8); fi
     in_cluster "$x" fio --name=fill --ioengine=rbd --clientname=admin --pool=rbd \
-      --rbdname=bench --size=1G --rw=write --bs=1M --iodepth=8 >/dev/null
+      --rbdname=bench --size=1G "${fill[@]}" >/dev/null
   fi
 done
 echo "| build | round | IOPS | mean latency µs | server CPU µs/read | client CPU µs/read |"

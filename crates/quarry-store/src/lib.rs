@@ -1452,22 +1452,24 @@ impl Store {
         let at_head = snap == SNAP_HEAD;
         let ctx = Ctx { pg, name };
         let cached = if metacache::cacheable(at_head, ops) {
-            self.cached_object(&view, &ctx)?
+            self.cached_object(&view, &ctx, metacache::span_of(ops))?
         } else {
             None
         };
-        let entry = cached.as_ref().filter(|c| c.rows.is_some());
+        let entry = cached.as_ref().filter(|(c, _)| c.rows.is_some());
         let read_record;
         let record = match entry {
-            Some(c) => c.record.as_ref(),
+            Some((c, _)) => c.record.as_ref(),
             None => {
                 read_record = Store::decode_record(&view.objects, pg, name)?;
                 read_record.as_ref()
             }
         };
-        let head_rows = entry.and_then(|c| {
+        let head_rows = entry.and_then(|(c, span)| {
             let (r, rows) = (c.record.as_ref()?, c.rows.as_deref()?);
-            Some(read::HeadRows { id: r.id, floor: r.head().floor, tag: r.head().tag, rows })
+            let (id, floor, tag) = (r.id, r.head().floor, r.head().tag);
+            let span = (*span.start(), *span.end());
+            Some(read::HeadRows { id, floor, tag, span, rows })
         });
         let tables = ReadTables { view: &view, data: &self.data, head_rows, sink };
         let target = record.and_then(|r| {
@@ -1497,24 +1499,26 @@ impl Store {
         Ok(OpReply::Ok(outputs))
     }
 
-    /// The metadata cache's entry for the object `ctx` names: the kept one, or one read from
-    /// `view` (and kept) when the cache admits the object, or None (`metacache.rs`).
+    /// The metadata cache's entry for the object `ctx` names, with the chunks its rows are
+    /// complete for: the kept one (the rows overlapping `span`), or one read from `view`
+    /// (and kept; all its rows) when the cache admits the object, or None (`metacache.rs`).
     fn cached_object(
         &self,
         view: &view::ReadView,
         ctx: &Ctx<'_>,
-    ) -> Result<Option<metacache::CachedObject>, StoreError> {
-        match self.views.cached(ctx.pg, ctx.name) {
-            metacache::Lookup::Hit(entry) => return Ok(Some(entry)),
+        span: metacache::Span,
+    ) -> Result<Option<(metacache::CachedObject, metacache::Span)>, StoreError> {
+        let room = match self.views.cached(ctx.pg, ctx.name, &span) {
+            metacache::Lookup::Hit(entry) => return Ok(Some((entry, span))),
             metacache::Lookup::Pass => return Ok(None),
-            metacache::Lookup::Admit => {}
-        }
+            metacache::Lookup::Admit { room } => room,
+        };
         let record = Store::decode_record(&view.objects, ctx.pg, ctx.name)?;
         let rows = match record.as_ref().map(|r| (r.id, r.head())) {
             Some((id, head)) if head.exists => {
-                let max = metacache::ROWS_MAX;
+                let max = metacache::CachedObject::rows_to_read(room);
                 match extent::head_rows(&view.chunks, ctx, id, (head.floor, head.tag), max) {
-                    Ok(rows) => rows.filter(|rows| metacache::CachedObject::rows_fit(rows)),
+                    Ok(rows) => rows.filter(|rows| metacache::CachedObject::rows_fit(rows, room)),
                     // A damaged row the read may not need (outside its range, or a stat):
                     // no rows kept, the read takes the plain path and meets the damage only
                     // if it reads there.
@@ -1526,7 +1530,7 @@ impl Store {
         };
         let entry = metacache::CachedObject { record, rows };
         self.views.cache(view, ctx.pg, ctx.name, &entry);
-        Ok(Some(entry))
+        Ok(Some((entry, 0..=u64::MAX)))
     }
 
     fn get_record(

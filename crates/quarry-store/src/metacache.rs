@@ -35,16 +35,18 @@
 //!
 //! # Memory
 //! An entry is kept as bytes: the object's name, its record as stored and its rows as stored
-//! (one allocation: the name and ~95 bytes for a 4 KiB object), decoded again at each hit
-//! (a few hundred nanoseconds against the microseconds of the two descents). Kept decoded,
+//! behind a fixed-size index (one allocation: the name and ~100 bytes for a 4 KiB object),
+//! decoded again at each hit: the record, and only the rows the read's chunks overlap, found
+//! by binary search in the index (a few hundred nanoseconds against the microseconds of the
+//! B-tree descents; an image object written 4 KiB at a time has hundreds). Kept decoded,
 //! an entry of a 4 KiB object took ~600 bytes of resident memory, ~230 now (with a 40-byte
 //! name): `rados bench` reads 4 KiB objects spread over more of them than the cache holds
 //! (docs/benchmarks.md, "Twenty-first round").
 //! Entries are weighed in bytes (their bytes plus the map's and the list's share) and the
 //! least recently used go first once a shard passes its share of the budget
 //! (`StoreOptions::meta_cache_bytes`, sized by the OSD from its memory target). Objects whose
-//! head sees many rows (large objects written piecemeal) are not kept: an entry says only
-//! that (a hint: those reads take the plain path at once).
+//! head sees more than [`ROWS_MAX`] rows are not kept: an entry says only that (a hint: those
+//! reads take the plain path at once).
 //!
 //! # Why lru
 //! The `lru` crate is a small, widely used LRU map (a hash map with an intrusive list); one
@@ -57,13 +59,23 @@ use std::sync::{Mutex, MutexGuard};
 
 use quarry_types::{ObjectOp, PgId};
 
-use crate::format::{extent_key, Extent, ExtentBody, ObjectRecord};
+use crate::format::{extent_key, Extent, ExtentBody, ObjectRecord, CHUNK};
 
-/// Most extent rows an entry keeps; an object whose head sees more is not cached.
-pub(crate) const ROWS_MAX: usize = 32;
+/// Most extent rows an entry keeps; an object whose head sees more is not cached. A 4 MiB
+/// object written 4 KiB at a time (a VM image's) has up to 1024 at one tag; a hit decodes only
+/// the rows its read overlaps (found by binary search), so many rows cost memory, not time.
+pub(crate) const ROWS_MAX: usize = 2048;
 /// Most chunks those rows may cover with data (their crcs are kept: 4 bytes each): a 4 MiB
-/// object written in one piece fits.
-pub(crate) const DATA_CHUNKS_MAX: usize = 1024;
+/// object written in one piece, then rewritten after a snapshot, fits.
+pub(crate) const DATA_CHUNKS_MAX: usize = 2048;
+/// A small entry's most rows and data chunks (a 4 MiB object written in one piece has one
+/// row of 1024): kept whatever it evicts. A larger one is kept only in room the shard has
+/// free when its object is missed, else its entry is a hint (no rows): making one reads every
+/// row (~150 µs for 1024), so one that evicts others to be evicted in turn would cost more
+/// than it saves (measured: a 1 GiB image of such objects read at random through a cache
+/// of 6 MiB fell from 48k to 12k reads a second, 14 to 78 µs of the OSD's CPU per read).
+const ROWS_SMALL: usize = 32;
+const DATA_CHUNKS_SMALL: usize = 1024;
 const SHARDS: usize = 16;
 /// The weight of a small object's entry (a 4 KiB one with a 40-byte name: ~250 bytes), for
 /// sizing the admission filter to what a shard holds.
@@ -75,6 +87,12 @@ const ENTRY_OVERHEAD: usize = 112;
 /// `flags` bits of an entry's bytes.
 const HAS_RECORD: u8 = 1;
 const HAS_ROWS: u8 = 2;
+/// The bytes of a row's index entry: `tag u64 LE ++ first u64 LE ++ count u16 LE ++ end u32
+/// LE` (`end`: where the row's body ends among the bodies).
+const ROW_INDEX: usize = 22;
+
+/// The chunks a read looks at (`first..=last`; empty when it reads no data).
+pub(crate) type Span = std::ops::RangeInclusive<u64>;
 
 /// What a read at the head needs of one object, from one view.
 #[derive(Debug, PartialEq, Eq)]
@@ -82,14 +100,16 @@ pub(crate) struct CachedObject {
     /// The object's record (None: no such object).
     pub record: Option<ObjectRecord>,
     /// The extent rows the head sees (tags `floor..=tag` of the head), newest tag first and
-    /// each tag's rows in chunk order; None when there were too many to keep.
+    /// each tag's rows in chunk order; None when there were too many to keep. From a hit,
+    /// only the rows overlapping the span asked for.
     pub rows: Option<Vec<Extent>>,
 }
 
 impl CachedObject {
     /// Appends the entry's bytes: `flags u8` ([`HAS_RECORD`], [`HAS_ROWS`]), then the record
-    /// as stored (`len u32 LE ++` [`ObjectRecord::encode`]), then `count u32 LE` and per row
-    /// `tag u64 LE ++ first u64 LE ++ len u16 LE ++` [`Extent::encode`]. In memory only.
+    /// as stored (`len u32 LE ++` [`ObjectRecord::encode`]), then `count u32 LE`, the rows'
+    /// index entries ([`ROW_INDEX`] bytes each, in the rows' order) and their bodies
+    /// ([`Extent::encode`]) one after the other. In memory only.
     fn encode(&self, out: &mut Vec<u8>) {
         let flags = if self.record.is_some() { HAS_RECORD } else { 0 }
             | if self.rows.is_some() { HAS_ROWS } else { 0 };
@@ -102,26 +122,27 @@ impl CachedObject {
         }
         if let Some(rows) = &self.rows {
             out.extend_from_slice(&(rows.len() as u32).to_le_bytes());
+            let mut bodies = Vec::new();
             for row in rows {
                 row.encode(&mut value);
+                bodies.extend_from_slice(&value);
                 out.extend_from_slice(&row.tag.to_le_bytes());
                 out.extend_from_slice(&row.first.to_le_bytes());
-                out.extend_from_slice(&(value.len() as u16).to_le_bytes());
-                out.extend_from_slice(&value);
+                out.extend_from_slice(&(row.count as u16).to_le_bytes());
+                out.extend_from_slice(&(bodies.len() as u32).to_le_bytes());
             }
+            out.extend_from_slice(&bodies);
         }
     }
 
-    /// The entry [`CachedObject::encode`] wrote, or None if `bytes` are not one (never for
-    /// bytes it wrote: the record's crc and every field are checked again anyway).
-    fn decode(bytes: &[u8]) -> Option<CachedObject> {
+    /// The entry [`CachedObject::encode`] wrote, with only the rows that overlap `span`, or
+    /// None if `bytes` are not one (never for bytes it wrote: the record's crc and every
+    /// field of a row decoded are checked again anyway).
+    fn decode(bytes: &[u8], span: &Span) -> Option<CachedObject> {
         fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
             let (head, rest) = bytes.split_at_checked(n)?;
             *bytes = rest;
             Some(head)
-        }
-        fn u64_of(b: &[u8]) -> u64 {
-            u64::from_le_bytes(b.try_into().expect("8 bytes"))
         }
         let mut b = bytes;
         let flags = take(&mut b, 1)?[0];
@@ -133,31 +154,122 @@ impl CachedObject {
         };
         let rows = if flags & HAS_ROWS != 0 {
             let count = u32::from_le_bytes(take(&mut b, 4)?.try_into().ok()?) as usize;
-            let mut rows = Vec::with_capacity(count.min(ROWS_MAX));
-            for _ in 0..count {
+            let index = RowIndex { bytes: take(&mut b, count.checked_mul(ROW_INDEX)?)?, count };
+            let bodies = b;
+            let total = match count.checked_sub(1) {
+                Some(last) => index.body_end(last)?,
+                None => 0,
+            };
+            if total != bodies.len() {
+                return None;
+            }
+            let mut rows = Vec::new();
+            if count > 0 && !span.is_empty() {
                 // Rows are an object's: never without its record.
                 let id = record.as_ref()?.id;
-                let (tag, first) = (u64_of(take(&mut b, 8)?), u64_of(take(&mut b, 8)?));
-                let len = u16::from_le_bytes(take(&mut b, 2)?.try_into().ok()?) as usize;
-                rows.push(Extent::decode(&extent_key(id, tag, first), take(&mut b, len)?).ok()?);
+                index.overlapping(span, |k| {
+                    let (tag, first, _) = index.row(k);
+                    let start = if k == 0 { 0 } else { index.body_end(k - 1)? };
+                    let body = bodies.get(start..index.body_end(k)?)?;
+                    rows.push(Extent::decode(&extent_key(id, tag, first), body).ok()?);
+                    Some(())
+                })?;
             }
             Some(rows)
         } else {
+            b.is_empty().then_some(())?;
             None
         };
-        b.is_empty().then_some(CachedObject { record, rows })
+        Some(CachedObject { record, rows })
     }
 
-    /// Whether rows this many (covering this many data chunks) may be kept.
-    pub fn rows_fit(rows: &[Extent]) -> bool {
-        let chunks: usize = rows
-            .iter()
-            .map(|r| match &r.body {
-                ExtentBody::Hole => 0,
-                ExtentBody::Data { crcs, .. } => crcs.len(),
-            })
-            .sum();
-        rows.len() <= ROWS_MAX && chunks <= DATA_CHUNKS_MAX
+    /// Whether `rows` may be kept in an entry made with `room` bytes free in its shard: a
+    /// small entry's always, a larger one's only if it fits that room (see [`ROWS_SMALL`]).
+    pub fn rows_fit(rows: &[Extent], room: usize) -> bool {
+        // Data chunks, and the bytes kept: index entries and bodies (a hole's 3 bytes, a data
+        // row's 13 and a crc per chunk).
+        let (chunks, bytes) = rows.iter().fold((0, 0), |(chunks, bytes), r| match &r.body {
+            ExtentBody::Hole => (chunks, bytes + ROW_INDEX + 3),
+            ExtentBody::Data { crcs, .. } => {
+                (chunks + crcs.len(), bytes + ROW_INDEX + 13 + 4 * crcs.len())
+            }
+        });
+        if rows.len() <= ROWS_SMALL && chunks <= DATA_CHUNKS_SMALL {
+            return true;
+        }
+        rows.len() <= ROWS_MAX && chunks <= DATA_CHUNKS_MAX && bytes + SMALL_ENTRY <= room
+    }
+
+    /// The most rows worth reading for an entry made with `room` bytes free (more would not
+    /// be kept: [`CachedObject::rows_fit`]).
+    pub fn rows_to_read(room: usize) -> usize {
+        (room / (ROW_INDEX + 3)).clamp(ROWS_SMALL, ROWS_MAX)
+    }
+}
+
+/// The rows' index of an entry's bytes (see [`CachedObject::encode`]): rows newest tag first,
+/// each tag's rows in chunk order, not overlapping within a tag.
+struct RowIndex<'a> {
+    bytes: &'a [u8],
+    count: usize,
+}
+
+impl RowIndex<'_> {
+    fn at(&self, k: usize) -> &[u8] {
+        &self.bytes[k * ROW_INDEX..(k + 1) * ROW_INDEX]
+    }
+
+    /// Row `k`'s `(tag, first chunk, chunk count)`.
+    fn row(&self, k: usize) -> (u64, u64, u64) {
+        let e = self.at(k);
+        let u64_at = |i: usize| u64::from_le_bytes(e[i..i + 8].try_into().expect("8 bytes"));
+        (u64_at(0), u64_at(8), u64::from(u16::from_le_bytes([e[16], e[17]])))
+    }
+
+    /// Where row `k`'s body ends.
+    fn body_end(&self, k: usize) -> Option<usize> {
+        let e = self.at(k);
+        Some(u32::from_le_bytes(e[18..22].try_into().ok()?) as usize)
+    }
+
+    /// The first of `lo..hi` for which `pred` is false (`pred` true then false over it).
+    fn partition(lo: usize, hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+        let (mut lo, mut hi) = (lo, hi);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(mid) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+
+    /// Calls `each` with every row overlapping `span`, in the rows' order: per tag, a binary
+    /// search for the tag's last row and one for the row covering the span's first chunk.
+    fn overlapping(&self, span: &Span, mut each: impl FnMut(usize) -> Option<()>) -> Option<()> {
+        let (a, b) = (*span.start(), *span.end());
+        let mut i = 0;
+        while i < self.count {
+            let tag = self.row(i).0;
+            // Tags descend: the tag's rows are those up to the first older tag.
+            let j = Self::partition(i, self.count, |k| self.row(k).0 >= tag);
+            // The last row starting at or before `a` may cover it; later ones start after it.
+            let mut k = Self::partition(i, j, |k| self.row(k).1 <= a).saturating_sub(1).max(i);
+            while k < j {
+                let (_, first, count) = self.row(k);
+                if first > b {
+                    break;
+                }
+                if first + count > a {
+                    each(k)?;
+                }
+                k += 1;
+            }
+            i = j;
+        }
+        Some(())
     }
 }
 
@@ -168,6 +280,24 @@ pub(crate) fn cacheable(at_head: bool, ops: &[ObjectOp]) -> bool {
         && ops
             .iter()
             .all(|op| matches!(op, ObjectOp::Read { .. } | ObjectOp::Stat | ObjectOp::AssertExists))
+}
+
+/// The chunks that the data reads among `ops` look at (their hull; a read to the end of the
+/// object reaches the last possible chunk), empty if none reads data.
+pub(crate) fn span_of(ops: &[ObjectOp]) -> Span {
+    let (mut a, mut b) = (u64::MAX, 0);
+    for op in ops {
+        if let ObjectOp::Read { off, len } = *op {
+            let last = match len {
+                0 => u64::MAX,
+                len => off.saturating_add(len - 1) / CHUNK,
+            };
+            a = a.min(off / CHUNK);
+            b = b.max(last);
+        }
+    }
+    // `a > b` when no op reads data: an empty span.
+    a..=b
 }
 
 /// A slot's bytes: `name` followed by `entry` encoded. The slot weighs these plus
@@ -194,8 +324,8 @@ impl Slot {
         self.pg == pg && self.bytes.get(..self.name_len as usize) == Some(name.as_bytes())
     }
 
-    fn entry(&self) -> Option<CachedObject> {
-        CachedObject::decode(&self.bytes[self.name_len as usize..])
+    fn entry(&self, span: &Span) -> Option<CachedObject> {
+        CachedObject::decode(&self.bytes[self.name_len as usize..], span)
     }
 }
 
@@ -210,8 +340,10 @@ struct Shard {
 pub(crate) enum Lookup {
     /// The entry.
     Hit(CachedObject),
-    /// No entry, and the object was missed lately: make one and offer it.
-    Admit,
+    /// No entry, and the object was missed lately (or the shard has room): make one and
+    /// offer it. `room`: the bytes the shard has free, what a large entry may take
+    /// ([`CachedObject::rows_fit`]).
+    Admit { room: usize },
     /// No entry, and the object was not missed lately: read it the plain way.
     Pass,
 }
@@ -276,14 +408,16 @@ impl MetaCache {
     /// for an object missed before since the shard's filter was last emptied (a read of an
     /// object read once in a long while, e.g. uniformly among far more objects than the cache
     /// holds, does not pay for an entry it would never use).
-    pub fn get(&self, pg: PgId, name: &str) -> Lookup {
+    ///
+    /// A hit's rows are those overlapping `span` (the chunks the read looks at).
+    pub fn get(&self, pg: PgId, name: &str, span: &Span) -> Lookup {
         if self.shard_bytes == 0 {
             return Lookup::Pass;
         }
         let hash = self.hash(pg, name);
         let mut shard = self.shard(hash);
         if let Some(slot) = shard.map.get(&hash).filter(|slot| slot.is(pg, name)) {
-            match slot.entry() {
+            match slot.entry(span) {
                 Some(entry) => {
                     drop(shard);
                     self.hits.fetch_add(1, Ordering::Relaxed);
@@ -297,7 +431,8 @@ impl MetaCache {
             }
         }
         // While the shard has room an entry evicts nothing: admitted at the first miss.
-        let room = shard.bytes + SMALL_ENTRY <= self.shard_bytes;
+        let free = self.shard_bytes.saturating_sub(shard.bytes);
+        let room = free >= SMALL_ENTRY;
         let again = shard.missed.remove(&hash);
         if !again && !room {
             if shard.missed.len() >= self.missed_max {
@@ -308,7 +443,7 @@ impl MetaCache {
         drop(shard);
         self.misses.fetch_add(1, Ordering::Relaxed);
         if again || room {
-            Lookup::Admit
+            Lookup::Admit { room: free }
         } else {
             Lookup::Pass
         }
@@ -407,6 +542,8 @@ mod tests {
     use super::*;
     use crate::format::Version;
 
+    const ALL: Span = 0..=u64::MAX;
+
     fn pg() -> PgId {
         PgId { pool: 1, seed: 0 }
     }
@@ -458,19 +595,76 @@ mod tests {
         for (i, e) in entries.iter().enumerate() {
             let name = format!("object-{i}");
             cache.insert_if_current(pg(), &name, e, 1, || 1);
-            match cache.get(pg(), &name) {
+            match cache.get(pg(), &name, &ALL) {
                 Lookup::Hit(got) => assert_eq!(&got, e, "entry {i}"),
-                Lookup::Admit | Lookup::Pass => panic!("entry {i} not kept"),
+                Lookup::Admit { .. } | Lookup::Pass => panic!("entry {i} not kept"),
             }
         }
         // A 4 KiB object's entry stays small (it weighed ~530 bytes kept decoded).
         assert!(weight("benchmark_data_host_12345_object123456", &entry(1)) <= 256);
     }
 
+    /// Goal: a hit gives exactly the rows that overlap the span asked for, in the rows'
+    /// order, whatever the tags and the rows' lengths. Method: an object's head of 1500 rows
+    /// over three tags (single chunks, runs and holes, not overlapping within a tag), kept
+    /// once, then looked up over 2000 spans (single chunks, short and long ranges, spans
+    /// before, across and after the rows, and the empty span), each checked against the rows
+    /// filtered one by one.
+    #[test]
+    fn a_hit_gives_the_rows_overlapping_its_span() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let mut rows = Vec::new();
+        for tag in [9u64, 5, 2] {
+            let mut first = next(4);
+            let limit = rows.len() + 500;
+            while rows.len() < limit && first < 3000 {
+                let count = 1 + next(3) * next(8);
+                let body = if next(5) == 0 {
+                    ExtentBody::Hole
+                } else {
+                    let crcs = (0..count as u32).map(|c| c ^ tag as u32).collect();
+                    ExtentBody::Data { block: next(1 << 30), last_len: 4096, crcs }
+                };
+                rows.push(Extent { tag, first, count, body });
+                first += count + next(3);
+            }
+        }
+        let v = Version { tag: 9, floor: 1, exists: true, size: 1 << 22, mtime: (0, 0) };
+        let kept = CachedObject {
+            record: Some(ObjectRecord { id: 77, versions: vec![v] }),
+            rows: Some(rows.clone()),
+        };
+        let cache = MetaCache::new(64 << 20);
+        cache.insert_if_current(pg(), "o", &kept, 1, || 1);
+        let empty = span_of(&[ObjectOp::Stat]);
+        assert!(empty.is_empty());
+        let mut spans: Vec<Span> = vec![ALL, 0..=0, 5000..=6000, empty];
+        for _ in 0..2000 {
+            let a = next(3200);
+            spans.push(a..=a + next(4) * next(40));
+        }
+        for span in spans {
+            let want: Vec<&Extent> = rows
+                .iter()
+                .filter(|r| !span.is_empty() && r.first <= *span.end() && r.end() > *span.start())
+                .collect();
+            let Lookup::Hit(got) = cache.get(pg(), "o", &span) else { panic!("not kept") };
+            assert_eq!(got.record, kept.record);
+            let got = got.rows.expect("rows kept");
+            assert_eq!(got.iter().collect::<Vec<_>>(), want, "span {span:?}");
+        }
+    }
+
     fn id_of(cache: &MetaCache, name: &str) -> Option<u64> {
-        match cache.get(pg(), name) {
+        match cache.get(pg(), name, &ALL) {
             Lookup::Hit(e) => e.record.as_ref().map(|r| r.id),
-            Lookup::Admit | Lookup::Pass => None,
+            Lookup::Admit { .. } | Lookup::Pass => None,
         }
     }
 
@@ -480,10 +674,13 @@ mod tests {
     #[test]
     fn an_object_is_admitted_at_its_first_miss_while_there_is_room_then_at_its_second() {
         let cache = MetaCache::new(1 << 20);
-        assert!(matches!(cache.get(pg(), "a"), Lookup::Admit), "room, yet not admitted");
+        assert!(
+            matches!(cache.get(pg(), "a", &ALL), Lookup::Admit { .. }),
+            "room, yet not admitted"
+        );
         cache.insert_if_current(pg(), "a", &entry(1), 1, || 1);
-        assert!(matches!(cache.get(pg(), "a"), Lookup::Hit(_)));
-        assert!(matches!(MetaCache::new(0).get(pg(), "b"), Lookup::Pass));
+        assert!(matches!(cache.get(pg(), "a", &ALL), Lookup::Hit(_)));
+        assert!(matches!(MetaCache::new(0).get(pg(), "b", &ALL), Lookup::Pass));
         // Room for one entry per shard: fill every shard.
         let one = weight("o0", &entry(0));
         let full = MetaCache::new(SHARDS * (one + SMALL_ENTRY / 2));
@@ -492,10 +689,16 @@ mod tests {
         }
         assert_eq!(full.usage().0, SHARDS, "one entry per shard");
         for name in ["x", "y", "z"] {
-            assert!(matches!(full.get(pg(), name), Lookup::Pass), "{name}: admitted when full");
+            assert!(
+                matches!(full.get(pg(), name, &ALL), Lookup::Pass),
+                "{name}: admitted when full"
+            );
         }
         for name in ["x", "y", "z"] {
-            assert!(matches!(full.get(pg(), name), Lookup::Admit), "{name}: second miss");
+            assert!(
+                matches!(full.get(pg(), name, &ALL), Lookup::Admit { .. }),
+                "{name}: second miss"
+            );
         }
     }
 

@@ -158,7 +158,11 @@ pub trait ReadSink: Sync {
 /// rows the metadata cache gave `t` when they are that version's, else from the table.
 fn visible<T: Tables>(t: &T, ctx: &Ctx, id: u64, range: (u64, u64), a: u64, b: u64) -> Visible {
     match t.head_rows() {
-        Some(h) if (h.id, h.floor, h.tag) == (id, range.0, range.1) => {
+        Some(h)
+            if (h.id, h.floor, h.tag) == (id, range.0, range.1)
+                && h.span.0 <= a
+                && b <= h.span.1 =>
+        {
             Ok(extent::visible_in(h.rows, a, b))
         }
         _ => extent::visible(t.chunks(), ctx, id, range, a, b),
@@ -170,11 +174,14 @@ type Visible = Result<Vec<(u64, u64, ChunkRef)>, StoreError>;
 
 /// The rows the head of object `id` sees, from the metadata cache (`metacache.rs`): what a
 /// read of that head takes instead of looking in the table.
+/// `rows` are those overlapping chunks `span.0..=span.1` (those the read asked for): a read of
+/// chunks outside them looks in the table.
 #[derive(Clone, Copy)]
 pub(crate) struct HeadRows<'d> {
     pub id: u64,
     pub floor: u64,
     pub tag: u64,
+    pub span: (u64, u64),
     pub rows: &'d [Extent],
 }
 

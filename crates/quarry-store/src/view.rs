@@ -87,8 +87,9 @@ impl ReadViews {
     }
 
     /// The cached entry of object `name` of `pg`, or whether to make one (`metacache.rs`).
-    pub fn cached(&self, pg: PgId, name: &str) -> Lookup {
-        self.meta.get(pg, name)
+    /// A hit's rows are those overlapping `span`.
+    pub fn cached(&self, pg: PgId, name: &str, span: &crate::metacache::Span) -> Lookup {
+        self.meta.get(pg, name, span)
     }
 
     /// The metadata cache's counters and usage.
