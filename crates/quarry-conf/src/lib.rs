@@ -370,8 +370,8 @@ mod full_ratio_tests {
         let l = server_limits(&conf, &osd(), DaemonKind::Osd).unwrap();
         assert_eq!((l.max_connections, l.client_request_bytes), (10, 8 << 20));
         assert_eq!(l.memory_target, 64 << 20);
-        assert_eq!((l.store_cache_bytes(), l.wal_cache_bytes()), (12 << 20, 4 << 20));
-        assert_eq!(l.meta_cache_bytes(), 8 << 20);
+        assert_eq!((l.store_cache_bytes(), l.wal_cache_bytes()), (8 << 20, 4 << 20));
+        assert_eq!(l.meta_cache_bytes(), 12 << 20);
         assert_eq!(l.idle_timeout, std::time::Duration::from_millis(2500));
         let l = server_limits(&conf, &mon, DaemonKind::Mon).unwrap();
         assert_eq!((l.max_connections, l.client_request_bytes), (10, 1 << 20));

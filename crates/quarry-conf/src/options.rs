@@ -148,7 +148,7 @@ pub static OPTIONS: &[OptionSpec] = &[
     OptionSpec { name: "ms_handshake_timeout", kind: Float, default: "10", used_by: MON_OSD,
         doc: "Seconds a new connection has to authenticate (Quarry's option) before it is closed." },
     OptionSpec { name: "osd_memory_target", kind: Size, default: "192M", used_by: OSD,
-        doc: "Resident memory an OSD aims at: its store cache is three sixteenths of it, its object metadata cache an eighth and its WAL entry cache a sixteenth (Ceph's default is 4G, mostly BlueStore's cache; Quarry's store is also read through the kernel's page cache). Requests and replies in flight are bounded by the byte budgets above." },
+        doc: "Resident memory an OSD aims at: its store cache is an eighth of it, its object metadata cache three sixteenths and its WAL entry cache a sixteenth (Ceph's default is 4G, mostly BlueStore's cache; Quarry's store is also read through the kernel's page cache). Requests and replies in flight are bounded by the byte budgets above." },
     OptionSpec { name: "mon_memory_target", kind: Size, default: "2G", used_by: MON,
         doc: "Resident memory a monitor aims at (accepted for Ceph's sake: a monitor's state is small and holds no cache to size)." },
     OptionSpec { name: "log_file", kind: Str, default: "", used_by: MON_OSD,

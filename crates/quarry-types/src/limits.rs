@@ -93,19 +93,20 @@ impl ServerLimits {
     /// page cache as well, so its own caches can stay small: docs/benchmarks.md, "Memory").
     pub const OSD_MEMORY_TARGET_DEFAULT: u64 = 192 << 20;
 
-    /// The store's own page cache: three sixteenths of the memory target, at least 8 MiB
-    /// (36 MiB of the default 192: a quarter until the object metadata cache's entries
-    /// shrank to ~230 bytes, when 12 MiB moved to that cache: 4 KiB reads at queue depth 32
-    /// +19% in one run, writes level; docs/benchmarks.md, "Twenty-first round").
+    /// The store's own page cache: an eighth of the memory target, at least 8 MiB (24 MiB
+    /// of the default 192). It was a quarter until the object metadata cache's entries
+    /// shrank to ~230 bytes, then three sixteenths; each step moved 12 MiB to that cache
+    /// (4 KiB reads at queue depth 32 +19%, then +17%, writes level both times:
+    /// docs/benchmarks.md, "Twenty-first round" and "Twenty-third round").
     pub fn store_cache_bytes(&self) -> u64 {
-        (self.memory_target * 3 / 16).max(8 << 20)
+        (self.memory_target / 8).max(8 << 20)
     }
 
     /// The store's object metadata cache (what reads of recently read objects skip the
-    /// database for): an eighth of the memory target, at least 1 MiB (24 MiB of the default:
-    /// ~100k objects' entries).
+    /// database for): three sixteenths of the memory target, at least 1 MiB (36 MiB of the
+    /// default: ~150k 4 KiB objects' entries, or ~900 image objects written 4 KiB at a time).
     pub fn meta_cache_bytes(&self) -> u64 {
-        (self.memory_target / 8).max(1 << 20)
+        (self.memory_target * 3 / 16).max(1 << 20)
     }
 
     /// The WAL's cache of recent entries (what followers and lagging appliers read): a
