@@ -19,12 +19,16 @@
 //!   commit never outlives that commit's removals.
 //! - An entry is used whole (its record and rows come from one view), and only by commands
 //!   that need nothing else (reads and stats at the head, [`Cacheable`]): nothing a read takes
-//!   from here is mixed with what it reads from a view.
+//!   from here is mixed with what it reads from a view. A hit gives the rows of the chunks
+//!   the command reads ([`span_of`]); `read.rs` checks that every chunk range it looks up is
+//!   inside them (debug builds fail if not; a release build would read that range from its
+//!   view, which must then be the entry's).
 //! - Data blocks: a reader registers with the data file before it looks (`view.rs`), so the
 //!   blocks an entry names and a later commit frees stay pending while it reads.
 //!
 //! # Admission
-//! While its shard has room, an object gets an entry at its first miss (it evicts nothing).
+//! While its shard has room, an object gets an entry at its first miss (a small entry then
+//! evicts nothing; a large one is made only in the room there is: [`ROWS_SMALL`]).
 //! Once the shard is full, at its second miss since the shard's filter (the hashes of the
 //! keys missed once, as many as the shard holds small entries) was last emptied: a second
 //! miss within about the cache's reach says an entry would have been used. Reads spread
@@ -44,9 +48,12 @@
 //! (docs/benchmarks.md, "Twenty-first round").
 //! Entries are weighed in bytes (their bytes plus the map's and the list's share) and the
 //! least recently used go first once a shard passes its share of the budget
-//! (`StoreOptions::meta_cache_bytes`, sized by the OSD from its memory target). Objects whose
-//! head sees more than [`ROWS_MAX`] rows are not kept: an entry says only that (a hint: those
-//! reads take the plain path at once).
+//! (`StoreOptions::meta_cache_bytes`, sized by the OSD from its memory target). The rows of
+//! an object whose head sees more than [`ROWS_MAX`] rows (or [`DATA_CHUNKS_MAX`] data chunks),
+//! or whose large entry did not fit the room its shard had when it was missed, are not kept:
+//! its entry is a hint (the record, no rows: its reads take the plain path at once). A hint
+//! stays while it is read (it is an entry like any other), so such an object gets its rows
+//! only once its hint is evicted or its object written: the price of never churning.
 //!
 //! # Why lru
 //! The `lru` crate is a small, widely used LRU map (a hash map with an intrusive list); one
@@ -61,7 +68,7 @@ use quarry_types::{ObjectOp, PgId};
 
 use crate::format::{extent_key, Extent, ExtentBody, ObjectRecord, CHUNK};
 
-/// Most extent rows an entry keeps; an object whose head sees more is not cached. A 4 MiB
+/// Most extent rows an entry keeps; an object whose head sees more gets a hint. A 4 MiB
 /// object written 4 KiB at a time (a VM image's) has up to 1024 at one tag; a hit decodes only
 /// the rows its read overlaps (found by binary search), so many rows cost memory, not time.
 pub(crate) const ROWS_MAX: usize = 2048;
@@ -201,9 +208,10 @@ impl CachedObject {
     }
 
     /// The most rows worth reading for an entry made with `room` bytes free (more would not
-    /// be kept: [`CachedObject::rows_fit`]).
+    /// be kept: [`CachedObject::rows_fit`]; counted as data rows of one chunk, the least a
+    /// data row takes, so that an object of hole rows may be read short and get a hint).
     pub fn rows_to_read(room: usize) -> usize {
-        (room / (ROW_INDEX + 3)).clamp(ROWS_SMALL, ROWS_MAX)
+        (room / (ROW_INDEX + 17)).clamp(ROWS_SMALL, ROWS_MAX)
     }
 }
 
@@ -262,7 +270,7 @@ impl RowIndex<'_> {
                 if first > b {
                     break;
                 }
-                if first + count > a {
+                if first.saturating_add(count) > a {
                     each(k)?;
                 }
                 k += 1;
@@ -404,10 +412,11 @@ impl MetaCache {
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The entry of object `name` of `pg`, if kept. A miss says whether to make an entry: only
-    /// for an object missed before since the shard's filter was last emptied (a read of an
-    /// object read once in a long while, e.g. uniformly among far more objects than the cache
-    /// holds, does not pay for an entry it would never use).
+    /// The entry of object `name` of `pg`, if kept. A miss says whether to make an entry: at
+    /// once while the shard has room, else only for an object missed before since the shard's
+    /// filter was last emptied (a read of an object read once in a long while, e.g. uniformly
+    /// among far more objects than the cache holds, does not pay for an entry it would never
+    /// use).
     ///
     /// A hit's rows are those overlapping `span` (the chunks the read looks at).
     pub fn get(&self, pg: PgId, name: &str, span: &Span) -> Lookup {
