@@ -339,7 +339,7 @@ const EXTENT_DATA: u8 = 1;
 /// reads of it stay `Corrupt`, as they were.
 const EXTENT_DAMAGED: u8 = 0xff;
 /// Bytes of a data extent row before its crc array.
-const EXTENT_DATA_HEAD: usize = 1 + 2 + 2 + 8;
+pub(crate) const EXTENT_DATA_HEAD: usize = 1 + 2 + 2 + 8;
 
 /// A format-4 extent row: chunks `first..first + count` of one version (`tag`) of an object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -449,6 +449,14 @@ impl Extent {
             },
         };
         Extent { tag: self.tag, first: a, count: b - a, body }
+    }
+
+    /// The length of the row value [`Extent::encode`] writes.
+    pub fn encoded_len(&self) -> usize {
+        match &self.body {
+            ExtentBody::Hole => 3,
+            ExtentBody::Data { crcs, .. } => EXTENT_DATA_HEAD + 4 * crcs.len(),
+        }
     }
 
     /// The row value: a hole run `0 u8 ++ count u16 LE`, or a data run `1 u8 ++ count u16 LE

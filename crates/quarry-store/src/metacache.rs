@@ -66,7 +66,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use quarry_types::{ObjectOp, PgId};
 
-use crate::format::{extent_key, Extent, ExtentBody, ObjectRecord, CHUNK};
+use crate::format::{extent_key, Extent, ExtentBody, ObjectRecord, CHUNK, EXTENT_DATA_HEAD};
 
 /// Most extent rows an entry keeps; an object whose head sees more gets a hint. A 4 MiB
 /// object written 4 KiB at a time (a VM image's) has up to 1024 at one tag; a hit decodes only
@@ -164,7 +164,7 @@ impl CachedObject {
             let index = RowIndex { bytes: take(&mut b, count.checked_mul(ROW_INDEX)?)?, count };
             let bodies = b;
             let total = match count.checked_sub(1) {
-                Some(last) => index.body_end(last)?,
+                Some(last) => index.body_end(last),
                 None => 0,
             };
             if total != bodies.len() {
@@ -176,8 +176,8 @@ impl CachedObject {
                 let id = record.as_ref()?.id;
                 index.overlapping(span, |k| {
                     let (tag, first, _) = index.row(k);
-                    let start = if k == 0 { 0 } else { index.body_end(k - 1)? };
-                    let body = bodies.get(start..index.body_end(k)?)?;
+                    let start = if k == 0 { 0 } else { index.body_end(k - 1) };
+                    let body = bodies.get(start..index.body_end(k))?;
                     rows.push(Extent::decode(&extent_key(id, tag, first), body).ok()?);
                     Some(())
                 })?;
@@ -193,13 +193,13 @@ impl CachedObject {
     /// Whether `rows` may be kept in an entry made with `room` bytes free in its shard: a
     /// small entry's always, a larger one's only if it fits that room (see [`ROWS_SMALL`]).
     pub fn rows_fit(rows: &[Extent], room: usize) -> bool {
-        // Data chunks, and the bytes kept: index entries and bodies (a hole's 3 bytes, a data
-        // row's 13 and a crc per chunk).
-        let (chunks, bytes) = rows.iter().fold((0, 0), |(chunks, bytes), r| match &r.body {
-            ExtentBody::Hole => (chunks, bytes + ROW_INDEX + 3),
-            ExtentBody::Data { crcs, .. } => {
-                (chunks + crcs.len(), bytes + ROW_INDEX + 13 + 4 * crcs.len())
-            }
+        // Data chunks, and the bytes kept: index entries and bodies.
+        let (chunks, bytes) = rows.iter().fold((0, 0), |(chunks, bytes), r| {
+            let data = match &r.body {
+                ExtentBody::Hole => 0,
+                ExtentBody::Data { crcs, .. } => crcs.len(),
+            };
+            (chunks + data, bytes + ROW_INDEX + r.encoded_len())
         });
         if rows.len() <= ROWS_SMALL && chunks <= DATA_CHUNKS_SMALL {
             return true;
@@ -211,12 +211,14 @@ impl CachedObject {
     /// be kept: [`CachedObject::rows_fit`]; counted as data rows of one chunk, the least a
     /// data row takes, so that an object of hole rows may be read short and get a hint).
     pub fn rows_to_read(room: usize) -> usize {
-        (room / (ROW_INDEX + 17)).clamp(ROWS_SMALL, ROWS_MAX)
+        (room / (ROW_INDEX + EXTENT_DATA_HEAD + 4)).clamp(ROWS_SMALL, ROWS_MAX)
     }
 }
 
 /// The rows' index of an entry's bytes (see [`CachedObject::encode`]): rows newest tag first,
-/// each tag's rows in chunk order, not overlapping within a tag.
+/// each tag's rows in chunk order, not overlapping within a tag. (Its own binary search: std's
+/// `partition_point` would need the index as a slice of arrays, `as_chunks`, Rust 1.88; the
+/// workspace's MSRV is 1.85.)
 struct RowIndex<'a> {
     bytes: &'a [u8],
     count: usize,
@@ -235,9 +237,9 @@ impl RowIndex<'_> {
     }
 
     /// Where row `k`'s body ends.
-    fn body_end(&self, k: usize) -> Option<usize> {
+    fn body_end(&self, k: usize) -> usize {
         let e = self.at(k);
-        Some(u32::from_le_bytes(e[18..22].try_into().ok()?) as usize)
+        u32::from_le_bytes([e[18], e[19], e[20], e[21]]) as usize
     }
 
     /// The first of `lo..hi` for which `pred` is false (`pred` true then false over it).

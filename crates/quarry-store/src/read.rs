@@ -157,25 +157,16 @@ pub trait ReadSink: Sync {
 /// [`extent::visible`] for object `id` at chunk range `floor..=tag`, chunks `a..=b`: from the
 /// rows the metadata cache gave `t` when they are that version's, else from the table.
 fn visible<T: Tables>(t: &T, ctx: &Ctx, id: u64, range: (u64, u64), a: u64, b: u64) -> Visible {
-    if let Some(h) = t.head_rows() {
+    if let Some(h) = t.head_rows().filter(|h| (h.id, h.floor, h.tag) == (id, range.0, range.1)) {
         // The entry's rows were asked for the chunks the command reads (`span_of`): a range
         // outside them would be read from this view, which may be older than the entry.
-        debug_assert!(
-            (h.id, h.floor, h.tag) != (id, range.0, range.1) || (h.span.0 <= a && b <= h.span.1),
-            "chunks {a}..={b} outside the cached span {:?}",
-            h.span
-        );
-    }
-    match t.head_rows() {
-        Some(h)
-            if (h.id, h.floor, h.tag) == (id, range.0, range.1)
-                && h.span.0 <= a
-                && b <= h.span.1 =>
-        {
-            Ok(extent::visible_in(h.rows, a, b))
+        let inside = h.span.0 <= a && b <= h.span.1;
+        debug_assert!(inside, "chunks {a}..={b} outside the cached span {:?}", h.span);
+        if inside {
+            return Ok(extent::visible_in(h.rows, a, b));
         }
-        _ => extent::visible(t.chunks(), ctx, id, range, a, b),
     }
+    extent::visible(t.chunks(), ctx, id, range, a, b)
 }
 
 /// What [`visible`] returns: `(index, tag of the row, the chunk)` for each chunk with a row.
