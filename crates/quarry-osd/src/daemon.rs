@@ -190,6 +190,7 @@ pub(crate) async fn start(
     running.tasks.spawn(worker::repair::run(osd.clone(), repair_rx));
     running.tasks.spawn(worker::revive::run(osd.clone()));
     running.tasks.spawn(worker::rebalance::run(osd.clone()));
+    running.tasks.spawn(crate::optracker::run_complaints(osd.tracker.clone()));
     match tokio::time::timeout(START_TIMEOUT, ready_rx).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) | Err(_) => {

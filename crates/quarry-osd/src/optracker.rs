@@ -36,6 +36,25 @@ use quarry_wire::OsdOp;
 pub const HISTORY_SIZE: usize = 20;
 /// How long a finished op stays in the history.
 pub const HISTORY_DURATION: Duration = Duration::from_secs(600);
+/// An op in flight this long is logged as a slow request, once (Ceph's
+/// `osd_op_complaint_time`).
+pub const OP_COMPLAINT_TIME: Duration = Duration::from_secs(30);
+/// How often the ops in flight are checked for slow ones.
+const COMPLAINT_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Logs every op in flight for longer than [`OP_COMPLAINT_TIME`] as a warning, once: an op
+/// the OSD holds that long (waiting for its PG, its turn, the log) is what an operator
+/// needs to see, with the op, its PG and its client. Runs until the task is aborted.
+pub async fn run_complaints(tracker: Arc<OpTracker>) {
+    let mut tick = tokio::time::interval(COMPLAINT_CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for slow in tracker.newly_slow(OP_COMPLAINT_TIME) {
+            tracing::warn!("{slow}");
+        }
+    }
+}
 
 /// What the description says, kept raw: formatted only when dumped.
 struct Tracked {
@@ -54,6 +73,8 @@ struct Tracked {
     writes: bool,
     /// Bytes of data the client sent (write payloads).
     in_bytes: u64,
+    /// Already logged as a slow request ([`OpTracker::newly_slow`]).
+    complained: bool,
 }
 
 /// The `osd` counters of `perf dump` (see the module docs).
@@ -222,6 +243,7 @@ impl OpTracker {
             finished: None,
             writes: ObjectOp::vector_may_write(&op.ops),
             in_bytes: op.ops.iter().map(ObjectOp::data_bytes).sum(),
+            complained: false,
         };
         lock(&self.in_flight).insert(id, tracked);
         if self.count.fetch_add(1, Ordering::Relaxed) > 0 {
@@ -280,6 +302,27 @@ impl OpTracker {
         let now = Instant::now();
         let ops: Vec<Value> = lock(&self.in_flight).values().map(|op| op.json(now)).collect();
         json!({"ops": ops, "num_ops": ops.len()})
+    }
+
+    /// The ops in flight for longer than `after` that were not reported yet, each once, as
+    /// Ceph's OSD logs them: `slow request 31.2 seconds old, received at TIME: osd_op(...)
+    /// currently started`.
+    pub fn newly_slow(&self, after: Duration) -> Vec<String> {
+        let now = Instant::now();
+        let mut slow = Vec::new();
+        for op in lock(&self.in_flight).values_mut() {
+            let age = now.saturating_duration_since(op.started);
+            if age >= after && !op.complained {
+                op.complained = true;
+                slow.push(format!(
+                    "slow request {:.3} seconds old, received at {}: {} currently started",
+                    age.as_secs_f64(),
+                    utime(op.initiated),
+                    op.description()
+                ));
+            }
+        }
+        slow
     }
 
     /// `dump_historic_ops`: the last finished ops still within [`HISTORY_DURATION`].
@@ -407,5 +450,45 @@ mod tests {
         assert!(tracker.alone(), "alone again");
         drop(first);
         assert_eq!(tracker.dump_in_flight()["num_ops"], 0);
+    }
+
+    /// Goal: an op in flight past the complaint time is reported once, with Ceph's
+    /// description; a finished one or a younger one is not.
+    #[test]
+    fn slow_requests_are_reported_once() {
+        let tracker = Arc::new(OpTracker::default());
+        let mut op = OsdOp {
+            pg: quarry_types::PgId { pool: 1, seed: 3 },
+            epoch: 12,
+            name: "obj".into(),
+            snapc: Default::default(),
+            snap: quarry_types::SNAP_HEAD,
+            ops: vec![ObjectOp::Write {
+                off: 0,
+                data: quarry_types::Payload::new(vec![0u8; 4096]),
+            }],
+            reqid: Some(quarry_types::ReqId { client: 1, tid: 7 }),
+        };
+        let client = EntityName::client("admin");
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let held = tracker.start(&op, &client, peer);
+        op.name = "done".into();
+        drop(tracker.start(&op, &client, peer));
+        std::thread::sleep(Duration::from_millis(20));
+        op.name = "young".into();
+        let _young = tracker.start(&op, &client, peer);
+        let slow = tracker.newly_slow(Duration::from_millis(20));
+        assert_eq!(slow.len(), 1, "{slow:?}");
+        assert!(slow[0].starts_with("slow request 0.0"), "{}", slow[0]);
+        assert!(
+            slow[0].ends_with(
+                ": osd_op(client.admin.0:7 1.3 obj [write 0~4096] e12) currently started"
+            ),
+            "{}",
+            slow[0]
+        );
+        assert!(tracker.newly_slow(Duration::ZERO).iter().all(|s| s.contains(" young ")));
+        assert!(tracker.newly_slow(Duration::ZERO).is_empty(), "each reported once");
+        drop(held);
     }
 }

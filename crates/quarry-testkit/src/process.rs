@@ -92,7 +92,10 @@ pub fn run_bounded(mut cmd: Command, input: Option<&[u8]>, timeout: Duration) ->
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("{desc} did not finish within {timeout:?}");
+            // What it printed says where it waited (the client logs an op blocked for 10 s
+            // with its PG and why).
+            let stderr = String::from_utf8_lossy(&err_t.join().unwrap_or_default()).into_owned();
+            panic!("{desc} did not finish within {timeout:?}\nstderr: {stderr}");
         }
         std::thread::sleep(Duration::from_millis(20));
     };

@@ -150,6 +150,38 @@ pub fn notify_reaches(c: &Cluster, watcher: &Daemon, watched: &str, nth: usize, 
     wait_lines(watcher, "NOTIFY cookie ", nth);
 }
 
+/// How long a writer's or lister's command may run before the cluster's state is printed
+/// (it is killed, failing the test, at `COMMAND_TIMEOUT`).
+const SLOW_COMMAND: Duration = Duration::from_secs(30);
+
+/// Runs `cmd` bounded; if it is still running after [`SLOW_COMMAND`], prints what every OSD
+/// is handling (`ceph tell osd.* dump_ops_in_flight`) and the PGs (`ceph pg dump`) while it
+/// hangs, so a failure says where the op waited.
+fn run_watched(cmd: Command, conf: &Path, what: &str) -> quarry_testkit::process::Run {
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (done, conf, what) = (done.clone(), conf.to_owned(), what.to_owned());
+        std::thread::spawn(move || {
+            let until = Instant::now() + SLOW_COMMAND;
+            while Instant::now() < until {
+                if done.load(Ordering::Relaxed) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            eprintln!("{what} still running after {SLOW_COMMAND:?}; the cluster meanwhile:");
+            for args in [&["tell", "osd.*", "dump_ops_in_flight"][..], &["pg", "dump"]] {
+                let run = run_bounded(tool_cmd("ceph", Some(&conf), args), None, COMMAND_TIMEOUT);
+                eprintln!("ceph {}:\n{}{}", args.join(" "), run.out(), run.stderr);
+            }
+        })
+    };
+    let run = run_bounded(cmd, None, COMMAND_TIMEOUT);
+    done.store(true, Ordering::Relaxed);
+    let _ = watchdog.join();
+    run
+}
+
 /// A writer: `rados put` of `w0`, `w1`, ... (4 KiB to 64 KiB, files in a directory) into
 /// pool `rbd`, one after the other until stopped, keeping the acknowledged ones.
 pub struct Writer {
@@ -171,7 +203,7 @@ impl Writer {
                 let file = dir.join(format!("w-{i}"));
                 std::fs::write(&file, &data).unwrap();
                 let args = ["-p", "rbd", "put", &name, file.to_str().unwrap()];
-                let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT);
+                let r = run_watched(tool_cmd("rados", Some(&conf), &args), &conf, &name);
                 if r.status.success() {
                     done.lock().unwrap().push((name, data));
                 }
@@ -206,7 +238,7 @@ impl Lister {
             let mut listings = 0;
             while !flag.load(Ordering::Relaxed) {
                 let args = ["-p", "rbd", "ls"];
-                let r = run_bounded(tool_cmd("rados", Some(&conf), &args), None, COMMAND_TIMEOUT);
+                let r = run_watched(tool_cmd("rados", Some(&conf), &args), &conf, "ls");
                 let out = r.ok(&format!("ls during {during}")).out();
                 let names: Vec<&str> = out.lines().collect();
                 let unique: BTreeSet<&str> = names.iter().copied().collect();
