@@ -182,3 +182,83 @@ async fn a_new_pgs_primary_campaigns_again_once_a_late_voter_starts_it() {
     }
     cluster.shutdown().await;
 }
+
+/// A PG whose primary leaves it (marked out) while the voter that becomes its primary cannot
+/// be reached: the move's membership change commits without that voter, the old primary
+/// steps down to a learner and replicates nothing more, and the new primary's log is behind
+/// the two other voters', which refuse its campaigns. Those voters must not wait for the old
+/// primary, whom openraft still names their leader, but campaign themselves: one wins, brings
+/// the new primary up to date and hands over, and the PG serves again. (Seen in CI as a put
+/// and a listing that never returned after a pool split 4 -> 16 moved its children: the
+/// voters waited for a leader that was no longer a voter, for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn voters_do_not_wait_for_a_leader_the_membership_removed() {
+    let cluster = quarry_testkit::Cluster::builder()
+        .osds(4)
+        .pools(vec![("rbd", 8, 3)])
+        .osd_fronts()
+        .osd_grace(Duration::from_secs(60))
+        .start()
+        .await;
+    common::allow_election_noise(&cluster);
+    // openraft, when a replication result meets a newer membership (PGs moving).
+    cluster.logs().allow("membership_log_id changed");
+    // The client, while the PG elects a leader after the heir is reachable again.
+    cluster.logs().allow("is not ready for it");
+    let rados = cluster.admin().await;
+    let io = rados.ioctx("rbd").await.unwrap();
+    let map = rados.map();
+    let pool = map.pool_by_name("rbd").unwrap().clone();
+    let pg = (0..pool.pg_num)
+        .map(|seed| quarry_types::PgId { pool: pool.id, seed })
+        .find(|pg| map.acting(*pg).first() == Some(&0))
+        .expect("a PG whose primary is osd.0");
+    let old = map.acting(pg).to_vec();
+    let heir = old[1];
+    let name = (0..)
+        .map(|i| format!("moved{i}"))
+        .find(|n| quarry_placement::pg_of(n, pool.pg_num) == pg.seed)
+        .unwrap();
+    io.write_full(&name, bytes::Bytes::from_static(b"before")).await.unwrap();
+
+    // The heir hears nothing from now on (its own connections out still work: its
+    // campaigns reach the other voters and are refused, as their logs are longer).
+    cluster.osd_front(heir).cut();
+    let mon = common::admin(&cluster).await;
+    mon.command(quarry_wire::MonCommand::OsdMark { ids: vec![0], mark: "out".into() }).await;
+    let moved = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let map = rados.map();
+            if !map.is_remapped(pg) && !map.acting(pg).contains(&0) {
+                return map.acting(pg).to_vec();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the pg moved off osd.0 within 60 s");
+    assert_eq!(
+        moved.first(),
+        Some(&heir),
+        "the new primary is the old second: {old:?} -> {moved:?}"
+    );
+    // The new primary campaigns and is refused by log for a while.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.osd_front(heir).resume();
+    let statuses = || -> Vec<quarry_osd::PgStatus> {
+        [1, 2, 3]
+            .iter()
+            .flat_map(|&id| cluster.osd(id).pgs().into_iter().filter(|s| s.pg == pg))
+            .collect()
+    };
+    let served = tokio::time::timeout(Duration::from_secs(60), async {
+        io.write_full(&name, bytes::Bytes::from_static(b"after")).await?;
+        io.read(&name, 0, 64).await
+    })
+    .await;
+    match served {
+        Ok(Ok(data)) => assert_eq!(&data[..], b"after"),
+        other => panic!("pg {pg} served nothing after the move ({other:?}): {:?}", statuses()),
+    }
+    cluster.shutdown().await;
+}

@@ -9,8 +9,8 @@ use std::net::IpAddr;
 
 use quarry_auth::OsdAccess;
 use quarry_types::{
-    CallOrigin, ErrorCode, ObjectMethods, ObjectOp, OpReply, Payload, SnapId, OBJECT_NAME_LEN_MAX,
-    SNAP_HEAD,
+    CallOrigin, ErrorCode, ObjectMethods, ObjectOp, OpReply, Payload, PgId, SnapId,
+    OBJECT_NAME_LEN_MAX, SNAP_HEAD,
 };
 use quarry_wire::blocklist::{fencing_entry, EntityAddr};
 use quarry_wire::{ClusterMap, OsdOp, Reply};
@@ -238,11 +238,26 @@ pub(crate) fn placed(op: &OsdOp, pg_num: u32, epoch: u64) -> Result<(), Reply> {
     Err(Reply::Failed { code: ErrorCode::EINVAL, message })
 }
 
+/// `pg` is one of its pool's `pg_num` PGs at our map `map_epoch`. A client whose map is newer
+/// (`epoch`) may know a split our map does not show yet (it was not in even after the wait for
+/// it): it retries then, since the PG may well exist; otherwise EINVAL.
+pub(crate) fn pg_exists(pg: PgId, pg_num: u32, epoch: u64, map_epoch: u64) -> Result<(), Reply> {
+    if pg.seed < pg_num {
+        return Ok(());
+    }
+    if epoch > map_epoch {
+        tracing::debug!(%pg, pg_num, epoch, map_epoch, "pg beyond our map's pg_num: retry");
+        return Err(Reply::Retry { epoch: map_epoch });
+    }
+    let message = format!("pg {pg} does not exist (pg_num {pg_num})");
+    Err(Reply::Failed { code: ErrorCode::EINVAL, message })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use bytes::Bytes;
-    use quarry_types::{EntityName, Payload, PgId, SnapContext};
+    use quarry_types::{EntityName, Payload, SnapContext};
     use std::collections::BTreeMap;
 
     fn session(osd_caps: &str) -> Session {
@@ -351,6 +366,17 @@ mod tests {
         o.pg.seed = 0;
         assert!(placed(&o, 1, o.epoch).is_ok());
         assert!(placed(&o, 0, o.epoch).is_err(), "a pool without PGs holds nothing");
+    }
+
+    /// A PG beyond the pool's pg_num is EINVAL, unless the client's map is newer than ours
+    /// (a split we have not seen yet): then it retries.
+    #[test]
+    fn a_pg_beyond_pg_num_is_refused_unless_the_client_knows_a_newer_map() {
+        let pg = PgId { pool: 1, seed: 9 };
+        assert!(pg_exists(pg, 16, 5, 5).is_ok());
+        assert_eq!(code(pg_exists(pg, 4, 5, 5).unwrap_err()), ErrorCode::EINVAL);
+        assert_eq!(code(pg_exists(pg, 4, 4, 5).unwrap_err()), ErrorCode::EINVAL);
+        assert!(matches!(pg_exists(pg, 4, 6, 5), Err(Reply::Retry { epoch: 5 })));
     }
 
     #[test]

@@ -71,10 +71,7 @@ fn route<'m>(osd: &Osd, map: &'m ClusterMap, pg: PgId, epoch: u64) -> Result<&'m
         let message = format!("pool {} does not exist", pg.pool);
         return Err(Reply::Failed { code: ErrorCode::ENOENT, message });
     };
-    if pg.seed >= pool.pg_num {
-        let message = format!("pg {pg} does not exist (pg_num {})", pool.pg_num);
-        return Err(Reply::Failed { code: ErrorCode::EINVAL, message });
-    }
+    check::pg_exists(pg, pool.pg_num, epoch, map.epoch)?;
     let acting = map.acting(pg);
     if acting.first() != Some(&osd.router.me()) {
         tracing::debug!(%pg, epoch = map.epoch, "not the primary: retry");

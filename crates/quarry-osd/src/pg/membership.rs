@@ -37,6 +37,14 @@
 //! or its election timer (an op waits for the PG meanwhile). A voter that is not the
 //! primary campaigns after [`LEADERLESS_CAMPAIGN`] plus a random part of it, which lets the
 //! voter with the longer log win. The wait restarts when this OSD's role changes.
+//!
+//! A PG is led only by a live voter. openraft names as leader the node its committed vote is
+//! for, and keeps doing so after a membership change removed that leader (step 3 of a move
+//! whose primary leaves): it stepped down to a learner and replicates nothing. If the new
+//! primary missed the last entries (slow, or unreachable during the move), the other voters
+//! refuse it by log; were they to count the old primary as their leader, no one would
+//! campaign and the PG would serve nothing for good (seen in CI after a pool split, tested
+//! by `voters_do_not_wait_for_a_leader_the_membership_removed`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -207,14 +215,23 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
             continue;
         }
         let primary = map.acting(pg).first().copied();
-        let (leader, is_voter, primary_votes) = {
+        let (leader, is_voter, primary_votes, leader_votes) = {
             let metrics = group.raft.metrics();
             let m = metrics.borrow();
             let membership = m.membership_config.membership();
             let voters: BTreeSet<OsdId> = membership.voter_ids().collect();
-            (m.current_leader, voters.contains(&me), primary.is_some_and(|p| voters.contains(&p)))
+            let votes = |osd: &OsdId| voters.contains(osd);
+            (
+                m.current_leader,
+                votes(&me),
+                primary.is_some_and(|p| votes(&p)),
+                m.current_leader.as_ref().map(votes),
+            )
         };
-        let led = leader.is_some_and(|l| alive(&l));
+        // Led only by a live voter: openraft keeps naming as leader the one a membership
+        // change removed (it stepped down to a learner and replicates nothing), and voters
+        // waiting for it would wait for good (module docs).
+        let led = leader.is_some_and(|l| alive(&l)) && leader_votes == Some(true);
         if led {
             group.votes.clear();
         }
