@@ -50,7 +50,7 @@ pub async fn run_complaints(tracker: Arc<OpTracker>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for slow in tracker.newly_slow(OP_COMPLAINT_TIME) {
+        for slow in tracker.newly_slow(Instant::now(), OP_COMPLAINT_TIME) {
             tracing::warn!("{slow}");
         }
     }
@@ -304,11 +304,10 @@ impl OpTracker {
         json!({"ops": ops, "num_ops": ops.len()})
     }
 
-    /// The ops in flight for longer than `after` that were not reported yet, each once, as
+    /// The ops in flight for longer than `after` at `now` that were not reported yet, each once, as
     /// Ceph's OSD logs them: `slow request 31.2 seconds old, received at TIME: osd_op(...)
     /// currently started`.
-    pub fn newly_slow(&self, after: Duration) -> Vec<String> {
-        let now = Instant::now();
+    pub fn newly_slow(&self, now: Instant, after: Duration) -> Vec<String> {
         let mut slow = Vec::new();
         for op in lock(&self.in_flight).values_mut() {
             let age = now.saturating_duration_since(op.started);
@@ -475,11 +474,14 @@ mod tests {
         op.name = "done".into();
         drop(tracker.start(&op, &client, peer));
         std::thread::sleep(Duration::from_millis(20));
+        // The clock is read before the young op starts: it is not 20 ms old then, however
+        // slowly this thread runs.
+        let now = Instant::now();
         op.name = "young".into();
         let _young = tracker.start(&op, &client, peer);
-        let slow = tracker.newly_slow(Duration::from_millis(20));
+        let slow = tracker.newly_slow(now, Duration::from_millis(20));
         assert_eq!(slow.len(), 1, "{slow:?}");
-        assert!(slow[0].starts_with("slow request 0.0"), "{}", slow[0]);
+        assert!(slow[0].starts_with("slow request 0."), "{}", slow[0]);
         assert!(
             slow[0].ends_with(
                 ": osd_op(client.admin.0:7 1.3 obj [write 0~4096] e12) currently started"
@@ -487,8 +489,9 @@ mod tests {
             "{}",
             slow[0]
         );
-        assert!(tracker.newly_slow(Duration::ZERO).iter().all(|s| s.contains(" young ")));
-        assert!(tracker.newly_slow(Duration::ZERO).is_empty(), "each reported once");
+        let later = Instant::now();
+        assert!(tracker.newly_slow(later, Duration::ZERO).iter().all(|s| s.contains(" young ")));
+        assert!(tracker.newly_slow(later, Duration::ZERO).is_empty(), "each reported once");
         drop(held);
     }
 }

@@ -251,7 +251,7 @@ async fn voters_do_not_wait_for_a_leader_the_membership_removed() {
             .flat_map(|&id| cluster.osd(id).pgs().into_iter().filter(|s| s.pg == pg))
             .collect()
     };
-    let served = tokio::time::timeout(Duration::from_secs(60), async {
+    let served = tokio::time::timeout(Duration::from_secs(120), async {
         io.write_full(&name, bytes::Bytes::from_static(b"after")).await?;
         io.read(&name, 0, 64).await
     })

@@ -238,14 +238,15 @@ pub(crate) fn placed(op: &OsdOp, pg_num: u32, epoch: u64) -> Result<(), Reply> {
     Err(Reply::Failed { code: ErrorCode::EINVAL, message })
 }
 
-/// `pg` is one of its pool's `pg_num` PGs at our map `map_epoch`. A client whose map is newer
-/// (`epoch`) may know a split our map does not show yet (it was not in even after the wait for
-/// it): it retries then, since the PG may well exist; otherwise EINVAL.
+/// `pg` is one of its pool's `pg_num` PGs at our map `map_epoch`. A client whose map (`epoch`)
+/// differs from ours retries: a newer one may know a split ours does not show yet (it was not
+/// in even after the wait for it), an older one may name a PG a merge took away (with our map
+/// it retargets the object, or its listing starts over). EINVAL only when both maps agree.
 pub(crate) fn pg_exists(pg: PgId, pg_num: u32, epoch: u64, map_epoch: u64) -> Result<(), Reply> {
     if pg.seed < pg_num {
         return Ok(());
     }
-    if epoch > map_epoch {
+    if epoch != map_epoch {
         tracing::debug!(%pg, pg_num, epoch, map_epoch, "pg beyond our map's pg_num: retry");
         return Err(Reply::Retry { epoch: map_epoch });
     }
@@ -368,14 +369,15 @@ mod tests {
         assert!(placed(&o, 0, o.epoch).is_err(), "a pool without PGs holds nothing");
     }
 
-    /// A PG beyond the pool's pg_num is EINVAL, unless the client's map is newer than ours
-    /// (a split we have not seen yet): then it retries.
+    /// A PG beyond the pool's pg_num is EINVAL when the client's map is ours; with another
+    /// map (a split we have not seen yet, a merge the client has not) it retries.
     #[test]
-    fn a_pg_beyond_pg_num_is_refused_unless_the_client_knows_a_newer_map() {
+    fn a_pg_beyond_pg_num_is_refused_only_when_the_maps_agree() {
         let pg = PgId { pool: 1, seed: 9 };
         assert!(pg_exists(pg, 16, 5, 5).is_ok());
+        assert!(pg_exists(pg, 16, 4, 5).is_ok());
         assert_eq!(code(pg_exists(pg, 4, 5, 5).unwrap_err()), ErrorCode::EINVAL);
-        assert_eq!(code(pg_exists(pg, 4, 4, 5).unwrap_err()), ErrorCode::EINVAL);
+        assert!(matches!(pg_exists(pg, 4, 4, 5), Err(Reply::Retry { epoch: 5 })));
         assert!(matches!(pg_exists(pg, 4, 6, 5), Err(Reply::Retry { epoch: 5 })));
     }
 

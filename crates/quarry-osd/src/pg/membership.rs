@@ -38,13 +38,19 @@
 //! primary campaigns after [`LEADERLESS_CAMPAIGN`] plus a random part of it, which lets the
 //! voter with the longer log win. The wait restarts when this OSD's role changes.
 //!
-//! A PG is led only by a live voter. openraft names as leader the node its committed vote is
-//! for, and keeps doing so after a membership change removed that leader (step 3 of a move
-//! whose primary leaves): it stepped down to a learner and replicates nothing. If the new
-//! primary missed the last entries (slow, or unreachable during the move), the other voters
-//! refuse it by log; were they to count the old primary as their leader, no one would
-//! campaign and the PG would serve nothing for good (seen in CI after a pool split, tested
-//! by `voters_do_not_wait_for_a_leader_the_membership_removed`).
+//! A PG is led only by a live leader that is a voter, or that the map still places in the PG
+//! (its acting or up set). openraft names as leader the node its committed vote is for, and
+//! keeps doing so after a membership change removed that leader (step 3 of a move whose
+//! primary leaves): it stepped down to a learner and replicates nothing. If the new primary
+//! missed the last entries (slow, or unreachable during the move), the other voters refuse
+//! it by log; were they to count the old primary as their leader once the map no longer
+//! places it, no one would campaign and the PG would serve nothing for good (seen in CI
+//! after a pool split, tested by `voters_do_not_wait_for_a_leader_the_membership_removed`).
+//! The map's placement keeps the rule from deposing a working leader: a voter whose
+//! membership lags the leader's (it missed the entries of a move, and may need a snapshot)
+//! or one holding the new membership before the move is reported (acting still names the
+//! old primary) would otherwise campaign, and a campaign that loses still raises the term
+//! and makes the leader step down (openraft 0.9 has no pre-vote).
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -228,10 +234,13 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
                 m.current_leader.as_ref().map(votes),
             )
         };
-        // Led only by a live voter: openraft keeps naming as leader the one a membership
-        // change removed (it stepped down to a learner and replicates nothing), and voters
-        // waiting for it would wait for good (module docs).
-        let led = leader.is_some_and(|l| alive(&l)) && leader_votes == Some(true);
+        // Led only by a live voter, or one the map still places in the PG: openraft keeps
+        // naming as leader the one a membership change removed (it stepped down to a
+        // learner and replicates nothing), and voters waiting for it would wait for good;
+        // but a voter whose membership lags (it missed the move's entries) or a move not
+        // reported yet must not depose a leader that is working (module docs).
+        let placed = |l: &OsdId| map.acting(pg).contains(l) || map.up_set(pg).contains(l);
+        let led = leader.is_some_and(|l| alive(&l) && (leader_votes == Some(true) || placed(&l)));
         if led {
             group.votes.clear();
         }
