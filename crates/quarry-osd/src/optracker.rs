@@ -412,6 +412,19 @@ impl Tracked {
 mod tests {
     use super::*;
 
+    /// An op vector on object `name` of PG 1.0 at epoch 1, without a request id.
+    fn osd_op(name: &str, ops: Vec<ObjectOp>) -> OsdOp {
+        OsdOp {
+            pg: quarry_types::PgId { pool: 1, seed: 0 },
+            epoch: 1,
+            name: name.into(),
+            snapc: Default::default(),
+            snap: quarry_types::SNAP_HEAD,
+            ops,
+            reqid: None,
+        }
+    }
+
     #[test]
     fn times_are_cephs() {
         let at = SystemTime::UNIX_EPOCH + Duration::from_micros(1_796_424_600_123_456);
@@ -424,15 +437,7 @@ mod tests {
     #[test]
     fn an_op_is_alone_only_when_nothing_overlapped_lately() {
         let tracker = Arc::new(OpTracker::default());
-        let op = OsdOp {
-            pg: quarry_types::PgId { pool: 1, seed: 0 },
-            epoch: 1,
-            name: "o".into(),
-            snapc: Default::default(),
-            snap: quarry_types::SNAP_HEAD,
-            ops: Vec::new(),
-            reqid: None,
-        };
+        let op = osd_op("o", Vec::new());
         let client = EntityName::client("a");
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         assert!(!tracker.alone(), "nothing in flight");
@@ -456,18 +461,10 @@ mod tests {
     #[test]
     fn slow_requests_are_reported_once() {
         let tracker = Arc::new(OpTracker::default());
-        let mut op = OsdOp {
-            pg: quarry_types::PgId { pool: 1, seed: 3 },
-            epoch: 12,
-            name: "obj".into(),
-            snapc: Default::default(),
-            snap: quarry_types::SNAP_HEAD,
-            ops: vec![ObjectOp::Write {
-                off: 0,
-                data: quarry_types::Payload::new(vec![0u8; 4096]),
-            }],
-            reqid: Some(quarry_types::ReqId { client: 1, tid: 7 }),
-        };
+        let data = quarry_types::Payload::new(vec![0u8; 4096]);
+        let mut op = osd_op("obj", vec![ObjectOp::Write { off: 0, data }]);
+        (op.pg.seed, op.epoch) = (3, 12);
+        op.reqid = Some(quarry_types::ReqId { client: 1, tid: 7 });
         let client = EntityName::client("admin");
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let held = tracker.start(&op, &client, peer);

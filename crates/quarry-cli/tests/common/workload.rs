@@ -158,16 +158,14 @@ const SLOW_COMMAND: Duration = Duration::from_secs(30);
 /// is handling (`ceph tell osd.* dump_ops_in_flight`) and the PGs (`ceph pg dump`) while it
 /// hangs, so a failure says where the op waited.
 fn run_watched(cmd: Command, conf: &Path, what: &str) -> quarry_testkit::process::Run {
-    let done = Arc::new(AtomicBool::new(false));
+    // Dropping `done` (the command ended) wakes the watchdog at once.
+    let (done, ended) = std::sync::mpsc::channel::<()>();
     let watchdog = {
-        let (done, conf, what) = (done.clone(), conf.to_owned(), what.to_owned());
+        let (conf, what) = (conf.to_owned(), what.to_owned());
         std::thread::spawn(move || {
-            let until = Instant::now() + SLOW_COMMAND;
-            while Instant::now() < until {
-                if done.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            let timeout = Err(std::sync::mpsc::RecvTimeoutError::Timeout);
+            if ended.recv_timeout(SLOW_COMMAND) != timeout {
+                return;
             }
             eprintln!("{what} still running after {SLOW_COMMAND:?}; the cluster meanwhile:");
             for args in [&["tell", "osd.*", "dump_ops_in_flight"][..], &["pg", "dump"]] {
@@ -177,7 +175,7 @@ fn run_watched(cmd: Command, conf: &Path, what: &str) -> quarry_testkit::process
         })
     };
     let run = run_bounded(cmd, None, COMMAND_TIMEOUT);
-    done.store(true, Ordering::Relaxed);
+    drop(done);
     let _ = watchdog.join();
     run
 }

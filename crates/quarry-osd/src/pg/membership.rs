@@ -231,16 +231,12 @@ pub(crate) async fn tend_leadership(router: &Router, leaderless: &mut HashMap<Pg
                 m.current_leader,
                 votes(&me),
                 primary.is_some_and(|p| votes(&p)),
-                m.current_leader.as_ref().map(votes),
+                m.current_leader.is_some_and(|l| votes(&l)),
             )
         };
-        // Led only by a live voter, or one the map still places in the PG: openraft keeps
-        // naming as leader the one a membership change removed (it stepped down to a
-        // learner and replicates nothing), and voters waiting for it would wait for good;
-        // but a voter whose membership lags (it missed the move's entries) or a move not
-        // reported yet must not depose a leader that is working (module docs).
+        // Led only by a live leader that votes or that the map still places (module docs).
         let placed = |l: &OsdId| map.acting(pg).contains(l) || map.up_set(pg).contains(l);
-        let led = leader.is_some_and(|l| alive(&l) && (leader_votes == Some(true) || placed(&l)));
+        let led = leader.is_some_and(|l| alive(&l) && (leader_votes || placed(&l)));
         if led {
             group.votes.clear();
         }
