@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# A/B of two quarry builds on small reads (docs/benchmarks.md, "Eighteenth round"): both
-# builds' clusters (`quarry up`, one OSD, pool rbd size 1) run at once and the runs alternate
-# between them, so that both see the same minutes of this noisy VM. Per run: IOPS, mean
-# latency, the server's CPU per read (utime + stime of `quarry up`) and the client's (of
-# `rados bench` or fio, from /usr/bin/time). Not a test.
+# A/B of two quarry builds on small reads, and small writes through the C library (mode
+# `fio-write`) (docs/benchmarks.md, "Eighteenth round"): both builds' clusters (`quarry up`,
+# one OSD, pool rbd size 1) run at once and the runs alternate between them, so that both see
+# the same minutes of this noisy VM. Per run: IOPS, mean latency, the server's CPU per op
+# (utime + stime of `quarry up`) and the client's (of `rados bench` or fio, from
+# /usr/bin/time). Not a test.
 #   A=/path/to/dir-a B=/path/to/dir-b scripts/bench-ab-small-reads.sh MODE [ROUNDS] [SECONDS] [QD]
 # A and B are directories holding a build's `quarry` and, for the fio modes, its
 # `lib/librados.so.2` and `lib/librbd.so.1` (copies: target/release/lib links to the newest
@@ -14,10 +15,13 @@
 #   fio-warm     the same without dropping the page cache (the image warms as rounds go)
 #   fio-frag     fio-warm over an image written 4 KiB at a time instead (every block once, in
 #                random order: a VM image's objects, each with ~1024 extent rows)
+#   fio-write    fio's rbd engine, 4 KiB random writes at QD (default 1) over fio-warm's image
+#                (the one small-write case here: the library's path for writes)
 set -euo pipefail
 mode=${1:?mode: rados, fio-cold, fio-warm or fio-frag}
 rounds=${2:-6}; secs=${3:-3}
 case $mode in rados) qd=${4:-32} ;; *) qd=${4:-1} ;; esac
+case $mode in fio-write) rw=randwrite; dir_key=write ;; *) rw=randread; dir_key=read ;; esac
 # shellcheck source=bench-ab-lib.sh
 . "$(dirname "$0")/bench-ab-lib.sh"
 hz=$(getconf CLK_TCK)
@@ -33,7 +37,7 @@ for x in A B; do
       --rbdname=bench --size=1G "${fill[@]}" >/dev/null
   fi
 done
-echo "| build | round | IOPS | mean latency µs | server CPU µs/read | client CPU µs/read |"
+echo "| build | round | IOPS | mean latency µs | server CPU µs/op | client CPU µs/op |"
 echo "|---|---|---|---|---|---|"
 for r in $(seq 1 "$rounds"); do
   for x in A B; do
@@ -49,11 +53,11 @@ for r in $(seq 1 "$rounds"); do
     else
       in_cluster "$x" /usr/bin/time -f '%U %S' -o "${dir[$x]}/time.txt" \
         fio --name=ab --ioengine=rbd --clientname=admin --pool=rbd \
-        --rbdname=bench --size=1G --rw=randread --bs=4k --iodepth="$qd" \
+        --rbdname=bench --size=1G --rw="$rw" --bs=4k --iodepth="$qd" \
         --runtime="$secs" --time_based --output-format=json >"$out"
       read -r iops lat n < <(python3 -c 'import json, sys
-t = open(sys.argv[1]).read(); r = json.loads(t[t.find("{"):])["jobs"][0]["read"]
-print(round(r["iops"]), round(r["clat_ns"]["mean"] / 1000), r["total_ios"])' "$out")
+t = open(sys.argv[1]).read(); r = json.loads(t[t.find("{"):])["jobs"][0][sys.argv[2]]
+print(round(r["iops"]), round(r["clat_ns"]["mean"] / 1000), r["total_ios"])' "$out" "$dir_key")
     fi
     c1=$(cpu "${pid[$x]}")
     read -r cu cs < "${dir[$x]}/time.txt"

@@ -10,19 +10,31 @@
 //! in flight until its result is known: `rbd_close` waits for that, so a close racing I/O
 //! never frees what the request uses.
 //!
-//! # Order of events when a request ends
-//! On the runtime: the result is stored (`rbd_aio_get_return_value` sees it) and the
-//! completion goes to the library's one callback thread (so callbacks never run on a runtime
-//! thread and may call blocking librbd functions, and they run in completion order). There:
-//! the callback is called; if the image has a notification fd, the completion is queued for
-//! `rbd_poll_io_events` and the fd signalled; then the completion is marked complete
-//! (`rbd_aio_is_complete`, `rbd_aio_wait_for_complete`), as librbd orders them; last, the
-//! request stops counting as in flight, so `rbd_close` returns only after every callback of
-//! the image has run (except when called from a callback: then it waits for nothing).
-//! A write stops holding back the flushes submitted after it only once its callback is
-//! queued, so a flush's callback runs after those of the writes it covers (it once ran
-//! before the last one's: the write's end was seen by the flush before its callback was
-//! queued); a callback may still flush (nothing waits for callbacks to have run).
+//! # Where callbacks run, and the order of events when a request ends
+//! On the runtime: the result is stored (`rbd_aio_get_return_value` sees it), then the
+//! completion's job runs ([`complete`]): the callback is called; if the image has a
+//! notification fd, the completion is queued for `rbd_poll_io_events` and the fd signalled;
+//! then the completion is marked complete (`rbd_aio_is_complete`,
+//! `rbd_aio_wait_for_complete`), as librbd orders them; last, a write stops holding back the
+//! flushes submitted after it, and the request stops counting as in flight, so `rbd_close`
+//! returns only after every callback of the image has run (except when called from a
+//! callback: then it waits for nothing).
+//!
+//! The job runs on the runtime worker that saw the request end, as librbd calls back from
+//! the thread that completed the request. It used to go to one callback thread of the
+//! library's, which cost a wake-up of that thread per request (fio's 4 KiB random reads at
+//! queue depth 1 through this library: 5.2k IOPS at 167–171 µs with the hand-off, 6.4k at
+//! 133–134 µs without; docs/benchmarks.md "Twenty-fifth round") and hung for good a callback
+//! that waited for another request (that request's completion queued behind it). Every
+//! blocking call a callback makes into the library (a synchronous read, waiting for a
+//! completion, closing another image) first moves its worker's queued tasks and its turn at
+//! the runtime's I/O to another thread ([`crate::blocking_wait`]), so the runtime keeps all
+//! its workers (a callback that blocks on something of its own holds its worker meanwhile,
+//! as it would hold one of librbd's threads). Callbacks may run concurrently, as librbd's
+//! may. A flush's callback runs after those of the writes it covers: a write stops holding
+//! flushes back only once its callback has returned (a flush's callback once ran before the
+//! last write's: the write's end was seen by the flush before its callback was queued); a
+//! callback may still flush (nothing waits for callbacks to have run).
 //!
 //! Return values as librbd: reads the number of bytes read (short at the end of the image),
 //! writes, discards, write-zeroes and flushes 0, failures a negative errno.
@@ -89,21 +101,45 @@ unsafe fn completion_arc(p: *mut c_void) -> Option<Arc<Completion>> {
 type Job = Box<dyn FnOnce() + Send>;
 
 thread_local! {
-    static IN_CALLBACK_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether the calling thread is the callback thread (a callback calling into the library).
+/// Whether the calling thread is running a completion callback (a callback calling into the
+/// library: `rbd_close` then waits for nothing).
 pub fn in_callback_thread() -> bool {
-    IN_CALLBACK_THREAD.with(|f| f.get())
+    IN_CALLBACK.with(|f| f.get())
 }
 
-/// The callback thread: runs completion callbacks one at a time, in completion order.
+/// Marks the thread as running callbacks until dropped (also on unwinding).
+struct InCallback(bool);
+
+impl InCallback {
+    fn enter() -> InCallback {
+        InCallback(IN_CALLBACK.with(|f| f.replace(true)))
+    }
+}
+
+impl Drop for InCallback {
+    fn drop(&mut self) {
+        IN_CALLBACK.with(|f| f.set(self.0));
+    }
+}
+
+/// Runs a request's completion job (its callback and what follows it, module docs) on this
+/// thread: the runtime worker that saw the request end.
+pub fn complete(job: Job) {
+    let _marked = InCallback::enter();
+    job();
+}
+
+/// The callback thread: runs the update watches' callbacks (`manage`), one at a time, in the
+/// order they are posted.
 fn callback_thread() -> &'static Mutex<mpsc::Sender<Job>> {
     static SENDER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
     SENDER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new().name("quarry-aio-cb".into()).spawn(move || {
-            IN_CALLBACK_THREAD.with(|f| f.set(true));
+            IN_CALLBACK.with(|f| f.set(true));
             for job in rx {
                 job();
             }
@@ -124,9 +160,8 @@ pub fn post(job: Box<dyn FnOnce() + Send>) {
     }
 }
 
-/// Ends a request: stores `ret`, then (on the callback thread) calls back, notifies, marks
-/// complete. A write's ticket ends only once its callback is queued: a flush waiting for the
-/// write ends after that, so its callback is queued (and runs) after the write's.
+/// Ends a request: stores `ret`, then ([`complete`]) calls back, notifies, marks complete,
+/// and ends the write's ticket: a flush waiting for the write ends after its callback.
 fn finish(
     image: Arc<ImageHandle>,
     comp: Arc<Completion>,
@@ -135,7 +170,7 @@ fn finish(
     ticket: Option<WriteTicket>,
 ) {
     comp.state.lock().unwrap_or_else(|p| p.into_inner()).ret = ret;
-    let job: Job = Box::new(move || {
+    complete(Box::new(move || {
         if let Some(cb) = comp.callback {
             // SAFETY: the caller's callback with its completion and argument (librbd.h); our
             // reference keeps the completion alive even if the callback releases it.
@@ -154,10 +189,9 @@ fn finish(
         state.done = true;
         comp.done_cv.notify_all();
         drop(state);
+        drop(ticket);
         drop(inflight);
-    });
-    post(job);
-    drop(ticket);
+    }));
 }
 
 /// Signals the notification fd: 8 bytes (a count of 1) for an eventfd, 1 byte for a pipe.
@@ -351,7 +385,8 @@ pub unsafe extern "C" fn rbd_aio_is_complete(c: *mut c_void) -> c_int {
     })
 }
 
-/// `rbd_aio_wait_for_complete(c)`: blocks until complete (not from inside a callback).
+/// `rbd_aio_wait_for_complete(c)`: blocks until complete (inside a callback: for another
+/// request's completion, never its own).
 #[no_mangle]
 pub unsafe extern "C" fn rbd_aio_wait_for_complete(c: *mut c_void) -> c_int {
     ffi!(EINVAL, {
@@ -359,10 +394,12 @@ pub unsafe extern "C" fn rbd_aio_wait_for_complete(c: *mut c_void) -> c_int {
         let Some(comp) = (unsafe { completion(c) }) else {
             return EINVAL;
         };
-        let mut state = comp.state.lock().unwrap_or_else(|p| p.into_inner());
-        while !state.done {
-            state = comp.done_cv.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
+        crate::blocking_wait(|| {
+            let mut state = comp.state.lock().unwrap_or_else(|p| p.into_inner());
+            while !state.done {
+                state = comp.done_cv.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+        });
         0
     })
 }

@@ -1951,6 +1951,6 @@ fn end_update_watch(task: tokio::task::JoinHandle<()>, io: quarry_client::IoCtx,
         crate::aio::post(Box::new(move || {
             let _ = tx.send(());
         }));
-        let _ = rx.recv();
+        let _ = crate::blocking_wait(|| rx.recv());
     }
 }

@@ -5,8 +5,9 @@
 //! A completion is an `Arc` given out raw; the caller's reference is dropped by
 //! `rados_aio_release`, each request holds its own until its callbacks have run. When a
 //! request ends: its return value is stored and the completion marked complete
-//! (`rados_aio_is_complete`, `rados_aio_wait_for_complete`); then, on the library's callback
-//! thread, `cb_complete` and `cb_safe` run and the completion is marked so
+//! (`rados_aio_is_complete`, `rados_aio_wait_for_complete`); then `cb_complete` and `cb_safe`
+//! run where image callbacks do (`crate::aio::complete`: on the runtime worker that saw the
+//! request end) and the completion is marked so
 //! (`rados_aio_wait_for_complete_and_cb`). Reads return the bytes read, the rest 0.
 
 use std::ffi::{c_char, c_int, c_void};
@@ -140,10 +141,12 @@ fn wait(c: *mut c_void, callbacks: bool) -> c_int {
     let Some(c) = (unsafe { completion(c) }) else {
         return EINVAL;
     };
-    let mut state = c.state.lock().unwrap_or_else(|p| p.into_inner());
-    while !(state.done && (!callbacks || state.callbacks_done)) {
-        state = c.cv.wait(state).unwrap_or_else(|p| p.into_inner());
-    }
+    crate::blocking_wait(|| {
+        let mut state = c.state.lock().unwrap_or_else(|p| p.into_inner());
+        while !(state.done && (!callbacks || state.callbacks_done)) {
+            state = c.cv.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+    });
     0
 }
 
@@ -177,7 +180,7 @@ where
             state.done = true;
             comp.cv.notify_all();
         }
-        crate::aio::post(Box::new(move || {
+        crate::aio::complete(Box::new(move || {
             let raw = Arc::as_ptr(&comp).cast_mut().cast::<c_void>();
             for cb in [comp.complete, comp.safe].into_iter().flatten() {
                 // SAFETY: the caller's callback with its completion and argument; our

@@ -111,10 +111,12 @@ impl ImageHandle {
     }
 
     fn wait_idle(&self) {
-        let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        while *n > 0 {
-            n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
-        }
+        crate::blocking_wait(|| {
+            let mut n = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+            while *n > 0 {
+                n = self.idle.wait(n).unwrap_or_else(|p| p.into_inner());
+            }
+        });
     }
 
     /// The event state.

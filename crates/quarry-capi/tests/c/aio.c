@@ -109,6 +109,33 @@ static void flush_done(rbd_completion_t c, void *arg) {
     rbd_aio_release(c);
 }
 
+/* Callbacks that make blocking calls into the library, as librbd lets its callbacks do: a
+ * synchronous read, and a request started and waited for. Callbacks run on the library's
+ * runtime workers: a wait there must not hold up the request it waits for (a request
+ * started from a worker is that worker's next task, which no other worker takes). */
+static rbd_image_t nested_image;
+static atomic_int nested_done, nested_bad;
+static void blocking_in_callback(rbd_completion_t c, void *arg) {
+    (void)arg;
+    char buf[4096];
+    if (rbd_aio_get_return_value(c) != 0) atomic_fetch_add(&nested_bad, 1);
+    rbd_aio_release(c);
+    if (rbd_read(nested_image, 0, sizeof buf, buf) != (ssize_t)sizeof buf)
+        atomic_fetch_add(&nested_bad, 1);
+    rbd_completion_t inner;
+    if (rbd_aio_create_completion(NULL, NULL, &inner) != 0) {
+        atomic_fetch_add(&nested_bad, 1);
+    } else {
+        if (rbd_aio_read(nested_image, 4096, sizeof buf, buf, inner) != 0)
+            atomic_fetch_add(&nested_bad, 1);
+        rbd_aio_wait_for_complete(inner);
+        if (rbd_aio_get_return_value(inner) != (ssize_t)sizeof buf)
+            atomic_fetch_add(&nested_bad, 1);
+        rbd_aio_release(inner);
+    }
+    atomic_fetch_add(&nested_done, 1);
+}
+
 static void wait_callbacks(int n) {
     for (int i = 0; i < 3000 && atomic_load(&callbacks) < n; i++) usleep(10000);
 }
@@ -326,6 +353,24 @@ int main(void) {
     CHECK(rbd_aio_writev(other, NULL, 0, 0, none) == -EINVAL, "writev without iovec");
     rbd_aio_release(none);
     CHECK(rbd_close(other) == 0, "close second");
+
+    /* Blocking calls inside callbacks, with 32 requests in flight: every callback ends (a
+     * wait that held up its worker hung here for good, so give up after 60 s). */
+    CHECK(rbd_open(io, "race", &nested_image, NULL) == 0, "open for nested calls");
+    for (int i = 0; i < 32; i++) {
+        rbd_completion_t c;
+        CHECK(rbd_aio_create_completion(NULL, blocking_in_callback, &c) == 0, "completion");
+        CHECK(rbd_aio_write(nested_image, (uint64_t)i * 4096, 4096, data, c) == 0, "write %d", i);
+    }
+    for (int i = 0; i < 6000 && atomic_load(&nested_done) < 32; i++) usleep(10000);
+    if (atomic_load(&nested_done) < 32) {
+        fprintf(stderr, "FAILED: %d of 32 callbacks making blocking calls ended in 60 s\n",
+                atomic_load(&nested_done));
+        _exit(1);
+    }
+    CHECK(atomic_load(&nested_bad) == 0, "blocking calls in callbacks failed: %d",
+          atomic_load(&nested_bad));
+    CHECK(rbd_close(nested_image) == 0, "close after nested calls");
 
     CHECK(rbd_close(image) == 0, "close");
 
