@@ -5,7 +5,8 @@
 # the same minutes of this noisy VM. Per run: IOPS, mean latency, the server's CPU per op
 # (utime + stime of `quarry up`) and the client's (of `rados bench` or fio, from
 # /usr/bin/time). Not a test.
-#   A=/path/to/dir-a B=/path/to/dir-b scripts/bench-ab-small-reads.sh MODE [ROUNDS] [SECONDS] [QD]
+#   A=/path/to/dir-a B=/path/to/dir-b [BS=4k] scripts/bench-ab-small-reads.sh MODE [ROUNDS] [SECONDS] [QD]
+# BS: the fio modes' block size (e.g. BS=4M for large I/O through the C library).
 # A and B are directories holding a build's `quarry` and, for the fio modes, its
 # `lib/librados.so.2` and `lib/librbd.so.1` (copies: target/release/lib links to the newest
 # build). MODE:
@@ -53,7 +54,7 @@ for r in $(seq 1 "$rounds"); do
     else
       in_cluster "$x" /usr/bin/time -f '%U %S' -o "${dir[$x]}/time.txt" \
         fio --name=ab --ioengine=rbd --clientname=admin --pool=rbd \
-        --rbdname=bench --size=1G --rw="$rw" --bs=4k --iodepth="$qd" \
+        --rbdname=bench --size=1G --rw="$rw" --bs="${BS:-4k}" --iodepth="$qd" \
         --runtime="$secs" --time_based --output-format=json >"$out"
       read -r iops lat n < <(python3 -c 'import json, sys
 t = open(sys.argv[1]).read(); r = json.loads(t[t.find("{"):])["jobs"][0][sys.argv[2]]
