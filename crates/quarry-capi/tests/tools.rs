@@ -570,8 +570,8 @@ fn fio_rbd_engine_verifies() {
 /// released in their callbacks, callbacks on a library thread, `rbd_close` racing 256
 /// in-flight writes (all there after reopening), a completion released before its request
 /// ends, wait_for_complete, fio's eventfd poll mode, callbacks that make blocking calls (a
-/// read, a request started and waited for) while 32 requests are in flight, and librbd's
-/// errnos for bad arguments.
+/// request started and waited for, a synchronous read) while 32 image requests or 16 of
+/// librados' are in flight, and librbd's errnos for bad arguments.
 #[test]
 fn c_client_completions_and_close_racing_io() {
     let env = Env::start();

@@ -28,6 +28,20 @@ int rados_connect(rados_t cluster);
 void rados_shutdown(rados_t cluster);
 int rados_ioctx_create(rados_t cluster, const char *pool, rados_ioctx_t *io);
 void rados_ioctx_destroy(rados_ioctx_t io);
+typedef void *rados_completion_t;
+typedef void (*rados_callback_t)(rados_completion_t cb, void *arg);
+int rados_write_full(rados_ioctx_t io, const char *oid, const char *buf, size_t len);
+int rados_read(rados_ioctx_t io, const char *oid, char *buf, size_t len, uint64_t off);
+int rados_aio_create_completion(void *arg, rados_callback_t complete, rados_callback_t safe,
+                                rados_completion_t *pc);
+int rados_aio_write(rados_ioctx_t io, const char *oid, rados_completion_t c, const char *buf,
+                    size_t len, uint64_t off);
+int rados_aio_read(rados_ioctx_t io, const char *oid, rados_completion_t c, char *buf,
+                   size_t len, uint64_t off);
+int rados_aio_wait_for_complete(rados_completion_t c);
+int rados_aio_wait_for_complete_and_cb(rados_completion_t c);
+int rados_aio_get_return_value(rados_completion_t c);
+void rados_aio_release(rados_completion_t c);
 int rbd_create(rados_ioctx_t io, const char *name, uint64_t size, int *order);
 int rbd_open(rados_ioctx_t io, const char *name, rbd_image_t *image, const char *snap);
 int rbd_close(rbd_image_t image);
@@ -120,8 +134,7 @@ static void blocking_in_callback(rbd_completion_t c, void *arg) {
     char buf[4096];
     if (rbd_aio_get_return_value(c) != 0) atomic_fetch_add(&nested_bad, 1);
     rbd_aio_release(c);
-    if (rbd_read(nested_image, 0, sizeof buf, buf) != (ssize_t)sizeof buf)
-        atomic_fetch_add(&nested_bad, 1);
+    /* The wait first: a synchronous call before it would move the callback off its worker. */
     rbd_completion_t inner;
     if (rbd_aio_create_completion(NULL, NULL, &inner) != 0) {
         atomic_fetch_add(&nested_bad, 1);
@@ -133,6 +146,31 @@ static void blocking_in_callback(rbd_completion_t c, void *arg) {
             atomic_fetch_add(&nested_bad, 1);
         rbd_aio_release(inner);
     }
+    if (rbd_read(nested_image, 0, sizeof buf, buf) != (ssize_t)sizeof buf)
+        atomic_fetch_add(&nested_bad, 1);
+    atomic_fetch_add(&nested_done, 1);
+}
+
+/* The same from librados' asynchronous calls (fio's rados engine, python-rados). */
+static rados_ioctx_t nested_io;
+static void rados_blocking_in_callback(rados_completion_t c, void *arg) {
+    (void)arg;
+    char buf[4096];
+    if (rados_aio_get_return_value(c) != 0) atomic_fetch_add(&nested_bad, 1);
+    /* The wait first: a synchronous call before it would move the callback off its worker. */
+    rados_completion_t inner;
+    if (rados_aio_create_completion(NULL, NULL, NULL, &inner) != 0) {
+        atomic_fetch_add(&nested_bad, 1);
+    } else {
+        if (rados_aio_read(nested_io, "nested", inner, buf, sizeof buf, 0) != 0)
+            atomic_fetch_add(&nested_bad, 1);
+        rados_aio_wait_for_complete(inner);
+        if (rados_aio_get_return_value(inner) != (int)sizeof buf)
+            atomic_fetch_add(&nested_bad, 1);
+        rados_aio_release(inner);
+    }
+    if (rados_read(nested_io, "nested", buf, sizeof buf, 0) != (int)sizeof buf)
+        atomic_fetch_add(&nested_bad, 1);
     atomic_fetch_add(&nested_done, 1);
 }
 
@@ -371,6 +409,29 @@ int main(void) {
     CHECK(atomic_load(&nested_bad) == 0, "blocking calls in callbacks failed: %d",
           atomic_load(&nested_bad));
     CHECK(rbd_close(nested_image) == 0, "close after nested calls");
+    nested_io = io;
+    atomic_store(&nested_done, 0);
+    CHECK(rados_write_full(io, "nested", data, 4096) == 0, "write_full nested");
+    rados_completion_t rcs[16];
+    for (int i = 0; i < 16; i++) {
+        char oid[32];
+        snprintf(oid, sizeof oid, "nested-%d", i);
+        CHECK(rados_aio_create_completion(NULL, rados_blocking_in_callback, NULL, &rcs[i]) == 0,
+              "rados completion");
+        CHECK(rados_aio_write(io, oid, rcs[i], data, 4096, 0) == 0, "rados aio_write %d", i);
+    }
+    for (int i = 0; i < 6000 && atomic_load(&nested_done) < 16; i++) usleep(10000);
+    if (atomic_load(&nested_done) < 16) {
+        fprintf(stderr, "FAILED: %d of 16 rados callbacks making blocking calls ended in 60 s\n",
+                atomic_load(&nested_done));
+        _exit(1);
+    }
+    for (int i = 0; i < 16; i++) {
+        CHECK(rados_aio_wait_for_complete_and_cb(rcs[i]) == 0, "rados wait and cb");
+        rados_aio_release(rcs[i]);
+    }
+    CHECK(atomic_load(&nested_bad) == 0, "blocking calls in rados callbacks failed: %d",
+          atomic_load(&nested_bad));
 
     CHECK(rbd_close(image) == 0, "close");
 
