@@ -15,10 +15,10 @@
 //! completion's job runs ([`complete`]): the callback is called; if the image has a
 //! notification fd, the completion is queued for `rbd_poll_io_events` and the fd signalled;
 //! then the completion is marked complete (`rbd_aio_is_complete`,
-//! `rbd_aio_wait_for_complete`), as librbd orders them; last, a write stops holding back the
-//! flushes submitted after it, and the request stops counting as in flight, so `rbd_close`
-//! returns only after every callback of the image has run (except when called from a
-//! callback: then it waits for nothing).
+//! `rbd_aio_wait_for_complete`), as librbd orders them; last, the write (if it is one)
+//! stops holding back the callbacks of flushes submitted after it, and the request stops
+//! counting as in flight, so `rbd_close` returns only after every callback of the image has
+//! run (except when called from a callback: then it waits for nothing).
 //!
 //! The job runs on the runtime worker that saw the request end, as librbd calls back from
 //! the thread that completed the request. It used to go to one callback thread of the
@@ -31,10 +31,12 @@
 //! the runtime's I/O to another thread ([`crate::blocking_wait`]), so the runtime keeps all
 //! its workers (a callback that blocks on something of its own holds its worker meanwhile,
 //! as it would hold one of librbd's threads). Callbacks may run concurrently, as librbd's
-//! may. A flush's callback runs after those of the writes it covers: a write stops holding
-//! flushes back only once its callback has returned (a flush's callback once ran before the
-//! last write's: the write's end was seen by the flush before its callback was queued); a
-//! callback may still flush (nothing waits for callbacks to have run).
+//! may. A request a callback starts goes to the runtime's shared queue ([`spawn_request`]).
+//! A write's I/O ends before its callback runs, so any flush behind it (`rbd_flush`, or
+//! `rbd_aio_flush` waited for, from a callback too) goes on; an asynchronous flush then
+//! completes only once the callbacks of the writes it covers have returned, so its callback
+//! runs after theirs (it once ran before the last one's), except for a flush a callback
+//! makes, which would otherwise wait for that callback.
 //!
 //! Return values as librbd: reads the number of bytes read (short at the end of the image),
 //! writes, discards, write-zeroes and flushes 0, failures a negative errno.
@@ -101,13 +103,23 @@ unsafe fn completion_arc(p: *mut c_void) -> Option<Arc<Completion>> {
 type Job = Box<dyn FnOnce() + Send>;
 
 thread_local! {
+    /// Set while the thread runs a callback: a completion's on a runtime worker
+    /// ([`complete`]), or any on the callback thread (where it stays set).
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set on the callback thread.
+    static ON_CALLBACK_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Whether the calling thread is running a completion callback (a callback calling into the
-/// library: `rbd_close` then waits for nothing).
-pub fn in_callback_thread() -> bool {
+/// Whether the calling thread is running a callback (a callback calling into the library:
+/// `rbd_close` then waits for no request to end, its own among them).
+pub fn in_callback() -> bool {
     IN_CALLBACK.with(|f| f.get())
+}
+
+/// Whether the calling thread is the callback thread (the update watches' callbacks run
+/// there: waiting for it to run something would wait for ever).
+pub fn on_callback_thread() -> bool {
+    ON_CALLBACK_THREAD.with(|f| f.get())
 }
 
 /// Marks the thread as running callbacks until dropped (also on unwinding).
@@ -122,6 +134,22 @@ impl InCallback {
 impl Drop for InCallback {
     fn drop(&mut self) {
         IN_CALLBACK.with(|f| f.set(self.0));
+    }
+}
+
+/// Spawns a request's task on the runtime. From a callback running on a runtime worker the
+/// task goes to the runtime's shared queue (the worker's place moves to another thread
+/// meanwhile, [`crate::blocking_wait`]): spawned plainly, it would be that worker's next
+/// task, which no other worker takes, and a callback that then blocks on something of its
+/// own (a lock the thread waiting for that request holds) would hold it back for good.
+pub fn spawn_request<F>(task: F)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    if in_callback() {
+        crate::blocking_wait(|| drop(runtime().spawn(task)));
+    } else {
+        drop(runtime().spawn(task));
     }
 }
 
@@ -140,6 +168,7 @@ fn callback_thread() -> &'static Mutex<mpsc::Sender<Job>> {
         let (tx, rx) = mpsc::channel::<Job>();
         let spawned = std::thread::Builder::new().name("quarry-aio-cb".into()).spawn(move || {
             IN_CALLBACK.with(|f| f.set(true));
+            ON_CALLBACK_THREAD.with(|f| f.set(true));
             for job in rx {
                 job();
             }
@@ -160,8 +189,9 @@ pub fn post(job: Box<dyn FnOnce() + Send>) {
     }
 }
 
-/// Ends a request: stores `ret`, then ([`complete`]) calls back, notifies, marks complete,
-/// and ends the write's ticket: a flush waiting for the write ends after its callback.
+/// Ends a request: stores `ret`, ends a write's I/O (flushes behind it may go on), then
+/// ([`complete`]) calls back, notifies, marks complete, and ends the write's ticket: an
+/// asynchronous flush behind it calls back after its callback.
 fn finish(
     image: Arc<ImageHandle>,
     comp: Arc<Completion>,
@@ -170,6 +200,11 @@ fn finish(
     ticket: Option<WriteTicket>,
 ) {
     comp.state.lock().unwrap_or_else(|p| p.into_inner()).ret = ret;
+    // Before the callback: a flush the callback makes (or one a thread the callback waits
+    // for makes) must not wait for the callback.
+    if let Some(ticket) = &ticket {
+        ticket.end_io();
+    }
     complete(Box::new(move || {
         if let Some(cb) = comp.callback {
             // SAFETY: the caller's callback with its completion and argument (librbd.h); our
@@ -236,7 +271,7 @@ where
     // reads, docs/benchmarks.md "Eighteenth round"); a boxed one moves as a pointer.
     let fut = Box::pin(work(&h));
     let inflight = h.begin();
-    runtime().spawn(async move {
+    spawn_request(async move {
         let ret = fut.await;
         finish(h, comp, ret, inflight, ticket);
     });
@@ -630,12 +665,19 @@ pub unsafe extern "C" fn rbd_aio_flush(image: *mut c_void, c: *mut c_void) -> c_
             start(image, c, Kind::Other, |h| {
                 let img = h.image.clone();
                 let (mark, handle) = (h.write_mark(), h.clone());
+                // A flush made by a callback does not wait for the callbacks it covers (the
+                // callback making it among them).
+                let from_callback = in_callback();
                 async move {
                     handle.wait_writes_before(mark).await;
-                    match img.flush().await {
+                    let ret = match img.flush().await {
                         Ok(()) => 0,
                         Err(e) => rbd_errno(&e) as i64,
+                    };
+                    if !from_callback {
+                        handle.wait_write_callbacks_before(mark).await;
                     }
+                    ret
                 }
             })
         }

@@ -1939,14 +1939,16 @@ pub(crate) fn end_update_watches(image: *mut c_void) {
 /// Ends one update watch so that no callback of it runs afterwards: the watch task is
 /// aborted *and waited for* (a task past its last await could still post a callback), the
 /// watch removed, then a marker posted to the callback thread is waited for, so callbacks
-/// queued before it have run.
+/// queued before it have run (not on the callback thread itself, where they have: an
+/// update callback ending a watch; an I/O callback on a runtime worker waits like any
+/// caller).
 fn end_update_watch(task: tokio::task::JoinHandle<()>, io: quarry_client::IoCtx, cookie: u64) {
     task.abort();
     let _ = block_on(async move {
         let _ = task.await;
         io.unwatch(cookie).await
     });
-    if !crate::aio::in_callback_thread() {
+    if !crate::aio::on_callback_thread() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         crate::aio::post(Box::new(move || {
             let _ = tx.send(());

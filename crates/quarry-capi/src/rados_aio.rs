@@ -18,7 +18,7 @@ use bytes::Bytes;
 use quarry_client::IoCtx;
 
 use crate::rados::{client_errno, ioctx};
-use crate::{cstr, ffi, runtime, EINVAL};
+use crate::{cstr, ffi, EINVAL};
 
 type Callback = unsafe extern "C" fn(*mut c_void, *mut c_void);
 
@@ -172,7 +172,7 @@ where
     let Some(comp) = (unsafe { completion_arc(c) }) else {
         return EINVAL;
     };
-    runtime().spawn(async move {
+    crate::aio::spawn_request(async move {
         let ret = work.await;
         {
             let mut state = comp.state.lock().unwrap_or_else(|p| p.into_inner());

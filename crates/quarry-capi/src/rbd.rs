@@ -26,19 +26,40 @@ pub struct ImageHandle {
     inflight: Mutex<usize>,
     idle: Condvar,
     events: Mutex<Events>,
-    /// Writes in flight, by submission number, and the next number: a flush waits for the
-    /// writes submitted before it (librbd's flush covers every write issued before it, not
-    /// only the completed ones).
-    writes: Mutex<(u64, std::collections::BTreeSet<u64>)>,
+    /// Writes by submission number: the next number, those whose I/O has not ended, those
+    /// whose callback has not returned. A flush waits for the writes submitted before it
+    /// (librbd's flush covers every write issued before it, not only the completed ones),
+    /// and an asynchronous flush's callback for their callbacks (`aio`).
+    writes: Mutex<Writes>,
     write_done: tokio::sync::Notify,
 }
 
-/// One write in flight (see [`ImageHandle::begin_write`]); ends when dropped.
+/// See [`ImageHandle`]'s `writes`.
+struct Writes {
+    next: u64,
+    io: std::collections::BTreeSet<u64>,
+    callbacks: std::collections::BTreeSet<u64>,
+}
+
+/// One write in flight (see [`ImageHandle::begin_write`]): its I/O ends with
+/// [`WriteTicket::end_io`] (or the drop), its callback with the drop.
 pub struct WriteTicket(Arc<ImageHandle>, u64);
+
+impl WriteTicket {
+    /// The write's I/O has ended: flushes behind it may go on (their callbacks still wait
+    /// for this write's callback, `aio`).
+    pub fn end_io(&self) {
+        self.0.writes.lock().unwrap_or_else(|p| p.into_inner()).io.remove(&self.1);
+        self.0.write_done.notify_waiters();
+    }
+}
 
 impl Drop for WriteTicket {
     fn drop(&mut self) {
-        self.0.writes.lock().unwrap_or_else(|p| p.into_inner()).1.remove(&self.1);
+        let mut writes = self.0.writes.lock().unwrap_or_else(|p| p.into_inner());
+        writes.io.remove(&self.1);
+        writes.callbacks.remove(&self.1);
+        drop(writes);
         self.0.write_done.notify_waiters();
     }
 }
@@ -73,7 +94,11 @@ impl ImageHandle {
             inflight: Mutex::new(0),
             idle: Condvar::new(),
             events: Mutex::new(Events { fd: -1, kind: 0, queue: VecDeque::new() }),
-            writes: Mutex::new((0, std::collections::BTreeSet::new())),
+            writes: Mutex::new(Writes {
+                next: 0,
+                io: Default::default(),
+                callbacks: Default::default(),
+            }),
             write_done: tokio::sync::Notify::new(),
         }
     }
@@ -81,9 +106,10 @@ impl ImageHandle {
     /// Registers a write (or discard, or write-zeroes) at submission.
     pub fn begin_write(self: &Arc<Self>) -> WriteTicket {
         let mut writes = self.writes.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = writes.0;
-        writes.0 += 1;
-        writes.1.insert(seq);
+        let seq = writes.next;
+        writes.next += 1;
+        writes.io.insert(seq);
+        writes.callbacks.insert(seq);
         WriteTicket(self.clone(), seq)
     }
 
@@ -95,14 +121,24 @@ impl ImageHandle {
 
     /// At a flush's submission: the mark [`ImageHandle::wait_writes_before`] waits for.
     pub fn write_mark(&self) -> u64 {
-        self.writes.lock().unwrap_or_else(|p| p.into_inner()).0
+        self.writes.lock().unwrap_or_else(|p| p.into_inner()).next
     }
 
-    /// Ends when every write submitted before `mark` has.
+    /// Ends when the I/O of every write submitted before `mark` has.
     pub async fn wait_writes_before(&self, mark: u64) {
+        self.wait_before(mark, |w| &w.io).await
+    }
+
+    /// Ends when the callback of every write submitted before `mark` has returned.
+    pub async fn wait_write_callbacks_before(&self, mark: u64) {
+        self.wait_before(mark, |w| &w.callbacks).await
+    }
+
+    async fn wait_before(&self, mark: u64, set: fn(&Writes) -> &std::collections::BTreeSet<u64>) {
         loop {
             let done = self.write_done.notified();
-            let oldest = self.writes.lock().unwrap_or_else(|p| p.into_inner()).1.first().copied();
+            let oldest =
+                set(&self.writes.lock().unwrap_or_else(|p| p.into_inner())).first().copied();
             if oldest.is_none_or(|seq| seq >= mark) {
                 return;
             }
@@ -416,7 +452,7 @@ pub unsafe extern "C" fn rbd_close(image: *mut c_void) -> c_int {
         crate::manage::end_update_watches(image);
         // SAFETY: the caller's reference from rbd_open, given back exactly once here.
         let handle = unsafe { Arc::from_raw(image.cast::<ImageHandle>().cast_const()) };
-        if !crate::aio::in_callback_thread() {
+        if !crate::aio::in_callback() {
             handle.wait_idle();
         }
         let img = handle.image.clone();

@@ -57,6 +57,7 @@ int rbd_aio_compare_and_write(rbd_image_t image, uint64_t off, size_t len, const
 int rbd_aio_writev(rbd_image_t image, const struct iovec *iov, int iovcnt, uint64_t off,
                    rbd_completion_t c);
 int rbd_aio_flush(rbd_image_t image, rbd_completion_t c);
+int rbd_flush(rbd_image_t image);
 int rbd_aio_wait_for_complete(rbd_completion_t c);
 int rbd_aio_is_complete(rbd_completion_t c);
 ssize_t rbd_aio_get_return_value(rbd_completion_t c);
@@ -107,6 +108,14 @@ static void release_in_callback(rbd_completion_t c, void *arg) {
 static void count_only(rbd_completion_t c, void *arg) {
     (void)c;
     (void)arg;
+    atomic_fetch_add(&callbacks, 1);
+}
+
+/* A write's callback; the last write's (arg 1) takes 100 ms: a flush's callback must still
+ * come after it. */
+static void slow_count(rbd_completion_t c, void *arg) {
+    (void)c;
+    if (arg) usleep(100000);
     atomic_fetch_add(&callbacks, 1);
 }
 
@@ -172,6 +181,46 @@ static void rados_blocking_in_callback(rados_completion_t c, void *arg) {
     if (rados_read(nested_io, "nested", buf, sizeof buf, 0) != (int)sizeof buf)
         atomic_fetch_add(&nested_bad, 1);
     atomic_fetch_add(&nested_done, 1);
+}
+
+/* A write's callback that flushes, synchronously and asynchronously (waiting for it): the
+ * flush covers the write whose callback makes it and must not wait for that callback. */
+static atomic_int flushed_in_callback, flush_bad;
+static void flush_in_callback(rbd_completion_t c, void *arg) {
+    rbd_image_t img = arg;
+    rbd_aio_release(c);
+    if (rbd_flush(img) != 0) atomic_fetch_add(&flush_bad, 1);
+    rbd_completion_t f;
+    if (rbd_aio_create_completion(NULL, NULL, &f) != 0) {
+        atomic_fetch_add(&flush_bad, 1);
+    } else {
+        if (rbd_aio_flush(img, f) != 0) atomic_fetch_add(&flush_bad, 1);
+        rbd_aio_wait_for_complete(f);
+        if (rbd_aio_get_return_value(f) != 0) atomic_fetch_add(&flush_bad, 1);
+        rbd_aio_release(f);
+    }
+    atomic_fetch_add(&flushed_in_callback, 1);
+}
+
+/* A callback that starts a request, then waits for a lock that a thread waiting for that
+ * request holds: the request must not be held back by the blocked callback. */
+static pthread_mutex_t app_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(rbd_completion_t) follow_up;
+static atomic_int follow_up_done;
+static void submit_then_lock(rbd_completion_t c, void *arg) {
+    rbd_image_t img = arg;
+    static char block[4096];
+    rbd_aio_release(c);
+    rbd_completion_t next;
+    if (rbd_aio_create_completion(NULL, NULL, &next) != 0 ||
+        rbd_aio_write(img, 1 << 20, sizeof block, block, next) != 0) {
+        atomic_fetch_add(&flush_bad, 1);
+        return;
+    }
+    atomic_store(&follow_up, next);
+    pthread_mutex_lock(&app_lock);
+    pthread_mutex_unlock(&app_lock);
+    atomic_fetch_add(&follow_up_done, 1);
 }
 
 static void wait_callbacks(int n) {
@@ -347,13 +396,16 @@ int main(void) {
           (unsigned long long)size);
     /* A flush issued while writes are in flight completes after all of them (librbd: a
      * flush covers every write issued before it), and its callback runs after theirs.
-     * Several rounds: a flush's callback once ran before the last write's (1 in ~4 runs). */
+     * Several rounds: a flush's callback once ran before the last write's (1 in ~4 runs);
+     * the last write's callback takes 100 ms, so a flush that waited only for the writes'
+     * I/O calls back during it. */
     for (int round = 0; round < 20; round++) {
         atomic_store(&callbacks, 0);
         atomic_store(&seen_at_flush, -1);
         for (int i = 0; i < 32; i++) {
             rbd_completion_t c;
-            CHECK(rbd_aio_create_completion(NULL, count_only, &c) == 0, "completion");
+            CHECK(rbd_aio_create_completion(i == 31 ? &c : NULL, slow_count, &c) == 0,
+                  "completion");
             CHECK(rbd_aio_write(other, (uint64_t)i * PIECE, PIECE, data + (size_t)i * PIECE,
                                 c) == 0,
                   "aio_write %d", i);
@@ -408,6 +460,37 @@ int main(void) {
     }
     CHECK(atomic_load(&nested_bad) == 0, "blocking calls in callbacks failed: %d",
           atomic_load(&nested_bad));
+    for (int i = 0; i < 8; i++) {
+        rbd_completion_t c;
+        CHECK(rbd_aio_create_completion(nested_image, flush_in_callback, &c) == 0, "completion");
+        CHECK(rbd_aio_write(nested_image, (uint64_t)i * 4096, 4096, data, c) == 0, "write %d", i);
+    }
+    for (int i = 0; i < 6000 && atomic_load(&flushed_in_callback) < 8; i++) usleep(10000);
+    if (atomic_load(&flushed_in_callback) < 8) {
+        fprintf(stderr, "FAILED: %d of 8 callbacks flushing ended in 60 s\n",
+                atomic_load(&flushed_in_callback));
+        _exit(1);
+    }
+    pthread_mutex_lock(&app_lock);
+    rbd_completion_t first;
+    CHECK(rbd_aio_create_completion(nested_image, submit_then_lock, &first) == 0, "completion");
+    CHECK(rbd_aio_write(nested_image, 0, 4096, data, first) == 0, "write");
+    rbd_completion_t next = NULL;
+    for (int i = 0; i < 3000 && !(next = atomic_load(&follow_up)); i++) usleep(10000);
+    int ended = 0;
+    for (int i = 0; next && i < 3000 && !(ended = rbd_aio_is_complete(next)); i++) usleep(10000);
+    pthread_mutex_unlock(&app_lock);
+    if (!ended) {
+        fprintf(stderr, "FAILED: a request started by a callback that then blocks did not end in "
+                        "30 s\n");
+        _exit(1);
+    }
+    CHECK(rbd_aio_get_return_value(next) == 0, "follow-up write result");
+    rbd_aio_release(next);
+    for (int i = 0; i < 3000 && atomic_load(&follow_up_done) < 1; i++) usleep(10000);
+    CHECK(atomic_load(&follow_up_done) == 1, "the blocked callback ended");
+    CHECK(atomic_load(&flush_bad) == 0, "flushes or follow-ups in callbacks failed: %d",
+          atomic_load(&flush_bad));
     CHECK(rbd_close(nested_image) == 0, "close after nested calls");
     nested_io = io;
     atomic_store(&nested_done, 0);
