@@ -223,6 +223,25 @@ static void submit_then_lock(rbd_completion_t c, void *arg) {
     atomic_fetch_add(&follow_up_done, 1);
 }
 
+/* Writes `n` blocks of `data` to `image` at 4 KiB steps, each completion calling `cb` with
+ * `arg`, then waits up to 60 s for `*done` to reach `n`; a hang ends the program (a callback
+ * stuck for good would also hold up rbd_close). */
+static void writes_whose_callbacks_end(rbd_image_t image, int n, const char *data,
+                                       rbd_callback_t cb, void *arg, atomic_int *done,
+                                       const char *what) {
+    for (int i = 0; i < n; i++) {
+        rbd_completion_t c;
+        CHECK(rbd_aio_create_completion(arg, cb, &c) == 0, "completion");
+        CHECK(rbd_aio_write(image, (uint64_t)i * 4096, 4096, data, c) == 0, "write %d", i);
+    }
+    for (int i = 0; i < 6000 && atomic_load(done) < n; i++) usleep(10000);
+    if (atomic_load(done) < n) {
+        fprintf(stderr, "FAILED: %d of %d callbacks %s ended in 60 s\n", atomic_load(done), n,
+                what);
+        _exit(1);
+    }
+}
+
 static void wait_callbacks(int n) {
     for (int i = 0; i < 3000 && atomic_load(&callbacks) < n; i++) usleep(10000);
 }
@@ -447,30 +466,12 @@ int main(void) {
     /* Blocking calls inside callbacks, with 32 requests in flight: every callback ends (a
      * wait that held up its worker hung here for good, so give up after 60 s). */
     CHECK(rbd_open(io, "race", &nested_image, NULL) == 0, "open for nested calls");
-    for (int i = 0; i < 32; i++) {
-        rbd_completion_t c;
-        CHECK(rbd_aio_create_completion(NULL, blocking_in_callback, &c) == 0, "completion");
-        CHECK(rbd_aio_write(nested_image, (uint64_t)i * 4096, 4096, data, c) == 0, "write %d", i);
-    }
-    for (int i = 0; i < 6000 && atomic_load(&nested_done) < 32; i++) usleep(10000);
-    if (atomic_load(&nested_done) < 32) {
-        fprintf(stderr, "FAILED: %d of 32 callbacks making blocking calls ended in 60 s\n",
-                atomic_load(&nested_done));
-        _exit(1);
-    }
+    writes_whose_callbacks_end(nested_image, 32, data, blocking_in_callback, NULL, &nested_done,
+                               "making blocking calls");
     CHECK(atomic_load(&nested_bad) == 0, "blocking calls in callbacks failed: %d",
           atomic_load(&nested_bad));
-    for (int i = 0; i < 8; i++) {
-        rbd_completion_t c;
-        CHECK(rbd_aio_create_completion(nested_image, flush_in_callback, &c) == 0, "completion");
-        CHECK(rbd_aio_write(nested_image, (uint64_t)i * 4096, 4096, data, c) == 0, "write %d", i);
-    }
-    for (int i = 0; i < 6000 && atomic_load(&flushed_in_callback) < 8; i++) usleep(10000);
-    if (atomic_load(&flushed_in_callback) < 8) {
-        fprintf(stderr, "FAILED: %d of 8 callbacks flushing ended in 60 s\n",
-                atomic_load(&flushed_in_callback));
-        _exit(1);
-    }
+    writes_whose_callbacks_end(nested_image, 8, data, flush_in_callback, nested_image,
+                               &flushed_in_callback, "flushing");
     pthread_mutex_lock(&app_lock);
     rbd_completion_t first;
     CHECK(rbd_aio_create_completion(nested_image, submit_then_lock, &first) == 0, "completion");
