@@ -167,9 +167,10 @@ pub fn runtime() -> &'static Runtime {
 /// Runs `wait`, which blocks its thread, so that it holds up nothing else: on a worker of a
 /// multi-thread runtime (a completion callback may run on one of the library's: [`aio`]), the
 /// worker's queued tasks and its turn at the runtime's I/O move to another thread first
-/// (`block_in_place`). Without that, a callback that starts a request and waits for it would
-/// wait for ever: a task spawned on a worker goes to that worker's next-task slot, which no
-/// other worker takes.
+/// (`block_in_place`). Without that, a callback that starts a request and waits for it waits
+/// for ever (the C test: 0 or 1 of 32 such callbacks end): what its request needs next may be
+/// that worker's to run (its next-task slot, which no other worker takes, or the I/O it
+/// was polling).
 pub fn blocking_wait<R>(wait: impl FnOnce() -> R) -> R {
     match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
