@@ -18,7 +18,8 @@
 //! `rbd_aio_wait_for_complete`), as librbd orders them; last, the write (if it is one)
 //! stops holding back the callbacks of flushes submitted after it, and the request stops
 //! counting as in flight, so `rbd_close` returns only after every callback of the image has
-//! run (except when called from a callback: then it waits for nothing).
+//! run (except when called from the callback of one of the image's requests: then it waits
+//! for none of them).
 //!
 //! The job runs on the runtime worker that saw the request end, as librbd calls back from
 //! the thread that completed the request. It used to go to one callback thread of the
@@ -32,11 +33,14 @@
 //! its workers (a callback that blocks on something of its own holds its worker meanwhile,
 //! as it would hold one of librbd's threads). Callbacks may run concurrently, as librbd's
 //! may. A request a callback starts goes to the runtime's shared queue ([`spawn_request`]).
-//! A write's I/O ends before its callback runs, so any flush behind it (`rbd_flush`, or
-//! `rbd_aio_flush` waited for, from a callback too) goes on; an asynchronous flush then
-//! completes only once the callbacks of the writes it covers have returned, so its callback
-//! runs after theirs (it once ran before the last one's), except for a flush a callback
-//! makes, which would otherwise wait for that callback.
+//! A write's I/O ends before its callback runs: `rbd_flush` waits for the I/O of the writes
+//! before it, not for their callbacks, so a callback may call it (and, as before, it may
+//! return before those callbacks have run). An asynchronous flush completes once its I/O is
+//! done and the callbacks of the writes it covers have returned, so its callback runs after
+//! theirs (it once ran before the last one's); one made by a callback (any callback) does
+//! not wait for callbacks, or a callback waiting for the flush it made would wait for
+//! itself. So, as with librbd, whose flushes end after the callbacks of the writes before
+//! them, a write's callback must not wait for an asynchronous flush another thread made.
 //!
 //! Return values as librbd: reads the number of bytes read (short at the end of the image),
 //! writes, discards, write-zeroes and flushes 0, failures a negative errno.
@@ -108,10 +112,33 @@ thread_local! {
     static IN_CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     /// Set on the callback thread.
     static ON_CALLBACK_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The image whose request's callback the thread runs (its handle's address; 0: none).
+    static CALLBACK_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Whether the calling thread is running a callback (a callback calling into the library:
-/// `rbd_close` then waits for no request to end, its own among them).
+/// Whether the calling thread runs the callback of a request of `image` (`rbd_close` of
+/// that image then cannot wait for the image's requests: this one is among them).
+pub fn in_callback_of(image: &ImageHandle) -> bool {
+    CALLBACK_OF.with(|f| f.get()) == std::ptr::from_ref(image) as usize
+}
+
+/// Names the image whose request's callback runs on this thread until dropped.
+struct CallbackOf(usize);
+
+impl CallbackOf {
+    fn enter(image: &Arc<ImageHandle>) -> CallbackOf {
+        CallbackOf(CALLBACK_OF.with(|f| f.replace(Arc::as_ptr(image) as usize)))
+    }
+}
+
+impl Drop for CallbackOf {
+    fn drop(&mut self) {
+        CALLBACK_OF.with(|f| f.set(self.0));
+    }
+}
+
+/// Whether the calling thread is running a callback (a request it starts goes to the
+/// runtime's shared queue, an asynchronous flush it makes does not wait for callbacks).
 pub fn in_callback() -> bool {
     IN_CALLBACK.with(|f| f.get())
 }
@@ -200,13 +227,14 @@ fn finish(
     ticket: Option<WriteTicket>,
 ) {
     comp.state.lock().unwrap_or_else(|p| p.into_inner()).ret = ret;
-    // Before the callback: a flush the callback makes (or one a thread the callback waits
-    // for makes) must not wait for the callback.
+    // Before the callback: `rbd_flush` and the I/O part of an asynchronous flush do not wait
+    // for it, so the callback may flush (module docs).
     if let Some(ticket) = &ticket {
         ticket.end_io();
     }
     complete(Box::new(move || {
         if let Some(cb) = comp.callback {
+            let _of = CallbackOf::enter(&image);
             // SAFETY: the caller's callback with its completion and argument (librbd.h); our
             // reference keeps the completion alive even if the callback releases it.
             unsafe { cb(comp.raw(), comp.arg as *mut c_void) };

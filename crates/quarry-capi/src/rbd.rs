@@ -441,8 +441,8 @@ pub unsafe extern "C" fn rbd_open_read_only(
 
 /// `rbd_close(image)`: ends update watches left on the image, waits until every
 /// asynchronous request of the image has ended and its callback has run (not when called
-/// from a callback), releases the exclusive lock and the header watch, and gives up the
-/// caller's reference.
+/// from the callback of one of the image's requests, which is among them), releases the
+/// exclusive lock and the header watch, and gives up the caller's reference.
 #[no_mangle]
 pub unsafe extern "C" fn rbd_close(image: *mut c_void) -> c_int {
     ffi!(EINVAL, {
@@ -452,7 +452,7 @@ pub unsafe extern "C" fn rbd_close(image: *mut c_void) -> c_int {
         crate::manage::end_update_watches(image);
         // SAFETY: the caller's reference from rbd_open, given back exactly once here.
         let handle = unsafe { Arc::from_raw(image.cast::<ImageHandle>().cast_const()) };
-        if !crate::aio::in_callback() {
+        if !crate::aio::in_callback_of(&handle) {
             handle.wait_idle();
         }
         let img = handle.image.clone();

@@ -242,6 +242,23 @@ static void writes_whose_callbacks_end(rbd_image_t image, int n, const char *dat
     }
 }
 
+/* A callback of one image's request that closes another image: rbd_close still waits for
+ * that image's requests and their (slow) callbacks. */
+static rbd_image_t closed_in_callback;
+static atomic_int slow_done, slow_done_at_close = -1;
+static void slow_callback(rbd_completion_t c, void *arg) {
+    (void)arg;
+    rbd_aio_release(c);
+    usleep(50000);
+    atomic_fetch_add(&slow_done, 1);
+}
+static void close_other_in_callback(rbd_completion_t c, void *arg) {
+    (void)arg;
+    rbd_aio_release(c);
+    if (rbd_close(closed_in_callback) != 0) atomic_fetch_add(&flush_bad, 1);
+    atomic_store(&slow_done_at_close, atomic_load(&slow_done));
+}
+
 static void wait_callbacks(int n) {
     for (int i = 0; i < 3000 && atomic_load(&callbacks) < n; i++) usleep(10000);
 }
@@ -492,6 +509,20 @@ int main(void) {
     CHECK(atomic_load(&follow_up_done) == 1, "the blocked callback ended");
     CHECK(atomic_load(&flush_bad) == 0, "flushes or follow-ups in callbacks failed: %d",
           atomic_load(&flush_bad));
+    CHECK(rbd_open(io, "race", &closed_in_callback, NULL) == 0, "open the image to close");
+    for (int i = 0; i < 4; i++) {
+        rbd_completion_t c;
+        CHECK(rbd_aio_create_completion(NULL, slow_callback, &c) == 0, "completion");
+        CHECK(rbd_aio_write(closed_in_callback, (uint64_t)i * 4096, 4096, data, c) == 0,
+              "write %d", i);
+    }
+    rbd_completion_t closer;
+    CHECK(rbd_aio_create_completion(NULL, close_other_in_callback, &closer) == 0, "completion");
+    CHECK(rbd_aio_read(nested_image, 0, 4096, back, closer) == 0, "read");
+    for (int i = 0; i < 3000 && atomic_load(&slow_done_at_close) < 0; i++) usleep(10000);
+    CHECK(atomic_load(&slow_done_at_close) == 4,
+          "rbd_close of another image in a callback returned after %d of its 4 callbacks",
+          atomic_load(&slow_done_at_close));
     CHECK(rbd_close(nested_image) == 0, "close after nested calls");
     nested_io = io;
     atomic_store(&nested_done, 0);
