@@ -39,9 +39,8 @@
 //!   never stopped (a process-lifetime library, as librados' own threads). Blocking calls
 //!   drive their future on the caller's thread ([`block_on`]); asynchronous calls spawn on
 //!   the runtime and return at once, and their callbacks run on the runtime's worker that saw
-//!   the request end ([`aio`]). Every blocking wait of the
-//!   library goes through [`blocking_wait`], so a callback that makes blocking calls never
-//!   stalls the runtime.
+//!   the request end ([`aio`]). Every blocking wait of the library goes through
+//!   [`blocking_wait`], so a callback that makes blocking calls never stalls the runtime.
 //! - All `unsafe` of the workspace's C surface lives here, each block with a `// SAFETY:`
 //!   line naming the contract the C caller upholds (Ceph's headers document them).
 //!
@@ -193,13 +192,12 @@ where
     // across its awaits (several times larger in debug builds).
     let fut = Box::pin(fut);
     match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            blocking_wait(|| runtime().block_on(fut))
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread => {
+            std::thread::scope(|s| {
+                s.spawn(|| runtime().block_on(fut)).join().unwrap_or_else(|_| std::process::abort())
+            })
         }
-        Ok(_) => std::thread::scope(|s| {
-            s.spawn(|| runtime().block_on(fut)).join().unwrap_or_else(|_| std::process::abort())
-        }),
-        Err(_) => runtime().block_on(fut),
+        _ => blocking_wait(|| runtime().block_on(fut)),
     }
 }
 

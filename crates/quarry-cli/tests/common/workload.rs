@@ -163,8 +163,8 @@ fn run_watched(cmd: Command, conf: &Path, what: &str) -> quarry_testkit::process
     let watchdog = {
         let (conf, what) = (conf.to_owned(), what.to_owned());
         std::thread::spawn(move || {
-            let timeout = Err(std::sync::mpsc::RecvTimeoutError::Timeout);
-            if ended.recv_timeout(SLOW_COMMAND) != timeout {
+            // Anything but a timeout: the command ended (its end dropped the sender).
+            if ended.recv_timeout(SLOW_COMMAND) != Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
                 return;
             }
             eprintln!("{what} still running after {SLOW_COMMAND:?}; the cluster meanwhile:");
