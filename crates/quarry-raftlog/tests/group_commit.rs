@@ -404,19 +404,31 @@ fn inline_and_thread_rounds_take_turns() {
             .enable_all()
             .build()
             .unwrap();
+        // Every 50 appends a quiet moment: all tasks meet, the inline stores append, then
+        // all meet again before the others go on. Without it, on a loaded machine the writer
+        // thread could be busy at every inline append (1 run in ~12 had no inline round).
+        let quiet = std::sync::Arc::new(tokio::sync::Barrier::new(GROUPS as usize));
         runtime.block_on(async {
             let tasks: Vec<_> = (0..GROUPS)
                 .map(|group| {
-                    let wal = wal.clone();
+                    let (wal, quiet) = (wal.clone(), quiet.clone());
                     tokio::spawn(async move {
                         let mut rng = rand::rngs::StdRng::seed_from_u64(group);
-                        let mut store = match group % 2 {
-                            0 => wal.log_store::<Tc>(group),
-                            _ => crate::common::inline_store(&wal, group),
+                        let inline = group % 2 == 1;
+                        let mut store = match inline {
+                            false => wal.log_store::<Tc>(group),
+                            true => crate::common::inline_store(&wal, group),
                         };
                         let mut term = 1;
                         let mut next = 0;
-                        for _ in 0..APPENDS {
+                        for i in 0..APPENDS {
+                            let quiet_now = i % 50 == 25;
+                            if quiet_now {
+                                quiet.wait().await;
+                                if !inline {
+                                    quiet.wait().await;
+                                }
+                            }
                             if next > 3 && rng.gen_range(0..20) == 0 {
                                 next -= 2;
                                 store.truncate(log_id(term, next)).await.unwrap();
@@ -429,6 +441,9 @@ fn inline_and_thread_rounds_take_turns() {
                             if rng.gen_range(0..4) == 0 {
                                 let pause = rng.gen_range(0..400);
                                 tokio::time::sleep(std::time::Duration::from_micros(pause)).await;
+                            }
+                            if quiet_now && inline {
+                                quiet.wait().await;
                             }
                         }
                         (group, term, next)
