@@ -30,7 +30,8 @@ cpu() { awk '{ sub(/^.*\) /, ""); print ($12 + $13) }' "/proc/$1/stat"; }
 ab_up small
 for x in A B; do
   if [ "$mode" = rados ]; then
-    in_cluster "$x" rados -p rbd bench "$secs" write -b 4096 -t 32 --no-cleanup >/dev/null 2>&1
+    in_cluster "$x" rados -p rbd bench "$secs" write -b 4096 -t 32 --no-cleanup >"${dir[$x]}/fill.txt" 2>&1
+    echo "$x: $(awk -F: '/^Total writes made/ { gsub(/ /, "", $2); print $2 }' "${dir[$x]}/fill.txt") objects written"
   else
     in_cluster "$x" rbd create rbd/bench --size 1G
     if [ "$mode" = fio-frag ]; then fill=(--rw=randwrite --bs=4k --iodepth=32); else fill=(--rw=write --bs=1M --iodepth=8); fi
@@ -68,3 +69,12 @@ print(f"{(b - a) / hz * 1e6 / n:.1f} | {(cu + cs) * 1e6 / n:.1f}" if n else "n/a
       "$c0" "$c1" "$n" "$hz" "$cu" "$cs") |"
   done
 done
+if [ "$mode" = rados ]; then
+  # The object metadata cache at the end (the reads' hits depend on how much of the objects
+  # it holds).
+  for x in A B; do
+    echo "$x: $(in_cluster "$x" ceph tell osd.0 perf dump 2>/dev/null | python3 -c 'import json, sys
+m = json.load(sys.stdin).get("quarry_meta_cache", {})
+print("metadata cache", m.get("entries"), "entries,", m.get("bytes"), "bytes,", m.get("hits"), "hits,", m.get("misses"), "misses")')"
+  done
+fi

@@ -104,7 +104,7 @@ impl ServerLimits {
 
     /// The store's object metadata cache (what reads of recently read objects skip the
     /// database for): three sixteenths of the memory target, at least 1 MiB (36 MiB of the
-    /// default: ~150k 4 KiB objects' entries, or ~900 image objects written 4 KiB at a time).
+    /// default: ~190k 4 KiB objects' entries, or ~900 image objects written 4 KiB at a time).
     pub fn meta_cache_bytes(&self) -> u64 {
         (self.memory_target * 3 / 16).max(1 << 20)
     }
