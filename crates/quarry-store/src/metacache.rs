@@ -434,17 +434,12 @@ impl Shard {
         }
     }
 
-    /// The heap the list, its free places and the table hold: the table's buckets are a
-    /// power of two, 8/7 of its capacity, each a `u32` and a control byte, plus a group of
-    /// control bytes.
+    /// The heap the list, its free places and the table hold (the table's as hashbrown
+    /// counts it: its buckets, spare room and the room its removals' tombstones still take).
     fn structure_bytes(&self) -> usize {
-        let table = match self.index.capacity() {
-            0 => 0,
-            capacity => capacity * 8 / 7 * (4 + 1) + 16,
-        };
         self.slots.capacity() * std::mem::size_of::<Option<Slot>>()
             + self.free.capacity() * std::mem::size_of::<u32>()
-            + table
+            + self.index.allocation_size()
     }
 
     /// What the shard weighs: its entries and its structure.
@@ -463,16 +458,21 @@ impl Shard {
     /// Removes the slot at `at` (which holds one).
     fn remove_at(&mut self, at: usize) -> Slot {
         let slot = self.slots[at].take().expect("a slot");
-        if let Ok(entry) = self.index.find_entry(slot.hash(&self.hasher), |&p| p as usize == at) {
-            entry.remove();
+        match self.index.find_entry(slot.hash(&self.hasher), |&p| p as usize == at) {
+            Ok(entry) => {
+                entry.remove();
+            }
+            // Never: the hash is the one it was inserted under (same keys, same name). A
+            // stale place left in the table would only ever fail `Slot::is`.
+            Err(_) => debug_assert!(false, "a slot missing from its shard's table"),
         }
         self.free.push(at as u32);
         self.entry_bytes -= slot.weight();
         slot
     }
 
-    /// Keeps `slot` under `hash` (replacing the entry of its key, if any).
-    fn insert(&mut self, hash: u64, slot: Slot, pg: PgId, name: &str) {
+    /// Keeps `slot` under `hash` (replacing the entry of its key, if any); returns its place.
+    fn insert(&mut self, hash: u64, slot: Slot, pg: PgId, name: &str) -> usize {
         if let Some(at) = self.find(hash, pg, name) {
             self.remove_at(at);
         }
@@ -493,11 +493,12 @@ impl Shard {
         let (slots, hasher) = (&self.slots, &self.hasher);
         self.index
             .insert_unique(hash, at, |&p| slots[p as usize].as_ref().map_or(0, |s| s.hash(hasher)));
+        at as usize
     }
 
-    /// Evicts one entry (the first the hand finds that was not read since it last passed);
-    /// false if there is none.
-    fn evict_one(&mut self) -> bool {
+    /// Evicts one entry (the first the hand finds that was not read since it last passed),
+    /// never the one at `spare`; false if there is none.
+    fn evict_one(&mut self, spare: usize) -> bool {
         if self.index.is_empty() {
             return false;
         }
@@ -509,6 +510,7 @@ impl Shard {
             let at = self.hand;
             self.hand += 1;
             match &mut self.slots[at] {
+                _ if at == spare => {}
                 Some(slot) if slot.referenced() => slot.set_referenced(false),
                 Some(_) => {
                     self.remove_at(at);
@@ -587,7 +589,10 @@ impl MetaCache {
     }
 
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
-        let i = (hash % SHARDS as u64) as usize;
+        // Bits the shard's table does not place by (it takes its buckets from the low bits and
+        // its control bytes from the top seven): all of a shard's keys sharing their low bits
+        // would crowd into a sixteenth of its buckets.
+        let i = ((hash >> 32) % SHARDS as u64) as usize;
         self.shards[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -661,8 +666,14 @@ impl MetaCache {
         if current() != view {
             return;
         }
-        shard.insert(hash, slot, pg, name);
-        while shard.bytes() > self.shard_bytes && shard.evict_one() {}
+        let at = shard.insert(hash, slot, pg, name);
+        // Not the new entry: the hand may be at its place (a freed one) or reach it first (the
+        // places after the hand all read lately).
+        while shard.bytes() > self.shard_bytes && shard.evict_one(at) {}
+        if shard.bytes() > self.shard_bytes {
+            // Nothing else left to evict, and the shard's list and table leave no room for it.
+            shard.remove_at(at);
+        }
     }
 
     /// Drops the entries of the objects named in `written` (call after bumping the
@@ -927,6 +938,36 @@ mod tests {
             cache.insert_if_current(pg(), &format!("o{i}"), &entry(i), 1, || 1);
         }
         assert!(id_of(&cache, "o0").is_none(), "an entry no longer read was kept for ever");
+    }
+
+    /// Goal: an entry is never evicted by its own insertion, even when the hand reaches it
+    /// first. Method: a shard of four entries all read lately (marked), a fifth inserted
+    /// after them; the eviction its insertion makes clears the four marks and must then take
+    /// the first of the four, not the new entry (unmarked, and next under the hand).
+    #[test]
+    fn a_new_entry_is_not_its_own_insertions_victim() {
+        let hasher = RandomState::new();
+        let mut shard = Shard::new(hasher.clone());
+        let put = |shard: &mut Shard, name: &str, id| {
+            let bytes = slot_bytes(pg(), name, &entry(id)).expect("short name");
+            let hash = key_hash(&hasher, pg(), name);
+            (shard.insert(hash, Slot { bytes: bytes.into_boxed_slice() }, pg(), name), hash)
+        };
+        for (i, name) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            let (at, _) = put(&mut shard, name, i as u64);
+            shard.slots[at].as_mut().unwrap().set_referenced(true);
+        }
+        let (at, hash) = put(&mut shard, "e", 4);
+        assert!(shard.evict_one(at));
+        assert_eq!(shard.index.len(), 4);
+        assert!(shard.find(hash, pg(), "e").is_some(), "the new entry was evicted");
+        let a = key_hash(&shard.hasher, pg(), "a");
+        assert!(shard.find(a, pg(), "a").is_none(), "the oldest was kept");
+        // Alone but for itself, nothing else goes: the caller drops it if it does not fit.
+        let mut alone = Shard::new(shard.hasher.clone());
+        let (at, _) = put(&mut alone, "x", 9);
+        assert!(!alone.evict_one(at));
+        assert_eq!(alone.index.len(), 1);
     }
 
     /// Goal: places freed by removals are reused, and a cleared cache holds nothing. Method:
