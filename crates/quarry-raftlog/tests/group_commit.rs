@@ -415,9 +415,10 @@ fn inline_and_thread_rounds_take_turns() {
                     tokio::spawn(async move {
                         let mut rng = rand::rngs::StdRng::seed_from_u64(group);
                         let inline = group % 2 == 1;
-                        let mut store = match inline {
-                            false => wal.log_store::<Tc>(group),
-                            true => crate::common::inline_store(&wal, group),
+                        let mut store = if inline {
+                            crate::common::inline_store(&wal, group)
+                        } else {
+                            wal.log_store::<Tc>(group)
                         };
                         let mut term = 1;
                         let mut next = 0;

@@ -351,7 +351,8 @@ fn key_hash(hasher: &RandomState, pg: PgId, name: &str) -> u64 {
 
 /// A kept entry: one allocation with its key and the entry's bytes ([`slot_bytes`]). Its
 /// hash is not kept (8 bytes an entry): it is computed again from the key when the shard's
-/// table grows or the entry leaves. Two keys of one hash are told apart by their names.
+/// table grows or the clock evicts the entry (every other removal has the key's hash in
+/// hand). Two keys of one hash are told apart by their names.
 struct Slot {
     bytes: Box<[u8]>,
 }
@@ -455,10 +456,10 @@ impl Shard {
         found.map(|&at| at as usize)
     }
 
-    /// Removes the slot at `at` (which holds one).
-    fn remove_at(&mut self, at: usize) -> Slot {
+    /// Removes the slot at `at` (which holds one, of key hash `hash`).
+    fn remove_at(&mut self, at: usize, hash: u64) {
         let slot = self.slots[at].take().expect("a slot");
-        match self.index.find_entry(slot.hash(&self.hasher), |&p| p as usize == at) {
+        match self.index.find_entry(hash, |&p| p as usize == at) {
             Ok(entry) => {
                 entry.remove();
             }
@@ -468,13 +469,12 @@ impl Shard {
         }
         self.free.push(at as u32);
         self.entry_bytes -= slot.weight();
-        slot
     }
 
     /// Keeps `slot` under `hash` (replacing the entry of its key, if any); returns its place.
     fn insert(&mut self, hash: u64, slot: Slot, pg: PgId, name: &str) -> usize {
         if let Some(at) = self.find(hash, pg, name) {
-            self.remove_at(at);
+            self.remove_at(at, hash);
         }
         self.entry_bytes += slot.weight();
         let at = match self.free.pop() {
@@ -512,8 +512,9 @@ impl Shard {
             match &mut self.slots[at] {
                 _ if at == spare => {}
                 Some(slot) if slot.referenced() => slot.set_referenced(false),
-                Some(_) => {
-                    self.remove_at(at);
+                Some(slot) => {
+                    let hash = slot.hash(&self.hasher);
+                    self.remove_at(at, hash);
                     return true;
                 }
                 None => {}
@@ -620,7 +621,7 @@ impl MetaCache {
                 }
                 // Never for bytes `insert_if_current` made; dropped, not trusted.
                 None => {
-                    shard.remove_at(at);
+                    shard.remove_at(at, hash);
                 }
             }
         }
@@ -672,7 +673,7 @@ impl MetaCache {
         while shard.bytes() > self.shard_bytes && shard.evict_one(at) {}
         if shard.bytes() > self.shard_bytes {
             // Nothing else left to evict, and the shard's list and table leave no room for it.
-            shard.remove_at(at);
+            shard.remove_at(at, hash);
         }
     }
 
@@ -687,7 +688,7 @@ impl MetaCache {
                 let hash = self.hash(pg, name);
                 let mut shard = self.shard(hash);
                 if let Some(at) = shard.find(hash, pg, name) {
-                    shard.remove_at(at);
+                    shard.remove_at(at, hash);
                 }
             }
         }
